@@ -1,0 +1,38 @@
+# SPDX-License-Identifier: MIT
+# Tributary: thin wrappers over meson and ninja. `make demo` and `make test` work on a fresh
+# Debian 12 machine as root: they install what is missing first (scripts/deps.sh).
+
+BUILD      ?= build
+TEST_BUILD ?= build-test
+# CI builds with -Werror; so does every `make test`.
+WERROR     ?= $(if $(CI),true,false)
+
+.PHONY: all deps build demo test bench clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=release -Dwerror=$(WERROR)
+
+build: deps $(BUILD)/build.ninja
+	@ninja -C $(BUILD)
+
+demo: build
+	@./scripts/demo.sh $(BUILD)
+
+# Unit, integration and end-to-end tests, built with ASan + UBSan and -Werror.
+$(TEST_BUILD)/build.ninja:
+	meson setup $(TEST_BUILD) --buildtype=debugoptimized -Dsanitize=true -Dwerror=true
+
+test: deps $(TEST_BUILD)/build.ninja
+	@ninja -C $(TEST_BUILD)
+	@./scripts/run-tests.sh $(TEST_BUILD)
+
+bench: build
+	@./scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(TEST_BUILD)

@@ -1,0 +1,848 @@
+// SPDX-License-Identifier: MIT
+/* The controller's SQLite store: jobs, rounds and settings that must survive a restart. */
+#include "ctl_store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "trib_alloc.h"
+#include "trib_log.h"
+
+/*
+ * Schema migrations: migrations[v] takes a file at user_version v to v + 1.
+ * Append, never edit: a file in the field was written by one of these.
+ * AUTOINCREMENT keeps a deleted job's id from being handed to a new job, so a
+ * stale id held elsewhere (a runtime, a model path) can never alias.
+ */
+static const char *const migrations[] = {
+	/* 0 -> 1: the first schema. */
+	"CREATE TABLE jobs ("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  token TEXT NOT NULL,"
+	"  clients_per_round INTEGER NOT NULL,"
+	"  algorithm TEXT NOT NULL,"
+	"  schema_json TEXT NOT NULL,"
+	"  params_json TEXT,"
+	"  round INTEGER NOT NULL DEFAULT 0,"
+	"  created_unix INTEGER NOT NULL"
+	");"
+	"CREATE TABLE rounds ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  round INTEGER NOT NULL,"
+	"  closed_unix INTEGER NOT NULL,"
+	"  n_updates INTEGER NOT NULL,"
+	"  total_weight REAL NOT NULL,"
+	"  duration_ms INTEGER NOT NULL,"
+	"  model_path TEXT,"
+	"  PRIMARY KEY (job_id, round)"
+	");"
+	"CREATE TABLE kv ("
+	"  key TEXT PRIMARY KEY,"
+	"  val TEXT NOT NULL"
+	");",
+};
+
+_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,
+	       "one migration per schema version");
+
+enum ctl_stmt {
+	S_JOB_INSERT,
+	S_JOB_GET,
+	S_JOB_GET_ID,
+	S_JOB_LIST,
+	S_JOB_ROUND_CAS,
+	S_JOB_ROUND,
+	S_JOB_DELETE,
+	S_ROUND_INSERT,
+	S_ROUND_GET,
+	S_ROUND_LIST,
+	S_KV_GET,
+	S_KV_SET,
+	S_COUNT,
+};
+
+#define JOB_COLS "id, name, token, clients_per_round, algorithm, schema_json, params_json, " \
+		 "round, created_unix"
+#define ROUND_COLS "job_id, round, closed_unix, n_updates, total_weight, duration_ms, model_path"
+
+/* Every statement takes its user-supplied values as bound parameters, never as SQL text. */
+static const char *const stmt_sql[S_COUNT] = {
+	[S_JOB_INSERT] = "INSERT INTO jobs (name, token, clients_per_round, algorithm, "
+			 "schema_json, params_json, round, created_unix) "
+			 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[S_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE name = ?1",
+	[S_JOB_GET_ID] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
+	[S_JOB_LIST] = "SELECT " JOB_COLS " FROM jobs ORDER BY id",
+	[S_JOB_ROUND_CAS] = "UPDATE jobs SET round = ?3 WHERE id = ?1 AND round = ?2",
+	[S_JOB_ROUND] = "SELECT round FROM jobs WHERE id = ?1",
+	[S_JOB_DELETE] = "DELETE FROM jobs WHERE name = ?1",
+	[S_ROUND_INSERT] = "INSERT INTO rounds (" ROUND_COLS ") "
+			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[S_ROUND_GET] = "SELECT " ROUND_COLS " FROM rounds WHERE job_id = ?1 AND round = ?2",
+	[S_ROUND_LIST] = "SELECT " ROUND_COLS " FROM rounds WHERE job_id = ?1 ORDER BY round",
+	[S_KV_GET] = "SELECT val FROM kv WHERE key = ?1",
+	[S_KV_SET] = "INSERT INTO kv (key, val) VALUES (?1, ?2) "
+		     "ON CONFLICT (key) DO UPDATE SET val = excluded.val",
+};
+
+struct ctl_store {
+	sqlite3 *db;
+	/* Serialises all use of db and stmt[]: a prepared statement holds bindings and a cursor. */
+	pthread_mutex_t lock;
+	sqlite3_stmt *stmt[S_COUNT];
+};
+
+/* Map an (extended) SQLite result code to 0 or -errno. */
+static int sql_errno(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_CONSTRAINT:
+		if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+			return -EEXIST;
+		if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+			return -ENOENT;
+		return -EIO;
+	default:
+		return -EIO;
+	}
+}
+
+/* Convert @rc and log it if it is a failure the caller cannot have caused. Lock held. */
+static int sql_fail(struct ctl_store *st, int rc, const char *what)
+{
+	int err = sql_errno(rc);
+
+	if (err == -EIO || err == -EBUSY)
+		trib_error("store: %s: %s (%d)", what, sqlite3_errmsg(st->db), rc);
+	return err;
+}
+
+/* Leave a statement holding no cursor (and so no read lock) and no borrowed bindings. */
+static void stmt_done(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+/* True if @s is NUL-terminated within @cap bytes and not empty. */
+static bool field_ok(const char *s, size_t cap)
+{
+	return s[0] != '\0' && memchr(s, '\0', cap) != NULL;
+}
+
+bool ctl_job_name_valid(const char *name)
+{
+	size_t i;
+
+	if (!name || !name[0] || name[0] == '.' || name[0] == '-')
+		return false;
+	for (i = 0; name[i]; i++) {
+		char c = name[i];
+
+		if (i >= CTL_JOB_NAME_MAX - 1)
+			return false;
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+int ctl_token_new(char *out, size_t cap)
+{
+	static const char b64url[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	unsigned char raw[32];
+	size_t got = 0, i, o = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+
+	if (!out || cap <= CTL_TOKEN_LEN)
+		return -ERANGE;
+	while (got < sizeof(raw)) {
+		ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		got += (size_t)n;
+	}
+	for (i = 0; i < sizeof(raw); i++) {
+		acc = (acc << 8) | raw[i];
+		bits += 8;
+		while (bits >= 6) {
+			bits -= 6;
+			out[o++] = b64url[(acc >> bits) & 0x3f];
+		}
+	}
+	if (bits > 0)
+		out[o++] = b64url[(acc << (6 - bits)) & 0x3f];
+	out[o] = '\0';
+	explicit_bzero(raw, sizeof(raw));
+	return 0;
+}
+
+void ctl_job_clear(struct ctl_job *job)
+{
+	if (!job)
+		return;
+	trib_free(job->schema_json);
+	trib_free(job->params_json);
+	job->schema_json = NULL;
+	job->params_json = NULL;
+}
+
+void ctl_round_clear(struct ctl_round *r)
+{
+	if (!r)
+		return;
+	trib_free(r->model_path);
+	r->model_path = NULL;
+}
+
+/* Run one constant SQL text (no user data), for pragmas and migrations. Lock held or opening. */
+static int exec_sql(struct ctl_store *st, const char *sql)
+{
+	int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+
+	return rc == SQLITE_OK ? 0 : sql_fail(st, rc, sql);
+}
+
+/* Read a one-row, one-integer pragma such as user_version. */
+static int pragma_int(struct ctl_store *st, const char *sql, int64_t *val)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sql_fail(st, rc, sql);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*val = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : sql_fail(st, rc, sql);
+}
+
+/* Switch to WAL; a file system without shared-memory support keeps the old journal, logged. */
+static int set_wal(struct ctl_store *st)
+{
+	sqlite3_stmt *s;
+	const unsigned char *mode;
+	int rc, err = 0;
+
+	rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return sql_fail(st, rc, "journal_mode");
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		err = sql_fail(st, rc, "journal_mode");
+	} else {
+		mode = sqlite3_column_text(s, 0);
+		if (mode && strcasecmp((const char *)mode, "wal") &&
+		    strcasecmp((const char *)mode, "memory"))
+			trib_warn("store: WAL unavailable, journal mode is %s", (const char *)mode);
+	}
+	sqlite3_finalize(s);
+	return err;
+}
+
+/*
+ * Bring the schema to CTL_STORE_SCHEMA_VERSION. The version is read inside an
+ * immediate (write-locked) transaction so that two processes opening a new
+ * file do not both migrate it.
+ */
+static int migrate(struct ctl_store *st)
+{
+	int64_t ver;
+	char sql[48];
+	int err;
+
+	err = exec_sql(st, "BEGIN IMMEDIATE");
+	if (err)
+		return err;
+	err = pragma_int(st, "PRAGMA user_version", &ver);
+	if (err)
+		goto err_rollback;
+	if (ver < 0 || ver > CTL_STORE_SCHEMA_VERSION) {
+		trib_error("store: schema version %lld is not one this build knows (%d)",
+			   (long long)ver, CTL_STORE_SCHEMA_VERSION);
+		err = -EPROTO;
+		goto err_rollback;
+	}
+	if (ver == CTL_STORE_SCHEMA_VERSION) {
+		err = exec_sql(st, "COMMIT");
+		if (err)
+			goto err_rollback;
+		return 0;
+	}
+	for (; ver < CTL_STORE_SCHEMA_VERSION; ver++) {
+		err = exec_sql(st, migrations[ver]);
+		if (err)
+			goto err_rollback;
+	}
+	/* A pragma takes no bound parameters; the value is our own integer. */
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", CTL_STORE_SCHEMA_VERSION);
+	err = exec_sql(st, sql);
+	if (err)
+		goto err_rollback;
+	err = exec_sql(st, "COMMIT");
+	if (err)
+		goto err_rollback;
+	trib_info("store: schema at version %d", CTL_STORE_SCHEMA_VERSION);
+	return 0;
+
+err_rollback:
+	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	return err;
+}
+
+/* sqlite creates files with mode 0644; the store holds tokens, so make it first, 0600. */
+static int precreate(const char *path)
+{
+	int fd;
+
+	if (!strcmp(path, ":memory:") || !strncmp(path, "file:", 5))
+		return 0;
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return 0;
+}
+
+int ctl_store_open(const char *path, struct ctl_store **out)
+{
+	struct ctl_store *st;
+	int rc, err, i;
+
+	if (!path || !out)
+		return -EINVAL;
+	st = trib_calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	err = -pthread_mutex_init(&st->lock, NULL);
+	if (err)
+		goto err_free;
+	err = precreate(path);
+	if (err) {
+		trib_error("store: create %s: %s", path, strerror(-err));
+		goto err_mutex;
+	}
+	rc = sqlite3_open_v2(path, &st->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		err = st->db ? sql_fail(st, rc, path) : -ENOMEM;
+		goto err_close_db;
+	}
+	sqlite3_extended_result_codes(st->db, 1);
+	sqlite3_busy_timeout(st->db, 5000);
+	err = exec_sql(st, "PRAGMA foreign_keys = ON");
+	if (err)
+		goto err_close_db;
+	err = set_wal(st);
+	if (err)
+		goto err_close_db;
+	err = exec_sql(st, "PRAGMA synchronous = FULL");
+	if (err)
+		goto err_close_db;
+	err = migrate(st);
+	if (err)
+		goto err_close_db;
+	for (i = 0; i < S_COUNT; i++) {
+		rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+					&st->stmt[i], NULL);
+		if (rc != SQLITE_OK) {
+			err = sql_fail(st, rc, stmt_sql[i]);
+			goto err_finalize;
+		}
+	}
+	*out = st;
+	return 0;
+
+err_finalize:
+	for (i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+err_close_db:
+	sqlite3_close(st->db);
+err_mutex:
+	pthread_mutex_destroy(&st->lock);
+err_free:
+	trib_free(st);
+	return err;
+}
+
+void ctl_store_close(struct ctl_store *st)
+{
+	int i;
+
+	if (!st)
+		return;
+	for (i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+	if (sqlite3_close(st->db) != SQLITE_OK)
+		trib_warn("store: close: %s", sqlite3_errmsg(st->db));
+	pthread_mutex_destroy(&st->lock);
+	trib_free(st);
+}
+
+/* Copy text column @col into @dst (@cap bytes). -EIO if it does not fit: the row is corrupt. */
+static int col_copy(sqlite3_stmt *s, int col, char *dst, size_t cap)
+{
+	const unsigned char *t = sqlite3_column_text(s, col);
+	size_t n;
+
+	if (!t) {
+		dst[0] = '\0';
+		return sqlite3_errcode(sqlite3_db_handle(s)) == SQLITE_NOMEM ? -ENOMEM : 0;
+	}
+	n = (size_t)sqlite3_column_bytes(s, col);
+	if (n >= cap)
+		return -EIO;
+	memcpy(dst, t, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+/* Duplicate text column @col into *dst (owned by the caller); NULL stays NULL. */
+static int col_dup(sqlite3_stmt *s, int col, char **dst)
+{
+	const unsigned char *t;
+
+	*dst = NULL;
+	if (sqlite3_column_type(s, col) == SQLITE_NULL)
+		return 0;
+	t = sqlite3_column_text(s, col);
+	if (!t)
+		return -ENOMEM;
+	*dst = trib_strndup((const char *)t, (size_t)sqlite3_column_bytes(s, col));
+	return *dst ? 0 : -ENOMEM;
+}
+
+/* Fill *out from the current row of a JOB_COLS query; on failure *out is zeroed. */
+static int job_from_row(sqlite3_stmt *s, struct ctl_job *out)
+{
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	out->id = sqlite3_column_int64(s, 0);
+	err = col_copy(s, 1, out->name, sizeof(out->name));
+	if (!err)
+		err = col_copy(s, 2, out->token, sizeof(out->token));
+	out->clients_per_round = (uint32_t)sqlite3_column_int64(s, 3);
+	if (!err)
+		err = col_copy(s, 4, out->algorithm, sizeof(out->algorithm));
+	if (!err)
+		err = col_dup(s, 5, &out->schema_json);
+	if (!err && !out->schema_json)
+		err = -EIO;
+	if (!err)
+		err = col_dup(s, 6, &out->params_json);
+	out->round = (uint32_t)sqlite3_column_int64(s, 7);
+	out->created_unix = sqlite3_column_int64(s, 8);
+	if (err) {
+		ctl_job_clear(out);
+		memset(out, 0, sizeof(*out));
+	}
+	return err;
+}
+
+int ctl_store_job_create(struct ctl_store *st, struct ctl_job *job)
+{
+	sqlite3_stmt *s;
+	int64_t created;
+	int rc, err;
+
+	if (!st || !job || !ctl_job_name_valid(job->name) || !job->schema_json ||
+	    !field_ok(job->algorithm, sizeof(job->algorithm)) ||
+	    !memchr(job->token, '\0', sizeof(job->token)))
+		return -EINVAL;
+	if (!job->token[0]) {
+		err = ctl_token_new(job->token, sizeof(job->token));
+		if (err)
+			return err;
+	}
+	created = job->created_unix ? job->created_unix : (int64_t)time(NULL);
+
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_JOB_INSERT];
+	rc = sqlite3_bind_text(s, 1, job->name, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(s, 2, job->token, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, job->clients_per_round);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(s, 4, job->algorithm, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(s, 5, job->schema_json, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = job->params_json ? sqlite3_bind_text(s, 6, job->params_json, -1, SQLITE_STATIC)
+				      : sqlite3_bind_null(s, 6);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 7, job->round);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 8, created);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE) {
+		job->id = sqlite3_last_insert_rowid(st->db);
+		job->created_unix = created;
+		err = 0;
+	} else {
+		err = sql_fail(st, rc, "job create");
+	}
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	if (!err)
+		trib_info("store: job %s created (id %lld)", job->name, (long long)job->id);
+	return err;
+}
+
+/* Step a bound JOB_COLS query expected to yield at most one row. Lock held. */
+static int job_get_one(struct ctl_store *st, sqlite3_stmt *s, int rc, struct ctl_job *out)
+{
+	int err;
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		err = job_from_row(s, out);
+	else if (rc == SQLITE_DONE)
+		err = -ENOENT;
+	else
+		err = sql_fail(st, rc, "job get");
+	stmt_done(s);
+	return err;
+}
+
+int ctl_store_job_get(struct ctl_store *st, const char *name, struct ctl_job *out)
+{
+	sqlite3_stmt *s;
+	int err;
+
+	if (!st || !name || !out)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_JOB_GET];
+	err = job_get_one(st, s, sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC), out);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+int ctl_store_job_get_by_id(struct ctl_store *st, int64_t id, struct ctl_job *out)
+{
+	sqlite3_stmt *s;
+	int err;
+
+	if (!st || !out)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_JOB_GET_ID];
+	err = job_get_one(st, s, sqlite3_bind_int64(s, 1, id), out);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+int ctl_store_job_list(struct ctl_store *st, struct ctl_job **jobs, size_t *n)
+{
+	struct ctl_job *arr = NULL, *grown;
+	size_t len = 0, cap = 0, i;
+	sqlite3_stmt *s;
+	int rc, err = 0;
+
+	if (!st || !jobs || !n)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_JOB_LIST];
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 8;
+			grown = trib_realloc(arr, cap * sizeof(*arr));
+			if (!grown) {
+				err = -ENOMEM;
+				break;
+			}
+			arr = grown;
+		}
+		err = job_from_row(s, &arr[len]);
+		if (err)
+			break;
+		len++;
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = sql_fail(st, rc, "job list");
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	if (err) {
+		for (i = 0; i < len; i++)
+			ctl_job_clear(&arr[i]);
+		trib_free(arr);
+		return err;
+	}
+	*jobs = arr;
+	*n = len;
+	return 0;
+}
+
+int ctl_store_round_advance(struct ctl_store *st, int64_t job_id, uint32_t expected_round,
+			    uint32_t new_round)
+{
+	sqlite3_stmt *s;
+	int rc, err;
+
+	if (!st)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_JOB_ROUND_CAS];
+	rc = sqlite3_bind_int64(s, 1, job_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 2, expected_round);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, new_round);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "round advance");
+	stmt_done(s);
+	if (!err && sqlite3_changes(st->db) == 0) {
+		/* Nothing matched: tell a lost race from a missing job. */
+		s = st->stmt[S_JOB_ROUND];
+		rc = sqlite3_bind_int64(s, 1, job_id);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW)
+			err = -ESTALE;
+		else if (rc == SQLITE_DONE)
+			err = -ENOENT;
+		else
+			err = sql_fail(st, rc, "round read");
+		stmt_done(s);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+int ctl_store_job_delete(struct ctl_store *st, const char *name)
+{
+	sqlite3_stmt *s;
+	int rc, err;
+
+	if (!st || !name)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_JOB_DELETE];
+	rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "job delete");
+	stmt_done(s);
+	if (!err && sqlite3_changes(st->db) == 0)
+		err = -ENOENT;
+	pthread_mutex_unlock(&st->lock);
+	if (!err)
+		trib_info("store: job %s deleted", name);
+	return err;
+}
+
+int ctl_store_round_record(struct ctl_store *st, const struct ctl_round *r)
+{
+	sqlite3_stmt *s;
+	int rc, err;
+
+	/* SQLite stores a NaN as NULL, and duration is a signed column. */
+	if (!st || !r || isnan(r->total_weight) || r->duration_ms > INT64_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_ROUND_INSERT];
+	rc = sqlite3_bind_int64(s, 1, r->job_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 2, r->round);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, r->closed_unix);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 4, r->n_updates);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_double(s, 5, r->total_weight);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 6, (int64_t)r->duration_ms);
+	if (rc == SQLITE_OK)
+		rc = r->model_path ? sqlite3_bind_text(s, 7, r->model_path, -1, SQLITE_STATIC)
+				   : sqlite3_bind_null(s, 7);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "round record");
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+/* Fill *out from the current row of a ROUND_COLS query; on failure *out is zeroed. */
+static int round_from_row(sqlite3_stmt *s, struct ctl_round *out)
+{
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	out->job_id = sqlite3_column_int64(s, 0);
+	out->round = (uint32_t)sqlite3_column_int64(s, 1);
+	out->closed_unix = sqlite3_column_int64(s, 2);
+	out->n_updates = (uint32_t)sqlite3_column_int64(s, 3);
+	out->total_weight = sqlite3_column_double(s, 4);
+	out->duration_ms = (uint64_t)sqlite3_column_int64(s, 5);
+	err = col_dup(s, 6, &out->model_path);
+	if (err)
+		memset(out, 0, sizeof(*out));
+	return err;
+}
+
+int ctl_store_round_get(struct ctl_store *st, int64_t job_id, uint32_t round,
+			struct ctl_round *out)
+{
+	sqlite3_stmt *s;
+	int rc, err;
+
+	if (!st || !out)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_ROUND_GET];
+	rc = sqlite3_bind_int64(s, 1, job_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 2, round);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		err = round_from_row(s, out);
+	else if (rc == SQLITE_DONE)
+		err = -ENOENT;
+	else
+		err = sql_fail(st, rc, "round get");
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round **rounds,
+			 size_t *n)
+{
+	struct ctl_round *arr = NULL, *grown;
+	size_t len = 0, cap = 0, i;
+	sqlite3_stmt *s;
+	int rc, err = 0;
+
+	if (!st || !rounds || !n)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_ROUND_LIST];
+	rc = sqlite3_bind_int64(s, 1, job_id);
+	if (rc != SQLITE_OK)
+		err = sql_fail(st, rc, "round list");
+	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (len == cap) {
+			cap = cap ? cap * 2 : 16;
+			grown = trib_realloc(arr, cap * sizeof(*arr));
+			if (!grown) {
+				err = -ENOMEM;
+				break;
+			}
+			arr = grown;
+		}
+		err = round_from_row(s, &arr[len]);
+		if (err)
+			break;
+		len++;
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = sql_fail(st, rc, "round list");
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	if (err) {
+		for (i = 0; i < len; i++)
+			ctl_round_clear(&arr[i]);
+		trib_free(arr);
+		return err;
+	}
+	*rounds = arr;
+	*n = len;
+	return 0;
+}
+
+static bool kv_key_ok(const char *key)
+{
+	return key && key[0] && strnlen(key, CTL_KV_KEY_MAX) < CTL_KV_KEY_MAX;
+}
+
+int ctl_store_kv_get(struct ctl_store *st, const char *key, char *val, size_t cap)
+{
+	sqlite3_stmt *s;
+	const unsigned char *t;
+	size_t len;
+	int rc, err;
+
+	if (!st || !kv_key_ok(key) || !val || !cap)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_KV_GET];
+	rc = sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		t = sqlite3_column_text(s, 0);
+		len = (size_t)sqlite3_column_bytes(s, 0);
+		if (!t) {
+			err = -ENOMEM;
+		} else if (len >= cap) {
+			err = -ERANGE;
+		} else {
+			memcpy(val, t, len);
+			val[len] = '\0';
+			err = 0;
+		}
+	} else if (rc == SQLITE_DONE) {
+		err = -ENOENT;
+	} else {
+		err = sql_fail(st, rc, "kv get");
+	}
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val)
+{
+	sqlite3_stmt *s;
+	int rc, err;
+
+	if (!st || !kv_key_ok(key) || !val)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_KV_SET];
+	rc = sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(s, 2, val, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "kv set");
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}

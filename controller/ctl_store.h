@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/* The controller's durable state: jobs, their round counters and round history, in SQLite. */
+#ifndef CTL_STORE_H
+#define CTL_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Every function returns 0 or a negative errno. SQLite failures map to -EIO,
+ * except: a UNIQUE/PRIMARY KEY constraint -> -EEXIST, a FOREIGN KEY constraint
+ * (no such job) -> -ENOENT, SQLITE_NOMEM -> -ENOMEM, SQLITE_BUSY/LOCKED -> -EBUSY.
+ * A store may be used from several threads; calls are serialised internally.
+ */
+struct ctl_store;
+
+#define CTL_JOB_NAME_MAX 64  /* including the NUL: names are 1..63 chars */
+#define CTL_TOKEN_LEN    43  /* 32 random bytes, URL-safe base64, no padding */
+#define CTL_TOKEN_MAX    80
+#define CTL_ALGO_MAX     32
+#define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
+
+/* The schema version this build writes; older files are migrated on open. */
+#define CTL_STORE_SCHEMA_VERSION 1
+
+struct ctl_job {
+	int64_t id;                       /* set by ctl_store_job_create; never reused */
+	char name[CTL_JOB_NAME_MAX];      /* ctl_job_name_valid(); also a directory name */
+	char token[CTL_TOKEN_MAX];        /* bearer token clients present */
+	uint32_t clients_per_round;
+	char algorithm[CTL_ALGO_MAX];     /* e.g. "fedavg" */
+	char *schema_json;                /* owned (trib_free), required: the model's tensors */
+	char *params_json;                /* owned (trib_free), algorithm params, may be NULL */
+	uint32_t round;                   /* the round now open */
+	int64_t created_unix;             /* 0 on create means "now" */
+};
+
+/* Frees the owned strings and NULLs them; the fixed fields are left as they are. Accepts NULL. */
+void ctl_job_clear(struct ctl_job *job);
+
+/* One completed round, as recorded by ctl_store_round_record. */
+struct ctl_round {
+	int64_t job_id;
+	uint32_t round;
+	int64_t closed_unix;
+	uint32_t n_updates;
+	double total_weight; /* sum of the client sample counts folded in */
+	uint64_t duration_ms;
+	char *model_path;    /* NULL allowed; owned (trib_free) when filled in by the store */
+};
+
+/* Frees model_path and NULLs it. Accepts NULL. */
+void ctl_round_clear(struct ctl_round *r);
+
+/*
+ * Open (creating file and schema if needed) the store at @path; the file is
+ * created with mode 0600 since it holds bearer tokens. WAL journal,
+ * synchronous=FULL, foreign keys on, a 5 s busy timeout. A file written by an
+ * older schema version is migrated; one from a newer version is refused with
+ * -EPROTO. On success *out is owned by the caller (ctl_store_close).
+ */
+int ctl_store_open(const char *path, struct ctl_store **out);
+/* Accepts NULL. */
+void ctl_store_close(struct ctl_store *st);
+
+/*
+ * Insert @job (borrowed). Sets job->id, job->created_unix if it was 0, and
+ * job->token (ctl_token_new) if it was empty. -EINVAL if the name is invalid,
+ * the algorithm is empty, a fixed string is unterminated or schema_json is
+ * NULL; -EEXIST if a job of that name exists.
+ */
+int ctl_store_job_create(struct ctl_store *st, struct ctl_job *job);
+/*
+ * Fill *out (its owned strings become the caller's; release with
+ * ctl_job_clear; *out is overwritten, not cleared first). -ENOENT if absent.
+ */
+int ctl_store_job_get(struct ctl_store *st, const char *name, struct ctl_job *out);
+/* Same, by id. */
+int ctl_store_job_get_by_id(struct ctl_store *st, int64_t id, struct ctl_job *out);
+/*
+ * All jobs, in creation order. On success *jobs is owned by the caller: free
+ * each element with ctl_job_clear, then the array with trib_free. With no
+ * jobs, *jobs is NULL and *n is 0.
+ */
+int ctl_store_job_list(struct ctl_store *st, struct ctl_job **jobs, size_t *n);
+/*
+ * Compare-and-set the job's round: -ESTALE if its stored round is not
+ * @expected_round (someone else advanced it), -ENOENT if there is no such job.
+ */
+int ctl_store_round_advance(struct ctl_store *st, int64_t job_id, uint32_t expected_round,
+			    uint32_t new_round);
+/* Delete the job and (cascading) its round records. -ENOENT if absent. */
+int ctl_store_job_delete(struct ctl_store *st, const char *name);
+
+/*
+ * Record a completed round (@r borrowed). -EEXIST if that round of that job
+ * is already recorded, -ENOENT if the job does not exist.
+ */
+int ctl_store_round_record(struct ctl_store *st, const struct ctl_round *r);
+/* Fill *out (model_path owned by the caller, ctl_round_clear). -ENOENT if absent. */
+int ctl_store_round_get(struct ctl_store *st, int64_t job_id, uint32_t round,
+			struct ctl_round *out);
+/*
+ * A job's recorded rounds, oldest first. *rounds is owned by the caller: each
+ * element with ctl_round_clear, then the array with trib_free. NULL/0 if none.
+ */
+int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round **rounds,
+			 size_t *n);
+
+/*
+ * Small settings. kv_get copies the NUL-terminated value into @val (@cap
+ * bytes): -ENOENT if the key is absent, -ERANGE if it does not fit. Keys are
+ * 1..CTL_KV_KEY_MAX-1 bytes (-EINVAL otherwise). kv_set inserts or replaces.
+ */
+int ctl_store_kv_get(struct ctl_store *st, const char *key, char *val, size_t cap);
+int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val);
+
+/* 1..63 chars of [A-Za-z0-9._-], not starting with '.' or '-'. NULL is invalid. */
+bool ctl_job_name_valid(const char *name);
+
+/*
+ * Write a fresh bearer token (CTL_TOKEN_LEN URL-safe base64 chars from 32
+ * bytes of getrandom(2), NUL-terminated) into @out. -ERANGE if @cap <=
+ * CTL_TOKEN_LEN, or the getrandom errno.
+ */
+int ctl_token_new(char *out, size_t cap);
+
+#endif

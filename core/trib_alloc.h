@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/* The one allocator wrapper every module allocates through (jemalloc underneath, see meson.build). */
+#ifndef TRIB_ALLOC_H
+#define TRIB_ALLOC_H
+
+#include <stddef.h>
+
+/*
+ * The returned memory is owned by the caller and released with trib_free().
+ * Each returns NULL on failure (including an injected failure, below).
+ */
+void *trib_malloc(size_t n);
+void *trib_calloc(size_t nmemb, size_t size);
+void *trib_realloc(void *p, size_t n);
+char *trib_strdup(const char *s);
+char *trib_strndup(const char *s, size_t n);
+/* Accepts NULL. */
+void trib_free(void *p);
+
+/*
+ * Tests: make the allocation after the next @n succeed-calls fail (n = 0 fails
+ * the very next one); -1 turns injection off. Lets a test walk every unwind path.
+ */
+void trib_alloc_fail_after(long n);
+
+#endif

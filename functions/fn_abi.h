@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/* The channel between the node runtime and an aggregation function: 64-byte records only. */
+#ifndef FN_ABI_H
+#define FN_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shm_abi.h"
+
+/*
+ * A function's channel (fd FN_CHANNEL_FD, a Unix SOCK_SEQPACKET socket)
+ * carries records of exactly SHM_DESC_SIZE bytes; one message may hold
+ * several. Each record starts with {u16 version, u16 kind}: kinds below 16
+ * are struct shm_desc (enum shm_desc_kind), the others are control records.
+ */
+#define FN_ABI_VERSION 1
+#define FN_CHANNEL_FD 3
+
+enum fn_msg_kind {
+	FN_MSG_CONFIG = 16, /* struct fn_config: start aggregating (first one carries the arena fd) */
+	FN_MSG_EXIT = 17,   /* exit now, whatever is pending */
+};
+
+enum fn_role {
+	FN_ROLE_LEAF = 1, /* folds client updates, hands a partial to its parent */
+	FN_ROLE_TOP = 2,  /* folds partials, divides, hands the model to the runtime */
+};
+
+enum fn_algorithm {
+	FN_ALGO_FEDAVG = 1,
+};
+
+/*
+ * Tells a function what to aggregate. The accumulator slot is allocated by
+ * the runtime and owned by the function from here on: it goes on (inside a
+ * PARTIAL or RESULT descriptor) to whoever receives the function's output.
+ * The first SHM_ACC_HDR bytes of the slot are for the output's segment table.
+ */
+struct fn_config {
+	uint16_t version;      /* FN_ABI_VERSION */
+	uint16_t kind;         /* FN_MSG_CONFIG */
+	uint32_t fn_id;        /* this function's routing key (> 0) */
+	uint32_t parent;       /* routing key of the output's destination */
+	uint32_t job;          /* node-local job id */
+	uint32_t round;        /* the round being aggregated */
+	uint32_t expected;     /* inputs to fold before handing off (updates or partials) */
+	uint16_t role;         /* enum fn_role */
+	uint16_t algorithm;    /* enum fn_algorithm */
+	uint32_t child_base;   /* top: routing key of child 0; children are child_base + i */
+	uint64_t n_elem;       /* elements in the flat model */
+	uint64_t acc_off;      /* arena offset of the accumulator slot */
+	uint64_t acc_data_off; /* arena offset of the accumulator's first element */
+	uint64_t reserved;     /* zero */
+};
+_Static_assert(sizeof(struct fn_config) == SHM_DESC_SIZE, "fn_config is a channel record");
+_Static_assert(offsetof(struct fn_config, n_elem) == 32, "fn_config is ABI");
+
+/* Bytes at the start of an accumulator slot before the data: segment table and skew. */
+#define SHM_ACC_HDR 4096u
+
+#endif

@@ -1,0 +1,796 @@
+// SPDX-License-Identifier: MIT
+/* HTTP API v1: jobs, updates, models, health and metrics, on top of the gateway's connection verbs. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ctl_store.h"
+#include "fn_fold.h"
+#include "rt_gw.h"
+#include "rt_node.h"
+#include "rt_safetensors.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_time.h"
+
+#define JOB_BODY_MAX (1u << 20)          /* JSON control bodies */
+#define ST_HEADER_ALLOWANCE (1ull << 20) /* safetensors header room over the model's bytes */
+#define LONG_POLL_MAX_S 60
+
+/* Constant-time comparison: how long it takes must not tell how much of a token matched. */
+static bool token_eq(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char diff = (unsigned char)(la != lb);
+
+	for (size_t i = 0; i < la && i < lb; i++)
+		diff |= (unsigned char)(a[i] ^ b[i]);
+	return diff == 0 && la > 0;
+}
+
+static bool auth_admin(struct rt_conn *c)
+{
+	const char *tok;
+
+	return !rt_http_bearer(&c->req, &tok) && token_eq(tok, c->node->admin_token);
+}
+
+static bool auth_job(struct rt_conn *c, const struct rt_job *j)
+{
+	const char *tok;
+
+	if (rt_http_bearer(&c->req, &tok))
+		return false;
+	return token_eq(tok, j->token) || token_eq(tok, c->node->admin_token);
+}
+
+static void reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
+		   long long round, const char *extra)
+{
+	c->node->m.rejected[why]++;
+	rt_conn_error(c, status, msg, round, extra);
+}
+
+static void respond_json(struct rt_conn *c, int status, json_t *obj, const char *extra)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+	json_decref(obj);
+	if (!s) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	rt_conn_respond(c, status, "application/json", s, strlen(s), extra);
+	free(s); /* jansson's allocation */
+}
+
+/* "application/json; charset=utf-8" matches "application/json". */
+static bool ctype_is(const char *ctype, const char *want)
+{
+	size_t n = strlen(want);
+
+	while (*ctype == ' ')
+		ctype++;
+	return !strncasecmp(ctype, want, n) &&
+	       (ctype[n] == '\0' || ctype[n] == ';' || ctype[n] == ' ');
+}
+
+/* --- POST /v1/jobs --- */
+
+static void on_create_body(struct rt_conn *c)
+{
+	static const char *const known[] = { "name", "clients_per_round", "algorithm", "params",
+					      "tensors", "fan_in", NULL };
+	struct rt_node *n = c->node;
+	json_error_t jerr;
+	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, &jerr);
+	json_t *name, *cpr, *algo, *params, *tensors, *fanin, *v;
+	struct rt_tensor *schema = NULL;
+	struct rt_job *j;
+	const char *key, *why = NULL;
+	uint64_t n_elem = 0;
+	size_t nschema = 0;
+	char msg[320];
+	int err;
+
+	if (!o || !json_is_object(o)) {
+		snprintf(msg, sizeof(msg), "body is not a JSON object%s%s", o ? "" : ": ",
+			 o ? "" : jerr.text);
+		rt_conn_error(c, 400, msg, -1, NULL);
+		goto out;
+	}
+	json_object_foreach(o, key, v) {
+		size_t i;
+
+		for (i = 0; known[i] && strcmp(known[i], key); i++)
+			;
+		if (!known[i]) {
+			snprintf(msg, sizeof(msg), "%.64s: unknown field", key);
+			rt_conn_error(c, 400, msg, -1, NULL);
+			goto out;
+		}
+	}
+	name = json_object_get(o, "name");
+	cpr = json_object_get(o, "clients_per_round");
+	algo = json_object_get(o, "algorithm");
+	params = json_object_get(o, "params");
+	tensors = json_object_get(o, "tensors");
+	fanin = json_object_get(o, "fan_in");
+	if (!json_is_string(name) || !ctl_job_name_valid(json_string_value(name))) {
+		rt_conn_error(c, 400,
+			      "name: required, 1-63 characters of A-Z a-z 0-9 . _ -, not starting "
+			      "with . or -",
+			      -1, NULL);
+		goto out;
+	}
+	if (!json_is_integer(cpr) || json_integer_value(cpr) < 1 ||
+	    json_integer_value(cpr) > 1000000) {
+		rt_conn_error(c, 400, "clients_per_round: required, an integer from 1 to 1000000",
+			      -1, NULL);
+		goto out;
+	}
+	if (algo && (!json_is_string(algo) || strcmp(json_string_value(algo), "fedavg"))) {
+		rt_conn_error(c, 400, "algorithm: unsupported (supported: \"fedavg\")", -1, NULL);
+		goto out;
+	}
+	if (fanin && (!json_is_integer(fanin) || json_integer_value(fanin) < 1 ||
+		      json_integer_value(fanin) > 4096)) {
+		rt_conn_error(c, 400, "fan_in: an integer from 1 to 4096", -1, NULL);
+		goto out;
+	}
+	if (!!params == !!tensors) {
+		rt_conn_error(c, 400, "give exactly one of \"params\" and \"tensors\"", -1, NULL);
+		goto out;
+	}
+	if (params) {
+		if (!json_is_integer(params) || json_integer_value(params) < 1 ||
+		    json_integer_value(params) > (1ll << 32)) {
+			rt_conn_error(c, 400, "params: an integer from 1 to 2^32", -1, NULL);
+			goto out;
+		}
+		schema = trib_calloc(1, sizeof(*schema));
+		if (!schema) {
+			rt_conn_error(c, 500, "out of memory", -1, NULL);
+			goto out;
+		}
+		strcpy(schema->name, "weights");
+		schema->dtype = SHM_DTYPE_F32;
+		schema->ndim = 1;
+		schema->shape[0] = schema->n_elem = (uint64_t)json_integer_value(params);
+		nschema = 1;
+		n_elem = schema->n_elem;
+	} else {
+		err = rt_schema_from_json(tensors, &schema, &nschema, &n_elem, &why);
+		if (err) {
+			rt_conn_error(c, err == -ENOMEM ? 500 : 400, why ? why : "out of memory", -1,
+				      NULL);
+			goto out;
+		}
+	}
+	if (SHM_ACC_HDR + n_elem * 4 > shm_arena_size(n->arena) / 4) {
+		snprintf(msg, sizeof(msg),
+			 "model of %llu parameters does not fit this node's arena (%zu MiB); "
+			 "start tributary with a larger --arena-mb",
+			 (unsigned long long)n_elem, shm_arena_size(n->arena) >> 20);
+		rt_conn_error(c, 400, msg, -1, NULL);
+		goto out;
+	}
+	if (rt_job_find(n, json_string_value(name))) {
+		rt_conn_error(c, 409, "a job with this name exists", -1, NULL);
+		goto out;
+	}
+	err = rt_job_create(n, json_string_value(name), (uint32_t)json_integer_value(cpr),
+			    fanin ? (uint32_t)json_integer_value(fanin) : 16, "fedavg", schema,
+			    nschema, &j);
+	if (err) {
+		rt_conn_error(c, err == -EEXIST ? 409 : 500,
+			      err == -EEXIST ? "a job with this name exists" :
+					       "could not create the job (see the server log)",
+			      -1, NULL);
+		goto out;
+	}
+	schema = NULL; /* the job owns it */
+	respond_json(c, 201, json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token,
+				       "round", 0), NULL);
+out:
+	trib_free(schema);
+	json_decref(o);
+}
+
+static void handle_create(struct rt_conn *c)
+{
+	if (!auth_admin(c)) {
+		reject(c, RT_REJ_AUTH, 401, "creating jobs takes the admin token (Bearer)", -1,
+		       NULL);
+		return;
+	}
+	/* The body is parsed as JSON whatever it is labelled (curl -d says form-urlencoded). */
+	if (!c->req.has_content_length || c->req.chunked) {
+		rt_conn_error(c, 411, "Content-Length required", -1, NULL);
+		return;
+	}
+	if (c->req.content_length > JOB_BODY_MAX) {
+		rt_conn_error(c, 413, "job definition larger than 1 MiB", -1, NULL);
+		return;
+	}
+	c->body_heap = trib_malloc(c->req.content_length + 1);
+	if (!c->body_heap) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	rt_conn_read_body(c, c->body_heap, c->req.content_length, on_create_body);
+}
+
+/* --- GET /v1/jobs, GET /v1/jobs/{job} --- */
+
+static json_t *job_json(struct rt_node *n, struct rt_job *j)
+{
+	json_t *tensors = json_loads(j->schema_json, 0, NULL);
+
+	(void)n;
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o}", "job",
+			 j->name, "round", (json_int_t)j->round, "model_round",
+			 (json_int_t)j->completed, "received",
+			 (json_int_t)(j->open ? j->open->received : 0), "clients_per_round",
+			 (json_int_t)j->cpr, "algorithm", j->algorithm, "params",
+			 (json_int_t)j->n_elem, "fan_in", (json_int_t)j->fanin, "accepted_total",
+			 (json_int_t)j->accepted_total, "last_round_ms",
+			 (json_int_t)j->last_round_ms, "tensors",
+			 tensors ? tensors : json_array());
+}
+
+static void handle_list(struct rt_conn *c)
+{
+	json_t *arr = json_array();
+
+	if (!auth_admin(c)) {
+		reject(c, RT_REJ_AUTH, 401, "listing jobs takes the admin token (Bearer)", -1, NULL);
+		json_decref(arr);
+		return;
+	}
+	for (struct rt_job *j = c->node->jobs; j; j = j->next)
+		json_array_append_new(arr, job_json(c->node, j));
+	respond_json(c, 200, json_pack("{s:o}", "jobs", arr), NULL);
+}
+
+/* --- POST /v1/jobs/{job}/updates --- */
+
+/* Finite values only: a NaN or Inf would poison the whole aggregate. */
+static int check_finite(struct rt_conn *c, const float *x, uint64_t n, const char *tensor)
+{
+	size_t bad = 0;
+	char msg[400];
+
+	if (!fn_check_finite_f32(x, (size_t)n, &bad))
+		return 0;
+	snprintf(msg, sizeof(msg), "non-finite value (NaN or Inf) in %s%s at element %zu",
+		 tensor ? "tensor " : "the update", tensor ? tensor : "", bad);
+	reject(c, RT_REJ_NONFINITE, 422, msg, -1, NULL);
+	return -EDOM;
+}
+
+static void on_update_body(struct rt_conn *c)
+{
+	struct rt_node *n = c->node;
+	struct rt_job *j = c->job;
+	uint8_t *body = c->body_dst;
+	uint64_t segs_off = c->slot_off + ((c->body_len + 63) & ~63ull);
+	struct shm_seg *segs = shm_arena_ptr(n->arena, segs_off);
+	uint32_t nsegs;
+	uint32_t seq = 0;
+	char msg[400];
+	int err;
+
+	if (!c->safetensors) {
+		if (check_finite(c, (const float *)(void *)body, j->n_elem, NULL))
+			return;
+		memset(segs, 0, sizeof(*segs));
+		segs[0].src_off = c->slot_off;
+		segs[0].n_elem = j->n_elem;
+		segs[0].dtype = SHM_DTYPE_F32;
+		segs[0].scale = 1.0f;
+		nsegs = 1;
+	} else {
+		struct rt_st st = { 0 };
+		uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
+		const char *why = NULL;
+
+		if (!offs) {
+			rt_conn_error(c, 500, "out of memory", -1, NULL);
+			return;
+		}
+		err = rt_st_parse(body, c->body_len, &st, &why);
+		if (err) {
+			bool dtype = why && strstr(why, "dtype");
+
+			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+			reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg,
+			       -1, NULL);
+			trib_free(offs);
+			return;
+		}
+		err = rt_st_match(&st, j->schema, j->nschema, offs, &why);
+		rt_st_free(&st);
+		if (err) {
+			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+			reject(c, RT_REJ_SHAPE, 422, msg, -1, NULL);
+			trib_free(offs);
+			return;
+		}
+		for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++) {
+			if (offs[i] % 4) {
+				reject(c, RT_REJ_SHAPE, 422,
+				       "safetensors: tensor data must be 4-byte aligned (pad the "
+				       "header to a multiple of 8 bytes)",
+				       -1, NULL);
+				trib_free(offs);
+				return;
+			}
+			if (check_finite(c, (const float *)(void *)(body + offs[i]),
+					 j->schema[i].n_elem, j->schema[i].name)) {
+				trib_free(offs);
+				return;
+			}
+			memset(&segs[i], 0, sizeof(segs[i]));
+			segs[i].src_off = c->slot_off + offs[i];
+			segs[i].dst_elem = dst;
+			segs[i].n_elem = j->schema[i].n_elem;
+			segs[i].dtype = SHM_DTYPE_F32;
+			segs[i].scale = 1.0f;
+		}
+		nsegs = (uint32_t)j->nschema;
+		trib_free(offs);
+	}
+	err = rt_job_accept(n, j, c->round, c->slot_off, segs_off, nsegs, c->weight, &seq);
+	if (err == -ESTALE) {
+		snprintf(msg, sizeof(msg), "round %u closed while the update was arriving; the job "
+			 "is at round %u", c->round, j->round);
+		reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return;
+	}
+	if (err == -ENOSPC) {
+		reject(c, RT_REJ_FULL, 503, "aggregation memory is full; retry shortly", -1,
+		       "Retry-After: 1\r\n");
+		return;
+	}
+	if (err) {
+		trib_error("job %s round %u: accepting an update: %s", j->name, c->round,
+			   strerror(-err));
+		rt_conn_error(c, 503, "the round's aggregation tree failed; see the server log", -1,
+			      "Retry-After: 5\r\n");
+		return;
+	}
+	/* The slot is the tree's now. */
+	c->slot_off = UINT64_MAX;
+	n->m.bytes_received += c->body_len;
+	{
+		char buf[96];
+		int len = snprintf(buf, sizeof(buf), "{\"round\":%u,\"received\":%u}", c->round,
+				   seq + 1);
+
+		rt_conn_respond(c, 202, "application/json", buf, (size_t)len, NULL);
+	}
+}
+
+static void handle_update(struct rt_conn *c, struct rt_job *j)
+{
+	struct rt_node *n = c->node;
+	uint64_t round, samples = 1, model_bytes = j->n_elem * sizeof(float), need;
+	char msg[256];
+	int err;
+
+	if (!auth_job(c, j)) {
+		reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1, NULL);
+		return;
+	}
+	if (ctype_is(c->req.content_type, "application/octet-stream")) {
+		c->safetensors = false;
+	} else if (ctype_is(c->req.content_type, "application/x-safetensors")) {
+		c->safetensors = true;
+	} else {
+		reject(c, RT_REJ_MEDIA_TYPE, 415,
+		       "Content-Type must be application/octet-stream (raw little-endian f32) or "
+		       "application/x-safetensors",
+		       -1, NULL);
+		return;
+	}
+	if (!c->req.x_round[0] || rt_parse_u64(c->req.x_round, &round) || round > UINT32_MAX) {
+		reject(c, RT_REJ_MALFORMED, 400, "X-Tributary-Round: required, a round number", -1,
+		       NULL);
+		return;
+	}
+	if (c->req.x_samples[0] &&
+	    (rt_parse_u64(c->req.x_samples, &samples) || samples < 1 || samples > (1ull << 40))) {
+		reject(c, RT_REJ_MALFORMED, 400,
+		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);
+		return;
+	}
+	if (round != j->round) {
+		snprintf(msg, sizeof(msg), "round mismatch: the job is at round %u, the update is "
+			 "for round %llu (%s)", j->round, (unsigned long long)round,
+			 round < j->round ? "stale" : "future");
+		reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return;
+	}
+	if (!c->req.has_content_length || c->req.chunked) {
+		reject(c, RT_REJ_NO_LENGTH, 411, "Content-Length required (no chunked uploads)", -1,
+		       NULL);
+		return;
+	}
+	need = c->safetensors ? model_bytes + ST_HEADER_ALLOWANCE : model_bytes;
+	if (c->req.content_length > need) {
+		snprintf(msg, sizeof(msg), "body of %llu bytes is larger than the model (%llu "
+			 "bytes of f32%s)", (unsigned long long)c->req.content_length,
+			 (unsigned long long)model_bytes, c->safetensors ? " plus 1 MiB of header" : "");
+		reject(c, RT_REJ_TOO_LARGE, 413, msg, -1, NULL);
+		return;
+	}
+	if (!c->safetensors && c->req.content_length != model_bytes) {
+		snprintf(msg, sizeof(msg), "raw update has %llu bytes; the model needs %llu "
+			 "(%llu f32 values)", (unsigned long long)c->req.content_length,
+			 (unsigned long long)model_bytes, (unsigned long long)j->n_elem);
+		reject(c, RT_REJ_SHAPE, 422, msg, -1, NULL);
+		return;
+	}
+	c->slot_len = ((c->req.content_length + 63) & ~63ull) + j->nschema * sizeof(struct shm_seg);
+	err = shm_slot_alloc(n->arena, c->slot_len, &c->slot_off);
+	if (err) {
+		c->slot_off = UINT64_MAX;
+		reject(c, RT_REJ_FULL, 503, "aggregation memory is full; retry shortly", -1,
+		       "Retry-After: 1\r\n");
+		return;
+	}
+	c->job = j;
+	c->round = (uint32_t)round;
+	c->weight = (double)samples;
+	rt_conn_read_body(c, shm_arena_ptr(n->arena, c->slot_off), c->req.content_length,
+			  on_update_body);
+}
+
+/* --- GET/PUT /v1/jobs/{job}/model --- */
+
+static void serve_model(struct rt_conn *c, struct rt_job *j, struct rt_blob *b)
+{
+	char extra[256];
+
+	snprintf(extra, sizeof(extra), "X-Tributary-Round: %u\r\nETag: \"%s-v%u\"\r\n", b->version,
+		 j->name, b->version);
+	rt_conn_respond_blob(c, 200, "application/x-safetensors", b, extra);
+}
+
+void rt_api_on_wake(struct rt_conn *c, bool timed_out)
+{
+	struct rt_job *j = c->job;
+	struct rt_blob *b;
+
+	if (timed_out || j->completed <= c->wait_after) {
+		char extra[64];
+
+		snprintf(extra, sizeof(extra), "X-Tributary-Round: %u\r\n", j->completed);
+		rt_conn_respond(c, 304, NULL, NULL, 0, extra);
+		return;
+	}
+	b = rt_job_model(c->node, j, j->completed);
+	if (!b) {
+		rt_conn_error(c, 500, "model unavailable", -1, NULL);
+		return;
+	}
+	serve_model(c, j, b);
+}
+
+static void handle_model_get(struct rt_conn *c, struct rt_job *j)
+{
+	char val[32];
+	uint64_t v;
+	struct rt_blob *b;
+
+	if (!auth_job(c, j)) {
+		reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1, NULL);
+		return;
+	}
+	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
+		if (rt_parse_u64(val, &v) || v > UINT32_MAX) {
+			rt_conn_error(c, 400, "round: a round number", -1, NULL);
+			return;
+		}
+		b = rt_job_model(c->node, j, (uint32_t)v);
+		if (!b) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "no model for round %llu (the latest is %u)",
+				 (unsigned long long)v, j->completed);
+			rt_conn_error(c, 404, msg, j->completed, NULL);
+			return;
+		}
+		serve_model(c, j, b);
+		return;
+	}
+	if (!rt_http_query_get(c->req.query, "after", val, sizeof(val))) {
+		uint64_t timeout = LONG_POLL_MAX_S;
+		char tv[32];
+
+		if (rt_parse_u64(val, &v) || v > UINT32_MAX) {
+			rt_conn_error(c, 400, "after: a round number", -1, NULL);
+			return;
+		}
+		if (!rt_http_query_get(c->req.query, "timeout", tv, sizeof(tv)) &&
+		    (rt_parse_u64(tv, &timeout) || timeout > LONG_POLL_MAX_S)) {
+			rt_conn_error(c, 400, "timeout: seconds, at most 60", -1, NULL);
+			return;
+		}
+		if (j->completed <= v) {
+			rt_conn_park(c, j, (uint32_t)v, trib_now_ns() + timeout * 1000000000ull);
+			return;
+		}
+	}
+	b = rt_job_model(c->node, j, j->completed);
+	if (!b) {
+		rt_conn_error(c, 500, "model unavailable", -1, NULL);
+		return;
+	}
+	serve_model(c, j, b);
+}
+
+static void on_model_put_body(struct rt_conn *c)
+{
+	struct rt_job *j = c->job;
+	float *data = NULL;
+	char msg[400];
+	int err;
+
+	if (!c->safetensors) {
+		if (check_finite(c, (const float *)(void *)c->body_heap, j->n_elem, NULL))
+			return;
+		data = (float *)(void *)c->body_heap;
+		err = rt_job_set_initial(c->node, j, data);
+	} else {
+		struct rt_st st = { 0 };
+		uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
+		const char *why = NULL;
+
+		data = trib_malloc(j->n_elem * sizeof(float));
+		if (!offs || !data) {
+			trib_free(offs);
+			trib_free(data);
+			rt_conn_error(c, 500, "out of memory", -1, NULL);
+			return;
+		}
+		err = rt_st_parse(c->body_heap, c->body_len, &st, &why);
+		if (!err)
+			err = rt_st_match(&st, j->schema, j->nschema, offs, &why);
+		rt_st_free(&st);
+		if (err) {
+			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+			rt_conn_error(c, why && strstr(why, "dtype") ? 422 :
+				      err == -EINVAL ? 422 : 400, msg, -1, NULL);
+			trib_free(offs);
+			trib_free(data);
+			return;
+		}
+		/* The starting model is a control-path upload: reordering it by copy is fine. */
+		for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++)
+			memcpy(data + dst, c->body_heap + offs[i], j->schema[i].n_elem * 4);
+		trib_free(offs);
+		if (check_finite(c, data, j->n_elem, NULL)) {
+			trib_free(data);
+			return;
+		}
+		err = rt_job_set_initial(c->node, j, data);
+		trib_free(data);
+	}
+	if (err == -EBUSY) {
+		rt_conn_error(c, 409, "the starting model can only be set before the first update",
+			      j->round, NULL);
+		return;
+	}
+	if (err) {
+		rt_conn_error(c, 500, "could not store the model (see the server log)", -1, NULL);
+		return;
+	}
+	respond_json(c, 200, json_pack("{s:s, s:i}", "job", j->name, "round", 0), NULL);
+}
+
+static void handle_model_put(struct rt_conn *c, struct rt_job *j)
+{
+	uint64_t model_bytes = j->n_elem * sizeof(float);
+
+	if (!auth_job(c, j)) {
+		reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1, NULL);
+		return;
+	}
+	if (ctype_is(c->req.content_type, "application/x-safetensors"))
+		c->safetensors = true;
+	else if (ctype_is(c->req.content_type, "application/octet-stream"))
+		c->safetensors = false;
+	else {
+		rt_conn_error(c, 415, "Content-Type must be application/x-safetensors or "
+			      "application/octet-stream", -1, NULL);
+		return;
+	}
+	if (!c->req.has_content_length || c->req.chunked) {
+		rt_conn_error(c, 411, "Content-Length required", -1, NULL);
+		return;
+	}
+	if (j->completed || j->round || j->open || j->inflight) {
+		rt_conn_error(c, 409, "the starting model can only be set before the first update",
+			      j->round, NULL);
+		return;
+	}
+	if (c->req.content_length > model_bytes + (c->safetensors ? ST_HEADER_ALLOWANCE : 0)) {
+		rt_conn_error(c, 413, "body larger than the model", -1, NULL);
+		return;
+	}
+	if (!c->safetensors && c->req.content_length != model_bytes) {
+		rt_conn_error(c, 422, "raw model size does not match the job's parameters", -1,
+			      NULL);
+		return;
+	}
+	c->body_heap = trib_malloc(c->req.content_length ? c->req.content_length : 1);
+	if (!c->body_heap) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	c->job = j;
+	rt_conn_read_body(c, c->body_heap, c->req.content_length, on_model_put_body);
+}
+
+/* --- /metrics --- */
+
+static void handle_metrics(struct rt_conn *c)
+{
+	static const char *const reasons[RT_REJ__COUNT] = {
+		"malformed", "auth", "unknown_job", "round", "too_large",
+		"media_type", "shape", "non_finite", "arena_full", "no_length",
+	};
+	static const char *const les[] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+					   "1", "2.5", "5", "10", "30", "+Inf" };
+	struct rt_node *n = c->node;
+	struct rt_metrics *m = &n->m;
+	uint64_t used = 0, total = 0, cum = 0;
+	uint32_t live = 0;
+	size_t cap = 16384, len = 0;
+	char *buf = trib_malloc(cap);
+
+	if (!buf) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+#define OUT(...)                                                                         \
+	do {                                                                             \
+		int w_ = snprintf(buf + len, cap - len, __VA_ARGS__);                    \
+		if (w_ > 0 && (size_t)w_ < cap - len)                                    \
+			len += (size_t)w_;                                               \
+	} while (0)
+	shm_arena_usage(n->arena, &used, &total, &live);
+	OUT("# HELP tributary_updates_accepted_total Updates answered 202.\n"
+	    "# TYPE tributary_updates_accepted_total counter\n"
+	    "tributary_updates_accepted_total %llu\n", (unsigned long long)m->accepted);
+	OUT("# HELP tributary_updates_rejected_total Update requests refused, by reason.\n"
+	    "# TYPE tributary_updates_rejected_total counter\n");
+	for (int i = 0; i < RT_REJ__COUNT; i++)
+		OUT("tributary_updates_rejected_total{reason=\"%s\"} %llu\n", reasons[i],
+		    (unsigned long long)m->rejected[i]);
+	OUT("# HELP tributary_update_bytes_total Bytes of accepted update bodies.\n"
+	    "# TYPE tributary_update_bytes_total counter\n"
+	    "tributary_update_bytes_total %llu\n", (unsigned long long)m->bytes_received);
+	OUT("# HELP tributary_http_requests_total HTTP requests answered.\n"
+	    "# TYPE tributary_http_requests_total counter\n"
+	    "tributary_http_requests_total %llu\n", (unsigned long long)m->requests);
+	OUT("# HELP tributary_round_duration_seconds First accepted update to model written.\n"
+	    "# TYPE tributary_round_duration_seconds histogram\n");
+	for (size_t i = 0; i < 12; i++) {
+		cum += m->round_hist[i];
+		OUT("tributary_round_duration_seconds_bucket{le=\"%s\"} %llu\n", les[i],
+		    (unsigned long long)cum);
+	}
+	OUT("tributary_round_duration_seconds_sum %.6f\n"
+	    "tributary_round_duration_seconds_count %llu\n", m->round_sum_s,
+	    (unsigned long long)m->rounds_done);
+	OUT("# HELP tributary_arena_bytes Huge-page arena bytes, by state.\n"
+	    "# TYPE tributary_arena_bytes gauge\n"
+	    "tributary_arena_bytes{state=\"used\"} %llu\n"
+	    "tributary_arena_bytes{state=\"total\"} %llu\n"
+	    "# HELP tributary_arena_slots Live slots in the arena.\n"
+	    "# TYPE tributary_arena_slots gauge\n"
+	    "tributary_arena_slots %u\n", (unsigned long long)used, (unsigned long long)total, live);
+	OUT("# HELP tributary_functions Aggregation function processes alive.\n"
+	    "# TYPE tributary_functions gauge\n"
+	    "tributary_functions %u\n"
+	    "# TYPE tributary_functions_spawned_total counter\n"
+	    "tributary_functions_spawned_total %llu\n"
+	    "# TYPE tributary_functions_failed_total counter\n"
+	    "tributary_functions_failed_total %llu\n", rt_fnset_count(n->fns),
+	    (unsigned long long)m->fn_spawned, (unsigned long long)m->fn_failed);
+	OUT("# HELP tributary_job_round The round each job is collecting.\n"
+	    "# TYPE tributary_job_round gauge\n");
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		OUT("tributary_job_round{job=\"%s\"} %u\n", j->name, j->round);
+#undef OUT
+	rt_conn_respond(c, 200, "text/plain; version=0.0.4", buf, len, NULL);
+	trib_free(buf);
+}
+
+/* --- routing --- */
+
+void rt_api_on_head(struct rt_conn *c)
+{
+	const char *path = c->req.path;
+	enum http_method m = c->req.method;
+
+	if (!strcmp(path, "/healthz")) {
+		if (m != HTTP_GET && m != HTTP_HEAD)
+			goto bad_method;
+		rt_conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+		return;
+	}
+	if (!strcmp(path, "/metrics")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		handle_metrics(c);
+		return;
+	}
+	if (!strcmp(path, "/v1/jobs") || !strcmp(path, "/v1/jobs/")) {
+		if (m == HTTP_POST)
+			handle_create(c);
+		else if (m == HTTP_GET)
+			handle_list(c);
+		else
+			goto bad_method;
+		return;
+	}
+	if (!strncmp(path, "/v1/jobs/", 9)) {
+		char name[64];
+		const char *rest = path + 9, *slash = strchr(rest, '/');
+		size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+		struct rt_job *j;
+
+		if (len == 0 || len >= sizeof(name)) {
+			reject(c, RT_REJ_NO_JOB, 404, "no such job", -1, NULL);
+			return;
+		}
+		memcpy(name, rest, len);
+		name[len] = '\0';
+		j = rt_job_find(c->node, name);
+		if (!j) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "no job named '%s'", name);
+			reject(c, RT_REJ_NO_JOB, 404, msg, -1, NULL);
+			return;
+		}
+		if (!slash || !strcmp(slash, "/")) {
+			if (m != HTTP_GET)
+				goto bad_method;
+			if (!auth_job(c, j)) {
+				reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job",
+				       -1, NULL);
+				return;
+			}
+			respond_json(c, 200, job_json(c->node, j), NULL);
+			return;
+		}
+		if (!strcmp(slash, "/updates")) {
+			if (m != HTTP_POST)
+				goto bad_method;
+			handle_update(c, j);
+			return;
+		}
+		if (!strcmp(slash, "/model")) {
+			if (m == HTTP_GET)
+				handle_model_get(c, j);
+			else if (m == HTTP_PUT)
+				handle_model_put(c, j);
+			else
+				goto bad_method;
+			return;
+		}
+	}
+	rt_conn_error(c, 404, "no such endpoint", -1, NULL);
+	return;
+bad_method:
+	rt_conn_error(c, 405, "method not allowed here", -1, NULL);
+}

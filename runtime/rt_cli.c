@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: MIT
+/* The `tributary` command line: subcommand dispatch and the options of `up`. */
+#include "rt_cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_node.h"
+#include "rt_simulate.h"
+#include "trib_log.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: tributary <command> [options]\n"
+		"\n"
+		"commands:\n"
+		"  up         controller, node runtime and HTTP gateway in one foreground process\n"
+		"  simulate   act as N clients for R rounds over HTTP and check the models\n"
+		"  version    print the version\n"
+		"  help       this text\n"
+		"\n"
+		"tributary up [--listen HOST:PORT] [--data-dir DIR] [--admin-token-file FILE]\n"
+		"             [--arena-mb N] [--no-huge] [--port-file FILE]\n"
+		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
+		"                         port 0 picks a free one, see --port-file)\n"
+		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
+		"  --admin-token-file F   the admin token (default DIR/admin-token, made at first "
+		"start)\n"
+		"  --arena-mb N           size of the shared update arena in MiB (default 1024)\n"
+		"  --no-huge              do not use 2 MiB huge pages for the arena\n"
+		"  --port-file FILE       write the bound port to FILE once listening\n"
+		"\n"
+		"tributary simulate --job NAME --clients N --rounds R [--params P] [--url URL] ...\n"
+		"  (tributary simulate --help for all its options)\n");
+}
+
+/* Strict decimal; rt_http.h has the same but cannot be included beside the client's header. */
+static int parse_num(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (!*s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno || *end ? -1 : 0;
+}
+
+static int parse_listen(const char *s, struct rt_node_opts *o, char *host, size_t cap)
+{
+	const char *colon = strrchr(s, ':');
+	uint64_t port;
+
+	if (!colon || (size_t)(colon - s) >= cap || parse_num(colon + 1, &port) ||
+	    port > 65535)
+		return -1;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	if (!host[0])
+		strcpy(host, "0.0.0.0");
+	else if (!strcmp(host, "localhost"))
+		strcpy(host, "127.0.0.1");
+	o->listen_host = host;
+	o->listen_port = (uint16_t)port;
+	return 0;
+}
+
+static int cmd_up(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "data-dir", required_argument, NULL, 'd' },
+		{ "admin-token-file", required_argument, NULL, 'a' },
+		{ "arena-mb", required_argument, NULL, 'm' },
+		{ "no-huge", no_argument, NULL, 'H' },
+		{ "port-file", required_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct rt_node_opts o = {
+		.listen_host = "127.0.0.1",
+		.listen_port = 8080,
+		.data_dir = "./tributary-data",
+		.arena_bytes = 1024ull << 20,
+	};
+	char host[256];
+	uint64_t mb;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (parse_listen(optarg, &o, host, sizeof(host))) {
+				fprintf(stderr, "tributary up: --listen wants HOST:PORT, got '%s'\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'd':
+			o.data_dir = optarg;
+			break;
+		case 'a':
+			o.admin_token_file = optarg;
+			break;
+		case 'm':
+			if (parse_num(optarg, &mb) || mb < 16 || mb > (1u << 20)) {
+				fprintf(stderr, "tributary up: --arena-mb wants 16..1048576, got '%s'\n",
+					optarg);
+				return 2;
+			}
+			o.arena_bytes = mb << 20;
+			break;
+		case 'H':
+			o.no_huge = true;
+			break;
+		case 'p':
+			o.port_file = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tributary up: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	return rt_up_run(&o);
+}
+
+int rt_cli_main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "up"))
+		return cmd_up(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "simulate"))
+		return rt_simulate_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+		printf("tributary %s\n", TRIBUTARY_VERSION);
+		return 0;
+	}
+	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "tributary: unknown command '%s'\n\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

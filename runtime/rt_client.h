@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: MIT */
+/* A small blocking HTTP/1.1 client: one keep-alive TCP connection, bodies sent from caller iovecs. */
+#ifndef RT_CLIENT_H
+#define RT_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/*
+ * One connection to one server. Not thread-safe: a thread owns its client.
+ * The connection is opened by rt_client_open(), kept alive between requests,
+ * and reopened transparently when the server closed it (idle keep-alive
+ * timeout, "Connection: close").
+ */
+struct rt_client;
+
+/* One request. Every pointer is borrowed for the duration of the call. */
+struct rt_http_req {
+	const char *method;       /* "GET", "POST" */
+	const char *target;       /* origin-form, e.g. "/v1/jobs/a/model?after=3" */
+	const char *bearer;       /* token for "Authorization: Bearer", or NULL */
+	const char *headers;      /* extra header lines, each ending in "\r\n", or NULL */
+	const struct iovec *body; /* body pieces, sent as they are (never copied); NULL: none */
+	int body_iovcnt;          /* entries in body; at most RT_CLIENT_MAX_IOV */
+};
+
+#define RT_CLIENT_MAX_IOV 8
+
+/*
+ * One response. body points into a buffer owned by the client: it stays valid
+ * until the next request on the same client or rt_client_close().
+ */
+struct rt_http_resp {
+	int status;         /* HTTP status code */
+	const char *body;   /* NUL-terminated for convenience (the NUL is not in body_len) */
+	size_t body_len;
+	double retry_after; /* Retry-After in seconds, -1 when absent */
+	int64_t round;      /* X-Tributary-Round, -1 when absent */
+	char etag[128];     /* ETag, "" when absent */
+	char content_type[128];
+};
+
+/*
+ * Split "http://HOST:PORT[/...]" (port defaults to 80; "[v6]" hosts allowed)
+ * into @host (NUL-terminated, at most @host_len bytes) and *port.
+ * Returns 0 or -EINVAL (not an http URL, bad port, host too long).
+ */
+int rt_url_parse(const char *url, char *host, size_t host_len, uint16_t *port);
+
+/*
+ * Resolve @url and connect (TCP_NODELAY). *out is owned by the caller and
+ * released with rt_client_close(). Returns 0 or -EINVAL (bad URL), -ENOENT
+ * (host does not resolve), -ENOMEM, or the -errno of connect().
+ */
+int rt_client_open(const char *url, struct rt_client **out);
+/* Closes the connection and frees @c (owned by the caller until now). Accepts NULL. */
+void rt_client_close(struct rt_client *c);
+/* Send and receive timeout of every later request, in milliseconds (default 120000). */
+void rt_client_set_timeout(struct rt_client *c, int timeout_ms);
+/* Connections opened so far, the first included: tests check keep-alive with it. */
+unsigned rt_client_connects(const struct rt_client *c);
+
+/*
+ * Send @req and read the whole response into *resp (any status: the caller
+ * judges it). The head and the body go out in one sendmsg() without copying
+ * the body. If a reused keep-alive connection turns out to be closed before any
+ * byte of the response arrived, the request is resent once on a new
+ * connection. Returns 0 or -EPROTO (malformed response), -ETIMEDOUT, -ENOMEM,
+ * -EINVAL (bad request), or the -errno of the socket call that failed.
+ */
+int rt_client_do(struct rt_client *c, const struct rt_http_req *req, struct rt_http_resp *resp);
+
+/*
+ * rt_client_do(), resending while the server answers 503 (memory full): it
+ * waits Retry-After seconds (a short growing backoff when that is absent or
+ * 0), until the waits add up to @max_wait_s. *retries (may be NULL) receives
+ * the number of resends. Returns as rt_client_do(); a final 503 comes back in
+ * *resp with 0.
+ */
+int rt_client_do_retry(struct rt_client *c, const struct rt_http_req *req, double max_wait_s,
+		       struct rt_http_resp *resp, unsigned *retries);
+
+/*
+ * Write into @buf (@len bytes, NUL-terminated, truncated) a one-line reason for
+ * a failed response: the "error" string of a JSON body, else the body's first
+ * line, else "HTTP <status>".
+ */
+void rt_http_error_msg(const struct rt_http_resp *resp, char *buf, size_t len);
+
+#endif

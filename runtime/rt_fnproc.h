@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/* Aggregation-function processes: spawn, configure, feed, reap. */
+#ifndef RT_FNPROC_H
+#define RT_FNPROC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "fn_abi.h"
+#include "shm_abi.h"
+
+/*
+ * One function process as the runtime sees it. Owned by the rt_fnset that
+ * spawned it; found by id (its routing key) with rt_fnset_find().
+ */
+struct rt_fn {
+	uint32_t id;          /* routing key, > 0 */
+	pid_t pid;            /* 0 once reaped */
+	int sock;             /* runtime's end of the channel, -1 once closed */
+	struct fn_config cfg; /* what it was asked to do */
+	void *owner;          /* the round it works for (runtime-private) */
+	uint64_t spawn_ns;    /* when it was spawned (CLOCK_MONOTONIC) */
+	bool handed_off;      /* its output arrived */
+	bool exited;          /* reaped */
+	int wait_status;      /* from waitpid once exited */
+	/* records that could not be sent yet (socket full), in order */
+	struct shm_desc *queue;
+	uint32_t qhead, qlen, qcap;
+	/* the event loop's read buffer and state for this channel */
+	uint8_t rbuf[16 * SHM_DESC_SIZE] __attribute__((aligned(64)));
+	bool reading;
+	bool polling_out;
+};
+
+struct rt_fnset;
+
+/*
+ * @fn_path is the tributary-fn binary (borrowed, must outlive the set);
+ * @arena_fd is passed to each function with its first config (borrowed).
+ * Returns 0 or -ENOMEM.
+ */
+int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd);
+/* Kills and reaps every function still running, then frees the set. Accepts NULL. */
+void rt_fnset_destroy(struct rt_fnset *set);
+
+/*
+ * Spawn a function (posix_spawn, channel on fd FN_CHANNEL_FD) and send it
+ * @cfg with the arena fd. cfg->fn_id must be unused. The set owns the
+ * returned function (borrowed by the caller until it is reaped and removed).
+ * Returns 0 or -errno.
+ */
+int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owner,
+		   struct rt_fn **out);
+/* Borrowed pointer or NULL. */
+struct rt_fn *rt_fnset_find(struct rt_fnset *set, uint32_t id);
+/* Reserve @n consecutive unused ids; returns the first. */
+uint32_t rt_fnset_reserve_ids(struct rt_fnset *set, uint32_t n);
+
+/*
+ * Queue @d for @fn and try to send now. Returns 0 (sent or queued: the
+ * event loop flushes the queue when the socket drains), or -EPIPE when the
+ * function's channel is closed, -ENOMEM.
+ */
+int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d);
+/* Send what is queued; 0 when empty, -EAGAIN when the socket is full again, -errno. */
+int rt_fn_flush(struct rt_fn *fn);
+bool rt_fn_has_queue(const struct rt_fn *fn);
+
+/*
+ * Reap exited children (non-blocking). For each one, @cb is called with the
+ * function (still valid during the call) and then the function is removed
+ * and freed. Children that are not functions are reaped and ignored.
+ */
+void rt_fnset_reap(struct rt_fnset *set, void (*cb)(struct rt_fn *fn, void *arg), void *arg);
+/* Number of function processes alive. */
+uint32_t rt_fnset_count(const struct rt_fnset *set);
+/* Call @cb for every function (no removal allowed inside). */
+void rt_fnset_foreach(struct rt_fnset *set, void (*cb)(struct rt_fn *fn, void *arg), void *arg);
+
+#endif

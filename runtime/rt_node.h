@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/* The node runtime: arena, jobs and rounds, function trees, model store, metrics; shared by the gateway. */
+#ifndef RT_NODE_H
+#define RT_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "rt_fnproc.h"
+#include "rt_safetensors.h"
+
+struct ctl_store;
+struct shm_arena;
+struct rt_conn;
+
+struct rt_node_opts {
+	const char *listen_host;      /* default "127.0.0.1" */
+	uint16_t listen_port;         /* default 8080; 0 picks a free port */
+	const char *data_dir;         /* default "./tributary-data" */
+	const char *admin_token_file; /* default DATA_DIR/admin-token */
+	const char *fn_path;          /* tributary-fn; default: beside this executable */
+	const char *port_file;        /* if set, the bound port is written there once listening */
+	uint64_t arena_bytes;         /* default 1 GiB */
+	bool no_huge;                 /* never use 2 MiB pages */
+};
+
+/* An immutable, reference-counted byte string: a model file being served. */
+struct rt_blob {
+	uint32_t refs;
+	uint32_t version;
+	size_t len;
+	char data[];
+};
+
+struct rt_blob *rt_blob_new(size_t len);
+struct rt_blob *rt_blob_hold(struct rt_blob *b);
+/* Accepts NULL. */
+void rt_blob_release(struct rt_blob *b);
+
+/* One round's aggregation tree: a top and leaves started as updates need them. */
+struct rt_round {
+	struct rt_job *job;
+	uint32_t round;
+	uint32_t nleaves;
+	uint32_t fanin;        /* updates per leaf (the last leaf may get fewer) */
+	uint32_t id_base;      /* top = id_base, leaf i = id_base + 1 + i */
+	uint32_t received;     /* updates accepted */
+	uint32_t spawned;      /* leaves started */
+	uint64_t open_ns;      /* first update accepted */
+	bool failed;           /* a function died before handing off */
+	bool has_result;       /* the top's output came */
+	struct shm_desc result;
+	struct rt_round *next; /* the job's rounds in flight, oldest first */
+};
+
+struct rt_job {
+	int64_t db_id;
+	uint32_t id;              /* node-local numeric id in descriptors */
+	char name[64];
+	char token[80];
+	char algorithm[32];
+	uint32_t cpr;             /* clients per round */
+	uint32_t fanin;
+	struct rt_tensor *schema; /* owned */
+	size_t nschema;
+	uint64_t n_elem;
+	char *schema_json;        /* owned */
+	char *st_header;          /* owned: safetensors header of the model files */
+	size_t st_header_len;
+	uint32_t round;           /* the open round: updates name it */
+	uint32_t completed;       /* model version: rounds whose model is written */
+	struct rt_round *open;    /* tree of the open round, NULL until its first update */
+	struct rt_round *inflight; /* closed rounds still aggregating (and open), oldest first */
+	struct rt_blob *model;    /* the latest model file (version == completed) */
+	struct rt_conn *waiters;  /* long polls for a newer model */
+	uint64_t accepted_total;
+	uint64_t last_round_ms;
+	struct rt_job *next;
+};
+
+/* Rejection reasons counted in /metrics; index into rt_metrics.rejected. */
+enum rt_reject {
+	RT_REJ_MALFORMED,
+	RT_REJ_AUTH,
+	RT_REJ_NO_JOB,
+	RT_REJ_ROUND,
+	RT_REJ_TOO_LARGE,
+	RT_REJ_MEDIA_TYPE,
+	RT_REJ_SHAPE,
+	RT_REJ_NONFINITE,
+	RT_REJ_FULL,
+	RT_REJ_NO_LENGTH,
+	RT_REJ__COUNT,
+};
+
+struct rt_metrics {
+	uint64_t accepted;
+	uint64_t rejected[RT_REJ__COUNT];
+	uint64_t bytes_received; /* update bodies accepted */
+	uint64_t requests;
+	uint64_t rounds_done;
+	uint64_t fn_spawned;
+	uint64_t fn_failed;
+	/* round durations, first update to model written: a histogram */
+	uint64_t round_hist[12];
+	double round_sum_s;
+};
+
+struct rt_node {
+	struct rt_node_opts opts;
+	char admin_token[80];
+	struct shm_arena *arena;
+	struct rt_fnset *fns;
+	struct ctl_store *store;
+	struct rt_job *jobs;
+	uint32_t next_job_id;
+	struct rt_metrics m;
+	bool stopping;
+	void *gw; /* the gateway (rt_gateway.c) */
+};
+
+/* Run `tributary up` with @opts until SIGINT/SIGTERM. Returns a process exit code. */
+int rt_up_run(const struct rt_node_opts *opts);
+
+/* --- used by the gateway and API handlers --- */
+/*
+ * Parse a "tensors" JSON array into a schema; *out is owned by the caller
+ * (trib_free). Returns 0, -EINVAL (with *why naming the problem) or -ENOMEM.
+ */
+int rt_schema_from_json(json_t *arr, struct rt_tensor **out, size_t *nout, uint64_t *n_elem,
+			const char **why);
+struct rt_job *rt_job_find(struct rt_node *n, const char *name);
+/* Returns 0 or -errno; *why says what is wrong with the request (static string or NULL). */
+int rt_job_create(struct rt_node *n, const char *name, uint32_t cpr, uint32_t fanin,
+		  const char *algorithm, struct rt_tensor *schema, size_t nschema,
+		  struct rt_job **out);
+/*
+ * Accept a received, validated update in slot @slot_off: its segments are at
+ * @segs_off. The slot's ownership moves to the tree. Returns 0 (and *seq), or
+ * -ESTALE when the round changed, -ENOSPC when the arena cannot hold a new
+ * accumulator, -errno otherwise; on error the caller still owns the slot.
+ */
+int rt_job_accept(struct rt_node *n, struct rt_job *job, uint32_t round, uint64_t slot_off,
+		  uint64_t segs_off, uint32_t nsegs, double weight, uint32_t *seq);
+/* Set the starting model (before the first update): @data is n_elem floats in schema order. */
+int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data);
+/* The model file of version @v, held for the caller (rt_blob_release), or NULL (errno set). */
+struct rt_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
+/* Handle records a function sent to the runtime (routing, results). */
+void rt_node_on_fn_records(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *recs,
+			   size_t count);
+/* Reap children and account for them. */
+void rt_node_on_sigchld(struct rt_node *n);
+/* Called by the gateway when a model version appears (wakes long polls). */
+void rt_gw_model_ready(struct rt_node *n, struct rt_job *job);
+/* Ask the gateway to watch a function's channel. */
+void rt_gw_watch_fn(struct rt_node *n, struct rt_fn *fn);
+
+#endif

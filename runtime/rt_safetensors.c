@@ -1,0 +1,531 @@
+// SPDX-License-Identifier: MIT
+/* safetensors: validate an untrusted header, match it against a job's schema, write one. */
+#include "rt_safetensors.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "shm_abi.h"
+#include "trib_alloc.h"
+
+#define META_KEY "__metadata__"
+
+static const struct {
+	uint32_t dtype;
+	const char *name;
+	size_t size;
+} dtypes[] = {
+	{ SHM_DTYPE_F32, "F32", 4 },
+	{ SHM_DTYPE_F16, "F16", 2 },
+	{ SHM_DTYPE_BF16, "BF16", 2 },
+	{ SHM_DTYPE_I8, "I8", 1 },
+};
+
+size_t rt_dtype_size(uint32_t dtype)
+{
+	for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
+		if (dtypes[i].dtype == dtype)
+			return dtypes[i].size;
+	return 0;
+}
+
+/* Returns a static string (not owned by the caller) or NULL. */
+const char *rt_dtype_name(uint32_t dtype)
+{
+	for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
+		if (dtypes[i].dtype == dtype)
+			return dtypes[i].name;
+	return NULL;
+}
+
+/* @name is borrowed. */
+uint32_t rt_dtype_from_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
+		if (strcmp(dtypes[i].name, name) == 0)
+			return dtypes[i].dtype;
+	return 0;
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* A JSON integer in [0, INT64_MAX], as jansson cannot hold more. */
+static bool get_u64(const json_t *v, uint64_t *out)
+{
+	json_int_t i;
+
+	if (!json_is_integer(v))
+		return false;
+	i = json_integer_value(v);
+	if (i < 0)
+		return false;
+	*out = (uint64_t)i;
+	return true;
+}
+
+/* Fills @t from one header entry; @data_len is the length of the data section. */
+static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint64_t data_len,
+			struct rt_tensor *t, const char **why)
+{
+	const json_t *dt, *shape, *offs, *dim;
+	uint64_t n_elem = 1, nbytes;
+	size_t i;
+
+	if (key_len == 0) {
+		*why = "empty tensor name";
+		return -EINVAL;
+	}
+	if (key_len >= RT_ST_NAME_MAX) {
+		*why = "tensor name too long";
+		return -EINVAL;
+	}
+	if (memchr(key, '\0', key_len)) {
+		*why = "NUL in tensor name";
+		return -EINVAL;
+	}
+	memcpy(t->name, key, key_len);
+	t->name[key_len] = '\0';
+
+	if (!json_is_object(val)) {
+		*why = "tensor entry is not an object";
+		return -EINVAL;
+	}
+
+	dt = json_object_get(val, "dtype");
+	if (!json_is_string(dt)) {
+		*why = "missing dtype";
+		return -EINVAL;
+	}
+	/* A dtype string with an embedded NUL must not match a known name. */
+	if (strlen(json_string_value(dt)) != json_string_length(dt))
+		t->dtype = 0;
+	else
+		t->dtype = rt_dtype_from_name(json_string_value(dt));
+	if (t->dtype == 0) {
+		*why = RT_ST_WHY_DTYPE;
+		return -EINVAL;
+	}
+
+	shape = json_object_get(val, "shape");
+	if (!json_is_array(shape)) {
+		*why = "missing shape";
+		return -EINVAL;
+	}
+	if (json_array_size(shape) > RT_ST_MAX_DIMS) {
+		*why = "too many dimensions";
+		return -EINVAL;
+	}
+	t->ndim = (uint32_t)json_array_size(shape);
+	json_array_foreach(shape, i, dim) {
+		if (!get_u64(dim, &t->shape[i])) {
+			*why = "bad shape";
+			return -EINVAL;
+		}
+		if (__builtin_mul_overflow(n_elem, t->shape[i], &n_elem)) {
+			*why = "shape overflows";
+			return -EINVAL;
+		}
+	}
+	t->n_elem = n_elem;
+	if (__builtin_mul_overflow(n_elem, (uint64_t)rt_dtype_size(t->dtype), &nbytes)) {
+		*why = "shape overflows";
+		return -EINVAL;
+	}
+
+	offs = json_object_get(val, "data_offsets");
+	if (!json_is_array(offs) || json_array_size(offs) != 2 ||
+	    !get_u64(json_array_get(offs, 0), &t->data_begin) ||
+	    !get_u64(json_array_get(offs, 1), &t->data_end)) {
+		*why = "bad data_offsets";
+		return -EINVAL;
+	}
+	if (t->data_begin > t->data_end || t->data_end > data_len) {
+		*why = "data_offsets out of range";
+		return -EINVAL;
+	}
+	if (t->data_end - t->data_begin != nbytes) {
+		*why = "data_offsets do not match shape";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * @buf is borrowed and only read during the call; out->tensors is allocated
+ * here and owned by @out (rt_st_free). On failure @out is left zeroed.
+ */
+int rt_st_parse(const void *buf, size_t len, struct rt_st *out, const char **why)
+{
+	const unsigned char *b = buf;
+	const char *dummy;
+	uint64_t hlen, data_len;
+	json_error_t jerr;
+	json_t *root;
+	size_t ntens, k = 0;
+	void *it;
+	int err;
+
+	if (!why)
+		why = &dummy;
+	memset(out, 0, sizeof(*out));
+	if (len < 8) {
+		*why = "truncated length";
+		return -EINVAL;
+	}
+	hlen = get_le64(b);
+	if (hlen > len - 8) {
+		*why = "header length exceeds body";
+		return -EINVAL;
+	}
+	if (hlen > RT_ST_HEADER_MAX) {
+		*why = "header too large";
+		return -EINVAL;
+	}
+	data_len = len - 8 - hlen;
+
+	/* json_loadb takes an explicit length: the header is not NUL-terminated. */
+	root = json_loadb((const char *)b + 8, hlen, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		switch (json_error_code(&jerr)) {
+		case json_error_out_of_memory:
+			return -ENOMEM;
+		case json_error_duplicate_key:
+			*why = "duplicate tensor name";
+			return -EINVAL;
+		default:
+			*why = "bad JSON";
+			return -EINVAL;
+		}
+	}
+	if (!json_is_object(root)) {
+		*why = "header is not a JSON object";
+		err = -EINVAL;
+		goto err_decref;
+	}
+
+	ntens = json_object_size(root);
+	if (json_object_get(root, META_KEY))
+		ntens--;
+	if (ntens > RT_ST_MAX_TENSORS) {
+		*why = "too many tensors";
+		err = -EINVAL;
+		goto err_decref;
+	}
+	if (ntens) {
+		out->tensors = trib_calloc(ntens, sizeof(*out->tensors));
+		if (!out->tensors) {
+			err = -ENOMEM;
+			goto err_decref;
+		}
+	}
+
+	/* jansson (>= 2.8) iterates an object in insertion order, i.e. file order. */
+	for (it = json_object_iter(root); it; it = json_object_iter_next(root, it)) {
+		const char *key = json_object_iter_key(it);
+		size_t key_len = json_object_iter_key_len(it);
+
+		if (key_len == sizeof(META_KEY) - 1 && memcmp(key, META_KEY, key_len) == 0)
+			continue;
+		err = parse_tensor(key, key_len, json_object_iter_value(it), data_len,
+				   &out->tensors[k], why);
+		if (err)
+			goto err_free;
+		k++;
+	}
+	out->ntensors = k;
+	out->data_off = 8 + hlen;
+	json_decref(root);
+	return 0;
+
+err_free:
+	trib_free(out->tensors);
+	out->tensors = NULL;
+err_decref:
+	json_decref(root);
+	return err;
+}
+
+void rt_st_free(struct rt_st *st)
+{
+	trib_free(st->tensors);
+	memset(st, 0, sizeof(*st));
+}
+
+/* RFC 3629 UTF-8 (no overlongs, no surrogates); jansson rejects anything else as a key. */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t need;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xe0) == 0xc0) {
+			need = 1;
+			cp = c & 0x1f;
+		} else if ((c & 0xf0) == 0xe0) {
+			need = 2;
+			cp = c & 0x0f;
+		} else if ((c & 0xf8) == 0xf0) {
+			need = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (n - i - 1 < need)
+			return false;
+		for (size_t j = 1; j <= need; j++) {
+			if ((s[i + j] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i + j] & 0x3f);
+		}
+		if ((need == 1 && cp < 0x80) || (need == 2 && cp < 0x800) ||
+		    (need == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += need + 1;
+	}
+	return true;
+}
+
+/* Parses @meta_json into a new reference (owned by the caller) if it is a flat string object. */
+static int load_meta(const char *meta_json, json_t **meta)
+{
+	json_error_t jerr;
+	const char *k;
+	json_t *v;
+
+	*meta = json_loads(meta_json, 0, &jerr);
+	if (!*meta)
+		return json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM : -EINVAL;
+	if (!json_is_object(*meta))
+		goto err_decref;
+	json_object_foreach(*meta, k, v) {
+		if (!json_is_string(v))
+			goto err_decref;
+	}
+	return 0;
+
+err_decref:
+	json_decref(*meta);
+	*meta = NULL;
+	return -EINVAL;
+}
+
+/* Adds one F32 tensor entry at data offset *off and advances *off past it. */
+static int add_tensor(json_t *root, const struct rt_tensor *t, uint64_t *off)
+{
+	size_t name_len = strnlen(t->name, RT_ST_NAME_MAX);
+	uint64_t n_elem = 1, nbytes, end;
+	json_t *entry, *shape, *offs;
+
+	if (name_len == 0 || name_len == RT_ST_NAME_MAX || strcmp(t->name, META_KEY) == 0 ||
+	    !utf8_valid((const unsigned char *)t->name, name_len) || t->ndim > RT_ST_MAX_DIMS)
+		return -EINVAL;
+	if (json_object_get(root, t->name))
+		return -EINVAL; /* duplicate name */
+	for (uint32_t d = 0; d < t->ndim; d++) {
+		if (t->shape[d] > INT64_MAX || __builtin_mul_overflow(n_elem, t->shape[d], &n_elem))
+			return -EINVAL;
+	}
+	if (__builtin_mul_overflow(n_elem, (uint64_t)4, &nbytes) ||
+	    __builtin_add_overflow(*off, nbytes, &end) || end > INT64_MAX)
+		return -EINVAL;
+
+	entry = json_object();
+	if (!entry)
+		return -ENOMEM;
+	/*
+	 * Each _new call consumes its value, even on failure (a NULL value is a
+	 * failure): only entry needs releasing. Arrays are filled once owned by it.
+	 */
+	if (json_object_set_new(entry, "dtype", json_string("F32")))
+		goto err_decref;
+	shape = json_array();
+	if (json_object_set_new(entry, "shape", shape))
+		goto err_decref;
+	offs = json_array();
+	if (json_object_set_new(entry, "data_offsets", offs))
+		goto err_decref;
+	for (uint32_t d = 0; d < t->ndim; d++) {
+		if (json_array_append_new(shape, json_integer((json_int_t)t->shape[d])))
+			goto err_decref;
+	}
+	if (json_array_append_new(offs, json_integer((json_int_t)*off)) ||
+	    json_array_append_new(offs, json_integer((json_int_t)end)))
+		goto err_decref;
+	if (json_object_set_new(root, t->name, entry))
+		return -ENOMEM;
+	*off = end;
+	return 0;
+
+err_decref:
+	json_decref(entry);
+	return -ENOMEM;
+}
+
+/* *hdr is allocated here and owned by the caller (trib_free); nothing is allocated on failure. */
+int rt_st_write_header(const struct rt_tensor *schema, size_t n, const char *meta_json,
+		       char **hdr, size_t *hdr_len)
+{
+	const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
+	uint64_t off = 0;
+	size_t jlen, padded;
+	json_t *root, *meta;
+	char *out;
+	int err;
+
+	if (n > RT_ST_MAX_TENSORS)
+		return -EINVAL;
+	root = json_object();
+	if (!root)
+		return -ENOMEM;
+	if (meta_json) {
+		err = load_meta(meta_json, &meta);
+		if (err)
+			goto err_decref;
+		if (json_object_set_new(root, META_KEY, meta)) {
+			err = -ENOMEM;
+			goto err_decref;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		err = add_tensor(root, &schema[i], &off);
+		if (err)
+			goto err_decref;
+	}
+
+	jlen = json_dumpb(root, NULL, 0, flags);
+	if (jlen == 0) {
+		err = -ENOMEM;
+		goto err_decref;
+	}
+	/* Spaces after the JSON make 8 + N a multiple of 8, so the data section is aligned. */
+	padded = (jlen + 7) & ~(size_t)7;
+	out = trib_malloc(8 + padded);
+	if (!out) {
+		err = -ENOMEM;
+		goto err_decref;
+	}
+	if (json_dumpb(root, out + 8, padded, flags) != jlen) {
+		err = -ENOMEM;
+		goto err_free;
+	}
+	memset(out + 8 + jlen, ' ', padded - jlen);
+	put_le64((unsigned char *)out, padded);
+	json_decref(root);
+	*hdr = out;
+	*hdr_len = 8 + padded;
+	return 0;
+
+err_free:
+	trib_free(out);
+err_decref:
+	json_decref(root);
+	return err;
+}
+
+static int cmp_tensor_ptr(const void *a, const void *b)
+{
+	const struct rt_tensor *const *x = a, *const *y = b;
+
+	return strcmp((*x)->name, (*y)->name);
+}
+
+/* Looks @name up in @sorted (@n pointers sorted by name); returns a borrowed pointer or NULL. */
+static const struct rt_tensor *find_sorted(const struct rt_tensor **sorted, size_t n,
+					   const char *name)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(name, sorted[mid]->name);
+
+		if (c == 0)
+			return sorted[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+/*
+ * @st and @schema are borrowed; @src_offsets (caller-owned) is written only
+ * as far as the match gets and is complete only on success.
+ */
+int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+		uint64_t *src_offsets, const char **why)
+{
+	const struct rt_tensor **sorted = NULL;
+	const char *dummy;
+	int err = 0;
+
+	if (!why)
+		why = &dummy;
+	for (size_t i = 0; i < nschema; i++) {
+		const struct rt_tensor *s = &schema[i], *u = NULL;
+
+		/* Uploads usually follow the schema's order: try the same index first. */
+		if (i < st->ntensors && strcmp(st->tensors[i].name, s->name) == 0) {
+			u = &st->tensors[i];
+		} else {
+			if (!sorted) {
+				sorted = trib_malloc((st->ntensors ? st->ntensors : 1) *
+						     sizeof(*sorted));
+				if (!sorted)
+					return -ENOMEM;
+				for (size_t j = 0; j < st->ntensors; j++)
+					sorted[j] = &st->tensors[j];
+				qsort(sorted, st->ntensors, sizeof(*sorted), cmp_tensor_ptr);
+			}
+			u = find_sorted(sorted, st->ntensors, s->name);
+		}
+		if (!u) {
+			*why = "missing tensor";
+			err = -EINVAL;
+			goto out_free;
+		}
+		if (u->dtype != SHM_DTYPE_F32) {
+			*why = RT_ST_WHY_DTYPE;
+			err = -EINVAL;
+			goto out_free;
+		}
+		if (u->ndim != s->ndim || memcmp(u->shape, s->shape, s->ndim * sizeof(s->shape[0]))) {
+			*why = "shape mismatch";
+			err = -EINVAL;
+			goto out_free;
+		}
+		src_offsets[i] = st->data_off + u->data_begin;
+	}
+	/* Upload names are unique and so are the schema's: equal counts mean equal sets. */
+	if (st->ntensors != nschema) {
+		*why = "unexpected tensor";
+		err = -EINVAL;
+	}
+out_free:
+	trib_free(sorted);
+	return err;
+}

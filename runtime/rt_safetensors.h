@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/* safetensors: parse a header in place, check it against a job's schema, and write one. */
+#ifndef RT_SAFETENSORS_H
+#define RT_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RT_ST_MAX_DIMS 8
+#define RT_ST_NAME_MAX 256
+/* Limits on untrusted input: the JSON header's length and the number of tensors. */
+#define RT_ST_HEADER_MAX (100u << 20)
+#define RT_ST_MAX_TENSORS 65536
+/*
+ * The *why of a file that is well-formed but holds a dtype Tributary cannot
+ * fold (callers answer 422 rather than 400); compare with strcmp().
+ */
+#define RT_ST_WHY_DTYPE "unsupported dtype"
+
+/* One tensor of a job's schema, or one tensor found in a safetensors file. */
+struct rt_tensor {
+	char name[RT_ST_NAME_MAX]; /* NUL-terminated */
+	uint32_t dtype;            /* enum shm_dtype */
+	uint32_t ndim;
+	uint64_t shape[RT_ST_MAX_DIMS];
+	uint64_t n_elem;     /* product of shape (1 for ndim 0) */
+	uint64_t data_begin; /* byte offset into the data section (after the header) */
+	uint64_t data_end;   /* one past the last byte, relative to the data section */
+};
+
+/*
+ * A parsed safetensors header. tensors[] is owned by the struct; release it
+ * with rt_st_free(). data_off is where the data section starts within the
+ * buffer that was parsed (8 + header length).
+ */
+struct rt_st {
+	struct rt_tensor *tensors;
+	size_t ntensors;
+	uint64_t data_off;
+};
+
+/*
+ * Parse the safetensors header at the start of @buf (@len bytes, the whole
+ * file). Checks: header length fits, JSON is an object, every entry has a
+ * known dtype ("F32", "F16", "BF16", "I8"), a shape, and data_offsets that lie
+ * inside the data section and match shape × dtype size; "__metadata__" is
+ * skipped. Tensors are returned in file order.
+ * Returns 0 or -EINVAL (malformed; *why is a static message), -ENOMEM.
+ */
+int rt_st_parse(const void *buf, size_t len, struct rt_st *out, const char **why);
+/* Accepts a zeroed struct; leaves it zeroed. */
+void rt_st_free(struct rt_st *st);
+
+/* Bytes per element of an shm_dtype, 0 if unknown. */
+size_t rt_dtype_size(uint32_t dtype);
+/* "F32" etc., or NULL. */
+const char *rt_dtype_name(uint32_t dtype);
+/* 0 if unknown. */
+uint32_t rt_dtype_from_name(const char *name);
+
+/*
+ * Build the header (8-byte length + JSON, padded with spaces to a multiple of
+ * 8) for a file that holds @schema's tensors as F32, contiguous, in schema
+ * order; data_begin/data_end of the schema are ignored. @meta, if not NULL, is
+ * a flat JSON object of string values for "__metadata__".
+ * On success *hdr is owned by the caller (trib_free) and *hdr_len its length.
+ * Returns 0 or -ENOMEM / -EINVAL.
+ */
+int rt_st_write_header(const struct rt_tensor *schema, size_t n, const char *meta_json,
+		       char **hdr, size_t *hdr_len);
+
+/*
+ * Match a parsed upload @st against a job's schema (@nschema tensors, names
+ * unique). Every schema tensor must appear in @st under the same name, with
+ * the same shape and dtype F32, and @st must hold no other tensor. On success
+ * src_offsets[i] (caller-owned, @nschema entries) is the byte offset of schema
+ * tensor i's data within the parsed buffer (data_off + data_begin).
+ * Returns 0, -EINVAL (mismatch, callers answer 422; *why is a static
+ * message) or -ENOMEM.
+ */
+int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+		uint64_t *src_offsets, const char **why);
+
+#endif

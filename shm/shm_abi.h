@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/* Structs that several processes (and later the kernel) read: descriptors, segments, dtypes. */
+#ifndef SHM_ABI_H
+#define SHM_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Every struct here crosses a process boundary. Shared memory holds offsets
+ * from the arena base, never pointers. Fixed-width types only; sizes and
+ * offsets are pinned by _Static_asserts so that a change is deliberate.
+ */
+#define SHM_ABI_VERSION 1
+
+/* Element types of a tensor payload; values are part of the ABI. */
+enum shm_dtype {
+	SHM_DTYPE_F32 = 1,  /* little-endian IEEE-754 binary32 */
+	SHM_DTYPE_F16 = 2,  /* IEEE-754 binary16 (issue 6) */
+	SHM_DTYPE_BF16 = 3, /* bfloat16 (issue 6) */
+	SHM_DTYPE_I8 = 4,   /* int8 with a per-segment f32 scale (issue 6) */
+};
+
+/* What a descriptor announces; values are part of the ABI. */
+enum shm_desc_kind {
+	SHM_DESC_UPDATE = 1,  /* one client update in a slot: gateway -> leaf */
+	SHM_DESC_PARTIAL = 2, /* a weighted sum and its total weight: child -> parent */
+	SHM_DESC_RESULT = 3,  /* the finished global model: top -> node runtime */
+};
+
+/* Routing key of the node runtime itself (gateway and model store). */
+#define SHM_DST_RUNTIME 0u
+
+/*
+ * One contiguous run of elements of the flat model. The flat model is every
+ * tensor of the job's schema, flattened, in schema order. A payload is folded
+ * segment by segment: model[dst_elem + i] += w * decode(src_off + i).
+ */
+struct shm_seg {
+	uint64_t src_off;  /* arena offset of the segment's first element */
+	uint64_t dst_elem; /* index in the flat model of the first element */
+	uint64_t n_elem;   /* number of elements */
+	uint32_t dtype;    /* enum shm_dtype of the source elements */
+	float scale;       /* dequantisation scale for SHM_DTYPE_I8, 1.0f otherwise */
+};
+_Static_assert(sizeof(struct shm_seg) == 32, "shm_seg is ABI");
+_Static_assert(offsetof(struct shm_seg, dtype) == 24, "shm_seg is ABI");
+
+/*
+ * The fixed-size event that moves between processes on a node. Exactly
+ * SHM_DESC_SIZE bytes so that a stream of them never merges or splits: a
+ * reader always takes whole multiples of SHM_DESC_SIZE.
+ *
+ * Ownership: the slot at slot_off belongs to whoever holds the descriptor. A
+ * receiver frees it (shm_slot_free) once it no longer needs the bytes, or
+ * passes ownership on by sending another descriptor that names it.
+ */
+struct shm_desc {
+	uint16_t version;  /* SHM_ABI_VERSION */
+	uint16_t kind;     /* enum shm_desc_kind */
+	uint32_t dst;      /* routing key: destination function id, SHM_DST_RUNTIME = 0 */
+	uint32_t src;      /* sender's function id (0: gateway/runtime) */
+	uint32_t job;      /* node-local numeric job id */
+	uint32_t round;    /* round the payload belongs to */
+	uint32_t nsegs;    /* entries in the segment table at segs_off */
+	uint64_t slot_off; /* arena offset of the slot (allocation) holding the payload */
+	uint64_t segs_off; /* arena offset of the segment table (struct shm_seg[nsegs]) */
+	double weight;     /* update: sample count; partial: total weight folded in */
+	uint32_t count;    /* client updates folded into the payload (1 for an update) */
+	uint32_t seq;      /* update: index of the update within its round */
+	uint64_t reserved; /* zero */
+};
+#define SHM_DESC_SIZE 64
+_Static_assert(sizeof(struct shm_desc) == SHM_DESC_SIZE, "shm_desc is ABI");
+_Static_assert(offsetof(struct shm_desc, dst) == 4, "the routing key is read by BPF");
+_Static_assert(offsetof(struct shm_desc, slot_off) == 24, "shm_desc is ABI");
+_Static_assert(offsetof(struct shm_desc, weight) == 40, "shm_desc is ABI");
+
+#endif

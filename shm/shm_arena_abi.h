@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared-memory layouts of the arena header and the descriptor ring, read by every process. */
+#ifndef SHM_ARENA_ABI_H
+#define SHM_ARENA_ABI_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shm_abi.h"
+
+/*
+ * Both structs below live in a memfd that several processes of one node map
+ * at different addresses, so they hold offsets from the arena base, never
+ * pointers. They embed a pthread mutex and C11 atomics, which is sound only
+ * because every process that maps them is built from the same tree against
+ * the same libc on the same node; they never cross a node boundary.
+ */
+
+#define SHM_HUGE_PAGE (2ull << 20) /* bytes in one huge page; arena sizes are multiples */
+#define SHM_CHUNK (64ull << 10)    /* allocation granularity of the slot allocator */
+
+#define SHM_ARENA_MAGIC 0x414e524142495254ull /* "TRIBARNA" little-endian */
+
+/* Values of shm_arena_hdr.flags. */
+#define SHM_ARENA_HDR_HUGE 0x1u /* the memfd is backed by 2 MiB huge pages */
+
+/* Values of shm_arena_intent.op. */
+enum shm_arena_op {
+	SHM_ARENA_OP_NONE = 0,  /* no allocator update in flight */
+	SHM_ARENA_OP_ALLOC = 1, /* an allocation of [start, start+len) chunks is being recorded */
+	SHM_ARENA_OP_FREE = 2,  /* the allocation starting at start is being released */
+};
+
+/*
+ * The allocator update in flight, written under the lock before the update
+ * and cleared after it. A process that finds the lock's owner dead
+ * (EOWNERDEAD) reads it to roll the interrupted update back (alloc: the dead
+ * process never got the offset) or forward (free: its owner meant to release it).
+ */
+struct shm_arena_intent {
+	uint32_t op;    /* enum shm_arena_op; written last when opening, first when closing */
+	uint32_t start; /* first chunk index of the run */
+	uint32_t len;   /* run length in chunks */
+	uint32_t pad;   /* zero */
+};
+_Static_assert(sizeof(struct shm_arena_intent) == 16, "shm_arena_intent is ABI");
+
+/*
+ * The first bytes of every arena. The header region (this struct, then the
+ * chunk bitmap, then the run-length table) is rounded up to a 2 MiB multiple;
+ * the slot area follows it at data_off and runs to the end of the memfd:
+ *
+ *   0            bitmap_off      runlen_off            data_off               total_bytes
+ *   | shm_arena_hdr | u64 bitmap[] | u32 runlen[nchunks] | pad | chunk 0 | chunk 1 | ... |
+ *
+ * Chunk i covers arena offsets [data_off + i * SHM_CHUNK, data_off + (i+1) * SHM_CHUNK).
+ * The fields up to lock are written once by the creator and then only read.
+ */
+struct shm_arena_hdr {
+	uint64_t magic;       /* SHM_ARENA_MAGIC */
+	uint32_t version;     /* SHM_ABI_VERSION of the creator */
+	uint32_t hdr_bytes;   /* sizeof(struct shm_arena_hdr) of the creator */
+	uint64_t total_bytes; /* size of the memfd, header region included (2 MiB multiple) */
+	uint64_t data_off;    /* offset of chunk 0: size of the header region (2 MiB multiple) */
+	uint64_t chunk_bytes; /* SHM_CHUNK */
+	uint64_t bitmap_off;  /* offset of uint64_t[(nchunks + 63) / 64]: bit i set = chunk i used */
+	uint64_t runlen_off;  /* offset of uint32_t[nchunks]: chunks in the allocation starting at i */
+	uint32_t nchunks;     /* chunks in the slot area */
+	uint32_t flags;       /* SHM_ARENA_HDR_* */
+	uint64_t reserved0;   /* zero */
+	/* Everything below is guarded by lock. */
+	union {
+		pthread_mutex_t mutex; /* PTHREAD_PROCESS_SHARED | PTHREAD_MUTEX_ROBUST */
+		uint8_t bytes[64];     /* pins the layout whatever the libc's mutex size */
+	} lock;
+	struct shm_arena_intent intent; /* update in flight, for EOWNERDEAD recovery */
+	uint64_t used_chunks;           /* chunks in live allocations */
+	uint32_t live_slots;            /* live allocations */
+	uint32_t cursor;                /* next-fit: chunk where the next search starts */
+	uint64_t recoveries;            /* times a dead lock owner's state was repaired */
+	uint8_t reserved[80];           /* zero; room to grow without moving the tables */
+};
+_Static_assert(sizeof(pthread_mutex_t) <= 64, "the arena lock must fit its 64 bytes");
+_Static_assert(sizeof(struct shm_arena_hdr) == 256, "shm_arena_hdr is ABI");
+_Static_assert(offsetof(struct shm_arena_hdr, nchunks) == 56, "shm_arena_hdr is ABI");
+_Static_assert(offsetof(struct shm_arena_hdr, lock) == 72, "shm_arena_hdr is ABI");
+_Static_assert(offsetof(struct shm_arena_hdr, intent) == 136, "shm_arena_hdr is ABI");
+_Static_assert(offsetof(struct shm_arena_hdr, used_chunks) == 152, "shm_arena_hdr is ABI");
+
+#define SHM_RING_MAGIC 0x474e4952u /* "RING" little-endian */
+#define SHM_CACHELINE 64
+
+/*
+ * A single-producer single-consumer ring of struct shm_desc in shared memory.
+ *
+ * Index invariant: head and tail are free-running 32-bit counters that only
+ * ever increase (wrapping modulo 2^32) and are masked with capacity - 1 on
+ * use; capacity is a power of two <= 2^31, so 0 <= head - tail <= capacity
+ * holds in unsigned 32-bit arithmetic across the wrap. head - tail is the
+ * number of filled entries; entry k lives in desc[k & mask].
+ *
+ * Only the producer writes head (release, after filling the entry) and only
+ * the consumer writes tail (release, after reading the entry); each reads the
+ * other's index with acquire. The two indexes sit on separate cache lines,
+ * each beside a private copy of the other side's index, so that the common
+ * case touches no line the other side writes.
+ */
+struct shm_ring_hdr {
+	uint32_t magic;    /* SHM_RING_MAGIC */
+	uint16_t version;  /* SHM_ABI_VERSION */
+	uint16_t desc_size; /* SHM_DESC_SIZE */
+	uint32_t capacity; /* entries, a power of two */
+	uint32_t mask;     /* capacity - 1 */
+	uint8_t pad0[SHM_CACHELINE - 16];
+	/* Producer's line. */
+	_Alignas(SHM_CACHELINE) _Atomic uint32_t head; /* next entry to fill; written by producer */
+	uint32_t tail_cache; /* producer's last seen tail; producer-private */
+	uint8_t pad1[SHM_CACHELINE - 8];
+	/* Consumer's line. */
+	_Alignas(SHM_CACHELINE) _Atomic uint32_t tail; /* next entry to take; written by consumer */
+	uint32_t head_cache; /* consumer's last seen head; consumer-private */
+	uint8_t pad2[SHM_CACHELINE - 8];
+	_Alignas(SHM_CACHELINE) struct shm_desc desc[]; /* capacity entries */
+};
+_Static_assert(sizeof(_Atomic uint32_t) == 4, "ring indexes are 32-bit");
+_Static_assert(offsetof(struct shm_ring_hdr, head) == 64, "shm_ring_hdr is ABI");
+_Static_assert(offsetof(struct shm_ring_hdr, tail) == 128, "shm_ring_hdr is ABI");
+_Static_assert(offsetof(struct shm_ring_hdr, desc) == 192, "shm_ring_hdr is ABI");
+_Static_assert(sizeof(struct shm_ring_hdr) == 192, "shm_ring_hdr is ABI");
+
+#endif

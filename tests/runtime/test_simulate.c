@@ -1,0 +1,686 @@
+// SPDX-License-Identifier: MIT
+/* Tests of simulate and its HTTP client: options, update stream, reference, and a canned-answer server. */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rt_client.h"
+#include "rt_safetensors.h"
+#include "rt_simulate.h"
+#include "shm_abi.h"
+#include "trib_alloc.h"
+
+/* ---- options ---- */
+
+static int parse(struct rt_sim_opts *o, char **argv)
+{
+	char why[256];
+	int argc = 0;
+
+	while (argv[argc])
+		argc++;
+	return rt_sim_parse_args(argc, argv, o, why, sizeof(why));
+}
+
+#define ARGV(...) ((char *[]){ "simulate", __VA_ARGS__, NULL })
+
+Test(rt_simulate, options_defaults)
+{
+	struct rt_sim_opts o;
+
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "40", "--rounds", "3")), 0);
+	cr_assert_str_eq(o.job, "a");
+	cr_assert_eq(o.clients, 40);
+	cr_assert_eq(o.rounds, 3);
+	cr_assert_eq(o.params, 1000000);
+	cr_assert_str_eq(o.url, "http://127.0.0.1:8080");
+	cr_assert_str_eq(o.data_dir, "./tributary-data");
+	cr_assert_null(o.admin_token_file);
+	cr_assert_eq(o.connections, 16);
+	cr_assert_eq(o.seed, 1);
+	cr_assert_eq(o.format, RT_SIM_MIXED);
+	cr_assert(!o.quiet);
+}
+
+Test(rt_simulate, options_all_forms)
+{
+	struct rt_sim_opts o;
+
+	cr_assert_eq(parse(&o, ARGV("--job=b-1.x", "--clients=4", "--rounds", "1", "--params=7",
+				    "--url", "http://localhost:9000", "--data-dir", "/tmp/d",
+				    "--admin-token-file", "/tmp/t", "--connections", "8",
+				    "--seed", "0", "--format", "safetensors", "--quiet")),
+		     0);
+	cr_assert_eq(o.params, 7);
+	cr_assert_eq(o.connections, 4, "connections are clamped to the clients");
+	cr_assert_eq(o.seed, 0);
+	cr_assert_eq(o.format, RT_SIM_SAFETENSORS);
+	cr_assert(o.quiet);
+	cr_assert_str_eq(o.admin_token_file, "/tmp/t");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "3", "--rounds", "1")), 0);
+	cr_assert_eq(o.connections, 3);
+}
+
+Test(rt_simulate, options_errors)
+{
+	struct rt_sim_opts o;
+
+	cr_assert_eq(parse(&o, ARGV("--clients", "4", "--rounds", "1")), -EINVAL, "no job");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--rounds", "1")), -EINVAL, "no clients");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4")), -EINVAL, "no rounds");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "0", "--rounds", "1")), -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "-3", "--rounds", "1")), -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4x", "--rounds", "1")), -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a/b", "--clients", "4", "--rounds", "1")), -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--params",
+				    "0")),
+		     -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--format",
+				    "json")),
+		     -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
+				    "https://x:1")),
+		     -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
+				    "http://x:99999")),
+		     -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--bogus",
+				    "1")),
+		     -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds")), -EINVAL,
+		     "missing value");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "extra")),
+		     -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--quiet=1")),
+		     -EINVAL);
+}
+
+Test(rt_simulate, main_usage_exit_code, .init = cr_redirect_stderr)
+{
+	cr_assert_eq(rt_simulate_main(3, ARGV("--job", "a")), 2);
+	cr_assert_eq(rt_simulate_main(2, ARGV("--nope")), 2);
+}
+
+/* ---- update stream ---- */
+
+Test(rt_simulate, prng_is_deterministic_and_in_range)
+{
+	enum { N = 4096 };
+	float *a = trib_malloc(N * sizeof(float)), *b = trib_malloc(N * sizeof(float));
+	uint64_t k = rt_sim_key(1, 0, 0);
+	double sum = 0;
+
+	cr_assert_eq(k, rt_sim_key(1, 0, 0));
+	cr_assert_neq(k, rt_sim_key(2, 0, 0));
+	cr_assert_neq(k, rt_sim_key(1, 1, 0));
+	cr_assert_neq(k, rt_sim_key(1, 0, 1));
+	cr_assert_neq(rt_sim_key(1, 1, 0), rt_sim_key(1, 0, 1));
+	rt_sim_fill(k, 0, a, N);
+	rt_sim_fill(k, 0, b, N);
+	cr_assert_eq(memcmp(a, b, N * sizeof(float)), 0);
+	/* Any slice of the stream equals the same part of the whole. */
+	rt_sim_fill(k, 1000, b, 96);
+	cr_assert_eq(memcmp(a + 1000, b, 96 * sizeof(float)), 0);
+	for (int i = 0; i < N; i++) {
+		cr_assert(a[i] >= -1.0f && a[i] < 1.0f);
+		sum += a[i];
+	}
+	cr_assert(fabs(sum / N) < 0.05, "mean %f", sum / N);
+	rt_sim_fill(rt_sim_key(1, 0, 1), 0, b, N);
+	cr_assert_neq(memcmp(a, b, N * sizeof(float)), 0);
+	for (uint32_t c = 0; c < 1000; c++) {
+		uint32_t n = rt_sim_samples(rt_sim_key(7, 3, c));
+
+		cr_assert(n >= 1 && n <= 100);
+	}
+	cr_assert_eq(rt_sim_samples(k), rt_sim_samples(rt_sim_key(1, 0, 0)));
+	trib_free(a);
+	trib_free(b);
+}
+
+/* ---- reference and comparison ---- */
+
+Test(rt_simulate, reference_is_weighted_mean)
+{
+	enum { C = 3, P = 5 };
+	double ref[P], want[P] = { 0 }, total = 0;
+	float x[P];
+
+	for (uint32_t c = 0; c < C; c++) {
+		uint64_t k = rt_sim_key(9, 4, c);
+		double n = rt_sim_samples(k);
+
+		rt_sim_fill(k, 0, x, P);
+		for (int i = 0; i < P; i++)
+			want[i] += n * x[i];
+		total += n;
+	}
+	cr_assert_eq(rt_sim_reference(9, 4, C, P, 1, ref), 0);
+	for (int i = 0; i < P; i++)
+		cr_assert(fabs(ref[i] - want[i] / total) < 1e-15, "%d: %g vs %g", i, ref[i],
+			  want[i] / total);
+}
+
+Test(rt_simulate, reference_threads_agree)
+{
+	enum { C = 5, P = 10007 };
+	double *a = trib_malloc(P * sizeof(double)), *b = trib_malloc(P * sizeof(double));
+
+	cr_assert_eq(rt_sim_reference(2, 0, C, P, 1, a), 0);
+	cr_assert_eq(rt_sim_reference(2, 0, C, P, 3, b), 0);
+	cr_assert_eq(memcmp(a, b, P * sizeof(double)), 0);
+	trib_free(a);
+	trib_free(b);
+}
+
+Test(rt_simulate, compare_limits)
+{
+	enum { P = 64 };
+	double ref[P], err, limit;
+	unsigned char raw[P * 4 + 1];
+	float f;
+
+	cr_assert_eq(rt_sim_reference(3, 1, 4, P, 1, ref), 0);
+	/* Unaligned on purpose: models come from inside an HTTP body. */
+	for (int i = 0; i < P; i++) {
+		f = (float)ref[i];
+		memcpy(raw + 1 + 4 * i, &f, 4);
+	}
+	rt_sim_compare(ref, raw + 1, P, &err, &limit);
+	cr_assert(err <= limit, "err %g limit %g", err, limit);
+	cr_assert(limit > 1e-12);
+	f = (float)(ref[7] + 10 * limit);
+	memcpy(raw + 1 + 28, &f, 4);
+	rt_sim_compare(ref, raw + 1, P, &err, &limit);
+	cr_assert(err > limit);
+	f = NAN;
+	memcpy(raw + 1 + 28, &f, 4);
+	rt_sim_compare(ref, raw + 1, P, &err, &limit);
+	cr_assert(isinf(err));
+	memset(ref, 0, sizeof(ref));
+	memset(raw, 0, sizeof(raw));
+	rt_sim_compare(ref, raw + 1, P, &err, &limit);
+	cr_assert_eq(limit, 1e-12, "an all-zero reference keeps the absolute floor");
+	cr_assert(err <= limit);
+}
+
+Test(rt_simulate, safetensors_body_parses)
+{
+	enum { P = 37 };
+	struct rt_st st = { 0 };
+	const char *why = NULL;
+	float x[P], y[P];
+	char *hdr, *body;
+	size_t len;
+
+	cr_assert_eq(rt_sim_st_header(P, &hdr, &len), 0);
+	cr_assert_eq(len % 8, 0);
+	rt_sim_fill(rt_sim_key(1, 0, 1), 0, x, P);
+	body = trib_malloc(len + sizeof(x));
+	memcpy(body, hdr, len);
+	memcpy(body + len, x, sizeof(x));
+	cr_assert_eq(rt_st_parse(body, len + sizeof(x), &st, &why), 0, "%s", why ? why : "");
+	cr_assert_eq(st.ntensors, 1);
+	cr_assert_str_eq(st.tensors[0].name, "weights");
+	cr_assert_eq(st.tensors[0].dtype, SHM_DTYPE_F32);
+	cr_assert_eq(st.tensors[0].ndim, 1);
+	cr_assert_eq(st.tensors[0].shape[0], P);
+	cr_assert_eq(st.data_off, len);
+	cr_assert_eq(st.tensors[0].data_end - st.tensors[0].data_begin, sizeof(x));
+	memcpy(y, body + st.data_off + st.tensors[0].data_begin, sizeof(y));
+	cr_assert_eq(memcmp(x, y, sizeof(x)), 0);
+	rt_st_free(&st);
+	trib_free(body);
+	trib_free(hdr);
+}
+
+Test(rt_simulate, admin_token_sources)
+{
+	char dir[] = "/tmp/trib-sim-XXXXXX", path[256];
+	char *tok = NULL;
+	FILE *f;
+
+	cr_assert_not_null(mkdtemp(dir));
+	unsetenv("TRIBUTARY_ADMIN_TOKEN");
+	cr_assert_eq(rt_sim_admin_token(NULL, dir, &tok), -ENOENT);
+	snprintf(path, sizeof(path), "%s/admin-token", dir);
+	f = fopen(path, "w");
+	fputs("  from-dir \nsecond line\n", f);
+	fclose(f);
+	cr_assert_eq(rt_sim_admin_token(NULL, dir, &tok), 0);
+	cr_assert_str_eq(tok, "from-dir");
+	trib_free(tok);
+	setenv("TRIBUTARY_ADMIN_TOKEN", "from-env\n", 1);
+	cr_assert_eq(rt_sim_admin_token(NULL, dir, &tok), 0);
+	cr_assert_str_eq(tok, "from-env");
+	trib_free(tok);
+	cr_assert_eq(rt_sim_admin_token(path, NULL, &tok), 0, "a file wins over the env");
+	cr_assert_str_eq(tok, "from-dir");
+	trib_free(tok);
+	cr_assert_eq(rt_sim_admin_token("/nonexistent/trib", dir, &tok), -ENOENT);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* ---- a fake server: one connection at a time, canned answers in order ---- */
+
+#define FAKE_MAX 8
+
+struct fake_srv {
+	int lfd;
+	uint16_t port;
+	pthread_t tid;
+	const char *const *script; /* raw responses, one per request */
+	unsigned nscript;
+	unsigned accepts;
+	unsigned requests;
+	char heads[FAKE_MAX][1024];
+	size_t body_len[FAKE_MAX];
+	unsigned char *body[FAKE_MAX]; /* first 1 MB of each body */
+};
+
+static ssize_t read_some(int fd, void *buf, size_t n)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	if (poll(&p, 1, 10000) <= 0)
+		return -1;
+	return read(fd, buf, n);
+}
+
+/* Serve requests on @fd; returns false once the script is done. */
+static bool fake_conn(struct fake_srv *s, int fd)
+{
+	static char buf[1 << 16];
+	size_t have = 0;
+
+	while (s->requests < s->nscript) {
+		unsigned r = s->requests;
+		char *end, *cl;
+		size_t hlen, blen = 0, got, keep;
+		ssize_t n;
+
+		while (!(end = memmem(buf, have, "\r\n\r\n", 4))) {
+			n = read_some(fd, buf + have, sizeof(buf) - have - 1);
+			if (n <= 0)
+				return true; /* the client closed: wait for the next connection */
+			have += (size_t)n;
+		}
+		hlen = (size_t)(end - buf) + 4;
+		snprintf(s->heads[r], sizeof(s->heads[r]), "%.*s", (int)hlen, buf);
+		cl = strcasestr(s->heads[r], "content-length:");
+		if (cl)
+			blen = strtoull(cl + 15, NULL, 10);
+		s->body_len[r] = blen;
+		s->body[r] = malloc(blen < (1 << 20) ? blen + 1 : (1 << 20));
+		got = have - hlen < blen ? have - hlen : blen;
+		memcpy(s->body[r], buf + hlen, got < (1 << 20) ? got : (1 << 20));
+		keep = have - hlen - got;
+		memmove(buf, buf + hlen + got, keep);
+		have = keep;
+		while (got < blen) {
+			size_t want = blen - got < sizeof(buf) ? blen - got : sizeof(buf);
+
+			n = read_some(fd, buf, want);
+			if (n <= 0)
+				return false;
+			if (got < (1 << 20))
+				memcpy(s->body[r] + got, buf,
+				       got + (size_t)n <= (1 << 20) ? (size_t)n : (1 << 20) - got);
+			got += (size_t)n;
+		}
+		have = 0;
+		s->requests++;
+		if (write(fd, s->script[r], strlen(s->script[r])) < 0)
+			return false;
+		if (strcasestr(s->script[r], "Connection: close"))
+			return true;
+	}
+	return false;
+}
+
+static void *fake_run(void *arg)
+{
+	struct fake_srv *s = arg;
+	bool more = true;
+	int fd;
+
+	while (more) {
+		struct pollfd p = { .fd = s->lfd, .events = POLLIN };
+
+		if (poll(&p, 1, 10000) <= 0)
+			break;
+		fd = accept(s->lfd, NULL, NULL);
+		if (fd < 0)
+			break;
+		s->accepts++;
+		more = fake_conn(s, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+static void fake_start(struct fake_srv *s, const char *const *script, unsigned n)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t alen = sizeof(a);
+
+	memset(s, 0, sizeof(*s));
+	cr_assert(n <= FAKE_MAX);
+	s->script = script;
+	s->nscript = n;
+	s->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert(s->lfd >= 0);
+	cr_assert_eq(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(s->lfd, 8), 0);
+	cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&a, &alen), 0);
+	s->port = ntohs(a.sin_port);
+	cr_assert_eq(pthread_create(&s->tid, NULL, fake_run, s), 0);
+}
+
+/* Waits for the script to finish; the recorded bodies stay until fake_free(). */
+static void fake_stop(struct fake_srv *s)
+{
+	pthread_join(s->tid, NULL);
+	close(s->lfd);
+}
+
+static void fake_free(struct fake_srv *s)
+{
+	for (unsigned i = 0; i < FAKE_MAX; i++)
+		free(s->body[i]);
+}
+
+static struct rt_client *fake_client(struct fake_srv *s)
+{
+	struct rt_client *c = NULL;
+	char url[64];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", s->port);
+	cr_assert_eq(rt_client_open(url, &c), 0);
+	rt_client_set_timeout(c, 10000);
+	return c;
+}
+
+#define OK_JSON(body) \
+	"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " \
+	#body "\r\n\r\n"
+
+Test(rt_client, url_parse)
+{
+	char host[64];
+	uint16_t port;
+
+	cr_assert_eq(rt_url_parse("http://127.0.0.1:8080", host, sizeof(host), &port), 0);
+	cr_assert_str_eq(host, "127.0.0.1");
+	cr_assert_eq(port, 8080);
+	cr_assert_eq(rt_url_parse("http://example.org/x", host, sizeof(host), &port), 0);
+	cr_assert_str_eq(host, "example.org");
+	cr_assert_eq(port, 80);
+	cr_assert_eq(rt_url_parse("http://[::1]:9/", host, sizeof(host), &port), 0);
+	cr_assert_str_eq(host, "::1");
+	cr_assert_eq(port, 9);
+	cr_assert_eq(rt_url_parse("http://:80", host, sizeof(host), &port), -EINVAL);
+	cr_assert_eq(rt_url_parse("http://h:", host, sizeof(host), &port), -EINVAL);
+	cr_assert_eq(rt_url_parse("http://h:0", host, sizeof(host), &port), -EINVAL);
+	cr_assert_eq(rt_url_parse("ftp://h", host, sizeof(host), &port), -EINVAL);
+}
+
+Test(rt_client, keep_alive_reuses_one_connection)
+{
+	static const char *const script[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"v1\"\r\nX-Tributary-Round: 4\r\n"
+		"\r\nhello",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+	};
+	struct rt_http_req req = { .method = "GET", .target = "/a", .bearer = "tok" };
+	struct rt_http_resp resp;
+	struct rt_client *c;
+	struct fake_srv s;
+
+	fake_start(&s, script, 3);
+	c = fake_client(&s);
+	cr_assert_eq(rt_client_do(c, &req, &resp), 0);
+	cr_assert_eq(resp.status, 200);
+	cr_assert_eq(resp.body_len, 5);
+	cr_assert_str_eq(resp.body, "hello");
+	cr_assert_str_eq(resp.etag, "\"v1\"");
+	cr_assert_eq(resp.round, 4);
+	cr_assert_eq(resp.retry_after, -1);
+	cr_assert_eq(rt_client_do(c, &req, &resp), 0);
+	cr_assert_str_eq(resp.body, "hi");
+	cr_assert_eq(resp.round, -1);
+	cr_assert_eq(rt_client_do(c, &req, &resp), 0);
+	cr_assert_eq(resp.status, 204);
+	cr_assert_eq(resp.body_len, 0);
+	cr_assert_eq(rt_client_connects(c), 1);
+	rt_client_close(c);
+	fake_stop(&s);
+	cr_assert_eq(s.accepts, 1);
+	cr_assert_eq(s.requests, 3);
+	cr_assert(strstr(s.heads[0], "GET /a HTTP/1.1\r\n") == s.heads[0]);
+	cr_assert_not_null(strstr(s.heads[0], "Authorization: Bearer tok\r\n"));
+	cr_assert_not_null(strstr(s.heads[0], "Connection: keep-alive\r\n"));
+	cr_assert_null(strcasestr(s.heads[0], "content-length"), "a GET has no body");
+	fake_free(&s);
+}
+
+Test(rt_client, reconnects_after_connection_close)
+{
+	static const char *const script[] = {
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\na",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+	};
+	struct rt_http_req req = { .method = "GET", .target = "/" };
+	struct rt_http_resp resp;
+	struct rt_client *c;
+	struct fake_srv s;
+
+	fake_start(&s, script, 2);
+	c = fake_client(&s);
+	cr_assert_eq(rt_client_do(c, &req, &resp), 0);
+	cr_assert_str_eq(resp.body, "a");
+	cr_assert_eq(rt_client_do(c, &req, &resp), 0);
+	cr_assert_str_eq(resp.body, "b");
+	cr_assert_eq(rt_client_connects(c), 2);
+	rt_client_close(c);
+	fake_stop(&s);
+	cr_assert_eq(s.accepts, 2);
+	fake_free(&s);
+}
+
+Test(rt_client, retries_on_503_with_retry_after)
+{
+	static const char *const script[] = {
+		"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0.01\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 202 Accepted\r\nContent-Length: 24\r\n\r\n{\"round\":2,\"received\":1}",
+	};
+	enum { P = 50000 };
+	struct rt_sim_update u = { .job = "j", .token = "t", .round = 2, .samples = 17,
+				   .params = P };
+	struct rt_http_resp resp;
+	struct rt_client *c;
+	struct fake_srv s;
+	unsigned retries = 99;
+	float *x = trib_malloc(P * sizeof(float));
+
+	rt_sim_fill(rt_sim_key(1, 2, 0), 0, x, P);
+	u.data = x;
+	fake_start(&s, script, 3);
+	c = fake_client(&s);
+	cr_assert_eq(rt_sim_post_update(c, &u, &resp, &retries), 0);
+	cr_assert_eq(resp.status, 202);
+	cr_assert_eq(retries, 2);
+	cr_assert_eq(rt_client_connects(c), 1);
+	rt_client_close(c);
+	fake_stop(&s);
+	for (int r = 0; r < 3; r++) {
+		cr_assert(strstr(s.heads[r], "POST /v1/jobs/j/updates HTTP/1.1\r\n") == s.heads[r]);
+		cr_assert_not_null(strstr(s.heads[r], "X-Tributary-Round: 2\r\n"));
+		cr_assert_not_null(strstr(s.heads[r], "X-Tributary-Samples: 17\r\n"));
+		cr_assert_not_null(strstr(s.heads[r], "Content-Type: application/octet-stream\r\n"));
+		cr_assert_eq(s.body_len[r], P * 4);
+		cr_assert_eq(memcmp(s.body[r], x, P * 4), 0);
+	}
+	trib_free(x);
+	fake_free(&s);
+}
+
+Test(rt_client, error_json_is_reported)
+{
+	static const char *const script[] = {
+		"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 30\r\n"
+		"\r\n{\"error\": \"round 3 is closed\"}",
+		"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 9\r\n\r\nboom\nmore",
+		"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+	};
+	struct rt_http_req req = { .method = "POST", .target = "/x" };
+	struct rt_http_resp resp;
+	struct rt_client *c;
+	struct fake_srv s;
+	unsigned retries;
+	char msg[128];
+
+	fake_start(&s, script, 3);
+	c = fake_client(&s);
+	cr_assert_eq(rt_client_do(c, &req, &resp), 0);
+	cr_assert_eq(resp.status, 400);
+	rt_http_error_msg(&resp, msg, sizeof(msg));
+	cr_assert_str_eq(msg, "round 3 is closed");
+	cr_assert_eq(rt_client_do(c, &req, &resp), 0);
+	rt_http_error_msg(&resp, msg, sizeof(msg));
+	cr_assert_str_eq(msg, "HTTP 500: boom");
+	/* A 503 that outlasts the wait budget comes back as it is. */
+	cr_assert_eq(rt_client_do_retry(c, &req, 0, &resp, &retries), 0);
+	cr_assert_eq(resp.status, 503);
+	cr_assert_eq(retries, 0);
+	rt_http_error_msg(&resp, msg, sizeof(msg));
+	cr_assert_str_eq(msg, "HTTP 503");
+	rt_client_close(c);
+	fake_stop(&s);
+	cr_assert_not_null(strstr(s.heads[0], "Content-Length: 0\r\n"), "a POST says its length");
+	fake_free(&s);
+}
+
+Test(rt_client, safetensors_update_body)
+{
+	static const char *const script[] = {
+		"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}",
+	};
+	enum { P = 1000 };
+	struct rt_sim_update u = { .job = "j", .round = 0, .samples = 1, .params = P };
+	struct rt_http_resp resp;
+	struct rt_client *c;
+	struct fake_srv s;
+	unsigned retries;
+	float x[P];
+	char *hdr;
+	size_t len;
+
+	cr_assert_eq(rt_sim_st_header(P, &hdr, &len), 0);
+	rt_sim_fill(rt_sim_key(1, 0, 1), 0, x, P);
+	u.data = x;
+	u.st_hdr = hdr;
+	u.st_hdr_len = len;
+	fake_start(&s, script, 1);
+	c = fake_client(&s);
+	cr_assert_eq(rt_sim_post_update(c, &u, &resp, &retries), 0);
+	cr_assert_eq(resp.status, 202);
+	rt_client_close(c);
+	fake_stop(&s);
+	cr_assert_not_null(strstr(s.heads[0], "Content-Type: application/x-safetensors\r\n"));
+	cr_assert_null(strstr(s.heads[0], "Authorization"), "no token, no header");
+	cr_assert_eq(s.body_len[0], len + sizeof(x));
+	cr_assert_eq(memcmp(s.body[0], hdr, len), 0);
+	cr_assert_eq(memcmp(s.body[0] + len, x, sizeof(x)), 0);
+	trib_free(hdr);
+	fake_free(&s);
+}
+
+Test(rt_simulate, job_ensure_creates_missing_job)
+{
+	static const char *const script[] = {
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 23\r\n\r\n{\"error\":\"no such job\"}",
+		"HTTP/1.1 201 Created\r\nContent-Length: 36\r\n\r\n"
+		"{\"job\":\"a\",\"token\":\"tk-1\",\"round\":0}",
+	};
+	struct rt_sim_job job;
+	struct rt_client *c;
+	struct fake_srv s;
+
+	fake_start(&s, script, 2);
+	c = fake_client(&s);
+	cr_assert_eq(rt_sim_job_ensure(c, "adm", "a", 10, 123, &job), 0);
+	cr_assert(job.created);
+	cr_assert_str_eq(job.token, "tk-1");
+	cr_assert_eq(job.round, 0);
+	rt_client_close(c);
+	fake_stop(&s);
+	cr_assert(strstr(s.heads[1], "POST /v1/jobs HTTP/1.1\r\n") == s.heads[1]);
+	cr_assert_not_null(strstr(s.heads[1], "Authorization: Bearer adm\r\n"));
+	s.body[1][s.body_len[1]] = '\0';
+	cr_assert_not_null(strstr((char *)s.body[1], "\"clients_per_round\":10"));
+	cr_assert_not_null(strstr((char *)s.body[1], "\"params\":123"));
+	cr_assert_not_null(strstr((char *)s.body[1], "\"algorithm\":\"fedavg\""));
+	fake_free(&s);
+}
+
+Test(rt_simulate, job_ensure_checks_existing_job, .init = cr_redirect_stderr)
+{
+	static const char *const script[] = {
+		OK_JSON(91) "{\"job\":\"a\",\"round\":3,\"received\":0,\"clients_per_round\":10,"
+			    "\"algorithm\":\"fedavg\",\"params\":123}",
+		OK_JSON(91) "{\"job\":\"a\",\"round\":3,\"received\":0,\"clients_per_round\":11,"
+			    "\"algorithm\":\"fedavg\",\"params\":123}",
+	};
+	struct rt_sim_job job;
+	struct rt_client *c;
+	struct fake_srv s;
+
+	fake_start(&s, script, 2);
+	c = fake_client(&s);
+	cr_assert_eq(rt_sim_job_ensure(c, "adm", "a", 10, 123, &job), 0);
+	cr_assert(!job.created);
+	cr_assert_eq(job.round, 3);
+	cr_assert_str_eq(job.token, "adm", "the admin token works on every job");
+	cr_assert_eq(rt_sim_job_ensure(c, "adm", "a", 10, 123, &job), -EEXIST);
+	rt_client_close(c);
+	fake_stop(&s);
+	fake_free(&s);
+}
+
+Test(rt_simulate, fetch_model_polls_and_pins_version)
+{
+	static const char *const script[] = {
+		"HTTP/1.1 304 Not Modified\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX-Tributary-Round: 3\r\nContent-Length: 3\r\n\r\nnew",
+		"HTTP/1.1 200 OK\r\nX-Tributary-Round: 2\r\nContent-Length: 3\r\n\r\nold",
+	};
+	struct rt_http_resp resp;
+	struct rt_client *c;
+	struct fake_srv s;
+
+	fake_start(&s, script, 3);
+	c = fake_client(&s);
+	cr_assert_eq(rt_sim_fetch_model(c, "j", "t", 2, &resp), 0);
+	cr_assert_eq(resp.round, 2);
+	cr_assert_str_eq(resp.body, "old");
+	rt_client_close(c);
+	fake_stop(&s);
+	cr_assert(strstr(s.heads[0], "GET /v1/jobs/j/model?after=1 ") == s.heads[0]);
+	cr_assert(strstr(s.heads[1], "GET /v1/jobs/j/model?after=1 ") == s.heads[1]);
+	cr_assert(strstr(s.heads[2], "GET /v1/jobs/j/model?round=2 ") == s.heads[2]);
+	fake_free(&s);
+}
