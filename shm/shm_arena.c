@@ -22,8 +22,15 @@
 #define MFD_HUGE_2MB (21u << 26)
 #endif
 
-#define NR_HUGEPAGES_PATH "/proc/sys/vm/nr_hugepages"
-#define MEMINFO_PATH "/proc/meminfo"
+/*
+ * The 2 MiB pool's own counters. /proc/sys/vm/nr_hugepages and the HugePages_
+ * lines of /proc/meminfo are the same numbers when 2 MiB is the default huge
+ * page size, but count 1 GiB pages on a host booted with default_hugepagesz=1G.
+ */
+#define HUGE_2M_DIR "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+#define NR_HUGEPAGES_PATH HUGE_2M_DIR "nr_hugepages"
+#define FREE_HUGEPAGES_PATH HUGE_2M_DIR "free_hugepages"
+#define RESV_HUGEPAGES_PATH HUGE_2M_DIR "resv_hugepages"
 
 /* Chunk indexes and run lengths stay below 2^31 so that sums of two never wrap. */
 #define ARENA_MAX_CHUNKS (1u << 31)
@@ -94,26 +101,18 @@ static int write_long(const char *path, long v)
 	return rc;
 }
 
-/* Huge pages free for a new mapping: HugePages_Free less those already promised (Rsvd). */
+/* 2 MiB pages free for a new mapping: free_hugepages less those already promised (resv). */
 static int hugepages_avail(long *avail)
 {
-	long free_pages = -1, rsvd = 0;
-	char line[128];
-	FILE *f;
+	long free_pages, resv;
+	int rc;
 
-	f = fopen(MEMINFO_PATH, "re");
-	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "HugePages_Free: %ld", &free_pages) == 1)
-			continue;
-		sscanf(line, "HugePages_Rsvd: %ld", &rsvd);
-	}
-	fclose(f);
-	if (free_pages < 0)
-		return -ENOENT;
-	*avail = free_pages - rsvd;
-	return 0;
+	rc = read_long(FREE_HUGEPAGES_PATH, &free_pages);
+	if (!rc)
+		rc = read_long(RESV_HUGEPAGES_PATH, &resv);
+	if (!rc)
+		*avail = free_pages - resv;
+	return rc;
 }
 
 /* Take @pages back out of nr_hugepages; a failure leaves them reserved, which is only waste. */
@@ -145,12 +144,13 @@ static int hugepages_reserve(long npages, long *added, char *why, size_t why_len
 	*added = 0;
 	rc = hugepages_avail(&avail);
 	if (rc) {
-		snprintf(why, why_len, "cannot read %s: %s", MEMINFO_PATH, strerror(-rc));
+		snprintf(why, why_len, "cannot read %s: %s", FREE_HUGEPAGES_PATH, strerror(-rc));
 		return rc;
 	}
 	need = npages - avail;
 	if (need <= 0) {
-		snprintf(why, why_len, "mmap found no huge pages although %ld are free (hugetlb cgroup limit?)",
+		snprintf(why, why_len,
+			 "mmap found no huge pages although %ld are free (hugetlb cgroup limit?)",
 			 avail);
 		return -ENOMEM;
 	}
@@ -167,7 +167,8 @@ static int hugepages_reserve(long npages, long *added, char *why, size_t why_len
 		*added = now - cur;
 	rc = hugepages_avail(&avail);
 	if (rc || avail < npages) {
-		snprintf(why, why_len, "asked the kernel for %ld more huge pages, got %ld (%ld of %ld free)",
+		snprintf(why, why_len,
+			 "asked the kernel for %ld more huge pages, got %ld (%ld of %ld free)",
 			 need, *added, rc ? -1 : avail, npages);
 		hugepages_release(*added);
 		*added = 0;
@@ -213,17 +214,19 @@ static int arena_map_huge(struct shm_arena *a, const struct arena_layout *l, uns
 	if (base == MAP_FAILED && errno == ENOMEM) {
 		hugepages_avail(&avail);
 		if (flags & SHM_ARENA_NO_RESERVE) {
-			snprintf(why, why_len, "%ld huge pages needed, %ld free, and SHM_ARENA_NO_RESERVE",
+			snprintf(why, why_len,
+				 "%ld huge pages needed, %ld free, and SHM_ARENA_NO_RESERVE",
 				 npages, avail);
 		} else if (geteuid() != 0) {
-			snprintf(why, why_len, "%ld huge pages needed, %ld free, and not root to reserve more",
+			snprintf(why, why_len,
+				 "%ld huge pages needed, %ld free, and not root to reserve more",
 				 npages, avail);
 		} else if (!hugepages_reserve(npages, &added, why, why_len)) {
-			base = mmap(NULL, l->total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-				    fd, 0);
+			base = mmap(NULL, l->total, PROT_READ | PROT_WRITE,
+				    MAP_SHARED | MAP_POPULATE, fd, 0);
 			if (base == MAP_FAILED)
-				snprintf(why, why_len, "mmap after reserving %ld huge pages: %s", added,
-					 strerror(errno));
+				snprintf(why, why_len, "mmap after reserving %ld huge pages: %s",
+					 added, strerror(errno));
 		}
 	} else if (base == MAP_FAILED) {
 		snprintf(why, why_len, "mmap of hugetlb memfd: %s", strerror(errno));
@@ -336,19 +339,20 @@ int shm_arena_create(size_t size, unsigned flags, struct shm_arena **out)
 	a->fd = -1;
 	a->creator = getpid();
 
-	rc = -EINVAL;
-	if (!(flags & SHM_ARENA_NO_HUGE)) {
+	if (flags & SHM_ARENA_NO_HUGE) {
+		rc = arena_map_normal(a, &l);
+	} else {
 		why[0] = '\0';
 		rc = arena_map_huge(a, &l, flags, why, sizeof(why));
-		if (rc)
+		if (rc) {
+			/* The one warning of a fallback; nothing below logs above debug. */
 			trib_warn("arena: %llu MiB on normal pages, not 2 MiB huge pages: %s",
 				  (unsigned long long)(l.total >> 20), why);
+			rc = arena_map_normal(a, &l);
+		}
 	}
-	if (rc) {
-		rc = arena_map_normal(a, &l);
-		if (rc)
-			goto err_free;
-	}
+	if (rc)
+		goto err_free;
 	rc = arena_init_hdr(a, &l);
 	if (rc)
 		goto err_unmap;

@@ -11,7 +11,7 @@
 
 /* Flags of shm_arena_create(). */
 #define SHM_ARENA_NO_HUGE 0x1u    /* use normal pages; no huge-page attempt, no warning */
-#define SHM_ARENA_NO_RESERVE 0x2u /* never raise /proc/sys/vm/nr_hugepages */
+#define SHM_ARENA_NO_RESERVE 0x2u /* never grow the 2 MiB huge page pool (nr_hugepages) */
 
 /* A process's handle on an arena; opaque except for the prefix below. */
 struct shm_arena;
@@ -31,8 +31,8 @@ struct shm_arena_pub {
  * populated. Without huge pages (none free and none can be reserved, or
  * hugetlb unsupported) it falls back to normal pages with one warning, unless
  * @flags has SHM_ARENA_NO_HUGE, which asks for normal pages outright. As root
- * and without SHM_ARENA_NO_RESERVE it raises nr_hugepages by what it lacks and
- * gives those pages back in shm_arena_destroy().
+ * and without SHM_ARENA_NO_RESERVE it raises the 2 MiB pool's nr_hugepages by
+ * what it lacks and gives those pages back in shm_arena_destroy().
  * Returns 0 or -EINVAL (size 0 or too large), -ENOMEM, or another -errno.
  * On success *@out is owned by the caller, who releases it with shm_arena_destroy().
  */
@@ -72,7 +72,9 @@ static inline void *shm_arena_ptr(const struct shm_arena *a, uint64_t off)
 /* Arena offset of @p, which must point into @a's mapping. */
 static inline uint64_t shm_arena_off(const struct shm_arena *a, const void *p)
 {
-	return (uint64_t)((const uint8_t *)p - ((const struct shm_arena_pub *)(const void *)a)->base);
+	const struct shm_arena_pub *pub = (const void *)a;
+
+	return (uint64_t)((const uint8_t *)p - pub->base);
 }
 
 /*

@@ -64,8 +64,8 @@ struct shm_arena_hdr {
 	uint64_t total_bytes; /* size of the memfd, header region included (2 MiB multiple) */
 	uint64_t data_off;    /* offset of chunk 0: size of the header region (2 MiB multiple) */
 	uint64_t chunk_bytes; /* SHM_CHUNK */
-	uint64_t bitmap_off;  /* offset of uint64_t[(nchunks + 63) / 64]: bit i set = chunk i used */
-	uint64_t runlen_off;  /* offset of uint32_t[nchunks]: chunks in the allocation starting at i */
+	uint64_t bitmap_off;  /* offset of u64[(nchunks + 63) / 64]: bit i set = chunk i used */
+	uint64_t runlen_off;  /* offset of u32[nchunks]: chunks of the allocation starting at i */
 	uint32_t nchunks;     /* chunks in the slot area */
 	uint32_t flags;       /* SHM_ARENA_HDR_* */
 	uint64_t reserved0;   /* zero */

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* A single-producer single-consumer descriptor ring in shared memory (layout in shm_arena_abi.h). */
+/* A single-producer single-consumer descriptor ring in shared memory (layout: shm_arena_abi.h). */
 #include "shm_ring.h"
 
 #include <errno.h>

@@ -153,7 +153,8 @@ Test(shm_arena, attach_checks_magic_version_and_size)
 	struct shm_arena *a = make_arena(4 * MIB), *b = NULL;
 	uint64_t size = shm_arena_size(a);
 
-	cr_expect_eq(shm_arena_attach(forged_copy(a, size, NULL), &b), 0, "a faithful copy attaches");
+	cr_expect_eq(shm_arena_attach(forged_copy(a, size, NULL), &b), 0,
+		     "a faithful copy attaches");
 	shm_arena_destroy(b);
 	b = NULL;
 	cr_expect_eq(shm_arena_attach(forged_copy(a, size + SHM_HUGE_PAGE, NULL), &b), -EBADMSG,
@@ -483,30 +484,33 @@ Test(shm_arena, killed_mid_free_is_completed)
 
 /* ---- real huge pages ---- */
 
-static long read_nr_hugepages(void)
+static long read_long(const char *path)
 {
 	long v = -1;
-	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "re");
+	FILE *f = fopen(path, "re");
 
-	cr_assert_not_null(f);
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
 	cr_assert_eq(fscanf(f, "%ld", &v), 1);
 	fclose(f);
 	return v;
 }
 
+#define HUGE_2M "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+
+/* The 2 MiB pool's size (the arena reserves there), and the default size's, usually the same. */
+static long read_nr_hugepages(void)
+{
+	return read_long(HUGE_2M "nr_hugepages");
+}
+
+static long read_proc_nr_hugepages(void)
+{
+	return read_long("/proc/sys/vm/nr_hugepages");
+}
+
 static long hugepages_avail(void)
 {
-	long free_pages = 0, rsvd = 0;
-	char line[128];
-	FILE *f = fopen("/proc/meminfo", "re");
-
-	cr_assert_not_null(f);
-	while (fgets(line, sizeof(line), f)) {
-		sscanf(line, "HugePages_Free: %ld", &free_pages);
-		sscanf(line, "HugePages_Rsvd: %ld", &rsvd);
-	}
-	fclose(f);
-	return free_pages - rsvd;
+	return read_long(HUGE_2M "free_hugepages") - read_long(HUGE_2M "resv_hugepages");
 }
 
 /* Runs shm_arena_create() with stderr sent to a memfd; returns how many WARN lines it logged. */
@@ -537,7 +541,7 @@ Test(shm_arena_huge, reserves_huge_pages_and_gives_them_back)
 {
 	const size_t size = 6 * MIB; /* plus the 2 MiB header region: 4 huge pages */
 	struct shm_arena *a = NULL, *b = NULL;
-	long before, during;
+	long before, before_proc, during;
 	uint64_t off;
 	int fd, rc;
 
@@ -549,6 +553,7 @@ Test(shm_arena_huge, reserves_huge_pages_and_gives_them_back)
 	close(fd);
 
 	before = read_nr_hugepages();
+	before_proc = read_proc_nr_hugepages();
 
 	/* Without permission to reserve: huge pages only if enough are free, else one warning. */
 	if (hugepages_avail() < 4) {
@@ -578,4 +583,5 @@ Test(shm_arena_huge, reserves_huge_pages_and_gives_them_back)
 	shm_arena_destroy(a);
 
 	cr_expect_eq(read_nr_hugepages(), before, "destroy gives back what create reserved");
+	cr_expect_eq(read_proc_nr_hugepages(), before_proc);
 }
