@@ -348,14 +348,14 @@ static int build_head(struct rt_client *c, const struct rt_http_req *req, size_t
 	n = snprintf(c->head, sizeof(c->head),
 		     "%s %s HTTP/1.1\r\nHost: %s:%u\r\nConnection: keep-alive\r\n"
 		     "User-Agent: tributary\r\n%s%s%s%s",
-		     req->method, req->target, c->host, c->port, req->bearer ? "Authorization: Bearer " : "",
-		     req->bearer ? req->bearer : "", req->bearer ? "\r\n" : "",
-		     req->headers ? req->headers : "");
+		     req->method, req->target, c->host, c->port,
+		     req->bearer ? "Authorization: Bearer " : "", req->bearer ? req->bearer : "",
+		     req->bearer ? "\r\n" : "", req->headers ? req->headers : "");
 	if (n < 0 || (size_t)n >= sizeof(c->head))
 		return -EINVAL;
 	if (req->body || strcmp(req->method, "GET")) {
-		int m = snprintf(c->head + n, sizeof(c->head) - (size_t)n, "Content-Length: %zu\r\n",
-				 body_len);
+		int m = snprintf(c->head + n, sizeof(c->head) - (size_t)n,
+				 "Content-Length: %zu\r\n", body_len);
 
 		if (m < 0 || (size_t)(n + m) >= sizeof(c->head))
 			return -EINVAL;

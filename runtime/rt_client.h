@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* A small blocking HTTP/1.1 client: one keep-alive TCP connection, bodies sent from caller iovecs. */
+/* A small blocking HTTP/1.1 client: one keep-alive connection, bodies sent from caller iovecs. */
 #ifndef RT_CLIENT_H
 #define RT_CLIENT_H
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* `tributary simulate`: drive N clients for R rounds over HTTP and check each model against a reference. */
+/* `tributary simulate`: drive N clients for R rounds over HTTP, check every model it causes. */
 #include "rt_simulate.h"
 
 #include <errno.h>
@@ -33,7 +33,8 @@
 
 static const char sim_usage[] =
 	"usage: tributary simulate --job NAME --clients N --rounds R [--params P (1000000)]\n"
-	"         [--url http://HOST:PORT (http://127.0.0.1:8080)] [--data-dir DIR (./tributary-data)]\n"
+	"         [--url http://HOST:PORT (http://127.0.0.1:8080)]\n"
+	"         [--data-dir DIR (./tributary-data)]\n"
 	"         [--admin-token-file FILE] [--connections C (min(N, 16))] [--seed S (1)]\n"
 	"         [--format raw|safetensors|mixed (mixed)] [--quiet]\n";
 
@@ -533,11 +534,13 @@ int rt_sim_post_update(struct rt_client *c, const struct rt_sim_update *u,
 
 	snprintf(target, sizeof(target), "/v1/jobs/%s/updates", u->job);
 	snprintf(headers, sizeof(headers),
-		 "X-Tributary-Round: %" PRIu64 "\r\nX-Tributary-Samples: %u\r\nContent-Type: %s\r\n",
+		 "X-Tributary-Round: %" PRIu64 "\r\nX-Tributary-Samples: %u\r\n"
+		 "Content-Type: %s\r\n",
 		 u->round, u->samples,
 		 u->st_hdr ? "application/x-safetensors" : "application/octet-stream");
 	if (u->st_hdr)
-		iov[n++] = (struct iovec){ .iov_base = (void *)u->st_hdr, .iov_len = u->st_hdr_len };
+		iov[n++] = (struct iovec){ .iov_base = (void *)u->st_hdr,
+					   .iov_len = u->st_hdr_len };
 	iov[n++] = (struct iovec){ .iov_base = (void *)u->data, .iov_len = u->params * 4 };
 	req.target = target;
 	req.bearer = u->token && *u->token ? u->token : NULL;
@@ -775,7 +778,7 @@ static int run_workers(struct sim_worker *w, uint32_t nw)
 	return err;
 }
 
-/* Check the model in @resp against @ref; *err_out, *limit as rt_sim_compare. Returns 0 or -EPROTO. */
+/* Check the model in @resp against @ref (*err_out, *limit as rt_sim_compare). 0 or -EPROTO. */
 static int check_model(const struct rt_http_resp *resp, const double *ref, uint64_t params,
 		       double *err_out, double *limit)
 {
@@ -796,8 +799,8 @@ static int check_model(const struct rt_http_resp *resp, const double *ref, uint6
 		const struct rt_tensor *ts = &st.tensors[t];
 
 		if (ts->dtype != SHM_DTYPE_F32 || off + ts->n_elem > params) {
-			trib_error("model tensor '%s' is not F32 or does not fit %" PRIu64 " params",
-				   ts->name, params);
+			trib_error("model tensor '%s' is not F32 or does not fit %" PRIu64
+				   " params", ts->name, params);
 			err = -EPROTO;
 			goto out_free;
 		}
@@ -840,8 +843,8 @@ static int sim_round(const struct rt_sim_opts *o, struct rt_client *mc, struct s
 	tot->accepted += atomic_load(&r->accepted);
 	tot->retries += atomic_load(&r->retries);
 	if (err || atomic_load(&r->accepted) != o->clients) {
-		printf("round %" PRIu64 ": FAILED: %u/%u updates accepted, %u failed: %s\n", r->round,
-		       atomic_load(&r->accepted), o->clients, atomic_load(&r->failed),
+		printf("round %" PRIu64 ": FAILED: %u/%u updates accepted, %u failed: %s\n",
+		       r->round, atomic_load(&r->accepted), o->clients, atomic_load(&r->failed),
 		       r->err[0] ? r->err : "cannot start worker threads");
 		fflush(stdout);
 		return -1;
@@ -903,8 +906,8 @@ static int sim_run(const struct rt_sim_opts *o)
 		goto out;
 	}
 	if (err)
-		trib_warn("no admin token (--admin-token-file, TRIBUTARY_ADMIN_TOKEN, %s/admin-token)",
-			  o->data_dir);
+		trib_warn("no admin token (--admin-token-file, TRIBUTARY_ADMIN_TOKEN, "
+			  "%s/admin-token)", o->data_dir);
 	err = rt_client_open(o->url, &mc);
 	if (err) {
 		trib_error("cannot connect to %s: %s", o->url, strerror(-err));

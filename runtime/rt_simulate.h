@@ -23,7 +23,7 @@ struct rt_sim_opts {
 	uint64_t params;
 	const char *url;
 	const char *data_dir;
-	const char *admin_token_file; /* NULL: env TRIBUTARY_ADMIN_TOKEN, then DATA_DIR/admin-token */
+	const char *admin_token_file; /* NULL: TRIBUTARY_ADMIN_TOKEN, then DATA_DIR/admin-token */
 	uint32_t connections;         /* already clamped to [1, clients] */
 	uint64_t seed;
 	enum rt_sim_format format;

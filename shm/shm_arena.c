@@ -345,7 +345,7 @@ int shm_arena_create(size_t size, unsigned flags, struct shm_arena **out)
 		why[0] = '\0';
 		rc = arena_map_huge(a, &l, flags, why, sizeof(why));
 		if (rc) {
-			/* The one warning of a fallback; nothing below logs above debug. */
+			/* The one warning of a fallback (its reason is in why). */
 			trib_warn("arena: %llu MiB on normal pages, not 2 MiB huge pages: %s",
 				  (unsigned long long)(l.total >> 20), why);
 			rc = arena_map_normal(a, &l);

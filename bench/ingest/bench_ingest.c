@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Benchmark: update ingest over HTTP into a running server against raw loopback TCP of the same bytes. */
+/* Benchmark: update ingest over HTTP into a running server against raw loopback TCP, same bytes. */
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -212,7 +212,8 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 	}
 	err = rt_client_open(o->url, &c);
 	if (err) {
-		fprintf(stderr, "bench_ingest: no server at %s (%s): skipped\n", o->url, strerror(-err));
+		fprintf(stderr, "bench_ingest: no server at %s (%s): skipped\n", o->url,
+			strerror(-err));
 		return EXIT_SKIP;
 	}
 	if (rt_sim_admin_token(o->token_file, o->data_dir, &admin))
@@ -290,8 +291,8 @@ int main(int argc, char **argv)
 			rc = 1;
 		} else {
 			raw_mbs = mb / raw_s;
-			printf("ingest: %u updates x %.1f MB over raw loopback TCP: %.3f s, %.1f MB/s\n",
-			       o.updates, (double)len / 1e6, raw_s, raw_mbs);
+			printf("ingest: %u updates x %.1f MB over raw loopback TCP: %.3f s, "
+			       "%.1f MB/s\n", o.updates, (double)len / 1e6, raw_s, raw_mbs);
 			if (rc == 0)
 				printf("ingest: HTTP / raw TCP = %.2f\n", http_mbs / raw_mbs);
 		}

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Tests of simulate and its HTTP client: options, update stream, reference, and a canned-answer server. */
+/* Tests of simulate and its HTTP client: options, update stream, reference, a canned server. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <errno.h>
@@ -504,7 +504,8 @@ Test(rt_client, retries_on_503_with_retry_after)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n",
-		"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0.01\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0.01\r\n"
+		"Content-Length: 0\r\n\r\n",
 		"HTTP/1.1 202 Accepted\r\nContent-Length: 24\r\n\r\n{\"round\":2,\"received\":1}",
 	};
 	enum { P = 50000 };
@@ -530,7 +531,8 @@ Test(rt_client, retries_on_503_with_retry_after)
 		cr_assert(strstr(s.heads[r], "POST /v1/jobs/j/updates HTTP/1.1\r\n") == s.heads[r]);
 		cr_assert_not_null(strstr(s.heads[r], "X-Tributary-Round: 2\r\n"));
 		cr_assert_not_null(strstr(s.heads[r], "X-Tributary-Samples: 17\r\n"));
-		cr_assert_not_null(strstr(s.heads[r], "Content-Type: application/octet-stream\r\n"));
+		cr_assert_not_null(
+			strstr(s.heads[r], "Content-Type: application/octet-stream\r\n"));
 		cr_assert_eq(s.body_len[r], P * 4);
 		cr_assert_eq(memcmp(s.body[r], x, P * 4), 0);
 	}
@@ -541,8 +543,8 @@ Test(rt_client, retries_on_503_with_retry_after)
 Test(rt_client, error_json_is_reported)
 {
 	static const char *const script[] = {
-		"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 30\r\n"
-		"\r\n{\"error\": \"round 3 is closed\"}",
+		"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+		"Content-Length: 30\r\n\r\n{\"error\": \"round 3 is closed\"}",
 		"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 9\r\n\r\nboom\nmore",
 		"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
 	};

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "shm_arena.h"
+#include "trib_alloc.h"
 
 /*
  * Unit tests use normal pages and never reserve huge pages: they must not
@@ -98,6 +99,21 @@ Test(shm_arena, create_rejects_zero_size)
 	cr_expect_eq(shm_arena_create(0, UNIT_FLAGS, &a), -EINVAL);
 	cr_expect_eq(shm_arena_create(SIZE_MAX, UNIT_FLAGS, &a), -EINVAL);
 	cr_expect_null(a);
+}
+
+Test(shm_arena, failed_allocation_unwinds)
+{
+	struct shm_arena *a = make_arena(2 * MIB), *b = NULL;
+	int fd = dup(shm_arena_fd(a));
+
+	trib_alloc_fail_after(0);
+	cr_expect_eq(shm_arena_create(2 * MIB, UNIT_FLAGS, &b), -ENOMEM);
+	trib_alloc_fail_after(0);
+	cr_expect_eq(shm_arena_attach(fd, &b), -ENOMEM);
+	trib_alloc_fail_after(-1);
+	cr_expect_eq(fcntl(fd, F_GETFD), -1, "attach closed the fd it owned");
+	cr_expect_null(b);
+	shm_arena_destroy(a);
 }
 
 Test(shm_arena, attach_rejects_what_is_not_an_arena)
