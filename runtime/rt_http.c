@@ -27,9 +27,12 @@ enum hdr_id {
 };
 
 static const char *const hdr_names[HDR_COUNT] = {
-	[HDR_AUTHORIZATION] = "authorization",	   [HDR_CONTENT_TYPE] = "content-type",
-	[HDR_X_ROUND] = "x-tributary-round", [HDR_X_SAMPLES] = "x-tributary-samples",
-	[HDR_EXPECT] = "expect",		   [HDR_CONTENT_LENGTH] = "content-length",
+	[HDR_AUTHORIZATION] = "authorization",
+	[HDR_CONTENT_TYPE] = "content-type",
+	[HDR_X_ROUND] = "x-tributary-round",
+	[HDR_X_SAMPLES] = "x-tributary-samples",
+	[HDR_EXPECT] = "expect",
+	[HDR_CONTENT_LENGTH] = "content-length",
 	[HDR_TRANSFER_ENCODING] = "transfer-encoding",
 };
 
@@ -39,14 +42,13 @@ struct head_ctx {
 	char url[URL_MAX];
 	size_t url_len;
 	char name[NAME_MAX_KEPT];
-	size_t name_len;  /* may exceed sizeof(name): then no header matches */
-	bool in_value;    /* the last callback was on_header_value */
-	char *dst;        /* where the current value goes, NULL if it is not kept */
+	size_t name_len; /* may exceed sizeof(name): then no header matches */
+	bool in_value;   /* the last callback was on_header_value */
+	char *dst;       /* where the current value goes, NULL if it is not kept */
 	size_t dst_cap;
 	size_t dst_len;
 	char content_length[32];
-	char scratch[8];  /* Transfer-Encoding: only its presence matters */
-	unsigned seen;    /* bit per enum hdr_id, to refuse duplicates */
+	unsigned seen;   /* bit per enum hdr_id, to refuse duplicates */
 	bool done;
 	int err;
 	const char *why;

@@ -27,8 +27,8 @@ struct rt_http_req {
 	bool keep_alive; /* http_should_keep_alive(): version and Connection */
 	char authorization[256];
 	char content_type[128];
-	char x_round[32];
-	char x_samples[32];
+	char x_round[32];   /* X-Tributary-Round */
+	char x_samples[32]; /* X-Tributary-Samples */
 	char expect[32];
 	unsigned http_minor; /* HTTP/1.x; other major versions are refused */
 };

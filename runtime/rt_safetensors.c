@@ -513,7 +513,8 @@ int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t n
 			err = -EINVAL;
 			goto out_free;
 		}
-		if (u->ndim != s->ndim || memcmp(u->shape, s->shape, s->ndim * sizeof(s->shape[0]))) {
+		if (u->ndim != s->ndim ||
+		    memcmp(u->shape, s->shape, s->ndim * sizeof(s->shape[0])) != 0) {
 			*why = "shape mismatch";
 			err = -EINVAL;
 			goto out_free;

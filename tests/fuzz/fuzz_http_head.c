@@ -18,6 +18,7 @@ static void check_str(const char *s, size_t cap)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	const char *in = (const char *)data;
 	struct rt_http_req req, again;
 	const char *why = NULL, *tok;
 	size_t head_len = 0, head_len2 = 0;
@@ -26,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	double d;
 	int err;
 
-	err = rt_http_parse_head((const char *)data, size, &req, &head_len, &why);
+	err = rt_http_parse_head(in, size, &req, &head_len, &why);
 	if (err != 0 && err != -EAGAIN && err != -EINVAL && err != -E2BIG)
 		abort();
 	if ((err == -EINVAL || err == -E2BIG) && (!why || !*why))
@@ -42,19 +43,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_str(req.x_samples, sizeof(req.x_samples));
 		check_str(req.expect, sizeof(req.expect));
 		/* The head alone parses the same: nothing after it was looked at. */
-		if (rt_http_parse_head((const char *)data, head_len, &again, &head_len2, &why) != 0 ||
+		if (rt_http_parse_head(in, head_len, &again, &head_len2, &why) != 0 ||
 		    head_len2 != head_len || strcmp(again.path, req.path) != 0 ||
 		    strcmp(again.query, req.query) != 0 ||
 		    again.content_length != req.content_length || again.chunked != req.chunked)
 			abort();
 		/* One byte short of the head is incomplete. */
-		if (rt_http_parse_head((const char *)data, head_len - 1, &again, &head_len2, &why) !=
-		    -EAGAIN)
+		if (rt_http_parse_head(in, head_len - 1, &again, &head_len2, &why) != -EAGAIN)
 			abort();
 		rt_http_query_get(req.query, "round", out, sizeof(out));
 		rt_http_query_get(req.query, "", out, sizeof(out));
 		if (rt_http_bearer(&req, &tok) == 0 &&
-		    (tok < req.authorization || tok >= req.authorization + sizeof(req.authorization)))
+		    (size_t)(tok - req.authorization) >= sizeof(req.authorization))
 			abort();
 	}
 
@@ -70,7 +70,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char ebuf[256];
 		int n = rt_http_json_error(ebuf, sizeof(ebuf), str);
 
-		if (n != -ENOSPC && (n < 0 || (size_t)n >= sizeof(ebuf) || strlen(ebuf) != (size_t)n))
+		if (n != -ENOSPC &&
+		    (n < 0 || (size_t)n >= sizeof(ebuf) || strlen(ebuf) != (size_t)n))
 			abort();
 	}
 	free(str);

@@ -14,8 +14,8 @@ static const char post_head[] = "POST /v1/jobs/mnist/updates?round=3&samples=120
 				"Authorization: Bearer tok-123\r\n"
 				"Content-Type: application/octet-stream\r\n"
 				"Content-Length: 11\r\n"
-				"X-Round: 3\r\n"
-				"X-Samples: 120.5\r\n"
+				"X-Tributary-Round: 3\r\n"
+				"X-Tributary-Samples: 120.5\r\n"
 				"Expect: 100-continue\r\n"
 				"User-Agent: test\r\n"
 				"\r\n";
@@ -122,8 +122,8 @@ Test(runtime_http, header_names_in_odd_case)
 			"cOnTeNt-LeNgTh: 5\r\n"
 			"AUTHORIZATION: bearer abc\r\n"
 			"content-TYPE: application/json\r\n"
-			"x-ROUND: 9\r\n"
-			"X-samples:7\r\n"
+			"x-tRIBUTARY-ROUND: 9\r\n"
+			"X-tributary-samples:7\r\n"
 			"eXpEcT: 100-Continue\r\n"
 			"\r\n";
 	struct rt_http_req r;
@@ -145,8 +145,8 @@ Test(runtime_http, header_names_in_odd_case)
 Test(runtime_http, values_are_trimmed_and_empty_values_kept_apart)
 {
 	const char *h = "POST /a HTTP/1.1\r\n"
-			"X-Round:\r\n"
-			"X-Samples: \t 42 \t \r\n"
+			"X-Tributary-Round:\r\n"
+			"X-Tributary-Samples: \t 42 \t \r\n"
 			"Content-Type:   \r\n"
 			"\r\n";
 	struct rt_http_req r;
@@ -160,7 +160,7 @@ Test(runtime_http, values_are_trimmed_and_empty_values_kept_apart)
 
 Test(runtime_http, bare_lf_line_endings)
 {
-	const char *h = "GET /m?x=1 HTTP/1.1\nHost: a\nX-Round: 2\n\nBODY";
+	const char *h = "GET /m?x=1 HTTP/1.1\nHost: a\nX-Tributary-Round: 2\n\nBODY";
 	struct rt_http_req r;
 	size_t head_len;
 
@@ -198,14 +198,14 @@ Test(runtime_http, malformed_heads_are_einval)
 		"GET /x HTTP/1.1\r\nContent-Length: 12a\r\n\r\n",
 		"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
 		"GET /x HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-		"GET /x HTTP/1.1\r\nX-Round: 1\r\nx-round: 2\r\n\r\n",
+		"GET /x HTTP/1.1\r\nX-Tributary-Round: 1\r\nx-tributary-round: 2\r\n\r\n",
 		"GET /x HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n",
 		"GET  /x HTTP/1.1\r\n\r\n",
 		"GET /x  HTTP/1.1\r\n\r\n",
-		"GET /x HTTP/1.1\r\nX-Round : 1\r\n\r\n",
-		"GET /x HTTP/1.1\r\nX-Round: 1\r\n folded\r\n\r\n",
-		"GET /x HTTP/1.1\r\nX-Round: 1\rX-Samples: 2\r\n\r\n",
-		"GET /x HTTP/1.1\r\nX-Round: 1\r\r\n\r\n",
+		"GET /x HTTP/1.1\r\nX-Tributary-Round : 1\r\n\r\n",
+		"GET /x HTTP/1.1\r\nX-Tributary-Round: 1\r\n folded\r\n\r\n",
+		"GET /x HTTP/1.1\r\nX-Tributary-Round: 1\rX-Tributary-Samples: 2\r\n\r\n",
+		"GET /x HTTP/1.1\r\nX-Tributary-Round: 1\r\r\n\r\n",
 		"GET /x HTTP/1.1\r\n: empty name\r\n\r\n",
 		"GET /x HTTP/1.1\r\nX(R): 1\r\n\r\n",
 	};
@@ -227,7 +227,7 @@ Test(runtime_http, malformed_heads_are_einval)
 Test(runtime_http, nul_in_head_is_einval)
 {
 	const char h[] = "GET /a\0b HTTP/1.1\r\n\r\n";
-	const char v[] = "GET /a HTTP/1.1\r\nX-Round: 1\0\r\n\r\n";
+	const char v[] = "GET /a HTTP/1.1\r\nX-Tributary-Round: 1\0\r\n\r\n";
 	struct rt_http_req r;
 	size_t head_len;
 	const char *why;
@@ -252,7 +252,7 @@ Test(runtime_http, oversize_value_is_e2big)
 	snprintf(h, sizeof(h), "POST /a HTTP/1.1\r\nAuthorization: %.255s\r\n\r\n", val);
 	cr_assert_eq(parse(h, &r, &head_len), 0);
 	cr_assert_eq(strlen(r.authorization), 255);
-	snprintf(h, sizeof(h), "POST /a HTTP/1.1\r\nX-Round: %.32s\r\n\r\n", val);
+	snprintf(h, sizeof(h), "POST /a HTTP/1.1\r\nX-Tributary-Round: %.32s\r\n\r\n", val);
 	cr_assert_eq(parse(h, &r, &head_len), -E2BIG);
 	/* An unknown header may be long. */
 	snprintf(h, sizeof(h), "POST /a HTTP/1.1\r\nX-Other: %s\r\n\r\n", val);
