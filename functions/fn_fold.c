@@ -282,7 +282,7 @@ static AVX2_TARGET int avx2_check_finite(const float *x, size_t n, size_t *bad_i
 	size_t half = (n / 2) & ~(size_t)31, i = 0;
 
 	/*
-	 * One read stream leaves a core latency-bound (~10% slower here), so walk both halves of
+	 * One read stream leaves a core latency-bound (10-30% slower here), so walk both halves of
 	 * the first 2 * half floats at once. Invariant: x[0..i) and x[half..half+i) are finite, so
 	 * after a hit the first bad index is at or after i.
 	 */

@@ -200,7 +200,7 @@ static int on_headers_complete(http_parser *p)
 	struct head_ctx *c = p->data;
 
 	if (c->in_value && end_header(c))
-		return 2; /* anything but 0 or 1 is an error */
+		return -1; /* 1 and 2 mean "no body" here; other values stop the parser */
 	c->req->method = (enum http_method)p->method;
 	c->req->http_minor = p->http_minor;
 	c->req->keep_alive = http_should_keep_alive(p);

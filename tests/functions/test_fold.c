@@ -212,8 +212,8 @@ static void check_multi(size_t k, size_t n)
 	fn_fold_f32_multi(acc, xs, ws, k, n);
 	expect_close(acc, ref, mag, n, "multi-fold");
 	cr_assert(!memcmp(acc, seq, n * sizeof(float)),
-		  "%s: multi-fold of k=%zu, n=%zu differs from %zu sequential folds", fn_fold_impl(),
-		  k, n, k);
+		  "%s: multi-fold of k=%zu, n=%zu differs from %zu sequential folds",
+		  fn_fold_impl(), k, n, k);
 	for (j = 0; j < k; j++)
 		trib_free(x_base[j]);
 	trib_free(mag);
@@ -292,6 +292,7 @@ Test(functions_fold, check_finite_accepts_denormals_zeros_and_extremes)
 		0.0f, -0.0f, FLT_MIN, -FLT_MIN, FLT_MAX, -FLT_MAX, FLT_TRUE_MIN, -FLT_TRUE_MIN,
 		bits_to_float(0x007fffffu), bits_to_float(0x7f7fffffu), 1e38f, -3.4e38f,
 	};
+	const size_t n_specials = sizeof(specials) / sizeof(specials[0]);
 	size_t t, l, i;
 
 	for (t = 0; t < N_IMPLS; t++) {
@@ -306,8 +307,9 @@ Test(functions_fold, check_finite_accepts_denormals_zeros_and_extremes)
 			fill_random(x, n);
 			for (i = 0; i < n; i++)
 				if (i % 3 == 0)
-					x[i] = specials[(i / 3) % (sizeof(specials) / sizeof(specials[0]))];
-			cr_assert_eq(fn_check_finite_f32(x, n, &bad), 0, "%s: n=%zu", impl_names[t], n);
+					x[i] = specials[(i / 3) % n_specials];
+			cr_assert_eq(fn_check_finite_f32(x, n, &bad), 0, "%s: n=%zu", impl_names[t],
+				     n);
 			cr_assert_eq(bad, 12345, "bad_index written on success");
 			cr_assert_eq(fn_check_finite_f32(x, n, NULL), 0);
 			trib_free(base);
@@ -356,7 +358,8 @@ Test(functions_fold, check_finite_finds_first_nan_or_inf_in_body_and_tail)
 						float next = x[n - 1];
 
 						x[n - 1] = bads[(b + 1) % 5];
-						cr_assert_eq(fn_check_finite_f32(x, n, &bad), -EDOM);
+						cr_assert_eq(fn_check_finite_f32(x, n, &bad),
+							     -EDOM);
 						cr_assert_eq(bad, at);
 						x[n - 1] = next;
 					}
@@ -398,7 +401,7 @@ Test(functions_fold, check_finite_reports_the_earliest_of_two_bad_values)
 					x[pos[b]] = nan;
 					x[pos[a]] = inf;
 					cr_assert_eq(fn_check_finite_f32(x, n, &bad), -EDOM);
-					cr_assert_eq(bad, pos[a], "%s: n=%zu bad at %zu and %zu, got %zu",
+					cr_assert_eq(bad, pos[a], "%s: n=%zu, %zu and %zu: %zu",
 						     impl_names[t], n, pos[a], pos[b], bad);
 					x[pos[a]] = sa;
 					x[pos[b]] = sb;

@@ -9,6 +9,47 @@
 #include "shm_abi.h"
 #include "trib_alloc.h"
 
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Writing the parsed tensors back out and parsing that must give the same names and shapes. */
+static void round_trip(const struct rt_st *st)
+{
+	struct rt_st again;
+	uint64_t data_len = 0;
+	char *hdr, *file;
+	size_t hdr_len;
+	const char *why;
+
+	for (size_t i = 0; i < st->ntensors; i++) {
+		uint64_t b;
+
+		/* Written as F32: skip files whose F32 data would be absurdly large. */
+		if (__builtin_mul_overflow(st->tensors[i].n_elem, (uint64_t)4, &b) ||
+		    __builtin_add_overflow(data_len, b, &data_len) || data_len > (1u << 20))
+			return;
+	}
+	/* Every parsed name came through jansson, so it is UTF-8 and can be written. */
+	if (rt_st_write_header(st->tensors, st->ntensors, "{\"k\":\"v\"}", &hdr, &hdr_len))
+		abort();
+	file = calloc(1, hdr_len + data_len);
+	if (!file)
+		abort();
+	memcpy(file, hdr, hdr_len);
+	trib_free(hdr);
+	if (rt_st_parse(file, hdr_len + data_len, &again, &why) != 0 ||
+	    again.ntensors != st->ntensors || again.data_off != hdr_len)
+		abort();
+	for (size_t i = 0; i < st->ntensors; i++) {
+		const struct rt_tensor *a = &st->tensors[i], *b = &again.tensors[i];
+
+		if (strcmp(a->name, b->name) || a->ndim != b->ndim || a->n_elem != b->n_elem ||
+		    memcmp(a->shape, b->shape, a->ndim * sizeof(a->shape[0])))
+			abort();
+	}
+	rt_st_free(&again);
+	free(file);
+}
+
 /* Parse one candidate file and check everything that was accepted. */
 static void one(const uint8_t *data, size_t size)
 {

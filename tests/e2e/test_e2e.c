@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: MIT
+/* End-to-end scenarios: each test runs one script against a real `tributary up` and wants exit 0. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "trib_alloc.h"
+
+/*
+ * Environment, set by tests/e2e/meson.build:
+ *   TRIBUTARY_BIN, TRIBUTARY_FN_BIN  the built binaries
+ *   E2E_SRC_DIR                      where the scenario scripts are
+ *   E2E_PYTHON                       an interpreter with numpy (default /usr/bin/python3)
+ */
+#define SCRIPT_TIMEOUT_S 170
+
+/*
+ * Read all of @fd into a NUL-terminated heap buffer; *out is owned by the
+ * caller (trib_free). Returns 0 or -errno.
+ */
+static int slurp(int fd, char **out)
+{
+	size_t len = 0, cap = 65536;
+	char *buf = trib_malloc(cap);
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n;
+
+		if (cap - len < 4096) {
+			char *nb = trib_realloc(buf, cap * 2);
+
+			if (!nb) {
+				trib_free(buf);
+				return -ENOMEM;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int err = -errno;
+
+			trib_free(buf);
+			return err;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	return 0;
+}
+
+/* Run @script (a .py or .sh in E2E_SRC_DIR); fail the test, printing its output, unless it exits 0. */
+static void run_script(const char *script)
+{
+	const char *dir = getenv("E2E_SRC_DIR");
+	const char *py = getenv("E2E_PYTHON");
+	const char *bin = getenv("TRIBUTARY_BIN");
+	bool is_sh = strlen(script) > 3 && !strcmp(script + strlen(script) - 3, ".sh");
+	char path[4096], tmo[16];
+	char *out = NULL;
+	int pfd[2], status = 0, err;
+	pid_t pid;
+
+	cr_assert(dir && bin, "TRIBUTARY_BIN and E2E_SRC_DIR must be set (run through meson test)");
+	if (!py || !*py)
+		py = "/usr/bin/python3";
+	cr_assert(access(bin, X_OK) == 0, "no tributary binary at %s", bin);
+	cr_assert((size_t)snprintf(path, sizeof(path), "%s/%s", dir, script) < sizeof(path));
+	cr_assert(access(path, R_OK) == 0, "no script %s", path);
+	snprintf(tmo, sizeof(tmo), "%d", SCRIPT_TIMEOUT_S);
+	cr_assert(pipe2(pfd, O_CLOEXEC) == 0);
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		/* The script's output goes to the pipe; `timeout` keeps a hung scenario bounded. */
+		dup2(pfd[1], STDOUT_FILENO);
+		dup2(pfd[1], STDERR_FILENO);
+		if (is_sh)
+			execl("/usr/bin/timeout", "timeout", "-k", "5", tmo, "/bin/bash", path,
+			      (char *)NULL);
+		else
+			execl("/usr/bin/timeout", "timeout", "-k", "5", tmo, py, path, (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	err = slurp(pfd[0], &out);
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	cr_assert(err == 0, "reading the output of %s: %s", script, strerror(-err));
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "===== %s failed (%s %d); its output: =====\n%s\n===== end of %s =====\n",
+			script, WIFEXITED(status) ? "exit status" : "signal",
+			WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), out, script);
+		fflush(stderr);
+	}
+	cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "%s failed (exit %d%s); its output is printed above", script,
+		  WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+		  WIFEXITED(status) && WEXITSTATUS(status) == 124 ? ": timed out" : "");
+	trib_free(out);
+}
+
+Test(e2e_basic, curl_updates_give_weighted_mean, .timeout = 200)
+{
+	run_script("basic.sh");
+}
+
+Test(e2e_errors, every_error_status_leaves_aggregate_unchanged, .timeout = 200)
+{
+	run_script("errors.py");
+}
+
+Test(e2e_errors, arena_full_gives_503_and_leaves_aggregate_unchanged, .timeout = 200)
+{
+	run_script("arena_full.py");
+}
+
+Test(e2e_rounds, fan_in_2_multi_round_with_long_poll, .timeout = 200)
+{
+	run_script("multiround.py");
+}
+
+Test(e2e_rounds, many_short_rounds_all_complete, .timeout = 200)
+{
+	run_script("stress_rounds.py");
+}
+
+Test(e2e_functions, processes_live_during_round_and_exit_after, .timeout = 200)
+{
+	run_script("fnproc.py");
+}
+
+Test(e2e_restart, jobs_tokens_rounds_and_models_survive, .timeout = 200)
+{
+	run_script("restart.py");
+}
+
+Test(e2e_model, put_starting_model_then_round, .timeout = 200)
+{
+	run_script("putmodel.py");
+}
+
+Test(e2e_http, keep_alive_and_pipelining, .timeout = 200)
+{
+	run_script("keepalive.py");
+}
