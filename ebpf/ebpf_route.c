@@ -43,8 +43,8 @@
 #define INSTANCE_MAX 64
 
 /* Names of the pinned objects inside EBPF_PIN_ROOT/<instance>/. */
-enum { PIN_PROG, PIN_SOCKS, PIN_STATS, PIN_GLOBAL, PIN_COUNT };
-static const char *const pin_names[PIN_COUNT] = { "route_msg", "fn_socks", "fn_stats",
+enum { PIN_PROG, PIN_SOCKS, PIN_KEYS, PIN_STATS, PIN_GLOBAL, PIN_COUNT };
+static const char *const pin_names[PIN_COUNT] = { "route_msg", "fn_socks", "sock_keys", "fn_stats",
 						  "route_global" };
 
 struct ebpf_route {
@@ -291,6 +291,7 @@ int ebpf_route_open(const char *instance, struct ebpf_route **out, char *why, si
 	}
 	r->fds[PIN_PROG] = bpf_program__fd(r->skel->progs.route_msg);
 	r->fds[PIN_SOCKS] = bpf_map__fd(r->skel->maps.fn_socks);
+	r->fds[PIN_KEYS] = bpf_map__fd(r->skel->maps.sock_keys);
 	r->fds[PIN_STATS] = bpf_map__fd(r->skel->maps.fn_stats);
 	r->fds[PIN_GLOBAL] = bpf_map__fd(r->skel->maps.route_global);
 
@@ -385,6 +386,10 @@ int ebpf_route_add(struct ebpf_route *r, uint32_t key, int sock_fd)
 		__atomic_store_n(&s->taken, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&s->fn_id, key, __ATOMIC_RELEASE);
 	}
+	/* The socket's own key first: the router needs it for the first record it passes on. */
+	err = bpf_map_update_elem(r->fds[PIN_KEYS], &sock_fd, &k, BPF_ANY);
+	if (err)
+		return err;
 	v = (__u32)sock_fd;
 	return bpf_map_update_elem(r->fds[PIN_SOCKS], &k, &v, BPF_NOEXIST);
 }

@@ -41,6 +41,8 @@ int ebpf_stats_map(int map_fd, struct ebpf_fn_stats **out, size_t *len)
 	void *p;
 	int err;
 
+	if (map_fd < 0)
+		return -EBADF;
 	err = map_info(map_fd, &info);
 	if (err)
 		return err;

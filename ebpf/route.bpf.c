@@ -34,15 +34,23 @@
  * fails with EACCES; and the records after the dropped one in the same
  * sendmsg are freed while sendmsg counts them as sent. So a record that
  * cannot be delivered (dst not in fn_socks: the function has exited; or a
- * reserved key) is bounced: SK_PASS sends it to the socket's TCP peer, which
- * is the runtime's end of the pair, and the runtime frees its slot. The
- * sender sees a full write.
+ * reserved key) is bounced to the socket's TCP peer, which is the runtime's
+ * end of the pair, and the runtime frees its slot. The sender sees a full
+ * write.
+ *
+ * Never a bare SK_PASS after a redirect either. bpf_msg_redirect_hash stores
+ * its target in the message, and nothing clears it when the program runs
+ * again for the next record of the same sendmsg: SK_PASS would then redirect
+ * that record to the previous record's function (seen on 6.18: a bounced
+ * record arrived at the function before it). So "to the TCP peer" is itself a
+ * redirect, to the sending socket's own egress: sock_keys holds each socket's
+ * own key in fn_socks, and ebpf_route_add writes it.
  *
  * Framing. A send chunk shorter than a record (a sender that wrote a partial
  * record, or a sendmsg of more than EBPF_MAX_BATCH records cut by the kernel)
- * is bounced too and counted in short_recs; the runtime treats that pair as
- * broken. No cork: a corked message is freed after its first redirect, with
- * whatever records follow in it.
+ * is sent to the peer too and counted in short_recs; the runtime treats that
+ * pair as broken. No cork: a corked message is freed after its first
+ * redirect, with whatever records follow in it.
  *
  * No bpf_printk: this is the hot path; everything worth knowing is a counter.
  */
@@ -64,6 +72,14 @@ struct {
 	__type(value, struct ebpf_fn_stats);
 } fn_stats SEC(".maps");
 
+/* Each socket's own key in fn_socks (its function id, or EBPF_KEY_GATEWAY); dies with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} sock_keys SEC(".maps");
+
 /* One entry of router-wide counters; mmapped by the runtime. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -72,6 +88,25 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ebpf_global_stats);
 } route_global SEC(".maps");
+
+/*
+ * Send the current verdict's bytes to the sending socket's TCP peer: a
+ * redirect to the socket's own egress, which replaces any redirect target left
+ * in the message by an earlier record. SK_PASS alone only for a socket that did
+ * not join through ebpf_route_add (no sock_keys entry).
+ */
+static __always_inline int to_peer(struct sk_msg_md *msg)
+{
+	struct bpf_sock *sk = msg->sk;
+	__u32 *self;
+
+	if (!sk)
+		return SK_PASS;
+	self = bpf_sk_storage_get(&sock_keys, sk, 0, 0);
+	if (self)
+		bpf_msg_redirect_hash(msg, &fn_socks, self, 0);
+	return SK_PASS;
+}
 
 SEC("sk_msg")
 int route_msg(struct sk_msg_md *msg)
@@ -84,12 +119,13 @@ int route_msg(struct sk_msg_md *msg)
 
 	g = bpf_map_lookup_elem(&route_global, &zero);
 	if (!g)
-		return SK_PASS; /* cannot happen: an array's entries always exist */
+		return to_peer(msg); /* cannot happen: an array's entries always exist */
 
 	/* msg->size: bytes of this send chunk from this record on, across all its pages. */
 	if (msg->size < EBPF_REC_SIZE) {
+		bpf_msg_apply_bytes(msg, msg->size);
 		__sync_fetch_and_add(&g->short_recs, 1);
-		return SK_PASS;
+		return to_peer(msg);
 	}
 	bpf_msg_apply_bytes(msg, EBPF_REC_SIZE);
 
@@ -109,7 +145,7 @@ int route_msg(struct sk_msg_md *msg)
 	verdict = ebpf_route_decide(data, EBPF_REC_SIZE, &dst);
 	if (verdict == EBPF_PASS) {
 		__sync_fetch_and_add(&g->passes, 1);
-		return SK_PASS;
+		return to_peer(msg);
 	}
 	if (verdict != EBPF_REDIRECT)
 		goto bounce;
@@ -130,7 +166,7 @@ int route_msg(struct sk_msg_md *msg)
 
 bounce:
 	__sync_fetch_and_add(&g->bounced, 1);
-	return SK_PASS;
+	return to_peer(msg);
 }
 
 /* Only helpers open to any licence are used; the declaration keeps that true if one is added. */

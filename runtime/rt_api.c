@@ -305,7 +305,8 @@ static void on_update_body(struct rt_conn *c)
 		}
 		err = rt_st_parse(body, c->body_len, &st, &why);
 		if (err) {
-			bool dtype = why && strstr(why, "dtype");
+			/* A well-formed file with a dtype we do not take is a 422, the rest 400. */
+			bool dtype = why && !strcmp(why, RT_ST_WHY_DTYPE);
 
 			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
 			reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg,
@@ -559,14 +560,17 @@ static void on_model_put_body(struct rt_conn *c)
 			rt_conn_error(c, 500, "out of memory", -1, NULL);
 			return;
 		}
+		bool malformed = false;
+
 		err = rt_st_parse(c->body_heap, c->body_len, &st, &why);
-		if (!err)
+		if (err)
+			malformed = !(why && !strcmp(why, RT_ST_WHY_DTYPE)) && err == -EINVAL;
+		else
 			err = rt_st_match(&st, j->schema, j->nschema, offs, &why);
 		rt_st_free(&st);
 		if (err) {
 			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
-			rt_conn_error(c, why && strstr(why, "dtype") ? 422 :
-				      err == -EINVAL ? 422 : 400, msg, -1, NULL);
+			rt_conn_error(c, err == -ENOMEM ? 500 : malformed ? 400 : 422, msg, -1, NULL);
 			trib_free(offs);
 			trib_free(data);
 			return;

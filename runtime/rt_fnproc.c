@@ -121,9 +121,19 @@ uint32_t rt_fnset_reserve_ids(struct rt_fnset *set, uint32_t n)
 	return first;
 }
 
+static uint32_t alive(const struct rt_fnset *set)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < set->cap; i++)
+		if (set->tab[i] && set->tab[i]->pid > 0)
+			n++;
+	return n;
+}
+
 uint32_t rt_fnset_count(const struct rt_fnset *set)
 {
-	return set->count;
+	return alive(set);
 }
 
 static void fn_free(struct rt_fn *fn)
@@ -260,7 +270,14 @@ int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d)
 	return 0;
 }
 
-void rt_fnset_reap(struct rt_fnset *set, void (*cb)(struct rt_fn *fn, void *arg), void *arg)
+void rt_fnset_remove(struct rt_fnset *set, struct rt_fn *fn)
+{
+	tab_del(set, fn);
+	set->count--;
+	fn_free(fn);
+}
+
+void rt_fnset_reap(struct rt_fnset *set, bool (*cb)(struct rt_fn *fn, void *arg), void *arg)
 {
 	for (;;) {
 		int status;
@@ -280,11 +297,8 @@ void rt_fnset_reap(struct rt_fnset *set, void (*cb)(struct rt_fn *fn, void *arg)
 		fn->exited = true;
 		fn->wait_status = status;
 		fn->pid = 0;
-		if (cb)
-			cb(fn, arg);
-		tab_del(set, fn);
-		set->count--;
-		fn_free(fn);
+		if (!cb || cb(fn, arg))
+			rt_fnset_remove(set, fn);
 	}
 }
 
@@ -308,16 +322,18 @@ void rt_fnset_destroy(struct rt_fnset *set)
 			kill(fn->pid, SIGTERM);
 	}
 	/* Give them a moment, then make sure. */
-	for (int tries = 0; tries < 100 && set->count; tries++) {
+	for (int tries = 0; tries < 100 && alive(set); tries++) {
 		rt_fnset_reap(set, NULL, NULL);
-		if (set->count)
+		if (alive(set))
 			nanosleep(&ts, NULL);
 	}
+	/* Exited but kept (waiting for end of stream) ones are freed below too. */
 	for (uint32_t i = 0; i < set->cap; i++) {
 		struct rt_fn *fn = set->tab[i];
 
 		if (!fn)
 			continue;
+		set->tab[i] = NULL;
 		if (fn->pid > 0) {
 			kill(fn->pid, SIGKILL);
 			waitpid(fn->pid, NULL, 0);

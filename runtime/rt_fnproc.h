@@ -23,6 +23,7 @@ struct rt_fn {
 	uint64_t spawn_ns;    /* when it was spawned (CLOCK_MONOTONIC) */
 	bool handed_off;      /* its output arrived */
 	bool exited;          /* reaped */
+	bool eof;             /* its channel reached end of stream: every record it sent is read */
 	int wait_status;      /* from waitpid once exited */
 	/* records that could not be sent yet (socket full), in order */
 	struct shm_desc *queue;
@@ -68,11 +69,14 @@ int rt_fn_flush(struct rt_fn *fn);
 bool rt_fn_has_queue(const struct rt_fn *fn);
 
 /*
- * Reap exited children (non-blocking). For each one, @cb is called with the
- * function (still valid during the call) and then the function is removed
- * and freed. Children that are not functions are reaped and ignored.
+ * Reap exited children (non-blocking) and mark them exited. @cb is called for
+ * each (still valid during the call); it returns true to have the function
+ * removed and freed at once, false to keep it (e.g. until its channel's last
+ * records are read). Children that are not functions are reaped and ignored.
  */
-void rt_fnset_reap(struct rt_fnset *set, void (*cb)(struct rt_fn *fn, void *arg), void *arg);
+void rt_fnset_reap(struct rt_fnset *set, bool (*cb)(struct rt_fn *fn, void *arg), void *arg);
+/* Remove and free a function that has exited (fn->exited). */
+void rt_fnset_remove(struct rt_fnset *set, struct rt_fn *fn);
 /* Number of function processes alive. */
 uint32_t rt_fnset_count(const struct rt_fnset *set);
 /* Call @cb for every function (no removal allowed inside). */

@@ -137,7 +137,10 @@ static void on_fn_recv(struct rt_gw *gw, uint32_t id, int res)
 		return;
 	fn->reading = false;
 	if (res <= 0) {
-		/* The function closed its channel (it exits after handing off); SIGCHLD follows. */
+		/* End of stream: the function exited (or closed its end); all it sent is read. */
+		if (res < 0)
+			trib_debug("fn %u: channel: %s", id, strerror(-res));
+		rt_node_on_fn_eof(gw->node, fn);
 		return;
 	}
 	if (res % SHM_DESC_SIZE) {

@@ -649,26 +649,46 @@ void rt_node_on_fn_records(struct rt_node *n, struct rt_fn *fn, const struct shm
 	}
 }
 
-static void on_reaped(struct rt_fn *fn, void *arg)
+/*
+ * A function is judged once it has exited AND its channel reached end of
+ * stream: a function sends its output and exits at once, and SIGCHLD can be
+ * seen before the output is read. Failure means it ended without handing off.
+ */
+static void fn_judge(struct rt_node *n, struct rt_fn *fn)
 {
-	struct rt_node *n = arg;
 	int st = fn->wait_status;
+	struct rt_round *r = fn->owner;
 
 	if (fn->handed_off && WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return;
 	if (n->stopping)
 		return;
 	n->m.fn_failed++;
-	{
-		struct rt_round *r = fn->owner;
+	if (r)
+		r->failed = true;
+	trib_error("fn %u (%s of job %u round %u) %s %d before handing off; the round cannot "
+		   "complete",
+		   fn->id, fn->cfg.role == FN_ROLE_TOP ? "top" : "leaf", fn->cfg.job, fn->cfg.round,
+		   WIFSIGNALED(st) ? "was killed by signal" : "exited with",
+		   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+}
 
-		if (r)
-			r->failed = true;
-		trib_error("fn %u (%s of job %u round %u) %s %d before handing off; the round cannot "
-			   "complete",
-			   fn->id, fn->cfg.role == FN_ROLE_TOP ? "top" : "leaf", fn->cfg.job,
-			   fn->cfg.round, WIFSIGNALED(st) ? "was killed by signal" : "exited with",
-			   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+static bool on_reaped(struct rt_fn *fn, void *arg)
+{
+	struct rt_node *n = arg;
+
+	if (!fn->eof && fn->sock >= 0 && !n->stopping)
+		return false; /* judged when its channel's end is read */
+	fn_judge(n, fn);
+	return true;
+}
+
+void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn)
+{
+	fn->eof = true;
+	if (fn->exited) {
+		fn_judge(n, fn);
+		rt_fnset_remove(n->fns, fn);
 	}
 }
 

@@ -151,6 +151,8 @@ struct rt_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
 /* Handle records a function sent to the runtime (routing, results). */
 void rt_node_on_fn_records(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *recs,
 			   size_t count);
+/* A function's channel reached end of stream (all its records were handled). */
+void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn);
 /* Reap children and account for them. */
 void rt_node_on_sigchld(struct rt_node *n);
 /* Called by the gateway when a model version appears (wakes long polls). */
