@@ -64,7 +64,8 @@ struct ebpf_global_stats {
 	__u64 bounced;	  /* records bounced to the TCP peer: dst not in fn_socks, or reserved */
 	__u64 short_recs; /* send chunks ending in less than a record, bounced too (sender bug) */
 	__u64 pulls;	  /* records split across two pages that had to be linearised */
-	__u64 pad[3];	  /* zero */
+	__u64 runs;	  /* redirected messages: runs of records to one function, <= redirects */
+	__u64 pad[2];	  /* zero */
 };
 
 /*

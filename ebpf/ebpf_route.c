@@ -253,7 +253,7 @@ static int map_array(int fd, size_t bytes, void **out, size_t *len)
 int ebpf_route_open(const char *instance, struct ebpf_route **out, char *why, size_t why_len)
 {
 	struct ebpf_route *r;
-	void *p;
+	void *p = NULL;
 	int err;
 
 	set_why(why, why_len, "no error");
@@ -421,6 +421,7 @@ void ebpf_route_global(const struct ebpf_route *r, struct ebpf_global_stats *out
 	out->bounced = __atomic_load_n(&g->bounced, __ATOMIC_RELAXED);
 	out->short_recs = __atomic_load_n(&g->short_recs, __ATOMIC_RELAXED);
 	out->pulls = __atomic_load_n(&g->pulls, __ATOMIC_RELAXED);
+	out->runs = __atomic_load_n(&g->runs, __ATOMIC_RELAXED);
 }
 
 void ebpf_route_close(struct ebpf_route *r)

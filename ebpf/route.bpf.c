@@ -55,6 +55,9 @@
  * No bpf_printk: this is the hot path; everything worth knowing is a counter.
  */
 
+/* Most records one program run redirects together (a run to one function within one page). */
+#define EBPF_RUN_MAX 64
+
 /* Function id -> the function's end of its loopback TCP pair; the gateway's socket is at EBPF_KEY_GATEWAY. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -113,7 +116,7 @@ int route_msg(struct sk_msg_md *msg)
 {
 	struct ebpf_global_stats *g;
 	struct ebpf_fn_stats *st;
-	__u32 zero = 0, dst = 0, idx;
+	__u32 zero = 0, dst = 0, idx, run;
 	void *data, *end;
 	int verdict;
 
@@ -152,16 +155,20 @@ int route_msg(struct sk_msg_md *msg)
 	/* SK_PASS from the helper means dst is in the map and the redirect is armed. */
 	if (bpf_msg_redirect_hash(msg, &fn_socks, &dst, BPF_F_INGRESS) != SK_PASS)
 		goto bounce;
-	/* Counted before the kernel queues the record, so msgs_in never trails `taken`. */
+	/* Following records of this page for the same function ride along in one message. */
+	run = ebpf_route_run(data, end, dst, EBPF_RUN_MAX);
+	bpf_msg_apply_bytes(msg, run * EBPF_REC_SIZE);
+	/* Counted before the kernel queues the records, so msgs_in never trails `taken`. */
 	idx = dst & EBPF_FN_MASK;
 	st = bpf_map_lookup_elem(&fn_stats, &idx);
 	if (st) {
-		__sync_fetch_and_add(&st->msgs_in, 1);
-		__sync_fetch_and_add(&st->bytes_in, EBPF_REC_SIZE);
+		__sync_fetch_and_add(&st->msgs_in, run);
+		__sync_fetch_and_add(&st->bytes_in, run * EBPF_REC_SIZE);
 		st->last_ns = bpf_ktime_get_ns();
 		st->fn_id = dst;
 	}
-	__sync_fetch_and_add(&g->redirects, 1);
+	__sync_fetch_and_add(&g->redirects, run);
+	__sync_fetch_and_add(&g->runs, 1);
 	return SK_PASS;
 
 bounce:

@@ -24,7 +24,7 @@
 #define SIM_MAX_ROUNDS (1u << 24)
 #define SIM_MAX_PARAMS (1ull << 30) /* 4 GiB bodies */
 #define SIM_MAX_CONNECTIONS 1024u
-#define SIM_RETRY_WAIT_S 600.0
+#define SIM_RETRY_WAIT_S 120.0
 /* Long polls (each at most 60 s on the server) before giving up on a model. */
 #define SIM_MAX_POLLS 5
 #define SIM_BAR_WIDTH 30
@@ -206,16 +206,38 @@ uint32_t rt_sim_samples(uint64_t key)
 	return 1 + (uint32_t)(((rt_sim_stream(key, 0) >> 32) * 100) >> 32);
 }
 
-/* Element @i (0-based) as an integer m in [0, 2^24): the value is m * 2^-23 - 1, exact in f32. */
-static inline int32_t elem_bits(uint64_t key, uint64_t i)
+static inline uint32_t fmix32(uint32_t h)
 {
-	return (int32_t)(mix64(key + (i + 2) * SIM_GAMMA) >> 40);
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	return h ^ (h >> 16);
 }
 
-void rt_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n)
+/*
+ * Element @i (0-based) as an integer m in [0, 2^24): the value is m * 2^-23 - 1,
+ * exact in f32. A 32-bit hash of the element's index (murmur3's finaliser over
+ * a Weyl sequence keyed by the stream) rather than splitmix64: it vectorises,
+ * so generating a 4 MB update costs a fraction of sending it. The index wraps
+ * at 2^32, far beyond SIM_MAX_PARAMS.
+ */
+static inline uint32_t elem_bits(uint64_t key, uint64_t i)
+{
+	return (fmix32((uint32_t)key + (uint32_t)i * 0x9e3779b9u) >> 8) ^ (uint32_t)(key >> 40);
+}
+
+/* The two hot loops get an AVX2 clone (picked at load time): about twice as fast. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SIM_HOT __attribute__((target_clones("avx2", "default")))
+#else
+#define SIM_HOT
+#endif
+
+SIM_HOT void rt_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n)
 {
 	for (uint64_t i = 0; i < n; i++)
-		x[i] = (float)elem_bits(key, first + i) * 0x1p-23f - 1.0f;
+		x[i] = (float)(int32_t)elem_bits(key, first + i) * 0x1p-23f - 1.0f;
 }
 
 /* ---- the reference ---- */
@@ -229,7 +251,7 @@ struct ref_task {
 	pthread_t tid;
 };
 
-static void *ref_run(void *arg)
+SIM_HOT static void *ref_run(void *arg)
 {
 	struct ref_task *t = arg;
 
@@ -244,7 +266,7 @@ static void *ref_run(void *arg)
 			double w = t->weights[c];
 
 			for (uint64_t i = b; i < e; i++)
-				r[i] += w * ((double)elem_bits(key, i) * 0x1p-23 - 1.0);
+				r[i] += w * ((double)(int32_t)elem_bits(key, i) * 0x1p-23 - 1.0);
 		}
 	}
 	return NULL;
@@ -826,7 +848,11 @@ struct sim_totals {
 	uint32_t rounds_ok;
 };
 
-/* One round. Returns 0 if every update was accepted and the model matched, else -1. */
+/*
+ * One round. Returns 0 if every update was accepted and the model matched,
+ * -EDOM if only the model did not match (the next round can still run), -EIO
+ * if the round did not complete.
+ */
 static int sim_round(const struct rt_sim_opts *o, struct rt_client *mc, struct sim_worker *w,
 		     struct sim_round *r, double *ref, unsigned ncpu, struct sim_totals *tot)
 {
@@ -847,7 +873,7 @@ static int sim_round(const struct rt_sim_opts *o, struct rt_client *mc, struct s
 		       r->round, atomic_load(&r->accepted), o->clients, atomic_load(&r->failed),
 		       r->err[0] ? r->err : "cannot start worker threads");
 		fflush(stdout);
-		return -1;
+		return -EIO;
 	}
 
 	err = rt_sim_fetch_model(mc, o->job, r->token, version, &resp);
@@ -856,7 +882,7 @@ static int sim_round(const struct rt_sim_opts *o, struct rt_client *mc, struct s
 		printf("round %" PRIu64 ": FAILED: no model v=%" PRIu64 ": %s\n", r->round, version,
 		       strerror(-err));
 		fflush(stdout);
-		return -1;
+		return -EIO;
 	}
 	secs = (double)(t_model - atomic_load(&r->t_first)) / 1e9;
 	up_s = (double)(atomic_load(&r->t_last) - atomic_load(&r->t_first)) / 1e9;
@@ -877,7 +903,7 @@ static int sim_round(const struct rt_sim_opts *o, struct rt_client *mc, struct s
 	       ok ? "OK" : "MISMATCH");
 	fflush(stdout);
 	if (!ok)
-		return -1;
+		return -EDOM;
 	tot->rounds_ok++;
 	return 0;
 }
@@ -971,7 +997,7 @@ static int sim_run(const struct rt_sim_opts *o)
 		pthread_mutex_init(&r.lock, NULL);
 		err = sim_round(o, mc, w, &r, ref, (unsigned)ncpu, &tot);
 		pthread_mutex_destroy(&r.lock);
-		if (err)
+		if (err == -EIO)
 			break;
 	}
 	rc = tot.rounds_ok == o->rounds && tot.accepted == (uint64_t)o->rounds * o->clients ? 0 : 1;

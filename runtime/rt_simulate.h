@@ -116,7 +116,7 @@ struct rt_sim_update {
 
 /*
  * POST @u (head and body in one sendmsg, no copy), resending on 503 for up to
- * 600 s. *retries counts the resends. Returns as rt_client_do(); the status
+ * 120 s in all. *retries counts the resends. Returns as rt_client_do(); the status
  * (202 expected) is in *resp.
  */
 int rt_sim_post_update(struct rt_client *c, const struct rt_sim_update *u,

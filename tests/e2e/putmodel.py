@@ -28,7 +28,8 @@ def put(srv, job, tok, body, ctype, expect):
 
 def v0(srv, job, tok, want, what):
     _, hd, b = srv.get_model(job, tok, '?round=0')
-    check(hd.get('x-tributary-round') == '0', '%s: version %r' % (what, hd.get('x-tributary-round')))
+    check(hd.get('x-tributary-round') == '0',
+          '%s: version %r' % (what, hd.get('x-tributary-round')))
     _, hd2, b2 = srv.get_model(job, tok)
     check(b2 == b and hd2.get('x-tributary-round') == '0', '%s: latest model is not v0' % what)
     e.check_model(b, SCHEMA, {k: np.asarray(v, np.float64) for k, v in want.items()}, what)

@@ -46,7 +46,8 @@ def run():
             srv.get_model('alpha', ta, '?after=%d&timeout=30' % r)
         refs_b = [e.zeros_model(SCHEMA_B),
                   e.weighted_mean(round_of(srv, 'beta', tb, SCHEMA_B, 0, 2, rng))]
-        srv.get_model('beta', tb, '?after=0&timeout=30')
+        _, _, got = srv.get_model('beta', tb, '?after=0&timeout=30')
+        e.check_model(got, SCHEMA_B, refs_b[1], 'beta v1')
         files = {}
         for job, tok, n in (('alpha', ta, 3), ('beta', tb, 2)):
             for v in range(n):

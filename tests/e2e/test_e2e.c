@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* End-to-end scenarios: each test runs one script against a real `tributary up` and wants exit 0. */
+/* End-to-end scenarios: each test runs one script against a real `tributary up`, wanting exit 0. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -61,7 +61,7 @@ static int slurp(int fd, char **out)
 	return 0;
 }
 
-/* Run @script (a .py or .sh in E2E_SRC_DIR); fail the test, printing its output, unless it exits 0. */
+/* Run @script (.py or .sh, in E2E_SRC_DIR); unless it exits 0, print its output and fail. */
 static void run_script(const char *script)
 {
 	const char *dir = getenv("E2E_SRC_DIR");
@@ -73,7 +73,7 @@ static void run_script(const char *script)
 	int pfd[2], status = 0, err;
 	pid_t pid;
 
-	cr_assert(dir && bin, "TRIBUTARY_BIN and E2E_SRC_DIR must be set (run through meson test)");
+	cr_assert(dir && bin, "TRIBUTARY_BIN and E2E_SRC_DIR must be set (run it by meson test)");
 	if (!py || !*py)
 		py = "/usr/bin/python3";
 	cr_assert(access(bin, X_OK) == 0, "no tributary binary at %s", bin);
@@ -87,11 +87,8 @@ static void run_script(const char *script)
 		/* The script's output goes to the pipe; `timeout` keeps a hung scenario bounded. */
 		dup2(pfd[1], STDOUT_FILENO);
 		dup2(pfd[1], STDERR_FILENO);
-		if (is_sh)
-			execl("/usr/bin/timeout", "timeout", "-k", "5", tmo, "/bin/bash", path,
-			      (char *)NULL);
-		else
-			execl("/usr/bin/timeout", "timeout", "-k", "5", tmo, py, path, (char *)NULL);
+		execl("/usr/bin/timeout", "timeout", "-k", "5", tmo, is_sh ? "/bin/bash" : py, path,
+		      (char *)NULL);
 		_exit(127);
 	}
 	close(pfd[1]);
@@ -101,7 +98,8 @@ static void run_script(const char *script)
 		;
 	cr_assert(err == 0, "reading the output of %s: %s", script, strerror(-err));
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		fprintf(stderr, "===== %s failed (%s %d); its output: =====\n%s\n===== end of %s =====\n",
+		fprintf(stderr,
+			"===== %s failed (%s %d); its output: =====\n%s\n===== end of %s =====\n",
 			script, WIFEXITED(status) ? "exit status" : "signal",
 			WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), out, script);
 		fflush(stderr);

@@ -34,7 +34,7 @@ static int parse(struct rt_sim_opts *o, char **argv)
 
 #define ARGV(...) ((char *[]){ "simulate", __VA_ARGS__, NULL })
 
-Test(rt_simulate, options_defaults)
+Test(runtime_simulate, options_defaults)
 {
 	struct rt_sim_opts o;
 
@@ -52,7 +52,7 @@ Test(rt_simulate, options_defaults)
 	cr_assert(!o.quiet);
 }
 
-Test(rt_simulate, options_all_forms)
+Test(runtime_simulate, options_all_forms)
 {
 	struct rt_sim_opts o;
 
@@ -71,7 +71,7 @@ Test(rt_simulate, options_all_forms)
 	cr_assert_eq(o.connections, 3);
 }
 
-Test(rt_simulate, options_errors)
+Test(runtime_simulate, options_errors)
 {
 	struct rt_sim_opts o;
 
@@ -105,7 +105,7 @@ Test(rt_simulate, options_errors)
 		     -EINVAL);
 }
 
-Test(rt_simulate, main_usage_exit_code, .init = cr_redirect_stderr)
+Test(runtime_simulate, main_usage_exit_code, .init = cr_redirect_stderr)
 {
 	cr_assert_eq(rt_simulate_main(3, ARGV("--job", "a")), 2);
 	cr_assert_eq(rt_simulate_main(2, ARGV("--nope")), 2);
@@ -113,7 +113,7 @@ Test(rt_simulate, main_usage_exit_code, .init = cr_redirect_stderr)
 
 /* ---- update stream ---- */
 
-Test(rt_simulate, prng_is_deterministic_and_in_range)
+Test(runtime_simulate, prng_is_deterministic_and_in_range)
 {
 	enum { N = 4096 };
 	float *a = trib_malloc(N * sizeof(float)), *b = trib_malloc(N * sizeof(float));
@@ -150,7 +150,7 @@ Test(rt_simulate, prng_is_deterministic_and_in_range)
 
 /* ---- reference and comparison ---- */
 
-Test(rt_simulate, reference_is_weighted_mean)
+Test(runtime_simulate, reference_is_weighted_mean)
 {
 	enum { C = 3, P = 5 };
 	double ref[P], want[P] = { 0 }, total = 0;
@@ -171,7 +171,7 @@ Test(rt_simulate, reference_is_weighted_mean)
 			  want[i] / total);
 }
 
-Test(rt_simulate, reference_threads_agree)
+Test(runtime_simulate, reference_threads_agree)
 {
 	enum { C = 5, P = 10007 };
 	double *a = trib_malloc(P * sizeof(double)), *b = trib_malloc(P * sizeof(double));
@@ -183,7 +183,7 @@ Test(rt_simulate, reference_threads_agree)
 	trib_free(b);
 }
 
-Test(rt_simulate, compare_limits)
+Test(runtime_simulate, compare_limits)
 {
 	enum { P = 64 };
 	double ref[P], err, limit;
@@ -214,7 +214,7 @@ Test(rt_simulate, compare_limits)
 	cr_assert(err <= limit);
 }
 
-Test(rt_simulate, safetensors_body_parses)
+Test(runtime_simulate, safetensors_body_parses)
 {
 	enum { P = 37 };
 	struct rt_st st = { 0 };
@@ -244,7 +244,7 @@ Test(rt_simulate, safetensors_body_parses)
 	trib_free(hdr);
 }
 
-Test(rt_simulate, admin_token_sources)
+Test(runtime_simulate, admin_token_sources)
 {
 	char dir[] = "/tmp/trib-sim-XXXXXX", path[256];
 	char *tok = NULL;
@@ -416,7 +416,7 @@ static struct rt_client *fake_client(struct fake_srv *s)
 	"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " \
 	#body "\r\n\r\n"
 
-Test(rt_client, url_parse)
+Test(runtime_client, url_parse)
 {
 	char host[64];
 	uint16_t port;
@@ -436,7 +436,7 @@ Test(rt_client, url_parse)
 	cr_assert_eq(rt_url_parse("ftp://h", host, sizeof(host), &port), -EINVAL);
 }
 
-Test(rt_client, keep_alive_reuses_one_connection)
+Test(runtime_client, keep_alive_reuses_one_connection)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"v1\"\r\nX-Tributary-Round: 4\r\n"
@@ -476,7 +476,7 @@ Test(rt_client, keep_alive_reuses_one_connection)
 	fake_free(&s);
 }
 
-Test(rt_client, reconnects_after_connection_close)
+Test(runtime_client, reconnects_after_connection_close)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\na",
@@ -500,7 +500,7 @@ Test(rt_client, reconnects_after_connection_close)
 	fake_free(&s);
 }
 
-Test(rt_client, retries_on_503_with_retry_after)
+Test(runtime_client, retries_on_503_with_retry_after)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n",
@@ -540,7 +540,7 @@ Test(rt_client, retries_on_503_with_retry_after)
 	fake_free(&s);
 }
 
-Test(rt_client, error_json_is_reported)
+Test(runtime_client, error_json_is_reported)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
@@ -576,7 +576,7 @@ Test(rt_client, error_json_is_reported)
 	fake_free(&s);
 }
 
-Test(rt_client, safetensors_update_body)
+Test(runtime_client, safetensors_update_body)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}",
@@ -611,7 +611,7 @@ Test(rt_client, safetensors_update_body)
 	fake_free(&s);
 }
 
-Test(rt_simulate, job_ensure_creates_missing_job)
+Test(runtime_simulate, job_ensure_creates_missing_job)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 404 Not Found\r\nContent-Length: 23\r\n\r\n{\"error\":\"no such job\"}",
@@ -639,7 +639,7 @@ Test(rt_simulate, job_ensure_creates_missing_job)
 	fake_free(&s);
 }
 
-Test(rt_simulate, job_ensure_checks_existing_job, .init = cr_redirect_stderr)
+Test(runtime_simulate, job_ensure_checks_existing_job, .init = cr_redirect_stderr)
 {
 	static const char *const script[] = {
 		OK_JSON(91) "{\"job\":\"a\",\"round\":3,\"received\":0,\"clients_per_round\":10,"
@@ -663,7 +663,7 @@ Test(rt_simulate, job_ensure_checks_existing_job, .init = cr_redirect_stderr)
 	fake_free(&s);
 }
 
-Test(rt_simulate, fetch_model_polls_and_pins_version)
+Test(runtime_simulate, fetch_model_polls_and_pins_version)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 304 Not Modified\r\n\r\n",
