@@ -46,7 +46,7 @@ struct ebpf_fn_stats {
 	__u64 msgs_in;	/* records redirected to this function (atomic add by BPF) */
 	__u64 bytes_in; /* bytes of those records (atomic add by BPF) */
 	__u64 last_ns;	/* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last redirect */
-	__u64 taken;	/* records the function has read off its socket (atomic add by the function) */
+	__u64 taken;	/* records the function has read off its socket (atomic add, function) */
 	__u32 fn_id;	/* id that last wrote this entry: tells a reader that an entry is stale */
 	__u32 pad0;	/* zero */
 	__u64 pad[3];	/* zero; pads the entry to one cache line */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The routing decision for one record: a pure function compiled into the BPF program and the tests. */
+/* The routing decision for one record: pure functions compiled into the BPF program and tests. */
 #ifndef EBPF_DECIDE_H
 #define EBPF_DECIDE_H
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Loader of the sk_msg router (route.bpf.c): open, load, attach, pin; sockets in and out; counters. */
+/* Loader of the sk_msg router (route.bpf.c): load, attach, pin; sockets in and out; counters. */
 #include "ebpf_route.h"
 
 #include <ctype.h>
@@ -123,7 +123,7 @@ static int bpffs_ensure(void)
 	return 0;
 }
 
-/* Unlink every file in the directory @name under @root_fd, then the directory. Returns 0 or -errno. */
+/* Unlink the files in directory @name under @root_fd, then the directory. Returns 0 or -errno. */
 static int remove_pin_dir(int root_fd, const char *name)
 {
 	struct dirent *e;
@@ -295,7 +295,7 @@ int ebpf_route_open(const char *instance, struct ebpf_route **out, char *why, si
 	r->fds[PIN_STATS] = bpf_map__fd(r->skel->maps.fn_stats);
 	r->fds[PIN_GLOBAL] = bpf_map__fd(r->skel->maps.route_global);
 
-	/* Before any socket joins: a socket gets the sendmsg hook only if a verdict program is there. */
+	/* Before any socket joins: only a socket joining after this gets the sendmsg hook. */
 	err = bpf_prog_attach(r->fds[PIN_PROG], r->fds[PIN_SOCKS], BPF_SK_MSG_VERDICT, 0);
 	if (err) {
 		set_why(why, why_len, "attaching the sk_msg router to its sockhash failed: %s",
@@ -428,7 +428,11 @@ void ebpf_route_close(struct ebpf_route *r)
 {
 	if (!r)
 		return;
-	/* Sockets still in the map fall back to plain TCP once the program is gone. */
+	/*
+	 * Sockets still in the map keep the program until the map is freed
+	 * (route__destroy drops the last reference once the pins are gone);
+	 * then they leave it and fall back to plain TCP.
+	 */
 	bpf_prog_detach2(r->fds[PIN_PROG], r->fds[PIN_SOCKS], BPF_SK_MSG_VERDICT);
 	munmap(r->global, r->global_len);
 	munmap(r->stats, r->stats_len);
@@ -473,7 +477,8 @@ int ebpf_tcp_pair(int fds[2])
 			err = -errno;
 			goto err_close_client;
 		}
-		if (peer.sin_port == local.sin_port && peer.sin_addr.s_addr == local.sin_addr.s_addr)
+		if (peer.sin_port == local.sin_port &&
+		    peer.sin_addr.s_addr == local.sin_addr.s_addr)
 			break;
 		close(afd);
 		afd = -1;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Loader of the sk_msg descriptor router: load, attach, pin, add and remove sockets, read counters. */
+/* Loader of the sk_msg descriptor router: load, attach, pin, add/remove sockets, read counters. */
 #ifndef EBPF_ROUTE_H
 #define EBPF_ROUTE_H
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Maps the router's per-function counters into a process with the bpf(2) syscall only (no libbpf). */
+/* Maps the router's per-function counters into a process with bpf(2) and mmap only (no libbpf). */
 #include "ebpf_stats.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* sk_msg router: sends each 64-byte descriptor to its destination function's socket and counts it. */
+/* sk_msg router: sends each 64-byte descriptor to its destination function's socket, counting. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -8,11 +8,13 @@
 
 /*
  * How it runs. Every socket in fn_socks gets this program on its sendmsg
- * path: the gateway's sending socket and every function's socket. For each
- * EBPF_REC_SIZE record of a (possibly batched) sendmsg the kernel runs the
- * program once: bpf_msg_apply_bytes(msg, EBPF_REC_SIZE) makes the verdict
- * cover exactly one record, and the program runs again for the next one with
- * msg->data at that record's first byte.
+ * path: the gateway's sending socket and every function's socket. The kernel
+ * runs it at the first record of a (possibly batched) sendmsg;
+ * bpf_msg_apply_bytes makes the verdict cover exactly that record, or the run
+ * of records after it in the same page that go to the same function, and the
+ * program runs again with msg->data at the next record. A batch sorted by
+ * destination thus costs one run per destination, not one per record (15-30x
+ * the burst rate, docs/BENCHMARKS.md).
  *
  * Which sockets. sk_msg runs only for TCP sockets: tcp_bpf_sendmsg is the one
  * sendmsg hook that calls msg_parser programs. A Unix socket can be inserted in
@@ -23,7 +25,8 @@
  * the Unix peer and no counter moves. Hence loopback TCP pairs.
  *
  * Joining. The runtime creates both ends of each function's TCP pair, inserts
- * the function's end itself (ebpf_route_add) and hands that end to the child:
+ * the function's end itself (ebpf_route_add), hands that end to the child and
+ * reads its own end (records to dst 0, and bounced ones):
  * no sockops program, since only the runtime knows which socket belongs to
  * which function id, and a socket leaves the map by itself when its last fd
  * closes (the kernel unlinks it in sock_map_close).
@@ -32,7 +35,8 @@
  * tcp_bpf_send_verdict upstream) a drop verdict stays in psock->eval: the
  * program is not run again for that socket and every later sendmsg on it
  * fails with EACCES; and the records after the dropped one in the same
- * sendmsg are freed while sendmsg counts them as sent. So a record that
+ * sendmsg are freed, while the count sendmsg returns leaves out only the
+ * dropped one, so the sender cannot tell what was lost. So a record that
  * cannot be delivered (dst not in fn_socks: the function has exited; or a
  * reserved key) is bounced to the socket's TCP peer, which is the runtime's
  * end of the pair, and the runtime frees its slot. The sender sees a full
@@ -58,7 +62,7 @@
 /* Most records one program run redirects together (a run to one function within one page). */
 #define EBPF_RUN_MAX 64
 
-/* Function id -> the function's end of its loopback TCP pair; the gateway's socket is at EBPF_KEY_GATEWAY. */
+/* Function id -> the function's end of its loopback TCP pair; the gateway's at EBPF_KEY_GATEWAY. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, EBPF_MAX_FNS + 1); /* every live function, plus the gateway */
@@ -66,7 +70,7 @@ struct {
 	__type(value, __u32);
 } fn_socks SEC(".maps");
 
-/* Per-function counters at fn_id & EBPF_FN_MASK; mmapped by the runtime (reads) and functions (`taken`). */
+/* Per-function counters at fn_id & EBPF_FN_MASK; mmapped by the runtime and the functions. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -75,7 +79,7 @@ struct {
 	__type(value, struct ebpf_fn_stats);
 } fn_stats SEC(".maps");
 
-/* Each socket's own key in fn_socks (its function id, or EBPF_KEY_GATEWAY); dies with the socket. */
+/* Each socket's own key in fn_socks (function id or EBPF_KEY_GATEWAY); dies with the socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

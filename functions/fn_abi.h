@@ -15,7 +15,16 @@
  * are struct shm_desc (enum shm_desc_kind), the others are control records.
  */
 #define FN_ABI_VERSION 1
-#define FN_CHANNEL_FD 3
+#define FN_CHANNEL_FD 3 /* control: configs (with the arena fd), exit; descriptors in shm+unix */
+#define FN_DATA_FD 4    /* shm+bpf and tcp: the function's TCP socket (descriptors, payloads) */
+#define FN_STATS_FD 5   /* shm+bpf: the BPF fn_stats map, mmapped to count taken descriptors */
+
+/* How descriptors (and, in tcp, the bytes) reach a function; values are part of the ABI. */
+enum fn_dataplane {
+	FN_DP_SHM_UNIX = 1, /* descriptors over the Unix control channel, routed by the runtime */
+	FN_DP_SHM_BPF = 2,  /* descriptors over TCP sockets in a sockmap, routed by sk_msg */
+	FN_DP_TCP = 3,      /* baseline: descriptor + payload bytes copied over loopback TCP */
+};
 
 enum fn_msg_kind {
 	FN_MSG_CONFIG = 16, /* struct fn_config: start aggregating (first one carries the arena fd) */
@@ -51,7 +60,8 @@ struct fn_config {
 	uint64_t n_elem;       /* elements in the flat model */
 	uint64_t acc_off;      /* arena offset of the accumulator slot */
 	uint64_t acc_data_off; /* arena offset of the accumulator's first element */
-	uint64_t reserved;     /* zero */
+	uint32_t dataplane;    /* enum fn_dataplane */
+	uint32_t reserved;     /* zero */
 };
 _Static_assert(sizeof(struct fn_config) == SHM_DESC_SIZE, "fn_config is a channel record");
 _Static_assert(offsetof(struct fn_config, n_elem) == 32, "fn_config is ABI");

@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: MIT
-/* tributary-fn: one aggregation function, spawned by the node runtime, folding what its channel brings. */
+/* tributary-fn: one aggregation function, spawned by the node runtime, folding what its channels bring. */
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include "ebpf_abi.h"
+#include "ebpf_stats.h"
 #include "fn_abi.h"
 #include "fn_algo.h"
 #include "shm_arena.h"
@@ -19,7 +24,11 @@
  * A function's whole life: receive a config (with the arena fd), fold the
  * expected inputs, hand the output on, exit. Inputs are folded in a fixed
  * order (updates in the order the gateway accepted them, partials in child
- * order) so that the same updates always give the same bits.
+ * order) so that the same updates give the same bits in every data plane.
+ *
+ * Where descriptors come from depends on the data plane: the control channel
+ * (shm+unix), or the function's TCP socket, where sk_msg delivers them
+ * (shm+bpf) or where they arrive followed by the update's bytes (tcp).
  */
 struct fn_state {
 	struct shm_arena *arena;
@@ -30,12 +39,19 @@ struct fn_state {
 	const struct fn_algo_ops *ops;
 	void *algo_state;
 	float *acc;
+	float *acc_heap;   /* tcp: the accumulator lives in private memory */
 	uint32_t folded;   /* inputs folded so far */
 	double total_w;    /* sum of the inputs' weights */
 	uint32_t total_n;  /* client updates inside the output */
 	/* top: partials that came before their turn, by child index */
 	struct shm_desc *pending;
 	bool *has_pending;
+	float **pending_payload; /* tcp: their bytes */
+	/* the TCP socket's byte stream: whole records are cut from it */
+	uint8_t sbuf[64 * SHM_DESC_SIZE] __attribute__((aligned(64)));
+	size_t slen;
+	struct ebpf_fn_stats *stats; /* shm+bpf: the mmapped counters */
+	size_t stats_len;
 	char logname[32];
 };
 
@@ -44,7 +60,7 @@ static bool range_ok(const struct fn_state *st, uint64_t off, uint64_t len)
 	return off <= st->arena_size && len <= st->arena_size - off;
 }
 
-/* Resolve and bounds-check a descriptor's segments; 0 or -EINVAL. */
+/* Resolve and bounds-check a descriptor's segments in the arena; 0 or -EINVAL. */
 static int input_from_desc(const struct fn_state *st, const struct shm_desc *d,
 			   struct fn_input *in)
 {
@@ -71,12 +87,26 @@ static int input_from_desc(const struct fn_state *st, const struct shm_desc *d,
 	return 0;
 }
 
-static int fold_desc(struct fn_state *st, const struct shm_desc *d)
+/* Fold one input: from the arena (@payload NULL), or from private bytes (tcp). */
+static int fold_desc(struct fn_state *st, const struct shm_desc *d, const float *payload)
 {
+	struct shm_seg flat;
 	struct fn_input in;
-	int err;
+	int err = 0;
 
-	err = input_from_desc(st, d, &in);
+	if (payload) {
+		memset(&flat, 0, sizeof(flat));
+		flat.n_elem = st->cfg.n_elem;
+		flat.dtype = SHM_DTYPE_F32;
+		flat.scale = 1.0f;
+		in.kind = d->kind;
+		in.base = (const uint8_t *)payload;
+		in.segs = &flat;
+		in.nsegs = 1;
+		in.weight = d->weight;
+	} else {
+		err = input_from_desc(st, d, &in);
+	}
 	if (!err)
 		err = st->ops->fold(st->algo_state, st->acc, &in);
 	if (err) {
@@ -88,6 +118,8 @@ static int fold_desc(struct fn_state *st, const struct shm_desc *d)
 	st->folded++;
 	st->total_w += d->weight;
 	st->total_n += d->count;
+	if (payload)
+		return 0;
 	/* The bytes are in the accumulator now: the slot can take the next update. */
 	err = shm_slot_free(st->arena, d->slot_off);
 	if (err)
@@ -96,10 +128,40 @@ static int fold_desc(struct fn_state *st, const struct shm_desc *d)
 	return 0;
 }
 
+static int send_all(int fd, const struct iovec *iov_in, int n)
+{
+	struct iovec iov[2];
+	struct msghdr mh;
+
+	memcpy(iov, iov_in, sizeof(*iov) * (size_t)n);
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = (size_t)n;
+	while (mh.msg_iovlen) {
+		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		while (mh.msg_iovlen && (size_t)w >= mh.msg_iov->iov_len) {
+			w -= (ssize_t)mh.msg_iov->iov_len;
+			mh.msg_iov++;
+			mh.msg_iovlen--;
+		}
+		if (mh.msg_iovlen) {
+			mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
+			mh.msg_iov->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
 /* Hand the accumulator on: a partial to the parent, or the model to the runtime. */
 static int hand_off(struct fn_state *st)
 {
-	struct shm_seg *seg = (struct shm_seg *)(void *)(st->base + st->cfg.acc_off);
+	bool tcp = st->cfg.dataplane == FN_DP_TCP;
 	struct shm_desc d;
 	int err;
 
@@ -111,13 +173,6 @@ static int hand_off(struct fn_state *st)
 			return err;
 		}
 	}
-	memset(seg, 0, sizeof(*seg));
-	seg->src_off = st->cfg.acc_data_off;
-	seg->dst_elem = 0;
-	seg->n_elem = st->cfg.n_elem;
-	seg->dtype = SHM_DTYPE_F32;
-	seg->scale = 1.0f;
-
 	memset(&d, 0, sizeof(d));
 	d.version = SHM_ABI_VERSION;
 	d.kind = st->cfg.role == FN_ROLE_TOP ? SHM_DESC_RESULT : SHM_DESC_PARTIAL;
@@ -126,11 +181,30 @@ static int hand_off(struct fn_state *st)
 	d.job = st->cfg.job;
 	d.round = st->cfg.round;
 	d.nsegs = 1;
-	d.slot_off = st->cfg.acc_off;
-	d.segs_off = st->cfg.acc_off;
 	d.weight = st->total_w;
 	d.count = st->total_n;
-	err = shm_chan_send(FN_CHANNEL_FD, &d, 1, -1);
+	if (!tcp) {
+		struct shm_seg *seg = (struct shm_seg *)(void *)(st->base + st->cfg.acc_off);
+
+		memset(seg, 0, sizeof(*seg));
+		seg->src_off = st->cfg.acc_data_off;
+		seg->n_elem = st->cfg.n_elem;
+		seg->dtype = SHM_DTYPE_F32;
+		seg->scale = 1.0f;
+		d.slot_off = st->cfg.acc_off;
+		d.segs_off = st->cfg.acc_off;
+	}
+	if (st->cfg.dataplane == FN_DP_SHM_UNIX) {
+		err = shm_chan_send(FN_CHANNEL_FD, &d, 1, -1);
+	} else {
+		/* shm+bpf: sk_msg redirects a partial straight into the parent's socket. */
+		struct iovec iov[2] = {
+			{ .iov_base = &d, .iov_len = sizeof(d) },
+			{ .iov_base = st->acc, .iov_len = st->cfg.n_elem * sizeof(float) },
+		};
+
+		err = send_all(FN_DATA_FD, iov, tcp ? 2 : 1);
+	}
 	if (err)
 		trib_error("job %u round %u: handing off to %u: %s", st->cfg.job, st->cfg.round,
 			   st->cfg.parent, strerror(-err));
@@ -143,10 +217,12 @@ static int hand_off(struct fn_state *st)
 /* Takes ownership of @arena_fd. */
 static int configure(struct fn_state *st, const struct fn_config *cfg, int arena_fd)
 {
+	bool tcp = cfg->dataplane == FN_DP_TCP;
 	int err;
 
 	if (cfg->version != FN_ABI_VERSION || cfg->expected == 0 ||
-	    (cfg->role != FN_ROLE_LEAF && cfg->role != FN_ROLE_TOP) || st->configured) {
+	    (cfg->role != FN_ROLE_LEAF && cfg->role != FN_ROLE_TOP) || st->configured ||
+	    cfg->dataplane < FN_DP_SHM_UNIX || cfg->dataplane > FN_DP_TCP) {
 		if (arena_fd >= 0)
 			close(arena_fd);
 		return -EINVAL;
@@ -162,8 +238,8 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	} else if (arena_fd >= 0) {
 		close(arena_fd);
 	}
-	if (!range_ok(st, cfg->acc_data_off, cfg->n_elem * 4) || cfg->acc_data_off % 64 ||
-	    cfg->acc_data_off < cfg->acc_off + sizeof(struct shm_seg))
+	if (!tcp && (!range_ok(st, cfg->acc_data_off, cfg->n_elem * 4) || cfg->acc_data_off % 64 ||
+		     cfg->acc_data_off < cfg->acc_off + sizeof(struct shm_seg)))
 		return -EINVAL;
 	st->ops = fn_algo_find(cfg->algorithm);
 	if (!st->ops)
@@ -171,8 +247,21 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	st->cfg = *cfg;
 	snprintf(st->logname, sizeof(st->logname), "fn %u", cfg->fn_id);
 	trib_log_init(st->logname);
-	st->acc = (float *)(void *)(st->base + cfg->acc_data_off);
-	memset(st->acc, 0, cfg->n_elem * sizeof(float));
+	if (tcp) {
+		st->acc_heap = trib_calloc(cfg->n_elem ? cfg->n_elem : 1, sizeof(float));
+		if (!st->acc_heap)
+			return -ENOMEM;
+		st->acc = st->acc_heap;
+	} else {
+		st->acc = (float *)(void *)(st->base + cfg->acc_data_off);
+		memset(st->acc, 0, cfg->n_elem * sizeof(float));
+	}
+	if (cfg->dataplane == FN_DP_SHM_BPF) {
+		err = ebpf_stats_map(FN_STATS_FD, &st->stats, &st->stats_len);
+		if (err)
+			trib_warn("mapping the BPF counters: %s; queue depth will not be reported",
+				  strerror(-err));
+	}
 	if (st->ops->state_size) {
 		st->algo_state = trib_calloc(1, st->ops->state_size);
 		if (!st->algo_state)
@@ -184,7 +273,8 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	if (cfg->role == FN_ROLE_TOP) {
 		st->pending = trib_calloc(cfg->expected, sizeof(*st->pending));
 		st->has_pending = trib_calloc(cfg->expected, sizeof(*st->has_pending));
-		if (!st->pending || !st->has_pending)
+		st->pending_payload = trib_calloc(cfg->expected, sizeof(*st->pending_payload));
+		if (!st->pending || !st->has_pending || !st->pending_payload)
 			return -ENOMEM;
 	}
 	st->configured = true;
@@ -194,17 +284,22 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	return 0;
 }
 
-/* Returns 1 when the function's work is done, 0 to go on, -errno on error. */
-static int on_desc(struct fn_state *st, const struct shm_desc *d)
+/*
+ * Handle one descriptor; @payload (tcp only) is its bytes, owned by the
+ * caller unless *kept is set (a partial held until its turn).
+ * Returns 1 when the function's work is done, 0 to go on, -errno on error.
+ */
+static int on_desc(struct fn_state *st, const struct shm_desc *d, float *payload, bool *kept)
 {
 	int err;
 
+	*kept = false;
 	if (!st->configured || d->version != SHM_ABI_VERSION)
 		return -EPROTO;
 	if (st->cfg.role == FN_ROLE_LEAF) {
 		if (d->kind != SHM_DESC_UPDATE)
 			return -EPROTO;
-		err = fold_desc(st, d);
+		err = fold_desc(st, d, payload);
 	} else {
 		uint32_t child;
 
@@ -216,10 +311,17 @@ static int on_desc(struct fn_state *st, const struct shm_desc *d)
 			return -EPROTO;
 		st->pending[child] = *d;
 		st->has_pending[child] = true;
+		st->pending_payload[child] = payload;
+		*kept = payload != NULL;
 		err = 0;
 		/* Fold in child order, whatever order the partials arrive in. */
-		while (!err && st->folded < st->cfg.expected && st->has_pending[st->folded])
-			err = fold_desc(st, &st->pending[st->folded]);
+		while (!err && st->folded < st->cfg.expected && st->has_pending[st->folded]) {
+			uint32_t c = st->folded;
+
+			err = fold_desc(st, &st->pending[c], st->pending_payload[c]);
+			trib_free(st->pending_payload[c]);
+			st->pending_payload[c] = NULL;
+		}
 	}
 	if (err)
 		return err;
@@ -230,78 +332,172 @@ static int on_desc(struct fn_state *st, const struct shm_desc *d)
 	return 0;
 }
 
+/* tcp: read the @len payload bytes that follow a descriptor; some may already be in sbuf. */
+static int read_payload(struct fn_state *st, size_t *pos, float **out)
+{
+	size_t len = st->cfg.n_elem * sizeof(float);
+	uint8_t *p = trib_malloc(len ? len : 1);
+	size_t have = st->slen - *pos;
+
+	if (!p)
+		return -ENOMEM;
+	if (have > len)
+		have = len;
+	memcpy(p, st->sbuf + *pos, have);
+	*pos += have;
+	while (have < len) {
+		ssize_t r = recv(FN_DATA_FD, p + have, len - have, MSG_WAITALL);
+
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			trib_free(p);
+			return r == 0 ? -ECONNRESET : -errno;
+		}
+		have += (size_t)r;
+	}
+	*out = (float *)(void *)p;
+	return 0;
+}
+
+/* Records off the TCP socket: returns 1 when done, 0 to go on, -errno. */
+static int on_data(struct fn_state *st)
+{
+	ssize_t r = recv(FN_DATA_FD, st->sbuf + st->slen, sizeof(st->sbuf) - st->slen, 0);
+	size_t pos = 0;
+	uint64_t taken = 0;
+	int ret = 0;
+
+	if (r < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+	if (r == 0)
+		return -ECONNRESET;
+	st->slen += (size_t)r;
+	while (st->slen - pos >= SHM_DESC_SIZE) {
+		struct shm_desc d;
+		float *payload = NULL;
+		bool kept = false;
+
+		memcpy(&d, st->sbuf + pos, sizeof(d));
+		pos += SHM_DESC_SIZE;
+		taken++;
+		if (st->cfg.dataplane == FN_DP_TCP) {
+			ret = read_payload(st, &pos, &payload);
+			if (ret)
+				break;
+		}
+		ret = on_desc(st, &d, payload, &kept);
+		if (!kept)
+			trib_free(payload);
+		if (ret)
+			break;
+	}
+	memmove(st->sbuf, st->sbuf + pos, st->slen - pos);
+	st->slen -= pos;
+	if (st->stats && taken)
+		__atomic_fetch_add(&st->stats[st->cfg.fn_id & EBPF_FN_MASK].taken, taken,
+				   __ATOMIC_RELAXED);
+	return ret;
+}
+
+/* Records off the control channel: returns 1 when done, 0 to go on, -errno. */
+static int on_control(struct fn_state *st)
+{
+	static uint8_t recs[SHM_CHAN_BATCH * SHM_DESC_SIZE] __attribute__((aligned(64)));
+	size_t n;
+	int fd = -1;
+	int err = shm_chan_recv(FN_CHANNEL_FD, recs, SHM_CHAN_BATCH, &n, &fd);
+
+	if (err)
+		return err == -EINTR ? 0 : err;
+	for (size_t i = 0; i < n && !err; i++) {
+		const uint8_t *r = recs + i * SHM_DESC_SIZE;
+		uint16_t kind;
+
+		memcpy(&kind, r + 2, sizeof(kind));
+		if (kind == FN_MSG_CONFIG) {
+			struct fn_config cfg;
+
+			memcpy(&cfg, r, sizeof(cfg));
+			err = configure(st, &cfg, fd);
+			fd = -1;
+		} else if (kind == FN_MSG_EXIT) {
+			err = 1;
+		} else if (st->configured && st->cfg.dataplane == FN_DP_SHM_UNIX) {
+			struct shm_desc d;
+			bool kept;
+
+			memcpy(&d, r, sizeof(d));
+			err = on_desc(st, &d, NULL, &kept);
+		} else {
+			err = -EPROTO;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	return err;
+}
+
 static void state_fini(struct fn_state *st)
 {
 	if (st->ops && st->ops->fini)
 		st->ops->fini(st->algo_state);
 	trib_free(st->algo_state);
+	if (st->pending_payload)
+		for (uint32_t i = 0; i < st->cfg.expected; i++)
+			trib_free(st->pending_payload[i]);
+	trib_free(st->pending_payload);
 	trib_free(st->pending);
 	trib_free(st->has_pending);
+	trib_free(st->acc_heap);
+	ebpf_stats_unmap(st->stats, st->stats_len);
 	shm_arena_destroy(st->arena);
 }
 
 int main(int argc, char **argv)
 {
-	static uint8_t recs[SHM_CHAN_BATCH * SHM_DESC_SIZE] __attribute__((aligned(64)));
-	struct fn_state st;
+	static struct fn_state st;
 	int rc = 1;
 
 	(void)argc;
 	(void)argv;
-	memset(&st, 0, sizeof(st));
 	trib_log_init("fn");
 	/* The runtime owns our lifetime; a closed channel, not a signal, is the normal end. */
 	signal(SIGPIPE, SIG_IGN);
 	for (;;) {
-		size_t n;
-		int fd = -1;
-		int err = shm_chan_recv(FN_CHANNEL_FD, recs, SHM_CHAN_BATCH, &n, &fd);
+		struct pollfd p[2] = {
+			{ .fd = FN_CHANNEL_FD, .events = POLLIN },
+			{ .fd = FN_DATA_FD, .events = POLLIN },
+		};
+		/* The data socket is read only once configured (the config comes first). */
+		bool data = st.configured && st.cfg.dataplane != FN_DP_SHM_UNIX;
+		int err = 0;
 
-		if (err == -EINTR)
-			continue;
+		if (poll(p, data ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			trib_error("poll: %s", strerror(errno));
+			break;
+		}
+		if (p[0].revents)
+			err = on_control(&st);
+		if (!err && data && p[1].revents)
+			err = on_data(&st);
+		if (err == 1) {
+			rc = 0;
+			break;
+		}
 		if (err == -ECONNRESET) {
 			/* The runtime went away or retired us before the work was done. */
 			rc = st.configured && st.folded < st.cfg.expected ? 1 : 0;
-			goto out;
+			break;
 		}
 		if (err) {
-			trib_error("channel: %s", strerror(-err));
-			goto out;
+			trib_error("job %u round %u: giving up: %s", st.cfg.job, st.cfg.round,
+				   strerror(-err));
+			break;
 		}
-		for (size_t i = 0; i < n; i++) {
-			const uint8_t *r = recs + i * SHM_DESC_SIZE;
-			uint16_t kind;
-
-			memcpy(&kind, r + 2, sizeof(kind));
-			if (kind == FN_MSG_CONFIG) {
-				struct fn_config cfg;
-
-				memcpy(&cfg, r, sizeof(cfg));
-				err = configure(&st, &cfg, fd);
-				fd = -1;
-			} else if (kind == FN_MSG_EXIT) {
-				rc = 0;
-				goto out;
-			} else {
-				struct shm_desc d;
-
-				memcpy(&d, r, sizeof(d));
-				err = on_desc(&st, &d);
-				if (err == 1) {
-					rc = 0;
-					goto out;
-				}
-			}
-			if (err) {
-				trib_error("job %u round %u: giving up: %s", st.cfg.job,
-					   st.cfg.round, strerror(-err));
-				goto out;
-			}
-		}
-		if (fd >= 0)
-			close(fd);
 	}
-out:
 	state_fini(&st);
 	return rc;
 }

@@ -25,6 +25,7 @@ static void usage(FILE *f)
 		"\n"
 		"tributary up [--listen HOST:PORT] [--data-dir DIR] [--admin-token-file FILE]\n"
 		"             [--arena-mb N] [--no-huge] [--port-file FILE]\n"
+		"             [--dataplane shm+bpf|shm+unix|tcp]\n"
 		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
 		"                         port 0 picks a free one, see --port-file)\n"
 		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
@@ -33,6 +34,8 @@ static void usage(FILE *f)
 		"  --arena-mb N           size of the shared update arena in MiB (default 1024)\n"
 		"  --no-huge              do not use 2 MiB huge pages for the arena\n"
 		"  --port-file FILE       write the bound port to FILE once listening\n"
+		"  --dataplane MODE       shm+bpf (default where eBPF loads; else shm+unix, logged),\n"
+		"                         shm+unix, or tcp (a copying baseline to measure against)\n"
 		"\n"
 		"tributary simulate --job NAME --clients N --rounds R [--params P] [--url URL] ...\n"
 		"  (tributary simulate --help for all its options)\n");
@@ -78,6 +81,7 @@ static int cmd_up(int argc, char **argv)
 		{ "arena-mb", required_argument, NULL, 'm' },
 		{ "no-huge", no_argument, NULL, 'H' },
 		{ "port-file", required_argument, NULL, 'p' },
+		{ "dataplane", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -120,6 +124,14 @@ static int cmd_up(int argc, char **argv)
 			break;
 		case 'p':
 			o.port_file = optarg;
+			break;
+		case 'D':
+			o.dataplane = rt_dataplane_from_name(optarg);
+			if (!o.dataplane) {
+				fprintf(stderr, "tributary up: --dataplane wants shm+bpf, shm+unix or "
+					"tcp, got '%s'\n", optarg);
+				return 2;
+			}
 			break;
 		case 'h':
 			usage(stdout);

@@ -293,17 +293,67 @@ static int send_all(int fd, struct iovec *iov, int cnt)
 	return 0;
 }
 
+/* Ready @c to read a new response into @resp (borrowed until the request returns). */
+static void resp_reset(struct rt_client *c, struct rt_http_resp *resp)
+{
+	memset(resp, 0, sizeof(*resp));
+	resp->retry_after = -1;
+	resp->round = -1;
+	resp->body = "";
+	c->resp = resp;
+	c->headers_done = false;
+	c->done = false;
+	c->eof = false;
+	c->expect = UINT64_MAX;
+	c->hfield_len = 0;
+	c->hvalue_len = 0;
+	c->in_value = false;
+	c->body_len = 0;
+	http_parser_init(&c->parser, HTTP_RESPONSE);
+	c->parser.data = c;
+}
+
+/*
+ * Feed @n received bytes at @data (n = 0: the peer closed) to the parser.
+ * Skips interim (1xx) answers. Returns 0 or -EPROTO.
+ */
+static int client_feed(struct rt_client *c, const char *data, size_t n)
+{
+	enum http_errno e;
+	size_t np;
+
+	for (;;) {
+		np = http_parser_execute(&c->parser, &c->settings, data, n);
+		e = HTTP_PARSER_ERRNO(&c->parser);
+		if (e == HPE_OK)
+			return 0;
+		if (e != HPE_PAUSED)
+			return -EPROTO;
+		if (c->resp->status >= 200) {
+			/* Bytes after the response: no pipelining here, so never reuse this one. */
+			if (np < n)
+				c->eof = true;
+			return 0;
+		}
+		/* An interim answer (100 Continue): the real one follows, maybe in these bytes. */
+		resp_reset(c, c->resp);
+		data += np;
+		n -= np;
+		if (n == 0)
+			return 0;
+	}
+}
+
 /*
  * Read and parse until the response is complete. *got_any tells whether any
  * byte arrived (a keep-alive connection closed before that is safe to retry).
  */
 static int client_read(struct rt_client *c, bool *got_any)
 {
-	enum http_errno e;
-	ssize_t n;
-	size_t np;
 	char *dst;
 	size_t room;
+	ssize_t n;
+	int err;
 
 	while (!c->done) {
 		/* Body of known length: receive straight into the body buffer. */
@@ -322,15 +372,9 @@ static int client_read(struct rt_client *c, bool *got_any)
 		}
 		if (n > 0)
 			*got_any = true;
-		np = http_parser_execute(&c->parser, &c->settings, dst, (size_t)n);
-		e = HTTP_PARSER_ERRNO(&c->parser);
-		if (e == HPE_PAUSED) {
-			if (np + 1 < (size_t)n)
-				c->eof = true; /* trailing garbage: do not reuse the connection */
-			break;
-		}
-		if (e != HPE_OK)
-			return -EPROTO;
+		err = client_feed(c, dst, (size_t)n);
+		if (err)
+			return err;
 		if (n == 0) {
 			if (!c->done)
 				return *got_any ? -EPROTO : -ECONNRESET;
@@ -366,25 +410,6 @@ static int build_head(struct rt_client *c, const struct rt_http_req *req, size_t
 	memcpy(c->head + n, "\r\n", 3);
 	*head_len = (size_t)n + 2;
 	return 0;
-}
-
-static void resp_reset(struct rt_client *c, struct rt_http_resp *resp)
-{
-	memset(resp, 0, sizeof(*resp));
-	resp->retry_after = -1;
-	resp->round = -1;
-	resp->body = "";
-	c->resp = resp;
-	c->headers_done = false;
-	c->done = false;
-	c->eof = false;
-	c->expect = UINT64_MAX;
-	c->hfield_len = 0;
-	c->hvalue_len = 0;
-	c->in_value = false;
-	c->body_len = 0;
-	http_parser_init(&c->parser, HTTP_RESPONSE);
-	c->parser.data = c;
 }
 
 int rt_client_do(struct rt_client *c, const struct rt_http_req *req, struct rt_http_resp *resp)

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
 #include "shm_chan.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -23,6 +25,9 @@ extern char **environ;
 struct rt_fnset {
 	const char *fn_path;
 	int arena_fd;
+	uint32_t dataplane;       /* enum fn_dataplane */
+	struct ebpf_route *route; /* shm+bpf: the router (borrowed) */
+	int gw_sock;              /* shm+bpf: the gateway's socket in the router's map */
 	uint32_t next_id;
 	/* open addressing by id; a slot is NULL or a live function */
 	struct rt_fn **tab;
@@ -30,7 +35,13 @@ struct rt_fnset {
 	uint32_t count;
 };
 
-int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd)
+uint32_t rt_fnset_dataplane(const struct rt_fnset *set)
+{
+	return set->dataplane;
+}
+
+int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd, uint32_t dataplane,
+		  struct ebpf_route *route, int gw_sock)
 {
 	struct rt_fnset *set = trib_calloc(1, sizeof(*set));
 
@@ -44,6 +55,9 @@ int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd)
 	}
 	set->fn_path = fn_path;
 	set->arena_fd = arena_fd;
+	set->dataplane = dataplane;
+	set->route = route;
+	set->gw_sock = gw_sock;
 	set->next_id = 1;
 	*out = set;
 	return 0;
@@ -140,17 +154,29 @@ static void fn_free(struct rt_fn *fn)
 {
 	if (fn->sock >= 0)
 		close(fn->sock);
+	if (fn->data >= 0)
+		close(fn->data);
 	trib_free(fn->queue);
 	trib_free(fn);
 }
 
+/*
+ * How the function's TCP socket joins the router: the runtime makes both
+ * ends (a loopback pair), inserts the function's end into the SOCKHASH under
+ * the function's id, then hands that end to the function. Doing it from user
+ * space, rather than with a sockops program, ties the map entry to the id we
+ * chose before the process exists, needs no cgroup attachment, and leaves no
+ * window in which the socket exists but is not routable. The kernel drops the
+ * entry by itself when the socket closes (the function exits).
+ */
 int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owner,
 		   struct rt_fn **out)
 {
 	posix_spawn_file_actions_t fa;
 	char *argv[] = { (char *)"tributary-fn", NULL };
+	struct fn_config c = *cfg;
 	struct rt_fn *fn;
-	int sv[2];
+	int sv[2], tp[2] = { -1, -1 };
 	int err;
 
 	if (rt_fnset_find(set, cfg->fn_id))
@@ -163,19 +189,40 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owne
 	fn = trib_calloc(1, sizeof(*fn));
 	if (!fn)
 		return -ENOMEM;
+	c.dataplane = set->dataplane;
 	fn->id = cfg->fn_id;
-	fn->cfg = *cfg;
+	fn->cfg = c;
 	fn->owner = owner;
+	fn->set = set;
 	fn->sock = -1;
+	fn->data = -1;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
 		err = -errno;
 		goto err_free;
 	}
+	if (set->dataplane != FN_DP_SHM_UNIX) {
+		err = ebpf_tcp_pair(tp);
+		if (err)
+			goto err_close_pair;
+		if (set->dataplane == FN_DP_SHM_BPF) {
+			err = ebpf_route_add(set->route, fn->id, tp[1]);
+			if (err) {
+				trib_error("fn %u: adding its socket to the router: %s", fn->id,
+					   strerror(-err));
+				goto err_close_tcp;
+			}
+		}
+	}
 	err = -posix_spawn_file_actions_init(&fa);
 	if (err)
-		goto err_close_pair;
-	/* dup2 onto the well-known fd clears CLOEXEC there; everything else stays closed. */
+		goto err_close_tcp;
+	/* dup2 onto the well-known fds clears CLOEXEC there; everything else stays closed. */
 	err = -posix_spawn_file_actions_adddup2(&fa, sv[1], FN_CHANNEL_FD);
+	if (!err && tp[1] >= 0)
+		err = -posix_spawn_file_actions_adddup2(&fa, tp[1], FN_DATA_FD);
+	if (!err && set->dataplane == FN_DP_SHM_BPF)
+		err = -posix_spawn_file_actions_adddup2(&fa, ebpf_route_stats_fd(set->route),
+							FN_STATS_FD);
 	if (err)
 		goto err_fa;
 	fn->spawn_ns = trib_now_ns();
@@ -188,11 +235,15 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owne
 	posix_spawn_file_actions_destroy(&fa);
 	close(sv[1]);
 	fn->sock = sv[0];
-	if (fcntl(fn->sock, F_SETFL, O_NONBLOCK)) {
+	if (tp[1] >= 0)
+		close(tp[1]);
+	fn->data = tp[0];
+	if (fcntl(fn->sock, F_SETFL, O_NONBLOCK) ||
+	    (fn->data >= 0 && fcntl(fn->data, F_SETFL, O_NONBLOCK))) {
 		err = -errno;
 		goto err_kill;
 	}
-	err = shm_chan_send(fn->sock, cfg, 1, set->arena_fd);
+	err = shm_chan_send(fn->sock, &c, 1, set->arena_fd);
 	if (err)
 		goto err_kill;
 	tab_put(set, fn);
@@ -207,6 +258,11 @@ err_kill:
 	return err;
 err_fa:
 	posix_spawn_file_actions_destroy(&fa);
+err_close_tcp:
+	if (tp[0] >= 0) {
+		close(tp[0]);
+		close(tp[1]);
+	}
 err_close_pair:
 	close(sv[0]);
 	close(sv[1]);
@@ -220,22 +276,60 @@ bool rt_fn_has_queue(const struct rt_fn *fn)
 	return fn->qlen > 0;
 }
 
+/* Send @n records; returns how many went (>= 1), -EAGAIN (none went), or -errno. */
+static int fn_send_recs(struct rt_fn *fn, const struct shm_desc *d, uint32_t n)
+{
+	struct rt_fnset *set = fn->set;
+	int err;
+
+	if (set->dataplane == FN_DP_SHM_BPF) {
+		/*
+		 * The gateway's socket is a stream: it may take part of a batch.
+		 * sk_msg decides per 64-byte record, so a record must never be
+		 * left half sent: finish the one we started (< 64 bytes).
+		 */
+		ssize_t w = send(set->gw_sock, d, n * SHM_DESC_SIZE, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		if (w % SHM_DESC_SIZE) {
+			size_t rest = SHM_DESC_SIZE - (size_t)w % SHM_DESC_SIZE;
+			const uint8_t *p = (const uint8_t *)d + w;
+
+			while (rest) {
+				ssize_t r = send(set->gw_sock, p, rest, MSG_NOSIGNAL);
+
+				if (r < 0 && errno != EINTR && errno != EAGAIN)
+					return -errno;
+				if (r > 0) {
+					p += r;
+					rest -= (size_t)r;
+					w += r;
+				}
+			}
+		}
+		return (int)(w / SHM_DESC_SIZE);
+	}
+	err = shm_chan_send(fn->sock, d, n, -1);
+	return err ? err : (int)n;
+}
+
 int rt_fn_flush(struct rt_fn *fn)
 {
 	while (fn->qlen) {
 		uint32_t n = fn->qlen;
-		int err;
+		int sent;
 
 		/* The queue is a ring; send the contiguous run from its head. */
 		if (n > fn->qcap - fn->qhead)
 			n = fn->qcap - fn->qhead;
 		if (n > SHM_CHAN_BATCH)
 			n = SHM_CHAN_BATCH;
-		err = shm_chan_send(fn->sock, &fn->queue[fn->qhead], n, -1);
-		if (err)
-			return err;
-		fn->qhead = (fn->qhead + n) % fn->qcap;
-		fn->qlen -= n;
+		sent = fn_send_recs(fn, &fn->queue[fn->qhead], n);
+		if (sent < 0)
+			return sent;
+		fn->qhead = (fn->qhead + (uint32_t)sent) % fn->qcap;
+		fn->qlen -= (uint32_t)sent;
 	}
 	fn->qhead = 0;
 	return 0;
@@ -243,14 +337,18 @@ int rt_fn_flush(struct rt_fn *fn)
 
 int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d)
 {
-	int err;
-
 	if (fn->sock < 0)
 		return -EPIPE;
 	if (!fn->qlen) {
-		err = shm_chan_send(fn->sock, d, 1, -1);
-		if (err != -EAGAIN)
-			return err == -ECONNRESET ? -EPIPE : err;
+		int sent = fn_send_recs(fn, d, 1);
+
+		if (sent == 1) {
+			fn->msgs_in++;
+			fn->bytes_in += SHM_DESC_SIZE;
+			return 0;
+		}
+		if (sent != -EAGAIN)
+			return sent == -ECONNRESET ? -EPIPE : sent;
 	}
 	if (fn->qlen == fn->qcap) {
 		uint32_t ncap = fn->qcap ? fn->qcap * 2 : 64;
@@ -267,6 +365,59 @@ int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d)
 	}
 	fn->queue[(fn->qhead + fn->qlen) % fn->qcap] = *d;
 	fn->qlen++;
+	fn->msgs_in++;
+	fn->bytes_in += SHM_DESC_SIZE;
+	return 0;
+}
+
+int rt_fn_send_payload(struct rt_fn *fn, const struct shm_desc *d, const struct iovec *iov_in,
+		       int iovcnt)
+{
+	struct iovec iov[1 + 64];
+	struct msghdr mh;
+	size_t total = SHM_DESC_SIZE;
+	int fl;
+
+	if (fn->data < 0)
+		return -EPIPE;
+	if (iovcnt > 64)
+		return -E2BIG;
+	iov[0].iov_base = (void *)d;
+	iov[0].iov_len = SHM_DESC_SIZE;
+	for (int i = 0; i < iovcnt; i++) {
+		iov[1 + i] = iov_in[i];
+		total += iov_in[i].iov_len;
+	}
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = (size_t)iovcnt + 1;
+	/* The baseline copies through the kernel and waits for the peer: blocking, on purpose. */
+	fl = fcntl(fn->data, F_GETFL);
+	fcntl(fn->data, F_SETFL, fl & ~O_NONBLOCK);
+	while (mh.msg_iovlen) {
+		ssize_t w = sendmsg(fn->data, &mh, MSG_NOSIGNAL);
+
+		if (w < 0) {
+			int err = -errno;
+
+			if (err == -EINTR)
+				continue;
+			fcntl(fn->data, F_SETFL, fl);
+			return err;
+		}
+		while (mh.msg_iovlen && (size_t)w >= mh.msg_iov->iov_len) {
+			w -= (ssize_t)mh.msg_iov->iov_len;
+			mh.msg_iov++;
+			mh.msg_iovlen--;
+		}
+		if (mh.msg_iovlen) {
+			mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
+			mh.msg_iov->iov_len -= (size_t)w;
+		}
+	}
+	fcntl(fn->data, F_SETFL, fl);
+	fn->msgs_in++;
+	fn->bytes_in += total;
 	return 0;
 }
 

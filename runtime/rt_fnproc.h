@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "fn_abi.h"
 #include "shm_abi.h"
@@ -17,9 +18,11 @@
 struct rt_fn {
 	uint32_t id;          /* routing key, > 0 */
 	pid_t pid;            /* 0 once reaped */
-	int sock;             /* runtime's end of the channel, -1 once closed */
+	int sock;             /* runtime's end of the control channel, -1 once closed */
+	int data;             /* shm+bpf, tcp: runtime's end of the function's TCP socket, else -1 */
 	struct fn_config cfg; /* what it was asked to do */
 	void *owner;          /* the round it works for (runtime-private) */
+	struct rt_fnset *set; /* the set that owns it */
 	uint64_t spawn_ns;    /* when it was spawned (CLOCK_MONOTONIC) */
 	bool handed_off;      /* its output arrived */
 	bool exited;          /* reaped */
@@ -30,18 +33,27 @@ struct rt_fn {
 	uint32_t qhead, qlen, qcap;
 	/* the event loop's read buffer and state for this channel */
 	uint8_t rbuf[16 * SHM_DESC_SIZE] __attribute__((aligned(64)));
+	size_t rlen;          /* bytes in rbuf (a stream may stop inside a record) */
 	bool reading;
 	bool polling_out;
+	/* traffic into the function, counted here where BPF does not count it */
+	uint64_t msgs_in;
+	uint64_t bytes_in;
 };
 
 struct rt_fnset;
+struct ebpf_route;
 
 /*
  * @fn_path is the tributary-fn binary (borrowed, must outlive the set);
  * @arena_fd is passed to each function with its first config (borrowed).
+ * @dataplane is an enum fn_dataplane; for FN_DP_SHM_BPF, @route is the loaded
+ * router (borrowed) and @gw_sock the gateway's socket in its map (borrowed).
  * Returns 0 or -ENOMEM.
  */
-int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd);
+int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd, uint32_t dataplane,
+		  struct ebpf_route *route, int gw_sock);
+uint32_t rt_fnset_dataplane(const struct rt_fnset *set);
 /* Kills and reaps every function still running, then frees the set. Accepts NULL. */
 void rt_fnset_destroy(struct rt_fnset *set);
 
@@ -59,11 +71,18 @@ struct rt_fn *rt_fnset_find(struct rt_fnset *set, uint32_t id);
 uint32_t rt_fnset_reserve_ids(struct rt_fnset *set, uint32_t n);
 
 /*
- * Queue @d for @fn and try to send now. Returns 0 (sent or queued: the
- * event loop flushes the queue when the socket drains), or -EPIPE when the
- * function's channel is closed, -ENOMEM.
+ * Queue @d for @fn and try to send now: over its control channel (shm+unix)
+ * or through the gateway's socket, where sk_msg redirects it (shm+bpf).
+ * Returns 0 (sent or queued: the event loop flushes the queue when the
+ * socket drains), or -EPIPE when the function's channel is closed, -ENOMEM.
  */
 int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d);
+/*
+ * tcp: send @d followed by @len payload bytes from @iov (blocking: this is
+ * the copying baseline). Returns 0 or -errno.
+ */
+int rt_fn_send_payload(struct rt_fn *fn, const struct shm_desc *d, const struct iovec *iov,
+		       int iovcnt);
 /* Send what is queued; 0 when empty, -EAGAIN when the socket is full again, -errno. */
 int rt_fn_flush(struct rt_fn *fn);
 bool rt_fn_has_queue(const struct rt_fn *fn);

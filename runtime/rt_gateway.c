@@ -34,6 +34,7 @@ enum op_tag {
 	OP_TICK = 4,
 	OP_FN_RECV = 5,
 	OP_FN_POLLOUT = 6,
+	OP_FN_POLLIN = 7,
 };
 
 enum conn_state {
@@ -103,6 +104,15 @@ static void arm_tick(struct rt_gw *gw)
 
 /* --- function channels --- */
 
+static void arm_fn_pollin(struct rt_gw *gw, struct rt_fn *fn)
+{
+	struct io_uring_sqe *sqe = get_sqe(gw);
+
+	io_uring_prep_poll_add(sqe, fn->data, POLLIN);
+	io_uring_sqe_set_data64(sqe, ((uint64_t)fn->id << 3) | OP_FN_POLLIN);
+	fn->reading = true;
+}
+
 static void arm_fn_recv(struct rt_gw *gw, struct rt_fn *fn)
 {
 	struct io_uring_sqe *sqe = get_sqe(gw);
@@ -116,7 +126,10 @@ static void arm_fn_pollout(struct rt_gw *gw, struct rt_fn *fn)
 {
 	struct io_uring_sqe *sqe = get_sqe(gw);
 
-	io_uring_prep_poll_add(sqe, fn->sock, POLLOUT);
+	/* In shm+bpf descriptors leave by the gateway's socket, whatever their destination. */
+	io_uring_prep_poll_add(sqe, gw->node->dataplane == FN_DP_SHM_BPF ? gw->node->gw_pair[0] :
+									fn->sock,
+			       POLLOUT);
 	io_uring_sqe_set_data64(sqe, ((uint64_t)fn->id << 3) | OP_FN_POLLOUT);
 	fn->polling_out = true;
 }
@@ -125,7 +138,12 @@ void rt_gw_watch_fn(struct rt_node *n, struct rt_fn *fn)
 {
 	struct rt_gw *gw = n->gw;
 
-	if (gw && !fn->reading && fn->sock >= 0)
+	if (!gw || fn->reading)
+		return;
+	/* Records come on the control channel in shm+unix, on the TCP socket otherwise. */
+	if (fn->data >= 0)
+		arm_fn_pollin(gw, fn);
+	else if (fn->sock >= 0)
 		arm_fn_recv(gw, fn);
 }
 
@@ -146,12 +164,121 @@ static void on_fn_recv(struct rt_gw *gw, uint32_t id, int res)
 	if (res % SHM_DESC_SIZE) {
 		trib_error("fn %u: a message of %d bytes is not whole descriptors; dropped", id, res);
 	} else {
-		rt_node_on_fn_records(gw->node, fn, (const struct shm_desc *)(void *)fn->rbuf,
-				      (size_t)res / SHM_DESC_SIZE);
+		for (int off = 0; off < res; off += SHM_DESC_SIZE) {
+			struct shm_desc d;
+
+			memcpy(&d, fn->rbuf + off, sizeof(d));
+			rt_node_on_fn_record(gw->node, fn, &d, NULL);
+		}
 	}
 	fn = rt_fnset_find(gw->node->fns, id);
 	if (fn && fn->sock >= 0)
 		arm_fn_recv(gw, fn);
+}
+
+/* tcp: the payload that follows a record; blocking, the function is sending it now. */
+static int read_payload(struct rt_fn *fn, float **out)
+{
+	size_t len = fn->cfg.n_elem * sizeof(float);
+	uint8_t *p = trib_malloc(len ? len : 1);
+	size_t have = fn->rlen < len ? fn->rlen : len;
+
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, fn->rbuf, have);
+	memmove(fn->rbuf, fn->rbuf + have, fn->rlen - have);
+	fn->rlen -= have;
+	while (have < len) {
+		struct pollfd pf = { .fd = fn->data, .events = POLLIN };
+		ssize_t r = recv(fn->data, p + have, len - have, 0);
+
+		if (r > 0) {
+			have += (size_t)r;
+			continue;
+		}
+		if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+			trib_free(p);
+			return r == 0 ? -ECONNRESET : -errno;
+		}
+		poll(&pf, 1, 1000);
+	}
+	*out = (float *)(void *)p;
+	return 0;
+}
+
+/*
+ * shm+bpf and tcp: the function's TCP socket is readable. It is a byte
+ * stream: whole 64-byte records are cut from it, and in tcp each record is
+ * followed by its payload.
+ */
+static void on_fn_pollin(struct rt_gw *gw, uint32_t id)
+{
+	struct rt_node *n = gw->node;
+	struct rt_fn *fn = rt_fnset_find(n->fns, id);
+
+	if (!fn)
+		return;
+	fn->reading = false;
+	for (;;) {
+		ssize_t r = recv(fn->data, fn->rbuf + fn->rlen, sizeof(fn->rbuf) - fn->rlen,
+				 MSG_DONTWAIT);
+
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+			rt_node_on_fn_eof(n, fn);
+			return;
+		}
+		if (r < 0)
+			break;
+		fn->rlen += (size_t)r;
+		while (fn->rlen >= SHM_DESC_SIZE) {
+			struct shm_desc d;
+			float *payload = NULL;
+
+			memcpy(&d, fn->rbuf, sizeof(d));
+			memmove(fn->rbuf, fn->rbuf + SHM_DESC_SIZE, fn->rlen - SHM_DESC_SIZE);
+			fn->rlen -= SHM_DESC_SIZE;
+			if (n->dataplane == FN_DP_TCP) {
+				int err = read_payload(fn, &payload);
+
+				if (err) {
+					trib_error("fn %u: reading its output: %s", id, strerror(-err));
+					rt_node_on_fn_eof(n, fn);
+					return;
+				}
+			}
+			rt_node_on_fn_record(n, fn, &d, payload);
+			fn = rt_fnset_find(n->fns, id);
+			if (!fn)
+				return;
+		}
+	}
+	arm_fn_pollin(gw, fn);
+}
+
+/* shm+bpf: records sk_msg could not route (destination not in the map) come back here. */
+static void drain_bounced(struct rt_gw *gw)
+{
+	struct rt_node *n = gw->node;
+	uint8_t buf[64 * SHM_DESC_SIZE];
+	static uint8_t part[SHM_DESC_SIZE];
+	static size_t plen;
+	ssize_t r;
+
+	if (n->gw_pair[1] < 0)
+		return;
+	while ((r = recv(n->gw_pair[1], buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+		for (ssize_t i = 0; i < r; i++) {
+			part[plen++] = buf[i];
+			if (plen == SHM_DESC_SIZE) {
+				struct shm_desc d;
+
+				memcpy(&d, part, sizeof(d));
+				plen = 0;
+				trib_error("job %u round %u: descriptor for fn %u bounced: not in the "
+					   "router's map", d.job, d.round, d.dst);
+			}
+		}
+	}
 }
 
 static void flush_fn(struct rt_fn *fn, void *arg)
@@ -619,6 +746,7 @@ static void on_tick(struct rt_gw *gw)
 		}
 	}
 	rt_fnset_foreach(gw->node->fns, flush_fn, gw);
+	drain_bounced(gw);
 }
 
 static int listen_on(struct rt_node *n, int *out)
@@ -742,6 +870,9 @@ int rt_gw_run(struct rt_node *n)
 				break;
 			case OP_FN_POLLOUT:
 				on_fn_pollout(gw, (uint32_t)(ud >> 3));
+				break;
+			case OP_FN_POLLIN:
+				on_fn_pollin(gw, (uint32_t)(ud >> 3));
 				break;
 			default:
 				break;

@@ -3,6 +3,7 @@
 #include "rt_node.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -14,12 +15,41 @@
 #include <unistd.h>
 
 #include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
 #include "rt_gw.h"
 #include "rt_store.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
+
+/* --- data planes --- */
+
+const char *rt_dataplane_name(uint32_t dp)
+{
+	switch (dp) {
+	case FN_DP_SHM_BPF:
+		return "shm+bpf";
+	case FN_DP_SHM_UNIX:
+		return "shm+unix";
+	case FN_DP_TCP:
+		return "tcp";
+	default:
+		return "?";
+	}
+}
+
+uint32_t rt_dataplane_from_name(const char *name)
+{
+	if (!strcmp(name, "shm+bpf"))
+		return FN_DP_SHM_BPF;
+	if (!strcmp(name, "shm+unix"))
+		return FN_DP_SHM_UNIX;
+	if (!strcmp(name, "tcp"))
+		return FN_DP_TCP;
+	return 0;
+}
 
 /* --- blobs --- */
 
@@ -63,6 +93,7 @@ static void job_free(struct rt_job *j)
 		struct rt_round *r = j->inflight;
 
 		j->inflight = r->next;
+		trib_free(r->result_payload);
 		trib_free(r);
 	}
 	rt_blob_release(j->model);
@@ -517,9 +548,26 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	d.weight = weight;
 	d.count = 1;
 	d.seq = s;
-	err = rt_fn_send(leaf, &d);
-	if (err)
-		return err;
+	if (n->dataplane == FN_DP_TCP) {
+		/* The baseline: the update's bytes are copied to the leaf, the slot freed now. */
+		const struct shm_seg *segs = shm_arena_ptr(n->arena, segs_off);
+		struct iovec iov[64];
+
+		if (nsegs > 64)
+			return -E2BIG;
+		for (uint32_t i = 0; i < nsegs; i++) {
+			iov[i].iov_base = shm_arena_ptr(n->arena, segs[i].src_off);
+			iov[i].iov_len = segs[i].n_elem * sizeof(float);
+		}
+		err = rt_fn_send_payload(leaf, &d, iov, (int)nsegs);
+		if (err)
+			return err;
+		shm_slot_free(n->arena, slot_off);
+	} else {
+		err = rt_fn_send(leaf, &d);
+		if (err)
+			return err;
+	}
 	r->received++;
 	j->accepted_total++;
 	n->m.accepted++;
@@ -551,9 +599,15 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 	while (j->inflight && j->inflight->has_result && j->inflight->round == j->completed) {
 		struct rt_round *r = j->inflight;
 		const struct shm_desc *d = &r->result;
-		const struct shm_seg *seg = shm_arena_ptr(n->arena, d->segs_off);
-		struct rt_blob *b = model_blob(j, shm_arena_ptr(n->arena, seg->src_off),
-					       r->round + 1);
+		const float *model = r->result_payload;
+		struct rt_blob *b;
+
+		if (!model) {
+			const struct shm_seg *seg = shm_arena_ptr(n->arena, d->segs_off);
+
+			model = shm_arena_ptr(n->arena, seg->src_off);
+		}
+		b = model_blob(j, model, r->round + 1);
 		struct ctl_round rec;
 		double secs;
 		int err;
@@ -573,7 +627,8 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		if (err)
 			trib_error("job %s round %u: recording the round: %s", j->name, r->round,
 				   strerror(-err));
-		shm_slot_free(n->arena, d->slot_off);
+		if (!r->result_payload)
+			shm_slot_free(n->arena, d->slot_off);
 		secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
 		memset(&rec, 0, sizeof(rec));
 		rec.job_id = j->db_id;
@@ -592,6 +647,7 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		trib_info("job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u",
 			  j->name, r->round, d->count, d->weight, secs, j->completed);
 		j->inflight = r->next;
+		trib_free(r->result_payload);
 		trib_free(r);
 		rt_gw_model_ready(n, j);
 	}
@@ -612,41 +668,89 @@ static struct rt_round *round_find(struct rt_node *n, uint32_t job_id, uint32_t 
 	return NULL;
 }
 
-void rt_node_on_fn_records(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *recs,
-			   size_t count)
+void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *d,
+			  float *payload)
 {
-	for (size_t i = 0; i < count; i++) {
-		const struct shm_desc *d = &recs[i];
-
-		if (d->version != SHM_ABI_VERSION || d->src != fn->id) {
-			trib_error("fn %u: bad descriptor (version %u, src %u)", fn->id, d->version,
-				   d->src);
-			continue;
-		}
-		fn->handed_off = true;
-		if (d->dst != SHM_DST_RUNTIME) {
-			/* shm+unix: the runtime is the router between functions. */
-			struct rt_fn *to = rt_fnset_find(n->fns, d->dst);
-			int err = to ? rt_fn_send(to, d) : -ENOENT;
-
-			if (err)
-				trib_error("fn %u -> fn %u: %s", fn->id, d->dst, strerror(-err));
-			continue;
-		}
-		if (d->kind == SHM_DESC_RESULT) {
-			struct rt_job *j = NULL;
-			struct rt_round *r = round_find(n, d->job, d->round, &j);
-
-			if (!r || r->has_result) {
-				trib_error("fn %u: result for unknown job %u round %u", fn->id, d->job,
-					   d->round);
-				continue;
-			}
-			r->result = *d;
-			r->has_result = true;
-			job_complete_rounds(n, j);
-		}
+	if (d->version != SHM_ABI_VERSION || d->src != fn->id) {
+		trib_error("fn %u: bad descriptor (version %u, src %u)", fn->id, d->version, d->src);
+		trib_free(payload);
+		return;
 	}
+	fn->handed_off = true;
+	if (d->dst != SHM_DST_RUNTIME) {
+		/*
+		 * shm+unix and tcp: the runtime is the router between functions.
+		 * shm+bpf: sk_msg sends a record here only when its destination
+		 * was not in the map; route it by hand.
+		 */
+		struct rt_fn *to = rt_fnset_find(n->fns, d->dst);
+		int err = -ENOENT;
+
+		if (to && payload) {
+			struct iovec iov = { payload, fn->cfg.n_elem * sizeof(float) };
+
+			err = rt_fn_send_payload(to, d, &iov, 1);
+		} else if (to) {
+			err = rt_fn_send(to, d);
+		}
+		if (err)
+			trib_error("fn %u -> fn %u: %s", fn->id, d->dst, strerror(-err));
+		trib_free(payload);
+		return;
+	}
+	if (d->kind == SHM_DESC_RESULT) {
+		struct rt_job *j = NULL;
+		struct rt_round *r = round_find(n, d->job, d->round, &j);
+
+		if (!r || r->has_result) {
+			trib_error("fn %u: result for unknown job %u round %u", fn->id, d->job,
+				   d->round);
+			trib_free(payload);
+			return;
+		}
+		r->result = *d;
+		r->result_payload = payload;
+		r->has_result = true;
+		job_complete_rounds(n, j);
+		return;
+	}
+	trib_error("fn %u: unexpected descriptor kind %u for the runtime", fn->id, d->kind);
+	trib_free(payload);
+}
+
+void rt_node_fn_counters(struct rt_node *n, const struct rt_fn *fn, uint64_t *msgs,
+			 uint64_t *bytes, int64_t *depth)
+{
+	if (n->route) {
+		const volatile struct ebpf_fn_stats *e = &ebpf_route_stats(n->route)[fn->id &
+										    EBPF_FN_MASK];
+
+		if (e->fn_id == fn->id) {
+			*msgs = e->msgs_in;
+			*bytes = e->bytes_in;
+			*depth = (int64_t)(e->msgs_in - e->taken);
+			return;
+		}
+		*msgs = *bytes = 0;
+		*depth = 0;
+		return;
+	}
+	*msgs = fn->msgs_in;
+	*bytes = fn->bytes_in;
+	*depth = -1; /* not observable without BPF */
+}
+
+static void fn_remember(struct rt_node *n, const struct rt_fn *fn)
+{
+	struct rt_fn_record *h = &n->hist[n->nhist++ % RT_FN_HISTORY];
+	int64_t depth;
+
+	h->id = fn->id;
+	h->job = fn->cfg.job;
+	h->round = fn->cfg.round;
+	h->role = fn->cfg.role;
+	rt_node_fn_counters(n, fn, &h->msgs_in, &h->bytes_in, &depth);
+	h->taken = depth >= 0 ? h->msgs_in - (uint64_t)depth : h->msgs_in;
 }
 
 /*
@@ -657,14 +761,21 @@ void rt_node_on_fn_records(struct rt_node *n, struct rt_fn *fn, const struct shm
 static void fn_judge(struct rt_node *n, struct rt_fn *fn)
 {
 	int st = fn->wait_status;
-	struct rt_round *r = fn->owner;
+	struct rt_job *j = NULL;
+	struct rt_round *r;
 
-	if (fn->handed_off && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+	/*
+	 * A function exits 0 only once its output is sent (in shm+bpf a
+	 * leaf's partial goes straight to its parent: the runtime never sees it).
+	 */
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return;
 	if (n->stopping)
 		return;
 	n->m.fn_failed++;
-	if (r)
+	/* Look the round up: it may be finished and gone (fn->owner would dangle). */
+	r = round_find(n, fn->cfg.job, fn->cfg.round, &j);
+	if (r && !r->has_result)
 		r->failed = true;
 	trib_error("fn %u (%s of job %u round %u) %s %d before handing off; the round cannot "
 		   "complete",
@@ -680,6 +791,7 @@ static bool on_reaped(struct rt_fn *fn, void *arg)
 	if (!fn->eof && fn->sock >= 0 && !n->stopping)
 		return false; /* judged when its channel's end is read */
 	fn_judge(n, fn);
+	fn_remember(n, fn);
 	return true;
 }
 
@@ -688,6 +800,7 @@ void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn)
 	fn->eof = true;
 	if (fn->exited) {
 		fn_judge(n, fn);
+		fn_remember(n, fn);
 		rt_fnset_remove(n->fns, fn);
 	}
 }
@@ -763,6 +876,60 @@ static int find_fn_path(char *out, size_t cap)
 	return access(out, X_OK) ? -errno : 0;
 }
 
+static void dataplane_teardown(struct rt_node *n);
+
+/*
+ * shm+bpf where the programs load; otherwise shm+unix, said once and loudly.
+ * The first lines of the log name the data plane in use.
+ */
+static int dataplane_setup(struct rt_node *n)
+{
+	uint32_t want = n->opts.dataplane ? n->opts.dataplane : FN_DP_SHM_BPF;
+	char why[256] = "";
+	char inst[32];
+	int err;
+
+	n->gw_pair[0] = n->gw_pair[1] = -1;
+	n->dataplane = want;
+	if (want != FN_DP_SHM_BPF) {
+		trib_info("data plane: %s (requested)", rt_dataplane_name(want));
+		return 0;
+	}
+	snprintf(inst, sizeof(inst), "%d", (int)getpid());
+	err = ebpf_route_open(inst, &n->route, why, sizeof(why));
+	if (!err) {
+		err = ebpf_tcp_pair(n->gw_pair);
+		if (!err)
+			err = ebpf_route_add(n->route, EBPF_KEY_GATEWAY, n->gw_pair[0]);
+		if (err)
+			snprintf(why, sizeof(why), "the gateway's socket: %s", strerror(-err));
+	}
+	if (err) {
+		dataplane_teardown(n);
+		n->dataplane = FN_DP_SHM_UNIX;
+		trib_warn("data plane: shm+bpf is not available here (%s); FALLING BACK to shm+unix "
+			  "(descriptors over Unix sockets, routed by the runtime)",
+			  why[0] ? why : strerror(-err));
+		return 0;
+	}
+	fcntl(n->gw_pair[0], F_SETFL, O_NONBLOCK);
+	fcntl(n->gw_pair[1], F_SETFL, O_NONBLOCK);
+	trib_info("data plane: shm+bpf (sk_msg routes descriptors between sockets; pinned under "
+		  "%s/%s)", EBPF_PIN_ROOT, inst);
+	return 0;
+}
+
+static void dataplane_teardown(struct rt_node *n)
+{
+	if (n->gw_pair[0] >= 0) {
+		close(n->gw_pair[0]);
+		close(n->gw_pair[1]);
+	}
+	n->gw_pair[0] = n->gw_pair[1] = -1;
+	ebpf_route_close(n->route);
+	n->route = NULL;
+}
+
 int rt_up_run(const struct rt_node_opts *opts)
 {
 	struct rt_node *n;
@@ -808,10 +975,13 @@ int rt_up_run(const struct rt_node_opts *opts)
 	}
 	trib_info("arena: %zu MiB on %s pages", shm_arena_size(n->arena) >> 20,
 		  shm_arena_is_huge(n->arena) ? "2 MiB huge" : "normal 4 KiB");
-	trib_info("data plane: shm+unix (descriptors over Unix sockets)");
-	err = rt_fnset_init(&n->fns, n->opts.fn_path, shm_arena_fd(n->arena));
+	err = dataplane_setup(n);
 	if (err)
 		goto err_destroy_arena;
+	err = rt_fnset_init(&n->fns, n->opts.fn_path, shm_arena_fd(n->arena), n->dataplane,
+			    n->route, n->gw_pair[0]);
+	if (err)
+		goto err_dataplane;
 	err = jobs_load(n);
 	if (err) {
 		trib_error("loading jobs: %s", strerror(-err));
@@ -831,6 +1001,8 @@ err_destroy_fns:
 		n->jobs = j->next;
 		job_free(j);
 	}
+err_dataplane:
+	dataplane_teardown(n);
 err_destroy_arena:
 	shm_arena_destroy(n->arena);
 err_close_store:

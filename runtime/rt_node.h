@@ -24,7 +24,13 @@ struct rt_node_opts {
 	const char *port_file;        /* if set, the bound port is written there once listening */
 	uint64_t arena_bytes;         /* default 1 GiB */
 	bool no_huge;                 /* never use 2 MiB pages */
+	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
 };
+
+/* "shm+unix" etc. for an enum fn_dataplane. */
+const char *rt_dataplane_name(uint32_t dp);
+/* 0 if unknown. */
+uint32_t rt_dataplane_from_name(const char *name);
 
 /* An immutable, reference-counted byte string: a model file being served. */
 struct rt_blob {
@@ -52,6 +58,7 @@ struct rt_round {
 	bool failed;           /* a function died before handing off */
 	bool has_result;       /* the top's output came */
 	struct shm_desc result;
+	float *result_payload; /* tcp: the model's bytes (owned), else NULL */
 	struct rt_round *next; /* the job's rounds in flight, oldest first */
 };
 
@@ -108,8 +115,28 @@ struct rt_metrics {
 	double round_sum_s;
 };
 
+/* Final counters of a function that has exited, kept for /metrics and status. */
+struct rt_fn_record {
+	uint32_t id;
+	uint32_t job;
+	uint32_t round;
+	uint16_t role;
+	uint64_t msgs_in;
+	uint64_t bytes_in;
+	uint64_t taken;
+};
+
+#define RT_FN_HISTORY 64
+
+struct ebpf_route;
+
 struct rt_node {
 	struct rt_node_opts opts;
+	uint32_t dataplane;        /* the one in use */
+	struct ebpf_route *route;  /* shm+bpf: the loaded router */
+	int gw_pair[2];            /* shm+bpf: the gateway's socket (in the map) and its peer */
+	struct rt_fn_record hist[RT_FN_HISTORY]; /* ring of the last exited functions */
+	uint32_t nhist;
 	char admin_token[80];
 	struct shm_arena *arena;
 	struct rt_fnset *fns;
@@ -148,9 +175,15 @@ int rt_job_accept(struct rt_node *n, struct rt_job *job, uint32_t round, uint64_
 int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data);
 /* The model file of version @v, held for the caller (rt_blob_release), or NULL (errno set). */
 struct rt_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
-/* Handle records a function sent to the runtime (routing, results). */
-void rt_node_on_fn_records(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *recs,
-			   size_t count);
+/*
+ * Handle one record a function sent to the runtime (routing, results).
+ * @payload (tcp only) is the record's bytes, owned by the callee.
+ */
+void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *d,
+			  float *payload);
+/* A function's counters: from BPF in shm+bpf, else as the runtime counted them. */
+void rt_node_fn_counters(struct rt_node *n, const struct rt_fn *fn, uint64_t *msgs,
+			 uint64_t *bytes, int64_t *depth);
 /* A function's channel reached end of stream (all its records were handled). */
 void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn);
 /* Reap children and account for them. */

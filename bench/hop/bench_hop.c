@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Benchmark: one descriptor hop, gateway thread to function thread, sk_msg vs Unix vs loopback TCP. */
+/* Benchmark: one descriptor hop, gateway thread to function thread: sk_msg vs Unix vs TCP. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -113,7 +113,7 @@ static int chan_open(struct chan *c, enum path p)
 	c->rx = fds[1];
 	if (p == PATH_TCP)
 		return 0;
-	/* As the runtime does it: gateway and function each hold one end of its own pair in the map. */
+	/* As the runtime does it: gateway and function each have one end of a pair in the map. */
 	c->extra[0] = fds[1];
 	err = ebpf_tcp_pair(fds);
 	if (err)
@@ -201,7 +201,7 @@ static void *fn_thread(void *arg)
 		for (have = 0; have < o->burst && !r->err;) {
 			ssize_t n;
 
-			/* A stream gives whatever has queued; SEQPACKET one message of whole records. */
+			/* A stream gives what has queued; SEQPACKET one message of records. */
 			n = recv(r->c->rx, buf, bufsz, 0);
 			if (n > 0) {
 				carry += (size_t)n;
@@ -403,10 +403,11 @@ int main(int argc, char **argv)
 		router = NULL;
 
 	printf("Descriptor hop: %d-byte descriptors, gateway thread -> function thread\n", REC);
-	printf("latency: %d one-way samples (send to recv return, CLOCK_MONOTONIC), one in flight\n",
+	printf("latency: %d one-way samples (send to recv return, CLOCK_MONOTONIC), one in "
+	       "flight\n",
 	       o.iters);
-	printf("burst:   %d descriptors, %d per send (one SEQPACKET message), reader takes what has\n"
-	       "         queued; median rate of %d bursts\n",
+	printf("burst:   %d descriptors, %d per send (one SEQPACKET message), reader takes what "
+	       "has\n         queued; median rate of %d bursts\n",
 	       o.burst, o.batch, BURST_REPS);
 	if (!router)
 		printf("sk_msg:  skipped: %s\n", router_why);

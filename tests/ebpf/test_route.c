@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Tests of the sk_msg router: the routing decision alone, then the loaded program on real sockets. */
+/* Tests of the sk_msg router: the routing decision alone, then the loaded program on sockets. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +22,7 @@
 #include "ebpf_route.h"
 #include "ebpf_stats.h"
 #include "shm_abi.h"
+#include "trib_alloc.h"
 #include "trib_time.h"
 
 /* The router cuts and reads exactly what shm_abi.h defines. */
@@ -337,6 +338,35 @@ static void remove_pin_dir(const char *name)
 	rmdir(path);
 }
 
+Test(ebpf_route, open_unwinds_when_the_name_is_taken)
+{
+	char inst[64], taken[64], why[256], dir[128];
+	struct ebpf_route *r1 = open_or_skip(inst, sizeof(inst)), *r2 = NULL;
+	struct stat st;
+
+	/* A live router under the same name: the second open must fail and leave it alone. */
+	snprintf(taken, sizeof(taken), "%s", inst);
+	cr_expect_eq(ebpf_route_open(taken, &r2, why, sizeof(why)), -EEXIST);
+	cr_expect_null(r2);
+	cr_expect(strstr(why, taken) != NULL, "why names the directory: %s", why);
+	snprintf(dir, sizeof(dir), "%s/%s/fn_socks", EBPF_PIN_ROOT, taken);
+	cr_expect_eq(stat(dir, &st), 0, "the first router's pins are still there");
+	ebpf_route_close(r1);
+}
+
+Test(ebpf_route, open_unwinds_without_memory)
+{
+	struct ebpf_route *r = NULL;
+	char inst[64], why[256];
+
+	instance_name(inst, sizeof(inst));
+	trib_alloc_fail_after(0);
+	cr_expect_eq(ebpf_route_open(inst, &r, why, sizeof(why)), -ENOMEM);
+	trib_alloc_fail_after(-1);
+	cr_expect_null(r);
+	cr_expect(!pin_dir_exists(inst));
+}
+
 Test(ebpf_route, stale_pins_of_a_dead_pid_go_at_open)
 {
 	char inst[64], dead[32], dead2[48], live[64], other[64];
@@ -444,7 +474,8 @@ Test(ebpf_route, batched_sendmsg_routes_each_record)
 	}
 	cr_assert_eq(sendmsg(gw.fd[0], &mh, 0), (ssize_t)sizeof(d));
 	for (i = 0; i < 3; i++) {
-		cr_assert_eq(recv_exact(f[i].fd[0], &got, sizeof(got)), sizeof(got), "fn %u", ids[i]);
+		cr_assert_eq(recv_exact(f[i].fd[0], &got, sizeof(got)), sizeof(got), "fn %u",
+			     ids[i]);
 		cr_expect_eq(memcmp(&got, &d[i], sizeof(got)), 0, "fn %u got its record", ids[i]);
 		cr_expect(nothing_queued(f[i].fd[0]), "fn %u got only its record", ids[i]);
 		cr_expect_eq(stats[ids[i]].msgs_in, 1);

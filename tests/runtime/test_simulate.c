@@ -476,11 +476,12 @@ Test(runtime_client, keep_alive_reuses_one_connection)
 	fake_free(&s);
 }
 
+/* Also: an interim 100 Continue before the answer is skipped. */
 Test(runtime_client, reconnects_after_connection_close)
 {
 	static const char *const script[] = {
 		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\na",
-		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
 	};
 	struct rt_http_req req = { .method = "GET", .target = "/" };
 	struct rt_http_resp resp;
