@@ -275,7 +275,7 @@ static int set_wal(struct ctl_store *st)
  */
 static int migrate(struct ctl_store *st)
 {
-	int64_t ver;
+	int64_t ver = 0;
 	char sql[48];
 	int err;
 

@@ -8,6 +8,8 @@
 #include <strings.h>
 
 #include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
 #include "fn_fold.h"
 #include "rt_gw.h"
 #include "rt_node.h"
@@ -642,6 +644,130 @@ static void handle_model_put(struct rt_conn *c, struct rt_job *j)
 	rt_conn_read_body(c, c->body_heap, c->req.content_length, on_model_put_body);
 }
 
+/* --- functions: live ones and the last exited --- */
+
+static const char *job_name_of(struct rt_node *n, uint32_t id)
+{
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		if (j->id == id)
+			return j->name;
+	return "?";
+}
+
+struct fn_row {
+	uint32_t id, job, round;
+	uint16_t role;
+	bool live;
+	uint64_t msgs, bytes;
+	int64_t depth;
+	double age_s; /* live: since spawn */
+	uint32_t fanin;
+};
+
+struct fn_rows {
+	struct rt_node *n;
+	struct fn_row *rows;
+	size_t len, cap;
+};
+
+static void add_row(struct fn_rows *fr, const struct fn_row *r)
+{
+	if (fr->len == fr->cap) {
+		size_t ncap = fr->cap ? fr->cap * 2 : 32;
+		struct fn_row *nr = trib_realloc(fr->rows, ncap * sizeof(*nr));
+
+		if (!nr)
+			return;
+		fr->rows = nr;
+		fr->cap = ncap;
+	}
+	fr->rows[fr->len++] = *r;
+}
+
+static void collect_live(struct rt_fn *fn, void *arg)
+{
+	struct fn_rows *fr = arg;
+	struct fn_row r = {
+		.id = fn->id,
+		.job = fn->cfg.job,
+		.round = fn->cfg.round,
+		.role = fn->cfg.role,
+		.live = !fn->exited,
+		.age_s = (double)(trib_now_ns() - fn->spawn_ns) / 1e9,
+		.fanin = fn->cfg.expected,
+	};
+
+	rt_node_fn_counters(fr->n, fn, &r.msgs, &r.bytes, &r.depth);
+	add_row(fr, &r);
+}
+
+/* Live functions first, then the last RT_FN_HISTORY exited ones, newest first. */
+static void collect_fns(struct rt_node *n, struct fn_rows *fr)
+{
+	memset(fr, 0, sizeof(*fr));
+	fr->n = n;
+	rt_fnset_foreach(n->fns, collect_live, fr);
+	for (uint32_t k = 0; k < RT_FN_HISTORY && k < n->nhist; k++) {
+		const struct rt_fn_record *h = &n->hist[(n->nhist - 1 - k) % RT_FN_HISTORY];
+		struct fn_row r = {
+			.id = h->id,
+			.job = h->job,
+			.round = h->round,
+			.role = h->role,
+			.msgs = h->msgs_in,
+			.bytes = h->bytes_in,
+			.depth = n->route ? (int64_t)(h->msgs_in - h->taken) : -1,
+		};
+
+		add_row(fr, &r);
+	}
+}
+
+static void handle_functions(struct rt_conn *c)
+{
+	struct rt_node *n = c->node;
+	json_t *arr = json_array();
+	struct fn_rows fr;
+	json_t *o;
+
+	if (!auth_admin(c)) {
+		reject(c, RT_REJ_AUTH, 401, "function status takes the admin token (Bearer)", -1,
+		       NULL);
+		json_decref(arr);
+		return;
+	}
+	collect_fns(n, &fr);
+	for (size_t i = 0; i < fr.len; i++) {
+		const struct fn_row *r = &fr.rows[i];
+		json_t *e = json_pack("{s:I, s:s, s:I, s:s, s:s, s:I, s:I}", "fn", (json_int_t)r->id,
+				      "job", job_name_of(n, r->job), "round", (json_int_t)r->round,
+				      "role", r->role == FN_ROLE_TOP ? "top" : "leaf", "state",
+				      r->live ? "running" : "exited", "messages",
+				      (json_int_t)r->msgs, "bytes", (json_int_t)r->bytes);
+
+		if (r->depth >= 0)
+			json_object_set_new(e, "queue_depth", json_integer(r->depth));
+		if (r->live) {
+			json_object_set_new(e, "fan_in", json_integer(r->fanin));
+			json_object_set_new(e, "age_s", json_real(r->age_s));
+		}
+		json_array_append_new(arr, e);
+	}
+	trib_free(fr.rows);
+	o = json_pack("{s:s, s:o}", "dataplane", rt_dataplane_name(n->dataplane), "functions", arr);
+	if (n->route) {
+		struct ebpf_global_stats g;
+
+		ebpf_route_global(n->route, &g);
+		json_object_set_new(o, "bpf", json_pack("{s:I, s:I, s:I, s:I}", "redirects",
+						       (json_int_t)g.redirects, "passes",
+						       (json_int_t)g.passes, "bounced",
+						       (json_int_t)g.bounced, "short_records",
+						       (json_int_t)g.short_recs));
+	}
+	respond_json(c, 200, o, NULL);
+}
+
 /* --- /metrics --- */
 
 static void handle_metrics(struct rt_conn *c)
@@ -656,7 +782,7 @@ static void handle_metrics(struct rt_conn *c)
 	struct rt_metrics *m = &n->m;
 	uint64_t used = 0, total = 0, cum = 0;
 	uint32_t live = 0;
-	size_t cap = 16384, len = 0;
+	size_t cap = 65536, len = 0;
 	char *buf = trib_malloc(cap);
 
 	if (!buf) {
@@ -713,6 +839,49 @@ static void handle_metrics(struct rt_conn *c)
 	    "# TYPE tributary_job_round gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)
 		OUT("tributary_job_round{job=\"%s\"} %u\n", j->name, j->round);
+	{
+		struct fn_rows fr;
+		static const char *const names[3] = { "messages_total", "bytes_total",
+						      "queue_depth" };
+		static const char *const helps[3] = {
+			"Descriptors delivered to the function (sk_msg counters in shm+bpf).",
+			"Bytes delivered to the function (descriptors; payloads too in tcp).",
+			"Descriptors delivered but not yet taken by the function (shm+bpf only).",
+		};
+
+		collect_fns(n, &fr);
+		for (int k = 0; k < 3; k++) {
+			if (k == 2 && !n->route)
+				break;
+			OUT("# HELP tributary_fn_%s %s\n# TYPE tributary_fn_%s %s\n", names[k],
+			    helps[k], names[k], k == 2 ? "gauge" : "counter");
+			for (size_t i = 0; i < fr.len && len + 512 < cap; i++) {
+				const struct fn_row *r = &fr.rows[i];
+				uint64_t v = k == 0 ? r->msgs : k == 1 ? r->bytes :
+							(uint64_t)(r->depth < 0 ? 0 : r->depth);
+
+				OUT("tributary_fn_%s{fn=\"%u\",job=\"%s\",round=\"%u\",role=\"%s\"} "
+				    "%llu\n", names[k], r->id, job_name_of(n, r->job), r->round,
+				    r->role == FN_ROLE_TOP ? "top" : "leaf", (unsigned long long)v);
+			}
+		}
+		trib_free(fr.rows);
+	}
+	if (n->route) {
+		struct ebpf_global_stats g;
+
+		ebpf_route_global(n->route, &g);
+		OUT("# HELP tributary_bpf_records_total Descriptor records seen by the sk_msg "
+		    "router, by verdict.\n# TYPE tributary_bpf_records_total counter\n"
+		    "tributary_bpf_records_total{verdict=\"redirect\"} %llu\n"
+		    "tributary_bpf_records_total{verdict=\"pass\"} %llu\n"
+		    "tributary_bpf_records_total{verdict=\"bounced\"} %llu\n",
+		    (unsigned long long)g.redirects, (unsigned long long)g.passes,
+		    (unsigned long long)g.bounced);
+	}
+	OUT("# HELP tributary_dataplane_info The data plane in use.\n"
+	    "# TYPE tributary_dataplane_info gauge\n"
+	    "tributary_dataplane_info{mode=\"%s\"} 1\n", rt_dataplane_name(n->dataplane));
 #undef OUT
 	rt_conn_respond(c, 200, "text/plain; version=0.0.4", buf, len, NULL);
 	trib_free(buf);
@@ -735,6 +904,12 @@ void rt_api_on_head(struct rt_conn *c)
 		if (m != HTTP_GET)
 			goto bad_method;
 		handle_metrics(c);
+		return;
+	}
+	if (!strcmp(path, "/v1/functions")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		handle_functions(c);
 		return;
 	}
 	if (!strcmp(path, "/v1/jobs") || !strcmp(path, "/v1/jobs/")) {

@@ -10,6 +10,7 @@
 
 #include "rt_node.h"
 #include "rt_simulate.h"
+#include "rt_status.h"
 #include "trib_log.h"
 
 static void usage(FILE *f)
@@ -20,6 +21,7 @@ static void usage(FILE *f)
 		"commands:\n"
 		"  up         controller, node runtime and HTTP gateway in one foreground process\n"
 		"  simulate   act as N clients for R rounds over HTTP and check the models\n"
+		"  status     jobs, aggregation functions and their counters on a running node\n"
 		"  version    print the version\n"
 		"  help       this text\n"
 		"\n"
@@ -158,6 +160,8 @@ int rt_cli_main(int argc, char **argv)
 		return cmd_up(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "simulate"))
 		return rt_simulate_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "status"))
+		return rt_status_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("tributary %s\n", TRIBUTARY_VERSION);
 		return 0;

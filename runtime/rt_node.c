@@ -17,6 +17,7 @@
 #include "ctl_store.h"
 #include "ebpf_abi.h"
 #include "ebpf_route.h"
+#include "ebpf_stats.h"
 #include "rt_gw.h"
 #include "rt_store.h"
 #include "shm_arena.h"
@@ -722,13 +723,12 @@ void rt_node_fn_counters(struct rt_node *n, const struct rt_fn *fn, uint64_t *ms
 			 uint64_t *bytes, int64_t *depth)
 {
 	if (n->route) {
-		const volatile struct ebpf_fn_stats *e = &ebpf_route_stats(n->route)[fn->id &
-										    EBPF_FN_MASK];
+		struct ebpf_fn_sample smp;
 
-		if (e->fn_id == fn->id) {
-			*msgs = e->msgs_in;
-			*bytes = e->bytes_in;
-			*depth = (int64_t)(e->msgs_in - e->taken);
+		if (!ebpf_stats_read(ebpf_route_stats(n->route), fn->id, &smp)) {
+			*msgs = smp.msgs_in;
+			*bytes = smp.bytes_in;
+			*depth = (int64_t)smp.depth;
 			return;
 		}
 		*msgs = *bytes = 0;
