@@ -437,9 +437,13 @@ static int round_spawn(struct rt_node *n, struct rt_round *r, uint16_t role, uin
 	uint64_t acc;
 	int err;
 
-	err = shm_slot_alloc(n->arena, acc_slot_len(j), &acc);
-	if (err)
-		return err;
+	/* In tcp the accumulators are the functions' private memory: nothing in the arena. */
+	acc = 0;
+	if (n->dataplane != FN_DP_TCP) {
+		err = shm_slot_alloc(n->arena, acc_slot_len(j), &acc);
+		if (err)
+			return err;
+	}
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.version = FN_ABI_VERSION;
 	cfg.kind = FN_MSG_CONFIG;
@@ -461,10 +465,11 @@ static int round_spawn(struct rt_node *n, struct rt_round *r, uint16_t role, uin
 		cfg.parent = r->id_base;
 		cfg.expected = j->cpr - first < r->fanin ? j->cpr - first : r->fanin;
 	}
-	cfg.acc_data_off = acc + 2048 + 64 * (cfg.fn_id % 16);
+	cfg.acc_data_off = acc ? acc + 2048 + 64 * (cfg.fn_id % 16) : 0;
 	err = rt_fnset_spawn(n->fns, &cfg, r, &fn);
 	if (err) {
-		shm_slot_free(n->arena, acc);
+		if (acc)
+			shm_slot_free(n->arena, acc);
 		return err;
 	}
 	n->m.fn_spawned++;

@@ -38,8 +38,9 @@ for k in sys.argv[1].split("."): v=v[int(k)] if isinstance(v, list) else v[k]
 print(json.dumps(v) if isinstance(v, (dict, list)) else v)' "$1"
 }
 
+# TRIBUTARY_DATAPLANE picks the data plane (default: the server's own choice).
 "$BIN" up --listen 127.0.0.1:0 --port-file "$work/port" --data-dir "$work/data" \
-	--arena-mb 64 >"$log" 2>&1 &
+	--arena-mb 64 ${TRIBUTARY_DATAPLANE:+--dataplane "$TRIBUTARY_DATAPLANE"} >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 300); do
 	[ -s "$work/port" ] && grep -q . "$work/port" && break

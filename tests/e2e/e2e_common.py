@@ -30,6 +30,10 @@ import numpy as np
 BIN = os.environ.get('TRIBUTARY_BIN', 'build/tributary')
 FN_BIN = os.environ.get('TRIBUTARY_FN_BIN', '')
 SANITIZER_MARKS = ('Sanitizer', 'runtime error')
+# TRIBUTARY_DATAPLANE=shm+unix|tcp|shm+bpf runs a scenario on that data plane (default: the
+# server's own choice, shm+bpf where eBPF loads).
+DATAPLANE = os.environ.get('TRIBUTARY_DATAPLANE', '')
+DATAPLANE_ARGS = ['--dataplane', DATAPLANE] if DATAPLANE else []
 
 
 class Failure(Exception):
@@ -50,9 +54,11 @@ def log(msg):
 class Server:
     """One `tributary up` process on 127.0.0.1 and a free port; data dir kept across restarts."""
 
-    def __init__(self, arena_mb=64, data_dir=None, extra=()):
+    def __init__(self, arena_mb=64, data_dir=None, extra=(), wrap=(), owner=None):
         self.arena_mb = arena_mb
         self.extra = list(extra)
+        self.wrap = list(wrap)    # a command the server runs under, e.g. setpriv as nobody
+        self.owner = owner        # uid that must own the data dir (with wrap)
         self.own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix='trib-e2e-')
         self.proc = None
@@ -70,10 +76,12 @@ class Server:
         if os.path.exists(port_file):
             os.unlink(port_file)
         logf = open(self.log_path, 'wb')
+        if self.owner is not None:
+            os.chown(self.data_dir, self.owner, self.owner)
         self.proc = subprocess.Popen(
-                [BIN, 'up', '--listen', '127.0.0.1:0', '--port-file', port_file,
+                self.wrap + [BIN, 'up', '--listen', '127.0.0.1:0', '--port-file', port_file,
                  '--data-dir', os.path.join(self.data_dir, 'data'),
-                 '--arena-mb', str(self.arena_mb)] + self.extra,
+                 '--arena-mb', str(self.arena_mb)] + DATAPLANE_ARGS + self.extra,
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
         deadline = time.monotonic() + timeout

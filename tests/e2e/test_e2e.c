@@ -61,8 +61,11 @@ static int slurp(int fd, char **out)
 	return 0;
 }
 
-/* Run @script (.py or .sh, in E2E_SRC_DIR); unless it exits 0, print its output and fail. */
-static void run_script(const char *script)
+/*
+ * Run @script (.py or .sh, in E2E_SRC_DIR) with the server on data plane
+ * @mode (NULL: the server's default); unless it exits 0, print its output and fail.
+ */
+static void run_script_on(const char *script, const char *mode)
 {
 	const char *dir = getenv("E2E_SRC_DIR");
 	const char *py = getenv("E2E_PYTHON");
@@ -87,6 +90,8 @@ static void run_script(const char *script)
 		/* The script's output goes to the pipe; `timeout` keeps a hung scenario bounded. */
 		dup2(pfd[1], STDOUT_FILENO);
 		dup2(pfd[1], STDERR_FILENO);
+		if (mode)
+			setenv("TRIBUTARY_DATAPLANE", mode, 1);
 		execl("/usr/bin/timeout", "timeout", "-k", "5", tmo, is_sh ? "/bin/bash" : py, path,
 		      (char *)NULL);
 		_exit(127);
@@ -109,6 +114,11 @@ static void run_script(const char *script)
 		  WIFEXITED(status) ? WEXITSTATUS(status) : -1,
 		  WIFEXITED(status) && WEXITSTATUS(status) == 124 ? ": timed out" : "");
 	trib_free(out);
+}
+
+static void run_script(const char *script)
+{
+	run_script_on(script, NULL);
 }
 
 Test(e2e_basic, curl_updates_give_weighted_mean, .timeout = 200)
@@ -154,4 +164,39 @@ Test(e2e_model, put_starting_model_then_round, .timeout = 200)
 Test(e2e_http, keep_alive_and_pipelining, .timeout = 200)
 {
 	run_script("keepalive.py");
+}
+
+Test(e2e_dataplane, three_planes_give_bit_identical_models, .timeout = 200)
+{
+	run_script("dataplanes.py");
+}
+
+Test(e2e_dataplane, without_capability_falls_back_to_shm_unix_loudly, .timeout = 200)
+{
+	run_script("fallback.py");
+}
+
+Test(e2e_dataplane, basic_on_shm_unix, .timeout = 200)
+{
+	run_script_on("basic.sh", "shm+unix");
+}
+
+Test(e2e_dataplane, basic_on_tcp, .timeout = 200)
+{
+	run_script_on("basic.sh", "tcp");
+}
+
+Test(e2e_dataplane, multi_round_on_shm_unix, .timeout = 200)
+{
+	run_script_on("multiround.py", "shm+unix");
+}
+
+Test(e2e_dataplane, multi_round_on_tcp, .timeout = 200)
+{
+	run_script_on("multiround.py", "tcp");
+}
+
+Test(e2e_dataplane, errors_on_tcp, .timeout = 200)
+{
+	run_script_on("errors.py", "tcp");
 }
