@@ -40,4 +40,12 @@ done
 kill -TERM "$pid"
 wait "$pid" 2>/dev/null
 pid=""
+
+echo
+echo "== bench/hop: one descriptor hop, sk_msg redirect vs Unix socket vs loopback TCP"
+"$build/bench/hop/bench_hop" || rc=1
+
+echo
+echo "== bench/modes: round time per data plane (100 updates of 1M and 11.7M parameters)"
+bench/modes/run.sh "$build" 3 1000000 11700000 || rc=1
 exit $rc

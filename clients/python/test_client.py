@@ -1,0 +1,418 @@
+# SPDX-License-Identifier: MIT
+# Tests of tributary_client.py against a real `tributary up` (TRIBUTARY_BIN, default build/tributary).
+"""Run with Debian's interpreter (it has numpy):
+
+    TRIBUTARY_BIN=build/tributary /usr/bin/python3 -m unittest -v clients/python/test_client.py
+
+One `tributary up` is started on a free loopback port in a temporary directory for the whole
+module and stopped (SIGTERM, must exit 0) at the end; each test uses its own job.
+"""
+import collections
+import http.server
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tributary_client as tc  # noqa: E402
+
+BIN = os.environ.get("TRIBUTARY_BIN", "build/tributary")
+SANITIZER_MARKS = ("Sanitizer", "runtime error")
+
+
+class Server:
+    """One `tributary up` on 127.0.0.1, a free port and a fresh data directory."""
+
+    def start(self):
+        if not os.access(BIN, os.X_OK):
+            raise RuntimeError("no tributary binary at %s (set TRIBUTARY_BIN)" % BIN)
+        self.dir = tempfile.mkdtemp(prefix="trib-pyclient-")
+        port_file = os.path.join(self.dir, "port")
+        self.log_path = os.path.join(self.dir, "up.log")
+        with open(self.log_path, "wb") as logf:
+            self.proc = subprocess.Popen(
+                [BIN, "up", "--listen", "127.0.0.1:0", "--port-file", port_file,
+                 "--data-dir", os.path.join(self.dir, "data"), "--arena-mb", "64"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with open(port_file) as f:
+                    txt = f.read()
+                if txt.endswith("\n"):
+                    self.port = int(txt)
+                    break
+            except FileNotFoundError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("tributary up exited with %d before listening:\n%s" %
+                                   (self.proc.returncode, self.log()))
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError("tributary up wrote no port file in 30 s:\n" + self.log())
+            time.sleep(0.02)
+        with open(os.path.join(self.dir, "data", "admin-token")) as f:
+            self.admin = f.read().strip()
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        """SIGTERM; returns the exit status (killing it after 10 s)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = "no exit within 10 s of SIGTERM"
+        return rc
+
+
+SERVER = Server()
+
+
+def setUpModule():
+    SERVER.start()
+
+
+def tearDownModule():
+    rc = SERVER.stop()
+    log = SERVER.log()
+    bad = [m for m in SANITIZER_MARKS if m in log]
+    if rc != 0 or bad:
+        sys.stderr.write("----- server log -----\n%s\n----- end -----\n" % log)
+        raise RuntimeError("tributary up: exit %s, sanitizer marks %s" % (rc, bad))
+    shutil.rmtree(SERVER.dir, ignore_errors=True)
+
+
+class FakeTensor:
+    """What the client needs of a torch.Tensor: .detach().cpu().numpy()."""
+
+    def __init__(self, arr):
+        self.arr = np.asarray(arr)
+        self.calls = []
+
+    def detach(self):
+        self.calls.append("detach")
+        return self
+
+    def cpu(self):
+        self.calls.append("cpu")
+        return self
+
+    def numpy(self):
+        self.calls.append("numpy")
+        return self.arr
+
+
+SHAPES = collections.OrderedDict([("conv.weight", (4, 1, 3, 3)), ("conv.bias", (4,)),
+                                  ("fc.weight", (10, 36)), ("fc.bias", (10,))])
+_job_no = [0]
+
+
+def job_name(stem):
+    _job_no[0] += 1
+    return "%s-%d-%d" % (stem, os.getpid(), _job_no[0])
+
+
+def random_update(rng, dtype=np.float32):
+    return {n: rng.standard_normal(s).astype(dtype) for n, s in SHAPES.items()}
+
+
+class ClientTest(unittest.TestCase):
+    def setUp(self):
+        self.admin = tc.Client(SERVER.url, SERVER.admin, timeout=30)
+        self.addCleanup(self.admin.close)
+
+    def new_job(self, stem, clients, tensors=SHAPES.items()):
+        return self.admin.create_job(job_name(stem), clients_per_round=clients,
+                                     tensors=list(tensors))
+
+    def job_client(self, job):
+        c = tc.Client(SERVER.url, job.token)
+        self.addCleanup(c.close)
+        return c.job(job.name)
+
+    def assert_model(self, got, want, tol=1e-6):
+        self.assertEqual(list(got), list(want), "tensor names and order")
+        for n in want:
+            self.assertEqual(got[n].dtype, np.float32, n)
+            self.assertEqual(got[n].shape, want[n].shape, n)
+            np.testing.assert_allclose(got[n], want[n], rtol=tol, atol=tol, err_msg=n)
+
+    def test_health_and_job_status(self):
+        self.assertEqual(self.admin.health(), {"status": "ok"})
+        job = self.new_job("status", 3)
+        st = job.status()
+        self.assertEqual(st["job"], job.name)
+        self.assertEqual(st["round"], 0)
+        self.assertEqual(st["model_round"], 0)
+        self.assertEqual(st["clients_per_round"], 3)
+        self.assertEqual(st["params"], sum(int(np.prod(s)) for s in SHAPES.values()))
+        self.assertEqual([t["name"] for t in st["tensors"]], list(SHAPES))
+        self.assertIn(job.name, str(self.admin.jobs()))
+
+    def test_weighted_mean_of_numpy_and_state_dict_updates(self):
+        """Three clients (numpy float32, numpy float64 in another order, a fake state_dict)
+        give the sample-weighted mean as the next model, with the right names and shapes."""
+        rng = np.random.default_rng(7)
+        job = self.new_job("mean", 3)
+        version, zeros = job.model()
+        self.assertEqual(version, 0)
+        self.assert_model(zeros, {n: np.zeros(s, np.float32) for n, s in SHAPES.items()})
+
+        u1 = random_update(rng)
+        u2 = random_update(rng, np.float64)
+        u3 = random_update(rng)
+        fake = collections.OrderedDict((n, FakeTensor(a)) for n, a in u3.items())
+        samples = [10, 30, 60]
+        c1, c2, c3 = (self.job_client(job) for _ in range(3))
+        self.assertEqual(c1.submit(u1, round=0, samples=samples[0]), {"round": 0, "received": 1})
+        reordered = dict(reversed(list(u2.items())))
+        self.assertEqual(c2.submit(reordered, round=0, samples=samples[1])["received"], 2)
+        c3.submit(fake, round=0, samples=samples[2])
+        self.assertEqual(fake["fc.bias"].calls, ["detach", "cpu", "numpy"])
+
+        version, model = c1.wait_model(after=0, timeout=30)
+        self.assertEqual(version, 1)
+        want = {n: (samples[0] * u1[n].astype(np.float64) +
+                    samples[1] * u2[n].astype(np.float32).astype(np.float64) +
+                    samples[2] * u3[n].astype(np.float64)) / sum(samples) for n in SHAPES}
+        self.assert_model(model, want, tol=1e-5)
+        # The same version by number, and the latest.
+        v, again = c2.model(round=1)
+        self.assertEqual(v, 1)
+        self.assert_model(again, model, tol=0)
+        v, latest = c3.model()
+        self.assertEqual(v, 1)
+        self.assert_model(latest, model, tol=0)
+        self.assertEqual(job.status()["model_round"], 1)
+
+    def test_params_job_and_initial_model(self):
+        job = self.admin.create_job(job_name("params"), clients_per_round=2, params=1000)
+        start = {"weights": np.arange(1000, dtype=np.float32)}
+        job.set_initial_model(start)
+        v, m = job.model()
+        self.assertEqual(v, 0)
+        self.assert_model(m, start, tol=0)
+        job.submit({"weights": np.ones(1000)}, round=0, samples=1)
+        job.submit({"weights": np.full(1000, 3.0)}, round=0, samples=3)
+        v, m = job.wait_model(after=0, timeout=30)
+        self.assertEqual(v, 1)
+        self.assert_model(m, {"weights": np.full(1000, 2.5, np.float32)})
+        # The starting model is set before the first update only.
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.set_initial_model(start)
+        self.assertEqual(cm.exception.status, 409)
+        self.assertIn("starting model", cm.exception.message)
+
+    def test_create_job_from_state_dict_shapes(self):
+        sd = collections.OrderedDict((n, FakeTensor(np.zeros(s))) for n, s in SHAPES.items())
+        job = self.admin.create_job(job_name("sd"), clients_per_round=1, tensors=sd)
+        st = job.status()
+        self.assertEqual([(t["name"], tuple(t["shape"])) for t in st["tensors"]],
+                         list(SHAPES.items()))
+
+    def test_wrong_token_is_401_with_message(self):
+        job = self.new_job("auth", 2)
+        bad = tc.Client(SERVER.url, "not-the-token")
+        self.addCleanup(bad.close)
+        with self.assertRaises(tc.TributaryError) as cm:
+            bad.job(job.name).submit(random_update(np.random.default_rng(1)), round=0)
+        e = cm.exception
+        self.assertEqual(e.status, 401)
+        self.assertIn("token", e.message)
+        self.assertIsNone(e.round)
+        self.assertIn("401", str(e))
+        # A job's token cannot create jobs.
+        with self.assertRaises(tc.TributaryError) as cm, tc.Client(SERVER.url, job.token) as c:
+            c.create_job(job_name("x"), 1, params=4)
+        self.assertEqual(cm.exception.status, 401)
+        self.assertIn("admin", cm.exception.message)
+        self.assertEqual(job.status()["received"], 0)
+
+    def test_stale_and_future_round_are_409_with_round(self):
+        rng = np.random.default_rng(2)
+        job = self.new_job("stale", 1)
+        job.submit(random_update(rng), round=0)
+        job.wait_model(after=0, timeout=30)
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.submit(random_update(rng), round=0)
+        self.assertEqual(cm.exception.status, 409)
+        self.assertEqual(cm.exception.round, 1)
+        self.assertIn("stale", cm.exception.message)
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.submit(random_update(rng), round=5)
+        self.assertEqual((cm.exception.status, cm.exception.round), (409, 1))
+        self.assertIn("future", cm.exception.message)
+        # The connection is still good after errors.
+        self.assertEqual(job.submit(random_update(rng), round=1), {"round": 1, "received": 1})
+
+    def test_other_errors_carry_the_server_message(self):
+        job = self.new_job("errs", 2)
+        upd = random_update(np.random.default_rng(3))
+        upd["fc.bias"] = np.zeros(11, np.float32)
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.submit(upd, round=0)
+        self.assertEqual(cm.exception.status, 422)
+        self.assertIn("shape", cm.exception.message)
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.model(round=9)
+        self.assertEqual(cm.exception.status, 404)
+        self.assertIn("round 9", cm.exception.message)
+        with self.assertRaises(tc.TributaryError) as cm:
+            self.admin.create_job(job.name, 2, params=4)
+        self.assertEqual(cm.exception.status, 409)
+        self.assertIn("exists", cm.exception.message)
+        with self.assertRaises(tc.TributaryError) as cm:
+            self.admin.create_job("bad name!", 2, params=4)
+        self.assertEqual(cm.exception.status, 400)
+        with self.assertRaises(tc.TributaryError) as cm:
+            self.admin.job("no-such-job").status()
+        self.assertEqual(cm.exception.status, 404)
+        with self.assertRaises(ValueError):
+            self.admin.create_job("x", 2)
+        self.assertEqual(job.status()["received"], 0)
+
+    def test_long_poll_waits_for_the_round(self):
+        """wait_model(after=0) blocks until the round closes, across server 304s."""
+        rng = np.random.default_rng(4)
+        job = self.new_job("poll", 2)
+        got = {}
+
+        def waiter():
+            try:
+                got["model"] = self.job_client(job).wait_model(after=0, timeout=60)
+            except BaseException as e:  # reported by the main thread
+                got["error"] = e
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        u = [random_update(rng) for _ in range(2)]
+        job.submit(u[0], round=0, samples=1)
+        time.sleep(0.3)
+        self.assertTrue(t.is_alive(), "wait_model returned before the round closed")
+        job.submit(u[1], round=0, samples=1)
+        t.join(60)
+        self.assertFalse(t.is_alive())
+        self.assertNotIn("error", got)
+        version, model = got["model"]
+        self.assertEqual(version, 1)
+        self.assert_model(model, {n: (u[0][n] + u[1][n]) / 2 for n in SHAPES}, tol=1e-6)
+        # Already there: returns at once.
+        self.assertEqual(job.wait_model(after=0, timeout=5)[0], 1)
+
+    def test_long_poll_times_out(self):
+        """Nothing arrives: the server answers 304 and wait_model raises TimeoutError."""
+        job = self.new_job("pollto", 2)
+        with self.assertRaises(TimeoutError):
+            job.wait_model(after=0, timeout=1.5)
+        # The connection is usable after 304s.
+        self.assertEqual(job.status()["round"], 0)
+
+    def test_reconnects_after_the_server_closed_the_connection(self):
+        job = self.new_job("reconn", 2)
+        job.status()
+        self.assertIsNotNone(self.admin._conn.sock)
+        # As if the server had closed the idle keep-alive connection.
+        self.admin._conn.sock.shutdown(socket.SHUT_RDWR)
+        self.assertEqual(job.status()["round"], 0)
+        self.admin.close()
+        self.assertEqual(job.status()["round"], 0)
+
+
+class RetryHandler(http.server.BaseHTTPRequestHandler):
+    """Answers 503 + Retry-After: 0 to the first `fails` POSTs, then 202."""
+    protocol_version = "HTTP/1.1"
+    fails = 0
+    seen = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        cls.seen += 1
+        if cls.seen <= cls.fails:
+            body = b'{"error":"aggregation memory is full; retry shortly"}'
+            self.send_response(503)
+            self.send_header("Retry-After", "0")
+        else:
+            body = b'{"round":0,"received":1}'
+            self.send_response(202)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class RetryTest(unittest.TestCase):
+    """503 handling, against a stand-in server (filling a real arena is the e2e suite's job)."""
+
+    def serve(self, fails):
+        RetryHandler.fails, RetryHandler.seen = fails, 0
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RetryHandler)
+        t = threading.Thread(target=srv.serve_forever, daemon=True)
+        t.start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        c = tc.Client("http://127.0.0.1:%d" % srv.server_address[1], "t", retries=3)
+        self.addCleanup(c.close)
+        return c.job("j")
+
+    def test_503_is_retried(self):
+        job = self.serve(fails=2)
+        self.assertEqual(job.submit({"w": np.zeros(3)}, round=0), {"round": 0, "received": 1})
+        self.assertEqual(RetryHandler.seen, 3)
+
+    def test_503_retries_are_bounded(self):
+        job = self.serve(fails=100)
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.submit({"w": np.zeros(3)}, round=0)
+        self.assertEqual(cm.exception.status, 503)
+        self.assertIn("memory is full", cm.exception.message)
+        self.assertEqual(RetryHandler.seen, 4)
+
+
+class SafetensorsTest(unittest.TestCase):
+    def test_layout_and_round_trip(self):
+        upd = collections.OrderedDict([("a", np.arange(6, dtype=np.float64).reshape(2, 3)),
+                                       ("b.c", np.float32(1.5)), ("d", [1, 2])])
+        data = tc.encode_safetensors(upd)
+        hlen = int.from_bytes(data[:8], "little")
+        self.assertEqual((8 + hlen) % 8, 0)
+        self.assertEqual(len(data), 8 + hlen + 4 * (6 + 1 + 2))
+        back = tc.decode_safetensors(data)
+        self.assertEqual(list(back), ["a", "b.c", "d"])
+        self.assertEqual(back["a"].shape, (2, 3))
+        self.assertEqual(back["b.c"].shape, ())
+        np.testing.assert_array_equal(back["a"], upd["a"])
+        np.testing.assert_array_equal(back["d"], [1, 2])
+        back["a"][0, 0] = 9  # writable
+        self.assertEqual(np.frombuffer(data[8 + hlen:8 + hlen + 4], "<f4")[0], 0.0)
+
+    def test_malformed_is_value_error(self):
+        for bad in (b"", b"\x10\x00\x00\x00\x00\x00\x00\x00{}",
+                    b"\x02\x00\x00\x00\x00\x00\x00\x00[]",
+                    tc.encode_safetensors({"a": np.zeros(4)})[:-1]):
+            with self.assertRaises(ValueError):
+                tc.decode_safetensors(bad)
+        with self.assertRaises(TypeError):
+            tc.encode_safetensors([np.zeros(3)])
+
+
+if __name__ == "__main__":
+    unittest.main()

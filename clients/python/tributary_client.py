@@ -1,0 +1,447 @@
+# SPDX-License-Identifier: MIT
+# Python client of Tributary's HTTP API v1: create jobs, submit updates, wait for and fetch models.
+"""Python client for Tributary's HTTP API v1 (standard library + numpy only).
+
+    from tributary_client import Client
+
+    admin = Client("http://127.0.0.1:8080", open("tributary-data/admin-token").read().strip())
+    job = admin.create_job("digits", clients_per_round=20, tensors=model.state_dict())
+    job.set_initial_model(model.state_dict())          # optional: the default start is zeros
+
+    # on each client, with the job's token:
+    job = Client(url, job_token).job("digits")
+    version, weights = job.model()                     # version v = completed rounds
+    ...train from weights...
+    job.submit(model.state_dict(), round=version, samples=len(my_data))
+    version, weights = job.wait_model(after=version)   # blocks until round `version` closes
+
+Updates are a dict of name -> array: numpy arrays, anything numpy can convert, or PyTorch
+tensors (a ``state_dict()`` works as is; tensors are converted with ``.detach().cpu().numpy()``
+without importing torch). Every array is sent as little-endian float32 in a safetensors body;
+models come back as a dict of float32 numpy arrays with the job's tensor names and shapes, in
+the job's tensor order.
+
+Model versions: version ``v`` is the number of completed rounds (``v = 0`` is the starting
+model). A client trains from version ``r`` and submits with ``round=r``; ``wait_model(after=r)``
+returns version ``r + 1`` (or later) once round ``r`` has closed.
+
+Every error response raises :class:`TributaryError` with the HTTP status and the server's
+``"error"`` message (and, for a 409 round mismatch, the job's current ``round``). A 503 (the
+server's aggregation memory is full) is retried after its ``Retry-After``, a bounded number of
+times. A :class:`Client` holds one keep-alive connection and is not thread-safe: use one per
+thread.
+"""
+import http.client
+import json
+import math
+import socket
+import struct
+import time
+import urllib.parse
+
+import numpy as np
+
+__all__ = ["Client", "Job", "TributaryError", "encode_safetensors", "decode_safetensors"]
+
+SAFETENSORS_TYPE = "application/x-safetensors"
+# The server ends a long poll with 304 after at most this many seconds.
+LONG_POLL_MAX_S = 60
+
+
+class TributaryError(Exception):
+    """An error answer from the server, or a transport failure (status 0).
+
+    Attributes:
+        status:  the HTTP status (401, 409, ...), or 0 when no answer could be had.
+        message: the server's ``"error"`` text (or a description of the failure).
+        round:   on a 409 round mismatch, the job's current round; otherwise None.
+        body:    the parsed JSON body, when there was one.
+    """
+
+    def __init__(self, status, message, round=None, body=None):
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.round = round
+        self.body = body
+
+    def __str__(self):
+        s = "HTTP %d: %s" % (self.status, self.message) if self.status else self.message
+        if self.round is not None:
+            s += " (server round %d)" % self.round
+        return s
+
+
+# --- safetensors ---
+
+def _to_numpy(value):
+    """Returns @value as a C-contiguous little-endian float32 numpy array (a copy if needed).
+
+    PyTorch tensors are recognised by duck typing (``.detach().cpu().numpy()``), so torch is
+    never imported here.
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    elif not isinstance(value, np.ndarray) and hasattr(value, "numpy"):
+        value = value.numpy()
+    return np.asarray(value, dtype="<f4", order="C")
+
+
+def _items(update):
+    """Yields (name, float32 array) for a dict (or state_dict) of name -> array-like."""
+    if not hasattr(update, "items"):
+        raise TypeError("an update is a dict (or state_dict) of tensor name -> array, not %s" %
+                        type(update).__name__)
+    for name, value in update.items():
+        if not isinstance(name, str):
+            raise TypeError("tensor names are strings, not %r" % (name,))
+        yield name, _to_numpy(value)
+
+
+def encode_safetensors(update):
+    """Returns the safetensors encoding (bytes) of a dict of name -> array, all as F32.
+
+    Layout: an 8-byte little-endian header length N, N bytes of JSON (padded with spaces so
+    that the data starts 8-byte aligned), then the tensors' little-endian float32 data in the
+    dict's order, each at the ``data_offsets`` its header entry names.
+    """
+    header = {}
+    blobs = []
+    offset = 0
+    for name, arr in _items(update):
+        n = arr.nbytes
+        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + n]}
+        blobs.append(arr.tobytes())
+        offset += n
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    return b"".join([struct.pack("<Q", len(head)), head] + blobs)
+
+
+def decode_safetensors(data):
+    """Returns a dict of name -> float32 numpy array (writable copies) from safetensors bytes.
+
+    Tensors come in the header's order; only F32 is accepted (Tributary's models are F32).
+    Raises ValueError on a malformed body.
+    """
+    view = memoryview(data)
+    if len(view) < 8:
+        raise ValueError("safetensors: shorter than its 8-byte header length")
+    (hlen,) = struct.unpack_from("<Q", view, 0)
+    if hlen > len(view) - 8:
+        raise ValueError("safetensors: header length %d past the end of %d bytes" %
+                         (hlen, len(view)))
+    try:
+        header = json.loads(bytes(view[8:8 + hlen]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError("safetensors: bad header JSON: %s" % e) from None
+    if not isinstance(header, dict):
+        raise ValueError("safetensors: the header is not a JSON object")
+    base = 8 + hlen
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info.get("dtype") != "F32":
+            raise ValueError("safetensors: tensor %r has dtype %r, want F32" %
+                             (name, info.get("dtype")))
+        shape = tuple(int(d) for d in info["shape"])
+        start, end = (int(x) for x in info["data_offsets"])
+        count = math.prod(shape)
+        if end - start != 4 * count or start < 0 or base + end > len(view):
+            raise ValueError("safetensors: tensor %r has bad data_offsets %r" %
+                             (name, info["data_offsets"]))
+        arr = np.frombuffer(view[base + start:base + end], dtype="<f4", count=count)
+        out[name] = arr.reshape(shape).astype(np.float32, copy=True)
+    return out
+
+
+def _tensor_schema(tensors):
+    """Returns the JSON "tensors" list for create_job from what the caller gave.
+
+    Accepts a list of {"name", "shape"[, "dtype"]} dicts, a list of (name, shape) pairs, or a
+    dict / state_dict of name -> array (its shapes are used).
+    """
+    if hasattr(tensors, "items"):
+        return [{"name": name, "shape": list(arr.shape), "dtype": "F32"}
+                for name, arr in _items(tensors)]
+    out = []
+    for t in tensors:
+        if isinstance(t, dict):
+            d = dict(t)
+            d.setdefault("dtype", "F32")
+            d["shape"] = [int(x) for x in d["shape"]]
+            out.append(d)
+        else:
+            name, shape = t
+            out.append({"name": name, "shape": [int(x) for x in shape], "dtype": "F32"})
+    return out
+
+
+# --- the client ---
+
+class Client:
+    """A connection to one Tributary server, authenticated with one bearer token.
+
+    Args:
+        url:     the server's base URL, e.g. ``http://127.0.0.1:8080`` (http or https).
+        token:   the admin token (to create jobs) or a job's token.
+        timeout: seconds to wait for the connection and for each answer (long polls add
+                 their own wait on top).
+        retries: how many times a 503 (``Retry-After``) is retried before it is raised.
+        max_retry_wait: the longest single wait for a 503's ``Retry-After``, in seconds.
+
+    The connection is kept alive between requests and reopened when the server has closed it.
+    """
+
+    def __init__(self, url, token, timeout=30.0, retries=5, max_retry_wait=10.0):
+        u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+        if u.scheme not in ("http", "https"):
+            raise ValueError("url must be http:// or https://, not %r" % url)
+        if not u.hostname:
+            raise ValueError("url names no host: %r" % url)
+        self.url = url
+        self.token = token
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.max_retry_wait = float(max_retry_wait)
+        self._https = u.scheme == "https"
+        self._host = u.hostname
+        self._port = u.port or (443 if self._https else 80)
+        self._prefix = u.path.rstrip("/")
+        self._conn = None
+        self._used = False  # the open connection has carried a request already
+
+    # --- connection ---
+
+    def close(self):
+        """Closes the keep-alive connection (the next request opens a new one)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _connection(self, timeout):
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=timeout)
+            self._used = False
+        else:
+            self._conn.timeout = timeout
+            if self._conn.sock is not None:
+                self._conn.sock.settimeout(timeout)
+        return self._conn
+
+    def _once(self, method, path, body, headers, timeout):
+        """One request and its answer: (status, headers dict lower-case, body bytes).
+
+        A request that fails on a reused keep-alive connection before any answer arrives (the
+        server closed it while idle) is sent once more on a fresh connection.
+        """
+        for attempt in (0, 1):
+            conn = self._connection(timeout)
+            reused = self._used
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    ConnectionAbortedError, http.client.BadStatusLine) as e:
+                self.close()
+                if reused and attempt == 0:
+                    continue
+                raise TributaryError(0, "%s %s: connection failed: %s" % (method, path, e)) \
+                    from e
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                kind = "timed out" if isinstance(e, socket.timeout) else "failed"
+                raise TributaryError(0, "%s %s: %s: %s" % (method, path, kind, e)) from e
+            self._used = True
+            hdrs = {k.lower(): v for k, v in resp.getheaders()}
+            if resp.will_close:
+                self.close()
+            return resp.status, hdrs, data
+        raise AssertionError("unreachable")
+
+    def request(self, method, path, body=None, headers=None, token=None, timeout=None,
+                ok=(200, 201, 202)):
+        """Sends one request; returns (status, headers dict lower-case, body bytes).
+
+        @path is relative to the server's base URL (``/v1/jobs``). The bearer token is
+        @token or the client's. A status outside @ok raises TributaryError with the server's
+        message; a 503 is first retried up to ``retries`` times after its Retry-After.
+        """
+        h = {"Authorization": "Bearer " + (token or self.token)}
+        if headers:
+            h.update(headers)
+        if body is not None:
+            h["Content-Length"] = str(len(body))
+        tmo = self.timeout if timeout is None else timeout
+        for attempt in range(self.retries + 1):
+            status, hdrs, data = self._once(method, path, body, h, tmo)
+            if status in ok:
+                return status, hdrs, data
+            if status == 503 and attempt < self.retries:
+                time.sleep(self._retry_after(hdrs, attempt))
+                continue
+            raise self._error(status, data, method, path)
+        raise AssertionError("unreachable")
+
+    def _retry_after(self, hdrs, attempt):
+        try:
+            wait = float(hdrs.get("retry-after", ""))
+        except ValueError:
+            wait = min(2.0 ** attempt, 8.0)
+        return max(0.0, min(wait, self.max_retry_wait))
+
+    @staticmethod
+    def _error(status, data, method, path):
+        body = None
+        try:
+            body = json.loads(data.decode("utf-8")) if data else None
+        except (UnicodeDecodeError, ValueError):
+            pass
+        if isinstance(body, dict) and "error" in body:
+            msg = str(body["error"])
+        else:
+            text = data.decode("utf-8", "replace").strip() if data else ""
+            msg = text or "%s %s: %s" % (method, path, http.client.responses.get(status, "?"))
+        rnd = body.get("round") if isinstance(body, dict) and status == 409 else None
+        return TributaryError(status, msg, round=rnd, body=body)
+
+    def json(self, method, path, obj=None, token=None, ok=(200, 201, 202)):
+        """Sends @obj as JSON (or nothing) and returns the parsed JSON answer."""
+        body = None if obj is None else json.dumps(obj).encode("utf-8")
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        _, _, data = self.request(method, path, body, headers, token=token, ok=ok)
+        return json.loads(data.decode("utf-8")) if data else None
+
+    # --- API ---
+
+    def health(self):
+        """GET /healthz: the server's health, ``{"status": "ok"}``."""
+        return self.json("GET", "/healthz")
+
+    def jobs(self):
+        """GET /v1/jobs (admin token): the list of jobs, as the server gives it."""
+        return self.json("GET", "/v1/jobs")
+
+    def create_job(self, name, clients_per_round, tensors=None, params=None,
+                   algorithm="fedavg", **extra):
+        """Creates a job (admin token) and returns its :class:`Job`, holding the job's token.
+
+        Give either @tensors (a state_dict or dict of name -> array, whose shapes are used; or
+        a list of {"name", "shape"} dicts or (name, shape) pairs) or @params (one F32 tensor
+        ``weights`` of that many elements). @extra goes into the request as is (``fan_in``).
+        Raises TributaryError (409 if the name is taken, 400 naming a bad field).
+        """
+        if (tensors is None) == (params is None):
+            raise ValueError("create_job takes tensors= or params=, exactly one")
+        req = {"name": name, "clients_per_round": int(clients_per_round),
+               "algorithm": algorithm}
+        if params is not None:
+            req["params"] = int(params)
+        else:
+            req["tensors"] = _tensor_schema(tensors)
+        req.update(extra)
+        ans = self.json("POST", "/v1/jobs", req)
+        return Job(self, ans["job"], ans["token"])
+
+    def job(self, name, token=None):
+        """Returns the :class:`Job` @name, used with @token (default: this client's token)."""
+        return Job(self, name, token)
+
+
+class Job:
+    """One job on a server, reached through a :class:`Client`.
+
+    Attributes:
+        name:  the job's name.
+        token: the job's bearer token when known (create_job gives it); requests use it, or
+               the client's own token when it is None.
+    """
+
+    def __init__(self, client, name, token=None):
+        self.client = client
+        self.name = name
+        self.token = token
+        self._path = "/v1/jobs/" + urllib.parse.quote(name, safe="")
+
+    def __repr__(self):
+        return "Job(%r)" % self.name
+
+    def status(self):
+        """GET /v1/jobs/{job}: ``round`` (open round), ``model_round``, ``received``,
+        ``clients_per_round``, ``params``, ``tensors``, ..."""
+        return self.client.json("GET", self._path, token=self.token)
+
+    def submit(self, update, round, samples=1):
+        """Submits a client's model (dict or state_dict of name -> array) for round @round.
+
+        @samples weighs it in the round's mean. Returns the server's JSON answer,
+        ``{"round": r, "received": k}``. Raises TributaryError: 409 with ``.round`` (the
+        open round) when @round is stale or in the future, 422 on a wrong tensor name or
+        shape, 401 on a wrong token.
+        """
+        body = encode_safetensors(update)
+        headers = {"Content-Type": SAFETENSORS_TYPE, "X-Tributary-Round": str(int(round)),
+                   "X-Tributary-Samples": str(int(samples))}
+        _, _, data = self.client.request("POST", self._path + "/updates", body, headers,
+                                         token=self.token)
+        return json.loads(data.decode("utf-8"))
+
+    def set_initial_model(self, model):
+        """Sets the starting model (version 0) from a dict or state_dict, before any update.
+
+        Returns the server's JSON answer. Raises TributaryError 409 once an update was taken.
+        """
+        body = encode_safetensors(model)
+        _, _, data = self.client.request("PUT", self._path + "/model", body,
+                                         {"Content-Type": SAFETENSORS_TYPE},
+                                         token=self.token)
+        return json.loads(data.decode("utf-8")) if data else None
+
+    @staticmethod
+    def _version(hdrs):
+        try:
+            return int(hdrs["x-tributary-round"])
+        except (KeyError, ValueError):
+            raise TributaryError(0, "the model answer has no X-Tributary-Round") from None
+
+    def model(self, round=None):
+        """Fetches the latest model, or version @round; returns (version, dict of arrays).
+
+        The arrays are float32, writable, with the job's tensor names and shapes. Raises
+        TributaryError 404 for a version that does not exist (yet).
+        """
+        q = "" if round is None else "?round=%d" % int(round)
+        _, hdrs, data = self.client.request("GET", self._path + "/model" + q,
+                                            token=self.token)
+        return self._version(hdrs), decode_safetensors(data)
+
+    def wait_model(self, after, timeout=300.0):
+        """Waits for a model newer than version @after; returns (version, dict of arrays).
+
+        Long-polls ``?after=`` (each poll at most 60 s, the server's limit, answered 304 when
+        nothing came) until a newer version exists or @timeout seconds have passed, then
+        raises TimeoutError.
+        """
+        deadline = time.monotonic() + float(timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("job %s: no model after version %d within %g s" %
+                                   (self.name, after, timeout))
+            wait = max(1, min(LONG_POLL_MAX_S, int(math.ceil(left))))
+            status, hdrs, data = self.client.request(
+                "GET", self._path + "/model?after=%d&timeout=%d" % (int(after), wait),
+                token=self.token, timeout=self.client.timeout + wait, ok=(200, 304))
+            if status == 200:
+                return self._version(hdrs), decode_safetensors(data)
