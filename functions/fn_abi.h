@@ -27,9 +27,28 @@ enum fn_dataplane {
 };
 
 enum fn_msg_kind {
-	FN_MSG_CONFIG = 16, /* struct fn_config: start aggregating (first one carries the arena fd) */
-	FN_MSG_EXIT = 17,   /* exit now, whatever is pending */
+	FN_MSG_CONFIG = 16, /* runtime -> fn, struct fn_config: aggregate (the first carries the arena fd) */
+	FN_MSG_EXIT = 17,   /* runtime -> fn: exit now (scale to zero), whatever is pending */
+	FN_MSG_READY = 18,  /* fn -> runtime, struct fn_ctl: configured, folding from now on */
+	FN_MSG_DONE = 19,   /* fn -> runtime, struct shm_desc: the output it handed off; now warm */
+	FN_MSG_FLUSH = 20,  /* runtime -> fn, struct fn_ctl: expect @value inputs in all, not more */
 };
+
+/*
+ * Small control records (READY, FLUSH, EXIT). A function lives across
+ * configs: after DONE it waits warm for the next CONFIG, for any job, round
+ * or level, until EXIT or the runtime closes its channel.
+ */
+struct fn_ctl {
+	uint16_t version;     /* FN_ABI_VERSION */
+	uint16_t kind;        /* enum fn_msg_kind */
+	uint32_t fn_id;       /* the function concerned */
+	uint32_t job;         /* job of the config it refers to */
+	uint32_t round;       /* round of the config it refers to */
+	uint32_t value;       /* FLUSH: inputs expected in all */
+	uint32_t reserved[11]; /* zero */
+};
+_Static_assert(sizeof(struct fn_ctl) == SHM_DESC_SIZE, "fn_ctl is a channel record");
 
 enum fn_role {
 	FN_ROLE_LEAF = 1, /* folds client updates, hands a partial to its parent */
@@ -41,10 +60,12 @@ enum fn_algorithm {
 };
 
 /*
- * Tells a function what to aggregate. The accumulator slot is allocated by
- * the runtime and owned by the function from here on: it goes on (inside a
- * PARTIAL or RESULT descriptor) to whoever receives the function's output.
- * The first SHM_ACC_HDR bytes of the slot are for the output's segment table.
+ * Tells a function what to aggregate. Slots stay the runtime's: a function
+ * folds update and partial slots but never frees them (the runtime frees an
+ * update's slot once the partial it went into exists, and partials once the
+ * round's model is written), so a function killed mid-round loses nothing
+ * that cannot be folded again. The first SHM_ACC_HDR bytes of the
+ * accumulator slot are for the output's segment table.
  */
 struct fn_config {
 	uint16_t version;      /* FN_ABI_VERSION */
@@ -56,7 +77,7 @@ struct fn_config {
 	uint32_t expected;     /* inputs to fold before handing off (updates or partials) */
 	uint16_t role;         /* enum fn_role */
 	uint16_t algorithm;    /* enum fn_algorithm */
-	uint32_t child_base;   /* top: routing key of child 0; children are child_base + i */
+	uint32_t index;        /* leaf: its place among the parent's children (a partial's seq) */
 	uint64_t n_elem;       /* elements in the flat model */
 	uint64_t acc_off;      /* arena offset of the accumulator slot */
 	uint64_t acc_data_off; /* arena offset of the accumulator's first element */

@@ -21,10 +21,12 @@
 #include "trib_log.h"
 
 /*
- * A function's whole life: receive a config (with the arena fd), fold the
- * expected inputs, hand the output on, exit. Inputs are folded in a fixed
- * order (updates in the order the gateway accepted them, partials in child
- * order) so that the same updates give the same bits in every data plane.
+ * A function's life: receive a config (the first with the arena fd), say
+ * READY, fold the expected inputs, hand the output on, say DONE, and wait
+ * warm for the next config (any job, round or level) until EXIT. Inputs are
+ * folded in a fixed order (updates in the order the gateway accepted them,
+ * partials in child order) so that the same updates give the same bits in
+ * every data plane. Slots are never freed here: the runtime owns them.
  *
  * Where descriptors come from depends on the data plane: the control channel
  * (shm+unix), or the function's TCP socket, where sk_msg delivers them
@@ -118,14 +120,46 @@ static int fold_desc(struct fn_state *st, const struct shm_desc *d, const float 
 	st->folded++;
 	st->total_w += d->weight;
 	st->total_n += d->count;
-	if (payload)
-		return 0;
-	/* The bytes are in the accumulator now: the slot can take the next update. */
-	err = shm_slot_free(st->arena, d->slot_off);
-	if (err)
-		trib_warn("job %u round %u: freeing slot %llu: %s", d->job, d->round,
-			  (unsigned long long)d->slot_off, strerror(-err));
 	return 0;
+}
+
+/* A control record to the runtime. */
+static int send_ctl(const struct fn_state *st, uint16_t kind, uint32_t value)
+{
+	struct fn_ctl c;
+
+	memset(&c, 0, sizeof(c));
+	c.version = FN_ABI_VERSION;
+	c.kind = kind;
+	c.fn_id = st->cfg.fn_id;
+	c.job = st->cfg.job;
+	c.round = st->cfg.round;
+	c.value = value;
+	return shm_chan_send(FN_CHANNEL_FD, &c, 1, -1);
+}
+
+/* Forget the config: back to warm, ready for the next one. */
+static void state_reset(struct fn_state *st)
+{
+	if (st->ops && st->ops->fini)
+		st->ops->fini(st->algo_state);
+	trib_free(st->algo_state);
+	st->algo_state = NULL;
+	if (st->pending_payload)
+		for (uint32_t i = 0; i < st->cfg.expected; i++)
+			trib_free(st->pending_payload[i]);
+	trib_free(st->pending_payload);
+	trib_free(st->pending);
+	trib_free(st->has_pending);
+	st->pending_payload = NULL;
+	st->pending = NULL;
+	st->has_pending = NULL;
+	st->ops = NULL;
+	st->acc = NULL;
+	st->folded = 0;
+	st->total_w = 0;
+	st->total_n = 0;
+	st->configured = false;
 }
 
 static int send_all(int fd, const struct iovec *iov_in, int n)
@@ -183,6 +217,7 @@ static int hand_off(struct fn_state *st)
 	d.nsegs = 1;
 	d.weight = st->total_w;
 	d.count = st->total_n;
+	d.seq = st->cfg.index; /* the parent folds its children in this order */
 	if (!tcp) {
 		struct shm_seg *seg = (struct shm_seg *)(void *)(st->base + st->cfg.acc_off);
 
@@ -205,12 +240,17 @@ static int hand_off(struct fn_state *st)
 
 		err = send_all(FN_DATA_FD, iov, tcp ? 2 : 1);
 	}
-	if (err)
+	if (err) {
 		trib_error("job %u round %u: handing off to %u: %s", st->cfg.job, st->cfg.round,
 			   st->cfg.parent, strerror(-err));
-	else
-		trib_debug("job %u round %u: handed %u updates (weight %g) to %u", st->cfg.job,
-			   st->cfg.round, st->total_n, st->total_w, st->cfg.parent);
+		return err;
+	}
+	trib_debug("job %u round %u: handed %u updates (weight %g) to %u", st->cfg.job,
+		   st->cfg.round, st->total_n, st->total_w, st->cfg.parent);
+	/* Tell the runtime what now exists: it frees the inputs' slots and may reuse us. */
+	d.kind = FN_MSG_DONE;
+	err = shm_chan_send(FN_CHANNEL_FD, &d, 1, -1);
+	state_reset(st);
 	return err;
 }
 
@@ -222,7 +262,8 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 
 	if (cfg->version != FN_ABI_VERSION || cfg->expected == 0 ||
 	    (cfg->role != FN_ROLE_LEAF && cfg->role != FN_ROLE_TOP) || st->configured ||
-	    cfg->dataplane < FN_DP_SHM_UNIX || cfg->dataplane > FN_DP_TCP) {
+	    cfg->dataplane < FN_DP_SHM_UNIX || cfg->dataplane > FN_DP_TCP ||
+	    (st->cfg.fn_id && cfg->fn_id != st->cfg.fn_id)) {
 		if (arena_fd >= 0)
 			close(arena_fd);
 		return -EINVAL;
@@ -248,6 +289,7 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	snprintf(st->logname, sizeof(st->logname), "fn %u", cfg->fn_id);
 	trib_log_init(st->logname);
 	if (tcp) {
+		trib_free(st->acc_heap);
 		st->acc_heap = trib_calloc(cfg->n_elem ? cfg->n_elem : 1, sizeof(float));
 		if (!st->acc_heap)
 			return -ENOMEM;
@@ -256,7 +298,7 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 		st->acc = (float *)(void *)(st->base + cfg->acc_data_off);
 		memset(st->acc, 0, cfg->n_elem * sizeof(float));
 	}
-	if (cfg->dataplane == FN_DP_SHM_BPF) {
+	if (cfg->dataplane == FN_DP_SHM_BPF && !st->stats) {
 		err = ebpf_stats_map(FN_STATS_FD, &st->stats, &st->stats_len);
 		if (err)
 			trib_warn("mapping the BPF counters: %s; queue depth will not be reported",
@@ -281,34 +323,77 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	trib_debug("job %u round %u: %s, expecting %u inputs of %llu elements", cfg->job,
 		   cfg->round, cfg->role == FN_ROLE_TOP ? "top" : "leaf", cfg->expected,
 		   (unsigned long long)cfg->n_elem);
+	return send_ctl(st, FN_MSG_READY, 0);
+}
+
+/* Hand off once every expected input is folded; 0 or -errno. */
+static int maybe_hand_off(struct fn_state *st)
+{
+	if (st->configured && st->folded >= st->cfg.expected)
+		return hand_off(st);
 	return 0;
+}
+
+/*
+ * FLUSH: the round closed with fewer inputs than planned (a deadline) or a
+ * level's size is now known. Only the top's pending arrays depend on the
+ * count, and they only shrink.
+ */
+static int on_flush(struct fn_state *st, const struct fn_ctl *c)
+{
+	if (!st->configured || c->job != st->cfg.job || c->round != st->cfg.round)
+		return 0; /* for a config we are done with */
+	if (c->value == 0 || c->value > st->cfg.expected)
+		return -EPROTO;
+	st->cfg.expected = c->value;
+	if (st->cfg.role == FN_ROLE_TOP) {
+		/* Fold what waits in child order, now that the count is known. */
+		while (st->folded < st->cfg.expected && st->has_pending[st->folded]) {
+			uint32_t i = st->folded;
+			int err = fold_desc(st, &st->pending[i], st->pending_payload[i]);
+
+			trib_free(st->pending_payload[i]);
+			st->pending_payload[i] = NULL;
+			if (err)
+				return err;
+		}
+	}
+	return maybe_hand_off(st);
 }
 
 /*
  * Handle one descriptor; @payload (tcp only) is its bytes, owned by the
  * caller unless *kept is set (a partial held until its turn).
- * Returns 1 when the function's work is done, 0 to go on, -errno on error.
+ * Returns 0 or -errno.
  */
 static int on_desc(struct fn_state *st, const struct shm_desc *d, float *payload, bool *kept)
 {
 	int err;
 
 	*kept = false;
-	if (!st->configured || d->version != SHM_ABI_VERSION)
+	if (d->version != SHM_ABI_VERSION)
 		return -EPROTO;
+	if (!st->configured || d->job != st->cfg.job || d->round != st->cfg.round) {
+		/* A duplicate from a replaced child, for a round we already handed off. */
+		trib_debug("ignoring a descriptor for job %u round %u from %u", d->job, d->round,
+			   d->src);
+		return 0;
+	}
 	if (st->cfg.role == FN_ROLE_LEAF) {
 		if (d->kind != SHM_DESC_UPDATE)
 			return -EPROTO;
 		err = fold_desc(st, d, payload);
 	} else {
-		uint32_t child;
+		uint32_t child = d->seq;
 
-		if (d->kind != SHM_DESC_PARTIAL)
+		if (d->kind != SHM_DESC_PARTIAL || child >= st->cfg.expected)
 			return -EPROTO;
-		child = d->src - st->cfg.child_base;
-		if (d->src < st->cfg.child_base || child >= st->cfg.expected ||
-		    st->has_pending[child])
-			return -EPROTO;
+		if (child < st->folded || st->has_pending[child]) {
+			/* A replaced child's output came twice: fold it once. */
+			trib_debug("job %u round %u: duplicate partial for child %u", d->job,
+				   d->round, child);
+			return 0;
+		}
 		st->pending[child] = *d;
 		st->has_pending[child] = true;
 		st->pending_payload[child] = payload;
@@ -325,11 +410,7 @@ static int on_desc(struct fn_state *st, const struct shm_desc *d, float *payload
 	}
 	if (err)
 		return err;
-	if (st->folded == st->cfg.expected) {
-		err = hand_off(st);
-		return err ? err : 1;
-	}
-	return 0;
+	return maybe_hand_off(st);
 }
 
 /* tcp: read the @len payload bytes that follow a descriptor; some may already be in sbuf. */
@@ -360,7 +441,7 @@ static int read_payload(struct fn_state *st, size_t *pos, float **out)
 	return 0;
 }
 
-/* Records off the TCP socket: returns 1 when done, 0 to go on, -errno. */
+/* Records off the TCP socket: 0 to go on, -errno. */
 static int on_data(struct fn_state *st)
 {
 	ssize_t r = recv(FN_DATA_FD, st->sbuf + st->slen, sizeof(st->sbuf) - st->slen, 0);
@@ -400,7 +481,7 @@ static int on_data(struct fn_state *st)
 	return ret;
 }
 
-/* Records off the control channel: returns 1 when done, 0 to go on, -errno. */
+/* Records off the control channel: returns 1 on EXIT, 0 to go on, -errno. */
 static int on_control(struct fn_state *st)
 {
 	static uint8_t recs[SHM_CHAN_BATCH * SHM_DESC_SIZE] __attribute__((aligned(64)));
@@ -423,7 +504,12 @@ static int on_control(struct fn_state *st)
 			fd = -1;
 		} else if (kind == FN_MSG_EXIT) {
 			err = 1;
-		} else if (st->configured && st->cfg.dataplane == FN_DP_SHM_UNIX) {
+		} else if (kind == FN_MSG_FLUSH) {
+			struct fn_ctl c;
+
+			memcpy(&c, r, sizeof(c));
+			err = on_flush(st, &c);
+		} else if (st->cfg.dataplane == FN_DP_SHM_UNIX && kind < 16) {
 			struct shm_desc d;
 			bool kept;
 
@@ -440,15 +526,7 @@ static int on_control(struct fn_state *st)
 
 static void state_fini(struct fn_state *st)
 {
-	if (st->ops && st->ops->fini)
-		st->ops->fini(st->algo_state);
-	trib_free(st->algo_state);
-	if (st->pending_payload)
-		for (uint32_t i = 0; i < st->cfg.expected; i++)
-			trib_free(st->pending_payload[i]);
-	trib_free(st->pending_payload);
-	trib_free(st->pending);
-	trib_free(st->has_pending);
+	state_reset(st);
 	trib_free(st->acc_heap);
 	ebpf_stats_unmap(st->stats, st->stats_len);
 	shm_arena_destroy(st->arena);
@@ -488,8 +566,8 @@ int main(int argc, char **argv)
 			break;
 		}
 		if (err == -ECONNRESET) {
-			/* The runtime went away or retired us before the work was done. */
-			rc = st.configured && st.folded < st.cfg.expected ? 1 : 0;
+			/* The runtime closed our channel: retired while warm (0), or mid-work (1). */
+			rc = st.configured ? 1 : 0;
 			break;
 		}
 		if (err) {

@@ -86,11 +86,13 @@ static bool ctype_is(const char *ctype, const char *want)
 static void on_create_body(struct rt_conn *c)
 {
 	static const char *const known[] = { "name", "clients_per_round", "algorithm", "params",
-					      "tensors", "fan_in", NULL };
+					      "tensors", "fan_in", "min_clients", "round_timeout_s",
+					      NULL };
 	struct rt_node *n = c->node;
 	json_error_t jerr;
 	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, &jerr);
-	json_t *name, *cpr, *algo, *params, *tensors, *fanin, *v;
+	json_t *name, *cpr, *algo, *params, *tensors, *fanin, *minc, *tmo, *v;
+	struct rt_job_spec spec;
 	struct rt_tensor *schema = NULL;
 	struct rt_job *j;
 	const char *key, *why = NULL;
@@ -122,6 +124,8 @@ static void on_create_body(struct rt_conn *c)
 	params = json_object_get(o, "params");
 	tensors = json_object_get(o, "tensors");
 	fanin = json_object_get(o, "fan_in");
+	minc = json_object_get(o, "min_clients");
+	tmo = json_object_get(o, "round_timeout_s");
 	if (!json_is_string(name) || !ctl_job_name_valid(json_string_value(name))) {
 		rt_conn_error(c, 400,
 			      "name: required, 1-63 characters of A-Z a-z 0-9 . _ -, not starting "
@@ -142,6 +146,18 @@ static void on_create_body(struct rt_conn *c)
 	if (fanin && (!json_is_integer(fanin) || json_integer_value(fanin) < 1 ||
 		      json_integer_value(fanin) > 4096)) {
 		rt_conn_error(c, 400, "fan_in: an integer from 1 to 4096", -1, NULL);
+		goto out;
+	}
+	if (minc && (!json_is_integer(minc) || json_integer_value(minc) < 1 ||
+		     json_integer_value(minc) > json_integer_value(cpr))) {
+		rt_conn_error(c, 400, "min_clients: an integer from 1 to clients_per_round", -1,
+			      NULL);
+		goto out;
+	}
+	if (tmo && (!json_is_integer(tmo) || json_integer_value(tmo) < 1 ||
+		    json_integer_value(tmo) > 86400 * 7)) {
+		rt_conn_error(c, 400, "round_timeout_s: seconds, an integer from 1 to 604800", -1,
+			      NULL);
 		goto out;
 	}
 	if (!!params == !!tensors) {
@@ -185,9 +201,14 @@ static void on_create_body(struct rt_conn *c)
 		rt_conn_error(c, 409, "a job with this name exists", -1, NULL);
 		goto out;
 	}
-	err = rt_job_create(n, json_string_value(name), (uint32_t)json_integer_value(cpr),
-			    fanin ? (uint32_t)json_integer_value(fanin) : 16, "fedavg", schema,
-			    nschema, &j);
+	memset(&spec, 0, sizeof(spec));
+	spec.name = json_string_value(name);
+	spec.cpr = (uint32_t)json_integer_value(cpr);
+	spec.fanin = fanin ? (uint32_t)json_integer_value(fanin) : 0;
+	spec.min_clients = minc ? (uint32_t)json_integer_value(minc) : 0;
+	spec.round_timeout_s = tmo ? (uint32_t)json_integer_value(tmo) : 0;
+	spec.algorithm = "fedavg";
+	err = rt_job_create(n, &spec, schema, nschema, &j);
 	if (err) {
 		rt_conn_error(c, err == -EEXIST ? 409 : 500,
 			      err == -EEXIST ? "a job with this name exists" :
@@ -239,7 +260,8 @@ static json_t *job_json(struct rt_node *n, struct rt_job *j)
 			 (json_int_t)j->completed, "received",
 			 (json_int_t)(j->open ? j->open->received : 0), "clients_per_round",
 			 (json_int_t)j->cpr, "algorithm", j->algorithm, "params",
-			 (json_int_t)j->n_elem, "fan_in", (json_int_t)j->fanin, "accepted_total",
+			 (json_int_t)j->n_elem, "fan_in",
+			 (json_int_t)(j->open ? j->open->fanin : j->fanin), "accepted_total",
 			 (json_int_t)j->accepted_total, "last_round_ms",
 			 (json_int_t)j->last_round_ms, "tensors",
 			 tensors ? tensors : json_array());
@@ -655,9 +677,11 @@ static const char *job_name_of(struct rt_node *n, uint32_t id)
 }
 
 struct fn_row {
-	uint32_t id, job, round;
+	uint32_t id, job, round, index;
 	uint16_t role;
 	bool live;
+	int state;
+	uint32_t served;
 	uint64_t msgs, bytes;
 	int64_t depth;
 	double age_s; /* live: since spawn */
@@ -692,7 +716,10 @@ static void collect_live(struct rt_fn *fn, void *arg)
 		.job = fn->cfg.job,
 		.round = fn->cfg.round,
 		.role = fn->cfg.role,
+		.index = fn->cfg.index,
 		.live = !fn->exited,
+		.state = fn->state,
+		.served = fn->served,
 		.age_s = (double)(trib_now_ns() - fn->spawn_ns) / 1e9,
 		.fanin = fn->cfg.expected,
 	};
@@ -738,18 +765,25 @@ static void handle_functions(struct rt_conn *c)
 	}
 	collect_fns(n, &fr);
 	for (size_t i = 0; i < fr.len; i++) {
+		static const char *const states[] = { "cold", "folding", "warm", "exiting" };
 		const struct fn_row *r = &fr.rows[i];
-		json_t *e = json_pack("{s:I, s:s, s:I, s:s, s:s, s:I, s:I}", "fn", (json_int_t)r->id,
-				      "job", job_name_of(n, r->job), "round", (json_int_t)r->round,
-				      "role", r->role == FN_ROLE_TOP ? "top" : "leaf", "state",
-				      r->live ? "running" : "exited", "messages",
-				      (json_int_t)r->msgs, "bytes", (json_int_t)r->bytes);
+		json_t *e = json_pack("{s:I, s:s, s:I, s:s, s:I, s:s, s:I, s:I}", "fn",
+				      (json_int_t)r->id, "job", job_name_of(n, r->job), "round",
+				      (json_int_t)r->round, "role",
+				      r->role == FN_ROLE_TOP ? "top" : "leaf", "level",
+				      (json_int_t)(r->role == FN_ROLE_TOP ? 0 : 1), "state",
+				      !r->live ? "exited" :
+				      r->state >= 0 && r->state < 4 ? states[r->state] : "?",
+				      "messages", (json_int_t)r->msgs, "bytes", (json_int_t)r->bytes);
 
 		if (r->depth >= 0)
 			json_object_set_new(e, "queue_depth", json_integer(r->depth));
 		if (r->live) {
 			json_object_set_new(e, "fan_in", json_integer(r->fanin));
 			json_object_set_new(e, "age_s", json_real(r->age_s));
+			json_object_set_new(e, "served", json_integer(r->served));
+			if (r->role != FN_ROLE_TOP)
+				json_object_set_new(e, "index", json_integer(r->index));
 		}
 		json_array_append_new(arr, e);
 	}
@@ -835,6 +869,37 @@ static void handle_metrics(struct rt_conn *c)
 	    "# TYPE tributary_functions_failed_total counter\n"
 	    "tributary_functions_failed_total %llu\n", rt_fnset_count(n->fns),
 	    (unsigned long long)m->fn_spawned, (unsigned long long)m->fn_failed);
+	OUT("# HELP tributary_functions_reused_total Configs given to a warm function instead of "
+	    "a new one.\n# TYPE tributary_functions_reused_total counter\n"
+	    "tributary_functions_reused_total %llu\n"
+	    "# HELP tributary_functions_retired_total Warm functions that exited after --warm-s "
+	    "idle.\n# TYPE tributary_functions_retired_total counter\n"
+	    "tributary_functions_retired_total %llu\n"
+	    "# HELP tributary_functions_replaced_total Functions that died mid-round and were "
+	    "replaced.\n# TYPE tributary_functions_replaced_total counter\n"
+	    "tributary_functions_replaced_total %llu\n",
+	    (unsigned long long)m->fn_reused, (unsigned long long)m->fn_retired,
+	    (unsigned long long)m->recoveries);
+	OUT("# HELP tributary_fn_cold_start_seconds Spawn to ready to fold (config applied, arena "
+	    "mapped).\n# TYPE tributary_fn_cold_start_seconds summary\n"
+	    "tributary_fn_cold_start_seconds_sum %.6f\n"
+	    "tributary_fn_cold_start_seconds_count %llu\n"
+	    "tributary_fn_cold_start_seconds_max %.6f\n"
+	    "# HELP tributary_fn_warm_handoff_seconds Config sent to a warm function to ready to "
+	    "fold.\n# TYPE tributary_fn_warm_handoff_seconds summary\n"
+	    "tributary_fn_warm_handoff_seconds_sum %.6f\n"
+	    "tributary_fn_warm_handoff_seconds_count %llu\n"
+	    "tributary_fn_warm_handoff_seconds_max %.6f\n",
+	    m->cold_sum_s, (unsigned long long)m->cold_n, m->cold_max_s, m->warm_sum_s,
+	    (unsigned long long)m->warm_n, m->warm_max_s);
+	OUT("# HELP tributary_planner_decisions_total Trees planned (one per round; inputs in "
+	    "the log).\n# TYPE tributary_planner_decisions_total counter\n"
+	    "tributary_planner_decisions_total %llu\n"
+	    "# HELP tributary_rounds_closed_at_deadline_total Rounds closed by round_timeout_s "
+	    "with at least min_clients updates.\n"
+	    "# TYPE tributary_rounds_closed_at_deadline_total counter\n"
+	    "tributary_rounds_closed_at_deadline_total %llu\n",
+	    (unsigned long long)m->plans, (unsigned long long)m->deadline_closes);
 	OUT("# HELP tributary_job_round The round each job is collecting.\n"
 	    "# TYPE tributary_job_round gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)

@@ -27,7 +27,7 @@ static void usage(FILE *f)
 		"\n"
 		"tributary up [--listen HOST:PORT] [--data-dir DIR] [--admin-token-file FILE]\n"
 		"             [--arena-mb N] [--no-huge] [--port-file FILE]\n"
-		"             [--dataplane shm+bpf|shm+unix|tcp]\n"
+		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
 		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
 		"                         port 0 picks a free one, see --port-file)\n"
 		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
@@ -38,6 +38,8 @@ static void usage(FILE *f)
 		"  --port-file FILE       write the bound port to FILE once listening\n"
 		"  --dataplane MODE       shm+bpf (default where eBPF loads; else shm+unix, logged),\n"
 		"                         shm+unix, or tcp (a copying baseline to measure against)\n"
+		"  --warm-s N             an idle aggregation function waits N s for reuse, then\n"
+		"                         exits (default 30; 0: exit at once)\n"
 		"\n"
 		"tributary simulate --job NAME --clients N --rounds R [--params P] [--url URL] ...\n"
 		"  (tributary simulate --help for all its options)\n");
@@ -84,6 +86,7 @@ static int cmd_up(int argc, char **argv)
 		{ "no-huge", no_argument, NULL, 'H' },
 		{ "port-file", required_argument, NULL, 'p' },
 		{ "dataplane", required_argument, NULL, 'D' },
+		{ "warm-s", required_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -92,6 +95,7 @@ static int cmd_up(int argc, char **argv)
 		.listen_port = 8080,
 		.data_dir = "./tributary-data",
 		.arena_bytes = 1024ull << 20,
+		.warm_s = 30,
 	};
 	char host[256];
 	uint64_t mb;
@@ -126,6 +130,14 @@ static int cmd_up(int argc, char **argv)
 			break;
 		case 'p':
 			o.port_file = optarg;
+			break;
+		case 'w':
+			if (parse_num(optarg, &mb) || mb > 86400) {
+				fprintf(stderr, "tributary up: --warm-s wants 0..86400 seconds, got "
+					"'%s'\n", optarg);
+				return 2;
+			}
+			o.warm_s = (uint32_t)mb;
 			break;
 		case 'D':
 			o.dataplane = rt_dataplane_from_name(optarg);

@@ -246,6 +246,11 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owne
 	err = shm_chan_send(fn->sock, &c, 1, set->arena_fd);
 	if (err)
 		goto err_kill;
+	fn->state = RT_FN_COLD;
+	fn->busy = true;
+	fn->config_ns = fn->spawn_ns;
+	fn->served = 1;
+	fn->eof_data = fn->data < 0;
 	tab_put(set, fn);
 	set->count++;
 	*out = fn;
@@ -269,6 +274,42 @@ err_close_pair:
 err_free:
 	trib_free(fn);
 	return err;
+}
+
+int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg)
+{
+	int err;
+
+	if (fn->sock < 0 || fn->state != RT_FN_WARM)
+		return -EBUSY;
+	cfg->fn_id = fn->id;
+	cfg->dataplane = fn->set->dataplane;
+	err = shm_chan_send(fn->sock, cfg, 1, -1);
+	if (err)
+		return err;
+	fn->cfg = *cfg;
+	fn->state = RT_FN_FOLDING;
+	fn->busy = true;
+	fn->config_ns = trib_now_ns();
+	fn->served++;
+	return 0;
+}
+
+int rt_fn_ctl(struct rt_fn *fn, uint16_t kind, uint32_t value)
+{
+	struct fn_ctl c;
+
+	if (fn->sock < 0)
+		return -EPIPE;
+	memset(&c, 0, sizeof(c));
+	c.version = FN_ABI_VERSION;
+	c.kind = kind;
+	c.fn_id = fn->id;
+	c.job = fn->cfg.job;
+	c.round = fn->cfg.round;
+	c.value = value;
+	/* Control records are rare and tiny: a full channel here means a stuck function. */
+	return shm_chan_send(fn->sock, &c, 1, -1);
 }
 
 bool rt_fn_has_queue(const struct rt_fn *fn)

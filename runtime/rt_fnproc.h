@@ -11,6 +11,14 @@
 #include "fn_abi.h"
 #include "shm_abi.h"
 
+/* Where a function is in its life, for reuse and for `tributary status`. */
+enum rt_fn_state {
+	RT_FN_COLD = 0,    /* spawned, config sent, not READY yet */
+	RT_FN_FOLDING = 1, /* READY (or config sent to a warm one): working for a round */
+	RT_FN_WARM = 2,    /* handed off (DONE), idle, reusable by any job or level */
+	RT_FN_EXITING = 3, /* told to exit (scale to zero) */
+};
+
 /*
  * One function process as the runtime sees it. Owned by the rt_fnset that
  * spawned it; found by id (its routing key) with rt_fnset_find().
@@ -24,17 +32,24 @@ struct rt_fn {
 	void *owner;          /* the round it works for (runtime-private) */
 	struct rt_fnset *set; /* the set that owns it */
 	uint64_t spawn_ns;    /* when it was spawned (CLOCK_MONOTONIC) */
-	bool handed_off;      /* its output arrived */
+	int state;            /* enum rt_fn_state */
+	bool busy;            /* configured and not DONE: a death now loses work */
+	uint64_t config_ns;   /* when its current config was sent */
+	uint64_t idle_ns;     /* when it went warm */
+	uint32_t served;      /* configs it has taken (> 1: reused) */
 	bool exited;          /* reaped */
-	bool eof;             /* its channel reached end of stream: every record it sent is read */
+	bool eof_ctl;         /* control channel at end of stream */
+	bool eof_data;        /* TCP socket at end of stream (or none) */
 	int wait_status;      /* from waitpid once exited */
 	/* records that could not be sent yet (socket full), in order */
 	struct shm_desc *queue;
 	uint32_t qhead, qlen, qcap;
-	/* the event loop's read buffer and state for this channel */
-	uint8_t rbuf[16 * SHM_DESC_SIZE] __attribute__((aligned(64)));
+	/* the event loop's read buffers and state for its channels */
+	uint8_t cbuf[16 * SHM_DESC_SIZE] __attribute__((aligned(64))); /* control records */
+	uint8_t rbuf[16 * SHM_DESC_SIZE] __attribute__((aligned(64))); /* TCP stream */
 	size_t rlen;          /* bytes in rbuf (a stream may stop inside a record) */
-	bool reading;
+	bool reading_ctl;
+	bool reading_data;
 	bool polling_out;
 	/* traffic into the function, counted here where BPF does not count it */
 	uint64_t msgs_in;
@@ -65,6 +80,10 @@ void rt_fnset_destroy(struct rt_fnset *set);
  */
 int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owner,
 		   struct rt_fn **out);
+/* Give a warm function a new config (cfg->fn_id is overwritten with its id). 0 or -errno. */
+int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg);
+/* Send a control record (FN_MSG_FLUSH, FN_MSG_EXIT). 0 or -errno. */
+int rt_fn_ctl(struct rt_fn *fn, uint16_t kind, uint32_t value);
 /* Borrowed pointer or NULL. */
 struct rt_fn *rt_fnset_find(struct rt_fnset *set, uint32_t id);
 /* Reserve @n consecutive unused ids; returns the first. */

@@ -110,16 +110,16 @@ static void arm_fn_pollin(struct rt_gw *gw, struct rt_fn *fn)
 
 	io_uring_prep_poll_add(sqe, fn->data, POLLIN);
 	io_uring_sqe_set_data64(sqe, ((uint64_t)fn->id << 3) | OP_FN_POLLIN);
-	fn->reading = true;
+	fn->reading_data = true;
 }
 
 static void arm_fn_recv(struct rt_gw *gw, struct rt_fn *fn)
 {
 	struct io_uring_sqe *sqe = get_sqe(gw);
 
-	io_uring_prep_recv(sqe, fn->sock, fn->rbuf, sizeof(fn->rbuf), 0);
+	io_uring_prep_recv(sqe, fn->sock, fn->cbuf, sizeof(fn->cbuf), 0);
 	io_uring_sqe_set_data64(sqe, ((uint64_t)fn->id << 3) | OP_FN_RECV);
-	fn->reading = true;
+	fn->reading_ctl = true;
 }
 
 static void arm_fn_pollout(struct rt_gw *gw, struct rt_fn *fn)
@@ -138,12 +138,13 @@ void rt_gw_watch_fn(struct rt_node *n, struct rt_fn *fn)
 {
 	struct rt_gw *gw = n->gw;
 
-	if (!gw || fn->reading)
+	if (!gw)
 		return;
-	/* Records come on the control channel in shm+unix, on the TCP socket otherwise. */
-	if (fn->data >= 0)
+	/* Control records (and every descriptor in shm+unix) on the control channel; outputs
+	 * on the TCP socket in shm+bpf and tcp. */
+	if (fn->data >= 0 && !fn->reading_data)
 		arm_fn_pollin(gw, fn);
-	else if (fn->sock >= 0)
+	if (fn->sock >= 0 && !fn->reading_ctl)
 		arm_fn_recv(gw, fn);
 }
 
@@ -153,12 +154,12 @@ static void on_fn_recv(struct rt_gw *gw, uint32_t id, int res)
 
 	if (!fn)
 		return;
-	fn->reading = false;
+	fn->reading_ctl = false;
 	if (res <= 0) {
 		/* End of stream: the function exited (or closed its end); all it sent is read. */
 		if (res < 0)
 			trib_debug("fn %u: channel: %s", id, strerror(-res));
-		rt_node_on_fn_eof(gw->node, fn);
+		rt_node_on_fn_eof(gw->node, fn, false);
 		return;
 	}
 	if (res % SHM_DESC_SIZE) {
@@ -167,8 +168,11 @@ static void on_fn_recv(struct rt_gw *gw, uint32_t id, int res)
 		for (int off = 0; off < res; off += SHM_DESC_SIZE) {
 			struct shm_desc d;
 
-			memcpy(&d, fn->rbuf + off, sizeof(d));
+			memcpy(&d, fn->cbuf + off, sizeof(d));
 			rt_node_on_fn_record(gw->node, fn, &d, NULL);
+			fn = rt_fnset_find(gw->node->fns, id);
+			if (!fn)
+				return;
 		}
 	}
 	fn = rt_fnset_find(gw->node->fns, id);
@@ -218,13 +222,13 @@ static void on_fn_pollin(struct rt_gw *gw, uint32_t id)
 
 	if (!fn)
 		return;
-	fn->reading = false;
+	fn->reading_data = false;
 	for (;;) {
 		ssize_t r = recv(fn->data, fn->rbuf + fn->rlen, sizeof(fn->rbuf) - fn->rlen,
 				 MSG_DONTWAIT);
 
 		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-			rt_node_on_fn_eof(n, fn);
+			rt_node_on_fn_eof(n, fn, true);
 			return;
 		}
 		if (r < 0)
@@ -242,7 +246,7 @@ static void on_fn_pollin(struct rt_gw *gw, uint32_t id)
 
 				if (err) {
 					trib_error("fn %u: reading its output: %s", id, strerror(-err));
-					rt_node_on_fn_eof(n, fn);
+					rt_node_on_fn_eof(n, fn, true);
 					return;
 				}
 			}
@@ -747,6 +751,7 @@ static void on_tick(struct rt_gw *gw)
 	}
 	rt_fnset_foreach(gw->node->fns, flush_fn, gw);
 	drain_bounced(gw);
+	rt_node_tick(gw->node);
 }
 
 static int listen_on(struct rt_node *n, int *out)

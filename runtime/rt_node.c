@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl_plan.h"
 #include "ctl_store.h"
 #include "ebpf_abi.h"
 #include "ebpf_route.h"
@@ -88,14 +89,15 @@ struct rt_job *rt_job_find(struct rt_node *n, const char *name)
 	return NULL;
 }
 
+static void round_free(struct rt_node *n, struct rt_round *r, bool free_slots);
+
 static void job_free(struct rt_job *j)
 {
 	while (j->inflight) {
 		struct rt_round *r = j->inflight;
 
 		j->inflight = r->next;
-		trib_free(r->result_payload);
-		trib_free(r);
+		round_free(NULL, r, false);
 	}
 	rt_blob_release(j->model);
 	trib_free(j->schema);
@@ -233,10 +235,10 @@ static int store_blob(struct rt_node *n, struct rt_job *j, struct rt_blob *b)
 				    b->len - j->st_header_len, NULL, 0);
 }
 
-int rt_job_create(struct rt_node *n, const char *name, uint32_t cpr, uint32_t fanin,
-		  const char *algorithm, struct rt_tensor *schema, size_t nschema,
-		  struct rt_job **out)
+int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_tensor *schema,
+		  size_t nschema, struct rt_job **out)
 {
+	const char *name = spec->name;
 	struct ctl_job cj;
 	struct rt_job *j;
 	struct rt_blob *b;
@@ -246,9 +248,11 @@ int rt_job_create(struct rt_node *n, const char *name, uint32_t cpr, uint32_t fa
 	if (!j)
 		return -ENOMEM;
 	snprintf(j->name, sizeof(j->name), "%s", name);
-	snprintf(j->algorithm, sizeof(j->algorithm), "%s", algorithm);
-	j->cpr = cpr;
-	j->fanin = fanin;
+	snprintf(j->algorithm, sizeof(j->algorithm), "%s", spec->algorithm);
+	j->cpr = spec->cpr;
+	j->fanin = spec->fanin;
+	j->min_clients = spec->min_clients;
+	j->round_timeout_s = spec->round_timeout_s;
 	j->schema = schema;
 	j->nschema = nschema;
 	for (size_t i = 0; i < nschema; i++)
@@ -280,13 +284,15 @@ int rt_job_create(struct rt_node *n, const char *name, uint32_t cpr, uint32_t fa
 	memset(&cj, 0, sizeof(cj));
 	snprintf(cj.name, sizeof(cj.name), "%s", name);
 	snprintf(cj.token, sizeof(cj.token), "%s", j->token);
-	snprintf(cj.algorithm, sizeof(cj.algorithm), "%s", algorithm);
-	cj.clients_per_round = cpr;
+	snprintf(cj.algorithm, sizeof(cj.algorithm), "%s", spec->algorithm);
+	cj.clients_per_round = spec->cpr;
 	cj.schema_json = j->schema_json;
 	{
-		char params[64];
+		char params[128];
 
-		snprintf(params, sizeof(params), "{\"fan_in\":%u}", fanin);
+		snprintf(params, sizeof(params),
+			 "{\"fan_in\":%u,\"min_clients\":%u,\"round_timeout_s\":%u}", j->fanin,
+			 j->min_clients, j->round_timeout_s);
 		cj.params_json = params;
 		err = ctl_store_job_create(n->store, &cj);
 	}
@@ -297,8 +303,9 @@ int rt_job_create(struct rt_node *n, const char *name, uint32_t cpr, uint32_t fa
 	j->schema = schema;
 	j->next = n->jobs;
 	n->jobs = j;
-	trib_info("job %s: created (%u clients per round, fan-in %u, %llu parameters in %zu tensors)",
-		  name, cpr, fanin, (unsigned long long)j->n_elem, nschema);
+	trib_info("job %s: created (%u clients per round, fan-in %s, %llu parameters in %zu tensors)",
+		  name, j->cpr, j->fanin ? "fixed" : "planned", (unsigned long long)j->n_elem,
+		  nschema);
 	*out = j;
 	return 0;
 
@@ -335,8 +342,12 @@ static int jobs_load(struct rt_node *n)
 		json_decref(arr);
 		if (!err) {
 			json_t *fi = json_object_get(params, "fan_in");
+			json_t *mc = json_object_get(params, "min_clients");
+			json_t *rt = json_object_get(params, "round_timeout_s");
 
-			j->fanin = json_is_integer(fi) ? (uint32_t)json_integer_value(fi) : 16;
+			j->fanin = json_is_integer(fi) ? (uint32_t)json_integer_value(fi) : 0;
+			j->min_clients = json_is_integer(mc) ? (uint32_t)json_integer_value(mc) : 0;
+			j->round_timeout_s = json_is_integer(rt) ? (uint32_t)json_integer_value(rt) : 0;
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? job_build_header(j) : -ENOMEM;
 		}
@@ -423,82 +434,290 @@ static uint64_t acc_slot_len(const struct rt_job *j)
 	return SHM_ACC_HDR + j->n_elem * sizeof(float);
 }
 
-/*
- * Start one function of @r's tree. Its accumulator's data starts 2 KiB plus
- * a per-function multiple of 64 bytes into its slot, so that accumulator and
- * update bytes (64 KiB aligned) never sit a multiple of 4 KiB apart (4K
- * aliasing halves the fold's speed).
- */
-static int round_spawn(struct rt_node *n, struct rt_round *r, uint16_t role, uint32_t idx)
+static int garbage_add(struct rt_round *r, uint64_t slot)
 {
-	struct rt_job *j = r->job;
-	struct fn_config cfg;
+	if (!slot)
+		return 0;
+	if (r->ngarbage == r->capgarbage) {
+		uint32_t ncap = r->capgarbage ? r->capgarbage * 2 : 8;
+		uint64_t *ng = trib_realloc(r->garbage, ncap * sizeof(*ng));
+
+		if (!ng)
+			return -ENOMEM;
+		r->garbage = ng;
+		r->capgarbage = ncap;
+	}
+	r->garbage[r->ngarbage++] = slot;
+	return 0;
+}
+
+struct warm_pick {
 	struct rt_fn *fn;
-	uint64_t acc;
+};
+
+static void pick_warm(struct rt_fn *fn, void *arg)
+{
+	struct warm_pick *p = arg;
+
+	if (fn->state != RT_FN_WARM || fn->exited || fn->sock < 0)
+		return;
+	/* The most recently idle one: its pages and caches are the warmest. */
+	if (!p->fn || fn->idle_ns > p->fn->idle_ns)
+		p->fn = fn;
+}
+
+/* A warm function (reuse) or a new one (cold start), configured with @cfg. */
+static int fn_acquire(struct rt_node *n, struct fn_config *cfg, struct rt_fn **out)
+{
+	struct warm_pick p = { NULL };
 	int err;
 
-	/* In tcp the accumulators are the functions' private memory: nothing in the arena. */
-	acc = 0;
-	if (n->dataplane != FN_DP_TCP) {
-		err = shm_slot_alloc(n->arena, acc_slot_len(j), &acc);
-		if (err)
-			return err;
+	rt_fnset_foreach(n->fns, pick_warm, &p);
+	if (p.fn) {
+		err = rt_fn_configure(p.fn, cfg);
+		if (!err) {
+			n->m.fn_reused++;
+			*out = p.fn;
+			return 0;
+		}
+		trib_warn("fn %u: reusing it failed (%s); starting a new one", p.fn->id,
+			  strerror(-err));
 	}
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.version = FN_ABI_VERSION;
-	cfg.kind = FN_MSG_CONFIG;
-	cfg.job = j->id;
-	cfg.round = r->round;
-	cfg.role = role;
-	cfg.algorithm = FN_ALGO_FEDAVG;
-	cfg.n_elem = j->n_elem;
-	cfg.acc_off = acc;
-	if (role == FN_ROLE_TOP) {
-		cfg.fn_id = r->id_base;
-		cfg.parent = SHM_DST_RUNTIME;
-		cfg.expected = r->nleaves;
-		cfg.child_base = r->id_base + 1;
-	} else {
-		uint32_t first = idx * r->fanin;
+	cfg->fn_id = rt_fnset_reserve_ids(n->fns, 1);
+	err = rt_fnset_spawn(n->fns, cfg, NULL, out);
+	if (err)
+		return err;
+	n->m.fn_spawned++;
+	rt_gw_watch_fn(n, *out);
+	return 0;
+}
 
-		cfg.fn_id = r->id_base + 1 + idx;
-		cfg.parent = r->id_base;
-		cfg.expected = j->cpr - first < r->fanin ? j->cpr - first : r->fanin;
-	}
-	cfg.acc_data_off = acc ? acc + 2048 + 64 * (cfg.fn_id % 16) : 0;
-	err = rt_fnset_spawn(n->fns, &cfg, r, &fn);
+static void cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, uint16_t role,
+		     uint64_t acc)
+{
+	(void)n;
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->version = FN_ABI_VERSION;
+	cfg->kind = FN_MSG_CONFIG;
+	cfg->job = r->job->id;
+	cfg->round = r->round;
+	cfg->role = role;
+	cfg->algorithm = FN_ALGO_FEDAVG;
+	cfg->n_elem = r->job->n_elem;
+	cfg->acc_off = acc;
+}
+
+/*
+ * Accumulator slot for a tree node. Its data starts 2 KiB plus a rotating
+ * multiple of 64 bytes into the slot, so that accumulator and update bytes
+ * (64 KiB aligned) never sit a multiple of 4 KiB apart (4K aliasing halves
+ * the fold's speed). In tcp the accumulators are the functions' private
+ * memory: nothing in the arena.
+ */
+static int acc_alloc(struct rt_node *n, struct rt_round *r, uint64_t *acc, uint64_t *data)
+{
+	static uint32_t skew;
+	int err;
+
+	*acc = *data = 0;
+	if (n->dataplane == FN_DP_TCP)
+		return 0;
+	err = shm_slot_alloc(n->arena, acc_slot_len(r->job), acc);
+	if (err)
+		return err;
+	*data = *acc + 2048 + 64 * (skew++ % 16);
+	return 0;
+}
+
+/* Start (or restart) the top. Children done so far are sent to it again. */
+static int top_start(struct rt_node *n, struct rt_round *r)
+{
+	struct fn_config cfg;
+	struct rt_fn *fn;
+	uint64_t acc, data;
+	int err;
+
+	err = acc_alloc(n, r, &acc, &data);
+	if (err)
+		return err;
+	cfg_init(n, r, &cfg, FN_ROLE_TOP, acc);
+	cfg.acc_data_off = data;
+	cfg.parent = SHM_DST_RUNTIME;
+	cfg.expected = r->closed ? r->started : r->nleaves;
+	err = fn_acquire(n, &cfg, &fn);
 	if (err) {
 		if (acc)
 			shm_slot_free(n->arena, acc);
 		return err;
 	}
-	n->m.fn_spawned++;
-	rt_gw_watch_fn(n, fn);
+	r->top = fn->id;
+	r->top_acc = acc;
+	/* A replacement: the partials that exist already go to it (it folds each once). */
+	for (uint32_t i = 0; i < r->started; i++) {
+		struct rt_leaf *l = &r->leaves[i];
+		struct shm_desc d;
+
+		if (!l->done)
+			continue;
+		d = l->partial;
+		d.dst = fn->id;
+		if (l->partial_payload) {
+			struct iovec iov = { l->partial_payload, r->job->n_elem * sizeof(float) };
+
+			err = rt_fn_send_payload(fn, &d, &iov, 1);
+		} else {
+			err = rt_fn_send(fn, &d);
+		}
+		if (err)
+			return err;
+	}
 	return 0;
+}
+
+/* Send update @k of leaf @l to the function serving it. */
+static int leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, uint32_t k)
+{
+	struct rt_fn *fn = rt_fnset_find(n->fns, l->fn);
+	struct shm_desc d = l->ups[k];
+
+	if (!fn)
+		return -EPIPE;
+	d.dst = fn->id;
+	if (n->dataplane == FN_DP_TCP) {
+		/* The baseline: the update's bytes are copied to the leaf. */
+		const struct shm_seg *segs = shm_arena_ptr(n->arena, d.segs_off);
+		struct iovec iov[64];
+
+		if (d.nsegs > 64)
+			return -E2BIG;
+		for (uint32_t i = 0; i < d.nsegs; i++) {
+			iov[i].iov_base = shm_arena_ptr(n->arena, segs[i].src_off);
+			iov[i].iov_len = segs[i].n_elem * sizeof(float);
+		}
+		return rt_fn_send_payload(fn, &d, iov, (int)d.nsegs);
+	}
+	(void)r;
+	return rt_fn_send(fn, &d);
+}
+
+/* Start (or restart) leaf @i; a restart gets every update the leaf was sent, again. */
+static int leaf_start(struct rt_node *n, struct rt_round *r, uint32_t i)
+{
+	struct rt_leaf *l = &r->leaves[i];
+	struct fn_config cfg;
+	struct rt_fn *fn;
+	uint64_t acc, data;
+	int err;
+
+	err = acc_alloc(n, r, &acc, &data);
+	if (err)
+		return err;
+	cfg_init(n, r, &cfg, FN_ROLE_LEAF, acc);
+	cfg.acc_data_off = data;
+	cfg.parent = r->top;
+	cfg.expected = l->expected;
+	cfg.index = i;
+	err = fn_acquire(n, &cfg, &fn);
+	if (err) {
+		if (acc)
+			shm_slot_free(n->arena, acc);
+		return err;
+	}
+	l->fn = fn->id;
+	l->parent = r->top;
+	l->acc = acc;
+	for (uint32_t k = 0; k < l->sent; k++) {
+		err = leaf_send(n, r, l, k);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
+{
+	free_slots = free_slots && n;
+	if (free_slots) {
+		for (uint32_t i = 0; i < r->ngarbage; i++)
+			shm_slot_free(n->arena, r->garbage[i]);
+		if (r->top_acc)
+			shm_slot_free(n->arena, r->top_acc);
+	}
+	for (uint32_t i = 0; i < r->nleaves; i++) {
+		struct rt_leaf *l = &r->leaves[i];
+
+		if (free_slots) {
+			if (l->acc)
+				shm_slot_free(n->arena, l->acc);
+			if (!l->done)
+				for (uint32_t k = 0; k < l->sent; k++)
+					shm_slot_free(n->arena, l->ups[k].slot_off);
+		}
+		trib_free(l->ups);
+		trib_free(l->partial_payload);
+	}
+	trib_free(r->leaves);
+	trib_free(r->garbage);
+	trib_free(r->result_payload);
+	trib_free(r);
+}
+
+static void plan_round(struct rt_node *n, struct rt_job *j, struct ctl_plan *plan)
+{
+	uint64_t used = 0, total = 0;
+	uint32_t live = 0;
+	struct ctl_plan_in in = {
+		.clients = j->cpr,
+		.arrival_rate = j->arrival_rate,
+		.model_bytes = j->n_elem * sizeof(float),
+		.fold_bw = CTL_FOLD_BW_DEFAULT,
+		.cores = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN),
+		.pinned_fanin = j->fanin,
+	};
+
+	shm_arena_usage(n->arena, &used, &total, &live);
+	in.arena_free = total - used;
+	ctl_plan_tree(&in, plan);
+	n->m.plans++;
+	trib_info("job %s round %u: plan: %u leaves of fan-in %u (%s; inputs: %u clients, "
+		  "%.1f updates/s measured, %.1f MB model, %u cores)",
+		  j->name, j->round, plan->leaves, plan->fanin, plan->why, in.clients,
+		  in.arrival_rate, (double)in.model_bytes / 1e6, in.cores);
 }
 
 static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *errp)
 {
 	struct rt_round *r = trib_calloc(1, sizeof(*r));
+	struct ctl_plan plan;
 	int err;
 
 	if (!r) {
 		*errp = -ENOMEM;
 		return NULL;
 	}
+	plan_round(n, j, &plan);
 	r->job = j;
 	r->round = j->round;
-	r->fanin = j->fanin;
-	r->nleaves = (j->cpr + j->fanin - 1) / j->fanin;
-	r->id_base = rt_fnset_reserve_ids(n->fns, 1 + r->nleaves);
+	r->fanin = plan.fanin;
+	r->nleaves = plan.leaves;
 	r->open_ns = trib_now_ns();
-	err = round_spawn(n, r, FN_ROLE_TOP, 0);
-	if (err) {
+	r->leaves = trib_calloc(r->nleaves, sizeof(*r->leaves));
+	if (!r->leaves) {
 		trib_free(r);
+		*errp = -ENOMEM;
+		return NULL;
+	}
+	for (uint32_t i = 0; i < r->nleaves; i++) {
+		uint32_t first = i * r->fanin;
+
+		r->leaves[i].expected = j->cpr - first < r->fanin ? j->cpr - first : r->fanin;
+	}
+	err = top_start(n, r);
+	if (err) {
+		round_free(n, r, true);
 		*errp = err;
 		return NULL;
 	}
-	/* Append: rounds complete in order. */
 	{
 		struct rt_round **pp = &j->inflight;
 
@@ -507,17 +726,43 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 		*pp = r;
 	}
 	j->open = r;
-	trib_debug("job %s round %u: tree of %u leaves (fan-in %u) under fn %u", j->name, r->round,
-		   r->nleaves, r->fanin, r->id_base);
 	return r;
+}
+
+/* The open round takes no more updates; the next opens at once. */
+static void round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline)
+{
+	r->closed = true;
+	j->open = NULL;
+	j->round++;
+	if (!deadline)
+		return;
+	/* Fewer updates than planned: tell the last leaf and the top how many to expect. */
+	n->m.deadline_closes++;
+	if (r->started) {
+		struct rt_leaf *l = &r->leaves[r->started - 1];
+		struct rt_fn *fn = rt_fnset_find(n->fns, l->fn);
+
+		l->expected = l->sent;
+		if (fn && !l->done)
+			rt_fn_ctl(fn, FN_MSG_FLUSH, l->expected);
+	}
+	{
+		struct rt_fn *top = rt_fnset_find(n->fns, r->top);
+
+		if (top)
+			rt_fn_ctl(top, FN_MSG_FLUSH, r->started);
+	}
+	trib_info("job %s round %u: closed at its deadline with %u of %u updates in %u leaves",
+		  j->name, r->round, r->received, j->cpr, r->started);
 }
 
 int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t slot_off,
 		  uint64_t segs_off, uint32_t nsegs, double weight, uint32_t *seq)
 {
 	struct rt_round *r = j->open;
+	struct rt_leaf *l;
 	struct shm_desc d;
-	struct rt_fn *leaf;
 	uint32_t s, li;
 	int err;
 
@@ -528,23 +773,24 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 		if (!r)
 			return err;
 	}
-	if (r->failed)
-		return -EIO;
 	s = r->received;
 	li = s / r->fanin;
-	if (li >= r->spawned) {
-		err = round_spawn(n, r, FN_ROLE_LEAF, li);
-		if (err)
+	l = &r->leaves[li];
+	if (li >= r->started) {
+		l->ups = trib_calloc(l->expected, sizeof(*l->ups));
+		if (!l->ups)
+			return -ENOMEM;
+		err = leaf_start(n, r, li);
+		if (err) {
+			trib_free(l->ups);
+			l->ups = NULL;
 			return err;
-		r->spawned = li + 1;
+		}
+		r->started = li + 1;
 	}
-	leaf = rt_fnset_find(n->fns, r->id_base + 1 + li);
-	if (!leaf)
-		return -EPIPE;
 	memset(&d, 0, sizeof(d));
 	d.version = SHM_ABI_VERSION;
 	d.kind = SHM_DESC_UPDATE;
-	d.dst = leaf->id;
 	d.src = SHM_DST_RUNTIME;
 	d.job = j->id;
 	d.round = round;
@@ -554,36 +800,17 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	d.weight = weight;
 	d.count = 1;
 	d.seq = s;
-	if (n->dataplane == FN_DP_TCP) {
-		/* The baseline: the update's bytes are copied to the leaf, the slot freed now. */
-		const struct shm_seg *segs = shm_arena_ptr(n->arena, segs_off);
-		struct iovec iov[64];
-
-		if (nsegs > 64)
-			return -E2BIG;
-		for (uint32_t i = 0; i < nsegs; i++) {
-			iov[i].iov_base = shm_arena_ptr(n->arena, segs[i].src_off);
-			iov[i].iov_len = segs[i].n_elem * sizeof(float);
-		}
-		err = rt_fn_send_payload(leaf, &d, iov, (int)nsegs);
-		if (err)
-			return err;
-		shm_slot_free(n->arena, slot_off);
-	} else {
-		err = rt_fn_send(leaf, &d);
-		if (err)
-			return err;
-	}
+	l->ups[l->sent] = d;
+	err = leaf_send(n, r, l, l->sent);
+	if (err)
+		return err;
+	l->sent++;
 	r->received++;
 	j->accepted_total++;
 	n->m.accepted++;
 	*seq = s;
-	if (r->received == j->cpr) {
-		/* The round is full: the next one opens at once. */
-		j->open = NULL;
-		j->round++;
-		trib_debug("job %s: round %u full, round %u open", j->name, round, j->round);
-	}
+	if (r->received == j->cpr)
+		round_close(n, j, r, false);
 	return 0;
 }
 
@@ -606,7 +833,10 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		struct rt_round *r = j->inflight;
 		const struct shm_desc *d = &r->result;
 		const float *model = r->result_payload;
+		struct ctl_round rec;
 		struct rt_blob *b;
+		double secs;
+		int err;
 
 		if (!model) {
 			const struct shm_seg *seg = shm_arena_ptr(n->arena, d->segs_off);
@@ -614,10 +844,6 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 			model = shm_arena_ptr(n->arena, seg->src_off);
 		}
 		b = model_blob(j, model, r->round + 1);
-		struct ctl_round rec;
-		double secs;
-		int err;
-
 		if (!b) {
 			trib_error("job %s round %u: no memory for the model", j->name, r->round);
 			return;
@@ -633,8 +859,6 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		if (err)
 			trib_error("job %s round %u: recording the round: %s", j->name, r->round,
 				   strerror(-err));
-		if (!r->result_payload)
-			shm_slot_free(n->arena, d->slot_off);
 		secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
 		memset(&rec, 0, sizeof(rec));
 		rec.job_id = j->db_id;
@@ -648,13 +872,21 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		j->model = b;
 		j->completed++;
 		j->last_round_ms = rec.duration_ms;
+		/* The planner's input: arrivals per second over this round, smoothed. */
+		if (secs > 0) {
+			double rate = r->received / secs;
+
+			j->arrival_rate = j->arrival_rate > 0 ? 0.5 * j->arrival_rate + 0.5 * rate :
+								rate;
+		}
 		n->m.rounds_done++;
 		round_hist_add(&n->m, secs);
-		trib_info("job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u",
-			  j->name, r->round, d->count, d->weight, secs, j->completed);
+		trib_info("job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u%s",
+			  j->name, r->round, d->count, d->weight, secs, j->completed,
+			  r->recoveries ? " (after replacing failed functions)" : "");
 		j->inflight = r->next;
-		trib_free(r->result_payload);
-		trib_free(r);
+		/* Committed: the partials, accumulators and leftovers go back to the arena. */
+		round_free(n, r, true);
 		rt_gw_model_ready(n, j);
 	}
 }
@@ -674,43 +906,120 @@ static struct rt_round *round_find(struct rt_node *n, uint32_t job_id, uint32_t 
 	return NULL;
 }
 
+/* A leaf's or the top's DONE: what it handed off now exists. */
+static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *d)
+{
+	struct rt_job *j = NULL;
+	struct rt_round *r = round_find(n, d->job, d->round, &j);
+	bool warm_first = fn->state == RT_FN_COLD;
+
+	fn->state = RT_FN_WARM;
+	fn->busy = false;
+	fn->idle_ns = trib_now_ns();
+	(void)warm_first;
+	if (!r || fn->cfg.role == FN_ROLE_TOP)
+		return; /* the top's output is its RESULT, handled on its own */
+	if (fn->cfg.index >= r->nleaves)
+		return;
+	{
+		struct rt_leaf *l = &r->leaves[fn->cfg.index];
+
+		if (l->fn != fn->id || l->done) {
+			/* A replaced function finished after all: its accumulator is garbage. */
+			garbage_add(r, fn->cfg.acc_off);
+			return;
+		}
+		l->done = true;
+		l->partial = *d;
+		l->partial.kind = SHM_DESC_PARTIAL;
+		/* The updates are inside a partial that outlives any function: free their slots. */
+		for (uint32_t k = 0; k < l->sent; k++)
+			shm_slot_free(n->arena, l->ups[k].slot_off);
+		/* Configured for a top that has been replaced since: send the partial on. */
+		if (l->parent != r->top) {
+			struct rt_fn *top = rt_fnset_find(n->fns, r->top);
+			struct shm_desc p = l->partial;
+
+			p.dst = r->top;
+			if (top && !l->partial_payload)
+				rt_fn_send(top, &p);
+		}
+	}
+}
+
+/* shm+unix and tcp: partials pass through here; so does a bounced one in shm+bpf. */
+static void route_partial(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *d,
+			  float *payload)
+{
+	struct rt_job *j = NULL;
+	struct rt_round *r = round_find(n, d->job, d->round, &j);
+	struct shm_desc p = *d;
+	struct rt_fn *to;
+	int err = -ENOENT;
+
+	if (!r) {
+		trib_free(payload);
+		return;
+	}
+	/* Whoever serves the top now, whatever the sender was told. */
+	p.dst = r->top;
+	to = rt_fnset_find(n->fns, r->top);
+	if (to && payload) {
+		struct iovec iov = { payload, j->n_elem * sizeof(float) };
+
+		err = rt_fn_send_payload(to, &p, &iov, 1);
+	} else if (to) {
+		err = rt_fn_send(to, &p);
+	}
+	if (err)
+		trib_error("fn %u -> top %u: %s", fn->id, r->top, strerror(-err));
+	if (payload && d->seq < r->nleaves && !r->leaves[d->seq].partial_payload)
+		r->leaves[d->seq].partial_payload = payload; /* kept for a refold at a new top */
+	else
+		trib_free(payload);
+}
+
 void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *d,
 			  float *payload)
 {
-	if (d->version != SHM_ABI_VERSION || d->src != fn->id) {
-		trib_error("fn %u: bad descriptor (version %u, src %u)", fn->id, d->version, d->src);
+	if (d->version != SHM_ABI_VERSION || (d->kind < 16 && d->src != fn->id)) {
+		trib_error("fn %u: bad record (version %u, kind %u)", fn->id, d->version, d->kind);
 		trib_free(payload);
 		return;
 	}
-	fn->handed_off = true;
-	if (d->dst != SHM_DST_RUNTIME) {
-		/*
-		 * shm+unix and tcp: the runtime is the router between functions.
-		 * shm+bpf: sk_msg sends a record here only when its destination
-		 * was not in the map; route it by hand.
-		 */
-		struct rt_fn *to = rt_fnset_find(n->fns, d->dst);
-		int err = -ENOENT;
+	switch (d->kind) {
+	case FN_MSG_READY: {
+		double s = (double)(trib_now_ns() - fn->config_ns) / 1e9;
 
-		if (to && payload) {
-			struct iovec iov = { payload, fn->cfg.n_elem * sizeof(float) };
-
-			err = rt_fn_send_payload(to, d, &iov, 1);
-		} else if (to) {
-			err = rt_fn_send(to, d);
+		if (fn->state == RT_FN_COLD) {
+			n->m.cold_n++;
+			n->m.cold_sum_s += s;
+			if (s > n->m.cold_max_s)
+				n->m.cold_max_s = s;
+		} else {
+			n->m.warm_n++;
+			n->m.warm_sum_s += s;
+			if (s > n->m.warm_max_s)
+				n->m.warm_max_s = s;
 		}
-		if (err)
-			trib_error("fn %u -> fn %u: %s", fn->id, d->dst, strerror(-err));
-		trib_free(payload);
+		fn->state = RT_FN_FOLDING;
 		return;
 	}
-	if (d->kind == SHM_DESC_RESULT) {
+	case FN_MSG_DONE:
+		on_done(n, fn, d);
+		return;
+	case SHM_DESC_PARTIAL:
+		route_partial(n, fn, d, payload);
+		return;
+	case SHM_DESC_RESULT: {
 		struct rt_job *j = NULL;
 		struct rt_round *r = round_find(n, d->job, d->round, &j);
 
-		if (!r || r->has_result) {
-			trib_error("fn %u: result for unknown job %u round %u", fn->id, d->job,
-				   d->round);
+		if (!r || r->has_result || fn->id != r->top) {
+			trib_debug("fn %u: result for job %u round %u not wanted (done, or replaced)",
+				   fn->id, d->job, d->round);
+			if (r && fn->id != r->top)
+				garbage_add(r, d->slot_off);
 			trib_free(payload);
 			return;
 		}
@@ -720,8 +1029,10 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 		job_complete_rounds(n, j);
 		return;
 	}
-	trib_error("fn %u: unexpected descriptor kind %u for the runtime", fn->id, d->kind);
-	trib_free(payload);
+	default:
+		trib_error("fn %u: unexpected record kind %u for the runtime", fn->id, d->kind);
+		trib_free(payload);
+	}
 }
 
 void rt_node_fn_counters(struct rt_node *n, const struct rt_fn *fn, uint64_t *msgs,
@@ -759,51 +1070,93 @@ static void fn_remember(struct rt_node *n, const struct rt_fn *fn)
 }
 
 /*
- * A function is judged once it has exited AND its channel reached end of
- * stream: a function sends its output and exits at once, and SIGCHLD can be
- * seen before the output is read. Failure means it ended without handing off.
+ * A function died while it had work (killed, crashed): start a replacement
+ * for its place in the tree and give it the same inputs again. Nothing it
+ * folded is lost: update slots live until the partial they went into exists,
+ * partials until the round's model is written.
+ */
+static void recover(struct rt_node *n, struct rt_fn *fn)
+{
+	struct rt_job *j = NULL;
+	struct rt_round *r = round_find(n, fn->cfg.job, fn->cfg.round, &j);
+	int err = 0;
+
+	if (!r || r->has_result)
+		return;
+	if (fn->cfg.role == FN_ROLE_TOP) {
+		if (r->top != fn->id)
+			return;
+		garbage_add(r, r->top_acc);
+		r->top_acc = 0;
+		r->top = 0;
+		err = top_start(n, r);
+	} else if (fn->cfg.index < r->nleaves && r->leaves[fn->cfg.index].fn == fn->id &&
+		   !r->leaves[fn->cfg.index].done) {
+		struct rt_leaf *l = &r->leaves[fn->cfg.index];
+
+		garbage_add(r, l->acc);
+		l->acc = 0;
+		err = leaf_start(n, r, fn->cfg.index);
+	} else {
+		return;
+	}
+	r->recoveries++;
+	n->m.recoveries++;
+	if (err)
+		trib_error("job %s round %u: replacing fn %u failed: %s; the round cannot complete",
+			   j->name, r->round, fn->id, strerror(-err));
+	else
+		trib_warn("job %s round %u: fn %u (%s %u) died mid-round; replaced, its inputs sent "
+			  "again", j->name, r->round, fn->id,
+			  fn->cfg.role == FN_ROLE_TOP ? "top" : "leaf", fn->cfg.index);
+}
+
+/*
+ * A function is judged once it has exited AND its channels reached end of
+ * stream, so that every record it sent has been handled first.
  */
 static void fn_judge(struct rt_node *n, struct rt_fn *fn)
 {
 	int st = fn->wait_status;
-	struct rt_job *j = NULL;
-	struct rt_round *r;
 
-	/*
-	 * A function exits 0 only once its output is sent (in shm+bpf a
-	 * leaf's partial goes straight to its parent: the runtime never sees it).
-	 */
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-		return;
 	if (n->stopping)
 		return;
+	if (!fn->busy) {
+		if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+			trib_warn("fn %u exited (status %d) while idle", fn->id, st);
+		return;
+	}
 	n->m.fn_failed++;
-	/* Look the round up: it may be finished and gone (fn->owner would dangle). */
-	r = round_find(n, fn->cfg.job, fn->cfg.round, &j);
-	if (r && !r->has_result)
-		r->failed = true;
-	trib_error("fn %u (%s of job %u round %u) %s %d before handing off; the round cannot "
-		   "complete",
-		   fn->id, fn->cfg.role == FN_ROLE_TOP ? "top" : "leaf", fn->cfg.job, fn->cfg.round,
+	trib_error("fn %u (%s of job %u round %u) %s %d mid-round", fn->id,
+		   fn->cfg.role == FN_ROLE_TOP ? "top" : "leaf", fn->cfg.job, fn->cfg.round,
 		   WIFSIGNALED(st) ? "was killed by signal" : "exited with",
 		   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+	recover(n, fn);
+}
+
+static bool fn_ended(const struct rt_fn *fn)
+{
+	return fn->exited && fn->eof_ctl && fn->eof_data;
 }
 
 static bool on_reaped(struct rt_fn *fn, void *arg)
 {
 	struct rt_node *n = arg;
 
-	if (!fn->eof && fn->sock >= 0 && !n->stopping)
-		return false; /* judged when its channel's end is read */
+	if (!fn_ended(fn) && !n->stopping)
+		return false; /* judged when its channels' ends are read */
 	fn_judge(n, fn);
 	fn_remember(n, fn);
 	return true;
 }
 
-void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn)
+void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn, bool data)
 {
-	fn->eof = true;
-	if (fn->exited) {
+	if (data)
+		fn->eof_data = true;
+	else
+		fn->eof_ctl = true;
+	if (fn_ended(fn)) {
 		fn_judge(n, fn);
 		fn_remember(n, fn);
 		rt_fnset_remove(n->fns, fn);
@@ -813,6 +1166,43 @@ void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn)
 void rt_node_on_sigchld(struct rt_node *n)
 {
 	rt_fnset_reap(n->fns, on_reaped, n);
+}
+
+static void retire_idle(struct rt_fn *fn, void *arg)
+{
+	struct rt_node *n = arg;
+	uint64_t now = trib_now_ns();
+
+	if (fn->state != RT_FN_WARM || fn->exited)
+		return;
+	if (now - fn->idle_ns < (uint64_t)n->opts.warm_s * 1000000000ull)
+		return;
+	/* Scale to zero: a job with no traffic costs no process. */
+	if (!rt_fn_ctl(fn, FN_MSG_EXIT, 0)) {
+		fn->state = RT_FN_EXITING;
+		n->m.fn_retired++;
+		trib_info("fn %u: idle %u s, retired (served %u configs)", fn->id, n->opts.warm_s,
+			  fn->served);
+	}
+}
+
+void rt_node_tick(struct rt_node *n)
+{
+	uint64_t now = trib_now_ns();
+
+	rt_fnset_foreach(n->fns, retire_idle, n);
+	/* Deadlines: a round with enough updates closes with what it has; fewer, it waits. */
+	for (struct rt_job *j = n->jobs; j; j = j->next) {
+		struct rt_round *r = j->open;
+		uint32_t need = j->min_clients ? j->min_clients : j->cpr;
+
+		if (!r || !j->round_timeout_s || r->closed)
+			continue;
+		if (now - r->open_ns < (uint64_t)j->round_timeout_s * 1000000000ull)
+			continue;
+		if (r->received >= need)
+			round_close(n, j, r, true);
+	}
 }
 
 /* --- tributary up --- */

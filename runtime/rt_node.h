@@ -24,6 +24,7 @@ struct rt_node_opts {
 	const char *port_file;        /* if set, the bound port is written there once listening */
 	uint64_t arena_bytes;         /* default 1 GiB */
 	bool no_huge;                 /* never use 2 MiB pages */
+	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
 };
 
@@ -45,18 +46,40 @@ struct rt_blob *rt_blob_hold(struct rt_blob *b);
 /* Accepts NULL. */
 void rt_blob_release(struct rt_blob *b);
 
+/*
+ * One leaf of a round's tree, whoever serves it: if its function dies, a
+ * replacement takes the same index and the runtime sends it the same updates
+ * again (their slots live until the leaf's partial exists).
+ */
+struct rt_leaf {
+	uint32_t fn;             /* the function serving it now; 0 before it starts */
+	uint32_t parent;         /* the top it was configured to send to */
+	uint64_t acc;            /* its accumulator slot (its partial, once done) */
+	uint32_t expected;       /* updates planned for it */
+	uint32_t sent;           /* updates sent to it */
+	struct shm_desc *ups;    /* those updates, for a refold (owned, expected entries) */
+	bool done;               /* its partial exists (DONE seen): the updates' slots are freed */
+	struct shm_desc partial; /* that partial */
+	float *partial_payload;  /* tcp: its bytes, kept for a refold at a new top (owned) */
+};
+
 /* One round's aggregation tree: a top and leaves started as updates need them. */
 struct rt_round {
 	struct rt_job *job;
 	uint32_t round;
-	uint32_t nleaves;
+	uint32_t nleaves;      /* planned leaves */
 	uint32_t fanin;        /* updates per leaf (the last leaf may get fewer) */
-	uint32_t id_base;      /* top = id_base, leaf i = id_base + 1 + i */
+	uint32_t started;      /* leaves started (a prefix of leaves[]) */
 	uint32_t received;     /* updates accepted */
-	uint32_t spawned;      /* leaves started */
+	uint32_t top;          /* the function serving the top; 0 before it starts */
+	uint64_t top_acc;      /* its accumulator slot */
+	struct rt_leaf *leaves; /* nleaves entries (owned) */
+	uint64_t *garbage;     /* slots of replaced functions, freed when the round commits */
+	uint32_t ngarbage, capgarbage;
 	uint64_t open_ns;      /* first update accepted */
-	bool failed;           /* a function died before handing off */
+	bool closed;           /* no more updates: full, or closed at its deadline */
 	bool has_result;       /* the top's output came */
+	uint32_t recoveries;   /* functions replaced */
 	struct shm_desc result;
 	float *result_payload; /* tcp: the model's bytes (owned), else NULL */
 	struct rt_round *next; /* the job's rounds in flight, oldest first */
@@ -69,7 +92,10 @@ struct rt_job {
 	char token[80];
 	char algorithm[32];
 	uint32_t cpr;             /* clients per round */
-	uint32_t fanin;
+	uint32_t fanin;           /* pinned fan-in, or 0: the planner chooses per round */
+	uint32_t min_clients;     /* a round may close at its deadline with this many (0: cpr) */
+	uint32_t round_timeout_s; /* 0: no deadline */
+	double arrival_rate;      /* updates/s, smoothed over rounds (the planner's input) */
 	struct rt_tensor *schema; /* owned */
 	size_t nschema;
 	uint64_t n_elem;
@@ -110,6 +136,15 @@ struct rt_metrics {
 	uint64_t rounds_done;
 	uint64_t fn_spawned;
 	uint64_t fn_failed;
+	uint64_t fn_reused;       /* configs given to a warm function */
+	uint64_t fn_retired;      /* warm functions told to exit after --warm-s idle */
+	uint64_t recoveries;      /* functions replaced mid-round */
+	uint64_t cold_n;          /* spawn -> READY */
+	double cold_sum_s, cold_max_s;
+	uint64_t warm_n;          /* config to a warm function -> READY */
+	double warm_sum_s, warm_max_s;
+	uint64_t plans;           /* planner decisions */
+	uint64_t deadline_closes; /* rounds closed at their deadline */
 	/* round durations, first update to model written: a histogram */
 	uint64_t round_hist[12];
 	double round_sum_s;
@@ -160,9 +195,16 @@ int rt_schema_from_json(json_t *arr, struct rt_tensor **out, size_t *nout, uint6
 			const char **why);
 struct rt_job *rt_job_find(struct rt_node *n, const char *name);
 /* Returns 0 or -errno; *why says what is wrong with the request (static string or NULL). */
-int rt_job_create(struct rt_node *n, const char *name, uint32_t cpr, uint32_t fanin,
-		  const char *algorithm, struct rt_tensor *schema, size_t nschema,
-		  struct rt_job **out);
+struct rt_job_spec {
+	const char *name;
+	uint32_t cpr;
+	uint32_t fanin;           /* 0: planned */
+	uint32_t min_clients;     /* 0: cpr */
+	uint32_t round_timeout_s; /* 0: none */
+	const char *algorithm;
+};
+int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_tensor *schema,
+		  size_t nschema, struct rt_job **out);
 /*
  * Accept a received, validated update in slot @slot_off: its segments are at
  * @segs_off. The slot's ownership moves to the tree. Returns 0 (and *seq), or
@@ -184,8 +226,10 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 /* A function's counters: from BPF in shm+bpf, else as the runtime counted them. */
 void rt_node_fn_counters(struct rt_node *n, const struct rt_fn *fn, uint64_t *msgs,
 			 uint64_t *bytes, int64_t *depth);
-/* A function's channel reached end of stream (all its records were handled). */
-void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn);
+/* A function's control channel (@data false) or TCP socket reached end of stream. */
+void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn, bool data);
+/* Once per tick: deadlines, scale to zero. */
+void rt_node_tick(struct rt_node *n);
 /* Reap children and account for them. */
 void rt_node_on_sigchld(struct rt_node *n);
 /* Called by the gateway when a model version appears (wakes long polls). */

@@ -87,12 +87,12 @@ static void print_functions(json_t *fns, const char *only)
 	json_array_foreach(fns, i, f) {
 		if (only && strcmp(only, jstr(f, "job")))
 			continue;
-		if (!strcmp(jstr(f, "state"), "running"))
+		if (strcmp(jstr(f, "state"), "exited"))
 			live++;
 		else
 			done++;
 	}
-	printf("\nfunctions: %d running", live);
+	printf("\nfunctions: %d alive", live);
 	if (done)
 		printf(", last %d exited", done);
 	printf("\n%-8s %-16s %6s %-5s %-8s %6s %9s %12s %6s\n", "FN", "JOB", "ROUND", "ROLE",

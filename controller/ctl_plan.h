@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/* The planner: the shape of a round's aggregation tree, as a pure function of what is measured. */
+#ifndef CTL_PLAN_H
+#define CTL_PLAN_H
+
+#include <stdint.h>
+
+/* What one leaf folds per second (bytes of update), unless measured: bench/fold, k=1. */
+#define CTL_FOLD_BW_DEFAULT 5e9
+#define CTL_FANIN_MIN 2u
+#define CTL_FANIN_MAX 64u
+/* Children one top folds before a third level pays off. */
+#define CTL_TOP_FANIN_MAX 32u
+
+struct ctl_plan_in {
+	uint32_t clients;      /* updates expected per round (clients_per_round) */
+	double arrival_rate;   /* updates/s measured over past rounds, smoothed; 0: unknown */
+	uint64_t model_bytes;  /* bytes of one update */
+	double fold_bw;        /* bytes/s one leaf folds */
+	uint32_t cores;        /* cores of the node */
+	uint64_t arena_free;   /* bytes free in the arena now */
+	uint32_t pinned_fanin; /* the job fixed its fan-in; 0: the planner chooses */
+};
+
+struct ctl_plan {
+	uint32_t fanin;  /* updates per leaf */
+	uint32_t leaves; /* ceil(clients / fanin) */
+	uint32_t active; /* leaves expected to fold at the same time */
+	uint32_t levels; /* 2, or 3 when leaves exceed CTL_TOP_FANIN_MAX */
+	uint32_t mids;   /* level-2 aggregators when levels == 3 */
+	const char *why; /* the rule that decided (static) */
+};
+
+/*
+ * Plan the tree. Leaves fill in order, each with `fanin` updates; a leaf
+ * holds its updates' slots until its partial exists, and every partial
+ * lives until the round's model is written. So the arena holds about
+ *   model_bytes * (leaves + active * fanin) = model_bytes * (C/f + a*f),
+ * which is smallest at f = sqrt(C / a), where a, the leaves folding at
+ * once, is how many it takes to keep up with the arrivals:
+ *   a = ceil(arrival_rate * model_bytes / fold_bw), at least 1, at most cores.
+ * f is clamped to [CTL_FANIN_MIN, CTL_FANIN_MAX] and to C; a pinned fan-in
+ * wins. More clients or faster arrivals give more leaves. Returns 0, or
+ * -EINVAL when clients or model_bytes is 0.
+ */
+int ctl_plan_tree(const struct ctl_plan_in *in, struct ctl_plan *out);
+
+#endif

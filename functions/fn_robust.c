@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: MIT
+/* Exact robust rules over one shard of a round: selection-based median and trimmed mean, Krum. */
+#include "fn_robust.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+#ifdef __FAST_MATH__
+#error "fn_robust.c needs IEEE float semantics: build it without -ffast-math"
+#endif
+
+/* Below this many values a range is finished by insertion sort. */
+#define SELECT_SMALL 16
+/* Coordinates per tile in the Krum distance and mean loops: k tiles of 1 KiB stay in L2. */
+#define TILE 256
+
+static void insertion_sort(float *a, size_t lo, size_t hi)
+{
+	size_t i, j;
+
+	for (i = lo + 1; i < hi; i++) {
+		float x = a[i];
+
+		for (j = i; j > lo && a[j - 1] > x; j--)
+			a[j] = a[j - 1];
+		a[j] = x;
+	}
+}
+
+static void sift_down(float *a, size_t root, size_t n)
+{
+	for (;;) {
+		size_t c = 2 * root + 1;
+		float t;
+
+		if (c >= n)
+			return;
+		if (c + 1 < n && a[c + 1] > a[c])
+			c++;
+		if (!(a[c] > a[root]))
+			return;
+		t = a[c];
+		a[c] = a[root];
+		a[root] = t;
+		root = c;
+	}
+}
+
+/* Sorts a[0..n): the O(n log n) fallback when selection keeps picking bad pivots. */
+static void heap_sort(float *a, size_t n)
+{
+	size_t i;
+
+	for (i = n / 2; i-- > 0;)
+		sift_down(a, i, n);
+	for (i = n; i-- > 1;) {
+		float t = a[0];
+
+		a[0] = a[i];
+		a[i] = t;
+		sift_down(a, 0, i);
+	}
+}
+
+static inline void swapf(float *a, size_t i, size_t j)
+{
+	float t = a[i];
+
+	a[i] = a[j];
+	a[j] = t;
+}
+
+static float median3(float x, float y, float z)
+{
+	if (x > y) {
+		float t = x;
+
+		x = y;
+		y = t;
+	}
+	/* x <= y */
+	if (z <= x)
+		return x;
+	return z < y ? z : y;
+}
+
+/*
+ * Introselect on a[lo..hi): afterwards a[nth] holds the value sorted order puts there, every
+ * value before it is <= and every value after it is >=. Three-way partitions keep runs of equal
+ * values (f clients sending the same vector) linear; after about 2 log2(k) rounds without
+ * converging the range is heap-sorted, so the worst case is O(k log k). Always terminates and
+ * stays in bounds, whatever the comparisons say.
+ */
+static void select_nth(float *a, size_t lo, size_t hi, size_t nth)
+{
+	unsigned budget = 8;
+	size_t s;
+
+	for (s = hi - lo; s > 1; s >>= 1)
+		budget += 2;
+	while (hi - lo > SELECT_SMALL) {
+		size_t lt = lo, i = lo, gt = hi;
+		float p;
+
+		if (!budget--) {
+			heap_sort(a + lo, hi - lo);
+			return;
+		}
+		p = median3(a[lo], a[lo + (hi - lo) / 2], a[hi - 1]);
+		/* Invariant: a[lo..lt) < p, a[lt..i) == p, a[gt..hi) > p. */
+		while (i < gt) {
+			if (a[i] < p)
+				swapf(a, lt++, i++);
+			else if (a[i] > p)
+				swapf(a, i, --gt);
+			else
+				i++;
+		}
+		if (nth < lt)
+			hi = lt;
+		else if (nth >= gt)
+			lo = gt;
+		else
+			return;
+	}
+	insertion_sort(a, lo, hi);
+}
+
+static void gather(const float *const *rows, size_t k, size_t j, float *dst)
+{
+	size_t i;
+
+	for (i = 0; i < k; i++)
+		dst[i] = rows[i][j];
+}
+
+int fn_robust_median(const float *const *rows, size_t k, size_t n, float *out, float *scratch)
+{
+	size_t j, i, h = k / 2;
+
+	if (!k)
+		return -EINVAL;
+	for (j = 0; j < n; j++) {
+		gather(rows, k, j, scratch);
+		select_nth(scratch, 0, k, h);
+		if (k & 1) {
+			out[j] = scratch[h];
+		} else {
+			/* The lower middle value is the largest of the lower half. */
+			float lo = scratch[0];
+
+			for (i = 1; i < h; i++)
+				lo = scratch[i] > lo ? scratch[i] : lo;
+			out[j] = (float)(((double)lo + (double)scratch[h]) * 0.5);
+		}
+	}
+	return 0;
+}
+
+int fn_robust_trim_count(double trim, size_t k, size_t *cut)
+{
+	if (!(trim >= 0.0 && trim < 0.5) || !k)
+		return -EINVAL;
+	/* scipy: lowercut = int(proportiontocut * nobs), so 0.29 * 100 cuts 28. */
+	*cut = (size_t)(trim * (double)k);
+	if (2 * *cut >= k)
+		return -EINVAL;
+	return 0;
+}
+
+int fn_robust_trimmed_mean(const float *const *rows, size_t k, size_t n, double trim, float *out,
+			   float *scratch)
+{
+	size_t j, i, c, keep;
+	int err;
+
+	err = fn_robust_trim_count(trim, k, &c);
+	if (err)
+		return err;
+	keep = k - 2 * c;
+	for (j = 0; j < n; j++) {
+		double s = 0.0;
+
+		gather(rows, k, j, scratch);
+		if (c) {
+			/* a[0..c) <= a[c] <= a[c+1..k); then split the right part at k-c-1. */
+			select_nth(scratch, 0, k, c);
+			if (k - c - 1 > c)
+				select_nth(scratch, c + 1, k, k - c - 1);
+		}
+		for (i = c; i < k - c; i++)
+			s += (double)scratch[i];
+		out[j] = (float)(s / (double)keep);
+	}
+	return 0;
+}
+
+/* Squared distance of two tiles, in double, in four fixed lanes (vectorisable, deterministic). */
+static double tile_dist2(const float *restrict a, const float *restrict b, size_t n)
+{
+	double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+	size_t t = 0;
+
+	for (; t + 4 <= n; t += 4) {
+		double e0 = (double)a[t] - (double)b[t];
+		double e1 = (double)a[t + 1] - (double)b[t + 1];
+		double e2 = (double)a[t + 2] - (double)b[t + 2];
+		double e3 = (double)a[t + 3] - (double)b[t + 3];
+
+		s0 += e0 * e0;
+		s1 += e1 * e1;
+		s2 += e2 * e2;
+		s3 += e3 * e3;
+	}
+	for (; t < n; t++) {
+		double e = (double)a[t] - (double)b[t];
+
+		s0 += e * e;
+	}
+	return (s0 + s1) + (s2 + s3);
+}
+
+void fn_robust_pdist_partial(const float *const *rows, size_t k, size_t n, double *d)
+{
+	size_t t0, i, j;
+
+	for (t0 = 0; t0 < n; t0 += TILE) {
+		size_t tn = n - t0 < TILE ? n - t0 : TILE;
+
+		for (i = 0; i < k; i++) {
+			for (j = i + 1; j < k; j++) {
+				double s = tile_dist2(rows[i] + t0, rows[j] + t0, tn);
+
+				d[i * k + j] += s;
+				d[j * k + i] += s;
+			}
+		}
+	}
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+int fn_krum_select(const double *d, size_t k, size_t f, size_t m, uint32_t *selected,
+		   double *scores, double *scratch)
+{
+	double *row = scratch, *sc = scratch + k;
+	size_t need, i, j, r, c;
+
+	if (k < 2 * f + 3 || m < 1 || m > k - f || k > UINT32_MAX)
+		return -EINVAL;
+	need = k - f - 2;
+	for (i = 0; i < k; i++) {
+		double s = 0.0;
+
+		for (j = 0, c = 0; j < k; j++)
+			if (j != i)
+				row[c++] = d[i * k + j];
+		/*
+		 * Sorting (not selecting) before summing makes a score depend only on the multiset
+		 * of distances, so clients with identical distances get bit-identical scores and
+		 * the tie goes to the lower index, as documented.
+		 */
+		qsort(row, c, sizeof(*row), cmp_double);
+		for (j = 0; j < need; j++)
+			s += row[j];
+		sc[i] = s;
+		if (scores)
+			scores[i] = s;
+	}
+	/* m smallest by (score, index); a picked score becomes +Inf (all real ones are finite). */
+	for (r = 0; r < m; r++) {
+		size_t best = k;
+
+		for (i = 0; i < k; i++)
+			if (isfinite(sc[i]) && (best == k || sc[i] < sc[best]))
+				best = i;
+		if (best == k)
+			return -EINVAL;
+		selected[r] = (uint32_t)best;
+		sc[best] = INFINITY;
+	}
+	return 0;
+}
+
+int fn_robust_mean_rows(const float *const *rows, size_t k, const uint32_t *sel, size_t m, size_t n,
+			float *out)
+{
+	double acc[TILE];
+	size_t t0, t, r;
+
+	if (!m)
+		return -EINVAL;
+	for (r = 0; r < m; r++)
+		if (sel[r] >= k)
+			return -EINVAL;
+	for (t0 = 0; t0 < n; t0 += TILE) {
+		size_t tn = n - t0 < TILE ? n - t0 : TILE;
+
+		for (t = 0; t < tn; t++)
+			acc[t] = 0.0;
+		for (r = 0; r < m; r++) {
+			const float *x = rows[sel[r]] + t0;
+
+			for (t = 0; t < tn; t++)
+				acc[t] += (double)x[t];
+		}
+		for (t = 0; t < tn; t++)
+			out[t0 + t] = (float)(acc[t] / (double)m);
+	}
+	return 0;
+}
+
+void fn_robust_sumsq_partial(const float *x, size_t n, double *sumsq)
+{
+	double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+	size_t t = 0;
+
+	for (; t + 4 <= n; t += 4) {
+		s0 += (double)x[t] * (double)x[t];
+		s1 += (double)x[t + 1] * (double)x[t + 1];
+		s2 += (double)x[t + 2] * (double)x[t + 2];
+		s3 += (double)x[t + 3] * (double)x[t + 3];
+	}
+	for (; t < n; t++)
+		s0 += (double)x[t] * (double)x[t];
+	*sumsq += (s0 + s1) + (s2 + s3);
+}
+
+int fn_robust_clip_scale(double sumsq, double clip_norm, float *scale)
+{
+	double norm, s;
+	float fs;
+
+	if (!(clip_norm > 0.0) || !isfinite(clip_norm) || !(sumsq >= 0.0))
+		return -EINVAL;
+	norm = sqrt(sumsq);
+	s = norm > clip_norm ? clip_norm / norm : 1.0;
+	/* Round down, so a clipped update's norm is not pushed above clip_norm by the rounding. */
+	fs = (float)s;
+	if ((double)fs > s)
+		fs = nextafterf(fs, 0.0f);
+	*scale = fs;
+	return 0;
+}
