@@ -267,6 +267,27 @@ static json_t *job_json(struct rt_node *n, struct rt_job *j)
 			 tensors ? tensors : json_array());
 }
 
+/* job_json, plus what the planner and the deadline add. */
+static json_t *job_json_full(struct rt_node *n, struct rt_job *j)
+{
+	json_t *o = job_json(n, j);
+
+	if (!o)
+		return NULL;
+	/* No fixed fan-in and no round open: the planner decides at the next round. */
+	if (!j->fanin && !j->open)
+		json_object_set_new(o, "fan_in", json_null());
+	json_object_set_new(o, "fan_in_planned", json_boolean(!j->fanin));
+	json_object_set_new(o, "min_clients", json_integer(j->min_clients ? j->min_clients :
+							   j->cpr));
+	json_object_set_new(o, "round_timeout_s", j->round_timeout_s ?
+					json_integer(j->round_timeout_s) : json_null());
+	json_object_set_new(o, "arrival_rate", json_real(j->arrival_rate));
+	if (j->open)
+		json_object_set_new(o, "leaves", json_integer(j->open->nleaves));
+	return o;
+}
+
 static void handle_list(struct rt_conn *c)
 {
 	json_t *arr = json_array();
@@ -277,7 +298,7 @@ static void handle_list(struct rt_conn *c)
 		return;
 	}
 	for (struct rt_job *j = c->node->jobs; j; j = j->next)
-		json_array_append_new(arr, job_json(c->node, j));
+		json_array_append_new(arr, job_json_full(c->node, j));
 	respond_json(c, 200, json_pack("{s:o}", "jobs", arr), NULL);
 }
 
@@ -1014,7 +1035,7 @@ void rt_api_on_head(struct rt_conn *c)
 				       -1, NULL);
 				return;
 			}
-			respond_json(c, 200, job_json(c->node, j), NULL);
+			respond_json(c, 200, job_json_full(c->node, j), NULL);
 			return;
 		}
 		if (!strcmp(slash, "/updates")) {

@@ -24,8 +24,10 @@ def arena(srv):
 
 def run():
     rng = np.random.default_rng(3)
-    with e.Server(arena_mb=16) as srv:
-        job = srv.create_job({'name': JOB, 'clients_per_round': 3, 'params': P})
+    # 20 MiB: two accumulators and the round's three updates (held by their leaf until its
+    # partial exists) fit, with room for one stalled upload.
+    with e.Server(arena_mb=20) as srv:
+        job = srv.create_job({'name': JOB, 'clients_per_round': 3, 'fan_in': 3, 'params': P})
         tok = job['token']
         used0, total, slots0 = arena(srv)
         check(slots0 == 0 and total >= 16 << 20, 'fresh arena: used %d total %d slots %d' %
@@ -41,8 +43,9 @@ def run():
             return st, obj, hd
 
         update(4)  # the round's tree (top and leaf accumulators) now holds arena memory
-        # Once folded, the update's slot is freed: left are the two accumulators.
-        e.wait_for(lambda: arena(srv)[2] == 2, 10, 'the first update to be folded')
+        # The update's slot lives until its leaf's partial exists (so a leaf killed mid-round
+        # can refold it): the two accumulators and the update.
+        e.wait_for(lambda: arena(srv)[2] == 3, 10, 'the first update to be held by its leaf')
         body = e.raw_body(SCHEMA, {'weights': np.ones(P, np.float32)})
         head = e.http_head('POST', '/v1/jobs/%s/updates' % JOB, {
                 'Authorization': 'Bearer ' + tok, 'X-Tributary-Round': 0,
@@ -85,7 +88,8 @@ def run():
         finally:
             for s in stalls:
                 s.close()
-        e.wait_for(lambda: arena(srv)[2] == 2, 10, 'stalled slots to be freed')
+        # Left: the two accumulators and the two accepted updates, held by their leaf.
+        e.wait_for(lambda: arena(srv)[2] == 4, 10, 'stalled slots to be freed')
         update(2)
         _, hd, b = srv.get_model(JOB, tok, '?after=0&timeout=30')
         e.check_model(b, SCHEMA, e.weighted_mean(accepted), 'model v1')

@@ -74,7 +74,7 @@ T="Authorization: Bearer $tok"
 c=$(code -H "$T" "$url/v1/jobs/basic")
 [ "$c" = 200 ] || fail "job status: $c"
 for kv in job=basic round=0 model_round=0 received=0 clients_per_round=5 algorithm=fedavg \
-	params=24 fan_in=16 tensors.1.name=b1 tensors.2.shape='[4, 2]'; do
+	params=24 fan_in=None tensors.1.name=b1 tensors.2.shape='[4, 2]'; do
 	got=$(jget "${kv%%=*}" <"$work/out")
 	[ "$got" = "${kv#*=}" ] || fail "status ${kv%%=*} = $got, want ${kv#*=}: $(cat "$work/out")"
 done

@@ -35,7 +35,7 @@ def children(pid):
 def run():
     rng = np.random.default_rng(5)
     schema = [{'name': 'weights', 'shape': [P], 'dtype': 'F32'}]
-    with e.Server() as srv:
+    with e.Server(extra=['--warm-s', '0']) as srv:
         tok = srv.create_job({'name': JOB, 'clients_per_round': CPR, 'fan_in': 2,
                               'params': P})['token']
         check(children(srv.pid) == [], 'children before any round: %r' % children(srv.pid))
