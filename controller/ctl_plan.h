@@ -11,6 +11,8 @@
 #define CTL_FANIN_MAX 64u
 /* Children one top folds before a third level pays off. */
 #define CTL_TOP_FANIN_MAX 32u
+/* Descriptors waiting at a leaf that make the autoscaler start another beside it. */
+#define CTL_SPLIT_DEPTH 4u
 
 struct ctl_plan_in {
 	uint32_t clients;      /* updates expected per round (clients_per_round) */

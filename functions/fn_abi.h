@@ -82,8 +82,15 @@ struct fn_config {
 	uint64_t acc_off;      /* arena offset of the accumulator slot */
 	uint64_t acc_data_off; /* arena offset of the accumulator's first element */
 	uint32_t dataplane;    /* enum fn_dataplane */
-	uint32_t reserved;     /* zero */
+	uint32_t flags;        /* FN_CFG_* */
 };
+
+/*
+ * `expected` is final: hand off once that many inputs are folded. Without
+ * it (a top while its round is open: the autoscaler may still add leaves)
+ * the function waits for a FLUSH that gives the final count.
+ */
+#define FN_CFG_FINAL 1u
 _Static_assert(sizeof(struct fn_config) == SHM_DESC_SIZE, "fn_config is a channel record");
 _Static_assert(offsetof(struct fn_config, n_elem) == 32, "fn_config is ABI");
 

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -63,7 +64,8 @@ static void chacha20_block(const uint32_t in[16], uint8_t out[64])
 void fn_chacha20_keystream(uint8_t *out, size_t nblocks, uint32_t counter, const uint8_t nonce[12],
 			   const uint8_t key[32])
 {
-	uint32_t st[16] = { 0x61707865, 0x3320646e, 0x79622d32, 0x6b206574 }; /* "expand 32-byte k" */
+	/* "expand 32-byte k" */
+	uint32_t st[16] = { 0x61707865, 0x3320646e, 0x79622d32, 0x6b206574 };
 	size_t b;
 
 	memcpy(st + 4, key, 32);
@@ -231,10 +233,20 @@ int fn_dp_accountant_epsilon(const struct fn_dp_accountant *acc, double delta, d
 			     double *order)
 {
 	double best = INFINITY, best_order = order_at(0);
+	bool spent = false;
 	int i;
 
 	if (!(delta > 0.0 && delta < 1.0))
 		return -EINVAL;
+	for (i = 0; i < FN_DP_ORDERS; i++)
+		spent |= acc->rdp[i] != 0.0;
+	if (!spent) {
+		/* Nothing released yet, nothing spent (the conversion alone says ln(1/d)/62). */
+		*eps = 0.0;
+		if (order)
+			*order = 0.0;
+		return 0;
+	}
 	for (i = 0; i < FN_DP_ORDERS; i++) {
 		double e = acc->rdp[i] + log(1.0 / delta) / (order_at(i) - 1.0);
 

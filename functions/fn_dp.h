@@ -98,7 +98,8 @@ int fn_dp_accountant_add(struct fn_dp_accountant *acc, double z, uint64_t rounds
 
 /*
  * (eps, delta) spent: *eps = min over orders of rdp(alpha) + ln(1/delta) / (alpha - 1), and
- * *order (if not NULL) the minimising order. 0 or -EINVAL unless 0 < delta < 1.
+ * *order (if not NULL) the minimising order; before any release *eps = 0 and *order = 0.
+ * 0 or -EINVAL unless 0 < delta < 1.
  */
 int fn_dp_accountant_epsilon(const struct fn_dp_accountant *acc, double delta, double *eps,
 			     double *order);

@@ -49,6 +49,7 @@ struct fn_state {
 	struct shm_desc *pending;
 	bool *has_pending;
 	float **pending_payload; /* tcp: their bytes */
+	uint32_t pending_cap;    /* entries in the three arrays above */
 	/* the TCP socket's byte stream: whole records are cut from it */
 	uint8_t sbuf[64 * SHM_DESC_SIZE] __attribute__((aligned(64)));
 	size_t slen;
@@ -146,7 +147,7 @@ static void state_reset(struct fn_state *st)
 	trib_free(st->algo_state);
 	st->algo_state = NULL;
 	if (st->pending_payload)
-		for (uint32_t i = 0; i < st->cfg.expected; i++)
+		for (uint32_t i = 0; i < st->pending_cap; i++)
 			trib_free(st->pending_payload[i]);
 	trib_free(st->pending_payload);
 	trib_free(st->pending);
@@ -154,6 +155,7 @@ static void state_reset(struct fn_state *st)
 	st->pending_payload = NULL;
 	st->pending = NULL;
 	st->has_pending = NULL;
+	st->pending_cap = 0;
 	st->ops = NULL;
 	st->acc = NULL;
 	st->folded = 0;
@@ -254,6 +256,38 @@ static int hand_off(struct fn_state *st)
 	return err;
 }
 
+/* Top: room for children up to index @n - 1 (the autoscaler may add leaves). */
+static int pending_grow(struct fn_state *st, uint32_t n)
+{
+	uint32_t old = st->pending_cap;
+	struct shm_desc *p;
+	bool *h;
+	float **pp;
+
+	if (n <= old)
+		return 0;
+	if (n < old * 2)
+		n = old * 2;
+	p = trib_realloc(st->pending, n * sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	st->pending = p;
+	h = trib_realloc(st->has_pending, n * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	st->has_pending = h;
+	pp = trib_realloc(st->pending_payload, n * sizeof(*pp));
+	if (!pp)
+		return -ENOMEM;
+	st->pending_payload = pp;
+	for (uint32_t i = old; i < n; i++) {
+		h[i] = false;
+		pp[i] = NULL;
+	}
+	st->pending_cap = n;
+	return 0;
+}
+
 /* Takes ownership of @arena_fd. */
 static int configure(struct fn_state *st, const struct fn_config *cfg, int arena_fd)
 {
@@ -313,11 +347,9 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	if (err)
 		return err;
 	if (cfg->role == FN_ROLE_TOP) {
-		st->pending = trib_calloc(cfg->expected, sizeof(*st->pending));
-		st->has_pending = trib_calloc(cfg->expected, sizeof(*st->has_pending));
-		st->pending_payload = trib_calloc(cfg->expected, sizeof(*st->pending_payload));
-		if (!st->pending || !st->has_pending || !st->pending_payload)
-			return -ENOMEM;
+		err = pending_grow(st, cfg->expected);
+		if (err)
+			return err;
 	}
 	st->configured = true;
 	trib_debug("job %u round %u: %s, expecting %u inputs of %llu elements", cfg->job,
@@ -326,10 +358,10 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	return send_ctl(st, FN_MSG_READY, 0);
 }
 
-/* Hand off once every expected input is folded; 0 or -errno. */
+/* Hand off once every expected input is folded and that count is final; 0 or -errno. */
 static int maybe_hand_off(struct fn_state *st)
 {
-	if (st->configured && st->folded >= st->cfg.expected)
+	if (st->configured && (st->cfg.flags & FN_CFG_FINAL) && st->folded >= st->cfg.expected)
 		return hand_off(st);
 	return 0;
 }
@@ -343,12 +375,18 @@ static int on_flush(struct fn_state *st, const struct fn_ctl *c)
 {
 	if (!st->configured || c->job != st->cfg.job || c->round != st->cfg.round)
 		return 0; /* for a config we are done with */
-	if (c->value == 0 || c->value > st->cfg.expected)
+	if (c->value == 0 || c->value < st->folded)
 		return -EPROTO;
 	st->cfg.expected = c->value;
+	st->cfg.flags |= FN_CFG_FINAL;
 	if (st->cfg.role == FN_ROLE_TOP) {
+		int err = pending_grow(st, c->value);
+
+		if (err)
+			return err;
 		/* Fold what waits in child order, now that the count is known. */
-		while (st->folded < st->cfg.expected && st->has_pending[st->folded]) {
+		while (st->folded < st->cfg.expected && st->folded < st->pending_cap &&
+		       st->has_pending[st->folded]) {
 			uint32_t i = st->folded;
 			int err = fold_desc(st, &st->pending[i], st->pending_payload[i]);
 
@@ -386,8 +424,12 @@ static int on_desc(struct fn_state *st, const struct shm_desc *d, float *payload
 	} else {
 		uint32_t child = d->seq;
 
-		if (d->kind != SHM_DESC_PARTIAL || child >= st->cfg.expected)
+		if (d->kind != SHM_DESC_PARTIAL || child >= (1u << 24) ||
+		    ((st->cfg.flags & FN_CFG_FINAL) && child >= st->cfg.expected))
 			return -EPROTO;
+		err = pending_grow(st, child + 1);
+		if (err)
+			return err;
 		if (child < st->folded || st->has_pending[child]) {
 			/* A replaced child's output came twice: fold it once. */
 			trib_debug("job %u round %u: duplicate partial for child %u", d->job,
@@ -400,7 +442,7 @@ static int on_desc(struct fn_state *st, const struct shm_desc *d, float *payload
 		*kept = payload != NULL;
 		err = 0;
 		/* Fold in child order, whatever order the partials arrive in. */
-		while (!err && st->folded < st->cfg.expected && st->has_pending[st->folded]) {
+		while (!err && st->folded < st->pending_cap && st->has_pending[st->folded]) {
 			uint32_t c = st->folded;
 
 			err = fold_desc(st, &st->pending[c], st->pending_payload[c]);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Server optimisers: one step of FedAvg, FedAvgM, FedAdagrad, FedAdam or FedYogi on a flat model. */
+/* Server optimisers: one step of FedAvg, FedAvgM, FedAdagrad, FedAdam or FedYogi on a model. */
 #include "fn_opt.h"
 
 #include <errno.h>

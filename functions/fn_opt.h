@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Server optimisers (FedAvg, FedAvgM, FedAdagrad, FedAdam, FedYogi) applied to the aggregated delta. */
+/* Server optimisers (FedAvg, FedAvgM, FedAdagrad, FedAdam, FedYogi) on the aggregated delta. */
 #ifndef FN_OPT_H
 #define FN_OPT_H
 

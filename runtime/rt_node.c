@@ -543,7 +543,9 @@ static int top_start(struct rt_node *n, struct rt_round *r)
 	cfg_init(n, r, &cfg, FN_ROLE_TOP, acc);
 	cfg.acc_data_off = data;
 	cfg.parent = SHM_DST_RUNTIME;
+	/* While the round is open the autoscaler may add leaves: the count comes by FLUSH. */
 	cfg.expected = r->closed ? r->started : r->nleaves;
+	cfg.flags = r->closed ? FN_CFG_FINAL : 0;
 	err = fn_acquire(n, &cfg, &fn);
 	if (err) {
 		if (acc)
@@ -616,6 +618,7 @@ static int leaf_start(struct rt_node *n, struct rt_round *r, uint32_t i)
 	cfg.acc_data_off = data;
 	cfg.parent = r->top;
 	cfg.expected = l->expected;
+	cfg.flags = FN_CFG_FINAL;
 	cfg.index = i;
 	err = fn_acquire(n, &cfg, &fn);
 	if (err) {
@@ -643,7 +646,7 @@ static void round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 		if (r->top_acc)
 			shm_slot_free(n->arena, r->top_acc);
 	}
-	for (uint32_t i = 0; i < r->nleaves; i++) {
+	for (uint32_t i = 0; i < r->started; i++) {
 		struct rt_leaf *l = &r->leaves[i];
 
 		if (free_slots) {
@@ -700,17 +703,13 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 	r->round = j->round;
 	r->fanin = plan.fanin;
 	r->nleaves = plan.leaves;
+	r->capleaves = plan.leaves;
 	r->open_ns = trib_now_ns();
-	r->leaves = trib_calloc(r->nleaves, sizeof(*r->leaves));
+	r->leaves = trib_calloc(r->capleaves, sizeof(*r->leaves));
 	if (!r->leaves) {
 		trib_free(r);
 		*errp = -ENOMEM;
 		return NULL;
-	}
-	for (uint32_t i = 0; i < r->nleaves; i++) {
-		uint32_t first = i * r->fanin;
-
-		r->leaves[i].expected = j->cpr - first < r->fanin ? j->cpr - first : r->fanin;
 	}
 	err = top_start(n, r);
 	if (err) {
@@ -729,32 +728,107 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 	return r;
 }
 
+/* Leaf @l takes no more updates than it has: tell its function. */
+static void leaf_cut(struct rt_node *n, struct rt_leaf *l)
+{
+	struct rt_fn *fn = rt_fnset_find(n->fns, l->fn);
+
+	l->expected = l->sent;
+	if (fn && !l->done)
+		rt_fn_ctl(fn, FN_MSG_FLUSH, l->expected);
+}
+
 /* The open round takes no more updates; the next opens at once. */
 static void round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline)
 {
+	struct rt_fn *top;
+
 	r->closed = true;
 	j->open = NULL;
 	j->round++;
-	if (!deadline)
-		return;
-	/* Fewer updates than planned: tell the last leaf and the top how many to expect. */
-	n->m.deadline_closes++;
-	if (r->started) {
-		struct rt_leaf *l = &r->leaves[r->started - 1];
-		struct rt_fn *fn = rt_fnset_find(n->fns, l->fn);
-
-		l->expected = l->sent;
-		if (fn && !l->done)
-			rt_fn_ctl(fn, FN_MSG_FLUSH, l->expected);
+	if (deadline) {
+		/* Fewer updates than planned: the last leaf folds what it has. */
+		n->m.deadline_closes++;
+		if (r->started && r->leaves[r->started - 1].sent < r->leaves[r->started - 1].expected)
+			leaf_cut(n, &r->leaves[r->started - 1]);
+		trib_info("job %s round %u: closed at its deadline with %u of %u updates in %u "
+			  "leaves", j->name, r->round, r->received, j->cpr, r->started);
 	}
-	{
-		struct rt_fn *top = rt_fnset_find(n->fns, r->top);
+	/* Now the number of leaves is final: the top hands off after that many partials. */
+	top = rt_fnset_find(n->fns, r->top);
+	if (top)
+		rt_fn_ctl(top, FN_MSG_FLUSH, r->started);
+}
 
-		if (top)
-			rt_fn_ctl(top, FN_MSG_FLUSH, r->started);
+/*
+ * The autoscaler, on the eBPF counters: when the leaf taking updates has a
+ * queue (descriptors delivered but not yet taken) of CTL_SPLIT_DEPTH or more,
+ * arrivals outrun its folding: it keeps what it has and a new leaf takes the
+ * next updates, folding beside it. Idle leaves retire by themselves (warm,
+ * then gone after --warm-s). A job that fixed its fan-in is left alone, and
+ * without eBPF there is no queue depth to act on.
+ */
+static bool leaf_should_split(struct rt_node *n, struct rt_round *r, struct rt_leaf *l)
+{
+	struct ebpf_fn_sample smp;
+
+	if (!n->route || r->job->fanin || l->sent == 0 || l->sent >= l->expected)
+		return false;
+	if (ebpf_stats_read(ebpf_route_stats(n->route), l->fn, &smp))
+		return false;
+	if (smp.depth < CTL_SPLIT_DEPTH)
+		return false;
+	n->m.scale_outs++;
+	trib_info("job %s round %u: autoscaler: leaf %u (fn %u) has %llu descriptors waiting "
+		  "(>= %u) after %u of %u updates: scale out, a new leaf takes the next ones",
+		  r->job->name, r->round, r->cur, l->fn, (unsigned long long)smp.depth,
+		  CTL_SPLIT_DEPTH, l->sent, l->expected);
+	return true;
+}
+
+/* The leaf that takes the next update: the current one, or a new one. */
+static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r,
+			 struct rt_leaf **out)
+{
+	struct rt_leaf *l = r->started ? &r->leaves[r->cur] : NULL;
+	uint32_t i;
+	int err;
+
+	if (l && l->sent < l->expected && !leaf_should_split(n, r, l)) {
+		*out = l;
+		return 0;
 	}
-	trib_info("job %s round %u: closed at its deadline with %u of %u updates in %u leaves",
-		  j->name, r->round, r->received, j->cpr, r->started);
+	if (l && l->sent < l->expected)
+		leaf_cut(n, l);
+	i = r->started;
+	if (i == r->capleaves) {
+		uint32_t ncap = r->capleaves * 2;
+		struct rt_leaf *nl = trib_realloc(r->leaves, ncap * sizeof(*nl));
+
+		if (!nl)
+			return -ENOMEM;
+		memset(nl + r->capleaves, 0, (ncap - r->capleaves) * sizeof(*nl));
+		r->leaves = nl;
+		r->capleaves = ncap;
+	}
+	l = &r->leaves[i];
+	memset(l, 0, sizeof(*l));
+	l->expected = j->cpr - r->received < r->fanin ? j->cpr - r->received : r->fanin;
+	l->ups = trib_calloc(l->expected, sizeof(*l->ups));
+	if (!l->ups)
+		return -ENOMEM;
+	err = leaf_start(n, r, i);
+	if (err) {
+		trib_free(l->ups);
+		memset(l, 0, sizeof(*l));
+		return err;
+	}
+	r->started = i + 1;
+	if (r->started > r->nleaves)
+		r->nleaves = r->started;
+	r->cur = i;
+	*out = l;
+	return 0;
 }
 
 int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t slot_off,
@@ -763,7 +837,7 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	struct rt_round *r = j->open;
 	struct rt_leaf *l;
 	struct shm_desc d;
-	uint32_t s, li;
+	uint32_t s;
 	int err;
 
 	if (round != j->round)
@@ -774,20 +848,9 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 			return err;
 	}
 	s = r->received;
-	li = s / r->fanin;
-	l = &r->leaves[li];
-	if (li >= r->started) {
-		l->ups = trib_calloc(l->expected, sizeof(*l->ups));
-		if (!l->ups)
-			return -ENOMEM;
-		err = leaf_start(n, r, li);
-		if (err) {
-			trib_free(l->ups);
-			l->ups = NULL;
-			return err;
-		}
-		r->started = li + 1;
-	}
+	err = leaf_for_next(n, j, r, &l);
+	if (err)
+		return err;
 	memset(&d, 0, sizeof(d));
 	d.version = SHM_ABI_VERSION;
 	d.kind = SHM_DESC_UPDATE;
@@ -919,7 +982,7 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 	(void)warm_first;
 	if (!r || fn->cfg.role == FN_ROLE_TOP)
 		return; /* the top's output is its RESULT, handled on its own */
-	if (fn->cfg.index >= r->nleaves)
+	if (fn->cfg.index >= r->started)
 		return;
 	{
 		struct rt_leaf *l = &r->leaves[fn->cfg.index];
@@ -973,7 +1036,7 @@ static void route_partial(struct rt_node *n, struct rt_fn *fn, const struct shm_
 	}
 	if (err)
 		trib_error("fn %u -> top %u: %s", fn->id, r->top, strerror(-err));
-	if (payload && d->seq < r->nleaves && !r->leaves[d->seq].partial_payload)
+	if (payload && d->seq < r->started && !r->leaves[d->seq].partial_payload)
 		r->leaves[d->seq].partial_payload = payload; /* kept for a refold at a new top */
 	else
 		trib_free(payload);
@@ -1090,7 +1153,7 @@ static void recover(struct rt_node *n, struct rt_fn *fn)
 		r->top_acc = 0;
 		r->top = 0;
 		err = top_start(n, r);
-	} else if (fn->cfg.index < r->nleaves && r->leaves[fn->cfg.index].fn == fn->id &&
+	} else if (fn->cfg.index < r->started && r->leaves[fn->cfg.index].fn == fn->id &&
 		   !r->leaves[fn->cfg.index].done) {
 		struct rt_leaf *l = &r->leaves[fn->cfg.index];
 

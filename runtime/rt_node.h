@@ -67,13 +67,15 @@ struct rt_leaf {
 struct rt_round {
 	struct rt_job *job;
 	uint32_t round;
-	uint32_t nleaves;      /* planned leaves */
+	uint32_t nleaves;      /* planned leaves (grows if the autoscaler adds some) */
+	uint32_t capleaves;    /* entries allocated in leaves[] */
+	uint32_t cur;          /* the leaf taking updates */
 	uint32_t fanin;        /* updates per leaf (the last leaf may get fewer) */
 	uint32_t started;      /* leaves started (a prefix of leaves[]) */
 	uint32_t received;     /* updates accepted */
 	uint32_t top;          /* the function serving the top; 0 before it starts */
 	uint64_t top_acc;      /* its accumulator slot */
-	struct rt_leaf *leaves; /* nleaves entries (owned) */
+	struct rt_leaf *leaves; /* capleaves entries, the first `started` in use (owned) */
 	uint64_t *garbage;     /* slots of replaced functions, freed when the round commits */
 	uint32_t ngarbage, capgarbage;
 	uint64_t open_ns;      /* first update accepted */
@@ -144,6 +146,7 @@ struct rt_metrics {
 	uint64_t warm_n;          /* config to a warm function -> READY */
 	double warm_sum_s, warm_max_s;
 	uint64_t plans;           /* planner decisions */
+	uint64_t scale_outs;      /* autoscaler: leaves added because a queue grew */
 	uint64_t deadline_closes; /* rounds closed at their deadline */
 	/* round durations, first update to model written: a histogram */
 	uint64_t round_hist[12];
