@@ -921,6 +921,10 @@ static void handle_metrics(struct rt_conn *c)
 	    "# TYPE tributary_rounds_closed_at_deadline_total counter\n"
 	    "tributary_rounds_closed_at_deadline_total %llu\n",
 	    (unsigned long long)m->plans, (unsigned long long)m->deadline_closes);
+	OUT("# HELP tributary_autoscale_scale_outs_total Leaves added because the eBPF queue "
+	    "depth of the leaf taking updates reached the threshold.\n"
+	    "# TYPE tributary_autoscale_scale_outs_total counter\n"
+	    "tributary_autoscale_scale_outs_total %llu\n", (unsigned long long)m->scale_outs);
 	OUT("# HELP tributary_job_round The round each job is collecting.\n"
 	    "# TYPE tributary_job_round gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)

@@ -77,42 +77,92 @@ static void print_jobs(json_t *jobs, const char *only)
 	}
 }
 
-/* The live tree of each job's rounds: the top, and its leaves under it. */
+static bool is_alive(json_t *f)
+{
+	return strcmp(jstr(f, "state"), "exited") != 0;
+}
+
+static void print_fn_row(json_t *f, const char *indent)
+{
+	json_t *q = json_object_get(f, "queue_depth");
+	json_t *fi = json_object_get(f, "fan_in");
+	char qs[24] = "-", fs[24] = "-", id[32], ix[16] = "-";
+
+	if (q)
+		snprintf(qs, sizeof(qs), "%lld", (long long)json_integer_value(q));
+	if (fi)
+		snprintf(fs, sizeof(fs), "%lld", (long long)json_integer_value(fi));
+	if (json_object_get(f, "index"))
+		snprintf(ix, sizeof(ix), "%lld", jint(f, "index"));
+	snprintf(id, sizeof(id), "%s%lld", indent, jint(f, "fn"));
+	printf("%-12s %-5s %5s %-8s %6s %9lld %12lld %6s %6lld\n", id, jstr(f, "role"), ix,
+	       jstr(f, "state"), fs, jint(f, "messages"), jint(f, "bytes"), qs, jint(f, "served"));
+}
+
+/*
+ * The live trees: for each job and round being aggregated, its top and the
+ * leaves under it (by index); then the warm pool, then the last exited.
+ */
 static void print_functions(json_t *fns, const char *only)
 {
-	size_t i;
-	json_t *f;
-	int live = 0, done = 0;
+	size_t i, k;
+	json_t *f, *g;
+	int warm = 0, done = 0, live = 0;
 
 	json_array_foreach(fns, i, f) {
-		if (only && strcmp(only, jstr(f, "job")))
-			continue;
-		if (strcmp(jstr(f, "state"), "exited"))
-			live++;
-		else
+		if (!is_alive(f))
 			done++;
+		else if (!strcmp(jstr(f, "state"), "warm") || !strcmp(jstr(f, "state"), "exiting"))
+			warm++;
+		else
+			live++;
 	}
-	printf("\nfunctions: %d alive", live);
-	if (done)
-		printf(", last %d exited", done);
-	printf("\n%-8s %-16s %6s %-5s %-8s %6s %9s %12s %6s\n", "FN", "JOB", "ROUND", "ROLE",
-	       "STATE", "FAN-IN", "MESSAGES", "BYTES", "QUEUE");
+	printf("\nfunctions: %d working, %d warm (reusable), last %d exited\n", live, warm, done);
+	printf("%-12s %-5s %5s %-8s %6s %9s %12s %6s %6s\n", "FN", "ROLE", "INDEX", "STATE",
+	       "FAN-IN", "MESSAGES", "BYTES", "QUEUE", "SERVED");
+	/* Trees: every working top, then the working leaves of its job and round. */
 	json_array_foreach(fns, i, f) {
-		json_t *q = json_object_get(f, "queue_depth");
-		json_t *fi = json_object_get(f, "fan_in");
-		char qs[24] = "-", fs[24] = "-";
-		bool leaf = !strcmp(jstr(f, "role"), "leaf");
-
+		if (!is_alive(f) || strcmp(jstr(f, "role"), "top") ||
+		    !strcmp(jstr(f, "state"), "warm") || !strcmp(jstr(f, "state"), "exiting"))
+			continue;
 		if (only && strcmp(only, jstr(f, "job")))
 			continue;
-		if (q)
-			snprintf(qs, sizeof(qs), "%lld", (long long)json_integer_value(q));
-		if (fi)
-			snprintf(fs, sizeof(fs), "%lld", (long long)json_integer_value(fi));
-		printf("%s%-*lld %-16s %6lld %-5s %-8s %6s %9lld %12lld %6s\n", leaf ? "  " : "",
-		       leaf ? 6 : 8, jint(f, "fn"), jstr(f, "job"), jint(f, "round"),
-		       jstr(f, "role"), jstr(f, "state"), fs, jint(f, "messages"),
-		       jint(f, "bytes"), qs);
+		printf("job %s round %lld:\n", jstr(f, "job"), jint(f, "round"));
+		print_fn_row(f, "  ");
+		for (long idx = 0; idx < 1 << 20; idx++) {
+			bool any = false, more = false;
+
+			json_array_foreach(fns, k, g) {
+				if (!is_alive(g) || strcmp(jstr(g, "role"), "leaf") ||
+				    strcmp(jstr(g, "job"), jstr(f, "job")) ||
+				    jint(g, "round") != jint(f, "round") ||
+				    !strcmp(jstr(g, "state"), "warm"))
+					continue;
+				if (jint(g, "index") == idx) {
+					print_fn_row(g, "    `- ");
+					any = true;
+				} else if (jint(g, "index") > idx) {
+					more = true;
+				}
+			}
+			if (!any && !more)
+				break;
+		}
+	}
+	if (warm) {
+		printf("warm pool:\n");
+		json_array_foreach(fns, i, f)
+			if (is_alive(f) && (!strcmp(jstr(f, "state"), "warm") ||
+					    !strcmp(jstr(f, "state"), "exiting")))
+				print_fn_row(f, "  ");
+	}
+	if (done) {
+		printf("recently exited (last job, round and role they served):\n");
+		json_array_foreach(fns, i, f)
+			if (!is_alive(f) && (!only || !strcmp(only, jstr(f, "job"))))
+				printf("  %-8lld %-16s round %-6lld %-5s %9lld msgs %12lld bytes\n",
+				       jint(f, "fn"), jstr(f, "job"), jint(f, "round"),
+				       jstr(f, "role"), jint(f, "messages"), jint(f, "bytes"));
 	}
 }
 
