@@ -825,6 +825,26 @@ static void handle_functions(struct rt_conn *c)
 
 /* --- /metrics --- */
 
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Quantile @q of the last min(n, 256) samples of a ring; 0 with none. */
+static double quantile(const float *ring, uint64_t n, double q)
+{
+	float v[256];
+	size_t k = n < 256 ? (size_t)n : 256;
+
+	if (!k)
+		return 0;
+	memcpy(v, ring, k * sizeof(float));
+	qsort(v, k, sizeof(float), cmp_float);
+	return v[(size_t)(q * (double)(k - 1) + 0.5)];
+}
+
 static void handle_metrics(struct rt_conn *c)
 {
 	static const char *const reasons[RT_REJ__COUNT] = {
@@ -902,17 +922,23 @@ static void handle_metrics(struct rt_conn *c)
 	    (unsigned long long)m->fn_reused, (unsigned long long)m->fn_retired,
 	    (unsigned long long)m->recoveries);
 	OUT("# HELP tributary_fn_cold_start_seconds Spawn to ready to fold (config applied, arena "
-	    "mapped).\n# TYPE tributary_fn_cold_start_seconds summary\n"
+	    "mapped); quantiles over the last 256.\n# TYPE tributary_fn_cold_start_seconds summary\n"
+	    "tributary_fn_cold_start_seconds{quantile=\"0.5\"} %.6f\n"
+	    "tributary_fn_cold_start_seconds{quantile=\"0.99\"} %.6f\n"
 	    "tributary_fn_cold_start_seconds_sum %.6f\n"
 	    "tributary_fn_cold_start_seconds_count %llu\n"
 	    "tributary_fn_cold_start_seconds_max %.6f\n"
 	    "# HELP tributary_fn_warm_handoff_seconds Config sent to a warm function to ready to "
 	    "fold.\n# TYPE tributary_fn_warm_handoff_seconds summary\n"
+	    "tributary_fn_warm_handoff_seconds{quantile=\"0.5\"} %.6f\n"
+	    "tributary_fn_warm_handoff_seconds{quantile=\"0.99\"} %.6f\n"
 	    "tributary_fn_warm_handoff_seconds_sum %.6f\n"
 	    "tributary_fn_warm_handoff_seconds_count %llu\n"
 	    "tributary_fn_warm_handoff_seconds_max %.6f\n",
-	    m->cold_sum_s, (unsigned long long)m->cold_n, m->cold_max_s, m->warm_sum_s,
-	    (unsigned long long)m->warm_n, m->warm_max_s);
+	    quantile(m->cold_recent, m->cold_n, 0.5), quantile(m->cold_recent, m->cold_n, 0.99),
+	    m->cold_sum_s, (unsigned long long)m->cold_n, m->cold_max_s,
+	    quantile(m->warm_recent, m->warm_n, 0.5), quantile(m->warm_recent, m->warm_n, 0.99),
+	    m->warm_sum_s, (unsigned long long)m->warm_n, m->warm_max_s);
 	OUT("# HELP tributary_planner_decisions_total Trees planned (one per round; inputs in "
 	    "the log).\n# TYPE tributary_planner_decisions_total counter\n"
 	    "tributary_planner_decisions_total %llu\n"

@@ -1055,11 +1055,13 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 		double s = (double)(trib_now_ns() - fn->config_ns) / 1e9;
 
 		if (fn->state == RT_FN_COLD) {
+			n->m.cold_recent[n->m.cold_n % 256] = (float)s;
 			n->m.cold_n++;
 			n->m.cold_sum_s += s;
 			if (s > n->m.cold_max_s)
 				n->m.cold_max_s = s;
 		} else {
+			n->m.warm_recent[n->m.warm_n % 256] = (float)s;
 			n->m.warm_n++;
 			n->m.warm_sum_s += s;
 			if (s > n->m.warm_max_s)

@@ -145,6 +145,8 @@ struct rt_metrics {
 	double cold_sum_s, cold_max_s;
 	uint64_t warm_n;          /* config to a warm function -> READY */
 	double warm_sum_s, warm_max_s;
+	float cold_recent[256];   /* the last cold starts (s), for quantiles */
+	float warm_recent[256];   /* the last warm hand-offs (s) */
 	uint64_t plans;           /* planner decisions */
 	uint64_t scale_outs;      /* autoscaler: leaves added because a queue grew */
 	uint64_t deadline_closes; /* rounds closed at their deadline */

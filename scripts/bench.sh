@@ -48,4 +48,8 @@ echo "== bench/hop: one descriptor hop, sk_msg redirect vs Unix socket vs loopba
 echo
 echo "== bench/modes: round time per data plane (100 updates of 1M and 11.7M parameters)"
 bench/modes/run.sh "$build" 3 1000000 11700000 || rc=1
+
+echo
+echo "== bench/lifecycle: cold start, warm hand-off, planner + autoscaler vs one fixed leaf"
+bench/lifecycle/run.sh "$build" 3 || rc=1
 exit $rc

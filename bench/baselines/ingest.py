@@ -1,0 +1,88 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""HTTP ingest of the same update POSTs into Tributary, the Python baseline and nginx (which
+discards the bodies: the HTTP ingest limit), each next to raw loopback TCP, in one run.
+
+Every server is driven by build/bench/ingest/bench_ingest (one keep-alive connection, U updates
+of P f32 parameters, raw bodies, sequential; data generation not timed), which also times the
+same bytes over a bare loopback TCP connection right after. Server CPU seconds are those of the
+server's process tree while bench_ingest ran (servers.py says how they are read).
+
+usage: ingest.py [--build DIR] [--updates U] [--params P] [--csv FILE]
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import servers  # noqa: E402
+
+HTTP_RE = re.compile(r"over HTTP .*: ([0-9.]+) s, ([0-9.]+) MB/s")
+RAW_RE = re.compile(r"over raw loopback TCP: ([0-9.]+) s, ([0-9.]+) MB/s")
+
+
+def one(kind, build, work, updates, params, mode="shm+bpf"):
+    arena = max(256, (params * 4 * 48) >> 20)
+    s = servers.Server(kind, build, work, mode=mode, arena_mb=arena)
+    try:
+        c0 = servers.cpu_s(s.pid)
+        r = subprocess.run([os.path.join(build, "bench/ingest/bench_ingest"), "--url", s.url,
+                            "--data-dir", s.data_dir, "--updates", str(updates),
+                            "--params", str(params)], capture_output=True, text=True)
+        cpu = servers.cpu_s(s.pid) - c0
+    finally:
+        s.stop()
+    h, w = HTTP_RE.search(r.stdout), RAW_RE.search(r.stdout)
+    if r.returncode or not h or not w:
+        raise RuntimeError("bench_ingest against %s failed (%d):\n%s%s" %
+                           (kind, r.returncode, r.stdout, r.stderr))
+    return float(h.group(2)), float(w.group(2)), cpu
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--updates", type=int, default=100)
+    ap.add_argument("--params", type=int, default=1000000)
+    ap.add_argument("--csv")
+    a = ap.parse_args()
+
+    systems = [("tributary", "shm+bpf", "Tributary shm+bpf"), ("tributary", "tcp", "Tributary tcp"),
+               ("python", None, "Python (aiohttp+numpy)")]
+    if servers.nginx_path():
+        systems.append(("nginx", None, "nginx (discards)"))
+    else:
+        print("ingest: nginx not installed (scripts/deps-bench.sh): its row is skipped")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tributary-ingest.") as tmp:
+        for i, (kind, mode, label) in enumerate(systems):
+            mbs, raw, cpu = one(kind, a.build, os.path.join(tmp, str(i)), a.updates, a.params,
+                                mode or "shm+bpf")
+            rows.append((label, mbs, raw, cpu))
+    raws = sorted(r[2] for r in rows)
+    raw = raws[len(raws) // 2]
+    ngx = next((r[1] for r in rows if r[0].startswith("nginx")), None)
+    gb = a.updates * a.params * 4 / 1e9
+    print("HTTP ingest, %d updates x %d f32 (%.1f MB each), one connection, sequential"
+          % (a.updates, a.params, a.params * 4 / 1e6))
+    print("raw loopback TCP, same bytes, median of %d runs: %.0f MB/s (range %.0f-%.0f)"
+          % (len(raws), raw, raws[0], raws[-1]))
+    print("%-24s %10s %10s %10s %14s" % ("server", "MB/s", "x raw TCP", "x nginx",
+                                          "server CPU s/GB"))
+    for label, mbs, _, cpu in rows:
+        print("%-24s %10.0f %10.2f %10s %14.2f" % (label, mbs, mbs / raw,
+                                                   "%.2f" % (mbs / ngx) if ngx else "-",
+                                                   cpu / gb))
+    if a.csv:
+        with open(a.csv, "w") as f:
+            f.write("server,mb_per_s,raw_tcp_mb_per_s,server_cpu_s,updates,params\n")
+            for label, mbs, rw, cpu in rows:
+                f.write("%s,%.1f,%.1f,%.3f,%d,%d\n" % (label, mbs, rw, cpu, a.updates, a.params))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Function lifecycle: cold start and warm hand-off medians, and round time with the planner and
+# autoscaler on against one fixed leaf, for 1000 clients x 100k parameters, in one run.
+# usage: bench/lifecycle/run.sh BUILD_DIR [ROUNDS]
+set -u
+build=${1:-build}
+rounds=${2:-3}
+dir=$(mktemp -d /tmp/tributary-life.XXXXXX)
+pid=""
+cleanup() {
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		wait "$pid" 2>/dev/null
+	fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+"$build/tributary" up --listen 127.0.0.1:0 --port-file "$dir/port" --data-dir "$dir/data" \
+	--arena-mb 2048 2>"$dir/up.log" &
+pid=$!
+i=0
+while [ ! -s "$dir/port" ]; do
+	i=$((i + 1))
+	[ $i -gt 200 ] && { cat "$dir/up.log" >&2; exit 1; }
+	sleep 0.05
+done
+url="http://127.0.0.1:$(cat "$dir/port")"
+admin=$(cat "$dir/data/admin-token")
+
+median_round() { # job, extra JSON
+	curl -sf -H "Authorization: Bearer $admin" "$url/v1/jobs" \
+		-d "{\"name\":\"$1\",\"clients_per_round\":1000,\"params\":100000$2}" >/dev/null ||
+		{ echo "bench/lifecycle: creating $1 failed" >&2; exit 1; }
+	"$build/tributary" simulate --job "$1" --clients 1000 --rounds "$rounds" --params 100000 \
+		--format raw --url "$url" --data-dir "$dir/data" --quiet >"$dir/$1.out" 2>&1 ||
+		{ cat "$dir/$1.out" >&2; exit 1; }
+	sed -n 's/^round [0-9]*: [0-9]* updates in \([0-9.]*\) s.*/\1/p' "$dir/$1.out" |
+		sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'
+}
+
+auto=$(median_round auto "") || exit 1
+single=$(median_round single ',"fan_in":1000') || exit 1
+leaves=$(grep -c "job auto round .*: plan:" "$dir/up.log")
+plan=$(grep "job auto round 1: plan:" "$dir/up.log" | sed 's/.*plan: //; s/ (.*//')
+outs=$(grep -c "job auto .*autoscaler" "$dir/up.log")
+echo "round time, 1000 clients x 100k params, median of $rounds rounds"
+printf "%-34s %10s %10s\n" "tree" "round s" "ratio"
+printf "%-34s %10s %10s\n" "planned + autoscaler ($plan)" "$auto" "1.00x"
+printf "%-34s %10s %10s\n" "one fixed leaf (fan-in 1000)" "$single" \
+	"$(awk -v a="$auto" -v s="$single" 'BEGIN { printf "%.2fx", s / a }')"
+echo "autoscaler scale-outs in the planned job: $outs; plans logged: $leaves"
+curl -s "$url/metrics" | awk '
+/^tributary_fn_cold_start_seconds\{quantile="0.5"\}/ { c50 = $2 }
+/^tributary_fn_cold_start_seconds\{quantile="0.99"\}/ { c99 = $2 }
+/^tributary_fn_cold_start_seconds_count/ { cn = $2 }
+/^tributary_fn_warm_handoff_seconds\{quantile="0.5"\}/ { w50 = $2 }
+/^tributary_fn_warm_handoff_seconds\{quantile="0.99"\}/ { w99 = $2 }
+/^tributary_fn_warm_handoff_seconds_count/ { wn = $2 }
+/^tributary_functions_spawned_total/ { sp = $2 }
+/^tributary_functions_reused_total/ { ru = $2 }
+END {
+	printf "cold start (spawn -> ready): median %.3f ms, p99 %.3f ms over %d\n", c50 * 1e3, c99 * 1e3, cn
+	printf "warm hand-off (config -> ready): median %.3f ms, p99 %.3f ms over %d\n", w50 * 1e3, w99 * 1e3, wn
+	printf "functions spawned %d, configs served warm %d (%.1f%%)\n", sp, ru, 100 * ru / (sp + ru)
+}'

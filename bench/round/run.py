@@ -1,0 +1,240 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""End-to-end round time, server CPU and server peak memory: Tributary (shm+bpf, tcp) against
+the Python baseline (bench/baselines/py_server.py), N clients x P parameters, one run.
+
+Every cell starts a fresh server, runs
+    tributary simulate --job round --clients N --rounds R --params P --format raw --quiet
+        --url URL --data-dir DIR
+against it (the same load generator, the same arrival process: 16 keep-alive connections, each
+sends its next client's update as soon as the previous one is answered), and stops it.
+  round s    median over the R rounds of simulate's "round r: N updates in T s" (first POST of
+             the round to the model of the round fetched by the long poll)
+  CPU s      the server's process tree (server + `tributary-fn` children) per round: CPU seconds
+             over the whole simulate run / R (bench/baselines/servers.py: /proc/PID/stat)
+  peak MB    the server tree's peak memory from its start to its stop: RssAnon + RssShmem
+             summed over the tree, plus the hugetlb memfd pages (the arena), sampled every
+             50 ms (servers.py)
+Ratios are to Tributary shm+bpf in the same cell of the same run (> 1: more time, CPU, memory).
+
+The largest cells are sampled (fewer rounds) or skipped; the output says which and why. The
+Python baseline keeps every update of a round in memory (as Flower does), so a cell is skipped
+for it when 2.2 x N x P x 4 bytes exceeds the memory available.
+
+usage: run.py [--build DIR] [--full] [--quick] [--csv FILE] [--systems a,b,c]
+              [--clients 10,100,1000] [--params 100000,1000000,11700000]
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "bench", "baselines"))
+import servers  # noqa: E402
+
+ROUND_RE = re.compile(r"^round (\d+): (\d+) updates in ([0-9.]+) s .* (OK|MISMATCH)$", re.M)
+RETRY_RE = re.compile(r"(\d+) retries \(503\)")
+SYSTEMS = {
+    "shm+bpf": ("tributary", "shm+bpf", "Tributary shm+bpf"),
+    "tcp": ("tributary", "tcp", "Tributary tcp"),
+    "python": ("python", None, "Python aiohttp+numpy"),
+}
+BASE = "shm+bpf"
+
+
+def rounds_for(n, p, full):
+    """Rounds per cell, and why it is reduced; 0 = skipped."""
+    gb = n * p * 4 / 1e9  # uploaded per round
+    if full:
+        if gb < 5:
+            return 5, ""
+        return (2, "sampled: 2 rounds") if gb < 10 else (1, "sampled: 1 round (%.1f GB of "
+                                                          "uploads)" % gb)
+    if gb < 1:
+        return 3, ""
+    if gb < 10:
+        return 1, "sampled: 1 round"
+    return 0, "skipped: %.1f GB of uploads a round; --full runs it" % gb
+
+
+def arena_mb(p):
+    """Arena (MiB) for a model of p f32: 32 updates or accumulators (2 per connection), in
+    64 MiB steps, at least 64 MiB."""
+    return max(64, -(-(p * 4 * 32) // (64 << 20)) * 64)
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class CellFailed(Exception):
+    pass
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def run_cell(sysname, n, p, rounds, build, work):
+    """One server, one simulate run. Raises CellFailed with simulate's and the server's words."""
+    kind, mode, _ = SYSTEMS[sysname]
+    srv = servers.Server(kind, build, work, mode=mode or "shm+bpf", arena_mb=arena_mb(p))
+    sampler = servers.Sampler(srv.pid)
+    sampler.start()
+    load0 = loadavg()
+    try:
+        c0 = servers.cpu_s(srv.pid)
+        t0 = time.time()
+        r = subprocess.run([os.path.join(build, "tributary"), "simulate", "--job", "round",
+                            "--clients", str(n), "--rounds", str(rounds), "--params", str(p),
+                            "--format", "raw", "--quiet", "--url", srv.url,
+                            "--data-dir", srv.data_dir], capture_output=True, text=True)
+        wall = time.time() - t0
+        cpu = servers.cpu_s(srv.pid) - c0
+        died = srv.proc.poll()
+    finally:
+        sampler.stop()
+        srv.stop()
+    times = [float(m.group(3)) for m in ROUND_RE.finditer(r.stdout)]
+    bad = [m.group(0) for m in ROUND_RE.finditer(r.stdout) if m.group(4) != "OK"]
+    if r.returncode or len(times) != rounds or bad:
+        with open(srv.log) as f:
+            log = f.read()
+        raise CellFailed("simulate against %s (%d x %d) failed (exit %d)%s:\n%s%s"
+                         "server log (last lines):\n%s" %
+                         (sysname, n, p, r.returncode,
+                          "; the server had exited (%d) before simulate ended" % died
+                          if died is not None else "",
+                          r.stdout[-2000:], r.stderr[-2000:],
+                          "\n".join(log.splitlines()[-15:])))
+    retries = RETRY_RE.search(r.stdout)
+    return {"round_s": statistics.median(times), "rounds_s": times, "cpu_s": cpu / rounds,
+            "peak_mb": sampler.peak / 2**20, "arena_mb": sampler.huge / 2**20,
+            "retries": int(retries.group(1)) if retries else 0, "wall_s": wall,
+            "load": (load0 + loadavg()) / 2}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--full", action="store_true", help="5 rounds a cell, 1000 x 11.7M too")
+    ap.add_argument("--quick", action="store_true", help="only 10 and 100 clients, 100k and 1M")
+    ap.add_argument("--csv", default=os.path.join(HERE, "results.csv"))
+    ap.add_argument("--systems", default="shm+bpf,tcp,python")
+    ap.add_argument("--clients", default="10,100,1000")
+    ap.add_argument("--params", default="100000,1000000,11700000")
+    a = ap.parse_args()
+
+    systems = a.systems.split(",")
+    if systems[0] != BASE:
+        systems = [BASE] + [s for s in systems if s != BASE]
+    clients = [int(x) for x in a.clients.split(",")]
+    params = [int(x) for x in a.params.split(",")]
+    if a.quick:
+        clients = [c for c in clients if c <= 100]
+        params = [p for p in params if p <= 1000000]
+
+    print("round benchmark: %s; systems: %s; simulate --format raw, 16 connections"
+          % ("--full" if a.full else "default (make bench)", ", ".join(systems)), flush=True)
+    rows, failed = [], 0
+    t_start = time.time()
+    with tempfile.TemporaryDirectory(prefix="tributary-round.") as tmp:
+        for p in params:
+            for n in clients:
+                rounds, why = rounds_for(n, p, a.full)
+                base = None
+                for s in systems:
+                    label = SYSTEMS[s][2]
+                    skip = why if rounds == 0 else ""
+                    if not skip and s == "python" and 2.2 * n * p * 4 > mem_available():
+                        skip = ("skipped: keeping %d updates of %.0f MB needs ~%.0f GB, %.0f GB "
+                                "available" % (n, p * 4 / 1e6, 2.2 * n * p * 4 / 1e9,
+                                               mem_available() / 1e9))
+                    res = None
+                    for attempt in range(2 if not skip else 0):
+                        work = os.path.join(tmp, "%s-%d-%d-%d" % (s.replace("+", ""), n, p,
+                                                                  attempt))
+                        try:
+                            res = run_cell(s, n, p, rounds, a.build, work)
+                            break
+                        except CellFailed as e:
+                            failed += 1
+                            print("  %-22s N=%-5d P=%-9d FAILED (attempt %d of 2):\n%s" %
+                                  (label, n, p, attempt + 1, e), flush=True)
+                    if res is None and not skip:
+                        skip = "FAILED twice (see above)"
+                    if skip:
+                        rows.append(dict(system=s, label=label, clients=n, params=p, rounds=0,
+                                         note=skip))
+                        print("  %-22s N=%-5d P=%-9d %s" % (label, n, p, skip), flush=True)
+                        continue
+                    if s == BASE:
+                        base = res
+                    row = dict(system=s, label=label, clients=n, params=p, rounds=rounds,
+                               note=why, **res)
+                    for k in ("round_s", "cpu_s", "peak_mb"):
+                        row[k + "_x"] = res[k] / base[k] if base and base[k] else float("nan")
+                    rows.append(row)
+                    print("  %-22s N=%-5d P=%-9d R=%d  round %8.3f s  CPU %7.2f s  peak %7.0f MB"
+                          "  load %.1f%s" % (label, n, p, rounds, res["round_s"], res["cpu_s"],
+                                             res["peak_mb"], res["load"],
+                                             "  (%s)" % why if why else ""), flush=True)
+    elapsed = time.time() - t_start
+
+    print()
+    print("Round time (median of R rounds), server CPU s per round, server peak memory; "
+          "x = ratio to Tributary shm+bpf in the same cell")
+    hdr = ("%-9s %5s %2s %-21s %9s %6s %8s %6s %9s %6s %8s %7s %5s" %
+           ("params", "N", "R", "system", "round s", "x", "CPU s", "x", "peak MB", "x",
+            "arena MB", "retries", "load"))
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        if not r["rounds"]:
+            print("%-9d %5d %2s %-21s %s" % (r["params"], r["clients"], "-", r["label"],
+                                             r["note"]))
+            continue
+        print("%-9d %5d %2d %-21s %9.3f %6.2f %8.2f %6.2f %9.0f %6.2f %8.0f %7d %5.1f" %
+              (r["params"], r["clients"], r["rounds"], r["label"], r["round_s"],
+               r["round_s_x"], r["cpu_s"], r["cpu_s_x"], r["peak_mb"], r["peak_mb_x"],
+               r["arena_mb"], r["retries"], r["load"]))
+    sampled = sorted({"%d x %d: %s" % (r["clients"], r["params"], r["note"]) for r in rows
+                      if r["rounds"] and r["note"]})
+    for s in sampled:
+        print("note: " + s)
+    print("round benchmark took %.0f s; 1-minute load average %.1f at the end (2 cores: above 2,"
+          " other processes competed for the CPUs)" % (elapsed, loadavg()))
+
+    with open(a.csv, "w") as f:
+        cols = ["system", "clients", "params", "rounds", "round_s", "round_s_x", "cpu_s",
+                "cpu_s_x", "peak_mb", "peak_mb_x", "arena_mb", "retries", "rounds_s", "load",
+                "note"]
+        f.write(",".join(cols) + "\n")
+        for r in rows:
+            vals = []
+            for c in cols:
+                v = r.get(c, "")
+                if isinstance(v, float):
+                    v = "%.4g" % v
+                elif isinstance(v, list):
+                    v = " ".join("%.3f" % x for x in v)
+                vals.append('"%s"' % v if c == "note" and v else str(v))
+            f.write(",".join(vals) + "\n")
+    print("wrote " + os.path.relpath(a.csv))
+    return 1 if failed and any(r["note"].startswith("FAILED") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
