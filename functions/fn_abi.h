@@ -53,6 +53,7 @@ _Static_assert(sizeof(struct fn_ctl) == SHM_DESC_SIZE, "fn_ctl is a channel reco
 enum fn_role {
 	FN_ROLE_LEAF = 1, /* folds client updates, hands a partial to its parent */
 	FN_ROLE_TOP = 2,  /* folds partials, divides, hands the model to the runtime */
+	FN_ROLE_MID = 3,  /* third level: folds its group's leaf partials, hands a partial up */
 };
 
 enum fn_algorithm {

@@ -42,26 +42,49 @@ static inline uint16_t load_u16(const uint8_t *p)
 	return v;
 }
 
-float fn_f16_to_f32(uint16_t h)
+static inline uint32_t f32_bits(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof(u));
+	return u;
+}
+
+/*
+ * Branch-free (all three cases computed, then masked), so the generic fold loops vectorise:
+ * normal: rebias the exponent from 15 to 127; subnormal or zero: man * 2^-24, exact in f32;
+ * Inf/NaN: exponent all ones, mantissa kept.
+ */
+static inline float f16_decode(uint16_t h)
 {
 	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+	uint32_t em = h & 0x7fffu, exp = em >> 10, man = em & 0x3ffu;
+	uint32_t normal = sign | ((em << 13) + (112u << 23));
+	uint32_t special = sign | 0x7f800000u | (man << 13);
+	uint32_t sub = sign | f32_bits((float)man * 0x1p-24f);
+	/* Masks, not ?: - gcc does not if-convert the nested select. */
+	uint32_t is_sub = 0u - (uint32_t)(exp == 0), is_special = 0u - (uint32_t)(exp == 31);
 
-	if (exp == 0) {
-		/* Zero or subnormal: man * 2^-24, exact in f32 (a normal f32 from 2^-24 up). */
-		float v = (float)man * 0x1p-24f;
+	return bits_f32((sub & is_sub) | (special & is_special) | (normal & ~(is_sub | is_special)));
+}
 
-		return sign ? -v : v;
-	}
-	if (exp == 31)
-		return bits_f32(sign | 0x7f800000u | (man << 13));
-	/* Rebias the exponent from 15 to 127. */
-	return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+static inline float bf16_decode(uint16_t b)
+{
+	return bits_f32((uint32_t)b << 16);
+}
+
+/*
+ * The kernels call the static decoders: the library is built -fPIC, where gcc will not inline
+ * an exported function (it could be interposed), and a call per element stops vectorisation.
+ */
+float fn_f16_to_f32(uint16_t h)
+{
+	return f16_decode(h);
 }
 
 float fn_bf16_to_f32(uint16_t b)
 {
-	return bits_f32((uint32_t)b << 16);
+	return bf16_decode(b);
 }
 
 /* Generic: acc = acc + w * v, two roundings, plain loops. */
@@ -71,7 +94,7 @@ static void generic_f16(float *restrict acc, const uint8_t *restrict x, float w,
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		acc[i] = acc[i] + w * fn_f16_to_f32(load_u16(x + 2 * i));
+		acc[i] = acc[i] + w * f16_decode(load_u16(x + 2 * i));
 }
 
 static void generic_bf16(float *restrict acc, const uint8_t *restrict x, float w, size_t n)
@@ -79,7 +102,7 @@ static void generic_bf16(float *restrict acc, const uint8_t *restrict x, float w
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		acc[i] = acc[i] + w * fn_bf16_to_f32(load_u16(x + 2 * i));
+		acc[i] = acc[i] + w * bf16_decode(load_u16(x + 2 * i));
 }
 
 static void generic_i8(float *restrict acc, const int8_t *restrict x, float ws, size_t n)
@@ -162,9 +185,9 @@ static inline DQ_TARGET __m256 dq_load_i8(const int8_t *p)
 	} while (0)
 
 #define F16_LOAD(i) dq_load_f16(x + 2 * (i))
-#define F16_SCALAR(i) fn_f16_to_f32(load_u16(x + 2 * (i)))
+#define F16_SCALAR(i) f16_decode(load_u16(x + 2 * (i)))
 #define BF16_LOAD(i) dq_load_bf16(x + 2 * (i))
-#define BF16_SCALAR(i) fn_bf16_to_f32(load_u16(x + 2 * (i)))
+#define BF16_SCALAR(i) bf16_decode(load_u16(x + 2 * (i)))
 #define I8_LOAD(i) dq_load_i8(x + (i))
 #define I8_SCALAR(i) ((float)x[(i)])
 

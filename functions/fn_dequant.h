@@ -36,8 +36,10 @@ void fn_fold_i8(float *restrict acc, const void *restrict x, float w, float scal
 
 /*
  * Folds @n values of @dtype (enum shm_dtype: SHM_DTYPE_F32, _F16, _BF16 or _I8; @scale is used
- * by I8 only) into @acc with weight @w: the one call a segment loop needs. 0, or -EINVAL for an
- * unknown dtype or a non-finite scale.
+ * by I8 only) into @acc with weight @w: the one call a segment loop needs, as in
+ * shm_seg: fn_dequant_fold(acc + s->dst_elem, base + s->src_off, s->dtype, s->scale, w, n).
+ * F32 goes to fn_fold_f32() and needs 4-byte alignment; the others need none. 0, or -EINVAL for
+ * an unknown dtype or a non-finite scale.
  */
 int fn_dequant_fold(float *restrict acc, const void *restrict x, uint32_t dtype, float scale,
 		    float w, size_t n);

@@ -117,8 +117,8 @@ int fn_dp_noise_init(struct fn_dp_noise *nz, const uint8_t key[32], uint64_t rou
 #define PAIRS_PER_BLOCK 4
 
 /*
- * Calls @emit(ctx, coord, z) for every coordinate of [lo, lo + n) in increasing order. The
- * keystream is generated BATCH_BLOCKS blocks at a time on the stack.
+ * Calls @emit(ctx, c - lo, z(c)) for every coordinate c of [lo, lo + n), in increasing order.
+ * The keystream is generated BATCH_BLOCKS blocks at a time on the stack.
  */
 static int normals_each(const struct fn_dp_noise *nz, uint64_t lo, size_t n,
 			void (*emit)(void *ctx, size_t i, double z), void *ctx)

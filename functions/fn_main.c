@@ -202,6 +202,7 @@ static int hand_off(struct fn_state *st)
 	int err;
 
 	if (st->cfg.role == FN_ROLE_TOP) {
+		/* Only the top turns the sum into the model; a mid hands its sum up as is. */
 		err = st->ops->finish(st->algo_state, st->acc, st->cfg.n_elem, st->total_w);
 		if (err) {
 			trib_error("job %u round %u: finishing: %s", st->cfg.job, st->cfg.round,
@@ -295,7 +296,8 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	int err;
 
 	if (cfg->version != FN_ABI_VERSION || cfg->expected == 0 ||
-	    (cfg->role != FN_ROLE_LEAF && cfg->role != FN_ROLE_TOP) || st->configured ||
+	    (cfg->role != FN_ROLE_LEAF && cfg->role != FN_ROLE_TOP && cfg->role != FN_ROLE_MID) ||
+	    st->configured ||
 	    cfg->dataplane < FN_DP_SHM_UNIX || cfg->dataplane > FN_DP_TCP ||
 	    (st->cfg.fn_id && cfg->fn_id != st->cfg.fn_id)) {
 		if (arena_fd >= 0)
@@ -346,14 +348,15 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	err = st->ops->init(st->algo_state, st->acc, cfg->n_elem);
 	if (err)
 		return err;
-	if (cfg->role == FN_ROLE_TOP) {
+	if (cfg->role != FN_ROLE_LEAF) {
 		err = pending_grow(st, cfg->expected);
 		if (err)
 			return err;
 	}
 	st->configured = true;
 	trib_debug("job %u round %u: %s, expecting %u inputs of %llu elements", cfg->job,
-		   cfg->round, cfg->role == FN_ROLE_TOP ? "top" : "leaf", cfg->expected,
+		   cfg->round, cfg->role == FN_ROLE_TOP ? "top" : cfg->role == FN_ROLE_MID ? "mid" :
+		   "leaf", cfg->expected,
 		   (unsigned long long)cfg->n_elem);
 	return send_ctl(st, FN_MSG_READY, 0);
 }
@@ -379,7 +382,7 @@ static int on_flush(struct fn_state *st, const struct fn_ctl *c)
 		return -EPROTO;
 	st->cfg.expected = c->value;
 	st->cfg.flags |= FN_CFG_FINAL;
-	if (st->cfg.role == FN_ROLE_TOP) {
+	if (st->cfg.role != FN_ROLE_LEAF) {
 		int err = pending_grow(st, c->value);
 
 		if (err)

@@ -19,11 +19,16 @@
  * and rounded to f32 once.
  */
 
+/* Coordinates per tile of the median and trimmed mean, and their scratch size in floats. */
+#define FN_ROBUST_TILE 16
+#define FN_ROBUST_SCRATCH(k) ((size_t)(k) * FN_ROBUST_TILE)
+
 /*
  * out[j] = median of rows[0][j] .. rows[k-1][j] for j < n, as numpy.median: for even k, the mean
  * of the two middle values (formed in double, so it cannot overflow). Selection per coordinate,
- * O(k) expected and O(k log k) worst case, in @scratch (k floats, caller-owned, overwritten).
- * @out (n floats, caller-owned) must not overlap the rows. 0, or -EINVAL if k = 0.
+ * O(k) expected and O(k log k) worst case, on tiles of FN_ROBUST_TILE coordinates copied into
+ * @scratch (FN_ROBUST_SCRATCH(k) floats, caller-owned, overwritten). @out (n floats,
+ * caller-owned) must not overlap the rows. 0, or -EINVAL if k = 0.
  */
 int fn_robust_median(const float *const *rows, size_t k, size_t n, float *out, float *scratch);
 
@@ -38,7 +43,7 @@ int fn_robust_trim_count(double trim, size_t k, size_t *cut);
  * out[j] = scipy.stats.trim_mean(rows[.][j], trim): sort the k values, drop c = floor(trim * k)
  * from each end, and take the mean of the k - 2c left (summed in double, rounded once). The
  * order statistics come from selection, not sorting: O(k) expected per coordinate. @scratch:
- * k floats, caller-owned. 0 or -EINVAL (see fn_robust_trim_count()).
+ * FN_ROBUST_SCRATCH(k) floats, caller-owned. 0 or -EINVAL (see fn_robust_trim_count()).
  */
 int fn_robust_trimmed_mean(const float *const *rows, size_t k, size_t n, double trim, float *out,
 			   float *scratch);

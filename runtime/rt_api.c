@@ -697,6 +697,11 @@ static const char *job_name_of(struct rt_node *n, uint32_t id)
 	return "?";
 }
 
+static const char *role_name(uint16_t role)
+{
+	return role == FN_ROLE_TOP ? "top" : role == FN_ROLE_MID ? "mid" : "leaf";
+}
+
 struct fn_row {
 	uint32_t id, job, round, index;
 	uint16_t role;
@@ -791,8 +796,9 @@ static void handle_functions(struct rt_conn *c)
 		json_t *e = json_pack("{s:I, s:s, s:I, s:s, s:I, s:s, s:I, s:I}", "fn",
 				      (json_int_t)r->id, "job", job_name_of(n, r->job), "round",
 				      (json_int_t)r->round, "role",
-				      r->role == FN_ROLE_TOP ? "top" : "leaf", "level",
-				      (json_int_t)(r->role == FN_ROLE_TOP ? 0 : 1), "state",
+				      role_name(r->role), "level",
+				      (json_int_t)(r->role == FN_ROLE_TOP ? 0 :
+						   r->role == FN_ROLE_MID ? 1 : 2), "state",
 				      !r->live ? "exited" :
 				      r->state >= 0 && r->state < 4 ? states[r->state] : "?",
 				      "messages", (json_int_t)r->msgs, "bytes", (json_int_t)r->bytes);
@@ -978,7 +984,7 @@ static void handle_metrics(struct rt_conn *c)
 
 				OUT("tributary_fn_%s{fn=\"%u\",job=\"%s\",round=\"%u\",role=\"%s\"} "
 				    "%llu\n", names[k], r->id, job_name_of(n, r->job), r->round,
-				    r->role == FN_ROLE_TOP ? "top" : "leaf", (unsigned long long)v);
+				    role_name(r->role), (unsigned long long)v);
 			}
 		}
 		trib_free(fr.rows);

@@ -31,6 +31,7 @@ struct rt_fn {
 	struct fn_config cfg; /* what it was asked to do */
 	void *owner;          /* the round it works for (runtime-private) */
 	struct rt_fnset *set; /* the set that owns it */
+	uint32_t node;        /* runtime-private: its leaf (or mid) number in the round's tree */
 	uint64_t spawn_ns;    /* when it was spawned (CLOCK_MONOTONIC) */
 	int state;            /* enum rt_fn_state */
 	bool busy;            /* configured and not DONE: a death now loses work */

@@ -529,6 +529,22 @@ static int acc_alloc(struct rt_node *n, struct rt_round *r, uint64_t *acc, uint6
 	return 0;
 }
 
+/* Send an existing partial (again) to @to: a replacement, or a parent that changed. */
+static int send_partial(struct rt_node *n, struct rt_fn *to, const struct shm_desc *p,
+			const float *payload)
+{
+	struct shm_desc d = *p;
+
+	d.dst = to->id;
+	if (payload) {
+		struct iovec iov = { (void *)payload, to->cfg.n_elem * sizeof(float) };
+
+		return rt_fn_send_payload(to, &d, &iov, 1);
+	}
+	(void)n;
+	return rt_fn_send(to, &d);
+}
+
 /* Start (or restart) the top. Children done so far are sent to it again. */
 static int top_start(struct rt_node *n, struct rt_round *r)
 {
@@ -544,7 +560,8 @@ static int top_start(struct rt_node *n, struct rt_round *r)
 	cfg.acc_data_off = data;
 	cfg.parent = SHM_DST_RUNTIME;
 	/* While the round is open the autoscaler may add leaves: the count comes by FLUSH. */
-	cfg.expected = r->closed ? r->started : r->nleaves;
+	cfg.expected = r->group ? (r->closed ? r->nmids : (r->nleaves + r->group - 1) / r->group) :
+				  (r->closed ? r->started : r->nleaves);
 	cfg.flags = r->closed ? FN_CFG_FINAL : 0;
 	err = fn_acquire(n, &cfg, &fn);
 	if (err) {
@@ -554,26 +571,87 @@ static int top_start(struct rt_node *n, struct rt_round *r)
 	}
 	r->top = fn->id;
 	r->top_acc = acc;
+	fn->node = 0;
 	/* A replacement: the partials that exist already go to it (it folds each once). */
+	if (r->group) {
+		for (uint32_t g = 0; g < r->nmids; g++)
+			if (r->mids[g].done) {
+				err = send_partial(n, fn, &r->mids[g].partial,
+						   r->mids[g].partial_payload);
+				if (err)
+					return err;
+			}
+		return 0;
+	}
 	for (uint32_t i = 0; i < r->started; i++) {
 		struct rt_leaf *l = &r->leaves[i];
-		struct shm_desc d;
 
 		if (!l->done)
 			continue;
-		d = l->partial;
-		d.dst = fn->id;
-		if (l->partial_payload) {
-			struct iovec iov = { l->partial_payload, r->job->n_elem * sizeof(float) };
-
-			err = rt_fn_send_payload(fn, &d, &iov, 1);
-		} else {
-			err = rt_fn_send(fn, &d);
-		}
+		err = send_partial(n, fn, &l->partial, l->partial_payload);
 		if (err)
 			return err;
 	}
 	return 0;
+}
+
+/* Where leaf @i reports: its group's mid, or the top. */
+static uint32_t leaf_parent(const struct rt_round *r, uint32_t i)
+{
+	return r->group ? r->mids[i / r->group].fn : r->top;
+}
+
+/* Start (or restart) mid @g; a restart gets the partials of its group's done leaves. */
+static int mid_start(struct rt_node *n, struct rt_round *r, uint32_t g)
+{
+	struct rt_mid *m = &r->mids[g];
+	struct fn_config cfg;
+	struct rt_fn *fn;
+	uint64_t acc, data;
+	int err;
+
+	err = acc_alloc(n, r, &acc, &data);
+	if (err)
+		return err;
+	cfg_init(n, r, &cfg, FN_ROLE_MID, acc);
+	cfg.acc_data_off = data;
+	cfg.parent = r->top;
+	cfg.index = g;
+	cfg.expected = m->final ? m->nleaves : r->group;
+	cfg.flags = m->final ? FN_CFG_FINAL : 0;
+	err = fn_acquire(n, &cfg, &fn);
+	if (err) {
+		if (acc)
+			shm_slot_free(n->arena, acc);
+		return err;
+	}
+	fn->node = g;
+	m->fn = fn->id;
+	m->parent = r->top;
+	m->acc = acc;
+	for (uint32_t i = g * r->group; i < r->started && i < (g + 1) * r->group; i++) {
+		struct rt_leaf *l = &r->leaves[i];
+
+		if (!l->done)
+			continue;
+		err = send_partial(n, fn, &l->partial, l->partial_payload);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Mid @g's group has all its leaves: tell it how many. */
+static void mid_finalise(struct rt_node *n, struct rt_round *r, uint32_t g)
+{
+	struct rt_mid *m = &r->mids[g];
+	struct rt_fn *fn = rt_fnset_find(n->fns, m->fn);
+
+	if (m->final)
+		return;
+	m->final = true;
+	if (fn && !m->done)
+		rt_fn_ctl(fn, FN_MSG_FLUSH, m->nleaves);
 }
 
 /* Send update @k of leaf @l to the function serving it. */
@@ -616,10 +694,10 @@ static int leaf_start(struct rt_node *n, struct rt_round *r, uint32_t i)
 		return err;
 	cfg_init(n, r, &cfg, FN_ROLE_LEAF, acc);
 	cfg.acc_data_off = data;
-	cfg.parent = r->top;
+	cfg.parent = leaf_parent(r, i);
 	cfg.expected = l->expected;
 	cfg.flags = FN_CFG_FINAL;
-	cfg.index = i;
+	cfg.index = r->group ? i % r->group : i; /* its place among its parent's children */
 	err = fn_acquire(n, &cfg, &fn);
 	if (err) {
 		if (acc)
@@ -627,8 +705,9 @@ static int leaf_start(struct rt_node *n, struct rt_round *r, uint32_t i)
 		return err;
 	}
 	l->fn = fn->id;
-	l->parent = r->top;
+	l->parent = cfg.parent;
 	l->acc = acc;
+	fn->node = i;
 	for (uint32_t k = 0; k < l->sent; k++) {
 		err = leaf_send(n, r, l, k);
 		if (err)
@@ -659,6 +738,12 @@ static void round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 		trib_free(l->ups);
 		trib_free(l->partial_payload);
 	}
+	for (uint32_t g = 0; g < r->nmids; g++) {
+		if (free_slots && r->mids[g].acc)
+			shm_slot_free(n->arena, r->mids[g].acc);
+		trib_free(r->mids[g].partial_payload);
+	}
+	trib_free(r->mids);
 	trib_free(r->leaves);
 	trib_free(r->garbage);
 	trib_free(r->result_payload);
@@ -704,6 +789,7 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 	r->fanin = plan.fanin;
 	r->nleaves = plan.leaves;
 	r->capleaves = plan.leaves;
+	r->group = plan.levels == 3 ? CTL_TOP_FANIN_MAX : 0;
 	r->open_ns = trib_now_ns();
 	r->leaves = trib_calloc(r->capleaves, sizeof(*r->leaves));
 	if (!r->leaves) {
@@ -755,9 +841,11 @@ static void round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 			  "leaves", j->name, r->round, r->received, j->cpr, r->started);
 	}
 	/* Now the number of leaves is final: the top hands off after that many partials. */
+	if (r->group && r->nmids)
+		mid_finalise(n, r, r->nmids - 1);
 	top = rt_fnset_find(n->fns, r->top);
 	if (top)
-		rt_fn_ctl(top, FN_MSG_FLUSH, r->started);
+		rt_fn_ctl(top, FN_MSG_FLUSH, r->group ? r->nmids : r->started);
 }
 
 /*
@@ -811,6 +899,27 @@ static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r
 		r->leaves = nl;
 		r->capleaves = ncap;
 	}
+	if (r->group && i / r->group >= r->nmids) {
+		uint32_t g = i / r->group;
+
+		if (g == r->capmids) {
+			uint32_t ncap = r->capmids ? r->capmids * 2 : 4;
+			struct rt_mid *nm = trib_realloc(r->mids, ncap * sizeof(*nm));
+
+			if (!nm)
+				return -ENOMEM;
+			memset(nm + r->capmids, 0, (ncap - r->capmids) * sizeof(*nm));
+			r->mids = nm;
+			r->capmids = ncap;
+		}
+		if (g)
+			mid_finalise(n, r, g - 1);
+		memset(&r->mids[g], 0, sizeof(r->mids[g]));
+		err = mid_start(n, r, g);
+		if (err)
+			return err;
+		r->nmids = g + 1;
+	}
 	l = &r->leaves[i];
 	memset(l, 0, sizeof(*l));
 	l->expected = j->cpr - r->received < r->fanin ? j->cpr - r->received : r->fanin;
@@ -824,6 +933,8 @@ static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r
 		return err;
 	}
 	r->started = i + 1;
+	if (r->group)
+		r->mids[i / r->group].nleaves++;
 	if (r->started > r->nleaves)
 		r->nleaves = r->started;
 	r->cur = i;
@@ -974,39 +1085,61 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 {
 	struct rt_job *j = NULL;
 	struct rt_round *r = round_find(n, d->job, d->round, &j);
-	bool warm_first = fn->state == RT_FN_COLD;
+	uint32_t parent_now, parent_was;
+	struct shm_desc *partial;
 
 	fn->state = RT_FN_WARM;
 	fn->busy = false;
 	fn->idle_ns = trib_now_ns();
-	(void)warm_first;
 	if (!r || fn->cfg.role == FN_ROLE_TOP)
 		return; /* the top's output is its RESULT, handled on its own */
-	if (fn->cfg.index >= r->started)
-		return;
-	{
-		struct rt_leaf *l = &r->leaves[fn->cfg.index];
+	if (fn->cfg.role == FN_ROLE_MID) {
+		struct rt_mid *m;
 
-		if (l->fn != fn->id || l->done) {
-			/* A replaced function finished after all: its accumulator is garbage. */
-			garbage_add(r, fn->cfg.acc_off);
+		if (fn->node >= r->nmids || r->mids[fn->node].fn != fn->id || r->mids[fn->node].done)
 			return;
+		m = &r->mids[fn->node];
+		m->done = true;
+		m->partial = *d;
+		m->partial.kind = SHM_DESC_PARTIAL;
+		/* Its leaves' partials are inside its own now: their slots go back. */
+		for (uint32_t i = fn->node * r->group;
+		     i < r->started && i < (fn->node + 1) * r->group; i++) {
+			if (r->leaves[i].acc) {
+				shm_slot_free(n->arena, r->leaves[i].acc);
+				r->leaves[i].acc = 0;
+			}
 		}
+		partial = &m->partial;
+		parent_was = m->parent;
+		parent_now = r->top;
+	} else {
+		struct rt_leaf *l;
+
+		if (fn->node >= r->started || r->leaves[fn->node].fn != fn->id ||
+		    r->leaves[fn->node].done)
+			return;
+		l = &r->leaves[fn->node];
 		l->done = true;
 		l->partial = *d;
 		l->partial.kind = SHM_DESC_PARTIAL;
 		/* The updates are inside a partial that outlives any function: free their slots. */
 		for (uint32_t k = 0; k < l->sent; k++)
 			shm_slot_free(n->arena, l->ups[k].slot_off);
-		/* Configured for a top that has been replaced since: send the partial on. */
-		if (l->parent != r->top) {
-			struct rt_fn *top = rt_fnset_find(n->fns, r->top);
-			struct shm_desc p = l->partial;
+		partial = &l->partial;
+		parent_was = l->parent;
+		parent_now = leaf_parent(r, fn->node);
+	}
+	/*
+	 * shm+bpf: the partial went straight to the parent it was configured
+	 * with. If that parent has been replaced since, send it to the new one
+	 * (the others route every partial through the runtime anyway).
+	 */
+	if (n->dataplane == FN_DP_SHM_BPF && parent_was != parent_now) {
+		struct rt_fn *to = rt_fnset_find(n->fns, parent_now);
 
-			p.dst = r->top;
-			if (top && !l->partial_payload)
-				rt_fn_send(top, &p);
-		}
+		if (to)
+			send_partial(n, to, partial, NULL);
 	}
 }
 
@@ -1016,7 +1149,8 @@ static void route_partial(struct rt_node *n, struct rt_fn *fn, const struct shm_
 {
 	struct rt_job *j = NULL;
 	struct rt_round *r = round_find(n, d->job, d->round, &j);
-	struct shm_desc p = *d;
+	float **keep = NULL;
+	uint32_t dst;
 	struct rt_fn *to;
 	int err = -ENOENT;
 
@@ -1024,20 +1158,23 @@ static void route_partial(struct rt_node *n, struct rt_fn *fn, const struct shm_
 		trib_free(payload);
 		return;
 	}
-	/* Whoever serves the top now, whatever the sender was told. */
-	p.dst = r->top;
-	to = rt_fnset_find(n->fns, r->top);
-	if (to && payload) {
-		struct iovec iov = { payload, j->n_elem * sizeof(float) };
-
-		err = rt_fn_send_payload(to, &p, &iov, 1);
-	} else if (to) {
-		err = rt_fn_send(to, &p);
+	/* Whoever serves the parent now, whatever the sender was told. */
+	if (fn->cfg.role == FN_ROLE_MID) {
+		dst = r->top;
+		if (fn->node < r->nmids)
+			keep = &r->mids[fn->node].partial_payload;
+	} else {
+		dst = fn->node < r->started ? leaf_parent(r, fn->node) : r->top;
+		if (fn->node < r->started)
+			keep = &r->leaves[fn->node].partial_payload;
 	}
+	to = rt_fnset_find(n->fns, dst);
+	if (to)
+		err = send_partial(n, to, d, payload);
 	if (err)
-		trib_error("fn %u -> top %u: %s", fn->id, r->top, strerror(-err));
-	if (payload && d->seq < r->started && !r->leaves[d->seq].partial_payload)
-		r->leaves[d->seq].partial_payload = payload; /* kept for a refold at a new top */
+		trib_error("fn %u -> fn %u: %s", fn->id, dst, strerror(-err));
+	if (payload && keep && !*keep)
+		*keep = payload; /* tcp: kept for a refold at a new parent */
 	else
 		trib_free(payload);
 }
@@ -1144,6 +1281,7 @@ static void recover(struct rt_node *n, struct rt_fn *fn)
 {
 	struct rt_job *j = NULL;
 	struct rt_round *r = round_find(n, fn->cfg.job, fn->cfg.round, &j);
+	const char *what;
 	int err = 0;
 
 	if (!r || r->has_result)
@@ -1154,16 +1292,28 @@ static void recover(struct rt_node *n, struct rt_fn *fn)
 		garbage_add(r, r->top_acc);
 		r->top_acc = 0;
 		r->top = 0;
+		what = "top";
 		err = top_start(n, r);
-	} else if (fn->cfg.index < r->started && r->leaves[fn->cfg.index].fn == fn->id &&
-		   !r->leaves[fn->cfg.index].done) {
-		struct rt_leaf *l = &r->leaves[fn->cfg.index];
+		/* Mids (or leaves) still folding were told the old top: they find the new one
+		 * through the runtime (bounce or route) or on their DONE. */
+	} else if (fn->cfg.role == FN_ROLE_MID) {
+		struct rt_mid *m = fn->node < r->nmids ? &r->mids[fn->node] : NULL;
 
+		if (!m || m->fn != fn->id || m->done)
+			return;
+		garbage_add(r, m->acc);
+		m->acc = 0;
+		what = "mid";
+		err = mid_start(n, r, fn->node);
+	} else {
+		struct rt_leaf *l = fn->node < r->started ? &r->leaves[fn->node] : NULL;
+
+		if (!l || l->fn != fn->id || l->done)
+			return;
 		garbage_add(r, l->acc);
 		l->acc = 0;
-		err = leaf_start(n, r, fn->cfg.index);
-	} else {
-		return;
+		what = "leaf";
+		err = leaf_start(n, r, fn->node);
 	}
 	r->recoveries++;
 	n->m.recoveries++;
@@ -1172,8 +1322,7 @@ static void recover(struct rt_node *n, struct rt_fn *fn)
 			   j->name, r->round, fn->id, strerror(-err));
 	else
 		trib_warn("job %s round %u: fn %u (%s %u) died mid-round; replaced, its inputs sent "
-			  "again", j->name, r->round, fn->id,
-			  fn->cfg.role == FN_ROLE_TOP ? "top" : "leaf", fn->cfg.index);
+			  "again", j->name, r->round, fn->id, what, fn->node);
 }
 
 /*
@@ -1193,7 +1342,8 @@ static void fn_judge(struct rt_node *n, struct rt_fn *fn)
 	}
 	n->m.fn_failed++;
 	trib_error("fn %u (%s of job %u round %u) %s %d mid-round", fn->id,
-		   fn->cfg.role == FN_ROLE_TOP ? "top" : "leaf", fn->cfg.job, fn->cfg.round,
+		   fn->cfg.role == FN_ROLE_TOP ? "top" : fn->cfg.role == FN_ROLE_MID ? "mid" : "leaf",
+		   fn->cfg.job, fn->cfg.round,
 		   WIFSIGNALED(st) ? "was killed by signal" : "exited with",
 		   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
 	recover(n, fn);

@@ -63,7 +63,22 @@ struct rt_leaf {
 	float *partial_payload;  /* tcp: its bytes, kept for a refold at a new top (owned) */
 };
 
-/* One round's aggregation tree: a top and leaves started as updates need them. */
+/* A third-level aggregator: folds the partials of one group of leaves, hands a partial up. */
+struct rt_mid {
+	uint32_t fn;             /* the function serving it now */
+	uint32_t parent;         /* the top it was configured to send to */
+	uint64_t acc;            /* its accumulator slot */
+	uint32_t nleaves;        /* leaves of its group started so far */
+	bool final;              /* its group is complete (told by FLUSH or config) */
+	bool done;               /* its partial exists */
+	struct shm_desc partial;
+	float *partial_payload;  /* tcp: its bytes (owned) */
+};
+
+/*
+ * One round's aggregation tree: a top and leaves started as updates need
+ * them; with many leaves, mids between them (group leaves per mid).
+ */
 struct rt_round {
 	struct rt_job *job;
 	uint32_t round;
@@ -74,6 +89,9 @@ struct rt_round {
 	uint32_t started;      /* leaves started (a prefix of leaves[]) */
 	uint32_t received;     /* updates accepted */
 	uint32_t top;          /* the function serving the top; 0 before it starts */
+	uint32_t group;        /* leaves per mid; 0: two levels, leaves report to the top */
+	struct rt_mid *mids;   /* capmids entries, the first nmids in use (owned) */
+	uint32_t nmids, capmids;
 	uint64_t top_acc;      /* its accumulator slot */
 	struct rt_leaf *leaves; /* capleaves entries, the first `started` in use (owned) */
 	uint64_t *garbage;     /* slots of replaced functions, freed when the round commits */

@@ -129,6 +129,12 @@ static void print_functions(json_t *fns, const char *only)
 			continue;
 		printf("job %s round %lld:\n", jstr(f, "job"), jint(f, "round"));
 		print_fn_row(f, "  ");
+		json_array_foreach(fns, k, g) {
+			if (is_alive(g) && !strcmp(jstr(g, "role"), "mid") &&
+			    !strcmp(jstr(g, "job"), jstr(f, "job")) &&
+			    jint(g, "round") == jint(f, "round") && strcmp(jstr(g, "state"), "warm"))
+				print_fn_row(g, "  `- ");
+		}
 		for (long idx = 0; idx < 1 << 20; idx++) {
 			bool any = false, more = false;
 
