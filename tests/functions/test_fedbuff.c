@@ -96,8 +96,8 @@ Test(functions_fedbuff, two_hundred_async_clients_match_the_reference)
 		if (err)
 			continue;
 		cr_assert_eq(t.staleness, stal[i], "submission %zu", i);
-		cr_assert_eq(t.weight, weight[i], "submission %zu: weight %.17g, reference %.17g", i,
-			     t.weight, weight[i]);
+		cr_assert_eq(t.weight, weight[i], "submission %zu: weight %.17g, reference %.17g",
+			     i, t.weight, weight[i]);
 		cr_assert_eq(t.index, accepted % K);
 		cr_assert_eq(t.last, last[i] != 0, "submission %zu", i);
 		cr_assert_eq(t.target, accepted / K + 1);

@@ -43,30 +43,36 @@ static void opt_release(struct opt_run *r)
 	trib_free(r->v);
 }
 
-/*
- * Runs @steps steps of @kind on the reference's inputs and compares model, m and v. The C loops
- * do the reference's f32 operations in the same order (no FMA contraction under -std=c11, and
- * SSE sqrt and division are correctly rounded), so the results are bit-identical.
- */
-static void check_kind(uint32_t kind, size_t n, size_t steps, unsigned seed, bool huge)
+/* Reference array @what of @kind: "x_fedadam" etc. */
+static const float *kind_array(const struct ref *r, const char *what, uint32_t kind, size_t *cnt)
 {
-	struct ref r;
+	char name[64];
+
+	snprintf(name, sizeof(name), "%s_%s", what, kind_names[kind]);
+	return ref_f32(r, name, cnt);
+}
+
+/*
+ * Runs the steps of @kind on the reference's inputs and compares model, m and v. The C loops do
+ * the reference's f32 operations in the same order (no FMA contraction under -std=c11, and SSE
+ * sqrt and division are correctly rounded), so the results are bit-identical.
+ */
+static void check_kind(const struct ref *r, uint32_t kind, size_t n, size_t steps)
+{
 	struct opt_run o;
 	const float *params, *x0, *deltas, *x, *m, *v;
 	size_t cnt, s;
 	float *model = trib_malloc(n * sizeof(float) + 1);
 
 	cr_assert_not_null(model);
-	ref_run(&r, "opt.py", "%s %zu %zu %u%s", kind_names[kind], n, steps, seed,
-		huge ? " huge" : "");
-	params = ref_f32(&r, "params", &cnt);
+	params = kind_array(r, "params", kind, &cnt);
 	cr_assert_eq(cnt, 5);
-	x0 = ref_f32(&r, "x0", NULL);
-	deltas = ref_f32(&r, "deltas", &cnt);
+	x0 = kind_array(r, "x0", kind, NULL);
+	deltas = kind_array(r, "deltas", kind, &cnt);
 	cr_assert_eq(cnt, n * steps);
-	x = ref_f32(&r, "x", NULL);
-	m = ref_f32(&r, "m", NULL);
-	v = ref_f32(&r, "v", NULL);
+	x = kind_array(r, "x", kind, NULL);
+	m = kind_array(r, "m", kind, NULL);
+	v = kind_array(r, "v", kind, NULL);
 
 	opt_alloc(&o, kind, params, n);
 	memcpy(model, x0, n * sizeof(float));
@@ -81,20 +87,29 @@ static void check_kind(uint32_t kind, size_t n, size_t steps, unsigned seed, boo
 		ref_expect_f32(o.v, v, n, 0, "v");
 	opt_release(&o);
 	trib_free(model);
-	ref_free(&r);
 }
+
+#define ALL_KINDS "fedavg fedavgm fedadagrad fedadam fedyogi"
 
 Test(functions_opt, every_kind_matches_numpy_bit_for_bit)
 {
+	struct ref r;
+
 	/* 1003: several 512-element tiles and an odd tail. */
+	ref_run(&r, "opt.py", "1003 6 11 plain " ALL_KINDS);
 	for (uint32_t k = FN_OPT_FEDAVG; k <= FN_OPT_FEDYOGI; k++)
-		check_kind(k, 1003, 6, 11 + k, false);
+		check_kind(&r, k, 1003, 6);
+	ref_free(&r);
 }
 
 Test(functions_opt, huge_delta_saturates_instead_of_nan)
 {
+	struct ref r;
+
+	ref_run(&r, "opt.py", "257 4 23 huge " ALL_KINDS);
 	for (uint32_t k = FN_OPT_FEDAVG; k <= FN_OPT_FEDYOGI; k++)
-		check_kind(k, 257, 4, 23 + k, true);
+		check_kind(&r, k, 257, 4);
+	ref_free(&r);
 }
 
 Test(functions_opt, overflowing_model_is_reported_as_erange)
@@ -110,27 +125,26 @@ Test(functions_opt, overflowing_model_is_reported_as_erange)
 
 Test(functions_opt, saved_state_resumes_the_same_trajectory)
 {
-	const size_t n = 300, steps = 5, cut = 2;
-	struct ref r;
+	enum { N = 300, STEPS = 5, CUT = 2 };
+	struct opt_run a, b, c;
 	const float *params, *x0, *deltas, *x;
-
-	ref_run(&r, "opt.py", "fedyogi %zu %zu 7", n, steps);
-	params = ref_f32(&r, "params", NULL);
-	x0 = ref_f32(&r, "x0", NULL);
-	deltas = ref_f32(&r, "deltas", NULL);
-	x = ref_f32(&r, "x", NULL);
-
-	struct opt_run a, b;
-	float model[300];
+	float model[N];
+	struct ref r;
 	size_t s, len;
 	void *buf;
 
-	opt_alloc(&a, FN_OPT_FEDYOGI, params, n);
+	ref_run(&r, "opt.py", "%d %d 7 plain fedyogi", N, STEPS);
+	params = ref_f32(&r, "params_fedyogi", NULL);
+	x0 = ref_f32(&r, "x0_fedyogi", NULL);
+	deltas = ref_f32(&r, "deltas_fedyogi", NULL);
+	x = ref_f32(&r, "x_fedyogi", NULL);
+
+	opt_alloc(&a, FN_OPT_FEDYOGI, params, N);
 	memcpy(model, x0, sizeof(model));
-	for (s = 0; s < cut; s++)
-		cr_assert_eq(fn_opt_step(&a.p, &a.st, model, deltas + s * n, n), 0);
+	for (s = 0; s < CUT; s++)
+		cr_assert_eq(fn_opt_step(&a.p, &a.st, model, deltas + s * N, N), 0);
 	len = fn_opt_state_size(&a.st);
-	cr_assert_eq(len, FN_OPT_STATE_HDR + 2 * n * sizeof(float));
+	cr_assert_eq(len, FN_OPT_STATE_HDR + 2 * N * sizeof(float));
 	buf = trib_malloc(len);
 	cr_assert_not_null(buf);
 	cr_assert_eq(fn_opt_state_save(&a.st, buf, len - 1), -ENOSPC);
@@ -138,18 +152,16 @@ Test(functions_opt, saved_state_resumes_the_same_trajectory)
 	cr_assert(!memcmp(buf, FN_OPT_STATE_MAGIC, 8));
 
 	/* A fresh state (as after a restart) loads the saved one and carries on. */
-	opt_alloc(&b, FN_OPT_FEDYOGI, params, n);
+	opt_alloc(&b, FN_OPT_FEDYOGI, params, N);
 	cr_assert_eq(fn_opt_state_load(&b.st, buf, len - 4), -EMSGSIZE);
 	cr_assert_eq(fn_opt_state_load(&b.st, buf, len), 0);
-	cr_assert_eq(b.st.step, cut);
-	for (s = cut; s < steps; s++)
-		cr_assert_eq(fn_opt_step(&b.p, &b.st, model, deltas + s * n, n), 0);
-	ref_expect_f32(model, x, n, 0, "resumed fedyogi");
+	cr_assert_eq(b.st.step, CUT);
+	for (s = CUT; s < STEPS; s++)
+		cr_assert_eq(fn_opt_step(&b.p, &b.st, model, deltas + s * N, N), 0);
+	ref_expect_f32(model, x, N, 0, "resumed fedyogi");
 
-	/* A state of another kind or size is refused. */
-	struct opt_run c;
-
-	opt_alloc(&c, FN_OPT_FEDADAM, params, n);
+	/* A state of another kind, or a damaged one, is refused. */
+	opt_alloc(&c, FN_OPT_FEDADAM, params, N);
 	cr_assert_eq(fn_opt_state_load(&c.st, buf, len), -EINVAL);
 	((uint8_t *)buf)[0] ^= 1;
 	cr_assert_eq(fn_opt_state_load(&b.st, buf, len), -EINVAL);
@@ -201,6 +213,8 @@ Test(functions_opt, state_init_sets_tau_squared_and_checks_arrays)
 	struct fn_opt_state st;
 	float m[4], v[4];
 
+	float x[4] = { 1, 2, 3, 4 }, d[4] = { 1, 1, 1, 1 };
+
 	fn_opt_params_default(&p, FN_OPT_FEDADAM);
 	p.tau = 0.25f;
 	cr_assert_eq(fn_opt_state_init(&st, &p, 4, m, NULL), -EINVAL);
@@ -210,8 +224,6 @@ Test(functions_opt, state_init_sets_tau_squared_and_checks_arrays)
 		cr_assert_eq(v[i], 0.0625f);
 	}
 	/* A step with the wrong size or kind changes nothing. */
-	float x[4] = { 1, 2, 3, 4 }, d[4] = { 1, 1, 1, 1 };
-
 	cr_assert_eq(fn_opt_step(&p, &st, x, d, 3), -EINVAL);
 	p.kind = FN_OPT_FEDYOGI;
 	cr_assert_eq(fn_opt_step(&p, &st, x, d, 4), -EINVAL);

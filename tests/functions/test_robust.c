@@ -38,7 +38,7 @@ static void check_coord(const struct ref *r, size_t ci, size_t k, size_t n, doub
 	size_t cuts[4], ns, s, c, cnt;
 	float *out_med = trib_malloc(n * sizeof(float));
 	float *out_tm = trib_malloc(n * sizeof(float));
-	float *scratch = trib_malloc(k * sizeof(float));
+	float *scratch = trib_malloc(FN_ROBUST_SCRATCH(k) * sizeof(float));
 
 	cr_assert(out_med && out_tm && scratch && k <= MAX_K);
 	snprintf(name, sizeof(name), "rows_%zu", ci);
@@ -97,7 +97,7 @@ Test(functions_robust, selection_survives_adversarial_orders)
 {
 	/* Sorted, reversed, all equal, organ pipe, and median-of-3 unfriendly inputs. */
 	enum { K = 61 };
-	float vals[K], col[K], scratch[K], out, sorted[K];
+	float vals[K], col[K], scratch[FN_ROBUST_SCRATCH(K)], out, sorted[K];
 	const float *rows[K];
 	size_t pat, i;
 
@@ -130,7 +130,7 @@ Test(functions_robust, selection_survives_adversarial_orders)
 Test(functions_robust, invalid_counts_are_einval)
 {
 	size_t c;
-	float out, scratch[4];
+	float out, scratch[FN_ROBUST_SCRATCH(1)];
 	const float *rows[1] = { &out };
 
 	cr_assert_eq(fn_robust_median(rows, 0, 1, &out, scratch), -EINVAL);
@@ -263,7 +263,7 @@ Test(functions_robust, poisoned_minority_moves_fedavg_but_not_robust_rules)
 	const float *rows[K];
 	struct ref r;
 	const float *x, *lo, *hi, *med_ref;
-	float med[N], tm[N], krum[N], mean[N], scratch[K];
+	float med[N], tm[N], krum[N], mean[N], scratch[FN_ROBUST_SCRATCH(K)];
 	double *d = trib_calloc(K * K, sizeof(double)), dscratch[2 * K];
 	uint32_t sel[10];
 	size_t i, j, outside = 0;

@@ -2,7 +2,7 @@
 """numpy reference for functions/fn_dequant.c: decoding tables and dequantising folds.
 
 usage:
-  dequant.py tables               f16, bf16: the f32 value of every 16-bit pattern; i8: of every byte
+  dequant.py tables               f16, bf16: the f32 value of every 16-bit pattern; i8: every byte
   dequant.py fold DTYPE N SEED    acc, x (raw bytes), w, scale, decoded, want: acc + w * decoded in
                                   f32 with two roundings (numpy's order); DTYPE: f16 bf16 i8
 """

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
 """numpy reference for functions/fn_opt.c: server optimiser steps, in f32, operation for operation.
 
-usage: opt.py KIND N STEPS SEED [huge]
-KIND: fedavg fedavgm fedadagrad fedadam fedyogi. With "huge", step 1's delta holds 1e30 and
--1e30 in a few coordinates (one client's huge values passed through a plain mean).
+usage: opt.py N STEPS SEED plain|huge KIND...
+KIND: fedavg fedavgm fedadagrad fedadam fedyogi; arrays are named NAME_KIND. With "huge", step
+1's delta holds 1e30 and -1e30 in a few coordinates (one client's huge values passed through a
+plain mean).
 """
 import sys
 
@@ -19,9 +20,7 @@ def sat(x):
     return np.minimum(x, FMAX)
 
 
-def main():
-    kind, n, steps, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    huge = len(sys.argv) > 5 and sys.argv[5] == "huge"
+def run(kind, n, steps, seed, huge):
     rng = np.random.default_rng(seed)
     lr, mu, b1, b2, tau = f32(0.5), f32(0.9), f32(0.9), f32(0.99), f32(1e-3)
     if kind in ("fedadagrad", "fedadam", "fedyogi"):
@@ -56,12 +55,18 @@ def main():
                     v = sat(v - c2 * g2 * s)
                 x = x + lr * m / (np.sqrt(v) + tau)
     assert x.dtype == f32 and m.dtype == f32 and v.dtype == f32
-    refio.emit("params", np.array([lr, mu, b1, b2, tau], f32))
-    refio.emit("x0", x0)
-    refio.emit("deltas", deltas)
-    refio.emit("x", x)
-    refio.emit("m", m)
-    refio.emit("v", v)
+    refio.emit(f"params_{kind}", np.array([lr, mu, b1, b2, tau], f32))
+    refio.emit(f"x0_{kind}", x0)
+    refio.emit(f"deltas_{kind}", deltas)
+    refio.emit(f"x_{kind}", x)
+    refio.emit(f"m_{kind}", m)
+    refio.emit(f"v_{kind}", v)
+
+
+def main():
+    n, steps, seed, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    for i, kind in enumerate(sys.argv[5:]):
+        run(kind, n, steps, [seed, i], mode == "huge")
     refio.end()
 
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Test helper: runs a numpy reference script of tests/functions/ref and reads the arrays it prints. */
+/* Test helper: runs a numpy reference script (tests/functions/ref) and reads its arrays. */
 #ifndef TRIB_TEST_REF_H
 #define TRIB_TEST_REF_H
 
@@ -28,7 +28,8 @@
  * directory as the compiler saw it (__FILE__, relative to the build directory under meson),
  * tried from the working directory and from two levels above the test executable.
  */
-#define REF_PYTHON "/usr/bin/python3"
+/* -B: no __pycache__ in the source tree. */
+#define REF_PYTHON "/usr/bin/python3 -B"
 
 struct ref {
 	char *buf;  /* the script's whole stdout, owned by the struct, freed by ref_free() */
@@ -220,7 +221,8 @@ static inline void ref_expect_f32(const float *got, const float *want, size_t n,
 
 		if (u > max_ulps || isnan(got[i]) != isnan(want[i]))
 			cr_assert_fail("%s: element %zu of %zu is %.9g, reference %.9g (%llu ulps)",
-				       what, i, n, (double)got[i], (double)want[i], (unsigned long long)u);
+				       what, i, n, (double)got[i], (double)want[i],
+				       (unsigned long long)u);
 	}
 }
 
