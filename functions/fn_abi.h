@@ -32,7 +32,42 @@ enum fn_msg_kind {
 	FN_MSG_READY = 18,  /* fn -> runtime, struct fn_ctl: configured, folding from now on */
 	FN_MSG_DONE = 19,   /* fn -> runtime, struct shm_desc: the output it handed off; now warm */
 	FN_MSG_FLUSH = 20,  /* runtime -> fn, struct fn_ctl: expect @value inputs in all, not more */
+	FN_MSG_PARAMS = 21, /* runtime -> fn, struct fn_params: the job's algorithm, after a CONFIG */
 };
+
+/* struct fn_params flags. */
+#define FN_PAR_UNWEIGHTED 1u /* every update weighs 1, not its sample count */
+#define FN_PAR_DELTA 2u      /* updates are deltas: the model moves by their mean */
+#define FN_PAR_CLIP 4u       /* leaves clip each update to L2 norm clip_norm */
+#define FN_PAR_DP 8u         /* the top adds Gaussian noise dp_noise_multiplier * clip_norm */
+#define FN_PAR_SEEDED 16u    /* DP noise from `seed` (tests), not from the OS */
+
+/*
+ * The job's algorithm and server step, sent after every CONFIG (a function
+ * may serve another job next). The previous model and the optimiser state
+ * are arena slots the runtime owns: the top reads the model and the state's
+ * first half and writes the next state into its second half; the runtime
+ * keeps that only once the round's model is written.
+ */
+struct fn_params {
+	uint16_t version;          /* FN_ABI_VERSION */
+	uint16_t kind;             /* FN_MSG_PARAMS */
+	uint32_t fn_id;            /* the function it is for */
+	uint16_t server;           /* enum fn_opt_kind: FedAvg, FedAvgM, FedAdagrad, FedAdam, FedYogi */
+	uint16_t flags;            /* FN_PAR_* */
+	float server_lr;           /* eta */
+	float momentum;            /* FedAvgM */
+	float beta1;               /* adaptive optimisers */
+	float beta2;
+	float tau;
+	float clip_norm;           /* FN_PAR_CLIP, FN_PAR_DP */
+	float dp_noise_multiplier; /* FN_PAR_DP: z; noise stddev z * clip_norm on the sum */
+	uint64_t seed;             /* FN_PAR_SEEDED */
+	uint64_t model_off;        /* arena offset of the previous model (n f32), 0: not needed */
+	uint64_t state_off;        /* arena offset of the optimiser state [in | out], 0: none */
+};
+_Static_assert(sizeof(struct fn_params) == SHM_DESC_SIZE, "fn_params is a channel record");
+_Static_assert(offsetof(struct fn_params, seed) == 40, "fn_params is ABI");
 
 /*
  * Small control records (READY, FLUSH, EXIT). A function lives across

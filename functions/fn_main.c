@@ -15,6 +15,9 @@
 #include "ebpf_stats.h"
 #include "fn_abi.h"
 #include "fn_algo.h"
+#include "fn_dp.h"
+#include "fn_opt.h"
+#include "fn_robust.h"
 #include "shm_arena.h"
 #include "shm_chan.h"
 #include "trib_alloc.h"
@@ -38,6 +41,7 @@ struct fn_state {
 	uint64_t arena_size;
 	struct fn_config cfg;
 	bool configured;
+	struct fn_params par;      /* the job's algorithm (zero: plain weighted FedAvg) */
 	const struct fn_algo_ops *ops;
 	void *algo_state;
 	float *acc;
@@ -90,11 +94,125 @@ static int input_from_desc(const struct fn_state *st, const struct shm_desc *d,
 	return 0;
 }
 
+/*
+ * The weight an update is folded with: its sample count, or 1 (unweighted,
+ * and always under DP), times its clipping scale min(1, C / ||u||) when the
+ * job clips (one extra read of the update for its norm).
+ */
+static double update_weight(const struct fn_state *st, const struct fn_input *in)
+{
+	double w = (st->par.flags & FN_PAR_UNWEIGHTED) ? 1.0 : in->weight;
+
+	if (st->par.flags & FN_PAR_CLIP) {
+		double sumsq = 0;
+		float scale = 1.0f;
+
+		for (uint32_t i = 0; i < in->nsegs; i++)
+			fn_robust_sumsq_partial((const float *)(const void *)(in->base +
+									      in->segs[i].src_off),
+						(size_t)in->segs[i].n_elem, &sumsq);
+		if (!fn_robust_clip_scale(sumsq, st->par.clip_norm, &scale))
+			w *= scale;
+	}
+	return w;
+}
+
+/*
+ * The top's server step, after the mean: the previous model moves by the
+ * round's delta (mean - previous for weights, the mean itself for deltas)
+ * through the job's optimiser; its state is read from the first half of
+ * the state slot and written to the second (the runtime keeps it only once
+ * the model is written). @acc holds the mean and receives the model.
+ */
+static int server_step(struct fn_state *st)
+{
+	const struct fn_params *p = &st->par;
+	size_t n = (size_t)st->cfg.n_elem;
+	const float *prev;
+	struct fn_opt_params op;
+	struct fn_opt_state os;
+	uint64_t me, ve;
+	float *model = NULL, *m = NULL, *v = NULL;
+	int err;
+
+	if (!p->model_off)
+		return 0;
+	if (!range_ok(st, p->model_off, n * 4))
+		return -EINVAL;
+	prev = (const float *)(const void *)(st->base + p->model_off);
+	memset(&op, 0, sizeof(op));
+	op.kind = p->server;
+	op.server_lr = p->server_lr;
+	op.momentum = p->momentum;
+	op.beta1 = p->beta1;
+	op.beta2 = p->beta2;
+	op.tau = p->tau;
+	fn_opt_state_elems(op.kind, n, &me, &ve);
+	model = trib_malloc(n ? n * sizeof(float) : 1);
+	m = me ? trib_malloc(me * sizeof(float)) : NULL;
+	v = ve ? trib_malloc(ve * sizeof(float)) : NULL;
+	err = -ENOMEM;
+	if (!model || (me && !m) || (ve && !v))
+		goto out;
+	err = fn_opt_state_init(&os, &op, n, m, v);
+	if (err)
+		goto out;
+	if (p->state_off) {
+		size_t sz = fn_opt_state_size(&os);
+
+		err = -EINVAL;
+		if (!range_ok(st, p->state_off, 2 * sz))
+			goto out;
+		err = fn_opt_state_load(&os, st->base + p->state_off, sz);
+		if (err)
+			goto out;
+	}
+	/* The delta, in place: the mean is either the delta or the new weights. */
+	if (!(p->flags & FN_PAR_DELTA))
+		for (size_t i = 0; i < n; i++)
+			st->acc[i] -= prev[i];
+	memcpy(model, prev, n * sizeof(float));
+	err = fn_opt_step(&op, &os, model, st->acc, n);
+	if (err)
+		goto out;
+	memcpy(st->acc, model, n * sizeof(float));
+	if (p->state_off)
+		err = fn_opt_state_save(&os, st->base + p->state_off + fn_opt_state_size(&os),
+					fn_opt_state_size(&os));
+out:
+	trib_free(model);
+	trib_free(m);
+	trib_free(v);
+	return err;
+}
+
+/* Central DP at the top: Gaussian noise z*C on the sum of clipped updates, before the mean. */
+static int dp_noise(struct fn_state *st)
+{
+	struct fn_dp_noise nz;
+	uint8_t key[32];
+	int err;
+
+	if (!(st->par.flags & FN_PAR_DP))
+		return 0;
+	if (st->par.flags & FN_PAR_SEEDED)
+		fn_dp_key_from_seed(st->par.seed, key);
+	else if ((err = fn_dp_key_from_os(key)))
+		return err;
+	err = fn_dp_noise_init(&nz, key, st->cfg.round,
+			       (double)st->par.dp_noise_multiplier * st->par.clip_norm);
+	if (!err)
+		err = fn_dp_noise_add(&nz, st->acc, 0, (size_t)st->cfg.n_elem);
+	memset(key, 0, sizeof(key));
+	return err;
+}
+
 /* Fold one input: from the arena (@payload NULL), or from private bytes (tcp). */
 static int fold_desc(struct fn_state *st, const struct shm_desc *d, const float *payload)
 {
 	struct shm_seg flat;
 	struct fn_input in;
+	double acct;
 	int err = 0;
 
 	if (payload) {
@@ -110,6 +228,10 @@ static int fold_desc(struct fn_state *st, const struct shm_desc *d, const float 
 	} else {
 		err = input_from_desc(st, d, &in);
 	}
+	/* Clipping scales the update, not its share of the mean: the sum of weights stays. */
+	acct = d->kind == SHM_DESC_UPDATE && (st->par.flags & FN_PAR_UNWEIGHTED) ? 1.0 : d->weight;
+	if (!err && d->kind == SHM_DESC_UPDATE)
+		in.weight = update_weight(st, &in);
 	if (!err)
 		err = st->ops->fold(st->algo_state, st->acc, &in);
 	if (err) {
@@ -119,7 +241,7 @@ static int fold_desc(struct fn_state *st, const struct shm_desc *d, const float 
 		return err;
 	}
 	st->folded++;
-	st->total_w += d->weight;
+	st->total_w += acct;
 	st->total_n += d->count;
 	return 0;
 }
@@ -162,6 +284,7 @@ static void state_reset(struct fn_state *st)
 	st->total_w = 0;
 	st->total_n = 0;
 	st->configured = false;
+	memset(&st->par, 0, sizeof(st->par));
 }
 
 static int send_all(int fd, const struct iovec *iov_in, int n)
@@ -203,7 +326,11 @@ static int hand_off(struct fn_state *st)
 
 	if (st->cfg.role == FN_ROLE_TOP) {
 		/* Only the top turns the sum into the model; a mid hands its sum up as is. */
-		err = st->ops->finish(st->algo_state, st->acc, st->cfg.n_elem, st->total_w);
+		err = dp_noise(st);
+		if (!err)
+			err = st->ops->finish(st->algo_state, st->acc, st->cfg.n_elem, st->total_w);
+		if (!err)
+			err = server_step(st);
 		if (err) {
 			trib_error("job %u round %u: finishing: %s", st->cfg.job, st->cfg.round,
 				   strerror(-err));
@@ -549,6 +676,11 @@ static int on_control(struct fn_state *st)
 			fd = -1;
 		} else if (kind == FN_MSG_EXIT) {
 			err = 1;
+		} else if (kind == FN_MSG_PARAMS) {
+			/* Comes in the same message as its CONFIG, before any input. */
+			memcpy(&st->par, r, sizeof(st->par));
+			if (!st->configured || st->par.fn_id != st->cfg.fn_id)
+				err = -EPROTO;
 		} else if (kind == FN_MSG_FLUSH) {
 			struct fn_ctl c;
 

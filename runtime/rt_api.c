@@ -10,7 +10,9 @@
 #include "ctl_store.h"
 #include "ebpf_abi.h"
 #include "ebpf_route.h"
+#include "fn_dp.h"
 #include "fn_fold.h"
+#include "rt_algo.h"
 #include "rt_gw.h"
 #include "rt_node.h"
 #include "rt_safetensors.h"
@@ -93,6 +95,8 @@ static void on_create_body(struct rt_conn *c)
 	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, &jerr);
 	json_t *name, *cpr, *algo, *params, *tensors, *fanin, *minc, *tmo, *v;
 	struct rt_job_spec spec;
+	struct rt_algo alg;
+	json_t *aparams = NULL;
 	struct rt_tensor *schema = NULL;
 	struct rt_job *j;
 	const char *key, *why = NULL;
@@ -112,7 +116,7 @@ static void on_create_body(struct rt_conn *c)
 
 		for (i = 0; known[i] && strcmp(known[i], key); i++)
 			;
-		if (!known[i]) {
+		if (!known[i] && !rt_algo_is_param(key)) {
 			snprintf(msg, sizeof(msg), "%.64s: unknown field", key);
 			rt_conn_error(c, 400, msg, -1, NULL);
 			goto out;
@@ -139,8 +143,9 @@ static void on_create_body(struct rt_conn *c)
 			      -1, NULL);
 		goto out;
 	}
-	if (algo && (!json_is_string(algo) || strcmp(json_string_value(algo), "fedavg"))) {
-		rt_conn_error(c, 400, "algorithm: unsupported (supported: \"fedavg\")", -1, NULL);
+	(void)algo;
+	if (rt_algo_parse(o, &alg, msg, sizeof(msg))) {
+		rt_conn_error(c, 400, msg, -1, NULL);
 		goto out;
 	}
 	if (fanin && (!json_is_integer(fanin) || json_integer_value(fanin) < 1 ||
@@ -207,7 +212,13 @@ static void on_create_body(struct rt_conn *c)
 	spec.fanin = fanin ? (uint32_t)json_integer_value(fanin) : 0;
 	spec.min_clients = minc ? (uint32_t)json_integer_value(minc) : 0;
 	spec.round_timeout_s = tmo ? (uint32_t)json_integer_value(tmo) : 0;
-	spec.algorithm = "fedavg";
+	spec.algo = &alg;
+	/* Store the algorithm's parameters as given: a restart parses them again. */
+	aparams = json_object();
+	json_object_foreach(o, key, v)
+		if (rt_algo_is_param(key) && strcmp(key, "algorithm"))
+			json_object_set(aparams, key, v);
+	spec.params = aparams;
 	err = rt_job_create(n, &spec, schema, nschema, &j);
 	if (err) {
 		rt_conn_error(c, err == -EEXIST ? 409 : 500,
@@ -221,6 +232,7 @@ static void on_create_body(struct rt_conn *c)
 				       "round", 0), NULL);
 out:
 	trib_free(schema);
+	json_decref(aparams);
 	json_decref(o);
 }
 
@@ -283,6 +295,18 @@ static json_t *job_json_full(struct rt_node *n, struct rt_job *j)
 	json_object_set_new(o, "round_timeout_s", j->round_timeout_s ?
 					json_integer(j->round_timeout_s) : json_null());
 	json_object_set_new(o, "arrival_rate", json_real(j->arrival_rate));
+	json_object_set_new(o, "parameters", rt_algo_json(&j->algo));
+	if (j->algo.par.flags & FN_PAR_DP) {
+		double eps = 0, order = 0;
+
+		/* RDP accountant: every client takes part in every round (no sampling). */
+		if (j->completed)
+			fn_dp_epsilon(j->algo.par.dp_noise_multiplier, j->completed,
+				      j->algo.dp_delta, &eps, &order);
+		json_object_set_new(o, "privacy", json_pack("{s:f, s:f, s:I}", "epsilon", eps,
+							    "delta", j->algo.dp_delta, "rounds",
+							    (json_int_t)j->completed));
+	}
 	if (j->open)
 		json_object_set_new(o, "leaves", json_integer(j->open->nleaves));
 	return o;

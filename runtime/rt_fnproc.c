@@ -169,8 +169,23 @@ static void fn_free(struct rt_fn *fn)
  * window in which the socket exists but is not routable. The kernel drops the
  * entry by itself when the socket closes (the function exits).
  */
-int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owner,
-		   struct rt_fn **out)
+/* A CONFIG and its PARAMS as two records of one message, so no input can come between. */
+static int send_config(int sock, const struct fn_config *cfg, const struct fn_params *par,
+		       int fd)
+{
+	struct shm_desc recs[2];
+	struct fn_params p = *par;
+
+	p.version = FN_ABI_VERSION;
+	p.kind = FN_MSG_PARAMS;
+	p.fn_id = cfg->fn_id;
+	memcpy(&recs[0], cfg, sizeof(*cfg));
+	memcpy(&recs[1], &p, sizeof(p));
+	return shm_chan_send(sock, recs, 2, fd);
+}
+
+int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
+		   const struct fn_params *par, void *owner, struct rt_fn **out)
 {
 	posix_spawn_file_actions_t fa;
 	char *argv[] = { (char *)"tributary-fn", NULL };
@@ -243,7 +258,7 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owne
 		err = -errno;
 		goto err_kill;
 	}
-	err = shm_chan_send(fn->sock, &c, 1, set->arena_fd);
+	err = send_config(fn->sock, &c, par, set->arena_fd);
 	if (err)
 		goto err_kill;
 	fn->state = RT_FN_COLD;
@@ -276,7 +291,7 @@ err_free:
 	return err;
 }
 
-int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg)
+int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg, const struct fn_params *par)
 {
 	int err;
 
@@ -284,7 +299,7 @@ int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg)
 		return -EBUSY;
 	cfg->fn_id = fn->id;
 	cfg->dataplane = fn->set->dataplane;
-	err = shm_chan_send(fn->sock, cfg, 1, -1);
+	err = send_config(fn->sock, cfg, par, -1);
 	if (err)
 		return err;
 	fn->cfg = *cfg;

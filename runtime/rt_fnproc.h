@@ -79,10 +79,13 @@ void rt_fnset_destroy(struct rt_fnset *set);
  * returned function (borrowed by the caller until it is reaped and removed).
  * Returns 0 or -errno.
  */
-int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg, void *owner,
-		   struct rt_fn **out);
-/* Give a warm function a new config (cfg->fn_id is overwritten with its id). 0 or -errno. */
-int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg);
+int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
+		   const struct fn_params *par, void *owner, struct rt_fn **out);
+/*
+ * Give a warm function a new config and the job's params, in one message
+ * (cfg->fn_id is overwritten with its id). 0 or -errno.
+ */
+int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg, const struct fn_params *par);
 /* Send a control record (FN_MSG_FLUSH, FN_MSG_EXIT). 0 or -errno. */
 int rt_fn_ctl(struct rt_fn *fn, uint16_t kind, uint32_t value);
 /* Borrowed pointer or NULL. */

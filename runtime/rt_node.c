@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ctl_plan.h"
+#include "fn_opt.h"
 #include "ctl_store.h"
 #include "ebpf_abi.h"
 #include "ebpf_route.h"
@@ -90,6 +91,7 @@ struct rt_job *rt_job_find(struct rt_node *n, const char *name)
 }
 
 static void round_free(struct rt_node *n, struct rt_round *r, bool free_slots);
+static void opt_state_load(struct rt_node *n, struct rt_job *j);
 
 static void job_free(struct rt_job *j)
 {
@@ -100,6 +102,7 @@ static void job_free(struct rt_job *j)
 		round_free(NULL, r, false);
 	}
 	rt_blob_release(j->model);
+	trib_free(j->opt_state);
 	trib_free(j->schema);
 	trib_free(j->schema_json);
 	trib_free(j->st_header);
@@ -248,7 +251,8 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_t
 	if (!j)
 		return -ENOMEM;
 	snprintf(j->name, sizeof(j->name), "%s", name);
-	snprintf(j->algorithm, sizeof(j->algorithm), "%s", spec->algorithm);
+	j->algo = *spec->algo;
+	snprintf(j->algorithm, sizeof(j->algorithm), "%s", spec->algo->name);
 	j->cpr = spec->cpr;
 	j->fanin = spec->fanin;
 	j->min_clients = spec->min_clients;
@@ -284,17 +288,25 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_t
 	memset(&cj, 0, sizeof(cj));
 	snprintf(cj.name, sizeof(cj.name), "%s", name);
 	snprintf(cj.token, sizeof(cj.token), "%s", j->token);
-	snprintf(cj.algorithm, sizeof(cj.algorithm), "%s", spec->algorithm);
+	snprintf(cj.algorithm, sizeof(cj.algorithm), "%s", j->algorithm);
 	cj.clients_per_round = spec->cpr;
 	cj.schema_json = j->schema_json;
 	{
-		char params[128];
+		/* The algorithm's parameters as the client gave them, and the tree's. */
+		json_t *p = spec->params ? json_deep_copy(spec->params) : json_object();
+		char *params;
 
-		snprintf(params, sizeof(params),
-			 "{\"fan_in\":%u,\"min_clients\":%u,\"round_timeout_s\":%u}", j->fanin,
-			 j->min_clients, j->round_timeout_s);
-		cj.params_json = params;
-		err = ctl_store_job_create(n->store, &cj);
+		json_object_set_new(p, "fan_in", json_integer(j->fanin));
+		json_object_set_new(p, "min_clients", json_integer(j->min_clients));
+		json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s));
+		params = json_dumps(p, JSON_COMPACT);
+		json_decref(p);
+		err = -ENOMEM;
+		if (params) {
+			cj.params_json = params;
+			err = ctl_store_job_create(n->store, &cj);
+			free(params); /* jansson's */
+		}
 	}
 	if (err)
 		goto err_free; /* -EEXIST: the caller answers 409 */
@@ -351,6 +363,14 @@ static int jobs_load(struct rt_node *n)
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? job_build_header(j) : -ENOMEM;
 		}
+		if (!err) {
+			char msg[256];
+
+			json_object_set_new(params, "algorithm", json_string(cj->algorithm));
+			err = rt_algo_parse(params, &j->algo, msg, sizeof(msg));
+			if (err)
+				why = "its algorithm parameters";
+		}
 		json_decref(params);
 		if (err) {
 			trib_error("job %s: cannot load its schema: %s", cj->name,
@@ -367,6 +387,7 @@ static int jobs_load(struct rt_node *n)
 		j->id = n->next_job_id++;
 		j->next = n->jobs;
 		n->jobs = j;
+		opt_state_load(n, j);
 		trib_info("job %s: resumed at round %u", j->name, j->round);
 	}
 	for (size_t i = 0; i < count; i++)
@@ -467,14 +488,15 @@ static void pick_warm(struct rt_fn *fn, void *arg)
 }
 
 /* A warm function (reuse) or a new one (cold start), configured with @cfg. */
-static int fn_acquire(struct rt_node *n, struct fn_config *cfg, struct rt_fn **out)
+static int fn_acquire(struct rt_node *n, struct fn_config *cfg, const struct fn_params *par,
+		      struct rt_fn **out)
 {
 	struct warm_pick p = { NULL };
 	int err;
 
 	rt_fnset_foreach(n->fns, pick_warm, &p);
 	if (p.fn) {
-		err = rt_fn_configure(p.fn, cfg);
+		err = rt_fn_configure(p.fn, cfg, par);
 		if (!err) {
 			n->m.fn_reused++;
 			*out = p.fn;
@@ -484,7 +506,7 @@ static int fn_acquire(struct rt_node *n, struct fn_config *cfg, struct rt_fn **o
 			  strerror(-err));
 	}
 	cfg->fn_id = rt_fnset_reserve_ids(n->fns, 1);
-	err = rt_fnset_spawn(n->fns, cfg, NULL, out);
+	err = rt_fnset_spawn(n->fns, cfg, par, NULL, out);
 	if (err)
 		return err;
 	n->m.fn_spawned++;
@@ -563,7 +585,7 @@ static int top_start(struct rt_node *n, struct rt_round *r)
 	cfg.expected = r->group ? (r->closed ? r->nmids : (r->nleaves + r->group - 1) / r->group) :
 				  (r->closed ? r->started : r->nleaves);
 	cfg.flags = r->closed ? FN_CFG_FINAL : 0;
-	err = fn_acquire(n, &cfg, &fn);
+	err = fn_acquire(n, &cfg, &r->par, &fn);
 	if (err) {
 		if (acc)
 			shm_slot_free(n->arena, acc);
@@ -619,7 +641,7 @@ static int mid_start(struct rt_node *n, struct rt_round *r, uint32_t g)
 	cfg.index = g;
 	cfg.expected = m->final ? m->nleaves : r->group;
 	cfg.flags = m->final ? FN_CFG_FINAL : 0;
-	err = fn_acquire(n, &cfg, &fn);
+	err = fn_acquire(n, &cfg, &r->par, &fn);
 	if (err) {
 		if (acc)
 			shm_slot_free(n->arena, acc);
@@ -698,7 +720,7 @@ static int leaf_start(struct rt_node *n, struct rt_round *r, uint32_t i)
 	cfg.expected = l->expected;
 	cfg.flags = FN_CFG_FINAL;
 	cfg.index = r->group ? i % r->group : i; /* its place among its parent's children */
-	err = fn_acquire(n, &cfg, &fn);
+	err = fn_acquire(n, &cfg, &r->par, &fn);
 	if (err) {
 		if (acc)
 			shm_slot_free(n->arena, acc);
@@ -724,6 +746,10 @@ static void round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 			shm_slot_free(n->arena, r->garbage[i]);
 		if (r->top_acc)
 			shm_slot_free(n->arena, r->top_acc);
+		if (r->model_slot)
+			shm_slot_free(n->arena, r->model_slot);
+		if (r->state_slot)
+			shm_slot_free(n->arena, r->state_slot);
 	}
 	for (uint32_t i = 0; i < r->started; i++) {
 		struct rt_leaf *l = &r->leaves[i];
@@ -773,6 +799,127 @@ static void plan_round(struct rt_node *n, struct rt_job *j, struct ctl_plan *pla
 		  in.arrival_rate, (double)in.model_bytes / 1e6, in.cores);
 }
 
+/*
+ * What the top's server step reads: a copy of the current model, and the
+ * optimiser state, in arena slots the runtime owns for the round.
+ */
+static int server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	const struct fn_params *p = &j->algo.par;
+	uint64_t me, ve;
+	int err;
+
+	r->par = *p;
+	if (!j->algo.needs_model)
+		return 0;
+	if (!j->model) {
+		struct rt_blob *b = rt_job_model(n, j, j->completed);
+
+		if (!b)
+			return -errno;
+		rt_blob_release(b);
+	}
+	err = shm_slot_alloc(n->arena, j->n_elem * sizeof(float), &r->model_slot);
+	if (err)
+		return err;
+	memcpy(shm_arena_ptr(n->arena, r->model_slot), j->model->data + j->st_header_len,
+	       j->n_elem * sizeof(float));
+	r->par.model_off = r->model_slot;
+	fn_opt_state_elems(p->server, j->n_elem, &me, &ve);
+	r->state_size = FN_OPT_STATE_HDR + (me + ve) * sizeof(float);
+	err = shm_slot_alloc(n->arena, 2 * r->state_size, &r->state_slot);
+	if (err)
+		return err;
+	if (j->opt_state && j->opt_state_len == r->state_size) {
+		memcpy(shm_arena_ptr(n->arena, r->state_slot), j->opt_state, r->state_size);
+	} else {
+		/* A fresh state: m = 0, v = tau^2, written by the kernels' own serialiser. */
+		struct fn_opt_params op = {
+			.kind = p->server, .server_lr = p->server_lr, .momentum = p->momentum,
+			.beta1 = p->beta1, .beta2 = p->beta2, .tau = p->tau,
+		};
+		struct fn_opt_state os;
+		float *m = me ? trib_malloc(me * sizeof(float)) : NULL;
+		float *v = ve ? trib_malloc(ve * sizeof(float)) : NULL;
+
+		err = (me && !m) || (ve && !v) ? -ENOMEM : fn_opt_state_init(&os, &op, j->n_elem, m, v);
+		if (!err)
+			err = fn_opt_state_save(&os, shm_arena_ptr(n->arena, r->state_slot),
+						r->state_size);
+		trib_free(m);
+		trib_free(v);
+		if (err)
+			return err;
+	}
+	r->par.state_off = r->state_slot;
+	return 0;
+}
+
+/* The optimiser state saved with model version v: DATA_DIR/jobs/{job}/server-state-v{v}.bin. */
+static void opt_state_path(struct rt_node *n, struct rt_job *j, uint32_t v, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/jobs/%s/server-state-v%u.bin", n->opts.data_dir, j->name, v);
+}
+
+static void opt_state_load(struct rt_node *n, struct rt_job *j)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	long len;
+
+	if (!j->algo.needs_model)
+		return;
+	opt_state_path(n, j, j->completed, path, sizeof(path));
+	f = fopen(path, "rb");
+	if (!f)
+		return; /* version 0, or a job whose state starts fresh */
+	if (!fseek(f, 0, SEEK_END) && (len = ftell(f)) > 0 && !fseek(f, 0, SEEK_SET)) {
+		j->opt_state = trib_malloc((size_t)len);
+		if (j->opt_state && fread(j->opt_state, 1, (size_t)len, f) == (size_t)len) {
+			j->opt_state_len = (size_t)len;
+		} else {
+			trib_free(j->opt_state);
+			j->opt_state = NULL;
+		}
+	}
+	fclose(f);
+	if (!j->opt_state)
+		trib_error("job %s: could not read %s; the optimiser state starts fresh", j->name,
+			   path);
+}
+
+/*
+ * Keep the state the top wrote for this round: on disk first (with the
+ * version it belongs to), then in memory. The model file, written after it,
+ * is the commit point; a crash between the two leaves a state file for a
+ * version that is never served, and the previous one still loads.
+ */
+static int opt_state_commit(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	char path[PATH_MAX];
+	const uint8_t *out;
+	uint8_t *copy;
+	int err;
+
+	if (!r->state_slot)
+		return 0;
+	out = (const uint8_t *)shm_arena_ptr(n->arena, r->state_slot) + r->state_size;
+	opt_state_path(n, j, r->round + 1, path, sizeof(path));
+	err = rt_write_file_atomic(path, out, r->state_size, 0600);
+	if (err)
+		return err;
+	copy = trib_malloc(r->state_size);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, out, r->state_size);
+	trib_free(j->opt_state);
+	j->opt_state = copy;
+	j->opt_state_len = r->state_size;
+	opt_state_path(n, j, r->round, path, sizeof(path));
+	unlink(path);
+	return 0;
+}
+
 static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *errp)
 {
 	struct rt_round *r = trib_calloc(1, sizeof(*r));
@@ -790,6 +937,12 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 	r->nleaves = plan.leaves;
 	r->capleaves = plan.leaves;
 	r->group = plan.levels == 3 ? CTL_TOP_FANIN_MAX : 0;
+	err = server_slots(n, j, r);
+	if (err) {
+		round_free(n, r, true);
+		*errp = err;
+		return NULL;
+	}
 	r->open_ns = trib_now_ns();
 	r->leaves = trib_calloc(r->capleaves, sizeof(*r->leaves));
 	if (!r->leaves) {
@@ -1016,6 +1169,12 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 			const struct shm_seg *seg = shm_arena_ptr(n->arena, d->segs_off);
 
 			model = shm_arena_ptr(n->arena, seg->src_off);
+		}
+		err = opt_state_commit(n, j, r);
+		if (err) {
+			trib_error("job %s round %u: saving the optimiser state: %s", j->name,
+				   r->round, strerror(-err));
+			return;
 		}
 		b = model_blob(j, model, r->round + 1);
 		if (!b) {

@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "rt_algo.h"
 #include "rt_fnproc.h"
 #include "rt_safetensors.h"
 
@@ -102,6 +103,10 @@ struct rt_round {
 	uint32_t recoveries;   /* functions replaced */
 	struct shm_desc result;
 	float *result_payload; /* tcp: the model's bytes (owned), else NULL */
+	struct fn_params par;  /* the job's algorithm, with this round's slots */
+	uint64_t model_slot;   /* the previous model, for the top's server step; 0: none */
+	uint64_t state_slot;   /* optimiser state [in | out]; 0: none */
+	size_t state_size;     /* bytes of one half */
 	struct rt_round *next; /* the job's rounds in flight, oldest first */
 };
 
@@ -116,6 +121,9 @@ struct rt_job {
 	uint32_t min_clients;     /* a round may close at its deadline with this many (0: cpr) */
 	uint32_t round_timeout_s; /* 0: no deadline */
 	double arrival_rate;      /* updates/s, smoothed over rounds (the planner's input) */
+	struct rt_algo algo;      /* algorithm and parameters */
+	uint8_t *opt_state;       /* server optimiser state after the last round (owned), or NULL */
+	size_t opt_state_len;
 	struct rt_tensor *schema; /* owned */
 	size_t nschema;
 	uint64_t n_elem;
@@ -224,7 +232,8 @@ struct rt_job_spec {
 	uint32_t fanin;           /* 0: planned */
 	uint32_t min_clients;     /* 0: cpr */
 	uint32_t round_timeout_s; /* 0: none */
-	const char *algorithm;
+	const struct rt_algo *algo;
+	json_t *params;           /* the request's algorithm parameters (borrowed), stored as given */
 };
 int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_tensor *schema,
 		  size_t nschema, struct rt_job **out);

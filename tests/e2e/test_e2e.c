@@ -200,3 +200,38 @@ Test(e2e_dataplane, errors_on_tcp, .timeout = 200)
 {
 	run_script_on("errors.py", "tcp");
 }
+
+Test(e2e_lifecycle, cold_start_warm_reuse_across_rounds_and_jobs_then_scale_to_zero, .timeout = 200)
+{
+	run_script("lifecycle.py");
+}
+
+Test(e2e_recovery, kill_9_of_leaf_top_and_warm_function_loses_no_update, .timeout = 200)
+{
+	run_script("recovery.py");
+}
+
+Test(e2e_recovery, kill_9_on_shm_unix, .timeout = 200)
+{
+	run_script_on("recovery.py", "shm+unix");
+}
+
+Test(e2e_recovery, kill_9_on_tcp, .timeout = 200)
+{
+	run_script_on("recovery.py", "tcp");
+}
+
+Test(e2e_deadline, closes_with_min_clients_waits_with_fewer_then_409, .timeout = 200)
+{
+	run_script("deadline.py");
+}
+
+Test(e2e_autoscale, leaves_grow_with_clients_and_load_then_back_to_zero, .timeout = 200)
+{
+	run_script("autoscale.py");
+}
+
+Test(e2e_algorithms, fedavg_variants_server_optimisers_clipping_and_dp, .timeout = 200)
+{
+	run_script("algorithms.py");
+}

@@ -141,4 +141,5 @@ def main():
     refio.end()
 
 
-main()
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: MIT
+/* Job algorithms: names, parameters, ranges, and which ones this build aggregates end to end. */
+#include "rt_algo.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fn_dp.h"
+#include "fn_opt.h"
+
+static const char *const params[] = {
+	"algorithm", "weighted", "update", "buffer_size", "max_staleness", "server_lr",
+	"momentum", "beta1", "beta2", "tau", "trim", "f", "m", "clip_norm",
+	"dp_noise_multiplier", "dp_delta", "seed", NULL,
+};
+
+bool rt_algo_is_param(const char *name)
+{
+	for (size_t i = 0; params[i]; i++)
+		if (!strcmp(params[i], name))
+			return true;
+	return false;
+}
+
+static int num(json_t *o, const char *k, double *v, bool *given)
+{
+	json_t *x = json_object_get(o, k);
+
+	*given = x != NULL;
+	if (!x)
+		return 0;
+	if (!json_is_number(x))
+		return -EINVAL;
+	*v = json_number_value(x);
+	return isfinite(*v) ? 0 : -EINVAL;
+}
+
+#define BAD(...)                                                 \
+	do {                                                     \
+		snprintf(msgbuf, msglen, __VA_ARGS__);           \
+		return -EINVAL;                                  \
+	} while (0)
+
+int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	static const struct {
+		const char *name;
+		int server; /* enum fn_opt_kind, or -1: not aggregated end to end yet */
+	} algos[] = {
+		{ "fedavg", FN_OPT_FEDAVG },	     { "fedavgm", FN_OPT_FEDAVGM },
+		{ "fedadagrad", FN_OPT_FEDADAGRAD }, { "fedadam", FN_OPT_FEDADAM },
+		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", -1 },
+		{ "median", -1 },		     { "trimmed_mean", -1 },
+		{ "krum", -1 },
+	};
+	json_t *alg = json_object_get(o, "algorithm");
+	json_t *w = json_object_get(o, "weighted"), *upd = json_object_get(o, "update");
+	json_t *seed = json_object_get(o, "seed");
+	const char *name = alg ? json_string_value(alg) : "fedavg";
+	struct fn_opt_params op;
+	const char *field = NULL;
+	double v;
+	bool given;
+	int server = -2;
+
+	memset(a, 0, sizeof(*a));
+	if (!name)
+		BAD("algorithm: a string");
+	for (size_t i = 0; i < sizeof(algos) / sizeof(algos[0]); i++)
+		if (!strcmp(algos[i].name, name))
+			server = algos[i].server;
+	if (server == -2)
+		BAD("algorithm: unknown '%.40s' (fedavg, fedbuff, fedavgm, fedadagrad, fedadam, "
+		    "fedyogi, median, trimmed_mean, krum)", name);
+	if (server == -1)
+		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedavgm, "
+		    "fedadagrad, fedadam and fedyogi are", name);
+	snprintf(a->name, sizeof(a->name), "%s", name);
+	/* Parameters of the algorithms not available yet cannot apply. */
+	for (const char *const *k = (const char *const[]){ "buffer_size", "max_staleness", "trim",
+							   "f", "m", NULL };
+	     *k; k++)
+		if (json_object_get(o, *k))
+			BAD("%s: does not apply to algorithm '%s'", *k, name);
+
+	fn_opt_params_default(&op, (uint32_t)server);
+	if (server == FN_OPT_FEDAVG) {
+		/* Plain FedAvg: the model is the mean (server_lr 1 moves it all the way). */
+		op.server_lr = 1.0f;
+	}
+	if (num(o, "server_lr", &v, &given))
+		BAD("server_lr: a number");
+	if (given)
+		op.server_lr = (float)v;
+	if (num(o, "momentum", &v, &given) || (given && server != FN_OPT_FEDAVGM))
+		BAD("momentum: a number, for fedavgm only");
+	if (given)
+		op.momentum = (float)v;
+	for (const char *const *k = (const char *const[]){ "beta1", "beta2", "tau", NULL }; *k;
+	     k++) {
+		if (num(o, *k, &v, &given) ||
+		    (given && server != FN_OPT_FEDADAGRAD && server != FN_OPT_FEDADAM &&
+		     server != FN_OPT_FEDYOGI))
+			BAD("%s: a number, for fedadagrad, fedadam and fedyogi only", *k);
+		if (given && !strcmp(*k, "beta1"))
+			op.beta1 = (float)v;
+		else if (given && !strcmp(*k, "beta2"))
+			op.beta2 = (float)v;
+		else if (given)
+			op.tau = (float)v;
+	}
+	if (fn_opt_params_check(&op, &field))
+		BAD("%s: out of range for %s", field ? field : "algorithm", name);
+
+	a->par.server = (uint16_t)server;
+	a->par.server_lr = op.server_lr;
+	a->par.momentum = op.momentum;
+	a->par.beta1 = op.beta1;
+	a->par.beta2 = op.beta2;
+	a->par.tau = op.tau;
+	if (w && !json_is_boolean(w))
+		BAD("weighted: true or false");
+	if (w && !json_is_true(w))
+		a->par.flags |= FN_PAR_UNWEIGHTED;
+	if (upd) {
+		const char *u = json_string_value(upd);
+
+		if (!u || (strcmp(u, "weights") && strcmp(u, "delta")))
+			BAD("update: \"weights\" or \"delta\"");
+		if (!strcmp(u, "delta"))
+			a->par.flags |= FN_PAR_DELTA;
+	}
+	if (num(o, "clip_norm", &v, &given) || (given && !(v > 0)))
+		BAD("clip_norm: a number > 0");
+	if (given) {
+		a->par.flags |= FN_PAR_CLIP;
+		a->par.clip_norm = (float)v;
+	}
+	if (num(o, "dp_noise_multiplier", &v, &given) || (given && !(v >= 0)))
+		BAD("dp_noise_multiplier: a number >= 0");
+	if (given && v > 0) {
+		double delta = 1e-5;
+		bool dgiven;
+
+		if (!(a->par.flags & FN_PAR_CLIP))
+			BAD("dp_noise_multiplier: needs clip_norm (the sensitivity)");
+		if (w && json_is_true(w))
+			BAD("weighted: central DP averages clipped updates uniformly; leave it "
+			    "false");
+		if (num(o, "dp_delta", &delta, &dgiven) || !(delta > 0 && delta < 1))
+			BAD("dp_delta: a number in (0, 1)");
+		a->par.flags |= FN_PAR_DP | FN_PAR_UNWEIGHTED;
+		a->par.dp_noise_multiplier = (float)v;
+		a->dp_delta = delta;
+	} else if (json_object_get(o, "dp_delta")) {
+		BAD("dp_delta: only with dp_noise_multiplier > 0");
+	}
+	if (seed) {
+		if (!json_is_integer(seed) || json_integer_value(seed) < 0)
+			BAD("seed: a non-negative integer");
+		a->par.flags |= FN_PAR_SEEDED;
+		a->par.seed = (uint64_t)json_integer_value(seed);
+	}
+	a->needs_model = server != FN_OPT_FEDAVG || op.server_lr != 1.0f ||
+			 (a->par.flags & FN_PAR_DELTA);
+	return 0;
+}
+
+json_t *rt_algo_json(const struct rt_algo *a)
+{
+	const struct fn_params *p = &a->par;
+	json_t *o = json_pack("{s:s, s:b, s:s, s:f}", "algorithm", a->name, "weighted",
+			      !(p->flags & FN_PAR_UNWEIGHTED), "update",
+			      (p->flags & FN_PAR_DELTA) ? "delta" : "weights", "server_lr",
+			      (double)p->server_lr);
+
+	if (!o)
+		return NULL;
+	if (p->server == FN_OPT_FEDAVGM)
+		json_object_set_new(o, "momentum", json_real(p->momentum));
+	if (p->server >= FN_OPT_FEDADAGRAD) {
+		json_object_set_new(o, "beta1", json_real(p->beta1));
+		json_object_set_new(o, "beta2", json_real(p->beta2));
+		json_object_set_new(o, "tau", json_real(p->tau));
+	}
+	if (p->flags & FN_PAR_CLIP)
+		json_object_set_new(o, "clip_norm", json_real(p->clip_norm));
+	if (p->flags & FN_PAR_DP) {
+		json_object_set_new(o, "dp_noise_multiplier", json_real(p->dp_noise_multiplier));
+		json_object_set_new(o, "dp_delta", json_real(a->dp_delta));
+	}
+	if (p->flags & FN_PAR_SEEDED)
+		json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
+	return o;
+}

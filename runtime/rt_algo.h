@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/* A job's aggregation algorithm and its parameters: parsed and checked from the job's JSON. */
+#ifndef RT_ALGO_H
+#define RT_ALGO_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "fn_abi.h"
+
+struct rt_algo {
+	char name[32];         /* "fedavg", "fedadam", ... */
+	struct fn_params par;  /* the template sent to functions (offsets filled per round) */
+	double dp_delta;       /* for the accountant, when FN_PAR_DP */
+	bool needs_model;      /* the top needs the previous model (delta, server optimiser) */
+};
+
+/*
+ * Read "algorithm" and its parameters from the job object @o (other job
+ * fields are ignored here). Unknown algorithms, parameters that do not apply
+ * to the chosen algorithm, and out-of-range values give -EINVAL with *msg set
+ * to a message naming the field (written into @msgbuf, @msglen bytes).
+ * Returns 0 or -EINVAL.
+ */
+int rt_algo_parse(json_t *o, struct rt_algo *out, char *msgbuf, size_t msglen);
+
+/* Whether @name is a parameter rt_algo_parse() reads. */
+bool rt_algo_is_param(const char *name);
+
+/* The parameters as a JSON object for GET /v1/jobs/{job} (new reference). */
+json_t *rt_algo_json(const struct rt_algo *a);
+
+#endif
