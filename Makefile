@@ -7,7 +7,7 @@ TEST_BUILD ?= build-test
 # CI builds with -Werror; so does every `make test`.
 WERROR     ?= $(if $(CI),true,false)
 
-.PHONY: all deps build demo test bench clean
+.PHONY: all deps build demo test bench example clean
 
 all: build
 
@@ -33,6 +33,10 @@ test: deps $(TEST_BUILD)/build.ninja
 
 bench: build
 	@./scripts/bench.sh $(BUILD)
+
+# Federated training of a PyTorch model on digits through Tributary (installs torch and sklearn).
+example: build
+	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-# Tests of tributary_client.py against a real `tributary up` (TRIBUTARY_BIN, default build/tributary).
+# Tests of tributary_client.py against a real `tributary up` (binary: TRIBUTARY_BIN).
 """Run with Debian's interpreter (it has numpy):
 
     TRIBUTARY_BIN=build/tributary /usr/bin/python3 -m unittest -v clients/python/test_client.py
