@@ -4,6 +4,7 @@
 
 #include "fn_abi.h"
 #include "fn_algo.h"
+#include "fn_dequant.h"
 #include "fn_fold.h"
 
 static int fedavg_init(void *state, float *acc, uint64_t n)
@@ -27,10 +28,16 @@ static int fedavg_fold(void *state, float *acc, const struct fn_input *in)
 	for (uint32_t i = 0; i < in->nsegs; i++) {
 		const struct shm_seg *s = &in->segs[i];
 
-		if (s->dtype != SHM_DTYPE_F32)
+		if (s->dtype == SHM_DTYPE_F32) {
+			fn_fold_f32(acc + s->dst_elem,
+				    (const float *)(const void *)(in->base + s->src_off), w,
+				    (size_t)s->n_elem);
+			continue;
+		}
+		/* F16, BF16, I8 x scale: decoded inside the fold, never expanded into a copy. */
+		if (fn_dequant_fold(acc + s->dst_elem, in->base + s->src_off, s->dtype, s->scale, w,
+				    (size_t)s->n_elem))
 			return -EINVAL;
-		fn_fold_f32(acc + s->dst_elem, (const float *)(const void *)(in->base + s->src_off),
-			    w, (size_t)s->n_elem);
 	}
 	return 0;
 }

@@ -15,6 +15,7 @@
 #include "ebpf_stats.h"
 #include "fn_abi.h"
 #include "fn_algo.h"
+#include "fn_dequant.h"
 #include "fn_dp.h"
 #include "fn_opt.h"
 #include "fn_robust.h"
@@ -81,9 +82,13 @@ static int input_from_desc(const struct fn_state *st, const struct shm_desc *d,
 	for (uint32_t i = 0; i < d->nsegs; i++) {
 		const struct shm_seg *s = &segs[i];
 
-		if (s->dtype != SHM_DTYPE_F32 || s->src_off % 4 ||
-		    s->dst_elem > st->cfg.n_elem || s->n_elem > st->cfg.n_elem - s->dst_elem ||
-		    !range_ok(st, s->src_off, s->n_elem * 4))
+		uint64_t es = s->dtype == SHM_DTYPE_F32 ? 4 :
+			      s->dtype == SHM_DTYPE_F16 || s->dtype == SHM_DTYPE_BF16 ? 2 :
+			      s->dtype == SHM_DTYPE_I8 ? 1 : 0;
+
+		if (!es || s->src_off % es || s->dst_elem > st->cfg.n_elem ||
+		    s->n_elem > st->cfg.n_elem - s->dst_elem ||
+		    !range_ok(st, s->src_off, s->n_elem * es))
 			return -EINVAL;
 	}
 	in->kind = d->kind;
@@ -107,10 +112,26 @@ static double update_weight(const struct fn_state *st, const struct fn_input *in
 		double sumsq = 0;
 		float scale = 1.0f;
 
-		for (uint32_t i = 0; i < in->nsegs; i++)
-			fn_robust_sumsq_partial((const float *)(const void *)(in->base +
-									      in->segs[i].src_off),
-						(size_t)in->segs[i].n_elem, &sumsq);
+		for (uint32_t i = 0; i < in->nsegs; i++) {
+			const struct shm_seg *sg = &in->segs[i];
+			const uint8_t *x = in->base + sg->src_off;
+
+			if (sg->dtype == SHM_DTYPE_F32) {
+				fn_robust_sumsq_partial((const float *)(const void *)x,
+							(size_t)sg->n_elem, &sumsq);
+				continue;
+			}
+			/* Compressed: the norm of what the fold will add, decoded in blocks. */
+			for (uint64_t k = 0; k < sg->n_elem; k += 1024) {
+				float blk[1024];
+				size_t m = sg->n_elem - k < 1024 ? (size_t)(sg->n_elem - k) : 1024;
+
+				memset(blk, 0, m * sizeof(float));
+				fn_dequant_fold(blk, x + k * (sg->dtype == SHM_DTYPE_I8 ? 1 : 2),
+						sg->dtype, sg->scale, 1.0f, m);
+				fn_robust_sumsq_partial(blk, m, &sumsq);
+			}
+		}
 		if (!fn_robust_clip_scale(sumsq, st->par.clip_norm, &scale))
 			w *= scale;
 	}

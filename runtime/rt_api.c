@@ -11,6 +11,7 @@
 #include "ebpf_abi.h"
 #include "ebpf_route.h"
 #include "fn_dp.h"
+#include "fn_dequant.h"
 #include "fn_fold.h"
 #include "rt_algo.h"
 #include "rt_gw.h"
@@ -342,6 +343,88 @@ static int check_finite(struct rt_conn *c, const float *x, uint64_t n, const cha
 	return -EDOM;
 }
 
+/* F16 and BF16 can hold NaN and Inf too; int8 cannot. */
+static int check_finite_q(struct rt_conn *c, const void *x, uint32_t dtype, uint64_t n,
+			  const char *tensor)
+{
+	size_t bad = 0;
+	char msg[400];
+
+	if (dtype == SHM_DTYPE_I8 || !fn_dequant_check_finite(x, dtype, (size_t)n, &bad))
+		return 0;
+	snprintf(msg, sizeof(msg), "non-finite value (NaN or Inf) in tensor %s at element %zu",
+		 tensor, bad);
+	reject(c, RT_REJ_NONFINITE, 422, msg, -1, NULL);
+	return -EDOM;
+}
+
+/*
+ * A safetensors update: parse it in place, match it to the schema (F32 or
+ * compressed), check every value, and write one segment per schema tensor.
+ * Returns 0, or -1 when the request has been answered (rejected).
+ */
+static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struct shm_seg *segs)
+{
+	uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
+	uint32_t *dts = trib_calloc(j->nschema, sizeof(*dts));
+	float *scales = trib_calloc(j->nschema, sizeof(*scales));
+	struct rt_st st = { 0 };
+	const char *why = NULL;
+	char msg[400];
+	int err, rc = -1;
+
+	if (!offs || !dts || !scales) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		goto out;
+	}
+	err = rt_st_parse(body, c->body_len, &st, &why);
+	if (err) {
+		/* A well-formed file with a dtype we do not take is a 422, the rest 400. */
+		bool dtype = why && !strcmp(why, RT_ST_WHY_DTYPE);
+
+		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+		reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg, -1,
+		       NULL);
+		goto out;
+	}
+	/* F32, or compressed (F16, BF16, I8 + scale): dequantised while folding. */
+	err = rt_st_match_q(&st, j->schema, j->nschema, body, offs, dts, scales, &why);
+	rt_st_free(&st);
+	if (err) {
+		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+		reject(c, err == -EDOM ? RT_REJ_NONFINITE : RT_REJ_SHAPE, 422, msg, -1, NULL);
+		goto out;
+	}
+	for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++) {
+		const uint8_t *x = body + offs[i];
+
+		if (offs[i] % rt_dtype_size(dts[i])) {
+			reject(c, RT_REJ_SHAPE, 422,
+			       "safetensors: tensor data must be aligned to its element size (pad "
+			       "the header to a multiple of 8 bytes)",
+			       -1, NULL);
+			goto out;
+		}
+		if (dts[i] == SHM_DTYPE_F32 ?
+			    check_finite(c, (const float *)(const void *)x, j->schema[i].n_elem,
+					 j->schema[i].name) :
+			    check_finite_q(c, x, dts[i], j->schema[i].n_elem, j->schema[i].name))
+			goto out;
+		memset(&segs[i], 0, sizeof(segs[i]));
+		segs[i].src_off = c->slot_off + offs[i];
+		segs[i].dst_elem = dst;
+		segs[i].n_elem = j->schema[i].n_elem;
+		segs[i].dtype = dts[i];
+		segs[i].scale = scales[i];
+	}
+	rc = 0;
+out:
+	trib_free(offs);
+	trib_free(dts);
+	trib_free(scales);
+	return rc;
+}
+
 static void on_update_body(struct rt_conn *c)
 {
 	struct rt_node *n = c->node;
@@ -364,56 +447,9 @@ static void on_update_body(struct rt_conn *c)
 		segs[0].scale = 1.0f;
 		nsegs = 1;
 	} else {
-		struct rt_st st = { 0 };
-		uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
-		const char *why = NULL;
-
-		if (!offs) {
-			rt_conn_error(c, 500, "out of memory", -1, NULL);
-			return;
-		}
-		err = rt_st_parse(body, c->body_len, &st, &why);
-		if (err) {
-			/* A well-formed file with a dtype we do not take is a 422, the rest 400. */
-			bool dtype = why && !strcmp(why, RT_ST_WHY_DTYPE);
-
-			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
-			reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg,
-			       -1, NULL);
-			trib_free(offs);
-			return;
-		}
-		err = rt_st_match(&st, j->schema, j->nschema, offs, &why);
-		rt_st_free(&st);
-		if (err) {
-			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
-			reject(c, RT_REJ_SHAPE, 422, msg, -1, NULL);
-			trib_free(offs);
-			return;
-		}
-		for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++) {
-			if (offs[i] % 4) {
-				reject(c, RT_REJ_SHAPE, 422,
-				       "safetensors: tensor data must be 4-byte aligned (pad the "
-				       "header to a multiple of 8 bytes)",
-				       -1, NULL);
-				trib_free(offs);
-				return;
-			}
-			if (check_finite(c, (const float *)(void *)(body + offs[i]),
-					 j->schema[i].n_elem, j->schema[i].name)) {
-				trib_free(offs);
-				return;
-			}
-			memset(&segs[i], 0, sizeof(segs[i]));
-			segs[i].src_off = c->slot_off + offs[i];
-			segs[i].dst_elem = dst;
-			segs[i].n_elem = j->schema[i].n_elem;
-			segs[i].dtype = SHM_DTYPE_F32;
-			segs[i].scale = 1.0f;
-		}
+		if (st_segments(c, j, body, segs))
+			return; /* answered */
 		nsegs = (uint32_t)j->nschema;
-		trib_free(offs);
 	}
 	err = rt_job_accept(n, j, c->round, c->slot_off, segs_off, nsegs, c->weight, &seq);
 	if (err == -ESTALE) {

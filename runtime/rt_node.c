@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ctl_plan.h"
+#include "fn_dequant.h"
 #include "fn_opt.h"
 #include "ctl_store.h"
 #include "ebpf_abi.h"
@@ -686,19 +687,38 @@ static int leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, u
 		return -EPIPE;
 	d.dst = fn->id;
 	if (n->dataplane == FN_DP_TCP) {
-		/* The baseline: the update's bytes are copied to the leaf. */
+		/* The baseline: the update's bytes are copied to the leaf, as flat f32. */
 		const struct shm_seg *segs = shm_arena_ptr(n->arena, d.segs_off);
 		struct iovec iov[64];
+		float *flat = NULL;
+		int err;
 
 		if (d.nsegs > 64)
 			return -E2BIG;
+		for (uint32_t i = 0; i < d.nsegs; i++) {
+			if (segs[i].dtype == SHM_DTYPE_F32)
+				continue;
+			/* Compressed: a copying system would expand it; so does the baseline. */
+			flat = trib_calloc(r->job->n_elem ? r->job->n_elem : 1, sizeof(float));
+			if (!flat)
+				return -ENOMEM;
+			for (uint32_t k = 0; k < d.nsegs; k++)
+				fn_dequant_fold(flat + segs[k].dst_elem,
+						shm_arena_ptr(n->arena, segs[k].src_off),
+						segs[k].dtype, segs[k].scale, 1.0f,
+						(size_t)segs[k].n_elem);
+			iov[0].iov_base = flat;
+			iov[0].iov_len = r->job->n_elem * sizeof(float);
+			err = rt_fn_send_payload(fn, &d, iov, 1);
+			trib_free(flat);
+			return err;
+		}
 		for (uint32_t i = 0; i < d.nsegs; i++) {
 			iov[i].iov_base = shm_arena_ptr(n->arena, segs[i].src_off);
 			iov[i].iov_len = segs[i].n_elem * sizeof(float);
 		}
 		return rt_fn_send_payload(fn, &d, iov, (int)d.nsegs);
 	}
-	(void)r;
 	return rt_fn_send(fn, &d);
 }
 

@@ -3,6 +3,7 @@
 #include "rt_safetensors.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -473,14 +474,17 @@ static const struct rt_tensor *find_sorted(const struct rt_tensor **sorted, size
 }
 
 /*
- * @st and @schema are borrowed; @src_offsets (caller-owned) is written only
- * as far as the match gets and is complete only on success.
+ * @st, @schema and @buf are borrowed; the out arrays (caller-owned) are
+ * written only as far as the match gets and are complete only on success.
+ * With @dtypes NULL only F32 is taken (rt_st_match).
  */
-int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
-		uint64_t *src_offsets, const char **why)
+int rt_st_match_q(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+		  const void *buf, uint64_t *src_offsets, uint32_t *dtypes, float *scales,
+		  const char **why)
 {
 	const struct rt_tensor **sorted = NULL;
 	const char *dummy;
+	size_t extra = 0;
 	int err = 0;
 
 	if (!why)
@@ -508,7 +512,7 @@ int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t n
 			err = -EINVAL;
 			goto out_free;
 		}
-		if (u->dtype != SHM_DTYPE_F32) {
+		if (u->dtype != SHM_DTYPE_F32 && !dtypes) {
 			*why = RT_ST_WHY_DTYPE;
 			err = -EINVAL;
 			goto out_free;
@@ -520,13 +524,45 @@ int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t n
 			goto out_free;
 		}
 		src_offsets[i] = st->data_off + u->data_begin;
+		if (!dtypes)
+			continue;
+		dtypes[i] = u->dtype;
+		scales[i] = 1.0f;
+		if (u->dtype == SHM_DTYPE_I8) {
+			/* int8 carries its scale in a tensor "<name>.scale": one F32 value. */
+			char sname[RT_ST_NAME_MAX + 8];
+			const struct rt_tensor *t = NULL;
+
+			snprintf(sname, sizeof(sname), "%s.scale", s->name);
+			for (size_t j = 0; j < st->ntensors && !t; j++)
+				if (!strcmp(st->tensors[j].name, sname))
+					t = &st->tensors[j];
+			if (!t || t->dtype != SHM_DTYPE_F32 || t->n_elem != 1) {
+				*why = "I8 tensor without a one-value F32 <name>.scale tensor";
+				err = -EINVAL;
+				goto out_free;
+			}
+			memcpy(&scales[i], (const uint8_t *)buf + st->data_off + t->data_begin, 4);
+			if (!isfinite(scales[i])) {
+				*why = "non-finite I8 scale";
+				err = -EDOM;
+				goto out_free;
+			}
+			extra++;
+		}
 	}
 	/* Upload names are unique and so are the schema's: equal counts mean equal sets. */
-	if (st->ntensors != nschema) {
+	if (st->ntensors != nschema + extra) {
 		*why = "unexpected tensor";
 		err = -EINVAL;
 	}
 out_free:
 	trib_free(sorted);
 	return err;
+}
+
+int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+		uint64_t *src_offsets, const char **why)
+{
+	return rt_st_match_q(st, schema, nschema, NULL, src_offsets, NULL, NULL, why);
 }

@@ -81,4 +81,15 @@ int rt_st_write_header(const struct rt_tensor *schema, size_t n, const char *met
 int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
 		uint64_t *src_offsets, const char **why);
 
+/*
+ * Like rt_st_match, but also takes compressed uploads of the F32 schema:
+ * F16, BF16, and I8 with a companion one-value F32 tensor "<name>.scale".
+ * Fills dtypes[i] (enum shm_dtype) and scales[i] (1.0 unless I8, read from
+ * @buf, the whole file). Returns 0, -EINVAL (why), -EDOM (non-finite scale),
+ * -ENOMEM.
+ */
+int rt_st_match_q(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+		  const void *buf, uint64_t *src_offsets, uint32_t *dtypes, float *scales,
+		  const char **why);
+
 #endif

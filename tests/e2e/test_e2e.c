@@ -235,3 +235,13 @@ Test(e2e_algorithms, fedavg_variants_server_optimisers_clipping_and_dp, .timeout
 {
 	run_script("algorithms.py");
 }
+
+Test(e2e_algorithms, compressed_updates_dequantised_while_folding, .timeout = 200)
+{
+	run_script("compressed.py");
+}
+
+Test(e2e_algorithms, compressed_updates_on_tcp, .timeout = 200)
+{
+	run_script_on("compressed.py", "tcp");
+}
