@@ -177,7 +177,12 @@ static void remove_stale_pins(void)
 		pid = strtol(e->d_name, &end, 10);
 		if (errno || (*end && *end != '-') || pid <= 0 || pid > INT_MAX)
 			continue;
-		if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+		/*
+		 * Our own pid is stale too: we have pinned nothing yet, so a
+		 * directory under our pid was left by an earlier process with the
+		 * same pid (in a container the runtime is always pid 1).
+		 */
+		if (pid != getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
 			continue;
 		err = remove_pin_dir(root_fd, e->d_name);
 		if (err)

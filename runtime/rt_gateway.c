@@ -810,7 +810,17 @@ int rt_gw_run(struct rt_node *n)
 		err = -errno;
 		goto err_close_listen;
 	}
-	err = io_uring_queue_init(1024, &gw->ring, 0);
+	/*
+	 * Smaller rings where locked memory is scarce (containers often allow
+	 * 64 KiB): a ring of 64 entries still serves, with more submits.
+	 */
+	for (unsigned entries = 1024;; entries /= 4) {
+		err = io_uring_queue_init(entries, &gw->ring, 0);
+		if (err != -ENOMEM || entries <= 64)
+			break;
+		trib_warn("io_uring with %u entries: %s; trying %u", entries, strerror(-err),
+			  entries / 4);
+	}
 	if (err) {
 		trib_error("io_uring_queue_init: %s", strerror(-err));
 		goto err_close_signal;

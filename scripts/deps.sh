@@ -3,6 +3,9 @@
 # Installs the Debian 12 packages Tributary needs to build, test and demo; quiet when all are present.
 set -eu
 
+# kubectl, node and tests/k8s's npm packages, for the manifests test (tests/k8s).
+"$(dirname "$0")/deps-k8s.sh"
+
 PKGS="build-essential meson ninja-build pkg-config clang llvm bpftool libbpf-dev libelf-dev
 zlib1g-dev liburing-dev libnng-dev libjemalloc-dev libcriterion-dev libhttp-parser-dev
 libjansson-dev libsqlite3-dev curl iproute2 python3-numpy"

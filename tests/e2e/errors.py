@@ -259,10 +259,9 @@ def run():
                     dict(m, extra=np.ones(2, np.float32))), RS), reason='shape')
             E.expect(422, x('safetensors with a renamed tensor'), E.upd(e.st_encode(
                     {'w': m['w'], 'B': m['b']}), RS), reason='shape')
-            E.expect(422, x('safetensors in F16'), E.upd(e.st_encode(m, dtype='F16'), RS),
-                     reason='shape')
-            E.expect(422, x('safetensors in I8'), E.upd(e.st_encode(m, dtype='I8'), RS),
-                     reason='shape')
+            # F16 and BF16 updates are taken (compressed.py); int8 needs its scale tensor.
+            E.expect(422, x('safetensors in I8 without scales'),
+                     E.upd(e.st_encode(m, dtype='I8'), RS), reason='shape')
             E.expect(422, x('safetensors with dtype "Q7"'), E.upd(st_with(m, dtype_name='Q7'),
                      RS), reason='shape')
             for v, where in ((np.nan, 0), (np.inf, N - 1), (-np.inf, 7)):
