@@ -585,7 +585,7 @@ static int top_start(struct rt_node *n, struct rt_round *r)
 	/* While the round is open the autoscaler may add leaves: the count comes by FLUSH. */
 	cfg.expected = r->group ? (r->closed ? r->nmids : (r->nleaves + r->group - 1) / r->group) :
 				  (r->closed ? r->started : r->nleaves);
-	cfg.flags = r->closed ? FN_CFG_FINAL : 0;
+	cfg.flags = r->released ? FN_CFG_FINAL : 0;
 	err = fn_acquire(n, &cfg, &r->par, &fn);
 	if (err) {
 		if (acc)
@@ -832,6 +832,30 @@ static int server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 	r->par = *p;
 	if (!j->algo.needs_model)
 		return 0;
+	err = shm_slot_alloc(n->arena, j->n_elem * sizeof(float), &r->model_slot);
+	if (err)
+		return err;
+	r->par.model_off = r->model_slot;
+	fn_opt_state_elems(p->server, j->n_elem, &me, &ve);
+	r->state_size = FN_OPT_STATE_HDR + (me + ve) * sizeof(float);
+	err = shm_slot_alloc(n->arena, 2 * r->state_size, &r->state_slot);
+	if (err)
+		return err;
+	r->par.state_off = r->state_slot;
+	return 0;
+}
+
+/*
+ * Fill the server step's inputs with what round r starts from: model
+ * version r (the previous round's output, now written) and the optimiser
+ * state after it. Called only once round r - 1 has committed.
+ */
+static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	const struct fn_params *p = &j->algo.par;
+	uint64_t me, ve;
+	int err;
+
 	if (!j->model) {
 		struct rt_blob *b = rt_job_model(n, j, j->completed);
 
@@ -839,20 +863,14 @@ static int server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 			return -errno;
 		rt_blob_release(b);
 	}
-	err = shm_slot_alloc(n->arena, j->n_elem * sizeof(float), &r->model_slot);
-	if (err)
-		return err;
 	memcpy(shm_arena_ptr(n->arena, r->model_slot), j->model->data + j->st_header_len,
 	       j->n_elem * sizeof(float));
-	r->par.model_off = r->model_slot;
-	fn_opt_state_elems(p->server, j->n_elem, &me, &ve);
-	r->state_size = FN_OPT_STATE_HDR + (me + ve) * sizeof(float);
-	err = shm_slot_alloc(n->arena, 2 * r->state_size, &r->state_slot);
-	if (err)
-		return err;
 	if (j->opt_state && j->opt_state_len == r->state_size) {
 		memcpy(shm_arena_ptr(n->arena, r->state_slot), j->opt_state, r->state_size);
-	} else {
+		return 0;
+	}
+	fn_opt_state_elems(p->server, j->n_elem, &me, &ve);
+	{
 		/* A fresh state: m = 0, v = tau^2, written by the kernels' own serialiser. */
 		struct fn_opt_params op = {
 			.kind = p->server, .server_lr = p->server_lr, .momentum = p->momentum,
@@ -868,11 +886,38 @@ static int server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 						r->state_size);
 		trib_free(m);
 		trib_free(v);
-		if (err)
-			return err;
 	}
-	r->par.state_off = r->state_slot;
-	return 0;
+	return err;
+}
+
+/*
+ * A closed round's top may finish once it knows its final child count and,
+ * when it steps from the previous model, once that model exists: rounds
+ * overlap (the next opens as soon as one is full), so round r's top waits
+ * for round r - 1 to commit before it gets its FLUSH.
+ */
+static void top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	struct rt_fn *top;
+
+	if (!r->closed || r->released)
+		return;
+	if (j->algo.needs_model) {
+		int err;
+
+		if (r->round != j->completed)
+			return; /* again when the previous round commits */
+		err = server_inputs_fill(n, j, r);
+		if (err) {
+			trib_error("job %s round %u: preparing the server step: %s", j->name, r->round,
+				   strerror(-err));
+			return;
+		}
+	}
+	r->released = true;
+	top = rt_fnset_find(n->fns, r->top);
+	if (top)
+		rt_fn_ctl(top, FN_MSG_FLUSH, r->group ? r->nmids : r->started);
 }
 
 /* The optimiser state saved with model version v: DATA_DIR/jobs/{job}/server-state-v{v}.bin. */
@@ -1000,7 +1045,6 @@ static void leaf_cut(struct rt_node *n, struct rt_leaf *l)
 /* The open round takes no more updates; the next opens at once. */
 static void round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline)
 {
-	struct rt_fn *top;
 
 	r->closed = true;
 	j->open = NULL;
@@ -1016,9 +1060,7 @@ static void round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	/* Now the number of leaves is final: the top hands off after that many partials. */
 	if (r->group && r->nmids)
 		mid_finalise(n, r, r->nmids - 1);
-	top = rt_fnset_find(n->fns, r->top);
-	if (top)
-		rt_fn_ctl(top, FN_MSG_FLUSH, r->group ? r->nmids : r->started);
+	top_release(n, j, r);
 }
 
 /*
@@ -1095,7 +1137,16 @@ static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r
 	}
 	l = &r->leaves[i];
 	memset(l, 0, sizeof(*l));
-	l->expected = j->cpr - r->received < r->fanin ? j->cpr - r->received : r->fanin;
+	{
+		/* Even blocks over the leaves still planned: they differ by at most one. */
+		uint32_t left = j->cpr - r->received;
+		uint32_t lv = r->nleaves > r->started ? r->nleaves - r->started : 1;
+		uint32_t blk = (left + lv - 1) / lv;
+
+		l->expected = blk < r->fanin ? blk : r->fanin;
+		if (l->expected > left)
+			l->expected = left;
+	}
 	l->ups = trib_calloc(l->expected, sizeof(*l->ups));
 	if (!l->ups)
 		return -ENOMEM;
@@ -1241,6 +1292,9 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		/* Committed: the partials, accumulators and leftovers go back to the arena. */
 		round_free(n, r, true);
 		rt_gw_model_ready(n, j);
+		/* The next round's top may have been waiting for this model. */
+		if (j->inflight)
+			top_release(n, j, j->inflight);
 	}
 }
 

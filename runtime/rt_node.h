@@ -99,6 +99,7 @@ struct rt_round {
 	uint32_t ngarbage, capgarbage;
 	uint64_t open_ns;      /* first update accepted */
 	bool closed;           /* no more updates: full, or closed at its deadline */
+	bool released;         /* its top has its final count (and server-step inputs) */
 	bool has_result;       /* the top's output came */
 	uint32_t recoveries;   /* functions replaced */
 	struct shm_desc result;
