@@ -7,7 +7,7 @@
 
 int ctl_plan_tree(const struct ctl_plan_in *in, struct ctl_plan *out)
 {
-	double fold_rate, a, f;
+	double fold_rate, a;
 	uint32_t fanin, active;
 
 	if (!in->clients || !in->model_bytes)
@@ -20,23 +20,34 @@ int ctl_plan_tree(const struct ctl_plan_in *in, struct ctl_plan *out)
 		a = in->cores;
 	active = (uint32_t)a;
 	if (in->pinned_fanin) {
-		fanin = in->pinned_fanin;
+		fanin = in->pinned_fanin < in->clients ? in->pinned_fanin : in->clients;
+		out->leaves = (in->clients + fanin - 1) / fanin;
 		out->why = "fan-in fixed by the job";
 	} else {
-		f = ceil(sqrt((double)in->clients / a));
-		if (f < CTL_FANIN_MIN)
-			f = CTL_FANIN_MIN;
-		if (f > CTL_FANIN_MAX)
-			f = CTL_FANIN_MAX;
-		fanin = (uint32_t)f;
+		/*
+		 * Leaves first, L = ceil(sqrt(C a)) (= C / sqrt(C/a)), clamped so
+		 * that no leaf takes more than CTL_FANIN_MAX or fewer than
+		 * CTL_FANIN_MIN updates: every term grows with C and a, so more
+		 * clients or faster arrivals never give fewer leaves. Blocks are
+		 * then as even as C allows: ceil(C/L) at most.
+		 */
+		double l = ceil(sqrt((double)in->clients * a));
+		double lo = ceil((double)in->clients / CTL_FANIN_MAX);
+		double hi = ceil((double)in->clients / CTL_FANIN_MIN);
+
+		if (l < lo)
+			l = lo;
+		if (l > hi)
+			l = hi;
+		if (l < 1)
+			l = 1;
+		out->leaves = (uint32_t)l;
+		fanin = (in->clients + out->leaves - 1) / out->leaves;
 		out->why = in->arrival_rate > 0 ?
-				   "fan-in sqrt(clients/active): least arena held, active from arrivals" :
-				   "fan-in sqrt(clients): least arena held, no arrivals measured yet";
+				   "leaves sqrt(clients x active): least arena held, active from arrivals" :
+				   "leaves sqrt(clients): least arena held, no arrivals measured yet";
 	}
-	if (fanin > in->clients)
-		fanin = in->clients;
 	out->fanin = fanin;
-	out->leaves = (in->clients + fanin - 1) / fanin;
 	out->active = active;
 	if (out->leaves > CTL_TOP_FANIN_MAX) {
 		out->levels = 3;

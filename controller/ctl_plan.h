@@ -25,8 +25,8 @@ struct ctl_plan_in {
 };
 
 struct ctl_plan {
-	uint32_t fanin;  /* updates per leaf */
-	uint32_t leaves; /* ceil(clients / fanin) */
+	uint32_t fanin;  /* updates in the largest leaf block */
+	uint32_t leaves; /* leaves planned */
 	uint32_t active; /* leaves expected to fold at the same time */
 	uint32_t levels; /* 2, or 3 when leaves exceed CTL_TOP_FANIN_MAX */
 	uint32_t mids;   /* level-2 aggregators when levels == 3 */
@@ -34,16 +34,18 @@ struct ctl_plan {
 };
 
 /*
- * Plan the tree. Leaves fill in order, each with `fanin` updates; a leaf
+ * Plan the tree. Leaves fill in order, each with a block of updates; a leaf
  * holds its updates' slots until its partial exists, and every partial
  * lives until the round's model is written. So the arena holds about
- *   model_bytes * (leaves + active * fanin) = model_bytes * (C/f + a*f),
- * which is smallest at f = sqrt(C / a), where a, the leaves folding at
+ *   model_bytes * (L + a * C/L)
+ * for L leaves, least at L = sqrt(C a), where a, the leaves folding at
  * once, is how many it takes to keep up with the arrivals:
  *   a = ceil(arrival_rate * model_bytes / fold_bw), at least 1, at most cores.
- * f is clamped to [CTL_FANIN_MIN, CTL_FANIN_MAX] and to C; a pinned fan-in
- * wins. More clients or faster arrivals give more leaves. Returns 0, or
- * -EINVAL when clients or model_bytes is 0.
+ * L is clamped so that blocks hold CTL_FANIN_MIN..CTL_FANIN_MAX updates, and
+ * fanin = ceil(C / L) is the largest block (blocks differ by at most one). A
+ * pinned fan-in wins: L = ceil(C / fanin). More clients or faster arrivals
+ * never give fewer leaves. Returns 0, or -EINVAL when clients or
+ * model_bytes is 0.
  */
 int ctl_plan_tree(const struct ctl_plan_in *in, struct ctl_plan *out);
 

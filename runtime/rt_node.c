@@ -1045,7 +1045,6 @@ static void leaf_cut(struct rt_node *n, struct rt_leaf *l)
 /* The open round takes no more updates; the next opens at once. */
 static void round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline)
 {
-
 	r->closed = true;
 	j->open = NULL;
 	j->round++;

@@ -3,6 +3,9 @@
 # `make bench`: every benchmark in bench/, each against its baseline in the same run.
 set -u
 build=${1:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+# Baselines and plots need nginx, aiohttp, matplotlib (Debian packages); quiet when present.
+"$root/scripts/deps-bench.sh" || exit 1
 dir=$(mktemp -d /tmp/tributary-bench.XXXXXX)
 pid=""
 cleanup() {
@@ -18,7 +21,8 @@ rc=0
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 echo
 echo "== bench/fold: fold kernel vs memory-bandwidth triad"
-"$build/bench/fold/bench_fold" --mb 64 || rc=1
+"$build/bench/fold/bench_fold" --mb 64 >"$dir/fold.txt" || rc=1
+cat "$dir/fold.txt"
 
 echo
 echo "== bench/ingest: HTTP ingest into tributary up vs raw loopback TCP"
@@ -52,4 +56,21 @@ bench/modes/run.sh "$build" 3 1000000 11700000 || rc=1
 echo
 echo "== bench/lifecycle: cold start, warm hand-off, planner + autoscaler vs one fixed leaf"
 bench/lifecycle/run.sh "$build" 3 || rc=1
+
+echo
+echo "== bench/baselines: HTTP ingest into Tributary, the Python baseline and nginx vs raw TCP"
+/usr/bin/python3 "$root/bench/baselines/ingest.py" --build "$build" \
+	--csv "$root/bench/baselines/results.csv" || rc=1
+
+echo
+echo "== bench/round: round time, CPU and memory, Tributary vs the Python baseline"
+# BENCH_FULL=1 make bench: 5 rounds a cell and the 1000 x 11.7M cell (about an hour here).
+/usr/bin/python3 "$root/bench/round/run.py" --build "$build" ${BENCH_FULL:+--full} \
+	--csv "$root/bench/round/results.csv" || rc=1
+
+echo
+echo "== bench/plot: PNGs in docs/img/"
+/usr/bin/python3 "$root/bench/plot/plot.py" --round "$root/bench/round/results.csv" \
+	--fold "$dir/fold.txt" --ingest "$root/bench/baselines/results.csv" --out "$root/docs/img" ||
+	rc=1
 exit $rc

@@ -8,12 +8,15 @@ of P f32 parameters, raw bodies, sequential; data generation not timed), which a
 same bytes over a bare loopback TCP connection right after. Server CPU seconds are those of the
 server's process tree while bench_ingest ran (servers.py says how they are read).
 
-usage: ingest.py [--build DIR] [--updates U] [--params P] [--csv FILE]
+Each server runs --repeat times (default 3), the servers interleaved; the medians are shown.
+
+usage: ingest.py [--build DIR] [--updates U] [--params P] [--repeat K] [--csv FILE]
 """
 
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,41 +51,57 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--updates", type=int, default=100)
     ap.add_argument("--params", type=int, default=1000000)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--csv")
     a = ap.parse_args()
 
-    systems = [("tributary", "shm+bpf", "Tributary shm+bpf"), ("tributary", "tcp", "Tributary tcp"),
+    systems = [("tributary", "shm+bpf", "Tributary shm+bpf"),
+               ("tributary", "tcp", "Tributary tcp"),
                ("python", None, "Python (aiohttp+numpy)")]
     if servers.nginx_path():
         systems.append(("nginx", None, "nginx (discards)"))
     else:
         print("ingest: nginx not installed (scripts/deps-bench.sh): its row is skipped")
-    rows = []
+    runs = {label: [] for _, _, label in systems}
+    failed = False
     with tempfile.TemporaryDirectory(prefix="tributary-ingest.") as tmp:
-        for i, (kind, mode, label) in enumerate(systems):
-            mbs, raw, cpu = one(kind, a.build, os.path.join(tmp, str(i)), a.updates, a.params,
-                                mode or "shm+bpf")
-            rows.append((label, mbs, raw, cpu))
-    raws = sorted(r[2] for r in rows)
-    raw = raws[len(raws) // 2]
+        for rep in range(a.repeat):
+            for i, (kind, mode, label) in enumerate(systems):
+                try:
+                    runs[label].append(one(kind, a.build, os.path.join(tmp, "%d-%d" % (rep, i)),
+                                           a.updates, a.params, mode or "shm+bpf"))
+                except RuntimeError as e:
+                    failed = True
+                    print("ingest: %s, run %d: %s" % (label, rep + 1, e))
+    med = statistics.median
+    systems = [s for s in systems if runs[s[2]]]
+    rows = [(label, med(r[0] for r in runs[label]), med(r[1] for r in runs[label]),
+             med(r[2] for r in runs[label]), min(r[0] for r in runs[label]),
+             max(r[0] for r in runs[label])) for _, _, label in systems]
+    raws = sorted(x[1] for label in runs for x in runs[label])
+    raw = med(raws)
     ngx = next((r[1] for r in rows if r[0].startswith("nginx")), None)
     gb = a.updates * a.params * 4 / 1e9
-    print("HTTP ingest, %d updates x %d f32 (%.1f MB each), one connection, sequential"
-          % (a.updates, a.params, a.params * 4 / 1e6))
+    print("HTTP ingest, %d updates x %d f32 (%.1f MB each), one connection, sequential; "
+          "median of %d runs" % (a.updates, a.params, a.params * 4 / 1e6, a.repeat))
     print("raw loopback TCP, same bytes, median of %d runs: %.0f MB/s (range %.0f-%.0f)"
           % (len(raws), raw, raws[0], raws[-1]))
-    print("%-24s %10s %10s %10s %14s" % ("server", "MB/s", "x raw TCP", "x nginx",
-                                          "server CPU s/GB"))
-    for label, mbs, _, cpu in rows:
-        print("%-24s %10.0f %10.2f %10s %14.2f" % (label, mbs, mbs / raw,
-                                                   "%.2f" % (mbs / ngx) if ngx else "-",
-                                                   cpu / gb))
+    print("%-24s %8s %11s %9s %8s %15s" % ("server", "MB/s", "range", "x raw TCP", "x nginx",
+                                           "server CPU s/GB"))
+    for label, mbs, _, cpu, lo, hi in rows:
+        print("%-24s %8.0f %11s %9.2f %8s %15.2f" % (label, mbs, "%.0f-%.0f" % (lo, hi),
+                                                     mbs / raw,
+                                                     "%.2f" % (mbs / ngx) if ngx else "-",
+                                                     cpu / gb))
     if a.csv:
         with open(a.csv, "w") as f:
-            f.write("server,mb_per_s,raw_tcp_mb_per_s,server_cpu_s,updates,params\n")
-            for label, mbs, rw, cpu in rows:
-                f.write("%s,%.1f,%.1f,%.3f,%d,%d\n" % (label, mbs, rw, cpu, a.updates, a.params))
+            f.write("server,mb_per_s,mb_per_s_min,mb_per_s_max,raw_tcp_mb_per_s,server_cpu_s,"
+                    "updates,params,repeat\n")
+            for label, mbs, rw, cpu, lo, hi in rows:
+                f.write("%s,%.1f,%.1f,%.1f,%.1f,%.3f,%d,%d,%d\n" %
+                        (label, mbs, lo, hi, raw, cpu, a.updates, a.params, a.repeat))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

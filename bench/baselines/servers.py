@@ -18,20 +18,28 @@ nginx's worker):
   - CPU: utime + stime + cutime + cstime from /proc/PID/stat of the server and of each live
     descendant (cutime: children already reaped), summed over the tree; a measurement is the
     difference between two readings, so server start-up is not counted.
+  - Tributary only: the arena is populated in full when the server starts, so its resident size
+    is the configured --arena-mb whatever the rounds need. The sampler therefore also reads
+    tributary_arena_bytes{state="used"} from /metrics at every sample and keeps the peak of
+    (RSS part + arena used): the memory the rounds actually held.
 """
 
+import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 
 SAMPLE_S = 0.05
 HUGE_BLKSIZE = 2 << 20  # st_blksize of a file on hugetlbfs (2 MiB pages)
 TICK = os.sysconf("SC_CLK_TCK")
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = "/usr/bin/python3"
+ARENA_USED_RE = re.compile(r'^tributary_arena_bytes\{state="used"\} (\d+)', re.M)
 
 
 def tree(pid):
@@ -78,16 +86,48 @@ def _status_kb(pid, keys):
 
 
 class Sampler(threading.Thread):
-    """Samples the tree's memory until stop(); peak, last and hugetlb bytes as attributes."""
+    """Samples the tree's memory until stop().
 
-    def __init__(self, pid):
+    peak: bytes, the largest (RSS part + hugetlb memfd bytes allocated) seen; huge: the hugetlb
+    part of it. With metrics_url (Tributary's /metrics), also peak_used: the largest
+    (RSS part + tributary_arena_bytes{state="used"}), i.e. what the arena actually held rather
+    than what it reserved (the arena is populated in full at start), and arena_used: the largest
+    arena use alone.
+    """
+
+    def __init__(self, pid, metrics_url=None):
         super().__init__(daemon=True)
         self.pid = pid
-        self.peak = 0  # bytes
-        self.huge = 0  # bytes in hugetlb memfds at the peak
+        self.peak = 0
+        self.huge = 0
+        self.peak_used = 0
+        self.arena_used = 0
         self.samples = 0
         self._quit = threading.Event()
         self._hugefds = {}  # (dev, ino) -> /proc path of an fd open on it
+        self._metrics = None
+        if metrics_url:
+            u = urllib.parse.urlsplit(metrics_url)
+            self._metrics = (u.hostname, u.port)
+        self._conn = None
+
+    def _arena_used(self):
+        """tributary_arena_bytes{state="used"} from /metrics, or None."""
+        if not self._metrics:
+            return None
+        for _ in range(2):
+            try:
+                if self._conn is None:
+                    self._conn = http.client.HTTPConnection(*self._metrics, timeout=2)
+                self._conn.request("GET", "/metrics")
+                body = self._conn.getresponse().read().decode()
+                m = ARENA_USED_RE.search(body)
+                return int(m.group(1)) if m else None
+            except (OSError, http.client.HTTPException):
+                if self._conn:
+                    self._conn.close()
+                self._conn = None
+        return None
 
     def _scan_fds(self, pid):
         try:
@@ -118,9 +158,13 @@ class Sampler(threading.Thread):
                 huge += os.stat(path).st_blocks * 512
             except OSError:
                 del self._hugefds[key]
+        used = self._arena_used()
         self.samples += 1
         if rss + huge > self.peak:
             self.peak, self.huge = rss + huge, huge
+        used = huge if used is None else used
+        self.arena_used = max(self.arena_used, used)
+        self.peak_used = max(self.peak_used, rss + used)
 
     def run(self):
         while not self._quit.is_set():
@@ -128,9 +172,12 @@ class Sampler(threading.Thread):
             self._quit.wait(SAMPLE_S)
 
     def stop(self):
+        """Stop sampling; call it while the server still runs (one last sample is taken)."""
         self._quit.set()
         self.join()
         self.sample()
+        if self._conn:
+            self._conn.close()
 
 
 def free_port():

@@ -46,57 +46,54 @@ def read_round(path):
                 r["skipped"] = False
                 for k in ("round_s", "cpu_s", "peak_mb", "arena_mb"):
                     r[k] = float(r[k])
+                r["used_mb"] = float(r.get("used_mb") or r["peak_mb"])
             r["clients"], r["params"] = int(r["clients"]), int(r["params"])
             rows.append(r)
     return rows
 
 
-def by_params(rows, key, ylabel, title, out, logy=True, note_fn=None):
+def by_params(rows, series, ylabel, title, out):
+    """One panel per model size; series: (system, column, label, extra plot kwargs)."""
     params = sorted({r["params"] for r in rows})
-    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(params), figsize=(4.4 * len(params), 4.2), squeeze=False)
     for ax, p in zip(axes[0], params):
-        for s, st in STYLE.items():
+        for s, key, label, kw in series:
+            st = STYLE[s]
             pts = sorted((r["clients"], r[key], r) for r in rows
                          if r["params"] == p and r["system"] == s and not r["skipped"])
             if not pts:
                 continue
             xs, ys = [x[0] for x in pts], [x[1] for x in pts]
-            ax.plot(xs, ys, color=st["color"], marker=st["marker"], label=st["label"])
+            ax.plot(xs, ys, color=st["color"], marker=st["marker"], label=label, **kw)
+            if kw:
+                continue
             for x, y, r in pts:
                 if r["note"]:
                     ax.annotate("R=%s" % r["rounds"], (x, y), textcoords="offset points",
                                 xytext=(4, -11), fontsize=7, color=st["color"])
-            if note_fn:
-                note_fn(ax, p, s, st, pts)
-        for r in rows:
-            if r["params"] == p and r["skipped"]:
-                ax.annotate("%s: skipped\n(out of memory)" % STYLE[r["system"]]["label"]
-                            .split(" (")[0], (0.97, 0.03), xycoords="axes fraction",
-                            ha="right", va="bottom", fontsize=7, color=STYLE[r["system"]]
-                            ["color"])
+        skipped = sorted({STYLE[r["system"]]["label"].split(" (")[0] for r in rows
+                          if r["params"] == p and r["skipped"]})
+        if skipped:
+            ax.annotate("not run at every N:\n" + "\n".join(skipped) + "\n(see table)",
+                        (0.97, 0.03), xycoords="axes fraction", ha="right", va="bottom",
+                        fontsize=7, color="#555555")
         ax.set_xscale("log")
-        if logy:
-            ax.set_yscale("log")
+        ax.set_yscale("log")
         ax.set_xticks(sorted({r["clients"] for r in rows}))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "%d" % v))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "%g" % v))
         ax.set_xlabel("clients per round")
         ax.set_title(params_label(p))
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), frameon=False,
+               fontsize=9)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    nrow = (len(labels) + 2) // 3
+    fig.tight_layout(rect=(0, 0.05 + 0.04 * nrow, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
-
-
-def arena_note(ax, p, s, st, pts):
-    if s == "shm+bpf":
-        arena = pts[0][2]["arena_mb"]
-        ax.axhline(arena, color=st["color"], ls=":", lw=1)
-        ax.annotate("arena %.0f MiB" % arena, (pts[0][0], arena), textcoords="offset points",
-                    xytext=(0, -11), fontsize=7, color=st["color"])
 
 
 def parse_fold(text):
@@ -190,12 +187,20 @@ def main():
     if os.path.exists(a.round):
         rows = read_round(a.round)
         p = os.path.join(a.out, "round_time.png")
-        by_params(rows, "round_s", "round time, s (median of R rounds)",
-                  "Round time vs clients (same load generator for every system)", p)
+        by_params(rows, [(s, "round_s", STYLE[s]["label"], {}) for s in STYLE],
+                  "round time, s (median of R rounds)",
+                  "Round time vs clients (one load generator, the same for every system)", p)
         written.append(p)
         p = os.path.join(a.out, "peak_memory.png")
-        by_params(rows, "peak_mb", "server peak memory, MB (process tree, incl. arena)",
-                  "Server peak memory vs clients", p, note_fn=arena_note)
+        series = [("shm+bpf", "used_mb", "Tributary shm+bpf: RSS + arena used", {}),
+                  ("tcp", "used_mb", "Tributary tcp: RSS + arena used", {}),
+                  ("python", "peak_mb", STYLE["python"]["label"], {}),
+                  ("shm+bpf", "peak_mb", "Tributary shm+bpf: RSS + arena reserved",
+                   dict(ls=":", lw=1, markersize=3)),
+                  ("tcp", "peak_mb", "Tributary tcp: RSS + arena reserved",
+                   dict(ls=":", lw=1, markersize=3))]
+        by_params(rows, series, "server peak memory, MB (process tree)",
+                  "Server peak memory vs clients", p)
         written.append(p)
     if a.fold:
         with open(a.fold) as f:

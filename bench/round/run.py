@@ -14,7 +14,13 @@ sends its next client's update as soon as the previous one is answered), and sto
              over the whole simulate run / R (bench/baselines/servers.py: /proc/PID/stat)
   peak MB    the server tree's peak memory from its start to its stop: RssAnon + RssShmem
              summed over the tree, plus the hugetlb memfd pages (the arena), sampled every
-             50 ms (servers.py)
+             50 ms (servers.py). Tributary populates its whole arena at start, so this is
+             the arena as configured (one size per P, see arena_slots) plus the processes.
+  used MB    Tributary: the same with the arena's peak use (tributary_arena_bytes{state="used"}
+             from /metrics, sampled with the rest) in place of its reserved size: the memory
+             the rounds needed. Python: = peak MB.
+  cli s      simulate's own CPU seconds per round (generation, HTTP, and its float64 check
+             after each round), from getrusage(RUSAGE_CHILDREN)
 Ratios are to Tributary shm+bpf in the same cell of the same run (> 1: more time, CPU, memory).
 
 The largest cells are sampled (fewer rounds) or skipped; the output says which and why. The
@@ -23,10 +29,13 @@ for it when 2.2 x N x P x 4 bytes exceeds the memory available.
 
 usage: run.py [--build DIR] [--full] [--quick] [--csv FILE] [--systems a,b,c]
               [--clients 10,100,1000] [--params 100000,1000000,11700000]
+              [--rounds R] [--arena-slots K]
 """
 
 import argparse
+import math
 import os
+import resource
 import re
 import statistics
 import subprocess
@@ -49,25 +58,48 @@ SYSTEMS = {
 BASE = "shm+bpf"
 
 
+ROUNDS = None  # --rounds
+
+
 def rounds_for(n, p, full):
     """Rounds per cell, and why it is reduced; 0 = skipped."""
     gb = n * p * 4 / 1e9  # uploaded per round
+    if ROUNDS:
+        return ROUNDS, ""
     if full:
         if gb < 5:
-            return 5, ""
-        return (2, "sampled: 2 rounds") if gb < 10 else (1, "sampled: 1 round (%.1f GB of "
+            return 7, ""
+        return (3, "sampled: 3 rounds") if gb < 10 else (1, "sampled: 1 round (%.1f GB of "
                                                           "uploads)" % gb)
+    if gb < 0.5:
+        return 5, ""
     if gb < 1:
         return 3, ""
     if gb < 10:
-        return 1, "sampled: 1 round"
+        return 2, "sampled: 2 rounds"
     return 0, "skipped: %.1f GB of uploads a round; --full runs it" % gb
 
 
-def arena_mb(p):
-    """Arena (MiB) for a model of p f32: 32 updates or accumulators (2 per connection), in
-    64 MiB steps, at least 64 MiB."""
-    return max(64, -(-(p * 4 * 32) // (64 << 20)) * 64)
+ARENA_SLOTS = None  # --arena-slots
+
+
+def arena_slots(n):
+    """Model-sized slots the arena gets for n clients.
+
+    Tributary keeps every partial of a round, and the updates of each leaf still folding, until
+    the round's model is written (docs/ARCHITECTURE.md, "No lost update": about
+    model x (C/F + a.F) with F ~ sqrt(C/a)). Measured peaks (this machine, shm+bpf) were 12, 30
+    and 95 models for 10, 100 and 1000 clients, about 3 sqrt(N) + 4; the arena gets 1.5 times
+    that plus 16 for bodies in flight (one per connection). A smaller arena is not just slower:
+    at 1000 x 1M with 48 slots the round wedged (503 "aggregation memory is full" for 120 s).
+    """
+    return 16 + math.ceil(1.5 * (3 * math.sqrt(n) + 4))
+
+
+def arena_mb(n, p):
+    """Arena (MiB) for n clients of p f32, in 64 MiB steps, at least 64 MiB."""
+    slots = ARENA_SLOTS or arena_slots(n)
+    return max(64, -(-(p * 4 * slots) // (64 << 20)) * 64)
 
 
 def mem_available():
@@ -87,15 +119,16 @@ def loadavg():
         return float(f.read().split()[0])
 
 
-def run_cell(sysname, n, p, rounds, build, work):
+def run_cell(sysname, n, p, rounds, build, work, arena):
     """One server, one simulate run. Raises CellFailed with simulate's and the server's words."""
     kind, mode, _ = SYSTEMS[sysname]
-    srv = servers.Server(kind, build, work, mode=mode or "shm+bpf", arena_mb=arena_mb(p))
-    sampler = servers.Sampler(srv.pid)
+    srv = servers.Server(kind, build, work, mode=mode or "shm+bpf", arena_mb=arena)
+    sampler = servers.Sampler(srv.pid, srv.url if kind == "tributary" else None)
     sampler.start()
     load0 = loadavg()
     try:
         c0 = servers.cpu_s(srv.pid)
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
         r = subprocess.run([os.path.join(build, "tributary"), "simulate", "--job", "round",
                             "--clients", str(n), "--rounds", str(rounds), "--params", str(p),
@@ -103,6 +136,8 @@ def run_cell(sysname, n, p, rounds, build, work):
                             "--data-dir", srv.data_dir], capture_output=True, text=True)
         wall = time.time() - t0
         cpu = servers.cpu_s(srv.pid) - c0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # simulate, just reaped
+        client = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         died = srv.proc.poll()
     finally:
         sampler.stop()
@@ -122,7 +157,9 @@ def run_cell(sysname, n, p, rounds, build, work):
     retries = RETRY_RE.search(r.stdout)
     return {"round_s": statistics.median(times), "rounds_s": times, "cpu_s": cpu / rounds,
             "peak_mb": sampler.peak / 2**20, "arena_mb": sampler.huge / 2**20,
+            "used_mb": sampler.peak_used / 2**20, "arena_used_mb": sampler.arena_used / 2**20,
             "retries": int(retries.group(1)) if retries else 0, "wall_s": wall,
+            "client_cpu_s": client / rounds,
             "load": (load0 + loadavg()) / 2}
 
 
@@ -134,8 +171,12 @@ def main():
     ap.add_argument("--csv", default=os.path.join(HERE, "results.csv"))
     ap.add_argument("--systems", default="shm+bpf,tcp,python")
     ap.add_argument("--clients", default="10,100,1000")
+    ap.add_argument("--arena-slots", type=int, help="arena = this many models")
+    ap.add_argument("--rounds", type=int, help="rounds in every cell (no sampling or skipping)")
     ap.add_argument("--params", default="100000,1000000,11700000")
     a = ap.parse_args()
+    global ARENA_SLOTS, ROUNDS
+    ARENA_SLOTS, ROUNDS = a.arena_slots, a.rounds
 
     systems = a.systems.split(",")
     if systems[0] != BASE:
@@ -152,6 +193,9 @@ def main():
     t_start = time.time()
     with tempfile.TemporaryDirectory(prefix="tributary-round.") as tmp:
         for p in params:
+            # One arena size per model size: what the most clients run with it need, so that
+            # the reserved memory is the same at every N and only the use can differ.
+            arena = arena_mb(max(n for n in clients if rounds_for(n, p, a.full)[0]), p)
             for n in clients:
                 rounds, why = rounds_for(n, p, a.full)
                 base = None
@@ -167,7 +211,7 @@ def main():
                         work = os.path.join(tmp, "%s-%d-%d-%d" % (s.replace("+", ""), n, p,
                                                                   attempt))
                         try:
-                            res = run_cell(s, n, p, rounds, a.build, work)
+                            res = run_cell(s, n, p, rounds, a.build, work, arena)
                             break
                         except CellFailed as e:
                             failed += 1
@@ -184,7 +228,7 @@ def main():
                         base = res
                     row = dict(system=s, label=label, clients=n, params=p, rounds=rounds,
                                note=why, **res)
-                    for k in ("round_s", "cpu_s", "peak_mb"):
+                    for k in ("round_s", "cpu_s", "peak_mb", "used_mb"):
                         row[k + "_x"] = res[k] / base[k] if base and base[k] else float("nan")
                     rows.append(row)
                     print("  %-22s N=%-5d P=%-9d R=%d  round %8.3f s  CPU %7.2f s  peak %7.0f MB"
@@ -194,11 +238,14 @@ def main():
     elapsed = time.time() - t_start
 
     print()
-    print("Round time (median of R rounds), server CPU s per round, server peak memory; "
-          "x = ratio to Tributary shm+bpf in the same cell")
-    hdr = ("%-9s %5s %2s %-21s %9s %6s %8s %6s %9s %6s %8s %7s %5s" %
+    print("round s: median of R rounds; CPU s: server tree per round; peak MB: server tree"
+          " resident, incl. the whole (pre-populated) arena; used MB: the same with the arena's"
+          " peak use instead; arena MB: peak used/reserved; retries: 503s; load: 1-min load"
+          " average; cli s: simulate's CPU per round (with its float64 check). x = ratio to"
+          " Tributary shm+bpf in the same cell (> 1: more).")
+    hdr = ("%-9s %5s %2s %-21s %8s %6s %7s %6s %8s %6s %8s %6s %9s %7s %5s %5s" %
            ("params", "N", "R", "system", "round s", "x", "CPU s", "x", "peak MB", "x",
-            "arena MB", "retries", "load"))
+            "used MB", "x", "arena MB", "retries", "load", "cli s"))
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -206,10 +253,13 @@ def main():
             print("%-9d %5d %2s %-21s %s" % (r["params"], r["clients"], "-", r["label"],
                                              r["note"]))
             continue
-        print("%-9d %5d %2d %-21s %9.3f %6.2f %8.2f %6.2f %9.0f %6.2f %8.0f %7d %5.1f" %
-              (r["params"], r["clients"], r["rounds"], r["label"], r["round_s"],
-               r["round_s_x"], r["cpu_s"], r["cpu_s_x"], r["peak_mb"], r["peak_mb_x"],
-               r["arena_mb"], r["retries"], r["load"]))
+        print("%-9d %5d %2d %-21s %8.3f %6.2f %7.2f %6.2f %8.0f %6.2f %8.0f %6.2f %9s %7d %5.1f"
+              " %5.2f"
+              % (r["params"], r["clients"], r["rounds"], r["label"], r["round_s"],
+                 r["round_s_x"], r["cpu_s"], r["cpu_s_x"], r["peak_mb"], r["peak_mb_x"],
+                 r["used_mb"], r["used_mb_x"],
+                 "%.0f/%.0f" % (r["arena_used_mb"], r["arena_mb"]) if r["arena_mb"] else "-",
+                 r["retries"], r["load"], r["client_cpu_s"]))
     sampled = sorted({"%d x %d: %s" % (r["clients"], r["params"], r["note"]) for r in rows
                       if r["rounds"] and r["note"]})
     for s in sampled:
@@ -219,8 +269,8 @@ def main():
 
     with open(a.csv, "w") as f:
         cols = ["system", "clients", "params", "rounds", "round_s", "round_s_x", "cpu_s",
-                "cpu_s_x", "peak_mb", "peak_mb_x", "arena_mb", "retries", "rounds_s", "load",
-                "note"]
+                "cpu_s_x", "peak_mb", "peak_mb_x", "used_mb", "used_mb_x", "arena_mb",
+                "arena_used_mb", "retries", "client_cpu_s", "rounds_s", "load", "note"]
         f.write(",".join(cols) + "\n")
         for r in rows:
             vals = []

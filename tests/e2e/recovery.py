@@ -170,6 +170,23 @@ def run():
         e.wait_for(lambda: arena_empty(srv), 5, 'arena slots back to 0 after the warm kill')
         check(pid not in e.fn_children(srv.pid), 'the killed pid %d is still a child' % pid)
 
+        # The top killed while a leaf hands off: fan-in 1, so the update just answered 202
+        # makes a leaf whose partial is on its way as the top dies. Its partial must reach
+        # the replacement top, whatever order the runtime learns of the two events in.
+        tokr = srv.create_job({'name': 'race', 'clients_per_round': 3, 'fan_in': 1,
+                               'params': P_BIG})['token']
+        for rnd in range(8):
+            race = Round(srv, 'race', tokr, rnd, P_BIG, rng)
+            race.send(1)
+            top = e.wait_for(lambda: find_fn(srv, 'race', rnd, 'top'), 10,
+                             'the top of race round %d' % rnd)
+            tpid = e.wait_for(lambda: pid_of(srv, top['fn']), 5, 'the pid of fn %d' % top['fn'])
+            race.send(1)
+            os.kill(tpid, signal.SIGKILL)
+            race.send(1)
+            race.check()
+        e.wait_for(lambda: arena_empty(srv), 5, 'arena slots back to 0 after the race rounds')
+
 
 if __name__ == '__main__':
     e.main(run)
