@@ -251,8 +251,11 @@ static int fold_desc(struct fn_state *st, const struct shm_desc *d, const float 
 	}
 	/* Clipping scales the update, not its share of the mean: the sum of weights stays. */
 	acct = d->kind == SHM_DESC_UPDATE && (st->par.flags & FN_PAR_UNWEIGHTED) ? 1.0 : d->weight;
-	if (!err && d->kind == SHM_DESC_UPDATE)
+	if (!err && d->kind == SHM_DESC_UPDATE) {
 		in.weight = update_weight(st, &in);
+		if (d->fold_scale > 0)
+			in.weight *= d->fold_scale; /* FedBuff: 1/sqrt(1 + staleness) */
+	}
 	if (!err)
 		err = st->ops->fold(st->algo_state, st->acc, &in);
 	if (err) {

@@ -51,7 +51,7 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	} algos[] = {
 		{ "fedavg", FN_OPT_FEDAVG },	     { "fedavgm", FN_OPT_FEDAVGM },
 		{ "fedadagrad", FN_OPT_FEDADAGRAD }, { "fedadam", FN_OPT_FEDADAM },
-		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", -1 },
+		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", FN_OPT_FEDAVG },
 		{ "median", -1 },		     { "trimmed_mean", -1 },
 		{ "krum", -1 },
 	};
@@ -75,15 +75,35 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		BAD("algorithm: unknown '%.40s' (fedavg, fedbuff, fedavgm, fedadagrad, fedadam, "
 		    "fedyogi, median, trimmed_mean, krum)", name);
 	if (server == -1)
-		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedavgm, "
+		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
 	snprintf(a->name, sizeof(a->name), "%s", name);
 	/* Parameters of the algorithms not available yet cannot apply. */
-	for (const char *const *k = (const char *const[]){ "buffer_size", "max_staleness", "trim",
-							   "f", "m", NULL };
-	     *k; k++)
+	for (const char *const *k = (const char *const[]){ "trim", "f", "m", NULL }; *k; k++)
 		if (json_object_get(o, *k))
 			BAD("%s: does not apply to algorithm '%s'", *k, name);
+	if (!strcmp(name, "fedbuff")) {
+		json_t *k = json_object_get(o, "buffer_size"), *s = json_object_get(o, "max_staleness");
+
+		if (!k || !json_is_integer(k) || json_integer_value(k) < 1 ||
+		    json_integer_value(k) > 1000000)
+			BAD("buffer_size: required for fedbuff, an integer from 1 to 1000000");
+		if (s && (!json_is_integer(s) || json_integer_value(s) < 0 ||
+			  json_integer_value(s) > 1000000))
+			BAD("max_staleness: an integer from 0 to 1000000");
+		if (upd && (!json_is_string(upd) || strcmp(json_string_value(upd), "delta")))
+			BAD("update: fedbuff updates are deltas (\"delta\")");
+		a->async = true;
+		a->buffer_size = (uint32_t)json_integer_value(k);
+		a->max_staleness = s ? (uint32_t)json_integer_value(s) : 10;
+		a->par.flags |= FN_PAR_DELTA;
+	} else {
+		for (const char *const *k = (const char *const[]){ "buffer_size", "max_staleness",
+								   NULL };
+		     *k; k++)
+			if (json_object_get(o, *k))
+				BAD("%s: for fedbuff only", *k);
+	}
 
 	fn_opt_params_default(&op, (uint32_t)server);
 	if (server == FN_OPT_FEDAVG) {
@@ -164,7 +184,7 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		a->par.seed = (uint64_t)json_integer_value(seed);
 	}
 	a->needs_model = server != FN_OPT_FEDAVG || op.server_lr != 1.0f ||
-			 (a->par.flags & FN_PAR_DELTA);
+			 (a->par.flags & FN_PAR_DELTA) || a->async;
 	return 0;
 }
 
@@ -193,5 +213,9 @@ json_t *rt_algo_json(const struct rt_algo *a)
 	}
 	if (p->flags & FN_PAR_SEEDED)
 		json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
+	if (a->async) {
+		json_object_set_new(o, "buffer_size", json_integer(a->buffer_size));
+		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));
+	}
 	return o;
 }

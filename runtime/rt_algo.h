@@ -13,6 +13,9 @@ struct rt_algo {
 	struct fn_params par;  /* the template sent to functions (offsets filled per round) */
 	double dp_delta;       /* for the accountant, when FN_PAR_DP */
 	bool needs_model;      /* the top needs the previous model (delta, server optimiser) */
+	bool async;            /* FedBuff: no round barrier; a version every buffer_size updates */
+	uint32_t buffer_size;  /* FedBuff: K */
+	uint32_t max_staleness; /* FedBuff: updates staler than this get 409 */
 };
 
 /*

@@ -138,6 +138,19 @@ static void on_create_body(struct rt_conn *c)
 			      -1, NULL);
 		goto out;
 	}
+	if (json_is_string(json_object_get(o, "algorithm")) &&
+	    !strcmp(json_string_value(json_object_get(o, "algorithm")), "fedbuff")) {
+		/* FedBuff has buffers, not rounds: a version every buffer_size updates. */
+		json_t *k = json_object_get(o, "buffer_size");
+
+		if (cpr && (!json_is_integer(k) || !json_equal(cpr, k))) {
+			rt_conn_error(c, 400, "clients_per_round: for fedbuff, buffer_size sets it "
+				      "(leave clients_per_round out)", -1, NULL);
+			goto out;
+		}
+		if (json_is_integer(k))
+			cpr = k;
+	}
 	if (!json_is_integer(cpr) || json_integer_value(cpr) < 1 ||
 	    json_integer_value(cpr) > 1000000) {
 		rt_conn_error(c, 400, "clients_per_round: required, an integer from 1 to 1000000",
@@ -433,7 +446,7 @@ static void on_update_body(struct rt_conn *c)
 	uint64_t segs_off = c->slot_off + ((c->body_len + 63) & ~63ull);
 	struct shm_seg *segs = shm_arena_ptr(n->arena, segs_off);
 	uint32_t nsegs;
-	uint32_t seq = 0;
+	uint32_t seq = 0, accepted_round;
 	char msg[400];
 	int err;
 
@@ -451,10 +464,11 @@ static void on_update_body(struct rt_conn *c)
 			return; /* answered */
 		nsegs = (uint32_t)j->nschema;
 	}
+	accepted_round = j->round;
 	err = rt_job_accept(n, j, c->round, c->slot_off, segs_off, nsegs, c->weight, &seq);
 	if (err == -ESTALE) {
-		snprintf(msg, sizeof(msg), "round %u closed while the update was arriving; the job "
-			 "is at round %u", c->round, j->round);
+		snprintf(msg, sizeof(msg), "round %u closed (or grew too stale) while the update "
+			 "was arriving; the job is at round %u", c->round, j->round);
 		reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
 		return;
 	}
@@ -475,8 +489,8 @@ static void on_update_body(struct rt_conn *c)
 	n->m.bytes_received += c->body_len;
 	{
 		char buf[96];
-		int len = snprintf(buf, sizeof(buf), "{\"round\":%u,\"received\":%u}", c->round,
-				   seq + 1);
+		int len = snprintf(buf, sizeof(buf), "{\"round\":%u,\"received\":%u}",
+				   j->algo.async ? accepted_round : c->round, seq + 1);
 
 		rt_conn_respond(c, 202, "application/json", buf, (size_t)len, NULL);
 	}
@@ -515,7 +529,17 @@ static void handle_update(struct rt_conn *c, struct rt_job *j)
 		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);
 		return;
 	}
-	if (round != j->round) {
+	if (j->algo.async) {
+		/* FedBuff: the header names the version trained from; staleness decides. */
+		if (round > j->round || j->round - round > j->algo.max_staleness) {
+			snprintf(msg, sizeof(msg), "version %llu is %s: the job is at version %u "
+				 "(max_staleness %u)", (unsigned long long)round,
+				 round > j->round ? "from the future" : "too stale", j->round,
+				 j->algo.max_staleness);
+			reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+			return;
+		}
+	} else if (round != j->round) {
 		snprintf(msg, sizeof(msg), "round mismatch: the job is at round %u, the update is "
 			 "for round %llu (%s)", j->round, (unsigned long long)round,
 			 round < j->round ? "stale" : "future");

@@ -16,6 +16,7 @@
 
 #include "ctl_plan.h"
 #include "fn_dequant.h"
+#include "fn_fedbuff.h"
 #include "fn_opt.h"
 #include "ctl_store.h"
 #include "ebpf_abi.h"
@@ -568,6 +569,26 @@ static int send_partial(struct rt_node *n, struct rt_fn *to, const struct shm_de
 	return rt_fn_send(to, &d);
 }
 
+/*
+ * Make sure a child's partial has reached @parent, its parent now: after a
+ * parent was replaced, a partial delivered to the old one is sent again
+ * (the parent folds each child once). In tcp the partial's bytes must be
+ * known too; they come with the partial through the runtime.
+ */
+static void out_ensure(struct rt_node *n, bool has, const struct shm_desc *p,
+		       const float *payload, uint32_t *routed_to, uint32_t parent)
+{
+	struct rt_fn *to;
+
+	if (!has || !parent || *routed_to == parent)
+		return;
+	if (n->dataplane == FN_DP_TCP && !payload)
+		return;
+	to = rt_fnset_find(n->fns, parent);
+	if (to && !send_partial(n, to, p, payload))
+		*routed_to = parent;
+}
+
 /* Start (or restart) the top. Children done so far are sent to it again. */
 static int top_start(struct rt_node *n, struct rt_round *r)
 {
@@ -597,23 +618,19 @@ static int top_start(struct rt_node *n, struct rt_round *r)
 	fn->node = 0;
 	/* A replacement: the partials that exist already go to it (it folds each once). */
 	if (r->group) {
-		for (uint32_t g = 0; g < r->nmids; g++)
-			if (r->mids[g].done) {
-				err = send_partial(n, fn, &r->mids[g].partial,
-						   r->mids[g].partial_payload);
-				if (err)
-					return err;
-			}
+		for (uint32_t g = 0; g < r->nmids; g++) {
+			struct rt_mid *m = &r->mids[g];
+
+			out_ensure(n, m->has_partial, &m->partial, m->partial_payload,
+				   &m->routed_to, fn->id);
+		}
 		return 0;
 	}
 	for (uint32_t i = 0; i < r->started; i++) {
 		struct rt_leaf *l = &r->leaves[i];
 
-		if (!l->done)
-			continue;
-		err = send_partial(n, fn, &l->partial, l->partial_payload);
-		if (err)
-			return err;
+		out_ensure(n, l->has_partial, &l->partial, l->partial_payload, &l->routed_to,
+			   fn->id);
 	}
 	return 0;
 }
@@ -652,14 +669,13 @@ static int mid_start(struct rt_node *n, struct rt_round *r, uint32_t g)
 	m->fn = fn->id;
 	m->parent = r->top;
 	m->acc = acc;
+	/* shm+bpf: sk_msg delivers its partial to the parent it was told. */
+	m->routed_to = n->dataplane == FN_DP_SHM_BPF ? r->top : 0;
 	for (uint32_t i = g * r->group; i < r->started && i < (g + 1) * r->group; i++) {
 		struct rt_leaf *l = &r->leaves[i];
 
-		if (!l->done)
-			continue;
-		err = send_partial(n, fn, &l->partial, l->partial_payload);
-		if (err)
-			return err;
+		out_ensure(n, l->has_partial, &l->partial, l->partial_payload, &l->routed_to,
+			   fn->id);
 	}
 	return 0;
 }
@@ -749,6 +765,8 @@ static int leaf_start(struct rt_node *n, struct rt_round *r, uint32_t i)
 	l->fn = fn->id;
 	l->parent = cfg.parent;
 	l->acc = acc;
+	/* shm+bpf: sk_msg delivers its partial to the parent it was told. */
+	l->routed_to = n->dataplane == FN_DP_SHM_BPF ? cfg.parent : 0;
 	fn->node = i;
 	for (uint32_t k = 0; k < l->sent; k++) {
 		err = leaf_send(n, r, l, k);
@@ -1171,11 +1189,19 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	struct rt_round *r = j->open;
 	struct rt_leaf *l;
 	struct shm_desc d;
+	float fold_scale = 0;
 	uint32_t s;
 	int err;
 
-	if (round != j->round)
+	if (j->algo.async) {
+		/* FedBuff: @round is the version the update was trained from. */
+		if (round > j->round || j->round - round > j->algo.max_staleness)
+			return -ESTALE;
+		fold_scale = (float)fn_fedbuff_staleness_weight(j->round - round);
+		round = j->round;
+	} else if (round != j->round) {
 		return -ESTALE;
+	}
 	if (!r) {
 		r = round_open(n, j, &err);
 		if (!r)
@@ -1197,6 +1223,7 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	d.weight = weight;
 	d.count = 1;
 	d.seq = s;
+	d.fold_scale = fold_scale;
 	l->ups[l->sent] = d;
 	err = leaf_send(n, r, l, l->sent);
 	if (err)
@@ -1317,8 +1344,6 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 {
 	struct rt_job *j = NULL;
 	struct rt_round *r = round_find(n, d->job, d->round, &j);
-	uint32_t parent_now, parent_was;
-	struct shm_desc *partial;
 
 	fn->state = RT_FN_WARM;
 	fn->busy = false;
@@ -1332,8 +1357,11 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 			return;
 		m = &r->mids[fn->node];
 		m->done = true;
-		m->partial = *d;
-		m->partial.kind = SHM_DESC_PARTIAL;
+		if (!m->has_partial) {
+			m->partial = *d;
+			m->partial.kind = SHM_DESC_PARTIAL;
+			m->has_partial = true;
+		}
 		/* Its leaves' partials are inside its own now: their slots go back. */
 		for (uint32_t i = fn->node * r->group;
 		     i < r->started && i < (fn->node + 1) * r->group; i++) {
@@ -1342,9 +1370,8 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 				r->leaves[i].acc = 0;
 			}
 		}
-		partial = &m->partial;
-		parent_was = m->parent;
-		parent_now = r->top;
+		out_ensure(n, m->has_partial, &m->partial, m->partial_payload, &m->routed_to,
+			   r->top);
 	} else {
 		struct rt_leaf *l;
 
@@ -1353,25 +1380,17 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 			return;
 		l = &r->leaves[fn->node];
 		l->done = true;
-		l->partial = *d;
-		l->partial.kind = SHM_DESC_PARTIAL;
+		if (!l->has_partial) {
+			l->partial = *d;
+			l->partial.kind = SHM_DESC_PARTIAL;
+			l->has_partial = true;
+		}
 		/* The updates are inside a partial that outlives any function: free their slots. */
 		for (uint32_t k = 0; k < l->sent; k++)
 			shm_slot_free(n->arena, l->ups[k].slot_off);
-		partial = &l->partial;
-		parent_was = l->parent;
-		parent_now = leaf_parent(r, fn->node);
-	}
-	/*
-	 * shm+bpf: the partial went straight to the parent it was configured
-	 * with. If that parent has been replaced since, send it to the new one
-	 * (the others route every partial through the runtime anyway).
-	 */
-	if (n->dataplane == FN_DP_SHM_BPF && parent_was != parent_now) {
-		struct rt_fn *to = rt_fnset_find(n->fns, parent_now);
-
-		if (to)
-			send_partial(n, to, partial, NULL);
+		/* If its parent was replaced since the partial went out, it goes again. */
+		out_ensure(n, l->has_partial, &l->partial, l->partial_payload, &l->routed_to,
+			   leaf_parent(r, fn->node));
 	}
 }
 
@@ -1381,34 +1400,51 @@ static void route_partial(struct rt_node *n, struct rt_fn *fn, const struct shm_
 {
 	struct rt_job *j = NULL;
 	struct rt_round *r = round_find(n, d->job, d->round, &j);
+	bool *has = NULL;
+	struct shm_desc *kept = NULL;
 	float **keep = NULL;
-	uint32_t dst;
-	struct rt_fn *to;
-	int err = -ENOENT;
+	uint32_t *routed = NULL, dst;
 
 	if (!r) {
 		trib_free(payload);
 		return;
 	}
 	/* Whoever serves the parent now, whatever the sender was told. */
-	if (fn->cfg.role == FN_ROLE_MID) {
+	if (fn->cfg.role == FN_ROLE_MID && fn->node < r->nmids && r->mids[fn->node].fn == fn->id) {
+		struct rt_mid *m = &r->mids[fn->node];
+
 		dst = r->top;
-		if (fn->node < r->nmids)
-			keep = &r->mids[fn->node].partial_payload;
+		has = &m->has_partial;
+		kept = &m->partial;
+		keep = &m->partial_payload;
+		routed = &m->routed_to;
+	} else if (fn->cfg.role == FN_ROLE_LEAF && fn->node < r->started &&
+		   r->leaves[fn->node].fn == fn->id) {
+		struct rt_leaf *l = &r->leaves[fn->node];
+
+		dst = leaf_parent(r, fn->node);
+		has = &l->has_partial;
+		kept = &l->partial;
+		keep = &l->partial_payload;
+		routed = &l->routed_to;
 	} else {
-		dst = fn->node < r->started ? leaf_parent(r, fn->node) : r->top;
-		if (fn->node < r->started)
-			keep = &r->leaves[fn->node].partial_payload;
-	}
-	to = rt_fnset_find(n->fns, dst);
-	if (to)
-		err = send_partial(n, to, d, payload);
-	if (err)
-		trib_error("fn %u -> fn %u: %s", fn->id, dst, strerror(-err));
-	if (payload && keep && !*keep)
-		*keep = payload; /* tcp: kept for a refold at a new parent */
-	else
+		/* From a function replaced since: its replacement sends its own. */
 		trib_free(payload);
+		return;
+	}
+	/* Kept until the round commits, so a replaced parent can get it again. */
+	*kept = *d;
+	kept->kind = SHM_DESC_PARTIAL;
+	*has = true;
+	if (payload) {
+		trib_free(*keep);
+		*keep = payload;
+	}
+	*routed = 0;
+	out_ensure(n, true, kept, *keep, routed, dst);
+	if (*routed != dst)
+		trib_error("fn %u -> fn %u: the partial could not be delivered now; it goes again "
+			   "if that parent is replaced", fn->id, dst);
 }
 
 void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *d,

@@ -60,8 +60,10 @@ struct rt_leaf {
 	uint32_t sent;           /* updates sent to it */
 	struct shm_desc *ups;    /* those updates, for a refold (owned, expected entries) */
 	bool done;               /* its partial exists (DONE seen): the updates' slots are freed */
+	bool has_partial;        /* partial (and, in tcp, its bytes) known to the runtime */
 	struct shm_desc partial; /* that partial */
 	float *partial_payload;  /* tcp: its bytes, kept for a refold at a new top (owned) */
+	uint32_t routed_to;      /* the parent the partial was last delivered to (0: none) */
 };
 
 /* A third-level aggregator: folds the partials of one group of leaves, hands a partial up. */
@@ -72,8 +74,10 @@ struct rt_mid {
 	uint32_t nleaves;        /* leaves of its group started so far */
 	bool final;              /* its group is complete (told by FLUSH or config) */
 	bool done;               /* its partial exists */
+	bool has_partial;
 	struct shm_desc partial;
 	float *partial_payload;  /* tcp: its bytes (owned) */
+	uint32_t routed_to;      /* the parent the partial was last delivered to (0: none) */
 };
 
 /*

@@ -68,7 +68,8 @@ struct shm_desc {
 	double weight;     /* update: sample count; partial: total weight folded in */
 	uint32_t count;    /* client updates folded into the payload (1 for an update) */
 	uint32_t seq;      /* update: index of the update within its round */
-	uint64_t reserved; /* zero */
+	float fold_scale;  /* update: extra factor on its fold weight (FedBuff staleness); 0 = 1 */
+	uint32_t reserved; /* zero */
 };
 #define SHM_DESC_SIZE 64
 _Static_assert(sizeof(struct shm_desc) == SHM_DESC_SIZE, "shm_desc is ABI");

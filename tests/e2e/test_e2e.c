@@ -245,3 +245,8 @@ Test(e2e_algorithms, compressed_updates_on_tcp, .timeout = 200)
 {
 	run_script_on("compressed.py", "tcp");
 }
+
+Test(e2e_algorithms, fedbuff_async_versions_with_staleness_weights, .timeout = 200)
+{
+	run_script("fedbuff.py");
+}
