@@ -178,11 +178,12 @@ static void remove_stale_pins(void)
 		if (errno || (*end && *end != '-') || pid <= 0 || pid > INT_MAX)
 			continue;
 		/*
-		 * Our own pid is stale too: we have pinned nothing yet, so a
-		 * directory under our pid was left by an earlier process with the
-		 * same pid (in a container the runtime is always pid 1).
+		 * A directory named exactly our pid is stale too: the runtime pins
+		 * under its pid and has pinned nothing yet, so it was left by an
+		 * earlier process with the same pid (in a container, always 1).
+		 * Suffixed names ("<pid>-x") are other instances of this process.
 		 */
-		if (pid != getpid() && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+		if ((pid != getpid() || *end) && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
 			continue;
 		err = remove_pin_dir(root_fd, e->d_name);
 		if (err)

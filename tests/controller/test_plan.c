@@ -173,9 +173,9 @@ Test(ctl_plan, more_clients_never_fewer_leaves)
 }
 
 /*
- * With a > 1 active leaves, f = ceil(sqrt(C / a)) steps up by one at some C
- * and ceil(C / f) falls there: e.g. a = 2 gives 4 leaves for 8 clients and
- * 3 for 9. ctl_plan.h promises more clients give more leaves.
+ * A regression test: the first rule chose the fan-in, f = ceil(sqrt(C / a)),
+ * and with a > 1 active leaves ceil(C / f) fell each time f stepped up
+ * (a = 2 gave 4 leaves for 8 clients and 3 for 9).
  */
 Test(ctl_plan, more_clients_never_fewer_leaves_with_several_active)
 {
