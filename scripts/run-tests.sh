@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # SPDX-License-Identifier: MIT
 # Runs every Criterion suite through meson (timeouts, parallelism) and prints one total at the end.
 set -u
@@ -11,7 +11,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 meson test -C "$build" --print-errorlogs -v --num-processes 2 2>&1 | tee "$log"
-rc=$?
+rc=${PIPESTATUS[0]}
 
 # Criterion prints "[====] Synthesis: Tested: N | Passing: N | Failing: N | Crashing: N" per suite.
 /usr/bin/awk '
@@ -27,5 +27,7 @@ rc=$?
 END {
 	printf "\nCriterion: %d suites, %d tests ran\n", n, t;
 	printf "%d passed, %d failed\n", p, f + c;
-}' "$log"
+	if (f + c > 0 || n == 0)
+		exit 1;
+}' "$log" || rc=1
 exit $rc

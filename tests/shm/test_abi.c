@@ -22,7 +22,8 @@ Test(shm_abi, desc_is_64_bytes_with_fixed_offsets)
 	cr_expect_eq(offsetof(struct shm_desc, weight), 40);
 	cr_expect_eq(offsetof(struct shm_desc, count), 48);
 	cr_expect_eq(offsetof(struct shm_desc, seq), 52);
-	cr_expect_eq(offsetof(struct shm_desc, reserved), 56);
+	cr_expect_eq(offsetof(struct shm_desc, fold_scale), 56);
+	cr_expect_eq(offsetof(struct shm_desc, reserved), 60);
 }
 
 Test(shm_abi, seg_is_32_bytes_with_fixed_offsets)
