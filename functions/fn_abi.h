@@ -89,7 +89,42 @@ enum fn_role {
 	FN_ROLE_LEAF = 1, /* folds client updates, hands a partial to its parent */
 	FN_ROLE_TOP = 2,  /* folds partials, divides, hands the model to the runtime */
 	FN_ROLE_MID = 3,  /* third level: folds its group's leaf partials, hands a partial up */
+	FN_ROLE_SHARD = 4, /* exact robust rules: one range of coordinates over every update */
 };
+
+/* Robust rules computed by shards; values are part of the ABI. */
+enum fn_robust_rule {
+	FN_RULE_MEDIAN = 1,
+	FN_RULE_TRIMMED_MEAN = 2,
+	FN_RULE_KRUM = 3, /* Krum (m = 1) and Multi-Krum (m > 1) */
+};
+
+/*
+ * A robust round's task, in an arena slot the runtime owns (a shard gets
+ * its offset as fn_params.state_off; its coordinates are the index-th of
+ * `shards` equal ranges). Layout: this header, then k update descriptors
+ * (struct shm_desc, the round's updates in acceptance order), then for Krum
+ * `shards` partial distance matrices (k*k doubles each, row-major), then the
+ * m selected update indexes (uint32_t). Exact rules need every value of a
+ * coordinate in one place: a shard holds none of them, it reads the updates
+ * where they landed, so memory per shard is bounded by its scratch.
+ */
+struct fn_shard_task {
+	uint16_t version;   /* FN_ABI_VERSION */
+	uint16_t rule;      /* enum fn_robust_rule */
+	uint32_t k;         /* updates in the round */
+	uint32_t shards;    /* shard functions */
+	uint32_t phase;     /* Krum: 1 distances, 2 mean of the selected; else 1 */
+	uint32_t f;         /* Krum: Byzantine clients assumed */
+	uint32_t m;         /* Krum: clients selected (1: Krum, > 1: Multi-Krum) */
+	float trim;         /* trimmed mean: fraction cut from each end */
+	uint32_t reserved0; /* zero */
+	uint64_t descs_off; /* arena offset of the k descriptors */
+	uint64_t dmat_off;  /* Krum: arena offset of the shards' distance matrices */
+	uint64_t sel_off;   /* Krum: arena offset of the m selected indexes */
+	uint64_t reserved[2];
+};
+_Static_assert(sizeof(struct fn_shard_task) == 72, "fn_shard_task is ABI");
 
 enum fn_algorithm {
 	FN_ALGO_FEDAVG = 1,

@@ -447,7 +447,8 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	int err;
 
 	if (cfg->version != FN_ABI_VERSION || cfg->expected == 0 ||
-	    (cfg->role != FN_ROLE_LEAF && cfg->role != FN_ROLE_TOP && cfg->role != FN_ROLE_MID) ||
+	    (cfg->role != FN_ROLE_LEAF && cfg->role != FN_ROLE_TOP && cfg->role != FN_ROLE_MID &&
+	     cfg->role != FN_ROLE_SHARD) ||
 	    st->configured ||
 	    cfg->dataplane < FN_DP_SHM_UNIX || cfg->dataplane > FN_DP_TCP ||
 	    (st->cfg.fn_id && cfg->fn_id != st->cfg.fn_id)) {
@@ -483,7 +484,9 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 		st->acc = st->acc_heap;
 	} else {
 		st->acc = (float *)(void *)(st->base + cfg->acc_data_off);
-		memset(st->acc, 0, cfg->n_elem * sizeof(float));
+		/* Shards share one output and write only their own range. */
+		if (cfg->role != FN_ROLE_SHARD)
+			memset(st->acc, 0, cfg->n_elem * sizeof(float));
 	}
 	if (cfg->dataplane == FN_DP_SHM_BPF && !st->stats) {
 		err = ebpf_stats_map(FN_STATS_FD, &st->stats, &st->stats_len);
@@ -499,7 +502,7 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 	err = st->ops->init(st->algo_state, st->acc, cfg->n_elem);
 	if (err)
 		return err;
-	if (cfg->role != FN_ROLE_LEAF) {
+	if (cfg->role == FN_ROLE_TOP || cfg->role == FN_ROLE_MID) {
 		err = pending_grow(st, cfg->expected);
 		if (err)
 			return err;
@@ -510,6 +513,146 @@ static int configure(struct fn_state *st, const struct fn_config *cfg, int arena
 		   "leaf", cfg->expected,
 		   (unsigned long long)cfg->n_elem);
 	return send_ctl(st, FN_MSG_READY, 0);
+}
+
+/*
+ * Coordinates [lo, hi) of every update of a robust round, as f32 rows, in
+ * blocks that never cross a schema tensor (updates' segments all break at
+ * the same coordinates). F32 rows point into the updates where they landed;
+ * compressed ones are decoded into @scratch (k x blk floats).
+ */
+static int shard_rows(struct fn_state *st, const struct shm_desc *descs, uint32_t k, uint64_t c,
+		      uint64_t blk, const float **rows, float *scratch)
+{
+	for (uint32_t u = 0; u < k; u++) {
+		const struct shm_desc *d = &descs[u];
+		const struct shm_seg *segs;
+		struct fn_input in;
+		const struct shm_seg *s = NULL;
+
+		if (input_from_desc(st, d, &in))
+			return -EINVAL;
+		segs = in.segs;
+		for (uint32_t i = 0; i < d->nsegs && !s; i++)
+			if (c >= segs[i].dst_elem && c + blk <= segs[i].dst_elem + segs[i].n_elem)
+				s = &segs[i];
+		if (!s)
+			return -EINVAL;
+		if (s->dtype == SHM_DTYPE_F32) {
+			rows[u] = (const float *)(const void *)(st->base + s->src_off) +
+				  (c - s->dst_elem);
+		} else {
+			size_t es = s->dtype == SHM_DTYPE_I8 ? 1 : 2;
+			float *dst = scratch + (size_t)u * blk;
+
+			memset(dst, 0, blk * sizeof(float));
+			fn_dequant_fold(dst, st->base + s->src_off + (c - s->dst_elem) * es, s->dtype,
+					s->scale, 1.0f, (size_t)blk);
+			rows[u] = dst;
+		}
+	}
+	return 0;
+}
+
+/*
+ * A robust shard's whole work: its range of coordinates over all k updates,
+ * median or trimmed mean into the model, or Krum's phases (partial
+ * distances; then the mean of the selected updates). Returns 0 or -errno.
+ */
+static int shard_run(struct fn_state *st)
+{
+	const struct fn_shard_task *t;
+	const struct shm_desc *descs;
+	uint64_t n = st->cfg.n_elem, lo, hi, bounds[2];
+	const float **rows = NULL;
+	float *scratch = NULL, *tile = NULL;
+	double *dmat = NULL;
+	int err = -EINVAL;
+
+	if (!range_ok(st, st->par.state_off, sizeof(*t)))
+		return -EINVAL;
+	t = (const struct fn_shard_task *)(const void *)(st->base + st->par.state_off);
+	if (!t->k || !t->shards || st->cfg.index >= t->shards ||
+	    !range_ok(st, t->descs_off, (uint64_t)t->k * sizeof(*descs)))
+		return -EINVAL;
+	descs = (const struct shm_desc *)(const void *)(st->base + t->descs_off);
+	lo = n * st->cfg.index / t->shards;
+	hi = n * (st->cfg.index + 1) / t->shards;
+	rows = trib_calloc(t->k, sizeof(*rows));
+	scratch = trib_malloc((size_t)t->k * 4096 * sizeof(float));
+	tile = trib_malloc(FN_ROBUST_SCRATCH(t->k) * sizeof(float));
+	if (!rows || !scratch || !tile) {
+		err = -ENOMEM;
+		goto out;
+	}
+	if (t->rule == FN_RULE_KRUM && t->phase == 1) {
+		if (!range_ok(st, t->dmat_off, (uint64_t)t->shards * t->k * t->k * 8))
+			goto out;
+		dmat = (double *)(void *)(st->base + t->dmat_off) +
+		       (size_t)st->cfg.index * t->k * t->k;
+		memset(dmat, 0, (size_t)t->k * t->k * sizeof(double));
+	}
+	for (uint64_t c = lo; c < hi;) {
+		uint64_t blk = hi - c < 4096 ? hi - c : 4096;
+
+		/* Shorten the block to end where any update's segment ends (schema tensors). */
+		for (uint32_t u = 0; u < t->k; u++) {
+			struct fn_input in;
+
+			if (input_from_desc(st, &descs[u], &in))
+				goto out;
+			for (uint32_t i = 0; i < in.nsegs; i++) {
+				bounds[0] = in.segs[i].dst_elem;
+				bounds[1] = bounds[0] + in.segs[i].n_elem;
+				if (c >= bounds[0] && c < bounds[1] && c + blk > bounds[1])
+					blk = bounds[1] - c;
+			}
+		}
+		err = shard_rows(st, descs, t->k, c, blk, rows, scratch);
+		if (err)
+			goto out;
+		switch (t->rule) {
+		case FN_RULE_MEDIAN:
+			err = fn_robust_median(rows, t->k, (size_t)blk, st->acc + c, tile);
+			break;
+		case FN_RULE_TRIMMED_MEAN:
+			err = fn_robust_trimmed_mean(rows, t->k, (size_t)blk, t->trim, st->acc + c,
+						     tile);
+			break;
+		case FN_RULE_KRUM:
+			if (t->phase == 1) {
+				fn_robust_pdist_partial(rows, t->k, (size_t)blk, dmat);
+				err = 0;
+			} else if (range_ok(st, t->sel_off, (uint64_t)t->m * 4)) {
+				err = fn_robust_mean_rows(rows, t->k,
+							  (const uint32_t *)(const void *)(st->base +
+											  t->sel_off),
+							  t->m, (size_t)blk, st->acc + c);
+			} else {
+				err = -EINVAL;
+			}
+			break;
+		default:
+			err = -EINVAL;
+		}
+		if (err)
+			goto out;
+		c += blk;
+	}
+	/* Deltas: the model moves by the robust aggregate. */
+	if ((st->par.flags & FN_PAR_DELTA) && st->par.model_off &&
+	    !(t->rule == FN_RULE_KRUM && t->phase == 1)) {
+		const float *prev = (const float *)(const void *)(st->base + st->par.model_off);
+
+		for (uint64_t c = lo; c < hi; c++)
+			st->acc[c] += prev[c];
+	}
+	err = 0;
+out:
+	trib_free(rows);
+	trib_free(scratch);
+	trib_free(tile);
+	return err;
 }
 
 /* Hand off once every expected input is folded and that count is final; 0 or -errno. */
@@ -677,6 +820,28 @@ static int on_data(struct fn_state *st)
 	return ret;
 }
 
+/* A shard's work is done (or failed: then the runtime sees us exit and starts another). */
+static int shard_done(struct fn_state *st, int err)
+{
+	struct shm_desc d;
+
+	if (err) {
+		trib_error("job %u round %u: shard %u: %s", st->cfg.job, st->cfg.round,
+			   st->cfg.index, strerror(-err));
+		return err;
+	}
+	memset(&d, 0, sizeof(d));
+	d.version = SHM_ABI_VERSION;
+	d.kind = FN_MSG_DONE;
+	d.src = st->cfg.fn_id;
+	d.job = st->cfg.job;
+	d.round = st->cfg.round;
+	d.seq = st->cfg.index;
+	err = shm_chan_send(FN_CHANNEL_FD, &d, 1, -1);
+	state_reset(st);
+	return err;
+}
+
 /* Records off the control channel: returns 1 on EXIT, 0 to go on, -errno. */
 static int on_control(struct fn_state *st)
 {
@@ -705,6 +870,8 @@ static int on_control(struct fn_state *st)
 			memcpy(&st->par, r, sizeof(st->par));
 			if (!st->configured || st->par.fn_id != st->cfg.fn_id)
 				err = -EPROTO;
+			else if (st->cfg.role == FN_ROLE_SHARD)
+				err = shard_done(st, shard_run(st));
 		} else if (kind == FN_MSG_FLUSH) {
 			struct fn_ctl c;
 

@@ -52,8 +52,8 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		{ "fedavg", FN_OPT_FEDAVG },	     { "fedavgm", FN_OPT_FEDAVGM },
 		{ "fedadagrad", FN_OPT_FEDADAGRAD }, { "fedadam", FN_OPT_FEDADAM },
 		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", FN_OPT_FEDAVG },
-		{ "median", -1 },		     { "trimmed_mean", -1 },
-		{ "krum", -1 },
+		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
+		{ "krum", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
 	json_t *w = json_object_get(o, "weighted"), *upd = json_object_get(o, "update");
@@ -78,10 +78,40 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
 	snprintf(a->name, sizeof(a->name), "%s", name);
-	/* Parameters of the algorithms not available yet cannot apply. */
-	for (const char *const *k = (const char *const[]){ "trim", "f", "m", NULL }; *k; k++)
-		if (json_object_get(o, *k))
-			BAD("%s: does not apply to algorithm '%s'", *k, name);
+	if (!strcmp(name, "median") || !strcmp(name, "trimmed_mean") || !strcmp(name, "krum")) {
+		json_t *t = json_object_get(o, "trim"), *f = json_object_get(o, "f"),
+		       *m = json_object_get(o, "m");
+
+		a->rule = !strcmp(name, "median")	  ? FN_RULE_MEDIAN :
+			  !strcmp(name, "trimmed_mean") ? FN_RULE_TRIMMED_MEAN :
+							  FN_RULE_KRUM;
+		if (t && (a->rule != FN_RULE_TRIMMED_MEAN || !json_is_number(t) ||
+			  !(json_number_value(t) >= 0 && json_number_value(t) < 0.5)))
+			BAD("trim: for trimmed_mean, a fraction in [0, 0.5)");
+		if ((f || m) && a->rule != FN_RULE_KRUM)
+			BAD("%s: for krum only", f ? "f" : "m");
+		if (f && (!json_is_integer(f) || json_integer_value(f) < 0))
+			BAD("f: a non-negative integer");
+		if (m && (!json_is_integer(m) || json_integer_value(m) < 1))
+			BAD("m: a positive integer");
+		a->trim = t ? (float)json_number_value(t) : 0.1f;
+		a->f = f ? (uint32_t)json_integer_value(f) : 0;
+		a->m = m ? (uint32_t)json_integer_value(m) : 1;
+		/* Exact rules see every value: no weights, no clipping or noise in this build. */
+		if (w && json_is_true(w))
+			BAD("weighted: robust rules are unweighted (leave it out or false)");
+		for (const char *const *k = (const char *const[]){ "clip_norm",
+								   "dp_noise_multiplier",
+								   "server_lr", NULL };
+		     *k; k++)
+			if (json_object_get(o, *k))
+				BAD("%s: not available with robust rules in this build", *k);
+	} else {
+		for (const char *const *k = (const char *const[]){ "trim", "f", "m", NULL }; *k;
+		     k++)
+			if (json_object_get(o, *k))
+				BAD("%s: does not apply to algorithm '%s'", *k, name);
+	}
 	if (!strcmp(name, "fedbuff")) {
 		json_t *k = json_object_get(o, "buffer_size"), *s = json_object_get(o, "max_staleness");
 
@@ -183,6 +213,8 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		a->par.flags |= FN_PAR_SEEDED;
 		a->par.seed = (uint64_t)json_integer_value(seed);
 	}
+	if (a->rule)
+		a->par.flags |= FN_PAR_UNWEIGHTED;
 	a->needs_model = server != FN_OPT_FEDAVG || op.server_lr != 1.0f ||
 			 (a->par.flags & FN_PAR_DELTA) || a->async;
 	return 0;
@@ -213,6 +245,12 @@ json_t *rt_algo_json(const struct rt_algo *a)
 	}
 	if (p->flags & FN_PAR_SEEDED)
 		json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
+	if (a->rule == FN_RULE_TRIMMED_MEAN)
+		json_object_set_new(o, "trim", json_real(a->trim));
+	if (a->rule == FN_RULE_KRUM) {
+		json_object_set_new(o, "f", json_integer(a->f));
+		json_object_set_new(o, "m", json_integer(a->m));
+	}
 	if (a->async) {
 		json_object_set_new(o, "buffer_size", json_integer(a->buffer_size));
 		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));

@@ -14,6 +14,9 @@ struct rt_algo {
 	double dp_delta;       /* for the accountant, when FN_PAR_DP */
 	bool needs_model;      /* the top needs the previous model (delta, server optimiser) */
 	bool async;            /* FedBuff: no round barrier; a version every buffer_size updates */
+	uint16_t rule;         /* enum fn_robust_rule for exact robust rules, else 0 */
+	float trim;            /* trimmed_mean */
+	uint32_t f, m;         /* krum */
 	uint32_t buffer_size;  /* FedBuff: K */
 	uint32_t max_staleness; /* FedBuff: updates staler than this get 409 */
 };

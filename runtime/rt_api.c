@@ -208,6 +208,27 @@ static void on_create_body(struct rt_conn *c)
 			goto out;
 		}
 	}
+	if (alg.rule == FN_RULE_KRUM) {
+		uint64_t k = (uint64_t)json_integer_value(cpr);
+
+		if (k < 2ull * alg.f + 3 || alg.m > k - alg.f) {
+			snprintf(msg, sizeof(msg), "f, m: krum needs clients_per_round >= 2f + 3 and "
+				 "1 <= m <= clients_per_round - f (got f %u, m %u, %llu clients)",
+				 alg.f, alg.m, (unsigned long long)k);
+			rt_conn_error(c, 400, msg, -1, NULL);
+			goto out;
+		}
+	}
+	/* Exact robust rules keep a whole round of updates in the arena. */
+	if (alg.rule && (uint64_t)json_integer_value(cpr) * (n_elem * 4 + 65536) >
+			       shm_arena_size(n->arena) / 2) {
+		snprintf(msg, sizeof(msg), "clients_per_round: %s keeps every update of a round "
+			 "(%llu x %llu bytes), more than half this node's arena (%zu MiB)",
+			 alg.name, (unsigned long long)json_integer_value(cpr),
+			 (unsigned long long)n_elem * 4, shm_arena_size(n->arena) >> 20);
+		rt_conn_error(c, 400, msg, -1, NULL);
+		goto out;
+	}
 	if (SHM_ACC_HDR + n_elem * 4 > shm_arena_size(n->arena) / 4) {
 		snprintf(msg, sizeof(msg),
 			 "model of %llu parameters does not fit this node's arena (%zu MiB); "

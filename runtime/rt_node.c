@@ -17,6 +17,10 @@
 #include "ctl_plan.h"
 #include "fn_dequant.h"
 #include "fn_fedbuff.h"
+#include "fn_robust.h"
+
+/* Replacements per round before the runtime gives the round up. */
+#define RT_MAX_RECOVERIES 16u
 #include "fn_opt.h"
 #include "ctl_store.h"
 #include "ebpf_abi.h"
@@ -802,6 +806,17 @@ static void round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 		trib_free(l->ups);
 		trib_free(l->partial_payload);
 	}
+	if (r->rups) {
+		for (uint32_t i = 0; free_slots && i < r->received; i++)
+			shm_slot_free(n->arena, r->rups[i].slot_off);
+		if (free_slots && r->out_slot)
+			shm_slot_free(n->arena, r->out_slot);
+		if (free_slots && r->task_slot)
+			shm_slot_free(n->arena, r->task_slot);
+	}
+	trib_free(r->rups);
+	trib_free(r->shard_fn);
+	trib_free(r->shard_done);
 	for (uint32_t g = 0; g < r->nmids; g++) {
 		if (free_slots && r->mids[g].acc)
 			shm_slot_free(n->arena, r->mids[g].acc);
@@ -908,6 +923,147 @@ static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_rou
 	return err;
 }
 
+static void job_complete_rounds(struct rt_node *n, struct rt_job *j);
+
+/* (Re)start shard @i of a robust round on a warm or new function. */
+static int shard_start(struct rt_node *n, struct rt_round *r, uint32_t i)
+{
+	struct fn_config cfg;
+	struct fn_params par = r->par;
+	struct rt_fn *fn;
+	int err;
+
+	cfg_init(n, r, &cfg, FN_ROLE_SHARD, r->out_slot);
+	cfg.acc_data_off = r->out_slot + 2048;
+	cfg.parent = SHM_DST_RUNTIME;
+	cfg.expected = r->received;
+	cfg.flags = FN_CFG_FINAL;
+	cfg.index = i;
+	par.state_off = r->task_slot; /* a shard's params point at its task */
+	err = fn_acquire(n, &cfg, &par, &fn);
+	if (err)
+		return err;
+	fn->node = i;
+	r->shard_fn[i] = fn->id;
+	r->shard_done[i] = false;
+	return 0;
+}
+
+/*
+ * A robust round is closed: every update is in the arena. Lay out the task
+ * (the update descriptors, Krum's matrices and selection) and start one
+ * shard per core over equal coordinate ranges.
+ */
+static int robust_start(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	uint32_t k = r->received, S;
+	uint64_t need, data;
+	struct fn_shard_task *t;
+	int err;
+
+	S = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+	if (S < 1)
+		S = 1;
+	if (S > j->n_elem)
+		S = (uint32_t)j->n_elem;
+	need = sizeof(*t) + (uint64_t)k * sizeof(struct shm_desc) +
+	       (uint64_t)S * k * k * sizeof(double) + (uint64_t)k * sizeof(uint32_t) + 64;
+	err = shm_slot_alloc(n->arena, need, &r->task_slot);
+	if (!err)
+		err = shm_slot_alloc(n->arena, SHM_ACC_HDR + j->n_elem * sizeof(float),
+				     &r->out_slot);
+	if (err)
+		return err;
+	r->nshards = S;
+	r->shard_fn = trib_calloc(S, sizeof(*r->shard_fn));
+	r->shard_done = trib_calloc(S, sizeof(*r->shard_done));
+	if (!r->shard_fn || !r->shard_done)
+		return -ENOMEM;
+	t = shm_arena_ptr(n->arena, r->task_slot);
+	memset(t, 0, sizeof(*t));
+	t->version = FN_ABI_VERSION;
+	t->rule = j->algo.rule;
+	t->k = k;
+	t->shards = S;
+	t->phase = 1;
+	t->f = j->algo.f;
+	t->m = j->algo.m;
+	t->trim = j->algo.trim;
+	data = r->task_slot + 128;
+	t->descs_off = data;
+	memcpy(shm_arena_ptr(n->arena, data), r->rups, (size_t)k * sizeof(struct shm_desc));
+	data += (uint64_t)k * sizeof(struct shm_desc);
+	t->dmat_off = data;
+	data += (uint64_t)S * k * k * sizeof(double);
+	t->sel_off = data;
+	trib_info("job %s round %u: %s over %u updates in %u shards", j->name, r->round,
+		  j->algo.name, k, S);
+	for (uint32_t i = 0; i < S; i++) {
+		err = shard_start(n, r, i);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Every shard of the phase is done: Krum selects and goes on, the rest is the model. */
+static void robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	struct fn_shard_task *t = shm_arena_ptr(n->arena, r->task_slot);
+	struct shm_seg *seg;
+
+	if (t->rule == FN_RULE_KRUM && t->phase == 1) {
+		size_t kk = (size_t)t->k * t->k;
+		double *sum = trib_calloc(kk, sizeof(double));
+		double *scratch = trib_malloc(2 * t->k * sizeof(double));
+		const double *parts = shm_arena_ptr(n->arena, t->dmat_off);
+		int err = -ENOMEM;
+
+		if (sum && scratch) {
+			/* Krum's distances are sums of the shards' partial distances. */
+			for (uint32_t s = 0; s < t->shards; s++)
+				for (size_t x = 0; x < kk; x++)
+					sum[x] += parts[s * kk + x];
+			err = fn_krum_select(sum, t->k, t->f, t->m,
+					     shm_arena_ptr(n->arena, t->sel_off), NULL, scratch);
+		}
+		trib_free(sum);
+		trib_free(scratch);
+		if (!err) {
+			const uint32_t *sel = shm_arena_ptr(n->arena, t->sel_off);
+
+			trib_info("job %s round %u: krum selected %u of %u updates (first: %u)",
+				  j->name, r->round, t->m, t->k, sel[0]);
+			t->phase = 2;
+			r->ndone = 0;
+			for (uint32_t i = 0; i < r->nshards && !err; i++)
+				err = shard_start(n, r, i);
+		}
+		if (err)
+			trib_error("job %s round %u: krum: %s", j->name, r->round, strerror(-err));
+		return;
+	}
+	seg = shm_arena_ptr(n->arena, r->out_slot);
+	memset(seg, 0, sizeof(*seg));
+	seg->src_off = r->out_slot + 2048;
+	seg->n_elem = j->n_elem;
+	seg->dtype = SHM_DTYPE_F32;
+	seg->scale = 1.0f;
+	memset(&r->result, 0, sizeof(r->result));
+	r->result.version = SHM_ABI_VERSION;
+	r->result.kind = SHM_DESC_RESULT;
+	r->result.job = j->id;
+	r->result.round = r->round;
+	r->result.nsegs = 1;
+	r->result.slot_off = r->out_slot;
+	r->result.segs_off = r->out_slot;
+	r->result.weight = r->received;
+	r->result.count = r->received;
+	/* The output slot stays r->out_slot's: round_free gives it back after the commit. */
+	r->has_result = true;
+	job_complete_rounds(n, j);
+}
+
 /*
  * A closed round's top may finish once it knows its final child count and,
  * when it steps from the previous model, once that model exists: rounds
@@ -933,6 +1089,14 @@ static void top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 		}
 	}
 	r->released = true;
+	if (j->algo.rule) {
+		int err = robust_start(n, j, r);
+
+		if (err)
+			trib_error("job %s round %u: starting the shards: %s", j->name, r->round,
+				   strerror(-err));
+		return;
+	}
 	top = rt_fnset_find(n->fns, r->top);
 	if (top)
 		rt_fn_ctl(top, FN_MSG_FLUSH, r->group ? r->nmids : r->started);
@@ -1033,7 +1197,13 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 		*errp = -ENOMEM;
 		return NULL;
 	}
-	err = top_start(n, r);
+	if (j->algo.rule) {
+		/* Exact robust rules: keep every update; shards run when the round closes. */
+		r->rups = trib_calloc(j->cpr, sizeof(*r->rups));
+		err = r->rups ? 0 : -ENOMEM;
+	} else {
+		err = top_start(n, r);
+	}
 	if (err) {
 		round_free(n, r, true);
 		*errp = err;
@@ -1208,6 +1378,27 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 			return err;
 	}
 	s = r->received;
+	if (j->algo.rule) {
+		memset(&d, 0, sizeof(d));
+		d.version = SHM_ABI_VERSION;
+		d.kind = SHM_DESC_UPDATE;
+		d.job = j->id;
+		d.round = round;
+		d.nsegs = nsegs;
+		d.slot_off = slot_off;
+		d.segs_off = segs_off;
+		d.weight = weight;
+		d.count = 1;
+		d.seq = s;
+		r->rups[s] = d;
+		r->received++;
+		j->accepted_total++;
+		n->m.accepted++;
+		*seq = s;
+		if (r->received == j->cpr)
+			round_close(n, j, r, false);
+		return 0;
+	}
 	err = leaf_for_next(n, j, r, &l);
 	if (err)
 		return err;
@@ -1350,6 +1541,15 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 	fn->idle_ns = trib_now_ns();
 	if (!r || fn->cfg.role == FN_ROLE_TOP)
 		return; /* the top's output is its RESULT, handled on its own */
+	if (fn->cfg.role == FN_ROLE_SHARD) {
+		if (fn->node < r->nshards && r->shard_fn[fn->node] == fn->id &&
+		    !r->shard_done[fn->node]) {
+			r->shard_done[fn->node] = true;
+			if (++r->ndone == r->nshards)
+				robust_phase_done(n, j, r);
+		}
+		return;
+	}
 	if (fn->cfg.role == FN_ROLE_MID) {
 		struct rt_mid *m;
 
@@ -1554,7 +1754,19 @@ static void recover(struct rt_node *n, struct rt_fn *fn)
 
 	if (!r || r->has_result)
 		return;
-	if (fn->cfg.role == FN_ROLE_TOP) {
+	if (r->recoveries >= RT_MAX_RECOVERIES) {
+		/* Something that fails every time (bad input, a bug): do not spin. */
+		trib_error("job %s round %u: %u functions replaced already; not replacing fn %u: "
+			   "the round cannot complete", j->name, r->round, r->recoveries, fn->id);
+		return;
+	}
+	if (fn->cfg.role == FN_ROLE_SHARD) {
+		if (fn->node >= r->nshards || r->shard_fn[fn->node] != fn->id ||
+		    r->shard_done[fn->node])
+			return;
+		what = "shard";
+		err = shard_start(n, r, fn->node);
+	} else if (fn->cfg.role == FN_ROLE_TOP) {
 		if (r->top != fn->id)
 			return;
 		garbage_add(r, r->top_acc);

@@ -109,6 +109,14 @@ struct rt_round {
 	struct shm_desc result;
 	float *result_payload; /* tcp: the model's bytes (owned), else NULL */
 	struct fn_params par;  /* the job's algorithm, with this round's slots */
+	/* exact robust rules: every update kept, then shards over coordinate ranges */
+	struct shm_desc *rups; /* the round's updates, in acceptance order (owned) */
+	uint64_t out_slot;     /* the model the shards write */
+	uint64_t task_slot;    /* struct fn_shard_task and what follows it */
+	uint32_t nshards;
+	uint32_t *shard_fn;    /* the function serving each shard (owned) */
+	bool *shard_done;      /* (owned) */
+	uint32_t ndone;
 	uint64_t model_slot;   /* the previous model, for the top's server step; 0: none */
 	uint64_t state_slot;   /* optimiser state [in | out]; 0: none */
 	size_t state_size;     /* bytes of one half */

@@ -250,3 +250,13 @@ Test(e2e_algorithms, fedbuff_async_versions_with_staleness_weights, .timeout = 2
 {
 	run_script("fedbuff.py");
 }
+
+Test(e2e_algorithms, robust_rules_exact_and_inside_the_honest_range, .timeout = 200)
+{
+	run_script("robust.py");
+}
+
+Test(e2e_algorithms, robust_rules_on_shm_unix, .timeout = 200)
+{
+	run_script_on("robust.py", "shm+unix");
+}
