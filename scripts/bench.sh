@@ -64,7 +64,7 @@ echo "== bench/baselines: HTTP ingest into Tributary, the Python baseline and ng
 
 echo
 echo "== bench/round: round time, CPU and memory, Tributary vs the Python baseline"
-# BENCH_FULL=1 make bench: 5 rounds a cell and the 1000 x 11.7M cell (about an hour here).
+# BENCH_FULL=1 make bench: more rounds a cell, and the 1000 x 11.7M cell (~10 min here).
 /usr/bin/python3 "$root/bench/round/run.py" --build "$build" ${BENCH_FULL:+--full} \
 	--csv "$root/bench/round/results.csv" || rc=1
 

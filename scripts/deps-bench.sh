@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Installs the Debian 12 packages the benchmark baselines and plots need; quiet when all are present.
+# Installs the Debian 12 packages the bench baselines and plots need; quiet when all are present.
 set -eu
 
 # nginx-light is the smallest Debian nginx; any installed nginx flavour will do.

@@ -88,9 +88,10 @@ def arena_slots(n):
 
     Tributary keeps every partial of a round, and the updates of each leaf still folding, until
     the round's model is written (docs/ARCHITECTURE.md, "No lost update": about
-    model x (C/F + a.F) with F ~ sqrt(C/a)). Measured peaks (this machine, shm+bpf) were 12, 30
-    and 95 models for 10, 100 and 1000 clients, about 3 sqrt(N) + 4; the arena gets 1.5 times
-    that plus 16 for bodies in flight (one per connection). A smaller arena is not just slower:
+    model x (C/F + a.F) with F ~ sqrt(C/a), plus autoscaler leaves). Measured peaks (this
+    machine, shm+bpf) were 12-15, 30-36 and 90-127 models for 10, 100 and 1000 clients, about
+    3 sqrt(N) + 4 and up to 4 sqrt(N); the arena gets 1.5 x (3 sqrt(N) + 4) plus 16 for bodies
+    in flight (one per connection). A smaller arena is not just slower:
     at 1000 x 1M with 48 slots the round wedged (503 "aggregation memory is full" for 120 s).
     """
     return 16 + math.ceil(1.5 * (3 * math.sqrt(n) + 4))
