@@ -49,12 +49,39 @@ int ctl_plan_tree(const struct ctl_plan_in *in, struct ctl_plan *out)
 	}
 	out->fanin = fanin;
 	out->active = active;
+	out->levels = 2;
+	out->mids = 0;
+	out->group = 0;
+	out->fits = true;
 	if (out->leaves > CTL_TOP_FANIN_MAX) {
 		out->levels = 3;
-		out->mids = (out->leaves + CTL_TOP_FANIN_MAX - 1) / CTL_TOP_FANIN_MAX;
-	} else {
-		out->levels = 2;
-		out->mids = 0;
+		out->group = CTL_TOP_FANIN_MAX;
 	}
+	/*
+	 * The arena: every partial of a two-level round lives until its model
+	 * is written, about model x (L + a F + 1). A third level frees a
+	 * group's partials once its mid has folded them: model x (L/G + G +
+	 * a F + 2), least at G = sqrt(L). Take it when two levels would not
+	 * fit in three quarters of the free arena.
+	 */
+	if (in->arena_free) {
+		double budget = 0.75 * (double)in->arena_free / (double)in->model_bytes;
+		double two = out->leaves + (double)active * fanin + 1;
+
+		if (out->levels == 2 && two > budget && out->leaves > 2) {
+			out->levels = 3;
+			out->group = (uint32_t)ceil(sqrt((double)out->leaves));
+			out->why = "a third level: two would hold more than the free arena";
+		}
+		if (out->levels == 3) {
+			double mids = ceil((double)out->leaves / out->group);
+
+			out->fits = mids + out->group + (double)active * fanin + 2 <= budget;
+		} else {
+			out->fits = two <= budget;
+		}
+	}
+	if (out->levels == 3)
+		out->mids = (out->leaves + out->group - 1) / out->group;
 	return 0;
 }

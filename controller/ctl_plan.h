@@ -3,6 +3,7 @@
 #ifndef CTL_PLAN_H
 #define CTL_PLAN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* What one leaf folds per second (bytes of update), unless measured: bench/fold, k=1. */
@@ -30,6 +31,8 @@ struct ctl_plan {
 	uint32_t active; /* leaves expected to fold at the same time */
 	uint32_t levels; /* 2, or 3 when leaves exceed CTL_TOP_FANIN_MAX */
 	uint32_t mids;   /* level-2 aggregators when levels == 3 */
+	uint32_t group;  /* leaves per mid when levels == 3 */
+	bool fits;       /* the estimated peak arena use fits arena_free (or it is unknown) */
 	const char *why; /* the rule that decided (static) */
 };
 

@@ -494,6 +494,7 @@ static void on_update_body(struct rt_conn *c)
 		return;
 	}
 	if (err == -ENOSPC) {
+		rt_job_relieve(n, j);
 		reject(c, RT_REJ_FULL, 503, "aggregation memory is full; retry shortly", -1,
 		       "Retry-After: 1\r\n");
 		return;
@@ -591,6 +592,7 @@ static void handle_update(struct rt_conn *c, struct rt_job *j)
 	err = shm_slot_alloc(n->arena, c->slot_len, &c->slot_off);
 	if (err) {
 		c->slot_off = UINT64_MAX;
+		rt_job_relieve(n, j);
 		reject(c, RT_REJ_FULL, 503, "aggregation memory is full; retry shortly", -1,
 		       "Retry-After: 1\r\n");
 		return;

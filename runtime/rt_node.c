@@ -1183,7 +1183,10 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 	r->fanin = plan.fanin;
 	r->nleaves = plan.leaves;
 	r->capleaves = plan.leaves;
-	r->group = plan.levels == 3 ? CTL_TOP_FANIN_MAX : 0;
+	r->group = plan.levels == 3 ? plan.group : 0;
+	if (!plan.fits)
+		trib_warn("job %s round %u: the plan may not fit the free arena; updates will wait "
+			  "(503) while leaves hand off early", j->name, j->round);
 	err = server_slots(n, j, r);
 	if (err) {
 		round_free(n, r, true);
@@ -1351,6 +1354,21 @@ static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r
 	r->cur = i;
 	*out = l;
 	return 0;
+}
+
+void rt_job_relieve(struct rt_node *n, struct rt_job *j)
+{
+	struct rt_round *r = j->open;
+	struct rt_leaf *l;
+
+	if (!r || j->algo.rule || !r->started)
+		return;
+	l = &r->leaves[r->cur];
+	if (l->done || l->sent == 0 || l->sent >= l->expected)
+		return;
+	trib_info("job %s round %u: arena full: leaf %u hands off after %u of %u updates to "
+		  "free their slots", j->name, r->round, r->cur, l->sent, l->expected);
+	leaf_cut(n, l);
 }
 
 int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t slot_off,

@@ -258,6 +258,13 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_t
  */
 int rt_job_accept(struct rt_node *n, struct rt_job *job, uint32_t round, uint64_t slot_off,
 		  uint64_t segs_off, uint32_t nsegs, double weight, uint32_t *seq);
+/*
+ * The arena could not take an update for @job: cut the leaf taking updates
+ * to what it has, so that its partial is made and its updates' slots come
+ * back (otherwise a round whose leaves all wait for more updates could hold
+ * the arena full for good).
+ */
+void rt_job_relieve(struct rt_node *n, struct rt_job *job);
 /* Set the starting model (before the first update): @data is n_elem floats in schema order. */
 int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data);
 /* The model file of version @v, held for the caller (rt_blob_release), or NULL (errno set). */

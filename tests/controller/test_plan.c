@@ -81,9 +81,12 @@ static const struct plan_case cases[] = {
 	  { .clients = 900, .arrival_rate = 2500, .model_bytes = 2 * MB, .fold_bw = 1e9,
 	    .cores = 8 },
 	  14, 68, 5, 3, 3, "arrivals" },
-	{ "arena_free does not change the plan",
-	  { .clients = 16, .model_bytes = MB, .cores = 8, .arena_free = 1 }, 4, 4, 1, 2, 0,
-	  "sqrt" },
+	{ "a free arena too small for two levels takes a third (groups of sqrt(leaves))",
+	  { .clients = 16, .model_bytes = MB, .cores = 8, .arena_free = 1 }, 4, 4, 1, 3, 2,
+	  "third level" },
+	{ "a large free arena leaves two levels",
+	  { .clients = 16, .model_bytes = MB, .cores = 8, .arena_free = 1000 * MB }, 4, 4, 1, 2,
+	  0, "sqrt" },
 };
 
 Test(ctl_plan, table_of_cases)

@@ -260,3 +260,8 @@ Test(e2e_algorithms, robust_rules_on_shm_unix, .timeout = 200)
 {
 	run_script_on("robust.py", "shm+unix");
 }
+
+Test(e2e_lifecycle, round_larger_than_the_arena_completes, .timeout = 200)
+{
+	run_script("small_arena.py");
+}
