@@ -28,6 +28,7 @@ struct rt_sim_opts {
 	uint64_t seed;
 	enum rt_sim_format format;
 	bool quiet;
+	bool no_check;                /* time only: the job's model is not the FedAvg mean */
 };
 
 /* CLI entry: @argv[0] is "simulate". Returns the exit code: 0 all good, 1 failure, 2 usage. */

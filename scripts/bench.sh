@@ -58,6 +58,10 @@ echo "== bench/lifecycle: cold start, warm hand-off, planner + autoscaler vs one
 bench/lifecycle/run.sh "$build" 3 || rc=1
 
 echo
+echo "== bench/algorithms: per algorithm, 100 updates of 1M parameters, relative to FedAvg"
+bench/algorithms/run.sh "$build" 3 || rc=1
+
+echo
 echo "== bench/baselines: HTTP ingest into Tributary, the Python baseline and nginx vs raw TCP"
 /usr/bin/python3 "$root/bench/baselines/ingest.py" --build "$build" \
 	--csv "$root/bench/baselines/results.csv" || rc=1

@@ -9,7 +9,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fn_dequant.h"
 #include "fn_fold.h"
+#include "shm_abi.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
@@ -176,12 +178,13 @@ static triad_fn triad_pick(const char **name, axpy_fn *axpy)
 	return triad_generic;
 }
 
-enum kernel { K_TRIAD, K_AXPY, K_FOLD, K_SCALE, K_CHECK };
+enum kernel { K_TRIAD, K_AXPY, K_FOLD, K_SCALE, K_CHECK, K_DEQ };
 
 /* One benchmarked configuration: which kernel over which buffers. */
 struct run {
 	enum kernel kind;
 	size_t k;		/* updates folded per call (K_FOLD) */
+	uint32_t dtype;		/* K_DEQ: enum shm_dtype of the update */
 	float *acc;		/* triad: a; fold/scale: acc; check: x */
 	const float *xs[N_UPDATES];	/* triad: b = xs[0], c = xs[1] */
 };
@@ -219,6 +222,9 @@ static void run_once(const struct bench *b, const struct run *r)
 		break;
 	case K_CHECK:
 		check_sink = fn_check_finite_f32(r->acc, b->n, NULL);
+		break;
+	case K_DEQ:
+		fn_dequant_fold(r->acc, r->xs[0], r->dtype, 1e-2f, ws[0], b->n);
 		break;
 	}
 }
@@ -272,6 +278,13 @@ static double report(const struct bench *b, const struct run *r, const char *lab
 		bytes = 8.0 * (double)b->n;
 		upd = 0;
 		break;
+	case K_DEQ: {
+		double es = r->dtype == SHM_DTYPE_I8 ? 1 : 2;
+
+		bytes = (8.0 + es) * (double)b->n;
+		upd = es * (double)b->n;
+		break;
+	}
 	default:
 		bytes = 4.0 * (double)b->n;
 		upd = bytes;
@@ -299,6 +312,7 @@ static void usage(const char *argv0)
 
 int main(int argc, char **argv)
 {
+	double dq_ratio[3] = { 0, 0, 0 };
 	struct region regs[1 + N_UPDATES] = { 0 };
 	enum page_mode mode = PAGES_HUGETLB, m = PAGES_HUGETLB;
 	struct bench b = { .reps = 10 };
@@ -417,6 +431,29 @@ int main(int argc, char **argv)
 	r.xs[0] = (const float *)((const char *)x[0] + 4);
 	report(&b, &r, "fold k=1, x 4-byte aligned", "offset, x+4 B");
 
+	/* Compressed updates, dequantised inside the fold (per value: same accumulator traffic). */
+	{
+		static const struct {
+			uint32_t dtype;
+			const char *label;
+		} dq[] = { { SHM_DTYPE_F16, "fold F16 (dequantised)" },
+			   { SHM_DTYPE_BF16, "fold BF16 (dequantised)" },
+			   { SHM_DTYPE_I8, "fold I8 x scale" } };
+		double f32_t = (8.0 + 4.0) / fold_bw; /* seconds per value of fold k=1 */
+
+		r.xs[0] = x[1];
+		r.kind = K_DEQ;
+		for (size_t q = 0; q < sizeof(dq) / sizeof(dq[0]); q++) {
+			double es = dq[q].dtype == SHM_DTYPE_I8 ? 1 : 2;
+			double bw;
+
+			/* Arbitrary bits as f16/bf16: denormal or NaN patterns cost the same here. */
+			r.dtype = dq[q].dtype;
+			bw = report(&b, &r, dq[q].label, "offset");
+			dq_ratio[q] = ((8.0 + es) / bw) / f32_t;
+		}
+		r.xs[0] = x[0];
+	}
 	r.kind = K_SCALE;
 	report(&b, &r, "scale", "offset");
 	r.kind = K_CHECK;
@@ -442,6 +479,8 @@ int main(int argc, char **argv)
 	printf("\nfold k=1 / triad (median, same byte accounting): %.2f, target >= %.2f: %s\n",
 	       ratio, TARGET_RATIO, ratio >= TARGET_RATIO ? "PASS" : "FAIL");
 	printf("fold k=1 / compiler a+=s*b (median, same traffic): %.2f\n", fold_bw / axpy_bw);
+	printf("time per value relative to F32: F16 %.2f, BF16 %.2f, I8 %.2f (update bytes: 0.5, "
+	       "0.5, 0.25)\n", dq_ratio[0], dq_ratio[1], dq_ratio[2]);
 	if (check_sink)
 		trib_warn("check_finite found a non-finite value in benchmark data");
 
