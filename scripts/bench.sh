@@ -6,16 +6,8 @@ build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
 # Baselines and plots need nginx, aiohttp, matplotlib (Debian packages); quiet when present.
 "$root/scripts/deps-bench.sh" || exit 1
-dir=$(mktemp -d /tmp/tributary-bench.XXXXXX)
-pid=""
-cleanup() {
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid" 2>/dev/null
-	fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
+. "$root/scripts/lib-up.sh"
+up_init bench
 rc=0
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
@@ -26,24 +18,10 @@ cat "$dir/fold.txt"
 
 echo
 echo "== bench/ingest: HTTP ingest into tributary up vs raw loopback TCP"
-"$build/tributary" up --listen 127.0.0.1:0 --port-file "$dir/port" --data-dir "$dir/data" \
-	2>"$dir/up.log" &
-pid=$!
-i=0
-while [ ! -s "$dir/port" ]; do
-	i=$((i + 1))
-	if [ $i -gt 100 ]; then
-		echo "bench: tributary up did not start" >&2
-		cat "$dir/up.log" >&2
-		exit 1
-	fi
-	sleep 0.1
-done
-"$build/bench/ingest/bench_ingest" --url "http://127.0.0.1:$(cat "$dir/port")" \
-	--data-dir "$dir/data" --updates 100 --params 1000000 || rc=1
-kill -TERM "$pid"
-wait "$pid" 2>/dev/null
-pid=""
+up_start "$build" || exit 1
+"$build/bench/ingest/bench_ingest" --url "$url" --data-dir "$dir/data" --updates 100 \
+	--params 1000000 || rc=1
+up_stop
 
 echo
 echo "== bench/hop: one descriptor hop, sk_msg redirect vs Unix socket vs loopback TCP"

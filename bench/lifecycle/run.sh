@@ -6,28 +6,10 @@
 set -u
 build=${1:-build}
 rounds=${2:-3}
-dir=$(mktemp -d /tmp/tributary-life.XXXXXX)
-pid=""
-cleanup() {
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid" 2>/dev/null
-	fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
+. "$(dirname "$0")/../../scripts/lib-up.sh"
+up_init life
 
-"$build/tributary" up --listen 127.0.0.1:0 --port-file "$dir/port" --data-dir "$dir/data" \
-	--arena-mb 2048 2>"$dir/up.log" &
-pid=$!
-i=0
-while [ ! -s "$dir/port" ]; do
-	i=$((i + 1))
-	[ $i -gt 200 ] && { cat "$dir/up.log" >&2; exit 1; }
-	sleep 0.05
-done
-url="http://127.0.0.1:$(cat "$dir/port")"
-admin=$(cat "$dir/data/admin-token")
+up_start "$build" --arena-mb 2048 || exit 1
 
 median_round() { # job, extra JSON
 	curl -sf -H "Authorization: Bearer $admin" "$url/v1/jobs" \

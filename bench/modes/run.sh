@@ -7,38 +7,19 @@ build=${1:-build}
 rounds=${2:-3}
 shift 2 2>/dev/null || shift $#
 params=${*:-"1000000 11700000"}
-dir=$(mktemp -d /tmp/tributary-modes.XXXXXX)
-pid=""
-cleanup() {
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid"
-		wait "$pid" 2>/dev/null
-	fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
+. "$(dirname "$0")/../../scripts/lib-up.sh"
+up_init modes
 
 # One server per (mode, size); prints the median round time of $rounds rounds.
 run_one() {
 	mode=$1
 	p=$2
-	rm -rf "$dir/data" "$dir/port"
-	"$build/tributary" up --listen 127.0.0.1:0 --port-file "$dir/port" --data-dir "$dir/data" \
-		--arena-mb 3072 --dataplane "$mode" 2>"$dir/up.log" &
-	pid=$!
-	i=0
-	while [ ! -s "$dir/port" ]; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && { cat "$dir/up.log" >&2; exit 1; }
-		sleep 0.05
-	done
+	up_start "$build" --arena-mb 3072 --dataplane "$mode" || exit 1
 	"$build/tributary" simulate --job bench --clients 100 --rounds "$rounds" --params "$p" \
-		--format raw --url "http://127.0.0.1:$(cat "$dir/port")" --data-dir "$dir/data" \
+		--format raw --url "$url" --data-dir "$dir/data" \
 		--quiet >"$dir/sim.out" 2>"$dir/sim.err"
 	rc=$?
-	kill -TERM "$pid"
-	wait "$pid" 2>/dev/null
-	pid=""
+	up_stop
 	if [ $rc -ne 0 ]; then
 		echo "bench/modes: simulate failed on $mode ($p params):" >&2
 		cat "$dir/sim.out" "$dir/sim.err" >&2
