@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "trib_alloc.h"
+#include "trib_run.h"
 
 /*
  * Environment, set by tests/e2e/meson.build:
@@ -18,48 +19,6 @@
  *   E2E_PYTHON                       an interpreter with numpy (default /usr/bin/python3)
  */
 #define SCRIPT_TIMEOUT_S 170
-
-/*
- * Read all of @fd into a NUL-terminated heap buffer; *out is owned by the
- * caller (trib_free). Returns 0 or -errno.
- */
-static int slurp(int fd, char **out)
-{
-	size_t len = 0, cap = 65536;
-	char *buf = trib_malloc(cap);
-
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n;
-
-		if (cap - len < 4096) {
-			char *nb = trib_realloc(buf, cap * 2);
-
-			if (!nb) {
-				trib_free(buf);
-				return -ENOMEM;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		n = read(fd, buf + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int err = -errno;
-
-			trib_free(buf);
-			return err;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	*out = buf;
-	return 0;
-}
 
 /*
  * Run @script (.py or .sh, in E2E_SRC_DIR) with the server on data plane
@@ -71,10 +30,12 @@ static void run_script_on(const char *script, const char *mode)
 	const char *py = getenv("E2E_PYTHON");
 	const char *bin = getenv("TRIBUTARY_BIN");
 	bool is_sh = strlen(script) > 3 && !strcmp(script + strlen(script) - 3, ".sh");
-	char path[4096], tmo[16];
+	char path[4096], tmo[16], envmode[64];
+	const char *env[] = { mode ? envmode : NULL, NULL };
+	const char *argv[3];
+	struct trib_run_opts o = { .timeout_s = tmo, .env = env };
 	char *out = NULL;
-	int pfd[2], status = 0, err;
-	pid_t pid;
+	int status = 0, err;
 
 	cr_assert(dir && bin, "TRIBUTARY_BIN and E2E_SRC_DIR must be set (run it by meson test)");
 	if (!py || !*py)
@@ -83,25 +44,13 @@ static void run_script_on(const char *script, const char *mode)
 	cr_assert((size_t)snprintf(path, sizeof(path), "%s/%s", dir, script) < sizeof(path));
 	cr_assert(access(path, R_OK) == 0, "no script %s", path);
 	snprintf(tmo, sizeof(tmo), "%d", SCRIPT_TIMEOUT_S);
-	cr_assert(pipe2(pfd, O_CLOEXEC) == 0);
-	pid = fork();
-	cr_assert(pid >= 0, "fork: %s", strerror(errno));
-	if (pid == 0) {
-		/* The script's output goes to the pipe; `timeout` keeps a hung scenario bounded. */
-		dup2(pfd[1], STDOUT_FILENO);
-		dup2(pfd[1], STDERR_FILENO);
-		if (mode)
-			setenv("TRIBUTARY_DATAPLANE", mode, 1);
-		execl("/usr/bin/timeout", "timeout", "-k", "5", tmo, is_sh ? "/bin/bash" : py, path,
-		      (char *)NULL);
-		_exit(127);
-	}
-	close(pfd[1]);
-	err = slurp(pfd[0], &out);
-	close(pfd[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	cr_assert(err == 0, "reading the output of %s: %s", script, strerror(-err));
+	if (mode)
+		snprintf(envmode, sizeof(envmode), "TRIBUTARY_DATAPLANE=%s", mode);
+	argv[0] = is_sh ? "/bin/bash" : py;
+	argv[1] = path;
+	argv[2] = NULL;
+	err = trib_run(argv, &o, &out, &status);
+	cr_assert(err == 0, "running %s: %s", script, strerror(-err));
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		fprintf(stderr,
 			"===== %s failed (%s %d); its output: =====\n%s\n===== end of %s =====\n",

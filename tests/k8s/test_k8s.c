@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "trib_alloc.h"
+#include "trib_run.h"
 
 /*
  * Environment, set by tests/k8s/meson.build:
@@ -62,95 +63,12 @@ static bool in_path(const char *name)
 	return false;
 }
 
-/*
- * Read all of @fd into a NUL-terminated heap buffer; *out is owned by the
- * caller (trib_free). Does not close @fd. Returns 0 or -errno.
- */
-static int slurp(int fd, char **out)
-{
-	size_t len = 0, cap = 16384;
-	char *buf = trib_malloc(cap);
-
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n;
-
-		if (cap - len < 4096) {
-			char *nb = trib_realloc(buf, cap * 2);
-
-			if (!nb) {
-				trib_free(buf);
-				return -ENOMEM;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		n = read(fd, buf + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int err = -errno;
-
-			trib_free(buf);
-			return err;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	*out = buf;
-	return 0;
-}
-
-/*
- * Run @argv (looked up in PATH) under timeout(1). Its stdout goes to the file
- * @out_path when given, else with stderr into *output, which the caller owns
- * (trib_free). *status gets the wait status. Returns 0 or -errno.
- */
+/* Run @argv under timeout(1); stdout to @out_path when given (tests/common/trib_run.h). */
 static int run(const char *const argv[], const char *out_path, char **output, int *status)
 {
-	const char *targv[16] = { "timeout", "-k", "5", CMD_TIMEOUT };
-	int pfd[2], err, i;
-	pid_t pid;
+	struct trib_run_opts o = { .timeout_s = CMD_TIMEOUT, .out_path = out_path };
 
-	for (i = 0; argv[i]; i++) {
-		if (i + 5 >= (int)(sizeof(targv) / sizeof(targv[0])))
-			return -E2BIG;
-		targv[i + 4] = argv[i];
-	}
-	targv[i + 4] = NULL;
-	if (pipe2(pfd, O_CLOEXEC))
-		return -errno;
-	pid = fork();
-	if (pid < 0) {
-		err = -errno;
-		close(pfd[0]);
-		close(pfd[1]);
-		return err;
-	}
-	if (pid == 0) {
-		int ofd = pfd[1];
-
-		if (out_path) {
-			ofd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-			if (ofd < 0)
-				_exit(126);
-		}
-		dup2(ofd, STDOUT_FILENO);
-		dup2(pfd[1], STDERR_FILENO);
-		execvp(targv[0], (char *const *)targv);
-		_exit(127);
-	}
-	close(pfd[1]);
-	err = slurp(pfd[0], output);
-	close(pfd[0]);
-	while (waitpid(pid, status, 0) < 0) {
-		if (errno != EINTR)
-			return -errno;
-	}
-	return err;
+	return trib_run(argv, &o, output, status);
 }
 
 /* Read file @path into a NUL-terminated heap buffer; *out is owned by the caller. 0 or -errno. */
@@ -160,7 +78,7 @@ static int read_file(const char *path, char **out)
 
 	if (fd < 0)
 		return -errno;
-	err = slurp(fd, out);
+	err = trib_slurp(fd, out);
 	close(fd);
 	return err;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "trib_alloc.h"
+#include "trib_run.h"
 
 /*
  * Environment, set by tests/python/meson.build:
@@ -19,57 +20,17 @@
  */
 #define SUITE_TIMEOUT_S 240
 
-/*
- * Read all of @fd into a NUL-terminated heap buffer; *out is owned by the
- * caller (trib_free). Returns 0 or -errno.
- */
-static int slurp(int fd, char **out)
-{
-	size_t len = 0, cap = 65536;
-	char *buf = trib_malloc(cap);
-
-	if (!buf)
-		return -ENOMEM;
-	for (;;) {
-		ssize_t n;
-
-		if (cap - len < 4096) {
-			char *nb = trib_realloc(buf, cap * 2);
-
-			if (!nb) {
-				trib_free(buf);
-				return -ENOMEM;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		n = read(fd, buf + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int err = -errno;
-
-			trib_free(buf);
-			return err;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	*out = buf;
-	return 0;
-}
-
 Test(python_client, unittest_suite_passes, .timeout = 280)
 {
 	const char *dir = getenv("PYCLIENT_SRC_DIR");
 	const char *py = getenv("PYCLIENT_PYTHON");
 	const char *bin = getenv("TRIBUTARY_BIN");
 	char path[4096], tmo[16];
+	const char *env[] = { "PYTHONDONTWRITEBYTECODE=1", NULL };
+	const char *argv[] = { NULL, "-m", "unittest", "-v", "test_client", NULL };
+	struct trib_run_opts o = { .timeout_s = tmo, .chdir = dir, .env = env };
 	char *out = NULL;
-	int pfd[2], status = 0, err;
-	pid_t pid;
+	int status = 0, err;
 
 	cr_assert(dir && bin,
 		  "TRIBUTARY_BIN and PYCLIENT_SRC_DIR must be set (run it by meson test)");
@@ -80,25 +41,9 @@ Test(python_client, unittest_suite_passes, .timeout = 280)
 	cr_assert((size_t)snprintf(path, sizeof(path), "%s/test_client.py", dir) < sizeof(path));
 	cr_assert(access(path, R_OK) == 0, "no test suite %s", path);
 	snprintf(tmo, sizeof(tmo), "%d", SUITE_TIMEOUT_S);
-	cr_assert(pipe2(pfd, O_CLOEXEC) == 0);
-	pid = fork();
-	cr_assert(pid >= 0, "fork: %s", strerror(errno));
-	if (pid == 0) {
-		/* From the suite's folder `-m unittest test_client` imports it by module name. */
-		dup2(pfd[1], STDOUT_FILENO);
-		dup2(pfd[1], STDERR_FILENO);
-		if (chdir(dir) != 0)
-			_exit(126);
-		setenv("PYTHONDONTWRITEBYTECODE", "1", 1);
-		execl("/usr/bin/timeout", "timeout", "-k", "5", tmo, py, "-m", "unittest", "-v",
-		      "test_client", (char *)NULL);
-		_exit(127);
-	}
-	close(pfd[1]);
-	err = slurp(pfd[0], &out);
-	close(pfd[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	/* From the suite's folder `-m unittest test_client` imports it by module name. */
+	argv[0] = py;
+	err = trib_run(argv, &o, &out, &status);
 	cr_assert(err == 0, "reading the suite's output: %s", strerror(-err));
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		fprintf(stderr, "===== test_client.py failed; its output: =====\n%s\n"
