@@ -59,6 +59,8 @@ struct rt_gw {
 	struct rt_conn *conns;
 	uint32_t nconns;
 	bool stop;
+	bool draining;            /* stopping: no clients, waiting for full rounds to commit */
+	uint64_t drain_deadline;
 	bool accepting;
 	char scratch[65536];
 };
@@ -698,14 +700,15 @@ static void on_accept(struct rt_gw *gw, int res, unsigned flags)
 	struct rt_conn *c;
 	int one = 1;
 
-	if (!(flags & IORING_CQE_F_MORE) && !gw->stop)
+	if (!(flags & IORING_CQE_F_MORE) && !gw->stop && !gw->draining)
 		arm_accept(gw);
 	if (res < 0) {
-		if (res != -ECANCELED)
+		/* While draining the listener is shut down on purpose. */
+		if (res != -ECANCELED && !gw->draining)
 			trib_warn("accept: %s", strerror(-res));
 		return;
 	}
-	if (gw->stop) {
+	if (gw->stop || gw->draining) {
 		close(res);
 		return;
 	}
@@ -786,6 +789,33 @@ static int listen_on(struct rt_node *n, int *out)
 	return 0;
 }
 
+/* Full rounds whose model is not written yet: every update in them was answered 202. */
+static bool rounds_in_flight(struct rt_node *n)
+{
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		for (struct rt_round *r = j->inflight; r; r = r->next)
+			if (r->closed)
+				return true;
+	return false;
+}
+
+/*
+ * SIGINT/SIGTERM: stop taking clients at once, but let full rounds finish
+ * (their functions are folding) so that no update answered 202 in a full
+ * round is lost; at most 30 s, and a second signal stops at once. Updates
+ * of a round that is still open are lost with it (docs/ARCHITECTURE.md).
+ */
+static void begin_drain(struct rt_gw *gw)
+{
+	gw->draining = true;
+	gw->drain_deadline = trib_now_ns() + 30ull * 1000000000ull;
+	shutdown(gw->lfd, SHUT_RDWR);
+	for (struct rt_conn *c = gw->conns; c; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+	if (rounds_in_flight(gw->node))
+		trib_info("waiting for full rounds to be written before stopping");
+}
+
 int rt_gw_run(struct rt_node *n)
 {
 	struct rt_gw *gw;
@@ -842,6 +872,12 @@ int rt_gw_run(struct rt_node *n)
 	}
 
 	while (!gw->stop) {
+		if (gw->draining && (!rounds_in_flight(n) || trib_now_ns() > gw->drain_deadline)) {
+			if (rounds_in_flight(n))
+				trib_warn("stopping with rounds still aggregating after 30 s; their "
+					  "updates are lost");
+			break;
+		}
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
 
@@ -867,9 +903,13 @@ int rt_gw_run(struct rt_node *n)
 				if (res == sizeof(gw->si)) {
 					if (gw->si.ssi_signo == SIGCHLD) {
 						rt_node_on_sigchld(n);
+					} else if (gw->draining) {
+						trib_info("signal %u again: stopping now",
+							  gw->si.ssi_signo);
+						gw->stop = true;
 					} else {
 						trib_info("signal %u: stopping", gw->si.ssi_signo);
-						gw->stop = true;
+						begin_drain(gw);
 					}
 				}
 				if (!gw->stop)
