@@ -214,3 +214,8 @@ Test(e2e_lifecycle, round_larger_than_the_arena_completes, .timeout = 200)
 {
 	run_script("small_arena.py");
 }
+
+Test(e2e_restart, clean_stop_writes_the_full_round_in_flight, .timeout = 200)
+{
+	run_script("drain.py");
+}
