@@ -815,6 +815,7 @@ struct fn_row {
 	bool live;
 	int state;
 	uint32_t served;
+	int pid;
 	uint64_t msgs, bytes;
 	int64_t depth;
 	double age_s; /* live: since spawn */
@@ -853,6 +854,7 @@ static void collect_live(struct rt_fn *fn, void *arg)
 		.live = !fn->exited,
 		.state = fn->state,
 		.served = fn->served,
+		.pid = (int)fn->pid,
 		.age_s = (double)(trib_now_ns() - fn->spawn_ns) / 1e9,
 		.fanin = fn->cfg.expected,
 	};
@@ -916,6 +918,7 @@ static void handle_functions(struct rt_conn *c)
 			json_object_set_new(e, "fan_in", json_integer(r->fanin));
 			json_object_set_new(e, "age_s", json_real(r->age_s));
 			json_object_set_new(e, "served", json_integer(r->served));
+			json_object_set_new(e, "pid", json_integer(r->pid));
 			if (r->role != FN_ROLE_TOP)
 				json_object_set_new(e, "index", json_integer(r->index));
 		}

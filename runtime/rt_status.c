@@ -63,17 +63,23 @@ static void print_jobs(json_t *jobs, const char *only)
 	size_t i;
 	json_t *j;
 
-	printf("%-24s %7s %10s %7s %7s %8s\n", "JOB", "ROUND", "RECEIVED", "FAN-IN", "MODEL",
-	       "PARAMS");
+	printf("%-24s %-13s %7s %10s %7s %7s %8s\n", "JOB", "ALGORITHM", "ROUND", "RECEIVED",
+	       "FAN-IN", "MODEL", "PARAMS");
 	json_array_foreach(jobs, i, j) {
-		char recv[32];
+		char recv[32], fan[16];
 
 		if (only && strcmp(only, jstr(j, "job")))
 			continue;
 		snprintf(recv, sizeof(recv), "%lld/%lld", jint(j, "received"),
 			 jint(j, "clients_per_round"));
-		printf("%-24s %7lld %10s %7lld %6s%lld %8lld\n", jstr(j, "job"), jint(j, "round"),
-		       recv, jint(j, "fan_in"), "v", jint(j, "model_round"), jint(j, "params"));
+		/* Planned per round: shown once a round is open. */
+		if (json_is_integer(json_object_get(j, "fan_in")) && jint(j, "fan_in"))
+			snprintf(fan, sizeof(fan), "%lld", jint(j, "fan_in"));
+		else
+			snprintf(fan, sizeof(fan), "auto");
+		printf("%-24s %-13s %7lld %10s %7s %6s%lld %8lld\n", jstr(j, "job"),
+		       jstr(j, "algorithm"), jint(j, "round"), recv, fan, "v", jint(j, "model_round"),
+		       jint(j, "params"));
 	}
 }
 
