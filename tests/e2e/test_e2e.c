@@ -219,3 +219,8 @@ Test(e2e_restart, clean_stop_writes_the_full_round_in_flight, .timeout = 200)
 {
 	run_script("drain.py");
 }
+
+Test(e2e_http, random_and_near_valid_requests_crash_nothing_and_lose_nothing, .timeout = 200)
+{
+	run_script("fuzz_server.py");
+}
