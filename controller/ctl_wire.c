@@ -1,0 +1,468 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The cluster's wire over nng. nng runs its callbacks on its own threads;
+ * they only move messages into a locked queue and poke an eventfd, so all
+ * cluster state stays in the owner's one event-loop thread.
+ */
+#include "ctl_wire.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "trib_alloc.h"
+#include "trib_log.h"
+
+/* Requests served at once; more wait in nng's queue. */
+#define WIRE_SLOTS 32
+#define WIRE_PEERS 64
+
+enum { SLOT_RECV, SLOT_BUSY, SLOT_SEND, SLOT_DEAD };
+
+struct wire_slot {
+	struct ctl_wire *w;
+	nng_ctx ctx;
+	nng_aio *aio;
+	int state;
+};
+
+struct wire_peer {
+	char url[128];
+	nng_socket sock;
+};
+
+struct wire_req {
+	struct ctl_wire *w;
+	nng_ctx ctx;
+	nng_aio *aio;
+	uint64_t cookie;
+	bool sent;
+};
+
+struct ctl_wire {
+	int efd;
+	bool listening;
+	nng_socket rep;
+	struct wire_slot slots[WIRE_SLOTS];
+	struct wire_peer peers[WIRE_PEERS];
+	unsigned npeers;
+	pthread_mutex_t lock;
+	struct ctl_event *head, **tail;
+	unsigned pending; /* our requests whose event is not freed yet (under lock) */
+	bool closing;
+};
+
+static int err_from_nng(int rv)
+{
+	switch (rv) {
+	case 0:
+		return 0;
+	case NNG_ETIMEDOUT:
+		return -ETIMEDOUT;
+	case NNG_ECONNREFUSED:
+		return -ECONNREFUSED;
+	case NNG_ECONNRESET:
+	case NNG_ECONNSHUT:
+		return -ECONNRESET;
+	case NNG_EADDRINUSE:
+		return -EADDRINUSE;
+	case NNG_EADDRINVAL:
+	case NNG_EINVAL:
+		return -EINVAL;
+	case NNG_ENOMEM:
+		return -ENOMEM;
+	case NNG_ECLOSED:
+	case NNG_ECANCELED:
+		return -ECANCELED;
+	default:
+		return -EIO;
+	}
+}
+
+static void push(struct ctl_wire *w, struct ctl_event *ev)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&w->lock);
+	ev->next = NULL;
+	*w->tail = ev;
+	w->tail = &ev->next;
+	pthread_mutex_unlock(&w->lock);
+	if (write(w->efd, &one, sizeof(one)) < 0)
+		trib_warn("wire: eventfd: %s", strerror(errno));
+}
+
+/* Split a message into header and payload; 0 or -EPROTO. */
+static int decode(nng_msg *m, struct ctl_event *ev)
+{
+	const uint8_t *b = nng_msg_body(m);
+	size_t len = nng_msg_len(m);
+	uint32_t hl;
+
+	if (len < 4)
+		return -EPROTO;
+	hl = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+	if (hl > len - 4)
+		return -EPROTO;
+	ev->hdr = json_loadb((const char *)b + 4, hl, 0, NULL);
+	if (!json_is_object(ev->hdr)) {
+		json_decref(ev->hdr);
+		ev->hdr = NULL;
+		return -EPROTO;
+	}
+	ev->payload = b + 4 + hl;
+	ev->plen = len - 4 - hl;
+	return 0;
+}
+
+static int encode(json_t *hdr, const void *payload, size_t len, nng_msg **out)
+{
+	char *h = json_dumps(hdr, JSON_COMPACT);
+	size_t hl = h ? strlen(h) : 0;
+	uint8_t pre[4];
+	nng_msg *m;
+	int rv;
+
+	if (!h)
+		return -ENOMEM;
+	rv = nng_msg_alloc(&m, 0);
+	if (!rv) {
+		pre[0] = (uint8_t)hl;
+		pre[1] = (uint8_t)(hl >> 8);
+		pre[2] = (uint8_t)(hl >> 16);
+		pre[3] = (uint8_t)(hl >> 24);
+		rv = nng_msg_append(m, pre, 4);
+	}
+	if (!rv)
+		rv = nng_msg_append(m, h, hl);
+	/* The one copy on the sending side: nng owns its message buffers. */
+	if (!rv && len)
+		rv = nng_msg_append(m, payload, len);
+	free(h); /* jansson's */
+	if (rv) {
+		nng_msg_free(m);
+		return err_from_nng(rv);
+	}
+	*out = m;
+	return 0;
+}
+
+static void slot_cb(void *arg)
+{
+	struct wire_slot *s = arg;
+	struct ctl_wire *w = s->w;
+	int rv = nng_aio_result(s->aio);
+
+	if (s->state == SLOT_SEND) {
+		if (rv) {
+			nng_msg_free(nng_aio_get_msg(s->aio));
+			if (rv == NNG_ECLOSED) {
+				s->state = SLOT_DEAD;
+				return;
+			}
+		}
+		s->state = SLOT_RECV;
+		nng_ctx_recv(s->ctx, s->aio);
+		return;
+	}
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+		s->state = SLOT_DEAD;
+		return;
+	}
+	if (!rv) {
+		nng_msg *m = nng_aio_get_msg(s->aio);
+		struct ctl_event *ev = calloc(1, sizeof(*ev));
+
+		if (ev && !decode(m, ev)) {
+			ev->kind = CTL_EV_REQUEST;
+			ev->msg = m;
+			ev->slot = s;
+			s->state = SLOT_BUSY;
+			push(w, ev);
+			return; /* re-armed once answered */
+		}
+		trib_warn("wire: dropped a malformed request (%zu bytes)", nng_msg_len(m));
+		free(ev);
+		nng_msg_free(m);
+	}
+	nng_ctx_recv(s->ctx, s->aio);
+}
+
+static void req_cb(void *arg)
+{
+	struct wire_req *r = arg;
+	struct ctl_event *ev = calloc(1, sizeof(*ev));
+	int rv = nng_aio_result(r->aio);
+
+	if (!ev) {
+		trib_error("wire: out of memory for an event; request %llu lost",
+			   (unsigned long long)r->cookie);
+		return;
+	}
+	ev->cookie = r->cookie;
+	ev->req = r;
+	if (!r->sent) {
+		if (!rv) {
+			free(ev);
+			r->sent = true;
+			nng_ctx_recv(r->ctx, r->aio);
+			return;
+		}
+		nng_msg_free(nng_aio_get_msg(r->aio));
+		ev->kind = CTL_EV_FAIL;
+		ev->err = err_from_nng(rv);
+	} else if (rv) {
+		ev->kind = CTL_EV_FAIL;
+		ev->err = err_from_nng(rv);
+	} else {
+		nng_msg *m = nng_aio_get_msg(r->aio);
+
+		if (decode(m, ev)) {
+			nng_msg_free(m);
+			ev->kind = CTL_EV_FAIL;
+			ev->err = -EPROTO;
+		} else {
+			ev->kind = CTL_EV_REPLY;
+			ev->msg = m;
+		}
+	}
+	push(r->w, ev);
+}
+
+int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
+{
+	struct ctl_wire *w = trib_calloc(1, sizeof(*w));
+	int rv;
+
+	if (!w)
+		return -ENOMEM;
+	w->tail = &w->head;
+	pthread_mutex_init(&w->lock, NULL);
+	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (w->efd < 0) {
+		int err = -errno;
+
+		trib_free(w);
+		return err;
+	}
+	if (listen_url) {
+		rv = nng_rep0_open(&w->rep);
+		if (!rv)
+			rv = nng_socket_set_size(w->rep, NNG_OPT_RECVMAXSZ, 0);
+		if (!rv)
+			rv = nng_listen(w->rep, listen_url, NULL, 0);
+		if (rv) {
+			int err = err_from_nng(rv);
+
+			trib_error("wire: cannot listen on %s: %s", listen_url, nng_strerror(rv));
+			nng_close(w->rep);
+			close(w->efd);
+			trib_free(w);
+			return err;
+		}
+		w->listening = true;
+		for (int i = 0; i < WIRE_SLOTS; i++) {
+			struct wire_slot *s = &w->slots[i];
+
+			s->w = w;
+			s->state = SLOT_DEAD;
+			if (nng_ctx_open(&s->ctx, w->rep) || nng_aio_alloc(&s->aio, slot_cb, s))
+				continue;
+			s->state = SLOT_RECV;
+			nng_ctx_recv(s->ctx, s->aio);
+		}
+	}
+	*out = w;
+	return 0;
+}
+
+int ctl_wire_fd(const struct ctl_wire *w)
+{
+	return w->efd;
+}
+
+struct ctl_event *ctl_wire_next(struct ctl_wire *w)
+{
+	struct ctl_event *ev;
+
+	pthread_mutex_lock(&w->lock);
+	ev = w->head;
+	if (ev) {
+		w->head = ev->next;
+		if (!w->head)
+			w->tail = &w->head;
+		ev->next = NULL;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return ev;
+}
+
+static int peer_get(struct ctl_wire *w, const char *url, nng_socket *out)
+{
+	struct wire_peer *p;
+	int rv;
+
+	for (unsigned i = 0; i < w->npeers; i++) {
+		if (!strcmp(w->peers[i].url, url)) {
+			*out = w->peers[i].sock;
+			return 0;
+		}
+	}
+	if (w->npeers == WIRE_PEERS || strlen(url) >= sizeof(p->url))
+		return -ENOSPC;
+	p = &w->peers[w->npeers];
+	rv = nng_req0_open(&p->sock);
+	if (rv)
+		return err_from_nng(rv);
+	/* Never resend: requests are not all idempotent (an update's acceptance is counted). */
+	nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, 0);
+	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
+	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 500);
+	/* In the background: a peer that is not up yet is dialled again until it is. */
+	rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+	if (rv) {
+		nng_close(p->sock);
+		return err_from_nng(rv);
+	}
+	snprintf(p->url, sizeof(p->url), "%s", url);
+	w->npeers++;
+	*out = p->sock;
+	return 0;
+}
+
+int ctl_wire_request(struct ctl_wire *w, const char *url, json_t *hdr, const void *payload,
+		     size_t len, uint64_t cookie, uint32_t timeout_ms)
+{
+	struct wire_req *r;
+	nng_socket sock;
+	nng_msg *m;
+	int err;
+
+	err = peer_get(w, url, &sock);
+	if (err)
+		return err;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->w = w;
+	r->cookie = cookie;
+	err = err_from_nng(nng_ctx_open(&r->ctx, sock));
+	if (err) {
+		free(r);
+		return err;
+	}
+	err = err_from_nng(nng_aio_alloc(&r->aio, req_cb, r));
+	if (err) {
+		nng_ctx_close(r->ctx);
+		free(r);
+		return err;
+	}
+	err = encode(hdr, payload, len, &m);
+	if (err) {
+		nng_aio_free(r->aio);
+		nng_ctx_close(r->ctx);
+		free(r);
+		return err;
+	}
+	nng_aio_set_timeout(r->aio, (nng_duration)timeout_ms);
+	nng_aio_set_msg(r->aio, m);
+	pthread_mutex_lock(&w->lock);
+	w->pending++;
+	pthread_mutex_unlock(&w->lock);
+	nng_ctx_send(r->ctx, r->aio);
+	return 0;
+}
+
+int ctl_wire_reply(struct ctl_wire *w, struct ctl_event *ev, json_t *hdr, const void *payload,
+		   size_t len)
+{
+	struct wire_slot *s = ev->slot;
+	nng_msg *m;
+	int err;
+
+	(void)w;
+	if (!s)
+		return -EINVAL;
+	ev->slot = NULL;
+	err = encode(hdr, payload, len, &m);
+	if (err) {
+		/* Let the peer time out rather than wedge the context. */
+		s->state = SLOT_RECV;
+		nng_ctx_recv(s->ctx, s->aio);
+		return err;
+	}
+	s->state = SLOT_SEND;
+	nng_aio_set_msg(s->aio, m);
+	nng_ctx_send(s->ctx, s->aio);
+	return 0;
+}
+
+void ctl_event_free(struct ctl_wire *w, struct ctl_event *ev)
+{
+	if (!ev)
+		return;
+	if (ev->slot) {
+		json_t *h = json_pack("{s:s}", "error", "dropped");
+
+		ctl_wire_reply(w, ev, h, NULL, 0);
+		json_decref(h);
+	}
+	if (ev->req) {
+		struct wire_req *r = ev->req;
+
+		/* From this thread, never from nng's callback: reaping waits for the callback. */
+		nng_aio_reap(r->aio);
+		nng_ctx_close(r->ctx);
+		free(r);
+		pthread_mutex_lock(&w->lock);
+		w->pending--;
+		pthread_mutex_unlock(&w->lock);
+	}
+	if (ev->msg)
+		nng_msg_free(ev->msg);
+	json_decref(ev->hdr);
+	free(ev);
+}
+
+void ctl_wire_close(struct ctl_wire *w)
+{
+	struct ctl_event *ev;
+
+	if (!w)
+		return;
+	w->closing = true;
+	/* Closing the sockets ends every aio; their callbacks may still queue events. */
+	if (w->listening)
+		nng_close(w->rep);
+	for (unsigned i = 0; i < w->npeers; i++)
+		nng_close(w->peers[i].sock);
+	for (int i = 0; i < WIRE_SLOTS; i++)
+		if (w->slots[i].aio)
+			nng_aio_free(w->slots[i].aio);
+	/* Our requests end with ECLOSED; wait (briefly) for their events to free them. */
+	for (int tries = 0; tries < 200; tries++) {
+		unsigned left;
+
+		while ((ev = ctl_wire_next(w))) {
+			ev->slot = NULL;
+			ctl_event_free(w, ev);
+		}
+		pthread_mutex_lock(&w->lock);
+		left = w->pending;
+		pthread_mutex_unlock(&w->lock);
+		if (!left)
+			break;
+		usleep(10000);
+	}
+	close(w->efd);
+	pthread_mutex_destroy(&w->lock);
+	trib_free(w);
+}
