@@ -162,6 +162,12 @@ struct fn_config {
  * the function waits for a FLUSH that gives the final count.
  */
 #define FN_CFG_FINAL 1u
+/*
+ * A top that hands off its sum (and total weight), not the model: a node's
+ * part of a round that spans nodes. The round's top, on one node, folds
+ * these sums and divides once.
+ */
+#define FN_CFG_SUM 2u
 _Static_assert(sizeof(struct fn_config) == SHM_DESC_SIZE, "fn_config is a channel record");
 _Static_assert(offsetof(struct fn_config, n_elem) == 32, "fn_config is ABI");
 

@@ -348,7 +348,7 @@ static int hand_off(struct fn_state *st)
 	struct shm_desc d;
 	int err;
 
-	if (st->cfg.role == FN_ROLE_TOP) {
+	if (st->cfg.role == FN_ROLE_TOP && !(st->cfg.flags & FN_CFG_SUM)) {
 		/* Only the top turns the sum into the model; a mid hands its sum up as is. */
 		err = dp_noise(st);
 		if (!err)

@@ -13,6 +13,7 @@
 #include "fn_dp.h"
 #include "fn_dequant.h"
 #include "fn_fold.h"
+#include "rt_agent.h"
 #include "rt_algo.h"
 #include "rt_gw.h"
 #include "rt_node.h"
@@ -86,14 +87,14 @@ static bool ctype_is(const char *ctype, const char *want)
 
 /* --- POST /v1/jobs --- */
 
-static void on_create_body(struct rt_conn *c)
+int rt_api_job_build(struct rt_node *n, const uint8_t *buf, size_t blen, const char *token,
+		     bool dry, struct rt_job **out, char *msg, size_t cap, uint64_t *n_elem_out)
 {
 	static const char *const known[] = { "name", "clients_per_round", "algorithm", "params",
 					      "tensors", "fan_in", "min_clients", "round_timeout_s",
 					      NULL };
-	struct rt_node *n = c->node;
 	json_error_t jerr;
-	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, &jerr);
+	json_t *o = json_loadb((const char *)buf, blen, 0, &jerr);
 	json_t *name, *cpr, *algo, *params, *tensors, *fanin, *minc, *tmo, *v;
 	struct rt_job_spec spec;
 	struct rt_algo alg;
@@ -103,13 +104,13 @@ static void on_create_body(struct rt_conn *c)
 	const char *key, *why = NULL;
 	uint64_t n_elem = 0;
 	size_t nschema = 0;
-	char msg[320];
+	int status = 500;
 	int err;
 
 	if (!o || !json_is_object(o)) {
-		snprintf(msg, sizeof(msg), "body is not a JSON object%s%s", o ? "" : ": ",
+		snprintf(msg, cap, "body is not a JSON object%s%s", o ? "" : ": ",
 			 o ? "" : jerr.text);
-		rt_conn_error(c, 400, msg, -1, NULL);
+		status = 400;
 		goto out;
 	}
 	json_object_foreach(o, key, v) {
@@ -118,8 +119,8 @@ static void on_create_body(struct rt_conn *c)
 		for (i = 0; known[i] && strcmp(known[i], key); i++)
 			;
 		if (!known[i] && !rt_algo_is_param(key)) {
-			snprintf(msg, sizeof(msg), "%.64s: unknown field", key);
-			rt_conn_error(c, 400, msg, -1, NULL);
+			snprintf(msg, cap, "%.64s: unknown field", key);
+			status = 400;
 			goto out;
 		}
 	}
@@ -132,10 +133,9 @@ static void on_create_body(struct rt_conn *c)
 	minc = json_object_get(o, "min_clients");
 	tmo = json_object_get(o, "round_timeout_s");
 	if (!json_is_string(name) || !ctl_job_name_valid(json_string_value(name))) {
-		rt_conn_error(c, 400,
-			      "name: required, 1-63 characters of A-Z a-z 0-9 . _ -, not starting "
-			      "with . or -",
-			      -1, NULL);
+		status = 400;
+		snprintf(msg, cap, "%s", "name: required, 1-63 characters of A-Z a-z 0-9 . _ -, not starting "
+			      "with . or -");
 		goto out;
 	}
 	if (json_is_string(json_object_get(o, "algorithm")) &&
@@ -144,8 +144,9 @@ static void on_create_body(struct rt_conn *c)
 		json_t *k = json_object_get(o, "buffer_size");
 
 		if (cpr && (!json_is_integer(k) || !json_equal(cpr, k))) {
-			rt_conn_error(c, 400, "clients_per_round: for fedbuff, buffer_size sets it "
-				      "(leave clients_per_round out)", -1, NULL);
+			status = 400;
+			snprintf(msg, cap, "%s", "clients_per_round: for fedbuff, buffer_size sets it "
+				      "(leave clients_per_round out)");
 			goto out;
 		}
 		if (json_is_integer(k))
@@ -153,45 +154,49 @@ static void on_create_body(struct rt_conn *c)
 	}
 	if (!json_is_integer(cpr) || json_integer_value(cpr) < 1 ||
 	    json_integer_value(cpr) > 1000000) {
-		rt_conn_error(c, 400, "clients_per_round: required, an integer from 1 to 1000000",
-			      -1, NULL);
+		status = 400;
+		snprintf(msg, cap, "%s", "clients_per_round: required, an integer from 1 to 1000000");
 		goto out;
 	}
 	(void)algo;
-	if (rt_algo_parse(o, &alg, msg, sizeof(msg))) {
-		rt_conn_error(c, 400, msg, -1, NULL);
+	if (rt_algo_parse(o, &alg, msg, cap)) {
+		status = 400;
 		goto out;
 	}
 	if (fanin && (!json_is_integer(fanin) || json_integer_value(fanin) < 1 ||
 		      json_integer_value(fanin) > 4096)) {
-		rt_conn_error(c, 400, "fan_in: an integer from 1 to 4096", -1, NULL);
+		status = 400;
+		snprintf(msg, cap, "%s", "fan_in: an integer from 1 to 4096");
 		goto out;
 	}
 	if (minc && (!json_is_integer(minc) || json_integer_value(minc) < 1 ||
 		     json_integer_value(minc) > json_integer_value(cpr))) {
-		rt_conn_error(c, 400, "min_clients: an integer from 1 to clients_per_round", -1,
-			      NULL);
+		status = 400;
+		snprintf(msg, cap, "%s", "min_clients: an integer from 1 to clients_per_round");
 		goto out;
 	}
 	if (tmo && (!json_is_integer(tmo) || json_integer_value(tmo) < 1 ||
 		    json_integer_value(tmo) > 86400 * 7)) {
-		rt_conn_error(c, 400, "round_timeout_s: seconds, an integer from 1 to 604800", -1,
-			      NULL);
+		status = 400;
+		snprintf(msg, cap, "%s", "round_timeout_s: seconds, an integer from 1 to 604800");
 		goto out;
 	}
 	if (!!params == !!tensors) {
-		rt_conn_error(c, 400, "give exactly one of \"params\" and \"tensors\"", -1, NULL);
+		status = 400;
+		snprintf(msg, cap, "%s", "give exactly one of \"params\" and \"tensors\"");
 		goto out;
 	}
 	if (params) {
 		if (!json_is_integer(params) || json_integer_value(params) < 1 ||
 		    json_integer_value(params) > (1ll << 32)) {
-			rt_conn_error(c, 400, "params: an integer from 1 to 2^32", -1, NULL);
+			status = 400;
+			snprintf(msg, cap, "%s", "params: an integer from 1 to 2^32");
 			goto out;
 		}
 		schema = trib_calloc(1, sizeof(*schema));
 		if (!schema) {
-			rt_conn_error(c, 500, "out of memory", -1, NULL);
+			status = 500;
+			snprintf(msg, cap, "%s", "out of memory");
 			goto out;
 		}
 		strcpy(schema->name, "weights");
@@ -203,8 +208,8 @@ static void on_create_body(struct rt_conn *c)
 	} else {
 		err = rt_schema_from_json(tensors, &schema, &nschema, &n_elem, &why);
 		if (err) {
-			rt_conn_error(c, err == -ENOMEM ? 500 : 400, why ? why : "out of memory", -1,
-				      NULL);
+			status = err == -ENOMEM ? 500 : 400;
+			snprintf(msg, cap, "%s", why ? why : "out of memory");
 			goto out;
 		}
 	}
@@ -212,33 +217,54 @@ static void on_create_body(struct rt_conn *c)
 		uint64_t k = (uint64_t)json_integer_value(cpr);
 
 		if (k < 2ull * alg.f + 3 || alg.m > k - alg.f) {
-			snprintf(msg, sizeof(msg), "f, m: krum needs clients_per_round >= 2f + 3 and "
+			snprintf(msg, cap, "f, m: krum needs clients_per_round >= 2f + 3 and "
 				 "1 <= m <= clients_per_round - f (got f %u, m %u, %llu clients)",
 				 alg.f, alg.m, (unsigned long long)k);
-			rt_conn_error(c, 400, msg, -1, NULL);
+			status = 400;
 			goto out;
 		}
 	}
 	/* Exact robust rules keep a whole round of updates in the arena. */
 	if (alg.rule && (uint64_t)json_integer_value(cpr) * (n_elem * 4 + 65536) >
 			       shm_arena_size(n->arena) / 2) {
-		snprintf(msg, sizeof(msg), "clients_per_round: %s keeps every update of a round "
+		snprintf(msg, cap, "clients_per_round: %s keeps every update of a round "
 			 "(%llu x %llu bytes), more than half this node's arena (%zu MiB)",
 			 alg.name, (unsigned long long)json_integer_value(cpr),
 			 (unsigned long long)n_elem * 4, shm_arena_size(n->arena) >> 20);
-		rt_conn_error(c, 400, msg, -1, NULL);
+		status = 400;
 		goto out;
 	}
 	if (SHM_ACC_HDR + n_elem * 4 > shm_arena_size(n->arena) / 4) {
-		snprintf(msg, sizeof(msg),
+		snprintf(msg, cap,
 			 "model of %llu parameters does not fit this node's arena (%zu MiB); "
 			 "start tributary with a larger --arena-mb",
 			 (unsigned long long)n_elem, shm_arena_size(n->arena) >> 20);
-		rt_conn_error(c, 400, msg, -1, NULL);
+		status = 400;
+		goto out;
+	}
+	if (n->agent && (strcmp(alg.name, "fedavg") || alg.needs_model || alg.rule || alg.async ||
+			 (alg.par.flags & FN_PAR_DP) || minc || tmo)) {
+		/*
+		 * Across nodes, the round's top folds the nodes' sums and divides once:
+		 * exact for FedAvg on weights. Server optimisers, deltas, DP noise, robust
+		 * rules, buffers and deadlines need the round's state in one place first.
+		 */
+		status = 400;
+		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg on "
+			 "weights (weighted or unweighted, clipping allowed) without min_clients "
+			 "or round_timeout_s", minc || tmo ? "min_clients/round_timeout_s" :
+			 alg.name);
 		goto out;
 	}
 	if (rt_job_find(n, json_string_value(name))) {
-		rt_conn_error(c, 409, "a job with this name exists", -1, NULL);
+		status = 409;
+		snprintf(msg, cap, "%s", "a job with this name exists");
+		goto out;
+	}
+	if (n_elem_out)
+		*n_elem_out = n_elem;
+	if (dry) {
+		status = 200;
 		goto out;
 	}
 	memset(&spec, 0, sizeof(spec));
@@ -256,19 +282,48 @@ static void on_create_body(struct rt_conn *c)
 	spec.params = aparams;
 	err = rt_job_create(n, &spec, schema, nschema, &j);
 	if (err) {
-		rt_conn_error(c, err == -EEXIST ? 409 : 500,
-			      err == -EEXIST ? "a job with this name exists" :
-					       "could not create the job (see the server log)",
-			      -1, NULL);
+		status = err == -EEXIST ? 409 : 500;
+		snprintf(msg, cap, "%s", err == -EEXIST ? "a job with this name exists" :
+					       "could not create the job (see the server log)");
 		goto out;
 	}
 	schema = NULL; /* the job owns it */
-	respond_json(c, 201, json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token,
-				       "round", 0), NULL);
+	if (token)
+		snprintf(j->token, sizeof(j->token), "%s", token); /* the cluster's */
+	if (out)
+		*out = j;
+	status = 201;
 out:
 	trib_free(schema);
 	json_decref(aparams);
 	json_decref(o);
+	return status;
+}
+
+static void on_create_body(struct rt_conn *c)
+{
+	struct rt_job *j = NULL;
+	char msg[320];
+	int status;
+
+	if (c->node->agent) {
+		/* Cluster-wide: checked here, named and recorded by the controller. */
+		status = rt_api_job_build(c->node, c->body_heap, c->body_len, NULL, true, NULL, msg,
+					  sizeof(msg), NULL);
+		if (status == 200)
+			rt_agent_job_create(c);
+		else
+			rt_conn_error(c, status, msg, -1, NULL);
+		return;
+	}
+	status = rt_api_job_build(c->node, c->body_heap, c->body_len, NULL, false, &j, msg,
+				  sizeof(msg), NULL);
+	if (status != 201) {
+		rt_conn_error(c, status, msg, -1, NULL);
+		return;
+	}
+	respond_json(c, 201, json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token,
+				       "round", 0), NULL);
 }
 
 static void handle_create(struct rt_conn *c)
@@ -485,6 +540,11 @@ static void on_update_body(struct rt_conn *c)
 			return; /* answered */
 		nsegs = (uint32_t)j->nschema;
 	}
+	if (n->agent) {
+		/* Counted by the controller, folded where the placement says; 202 after that. */
+		rt_agent_update(c, segs_off, nsegs);
+		return;
+	}
 	accepted_round = j->round;
 	err = rt_job_accept(n, j, c->round, c->slot_off, segs_off, nsegs, c->weight, &seq);
 	if (err == -ESTALE) {
@@ -561,7 +621,9 @@ static void handle_update(struct rt_conn *c, struct rt_job *j)
 			reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
 			return;
 		}
-	} else if (round != j->round) {
+	} else if (round != j->round && !(n->agent && round == (uint64_t)j->round + 1)) {
+		/* In a cluster this node may not have seen the last close yet: the controller
+		 * decides a round ahead. */
 		snprintf(msg, sizeof(msg), "round mismatch: the job is at round %u, the update is "
 			 "for round %llu (%s)", j->round, (unsigned long long)round,
 			 round < j->round ? "stale" : "future");
@@ -765,6 +827,11 @@ static void handle_model_put(struct rt_conn *c, struct rt_job *j)
 	else {
 		rt_conn_error(c, 415, "Content-Type must be application/x-safetensors or "
 			      "application/octet-stream", -1, NULL);
+		return;
+	}
+	if (c->node->agent) {
+		rt_conn_error(c, 501, "not supported across nodes yet: a cluster's jobs start from "
+			      "zeros", -1, NULL);
 		return;
 	}
 	if (!c->req.has_content_length || c->req.chunked) {
@@ -1115,6 +1182,7 @@ static void handle_metrics(struct rt_conn *c)
 	    "# TYPE tributary_dataplane_info gauge\n"
 	    "tributary_dataplane_info{mode=\"%s\"} 1\n", rt_dataplane_name(n->dataplane));
 #undef OUT
+	rt_agent_metrics(n, buf, &len, cap);
 	rt_conn_respond(c, 200, "text/plain; version=0.0.4", buf, len, NULL);
 	trib_free(buf);
 }
@@ -1142,6 +1210,22 @@ void rt_api_on_head(struct rt_conn *c)
 		if (m != HTTP_GET)
 			goto bad_method;
 		handle_functions(c);
+		return;
+	}
+	if (!strcmp(path, "/v1/cluster")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		if (!c->node->agent) {
+			rt_conn_error(c, 404, "this is a single node (tributary up), not a cluster",
+				      -1, NULL);
+			return;
+		}
+		rt_agent_status(c);
+		return;
+	}
+	if (c->node->agent && !rt_agent_ready(c->node) && !strncmp(path, "/v1/jobs", 8)) {
+		rt_conn_error(c, 503, "this node has not joined the cluster's controller yet", -1,
+			      "Retry-After: 1\r\n");
 		return;
 	}
 	if (!strcmp(path, "/v1/jobs") || !strcmp(path, "/v1/jobs/")) {
@@ -1188,6 +1272,28 @@ void rt_api_on_head(struct rt_conn *c)
 			if (m != HTTP_POST)
 				goto bad_method;
 			handle_update(c, j);
+			return;
+		}
+		if (!strncmp(slash, "/rounds/", 8)) {
+			uint64_t r;
+
+			if (m != HTTP_GET)
+				goto bad_method;
+			if (!auth_job(c, j)) {
+				reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job",
+				       -1, NULL);
+				return;
+			}
+			if (rt_parse_u64(slash + 8, &r) || r > UINT32_MAX) {
+				rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
+				return;
+			}
+			if (!c->node->agent) {
+				rt_conn_error(c, 404, "round records with lost nodes are kept by a "
+					      "cluster's controller; this is a single node", -1, NULL);
+				return;
+			}
+			rt_agent_round_get(c, j, (uint32_t)r);
 			return;
 		}
 		if (!strcmp(slash, "/model")) {

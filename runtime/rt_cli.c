@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctl_cluster.h"
+#include "ctl_store.h"
 #include "rt_node.h"
 #include "rt_simulate.h"
 #include "rt_status.h"
@@ -20,6 +22,8 @@ static void usage(FILE *f)
 		"\n"
 		"commands:\n"
 		"  up         controller, node runtime and HTTP gateway in one foreground process\n"
+		"  node       a node runtime of a cluster: joins `tributary controller`\n"
+		"  controller a cluster's jobs, rounds and placement; node runtimes join it\n"
 		"  simulate   act as N clients for R rounds over HTTP and check the models\n"
 		"  status     jobs, aggregation functions and their counters on a running node\n"
 		"  version    print the version\n"
@@ -40,6 +44,26 @@ static void usage(FILE *f)
 		"                         shm+unix, or tcp (a copying baseline to measure against)\n"
 		"  --warm-s N             an idle aggregation function waits N s for reuse, then\n"
 		"                         exits (default 30; 0: exit at once)\n"
+		"\n"
+		"tributary node --controller tcp://HOST:PORT --node-name NAME\n"
+		"               [--peer-listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT]\n"
+		"               [all options of up]\n"
+		"  --controller URL       the controller's nng address\n"
+		"  --node-name NAME       unique in the cluster (Kubernetes: the node's name)\n"
+		"  --peer-listen URL      where other nodes and the controller reach this one\n"
+		"                         (default tcp://0.0.0.0:7071)\n"
+		"  --advertise URL        the address to give them, when --peer-listen's host is\n"
+		"                         0.0.0.0 (for example tcp://POD_IP:7071)\n"
+		"\n"
+		"tributary controller [--listen tcp://HOST:PORT] [--data-dir DIR]\n"
+		"                     [--admin-token-file FILE] [--placement locality|round-robin]\n"
+		"                     [--heartbeat-ms N] [--dead-after-ms N]\n"
+		"  --listen URL           nng address for nodes (default tcp://0.0.0.0:7070)\n"
+		"  --data-dir DIR         jobs, rounds (SQLite) and models (default\n"
+		"                         ./tributary-controller)\n"
+		"  --placement P          locality (default): updates fold on the node that received\n"
+		"                         them; round-robin: leaf k on node k mod N (a baseline)\n"
+		"  --dead-after-ms N      a node silent this long is drained (default 1500)\n"
 		"\n"
 		"tributary simulate --job NAME --clients N --rounds R [--params P] [--url URL] ...\n"
 		"  (tributary simulate --help for all its options)\n");
@@ -76,7 +100,8 @@ static int parse_listen(const char *s, struct rt_node_opts *o, char *host, size_
 	return 0;
 }
 
-static int cmd_up(int argc, char **argv)
+/* `up` and `node` share their options; `node` adds the cluster's. */
+static int cmd_up(int argc, char **argv, bool node)
 {
 	static const struct option lopts[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -87,6 +112,10 @@ static int cmd_up(int argc, char **argv)
 		{ "port-file", required_argument, NULL, 'p' },
 		{ "dataplane", required_argument, NULL, 'D' },
 		{ "warm-s", required_argument, NULL, 'w' },
+		{ "controller", required_argument, NULL, 'C' },
+		{ "node-name", required_argument, NULL, 'N' },
+		{ "peer-listen", required_argument, NULL, 'P' },
+		{ "advertise", required_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -97,13 +126,47 @@ static int cmd_up(int argc, char **argv)
 		.arena_bytes = 1024ull << 20,
 		.warm_s = 30,
 	};
+	const char *cmd = node ? "node" : "up";
 	char host[256];
 	uint64_t mb;
 	int c;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A')) {
+			fprintf(stderr, "tributary up: %s is an option of `tributary node`\n",
+				argv[optind - 1]);
+			return 2;
+		}
 		switch (c) {
+		case 'C':
+			if (strncmp(optarg, "tcp://", 6) || !strrchr(optarg + 6, ':')) {
+				fprintf(stderr, "tributary node: --controller wants tcp://HOST:PORT, "
+					"got '%s'\n", optarg);
+				return 2;
+			}
+			o.controller = optarg;
+			break;
+		case 'N':
+			if (!ctl_job_name_valid(optarg)) {
+				fprintf(stderr, "tributary node: --node-name wants 1-63 characters of "
+					"A-Z a-z 0-9 . _ -, got '%s'\n", optarg);
+				return 2;
+			}
+			o.node_name = optarg;
+			break;
+		case 'P':
+		case 'A':
+			if (strncmp(optarg, "tcp://", 6) || !strrchr(optarg + 6, ':')) {
+				fprintf(stderr, "tributary node: --%s wants tcp://HOST:PORT, got "
+					"'%s'\n", c == 'P' ? "peer-listen" : "advertise", optarg);
+				return 2;
+			}
+			if (c == 'P')
+				o.peer_listen = optarg;
+			else
+				o.advertise = optarg;
+			break;
 		case 'l':
 			if (parse_listen(optarg, &o, host, sizeof(host))) {
 				fprintf(stderr, "tributary up: --listen wants HOST:PORT, got '%s'\n",
@@ -156,10 +219,97 @@ static int cmd_up(int argc, char **argv)
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "tributary up: unexpected argument '%s'\n", argv[optind]);
+		fprintf(stderr, "tributary %s: unexpected argument '%s'\n", cmd, argv[optind]);
+		return 2;
+	}
+	if (node && (!o.controller || !o.node_name)) {
+		fprintf(stderr, "tributary node: --controller tcp://HOST:PORT and --node-name NAME "
+			"are required\n");
 		return 2;
 	}
 	return rt_up_run(&o);
+}
+
+static int cmd_controller(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "data-dir", required_argument, NULL, 'd' },
+		{ "admin-token-file", required_argument, NULL, 'a' },
+		{ "placement", required_argument, NULL, 'p' },
+		{ "heartbeat-ms", required_argument, NULL, 'b' },
+		{ "dead-after-ms", required_argument, NULL, 'x' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ctl_cluster_opts o = {
+		.listen = "tcp://0.0.0.0:7070",
+		.data_dir = "./tributary-controller",
+		.heartbeat_ms = 200,
+		.dead_after_ms = 1500,
+	};
+	uint64_t v;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (strncmp(optarg, "tcp://", 6) || !strrchr(optarg + 6, ':')) {
+				fprintf(stderr, "tributary controller: --listen wants tcp://HOST:PORT, "
+					"got '%s'\n", optarg);
+				return 2;
+			}
+			o.listen = optarg;
+			break;
+		case 'd':
+			o.data_dir = optarg;
+			break;
+		case 'a':
+			o.admin_token_file = optarg;
+			break;
+		case 'p':
+			if (!strcmp(optarg, "locality")) {
+				o.round_robin = 0;
+			} else if (!strcmp(optarg, "round-robin")) {
+				o.round_robin = 1;
+			} else {
+				fprintf(stderr, "tributary controller: --placement wants locality or "
+					"round-robin, got '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'b':
+		case 'x':
+			if (parse_num(optarg, &v) || v < 10 || v > 600000) {
+				fprintf(stderr, "tributary controller: --%s wants 10..600000 ms, got "
+					"'%s'\n", c == 'b' ? "heartbeat-ms" : "dead-after-ms", optarg);
+				return 2;
+			}
+			if (c == 'b')
+				o.heartbeat_ms = (uint32_t)v;
+			else
+				o.dead_after_ms = (uint32_t)v;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tributary controller: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (o.dead_after_ms < 3 * o.heartbeat_ms) {
+		fprintf(stderr, "tributary controller: --dead-after-ms must be at least 3 heartbeats "
+			"(%u ms)\n", 3 * o.heartbeat_ms);
+		return 2;
+	}
+	trib_log_init("controller");
+	return ctl_cluster_run(&o);
 }
 
 int rt_cli_main(int argc, char **argv)
@@ -169,7 +319,11 @@ int rt_cli_main(int argc, char **argv)
 		return 2;
 	}
 	if (!strcmp(argv[1], "up"))
-		return cmd_up(argc - 1, argv + 1);
+		return cmd_up(argc - 1, argv + 1, false);
+	if (!strcmp(argv[1], "node"))
+		return cmd_up(argc - 1, argv + 1, true);
+	if (!strcmp(argv[1], "controller"))
+		return cmd_controller(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "simulate"))
 		return rt_simulate_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status"))

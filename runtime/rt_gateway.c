@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* The HTTP gateway: one io_uring loop for client connections, function channels, signals and timers. */
+#include "rt_agent.h"
 #include "rt_gw.h"
 
 #include <arpa/inet.h>
@@ -28,6 +29,7 @@
  * a function can be reaped while its read is still queued.
  */
 enum op_tag {
+	OP_WIRE = 0, /* the node agent's eventfd (a cluster's messages) */
 	OP_ACCEPT = 1,
 	OP_CONN = 2,
 	OP_SIGNAL = 3,
@@ -62,6 +64,7 @@ struct rt_gw {
 	bool draining;            /* stopping: no clients, waiting for full rounds to commit */
 	uint64_t drain_deadline;
 	bool accepting;
+	uint64_t wire_cnt;
 	char scratch[65536];
 };
 
@@ -92,6 +95,14 @@ static void arm_signal(struct rt_gw *gw)
 
 	io_uring_prep_read(sqe, gw->sfd, &gw->si, sizeof(gw->si), 0);
 	io_uring_sqe_set_data64(sqe, OP_SIGNAL);
+}
+
+static void arm_wire(struct rt_gw *gw)
+{
+	struct io_uring_sqe *sqe = get_sqe(gw);
+
+	io_uring_prep_read(sqe, rt_agent_fd(gw->node), &gw->wire_cnt, sizeof(gw->wire_cnt), 0);
+	io_uring_sqe_set_data64(sqe, OP_WIRE);
 }
 
 static void arm_tick(struct rt_gw *gw)
@@ -755,6 +766,7 @@ static void on_tick(struct rt_gw *gw)
 	rt_fnset_foreach(gw->node->fns, flush_fn, gw);
 	drain_bounced(gw);
 	rt_node_tick(gw->node);
+	rt_agent_tick(gw->node);
 }
 
 static int listen_on(struct rt_node *n, int *out)
@@ -859,6 +871,8 @@ int rt_gw_run(struct rt_node *n)
 	arm_accept(gw);
 	arm_signal(gw);
 	arm_tick(gw);
+	if (n->agent)
+		arm_wire(gw);
 	trib_info("gateway listening on http://%s:%u", n->opts.listen_host, n->opts.listen_port);
 	if (n->opts.port_file) {
 		char buf[16];
@@ -893,6 +907,13 @@ int rt_gw_run(struct rt_node *n)
 
 			seen++;
 			switch (ud & 7) {
+			case OP_WIRE:
+				if (n->agent) {
+					rt_agent_on_wire(n);
+					if (!gw->stop)
+						arm_wire(gw);
+				}
+				break;
 			case OP_ACCEPT:
 				on_accept(gw, res, flags);
 				break;

@@ -81,6 +81,14 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 /* Park a long poll on @job until a model newer than @after exists or @deadline_ns. */
 void rt_conn_park(struct rt_conn *c, struct rt_job *job, uint32_t after, uint64_t deadline_ns);
 
+/*
+ * rt_api.c: check a job definition (POST /v1/jobs body) and, unless @dry,
+ * create the job (with @token, the cluster's, or a new one). Returns the HTTP
+ * status: 201 created (*out), 200 checked (@dry), else an error with @msg.
+ * *n_elem_out (if given) gets the model's size once the definition checks.
+ */
+int rt_api_job_build(struct rt_node *n, const uint8_t *buf, size_t blen, const char *token,
+		     bool dry, struct rt_job **out, char *msg, size_t cap, uint64_t *n_elem_out);
 /* rt_api.c: a complete head was parsed into c->req. */
 void rt_api_on_head(struct rt_conn *c);
 /* rt_api.c: a parked long poll is woken (model ready) or timed out. */

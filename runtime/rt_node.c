@@ -26,6 +26,7 @@
 #include "ebpf_abi.h"
 #include "ebpf_route.h"
 #include "ebpf_stats.h"
+#include "rt_agent.h"
 #include "rt_gw.h"
 #include "rt_store.h"
 #include "shm_arena.h"
@@ -611,6 +612,8 @@ static int top_start(struct rt_node *n, struct rt_round *r)
 	cfg.expected = r->group ? (r->closed ? r->nmids : (r->nleaves + r->group - 1) / r->group) :
 				  (r->closed ? r->started : r->nleaves);
 	cfg.flags = r->released ? FN_CFG_FINAL : 0;
+	if (n->agent)
+		cfg.flags |= FN_CFG_SUM; /* the node's part: the round's top is on one node */
 	err = fn_acquire(n, &cfg, &r->par, &fn);
 	if (err) {
 		if (acc)
@@ -1239,6 +1242,9 @@ static void round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	r->closed = true;
 	j->open = NULL;
 	j->round++;
+	if (n->agent && r->started && r->leaves[r->started - 1].sent <
+					 r->leaves[r->started - 1].expected)
+		leaf_cut(n, &r->leaves[r->started - 1]); /* the cluster closed it at this count */
 	if (deadline) {
 		/* Fewer updates than planned: the last leaf folds what it has. */
 		n->m.deadline_closes++;
@@ -1251,6 +1257,10 @@ static void round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	if (r->group && r->nmids)
 		mid_finalise(n, r, r->nmids - 1);
 	top_release(n, j, r);
+	if (n->agent) {
+		j->xtarget = UINT32_MAX;
+		rt_agent_on_advance(n, j);
+	}
 }
 
 /*
@@ -1413,7 +1423,7 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 		j->accepted_total++;
 		n->m.accepted++;
 		*seq = s;
-		if (r->received == j->cpr)
+		if (r->received == (n->agent ? j->xtarget : j->cpr))
 			round_close(n, j, r, false);
 		return 0;
 	}
@@ -1442,7 +1452,7 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	j->accepted_total++;
 	n->m.accepted++;
 	*seq = s;
-	if (r->received == j->cpr)
+	if (r->received == (n->agent ? j->xtarget : j->cpr))
 		round_close(n, j, r, false);
 	return 0;
 }
@@ -1462,6 +1472,13 @@ static void round_hist_add(struct rt_metrics *m, double s)
 /* Write the models of finished rounds, oldest first, as long as they are next in line. */
 static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 {
+	if (n->agent) {
+		/* The node's sum goes to the round's top; the model comes from the controller. */
+		for (struct rt_round *r = j->inflight; r; r = r->next)
+			if (r->has_result)
+				rt_agent_on_local_sum(n, j, r);
+		return;
+	}
 	while (j->inflight && j->inflight->has_result && j->inflight->round == j->completed) {
 		struct rt_round *r = j->inflight;
 		const struct shm_desc *d = &r->result;
@@ -1531,6 +1548,128 @@ static void job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		if (j->inflight)
 			top_release(n, j, j->inflight);
 	}
+}
+
+/* --- a cluster's node (rt_agent.c) --- */
+
+uint64_t rt_job_acc_len(const struct rt_job *j)
+{
+	return acc_slot_len(j);
+}
+
+int rt_node_fold_start(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t expected,
+		       struct rt_fn **out, uint64_t *accp)
+{
+	struct rt_round tmp;
+	struct fn_config cfg;
+	struct fn_params par;
+	uint64_t acc, data;
+	int err;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.job = j;
+	tmp.round = round;
+	err = acc_alloc(n, &tmp, &acc, &data);
+	if (err)
+		return err;
+	cfg_init(n, &tmp, &cfg, FN_ROLE_TOP, acc);
+	cfg.acc_data_off = data;
+	cfg.parent = SHM_DST_RUNTIME;
+	cfg.expected = expected;
+	cfg.flags = FN_CFG_FINAL;
+	cfg.dataplane = n->dataplane;
+	/* Plain FedAvg on the nodes' sums: the top divides by their total weight. */
+	par = j->algo.par;
+	par.flags &= ~(uint32_t)FN_PAR_CLIP;
+	err = fn_acquire(n, &cfg, &par, out);
+	if (err) {
+		if (acc)
+			shm_slot_free(n->arena, acc);
+		return err;
+	}
+	(*out)->node = 0;
+	*accp = acc;
+	return 0;
+}
+
+const float *rt_round_sum(struct rt_node *n, const struct rt_round *r)
+{
+	const struct shm_seg *seg;
+
+	if (r->result_payload)
+		return r->result_payload;
+	seg = shm_arena_ptr(n->arena, r->result.segs_off);
+	return shm_arena_ptr(n->arena, seg->src_off);
+}
+
+void rt_job_set_target(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t target)
+{
+	if (j->round != round)
+		return; /* again when the local round gets there (rt_agent_on_advance) */
+	j->xtarget = target;
+	if (!j->open) {
+		if (target)
+			return; /* its updates are still on their way here */
+		/* Nothing of this round folds here: the next one opens. */
+		j->round++;
+		j->xtarget = UINT32_MAX;
+		rt_agent_on_advance(n, j);
+		return;
+	}
+	if (j->open->received > target)
+		trib_error("job %s round %u: %u updates folded here, but the controller counted %u",
+			   j->name, round, j->open->received, target);
+	if (j->open->received >= target)
+		round_close(n, j, j->open, false);
+}
+
+int rt_job_commit_remote(struct rt_node *n, struct rt_job *j, uint32_t version,
+			 const float *model, uint32_t updates, double weight)
+{
+	struct rt_blob *b;
+	struct ctl_round rec;
+	int err;
+
+	if (version <= j->completed)
+		return 0; /* had it */
+	b = model_blob(j, model, version);
+	if (!b)
+		return -ENOMEM;
+	err = store_blob(n, j, b);
+	if (err) {
+		rt_blob_release(b);
+		return err;
+	}
+	memset(&rec, 0, sizeof(rec));
+	rec.job_id = j->db_id;
+	rec.round = version - 1;
+	rec.closed_unix = (int64_t)time(NULL);
+	rec.n_updates = updates;
+	rec.total_weight = weight;
+	ctl_store_round_record(n->store, &rec);
+	rt_blob_release(j->model);
+	j->model = b;
+	/* This node's trees of the rounds up to this one are done with. */
+	while (j->inflight && j->inflight->round < version && j->inflight != j->open) {
+		struct rt_round *r = j->inflight;
+		double secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
+
+		j->inflight = r->next;
+		n->m.rounds_done++;
+		round_hist_add(&n->m, secs);
+		j->last_round_ms = (uint64_t)(secs * 1000);
+		round_free(n, r, true);
+	}
+	j->completed = version;
+	if (j->round < version) {
+		/* Joined late, or had nothing of those rounds. */
+		j->round = version;
+		j->xtarget = UINT32_MAX;
+	}
+	trib_info("job %s: model v%u from the cluster (%u updates, weight %g)", j->name, version,
+		  updates, weight);
+	rt_gw_model_ready(n, j);
+	return 0;
 }
 
 static struct rt_round *round_find(struct rt_node *n, uint32_t job_id, uint32_t round,
@@ -1673,6 +1812,8 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 		trib_free(payload);
 		return;
 	}
+	if (n->agent && d->kind == SHM_DESC_RESULT && rt_agent_on_fold_result(n, fn, d, payload))
+		return;
 	switch (d->kind) {
 	case FN_MSG_READY: {
 		double s = (double)(trib_now_ns() - fn->config_ns) / 1e9;
@@ -2045,7 +2186,7 @@ int rt_up_run(const struct rt_node_opts *opts)
 	char fnpath[PATH_MAX];
 	int err;
 
-	trib_log_init("up");
+	trib_log_init(opts->controller ? "node" : "up");
 	n = trib_calloc(1, sizeof(*n));
 	if (!n)
 		return 1;
@@ -2065,13 +2206,17 @@ int rt_up_run(const struct rt_node_opts *opts)
 		}
 		n->opts.fn_path = fnpath;
 	}
-	snprintf(dbpath, sizeof(dbpath), "%s/tributary.db", n->opts.data_dir);
+	/* In a cluster the controller keeps jobs and tokens; this node only caches them. */
+	if (n->opts.controller)
+		snprintf(dbpath, sizeof(dbpath), ":memory:");
+	else
+		snprintf(dbpath, sizeof(dbpath), "%s/tributary.db", n->opts.data_dir);
 	err = ctl_store_open(dbpath, &n->store);
 	if (err) {
 		trib_error("state %s: %s", dbpath, strerror(-err));
 		goto err_free;
 	}
-	err = admin_token_load(n);
+	err = n->opts.controller ? 0 : admin_token_load(n);
 	if (err)
 		goto err_close_store;
 	err = shm_arena_create(n->opts.arena_bytes, n->opts.no_huge ? SHM_ARENA_NO_HUGE : 0,
@@ -2090,9 +2235,10 @@ int rt_up_run(const struct rt_node_opts *opts)
 			    n->route, n->gw_pair[0]);
 	if (err)
 		goto err_dataplane;
-	err = jobs_load(n);
+	err = n->opts.controller ? rt_agent_open(n) : jobs_load(n);
 	if (err) {
-		trib_error("loading jobs: %s", strerror(-err));
+		trib_error("%s: %s", n->opts.controller ? "joining the cluster" : "loading jobs",
+			   strerror(-err));
 		goto err_destroy_fns;
 	}
 	trib_info("data in %s", n->opts.data_dir);
@@ -2100,6 +2246,7 @@ int rt_up_run(const struct rt_node_opts *opts)
 	if (err)
 		trib_error("gateway: %s", strerror(-err));
 	n->stopping = true;
+	rt_agent_close(n);
 
 err_destroy_fns:
 	rt_fnset_destroy(n->fns);

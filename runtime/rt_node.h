@@ -27,6 +27,11 @@ struct rt_node_opts {
 	bool no_huge;                 /* never use 2 MiB pages */
 	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
+	/* `tributary node`: a node runtime of a cluster (NULL controller: `up`, alone) */
+	const char *controller;       /* the controller's nng URL, tcp://HOST:PORT */
+	const char *node_name;        /* unique in the cluster */
+	const char *peer_listen;      /* this node's nng URL for peers (default tcp://0.0.0.0:7071) */
+	const char *advertise;        /* how peers reach it (default: peer_listen's host:port) */
 };
 
 /* "shm+unix" etc. for an enum fn_dataplane. */
@@ -151,6 +156,8 @@ struct rt_job {
 	struct rt_conn *waiters;  /* long polls for a newer model */
 	uint64_t accepted_total;
 	uint64_t last_round_ms;
+	uint32_t xtarget;         /* cluster: updates this node folds in the open round, once the
+				   * controller closed it; UINT32_MAX before */
 	struct rt_job *next;
 };
 
@@ -225,6 +232,7 @@ struct rt_node {
 	struct rt_metrics m;
 	bool stopping;
 	void *gw; /* the gateway (rt_gateway.c) */
+	struct rt_agent *agent; /* `tributary node`: the link to the controller (rt_agent.c) */
 };
 
 /* Run `tributary up` with @opts until SIGINT/SIGTERM. Returns a process exit code. */
@@ -284,6 +292,29 @@ void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn, bool data);
 void rt_node_tick(struct rt_node *n);
 /* Reap children and account for them. */
 void rt_node_on_sigchld(struct rt_node *n);
+/* --- used by the node agent (rt_agent.c) in a cluster --- */
+/*
+ * Start the function that folds a cluster round's node sums (a top that
+ * divides): @expected partials, their seq the node rank. Returns 0 or -errno.
+ */
+int rt_node_fold_start(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t expected,
+		       struct rt_fn **fn, uint64_t *acc);
+/* Bytes of an accumulator slot of @j (header, then the data at SHM_ACC_HDR or later). */
+uint64_t rt_job_acc_len(const struct rt_job *j);
+/*
+ * The controller closed round @round: this node folds @target of its updates.
+ * The local round closes once it has them (at once if it has).
+ */
+void rt_job_set_target(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t target);
+/*
+ * Model version @version (the model of round @version - 1) came from the
+ * controller: write it, free that round's tree, wake long polls. 0 or -errno.
+ */
+int rt_job_commit_remote(struct rt_node *n, struct rt_job *j, uint32_t version,
+			 const float *model, uint32_t updates, double weight);
+/* The local round @r's sum (its RESULT with FN_CFG_SUM), as floats (in the arena or owned). */
+const float *rt_round_sum(struct rt_node *n, const struct rt_round *r);
+
 /* Called by the gateway when a model version appears (wakes long polls). */
 void rt_gw_model_ready(struct rt_node *n, struct rt_job *job);
 /* Ask the gateway to watch a function's channel. */
