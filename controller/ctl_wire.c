@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -236,7 +237,7 @@ static void req_cb(void *arg)
 	push(r->w, ev);
 }
 
-int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
+static int wire_open(const char *listen_url, struct ctl_wire **out)
 {
 	struct ctl_wire *w = trib_calloc(1, sizeof(*w));
 	int rv;
@@ -283,6 +284,23 @@ int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
 	return 0;
 }
 
+/*
+ * nng starts its threads with the first socket. They must not take the
+ * process's signals: the gateway reads SIGTERM and SIGCHLD from a signalfd,
+ * which sees only signals blocked in every thread.
+ */
+int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
+{
+	sigset_t all, old;
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = wire_open(listen_url, out);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return err;
+}
+
 int ctl_wire_fd(const struct ctl_wire *w)
 {
 	return w->efd;
@@ -304,7 +322,7 @@ struct ctl_event *ctl_wire_next(struct ctl_wire *w)
 	return ev;
 }
 
-static int peer_get(struct ctl_wire *w, const char *url, nng_socket *out)
+static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 {
 	struct wire_peer *p;
 	int rv;
@@ -336,6 +354,19 @@ static int peer_get(struct ctl_wire *w, const char *url, nng_socket *out)
 	w->npeers++;
 	*out = p->sock;
 	return 0;
+}
+
+/* A socket of ours is opened with signals blocked too (see ctl_wire_open). */
+static int peer_get(struct ctl_wire *w, const char *url, nng_socket *out)
+{
+	sigset_t all, old;
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	err = peer_open(w, url, out);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return err;
 }
 
 int ctl_wire_request(struct ctl_wire *w, const char *url, json_t *hdr, const void *payload,

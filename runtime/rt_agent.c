@@ -752,8 +752,8 @@ static void on_partial_reply(struct rt_agent *a, struct pend *pd, struct ctl_eve
 {
 	struct xround *x = pd->x;
 
-	if (!x)
-		return;
+	if (!x || pd->top != x->top)
+		return; /* for a top that has moved since */
 	x->sending = false;
 	if (ev->kind == CTL_EV_REPLY && json_is_true(json_object_get(ev->hdr, "ok"))) {
 		x->delivered_to = pd->top;
@@ -837,13 +837,14 @@ static void model_send(struct rt_agent *a, struct xround *x)
 {
 	struct rt_node *n = a->n;
 	struct rt_job *j = rt_job_find(n, x->job);
-	json_t *edges = json_array();
 	const float *model;
+	json_t *edges;
 	struct pend *pd;
 	int err;
 
 	if (!j || !x->have_result || x->model_sent || x->model_sending)
 		return;
+	edges = json_array();
 	if (x->result_payload) {
 		model = x->result_payload;
 	} else {
@@ -913,8 +914,11 @@ static void on_close(struct rt_agent *a, json_t *h)
 	}
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		x->counts[i] = (uint32_t)json_integer_value(json_array_get(counts, i));
-	if (top != x->top)
+	if (top != x->top) {
+		/* The top moved (its node was lost): our sum goes to the new one, now. */
 		x->delivered_to = -1;
+		x->sending = false;
+	}
 	x->top = top;
 	snprintf(x->top_addr, sizeof(x->top_addr), "%s",
 		 jstr(h, "top_addr", ""));

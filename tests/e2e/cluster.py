@@ -1,0 +1,423 @@
+# SPDX-License-Identifier: MIT
+"""Three node runtimes and a controller, each in its own network namespace.
+
+The namespaces are joined by veth pairs to a bridge; the test addresses
+(10.77.N.0/24) exist only inside them. Clients run in the controller's
+namespace and spread over the three gateways.
+
+A. Three rounds: every model equals the float64 weighted mean of its round's
+   updates; each round has exactly one cross-node edge per node other than
+   the top's, and the nodes' counters agree.
+B. A node runtime is killed (SIGKILL) mid-round, after it acknowledged some
+   updates: the controller drains it, GET .../rounds/{r} names it in
+   lost_nodes while the round is open, the clients it acknowledged send
+   again to the other gateways, and the round completes on the other two
+   nodes with a model equal to the mean over all the round's updates.
+C. The node that will run a round's top is frozen (SIGSTOP) just before the
+   round closes: it is drained, the top moves, the round completes with the
+   surviving nodes' updates only (the model equals their mean), and the
+   clients the frozen node acknowledged are told: lost_nodes names it and the
+   round is done, so they must send again in a later round.
+D. A second cluster whose controller places leaves round-robin, ignoring
+   where updates land (the benchmark's baseline): updates cross to the node
+   that folds them, and the models are still exact.
+
+Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when
+that is truly absent; the test harness reports it as skipped.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_common import (BIN, SANITIZER_MARKS, Failure, check, log, main,  # noqa: E402
+                        parse_metrics, st_decode)
+
+SKIP = 77
+NET = '10.77.%d' % (os.getpid() % 200 + 20)
+TAG = 'tt%d' % os.getpid()
+CTL_IP = NET + '.1'
+NODE_IP = [NET + '.%d' % (11 + i) for i in range(3)]
+PARAMS = 20000
+
+
+def sh(*args, ns=None, check_rc=True):
+    cmd = (['ip', 'netns', 'exec', ns] if ns else []) + list(args)
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if check_rc and p.returncode:
+        raise Failure('%s: %s' % (' '.join(cmd), p.stderr.strip()))
+    return p
+
+
+class Net:
+    """The namespaces, the bridge and the veth pairs; removed on exit."""
+
+    def __init__(self):
+        self.ctl = TAG + 'c'
+        self.nodes = [TAG + 'n%d' % i for i in range(3)]
+
+    def up(self):
+        for ns in [self.ctl] + self.nodes:
+            sh('ip', 'netns', 'add', ns)
+            sh('ip', 'link', 'set', 'lo', 'up', ns=ns)
+        sh('ip', 'link', 'add', 'br0', 'type', 'bridge', ns=self.ctl)
+        sh('ip', 'addr', 'add', CTL_IP + '/24', 'dev', 'br0', ns=self.ctl)
+        sh('ip', 'link', 'set', 'br0', 'up', ns=self.ctl)
+        for i, ns in enumerate(self.nodes):
+            a, b = '%sa%d' % (TAG, i), '%sb%d' % (TAG, i)
+            sh('ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b)
+            sh('ip', 'link', 'set', a, 'netns', self.ctl)
+            sh('ip', 'link', 'set', b, 'netns', ns)
+            sh('ip', 'link', 'set', a, 'master', 'br0', ns=self.ctl)
+            sh('ip', 'link', 'set', a, 'up', ns=self.ctl)
+            sh('ip', 'addr', 'add', NODE_IP[i] + '/24', 'dev', b, ns=ns)
+            sh('ip', 'link', 'set', b, 'up', ns=ns)
+
+    def down(self):
+        for ns in [self.ctl] + self.nodes:
+            sh('ip', 'netns', 'del', ns, check_rc=False)
+
+
+class Proc:
+    def __init__(self, name, ns, args, tmp):
+        self.name = name
+        self.log_path = os.path.join(tmp, name + '.log')
+        self.logf = open(self.log_path, 'w')
+        env = dict(os.environ, TRIBUTARY_LOG='info')
+        self.p = subprocess.Popen(['ip', 'netns', 'exec', ns, BIN] + args, stdout=self.logf,
+                                  stderr=subprocess.STDOUT, env=env)
+        self.killed = False
+
+    def log_text(self):
+        with open(self.log_path, errors='replace') as f:
+            return f.read()
+
+    def stop(self):
+        if self.killed:
+            return
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+                raise Failure('%s did not stop within 20 s of SIGTERM' % self.name)
+        check(self.p.returncode == 0, '%s exited %s' % (self.name, self.p.returncode))
+        text = self.log_text()
+        check(not any(m in text for m in SANITIZER_MARKS),
+              '%s: sanitizer report in its log' % self.name)
+
+
+class Client:
+    """HTTP to the gateways, run from the controller's namespace (setns in a helper)."""
+
+    def __init__(self, ns, port=8080):
+        self.ns = ns
+        self.port = port
+
+    def call(self, url_host, method, path, body=None, headers=None, token=None):
+        # Python cannot enter a netns per thread portably: curl in the namespace does it.
+        cmd = ['ip', 'netns', 'exec', self.ns, 'curl', '-sS', '-o', '-', '-w',
+               '\n%{http_code}', '-X', method, 'http://%s:%d%s' % (url_host, self.port, path),
+               '--max-time', '30']
+        for k, v in (headers or {}).items():
+            cmd += ['-H', '%s: %s' % (k, v)]
+        if token:
+            cmd += ['-H', 'Authorization: Bearer ' + token]
+        if body is not None:
+            cmd += ['--data-binary', '@-']
+        p = subprocess.run(cmd, input=body, capture_output=True)
+        if p.returncode:
+            return 0, p.stderr
+        out, _, code = p.stdout.rpartition(b'\n')
+        return int(code), out
+
+
+def update_body(rng):
+    x = rng.uniform(-1, 1, PARAMS).astype(np.float32)
+    w = int(rng.integers(1, 50))
+    return x, w
+
+
+def post(cl, host, job, token, rnd, x, w):
+    return cl.call(host, 'POST', '/v1/jobs/%s/updates' % job, x.tobytes(),
+                   {'Content-Type': 'application/octet-stream', 'X-Tributary-Round': str(rnd),
+                    'X-Tributary-Samples': str(w)}, token)
+
+
+def post_many(cl, items):
+    """items: (host, job, token, round, x, w); in parallel; returns [(status, body)]."""
+    out = [None] * len(items)
+
+    def run(k):
+        out[k] = post(cl, *items[k])
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(len(items))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out
+
+
+def get_model(cl, host, job, token, v, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        st, b = cl.call(host, 'GET', '/v1/jobs/%s/model?round=%d' % (job, v), token=token)
+        if st == 200:
+            _, t, order = st_decode(b)
+            return np.concatenate([t[k].ravel() for k in order])
+        time.sleep(0.2)
+    raise Failure('model v%d of %s never appeared on %s' % (v, job, host))
+
+
+def round_info(cl, host, job, token, r):
+    st, b = cl.call(host, 'GET', '/v1/jobs/%s/rounds/%d' % (job, r), token=token)
+    check(st == 200, 'GET rounds/%d on %s: %d %s' % (r, host, st, b[:200]))
+    return json.loads(b)
+
+
+def check_model(m, xs, ws, what):
+    ref = np.average(np.array(xs, dtype=np.float64), axis=0, weights=ws)
+    err = float(np.max(np.abs(m.astype(np.float64) - ref)))
+    check(err < 1e-5, '%s: differs from the float64 mean by %.3g' % (what, err))
+    log('  %s equals the float64 mean over %d updates (max error %.2g)' % (what, len(xs), err))
+
+
+def metrics(cl, host):
+    st, b = cl.call(host, 'GET', '/metrics')
+    check(st == 200, 'metrics of %s: %d' % (host, st))
+    return parse_metrics(b.decode())
+
+
+def wait_for(pred, timeout, what):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise Failure('timed out waiting for ' + what)
+
+
+def create_job(cl, admin, name, cpr, fanin):
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': name, 'clients_per_round': cpr, 'params': PARAMS, 'fan_in': fanin}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create %s: %d %s' % (name, st, b))
+    return json.loads(b)['token']
+
+
+def scenario():
+    if os.geteuid() != 0:
+        print('SKIP: needs root for ip netns, veth and a bridge')
+        sys.exit(SKIP)
+    if not shutil.which('ip') or not shutil.which('curl'):
+        print('SKIP: needs iproute2 (ip) and curl')
+        sys.exit(SKIP)
+    # Namespaces of earlier runs that died without cleaning up.
+    for line in sh('ip', 'netns', 'list').stdout.splitlines():
+        mt = re.match(r'^tt(\d+)(c|n\d)\b', line)
+        if mt and not os.path.exists('/proc/' + mt.group(1)):
+            sh('ip', 'netns', 'del', mt.group(0), check_rc=False)
+    net = Net()
+    tmp = tempfile.mkdtemp(prefix='trib-cluster-')
+    procs = []
+    try:
+        net.up()
+        ctl = Proc('controller', net.ctl, ['controller', '--listen', 'tcp://%s:7070' % CTL_IP,
+                                            '--data-dir', os.path.join(tmp, 'ctl')], tmp)
+        procs.append(ctl)
+        nodes = []
+        for i in range(3):
+            nd = Proc('n%d' % i, net.nodes[i], [
+                'node', '--controller', 'tcp://%s:7070' % CTL_IP, '--node-name', 'n%d' % i,
+                '--peer-listen', 'tcp://%s:7071' % NODE_IP[i], '--listen', NODE_IP[i] + ':8080',
+                '--data-dir', os.path.join(tmp, 'n%d' % i), '--arena-mb', '256', '--no-huge'],
+                tmp)
+            nodes.append(nd)
+            procs.append(nd)
+        cl = Client(net.ctl)
+        for i in range(3):
+            wait_for(lambda i=i: metrics(cl, NODE_IP[i]).get('tributary_cluster_joined') == 1
+                     if cl.call(NODE_IP[i], 'GET', '/healthz')[0] == 200 else False, 30,
+                     'node n%d to join' % i)
+        with open('/proc/net/fib_trie') as f:
+            trie = f.read()
+        check(CTL_IP not in trie and NODE_IP[0] not in trie,
+              'the test addresses must exist only inside the namespaces')
+        log('controller and 3 nodes up, each in its own namespace')
+        admin = open(os.path.join(tmp, 'ctl', 'admin-token')).read().strip()
+        rng = np.random.default_rng(5)
+
+        # --- A: three rounds over three gateways ---
+        cpr = 36
+        tok = create_job(cl, admin, 'a', cpr, 4)
+        st, b = cl.call(NODE_IP[2], 'GET', '/v1/jobs/a', token=tok)
+        check(st == 200, 'the job is known on every node (n2: %d)' % st)
+        for r in range(3):
+            ups = [update_body(rng) for _ in range(cpr)]
+            res = post_many(cl, [(NODE_IP[k % 3], 'a', tok, r, x, w)
+                                 for k, (x, w) in enumerate(ups)])
+            for k, (st, b) in enumerate(res):
+                check(st == 202, 'round %d update %d: %d %s' % (r, k, st, b[:200]))
+                check(json.loads(b)['node'] == 'n%d' % (k % 3),
+                      'locality: an update folds on the node that received it')
+            m = get_model(cl, NODE_IP[(r + 1) % 3], 'a', tok, r + 1)
+            check_model(m, [x for x, _ in ups], [w for _, w in ups], 'round %d' % r)
+            info = round_info(cl, NODE_IP[1], 'a', tok, r)
+            top = info['top']
+            edges = sorted(tuple(e) for e in info['edges'])
+            want = sorted(('n%d' % i, top) for i in range(3) if 'n%d' % i != top)
+            check(edges == want, 'round %d: edges %s, want one per node to the top: %s' %
+                  (r, edges, want))
+            check(info['updates'] == cpr and not info['lost_nodes'],
+                  'round %d record: %s' % (r, info))
+            log('  round %d: top on %s, cross-node edges %s' % (r, top, edges))
+        sent = [metrics(cl, h).get('tributary_cluster_partials_sent_total', 0)
+                for h in NODE_IP]
+        recv = [metrics(cl, h).get('tributary_cluster_partials_received_total', 0)
+                for h in NODE_IP]
+        check(sum(sent) == 6 and sum(recv) == 6 and max(sent) <= 3,
+              'node counters: sent %s received %s: want 2 edges in each of 3 rounds' %
+              (sent, recv))
+        log('A: 3 rounds correct; exactly one cross-node edge per non-top node per round')
+
+        # --- B: kill -9 a node mid-round (open round: clients resend) ---
+        tok = create_job(cl, admin, 'b', 30, 4)
+        ups = [update_body(rng) for _ in range(30)]
+        first = [(NODE_IP[k % 3], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[:15])]
+        for k, (st, b) in enumerate(post_many(cl, first)):
+            check(st == 202, 'b: update %d: %d %s' % (k, st, b[:200]))
+        victim = nodes[2]
+        victim.p.send_signal(signal.SIGKILL)
+        victim.p.wait()
+        victim.killed = True
+        log('B: killed n2 (pid %d) with 5 of its updates acknowledged, round open' %
+            victim.p.pid)
+        info = wait_for(lambda: (lambda i: i if i['lost_nodes'] else None)(
+            round_info(cl, NODE_IP[0], 'b', tok, 0)), 10, 'n2 to be drained')
+        check(info['lost_nodes'] == ['n2'] and info['state'] == 'open' and
+              info['received'] == 10, 'after the kill: %s' % info)
+        log('  the round record says: lost_nodes %s, state %s, %d received: clients of n2 '
+            'resend' % (info['lost_nodes'], info['state'], info['received']))
+        resend = [(NODE_IP[k % 2], 'b', tok, 0, ups[k][0], ups[k][1])
+                  for k in range(15) if k % 3 == 2]
+        rest = [(NODE_IP[k % 2], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[15:])]
+        for k, (st, b) in enumerate(post_many(cl, resend + rest)):
+            check(st == 202, 'b: resend/rest %d: %d %s' % (k, st, b[:200]))
+        m = get_model(cl, NODE_IP[0], 'b', tok, 1)
+        check_model(m, [x for x, _ in ups], [w for _, w in ups], 'B round 0 after the kill')
+        info = round_info(cl, NODE_IP[1], 'b', tok, 0)
+        check(info['state'] == 'done' and info['updates'] == 30 and len(info['edges']) == 1,
+              'B record: %s' % info)
+        log('B: the round completed on n0 and n1 with all 30 updates')
+
+        # --- C: freeze the top-to-be before the close (closed round: survivors only) ---
+        tok = create_job(cl, admin, 'c', 20, 4)
+        ups = [update_body(rng) for _ in range(20)]
+        # n1 receives the most, so the placement puts the top there.
+        hosts = [NODE_IP[1]] * 12 + [NODE_IP[0]] * 7
+        for k, (st, b) in enumerate(post_many(cl, [(hosts[k], 'c', tok, 0, ups[k][0],
+                                                     ups[k][1]) for k in range(19)])):
+            check(st == 202, 'c: update %d: %d %s' % (k, st, b[:200]))
+        nodes[1].p.send_signal(signal.SIGSTOP)
+        st, b = post(cl, NODE_IP[0], 'c', tok, 0, ups[19][0], ups[19][1])
+        check(st == 202, 'c: the closing update: %d %s' % (st, b[:200]))
+        log('C: n1 (12 updates, the top) frozen; the round closed with the 20th update')
+        m = get_model(cl, NODE_IP[0], 'c', tok, 1)
+        info = round_info(cl, NODE_IP[0], 'c', tok, 0)
+        check(info['lost_nodes'] == ['n1'] and info['state'] == 'done' and
+              info['top'] == 'n0' and info['updates'] == 8, 'C record: %s' % info)
+        survivors = [ups[k] for k in range(20) if k >= 12]
+        check_model(m, [x for x, _ in survivors], [w for _, w in survivors],
+                    'C round 0 without n1')
+        log('  lost_nodes %s and state done: the 12 clients n1 acknowledged are told to '
+            'send again in a later round' % info['lost_nodes'])
+        nodes[1].p.send_signal(signal.SIGKILL)
+        nodes[1].p.wait()
+        nodes[1].killed = True
+        # The cluster goes on with the one node left.
+        ups = [update_body(rng) for _ in range(20)]
+        for k, (st, b) in enumerate(post_many(cl, [(NODE_IP[0], 'c', tok, 1, x, w)
+                                                   for x, w in ups])):
+            check(st == 202, 'c round 1: update %d: %d %s' % (k, st, b[:200]))
+        m = get_model(cl, NODE_IP[0], 'c', tok, 2)
+        check_model(m, [x for x, _ in ups], [w for _, w in ups], 'C round 1 on n0 alone')
+        for p in [nodes[0], ctl]:
+            p.stop()
+
+        # --- D: round-robin placement: updates forwarded, models exact ---
+        ctl = Proc('controller-rr', net.ctl, [
+            'controller', '--listen', 'tcp://%s:7072' % CTL_IP, '--placement', 'round-robin',
+            '--data-dir', os.path.join(tmp, 'ctl2')], tmp)
+        procs.append(ctl)
+        nodes = []
+        for i in range(3):
+            nd = Proc('rr-n%d' % i, net.nodes[i], [
+                'node', '--controller', 'tcp://%s:7072' % CTL_IP, '--node-name', 'n%d' % i,
+                '--peer-listen', 'tcp://%s:7073' % NODE_IP[i], '--listen', NODE_IP[i] + ':8081',
+                '--data-dir', os.path.join(tmp, 'rr-n%d' % i), '--arena-mb', '256',
+                '--no-huge'], tmp)
+            nodes.append(nd)
+            procs.append(nd)
+        cl = Client(net.ctl, 8081)
+        for i in range(3):
+            wait_for(lambda i=i: metrics(cl, NODE_IP[i]).get('tributary_cluster_joined') == 1
+                     if cl.call(NODE_IP[i], 'GET', '/healthz')[0] == 200 else False, 30,
+                     'node n%d to join the second controller' % i)
+        admin = open(os.path.join(tmp, 'ctl2', 'admin-token')).read().strip()
+        tok = create_job(cl, admin, 'd', 24, 4)
+        crossed = 0
+        for r in range(2):
+            ups = [update_body(rng) for _ in range(24)]
+            res = post_many(cl, [(NODE_IP[k % 3], 'd', tok, r, x, w)
+                                 for k, (x, w) in enumerate(ups)])
+            for k, (st, b) in enumerate(res):
+                check(st == 202, 'd round %d update %d: %d %s' % (r, k, st, b[:200]))
+                crossed += json.loads(b)['node'] != 'n%d' % (k % 3)
+            m = get_model(cl, NODE_IP[r % 3], 'd', tok, r + 1)
+            check_model(m, [x for x, _ in ups], [w for _, w in ups], 'D round %d' % r)
+        fwd = sum(metrics(cl, h).get('tributary_cluster_updates_forwarded_total', 0)
+                  for h in NODE_IP)
+        landed = sum(metrics(cl, h).get('tributary_cluster_updates_landed_total', 0)
+                     for h in NODE_IP)
+        check(crossed > 0 and fwd == crossed and landed == crossed,
+              'round-robin: %d answers name another node, %d forwarded, %d landed' %
+              (crossed, fwd, landed))
+        log('D: round-robin placement forwarded %d of 48 updates to other nodes; models exact'
+            % crossed)
+        for p in nodes + [ctl]:
+            p.stop()
+        log('cluster test passed')
+    except BaseException:
+        for p in procs:
+            try:
+                sys.stdout.write('===== %s log (tail) =====\n%s\n' %
+                                 (p.name, p.log_text()[-6000:]))
+            except OSError:
+                pass
+        raise
+    finally:
+        for p in procs:
+            if p.p.poll() is None:
+                p.p.send_signal(signal.SIGKILL)
+                p.p.wait()
+            p.logf.close()
+        net.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main(scenario)
