@@ -112,6 +112,7 @@ struct pend {
 	struct upd *u;
 	struct xround *x;
 	int top;                 /* PK_PARTIAL: the rank it went to */
+	uint64_t bytes;          /* PK_PARTIAL: payload bytes */
 	struct pend *next;
 };
 
@@ -132,6 +133,7 @@ struct rt_agent {
 	/* counters for /metrics */
 	uint64_t partials_sent, partials_received, fwd_sent, fwd_received, accept_rejected,
 		models_sent;
+	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
 };
 
 /* A string member, or @dflt. */
@@ -526,6 +528,7 @@ static void on_fwd_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *
 {
 	struct upd *u = pd->u;
 
+	a->fwd_bytes += u->body_len; /* it crossed, whatever the answer */
 	if (ev->kind != CTL_EV_REPLY || !json_is_true(json_object_get(ev->hdr, "ok"))) {
 		/* Not folded there: uncount it, and the client sends it again. */
 		upd_release(a, u);
@@ -746,6 +749,7 @@ static void sum_deliver(struct rt_agent *a, struct xround *x)
 	x->sending = true;
 	pd->x = x;
 	pd->top = x->top;
+	pd->bytes = r->job->n_elem * sizeof(float);
 }
 
 static void on_partial_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
@@ -758,6 +762,7 @@ static void on_partial_reply(struct rt_agent *a, struct pend *pd, struct ctl_eve
 	if (ev->kind == CTL_EV_REPLY && json_is_true(json_object_get(ev->hdr, "ok"))) {
 		x->delivered_to = pd->top;
 		a->partials_sent++;
+		a->partial_bytes += pd->bytes;
 		return;
 	}
 	trib_warn("job %s round %u: the top did not take our sum (%s); again next tick", x->job,
@@ -1187,11 +1192,16 @@ void rt_agent_metrics(const struct rt_node *n, char *buf, size_t *len, size_t ca
 		     "folded here\n"
 		     "# TYPE tributary_cluster_updates_landed_total counter\n"
 		     "tributary_cluster_updates_landed_total %llu\n"
+		     "# HELP tributary_cluster_bytes_sent_total payload bytes sent to other nodes\n"
+		     "# TYPE tributary_cluster_bytes_sent_total counter\n"
+		     "tributary_cluster_bytes_sent_total{kind=\"partial\"} %llu\n"
+		     "tributary_cluster_bytes_sent_total{kind=\"update\"} %llu\n"
 		     "# HELP tributary_cluster_joined 1 once the controller accepted this node\n"
 		     "# TYPE tributary_cluster_joined gauge\n"
 		     "tributary_cluster_joined %d\n",
 		     (unsigned long long)a->partials_sent, (unsigned long long)a->partials_received,
 		     (unsigned long long)a->fwd_sent, (unsigned long long)a->fwd_received,
+		     (unsigned long long)a->partial_bytes, (unsigned long long)a->fwd_bytes,
 		     a->joined ? 1 : 0);
 	if (w > 0)
 		*len += (size_t)w < cap - *len ? (size_t)w : cap - *len - 1;

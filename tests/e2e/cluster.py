@@ -25,10 +25,8 @@ D. A second cluster whose controller places leaves round-robin, ignoring
 Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when
 that is truly absent; the test harness reports it as skipped.
 """
-import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -39,84 +37,40 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, '..', '..', 'scripts'))
+import netns_cluster  # noqa: E402
 from e2e_common import (BIN, SANITIZER_MARKS, Failure, check, log, main,  # noqa: E402
                         parse_metrics, st_decode)
 
 SKIP = 77
-NET = '10.77.%d' % (os.getpid() % 200 + 20)
-TAG = 'tt%d' % os.getpid()
-CTL_IP = NET + '.1'
-NODE_IP = [NET + '.%d' % (11 + i) for i in range(3)]
 PARAMS = 20000
+CTL_IP = NODE_IP = None  # this run's addresses (set in scenario)
 
 
-def sh(*args, ns=None, check_rc=True):
-    cmd = (['ip', 'netns', 'exec', ns] if ns else []) + list(args)
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if check_rc and p.returncode:
-        raise Failure('%s: %s' % (' '.join(cmd), p.stderr.strip()))
-    return p
+def stop(p):
+    """SIGTERM: it must exit 0 within 20 s with no sanitizer report in its log."""
+    if p.killed:
+        return
+    if p.p.poll() is None:
+        p.p.send_signal(signal.SIGTERM)
+        try:
+            p.p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.p.kill()
+            p.p.wait()
+            raise Failure('%s did not stop within 20 s of SIGTERM' % p.name)
+    check(p.p.returncode == 0, '%s exited %s' % (p.name, p.p.returncode))
+    text = p.log_text()
+    check(not any(m in text for m in SANITIZER_MARKS), '%s: sanitizer report in its log' % p.name)
 
 
-class Net:
-    """The namespaces, the bridge and the veth pairs; removed on exit."""
-
-    def __init__(self):
-        self.ctl = TAG + 'c'
-        self.nodes = [TAG + 'n%d' % i for i in range(3)]
-
-    def up(self):
-        for ns in [self.ctl] + self.nodes:
-            sh('ip', 'netns', 'add', ns)
-            sh('ip', 'link', 'set', 'lo', 'up', ns=ns)
-        sh('ip', 'link', 'add', 'br0', 'type', 'bridge', ns=self.ctl)
-        sh('ip', 'addr', 'add', CTL_IP + '/24', 'dev', 'br0', ns=self.ctl)
-        sh('ip', 'link', 'set', 'br0', 'up', ns=self.ctl)
-        for i, ns in enumerate(self.nodes):
-            a, b = '%sa%d' % (TAG, i), '%sb%d' % (TAG, i)
-            sh('ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b)
-            sh('ip', 'link', 'set', a, 'netns', self.ctl)
-            sh('ip', 'link', 'set', b, 'netns', ns)
-            sh('ip', 'link', 'set', a, 'master', 'br0', ns=self.ctl)
-            sh('ip', 'link', 'set', a, 'up', ns=self.ctl)
-            sh('ip', 'addr', 'add', NODE_IP[i] + '/24', 'dev', b, ns=ns)
-            sh('ip', 'link', 'set', b, 'up', ns=ns)
-
-    def down(self):
-        for ns in [self.ctl] + self.nodes:
-            sh('ip', 'netns', 'del', ns, check_rc=False)
-
-
-class Proc:
-    def __init__(self, name, ns, args, tmp):
-        self.name = name
-        self.log_path = os.path.join(tmp, name + '.log')
-        self.logf = open(self.log_path, 'w')
-        env = dict(os.environ, TRIBUTARY_LOG='info')
-        self.p = subprocess.Popen(['ip', 'netns', 'exec', ns, BIN] + args, stdout=self.logf,
-                                  stderr=subprocess.STDOUT, env=env)
-        self.killed = False
-
-    def log_text(self):
-        with open(self.log_path, errors='replace') as f:
-            return f.read()
-
-    def stop(self):
-        if self.killed:
-            return
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(20)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-                raise Failure('%s did not stop within 20 s of SIGTERM' % self.name)
-        check(self.p.returncode == 0, '%s exited %s' % (self.name, self.p.returncode))
-        text = self.log_text()
-        check(not any(m in text for m in SANITIZER_MARKS),
-              '%s: sanitizer report in its log' % self.name)
+def wait_joined(cl):
+    for i in range(3):
+        wait_for(lambda i=i: metrics(cl, NODE_IP[i]).get('tributary_cluster_joined') == 1
+                 if cl.call(NODE_IP[i], 'GET', '/healthz')[0] == 200 else False, 30,
+                 'node n%d to join' % i)
 
 
 class Client:
@@ -226,39 +180,23 @@ def scenario():
     if not shutil.which('ip') or not shutil.which('curl'):
         print('SKIP: needs iproute2 (ip) and curl')
         sys.exit(SKIP)
-    # Namespaces of earlier runs that died without cleaning up.
-    for line in sh('ip', 'netns', 'list').stdout.splitlines():
-        mt = re.match(r'^tt(\d+)(c|n\d)\b', line)
-        if mt and not os.path.exists('/proc/' + mt.group(1)):
-            sh('ip', 'netns', 'del', mt.group(0), check_rc=False)
-    net = Net()
+    global CTL_IP, NODE_IP
+    net = netns_cluster.Net(3)
+    CTL_IP, NODE_IP = net.ctl_ip, net.node_ip
     tmp = tempfile.mkdtemp(prefix='trib-cluster-')
     procs = []
     try:
         net.up()
-        ctl = Proc('controller', net.ctl, ['controller', '--listen', 'tcp://%s:7070' % CTL_IP,
-                                            '--data-dir', os.path.join(tmp, 'ctl')], tmp)
-        procs.append(ctl)
-        nodes = []
-        for i in range(3):
-            nd = Proc('n%d' % i, net.nodes[i], [
-                'node', '--controller', 'tcp://%s:7070' % CTL_IP, '--node-name', 'n%d' % i,
-                '--peer-listen', 'tcp://%s:7071' % NODE_IP[i], '--listen', NODE_IP[i] + ':8080',
-                '--data-dir', os.path.join(tmp, 'n%d' % i), '--arena-mb', '256', '--no-huge'],
-                tmp)
-            nodes.append(nd)
-            procs.append(nd)
+        ctl, nodes = netns_cluster.start(net, BIN, tmp, node_args=['--no-huge'])
+        procs += [ctl] + nodes
         cl = Client(net.ctl)
-        for i in range(3):
-            wait_for(lambda i=i: metrics(cl, NODE_IP[i]).get('tributary_cluster_joined') == 1
-                     if cl.call(NODE_IP[i], 'GET', '/healthz')[0] == 200 else False, 30,
-                     'node n%d to join' % i)
+        wait_joined(cl)
         with open('/proc/net/fib_trie') as f:
             trie = f.read()
         check(CTL_IP not in trie and NODE_IP[0] not in trie,
               'the test addresses must exist only inside the namespaces')
         log('controller and 3 nodes up, each in its own namespace')
-        admin = open(os.path.join(tmp, 'ctl', 'admin-token')).read().strip()
+        admin = netns_cluster.admin_token(tmp)
         rng = np.random.default_rng(5)
 
         # --- A: three rounds over three gateways ---
@@ -301,9 +239,7 @@ def scenario():
         for k, (st, b) in enumerate(post_many(cl, first)):
             check(st == 202, 'b: update %d: %d %s' % (k, st, b[:200]))
         victim = nodes[2]
-        victim.p.send_signal(signal.SIGKILL)
-        victim.p.wait()
-        victim.killed = True
+        victim.kill()
         log('B: killed n2 (pid %d) with 5 of its updates acknowledged, round open' %
             victim.p.pid)
         info = wait_for(lambda: (lambda i: i if i['lost_nodes'] else None)(
@@ -345,9 +281,7 @@ def scenario():
                     'C round 0 without n1')
         log('  lost_nodes %s and state done: the 12 clients n1 acknowledged are told to '
             'send again in a later round' % info['lost_nodes'])
-        nodes[1].p.send_signal(signal.SIGKILL)
-        nodes[1].p.wait()
-        nodes[1].killed = True
+        nodes[1].kill()
         # The cluster goes on with the one node left.
         ups = [update_body(rng) for _ in range(20)]
         for k, (st, b) in enumerate(post_many(cl, [(NODE_IP[0], 'c', tok, 1, x, w)
@@ -356,28 +290,16 @@ def scenario():
         m = get_model(cl, NODE_IP[0], 'c', tok, 2)
         check_model(m, [x for x, _ in ups], [w for _, w in ups], 'C round 1 on n0 alone')
         for p in [nodes[0], ctl]:
-            p.stop()
+            stop(p)
 
         # --- D: round-robin placement: updates forwarded, models exact ---
-        ctl = Proc('controller-rr', net.ctl, [
-            'controller', '--listen', 'tcp://%s:7072' % CTL_IP, '--placement', 'round-robin',
-            '--data-dir', os.path.join(tmp, 'ctl2')], tmp)
-        procs.append(ctl)
-        nodes = []
-        for i in range(3):
-            nd = Proc('rr-n%d' % i, net.nodes[i], [
-                'node', '--controller', 'tcp://%s:7072' % CTL_IP, '--node-name', 'n%d' % i,
-                '--peer-listen', 'tcp://%s:7073' % NODE_IP[i], '--listen', NODE_IP[i] + ':8081',
-                '--data-dir', os.path.join(tmp, 'rr-n%d' % i), '--arena-mb', '256',
-                '--no-huge'], tmp)
-            nodes.append(nd)
-            procs.append(nd)
+        ctl, nodes = netns_cluster.start(net, BIN, tmp, port=8081, ctl_port=7072,
+                                         peer_port=7073, placement='round-robin',
+                                         node_args=['--no-huge'])
+        procs += [ctl] + nodes
         cl = Client(net.ctl, 8081)
-        for i in range(3):
-            wait_for(lambda i=i: metrics(cl, NODE_IP[i]).get('tributary_cluster_joined') == 1
-                     if cl.call(NODE_IP[i], 'GET', '/healthz')[0] == 200 else False, 30,
-                     'node n%d to join the second controller' % i)
-        admin = open(os.path.join(tmp, 'ctl2', 'admin-token')).read().strip()
+        wait_joined(cl)
+        admin = netns_cluster.admin_token(tmp, 7072)
         tok = create_job(cl, admin, 'd', 24, 4)
         crossed = 0
         for r in range(2):
@@ -399,7 +321,7 @@ def scenario():
         log('D: round-robin placement forwarded %d of 48 updates to other nodes; models exact'
             % crossed)
         for p in nodes + [ctl]:
-            p.stop()
+            stop(p)
         log('cluster test passed')
     except BaseException:
         for p in procs:
@@ -411,10 +333,7 @@ def scenario():
         raise
     finally:
         for p in procs:
-            if p.p.poll() is None:
-                p.p.send_signal(signal.SIGKILL)
-                p.p.wait()
-            p.logf.close()
+            p.close()
         net.down()
         shutil.rmtree(tmp, ignore_errors=True)
 
