@@ -38,6 +38,20 @@
 
 enum { CR_OPEN, CR_CLOSED, CR_DONE };
 
+/*
+ * The last acceptances of a node, by its request id: a node asks again when
+ * an answer did not reach it, and gives back what it cannot fold. Both must
+ * find the same count (ids are sequential per node: a ring holds the last).
+ */
+#define CTL_RECENT 4096
+struct acc_rec {
+	uint64_t uid;
+	int64_t job;      /* db id */
+	uint32_t round, seq;
+	int fold_at;
+	bool released;
+};
+
 struct cnode {
 	char name[64];
 	char addr[128];  /* its wire URL (node-to-node and controller-to-node) */
@@ -49,6 +63,7 @@ struct cnode {
 	bool used;       /* the rank is taken (live or dead) */
 	bool live;
 	uint32_t incarnation;
+	struct acc_rec *recent; /* CTL_RECENT entries (owned), or NULL */
 };
 
 struct cround {
@@ -323,7 +338,15 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		trib_warn("node %s joined again: its previous run is drained", name);
 		ctl_drain_now(c, (uint32_t)rank);
 	}
-	memset(nd, 0, sizeof(*nd));
+	{
+		struct acc_rec *recent = nd->recent;
+
+		memset(nd, 0, sizeof(*nd));
+		/* A new run numbers its requests from 1 again. */
+		nd->recent = recent ? recent : trib_calloc(CTL_RECENT, sizeof(*recent));
+		if (recent)
+			memset(recent, 0, CTL_RECENT * sizeof(*recent));
+	}
 	snprintf(nd->name, sizeof(nd->name), "%s", name);
 	snprintf(nd->addr, sizeof(nd->addr), "%s", addr);
 	snprintf(nd->http, sizeof(nd->http), "%s", http ? http : "");
@@ -464,6 +487,8 @@ static void on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
 	int rank = node_rank(c, jstr(ev->hdr, "node", ""));
 	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	uint64_t uid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "uid"));
+	struct acc_rec *rec = NULL;
 	struct cround *cr;
 	uint32_t to;
 	char msg[160];
@@ -471,6 +496,21 @@ static void on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	if (!j || rank < 0 || !c->nodes[rank].live) {
 		*rep = err_reply(j ? 503 : 404, j ? "node not joined" : "no such job");
 		return;
+	}
+	if (uid && c->nodes[rank].recent) {
+		rec = &c->nodes[rank].recent[uid % CTL_RECENT];
+		if (rec->uid == uid) {
+			/* Asked again (our answer was lost): the same answer, counted once. */
+			if (rec->released) {
+				*rep = err_reply(503, "this update was given back; send it again");
+				return;
+			}
+			*rep = json_pack("{s:b, s:i, s:i, s:s, s:s}", "ok", 1, "seq",
+					 (json_int_t)rec->seq, "fold_at", (json_int_t)rec->fold_at,
+					 "fold_addr", c->nodes[rec->fold_at].addr, "fold_name",
+					 c->nodes[rec->fold_at].name);
+			return;
+		}
 	}
 	if (r != j->round) {
 		snprintf(msg, sizeof(msg), "round mismatch: the job is at round %u, the update is "
@@ -488,6 +528,14 @@ static void on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
+	if (rec) {
+		rec->uid = uid;
+		rec->job = j->db_id;
+		rec->round = r;
+		rec->seq = cr->count - 1;
+		rec->fold_at = (int)to;
+		rec->released = false;
+	}
 	*rep = json_pack("{s:b, s:i, s:i, s:s, s:s}", "ok", 1, "seq", (json_int_t)cr->count - 1,
 			 "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
 			 c->nodes[to].name);
@@ -500,12 +548,22 @@ static void on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 {
 	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
 	int rank = node_rank(c, jstr(ev->hdr, "node", ""));
-	int at = (int)json_integer_value(json_object_get(ev->hdr, "fold_at"));
-	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
-	struct cround *cr = j ? round_get(j, r) : NULL;
+	uint64_t uid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "uid"));
+	struct acc_rec *rec = rank >= 0 && c->nodes[rank].recent ?
+			      &c->nodes[rank].recent[uid % CTL_RECENT] : NULL;
+	struct cround *cr;
+	uint32_t r;
+	int at;
 
 	*rep = json_pack("{s:b}", "ok", 1);
-	if (!cr || rank < 0 || at < 0 || (uint32_t)at >= c->nnodes || !cr->folded[at] ||
+	/* Only what we counted for that request, once: nothing if it never arrived. */
+	if (!j || !rec || !uid || rec->uid != uid || rec->released || rec->job != j->db_id)
+		return;
+	rec->released = true;
+	r = rec->round;
+	at = rec->fold_at;
+	cr = round_get(j, r);
+	if (!cr || at < 0 || (uint32_t)at >= c->nnodes || !cr->folded[at] ||
 	    cr->state == CR_DONE)
 		return;
 	cr->folded[at]--;
@@ -967,6 +1025,8 @@ int ctl_cluster_run(const struct ctl_cluster_opts *o)
 		trib_free(j->body);
 		trib_free(j);
 	}
+	for (uint32_t i = 0; i < c.nnodes; i++)
+		trib_free(c.nodes[i].recent);
 	ctl_store_close(c.store);
 	return 0;
 }

@@ -61,6 +61,8 @@ struct upd {
 	struct ctl_event *ev;    /* a peer's forward waiting for its answer, or NULL */
 	char job[64];
 	uint32_t round;
+	uint64_t uid;            /* this node's id of the request that counts it */
+	int tries;
 	uint32_t seq;            /* the controller's count for the round */
 	int fold_at;             /* rank that folds it */
 	char fold_name[64];
@@ -134,6 +136,7 @@ struct rt_agent {
 	uint64_t partials_sent, partials_received, fwd_sent, fwd_received, accept_rejected,
 		models_sent;
 	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
+	uint64_t next_uid;
 };
 
 /* A string member, or @dflt. */
@@ -390,9 +393,8 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 /* Give the controller back an update it counted that cannot be folded. */
 static void upd_release(struct rt_agent *a, struct upd *u)
 {
-	to_ctl(a, json_pack("{s:s, s:s, s:s, s:i, s:i}", "op", "release", "job", u->job, "node",
-			    a->name, "round", (json_int_t)u->round, "fold_at",
-			    (json_int_t)u->fold_at), NULL, 0, PK_NOTE, NULL);
+	to_ctl(a, json_pack("{s:s, s:s, s:s, s:I}", "op", "release", "job", u->job, "node",
+			    a->name, "uid", (json_int_t)u->uid), NULL, 0, PK_NOTE, NULL);
 }
 
 /* Fold @u here: into the local round now, or when the local round gets to its round. */
@@ -430,11 +432,24 @@ static void upd_fold(struct rt_agent *a, struct upd *u)
 	upd_answer(a, u, 202, NULL, -1);
 }
 
+/* Ask the controller to count @u; again with the same id if an answer is lost. */
+static int accept_send(struct rt_agent *a, struct upd *u)
+{
+	struct pend *pd;
+	int err;
+
+	err = to_ctl(a, json_pack("{s:s, s:s, s:s, s:i, s:I}", "op", "accept", "job", u->job,
+				  "node", a->name, "round", (json_int_t)u->round, "uid",
+				  (json_int_t)u->uid), NULL, 0, PK_ACCEPT, &pd);
+	if (!err)
+		pd->u = u;
+	return err;
+}
+
 void rt_agent_update(struct rt_conn *c, uint64_t segs_off, uint32_t nsegs)
 {
 	struct rt_agent *a = A(c->node);
 	struct upd *u = trib_calloc(1, sizeof(*u));
-	struct pend *pd;
 	int err;
 
 	if (!u) {
@@ -451,16 +466,14 @@ void rt_agent_update(struct rt_conn *c, uint64_t segs_off, uint32_t nsegs)
 	u->body_len = c->body_len;
 	u->weight = c->weight;
 	c->slot_off = UINT64_MAX; /* the update's now */
-	err = to_ctl(a, json_pack("{s:s, s:s, s:s, s:i}", "op", "accept", "job", u->job, "node",
-				  a->name, "round", (json_int_t)u->round), NULL, 0, PK_ACCEPT, &pd);
+	u->uid = ++a->next_uid;
+	err = accept_send(a, u);
 	if (err) {
 		u->c = NULL;
 		upd_free(a, u);
 		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
 			      "Retry-After: 1\r\n");
-		return;
 	}
-	pd->u = u;
 }
 
 static void on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
@@ -471,8 +484,12 @@ static void on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_even
 	int err;
 
 	if (ev->kind != CTL_EV_REPLY) {
-		trib_warn("job %s: the controller did not answer an update's count: %s", u->job,
-			  strerror(-ev->err));
+		trib_warn("job %s: the controller did not answer an update's count: %s%s", u->job,
+			  strerror(-ev->err), u->tries < 2 ? "; asking again" : "");
+		if (++u->tries < 3 && !accept_send(a, u))
+			return;
+		/* It may have counted it: give it back (by id: nothing if it did not). */
+		upd_release(a, u);
 		upd_answer(a, u, 503, "the controller did not answer; send the update again", -1);
 		return;
 	}
