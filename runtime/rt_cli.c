@@ -178,6 +178,11 @@ static int cmd_up(int argc, char **argv, bool node)
 			o.data_dir = optarg;
 			break;
 		case 'a':
+			if (node) {
+				fprintf(stderr, "tributary node: no --admin-token-file: the controller "
+					"gives nodes its admin token when they join\n");
+				return 2;
+			}
 			o.admin_token_file = optarg;
 			break;
 		case 'm':
