@@ -26,6 +26,7 @@ static void usage(FILE *f)
 		"  controller a cluster's jobs, rounds and placement; node runtimes join it\n"
 		"  simulate   act as N clients for R rounds over HTTP and check the models\n"
 		"  status     jobs, aggregation functions and their counters on a running node\n"
+		"             (on a cluster's node: also the nodes and where recent rounds folded)\n"
 		"  version    print the version\n"
 		"  help       this text\n"
 		"\n"

@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT
-/* `tributary status`: reads /v1/jobs and /v1/functions and prints them as tables. */
+/*
+ * `tributary status`: reads /v1/jobs, /v1/functions and, on a node of a cluster,
+ * /v1/cluster, and prints them as tables.
+ */
 #include "rt_status.h"
 
 #include <getopt.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +23,25 @@ static void usage(FILE *f)
 		   "                        [--admin-token-file FILE] [--job NAME]\n");
 }
 
-/* GET @target as admin; *out is the parsed JSON (json_decref). Returns 0 or 1 (reported). */
-static int get_json(struct rt_client *c, const char *admin, const char *target, json_t **out)
+/*
+ * GET @target as admin; *out is the parsed JSON, owned by the caller (json_decref).
+ * With @absent_ok, a 404 is no error: *out is NULL. Returns 0 or 1 (reported).
+ */
+static int get_json_opt(struct rt_client *c, const char *admin, const char *target,
+			bool absent_ok, json_t **out)
 {
 	struct rt_http_req req = { .method = "GET", .target = target, .bearer = admin };
 	struct rt_http_resp resp;
 	json_error_t jerr;
 	int err = rt_client_do(c, &req, &resp);
 
+	*out = NULL;
 	if (err) {
 		fprintf(stderr, "tributary status: GET %s: %s\n", target, strerror(-err));
 		return 1;
 	}
+	if (absent_ok && resp.status == 404)
+		return 0;
 	if (resp.status != 200) {
 		char msg[256];
 
@@ -46,6 +57,12 @@ static int get_json(struct rt_client *c, const char *admin, const char *target, 
 	return 0;
 }
 
+/* As get_json_opt(), where anything but a 200 is an error. */
+static int get_json(struct rt_client *c, const char *admin, const char *target, json_t **out)
+{
+	return get_json_opt(c, admin, target, false, out);
+}
+
 static long long jint(json_t *o, const char *k)
 {
 	return json_integer_value(json_object_get(o, k));
@@ -56,6 +73,14 @@ static const char *jstr(json_t *o, const char *k)
 	const char *s = json_string_value(json_object_get(o, k));
 
 	return s ? s : "-";
+}
+
+/* Element @i of array @a as a string, "?" when it is not one. */
+static const char *jastr(json_t *a, size_t i)
+{
+	const char *s = json_string_value(json_array_get(a, i));
+
+	return s ? s : "?";
 }
 
 static void print_jobs(json_t *jobs, const char *only)
@@ -178,6 +203,94 @@ static void print_functions(json_t *fns, const char *only)
 	}
 }
 
+/* The cluster's nodes, by rank: a drained node has no heartbeat to show. */
+static void print_cluster_nodes(json_t *nodes)
+{
+	size_t i;
+	json_t *n;
+
+	printf("%4s %-16s %-7s %-10s %5s %10s %9s %s\n", "RANK", "NODE", "STATE", "DATAPLANE",
+	       "CORES", "ARENA-FREE", "HEARTBEAT", "GATEWAY");
+	json_array_foreach(nodes, i, n) {
+		bool live = json_is_true(json_object_get(n, "live"));
+		char arena[32], hb[32] = "-";
+
+		snprintf(arena, sizeof(arena), "%lld MiB", jint(n, "arena_free") >> 20);
+		if (live && jint(n, "heartbeat_age_ms") >= 0)
+			snprintf(hb, sizeof(hb), "%lld ms", jint(n, "heartbeat_age_ms"));
+		printf("%4lld %-16s %-7s %-10s %5lld %10s %9s %s\n", jint(n, "rank"),
+		       jstr(n, "name"), live ? "live" : "drained", jstr(n, "dataplane"),
+		       jint(n, "cores"), arena, hb, jstr(n, "http"));
+	}
+}
+
+/*
+ * One round of a job as the controller placed it: first line the nodes that
+ * folded its updates; second line, when there are any, the node sums that
+ * crossed to the top's node and the nodes lost while it was unfinished.
+ */
+static void print_cluster_round(json_t *r)
+{
+	json_t *nodes = json_object_get(r, "nodes"), *edges = json_object_get(r, "edges");
+	json_t *lost = json_object_get(r, "lost_nodes"), *v, *e;
+	const char *name, *sep = "";
+	char recv[32];
+	size_t i;
+
+	snprintf(recv, sizeof(recv), "%lld/%lld", jint(r, "received"),
+		 jint(r, "clients_per_round"));
+	printf("  %7lld %-6s %10s %-16s ", jint(r, "round"), jstr(r, "state"), recv,
+	       jstr(r, "top"));
+	if (!json_object_size(nodes))
+		printf("-");
+	json_object_foreach(nodes, name, v) {
+		printf("%s%s: %lld (%lld, %lld)", sep, name, jint(v, "updates"), jint(v, "landed"),
+		       jint(v, "leaves_planned"));
+		sep = ", ";
+	}
+	printf("\n");
+	if (!json_array_size(edges) && !json_array_size(lost))
+		return;
+	/* Under the NODES column. */
+	printf("  %*s %zu cross-node edge%s", 7 + 1 + 6 + 1 + 10 + 1 + 16, "",
+	       json_array_size(edges), json_array_size(edges) == 1 ? "" : "s");
+	sep = ": ";
+	json_array_foreach(edges, i, e) {
+		printf("%s%s->%s", sep, jastr(e, 0), jastr(e, 1));
+		sep = ", ";
+	}
+	if (json_array_size(lost)) {
+		sep = "; lost ";
+		for (i = 0; i < json_array_size(lost); i++) {
+			printf("%s%s", sep, jastr(lost, i));
+			sep = ", ";
+		}
+		printf(" (%lld updates)", jint(r, "lost_updates"));
+	}
+	printf("\n");
+}
+
+/* GET /v1/cluster's answer: where the controller placed each recent round of each job. */
+static void print_cluster(json_t *cl, const char *only)
+{
+	size_t i, k;
+	json_t *j, *r;
+
+	printf("\ncluster: placement %s; this node: %s\n", jstr(cl, "placement"),
+	       jstr(cl, "this_node"));
+	print_cluster_nodes(json_object_get(cl, "nodes"));
+	json_array_foreach(json_object_get(cl, "jobs"), i, j) {
+		if (only && strcmp(only, jstr(j, "name")))
+			continue;
+		printf("job %s: round %lld, %lld completed; per node: updates folded (landed, "
+		       "leaves planned)\n", jstr(j, "name"), jint(j, "round"),
+		       jint(j, "completed"));
+		printf("  %7s %-6s %10s %-16s %s\n", "ROUND", "STATE", "RECEIVED", "TOP", "NODES");
+		json_array_foreach(json_object_get(j, "rounds"), k, r)
+			print_cluster_round(r);
+	}
+}
+
 int rt_status_main(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -191,7 +304,7 @@ int rt_status_main(int argc, char **argv)
 	const char *url = "http://127.0.0.1:8080", *data_dir = "./tributary-data";
 	const char *token_file = NULL, *job = NULL;
 	struct rt_client *c = NULL;
-	json_t *jobs = NULL, *fns = NULL;
+	json_t *jobs = NULL, *fns = NULL, *cl = NULL;
 	char *admin = NULL;
 	int rc = 1, opt, err;
 
@@ -244,8 +357,18 @@ int rt_status_main(int argc, char **argv)
 			       "bounced\n", jint(b, "redirects"), jint(b, "passes"),
 			       jint(b, "bounced"));
 	}
+	/*
+	 * A node of a cluster also shows where the controller placed each round; a
+	 * single node answers 404 and shows nothing more. Asked last so that a
+	 * node whose controller is unreachable still shows its own state first.
+	 */
+	if (get_json_opt(c, admin, "/v1/cluster", true, &cl))
+		goto out;
+	if (cl)
+		print_cluster(cl, job);
 	rc = 0;
 out:
+	json_decref(cl);
 	json_decref(jobs);
 	json_decref(fns);
 	rt_client_close(c);

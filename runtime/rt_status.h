@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* `tributary status`: jobs, functions and data-plane counters of a running node, in the terminal. */
+/*
+ * `tributary status`: jobs, functions and data-plane counters of a running node and,
+ * on a node of a cluster, the controller's placement of each round, in the terminal.
+ */
 #ifndef RT_STATUS_H
 #define RT_STATUS_H
 
