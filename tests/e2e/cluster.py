@@ -230,7 +230,18 @@ def scenario():
         check(sum(sent) == 6 and sum(recv) == 6 and max(sent) <= 3,
               'node counters: sent %s received %s: want 2 edges in each of 3 rounds' %
               (sent, recv))
-        log('A: 3 rounds correct; exactly one cross-node edge per non-top node per round')
+        tokfile = os.path.join(tmp, 'ctl-7070', 'admin-token')
+        st = subprocess.run(['ip', 'netns', 'exec', net.ctl, BIN, 'status', '--url',
+                             'http://%s:8080' % NODE_IP[0], '--admin-token-file', tokfile],
+                            capture_output=True, text=True)
+        check(st.returncode == 0 and 'cluster: placement locality' in st.stdout and
+              '2 cross-node edges' in st.stdout,
+              'tributary status shows the placement: rc %d\n%s%s' %
+              (st.returncode, st.stdout, st.stderr))
+        log('A: 3 rounds correct; exactly one cross-node edge per non-top node per round; '
+            'tributary status shows it:')
+        log('\n'.join('    ' + ln for ln in st.stdout.splitlines() if ln.strip()
+                       and ('cluster:' in ln or 'edges' in ln or ' done ' in ln))[:1500])
 
         # --- B: kill -9 a node mid-round (open round: clients resend) ---
         tok = create_job(cl, admin, 'b', 30, 4)
