@@ -62,7 +62,7 @@ struct cnode {
 	uint64_t last_ns;
 	bool used;       /* the rank is taken (live or dead) */
 	bool live;
-	uint32_t incarnation;
+	uint32_t epoch;  /* this run of the node: a node that joins again gets a new one */
 	struct acc_rec *recent; /* CTL_RECENT entries (owned), or NULL */
 };
 
@@ -73,6 +73,8 @@ struct cround {
 	uint32_t folded[CTL_MAX_NODES]; /* updates folded on each node */
 	uint32_t landed[CTL_MAX_NODES]; /* updates whose client sent them to each node */
 	bool lost[CTL_MAX_NODES];       /* the node died with updates of this round */
+	uint32_t lost_epoch[CTL_MAX_NODES]; /* which run of it (a receipt names it) */
+	uint32_t lost_n[CTL_MAX_NODES];
 	uint32_t lost_updates;
 	int top;                        /* rank folding the top, from the close; -1 before */
 	uint32_t planned[CTL_MAX_NODES]; /* leaves the placement gave each node at the close */
@@ -108,6 +110,7 @@ struct ctl {
 	uint32_t nnodes;                /* ranks used: 0 .. nnodes - 1 */
 	struct cjob *jobs;
 	uint64_t cookie;
+	uint32_t epochs;                /* runs of nodes that joined, ever (this process) */
 };
 
 static volatile sig_atomic_t stop_sig;
@@ -356,15 +359,16 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	nd->arena_free = (uint64_t)json_integer_value(json_object_get(ev->hdr, "arena_free"));
 	nd->used = nd->live = true;
 	nd->last_ns = trib_now_ns();
+	nd->epoch = ++c->epochs;
 	jobs = json_array();
 	for (struct cjob *j = c->jobs; j; j = j->next) {
 		json_t *m = job_msg(j);
 
 		json_array_append_new(jobs, m);
 	}
-	*rep = json_pack("{s:b, s:i, s:s, s:i, s:o}", "ok", 1, "rank", (json_int_t)rank,
-			 "admin_token", c->admin_token, "heartbeat_ms", (json_int_t)c->o->heartbeat_ms,
-			 "jobs", jobs);
+	*rep = json_pack("{s:b, s:i, s:i, s:s, s:i, s:o}", "ok", 1, "rank", (json_int_t)rank,
+			 "epoch", (json_int_t)nd->epoch, "admin_token", c->admin_token,
+			 "heartbeat_ms", (json_int_t)c->o->heartbeat_ms, "jobs", jobs);
 	trib_info("node %s joined as rank %d (%s, %u cores, arena %llu MiB free, %s)", name,
 		  rank, addr, nd->cores, (unsigned long long)(nd->arena_free >> 20), nd->dataplane);
 	/* Models it needs: sent after the reply, so that it knows the jobs first. */
@@ -505,10 +509,11 @@ static void on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 				*rep = err_reply(503, "this update was given back; send it again");
 				return;
 			}
-			*rep = json_pack("{s:b, s:i, s:i, s:s, s:s}", "ok", 1, "seq",
+			*rep = json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq",
 					 (json_int_t)rec->seq, "fold_at", (json_int_t)rec->fold_at,
 					 "fold_addr", c->nodes[rec->fold_at].addr, "fold_name",
-					 c->nodes[rec->fold_at].name);
+					 c->nodes[rec->fold_at].name, "fold_epoch",
+					 (json_int_t)c->nodes[rec->fold_at].epoch);
 			return;
 		}
 	}
@@ -536,9 +541,10 @@ static void on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		rec->fold_at = (int)to;
 		rec->released = false;
 	}
-	*rep = json_pack("{s:b, s:i, s:i, s:s, s:s}", "ok", 1, "seq", (json_int_t)cr->count - 1,
-			 "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
-			 c->nodes[to].name);
+	*rep = json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq",
+			 (json_int_t)cr->count - 1, "fold_at", (json_int_t)to, "fold_addr",
+			 c->nodes[to].addr, "fold_name", c->nodes[to].name, "fold_epoch",
+			 (json_int_t)c->nodes[to].epoch);
 	if (cr->count == j->cpr)
 		round_close(c, j, cr);
 }
@@ -662,9 +668,22 @@ static void on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->n_updates = (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates"));
 	cr->weight = json_number_value(json_object_get(ev->hdr, "weight"));
 	cr->nedges = 0;
-	json_array_foreach(edges, i, e)
-		if (cr->nedges < CTL_MAX_NODES)
-			cr->edges_from[cr->nedges++] = (uint32_t)json_integer_value(e);
+	json_array_foreach(edges, i, e) {
+		uint32_t from = (uint32_t)json_integer_value(e);
+
+		if (cr->nedges == CTL_MAX_NODES || from >= c->nnodes)
+			continue;
+		cr->edges_from[cr->nedges++] = from;
+		if (cr->lost[from]) {
+			/* Its sum reached the top before the node was lost: nothing was. */
+			trib_info("job %s round %u: node %s's sum reached the top before it was "
+				  "drained: its %u updates are in the model", j->name, r,
+				  c->nodes[from].name, cr->lost_n[from]);
+			cr->lost[from] = false;
+			cr->lost_updates -= cr->lost_n[from];
+			cr->lost_n[from] = 0;
+		}
+	}
 	trib_info("job %s round %u: model v%u from node %s: %u updates (weight %g), %u "
 		  "cross-node partials, %.3f s", j->name, r, r + 1, c->nodes[cr->top].name,
 		  cr->n_updates, cr->weight, cr->nedges,
@@ -676,10 +695,15 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 {
 	static const char *const st[] = { "open", "closed", "done" };
 	json_t *lost = json_array(), *nodes = json_object(), *edges = json_array();
+	json_t *lost_runs = json_array();
 
 	for (uint32_t i = 0; i < c->nnodes; i++) {
-		if (cr->lost[i])
+		if (cr->lost[i]) {
 			json_array_append_new(lost, json_string(c->nodes[i].name));
+			json_array_append_new(lost_runs, json_pack("{s:s, s:i, s:i}", "node",
+				c->nodes[i].name, "epoch", (json_int_t)cr->lost_epoch[i], "updates",
+				(json_int_t)cr->lost_n[i]));
+		}
 		if (cr->folded[i] || cr->landed[i] || cr->planned[i])
 			json_object_set_new(nodes, c->nodes[i].name,
 					    json_pack("{s:i, s:i, s:i}", "updates",
@@ -691,10 +715,10 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(edges, json_pack("[s, s]",
 						       c->nodes[cr->edges_from[k]].name,
 						       c->nodes[cr->top].name));
-	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:s?, s:o, s:o, s:i}", "round",
+	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i}", "round",
 			 (json_int_t)cr->round, "state", st[cr->state], "received",
 			 (json_int_t)cr->count, "clients_per_round", (json_int_t)j->cpr, "updates",
-			 (json_int_t)cr->n_updates, "lost_nodes", lost, "top",
+			 (json_int_t)cr->n_updates, "lost_nodes", lost, "lost", lost_runs, "top",
 			 cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
 			 edges, "lost_updates", (json_int_t)cr->lost_updates);
 }
@@ -776,6 +800,8 @@ static void ctl_drain_now(struct ctl *c, uint32_t rank)
 			if (cr->state == CR_DONE || !lost)
 				continue;
 			cr->lost[rank] = true;
+			cr->lost_epoch[rank] = nd->epoch;
+			cr->lost_n[rank] += lost;
 			cr->lost_updates += lost;
 			cr->count -= lost;
 			cr->folded[rank] = 0;

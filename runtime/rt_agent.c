@@ -66,6 +66,7 @@ struct upd {
 	uint32_t seq;            /* the controller's count for the round */
 	int fold_at;             /* rank that folds it */
 	char fold_name[64];
+	uint32_t fold_epoch;     /* that node's run (a receipt names it) */
 	uint64_t slot_off, segs_off, slot_len, body_len;
 	uint32_t nsegs;
 	double weight;
@@ -125,6 +126,7 @@ struct rt_agent {
 	char addr[128];
 	char http[160];
 	int rank;
+	uint32_t epoch;          /* this run, as the controller numbered it */
 	bool joined, join_pending, hb_pending;
 	uint64_t last_join_ns, last_hb_ns;
 	uint32_t hb_ms;          /* the controller's heartbeat period */
@@ -369,11 +371,11 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 {
 	if (u->c) {
 		if (status == 202) {
-			char buf[256];
+			char buf[320];
 			int len = snprintf(buf, sizeof(buf), "{\"round\":%u,\"received\":%u,"
-					   "\"node\":\"%s\",\"receipt\":\"%s/%u/%u\"}", u->round,
-					   u->seq + 1, u->fold_name, u->fold_name, u->round,
-					   u->seq);
+					   "\"node\":\"%s\",\"epoch\":%u,\"receipt\":"
+					   "\"%s.%u/%u/%u\"}", u->round, u->seq + 1, u->fold_name,
+					   u->fold_epoch, u->fold_name, u->fold_epoch, u->round, u->seq);
 
 			rt_conn_respond(u->c, 202, "application/json", buf, (size_t)len, NULL);
 		} else {
@@ -506,6 +508,7 @@ static void on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_even
 	u->fold_at = (int)json_integer_value(json_object_get(ev->hdr, "fold_at"));
 	snprintf(u->fold_name, sizeof(u->fold_name), "%s",
 		 jstr(ev->hdr, "fold_name", "?"));
+	u->fold_epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "fold_epoch"));
 	if (u->fold_at == a->rank) {
 		upd_fold(a, u);
 		return;
@@ -613,6 +616,7 @@ static bool on_fwd(struct rt_agent *a, struct ctl_event *ev)
 	u->nsegs = (uint32_t)nsegs;
 	u->body_len = ev->plen;
 	u->fold_at = a->rank;
+	u->fold_epoch = a->epoch;
 	snprintf(u->fold_name, sizeof(u->fold_name), "%s", a->name);
 	u->ev = ev;
 	a->fwd_received++;
@@ -1061,6 +1065,7 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	}
 	a->rank = (int)json_integer_value(json_object_get(ev->hdr, "rank"));
 	a->hb_ms = (uint32_t)json_integer_value(json_object_get(ev->hdr, "heartbeat_ms"));
+	a->epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "epoch"));
 	snprintf(a->n->admin_token, sizeof(a->n->admin_token), "%s",
 		 jstr(ev->hdr, "admin_token", ""));
 	jobs = json_object_get(ev->hdr, "jobs");

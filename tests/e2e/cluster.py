@@ -247,8 +247,12 @@ def scenario():
         tok = create_job(cl, admin, 'b', 30, 4)
         ups = [update_body(rng) for _ in range(30)]
         first = [(NODE_IP[k % 3], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[:15])]
+        epochs = set()
         for k, (st, b) in enumerate(post_many(cl, first)):
             check(st == 202, 'b: update %d: %d %s' % (k, st, b[:200]))
+            if json.loads(b)['node'] == 'n2':
+                epochs.add(json.loads(b)['epoch'])
+        check(len(epochs) == 1, 'the 202s of one node run name one epoch: %s' % epochs)
         victim = nodes[2]
         victim.kill()
         log('B: killed n2 (pid %d) with 5 of its updates acknowledged, round open' %
@@ -256,7 +260,9 @@ def scenario():
         info = wait_for(lambda: (lambda i: i if i['lost_nodes'] else None)(
             round_info(cl, NODE_IP[0], 'b', tok, 0)), 10, 'n2 to be drained')
         check(info['lost_nodes'] == ['n2'] and info['state'] == 'open' and
-              info['received'] == 10, 'after the kill: %s' % info)
+              info['received'] == 10 and
+              info['lost'] == [{'node': 'n2', 'epoch': epochs.pop(), 'updates': 5}],
+              'after the kill: %s' % info)
         log('  the round record says: lost_nodes %s, state %s, %d received: clients of n2 '
             'resend' % (info['lost_nodes'], info['state'], info['received']))
         resend = [(NODE_IP[k % 2], 'b', tok, 0, ups[k][0], ups[k][1])
