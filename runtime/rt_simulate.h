@@ -15,13 +15,24 @@ enum rt_sim_format {
 	RT_SIM_MIXED = 2,       /* even clients raw, odd clients safetensors */
 };
 
+/* Most gateways one --url may list, and the longest URL in it (NUL included). */
+#define RT_SIM_MAX_URLS 64
+#define RT_SIM_URL_LEN 256
+
 /* Options of `tributary simulate`; strings are borrowed from argv. */
 struct rt_sim_opts {
 	const char *job;
 	uint32_t clients;
 	uint32_t rounds;
 	uint64_t params;
-	const char *url;
+	const char *url;              /* the --url argument as given */
+	/*
+	 * --url split at its commas, one gateway each (a multi-node cluster lists
+	 * one per node). Client i sends to urls[i % nurls]; every entry is a valid
+	 * http URL. Copies, since an entry is not NUL-terminated in argv.
+	 */
+	uint32_t nurls;
+	char urls[RT_SIM_MAX_URLS][RT_SIM_URL_LEN];
 	const char *data_dir;
 	const char *admin_token_file; /* NULL: TRIBUTARY_ADMIN_TOKEN, then DATA_DIR/admin-token */
 	uint32_t connections;         /* already clamped to [1, clients] */
@@ -29,6 +40,7 @@ struct rt_sim_opts {
 	enum rt_sim_format format;
 	bool quiet;
 	bool no_check;                /* time only: the job's model is not the FedAvg mean */
+	const char *report_json;      /* --report-json FILE: per-round JSON at exit, NULL: none */
 };
 
 /* CLI entry: @argv[0] is "simulate". Returns the exit code: 0 all good, 1 failure, 2 usage. */
@@ -56,10 +68,17 @@ uint32_t rt_sim_samples(uint64_t key);
 void rt_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n);
 
 /*
- * ref[i] = sum_c n_c x_c[i] / sum_c n_c over the @clients updates of @round,
- * in double, using up to @threads threads. @ref (caller-owned, @params
- * doubles) is overwritten. Returns 0 or -ENOMEM, -EAGAIN (no thread).
+ * ref[i] = sum_c n_c x_c[i] / sum_c n_c over the updates of clients 0..@clients-1
+ * of @round whose @include flag is set (@include: @clients flags, borrowed;
+ * NULL: every client), in double, using up to @threads threads. A multi-node
+ * run leaves out the updates a lost node took with it. The cost is that of
+ * the included clients alone. @ref (caller-owned, @params doubles) is
+ * overwritten. Returns 0 or -ENODATA (no client included), -ENOMEM, -EAGAIN
+ * (no thread).
  */
+int rt_sim_reference_subset(uint64_t seed, uint64_t round, uint32_t clients, const bool *include,
+			    uint64_t params, unsigned threads, double *ref);
+/* rt_sim_reference_subset() over every client (@include NULL). */
 int rt_sim_reference(uint64_t seed, uint64_t round, uint32_t clients, uint64_t params,
 		     unsigned threads, double *ref);
 

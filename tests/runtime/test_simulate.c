@@ -105,6 +105,110 @@ Test(runtime_simulate, options_errors)
 		     -EINVAL);
 }
 
+/* Like parse(), keeping the reason. */
+static int parse_why(struct rt_sim_opts *o, char **argv, char *why, size_t len)
+{
+	int argc = 0;
+
+	while (argv[argc])
+		argc++;
+	return rt_sim_parse_args(argc, argv, o, why, len);
+}
+
+Test(runtime_simulate, options_url_list)
+{
+	struct rt_sim_opts o;
+
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1")), 0);
+	cr_assert_eq(o.nurls, 1, "the default is one gateway");
+	cr_assert_str_eq(o.urls[0], "http://127.0.0.1:8080");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
+				    "http://10.0.0.1:8080")),
+		     0);
+	cr_assert_eq(o.nurls, 1);
+	cr_assert_str_eq(o.urls[0], "http://10.0.0.1:8080");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1",
+				    "--url=http://10.0.0.1:8080,http://10.0.0.2:8080/, "
+				    "http://[::1]:9,http://h")),
+		     0);
+	cr_assert_eq(o.nurls, 4);
+	cr_assert_str_eq(o.urls[0], "http://10.0.0.1:8080");
+	cr_assert_str_eq(o.urls[1], "http://10.0.0.2:8080/");
+	cr_assert_str_eq(o.urls[2], "http://[::1]:9", "blanks around an entry are dropped");
+	cr_assert_str_eq(o.urls[3], "http://h");
+	cr_assert_str_eq(o.url, "http://10.0.0.1:8080,http://10.0.0.2:8080/, http://[::1]:9,"
+				"http://h", "--url keeps the argument as given");
+	/* The same gateway listed three times is three gateways (one node). */
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
+				    "http://x:1,http://x:1,http://x:1")),
+		     0);
+	cr_assert_eq(o.nurls, 3);
+	cr_assert_str_eq(o.urls[2], "http://x:1");
+}
+
+Test(runtime_simulate, options_url_list_errors_name_the_entry)
+{
+	static const char *const bad[][2] = {
+		{ "http://a:1,https://b:2", "'https://b:2'" },
+		{ "http://a:1,http://b:99999", "'http://b:99999'" },
+		{ "http://a:0,http://b:2", "'http://a:0'" },
+		{ "http://a:1,,http://b:2", "empty entry" },
+		{ "http://a:1,", "empty entry" },
+		{ ",http://a:1", "empty entry" },
+		{ " ", "empty entry" },
+		{ "http://a:1,b:2", "'b:2'" },
+	};
+	struct rt_sim_opts o;
+	char why[256], many[80 * 12];
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(parse_why(&o,
+				       ARGV("--job", "a", "--clients", "4", "--rounds", "1",
+					    "--url", (char *)bad[i][0]),
+				       why, sizeof(why)),
+			     -EINVAL, "%s", bad[i][0]);
+		cr_assert_not_null(strstr(why, bad[i][1]), "'%s': %s", bad[i][0], why);
+	}
+	for (int i = 0; i <= RT_SIM_MAX_URLS; i++)
+		n += (size_t)snprintf(many + n, sizeof(many) - n, "%shttp://h:%d", i ? "," : "",
+				      1000 + i);
+	cr_assert(n < sizeof(many));
+	cr_assert_eq(parse_why(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
+					many),
+			       why, sizeof(why)),
+		     -EINVAL, "more than RT_SIM_MAX_URLS gateways");
+	many[n - strlen(",http://h:1064")] = '\0';
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
+				    many)),
+		     0, "RT_SIM_MAX_URLS gateways fit");
+	cr_assert_eq(o.nurls, RT_SIM_MAX_URLS);
+	memset(many, 'x', RT_SIM_URL_LEN + 8);
+	memcpy(many, "http://", 7);
+	many[RT_SIM_URL_LEN + 8] = '\0';
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
+				    many)),
+		     -EINVAL, "an entry longer than RT_SIM_URL_LEN");
+}
+
+Test(runtime_simulate, options_report_json)
+{
+	struct rt_sim_opts o;
+
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1")), 0);
+	cr_assert_null(o.report_json);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1",
+				    "--report-json", "/tmp/r.json")),
+		     0);
+	cr_assert_str_eq(o.report_json, "/tmp/r.json");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1",
+				    "--report-json=")),
+		     -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1",
+				    "--report-json")),
+		     -EINVAL, "missing value");
+}
+
 Test(runtime_simulate, main_usage_exit_code, .init = cr_redirect_stderr)
 {
 	cr_assert_eq(rt_simulate_main(3, ARGV("--job", "a")), 2);
@@ -181,6 +285,41 @@ Test(runtime_simulate, reference_threads_agree)
 	cr_assert_eq(memcmp(a, b, P * sizeof(double)), 0);
 	trib_free(a);
 	trib_free(b);
+}
+
+/* The reference over a subset is the weighted mean of that subset alone. */
+Test(runtime_simulate, reference_subset_is_mean_of_included)
+{
+	enum { C = 6, P = 4099 };
+	const bool include[C] = { true, false, true, true, false, true };
+	const bool none[C] = { false };
+	double *ref = trib_malloc(P * sizeof(double)), *want = trib_calloc(P, sizeof(double));
+	double *all = trib_malloc(P * sizeof(double)), total = 0;
+	float *x = trib_malloc(P * sizeof(float));
+
+	for (uint32_t c = 0; c < C; c++) {
+		uint64_t k = rt_sim_key(5, 2, c);
+		double n = rt_sim_samples(k);
+
+		if (!include[c])
+			continue;
+		rt_sim_fill(k, 0, x, P);
+		for (int i = 0; i < P; i++)
+			want[i] += n * x[i];
+		total += n;
+	}
+	cr_assert_eq(rt_sim_reference_subset(5, 2, C, include, P, 3, ref), 0);
+	for (int i = 0; i < P; i++)
+		cr_assert(fabs(ref[i] - want[i] / total) < 1e-12, "%d: %g vs %g", i, ref[i],
+			  want[i] / total);
+	cr_assert_eq(rt_sim_reference_subset(5, 2, C, NULL, P, 2, ref), 0);
+	cr_assert_eq(rt_sim_reference(5, 2, C, P, 2, all), 0);
+	cr_assert_eq(memcmp(ref, all, P * sizeof(double)), 0, "NULL includes every client");
+	cr_assert_eq(rt_sim_reference_subset(5, 2, C, none, P, 2, ref), -ENODATA);
+	trib_free(x);
+	trib_free(all);
+	trib_free(want);
+	trib_free(ref);
 }
 
 Test(runtime_simulate, compare_limits)
