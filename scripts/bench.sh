@@ -51,6 +51,11 @@ echo "== bench/round: round time, CPU and memory, Tributary vs the Python baseli
 	--csv "$root/bench/round/results.csv" || rc=1
 
 echo
+echo "== bench/cluster: 3 netns nodes x 300 clients x 1M, locality vs round-robin placement"
+/usr/bin/python3 "$root/bench/cluster/run.py" --build "$build" --clients 300 --params 1000000 \
+	--rounds 3 --csv "$root/bench/cluster/results.csv" || rc=1
+
+echo
 echo "== bench/plot: PNGs in docs/img/"
 /usr/bin/python3 "$root/bench/plot/plot.py" --round "$root/bench/round/results.csv" \
 	--fold "$dir/fold.txt" --ingest "$root/bench/baselines/results.csv" --out "$root/docs/img" ||

@@ -30,9 +30,9 @@ sys.path.insert(0, os.path.join(ROOT, 'scripts'))
 import netns_cluster  # noqa: E402
 
 
-def metrics(net, ip, port):
+def metrics(net, ip, port, wait=False):
     p = netns_cluster.sh('curl', '-sS', '--max-time', '10', 'http://%s:%d/metrics' % (ip, port),
-                         ns=net.ctl)
+                         ns=net.ctl, check=not wait)
     out = {}
     for line in p.stdout.splitlines():
         if line and not line.startswith('#'):
@@ -62,7 +62,7 @@ def one(args, net, placement, port, tmp):
     try:
         end = time.time() + 60
         for ip in net.node_ip:
-            while metrics(net, ip, port).get('tributary_cluster_joined') != 1:
+            while metrics(net, ip, port, wait=True).get('tributary_cluster_joined') != 1:
                 if time.time() > end:
                     raise RuntimeError('node %s did not join' % ip)
                 time.sleep(0.2)
