@@ -46,7 +46,7 @@ enum { CR_OPEN, CR_CLOSED, CR_DONE };
 #define CTL_RECENT 4096
 struct acc_rec {
 	uint64_t uid;
-	int64_t job;      /* db id */
+	int64_t job; /* db id */
 	uint32_t round, seq;
 	int fold_at;
 	bool released;
@@ -54,50 +54,51 @@ struct acc_rec {
 
 struct cnode {
 	char name[64];
-	char addr[128];  /* its wire URL (node-to-node and controller-to-node) */
-	char http[128];  /* its gateway, for status */
+	char addr[128]; /* its wire URL (node-to-node and controller-to-node) */
+	char http[128]; /* its gateway, for status */
 	char dataplane[16];
 	uint32_t cores;
 	uint64_t arena_bytes, arena_free;
+	uint64_t mem_free; /* the node's MemAvailable */
 	uint64_t last_ns;
-	bool used;       /* the rank is taken (live or dead) */
+	bool used; /* the rank is taken (live or dead) */
 	bool live;
-	uint32_t epoch;  /* this run of the node: a node that joins again gets a new one */
+	uint32_t epoch;		/* this run of the node: a node that joins again gets a new one */
 	struct acc_rec *recent; /* CTL_RECENT entries (owned), or NULL */
 };
 
 struct cround {
 	uint32_t round;
 	int state;
-	uint32_t count;                 /* updates accepted (and not lost) */
-	uint32_t folded[CTL_MAX_NODES]; /* updates folded on each node */
-	uint32_t landed[CTL_MAX_NODES]; /* updates whose client sent them to each node */
-	bool lost[CTL_MAX_NODES];       /* the node died with updates of this round */
+	uint32_t count;			    /* updates accepted (and not lost) */
+	uint32_t folded[CTL_MAX_NODES];	    /* updates folded on each node */
+	uint32_t landed[CTL_MAX_NODES];	    /* updates whose client sent them to each node */
+	bool lost[CTL_MAX_NODES];	    /* the node died with updates of this round */
 	uint32_t lost_epoch[CTL_MAX_NODES]; /* which run of it (a receipt names it) */
 	uint32_t lost_n[CTL_MAX_NODES];
 	uint32_t lost_updates;
-	int top;                        /* rank folding the top, from the close; -1 before */
-	uint32_t planned[CTL_MAX_NODES]; /* leaves the placement gave each node at the close */
-	uint32_t cross_edges;           /* from the placement */
+	int top;			    /* rank folding the top, from the close; -1 before */
+	uint32_t planned[CTL_MAX_NODES];    /* leaves the placement gave each node at the close */
+	uint32_t cross_edges;		    /* from the placement */
 	uint32_t edges_from[CTL_MAX_NODES]; /* ranks whose sum crossed to the top (from the top) */
 	uint32_t nedges;
 	uint64_t open_ns, close_ns, done_ns;
-	uint32_t n_updates;             /* in the model */
+	uint32_t n_updates; /* in the model */
 	double weight;
-	struct cround *next;            /* newer */
+	struct cround *next; /* newer */
 };
 
 struct cjob {
 	int64_t db_id;
 	char name[64];
 	char token[80];
-	char *body;                     /* the creation request, as nodes parse it (owned) */
+	char *body; /* the creation request, as nodes parse it (owned) */
 	uint32_t cpr, fanin;
 	uint64_t n_elem;
-	uint32_t round;                 /* open round */
-	uint32_t completed;             /* model version */
-	float *model;                   /* latest model (owned), NULL: zeros */
-	struct cround *rounds;          /* oldest first: in flight and the last few done */
+	uint32_t round;	       /* open round */
+	uint32_t completed;    /* model version */
+	float *model;	       /* latest model (owned), NULL: zeros */
+	struct cround *rounds; /* oldest first: in flight and the last few done */
 	struct cjob *next;
 };
 
@@ -107,10 +108,10 @@ struct ctl {
 	struct ctl_store *store;
 	char admin_token[80];
 	struct cnode nodes[CTL_MAX_NODES];
-	uint32_t nnodes;                /* ranks used: 0 .. nnodes - 1 */
+	uint32_t nnodes; /* ranks used: 0 .. nnodes - 1 */
 	struct cjob *jobs;
 	uint64_t cookie;
-	uint32_t epochs;                /* runs of nodes that joined, ever (this process) */
+	uint32_t epochs; /* runs of nodes that joined, ever (this process) */
 };
 
 static volatile sig_atomic_t stop_sig;
@@ -297,8 +298,9 @@ static void round_close(struct ctl *c, struct cjob *j, struct cround *cr)
 	if (ctl_store_round_advance(c->store, j->db_id, cr->round, j->round))
 		trib_warn("job %s: recording round %u closed failed", j->name, cr->round);
 	trib_info("job %s round %u: closed with %u updates; top on node %s (%u cross-node "
-		  "edges planned)", j->name, cr->round, cr->count,
-		  cr->top >= 0 ? c->nodes[cr->top].name : "(none)", cr->cross_edges);
+		  "edges planned)",
+		  j->name, cr->round, cr->count, cr->top >= 0 ? c->nodes[cr->top].name : "(none)",
+		  cr->cross_edges);
 	send_close(c, j, cr);
 }
 
@@ -357,6 +359,7 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	nd->cores = (uint32_t)json_integer_value(json_object_get(ev->hdr, "cores"));
 	nd->arena_bytes = (uint64_t)json_integer_value(json_object_get(ev->hdr, "arena_bytes"));
 	nd->arena_free = (uint64_t)json_integer_value(json_object_get(ev->hdr, "arena_free"));
+	nd->mem_free = (uint64_t)json_integer_value(json_object_get(ev->hdr, "mem_free"));
 	nd->used = nd->live = true;
 	nd->last_ns = trib_now_ns();
 	nd->epoch = ++c->epochs;
@@ -369,8 +372,8 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	*rep = json_pack("{s:b, s:i, s:i, s:s, s:i, s:o}", "ok", 1, "rank", (json_int_t)rank,
 			 "epoch", (json_int_t)nd->epoch, "admin_token", c->admin_token,
 			 "heartbeat_ms", (json_int_t)c->o->heartbeat_ms, "jobs", jobs);
-	trib_info("node %s joined as rank %d (%s, %u cores, arena %llu MiB free, %s)", name,
-		  rank, addr, nd->cores, (unsigned long long)(nd->arena_free >> 20), nd->dataplane);
+	trib_info("node %s joined as rank %d (%s, %u cores, arena %llu MiB free, %s)", name, rank,
+		  addr, nd->cores, (unsigned long long)(nd->arena_free >> 20), nd->dataplane);
 	/* Models it needs: sent after the reply, so that it knows the jobs first. */
 	for (struct cjob *j = c->jobs; j; j = j->next)
 		if (j->model)
@@ -388,7 +391,9 @@ static void on_heartbeat(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	}
 	c->nodes[rank].last_ns = trib_now_ns();
 	c->nodes[rank].arena_free =
-		(uint64_t)json_integer_value(json_object_get(ev->hdr, "arena_free"));
+	    (uint64_t)json_integer_value(json_object_get(ev->hdr, "arena_free"));
+	c->nodes[rank].mem_free =
+	    (uint64_t)json_integer_value(json_object_get(ev->hdr, "mem_free"));
 	*rep = json_pack("{s:b}", "ok", 1);
 }
 
@@ -518,8 +523,10 @@ static void on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		}
 	}
 	if (r != j->round) {
-		snprintf(msg, sizeof(msg), "round mismatch: the job is at round %u, the update is "
-			 "for round %u (%s)", j->round, r, r < j->round ? "stale" : "future");
+		snprintf(msg, sizeof(msg),
+			 "round mismatch: the job is at round %u, the update is "
+			 "for round %u (%s)",
+			 j->round, r, r < j->round ? "stale" : "future");
 		*rep = err_reply(409, msg);
 		json_object_set_new(*rep, "round", json_integer(j->round));
 		return;
@@ -541,10 +548,10 @@ static void on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		rec->fold_at = (int)to;
 		rec->released = false;
 	}
-	*rep = json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq",
-			 (json_int_t)cr->count - 1, "fold_at", (json_int_t)to, "fold_addr",
-			 c->nodes[to].addr, "fold_name", c->nodes[to].name, "fold_epoch",
-			 (json_int_t)c->nodes[to].epoch);
+	*rep =
+	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
+		      "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
+		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
 	if (cr->count == j->cpr)
 		round_close(c, j, cr);
 }
@@ -555,8 +562,8 @@ static void on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
 	int rank = node_rank(c, jstr(ev->hdr, "node", ""));
 	uint64_t uid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "uid"));
-	struct acc_rec *rec = rank >= 0 && c->nodes[rank].recent ?
-			      &c->nodes[rank].recent[uid % CTL_RECENT] : NULL;
+	struct acc_rec *rec =
+	    rank >= 0 && c->nodes[rank].recent ? &c->nodes[rank].recent[uid % CTL_RECENT] : NULL;
 	struct cround *cr;
 	uint32_t r;
 	int at;
@@ -569,8 +576,7 @@ static void on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	r = rec->round;
 	at = rec->fold_at;
 	cr = round_get(j, r);
-	if (!cr || at < 0 || (uint32_t)at >= c->nnodes || !cr->folded[at] ||
-	    cr->state == CR_DONE)
+	if (!cr || at < 0 || (uint32_t)at >= c->nnodes || !cr->folded[at] || cr->state == CR_DONE)
 		return;
 	cr->folded[at]--;
 	cr->landed[rank]--;
@@ -619,7 +625,8 @@ static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 static void round_empty(struct ctl *c, struct cjob *j, struct cround *cr)
 {
 	trib_error("job %s round %u: every node that held its updates was lost; version %u "
-		   "repeats the previous model", j->name, cr->round, cr->round + 1);
+		   "repeats the previous model",
+		   j->name, cr->round, cr->round + 1);
 	if (j->model && model_store(c, j, j->model, cr->round + 1))
 		trib_error("job %s: writing model v%u failed", j->name, cr->round + 1);
 	cr->n_updates = 0;
@@ -668,7 +675,8 @@ static void on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->n_updates = (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates"));
 	cr->weight = json_number_value(json_object_get(ev->hdr, "weight"));
 	cr->nedges = 0;
-	json_array_foreach(edges, i, e) {
+	json_array_foreach(edges, i, e)
+	{
 		uint32_t from = (uint32_t)json_integer_value(e);
 
 		if (cr->nedges == CTL_MAX_NODES || from >= c->nnodes)
@@ -677,32 +685,33 @@ static void on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		if (cr->lost[from]) {
 			/* Its sum reached the top before the node was lost: nothing was. */
 			trib_info("job %s round %u: node %s's sum reached the top before it was "
-				  "drained: its %u updates are in the model", j->name, r,
-				  c->nodes[from].name, cr->lost_n[from]);
+				  "drained: its %u updates are in the model",
+				  j->name, r, c->nodes[from].name, cr->lost_n[from]);
 			cr->lost[from] = false;
 			cr->lost_updates -= cr->lost_n[from];
 			cr->lost_n[from] = 0;
 		}
 	}
 	trib_info("job %s round %u: model v%u from node %s: %u updates (weight %g), %u "
-		  "cross-node partials, %.3f s", j->name, r, r + 1, c->nodes[cr->top].name,
-		  cr->n_updates, cr->weight, cr->nedges,
+		  "cross-node partials, %.3f s",
+		  j->name, r, r + 1, c->nodes[cr->top].name, cr->n_updates, cr->weight, cr->nedges,
 		  (double)(trib_now_ns() - cr->open_ns) / 1e9);
 	job_advance(c, j, cr);
 }
 
 static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 {
-	static const char *const st[] = { "open", "closed", "done" };
+	static const char *const st[] = {"open", "closed", "done"};
 	json_t *lost = json_array(), *nodes = json_object(), *edges = json_array();
 	json_t *lost_runs = json_array();
 
 	for (uint32_t i = 0; i < c->nnodes; i++) {
 		if (cr->lost[i]) {
 			json_array_append_new(lost, json_string(c->nodes[i].name));
-			json_array_append_new(lost_runs, json_pack("{s:s, s:i, s:i}", "node",
-				c->nodes[i].name, "epoch", (json_int_t)cr->lost_epoch[i], "updates",
-				(json_int_t)cr->lost_n[i]));
+			json_array_append_new(lost_runs,
+					      json_pack("{s:s, s:i, s:i}", "node", c->nodes[i].name,
+							"epoch", (json_int_t)cr->lost_epoch[i],
+							"updates", (json_int_t)cr->lost_n[i]));
 		}
 		if (cr->folded[i] || cr->landed[i] || cr->planned[i])
 			json_object_set_new(nodes, c->nodes[i].name,
@@ -712,8 +721,7 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 						      (json_int_t)cr->planned[i]));
 	}
 	for (uint32_t k = 0; k < cr->nedges; k++)
-		json_array_append_new(edges, json_pack("[s, s]",
-						       c->nodes[cr->edges_from[k]].name,
+		json_array_append_new(edges, json_pack("[s, s]", c->nodes[cr->edges_from[k]].name,
 						       c->nodes[cr->top].name));
 	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i}", "round",
 			 (json_int_t)cr->round, "state", st[cr->state], "received",
@@ -756,14 +764,17 @@ static void on_status(struct ctl *c, json_t **rep)
 	for (uint32_t i = 0; i < c->nnodes; i++) {
 		struct cnode *nd = &c->nodes[i];
 
-		json_array_append_new(nodes, json_pack("{s:i, s:s, s:s, s:s, s:b, s:i, s:I, s:I, "
-						       "s:s}", "rank", (json_int_t)i, "name",
-						       nd->name, "addr", nd->addr, "http", nd->http,
-						       "live", nd->live, "cores", (json_int_t)nd->cores,
-						       "arena_free", (json_int_t)nd->arena_free,
-						       "heartbeat_age_ms",
-						       nd->live ? (json_int_t)((now - nd->last_ns) / 1000000) : -1,
-						       "dataplane", nd->dataplane));
+		json_array_append_new(
+		    nodes,
+		    json_pack("{s:i, s:s, s:s, s:s, s:b, s:i, s:I, s:I, "
+			      "s:I, s:I, s:s}",
+			      "rank", (json_int_t)i, "name", nd->name, "addr", nd->addr, "http",
+			      nd->http, "live", nd->live, "cores", (json_int_t)nd->cores,
+			      "arena_bytes", (json_int_t)nd->arena_bytes, "mem_free",
+			      (json_int_t)nd->mem_free, "arena_free", (json_int_t)nd->arena_free,
+			      "heartbeat_age_ms",
+			      nd->live ? (json_int_t)((now - nd->last_ns) / 1000000) : -1,
+			      "dataplane", nd->dataplane));
 	}
 	for (struct cjob *j = c->jobs; j; j = j->next) {
 		json_t *rounds = json_array();
@@ -776,9 +787,9 @@ static void on_status(struct ctl *c, json_t **rep)
 						      (json_int_t)j->completed, "clients_per_round",
 						      (json_int_t)j->cpr, "rounds", rounds));
 	}
-	*rep = json_pack("{s:b, s:s, s:o, s:o}", "ok", 1, "placement",
-			 c->o->round_robin ? "round-robin" : "locality", "nodes", nodes, "jobs",
-			 jobs);
+	*rep =
+	    json_pack("{s:b, s:s, s:o, s:o}", "ok", 1, "placement",
+		      c->o->round_robin ? "round-robin" : "locality", "nodes", nodes, "jobs", jobs);
 }
 
 /*
@@ -812,8 +823,8 @@ static void ctl_drain_now(struct ctl *c, uint32_t rank)
 				continue;
 			}
 			trib_warn("job %s round %u: %u updates acknowledged by node %s are lost; "
-				  "the round completes with the other %u", j->name, cr->round, lost,
-				  nd->name, cr->count);
+				  "the round completes with the other %u",
+				  j->name, cr->round, lost, nd->name, cr->count);
 			if (!cr->count) {
 				round_empty(c, j, cr);
 				continue;
@@ -1009,10 +1020,10 @@ int ctl_cluster_run(const struct ctl_cluster_opts *o)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	trib_info("controller listening on %s (placement: %s; nodes drained after %u ms without "
-		  "a heartbeat)", o->listen, o->round_robin ? "round-robin" : "locality",
-		  o->dead_after_ms);
+		  "a heartbeat)",
+		  o->listen, o->round_robin ? "round-robin" : "locality", o->dead_after_ms);
 	while (!stop_sig) {
-		struct pollfd pfd = { .fd = ctl_wire_fd(c.w), .events = POLLIN };
+		struct pollfd pfd = {.fd = ctl_wire_fd(c.w), .events = POLLIN};
 		struct ctl_event *ev;
 		uint64_t cnt;
 

@@ -13,12 +13,12 @@
 #define CTL_MAX_NODES 64u
 
 struct ctl_cluster_opts {
-	const char *listen;           /* nng URL, e.g. tcp://0.0.0.0:7070 */
-	const char *data_dir;         /* SQLite state, models */
+	const char *listen;	      /* nng URL, e.g. tcp://0.0.0.0:7070 */
+	const char *data_dir;	      /* SQLite state, models */
 	const char *admin_token_file; /* default DATA_DIR/admin-token */
-	uint32_t heartbeat_ms;        /* nodes send one this often (default 200) */
-	uint32_t dead_after_ms;       /* silent this long: drained (default 1500) */
-	int round_robin;              /* placement ignores locality (the benchmark's baseline) */
+	uint32_t heartbeat_ms;	      /* nodes send one this often (default 200) */
+	uint32_t dead_after_ms;	      /* silent this long: drained (default 1500) */
+	int round_robin;	      /* placement ignores locality (the benchmark's baseline) */
 };
 
 /* Run until SIGINT/SIGTERM; returns a process exit code. */

@@ -38,9 +38,9 @@
 #include "trib_log.h"
 #include "trib_time.h"
 
-#define AGENT_TIMEOUT_MS 10000
+#define AGENT_TIMEOUT_MS    10000
 #define AGENT_HB_TIMEOUT_MS 1000
-#define JOIN_RETRY_NS 1000000000ull
+#define JOIN_RETRY_NS	    1000000000ull
 
 enum pend_kind {
 	PK_JOIN = 1,
@@ -57,27 +57,27 @@ enum pend_kind {
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
 struct upd {
-	struct rt_conn *c;       /* the client waiting for 202, or NULL */
-	struct ctl_event *ev;    /* a peer's forward waiting for its answer, or NULL */
+	struct rt_conn *c;    /* the client waiting for 202, or NULL */
+	struct ctl_event *ev; /* a peer's forward waiting for its answer, or NULL */
 	char job[64];
 	uint32_t round;
-	uint64_t uid;            /* this node's id of the request that counts it */
+	uint64_t uid; /* this node's id of the request that counts it */
 	int tries;
-	uint32_t seq;            /* the controller's count for the round */
-	int fold_at;             /* rank that folds it */
+	uint32_t seq; /* the controller's count for the round */
+	int fold_at;  /* rank that folds it */
 	char fold_name[64];
-	uint32_t fold_epoch;     /* that node's run (a receipt names it) */
+	uint32_t fold_epoch; /* that node's run (a receipt names it) */
 	uint64_t slot_off, segs_off, slot_len, body_len;
 	uint32_t nsegs;
 	double weight;
-	struct upd *next;        /* backlog: waiting for the local round to get to it */
+	struct upd *next; /* backlog: waiting for the local round to get to it */
 };
 
 struct xinput {
 	bool has;
-	bool remote;             /* came over the wire (a cross-node edge) */
-	struct shm_desc d;       /* a PARTIAL, seq = the node's rank */
-	uint64_t slot;           /* owned: a landed sum or zeros; 0: the local round's */
+	bool remote;	   /* came over the wire (a cross-node edge) */
+	struct shm_desc d; /* a PARTIAL, seq = the node's rank */
+	uint64_t slot;	   /* owned: a landed sum or zeros; 0: the local round's */
 	const float *data;
 };
 
@@ -85,15 +85,15 @@ struct xinput {
 struct xround {
 	char job[64];
 	uint32_t round;
-	bool closed;             /* the controller's close came */
+	bool closed; /* the controller's close came */
 	uint32_t nnodes;
 	uint32_t counts[CTL_MAX_NODES];
 	int top;
 	char top_addr[128];
 	/* this node's sum */
-	struct rt_round *local;  /* the local round with its sum (until the model) */
+	struct rt_round *local; /* the local round with its sum (until the model) */
 	bool sum_ready;
-	int delivered_to;        /* the top rank that has our sum (-1: none) */
+	int delivered_to; /* the top rank that has our sum (-1: none) */
 	bool sending;
 	/* the round's top, when it is on this node */
 	bool folding;
@@ -104,7 +104,7 @@ struct xround {
 	bool have_result;
 	bool model_sending, model_sent;
 	struct shm_desc result;
-	float *result_payload;   /* tcp: owned */
+	float *result_payload; /* tcp: owned */
 	struct xround *next;
 };
 
@@ -114,8 +114,8 @@ struct pend {
 	struct rt_conn *c;
 	struct upd *u;
 	struct xround *x;
-	int top;                 /* PK_PARTIAL: the rank it went to */
-	uint64_t bytes;          /* PK_PARTIAL: payload bytes */
+	int top;	/* PK_PARTIAL: the rank it went to */
+	uint64_t bytes; /* PK_PARTIAL: payload bytes */
 	struct pend *next;
 };
 
@@ -126,17 +126,17 @@ struct rt_agent {
 	char addr[128];
 	char http[160];
 	int rank;
-	uint32_t epoch;          /* this run, as the controller numbered it */
+	uint32_t epoch; /* this run, as the controller numbered it */
 	bool joined, join_pending, hb_pending;
 	uint64_t last_join_ns, last_hb_ns;
-	uint32_t hb_ms;          /* the controller's heartbeat period */
+	uint32_t hb_ms; /* the controller's heartbeat period */
 	uint64_t cookie;
 	struct pend *pend;
 	struct xround *xr;
 	struct upd *backlog;
 	/* counters for /metrics */
 	uint64_t partials_sent, partials_received, fwd_sent, fwd_received, accept_rejected,
-		models_sent;
+	    models_sent;
 	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
 	uint64_t next_uid;
 };
@@ -313,9 +313,10 @@ void rt_agent_job_create(struct rt_conn *c)
 
 	rt_api_job_build(c->node, c->body_heap, c->body_len, NULL, true, NULL, msg, sizeof(msg),
 			 &n_elem);
-	err = to_ctl(a, json_pack("{s:s, s:s, s:s?, s:I}", "op", "job_create", "node", a->name,
-				  "name", json_string_value(json_object_get(o, "name")), "n_elem",
-				  (json_int_t)n_elem),
+	err = to_ctl(a,
+		     json_pack("{s:s, s:s, s:s?, s:I}", "op", "job_create", "node", a->name, "name",
+			       json_string_value(json_object_get(o, "name")), "n_elem",
+			       (json_int_t)n_elem),
 		     c->body_heap, c->body_len, PK_CREATE, &pd);
 	json_decref(o);
 	if (err) {
@@ -334,14 +335,15 @@ static void on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_even
 	int status;
 
 	if (ev->kind != CTL_EV_REPLY) {
-		rt_conn_error(c, 503, "the controller did not answer; the job may or may not "
-			      "exist: GET /v1/jobs/{name} tells", -1, "Retry-After: 1\r\n");
+		rt_conn_error(c, 503,
+			      "the controller did not answer; the job may or may not "
+			      "exist: GET /v1/jobs/{name} tells",
+			      -1, "Retry-After: 1\r\n");
 		return;
 	}
 	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
 		rt_conn_error(c, (int)json_integer_value(json_object_get(ev->hdr, "status")),
-			      jstr(ev->hdr, "error", "refused"), -1,
-			      NULL);
+			      jstr(ev->hdr, "error", "refused"), -1, NULL);
 		return;
 	}
 	status = rt_api_job_build(a->n, c->body_heap, c->body_len,
@@ -352,8 +354,8 @@ static void on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_even
 		return;
 	}
 	j->xtarget = UINT32_MAX;
-	respond_json(c, 201, json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token,
-				       "round", 0));
+	respond_json(c, 201,
+		     json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token, "round", 0));
 }
 
 /* --- updates --- */
@@ -372,10 +374,12 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 	if (u->c) {
 		if (status == 202) {
 			char buf[320];
-			int len = snprintf(buf, sizeof(buf), "{\"round\":%u,\"received\":%u,"
+			int len = snprintf(buf, sizeof(buf),
+					   "{\"round\":%u,\"received\":%u,"
 					   "\"node\":\"%s\",\"epoch\":%u,\"receipt\":"
-					   "\"%s.%u/%u/%u\"}", u->round, u->seq + 1, u->fold_name,
-					   u->fold_epoch, u->fold_name, u->fold_epoch, u->round, u->seq);
+					   "\"%s.%u/%u/%u\"}",
+					   u->round, u->seq + 1, u->fold_name, u->fold_epoch,
+					   u->fold_name, u->fold_epoch, u->round, u->seq);
 
 			rt_conn_respond(u->c, 202, "application/json", buf, (size_t)len, NULL);
 		} else {
@@ -395,8 +399,10 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 /* Give the controller back an update it counted that cannot be folded. */
 static void upd_release(struct rt_agent *a, struct upd *u)
 {
-	to_ctl(a, json_pack("{s:s, s:s, s:s, s:I}", "op", "release", "job", u->job, "node",
-			    a->name, "uid", (json_int_t)u->uid), NULL, 0, PK_NOTE, NULL);
+	to_ctl(a,
+	       json_pack("{s:s, s:s, s:s, s:I}", "op", "release", "job", u->job, "node", a->name,
+			 "uid", (json_int_t)u->uid),
+	       NULL, 0, PK_NOTE, NULL);
 }
 
 /* Fold @u here: into the local round now, or when the local round gets to its round. */
@@ -418,15 +424,18 @@ static void upd_fold(struct rt_agent *a, struct upd *u)
 		return;
 	}
 	err = j->round == u->round ? rt_job_accept(n, j, u->round, u->slot_off, u->segs_off,
-						   u->nsegs, u->weight, &seq) : -ESTALE;
+						   u->nsegs, u->weight, &seq)
+				   : -ESTALE;
 	if (err) {
 		trib_error("job %s round %u: folding a counted update here: %s", j->name, u->round,
 			   strerror(-err));
 		upd_release(a, u);
 		if (err == -ENOSPC)
 			rt_job_relieve(n, j);
-		upd_answer(a, u, 503, err == -ENOSPC ? "aggregation memory is full; retry shortly" :
-			   "the round's aggregation tree failed; retry", -1);
+		upd_answer(a, u, 503,
+			   err == -ENOSPC ? "aggregation memory is full; retry shortly"
+					  : "the round's aggregation tree failed; retry",
+			   -1);
 		return;
 	}
 	u->slot_off = UINT64_MAX; /* the tree's now */
@@ -440,9 +449,10 @@ static int accept_send(struct rt_agent *a, struct upd *u)
 	struct pend *pd;
 	int err;
 
-	err = to_ctl(a, json_pack("{s:s, s:s, s:s, s:i, s:I}", "op", "accept", "job", u->job,
-				  "node", a->name, "round", (json_int_t)u->round, "uid",
-				  (json_int_t)u->uid), NULL, 0, PK_ACCEPT, &pd);
+	err = to_ctl(a,
+		     json_pack("{s:s, s:s, s:s, s:i, s:I}", "op", "accept", "job", u->job, "node",
+			       a->name, "round", (json_int_t)u->round, "uid", (json_int_t)u->uid),
+		     NULL, 0, PK_ACCEPT, &pd);
 	if (!err)
 		pd->u = u;
 	return err;
@@ -506,8 +516,7 @@ static void on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_even
 	}
 	u->seq = (uint32_t)json_integer_value(json_object_get(ev->hdr, "seq"));
 	u->fold_at = (int)json_integer_value(json_object_get(ev->hdr, "fold_at"));
-	snprintf(u->fold_name, sizeof(u->fold_name), "%s",
-		 jstr(ev->hdr, "fold_name", "?"));
+	snprintf(u->fold_name, sizeof(u->fold_name), "%s", jstr(ev->hdr, "fold_name", "?"));
 	u->fold_epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "fold_epoch"));
 	if (u->fold_at == a->rank) {
 		upd_fold(a, u);
@@ -520,17 +529,19 @@ static void on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_even
 		json_t *sj = json_array();
 
 		for (uint32_t i = 0; i < u->nsegs; i++)
-			json_array_append_new(sj, json_pack("[I, I, I, i, f]",
-				(json_int_t)(segs[i].src_off - u->slot_off),
-				(json_int_t)segs[i].n_elem, (json_int_t)segs[i].dst_elem,
-				(int)segs[i].dtype, (double)segs[i].scale));
-		err = addr ? request(a, addr, json_pack("{s:s, s:s, s:i, s:i, s:f, s:o, s:s}", "op",
-							"fwd", "job", u->job, "round",
-							(json_int_t)u->round, "seq",
-							(json_int_t)u->seq, "weight", u->weight,
-							"segs", sj, "from", a->name),
+			json_array_append_new(
+			    sj, json_pack("[I, I, I, i, f]",
+					  (json_int_t)(segs[i].src_off - u->slot_off),
+					  (json_int_t)segs[i].n_elem, (json_int_t)segs[i].dst_elem,
+					  (int)segs[i].dtype, (double)segs[i].scale));
+		err = addr ? request(a, addr,
+				     json_pack("{s:s, s:s, s:i, s:i, s:f, s:o, s:s}", "op", "fwd",
+					       "job", u->job, "round", (json_int_t)u->round, "seq",
+					       (json_int_t)u->seq, "weight", u->weight, "segs", sj,
+					       "from", a->name),
 				     shm_arena_ptr(a->n->arena, u->slot_off), u->body_len, PK_FWD,
-				     &fp) : -EINVAL;
+				     &fp)
+			   : -EINVAL;
 		if (!addr)
 			json_decref(sj);
 	}
@@ -591,7 +602,8 @@ static bool on_fwd(struct rt_agent *a, struct ctl_event *ev)
 	memcpy(shm_arena_ptr(n->arena, u->slot_off), ev->payload, ev->plen);
 	u->segs_off = u->slot_off + body;
 	segs = shm_arena_ptr(n->arena, u->segs_off);
-	json_array_foreach(sj, i, e) {
+	json_array_foreach(sj, i, e)
+	{
 		uint64_t off = (uint64_t)json_integer_value(json_array_get(e, 0));
 		uint64_t ne = (uint64_t)json_integer_value(json_array_get(e, 1));
 		unsigned dt = (unsigned)json_integer_value(json_array_get(e, 3));
@@ -641,7 +653,7 @@ static void fold_feed(struct rt_agent *a, struct xround *x)
 		d = x->in[i].d;
 		d.dst = fn->id;
 		if (a->n->dataplane == FN_DP_TCP) {
-			struct iovec iov = { (void *)x->in[i].data, fn->cfg.n_elem * sizeof(float) };
+			struct iovec iov = {(void *)x->in[i].data, fn->cfg.n_elem * sizeof(float)};
 
 			err = rt_fn_send_payload(fn, &d, &iov, 1);
 		} else {
@@ -716,8 +728,8 @@ static void top_run(struct rt_agent *a, struct xround *x)
 	if (!x->folding) {
 		err = rt_node_fold_start(n, j, x->round, x->nnodes, &fn, &x->fold_acc);
 		if (err) {
-			trib_error("job %s round %u: starting the round's top: %s", x->job, x->round,
-				   strerror(-err));
+			trib_error("job %s round %u: starting the round's top: %s", x->job,
+				   x->round, strerror(-err));
 			return;
 		}
 		x->fold_fn = fn->id;
@@ -757,8 +769,8 @@ static void sum_deliver(struct rt_agent *a, struct xround *x)
 	if (x->delivered_to == x->top || x->sending)
 		return;
 	err = request(a, x->top_addr,
-		      json_pack("{s:s, s:s, s:i, s:i, s:f, s:i, s:s}", "op", "partial", "job", x->job,
-				"round", (json_int_t)x->round, "from", (json_int_t)a->rank,
+		      json_pack("{s:s, s:s, s:i, s:i, s:f, s:i, s:s}", "op", "partial", "job",
+				x->job, "round", (json_int_t)x->round, "from", (json_int_t)a->rank,
 				"weight", r->result.weight, "count", (json_int_t)r->result.count,
 				"name", a->name),
 		      rt_round_sum(n, r), r->job->n_elem * sizeof(float), PK_PARTIAL, &pd);
@@ -787,8 +799,9 @@ static void on_partial_reply(struct rt_agent *a, struct pend *pd, struct ctl_eve
 		return;
 	}
 	trib_warn("job %s round %u: the top did not take our sum (%s); again next tick", x->job,
-		  x->round, ev->kind == CTL_EV_REPLY ?
-		  json_string_value(json_object_get(ev->hdr, "error")) : strerror(-ev->err));
+		  x->round,
+		  ev->kind == CTL_EV_REPLY ? json_string_value(json_object_get(ev->hdr, "error"))
+					   : strerror(-ev->err));
 }
 
 void rt_agent_on_local_sum(struct rt_node *n, struct rt_job *j, struct rt_round *r)
@@ -881,11 +894,12 @@ static void model_send(struct rt_agent *a, struct xround *x)
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		if (x->in[i].remote && x->in[i].d.count)
 			json_array_append_new(edges, json_integer(i));
-	err = to_ctl(a, json_pack("{s:s, s:s, s:i, s:i, s:f, s:o}", "op", "model_done", "job",
-				  x->job, "round", (json_int_t)x->round, "updates",
-				  (json_int_t)x->result.count, "weight", x->result.weight,
-				  "edges_from", edges),
-		     model, j->n_elem * sizeof(float), PK_MODEL_DONE, &pd);
+	err =
+	    to_ctl(a,
+		   json_pack("{s:s, s:s, s:i, s:i, s:f, s:o}", "op", "model_done", "job", x->job,
+			     "round", (json_int_t)x->round, "updates", (json_int_t)x->result.count,
+			     "weight", x->result.weight, "edges_from", edges),
+		   model, j->n_elem * sizeof(float), PK_MODEL_DONE, &pd);
 	if (err)
 		return; /* again next tick */
 	x->model_sending = true;
@@ -946,10 +960,9 @@ static void on_close(struct rt_agent *a, json_t *h)
 		x->sending = false;
 	}
 	x->top = top;
-	snprintf(x->top_addr, sizeof(x->top_addr), "%s",
-		 jstr(h, "top_addr", ""));
-	rt_job_set_target(a->n, j, round, a->rank >= 0 && (uint32_t)a->rank < x->nnodes ?
-			  x->counts[a->rank] : 0);
+	snprintf(x->top_addr, sizeof(x->top_addr), "%s", jstr(h, "top_addr", ""));
+	rt_job_set_target(a->n, j, round,
+			  a->rank >= 0 && (uint32_t)a->rank < x->nnodes ? x->counts[a->rank] : 0);
 	sum_deliver(a, x);
 	top_run(a, x);
 }
@@ -1009,9 +1022,9 @@ static void on_model(struct rt_agent *a, struct ctl_event *ev)
 	}
 	if (ev->plen)
 		memcpy(m, ev->payload, ev->plen);
-	err = rt_job_commit_remote(n, j, v, m,
-				   (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates")),
-				   json_number_value(json_object_get(ev->hdr, "weight")));
+	err = rt_job_commit_remote(
+	    n, j, v, m, (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates")),
+	    json_number_value(json_object_get(ev->hdr, "weight")));
 	trib_free(m);
 	if (err) {
 		trib_error("job %s: storing model v%u: %s", j->name, v, strerror(-err));
@@ -1029,6 +1042,22 @@ static void on_model(struct rt_agent *a, struct ctl_event *ev)
 
 /* --- joining, heartbeats --- */
 
+/* MemAvailable from /proc/meminfo, in bytes (0 if it cannot be read). */
+static uint64_t mem_available(void)
+{
+	char line[128];
+	unsigned long long kb = 0;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	fclose(f);
+	return (uint64_t)kb * 1024;
+}
+
 static void join_send(struct rt_agent *a)
 {
 	struct rt_node *n = a->n;
@@ -1038,11 +1067,13 @@ static void join_send(struct rt_agent *a)
 
 	shm_arena_usage(n->arena, &used, &total, &live);
 	a->last_join_ns = trib_now_ns();
-	if (to_ctl(a, json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:s}", "op", "join", "name",
-				a->name, "addr", a->addr, "http", a->http, "cores",
-				(json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "arena_bytes",
-				(json_int_t)total, "arena_free", (json_int_t)(total - used),
-				"dataplane", rt_dataplane_name(n->dataplane)),
+	if (to_ctl(a,
+		   json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s}", "op", "join", "name",
+			     a->name, "addr", a->addr, "http", a->http, "cores",
+			     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "arena_bytes",
+			     (json_int_t)total, "arena_free", (json_int_t)(total - used),
+			     "mem_free", (json_int_t)mem_available(), "dataplane",
+			     rt_dataplane_name(n->dataplane)),
 		   NULL, 0, PK_JOIN, &pd) == 0)
 		a->join_pending = true;
 }
@@ -1069,8 +1100,7 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	snprintf(a->n->admin_token, sizeof(a->n->admin_token), "%s",
 		 jstr(ev->hdr, "admin_token", ""));
 	jobs = json_object_get(ev->hdr, "jobs");
-	json_array_foreach(jobs, i, e)
-		job_apply(a, e);
+	json_array_foreach(jobs, i, e) job_apply(a, e);
 	a->joined = true;
 	trib_info("joined the cluster at %s as node %s (rank %d, %zu jobs); peers reach it at %s",
 		  a->n->opts.controller, a->name, a->rank, json_array_size(jobs), a->addr);
@@ -1109,8 +1139,10 @@ void rt_agent_tick(struct rt_node *n)
 	if (!a->hb_pending && trib_now_ns() - a->last_hb_ns >= (uint64_t)a->hb_ms * 1000000ull) {
 		a->last_hb_ns = trib_now_ns();
 		shm_arena_usage(n->arena, &used, &total, &live);
-		if (!to_ctl(a, json_pack("{s:s, s:s, s:I}", "op", "heartbeat", "name", a->name,
-					 "arena_free", (json_int_t)(total - used)),
+		if (!to_ctl(a,
+			    json_pack("{s:s, s:s, s:I, s:I}", "op", "heartbeat", "name", a->name,
+				      "arena_free", (json_int_t)(total - used), "mem_free",
+				      (json_int_t)mem_available()),
 			    NULL, 0, PK_HB, NULL))
 			a->hb_pending = true;
 	}
@@ -1122,8 +1154,10 @@ void rt_agent_tick(struct rt_node *n)
 
 			if (!fn || fn->exited) {
 				/* The top's function died: a new one gets every input again. */
-				trib_warn("job %s round %u: the round's top (fn %u) died; restarting "
-					  "it", x->job, x->round, x->fold_fn);
+				trib_warn(
+				    "job %s round %u: the round's top (fn %u) died; restarting "
+				    "it",
+				    x->job, x->round, x->fold_fn);
 				if (x->fold_acc && !fn)
 					shm_slot_free(n->arena, x->fold_acc);
 				x->fold_acc = 0;
@@ -1146,8 +1180,10 @@ void rt_agent_round_get(struct rt_conn *c, const struct rt_job *j, uint32_t roun
 	struct rt_agent *a = A(c->node);
 	struct pend *pd;
 
-	if (to_ctl(a, json_pack("{s:s, s:s, s:i}", "op", "round_get", "job", j->name, "round",
-				(json_int_t)round), NULL, 0, PK_ROUND_GET, &pd)) {
+	if (to_ctl(a,
+		   json_pack("{s:s, s:s, s:i}", "op", "round_get", "job", j->name, "round",
+			     (json_int_t)round),
+		   NULL, 0, PK_ROUND_GET, &pd)) {
 		rt_conn_error(c, 503, "the controller is not reachable", -1, "Retry-After: 1\r\n");
 		return;
 	}
@@ -1272,8 +1308,7 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
-			trib_warn("controller: %s",
-				  jstr(ev->hdr, "error", "?"));
+			trib_warn("controller: %s", jstr(ev->hdr, "error", "?"));
 		break;
 	}
 	trib_free(pd);
@@ -1300,8 +1335,7 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 		job_apply(a, ev->hdr);
 	} else if (!strcmp(op, "drained")) {
 		reply(a, ev, ok_json());
-		trib_warn("the controller drained node %s",
-			  jstr(ev->hdr, "node", "?"));
+		trib_warn("the controller drained node %s", jstr(ev->hdr, "node", "?"));
 	} else {
 		reply(a, ev, err_json(400, "unknown op"));
 	}
@@ -1343,7 +1377,8 @@ int rt_agent_open(struct rt_node *n)
 	}
 	if (strstr(adv, "://0.0.0.0:") || strstr(adv, "://*:")) {
 		trib_error("peers cannot dial %s: give --advertise tcp://ADDRESS:PORT (this node's "
-			   "address on the cluster network)", adv);
+			   "address on the cluster network)",
+			   adv);
 		return -EINVAL;
 	}
 	a = trib_calloc(1, sizeof(*a));
