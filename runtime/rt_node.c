@@ -245,6 +245,24 @@ static int store_blob(struct rt_node *n, struct rt_job *j, struct rt_blob *b)
 				    b->len - j->st_header_len, NULL, 0);
 }
 
+/* Model version @version of @j from @data (zeros if NULL), written to disk; *out is held. */
+static int model_write(struct rt_node *n, struct rt_job *j, const float *data, uint32_t version,
+		       struct rt_blob **out)
+{
+	struct rt_blob *b = model_blob(j, data, version);
+	int err;
+
+	if (!b)
+		return -ENOMEM;
+	err = store_blob(n, j, b);
+	if (err) {
+		rt_blob_release(b);
+		return err;
+	}
+	*out = b;
+	return 0;
+}
+
 int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_tensor *schema,
 		  size_t nschema, struct rt_job **out)
 {
@@ -441,14 +459,9 @@ int rt_job_set_initial(struct rt_node *n, struct rt_job *j, const float *data)
 
 	if (j->completed != 0 || j->round != 0 || j->open || j->inflight)
 		return -EBUSY;
-	b = model_blob(j, data, 0);
-	if (!b)
-		return -ENOMEM;
-	err = store_blob(n, j, b);
-	if (err) {
-		rt_blob_release(b);
+	err = model_write(n, j, data, 0, &b);
+	if (err)
 		return err;
-	}
 	rt_blob_release(j->model);
 	j->model = b;
 	trib_info("job %s: initial model set", j->name);
@@ -1632,14 +1645,9 @@ int rt_job_commit_remote(struct rt_node *n, struct rt_job *j, uint32_t version,
 
 	if (version <= j->completed)
 		return 0; /* had it */
-	b = model_blob(j, model, version);
-	if (!b)
-		return -ENOMEM;
-	err = store_blob(n, j, b);
-	if (err) {
-		rt_blob_release(b);
+	err = model_write(n, j, model, version, &b);
+	if (err)
 		return err;
-	}
 	memset(&rec, 0, sizeof(rec));
 	rec.job_id = j->db_id;
 	rec.round = version - 1;
