@@ -21,6 +21,9 @@ C. The node that will run a round's top is frozen (SIGSTOP) just before the
 D. A second cluster whose controller places leaves round-robin, ignoring
    where updates land (the benchmark's baseline): updates cross to the node
    that folds them, and the models are still exact.
+E. That controller restarts: its nodes learn they are unknown and exit 3 (to
+   be started clean); a node started again gets the job, its token and the
+   last model from the controller's durable state, and the job goes on.
 
 Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when
 that is truly absent; the test harness reports it as skipped.
@@ -337,7 +340,41 @@ def scenario():
               (crossed, fwd, landed))
         log('D: round-robin placement forwarded %d of 48 updates to other nodes; models exact'
             % crossed)
-        for p in nodes + [ctl]:
+
+        # --- E: the controller restarts: nodes start clean, the job goes on ---
+        stop(ctl)
+        ctl = netns_cluster.Proc('controller-rr-2', net.ctl, BIN, [
+            'controller', '--listen', 'tcp://%s:7072' % CTL_IP, '--placement', 'round-robin',
+            '--data-dir', os.path.join(tmp, 'ctl-7072')], tmp)
+        procs.append(ctl)
+        for nd in nodes:
+            try:
+                nd.p.wait(15)
+            except subprocess.TimeoutExpired:
+                raise Failure('%s still runs 15 s after the controller restarted' % nd.name)
+            check(nd.p.returncode == 3, '%s exited %s, want 3 (drained: start clean)' %
+                  (nd.name, nd.p.returncode))
+            nd.killed = True
+        node = netns_cluster.Proc('rr-n0-again', net.nodes[0], BIN, [
+            'node', '--controller', 'tcp://%s:7072' % CTL_IP, '--node-name', 'n0',
+            '--peer-listen', 'tcp://%s:7073' % NODE_IP[0], '--listen', NODE_IP[0] + ':8081',
+            '--data-dir', os.path.join(tmp, 'rr-n0-again'), '--arena-mb', '256', '--no-huge'],
+            tmp)
+        procs.append(node)
+        wait_for(lambda: cl.call(NODE_IP[0], 'GET', '/healthz')[0] == 200 and
+                 metrics(cl, NODE_IP[0]).get('tributary_cluster_joined') == 1, 30,
+                 'n0 to join the restarted controller')
+        m2 = get_model(cl, NODE_IP[0], 'd', tok, 2)
+        check(np.array_equal(m2, m), 'model v2 after the restart differs from before')
+        ups = [update_body(rng) for _ in range(24)]
+        for k, (st, b) in enumerate(post_many(cl, [(NODE_IP[0], 'd', tok, 2, x, w)
+                                                   for x, w in ups])):
+            check(st == 202, 'e: update %d: %d %s' % (k, st, b[:200]))
+        check_model(get_model(cl, NODE_IP[0], 'd', tok, 3), [x for x, _ in ups],
+                    [w for _, w in ups], 'E round 2 after the controller restarted')
+        log('E: after a controller restart the nodes exited 3; a restarted node got the job, '
+            'its token and model v2, and round 2 completed')
+        for p in [node, ctl]:
             stop(p)
         log('cluster test passed')
     except BaseException:
