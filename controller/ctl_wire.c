@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -24,6 +25,8 @@
 /* Requests served at once; more wait in nng's queue. */
 #define WIRE_SLOTS 32
 #define WIRE_PEERS 64
+/* How long closing waits for our requests in flight (see ctl_wire_close). */
+#define WIRE_CLOSE_WAIT_MS 500
 
 enum { SLOT_RECV, SLOT_BUSY, SLOT_SEND, SLOT_DEAD };
 
@@ -44,7 +47,10 @@ struct wire_req {
 	nng_ctx ctx;
 	nng_aio *aio;
 	uint64_t cookie;
+	uint64_t deadline_ns;    /* the timeout covers sending and the answer together */
 	bool sent;
+	bool finished;           /* its event is queued (under the wire's lock) */
+	struct wire_req *prev, *next; /* the wire's requests whose event is not freed (lock) */
 };
 
 struct ctl_wire {
@@ -57,6 +63,7 @@ struct ctl_wire {
 	pthread_mutex_t lock;
 	struct ctl_event *head, **tail;
 	unsigned pending; /* our requests whose event is not freed yet (under lock) */
+	struct wire_req *reqs; /* those requests (under lock) */
 	bool closing;
 };
 
@@ -196,6 +203,14 @@ static void slot_cb(void *arg)
 	nng_ctx_recv(s->ctx, s->aio);
 }
 
+static uint64_t wire_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void req_cb(void *arg)
 {
 	struct wire_req *r = arg;
@@ -210,9 +225,16 @@ static void req_cb(void *arg)
 	ev->cookie = r->cookie;
 	ev->req = r;
 	if (!r->sent) {
+		uint64_t now = wire_now_ns();
+
+		if (!rv && now >= r->deadline_ns)
+			rv = NNG_ETIMEDOUT;
 		if (!rv) {
 			free(ev);
 			r->sent = true;
+			/* What is left of the request's time, not a new full timeout. */
+			nng_aio_set_timeout(r->aio,
+					    (nng_duration)((r->deadline_ns - now + 999999) / 1000000));
 			nng_ctx_recv(r->ctx, r->aio);
 			return;
 		}
@@ -234,6 +256,9 @@ static void req_cb(void *arg)
 			ev->msg = m;
 		}
 	}
+	pthread_mutex_lock(&r->w->lock);
+	r->finished = true;
+	pthread_mutex_unlock(&r->w->lock);
 	push(r->w, ev);
 }
 
@@ -405,8 +430,13 @@ int ctl_wire_request(struct ctl_wire *w, const char *url, json_t *hdr, const voi
 	}
 	nng_aio_set_timeout(r->aio, (nng_duration)timeout_ms);
 	nng_aio_set_msg(r->aio, m);
+	r->deadline_ns = wire_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	pthread_mutex_lock(&w->lock);
 	w->pending++;
+	r->next = w->reqs;
+	if (w->reqs)
+		w->reqs->prev = r;
+	w->reqs = r;
 	pthread_mutex_unlock(&w->lock);
 	nng_ctx_send(r->ctx, r->aio);
 	return 0;
@@ -450,12 +480,18 @@ void ctl_event_free(struct ctl_wire *w, struct ctl_event *ev)
 		struct wire_req *r = ev->req;
 
 		/* From this thread, never from nng's callback: reaping waits for the callback. */
+		pthread_mutex_lock(&w->lock);
+		if (r->prev)
+			r->prev->next = r->next;
+		else
+			w->reqs = r->next;
+		if (r->next)
+			r->next->prev = r->prev;
+		w->pending--;
+		pthread_mutex_unlock(&w->lock);
 		nng_aio_reap(r->aio);
 		nng_ctx_close(r->ctx);
 		free(r);
-		pthread_mutex_lock(&w->lock);
-		w->pending--;
-		pthread_mutex_unlock(&w->lock);
 	}
 	if (ev->msg)
 		nng_msg_free(ev->msg);
@@ -470,7 +506,30 @@ void ctl_wire_close(struct ctl_wire *w)
 	if (!w)
 		return;
 	w->closing = true;
-	/* Closing the sockets ends every aio; their callbacks may still queue events. */
+	/*
+	 * nng 1.5 can hang in nng_close of a REQ socket when a reply arrives for a
+	 * context that no longer waits (nanomsg/nng#648, open; reproduced here
+	 * whether the receive is cancelled, its context closed or its dialer
+	 * closed first). So let our requests finish first — an answer on its way
+	 * lands, a dead peer times out — for up to WIRE_CLOSE_WAIT_MS, and only
+	 * then stop what is left. Only this thread frees requests: the list holds
+	 * still meanwhile.
+	 */
+	for (int waited = 0; waited < WIRE_CLOSE_WAIT_MS; waited += 5) {
+		bool busy = false;
+
+		pthread_mutex_lock(&w->lock);
+		for (struct wire_req *r = w->reqs; r && !busy; r = r->next)
+			busy = !r->finished;
+		pthread_mutex_unlock(&w->lock);
+		if (!busy)
+			break;
+		usleep(5000);
+	}
+	for (struct wire_req *r = w->reqs; r; r = r->next) {
+		nng_aio_stop(r->aio);
+		nng_ctx_close(r->ctx);
+	}
 	if (w->listening)
 		nng_close(w->rep);
 	for (unsigned i = 0; i < w->npeers; i++)
