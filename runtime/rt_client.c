@@ -376,8 +376,9 @@ static int client_read(struct rt_client *c, bool *got_any)
 		if (err)
 			return err;
 		if (n == 0) {
+			/* Cut off mid-answer: the server (or its node) went away, not a bad answer. */
 			if (!c->done)
-				return *got_any ? -EPROTO : -ECONNRESET;
+				return *got_any ? -ECONNABORTED : -ECONNRESET;
 			c->eof = true;
 		}
 	}

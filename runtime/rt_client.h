@@ -66,7 +66,8 @@ unsigned rt_client_connects(const struct rt_client *c);
  * judges it). The head and the body go out in one sendmsg() without copying
  * the body. If a reused keep-alive connection turns out to be closed before any
  * byte of the response arrived, the request is resent once on a new
- * connection. Returns 0 or -EPROTO (malformed response), -ETIMEDOUT, -ENOMEM,
+ * connection. Returns 0 or -EPROTO (malformed response), -ECONNABORTED (the
+ * connection closed in the middle of the response), -ETIMEDOUT, -ENOMEM,
  * -EINVAL (bad request), or the -errno of the socket call that failed.
  */
 int rt_client_do(struct rt_client *c, const struct rt_http_req *req, struct rt_http_resp *resp);
