@@ -226,7 +226,7 @@ static void send_model(struct ctl *c, struct cjob *j, int only, const struct cro
 }
 
 /* The round's close: counts per node, the top, and who contributes; sent again on changes. */
-static void send_close(struct ctl *c, struct cjob *j, struct cround *cr)
+static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 {
 	json_t *h = json_pack("{s:s, s:s, s:i, s:i, s:s}", "op", "close", "job", j->name, "round",
 			      (json_int_t)cr->round, "top", (json_int_t)cr->top, "top_addr",
@@ -237,6 +237,13 @@ static void send_close(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	return h;
+}
+
+static void send_close(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	json_t *h = close_msg(c, j, cr);
+
 	tell_all(c, h, NULL, 0, -1);
 	json_decref(h);
 }
@@ -374,10 +381,7 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 			 "heartbeat_ms", (json_int_t)c->o->heartbeat_ms, "jobs", jobs);
 	trib_info("node %s joined as rank %d (%s, %u cores, arena %llu MiB free, %s)", name, rank,
 		  addr, nd->cores, (unsigned long long)(nd->arena_free >> 20), nd->dataplane);
-	/* Models it needs: sent after the reply, so that it knows the jobs first. */
-	for (struct cjob *j = c->jobs; j; j = j->next)
-		if (j->model)
-			send_model(c, j, rank, NULL);
+	/* The models it needs it asks for (sync), once it knows the jobs. */
 }
 
 static void on_heartbeat(struct ctl *c, struct ctl_event *ev, json_t **rep)
@@ -394,7 +398,51 @@ static void on_heartbeat(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	    (uint64_t)json_integer_value(json_object_get(ev->hdr, "arena_free"));
 	c->nodes[rank].mem_free =
 	    (uint64_t)json_integer_value(json_object_get(ev->hdr, "mem_free"));
-	*rep = json_pack("{s:b}", "ok", 1);
+	/* Each job's open round and version: a node that missed a message catches up (sync). */
+	{
+		json_t *jobs = json_object();
+
+		for (struct cjob *j = c->jobs; j; j = j->next)
+			json_object_set_new(jobs, j->name,
+					    json_pack("[i, i]", (json_int_t)j->round,
+						      (json_int_t)j->completed));
+		*rep = json_pack("{s:b, s:o}", "ok", 1, "jobs", jobs);
+	}
+}
+
+/*
+ * A node asks again for what it should have been told: a job, a round's
+ * close, the latest model. Messages to a node travel on their own
+ * connection, so one can overtake the answer to its join (the node then
+ * drops it: a close or a model of a job it does not know yet).
+ */
+static void on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p,
+		    size_t *len)
+{
+	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
+	const char *what = jstr(ev->hdr, "what", "");
+	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	struct cround *cr = j ? round_get(j, r) : NULL;
+
+	if (!j) {
+		*rep = err_reply(404, "no such job");
+	} else if (!strcmp(what, "job")) {
+		*rep = job_msg(j);
+	} else if (!strcmp(what, "close")) {
+		if (cr && cr->state != CR_OPEN)
+			*rep = close_msg(c, j, cr);
+		else
+			*rep = err_reply(404, "that round is not closed (or no longer kept)");
+	} else if (!strcmp(what, "model")) {
+		*rep = json_pack("{s:s, s:s, s:i}", "op", "model", "job", j->name, "version",
+				 (json_int_t)j->completed);
+		*p = j->model;
+		*len = j->model ? j->n_elem * sizeof(float) : 0;
+	} else {
+		*rep = err_reply(400, "sync: what is job, close or model");
+	}
+	if (json_is_object(*rep) && !json_object_get(*rep, "ok"))
+		json_object_set_new(*rep, "ok", json_true());
 }
 
 static void on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
@@ -849,6 +897,8 @@ static void ctl_drain_now(struct ctl *c, uint32_t rank)
 static void on_request(struct ctl *c, struct ctl_event *ev)
 {
 	const char *op = json_string_value(json_object_get(ev->hdr, "op"));
+	const void *payload = NULL;
+	size_t plen = 0;
 	json_t *rep = NULL;
 
 	if (!op)
@@ -869,9 +919,11 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		on_round_get(c, ev, &rep);
 	else if (!strcmp(op, "status"))
 		on_status(c, &rep);
+	else if (!strcmp(op, "sync"))
+		on_sync(c, ev, &rep, &payload, &plen);
 	else
 		rep = err_reply(400, "unknown op");
-	if (ctl_wire_reply(c->w, ev, rep, NULL, 0))
+	if (ctl_wire_reply(c->w, ev, rep, payload, plen))
 		trib_warn("controller: could not answer %s", op ? op : "?");
 	json_decref(rep);
 }

@@ -53,6 +53,7 @@ enum pend_kind {
 	PK_ROUND_GET,
 	PK_STATUS,
 	PK_NOTE,
+	PK_SYNC,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -1001,35 +1002,31 @@ void rt_agent_on_advance(struct rt_node *n, struct rt_job *j)
 		rt_job_set_target(n, j, j->round, x->counts[a->rank]);
 }
 
-static void on_model(struct rt_agent *a, struct ctl_event *ev)
+/* A model version from the controller (pushed, or asked for by sync). 0 or -errno. */
+static int model_apply(struct rt_agent *a, json_t *h, const uint8_t *payload, size_t plen)
 {
 	struct rt_node *n = a->n;
-	const char *job = json_string_value(json_object_get(ev->hdr, "job"));
+	const char *job = json_string_value(json_object_get(h, "job"));
 	struct rt_job *j = job ? rt_job_find(n, job) : NULL;
-	uint32_t v = (uint32_t)json_integer_value(json_object_get(ev->hdr, "version"));
+	uint32_t v = (uint32_t)json_integer_value(json_object_get(h, "version"));
 	float *m;
 	int err;
 
-	if (!j || (ev->plen && ev->plen != j->n_elem * sizeof(float))) {
-		reply(a, ev, err_json(400, "bad model"));
-		return;
-	}
+	if (!j || (plen && plen != j->n_elem * sizeof(float)))
+		return -EINVAL;
 	/* An aligned copy: the payload sits at any offset in nng's buffer. */
 	m = trib_calloc(j->n_elem ? j->n_elem : 1, sizeof(float));
-	if (!m) {
-		reply(a, ev, err_json(503, "out of memory"));
-		return;
-	}
-	if (ev->plen)
-		memcpy(m, ev->payload, ev->plen);
-	err = rt_job_commit_remote(
-	    n, j, v, m, (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates")),
-	    json_number_value(json_object_get(ev->hdr, "weight")));
+	if (!m)
+		return -ENOMEM;
+	if (plen)
+		memcpy(m, payload, plen);
+	err = rt_job_commit_remote(n, j, v, m,
+				   (uint32_t)json_integer_value(json_object_get(h, "updates")),
+				   json_number_value(json_object_get(h, "weight")));
 	trib_free(m);
 	if (err) {
 		trib_error("job %s: storing model v%u: %s", j->name, v, strerror(-err));
-		reply(a, ev, err_json(503, "could not store the model"));
-		return;
+		return err;
 	}
 	/* Rounds before this version are done here: their sums and the top's inputs go. */
 	for (struct xround *x = a->xr, *next; x; x = next) {
@@ -1037,7 +1034,74 @@ static void on_model(struct rt_agent *a, struct ctl_event *ev)
 		if (!strcmp(x->job, j->name) && x->round < v)
 			xr_free(a, x);
 	}
-	reply(a, ev, ok_json());
+	return 0;
+}
+
+static void on_model(struct rt_agent *a, struct ctl_event *ev)
+{
+	int err = model_apply(a, ev->hdr, ev->payload, ev->plen);
+
+	reply(a, ev, err ? err_json(err == -EINVAL ? 400 : 503, err == -EINVAL ?
+				    "bad model (or a job this node does not know yet)" :
+				    "could not store the model") : ok_json());
+}
+
+/* Ask the controller again for @what ("job", "close" of @round, "model") of @job. */
+static void sync_ask(struct rt_agent *a, const char *job, const char *what, uint32_t round)
+{
+	trib_info("job %s: asking the controller for the %s%s missed here", job, what,
+		  strcmp(what, "close") ? "" : " of the open round");
+	to_ctl(a, json_pack("{s:s, s:s, s:s, s:i}", "op", "sync", "job", job, "what", what,
+			    "round", (json_int_t)round), NULL, 0, PK_SYNC, NULL);
+}
+
+/*
+ * The heartbeat's answer lists each job's open round and version. A node
+ * behind on one for two heartbeats in a row (the message is not merely on
+ * its way) missed it: a job, a close or a model that overtook the answer to
+ * its join. It asks for it again; applying any of them twice is harmless.
+ */
+static void sync_check(struct rt_agent *a, json_t *jobs)
+{
+	const char *name;
+	json_t *v;
+
+	json_object_foreach(jobs, name, v) {
+		struct rt_job *j = rt_job_find(a->n, name);
+		uint32_t round = (uint32_t)json_integer_value(json_array_get(v, 0));
+		uint32_t version = (uint32_t)json_integer_value(json_array_get(v, 1));
+		struct xround *x;
+
+		if (!j) {
+			sync_ask(a, name, "job", 0);
+			continue;
+		}
+		if (version > j->completed) {
+			if (j->sync_version == version)
+				sync_ask(a, name, "model", 0);
+			j->sync_version = version;
+		}
+		x = xr_get(a, name, j->round, false);
+		if (round > j->round && (!x || !x->closed)) {
+			if (j->sync_round == j->round + 1)
+				sync_ask(a, name, "close", j->round);
+			j->sync_round = j->round + 1;
+		}
+	}
+}
+
+static void on_sync_reply(struct rt_agent *a, struct ctl_event *ev)
+{
+	const char *op = json_string_value(json_object_get(ev->hdr, "op"));
+
+	if (ev->kind != CTL_EV_REPLY || !op)
+		return; /* asked again at a later heartbeat if still behind */
+	if (!strcmp(op, "job"))
+		job_apply(a, ev->hdr);
+	else if (!strcmp(op, "close"))
+		on_close(a, ev->hdr);
+	else if (!strcmp(op, "model"))
+		model_apply(a, ev->hdr, ev->payload, ev->plen);
 }
 
 /* --- joining, heartbeats --- */
@@ -1120,6 +1184,8 @@ static void on_hb_reply(struct rt_agent *a, struct ctl_event *ev)
 			   "its updates were declared lost; exiting so that it restarts clean");
 		_exit(3);
 	}
+	if (ev->kind == CTL_EV_REPLY)
+		sync_check(a, json_object_get(ev->hdr, "jobs"));
 }
 
 void rt_agent_tick(struct rt_node *n)
@@ -1305,6 +1371,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_ROUND_GET:
 	case PK_STATUS:
 		on_proxy_reply(a, pd, ev);
+		break;
+	case PK_SYNC:
+		on_sync_reply(a, ev);
 		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))

@@ -158,6 +158,7 @@ struct rt_job {
 	uint64_t last_round_ms;
 	uint32_t xtarget;         /* cluster: updates this node folds in the open round, once the
 				   * controller closed it; UINT32_MAX before */
+	uint32_t sync_round, sync_version; /* cluster: what the last heartbeat said we lack */
 	struct rt_job *next;
 };
 

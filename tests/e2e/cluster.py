@@ -24,6 +24,9 @@ D. A second cluster whose controller places leaves round-robin, ignoring
 E. That controller restarts: its nodes learn they are unknown and exit 3 (to
    be started clean); a node started again gets the job, its token and the
    last model from the controller's durable state, and the job goes on.
+F. `tributary simulate` over the three gateways of a third cluster, one node
+   killed during the run: it fails over, resends or leaves out what the lost
+   node held as the round records say, and every model checks.
 
 Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when
 that is truly absent; the test harness reports it as skipped.
@@ -375,6 +378,37 @@ def scenario():
         log('E: after a controller restart the nodes exited 3; a restarted node got the job, '
             'its token and model v2, and round 2 completed')
         for p in [node, ctl]:
+            stop(p)
+
+        # --- F: tributary simulate over the three gateways while a node is killed ---
+        ctl, nodes = netns_cluster.start(net, BIN, tmp, port=8082, ctl_port=7074,
+                                         peer_port=7075, node_args=['--no-huge'])
+        procs += [ctl] + nodes
+        cl = Client(net.ctl, 8082)
+        wait_joined(cl)
+        urls = ','.join('http://%s:8082' % ip for ip in NODE_IP)
+        sim = subprocess.Popen(
+            ['ip', 'netns', 'exec', net.ctl, BIN, 'simulate', '--url', urls, '--job', 'f',
+             '--clients', '90', '--rounds', '8', '--params', '300000', '--data-dir',
+             os.path.join(tmp, 'ctl-7074'), '--quiet'],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # Kill a node once the job is running (its first model exists).
+        wait_for(lambda: cl.call(NODE_IP[0], 'GET', '/v1/jobs/f/model?round=1',
+                                 token=netns_cluster.admin_token(tmp, 7074))[0] == 200, 60,
+                 'the first model of job f')
+        nodes[2].kill()
+        try:
+            out, _ = sim.communicate(timeout=150)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+            out, _ = sim.communicate()
+            raise Failure('simulate did not finish after a node was killed:\n' + out[-3000:])
+        check(sim.returncode == 0, 'simulate failed after a node was killed:\n' + out[-4000:])
+        log('F: simulate over three gateways, n2 killed during the run: every model checked')
+        log('\n'.join('    ' + ln for ln in out.splitlines()
+                       if 'lost' in ln or 'refused' in ln or 'another gateway' in ln or
+                       ln.startswith('simulate:')))
+        for p in [nodes[0], nodes[1], ctl]:
             stop(p)
         log('cluster test passed')
     except BaseException:
