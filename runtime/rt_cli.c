@@ -287,8 +287,9 @@ static int cmd_controller(int argc, char **argv)
 			break;
 		case 'b':
 		case 'x':
-			if (parse_num(optarg, &v) || v < 10 || v > 600000) {
-				fprintf(stderr, "tributary controller: --%s wants 10..600000 ms, got "
+			/* Node runtimes act on a 200 ms tick: a shorter heartbeat is not kept. */
+			if (parse_num(optarg, &v) || v < 200 || v > 600000) {
+				fprintf(stderr, "tributary controller: --%s wants 200..600000 ms, got "
 					"'%s'\n", c == 'b' ? "heartbeat-ms" : "dead-after-ms", optarg);
 				return 2;
 			}
