@@ -243,6 +243,17 @@ class ClientTest(unittest.TestCase):
         self.assertIn("admin", cm.exception.message)
         self.assertEqual(job.status()["received"], 0)
 
+    def test_on_a_single_node_a_202_is_final(self):
+        """outcome() says "accepted" without asking; the round records are a cluster's (404)."""
+        rng = np.random.default_rng(3)
+        job = self.new_job("outcome", 2)
+        ack = job.submit(random_update(rng), round=0)
+        self.assertEqual(job.outcome(ack), "accepted")
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.round_record(0)
+        self.assertEqual(cm.exception.status, 404)
+        self.assertIn("single node", cm.exception.message)
+
     def test_stale_and_future_round_are_409_with_round(self):
         rng = np.random.default_rng(2)
         job = self.new_job("stale", 1)

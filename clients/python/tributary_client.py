@@ -397,6 +397,34 @@ class Job:
                                          token=self.token)
         return json.loads(data.decode("utf-8"))
 
+    def round_record(self, round):
+        """In a cluster: the controller's record of @round (GET /v1/jobs/{job}/rounds/{r}):
+        ``state`` (open, closed, done), ``received``, ``updates``, ``top``, ``edges``,
+        ``lost_nodes`` and ``lost`` (``[{"node", "epoch", "updates"}]``). A single node
+        (``tributary up``) answers 404 (TributaryError)."""
+        return self.client.json("GET", "%s/rounds/%d" % (self._path, int(round)),
+                                token=self.token)
+
+    def outcome(self, ack):
+        """What became of an update that submit() answered with @ack (its JSON).
+
+        On a single node a 202 is final: returns "accepted". In a cluster the 202 names the
+        node that folds the update and that node's run (``epoch``); if that node dies before
+        the round's top has its sum, the update is lost, and the round's record says so.
+        Returns "in_model" (the round is done and the update is in its model), "pending"
+        (not done yet, nothing lost), "resend" (lost while the round is still open: submit
+        the same update again, to any gateway) or "lost" (the round closed without it:
+        submit one in a later round).
+        """
+        if "node" not in ack:
+            return "accepted"
+        rec = self.round_record(ack["round"])
+        lost = any(x.get("node") == ack["node"] and x.get("epoch") == ack.get("epoch")
+                   for x in rec.get("lost", []))
+        if lost:
+            return "resend" if rec.get("state") == "open" else "lost"
+        return "in_model" if rec.get("state") == "done" else "pending"
+
     def set_initial_model(self, model):
         """Sets the starting model (version 0) from a dict or state_dict, before any update.
 

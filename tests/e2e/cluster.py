@@ -171,6 +171,19 @@ def wait_for(pred, timeout, what):
     raise Failure('timed out waiting for ' + what)
 
 
+def outcomes(ns, job, token, acks):
+    """The Python client's Job.outcome() of each 202 answer, asked from namespace @ns."""
+    code = ('import json, sys; sys.path.insert(0, %r); import tributary_client as tc; '
+            'j = tc.Client(%r, %r).job(%r, token=%r); '
+            'print(json.dumps([j.outcome(a) for a in json.loads(sys.stdin.read())]))' %
+            (os.path.join(HERE, '..', '..', 'clients', 'python'),
+             'http://%s:8080' % NODE_IP[0], token, job, token))
+    p = subprocess.run(['ip', 'netns', 'exec', ns, sys.executable, '-c', code],
+                       input=json.dumps(acks), capture_output=True, text=True)
+    check(p.returncode == 0, 'Job.outcome(): %s' % p.stderr[-2000:])
+    return json.loads(p.stdout)
+
+
 def create_job(cl, admin, name, cpr, fanin):
     st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
         {'name': name, 'clients_per_round': cpr, 'params': PARAMS, 'fan_in': fanin}).encode(),
@@ -254,8 +267,10 @@ def scenario():
         ups = [update_body(rng) for _ in range(30)]
         first = [(NODE_IP[k % 3], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[:15])]
         epochs = set()
+        acks = {}
         for k, (st, b) in enumerate(post_many(cl, first)):
             check(st == 202, 'b: update %d: %d %s' % (k, st, b[:200]))
+            acks.setdefault(json.loads(b)['node'], json.loads(b))
             if json.loads(b)['node'] == 'n2':
                 epochs.add(json.loads(b)['epoch'])
         check(len(epochs) == 1, 'the 202s of one node run name one epoch: %s' % epochs)
@@ -271,6 +286,9 @@ def scenario():
               'after the kill: %s' % info)
         log('  the round record says: lost_nodes %s, state %s, %d received: clients of n2 '
             'resend' % (info['lost_nodes'], info['state'], info['received']))
+        got = outcomes(net.ctl, 'b', tok, [acks['n2'], acks['n0']])
+        check(got == ['resend', 'pending'], 'Job.outcome() of an n2 and an n0 202: %s' % got)
+        log('  the Python client tells them: %s' % got)
         resend = [(NODE_IP[k % 2], 'b', tok, 0, ups[k][0], ups[k][1])
                   for k in range(15) if k % 3 == 2]
         rest = [(NODE_IP[k % 2], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[15:])]
@@ -281,6 +299,8 @@ def scenario():
         info = round_info(cl, NODE_IP[1], 'b', tok, 0)
         check(info['state'] == 'done' and info['updates'] == 30 and len(info['edges']) == 1,
               'B record: %s' % info)
+        got = outcomes(net.ctl, 'b', tok, [acks['n0']])
+        check(got == ['in_model'], 'Job.outcome() of an n0 202 once done: %s' % got)
         log('B: the round completed on n0 and n1 with all 30 updates')
 
         # --- C: freeze the top-to-be before the close (closed round: survivors only) ---
@@ -288,9 +308,11 @@ def scenario():
         ups = [update_body(rng) for _ in range(20)]
         # n1 receives the most, so the placement puts the top there.
         hosts = [NODE_IP[1]] * 12 + [NODE_IP[0]] * 7
+        acks = {}
         for k, (st, b) in enumerate(post_many(cl, [(hosts[k], 'c', tok, 0, ups[k][0],
                                                      ups[k][1]) for k in range(19)])):
             check(st == 202, 'c: update %d: %d %s' % (k, st, b[:200]))
+            acks.setdefault(json.loads(b)['node'], json.loads(b))
         nodes[1].p.send_signal(signal.SIGSTOP)
         st, b = post(cl, NODE_IP[0], 'c', tok, 0, ups[19][0], ups[19][1])
         check(st == 202, 'c: the closing update: %d %s' % (st, b[:200]))
@@ -302,8 +324,10 @@ def scenario():
         survivors = [ups[k] for k in range(20) if k >= 12]
         check_model(m, [x for x, _ in survivors], [w for _, w in survivors],
                     'C round 0 without n1')
+        got = outcomes(net.ctl, 'c', tok, [acks['n1'], acks['n0']])
+        check(got == ['lost', 'in_model'], 'Job.outcome() of an n1 and an n0 202: %s' % got)
         log('  lost_nodes %s and state done: the 12 clients n1 acknowledged are told to '
-            'send again in a later round' % info['lost_nodes'])
+            'send again in a later round (Job.outcome: %s)' % (info['lost_nodes'], got))
         nodes[1].kill()
         # The cluster goes on with the one node left.
         ups = [update_body(rng) for _ in range(20)]
