@@ -287,11 +287,27 @@ static void place_top(struct ctl *c, struct cjob *j, struct cround *cr)
 	}
 	trib_free(leaf_node);
 	if (best < 0) {
-		/* Placement had no answer (arena full everywhere): most updates wins. */
+		/*
+		 * The placement's top holds no updates (its leaves spilled there) or it
+		 * had no answer: a node that folded updates, with room for the top's
+		 * inputs if one has (a sum per contributor, an accumulator, zeros),
+		 * most updates first.
+		 */
+		uint64_t contributors = 0, need;
+		bool room_seen = false;
+
 		for (uint32_t i = 0; i < c->nnodes; i++)
-			if (c->nodes[i].live && cr->folded[i] &&
-			    (best < 0 || cr->folded[i] > cr->folded[best]))
+			contributors += c->nodes[i].live && cr->folded[i];
+		need = (contributors + 2) * (j->n_elem * sizeof(float) + 4096);
+		for (uint32_t i = 0; i < c->nnodes; i++) {
+			bool room = c->nodes[i].arena_free >= need;
+
+			if (!c->nodes[i].live || !cr->folded[i] || (room_seen && !room))
+				continue;
+			if (best < 0 || (room && !room_seen) || cr->folded[i] > cr->folded[best])
 				best = (int)i;
+			room_seen = room_seen || room;
+		}
 	}
 	cr->top = best;
 }

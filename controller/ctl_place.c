@@ -92,9 +92,34 @@ int ctl_place(const struct ctl_place_in *in, struct ctl_placement *out)
 	for (size_t n = 0, i = 0; n < in->nnodes; n++)
 		for (uint32_t k = 0; k < out->leaves_per_node[n] && i < in->leaves; k++)
 			out->leaf_node[i++] = (uint32_t)n;
-	for (size_t n = 1; n < in->nnodes; n++)
-		if (out->leaves_per_node[n] > out->leaves_per_node[out->top_node])
-			out->top_node = (uint32_t)n;
+	{
+		/*
+		 * The top lands one sum from every other node with leaves and folds
+		 * them into its accumulator (+ one slot of zeros): a node without room
+		 * for that would stall the round. Among nodes with room, most leaves.
+		 */
+		uint64_t with = 0, best = 0;
+		bool found = false;
+
+		for (size_t n = 0; n < in->nnodes; n++)
+			with += out->leaves_per_node[n] > 0;
+		for (size_t n = 0; n < in->nnodes; n++) {
+			uint64_t need = (with + 2) * in->model_bytes;
+			bool room = in->nodes[n].arena_free >= need;
+
+			if (!out->leaves_per_node[n])
+				continue;
+			if (room && (!found || out->leaves_per_node[n] > best)) {
+				out->top_node = (uint32_t)n;
+				best = out->leaves_per_node[n];
+				found = true;
+			}
+		}
+		if (!found) /* no node has room: where most leaves are; it waits for memory */
+			for (size_t n = 1; n < in->nnodes; n++)
+				if (out->leaves_per_node[n] > out->leaves_per_node[out->top_node])
+					out->top_node = (uint32_t)n;
+	}
 	out->remote_share = 0;
 	for (size_t n = 0; n < in->nnodes; n++) {
 		double share = total > 0 ? in->nodes[n].arrivals / total : 1.0 / (double)in->nnodes;

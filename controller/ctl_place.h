@@ -48,7 +48,10 @@ struct ctl_placement {
  * they land. A node holds at most what its free arena allows (its leaves'
  * partials plus one leaf's block of updates plus its aggregator); leaves
  * beyond that spill to the node with the most room (spread only when full).
- * The top goes where most leaves are (ties: lowest index). With no traffic
+ * The top goes where most leaves are (ties: lowest index) among the nodes
+ * with room for its inputs (a sum from each node with leaves, its
+ * accumulator and a slot of zeros: that many model sizes of free arena); if
+ * none has room, where most leaves are. With no traffic
  * measured anywhere, the shares are equal. Returns 0, -EINVAL (no nodes, no
  * leaves, no model size, more than CTL_PLACE_MAX_NODES nodes), or -ENOSPC when all nodes together cannot hold the
  * leaves (out is then filled as far as it fits).

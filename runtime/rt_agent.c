@@ -100,6 +100,7 @@ struct xround {
 	bool folding;
 	uint32_t fold_fn;
 	uint64_t fold_acc;
+	struct xinput zeros;     /* one slot of zeros for every node with nothing (owned) */
 	struct xinput in[CTL_MAX_NODES];
 	bool sent_in[CTL_MAX_NODES];
 	bool have_result;
@@ -271,6 +272,8 @@ static void xr_free(struct rt_agent *a, struct xround *x)
 			shm_slot_free(n->arena, x->in[i].slot);
 	if (x->fold_acc)
 		shm_slot_free(n->arena, x->fold_acc);
+	if (x->zeros.slot)
+		shm_slot_free(n->arena, x->zeros.slot);
 	trib_free(x->result_payload);
 	trib_free(x);
 }
@@ -711,20 +714,26 @@ static void top_run(struct rt_agent *a, struct xround *x)
 
 	if (!j || !x->closed || x->top != a->rank || x->have_result)
 		return;
-	/* Nodes with nothing (or lost) give zeros: the fold waits for no one that is gone. */
+	/*
+	 * Nodes with nothing (or lost) give zeros, so the fold waits for no one
+	 * that is gone. One slot serves them all: functions only read it.
+	 */
 	for (uint32_t i = 0; i < x->nnodes; i++) {
 		if (x->in[i].has || x->counts[i])
 			continue;
-		err = land(a, j, NULL, &x->in[i]);
-		if (err) {
-			trib_error("job %s round %u: no arena for the top's inputs: %s", x->job,
-				   x->round, strerror(-err));
-			return;
+		if (!x->zeros.has) {
+			err = land(a, j, NULL, &x->zeros);
+			if (err) {
+				trib_error("job %s round %u: no arena for the top's inputs: %s",
+					   x->job, x->round, strerror(-err));
+				return;
+			}
+			x->zeros.has = true;
 		}
-		x->in[i].d.job = j->id;
+		x->in[i] = x->zeros;
+		x->in[i].slot = 0; /* x->zeros owns it */
 		x->in[i].d.round = x->round;
 		x->in[i].d.seq = i;
-		x->in[i].has = true;
 	}
 	if (!x->folding) {
 		err = rt_node_fold_start(n, j, x->round, x->nnodes, &fn, &x->fold_acc);

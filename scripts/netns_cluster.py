@@ -97,7 +97,10 @@ class Proc:
 
 def start(net, binary, logdir, port=8080, ctl_port=7070, peer_port=7071, placement=None,
           arena_mb=256, node_args=(), log_level='info'):
-    """A controller and one node runtime per node namespace; returns (controller, [nodes])."""
+    """A controller and one node runtime per node namespace; returns (controller, [nodes]).
+
+    @arena_mb is one size for every node, or a list with one per node.
+    """
     args = ['controller', '--listen', 'tcp://%s:%d' % (net.ctl_ip, ctl_port),
             '--data-dir', os.path.join(logdir, 'ctl-%d' % ctl_port)]
     if placement:
@@ -111,7 +114,8 @@ def start(net, binary, logdir, port=8080, ctl_port=7070, peer_port=7071, placeme
             '--peer-listen', 'tcp://%s:%d' % (net.node_ip[i], peer_port),
             '--listen', '%s:%d' % (net.node_ip[i], port),
             '--data-dir', os.path.join(logdir, 'n%d-%d' % (i, port)),
-            '--arena-mb', str(arena_mb)] + list(node_args), logdir, log_level))
+            '--arena-mb', str(arena_mb[i] if isinstance(arena_mb, (list, tuple)) else arena_mb)]
+            + list(node_args), logdir, log_level))
     return ctl, nodes
 
 

@@ -54,6 +54,37 @@ Test(ctl_place, skewed_traffic_gives_proportional_leaves_and_top_on_the_busiest)
 	cr_expect_eq(x.p.cross_edges, 2u);
 }
 
+Test(ctl_place, the_top_goes_where_there_is_room_for_its_inputs)
+{
+	/*
+	 * Eight nodes with traffic, node 3 the busiest (5 of 12 leaves). The top needs a sum
+	 * from each of the 8, plus its accumulator and zeros: 10 model sizes. With 9 free,
+	 * node 3 still holds its 5 leaves (capacity 9 - fan-in - 2 = 5) but not the top.
+	 */
+	struct ctl_node_in nodes[8];
+	struct placed x;
+	struct ctl_place_in in = { .leaves = 12, .fanin = 2, .model_bytes = MB, .nodes = nodes,
+				   .nnodes = 8 };
+
+	for (int n = 0; n < 8; n++)
+		nodes[n] = (struct ctl_node_in){ n == 3 ? 50 : 10, BIG, 2 };
+	x.p.leaf_node = x.leaf_node;
+	x.p.leaves_per_node = x.per_node;
+	nodes[3].arena_free = 10 * MB;
+	cr_assert_eq(ctl_place(&in, &x.p), 0);
+	cr_expect_eq(x.per_node[3], 5u);
+	cr_expect_eq(x.p.top_node, 3u, "room for the top: the busiest node");
+	nodes[3].arena_free = 9 * MB;
+	cr_assert_eq(ctl_place(&in, &x.p), 0);
+	cr_expect_eq(x.per_node[3], 5u, "its leaves still fit");
+	cr_expect_eq(x.p.top_node, 0u, "no room for the top's inputs: the next (lowest) node");
+	cr_expect_eq(x.p.cross_edges, 7u);
+	for (int n = 0; n < 8; n++)
+		nodes[n].arena_free = 9 * MB;
+	cr_assert_eq(ctl_place(&in, &x.p), 0);
+	cr_expect_eq(x.p.top_node, 3u, "no node has room: the busiest, and it waits for memory");
+}
+
 Test(ctl_place, a_node_without_traffic_gets_no_leaf_a_small_one_gets_one)
 {
 	struct ctl_node_in nodes[3] = { { 0, BIG, 2 }, { 99, BIG, 2 }, { 1, BIG, 2 } };

@@ -27,6 +27,9 @@ E. That controller restarts: its nodes learn they are unknown and exit 3 (to
 F. `tributary simulate` over the three gateways of a third cluster, one node
    killed during the run: it fails over, resends or leaves out what the lost
    node held as the round records say, and every model checks.
+G. A node whose arena is nearly full (a small one, holding an update of a
+   round still open): the updates that land on it fold on another node (spread
+   only when full); the others stay where they landed; models exact.
 
 Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when
 that is truly absent; the test harness reports it as skipped.
@@ -433,6 +436,57 @@ def scenario():
                        if 'lost' in ln or 'refused' in ln or 'another gateway' in ln or
                        ln.startswith('simulate:')))
         for p in [nodes[0], nodes[1], ctl]:
+            stop(p)
+
+        # --- G: a node whose arena is full spreads: its updates fold on another node ---
+        ctl, nodes = netns_cluster.start(net, BIN, tmp, port=8083, ctl_port=7076,
+                                         peer_port=7077, arena_mb=[17, 256, 256],
+                                         node_args=['--no-huge'])
+        procs += [ctl] + nodes
+        cl = Client(net.ctl, 8083)
+        wait_joined(cl)
+        admin = netns_cluster.admin_token(tmp, 7076)
+        big = 1 << 20  # 4 MiB updates: n0's 17 MiB arena takes the job, and little more
+
+        def big_job(name, cpr, fanin):
+            st, b = cl.call(NODE_IP[1], 'POST', '/v1/jobs', json.dumps(
+                {'name': name, 'clients_per_round': cpr, 'params': big, 'fan_in': fanin}
+            ).encode(), {'Content-Type': 'application/json'}, admin)
+            check(st == 201, 'create %s: %d %s' % (name, st, b))
+            return json.loads(b)['token']
+
+        def big_update():
+            return rng.uniform(-1, 1, big).astype(np.float32), int(rng.integers(1, 50))
+
+        tok_x, tok_y = big_job('x', 2, 64), big_job('y', 6, 4)
+        # One update of x held on n0 (its leaf waits for the round's second): with the
+        # leaf's and the top's accumulators, n0 has about 5 MiB left, under two updates.
+        x = [big_update(), big_update()]
+        st, b = post(cl, NODE_IP[0], 'x', tok_x, 0, *x[0])
+        check(st == 202 and json.loads(b)['node'] == 'n0', 'x on n0: %d %s' % (st, b[:200]))
+        time.sleep(0.8)  # a heartbeat or two: the controller sees n0's arena
+        y = [big_update() for _ in range(6)]
+        folded_on = []
+        for k in range(6):
+            st, b = post(cl, NODE_IP[k % 3], 'y', tok_y, 0, *y[k])
+            check(st == 202, 'y update %d: %d %s' % (k, st, b[:200]))
+            folded_on.append(json.loads(b)['node'])
+        check(all(folded_on[k] != 'n0' for k in (0, 3)) and
+              all(folded_on[k] == 'n%d' % (k % 3) for k in (1, 2, 4, 5)),
+              'updates that landed on the full n0 fold elsewhere, the others where they '
+              'landed: %s' % folded_on)
+        check_model(get_model(cl, NODE_IP[2], 'y', tok_y, 1), [u for u, _ in y],
+                    [w for _, w in y], 'G: y with n0 full')
+        st, b = post(cl, NODE_IP[1], 'x', tok_x, 0, *x[1])
+        check(st == 202, 'x on n1: %d %s' % (st, b[:200]))
+        check_model(get_model(cl, NODE_IP[0], 'x', tok_x, 1), [u for u, _ in x],
+                    [w for _, w in x], 'G: x across n0 and n1')
+        fwd = metrics(cl, NODE_IP[0]).get('tributary_cluster_updates_forwarded_total', 0)
+        check(fwd == 2, 'n0 forwarded %s updates, want 2' % fwd)
+        log('G: n0 (17 MiB arena, holding an update) spread the 2 updates that landed on it '
+            'to %s; the others folded where they landed; models exact' %
+            [folded_on[0], folded_on[3]])
+        for p in nodes + [ctl]:
             stop(p)
         log('cluster test passed')
     except BaseException:
