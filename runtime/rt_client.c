@@ -373,13 +373,16 @@ static int client_read(struct rt_client *c, bool *got_any)
 		if (n > 0)
 			*got_any = true;
 		err = client_feed(c, dst, (size_t)n);
-		if (err)
-			return err;
 		if (n == 0) {
-			/* Cut off mid-answer: the server (or its node) went away, not a bad answer. */
+			/*
+			 * Cut off mid-answer (the parser calls that an error too): the server,
+			 * or its node, went away; it is not a bad answer.
+			 */
 			if (!c->done)
 				return *got_any ? -ECONNABORTED : -ECONNRESET;
 			c->eof = true;
+		} else if (err) {
+			return err;
 		}
 	}
 	return 0;
