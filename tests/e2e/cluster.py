@@ -468,7 +468,15 @@ def scenario():
         x = [big_update(), big_update()]
         st, b = post(cl, NODE_IP[0], 'x', tok_x, 0, *x[0])
         check(st == 202 and json.loads(b)['node'] == 'n0', 'x on n0: %d %s' % (st, b[:200]))
-        time.sleep(0.8)  # a heartbeat or two: the controller sees n0's arena
+        # Until a heartbeat has told the controller: n0's arena cannot take two updates.
+        need = 2 * (big * 4 + 65536)
+
+        def n0_full():
+            st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster')
+            nodes_ = json.loads(b)['nodes'] if st == 200 else []
+            return any(nd['name'] == 'n0' and nd['arena_free'] < need for nd in nodes_)
+
+        wait_for(n0_full, 20, "the controller to see n0's arena nearly full")
         y = [big_update() for _ in range(6)]
         folded_on = []
         for k in range(6):
@@ -489,7 +497,7 @@ def scenario():
         check(fwd == 2, 'n0 forwarded %s updates, want 2' % fwd)
         log('G: n0 (17 MiB arena, holding an update) spread the 2 updates that landed on it '
             'to %s; the others folded where they landed; models exact' %
-            [folded_on[0], folded_on[3]])
+            ([folded_on[0], folded_on[3]],))
         for p in nodes + [ctl]:
             stop(p)
         log('cluster test passed')
