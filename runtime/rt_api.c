@@ -61,6 +61,15 @@ static void reject(struct rt_conn *c, enum rt_reject why, int status, const char
 	rt_conn_error(c, status, msg, round, extra);
 }
 
+/* The job's (or the admin) token, or a 401 answered: false. */
+static bool require_job(struct rt_conn *c, const struct rt_job *j)
+{
+	if (auth_job(c, j))
+		return true;
+	reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1, NULL);
+	return false;
+}
+
 static void respond_json(struct rt_conn *c, int status, json_t *obj, const char *extra)
 {
 	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
@@ -585,10 +594,8 @@ static void handle_update(struct rt_conn *c, struct rt_job *j)
 	char msg[256];
 	int err;
 
-	if (!auth_job(c, j)) {
-		reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1, NULL);
+	if (!require_job(c, j))
 		return;
-	}
 	if (ctype_is(c->req.content_type, "application/octet-stream")) {
 		c->safetensors = false;
 	} else if (ctype_is(c->req.content_type, "application/x-safetensors")) {
@@ -703,10 +710,8 @@ static void handle_model_get(struct rt_conn *c, struct rt_job *j)
 	uint64_t v;
 	struct rt_blob *b;
 
-	if (!auth_job(c, j)) {
-		reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1, NULL);
+	if (!require_job(c, j))
 		return;
-	}
 	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
 		if (rt_parse_u64(val, &v) || v > UINT32_MAX) {
 			rt_conn_error(c, 400, "round: a round number", -1, NULL);
@@ -816,10 +821,8 @@ static void handle_model_put(struct rt_conn *c, struct rt_job *j)
 {
 	uint64_t model_bytes = j->n_elem * sizeof(float);
 
-	if (!auth_job(c, j)) {
-		reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1, NULL);
+	if (!require_job(c, j))
 		return;
-	}
 	if (ctype_is(c->req.content_type, "application/x-safetensors"))
 		c->safetensors = true;
 	else if (ctype_is(c->req.content_type, "application/octet-stream"))
@@ -1260,11 +1263,8 @@ void rt_api_on_head(struct rt_conn *c)
 		if (!slash || !strcmp(slash, "/")) {
 			if (m != HTTP_GET)
 				goto bad_method;
-			if (!auth_job(c, j)) {
-				reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job",
-				       -1, NULL);
+			if (!require_job(c, j))
 				return;
-			}
 			respond_json(c, 200, job_json_full(c->node, j), NULL);
 			return;
 		}
@@ -1279,11 +1279,8 @@ void rt_api_on_head(struct rt_conn *c)
 
 			if (m != HTTP_GET)
 				goto bad_method;
-			if (!auth_job(c, j)) {
-				reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job",
-				       -1, NULL);
+			if (!require_job(c, j))
 				return;
-			}
 			if (rt_parse_u64(slash + 8, &r) || r > UINT32_MAX) {
 				rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
 				return;
