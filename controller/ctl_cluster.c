@@ -27,7 +27,7 @@
 #include "ctl_plan.h"
 #include "ctl_store.h"
 #include "ctl_wire.h"
-#include "rt_store.h"
+#include "trib_store.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
@@ -348,7 +348,7 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cnode *nd;
 	int rank;
 
-	if (!name || !addr || !ctl_job_name_valid(name) || strlen(addr) >= sizeof(nd->addr)) {
+	if (!name || !addr || !trib_job_name_valid(name) || strlen(addr) >= sizeof(nd->addr)) {
 		*rep = err_reply(400, "join: name (like a job name) and addr required");
 		return;
 	}
@@ -472,7 +472,7 @@ static void on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	json_t *m;
 	int err;
 
-	if (!o || !name || !ctl_job_name_valid(name)) {
+	if (!o || !name || !trib_job_name_valid(name)) {
 		*rep = err_reply(400, "job definition without a valid name");
 		goto out;
 	}
@@ -661,11 +661,11 @@ static int model_store(struct ctl *c, struct cjob *j, const void *data, uint32_t
 	int err;
 
 	snprintf(path, sizeof(path), "%s/jobs/%s", c->o->data_dir, j->name);
-	err = rt_mkdir_p(path, 0700);
+	err = trib_mkdir_p(path, 0700);
 	if (err)
 		return err;
 	snprintf(path, sizeof(path), "%s/jobs/%s/model-v%u.f32", c->o->data_dir, j->name, v);
-	return rt_write_file_atomic(path, data, j->n_elem * sizeof(float), 0600);
+	return trib_write_file_atomic(path, data, j->n_elem * sizeof(float), 0600);
 }
 
 static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
@@ -985,7 +985,7 @@ static int admin_token(struct ctl *c)
 		char line[96];
 		int len = snprintf(line, sizeof(line), "%s\n", c->admin_token);
 
-		if (rt_write_file_atomic(p, line, (size_t)len, 0600))
+		if (trib_write_file_atomic(p, line, (size_t)len, 0600))
 			return -EIO;
 	}
 	trib_info("admin token written to %s", p);
@@ -1063,7 +1063,7 @@ int ctl_cluster_run(const struct ctl_cluster_opts *o)
 
 	memset(&c, 0, sizeof(c));
 	c.o = o;
-	err = rt_mkdir_p(o->data_dir, 0700);
+	err = trib_mkdir_p(o->data_dir, 0700);
 	if (err) {
 		trib_error("%s: %s", o->data_dir, strerror(-err));
 		return 1;

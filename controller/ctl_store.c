@@ -149,24 +149,6 @@ static bool field_ok(const char *s, size_t cap)
 	return s[0] != '\0' && memchr(s, '\0', cap) != NULL;
 }
 
-bool ctl_job_name_valid(const char *name)
-{
-	size_t i;
-
-	if (!name || !name[0] || name[0] == '.' || name[0] == '-')
-		return false;
-	for (i = 0; name[i]; i++) {
-		char c = name[i];
-
-		if (i >= CTL_JOB_NAME_MAX - 1)
-			return false;
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	}
-	return true;
-}
-
 int ctl_token_new(char *out, size_t cap)
 {
 	static const char b64url[] =
@@ -475,7 +457,7 @@ int ctl_store_job_create(struct ctl_store *st, struct ctl_job *job)
 	int64_t created;
 	int rc, err;
 
-	if (!st || !job || !ctl_job_name_valid(job->name) || !job->schema_json ||
+	if (!st || !job || !trib_job_name_valid(job->name) || !job->schema_json ||
 	    !field_ok(job->algorithm, sizeof(job->algorithm)) ||
 	    !memchr(job->token, '\0', sizeof(job->token)))
 		return -EINVAL;

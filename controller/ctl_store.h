@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "trib_name.h"
+
 /*
  * Every function returns 0 or a negative errno. SQLite failures map to -EIO,
  * except: a UNIQUE/PRIMARY KEY constraint -> -EEXIST, a FOREIGN KEY constraint
@@ -15,7 +17,7 @@
  */
 struct ctl_store;
 
-#define CTL_JOB_NAME_MAX 64  /* including the NUL: names are 1..63 chars */
+#define CTL_JOB_NAME_MAX TRIB_JOB_NAME_MAX
 #define CTL_TOKEN_LEN    43  /* 32 random bytes, URL-safe base64, no padding */
 #define CTL_TOKEN_MAX    80
 #define CTL_ALGO_MAX     32
@@ -26,7 +28,7 @@ struct ctl_store;
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
-	char name[CTL_JOB_NAME_MAX];      /* ctl_job_name_valid(); also a directory name */
+	char name[CTL_JOB_NAME_MAX];      /* trib_job_name_valid(); also a directory name */
 	char token[CTL_TOKEN_MAX];        /* bearer token clients present */
 	uint32_t clients_per_round;
 	char algorithm[CTL_ALGO_MAX];     /* e.g. "fedavg" */
@@ -115,9 +117,6 @@ int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round 
  */
 int ctl_store_kv_get(struct ctl_store *st, const char *key, char *val, size_t cap);
 int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val);
-
-/* 1..63 chars of [A-Za-z0-9._-], not starting with '.' or '-'. NULL is invalid. */
-bool ctl_job_name_valid(const char *name);
 
 /*
  * Write a fresh bearer token (CTL_TOKEN_LEN URL-safe base64 chars from 32

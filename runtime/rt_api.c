@@ -17,7 +17,7 @@
 #include "rt_algo.h"
 #include "rt_gw.h"
 #include "rt_node.h"
-#include "rt_safetensors.h"
+#include "trib_safetensors.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -108,7 +108,7 @@ int rt_api_job_build(struct rt_node *n, const uint8_t *buf, size_t blen, const c
 	struct rt_job_spec spec;
 	struct rt_algo alg;
 	json_t *aparams = NULL;
-	struct rt_tensor *schema = NULL;
+	struct trib_tensor *schema = NULL;
 	struct rt_job *j;
 	const char *key, *why = NULL;
 	uint64_t n_elem = 0;
@@ -141,7 +141,7 @@ int rt_api_job_build(struct rt_node *n, const uint8_t *buf, size_t blen, const c
 	fanin = json_object_get(o, "fan_in");
 	minc = json_object_get(o, "min_clients");
 	tmo = json_object_get(o, "round_timeout_s");
-	if (!json_is_string(name) || !ctl_job_name_valid(json_string_value(name))) {
+	if (!json_is_string(name) || !trib_job_name_valid(json_string_value(name))) {
 		status = 400;
 		snprintf(msg, cap, "%s", "name: required, 1-63 characters of A-Z a-z 0-9 . _ -, not starting "
 			      "with . or -");
@@ -466,7 +466,7 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 	uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
 	uint32_t *dts = trib_calloc(j->nschema, sizeof(*dts));
 	float *scales = trib_calloc(j->nschema, sizeof(*scales));
-	struct rt_st st = { 0 };
+	struct trib_st st = { 0 };
 	const char *why = NULL;
 	char msg[400];
 	int err, rc = -1;
@@ -475,10 +475,10 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		goto out;
 	}
-	err = rt_st_parse(body, c->body_len, &st, &why);
+	err = trib_st_parse(body, c->body_len, &st, &why);
 	if (err) {
 		/* A well-formed file with a dtype we do not take is a 422, the rest 400. */
-		bool dtype = why && !strcmp(why, RT_ST_WHY_DTYPE);
+		bool dtype = why && !strcmp(why, TRIB_ST_WHY_DTYPE);
 
 		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
 		reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg, -1,
@@ -486,8 +486,8 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 		goto out;
 	}
 	/* F32, or compressed (F16, BF16, I8 + scale): dequantised while folding. */
-	err = rt_st_match_q(&st, j->schema, j->nschema, body, offs, dts, scales, &why);
-	rt_st_free(&st);
+	err = trib_st_match_q(&st, j->schema, j->nschema, body, offs, dts, scales, &why);
+	trib_st_free(&st);
 	if (err) {
 		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
 		reject(c, err == -EDOM ? RT_REJ_NONFINITE : RT_REJ_SHAPE, 422, msg, -1, NULL);
@@ -496,7 +496,7 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 	for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++) {
 		const uint8_t *x = body + offs[i];
 
-		if (offs[i] % rt_dtype_size(dts[i])) {
+		if (offs[i] % trib_dtype_size(dts[i])) {
 			reject(c, RT_REJ_SHAPE, 422,
 			       "safetensors: tensor data must be aligned to its element size (pad "
 			       "the header to a multiple of 8 bytes)",
@@ -768,7 +768,7 @@ static void on_model_put_body(struct rt_conn *c)
 		data = (float *)(void *)c->body_heap;
 		err = rt_job_set_initial(c->node, j, data);
 	} else {
-		struct rt_st st = { 0 };
+		struct trib_st st = { 0 };
 		uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
 		const char *why = NULL;
 
@@ -781,12 +781,12 @@ static void on_model_put_body(struct rt_conn *c)
 		}
 		bool malformed = false;
 
-		err = rt_st_parse(c->body_heap, c->body_len, &st, &why);
+		err = trib_st_parse(c->body_heap, c->body_len, &st, &why);
 		if (err)
-			malformed = !(why && !strcmp(why, RT_ST_WHY_DTYPE)) && err == -EINVAL;
+			malformed = !(why && !strcmp(why, TRIB_ST_WHY_DTYPE)) && err == -EINVAL;
 		else
-			err = rt_st_match(&st, j->schema, j->nschema, offs, &why);
-		rt_st_free(&st);
+			err = trib_st_match(&st, j->schema, j->nschema, offs, &why);
+		trib_st_free(&st);
 		if (err) {
 			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
 			rt_conn_error(c, err == -ENOMEM ? 500 : malformed ? 400 : 422, msg, -1, NULL);

@@ -149,7 +149,7 @@ static int cmd_up(int argc, char **argv, bool node)
 			o.controller = optarg;
 			break;
 		case 'N':
-			if (!ctl_job_name_valid(optarg)) {
+			if (!trib_job_name_valid(optarg)) {
 				fprintf(stderr, "tributary node: --node-name wants 1-63 characters of "
 					"A-Z a-z 0-9 . _ -, got '%s'\n", optarg);
 				return 2;

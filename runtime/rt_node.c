@@ -28,7 +28,7 @@
 #include "ebpf_stats.h"
 #include "rt_agent.h"
 #include "rt_gw.h"
-#include "rt_store.h"
+#include "trib_store.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -116,7 +116,7 @@ static void job_free(struct rt_job *j)
 	trib_free(j);
 }
 
-static char *schema_to_json(const struct rt_tensor *schema, size_t n)
+static char *schema_to_json(const struct trib_tensor *schema, size_t n)
 {
 	json_t *arr = json_array();
 	char *s = NULL;
@@ -144,10 +144,10 @@ static char *schema_to_json(const struct rt_tensor *schema, size_t n)
 	}
 }
 
-int rt_schema_from_json(json_t *arr, struct rt_tensor **out, size_t *nout, uint64_t *n_elem,
+int rt_schema_from_json(json_t *arr, struct trib_tensor **out, size_t *nout, uint64_t *n_elem,
 			const char **why)
 {
-	struct rt_tensor *t;
+	struct trib_tensor *t;
 	size_t n = json_array_size(arr);
 	uint64_t total = 0;
 
@@ -173,7 +173,7 @@ int rt_schema_from_json(json_t *arr, struct rt_tensor **out, size_t *nout, uint6
 			*why = "tensors: dtype must be \"F32\"";
 			goto err_free;
 		}
-		if (json_string_length(name) == 0 || json_string_length(name) >= RT_ST_NAME_MAX ||
+		if (json_string_length(name) == 0 || json_string_length(name) >= TRIB_ST_NAME_MAX ||
 		    !strcmp(json_string_value(name), "__metadata__") ||
 		    strlen(json_string_value(name)) != json_string_length(name)) {
 			*why = "tensors: bad tensor name";
@@ -186,7 +186,7 @@ int rt_schema_from_json(json_t *arr, struct rt_tensor **out, size_t *nout, uint6
 				goto err_free;
 			}
 		}
-		if (json_array_size(shape) > RT_ST_MAX_DIMS) {
+		if (json_array_size(shape) > TRIB_ST_MAX_DIMS) {
 			*why = "tensors: too many dimensions (at most 8)";
 			goto err_free;
 		}
@@ -219,7 +219,7 @@ err_free:
 
 static int job_build_header(struct rt_job *j)
 {
-	return rt_st_write_header(j->schema, j->nschema, NULL, &j->st_header, &j->st_header_len);
+	return trib_st_write_header(j->schema, j->nschema, NULL, &j->st_header, &j->st_header_len);
 }
 
 /* Make a blob holding a whole model file: header + @data (or zeros when NULL). */
@@ -240,7 +240,7 @@ static struct rt_blob *model_blob(struct rt_job *j, const float *data, uint32_t 
 
 static int store_blob(struct rt_node *n, struct rt_job *j, struct rt_blob *b)
 {
-	return rt_store_write_model(n->opts.data_dir, j->name, b->version, b->data,
+	return trib_store_write_model(n->opts.data_dir, j->name, b->version, b->data,
 				    j->st_header_len, b->data + j->st_header_len,
 				    b->len - j->st_header_len, NULL, 0);
 }
@@ -263,7 +263,7 @@ static int model_write(struct rt_node *n, struct rt_job *j, const float *data, u
 	return 0;
 }
 
-int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_tensor *schema,
+int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib_tensor *schema,
 		  size_t nschema, struct rt_job **out)
 {
 	const char *name = spec->name;
@@ -434,7 +434,7 @@ struct rt_blob *rt_job_model(struct rt_node *n, struct rt_job *j, uint32_t v)
 		errno = ENOENT;
 		return NULL;
 	}
-	err = rt_store_read_model(n->opts.data_dir, j->name, v, &buf, &len);
+	err = trib_store_read_model(n->opts.data_dir, j->name, v, &buf, &len);
 	if (err) {
 		errno = -err;
 		return NULL;
@@ -1168,7 +1168,7 @@ static int opt_state_commit(struct rt_node *n, struct rt_job *j, struct rt_round
 		return 0;
 	out = (const uint8_t *)shm_arena_ptr(n->arena, r->state_slot) + r->state_size;
 	opt_state_path(n, j, r->round + 1, path, sizeof(path));
-	err = rt_write_file_atomic(path, out, r->state_size, 0600);
+	err = trib_write_file_atomic(path, out, r->state_size, 0600);
 	if (err)
 		return err;
 	copy = trib_malloc(r->state_size);
@@ -2106,7 +2106,7 @@ static int admin_token_load(struct rt_node *n)
 		if (err)
 			return err;
 		snprintf(line, sizeof(line), "%s\n", n->admin_token);
-		err = rt_write_file_atomic(p, line, strlen(line), 0600);
+		err = trib_write_file_atomic(p, line, strlen(line), 0600);
 		if (err) {
 			trib_error("writing %s: %s", p, strerror(-err));
 			return err;
@@ -2200,7 +2200,7 @@ int rt_up_run(const struct rt_node_opts *opts)
 		return 1;
 	n->opts = *opts;
 	n->next_job_id = 1;
-	err = rt_mkdir_p(n->opts.data_dir, 0700);
+	err = trib_mkdir_p(n->opts.data_dir, 0700);
 	if (err) {
 		trib_error("data dir %s: %s", n->opts.data_dir, strerror(-err));
 		goto err_free;

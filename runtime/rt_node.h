@@ -10,7 +10,7 @@
 
 #include "rt_algo.h"
 #include "rt_fnproc.h"
-#include "rt_safetensors.h"
+#include "trib_safetensors.h"
 
 struct ctl_store;
 struct shm_arena;
@@ -142,7 +142,7 @@ struct rt_job {
 	struct rt_algo algo;      /* algorithm and parameters */
 	uint8_t *opt_state;       /* server optimiser state after the last round (owned), or NULL */
 	size_t opt_state_len;
-	struct rt_tensor *schema; /* owned */
+	struct trib_tensor *schema; /* owned */
 	size_t nschema;
 	uint64_t n_elem;
 	char *schema_json;        /* owned */
@@ -244,7 +244,7 @@ int rt_up_run(const struct rt_node_opts *opts);
  * Parse a "tensors" JSON array into a schema; *out is owned by the caller
  * (trib_free). Returns 0, -EINVAL (with *why naming the problem) or -ENOMEM.
  */
-int rt_schema_from_json(json_t *arr, struct rt_tensor **out, size_t *nout, uint64_t *n_elem,
+int rt_schema_from_json(json_t *arr, struct trib_tensor **out, size_t *nout, uint64_t *n_elem,
 			const char **why);
 struct rt_job *rt_job_find(struct rt_node *n, const char *name);
 /* Returns 0 or -errno; *why says what is wrong with the request (static string or NULL). */
@@ -257,7 +257,7 @@ struct rt_job_spec {
 	const struct rt_algo *algo;
 	json_t *params;           /* the request's algorithm parameters (borrowed), stored as given */
 };
-int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct rt_tensor *schema,
+int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib_tensor *schema,
 		  size_t nschema, struct rt_job **out);
 /*
  * Accept a received, validated update in slot @slot_off: its segments are at

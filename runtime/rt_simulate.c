@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "rt_safetensors.h"
+#include "trib_safetensors.h"
 #include "shm_abi.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -432,11 +432,11 @@ void rt_sim_compare(const double *ref, const void *model, uint64_t n, double *er
 
 int rt_sim_st_header(uint64_t params, char **hdr, size_t *hdr_len)
 {
-	struct rt_tensor t = { .dtype = SHM_DTYPE_F32, .ndim = 1, .n_elem = params };
+	struct trib_tensor t = { .dtype = SHM_DTYPE_F32, .ndim = 1, .n_elem = params };
 
 	snprintf(t.name, sizeof(t.name), "weights");
 	t.shape[0] = params;
-	return rt_st_write_header(&t, 1, NULL, hdr, hdr_len);
+	return trib_st_write_header(&t, 1, NULL, hdr, hdr_len);
 }
 
 /* ---- talking to the server ---- */
@@ -1474,19 +1474,19 @@ static int check_model(const struct rt_http_resp *resp, const double *ref, uint6
 {
 	const unsigned char *data;
 	const char *why = NULL;
-	struct rt_st st = { 0 };
+	struct trib_st st = { 0 };
 	uint64_t off = 0;
 	double e = 0;
 	int err;
 
-	err = rt_st_parse(resp->body, resp->body_len, &st, &why);
+	err = trib_st_parse(resp->body, resp->body_len, &st, &why);
 	if (err) {
 		trib_error("model is not valid safetensors: %s", why ? why : strerror(-err));
 		return -EPROTO;
 	}
 	/* The flat model is every tensor in file order; this job has one, "weights". */
 	for (size_t t = 0; t < st.ntensors; t++) {
-		const struct rt_tensor *ts = &st.tensors[t];
+		const struct trib_tensor *ts = &st.tensors[t];
 
 		if (ts->dtype != SHM_DTYPE_F32 || off + ts->n_elem > params) {
 			trib_error("model tensor '%s' is not F32 or does not fit %" PRIu64
@@ -1506,7 +1506,7 @@ static int check_model(const struct rt_http_resp *resp, const double *ref, uint6
 	*err_out = e;
 	*limit = 1e-5 * max_abs(ref, params) + 1e-12;
 out_free:
-	rt_st_free(&st);
+	trib_st_free(&st);
 	return err;
 }
 

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "trib_dtype.h"
+
 /*
  * Every struct here crosses a process boundary. Shared memory holds offsets
  * from the arena base, never pointers. Fixed-width types only; sizes and
@@ -13,12 +15,12 @@
  */
 #define SHM_ABI_VERSION 1
 
-/* Element types of a tensor payload; values are part of the ABI. */
+/* Element types of a tensor payload (core/trib_dtype.h); values are part of the ABI. */
 enum shm_dtype {
-	SHM_DTYPE_F32 = 1,  /* little-endian IEEE-754 binary32 */
-	SHM_DTYPE_F16 = 2,  /* IEEE-754 binary16 (issue 6) */
-	SHM_DTYPE_BF16 = 3, /* bfloat16 (issue 6) */
-	SHM_DTYPE_I8 = 4,   /* int8 with a per-segment f32 scale (issue 6) */
+	SHM_DTYPE_F32 = TRIB_DTYPE_F32,
+	SHM_DTYPE_F16 = TRIB_DTYPE_F16,
+	SHM_DTYPE_BF16 = TRIB_DTYPE_BF16,
+	SHM_DTYPE_I8 = TRIB_DTYPE_I8,
 };
 
 /* What a descriptor announces; values are part of the ABI. */

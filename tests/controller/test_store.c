@@ -382,11 +382,11 @@ Test(ctl_store, names_validation)
 
 	cr_assert_eq(strlen(good[12]), 63);
 	cr_assert_eq(strlen(bad[17]), 64);
-	cr_assert_not(ctl_job_name_valid(NULL));
+	cr_assert_not(trib_job_name_valid(NULL));
 	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
-		cr_assert(ctl_job_name_valid(good[i]), "good name '%s'", good[i]);
+		cr_assert(trib_job_name_valid(good[i]), "good name '%s'", good[i]);
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		cr_assert_not(ctl_job_name_valid(bad[i]), "bad name '%s'", bad[i]);
+		cr_assert_not(trib_job_name_valid(bad[i]), "bad name '%s'", bad[i]);
 		j = mkjob("");
 		snprintf(j.name, sizeof(j.name), "%.63s", bad[i]);
 		if (strlen(bad[i]) < sizeof(j.name))

@@ -1,20 +1,20 @@
 // SPDX-License-Identifier: MIT
-/* libFuzzer target: rt_st_parse on arbitrary bytes, then match and a write/parse round trip. */
+/* libFuzzer target: trib_st_parse on arbitrary bytes, then match and a write/parse round trip. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt_safetensors.h"
+#include "trib_safetensors.h"
 #include "shm_abi.h"
 #include "trib_alloc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Writing the parsed tensors back out and parsing that must give the same names and shapes. */
-static void round_trip(const struct rt_st *st)
+static void round_trip(const struct trib_st *st)
 {
-	struct rt_st again;
+	struct trib_st again;
 	uint64_t data_len = 0;
 	char *hdr, *file;
 	size_t hdr_len;
@@ -29,40 +29,40 @@ static void round_trip(const struct rt_st *st)
 			return;
 	}
 	/* Every parsed name came through jansson, so it is UTF-8 and can be written. */
-	if (rt_st_write_header(st->tensors, st->ntensors, "{\"k\":\"v\"}", &hdr, &hdr_len))
+	if (trib_st_write_header(st->tensors, st->ntensors, "{\"k\":\"v\"}", &hdr, &hdr_len))
 		abort();
 	file = calloc(1, hdr_len + data_len);
 	if (!file)
 		abort();
 	memcpy(file, hdr, hdr_len);
 	trib_free(hdr);
-	if (rt_st_parse(file, hdr_len + data_len, &again, &why) != 0 ||
+	if (trib_st_parse(file, hdr_len + data_len, &again, &why) != 0 ||
 	    again.ntensors != st->ntensors || again.data_off != hdr_len)
 		abort();
 	for (size_t i = 0; i < st->ntensors; i++) {
-		const struct rt_tensor *a = &st->tensors[i], *b = &again.tensors[i];
+		const struct trib_tensor *a = &st->tensors[i], *b = &again.tensors[i];
 
 		if (strcmp(a->name, b->name) || a->ndim != b->ndim || a->n_elem != b->n_elem ||
 		    memcmp(a->shape, b->shape, a->ndim * sizeof(a->shape[0])))
 			abort();
 	}
-	rt_st_free(&again);
+	trib_st_free(&again);
 	free(file);
 }
 
 /* Parse one candidate file and check everything that was accepted. */
 static void one(const uint8_t *data, size_t size)
 {
-	static const struct rt_tensor schema[2] = {
+	static const struct trib_tensor schema[2] = {
 		{ .name = "w", .dtype = SHM_DTYPE_F32, .ndim = 2, .shape = { 2, 3 }, .n_elem = 6 },
 		{ .name = "b", .dtype = SHM_DTYPE_F32, .ndim = 1, .shape = { 3 }, .n_elem = 3 },
 	};
 	uint64_t offs[2];
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 	int err;
 
-	err = rt_st_parse(data, size, &st, &why);
+	err = trib_st_parse(data, size, &st, &why);
 	if (err == -EINVAL && (!why || !*why))
 		abort();
 	if (err != 0 && err != -EINVAL && err != -ENOMEM)
@@ -72,19 +72,19 @@ static void one(const uint8_t *data, size_t size)
 	if (st.data_off > size)
 		abort();
 	for (size_t i = 0; i < st.ntensors; i++) {
-		const struct rt_tensor *t = &st.tensors[i];
+		const struct trib_tensor *t = &st.tensors[i];
 
 		if (t->data_begin > t->data_end || t->data_end > size - st.data_off ||
-		    !t->name[0] || strlen(t->name) >= RT_ST_NAME_MAX ||
-		    t->data_end - t->data_begin != t->n_elem * rt_dtype_size(t->dtype))
+		    !t->name[0] || strlen(t->name) >= TRIB_ST_NAME_MAX ||
+		    t->data_end - t->data_begin != t->n_elem * trib_dtype_size(t->dtype))
 			abort();
 	}
-	if (rt_st_match(&st, schema, 2, offs, &why) == 0) {
+	if (trib_st_match(&st, schema, 2, offs, &why) == 0) {
 		if (offs[0] + 24 > size || offs[1] + 12 > size)
 			abort();
 	}
 	round_trip(&st);
-	rt_st_free(&st);
+	trib_st_free(&st);
 }
 
 /*

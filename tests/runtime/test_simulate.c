@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "rt_client.h"
-#include "rt_safetensors.h"
+#include "trib_safetensors.h"
 #include "rt_simulate.h"
 #include "shm_abi.h"
 #include "trib_alloc.h"
@@ -356,7 +356,7 @@ Test(runtime_simulate, compare_limits)
 Test(runtime_simulate, safetensors_body_parses)
 {
 	enum { P = 37 };
-	struct rt_st st = { 0 };
+	struct trib_st st = { 0 };
 	const char *why = NULL;
 	float x[P], y[P];
 	char *hdr, *body;
@@ -368,7 +368,7 @@ Test(runtime_simulate, safetensors_body_parses)
 	body = trib_malloc(len + sizeof(x));
 	memcpy(body, hdr, len);
 	memcpy(body + len, x, sizeof(x));
-	cr_assert_eq(rt_st_parse(body, len + sizeof(x), &st, &why), 0, "%s", why ? why : "");
+	cr_assert_eq(trib_st_parse(body, len + sizeof(x), &st, &why), 0, "%s", why ? why : "");
 	cr_assert_eq(st.ntensors, 1);
 	cr_assert_str_eq(st.tensors[0].name, "weights");
 	cr_assert_eq(st.tensors[0].dtype, SHM_DTYPE_F32);
@@ -378,7 +378,7 @@ Test(runtime_simulate, safetensors_body_parses)
 	cr_assert_eq(st.tensors[0].data_end - st.tensors[0].data_begin, sizeof(x));
 	memcpy(y, body + st.data_off + st.tensors[0].data_begin, sizeof(y));
 	cr_assert_eq(memcmp(x, y, sizeof(x)), 0);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(body);
 	trib_free(hdr);
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* safetensors: validate an untrusted header, match it against a job's schema, write one. */
-#include "rt_safetensors.h"
+#include "trib_safetensors.h"
 
 #include <errno.h>
 #include <math.h>
@@ -10,7 +10,7 @@
 
 #include <jansson.h>
 
-#include "shm_abi.h"
+#include "trib_dtype.h"
 #include "trib_alloc.h"
 
 #define META_KEY "__metadata__"
@@ -20,13 +20,13 @@ static const struct {
 	const char *name;
 	size_t size;
 } dtypes[] = {
-	{ SHM_DTYPE_F32, "F32", 4 },
-	{ SHM_DTYPE_F16, "F16", 2 },
-	{ SHM_DTYPE_BF16, "BF16", 2 },
-	{ SHM_DTYPE_I8, "I8", 1 },
+	{ TRIB_DTYPE_F32, "F32", 4 },
+	{ TRIB_DTYPE_F16, "F16", 2 },
+	{ TRIB_DTYPE_BF16, "BF16", 2 },
+	{ TRIB_DTYPE_I8, "I8", 1 },
 };
 
-size_t rt_dtype_size(uint32_t dtype)
+size_t trib_dtype_size(uint32_t dtype)
 {
 	for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
 		if (dtypes[i].dtype == dtype)
@@ -35,7 +35,7 @@ size_t rt_dtype_size(uint32_t dtype)
 }
 
 /* Returns a static string (not owned by the caller) or NULL. */
-const char *rt_dtype_name(uint32_t dtype)
+const char *trib_dtype_name(uint32_t dtype)
 {
 	for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
 		if (dtypes[i].dtype == dtype)
@@ -44,7 +44,7 @@ const char *rt_dtype_name(uint32_t dtype)
 }
 
 /* @name is borrowed. */
-uint32_t rt_dtype_from_name(const char *name)
+uint32_t trib_dtype_from_name(const char *name)
 {
 	for (size_t i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
 		if (strcmp(dtypes[i].name, name) == 0)
@@ -83,7 +83,7 @@ static bool get_u64(const json_t *v, uint64_t *out)
 
 /* Fills @t from one header entry; @data_len is the length of the data section. */
 static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint64_t data_len,
-			struct rt_tensor *t, const char **why)
+			struct trib_tensor *t, const char **why)
 {
 	const json_t *dt, *shape, *offs, *dim;
 	uint64_t n_elem = 1, nbytes;
@@ -93,7 +93,7 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 		*why = "empty tensor name";
 		return -EINVAL;
 	}
-	if (key_len >= RT_ST_NAME_MAX) {
+	if (key_len >= TRIB_ST_NAME_MAX) {
 		*why = "tensor name too long";
 		return -EINVAL;
 	}
@@ -118,9 +118,9 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 	if (strlen(json_string_value(dt)) != json_string_length(dt))
 		t->dtype = 0;
 	else
-		t->dtype = rt_dtype_from_name(json_string_value(dt));
+		t->dtype = trib_dtype_from_name(json_string_value(dt));
 	if (t->dtype == 0) {
-		*why = RT_ST_WHY_DTYPE;
+		*why = TRIB_ST_WHY_DTYPE;
 		return -EINVAL;
 	}
 
@@ -129,7 +129,7 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 		*why = "missing shape";
 		return -EINVAL;
 	}
-	if (json_array_size(shape) > RT_ST_MAX_DIMS) {
+	if (json_array_size(shape) > TRIB_ST_MAX_DIMS) {
 		*why = "too many dimensions";
 		return -EINVAL;
 	}
@@ -145,7 +145,7 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 		}
 	}
 	t->n_elem = n_elem;
-	if (__builtin_mul_overflow(n_elem, (uint64_t)rt_dtype_size(t->dtype), &nbytes)) {
+	if (__builtin_mul_overflow(n_elem, (uint64_t)trib_dtype_size(t->dtype), &nbytes)) {
 		*why = "shape overflows";
 		return -EINVAL;
 	}
@@ -170,9 +170,9 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 
 /*
  * @buf is borrowed and only read during the call; out->tensors is allocated
- * here and owned by @out (rt_st_free). On failure @out is left zeroed.
+ * here and owned by @out (trib_st_free). On failure @out is left zeroed.
  */
-int rt_st_parse(const void *buf, size_t len, struct rt_st *out, const char **why)
+int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char **why)
 {
 	const unsigned char *b = buf;
 	const char *dummy;
@@ -195,7 +195,7 @@ int rt_st_parse(const void *buf, size_t len, struct rt_st *out, const char **why
 		*why = "header length exceeds body";
 		return -EINVAL;
 	}
-	if (hlen > RT_ST_HEADER_MAX) {
+	if (hlen > TRIB_ST_HEADER_MAX) {
 		*why = "header too large";
 		return -EINVAL;
 	}
@@ -224,7 +224,7 @@ int rt_st_parse(const void *buf, size_t len, struct rt_st *out, const char **why
 	ntens = json_object_size(root);
 	if (json_object_get(root, META_KEY))
 		ntens--;
-	if (ntens > RT_ST_MAX_TENSORS) {
+	if (ntens > TRIB_ST_MAX_TENSORS) {
 		*why = "too many tensors";
 		err = -EINVAL;
 		goto err_decref;
@@ -263,7 +263,7 @@ err_decref:
 	return err;
 }
 
-void rt_st_free(struct rt_st *st)
+void trib_st_free(struct trib_st *st)
 {
 	trib_free(st->tensors);
 	memset(st, 0, sizeof(*st));
@@ -334,14 +334,14 @@ err_decref:
 }
 
 /* Adds one F32 tensor entry at data offset *off and advances *off past it. */
-static int add_tensor(json_t *root, const struct rt_tensor *t, uint64_t *off)
+static int add_tensor(json_t *root, const struct trib_tensor *t, uint64_t *off)
 {
-	size_t name_len = strnlen(t->name, RT_ST_NAME_MAX);
+	size_t name_len = strnlen(t->name, TRIB_ST_NAME_MAX);
 	uint64_t n_elem = 1, nbytes, end;
 	json_t *entry, *shape, *offs;
 
-	if (name_len == 0 || name_len == RT_ST_NAME_MAX || strcmp(t->name, META_KEY) == 0 ||
-	    !utf8_valid((const unsigned char *)t->name, name_len) || t->ndim > RT_ST_MAX_DIMS)
+	if (name_len == 0 || name_len == TRIB_ST_NAME_MAX || strcmp(t->name, META_KEY) == 0 ||
+	    !utf8_valid((const unsigned char *)t->name, name_len) || t->ndim > TRIB_ST_MAX_DIMS)
 		return -EINVAL;
 	if (json_object_get(root, t->name))
 		return -EINVAL; /* duplicate name */
@@ -386,7 +386,7 @@ err_decref:
 }
 
 /* *hdr is allocated here and owned by the caller (trib_free); nothing is allocated on failure. */
-int rt_st_write_header(const struct rt_tensor *schema, size_t n, const char *meta_json,
+int trib_st_write_header(const struct trib_tensor *schema, size_t n, const char *meta_json,
 		       char **hdr, size_t *hdr_len)
 {
 	const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
@@ -396,7 +396,7 @@ int rt_st_write_header(const struct rt_tensor *schema, size_t n, const char *met
 	char *out;
 	int err;
 
-	if (n > RT_ST_MAX_TENSORS)
+	if (n > TRIB_ST_MAX_TENSORS)
 		return -EINVAL;
 	root = json_object();
 	if (!root)
@@ -448,13 +448,13 @@ err_decref:
 
 static int cmp_tensor_ptr(const void *a, const void *b)
 {
-	const struct rt_tensor *const *x = a, *const *y = b;
+	const struct trib_tensor *const *x = a, *const *y = b;
 
 	return strcmp((*x)->name, (*y)->name);
 }
 
 /* Looks @name up in @sorted (@n pointers sorted by name); returns a borrowed pointer or NULL. */
-static const struct rt_tensor *find_sorted(const struct rt_tensor **sorted, size_t n,
+static const struct trib_tensor *find_sorted(const struct trib_tensor **sorted, size_t n,
 					   const char *name)
 {
 	size_t lo = 0, hi = n;
@@ -476,13 +476,13 @@ static const struct rt_tensor *find_sorted(const struct rt_tensor **sorted, size
 /*
  * @st, @schema and @buf are borrowed; the out arrays (caller-owned) are
  * written only as far as the match gets and are complete only on success.
- * With @dtypes NULL only F32 is taken (rt_st_match).
+ * With @dtypes NULL only F32 is taken (trib_st_match).
  */
-int rt_st_match_q(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+int trib_st_match_q(const struct trib_st *st, const struct trib_tensor *schema, size_t nschema,
 		  const void *buf, uint64_t *src_offsets, uint32_t *dtypes, float *scales,
 		  const char **why)
 {
-	const struct rt_tensor **sorted = NULL;
+	const struct trib_tensor **sorted = NULL;
 	const char *dummy;
 	size_t extra = 0;
 	int err = 0;
@@ -490,7 +490,7 @@ int rt_st_match_q(const struct rt_st *st, const struct rt_tensor *schema, size_t
 	if (!why)
 		why = &dummy;
 	for (size_t i = 0; i < nschema; i++) {
-		const struct rt_tensor *s = &schema[i], *u = NULL;
+		const struct trib_tensor *s = &schema[i], *u = NULL;
 
 		/* Uploads usually follow the schema's order: try the same index first. */
 		if (i < st->ntensors && strcmp(st->tensors[i].name, s->name) == 0) {
@@ -512,8 +512,8 @@ int rt_st_match_q(const struct rt_st *st, const struct rt_tensor *schema, size_t
 			err = -EINVAL;
 			goto out_free;
 		}
-		if (u->dtype != SHM_DTYPE_F32 && !dtypes) {
-			*why = RT_ST_WHY_DTYPE;
+		if (u->dtype != TRIB_DTYPE_F32 && !dtypes) {
+			*why = TRIB_ST_WHY_DTYPE;
 			err = -EINVAL;
 			goto out_free;
 		}
@@ -528,16 +528,16 @@ int rt_st_match_q(const struct rt_st *st, const struct rt_tensor *schema, size_t
 			continue;
 		dtypes[i] = u->dtype;
 		scales[i] = 1.0f;
-		if (u->dtype == SHM_DTYPE_I8) {
+		if (u->dtype == TRIB_DTYPE_I8) {
 			/* int8 carries its scale in a tensor "<name>.scale": one F32 value. */
-			char sname[RT_ST_NAME_MAX + 8];
-			const struct rt_tensor *t = NULL;
+			char sname[TRIB_ST_NAME_MAX + 8];
+			const struct trib_tensor *t = NULL;
 
 			snprintf(sname, sizeof(sname), "%s.scale", s->name);
 			for (size_t j = 0; j < st->ntensors && !t; j++)
 				if (!strcmp(st->tensors[j].name, sname))
 					t = &st->tensors[j];
-			if (!t || t->dtype != SHM_DTYPE_F32 || t->n_elem != 1) {
+			if (!t || t->dtype != TRIB_DTYPE_F32 || t->n_elem != 1) {
 				*why = "I8 tensor without a one-value F32 <name>.scale tensor";
 				err = -EINVAL;
 				goto out_free;
@@ -561,8 +561,8 @@ out_free:
 	return err;
 }
 
-int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+int trib_st_match(const struct trib_st *st, const struct trib_tensor *schema, size_t nschema,
 		uint64_t *src_offsets, const char **why)
 {
-	return rt_st_match_q(st, schema, nschema, NULL, src_offsets, NULL, NULL, why);
+	return trib_st_match_q(st, schema, nschema, NULL, src_offsets, NULL, NULL, why);
 }

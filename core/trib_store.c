@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* The on-disk model store: crash-safe (temp file, fsync, rename, fsync dir) round files per job. */
-#include "rt_store.h"
+#include "trib_store.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,7 +14,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "ctl_store.h"
+#include "trib_name.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 
@@ -37,7 +37,7 @@ static int mkdir_one(const char *path, mode_t mode)
 	return S_ISDIR(sb.st_mode) ? 0 : -ENOTDIR;
 }
 
-int rt_mkdir_p(const char *path, mode_t mode)
+int trib_mkdir_p(const char *path, mode_t mode)
 {
 	char buf[PATH_MAX];
 	size_t len;
@@ -186,7 +186,7 @@ err_unlink:
 	return err;
 }
 
-int rt_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode)
+int trib_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode)
 {
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 
@@ -200,7 +200,7 @@ static int job_dir(const char *data_dir, const char *job, char *out, size_t cap)
 {
 	int n;
 
-	if (!data_dir || !data_dir[0] || !ctl_job_name_valid(job))
+	if (!data_dir || !data_dir[0] || !trib_job_name_valid(job))
 		return -EINVAL;
 	n = snprintf(out, cap, "%s/jobs/%s", data_dir, job);
 	if (n < 0 || (size_t)n >= cap)
@@ -208,7 +208,7 @@ static int job_dir(const char *data_dir, const char *job, char *out, size_t cap)
 	return 0;
 }
 
-int rt_store_model_path(const char *data_dir, const char *job, uint32_t round, char *path,
+int trib_store_model_path(const char *data_dir, const char *job, uint32_t round, char *path,
 			size_t cap)
 {
 	char dir[PATH_MAX];
@@ -225,7 +225,7 @@ int rt_store_model_path(const char *data_dir, const char *job, uint32_t round, c
 	return 0;
 }
 
-int rt_store_write_model(const char *data_dir, const char *job, uint32_t round, const void *hdr,
+int trib_store_write_model(const char *data_dir, const char *job, uint32_t round, const void *hdr,
 			 size_t hdr_len, const void *data, size_t data_len, char *path_out,
 			 size_t path_cap)
 {
@@ -241,13 +241,13 @@ int rt_store_write_model(const char *data_dir, const char *job, uint32_t round, 
 	err = job_dir(data_dir, job, dir, sizeof(dir));
 	if (err)
 		return err;
-	err = rt_store_model_path(data_dir, job, round, path, sizeof(path));
+	err = trib_store_model_path(data_dir, job, round, path, sizeof(path));
 	if (err)
 		return err;
 	/* Refuse before writing rather than store a model the caller cannot name. */
 	if (path_out && strlen(path) >= path_cap)
 		return -ENAMETOOLONG;
-	err = rt_mkdir_p(dir, 0700);
+	err = trib_mkdir_p(dir, 0700);
 	if (err) {
 		trib_error("store: job %s: mkdir %s: %s", job, dir, strerror(-err));
 		return err;
@@ -265,7 +265,7 @@ int rt_store_write_model(const char *data_dir, const char *job, uint32_t round, 
 	return 0;
 }
 
-int rt_store_read_model(const char *data_dir, const char *job, uint32_t round, void **buf,
+int trib_store_read_model(const char *data_dir, const char *job, uint32_t round, void **buf,
 			size_t *len)
 {
 	char path[PATH_MAX];
@@ -277,7 +277,7 @@ int rt_store_read_model(const char *data_dir, const char *job, uint32_t round, v
 
 	if (!buf || !len)
 		return -EINVAL;
-	err = rt_store_model_path(data_dir, job, round, path, sizeof(path));
+	err = trib_store_model_path(data_dir, job, round, path, sizeof(path));
 	if (err)
 		return err;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -328,7 +328,7 @@ err_close:
 	return err;
 }
 
-/* Parse exactly "round-N.safetensors" as written by rt_store_model_path (no sign, no leading 0). */
+/* Parse exactly "round-N.safetensors" as written by trib_store_model_path (no sign, no leading 0). */
 static bool parse_round(const char *name, uint32_t *round)
 {
 	const char *p;
@@ -350,7 +350,7 @@ static bool parse_round(const char *name, uint32_t *round)
 	return true;
 }
 
-int rt_store_latest_round(const char *data_dir, const char *job, uint32_t *round)
+int trib_store_latest_round(const char *data_dir, const char *job, uint32_t *round)
 {
 	char dir[PATH_MAX];
 	struct dirent *de;

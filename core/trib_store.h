@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The model store on disk: DATA_DIR/jobs/{job}/round-{r}.safetensors, each written atomically. */
-#ifndef RT_STORE_H
-#define RT_STORE_H
+#ifndef TRIB_STORE_H
+#define TRIB_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -9,13 +9,13 @@
 
 /*
  * All functions return 0 or a negative errno. A job name must pass
- * ctl_job_name_valid() (it becomes a directory name), else -EINVAL. Paths
+ * trib_job_name_valid() (it becomes a directory name), else -EINVAL. Paths
  * longer than PATH_MAX give -ENAMETOOLONG. Readers never see a partial model:
  * a round file either does not exist or holds everything that was written.
  */
 
 /* Write "DATA_DIR/jobs/{job}/round-{round}.safetensors" into @path (@cap bytes, borrowed). */
-int rt_store_model_path(const char *data_dir, const char *job, uint32_t round, char *path,
+int trib_store_model_path(const char *data_dir, const char *job, uint32_t round, char *path,
 			size_t cap);
 
 /*
@@ -27,7 +27,7 @@ int rt_store_model_path(const char *data_dir, const char *job, uint32_t round, c
  * round file is left untouched. If @path_out is not NULL the final path is
  * copied there (@path_cap bytes).
  */
-int rt_store_write_model(const char *data_dir, const char *job, uint32_t round, const void *hdr,
+int trib_store_write_model(const char *data_dir, const char *job, uint32_t round, const void *hdr,
 			 size_t hdr_len, const void *data, size_t data_len, char *path_out,
 			 size_t path_cap);
 
@@ -35,27 +35,27 @@ int rt_store_write_model(const char *data_dir, const char *job, uint32_t round, 
  * Read a whole round file. On success *buf is owned by the caller (trib_free)
  * and *len is its size. -ENOENT if there is no such round.
  */
-int rt_store_read_model(const char *data_dir, const char *job, uint32_t round, void **buf,
+int trib_store_read_model(const char *data_dir, const char *job, uint32_t round, void **buf,
 			size_t *len);
 
 /*
  * The highest N for which DATA_DIR/jobs/{job}/round-N.safetensors is a regular
  * file. -ENOENT if there is none (or no such directory).
  */
-int rt_store_latest_round(const char *data_dir, const char *job, uint32_t *round);
+int trib_store_latest_round(const char *data_dir, const char *job, uint32_t *round);
 
 /*
  * Replace @path with @len bytes of @buf (borrowed) atomically and durably:
  * temporary file in the same directory, fsync, rename, fsync of the directory.
  * The file gets exactly @mode (umask does not apply). The directory must exist.
  */
-int rt_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode);
+int trib_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode);
 
 /*
  * mkdir -p: create @path and missing parents with @mode (subject to umask);
  * existing directories are left as they are. -ENOTDIR if a component is not a
  * directory.
  */
-int rt_mkdir_p(const char *path, mode_t mode);
+int trib_mkdir_p(const char *path, mode_t mode);
 
 #endif

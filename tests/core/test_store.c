@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "rt_store.h"
+#include "trib_store.h"
 #include "trib_alloc.h"
 
 /* Each test gets its own data directory, removed afterwards. */
@@ -38,7 +38,7 @@ static void teardown(void)
 	nftw(tdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-TestSuite(rt_store, .init = setup, .fini = teardown);
+TestSuite(core_store, .init = setup, .fini = teardown);
 
 /* A path under the test directory. */
 static const char *tpath(char *buf, const char *rel)
@@ -68,7 +68,7 @@ static void assert_dir_holds(const char *dir, const char *const *want, size_t nw
 	cr_assert_eq(seen, nwant);
 }
 
-Test(rt_store, round_trip_large_model)
+Test(core_store, round_trip_large_model)
 {
 	const size_t data_len = 64u << 20;
 	static const char hdr[] = "\x10\0\0\0\0\0\0\0{\"w\":{}}        ";
@@ -84,7 +84,7 @@ Test(rt_store, round_trip_large_model)
 	for (i = 0; i < data_len / 4; i++)
 		w[i] = (uint32_t)(i * 2654435761u);
 
-	cr_assert_eq(rt_store_write_model(tdir, "big", 7, hdr, sizeof(hdr) - 1, data, data_len,
+	cr_assert_eq(trib_store_write_model(tdir, "big", 7, hdr, sizeof(hdr) - 1, data, data_len,
 					  path, sizeof(path)),
 		     0);
 	snprintf(want, sizeof(want), "%s/jobs/big/round-7.safetensors", tdir);
@@ -95,7 +95,7 @@ Test(rt_store, round_trip_large_model)
 	cr_assert_eq(stat(tpath(dir, "jobs/big"), &sb), 0);
 	cr_assert_eq(sb.st_mode & 0777, 0700);
 
-	cr_assert_eq(rt_store_read_model(tdir, "big", 7, (void **)&back, &len), 0);
+	cr_assert_eq(trib_store_read_model(tdir, "big", 7, (void **)&back, &len), 0);
 	cr_assert_eq(len, sizeof(hdr) - 1 + data_len);
 	cr_assert_eq(memcmp(back, hdr, sizeof(hdr) - 1), 0);
 	cr_assert_eq(memcmp(back + sizeof(hdr) - 1, data, data_len), 0);
@@ -103,20 +103,20 @@ Test(rt_store, round_trip_large_model)
 	trib_free(data);
 }
 
-Test(rt_store, empty_parts_and_path_out_optional)
+Test(core_store, empty_parts_and_path_out_optional)
 {
 	void *back;
 	size_t len;
 
-	cr_assert_eq(rt_store_write_model(tdir, "e", 0, NULL, 0, NULL, 0, NULL, 0), 0);
-	cr_assert_eq(rt_store_read_model(tdir, "e", 0, &back, &len), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "e", 0, NULL, 0, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_store_read_model(tdir, "e", 0, &back, &len), 0);
 	cr_assert_eq(len, 0);
 	trib_free(back);
-	cr_assert_eq(rt_store_write_model(tdir, "e", 1, "hdr", 3, NULL, 0, NULL, 0), 0);
-	cr_assert_eq(rt_store_write_model(tdir, "e", 2, NULL, 3, NULL, 0, NULL, 0), -EINVAL);
+	cr_assert_eq(trib_store_write_model(tdir, "e", 1, "hdr", 3, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "e", 2, NULL, 3, NULL, 0, NULL, 0), -EINVAL);
 }
 
-Test(rt_store, no_temp_files_left_behind)
+Test(core_store, no_temp_files_left_behind)
 {
 	static const char *const want[] = { "round-0.safetensors", "round-1.safetensors",
 					    "round-2.safetensors" };
@@ -126,20 +126,20 @@ Test(rt_store, no_temp_files_left_behind)
 
 	for (i = 0; i < 6; i++) {
 		r = (uint32_t)(i % 3);
-		cr_assert_eq(rt_store_write_model(tdir, "j", r, "h", 1, &i, sizeof(i), NULL, 0), 0);
+		cr_assert_eq(trib_store_write_model(tdir, "j", r, "h", 1, &i, sizeof(i), NULL, 0), 0);
 	}
 	assert_dir_holds(tpath(dir, "jobs/j"), want, 3);
 }
 
-Test(rt_store, rewrite_replaces_whole_file)
+Test(core_store, rewrite_replaces_whole_file)
 {
 	char big[4096], *back;
 	size_t len;
 
 	memset(big, 'A', sizeof(big));
-	cr_assert_eq(rt_store_write_model(tdir, "j", 1, NULL, 0, big, sizeof(big), NULL, 0), 0);
-	cr_assert_eq(rt_store_write_model(tdir, "j", 1, "hh", 2, "BB", 2, NULL, 0), 0);
-	cr_assert_eq(rt_store_read_model(tdir, "j", 1, (void **)&back, &len), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "j", 1, NULL, 0, big, sizeof(big), NULL, 0), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "j", 1, "hh", 2, "BB", 2, NULL, 0), 0);
+	cr_assert_eq(trib_store_read_model(tdir, "j", 1, (void **)&back, &len), 0);
 	cr_assert_eq(len, 4, "no tail of the longer old file survives");
 	cr_assert_eq(memcmp(back, "hhBB", 4), 0);
 	trib_free(back);
@@ -149,7 +149,7 @@ Test(rt_store, rewrite_replaces_whole_file)
  * Tests run as root, so a read-only directory does not make a write fail;
  * a directory squatting on the target name makes the final rename fail.
  */
-Test(rt_store, failed_write_leaves_previous_model_intact)
+Test(core_store, failed_write_leaves_previous_model_intact)
 {
 	static const char *const want[] = { "round-1.safetensors", "round-2.safetensors" };
 	char dir[PATH_MAX], p[PATH_MAX], *back;
@@ -157,35 +157,35 @@ Test(rt_store, failed_write_leaves_previous_model_intact)
 	uint32_t r;
 	int err;
 
-	cr_assert_eq(rt_store_write_model(tdir, "j", 1, "H1", 2, "model-one", 9, NULL, 0), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "j", 1, "H1", 2, "model-one", 9, NULL, 0), 0);
 	cr_assert_eq(mkdir(tpath(p, "jobs/j/round-2.safetensors"), 0700), 0);
 
-	err = rt_store_write_model(tdir, "j", 2, "H2", 2, "model-two", 9, p, sizeof(p));
+	err = trib_store_write_model(tdir, "j", 2, "H2", 2, "model-two", 9, p, sizeof(p));
 	cr_assert(err == -EISDIR || err == -ENOTEMPTY || err == -EEXIST, "got %d", err);
 
-	cr_assert_eq(rt_store_read_model(tdir, "j", 1, (void **)&back, &len), 0);
+	cr_assert_eq(trib_store_read_model(tdir, "j", 1, (void **)&back, &len), 0);
 	cr_assert_eq(len, 11);
 	cr_assert_eq(memcmp(back, "H1model-one", 11), 0);
 	trib_free(back);
-	cr_assert_eq(rt_store_read_model(tdir, "j", 2, (void **)&back, &len), -EISDIR);
-	cr_assert_eq(rt_store_latest_round(tdir, "j", &r), 0);
+	cr_assert_eq(trib_store_read_model(tdir, "j", 2, (void **)&back, &len), -EISDIR);
+	cr_assert_eq(trib_store_latest_round(tdir, "j", &r), 0);
 	cr_assert_eq(r, 1, "a directory is not a model");
 	assert_dir_holds(tpath(dir, "jobs/j"), want, 2);
 }
 
-Test(rt_store, job_dir_that_is_a_file_fails)
+Test(core_store, job_dir_that_is_a_file_fails)
 {
 	char p[PATH_MAX];
 	int fd;
 
-	cr_assert_eq(rt_mkdir_p(tpath(p, "jobs"), 0700), 0);
+	cr_assert_eq(trib_mkdir_p(tpath(p, "jobs"), 0700), 0);
 	fd = open(tpath(p, "jobs/f"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	cr_assert_geq(fd, 0);
 	close(fd);
-	cr_assert_eq(rt_store_write_model(tdir, "f", 0, "x", 1, NULL, 0, NULL, 0), -ENOTDIR);
+	cr_assert_eq(trib_store_write_model(tdir, "f", 0, "x", 1, NULL, 0, NULL, 0), -ENOTDIR);
 }
 
-Test(rt_store, bad_job_names_rejected)
+Test(core_store, bad_job_names_rejected)
 {
 	static const char *const bad[] = { "../x", "a/b", "", ".", "..", "-x", ".hidden" };
 	char p[PATH_MAX];
@@ -194,36 +194,36 @@ Test(rt_store, bad_job_names_rejected)
 	uint32_t r;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		cr_assert_eq(rt_store_write_model(tdir, bad[i], 0, "x", 1, NULL, 0, NULL, 0),
+		cr_assert_eq(trib_store_write_model(tdir, bad[i], 0, "x", 1, NULL, 0, NULL, 0),
 			     -EINVAL, "%s", bad[i]);
-		cr_assert_eq(rt_store_read_model(tdir, bad[i], 0, &back, &len), -EINVAL);
-		cr_assert_eq(rt_store_latest_round(tdir, bad[i], &r), -EINVAL);
-		cr_assert_eq(rt_store_model_path(tdir, bad[i], 0, p, sizeof(p)), -EINVAL);
+		cr_assert_eq(trib_store_read_model(tdir, bad[i], 0, &back, &len), -EINVAL);
+		cr_assert_eq(trib_store_latest_round(tdir, bad[i], &r), -EINVAL);
+		cr_assert_eq(trib_store_model_path(tdir, bad[i], 0, p, sizeof(p)), -EINVAL);
 	}
-	cr_assert_eq(rt_store_write_model(NULL, "ok", 0, "x", 1, NULL, 0, NULL, 0), -EINVAL);
+	cr_assert_eq(trib_store_write_model(NULL, "ok", 0, "x", 1, NULL, 0, NULL, 0), -EINVAL);
 }
 
-Test(rt_store, path_out_too_small_writes_nothing)
+Test(core_store, path_out_too_small_writes_nothing)
 {
 	char small[8];
 	uint32_t r;
 
-	cr_assert_eq(rt_store_write_model(tdir, "j", 0, "x", 1, NULL, 0, small, sizeof(small)),
+	cr_assert_eq(trib_store_write_model(tdir, "j", 0, "x", 1, NULL, 0, small, sizeof(small)),
 		     -ENAMETOOLONG);
-	cr_assert_eq(rt_store_latest_round(tdir, "j", &r), -ENOENT);
+	cr_assert_eq(trib_store_latest_round(tdir, "j", &r), -ENOENT);
 }
 
-Test(rt_store, read_missing_returns_enoent)
+Test(core_store, read_missing_returns_enoent)
 {
 	void *back;
 	size_t len;
 
-	cr_assert_eq(rt_store_read_model(tdir, "nojob", 0, &back, &len), -ENOENT);
-	cr_assert_eq(rt_store_write_model(tdir, "j", 0, "x", 1, NULL, 0, NULL, 0), 0);
-	cr_assert_eq(rt_store_read_model(tdir, "j", 1, &back, &len), -ENOENT);
+	cr_assert_eq(trib_store_read_model(tdir, "nojob", 0, &back, &len), -ENOENT);
+	cr_assert_eq(trib_store_write_model(tdir, "j", 0, "x", 1, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_store_read_model(tdir, "j", 1, &back, &len), -ENOENT);
 }
 
-Test(rt_store, latest_round)
+Test(core_store, latest_round)
 {
 	static const char *const noise[] = {
 		"round-99.safetensors.tmp", ".round-98.safetensors.tmp.1.0",
@@ -237,56 +237,56 @@ Test(rt_store, latest_round)
 	size_t i;
 	int fd;
 
-	cr_assert_eq(rt_store_latest_round(tdir, "j", &r), -ENOENT, "no directory");
-	cr_assert_eq(rt_mkdir_p(tpath(p, "jobs/j"), 0700), 0);
-	cr_assert_eq(rt_store_latest_round(tdir, "j", &r), -ENOENT, "empty directory");
+	cr_assert_eq(trib_store_latest_round(tdir, "j", &r), -ENOENT, "no directory");
+	cr_assert_eq(trib_mkdir_p(tpath(p, "jobs/j"), 0700), 0);
+	cr_assert_eq(trib_store_latest_round(tdir, "j", &r), -ENOENT, "empty directory");
 	for (i = 0; i < sizeof(noise) / sizeof(noise[0]); i++) {
 		snprintf(f, sizeof(f), "%s/%s", p, noise[i]);
 		fd = open(f, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 		cr_assert_geq(fd, 0);
 		close(fd);
 	}
-	cr_assert_eq(rt_store_latest_round(tdir, "j", &r), -ENOENT, "only look-alikes");
+	cr_assert_eq(trib_store_latest_round(tdir, "j", &r), -ENOENT, "only look-alikes");
 	cr_assert_eq(r, 12345, "untouched on failure");
 
-	cr_assert_eq(rt_store_write_model(tdir, "j", 2, "x", 1, NULL, 0, NULL, 0), 0);
-	cr_assert_eq(rt_store_write_model(tdir, "j", 10, "x", 1, NULL, 0, NULL, 0), 0);
-	cr_assert_eq(rt_store_write_model(tdir, "j", 9, "x", 1, NULL, 0, NULL, 0), 0);
-	cr_assert_eq(rt_store_write_model(tdir, "j", 0, "x", 1, NULL, 0, NULL, 0), 0);
-	cr_assert_eq(rt_store_latest_round(tdir, "j", &r), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "j", 2, "x", 1, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "j", 10, "x", 1, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "j", 9, "x", 1, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "j", 0, "x", 1, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_store_latest_round(tdir, "j", &r), 0);
 	cr_assert_eq(r, 10, "numeric, not lexical, order");
-	cr_assert_eq(rt_store_write_model(tdir, "j", UINT32_MAX, "x", 1, NULL, 0, NULL, 0), 0);
-	cr_assert_eq(rt_store_latest_round(tdir, "j", &r), 0);
+	cr_assert_eq(trib_store_write_model(tdir, "j", UINT32_MAX, "x", 1, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_store_latest_round(tdir, "j", &r), 0);
 	cr_assert_eq(r, UINT32_MAX);
 }
 
-Test(rt_store, mkdir_p)
+Test(core_store, mkdir_p)
 {
 	char p[PATH_MAX], q[PATH_MAX];
 	struct stat sb;
 	int fd;
 
-	cr_assert_eq(rt_mkdir_p(tpath(p, "a/b/c"), 0700), 0);
+	cr_assert_eq(trib_mkdir_p(tpath(p, "a/b/c"), 0700), 0);
 	cr_assert_eq(stat(p, &sb), 0);
 	cr_assert(S_ISDIR(sb.st_mode));
 	cr_assert_eq(sb.st_mode & 0777, 0700);
 	cr_assert_eq(stat(tpath(q, "a"), &sb), 0);
 	cr_assert_eq(sb.st_mode & 0777, 0700, "parents get the mode too");
-	cr_assert_eq(rt_mkdir_p(p, 0700), 0, "existing is fine");
-	cr_assert_eq(rt_mkdir_p(tpath(p, "a//b/d/"), 0700), 0, "doubled and trailing slashes");
+	cr_assert_eq(trib_mkdir_p(p, 0700), 0, "existing is fine");
+	cr_assert_eq(trib_mkdir_p(tpath(p, "a//b/d/"), 0700), 0, "doubled and trailing slashes");
 	cr_assert_eq(stat(tpath(q, "a/b/d"), &sb), 0);
-	cr_assert_eq(rt_mkdir_p(tdir, 0700), 0);
+	cr_assert_eq(trib_mkdir_p(tdir, 0700), 0);
 
 	fd = open(tpath(q, "file"), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 	cr_assert_geq(fd, 0);
 	close(fd);
-	cr_assert_eq(rt_mkdir_p(tpath(p, "file"), 0700), -ENOTDIR);
-	cr_assert_eq(rt_mkdir_p(tpath(p, "file/x/y"), 0700), -ENOTDIR);
-	cr_assert_eq(rt_mkdir_p("", 0700), -ENOENT);
-	cr_assert_eq(rt_mkdir_p(NULL, 0700), -EINVAL);
+	cr_assert_eq(trib_mkdir_p(tpath(p, "file"), 0700), -ENOTDIR);
+	cr_assert_eq(trib_mkdir_p(tpath(p, "file/x/y"), 0700), -ENOTDIR);
+	cr_assert_eq(trib_mkdir_p("", 0700), -ENOENT);
+	cr_assert_eq(trib_mkdir_p(NULL, 0700), -EINVAL);
 }
 
-Test(rt_store, write_file_atomic_mode_0600)
+Test(core_store, write_file_atomic_mode_0600)
 {
 	static const char *const want[] = { "admin.token" };
 	char p[PATH_MAX], buf[64];
@@ -303,7 +303,7 @@ Test(rt_store, write_file_atomic_mode_0600)
 	cr_assert_eq(chmod(p, 0644), 0);
 
 	old = umask(0);
-	cr_assert_eq(rt_write_file_atomic(p, "secret\n", 7, 0600), 0);
+	cr_assert_eq(trib_write_file_atomic(p, "secret\n", 7, 0600), 0);
 	umask(old);
 	cr_assert_eq(stat(p, &sb), 0);
 	cr_assert(S_ISREG(sb.st_mode));
@@ -316,10 +316,10 @@ Test(rt_store, write_file_atomic_mode_0600)
 	cr_assert_eq(memcmp(buf, "secret\n", 7), 0);
 	assert_dir_holds(tdir, want, 1);
 
-	cr_assert_eq(rt_write_file_atomic(tpath(p, "missing/dir/f"), "x", 1, 0600), -ENOENT);
-	cr_assert_eq(rt_write_file_atomic(tpath(p, "empty"), NULL, 0, 0640), 0);
+	cr_assert_eq(trib_write_file_atomic(tpath(p, "missing/dir/f"), "x", 1, 0600), -ENOENT);
+	cr_assert_eq(trib_write_file_atomic(tpath(p, "empty"), NULL, 0, 0640), 0);
 	cr_assert_eq(stat(p, &sb), 0);
 	cr_assert_eq(sb.st_size, 0);
 	cr_assert_eq(sb.st_mode & 07777, 0640);
-	cr_assert_eq(rt_write_file_atomic(tpath(p, "dir/"), "x", 1, 0600), -EISDIR);
+	cr_assert_eq(trib_write_file_atomic(tpath(p, "dir/"), "x", 1, 0600), -EISDIR);
 }

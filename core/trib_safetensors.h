@@ -1,28 +1,28 @@
 /* SPDX-License-Identifier: MIT */
 /* safetensors: parse a header in place, check it against a job's schema, and write one. */
-#ifndef RT_SAFETENSORS_H
-#define RT_SAFETENSORS_H
+#ifndef TRIB_SAFETENSORS_H
+#define TRIB_SAFETENSORS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define RT_ST_MAX_DIMS 8
-#define RT_ST_NAME_MAX 256
+#define TRIB_ST_MAX_DIMS 8
+#define TRIB_ST_NAME_MAX 256
 /* Limits on untrusted input: the JSON header's length and the number of tensors. */
-#define RT_ST_HEADER_MAX (100u << 20)
-#define RT_ST_MAX_TENSORS 65536
+#define TRIB_ST_HEADER_MAX (100u << 20)
+#define TRIB_ST_MAX_TENSORS 65536
 /*
  * The *why of a file that is well-formed but holds a dtype Tributary cannot
  * fold (callers answer 422 rather than 400); compare with strcmp().
  */
-#define RT_ST_WHY_DTYPE "unsupported dtype"
+#define TRIB_ST_WHY_DTYPE "unsupported dtype"
 
 /* One tensor of a job's schema, or one tensor found in a safetensors file. */
-struct rt_tensor {
-	char name[RT_ST_NAME_MAX]; /* NUL-terminated */
-	uint32_t dtype;            /* enum shm_dtype */
+struct trib_tensor {
+	char name[TRIB_ST_NAME_MAX]; /* NUL-terminated */
+	uint32_t dtype;            /* enum trib_dtype */
 	uint32_t ndim;
-	uint64_t shape[RT_ST_MAX_DIMS];
+	uint64_t shape[TRIB_ST_MAX_DIMS];
 	uint64_t n_elem;     /* product of shape (1 for ndim 0) */
 	uint64_t data_begin; /* byte offset into the data section (after the header) */
 	uint64_t data_end;   /* one past the last byte, relative to the data section */
@@ -30,11 +30,11 @@ struct rt_tensor {
 
 /*
  * A parsed safetensors header. tensors[] is owned by the struct; release it
- * with rt_st_free(). data_off is where the data section starts within the
+ * with trib_st_free(). data_off is where the data section starts within the
  * buffer that was parsed (8 + header length).
  */
-struct rt_st {
-	struct rt_tensor *tensors;
+struct trib_st {
+	struct trib_tensor *tensors;
 	size_t ntensors;
 	uint64_t data_off;
 };
@@ -47,16 +47,16 @@ struct rt_st {
  * skipped. Tensors are returned in file order.
  * Returns 0 or -EINVAL (malformed; *why is a static message), -ENOMEM.
  */
-int rt_st_parse(const void *buf, size_t len, struct rt_st *out, const char **why);
+int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char **why);
 /* Accepts a zeroed struct; leaves it zeroed. */
-void rt_st_free(struct rt_st *st);
+void trib_st_free(struct trib_st *st);
 
-/* Bytes per element of an shm_dtype, 0 if unknown. */
-size_t rt_dtype_size(uint32_t dtype);
+/* Bytes per element of a trib_dtype, 0 if unknown. */
+size_t trib_dtype_size(uint32_t dtype);
 /* "F32" etc., or NULL. */
-const char *rt_dtype_name(uint32_t dtype);
+const char *trib_dtype_name(uint32_t dtype);
 /* 0 if unknown. */
-uint32_t rt_dtype_from_name(const char *name);
+uint32_t trib_dtype_from_name(const char *name);
 
 /*
  * Build the header (8-byte length + JSON, padded with spaces to a multiple of
@@ -66,7 +66,7 @@ uint32_t rt_dtype_from_name(const char *name);
  * On success *hdr is owned by the caller (trib_free) and *hdr_len its length.
  * Returns 0 or -ENOMEM / -EINVAL.
  */
-int rt_st_write_header(const struct rt_tensor *schema, size_t n, const char *meta_json,
+int trib_st_write_header(const struct trib_tensor *schema, size_t n, const char *meta_json,
 		       char **hdr, size_t *hdr_len);
 
 /*
@@ -78,17 +78,17 @@ int rt_st_write_header(const struct rt_tensor *schema, size_t n, const char *met
  * Returns 0, -EINVAL (mismatch, callers answer 422; *why is a static
  * message) or -ENOMEM.
  */
-int rt_st_match(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+int trib_st_match(const struct trib_st *st, const struct trib_tensor *schema, size_t nschema,
 		uint64_t *src_offsets, const char **why);
 
 /*
- * Like rt_st_match, but also takes compressed uploads of the F32 schema:
+ * Like trib_st_match, but also takes compressed uploads of the F32 schema:
  * F16, BF16, and I8 with a companion one-value F32 tensor "<name>.scale".
- * Fills dtypes[i] (enum shm_dtype) and scales[i] (1.0 unless I8, read from
+ * Fills dtypes[i] (enum trib_dtype) and scales[i] (1.0 unless I8, read from
  * @buf, the whole file). Returns 0, -EINVAL (why), -EDOM (non-finite scale),
  * -ENOMEM.
  */
-int rt_st_match_q(const struct rt_st *st, const struct rt_tensor *schema, size_t nschema,
+int trib_st_match_q(const struct trib_st *st, const struct trib_tensor *schema, size_t nschema,
 		  const void *buf, uint64_t *src_offsets, uint32_t *dtypes, float *scales,
 		  const char **why);
 

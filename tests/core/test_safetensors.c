@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "rt_safetensors.h"
-#include "shm_abi.h"
+#include "trib_safetensors.h"
+#include "trib_dtype.h"
 #include "trib_alloc.h"
 
 /*
@@ -32,12 +32,12 @@ static unsigned char *mkfile(const char *json, size_t data_len, size_t *len)
 /* Parse @json + @data_len bytes and expect -EINVAL with @want_why. */
 static void expect_reject(const char *json, size_t data_len, const char *want_why)
 {
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 	size_t len;
 	unsigned char *b = mkfile(json, data_len, &len);
 
-	cr_assert_eq(rt_st_parse(b, len, &st, &why), -EINVAL, "accepted %s", json);
+	cr_assert_eq(trib_st_parse(b, len, &st, &why), -EINVAL, "accepted %s", json);
 	cr_assert_not_null(why);
 	cr_assert_str_eq(why, want_why, "%s: got \"%s\"", json, why);
 	cr_assert_null(st.tensors);
@@ -45,13 +45,13 @@ static void expect_reject(const char *json, size_t data_len, const char *want_wh
 	trib_free(b);
 }
 
-static struct rt_tensor schema_tensor(const char *name, uint32_t ndim, const uint64_t *shape)
+static struct trib_tensor schema_tensor(const char *name, uint32_t ndim, const uint64_t *shape)
 {
-	struct rt_tensor t;
+	struct trib_tensor t;
 
 	memset(&t, 0, sizeof(t));
 	snprintf(t.name, sizeof(t.name), "%s", name);
-	t.dtype = SHM_DTYPE_F32;
+	t.dtype = TRIB_DTYPE_F32;
 	t.ndim = ndim;
 	t.n_elem = 1;
 	for (uint32_t i = 0; i < ndim; i++) {
@@ -62,51 +62,51 @@ static struct rt_tensor schema_tensor(const char *name, uint32_t ndim, const uin
 }
 
 /* A three-tensor schema: w [2,3], b [4], s [] (a scalar). */
-static void three(struct rt_tensor s[3])
+static void three(struct trib_tensor s[3])
 {
 	s[0] = schema_tensor("w", 2, (uint64_t[]){ 2, 3 });
 	s[1] = schema_tensor("b", 1, (uint64_t[]){ 4 });
 	s[2] = schema_tensor("s", 0, NULL);
 }
 
-/* Header from rt_st_write_header + @data_len data bytes, parsed. */
-static unsigned char *write_and_parse(const struct rt_tensor *schema, size_t n, const char *meta,
-				      size_t data_len, struct rt_st *st, size_t *hdr_len)
+/* Header from trib_st_write_header + @data_len data bytes, parsed. */
+static unsigned char *write_and_parse(const struct trib_tensor *schema, size_t n, const char *meta,
+				      size_t data_len, struct trib_st *st, size_t *hdr_len)
 {
 	const char *why = NULL;
 	unsigned char *file;
 	char *hdr;
 
-	cr_assert_eq(rt_st_write_header(schema, n, meta, &hdr, hdr_len), 0);
+	cr_assert_eq(trib_st_write_header(schema, n, meta, &hdr, hdr_len), 0);
 	file = trib_malloc(*hdr_len + data_len);
 	cr_assert_not_null(file);
 	memcpy(file, hdr, *hdr_len);
 	memset(file + *hdr_len, 0, data_len);
 	trib_free(hdr);
-	cr_assert_eq(rt_st_parse(file, *hdr_len + data_len, st, &why), 0, "why: %s", why);
+	cr_assert_eq(trib_st_parse(file, *hdr_len + data_len, st, &why), 0, "why: %s", why);
 	return file;
 }
 
-Test(runtime_safetensors, dtype_helpers)
+Test(core_safetensors, dtype_helpers)
 {
-	cr_assert_eq(rt_dtype_size(SHM_DTYPE_F32), 4);
-	cr_assert_eq(rt_dtype_size(SHM_DTYPE_F16), 2);
-	cr_assert_eq(rt_dtype_size(SHM_DTYPE_BF16), 2);
-	cr_assert_eq(rt_dtype_size(SHM_DTYPE_I8), 1);
-	cr_assert_eq(rt_dtype_size(0), 0);
-	cr_assert_eq(rt_dtype_size(99), 0);
-	cr_assert_str_eq(rt_dtype_name(SHM_DTYPE_BF16), "BF16");
-	cr_assert_null(rt_dtype_name(0));
-	cr_assert_eq(rt_dtype_from_name("F32"), SHM_DTYPE_F32);
-	cr_assert_eq(rt_dtype_from_name("I8"), SHM_DTYPE_I8);
-	cr_assert_eq(rt_dtype_from_name("f32"), 0);
-	cr_assert_eq(rt_dtype_from_name("F64"), 0);
+	cr_assert_eq(trib_dtype_size(TRIB_DTYPE_F32), 4);
+	cr_assert_eq(trib_dtype_size(TRIB_DTYPE_F16), 2);
+	cr_assert_eq(trib_dtype_size(TRIB_DTYPE_BF16), 2);
+	cr_assert_eq(trib_dtype_size(TRIB_DTYPE_I8), 1);
+	cr_assert_eq(trib_dtype_size(0), 0);
+	cr_assert_eq(trib_dtype_size(99), 0);
+	cr_assert_str_eq(trib_dtype_name(TRIB_DTYPE_BF16), "BF16");
+	cr_assert_null(trib_dtype_name(0));
+	cr_assert_eq(trib_dtype_from_name("F32"), TRIB_DTYPE_F32);
+	cr_assert_eq(trib_dtype_from_name("I8"), TRIB_DTYPE_I8);
+	cr_assert_eq(trib_dtype_from_name("f32"), 0);
+	cr_assert_eq(trib_dtype_from_name("F64"), 0);
 }
 
-Test(runtime_safetensors, write_then_parse_round_trips)
+Test(core_safetensors, write_then_parse_round_trips)
 {
-	struct rt_tensor s[3];
-	struct rt_st st;
+	struct trib_tensor s[3];
+	struct trib_st st;
 	size_t hdr_len;
 	unsigned char *file;
 
@@ -117,7 +117,7 @@ Test(runtime_safetensors, write_then_parse_round_trips)
 	cr_assert_eq(st.ntensors, 3);
 	for (size_t i = 0; i < 3; i++) {
 		cr_assert_str_eq(st.tensors[i].name, s[i].name);
-		cr_assert_eq(st.tensors[i].dtype, SHM_DTYPE_F32);
+		cr_assert_eq(st.tensors[i].dtype, TRIB_DTYPE_F32);
 		cr_assert_eq(st.tensors[i].ndim, s[i].ndim);
 		cr_assert_eq(st.tensors[i].n_elem, s[i].n_elem);
 		for (uint32_t d = 0; d < s[i].ndim; d++)
@@ -130,15 +130,15 @@ Test(runtime_safetensors, write_then_parse_round_trips)
 	cr_assert_eq(st.tensors[1].data_end, 40);
 	cr_assert_eq(st.tensors[2].data_begin, 40);
 	cr_assert_eq(st.tensors[2].data_end, 44);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	cr_assert_null(st.tensors);
 	cr_assert_eq(st.ntensors, 0);
 	trib_free(file);
 }
 
-Test(runtime_safetensors, written_header_is_exact)
+Test(core_safetensors, written_header_is_exact)
 {
-	struct rt_tensor s[2];
+	struct trib_tensor s[2];
 	const char *want = "{\"__metadata__\":{\"k\":\"v\"},"
 			   "\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
 			   "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}}";
@@ -150,7 +150,7 @@ Test(runtime_safetensors, written_header_is_exact)
 	/* data_begin/data_end of the schema are ignored. */
 	s[0].data_begin = 1000;
 	s[1].data_end = 7;
-	cr_assert_eq(rt_st_write_header(s, 2, "{\"k\":\"v\"}", &hdr, &hdr_len), 0);
+	cr_assert_eq(trib_st_write_header(s, 2, "{\"k\":\"v\"}", &hdr, &hdr_len), 0);
 	cr_assert_eq(hdr_len, 8 + ((jlen + 7) & ~(size_t)7));
 	cr_assert_eq((unsigned char)hdr[0], (hdr_len - 8) & 0xff);
 	cr_assert_eq((unsigned char)hdr[1], (hdr_len - 8) >> 8);
@@ -162,59 +162,59 @@ Test(runtime_safetensors, written_header_is_exact)
 	trib_free(hdr);
 }
 
-Test(runtime_safetensors, write_header_without_meta_or_tensors)
+Test(core_safetensors, write_header_without_meta_or_tensors)
 {
 	size_t hdr_len;
 	char *hdr;
 
-	cr_assert_eq(rt_st_write_header(NULL, 0, NULL, &hdr, &hdr_len), 0);
+	cr_assert_eq(trib_st_write_header(NULL, 0, NULL, &hdr, &hdr_len), 0);
 	cr_assert_eq(hdr_len, 16);
 	cr_assert_eq(memcmp(hdr + 8, "{}      ", 8), 0);
 	trib_free(hdr);
 }
 
-Test(runtime_safetensors, write_header_rejects_bad_schema)
+Test(core_safetensors, write_header_rejects_bad_schema)
 {
-	struct rt_tensor s[3];
+	struct trib_tensor s[3];
 	size_t hdr_len;
 	char *hdr = NULL;
 
 	three(s);
 	s[1] = schema_tensor("w", 1, (uint64_t[]){ 4 });
-	cr_assert_eq(rt_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "duplicate");
+	cr_assert_eq(trib_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "duplicate");
 	s[1] = schema_tensor("", 1, (uint64_t[]){ 4 });
-	cr_assert_eq(rt_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "empty");
+	cr_assert_eq(trib_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "empty");
 	s[1] = schema_tensor("__metadata__", 1, (uint64_t[]){ 4 });
-	cr_assert_eq(rt_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "reserved");
+	cr_assert_eq(trib_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "reserved");
 	s[1] = schema_tensor("\xff\xfe", 1, (uint64_t[]){ 4 });
-	cr_assert_eq(rt_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "not UTF-8");
+	cr_assert_eq(trib_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "not UTF-8");
 	s[1] = schema_tensor("x", 2, (uint64_t[]){ 1ull << 32, 1ull << 32 });
-	cr_assert_eq(rt_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "overflow");
+	cr_assert_eq(trib_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "overflow");
 	s[1] = schema_tensor("x", 1, (uint64_t[]){ 4 });
-	s[1].ndim = RT_ST_MAX_DIMS + 1;
-	cr_assert_eq(rt_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "ndim");
+	s[1].ndim = TRIB_ST_MAX_DIMS + 1;
+	cr_assert_eq(trib_st_write_header(s, 2, NULL, &hdr, &hdr_len), -EINVAL, "ndim");
 	s[1] = schema_tensor("x", 1, (uint64_t[]){ 4 });
-	cr_assert_eq(rt_st_write_header(s, 2, "[]", &hdr, &hdr_len), -EINVAL, "meta array");
-	cr_assert_eq(rt_st_write_header(s, 2, "{\"a\":1}", &hdr, &hdr_len), -EINVAL, "meta int");
-	cr_assert_eq(rt_st_write_header(s, 2, "{", &hdr, &hdr_len), -EINVAL, "meta JSON");
+	cr_assert_eq(trib_st_write_header(s, 2, "[]", &hdr, &hdr_len), -EINVAL, "meta array");
+	cr_assert_eq(trib_st_write_header(s, 2, "{\"a\":1}", &hdr, &hdr_len), -EINVAL, "meta int");
+	cr_assert_eq(trib_st_write_header(s, 2, "{", &hdr, &hdr_len), -EINVAL, "meta JSON");
 	cr_assert_null(hdr);
 }
 
-Test(runtime_safetensors, write_header_allocation_failure_is_enomem)
+Test(core_safetensors, write_header_allocation_failure_is_enomem)
 {
-	struct rt_tensor s[3];
+	struct trib_tensor s[3];
 	size_t hdr_len = 0;
 	char *hdr = NULL;
 
 	three(s);
 	trib_alloc_fail_after(0);
-	cr_assert_eq(rt_st_write_header(s, 3, "{\"k\":\"v\"}", &hdr, &hdr_len), -ENOMEM);
+	cr_assert_eq(trib_st_write_header(s, 3, "{\"k\":\"v\"}", &hdr, &hdr_len), -ENOMEM);
 	trib_alloc_fail_after(-1);
 	cr_assert_null(hdr);
 	cr_assert_eq(hdr_len, 0);
 }
 
-Test(runtime_safetensors, tensor_order_is_file_order)
+Test(core_safetensors, tensor_order_is_file_order)
 {
 	const char *json = "{\"z\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
 			   "\"__metadata__\":{\"format\":\"pt\"},"
@@ -222,13 +222,13 @@ Test(runtime_safetensors, tensor_order_is_file_order)
 			   "\"m\":{\"dtype\":\"I8\",\"shape\":[3,1],\"data_offsets\":[8,11]},"
 			   "\"b\":{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[11,13]}}";
 	const char *names[] = { "z", "a", "m", "b" };
-	const uint32_t dts[] = { SHM_DTYPE_F32, SHM_DTYPE_F16, SHM_DTYPE_I8, SHM_DTYPE_BF16 };
-	struct rt_st st;
+	const uint32_t dts[] = { TRIB_DTYPE_F32, TRIB_DTYPE_F16, TRIB_DTYPE_I8, TRIB_DTYPE_BF16 };
+	struct trib_st st;
 	const char *why = NULL;
 	size_t len;
 	unsigned char *b = mkfile(json, 13, &len);
 
-	cr_assert_eq(rt_st_parse(b, len, &st, &why), 0, "why: %s", why);
+	cr_assert_eq(trib_st_parse(b, len, &st, &why), 0, "why: %s", why);
 	cr_assert_eq(st.ntensors, 4);
 	cr_assert_eq(st.data_off, 8 + strlen(json));
 	for (size_t i = 0; i < 4; i++) {
@@ -238,17 +238,17 @@ Test(runtime_safetensors, tensor_order_is_file_order)
 	cr_assert_eq(st.tensors[3].ndim, 0);
 	cr_assert_eq(st.tensors[3].n_elem, 1);
 	cr_assert_eq(st.tensors[2].n_elem, 3);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(b);
 }
 
-Test(runtime_safetensors, many_tensors_keep_order)
+Test(core_safetensors, many_tensors_keep_order)
 {
 	enum { N = 2000 };
 	char *json = trib_malloc(N * 80 + 16);
 	size_t off = 0, len;
 	unsigned char *b;
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 
 	cr_assert_not_null(json);
@@ -261,7 +261,7 @@ Test(runtime_safetensors, many_tensors_keep_order)
 				       i ? "," : "", (i * 7919) % N, i * 4, i * 4 + 4);
 	sprintf(json + off, "}");
 	b = mkfile(json, N * 4, &len);
-	cr_assert_eq(rt_st_parse(b, len, &st, &why), 0, "why: %s", why);
+	cr_assert_eq(trib_st_parse(b, len, &st, &why), 0, "why: %s", why);
 	cr_assert_eq(st.ntensors, N);
 	for (int i = 0; i < N; i++) {
 		char want[16];
@@ -270,79 +270,79 @@ Test(runtime_safetensors, many_tensors_keep_order)
 		cr_assert_str_eq(st.tensors[i].name, want);
 		cr_assert_eq(st.tensors[i].data_begin, (uint64_t)i * 4);
 	}
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(b);
 	trib_free(json);
 }
 
-Test(runtime_safetensors, header_is_not_read_past_its_length)
+Test(core_safetensors, header_is_not_read_past_its_length)
 {
 	/* The byte after the JSON is data, not NUL: a parser relying on NUL would misread. */
 	const char *json = "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 	size_t len;
 	unsigned char *b = mkfile(json, 4, &len);
 
 	memcpy(b + len - 4, "}}}}", 4);
-	cr_assert_eq(rt_st_parse(b, len, &st, &why), 0, "why: %s", why);
+	cr_assert_eq(trib_st_parse(b, len, &st, &why), 0, "why: %s", why);
 	cr_assert_eq(st.ntensors, 1);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	/* The header alone, no data: the buffer ends right after '}'. */
 	trib_free(b);
 	b = mkfile("{}", 0, &len);
-	cr_assert_eq(rt_st_parse(b, len, &st, &why), 0);
+	cr_assert_eq(trib_st_parse(b, len, &st, &why), 0);
 	cr_assert_eq(st.ntensors, 0);
 	cr_assert_eq(st.data_off, len);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(b);
 }
 
-Test(runtime_safetensors, rejects_truncated_length)
+Test(core_safetensors, rejects_truncated_length)
 {
 	unsigned char b[7] = { 2, 0, 0, 0, 0, 0, 0 };
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 
 	for (size_t len = 0; len < 8; len++) {
-		cr_assert_eq(rt_st_parse(b, len < 7 ? len : 7, &st, &why), -EINVAL);
+		cr_assert_eq(trib_st_parse(b, len < 7 ? len : 7, &st, &why), -EINVAL);
 		cr_assert_str_eq(why, "truncated length");
 	}
 }
 
-Test(runtime_safetensors, rejects_header_length_beyond_body)
+Test(core_safetensors, rejects_header_length_beyond_body)
 {
 	unsigned char b[16] = { 9, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' ' };
 	unsigned char huge[16] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}' };
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 
-	cr_assert_eq(rt_st_parse(b, sizeof(b), &st, &why), -EINVAL);
+	cr_assert_eq(trib_st_parse(b, sizeof(b), &st, &why), -EINVAL);
 	cr_assert_str_eq(why, "header length exceeds body");
-	cr_assert_eq(rt_st_parse(huge, sizeof(huge), &st, &why), -EINVAL);
+	cr_assert_eq(trib_st_parse(huge, sizeof(huge), &st, &why), -EINVAL);
 	cr_assert_str_eq(why, "header length exceeds body");
 	/* Exactly the body: accepted. */
 	b[0] = 8;
-	cr_assert_eq(rt_st_parse(b, sizeof(b), &st, &why), 0);
-	rt_st_free(&st);
+	cr_assert_eq(trib_st_parse(b, sizeof(b), &st, &why), 0);
+	trib_st_free(&st);
 }
 
-Test(runtime_safetensors, rejects_header_over_100_mib)
+Test(core_safetensors, rejects_header_over_100_mib)
 {
-	size_t n = RT_ST_HEADER_MAX + 1;
+	size_t n = TRIB_ST_HEADER_MAX + 1;
 	unsigned char *b = trib_calloc(1, 8 + n);
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 
 	cr_assert_not_null(b);
 	for (int i = 0; i < 8; i++)
 		b[i] = (unsigned char)((uint64_t)n >> (8 * i));
-	cr_assert_eq(rt_st_parse(b, 8 + n, &st, &why), -EINVAL);
+	cr_assert_eq(trib_st_parse(b, 8 + n, &st, &why), -EINVAL);
 	cr_assert_str_eq(why, "header too large");
 	trib_free(b);
 }
 
-Test(runtime_safetensors, rejects_bad_json)
+Test(core_safetensors, rejects_bad_json)
 {
 	expect_reject("{", 0, "bad JSON");
 	expect_reject("", 0, "bad JSON");
@@ -354,16 +354,16 @@ Test(runtime_safetensors, rejects_bad_json)
 		      4, "bad JSON");
 }
 
-Test(runtime_safetensors, rejects_non_object)
+Test(core_safetensors, rejects_non_object)
 {
 	expect_reject("[]", 0, "header is not a JSON object");
 	expect_reject("[{\"dtype\":\"F32\"}]", 0, "header is not a JSON object");
 }
 
-Test(runtime_safetensors, rejects_unknown_dtype)
+Test(core_safetensors, rejects_unknown_dtype)
 {
 	expect_reject("{\"x\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8,
-		      RT_ST_WHY_DTYPE);
+		      TRIB_ST_WHY_DTYPE);
 	expect_reject("{\"x\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
 		      "unsupported dtype");
 	expect_reject("{\"x\":{\"dtype\":\"F32\\u0000\",\"shape\":[1],\"data_offsets\":[0,4]}}",
@@ -373,7 +373,7 @@ Test(runtime_safetensors, rejects_unknown_dtype)
 	expect_reject("{\"x\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing dtype");
 }
 
-Test(runtime_safetensors, rejects_shape_overflow)
+Test(core_safetensors, rejects_shape_overflow)
 {
 	expect_reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],"
 		      "\"data_offsets\":[0,0]}}",
@@ -384,7 +384,7 @@ Test(runtime_safetensors, rejects_shape_overflow)
 		      0, "shape overflows");
 }
 
-Test(runtime_safetensors, rejects_bad_shape)
+Test(core_safetensors, rejects_bad_shape)
 {
 	expect_reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4,
 		      "bad shape");
@@ -399,7 +399,7 @@ Test(runtime_safetensors, rejects_bad_shape)
 		      4, "too many dimensions");
 }
 
-Test(runtime_safetensors, rejects_offsets_out_of_range)
+Test(core_safetensors, rejects_offsets_out_of_range)
 {
 	expect_reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 7,
 		      "data_offsets out of range");
@@ -414,7 +414,7 @@ Test(runtime_safetensors, rejects_offsets_out_of_range)
 	expect_reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[1]}}", 8, "bad data_offsets");
 }
 
-Test(runtime_safetensors, rejects_size_mismatch)
+Test(core_safetensors, rejects_size_mismatch)
 {
 	expect_reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,20]}}", 24,
 		      "data_offsets do not match shape");
@@ -422,45 +422,45 @@ Test(runtime_safetensors, rejects_size_mismatch)
 		      "data_offsets do not match shape");
 }
 
-Test(runtime_safetensors, rejects_duplicate_names)
+Test(core_safetensors, rejects_duplicate_names)
 {
 	expect_reject("{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
 		      "\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
 		      8, "duplicate tensor name");
 }
 
-Test(runtime_safetensors, rejects_bad_names)
+Test(core_safetensors, rejects_bad_names)
 {
 	char json[600];
-	char name[RT_ST_NAME_MAX + 1];
+	char name[TRIB_ST_NAME_MAX + 1];
 
 	expect_reject("{\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
 		      "empty tensor name");
-	memset(name, 'n', RT_ST_NAME_MAX);
-	name[RT_ST_NAME_MAX] = '\0';
+	memset(name, 'n', TRIB_ST_NAME_MAX);
+	name[TRIB_ST_NAME_MAX] = '\0';
 	snprintf(json, sizeof(json),
 		 "{\"%s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", name);
 	expect_reject(json, 4, "tensor name too long");
 	expect_reject("{\"x\":[1]}", 4, "tensor entry is not an object");
 }
 
-Test(runtime_safetensors, accepts_longest_name)
+Test(core_safetensors, accepts_longest_name)
 {
 	char json[600];
-	char name[RT_ST_NAME_MAX];
-	struct rt_st st;
+	char name[TRIB_ST_NAME_MAX];
+	struct trib_st st;
 	const char *why = NULL;
 	size_t len;
 	unsigned char *b;
 
-	memset(name, 'n', RT_ST_NAME_MAX - 1);
-	name[RT_ST_NAME_MAX - 1] = '\0';
+	memset(name, 'n', TRIB_ST_NAME_MAX - 1);
+	name[TRIB_ST_NAME_MAX - 1] = '\0';
 	snprintf(json, sizeof(json),
 		 "{\"%s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", name);
 	b = mkfile(json, 4, &len);
-	cr_assert_eq(rt_st_parse(b, len, &st, &why), 0, "why: %s", why);
+	cr_assert_eq(trib_st_parse(b, len, &st, &why), 0, "why: %s", why);
 	cr_assert_str_eq(st.tensors[0].name, name);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(b);
 }
 
@@ -481,57 +481,57 @@ static char *n_tensors_json(size_t n)
 	return json;
 }
 
-Test(runtime_safetensors, tensor_count_limit)
+Test(core_safetensors, tensor_count_limit)
 {
-	char *json = n_tensors_json(RT_ST_MAX_TENSORS + 1);
-	struct rt_st st;
+	char *json = n_tensors_json(TRIB_ST_MAX_TENSORS + 1);
+	struct trib_st st;
 	const char *why = NULL;
 	size_t len;
 	unsigned char *b;
 
 	expect_reject(json, 1, "too many tensors");
 	trib_free(json);
-	json = n_tensors_json(RT_ST_MAX_TENSORS);
+	json = n_tensors_json(TRIB_ST_MAX_TENSORS);
 	b = mkfile(json, 1, &len);
-	cr_assert_eq(rt_st_parse(b, len, &st, &why), 0, "why: %s", why);
-	cr_assert_eq(st.ntensors, RT_ST_MAX_TENSORS);
-	rt_st_free(&st);
+	cr_assert_eq(trib_st_parse(b, len, &st, &why), 0, "why: %s", why);
+	cr_assert_eq(st.ntensors, TRIB_ST_MAX_TENSORS);
+	trib_st_free(&st);
 	trib_free(b);
 	trib_free(json);
 }
 
-Test(runtime_safetensors, parse_allocation_failure_is_enomem)
+Test(core_safetensors, parse_allocation_failure_is_enomem)
 {
 	const char *json = "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 	size_t len;
 	unsigned char *b = mkfile(json, 4, &len);
 
 	trib_alloc_fail_after(0);
-	cr_assert_eq(rt_st_parse(b, len, &st, &why), -ENOMEM);
+	cr_assert_eq(trib_st_parse(b, len, &st, &why), -ENOMEM);
 	trib_alloc_fail_after(-1);
 	cr_assert_null(st.tensors);
 	cr_assert_eq(st.ntensors, 0);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(b);
 }
 
 /* An upload of the three-tensor schema written by @json, parsed into @st. */
-static unsigned char *upload(const char *json, size_t data_len, struct rt_st *st)
+static unsigned char *upload(const char *json, size_t data_len, struct trib_st *st)
 {
 	const char *why = NULL;
 	size_t len;
 	unsigned char *b = mkfile(json, data_len, &len);
 
-	cr_assert_eq(rt_st_parse(b, len, st, &why), 0, "why: %s", why);
+	cr_assert_eq(trib_st_parse(b, len, st, &why), 0, "why: %s", why);
 	return b;
 }
 
-Test(runtime_safetensors, match_in_order)
+Test(core_safetensors, match_in_order)
 {
-	struct rt_tensor s[3];
-	struct rt_st st;
+	struct trib_tensor s[3];
+	struct trib_st st;
 	uint64_t offs[3];
 	const char *why = NULL;
 	size_t hdr_len;
@@ -539,52 +539,52 @@ Test(runtime_safetensors, match_in_order)
 
 	three(s);
 	file = write_and_parse(s, 3, NULL, 44, &st, &hdr_len);
-	cr_assert_eq(rt_st_match(&st, s, 3, offs, &why), 0, "why: %s", why);
+	cr_assert_eq(trib_st_match(&st, s, 3, offs, &why), 0, "why: %s", why);
 	cr_assert_eq(offs[0], hdr_len);
 	cr_assert_eq(offs[1], hdr_len + 24);
 	cr_assert_eq(offs[2], hdr_len + 40);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(file);
 }
 
-Test(runtime_safetensors, match_out_of_order)
+Test(core_safetensors, match_out_of_order)
 {
 	/* The file holds s, w, b; the schema says w, b, s. */
 	const char *json = "{\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
 			   "\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[4,28]},"
 			   "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[28,44]}}";
-	struct rt_tensor s[3];
-	struct rt_st st;
+	struct trib_tensor s[3];
+	struct trib_st st;
 	uint64_t offs[3];
 	const char *why = NULL;
 	unsigned char *b = upload(json, 44, &st);
 	uint64_t base = 8 + strlen(json);
 
 	three(s);
-	cr_assert_eq(rt_st_match(&st, s, 3, offs, &why), 0, "why: %s", why);
+	cr_assert_eq(trib_st_match(&st, s, 3, offs, &why), 0, "why: %s", why);
 	cr_assert_eq(offs[0], base + 4);
 	cr_assert_eq(offs[1], base + 28);
 	cr_assert_eq(offs[2], base + 0);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(b);
 }
 
 static void expect_mismatch(const char *json, size_t data_len, const char *want_why)
 {
-	struct rt_tensor s[3];
-	struct rt_st st;
+	struct trib_tensor s[3];
+	struct trib_st st;
 	uint64_t offs[3];
 	const char *why = NULL;
 	unsigned char *b = upload(json, data_len, &st);
 
 	three(s);
-	cr_assert_eq(rt_st_match(&st, s, 3, offs, &why), -EINVAL, "matched %s", json);
+	cr_assert_eq(trib_st_match(&st, s, 3, offs, &why), -EINVAL, "matched %s", json);
 	cr_assert_str_eq(why, want_why, "%s: got \"%s\"", json, why);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(b);
 }
 
-Test(runtime_safetensors, match_missing_tensor)
+Test(core_safetensors, match_missing_tensor)
 {
 	expect_mismatch("{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
 			"\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}}",
@@ -596,7 +596,7 @@ Test(runtime_safetensors, match_missing_tensor)
 			44, "missing tensor");
 }
 
-Test(runtime_safetensors, match_extra_tensor)
+Test(core_safetensors, match_extra_tensor)
 {
 	expect_mismatch("{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
 			"\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]},"
@@ -605,7 +605,7 @@ Test(runtime_safetensors, match_extra_tensor)
 			44, "unexpected tensor");
 }
 
-Test(runtime_safetensors, match_shape_mismatch)
+Test(core_safetensors, match_shape_mismatch)
 {
 	/* Same element count, other shape. */
 	expect_mismatch("{\"w\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]},"
@@ -623,40 +623,40 @@ Test(runtime_safetensors, match_shape_mismatch)
 			44, "shape mismatch");
 }
 
-Test(runtime_safetensors, match_dtype_mismatch)
+Test(core_safetensors, match_dtype_mismatch)
 {
 	expect_mismatch("{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
 			"\"b\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[24,32]},"
 			"\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[32,36]}}",
-			36, RT_ST_WHY_DTYPE);
+			36, TRIB_ST_WHY_DTYPE);
 }
 
-Test(runtime_safetensors, match_empty_schema)
+Test(core_safetensors, match_empty_schema)
 {
-	struct rt_st st;
+	struct trib_st st;
 	const char *why = NULL;
 	unsigned char *b = upload("{}", 0, &st);
 
-	cr_assert_eq(rt_st_match(&st, NULL, 0, NULL, &why), 0);
-	rt_st_free(&st);
+	cr_assert_eq(trib_st_match(&st, NULL, 0, NULL, &why), 0);
+	trib_st_free(&st);
 	trib_free(b);
 }
 
-Test(runtime_safetensors, match_allocation_failure_is_enomem)
+Test(core_safetensors, match_allocation_failure_is_enomem)
 {
 	const char *json = "{\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]},"
 			   "\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[4,28]},"
 			   "\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[28,44]}}";
-	struct rt_tensor s[3];
-	struct rt_st st;
+	struct trib_tensor s[3];
+	struct trib_st st;
 	uint64_t offs[3];
 	const char *why = NULL;
 	unsigned char *b = upload(json, 44, &st);
 
 	three(s);
 	trib_alloc_fail_after(0);
-	cr_assert_eq(rt_st_match(&st, s, 3, offs, &why), -ENOMEM);
+	cr_assert_eq(trib_st_match(&st, s, 3, offs, &why), -ENOMEM);
 	trib_alloc_fail_after(-1);
-	rt_st_free(&st);
+	trib_st_free(&st);
 	trib_free(b);
 }

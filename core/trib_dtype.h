@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/* Element types of tensor payloads: one enum for the file formats, descriptors and kernels. */
+#ifndef TRIB_DTYPE_H
+#define TRIB_DTYPE_H
+
+/*
+ * Values are part of the ABI: descriptors carry them between processes
+ * (shm_abi.h aliases them as enum shm_dtype), so they never change.
+ */
+enum trib_dtype {
+	TRIB_DTYPE_F32 = 1,  /* little-endian IEEE-754 binary32 */
+	TRIB_DTYPE_F16 = 2,  /* IEEE-754 binary16 */
+	TRIB_DTYPE_BF16 = 3, /* bfloat16 */
+	TRIB_DTYPE_I8 = 4,   /* int8 with a per-segment f32 scale */
+};
+
+#endif
