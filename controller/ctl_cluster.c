@@ -492,7 +492,7 @@ static void on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	j->cpr = (uint32_t)json_integer_value(json_object_get(o, "clients_per_round"));
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
 	j->n_elem = (uint64_t)json_integer_value(json_object_get(ev->hdr, "n_elem"));
-	err = ctl_token_new(j->token, sizeof(j->token));
+	err = trib_token_new(j->token, sizeof(j->token));
 	memset(&cj, 0, sizeof(cj));
 	snprintf(cj.name, sizeof(cj.name), "%s", name);
 	snprintf(cj.token, sizeof(cj.token), "%s", j->token);
@@ -957,38 +957,20 @@ static int admin_token(struct ctl *c)
 {
 	char path[PATH_MAX];
 	const char *p = c->o->admin_token_file;
-	FILE *f;
+	bool created;
+	int err;
 
 	if (!p) {
 		snprintf(path, sizeof(path), "%s/admin-token", c->o->data_dir);
 		p = path;
 	}
-	f = fopen(p, "r");
-	if (f) {
-		bool ok = fgets(c->admin_token, sizeof(c->admin_token), f) != NULL;
-
-		fclose(f);
-		c->admin_token[strcspn(c->admin_token, "\r\n")] = '\0';
-		if (!ok || !c->admin_token[0]) {
-			trib_error("%s: empty admin token", p);
-			return -EINVAL;
-		}
-		return 0;
-	}
-	if (errno != ENOENT || c->o->admin_token_file) {
-		trib_error("%s: %s", p, strerror(errno));
-		return -errno;
-	}
-	if (ctl_token_new(c->admin_token, sizeof(c->admin_token)))
-		return -EIO;
-	{
-		char line[96];
-		int len = snprintf(line, sizeof(line), "%s\n", c->admin_token);
-
-		if (trib_write_file_atomic(p, line, (size_t)len, 0600))
-			return -EIO;
-	}
-	trib_info("admin token written to %s", p);
+	/* An --admin-token-file given on the command line must exist; the default is made. */
+	err = trib_token_load(p, !c->o->admin_token_file, c->admin_token, sizeof(c->admin_token),
+			      &created);
+	if (err)
+		return err;
+	if (created)
+		trib_info("admin token written to %s", p);
 	return 0;
 }
 

@@ -149,42 +149,6 @@ static bool field_ok(const char *s, size_t cap)
 	return s[0] != '\0' && memchr(s, '\0', cap) != NULL;
 }
 
-int ctl_token_new(char *out, size_t cap)
-{
-	static const char b64url[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	unsigned char raw[32];
-	size_t got = 0, i, o = 0;
-	uint32_t acc = 0;
-	int bits = 0;
-
-	if (!out || cap <= CTL_TOKEN_LEN)
-		return -ERANGE;
-	while (got < sizeof(raw)) {
-		ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		got += (size_t)n;
-	}
-	for (i = 0; i < sizeof(raw); i++) {
-		acc = (acc << 8) | raw[i];
-		bits += 8;
-		while (bits >= 6) {
-			bits -= 6;
-			out[o++] = b64url[(acc >> bits) & 0x3f];
-		}
-	}
-	if (bits > 0)
-		out[o++] = b64url[(acc << (6 - bits)) & 0x3f];
-	out[o] = '\0';
-	explicit_bzero(raw, sizeof(raw));
-	return 0;
-}
-
 void ctl_job_clear(struct ctl_job *job)
 {
 	if (!job)
@@ -462,7 +426,7 @@ int ctl_store_job_create(struct ctl_store *st, struct ctl_job *job)
 	    !memchr(job->token, '\0', sizeof(job->token)))
 		return -EINVAL;
 	if (!job->token[0]) {
-		err = ctl_token_new(job->token, sizeof(job->token));
+		err = trib_token_new(job->token, sizeof(job->token));
 		if (err)
 			return err;
 	}

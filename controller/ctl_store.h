@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "trib_name.h"
+#include "trib_token.h"
 
 /*
  * Every function returns 0 or a negative errno. SQLite failures map to -EIO,
@@ -18,7 +19,7 @@
 struct ctl_store;
 
 #define CTL_JOB_NAME_MAX TRIB_JOB_NAME_MAX
-#define CTL_TOKEN_LEN    43  /* 32 random bytes, URL-safe base64, no padding */
+#define CTL_TOKEN_LEN    TRIB_TOKEN_LEN
 #define CTL_TOKEN_MAX    80
 #define CTL_ALGO_MAX     32
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
@@ -68,7 +69,7 @@ void ctl_store_close(struct ctl_store *st);
 
 /*
  * Insert @job (borrowed). Sets job->id, job->created_unix if it was 0, and
- * job->token (ctl_token_new) if it was empty. -EINVAL if the name is invalid,
+ * job->token (trib_token_new) if it was empty. -EINVAL if the name is invalid,
  * the algorithm is empty, a fixed string is unterminated or schema_json is
  * NULL; -EEXIST if a job of that name exists.
  */
@@ -117,12 +118,5 @@ int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round 
  */
 int ctl_store_kv_get(struct ctl_store *st, const char *key, char *val, size_t cap);
 int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val);
-
-/*
- * Write a fresh bearer token (CTL_TOKEN_LEN URL-safe base64 chars from 32
- * bytes of getrandom(2), NUL-terminated) into @out. -ERANGE if @cap <=
- * CTL_TOKEN_LEN, or the getrandom errno.
- */
-int ctl_token_new(char *out, size_t cap);
 
 #endif

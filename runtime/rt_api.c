@@ -22,27 +22,18 @@
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
+#include "trib_token.h"
+#include "trib_parse.h"
 
 #define JOB_BODY_MAX (1u << 20)          /* JSON control bodies */
 #define ST_HEADER_ALLOWANCE (1ull << 20) /* safetensors header room over the model's bytes */
 #define LONG_POLL_MAX_S 60
 
-/* Constant-time comparison: how long it takes must not tell how much of a token matched. */
-static bool token_eq(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	unsigned char diff = (unsigned char)(la != lb);
-
-	for (size_t i = 0; i < la && i < lb; i++)
-		diff |= (unsigned char)(a[i] ^ b[i]);
-	return diff == 0 && la > 0;
-}
-
 static bool auth_admin(struct rt_conn *c)
 {
 	const char *tok;
 
-	return !rt_http_bearer(&c->req, &tok) && token_eq(tok, c->node->admin_token);
+	return !rt_http_bearer(&c->req, &tok) && trib_token_eq(tok, c->node->admin_token);
 }
 
 static bool auth_job(struct rt_conn *c, const struct rt_job *j)
@@ -51,7 +42,7 @@ static bool auth_job(struct rt_conn *c, const struct rt_job *j)
 
 	if (rt_http_bearer(&c->req, &tok))
 		return false;
-	return token_eq(tok, j->token) || token_eq(tok, c->node->admin_token);
+	return trib_token_eq(tok, j->token) || trib_token_eq(tok, c->node->admin_token);
 }
 
 static void reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
@@ -607,13 +598,13 @@ static void handle_update(struct rt_conn *c, struct rt_job *j)
 		       -1, NULL);
 		return;
 	}
-	if (!c->req.x_round[0] || rt_parse_u64(c->req.x_round, &round) || round > UINT32_MAX) {
+	if (!c->req.x_round[0] || trib_parse_u64(c->req.x_round, 0, UINT32_MAX, &round)) {
 		reject(c, RT_REJ_MALFORMED, 400, "X-Tributary-Round: required, a round number", -1,
 		       NULL);
 		return;
 	}
 	if (c->req.x_samples[0] &&
-	    (rt_parse_u64(c->req.x_samples, &samples) || samples < 1 || samples > (1ull << 40))) {
+	    trib_parse_u64(c->req.x_samples, 1, 1ull << 40, &samples)) {
 		reject(c, RT_REJ_MALFORMED, 400,
 		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);
 		return;
@@ -713,7 +704,7 @@ static void handle_model_get(struct rt_conn *c, struct rt_job *j)
 	if (!require_job(c, j))
 		return;
 	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
-		if (rt_parse_u64(val, &v) || v > UINT32_MAX) {
+		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {
 			rt_conn_error(c, 400, "round: a round number", -1, NULL);
 			return;
 		}
@@ -733,12 +724,12 @@ static void handle_model_get(struct rt_conn *c, struct rt_job *j)
 		uint64_t timeout = LONG_POLL_MAX_S;
 		char tv[32];
 
-		if (rt_parse_u64(val, &v) || v > UINT32_MAX) {
+		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {
 			rt_conn_error(c, 400, "after: a round number", -1, NULL);
 			return;
 		}
 		if (!rt_http_query_get(c->req.query, "timeout", tv, sizeof(tv)) &&
-		    (rt_parse_u64(tv, &timeout) || timeout > LONG_POLL_MAX_S)) {
+		    trib_parse_u64(tv, 0, LONG_POLL_MAX_S, &timeout)) {
 			rt_conn_error(c, 400, "timeout: seconds, at most 60", -1, NULL);
 			return;
 		}
@@ -1281,7 +1272,7 @@ void rt_api_on_head(struct rt_conn *c)
 				goto bad_method;
 			if (!require_job(c, j))
 				return;
-			if (rt_parse_u64(slash + 8, &r) || r > UINT32_MAX) {
+			if (trib_parse_u64(slash + 8, 0, UINT32_MAX, &r)) {
 				rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
 				return;
 			}

@@ -14,6 +14,7 @@
 #include "rt_simulate.h"
 #include "rt_status.h"
 #include "trib_log.h"
+#include "trib_parse.h"
 
 static void usage(FILE *f)
 {
@@ -70,25 +71,12 @@ static void usage(FILE *f)
 		"  (tributary simulate --help for all its options)\n");
 }
 
-/* Strict decimal; rt_http.h has the same but cannot be included beside the client's header. */
-static int parse_num(const char *s, uint64_t *out)
-{
-	char *end;
-
-	if (!*s || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	*out = strtoull(s, &end, 10);
-	return errno || *end ? -1 : 0;
-}
-
 static int parse_listen(const char *s, struct rt_node_opts *o, char *host, size_t cap)
 {
 	const char *colon = strrchr(s, ':');
 	uint64_t port;
 
-	if (!colon || (size_t)(colon - s) >= cap || parse_num(colon + 1, &port) ||
-	    port > 65535)
+	if (!colon || (size_t)(colon - s) >= cap || trib_parse_u64(colon + 1, 0, 65535, &port))
 		return -1;
 	memcpy(host, s, (size_t)(colon - s));
 	host[colon - s] = '\0';
@@ -187,7 +175,7 @@ static int cmd_up(int argc, char **argv, bool node)
 			o.admin_token_file = optarg;
 			break;
 		case 'm':
-			if (parse_num(optarg, &mb) || mb < 16 || mb > (1u << 20)) {
+			if (trib_parse_u64(optarg, 16, 1u << 20, &mb)) {
 				fprintf(stderr, "tributary up: --arena-mb wants 16..1048576, got '%s'\n",
 					optarg);
 				return 2;
@@ -201,7 +189,7 @@ static int cmd_up(int argc, char **argv, bool node)
 			o.port_file = optarg;
 			break;
 		case 'w':
-			if (parse_num(optarg, &mb) || mb > 86400) {
+			if (trib_parse_u64(optarg, 0, 86400, &mb)) {
 				fprintf(stderr, "tributary up: --warm-s wants 0..86400 seconds, got "
 					"'%s'\n", optarg);
 				return 2;
@@ -288,7 +276,7 @@ static int cmd_controller(int argc, char **argv)
 		case 'b':
 		case 'x':
 			/* Node runtimes act on a 200 ms tick: a shorter heartbeat is not kept. */
-			if (parse_num(optarg, &v) || v < 200 || v > 600000) {
+			if (trib_parse_u64(optarg, 200, 600000, &v)) {
 				fprintf(stderr, "tributary controller: --%s wants 200..600000 ms, got "
 					"'%s'\n", c == 'b' ? "heartbeat-ms" : "dead-after-ms", optarg);
 				return 2;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* HTTP/1.1 request heads through http_parser (paused before the body), and response heads. */
 #include "rt_http.h"
+#include "trib_parse.h"
 
 #include <errno.h>
 #include <math.h>
@@ -378,7 +379,7 @@ static int parse_head(const char *buf, size_t len, struct rt_http_req *req, size
 		return err;
 	}
 	if (c.seen & 1u << HDR_CONTENT_LENGTH) {
-		if (rt_parse_u64(c.content_length, &req->content_length)) {
+		if (trib_parse_u64(c.content_length, 0, UINT64_MAX, &req->content_length)) {
 			*why = "bad Content-Length";
 			return -EINVAL;
 		}
@@ -474,24 +475,6 @@ int rt_http_query_get(const char *query, const char *key, char *out, size_t outl
 		p = amp + 1;
 	}
 	return -ENOENT;
-}
-
-/* @s is borrowed. */
-int rt_parse_u64(const char *s, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!*s)
-		return -EINVAL;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return -EINVAL;
-		if (__builtin_mul_overflow(v, 10, &v) ||
-		    __builtin_add_overflow(v, (uint64_t)(*s - '0'), &v))
-			return -EINVAL;
-	}
-	*out = v;
-	return 0;
 }
 
 static const char *skip_digits(const char *s, size_t *n)

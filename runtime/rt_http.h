@@ -59,8 +59,6 @@ int rt_http_parse_head(const char *buf, size_t len, struct rt_http_req *req, siz
  */
 int rt_http_query_get(const char *query, const char *key, char *out, size_t outlen);
 
-/* Strict decimal: one or more digits, nothing else, <= UINT64_MAX. 0 or -EINVAL. */
-int rt_parse_u64(const char *s, uint64_t *out);
 /*
  * Strict decimal real: optional '-', digits, optional fraction and exponent,
  * nothing else (no spaces, hex, inf or nan); must be finite. 0 or -EINVAL.

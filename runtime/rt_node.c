@@ -293,7 +293,7 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	err = job_build_header(j);
 	if (err)
 		goto err_free;
-	err = ctl_token_new(j->token, sizeof(j->token));
+	err = trib_token_new(j->token, sizeof(j->token));
 	if (err)
 		goto err_free;
 
@@ -2073,46 +2073,17 @@ static int admin_token_load(struct rt_node *n)
 {
 	char path[PATH_MAX];
 	const char *p = n->opts.admin_token_file;
-	FILE *f;
+	bool created;
+	int err;
 
 	if (!p) {
 		snprintf(path, sizeof(path), "%s/admin-token", n->opts.data_dir);
 		p = path;
 	}
-	f = fopen(p, "r");
-	if (f) {
-		size_t len;
-
-		if (!fgets(n->admin_token, sizeof(n->admin_token), f))
-			n->admin_token[0] = '\0';
-		fclose(f);
-		len = strcspn(n->admin_token, "\r\n \t");
-		n->admin_token[len] = '\0';
-		if (len < 16) {
-			trib_error("admin token in %s is shorter than 16 characters", p);
-			return -EINVAL;
-		}
-		trib_info("admin token: %s", p);
-		return 0;
-	}
-	if (errno != ENOENT) {
-		trib_error("reading %s: %s", p, strerror(errno));
-		return -errno;
-	}
-	{
-		char line[96];
-		int err = ctl_token_new(n->admin_token, sizeof(n->admin_token));
-
-		if (err)
-			return err;
-		snprintf(line, sizeof(line), "%s\n", n->admin_token);
-		err = trib_write_file_atomic(p, line, strlen(line), 0600);
-		if (err) {
-			trib_error("writing %s: %s", p, strerror(-err));
-			return err;
-		}
-	}
-	trib_info("admin token created: %s (mode 0600)", p);
+	err = trib_token_load(p, true, n->admin_token, sizeof(n->admin_token), &created);
+	if (err)
+		return err;
+	trib_info(created ? "admin token created: %s (mode 0600)" : "admin token: %s", p);
 	return 0;
 }
 

@@ -404,9 +404,9 @@ Test(ctl_store, token_unique_and_urlsafe)
 	char small[CTL_TOKEN_LEN];
 	size_t i, k;
 
-	cr_assert_eq(ctl_token_new(small, sizeof(small)), -ERANGE);
+	cr_assert_eq(trib_token_new(small, sizeof(small)), -ERANGE);
 	for (i = 0; i < N; i++) {
-		cr_assert_eq(ctl_token_new(toks[i], sizeof(toks[i])), 0);
+		cr_assert_eq(trib_token_new(toks[i], sizeof(toks[i])), 0);
 		cr_assert_eq(strlen(toks[i]), CTL_TOKEN_LEN);
 		for (k = 0; k < CTL_TOKEN_LEN; k++) {
 			char c = toks[i][k];

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "rt_http.h"
+#include "trib_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -63,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(str, data, size);
 	str[size] = '\0';
-	rt_parse_u64(str, &u);
+	trib_parse_u64(str, 0, UINT64_MAX, &u);
 	rt_parse_double(str, &d);
 	rt_http_query_get(str, "a", out, sizeof(out));
 	{

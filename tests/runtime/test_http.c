@@ -384,23 +384,6 @@ Test(runtime_http, query_get)
 	cr_assert_str_eq(out, "v");
 }
 
-Test(runtime_http, parse_u64_edges)
-{
-	static const char *const bad[] = { "", "-1", "+1", "18446744073709551616", " 1", "1 ",
-					   "1x", "0x10", "99999999999999999999999" };
-	uint64_t v = 7;
-
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		cr_assert_eq(rt_parse_u64(bad[i], &v), -EINVAL, "accepted \"%s\"", bad[i]);
-	cr_assert_eq(v, 7, "out written on failure");
-	cr_assert_eq(rt_parse_u64("0", &v), 0);
-	cr_assert_eq(v, 0);
-	cr_assert_eq(rt_parse_u64("007", &v), 0);
-	cr_assert_eq(v, 7);
-	cr_assert_eq(rt_parse_u64("18446744073709551615", &v), 0);
-	cr_assert_eq(v, UINT64_MAX);
-}
-
 Test(runtime_http, parse_double_edges)
 {
 	static const char *const bad[] = { "", "-", ".", "1.5x", " 1", "1 ", "+1", "inf",
