@@ -10,7 +10,7 @@
 
 #include "ctl_cluster.h"
 #include "ctl_store.h"
-#include "rt_node.h"
+#include "rt_up.h"
 #include "rt_simulate.h"
 #include "rt_status.h"
 #include "trib_log.h"

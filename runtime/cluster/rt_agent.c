@@ -30,7 +30,7 @@
 #include "ctl_cluster.h"
 #include "ctl_wire.h"
 #include "rt_fnproc.h"
-#include "rt_gw.h"
+#include "rt_api.h"
 #include "rt_node.h"
 #include "shm_abi.h"
 #include "shm_arena.h"
@@ -149,11 +149,6 @@ static const char *jstr(const json_t *o, const char *key, const char *dflt)
 	const char *v = json_string_value(json_object_get(o, key));
 
 	return v ? v : dflt;
-}
-
-static struct rt_agent *A(const struct rt_node *n)
-{
-	return n->agent;
 }
 
 /* --- plumbing --- */
@@ -294,7 +289,7 @@ static void job_apply(struct rt_agent *a, json_t *h)
 		return;
 	j = rt_job_find(a->n, name);
 	if (!j) {
-		status = rt_api_job_build(a->n, (const uint8_t *)body, strlen(body), token, false,
+		status = rt_api_job_build(a->n, true, (const uint8_t *)body, strlen(body), token, false,
 					  &j, msg, sizeof(msg), NULL);
 		if (status != 201) {
 			trib_error("job %s from the controller: %d %s", name, status, msg);
@@ -306,16 +301,16 @@ static void job_apply(struct rt_agent *a, json_t *h)
 		j->round = round; /* joined late: the cluster is at this round */
 }
 
-void rt_agent_job_create(struct rt_conn *c)
+static void job_create(void *ctx, struct rt_conn *c)
 {
-	struct rt_agent *a = A(c->node);
+	struct rt_agent *a = ctx;
 	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, NULL);
 	char msg[320];
 	uint64_t n_elem = 0;
 	struct pend *pd;
 	int err;
 
-	rt_api_job_build(c->node, c->body_heap, c->body_len, NULL, true, NULL, msg, sizeof(msg),
+	rt_api_job_build(a->n, true, c->body_heap, c->body_len, NULL, true, NULL, msg, sizeof(msg),
 			 &n_elem);
 	err = to_ctl(a,
 		     json_pack("{s:s, s:s, s:s?, s:I}", "op", "job_create", "node", a->name, "name",
@@ -350,7 +345,7 @@ static void on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_even
 			      jstr(ev->hdr, "error", "refused"), -1, NULL);
 		return;
 	}
-	status = rt_api_job_build(a->n, c->body_heap, c->body_len,
+	status = rt_api_job_build(a->n, true, c->body_heap, c->body_len,
 				  json_string_value(json_object_get(ev->hdr, "token")), false, &j,
 				  msg, sizeof(msg), NULL);
 	if (status != 201) {
@@ -462,9 +457,10 @@ static int accept_send(struct rt_agent *a, struct upd *u)
 	return err;
 }
 
-void rt_agent_update(struct rt_conn *c, uint64_t segs_off, uint32_t nsegs)
+static void update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs)
 {
-	struct rt_agent *a = A(c->node);
+	struct rt_agent *a = ctx;
+	struct rt_api_req *r = rt_api_req(c);
 	struct upd *u = trib_calloc(1, sizeof(*u));
 	int err;
 
@@ -473,15 +469,15 @@ void rt_agent_update(struct rt_conn *c, uint64_t segs_off, uint32_t nsegs)
 		return;
 	}
 	u->c = c;
-	snprintf(u->job, sizeof(u->job), "%s", c->job->name);
-	u->round = c->round;
-	u->slot_off = c->slot_off;
-	u->slot_len = c->slot_len;
+	snprintf(u->job, sizeof(u->job), "%s", r->job->name);
+	u->round = r->round;
+	u->slot_off = r->slot_off;
+	u->slot_len = r->slot_len;
 	u->segs_off = segs_off;
 	u->nsegs = nsegs;
 	u->body_len = c->body_len;
-	u->weight = c->weight;
-	c->slot_off = UINT64_MAX; /* the update's now */
+	u->weight = r->weight;
+	r->slot_off = UINT64_MAX; /* the update's now */
 	u->uid = ++a->next_uid;
 	err = accept_send(a, u);
 	if (err) {
@@ -765,7 +761,7 @@ static void sum_deliver(struct rt_agent *a, struct xround *x)
 		struct xinput *in = &x->in[a->rank];
 
 		if (!in->has) {
-			in->d = r->result;
+			in->d = *rt_round_result(r);
 			in->d.kind = SHM_DESC_PARTIAL;
 			in->d.seq = (uint32_t)a->rank;
 			in->data = rt_round_sum(n, r);
@@ -781,9 +777,10 @@ static void sum_deliver(struct rt_agent *a, struct xround *x)
 	err = request(a, x->top_addr,
 		      json_pack("{s:s, s:s, s:i, s:i, s:f, s:i, s:s}", "op", "partial", "job",
 				x->job, "round", (json_int_t)x->round, "from", (json_int_t)a->rank,
-				"weight", r->result.weight, "count", (json_int_t)r->result.count,
+				"weight", rt_round_result(r)->weight, "count",
+				(json_int_t)rt_round_result(r)->count,
 				"name", a->name),
-		      rt_round_sum(n, r), r->job->n_elem * sizeof(float), PK_PARTIAL, &pd);
+		      rt_round_sum(n, r), rt_round_job(r)->n_elem * sizeof(float), PK_PARTIAL, &pd);
 	if (err) {
 		trib_warn("job %s round %u: sending our sum to %s: %s (again next tick)", x->job,
 			  x->round, x->top_addr, strerror(-err));
@@ -792,7 +789,7 @@ static void sum_deliver(struct rt_agent *a, struct xround *x)
 	x->sending = true;
 	pd->x = x;
 	pd->top = x->top;
-	pd->bytes = r->job->n_elem * sizeof(float);
+	pd->bytes = rt_round_job(r)->n_elem * sizeof(float);
 }
 
 static void on_partial_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
@@ -814,17 +811,16 @@ static void on_partial_reply(struct rt_agent *a, struct pend *pd, struct ctl_eve
 					   : strerror(-ev->err));
 }
 
-void rt_agent_on_local_sum(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+void rt_agent_on_local_sum(struct rt_agent *a, struct rt_job *j, struct rt_round *r)
 {
-	struct rt_agent *a = A(n);
-	struct xround *x = xr_get(a, j->name, r->round, true);
+	struct xround *x = xr_get(a, j->name, rt_round_number(r), true);
 
 	if (!x || x->sum_ready)
 		return;
 	x->local = r;
 	x->sum_ready = true;
-	trib_debug("job %s round %u: this node's sum is ready (%u updates)", j->name, r->round,
-		   r->result.count);
+	trib_debug("job %s round %u: this node's sum is ready (%u updates)", j->name,
+		   rt_round_number(r), rt_round_result(r)->count);
 	sum_deliver(a, x);
 }
 
@@ -916,10 +912,9 @@ static void model_send(struct rt_agent *a, struct xround *x)
 	pd->x = x;
 }
 
-bool rt_agent_on_fold_result(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *d,
+bool rt_agent_on_fold_result(struct rt_agent *a, struct rt_fn *fn, const struct shm_desc *d,
 			     float *payload)
 {
-	struct rt_agent *a = A(n);
 	struct xround *x;
 
 	for (x = a->xr; x; x = x->next)
@@ -977,9 +972,9 @@ static void on_close(struct rt_agent *a, json_t *h)
 	top_run(a, x);
 }
 
-void rt_agent_on_advance(struct rt_node *n, struct rt_job *j)
+void rt_agent_on_advance(struct rt_agent *a, struct rt_job *j)
 {
-	struct rt_agent *a = A(n);
+	struct rt_node *n = a->n;
 	struct upd **pp, *mine = NULL;
 	struct xround *x;
 
@@ -1197,9 +1192,9 @@ static void on_hb_reply(struct rt_agent *a, struct ctl_event *ev)
 		sync_check(a, json_object_get(ev->hdr, "jobs"));
 }
 
-void rt_agent_tick(struct rt_node *n)
+void rt_agent_tick(struct rt_agent *a)
 {
-	struct rt_agent *a = A(n);
+	struct rt_node *n = a->n;
 	uint64_t used = 0, total = 0;
 	uint32_t live = 0;
 
@@ -1243,16 +1238,18 @@ void rt_agent_tick(struct rt_node *n)
 	}
 }
 
-bool rt_agent_ready(const struct rt_node *n)
+static bool ready(void *ctx)
 {
-	return A(n) && A(n)->joined;
+	const struct rt_agent *a = ctx;
+
+	return a && a->joined;
 }
 
 /* --- proxies for status --- */
 
-void rt_agent_round_get(struct rt_conn *c, const struct rt_job *j, uint32_t round)
+static void round_get(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t round)
 {
-	struct rt_agent *a = A(c->node);
+	struct rt_agent *a = ctx;
 	struct pend *pd;
 
 	if (to_ctl(a,
@@ -1265,9 +1262,9 @@ void rt_agent_round_get(struct rt_conn *c, const struct rt_job *j, uint32_t roun
 	pd->c = c;
 }
 
-void rt_agent_status(struct rt_conn *c)
+static void status(void *ctx, struct rt_conn *c)
 {
-	struct rt_agent *a = A(c->node);
+	struct rt_agent *a = ctx;
 	struct pend *pd;
 
 	if (to_ctl(a, json_pack("{s:s}", "op", "status"), NULL, 0, PK_STATUS, &pd)) {
@@ -1301,9 +1298,9 @@ static void on_proxy_reply(struct rt_agent *a, struct pend *pd, struct ctl_event
 	respond_json(pd->c, 200, o);
 }
 
-void rt_agent_metrics(const struct rt_node *n, char *buf, size_t *len, size_t cap)
+static void metrics(void *ctx, char *buf, size_t *len, size_t cap)
 {
-	const struct rt_agent *a = A(n);
+	const struct rt_agent *a = ctx;
 	int w;
 
 	if (!a || *len >= cap)
@@ -1420,9 +1417,8 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	return false;
 }
 
-void rt_agent_on_wire(struct rt_node *n)
+void rt_agent_on_wire(struct rt_agent *a)
 {
-	struct rt_agent *a = A(n);
 	struct ctl_event *ev;
 
 	while ((ev = ctl_wire_next(a->w))) {
@@ -1436,12 +1432,23 @@ void rt_agent_on_wire(struct rt_node *n)
 	}
 }
 
-int rt_agent_fd(const struct rt_node *n)
+int rt_agent_fd(const struct rt_agent *a)
 {
-	return ctl_wire_fd(A(n)->w);
+	return ctl_wire_fd(a->w);
 }
 
-int rt_agent_open(struct rt_node *n)
+void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
+{
+	out->ctx = a;
+	out->job_create = job_create;
+	out->update = update;
+	out->ready = ready;
+	out->round_get = round_get;
+	out->status = status;
+	out->metrics = metrics;
+}
+
+int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 {
 	const struct rt_node_opts *o = &n->opts;
 	struct rt_agent *a;
@@ -1473,16 +1480,16 @@ int rt_agent_open(struct rt_node *n)
 		trib_free(a);
 		return err;
 	}
-	n->agent = a;
+	n->clustered = true;
+	*out = a;
 	trib_info("node %s: joining the controller at %s; peers on %s", a->name, o->controller,
 		  listen);
 	join_send(a);
 	return 0;
 }
 
-void rt_agent_close(struct rt_node *n)
+void rt_agent_close(struct rt_agent *a)
 {
-	struct rt_agent *a = A(n);
 
 	if (!a)
 		return;
@@ -1510,6 +1517,6 @@ void rt_agent_close(struct rt_node *n)
 	}
 	while (a->xr)
 		xr_free(a, a->xr);
+	a->n->clustered = false;
 	trib_free(a);
-	n->agent = NULL;
 }

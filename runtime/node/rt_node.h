@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The node runtime: arena, jobs and rounds, function trees, model store, metrics; shared by the gateway. */
+/* The node: arena, jobs and rounds, function trees, model store, metrics (what api and cluster use). */
 #ifndef RT_NODE_H
 #define RT_NODE_H
 
@@ -10,11 +10,14 @@
 
 #include "rt_algo.h"
 #include "rt_fnproc.h"
+#include "shm_abi.h"
+#include "trib_blob.h"
 #include "trib_safetensors.h"
 
 struct ctl_store;
 struct shm_arena;
-struct rt_conn;
+struct shm_desc;
+struct rt_round; /* one round's aggregation tree: private to node/ (rt_node_priv.h) */
 
 struct rt_node_opts {
 	const char *listen_host;      /* default "127.0.0.1" */
@@ -39,94 +42,6 @@ const char *rt_dataplane_name(uint32_t dp);
 /* 0 if unknown. */
 uint32_t rt_dataplane_from_name(const char *name);
 
-/* An immutable, reference-counted byte string: a model file being served. */
-struct rt_blob {
-	uint32_t refs;
-	uint32_t version;
-	size_t len;
-	char data[];
-};
-
-struct rt_blob *rt_blob_new(size_t len);
-struct rt_blob *rt_blob_hold(struct rt_blob *b);
-/* Accepts NULL. */
-void rt_blob_release(struct rt_blob *b);
-
-/*
- * One leaf of a round's tree, whoever serves it: if its function dies, a
- * replacement takes the same index and the runtime sends it the same updates
- * again (their slots live until the leaf's partial exists).
- */
-struct rt_leaf {
-	uint32_t fn;             /* the function serving it now; 0 before it starts */
-	uint32_t parent;         /* the top it was configured to send to */
-	uint64_t acc;            /* its accumulator slot (its partial, once done) */
-	uint32_t expected;       /* updates planned for it */
-	uint32_t sent;           /* updates sent to it */
-	struct shm_desc *ups;    /* those updates, for a refold (owned, expected entries) */
-	bool done;               /* its partial exists (DONE seen): the updates' slots are freed */
-	bool has_partial;        /* partial (and, in tcp, its bytes) known to the runtime */
-	struct shm_desc partial; /* that partial */
-	float *partial_payload;  /* tcp: its bytes, kept for a refold at a new top (owned) */
-	uint32_t routed_to;      /* the parent the partial was last delivered to (0: none) */
-};
-
-/* A third-level aggregator: folds the partials of one group of leaves, hands a partial up. */
-struct rt_mid {
-	uint32_t fn;             /* the function serving it now */
-	uint32_t parent;         /* the top it was configured to send to */
-	uint64_t acc;            /* its accumulator slot */
-	uint32_t nleaves;        /* leaves of its group started so far */
-	bool final;              /* its group is complete (told by FLUSH or config) */
-	bool done;               /* its partial exists */
-	bool has_partial;
-	struct shm_desc partial;
-	float *partial_payload;  /* tcp: its bytes (owned) */
-	uint32_t routed_to;      /* the parent the partial was last delivered to (0: none) */
-};
-
-/*
- * One round's aggregation tree: a top and leaves started as updates need
- * them; with many leaves, mids between them (group leaves per mid).
- */
-struct rt_round {
-	struct rt_job *job;
-	uint32_t round;
-	uint32_t nleaves;      /* planned leaves (grows if the autoscaler adds some) */
-	uint32_t capleaves;    /* entries allocated in leaves[] */
-	uint32_t cur;          /* the leaf taking updates */
-	uint32_t fanin;        /* updates per leaf (the last leaf may get fewer) */
-	uint32_t started;      /* leaves started (a prefix of leaves[]) */
-	uint32_t received;     /* updates accepted */
-	uint32_t top;          /* the function serving the top; 0 before it starts */
-	uint32_t group;        /* leaves per mid; 0: two levels, leaves report to the top */
-	struct rt_mid *mids;   /* capmids entries, the first nmids in use (owned) */
-	uint32_t nmids, capmids;
-	uint64_t top_acc;      /* its accumulator slot */
-	struct rt_leaf *leaves; /* capleaves entries, the first `started` in use (owned) */
-	uint64_t *garbage;     /* slots of replaced functions, freed when the round commits */
-	uint32_t ngarbage, capgarbage;
-	uint64_t open_ns;      /* first update accepted */
-	bool closed;           /* no more updates: full, or closed at its deadline */
-	bool released;         /* its top has its final count (and server-step inputs) */
-	bool has_result;       /* the top's output came */
-	uint32_t recoveries;   /* functions replaced */
-	struct shm_desc result;
-	float *result_payload; /* tcp: the model's bytes (owned), else NULL */
-	struct fn_params par;  /* the job's algorithm, with this round's slots */
-	/* exact robust rules: every update kept, then shards over coordinate ranges */
-	struct shm_desc *rups; /* the round's updates, in acceptance order (owned) */
-	uint64_t out_slot;     /* the model the shards write */
-	uint64_t task_slot;    /* struct fn_shard_task and what follows it */
-	uint32_t nshards;
-	uint32_t *shard_fn;    /* the function serving each shard (owned) */
-	bool *shard_done;      /* (owned) */
-	uint32_t ndone;
-	uint64_t model_slot;   /* the previous model, for the top's server step; 0: none */
-	uint64_t state_slot;   /* optimiser state [in | out]; 0: none */
-	size_t state_size;     /* bytes of one half */
-	struct rt_round *next; /* the job's rounds in flight, oldest first */
-};
 
 struct rt_job {
 	int64_t db_id;
@@ -152,8 +67,7 @@ struct rt_job {
 	uint32_t completed;       /* model version: rounds whose model is written */
 	struct rt_round *open;    /* tree of the open round, NULL until its first update */
 	struct rt_round *inflight; /* closed rounds still aggregating (and open), oldest first */
-	struct rt_blob *model;    /* the latest model file (version == completed) */
-	struct rt_conn *waiters;  /* long polls for a newer model */
+	struct trib_blob *model;  /* the latest model file (version == completed) */
 	uint64_t accepted_total;
 	uint64_t last_round_ms;
 	uint32_t xtarget;         /* cluster: updates this node folds in the open round, once the
@@ -181,7 +95,6 @@ struct rt_metrics {
 	uint64_t accepted;
 	uint64_t rejected[RT_REJ__COUNT];
 	uint64_t bytes_received; /* update bodies accepted */
-	uint64_t requests;
 	uint64_t rounds_done;
 	uint64_t fn_spawned;
 	uint64_t fn_failed;
@@ -215,6 +128,34 @@ struct rt_fn_record {
 
 #define RT_FN_HISTORY 64
 
+/* Which one-shot I/O of a function's channel completed (see struct rt_node_hooks). */
+enum rt_fn_io {
+	RT_FN_IO_RECV,    /* the control channel's records */
+	RT_FN_IO_POLLIN,  /* shm+bpf, tcp: its TCP socket is readable */
+	RT_FN_IO_POLLOUT, /* a queue of records can go on */
+	RT_FN_IO__COUNT,
+};
+
+/*
+ * How the node tells the layers above things, and asks for I/O: filled once
+ * by the wiring. @ctx goes to every call; a NULL pointer is "nobody listens"
+ * (and for the I/O verbs: functions' channels are not watched).
+ */
+struct rt_node_hooks {
+	void *ctx;
+	/* Watch @fd once; when it completes call rt_node_fn_io(n, @op, @id, result). */
+	void (*io_recv)(void *ctx, int fd, void *buf, size_t len, enum rt_fn_io op, uint32_t id);
+	void (*io_poll)(void *ctx, int fd, unsigned events, enum rt_fn_io op, uint32_t id);
+	/* A model version of @j was written (or came from the cluster): wake long polls. */
+	void (*model_ready)(void *ctx, struct rt_job *j);
+	/* cluster: @j's local open round advanced (a close that came early can apply now). */
+	void (*round_advanced)(void *ctx, struct rt_job *j);
+	/* cluster: local round @r of @j has its sum (rt_round_sum). */
+	void (*local_sum)(void *ctx, struct rt_job *j, struct rt_round *r);
+	/* cluster: a RESULT; true if it was a cluster fold's model (@payload then taken). */
+	bool (*fold_result)(void *ctx, struct rt_fn *fn, const struct shm_desc *d, float *payload);
+};
+
 struct ebpf_route;
 
 struct rt_node {
@@ -232,14 +173,27 @@ struct rt_node {
 	uint32_t next_job_id;
 	struct rt_metrics m;
 	bool stopping;
-	void *gw; /* the gateway (rt_gateway.c) */
-	struct rt_agent *agent; /* `tributary node`: the link to the controller (rt_agent.c) */
+	bool clustered;            /* `tributary node`, joined through the cluster layer */
+	struct rt_node_hooks hooks; /* set once by the wiring, before the first job */
+	uint32_t skew;             /* rotates where accumulators start (cache sets) */
+	uint8_t bounced[SHM_DESC_SIZE]; /* shm+bpf: part of a bounced descriptor */
+	size_t nbounced;
 };
 
-/* Run `tributary up` with @opts until SIGINT/SIGTERM. Returns a process exit code. */
-int rt_up_run(const struct rt_node_opts *opts);
+/*
+ * Set up a node from @opts (copied; strings borrowed, must outlive the node):
+ * data dir, state store (@db_path: a file or ":memory:"), arena, data plane,
+ * function set. *out is owned by the caller (rt_node_close). 0 or -errno (logged).
+ */
+int rt_node_open(struct rt_node **out, const struct rt_node_opts *opts, const char *db_path);
+/* Kill the functions, free the jobs, the data plane, the arena, the store. Accepts NULL. */
+void rt_node_close(struct rt_node *n);
+/* Load the jobs the store knows (`up` after a restart). 0 or -errno. */
+int rt_node_jobs_load(struct rt_node *n);
+/* Full rounds whose model is not written yet: every update in them was answered 202. */
+bool rt_node_rounds_in_flight(const struct rt_node *n);
 
-/* --- used by the gateway and API handlers --- */
+/* --- used by the API handlers --- */
 /*
  * Parse a "tensors" JSON array into a schema; *out is owned by the caller
  * (trib_free). Returns 0, -EINVAL (with *why naming the problem) or -ENOMEM.
@@ -276,8 +230,8 @@ int rt_job_accept(struct rt_node *n, struct rt_job *job, uint32_t round, uint64_
 void rt_job_relieve(struct rt_node *n, struct rt_job *job);
 /* Set the starting model (before the first update): @data is n_elem floats in schema order. */
 int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data);
-/* The model file of version @v, held for the caller (rt_blob_release), or NULL (errno set). */
-struct rt_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
+/* The model file of version @v, held for the caller (trib_blob_release), or NULL (errno set). */
+struct trib_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
 /*
  * Handle one record a function sent to the runtime (routing, results).
  * @payload (tcp only) is the record's bytes, owned by the callee.
@@ -289,11 +243,11 @@ void rt_node_fn_counters(struct rt_node *n, const struct rt_fn *fn, uint64_t *ms
 			 uint64_t *bytes, int64_t *depth);
 /* A function's control channel (@data false) or TCP socket reached end of stream. */
 void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn, bool data);
-/* Once per tick: deadlines, scale to zero. */
+/* Once per tick: queued records, bounced descriptors, deadlines, scale to zero. */
 void rt_node_tick(struct rt_node *n);
 /* Reap children and account for them. */
 void rt_node_on_sigchld(struct rt_node *n);
-/* --- used by the node agent (rt_agent.c) in a cluster --- */
+/* --- used by the cluster layer (runtime/cluster/) --- */
 /*
  * Start the function that folds a cluster round's node sums (a top that
  * divides): @expected partials, their seq the node rank. Returns 0 or -errno.
@@ -315,10 +269,17 @@ int rt_job_commit_remote(struct rt_node *n, struct rt_job *j, uint32_t version,
 			 const float *model, uint32_t updates, double weight);
 /* The local round @r's sum (its RESULT with FN_CFG_SUM), as floats (in the arena or owned). */
 const float *rt_round_sum(struct rt_node *n, const struct rt_round *r);
+/* Its number, its job and its RESULT (valid once the local_sum hook named it). */
+uint32_t rt_round_number(const struct rt_round *r);
+struct rt_job *rt_round_job(const struct rt_round *r);
+const struct shm_desc *rt_round_result(const struct rt_round *r);
+/* For GET /v1/jobs: updates accepted, updates per leaf, leaves planned. */
+uint32_t rt_round_received(const struct rt_round *r);
+uint32_t rt_round_fanin(const struct rt_round *r);
+uint32_t rt_round_nleaves(const struct rt_round *r);
 
-/* Called by the gateway when a model version appears (wakes long polls). */
-void rt_gw_model_ready(struct rt_node *n, struct rt_job *job);
-/* Ask the gateway to watch a function's channel. */
-void rt_gw_watch_fn(struct rt_node *n, struct rt_fn *fn);
+/* --- from the wiring's loop --- */
+/* A one-shot I/O the node asked for (struct rt_node_hooks) completed with @res. */
+void rt_node_fn_io(struct rt_node *n, enum rt_fn_io op, uint32_t id, int res);
 
 #endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/* Inside the API (api/ only): its state and the helpers its handler files share. */
+#ifndef API_PRIV_H
+#define API_PRIV_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "rt_api.h"
+
+#define JOB_BODY_MAX (1u << 20)          /* JSON control bodies */
+#define ST_HEADER_ALLOWANCE (1ull << 20) /* safetensors header room over the model's bytes */
+#define LONG_POLL_MAX_S 60
+
+struct rt_api {
+	struct rt_node *node;
+	bool clustered;             /* cluster hooks given (`tributary node`) */
+	struct rt_api_hooks cluster;
+	struct rt_conn *waiters;    /* parked long polls, newest first */
+};
+
+static inline struct rt_api *API(struct rt_conn *c)
+{
+	return rt_conn_ctx(c);
+}
+
+static inline struct rt_node *N(struct rt_conn *c)
+{
+	return API(c)->node;
+}
+
+static inline struct rt_api_req *R(struct rt_conn *c)
+{
+	return rt_api_req(c);
+}
+
+/* rt_api.c: the admin token? */
+bool rt__api_auth_admin(struct rt_conn *c);
+bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j);
+/* Count @why and answer the error. */
+void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
+		    long long round, const char *extra);
+/* The job's (or the admin) token, or a 401 answered: false. */
+bool rt__api_require_job(struct rt_conn *c, const struct rt_job *j);
+/* Answer @obj (reference taken) as JSON. */
+void rt__api_respond_json(struct rt_conn *c, int status, json_t *obj, const char *extra);
+/* "application/json; charset=utf-8" matches "application/json". */
+bool rt__api_ctype_is(const char *ctype, const char *want);
+/* Park @c on @j until a model newer than @after exists or @deadline_ns. */
+void rt__api_park(struct rt_conn *c, struct rt_job *j, uint32_t after, uint64_t deadline_ns);
+
+/* rt_api_job.c */
+void rt__api_handle_create(struct rt_conn *c);
+void rt__api_handle_list(struct rt_conn *c);
+json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j);
+/* rt_api_update.c */
+/* Every value finite, or a 422 answered naming @tensor (may be NULL): -EINVAL. */
+int rt__api_check_finite(struct rt_conn *c, const float *x, uint64_t n, const char *tensor);
+void rt__api_handle_update(struct rt_conn *c, struct rt_job *j);
+/* rt_api_model.c */
+void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j);
+void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j);
+/* A parked long poll is woken (model ready) or timed out: answer it. */
+void rt__api_on_wake(struct rt_conn *c, bool timed_out);
+/* rt_api_metrics.c */
+void rt__api_handle_functions(struct rt_conn *c);
+void rt__api_handle_metrics(struct rt_conn *c);
+
+#endif

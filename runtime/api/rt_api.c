@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: MIT
+/* The API's router and its connection hooks: auth, routes, per-request state, parked long polls. */
+#include "api_priv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_parse.h"
+#include "trib_time.h"
+#include "trib_token.h"
+
+/* --- auth and answers --- */
+
+bool rt__api_auth_admin(struct rt_conn *c)
+{
+	const char *tok;
+
+	return !rt_http_bearer(&c->req, &tok) && trib_token_eq(tok, N(c)->admin_token);
+}
+
+bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j)
+{
+	const char *tok;
+
+	if (rt_http_bearer(&c->req, &tok))
+		return false;
+	return trib_token_eq(tok, j->token) || trib_token_eq(tok, N(c)->admin_token);
+}
+
+void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
+		   long long round, const char *extra)
+{
+	N(c)->m.rejected[why]++;
+	rt_conn_error(c, status, msg, round, extra);
+}
+
+/* The job's (or the admin) token, or a 401 answered: false. */
+bool rt__api_require_job(struct rt_conn *c, const struct rt_job *j)
+{
+	if (rt__api_auth_job(c, j))
+		return true;
+	rt__api_reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1, NULL);
+	return false;
+}
+
+void rt__api_respond_json(struct rt_conn *c, int status, json_t *obj, const char *extra)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+	json_decref(obj);
+	if (!s) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	rt_conn_respond(c, status, "application/json", s, strlen(s), extra);
+	free(s); /* jansson's allocation */
+}
+
+/* "application/json; charset=utf-8" matches "application/json". */
+bool rt__api_ctype_is(const char *ctype, const char *want)
+{
+	size_t n = strlen(want);
+
+	while (*ctype == ' ')
+		ctype++;
+	return !strncasecmp(ctype, want, n) &&
+	       (ctype[n] == '\0' || ctype[n] == ';' || ctype[n] == ' ');
+}
+
+/* --- routing --- */
+
+/* A complete head is in c->req: route it. */
+
+static void on_head(void *ctx, struct rt_conn *c)
+{
+	const char *path = c->req.path;
+	enum http_method m = c->req.method;
+
+	(void)ctx;
+
+	if (!strcmp(path, "/healthz")) {
+		if (m != HTTP_GET && m != HTTP_HEAD)
+			goto bad_method;
+		rt_conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+		return;
+	}
+	if (!strcmp(path, "/metrics")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		rt__api_handle_metrics(c);
+		return;
+	}
+	if (!strcmp(path, "/v1/functions")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		rt__api_handle_functions(c);
+		return;
+	}
+	if (!strcmp(path, "/v1/cluster")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		if (!API(c)->clustered) {
+			rt_conn_error(c, 404, "this is a single node (tributary up), not a cluster",
+				      -1, NULL);
+			return;
+		}
+		API(c)->cluster.status(API(c)->cluster.ctx, c);
+		return;
+	}
+	if (API(c)->clustered && !API(c)->cluster.ready(API(c)->cluster.ctx) && !strncmp(path, "/v1/jobs", 8)) {
+		rt_conn_error(c, 503, "this node has not joined the cluster's controller yet", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	if (!strcmp(path, "/v1/jobs") || !strcmp(path, "/v1/jobs/")) {
+		if (m == HTTP_POST)
+			rt__api_handle_create(c);
+		else if (m == HTTP_GET)
+			rt__api_handle_list(c);
+		else
+			goto bad_method;
+		return;
+	}
+	if (!strncmp(path, "/v1/jobs/", 9)) {
+		char name[64];
+		const char *rest = path + 9, *slash = strchr(rest, '/');
+		size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+		struct rt_job *j;
+
+		if (len == 0 || len >= sizeof(name)) {
+			rt__api_reject(c, RT_REJ_NO_JOB, 404, "no such job", -1, NULL);
+			return;
+		}
+		memcpy(name, rest, len);
+		name[len] = '\0';
+		j = rt_job_find(N(c), name);
+		if (!j) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "no job named '%s'", name);
+			rt__api_reject(c, RT_REJ_NO_JOB, 404, msg, -1, NULL);
+			return;
+		}
+		if (!slash || !strcmp(slash, "/")) {
+			if (m != HTTP_GET)
+				goto bad_method;
+			if (!rt__api_require_job(c, j))
+				return;
+			rt__api_respond_json(c, 200, rt__api_job_json_full(N(c), j), NULL);
+			return;
+		}
+		if (!strcmp(slash, "/updates")) {
+			if (m != HTTP_POST)
+				goto bad_method;
+			rt__api_handle_update(c, j);
+			return;
+		}
+		if (!strncmp(slash, "/rounds/", 8)) {
+			uint64_t r;
+
+			if (m != HTTP_GET)
+				goto bad_method;
+			if (!rt__api_require_job(c, j))
+				return;
+			if (trib_parse_u64(slash + 8, 0, UINT32_MAX, &r)) {
+				rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
+				return;
+			}
+			if (!API(c)->clustered) {
+				rt_conn_error(c, 404, "round records with lost nodes are kept by a "
+					      "cluster's controller; this is a single node", -1, NULL);
+				return;
+			}
+			API(c)->cluster.round_get(API(c)->cluster.ctx, c, j, (uint32_t)r);
+			return;
+		}
+		if (!strcmp(slash, "/model")) {
+			if (m == HTTP_GET)
+				rt__api_handle_model_get(c, j);
+			else if (m == HTTP_PUT)
+				rt__api_handle_model_put(c, j);
+			else
+				goto bad_method;
+			return;
+		}
+	}
+	rt_conn_error(c, 404, "no such endpoint", -1, NULL);
+	return;
+bad_method:
+	rt_conn_error(c, 405, "method not allowed here", -1, NULL);
+}
+
+
+/* --- long polls --- */
+
+void rt__api_park(struct rt_conn *c, struct rt_job *j, uint32_t after, uint64_t deadline_ns)
+{
+	struct rt_api *api = API(c);
+	struct rt_api_req *r = R(c);
+
+	rt_conn_park(c);
+	r->parked = true;
+	r->job = j;
+	r->wait_after = after;
+	r->deadline_ns = deadline_ns;
+	r->wnext = api->waiters;
+	api->waiters = c;
+}
+
+/* Take @c off the list of parked connections (*pp points at it). */
+static void unpark_at(struct rt_conn **pp, struct rt_conn *c)
+{
+	*pp = R(c)->wnext;
+	R(c)->wnext = NULL;
+	R(c)->parked = false;
+	rt_conn_unpark(c);
+}
+
+void rt_api_model_ready(struct rt_api *api, struct rt_job *j)
+{
+	struct rt_conn **pp = &api->waiters;
+
+	/* Each wake-up answers at once; one parks again only through a new request. */
+	while (*pp) {
+		struct rt_conn *c = *pp;
+
+		if (R(c)->job != j) {
+			pp = &R(c)->wnext;
+			continue;
+		}
+		unpark_at(pp, c);
+		rt__api_on_wake(c, false);
+	}
+}
+
+void rt_api_tick(struct rt_api *api)
+{
+	uint64_t now = trib_now_ns();
+	struct rt_conn **pp = &api->waiters;
+
+	while (*pp) {
+		struct rt_conn *c = *pp;
+
+		if (R(c)->deadline_ns > now) {
+			pp = &R(c)->wnext;
+			continue;
+		}
+		unpark_at(pp, c);
+		rt__api_on_wake(c, true);
+	}
+}
+
+/* --- the loop's connection hooks --- */
+
+static void on_open(void *ctx, struct rt_conn *c)
+{
+	(void)ctx;
+	R(c)->slot_off = UINT64_MAX;
+}
+
+/* The request's slot (if it still has one) goes back to the arena. */
+static void on_request_end(void *ctx, struct rt_conn *c)
+{
+	struct rt_api *api = ctx;
+	struct rt_api_req *r = R(c);
+
+	if (r->slot_off != UINT64_MAX) {
+		shm_slot_free(api->node->arena, r->slot_off);
+		r->slot_off = UINT64_MAX;
+	}
+	r->job = NULL;
+}
+
+static void on_free(void *ctx, struct rt_conn *c)
+{
+	struct rt_api *api = ctx;
+
+	if (R(c)->parked) {
+		for (struct rt_conn **pp = &api->waiters; *pp; pp = &R(*pp)->wnext) {
+			if (*pp == c) {
+				unpark_at(pp, c);
+				break;
+			}
+		}
+	}
+	on_request_end(ctx, c);
+}
+
+void rt_api_conn_hooks(struct rt_api *api, struct rt_conn_hooks *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->ctx = api;
+	out->on_head = on_head;
+	out->on_open = on_open;
+	out->on_request_end = on_request_end;
+	out->on_free = on_free;
+}
+
+int rt_api_open(struct rt_api **out, struct rt_node *n, const struct rt_api_hooks *cluster)
+{
+	struct rt_api *api = trib_calloc(1, sizeof(*api));
+
+	if (!api)
+		return -ENOMEM;
+	api->node = n;
+	if (cluster) {
+		api->cluster = *cluster;
+		api->clustered = true;
+	}
+	*out = api;
+	return 0;
+}
+
+void rt_api_close(struct rt_api *api)
+{
+	trib_free(api);
+}

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+/* HTTP API v1 on the loop's connections: jobs, updates, models, long polls, health and metrics. */
+#ifndef RT_API_H
+#define RT_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rt_loop.h"
+#include "rt_node.h"
+
+struct rt_api;
+
+/*
+ * What the API keeps per connection, in c->user (the loop does not look
+ * inside). Reset at the end of each request; the cluster layer reads the
+ * update's slot and job while the controller counts it.
+ */
+struct rt_api_req {
+	struct rt_job *job;
+	uint32_t round;
+	double weight;
+	bool safetensors;
+	uint64_t slot_off;        /* arena slot holding the body, UINT64_MAX if none */
+	uint64_t slot_len;
+	/* long poll */
+	struct rt_conn *wnext;    /* the API's list of parked connections */
+	uint64_t deadline_ns;
+	uint32_t wait_after;
+	bool parked;
+};
+
+_Static_assert(sizeof(struct rt_api_req) <= RT_CONN_USER_BYTES, "rt_api_req fits c->user");
+
+static inline struct rt_api_req *rt_api_req(struct rt_conn *c)
+{
+	return (struct rt_api_req *)(void *)c->user;
+}
+
+/*
+ * `tributary node`: what the API asks of the cluster layer. Every pointer is
+ * required when the table is given; @ctx goes to each call.
+ */
+struct rt_api_hooks {
+	void *ctx;
+	/* POST /v1/jobs whose body (c->body_heap) passed the checks: the controller names it. */
+	void (*job_create)(void *ctx, struct rt_conn *c);
+	/* A received, checked update in the request's slot (segments at @segs_off). */
+	void (*update)(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs);
+	/* Joined: jobs and the admin token are known. */
+	bool (*ready)(void *ctx);
+	/* GET /v1/jobs/{job}/rounds/{round}: the controller's record of the round. */
+	void (*round_get)(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t round);
+	/* GET /v1/cluster. */
+	void (*status)(void *ctx, struct rt_conn *c);
+	/* Lines for /metrics (appended to @buf at *len, @cap bytes). */
+	void (*metrics)(void *ctx, char *buf, size_t *len, size_t cap);
+};
+
+/*
+ * An API over @n (borrowed, outlives the API). @cluster is NULL for `up`,
+ * else copied. *out is owned by the caller (rt_api_close). 0 or -ENOMEM.
+ */
+int rt_api_open(struct rt_api **out, struct rt_node *n, const struct rt_api_hooks *cluster);
+/* Accepts NULL. Connections must be closed first (rt_loop_close). */
+void rt_api_close(struct rt_api *api);
+/* The hooks the loop calls for each connection (ctx: @api). */
+void rt_api_conn_hooks(struct rt_api *api, struct rt_conn_hooks *out);
+/* The node's model_ready hook: answer the long polls parked on @j. */
+void rt_api_model_ready(struct rt_api *api, struct rt_job *j);
+/* Every loop tick: answer long polls whose deadline passed (304). */
+void rt_api_tick(struct rt_api *api);
+
+/*
+ * A job definition (POST /v1/jobs body), parsed and checked: a pure
+ * function of the bytes, the arena's size and whether this is a cluster.
+ */
+struct rt_job_def {
+	struct rt_job_spec spec;    /* name points into doc; algo at algo; params borrowed */
+	struct rt_algo algo;
+	struct trib_tensor *schema; /* owned (until rt_job_create takes it) */
+	size_t nschema;
+	uint64_t n_elem;
+	json_t *doc;                /* owned: the parsed body */
+	json_t *params;             /* owned: the algorithm's parameters, as given */
+};
+
+/*
+ * Parse @buf (@len bytes, borrowed) into *def. @arena_size bounds the model;
+ * @clustered refuses what a cluster cannot run yet. Returns the HTTP status:
+ * 200 with *def filled (release with rt_job_def_free), or 400/500 with *def
+ * empty and @msg (@cap bytes) saying why.
+ */
+int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clustered,
+		     struct rt_job_def *def, char *msg, size_t cap);
+/* Accepts a zeroed or parsed definition. */
+void rt_job_def_free(struct rt_job_def *def);
+
+/*
+ * Check a job definition and, unless @dry, create the job (with @token, the
+ * cluster's, or a new one). Returns the HTTP status: 201 created (*out), 200
+ * checked (@dry), else an error with @msg. *n_elem_out (if given) gets the
+ * model's size once the definition checks.
+ */
+int rt_api_job_build(struct rt_node *n, bool clustered, const uint8_t *buf, size_t blen,
+		     const char *token, bool dry, struct rt_job **out, char *msg, size_t cap,
+		     uint64_t *n_elem_out);
+
+#endif

@@ -1,0 +1,382 @@
+// SPDX-License-Identifier: MIT
+/* POST /v1/jobs (the job-spec parser and job creation), GET /v1/jobs, GET /v1/jobs/{job}. */
+#include "api_priv.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
+#include "fn_dp.h"
+#include "fn_dequant.h"
+#include "fn_fold.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_name.h"
+#include "trib_parse.h"
+#include "trib_safetensors.h"
+#include "trib_time.h"
+#include "trib_token.h"
+
+/* --- POST /v1/jobs --- */
+
+/* Field checks of a job definition; 0, or the HTTP status with @msg. */
+static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *msg, size_t cap)
+{
+	static const char *const known[] = { "name", "clients_per_round", "algorithm", "params",
+					      "tensors", "fan_in", "min_clients", "round_timeout_s",
+					      NULL };
+	json_t *name = json_object_get(o, "name"), *cpr = json_object_get(o, "clients_per_round");
+	json_t *fanin = json_object_get(o, "fan_in"), *minc = json_object_get(o, "min_clients");
+	json_t *tmo = json_object_get(o, "round_timeout_s"), *v;
+	const char *key;
+
+	json_object_foreach(o, key, v) {
+		size_t i;
+
+		for (i = 0; known[i] && strcmp(known[i], key); i++)
+			;
+		if (!known[i] && !rt_algo_is_param(key)) {
+			snprintf(msg, cap, "%.64s: unknown field", key);
+			return 400;
+		}
+	}
+	if (!json_is_string(name) || !trib_job_name_valid(json_string_value(name))) {
+		snprintf(msg, cap, "%s", "name: required, 1-63 characters of A-Z a-z 0-9 . _ -, not "
+			 "starting with . or -");
+		return 400;
+	}
+	if (json_is_string(json_object_get(o, "algorithm")) &&
+	    !strcmp(json_string_value(json_object_get(o, "algorithm")), "fedbuff")) {
+		/* FedBuff has buffers, not rounds: a version every buffer_size updates. */
+		json_t *k = json_object_get(o, "buffer_size");
+
+		if (cpr && (!json_is_integer(k) || !json_equal(cpr, k))) {
+			snprintf(msg, cap, "%s", "clients_per_round: for fedbuff, buffer_size sets it "
+				      "(leave clients_per_round out)");
+			return 400;
+		}
+		if (json_is_integer(k))
+			cpr = k;
+	}
+	if (!json_is_integer(cpr) || json_integer_value(cpr) < 1 ||
+	    json_integer_value(cpr) > 1000000) {
+		snprintf(msg, cap, "%s", "clients_per_round: required, an integer from 1 to 1000000");
+		return 400;
+	}
+	if (rt_algo_parse(o, &def->algo, msg, cap))
+		return 400;
+	if (fanin && (!json_is_integer(fanin) || json_integer_value(fanin) < 1 ||
+		      json_integer_value(fanin) > 4096)) {
+		snprintf(msg, cap, "%s", "fan_in: an integer from 1 to 4096");
+		return 400;
+	}
+	if (minc && (!json_is_integer(minc) || json_integer_value(minc) < 1 ||
+		     json_integer_value(minc) > json_integer_value(cpr))) {
+		snprintf(msg, cap, "%s", "min_clients: an integer from 1 to clients_per_round");
+		return 400;
+	}
+	if (tmo && (!json_is_integer(tmo) || json_integer_value(tmo) < 1 ||
+		    json_integer_value(tmo) > 86400 * 7)) {
+		snprintf(msg, cap, "%s", "round_timeout_s: seconds, an integer from 1 to 604800");
+		return 400;
+	}
+	def->spec.name = json_string_value(name);
+	def->spec.cpr = (uint32_t)json_integer_value(cpr);
+	def->spec.fanin = fanin ? (uint32_t)json_integer_value(fanin) : 0;
+	def->spec.min_clients = minc ? (uint32_t)json_integer_value(minc) : 0;
+	def->spec.round_timeout_s = tmo ? (uint32_t)json_integer_value(tmo) : 0;
+	*cprp = cpr;
+	return 0;
+}
+
+/* "params": N (one f32 tensor "weights") or "tensors": [...]; 0 or the HTTP status. */
+static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
+{
+	json_t *params = json_object_get(o, "params"), *tensors = json_object_get(o, "tensors");
+	struct trib_tensor *t;
+	const char *why = NULL;
+	int err;
+
+	if (!!params == !!tensors) {
+		snprintf(msg, cap, "%s", "give exactly one of \"params\" and \"tensors\"");
+		return 400;
+	}
+	if (tensors) {
+		err = rt_schema_from_json(tensors, &def->schema, &def->nschema, &def->n_elem, &why);
+		if (err) {
+			snprintf(msg, cap, "%s", why ? why : "out of memory");
+			return err == -ENOMEM ? 500 : 400;
+		}
+		return 0;
+	}
+	if (!json_is_integer(params) || json_integer_value(params) < 1 ||
+	    json_integer_value(params) > (1ll << 32)) {
+		snprintf(msg, cap, "%s", "params: an integer from 1 to 2^32");
+		return 400;
+	}
+	t = trib_calloc(1, sizeof(*t));
+	if (!t) {
+		snprintf(msg, cap, "%s", "out of memory");
+		return 500;
+	}
+	strcpy(t->name, "weights");
+	t->dtype = SHM_DTYPE_F32;
+	t->ndim = 1;
+	t->shape[0] = t->n_elem = (uint64_t)json_integer_value(params);
+	def->schema = t;
+	def->nschema = 1;
+	def->n_elem = t->n_elem;
+	return 0;
+}
+
+/* What the algorithm, the arena and a cluster allow; 0 or the HTTP status. */
+static int def_limits(json_t *o, const struct rt_job_def *def, uint64_t k, size_t arena_size,
+		      bool clustered, char *msg, size_t cap)
+{
+	const struct rt_algo *alg = &def->algo;
+	bool minc = json_object_get(o, "min_clients"), tmo = json_object_get(o, "round_timeout_s");
+
+	if (alg->rule == FN_RULE_KRUM && (k < 2ull * alg->f + 3 || alg->m > k - alg->f)) {
+		snprintf(msg, cap, "f, m: krum needs clients_per_round >= 2f + 3 and "
+			 "1 <= m <= clients_per_round - f (got f %u, m %u, %llu clients)",
+			 alg->f, alg->m, (unsigned long long)k);
+		return 400;
+	}
+	/* Exact robust rules keep a whole round of updates in the arena. */
+	if (alg->rule && k * (def->n_elem * 4 + 65536) > arena_size / 2) {
+		snprintf(msg, cap, "clients_per_round: %s keeps every update of a round "
+			 "(%llu x %llu bytes), more than half this node's arena (%zu MiB)",
+			 alg->name, (unsigned long long)k, (unsigned long long)def->n_elem * 4,
+			 arena_size >> 20);
+		return 400;
+	}
+	if (SHM_ACC_HDR + def->n_elem * 4 > arena_size / 4) {
+		snprintf(msg, cap,
+			 "model of %llu parameters does not fit this node's arena (%zu MiB); "
+			 "start tributary with a larger --arena-mb",
+			 (unsigned long long)def->n_elem, arena_size >> 20);
+		return 400;
+	}
+	if (clustered && (strcmp(alg->name, "fedavg") || alg->needs_model || alg->rule ||
+			  alg->async || (alg->par.flags & FN_PAR_DP) || minc || tmo)) {
+		/*
+		 * Across nodes, the round's top folds the nodes' sums and divides once:
+		 * exact for FedAvg on weights. Server optimisers, deltas, DP noise, robust
+		 * rules, buffers and deadlines need the round's state in one place first.
+		 */
+		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg on "
+			 "weights (weighted or unweighted, clipping allowed) without min_clients "
+			 "or round_timeout_s", minc || tmo ? "min_clients/round_timeout_s" :
+			 alg->name);
+		return 400;
+	}
+	return 0;
+}
+
+void rt_job_def_free(struct rt_job_def *def)
+{
+	trib_free(def->schema);
+	json_decref(def->params);
+	json_decref(def->doc);
+	memset(def, 0, sizeof(*def));
+}
+
+int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clustered,
+		     struct rt_job_def *def, char *msg, size_t cap)
+{
+	json_error_t jerr;
+	json_t *cpr = NULL, *v;
+	const char *key;
+	int status;
+
+	memset(def, 0, sizeof(*def));
+	def->doc = json_loadb((const char *)buf, len, 0, &jerr);
+	if (!def->doc || !json_is_object(def->doc)) {
+		snprintf(msg, cap, "body is not a JSON object%s%s", def->doc ? "" : ": ",
+			 def->doc ? "" : jerr.text);
+		status = 400;
+		goto err_free;
+	}
+	status = def_fields(def->doc, def, &cpr, msg, cap);
+	if (!status)
+		status = def_schema(def->doc, def, msg, cap);
+	if (!status)
+		status = def_limits(def->doc, def, (uint64_t)json_integer_value(cpr), arena_size,
+				    clustered, msg, cap);
+	if (status)
+		goto err_free;
+	def->spec.algo = &def->algo;
+	/* Store the algorithm's parameters as given: a restart parses them again. */
+	def->params = json_object();
+	json_object_foreach(def->doc, key, v)
+		if (rt_algo_is_param(key) && strcmp(key, "algorithm"))
+			json_object_set(def->params, key, v);
+	def->spec.params = def->params;
+	return 200;
+
+err_free:
+	rt_job_def_free(def);
+	return status;
+}
+
+int rt_api_job_build(struct rt_node *n, bool clustered, const uint8_t *buf, size_t blen,
+		     const char *token, bool dry, struct rt_job **out, char *msg, size_t cap,
+		     uint64_t *n_elem_out)
+{
+	struct rt_job_def def;
+	struct rt_job *j;
+	int status, err;
+
+	status = rt_job_def_parse(buf, blen, shm_arena_size(n->arena), clustered, &def, msg, cap);
+	if (status != 200)
+		return status;
+	if (rt_job_find(n, def.spec.name)) {
+		status = 409;
+		snprintf(msg, cap, "%s", "a job with this name exists");
+		goto out;
+	}
+	if (n_elem_out)
+		*n_elem_out = def.n_elem;
+	if (dry)
+		goto out;
+	err = rt_job_create(n, &def.spec, def.schema, def.nschema, &j);
+	if (err) {
+		status = err == -EEXIST ? 409 : 500;
+		snprintf(msg, cap, "%s", err == -EEXIST ? "a job with this name exists" :
+					       "could not create the job (see the server log)");
+		goto out;
+	}
+	def.schema = NULL; /* the job owns it */
+	if (token)
+		snprintf(j->token, sizeof(j->token), "%s", token); /* the cluster's */
+	if (out)
+		*out = j;
+	status = 201;
+out:
+	rt_job_def_free(&def);
+	return status;
+}
+
+static void on_create_body(struct rt_conn *c)
+{
+	struct rt_job *j = NULL;
+	char msg[320];
+	int status;
+
+	if (API(c)->clustered) {
+		/* Cluster-wide: checked here, named and recorded by the controller. */
+		status = rt_api_job_build(N(c), API(c)->clustered, c->body_heap, c->body_len, NULL, true, NULL, msg,
+					  sizeof(msg), NULL);
+		if (status == 200)
+			API(c)->cluster.job_create(API(c)->cluster.ctx, c);
+		else
+			rt_conn_error(c, status, msg, -1, NULL);
+		return;
+	}
+	status = rt_api_job_build(N(c), API(c)->clustered, c->body_heap, c->body_len, NULL, false, &j, msg,
+				  sizeof(msg), NULL);
+	if (status != 201) {
+		rt_conn_error(c, status, msg, -1, NULL);
+		return;
+	}
+	rt__api_respond_json(c, 201, json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token,
+				       "round", 0), NULL);
+}
+
+void rt__api_handle_create(struct rt_conn *c)
+{
+	if (!rt__api_auth_admin(c)) {
+		rt__api_reject(c, RT_REJ_AUTH, 401, "creating jobs takes the admin token (Bearer)", -1,
+		       NULL);
+		return;
+	}
+	/* The body is parsed as JSON whatever it is labelled (curl -d says form-urlencoded). */
+	if (!c->req.has_content_length || c->req.chunked) {
+		rt_conn_error(c, 411, "Content-Length required", -1, NULL);
+		return;
+	}
+	if (c->req.content_length > JOB_BODY_MAX) {
+		rt_conn_error(c, 413, "job definition larger than 1 MiB", -1, NULL);
+		return;
+	}
+	c->body_heap = trib_malloc(c->req.content_length + 1);
+	if (!c->body_heap) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	rt_conn_read_body(c, c->body_heap, c->req.content_length, on_create_body);
+}
+
+/* --- GET /v1/jobs, GET /v1/jobs/{job} --- */
+
+static json_t *job_json(struct rt_node *n, struct rt_job *j)
+{
+	json_t *tensors = json_loads(j->schema_json, 0, NULL);
+
+	(void)n;
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o}", "job",
+			 j->name, "round", (json_int_t)j->round, "model_round",
+			 (json_int_t)j->completed, "received",
+			 (json_int_t)(j->open ? rt_round_received(j->open) : 0), "clients_per_round",
+			 (json_int_t)j->cpr, "algorithm", j->algorithm, "params",
+			 (json_int_t)j->n_elem, "fan_in",
+			 (json_int_t)(j->open ? rt_round_fanin(j->open) : j->fanin), "accepted_total",
+			 (json_int_t)j->accepted_total, "last_round_ms",
+			 (json_int_t)j->last_round_ms, "tensors",
+			 tensors ? tensors : json_array());
+}
+
+/* job_json, plus what the planner and the deadline add. */
+json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
+{
+	json_t *o = job_json(n, j);
+
+	if (!o)
+		return NULL;
+	/* No fixed fan-in and no round open: the planner decides at the next round. */
+	if (!j->fanin && !j->open)
+		json_object_set_new(o, "fan_in", json_null());
+	json_object_set_new(o, "fan_in_planned", json_boolean(!j->fanin));
+	json_object_set_new(o, "min_clients", json_integer(j->min_clients ? j->min_clients :
+							   j->cpr));
+	json_object_set_new(o, "round_timeout_s", j->round_timeout_s ?
+					json_integer(j->round_timeout_s) : json_null());
+	json_object_set_new(o, "arrival_rate", json_real(j->arrival_rate));
+	json_object_set_new(o, "parameters", rt_algo_json(&j->algo));
+	if (j->algo.par.flags & FN_PAR_DP) {
+		double eps = 0, order = 0;
+
+		/* RDP accountant: every client takes part in every round (no sampling). */
+		if (j->completed)
+			fn_dp_epsilon(j->algo.par.dp_noise_multiplier, j->completed,
+				      j->algo.dp_delta, &eps, &order);
+		json_object_set_new(o, "privacy", json_pack("{s:f, s:f, s:I}", "epsilon", eps,
+							    "delta", j->algo.dp_delta, "rounds",
+							    (json_int_t)j->completed));
+	}
+	if (j->open)
+		json_object_set_new(o, "leaves", json_integer(rt_round_nleaves(j->open)));
+	return o;
+}
+
+void rt__api_handle_list(struct rt_conn *c)
+{
+	json_t *arr = json_array();
+
+	if (!rt__api_auth_admin(c)) {
+		rt__api_reject(c, RT_REJ_AUTH, 401, "listing jobs takes the admin token (Bearer)", -1, NULL);
+		json_decref(arr);
+		return;
+	}
+	for (struct rt_job *j = N(c)->jobs; j; j = j->next)
+		json_array_append_new(arr, rt__api_job_json_full(N(c), j));
+	rt__api_respond_json(c, 200, json_pack("{s:o}", "jobs", arr), NULL);
+}
+

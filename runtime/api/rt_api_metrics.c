@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: MIT
+/* GET /v1/functions and GET /metrics. */
+#include "api_priv.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
+#include "fn_dp.h"
+#include "fn_dequant.h"
+#include "fn_fold.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_name.h"
+#include "trib_parse.h"
+#include "trib_safetensors.h"
+#include "trib_time.h"
+#include "trib_token.h"
+
+/* --- functions: live ones and the last exited --- */
+
+static const char *job_name_of(struct rt_node *n, uint32_t id)
+{
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		if (j->id == id)
+			return j->name;
+	return "?";
+}
+
+static const char *role_name(uint16_t role)
+{
+	return role == FN_ROLE_TOP ? "top" : role == FN_ROLE_MID ? "mid" : "leaf";
+}
+
+struct fn_row {
+	uint32_t id, job, round, index;
+	uint16_t role;
+	bool live;
+	int state;
+	uint32_t served;
+	int pid;
+	uint64_t msgs, bytes;
+	int64_t depth;
+	double age_s; /* live: since spawn */
+	uint32_t fanin;
+};
+
+struct fn_rows {
+	struct rt_node *n;
+	struct fn_row *rows;
+	size_t len, cap;
+};
+
+static void add_row(struct fn_rows *fr, const struct fn_row *r)
+{
+	if (fr->len == fr->cap) {
+		size_t ncap = fr->cap ? fr->cap * 2 : 32;
+		struct fn_row *nr = trib_realloc(fr->rows, ncap * sizeof(*nr));
+
+		if (!nr)
+			return;
+		fr->rows = nr;
+		fr->cap = ncap;
+	}
+	fr->rows[fr->len++] = *r;
+}
+
+static void collect_live(struct rt_fn *fn, void *arg)
+{
+	struct fn_rows *fr = arg;
+	struct fn_row r = {
+		.id = fn->id,
+		.job = fn->cfg.job,
+		.round = fn->cfg.round,
+		.role = fn->cfg.role,
+		.index = fn->cfg.index,
+		.live = !fn->exited,
+		.state = fn->state,
+		.served = fn->served,
+		.pid = (int)fn->pid,
+		.age_s = (double)(trib_now_ns() - fn->spawn_ns) / 1e9,
+		.fanin = fn->cfg.expected,
+	};
+
+	rt_node_fn_counters(fr->n, fn, &r.msgs, &r.bytes, &r.depth);
+	add_row(fr, &r);
+}
+
+/* Live functions first, then the last RT_FN_HISTORY exited ones, newest first. */
+static void collect_fns(struct rt_node *n, struct fn_rows *fr)
+{
+	memset(fr, 0, sizeof(*fr));
+	fr->n = n;
+	rt_fnset_foreach(n->fns, collect_live, fr);
+	for (uint32_t k = 0; k < RT_FN_HISTORY && k < n->nhist; k++) {
+		const struct rt_fn_record *h = &n->hist[(n->nhist - 1 - k) % RT_FN_HISTORY];
+		struct fn_row r = {
+			.id = h->id,
+			.job = h->job,
+			.round = h->round,
+			.role = h->role,
+			.msgs = h->msgs_in,
+			.bytes = h->bytes_in,
+			.depth = n->route ? (int64_t)(h->msgs_in - h->taken) : -1,
+		};
+
+		add_row(fr, &r);
+	}
+}
+
+void rt__api_handle_functions(struct rt_conn *c)
+{
+	struct rt_node *n = N(c);
+	json_t *arr = json_array();
+	struct fn_rows fr;
+	json_t *o;
+
+	if (!rt__api_auth_admin(c)) {
+		rt__api_reject(c, RT_REJ_AUTH, 401, "function status takes the admin token (Bearer)", -1,
+		       NULL);
+		json_decref(arr);
+		return;
+	}
+	collect_fns(n, &fr);
+	for (size_t i = 0; i < fr.len; i++) {
+		static const char *const states[] = { "cold", "folding", "warm", "exiting" };
+		const struct fn_row *r = &fr.rows[i];
+		json_t *e = json_pack("{s:I, s:s, s:I, s:s, s:I, s:s, s:I, s:I}", "fn",
+				      (json_int_t)r->id, "job", job_name_of(n, r->job), "round",
+				      (json_int_t)r->round, "role",
+				      role_name(r->role), "level",
+				      (json_int_t)(r->role == FN_ROLE_TOP ? 0 :
+						   r->role == FN_ROLE_MID ? 1 : 2), "state",
+				      !r->live ? "exited" :
+				      r->state >= 0 && r->state < 4 ? states[r->state] : "?",
+				      "messages", (json_int_t)r->msgs, "bytes", (json_int_t)r->bytes);
+
+		if (r->depth >= 0)
+			json_object_set_new(e, "queue_depth", json_integer(r->depth));
+		if (r->live) {
+			json_object_set_new(e, "fan_in", json_integer(r->fanin));
+			json_object_set_new(e, "age_s", json_real(r->age_s));
+			json_object_set_new(e, "served", json_integer(r->served));
+			json_object_set_new(e, "pid", json_integer(r->pid));
+			if (r->role != FN_ROLE_TOP)
+				json_object_set_new(e, "index", json_integer(r->index));
+		}
+		json_array_append_new(arr, e);
+	}
+	trib_free(fr.rows);
+	o = json_pack("{s:s, s:o}", "dataplane", rt_dataplane_name(n->dataplane), "functions", arr);
+	if (n->route) {
+		struct ebpf_global_stats g;
+
+		ebpf_route_global(n->route, &g);
+		json_object_set_new(o, "bpf", json_pack("{s:I, s:I, s:I, s:I}", "redirects",
+						       (json_int_t)g.redirects, "passes",
+						       (json_int_t)g.passes, "bounced",
+						       (json_int_t)g.bounced, "short_records",
+						       (json_int_t)g.short_recs));
+	}
+	rt__api_respond_json(c, 200, o, NULL);
+}
+
+/* --- /metrics --- */
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Quantile @q of the last min(n, 256) samples of a ring; 0 with none. */
+static double quantile(const float *ring, uint64_t n, double q)
+{
+	float v[256];
+	size_t k = n < 256 ? (size_t)n : 256;
+
+	if (!k)
+		return 0;
+	memcpy(v, ring, k * sizeof(float));
+	qsort(v, k, sizeof(float), cmp_float);
+	return v[(size_t)(q * (double)(k - 1) + 0.5)];
+}
+
+void rt__api_handle_metrics(struct rt_conn *c)
+{
+	static const char *const reasons[RT_REJ__COUNT] = {
+		"malformed", "auth", "unknown_job", "round", "too_large",
+		"media_type", "shape", "non_finite", "arena_full", "no_length",
+	};
+	static const char *const les[] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+					   "1", "2.5", "5", "10", "30", "+Inf" };
+	struct rt_node *n = N(c);
+	struct rt_metrics *m = &n->m;
+	const struct rt_loop_stats *ls = rt_loop_stats(c->loop);
+	uint64_t used = 0, total = 0, cum = 0;
+	uint32_t live = 0;
+	size_t cap = 65536, len = 0;
+	char *buf = trib_malloc(cap);
+
+	if (!buf) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+#define OUT(...)                                                                         \
+	do {                                                                             \
+		int w_ = snprintf(buf + len, cap - len, __VA_ARGS__);                    \
+		if (w_ > 0 && (size_t)w_ < cap - len)                                    \
+			len += (size_t)w_;                                               \
+	} while (0)
+	shm_arena_usage(n->arena, &used, &total, &live);
+	OUT("# HELP tributary_updates_accepted_total Updates answered 202.\n"
+	    "# TYPE tributary_updates_accepted_total counter\n"
+	    "tributary_updates_accepted_total %llu\n", (unsigned long long)m->accepted);
+	OUT("# HELP tributary_updates_rejected_total Update requests refused, by reason.\n"
+	    "# TYPE tributary_updates_rejected_total counter\n");
+	for (int i = 0; i < RT_REJ__COUNT; i++)
+		OUT("tributary_updates_rejected_total{reason=\"%s\"} %llu\n", reasons[i],
+		    (unsigned long long)(m->rejected[i] +
+					 (i == RT_REJ_MALFORMED ? ls->malformed : 0)));
+	OUT("# HELP tributary_update_bytes_total Bytes of accepted update bodies.\n"
+	    "# TYPE tributary_update_bytes_total counter\n"
+	    "tributary_update_bytes_total %llu\n", (unsigned long long)m->bytes_received);
+	OUT("# HELP tributary_http_requests_total HTTP requests answered.\n"
+	    "# TYPE tributary_http_requests_total counter\n"
+	    "tributary_http_requests_total %llu\n", (unsigned long long)ls->requests);
+	OUT("# HELP tributary_round_duration_seconds First accepted update to model written.\n"
+	    "# TYPE tributary_round_duration_seconds histogram\n");
+	for (size_t i = 0; i < 12; i++) {
+		cum += m->round_hist[i];
+		OUT("tributary_round_duration_seconds_bucket{le=\"%s\"} %llu\n", les[i],
+		    (unsigned long long)cum);
+	}
+	OUT("tributary_round_duration_seconds_sum %.6f\n"
+	    "tributary_round_duration_seconds_count %llu\n", m->round_sum_s,
+	    (unsigned long long)m->rounds_done);
+	OUT("# HELP tributary_arena_bytes Huge-page arena bytes, by state.\n"
+	    "# TYPE tributary_arena_bytes gauge\n"
+	    "tributary_arena_bytes{state=\"used\"} %llu\n"
+	    "tributary_arena_bytes{state=\"total\"} %llu\n"
+	    "# HELP tributary_arena_slots Live slots in the arena.\n"
+	    "# TYPE tributary_arena_slots gauge\n"
+	    "tributary_arena_slots %u\n", (unsigned long long)used, (unsigned long long)total, live);
+	OUT("# HELP tributary_functions Aggregation function processes alive.\n"
+	    "# TYPE tributary_functions gauge\n"
+	    "tributary_functions %u\n"
+	    "# TYPE tributary_functions_spawned_total counter\n"
+	    "tributary_functions_spawned_total %llu\n"
+	    "# TYPE tributary_functions_failed_total counter\n"
+	    "tributary_functions_failed_total %llu\n", rt_fnset_count(n->fns),
+	    (unsigned long long)m->fn_spawned, (unsigned long long)m->fn_failed);
+	OUT("# HELP tributary_functions_reused_total Configs given to a warm function instead of "
+	    "a new one.\n# TYPE tributary_functions_reused_total counter\n"
+	    "tributary_functions_reused_total %llu\n"
+	    "# HELP tributary_functions_retired_total Warm functions that exited after --warm-s "
+	    "idle.\n# TYPE tributary_functions_retired_total counter\n"
+	    "tributary_functions_retired_total %llu\n"
+	    "# HELP tributary_functions_replaced_total Functions that died mid-round and were "
+	    "replaced.\n# TYPE tributary_functions_replaced_total counter\n"
+	    "tributary_functions_replaced_total %llu\n",
+	    (unsigned long long)m->fn_reused, (unsigned long long)m->fn_retired,
+	    (unsigned long long)m->recoveries);
+	OUT("# HELP tributary_fn_cold_start_seconds Spawn to ready to fold (config applied, arena "
+	    "mapped); quantiles over the last 256.\n# TYPE tributary_fn_cold_start_seconds summary\n"
+	    "tributary_fn_cold_start_seconds{quantile=\"0.5\"} %.6f\n"
+	    "tributary_fn_cold_start_seconds{quantile=\"0.99\"} %.6f\n"
+	    "tributary_fn_cold_start_seconds_sum %.6f\n"
+	    "tributary_fn_cold_start_seconds_count %llu\n"
+	    "tributary_fn_cold_start_seconds_max %.6f\n"
+	    "# HELP tributary_fn_warm_handoff_seconds Config sent to a warm function to ready to "
+	    "fold.\n# TYPE tributary_fn_warm_handoff_seconds summary\n"
+	    "tributary_fn_warm_handoff_seconds{quantile=\"0.5\"} %.6f\n"
+	    "tributary_fn_warm_handoff_seconds{quantile=\"0.99\"} %.6f\n"
+	    "tributary_fn_warm_handoff_seconds_sum %.6f\n"
+	    "tributary_fn_warm_handoff_seconds_count %llu\n"
+	    "tributary_fn_warm_handoff_seconds_max %.6f\n",
+	    quantile(m->cold_recent, m->cold_n, 0.5), quantile(m->cold_recent, m->cold_n, 0.99),
+	    m->cold_sum_s, (unsigned long long)m->cold_n, m->cold_max_s,
+	    quantile(m->warm_recent, m->warm_n, 0.5), quantile(m->warm_recent, m->warm_n, 0.99),
+	    m->warm_sum_s, (unsigned long long)m->warm_n, m->warm_max_s);
+	OUT("# HELP tributary_planner_decisions_total Trees planned (one per round; inputs in "
+	    "the log).\n# TYPE tributary_planner_decisions_total counter\n"
+	    "tributary_planner_decisions_total %llu\n"
+	    "# HELP tributary_rounds_closed_at_deadline_total Rounds closed by round_timeout_s "
+	    "with at least min_clients updates.\n"
+	    "# TYPE tributary_rounds_closed_at_deadline_total counter\n"
+	    "tributary_rounds_closed_at_deadline_total %llu\n",
+	    (unsigned long long)m->plans, (unsigned long long)m->deadline_closes);
+	OUT("# HELP tributary_autoscale_scale_outs_total Leaves added because the eBPF queue "
+	    "depth of the leaf taking updates reached the threshold.\n"
+	    "# TYPE tributary_autoscale_scale_outs_total counter\n"
+	    "tributary_autoscale_scale_outs_total %llu\n", (unsigned long long)m->scale_outs);
+	OUT("# HELP tributary_job_round The round each job is collecting.\n"
+	    "# TYPE tributary_job_round gauge\n");
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		OUT("tributary_job_round{job=\"%s\"} %u\n", j->name, j->round);
+	{
+		struct fn_rows fr;
+		static const char *const names[3] = { "messages_total", "bytes_total",
+						      "queue_depth" };
+		static const char *const helps[3] = {
+			"Descriptors delivered to the function (sk_msg counters in shm+bpf).",
+			"Bytes delivered to the function (descriptors; payloads too in tcp).",
+			"Descriptors delivered but not yet taken by the function (shm+bpf only).",
+		};
+
+		collect_fns(n, &fr);
+		for (int k = 0; k < 3; k++) {
+			if (k == 2 && !n->route)
+				break;
+			OUT("# HELP tributary_fn_%s %s\n# TYPE tributary_fn_%s %s\n", names[k],
+			    helps[k], names[k], k == 2 ? "gauge" : "counter");
+			for (size_t i = 0; i < fr.len && len + 512 < cap; i++) {
+				const struct fn_row *r = &fr.rows[i];
+				uint64_t v = k == 0 ? r->msgs : k == 1 ? r->bytes :
+							(uint64_t)(r->depth < 0 ? 0 : r->depth);
+
+				OUT("tributary_fn_%s{fn=\"%u\",job=\"%s\",round=\"%u\",role=\"%s\"} "
+				    "%llu\n", names[k], r->id, job_name_of(n, r->job), r->round,
+				    role_name(r->role), (unsigned long long)v);
+			}
+		}
+		trib_free(fr.rows);
+	}
+	if (n->route) {
+		struct ebpf_global_stats g;
+
+		ebpf_route_global(n->route, &g);
+		OUT("# HELP tributary_bpf_records_total Descriptor records seen by the sk_msg "
+		    "router, by verdict.\n# TYPE tributary_bpf_records_total counter\n"
+		    "tributary_bpf_records_total{verdict=\"redirect\"} %llu\n"
+		    "tributary_bpf_records_total{verdict=\"pass\"} %llu\n"
+		    "tributary_bpf_records_total{verdict=\"bounced\"} %llu\n",
+		    (unsigned long long)g.redirects, (unsigned long long)g.passes,
+		    (unsigned long long)g.bounced);
+	}
+	OUT("# HELP tributary_dataplane_info The data plane in use.\n"
+	    "# TYPE tributary_dataplane_info gauge\n"
+	    "tributary_dataplane_info{mode=\"%s\"} 1\n", rt_dataplane_name(n->dataplane));
+#undef OUT
+	if (API(c)->clustered)
+		API(c)->cluster.metrics(API(c)->cluster.ctx, buf, &len, cap);
+	rt_conn_respond(c, 200, "text/plain; version=0.0.4", buf, len, NULL);
+	trib_free(buf);
+}
+

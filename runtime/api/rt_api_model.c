@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: MIT
+/* GET/PUT /v1/jobs/{job}/model, and long polls for the next model. */
+#include "api_priv.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
+#include "fn_dp.h"
+#include "fn_dequant.h"
+#include "fn_fold.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_name.h"
+#include "trib_parse.h"
+#include "trib_safetensors.h"
+#include "trib_time.h"
+#include "trib_token.h"
+
+/* --- GET/PUT /v1/jobs/{job}/model --- */
+
+static void serve_model(struct rt_conn *c, struct rt_job *j, struct trib_blob *b)
+{
+	char extra[256];
+
+	snprintf(extra, sizeof(extra), "X-Tributary-Round: %u\r\nETag: \"%s-v%u\"\r\n", b->version,
+		 j->name, b->version);
+	rt_conn_respond_blob(c, 200, "application/x-safetensors", b, extra);
+}
+
+void rt__api_on_wake(struct rt_conn *c, bool timed_out)
+{
+	struct rt_job *j = R(c)->job;
+	struct trib_blob *b;
+
+	if (timed_out || j->completed <= R(c)->wait_after) {
+		char extra[64];
+
+		snprintf(extra, sizeof(extra), "X-Tributary-Round: %u\r\n", j->completed);
+		rt_conn_respond(c, 304, NULL, NULL, 0, extra);
+		return;
+	}
+	b = rt_job_model(N(c), j, j->completed);
+	if (!b) {
+		rt_conn_error(c, 500, "model unavailable", -1, NULL);
+		return;
+	}
+	serve_model(c, j, b);
+}
+
+void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j)
+{
+	char val[32];
+	uint64_t v;
+	struct trib_blob *b;
+
+	if (!rt__api_require_job(c, j))
+		return;
+	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
+		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {
+			rt_conn_error(c, 400, "round: a round number", -1, NULL);
+			return;
+		}
+		b = rt_job_model(N(c), j, (uint32_t)v);
+		if (!b) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "no model for round %llu (the latest is %u)",
+				 (unsigned long long)v, j->completed);
+			rt_conn_error(c, 404, msg, j->completed, NULL);
+			return;
+		}
+		serve_model(c, j, b);
+		return;
+	}
+	if (!rt_http_query_get(c->req.query, "after", val, sizeof(val))) {
+		uint64_t timeout = LONG_POLL_MAX_S;
+		char tv[32];
+
+		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {
+			rt_conn_error(c, 400, "after: a round number", -1, NULL);
+			return;
+		}
+		if (!rt_http_query_get(c->req.query, "timeout", tv, sizeof(tv)) &&
+		    trib_parse_u64(tv, 0, LONG_POLL_MAX_S, &timeout)) {
+			rt_conn_error(c, 400, "timeout: seconds, at most 60", -1, NULL);
+			return;
+		}
+		if (j->completed <= v) {
+			rt__api_park(c, j, (uint32_t)v, trib_now_ns() + timeout * 1000000000ull);
+			return;
+		}
+	}
+	b = rt_job_model(N(c), j, j->completed);
+	if (!b) {
+		rt_conn_error(c, 500, "model unavailable", -1, NULL);
+		return;
+	}
+	serve_model(c, j, b);
+}
+
+static void on_model_put_body(struct rt_conn *c)
+{
+	struct rt_job *j = R(c)->job;
+	float *data = NULL;
+	char msg[400];
+	int err;
+
+	if (!R(c)->safetensors) {
+		if (rt__api_check_finite(c, (const float *)(void *)c->body_heap, j->n_elem, NULL))
+			return;
+		data = (float *)(void *)c->body_heap;
+		err = rt_job_set_initial(N(c), j, data);
+	} else {
+		struct trib_st st = { 0 };
+		uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
+		const char *why = NULL;
+
+		data = trib_malloc(j->n_elem * sizeof(float));
+		if (!offs || !data) {
+			trib_free(offs);
+			trib_free(data);
+			rt_conn_error(c, 500, "out of memory", -1, NULL);
+			return;
+		}
+		bool malformed = false;
+
+		err = trib_st_parse(c->body_heap, c->body_len, &st, &why);
+		if (err)
+			malformed = !(why && !strcmp(why, TRIB_ST_WHY_DTYPE)) && err == -EINVAL;
+		else
+			err = trib_st_match(&st, j->schema, j->nschema, offs, &why);
+		trib_st_free(&st);
+		if (err) {
+			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+			rt_conn_error(c, err == -ENOMEM ? 500 : malformed ? 400 : 422, msg, -1, NULL);
+			trib_free(offs);
+			trib_free(data);
+			return;
+		}
+		/* The starting model is a control-path upload: reordering it by copy is fine. */
+		for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++)
+			memcpy(data + dst, c->body_heap + offs[i], j->schema[i].n_elem * 4);
+		trib_free(offs);
+		if (rt__api_check_finite(c, data, j->n_elem, NULL)) {
+			trib_free(data);
+			return;
+		}
+		err = rt_job_set_initial(N(c), j, data);
+		trib_free(data);
+	}
+	if (err == -EBUSY) {
+		rt_conn_error(c, 409, "the starting model can only be set before the first update",
+			      j->round, NULL);
+		return;
+	}
+	if (err) {
+		rt_conn_error(c, 500, "could not store the model (see the server log)", -1, NULL);
+		return;
+	}
+	rt__api_respond_json(c, 200, json_pack("{s:s, s:i}", "job", j->name, "round", 0), NULL);
+}
+
+void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j)
+{
+	uint64_t model_bytes = j->n_elem * sizeof(float);
+
+	if (!rt__api_require_job(c, j))
+		return;
+	if (rt__api_ctype_is(c->req.content_type, "application/x-safetensors"))
+		R(c)->safetensors = true;
+	else if (rt__api_ctype_is(c->req.content_type, "application/octet-stream"))
+		R(c)->safetensors = false;
+	else {
+		rt_conn_error(c, 415, "Content-Type must be application/x-safetensors or "
+			      "application/octet-stream", -1, NULL);
+		return;
+	}
+	if (API(c)->clustered) {
+		rt_conn_error(c, 501, "not supported across nodes yet: a cluster's jobs start from "
+			      "zeros", -1, NULL);
+		return;
+	}
+	if (!c->req.has_content_length || c->req.chunked) {
+		rt_conn_error(c, 411, "Content-Length required", -1, NULL);
+		return;
+	}
+	if (j->completed || j->round || j->open || j->inflight) {
+		rt_conn_error(c, 409, "the starting model can only be set before the first update",
+			      j->round, NULL);
+		return;
+	}
+	if (c->req.content_length > model_bytes + (R(c)->safetensors ? ST_HEADER_ALLOWANCE : 0)) {
+		rt_conn_error(c, 413, "body larger than the model", -1, NULL);
+		return;
+	}
+	if (!R(c)->safetensors && c->req.content_length != model_bytes) {
+		rt_conn_error(c, 422, "raw model size does not match the job's parameters", -1,
+			      NULL);
+		return;
+	}
+	c->body_heap = trib_malloc(c->req.content_length ? c->req.content_length : 1);
+	if (!c->body_heap) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	R(c)->job = j;
+	rt_conn_read_body(c, c->body_heap, c->req.content_length, on_model_put_body);
+}
+

@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: MIT
+/* POST /v1/jobs/{job}/updates: checks before the body, the body into an arena slot, checks after, accept. */
+#include "api_priv.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
+#include "fn_dp.h"
+#include "fn_dequant.h"
+#include "fn_fold.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_name.h"
+#include "trib_parse.h"
+#include "trib_safetensors.h"
+#include "trib_time.h"
+#include "trib_token.h"
+
+/* --- POST /v1/jobs/{job}/updates --- */
+
+/* Finite values only: a NaN or Inf would poison the whole aggregate. */
+int rt__api_check_finite(struct rt_conn *c, const float *x, uint64_t n, const char *tensor)
+{
+	size_t bad = 0;
+	char msg[400];
+
+	if (!fn_check_finite_f32(x, (size_t)n, &bad))
+		return 0;
+	snprintf(msg, sizeof(msg), "non-finite value (NaN or Inf) in %s%s at element %zu",
+		 tensor ? "tensor " : "the update", tensor ? tensor : "", bad);
+	rt__api_reject(c, RT_REJ_NONFINITE, 422, msg, -1, NULL);
+	return -EDOM;
+}
+
+/* F16 and BF16 can hold NaN and Inf too; int8 cannot. */
+static int check_finite_q(struct rt_conn *c, const void *x, uint32_t dtype, uint64_t n,
+			  const char *tensor)
+{
+	size_t bad = 0;
+	char msg[400];
+
+	if (dtype == SHM_DTYPE_I8 || !fn_dequant_check_finite(x, dtype, (size_t)n, &bad))
+		return 0;
+	snprintf(msg, sizeof(msg), "non-finite value (NaN or Inf) in tensor %s at element %zu",
+		 tensor, bad);
+	rt__api_reject(c, RT_REJ_NONFINITE, 422, msg, -1, NULL);
+	return -EDOM;
+}
+
+/*
+ * A safetensors update: parse it in place, match it to the schema (F32 or
+ * compressed), check every value, and write one segment per schema tensor.
+ * Returns 0, or -1 when the request has been answered (rejected).
+ */
+static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struct shm_seg *segs)
+{
+	uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
+	uint32_t *dts = trib_calloc(j->nschema, sizeof(*dts));
+	float *scales = trib_calloc(j->nschema, sizeof(*scales));
+	struct trib_st st = { 0 };
+	const char *why = NULL;
+	char msg[400];
+	int err, rc = -1;
+
+	if (!offs || !dts || !scales) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		goto out;
+	}
+	err = trib_st_parse(body, c->body_len, &st, &why);
+	if (err) {
+		/* A well-formed file with a dtype we do not take is a 422, the rest 400. */
+		bool dtype = why && !strcmp(why, TRIB_ST_WHY_DTYPE);
+
+		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+		rt__api_reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg, -1,
+		       NULL);
+		goto out;
+	}
+	/* F32, or compressed (F16, BF16, I8 + scale): dequantised while folding. */
+	err = trib_st_match_q(&st, j->schema, j->nschema, body, offs, dts, scales, &why);
+	trib_st_free(&st);
+	if (err) {
+		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+		rt__api_reject(c, err == -EDOM ? RT_REJ_NONFINITE : RT_REJ_SHAPE, 422, msg, -1, NULL);
+		goto out;
+	}
+	for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++) {
+		const uint8_t *x = body + offs[i];
+
+		if (offs[i] % trib_dtype_size(dts[i])) {
+			rt__api_reject(c, RT_REJ_SHAPE, 422,
+			       "safetensors: tensor data must be aligned to its element size (pad "
+			       "the header to a multiple of 8 bytes)",
+			       -1, NULL);
+			goto out;
+		}
+		if (dts[i] == SHM_DTYPE_F32 ?
+			    rt__api_check_finite(c, (const float *)(const void *)x, j->schema[i].n_elem,
+					 j->schema[i].name) :
+			    check_finite_q(c, x, dts[i], j->schema[i].n_elem, j->schema[i].name))
+			goto out;
+		memset(&segs[i], 0, sizeof(segs[i]));
+		segs[i].src_off = R(c)->slot_off + offs[i];
+		segs[i].dst_elem = dst;
+		segs[i].n_elem = j->schema[i].n_elem;
+		segs[i].dtype = dts[i];
+		segs[i].scale = scales[i];
+	}
+	rc = 0;
+out:
+	trib_free(offs);
+	trib_free(dts);
+	trib_free(scales);
+	return rc;
+}
+
+static void on_update_body(struct rt_conn *c)
+{
+	struct rt_node *n = N(c);
+	struct rt_job *j = R(c)->job;
+	uint8_t *body = c->body_dst;
+	uint64_t segs_off = R(c)->slot_off + ((c->body_len + 63) & ~63ull);
+	struct shm_seg *segs = shm_arena_ptr(n->arena, segs_off);
+	uint32_t nsegs;
+	uint32_t seq = 0, accepted_round;
+	char msg[400];
+	int err;
+
+	if (!R(c)->safetensors) {
+		if (rt__api_check_finite(c, (const float *)(void *)body, j->n_elem, NULL))
+			return;
+		memset(segs, 0, sizeof(*segs));
+		segs[0].src_off = R(c)->slot_off;
+		segs[0].n_elem = j->n_elem;
+		segs[0].dtype = SHM_DTYPE_F32;
+		segs[0].scale = 1.0f;
+		nsegs = 1;
+	} else {
+		if (st_segments(c, j, body, segs))
+			return; /* answered */
+		nsegs = (uint32_t)j->nschema;
+	}
+	if (API(c)->clustered) {
+		/* Counted by the controller, folded where the placement says; 202 after that. */
+		API(c)->cluster.update(API(c)->cluster.ctx, c, segs_off, nsegs);
+		return;
+	}
+	accepted_round = j->round;
+	err = rt_job_accept(n, j, R(c)->round, R(c)->slot_off, segs_off, nsegs, R(c)->weight, &seq);
+	if (err == -ESTALE) {
+		snprintf(msg, sizeof(msg), "round %u closed (or grew too stale) while the update "
+			 "was arriving; the job is at round %u", R(c)->round, j->round);
+		rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return;
+	}
+	if (err == -ENOSPC) {
+		rt_job_relieve(n, j);
+		rt__api_reject(c, RT_REJ_FULL, 503, "aggregation memory is full; retry shortly", -1,
+		       "Retry-After: 1\r\n");
+		return;
+	}
+	if (err) {
+		trib_error("job %s round %u: accepting an update: %s", j->name, R(c)->round,
+			   strerror(-err));
+		rt_conn_error(c, 503, "the round's aggregation tree failed; see the server log", -1,
+			      "Retry-After: 5\r\n");
+		return;
+	}
+	/* The slot is the tree's now. */
+	R(c)->slot_off = UINT64_MAX;
+	n->m.bytes_received += c->body_len;
+	{
+		char buf[96];
+		int len = snprintf(buf, sizeof(buf), "{\"round\":%u,\"received\":%u}",
+				   j->algo.async ? accepted_round : R(c)->round, seq + 1);
+
+		rt_conn_respond(c, 202, "application/json", buf, (size_t)len, NULL);
+	}
+}
+
+void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
+{
+	struct rt_node *n = N(c);
+	uint64_t round, samples = 1, model_bytes = j->n_elem * sizeof(float), need;
+	char msg[256];
+	int err;
+
+	if (!rt__api_require_job(c, j))
+		return;
+	if (rt__api_ctype_is(c->req.content_type, "application/octet-stream")) {
+		R(c)->safetensors = false;
+	} else if (rt__api_ctype_is(c->req.content_type, "application/x-safetensors")) {
+		R(c)->safetensors = true;
+	} else {
+		rt__api_reject(c, RT_REJ_MEDIA_TYPE, 415,
+		       "Content-Type must be application/octet-stream (raw little-endian f32) or "
+		       "application/x-safetensors",
+		       -1, NULL);
+		return;
+	}
+	if (!c->req.x_round[0] || trib_parse_u64(c->req.x_round, 0, UINT32_MAX, &round)) {
+		rt__api_reject(c, RT_REJ_MALFORMED, 400, "X-Tributary-Round: required, a round number", -1,
+		       NULL);
+		return;
+	}
+	if (c->req.x_samples[0] &&
+	    trib_parse_u64(c->req.x_samples, 1, 1ull << 40, &samples)) {
+		rt__api_reject(c, RT_REJ_MALFORMED, 400,
+		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);
+		return;
+	}
+	if (j->algo.async) {
+		/* FedBuff: the header names the version trained from; staleness decides. */
+		if (round > j->round || j->round - round > j->algo.max_staleness) {
+			snprintf(msg, sizeof(msg), "version %llu is %s: the job is at version %u "
+				 "(max_staleness %u)", (unsigned long long)round,
+				 round > j->round ? "from the future" : "too stale", j->round,
+				 j->algo.max_staleness);
+			rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+			return;
+		}
+	} else if (round != j->round && !(API(c)->clustered && round == (uint64_t)j->round + 1)) {
+		/* In a cluster this node may not have seen the last close yet: the controller
+		 * decides a round ahead. */
+		snprintf(msg, sizeof(msg), "round mismatch: the job is at round %u, the update is "
+			 "for round %llu (%s)", j->round, (unsigned long long)round,
+			 round < j->round ? "stale" : "future");
+		rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return;
+	}
+	if (!c->req.has_content_length || c->req.chunked) {
+		rt__api_reject(c, RT_REJ_NO_LENGTH, 411, "Content-Length required (no chunked uploads)", -1,
+		       NULL);
+		return;
+	}
+	need = R(c)->safetensors ? model_bytes + ST_HEADER_ALLOWANCE : model_bytes;
+	if (c->req.content_length > need) {
+		snprintf(msg, sizeof(msg), "body of %llu bytes is larger than the model (%llu "
+			 "bytes of f32%s)", (unsigned long long)c->req.content_length,
+			 (unsigned long long)model_bytes, R(c)->safetensors ? " plus 1 MiB of header" : "");
+		rt__api_reject(c, RT_REJ_TOO_LARGE, 413, msg, -1, NULL);
+		return;
+	}
+	if (!R(c)->safetensors && c->req.content_length != model_bytes) {
+		snprintf(msg, sizeof(msg), "raw update has %llu bytes; the model needs %llu "
+			 "(%llu f32 values)", (unsigned long long)c->req.content_length,
+			 (unsigned long long)model_bytes, (unsigned long long)j->n_elem);
+		rt__api_reject(c, RT_REJ_SHAPE, 422, msg, -1, NULL);
+		return;
+	}
+	R(c)->slot_len = ((c->req.content_length + 63) & ~63ull) + j->nschema * sizeof(struct shm_seg);
+	err = shm_slot_alloc(n->arena, R(c)->slot_len, &R(c)->slot_off);
+	if (err) {
+		R(c)->slot_off = UINT64_MAX;
+		rt_job_relieve(n, j);
+		rt__api_reject(c, RT_REJ_FULL, 503, "aggregation memory is full; retry shortly", -1,
+		       "Retry-After: 1\r\n");
+		return;
+	}
+	R(c)->job = j;
+	R(c)->round = (uint32_t)round;
+	R(c)->weight = (double)samples;
+	rt_conn_read_body(c, shm_arena_ptr(n->arena, R(c)->slot_off), c->req.content_length,
+			  on_update_body);
+}
+

@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: MIT
+/* Client connections of the loop: read a head, hand it up, receive a body, send the response. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rt_loop_priv.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_time.h"
+
+enum conn_state {
+	CS_HEAD,    /* receiving the request head */
+	CS_BODY,    /* receiving the body into body_dst */
+	CS_DISCARD, /* receiving and dropping a body we will not use, response ready */
+	CS_SEND,    /* sending the response */
+	CS_PARKED,  /* long poll: waiting for the layer above */
+	CS_HANDLER, /* inside a handler (no I/O) */
+};
+
+#define DISCARD_MAX (64ull << 20) /* larger unwanted bodies close the connection instead */
+
+static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+void *rt_conn_ctx(const struct rt_conn *c)
+{
+	return c->loop->conn_hooks.ctx;
+}
+
+void rt_conn_free(struct rt_loop *l, struct rt_conn *c)
+{
+	if (l->conn_hooks.on_free)
+		l->conn_hooks.on_free(l->conn_hooks.ctx, c);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		l->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	l->nconns--;
+	trib_free(c->body_heap);
+	trib_free(c->rbody_own);
+	trib_blob_release(c->rblob);
+	if (c->fd >= 0)
+		close(c->fd);
+	trib_free(c);
+}
+
+static void conn_close(struct rt_loop *l, struct rt_conn *c)
+{
+	if (c->op_pending) {
+		/* Wake the pending operation; the connection is freed when it completes. */
+		c->dead = true;
+		shutdown(c->fd, SHUT_RDWR);
+		return;
+	}
+	rt_conn_free(l, c);
+}
+
+static void arm_conn_recv(struct rt_conn *c, void *buf, size_t len)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(c->loop);
+
+	io_uring_prep_recv(sqe, c->fd, buf, len, 0);
+	io_uring_sqe_set_data64(sqe, ud_conn(c));
+	c->op_pending = true;
+}
+
+static void arm_conn_send(struct rt_conn *c)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(c->loop);
+	size_t hl = c->rhead_len;
+
+	/* One send per head and body piece; partial sends resume where they stopped. */
+	if (c->sent < hl)
+		io_uring_prep_send(sqe, c->fd, c->rhead + c->sent, hl - c->sent,
+				   c->rbody_len ? MSG_MORE : 0);
+	else
+		io_uring_prep_send(sqe, c->fd, c->rbody + (c->sent - hl),
+				   c->rbody_len - (c->sent - hl), 0);
+	io_uring_sqe_set_data64(sqe, ud_conn(c));
+	c->op_pending = true;
+}
+
+static void conn_reset_request(struct rt_conn *c)
+{
+	struct rt_loop *l = c->loop;
+
+	trib_free(c->body_heap);
+	c->body_heap = NULL;
+	trib_free(c->rbody_own);
+	c->rbody_own = NULL;
+	trib_blob_release(c->rblob);
+	c->rblob = NULL;
+	if (l->conn_hooks.on_request_end)
+		l->conn_hooks.on_request_end(l->conn_hooks.ctx, c);
+	c->body_dst = NULL;
+	c->body_len = c->body_got = 0;
+	c->body_taken = false;
+	c->on_body = NULL;
+	c->rbody = NULL;
+	c->rbody_len = c->rhead_len = c->sent = 0;
+	c->close_after = false;
+	c->head_len = 0;
+}
+
+static void conn_process_head(struct rt_loop *l, struct rt_conn *c);
+
+/* Start on the next request: bytes already received after the last one are parsed first. */
+static void conn_next_request(struct rt_loop *l, struct rt_conn *c)
+{
+	conn_reset_request(c);
+	c->state = CS_HEAD;
+	if (c->head_used)
+		conn_process_head(l, c);
+	else
+		arm_conn_recv(c, c->head, sizeof(c->head));
+}
+
+static void conn_start_send(struct rt_conn *c)
+{
+	c->state = CS_SEND;
+	c->sent = 0;
+	arm_conn_send(c);
+}
+
+/* Bytes of the body that came in with the head: move them to the body's destination. */
+static uint64_t take_buffered_body(struct rt_conn *c, uint8_t *dst, uint64_t want)
+{
+	size_t avail = c->head_used - c->head_len;
+	size_t n = avail < want ? avail : (size_t)want;
+
+	/*
+	 * The only copy of update bytes on this node: what the kernel handed
+	 * over together with the head (at most RT_HEAD_BUF bytes). The rest of
+	 * the body is received straight into its slot.
+	 */
+	if (dst && n)
+		memcpy(dst, c->head + c->head_len, n);
+	memmove(c->head + c->head_len, c->head + c->head_len + n, avail - n);
+	c->head_used -= n;
+	return n;
+}
+
+static void finish_head_bytes(struct rt_conn *c)
+{
+	/* Drop the parsed head; keep what follows (body or a pipelined request). */
+	memmove(c->head, c->head + c->head_len, c->head_used - c->head_len);
+	c->head_used -= c->head_len;
+	c->head_len = 0;
+}
+
+/* A body we did not read: drop it if small, else close (it may never come, with Expect). */
+static void conn_decide_close(struct rt_conn *c)
+{
+	if (!c->req.keep_alive)
+		c->close_after = true;
+	if (!c->body_taken && c->req.content_length > 0 &&
+	    (c->req.expect[0] || c->req.content_length > DISCARD_MAX || c->req.chunked))
+		c->close_after = true;
+	if (c->req.chunked)
+		c->close_after = true;
+}
+
+void rt_conn_respond(struct rt_conn *c, int status, const char *ctype, const void *body,
+		     size_t len, const char *extra)
+{
+	struct rt_loop *l = c->loop;
+	int hl;
+
+	trib_free(c->rbody_own);
+	c->rbody_own = NULL;
+	if (len) {
+		c->rbody_own = trib_malloc(len);
+		if (!c->rbody_own) {
+			status = 500;
+			len = 0;
+			extra = NULL;
+		} else {
+			memcpy(c->rbody_own, body, len);
+		}
+	}
+	c->rbody = c->rbody_own;
+	c->rbody_len = len;
+	conn_decide_close(c);
+	hl = rt_http_format_head(c->rhead, sizeof(c->rhead), status, ctype, len, !c->close_after,
+				 extra);
+	if (hl < 0) {
+		hl = rt_http_format_head(c->rhead, sizeof(c->rhead), 500, "text/plain", 0, false,
+					 NULL);
+		c->close_after = true;
+		c->rbody_len = 0;
+	}
+	c->rhead_len = (size_t)hl;
+	l->stats.requests++;
+	if (!c->body_taken && c->req.content_length > 0 && !c->close_after) {
+		c->body_taken = true;
+		c->body_len = c->req.content_length;
+		c->body_got = take_buffered_body(c, NULL, c->body_len);
+		if (c->body_got < c->body_len) {
+			c->state = CS_DISCARD;
+			arm_conn_recv(c, l->scratch,
+				      c->body_len - c->body_got < sizeof(l->scratch) ?
+					      c->body_len - c->body_got :
+					      sizeof(l->scratch));
+			return;
+		}
+	}
+	c->body_taken = true;
+	conn_start_send(c);
+}
+
+void rt_conn_respond_blob(struct rt_conn *c, int status, const char *ctype, struct trib_blob *b,
+			  const char *extra)
+{
+	rt_conn_respond(c, status, ctype, NULL, 0, extra);
+	/* Re-format with the blob's length; the body is sent straight from it. */
+	c->rblob = b;
+	c->rbody = b->data;
+	c->rbody_len = b->len;
+	c->rhead_len = (size_t)rt_http_format_head(c->rhead, sizeof(c->rhead), status, ctype, b->len,
+						   !c->close_after, extra);
+}
+
+void rt_conn_error(struct rt_conn *c, int status, const char *msg, long long round,
+		   const char *extra)
+{
+	char buf[1024];
+	int n = rt_http_json_error(buf, sizeof(buf) - 32, msg);
+
+	if (n < 0)
+		n = snprintf(buf, sizeof(buf), "{\"error\":\"internal error\"}");
+	if (round >= 0 && n > 1) {
+		/* Append ,"round":N inside the object. */
+		n--;
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n, ",\"round\":%lld}", round);
+	}
+	rt_conn_respond(c, status, "application/json", buf, (size_t)n, extra);
+}
+
+void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
+		       void (*cb)(struct rt_conn *c))
+{
+	c->body_dst = dst;
+	c->body_len = len;
+	c->on_body = cb;
+	c->body_taken = true;
+	c->state = CS_BODY;
+	if (c->req.expect[0] && !strcasecmp(c->req.expect, "100-continue") &&
+	    c->head_used == 0) {
+		/* Tiny, on an idle socket: a plain send does not block in practice. */
+		if (send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			trib_debug("100 Continue: %s", strerror(errno));
+	}
+	c->body_got = take_buffered_body(c, dst, len);
+	if (c->body_got == len) {
+		c->state = CS_HANDLER;
+		cb(c);
+		return;
+	}
+	arm_conn_recv(c, dst + c->body_got, len - c->body_got);
+}
+
+void rt_conn_park(struct rt_conn *c)
+{
+	c->state = CS_PARKED;
+}
+
+void rt_conn_unpark(struct rt_conn *c)
+{
+	c->state = CS_HANDLER;
+}
+
+/* No trustworthy framing: answer and close. */
+static void conn_bad_head(struct rt_loop *l, struct rt_conn *c, int err, const char *why)
+{
+	int status = err == -E2BIG ? 431 : 400;
+
+	memset(&c->req, 0, sizeof(c->req));
+	c->body_taken = true;
+	c->head_used = 0;
+	l->stats.malformed++;
+	rt_conn_error(c, status,
+		      err == -E2BIG ? "request head too large" :
+				      (why ? why : "malformed request head"),
+		      -1, NULL);
+	c->close_after = true;
+	/* Re-format the head with Connection: close. */
+	c->rhead_len = (size_t)rt_http_format_head(c->rhead, sizeof(c->rhead), status,
+						   "application/json", c->rbody_len, false, NULL);
+}
+
+static void conn_process_head(struct rt_loop *l, struct rt_conn *c)
+{
+	const char *why = NULL;
+	size_t hl = 0;
+	int err = rt_http_parse_head(c->head, c->head_used, &c->req, &hl, &why);
+
+	if (err == -EAGAIN) {
+		if (c->head_used == sizeof(c->head)) {
+			err = -E2BIG;
+		} else {
+			arm_conn_recv(c, c->head + c->head_used, sizeof(c->head) - c->head_used);
+			return;
+		}
+	}
+	if (err) {
+		conn_bad_head(l, c, err, why);
+		return;
+	}
+	c->head_len = hl;
+	finish_head_bytes(c);
+	c->req_start_ns = trib_now_ns();
+	c->state = CS_HANDLER;
+	c->body_taken = c->req.content_length == 0 && !c->req.chunked;
+	l->conn_hooks.on_head(l->conn_hooks.ctx, c);
+}
+
+/* A received piece of an unwanted body: drop it, then send the response. */
+static void on_discard(struct rt_loop *l, struct rt_conn *c, int res)
+{
+	uint64_t left;
+
+	if (res <= 0) {
+		conn_close(l, c);
+		return;
+	}
+	c->body_got += (uint64_t)res;
+	if (c->body_got < c->body_len) {
+		left = c->body_len - c->body_got;
+		arm_conn_recv(c, l->scratch, left < sizeof(l->scratch) ? left : sizeof(l->scratch));
+		return;
+	}
+	conn_start_send(c);
+}
+
+static void on_sent(struct rt_loop *l, struct rt_conn *c, int res)
+{
+	if (res < 0) {
+		conn_close(l, c);
+		return;
+	}
+	c->sent += (size_t)res;
+	if (c->sent < c->rhead_len + c->rbody_len) {
+		arm_conn_send(c);
+		return;
+	}
+	if (c->close_after) {
+		conn_close(l, c);
+		return;
+	}
+	conn_next_request(l, c);
+}
+
+void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
+{
+	c->op_pending = false;
+	if (c->dead) {
+		rt_conn_free(l, c);
+		return;
+	}
+	switch (c->state) {
+	case CS_HEAD:
+		if (res <= 0) {
+			conn_close(l, c);
+			return;
+		}
+		c->head_used += (size_t)res;
+		conn_process_head(l, c);
+		return;
+	case CS_BODY:
+		if (res <= 0) {
+			/* Client went away mid-body: nothing was accepted, free the slot. */
+			conn_close(l, c);
+			return;
+		}
+		c->body_got += (uint64_t)res;
+		if (c->body_got < c->body_len) {
+			arm_conn_recv(c, c->body_dst + c->body_got, c->body_len - c->body_got);
+			return;
+		}
+		c->state = CS_HANDLER;
+		c->on_body(c);
+		return;
+	case CS_DISCARD:
+		on_discard(l, c, res);
+		return;
+	case CS_SEND:
+		on_sent(l, c, res);
+		return;
+	default:
+		trib_error("connection in state %d got a completion", c->state);
+		conn_close(l, c);
+		return;
+	}
+}
+
+void rt_conn_accepted(struct rt_loop *l, int fd)
+{
+	struct rt_conn *c = trib_calloc(1, sizeof(*c));
+	int one = 1;
+
+	if (!c) {
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->loop = l;
+	c->fd = fd;
+	c->next = l->conns;
+	if (l->conns)
+		l->conns->prev = c;
+	l->conns = c;
+	l->nconns++;
+	c->state = CS_HEAD;
+	if (l->conn_hooks.on_open)
+		l->conn_hooks.on_open(l->conn_hooks.ctx, c);
+	arm_conn_recv(c, c->head, sizeof(c->head));
+}

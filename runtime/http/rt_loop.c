@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: MIT
+/* The gateway's io_uring loop: accept, the tick, signals, one-shot operations on other fds. */
+#include "rt_loop_priv.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "trib_alloc.h"
+#include "trib_log.h"
+
+struct io_uring_sqe *rt_loop_sqe(struct rt_loop *l)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+
+	if (!sqe) {
+		/* The submission queue is full: hand it to the kernel and take a fresh entry. */
+		io_uring_submit(&l->ring);
+		sqe = io_uring_get_sqe(&l->ring);
+	}
+	return sqe;
+}
+
+static void arm_accept(struct rt_loop *l)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(l);
+
+	io_uring_prep_multishot_accept(sqe, l->lfd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud_plain(OP_ACCEPT));
+	l->accepting = true;
+}
+
+static void arm_signal(struct rt_loop *l)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(l);
+
+	io_uring_prep_read(sqe, l->sfd, &l->si, sizeof(l->si), 0);
+	io_uring_sqe_set_data64(sqe, ud_plain(OP_SIGNAL));
+}
+
+static void arm_tick(struct rt_loop *l)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(l);
+
+	l->tick.tv_sec = 0;
+	l->tick.tv_nsec = RT_LOOP_TICK_MS * 1000000ll;
+	io_uring_prep_timeout(sqe, &l->tick, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud_plain(OP_TICK));
+}
+
+/* --- one-shot operations for the layers above --- */
+
+int rt_loop_handler_add(struct rt_loop *l, void (*fn)(void *arg, uint32_t key, int res),
+			void *arg)
+{
+	if (l->nhandlers == RT_LOOP_MAX_HANDLERS)
+		return -ENOSPC;
+	l->handlers[l->nhandlers].fn = fn;
+	l->handlers[l->nhandlers].arg = arg;
+	return l->nhandlers++;
+}
+
+void rt_loop_recv(struct rt_loop *l, int fd, void *buf, size_t len, int handler, uint32_t key)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(l);
+
+	io_uring_prep_recv(sqe, fd, buf, len, 0);
+	io_uring_sqe_set_data64(sqe, ud_ext(handler, key));
+}
+
+void rt_loop_read(struct rt_loop *l, int fd, void *buf, size_t len, int handler, uint32_t key)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(l);
+
+	io_uring_prep_read(sqe, fd, buf, (unsigned)len, 0);
+	io_uring_sqe_set_data64(sqe, ud_ext(handler, key));
+}
+
+void rt_loop_poll(struct rt_loop *l, int fd, unsigned events, int handler, uint32_t key)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(l);
+
+	io_uring_prep_poll_add(sqe, fd, events);
+	io_uring_sqe_set_data64(sqe, ud_ext(handler, key));
+}
+
+/* --- the loop's own events --- */
+
+static void on_accept(struct rt_loop *l, int res, unsigned flags)
+{
+	if (!(flags & IORING_CQE_F_MORE) && !l->stop && !l->draining)
+		arm_accept(l);
+	if (res < 0) {
+		/* While draining the listener is shut down on purpose. */
+		if (res != -ECANCELED && !l->draining)
+			trib_warn("accept: %s", strerror(-res));
+		return;
+	}
+	if (l->stop || l->draining) {
+		close(res);
+		return;
+	}
+	rt_conn_accepted(l, res);
+}
+
+static void on_signal(struct rt_loop *l, int res)
+{
+	if (res == sizeof(l->si) && l->hooks.on_signal)
+		l->hooks.on_signal(l->hooks.ctx, (int)l->si.ssi_signo);
+	if (!l->stop)
+		arm_signal(l);
+}
+
+static void on_tick(struct rt_loop *l)
+{
+	if (l->hooks.on_tick)
+		l->hooks.on_tick(l->hooks.ctx);
+	if (!l->stop)
+		arm_tick(l);
+}
+
+static void dispatch(struct rt_loop *l, uint64_t ud, int res, unsigned flags)
+{
+	switch (ud_tag(ud)) {
+	case OP_ACCEPT:
+		on_accept(l, res, flags);
+		break;
+	case OP_CONN:
+		rt_conn_on_complete(l, ud_conn_of(ud), res);
+		break;
+	case OP_SIGNAL:
+		on_signal(l, res);
+		break;
+	case OP_TICK:
+		on_tick(l);
+		break;
+	case OP_EXT: {
+		int h = ud_handler(ud);
+
+		if (h < l->nhandlers)
+			l->handlers[h].fn(l->handlers[h].arg, ud_key(ud), res);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+int rt_loop_run(struct rt_loop *l)
+{
+	int err;
+
+	arm_accept(l);
+	arm_signal(l);
+	arm_tick(l);
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+
+		if (l->hooks.before_wait)
+			l->hooks.before_wait(l->hooks.ctx);
+		if (l->stop)
+			break;
+		err = io_uring_submit_and_wait(&l->ring, 1);
+		if (err < 0 && err != -EINTR) {
+			/* Logged here; the caller stops as after a signal. */
+			trib_error("io_uring_submit_and_wait: %s", strerror(-err));
+			break;
+		}
+		io_uring_for_each_cqe(&l->ring, head, cqe) {
+			seen++;
+			dispatch(l, io_uring_cqe_get_data64(cqe), cqe->res, cqe->flags);
+		}
+		io_uring_cq_advance(&l->ring, seen);
+	}
+	return 0;
+}
+
+void rt_loop_stop(struct rt_loop *l)
+{
+	l->stop = true;
+}
+
+bool rt_loop_stopped(const struct rt_loop *l)
+{
+	return l->stop;
+}
+
+void rt_loop_drain(struct rt_loop *l)
+{
+	l->draining = true;
+	shutdown(l->lfd, SHUT_RDWR);
+	for (struct rt_conn *c = l->conns; c; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+}
+
+bool rt_loop_draining(const struct rt_loop *l)
+{
+	return l->draining;
+}
+
+uint16_t rt_loop_port(const struct rt_loop *l)
+{
+	return l->opts.listen_port;
+}
+
+const struct rt_loop_stats *rt_loop_stats(const struct rt_loop *l)
+{
+	return &l->stats;
+}
+
+/* --- setup --- */
+
+static int listen_on(struct rt_loop_opts *o, int *out)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	int one = 1;
+	int fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(o->listen_port);
+	if (inet_pton(AF_INET, o->listen_host, &sa.sin_addr) != 1) {
+		trib_error("--listen: '%s' is not an IPv4 address", o->listen_host);
+		return -EINVAL;
+	}
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 1024)) {
+		int err = -errno;
+
+		trib_error("listening on %s:%u: %s", o->listen_host, o->listen_port,
+			   strerror(-err));
+		close(fd);
+		return err;
+	}
+	getsockname(fd, (struct sockaddr *)&sa, &sl);
+	o->listen_port = ntohs(sa.sin_port);
+	*out = fd;
+	return 0;
+}
+
+static int ring_init(struct rt_loop *l)
+{
+	int err;
+
+	/*
+	 * Smaller rings where locked memory is scarce (containers often allow
+	 * 64 KiB): a ring of 64 entries still serves, with more submits.
+	 */
+	for (unsigned entries = 1024;; entries /= 4) {
+		err = io_uring_queue_init(entries, &l->ring, 0);
+		if (err != -ENOMEM || entries <= 64)
+			break;
+		trib_warn("io_uring with %u entries: %s; trying %u", entries, strerror(-err),
+			  entries / 4);
+	}
+	if (err)
+		trib_error("io_uring_queue_init: %s", strerror(-err));
+	return err;
+}
+
+static void write_port_file(const struct rt_loop_opts *o)
+{
+	char buf[16];
+	int len = snprintf(buf, sizeof(buf), "%u\n", o->listen_port);
+	FILE *f = fopen(o->port_file, "w");
+
+	if (f) {
+		fwrite(buf, 1, (size_t)len, f);
+		fclose(f);
+	}
+}
+
+int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
+		 const struct rt_loop_hooks *hooks, const struct rt_conn_hooks *conn_hooks)
+{
+	struct rt_loop *l;
+	sigset_t mask;
+	int err;
+
+	l = trib_calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->opts = *opts;
+	l->hooks = *hooks;
+	l->conn_hooks = *conn_hooks;
+	l->lfd = l->sfd = -1;
+	err = listen_on(&l->opts, &l->lfd);
+	if (err)
+		goto err_free;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	l->sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (l->sfd < 0) {
+		err = -errno;
+		goto err_close_listen;
+	}
+	err = ring_init(l);
+	if (err)
+		goto err_close_signal;
+	trib_info("gateway listening on http://%s:%u", l->opts.listen_host, l->opts.listen_port);
+	if (l->opts.port_file)
+		write_port_file(&l->opts);
+	*out = l;
+	return 0;
+
+err_close_signal:
+	close(l->sfd);
+err_close_listen:
+	close(l->lfd);
+err_free:
+	trib_free(l);
+	return err;
+}
+
+void rt_loop_close(struct rt_loop *l)
+{
+	if (!l)
+		return;
+	/* Close every connection; queued operations complete with errors, then exit the ring. */
+	for (struct rt_conn *c = l->conns; c; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+	io_uring_queue_exit(&l->ring);
+	/* The ring is gone: nothing completes into a connection any more. */
+	while (l->conns) {
+		l->conns->op_pending = false;
+		rt_conn_free(l, l->conns);
+	}
+	close(l->sfd);
+	close(l->lfd);
+	trib_free(l);
+}

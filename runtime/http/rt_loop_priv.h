@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/* Inside the loop (http/ only): its state, and the one encoding of io_uring user_data. */
+#ifndef RT_LOOP_PRIV_H
+#define RT_LOOP_PRIV_H
+
+#include <liburing.h>
+#include <sys/signalfd.h>
+
+#include "rt_loop.h"
+
+/*
+ * io_uring user_data, built by ud_conn()/ud_ext()/ud_plain() and read by
+ * ud_tag()/ud_conn_of()/ud_handler()/ud_key(), nowhere else:
+ *
+ *   bits 0..2    the tag (enum op_tag): what completed
+ *   OP_CONN      bits 3..63: the connection's pointer (8-aligned, so its low
+ *                3 bits are 0; never freed while an operation is pending)
+ *   OP_EXT       bits 8..15: the handler's index; bits 32..63: the key (a
+ *                function's id: looked up on completion, because a function
+ *                can be reaped while its read is still queued)
+ *   other tags   no payload
+ */
+enum op_tag {
+	OP_ACCEPT = 1,
+	OP_CONN = 2,
+	OP_SIGNAL = 3,
+	OP_TICK = 4,
+	OP_EXT = 5,
+};
+
+static inline uint64_t ud_plain(enum op_tag t)
+{
+	return (uint64_t)t;
+}
+
+static inline uint64_t ud_conn(const struct rt_conn *c)
+{
+	return (uint64_t)(uintptr_t)c | OP_CONN;
+}
+
+static inline uint64_t ud_ext(int handler, uint32_t key)
+{
+	return ((uint64_t)key << 32) | ((uint64_t)(handler & 0xff) << 8) | OP_EXT;
+}
+
+static inline enum op_tag ud_tag(uint64_t ud)
+{
+	return (enum op_tag)(ud & 7);
+}
+
+static inline struct rt_conn *ud_conn_of(uint64_t ud)
+{
+	return (struct rt_conn *)(uintptr_t)(ud & ~7ull);
+}
+
+static inline int ud_handler(uint64_t ud)
+{
+	return (int)((ud >> 8) & 0xff);
+}
+
+static inline uint32_t ud_key(uint64_t ud)
+{
+	return (uint32_t)(ud >> 32);
+}
+
+struct rt_loop_handler {
+	void (*fn)(void *arg, uint32_t key, int res);
+	void *arg;
+};
+
+struct rt_loop {
+	struct rt_loop_hooks hooks;
+	struct rt_conn_hooks conn_hooks;
+	struct rt_loop_opts opts;
+	struct io_uring ring;
+	int lfd;
+	int sfd;
+	struct signalfd_siginfo si;
+	struct __kernel_timespec tick;
+	struct rt_conn *conns;
+	uint32_t nconns;
+	bool stop;
+	bool draining; /* no more clients */
+	bool accepting;
+	struct rt_loop_handler handlers[RT_LOOP_MAX_HANDLERS];
+	int nhandlers;
+	struct rt_loop_stats stats;
+	char scratch[65536];
+};
+
+/* A free submission entry (submits the queue first when it is full). */
+struct io_uring_sqe *rt_loop_sqe(struct rt_loop *l);
+
+/* rt_conn.c: a connection was accepted on @fd. */
+void rt_conn_accepted(struct rt_loop *l, int fd);
+/* rt_conn.c: an operation of @c completed with @res. */
+void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res);
+/* rt_conn.c: close @c now or once its pending operation completes. */
+void rt_conn_free(struct rt_loop *l, struct rt_conn *c);
+
+#endif

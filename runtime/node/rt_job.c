@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: MIT
+/* Jobs: create, load after a restart, find; their schema and model files. */
+#include "rt_node_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl_plan.h"
+#include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
+#include "ebpf_stats.h"
+#include "fn_dequant.h"
+#include "fn_fedbuff.h"
+#include "fn_opt.h"
+#include "fn_robust.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_store.h"
+#include "trib_time.h"
+
+/* --- jobs --- */
+
+struct rt_job *rt_job_find(struct rt_node *n, const char *name)
+{
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		if (!strcmp(j->name, name))
+			return j;
+	return NULL;
+}
+
+
+void rt__job_free(struct rt_job *j)
+{
+	while (j->inflight) {
+		struct rt_round *r = j->inflight;
+
+		j->inflight = r->next;
+		rt__round_free(NULL, r, false);
+	}
+	trib_blob_release(j->model);
+	trib_free(j->opt_state);
+	trib_free(j->schema);
+	trib_free(j->schema_json);
+	trib_free(j->st_header);
+	trib_free(j);
+}
+
+static char *schema_to_json(const struct trib_tensor *schema, size_t n)
+{
+	json_t *arr = json_array();
+	char *s = NULL;
+
+	if (!arr)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		json_t *shape = json_array();
+
+		for (uint32_t d = 0; d < schema[i].ndim; d++)
+			json_array_append_new(shape, json_integer((json_int_t)schema[i].shape[d]));
+		json_array_append_new(arr, json_pack("{s:s, s:o, s:s}", "name", schema[i].name,
+						     "shape", shape, "dtype", "F32"));
+	}
+	s = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+	if (!s)
+		return NULL;
+	/* jansson allocates with malloc; hand back a trib_ allocation. */
+	{
+		char *t = trib_strdup(s);
+
+		free(s);
+		return t;
+	}
+}
+
+int rt_schema_from_json(json_t *arr, struct trib_tensor **out, size_t *nout, uint64_t *n_elem,
+			const char **why)
+{
+	struct trib_tensor *t;
+	size_t n = json_array_size(arr);
+	uint64_t total = 0;
+
+	if (!json_is_array(arr) || n == 0 || n > 4096) {
+		*why = "tensors: must be a non-empty array (at most 4096 tensors)";
+		return -EINVAL;
+	}
+	t = trib_calloc(n, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(arr, i);
+		json_t *name = json_object_get(e, "name");
+		json_t *shape = json_object_get(e, "shape");
+		json_t *dtype = json_object_get(e, "dtype");
+		uint64_t elems = 1;
+
+		if (!json_is_object(e) || !json_is_string(name) || !json_is_array(shape)) {
+			*why = "tensors: each entry needs a \"name\" string and a \"shape\" array";
+			goto err_free;
+		}
+		if (dtype && (!json_is_string(dtype) || strcmp(json_string_value(dtype), "F32"))) {
+			*why = "tensors: dtype must be \"F32\"";
+			goto err_free;
+		}
+		if (json_string_length(name) == 0 || json_string_length(name) >= TRIB_ST_NAME_MAX ||
+		    !strcmp(json_string_value(name), "__metadata__") ||
+		    strlen(json_string_value(name)) != json_string_length(name)) {
+			*why = "tensors: bad tensor name";
+			goto err_free;
+		}
+		strcpy(t[i].name, json_string_value(name));
+		for (size_t k = 0; k < i; k++) {
+			if (!strcmp(t[k].name, t[i].name)) {
+				*why = "tensors: duplicate tensor name";
+				goto err_free;
+			}
+		}
+		if (json_array_size(shape) > TRIB_ST_MAX_DIMS) {
+			*why = "tensors: too many dimensions (at most 8)";
+			goto err_free;
+		}
+		t[i].ndim = (uint32_t)json_array_size(shape);
+		for (uint32_t d = 0; d < t[i].ndim; d++) {
+			json_t *v = json_array_get(shape, d);
+
+			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+			    __builtin_mul_overflow(elems, (uint64_t)json_integer_value(v), &elems)) {
+				*why = "tensors: shape entries must be positive integers";
+				goto err_free;
+			}
+			t[i].shape[d] = (uint64_t)json_integer_value(v);
+		}
+		t[i].dtype = SHM_DTYPE_F32;
+		t[i].n_elem = elems;
+		if (__builtin_add_overflow(total, elems, &total) || total > (1ull << 32)) {
+			*why = "tensors: model too large (at most 2^32 parameters)";
+			goto err_free;
+		}
+	}
+	*out = t;
+	*nout = n;
+	*n_elem = total;
+	return 0;
+err_free:
+	trib_free(t);
+	return -EINVAL;
+}
+
+static int job_build_header(struct rt_job *j)
+{
+	return trib_st_write_header(j->schema, j->nschema, NULL, &j->st_header, &j->st_header_len);
+}
+
+/* Make a blob holding a whole model file: header + @data (or zeros when NULL). */
+struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version)
+{
+	struct trib_blob *b = trib_blob_new(j->st_header_len + j->n_elem * sizeof(float));
+
+	if (!b)
+		return NULL;
+	memcpy(b->data, j->st_header, j->st_header_len);
+	if (data)
+		memcpy(b->data + j->st_header_len, data, j->n_elem * sizeof(float));
+	else
+		memset(b->data + j->st_header_len, 0, j->n_elem * sizeof(float));
+	b->version = version;
+	return b;
+}
+
+int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b)
+{
+	return trib_store_write_model(n->opts.data_dir, j->name, b->version, b->data,
+				    j->st_header_len, b->data + j->st_header_len,
+				    b->len - j->st_header_len, NULL, 0);
+}
+
+/* Model version @version of @j from @data (zeros if NULL), written to disk; *out is held. */
+int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint32_t version,
+		       struct trib_blob **out)
+{
+	struct trib_blob *b = rt__model_blob(j, data, version);
+	int err;
+
+	if (!b)
+		return -ENOMEM;
+	err = rt__store_blob(n, j, b);
+	if (err) {
+		trib_blob_release(b);
+		return err;
+	}
+	*out = b;
+	return 0;
+}
+
+int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib_tensor *schema,
+		  size_t nschema, struct rt_job **out)
+{
+	const char *name = spec->name;
+	struct ctl_job cj;
+	struct rt_job *j;
+	struct trib_blob *b;
+	int err;
+
+	j = trib_calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	j->algo = *spec->algo;
+	snprintf(j->algorithm, sizeof(j->algorithm), "%s", spec->algo->name);
+	j->cpr = spec->cpr;
+	j->fanin = spec->fanin;
+	j->min_clients = spec->min_clients;
+	j->round_timeout_s = spec->round_timeout_s;
+	j->schema = schema;
+	j->nschema = nschema;
+	for (size_t i = 0; i < nschema; i++)
+		j->n_elem += schema[i].n_elem;
+	j->schema_json = schema_to_json(schema, nschema);
+	err = -ENOMEM;
+	if (!j->schema_json)
+		goto err_free;
+	err = job_build_header(j);
+	if (err)
+		goto err_free;
+	err = trib_token_new(j->token, sizeof(j->token));
+	if (err)
+		goto err_free;
+
+	/* The starting model (zeros) is version 0, on disk before the job exists for clients. */
+	b = rt__model_blob(j, NULL, 0);
+	err = -ENOMEM;
+	if (!b)
+		goto err_free;
+	err = rt__store_blob(n, j, b);
+	if (err) {
+		trib_error("job %s: writing the initial model: %s", name, strerror(-err));
+		trib_blob_release(b);
+		goto err_free;
+	}
+	j->model = b;
+
+	memset(&cj, 0, sizeof(cj));
+	snprintf(cj.name, sizeof(cj.name), "%s", name);
+	snprintf(cj.token, sizeof(cj.token), "%s", j->token);
+	snprintf(cj.algorithm, sizeof(cj.algorithm), "%s", j->algorithm);
+	cj.clients_per_round = spec->cpr;
+	cj.schema_json = j->schema_json;
+	{
+		/* The algorithm's parameters as the client gave them, and the tree's. */
+		json_t *p = spec->params ? json_deep_copy(spec->params) : json_object();
+		char *params;
+
+		json_object_set_new(p, "fan_in", json_integer(j->fanin));
+		json_object_set_new(p, "min_clients", json_integer(j->min_clients));
+		json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s));
+		params = json_dumps(p, JSON_COMPACT);
+		json_decref(p);
+		err = -ENOMEM;
+		if (params) {
+			cj.params_json = params;
+			err = ctl_store_job_create(n->store, &cj);
+			free(params); /* jansson's */
+		}
+	}
+	if (err)
+		goto err_free; /* -EEXIST: the caller answers 409 */
+	j->db_id = cj.id;
+	j->id = n->next_job_id++;
+	j->schema = schema;
+	j->next = n->jobs;
+	n->jobs = j;
+	trib_info("job %s: created (%u clients per round, fan-in %s, %llu parameters in %zu tensors)",
+		  name, j->cpr, j->fanin ? "fixed" : "planned", (unsigned long long)j->n_elem,
+		  nschema);
+	*out = j;
+	return 0;
+
+err_free:
+	j->schema = NULL; /* still the caller's on failure */
+	rt__job_free(j);
+	return err;
+}
+
+/* Load the jobs the store knows (after a restart). */
+int rt__jobs_load(struct rt_node *n)
+{
+	struct ctl_job *cjs = NULL;
+	size_t count = 0;
+	int err = ctl_store_job_list(n->store, &cjs, &count);
+
+	if (err)
+		return err;
+	for (size_t i = 0; i < count && !err; i++) {
+		struct ctl_job *cj = &cjs[i];
+		json_t *arr = json_loads(cj->schema_json, 0, NULL);
+		json_t *params = cj->params_json ? json_loads(cj->params_json, 0, NULL) : NULL;
+		const char *why = NULL;
+		struct rt_job *j = trib_calloc(1, sizeof(*j));
+
+		if (!j || !arr) {
+			err = -ENOMEM;
+			trib_free(j);
+			json_decref(arr);
+			json_decref(params);
+			break;
+		}
+		err = rt_schema_from_json(arr, &j->schema, &j->nschema, &j->n_elem, &why);
+		json_decref(arr);
+		if (!err) {
+			json_t *fi = json_object_get(params, "fan_in");
+			json_t *mc = json_object_get(params, "min_clients");
+			json_t *rt = json_object_get(params, "round_timeout_s");
+
+			j->fanin = json_is_integer(fi) ? (uint32_t)json_integer_value(fi) : 0;
+			j->min_clients = json_is_integer(mc) ? (uint32_t)json_integer_value(mc) : 0;
+			j->round_timeout_s = json_is_integer(rt) ? (uint32_t)json_integer_value(rt) : 0;
+			j->schema_json = trib_strdup(cj->schema_json);
+			err = j->schema_json ? job_build_header(j) : -ENOMEM;
+		}
+		if (!err) {
+			char msg[256];
+
+			json_object_set_new(params, "algorithm", json_string(cj->algorithm));
+			err = rt_algo_parse(params, &j->algo, msg, sizeof(msg));
+			if (err)
+				why = "its algorithm parameters";
+		}
+		json_decref(params);
+		if (err) {
+			trib_error("job %s: cannot load its schema: %s", cj->name,
+				   why ? why : strerror(-err));
+			rt__job_free(j);
+			break;
+		}
+		snprintf(j->name, sizeof(j->name), "%s", cj->name);
+		snprintf(j->token, sizeof(j->token), "%s", cj->token);
+		snprintf(j->algorithm, sizeof(j->algorithm), "%s", cj->algorithm);
+		j->db_id = cj->id;
+		j->cpr = cj->clients_per_round;
+		j->round = j->completed = cj->round;
+		j->id = n->next_job_id++;
+		j->next = n->jobs;
+		n->jobs = j;
+		rt__opt_state_load(n, j);
+		trib_info("job %s: resumed at round %u", j->name, j->round);
+	}
+	for (size_t i = 0; i < count; i++)
+		ctl_job_clear(&cjs[i]);
+	trib_free(cjs);
+	return err;
+}
+
+struct trib_blob *rt_job_model(struct rt_node *n, struct rt_job *j, uint32_t v)
+{
+	void *buf = NULL;
+	size_t len = 0;
+	struct trib_blob *b;
+	int err;
+
+	if (v == j->completed && j->model)
+		return trib_blob_hold(j->model);
+	if (v > j->completed) {
+		errno = ENOENT;
+		return NULL;
+	}
+	err = trib_store_read_model(n->opts.data_dir, j->name, v, &buf, &len);
+	if (err) {
+		errno = -err;
+		return NULL;
+	}
+	b = trib_blob_new(len);
+	if (b) {
+		memcpy(b->data, buf, len);
+		b->version = v;
+		if (v == j->completed)
+			j->model = trib_blob_hold(b);
+	} else {
+		errno = ENOMEM;
+	}
+	trib_free(buf);
+	return b;
+}
+
+int rt_job_set_initial(struct rt_node *n, struct rt_job *j, const float *data)
+{
+	struct trib_blob *b;
+	int err;
+
+	if (j->completed != 0 || j->round != 0 || j->open || j->inflight)
+		return -EBUSY;
+	err = rt__model_write(n, j, data, 0, &b);
+	if (err)
+		return err;
+	trib_blob_release(j->model);
+	j->model = b;
+	trib_info("job %s: initial model set", j->name);
+	return 0;
+}
+

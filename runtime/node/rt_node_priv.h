@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/* Inside the node (node/ only): a round's tree (leaves, mids, top) and the verbs between node's files. */
+#ifndef RT_NODE_PRIV_H
+#define RT_NODE_PRIV_H
+
+#include "rt_node.h"
+#include "shm_abi.h"
+
+struct ctl_plan;
+
+/* Replacements per round before the runtime gives the round up. */
+#define RT_MAX_RECOVERIES 16u
+
+/*
+ * One leaf of a round's tree, whoever serves it: if its function dies, a
+ * replacement takes the same index and the runtime sends it the same updates
+ * again (their slots live until the leaf's partial exists).
+ */
+struct rt_leaf {
+	uint32_t fn;             /* the function serving it now; 0 before it starts */
+	uint32_t parent;         /* the top it was configured to send to */
+	uint64_t acc;            /* its accumulator slot (its partial, once done) */
+	uint32_t expected;       /* updates planned for it */
+	uint32_t sent;           /* updates sent to it */
+	struct shm_desc *ups;    /* those updates, for a refold (owned, expected entries) */
+	bool done;               /* its partial exists (DONE seen): the updates' slots are freed */
+	bool has_partial;        /* partial (and, in tcp, its bytes) known to the runtime */
+	struct shm_desc partial; /* that partial */
+	float *partial_payload;  /* tcp: its bytes, kept for a refold at a new top (owned) */
+	uint32_t routed_to;      /* the parent the partial was last delivered to (0: none) */
+};
+
+/* A third-level aggregator: folds the partials of one group of leaves, hands a partial up. */
+struct rt_mid {
+	uint32_t fn;             /* the function serving it now */
+	uint32_t parent;         /* the top it was configured to send to */
+	uint64_t acc;            /* its accumulator slot */
+	uint32_t nleaves;        /* leaves of its group started so far */
+	bool final;              /* its group is complete (told by FLUSH or config) */
+	bool done;               /* its partial exists */
+	bool has_partial;
+	struct shm_desc partial;
+	float *partial_payload;  /* tcp: its bytes (owned) */
+	uint32_t routed_to;      /* the parent the partial was last delivered to (0: none) */
+};
+
+/*
+ * One round's aggregation tree: a top and leaves started as updates need
+ * them; with many leaves, mids between them (group leaves per mid).
+ */
+struct rt_round {
+	struct rt_job *job;
+	uint32_t round;
+	uint32_t nleaves;      /* planned leaves (grows if the autoscaler adds some) */
+	uint32_t capleaves;    /* entries allocated in leaves[] */
+	uint32_t cur;          /* the leaf taking updates */
+	uint32_t fanin;        /* updates per leaf (the last leaf may get fewer) */
+	uint32_t started;      /* leaves started (a prefix of leaves[]) */
+	uint32_t received;     /* updates accepted */
+	uint32_t top;          /* the function serving the top; 0 before it starts */
+	uint32_t group;        /* leaves per mid; 0: two levels, leaves report to the top */
+	struct rt_mid *mids;   /* capmids entries, the first nmids in use (owned) */
+	uint32_t nmids, capmids;
+	uint64_t top_acc;      /* its accumulator slot */
+	struct rt_leaf *leaves; /* capleaves entries, the first `started` in use (owned) */
+	uint64_t *garbage;     /* slots of replaced functions, freed when the round commits */
+	uint32_t ngarbage, capgarbage;
+	uint64_t open_ns;      /* first update accepted */
+	bool closed;           /* no more updates: full, or closed at its deadline */
+	bool released;         /* its top has its final count (and server-step inputs) */
+	bool has_result;       /* the top's output came */
+	uint32_t recoveries;   /* functions replaced */
+	struct shm_desc result;
+	float *result_payload; /* tcp: the model's bytes (owned), else NULL */
+	struct fn_params par;  /* the job's algorithm, with this round's slots */
+	/* exact robust rules: every update kept, then shards over coordinate ranges */
+	struct shm_desc *rups; /* the round's updates, in acceptance order (owned) */
+	uint64_t out_slot;     /* the model the shards write */
+	uint64_t task_slot;    /* struct fn_shard_task and what follows it */
+	uint32_t nshards;
+	uint32_t *shard_fn;    /* the function serving each shard (owned) */
+	bool *shard_done;      /* (owned) */
+	uint32_t ndone;
+	uint64_t model_slot;   /* the previous model, for the top's server step; 0: none */
+	uint64_t state_slot;   /* optimiser state [in | out]; 0: none */
+	size_t state_size;     /* bytes of one half */
+	struct rt_round *next; /* the job's rounds in flight, oldest first */
+};
+
+/* Each returns 0 or -errno where it returns int; the file that defines it says more. */
+
+/* rt_job.c */
+void rt__job_free(struct rt_job *j);
+struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version);
+int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b);
+int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint32_t version, struct trib_blob **out);
+int rt__jobs_load(struct rt_node *n);
+
+/* rt_tree.c */
+uint64_t rt__acc_slot_len(const struct rt_job *j);
+int rt__garbage_add(struct rt_round *r, uint64_t slot);
+int rt__fn_acquire(struct rt_node *n, struct fn_config *cfg, const struct fn_params *par, struct rt_fn **out);
+void rt__cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, uint16_t role, uint64_t acc);
+int rt__acc_alloc(struct rt_node *n, struct rt_round *r, uint64_t *acc, uint64_t *data);
+void rt__out_ensure(struct rt_node *n, bool has, const struct shm_desc *p, const float *payload, uint32_t *routed_to, uint32_t parent);
+int rt__top_start(struct rt_node *n, struct rt_round *r);
+uint32_t rt__leaf_parent(const struct rt_round *r, uint32_t i);
+int rt__mid_start(struct rt_node *n, struct rt_round *r, uint32_t g);
+void rt__mid_finalise(struct rt_node *n, struct rt_round *r, uint32_t g);
+int rt__leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, uint32_t k);
+int rt__leaf_start(struct rt_node *n, struct rt_round *r, uint32_t i);
+void rt__round_free(struct rt_node *n, struct rt_round *r, bool free_slots);
+void rt__plan_round(struct rt_node *n, struct rt_job *j, struct ctl_plan *plan);
+
+/* rt_robust.c */
+int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r);
+int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i);
+void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r);
+void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r);
+void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
+int rt__opt_state_commit(struct rt_node *n, struct rt_job *j, struct rt_round *r);
+
+/* rt_round.c */
+void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline);
+void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j);
+
+/* rt_record.c */
+struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t round, struct rt_job **jp);
+
+/* rt_fnio.c: watch a function's channels (control records; its TCP socket in shm+bpf and tcp). */
+void rt__watch_fn(struct rt_node *n, struct rt_fn *fn);
+/* rt_fnio.c: send what is queued for every function; take bounced descriptors (shm+bpf). */
+void rt__fn_io_tick(struct rt_node *n);
+
+#endif

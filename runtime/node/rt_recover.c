@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: MIT
+/* Recovery: a function that died mid-round is replaced; reaping, idle functions, deadlines. */
+#include "rt_node_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl_plan.h"
+#include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
+#include "ebpf_stats.h"
+#include "fn_dequant.h"
+#include "fn_fedbuff.h"
+#include "fn_opt.h"
+#include "fn_robust.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_store.h"
+#include "trib_time.h"
+
+static void fn_remember(struct rt_node *n, const struct rt_fn *fn)
+{
+	struct rt_fn_record *h = &n->hist[n->nhist++ % RT_FN_HISTORY];
+	int64_t depth;
+
+	h->id = fn->id;
+	h->job = fn->cfg.job;
+	h->round = fn->cfg.round;
+	h->role = fn->cfg.role;
+	rt_node_fn_counters(n, fn, &h->msgs_in, &h->bytes_in, &depth);
+	h->taken = depth >= 0 ? h->msgs_in - (uint64_t)depth : h->msgs_in;
+}
+
+/*
+ * A function died while it had work (killed, crashed): start a replacement
+ * for its place in the tree and give it the same inputs again. Nothing it
+ * folded is lost: update slots live until the partial they went into exists,
+ * partials until the round's model is written.
+ */
+static void recover(struct rt_node *n, struct rt_fn *fn)
+{
+	struct rt_job *j = NULL;
+	struct rt_round *r = rt__round_find(n, fn->cfg.job, fn->cfg.round, &j);
+	const char *what;
+	int err = 0;
+
+	if (!r || r->has_result)
+		return;
+	if (r->recoveries >= RT_MAX_RECOVERIES) {
+		/* Something that fails every time (bad input, a bug): do not spin. */
+		trib_error("job %s round %u: %u functions replaced already; not replacing fn %u: "
+			   "the round cannot complete", j->name, r->round, r->recoveries, fn->id);
+		return;
+	}
+	if (fn->cfg.role == FN_ROLE_SHARD) {
+		if (fn->node >= r->nshards || r->shard_fn[fn->node] != fn->id ||
+		    r->shard_done[fn->node])
+			return;
+		what = "shard";
+		err = rt__shard_start(n, r, fn->node);
+	} else if (fn->cfg.role == FN_ROLE_TOP) {
+		if (r->top != fn->id)
+			return;
+		rt__garbage_add(r, r->top_acc);
+		r->top_acc = 0;
+		r->top = 0;
+		what = "top";
+		err = rt__top_start(n, r);
+		/* Mids (or leaves) still folding were told the old top: they find the new one
+		 * through the runtime (bounce or route) or on their DONE. */
+	} else if (fn->cfg.role == FN_ROLE_MID) {
+		struct rt_mid *m = fn->node < r->nmids ? &r->mids[fn->node] : NULL;
+
+		if (!m || m->fn != fn->id || m->done)
+			return;
+		rt__garbage_add(r, m->acc);
+		m->acc = 0;
+		what = "mid";
+		err = rt__mid_start(n, r, fn->node);
+	} else {
+		struct rt_leaf *l = fn->node < r->started ? &r->leaves[fn->node] : NULL;
+
+		if (!l || l->fn != fn->id || l->done)
+			return;
+		rt__garbage_add(r, l->acc);
+		l->acc = 0;
+		what = "leaf";
+		err = rt__leaf_start(n, r, fn->node);
+	}
+	r->recoveries++;
+	n->m.recoveries++;
+	if (err)
+		trib_error("job %s round %u: replacing fn %u failed: %s; the round cannot complete",
+			   j->name, r->round, fn->id, strerror(-err));
+	else
+		trib_warn("job %s round %u: fn %u (%s %u) died mid-round; replaced, its inputs sent "
+			  "again", j->name, r->round, fn->id, what, fn->node);
+}
+
+/*
+ * A function is judged once it has exited AND its channels reached end of
+ * stream, so that every record it sent has been handled first.
+ */
+static void fn_judge(struct rt_node *n, struct rt_fn *fn)
+{
+	int st = fn->wait_status;
+
+	if (n->stopping)
+		return;
+	if (!fn->busy) {
+		if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+			trib_warn("fn %u exited (status %d) while idle", fn->id, st);
+		return;
+	}
+	n->m.fn_failed++;
+	trib_error("fn %u (%s of job %u round %u) %s %d mid-round", fn->id,
+		   fn->cfg.role == FN_ROLE_TOP ? "top" : fn->cfg.role == FN_ROLE_MID ? "mid" : "leaf",
+		   fn->cfg.job, fn->cfg.round,
+		   WIFSIGNALED(st) ? "was killed by signal" : "exited with",
+		   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+	recover(n, fn);
+}
+
+static bool fn_ended(const struct rt_fn *fn)
+{
+	return fn->exited && fn->eof_ctl && fn->eof_data;
+}
+
+static bool on_reaped(struct rt_fn *fn, void *arg)
+{
+	struct rt_node *n = arg;
+
+	if (!fn_ended(fn) && !n->stopping)
+		return false; /* judged when its channels' ends are read */
+	fn_judge(n, fn);
+	fn_remember(n, fn);
+	return true;
+}
+
+void rt_node_on_fn_eof(struct rt_node *n, struct rt_fn *fn, bool data)
+{
+	if (data)
+		fn->eof_data = true;
+	else
+		fn->eof_ctl = true;
+	if (fn_ended(fn)) {
+		fn_judge(n, fn);
+		fn_remember(n, fn);
+		rt_fnset_remove(n->fns, fn);
+	}
+}
+
+void rt_node_on_sigchld(struct rt_node *n)
+{
+	rt_fnset_reap(n->fns, on_reaped, n);
+}
+
+static void retire_idle(struct rt_fn *fn, void *arg)
+{
+	struct rt_node *n = arg;
+	uint64_t now = trib_now_ns();
+
+	if (fn->state != RT_FN_WARM || fn->exited)
+		return;
+	if (now - fn->idle_ns < (uint64_t)n->opts.warm_s * 1000000000ull)
+		return;
+	/* Scale to zero: a job with no traffic costs no process. */
+	if (!rt_fn_ctl(fn, FN_MSG_EXIT, 0)) {
+		fn->state = RT_FN_EXITING;
+		n->m.fn_retired++;
+		trib_info("fn %u: idle %u s, retired (served %u configs)", fn->id, n->opts.warm_s,
+			  fn->served);
+	}
+}
+
+void rt_node_tick(struct rt_node *n)
+{
+	uint64_t now = trib_now_ns();
+
+	rt__fn_io_tick(n);
+	rt_fnset_foreach(n->fns, retire_idle, n);
+	/* Deadlines: a round with enough updates closes with what it has; fewer, it waits. */
+	for (struct rt_job *j = n->jobs; j; j = j->next) {
+		struct rt_round *r = j->open;
+		uint32_t need = j->min_clients ? j->min_clients : j->cpr;
+
+		if (!r || !j->round_timeout_s || r->closed)
+			continue;
+		if (now - r->open_ns < (uint64_t)j->round_timeout_s * 1000000000ull)
+			continue;
+		if (r->received >= need)
+			rt__round_close(n, j, r, true);
+	}
+}
+

@@ -1,0 +1,341 @@
+// SPDX-License-Identifier: MIT
+/* Server-step inputs (previous model, optimiser state) and the exact robust rules' shards. */
+#include "rt_node_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl_plan.h"
+#include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
+#include "ebpf_stats.h"
+#include "fn_dequant.h"
+#include "fn_fedbuff.h"
+#include "fn_opt.h"
+#include "fn_robust.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_store.h"
+#include "trib_time.h"
+
+int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	const struct fn_params *p = &j->algo.par;
+	uint64_t me, ve;
+	int err;
+
+	r->par = *p;
+	if (!j->algo.needs_model)
+		return 0;
+	err = shm_slot_alloc(n->arena, j->n_elem * sizeof(float), &r->model_slot);
+	if (err)
+		return err;
+	r->par.model_off = r->model_slot;
+	fn_opt_state_elems(p->server, j->n_elem, &me, &ve);
+	r->state_size = FN_OPT_STATE_HDR + (me + ve) * sizeof(float);
+	err = shm_slot_alloc(n->arena, 2 * r->state_size, &r->state_slot);
+	if (err)
+		return err;
+	r->par.state_off = r->state_slot;
+	return 0;
+}
+
+/*
+ * Fill the server step's inputs with what round r starts from: model
+ * version r (the previous round's output, now written) and the optimiser
+ * state after it. Called only once round r - 1 has committed.
+ */
+static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	const struct fn_params *p = &j->algo.par;
+	uint64_t me, ve;
+	int err;
+
+	if (!j->model) {
+		struct trib_blob *b = rt_job_model(n, j, j->completed);
+
+		if (!b)
+			return -errno;
+		trib_blob_release(b);
+	}
+	memcpy(shm_arena_ptr(n->arena, r->model_slot), j->model->data + j->st_header_len,
+	       j->n_elem * sizeof(float));
+	if (j->opt_state && j->opt_state_len == r->state_size) {
+		memcpy(shm_arena_ptr(n->arena, r->state_slot), j->opt_state, r->state_size);
+		return 0;
+	}
+	fn_opt_state_elems(p->server, j->n_elem, &me, &ve);
+	{
+		/* A fresh state: m = 0, v = tau^2, written by the kernels' own serialiser. */
+		struct fn_opt_params op = {
+			.kind = p->server, .server_lr = p->server_lr, .momentum = p->momentum,
+			.beta1 = p->beta1, .beta2 = p->beta2, .tau = p->tau,
+		};
+		struct fn_opt_state os;
+		float *m = me ? trib_malloc(me * sizeof(float)) : NULL;
+		float *v = ve ? trib_malloc(ve * sizeof(float)) : NULL;
+
+		err = (me && !m) || (ve && !v) ? -ENOMEM : fn_opt_state_init(&os, &op, j->n_elem, m, v);
+		if (!err)
+			err = fn_opt_state_save(&os, shm_arena_ptr(n->arena, r->state_slot),
+						r->state_size);
+		trib_free(m);
+		trib_free(v);
+	}
+	return err;
+}
+
+
+/* (Re)start shard @i of a robust round on a warm or new function. */
+int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i)
+{
+	struct fn_config cfg;
+	struct fn_params par = r->par;
+	struct rt_fn *fn;
+	int err;
+
+	rt__cfg_init(n, r, &cfg, FN_ROLE_SHARD, r->out_slot);
+	cfg.acc_data_off = r->out_slot + 2048;
+	cfg.parent = SHM_DST_RUNTIME;
+	cfg.expected = r->received;
+	cfg.flags = FN_CFG_FINAL;
+	cfg.index = i;
+	par.state_off = r->task_slot; /* a shard's params point at its task */
+	err = rt__fn_acquire(n, &cfg, &par, &fn);
+	if (err)
+		return err;
+	fn->node = i;
+	r->shard_fn[i] = fn->id;
+	r->shard_done[i] = false;
+	return 0;
+}
+
+/*
+ * A robust round is closed: every update is in the arena. Lay out the task
+ * (the update descriptors, Krum's matrices and selection) and start one
+ * shard per core over equal coordinate ranges.
+ */
+static int robust_start(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	uint32_t k = r->received, S;
+	uint64_t need, data;
+	struct fn_shard_task *t;
+	int err;
+
+	S = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+	if (S < 1)
+		S = 1;
+	if (S > j->n_elem)
+		S = (uint32_t)j->n_elem;
+	need = sizeof(*t) + (uint64_t)k * sizeof(struct shm_desc) +
+	       (uint64_t)S * k * k * sizeof(double) + (uint64_t)k * sizeof(uint32_t) + 64;
+	err = shm_slot_alloc(n->arena, need, &r->task_slot);
+	if (!err)
+		err = shm_slot_alloc(n->arena, SHM_ACC_HDR + j->n_elem * sizeof(float),
+				     &r->out_slot);
+	if (err)
+		return err;
+	r->nshards = S;
+	r->shard_fn = trib_calloc(S, sizeof(*r->shard_fn));
+	r->shard_done = trib_calloc(S, sizeof(*r->shard_done));
+	if (!r->shard_fn || !r->shard_done)
+		return -ENOMEM;
+	t = shm_arena_ptr(n->arena, r->task_slot);
+	memset(t, 0, sizeof(*t));
+	t->version = FN_ABI_VERSION;
+	t->rule = j->algo.rule;
+	t->k = k;
+	t->shards = S;
+	t->phase = 1;
+	t->f = j->algo.f;
+	t->m = j->algo.m;
+	t->trim = j->algo.trim;
+	data = r->task_slot + 128;
+	t->descs_off = data;
+	memcpy(shm_arena_ptr(n->arena, data), r->rups, (size_t)k * sizeof(struct shm_desc));
+	data += (uint64_t)k * sizeof(struct shm_desc);
+	t->dmat_off = data;
+	data += (uint64_t)S * k * k * sizeof(double);
+	t->sel_off = data;
+	trib_info("job %s round %u: %s over %u updates in %u shards", j->name, r->round,
+		  j->algo.name, k, S);
+	for (uint32_t i = 0; i < S; i++) {
+		err = rt__shard_start(n, r, i);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* Every shard of the phase is done: Krum selects and goes on, the rest is the model. */
+void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	struct fn_shard_task *t = shm_arena_ptr(n->arena, r->task_slot);
+	struct shm_seg *seg;
+
+	if (t->rule == FN_RULE_KRUM && t->phase == 1) {
+		size_t kk = (size_t)t->k * t->k;
+		double *sum = trib_calloc(kk, sizeof(double));
+		double *scratch = trib_malloc(2 * t->k * sizeof(double));
+		const double *parts = shm_arena_ptr(n->arena, t->dmat_off);
+		int err = -ENOMEM;
+
+		if (sum && scratch) {
+			/* Krum's distances are sums of the shards' partial distances. */
+			for (uint32_t s = 0; s < t->shards; s++)
+				for (size_t x = 0; x < kk; x++)
+					sum[x] += parts[s * kk + x];
+			err = fn_krum_select(sum, t->k, t->f, t->m,
+					     shm_arena_ptr(n->arena, t->sel_off), NULL, scratch);
+		}
+		trib_free(sum);
+		trib_free(scratch);
+		if (!err) {
+			const uint32_t *sel = shm_arena_ptr(n->arena, t->sel_off);
+
+			trib_info("job %s round %u: krum selected %u of %u updates (first: %u)",
+				  j->name, r->round, t->m, t->k, sel[0]);
+			t->phase = 2;
+			r->ndone = 0;
+			for (uint32_t i = 0; i < r->nshards && !err; i++)
+				err = rt__shard_start(n, r, i);
+		}
+		if (err)
+			trib_error("job %s round %u: krum: %s", j->name, r->round, strerror(-err));
+		return;
+	}
+	seg = shm_arena_ptr(n->arena, r->out_slot);
+	memset(seg, 0, sizeof(*seg));
+	seg->src_off = r->out_slot + 2048;
+	seg->n_elem = j->n_elem;
+	seg->dtype = SHM_DTYPE_F32;
+	seg->scale = 1.0f;
+	memset(&r->result, 0, sizeof(r->result));
+	r->result.version = SHM_ABI_VERSION;
+	r->result.kind = SHM_DESC_RESULT;
+	r->result.job = j->id;
+	r->result.round = r->round;
+	r->result.nsegs = 1;
+	r->result.slot_off = r->out_slot;
+	r->result.segs_off = r->out_slot;
+	r->result.weight = r->received;
+	r->result.count = r->received;
+	/* The output slot stays r->out_slot's: rt__round_free gives it back after the commit. */
+	r->has_result = true;
+	rt__job_complete_rounds(n, j);
+}
+
+/*
+ * A closed round's top may finish once it knows its final child count and,
+ * when it steps from the previous model, once that model exists: rounds
+ * overlap (the next opens as soon as one is full), so round r's top waits
+ * for round r - 1 to commit before it gets its FLUSH.
+ */
+void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	struct rt_fn *top;
+
+	if (!r->closed || r->released)
+		return;
+	if (j->algo.needs_model) {
+		int err;
+
+		if (r->round != j->completed)
+			return; /* again when the previous round commits */
+		err = server_inputs_fill(n, j, r);
+		if (err) {
+			trib_error("job %s round %u: preparing the server step: %s", j->name, r->round,
+				   strerror(-err));
+			return;
+		}
+	}
+	r->released = true;
+	if (j->algo.rule) {
+		int err = robust_start(n, j, r);
+
+		if (err)
+			trib_error("job %s round %u: starting the shards: %s", j->name, r->round,
+				   strerror(-err));
+		return;
+	}
+	top = rt_fnset_find(n->fns, r->top);
+	if (top)
+		rt_fn_ctl(top, FN_MSG_FLUSH, r->group ? r->nmids : r->started);
+}
+
+/* The optimiser state saved with model version v: DATA_DIR/jobs/{job}/server-state-v{v}.bin. */
+static void opt_state_path(struct rt_node *n, struct rt_job *j, uint32_t v, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s/jobs/%s/server-state-v%u.bin", n->opts.data_dir, j->name, v);
+}
+
+void rt__opt_state_load(struct rt_node *n, struct rt_job *j)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	long len;
+
+	if (!j->algo.needs_model)
+		return;
+	opt_state_path(n, j, j->completed, path, sizeof(path));
+	f = fopen(path, "rb");
+	if (!f)
+		return; /* version 0, or a job whose state starts fresh */
+	if (!fseek(f, 0, SEEK_END) && (len = ftell(f)) > 0 && !fseek(f, 0, SEEK_SET)) {
+		j->opt_state = trib_malloc((size_t)len);
+		if (j->opt_state && fread(j->opt_state, 1, (size_t)len, f) == (size_t)len) {
+			j->opt_state_len = (size_t)len;
+		} else {
+			trib_free(j->opt_state);
+			j->opt_state = NULL;
+		}
+	}
+	fclose(f);
+	if (!j->opt_state)
+		trib_error("job %s: could not read %s; the optimiser state starts fresh", j->name,
+			   path);
+}
+
+/*
+ * Keep the state the top wrote for this round: on disk first (with the
+ * version it belongs to), then in memory. The model file, written after it,
+ * is the commit point; a crash between the two leaves a state file for a
+ * version that is never served, and the previous one still loads.
+ */
+int rt__opt_state_commit(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	char path[PATH_MAX];
+	const uint8_t *out;
+	uint8_t *copy;
+	int err;
+
+	if (!r->state_slot)
+		return 0;
+	out = (const uint8_t *)shm_arena_ptr(n->arena, r->state_slot) + r->state_size;
+	opt_state_path(n, j, r->round + 1, path, sizeof(path));
+	err = trib_write_file_atomic(path, out, r->state_size, 0600);
+	if (err)
+		return err;
+	copy = trib_malloc(r->state_size);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, out, r->state_size);
+	trib_free(j->opt_state);
+	j->opt_state = copy;
+	j->opt_state_len = r->state_size;
+	opt_state_path(n, j, r->round, path, sizeof(path));
+	unlink(path);
+	return 0;
+}
+

@@ -1,0 +1,562 @@
+// SPDX-License-Identifier: MIT
+/* Rounds: open, take updates, close (full or at the deadline), commit models; a cluster node's verbs. */
+#include "rt_node_priv.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctl_plan.h"
+#include "ctl_store.h"
+#include "ebpf_abi.h"
+#include "ebpf_route.h"
+#include "ebpf_stats.h"
+#include "fn_dequant.h"
+#include "fn_fedbuff.h"
+#include "fn_opt.h"
+#include "fn_robust.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_store.h"
+#include "trib_time.h"
+
+static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *errp)
+{
+	struct rt_round *r = trib_calloc(1, sizeof(*r));
+	struct ctl_plan plan;
+	int err;
+
+	if (!r) {
+		*errp = -ENOMEM;
+		return NULL;
+	}
+	rt__plan_round(n, j, &plan);
+	r->job = j;
+	r->round = j->round;
+	r->fanin = plan.fanin;
+	r->nleaves = plan.leaves;
+	r->capleaves = plan.leaves;
+	r->group = plan.levels == 3 ? plan.group : 0;
+	if (!plan.fits)
+		trib_warn("job %s round %u: the plan may not fit the free arena; updates will wait "
+			  "(503) while leaves hand off early", j->name, j->round);
+	err = rt__server_slots(n, j, r);
+	if (err) {
+		rt__round_free(n, r, true);
+		*errp = err;
+		return NULL;
+	}
+	r->open_ns = trib_now_ns();
+	r->leaves = trib_calloc(r->capleaves, sizeof(*r->leaves));
+	if (!r->leaves) {
+		trib_free(r);
+		*errp = -ENOMEM;
+		return NULL;
+	}
+	if (j->algo.rule) {
+		/* Exact robust rules: keep every update; shards run when the round closes. */
+		r->rups = trib_calloc(j->cpr, sizeof(*r->rups));
+		err = r->rups ? 0 : -ENOMEM;
+	} else {
+		err = rt__top_start(n, r);
+	}
+	if (err) {
+		rt__round_free(n, r, true);
+		*errp = err;
+		return NULL;
+	}
+	{
+		struct rt_round **pp = &j->inflight;
+
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = r;
+	}
+	j->open = r;
+	return r;
+}
+
+/* Leaf @l takes no more updates than it has: tell its function. */
+static void leaf_cut(struct rt_node *n, struct rt_leaf *l)
+{
+	struct rt_fn *fn = rt_fnset_find(n->fns, l->fn);
+
+	l->expected = l->sent;
+	if (fn && !l->done)
+		rt_fn_ctl(fn, FN_MSG_FLUSH, l->expected);
+}
+
+/* The open round takes no more updates; the next opens at once. */
+void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline)
+{
+	r->closed = true;
+	j->open = NULL;
+	j->round++;
+	if (n->clustered && r->started && r->leaves[r->started - 1].sent <
+					 r->leaves[r->started - 1].expected)
+		leaf_cut(n, &r->leaves[r->started - 1]); /* the cluster closed it at this count */
+	if (deadline) {
+		/* Fewer updates than planned: the last leaf folds what it has. */
+		n->m.deadline_closes++;
+		if (r->started && r->leaves[r->started - 1].sent < r->leaves[r->started - 1].expected)
+			leaf_cut(n, &r->leaves[r->started - 1]);
+		trib_info("job %s round %u: closed at its deadline with %u of %u updates in %u "
+			  "leaves", j->name, r->round, r->received, j->cpr, r->started);
+	}
+	/* Now the number of leaves is final: the top hands off after that many partials. */
+	if (r->group && r->nmids)
+		rt__mid_finalise(n, r, r->nmids - 1);
+	rt__top_release(n, j, r);
+	if (n->clustered) {
+		j->xtarget = UINT32_MAX;
+		if (n->hooks.round_advanced)
+			n->hooks.round_advanced(n->hooks.ctx, j);
+	}
+}
+
+/*
+ * The autoscaler, on the eBPF counters: when the leaf taking updates has a
+ * queue (descriptors delivered but not yet taken) of CTL_SPLIT_DEPTH or more,
+ * arrivals outrun its folding: it keeps what it has and a new leaf takes the
+ * next updates, folding beside it. Idle leaves retire by themselves (warm,
+ * then gone after --warm-s). A job that fixed its fan-in is left alone, and
+ * without eBPF there is no queue depth to act on.
+ */
+static bool leaf_should_split(struct rt_node *n, struct rt_round *r, struct rt_leaf *l)
+{
+	struct ebpf_fn_sample smp;
+
+	if (!n->route || r->job->fanin || l->sent == 0 || l->sent >= l->expected)
+		return false;
+	if (ebpf_stats_read(ebpf_route_stats(n->route), l->fn, &smp))
+		return false;
+	if (smp.depth < CTL_SPLIT_DEPTH)
+		return false;
+	n->m.scale_outs++;
+	trib_info("job %s round %u: autoscaler: leaf %u (fn %u) has %llu descriptors waiting "
+		  "(>= %u) after %u of %u updates: scale out, a new leaf takes the next ones",
+		  r->job->name, r->round, r->cur, l->fn, (unsigned long long)smp.depth,
+		  CTL_SPLIT_DEPTH, l->sent, l->expected);
+	return true;
+}
+
+/* The leaf that takes the next update: the current one, or a new one. */
+static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r,
+			 struct rt_leaf **out)
+{
+	struct rt_leaf *l = r->started ? &r->leaves[r->cur] : NULL;
+	uint32_t i;
+	int err;
+
+	if (l && l->sent < l->expected && !leaf_should_split(n, r, l)) {
+		*out = l;
+		return 0;
+	}
+	if (l && l->sent < l->expected)
+		leaf_cut(n, l);
+	i = r->started;
+	if (i == r->capleaves) {
+		uint32_t ncap = r->capleaves * 2;
+		struct rt_leaf *nl = trib_realloc(r->leaves, ncap * sizeof(*nl));
+
+		if (!nl)
+			return -ENOMEM;
+		memset(nl + r->capleaves, 0, (ncap - r->capleaves) * sizeof(*nl));
+		r->leaves = nl;
+		r->capleaves = ncap;
+	}
+	if (r->group && i / r->group >= r->nmids) {
+		uint32_t g = i / r->group;
+
+		if (g == r->capmids) {
+			uint32_t ncap = r->capmids ? r->capmids * 2 : 4;
+			struct rt_mid *nm = trib_realloc(r->mids, ncap * sizeof(*nm));
+
+			if (!nm)
+				return -ENOMEM;
+			memset(nm + r->capmids, 0, (ncap - r->capmids) * sizeof(*nm));
+			r->mids = nm;
+			r->capmids = ncap;
+		}
+		if (g)
+			rt__mid_finalise(n, r, g - 1);
+		memset(&r->mids[g], 0, sizeof(r->mids[g]));
+		err = rt__mid_start(n, r, g);
+		if (err)
+			return err;
+		r->nmids = g + 1;
+	}
+	l = &r->leaves[i];
+	memset(l, 0, sizeof(*l));
+	{
+		/* Even blocks over the leaves still planned: they differ by at most one. */
+		uint32_t left = j->cpr - r->received;
+		uint32_t lv = r->nleaves > r->started ? r->nleaves - r->started : 1;
+		uint32_t blk = (left + lv - 1) / lv;
+
+		l->expected = blk < r->fanin ? blk : r->fanin;
+		if (l->expected > left)
+			l->expected = left;
+	}
+	l->ups = trib_calloc(l->expected, sizeof(*l->ups));
+	if (!l->ups)
+		return -ENOMEM;
+	err = rt__leaf_start(n, r, i);
+	if (err) {
+		trib_free(l->ups);
+		memset(l, 0, sizeof(*l));
+		return err;
+	}
+	r->started = i + 1;
+	if (r->group)
+		r->mids[i / r->group].nleaves++;
+	if (r->started > r->nleaves)
+		r->nleaves = r->started;
+	r->cur = i;
+	*out = l;
+	return 0;
+}
+
+void rt_job_relieve(struct rt_node *n, struct rt_job *j)
+{
+	struct rt_round *r = j->open;
+	struct rt_leaf *l;
+
+	if (!r || j->algo.rule || !r->started)
+		return;
+	l = &r->leaves[r->cur];
+	if (l->done || l->sent == 0 || l->sent >= l->expected)
+		return;
+	trib_info("job %s round %u: arena full: leaf %u hands off after %u of %u updates to "
+		  "free their slots", j->name, r->round, r->cur, l->sent, l->expected);
+	leaf_cut(n, l);
+}
+
+int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t slot_off,
+		  uint64_t segs_off, uint32_t nsegs, double weight, uint32_t *seq)
+{
+	struct rt_round *r = j->open;
+	struct rt_leaf *l;
+	struct shm_desc d;
+	float fold_scale = 0;
+	uint32_t s;
+	int err;
+
+	if (j->algo.async) {
+		/* FedBuff: @round is the version the update was trained from. */
+		if (round > j->round || j->round - round > j->algo.max_staleness)
+			return -ESTALE;
+		fold_scale = (float)fn_fedbuff_staleness_weight(j->round - round);
+		round = j->round;
+	} else if (round != j->round) {
+		return -ESTALE;
+	}
+	if (!r) {
+		r = round_open(n, j, &err);
+		if (!r)
+			return err;
+	}
+	s = r->received;
+	if (j->algo.rule) {
+		memset(&d, 0, sizeof(d));
+		d.version = SHM_ABI_VERSION;
+		d.kind = SHM_DESC_UPDATE;
+		d.job = j->id;
+		d.round = round;
+		d.nsegs = nsegs;
+		d.slot_off = slot_off;
+		d.segs_off = segs_off;
+		d.weight = weight;
+		d.count = 1;
+		d.seq = s;
+		r->rups[s] = d;
+		r->received++;
+		j->accepted_total++;
+		n->m.accepted++;
+		*seq = s;
+		if (r->received == (n->clustered ? j->xtarget : j->cpr))
+			rt__round_close(n, j, r, false);
+		return 0;
+	}
+	err = leaf_for_next(n, j, r, &l);
+	if (err)
+		return err;
+	memset(&d, 0, sizeof(d));
+	d.version = SHM_ABI_VERSION;
+	d.kind = SHM_DESC_UPDATE;
+	d.src = SHM_DST_RUNTIME;
+	d.job = j->id;
+	d.round = round;
+	d.nsegs = nsegs;
+	d.slot_off = slot_off;
+	d.segs_off = segs_off;
+	d.weight = weight;
+	d.count = 1;
+	d.seq = s;
+	d.fold_scale = fold_scale;
+	l->ups[l->sent] = d;
+	err = rt__leaf_send(n, r, l, l->sent);
+	if (err)
+		return err;
+	l->sent++;
+	r->received++;
+	j->accepted_total++;
+	n->m.accepted++;
+	*seq = s;
+	if (r->received == (n->clustered ? j->xtarget : j->cpr))
+		rt__round_close(n, j, r, false);
+	return 0;
+}
+
+static void round_hist_add(struct rt_metrics *m, double s)
+{
+	static const double bounds[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
+	size_t i;
+
+	for (i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++)
+		if (s <= bounds[i])
+			break;
+	m->round_hist[i]++;
+	m->round_sum_s += s;
+}
+
+/* Write the models of finished rounds, oldest first, as long as they are next in line. */
+void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j)
+{
+	if (n->clustered) {
+		/* The node's sum goes to the round's top; the model comes from the controller. */
+		for (struct rt_round *r = j->inflight; r; r = r->next)
+			if (r->has_result && n->hooks.local_sum)
+				n->hooks.local_sum(n->hooks.ctx, j, r);
+		return;
+	}
+	while (j->inflight && j->inflight->has_result && j->inflight->round == j->completed) {
+		struct rt_round *r = j->inflight;
+		const struct shm_desc *d = &r->result;
+		const float *model = r->result_payload;
+		struct ctl_round rec;
+		struct trib_blob *b;
+		double secs;
+		int err;
+
+		if (!model) {
+			const struct shm_seg *seg = shm_arena_ptr(n->arena, d->segs_off);
+
+			model = shm_arena_ptr(n->arena, seg->src_off);
+		}
+		err = rt__opt_state_commit(n, j, r);
+		if (err) {
+			trib_error("job %s round %u: saving the optimiser state: %s", j->name,
+				   r->round, strerror(-err));
+			return;
+		}
+		b = rt__model_blob(j, model, r->round + 1);
+		if (!b) {
+			trib_error("job %s round %u: no memory for the model", j->name, r->round);
+			return;
+		}
+		err = rt__store_blob(n, j, b);
+		if (err) {
+			trib_error("job %s round %u: writing the model: %s", j->name, r->round,
+				   strerror(-err));
+			trib_blob_release(b);
+			return;
+		}
+		err = ctl_store_round_advance(n->store, j->db_id, j->completed, j->completed + 1);
+		if (err)
+			trib_error("job %s round %u: recording the round: %s", j->name, r->round,
+				   strerror(-err));
+		secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
+		memset(&rec, 0, sizeof(rec));
+		rec.job_id = j->db_id;
+		rec.round = r->round;
+		rec.closed_unix = (int64_t)time(NULL);
+		rec.n_updates = d->count;
+		rec.total_weight = d->weight;
+		rec.duration_ms = (uint64_t)(secs * 1000);
+		ctl_store_round_record(n->store, &rec);
+		trib_blob_release(j->model);
+		j->model = b;
+		j->completed++;
+		j->last_round_ms = rec.duration_ms;
+		/* The planner's input: arrivals per second over this round, smoothed. */
+		if (secs > 0) {
+			double rate = r->received / secs;
+
+			j->arrival_rate = j->arrival_rate > 0 ? 0.5 * j->arrival_rate + 0.5 * rate :
+								rate;
+		}
+		n->m.rounds_done++;
+		round_hist_add(&n->m, secs);
+		trib_info("job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u%s",
+			  j->name, r->round, d->count, d->weight, secs, j->completed,
+			  r->recoveries ? " (after replacing failed functions)" : "");
+		j->inflight = r->next;
+		/* Committed: the partials, accumulators and leftovers go back to the arena. */
+		rt__round_free(n, r, true);
+		if (n->hooks.model_ready)
+			n->hooks.model_ready(n->hooks.ctx, j);
+		/* The next round's top may have been waiting for this model. */
+		if (j->inflight)
+			rt__top_release(n, j, j->inflight);
+	}
+}
+
+/* --- a cluster's node (rt_agent.c) --- */
+
+uint64_t rt_job_acc_len(const struct rt_job *j)
+{
+	return rt__acc_slot_len(j);
+}
+
+int rt_node_fold_start(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t expected,
+		       struct rt_fn **out, uint64_t *accp)
+{
+	struct rt_round tmp;
+	struct fn_config cfg;
+	struct fn_params par;
+	uint64_t acc, data;
+	int err;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.job = j;
+	tmp.round = round;
+	err = rt__acc_alloc(n, &tmp, &acc, &data);
+	if (err)
+		return err;
+	rt__cfg_init(n, &tmp, &cfg, FN_ROLE_TOP, acc);
+	cfg.acc_data_off = data;
+	cfg.parent = SHM_DST_RUNTIME;
+	cfg.expected = expected;
+	cfg.flags = FN_CFG_FINAL;
+	cfg.dataplane = n->dataplane;
+	/* Plain FedAvg on the nodes' sums: the top divides by their total weight. */
+	par = j->algo.par;
+	par.flags &= ~(uint32_t)FN_PAR_CLIP;
+	err = rt__fn_acquire(n, &cfg, &par, out);
+	if (err) {
+		if (acc)
+			shm_slot_free(n->arena, acc);
+		return err;
+	}
+	(*out)->node = 0;
+	*accp = acc;
+	return 0;
+}
+
+uint32_t rt_round_number(const struct rt_round *r)
+{
+	return r->round;
+}
+
+struct rt_job *rt_round_job(const struct rt_round *r)
+{
+	return r->job;
+}
+
+const struct shm_desc *rt_round_result(const struct rt_round *r)
+{
+	return &r->result;
+}
+
+uint32_t rt_round_received(const struct rt_round *r)
+{
+	return r->received;
+}
+
+uint32_t rt_round_fanin(const struct rt_round *r)
+{
+	return r->fanin;
+}
+
+uint32_t rt_round_nleaves(const struct rt_round *r)
+{
+	return r->nleaves;
+}
+
+const float *rt_round_sum(struct rt_node *n, const struct rt_round *r)
+{
+	const struct shm_seg *seg;
+
+	if (r->result_payload)
+		return r->result_payload;
+	seg = shm_arena_ptr(n->arena, r->result.segs_off);
+	return shm_arena_ptr(n->arena, seg->src_off);
+}
+
+void rt_job_set_target(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t target)
+{
+	if (j->round != round)
+		return; /* again when the local round gets there (the round_advanced hook) */
+	j->xtarget = target;
+	if (!j->open) {
+		if (target)
+			return; /* its updates are still on their way here */
+		/* Nothing of this round folds here: the next one opens. */
+		j->round++;
+		j->xtarget = UINT32_MAX;
+		if (n->hooks.round_advanced)
+			n->hooks.round_advanced(n->hooks.ctx, j);
+		return;
+	}
+	if (j->open->received > target)
+		trib_error("job %s round %u: %u updates folded here, but the controller counted %u",
+			   j->name, round, j->open->received, target);
+	if (j->open->received >= target)
+		rt__round_close(n, j, j->open, false);
+}
+
+int rt_job_commit_remote(struct rt_node *n, struct rt_job *j, uint32_t version,
+			 const float *model, uint32_t updates, double weight)
+{
+	struct trib_blob *b;
+	struct ctl_round rec;
+	int err;
+
+	if (version <= j->completed)
+		return 0; /* had it */
+	err = rt__model_write(n, j, model, version, &b);
+	if (err)
+		return err;
+	memset(&rec, 0, sizeof(rec));
+	rec.job_id = j->db_id;
+	rec.round = version - 1;
+	rec.closed_unix = (int64_t)time(NULL);
+	rec.n_updates = updates;
+	rec.total_weight = weight;
+	ctl_store_round_record(n->store, &rec);
+	trib_blob_release(j->model);
+	j->model = b;
+	/* This node's trees of the rounds up to this one are done with. */
+	while (j->inflight && j->inflight->round < version && j->inflight != j->open) {
+		struct rt_round *r = j->inflight;
+		double secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
+
+		j->inflight = r->next;
+		n->m.rounds_done++;
+		round_hist_add(&n->m, secs);
+		j->last_round_ms = (uint64_t)(secs * 1000);
+		rt__round_free(n, r, true);
+	}
+	j->completed = version;
+	if (j->round < version) {
+		/* Joined late, or had nothing of those rounds. */
+		j->round = version;
+		j->xtarget = UINT32_MAX;
+	}
+	trib_info("job %s: model v%u from the cluster (%u updates, weight %g)", j->name, version,
+		  updates, weight);
+	if (n->hooks.model_ready)
+		n->hooks.model_ready(n->hooks.ctx, j);
+	return 0;
+}
+
