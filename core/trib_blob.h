@@ -17,7 +17,8 @@ struct trib_blob {
 	char data[];
 };
 
-/* A blob of @len bytes (uninitialised), one reference owned by the caller; NULL if out of memory. */
+/* A blob of @len bytes (uninitialised), one reference owned by the caller; NULL if out of memory.
+ */
 struct trib_blob *trib_blob_new(size_t len);
 /* Another reference to @b (not NULL), owned by the caller. Returns @b. */
 struct trib_blob *trib_blob_hold(struct trib_blob *b);

@@ -5,7 +5,8 @@
 
 #include "rt_node.h"
 
-/* Run `tributary up` (or `node`, with opts->controller) until SIGINT/SIGTERM. Returns an exit code. */
+/* Run `tributary up` (or `node`, with opts->controller) until SIGINT/SIGTERM. Returns an exit code.
+ */
 int rt_up_run(const struct rt_node_opts *opts);
 
 #endif

@@ -112,7 +112,8 @@ static void on_head(void *ctx, struct rt_conn *c)
 		API(c)->cluster.status(API(c)->cluster.ctx, c);
 		return;
 	}
-	if (API(c)->clustered && !API(c)->cluster.ready(API(c)->cluster.ctx) && !strncmp(path, "/v1/jobs", 8)) {
+	if (API(c)->clustered && !API(c)->cluster.ready(API(c)->cluster.ctx) &&
+	    !strncmp(path, "/v1/jobs", 8)) {
 		rt_conn_error(c, 503, "this node has not joined the cluster's controller yet", -1,
 			      "Retry-After: 1\r\n");
 		return;
@@ -172,8 +173,10 @@ static void on_head(void *ctx, struct rt_conn *c)
 				return;
 			}
 			if (!API(c)->clustered) {
-				rt_conn_error(c, 404, "round records with lost nodes are kept by a "
-					      "cluster's controller; this is a single node", -1, NULL);
+				rt_conn_error(c, 404,
+					      "round records with lost nodes are kept by a "
+					      "cluster's controller; this is a single node",
+					      -1, NULL);
 				return;
 			}
 			API(c)->cluster.round_get(API(c)->cluster.ctx, c, j, (uint32_t)r);

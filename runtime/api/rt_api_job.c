@@ -48,7 +48,8 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 		}
 	}
 	if (!json_is_string(name) || !trib_job_name_valid(json_string_value(name))) {
-		snprintf(msg, cap, "%s", "name: required, 1-63 characters of A-Z a-z 0-9 . _ -, not "
+		snprintf(msg, cap, "%s",
+			 "name: required, 1-63 characters of A-Z a-z 0-9 . _ -, not "
 			 "starting with . or -");
 		return 400;
 	}
@@ -58,8 +59,9 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 		json_t *k = json_object_get(o, "buffer_size");
 
 		if (cpr && (!json_is_integer(k) || !json_equal(cpr, k))) {
-			snprintf(msg, cap, "%s", "clients_per_round: for fedbuff, buffer_size sets it "
-				      "(leave clients_per_round out)");
+			snprintf(msg, cap, "%s",
+				 "clients_per_round: for fedbuff, buffer_size sets it "
+				 "(leave clients_per_round out)");
 			return 400;
 		}
 		if (json_is_integer(k))
@@ -67,7 +69,8 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 	}
 	if (!json_is_integer(cpr) || json_integer_value(cpr) < 1 ||
 	    json_integer_value(cpr) > 1000000) {
-		snprintf(msg, cap, "%s", "clients_per_round: required, an integer from 1 to 1000000");
+		snprintf(msg, cap, "%s",
+			 "clients_per_round: required, an integer from 1 to 1000000");
 		return 400;
 	}
 	if (rt_algo_parse(o, &def->algo, msg, cap))
@@ -272,16 +275,16 @@ static void on_create_body(struct rt_conn *c)
 
 	if (API(c)->clustered) {
 		/* Cluster-wide: checked here, named and recorded by the controller. */
-		status = rt_api_job_build(N(c), API(c)->clustered, c->body_heap, c->body_len, NULL, true, NULL, msg,
-					  sizeof(msg), NULL);
+		status = rt_api_job_build(N(c), API(c)->clustered, c->body_heap, c->body_len, NULL,
+					  true, NULL, msg, sizeof(msg), NULL);
 		if (status == 200)
 			API(c)->cluster.job_create(API(c)->cluster.ctx, c);
 		else
 			rt_conn_error(c, status, msg, -1, NULL);
 		return;
 	}
-	status = rt_api_job_build(N(c), API(c)->clustered, c->body_heap, c->body_len, NULL, false, &j, msg,
-				  sizeof(msg), NULL);
+	status = rt_api_job_build(N(c), API(c)->clustered, c->body_heap, c->body_len, NULL, false,
+				  &j, msg, sizeof(msg), NULL);
 	if (status != 201) {
 		rt_conn_error(c, status, msg, -1, NULL);
 		return;
@@ -293,8 +296,8 @@ static void on_create_body(struct rt_conn *c)
 void rt__api_handle_create(struct rt_conn *c)
 {
 	if (!rt__api_auth_admin(c)) {
-		rt__api_reject(c, RT_REJ_AUTH, 401, "creating jobs takes the admin token (Bearer)", -1,
-		       NULL);
+		rt__api_reject(c, RT_REJ_AUTH, 401, "creating jobs takes the admin token (Bearer)",
+			       -1, NULL);
 		return;
 	}
 	/* The body is parsed as JSON whatever it is labelled (curl -d says form-urlencoded). */
@@ -321,16 +324,14 @@ static json_t *job_json(struct rt_node *n, struct rt_job *j)
 	json_t *tensors = json_loads(j->schema_json, 0, NULL);
 
 	(void)n;
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o}", "job",
-			 j->name, "round", (json_int_t)j->round, "model_round",
-			 (json_int_t)j->completed, "received",
-			 (json_int_t)(j->open ? rt_round_received(j->open) : 0), "clients_per_round",
-			 (json_int_t)j->cpr, "algorithm", j->algorithm, "params",
-			 (json_int_t)j->n_elem, "fan_in",
-			 (json_int_t)(j->open ? rt_round_fanin(j->open) : j->fanin), "accepted_total",
-			 (json_int_t)j->accepted_total, "last_round_ms",
-			 (json_int_t)j->last_round_ms, "tensors",
-			 tensors ? tensors : json_array());
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o}", "job", j->name,
+			 "round", (json_int_t)j->round, "model_round", (json_int_t)j->completed,
+			 "received", (json_int_t)(j->open ? rt_round_received(j->open) : 0),
+			 "clients_per_round", (json_int_t)j->cpr, "algorithm", j->algorithm,
+			 "params", (json_int_t)j->n_elem, "fan_in",
+			 (json_int_t)(j->open ? rt_round_fanin(j->open) : j->fanin),
+			 "accepted_total", (json_int_t)j->accepted_total, "last_round_ms",
+			 (json_int_t)j->last_round_ms, "tensors", tensors ? tensors : json_array());
 }
 
 /* job_json, plus what the planner and the deadline add. */
@@ -371,7 +372,8 @@ void rt__api_handle_list(struct rt_conn *c)
 	json_t *arr = json_array();
 
 	if (!rt__api_auth_admin(c)) {
-		rt__api_reject(c, RT_REJ_AUTH, 401, "listing jobs takes the admin token (Bearer)", -1, NULL);
+		rt__api_reject(c, RT_REJ_AUTH, 401, "listing jobs takes the admin token (Bearer)",
+			       -1, NULL);
 		json_decref(arr);
 		return;
 	}

@@ -123,8 +123,8 @@ void rt__api_handle_functions(struct rt_conn *c)
 	json_t *o;
 
 	if (!rt__api_auth_admin(c)) {
-		rt__api_reject(c, RT_REJ_AUTH, 401, "function status takes the admin token (Bearer)", -1,
-		       NULL);
+		rt__api_reject(c, RT_REJ_AUTH, 401,
+			       "function status takes the admin token (Bearer)", -1, NULL);
 		json_decref(arr);
 		return;
 	}
@@ -132,15 +132,18 @@ void rt__api_handle_functions(struct rt_conn *c)
 	for (size_t i = 0; i < fr.len; i++) {
 		static const char *const states[] = { "cold", "folding", "warm", "exiting" };
 		const struct fn_row *r = &fr.rows[i];
-		json_t *e = json_pack("{s:I, s:s, s:I, s:s, s:I, s:s, s:I, s:I}", "fn",
-				      (json_int_t)r->id, "job", job_name_of(n, r->job), "round",
-				      (json_int_t)r->round, "role",
-				      role_name(r->role), "level",
-				      (json_int_t)(r->role == FN_ROLE_TOP ? 0 :
-						   r->role == FN_ROLE_MID ? 1 : 2), "state",
-				      !r->live ? "exited" :
-				      r->state >= 0 && r->state < 4 ? states[r->state] : "?",
-				      "messages", (json_int_t)r->msgs, "bytes", (json_int_t)r->bytes);
+		json_t *e =
+		    json_pack("{s:I, s:s, s:I, s:s, s:I, s:s, s:I, s:I}", "fn", (json_int_t)r->id,
+			      "job", job_name_of(n, r->job), "round", (json_int_t)r->round, "role",
+			      role_name(r->role), "level",
+			      (json_int_t)(r->role == FN_ROLE_TOP   ? 0
+					   : r->role == FN_ROLE_MID ? 1
+								    : 2),
+			      "state",
+			      !r->live			      ? "exited"
+			      : r->state >= 0 && r->state < 4 ? states[r->state]
+							      : "?",
+			      "messages", (json_int_t)r->msgs, "bytes", (json_int_t)r->bytes);
 
 		if (r->depth >= 0)
 			json_object_set_new(e, "queue_depth", json_integer(r->depth));
@@ -249,7 +252,8 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	    "tributary_arena_bytes{state=\"total\"} %llu\n"
 	    "# HELP tributary_arena_slots Live slots in the arena.\n"
 	    "# TYPE tributary_arena_slots gauge\n"
-	    "tributary_arena_slots %u\n", (unsigned long long)used, (unsigned long long)total, live);
+	    "tributary_arena_slots %u\n",
+	    (unsigned long long)used, (unsigned long long)total, live);
 	OUT("# HELP tributary_functions Aggregation function processes alive.\n"
 	    "# TYPE tributary_functions gauge\n"
 	    "tributary_functions %u\n"
@@ -270,7 +274,8 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	    (unsigned long long)m->fn_reused, (unsigned long long)m->fn_retired,
 	    (unsigned long long)m->recoveries);
 	OUT("# HELP tributary_fn_cold_start_seconds Spawn to ready to fold (config applied, arena "
-	    "mapped); quantiles over the last 256.\n# TYPE tributary_fn_cold_start_seconds summary\n"
+	    "mapped); quantiles over the last 256.\n# TYPE tributary_fn_cold_start_seconds "
+	    "summary\n"
 	    "tributary_fn_cold_start_seconds{quantile=\"0.5\"} %.6f\n"
 	    "tributary_fn_cold_start_seconds{quantile=\"0.99\"} %.6f\n"
 	    "tributary_fn_cold_start_seconds_sum %.6f\n"
@@ -324,8 +329,10 @@ void rt__api_handle_metrics(struct rt_conn *c)
 				uint64_t v = k == 0 ? r->msgs : k == 1 ? r->bytes :
 							(uint64_t)(r->depth < 0 ? 0 : r->depth);
 
-				OUT("tributary_fn_%s{fn=\"%u\",job=\"%s\",round=\"%u\",role=\"%s\"} "
-				    "%llu\n", names[k], r->id, job_name_of(n, r->job), r->round,
+				OUT("tributary_fn_%s{fn=\"%u\",job=\"%s\",round=\"%u\",role=\"%s\"}"
+				    " "
+				    "%llu\n",
+				    names[k], r->id, job_name_of(n, r->job), r->round,
 				    role_name(r->role), (unsigned long long)v);
 			}
 		}

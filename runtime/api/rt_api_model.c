@@ -140,7 +140,11 @@ static void on_model_put_body(struct rt_conn *c)
 		trib_st_free(&st);
 		if (err) {
 			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
-			rt_conn_error(c, err == -ENOMEM ? 500 : malformed ? 400 : 422, msg, -1, NULL);
+			rt_conn_error(c,
+				      err == -ENOMEM ? 500
+				      : malformed    ? 400
+						     : 422,
+				      msg, -1, NULL);
 			trib_free(offs);
 			trib_free(data);
 			return;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* POST /v1/jobs/{job}/updates: checks before the body, the body into an arena slot, checks after, accept. */
+/* POST /v1/jobs/{job}/updates: checks, the body into an arena slot, checks after it, accept. */
 #include "api_priv.h"
 
 #include <errno.h>
@@ -80,8 +80,8 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 		bool dtype = why && !strcmp(why, TRIB_ST_WHY_DTYPE);
 
 		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
-		rt__api_reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg, -1,
-		       NULL);
+		rt__api_reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg,
+			       -1, NULL);
 		goto out;
 	}
 	/* F32, or compressed (F16, BF16, I8 + scale): dequantised while folding. */
@@ -89,7 +89,8 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 	trib_st_free(&st);
 	if (err) {
 		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
-		rt__api_reject(c, err == -EDOM ? RT_REJ_NONFINITE : RT_REJ_SHAPE, 422, msg, -1, NULL);
+		rt__api_reject(c, err == -EDOM ? RT_REJ_NONFINITE : RT_REJ_SHAPE, 422, msg, -1,
+			       NULL);
 		goto out;
 	}
 	for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++) {
@@ -102,10 +103,10 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 			       -1, NULL);
 			goto out;
 		}
-		if (dts[i] == SHM_DTYPE_F32 ?
-			    rt__api_check_finite(c, (const float *)(const void *)x, j->schema[i].n_elem,
-					 j->schema[i].name) :
-			    check_finite_q(c, x, dts[i], j->schema[i].n_elem, j->schema[i].name))
+		if (dts[i] == SHM_DTYPE_F32
+			? rt__api_check_finite(c, (const float *)(const void *)x,
+					       j->schema[i].n_elem, j->schema[i].name)
+			: check_finite_q(c, x, dts[i], j->schema[i].n_elem, j->schema[i].name))
 			goto out;
 		memset(&segs[i], 0, sizeof(segs[i]));
 		segs[i].src_off = R(c)->slot_off + offs[i];
@@ -207,8 +208,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		return;
 	}
 	if (!c->req.x_round[0] || trib_parse_u64(c->req.x_round, 0, UINT32_MAX, &round)) {
-		rt__api_reject(c, RT_REJ_MALFORMED, 400, "X-Tributary-Round: required, a round number", -1,
-		       NULL);
+		rt__api_reject(c, RT_REJ_MALFORMED, 400,
+			       "X-Tributary-Round: required, a round number", -1, NULL);
 		return;
 	}
 	if (c->req.x_samples[0] &&
@@ -237,15 +238,17 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		return;
 	}
 	if (!c->req.has_content_length || c->req.chunked) {
-		rt__api_reject(c, RT_REJ_NO_LENGTH, 411, "Content-Length required (no chunked uploads)", -1,
-		       NULL);
+		rt__api_reject(c, RT_REJ_NO_LENGTH, 411,
+			       "Content-Length required (no chunked uploads)", -1, NULL);
 		return;
 	}
 	need = R(c)->safetensors ? model_bytes + ST_HEADER_ALLOWANCE : model_bytes;
 	if (c->req.content_length > need) {
-		snprintf(msg, sizeof(msg), "body of %llu bytes is larger than the model (%llu "
-			 "bytes of f32%s)", (unsigned long long)c->req.content_length,
-			 (unsigned long long)model_bytes, R(c)->safetensors ? " plus 1 MiB of header" : "");
+		snprintf(msg, sizeof(msg),
+			 "body of %llu bytes is larger than the model (%llu "
+			 "bytes of f32%s)",
+			 (unsigned long long)c->req.content_length, (unsigned long long)model_bytes,
+			 R(c)->safetensors ? " plus 1 MiB of header" : "");
 		rt__api_reject(c, RT_REJ_TOO_LARGE, 413, msg, -1, NULL);
 		return;
 	}
@@ -256,7 +259,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		rt__api_reject(c, RT_REJ_SHAPE, 422, msg, -1, NULL);
 		return;
 	}
-	R(c)->slot_len = ((c->req.content_length + 63) & ~63ull) + j->nschema * sizeof(struct shm_seg);
+	R(c)->slot_len =
+	    ((c->req.content_length + 63) & ~63ull) + j->nschema * sizeof(struct shm_seg);
 	err = shm_slot_alloc(n->arena, R(c)->slot_len, &R(c)->slot_off);
 	if (err) {
 		R(c)->slot_off = UINT64_MAX;

@@ -223,8 +223,8 @@ void rt_conn_respond_blob(struct rt_conn *c, int status, const char *ctype, stru
 	c->rblob = b;
 	c->rbody = b->data;
 	c->rbody_len = b->len;
-	c->rhead_len = (size_t)rt_http_format_head(c->rhead, sizeof(c->rhead), status, ctype, b->len,
-						   !c->close_after, extra);
+	c->rhead_len = (size_t)rt_http_format_head(c->rhead, sizeof(c->rhead), status, ctype,
+						   b->len, !c->close_after, extra);
 }
 
 void rt_conn_error(struct rt_conn *c, int status, const char *msg, long long round,

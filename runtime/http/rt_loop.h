@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The gateway's io_uring loop: client connections and their responses, a tick, signals, other fds. */
+/* The gateway's io_uring loop: client connections and responses, a tick, signals, other fds. */
 #ifndef RT_LOOP_H
 #define RT_LOOP_H
 
@@ -118,7 +118,8 @@ bool rt_loop_stopped(const struct rt_loop *l);
 /* Take no more clients: close the listener and shut every connection down. */
 void rt_loop_drain(struct rt_loop *l);
 bool rt_loop_draining(const struct rt_loop *l);
-/* Close every connection (conn hook on_free), the ring, the signalfd, the listener. Accepts NULL. */
+/* Close every connection (conn hook on_free), the ring, the signalfd, the listener. Accepts NULL.
+ */
 void rt_loop_close(struct rt_loop *l);
 uint16_t rt_loop_port(const struct rt_loop *l);
 const struct rt_loop_stats *rt_loop_stats(const struct rt_loop *l);

@@ -113,7 +113,8 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 				BAD("%s: does not apply to algorithm '%s'", *k, name);
 	}
 	if (!strcmp(name, "fedbuff")) {
-		json_t *k = json_object_get(o, "buffer_size"), *s = json_object_get(o, "max_staleness");
+		json_t *k = json_object_get(o, "buffer_size"),
+		       *s = json_object_get(o, "max_staleness");
 
 		if (!k || !json_is_integer(k) || json_integer_value(k) < 1 ||
 		    json_integer_value(k) > 1000000)

@@ -61,7 +61,8 @@ static void on_fn_recv(struct rt_node *n, uint32_t id, int res)
 		return;
 	}
 	if (res % SHM_DESC_SIZE) {
-		trib_error("fn %u: a message of %d bytes is not whole descriptors; dropped", id, res);
+		trib_error("fn %u: a message of %d bytes is not whole descriptors; dropped", id,
+			   res);
 	} else {
 		for (int off = 0; off < res; off += SHM_DESC_SIZE) {
 			struct shm_desc d;
@@ -183,8 +184,10 @@ static void drain_bounced(struct rt_node *n)
 
 				memcpy(&d, n->bounced, sizeof(d));
 				n->nbounced = 0;
-				trib_error("job %u round %u: descriptor for fn %u bounced: not in the "
-					   "router's map", d.job, d.round, d.dst);
+				trib_error(
+				    "job %u round %u: descriptor for fn %u bounced: not in the "
+				    "router's map",
+				    d.job, d.round, d.dst);
 			}
 		}
 	}

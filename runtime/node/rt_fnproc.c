@@ -70,7 +70,8 @@ static uint32_t slot_of(const struct rt_fnset *set, uint32_t id)
 
 struct rt_fn *rt_fnset_find(struct rt_fnset *set, uint32_t id)
 {
-	for (uint32_t i = slot_of(set, id), n = 0; n < set->cap; i = (i + 1) & (set->cap - 1), n++) {
+	for (uint32_t i = slot_of(set, id), n = 0; n < set->cap;
+	     i = (i + 1) & (set->cap - 1), n++) {
 		if (!set->tab[i])
 			return NULL;
 		if (set->tab[i]->id == id)

@@ -27,7 +27,7 @@ struct rt_fn {
 	uint32_t id;          /* routing key, > 0 */
 	pid_t pid;            /* 0 once reaped */
 	int sock;             /* runtime's end of the control channel, -1 once closed */
-	int data;             /* shm+bpf, tcp: runtime's end of the function's TCP socket, else -1 */
+	int data; /* shm+bpf, tcp: runtime's end of the function's TCP socket, else -1 */
 	struct fn_config cfg; /* what it was asked to do */
 	void *owner;          /* the round it works for (runtime-private) */
 	struct rt_fnset *set; /* the set that owns it */

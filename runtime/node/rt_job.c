@@ -135,7 +135,8 @@ int rt_schema_from_json(json_t *arr, struct trib_tensor **out, size_t *nout, uin
 			json_t *v = json_array_get(shape, d);
 
 			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-			    __builtin_mul_overflow(elems, (uint64_t)json_integer_value(v), &elems)) {
+			    __builtin_mul_overflow(elems, (uint64_t)json_integer_value(v),
+						   &elems)) {
 				*why = "tensors: shape entries must be positive integers";
 				goto err_free;
 			}
@@ -280,9 +281,9 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	j->schema = schema;
 	j->next = n->jobs;
 	n->jobs = j;
-	trib_info("job %s: created (%u clients per round, fan-in %s, %llu parameters in %zu tensors)",
-		  name, j->cpr, j->fanin ? "fixed" : "planned", (unsigned long long)j->n_elem,
-		  nschema);
+	trib_info(
+	    "job %s: created (%u clients per round, fan-in %s, %llu parameters in %zu tensors)",
+	    name, j->cpr, j->fanin ? "fixed" : "planned", (unsigned long long)j->n_elem, nschema);
 	*out = j;
 	return 0;
 
@@ -324,7 +325,8 @@ int rt__jobs_load(struct rt_node *n)
 
 			j->fanin = json_is_integer(fi) ? (uint32_t)json_integer_value(fi) : 0;
 			j->min_clients = json_is_integer(mc) ? (uint32_t)json_integer_value(mc) : 0;
-			j->round_timeout_s = json_is_integer(rt) ? (uint32_t)json_integer_value(rt) : 0;
+			j->round_timeout_s =
+			    json_is_integer(rt) ? (uint32_t)json_integer_value(rt) : 0;
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? job_build_header(j) : -ENOMEM;
 		}

@@ -74,9 +74,10 @@ static int dataplane_setup(struct rt_node *n)
 	if (err) {
 		dataplane_teardown(n);
 		n->dataplane = FN_DP_SHM_UNIX;
-		trib_warn("data plane: shm+bpf is not available here (%s); FALLING BACK to shm+unix "
-			  "(descriptors over Unix sockets, routed by the runtime)",
-			  why[0] ? why : strerror(-err));
+		trib_warn(
+		    "data plane: shm+bpf is not available here (%s); FALLING BACK to shm+unix "
+		    "(descriptors over Unix sockets, routed by the runtime)",
+		    why[0] ? why : strerror(-err));
 		return 0;
 	}
 	fcntl(n->gw_pair[0], F_SETFL, O_NONBLOCK);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The node: arena, jobs and rounds, function trees, model store, metrics (what api and cluster use). */
+/* The node: arena, jobs, rounds, function trees, model store, metrics (what api and cluster use). */
 #ifndef RT_NODE_H
 #define RT_NODE_H
 
@@ -33,7 +33,7 @@ struct rt_node_opts {
 	/* `tributary node`: a node runtime of a cluster (NULL controller: `up`, alone) */
 	const char *controller;       /* the controller's nng URL, tcp://HOST:PORT */
 	const char *node_name;        /* unique in the cluster */
-	const char *peer_listen;      /* this node's nng URL for peers (default tcp://0.0.0.0:7071) */
+	const char *peer_listen; /* this node's nng URL for peers (default tcp://0.0.0.0:7071) */
 	const char *advertise;        /* how peers reach it (default: peer_listen's host:port) */
 };
 
@@ -209,7 +209,7 @@ struct rt_job_spec {
 	uint32_t min_clients;     /* 0: cpr */
 	uint32_t round_timeout_s; /* 0: none */
 	const struct rt_algo *algo;
-	json_t *params;           /* the request's algorithm parameters (borrowed), stored as given */
+	json_t *params; /* the request's algorithm parameters (borrowed), stored as given */
 };
 int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib_tensor *schema,
 		  size_t nschema, struct rt_job **out);

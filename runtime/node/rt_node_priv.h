@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Inside the node (node/ only): a round's tree (leaves, mids, top) and the verbs between node's files. */
+/* Inside node/ only: a round's tree (leaves, mids, top) and the verbs between node's files. */
 #ifndef RT_NODE_PRIV_H
 #define RT_NODE_PRIV_H
 
@@ -93,16 +93,20 @@ struct rt_round {
 void rt__job_free(struct rt_job *j);
 struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version);
 int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b);
-int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint32_t version, struct trib_blob **out);
+int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint32_t version,
+		    struct trib_blob **out);
 int rt__jobs_load(struct rt_node *n);
 
 /* rt_tree.c */
 uint64_t rt__acc_slot_len(const struct rt_job *j);
 int rt__garbage_add(struct rt_round *r, uint64_t slot);
-int rt__fn_acquire(struct rt_node *n, struct fn_config *cfg, const struct fn_params *par, struct rt_fn **out);
-void rt__cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, uint16_t role, uint64_t acc);
+int rt__fn_acquire(struct rt_node *n, struct fn_config *cfg, const struct fn_params *par,
+		   struct rt_fn **out);
+void rt__cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, uint16_t role,
+		  uint64_t acc);
 int rt__acc_alloc(struct rt_node *n, struct rt_round *r, uint64_t *acc, uint64_t *data);
-void rt__out_ensure(struct rt_node *n, bool has, const struct shm_desc *p, const float *payload, uint32_t *routed_to, uint32_t parent);
+void rt__out_ensure(struct rt_node *n, bool has, const struct shm_desc *p, const float *payload,
+		    uint32_t *routed_to, uint32_t parent);
 int rt__top_start(struct rt_node *n, struct rt_round *r);
 uint32_t rt__leaf_parent(const struct rt_round *r, uint32_t i);
 int rt__mid_start(struct rt_node *n, struct rt_round *r, uint32_t g);
@@ -125,7 +129,8 @@ void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bo
 void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j);
 
 /* rt_record.c */
-struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t round, struct rt_job **jp);
+struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t round,
+				struct rt_job **jp);
 
 /* rt_fnio.c: watch a function's channels (control records; its TCP socket in shm+bpf and tcp). */
 void rt__watch_fn(struct rt_node *n, struct rt_fn *fn);

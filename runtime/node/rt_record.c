@@ -67,7 +67,8 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 	if (fn->cfg.role == FN_ROLE_MID) {
 		struct rt_mid *m;
 
-		if (fn->node >= r->nmids || r->mids[fn->node].fn != fn->id || r->mids[fn->node].done)
+		if (fn->node >= r->nmids || r->mids[fn->node].fn != fn->id ||
+		    r->mids[fn->node].done)
 			return;
 		m = &r->mids[fn->node];
 		m->done = true;
@@ -203,8 +204,9 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 		struct rt_round *r = rt__round_find(n, d->job, d->round, &j);
 
 		if (!r || r->has_result || fn->id != r->top) {
-			trib_debug("fn %u: result for job %u round %u not wanted (done, or replaced)",
-				   fn->id, d->job, d->round);
+			trib_debug(
+			    "fn %u: result for job %u round %u not wanted (done, or replaced)",
+			    fn->id, d->job, d->round);
 			if (r && fn->id != r->top)
 				rt__garbage_add(r, d->slot_off);
 			trib_free(payload);

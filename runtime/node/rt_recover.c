@@ -104,8 +104,10 @@ static void recover(struct rt_node *n, struct rt_fn *fn)
 		trib_error("job %s round %u: replacing fn %u failed: %s; the round cannot complete",
 			   j->name, r->round, fn->id, strerror(-err));
 	else
-		trib_warn("job %s round %u: fn %u (%s %u) died mid-round; replaced, its inputs sent "
-			  "again", j->name, r->round, fn->id, what, fn->node);
+		trib_warn(
+		    "job %s round %u: fn %u (%s %u) died mid-round; replaced, its inputs sent "
+		    "again",
+		    j->name, r->round, fn->id, what, fn->node);
 }
 
 /*
@@ -125,7 +127,9 @@ static void fn_judge(struct rt_node *n, struct rt_fn *fn)
 	}
 	n->m.fn_failed++;
 	trib_error("fn %u (%s of job %u round %u) %s %d mid-round", fn->id,
-		   fn->cfg.role == FN_ROLE_TOP ? "top" : fn->cfg.role == FN_ROLE_MID ? "mid" : "leaf",
+		   fn->cfg.role == FN_ROLE_TOP	 ? "top"
+		   : fn->cfg.role == FN_ROLE_MID ? "mid"
+						 : "leaf",
 		   fn->cfg.job, fn->cfg.round,
 		   WIFSIGNALED(st) ? "was killed by signal" : "exited with",
 		   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));

@@ -86,7 +86,8 @@ static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_rou
 		float *m = me ? trib_malloc(me * sizeof(float)) : NULL;
 		float *v = ve ? trib_malloc(ve * sizeof(float)) : NULL;
 
-		err = (me && !m) || (ve && !v) ? -ENOMEM : fn_opt_state_init(&os, &op, j->n_elem, m, v);
+		err = (me && !m) || (ve && !v) ? -ENOMEM
+					       : fn_opt_state_init(&os, &op, j->n_elem, m, v);
 		if (!err)
 			err = fn_opt_state_save(&os, shm_arena_ptr(n->arena, r->state_slot),
 						r->state_size);
@@ -255,8 +256,8 @@ void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 			return; /* again when the previous round commits */
 		err = server_inputs_fill(n, j, r);
 		if (err) {
-			trib_error("job %s round %u: preparing the server step: %s", j->name, r->round,
-				   strerror(-err));
+			trib_error("job %s round %u: preparing the server step: %s", j->name,
+				   r->round, strerror(-err));
 			return;
 		}
 	}

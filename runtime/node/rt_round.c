@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Rounds: open, take updates, close (full or at the deadline), commit models; a cluster node's verbs. */
+/* Rounds: open, take updates, close (full or at the deadline), commit; a cluster node's verbs. */
 #include "rt_node_priv.h"
 
 #include <errno.h>
@@ -107,7 +107,8 @@ void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bo
 	if (deadline) {
 		/* Fewer updates than planned: the last leaf folds what it has. */
 		n->m.deadline_closes++;
-		if (r->started && r->leaves[r->started - 1].sent < r->leaves[r->started - 1].expected)
+		if (r->started &&
+		    r->leaves[r->started - 1].sent < r->leaves[r->started - 1].expected)
 			leaf_cut(n, &r->leaves[r->started - 1]);
 		trib_info("job %s round %u: closed at its deadline with %u of %u updates in %u "
 			  "leaves", j->name, r->round, r->received, j->cpr, r->started);
@@ -397,9 +398,10 @@ void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		}
 		n->m.rounds_done++;
 		round_hist_add(&n->m, secs);
-		trib_info("job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u%s",
-			  j->name, r->round, d->count, d->weight, secs, j->completed,
-			  r->recoveries ? " (after replacing failed functions)" : "");
+		trib_info(
+		    "job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u%s",
+		    j->name, r->round, d->count, d->weight, secs, j->completed,
+		    r->recoveries ? " (after replacing failed functions)" : "");
 		j->inflight = r->next;
 		/* Committed: the partials, accumulators and leftovers go back to the arena. */
 		rt__round_free(n, r, true);

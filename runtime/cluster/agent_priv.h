@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/* Inside the cluster layer (cluster/ only): the agent's state and the verbs its files share. */
+#ifndef AGENT_PRIV_H
+#define AGENT_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "ctl_cluster.h"
+#include "ctl_wire.h"
+#include "rt_agent.h"
+#include "rt_api.h"
+#include "rt_node.h"
+#include "shm_abi.h"
+
+#define AGENT_TIMEOUT_MS    10000
+#define AGENT_HB_TIMEOUT_MS 1000
+#define JOIN_RETRY_NS	    1000000000ull
+
+enum pend_kind {
+	PK_JOIN = 1,
+	PK_HB,
+	PK_CREATE,
+	PK_ACCEPT,
+	PK_FWD,
+	PK_PARTIAL,
+	PK_MODEL_DONE,
+	PK_ROUND_GET,
+	PK_STATUS,
+	PK_NOTE,
+	PK_SYNC,
+};
+
+/* An update on its way through the cluster: owns its slot until folded or given up. */
+struct upd {
+	struct rt_conn *c;    /* the client waiting for 202, or NULL */
+	struct ctl_event *ev; /* a peer's forward waiting for its answer, or NULL */
+	char job[64];
+	uint32_t round;
+	uint64_t uid; /* this node's id of the request that counts it */
+	int tries;
+	uint32_t seq; /* the controller's count for the round */
+	int fold_at;  /* rank that folds it */
+	char fold_name[64];
+	uint32_t fold_epoch; /* that node's run (a receipt names it) */
+	uint64_t slot_off, segs_off, slot_len, body_len;
+	uint32_t nsegs;
+	double weight;
+	struct upd *next; /* backlog: waiting for the local round to get to it */
+};
+
+struct xinput {
+	bool has;
+	bool remote;	   /* came over the wire (a cross-node edge) */
+	struct shm_desc d; /* a PARTIAL, seq = the node's rank */
+	uint64_t slot;	   /* owned: a landed sum or zeros; 0: the local round's */
+	const float *data;
+};
+
+/* One round of one job as this node sees the cluster. */
+struct xround {
+	char job[64];
+	uint32_t round;
+	bool closed; /* the controller's close came */
+	uint32_t nnodes;
+	uint32_t counts[CTL_MAX_NODES];
+	int top;
+	char top_addr[128];
+	/* this node's sum */
+	struct rt_round *local; /* the local round with its sum (until the model) */
+	bool sum_ready;
+	int delivered_to; /* the top rank that has our sum (-1: none) */
+	bool sending;
+	/* the round's top, when it is on this node */
+	bool folding;
+	uint32_t fold_fn;
+	uint64_t fold_acc;
+	struct xinput zeros;     /* one slot of zeros for every node with nothing (owned) */
+	struct xinput in[CTL_MAX_NODES];
+	bool sent_in[CTL_MAX_NODES];
+	bool have_result;
+	bool model_sending, model_sent;
+	struct shm_desc result;
+	float *result_payload; /* tcp: owned */
+	struct xround *next;
+};
+
+struct pend {
+	uint64_t cookie;
+	int kind;
+	struct rt_conn *c;
+	struct upd *u;
+	struct xround *x;
+	int top;	/* PK_PARTIAL: the rank it went to */
+	uint64_t bytes; /* PK_PARTIAL: payload bytes */
+	struct pend *next;
+};
+
+struct rt_agent {
+	struct rt_node *n;
+	struct ctl_wire *w;
+	char name[64];
+	char addr[128];
+	char http[160];
+	int rank;
+	uint32_t epoch; /* this run, as the controller numbered it */
+	bool joined, join_pending, hb_pending;
+	uint64_t last_join_ns, last_hb_ns;
+	uint32_t hb_ms; /* the controller's heartbeat period */
+	uint64_t cookie;
+	struct pend *pend;
+	struct xround *xr;
+	struct upd *backlog;
+	/* counters for /metrics */
+	uint64_t partials_sent, partials_received, fwd_sent, fwd_received, accept_rejected,
+	    models_sent;
+	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
+	uint64_t next_uid;
+};
+
+/* A string member, or @dflt. */
+static inline const char *jstr(const json_t *o, const char *key, const char *dflt)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+
+	return v ? v : dflt;
+}
+
+int rt__agent_request(struct rt_agent *a, const char *url, json_t *h, const void *p, size_t len,
+		      int kind, struct pend **out);
+int rt__agent_to_ctl(struct rt_agent *a, json_t *h, const void *p, size_t len, int kind,
+		     struct pend **out);
+void rt__agent_respond_json(struct rt_conn *c, int status, json_t *o);
+void rt__agent_reply(struct rt_agent *a, struct ctl_event *ev, json_t *h);
+json_t *rt__agent_ok_json(void);
+json_t *rt__agent_err_json(int status, const char *msg);
+struct xround *rt__agent_xr_get(struct rt_agent *a, const char *job, uint32_t round, bool make);
+void rt__agent_xr_free(struct rt_agent *a, struct xround *x);
+void rt__agent_job_apply(struct rt_agent *a, json_t *h);
+void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+void rt__agent_upd_free(struct rt_agent *a, struct upd *u);
+void rt__agent_upd_fold(struct rt_agent *a, struct upd *u);
+void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+void rt__agent_on_fwd_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev);
+void rt__agent_top_run(struct rt_agent *a, struct xround *x);
+void rt__agent_sum_deliver(struct rt_agent *a, struct xround *x);
+void rt__agent_on_partial_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+void rt__agent_on_partial(struct rt_agent *a, struct ctl_event *ev);
+void rt__agent_model_send(struct rt_agent *a, struct xround *x);
+void rt__agent_on_close(struct rt_agent *a, json_t *h);
+void rt__agent_on_model(struct rt_agent *a, struct ctl_event *ev);
+void rt__agent_sync_check(struct rt_agent *a, json_t *jobs);
+void rt__agent_on_sync_reply(struct rt_agent *a, struct ctl_event *ev);
+/* The API's cluster hooks for jobs and updates (ctx: the agent). */
+void rt__agent_job_create(void *ctx, struct rt_conn *c);
+void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs);
+
+#endif

@@ -1,0 +1,389 @@
+// SPDX-License-Identifier: MIT
+/* The agent's jobs and updates: created by the controller, counted by it, folded or forwarded. */
+#include "agent_priv.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "ctl_wire.h"
+#include "rt_api.h"
+#include "rt_fnproc.h"
+#include "rt_node.h"
+#include "shm_abi.h"
+#include "shm_arena.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_time.h"
+
+/* --- jobs --- */
+
+void rt__agent_job_apply(struct rt_agent *a, json_t *h)
+{
+	const char *name = json_string_value(json_object_get(h, "name"));
+	const char *token = json_string_value(json_object_get(h, "token"));
+	const char *body = json_string_value(json_object_get(h, "body"));
+	uint32_t round = (uint32_t)json_integer_value(json_object_get(h, "round"));
+	struct rt_job *j;
+	char msg[320];
+	int status;
+
+	if (!name || !token || !body)
+		return;
+	j = rt_job_find(a->n, name);
+	if (!j) {
+		status = rt_api_job_build(a->n, true, (const uint8_t *)body, strlen(body), token,
+					  false, &j, msg, sizeof(msg), NULL);
+		if (status != 201) {
+			trib_error("job %s from the controller: %d %s", name, status, msg);
+			return;
+		}
+		j->xtarget = UINT32_MAX;
+	}
+	if (round > j->round && !j->open && !j->inflight)
+		j->round = round; /* joined late: the cluster is at this round */
+}
+
+void rt__agent_job_create(void *ctx, struct rt_conn *c)
+{
+	struct rt_agent *a = ctx;
+	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, NULL);
+	char msg[320];
+	uint64_t n_elem = 0;
+	struct pend *pd;
+	int err;
+
+	rt_api_job_build(a->n, true, c->body_heap, c->body_len, NULL, true, NULL, msg, sizeof(msg),
+			 &n_elem);
+	err = rt__agent_to_ctl(a,
+		     json_pack("{s:s, s:s, s:s?, s:I}", "op", "job_create", "node", a->name, "name",
+			       json_string_value(json_object_get(o, "name")), "n_elem",
+			       (json_int_t)n_elem),
+		     c->body_heap, c->body_len, PK_CREATE, &pd);
+	json_decref(o);
+	if (err) {
+		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	pd->c = c;
+}
+
+void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	struct rt_conn *c = pd->c;
+	struct rt_job *j = NULL;
+	char msg[320];
+	int status;
+
+	if (ev->kind != CTL_EV_REPLY) {
+		rt_conn_error(c, 503,
+			      "the controller did not answer; the job may or may not "
+			      "exist: GET /v1/jobs/{name} tells",
+			      -1, "Retry-After: 1\r\n");
+		return;
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
+		rt_conn_error(c, (int)json_integer_value(json_object_get(ev->hdr, "status")),
+			      jstr(ev->hdr, "error", "refused"), -1, NULL);
+		return;
+	}
+	status = rt_api_job_build(a->n, true, c->body_heap, c->body_len,
+				  json_string_value(json_object_get(ev->hdr, "token")), false, &j,
+				  msg, sizeof(msg), NULL);
+	if (status != 201) {
+		rt_conn_error(c, status, msg, -1, NULL);
+		return;
+	}
+	j->xtarget = UINT32_MAX;
+	rt__agent_respond_json(c, 201,
+		     json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token, "round", 0));
+}
+
+/* --- updates --- */
+
+void rt__agent_upd_free(struct rt_agent *a, struct upd *u)
+{
+	if (u->slot_off != UINT64_MAX)
+		shm_slot_free(a->n->arena, u->slot_off);
+	trib_free(u);
+}
+
+/* Answer whoever waits for @u: a client (202 or an error) or a peer's forward. */
+static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char *msg,
+		       long long round)
+{
+	if (u->c) {
+		if (status == 202) {
+			char buf[320];
+			int len = snprintf(buf, sizeof(buf),
+					   "{\"round\":%u,\"received\":%u,"
+					   "\"node\":\"%s\",\"epoch\":%u,\"receipt\":"
+					   "\"%s.%u/%u/%u\"}",
+					   u->round, u->seq + 1, u->fold_name, u->fold_epoch,
+					   u->fold_name, u->fold_epoch, u->round, u->seq);
+
+			rt_conn_respond(u->c, 202, "application/json", buf, (size_t)len, NULL);
+		} else {
+			rt_conn_error(u->c, status, msg, round,
+				      status == 503 ? "Retry-After: 1\r\n" : NULL);
+		}
+	}
+	if (u->ev) {
+		json_t *h = status == 202 ? rt__agent_ok_json() : rt__agent_err_json(status, msg);
+
+		rt__agent_reply(a, u->ev, h);
+		ctl_event_free(a->w, u->ev);
+	}
+	rt__agent_upd_free(a, u);
+}
+
+/* Give the controller back an update it counted that cannot be folded. */
+static void upd_release(struct rt_agent *a, struct upd *u)
+{
+	rt__agent_to_ctl(a,
+	       json_pack("{s:s, s:s, s:s, s:I}", "op", "release", "job", u->job, "node", a->name,
+			 "uid", (json_int_t)u->uid),
+	       NULL, 0, PK_NOTE, NULL);
+}
+
+/* Fold @u here: into the local round now, or when the local round gets to its round. */
+void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
+{
+	struct rt_node *n = a->n;
+	struct rt_job *j = rt_job_find(n, u->job);
+	uint32_t seq;
+	int err;
+
+	if (!j) {
+		upd_answer(a, u, 404, "no such job", -1);
+		return;
+	}
+	if (j->round < u->round) {
+		/* The close of an earlier round is still on its way here. */
+		u->next = a->backlog;
+		a->backlog = u;
+		return;
+	}
+	err = j->round == u->round ? rt_job_accept(n, j, u->round, u->slot_off, u->segs_off,
+						   u->nsegs, u->weight, &seq)
+				   : -ESTALE;
+	if (err) {
+		trib_error("job %s round %u: folding a counted update here: %s", j->name, u->round,
+			   strerror(-err));
+		upd_release(a, u);
+		if (err == -ENOSPC)
+			rt_job_relieve(n, j);
+		upd_answer(a, u, 503,
+			   err == -ENOSPC ? "aggregation memory is full; retry shortly"
+					  : "the round's aggregation tree failed; retry",
+			   -1);
+		return;
+	}
+	u->slot_off = UINT64_MAX; /* the tree's now */
+	n->m.bytes_received += u->body_len;
+	upd_answer(a, u, 202, NULL, -1);
+}
+
+/* Ask the controller to count @u; again with the same id if an answer is lost. */
+static int accept_send(struct rt_agent *a, struct upd *u)
+{
+	struct pend *pd;
+	int err;
+
+	err = rt__agent_to_ctl(a,
+		     json_pack("{s:s, s:s, s:s, s:i, s:I}", "op", "accept", "job", u->job, "node",
+			       a->name, "round", (json_int_t)u->round, "uid", (json_int_t)u->uid),
+		     NULL, 0, PK_ACCEPT, &pd);
+	if (!err)
+		pd->u = u;
+	return err;
+}
+
+void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs)
+{
+	struct rt_agent *a = ctx;
+	struct rt_api_req *r = rt_api_req(c);
+	struct upd *u = trib_calloc(1, sizeof(*u));
+	int err;
+
+	if (!u) {
+		rt_conn_error(c, 503, "out of memory", -1, "Retry-After: 1\r\n");
+		return;
+	}
+	u->c = c;
+	snprintf(u->job, sizeof(u->job), "%s", r->job->name);
+	u->round = r->round;
+	u->slot_off = r->slot_off;
+	u->slot_len = r->slot_len;
+	u->segs_off = segs_off;
+	u->nsegs = nsegs;
+	u->body_len = c->body_len;
+	u->weight = r->weight;
+	r->slot_off = UINT64_MAX; /* the update's now */
+	u->uid = ++a->next_uid;
+	err = accept_send(a, u);
+	if (err) {
+		u->c = NULL;
+		rt__agent_upd_free(a, u);
+		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
+			      "Retry-After: 1\r\n");
+	}
+}
+
+void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	struct upd *u = pd->u;
+	const char *addr;
+	struct pend *fp;
+	int err;
+
+	if (ev->kind != CTL_EV_REPLY) {
+		trib_warn("job %s: the controller did not answer an update's count: %s%s", u->job,
+			  strerror(-ev->err), u->tries < 2 ? "; asking again" : "");
+		if (++u->tries < 3 && !accept_send(a, u))
+			return;
+		/* It may have counted it: give it back (by id: nothing if it did not). */
+		upd_release(a, u);
+		upd_answer(a, u, 503, "the controller did not answer; send the update again", -1);
+		return;
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
+		json_t *r = json_object_get(ev->hdr, "round");
+
+		a->accept_rejected++;
+		upd_answer(a, u, (int)json_integer_value(json_object_get(ev->hdr, "status")),
+			   jstr(ev->hdr, "error", "refused"),
+			   r ? (long long)json_integer_value(r) : -1);
+		return;
+	}
+	u->seq = (uint32_t)json_integer_value(json_object_get(ev->hdr, "seq"));
+	u->fold_at = (int)json_integer_value(json_object_get(ev->hdr, "fold_at"));
+	snprintf(u->fold_name, sizeof(u->fold_name), "%s", jstr(ev->hdr, "fold_name", "?"));
+	u->fold_epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "fold_epoch"));
+	if (u->fold_at == a->rank) {
+		rt__agent_upd_fold(a, u);
+		return;
+	}
+	/* Folded on another node: its bytes cross once, into that node's arena. */
+	addr = json_string_value(json_object_get(ev->hdr, "fold_addr"));
+	{
+		const struct shm_seg *segs = shm_arena_ptr(a->n->arena, u->segs_off);
+		json_t *sj = json_array();
+
+		for (uint32_t i = 0; i < u->nsegs; i++)
+			json_array_append_new(
+			    sj, json_pack("[I, I, I, i, f]",
+					  (json_int_t)(segs[i].src_off - u->slot_off),
+					  (json_int_t)segs[i].n_elem, (json_int_t)segs[i].dst_elem,
+					  (int)segs[i].dtype, (double)segs[i].scale));
+		err = addr ? rt__agent_request(a, addr,
+				     json_pack("{s:s, s:s, s:i, s:i, s:f, s:o, s:s}", "op", "fwd",
+					       "job", u->job, "round", (json_int_t)u->round, "seq",
+					       (json_int_t)u->seq, "weight", u->weight, "segs", sj,
+					       "from", a->name),
+				     shm_arena_ptr(a->n->arena, u->slot_off), u->body_len, PK_FWD,
+				     &fp)
+			   : -EINVAL;
+		if (!addr)
+			json_decref(sj);
+	}
+	if (err) {
+		upd_release(a, u);
+		upd_answer(a, u, 503, "the node that folds this update is not reachable; retry",
+			   -1);
+		return;
+	}
+	a->fwd_sent++;
+	fp->u = u;
+}
+
+void rt__agent_on_fwd_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	struct upd *u = pd->u;
+
+	a->fwd_bytes += u->body_len; /* it crossed, whatever the answer */
+	if (ev->kind != CTL_EV_REPLY || !json_is_true(json_object_get(ev->hdr, "ok"))) {
+		/* Not folded there: uncount it, and the client sends it again. */
+		upd_release(a, u);
+		upd_answer(a, u, 503, "the node that folds this update did not take it; retry", -1);
+		return;
+	}
+	upd_answer(a, u, 202, NULL, -1);
+}
+
+/* A peer's update for us to fold: it lands in this arena, then goes on as a descriptor. */
+bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev)
+{
+	struct rt_node *n = a->n;
+	json_t *sj = json_object_get(ev->hdr, "segs"), *e;
+	const char *job = json_string_value(json_object_get(ev->hdr, "job"));
+	struct rt_job *j = job ? rt_job_find(n, job) : NULL;
+	size_t nsegs = json_array_size(sj), i;
+	struct shm_seg *segs;
+	struct upd *u;
+	uint64_t body = (ev->plen + 63) & ~63ull;
+
+	if (!j || !nsegs || nsegs > j->nschema) {
+		rt__agent_reply(a, ev, rt__agent_err_json(400, "bad forward"));
+		return false;
+	}
+	u = trib_calloc(1, sizeof(*u));
+	if (!u) {
+		rt__agent_reply(a, ev, rt__agent_err_json(503, "out of memory"));
+		return false;
+	}
+	u->slot_off = UINT64_MAX;
+	u->slot_len = body + nsegs * sizeof(struct shm_seg);
+	if (shm_slot_alloc(n->arena, u->slot_len, &u->slot_off)) {
+		u->slot_off = UINT64_MAX;
+		rt__agent_upd_free(a, u);
+		rt__agent_reply(a, ev, rt__agent_err_json(503, "aggregation memory is full"));
+		return false;
+	}
+	/* The one copy on this node: from nng's receive buffer into the arena. */
+	memcpy(shm_arena_ptr(n->arena, u->slot_off), ev->payload, ev->plen);
+	u->segs_off = u->slot_off + body;
+	segs = shm_arena_ptr(n->arena, u->segs_off);
+	json_array_foreach(sj, i, e)
+	{
+		uint64_t off = (uint64_t)json_integer_value(json_array_get(e, 0));
+		uint64_t ne = (uint64_t)json_integer_value(json_array_get(e, 1));
+		unsigned dt = (unsigned)json_integer_value(json_array_get(e, 3));
+		uint64_t es = dt == SHM_DTYPE_F32 ? 4 : dt == SHM_DTYPE_I8 ? 1 : 2;
+
+		if (off > ev->plen || ne * es > ev->plen - off) {
+			rt__agent_upd_free(a, u);
+			rt__agent_reply(a, ev,
+					rt__agent_err_json(
+					    400, "bad forward: a segment lies outside the body"));
+			return false;
+		}
+		memset(&segs[i], 0, sizeof(segs[i]));
+		segs[i].src_off = u->slot_off + off;
+		segs[i].n_elem = ne;
+		segs[i].dst_elem = (uint64_t)json_integer_value(json_array_get(e, 2));
+		segs[i].dtype = (uint16_t)dt;
+		segs[i].scale = (float)json_number_value(json_array_get(e, 4));
+	}
+	snprintf(u->job, sizeof(u->job), "%s", job);
+	u->round = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	u->seq = (uint32_t)json_integer_value(json_object_get(ev->hdr, "seq"));
+	u->weight = json_number_value(json_object_get(ev->hdr, "weight"));
+	u->nsegs = (uint32_t)nsegs;
+	u->body_len = ev->plen;
+	u->fold_at = a->rank;
+	u->fold_epoch = a->epoch;
+	snprintf(u->fold_name, sizeof(u->fold_name), "%s", a->name);
+	u->ev = ev;
+	a->fwd_received++;
+	rt__agent_upd_fold(a, u);
+	return true; /* the event is answered (and freed) with the update */
+}
+
