@@ -10,6 +10,7 @@
 
 #include "shm_arena.h"
 #include "trib_alloc.h"
+#include "trib_json.h"
 #include "trib_parse.h"
 #include "trib_time.h"
 #include "trib_token.h"
@@ -50,7 +51,7 @@ bool rt__api_require_job(struct rt_conn *c, const struct rt_job *j)
 
 void rt__api_respond_json(struct rt_conn *c, int status, json_t *obj, const char *extra)
 {
-	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+	char *s = trib_json_dumps(obj, JSON_COMPACT);
 
 	json_decref(obj);
 	if (!s) {
@@ -58,7 +59,7 @@ void rt__api_respond_json(struct rt_conn *c, int status, json_t *obj, const char
 		return;
 	}
 	rt_conn_respond(c, status, "application/json", s, strlen(s), extra);
-	free(s); /* jansson's allocation */
+	trib_free(s);
 }
 
 /* "application/json; charset=utf-8" matches "application/json". */
@@ -73,6 +74,78 @@ bool rt__api_ctype_is(const char *ctype, const char *want)
 }
 
 /* --- routing --- */
+
+/* /v1/jobs/{job}[/...]: @rest is what follows "/v1/jobs/". */
+static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
+{
+	char name[64];
+	const char *slash = strchr(rest, '/');
+	size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+	struct rt_job *j;
+
+	if (len == 0 || len >= sizeof(name)) {
+		rt__api_reject(c, RT_REJ_NO_JOB, 404, "no such job", -1, NULL);
+		return;
+	}
+	memcpy(name, rest, len);
+	name[len] = '\0';
+	j = rt_job_find(N(c), name);
+	if (!j) {
+		char msg[128];
+
+		snprintf(msg, sizeof(msg), "no job named '%s'", name);
+		rt__api_reject(c, RT_REJ_NO_JOB, 404, msg, -1, NULL);
+		return;
+	}
+	if (!slash || !strcmp(slash, "/")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		if (!rt__api_require_job(c, j))
+			return;
+		rt__api_respond_json(c, 200, rt__api_job_json_full(N(c), j), NULL);
+		return;
+	}
+	if (!strcmp(slash, "/updates")) {
+		if (m != HTTP_POST)
+			goto bad_method;
+		rt__api_handle_update(c, j);
+		return;
+	}
+	if (!strncmp(slash, "/rounds/", 8)) {
+		uint64_t r;
+
+		if (m != HTTP_GET)
+			goto bad_method;
+		if (!rt__api_require_job(c, j))
+			return;
+		if (trib_parse_u64(slash + 8, 0, UINT32_MAX, &r)) {
+			rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
+			return;
+		}
+		if (!API(c)->clustered) {
+			rt_conn_error(c, 404,
+				      "round records with lost nodes are kept by a "
+				      "cluster's controller; this is a single node",
+				      -1, NULL);
+			return;
+		}
+		API(c)->cluster.round_get(API(c)->cluster.ctx, c, j, (uint32_t)r);
+		return;
+	}
+	if (!strcmp(slash, "/model")) {
+		if (m == HTTP_GET)
+			rt__api_handle_model_get(c, j);
+		else if (m == HTTP_PUT)
+			rt__api_handle_model_put(c, j);
+		else
+			goto bad_method;
+		return;
+	}
+	rt_conn_error(c, 404, "no such endpoint", -1, NULL);
+	return;
+bad_method:
+	rt_conn_error(c, 405, "method not allowed here", -1, NULL);
+}
 
 /* A complete head is in c->req: route it. */
 
@@ -128,69 +201,8 @@ static void on_head(void *ctx, struct rt_conn *c)
 		return;
 	}
 	if (!strncmp(path, "/v1/jobs/", 9)) {
-		char name[64];
-		const char *rest = path + 9, *slash = strchr(rest, '/');
-		size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
-		struct rt_job *j;
-
-		if (len == 0 || len >= sizeof(name)) {
-			rt__api_reject(c, RT_REJ_NO_JOB, 404, "no such job", -1, NULL);
-			return;
-		}
-		memcpy(name, rest, len);
-		name[len] = '\0';
-		j = rt_job_find(N(c), name);
-		if (!j) {
-			char msg[128];
-
-			snprintf(msg, sizeof(msg), "no job named '%s'", name);
-			rt__api_reject(c, RT_REJ_NO_JOB, 404, msg, -1, NULL);
-			return;
-		}
-		if (!slash || !strcmp(slash, "/")) {
-			if (m != HTTP_GET)
-				goto bad_method;
-			if (!rt__api_require_job(c, j))
-				return;
-			rt__api_respond_json(c, 200, rt__api_job_json_full(N(c), j), NULL);
-			return;
-		}
-		if (!strcmp(slash, "/updates")) {
-			if (m != HTTP_POST)
-				goto bad_method;
-			rt__api_handle_update(c, j);
-			return;
-		}
-		if (!strncmp(slash, "/rounds/", 8)) {
-			uint64_t r;
-
-			if (m != HTTP_GET)
-				goto bad_method;
-			if (!rt__api_require_job(c, j))
-				return;
-			if (trib_parse_u64(slash + 8, 0, UINT32_MAX, &r)) {
-				rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
-				return;
-			}
-			if (!API(c)->clustered) {
-				rt_conn_error(c, 404,
-					      "round records with lost nodes are kept by a "
-					      "cluster's controller; this is a single node",
-					      -1, NULL);
-				return;
-			}
-			API(c)->cluster.round_get(API(c)->cluster.ctx, c, j, (uint32_t)r);
-			return;
-		}
-		if (!strcmp(slash, "/model")) {
-			if (m == HTTP_GET)
-				rt__api_handle_model_get(c, j);
-			else if (m == HTTP_PUT)
-				rt__api_handle_model_put(c, j);
-			else
-				goto bad_method;
-			return;
-		}
+		route_job(c, path + 9, m);
+		return;
 	}
 	rt_conn_error(c, 404, "no such endpoint", -1, NULL);
 	return;

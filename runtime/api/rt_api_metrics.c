@@ -194,7 +194,22 @@ static double quantile(const float *ring, uint64_t n, double q)
 	return v[(size_t)(q * (double)(k - 1) + 0.5)];
 }
 
-void rt__api_handle_metrics(struct rt_conn *c)
+/* Prometheus text being written into a fixed buffer; what does not fit is dropped. */
+struct mtext {
+	char *buf;
+	size_t len, cap;
+};
+
+#define OUT(...)                                                                         \
+	do {                                                                             \
+		int w_ = snprintf(t->buf + t->len, t->cap - t->len, __VA_ARGS__);        \
+		if (w_ > 0 && (size_t)w_ < t->cap - t->len)                              \
+			t->len += (size_t)w_;                                            \
+	} while (0)
+
+/* Updates, requests and rounds. */
+static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
+			     const struct rt_loop_stats *ls)
 {
 	static const char *const reasons[RT_REJ__COUNT] = {
 		"malformed", "auth", "unknown_job", "round", "too_large",
@@ -202,25 +217,8 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	};
 	static const char *const les[] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
 					   "1", "2.5", "5", "10", "30", "+Inf" };
-	struct rt_node *n = N(c);
-	struct rt_metrics *m = &n->m;
-	const struct rt_loop_stats *ls = rt_loop_stats(c->loop);
-	uint64_t used = 0, total = 0, cum = 0;
-	uint32_t live = 0;
-	size_t cap = 65536, len = 0;
-	char *buf = trib_malloc(cap);
+	uint64_t cum = 0;
 
-	if (!buf) {
-		rt_conn_error(c, 500, "out of memory", -1, NULL);
-		return;
-	}
-#define OUT(...)                                                                         \
-	do {                                                                             \
-		int w_ = snprintf(buf + len, cap - len, __VA_ARGS__);                    \
-		if (w_ > 0 && (size_t)w_ < cap - len)                                    \
-			len += (size_t)w_;                                               \
-	} while (0)
-	shm_arena_usage(n->arena, &used, &total, &live);
 	OUT("# HELP tributary_updates_accepted_total Updates answered 202.\n"
 	    "# TYPE tributary_updates_accepted_total counter\n"
 	    "tributary_updates_accepted_total %llu\n", (unsigned long long)m->accepted);
@@ -246,6 +244,15 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	OUT("tributary_round_duration_seconds_sum %.6f\n"
 	    "tributary_round_duration_seconds_count %llu\n", m->round_sum_s,
 	    (unsigned long long)m->rounds_done);
+}
+
+/* The arena, the functions, the planner and the autoscaler. */
+static void metrics_functions(struct mtext *t, struct rt_node *n, const struct rt_metrics *m)
+{
+	uint64_t used = 0, total = 0;
+	uint32_t live = 0;
+
+	shm_arena_usage(n->arena, &used, &total, &live);
 	OUT("# HELP tributary_arena_bytes Huge-page arena bytes, by state.\n"
 	    "# TYPE tributary_arena_bytes gauge\n"
 	    "tributary_arena_bytes{state=\"used\"} %llu\n"
@@ -308,36 +315,54 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	    "# TYPE tributary_job_round gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)
 		OUT("tributary_job_round{job=\"%s\"} %u\n", j->name, j->round);
-	{
-		struct fn_rows fr;
-		static const char *const names[3] = { "messages_total", "bytes_total",
-						      "queue_depth" };
-		static const char *const helps[3] = {
-			"Descriptors delivered to the function (sk_msg counters in shm+bpf).",
-			"Bytes delivered to the function (descriptors; payloads too in tcp).",
-			"Descriptors delivered but not yet taken by the function (shm+bpf only).",
-		};
+}
 
-		collect_fns(n, &fr);
-		for (int k = 0; k < 3; k++) {
-			if (k == 2 && !n->route)
-				break;
-			OUT("# HELP tributary_fn_%s %s\n# TYPE tributary_fn_%s %s\n", names[k],
-			    helps[k], names[k], k == 2 ? "gauge" : "counter");
-			for (size_t i = 0; i < fr.len && len + 512 < cap; i++) {
-				const struct fn_row *r = &fr.rows[i];
-				uint64_t v = k == 0 ? r->msgs : k == 1 ? r->bytes :
-							(uint64_t)(r->depth < 0 ? 0 : r->depth);
+/* Per function: messages, bytes and (shm+bpf) queue depth. */
+static void metrics_per_fn(struct mtext *t, struct rt_node *n)
+{
+	struct fn_rows fr;
+	static const char *const names[3] = { "messages_total", "bytes_total",
+					      "queue_depth" };
+	static const char *const helps[3] = {
+		"Descriptors delivered to the function (sk_msg counters in shm+bpf).",
+		"Bytes delivered to the function (descriptors; payloads too in tcp).",
+		"Descriptors delivered but not yet taken by the function (shm+bpf only).",
+	};
 
-				OUT("tributary_fn_%s{fn=\"%u\",job=\"%s\",round=\"%u\",role=\"%s\"}"
-				    " "
-				    "%llu\n",
-				    names[k], r->id, job_name_of(n, r->job), r->round,
-				    role_name(r->role), (unsigned long long)v);
-			}
+	collect_fns(n, &fr);
+	for (int k = 0; k < 3; k++) {
+		if (k == 2 && !n->route)
+			break;
+		OUT("# HELP tributary_fn_%s %s\n# TYPE tributary_fn_%s %s\n", names[k],
+		    helps[k], names[k], k == 2 ? "gauge" : "counter");
+		for (size_t i = 0; i < fr.len && t->len + 512 < t->cap; i++) {
+			const struct fn_row *r = &fr.rows[i];
+			uint64_t v = k == 0 ? r->msgs : k == 1 ? r->bytes :
+						(uint64_t)(r->depth < 0 ? 0 : r->depth);
+
+			OUT("tributary_fn_%s{fn=\"%u\",job=\"%s\",round=\"%u\",role=\"%s\"}"
+			    " "
+			    "%llu\n",
+			    names[k], r->id, job_name_of(n, r->job), r->round,
+			    role_name(r->role), (unsigned long long)v);
 		}
-		trib_free(fr.rows);
 	}
+	trib_free(fr.rows);
+}
+
+void rt__api_handle_metrics(struct rt_conn *c)
+{
+	struct rt_node *n = N(c);
+	struct mtext tx = { .cap = 65536 }, *t = &tx;
+
+	tx.buf = trib_malloc(tx.cap);
+	if (!tx.buf) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	metrics_counters(t, &n->m, rt_loop_stats(c->loop));
+	metrics_functions(t, n, &n->m);
+	metrics_per_fn(t, n);
 	if (n->route) {
 		struct ebpf_global_stats g;
 
@@ -353,10 +378,10 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	OUT("# HELP tributary_dataplane_info The data plane in use.\n"
 	    "# TYPE tributary_dataplane_info gauge\n"
 	    "tributary_dataplane_info{mode=\"%s\"} 1\n", rt_dataplane_name(n->dataplane));
-#undef OUT
 	if (API(c)->clustered)
-		API(c)->cluster.metrics(API(c)->cluster.ctx, buf, &len, cap);
-	rt_conn_respond(c, 200, "text/plain; version=0.0.4", buf, len, NULL);
-	trib_free(buf);
+		API(c)->cluster.metrics(API(c)->cluster.ctx, tx.buf, &tx.len, tx.cap);
+	rt_conn_respond(c, 200, "text/plain; version=0.0.4", tx.buf, tx.len, NULL);
+	trib_free(tx.buf);
 }
+#undef OUT
 

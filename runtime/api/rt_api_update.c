@@ -187,6 +187,33 @@ static void on_update_body(struct rt_conn *c)
 	}
 }
 
+/* The update's round (FedBuff: the version it trained from) may come in; else a 409 answered. */
+static bool round_ok(struct rt_conn *c, const struct rt_job *j, uint64_t round)
+{
+	char msg[256];
+
+	if (j->algo.async) {
+		/* FedBuff: the header names the version trained from; staleness decides. */
+		if (round > j->round || j->round - round > j->algo.max_staleness) {
+			snprintf(msg, sizeof(msg), "version %llu is %s: the job is at version %u "
+				 "(max_staleness %u)", (unsigned long long)round,
+				 round > j->round ? "from the future" : "too stale", j->round,
+				 j->algo.max_staleness);
+			rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+			return false;
+		}
+	} else if (round != j->round && !(API(c)->clustered && round == (uint64_t)j->round + 1)) {
+		/* In a cluster this node may not have seen the last close yet: the controller
+		 * decides a round ahead. */
+		snprintf(msg, sizeof(msg), "round mismatch: the job is at round %u, the update is "
+			 "for round %llu (%s)", j->round, (unsigned long long)round,
+			 round < j->round ? "stale" : "future");
+		rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return false;
+	}
+	return true;
+}
+
 void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 {
 	struct rt_node *n = N(c);
@@ -218,25 +245,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);
 		return;
 	}
-	if (j->algo.async) {
-		/* FedBuff: the header names the version trained from; staleness decides. */
-		if (round > j->round || j->round - round > j->algo.max_staleness) {
-			snprintf(msg, sizeof(msg), "version %llu is %s: the job is at version %u "
-				 "(max_staleness %u)", (unsigned long long)round,
-				 round > j->round ? "from the future" : "too stale", j->round,
-				 j->algo.max_staleness);
-			rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
-			return;
-		}
-	} else if (round != j->round && !(API(c)->clustered && round == (uint64_t)j->round + 1)) {
-		/* In a cluster this node may not have seen the last close yet: the controller
-		 * decides a round ahead. */
-		snprintf(msg, sizeof(msg), "round mismatch: the job is at round %u, the update is "
-			 "for round %llu (%s)", j->round, (unsigned long long)round,
-			 round < j->round ? "stale" : "future");
-		rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+	if (!round_ok(c, j, round))
 		return;
-	}
 	if (!c->req.has_content_length || c->req.chunked) {
 		rt__api_reject(c, RT_REJ_NO_LENGTH, 411,
 			       "Content-Length required (no chunked uploads)", -1, NULL);

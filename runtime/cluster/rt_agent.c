@@ -34,6 +34,7 @@
 #include "shm_abi.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
+#include "trib_json.h"
 #include "trib_log.h"
 #include "trib_time.h"
 
@@ -87,13 +88,13 @@ static struct pend *pend_take(struct rt_agent *a, uint64_t cookie)
 
 void rt__agent_respond_json(struct rt_conn *c, int status, json_t *o)
 {
-	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	char *s = trib_json_dumps(o, JSON_COMPACT);
 
 	if (s)
 		rt_conn_respond(c, status, "application/json", s, strlen(s), NULL);
 	else
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
-	free(s); /* jansson's */
+	trib_free(s);
 	json_decref(o);
 }
 

@@ -43,7 +43,8 @@ static int num(json_t *o, const char *k, double *v, bool *given)
 		return -EINVAL;                                  \
 	} while (0)
 
-int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+/* "algorithm": *server is its enum fn_opt_kind. */
+static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, size_t msglen)
 {
 	static const struct {
 		const char *name;
@@ -56,28 +57,30 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		{ "krum", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
-	json_t *w = json_object_get(o, "weighted"), *upd = json_object_get(o, "update");
-	json_t *seed = json_object_get(o, "seed");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
-	struct fn_opt_params op;
-	const char *field = NULL;
-	double v;
-	bool given;
-	int server = -2;
 
-	memset(a, 0, sizeof(*a));
+	*server = -2;
 	if (!name)
 		BAD("algorithm: a string");
 	for (size_t i = 0; i < sizeof(algos) / sizeof(algos[0]); i++)
 		if (!strcmp(algos[i].name, name))
-			server = algos[i].server;
-	if (server == -2)
+			*server = algos[i].server;
+	if (*server == -2)
 		BAD("algorithm: unknown '%.40s' (fedavg, fedbuff, fedavgm, fedadagrad, fedadam, "
 		    "fedyogi, median, trimmed_mean, krum)", name);
-	if (server == -1)
+	if (*server == -1)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
 	snprintf(a->name, sizeof(a->name), "%s", name);
+	return 0;
+}
+
+/* The exact robust rules' parameters (trim, f, m), refused for other algorithms. */
+static int parse_robust(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	const char *name = a->name;
+	json_t *w = json_object_get(o, "weighted");
+
 	if (!strcmp(name, "median") || !strcmp(name, "trimmed_mean") || !strcmp(name, "krum")) {
 		json_t *t = json_object_get(o, "trim"), *f = json_object_get(o, "f"),
 		       *m = json_object_get(o, "m");
@@ -112,6 +115,15 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 			if (json_object_get(o, *k))
 				BAD("%s: does not apply to algorithm '%s'", *k, name);
 	}
+	return 0;
+}
+
+/* FedBuff's buffer_size and max_staleness, refused for other algorithms. */
+static int parse_fedbuff(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	const char *name = a->name;
+	json_t *upd = json_object_get(o, "update");
+
 	if (!strcmp(name, "fedbuff")) {
 		json_t *k = json_object_get(o, "buffer_size"),
 		       *s = json_object_get(o, "max_staleness");
@@ -135,6 +147,17 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 			if (json_object_get(o, *k))
 				BAD("%s: for fedbuff only", *k);
 	}
+
+	return 0;
+}
+
+/* The server optimiser's parameters. */
+static int parse_server(json_t *o, struct rt_algo *a, int server, char *msgbuf, size_t msglen)
+{
+	const char *name = a->name, *field = NULL;
+	struct fn_opt_params op;
+	double v;
+	bool given;
 
 	fn_opt_params_default(&op, (uint32_t)server);
 	if (server == FN_OPT_FEDAVG) {
@@ -171,6 +194,17 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	a->par.beta1 = op.beta1;
 	a->par.beta2 = op.beta2;
 	a->par.tau = op.tau;
+	return 0;
+}
+
+/* Weighting, deltas, clipping, DP noise and the seed. */
+static int parse_flags(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	json_t *w = json_object_get(o, "weighted"), *upd = json_object_get(o, "update");
+	json_t *seed = json_object_get(o, "seed");
+	double v;
+	bool given;
+
 	if (w && !json_is_boolean(w))
 		BAD("weighted: true or false");
 	if (w && !json_is_true(w))
@@ -214,9 +248,28 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		a->par.flags |= FN_PAR_SEEDED;
 		a->par.seed = (uint64_t)json_integer_value(seed);
 	}
+	return 0;
+}
+
+int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	int server, err;
+
+	memset(a, 0, sizeof(*a));
+	err = parse_name(o, a, &server, msgbuf, msglen);
+	if (!err)
+		err = parse_robust(o, a, msgbuf, msglen);
+	if (!err)
+		err = parse_fedbuff(o, a, msgbuf, msglen);
+	if (!err)
+		err = parse_server(o, a, server, msgbuf, msglen);
+	if (!err)
+		err = parse_flags(o, a, msgbuf, msglen);
+	if (err)
+		return err;
 	if (a->rule)
 		a->par.flags |= FN_PAR_UNWEIGHTED;
-	a->needs_model = server != FN_OPT_FEDAVG || op.server_lr != 1.0f ||
+	a->needs_model = server != FN_OPT_FEDAVG || a->par.server_lr != 1.0f ||
 			 (a->par.flags & FN_PAR_DELTA) || a->async;
 	return 0;
 }

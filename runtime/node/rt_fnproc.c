@@ -28,6 +28,8 @@ struct rt_fnset {
 	uint32_t dataplane;       /* enum fn_dataplane */
 	struct ebpf_route *route; /* shm+bpf: the router (borrowed) */
 	int gw_sock;              /* shm+bpf: the gateway's socket in the router's map */
+	const struct rt_fn_ops *ops; /* how processes are reached (rt_fn_proc_ops unless a test's) */
+	void *ops_ctx;
 	uint32_t next_id;
 	/* open addressing by id; a slot is NULL or a live function */
 	struct rt_fn **tab;
@@ -59,6 +61,7 @@ int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd, uint
 	set->route = route;
 	set->gw_sock = gw_sock;
 	set->next_id = 1;
+	set->ops = &rt_fn_proc_ops;
 	*out = set;
 	return 0;
 }
@@ -171,7 +174,7 @@ static void fn_free(struct rt_fn *fn)
  * entry by itself when the socket closes (the function exits).
  */
 /* A CONFIG and its PARAMS as two records of one message, so no input can come between. */
-static int send_config(int sock, const struct fn_config *cfg, const struct fn_params *par,
+static int send_config(struct rt_fn *fn, const struct fn_config *cfg, const struct fn_params *par,
 		       int fd)
 {
 	struct shm_desc recs[2];
@@ -182,17 +185,96 @@ static int send_config(int sock, const struct fn_config *cfg, const struct fn_pa
 	p.fn_id = cfg->fn_id;
 	memcpy(&recs[0], cfg, sizeof(*cfg));
 	memcpy(&recs[1], &p, sizeof(p));
-	return shm_chan_send(sock, recs, 2, fd);
+	return fn->set->ops->chan_send(fn, recs, 2, fd);
+}
+
+/*
+ * Start @fn's process with @chan on FN_CHANNEL_FD and @data (if >= 0) on
+ * FN_DATA_FD (both borrowed: the caller closes its copies). 0 or -errno.
+ */
+static int spawn_proc(struct rt_fnset *set, struct rt_fn *fn, int chan, int data)
+{
+	posix_spawn_file_actions_t fa;
+	char *argv[] = { (char *)"tributary-fn", NULL };
+	int err;
+
+	err = -posix_spawn_file_actions_init(&fa);
+	if (err)
+		return err;
+	/* dup2 onto the well-known fds clears CLOEXEC there; everything else stays closed. */
+	err = -posix_spawn_file_actions_adddup2(&fa, chan, FN_CHANNEL_FD);
+	if (!err && data >= 0)
+		err = -posix_spawn_file_actions_adddup2(&fa, data, FN_DATA_FD);
+	if (!err && set->dataplane == FN_DP_SHM_BPF)
+		err = -posix_spawn_file_actions_adddup2(&fa, ebpf_route_stats_fd(set->route),
+							FN_STATS_FD);
+	if (err)
+		goto out;
+	fn->spawn_ns = trib_now_ns();
+	/* posix_spawn (vfork+exec): never fork the runtime, whose arena may be huge. */
+	err = -posix_spawn(&fn->pid, set->fn_path, &fa, NULL, argv, environ);
+	if (err)
+		trib_error("spawning %s: %s", set->fn_path, strerror(-err));
+out:
+	posix_spawn_file_actions_destroy(&fa);
+	return err;
+}
+
+/*
+ * The process op start: channels (a SEQPACKET pair; a TCP pair in shm+bpf
+ * and tcp, its far end in the router's map in shm+bpf), then the process.
+ * On success fn->pid, fn->sock and fn->data are set (non-blocking); on
+ * failure nothing is left open.
+ */
+static int proc_start(struct rt_fnset *set, struct rt_fn *fn)
+{
+	int sv[2], tp[2] = { -1, -1 };
+	int err;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+		return -errno;
+	if (set->dataplane != FN_DP_SHM_UNIX) {
+		err = ebpf_tcp_pair(tp);
+		if (err)
+			goto err_close_pair;
+		if (set->dataplane == FN_DP_SHM_BPF) {
+			err = ebpf_route_add(set->route, fn->id, tp[1]);
+			if (err) {
+				trib_error("fn %u: adding its socket to the router: %s", fn->id,
+					   strerror(-err));
+				goto err_close_tcp;
+			}
+		}
+	}
+	err = spawn_proc(set, fn, sv[1], tp[1]);
+	if (err)
+		goto err_close_tcp;
+	close(sv[1]);
+	fn->sock = sv[0];
+	if (tp[1] >= 0)
+		close(tp[1]);
+	fn->data = tp[0];
+	if (fcntl(fn->sock, F_SETFL, O_NONBLOCK) ||
+	    (fn->data >= 0 && fcntl(fn->data, F_SETFL, O_NONBLOCK)))
+		return -errno; /* the process runs: the caller kills it */
+	return 0;
+
+err_close_tcp:
+	if (tp[0] >= 0) {
+		close(tp[0]);
+		close(tp[1]);
+	}
+err_close_pair:
+	close(sv[0]);
+	close(sv[1]);
+	return err;
 }
 
 int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
 		   const struct fn_params *par, void *owner, struct rt_fn **out)
 {
-	posix_spawn_file_actions_t fa;
-	char *argv[] = { (char *)"tributary-fn", NULL };
 	struct fn_config c = *cfg;
 	struct rt_fn *fn;
-	int sv[2], tp[2] = { -1, -1 };
 	int err;
 
 	if (rt_fnset_find(set, cfg->fn_id))
@@ -212,54 +294,10 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
 	fn->set = set;
 	fn->sock = -1;
 	fn->data = -1;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
-		err = -errno;
-		goto err_free;
-	}
-	if (set->dataplane != FN_DP_SHM_UNIX) {
-		err = ebpf_tcp_pair(tp);
-		if (err)
-			goto err_close_pair;
-		if (set->dataplane == FN_DP_SHM_BPF) {
-			err = ebpf_route_add(set->route, fn->id, tp[1]);
-			if (err) {
-				trib_error("fn %u: adding its socket to the router: %s", fn->id,
-					   strerror(-err));
-				goto err_close_tcp;
-			}
-		}
-	}
-	err = -posix_spawn_file_actions_init(&fa);
+	err = set->ops->start(set, fn);
 	if (err)
-		goto err_close_tcp;
-	/* dup2 onto the well-known fds clears CLOEXEC there; everything else stays closed. */
-	err = -posix_spawn_file_actions_adddup2(&fa, sv[1], FN_CHANNEL_FD);
-	if (!err && tp[1] >= 0)
-		err = -posix_spawn_file_actions_adddup2(&fa, tp[1], FN_DATA_FD);
-	if (!err && set->dataplane == FN_DP_SHM_BPF)
-		err = -posix_spawn_file_actions_adddup2(&fa, ebpf_route_stats_fd(set->route),
-							FN_STATS_FD);
-	if (err)
-		goto err_fa;
-	fn->spawn_ns = trib_now_ns();
-	/* posix_spawn (vfork+exec): never fork the runtime, whose arena may be huge. */
-	err = -posix_spawn(&fn->pid, set->fn_path, &fa, NULL, argv, environ);
-	if (err) {
-		trib_error("spawning %s: %s", set->fn_path, strerror(-err));
-		goto err_fa;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(sv[1]);
-	fn->sock = sv[0];
-	if (tp[1] >= 0)
-		close(tp[1]);
-	fn->data = tp[0];
-	if (fcntl(fn->sock, F_SETFL, O_NONBLOCK) ||
-	    (fn->data >= 0 && fcntl(fn->data, F_SETFL, O_NONBLOCK))) {
-		err = -errno;
 		goto err_kill;
-	}
-	err = send_config(fn->sock, &c, par, set->arena_fd);
+	err = send_config(fn, &c, par, set->arena_fd);
 	if (err)
 		goto err_kill;
 	fn->state = RT_FN_COLD;
@@ -273,22 +311,11 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
 	return 0;
 
 err_kill:
-	kill(fn->pid, SIGKILL);
-	waitpid(fn->pid, NULL, 0);
-	fn_free(fn);
-	return err;
-err_fa:
-	posix_spawn_file_actions_destroy(&fa);
-err_close_tcp:
-	if (tp[0] >= 0) {
-		close(tp[0]);
-		close(tp[1]);
+	if (fn->pid > 0) {
+		set->ops->signal(fn, SIGKILL);
+		set->ops->wait(set, fn->pid, NULL);
 	}
-err_close_pair:
-	close(sv[0]);
-	close(sv[1]);
-err_free:
-	trib_free(fn);
+	fn_free(fn);
 	return err;
 }
 
@@ -300,7 +327,7 @@ int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg, const struct fn_par
 		return -EBUSY;
 	cfg->fn_id = fn->id;
 	cfg->dataplane = fn->set->dataplane;
-	err = send_config(fn->sock, cfg, par, -1);
+	err = send_config(fn, cfg, par, -1);
 	if (err)
 		return err;
 	fn->cfg = *cfg;
@@ -325,7 +352,7 @@ int rt_fn_ctl(struct rt_fn *fn, uint16_t kind, uint32_t value)
 	c.round = fn->cfg.round;
 	c.value = value;
 	/* Control records are rare and tiny: a full channel here means a stuck function. */
-	return shm_chan_send(fn->sock, &c, 1, -1);
+	return fn->set->ops->chan_send(fn, &c, 1, -1);
 }
 
 bool rt_fn_has_queue(const struct rt_fn *fn)
@@ -333,8 +360,8 @@ bool rt_fn_has_queue(const struct rt_fn *fn)
 	return fn->qlen > 0;
 }
 
-/* Send @n records; returns how many went (>= 1), -EAGAIN (none went), or -errno. */
-static int fn_send_recs(struct rt_fn *fn, const struct shm_desc *d, uint32_t n)
+/* The process op send: @n records; how many went (>= 1), -EAGAIN (none went), or -errno. */
+static int proc_send_recs(struct rt_fn *fn, const struct shm_desc *d, uint32_t n)
 {
 	struct rt_fnset *set = fn->set;
 	int err;
@@ -367,7 +394,7 @@ static int fn_send_recs(struct rt_fn *fn, const struct shm_desc *d, uint32_t n)
 		}
 		return (int)(w / SHM_DESC_SIZE);
 	}
-	err = shm_chan_send(fn->sock, d, n, -1);
+	err = set->ops->chan_send(fn, d, n, -1);
 	return err ? err : (int)n;
 }
 
@@ -382,7 +409,7 @@ int rt_fn_flush(struct rt_fn *fn)
 			n = fn->qcap - fn->qhead;
 		if (n > SHM_CHAN_BATCH)
 			n = SHM_CHAN_BATCH;
-		sent = fn_send_recs(fn, &fn->queue[fn->qhead], n);
+		sent = fn->set->ops->send(fn, &fn->queue[fn->qhead], n);
 		if (sent < 0)
 			return sent;
 		fn->qhead = (fn->qhead + (uint32_t)sent) % fn->qcap;
@@ -397,7 +424,7 @@ int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d)
 	if (fn->sock < 0)
 		return -EPIPE;
 	if (!fn->qlen) {
-		int sent = fn_send_recs(fn, d, 1);
+		int sent = fn->set->ops->send(fn, d, 1);
 
 		if (sent == 1) {
 			fn->msgs_in++;
@@ -427,18 +454,15 @@ int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d)
 	return 0;
 }
 
-int rt_fn_send_payload(struct rt_fn *fn, const struct shm_desc *d, const struct iovec *iov_in,
-		       int iovcnt)
+/* The process op send_payload: @d then @iov_in on the TCP socket, blocking. */
+static int proc_send_payload(struct rt_fn *fn, const struct shm_desc *d,
+			     const struct iovec *iov_in, int iovcnt)
 {
 	struct iovec iov[1 + 64];
 	struct msghdr mh;
 	size_t total = SHM_DESC_SIZE;
 	int fl;
 
-	if (fn->data < 0)
-		return -EPIPE;
-	if (iovcnt > 64)
-		return -E2BIG;
 	iov[0].iov_base = (void *)d;
 	iov[0].iov_len = SHM_DESC_SIZE;
 	for (int i = 0; i < iovcnt; i++) {
@@ -473,6 +497,24 @@ int rt_fn_send_payload(struct rt_fn *fn, const struct shm_desc *d, const struct 
 		}
 	}
 	fcntl(fn->data, F_SETFL, fl);
+	return 0;
+}
+
+int rt_fn_send_payload(struct rt_fn *fn, const struct shm_desc *d, const struct iovec *iov,
+		       int iovcnt)
+{
+	size_t total = SHM_DESC_SIZE;
+	int err;
+
+	if (fn->data < 0)
+		return -EPIPE;
+	if (iovcnt > 64)
+		return -E2BIG;
+	for (int i = 0; i < iovcnt; i++)
+		total += iov[i].iov_len;
+	err = fn->set->ops->send_payload(fn, d, iov, iovcnt);
+	if (err)
+		return err;
 	fn->msgs_in++;
 	fn->bytes_in += total;
 	return 0;
@@ -489,7 +531,7 @@ void rt_fnset_reap(struct rt_fnset *set, bool (*cb)(struct rt_fn *fn, void *arg)
 {
 	for (;;) {
 		int status;
-		pid_t pid = waitpid(-1, &status, WNOHANG);
+		pid_t pid = set->ops->wait(set, -1, &status);
 		struct rt_fn *fn = NULL;
 
 		if (pid <= 0)
@@ -527,7 +569,7 @@ void rt_fnset_destroy(struct rt_fnset *set)
 		struct rt_fn *fn = set->tab[i];
 
 		if (fn && fn->pid > 0)
-			kill(fn->pid, SIGTERM);
+			set->ops->signal(fn, SIGTERM);
 	}
 	/* Give them a moment, then make sure. */
 	for (int tries = 0; tries < 100 && alive(set); tries++) {
@@ -543,11 +585,47 @@ void rt_fnset_destroy(struct rt_fnset *set)
 			continue;
 		set->tab[i] = NULL;
 		if (fn->pid > 0) {
-			kill(fn->pid, SIGKILL);
-			waitpid(fn->pid, NULL, 0);
+			set->ops->signal(fn, SIGKILL);
+			set->ops->wait(set, fn->pid, NULL);
 		}
 		fn_free(fn);
 	}
 	trib_free(set->tab);
 	trib_free(set);
+}
+
+static int proc_chan_send(struct rt_fn *fn, const void *recs, size_t n, int fd)
+{
+	return shm_chan_send(fn->sock, recs, n, fd);
+}
+
+static void proc_signal(struct rt_fn *fn, int sig)
+{
+	kill(fn->pid, sig);
+}
+
+static pid_t proc_wait(struct rt_fnset *set, pid_t pid, int *status)
+{
+	(void)set;
+	return pid < 0 ? waitpid(-1, status, WNOHANG) : waitpid(pid, status, 0);
+}
+
+const struct rt_fn_ops rt_fn_proc_ops = {
+	.start = proc_start,
+	.chan_send = proc_chan_send,
+	.send = proc_send_recs,
+	.send_payload = proc_send_payload,
+	.signal = proc_signal,
+	.wait = proc_wait,
+};
+
+void rt_fnset_set_ops(struct rt_fnset *set, const struct rt_fn_ops *ops, void *ctx)
+{
+	set->ops = ops;
+	set->ops_ctx = ctx;
+}
+
+void *rt_fnset_ops_ctx(const struct rt_fnset *set)
+{
+	return set->ops_ctx;
 }

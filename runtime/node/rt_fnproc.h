@@ -61,6 +61,37 @@ struct rt_fnset;
 struct ebpf_route;
 
 /*
+ * How a function set reaches its processes: one small table, so that a test
+ * can run rounds, trees and recovery against fake functions (no processes).
+ * Each returns 0 or -errno unless it says otherwise.
+ */
+struct rt_fn_ops {
+	/*
+	 * Start @fn (id, cfg and owner set): set fn->pid (> 0), fn->spawn_ns, fn->sock (its
+	 * control channel) and fn->data (its TCP socket, or -1). On failure
+	 * leave nothing open (a started process is killed by the caller).
+	 */
+	int (*start)(struct rt_fnset *set, struct rt_fn *fn);
+	/* One message of @n 64-byte records on the control channel, with @fd (or -1) attached. */
+	int (*chan_send)(struct rt_fn *fn, const void *recs, size_t n, int fd);
+	/* Descriptors to @fn by its data path: how many went (>= 1), or -EAGAIN, or -errno. */
+	int (*send)(struct rt_fn *fn, const struct shm_desc *d, uint32_t n);
+	/* tcp: @d then the payload, blocking until all of it went. */
+	int (*send_payload)(struct rt_fn *fn, const struct shm_desc *d, const struct iovec *iov,
+			    int iovcnt);
+	/* Send signal @sig to @fn's process. */
+	void (*signal)(struct rt_fn *fn, int sig);
+	/*
+	 * @pid < 0: an exited child without blocking (its pid, 0 if none, -1 if
+	 * no children); else wait for @pid. *status (if not NULL) as waitpid's.
+	 */
+	pid_t (*wait)(struct rt_fnset *set, pid_t pid, int *status);
+};
+
+/* posix_spawn, socketpairs, kill and waitpid: what a set uses unless told otherwise. */
+extern const struct rt_fn_ops rt_fn_proc_ops;
+
+/*
  * @fn_path is the tributary-fn binary (borrowed, must outlive the set);
  * @arena_fd is passed to each function with its first config (borrowed).
  * @dataplane is an enum fn_dataplane; for FN_DP_SHM_BPF, @route is the loaded
@@ -70,6 +101,9 @@ struct ebpf_route;
 int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd, uint32_t dataplane,
 		  struct ebpf_route *route, int gw_sock);
 uint32_t rt_fnset_dataplane(const struct rt_fnset *set);
+/* Tests: reach the functions through @ops (borrowed, static) with @ctx; before the first spawn. */
+void rt_fnset_set_ops(struct rt_fnset *set, const struct rt_fn_ops *ops, void *ctx);
+void *rt_fnset_ops_ctx(const struct rt_fnset *set);
 /* Kills and reaps every function still running, then frees the set. Accepts NULL. */
 void rt_fnset_destroy(struct rt_fnset *set);
 

@@ -25,6 +25,7 @@
 #include "fn_robust.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
+#include "trib_json.h"
 #include "trib_log.h"
 #include "trib_store.h"
 #include "trib_time.h"
@@ -71,17 +72,9 @@ static char *schema_to_json(const struct trib_tensor *schema, size_t n)
 		json_array_append_new(arr, json_pack("{s:s, s:o, s:s}", "name", schema[i].name,
 						     "shape", shape, "dtype", "F32"));
 	}
-	s = json_dumps(arr, JSON_COMPACT);
+	s = trib_json_dumps(arr, JSON_COMPACT);
 	json_decref(arr);
-	if (!s)
-		return NULL;
-	/* jansson allocates with malloc; hand back a trib_ allocation. */
-	{
-		char *t = trib_strdup(s);
-
-		free(s);
-		return t;
-	}
+	return s;
 }
 
 int rt_schema_from_json(json_t *arr, struct trib_tensor **out, size_t *nout, uint64_t *n_elem,
@@ -265,13 +258,13 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 		json_object_set_new(p, "fan_in", json_integer(j->fanin));
 		json_object_set_new(p, "min_clients", json_integer(j->min_clients));
 		json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s));
-		params = json_dumps(p, JSON_COMPACT);
+		params = trib_json_dumps(p, JSON_COMPACT);
 		json_decref(p);
 		err = -ENOMEM;
 		if (params) {
 			cj.params_json = params;
 			err = ctl_store_job_create(n->store, &cj);
-			free(params); /* jansson's */
+			trib_free(params);
 		}
 	}
 	if (err)
