@@ -64,7 +64,11 @@ static void conn_close(struct rt_loop *l, struct rt_conn *c)
 
 static void arm_conn_recv(struct rt_conn *c, void *buf, size_t len)
 {
-	struct io_uring_sqe *sqe = rt_loop_sqe(c->loop);
+	struct io_uring_sqe *sqe;
+
+	if (c->loop->detached)
+		return; /* a test feeds the bytes */
+	sqe = rt_loop_sqe(c->loop);
 
 	io_uring_prep_recv(sqe, c->fd, buf, len, 0);
 	io_uring_sqe_set_data64(sqe, ud_conn(c));
@@ -73,8 +77,12 @@ static void arm_conn_recv(struct rt_conn *c, void *buf, size_t len)
 
 static void arm_conn_send(struct rt_conn *c)
 {
-	struct io_uring_sqe *sqe = rt_loop_sqe(c->loop);
+	struct io_uring_sqe *sqe;
 	size_t hl = c->rhead_len;
+
+	if (c->loop->detached)
+		return; /* the response stays in rhead and rbody for the test */
+	sqe = rt_loop_sqe(c->loop);
 
 	/* One send per head and body piece; partial sends resume where they stopped. */
 	if (c->sent < hl)
@@ -400,16 +408,13 @@ void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 	}
 }
 
-void rt_conn_accepted(struct rt_loop *l, int fd)
+/* A new connection on @fd (-1: a detached one), linked into @l; NULL if out of memory. */
+static struct rt_conn *conn_new(struct rt_loop *l, int fd)
 {
 	struct rt_conn *c = trib_calloc(1, sizeof(*c));
-	int one = 1;
 
-	if (!c) {
-		close(fd);
-		return;
-	}
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (!c)
+		return NULL;
 	c->loop = l;
 	c->fd = fd;
 	c->next = l->conns;
@@ -420,5 +425,52 @@ void rt_conn_accepted(struct rt_loop *l, int fd)
 	c->state = CS_HEAD;
 	if (l->conn_hooks.on_open)
 		l->conn_hooks.on_open(l->conn_hooks.ctx, c);
+	return c;
+}
+
+void rt_conn_accepted(struct rt_loop *l, int fd)
+{
+	struct rt_conn *c;
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c = conn_new(l, fd);
+	if (!c) {
+		close(fd);
+		return;
+	}
 	arm_conn_recv(c, c->head, sizeof(c->head));
+}
+
+struct rt_conn *rt_conn_new_detached(struct rt_loop *l)
+{
+	return l->detached ? conn_new(l, -1) : NULL;
+}
+
+int rt_conn_feed(struct rt_conn *c, const void *buf, size_t len)
+{
+	if (!c->loop->detached || c->op_pending)
+		return -EINVAL;
+	if (c->state == CS_SEND)
+		conn_next_request(c->loop, c); /* the last response was taken */
+	if (c->state != CS_HEAD && c->state != CS_BODY)
+		return -EBUSY;
+	if (c->state == CS_HEAD) {
+		if (len > sizeof(c->head) - c->head_used)
+			return -E2BIG;
+		memcpy(c->head + c->head_used, buf, len);
+		c->head_used += len;
+		conn_process_head(c->loop, c);
+		return 0;
+	}
+	if (len > c->body_len - c->body_got)
+		return -E2BIG;
+	memcpy(c->body_dst + c->body_got, buf, len);
+	rt_conn_on_complete(c->loop, c, (int)len);
+	return 0;
+}
+
+bool rt_conn_answered(const struct rt_conn *c)
+{
+	return c->state == CS_SEND;
 }

@@ -325,10 +325,29 @@ err_free:
 	return err;
 }
 
+int rt_loop_open_detached(struct rt_loop **out, const struct rt_conn_hooks *conn_hooks)
+{
+	struct rt_loop *l = trib_calloc(1, sizeof(*l));
+
+	if (!l)
+		return -ENOMEM;
+	l->conn_hooks = *conn_hooks;
+	l->lfd = l->sfd = -1;
+	l->detached = true;
+	*out = l;
+	return 0;
+}
+
 void rt_loop_close(struct rt_loop *l)
 {
 	if (!l)
 		return;
+	if (l->detached) {
+		while (l->conns)
+			rt_conn_free(l, l->conns);
+		trib_free(l);
+		return;
+	}
 	/* Close every connection; queued operations complete with errors, then exit the ring. */
 	for (struct rt_conn *c = l->conns; c; c = c->next)
 		shutdown(c->fd, SHUT_RDWR);

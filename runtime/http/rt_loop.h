@@ -157,4 +157,23 @@ void rt_conn_park(struct rt_conn *c);
 /* A parked connection is answered next (from a hook, a tick or a wake-up). */
 void rt_conn_unpark(struct rt_conn *c);
 
+/*
+ * Tests: a loop with no socket, no signals and no ring. Its connections
+ * (rt_conn_new_detached) take their bytes from rt_conn_feed() and keep
+ * their response in rhead/rhead_len and rbody/rbody_len, so a router can be
+ * driven without a network. rt_loop_close() frees it. 0 or -ENOMEM.
+ */
+int rt_loop_open_detached(struct rt_loop **out, const struct rt_conn_hooks *conn_hooks);
+/* A connection of a detached loop (owned by it), or NULL. */
+struct rt_conn *rt_conn_new_detached(struct rt_loop *l);
+/*
+ * @len bytes (borrowed) arrive on @c: a head is handled as soon as it is
+ * complete, a body once all of it came. Feeding after a response starts the
+ * next request. 0, -E2BIG (more than the buffer or the body holds), -EBUSY
+ * (the handler has not answered), -EINVAL (not detached).
+ */
+int rt_conn_feed(struct rt_conn *c, const void *buf, size_t len);
+/* Whether @c's response is ready (rhead and rbody hold it). */
+bool rt_conn_answered(const struct rt_conn *c);
+
 #endif

@@ -82,6 +82,7 @@ struct rt_loop {
 	bool stop;
 	bool draining; /* no more clients */
 	bool accepting;
+	bool detached; /* tests: no socket, no ring; connections are fed by rt_conn_feed() */
 	struct rt_loop_handler handlers[RT_LOOP_MAX_HANDLERS];
 	int nhandlers;
 	struct rt_loop_stats stats;

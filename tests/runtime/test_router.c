@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: MIT
+/* Tests of the API router against connections of a detached loop (no sockets, no ring). */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "rt_api.h"
+#include "rt_loop.h"
+#include "rt_test_node.h"
+#include "trib_alloc.h"
+
+struct fixture {
+	struct rt_test_node tn;
+	struct rt_api *api;
+	struct rt_loop *loop;
+	struct rt_conn *c;
+};
+
+static void fx_open(struct fixture *f)
+{
+	struct rt_conn_hooks ch;
+
+	rt_test_node_open(&f->tn);
+	cr_assert_eq(rt_api_open(&f->api, f->tn.n, NULL), 0);
+	rt_api_conn_hooks(f->api, &ch);
+	cr_assert_eq(rt_loop_open_detached(&f->loop, &ch), 0);
+	f->c = rt_conn_new_detached(f->loop);
+	cr_assert_not_null(f->c);
+}
+
+static void fx_close(struct fixture *f)
+{
+	rt_loop_close(f->loop);
+	rt_api_close(f->api);
+	rt_test_node_close(&f->tn);
+}
+
+/* Send one request; return the status and leave the body in f->c->rbody. */
+static int request(struct fixture *f, const char *method, const char *path, const char *token,
+		   const char *body)
+{
+	char req[2048];
+	size_t blen = body ? strlen(body) : 0;
+	int n = snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: t\r\n", method, path);
+	int status = 0;
+
+	if (token)
+		n += snprintf(req + n, sizeof(req) - (size_t)n, "Authorization: Bearer %s\r\n",
+			      token);
+	n += snprintf(req + n, sizeof(req) - (size_t)n, "Content-Length: %zu\r\n\r\n%s", blen,
+		      body ? body : "");
+	cr_assert_eq(rt_conn_feed(f->c, req, (size_t)n), 0);
+	cr_assert(rt_conn_answered(f->c), "%s %s: no answer", method, path);
+	cr_assert_eq(sscanf(f->c->rhead, "HTTP/1.1 %d ", &status), 1);
+	return status;
+}
+
+static bool body_has(const struct fixture *f, const char *s)
+{
+	char *buf = trib_malloc(f->c->rbody_len + 1);
+	bool has;
+
+	cr_assert_not_null(buf);
+	memcpy(buf, f->c->rbody, f->c->rbody_len);
+	buf[f->c->rbody_len] = '\0';
+	has = strstr(buf, s) != NULL;
+	trib_free(buf);
+	return has;
+}
+
+Test(runtime_router, healthz_and_unknown_paths)
+{
+	struct fixture f;
+
+	fx_open(&f);
+	cr_assert_eq(request(&f, "GET", "/healthz", NULL, NULL), 200);
+	cr_assert(body_has(&f, "\"status\":\"ok\""));
+	cr_assert_eq(request(&f, "GET", "/nope", NULL, NULL), 404);
+	cr_assert_eq(request(&f, "DELETE", "/healthz", NULL, NULL), 405);
+	cr_assert_eq(request(&f, "GET", "/v1/cluster", NULL, NULL), 404, "up is not a cluster");
+	fx_close(&f);
+}
+
+Test(runtime_router, jobs_take_the_admin_token)
+{
+	struct fixture f;
+	const char *def = "{\"name\":\"mnist\",\"clients_per_round\":2,\"params\":4}";
+
+	fx_open(&f);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", NULL, def), 401);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", "wrong-token-0123456789", def), 401);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", RT_TEST_ADMIN, def), 201);
+	cr_assert(body_has(&f, "\"job\":\"mnist\""));
+	cr_assert_not_null(rt_job_find(f.tn.n, "mnist"));
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", RT_TEST_ADMIN, def), 409);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs", RT_TEST_ADMIN, NULL), 200);
+	cr_assert(body_has(&f, "\"mnist\""));
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/mnist", rt_job_find(f.tn.n, "mnist")->token,
+			     NULL), 200);
+	cr_assert(body_has(&f, "\"clients_per_round\":2"));
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/other", RT_TEST_ADMIN, NULL), 404);
+	fx_close(&f);
+}
+
+Test(runtime_router, model_before_any_round_is_the_zeros_or_404)
+{
+	struct fixture f;
+
+	fx_open(&f);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", RT_TEST_ADMIN,
+			     "{\"name\":\"m\",\"clients_per_round\":2,\"params\":4}"), 201);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/m/model?round=7", RT_TEST_ADMIN, NULL), 404);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/m/model?round=x", RT_TEST_ADMIN, NULL), 400);
+	fx_close(&f);
+}
+
+Test(runtime_router, metrics_count_requests_and_refusals)
+{
+	struct fixture f;
+
+	fx_open(&f);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/none/model", NULL, NULL), 404);
+	cr_assert_eq(request(&f, "GET", "/metrics", NULL, NULL), 200);
+	cr_assert(body_has(&f, "tributary_updates_rejected_total{reason=\"unknown_job\"} 1"));
+	cr_assert(body_has(&f, "tributary_http_requests_total 1\n"));
+	cr_assert(body_has(&f, "tributary_dataplane_info{mode=\"shm+unix\"} 1"));
+	fx_close(&f);
+}
