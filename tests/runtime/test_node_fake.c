@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: MIT
+/* Tests of node/ rounds, trees and recovery against a fake function set (no processes). */
+#include <criterion/criterion.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rt_api.h"
+#include "rt_fnproc.h"
+#include "rt_test_node.h"
+#include "shm_arena.h"
+#include "trib_time.h"
+
+#define FAKE_MAX 64
+
+/* What the node asked of its functions; pids the test "killed" come back from wait. */
+struct fake {
+	uint32_t nstarted;
+	uint32_t id[FAKE_MAX];   /* started functions, in order */
+	uint16_t role[FAKE_MAX];
+	uint32_t configs;        /* CONFIG+PARAMS messages (first and warm) */
+	uint32_t updates;        /* UPDATE descriptors sent, to any function */
+	uint32_t updates_to[FAKE_MAX]; /* by the index of the function in id[] */
+	pid_t dead[FAKE_MAX];
+	uint32_t ndead;
+};
+
+static int fake_index(const struct fake *f, uint32_t id)
+{
+	for (uint32_t i = 0; i < f->nstarted; i++)
+		if (f->id[i] == id)
+			return (int)i;
+	return -1;
+}
+
+static int fake_start(struct rt_fnset *set, struct rt_fn *fn)
+{
+	struct fake *f = rt_fnset_ops_ctx(set);
+
+	cr_assert_lt(f->nstarted, FAKE_MAX);
+	f->id[f->nstarted] = fn->id;
+	f->role[f->nstarted] = fn->cfg.role;
+	f->nstarted++;
+	fn->pid = 100000 + (pid_t)fn->id;
+	fn->spawn_ns = trib_now_ns();
+	/* A descriptor the node may close; nothing is ever written to it. */
+	fn->sock = open("/dev/null", O_RDWR | O_CLOEXEC);
+	fn->data = -1;
+	return fn->sock < 0 ? -1 : 0;
+}
+
+static int fake_chan_send(struct rt_fn *fn, const void *recs, size_t n, int fd)
+{
+	struct fake *f = rt_fnset_ops_ctx(fn->set);
+	const struct shm_desc *d = recs;
+
+	(void)fd;
+	if (n == 2 && d[0].kind == FN_MSG_CONFIG)
+		f->configs++;
+	for (size_t i = 0; i < n; i++) {
+		if (d[i].kind == SHM_DESC_UPDATE) {
+			int k = fake_index(f, fn->id);
+
+			f->updates++;
+			if (k >= 0)
+				f->updates_to[k]++;
+		}
+	}
+	return 0;
+}
+
+static int fake_send(struct rt_fn *fn, const struct shm_desc *d, uint32_t n)
+{
+	int err = fake_chan_send(fn, d, n, -1);
+
+	return err ? err : (int)n;
+}
+
+static int fake_send_payload(struct rt_fn *fn, const struct shm_desc *d, const struct iovec *iov,
+			     int iovcnt)
+{
+	(void)fn;
+	(void)d;
+	(void)iov;
+	(void)iovcnt;
+	return 0;
+}
+
+static void fake_signal(struct rt_fn *fn, int sig)
+{
+	struct fake *f = rt_fnset_ops_ctx(fn->set);
+
+	(void)sig;
+	cr_assert_lt(f->ndead, FAKE_MAX);
+	f->dead[f->ndead++] = fn->pid;
+}
+
+static pid_t fake_wait(struct rt_fnset *set, pid_t pid, int *status)
+{
+	struct fake *f = rt_fnset_ops_ctx(set);
+
+	for (uint32_t i = 0; i < f->ndead; i++) {
+		if (pid < 0 || f->dead[i] == pid) {
+			pid_t p = f->dead[i];
+
+			f->dead[i] = f->dead[--f->ndead];
+			if (status)
+				*status = SIGKILL; /* as waitpid says "killed by signal 9" */
+			return p;
+		}
+	}
+	return 0;
+}
+
+static const struct rt_fn_ops fake_ops = {
+	.start = fake_start,
+	.chan_send = fake_chan_send,
+	.send = fake_send,
+	.send_payload = fake_send_payload,
+	.signal = fake_signal,
+	.wait = fake_wait,
+};
+
+static struct rt_job *job_new(struct rt_node *n, const char *body)
+{
+	struct rt_job_def def;
+	struct rt_job *j;
+	char msg[256];
+
+	cr_assert_eq(rt_job_def_parse((const uint8_t *)body, strlen(body), 64ull << 20, false, &def,
+				      msg, sizeof(msg)), 200, "%s", msg);
+	cr_assert_eq(rt_job_create(n, &def.spec, def.schema, def.nschema, &j), 0);
+	def.schema = NULL; /* the job's */
+	rt_job_def_free(&def);
+	return j;
+}
+
+/* An update of all ones into a fresh slot, accepted into @round. */
+static void accept_one(struct rt_node *n, struct rt_job *j, uint32_t round)
+{
+	size_t body = (j->n_elem * sizeof(float) + 63) & ~(size_t)63;
+	uint64_t slot, segs_off;
+	struct shm_seg *seg;
+	float *x;
+	uint32_t seq;
+
+	cr_assert_eq(shm_slot_alloc(n->arena, body + sizeof(*seg), &slot), 0);
+	segs_off = slot + body;
+	x = shm_arena_ptr(n->arena, slot);
+	for (uint64_t i = 0; i < j->n_elem; i++)
+		x[i] = 1.0f;
+	seg = shm_arena_ptr(n->arena, segs_off);
+	memset(seg, 0, sizeof(*seg));
+	seg->src_off = slot;
+	seg->n_elem = j->n_elem;
+	seg->dtype = SHM_DTYPE_F32;
+	seg->scale = 1.0f;
+	cr_assert_eq(rt_job_accept(n, j, round, slot, segs_off, 1, 1.0, &seq), 0);
+}
+
+static int first_of_role(const struct fake *f, uint16_t role)
+{
+	for (uint32_t i = 0; i < f->nstarted; i++)
+		if (f->role[i] == role)
+			return (int)i;
+	return -1;
+}
+
+Test(runtime_node_fake, first_update_starts_a_top_and_a_leaf_that_gets_it)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 };
+	struct rt_job *j;
+	int leaf;
+
+	rt_test_node_open(&t);
+	rt_fnset_set_ops(t.n->fns, &fake_ops, &f);
+	j = job_new(t.n, "{\"name\":\"a\",\"clients_per_round\":4,\"fan_in\":4,\"params\":8}");
+	accept_one(t.n, j, 0);
+	cr_assert_geq(first_of_role(&f, FN_ROLE_TOP), 0, "a top was started");
+	leaf = first_of_role(&f, FN_ROLE_LEAF);
+	cr_assert_geq(leaf, 0, "a leaf was started");
+	cr_assert_eq(f.configs, f.nstarted, "each function got its config with the start");
+	cr_assert_eq(f.updates, 1);
+	cr_assert_eq(f.updates_to[leaf], 1);
+	accept_one(t.n, j, 0);
+	cr_assert_eq(f.updates_to[leaf], 2, "fan-in 4: the same leaf takes the second update");
+	cr_assert_eq(t.n->m.fn_spawned, f.nstarted);
+	rt_test_node_close(&t);
+}
+
+Test(runtime_node_fake, a_dead_leaf_is_replaced_and_gets_its_updates_again)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 };
+	struct rt_job *j;
+	struct rt_fn *fn;
+	int leaf, leaf2;
+
+	rt_test_node_open(&t);
+	rt_fnset_set_ops(t.n->fns, &fake_ops, &f);
+	j = job_new(t.n, "{\"name\":\"a\",\"clients_per_round\":4,\"fan_in\":4,\"params\":8}");
+	accept_one(t.n, j, 0);
+	accept_one(t.n, j, 0);
+	leaf = first_of_role(&f, FN_ROLE_LEAF);
+	cr_assert_geq(leaf, 0);
+	fn = rt_fnset_find(t.n->fns, f.id[leaf]);
+	cr_assert_not_null(fn);
+
+	/* It dies: the child is reaped, then its channel reaches end of stream. */
+	f.dead[f.ndead++] = fn->pid;
+	rt_node_on_sigchld(t.n);
+	cr_assert_eq(t.n->m.recoveries, 0, "not judged before its channel's end is read");
+	rt_node_on_fn_eof(t.n, fn, false);
+
+	cr_assert_eq(t.n->m.recoveries, 1);
+	cr_assert_eq(t.n->m.fn_failed, 1);
+	cr_assert_null(rt_fnset_find(t.n->fns, f.id[leaf]), "the dead one is gone");
+	leaf2 = -1;
+	for (uint32_t i = (uint32_t)leaf + 1; i < f.nstarted; i++)
+		if (f.role[i] == FN_ROLE_LEAF)
+			leaf2 = (int)i;
+	cr_assert_geq(leaf2, 0, "a replacement leaf was started");
+	cr_assert_eq(f.updates_to[leaf2], 2, "both acknowledged updates are sent again");
+	rt_test_node_close(&t);
+}
