@@ -17,7 +17,6 @@
 #include "rt_agent.h"
 #include "rt_api.h"
 #include "rt_loop.h"
-#include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
 #include "trib_token.h"

@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -209,7 +208,6 @@ static void on_head(void *ctx, struct rt_conn *c)
 bad_method:
 	rt_conn_error(c, 405, "method not allowed here", -1, NULL);
 }
-
 
 /* --- long polls --- */
 

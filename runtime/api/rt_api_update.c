@@ -3,26 +3,15 @@
 #include "api_priv.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include "ctl_store.h"
-#include "ebpf_abi.h"
-#include "ebpf_route.h"
-#include "fn_dp.h"
 #include "fn_dequant.h"
 #include "fn_fold.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
-#include "trib_name.h"
 #include "trib_parse.h"
-#include "trib_safetensors.h"
-#include "trib_time.h"
-#include "trib_token.h"
 
 /* --- POST /v1/jobs/{job}/updates --- */
 

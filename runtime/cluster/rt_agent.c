@@ -18,20 +18,11 @@
 #include "agent_priv.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
-
 #include <jansson.h>
 
-#include "ctl_wire.h"
-#include "rt_api.h"
-#include "rt_fnproc.h"
-#include "rt_node.h"
-#include "shm_abi.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_json.h"

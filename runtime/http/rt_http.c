@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* HTTP/1.1 request heads through http_parser (paused before the body), and response heads. */
 #include "rt_http.h"
-#include "trib_parse.h"
 
 #include <errno.h>
 #include <math.h>
@@ -9,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "trib_parse.h"
 
 /* Longest request target accepted; path and query are checked against their fields after. */
 #define URL_MAX 1024

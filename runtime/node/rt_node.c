@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "ctl_store.h"
-#include "ebpf_abi.h"
 #include "ebpf_route.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"

@@ -3,31 +3,17 @@
 #include "rt_node_priv.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "ctl_plan.h"
-#include "ctl_store.h"
-#include "ebpf_abi.h"
-#include "ebpf_route.h"
-#include "ebpf_stats.h"
-#include "fn_dequant.h"
-#include "fn_fedbuff.h"
 #include "fn_opt.h"
 #include "fn_robust.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_store.h"
-#include "trib_time.h"
 
 int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 {
@@ -96,7 +82,6 @@ static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_rou
 	}
 	return err;
 }
-
 
 /* (Re)start shard @i of a robust round on a warm or new function. */
 int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i)

@@ -3,31 +3,14 @@
 #include "rt_node_priv.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <jansson.h>
-#include <limits.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ctl_plan.h"
-#include "ctl_store.h"
-#include "ebpf_abi.h"
-#include "ebpf_route.h"
-#include "ebpf_stats.h"
 #include "fn_dequant.h"
-#include "fn_fedbuff.h"
-#include "fn_opt.h"
-#include "fn_robust.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
-#include "trib_store.h"
-#include "trib_time.h"
 
 /* --- rounds and trees --- */
 
