@@ -178,6 +178,7 @@ int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char *
 	const char *dummy;
 	uint64_t hlen, data_len;
 	json_error_t jerr;
+	unsigned long fails;
 	json_t *root;
 	size_t ntens, k = 0;
 	void *it;
@@ -202,8 +203,11 @@ int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char *
 	data_len = len - 8 - hlen;
 
 	/* json_loadb takes an explicit length: the header is not NUL-terminated. */
+	fails = trib_alloc_failures();
 	root = json_loadb((const char *)b + 8, hlen, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
+		if (trib_alloc_failures() != fails)
+			return -ENOMEM; /* jansson may call it a syntax error */
 		switch (json_error_code(&jerr)) {
 		case json_error_out_of_memory:
 			return -ENOMEM;
@@ -313,12 +317,17 @@ static bool utf8_valid(const unsigned char *s, size_t n)
 static int load_meta(const char *meta_json, json_t **meta)
 {
 	json_error_t jerr;
+	unsigned long fails;
 	const char *k;
 	json_t *v;
 
+	fails = trib_alloc_failures();
 	*meta = json_loads(meta_json, 0, &jerr);
 	if (!*meta)
-		return json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM : -EINVAL;
+		return json_error_code(&jerr) == json_error_out_of_memory ||
+				       trib_alloc_failures() != fails ?
+			       -ENOMEM :
+			       -EINVAL;
 	if (!json_is_object(*meta))
 		goto err_decref;
 	json_object_foreach(*meta, k, v) {
