@@ -17,9 +17,10 @@
  * default action) instead of to the fd. The mask stays blocked after the fd
  * is closed: the process is stopping by then.
  *
- * The fd is readable (poll POLLIN, io_uring IORING_OP_POLL_ADD) while a
- * signal is pending. An io_uring IORING_OP_READ on it completes with -EAGAIN
- * at once (the fd is non-blocking): poll it, then trib_signal_read().
+ * The fd is readable (POLLIN) while a signal is pending. An io_uring loop
+ * arms IORING_OP_POLL_ADD on it and then calls trib_signal_read() until it
+ * returns 0: that assumes nothing of how io_uring reads a non-blocking fd
+ * (6.x kernels wait for data; older ones may complete with -EAGAIN).
  */
 int trib_signal_open(const int *sigs, size_t n, int *fd);
 
