@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include "ctl_daemon.h"
-#include "ctl_models.h"
 #include "ctl_store.h"
 #include "ctl_wire.h"
 #include "trib_alloc.h"
@@ -30,7 +29,6 @@
 
 /* How often the loop wakes without events, to notice silent nodes. */
 #define CTL_TICK_MS 100
-
 
 const char *ctl__jstr(const json_t *o, const char *key, const char *dflt)
 {
@@ -170,9 +168,9 @@ static void on_heartbeat(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	/* Each job's open round and version: a node that missed a message catches up (sync). */
 	jobs = json_object();
 	for (struct cjob *j = c->jobs; j; j = j->next)
-		json_object_set_new(jobs, j->name,
-				    json_pack("[i, i]", (json_int_t)j->round,
-					      (json_int_t)j->completed));
+		json_object_set_new(
+		    jobs, j->name,
+		    json_pack("[i, i]", (json_int_t)j->round, (json_int_t)j->completed));
 	*rep = json_pack("{s:b, s:o}", "ok", 1, "jobs", jobs);
 }
 
@@ -274,7 +272,8 @@ static void wire_drain(struct ctl *c)
 		if (ev->kind == CTL_EV_REQUEST)
 			on_request(c, ev);
 		else if (ev->kind == CTL_EV_FAIL)
-			trib_debug("controller: a message to a node failed: %s", strerror(-ev->err));
+			trib_debug("controller: a message to a node failed: %s",
+				   strerror(-ev->err));
 		else if (json_is_false(json_object_get(ev->hdr, "ok")))
 			trib_warn("controller: a node answered: %s",
 				  json_string_value(json_object_get(ev->hdr, "error")));
@@ -289,8 +288,8 @@ static void run_loop(struct ctl *c)
 
 	while (!c->stop_sig) {
 		struct pollfd pfd[2] = {
-			{.fd = ctl_wire_fd(c->w), .events = POLLIN},
-			{.fd = c->sfd, .events = POLLIN},
+		    {.fd = ctl_wire_fd(c->w), .events = POLLIN},
+		    {.fd = c->sfd, .events = POLLIN},
 		};
 		uint64_t cnt;
 		int sig;

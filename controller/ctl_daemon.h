@@ -92,7 +92,7 @@ struct ctl {
 	const struct ctl_cluster_opts *o;
 	struct ctl_wire *w;
 	struct ctl_store *store;
-	int sfd; /* SIGINT/SIGTERM (trib_signal) */
+	int sfd;      /* SIGINT/SIGTERM (trib_signal) */
 	int stop_sig; /* the signal that stops the loop, 0 while running */
 	char admin_token[80];
 	struct cnode nodes[CTL_MAX_NODES];
@@ -134,8 +134,7 @@ void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep);
 /* Also *p and *len: a payload borrowed from the job until the next event. */
-void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p,
-		  size_t *len);
+void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p, size_t *len);
 /*
  * The jobs of the store, each at the version of its newest model file;
  * rounds in flight then are lost (nodes are told). 0 or -errno (logged).

@@ -304,7 +304,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		if (rec->uid == uid) {
 			/* Asked again (our answer was lost): the same answer, counted once. */
 			if (rec->released) {
-				*rep = ctl__err_reply(503, "this update was given back; send it again");
+				*rep = ctl__err_reply(503,
+						      "this update was given back; send it again");
 				return;
 			}
 			*rep = json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq",
@@ -541,8 +542,7 @@ static void job_append(struct ctl *c, struct cjob *j)
  * A job from the definition @o a node sent (its bytes in @ev's payload,
  * kept as they came: nodes parse them), checked; NULL and *rep if not.
  */
-static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *name,
-			    json_t **rep)
+static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *name, json_t **rep)
 {
 	uint64_t n_elem = (uint64_t)json_integer_value(json_object_get(ev->hdr, "n_elem"));
 	struct cjob *j = trib_calloc(1, sizeof(*j));
@@ -568,8 +568,8 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	if (!err)
 		err = trib_token_new(j->token, sizeof(j->token));
 	if (err) {
-		*rep = ctl__err_reply(err == -EINVAL ? 400 : 500, err == -EINVAL ? why :
-				      "could not make the job");
+		*rep = ctl__err_reply(err == -EINVAL ? 400 : 500,
+				      err == -EINVAL ? why : "could not make the job");
 		job_free(j);
 		return NULL;
 	}

@@ -191,9 +191,9 @@ static int migrate_fmt(const struct ctl_job *cj, const char *dir, struct ctl_mod
 	int err;
 
 	json_decref(schema);
-	err = cj->params_json ? ctl_model_fmt_init(f, cj->params_json, strlen(cj->params_json),
-						   &why)
-			      : -EINVAL;
+	err = cj->params_json
+		  ? ctl_model_fmt_init(f, cj->params_json, strlen(cj->params_json), &why)
+		  : -EINVAL;
 	if (!err && want != f->n_elem) {
 		why = "its tensors and its recorded size disagree";
 		ctl_model_fmt_fini(f);
