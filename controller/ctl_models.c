@@ -153,6 +153,18 @@ err_close:
 	return err;
 }
 
+/* After opendir(@dir) failed: 0 if it does not exist (nothing to convert), else -errno, logged. */
+static int dir_error(const char *dir)
+{
+	int err = -errno;
+
+	if (err == -ENOENT)
+		return 0;
+	trib_error("%s: %s: the controller cannot look for model files of an older version there",
+		   dir, strerror(-err));
+	return err;
+}
+
 /* One old file of @cj: the new one written (durably), then the old one gone. */
 static int migrate_file(const char *data_dir, const struct ctl_job *cj, const char *dir,
 			const char *fname, uint32_t v, struct ctl_model_fmt *f)
@@ -220,7 +232,7 @@ static int migrate_job(const char *data_dir, const struct ctl_job *cj)
 	snprintf(dir, sizeof(dir), "%s/jobs/%s", data_dir, cj->name);
 	d = opendir(dir);
 	if (!d)
-		return errno == ENOENT ? 0 : -errno;
+		return dir_error(dir);
 	/* Entries added or removed meanwhile may be seen or not: only old names are acted on. */
 	while (!err && (de = readdir(d))) {
 		if (old_version(de->d_name, &v))
@@ -267,7 +279,7 @@ static int refuse_unknown(const char *data_dir, const struct ctl_job *cjs, size_
 	snprintf(dir, sizeof(dir), "%s/jobs", data_dir);
 	d = opendir(dir);
 	if (!d)
-		return errno == ENOENT ? 0 : -errno;
+		return dir_error(dir);
 	while (!err && (de = readdir(d))) {
 		size_t i;
 
