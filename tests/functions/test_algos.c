@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Tests of the algorithm table and composed pipelines, against the flag-based code they replaced. */
+/* Tests of the algorithm table and composed pipelines against the flag-based code they replace. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
