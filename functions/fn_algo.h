@@ -28,8 +28,9 @@
  *   fini     when the config is done (or failed), in reverse order.
  *
  * Every phase runs the stages in pipeline order, each on what the previous one left, so the
- * same inputs in the same order give the same bits (fn_fold.h). Stages do no I/O and never log:
- * they return 0 or -errno, and the loop logs once with the job and round.
+ * same inputs in the same order give the same bits (fn_fold.h). Stages do no I/O (one syscall:
+ * the dp stage keys its noise from getrandom(2) unless the job is seeded) and never log: they
+ * return 0 or -errno, and the loop logs once with the job and round.
  */
 
 /* One input to fold, with its segments already checked against the arena's bounds. */
