@@ -104,7 +104,8 @@ static void record_failure(struct tl_sim_round *r, uint32_t client, int err,
 }
 
 /* Client @i's update of round @r in @buf, and in *u how to send it. */
-static void make_update(const struct tl_sim_round *r, uint32_t i, float *buf, struct tl_sim_update *u)
+static void make_update(const struct tl_sim_round *r, uint32_t i, float *buf,
+			struct tl_sim_update *u)
 {
 	const struct tl_sim_opts *o = r->o;
 	uint64_t key = tl_sim_key(o->seed, r->round, i);
@@ -147,7 +148,8 @@ static void *worker_run(void *arg)
 		pc.retries = 0;
 		t0 = trib_now_ns();
 		atomic_min_u64(&r->t_first, t0);
-		err = tl_sim_gw_call(run, w->conns, i % run->ngw, NULL, what, tl_sim_post_op, &pc, &g);
+		err = tl_sim_gw_call(run, w->conns, i % run->ngw, NULL, what, tl_sim_post_op, &pc,
+				     &g);
 		t1 = trib_now_ns();
 
 		atomic_fetch_add(&r->retries, pc.retries);
@@ -274,8 +276,8 @@ static void resend_lost(struct tl_sim_round *r, const struct tl_sim_round_info *
 		snprintf(what, sizeof(what), "round %" PRIu64 ": resend of client %u's update",
 			 r->round, c);
 		pc.retries = 0;
-		err = tl_sim_gw_call(run, run->pconns, (a->gw + 1u) % run->ngw, avoid, what, tl_sim_post_op, &pc,
-			      &g);
+		err = tl_sim_gw_call(run, run->pconns, (a->gw + 1u) % run->ngw, avoid, what,
+				     tl_sim_post_op, &pc, &g);
 		if (!err && resp.status == 202) {
 			uint16_t node = tl_sim_ack_node(run, &resp);
 
