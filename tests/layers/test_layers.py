@@ -8,6 +8,7 @@ into a fresh temp dir, runs check-layers --root on it, and checks its exit statu
 it prints. CHECK_LAYERS names the script (default: scripts/check-layers of this repo).
 """
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -204,6 +205,15 @@ def case_malformed_maps_are_refused():
                      ('a  a/  -\na  b/  -\n', 'declared twice')):
         rc, out = run(CLEAN, arch='```layers\n' + bad + '```\n')
         check(rc == 2 and why in out, 'map %r: exit %d, want 2 and %r' % (bad, rc, why))
+
+
+def case_meson_runs_every_case():
+    with open(os.path.join(HERE, 'meson.build')) as f:
+        listed = set(re.findall(r"^\t\t'([a-z-]+)',$", f.read(), re.M))
+    missing = sorted(set(CASES) - listed)
+    check(not missing, 'tests/layers/meson.build does not run: %s' % ', '.join(missing))
+    check(not listed - set(CASES), 'meson.build names unknown cases: %s' %
+          ', '.join(sorted(listed - set(CASES))))
 
 
 CASES = {n[len('case_'):].replace('_', '-'): f for n, f in sorted(globals().items())
