@@ -187,7 +187,7 @@ def case_ambiguous_basename_fails():
           'the output does not name the ambiguous include and its candidates')
 
 
-def case_duplicate_basename_reached_by_relative_path_passes():
+def case_duplicate_basename_next_door_passes():
     tree = dict(CLEAN)
     tree['mid/common.h'] = '#pragma once\n'
     tree['side/common.h'] = '#pragma once\n'
