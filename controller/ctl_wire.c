@@ -153,7 +153,7 @@ static int encode(json_t *hdr, const void *payload, size_t len, nng_msg **out)
 	/* The one copy on the sending side: nng owns its message buffers. */
 	if (!rv && len)
 		rv = nng_msg_append(m, payload, len);
-	free(h); /* jansson's */
+	trib_free(h); /* jansson allocates through trib_alloc */
 	if (rv) {
 		nng_msg_free(m);
 		return err_from_nng(rv);
@@ -186,7 +186,7 @@ static void slot_cb(void *arg)
 	}
 	if (!rv) {
 		nng_msg *m = nng_aio_get_msg(s->aio);
-		struct ctl_event *ev = calloc(1, sizeof(*ev));
+		struct ctl_event *ev = trib_calloc(1, sizeof(*ev));
 
 		if (ev && !decode(m, ev)) {
 			ev->kind = CTL_EV_REQUEST;
@@ -197,7 +197,7 @@ static void slot_cb(void *arg)
 			return; /* re-armed once answered */
 		}
 		trib_warn("wire: dropped a malformed request (%zu bytes)", nng_msg_len(m));
-		free(ev);
+		trib_free(ev);
 		nng_msg_free(m);
 	}
 	nng_ctx_recv(s->ctx, s->aio);
@@ -214,7 +214,7 @@ static uint64_t wire_now_ns(void)
 static void req_cb(void *arg)
 {
 	struct wire_req *r = arg;
-	struct ctl_event *ev = calloc(1, sizeof(*ev));
+	struct ctl_event *ev = trib_calloc(1, sizeof(*ev));
 	int rv = nng_aio_result(r->aio);
 
 	if (!ev) {
@@ -230,7 +230,7 @@ static void req_cb(void *arg)
 		if (!rv && now >= r->deadline_ns)
 			rv = NNG_ETIMEDOUT;
 		if (!rv) {
-			free(ev);
+			trib_free(ev);
 			r->sent = true;
 			/* What is left of the request's time, not a new full timeout. */
 			nng_aio_set_timeout(r->aio,
@@ -405,27 +405,27 @@ int ctl_wire_request(struct ctl_wire *w, const char *url, json_t *hdr, const voi
 	err = peer_get(w, url, &sock);
 	if (err)
 		return err;
-	r = calloc(1, sizeof(*r));
+	r = trib_calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->w = w;
 	r->cookie = cookie;
 	err = err_from_nng(nng_ctx_open(&r->ctx, sock));
 	if (err) {
-		free(r);
+		trib_free(r);
 		return err;
 	}
 	err = err_from_nng(nng_aio_alloc(&r->aio, req_cb, r));
 	if (err) {
 		nng_ctx_close(r->ctx);
-		free(r);
+		trib_free(r);
 		return err;
 	}
 	err = encode(hdr, payload, len, &m);
 	if (err) {
 		nng_aio_free(r->aio);
 		nng_ctx_close(r->ctx);
-		free(r);
+		trib_free(r);
 		return err;
 	}
 	nng_aio_set_timeout(r->aio, (nng_duration)timeout_ms);
@@ -491,12 +491,12 @@ void ctl_event_free(struct ctl_wire *w, struct ctl_event *ev)
 		pthread_mutex_unlock(&w->lock);
 		nng_aio_reap(r->aio);
 		nng_ctx_close(r->ctx);
-		free(r);
+		trib_free(r);
 	}
 	if (ev->msg)
 		nng_msg_free(ev->msg);
 	json_decref(ev->hdr);
-	free(ev);
+	trib_free(ev);
 }
 
 void ctl_wire_close(struct ctl_wire *w)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The one allocator wrapper every module allocates through (jemalloc underneath, see meson.build). */
+/* The one allocator wrapper every module allocates through (jemalloc underneath, see meson.build).
+ */
 #ifndef TRIB_ALLOC_H
 #define TRIB_ALLOC_H
 
@@ -7,6 +8,8 @@
 
 /*
  * The returned memory is owned by the caller and released with trib_free().
+ * jansson allocates through these as well (set before main), so strings from
+ * json_dumps() are released with trib_free() too.
  * Each returns NULL on failure (including an injected failure, below).
  */
 void *trib_malloc(size_t n);
@@ -22,5 +25,13 @@ void trib_free(void *p);
  * the very next one); -1 turns injection off. Lets a test walk every unwind path.
  */
 void trib_alloc_fail_after(long n);
+
+/*
+ * How many allocations have returned NULL so far (real or injected). A caller
+ * of a library that does not say "out of memory" clearly (jansson reports some
+ * allocation failures as syntax errors) compares this before and after the
+ * call to tell -ENOMEM from bad input.
+ */
+unsigned long trib_alloc_failures(void);
 
 #endif

@@ -81,14 +81,9 @@ static bool get_u64(const json_t *v, uint64_t *out)
 	return true;
 }
 
-/* Fills @t from one header entry; @data_len is the length of the data section. */
-static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint64_t data_len,
-			struct trib_tensor *t, const char **why)
+/* The entry's name: non-empty, shorter than TRIB_ST_NAME_MAX, no NUL. */
+static int parse_name(const char *key, size_t key_len, struct trib_tensor *t, const char **why)
 {
-	const json_t *dt, *shape, *offs, *dim;
-	uint64_t n_elem = 1, nbytes;
-	size_t i;
-
 	if (key_len == 0) {
 		*why = "empty tensor name";
 		return -EINVAL;
@@ -103,13 +98,17 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 	}
 	memcpy(t->name, key, key_len);
 	t->name[key_len] = '\0';
+	return 0;
+}
 
-	if (!json_is_object(val)) {
-		*why = "tensor entry is not an object";
-		return -EINVAL;
-	}
+/* "dtype" and "shape": sets dtype, ndim, shape, n_elem and *nbytes (checked for overflow). */
+static int parse_dtype_shape(const json_t *val, struct trib_tensor *t, uint64_t *nbytes,
+			     const char **why)
+{
+	const json_t *dt = json_object_get(val, "dtype"), *shape, *dim;
+	uint64_t n_elem = 1;
+	size_t i;
 
-	dt = json_object_get(val, "dtype");
 	if (!json_is_string(dt)) {
 		*why = "missing dtype";
 		return -EINVAL;
@@ -123,7 +122,6 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 		*why = TRIB_ST_WHY_DTYPE;
 		return -EINVAL;
 	}
-
 	shape = json_object_get(val, "shape");
 	if (!json_is_array(shape)) {
 		*why = "missing shape";
@@ -145,11 +143,30 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 		}
 	}
 	t->n_elem = n_elem;
-	if (__builtin_mul_overflow(n_elem, (uint64_t)trib_dtype_size(t->dtype), &nbytes)) {
+	if (__builtin_mul_overflow(n_elem, (uint64_t)trib_dtype_size(t->dtype), nbytes)) {
 		*why = "shape overflows";
 		return -EINVAL;
 	}
+	return 0;
+}
 
+/* Fills @t from one header entry; @data_len is the length of the data section. */
+static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint64_t data_len,
+			struct trib_tensor *t, const char **why)
+{
+	const json_t *offs;
+	uint64_t nbytes;
+	int err = parse_name(key, key_len, t, why);
+
+	if (err)
+		return err;
+	if (!json_is_object(val)) {
+		*why = "tensor entry is not an object";
+		return -EINVAL;
+	}
+	err = parse_dtype_shape(val, t, &nbytes, why);
+	if (err)
+		return err;
 	offs = json_object_get(val, "data_offsets");
 	if (!json_is_array(offs) || json_array_size(offs) != 2 ||
 	    !get_u64(json_array_get(offs, 0), &t->data_begin) ||
@@ -169,15 +186,55 @@ static int parse_tensor(const char *key, size_t key_len, const json_t *val, uint
 }
 
 /*
+ * The 8-byte length and the JSON header of @b (@len bytes): *root is a new
+ * reference (owned by the caller), *hlen the header's length.
+ */
+static int load_header(const unsigned char *b, size_t len, json_t **root, uint64_t *hlen,
+		       const char **why)
+{
+	json_error_t jerr;
+	unsigned long fails;
+
+	if (len < 8) {
+		*why = "truncated length";
+		return -EINVAL;
+	}
+	*hlen = get_le64(b);
+	if (*hlen > len - 8) {
+		*why = "header length exceeds body";
+		return -EINVAL;
+	}
+	if (*hlen > TRIB_ST_HEADER_MAX) {
+		*why = "header too large";
+		return -EINVAL;
+	}
+	/* json_loadb takes an explicit length: the header is not NUL-terminated. */
+	fails = trib_alloc_failures();
+	*root = json_loadb((const char *)b + 8, *hlen, JSON_REJECT_DUPLICATES, &jerr);
+	if (*root)
+		return 0;
+	if (trib_alloc_failures() != fails)
+		return -ENOMEM; /* jansson may call it a syntax error */
+	switch (json_error_code(&jerr)) {
+	case json_error_out_of_memory:
+		return -ENOMEM;
+	case json_error_duplicate_key:
+		*why = "duplicate tensor name";
+		return -EINVAL;
+	default:
+		*why = "bad JSON";
+		return -EINVAL;
+	}
+}
+
+/*
  * @buf is borrowed and only read during the call; out->tensors is allocated
  * here and owned by @out (trib_st_free). On failure @out is left zeroed.
  */
 int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char **why)
 {
-	const unsigned char *b = buf;
 	const char *dummy;
-	uint64_t hlen, data_len;
-	json_error_t jerr;
+	uint64_t hlen;
 	json_t *root;
 	size_t ntens, k = 0;
 	void *it;
@@ -186,35 +243,9 @@ int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char *
 	if (!why)
 		why = &dummy;
 	memset(out, 0, sizeof(*out));
-	if (len < 8) {
-		*why = "truncated length";
-		return -EINVAL;
-	}
-	hlen = get_le64(b);
-	if (hlen > len - 8) {
-		*why = "header length exceeds body";
-		return -EINVAL;
-	}
-	if (hlen > TRIB_ST_HEADER_MAX) {
-		*why = "header too large";
-		return -EINVAL;
-	}
-	data_len = len - 8 - hlen;
-
-	/* json_loadb takes an explicit length: the header is not NUL-terminated. */
-	root = json_loadb((const char *)b + 8, hlen, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root) {
-		switch (json_error_code(&jerr)) {
-		case json_error_out_of_memory:
-			return -ENOMEM;
-		case json_error_duplicate_key:
-			*why = "duplicate tensor name";
-			return -EINVAL;
-		default:
-			*why = "bad JSON";
-			return -EINVAL;
-		}
-	}
+	err = load_header(buf, len, &root, &hlen, why);
+	if (err)
+		return err;
 	if (!json_is_object(root)) {
 		*why = "header is not a JSON object";
 		err = -EINVAL;
@@ -244,7 +275,7 @@ int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char *
 
 		if (key_len == sizeof(META_KEY) - 1 && memcmp(key, META_KEY, key_len) == 0)
 			continue;
-		err = parse_tensor(key, key_len, json_object_iter_value(it), data_len,
+		err = parse_tensor(key, key_len, json_object_iter_value(it), len - 8 - hlen,
 				   &out->tensors[k], why);
 		if (err)
 			goto err_free;
@@ -313,12 +344,17 @@ static bool utf8_valid(const unsigned char *s, size_t n)
 static int load_meta(const char *meta_json, json_t **meta)
 {
 	json_error_t jerr;
+	unsigned long fails;
 	const char *k;
 	json_t *v;
 
+	fails = trib_alloc_failures();
 	*meta = json_loads(meta_json, 0, &jerr);
 	if (!*meta)
-		return json_error_code(&jerr) == json_error_out_of_memory ? -ENOMEM : -EINVAL;
+		return json_error_code(&jerr) == json_error_out_of_memory ||
+				       trib_alloc_failures() != fails ?
+			       -ENOMEM :
+			       -EINVAL;
 	if (!json_is_object(*meta))
 		goto err_decref;
 	json_object_foreach(*meta, k, v) {

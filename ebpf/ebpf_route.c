@@ -256,6 +256,12 @@ static int map_array(int fd, size_t bytes, void **out, size_t *len)
 	return 0;
 }
 
+/*
+ * Longer than 80 lines on purpose: it is the whole lifecycle, open -> load ->
+ * attach -> map -> pin, with one unwind ladder in exact reverse order below
+ * it (libbpf-bootstrap's shape). Split, the ladder would be split too, and
+ * each half would have to know what the other had done.
+ */
 int ebpf_route_open(const char *instance, struct ebpf_route **out, char *why, size_t why_len)
 {
 	struct ebpf_route *r;

@@ -126,8 +126,15 @@ struct fn_shard_task {
 };
 _Static_assert(sizeof(struct fn_shard_task) == 72, "fn_shard_task is ABI");
 
+/*
+ * The job's base algorithm (functions/fn_algos.c maps each to its ops). The runtime sends
+ * FEDAVG for every job: the server optimisers, FedBuff, clipping and DP ride in struct
+ * fn_params and the descriptors, and the robust rules in the shard task. Values are contiguous
+ * from 1.
+ */
 enum fn_algorithm {
 	FN_ALGO_FEDAVG = 1,
+	FN_ALGO_END, /* one past the last value; never sent */
 };
 
 /*

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Central DP: ChaCha20 keystream, Box-Muller Gaussian noise by coordinate, RDP accounting. */
+/* Central DP: ChaCha20 Gaussian noise by coordinate, RDP accounting, and the clip and DP stages. */
 #include "fn_dp.h"
 
 #include <errno.h>
@@ -7,6 +7,10 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/random.h>
+
+#include "fn_algo.h"
+#include "fn_dequant.h"
+#include "fn_robust.h"
 
 /*
  * Why ChaCha20 is written here: the noise must be reproducible from a seed (tests), seekable by
@@ -272,3 +276,97 @@ int fn_dp_epsilon(double z, uint64_t rounds, double delta, double *eps, double *
 		return err;
 	return fn_dp_accountant_epsilon(&acc, delta, eps, order);
 }
+
+/*
+ * The leaf's clipping stage (FN_PAR_CLIP): an update's fold factor times min(1, C / ||u||),
+ * one extra read of the update for its norm. Clipping scales the update, not its share of the
+ * mean: the divisor stays. Compressed segments count as the values the fold will add, decoded
+ * in blocks of 1024.
+ */
+static int clip_weigh(void *state, const struct fn_algo_ctx *ctx, struct fn_input *in)
+{
+	double sumsq = 0;
+	float scale = 1.0f;
+
+	(void)state;
+	if (in->kind != SHM_DESC_UPDATE)
+		return 0;
+	for (uint32_t i = 0; i < in->nsegs; i++) {
+		const struct shm_seg *sg = &in->segs[i];
+		const uint8_t *x = in->base + sg->src_off;
+
+		if (sg->dtype == SHM_DTYPE_F32) {
+			fn_robust_sumsq_partial((const float *)(const void *)x, (size_t)sg->n_elem,
+						&sumsq);
+			continue;
+		}
+		for (uint64_t k = 0; k < sg->n_elem; k += 1024) {
+			float blk[1024];
+			size_t m = sg->n_elem - k < 1024 ? (size_t)(sg->n_elem - k) : 1024;
+
+			memset(blk, 0, m * sizeof(float));
+			fn_dequant_fold(blk, x + k * (sg->dtype == SHM_DTYPE_I8 ? 1 : 2), sg->dtype,
+					sg->scale, 1.0f, m);
+			fn_robust_sumsq_partial(blk, m, &sumsq);
+		}
+	}
+	/* A clip_norm that is not finite (a huge JSON number rounded to f32) clips nothing. */
+	if (!fn_robust_clip_scale(sumsq, ctx->par->clip_norm, &scale))
+		in->weight *= scale;
+	return 0;
+}
+
+const struct fn_algo_ops fn_clip_ops = {
+	.name = "clip",
+	.state_size = 0,
+	.weigh = clip_weigh,
+};
+
+/* The top's DP stage (FN_PAR_DP): the round's noise, keyed once when the config is taken. */
+struct dp_stage {
+	struct fn_dp_noise nz;
+};
+
+/* The key comes from the job's seed (FN_PAR_SEEDED, tests) or from the OS. */
+static int dp_init(void *state, const struct fn_algo_ctx *ctx)
+{
+	struct dp_stage *s = state;
+	const struct fn_params *p = ctx->par;
+	uint8_t key[32];
+	int err = 0;
+
+	if (p->flags & FN_PAR_SEEDED)
+		fn_dp_key_from_seed(p->seed, key);
+	else
+		err = fn_dp_key_from_os(key);
+	if (!err)
+		err = fn_dp_noise_init(&s->nz, key, ctx->cfg->round,
+				       (double)p->dp_noise_multiplier * p->clip_norm);
+	memset(key, 0, sizeof(key));
+	return err;
+}
+
+/* Gaussian noise z*C on the sum of clipped updates, before the mean (so first at the top). */
+static int dp_finish(void *state, const struct fn_algo_ctx *ctx, double total_weight)
+{
+	const struct dp_stage *s = state;
+
+	(void)total_weight;
+	return fn_dp_noise_add(&s->nz, ctx->acc, 0, (size_t)ctx->cfg->n_elem);
+}
+
+/* The key does not outlive the config. */
+static void dp_fini(void *state)
+{
+	struct dp_stage *s = state;
+
+	memset(s, 0, sizeof(*s));
+}
+
+const struct fn_algo_ops fn_dp_ops = {
+	.name = "dp",
+	.state_size = sizeof(struct dp_stage),
+	.init = dp_init,
+	.finish = dp_finish,
+	.fini = dp_fini,
+};

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* FedAvg: the sample-weighted mean of the clients' models. */
+/* FedAvg: the sample-weighted mean of the clients' models; every mean-based job folds with it. */
 #include <errno.h>
 
 #include "fn_abi.h"
@@ -7,22 +7,32 @@
 #include "fn_dequant.h"
 #include "fn_fold.h"
 
-static int fedavg_init(void *state, float *acc, uint64_t n)
+/*
+ * An update weighs its sample count (the descriptor's weight), or 1 when the job is
+ * unweighted (FN_PAR_UNWEIGHTED: asked for, or implied by DP and the robust rules); that is
+ * both its fold factor and its share of the divisor. Later stages may scale the fold factor
+ * only (clipping, staleness), so they run after this one. A partial's weight is its children's
+ * total share and stays as it is.
+ */
+static int fedavg_weigh(void *state, const struct fn_algo_ctx *ctx, struct fn_input *in)
 {
 	(void)state;
-	(void)acc;
-	(void)n;
+	if (in->kind == SHM_DESC_UPDATE && (ctx->par->flags & FN_PAR_UNWEIGHTED)) {
+		in->weight = 1.0;
+		in->share = 1.0;
+	}
 	return 0;
 }
 
 /*
- * An update is folded with its sample count; a partial is already a weighted
- * sum, so it is added as is (weight 1). Segments are folded in table order,
- * which callers keep fixed so that the same inputs give the same bits.
+ * An update is folded with its weight; a partial is already a weighted sum, so it is added as
+ * is (weight 1). Segments are folded in table order, which callers keep fixed so that the same
+ * inputs give the same bits.
  */
-static int fedavg_fold(void *state, float *acc, const struct fn_input *in)
+static int fedavg_fold(void *state, const struct fn_algo_ctx *ctx, const struct fn_input *in)
 {
 	float w = in->kind == SHM_DESC_UPDATE ? (float)in->weight : 1.0f;
+	float *acc = ctx->acc;
 
 	(void)state;
 	for (uint32_t i = 0; i < in->nsegs; i++) {
@@ -42,35 +52,20 @@ static int fedavg_fold(void *state, float *acc, const struct fn_input *in)
 	return 0;
 }
 
-static int fedavg_finish(void *state, float *acc, uint64_t n, double total_weight)
+/* The sum becomes the mean: -EDOM when nothing with a positive share was folded. */
+static int fedavg_finish(void *state, const struct fn_algo_ctx *ctx, double total_weight)
 {
 	(void)state;
 	if (!(total_weight > 0))
 		return -EDOM;
-	fn_scale_f32(acc, (float)(1.0 / total_weight), (size_t)n);
+	fn_scale_f32(ctx->acc, (float)(1.0 / total_weight), (size_t)ctx->cfg->n_elem);
 	return 0;
-}
-
-static void fedavg_fini(void *state)
-{
-	(void)state;
 }
 
 const struct fn_algo_ops fn_fedavg_ops = {
 	.name = "fedavg",
 	.state_size = 0,
-	.init = fedavg_init,
+	.weigh = fedavg_weigh,
 	.fold = fedavg_fold,
 	.finish = fedavg_finish,
-	.fini = fedavg_fini,
 };
-
-const struct fn_algo_ops *fn_algo_find(uint32_t algorithm)
-{
-	switch (algorithm) {
-	case FN_ALGO_FEDAVG:
-		return &fn_fedavg_ops;
-	default:
-		return NULL;
-	}
-}

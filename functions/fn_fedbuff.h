@@ -27,6 +27,18 @@
 /* sw(s) = 1 / sqrt(1 + s), in double. */
 double fn_fedbuff_staleness_weight(uint64_t staleness);
 
+/*
+ * The runtime's call when it accepts a FedBuff update into a leaf: the factor on the update's
+ * fold weight, (float)sw(open - trained_from), for its descriptor's fold_scale (the leaf's
+ * fedbuff stage multiplies the weight by it). @open is the version being built (the job's
+ * round), @trained_from the version the client trained from (X-Tributary-Round),
+ * @max_staleness the job's parameter. 0 with *scale set; -ESTALE if the update is staler than
+ * max_staleness; -EINVAL if @trained_from is after @open (a version from the future). *scale is
+ * left alone on error.
+ */
+int fn_fedbuff_fold_scale(uint64_t open, uint64_t trained_from, uint32_t max_staleness,
+			  float *scale);
+
 /* State of one job's buffer. Plain data: persist it with the model. */
 struct fn_fedbuff {
 	uint64_t version;       /* V: versions made so far (the starting model is 0) */

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* tributary-fn: one aggregation function, spawned by the node runtime, folding what its channels bring. */
+/* tributary-fn: an aggregation function spawned by the node runtime; the loop around a pipeline. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -15,22 +15,23 @@
 #include "ebpf_stats.h"
 #include "fn_abi.h"
 #include "fn_algo.h"
-#include "fn_dequant.h"
-#include "fn_dp.h"
-#include "fn_opt.h"
-#include "fn_robust.h"
 #include "shm_arena.h"
 #include "shm_chan.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 
 /*
- * A function's life: receive a config (the first with the arena fd), say
- * READY, fold the expected inputs, hand the output on, say DONE, and wait
- * warm for the next config (any job, round or level) until EXIT. Inputs are
- * folded in a fixed order (updates in the order the gateway accepted them,
- * partials in child order) so that the same updates give the same bits in
- * every data plane. Slots are never freed here: the runtime owns them.
+ * A function's life: receive a config (the first with the arena fd) and its
+ * PARAMS, compose the job's pipeline (fn_algo.h), say READY, fold the expected
+ * inputs, hand the output on, say DONE, and wait warm for the next config (any
+ * job, round or level) until EXIT. Inputs are folded in a fixed order (updates
+ * in the order the gateway accepted them, partials in child order) so that the
+ * same updates give the same bits in every data plane. Slots are never freed
+ * here: the runtime owns them.
+ *
+ * This file is the loop: channels, descriptors, the arena, the lifecycle. What
+ * is computed is the pipeline's business; nothing here looks at the algorithm
+ * or its parameters.
  *
  * Where descriptors come from depends on the data plane: the control channel
  * (shm+unix), or the function's TCP socket, where sk_msg delivers them
@@ -38,17 +39,15 @@
  */
 struct fn_state {
 	struct shm_arena *arena;
-	uint8_t *base;
-	uint64_t arena_size;
 	struct fn_config cfg;
+	struct fn_params par;      /* the config's PARAMS */
 	bool configured;
-	struct fn_params par;      /* the job's algorithm (zero: plain weighted FedAvg) */
-	const struct fn_algo_ops *ops;
-	void *algo_state;
-	float *acc;
+	struct fn_pipeline pipe;   /* composed from cfg and par */
+	struct fn_algo_ctx ctx;    /* what the pipeline sees: cfg, par, the arena, the accumulator */
+	void *pipe_state;          /* the stages' state (fn_pipeline_state_size() bytes) */
 	float *acc_heap;   /* tcp: the accumulator lives in private memory */
 	uint32_t folded;   /* inputs folded so far */
-	double total_w;    /* sum of the inputs' weights */
+	double total_w;    /* sum of the inputs' shares of the divisor */
 	uint32_t total_n;  /* client updates inside the output */
 	/* top: partials that came before their turn, by child index */
 	struct shm_desc *pending;
@@ -58,174 +57,28 @@ struct fn_state {
 	/* the TCP socket's byte stream: whole records are cut from it */
 	uint8_t sbuf[64 * SHM_DESC_SIZE] __attribute__((aligned(64)));
 	size_t slen;
+	/* the control channel's current message */
+	uint8_t recs[SHM_CHAN_BATCH * SHM_DESC_SIZE] __attribute__((aligned(64)));
 	struct ebpf_fn_stats *stats; /* shm+bpf: the mmapped counters */
 	size_t stats_len;
 	char logname[32];
 };
 
-static bool range_ok(const struct fn_state *st, uint64_t off, uint64_t len)
+/* A tcp input: its bytes follow the descriptor, flat f32, in private memory (@payload). */
+static void input_from_payload(const struct fn_state *st, const struct shm_desc *d,
+			       const float *payload, struct shm_seg *flat, struct fn_input *in)
 {
-	return off <= st->arena_size && len <= st->arena_size - off;
-}
-
-/* Resolve and bounds-check a descriptor's segments in the arena; 0 or -EINVAL. */
-static int input_from_desc(const struct fn_state *st, const struct shm_desc *d,
-			   struct fn_input *in)
-{
-	const struct shm_seg *segs;
-
-	if (d->nsegs == 0 || d->nsegs > 1u << 16 ||
-	    !range_ok(st, d->segs_off, (uint64_t)d->nsegs * sizeof(struct shm_seg)) ||
-	    d->segs_off % _Alignof(struct shm_seg))
-		return -EINVAL;
-	segs = (const struct shm_seg *)(const void *)(st->base + d->segs_off);
-	for (uint32_t i = 0; i < d->nsegs; i++) {
-		const struct shm_seg *s = &segs[i];
-
-		uint64_t es = s->dtype == SHM_DTYPE_F32 ? 4 :
-			      s->dtype == SHM_DTYPE_F16 || s->dtype == SHM_DTYPE_BF16 ? 2 :
-			      s->dtype == SHM_DTYPE_I8 ? 1 : 0;
-
-		if (!es || s->src_off % es || s->dst_elem > st->cfg.n_elem ||
-		    s->n_elem > st->cfg.n_elem - s->dst_elem ||
-		    !range_ok(st, s->src_off, s->n_elem * es))
-			return -EINVAL;
-	}
+	memset(flat, 0, sizeof(*flat));
+	flat->n_elem = st->cfg.n_elem;
+	flat->dtype = SHM_DTYPE_F32;
+	flat->scale = 1.0f;
 	in->kind = d->kind;
-	in->base = st->base;
-	in->segs = segs;
-	in->nsegs = d->nsegs;
+	in->base = (const uint8_t *)payload;
+	in->segs = flat;
+	in->nsegs = 1;
 	in->weight = d->weight;
-	return 0;
-}
-
-/*
- * The weight an update is folded with: its sample count, or 1 (unweighted,
- * and always under DP), times its clipping scale min(1, C / ||u||) when the
- * job clips (one extra read of the update for its norm).
- */
-static double update_weight(const struct fn_state *st, const struct fn_input *in)
-{
-	double w = (st->par.flags & FN_PAR_UNWEIGHTED) ? 1.0 : in->weight;
-
-	if (st->par.flags & FN_PAR_CLIP) {
-		double sumsq = 0;
-		float scale = 1.0f;
-
-		for (uint32_t i = 0; i < in->nsegs; i++) {
-			const struct shm_seg *sg = &in->segs[i];
-			const uint8_t *x = in->base + sg->src_off;
-
-			if (sg->dtype == SHM_DTYPE_F32) {
-				fn_robust_sumsq_partial((const float *)(const void *)x,
-							(size_t)sg->n_elem, &sumsq);
-				continue;
-			}
-			/* Compressed: the norm of what the fold will add, decoded in blocks. */
-			for (uint64_t k = 0; k < sg->n_elem; k += 1024) {
-				float blk[1024];
-				size_t m = sg->n_elem - k < 1024 ? (size_t)(sg->n_elem - k) : 1024;
-
-				memset(blk, 0, m * sizeof(float));
-				fn_dequant_fold(blk, x + k * (sg->dtype == SHM_DTYPE_I8 ? 1 : 2),
-						sg->dtype, sg->scale, 1.0f, m);
-				fn_robust_sumsq_partial(blk, m, &sumsq);
-			}
-		}
-		if (!fn_robust_clip_scale(sumsq, st->par.clip_norm, &scale))
-			w *= scale;
-	}
-	return w;
-}
-
-/*
- * The top's server step, after the mean: the previous model moves by the
- * round's delta (mean - previous for weights, the mean itself for deltas)
- * through the job's optimiser; its state is read from the first half of
- * the state slot and written to the second (the runtime keeps it only once
- * the model is written). @acc holds the mean and receives the model.
- */
-static int server_step(struct fn_state *st)
-{
-	const struct fn_params *p = &st->par;
-	size_t n = (size_t)st->cfg.n_elem;
-	const float *prev;
-	struct fn_opt_params op;
-	struct fn_opt_state os;
-	uint64_t me, ve;
-	float *model = NULL, *m = NULL, *v = NULL;
-	int err;
-
-	if (!p->model_off)
-		return 0;
-	if (!range_ok(st, p->model_off, n * 4))
-		return -EINVAL;
-	prev = (const float *)(const void *)(st->base + p->model_off);
-	memset(&op, 0, sizeof(op));
-	op.kind = p->server;
-	op.server_lr = p->server_lr;
-	op.momentum = p->momentum;
-	op.beta1 = p->beta1;
-	op.beta2 = p->beta2;
-	op.tau = p->tau;
-	fn_opt_state_elems(op.kind, n, &me, &ve);
-	model = trib_malloc(n ? n * sizeof(float) : 1);
-	m = me ? trib_malloc(me * sizeof(float)) : NULL;
-	v = ve ? trib_malloc(ve * sizeof(float)) : NULL;
-	err = -ENOMEM;
-	if (!model || (me && !m) || (ve && !v))
-		goto out;
-	err = fn_opt_state_init(&os, &op, n, m, v);
-	if (err)
-		goto out;
-	if (p->state_off) {
-		size_t sz = fn_opt_state_size(&os);
-
-		err = -EINVAL;
-		if (!range_ok(st, p->state_off, 2 * sz))
-			goto out;
-		err = fn_opt_state_load(&os, st->base + p->state_off, sz);
-		if (err)
-			goto out;
-	}
-	/* The delta, in place: the mean is either the delta or the new weights. */
-	if (!(p->flags & FN_PAR_DELTA))
-		for (size_t i = 0; i < n; i++)
-			st->acc[i] -= prev[i];
-	memcpy(model, prev, n * sizeof(float));
-	err = fn_opt_step(&op, &os, model, st->acc, n);
-	if (err)
-		goto out;
-	memcpy(st->acc, model, n * sizeof(float));
-	if (p->state_off)
-		err = fn_opt_state_save(&os, st->base + p->state_off + fn_opt_state_size(&os),
-					fn_opt_state_size(&os));
-out:
-	trib_free(model);
-	trib_free(m);
-	trib_free(v);
-	return err;
-}
-
-/* Central DP at the top: Gaussian noise z*C on the sum of clipped updates, before the mean. */
-static int dp_noise(struct fn_state *st)
-{
-	struct fn_dp_noise nz;
-	uint8_t key[32];
-	int err;
-
-	if (!(st->par.flags & FN_PAR_DP))
-		return 0;
-	if (st->par.flags & FN_PAR_SEEDED)
-		fn_dp_key_from_seed(st->par.seed, key);
-	else if ((err = fn_dp_key_from_os(key)))
-		return err;
-	err = fn_dp_noise_init(&nz, key, st->cfg.round,
-			       (double)st->par.dp_noise_multiplier * st->par.clip_norm);
-	if (!err)
-		err = fn_dp_noise_add(&nz, st->acc, 0, (size_t)st->cfg.n_elem);
-	memset(key, 0, sizeof(key));
-	return err;
+	in->share = d->weight;
+	in->desc = d;
 }
 
 /* Fold one input: from the arena (@payload NULL), or from private bytes (tcp). */
@@ -233,31 +86,14 @@ static int fold_desc(struct fn_state *st, const struct shm_desc *d, const float 
 {
 	struct shm_seg flat;
 	struct fn_input in;
-	double acct;
 	int err = 0;
 
-	if (payload) {
-		memset(&flat, 0, sizeof(flat));
-		flat.n_elem = st->cfg.n_elem;
-		flat.dtype = SHM_DTYPE_F32;
-		flat.scale = 1.0f;
-		in.kind = d->kind;
-		in.base = (const uint8_t *)payload;
-		in.segs = &flat;
-		in.nsegs = 1;
-		in.weight = d->weight;
-	} else {
-		err = input_from_desc(st, d, &in);
-	}
-	/* Clipping scales the update, not its share of the mean: the sum of weights stays. */
-	acct = d->kind == SHM_DESC_UPDATE && (st->par.flags & FN_PAR_UNWEIGHTED) ? 1.0 : d->weight;
-	if (!err && d->kind == SHM_DESC_UPDATE) {
-		in.weight = update_weight(st, &in);
-		if (d->fold_scale > 0)
-			in.weight *= d->fold_scale; /* FedBuff: 1/sqrt(1 + staleness) */
-	}
+	if (payload)
+		input_from_payload(st, d, payload, &flat, &in);
+	else
+		err = fn_input_from_desc(&st->ctx, d, &in);
 	if (!err)
-		err = st->ops->fold(st->algo_state, st->acc, &in);
+		err = fn_pipeline_fold(&st->pipe, &st->ctx, &in);
 	if (err) {
 		trib_error("job %u round %u: bad %s descriptor from %u (slot %llu): %s", d->job,
 			   d->round, d->kind == SHM_DESC_UPDATE ? "update" : "partial", d->src,
@@ -265,7 +101,7 @@ static int fold_desc(struct fn_state *st, const struct shm_desc *d, const float 
 		return err;
 	}
 	st->folded++;
-	st->total_w += acct;
+	st->total_w += in.share;
 	st->total_n += d->count;
 	return 0;
 }
@@ -288,10 +124,9 @@ static int send_ctl(const struct fn_state *st, uint16_t kind, uint32_t value)
 /* Forget the config: back to warm, ready for the next one. */
 static void state_reset(struct fn_state *st)
 {
-	if (st->ops && st->ops->fini)
-		st->ops->fini(st->algo_state);
-	trib_free(st->algo_state);
-	st->algo_state = NULL;
+	fn_pipeline_fini(&st->pipe);
+	trib_free(st->pipe_state);
+	st->pipe_state = NULL;
 	if (st->pending_payload)
 		for (uint32_t i = 0; i < st->pending_cap; i++)
 			trib_free(st->pending_payload[i]);
@@ -302,8 +137,7 @@ static void state_reset(struct fn_state *st)
 	st->pending = NULL;
 	st->has_pending = NULL;
 	st->pending_cap = 0;
-	st->ops = NULL;
-	st->acc = NULL;
+	st->ctx.acc = NULL;
 	st->folded = 0;
 	st->total_w = 0;
 	st->total_n = 0;
@@ -348,18 +182,12 @@ static int hand_off(struct fn_state *st)
 	struct shm_desc d;
 	int err;
 
-	if (st->cfg.role == FN_ROLE_TOP && !(st->cfg.flags & FN_CFG_SUM)) {
-		/* Only the top turns the sum into the model; a mid hands its sum up as is. */
-		err = dp_noise(st);
-		if (!err)
-			err = st->ops->finish(st->algo_state, st->acc, st->cfg.n_elem, st->total_w);
-		if (!err)
-			err = server_step(st);
-		if (err) {
-			trib_error("job %u round %u: finishing: %s", st->cfg.job, st->cfg.round,
-				   strerror(-err));
-			return err;
-		}
+	/* Only the round's top turns the sum into the model; elsewhere this does nothing. */
+	err = fn_pipeline_finish(&st->pipe, &st->ctx, st->total_w);
+	if (err) {
+		trib_error("job %u round %u: finishing: %s", st->cfg.job, st->cfg.round,
+			   strerror(-err));
+		return err;
 	}
 	memset(&d, 0, sizeof(d));
 	d.version = SHM_ABI_VERSION;
@@ -373,7 +201,7 @@ static int hand_off(struct fn_state *st)
 	d.count = st->total_n;
 	d.seq = st->cfg.index; /* the parent folds its children in this order */
 	if (!tcp) {
-		struct shm_seg *seg = (struct shm_seg *)(void *)(st->base + st->cfg.acc_off);
+		struct shm_seg *seg = (struct shm_seg *)(void *)(st->ctx.base + st->cfg.acc_off);
 
 		memset(seg, 0, sizeof(*seg));
 		seg->src_off = st->cfg.acc_data_off;
@@ -389,7 +217,7 @@ static int hand_off(struct fn_state *st)
 		/* shm+bpf: sk_msg redirects a partial straight into the parent's socket. */
 		struct iovec iov[2] = {
 			{ .iov_base = &d, .iov_len = sizeof(d) },
-			{ .iov_base = st->acc, .iov_len = st->cfg.n_elem * sizeof(float) },
+			{ .iov_base = st->ctx.acc, .iov_len = st->cfg.n_elem * sizeof(float) },
 		};
 
 		err = send_all(FN_DATA_FD, iov, tcp ? 2 : 1);
@@ -440,219 +268,123 @@ static int pending_grow(struct fn_state *st, uint32_t n)
 	return 0;
 }
 
-/* Takes ownership of @arena_fd. */
-static int configure(struct fn_state *st, const struct fn_config *cfg, int arena_fd)
+/* Whether @cfg can be served by this function now; the arena checks come later. */
+static bool config_ok(const struct fn_state *st, const struct fn_config *cfg)
 {
-	bool tcp = cfg->dataplane == FN_DP_TCP;
+	return cfg->version == FN_ABI_VERSION && cfg->expected != 0 &&
+	       (cfg->role == FN_ROLE_LEAF || cfg->role == FN_ROLE_TOP ||
+		cfg->role == FN_ROLE_MID || cfg->role == FN_ROLE_SHARD) &&
+	       !st->configured && cfg->dataplane >= FN_DP_SHM_UNIX &&
+	       cfg->dataplane <= FN_DP_TCP && (!st->cfg.fn_id || cfg->fn_id == st->cfg.fn_id);
+}
+
+/* The first config maps the arena from @arena_fd; later ones may not carry it. Owns @arena_fd. */
+static int arena_attach(struct fn_state *st, int arena_fd)
+{
 	int err;
 
-	if (cfg->version != FN_ABI_VERSION || cfg->expected == 0 ||
-	    (cfg->role != FN_ROLE_LEAF && cfg->role != FN_ROLE_TOP && cfg->role != FN_ROLE_MID &&
-	     cfg->role != FN_ROLE_SHARD) ||
-	    st->configured ||
-	    cfg->dataplane < FN_DP_SHM_UNIX || cfg->dataplane > FN_DP_TCP ||
-	    (st->cfg.fn_id && cfg->fn_id != st->cfg.fn_id)) {
+	if (st->arena) {
 		if (arena_fd >= 0)
 			close(arena_fd);
-		return -EINVAL;
+		return 0;
 	}
-	if (!st->arena) {
-		if (arena_fd < 0)
-			return -EBADF;
-		err = shm_arena_attach(arena_fd, &st->arena);
-		if (err)
-			return err;
-		st->base = shm_arena_base(st->arena);
-		st->arena_size = shm_arena_size(st->arena);
-	} else if (arena_fd >= 0) {
-		close(arena_fd);
-	}
-	if (!tcp && (!range_ok(st, cfg->acc_data_off, cfg->n_elem * 4) || cfg->acc_data_off % 64 ||
-		     cfg->acc_data_off < cfg->acc_off + sizeof(struct shm_seg)))
-		return -EINVAL;
-	st->ops = fn_algo_find(cfg->algorithm);
-	if (!st->ops)
-		return -EPROTONOSUPPORT;
-	st->cfg = *cfg;
-	snprintf(st->logname, sizeof(st->logname), "fn %u", cfg->fn_id);
-	trib_log_init(st->logname);
-	if (tcp) {
+	if (arena_fd < 0)
+		return -EBADF;
+	err = shm_arena_attach(arena_fd, &st->arena);
+	if (err)
+		return err;
+	st->ctx.base = shm_arena_base(st->arena);
+	st->ctx.size = shm_arena_size(st->arena);
+	return 0;
+}
+
+/* The accumulator: in the arena slot the runtime gave, or (tcp) in private memory, zeroed. */
+static int acc_setup(struct fn_state *st)
+{
+	const struct fn_config *cfg = &st->cfg;
+
+	if (cfg->dataplane == FN_DP_TCP) {
 		trib_free(st->acc_heap);
 		st->acc_heap = trib_calloc(cfg->n_elem ? cfg->n_elem : 1, sizeof(float));
 		if (!st->acc_heap)
 			return -ENOMEM;
-		st->acc = st->acc_heap;
-	} else {
-		st->acc = (float *)(void *)(st->base + cfg->acc_data_off);
-		/* Shards share one output and write only their own range. */
-		if (cfg->role != FN_ROLE_SHARD)
-			memset(st->acc, 0, cfg->n_elem * sizeof(float));
+		st->ctx.acc = st->acc_heap;
+		return 0;
 	}
+	st->ctx.acc = (float *)(void *)(st->ctx.base + cfg->acc_data_off);
+	/* Shards share one output and write only their own range. */
+	if (cfg->role != FN_ROLE_SHARD)
+		memset(st->ctx.acc, 0, cfg->n_elem * sizeof(float));
+	return 0;
+}
+
+/* The stages' state, allocated here (their sizes are in the ops), then their init hooks. */
+static int pipeline_start(struct fn_state *st)
+{
+	size_t sz = fn_pipeline_state_size(&st->pipe);
+
+	if (sz) {
+		st->pipe_state = trib_calloc(1, sz);
+		if (!st->pipe_state)
+			return -ENOMEM;
+	}
+	return fn_pipeline_init(&st->pipe, st->pipe_state, &st->ctx);
+}
+
+/*
+ * Take @cfg and its @par (borrowed): map the arena (owns @arena_fd), compose
+ * and start the pipeline, say READY. 0 or -errno; on error the function exits.
+ */
+static int configure(struct fn_state *st, const struct fn_config *cfg,
+		     const struct fn_params *par, int arena_fd)
+{
+	const char *why = NULL;
+	int err;
+
+	if (!config_ok(st, cfg)) {
+		if (arena_fd >= 0)
+			close(arena_fd);
+		return -EINVAL;
+	}
+	err = arena_attach(st, arena_fd);
+	if (err)
+		return err;
+	if (cfg->dataplane != FN_DP_TCP &&
+	    (!fn_ctx_range_ok(&st->ctx, cfg->acc_data_off, cfg->n_elem * 4) ||
+	     cfg->acc_data_off % 64 || cfg->acc_data_off < cfg->acc_off + sizeof(struct shm_seg)))
+		return -EINVAL;
+	if (par->fn_id != cfg->fn_id)
+		return -EPROTO;
+	err = fn_pipeline_compose(&st->pipe, cfg, par, &why);
+	if (err) {
+		trib_error("job %u round %u: algorithm %u: %s", cfg->job, cfg->round,
+			   cfg->algorithm, why);
+		return err;
+	}
+	st->cfg = *cfg;
+	st->par = *par;
+	snprintf(st->logname, sizeof(st->logname), "fn %u", cfg->fn_id);
+	trib_log_init(st->logname);
+	err = acc_setup(st);
+	if (err)
+		return err;
 	if (cfg->dataplane == FN_DP_SHM_BPF && !st->stats) {
 		err = ebpf_stats_map(FN_STATS_FD, &st->stats, &st->stats_len);
 		if (err)
 			trib_warn("mapping the BPF counters: %s; queue depth will not be reported",
 				  strerror(-err));
 	}
-	if (st->ops->state_size) {
-		st->algo_state = trib_calloc(1, st->ops->state_size);
-		if (!st->algo_state)
-			return -ENOMEM;
-	}
-	err = st->ops->init(st->algo_state, st->acc, cfg->n_elem);
+	err = pipeline_start(st);
+	if (!err && (cfg->role == FN_ROLE_TOP || cfg->role == FN_ROLE_MID))
+		err = pending_grow(st, cfg->expected);
 	if (err)
 		return err;
-	if (cfg->role == FN_ROLE_TOP || cfg->role == FN_ROLE_MID) {
-		err = pending_grow(st, cfg->expected);
-		if (err)
-			return err;
-	}
 	st->configured = true;
-	trib_debug("job %u round %u: %s, expecting %u inputs of %llu elements", cfg->job,
-		   cfg->round, cfg->role == FN_ROLE_TOP ? "top" : cfg->role == FN_ROLE_MID ? "mid" :
-		   "leaf", cfg->expected,
-		   (unsigned long long)cfg->n_elem);
+	trib_debug("job %u round %u: %s, %u stages, expecting %u inputs of %llu elements",
+		   cfg->job, cfg->round, cfg->role == FN_ROLE_TOP ? "top" :
+		   cfg->role == FN_ROLE_MID ? "mid" : cfg->role == FN_ROLE_SHARD ? "shard" : "leaf",
+		   st->pipe.n, cfg->expected, (unsigned long long)cfg->n_elem);
 	return send_ctl(st, FN_MSG_READY, 0);
-}
-
-/*
- * Coordinates [lo, hi) of every update of a robust round, as f32 rows, in
- * blocks that never cross a schema tensor (updates' segments all break at
- * the same coordinates). F32 rows point into the updates where they landed;
- * compressed ones are decoded into @scratch (k x blk floats).
- */
-static int shard_rows(struct fn_state *st, const struct shm_desc *descs, uint32_t k, uint64_t c,
-		      uint64_t blk, const float **rows, float *scratch)
-{
-	for (uint32_t u = 0; u < k; u++) {
-		const struct shm_desc *d = &descs[u];
-		const struct shm_seg *segs;
-		struct fn_input in;
-		const struct shm_seg *s = NULL;
-
-		if (input_from_desc(st, d, &in))
-			return -EINVAL;
-		segs = in.segs;
-		for (uint32_t i = 0; i < d->nsegs && !s; i++)
-			if (c >= segs[i].dst_elem && c + blk <= segs[i].dst_elem + segs[i].n_elem)
-				s = &segs[i];
-		if (!s)
-			return -EINVAL;
-		if (s->dtype == SHM_DTYPE_F32) {
-			rows[u] = (const float *)(const void *)(st->base + s->src_off) +
-				  (c - s->dst_elem);
-		} else {
-			size_t es = s->dtype == SHM_DTYPE_I8 ? 1 : 2;
-			float *dst = scratch + (size_t)u * blk;
-
-			memset(dst, 0, blk * sizeof(float));
-			fn_dequant_fold(dst, st->base + s->src_off + (c - s->dst_elem) * es, s->dtype,
-					s->scale, 1.0f, (size_t)blk);
-			rows[u] = dst;
-		}
-	}
-	return 0;
-}
-
-/*
- * A robust shard's whole work: its range of coordinates over all k updates,
- * median or trimmed mean into the model, or Krum's phases (partial
- * distances; then the mean of the selected updates). Returns 0 or -errno.
- */
-static int shard_run(struct fn_state *st)
-{
-	const struct fn_shard_task *t;
-	const struct shm_desc *descs;
-	uint64_t n = st->cfg.n_elem, lo, hi, bounds[2];
-	const float **rows = NULL;
-	float *scratch = NULL, *tile = NULL;
-	double *dmat = NULL;
-	int err = -EINVAL;
-
-	if (!range_ok(st, st->par.state_off, sizeof(*t)))
-		return -EINVAL;
-	t = (const struct fn_shard_task *)(const void *)(st->base + st->par.state_off);
-	if (!t->k || !t->shards || st->cfg.index >= t->shards ||
-	    !range_ok(st, t->descs_off, (uint64_t)t->k * sizeof(*descs)))
-		return -EINVAL;
-	descs = (const struct shm_desc *)(const void *)(st->base + t->descs_off);
-	lo = n * st->cfg.index / t->shards;
-	hi = n * (st->cfg.index + 1) / t->shards;
-	rows = trib_calloc(t->k, sizeof(*rows));
-	scratch = trib_malloc((size_t)t->k * 4096 * sizeof(float));
-	tile = trib_malloc(FN_ROBUST_SCRATCH(t->k) * sizeof(float));
-	if (!rows || !scratch || !tile) {
-		err = -ENOMEM;
-		goto out;
-	}
-	if (t->rule == FN_RULE_KRUM && t->phase == 1) {
-		if (!range_ok(st, t->dmat_off, (uint64_t)t->shards * t->k * t->k * 8))
-			goto out;
-		dmat = (double *)(void *)(st->base + t->dmat_off) +
-		       (size_t)st->cfg.index * t->k * t->k;
-		memset(dmat, 0, (size_t)t->k * t->k * sizeof(double));
-	}
-	for (uint64_t c = lo; c < hi;) {
-		uint64_t blk = hi - c < 4096 ? hi - c : 4096;
-
-		/* Shorten the block to end where any update's segment ends (schema tensors). */
-		for (uint32_t u = 0; u < t->k; u++) {
-			struct fn_input in;
-
-			if (input_from_desc(st, &descs[u], &in))
-				goto out;
-			for (uint32_t i = 0; i < in.nsegs; i++) {
-				bounds[0] = in.segs[i].dst_elem;
-				bounds[1] = bounds[0] + in.segs[i].n_elem;
-				if (c >= bounds[0] && c < bounds[1] && c + blk > bounds[1])
-					blk = bounds[1] - c;
-			}
-		}
-		err = shard_rows(st, descs, t->k, c, blk, rows, scratch);
-		if (err)
-			goto out;
-		switch (t->rule) {
-		case FN_RULE_MEDIAN:
-			err = fn_robust_median(rows, t->k, (size_t)blk, st->acc + c, tile);
-			break;
-		case FN_RULE_TRIMMED_MEAN:
-			err = fn_robust_trimmed_mean(rows, t->k, (size_t)blk, t->trim, st->acc + c,
-						     tile);
-			break;
-		case FN_RULE_KRUM:
-			if (t->phase == 1) {
-				fn_robust_pdist_partial(rows, t->k, (size_t)blk, dmat);
-				err = 0;
-			} else if (range_ok(st, t->sel_off, (uint64_t)t->m * 4)) {
-				err = fn_robust_mean_rows(rows, t->k,
-							  (const uint32_t *)(const void *)(st->base +
-											  t->sel_off),
-							  t->m, (size_t)blk, st->acc + c);
-			} else {
-				err = -EINVAL;
-			}
-			break;
-		default:
-			err = -EINVAL;
-		}
-		if (err)
-			goto out;
-		c += blk;
-	}
-	/* Deltas: the model moves by the robust aggregate. */
-	if ((st->par.flags & FN_PAR_DELTA) && st->par.model_off &&
-	    !(t->rule == FN_RULE_KRUM && t->phase == 1)) {
-		const float *prev = (const float *)(const void *)(st->base + st->par.model_off);
-
-		for (uint64_t c = lo; c < hi; c++)
-			st->acc[c] += prev[c];
-	}
-	err = 0;
-out:
-	trib_free(rows);
-	trib_free(scratch);
-	trib_free(tile);
-	return err;
 }
 
 /* Hand off once every expected input is folded and that count is final; 0 or -errno. */
@@ -842,36 +574,53 @@ static int shard_done(struct fn_state *st, int err)
 	return err;
 }
 
+/*
+ * A CONFIG and its PARAMS, records @r and @r + 1 of one message (the runtime
+ * sends them together, so no input comes between: rt_fnproc.c send_config).
+ * A shard works at once and is done. Owns @fd. 0 or -errno.
+ */
+static int on_config(struct fn_state *st, const uint8_t *r, size_t left, int fd)
+{
+	struct fn_config cfg;
+	struct fn_params par;
+	uint16_t kind = 0;
+	int err;
+
+	if (left >= 2)
+		memcpy(&kind, r + SHM_DESC_SIZE + 2, sizeof(kind));
+	if (kind != FN_MSG_PARAMS) {
+		if (fd >= 0)
+			close(fd);
+		return -EPROTO;
+	}
+	memcpy(&cfg, r, sizeof(cfg));
+	memcpy(&par, r + SHM_DESC_SIZE, sizeof(par));
+	err = configure(st, &cfg, &par, fd);
+	if (!err && st->cfg.role == FN_ROLE_SHARD)
+		err = shard_done(st, fn_pipeline_shard(&st->pipe, &st->ctx));
+	return err;
+}
+
 /* Records off the control channel: returns 1 on EXIT, 0 to go on, -errno. */
 static int on_control(struct fn_state *st)
 {
-	static uint8_t recs[SHM_CHAN_BATCH * SHM_DESC_SIZE] __attribute__((aligned(64)));
 	size_t n;
 	int fd = -1;
-	int err = shm_chan_recv(FN_CHANNEL_FD, recs, SHM_CHAN_BATCH, &n, &fd);
+	int err = shm_chan_recv(FN_CHANNEL_FD, st->recs, SHM_CHAN_BATCH, &n, &fd);
 
 	if (err)
 		return err == -EINTR ? 0 : err;
 	for (size_t i = 0; i < n && !err; i++) {
-		const uint8_t *r = recs + i * SHM_DESC_SIZE;
+		const uint8_t *r = st->recs + i * SHM_DESC_SIZE;
 		uint16_t kind;
 
 		memcpy(&kind, r + 2, sizeof(kind));
 		if (kind == FN_MSG_CONFIG) {
-			struct fn_config cfg;
-
-			memcpy(&cfg, r, sizeof(cfg));
-			err = configure(st, &cfg, fd);
+			err = on_config(st, r, n - i, fd);
 			fd = -1;
+			i++; /* its PARAMS */
 		} else if (kind == FN_MSG_EXIT) {
 			err = 1;
-		} else if (kind == FN_MSG_PARAMS) {
-			/* Comes in the same message as its CONFIG, before any input. */
-			memcpy(&st->par, r, sizeof(st->par));
-			if (!st->configured || st->par.fn_id != st->cfg.fn_id)
-				err = -EPROTO;
-			else if (st->cfg.role == FN_ROLE_SHARD)
-				err = shard_done(st, shard_run(st));
 		} else if (kind == FN_MSG_FLUSH) {
 			struct fn_ctl c;
 
@@ -884,6 +633,7 @@ static int on_control(struct fn_state *st)
 			memcpy(&d, r, sizeof(d));
 			err = on_desc(st, &d, NULL, &kept);
 		} else {
+			/* Among them a PARAMS without its CONFIG. */
 			err = -EPROTO;
 		}
 	}
@@ -902,11 +652,14 @@ static void state_fini(struct fn_state *st)
 
 int main(int argc, char **argv)
 {
-	static struct fn_state st;
+	struct fn_state st;
 	int rc = 1;
 
 	(void)argc;
 	(void)argv;
+	memset(&st, 0, sizeof(st));
+	st.ctx.cfg = &st.cfg;
+	st.ctx.par = &st.par;
 	trib_log_init("fn");
 	/* The runtime owns our lifetime; a closed channel, not a signal, is the normal end. */
 	signal(SIGPIPE, SIG_IGN);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Server optimisers: one step of FedAvg, FedAvgM, FedAdagrad, FedAdam or FedYogi on a model. */
+/* Server optimisers (FedAvg, FedAvgM, FedAdagrad, FedAdam, FedYogi): their step and top stage. */
 #include "fn_opt.h"
 
 #include <errno.h>
@@ -7,7 +7,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "fn_algo.h"
 #include "fn_fold.h"
+#include "trib_alloc.h"
 
 #ifdef __SSE2__
 #include <immintrin.h>
@@ -296,3 +298,92 @@ int fn_opt_state_load(struct fn_opt_state *st, const void *buf, size_t len)
 	st->step = h.step;
 	return 0;
 }
+
+/* The top's stage: the job's optimiser parameters, taken from PARAMS once. */
+struct opt_stage {
+	struct fn_opt_params op;
+};
+
+static int opt_init(void *state, const struct fn_algo_ctx *ctx)
+{
+	struct opt_stage *s = state;
+	const struct fn_params *p = ctx->par;
+
+	memset(&s->op, 0, sizeof(s->op));
+	s->op.kind = p->server;
+	s->op.server_lr = p->server_lr;
+	s->op.momentum = p->momentum;
+	s->op.beta1 = p->beta1;
+	s->op.beta2 = p->beta2;
+	s->op.tau = p->tau;
+	return 0;
+}
+
+/*
+ * After the mean: the previous model (par->model_off) moves by the round's delta (mean -
+ * previous for weights, the mean itself for deltas, FN_PAR_DELTA) through the job's optimiser;
+ * its state is read from the first half of the state slot (par->state_off, 0: a fresh state)
+ * and written to the second (the runtime keeps it only once the model is written). ctx->acc
+ * holds the mean and receives the model.
+ */
+static int opt_finish(void *state, const struct fn_algo_ctx *ctx, double total_weight)
+{
+	const struct opt_stage *s = state;
+	const struct fn_params *p = ctx->par;
+	size_t n = (size_t)ctx->cfg->n_elem;
+	float *acc = ctx->acc;
+	struct fn_opt_state os;
+	const float *prev;
+	uint64_t me, ve;
+	float *model = NULL, *m = NULL, *v = NULL;
+	int err;
+
+	(void)total_weight;
+	if (!fn_ctx_range_ok(ctx, p->model_off, n * 4))
+		return -EINVAL;
+	prev = (const float *)(const void *)(ctx->base + p->model_off);
+	fn_opt_state_elems(s->op.kind, n, &me, &ve);
+	model = trib_malloc(n ? n * sizeof(float) : 1);
+	m = me ? trib_malloc(me * sizeof(float)) : NULL;
+	v = ve ? trib_malloc(ve * sizeof(float)) : NULL;
+	err = -ENOMEM;
+	if (!model || (me && !m) || (ve && !v))
+		goto out;
+	err = fn_opt_state_init(&os, &s->op, n, m, v);
+	if (err)
+		goto out;
+	if (p->state_off) {
+		size_t sz = fn_opt_state_size(&os);
+
+		err = -EINVAL;
+		if (!fn_ctx_range_ok(ctx, p->state_off, 2 * sz))
+			goto out;
+		err = fn_opt_state_load(&os, ctx->base + p->state_off, sz);
+		if (err)
+			goto out;
+	}
+	/* The delta, in place: the mean is either the delta or the new weights. */
+	if (!(p->flags & FN_PAR_DELTA))
+		for (size_t i = 0; i < n; i++)
+			acc[i] -= prev[i];
+	memcpy(model, prev, n * sizeof(float));
+	err = fn_opt_step(&s->op, &os, model, acc, n);
+	if (err)
+		goto out;
+	memcpy(acc, model, n * sizeof(float));
+	if (p->state_off)
+		err = fn_opt_state_save(&os, ctx->base + p->state_off + fn_opt_state_size(&os),
+					fn_opt_state_size(&os));
+out:
+	trib_free(model);
+	trib_free(m);
+	trib_free(v);
+	return err;
+}
+
+const struct fn_algo_ops fn_opt_ops = {
+	.name = "server-opt",
+	.state_size = sizeof(struct opt_stage),
+	.init = opt_init,
+	.finish = opt_finish,
+};

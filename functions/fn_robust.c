@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: MIT
-/* Exact robust rules over one shard of a round: selection-based median and trimmed mean, Krum. */
+/* Exact robust rules over one shard of a round (median, trimmed mean, Krum) and their stage. */
 #include "fn_robust.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "fn_algo.h"
+#include "fn_dequant.h"
+#include "trib_alloc.h"
 
 #ifdef __FAST_MATH__
 #error "fn_robust.c needs IEEE float semantics: build it without -ffast-math"
@@ -384,3 +389,178 @@ int fn_robust_clip_scale(double sumsq, double clip_norm, float *scale)
 	*scale = fs;
 	return 0;
 }
+
+/* Coordinates a shard takes at once: k rows of this many floats are its decode scratch. */
+#define SHARD_BLOCK 4096
+
+/*
+ * Coordinates [c, c + blk) of every update of a robust round, as f32 rows. F32 rows point into
+ * the updates where they landed; compressed ones are decoded into @scratch (k x blk floats).
+ * The block never crosses a segment (shard_block() cut it). 0 or -EINVAL.
+ */
+static int shard_rows(const struct fn_algo_ctx *ctx, const struct shm_desc *descs, uint32_t k,
+		      uint64_t c, uint64_t blk, const float **rows, float *scratch)
+{
+	for (uint32_t u = 0; u < k; u++) {
+		const struct shm_seg *s = NULL;
+		struct fn_input in;
+
+		if (fn_input_from_desc(ctx, &descs[u], &in))
+			return -EINVAL;
+		for (uint32_t i = 0; i < in.nsegs && !s; i++)
+			if (c >= in.segs[i].dst_elem &&
+			    c + blk <= in.segs[i].dst_elem + in.segs[i].n_elem)
+				s = &in.segs[i];
+		if (!s)
+			return -EINVAL;
+		if (s->dtype == SHM_DTYPE_F32) {
+			rows[u] = (const float *)(const void *)(ctx->base + s->src_off) +
+				  (c - s->dst_elem);
+		} else {
+			size_t es = s->dtype == SHM_DTYPE_I8 ? 1 : 2;
+			float *dst = scratch + (size_t)u * blk;
+
+			memset(dst, 0, blk * sizeof(float));
+			fn_dequant_fold(dst, ctx->base + s->src_off + (c - s->dst_elem) * es,
+					s->dtype, s->scale, 1.0f, (size_t)blk);
+			rows[u] = dst;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The next block from coordinate @c: at most SHARD_BLOCK and @hi - c, shortened to end where
+ * any update's segment ends (updates' segments all break at the schema's tensors). 0 with
+ * *blk set, or -EINVAL for a descriptor out of bounds.
+ */
+static int shard_block(const struct fn_algo_ctx *ctx, const struct fn_shard_task *t,
+		       const struct shm_desc *descs, uint64_t c, uint64_t hi, uint64_t *blk)
+{
+	uint64_t b = hi - c < SHARD_BLOCK ? hi - c : SHARD_BLOCK;
+
+	for (uint32_t u = 0; u < t->k; u++) {
+		struct fn_input in;
+
+		if (fn_input_from_desc(ctx, &descs[u], &in))
+			return -EINVAL;
+		for (uint32_t i = 0; i < in.nsegs; i++) {
+			uint64_t lo = in.segs[i].dst_elem, end = lo + in.segs[i].n_elem;
+
+			if (c >= lo && c < end && c + b > end)
+				b = end - c;
+		}
+	}
+	*blk = b;
+	return 0;
+}
+
+/* One block of the task's rule into ctx->acc (or, Krum phase 1, into the shard's @dmat). */
+static int shard_apply(const struct fn_algo_ctx *ctx, const struct fn_shard_task *t,
+		       const float *const *rows, uint64_t c, uint64_t blk, float *tile,
+		       double *dmat)
+{
+	switch (t->rule) {
+	case FN_RULE_MEDIAN:
+		return fn_robust_median(rows, t->k, (size_t)blk, ctx->acc + c, tile);
+	case FN_RULE_TRIMMED_MEAN:
+		return fn_robust_trimmed_mean(rows, t->k, (size_t)blk, t->trim, ctx->acc + c, tile);
+	case FN_RULE_KRUM:
+		if (t->phase == 1) {
+			fn_robust_pdist_partial(rows, t->k, (size_t)blk, dmat);
+			return 0;
+		}
+		if (!fn_ctx_range_ok(ctx, t->sel_off, (uint64_t)t->m * 4))
+			return -EINVAL;
+		return fn_robust_mean_rows(rows, t->k,
+					   (const uint32_t *)(const void *)(ctx->base + t->sel_off),
+					   t->m, (size_t)blk, ctx->acc + c);
+	default:
+		return -EINVAL;
+	}
+}
+
+/* The task at par->state_off, checked: 0 with *task and *descs set, or -EINVAL. */
+static int shard_task(const struct fn_algo_ctx *ctx, const struct fn_shard_task **task,
+		      const struct shm_desc **descs)
+{
+	const struct fn_shard_task *t;
+
+	if (!fn_ctx_range_ok(ctx, ctx->par->state_off, sizeof(*t)))
+		return -EINVAL;
+	t = (const struct fn_shard_task *)(const void *)(ctx->base + ctx->par->state_off);
+	if (!t->k || !t->shards || ctx->cfg->index >= t->shards ||
+	    !fn_ctx_range_ok(ctx, t->descs_off, (uint64_t)t->k * sizeof(**descs)))
+		return -EINVAL;
+	*task = t;
+	*descs = (const struct shm_desc *)(const void *)(ctx->base + t->descs_off);
+	return 0;
+}
+
+/*
+ * A robust shard's whole work: its range of coordinates (the cfg->index-th of t->shards equal
+ * ranges) over all k updates of the task in the arena, median or trimmed mean into the model,
+ * or Krum's phases (partial distances; then the mean of the selected updates). For deltas
+ * (FN_PAR_DELTA) the model moves by the robust aggregate. Memory: k x SHARD_BLOCK floats of
+ * scratch and FN_ROBUST_SCRATCH(k) of tile, whatever the model's size.
+ */
+static int robust_shard(void *state, const struct fn_algo_ctx *ctx)
+{
+	const struct fn_shard_task *t;
+	const struct shm_desc *descs;
+	uint64_t n = ctx->cfg->n_elem, lo, hi, blk = 0;
+	const float **rows = NULL;
+	float *scratch = NULL, *tile = NULL;
+	double *dmat = NULL;
+	bool distances;
+	int err;
+
+	(void)state;
+	err = shard_task(ctx, &t, &descs);
+	if (err)
+		return err;
+	lo = n * ctx->cfg->index / t->shards;
+	hi = n * (ctx->cfg->index + 1) / t->shards;
+	distances = t->rule == FN_RULE_KRUM && t->phase == 1;
+	rows = trib_calloc(t->k, sizeof(*rows));
+	scratch = trib_malloc((size_t)t->k * SHARD_BLOCK * sizeof(float));
+	tile = trib_malloc(FN_ROBUST_SCRATCH(t->k) * sizeof(float));
+	err = -ENOMEM;
+	if (!rows || !scratch || !tile)
+		goto out;
+	err = -EINVAL;
+	if (distances) {
+		if (!fn_ctx_range_ok(ctx, t->dmat_off, (uint64_t)t->shards * t->k * t->k * 8))
+			goto out;
+		dmat = (double *)(void *)(ctx->base + t->dmat_off) +
+		       (size_t)ctx->cfg->index * t->k * t->k;
+		memset(dmat, 0, (size_t)t->k * t->k * sizeof(double));
+	}
+	for (uint64_t c = lo; c < hi; c += blk) {
+		err = shard_block(ctx, t, descs, c, hi, &blk);
+		if (!err)
+			err = shard_rows(ctx, descs, t->k, c, blk, rows, scratch);
+		if (!err)
+			err = shard_apply(ctx, t, rows, c, blk, tile, dmat);
+		if (err)
+			goto out;
+	}
+	if ((ctx->par->flags & FN_PAR_DELTA) && ctx->par->model_off && !distances) {
+		const float *prev = (const float *)(const void *)(ctx->base + ctx->par->model_off);
+
+		for (uint64_t c = lo; c < hi; c++)
+			ctx->acc[c] += prev[c];
+	}
+	err = 0;
+out:
+	trib_free(rows);
+	trib_free(scratch);
+	trib_free(tile);
+	return err;
+}
+
+const struct fn_algo_ops fn_robust_ops = {
+	.name = "robust",
+	.state_size = 0,
+	.shard = robust_shard,
+};

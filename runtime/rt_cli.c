@@ -11,8 +11,8 @@
 #include "ctl_cluster.h"
 #include "ctl_store.h"
 #include "rt_up.h"
-#include "rt_simulate.h"
-#include "rt_status.h"
+#include "tl_simulate.h"
+#include "tl_status.h"
 #include "trib_log.h"
 #include "trib_parse.h"
 
@@ -320,9 +320,9 @@ int rt_cli_main(int argc, char **argv)
 	if (!strcmp(argv[1], "controller"))
 		return cmd_controller(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "simulate"))
-		return rt_simulate_main(argc - 1, argv + 1);
+		return tl_sim_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status"))
-		return rt_status_main(argc - 1, argv + 1);
+		return tl_status_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
 		printf("tributary %s\n", TRIBUTARY_VERSION);
 		return 0;

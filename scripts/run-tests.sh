@@ -1,33 +1,100 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# Runs every Criterion suite through meson (timeouts, parallelism) and prints one total at the end.
+# Runs scripts/check-layers, then every meson test (timeouts, parallelism), and prints one total.
 set -u
 build=${1:-build-test}
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+here=$(cd "$(dirname "$0")" && pwd)
 
 # LeakSanitizer reports must fail a test, not just print.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=23}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# Criterion prints a skipped test ("[SKIP] suite::test: why") only from verbosity 1 on.
+export CRITERION_VERBOSITY_LEVEL=${CRITERION_VERBOSITY_LEVEL:-1}
 
-meson test -C "$build" --print-errorlogs -v --num-processes 2 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
+# The layer map of docs/ARCHITECTURE.md, on the real tree (counted as one test below).
+echo "===== scripts/check-layers ====="
+"$here/check-layers"
+layers_rc=$?
 
-# Criterion prints "[====] Synthesis: Tested: N | Passing: N | Failing: N | Crashing: N" per suite.
-/usr/bin/awk '
-/Synthesis: Tested:/ {
-	for (i = 1; i <= NF; i++) {
-		if ($i == "Tested:") t += $(i+1);
-		if ($i == "Passing:") p += $(i+1);
-		if ($i == "Failing:") f += $(i+1);
-		if ($i == "Crashing:") c += $(i+1);
-	}
-	n++
-}
-END {
-	printf "\nCriterion: %d suites, %d tests ran\n", n, t;
-	printf "%d passed, %d failed\n", p, f + c;
-	if (f + c > 0 || n == 0)
-		exit 1;
-}' "$log" || rc=1
+# The end-to-end scenarios start their servers on free ports in private dirs: 2 at a time is safe.
+rm -f "$build/meson-logs/testlog.json"  # a stale log must not give the total
+meson test -C "$build" --print-errorlogs -v --num-processes 2
+rc=$?
+
+# The total: a Criterion executable counts the tests its "[====] Synthesis:" line reports; any
+# other meson test (an e2e scenario, a layers case) counts as one. CI reads the last line.
+/usr/bin/python3 - "$build/meson-logs/testlog.json" "$layers_rc" <<'EOF' || rc=1
+import json
+import re
+import sys
+
+CR_SKIP = re.compile(r'^\[SKIP\] (\S+): (.*)$', re.M)
+SYN = re.compile(r'Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\d+) '
+                 r'\| Crashing: (\d+)')
+path, layers_rc = sys.argv[1], int(sys.argv[2])
+try:
+    with open(path) as f:
+        tests = [json.loads(ln) for ln in f if ln.strip()]
+except (OSError, ValueError) as e:
+    print('\nno meson test log (%s): %s' % (path, e))
+    tests = []
+
+suites = ran = passed = failed = 0
+others = {}         # suite -> [ran, passed, failed, skipped]
+skipped, failures = [], []
+for t in tests:
+    out = (t.get('stdout') or '') + (t.get('stderr') or '')
+    syn = SYN.findall(out)
+    res = t.get('result')
+    if syn:
+        suites += 1
+        skipped += ['%s / %s: %s' % (t['name'], n, why) for n, why in CR_SKIP.findall(out)]
+        for tested, ok, fail, crash in syn:
+            ran += int(tested)
+            passed += int(ok)
+            failed += int(fail) + int(crash)
+            if int(fail) + int(crash):
+                failures.append('%s: %d failing, %d crashing' % (t['name'], int(fail),
+                                                                  int(crash)))
+        if res != 'OK' and not any(int(f) + int(c) for _, _, f, c in syn):
+            # Every test passed, but the executable did not exit 0 (a report at exit?).
+            failed += 1
+            failures.append('%s: %s (exit %s) after its tests passed' %
+                            (t['name'], res, t.get('returncode')))
+        continue
+    suite = t['name'].split(' / ')[0]
+    o = others.setdefault(suite, [0, 0, 0, 0])
+    o[0] += 1
+    if res == 'OK':
+        o[1] += 1
+    elif res == 'SKIP':
+        o[3] += 1
+        why = [ln for ln in out.splitlines() if ln.strip()]
+        skipped.append('%s: %s' % (t['name'], why[-1] if why else '(no reason printed)'))
+    else:
+        o[2] += 1
+        failures.append('%s: %s (exit %s)' % (t['name'], res, t.get('returncode')))
+
+o_ran = sum(o[0] for o in others.values())
+o_pass = sum(o[1] for o in others.values())
+o_fail = sum(o[2] for o in others.values())
+if suites == 0:
+    o_fail += 1
+    failures.append('no Criterion suite reported a Synthesis line (did meson test run?)')
+if layers_rc:
+    failures.append('check-layers (its output is at the top)')
+print('\nCriterion: %d suites, %d tests ran' % (suites, ran))
+print('Other meson tests: %d (%s), %d skipped' % (o_ran, ', '.join(
+    '%s: %d' % (s.split(':')[-1], o[0]) for s, o in sorted(others.items())) or 'none',
+    sum(o[3] for o in others.values())))
+print('check-layers: %s' % ('passed' if layers_rc == 0 else 'FAILED'))
+print('Skipped: %d' % len(skipped))
+for s in skipped:
+    print('skipped: ' + s)
+for f in failures:
+    print('failed: ' + f)
+print('%d passed, %d failed' % (passed + o_pass + (layers_rc == 0),
+                                failed + o_fail + (layers_rc != 0)))
+sys.exit(1 if failed or o_fail or layers_rc else 0)
+EOF
 exit $rc

@@ -11,8 +11,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "rt_client.h"
-#include "rt_simulate.h"
+#include "tl_client.h"
+#include "tl_simulate.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
@@ -197,9 +197,9 @@ out_join:
 /* Returns the exit code. */
 static int http_ingest(const struct bench_opts *o, float *buf, double *secs, unsigned *retries)
 {
-	struct rt_client *c = NULL;
-	struct rt_http_resp resp;
-	struct rt_sim_job job;
+	struct tl_client *c = NULL;
+	struct tl_http_resp resp;
+	struct tl_sim_job job;
 	char *admin = NULL, jobname[64], msg[256];
 	const char *name = o->job;
 	uint64_t t0, total = 0;
@@ -210,15 +210,15 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 		snprintf(jobname, sizeof(jobname), "bench-ingest-%d", (int)getpid());
 		name = jobname;
 	}
-	err = rt_client_open(o->url, &c);
+	err = tl_client_open(o->url, &c);
 	if (err) {
 		fprintf(stderr, "bench_ingest: no server at %s (%s): skipped\n", o->url,
 			strerror(-err));
 		return EXIT_SKIP;
 	}
-	if (rt_sim_admin_token(o->token_file, o->data_dir, &admin))
+	if (tl_sim_admin_token(o->token_file, o->data_dir, &admin))
 		trib_warn("no admin token found");
-	err = rt_sim_job_ensure(c, admin, name, o->updates, o->params, &job);
+	err = tl_sim_job_ensure(c, admin, name, o->updates, o->params, &job);
 	if (err)
 		goto out;
 	if (job.received) {
@@ -227,22 +227,22 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 	}
 	*retries = 0;
 	for (uint32_t i = 0; i < o->updates; i++) {
-		struct rt_sim_update u = { .job = name, .token = job.token, .round = job.round,
+		struct tl_sim_update u = { .job = name, .token = job.token, .round = job.round,
 					   .data = buf, .params = o->params };
-		uint64_t key = rt_sim_key(1, job.round, i);
+		uint64_t key = tl_sim_key(1, job.round, i);
 
 		/* Generation is not timed. */
-		u.samples = rt_sim_samples(key);
-		rt_sim_fill(key, 0, buf, o->params);
+		u.samples = tl_sim_samples(key);
+		tl_sim_fill(key, 0, buf, o->params);
 		t0 = trib_now_ns();
-		err = rt_sim_post_update(c, &u, &resp, &r);
+		err = tl_sim_post_update(c, &u, &resp, &r);
 		total += trib_now_ns() - t0;
 		*retries += r;
 		if (err || resp.status != 202) {
 			if (err)
 				snprintf(msg, sizeof(msg), "%s", strerror(-err));
 			else
-				rt_http_error_msg(&resp, msg, sizeof(msg));
+				tl_http_error_msg(&resp, msg, sizeof(msg));
 			trib_error("update %u of job %s: %s", i, name, msg);
 			goto out;
 		}
@@ -251,7 +251,7 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 	rc = 0;
 out:
 	trib_free(admin);
-	rt_client_close(c);
+	tl_client_close(c);
 	return rc;
 }
 
@@ -284,7 +284,7 @@ int main(int argc, char **argv)
 		       retries);
 	}
 	if (rc == 0 || rc == EXIT_SKIP) {
-		rt_sim_fill(rt_sim_key(1, 0, 0), 0, buf, o.params);
+		tl_sim_fill(tl_sim_key(1, 0, 0), 0, buf, o.params);
 		err = raw_tcp(buf, len, o.updates, &raw_s);
 		if (err) {
 			trib_error("raw loopback TCP: %s", strerror(-err));

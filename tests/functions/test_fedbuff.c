@@ -19,6 +19,23 @@ Test(functions_fedbuff, staleness_weight_is_one_over_sqrt_one_plus_s)
 	cr_assert_gt(fn_fedbuff_staleness_weight(UINT64_MAX), 0.0);
 }
 
+Test(functions_fedbuff, fold_scale_is_the_staleness_weight_or_a_refusal)
+{
+	float scale = -1.0f;
+
+	cr_assert_eq(fn_fedbuff_fold_scale(10, 10, 0, &scale), 0);
+	cr_assert_eq(scale, 1.0f);
+	cr_assert_eq(fn_fedbuff_fold_scale(10, 7, 3, &scale), 0);
+	cr_assert_eq(scale, 0.5f);
+	/* Exactly what the runtime computed inline before: the double weight rounded to f32. */
+	cr_assert_eq(fn_fedbuff_fold_scale(10, 8, 3, &scale), 0);
+	cr_assert_eq(scale, (float)fn_fedbuff_staleness_weight(2));
+	scale = -1.0f;
+	cr_assert_eq(fn_fedbuff_fold_scale(10, 6, 3, &scale), -ESTALE);
+	cr_assert_eq(fn_fedbuff_fold_scale(10, 11, 3, &scale), -EINVAL);
+	cr_assert_eq(scale, -1.0f, "a refused update leaves the scale alone");
+}
+
 Test(functions_fedbuff, versions_advance_every_k_accepted_updates)
 {
 	struct fn_fedbuff fb;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* A blocking HTTP/1.1 client over one keep-alive connection, for simulate, bench and the CLI. */
-#include "rt_client.h"
+#include "tl_client.h"
 
 #include <errno.h>
 #include <http_parser.h>
@@ -20,13 +20,14 @@
 #include <unistd.h>
 
 #include "trib_alloc.h"
+#include "trib_parse.h"
 
 #define CLIENT_HEAD_MAX 4096
 #define CLIENT_RBUF 16384
 /* A response body larger than this is refused rather than allocated. */
 #define CLIENT_BODY_MAX (16ull << 30)
 
-struct rt_client {
+struct tl_client {
 	int fd; /* -1 while disconnected */
 	char host[256];
 	uint16_t port;
@@ -37,7 +38,7 @@ struct rt_client {
 
 	http_parser parser;
 	http_parser_settings settings;
-	struct rt_http_resp *resp; /* the response being read */
+	struct tl_http_resp *resp; /* the response being read */
 	bool headers_done;
 	bool done;
 	bool eof;
@@ -58,10 +59,11 @@ struct rt_client {
 	char rbuf[CLIENT_RBUF];
 };
 
-int rt_url_parse(const char *url, char *host, size_t host_len, uint16_t *port)
+int tl_url_parse(const char *url, char *host, size_t host_len, uint16_t *port)
 {
 	const char *p, *end, *hend;
-	unsigned long v = 80;
+	char digits[16];
+	uint32_t v = 80;
 	size_t n;
 
 	if (!url || strncmp(url, "http://", 7))
@@ -84,13 +86,14 @@ int rt_url_parse(const char *url, char *host, size_t host_len, uint16_t *port)
 	if (n == 0 || n >= host_len)
 		return -EINVAL;
 	if (hend < end) {
-		char *e;
+		size_t plen = (size_t)(end - hend - 1);
 
-		if (*hend != ':' || hend + 1 == end)
+		/* The port is not NUL-terminated in @url: parse a copy. */
+		if (*hend != ':' || plen == 0 || plen >= sizeof(digits))
 			return -EINVAL;
-		errno = 0;
-		v = strtoul(hend + 1, &e, 10);
-		if (errno || e != end || v == 0 || v > 65535)
+		memcpy(digits, hend + 1, plen);
+		digits[plen] = '\0';
+		if (trib_parse_u32(digits, 1, 65535, &v))
 			return -EINVAL;
 	}
 	memcpy(host, p, n);
@@ -107,7 +110,7 @@ static void set_timeouts(int fd, int ms)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-static void client_disconnect(struct rt_client *c)
+static void client_disconnect(struct tl_client *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
@@ -115,7 +118,7 @@ static void client_disconnect(struct rt_client *c)
 }
 
 /* Returns 0 or the -errno of socket()/connect(). */
-static int client_connect(struct rt_client *c)
+static int client_connect(struct tl_client *c)
 {
 	int one = 1, fd, err;
 
@@ -136,7 +139,7 @@ static int client_connect(struct rt_client *c)
 
 /* Parser callbacks: the client is parser->data. */
 
-static int body_reserve(struct rt_client *c, size_t need)
+static int body_reserve(struct tl_client *c, size_t need)
 {
 	size_t cap = c->body_cap ? c->body_cap : 4096;
 	char *nb;
@@ -162,9 +165,9 @@ static void copy_str(char *dst, size_t cap, const char *src)
 	dst[n] = '\0';
 }
 
-static void header_commit(struct rt_client *c)
+static void header_commit(struct tl_client *c)
 {
-	struct rt_http_resp *r = c->resp;
+	struct tl_http_resp *r = c->resp;
 	const char *v = c->hvalue;
 	char *end;
 	double d;
@@ -176,10 +179,14 @@ static void header_commit(struct rt_client *c)
 		if (end != v && d >= 0)
 			r->retry_after = d;
 	} else if (!strcasecmp(c->hfield, "x-tributary-round")) {
-		long long x = strtoll(v, &end, 10);
+		size_t n = c->hvalue_len;
+		uint64_t x;
 
-		if (end != v && x >= 0)
-			r->round = x;
+		/* Trailing blanks are the header's padding, not the number's. */
+		while (n > 0 && (c->hvalue[n - 1] == ' ' || c->hvalue[n - 1] == '\t'))
+			c->hvalue[--n] = '\0';
+		if (!trib_parse_u64(v, 0, INT64_MAX, &x))
+			r->round = (int64_t)x;
 	} else if (!strcasecmp(c->hfield, "etag")) {
 		copy_str(r->etag, sizeof(r->etag), v);
 	} else if (!strcasecmp(c->hfield, "content-type")) {
@@ -202,7 +209,7 @@ static void append_piece(char *dst, size_t cap, size_t *len, const char *at, siz
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
-	struct rt_client *c = p->data;
+	struct tl_client *c = p->data;
 
 	if (c->in_value)
 		header_commit(c);
@@ -212,7 +219,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
-	struct rt_client *c = p->data;
+	struct tl_client *c = p->data;
 
 	c->in_value = true;
 	append_piece(c->hvalue, sizeof(c->hvalue), &c->hvalue_len, at, n);
@@ -221,7 +228,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 
 static int on_headers_complete(http_parser *p)
 {
-	struct rt_client *c = p->data;
+	struct tl_client *c = p->data;
 
 	if (c->in_value)
 		header_commit(c);
@@ -241,7 +248,7 @@ static int on_headers_complete(http_parser *p)
 
 static int on_body(http_parser *p, const char *at, size_t n)
 {
-	struct rt_client *c = p->data;
+	struct tl_client *c = p->data;
 
 	/* Read in place (see client_read): the bytes are already where they belong. */
 	if (at == c->body + c->body_len) {
@@ -257,7 +264,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
 
 static int on_message_complete(http_parser *p)
 {
-	struct rt_client *c = p->data;
+	struct tl_client *c = p->data;
 
 	c->done = true;
 	/* Stop here: bytes after the response would be a protocol error (no pipelining). */
@@ -294,7 +301,7 @@ static int send_all(int fd, struct iovec *iov, int cnt)
 }
 
 /* Ready @c to read a new response into @resp (borrowed until the request returns). */
-static void resp_reset(struct rt_client *c, struct rt_http_resp *resp)
+static void resp_reset(struct tl_client *c, struct tl_http_resp *resp)
 {
 	memset(resp, 0, sizeof(*resp));
 	resp->retry_after = -1;
@@ -317,7 +324,7 @@ static void resp_reset(struct rt_client *c, struct rt_http_resp *resp)
  * Feed @n received bytes at @data (n = 0: the peer closed) to the parser.
  * Skips interim (1xx) answers. Returns 0 or -EPROTO.
  */
-static int client_feed(struct rt_client *c, const char *data, size_t n)
+static int client_feed(struct tl_client *c, const char *data, size_t n)
 {
 	enum http_errno e;
 	size_t np;
@@ -348,7 +355,7 @@ static int client_feed(struct rt_client *c, const char *data, size_t n)
  * Read and parse until the response is complete. *got_any tells whether any
  * byte arrived (a keep-alive connection closed before that is safe to retry).
  */
-static int client_read(struct rt_client *c, bool *got_any)
+static int client_read(struct tl_client *c, bool *got_any)
 {
 	char *dst;
 	size_t room;
@@ -388,7 +395,7 @@ static int client_read(struct rt_client *c, bool *got_any)
 	return 0;
 }
 
-static int build_head(struct rt_client *c, const struct rt_http_req *req, size_t body_len,
+static int build_head(struct tl_client *c, const struct tl_http_req *req, size_t body_len,
 		      size_t *head_len)
 {
 	int n;
@@ -416,15 +423,15 @@ static int build_head(struct rt_client *c, const struct rt_http_req *req, size_t
 	return 0;
 }
 
-int rt_client_do(struct rt_client *c, const struct rt_http_req *req, struct rt_http_resp *resp)
+int tl_client_do(struct tl_client *c, const struct tl_http_req *req, struct tl_http_resp *resp)
 {
-	struct iovec iov[1 + RT_CLIENT_MAX_IOV];
+	struct iovec iov[1 + TL_CLIENT_MAX_IOV];
 	size_t head_len, body_len = 0;
 	bool reused, got_any;
 	int i, err, attempt;
 
 	if (!req->method || !req->target || req->body_iovcnt < 0 ||
-	    req->body_iovcnt > RT_CLIENT_MAX_IOV || (req->body_iovcnt && !req->body))
+	    req->body_iovcnt > TL_CLIENT_MAX_IOV || (req->body_iovcnt && !req->body))
 		return -EINVAL;
 	for (i = 0; i < req->body_iovcnt; i++)
 		body_len += req->body[i].iov_len;
@@ -478,15 +485,15 @@ static void sleep_s(double s)
 		;
 }
 
-int rt_client_do_retry(struct rt_client *c, const struct rt_http_req *req, double max_wait_s,
-		       struct rt_http_resp *resp, unsigned *retries)
+int tl_client_do_retry(struct tl_client *c, const struct tl_http_req *req, double max_wait_s,
+		       struct tl_http_resp *resp, unsigned *retries)
 {
 	double waited = 0, backoff = 0.001, w;
 	unsigned n = 0;
 	int err;
 
 	for (;;) {
-		err = rt_client_do(c, req, resp);
+		err = tl_client_do(c, req, resp);
 		if (err || resp->status != 503 || waited >= max_wait_s)
 			break;
 		if (resp->retry_after > 0) {
@@ -507,7 +514,7 @@ int rt_client_do_retry(struct rt_client *c, const struct rt_http_req *req, doubl
 	return err;
 }
 
-void rt_http_error_msg(const struct rt_http_resp *resp, char *buf, size_t len)
+void tl_http_error_msg(const struct tl_http_resp *resp, char *buf, size_t len)
 {
 	json_error_t jerr;
 	json_t *root, *e;
@@ -531,7 +538,7 @@ void rt_http_error_msg(const struct rt_http_resp *resp, char *buf, size_t len)
 }
 
 /* Resolve the host once; later reconnects reuse the address. */
-static int client_resolve(struct rt_client *c)
+static int client_resolve(struct tl_client *c)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai;
 	char port[8];
@@ -545,9 +552,9 @@ static int client_resolve(struct rt_client *c)
 	return 0;
 }
 
-int rt_client_open(const char *url, struct rt_client **out)
+int tl_client_open(const char *url, struct tl_client **out)
 {
-	struct rt_client *c;
+	struct tl_client *c;
 	int err;
 
 	c = trib_calloc(1, sizeof(*c));
@@ -555,7 +562,7 @@ int rt_client_open(const char *url, struct rt_client **out)
 		return -ENOMEM;
 	c->fd = -1;
 	c->timeout_ms = 120000;
-	err = rt_url_parse(url, c->host, sizeof(c->host), &c->port);
+	err = tl_url_parse(url, c->host, sizeof(c->host), &c->port);
 	if (err)
 		goto err_free;
 	err = client_resolve(c);
@@ -578,7 +585,7 @@ err_free:
 	return err;
 }
 
-void rt_client_close(struct rt_client *c)
+void tl_client_close(struct tl_client *c)
 {
 	if (!c)
 		return;
@@ -587,14 +594,14 @@ void rt_client_close(struct rt_client *c)
 	trib_free(c);
 }
 
-void rt_client_set_timeout(struct rt_client *c, int timeout_ms)
+void tl_client_set_timeout(struct tl_client *c, int timeout_ms)
 {
 	c->timeout_ms = timeout_ms > 0 ? timeout_ms : 120000;
 	if (c->fd >= 0)
 		set_timeouts(c->fd, c->timeout_ms);
 }
 
-unsigned rt_client_connects(const struct rt_client *c)
+unsigned tl_client_connects(const struct tl_client *c)
 {
 	return c->connects;
 }

@@ -3,7 +3,7 @@
  * `tributary status`: reads /v1/jobs, /v1/functions and, on a node of a cluster,
  * /v1/cluster, and prints them as tables.
  */
-#include "rt_status.h"
+#include "tl_status.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rt_client.h"
-#include "rt_simulate.h"
+#include "tl_client.h"
+#include "tl_simulate.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 
@@ -27,13 +27,13 @@ static void usage(FILE *f)
  * GET @target as admin; *out is the parsed JSON, owned by the caller (json_decref).
  * With @absent_ok, a 404 is no error: *out is NULL. Returns 0 or 1 (reported).
  */
-static int get_json_opt(struct rt_client *c, const char *admin, const char *target,
+static int get_json_opt(struct tl_client *c, const char *admin, const char *target,
 			bool absent_ok, json_t **out)
 {
-	struct rt_http_req req = { .method = "GET", .target = target, .bearer = admin };
-	struct rt_http_resp resp;
+	struct tl_http_req req = { .method = "GET", .target = target, .bearer = admin };
+	struct tl_http_resp resp;
 	json_error_t jerr;
-	int err = rt_client_do(c, &req, &resp);
+	int err = tl_client_do(c, &req, &resp);
 
 	*out = NULL;
 	if (err) {
@@ -45,7 +45,7 @@ static int get_json_opt(struct rt_client *c, const char *admin, const char *targ
 	if (resp.status != 200) {
 		char msg[256];
 
-		rt_http_error_msg(&resp, msg, sizeof(msg));
+		tl_http_error_msg(&resp, msg, sizeof(msg));
 		fprintf(stderr, "tributary status: GET %s: %d %s\n", target, resp.status, msg);
 		return 1;
 	}
@@ -58,7 +58,7 @@ static int get_json_opt(struct rt_client *c, const char *admin, const char *targ
 }
 
 /* As get_json_opt(), where anything but a 200 is an error. */
-static int get_json(struct rt_client *c, const char *admin, const char *target, json_t **out)
+static int get_json(struct tl_client *c, const char *admin, const char *target, json_t **out)
 {
 	return get_json_opt(c, admin, target, false, out);
 }
@@ -291,37 +291,42 @@ static void print_cluster(json_t *cl, const char *only)
 	}
 }
 
-int rt_status_main(int argc, char **argv)
+static const struct option status_lopts[] = {
+	{ "url", required_argument, NULL, 'u' },
+	{ "data-dir", required_argument, NULL, 'd' },
+	{ "admin-token-file", required_argument, NULL, 'a' },
+	{ "job", required_argument, NULL, 'j' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* The options of `tributary status`; strings are borrowed from argv. */
+struct status_args {
+	const char *url;
+	const char *data_dir;
+	const char *token_file; /* NULL: TRIBUTARY_ADMIN_TOKEN, then DATA_DIR/admin-token */
+	const char *job;        /* NULL: every job */
+};
+
+/* Parse @argv into *a. Returns -1 to go on, else the exit code (--help: 0, usage: 2). */
+static int parse_args(int argc, char **argv, struct status_args *a)
 {
-	static const struct option lopts[] = {
-		{ "url", required_argument, NULL, 'u' },
-		{ "data-dir", required_argument, NULL, 'd' },
-		{ "admin-token-file", required_argument, NULL, 'a' },
-		{ "job", required_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *url = "http://127.0.0.1:8080", *data_dir = "./tributary-data";
-	const char *token_file = NULL, *job = NULL;
-	struct rt_client *c = NULL;
-	json_t *jobs = NULL, *fns = NULL, *cl = NULL;
-	char *admin = NULL;
-	int rc = 1, opt, err;
+	int opt;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "", status_lopts, NULL)) != -1) {
 		switch (opt) {
 		case 'u':
-			url = optarg;
+			a->url = optarg;
 			break;
 		case 'd':
-			data_dir = optarg;
+			a->data_dir = optarg;
 			break;
 		case 'a':
-			token_file = optarg;
+			a->token_file = optarg;
 			break;
 		case 'j':
-			job = optarg;
+			a->job = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -331,32 +336,24 @@ int rt_status_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	trib_log_init("status");
-	err = rt_sim_admin_token(token_file, data_dir, &admin);
-	if (err) {
-		fprintf(stderr, "tributary status: no admin token (--admin-token-file, "
-				"TRIBUTARY_ADMIN_TOKEN or %s/admin-token): %s\n", data_dir,
-			strerror(-err));
-		return 1;
-	}
-	err = rt_client_open(url, &c);
-	if (err) {
-		fprintf(stderr, "tributary status: connecting to %s: %s\n", url, strerror(-err));
-		goto out;
-	}
+	return -1;
+}
+
+/* Ask the node behind @c (borrowed) as @admin and print its tables. Returns the exit code. */
+static int show(struct tl_client *c, const char *admin, const struct status_args *a)
+{
+	json_t *jobs = NULL, *fns = NULL, *cl = NULL, *b;
+	int rc = 1;
+
 	if (get_json(c, admin, "/v1/jobs", &jobs) || get_json(c, admin, "/v1/functions", &fns))
 		goto out;
-	printf("tributary at %s, data plane %s\n\n", url, jstr(fns, "dataplane"));
-	print_jobs(json_object_get(jobs, "jobs"), job);
-	print_functions(json_object_get(fns, "functions"), job);
-	{
-		json_t *b = json_object_get(fns, "bpf");
-
-		if (b)
-			printf("\nsk_msg router: %lld redirected, %lld passed to the runtime, %lld "
-			       "bounced\n", jint(b, "redirects"), jint(b, "passes"),
-			       jint(b, "bounced"));
-	}
+	printf("tributary at %s, data plane %s\n\n", a->url, jstr(fns, "dataplane"));
+	print_jobs(json_object_get(jobs, "jobs"), a->job);
+	print_functions(json_object_get(fns, "functions"), a->job);
+	b = json_object_get(fns, "bpf");
+	if (b)
+		printf("\nsk_msg router: %lld redirected, %lld passed to the runtime, %lld "
+		       "bounced\n", jint(b, "redirects"), jint(b, "passes"), jint(b, "bounced"));
 	/*
 	 * A node of a cluster also shows where the controller placed each round; a
 	 * single node answers 404 and shows nothing more. Asked last so that a
@@ -365,13 +362,41 @@ int rt_status_main(int argc, char **argv)
 	if (get_json_opt(c, admin, "/v1/cluster", true, &cl))
 		goto out;
 	if (cl)
-		print_cluster(cl, job);
+		print_cluster(cl, a->job);
 	rc = 0;
 out:
 	json_decref(cl);
 	json_decref(jobs);
 	json_decref(fns);
-	rt_client_close(c);
+	return rc;
+}
+
+int tl_status_main(int argc, char **argv)
+{
+	struct status_args a = { .url = "http://127.0.0.1:8080", .data_dir = "./tributary-data" };
+	struct tl_client *c = NULL;
+	char *admin = NULL;
+	int rc, err;
+
+	rc = parse_args(argc, argv, &a);
+	if (rc >= 0)
+		return rc;
+	trib_log_init("status");
+	err = tl_sim_admin_token(a.token_file, a.data_dir, &admin);
+	if (err) {
+		fprintf(stderr, "tributary status: no admin token (--admin-token-file, "
+				"TRIBUTARY_ADMIN_TOKEN or %s/admin-token): %s\n", a.data_dir,
+			strerror(-err));
+		return 1;
+	}
+	err = tl_client_open(a.url, &c);
+	if (err) {
+		fprintf(stderr, "tributary status: connecting to %s: %s\n", a.url, strerror(-err));
+		rc = 1;
+	} else {
+		rc = show(c, admin, &a);
+	}
+	tl_client_close(c);
 	trib_free(admin);
 	return rc;
 }

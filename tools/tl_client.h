@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* A small blocking HTTP/1.1 client: one keep-alive connection, bodies sent from caller iovecs. */
-#ifndef RT_CLIENT_H
-#define RT_CLIENT_H
+#ifndef TL_CLIENT_H
+#define TL_CLIENT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -9,29 +9,29 @@
 
 /*
  * One connection to one server. Not thread-safe: a thread owns its client.
- * The connection is opened by rt_client_open(), kept alive between requests,
+ * The connection is opened by tl_client_open(), kept alive between requests,
  * and reopened transparently when the server closed it (idle keep-alive
  * timeout, "Connection: close").
  */
-struct rt_client;
+struct tl_client;
 
 /* One request. Every pointer is borrowed for the duration of the call. */
-struct rt_http_req {
+struct tl_http_req {
 	const char *method;       /* "GET", "POST" */
 	const char *target;       /* origin-form, e.g. "/v1/jobs/a/model?after=3" */
 	const char *bearer;       /* token for "Authorization: Bearer", or NULL */
 	const char *headers;      /* extra header lines, each ending in "\r\n", or NULL */
 	const struct iovec *body; /* body pieces, sent as they are (never copied); NULL: none */
-	int body_iovcnt;          /* entries in body; at most RT_CLIENT_MAX_IOV */
+	int body_iovcnt;          /* entries in body; at most TL_CLIENT_MAX_IOV */
 };
 
-#define RT_CLIENT_MAX_IOV 8
+#define TL_CLIENT_MAX_IOV 8
 
 /*
  * One response. body points into a buffer owned by the client: it stays valid
- * until the next request on the same client or rt_client_close().
+ * until the next request on the same client or tl_client_close().
  */
-struct rt_http_resp {
+struct tl_http_resp {
 	int status;         /* HTTP status code */
 	const char *body;   /* NUL-terminated for convenience (the NUL is not in body_len) */
 	size_t body_len;
@@ -46,20 +46,20 @@ struct rt_http_resp {
  * into @host (NUL-terminated, at most @host_len bytes) and *port.
  * Returns 0 or -EINVAL (not an http URL, bad port, host too long).
  */
-int rt_url_parse(const char *url, char *host, size_t host_len, uint16_t *port);
+int tl_url_parse(const char *url, char *host, size_t host_len, uint16_t *port);
 
 /*
  * Resolve @url and connect (TCP_NODELAY). *out is owned by the caller and
- * released with rt_client_close(). Returns 0 or -EINVAL (bad URL), -ENOENT
+ * released with tl_client_close(). Returns 0 or -EINVAL (bad URL), -ENOENT
  * (host does not resolve), -ENOMEM, or the -errno of connect().
  */
-int rt_client_open(const char *url, struct rt_client **out);
+int tl_client_open(const char *url, struct tl_client **out);
 /* Closes the connection and frees @c (owned by the caller until now). Accepts NULL. */
-void rt_client_close(struct rt_client *c);
+void tl_client_close(struct tl_client *c);
 /* Send and receive timeout of every later request, in milliseconds (default 120000). */
-void rt_client_set_timeout(struct rt_client *c, int timeout_ms);
+void tl_client_set_timeout(struct tl_client *c, int timeout_ms);
 /* Connections opened so far, the first included: tests check keep-alive with it. */
-unsigned rt_client_connects(const struct rt_client *c);
+unsigned tl_client_connects(const struct tl_client *c);
 
 /*
  * Send @req and read the whole response into *resp (any status: the caller
@@ -70,23 +70,23 @@ unsigned rt_client_connects(const struct rt_client *c);
  * connection closed in the middle of the response), -ETIMEDOUT, -ENOMEM,
  * -EINVAL (bad request), or the -errno of the socket call that failed.
  */
-int rt_client_do(struct rt_client *c, const struct rt_http_req *req, struct rt_http_resp *resp);
+int tl_client_do(struct tl_client *c, const struct tl_http_req *req, struct tl_http_resp *resp);
 
 /*
- * rt_client_do(), resending while the server answers 503 (memory full): it
+ * tl_client_do(), resending while the server answers 503 (memory full): it
  * waits Retry-After seconds (a short growing backoff when that is absent or
  * 0), until the waits add up to @max_wait_s. *retries (may be NULL) receives
- * the number of resends. Returns as rt_client_do(); a final 503 comes back in
+ * the number of resends. Returns as tl_client_do(); a final 503 comes back in
  * *resp with 0.
  */
-int rt_client_do_retry(struct rt_client *c, const struct rt_http_req *req, double max_wait_s,
-		       struct rt_http_resp *resp, unsigned *retries);
+int tl_client_do_retry(struct tl_client *c, const struct tl_http_req *req, double max_wait_s,
+		       struct tl_http_resp *resp, unsigned *retries);
 
 /*
  * Write into @buf (@len bytes, NUL-terminated, truncated) a one-line reason for
  * a failed response: the "error" string of a JSON body, else the body's first
  * line, else "HTTP <status>".
  */
-void rt_http_error_msg(const struct rt_http_resp *resp, char *buf, size_t len);
+void tl_http_error_msg(const struct tl_http_resp *resp, char *buf, size_t len);
 
 #endif

@@ -1,26 +1,26 @@
 /* SPDX-License-Identifier: MIT */
 /* `tributary simulate`: a load generator that also checks every aggregated model it causes. */
-#ifndef RT_SIMULATE_H
-#define RT_SIMULATE_H
+#ifndef TL_SIMULATE_H
+#define TL_SIMULATE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rt_client.h"
+#include "tl_client.h"
 
-enum rt_sim_format {
-	RT_SIM_RAW = 0,         /* application/octet-stream, little-endian f32 */
-	RT_SIM_SAFETENSORS = 1, /* application/x-safetensors, one F32 tensor "weights" */
-	RT_SIM_MIXED = 2,       /* even clients raw, odd clients safetensors */
+enum tl_sim_format {
+	TL_SIM_RAW = 0,         /* application/octet-stream, little-endian f32 */
+	TL_SIM_SAFETENSORS = 1, /* application/x-safetensors, one F32 tensor "weights" */
+	TL_SIM_MIXED = 2,       /* even clients raw, odd clients safetensors */
 };
 
 /* Most gateways one --url may list, and the longest URL in it (NUL included). */
-#define RT_SIM_MAX_URLS 64
-#define RT_SIM_URL_LEN 256
+#define TL_SIM_MAX_URLS 64
+#define TL_SIM_URL_LEN 256
 
 /* Options of `tributary simulate`; strings are borrowed from argv. */
-struct rt_sim_opts {
+struct tl_sim_opts {
 	const char *job;
 	uint32_t clients;
 	uint32_t rounds;
@@ -32,40 +32,40 @@ struct rt_sim_opts {
 	 * http URL. Copies, since an entry is not NUL-terminated in argv.
 	 */
 	uint32_t nurls;
-	char urls[RT_SIM_MAX_URLS][RT_SIM_URL_LEN];
+	char urls[TL_SIM_MAX_URLS][TL_SIM_URL_LEN];
 	const char *data_dir;
 	const char *admin_token_file; /* NULL: TRIBUTARY_ADMIN_TOKEN, then DATA_DIR/admin-token */
 	uint32_t connections;         /* already clamped to [1, clients] */
 	uint64_t seed;
-	enum rt_sim_format format;
+	enum tl_sim_format format;
 	bool quiet;
 	bool no_check;                /* time only: the job's model is not the FedAvg mean */
 	const char *report_json;      /* --report-json FILE: per-round JSON at exit, NULL: none */
 };
 
 /* CLI entry: @argv[0] is "simulate". Returns the exit code: 0 all good, 1 failure, 2 usage. */
-int rt_simulate_main(int argc, char **argv);
+int tl_sim_main(int argc, char **argv);
 
 /*
  * Parse @argv (argv[0] is the subcommand name and is skipped) into *o, filling
  * defaults. Accepts "--opt value" and "--opt=value". Strings in *o point into
  * @argv. Returns 0, or -EINVAL with a one-line reason in @why (@why_len bytes).
  */
-int rt_sim_parse_args(int argc, char **argv, struct rt_sim_opts *o, char *why, size_t why_len);
+int tl_sim_parse_args(int argc, char **argv, struct tl_sim_opts *o, char *why, size_t why_len);
 
 /*
  * The update stream. Client @client of round @round under seed @seed has a
- * splitmix64 stream keyed by rt_sim_key(); output 0 gives the sample count
+ * splitmix64 stream keyed by tl_sim_key(); output 0 gives the sample count
  * and outputs 1..P the update's elements, so any element can be computed on
  * its own (the reference check splits the model across threads).
  */
-uint64_t rt_sim_key(uint64_t seed, uint64_t round, uint32_t client);
+uint64_t tl_sim_key(uint64_t seed, uint64_t round, uint32_t client);
 /* Output @i of the stream @key: splitmix64's (i+1)-th value from state @key. */
-uint64_t rt_sim_stream(uint64_t key, uint64_t i);
+uint64_t tl_sim_stream(uint64_t key, uint64_t i);
 /* The sample count of the stream: in [1, 100]. */
-uint32_t rt_sim_samples(uint64_t key);
+uint32_t tl_sim_samples(uint64_t key);
 /* Elements [@first, @first + @n) of the update, each uniform in [-1, 1) and exact in f32. */
-void rt_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n);
+void tl_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n);
 
 /*
  * ref[i] = sum_c n_c x_c[i] / sum_c n_c over the updates of clients 0..@clients-1
@@ -76,10 +76,10 @@ void rt_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n);
  * overwritten. Returns 0 or -ENODATA (no client included), -ENOMEM, -EAGAIN
  * (no thread).
  */
-int rt_sim_reference_subset(uint64_t seed, uint64_t round, uint32_t clients, const bool *include,
+int tl_sim_reference_subset(uint64_t seed, uint64_t round, uint32_t clients, const bool *include,
 			    uint64_t params, unsigned threads, double *ref);
-/* rt_sim_reference_subset() over every client (@include NULL). */
-int rt_sim_reference(uint64_t seed, uint64_t round, uint32_t clients, uint64_t params,
+/* tl_sim_reference_subset() over every client (@include NULL). */
+int tl_sim_reference(uint64_t seed, uint64_t round, uint32_t clients, uint64_t params,
 		     unsigned threads, double *ref);
 
 /*
@@ -87,7 +87,7 @@ int rt_sim_reference(uint64_t seed, uint64_t round, uint32_t clients, uint64_t p
  * @ref: *max_err = max |model - ref| (infinity if any element is NaN), *limit =
  * 1e-5 * max|ref| + 1e-12. The model matches iff *max_err <= *limit.
  */
-void rt_sim_compare(const double *ref, const void *model, uint64_t n, double *max_err,
+void tl_sim_compare(const double *ref, const void *model, uint64_t n, double *max_err,
 		    double *limit);
 
 /*
@@ -95,7 +95,7 @@ void rt_sim_compare(const double *ref, const void *model, uint64_t n, double *ma
  * "weights": the body is this header followed by the raw floats. *hdr is
  * owned by the caller (trib_free). Returns 0 or -ENOMEM, -EINVAL.
  */
-int rt_sim_st_header(uint64_t params, char **hdr, size_t *hdr_len);
+int tl_sim_st_header(uint64_t params, char **hdr, size_t *hdr_len);
 
 /*
  * Find the admin token: @file if given, else env TRIBUTARY_ADMIN_TOKEN, else
@@ -103,10 +103,10 @@ int rt_sim_st_header(uint64_t params, char **hdr, size_t *hdr_len);
  * (trib_free). Returns 0, -ENOENT (none of them exists or a given file is
  * unreadable), -EINVAL (empty), -ENOMEM.
  */
-int rt_sim_admin_token(const char *file, const char *data_dir, char **out);
+int tl_sim_admin_token(const char *file, const char *data_dir, char **out);
 
 /* A job as simulate sees it. */
-struct rt_sim_job {
+struct tl_sim_job {
 	uint64_t round;      /* the open round */
 	uint64_t received;   /* updates already received in it */
 	bool created;        /* this call created the job */
@@ -119,11 +119,11 @@ struct rt_sim_job {
  * Logs what went wrong. Returns 0, -EEXIST (exists with another shape),
  * -EACCES (token refused), -EPROTO (unexpected answer), or a client error.
  */
-int rt_sim_job_ensure(struct rt_client *c, const char *admin, const char *name, uint32_t clients,
-		      uint64_t params, struct rt_sim_job *job);
+int tl_sim_job_ensure(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
+		      uint64_t params, struct tl_sim_job *job);
 
 /* One update to send; pointers are borrowed. */
-struct rt_sim_update {
+struct tl_sim_update {
 	const char *job;
 	const char *token;
 	uint64_t round;
@@ -136,19 +136,19 @@ struct rt_sim_update {
 
 /*
  * POST @u (head and body in one sendmsg, no copy), resending on 503 for up to
- * 120 s in all. *retries counts the resends. Returns as rt_client_do(); the status
+ * 120 s in all. *retries counts the resends. Returns as tl_client_do(); the status
  * (202 expected) is in *resp.
  */
-int rt_sim_post_update(struct rt_client *c, const struct rt_sim_update *u,
-		       struct rt_http_resp *resp, unsigned *retries);
+int tl_sim_post_update(struct tl_client *c, const struct tl_sim_update *u,
+		       struct tl_http_resp *resp, unsigned *retries);
 
 /*
  * Fetch model version @version: long-poll ?after=@version-1 (resending on
  * 304), then ?round=@version if a newer one came back. On 0, *resp is 200 and
- * its body the safetensors file (owned by @c, see rt_http_resp). Returns 0,
+ * its body the safetensors file (owned by @c, see tl_http_resp). Returns 0,
  * -ENOENT (no such version), -EPROTO, or a client error.
  */
-int rt_sim_fetch_model(struct rt_client *c, const char *job, const char *token, uint64_t version,
-		       struct rt_http_resp *resp);
+int tl_sim_fetch_model(struct tl_client *c, const char *job, const char *token, uint64_t version,
+		       struct tl_http_resp *resp);
 
 #endif

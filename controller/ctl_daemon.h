@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside `tributary controller`: the state its files share. ctl_cluster.c
+ * runs the loop and the nodes' membership, ctl_jobs.c the jobs and their
+ * rounds, ctl_models.c the model files. Private to those files; ctl__ marks
+ * a function one of them exports to the others.
+ */
+#ifndef CTL_DAEMON_H
+#define CTL_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "ctl_cluster.h"
+#include "ctl_models.h"
+#include "ctl_wire.h"
+
+#define CTL_REQ_TIMEOUT_MS 10000
+/* Rounds kept in memory after their model, for GET .../rounds/{r}. */
+#define CTL_ROUNDS_KEPT 64
+
+enum { CR_OPEN, CR_CLOSED, CR_DONE };
+
+/*
+ * The last acceptances of a node, by its request id: a node asks again when
+ * an answer did not reach it, and gives back what it cannot fold. Both must
+ * find the same count (ids are sequential per node: a ring holds the last).
+ */
+#define CTL_RECENT 4096
+struct acc_rec {
+	uint64_t uid;
+	int64_t job; /* db id */
+	uint32_t round, seq;
+	int fold_at;
+	bool released;
+};
+
+struct cnode {
+	char name[64];
+	char addr[128]; /* its wire URL (node-to-node and controller-to-node) */
+	char http[128]; /* its gateway, for status */
+	char dataplane[16];
+	uint32_t cores;
+	uint64_t arena_bytes, arena_free;
+	uint64_t mem_free; /* the node's MemAvailable */
+	uint64_t last_ns;
+	bool used; /* the rank is taken (live or dead) */
+	bool live;
+	uint32_t epoch;		/* this run of the node: a node that joins again gets a new one */
+	struct acc_rec *recent; /* CTL_RECENT entries (owned), or NULL */
+};
+
+struct cround {
+	uint32_t round;
+	int state;
+	uint32_t count;			    /* updates accepted (and not lost) */
+	uint32_t folded[CTL_MAX_NODES];	    /* updates folded on each node */
+	uint32_t landed[CTL_MAX_NODES];	    /* updates whose client sent them to each node */
+	bool lost[CTL_MAX_NODES];	    /* the node died with updates of this round */
+	uint32_t lost_epoch[CTL_MAX_NODES]; /* which run of it (a receipt names it) */
+	uint32_t lost_n[CTL_MAX_NODES];
+	uint32_t lost_updates;
+	int top;			    /* rank folding the top, from the close; -1 before */
+	uint32_t planned[CTL_MAX_NODES];    /* leaves the placement gave each node at the close */
+	uint32_t cross_edges;		    /* from the placement */
+	uint32_t edges_from[CTL_MAX_NODES]; /* ranks whose sum crossed to the top (from the top) */
+	uint32_t nedges;
+	uint64_t open_ns, close_ns, done_ns;
+	uint32_t n_updates; /* in the model */
+	double weight;
+	struct cround *next; /* newer */
+};
+
+struct cjob {
+	int64_t db_id;
+	char name[64];
+	char token[80];
+	char *body; /* the creation request, as nodes parse it (owned) */
+	uint32_t cpr, fanin;
+	struct ctl_model_fmt fmt; /* its tensors and model file header (owned) */
+	uint32_t round;		  /* open round */
+	uint32_t completed;	  /* model version */
+	float *model;		  /* latest model (owned, fmt.n_elem floats), NULL: zeros */
+	struct cround *rounds;	  /* oldest first: in flight and the last few done */
+	struct cjob *next;
+};
+
+struct ctl {
+	const struct ctl_cluster_opts *o;
+	struct ctl_wire *w;
+	struct ctl_store *store;
+	int sfd;      /* SIGINT/SIGTERM (trib_signal) */
+	int stop_sig; /* the signal that stops the loop, 0 while running */
+	char admin_token[80];
+	struct cnode nodes[CTL_MAX_NODES];
+	uint32_t nnodes; /* ranks used: 0 .. nnodes - 1 */
+	struct cjob *jobs;
+	uint64_t cookie;
+	uint32_t epochs; /* runs of nodes that joined, ever (this process) */
+};
+
+/* --- ctl_cluster.c: nodes --- */
+
+/* A string member of @o, or @dflt. */
+const char *ctl__jstr(const json_t *o, const char *key, const char *dflt);
+/* {"ok": false, "status", "error"}: a new reference. */
+json_t *ctl__err_reply(int status, const char *msg);
+/* The rank of the node called @name (live or drained), or -1. */
+int ctl__node_rank(struct ctl *c, const char *name);
+/* Send @h (+ @len bytes at @p, borrowed) to node @rank if live; failures are logged. */
+void ctl__tell(struct ctl *c, uint32_t rank, json_t *h, const void *p, size_t len);
+/* The same to every node but @except (-1: all). */
+void ctl__tell_all(struct ctl *c, json_t *h, const void *p, size_t len, int except);
+
+/* --- ctl_jobs.c: jobs and rounds --- */
+
+/* The "job" message nodes build a job from: a new reference. */
+json_t *ctl__job_msg(const struct cjob *j);
+/* Each job with its recent rounds, for status: a new reference. */
+json_t *ctl__jobs_status(struct ctl *c);
+/*
+ * Node @rank is gone: its updates in unfinished rounds are lost. An open
+ * round needs that many more (clients are told to resend); a closed one
+ * completes with the others, and if it was the top, the top moves.
+ */
+void ctl__rounds_lose_node(struct ctl *c, uint32_t rank);
+/* Requests from nodes; *rep gets the answer (a new reference). */
+void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep);
+void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep);
+void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep);
+void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep);
+void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* Also *p and *len: a payload borrowed from the job until the next event. */
+void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p, size_t *len);
+/*
+ * The jobs of the store, each at the version of its newest model file;
+ * rounds in flight then are lost (nodes are told). 0 or -errno (logged).
+ */
+int ctl__jobs_load(struct ctl *c);
+/* Free every job (their rounds and models). */
+void ctl__jobs_free(struct ctl *c);
+
+#endif

@@ -1,0 +1,769 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The controller's jobs and their rounds. Each update's acceptance is
+ * counted here, so a round closes once, cluster-wide, at exactly
+ * clients_per_round updates; at the close the placement (ctl_place.c) picks
+ * the node that folds the round's top, and the nodes' sums cross to it once
+ * each; its model comes back here, is written (ctl_models.c) and goes to
+ * every node.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "ctl_daemon.h"
+#include "ctl_place.h"
+#include "ctl_store.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_name.h"
+#include "trib_time.h"
+
+/* For status and GET .../rounds/{r}, by enum value. */
+static const char *const round_states[] = {"open", "closed", "done"};
+
+static struct cjob *job_find(struct ctl *c, const char *name)
+{
+	for (struct cjob *j = c->jobs; j; j = j->next)
+		if (name && !strcmp(j->name, name))
+			return j;
+	return NULL;
+}
+
+static struct cround *round_get(struct cjob *j, uint32_t r)
+{
+	for (struct cround *cr = j->rounds; cr; cr = cr->next)
+		if (cr->round == r)
+			return cr;
+	return NULL;
+}
+
+static struct cround *round_new(struct cjob *j, uint32_t r)
+{
+	struct cround *cr = trib_calloc(1, sizeof(*cr)), **pp = &j->rounds;
+	uint32_t n = 0;
+
+	if (!cr)
+		return NULL;
+	cr->round = r;
+	cr->top = -1;
+	cr->open_ns = trib_now_ns();
+	while (*pp) {
+		pp = &(*pp)->next;
+		n++;
+	}
+	*pp = cr;
+	/* Forget the oldest finished rounds. */
+	while (n >= CTL_ROUNDS_KEPT && j->rounds->state == CR_DONE) {
+		struct cround *old = j->rounds;
+
+		j->rounds = old->next;
+		trib_free(old);
+		n--;
+	}
+	return cr;
+}
+
+json_t *ctl__job_msg(const struct cjob *j)
+{
+	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "op", "job", "name", j->name, "token",
+			 j->token, "body", j->body, "round", (json_int_t)j->round, "completed",
+			 (json_int_t)j->completed);
+}
+
+/* The model of version @j->completed to every node (or one). */
+static void send_model(struct ctl *c, struct cjob *j, int only, const struct cround *cr)
+{
+	json_t *h = json_pack("{s:s, s:s, s:i}", "op", "model", "job", j->name, "version",
+			      (json_int_t)j->completed);
+	size_t len = j->model ? j->fmt.n_elem * sizeof(float) : 0;
+
+	if (cr) {
+		json_object_set_new(h, "updates", json_integer(cr->n_updates));
+		json_object_set_new(h, "weight", json_real(cr->weight));
+	}
+	if (only >= 0)
+		ctl__tell(c, (uint32_t)only, h, j->model, len);
+	else
+		ctl__tell_all(c, h, j->model, len, -1);
+	json_decref(h);
+}
+
+/* The round's close: counts per node, the top, and who contributes; sent again on changes. */
+static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	json_t *h = json_pack("{s:s, s:s, s:i, s:i, s:s}", "op", "close", "job", j->name, "round",
+			      (json_int_t)cr->round, "top", (json_int_t)cr->top, "top_addr",
+			      cr->top >= 0 ? c->nodes[cr->top].addr : "");
+	json_t *counts = json_array();
+
+	for (uint32_t i = 0; i < c->nnodes; i++)
+		json_array_append_new(counts, json_integer(cr->folded[i]));
+	json_object_set_new(h, "counts", counts);
+	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	return h;
+}
+
+static void send_close(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	json_t *h = close_msg(c, j, cr);
+
+	ctl__tell_all(c, h, NULL, 0, -1);
+	json_decref(h);
+}
+
+/*
+ * Pick the top at the close: the placement, fed with where the round's
+ * updates were actually folded, puts it on the node with most leaves; the
+ * planned leaves per node are kept for status.
+ */
+static void place_top(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	struct ctl_node_in in[CTL_MAX_NODES];
+	uint32_t lpn[CTL_MAX_NODES];
+	struct ctl_place_in pin;
+	struct ctl_placement out;
+	uint32_t fanin = j->fanin ? j->fanin : 16, leaves = (cr->count + fanin - 1) / fanin;
+	uint32_t *leaf_node;
+	int best = -1;
+
+	memset(in, 0, sizeof(in));
+	for (uint32_t i = 0; i < c->nnodes; i++) {
+		in[i].arrivals = c->nodes[i].live ? cr->folded[i] : 0;
+		in[i].arena_free = c->nodes[i].live ? c->nodes[i].arena_free : 0;
+		in[i].cores = c->nodes[i].cores;
+	}
+	leaf_node = trib_calloc(leaves ? leaves : 1, sizeof(*leaf_node));
+	memset(&pin, 0, sizeof(pin));
+	pin.leaves = leaves;
+	pin.fanin = fanin;
+	pin.model_bytes = j->fmt.n_elem * sizeof(float);
+	pin.nodes = in;
+	pin.nnodes = c->nnodes;
+	memset(&out, 0, sizeof(out));
+	out.leaf_node = leaf_node;
+	out.leaves_per_node = lpn;
+	if (leaf_node && leaves && ctl_place(&pin, &out) >= 0 && c->nodes[out.top_node].live &&
+	    cr->folded[out.top_node]) {
+		best = (int)out.top_node;
+		memcpy(cr->planned, lpn, c->nnodes * sizeof(*lpn));
+		cr->cross_edges = out.cross_edges;
+	}
+	trib_free(leaf_node);
+	if (best < 0) {
+		/*
+		 * The placement's top holds no updates (its leaves spilled there) or it
+		 * had no answer: a node that folded updates, with room for the top's
+		 * inputs if one has (a sum per contributor, an accumulator, zeros),
+		 * most updates first.
+		 */
+		uint64_t contributors = 0, need;
+		bool room_seen = false;
+
+		for (uint32_t i = 0; i < c->nnodes; i++)
+			contributors += c->nodes[i].live && cr->folded[i];
+		need = (contributors + 2) * (j->fmt.n_elem * sizeof(float) + 4096);
+		for (uint32_t i = 0; i < c->nnodes; i++) {
+			bool room = c->nodes[i].arena_free >= need;
+
+			if (!c->nodes[i].live || !cr->folded[i] || (room_seen && !room))
+				continue;
+			if (best < 0 || (room && !room_seen) || cr->folded[i] > cr->folded[best])
+				best = (int)i;
+			room_seen = room_seen || room;
+		}
+	}
+	cr->top = best;
+}
+
+static void round_close(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	cr->state = CR_CLOSED;
+	cr->close_ns = trib_now_ns();
+	place_top(c, j, cr);
+	j->round = cr->round + 1;
+	if (ctl_store_round_advance(c->store, j->db_id, cr->round, j->round))
+		trib_warn("job %s: recording round %u closed failed", j->name, cr->round);
+	trib_info("job %s round %u: closed with %u updates; top on node %s (%u cross-node "
+		  "edges planned)",
+		  j->name, cr->round, cr->count, cr->top >= 0 ? c->nodes[cr->top].name : "(none)",
+		  cr->cross_edges);
+	send_close(c, j, cr);
+}
+
+/* Round @cr of @j is done: its model is version round + 1, recorded and sent to every node. */
+static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	struct ctl_round rec;
+
+	cr->state = CR_DONE;
+	cr->done_ns = trib_now_ns();
+	j->completed = cr->round + 1;
+	memset(&rec, 0, sizeof(rec));
+	rec.job_id = j->db_id;
+	rec.round = cr->round;
+	rec.closed_unix = (int64_t)time(NULL);
+	rec.n_updates = cr->n_updates;
+	rec.total_weight = cr->weight;
+	rec.duration_ms = (cr->done_ns - cr->open_ns) / 1000000;
+	ctl_store_round_record(c->store, &rec);
+	send_model(c, j, -1, cr);
+}
+
+/* Nothing of the round survived: its model is the previous one, and the job goes on. */
+static void round_empty(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	trib_error("job %s round %u: every node that held its updates was lost; version %u "
+		   "repeats the previous model",
+		   j->name, cr->round, cr->round + 1);
+	if (j->model && ctl_model_write(c->o->data_dir, j->name, &j->fmt, j->model, cr->round + 1))
+		trib_error("job %s: writing model v%u failed", j->name, cr->round + 1);
+	cr->n_updates = 0;
+	cr->weight = 0;
+	job_advance(c, j, cr);
+}
+
+/*
+ * A node asks again for what it should have been told: a job, a round's
+ * close, the latest model. Messages to a node travel on their own
+ * connection, so one can overtake the answer to its join (the node then
+ * drops it: a close or a model of a job it does not know yet).
+ */
+void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p, size_t *len)
+{
+	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
+	const char *what = ctl__jstr(ev->hdr, "what", "");
+	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	struct cround *cr = j ? round_get(j, r) : NULL;
+
+	if (!j) {
+		*rep = ctl__err_reply(404, "no such job");
+	} else if (!strcmp(what, "job")) {
+		*rep = ctl__job_msg(j);
+	} else if (!strcmp(what, "close")) {
+		if (cr && cr->state != CR_OPEN)
+			*rep = close_msg(c, j, cr);
+		else
+			*rep = ctl__err_reply(404, "that round is not closed (or no longer kept)");
+	} else if (!strcmp(what, "model")) {
+		*rep = json_pack("{s:s, s:s, s:i}", "op", "model", "job", j->name, "version",
+				 (json_int_t)j->completed);
+		*p = j->model;
+		*len = j->model ? j->fmt.n_elem * sizeof(float) : 0;
+	} else {
+		*rep = ctl__err_reply(400, "sync: what is job, close or model");
+	}
+	if (json_is_object(*rep) && !json_object_get(*rep, "ok"))
+		json_object_set_new(*rep, "ok", json_true());
+}
+
+/* The node to fold an update that landed on @landed. */
+static uint32_t fold_target(struct ctl *c, struct cjob *j, struct cround *cr, uint32_t landed)
+{
+	uint64_t need = 2 * (j->fmt.n_elem * sizeof(float) + 65536);
+	uint32_t live[CTL_MAX_NODES], nlive = 0, best = landed;
+
+	for (uint32_t i = 0; i < c->nnodes; i++)
+		if (c->nodes[i].live)
+			live[nlive++] = i;
+	if (c->o->round_robin && nlive) {
+		/* The baseline: leaf k of the round on node k mod N, wherever updates land. */
+		uint32_t fanin = j->fanin ? j->fanin : 16;
+
+		return live[(cr->count / fanin) % nlive];
+	}
+	/* Locality: fold where it landed; spread only when that node's arena is full. */
+	if (c->nodes[landed].arena_free >= need)
+		return landed;
+	for (uint32_t k = 0; k < nlive; k++)
+		if (c->nodes[live[k]].arena_free > c->nodes[best].arena_free)
+			best = live[k];
+	if (best != landed)
+		trib_info("job %s round %u: node %s is full; the update folds on %s", j->name,
+			  cr->round, c->nodes[landed].name, c->nodes[best].name);
+	return best;
+}
+
+void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
+{
+	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
+	int rank = ctl__node_rank(c, ctl__jstr(ev->hdr, "node", ""));
+	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	uint64_t uid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "uid"));
+	struct acc_rec *rec = NULL;
+	struct cround *cr;
+	uint32_t to;
+	char msg[160];
+
+	if (!j || rank < 0 || !c->nodes[rank].live) {
+		*rep = ctl__err_reply(j ? 503 : 404, j ? "node not joined" : "no such job");
+		return;
+	}
+	if (uid && c->nodes[rank].recent) {
+		rec = &c->nodes[rank].recent[uid % CTL_RECENT];
+		if (rec->uid == uid) {
+			/* Asked again (our answer was lost): the same answer, counted once. */
+			if (rec->released) {
+				*rep = ctl__err_reply(503,
+						      "this update was given back; send it again");
+				return;
+			}
+			*rep = json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq",
+					 (json_int_t)rec->seq, "fold_at", (json_int_t)rec->fold_at,
+					 "fold_addr", c->nodes[rec->fold_at].addr, "fold_name",
+					 c->nodes[rec->fold_at].name, "fold_epoch",
+					 (json_int_t)c->nodes[rec->fold_at].epoch);
+			return;
+		}
+	}
+	if (r != j->round) {
+		snprintf(msg, sizeof(msg),
+			 "round mismatch: the job is at round %u, the update is "
+			 "for round %u (%s)",
+			 j->round, r, r < j->round ? "stale" : "future");
+		*rep = ctl__err_reply(409, msg);
+		json_object_set_new(*rep, "round", json_integer(j->round));
+		return;
+	}
+	cr = round_get(j, r);
+	if (!cr && !(cr = round_new(j, r))) {
+		*rep = ctl__err_reply(503, "out of memory");
+		return;
+	}
+	to = fold_target(c, j, cr, (uint32_t)rank);
+	cr->count++;
+	cr->folded[to]++;
+	cr->landed[rank]++;
+	if (rec) {
+		rec->uid = uid;
+		rec->job = j->db_id;
+		rec->round = r;
+		rec->seq = cr->count - 1;
+		rec->fold_at = (int)to;
+		rec->released = false;
+	}
+	*rep =
+	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
+		      "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
+		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
+	if (cr->count == j->cpr)
+		round_close(c, j, cr);
+}
+
+/* A node could not fold an update it had been told to: uncount it. */
+void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
+{
+	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
+	int rank = ctl__node_rank(c, ctl__jstr(ev->hdr, "node", ""));
+	uint64_t uid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "uid"));
+	struct acc_rec *rec =
+	    rank >= 0 && c->nodes[rank].recent ? &c->nodes[rank].recent[uid % CTL_RECENT] : NULL;
+	struct cround *cr;
+	uint32_t r;
+	int at;
+
+	*rep = json_pack("{s:b}", "ok", 1);
+	/* Only what we counted for that request, once: nothing if it never arrived. */
+	if (!j || !rec || !uid || rec->uid != uid || rec->released || rec->job != j->db_id)
+		return;
+	rec->released = true;
+	r = rec->round;
+	at = rec->fold_at;
+	cr = round_get(j, r);
+	if (!cr || at < 0 || (uint32_t)at >= c->nnodes || !cr->folded[at] || cr->state == CR_DONE)
+		return;
+	cr->folded[at]--;
+	cr->landed[rank]--;
+	cr->count--;
+	trib_warn("job %s round %u: node %s gave back an update it could not fold", j->name, r,
+		  c->nodes[at].name);
+	if (cr->state == CR_CLOSED) {
+		if (!cr->count)
+			round_empty(c, j, cr);
+		else
+			send_close(c, j, cr);
+	}
+}
+
+/*
+ * The ranks whose sums reached the round's top: a node drained after its
+ * sum got there lost nothing, and its updates count again.
+ */
+static void take_edges(struct ctl *c, struct cjob *j, struct cround *cr, json_t *edges)
+{
+	json_t *e;
+	size_t i;
+
+	cr->nedges = 0;
+	json_array_foreach(edges, i, e)
+	{
+		uint32_t from = (uint32_t)json_integer_value(e);
+
+		if (cr->nedges == CTL_MAX_NODES || from >= c->nnodes)
+			continue;
+		cr->edges_from[cr->nedges++] = from;
+		if (cr->lost[from]) {
+			/* Its sum reached the top before the node was lost: nothing was. */
+			trib_info("job %s round %u: node %s's sum reached the top before it was "
+				  "drained: its %u updates are in the model",
+				  j->name, cr->round, c->nodes[from].name, cr->lost_n[from]);
+			cr->lost[from] = false;
+			cr->lost_updates -= cr->lost_n[from];
+			cr->lost_n[from] = 0;
+		}
+	}
+}
+
+void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
+{
+	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
+	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	struct cround *cr = j ? round_get(j, r) : NULL;
+	float *m;
+	int err;
+
+	*rep = json_pack("{s:b}", "ok", 1);
+	if (!cr || cr->state != CR_CLOSED || ev->plen != j->fmt.n_elem * sizeof(float)) {
+		trib_debug("model for job %s round %u not wanted", j ? j->name : "?", r);
+		return;
+	}
+	if (r != j->completed) {
+		/* Rounds commit in order; an earlier one is still folding. Rare: retry later. */
+		json_decref(*rep);
+		*rep = ctl__err_reply(503, "an earlier round is not committed yet; send again");
+		return;
+	}
+	m = trib_malloc(ev->plen);
+	if (!m) {
+		json_decref(*rep);
+		*rep = ctl__err_reply(503, "out of memory");
+		return;
+	}
+	memcpy(m, ev->payload, ev->plen);
+	err = ctl_model_write(c->o->data_dir, j->name, &j->fmt, m, r + 1);
+	if (err) {
+		trib_error("job %s: writing model v%u: %s", j->name, r + 1, strerror(-err));
+		trib_free(m);
+		json_decref(*rep);
+		*rep = ctl__err_reply(503, "the controller could not store the model");
+		return;
+	}
+	trib_free(j->model);
+	j->model = m;
+	cr->n_updates = (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates"));
+	cr->weight = json_number_value(json_object_get(ev->hdr, "weight"));
+	take_edges(c, j, cr, json_object_get(ev->hdr, "edges_from"));
+	trib_info("job %s round %u: model v%u from node %s: %u updates (weight %g), %u "
+		  "cross-node partials, %.3f s",
+		  j->name, r, r + 1, c->nodes[cr->top].name, cr->n_updates, cr->weight, cr->nedges,
+		  (double)(trib_now_ns() - cr->open_ns) / 1e9);
+	job_advance(c, j, cr);
+}
+
+static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	json_t *lost = json_array(), *nodes = json_object(), *edges = json_array();
+	json_t *lost_runs = json_array();
+
+	for (uint32_t i = 0; i < c->nnodes; i++) {
+		if (cr->lost[i]) {
+			json_array_append_new(lost, json_string(c->nodes[i].name));
+			json_array_append_new(lost_runs,
+					      json_pack("{s:s, s:i, s:i}", "node", c->nodes[i].name,
+							"epoch", (json_int_t)cr->lost_epoch[i],
+							"updates", (json_int_t)cr->lost_n[i]));
+		}
+		if (cr->folded[i] || cr->landed[i] || cr->planned[i])
+			json_object_set_new(nodes, c->nodes[i].name,
+					    json_pack("{s:i, s:i, s:i}", "updates",
+						      (json_int_t)cr->folded[i], "landed",
+						      (json_int_t)cr->landed[i], "leaves_planned",
+						      (json_int_t)cr->planned[i]));
+	}
+	for (uint32_t k = 0; k < cr->nedges; k++)
+		json_array_append_new(edges, json_pack("[s, s]", c->nodes[cr->edges_from[k]].name,
+						       c->nodes[cr->top].name));
+	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i}", "round",
+			 (json_int_t)cr->round, "state", round_states[cr->state], "received",
+			 (json_int_t)cr->count, "clients_per_round", (json_int_t)j->cpr, "updates",
+			 (json_int_t)cr->n_updates, "lost_nodes", lost, "lost", lost_runs, "top",
+			 cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
+			 edges, "lost_updates", (json_int_t)cr->lost_updates);
+}
+
+void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
+{
+	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
+	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	struct cround *cr = j ? round_get(j, r) : NULL;
+
+	if (!j) {
+		*rep = ctl__err_reply(404, "no such job");
+		return;
+	}
+	if (!cr) {
+		if (r < j->completed)
+			*rep = ctl__err_reply(404, "round too old: only the last 64 are kept");
+		else if (r == j->round)
+			*rep = json_pack("{s:i, s:s, s:i, s:i, s:[], s:{}, s:[]}", "round",
+					 (json_int_t)r, "state", "open", "received", 0,
+					 "clients_per_round", (json_int_t)j->cpr, "lost_nodes",
+					 "nodes", "edges");
+		else
+			*rep = ctl__err_reply(404, "no such round yet");
+		return;
+	}
+	*rep = json_pack("{s:b, s:o}", "ok", 1, "round", round_json(c, j, cr));
+}
+static void job_free(struct cjob *j)
+{
+	while (j->rounds) {
+		struct cround *cr = j->rounds;
+
+		j->rounds = cr->next;
+		trib_free(cr);
+	}
+	ctl_model_fmt_fini(&j->fmt);
+	trib_free(j->model);
+	trib_free(j->body);
+	trib_free(j);
+}
+
+static void job_append(struct ctl *c, struct cjob *j)
+{
+	struct cjob **pp = &c->jobs;
+
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = j;
+}
+
+/*
+ * A job from the definition @o a node sent (its bytes in @ev's payload,
+ * kept as they came: nodes parse them), checked; NULL and *rep if not.
+ */
+static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *name, json_t **rep)
+{
+	uint64_t n_elem = (uint64_t)json_integer_value(json_object_get(ev->hdr, "n_elem"));
+	struct cjob *j = trib_calloc(1, sizeof(*j));
+	const char *why = "bad job definition";
+	int err;
+
+	if (!j || !(j->body = trib_malloc(ev->plen + 1))) {
+		trib_free(j);
+		*rep = ctl__err_reply(500, "out of memory");
+		return NULL;
+	}
+	memcpy(j->body, ev->payload, ev->plen);
+	j->body[ev->plen] = '\0';
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	j->cpr = (uint32_t)json_integer_value(json_object_get(o, "clients_per_round"));
+	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	err = ctl_model_fmt_init(&j->fmt, j->body, ev->plen, &why);
+	/* The node counted the parameters with the same rule: a disagreement is a bug. */
+	if (!err && (!j->cpr || j->fmt.n_elem != n_elem)) {
+		why = "bad job definition";
+		err = -EINVAL;
+	}
+	if (!err)
+		err = trib_token_new(j->token, sizeof(j->token));
+	if (err) {
+		*rep = ctl__err_reply(err == -EINVAL ? 400 : 500,
+				      err == -EINVAL ? why : "could not make the job");
+		job_free(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* Record @j in the store (its id comes back); 0 or -errno. */
+static int job_record(struct ctl *c, struct cjob *j)
+{
+	struct ctl_job cj;
+	char schema[64];
+	int err;
+
+	memset(&cj, 0, sizeof(cj));
+	snprintf(cj.name, sizeof(cj.name), "%s", j->name);
+	snprintf(cj.token, sizeof(cj.token), "%s", j->token);
+	snprintf(cj.algorithm, sizeof(cj.algorithm), "fedavg");
+	cj.clients_per_round = j->cpr;
+	snprintf(schema, sizeof(schema), "{\"n_elem\":%llu}", (unsigned long long)j->fmt.n_elem);
+	cj.schema_json = schema;
+	cj.params_json = j->body;
+	err = ctl_store_job_create(c->store, &cj);
+	if (!err)
+		j->db_id = cj.id;
+	return err;
+}
+
+void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
+{
+	json_t *o = json_loadb((const char *)ev->payload, ev->plen, 0, NULL);
+	const char *name = json_string_value(json_object_get(o, "name"));
+	int origin = ctl__node_rank(c, ctl__jstr(ev->hdr, "node", ""));
+	struct cjob *j;
+	json_t *m;
+	int err;
+
+	if (!o || !name || !trib_job_name_valid(name)) {
+		*rep = ctl__err_reply(400, "job definition without a valid name");
+		goto out;
+	}
+	if (job_find(c, name)) {
+		*rep = ctl__err_reply(409, "a job with this name exists");
+		goto out;
+	}
+	j = job_new(ev, o, name, rep);
+	if (!j)
+		goto out;
+	err = job_record(c, j);
+	if (err) {
+		job_free(j);
+		*rep = ctl__err_reply(err == -EEXIST ? 409 : 500, "could not record the job");
+		goto out;
+	}
+	job_append(c, j);
+	trib_info("job %s: created cluster-wide (%u clients per round, %llu parameters)", name,
+		  j->cpr, (unsigned long long)j->fmt.n_elem);
+	*rep = json_pack("{s:b, s:s}", "ok", 1, "token", j->token);
+	m = ctl__job_msg(j);
+	ctl__tell_all(c, m, NULL, 0, origin);
+	json_decref(m);
+out:
+	json_decref(o);
+}
+
+json_t *ctl__jobs_status(struct ctl *c)
+{
+	json_t *jobs = json_array();
+
+	for (struct cjob *j = c->jobs; j; j = j->next) {
+		json_t *rounds = json_array();
+
+		for (struct cround *cr = j->rounds; cr; cr = cr->next)
+			if (cr->state != CR_DONE || !cr->next || cr->round + 3 >= j->round)
+				json_array_append_new(rounds, round_json(c, j, cr));
+		json_array_append_new(jobs, json_pack("{s:s, s:i, s:i, s:i, s:o}", "name", j->name,
+						      "round", (json_int_t)j->round, "completed",
+						      (json_int_t)j->completed, "clients_per_round",
+						      (json_int_t)j->cpr, "rounds", rounds));
+	}
+	return jobs;
+}
+
+/* Round @cr of @j held @lost updates on node @rank, which is gone. */
+static void round_lose(struct ctl *c, struct cjob *j, struct cround *cr, uint32_t rank,
+		       uint32_t lost)
+{
+	struct cnode *nd = &c->nodes[rank];
+
+	cr->lost[rank] = true;
+	cr->lost_epoch[rank] = nd->epoch;
+	cr->lost_n[rank] += lost;
+	cr->lost_updates += lost;
+	cr->count -= lost;
+	cr->folded[rank] = 0;
+	if (cr->state == CR_OPEN) {
+		trib_warn("job %s round %u: %u updates acknowledged by node %s are "
+			  "lost; the round stays open for %u more (clients resend)",
+			  j->name, cr->round, lost, nd->name, j->cpr - cr->count);
+		return;
+	}
+	trib_warn("job %s round %u: %u updates acknowledged by node %s are lost; "
+		  "the round completes with the other %u",
+		  j->name, cr->round, lost, nd->name, cr->count);
+	if (!cr->count) {
+		round_empty(c, j, cr);
+		return;
+	}
+	if (cr->top == (int)rank) {
+		place_top(c, j, cr);
+		trib_warn("job %s round %u: the top moves to node %s", j->name, cr->round,
+			  c->nodes[cr->top].name);
+	}
+	send_close(c, j, cr);
+}
+
+void ctl__rounds_lose_node(struct ctl *c, uint32_t rank)
+{
+	for (struct cjob *j = c->jobs; j; j = j->next) {
+		for (struct cround *cr = j->rounds; cr; cr = cr->next) {
+			uint32_t lost = cr->folded[rank];
+
+			if (cr->state != CR_DONE && lost)
+				round_lose(c, j, cr, rank, lost);
+		}
+	}
+}
+
+/* A job as the store has it, and its newest model (a round in flight restarts). */
+static int job_load(struct ctl *c, const struct ctl_job *cj)
+{
+	json_t *o = json_loads(cj->params_json ? cj->params_json : "", 0, NULL);
+	const char *why = "no definition recorded";
+	struct cjob *j = trib_calloc(1, sizeof(*j));
+	int err = -ENOMEM;
+
+	if (!j || !(j->body = trib_strdup(cj->params_json ? cj->params_json : "")))
+		goto err_free;
+	j->db_id = cj->id;
+	snprintf(j->name, sizeof(j->name), "%s", cj->name);
+	snprintf(j->token, sizeof(j->token), "%s", cj->token);
+	j->cpr = cj->clients_per_round;
+	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);
+	if (err) {
+		trib_error("job %s in controller.db: its definition cannot be read: %s", cj->name,
+			   why);
+		goto err_free;
+	}
+	/* The last model written decides the version (written before the round was recorded). */
+	for (uint32_t v = cj->round + 1; v > 0; v--) {
+		err = ctl_model_read(c->o->data_dir, j->name, &j->fmt, v, &j->model);
+		if (err == -ENOENT)
+			continue;
+		if (err)
+			goto err_free;
+		j->completed = v;
+		break;
+	}
+	j->round = j->completed;
+	job_append(c, j);
+	json_decref(o);
+	trib_info("job %s: loaded at version %u", j->name, j->completed);
+	return 0;
+
+err_free:
+	if (j)
+		job_free(j);
+	json_decref(o);
+	return err;
+}
+
+int ctl__jobs_load(struct ctl *c)
+{
+	struct ctl_job *cjs = NULL;
+	size_t n = 0;
+	int err;
+
+	err = ctl_store_job_list(c->store, &cjs, &n);
+	if (err)
+		trib_error("controller.db: listing the jobs: %s", strerror(-err));
+	for (size_t i = 0; i < n && !err; i++)
+		err = job_load(c, &cjs[i]);
+	for (size_t i = 0; i < n; i++)
+		ctl_job_clear(&cjs[i]);
+	trib_free(cjs);
+	return err;
+}
+
+void ctl__jobs_free(struct ctl *c)
+{
+	while (c->jobs) {
+		struct cjob *j = c->jobs;
+
+		c->jobs = j->next;
+		job_free(j);
+	}
+}

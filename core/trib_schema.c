@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: MIT
+/* A job's tensors from JSON: the shapes every model file, upload and sum of the job follows. */
+#include "trib_schema.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "trib_alloc.h"
+#include "trib_dtype.h"
+
+/*
+ * Checks entry @e and fills @t[@i]; 0 or -EINVAL with *why. The checks run in
+ * the order clients have always seen their messages in.
+ */
+static int tensor_from_json(const json_t *e, struct trib_tensor *t, size_t i, uint64_t *elems,
+			    const char **why)
+{
+	const json_t *name = json_object_get(e, "name");
+	const json_t *shape = json_object_get(e, "shape");
+	const json_t *dtype = json_object_get(e, "dtype");
+	struct trib_tensor *ti = &t[i];
+
+	if (!json_is_object(e) || !json_is_string(name) || !json_is_array(shape)) {
+		*why = "tensors: each entry needs a \"name\" string and a \"shape\" array";
+		return -EINVAL;
+	}
+	if (dtype && (!json_is_string(dtype) || strcmp(json_string_value(dtype), "F32"))) {
+		*why = "tensors: dtype must be \"F32\"";
+		return -EINVAL;
+	}
+	/* A NUL inside the name would cut it short here and not in the client's file. */
+	if (json_string_length(name) == 0 || json_string_length(name) >= TRIB_ST_NAME_MAX ||
+	    !strcmp(json_string_value(name), "__metadata__") ||
+	    strlen(json_string_value(name)) != json_string_length(name)) {
+		*why = "tensors: bad tensor name";
+		return -EINVAL;
+	}
+	strcpy(ti->name, json_string_value(name));
+	for (size_t k = 0; k < i; k++) {
+		if (!strcmp(t[k].name, ti->name)) {
+			*why = "tensors: duplicate tensor name";
+			return -EINVAL;
+		}
+	}
+	if (json_array_size(shape) > TRIB_ST_MAX_DIMS) {
+		*why = "tensors: too many dimensions (at most 8)";
+		return -EINVAL;
+	}
+	ti->ndim = (uint32_t)json_array_size(shape);
+	*elems = 1;
+	for (uint32_t d = 0; d < ti->ndim; d++) {
+		const json_t *v = json_array_get(shape, d);
+
+		if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+		    __builtin_mul_overflow(*elems, (uint64_t)json_integer_value(v), elems)) {
+			*why = "tensors: shape entries must be positive integers";
+			return -EINVAL;
+		}
+		ti->shape[d] = (uint64_t)json_integer_value(v);
+	}
+	ti->dtype = TRIB_DTYPE_F32;
+	ti->n_elem = *elems;
+	return 0;
+}
+
+int trib_schema_from_json(const json_t *arr, struct trib_tensor **out, size_t *nout,
+			  uint64_t *n_elem, const char **why)
+{
+	struct trib_tensor *t;
+	size_t n = json_array_size(arr);
+	uint64_t total = 0, elems;
+
+	if (!json_is_array(arr) || n == 0 || n > 4096) {
+		*why = "tensors: must be a non-empty array (at most 4096 tensors)";
+		return -EINVAL;
+	}
+	t = trib_calloc(n, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (tensor_from_json(json_array_get(arr, i), t, i, &elems, why))
+			goto err_free;
+		if (__builtin_add_overflow(total, elems, &total) || total > TRIB_SCHEMA_MAX_ELEM) {
+			*why = "tensors: model too large (at most 2^32 parameters)";
+			goto err_free;
+		}
+	}
+	*out = t;
+	*nout = n;
+	*n_elem = total;
+	return 0;
+err_free:
+	trib_free(t);
+	return -EINVAL;
+}
+
+int trib_schema_from_spec(const json_t *spec, struct trib_tensor **out, size_t *nout,
+			  uint64_t *n_elem, const char **why)
+{
+	const json_t *params = json_object_get(spec, "params");
+	const json_t *tensors = json_object_get(spec, "tensors");
+	struct trib_tensor *t;
+
+	if (!!params == !!tensors) {
+		*why = "give exactly one of \"params\" and \"tensors\"";
+		return -EINVAL;
+	}
+	if (tensors)
+		return trib_schema_from_json(tensors, out, nout, n_elem, why);
+	if (!json_is_integer(params) || json_integer_value(params) < 1 ||
+	    (uint64_t)json_integer_value(params) > TRIB_SCHEMA_MAX_ELEM) {
+		*why = "params: an integer from 1 to 2^32";
+		return -EINVAL;
+	}
+	t = trib_calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	strcpy(t->name, "weights");
+	t->dtype = TRIB_DTYPE_F32;
+	t->ndim = 1;
+	t->shape[0] = t->n_elem = (uint64_t)json_integer_value(params);
+	*out = t;
+	*nout = 1;
+	*n_elem = t->n_elem;
+	return 0;
+}

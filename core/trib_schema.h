@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* A job's tensors, from the JSON of its creation request: the one rule for node and controller. */
+#ifndef TRIB_SCHEMA_H
+#define TRIB_SCHEMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "trib_safetensors.h"
+
+/* Most parameters one model holds (the sum over its tensors). */
+#define TRIB_SCHEMA_MAX_ELEM (1ull << 32)
+
+/*
+ * Parse a "tensors" array (@arr, borrowed): 1..4096 entries of {"name",
+ * "shape", optional "dtype": "F32"}, names unique and not "__metadata__",
+ * shape entries positive, at most 2^32 parameters in all. On success *out
+ * (@nout entries, dtype F32, n_elem set) is owned by the caller (trib_free)
+ * and *n_elem is the total. Returns 0, -EINVAL (*why is a static message
+ * for the client) or -ENOMEM.
+ */
+int trib_schema_from_json(const json_t *arr, struct trib_tensor **out, size_t *nout,
+			  uint64_t *n_elem, const char **why);
+
+/*
+ * The schema of a job from its creation request @spec (borrowed): "params":
+ * N gives one F32 tensor "weights" of shape [N] (1 <= N <= 2^32), "tensors":
+ * [...] as trib_schema_from_json(); exactly one of the two. Same results.
+ */
+int trib_schema_from_spec(const json_t *spec, struct trib_tensor **out, size_t *nout,
+			  uint64_t *n_elem, const char **why);
+
+#endif

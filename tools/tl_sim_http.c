@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: MIT
+/* simulate talking to one server: the admin token, the job, an update, a model. */
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tl_client.h"
+#include "tl_sim_int.h"
+#include "tl_simulate.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+
+#define SIM_RETRY_WAIT_S 120.0
+/* Long polls (each at most 60 s on the server) before giving up on a model. */
+#define SIM_MAX_POLLS 5
+
+/* *out is owned by the caller. Returns 0, -ENOENT, -EINVAL (empty), -ENOMEM. */
+static int read_first_line(const char *path, char **out)
+{
+	char line[1024];
+	FILE *f = fopen(path, "re");
+	size_t b, e;
+
+	if (!f)
+		return -ENOENT;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	b = strspn(line, " \t\r\n");
+	e = strlen(line);
+	while (e > b && strchr(" \t\r\n", line[e - 1]))
+		e--;
+	if (e == b)
+		return -EINVAL;
+	*out = trib_strndup(line + b, e - b);
+	return *out ? 0 : -ENOMEM;
+}
+
+int tl_sim_admin_token(const char *file, const char *data_dir, char **out)
+{
+	const char *env = getenv("TRIBUTARY_ADMIN_TOKEN");
+	char path[4096];
+	size_t b, e;
+
+	if (file)
+		return read_first_line(file, out);
+	if (env) {
+		b = strspn(env, " \t\r\n");
+		e = b + strcspn(env + b, "\r\n");
+		while (e > b && strchr(" \t", env[e - 1]))
+			e--;
+		if (e > b) {
+			*out = trib_strndup(env + b, e - b);
+			return *out ? 0 : -ENOMEM;
+		}
+	}
+	if (!data_dir)
+		return -ENOENT;
+	if ((size_t)snprintf(path, sizeof(path), "%s/admin-token", data_dir) >= sizeof(path))
+		return -ENOENT;
+	return read_first_line(path, out);
+}
+
+void tl_sim_log_http_error(const char *what, const struct tl_http_resp *resp)
+{
+	char msg[512];
+
+	tl_http_error_msg(resp, msg, sizeof(msg));
+	trib_error("%s: HTTP %d: %s", what, resp->status, msg);
+}
+
+static bool json_u64(json_t *o, const char *key, uint64_t *v)
+{
+	json_t *x = json_object_get(o, key);
+
+	if (!json_is_integer(x) || json_integer_value(x) < 0)
+		return false;
+	*v = (uint64_t)json_integer_value(x);
+	return true;
+}
+
+/* Returns 0, -ENOENT (404), -EACCES, -EPROTO. */
+static int job_get(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
+		   uint64_t params, struct tl_sim_job *job)
+{
+	struct tl_http_req req = { .method = "GET", .bearer = admin };
+	struct tl_http_resp resp;
+	uint64_t cpr, p;
+	char target[512];
+	json_t *root;
+	int err;
+
+	snprintf(target, sizeof(target), "/v1/jobs/%s", name);
+	req.target = target;
+	err = tl_client_do(c, &req, &resp);
+	if (err) {
+		trib_error("GET %s: %s", target, strerror(-err));
+		return err;
+	}
+	if (resp.status == 404)
+		return -ENOENT;
+	if (resp.status != 200) {
+		tl_sim_log_http_error(target, &resp);
+		return resp.status == 401 || resp.status == 403 ? -EACCES : -EPROTO;
+	}
+	root = json_loadb(resp.body, resp.body_len, 0, NULL);
+	if (!root || !json_u64(root, "clients_per_round", &cpr) || !json_u64(root, "params", &p) ||
+	    !json_u64(root, "round", &job->round) || !json_u64(root, "received", &job->received)) {
+		trib_error("GET %s: unexpected answer: %.200s", target, resp.body);
+		json_decref(root);
+		return -EPROTO;
+	}
+	json_decref(root);
+	if (cpr != clients || p != params) {
+		trib_error("job %s exists with clients_per_round %" PRIu64 " and params %" PRIu64
+			   ", not %u and %" PRIu64,
+			   name, cpr, p, clients, params);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+/* Returns 0, -EEXIST (someone else created it meanwhile), -EACCES, -EPROTO. */
+static int job_create(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
+		      uint64_t params, struct tl_sim_job *job)
+{
+	struct tl_http_req req = { .method = "POST", .target = "/v1/jobs", .bearer = admin,
+				   .headers = "Content-Type: application/json\r\n" };
+	struct tl_http_resp resp;
+	char buf[1024];
+	struct iovec iov;
+	json_t *root, *tok;
+	size_t n;
+	int err;
+
+	root = json_pack("{s:s, s:I, s:s, s:I}", "name", name, "clients_per_round",
+			 (json_int_t)clients, "algorithm", "fedavg", "params", (json_int_t)params);
+	if (!root)
+		return -ENOMEM;
+	n = json_dumpb(root, buf, sizeof(buf), JSON_COMPACT);
+	json_decref(root);
+	if (n == 0 || n > sizeof(buf))
+		return -EINVAL;
+	iov = (struct iovec){ .iov_base = buf, .iov_len = n };
+	req.body = &iov;
+	req.body_iovcnt = 1;
+	err = tl_client_do(c, &req, &resp);
+	if (err) {
+		trib_error("POST /v1/jobs: %s", strerror(-err));
+		return err;
+	}
+	if (resp.status == 409)
+		return -EEXIST;
+	if (resp.status != 201 && resp.status != 200) {
+		tl_sim_log_http_error("POST /v1/jobs", &resp);
+		return resp.status == 401 || resp.status == 403 ? -EACCES : -EPROTO;
+	}
+	root = json_loadb(resp.body, resp.body_len, 0, NULL);
+	tok = root ? json_object_get(root, "token") : NULL;
+	if (!json_is_string(tok) || json_string_length(tok) >= sizeof(job->token)) {
+		trib_error("POST /v1/jobs: unexpected answer: %.200s", resp.body);
+		json_decref(root);
+		return -EPROTO;
+	}
+	snprintf(job->token, sizeof(job->token), "%s", json_string_value(tok));
+	if (!json_u64(root, "round", &job->round))
+		job->round = 0;
+	json_decref(root);
+	job->received = 0;
+	job->created = true;
+	return 0;
+}
+
+int tl_sim_job_ensure(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
+		      uint64_t params, struct tl_sim_job *job)
+{
+	int err, attempt;
+
+	memset(job, 0, sizeof(*job));
+	for (attempt = 0; attempt < 2; attempt++) {
+		err = job_get(c, admin, name, clients, params, job);
+		if (err != -ENOENT)
+			break;
+		err = job_create(c, admin, name, clients, params, job);
+		if (err != -EEXIST)
+			break;
+	}
+	if (err)
+		return err;
+	if (!job->created)
+		snprintf(job->token, sizeof(job->token), "%s", admin ? admin : "");
+	return 0;
+}
+
+int tl_sim_post_update(struct tl_client *c, const struct tl_sim_update *u,
+		       struct tl_http_resp *resp, unsigned *retries)
+{
+	struct tl_http_req req = { .method = "POST" };
+	char target[512], headers[256];
+	struct iovec iov[2];
+	int n = 0;
+
+	snprintf(target, sizeof(target), "/v1/jobs/%s/updates", u->job);
+	snprintf(headers, sizeof(headers),
+		 "X-Tributary-Round: %" PRIu64 "\r\nX-Tributary-Samples: %u\r\n"
+		 "Content-Type: %s\r\n",
+		 u->round, u->samples,
+		 u->st_hdr ? "application/x-safetensors" : "application/octet-stream");
+	if (u->st_hdr)
+		iov[n++] = (struct iovec){ .iov_base = (void *)u->st_hdr,
+					   .iov_len = u->st_hdr_len };
+	iov[n++] = (struct iovec){ .iov_base = (void *)u->data, .iov_len = u->params * 4 };
+	req.target = target;
+	req.bearer = u->token && *u->token ? u->token : NULL;
+	req.headers = headers;
+	req.body = iov;
+	req.body_iovcnt = n;
+	return tl_client_do_retry(c, &req, SIM_RETRY_WAIT_S, resp, retries);
+}
+
+int tl_sim_fetch_model(struct tl_client *c, const char *job, const char *token, uint64_t version,
+		       struct tl_http_resp *resp)
+{
+	struct tl_http_req req = { .method = "GET", .bearer = token && *token ? token : NULL };
+	char target[512];
+	int err, polls;
+
+	if (version == 0)
+		return -EINVAL;
+	snprintf(target, sizeof(target), "/v1/jobs/%s/model?after=%" PRIu64, job, version - 1);
+	req.target = target;
+	for (polls = 0; polls < SIM_MAX_POLLS; polls++) {
+		err = tl_client_do(c, &req, resp);
+		if (err) {
+			trib_error("GET %s: %s", target, strerror(-err));
+			return err;
+		}
+		if (resp->status != 304)
+			break;
+	}
+	if (resp->status == 304) {
+		trib_error("GET %s: no model after %d long polls", target, SIM_MAX_POLLS);
+		return -ETIMEDOUT;
+	}
+	if (resp->status != 200) {
+		tl_sim_log_http_error(target, resp);
+		return -EPROTO;
+	}
+	/* No header: trust the server's answer to ?after. A newer version: ask for ours. */
+	if (resp->round < 0 || (uint64_t)resp->round == version)
+		return 0;
+	snprintf(target, sizeof(target), "/v1/jobs/%s/model?round=%" PRIu64, job, version);
+	err = tl_client_do(c, &req, resp);
+	if (err) {
+		trib_error("GET %s: %s", target, strerror(-err));
+		return err;
+	}
+	if (resp->status == 404)
+		return -ENOENT;
+	if (resp->status != 200) {
+		tl_sim_log_http_error(target, resp);
+		return -EPROTO;
+	}
+	return 0;
+}

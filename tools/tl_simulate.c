@@ -1,0 +1,454 @@
+// SPDX-License-Identifier: MIT
+/* `tributary simulate`: drive N clients for R rounds over HTTP, check every model it causes. */
+#include "tl_simulate.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tl_client.h"
+#include "tl_sim_int.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_time.h"
+
+/* ---- one round ---- */
+
+/* The round did not complete: say why, and report it. */
+static void round_send_failed(struct tl_sim_round *r, uint32_t moved, uint32_t refused)
+{
+	struct tl_sim_lost lost = { 0 };
+	double secs;
+
+	printf("round %" PRIu64 ": FAILED: %u/%u updates accepted, %u failed: %s\n",
+	       r->round, atomic_load(&r->accepted), r->o->clients,
+	       atomic_load(&r->failed) + (moved ? 0 : refused),
+	       r->err[0] ? r->err :
+	       refused ? "refused with 409 (round closed) although no gateway dropped a "
+			 "connection" : "cannot start worker threads");
+	if (moved && atomic_load(&r->conflicts))
+		printf("round %" PRIu64 ": the round closed before all its updates arrived; "
+		       "some went to another gateway after a dropped connection: if a node "
+		       "died after counting one but before its 202, the cluster counted it "
+		       "twice\n", r->round);
+	fflush(stdout);
+	lost.folded = atomic_load(&r->accepted);
+	secs = atomic_load(&r->t_first) == UINT64_MAX
+		       ? 0
+		       : (double)(trib_now_ns() - atomic_load(&r->t_first)) / 1e9;
+	tl_sim_report_round(r, secs, &lost, false, NAN, false);
+}
+
+/*
+ * Send every client's update of round @r with the workers @w, adding to
+ * *tot. Returns 0, or -EIO when the round cannot complete (said and reported).
+ */
+static int round_send(const struct tl_sim_opts *o, struct tl_sim_worker *w, struct tl_sim_round *r,
+		      struct tl_sim_totals *tot)
+{
+	struct tl_sim_run *run = r->run;
+	uint32_t moved, refused;
+	int err;
+
+	for (uint32_t c = 0; c < o->clients; c++)
+		run->acks[c] = (struct tl_sim_ack){ .node = SIM_NODE_NONE };
+	err = tl_sim_run_workers(w, o->connections);
+	tl_sim_progress(r, true);
+	if (!o->quiet && r->tty)
+		fputs("\r\033[K", stderr);
+	tot->accepted += atomic_load(&r->accepted);
+	tot->refused += atomic_load(&r->moved) ? atomic_load(&r->refused) : 0;
+	tot->retries += atomic_load(&r->retries);
+	moved = atomic_load(&r->moved);
+	if (moved)
+		printf("round %" PRIu64 ": %u update%s went to another gateway than their own "
+		       "(it refused or dropped connections)\n", r->round, moved,
+		       moved == 1 ? "" : "s");
+	refused = atomic_load(&r->refused);
+	/* Refusals are explained only by connections a dying node dropped (moved updates). */
+	if (err || atomic_load(&r->accepted) + (moved ? refused : 0) != o->clients ||
+	    atomic_load(&r->accepted) == 0) {
+		round_send_failed(r, moved, refused);
+		return -EIO;
+	}
+	if (refused)
+		printf("round %" PRIu64 ": %u update%s refused (409): the round filled before them, "
+		       "as a node that died had counted updates it never answered (their clients "
+		       "sent them again elsewhere); left out of the reference\n", r->round, refused,
+		       refused == 1 ? "" : "s");
+	return 0;
+}
+
+/*
+ * Wait for round @r's model into *resp (its body owned by a client of
+ * run->mconns), watching a multi-node round for lost updates meanwhile.
+ * *t_model is when it came. Returns 0, or -EIO when no model came (said and
+ * reported).
+ */
+static int round_model(struct tl_sim_round *r, struct tl_http_resp *resp, uint64_t *t_model)
+{
+	struct tl_sim_run *run = r->run;
+	uint64_t version = r->round + 1;
+	struct tl_sim_model_ctx mc = { .job = r->o->job, .token = r->token, .version = version,
+				       .resp = resp };
+	struct tl_sim_poller poller;
+	struct tl_sim_lost lost;
+	bool polling = false;
+	char what[64];
+	int err;
+
+	/* A multi-node cluster may lose acknowledged updates while we wait: watch the round. */
+	if (atomic_load(&run->multi) && !atomic_load(&run->no_rounds)) {
+		err = tl_sim_poller_start(&poller, r);
+		if (err)
+			trib_warn("round %" PRIu64 ": cannot poll GET /rounds (%s): lost updates "
+				  "will not be resent", r->round, strerror(-err));
+		polling = !err;
+	}
+	snprintf(what, sizeof(what), "model v=%" PRIu64, version);
+	err = tl_sim_gw_call(run, run->mconns, 0, NULL, what, tl_sim_model_op, &mc, NULL);
+	*t_model = trib_now_ns();
+	if (polling)
+		tl_sim_poller_stop(&poller);
+	if (!err)
+		return 0;
+	/* What was lost may be why the round never closed: say it first. */
+	tl_sim_round_tally(r, &lost);
+	tl_sim_print_lost(r, &lost);
+	if (r->resend_failed)
+		printf("round %" PRIu64 ": %u resends got no 202 (first: %s)\n", r->round,
+		       r->resend_failed, r->resend_err);
+	printf("round %" PRIu64 ": FAILED: no model v=%" PRIu64 ": %s\n", r->round, version,
+	       strerror(-err));
+	fflush(stdout);
+	tl_sim_report_round(r, (double)(*t_model - atomic_load(&r->t_first)) / 1e9, &lost, false,
+			    NAN, false);
+	return -EIO;
+}
+
+/*
+ * A node can be declared lost for the round after it closed: the last
+ * answer, after the model, decides what the model folds. pconns, not
+ * mconns: the model's body lives in an mconns client.
+ */
+static void round_final_losses(struct tl_sim_round *r)
+{
+	struct tl_sim_run *run = r->run;
+	struct tl_sim_round_info info;
+	int err;
+
+	if (!atomic_load(&run->multi) || atomic_load(&run->no_rounds))
+		return;
+	err = tl_sim_rounds_get(run, run->pconns, r->token, r->round, true, &info);
+	if (!err) {
+		tl_sim_round_note(r, &info);
+		tl_sim_round_info_free(&info);
+	} else if (err == -ENOENT) {
+		tl_sim_rounds_unsupported(run, r->round);
+	} else {
+		trib_warn("round %" PRIu64 ": no final GET /rounds (%s): the reference "
+			  "leaves out only the losses seen while polling",
+			  r->round, strerror(-err));
+	}
+}
+
+/*
+ * Judge round @r's model in @resp, which came at @t_model: it must be the
+ * mean of the updates it folds (run->include), unless --no-check; @ref
+ * (o->params doubles) is scratch. Returns 0 (and counts the round in *tot)
+ * or -EDOM.
+ */
+static int round_judge(const struct tl_sim_opts *o, struct tl_sim_round *r,
+		       const struct tl_http_resp *resp, uint64_t t_model, double *ref,
+		       unsigned ncpu, const struct tl_sim_lost *lost, struct tl_sim_totals *tot)
+{
+	uint64_t version = r->round + 1;
+	double secs, up_s, e = 0, limit = 0;
+	bool ok;
+	int err;
+
+	secs = (double)(t_model - atomic_load(&r->t_first)) / 1e9;
+	up_s = (double)(atomic_load(&r->t_last) - atomic_load(&r->t_first)) / 1e9;
+	if (up_s <= 0)
+		up_s = 1e-9;
+
+	if (o->no_check) {
+		printf("round %" PRIu64 ": %u updates in %.3f s (%.1f updates/s, %.1f MB/s upload), "
+		       "model v=%" PRIu64 ", not checked (--no-check)\n", r->round, o->clients, secs,
+		       o->clients / up_s, (double)atomic_load(&r->bytes) / 1e6 / up_s, version);
+		fflush(stdout);
+		ok = !r->resend_failed;
+		tl_sim_report_round(r, secs, lost, ok, NAN, false);
+		if (!ok)
+			return -EDOM;
+		tot->rounds_ok++;
+		return 0;
+	}
+	/* After the timing: regenerate the folded updates and check the model against their mean. */
+	err = tl_sim_reference_subset(o->seed, r->round, o->clients, r->run->include, o->params,
+				      ncpu, ref);
+	if (!err)
+		err = tl_sim_check_model(resp, ref, o->params, &e, &limit);
+	ok = !err && e <= limit && !r->resend_failed;
+	if (err == -ENODATA)
+		trib_error("round %" PRIu64 ": every update was lost: no reference to check "
+			   "the model against", r->round);
+	else if (err && err != -EPROTO)
+		trib_error("round %" PRIu64 ": reference: %s", r->round, strerror(-err));
+	printf("round %" PRIu64 ": %u updates in %.3f s (%.1f updates/s, %.1f MB/s upload), "
+	       "model v=%" PRIu64 ", max|err| = %.3g (limit %.3g) %s\n",
+	       r->round, o->clients, secs, o->clients / up_s,
+	       (double)atomic_load(&r->bytes) / 1e6 / up_s, version, err ? NAN : e, limit,
+	       ok ? "OK" : "MISMATCH");
+	fflush(stdout);
+	tl_sim_report_round(r, secs, lost, ok, err ? NAN : e, true);
+	if (!ok)
+		return -EDOM;
+	tot->rounds_ok++;
+	return 0;
+}
+
+/*
+ * One round. Returns 0 if every update was accepted and the model matched,
+ * -EDOM if only the model did not match (the next round can still run), -EIO
+ * if the round did not complete.
+ */
+static int sim_round(const struct tl_sim_opts *o, struct tl_sim_worker *w, struct tl_sim_round *r,
+		     double *ref, unsigned ncpu, struct tl_sim_totals *tot)
+{
+	struct tl_http_resp resp;
+	struct tl_sim_lost lost;
+	uint64_t t_model;
+
+	if (round_send(o, w, r, tot) || round_model(r, &resp, &t_model))
+		return -EIO;
+	round_final_losses(r);
+	tl_sim_round_tally(r, &lost);
+	tl_sim_print_lost(r, &lost);
+	if (r->resend_failed)
+		printf("round %" PRIu64 ": FAILED: %u resends got no 202 (first: %s)\n", r->round,
+		       r->resend_failed, r->resend_err);
+	return round_judge(o, r, &resp, t_model, ref, ncpu, &lost, tot);
+}
+
+/* ---- the run ---- */
+
+/* Connect the run's first connection of each worker before the clock starts. */
+static int open_workers(struct tl_sim_run *run, struct tl_sim_worker *w, uint32_t nw)
+{
+	for (uint32_t t = 0; t < nw; t++) {
+		uint32_t g = t % run->ngw;
+		int err = tl_client_open(run->gw[g].url, &w[t].conns[g]);
+
+		if (!err)
+			continue;
+		if (run->ngw == 1 || err == -ENOMEM || err == -EINVAL) {
+			trib_error("cannot connect to %s: %s", run->gw[g].url, strerror(-err));
+			return err;
+		}
+		/* A dead gateway of several is no failure: its clients go to the next. */
+		if (!atomic_exchange(&run->gw[g].down_until, trib_now_ns() + SIM_DOWN_NS))
+			trib_warn("gateway %s: %s; its clients send to the next gateway while it "
+				  "does not answer", run->gw[g].url,
+				  err == -ENOENT ? "host does not resolve" : strerror(-err));
+	}
+	return 0;
+}
+
+/*
+ * Find or create the job (run->job) with the admin token (run->admin).
+ * Returns 0 or a -errno, said in the log except for -ENOMEM.
+ */
+static int run_job(struct tl_sim_run *run)
+{
+	const struct tl_sim_opts *o = run->o;
+	struct tl_sim_job_ctx jc = { .o = o, .job = &run->job };
+	int err;
+
+	err = tl_sim_admin_token(o->admin_token_file, o->data_dir, &run->admin);
+	if (err == -ENOMEM)
+		return err;
+	if (err && o->admin_token_file) {
+		trib_error("cannot read admin token from %s", o->admin_token_file);
+		return err;
+	}
+	if (err)
+		trib_warn("no admin token (--admin-token-file, TRIBUTARY_ADMIN_TOKEN, "
+			  "%s/admin-token)", o->data_dir);
+	jc.admin = run->admin;
+	err = tl_sim_gw_call(run, run->mconns, 0, NULL, "job setup", tl_sim_job_op, &jc, NULL);
+	if (err) {
+		if (run->ngw == 1 && !run->mconns[0])
+			trib_error("cannot connect to %s: %s", o->url, strerror(-err));
+		else if (run->ngw > 1 && tl_sim_conn_failed(err))
+			trib_error("no gateway of --url %s answered", o->url);
+		return err;
+	}
+	if (run->job.received) {
+		trib_error("job %s: round %" PRIu64 " already holds %" PRIu64
+			   " updates; the models could not match, use a fresh job",
+			   o->job, run->job.round, run->job.received);
+		return -EEXIST;
+	}
+	trib_info("job %s %s at round %" PRIu64 ": %u clients x %u rounds, %" PRIu64
+		  " params, %u connections%s",
+		  o->job, run->job.created ? "created" : "found", run->job.round, o->clients,
+		  o->rounds, o->params, o->connections, run->ngw > 1 ? ", several gateways" : "");
+	return 0;
+}
+
+/* The safetensors header, the reference and the per-client buffers. Returns 0 or -errno. */
+static int run_buffers(struct tl_sim_run *run)
+{
+	const struct tl_sim_opts *o = run->o;
+	long ncpu;
+	int err;
+
+	err = tl_sim_st_header(o->params, &run->st_hdr, &run->st_hdr_len);
+	if (err) {
+		trib_error("cannot build the safetensors header: %s", strerror(-err));
+		return err;
+	}
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	run->ncpu = ncpu < 1 ? 1 : (unsigned)ncpu;
+	run->ref = trib_malloc(o->params * sizeof(*run->ref));
+	run->w = trib_calloc(o->connections, sizeof(*run->w));
+	run->acks = trib_malloc(o->clients * sizeof(*run->acks));
+	run->include = trib_malloc(o->clients * sizeof(*run->include));
+	if (!run->ref || !run->w || !run->acks || !run->include) {
+		trib_error("out of memory for %u connections x %" PRIu64 " params", o->connections,
+			   o->params);
+		return -ENOMEM;
+	}
+	for (run->nw = 0; run->nw < o->connections; run->nw++) {
+		run->w[run->nw].buf = trib_malloc(o->params * sizeof(float));
+		if (!run->w[run->nw].buf) {
+			trib_error("out of memory for update buffers");
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* Every round, then the summary line. Returns the exit code. */
+static int run_rounds(struct tl_sim_run *run)
+{
+	const struct tl_sim_opts *o = run->o;
+	struct tl_sim_totals tot = { 0 };
+	struct tl_sim_round r;
+	uint64_t t_start;
+	int err, rc;
+
+	for (uint32_t t = 0; t < run->nw; t++)
+		run->w[t].r = &r;
+	t_start = trib_now_ns();
+	for (uint32_t i = 0; i < o->rounds; i++) {
+		memset(&r, 0, sizeof(r));
+		r.run = run;
+		r.o = o;
+		r.token = run->job.token;
+		r.round = run->job.round + i;
+		r.index = i + 1;
+		r.st_hdr = run->st_hdr;
+		r.st_hdr_len = run->st_hdr_len;
+		r.tty = isatty(STDERR_FILENO);
+		atomic_init(&r.t_first, UINT64_MAX);
+		pthread_mutex_init(&r.lock, NULL);
+		err = sim_round(o, run->w, &r, run->ref, run->ncpu, &tot);
+		pthread_mutex_destroy(&r.lock);
+		json_decref(r.top);
+		json_decref(r.edges);
+		if (err == -EIO)
+			break;
+	}
+	rc = tot.rounds_ok == o->rounds &&
+			     tot.accepted + tot.refused == (uint64_t)o->rounds * o->clients ? 0 : 1;
+	printf("simulate: %u/%u rounds OK, %" PRIu64 "/%" PRIu64 " updates accepted%s, %" PRIu64
+	       " retries (503), %.3f s: %s\n",
+	       tot.rounds_ok, o->rounds, tot.accepted, (uint64_t)o->rounds * o->clients,
+	       tot.refused ? " (the others refused after a node was lost, above)" : "",
+	       tot.retries, (double)(trib_now_ns() - t_start) / 1e9, rc ? "FAILED" : "OK");
+	fflush(stdout);
+	return rc;
+}
+
+/* Releases everything @run owns, then @run. */
+static void run_free(struct tl_sim_run *run)
+{
+	for (uint32_t i = 0; i < run->nw; i++) {
+		for (uint32_t g = 0; g < run->ngw; g++)
+			tl_client_close(run->w[i].conns[g]);
+		trib_free(run->w[i].buf);
+	}
+	trib_free(run->w);
+	trib_free(run->ref);
+	trib_free(run->st_hdr);
+	for (uint32_t i = 0; i < run->ngw; i++) {
+		tl_client_close(run->mconns[i]);
+		tl_client_close(run->pconns[i]);
+	}
+	trib_free(run->pbuf);
+	trib_free(run->acks);
+	trib_free(run->include);
+	json_decref(run->report);
+	pthread_mutex_destroy(&run->nodes_lock);
+	trib_free(run->admin);
+	trib_free(run);
+}
+
+/* The run behind tl_sim_main once the options are known. Returns the exit code. */
+static int sim_run(const struct tl_sim_opts *o)
+{
+	struct tl_sim_run *run;
+	int rc = 1;
+
+	run = trib_calloc(1, sizeof(*run));
+	if (!run) {
+		trib_error("out of memory");
+		return 1;
+	}
+	run->o = o;
+	run->ngw = o->nurls;
+	for (uint32_t i = 0; i < run->ngw; i++) {
+		run->gw[i].url = o->urls[i];
+		atomic_init(&run->gw[i].node, SIM_NODE_NONE);
+	}
+	pthread_mutex_init(&run->nodes_lock, NULL);
+	if (o->report_json)
+		run->report = json_array();
+	/* Out of memory for the report: no run, and nothing said (as for the token). */
+	if ((!o->report_json || run->report) && !run_job(run) && !run_buffers(run) &&
+	    !open_workers(run, run->w, run->nw))
+		rc = run_rounds(run);
+	if (run->report && tl_sim_write_report(o->report_json, run->report, rc == 0))
+		rc = 1;
+	run_free(run);
+	return rc;
+}
+
+int tl_sim_main(int argc, char **argv)
+{
+	struct tl_sim_opts o;
+	char why[256];
+	int err;
+
+	err = tl_sim_parse_args(argc, argv, &o, why, sizeof(why));
+	if (err == -ECANCELED) {
+		fputs(tl_sim_usage, stdout);
+		return 0;
+	}
+	if (err) {
+		fprintf(stderr, "tributary simulate: %s\n%s", why, tl_sim_usage);
+		return 2;
+	}
+	trib_log_init("simulate");
+	if (o.quiet)
+		trib_log_set_level(TRIB_LOG_WARN);
+	return sim_run(&o);
+}
