@@ -18,10 +18,14 @@
 #include "rt_api.h"
 #include "rt_loop.h"
 #include "trib_log.h"
+#include "trib_signal.h"
 #include "trib_time.h"
 #include "trib_token.h"
 
 #define DRAIN_MAX_NS (30ull * 1000000000ull)
+
+/* Read from a signalfd in the loop: drain on the first two, reap on the third. */
+static const int sigs[] = { SIGINT, SIGTERM, SIGCHLD };
 
 struct rt_up {
 	struct rt_node *node;
@@ -32,6 +36,7 @@ struct rt_up {
 	int h_wire;                /* the loop's handler for the agent's eventfd */
 	uint64_t wire_cnt;         /* what the eventfd read returns */
 	uint64_t drain_deadline;
+	int sfd;                   /* SIGINT, SIGTERM, SIGCHLD (trib_signal_open) */
 };
 
 /* --- the node's hooks --- */
@@ -207,7 +212,7 @@ static int find_fn_path(char *out, size_t cap)
 static int loop_open(struct rt_up *up)
 {
 	const struct rt_node_opts *o = &up->node->opts;
-	struct rt_loop_opts lo = { o->listen_host, o->listen_port, o->port_file };
+	struct rt_loop_opts lo = { o->listen_host, o->listen_port, o->port_file, up->sfd };
 	struct rt_loop_hooks lh = { up, on_tick, on_signal, before_wait };
 	struct rt_conn_hooks ch;
 	int err;
@@ -251,16 +256,23 @@ static int serve_setup(struct rt_up *up)
 int rt_up_run(const struct rt_node_opts *opts)
 {
 	struct rt_node_opts o = *opts;
-	struct rt_up up = { 0 };
+	struct rt_up up = { .sfd = -1 };
 	char fnpath[PATH_MAX];
 	int err;
 
 	trib_log_init(opts->controller ? "node" : "up");
+	/* Before any thread starts (nng's, in a cluster): they inherit the blocked set. */
+	err = trib_signal_open(sigs, sizeof(sigs) / sizeof(sigs[0]), &up.sfd);
+	if (err) {
+		trib_error("signals: %s", strerror(-err));
+		return 1;
+	}
 	if (!o.fn_path) {
 		err = find_fn_path(fnpath, sizeof(fnpath));
 		if (err) {
 			trib_error("tributary-fn not found beside this executable (%s): %s", fnpath,
 				   strerror(-err));
+			close(up.sfd);
 			return 1;
 		}
 		o.fn_path = fnpath;
@@ -274,8 +286,10 @@ int rt_up_run(const struct rt_node_opts *opts)
 		snprintf(dbpath, sizeof(dbpath), "%s/tributary.db", o.data_dir);
 		err = rt_node_open(&up.node, &o, dbpath);
 	}
-	if (err)
+	if (err) {
+		close(up.sfd);
 		return 1;
+	}
 	up.node->hooks = (struct rt_node_hooks){ &up, io_recv, io_poll, model_ready,
 						 round_advanced, local_sum, fold_result };
 	err = o.controller ? 0 : admin_token_load(up.node);
@@ -295,6 +309,7 @@ int rt_up_run(const struct rt_node_opts *opts)
 	up.agent = NULL;
 	rt_api_close(up.api);
 	rt_node_close(up.node);
+	close(up.sfd);
 	if (!err)
 		trib_info("stopped");
 	return err ? 1 : 0;

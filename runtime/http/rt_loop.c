@@ -5,7 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <signal.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +13,7 @@
 
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_signal.h"
 
 struct io_uring_sqe *rt_loop_sqe(struct rt_loop *l)
 {
@@ -35,11 +36,15 @@ static void arm_accept(struct rt_loop *l)
 	l->accepting = true;
 }
 
+/* A poll, then non-blocking reads (trib_signal.h says why). */
 static void arm_signal(struct rt_loop *l)
 {
-	struct io_uring_sqe *sqe = rt_loop_sqe(l);
+	struct io_uring_sqe *sqe;
 
-	io_uring_prep_read(sqe, l->sfd, &l->si, sizeof(l->si), 0);
+	if (l->sfd < 0)
+		return;
+	sqe = rt_loop_sqe(l);
+	io_uring_prep_poll_add(sqe, l->sfd, POLLIN);
 	io_uring_sqe_set_data64(sqe, ud_plain(OP_SIGNAL));
 }
 
@@ -108,10 +113,15 @@ static void on_accept(struct rt_loop *l, int res, unsigned flags)
 	rt_conn_accepted(l, res);
 }
 
-static void on_signal(struct rt_loop *l, int res)
+static void on_signal(struct rt_loop *l)
 {
-	if (res == sizeof(l->si) && l->hooks.on_signal)
-		l->hooks.on_signal(l->hooks.ctx, (int)l->si.ssi_signo);
+	int sig;
+
+	while ((sig = trib_signal_read(l->sfd)) > 0)
+		if (l->hooks.on_signal)
+			l->hooks.on_signal(l->hooks.ctx, sig);
+	if (sig < 0)
+		trib_warn("reading signals: %s", strerror(-sig));
 	if (!l->stop)
 		arm_signal(l);
 }
@@ -134,7 +144,7 @@ static void dispatch(struct rt_loop *l, uint64_t ud, int res, unsigned flags)
 		rt_conn_on_complete(l, ud_conn_of(ud), res);
 		break;
 	case OP_SIGNAL:
-		on_signal(l, res);
+		on_signal(l);
 		break;
 	case OP_TICK:
 		on_tick(l);
@@ -284,7 +294,6 @@ int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 		 const struct rt_loop_hooks *hooks, const struct rt_conn_hooks *conn_hooks)
 {
 	struct rt_loop *l;
-	sigset_t mask;
 	int err;
 
 	l = trib_calloc(1, sizeof(*l));
@@ -293,31 +302,20 @@ int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 	l->opts = *opts;
 	l->hooks = *hooks;
 	l->conn_hooks = *conn_hooks;
-	l->lfd = l->sfd = -1;
+	l->lfd = -1;
+	l->sfd = opts->signal_fd;
 	err = listen_on(&l->opts, &l->lfd);
 	if (err)
 		goto err_free;
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &mask, NULL);
-	l->sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-	if (l->sfd < 0) {
-		err = -errno;
-		goto err_close_listen;
-	}
 	err = ring_init(l);
 	if (err)
-		goto err_close_signal;
+		goto err_close_listen;
 	trib_info("gateway listening on http://%s:%u", l->opts.listen_host, l->opts.listen_port);
 	if (l->opts.port_file)
 		write_port_file(&l->opts);
 	*out = l;
 	return 0;
 
-err_close_signal:
-	close(l->sfd);
 err_close_listen:
 	close(l->lfd);
 err_free:
@@ -357,7 +355,6 @@ void rt_loop_close(struct rt_loop *l)
 		l->conns->op_pending = false;
 		rt_conn_free(l, l->conns);
 	}
-	close(l->sfd);
 	close(l->lfd);
 	trib_free(l);
 }

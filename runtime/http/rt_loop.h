@@ -86,7 +86,7 @@ struct rt_loop_hooks {
 	void *ctx;
 	/* Every RT_LOOP_TICK_MS. */
 	void (*on_tick)(void *ctx);
-	/* SIGINT, SIGTERM or SIGCHLD arrived (they are blocked and read from a signalfd). */
+	/* A signal was read from opts->signal_fd. */
 	void (*on_signal)(void *ctx, int signo);
 	/* Before each wait for completions: the place to call rt_loop_stop(). */
 	void (*before_wait)(void *ctx);
@@ -96,6 +96,7 @@ struct rt_loop_opts {
 	const char *listen_host; /* an IPv4 address */
 	uint16_t listen_port;    /* 0 picks a free port (rt_loop_port() says which) */
 	const char *port_file;   /* if set, the bound port is written there once listening */
+	int signal_fd;           /* a trib_signal_open() fd (borrowed), or -1: no signals */
 };
 
 /* Counted by the loop for /metrics. */
@@ -105,8 +106,9 @@ struct rt_loop_stats {
 };
 
 /*
- * Listen, block and watch SIGINT/SIGTERM/SIGCHLD, set up the ring. The hooks
- * are copied. *out is owned by the caller (rt_loop_close). 0 or -errno.
+ * Listen and set up the ring; signals read from opts->signal_fd go to the
+ * on_signal hook. The hooks are copied. *out is owned by the caller
+ * (rt_loop_close). 0 or -errno.
  */
 int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 		 const struct rt_loop_hooks *hooks, const struct rt_conn_hooks *conn_hooks);
@@ -118,8 +120,7 @@ bool rt_loop_stopped(const struct rt_loop *l);
 /* Take no more clients: close the listener and shut every connection down. */
 void rt_loop_drain(struct rt_loop *l);
 bool rt_loop_draining(const struct rt_loop *l);
-/* Close every connection (conn hook on_free), the ring, the signalfd, the listener. Accepts NULL.
- */
+/* Close every connection (conn hook on_free), the ring and the listener. Accepts NULL. */
 void rt_loop_close(struct rt_loop *l);
 uint16_t rt_loop_port(const struct rt_loop *l);
 const struct rt_loop_stats *rt_loop_stats(const struct rt_loop *l);

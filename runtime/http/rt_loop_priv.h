@@ -4,7 +4,6 @@
 #define RT_LOOP_PRIV_H
 
 #include <liburing.h>
-#include <sys/signalfd.h>
 
 #include "rt_loop.h"
 
@@ -74,8 +73,7 @@ struct rt_loop {
 	struct rt_loop_opts opts;
 	struct io_uring ring;
 	int lfd;
-	int sfd;
-	struct signalfd_siginfo si;
+	int sfd; /* borrowed: opts.signal_fd */
 	struct __kernel_timespec tick;
 	struct rt_conn *conns;
 	uint32_t nconns;
