@@ -34,7 +34,7 @@ static inline struct rt_api_req *R(struct rt_conn *c)
 	return rt_api_req(c);
 }
 
-/* rt_api.c: the admin token? */
+/* rt_api.c: whether the request carries the admin token (auth_job: or the job's). */
 bool rt__api_auth_admin(struct rt_conn *c);
 bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j);
 /* Count @why and answer the error. */
