@@ -170,7 +170,7 @@ static int migrate_file(const char *data_dir, const struct ctl_job *cj, const ch
 			const char *fname, uint32_t v, struct ctl_model_fmt *f)
 {
 	char path[PATH_MAX];
-	float *data;
+	float *data = NULL;
 	int err;
 
 	if (snprintf(path, sizeof(path), "%s/%s", dir, fname) >= (int)sizeof(path))

@@ -238,11 +238,16 @@ void rt_api_model_ready(struct rt_api *api, struct rt_job *j)
 {
 	struct rt_conn **pp = &api->waiters;
 
-	/* Each wake-up answers at once; one parks again only through a new request. */
+	/*
+	 * Only polls that this version satisfies are answered; one that waits for
+	 * a later version (after=v with v >= completed, as FedBuff clients that
+	 * run ahead ask) stays parked until that version or its deadline: 304
+	 * means "timed out", never "another version came".
+	 */
 	while (*pp) {
 		struct rt_conn *c = *pp;
 
-		if (R(c)->job != j) {
+		if (R(c)->job != j || j->completed <= R(c)->wait_after) {
 			pp = &R(c)->wnext;
 			continue;
 		}

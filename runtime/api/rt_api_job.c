@@ -11,6 +11,7 @@
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_name.h"
+#include "trib_schema.h"
 
 /* --- POST /v1/jobs --- */
 
@@ -87,44 +88,16 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 	return 0;
 }
 
-/* "params": N (one f32 tensor "weights") or "tensors": [...]; 0 or the HTTP status. */
+/* "params": N (one f32 tensor "weights") or "tensors": [...] (core's one rule); 0 or the status. */
 static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 {
-	json_t *params = json_object_get(o, "params"), *tensors = json_object_get(o, "tensors");
-	struct trib_tensor *t;
 	const char *why = NULL;
-	int err;
+	int err = trib_schema_from_spec(o, &def->schema, &def->nschema, &def->n_elem, &why);
 
-	if (!!params == !!tensors) {
-		snprintf(msg, cap, "%s", "give exactly one of \"params\" and \"tensors\"");
-		return 400;
-	}
-	if (tensors) {
-		err = rt_schema_from_json(tensors, &def->schema, &def->nschema, &def->n_elem, &why);
-		if (err) {
-			snprintf(msg, cap, "%s", why ? why : "out of memory");
-			return err == -ENOMEM ? 500 : 400;
-		}
+	if (!err)
 		return 0;
-	}
-	if (!json_is_integer(params) || json_integer_value(params) < 1 ||
-	    json_integer_value(params) > (1ll << 32)) {
-		snprintf(msg, cap, "%s", "params: an integer from 1 to 2^32");
-		return 400;
-	}
-	t = trib_calloc(1, sizeof(*t));
-	if (!t) {
-		snprintf(msg, cap, "%s", "out of memory");
-		return 500;
-	}
-	strcpy(t->name, "weights");
-	t->dtype = SHM_DTYPE_F32;
-	t->ndim = 1;
-	t->shape[0] = t->n_elem = (uint64_t)json_integer_value(params);
-	def->schema = t;
-	def->nschema = 1;
-	def->n_elem = t->n_elem;
-	return 0;
+	snprintf(msg, cap, "%s", err == -ENOMEM || !why ? "out of memory" : why);
+	return err == -ENOMEM ? 500 : 400;
 }
 
 /* What the algorithm, the arena and a cluster allow; 0 or the HTTP status. */

@@ -12,6 +12,7 @@
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
+#include "trib_schema.h"
 #include "trib_store.h"
 
 /* --- jobs --- */
@@ -58,80 +59,6 @@ static char *schema_to_json(const struct trib_tensor *schema, size_t n)
 	s = trib_json_dumps(arr, JSON_COMPACT);
 	json_decref(arr);
 	return s;
-}
-
-int rt_schema_from_json(json_t *arr, struct trib_tensor **out, size_t *nout, uint64_t *n_elem,
-			const char **why)
-{
-	struct trib_tensor *t;
-	size_t n = json_array_size(arr);
-	uint64_t total = 0;
-
-	if (!json_is_array(arr) || n == 0 || n > 4096) {
-		*why = "tensors: must be a non-empty array (at most 4096 tensors)";
-		return -EINVAL;
-	}
-	t = trib_calloc(n, sizeof(*t));
-	if (!t)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		json_t *e = json_array_get(arr, i);
-		json_t *name = json_object_get(e, "name");
-		json_t *shape = json_object_get(e, "shape");
-		json_t *dtype = json_object_get(e, "dtype");
-		uint64_t elems = 1;
-
-		if (!json_is_object(e) || !json_is_string(name) || !json_is_array(shape)) {
-			*why = "tensors: each entry needs a \"name\" string and a \"shape\" array";
-			goto err_free;
-		}
-		if (dtype && (!json_is_string(dtype) || strcmp(json_string_value(dtype), "F32"))) {
-			*why = "tensors: dtype must be \"F32\"";
-			goto err_free;
-		}
-		if (json_string_length(name) == 0 || json_string_length(name) >= TRIB_ST_NAME_MAX ||
-		    !strcmp(json_string_value(name), "__metadata__") ||
-		    strlen(json_string_value(name)) != json_string_length(name)) {
-			*why = "tensors: bad tensor name";
-			goto err_free;
-		}
-		strcpy(t[i].name, json_string_value(name));
-		for (size_t k = 0; k < i; k++) {
-			if (!strcmp(t[k].name, t[i].name)) {
-				*why = "tensors: duplicate tensor name";
-				goto err_free;
-			}
-		}
-		if (json_array_size(shape) > TRIB_ST_MAX_DIMS) {
-			*why = "tensors: too many dimensions (at most 8)";
-			goto err_free;
-		}
-		t[i].ndim = (uint32_t)json_array_size(shape);
-		for (uint32_t d = 0; d < t[i].ndim; d++) {
-			json_t *v = json_array_get(shape, d);
-
-			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-			    __builtin_mul_overflow(elems, (uint64_t)json_integer_value(v),
-						   &elems)) {
-				*why = "tensors: shape entries must be positive integers";
-				goto err_free;
-			}
-			t[i].shape[d] = (uint64_t)json_integer_value(v);
-		}
-		t[i].dtype = SHM_DTYPE_F32;
-		t[i].n_elem = elems;
-		if (__builtin_add_overflow(total, elems, &total) || total > (1ull << 32)) {
-			*why = "tensors: model too large (at most 2^32 parameters)";
-			goto err_free;
-		}
-	}
-	*out = t;
-	*nout = n;
-	*n_elem = total;
-	return 0;
-err_free:
-	trib_free(t);
-	return -EINVAL;
 }
 
 static int job_build_header(struct rt_job *j)
@@ -292,7 +219,7 @@ int rt__jobs_load(struct rt_node *n)
 			json_decref(params);
 			break;
 		}
-		err = rt_schema_from_json(arr, &j->schema, &j->nschema, &j->n_elem, &why);
+		err = trib_schema_from_json(arr, &j->schema, &j->nschema, &j->n_elem, &why);
 		json_decref(arr);
 		if (!err) {
 			json_t *fi = json_object_get(params, "fan_in");

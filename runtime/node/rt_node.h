@@ -194,12 +194,6 @@ int rt_node_jobs_load(struct rt_node *n);
 bool rt_node_rounds_in_flight(const struct rt_node *n);
 
 /* --- used by the API handlers --- */
-/*
- * Parse a "tensors" JSON array into a schema; *out is owned by the caller
- * (trib_free). Returns 0, -EINVAL (with *why naming the problem) or -ENOMEM.
- */
-int rt_schema_from_json(json_t *arr, struct trib_tensor **out, size_t *nout, uint64_t *n_elem,
-			const char **why);
 struct rt_job *rt_job_find(struct rt_node *n, const char *name);
 /* Returns 0 or -errno; *why says what is wrong with the request (static string or NULL). */
 struct rt_job_spec {

@@ -241,9 +241,8 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 
 	if (j->algo.async) {
 		/* FedBuff: @round is the version the update was trained from. */
-		if (round > j->round || j->round - round > j->algo.max_staleness)
+		if (fn_fedbuff_fold_scale(j->round, round, j->algo.max_staleness, &fold_scale))
 			return -ESTALE;
-		fold_scale = (float)fn_fedbuff_staleness_weight(j->round - round);
 		round = j->round;
 	} else if (round != j->round) {
 		return -ESTALE;
