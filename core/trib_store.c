@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -394,4 +395,152 @@ int trib_store_latest_round(const char *data_dir, const char *job, uint32_t *rou
 		return -ENOENT;
 	*round = best;
 	return 0;
+}
+
+/*
+ * Whether @name is a temp name of write_atomic_iov, ".{base}.tmp.{pid}.{seq}"
+ * with a non-empty base; *pid gets the pid.
+ */
+static bool parse_tmp(const char *name, long *pid)
+{
+	size_t len = strlen(name), i = len, seq_at, pid_at;
+	long v = 0;
+
+	if (len < 1 || name[0] != '.')
+		return false;
+	/* Walk back over "{seq}", ".", "{pid}", then ".tmp". */
+	while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9')
+		i--;
+	seq_at = i;
+	if (seq_at == len || i == 0 || name[i - 1] != '.')
+		return false;
+	i--;
+	while (i > 0 && name[i - 1] >= '0' && name[i - 1] <= '9')
+		i--;
+	pid_at = i;
+	if (pid_at == seq_at - 1 || pid_at < 6 || strncmp(name + pid_at - 5, ".tmp.", 5))
+		return false;
+	/* A non-empty base between the leading dot and ".tmp.". */
+	if (pid_at - 5 < 2)
+		return false;
+	for (i = pid_at; i < seq_at - 1; i++) {
+		if (v > (long)INT_MAX / 10)
+			return false;
+		v = v * 10 + (name[i] - '0');
+	}
+	*pid = v;
+	return true;
+}
+
+/* Another live process with @pid may still be writing its temp file. */
+static bool pid_alive_other(long pid)
+{
+	if (pid <= 0 || pid > INT_MAX || pid == (long)getpid())
+		return false;
+	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+int trib_store_sweep_tmp(const char *dir, unsigned *removed)
+{
+	struct dirent *de;
+	struct stat sb;
+	unsigned n = 0;
+	long pid;
+	DIR *d;
+	int err;
+
+	if (!dir || !removed)
+		return -EINVAL;
+	*removed = 0;
+	d = opendir(dir);
+	if (!d)
+		return -errno;
+	for (;;) {
+		errno = 0;
+		de = readdir(d);
+		if (!de)
+			break;
+		if (!parse_tmp(de->d_name, &pid) || pid_alive_other(pid))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(sb.st_mode))
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			n++;
+		else if (errno != ENOENT)
+			trib_warn("store: %s/%s: cannot remove this leftover temporary file: %s",
+				  dir, de->d_name, strerror(errno));
+	}
+	err = errno ? -errno : 0;
+	closedir(d);
+	*removed = n;
+	return err;
+}
+
+/* Sweep @dir (named @what in the log); -ENOENT is nothing to sweep. */
+static int sweep_one(const char *dir, const char *what, unsigned *total)
+{
+	unsigned n = 0;
+	int err = trib_store_sweep_tmp(dir, &n);
+
+	if (err == -ENOENT)
+		return 0;
+	if (err) {
+		trib_error("store: %s: cannot look for leftover temporary files: %s", dir,
+			   strerror(-err));
+		return err;
+	}
+	if (n)
+		trib_info("store: %s: removed %u temporary file%s left by interrupted writes", what,
+			  n, n == 1 ? "" : "s");
+	*total += n;
+	return 0;
+}
+
+int trib_store_sweep(const char *data_dir, unsigned *removed)
+{
+	char dir[PATH_MAX], what[PATH_MAX + 8];
+	unsigned total = 0;
+	struct dirent *de;
+	int n, err, first = 0;
+	DIR *d;
+
+	if (!data_dir || !data_dir[0])
+		return -EINVAL;
+	err = sweep_one(data_dir, data_dir, &total);
+	if (err)
+		first = err;
+	n = snprintf(dir, sizeof(dir), "%s/jobs", data_dir);
+	if (n < 0 || (size_t)n >= sizeof(dir))
+		return -ENAMETOOLONG;
+	d = opendir(dir);
+	if (!d && errno != ENOENT) {
+		err = -errno;
+		trib_error("store: %s: %s", dir, strerror(-err));
+		return first ? first : err;
+	}
+	while (d) {
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			if (errno && !first)
+				first = -errno;
+			break;
+		}
+		if (!trib_job_name_valid(de->d_name))
+			continue;
+		n = snprintf(dir, sizeof(dir), "%s/jobs/%s", data_dir, de->d_name);
+		if (n < 0 || (size_t)n >= sizeof(dir))
+			continue;
+		snprintf(what, sizeof(what), "job %s", de->d_name);
+		err = sweep_one(dir, what, &total);
+		/* A job name that is a plain file is not a job directory. */
+		if (err && err != -ENOTDIR && !first)
+			first = err;
+	}
+	if (d)
+		closedir(d);
+	if (removed)
+		*removed = total;
+	return first;
 }

@@ -52,6 +52,24 @@ int trib_store_latest_round(const char *data_dir, const char *job, uint32_t *rou
 int trib_write_file_atomic(const char *path, const void *buf, size_t len, mode_t mode);
 
 /*
+ * Remove the temporary files that interrupted atomic writes left in @dir
+ * (trib_write_file_atomic and trib_store_write_model name them
+ * ".{name}.tmp.{pid}.{seq}"): regular files of that name only, except
+ * those whose pid is a live process other than this one (another writer
+ * may be between its write and its rename). Call it before this process
+ * writes in @dir. *removed gets the count. 0 or -errno (-ENOENT: no @dir).
+ */
+int trib_store_sweep_tmp(const char *dir, unsigned *removed);
+
+/*
+ * At start: trib_store_sweep_tmp on DATA_DIR and on each DATA_DIR/jobs/{job},
+ * one log line for each directory that had any (with the count). A missing
+ * directory is not an error. *removed (may be NULL) gets the total. 0 or
+ * -errno of the first directory that could not be read (logged).
+ */
+int trib_store_sweep(const char *data_dir, unsigned *removed);
+
+/*
  * mkdir -p: create @path and missing parents with @mode (subject to umask);
  * existing directories are left as they are. -ENOTDIR if a component is not a
  * directory.

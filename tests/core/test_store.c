@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "trib_store.h"
@@ -322,4 +323,98 @@ Test(core_store, write_file_atomic_mode_0600)
 	cr_assert_eq(sb.st_size, 0);
 	cr_assert_eq(sb.st_mode & 07777, 0640);
 	cr_assert_eq(trib_write_file_atomic(tpath(p, "dir/"), "x", 1, 0600), -EISDIR);
+}
+
+/* Create @rel (under the test dir) with a few bytes. */
+static void touch(const char *rel)
+{
+	char p[PATH_MAX];
+	int fd = open(tpath(p, rel), O_WRONLY | O_CREAT | O_EXCL, 0600);
+
+	cr_assert_geq(fd, 0, "create %s: %s", rel, strerror(errno));
+	cr_assert_eq(write(fd, "x", 1), 1);
+	close(fd);
+}
+
+/* The pid of a process that has exited (and been reaped): its temp files are litter. */
+static long dead_pid(void)
+{
+	pid_t pid = fork();
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	return (long)pid;
+}
+
+Test(core_store, sweep_tmp_removes_only_leftover_temp_names)
+{
+	static const char *const keep[] = {
+		"round-3.safetensors", ".round-3.safetensors.tmp", ".round-3.safetensors.tmp.12",
+		".tmp.12.3", "round-3.safetensors.tmp.12.3", ".x.tmp.12.3a", ".x.tmp..3",
+		".dir.tmp.12.3", ".live.tmp.1.0", "server-state-v2.bin",
+	};
+	char p[PATH_MAX], name[128];
+	long dead = dead_pid();
+	unsigned n = 99;
+
+	touch("round-3.safetensors");
+	touch(".round-3.safetensors.tmp");
+	touch(".round-3.safetensors.tmp.12");
+	touch(".tmp.12.3");
+	touch("round-3.safetensors.tmp.12.3");
+	touch(".x.tmp.12.3a");
+	touch(".x.tmp..3");
+	touch("server-state-v2.bin");
+	/* pid 1 is alive and not us: another writer's file is left alone. */
+	touch(".live.tmp.1.0");
+	cr_assert_eq(mkdir(tpath(p, ".dir.tmp.12.3"), 0700), 0, "a directory is never removed");
+	/* What write_atomic_iov leaves when it is killed: ours (a past life) and a dead pid's. */
+	snprintf(name, sizeof(name), ".round-4.safetensors.tmp.%ld.0", (long)getpid());
+	touch(name);
+	snprintf(name, sizeof(name), ".round-4.safetensors.tmp.%ld.17", dead);
+	touch(name);
+	snprintf(name, sizeof(name), ".server-state-v5.bin.tmp.%ld.2", dead);
+	touch(name);
+	cr_assert_eq(trib_store_sweep_tmp(tdir, &n), 0);
+	cr_assert_eq(n, 3);
+	assert_dir_holds(tdir, keep, sizeof(keep) / sizeof(keep[0]));
+	cr_assert_eq(trib_store_sweep_tmp(tdir, &n), 0);
+	cr_assert_eq(n, 0, "a second sweep finds nothing");
+	cr_assert_eq(trib_store_sweep_tmp(tpath(p, "missing"), &n), -ENOENT);
+}
+
+Test(core_store, sweep_covers_data_dir_and_every_job_dir)
+{
+	static const char *const top[] = { "jobs", "admin-token", "notes" };
+	static const char *const a[] = { "round-0.safetensors" };
+	static const char *const none[] = { NULL };
+	char p[PATH_MAX], name[160];
+	long dead = dead_pid();
+	unsigned n = 0;
+
+	cr_assert_eq(trib_store_write_model(tdir, "a", 0, "h", 1, NULL, 0, NULL, 0), 0);
+	cr_assert_eq(trib_mkdir_p(tpath(p, "jobs/b"), 0700), 0);
+	touch("admin-token");
+	cr_assert_eq(mkdir(tpath(p, "notes"), 0700), 0);
+	snprintf(name, sizeof(name), ".admin-token.tmp.%ld.0", dead);
+	touch(name);
+	for (int i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "jobs/a/.round-1.safetensors.tmp.%ld.%d", dead, i);
+		touch(name);
+		snprintf(name, sizeof(name), "jobs/b/.round-%d.safetensors.tmp.%ld.%d", i, dead,
+			 i);
+		touch(name);
+	}
+	/* Not a job directory (not a valid job name): left alone. */
+	snprintf(name, sizeof(name), "notes/.x.tmp.%ld.0", dead);
+	touch(name);
+	cr_assert_eq(trib_store_sweep(tdir, &n), 0);
+	cr_assert_eq(n, 5);
+	assert_dir_holds(tdir, top, 3);
+	assert_dir_holds(tpath(p, "jobs/a"), a, 1);
+	assert_dir_holds(tpath(p, "jobs/b"), none, 0);
+	cr_assert_eq(trib_store_sweep(tpath(p, "nothing-here"), &n), 0, "no data dir: nothing");
+	cr_assert_eq(n, 0);
 }
