@@ -165,8 +165,8 @@ static void before_wait(void *ctx)
 	if (!rt_node_rounds_in_flight(up->node)) {
 		rt_loop_stop(up->loop);
 	} else if (trib_now_ns() > up->drain_deadline) {
-		trib_warn("stopping with rounds still aggregating after 30 s; their updates are "
-			  "lost");
+		trib_warn("stopping with rounds not stored after 30 s (still aggregating, or "
+			  "their model cannot be written); their updates are lost");
 		rt_loop_stop(up->loop);
 	}
 }
@@ -258,6 +258,7 @@ int rt_up_run(const struct rt_node_opts *opts)
 	struct rt_node_opts o = *opts;
 	struct rt_up up = { .sfd = -1 };
 	char fnpath[PATH_MAX];
+	uint32_t unsaved = 0;
 	int err;
 
 	trib_log_init(opts->controller ? "node" : "up");
@@ -302,6 +303,8 @@ int rt_up_run(const struct rt_node_opts *opts)
 	}
 	if (!err)
 		rt_loop_run(up.loop);
+	/* A stop never leaves an acknowledged update unsaved without saying so, loudly. */
+	unsaved = rt_node_report_unsaved(up.node);
 	up.node->stopping = true;
 	rt_loop_close(up.loop);
 	up.loop = NULL;
@@ -310,7 +313,10 @@ int rt_up_run(const struct rt_node_opts *opts)
 	rt_api_close(up.api);
 	rt_node_close(up.node);
 	close(up.sfd);
-	if (!err)
+	if (!err && unsaved)
+		trib_error("stopped with %u round%s answered 202 but not stored (see above)", unsaved,
+			   unsaved == 1 ? "" : "s");
+	else if (!err)
 		trib_info("stopped");
-	return err ? 1 : 0;
+	return err || unsaved ? 1 : 0;
 }

@@ -12,6 +12,7 @@
 #include "trib_alloc.h"
 #include "trib_name.h"
 #include "trib_schema.h"
+#include "trib_time.h"
 
 /* --- POST /v1/jobs --- */
 
@@ -295,6 +296,25 @@ static json_t *job_json(struct rt_node *n, struct rt_job *j)
 			 (json_int_t)j->last_round_ms, "tensors", tensors ? tensors : json_array());
 }
 
+/*
+ * Whether the job's models are being stored: {"state": "ok"}, or "failing"
+ * with the errno of the last attempt, since when (unix seconds), the
+ * retries so far, the round whose model waits, and the next attempt.
+ */
+static json_t *store_json(const struct rt_job *j)
+{
+	const struct trib_retry *s = &j->store;
+	uint64_t now = trib_now_ns();
+
+	if (!trib_retry_pending(s))
+		return json_pack("{s:s}", "state", "ok");
+	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "state", "failing", "errno",
+			 trib_errno_name(s->err), "error", strerror(-s->err), "since",
+			 (json_int_t)s->since_unix, "retries", (json_int_t)s->retries, "round",
+			 (json_int_t)s->what, "next_retry_s",
+			 s->next_ns > now ? (double)(s->next_ns - now) / 1e9 : 0.0);
+}
+
 /* job_json, plus what the planner and the deadline add. */
 json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 {
@@ -325,6 +345,7 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 	}
 	if (j->open)
 		json_object_set_new(o, "leaves", json_integer(rt_round_nleaves(j->open)));
+	json_object_set_new(o, "store", store_json(j));
 	return o;
 }
 

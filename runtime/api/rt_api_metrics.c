@@ -202,6 +202,7 @@ static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 	static const char *const reasons[RT_REJ__COUNT] = {
 		"malformed", "auth", "unknown_job", "round", "too_large",
 		"media_type", "shape", "non_finite", "arena_full", "no_length",
+		"store_failing",
 	};
 	static const char *const les[] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
 					   "1", "2.5", "5", "10", "30", "+Inf" };
@@ -305,6 +306,24 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 		OUT("tributary_job_round{job=\"%s\"} %u\n", j->name, j->round);
 }
 
+/* Model writes that failed, and the jobs refusing updates until theirs succeeds. */
+static void metrics_store(struct mtext *t, struct rt_node *n)
+{
+	OUT("# HELP tributary_store_errors_total Model writes that failed (each retry counts), by "
+	    "job and errno.\n# TYPE tributary_store_errors_total counter\n");
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		for (size_t i = 0; i < RT_STORE_ERRNOS && j->store_errs[i].n; i++)
+			OUT("tributary_store_errors_total{job=\"%s\",errno=\"%s\"} %llu\n", j->name,
+			    j->store_errs[i].err ? trib_errno_name(j->store_errs[i].err) : "other",
+			    (unsigned long long)j->store_errs[i].n);
+	OUT("# HELP tributary_store_failing 1 while a round of the job has a model that could not "
+	    "be stored: its updates get 503 until the retry succeeds.\n"
+	    "# TYPE tributary_store_failing gauge\n");
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		OUT("tributary_store_failing{job=\"%s\"} %d\n", j->name,
+		    trib_retry_pending(&j->store) ? 1 : 0);
+}
+
 /* Per function: messages, bytes and (shm+bpf) queue depth. */
 static void metrics_per_fn(struct mtext *t, struct rt_node *n)
 {
@@ -350,6 +369,7 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	}
 	metrics_counters(t, &n->m, rt_loop_stats(c->loop));
 	metrics_functions(t, n, &n->m);
+	metrics_store(t, n);
 	metrics_per_fn(t, n);
 	if (n->route) {
 		struct ebpf_global_stats g;

@@ -12,6 +12,7 @@
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_parse.h"
+#include "trib_retry.h"
 
 /* --- POST /v1/jobs/{job}/updates --- */
 
@@ -112,6 +113,27 @@ out:
 	return rc;
 }
 
+/*
+ * A round of @j has a model that could not be stored: no update of the job
+ * may be answered 202 until it is (the node retries by itself). Answers 503
+ * naming the cause and returns true, or returns false.
+ */
+static bool store_refuse(struct rt_conn *c, struct rt_job *j)
+{
+	uint32_t retry_s = 1;
+	int err = rt_job_store_refusal(j, &retry_s);
+	char msg[320], extra[40];
+
+	if (!err)
+		return false;
+	snprintf(msg, sizeof(msg), "the model of round %u could not be stored (%s: %s); no update "
+		 "is accepted until it is, and the server retries by itself",
+		 j->store.what, trib_errno_name(err), strerror(-err));
+	snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry_s);
+	rt__api_reject(c, RT_REJ_STORE, 503, msg, -1, extra);
+	return true;
+}
+
 static void on_update_body(struct rt_conn *c)
 {
 	struct rt_node *n = N(c);
@@ -138,6 +160,9 @@ static void on_update_body(struct rt_conn *c)
 			return; /* answered */
 		nsegs = (uint32_t)j->nschema;
 	}
+	/* The store may have failed while the body was arriving. */
+	if (store_refuse(c, j))
+		return;
 	if (API(c)->clustered) {
 		/* Counted by the controller, folded where the placement says; 202 after that. */
 		API(c)->cluster.update(API(c)->cluster.ctx, c, segs_off, nsegs);
@@ -211,6 +236,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	int err;
 
 	if (!rt__api_require_job(c, j))
+		return;
+	if (store_refuse(c, j))
 		return;
 	if (rt__api_ctype_is(c->req.content_type, "application/octet-stream")) {
 		R(c)->safetensors = false;

@@ -34,6 +34,7 @@ void rt__job_free(struct rt_job *j)
 		rt__round_free(NULL, r, false);
 	}
 	trib_blob_release(j->model);
+	trib_blob_release(j->remote_pending);
 	trib_free(j->opt_state);
 	trib_free(j->schema);
 	trib_free(j->schema_json);

@@ -113,6 +113,8 @@ int rt_node_open(struct rt_node **out, const struct rt_node_opts *opts, const ch
 		trib_error("data dir %s: %s", n->opts.data_dir, strerror(-err));
 		goto err_free;
 	}
+	/* Before anything is written: what killed writes left behind goes (logged per job). */
+	trib_store_sweep(n->opts.data_dir, NULL);
 	err = ctl_store_open(db_path, &n->store);
 	if (err) {
 		trib_error("state %s: %s", db_path, strerror(-err));

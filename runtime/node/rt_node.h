@@ -12,6 +12,7 @@
 #include "rt_fnproc.h"
 #include "shm_abi.h"
 #include "trib_blob.h"
+#include "trib_retry.h"
 #include "trib_safetensors.h"
 
 struct ctl_store;
@@ -43,6 +44,14 @@ const char *rt_dataplane_name(uint32_t dp);
 uint32_t rt_dataplane_from_name(const char *name);
 
 
+/* Failed model writes of one job with one errno (0: every other errno), for /metrics. */
+struct rt_store_errs {
+	int err;    /* -errno; 0 on the last entry: the rest */
+	uint64_t n;
+};
+
+#define RT_STORE_ERRNOS 8
+
 struct rt_job {
 	int64_t db_id;
 	uint32_t id;              /* node-local numeric id in descriptors */
@@ -73,6 +82,17 @@ struct rt_job {
 	uint32_t xtarget;         /* cluster: updates this node folds in the open round, once the
 				   * controller closed it; UINT32_MAX before */
 	uint32_t sync_round, sync_version; /* cluster: what the last heartbeat said we lack */
+	/*
+	 * A finished round whose model could not be stored (the disk is full,
+	 * an I/O error): retried with backoff from the tick; while it is
+	 * pending the job's updates get 503 (rt_job_store_refusal).
+	 */
+	struct trib_retry store;
+	struct rt_store_errs store_errs[RT_STORE_ERRNOS]; /* failed writes by errno */
+	/* cluster: a model from the controller that could not be stored yet (owned), or NULL */
+	struct trib_blob *remote_pending;
+	uint32_t remote_updates;  /* its count and weight, for the round record */
+	double remote_weight;
 	struct rt_job *next;
 };
 
@@ -88,6 +108,7 @@ enum rt_reject {
 	RT_REJ_NONFINITE,
 	RT_REJ_FULL,
 	RT_REJ_NO_LENGTH,
+	RT_REJ_STORE,      /* a round's model could not be stored: no 202 until it is */
 	RT_REJ__COUNT,
 };
 
@@ -192,6 +213,13 @@ void rt_node_close(struct rt_node *n);
 int rt_node_jobs_load(struct rt_node *n);
 /* Full rounds whose model is not written yet: every update in them was answered 202. */
 bool rt_node_rounds_in_flight(const struct rt_node *n);
+/*
+ * At a stop: log loudly, per job, each finished round whose model is not
+ * stored (a write that kept failing) and the updates answered 202 that go
+ * with it. Returns the number of such rounds (0: nothing acknowledged is
+ * left unsaved, bar open rounds).
+ */
+uint32_t rt_node_report_unsaved(const struct rt_node *n);
 
 /* --- used by the API handlers --- */
 struct rt_job *rt_job_find(struct rt_node *n, const char *name);
@@ -222,6 +250,13 @@ int rt_job_accept(struct rt_node *n, struct rt_job *job, uint32_t round, uint64_
  * the arena full for good).
  */
 void rt_job_relieve(struct rt_node *n, struct rt_job *job);
+/*
+ * Whether @job takes updates: 0, or -errno of the model write that keeps
+ * failing (its round's model is not stored yet, so no new update may be
+ * answered 202). *retry_s (if not NULL) gets the seconds until the next
+ * attempt, at least 1.
+ */
+int rt_job_store_refusal(const struct rt_job *job, uint32_t *retry_s);
 /* Set the starting model (before the first update): @data is n_elem floats in schema order. */
 int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data);
 /* The model file of version @v, held for the caller (trib_blob_release), or NULL (errno set). */
@@ -257,7 +292,11 @@ uint64_t rt_job_acc_len(const struct rt_job *j);
 void rt_job_set_target(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t target);
 /*
  * Model version @version (the model of round @version - 1) came from the
- * controller: write it, free that round's tree, wake long polls. 0 or -errno.
+ * controller: write it, free that round's tree, wake long polls. A write
+ * that fails keeps the model here and is retried from the tick with
+ * backoff (the job's updates get 503 meanwhile, as in `up`); a newer
+ * version replaces the one waiting. 0 (stored, or kept to be stored) or
+ * -ENOMEM.
  */
 int rt_job_commit_remote(struct rt_node *n, struct rt_job *j, uint32_t version,
 			 const float *model, uint32_t updates, double weight);

@@ -122,11 +122,16 @@ int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i);
 void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
-int rt__opt_state_commit(struct rt_node *n, struct rt_job *j, struct rt_round *r);
+int rt__opt_state_save(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t **copy);
+void rt__opt_state_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t *copy);
 
 /* rt_round.c */
 void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline);
+
+/* rt_commit.c */
 void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j);
+/* From the tick: retry the writes that failed and are due. */
+void rt__store_retry_tick(struct rt_node *n, uint64_t now);
 
 /* rt_record.c */
 struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t round,

@@ -294,34 +294,45 @@ void rt__opt_state_load(struct rt_node *n, struct rt_job *j)
 }
 
 /*
- * Keep the state the top wrote for this round: on disk first (with the
- * version it belongs to), then in memory. The model file, written after it,
- * is the commit point; a crash between the two leaves a state file for a
+ * Keep the state the top wrote for this round, in two steps around the
+ * model file, which is the commit point. Save: on disk (with the version it
+ * belongs to) and a copy in *copy (owned by the caller), before the model.
+ * A crash (or a failed model write) after it leaves a state file for a
  * version that is never served, and the previous one still loads.
  */
-int rt__opt_state_commit(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+int rt__opt_state_save(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t **copy)
 {
 	char path[PATH_MAX];
 	const uint8_t *out;
-	uint8_t *copy;
 	int err;
 
+	*copy = NULL;
 	if (!r->state_slot)
 		return 0;
 	out = (const uint8_t *)shm_arena_ptr(n->arena, r->state_slot) + r->state_size;
+	*copy = trib_malloc(r->state_size);
+	if (!*copy)
+		return -ENOMEM;
+	memcpy(*copy, out, r->state_size);
 	opt_state_path(n, j, r->round + 1, path, sizeof(path));
 	err = trib_write_file_atomic(path, out, r->state_size, 0600);
-	if (err)
-		return err;
-	copy = trib_malloc(r->state_size);
-	if (!copy)
-		return -ENOMEM;
-	memcpy(copy, out, r->state_size);
+	if (err) {
+		trib_free(*copy);
+		*copy = NULL;
+	}
+	return err;
+}
+
+/* Adopt: the model is stored; @copy (taken) is the state now, the previous version's file goes. */
+void rt__opt_state_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t *copy)
+{
+	char path[PATH_MAX];
+
+	if (!r->state_slot)
+		return;
 	trib_free(j->opt_state);
 	j->opt_state = copy;
 	j->opt_state_len = r->state_size;
 	opt_state_path(n, j, r->round, path, sizeof(path));
 	unlink(path);
-	return 0;
 }
-

@@ -1,14 +1,12 @@
 // SPDX-License-Identifier: MIT
-/* Rounds: open, take updates, close (full or at the deadline), commit; a cluster node's verbs. */
+/* Rounds: open, take updates, close (full or at the deadline); a cluster node's verbs. */
 #include "rt_node_priv.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
-#include <time.h>
 
 #include "ctl_plan.h"
-#include "ctl_store.h"
 #include "ebpf_route.h"
 #include "fn_fedbuff.h"
 #include "shm_arena.h"
@@ -304,101 +302,6 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	return 0;
 }
 
-static void round_hist_add(struct rt_metrics *m, double s)
-{
-	static const double bounds[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
-	size_t i;
-
-	for (i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++)
-		if (s <= bounds[i])
-			break;
-	m->round_hist[i]++;
-	m->round_sum_s += s;
-}
-
-/* Write the models of finished rounds, oldest first, as long as they are next in line. */
-void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j)
-{
-	if (n->clustered) {
-		/* The node's sum goes to the round's top; the model comes from the controller. */
-		for (struct rt_round *r = j->inflight; r; r = r->next)
-			if (r->has_result && n->hooks.local_sum)
-				n->hooks.local_sum(n->hooks.ctx, j, r);
-		return;
-	}
-	while (j->inflight && j->inflight->has_result && j->inflight->round == j->completed) {
-		struct rt_round *r = j->inflight;
-		const struct shm_desc *d = &r->result;
-		const float *model = r->result_payload;
-		struct ctl_round rec;
-		struct trib_blob *b;
-		double secs;
-		int err;
-
-		if (!model) {
-			const struct shm_seg *seg = shm_arena_ptr(n->arena, d->segs_off);
-
-			model = shm_arena_ptr(n->arena, seg->src_off);
-		}
-		err = rt__opt_state_commit(n, j, r);
-		if (err) {
-			trib_error("job %s round %u: saving the optimiser state: %s", j->name,
-				   r->round, strerror(-err));
-			return;
-		}
-		b = rt__model_blob(j, model, r->round + 1);
-		if (!b) {
-			trib_error("job %s round %u: no memory for the model", j->name, r->round);
-			return;
-		}
-		err = rt__store_blob(n, j, b);
-		if (err) {
-			trib_error("job %s round %u: writing the model: %s", j->name, r->round,
-				   strerror(-err));
-			trib_blob_release(b);
-			return;
-		}
-		err = ctl_store_round_advance(n->store, j->db_id, j->completed, j->completed + 1);
-		if (err)
-			trib_error("job %s round %u: recording the round: %s", j->name, r->round,
-				   strerror(-err));
-		secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
-		memset(&rec, 0, sizeof(rec));
-		rec.job_id = j->db_id;
-		rec.round = r->round;
-		rec.closed_unix = (int64_t)time(NULL);
-		rec.n_updates = d->count;
-		rec.total_weight = d->weight;
-		rec.duration_ms = (uint64_t)(secs * 1000);
-		ctl_store_round_record(n->store, &rec);
-		trib_blob_release(j->model);
-		j->model = b;
-		j->completed++;
-		j->last_round_ms = rec.duration_ms;
-		/* The planner's input: arrivals per second over this round, smoothed. */
-		if (secs > 0) {
-			double rate = r->received / secs;
-
-			j->arrival_rate = j->arrival_rate > 0 ? 0.5 * j->arrival_rate + 0.5 * rate :
-								rate;
-		}
-		n->m.rounds_done++;
-		round_hist_add(&n->m, secs);
-		trib_info(
-		    "job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u%s",
-		    j->name, r->round, d->count, d->weight, secs, j->completed,
-		    r->recoveries ? " (after replacing failed functions)" : "");
-		j->inflight = r->next;
-		/* Committed: the partials, accumulators and leftovers go back to the arena. */
-		rt__round_free(n, r, true);
-		if (n->hooks.model_ready)
-			n->hooks.model_ready(n->hooks.ctx, j);
-		/* The next round's top may have been waiting for this model. */
-		if (j->inflight)
-			rt__top_release(n, j, j->inflight);
-	}
-}
-
 /* --- a cluster's node (rt_agent.c) --- */
 
 uint64_t rt_job_acc_len(const struct rt_job *j)
@@ -502,49 +405,3 @@ void rt_job_set_target(struct rt_node *n, struct rt_job *j, uint32_t round, uint
 	if (j->open->received >= target)
 		rt__round_close(n, j, j->open, false);
 }
-
-int rt_job_commit_remote(struct rt_node *n, struct rt_job *j, uint32_t version,
-			 const float *model, uint32_t updates, double weight)
-{
-	struct trib_blob *b;
-	struct ctl_round rec;
-	int err;
-
-	if (version <= j->completed)
-		return 0; /* had it */
-	err = rt__model_write(n, j, model, version, &b);
-	if (err)
-		return err;
-	memset(&rec, 0, sizeof(rec));
-	rec.job_id = j->db_id;
-	rec.round = version - 1;
-	rec.closed_unix = (int64_t)time(NULL);
-	rec.n_updates = updates;
-	rec.total_weight = weight;
-	ctl_store_round_record(n->store, &rec);
-	trib_blob_release(j->model);
-	j->model = b;
-	/* This node's trees of the rounds up to this one are done with. */
-	while (j->inflight && j->inflight->round < version && j->inflight != j->open) {
-		struct rt_round *r = j->inflight;
-		double secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
-
-		j->inflight = r->next;
-		n->m.rounds_done++;
-		round_hist_add(&n->m, secs);
-		j->last_round_ms = (uint64_t)(secs * 1000);
-		rt__round_free(n, r, true);
-	}
-	j->completed = version;
-	if (j->round < version) {
-		/* Joined late, or had nothing of those rounds. */
-		j->round = version;
-		j->xtarget = UINT32_MAX;
-	}
-	trib_info("job %s: model v%u from the cluster (%u updates, weight %g)", j->name, version,
-		  updates, weight);
-	if (n->hooks.model_ready)
-		n->hooks.model_ready(n->hooks.ctx, j);
-	return 0;
-}
-
