@@ -2,15 +2,19 @@
 /* Tests of node/ rounds, trees and recovery against a fake function set (no processes). */
 #include <criterion/criterion.h>
 
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "rt_api.h"
 #include "rt_fnproc.h"
 #include "rt_test_node.h"
 #include "shm_arena.h"
+#include "trib_alloc.h"
 #include "trib_time.h"
 
 #define FAKE_MAX 64
@@ -224,5 +228,94 @@ Test(runtime_node_fake, a_dead_leaf_is_replaced_and_gets_its_updates_again)
 			leaf2 = (int)i;
 	cr_assert_geq(leaf2, 0, "a replacement leaf was started");
 	cr_assert_eq(f.updates_to[leaf2], 2, "both acknowledged updates are sent again");
+	rt_test_node_close(&t);
+}
+
+/* The top of @j's round @round sends its RESULT: @n_elem floats of @v, weight @w (tcp-style). */
+static void top_result(struct rt_node *n, struct fake *f, struct rt_job *j, uint32_t round,
+		       float v, double w)
+{
+	int top = first_of_role(f, FN_ROLE_TOP);
+	float *payload = trib_malloc(j->n_elem * sizeof(float));
+	struct shm_desc d;
+	struct rt_fn *fn;
+
+	cr_assert_geq(top, 0);
+	fn = rt_fnset_find(n->fns, f->id[top]);
+	cr_assert_not_null(fn);
+	cr_assert_not_null(payload);
+	for (uint64_t i = 0; i < j->n_elem; i++)
+		payload[i] = v;
+	memset(&d, 0, sizeof(d));
+	d.version = SHM_ABI_VERSION;
+	d.kind = SHM_DESC_RESULT;
+	d.src = fn->id;
+	d.job = j->id;
+	d.round = round;
+	d.count = 2;
+	d.weight = w;
+	rt_node_on_fn_record(n, fn, &d, payload);
+}
+
+Test(runtime_node_fake, a_model_that_cannot_be_stored_refuses_updates_and_is_retried)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 };
+	struct rt_job *j;
+	struct trib_blob *b;
+	char dir[PATH_MAX];
+	uint32_t retry_s = 0;
+
+	rt_test_node_open(&t);
+	rt_fnset_set_ops(t.n->fns, &fake_ops, &f);
+	j = job_new(t.n, "{\"name\":\"a\",\"clients_per_round\":2,\"fan_in\":2,\"params\":8}");
+	accept_one(t.n, j, 0);
+	accept_one(t.n, j, 0);
+	cr_assert_eq(j->round, 1, "round 0 is full: round 1 is open");
+	cr_assert_eq(rt_job_store_refusal(j, NULL), 0);
+
+	/* A directory where model v1 goes: the rename fails (EISDIR), as ENOSPC would. */
+	snprintf(dir, sizeof(dir), "%s/jobs/a/round-1.safetensors", t.dir);
+	cr_assert_eq(mkdir(dir, 0700), 0);
+	top_result(t.n, &f, j, 0, 0.5f, 2);
+	cr_assert_eq(j->completed, 0, "no model v1: the round is not committed");
+	cr_assert_eq(rt_job_store_refusal(j, &retry_s), -EISDIR, "updates are refused");
+	cr_assert_eq(retry_s, 1, "Retry-After: the 200 ms to the next attempt, rounded up");
+	cr_assert_eq(j->store.what, 0);
+	cr_assert_eq(j->store.retries, 0);
+	cr_assert_eq(j->store_errs[0].err, -EISDIR);
+	cr_assert_eq(j->store_errs[0].n, 1);
+	cr_assert(rt_node_rounds_in_flight(t.n), "a stop waits for it");
+	cr_assert_eq(rt_node_report_unsaved(t.n), 1, "and says what it could not save");
+
+	/* Not due yet: the tick leaves it; due: it tries again, fails, and backs off further. */
+	rt_node_tick(t.n);
+	cr_assert_eq(j->store_errs[0].n, 1, "no attempt before the backoff");
+	j->store.next_ns = trib_now_ns();
+	rt_node_tick(t.n);
+	cr_assert_eq(j->store_errs[0].n, 2);
+	cr_assert_eq(j->store.retries, 1);
+	cr_assert_geq(j->store.next_ns, trib_now_ns() + 300000000ull, "400 ms after a retry");
+
+	/* Space again: the next due tick stores it and the job goes on by itself. */
+	cr_assert_eq(rmdir(dir), 0);
+	j->store.next_ns = trib_now_ns();
+	rt_node_tick(t.n);
+	cr_assert_eq(rt_job_store_refusal(j, NULL), 0, "updates are taken again");
+	cr_assert_eq(j->completed, 1);
+	cr_assert_eq(j->store_errs[0].n, 2, "the counter keeps its history");
+	cr_assert_not(rt_node_rounds_in_flight(t.n));
+	cr_assert_eq(rt_node_report_unsaved(t.n), 0);
+	b = rt_job_model(t.n, j, 1);
+	cr_assert_not_null(b);
+	cr_assert_eq(b->len, j->st_header_len + j->n_elem * sizeof(float));
+	for (uint64_t i = 0; i < j->n_elem; i++) {
+		float x;
+
+		memcpy(&x, b->data + j->st_header_len + i * sizeof(float), sizeof(x));
+		cr_assert_eq(x, 0.5f);
+	}
+	trib_blob_release(b);
+	accept_one(t.n, j, 1);
 	rt_test_node_close(&t);
 }
