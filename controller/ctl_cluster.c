@@ -323,6 +323,8 @@ static int ctl_open_state(struct ctl *c)
 		trib_error("%s: %s", o->data_dir, strerror(-err));
 		return err;
 	}
+	/* Before anything is written: what killed writes left behind goes (logged per job). */
+	trib_store_sweep(o->data_dir, NULL);
 	err = admin_token(c);
 	if (err)
 		return err;

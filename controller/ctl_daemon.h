@@ -17,6 +17,7 @@
 #include "ctl_cluster.h"
 #include "ctl_models.h"
 #include "ctl_wire.h"
+#include "trib_retry.h"
 
 #define CTL_REQ_TIMEOUT_MS 10000
 /* Rounds kept in memory after their model, for GET .../rounds/{r}. */
@@ -85,6 +86,12 @@ struct cjob {
 	uint32_t completed;	  /* model version */
 	float *model;		  /* latest model (owned, fmt.n_elem floats), NULL: zeros */
 	struct cround *rounds;	  /* oldest first: in flight and the last few done */
+	/*
+	 * A round's model that could not be stored: until it is, the job's
+	 * updates are refused (503) and the top's node sends the model again,
+	 * tried no sooner than the backoff allows.
+	 */
+	struct trib_retry store;
 	struct cjob *next;
 };
 

@@ -316,6 +316,15 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 			return;
 		}
 	}
+	if (trib_retry_pending(&j->store)) {
+		/* No count (so no 202 anywhere) while a model is unsaved. */
+		snprintf(msg, sizeof(msg), "the model of round %u could not be stored by the "
+			 "controller (%s: %s); no update is accepted until it is, and it is retried "
+			 "by itself", j->store.what, trib_errno_name(j->store.err),
+			 strerror(-j->store.err));
+		*rep = ctl__err_reply(503, msg);
+		return;
+	}
 	if (r != j->round) {
 		snprintf(msg, sizeof(msg),
 			 "round mismatch: the job is at round %u, the update is "
@@ -414,6 +423,37 @@ static void take_edges(struct ctl *c, struct cjob *j, struct cround *cr, json_t 
 	}
 }
 
+/*
+ * Store model v@r+1 of @j (@m borrowed). A failure is counted and backs
+ * off: the top's node sends the model again every tick, and an attempt
+ * before the backoff allows is -EAGAIN, untried. 0 or -errno.
+ */
+static int model_store(struct ctl *c, struct cjob *j, uint32_t r, const float *m)
+{
+	uint64_t now = trib_now_ns();
+	uint32_t k;
+	int err;
+
+	if (!trib_retry_due(&j->store, now))
+		return -EAGAIN;
+	err = ctl_model_write(c->o->data_dir, j->name, &j->fmt, m, r + 1);
+	if (err) {
+		if (trib_retry_fail(&j->store, err, r, now, (int64_t)time(NULL)))
+			trib_error("job %s round %u: model v%u could not be stored: %s (%s); the "
+				   "job's updates get 503 until it is, retried with backoff",
+				   j->name, r, r + 1, strerror(-err), trib_errno_name(err));
+		else if ((j->store.retries & (j->store.retries - 1)) == 0)
+			trib_warn("job %s round %u: model v%u still not stored after %u retries: "
+				  "%s", j->name, r, r + 1, j->store.retries, trib_errno_name(err));
+		return err;
+	}
+	k = trib_retry_ok(&j->store);
+	if (k)
+		trib_info("job %s round %u: model v%u stored after %u failed attempts; the job "
+			  "takes updates again", j->name, r, r + 1, k);
+	return 0;
+}
+
 void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 {
 	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
@@ -440,12 +480,12 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	memcpy(m, ev->payload, ev->plen);
-	err = ctl_model_write(c->o->data_dir, j->name, &j->fmt, m, r + 1);
+	err = model_store(c, j, r, m);
 	if (err) {
-		trib_error("job %s: writing model v%u: %s", j->name, r + 1, strerror(-err));
 		trib_free(m);
 		json_decref(*rep);
-		*rep = ctl__err_reply(503, "the controller could not store the model");
+		*rep = ctl__err_reply(503, err == -EAGAIN ? "the model waits for its next attempt; "
+					    "send again" : "the controller could not store the model");
 		return;
 	}
 	trib_free(j->model);

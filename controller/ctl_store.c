@@ -115,6 +115,8 @@ static int sql_errno(int rc)
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
 		return -EBUSY;
+	case SQLITE_FULL:
+		return -ENOSPC; /* the disk: a model commit names it (tributary_store_errors_total) */
 	case SQLITE_CONSTRAINT:
 		if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
 			return -EEXIST;
