@@ -319,8 +319,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	if (trib_retry_pending(&j->store)) {
 		/* No count (so no 202 anywhere) while a model is unsaved. */
 		snprintf(msg, sizeof(msg), "the model of round %u could not be stored by the "
-			 "controller (%s: %s); no update is accepted until it is, and it is retried "
-			 "by itself", j->store.what, trib_errno_name(j->store.err),
+			 "controller (%s: %s); no update is accepted until it is, and it is "
+			 "retried by itself", j->store.what, trib_errno_name(j->store.err),
 			 strerror(-j->store.err));
 		*rep = ctl__err_reply(503, msg);
 		return;
@@ -484,8 +484,9 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	if (err) {
 		trib_free(m);
 		json_decref(*rep);
-		*rep = ctl__err_reply(503, err == -EAGAIN ? "the model waits for its next attempt; "
-					    "send again" : "the controller could not store the model");
+		*rep = ctl__err_reply(503, err == -EAGAIN ?
+					       "the model waits for its next attempt; send again" :
+					       "the controller could not store the model");
 		return;
 	}
 	trib_free(j->model);

@@ -116,7 +116,7 @@ static int sql_errno(int rc)
 	case SQLITE_LOCKED:
 		return -EBUSY;
 	case SQLITE_FULL:
-		return -ENOSPC; /* the disk: a model commit names it (tributary_store_errors_total) */
+		return -ENOSPC; /* the disk is full: a failed model commit names it so */
 	case SQLITE_CONSTRAINT:
 		if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
 			return -EEXIST;

@@ -314,8 +314,8 @@ int rt_up_run(const struct rt_node_opts *opts)
 	rt_node_close(up.node);
 	close(up.sfd);
 	if (!err && unsaved)
-		trib_error("stopped with %u round%s answered 202 but not stored (see above)", unsaved,
-			   unsaved == 1 ? "" : "s");
+		trib_error("stopped with %u round%s answered 202 but not stored (see above)",
+			   unsaved, unsaved == 1 ? "" : "s");
 	else if (!err)
 		trib_info("stopped");
 	return err || unsaved ? 1 : 0;

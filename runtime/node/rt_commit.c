@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* A finished round's model made durable, or refused updates and a retry with backoff until it is. */
+/* A finished round made durable, or updates refused and the write retried with backoff until it is. */
 #include "rt_node_priv.h"
 
 #include <errno.h>
@@ -60,8 +60,8 @@ static void store_failed(struct rt_job *j, uint32_t round, int err)
 	store_err_count(j, err);
 	if (first)
 		trib_error("job %s round %u: model v%u could not be stored: %s (%s); the job's "
-			   "updates get 503 until it is; retrying by itself (every %.1f s at first, "
-			   "%.0f s at most)",
+			   "updates get 503 until it is; retrying by itself (every %.1f s at "
+			   "first, %.0f s at most)",
 			   j->name, round, round + 1, strerror(-err), trib_errno_name(err),
 			   (double)TRIB_RETRY_BASE_NS / 1e9, (double)TRIB_RETRY_CAP_NS / 1e9);
 	else if ((k & (k - 1)) == 0) /* 1, 2, 4, 8, ... retries: a line, not a flood */
@@ -334,7 +334,8 @@ uint32_t rt_node_report_unsaved(const struct rt_node *n)
 		if (j->remote_pending)
 			trib_warn("job %s: model v%u from the controller was not stored here (%s); "
 				  "the controller keeps it",
-				  j->name, j->remote_pending->version, trib_errno_name(j->store.err));
+				  j->name, j->remote_pending->version,
+				  trib_errno_name(j->store.err));
 	}
 	return count;
 }
