@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* A finished round made durable, or updates refused and the write retried with backoff until it is. */
+/* A finished round made durable, or updates refused and the write retried with backoff. */
 #include "rt_node_priv.h"
 
 #include <errno.h>
