@@ -423,37 +423,6 @@ static void take_edges(struct ctl *c, struct cjob *j, struct cround *cr, json_t 
 	}
 }
 
-/*
- * Store model v@r+1 of @j (@m borrowed). A failure is counted and backs
- * off: the top's node sends the model again every tick, and an attempt
- * before the backoff allows is -EAGAIN, untried. 0 or -errno.
- */
-static int model_store(struct ctl *c, struct cjob *j, uint32_t r, const float *m)
-{
-	uint64_t now = trib_now_ns();
-	uint32_t k;
-	int err;
-
-	if (!trib_retry_due(&j->store, now))
-		return -EAGAIN;
-	err = ctl_model_write(c->o->data_dir, j->name, &j->fmt, m, r + 1);
-	if (err) {
-		if (trib_retry_fail(&j->store, err, r, now, (int64_t)time(NULL)))
-			trib_error("job %s round %u: model v%u could not be stored: %s (%s); the "
-				   "job's updates get 503 until it is, retried with backoff",
-				   j->name, r, r + 1, strerror(-err), trib_errno_name(err));
-		else if ((j->store.retries & (j->store.retries - 1)) == 0)
-			trib_warn("job %s round %u: model v%u still not stored after %u retries: "
-				  "%s", j->name, r, r + 1, j->store.retries, trib_errno_name(err));
-		return err;
-	}
-	k = trib_retry_ok(&j->store);
-	if (k)
-		trib_info("job %s round %u: model v%u stored after %u failed attempts; the job "
-			  "takes updates again", j->name, r, r + 1, k);
-	return 0;
-}
-
 void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 {
 	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
@@ -480,7 +449,7 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	memcpy(m, ev->payload, ev->plen);
-	err = model_store(c, j, r, m);
+	err = ctl_model_store(c->o->data_dir, j->name, &j->fmt, &j->store, r, m);
 	if (err) {
 		trib_free(m);
 		json_decref(*rep);
@@ -685,10 +654,19 @@ json_t *ctl__jobs_status(struct ctl *c)
 		for (struct cround *cr = j->rounds; cr; cr = cr->next)
 			if (cr->state != CR_DONE || !cr->next || cr->round + 3 >= j->round)
 				json_array_append_new(rounds, round_json(c, j, cr));
-		json_array_append_new(jobs, json_pack("{s:s, s:i, s:i, s:i, s:o}", "name", j->name,
-						      "round", (json_int_t)j->round, "completed",
-						      (json_int_t)j->completed, "clients_per_round",
-						      (json_int_t)j->cpr, "rounds", rounds));
+		/* "store": as a node's GET /v1/jobs/{job} says it, for the controller's writes. */
+		json_t *st = trib_retry_pending(&j->store) ?
+			json_pack("{s:s, s:s, s:I, s:I, s:I}", "state", "failing", "errno",
+				  trib_errno_name(j->store.err), "since",
+				  (json_int_t)j->store.since_unix, "retries",
+				  (json_int_t)j->store.retries, "round", (json_int_t)j->store.what) :
+			json_pack("{s:s}", "state", "ok");
+
+		json_array_append_new(jobs, json_pack("{s:s, s:i, s:i, s:i, s:o, s:o}", "name",
+						      j->name, "round", (json_int_t)j->round,
+						      "completed", (json_int_t)j->completed,
+						      "clients_per_round", (json_int_t)j->cpr,
+						      "rounds", rounds, "store", st));
 	}
 	return jobs;
 }

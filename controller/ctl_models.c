@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -19,6 +20,7 @@
 #include "trib_parse.h"
 #include "trib_schema.h"
 #include "trib_store.h"
+#include "trib_time.h"
 
 #define OLD_PREFIX "model-v"
 #define OLD_SUFFIX ".f32"
@@ -64,6 +66,33 @@ int ctl_model_write(const char *data_dir, const char *job, const struct ctl_mode
 {
 	return trib_store_write_model(data_dir, job, version, f->hdr, f->hdr_len, data,
 				      f->n_elem * sizeof(float), NULL, 0);
+}
+
+int ctl_model_store(const char *data_dir, const char *job, const struct ctl_model_fmt *f,
+		    struct trib_retry *st, uint32_t round, const float *data)
+{
+	uint64_t now = trib_now_ns();
+	uint32_t k;
+	int err;
+
+	if (!trib_retry_due(st, now))
+		return -EAGAIN;
+	err = ctl_model_write(data_dir, job, f, data, round + 1);
+	if (err) {
+		if (trib_retry_fail(st, err, round, now, (int64_t)time(NULL)))
+			trib_error("job %s round %u: model v%u could not be stored: %s (%s); the "
+				   "job's updates get 503 until it is, retried with backoff",
+				   job, round, round + 1, strerror(-err), trib_errno_name(err));
+		else if ((st->retries & (st->retries - 1)) == 0)
+			trib_warn("job %s round %u: model v%u still not stored after %u retries: "
+				  "%s", job, round, round + 1, st->retries, trib_errno_name(err));
+		return err;
+	}
+	k = trib_retry_ok(st);
+	if (k)
+		trib_info("job %s round %u: model v%u stored after %u failed attempts; the job "
+			  "takes updates again", job, round, round + 1, k);
+	return 0;
 }
 
 int ctl_model_read(const char *data_dir, const char *job, const struct ctl_model_fmt *f,

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "trib_retry.h"
 #include "trib_safetensors.h"
 
 struct ctl_store;
@@ -39,6 +40,15 @@ void ctl_model_fmt_fini(struct ctl_model_fmt *f);
  */
 int ctl_model_write(const char *data_dir, const char *job, const struct ctl_model_fmt *f,
 		    const float *data, uint32_t version);
+
+/*
+ * ctl_model_write() of model v@round+1 under the backoff of @st (the job's):
+ * a failure is logged (when it starts, then at 1, 2, 4, ... retries) and
+ * recorded in @st; an attempt before @st allows one is -EAGAIN, untried; a
+ * success clears @st (logged if it had failed). 0 or -errno.
+ */
+int ctl_model_store(const char *data_dir, const char *job, const struct ctl_model_fmt *f,
+		    struct trib_retry *st, uint32_t round, const float *data);
 
 /*
  * Read model @version of @job into *out (f->n_elem floats, owned by the

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ctl_cluster.h"
@@ -446,5 +447,56 @@ Test(ctl_models, the_controller_refuses_a_model_file_of_another_shape, .timeout 
 	cr_assert_eq(with_log(run_refused, NULL, &log), 1, "%s", log);
 	cr_assert(strstr(log, "round-1.safetensors: not a model of job m"), "%s", log);
 	cr_assert(strstr(log, "its jobs could not be loaded"), "%s", log);
+	trib_free(log);
+}
+
+Test(ctl_models, a_store_that_fails_backs_off_and_clears_on_success)
+{
+	struct ctl_model_fmt f;
+	struct trib_retry st = { 0 };
+	char path[PATH_MAX];
+	float m[5] = { 1, 2, 3, 4, 5 }, *back = NULL;
+
+	cr_assert_eq(ctl_model_fmt_init(&f, BODY_M, strlen(BODY_M), NULL), 0);
+	cr_assert_eq(trib_mkdir_p(tpath(path, "jobs/m/round-3.safetensors"), 0700), 0);
+	cr_assert_eq(ctl_model_store(tdir, "m", &f, &st, 2, m), -EISDIR, "v3 is a directory");
+	cr_assert(trib_retry_pending(&st));
+	cr_assert_eq(st.what, 2);
+	cr_assert_eq(ctl_model_store(tdir, "m", &f, &st, 2, m), -EAGAIN, "before the backoff");
+	cr_assert_eq(st.retries, 0, "-EAGAIN is no attempt");
+	cr_assert_eq(rmdir(path), 0);
+	st.next_ns = 0; /* the backoff has passed */
+	cr_assert_eq(ctl_model_store(tdir, "m", &f, &st, 2, m), 0);
+	cr_assert_not(trib_retry_pending(&st));
+	cr_assert_eq(ctl_model_read(tdir, "m", &f, 3, &back), 0);
+	cr_assert_eq(memcmp(back, m, sizeof(m)), 0);
+	trib_free(back);
+	ctl_model_fmt_fini(&f);
+}
+
+Test(ctl_models, the_controller_removes_leftover_temp_files_at_start, .timeout = 30)
+{
+	struct run r;
+	char *log, name[128], path[PATH_MAX];
+	pid_t dead = fork();
+
+	cr_assert_geq(dead, 0);
+	if (dead == 0)
+		_exit(0);
+	cr_assert_eq(waitpid(dead, NULL, 0), dead);
+	add_job("m", BODY_M, 5, 1);
+	{
+		struct ctl_model_fmt f;
+
+		cr_assert_eq(ctl_model_fmt_init(&f, BODY_M, strlen(BODY_M), NULL), 0);
+		cr_assert_eq(ctl_model_write(tdir, "m", &f, m_v1, 1), 0);
+		ctl_model_fmt_fini(&f);
+	}
+	snprintf(name, sizeof(name), "jobs/m/.round-2.safetensors.tmp.%d.4", (int)dead);
+	put(name, "half", 4);
+	cr_assert_eq(with_log(run_and_stop, &r, &log), 0, "%s", log);
+	cr_assert(strstr(log, "store: job m: removed 1 temporary file"), "%s", log);
+	cr_assert_neq(access(tpath(path, name), F_OK), 0, "the temp file is gone");
+	cr_assert_eq(access(tpath(path, "jobs/m/round-1.safetensors"), F_OK), 0);
 	trib_free(log);
 }
