@@ -97,6 +97,18 @@ def check_refusal(st, obj, hd):
           '503 body does not name the cause: %r' % obj)
 
 
+def round_top(srv, rnd):
+    """The pid of the live top of round @rnd."""
+    def find():
+        st, obj, _ = srv.json('GET', '/v1/functions', token=srv.admin)
+        check(st == 200, '/v1/functions: %d' % st)
+        for f in obj['functions']:
+            if f['job'] == JOB and f['round'] == rnd and f['role'] == 'top' and 'pid' in f:
+                return f['pid']
+        return None
+    return e.wait_for(find, 10, 'the top of round %d' % rnd)
+
+
 def wait_failing(srv, rnd):
     def failing():
         s = srv.status(JOB)['store']
@@ -114,12 +126,21 @@ def phase_fill_and_resume(srv, tok, rng, data, filler):
     e.wait_for(lambda: srv.status(JOB)['model_round'] == 1, 30, 'model v1')
     r0.check_stored('before the disk filled')
 
-    fill(filler)
     r1, r2 = Round(srv, tok, 1, rng), Round(srv, tok, 2, rng)
-    r1.fill_up()  # into the arena: the disk is not needed yet
-    # Round 2 opens at once; its updates race the failing write: 202 before it, 503 after.
-    for _ in range(2):
-        r2.send(allow_503=True)
+    for _ in range(CPR - 1):
+        r1.send()
+    # Round 1's top waits (stopped) while round 1 fills and round 2 takes two updates: those
+    # are answered 202 before the write fails, and must be in model v3 in the end.
+    top = round_top(srv, 1)
+    os.kill(top, signal.SIGSTOP)
+    try:
+        r1.send()
+        e.wait_for(lambda: srv.status(JOB)['round'] == 2, 10, 'round 2 to open')
+        for _ in range(2):
+            check(r2.send() == 202, 'round 2 before the failure')
+        fill(filler)
+    finally:
+        os.kill(top, signal.SIGCONT)
     before = len(r2.ok)
     s = wait_failing(srv, 1)
     st = srv.status(JOB)
@@ -162,8 +183,8 @@ def phase_fill_and_resume(srv, tok, rng, data, filler):
     e.wait_for(lambda: srv.status(JOB)['model_round'] == 3, 30, 'model v3')
     r2.check_stored('the round open during the failure')
     check(not temp_files(data), 'temp files left by failed writes: %r' % temp_files(data))
-    e.log('fill: %d failed writes of v2, then stored; round 2 had %d updates answered 202 '
-          'before the failure' % (errs2, before))
+    e.log('fill: %d failed writes of v2, then stored; round 2 kept the %d updates answered '
+          '202 before the failure' % (errs2, before))
     return [r0, r1, r2]
 
 
