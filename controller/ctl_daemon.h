@@ -88,8 +88,8 @@ struct cjob {
 	struct cround *rounds;	  /* oldest first: in flight and the last few done */
 	/*
 	 * A round's model that could not be stored: until it is, the job's
-	 * updates are refused (503) and the top's node sends the model again,
-	 * tried no sooner than the backoff allows.
+	 * updates are refused (503) and the top's node sends the model again
+	 * with backoff, each time tried again.
 	 */
 	struct trib_retry store;
 	struct cjob *next;

@@ -453,9 +453,9 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	if (err) {
 		trib_free(m);
 		json_decref(*rep);
-		*rep = ctl__err_reply(503, err == -EAGAIN ?
-					       "the model waits for its next attempt; send again" :
-					       "the controller could not store the model");
+		*rep = ctl__err_reply(503, "the controller could not store the model");
+		/* The top's node then sends it again with backoff, not every tick. */
+		json_object_set_new(*rep, "store_failing", json_true());
 		return;
 	}
 	trib_free(j->model);

@@ -75,8 +75,6 @@ int ctl_model_store(const char *data_dir, const char *job, const struct ctl_mode
 	uint32_t k;
 	int err;
 
-	if (!trib_retry_due(st, now))
-		return -EAGAIN;
 	err = ctl_model_write(data_dir, job, f, data, round + 1);
 	if (err) {
 		if (trib_retry_fail(st, err, round, now, (int64_t)time(NULL)))

@@ -42,10 +42,11 @@ int ctl_model_write(const char *data_dir, const char *job, const struct ctl_mode
 		    const float *data, uint32_t version);
 
 /*
- * ctl_model_write() of model v@round+1 under the backoff of @st (the job's):
- * a failure is logged (when it starts, then at 1, 2, 4, ... retries) and
- * recorded in @st; an attempt before @st allows one is -EAGAIN, untried; a
- * success clears @st (logged if it had failed). 0 or -errno.
+ * ctl_model_write() of model v@round+1, its failures kept in @st (the
+ * job's): a failure is logged (when it starts, then at 1, 2, 4, ...
+ * retries) and recorded in @st; a success clears @st (logged if it had
+ * failed). The caller paces the attempts: the top's node sends the model
+ * again with the backoff of trib_retry. 0 or -errno.
  */
 int ctl_model_store(const char *data_dir, const char *job, const struct ctl_model_fmt *f,
 		    struct trib_retry *st, uint32_t round, const float *data);

@@ -82,6 +82,8 @@ struct xround {
 	bool sent_in[CTL_MAX_NODES];
 	bool have_result;
 	bool model_sending, model_sent;
+	/* the controller could not store it yet: sent again no sooner than this backoff allows */
+	struct trib_retry model_retry;
 	struct shm_desc result;
 	float *result_payload; /* tcp: owned */
 	struct xround *next;

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <jansson.h>
 
@@ -413,7 +414,14 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 			if (ev->kind == CTL_EV_REPLY &&
 			    json_is_true(json_object_get(ev->hdr, "ok"))) {
 				pd->x->model_sent = true;
+				trib_retry_ok(&pd->x->model_retry);
 				a->models_sent++;
+			} else if (ev->kind == CTL_EV_REPLY &&
+				   json_is_true(json_object_get(ev->hdr, "store_failing"))) {
+				/* The controller cannot store models: the whole model goes again,
+				 * but with backoff rather than every tick. */
+				trib_retry_fail(&pd->x->model_retry, -EAGAIN, pd->x->round,
+						trib_now_ns(), (int64_t)time(NULL));
 			}
 		}
 		break;

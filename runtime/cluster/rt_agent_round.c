@@ -11,6 +11,7 @@
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_time.h"
 
 /* --- a round's sums and its top --- */
 
@@ -265,7 +266,8 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 	struct pend *pd;
 	int err;
 
-	if (!j || !x->have_result || x->model_sent || x->model_sending)
+	if (!j || !x->have_result || x->model_sent || x->model_sending ||
+	    !trib_retry_due(&x->model_retry, trib_now_ns()))
 		return;
 	edges = json_array();
 	if (x->result_payload) {

@@ -2,11 +2,13 @@
 # A data dir on a small tmpfs that fills up: a model that cannot be written stops the 202s (503,
 # Retry-After, the cause), is retried by itself once space is back, and equals the mean of exactly
 # the updates answered 202; a clean stop waits for it; a kill -9 leaves temp files a start removes.
+# The same in a cluster, with the controller's disk full, then a node's.
 import errno
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,15 +60,16 @@ def temp_files(data):
 class Round:
     """The updates of one round answered 202 (weight, tensors): the model must be their mean."""
 
-    def __init__(self, srv, tok, rnd, rng):
+    def __init__(self, srv, tok, rnd, rng, schema=SCHEMA, cpr=CPR):
         self.srv, self.tok, self.rnd, self.rng = srv, tok, rnd, rng
+        self.schema, self.cpr = schema, cpr
         self.ok = []
 
     def send(self, allow_503=False):
         """One update; returns its status. 202 is recorded; 503 must name the store's cause."""
-        m = e.random_model(self.rng, SCHEMA)
+        m = e.random_model(self.rng, self.schema)
         w = int(self.rng.integers(1, 9))
-        st, obj, hd = self.srv.post_update(JOB, self.tok, self.rnd, e.raw_body(SCHEMA, m),
+        st, obj, hd = self.srv.post_update(JOB, self.tok, self.rnd, e.raw_body(self.schema, m),
                                            samples=w, expect=None)
         if st == 202:
             self.ok.append((w, m))
@@ -76,14 +79,14 @@ class Round:
         return st
 
     def fill_up(self):
-        while len(self.ok) < CPR:
+        while len(self.ok) < self.cpr:
             self.send()
 
     def check_stored(self, what):
-        check(len(self.ok) == CPR, 'round %d: %d updates answered 202' % (self.rnd,
+        check(len(self.ok) == self.cpr, 'round %d: %d updates answered 202' % (self.rnd,
                                                                           len(self.ok)))
         _, hd, buf = self.srv.get_model(JOB, self.tok, '?round=%d' % (self.rnd + 1))
-        e.check_model(buf, SCHEMA, e.weighted_mean(self.ok), '%s: model v%d' %
+        e.check_model(buf, self.schema, e.weighted_mean(self.ok), '%s: model v%d' %
                       (what, self.rnd + 1))
 
 
@@ -241,6 +244,95 @@ def phase_kill9(srv, tok, rng, data, filler, rounds):
         r.check_stored('after kill -9 and restart')
 
 
+def free_port():
+    with socket.socket() as so:
+        so.bind(('127.0.0.1', 0))
+        return so.getsockname()[1]
+
+
+def cluster_full(top, which):
+    """A controller and one node on loopback, @which ('ctl' or 'node') on a tmpfs that fills."""
+    base = tempfile.mkdtemp(prefix='cl-', dir=top)
+    dirs = {w: os.path.join(base, w) for w in ('ctl', 'node')}
+    for d in dirs.values():
+        os.mkdir(d, 0o700)
+    full = dirs[which]
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=8m,mode=0700', 'tmpfs', full],
+                   check=True)
+    procs, logs = [], []
+    try:
+        ctl_url = 'tcp://127.0.0.1:%d' % free_port()
+        port_file = os.path.join(base, 'port')
+        for argv, name in (
+                (['controller', '--listen', ctl_url, '--data-dir', dirs['ctl']], 'ctl'),
+                (['node', '--controller', ctl_url, '--node-name', 'n1', '--peer-listen',
+                  'tcp://127.0.0.1:%d' % free_port(), '--listen', '127.0.0.1:0', '--port-file',
+                  port_file, '--data-dir', dirs['node'], '--arena-mb', '64'], 'node')):
+            logs.append(os.path.join(base, name + '.log'))
+            with open(logs[-1], 'wb') as lf:
+                procs.append(subprocess.Popen([e.BIN] + argv, stdin=subprocess.DEVNULL,
+                                              stdout=lf, stderr=subprocess.STDOUT))
+        e.wait_for(lambda: os.path.exists(port_file) and
+                   open(port_file).read().endswith('\n'), 20, 'the node listening')
+        srv = e.Server.__new__(e.Server)  # only its HTTP helpers
+        srv.port = int(open(port_file).read())
+        e.wait_for(lambda: os.path.exists(os.path.join(dirs['ctl'], 'admin-token')), 10,
+                   'the admin token')
+        srv.admin = open(os.path.join(dirs['ctl'], 'admin-token')).read().strip()
+        e.wait_for(lambda: srv.request('GET', '/v1/jobs', token=srv.admin)[0] == 200, 20,
+                   'the node joined')
+        tok = srv.create_job({'name': JOB, 'clients_per_round': 2, 'params': 1 << 16})['token']
+        schema = [{'name': 'weights', 'shape': [1 << 16], 'dtype': 'F32'}]
+        rng = np.random.default_rng(3)
+        r0 = Round(srv, tok, 0, rng, schema, 2)
+        r0.fill_up()
+        e.wait_for(lambda: srv.status(JOB)['model_round'] == 1, 20, 'cluster v1')
+        filler = os.path.join(full, 'filler')
+        fill(filler)
+        r1 = Round(srv, tok, 1, rng, schema, 2)
+        r1.fill_up()
+        # The node passes on the controller's refusal, or refuses for its own copy.
+        e.wait_for(lambda: Round(srv, tok, 2, rng, schema, 2).send(allow_503=True) == 503, 20,
+                   '503 on a full %s' % which)
+        check(srv.status(JOB)['model_round'] == 1, 'v2 on a full disk')
+        if which == 'node':
+            check(srv.status(JOB)['store']['state'] == 'failing', 'node store state')
+        else:
+            st, obj, _ = srv.json('GET', '/v1/cluster', token=srv.admin)
+            jobs = {j['name']: j for j in obj['jobs']}
+            check(jobs[JOB]['store']['state'] == 'failing' and
+                  jobs[JOB]['store']['errno'] == 'ENOSPC', 'controller store: %r' %
+                  jobs[JOB].get('store'))
+        os.unlink(filler)
+        e.wait_for(lambda: srv.status(JOB)['model_round'] == 2, 20, 'cluster v2')
+        check(srv.status(JOB)['store'] == {'state': 'ok'}, 'node store after')
+        r1.check_stored('cluster, %s full' % which)
+        r2 = Round(srv, tok, 2, rng, schema, 2)
+        check(r2.send() == 202, 'updates taken again')
+    except BaseException:
+        for lp in logs:
+            with open(lp, 'rb') as f:
+                sys.stdout.write('----- %s -----\n%s\n' % (lp, f.read().decode('utf-8',
+                                                                                'replace')))
+        raise
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if subprocess.run(['umount', full]).returncode != 0:
+            subprocess.run(['umount', '-l', full])
+    for lp in logs:
+        with open(lp, 'rb') as f:
+            txt = f.read().decode('utf-8', 'replace')
+        for mark in e.SANITIZER_MARKS:
+            check(mark not in txt, 'sanitizer report in %s' % lp)
+    e.log('cluster, %s disk full: refused, then stored by itself' % which)
+
+
 def run():
     if os.geteuid() != 0:
         skip('mounting a tmpfs takes root')
@@ -261,6 +353,9 @@ def run():
             rounds = phase_fill_and_resume(srv, tok, rng, data, filler)
             phase_sigterm(srv, tok, rng, filler, rounds)
             phase_kill9(srv, tok, rng, data, filler, rounds)
+        # A cluster: the controller's write, then a node's copy of a pushed model.
+        cluster_full(top, 'ctl')
+        cluster_full(top, 'node')
     finally:
         if subprocess.run(['umount', data]).returncode != 0:
             subprocess.run(['umount', '-l', data])
