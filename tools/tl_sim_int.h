@@ -185,7 +185,8 @@ struct tl_sim_round {
 	_Atomic uint32_t finished; /* accepted + failed */
 	_Atomic uint32_t accepted;
 	_Atomic uint32_t failed;
-	_Atomic uint32_t moved;    /* updates that went to another gateway than their own */
+	_Atomic uint32_t moved;    /* updates answered by another gateway than their own (any
+				    * answer: a 409 after a failover counts) */
 	_Atomic uint32_t conflicts; /* updates refused with 409 (round mismatch) */
 	_Atomic uint32_t refused;   /* of those, in a cluster: the round closed without them */
 	_Atomic bool abort;        /* an update failed: the round cannot close, stop sending */

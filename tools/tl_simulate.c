@@ -71,7 +71,12 @@ static int round_send(const struct tl_sim_opts *o, struct tl_sim_worker *w, stru
 		       "(it refused or dropped connections)\n", r->round, moved,
 		       moved == 1 ? "" : "s");
 	refused = atomic_load(&r->refused);
-	/* Refusals are explained only by connections a dying node dropped (moved updates). */
+	/*
+	 * Refusals are explained only by connections a dying node dropped: then
+	 * some update moved to another gateway, whatever it was answered there (a
+	 * resend the round closed before is itself refused). No update moved: a
+	 * 409 is a server that closed the round early, an error.
+	 */
 	if (err || atomic_load(&r->accepted) + (moved ? refused : 0) != o->clients ||
 	    atomic_load(&r->accepted) == 0) {
 		round_send_failed(r, moved, refused);
