@@ -276,16 +276,22 @@ static int run_job(struct tl_sim_run *run)
 	struct tl_sim_job_ctx jc = { .o = o, .job = &run->job };
 	int err;
 
+	/* A file that holds no token was said above, with its name and why. */
 	err = tl_sim_admin_token(o->admin_token_file, o->data_dir, &run->admin);
 	if (err == -ENOMEM)
 		return err;
 	if (err && o->admin_token_file) {
-		trib_error("cannot read admin token from %s", o->admin_token_file);
+		trib_error("--admin-token-file %s: no admin token there; give the file that "
+			   "holds the server's (DATA_DIR/admin-token where it runs)",
+			   o->admin_token_file);
 		return err;
 	}
-	if (err)
+	if (err == -ENOENT)
 		trib_warn("no admin token (--admin-token-file, TRIBUTARY_ADMIN_TOKEN, "
-			  "%s/admin-token)", o->data_dir);
+			  "%s/admin-token): going on without one", o->data_dir);
+	else if (err)
+		trib_warn("%s/admin-token holds no admin token: going on without one (give "
+			  "--admin-token-file or TRIBUTARY_ADMIN_TOKEN)", o->data_dir);
 	jc.admin = run->admin;
 	err = tl_sim_gw_call(run, run->mconns, 0, NULL, "job setup", tl_sim_job_op, &jc, NULL);
 	if (err) {
