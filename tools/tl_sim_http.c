@@ -57,8 +57,10 @@ int tl_sim_admin_token(const char *file, const char *data_dir, char **out)
 	}
 	if (!data_dir)
 		return -ENOENT;
-	if ((size_t)snprintf(path, sizeof(path), "%s/admin-token", data_dir) >= sizeof(path))
+	if ((size_t)snprintf(path, sizeof(path), "%s/admin-token", data_dir) >= sizeof(path)) {
+		trib_error("--data-dir %.80s...: too long a path", data_dir);
 		return -ENAMETOOLONG;
+	}
 	/* The default place: its absence is the callers' to say, with the other places. */
 	if (access(path, F_OK) && errno == ENOENT)
 		return -ENOENT;

@@ -104,7 +104,8 @@ int tl_sim_st_header(uint64_t params, char **hdr, size_t *hdr_len);
  * line, cut at whitespace), which logs why it fails, naming the file.
  * *out is owned by the caller (trib_free). Returns 0, -ENOENT (no env and no
  * @data_dir/admin-token: nothing logged; or @file does not exist), -EINVAL
- * (a file holds no valid token), -ENOMEM, or the error reading a file.
+ * (a file holds no valid token), -ENOMEM, or the error reading a file (all
+ * but -ENOMEM and that first -ENOENT logged).
  */
 int tl_sim_admin_token(const char *file, const char *data_dir, char **out);
 
