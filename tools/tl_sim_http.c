@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tl_client.h"
@@ -13,6 +14,7 @@
 #include "tl_simulate.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_time.h"
 #include "trib_token.h"
 
 #define SIM_RETRY_WAIT_S 120.0
@@ -175,6 +177,23 @@ static int job_create(struct tl_client *c, const char *admin, const char *name, 
 	job->received = 0;
 	job->created = true;
 	return 0;
+}
+
+/* See tl_sim_int.h. */
+int tl_sim_job_wait(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
+		    uint64_t params, uint64_t wait_ns)
+{
+	const struct timespec pause = { .tv_nsec = 20000000 };
+	uint64_t end = trib_now_ns() + wait_ns;
+	struct tl_sim_job job;
+	int err;
+
+	for (;;) {
+		err = job_get(c, admin, name, clients, params, &job);
+		if (err != -ENOENT || trib_now_ns() >= end)
+			return err;
+		nanosleep(&pause, NULL);
+	}
 }
 
 int tl_sim_job_ensure(struct tl_client *c, const char *admin, const char *name, uint32_t clients,

@@ -267,6 +267,40 @@ static int open_workers(struct tl_sim_run *run, struct tl_sim_worker *w, uint32_
 }
 
 /*
+ * A cluster tells its other nodes of a new job after the 201: for a moment
+ * their gateways answer 404, and a first update sent there would fail the
+ * round. Wait until every gateway of --url that can be reached knows the job;
+ * one that cannot is the workers' failover's (open_workers says so). Returns 0
+ * or a -errno, said in the log.
+ */
+static int run_job_everywhere(struct tl_sim_run *run)
+{
+	const struct tl_sim_opts *o = run->o;
+	int err;
+
+	for (uint32_t g = 0; g < run->ngw; g++) {
+		if (!run->mconns[g]) {
+			err = tl_client_open(run->gw[g].url, &run->mconns[g]);
+			if (err == -ENOMEM || err == -EINVAL)
+				return err;
+			if (err)
+				continue;
+		}
+		err = tl_sim_job_wait(run->mconns[g], run->admin, o->job, o->clients, o->params,
+				      SIM_JOB_WAIT_NS);
+		if (err == -ENOENT) {
+			trib_error("gateway %s does not know job %s %llu s after it was made: is "
+				   "it a node of the same cluster?", run->gw[g].url, o->job,
+				   SIM_JOB_WAIT_NS / 1000000000ull);
+			return err;
+		}
+		if (err && !tl_sim_conn_failed(err))
+			return err;
+	}
+	return 0;
+}
+
+/*
  * Find or create the job (run->job) with the admin token (run->admin).
  * Returns 0 or a -errno, said in the log except for -ENOMEM.
  */
@@ -300,6 +334,11 @@ static int run_job(struct tl_sim_run *run)
 		else if (run->ngw > 1 && tl_sim_conn_failed(err))
 			trib_error("no gateway of --url %s answered", o->url);
 		return err;
+	}
+	if (run->ngw > 1) {
+		err = run_job_everywhere(run);
+		if (err)
+			return err;
 	}
 	if (run->job.received) {
 		trib_error("job %s: round %" PRIu64 " already holds %" PRIu64
