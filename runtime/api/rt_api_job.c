@@ -179,9 +179,15 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 	def->spec.algo = &def->algo;
 	/* Store the algorithm's parameters as given: a restart parses them again. */
 	def->params = json_object();
+	status = def->params ? 0 : 500;
 	json_object_foreach(def->doc, key, v)
-		if (rt_algo_is_param(key) && strcmp(key, "algorithm"))
-			json_object_set(def->params, key, v);
+		if (!status && rt_algo_is_param(key) && strcmp(key, "algorithm") &&
+		    json_object_set(def->params, key, v))
+			status = 500; /* a parameter left out would be stored as not given */
+	if (status) {
+		snprintf(msg, cap, "%s", "out of memory");
+		goto err_free;
+	}
 	def->spec.params = def->params;
 	return 200;
 
@@ -231,8 +237,8 @@ out:
 static void on_create_body(struct rt_conn *c)
 {
 	struct rt_job *j = NULL;
-	char msg[320];
-	int status;
+	char msg[320], body[256];
+	int status, len;
 
 	if (API(c)->clustered) {
 		/* Cluster-wide: checked here, named and recorded by the controller. */
