@@ -158,10 +158,20 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 	json_error_t jerr;
 	json_t *cpr = NULL, *v;
 	const char *key;
+	unsigned long failed = trib_alloc_failures();
 	int status;
 
 	memset(def, 0, sizeof(*def));
 	def->doc = json_loadb((const char *)buf, len, 0, &jerr);
+	if (trib_alloc_failures() != failed) {
+		/*
+		 * jansson says "out of memory" as a parse error, or not at all (a string
+		 * it could not grow comes back cut short): not the client's fault.
+		 */
+		snprintf(msg, cap, "%s", "out of memory");
+		status = 500;
+		goto err_free;
+	}
 	if (!def->doc || !json_is_object(def->doc)) {
 		snprintf(msg, cap, "body is not a JSON object%s%s", def->doc ? "" : ": ",
 			 def->doc ? "" : jerr.text);
@@ -256,8 +266,14 @@ static void on_create_body(struct rt_conn *c)
 		rt_conn_error(c, status, msg, -1, NULL);
 		return;
 	}
-	rt__api_respond_json(c, 201, json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token,
-				       "round", 0), NULL);
+	/*
+	 * The job exists now: the answer must not fail for want of memory (a 500 would
+	 * send the client to a 409). The name (trib_job_name_valid) and the token
+	 * (base64url) need no escaping.
+	 */
+	len = snprintf(body, sizeof(body), "{\"job\":\"%s\",\"token\":\"%s\",\"round\":0}",
+		       j->name, j->token);
+	rt_conn_respond(c, 201, "application/json", body, (size_t)len, NULL);
 }
 
 void rt__api_handle_create(struct rt_conn *c)
