@@ -163,12 +163,13 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	{
 		/* The algorithm's parameters as the client gave them, and the tree's. */
 		json_t *p = spec->params ? json_deep_copy(spec->params) : json_object();
-		char *params;
+		char *params = NULL;
 
-		json_object_set_new(p, "fan_in", json_integer(j->fanin));
-		json_object_set_new(p, "min_clients", json_integer(j->min_clients));
-		json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s));
-		params = trib_json_dumps(p, JSON_COMPACT);
+		/* Each must be stored: a restart reads the tree's shape back from them. */
+		if (p && !json_object_set_new(p, "fan_in", json_integer(j->fanin)) &&
+		    !json_object_set_new(p, "min_clients", json_integer(j->min_clients)) &&
+		    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)))
+			params = trib_json_dumps(p, JSON_COMPACT);
 		json_decref(p);
 		err = -ENOMEM;
 		if (params) {
