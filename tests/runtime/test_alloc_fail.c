@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ctl_store.h"
 #include "fn_algo.h"
 #include "rt_api.h"
 #include "rt_fnproc.h"
@@ -594,6 +595,16 @@ static void life_finish(struct life *L, long k, const struct outcome *o)
 		pump(L);
 	}
 	cr_assert_eq(get_model(L, j, k), 1, "k=%ld: the round did not complete", k);
+	/* The store says the version the model file has (a restart resumes from it). */
+	{
+		struct ctl_job cj;
+
+		memset(&cj, 0, sizeof(cj));
+		cr_assert_eq(ctl_store_job_get(L->n->store, "m", &cj), 0);
+		cr_assert_eq(cj.round, j->completed, "k=%ld: the store says round %u, the model v%u",
+			     k, cj.round, j->completed);
+		ctl_job_clear(&cj);
+	}
 }
 
 Test(runtime_alloc_fail, every_allocation_of_a_jobs_life, .timeout = 600)
