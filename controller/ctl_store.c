@@ -554,6 +554,8 @@ static int job_get_one(struct ctl_store *st, sqlite3_stmt *s, int rc, struct ctl
 {
 	int err;
 
+	/* Zeroed whatever fails, the step too (SQLITE_NOMEM): no stale pointer for the caller. */
+	memset(out, 0, sizeof(*out));
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
