@@ -70,6 +70,7 @@ struct fake {
 };
 
 struct life {
+	const char *def; /* the job's definition (POST /v1/jobs) */
 	char dir[64];
 	struct rt_node *n;
 	struct rt_api *api;
@@ -356,7 +357,7 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 	return remove(path);
 }
 
-static void life_open(struct life *L)
+static void life_open(struct life *L, const char *def)
 {
 	struct rt_node_opts o = {
 		.listen_host = "127.0.0.1",
@@ -369,6 +370,7 @@ static void life_open(struct life *L)
 	struct rt_conn_hooks ch;
 
 	memset(L, 0, sizeof(*L));
+	L->def = def;
 	snprintf(L->dir, sizeof(L->dir), "/tmp/trib-alloc-test-XXXXXX");
 	cr_assert_not_null(mkdtemp(L->dir));
 	o.data_dir = L->dir;
@@ -427,8 +429,11 @@ static void assert_clean_error(const struct life *L, int status, const char *wha
 
 /* --- the job's life --- */
 
-static const char job_def[] = "{\"name\":\"m\",\"clients_per_round\":3,\"fan_in\":3,"
-			      "\"params\":8}";
+/* One leaf folds the three updates; or three leaves, one each, under the top. */
+static const char def_one_leaf[] = "{\"name\":\"m\",\"clients_per_round\":3,\"fan_in\":3,"
+				   "\"params\":8}";
+static const char def_three_leaves[] = "{\"name\":\"m\",\"clients_per_round\":3,"
+				       "\"fan_in\":1,\"params\":8}";
 
 /* Update @i: values i + 1 + e / 8, weight (samples) i + 1. */
 static void update_values(int i, float *x)
@@ -540,8 +545,8 @@ static void life_run(struct life *L, long k, struct outcome *out)
 
 	memset(out, 0, sizeof(*out));
 	out->version = -1;
-	status = request(L, "POST", "/v1/jobs", ADMIN, "application/json", NULL, job_def,
-			 sizeof(job_def) - 1);
+	status = request(L, "POST", "/v1/jobs", ADMIN, "application/json", NULL, L->def,
+			 strlen(L->def));
 	j = rt_job_find(L->n, "m");
 	if (status != 201) {
 		assert_clean_error(L, status, "POST /v1/jobs", k);
@@ -577,7 +582,7 @@ static void life_finish(struct life *L, long k, const struct outcome *o)
 
 	if (!o->created)
 		cr_assert_eq(request(L, "POST", "/v1/jobs", ADMIN, "application/json", NULL,
-				     job_def, sizeof(job_def) - 1), 201,
+				     L->def, strlen(L->def)), 201,
 			     "k=%ld: creating the job again", k);
 	j = rt_job_find(L->n, "m");
 	cr_assert_not_null(j);
@@ -607,7 +612,8 @@ static void life_finish(struct life *L, long k, const struct outcome *o)
 	}
 }
 
-Test(runtime_alloc_fail, every_allocation_of_a_jobs_life, .timeout = 600)
+/* Count the allocations of a life with @def (K), then fail the k-th, for every k. */
+static void walk(const char *def)
 {
 	struct life L;
 	struct outcome o;
@@ -616,7 +622,7 @@ Test(runtime_alloc_fail, every_allocation_of_a_jobs_life, .timeout = 600)
 
 	trib_log_set_level(TRIB_LOG_ERROR);
 	/* Once without injection: the life works, and K is its number of allocations. */
-	life_open(&L);
+	life_open(&L, def);
 	c0 = trib_alloc_count();
 	life_run(&L, -1, &o);
 	k_total = trib_alloc_count() - c0;
@@ -631,7 +637,7 @@ Test(runtime_alloc_fail, every_allocation_of_a_jobs_life, .timeout = 600)
 		long live0 = trib_alloc_live();
 		unsigned long f0;
 
-		life_open(&L);
+		life_open(&L, def);
 		f0 = trib_alloc_failures();
 		trib_alloc_fail_after(k);
 		life_run(&L, k, &o);
@@ -647,4 +653,14 @@ Test(runtime_alloc_fail, every_allocation_of_a_jobs_life, .timeout = 600)
 	}
 	cr_assert_eq(nfail, (long)k_total, "every k < K failed an allocation");
 	trib_log_set_level(TRIB_LOG_INFO);
+}
+
+Test(runtime_alloc_fail, every_allocation_of_a_life_with_one_leaf, .timeout = 600)
+{
+	walk(def_one_leaf);
+}
+
+Test(runtime_alloc_fail, every_allocation_of_a_life_with_three_leaves, .timeout = 600)
+{
+	walk(def_three_leaves);
 }
