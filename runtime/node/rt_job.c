@@ -208,12 +208,14 @@ int rt__jobs_load(struct rt_node *n)
 		return err;
 	for (size_t i = 0; i < count && !err; i++) {
 		struct ctl_job *cj = &cjs[i];
+		unsigned long failed = trib_alloc_failures();
 		json_t *arr = json_loads(cj->schema_json, 0, NULL);
 		json_t *params = cj->params_json ? json_loads(cj->params_json, 0, NULL) : NULL;
 		const char *why = NULL;
 		struct rt_job *j = trib_calloc(1, sizeof(*j));
 
-		if (!j || !arr) {
+		/* Short of memory, jansson may return a key cut short: a parameter lost. */
+		if (!j || !arr || trib_alloc_failures() != failed) {
 			err = -ENOMEM;
 			trib_free(j);
 			json_decref(arr);
