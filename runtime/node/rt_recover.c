@@ -173,6 +173,9 @@ void rt_node_tick(struct rt_node *n)
 
 	rt__fn_io_tick(n);
 	rt_fnset_foreach(n->fns, retire_idle, n);
+	/* A finished round whose commit failed (no memory for the model, the store) tries again. */
+	for (struct rt_job *j = n->jobs; j && !n->clustered; j = j->next)
+		rt__job_complete_rounds(n, j);
 	/* Deadlines: a round with enough updates closes with what it has; fewer, it waits. */
 	for (struct rt_job *j = n->jobs; j; j = j->next) {
 		struct rt_round *r = j->open;

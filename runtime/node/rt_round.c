@@ -45,7 +45,7 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 	r->open_ns = trib_now_ns();
 	r->leaves = trib_calloc(r->capleaves, sizeof(*r->leaves));
 	if (!r->leaves) {
-		trib_free(r);
+		rt__round_free(n, r, true); /* the server step's slots go back too */
 		*errp = -ENOMEM;
 		return NULL;
 	}
@@ -359,9 +359,14 @@ void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j)
 			return;
 		}
 		err = ctl_store_round_advance(n->store, j->db_id, j->completed, j->completed + 1);
-		if (err)
+		if (err) {
+			/* Not committed: a restart would resume before this model. The tick
+			 * tries again (the model file is written again, the same bytes). */
 			trib_error("job %s round %u: recording the round: %s", j->name, r->round,
 				   strerror(-err));
+			trib_blob_release(b);
+			return;
+		}
 		secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
 		memset(&rec, 0, sizeof(rec));
 		rec.job_id = j->db_id;
