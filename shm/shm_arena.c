@@ -362,9 +362,6 @@ void shm_arena_destroy(struct shm_arena *a)
 {
 	if (!a)
 		return;
-	/* A file arena's owner gives back what the file's header says is still added. */
-	if (a->lock_fd >= 0 && a->creator == getpid())
-		shm_arena__file_release_pages(a);
 	munmap(a->pub.base, a->pub.size);
 	close(a->fd);
 	/* A forked child holding a copy of the creator's handle must not give pages back. */

@@ -113,8 +113,14 @@ _Static_assert(offsetof(struct shm_arena_hdr, used_chunks) == 152, "shm_arena_hd
 
 /*
  * The file header. Written once by the creator before shm_arena_hdr.magic
- * (which goes last), then only read; huge_added alone changes later, and only
- * under the file lock (one owner at a time).
+ * (which goes last), then only read.
+ *
+ * huge_added: the pages stay added for as long as the file lives, whoever
+ * owns it (a process killed never gives anything back), and whoever removes
+ * the file gives them back after unlinking and unmapping it, when they are
+ * free pool pages. Giving them back while the file holds them would turn
+ * them into surplus pages, which the next process that raises nr_hugepages
+ * (any server on the machine) silently promotes to persistent ones: a leak.
  */
 struct shm_arena_file_hdr {
 	uint64_t magic;       /* SHM_ARENA_FILE_MAGIC */
@@ -124,7 +130,7 @@ struct shm_arena_file_hdr {
 	uint32_t nrecs;       /* journal capacity: one record per slot chunk (nchunks) */
 	uint64_t journal_off; /* arena offset of rec[0], a multiple of 64 */
 	uint64_t created_ns;  /* CLOCK_REALTIME of creation, for logs */
-	uint64_t huge_added;  /* pages added to nr_hugepages for this file, not yet given back */
+	uint64_t huge_added;  /* pages added to nr_hugepages for this file; given back at removal */
 	uint32_t creator_pid; /* for logs only: pids are reused */
 	uint32_t reserved0;   /* zero */
 	uint64_t reserved1;   /* zero */

@@ -185,7 +185,11 @@ static void file_hdr_init(struct shm_arena *a, const struct arena_layout *l, con
 	f->nrecs = (uint32_t)l->nrecs;
 	f->journal_off = l->journal_off;
 	f->created_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-	/* From now on the file, not this handle, remembers the pages to give back. */
+	/*
+	 * From now on the file, not this handle, remembers the pages to give
+	 * back, and whoever removes the file gives them back (see
+	 * struct shm_arena_file_hdr for why not at destroy).
+	 */
 	f->huge_added = (uint64_t)a->reserved_pages;
 	a->reserved_pages = 0;
 	f->creator_pid = (uint32_t)getpid();
@@ -445,16 +449,21 @@ int shm_arena_file_move_aside(const char *path, char *newpath, size_t len)
 
 int shm_arena_file_remove(struct shm_arena *a)
 {
+	long pages;
 	int rc;
 
 	if (!a || !a->path || a->lock_fd < 0) {
 		shm_arena_destroy(a);
 		return -EINVAL;
 	}
+	pages = (long)a->fhdr->huge_added;
 	rc = unlink(a->path) ? -errno : 0;
 	if (!rc)
 		trib_info("arena: removed %s", a->path);
 	shm_arena_destroy(a);
+	/* After the unmap: the file's pages are free pool pages now, and go with these. */
+	if (!rc)
+		shm_huge__release(pages);
 	return rc;
 }
 
@@ -490,11 +499,11 @@ static int scan_one(const char *path)
 	gone = 1;
 	trib_info("arena: removed stale %s (node %s): its data dir %s no longer exists", path,
 		  f.node_id, f.data_dir);
-	/* Its dead owner never gave back what it added; the pages go when fd closes. */
-	if (f.huge_added)
-		shm_huge__release((long)f.huge_added);
 out_close:
 	close(fd);
+	/* The file's pages are free once fd closes; give back what was added for them. */
+	if (gone && f.huge_added)
+		shm_huge__release((long)f.huge_added);
 	return gone;
 }
 
@@ -525,15 +534,7 @@ int shm_arena_file_scan_stale(const char *dir, unsigned *removed)
 	return 0;
 }
 
-/* ---- accessors and the huge-page hand-back ---- */
-
-void shm_arena__file_release_pages(struct shm_arena *a)
-{
-	if (!a->fhdr || !a->fhdr->huge_added)
-		return;
-	shm_huge__release((long)a->fhdr->huge_added);
-	a->fhdr->huge_added = 0;
-}
+/* ---- accessors ---- */
 
 const char *shm_arena_file_path(const struct shm_arena *a)
 {

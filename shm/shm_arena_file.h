@@ -66,7 +66,7 @@ struct shm_arena_file_opts {
  * On hugetlbfs it is backed by 2 MiB huge pages:
  * as root and without SHM_ARENA_NO_RESERVE, nr_hugepages is raised by what it
  * lacks; the file's header records how many pages were added, and whoever
- * owns the file when it is destroyed gives them back. Elsewhere (/dev/shm)
+ * removes the file (shm_arena_file_remove(), the stale scan) gives them back. Elsewhere (/dev/shm)
  * it uses normal pages. There is no fallback here: on failure the new file
  * is unlinked and the caller may try another path (shm_arena_default_path()).
  * Returns 0, -EEXIST (a file is there: open it instead), -EINVAL (size or a
@@ -82,8 +82,7 @@ int shm_arena_file_create(const struct shm_arena_file_opts *o, struct shm_arena 
  * Re-attach the existing arena file @o->path: lock it, map it, check it.
  * Records left RESERVED (being filled when their writer died; never
  * committed, never answered 202) are freed; committed ones stay for
- * shm_journal_recover(). The huge pages the file's header says are still
- * added become this owner's to give back.
+ * shm_journal_recover().
  * Returns 0 or:
  *   -ENOENT   no such file (create one);
  *   -EBUSY    another live process holds the file's lock (a second server);
@@ -110,9 +109,10 @@ int shm_arena_file_move_aside(const char *path, char *newpath, size_t len);
 
 /*
  * Unlink the arena file of @a (its owner: made by shm_arena_file_create() or
- * shm_arena_file_open()) and destroy @a, giving back the huge pages the file
- * added. For a stop that leaves no open round. Other mappings (function
- * processes) keep the memory until they unmap it.
+ * shm_arena_file_open()), destroy @a, then give back the huge pages the
+ * file's header says were added for it. For a stop that leaves no open round.
+ * Other mappings (function processes) keep the memory until they unmap it
+ * (unmap them first, or the pages given back wait as surplus pages).
  * Returns 0 or -errno (of unlink; @a is destroyed in every case).
  */
 int shm_arena_file_remove(struct shm_arena *a);

@@ -68,14 +68,6 @@ void shm_arena__bind(struct shm_arena *a, size_t size);
 bool shm_arena__hdr_valid(const struct shm_arena_hdr *h, uint64_t size);
 
 /*
- * The owner of a file arena (the process holding its lock) gives back the
- * huge pages the file's header says are still added to nr_hugepages, and
- * zeroes that count. Pages in use then become surplus pages, which the kernel
- * frees when the file is removed. Called by shm_arena_destroy().
- */
-void shm_arena__file_release_pages(struct shm_arena *a);
-
-/*
  * After re-attaching: free the records left RESERVED by a dead writer and
  * continue the commit numbers after the last one. Returns how many it freed.
  */

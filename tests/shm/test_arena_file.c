@@ -452,3 +452,34 @@ Test(shm_arena_file_huge, file_on_hugetlbfs_outlives_its_creator_and_gives_pages
 
 	fx_expect_pool(before, busy);
 }
+
+static void say_one_more_page_added(uint8_t *b, int fd)
+{
+	(void)fd;
+	fhdr_of(b)->huge_added++;
+}
+
+Test(shm_arena_file_huge, pages_a_dead_creator_added_are_given_back_by_the_next_owner)
+{
+	struct shm_arena *a;
+	struct fx_pool before;
+	bool busy;
+	FILE *f;
+	long nr;
+
+	before = fx_pool_before(&busy);
+	shm_arena_destroy(fx_create(2 * MIB));
+	/* As if the creator had raised nr_hugepages by one more page and then been killed. */
+	nr = fx_read_long(FX_HUGE_2M "nr_hugepages");
+	f = fopen(FX_HUGE_2M "nr_hugepages", "we");
+	cr_assert_not_null(f);
+	cr_assert_gt(fprintf(f, "%ld\n", nr + 1), 0);
+	cr_assert_eq(fclose(f), 0);
+	if (fx_read_long(FX_HUGE_2M "nr_hugepages") != nr + 1)
+		cr_skip_test("the kernel could not add one huge page (memory fragmented?)");
+	patch_file(say_one_more_page_added);
+
+	a = fx_open();
+	cr_expect_eq(shm_arena_file_remove(a), 0);
+	fx_expect_pool(before, busy);
+}
