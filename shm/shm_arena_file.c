@@ -51,8 +51,8 @@ static bool is_hugetlbfs(const char *dir)
 static int mount_hugetlbfs(const char *dir, char *why, size_t why_len)
 {
 	if (geteuid() != 0) {
-		snprintf(why, why_len, "%s is not a hugetlbfs mount and we are not root to mount one",
-			 dir);
+		snprintf(why, why_len,
+			 "%s is not a hugetlbfs mount and we are not root to mount one", dir);
 		return -EPERM;
 	}
 	if (mkdir(dir, 0755) && errno != EEXIST) {
@@ -227,7 +227,8 @@ int shm_arena_file_create(const struct shm_arena_file_opts *o, struct shm_arena 
 		snprintf(why, why_len, "create %s: %s", o->path, strerror(-rc));
 		goto err_free;
 	}
-	/* At once: until the magic is written, an opener that got the lock would call it corrupt. */
+	/* At once: until the magic is written, an opener that got the lock would call it corrupt.
+	 */
 	rc = lock_file(o->path, &a->lock_fd);
 	if (rc) {
 		snprintf(why, why_len, "lock %s: %s", o->path, strerror(-rc));
@@ -252,14 +253,14 @@ int shm_arena_file_create(const struct shm_arena_file_opts *o, struct shm_arena 
 		goto err_unmap;
 	}
 	a->fd = fd;
-	trib_info("arena: created %s: %llu MiB on %s", o->path,
-		  (unsigned long long)(l.total >> 20), a->huge ? "2 MiB huge pages" : "normal pages");
+	trib_info("arena: created %s: %llu MiB on %s", o->path, (unsigned long long)(l.total >> 20),
+		  a->huge ? "2 MiB huge pages" : "normal pages");
 	*out = a;
 	return 0;
 
 err_unmap:
-	shm_huge__release((long)((struct shm_arena_file_hdr *)(void *)(a->pub.base + l.file_off))
-				  ->huge_added);
+	shm_huge__release(
+	    (long)((struct shm_arena_file_hdr *)(void *)(a->pub.base + l.file_off))->huge_added);
 	munmap(a->pub.base, l.total);
 err_unlock:
 	close(a->lock_fd);
@@ -274,8 +275,8 @@ err_free:
 /* ---- open ---- */
 
 /* Check the mapped file @h of @size bytes against this build and @real_dir; see the header. */
-static int file_check(const struct shm_arena_hdr *h, uint64_t size, const char *real_dir,
-		      char *why, size_t why_len)
+static int file_check(const struct shm_arena_hdr *h, uint64_t size, const char *real_dir, char *why,
+		      size_t why_len)
 {
 	const struct shm_arena_file_hdr *f;
 	struct arena_layout l;
@@ -289,8 +290,9 @@ static int file_check(const struct shm_arena_hdr *h, uint64_t size, const char *
 		return -EBADMSG;
 	}
 	if (h->version != SHM_ABI_VERSION || h->hdr_bytes != sizeof(*h)) {
-		snprintf(why, why_len, "arena ABI version %u (header %u bytes); this build reads %u",
-			 h->version, h->hdr_bytes, SHM_ABI_VERSION);
+		snprintf(why, why_len,
+			 "arena ABI version %u (header %u bytes); this build reads %u", h->version,
+			 h->hdr_bytes, SHM_ABI_VERSION);
 		return -EPROTO;
 	}
 	if (!(h->flags & SHM_ARENA_HDR_FILE) || h->file_off < sizeof(*h) ||
@@ -312,7 +314,8 @@ static int file_check(const struct shm_arena_hdr *h, uint64_t size, const char *
 		return -EPROTO;
 	}
 	if (!shm_arena__hdr_valid(h, size)) {
-		snprintf(why, why_len, "header says %llu bytes and %u chunks; the file has %llu bytes",
+		snprintf(why, why_len,
+			 "header says %llu bytes and %u chunks; the file has %llu bytes",
 			 (unsigned long long)h->total_bytes, h->nchunks, (unsigned long long)size);
 		return -EBADMSG;
 	}

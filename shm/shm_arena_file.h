@@ -37,7 +37,7 @@
 
 /* Default directories of shm_arena_default_path(). */
 #define SHM_ARENA_HUGE_DIR "/dev/hugepages"
-#define SHM_ARENA_SHM_DIR "/dev/shm"
+#define SHM_ARENA_SHM_DIR  "/dev/shm"
 
 /*
  * The default arena file of the data dir @data_dir (which must exist):
@@ -57,8 +57,8 @@ struct shm_arena_file_opts {
 	const char *path;     /* the arena file */
 	const char *data_dir; /* the owner's data dir; must exist; compared as realpath */
 	const char *node_id;  /* create: the node's identity (e.g. name + boot id), < 192 bytes */
-	size_t size;          /* create: slot area bytes, rounded up to 2 MiB */
-	unsigned flags;       /* create: SHM_ARENA_NO_RESERVE (shm_arena.h); the path picks the pages */
+	size_t size;	      /* create: slot area bytes, rounded up to 2 MiB */
+	unsigned flags; /* create: SHM_ARENA_NO_RESERVE (shm_arena.h); the path picks the pages */
 };
 
 /*

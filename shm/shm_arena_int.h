@@ -11,26 +11,26 @@
 #include "shm_arena.h"
 
 /* Chunk indexes and run lengths stay below 2^31 so that sums of two never wrap. */
-#define ARENA_MAX_CHUNKS (1u << 31)
+#define ARENA_MAX_CHUNKS     (1u << 31)
 #define ARENA_MAX_SLOT_BYTES ((uint64_t)ARENA_MAX_CHUNKS * SHM_CHUNK)
 
 struct shm_arena {
 	struct shm_arena_pub pub;  /* first: shm_arena_ptr() reads it through a cast */
 	struct shm_arena_hdr *hdr; /* == pub.base */
-	uint64_t *bitmap;          /* hdr->bitmap_off in this mapping */
-	uint32_t *runlen;          /* hdr->runlen_off in this mapping */
-	int fd;                    /* the memfd or the file, owned; the one passed to functions */
-	bool huge;                 /* backed by hugetlbfs */
-	long reserved_pages;       /* huge pages this handle added to nr_hugepages */
-	pid_t creator;             /* the process that added them: only it gives them back */
+	uint64_t *bitmap;	   /* hdr->bitmap_off in this mapping */
+	uint32_t *runlen;	   /* hdr->runlen_off in this mapping */
+	int fd;			   /* the memfd or the file, owned; the one passed to functions */
+	bool huge;		   /* backed by hugetlbfs */
+	long reserved_pages;	   /* huge pages this handle added to nr_hugepages */
+	pid_t creator;		   /* the process that added them: only it gives them back */
 	/* File arenas only (shm_arena_file.c); memfd arenas: -1, NULL, 0. */
-	int lock_fd;                     /* private open of the file, flock()ed; never passed on */
-	char *path;                      /* the file's path, owned */
+	int lock_fd;			 /* private open of the file, flock()ed; never passed on */
+	char *path;			 /* the file's path, owned */
 	struct shm_arena_file_hdr *fhdr; /* hdr->file_off in this mapping */
-	struct shm_journal_rec *recs;    /* fhdr->journal_off in this mapping */
-	uint32_t nrecs;                  /* fhdr->nrecs */
-	uint32_t rec_cursor;             /* next-fit: where the next reserve starts looking */
-	uint64_t commit_no;              /* last commit_no handed out by this writer */
+	struct shm_journal_rec *recs;	 /* fhdr->journal_off in this mapping */
+	uint32_t nrecs;			 /* fhdr->nrecs */
+	uint32_t rec_cursor;		 /* next-fit: where the next reserve starts looking */
+	uint64_t commit_no;		 /* last commit_no handed out by this writer */
 };
 
 /* Where things go in an arena whose slot area is slot_bytes long. */
@@ -40,7 +40,7 @@ struct arena_layout {
 	uint64_t runlen_off;
 	uint64_t file_off;    /* 0 without a journal */
 	uint64_t journal_off; /* 0 without a journal */
-	uint64_t nrecs;       /* journal capacity, 0 without a journal */
+	uint64_t nrecs;	      /* journal capacity, 0 without a journal */
 	uint64_t data_off;
 	uint64_t total;
 };

@@ -14,8 +14,8 @@
  * lines of /proc/meminfo are the same numbers when 2 MiB is the default huge
  * page size, but count 1 GiB pages on a host booted with default_hugepagesz=1G.
  */
-#define HUGE_2M_DIR "/sys/kernel/mm/hugepages/hugepages-2048kB/"
-#define NR_HUGEPAGES_PATH SHM_HUGE_NR_PATH
+#define HUGE_2M_DIR	    "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+#define NR_HUGEPAGES_PATH   SHM_HUGE_NR_PATH
 #define FREE_HUGEPAGES_PATH HUGE_2M_DIR "free_hugepages"
 #define RESV_HUGEPAGES_PATH HUGE_2M_DIR "resv_hugepages"
 

@@ -213,8 +213,8 @@ int shm_rec_find(const struct shm_arena *a, uint64_t job, uint64_t round, const 
 }
 
 /* Whether committed @r (of the same job and round) lies inside [seq, end). */
-static bool covered_by(const struct shm_journal_rec *r, uint64_t job, uint64_t round,
-		       uint64_t seq, uint64_t end)
+static bool covered_by(const struct shm_journal_rec *r, uint64_t job, uint64_t round, uint64_t seq,
+		       uint64_t end)
 {
 	return r->job == job && r->round == round && r->seq >= seq && r->seq + r->count <= end;
 }
@@ -244,8 +244,7 @@ int shm_rec_supersede(struct shm_arena *a, uint32_t partial, unsigned *released)
 	return 0;
 }
 
-int shm_journal_release_round(struct shm_arena *a, uint64_t job, uint64_t round,
-			      unsigned *released)
+int shm_journal_release_round(struct shm_arena *a, uint64_t job, uint64_t round, unsigned *released)
 {
 	unsigned n = 0;
 	uint32_t i;
@@ -282,9 +281,9 @@ void shm_journal_usage(const struct shm_arena *a, uint32_t *committed, uint32_t 
 /* A recovery pass's view of the committed records, sorted by (job, round, seq, -count). */
 struct recovery {
 	struct shm_arena *a;
-	uint32_t *idx;     /* committed record indexes, sorted */
-	uint8_t *gone;     /* per sorted entry: 1 = superseded */
-	uint64_t *slots;   /* slot_off of each kept record, sorted */
+	uint32_t *idx;	 /* committed record indexes, sorted */
+	uint8_t *gone;	 /* per sorted entry: 1 = superseded */
+	uint64_t *slots; /* slot_off of each kept record, sorted */
 	uint32_t n, nkept;
 };
 
@@ -404,11 +403,10 @@ static int recovery_collect(struct recovery *rc)
 	return 0;
 }
 
-int shm_journal_recover(struct shm_arena *a, shm_rec_cb cb, void *ctx,
-			struct shm_journal_stats *st)
+int shm_journal_recover(struct shm_arena *a, shm_rec_cb cb, void *ctx, struct shm_journal_stats *st)
 {
-	struct shm_journal_stats s = { 0 };
-	struct recovery rc = { .a = a };
+	struct shm_journal_stats s = {0};
+	struct recovery rc = {.a = a};
 	struct shm_rec_info info;
 	uint32_t i;
 	int err;
@@ -422,9 +420,10 @@ int shm_journal_recover(struct shm_arena *a, shm_rec_cb cb, void *ctx,
 		goto out_free;
 	err = recovery_plan(&rc);
 	if (err) {
-		trib_error("arena %s: the journal is inconsistent (a slot that is not live, shared, "
-			   "or overlapping partial ranges); nothing was changed",
-			   a->path ? a->path : "(memfd)");
+		trib_error(
+		    "arena %s: the journal is inconsistent (a slot that is not live, shared, "
+		    "or overlapping partial ranges); nothing was changed",
+		    a->path ? a->path : "(memfd)");
 		goto out_free;
 	}
 	for (i = 0; i < rc.n; i++) {

@@ -49,19 +49,19 @@
 
 /* One record as the caller sees it (a copy, except key and body, below). */
 struct shm_rec_info {
-	uint16_t kind;        /* enum shm_rec_kind */
-	uint64_t job;         /* the job's SQLite id */
-	uint64_t round;       /* round or model version */
-	uint64_t seq;         /* UPDATE: its index in the round; PARTIAL: first covered */
-	uint32_t count;       /* 1 for an UPDATE; PARTIAL: covers [seq, seq + count) */
-	uint32_t nsegs;       /* segment table entries */
-	double weight;        /* sample count, or total weight of a PARTIAL */
+	uint16_t kind;	      /* enum shm_rec_kind */
+	uint64_t job;	      /* the job's SQLite id */
+	uint64_t round;	      /* round or model version */
+	uint64_t seq;	      /* UPDATE: its index in the round; PARTIAL: first covered */
+	uint32_t count;	      /* 1 for an UPDATE; PARTIAL: covers [seq, seq + count) */
+	uint32_t nsegs;	      /* segment table entries */
+	double weight;	      /* sample count, or total weight of a PARTIAL */
 	uint64_t slot_off;    /* the live slot holding the payload or accumulator */
 	uint64_t segs_off;    /* segment table offset, 0 if none */
 	float fold_scale;     /* FedBuff staleness factor; 0 = 1 */
 	uint16_t http_status; /* the answer given (202), for a resend */
 	const void *key;      /* Idempotency-Key; from get: points into the record */
-	size_t key_len;       /* <= SHM_REC_KEY_MAX */
+	size_t key_len;	      /* <= SHM_REC_KEY_MAX */
 	const void *body;     /* the answer's body; from get: points into the record */
 	size_t body_len;      /* <= SHM_REC_BODY_MAX */
 	uint64_t commit_no;   /* from get/recover: the order of commits; ignored by fill */

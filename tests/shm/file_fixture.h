@@ -30,10 +30,10 @@
  * never collide between tests that Criterion runs in parallel.
  */
 struct fx {
-	char dir[64];   /* where arena files go */
-	char data[64];  /* the data dir */
+	char dir[64];	/* where arena files go */
+	char data[64];	/* the data dir */
 	char path[128]; /* dir/tributary-test.arena */
-	bool mounted;   /* dir is our hugetlbfs mount */
+	bool mounted;	/* dir is our hugetlbfs mount */
 };
 
 static struct fx fx;
@@ -124,11 +124,11 @@ static inline void fx_teardown(void)
 static inline struct shm_arena_file_opts fx_opts(size_t size)
 {
 	struct shm_arena_file_opts o = {
-		.path = fx.path,
-		.data_dir = fx.data,
-		.node_id = "node-a boot-1234",
-		.size = size,
-		.flags = 0,
+	    .path = fx.path,
+	    .data_dir = fx.data,
+	    .node_id = "node-a boot-1234",
+	    .size = size,
+	    .flags = 0,
 	};
 
 	return o;
@@ -201,8 +201,8 @@ struct fx_pool {
 static inline struct fx_pool fx_pool(void)
 {
 	struct fx_pool p = {
-		.nr = fx_read_long(FX_HUGE_2M "nr_hugepages"),
-		.free_pages = fx_read_long(FX_HUGE_2M "free_hugepages"),
+	    .nr = fx_read_long(FX_HUGE_2M "nr_hugepages"),
+	    .free_pages = fx_read_long(FX_HUGE_2M "free_hugepages"),
 	};
 
 	return p;

@@ -221,14 +221,14 @@ Test(shm_arena_file, corrupt_or_incompatible_files_are_refused_then_moved_aside)
 		int rc;
 		const char *why;
 	} cases[] = {
-		{ flip_magic, -EBADMSG, "not a Tributary arena" },
-		{ zero_magic, -EBADMSG, "creation was interrupted" },
-		{ bump_abi, -EPROTO, "ABI version" },
-		{ bump_format, -EPROTO, "file format" },
-		{ flip_file_magic, -EBADMSG, "file header magic" },
-		{ shrink_nrecs, -EBADMSG, "journal" },
-		{ grow_file, -EBADMSG, "the file has" },
-		{ clear_dir_nul, -EBADMSG, "strings" },
+	    {flip_magic, -EBADMSG, "not a Tributary arena"},
+	    {zero_magic, -EBADMSG, "creation was interrupted"},
+	    {bump_abi, -EPROTO, "ABI version"},
+	    {bump_format, -EPROTO, "file format"},
+	    {flip_file_magic, -EBADMSG, "file header magic"},
+	    {shrink_nrecs, -EBADMSG, "journal"},
+	    {grow_file, -EBADMSG, "the file has"},
+	    {clear_dir_nul, -EBADMSG, "strings"},
 	};
 	struct shm_arena_file_opts o = fx_opts(0);
 	char why[512], aside[512];
@@ -306,9 +306,10 @@ Test(shm_arena_file, stale_scan_removes_only_files_whose_data_dir_is_gone)
 	make_arena_file("tributary-orphan.arena", gone1);
 	make_arena_file("tributary-kept.arena", fx.data);
 	make_arena_file("tributary-aside.arena", gone1);
-	cr_assert_eq(shm_arena_file_move_aside(strcat(strcpy(path, fx.dir), "/tributary-aside.arena"),
-					       aside, sizeof(aside)),
-		     0);
+	cr_assert_eq(
+	    shm_arena_file_move_aside(strcat(strcpy(path, fx.dir), "/tributary-aside.arena"), aside,
+				      sizeof(aside)),
+	    0);
 	snprintf(path, sizeof(path), "%s/tributary-live.arena", fx.dir);
 	o.path = path;
 	o.data_dir = gone2;
@@ -377,13 +378,12 @@ Test(shm_arena_file, default_path_falls_back_to_shm_with_one_warning)
 	/* The name derives from the realpath: a symlink to the data dir names the same file. */
 	snprintf(link, sizeof(link), "%s/link", fx.dir);
 	cr_assert_eq(symlink(fx.data, link), 0);
-	cr_assert_eq(shm_arena__default_path_in("/proc/trib-no-such-dir", fx.dir, link, p2,
-						sizeof(p2)),
-		     0);
+	cr_assert_eq(
+	    shm_arena__default_path_in("/proc/trib-no-such-dir", fx.dir, link, p2, sizeof(p2)), 0);
 	cr_expect_str_eq(p1, p2);
-	cr_assert_eq(shm_arena__default_path_in("/proc/trib-no-such-dir", fx.dir, fx.dir, p2,
-						sizeof(p2)),
-		     0);
+	cr_assert_eq(
+	    shm_arena__default_path_in("/proc/trib-no-such-dir", fx.dir, fx.dir, p2, sizeof(p2)),
+	    0);
 	cr_expect_str_neq(p1, p2, "another data dir, another file");
 	cr_expect_eq(shm_arena__default_path_in("/proc/x", fx.dir, "/nonexistent/d", p2, 64),
 		     -ENOENT);
@@ -443,7 +443,8 @@ Test(shm_arena_file_huge, file_on_hugetlbfs_outlives_its_creator_and_gives_pages
 	close(p[0]);
 	cr_assert(fx_killed(fx_wait(pid)));
 
-	cr_expect_eq(fx_file_pages(fx.path), 4, "the file holds its 4 pages after its creator died");
+	cr_expect_eq(fx_file_pages(fx.path), 4,
+		     "the file holds its 4 pages after its creator died");
 	a = fx_open();
 	cr_expect(shm_arena_is_huge(a));
 	cr_expect_eq(((unsigned char *)shm_arena_ptr(a, off))[0], 0xab);

@@ -6,9 +6,9 @@
 
 TestSuite(shm_journal, .init = fx_setup_shm, .fini = fx_teardown);
 
-#define JOB 7
+#define JOB   7
 #define ROUND 3
-#define BODY "{\"round\":3,\"received\":1}"
+#define BODY  "{\"round\":3,\"received\":1}"
 
 /* The slot bytes of update @seq (or of a partial when @seq is PARTIAL_BYTE). */
 static uint8_t byte_of(uint64_t seq)
@@ -36,20 +36,20 @@ static struct shm_rec_info update_info(uint64_t job, uint64_t round, uint64_t se
 				       const char *key)
 {
 	struct shm_rec_info in = {
-		.kind = SHM_REC_UPDATE,
-		.job = job,
-		.round = round,
-		.seq = seq,
-		.count = 1,
-		.nsegs = 1,
-		.weight = 10.0 + (double)seq,
-		.slot_off = slot,
-		.segs_off = slot + SHM_CHUNK,
-		.http_status = 202,
-		.key = key,
-		.key_len = strlen(key),
-		.body = BODY,
-		.body_len = strlen(BODY),
+	    .kind = SHM_REC_UPDATE,
+	    .job = job,
+	    .round = round,
+	    .seq = seq,
+	    .count = 1,
+	    .nsegs = 1,
+	    .weight = 10.0 + (double)seq,
+	    .slot_off = slot,
+	    .segs_off = slot + SHM_CHUNK,
+	    .http_status = 202,
+	    .key = key,
+	    .key_len = strlen(key),
+	    .body = BODY,
+	    .body_len = strlen(BODY),
 	};
 
 	return in;
@@ -80,12 +80,12 @@ static int put_partial(struct shm_arena *a, uint64_t job, uint64_t round, uint64
 		       uint32_t count, uint32_t *idx)
 {
 	struct shm_rec_info in = {
-		.kind = SHM_REC_PARTIAL,
-		.job = job,
-		.round = round,
-		.seq = seq,
-		.count = count,
-		.weight = 100.0,
+	    .kind = SHM_REC_PARTIAL,
+	    .job = job,
+	    .round = round,
+	    .seq = seq,
+	    .count = count,
+	    .weight = 100.0,
 	};
 	int rc = stamped_slot(a, PARTIAL_BYTE, &in.slot_off);
 
@@ -481,7 +481,7 @@ Test(shm_journal, fill_and_commit_check_the_record)
 Test(shm_journal, memfd_arena_has_no_journal)
 {
 	struct shm_arena *a = NULL;
-	struct shm_rec_info in = { 0 };
+	struct shm_rec_info in = {0};
 	uint32_t idx;
 
 	cr_assert_eq(shm_arena_create(2 * MIB, SHM_ARENA_NO_HUGE | SHM_ARENA_NO_RESERVE, &a), 0);
