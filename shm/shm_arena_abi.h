@@ -98,8 +98,8 @@ _Static_assert(offsetof(struct shm_arena_hdr, used_chunks) == 152, "shm_arena_hd
  * the process that made it, so that updates answered 202 survive a crash of
  * the node. Its header region is:
  *
- *   0      bitmap_off  runlen_off   file_off              journal_off                 data_off
- *   | hdr | bitmap[]  | runlen[]   | shm_arena_file_hdr | shm_journal_rec[nrecs] | pad | chunk 0 ...
+ *   0     bitmap_off runlen_off file_off        journal_off                  data_off
+ *   | hdr | bitmap[] | runlen[] | file_hdr      | shm_journal_rec[nrecs] | pad | chunk 0 ...
  *
  * The file format version changes when shm_arena_file_hdr or shm_journal_rec
  * change, or when the meaning of a record does; a reader refuses any other
