@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* The node's huge-page arena: memfd and huge-page reservation, attach, and the slot allocator. */
+/* The node's arena: layout, memfd creation, attach by fd, and the cross-process slot allocator. */
 #include "shm_arena.h"
 #include "shm_arena_int.h"
 

@@ -56,13 +56,17 @@ static int mount_hugetlbfs(const char *dir, char *why, size_t why_len)
 		return -EPERM;
 	}
 	if (mkdir(dir, 0755) && errno != EEXIST) {
-		snprintf(why, why_len, "mkdir %s: %s", dir, strerror(errno));
-		return -errno;
+		int err = errno;
+
+		snprintf(why, why_len, "mkdir %s: %s", dir, strerror(err));
+		return -err;
 	}
 	if (mount("none", dir, "hugetlbfs", 0, "pagesize=2M")) {
+		int err = errno;
+
 		snprintf(why, why_len, "mount -t hugetlbfs -o pagesize=2M none %s: %s", dir,
-			 strerror(errno));
-		return -errno;
+			 strerror(err));
+		return -err;
 	}
 	trib_info("arena: mounted hugetlbfs (pagesize=2M) on %s", dir);
 	return 0;
@@ -155,15 +159,19 @@ static int map_normal(struct shm_arena *a, int fd, const struct arena_layout *l,
 	void *base;
 
 	if (ftruncate(fd, (off_t)l->total)) {
+		int err = errno;
+
 		snprintf(why, why_len, "ftruncate to %llu bytes: %s", (unsigned long long)l->total,
-			 strerror(errno));
-		return -errno;
+			 strerror(err));
+		return -err;
 	}
 	base = mmap(NULL, l->total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (base == MAP_FAILED) {
+		int err = errno;
+
 		snprintf(why, why_len, "mmap of %llu bytes: %s", (unsigned long long)l->total,
-			 strerror(errno));
-		return -errno;
+			 strerror(err));
+		return -err;
 	}
 	a->pub.base = base;
 	a->huge = false;
@@ -214,8 +222,10 @@ int shm_arena_file_create(const struct shm_arena_file_opts *o, struct shm_arena 
 		return -EINVAL;
 	}
 	if (!realpath(o->data_dir, real)) {
-		snprintf(why, why_len, "data dir %s: %s", o->data_dir, strerror(errno));
-		return -errno;
+		int err = errno;
+
+		snprintf(why, why_len, "data dir %s: %s", o->data_dir, strerror(err));
+		return -err;
 	}
 	shm_arena__layout((o->size + SHM_HUGE_PAGE - 1) / SHM_HUGE_PAGE * SHM_HUGE_PAGE, true, &l);
 	a = handle_new(o->path);
@@ -350,8 +360,10 @@ static int map_existing(struct shm_arena *a, uint64_t size, const char *real_dir
 	/* No MAP_POPULATE: the pages are in the file already; recovery touches what it reads. */
 	base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
 	if (base == MAP_FAILED) {
-		snprintf(why, why_len, "mmap: %s", strerror(errno));
-		return -errno;
+		int err = errno;
+
+		snprintf(why, why_len, "mmap: %s", strerror(err));
+		return -err;
 	}
 	rc = file_check(base, size, real_dir, why, why_len);
 	if (rc) {
@@ -376,8 +388,10 @@ int shm_arena_file_open(const struct shm_arena_file_opts *o, struct shm_arena **
 
 	why[0] = '\0';
 	if (!realpath(o->data_dir, real)) {
-		snprintf(why, why_len, "data dir %s: %s", o->data_dir, strerror(errno));
-		return -errno;
+		int err = errno;
+
+		snprintf(why, why_len, "data dir %s: %s", o->data_dir, strerror(err));
+		return -err;
 	}
 	a = handle_new(o->path);
 	if (!a)
