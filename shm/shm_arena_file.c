@@ -199,10 +199,65 @@ static void file_hdr_init(struct shm_arena *a, const struct arena_layout *l, con
 	 * struct shm_arena_file_hdr for why not at destroy).
 	 */
 	f->huge_added = (uint64_t)a->reserved_pages;
-	a->reserved_pages = 0;
 	f->creator_pid = (uint32_t)getpid();
 	snprintf(f->node_id, sizeof(f->node_id), "%s", node_id ? node_id : "");
 	snprintf(f->data_dir, sizeof(f->data_dir), "%s", real_dir);
+}
+
+/*
+ * A new, unnamed file in @path's directory (O_TMPFILE), and *@lock_fd, a
+ * private open of it (through /proc/self/fd), locked. It gets its name only
+ * once complete (file_link()), so that a file at that name is never half-made:
+ * a creator killed midway leaves nothing, and no opener can find it unlocked.
+ */
+static int file_tmp_open(const char *path, int *fd, int *lock_fd, char *why, size_t why_len)
+{
+	/* *lock_fd is -1 on entry (handle_new()); lock_file() sets it only on success. */
+	char dir[PATH_MAX], self[64];
+	const char *slash = strrchr(path, '/');
+	int rc;
+
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path),
+			  path) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	/* 0600 whatever the umask is fchmod()ed below: the file holds every client's update. */
+	*fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (*fd < 0) {
+		rc = -errno;
+		snprintf(why, why_len, "O_TMPFILE in %s: %s", dir, strerror(-rc));
+		return rc;
+	}
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", *fd);
+	rc = lock_file(self, lock_fd);
+	if (!rc && fchmod(*fd, 0600))
+		rc = -errno;
+	if (rc) {
+		snprintf(why, why_len, "lock or chmod the new file through %s: %s", self,
+			 strerror(-rc));
+		if (*lock_fd >= 0)
+			close(*lock_fd);
+		*lock_fd = -1;
+		close(*fd);
+		return rc;
+	}
+	return 0;
+}
+
+/* Give the complete file @fd its name: exclusive, -EEXIST if @path exists. */
+static int file_link(int fd, const char *path, char *why, size_t why_len)
+{
+	char self[64];
+
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW)) {
+		int err = errno;
+
+		snprintf(why, why_len, "link %s: %s", path, strerror(err));
+		return -err;
+	}
+	return 0;
 }
 
 /* On success *out is the caller's (shm_arena_destroy() keeps the file). */
@@ -227,55 +282,55 @@ int shm_arena_file_create(const struct shm_arena_file_opts *o, struct shm_arena 
 		snprintf(why, why_len, "data dir %s: %s", o->data_dir, strerror(err));
 		return -err;
 	}
+	/* Early, to reserve no pages in vain; file_link() is what makes it exclusive. */
+	if (!access(o->path, F_OK)) {
+		snprintf(why, why_len, "%s exists: open it instead", o->path);
+		return -EEXIST;
+	}
 	shm_arena__layout((o->size + SHM_HUGE_PAGE - 1) / SHM_HUGE_PAGE * SHM_HUGE_PAGE, true, &l);
 	a = handle_new(o->path);
 	if (!a)
 		return -ENOMEM;
-	fd = open(o->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(why, why_len, "create %s: %s", o->path, strerror(-rc));
+	rc = file_tmp_open(o->path, &fd, &a->lock_fd, why, why_len);
+	if (rc)
 		goto err_free;
-	}
-	/* At once: until the magic is written, an opener that got the lock would call it corrupt.
-	 */
-	rc = lock_file(o->path, &a->lock_fd);
-	if (rc) {
-		snprintf(why, why_len, "lock %s: %s", o->path, strerror(-rc));
-		goto err_unlink;
-	}
-	/* Exactly 0600 whatever the umask: the file holds every client's update. */
-	if (fchmod(fd, 0600) || fstatfs(fd, &sfs)) {
+	if (fstatfs(fd, &sfs)) {
 		rc = -errno;
-		snprintf(why, why_len, "fchmod/fstatfs %s: %s", o->path, strerror(-rc));
-		goto err_unlock;
+		snprintf(why, why_len, "fstatfs: %s", strerror(-rc));
+		goto err_close;
 	}
 	if (sfs.f_type == HUGETLBFS_MAGIC)
 		rc = shm_arena__map_huge_fd(a, fd, &l, o->flags, why, why_len);
 	else
 		rc = map_normal(a, fd, &l, why, why_len);
 	if (rc)
-		goto err_unlock;
+		goto err_close;
 	file_hdr_init(a, &l, o->node_id, real);
 	rc = shm_arena__init_hdr(a, &l);
 	if (rc) {
 		snprintf(why, why_len, "initialising the arena lock: %s", strerror(-rc));
 		goto err_unmap;
 	}
+	rc = file_link(fd, o->path, why, why_len);
+	if (rc)
+		goto err_unmap;
 	a->fd = fd;
+	a->reserved_pages = 0; /* the file's header has them: shm_arena_destroy() keeps them */
 	trib_info("arena: created %s: %llu MiB on %s", o->path, (unsigned long long)(l.total >> 20),
 		  a->huge ? "2 MiB huge pages" : "normal pages");
 	*out = a;
 	return 0;
 
 err_unmap:
-	shm_huge__release(
-	    (long)((struct shm_arena_file_hdr *)(void *)(a->pub.base + l.file_off))->huge_added);
+	/* Unmapped and closed, the unnamed file's pages are free: give back what was added. */
 	munmap(a->pub.base, l.total);
-err_unlock:
 	close(a->lock_fd);
-err_unlink:
-	unlink(o->path);
+	close(fd);
+	shm_huge__release((long)a->reserved_pages);
+	handle_free(a);
+	return rc;
+err_close:
+	close(a->lock_fd);
 	close(fd);
 err_free:
 	handle_free(a);
@@ -296,7 +351,7 @@ static int file_check(const struct shm_arena_hdr *h, uint64_t size, const char *
 			snprintf(why, why_len, "not a Tributary arena (magic %#llx)",
 				 (unsigned long long)h->magic);
 		else
-			snprintf(why, why_len, "no arena magic: its creation was interrupted");
+			snprintf(why, why_len, "no arena magic (a zeroed or unfinished file)");
 		return -EBADMSG;
 	}
 	if (h->version != SHM_ABI_VERSION || h->hdr_bytes != sizeof(*h)) {

@@ -62,13 +62,17 @@ struct shm_arena_file_opts {
 };
 
 /*
- * Create the arena file @o->path: exclusively (O_EXCL), mode 0600, locked.
- * On hugetlbfs it is backed by 2 MiB huge pages:
- * as root and without SHM_ARENA_NO_RESERVE, nr_hugepages is raised by what it
- * lacks; the file's header records how many pages were added, and whoever
- * removes the file (shm_arena_file_remove(), the stale scan) gives them back. Elsewhere (/dev/shm)
- * it uses normal pages. There is no fallback here: on failure the new file
- * is unlinked and the caller may try another path (shm_arena_default_path()).
+ * Create the arena file @o->path: exclusively, mode 0600, locked. It is made
+ * unnamed (O_TMPFILE in its directory, locked at once) and linked to @o->path
+ * only when complete (linkat, -EEXIST if the name exists), so a file at that
+ * name is never half-made and a creator killed midway leaves nothing behind.
+ * Needs a filesystem with O_TMPFILE (tmpfs, hugetlbfs, ext4, xfs) and /proc.
+ * On hugetlbfs it is backed by 2 MiB huge pages: as root and without
+ * SHM_ARENA_NO_RESERVE, nr_hugepages is raised by what it lacks; the file's
+ * header records how many pages were added, and whoever removes the file
+ * (shm_arena_file_remove(), the stale scan) gives them back. Elsewhere
+ * (/dev/shm) it uses normal pages. There is no fallback here: on failure
+ * nothing is left, and the caller may try another path.
  * Returns 0, -EEXIST (a file is there: open it instead), -EINVAL (size or a
  * string too long), -ENOMEM (no huge pages; @why says why), or -errno.
  * @why (@why_len bytes) gets a reason whenever it fails.
@@ -87,7 +91,7 @@ int shm_arena_file_create(const struct shm_arena_file_opts *o, struct shm_arena 
  *   -ENOENT   no such file (create one);
  *   -EBUSY    another live process holds the file's lock (a second server);
  *   -EBADMSG  corrupt: not an arena, sizes that do not match the file, a
- *             creation that was interrupted (no magic);
+ *             zeroed or unfinished file (no magic);
  *   -EPROTO   an arena of another ABI or file format version;
  *   -EXDEV    a valid arena that belongs to another data dir: refused, kept;
  *   -ENOMEM, or another -errno.

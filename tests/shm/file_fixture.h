@@ -113,8 +113,9 @@ static inline void fx_teardown(void)
 {
 	if (fx.dir[0] && !strstr(fx.dir, "XXXXXX")) {
 		rm_files(fx.dir);
+		/* Lazily: a failed test may still map a file there until its process exits. */
 		if (fx.mounted)
-			umount(fx.dir);
+			umount2(fx.dir, MNT_DETACH);
 		rmdir(fx.dir);
 	}
 	if (fx.data[0] && !strstr(fx.data, "XXXXXX"))
