@@ -369,6 +369,7 @@ void shm_arena_destroy(struct shm_arena *a)
 		shm_huge__release(a->reserved_pages);
 	if (a->lock_fd >= 0)
 		close(a->lock_fd);
+	trib_free(a->kidx);
 	trib_free(a->path);
 	trib_free(a);
 }

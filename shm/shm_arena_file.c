@@ -315,6 +315,8 @@ int shm_arena_file_create(const struct shm_arena_file_opts *o, struct shm_arena 
 	if (rc)
 		goto err_unmap;
 	a->fd = fd;
+	if (shm_journal__index_build(a))
+		trib_debug("arena: no memory for the key index; resends are found by a scan");
 	a->reserved_pages = 0; /* the file's header has them: shm_arena_destroy() keeps them */
 	trib_info("arena: created %s: %llu MiB on %s", o->path, (unsigned long long)(l.total >> 20),
 		  a->huge ? "2 MiB huge pages" : "normal pages");
@@ -474,6 +476,8 @@ int shm_arena_file_open(const struct shm_arena_file_opts *o, struct shm_arena **
 	if (rc)
 		goto err_unlock;
 	dropped = shm_journal__drop_reserved(a);
+	if (shm_journal__index_build(a))
+		trib_debug("arena: no memory for the key index; resends are found by a scan");
 	trib_info("arena: re-attached %s (node %s, created by pid %u)%s", o->path, a->fhdr->node_id,
 		  a->fhdr->creator_pid,
 		  dropped ? "; dropped records that were never committed" : "");

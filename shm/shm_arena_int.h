@@ -31,6 +31,8 @@ struct shm_arena {
 	uint32_t nrecs;			 /* fhdr->nrecs */
 	uint32_t rec_cursor;		 /* next-fit: where the next reserve starts looking */
 	uint64_t commit_no;		 /* last commit_no handed out by this writer */
+	uint32_t *kidx;			 /* writer's key index: record + 1 per entry, 0 = empty */
+	uint32_t kmask;			 /* kidx entries - 1 (a power of two - 1) */
 };
 
 /* Where things go in an arena whose slot area is slot_bytes long. */
@@ -72,6 +74,12 @@ bool shm_arena__hdr_valid(const struct shm_arena_hdr *h, uint64_t size);
  * continue the commit numbers after the last one. Returns how many it freed.
  */
 unsigned shm_journal__drop_reserved(struct shm_arena *a);
+
+/*
+ * Build the writer's index of committed UPDATEs by (job, round, key), which
+ * shm_rec_find() uses; without it (-ENOMEM) find scans the journal instead.
+ */
+int shm_journal__index_build(struct shm_arena *a);
 
 /* ---- the 2 MiB huge page pool (shm_hugepages.c) ---- */
 

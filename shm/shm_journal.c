@@ -32,6 +32,100 @@ static struct shm_journal_rec *rec_at(const struct shm_arena *a, uint32_t idx)
 	return idx < a->nrecs ? &a->recs[idx] : NULL;
 }
 
+/* ---- the writer's key index ---- */
+
+/*
+ * An open-addressing table (linear probing) of the committed UPDATEs that
+ * carry an idempotency key, so that a resend is found without scanning the
+ * journal. It lives in the writer's process memory, is rebuilt from the
+ * journal on re-attach, and holds record indexes only: the record's fields
+ * are the keys. Entries go in at commit and out before the record is freed,
+ * while its fields are still intact. At most nrecs entries in 2 * nrecs or
+ * more places, so a probe always ends at an empty place.
+ */
+
+static uint64_t key_hash(uint64_t job, uint64_t round, const uint8_t *key, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ull, w[2] = {job, round};
+	const uint8_t *p = (const uint8_t *)w;
+	size_t i;
+
+	for (i = 0; i < sizeof(w); i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	for (i = 0; i < len; i++)
+		h = (h ^ key[i]) * 0x100000001b3ull;
+	return h;
+}
+
+static bool indexed(const struct shm_journal_rec *r)
+{
+	return r->kind == SHM_REC_UPDATE && r->key_len && r->key_len <= SHM_REC_KEY_MAX;
+}
+
+static uint32_t rec_home(const struct shm_arena *a, const struct shm_journal_rec *r)
+{
+	return (uint32_t)key_hash(r->job, r->round, r->key, r->key_len) & a->kmask;
+}
+
+static void kidx_insert(struct shm_arena *a, uint32_t idx)
+{
+	uint32_t i = rec_home(a, &a->recs[idx]);
+
+	while (a->kidx[i])
+		i = (i + 1) & a->kmask;
+	a->kidx[i] = idx + 1;
+}
+
+/* Backward-shift deletion: later entries of the probe run move up into the hole. */
+static void kidx_remove(struct shm_arena *a, uint32_t idx)
+{
+	uint32_t i = rec_home(a, &a->recs[idx]), j, h;
+
+	while (a->kidx[i] && a->kidx[i] != idx + 1)
+		i = (i + 1) & a->kmask;
+	if (!a->kidx[i])
+		return;
+	a->kidx[i] = 0;
+	for (j = (i + 1) & a->kmask; a->kidx[j]; j = (j + 1) & a->kmask) {
+		h = rec_home(a, &a->recs[a->kidx[j] - 1]);
+		/* Move the entry at j unless its home lies cyclically in (i, j]. */
+		if (i <= j ? (h <= i || h > j) : (h <= i && h > j)) {
+			a->kidx[i] = a->kidx[j];
+			a->kidx[j] = 0;
+			i = j;
+		}
+	}
+}
+
+int shm_journal__index_build(struct shm_arena *a)
+{
+	uint32_t n = 2, i;
+
+	while (n < 2 * a->nrecs)
+		n *= 2;
+	trib_free(a->kidx);
+	a->kidx = trib_calloc(n, sizeof(*a->kidx));
+	if (!a->kidx)
+		return -ENOMEM;
+	a->kmask = n - 1;
+	for (i = 0; i < a->nrecs; i++)
+		if (rec_state(&a->recs[i]) == SHM_REC_COMMITTED && indexed(&a->recs[i]))
+			kidx_insert(a, i);
+	return 0;
+}
+
+/* The one way a committed or reserved record becomes FREE: out of the index first. */
+static void rec_free(struct shm_arena *a, uint32_t idx)
+{
+	struct shm_journal_rec *r = &a->recs[idx];
+
+	if (a->kidx && rec_state(r) == SHM_REC_COMMITTED && indexed(r))
+		kidx_remove(a, idx);
+	atomic_store_explicit(&r->state, SHM_REC_FREE, memory_order_release);
+}
+
+/* ---- records ---- */
+
 unsigned shm_journal__drop_reserved(struct shm_arena *a)
 {
 	unsigned dropped = 0;
@@ -138,6 +232,8 @@ int shm_rec_commit(struct shm_arena *a, uint32_t idx)
 	r->commit_no = ++a->commit_no;
 	/* The commit mark, last: every store above is visible to whoever sees it. */
 	atomic_store_explicit(&r->state, SHM_REC_COMMITTED, memory_order_release);
+	if (a->kidx && indexed(r))
+		kidx_insert(a, idx);
 	return 0;
 }
 
@@ -150,7 +246,7 @@ int shm_rec_release(struct shm_arena *a, uint32_t idx)
 	r = rec_at(a, idx);
 	if (!r || rec_state(r) == SHM_REC_FREE)
 		return -EINVAL;
-	atomic_store_explicit(&r->state, SHM_REC_FREE, memory_order_release);
+	rec_free(a, idx);
 	return 0;
 }
 
@@ -190,6 +286,13 @@ int shm_rec_get(const struct shm_arena *a, uint32_t idx, struct shm_rec_info *in
 	return 0;
 }
 
+static bool rec_matches(const struct shm_journal_rec *r, uint64_t job, uint64_t round,
+			const void *key, size_t key_len)
+{
+	return rec_state(r) == SHM_REC_COMMITTED && r->kind == SHM_REC_UPDATE && r->job == job &&
+	       r->round == round && r->key_len == key_len && !memcmp(r->key, key, key_len);
+}
+
 int shm_rec_find(const struct shm_arena *a, uint64_t job, uint64_t round, const void *key,
 		 size_t key_len, uint32_t *idx)
 {
@@ -199,15 +302,22 @@ int shm_rec_find(const struct shm_arena *a, uint64_t job, uint64_t round, const 
 		return -ENOTSUP;
 	if (!key_len || key_len > SHM_REC_KEY_MAX)
 		return -EINVAL;
+	if (a->kidx) {
+		for (i = (uint32_t)key_hash(job, round, key, key_len) & a->kmask; a->kidx[i];
+		     i = (i + 1) & a->kmask) {
+			if (rec_matches(&a->recs[a->kidx[i] - 1], job, round, key, key_len)) {
+				*idx = a->kidx[i] - 1;
+				return 0;
+			}
+		}
+		return -ENOENT;
+	}
+	/* No index (a process other than the writer, or it could not be allocated): scan. */
 	for (i = 0; i < a->nrecs; i++) {
-		const struct shm_journal_rec *r = &a->recs[i];
-
-		if (rec_state(r) != SHM_REC_COMMITTED || r->kind != SHM_REC_UPDATE ||
-		    r->job != job || r->round != round || r->key_len != key_len ||
-		    memcmp(r->key, key, key_len))
-			continue;
-		*idx = i;
-		return 0;
+		if (rec_matches(&a->recs[i], job, round, key, key_len)) {
+			*idx = i;
+			return 0;
+		}
 	}
 	return -ENOENT;
 }
@@ -236,7 +346,7 @@ int shm_rec_supersede(struct shm_arena *a, uint32_t partial, unsigned *released)
 		if (i == partial || rec_state(r) != SHM_REC_COMMITTED ||
 		    !covered_by(r, p->job, p->round, p->seq, p->seq + p->count))
 			continue;
-		atomic_store_explicit(&r->state, SHM_REC_FREE, memory_order_release);
+		rec_free(a, i);
 		n++;
 	}
 	if (released)
@@ -256,7 +366,7 @@ int shm_journal_release_round(struct shm_arena *a, uint64_t job, uint64_t round,
 
 		if (rec_state(r) != SHM_REC_COMMITTED || r->job != job || r->round != round)
 			continue;
-		atomic_store_explicit(&r->state, SHM_REC_FREE, memory_order_release);
+		rec_free(a, i);
 		n++;
 	}
 	if (released)
@@ -428,8 +538,7 @@ int shm_journal_recover(struct shm_arena *a, shm_rec_cb cb, void *ctx, struct sh
 	}
 	for (i = 0; i < rc.n; i++) {
 		if (rc.gone[i]) {
-			atomic_store_explicit(&a->recs[rc.idx[i]].state, SHM_REC_FREE,
-					      memory_order_release);
+			rec_free(a, rc.idx[i]);
 			s.superseded++;
 		} else if (a->recs[rc.idx[i]].kind == SHM_REC_PARTIAL) {
 			s.partials++;

@@ -39,9 +39,10 @@
  * Concurrency: one writer, the node's gateway (runtime) thread, reserves,
  * fills, commits, supersedes and releases; readers are that same thread, or
  * a later process after re-attaching. Reserve takes a record with a
- * compare-and-swap, so more writer threads would not share a record, but
- * shm_rec_find() and shm_rec_get() may read a record another thread is
- * releasing and refilling: callers with more than one thread serialise them.
+ * compare-and-swap, so more writer threads would not share a record, but the
+ * key index is not thread-safe, and shm_rec_find() and shm_rec_get() may
+ * read a record another thread is releasing and refilling: callers with more
+ * than one thread serialise every call.
  * Function processes never touch the journal.
  *
  * Every function here returns -ENOTSUP for a memfd arena (no journal).
@@ -97,7 +98,9 @@ int shm_rec_get(const struct shm_arena *a, uint32_t idx, struct shm_rec_info *in
 
 /*
  * The committed UPDATE of (@job, @round) with Idempotency-Key @key: *@idx.
- * A linear scan of the journal (capacity records; ~1 cache line each).
+ * The handle that created or opened the file keeps an index of the keys of
+ * its committed UPDATEs (built on open, kept by commit and release), so this
+ * is a hash lookup; a handle from shm_arena_attach() scans the journal.
  * Returns 0, -ENOENT, or -EINVAL (key_len 0 or too long).
  */
 int shm_rec_find(const struct shm_arena *a, uint64_t job, uint64_t round, const void *key,

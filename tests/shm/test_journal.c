@@ -538,3 +538,82 @@ Test(shm_journal_huge, partial_committed_then_killed_on_huge_pages)
 	partial_crash(false);
 	fx_expect_pool(before, busy);
 }
+
+/* ---- the key index against a scan ---- */
+
+struct live_key {
+	uint64_t job, round;
+	char key[24];
+	uint32_t idx;
+	bool live;
+};
+
+/* Index lookups in @a agree with scans in @scan (an attached handle has no index). */
+static void expect_same_answers(struct shm_arena *a, struct shm_arena *scan,
+				const struct live_key *k, unsigned n)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t x = UINT32_MAX, y = UINT32_MAX;
+		int rx = shm_rec_find(a, k[i].job, k[i].round, k[i].key, strlen(k[i].key), &x);
+		int ry = shm_rec_find(scan, k[i].job, k[i].round, k[i].key, strlen(k[i].key), &y);
+
+		cr_assert_eq(rx, k[i].live ? 0 : -ENOENT, "key %u (%s) live %d: %d", i, k[i].key,
+			     k[i].live, rx);
+		cr_assert_eq(ry, rx, "key %u: the scan says %d", i, ry);
+		if (k[i].live)
+			cr_assert(x == k[i].idx && y == k[i].idx, "key %u: %u %u, want %u", i, x, y,
+				  k[i].idx);
+	}
+}
+
+Test(shm_journal, key_index_agrees_with_a_scan_through_commits_and_releases)
+{
+	struct shm_arena *a = fx_create(16 * MIB), *scan = NULL;
+	static struct live_key k[600];
+	unsigned n = 0, step, i, live = 0;
+	uint32_t seed = 12345;
+
+	cr_assert_eq(shm_arena_attach(dup(shm_arena_fd(a)), &scan), 0);
+	for (step = 0; step < 1500; step++) {
+		seed = seed * 1103515245u + 12345u;
+		if ((seed >> 16) % 3 && n < 600 && live < 200) {
+			struct shm_rec_info in;
+			uint64_t slot;
+
+			k[n].job = 1 + (seed >> 8) % 3;
+			k[n].round = 1 + (seed >> 4) % 3;
+			snprintf(k[n].key, sizeof(k[n].key), "key-%u", n);
+			cr_assert_eq(shm_slot_alloc(a, SHM_CHUNK, &slot), 0);
+			cr_assert_eq(shm_rec_reserve(a, &k[n].idx), 0);
+			in = update_info(k[n].job, k[n].round, n, slot, k[n].key);
+			in.nsegs = 0;
+			cr_assert_eq(shm_rec_fill(a, k[n].idx, &in), 0);
+			cr_assert_eq(shm_rec_commit(a, k[n].idx), 0);
+			k[n++].live = true;
+			live++;
+		} else if (live) {
+			struct shm_rec_info info;
+
+			i = (seed >> 8) % n;
+			while (!k[i].live)
+				i = (i + 1) % n;
+			cr_assert_eq(shm_rec_get(a, k[i].idx, &info), 0);
+			cr_assert_eq(shm_rec_release(a, k[i].idx), 0);
+			cr_assert_eq(shm_slot_free(a, info.slot_off), 0);
+			k[i].live = false;
+			live--;
+		}
+		if (step % 50 == 0)
+			expect_same_answers(a, scan, k, n);
+	}
+	expect_same_answers(a, scan, k, n);
+	shm_arena_destroy(scan);
+	shm_arena_destroy(a);
+	a = fx_open();
+	cr_assert_eq(shm_arena_attach(dup(shm_arena_fd(a)), &scan), 0);
+	expect_same_answers(a, scan, k, n); /* the index rebuilt from the file */
+	shm_arena_destroy(scan);
+	shm_arena_file_remove(a);
+}
