@@ -222,7 +222,7 @@ static int file_tmp_open(const char *path, int *fd, int *lock_fd, char *why, siz
 	else if (snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path),
 			  path) >= (int)sizeof(dir))
 		return -ENAMETOOLONG;
-	/* 0600 whatever the umask is fchmod()ed below: the file holds every client's update. */
+	/* The mode is set again by fchmod() below, whatever the umask: it holds every update. */
 	*fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (*fd < 0) {
 		rc = -errno;
@@ -324,16 +324,12 @@ int shm_arena_file_create(const struct shm_arena_file_opts *o, struct shm_arena 
 	return 0;
 
 err_unmap:
-	/* Unmapped and closed, the unnamed file's pages are free: give back what was added. */
 	munmap(a->pub.base, l.total);
-	close(a->lock_fd);
-	close(fd);
-	shm_huge__release((long)a->reserved_pages);
-	handle_free(a);
-	return rc;
 err_close:
 	close(a->lock_fd);
 	close(fd);
+	/* Unmapped and closed, the unnamed file's pages are free: give back what was added. */
+	shm_huge__release((long)a->reserved_pages);
 err_free:
 	handle_free(a);
 	return rc;
@@ -441,6 +437,7 @@ int shm_arena_file_open(const struct shm_arena_file_opts *o, struct shm_arena **
 	struct statfs sfs;
 	struct stat st;
 	unsigned dropped;
+	char self[64];
 	int rc;
 
 	why[0] = '\0';
@@ -459,7 +456,9 @@ int shm_arena_file_open(const struct shm_arena_file_opts *o, struct shm_arena **
 		snprintf(why, why_len, "open %s: %s", o->path, strerror(-rc));
 		goto err_free;
 	}
-	rc = lock_file(o->path, &a->lock_fd);
+	/* Through the fd, not the name: the lock must be on the very file that is mapped. */
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", a->fd);
+	rc = lock_file(self, &a->lock_fd);
 	if (rc == -EBUSY)
 		why_busy(o->path, why, why_len);
 	else if (rc)
@@ -478,9 +477,10 @@ int shm_arena_file_open(const struct shm_arena_file_opts *o, struct shm_arena **
 	dropped = shm_journal__drop_reserved(a);
 	if (shm_journal__index_build(a))
 		trib_debug("arena: no memory for the key index; resends are found by a scan");
-	trib_info("arena: re-attached %s (node %s, created by pid %u)%s", o->path, a->fhdr->node_id,
-		  a->fhdr->creator_pid,
-		  dropped ? "; dropped records that were never committed" : "");
+	trib_info(
+	    "arena: re-attached %s (node %s, created by pid %u); dropped %u records that were "
+	    "never committed",
+	    o->path, a->fhdr->node_id, a->fhdr->creator_pid, dropped);
 	*out = a;
 	return 0;
 
