@@ -76,7 +76,8 @@ void ctl_store_close(struct ctl_store *st);
 int ctl_store_job_create(struct ctl_store *st, struct ctl_job *job);
 /*
  * Fill *out (its owned strings become the caller's; release with
- * ctl_job_clear; *out is overwritten, not cleared first). -ENOENT if absent.
+ * ctl_job_clear; *out is overwritten, not cleared first; zeroed on failure).
+ * -ENOENT if absent.
  */
 int ctl_store_job_get(struct ctl_store *st, const char *name, struct ctl_job *out);
 /* Same, by id. */

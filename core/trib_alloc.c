@@ -11,6 +11,9 @@
 static _Atomic long fail_after = -1;
 /* Allocations that returned NULL, real or injected (see trib_alloc_failures). */
 static _Atomic unsigned long failures;
+/* Tests: allocation calls so far, and blocks not yet freed (trib_alloc_count, trib_alloc_live). */
+static _Atomic unsigned long calls;
+static _Atomic long live;
 
 void trib_alloc_fail_after(long n)
 {
@@ -19,7 +22,10 @@ void trib_alloc_fail_after(long n)
 
 static int should_fail(void)
 {
-	long v = atomic_load(&fail_after);
+	long v;
+
+	atomic_fetch_add(&calls, 1);
+	v = atomic_load(&fail_after);
 
 	while (v >= 0) {
 		if (atomic_compare_exchange_weak(&fail_after, &v, v - 1)) {
@@ -31,17 +37,29 @@ static int should_fail(void)
 	return 0;
 }
 
-/* Count a real failure of the allocator underneath. */
+/* Count a real failure of the allocator underneath, or a new live block. */
 static void *counted(void *p)
 {
 	if (!p)
 		atomic_fetch_add(&failures, 1);
+	else
+		atomic_fetch_add(&live, 1);
 	return p;
 }
 
 unsigned long trib_alloc_failures(void)
 {
 	return atomic_load(&failures);
+}
+
+unsigned long trib_alloc_count(void)
+{
+	return atomic_load(&calls);
+}
+
+long trib_alloc_live(void)
+{
+	return atomic_load(&live);
 }
 
 void *trib_malloc(size_t n)
@@ -60,9 +78,14 @@ void *trib_calloc(size_t nmemb, size_t size)
 
 void *trib_realloc(void *p, size_t n)
 {
+	void *q;
+
 	if (should_fail())
 		return NULL;
-	return counted(realloc(p, n ? n : 1));
+	q = realloc(p, n ? n : 1);
+	if (p && q)
+		return q; /* the same block, moved or not */
+	return counted(q);
 }
 
 char *trib_strndup(const char *s, size_t n)
@@ -84,6 +107,8 @@ char *trib_strdup(const char *s)
 
 void trib_free(void *p)
 {
+	if (p)
+		atomic_fetch_sub(&live, 1);
 	free(p);
 }
 

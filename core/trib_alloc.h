@@ -34,4 +34,20 @@ void trib_alloc_fail_after(long n);
  */
 unsigned long trib_alloc_failures(void);
 
+/*
+ * Tests: allocation calls so far (malloc, calloc, realloc, strdup; each
+ * counts once whether it succeeds or fails), so that a test can count the
+ * allocations of a scenario and then fail each of them in turn
+ * (trib_alloc_fail_after). Not for production decisions.
+ */
+unsigned long trib_alloc_count(void);
+
+/*
+ * Tests: blocks allocated and not yet freed, counting every successful
+ * trib_malloc/calloc/strdup and realloc(NULL) as one and every trib_free of a
+ * non-NULL pointer as minus one. Comparing it before and after a scenario
+ * finds a leak without waiting for the leak checker at exit.
+ */
+long trib_alloc_live(void);
+
 #endif

@@ -211,10 +211,15 @@ static int load_header(const unsigned char *b, size_t len, json_t **root, uint64
 	/* json_loadb takes an explicit length: the header is not NUL-terminated. */
 	fails = trib_alloc_failures();
 	*root = json_loadb((const char *)b + 8, *hlen, JSON_REJECT_DUPLICATES, &jerr);
+	if (trib_alloc_failures() != fails) {
+		/* jansson may call it a syntax error, or return a name it could not grow cut
+		 * short: a tensor "not in the schema" that the client never sent. */
+		json_decref(*root);
+		*root = NULL;
+		return -ENOMEM;
+	}
 	if (*root)
 		return 0;
-	if (trib_alloc_failures() != fails)
-		return -ENOMEM; /* jansson may call it a syntax error */
 	switch (json_error_code(&jerr)) {
 	case json_error_out_of_memory:
 		return -ENOMEM;

@@ -90,24 +90,113 @@ static int parse_listen(const char *s, struct rt_node_opts *o, char *host, size_
 }
 
 /* `up` and `node` share their options; `node` adds the cluster's. */
+static const struct option up_lopts[] = {
+	{ "listen", required_argument, NULL, 'l' },
+	{ "data-dir", required_argument, NULL, 'd' },
+	{ "admin-token-file", required_argument, NULL, 'a' },
+	{ "arena-mb", required_argument, NULL, 'm' },
+	{ "no-huge", no_argument, NULL, 'H' },
+	{ "port-file", required_argument, NULL, 'p' },
+	{ "dataplane", required_argument, NULL, 'D' },
+	{ "warm-s", required_argument, NULL, 'w' },
+	{ "controller", required_argument, NULL, 'C' },
+	{ "node-name", required_argument, NULL, 'N' },
+	{ "peer-listen", required_argument, NULL, 'P' },
+	{ "advertise", required_argument, NULL, 'A' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* The cluster's options of `node` (-C -N -P -A); 0, or 2 (usage error, said). */
+static int node_opt(int c, const char *arg, struct rt_node_opts *o)
+{
+	if (c == 'N') {
+		if (!trib_job_name_valid(arg)) {
+			fprintf(stderr, "tributary node: --node-name wants 1-63 characters of "
+				"A-Z a-z 0-9 . _ -, got '%s'\n", arg);
+			return 2;
+		}
+		o->node_name = arg;
+		return 0;
+	}
+	if (strncmp(arg, "tcp://", 6) || !strrchr(arg + 6, ':')) {
+		fprintf(stderr, "tributary node: --%s wants tcp://HOST:PORT, got '%s'\n",
+			c == 'C' ? "controller" : c == 'P' ? "peer-listen" : "advertise", arg);
+		return 2;
+	}
+	if (c == 'C')
+		o->controller = arg;
+	else if (c == 'P')
+		o->peer_listen = arg;
+	else
+		o->advertise = arg;
+	return 0;
+}
+
+/* One option of `up` or `node` (not -h): 0, or 2 (usage error, said). */
+static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, char *host,
+		  size_t cap)
+{
+	uint64_t v;
+
+	switch (c) {
+	case 'C':
+	case 'N':
+	case 'P':
+	case 'A':
+		return node_opt(c, arg, o);
+	case 'l':
+		if (!parse_listen(arg, o, host, cap))
+			return 0;
+		fprintf(stderr, "tributary up: --listen wants HOST:PORT, got '%s'\n", arg);
+		return 2;
+	case 'd':
+		o->data_dir = arg;
+		return 0;
+	case 'a':
+		if (!node) {
+			o->admin_token_file = arg;
+			return 0;
+		}
+		fprintf(stderr, "tributary node: no --admin-token-file: the controller gives nodes "
+			"its admin token when they join\n");
+		return 2;
+	case 'm':
+		if (trib_parse_u64(arg, 16, 1u << 20, &v)) {
+			fprintf(stderr, "tributary up: --arena-mb wants 16..1048576, got '%s'\n", arg);
+			return 2;
+		}
+		o->arena_bytes = v << 20;
+		return 0;
+	case 'H':
+		o->no_huge = true;
+		return 0;
+	case 'p':
+		o->port_file = arg;
+		return 0;
+	case 'w':
+		if (trib_parse_u64(arg, 0, 86400, &v)) {
+			fprintf(stderr, "tributary up: --warm-s wants 0..86400 seconds, got '%s'\n",
+				arg);
+			return 2;
+		}
+		o->warm_s = (uint32_t)v;
+		return 0;
+	case 'D':
+		o->dataplane = rt_dataplane_from_name(arg);
+		if (o->dataplane)
+			return 0;
+		fprintf(stderr, "tributary up: --dataplane wants shm+bpf, shm+unix or tcp, got "
+			"'%s'\n", arg);
+		return 2;
+	default:
+		usage(stderr);
+		return 2;
+	}
+}
+
 static int cmd_up(int argc, char **argv, bool node)
 {
-	static const struct option lopts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "data-dir", required_argument, NULL, 'd' },
-		{ "admin-token-file", required_argument, NULL, 'a' },
-		{ "arena-mb", required_argument, NULL, 'm' },
-		{ "no-huge", no_argument, NULL, 'H' },
-		{ "port-file", required_argument, NULL, 'p' },
-		{ "dataplane", required_argument, NULL, 'D' },
-		{ "warm-s", required_argument, NULL, 'w' },
-		{ "controller", required_argument, NULL, 'C' },
-		{ "node-name", required_argument, NULL, 'N' },
-		{ "peer-listen", required_argument, NULL, 'P' },
-		{ "advertise", required_argument, NULL, 'A' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct rt_node_opts o = {
 		.listen_host = "127.0.0.1",
 		.listen_port = 8080,
@@ -117,100 +206,25 @@ static int cmd_up(int argc, char **argv, bool node)
 	};
 	const char *cmd = node ? "node" : "up";
 	char host[256];
-	uint64_t mb;
-	int c;
+	int c, rc;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", up_lopts, NULL)) != -1) {
 		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A')) {
-			fprintf(stderr, "tributary up: %s is an option of `tributary node`\n",
-				argv[optind - 1]);
+			/* Named from the table: argv[optind - 1] is the value when it came apart. */
+			for (const struct option *lo = up_lopts; lo->name; lo++)
+				if (lo->val == c)
+					fprintf(stderr, "tributary up: --%s is an option of `tributary "
+						"node`\n", lo->name);
 			return 2;
 		}
-		switch (c) {
-		case 'C':
-			if (strncmp(optarg, "tcp://", 6) || !strrchr(optarg + 6, ':')) {
-				fprintf(stderr, "tributary node: --controller wants tcp://HOST:PORT, "
-					"got '%s'\n", optarg);
-				return 2;
-			}
-			o.controller = optarg;
-			break;
-		case 'N':
-			if (!trib_job_name_valid(optarg)) {
-				fprintf(stderr, "tributary node: --node-name wants 1-63 characters of "
-					"A-Z a-z 0-9 . _ -, got '%s'\n", optarg);
-				return 2;
-			}
-			o.node_name = optarg;
-			break;
-		case 'P':
-		case 'A':
-			if (strncmp(optarg, "tcp://", 6) || !strrchr(optarg + 6, ':')) {
-				fprintf(stderr, "tributary node: --%s wants tcp://HOST:PORT, got "
-					"'%s'\n", c == 'P' ? "peer-listen" : "advertise", optarg);
-				return 2;
-			}
-			if (c == 'P')
-				o.peer_listen = optarg;
-			else
-				o.advertise = optarg;
-			break;
-		case 'l':
-			if (parse_listen(optarg, &o, host, sizeof(host))) {
-				fprintf(stderr, "tributary up: --listen wants HOST:PORT, got '%s'\n",
-					optarg);
-				return 2;
-			}
-			break;
-		case 'd':
-			o.data_dir = optarg;
-			break;
-		case 'a':
-			if (node) {
-				fprintf(stderr, "tributary node: no --admin-token-file: the controller "
-					"gives nodes its admin token when they join\n");
-				return 2;
-			}
-			o.admin_token_file = optarg;
-			break;
-		case 'm':
-			if (trib_parse_u64(optarg, 16, 1u << 20, &mb)) {
-				fprintf(stderr, "tributary up: --arena-mb wants 16..1048576, got '%s'\n",
-					optarg);
-				return 2;
-			}
-			o.arena_bytes = mb << 20;
-			break;
-		case 'H':
-			o.no_huge = true;
-			break;
-		case 'p':
-			o.port_file = optarg;
-			break;
-		case 'w':
-			if (trib_parse_u64(optarg, 0, 86400, &mb)) {
-				fprintf(stderr, "tributary up: --warm-s wants 0..86400 seconds, got "
-					"'%s'\n", optarg);
-				return 2;
-			}
-			o.warm_s = (uint32_t)mb;
-			break;
-		case 'D':
-			o.dataplane = rt_dataplane_from_name(optarg);
-			if (!o.dataplane) {
-				fprintf(stderr, "tributary up: --dataplane wants shm+bpf, shm+unix or "
-					"tcp, got '%s'\n", optarg);
-				return 2;
-			}
-			break;
-		case 'h':
+		if (c == 'h') {
 			usage(stdout);
 			return 0;
-		default:
-			usage(stderr);
-			return 2;
 		}
+		rc = up_opt(c, optarg, node, &o, host, sizeof(host));
+		if (rc)
+			return rc;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "tributary %s: unexpected argument '%s'\n", cmd, argv[optind]);
@@ -224,75 +238,83 @@ static int cmd_up(int argc, char **argv, bool node)
 	return rt_up_run(&o);
 }
 
+static const struct option ctl_lopts[] = {
+	{ "listen", required_argument, NULL, 'l' },
+	{ "data-dir", required_argument, NULL, 'd' },
+	{ "admin-token-file", required_argument, NULL, 'a' },
+	{ "placement", required_argument, NULL, 'p' },
+	{ "heartbeat-ms", required_argument, NULL, 'b' },
+	{ "dead-after-ms", required_argument, NULL, 'x' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* One option of `controller` (not -h): 0, or 2 (usage error, said). */
+static int ctl_opt(int c, const char *arg, struct ctl_cluster_opts *o)
+{
+	uint64_t v;
+
+	switch (c) {
+	case 'l':
+		if (strncmp(arg, "tcp://", 6) || !strrchr(arg + 6, ':')) {
+			fprintf(stderr, "tributary controller: --listen wants tcp://HOST:PORT, got "
+				"'%s'\n", arg);
+			return 2;
+		}
+		o->listen = arg;
+		return 0;
+	case 'd':
+		o->data_dir = arg;
+		return 0;
+	case 'a':
+		o->admin_token_file = arg;
+		return 0;
+	case 'p':
+		if (strcmp(arg, "locality") && strcmp(arg, "round-robin")) {
+			fprintf(stderr, "tributary controller: --placement wants locality or "
+				"round-robin, got '%s'\n", arg);
+			return 2;
+		}
+		o->round_robin = !strcmp(arg, "round-robin");
+		return 0;
+	case 'b':
+	case 'x':
+		/* Node runtimes act on a 200 ms tick: a shorter heartbeat is not kept. */
+		if (trib_parse_u64(arg, 200, 600000, &v)) {
+			fprintf(stderr, "tributary controller: --%s wants 200..600000 ms, got '%s'\n",
+				c == 'b' ? "heartbeat-ms" : "dead-after-ms", arg);
+			return 2;
+		}
+		if (c == 'b')
+			o->heartbeat_ms = (uint32_t)v;
+		else
+			o->dead_after_ms = (uint32_t)v;
+		return 0;
+	default:
+		usage(stderr);
+		return 2;
+	}
+}
+
 static int cmd_controller(int argc, char **argv)
 {
-	static const struct option lopts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "data-dir", required_argument, NULL, 'd' },
-		{ "admin-token-file", required_argument, NULL, 'a' },
-		{ "placement", required_argument, NULL, 'p' },
-		{ "heartbeat-ms", required_argument, NULL, 'b' },
-		{ "dead-after-ms", required_argument, NULL, 'x' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct ctl_cluster_opts o = {
 		.listen = "tcp://0.0.0.0:7070",
 		.data_dir = "./tributary-controller",
 		.heartbeat_ms = 200,
 		.dead_after_ms = 1500,
 	};
-	uint64_t v;
-	int c;
+	int c, rc;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
-		switch (c) {
-		case 'l':
-			if (strncmp(optarg, "tcp://", 6) || !strrchr(optarg + 6, ':')) {
-				fprintf(stderr, "tributary controller: --listen wants tcp://HOST:PORT, "
-					"got '%s'\n", optarg);
-				return 2;
-			}
-			o.listen = optarg;
-			break;
-		case 'd':
-			o.data_dir = optarg;
-			break;
-		case 'a':
-			o.admin_token_file = optarg;
-			break;
-		case 'p':
-			if (!strcmp(optarg, "locality")) {
-				o.round_robin = 0;
-			} else if (!strcmp(optarg, "round-robin")) {
-				o.round_robin = 1;
-			} else {
-				fprintf(stderr, "tributary controller: --placement wants locality or "
-					"round-robin, got '%s'\n", optarg);
-				return 2;
-			}
-			break;
-		case 'b':
-		case 'x':
-			/* Node runtimes act on a 200 ms tick: a shorter heartbeat is not kept. */
-			if (trib_parse_u64(optarg, 200, 600000, &v)) {
-				fprintf(stderr, "tributary controller: --%s wants 200..600000 ms, got "
-					"'%s'\n", c == 'b' ? "heartbeat-ms" : "dead-after-ms", optarg);
-				return 2;
-			}
-			if (c == 'b')
-				o.heartbeat_ms = (uint32_t)v;
-			else
-				o.dead_after_ms = (uint32_t)v;
-			break;
-		case 'h':
+	while ((c = getopt_long(argc, argv, "", ctl_lopts, NULL)) != -1) {
+		if (c == 'h') {
 			usage(stdout);
 			return 0;
-		default:
-			usage(stderr);
-			return 2;
 		}
+		rc = ctl_opt(c, optarg, &o);
+		if (rc)
+			return rc;
 	}
 	if (optind < argc) {
 		fprintf(stderr, "tributary controller: unexpected argument '%s'\n", argv[optind]);

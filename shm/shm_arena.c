@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-/* The node's huge-page arena: memfd and huge-page reservation, attach, and the slot allocator. */
+/* The node's arena: layout, memfd creation, attach by fd, and the cross-process slot allocator. */
 #include "shm_arena.h"
+#include "shm_arena_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,159 +23,36 @@
 #define MFD_HUGE_2MB (21u << 26)
 #endif
 
-/*
- * The 2 MiB pool's own counters. /proc/sys/vm/nr_hugepages and the HugePages_
- * lines of /proc/meminfo are the same numbers when 2 MiB is the default huge
- * page size, but count 1 GiB pages on a host booted with default_hugepagesz=1G.
- */
-#define HUGE_2M_DIR "/sys/kernel/mm/hugepages/hugepages-2048kB/"
-#define NR_HUGEPAGES_PATH HUGE_2M_DIR "nr_hugepages"
-#define FREE_HUGEPAGES_PATH HUGE_2M_DIR "free_hugepages"
-#define RESV_HUGEPAGES_PATH HUGE_2M_DIR "resv_hugepages"
-
-/* Chunk indexes and run lengths stay below 2^31 so that sums of two never wrap. */
-#define ARENA_MAX_CHUNKS (1u << 31)
-#define ARENA_MAX_SLOT_BYTES ((uint64_t)ARENA_MAX_CHUNKS * SHM_CHUNK)
-
-struct shm_arena {
-	struct shm_arena_pub pub;  /* first: shm_arena_ptr() reads it through a cast */
-	struct shm_arena_hdr *hdr; /* == pub.base */
-	uint64_t *bitmap;          /* hdr->bitmap_off in this mapping */
-	uint32_t *runlen;          /* hdr->runlen_off in this mapping */
-	int fd;                    /* the memfd, owned */
-	bool huge;                 /* backed by hugetlbfs */
-	long reserved_pages;       /* huge pages this handle added to nr_hugepages */
-	pid_t creator;             /* the process that added them: only it gives them back */
-};
-
-/* Where things go in an arena whose slot area is slot_bytes long. */
-struct arena_layout {
-	uint64_t nchunks;
-	uint64_t bitmap_off;
-	uint64_t runlen_off;
-	uint64_t data_off;
-	uint64_t total;
-};
-
 static uint64_t round_up(uint64_t x, uint64_t a)
 {
 	return (x + a - 1) / a * a;
 }
 
-static void arena_layout(uint64_t slot_bytes, struct arena_layout *l)
+/*
+ * A file arena's journal holds one record per chunk: every committed record
+ * names a live slot of its own (an update's payload or a partial's
+ * accumulator), and a slot is at least one chunk, so the journal is full only
+ * when the slot area is.
+ */
+void shm_arena__layout(uint64_t slot_bytes, bool file, struct arena_layout *l)
 {
+	uint64_t end;
+
 	l->nchunks = slot_bytes / SHM_CHUNK;
 	l->bitmap_off = sizeof(struct shm_arena_hdr);
 	l->runlen_off = l->bitmap_off + (l->nchunks + 63) / 64 * sizeof(uint64_t);
-	l->data_off = round_up(l->runlen_off + l->nchunks * sizeof(uint32_t), SHM_HUGE_PAGE);
+	end = l->runlen_off + l->nchunks * sizeof(uint32_t);
+	l->file_off = 0;
+	l->journal_off = 0;
+	l->nrecs = 0;
+	if (file) {
+		l->file_off = round_up(end, 64);
+		l->journal_off = round_up(l->file_off + sizeof(struct shm_arena_file_hdr), 64);
+		l->nrecs = l->nchunks;
+		end = l->journal_off + l->nrecs * sizeof(struct shm_journal_rec);
+	}
+	l->data_off = round_up(end, SHM_HUGE_PAGE);
 	l->total = l->data_off + slot_bytes;
-}
-
-/* ---- huge-page bookkeeping ---- */
-
-static int read_long(const char *path, long *v)
-{
-	FILE *f = fopen(path, "re");
-	int rc = 0;
-
-	if (!f)
-		return -errno;
-	if (fscanf(f, "%ld", v) != 1)
-		rc = -EIO;
-	fclose(f);
-	return rc;
-}
-
-static int write_long(const char *path, long v)
-{
-	char buf[32];
-	int fd, n, rc = 0;
-
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = snprintf(buf, sizeof(buf), "%ld\n", v);
-	if (write(fd, buf, (size_t)n) != n)
-		rc = errno ? -errno : -EIO;
-	if (close(fd) && !rc)
-		rc = -errno;
-	return rc;
-}
-
-/* 2 MiB pages free for a new mapping: free_hugepages less those already promised (resv). */
-static int hugepages_avail(long *avail)
-{
-	long free_pages, resv;
-	int rc;
-
-	rc = read_long(FREE_HUGEPAGES_PATH, &free_pages);
-	if (!rc)
-		rc = read_long(RESV_HUGEPAGES_PATH, &resv);
-	if (!rc)
-		*avail = free_pages - resv;
-	return rc;
-}
-
-/* Take @pages back out of nr_hugepages; a failure leaves them reserved, which is only waste. */
-static void hugepages_release(long pages)
-{
-	long cur;
-	int rc;
-
-	if (pages <= 0)
-		return;
-	rc = read_long(NR_HUGEPAGES_PATH, &cur);
-	if (!rc)
-		rc = write_long(NR_HUGEPAGES_PATH, cur > pages ? cur - pages : 0);
-	if (rc)
-		trib_warn("arena: could not give back %ld huge pages to %s: %s", pages,
-			  NR_HUGEPAGES_PATH, strerror(-rc));
-}
-
-/*
- * Raise nr_hugepages so that @npages are free for us. *@added gets how many
- * pages the kernel actually added (the caller gives them back). On failure
- * nothing stays added and @why says what went wrong.
- */
-static int hugepages_reserve(long npages, long *added, char *why, size_t why_len)
-{
-	long avail, cur, now, need;
-	int rc;
-
-	*added = 0;
-	rc = hugepages_avail(&avail);
-	if (rc) {
-		snprintf(why, why_len, "cannot read %s: %s", FREE_HUGEPAGES_PATH, strerror(-rc));
-		return rc;
-	}
-	need = npages - avail;
-	if (need <= 0) {
-		snprintf(why, why_len,
-			 "mmap found no huge pages although %ld are free (hugetlb cgroup limit?)",
-			 avail);
-		return -ENOMEM;
-	}
-	rc = read_long(NR_HUGEPAGES_PATH, &cur);
-	if (!rc)
-		rc = write_long(NR_HUGEPAGES_PATH, cur + need);
-	if (rc) {
-		snprintf(why, why_len, "cannot raise %s by %ld: %s", NR_HUGEPAGES_PATH, need,
-			 strerror(-rc));
-		return rc;
-	}
-	/* The kernel may grant fewer than asked when memory is fragmented. */
-	if (!read_long(NR_HUGEPAGES_PATH, &now) && now > cur)
-		*added = now - cur;
-	rc = hugepages_avail(&avail);
-	if (rc || avail < npages) {
-		snprintf(why, why_len,
-			 "asked the kernel for %ld more huge pages, got %ld (%ld of %ld free)",
-			 need, *added, rc ? -1 : avail, npages);
-		hugepages_release(*added);
-		*added = 0;
-		return -ENOMEM;
-	}
-	return 0;
 }
 
 /* ---- creating and attaching ---- */
@@ -186,6 +64,52 @@ static void arena_seal(int fd)
 		trib_debug("arena: memfd not sealed: %s", strerror(errno));
 }
 
+/* The caller keeps @fd; see shm_arena_int.h. */
+int shm_arena__map_huge_fd(struct shm_arena *a, int fd, const struct arena_layout *l,
+			   unsigned flags, char *why, size_t why_len)
+{
+	long npages = (long)(l->total / SHM_HUGE_PAGE), avail = -1, added = 0;
+	void *base;
+
+	if (ftruncate(fd, (off_t)l->total)) {
+		int rc = -errno;
+
+		snprintf(why, why_len, "ftruncate of a hugetlbfs file: %s", strerror(-rc));
+		return rc;
+	}
+	base = mmap(NULL, l->total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (base == MAP_FAILED && errno == ENOMEM) {
+		shm_huge__avail(&avail);
+		if (flags & SHM_ARENA_NO_RESERVE) {
+			snprintf(why, why_len,
+				 "%ld huge pages needed, %ld free, and SHM_ARENA_NO_RESERVE",
+				 npages, avail);
+		} else if (geteuid() != 0) {
+			snprintf(why, why_len,
+				 "%ld huge pages needed, %ld free, and not root to reserve more",
+				 npages, avail);
+		} else if (!shm_huge__reserve(npages, &added, why, why_len)) {
+			base = mmap(NULL, l->total, PROT_READ | PROT_WRITE,
+				    MAP_SHARED | MAP_POPULATE, fd, 0);
+			if (base == MAP_FAILED)
+				snprintf(why, why_len, "mmap after reserving %ld huge pages: %s",
+					 added, strerror(errno));
+		}
+	} else if (base == MAP_FAILED) {
+		snprintf(why, why_len, "mmap of a hugetlbfs file: %s", strerror(errno));
+	}
+	if (base == MAP_FAILED) {
+		shm_huge__release(added);
+		return -ENOMEM;
+	}
+	if (added)
+		trib_info("arena: reserved %ld huge pages in %s", added, SHM_HUGE_NR_PATH);
+	a->pub.base = base;
+	a->huge = true;
+	a->reserved_pages = added;
+	return 0;
+}
+
 /*
  * Map a hugetlb memfd of @l->total bytes into @a, reserving pages if allowed.
  * On failure nothing is left open or reserved and @why names the reason.
@@ -193,8 +117,6 @@ static void arena_seal(int fd)
 static int arena_map_huge(struct shm_arena *a, const struct arena_layout *l, unsigned flags,
 			  char *why, size_t why_len)
 {
-	long npages = (long)(l->total / SHM_HUGE_PAGE), avail = -1, added = 0;
-	void *base;
 	int fd, rc;
 
 	fd = memfd_create("tributary-arena", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB |
@@ -204,50 +126,15 @@ static int arena_map_huge(struct shm_arena *a, const struct arena_layout *l, uns
 		snprintf(why, why_len, "hugetlb memfd unsupported: %s", strerror(-rc));
 		return rc;
 	}
-	if (ftruncate(fd, (off_t)l->total)) {
-		rc = -errno;
-		snprintf(why, why_len, "ftruncate of hugetlb memfd: %s", strerror(-rc));
-		goto err_close;
+	/* Sealing before the size is set would forbid setting it; seal after mapping. */
+	rc = shm_arena__map_huge_fd(a, fd, l, flags, why, why_len);
+	if (rc) {
+		close(fd);
+		return rc;
 	}
 	arena_seal(fd);
-	base = mmap(NULL, l->total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-	if (base == MAP_FAILED && errno == ENOMEM) {
-		hugepages_avail(&avail);
-		if (flags & SHM_ARENA_NO_RESERVE) {
-			snprintf(why, why_len,
-				 "%ld huge pages needed, %ld free, and SHM_ARENA_NO_RESERVE",
-				 npages, avail);
-		} else if (geteuid() != 0) {
-			snprintf(why, why_len,
-				 "%ld huge pages needed, %ld free, and not root to reserve more",
-				 npages, avail);
-		} else if (!hugepages_reserve(npages, &added, why, why_len)) {
-			base = mmap(NULL, l->total, PROT_READ | PROT_WRITE,
-				    MAP_SHARED | MAP_POPULATE, fd, 0);
-			if (base == MAP_FAILED)
-				snprintf(why, why_len, "mmap after reserving %ld huge pages: %s",
-					 added, strerror(errno));
-		}
-	} else if (base == MAP_FAILED) {
-		snprintf(why, why_len, "mmap of hugetlb memfd: %s", strerror(errno));
-	}
-	if (base == MAP_FAILED) {
-		rc = -ENOMEM;
-		goto err_release;
-	}
-	if (added)
-		trib_info("arena: reserved %ld huge pages in %s", added, NR_HUGEPAGES_PATH);
-	a->pub.base = base;
 	a->fd = fd;
-	a->huge = true;
-	a->reserved_pages = added;
 	return 0;
-
-err_release:
-	hugepages_release(added);
-err_close:
-	close(fd);
-	return rc;
 }
 
 static int arena_map_normal(struct shm_arena *a, const struct arena_layout *l)
@@ -278,16 +165,24 @@ err_close:
 	return rc;
 }
 
-static void arena_bind(struct shm_arena *a, size_t size)
+void shm_arena__bind(struct shm_arena *a, size_t size)
 {
 	a->pub.size = size;
 	a->hdr = (struct shm_arena_hdr *)(void *)a->pub.base;
 	a->bitmap = (uint64_t *)(void *)(a->pub.base + a->hdr->bitmap_off);
 	a->runlen = (uint32_t *)(void *)(a->pub.base + a->hdr->runlen_off);
+	if (a->hdr->file_off) {
+		a->fhdr = (struct shm_arena_file_hdr *)(void *)(a->pub.base + a->hdr->file_off);
+		a->recs = (struct shm_journal_rec *)(void *)(a->pub.base + a->fhdr->journal_off);
+		a->nrecs = a->fhdr->nrecs;
+	}
 }
 
-/* The memfd starts zeroed, so the bitmap, run lengths and counters start empty. */
-static int arena_init_hdr(struct shm_arena *a, const struct arena_layout *l)
+/*
+ * The memfd or new file starts zeroed, so the bitmap, run lengths, counters
+ * and journal start empty. A file arena's file header is written before this.
+ */
+int shm_arena__init_hdr(struct shm_arena *a, const struct arena_layout *l)
 {
 	struct shm_arena_hdr *h = (struct shm_arena_hdr *)(void *)a->pub.base;
 	pthread_mutexattr_t attr;
@@ -301,7 +196,8 @@ static int arena_init_hdr(struct shm_arena *a, const struct arena_layout *l)
 	h->bitmap_off = l->bitmap_off;
 	h->runlen_off = l->runlen_off;
 	h->nchunks = (uint32_t)l->nchunks;
-	h->flags = a->huge ? SHM_ARENA_HDR_HUGE : 0;
+	h->flags = (a->huge ? SHM_ARENA_HDR_HUGE : 0) | (l->file_off ? SHM_ARENA_HDR_FILE : 0);
+	h->file_off = l->file_off;
 
 	rc = pthread_mutexattr_init(&attr);
 	if (rc)
@@ -317,7 +213,7 @@ static int arena_init_hdr(struct shm_arena *a, const struct arena_layout *l)
 	/* The magic goes last: an arena with a magic is a complete one. */
 	atomic_thread_fence(memory_order_release);
 	h->magic = SHM_ARENA_MAGIC;
-	arena_bind(a, l->total);
+	shm_arena__bind(a, l->total);
 	return 0;
 }
 
@@ -331,12 +227,13 @@ int shm_arena_create(size_t size, unsigned flags, struct shm_arena **out)
 
 	if (!size || size > ARENA_MAX_SLOT_BYTES)
 		return -EINVAL;
-	arena_layout(round_up(size, SHM_HUGE_PAGE), &l);
+	shm_arena__layout(round_up(size, SHM_HUGE_PAGE), false, &l);
 
 	a = trib_calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	a->fd = -1;
+	a->lock_fd = -1;
 	a->creator = getpid();
 
 	if (flags & SHM_ARENA_NO_HUGE) {
@@ -353,7 +250,7 @@ int shm_arena_create(size_t size, unsigned flags, struct shm_arena **out)
 	}
 	if (rc)
 		goto err_free;
-	rc = arena_init_hdr(a, &l);
+	rc = shm_arena__init_hdr(a, &l);
 	if (rc)
 		goto err_unmap;
 	*out = a;
@@ -362,24 +259,45 @@ int shm_arena_create(size_t size, unsigned flags, struct shm_arena **out)
 err_unmap:
 	munmap(a->pub.base, l.total);
 	close(a->fd);
-	hugepages_release(a->reserved_pages);
+	shm_huge__release(a->reserved_pages);
 err_free:
 	trib_free(a);
 	return rc;
 }
 
-static bool arena_hdr_valid(const struct shm_arena_hdr *h, uint64_t size)
+bool shm_arena__hdr_valid(const struct shm_arena_hdr *h, uint64_t size)
 {
 	struct arena_layout l;
+	bool file;
 
 	if (h->magic != SHM_ARENA_MAGIC || h->version != SHM_ABI_VERSION ||
 	    h->hdr_bytes != sizeof(*h) || h->chunk_bytes != SHM_CHUNK || h->total_bytes != size)
 		return false;
 	if (h->nchunks == 0 || h->nchunks > ARENA_MAX_CHUNKS)
 		return false;
-	arena_layout((uint64_t)h->nchunks * SHM_CHUNK, &l);
+	file = h->flags & SHM_ARENA_HDR_FILE;
+	shm_arena__layout((uint64_t)h->nchunks * SHM_CHUNK, file, &l);
 	return l.bitmap_off == h->bitmap_off && l.runlen_off == h->runlen_off &&
-	       l.data_off == h->data_off && l.total == size;
+	       l.file_off == h->file_off && l.data_off == h->data_off && l.total == size;
+}
+
+/*
+ * A file arena's journal fields must match the layout too, or a function
+ * process would read records at the wrong place. Checked by attach for any
+ * arena that says it is a file.
+ */
+static bool file_hdr_valid(const struct shm_arena_hdr *h)
+{
+	const struct shm_arena_file_hdr *f;
+	struct arena_layout l;
+
+	if (!(h->flags & SHM_ARENA_HDR_FILE))
+		return true;
+	f = (const void *)((const uint8_t *)h + h->file_off);
+	shm_arena__layout((uint64_t)h->nchunks * SHM_CHUNK, true, &l);
+	return f->magic == SHM_ARENA_FILE_MAGIC && f->format == SHM_ARENA_FILE_VERSION &&
+	       f->hdr_bytes == sizeof(*f) && f->rec_bytes == sizeof(struct shm_journal_rec) &&
+	       f->nrecs == l.nrecs && f->journal_off == l.journal_off;
 }
 
 /* Takes ownership of fd (closed on failure); on success *out is the caller's. */
@@ -413,21 +331,21 @@ int shm_arena_attach(int fd, struct shm_arena **out)
 	 * mapping a whole 2 GiB arena up front made every cold start ~14 ms
 	 * (bench/lifecycle); a 2 MiB page faults in once, on first touch.
 	 */
-	(void)huge;
 	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED) {
 		rc = -errno;
 		goto err_free;
 	}
-	if (!arena_hdr_valid(base, (uint64_t)st.st_size)) {
+	if (!shm_arena__hdr_valid(base, (uint64_t)st.st_size) || !file_hdr_valid(base)) {
 		rc = -EBADMSG;
 		goto err_unmap;
 	}
 	a->pub.base = base;
 	a->fd = fd;
+	a->lock_fd = -1;
 	a->huge = huge;
 	a->creator = 0;
-	arena_bind(a, (size_t)st.st_size);
+	shm_arena__bind(a, (size_t)st.st_size);
 	*out = a;
 	return 0;
 
@@ -448,7 +366,11 @@ void shm_arena_destroy(struct shm_arena *a)
 	close(a->fd);
 	/* A forked child holding a copy of the creator's handle must not give pages back. */
 	if (a->reserved_pages && a->creator == getpid())
-		hugepages_release(a->reserved_pages);
+		shm_huge__release(a->reserved_pages);
+	if (a->lock_fd >= 0)
+		close(a->lock_fd);
+	trib_free(a->kidx);
+	trib_free(a->path);
 	trib_free(a);
 }
 

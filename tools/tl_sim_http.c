@@ -6,36 +6,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tl_client.h"
 #include "tl_sim_int.h"
 #include "tl_simulate.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_time.h"
+#include "trib_token.h"
 
 #define SIM_RETRY_WAIT_S 120.0
 /* Long polls (each at most 60 s on the server) before giving up on a model. */
 #define SIM_MAX_POLLS 5
 
-/* *out is owned by the caller. Returns 0, -ENOENT, -EINVAL (empty), -ENOMEM. */
-static int read_first_line(const char *path, char **out)
+/*
+ * The token in @path by core's one rule (trib_token_load: 16 to 79 characters
+ * on the first line, cut at whitespace; a failure is logged with the path).
+ * *out is owned by the caller.
+ */
+static int token_file(const char *path, char **out)
 {
-	char line[1024];
-	FILE *f = fopen(path, "re");
-	size_t b, e;
+	char tok[TRIB_TOKEN_MAX + 1];
+	int err;
 
-	if (!f)
-		return -ENOENT;
-	if (!fgets(line, sizeof(line), f))
-		line[0] = '\0';
-	fclose(f);
-	b = strspn(line, " \t\r\n");
-	e = strlen(line);
-	while (e > b && strchr(" \t\r\n", line[e - 1]))
-		e--;
-	if (e == b)
-		return -EINVAL;
-	*out = trib_strndup(line + b, e - b);
+	err = trib_token_load(path, false, tok, sizeof(tok), NULL);
+	if (err)
+		return err;
+	*out = trib_strdup(tok);
+	explicit_bzero(tok, sizeof(tok));
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -46,7 +46,7 @@ int tl_sim_admin_token(const char *file, const char *data_dir, char **out)
 	size_t b, e;
 
 	if (file)
-		return read_first_line(file, out);
+		return token_file(file, out);
 	if (env) {
 		b = strspn(env, " \t\r\n");
 		e = b + strcspn(env + b, "\r\n");
@@ -59,9 +59,14 @@ int tl_sim_admin_token(const char *file, const char *data_dir, char **out)
 	}
 	if (!data_dir)
 		return -ENOENT;
-	if ((size_t)snprintf(path, sizeof(path), "%s/admin-token", data_dir) >= sizeof(path))
+	if ((size_t)snprintf(path, sizeof(path), "%s/admin-token", data_dir) >= sizeof(path)) {
+		trib_error("--data-dir %.80s...: too long a path", data_dir);
+		return -ENAMETOOLONG;
+	}
+	/* The default place: its absence is the callers' to say, with the other places. */
+	if (access(path, F_OK) && errno == ENOENT)
 		return -ENOENT;
-	return read_first_line(path, out);
+	return token_file(path, out);
 }
 
 void tl_sim_log_http_error(const char *what, const struct tl_http_resp *resp)
@@ -172,6 +177,23 @@ static int job_create(struct tl_client *c, const char *admin, const char *name, 
 	job->received = 0;
 	job->created = true;
 	return 0;
+}
+
+/* See tl_sim_int.h. */
+int tl_sim_job_wait(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
+		    uint64_t params, uint64_t wait_ns)
+{
+	const struct timespec pause = { .tv_nsec = 20000000 };
+	uint64_t end = trib_now_ns() + wait_ns;
+	struct tl_sim_job job;
+	int err;
+
+	for (;;) {
+		err = job_get(c, admin, name, clients, params, &job);
+		if (err != -ENOENT || trib_now_ns() >= end)
+			return err;
+		nanosleep(&pause, NULL);
+	}
 }
 
 int tl_sim_job_ensure(struct tl_client *c, const char *admin, const char *name, uint32_t clients,

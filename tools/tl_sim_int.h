@@ -23,6 +23,8 @@
 #define SIM_DOWN_NS 5000000000ull
 /* Period of GET /rounds/r while a multi-node round's model is awaited. */
 #define SIM_ROUNDS_POLL_NS 300000000ull
+/* How long every gateway is given to learn of a job made through another one. */
+#define SIM_JOB_WAIT_NS 10000000000ull
 
 /* The usage text of `tributary simulate` (tl_sim_opts.c). */
 extern const char tl_sim_usage[];
@@ -143,6 +145,15 @@ int tl_sim_model_op(struct tl_client *c, void *arg);
 /* Log a failed answer to @what once, with the server's reason. */
 void tl_sim_log_http_error(const char *what, const struct tl_http_resp *resp);
 
+/*
+ * GET job @name through @c until it is there (checked as tl_sim_job_ensure
+ * checks it), asking again while it answers 404, for at most @wait_ns.
+ * Returns 0, -ENOENT (still 404 at the end), or job_get's other errors
+ * (logged).
+ */
+int tl_sim_job_wait(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
+		    uint64_t params, uint64_t wait_ns);
+
 /* ---- rounds of a multi-node cluster (tl_sim_gw.c) ---- */
 
 /* One answer of GET /v1/jobs/J/rounds/R. */
@@ -185,7 +196,8 @@ struct tl_sim_round {
 	_Atomic uint32_t finished; /* accepted + failed */
 	_Atomic uint32_t accepted;
 	_Atomic uint32_t failed;
-	_Atomic uint32_t moved;    /* updates that went to another gateway than their own */
+	_Atomic uint32_t moved;    /* updates answered by another gateway than their own (any
+				    * answer: a 409 after a failover counts) */
 	_Atomic uint32_t conflicts; /* updates refused with 409 (round mismatch) */
 	_Atomic uint32_t refused;   /* of those, in a cluster: the round closed without them */
 	_Atomic bool abort;        /* an update failed: the round cannot close, stop sending */

@@ -153,13 +153,19 @@ static void *worker_run(void *arg)
 		t1 = trib_now_ns();
 
 		atomic_fetch_add(&r->retries, pc.retries);
+		/*
+		 * Answered by another gateway than its own: its own one failed at
+		 * connection level, now or lately. Counted whatever the answer: a node
+		 * that counted this update and died before its 202 may have closed
+		 * the round with it, and the resend then gets a 409 (round_send).
+		 */
+		if (!err && g != i % run->ngw)
+			atomic_fetch_add(&r->moved, 1);
 		if (!err && resp.status == 202) {
 			uint16_t node = tl_sim_ack_node(run, &resp);
 
 			run->acks[i] = (struct tl_sim_ack){ .node = node, .gw = (uint8_t)g };
 			tl_sim_gw_saw_node(run, g, node);
-			if (g != i % run->ngw)
-				atomic_fetch_add(&r->moved, 1);
 			atomic_fetch_add(&r->accepted, 1);
 			atomic_fetch_add(&r->bytes, u.st_hdr_len + o->params * 4);
 			atomic_max_u64(&r->t_last, t1);
@@ -167,9 +173,10 @@ static void *worker_run(void *arg)
 			/*
 			 * A cluster closed the round without this update. That happens when
 			 * a node counted updates and died before answering: their clients
-			 * sent them again elsewhere, so the round filled early until the
-			 * dead node's counts are dropped. The update is in no model: it is
-			 * left out of the reference, and the round is judged at its end.
+			 * sent them again elsewhere (this one, maybe), so the round filled
+			 * early until the dead node's counts are dropped. The update is in
+			 * no model: it is left out of the reference, and round_send judges
+			 * the round at its end (explained only if an update moved).
 			 */
 			run->acks[i].flags |= SIM_ACK_REFUSED;
 			atomic_fetch_add(&r->conflicts, 1);

@@ -71,7 +71,12 @@ static int round_send(const struct tl_sim_opts *o, struct tl_sim_worker *w, stru
 		       "(it refused or dropped connections)\n", r->round, moved,
 		       moved == 1 ? "" : "s");
 	refused = atomic_load(&r->refused);
-	/* Refusals are explained only by connections a dying node dropped (moved updates). */
+	/*
+	 * Refusals are explained only by connections a dying node dropped: then
+	 * some update moved to another gateway, whatever it was answered there (a
+	 * resend the round closed before is itself refused). No update moved: a
+	 * 409 is a server that closed the round early, an error.
+	 */
 	if (err || atomic_load(&r->accepted) + (moved ? refused : 0) != o->clients ||
 	    atomic_load(&r->accepted) == 0) {
 		round_send_failed(r, moved, refused);
@@ -262,6 +267,40 @@ static int open_workers(struct tl_sim_run *run, struct tl_sim_worker *w, uint32_
 }
 
 /*
+ * A cluster tells its other nodes of a new job after the 201: for a moment
+ * their gateways answer 404, and a first update sent there would fail the
+ * round. Wait until every gateway of --url that can be reached knows the job;
+ * one that cannot is the workers' failover's (open_workers says so). Returns 0
+ * or a -errno, said in the log.
+ */
+static int run_job_everywhere(struct tl_sim_run *run)
+{
+	const struct tl_sim_opts *o = run->o;
+	int err;
+
+	for (uint32_t g = 0; g < run->ngw; g++) {
+		if (!run->mconns[g]) {
+			err = tl_client_open(run->gw[g].url, &run->mconns[g]);
+			if (err == -ENOMEM || err == -EINVAL)
+				return err;
+			if (err)
+				continue;
+		}
+		err = tl_sim_job_wait(run->mconns[g], run->admin, o->job, o->clients, o->params,
+				      SIM_JOB_WAIT_NS);
+		if (err == -ENOENT) {
+			trib_error("gateway %s does not know job %s %llu s after it was made: is "
+				   "it a node of the same cluster?", run->gw[g].url, o->job,
+				   SIM_JOB_WAIT_NS / 1000000000ull);
+			return err;
+		}
+		if (err && !tl_sim_conn_failed(err))
+			return err;
+	}
+	return 0;
+}
+
+/*
  * Find or create the job (run->job) with the admin token (run->admin).
  * Returns 0 or a -errno, said in the log except for -ENOMEM.
  */
@@ -271,16 +310,22 @@ static int run_job(struct tl_sim_run *run)
 	struct tl_sim_job_ctx jc = { .o = o, .job = &run->job };
 	int err;
 
+	/* A file that holds no token was said above, with its name and why. */
 	err = tl_sim_admin_token(o->admin_token_file, o->data_dir, &run->admin);
 	if (err == -ENOMEM)
 		return err;
 	if (err && o->admin_token_file) {
-		trib_error("cannot read admin token from %s", o->admin_token_file);
+		trib_error("--admin-token-file %s: no admin token there; give the file that "
+			   "holds the server's (DATA_DIR/admin-token where it runs)",
+			   o->admin_token_file);
 		return err;
 	}
-	if (err)
+	if (err == -ENOENT)
 		trib_warn("no admin token (--admin-token-file, TRIBUTARY_ADMIN_TOKEN, "
-			  "%s/admin-token)", o->data_dir);
+			  "%s/admin-token): going on without one", o->data_dir);
+	else if (err)
+		trib_warn("%s/admin-token holds no admin token: going on without one (give "
+			  "--admin-token-file or TRIBUTARY_ADMIN_TOKEN)", o->data_dir);
 	jc.admin = run->admin;
 	err = tl_sim_gw_call(run, run->mconns, 0, NULL, "job setup", tl_sim_job_op, &jc, NULL);
 	if (err) {
@@ -289,6 +334,11 @@ static int run_job(struct tl_sim_run *run)
 		else if (run->ngw > 1 && tl_sim_conn_failed(err))
 			trib_error("no gateway of --url %s answered", o->url);
 		return err;
+	}
+	if (run->ngw > 1) {
+		err = run_job_everywhere(run);
+		if (err)
+			return err;
 	}
 	if (run->job.received) {
 		trib_error("job %s: round %" PRIu64 " already holds %" PRIu64

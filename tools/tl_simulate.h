@@ -98,10 +98,14 @@ void tl_sim_compare(const double *ref, const void *model, uint64_t n, double *ma
 int tl_sim_st_header(uint64_t params, char **hdr, size_t *hdr_len);
 
 /*
- * Find the admin token: @file if given, else env TRIBUTARY_ADMIN_TOKEN, else
- * @data_dir/admin-token; first line, trimmed. *out is owned by the caller
- * (trib_free). Returns 0, -ENOENT (none of them exists or a given file is
- * unreadable), -EINVAL (empty), -ENOMEM.
+ * Find the admin token: @file if given, else env TRIBUTARY_ADMIN_TOKEN (its
+ * first line, blanks around it dropped), else @data_dir/admin-token. A file is
+ * read by core's one rule (trib_token_load: 16 to 79 characters on the first
+ * line, cut at whitespace), which logs why it fails, naming the file.
+ * *out is owned by the caller (trib_free). Returns 0, -ENOENT (no env and no
+ * @data_dir/admin-token: nothing logged; or @file does not exist), -EINVAL
+ * (a file holds no valid token), -ENOMEM, or the error reading a file (all
+ * but -ENOMEM and that first -ENOENT logged).
  */
 int tl_sim_admin_token(const char *file, const char *data_dir, char **out);
 

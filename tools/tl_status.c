@@ -5,6 +5,7 @@
  */
 #include "tl_status.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -371,6 +372,23 @@ out:
 	return rc;
 }
 
+/* No admin token: say where it was looked for and what to do (a bad file's reason is logged). */
+static void status_token_error(const struct status_args *a, int err)
+{
+	if (a->token_file)
+		fprintf(stderr, "tributary status: no admin token from --admin-token-file %s "
+				"(above); give the file that holds the server's admin token "
+				"(DATA_DIR/admin-token where it runs)\n", a->token_file);
+	else if (err == -ENOENT)
+		fprintf(stderr, "tributary status: no admin token (no %s/admin-token): give "
+				"--data-dir DIR of the server, --admin-token-file FILE or set "
+				"TRIBUTARY_ADMIN_TOKEN\n", a->data_dir);
+	else
+		fprintf(stderr, "tributary status: no admin token in %s/admin-token (above); "
+				"give --admin-token-file FILE or set TRIBUTARY_ADMIN_TOKEN\n",
+			a->data_dir);
+}
+
 int tl_status_main(int argc, char **argv)
 {
 	struct status_args a = { .url = "http://127.0.0.1:8080", .data_dir = "./tributary-data" };
@@ -384,9 +402,7 @@ int tl_status_main(int argc, char **argv)
 	trib_log_init("status");
 	err = tl_sim_admin_token(a.token_file, a.data_dir, &admin);
 	if (err) {
-		fprintf(stderr, "tributary status: no admin token (--admin-token-file, "
-				"TRIBUTARY_ADMIN_TOKEN or %s/admin-token): %s\n", a.data_dir,
-			strerror(-err));
+		status_token_error(&a, err);
 		return 1;
 	}
 	err = tl_client_open(a.url, &c);

@@ -240,7 +240,8 @@ class Server:
             port = free_port()
             os.makedirs(self.data_dir, exist_ok=True)
             with open(os.path.join(self.data_dir, "admin-token"), "w") as f:
-                f.write("nginx\n")  # unused: nginx checks no token
+                # unused (nginx checks no token), but the clients read it by the one token rule
+                f.write("nginx-checks-no-token\n")
             with open(os.path.join(HERE, "nginx.conf")) as f:
                 conf = f.read().replace("@PORT@", str(port))
             with open(os.path.join(workdir, "nginx.conf"), "w") as f:

@@ -159,10 +159,20 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 	json_error_t jerr;
 	json_t *cpr = NULL, *v;
 	const char *key;
+	unsigned long failed = trib_alloc_failures();
 	int status;
 
 	memset(def, 0, sizeof(*def));
 	def->doc = json_loadb((const char *)buf, len, 0, &jerr);
+	if (trib_alloc_failures() != failed) {
+		/*
+		 * jansson says "out of memory" as a parse error, or not at all (a string
+		 * it could not grow comes back cut short): not the client's fault.
+		 */
+		snprintf(msg, cap, "%s", "out of memory");
+		status = 500;
+		goto err_free;
+	}
 	if (!def->doc || !json_is_object(def->doc)) {
 		snprintf(msg, cap, "body is not a JSON object%s%s", def->doc ? "" : ": ",
 			 def->doc ? "" : jerr.text);
@@ -180,9 +190,15 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 	def->spec.algo = &def->algo;
 	/* Store the algorithm's parameters as given: a restart parses them again. */
 	def->params = json_object();
+	status = def->params ? 0 : 500;
 	json_object_foreach(def->doc, key, v)
-		if (rt_algo_is_param(key) && strcmp(key, "algorithm"))
-			json_object_set(def->params, key, v);
+		if (!status && rt_algo_is_param(key) && strcmp(key, "algorithm") &&
+		    json_object_set(def->params, key, v))
+			status = 500; /* a parameter left out would be stored as not given */
+	if (status) {
+		snprintf(msg, cap, "%s", "out of memory");
+		goto err_free;
+	}
 	def->spec.params = def->params;
 	return 200;
 
@@ -232,8 +248,8 @@ out:
 static void on_create_body(struct rt_conn *c)
 {
 	struct rt_job *j = NULL;
-	char msg[320];
-	int status;
+	char msg[320], body[256];
+	int status, len;
 
 	if (API(c)->clustered) {
 		/* Cluster-wide: checked here, named and recorded by the controller. */
@@ -251,8 +267,14 @@ static void on_create_body(struct rt_conn *c)
 		rt_conn_error(c, status, msg, -1, NULL);
 		return;
 	}
-	rt__api_respond_json(c, 201, json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token,
-				       "round", 0), NULL);
+	/*
+	 * The job exists now: the answer must not fail for want of memory (a 500 would
+	 * send the client to a 409). The name (trib_job_name_valid) and the token
+	 * (base64url) need no escaping.
+	 */
+	len = snprintf(body, sizeof(body), "{\"job\":\"%s\",\"token\":\"%s\",\"round\":0}",
+		       j->name, j->token);
+	rt_conn_respond(c, 201, "application/json", body, (size_t)len, NULL);
 }
 
 void rt__api_handle_create(struct rt_conn *c)

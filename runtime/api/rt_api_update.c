@@ -65,6 +65,10 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 		goto out;
 	}
 	err = trib_st_parse(body, c->body_len, &st, &why);
+	if (err == -ENOMEM) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		goto out;
+	}
 	if (err) {
 		/* A well-formed file with a dtype we do not take is a 422, the rest 400. */
 		bool dtype = why && !strcmp(why, TRIB_ST_WHY_DTYPE);
@@ -77,6 +81,10 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 	/* F32, or compressed (F16, BF16, I8 + scale): dequantised while folding. */
 	err = trib_st_match_q(&st, j->schema, j->nschema, body, offs, dts, scales, &why);
 	trib_st_free(&st);
+	if (err == -ENOMEM) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		goto out;
+	}
 	if (err) {
 		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
 		rt__api_reject(c, err == -EDOM ? RT_REJ_NONFINITE : RT_REJ_SHAPE, 422, msg, -1,

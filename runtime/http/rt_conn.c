@@ -26,6 +26,7 @@ enum conn_state {
 #define DISCARD_MAX (64ull << 20) /* larger unwanted bodies close the connection instead */
 
 static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+static const char oom_body[] = "{\"error\":\"out of memory\"}";
 
 void *rt_conn_ctx(const struct rt_conn *c)
 {
@@ -179,21 +180,27 @@ void rt_conn_respond(struct rt_conn *c, int status, const char *ctype, const voi
 		     size_t len, const char *extra)
 {
 	struct rt_loop *l = c->loop;
+	char *dst = c->rbody_small;
 	int hl;
 
 	trib_free(c->rbody_own);
 	c->rbody_own = NULL;
-	if (len) {
+	if (len > sizeof(c->rbody_small)) {
 		c->rbody_own = trib_malloc(len);
-		if (!c->rbody_own) {
-			status = 500;
-			len = 0;
-			extra = NULL;
+		if (c->rbody_own) {
+			dst = c->rbody_own;
 		} else {
-			memcpy(c->rbody_own, body, len);
+			/* A large body is a read's (list, metrics): answering 500 changes nothing. */
+			status = 500;
+			body = oom_body;
+			len = sizeof(oom_body) - 1;
+			ctype = "application/json";
+			extra = NULL;
 		}
 	}
-	c->rbody = c->rbody_own;
+	if (len)
+		memcpy(dst, body, len);
+	c->rbody = dst;
 	c->rbody_len = len;
 	conn_decide_close(c);
 	hl = rt_http_format_head(c->rhead, sizeof(c->rhead), status, ctype, len, !c->close_after,

@@ -51,7 +51,9 @@ struct rt_conn {
 	/* response */
 	char rhead[1024];
 	size_t rhead_len;
-	char *rbody_own;          /* owned body bytes */
+	/* small bodies (errors, 201, 202): no allocation that could turn the status into 500 */
+	char rbody_small[1024];
+	char *rbody_own;          /* owned body bytes (larger ones) */
 	struct trib_blob *rblob;  /* held body blob */
 	const char *rbody;
 	size_t rbody_len;

@@ -164,12 +164,13 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	{
 		/* The algorithm's parameters as the client gave them, and the tree's. */
 		json_t *p = spec->params ? json_deep_copy(spec->params) : json_object();
-		char *params;
+		char *params = NULL;
 
-		json_object_set_new(p, "fan_in", json_integer(j->fanin));
-		json_object_set_new(p, "min_clients", json_integer(j->min_clients));
-		json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s));
-		params = trib_json_dumps(p, JSON_COMPACT);
+		/* Each must be stored: a restart reads the tree's shape back from them. */
+		if (p && !json_object_set_new(p, "fan_in", json_integer(j->fanin)) &&
+		    !json_object_set_new(p, "min_clients", json_integer(j->min_clients)) &&
+		    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)))
+			params = trib_json_dumps(p, JSON_COMPACT);
 		json_decref(p);
 		err = -ENOMEM;
 		if (params) {
@@ -208,12 +209,14 @@ int rt__jobs_load(struct rt_node *n)
 		return err;
 	for (size_t i = 0; i < count && !err; i++) {
 		struct ctl_job *cj = &cjs[i];
+		unsigned long failed = trib_alloc_failures();
 		json_t *arr = json_loads(cj->schema_json, 0, NULL);
 		json_t *params = cj->params_json ? json_loads(cj->params_json, 0, NULL) : NULL;
 		const char *why = NULL;
 		struct rt_job *j = trib_calloc(1, sizeof(*j));
 
-		if (!j || !arr) {
+		/* Short of memory, jansson may return a key cut short: a parameter lost. */
+		if (!j || !arr || trib_alloc_failures() != failed) {
 			err = -ENOMEM;
 			trib_free(j);
 			json_decref(arr);

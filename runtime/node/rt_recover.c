@@ -173,6 +173,7 @@ void rt_node_tick(struct rt_node *n)
 
 	rt__fn_io_tick(n);
 	rt_fnset_foreach(n->fns, retire_idle, n);
+	/* A finished round whose commit failed (the disk, no memory) tries again, with backoff. */
 	rt__store_retry_tick(n, now);
 	/* Deadlines: a round with enough updates closes with what it has; fewer, it waits. */
 	for (struct rt_job *j = n->jobs; j; j = j->next) {

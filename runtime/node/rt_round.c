@@ -43,7 +43,7 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 	r->open_ns = trib_now_ns();
 	r->leaves = trib_calloc(r->capleaves, sizeof(*r->leaves));
 	if (!r->leaves) {
-		trib_free(r);
+		rt__round_free(n, r, true); /* the server step's slots go back too */
 		*errp = -ENOMEM;
 		return NULL;
 	}

@@ -60,3 +60,19 @@ Test(shm_abi, arena_and_ring_headers_are_pinned)
 	cr_expect_eq(SHM_CHUNK, 64 * 1024);
 	cr_expect_eq(SHM_HUGE_PAGE % SHM_CHUNK, 0);
 }
+
+Test(shm_abi, arena_file_header_and_journal_record_are_pinned)
+{
+	cr_expect_eq(offsetof(struct shm_arena_hdr, file_off), 64, "was reserved0, zero in memfds");
+	cr_expect_eq(sizeof(struct shm_arena_file_hdr), 4352);
+	cr_expect_eq(offsetof(struct shm_arena_file_hdr, data_dir), 256);
+	cr_expect_eq(sizeof(struct shm_journal_rec), 256);
+	cr_expect_eq(offsetof(struct shm_journal_rec, state), 0, "the commit mark");
+	cr_expect_eq(offsetof(struct shm_journal_rec, key), 80);
+	cr_expect_eq(SHM_ARENA_FILE_VERSION, 1);
+	cr_expect_neq(SHM_ARENA_FILE_MAGIC, SHM_ARENA_MAGIC);
+	cr_expect_eq(SHM_REC_FREE, 0, "a zeroed journal is empty");
+	cr_expect_eq(SHM_REC_COMMITTED, 2);
+	cr_expect_eq(SHM_REC_UPDATE, SHM_DESC_UPDATE);
+	cr_expect_eq(SHM_REC_PARTIAL, SHM_DESC_PARTIAL);
+}

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -552,6 +553,17 @@ static int create_counting_warnings(size_t size, unsigned flags, struct shm_aren
 	fprintf(stderr, "%s", buf);
 	return warns;
 }
+
+/* One at a time with the other tests that reserve huge pages (file_fixture.h). */
+static void huge_serialize(void)
+{
+	int fd = open("/tmp/tributary-test-hugepages.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(flock(fd, LOCK_EX), 0);
+}
+
+TestSuite(shm_arena_huge, .init = huge_serialize);
 
 Test(shm_arena_huge, reserves_huge_pages_and_gives_them_back)
 {

@@ -432,30 +432,94 @@ Test(tools_simulate, safetensors_body_parses)
 	trib_free(hdr);
 }
 
-Test(tools_simulate, admin_token_sources)
+/* Write @text as @dir/@name; the path in @path. */
+static void write_file(const char *dir, const char *name, const char *text, char *path,
+		       size_t len)
+{
+	FILE *f;
+
+	snprintf(path, len, "%s/%s", dir, name);
+	f = fopen(path, "w");
+	cr_assert_not_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+Test(tools_simulate, admin_token_sources, .init = cr_redirect_stderr)
 {
 	char dir[] = "/tmp/trib-sim-XXXXXX", path[256];
 	char *tok = NULL;
-	FILE *f;
 
 	cr_assert_not_null(mkdtemp(dir));
 	unsetenv("TRIBUTARY_ADMIN_TOKEN");
 	cr_assert_eq(tl_sim_admin_token(NULL, dir, &tok), -ENOENT);
-	snprintf(path, sizeof(path), "%s/admin-token", dir);
-	f = fopen(path, "w");
-	fputs("  from-dir \nsecond line\n", f);
-	fclose(f);
+	cr_assert_eq(tl_sim_admin_token(NULL, NULL, &tok), -ENOENT);
+	write_file(dir, "admin-token", "from-dir-0123456789 rest\nsecond line\n", path,
+		   sizeof(path));
 	cr_assert_eq(tl_sim_admin_token(NULL, dir, &tok), 0);
-	cr_assert_str_eq(tok, "from-dir");
+	cr_assert_str_eq(tok, "from-dir-0123456789");
 	trib_free(tok);
 	setenv("TRIBUTARY_ADMIN_TOKEN", "from-env\n", 1);
 	cr_assert_eq(tl_sim_admin_token(NULL, dir, &tok), 0);
 	cr_assert_str_eq(tok, "from-env");
 	trib_free(tok);
 	cr_assert_eq(tl_sim_admin_token(path, NULL, &tok), 0, "a file wins over the env");
-	cr_assert_str_eq(tok, "from-dir");
+	cr_assert_str_eq(tok, "from-dir-0123456789");
 	trib_free(tok);
 	cr_assert_eq(tl_sim_admin_token("/nonexistent/trib", dir, &tok), -ENOENT);
+	unlink(path);
+	rmdir(dir);
+}
+
+/*
+ * A token file is read by core's one rule (trib_token_load), the rule of the
+ * node and the controller: 16 to 79 characters on the first line, cut at the
+ * first whitespace. Before, simulate trimmed blanks on both sides and took
+ * any length.
+ */
+Test(tools_simulate, admin_token_file_is_cores_rule, .init = cr_redirect_stderr)
+{
+	static const struct {
+		const char *text;
+		const char *want; /* NULL: refused with -EINVAL */
+	} cases[] = {
+		{ "0123456789abcdef\n", "0123456789abcdef" },
+		{ "0123456789abcdef", "0123456789abcdef" },
+		{ "0123456789abcdef\tcomment\n", "0123456789abcdef" },
+		{ "0123456789abcdef\r\n", "0123456789abcdef" },
+		{ "0123456789abcde\n", NULL },
+		{ "short\n", NULL },
+		{ "  0123456789abcdef\n", NULL },
+		{ "\n0123456789abcdef\n", NULL },
+		{ "", NULL },
+		{ "0123456789012345678901234567890123456789012345678901234567890123456789012345678",
+		  "0123456789012345678901234567890123456789012345678901234567890123456789012345678" },
+		{ "01234567890123456789012345678901234567890123456789012345678901234567890123456789",
+		  NULL },
+	};
+	char dir[] = "/tmp/trib-sim-XXXXXX", path[256];
+
+	cr_assert_not_null(mkdtemp(dir));
+	unsetenv("TRIBUTARY_ADMIN_TOKEN");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *tok = NULL;
+		int err;
+
+		write_file(dir, "admin-token", cases[i].text, path, sizeof(path));
+		/* The same rule for --admin-token-file and for DATA_DIR/admin-token. */
+		for (int via_dir = 0; via_dir < 2; via_dir++) {
+			err = via_dir ? tl_sim_admin_token(NULL, dir, &tok)
+				      : tl_sim_admin_token(path, NULL, &tok);
+			if (!cases[i].want) {
+				cr_assert_eq(err, -EINVAL, "case %zu '%s': %d", i, cases[i].text,
+					     err);
+				continue;
+			}
+			cr_assert_eq(err, 0, "case %zu '%s': %d", i, cases[i].text, err);
+			cr_assert_str_eq(tok, cases[i].want);
+			trib_free(tok);
+		}
+	}
 	unlink(path);
 	rmdir(dir);
 }
