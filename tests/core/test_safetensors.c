@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Tests of runtime/rt_safetensors: parse untrusted headers, match a schema, write headers. */
+/* Tests of core/trib_safetensors: parse untrusted headers, match a schema, write headers. */
 #include <criterion/criterion.h>
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Tests of runtime/rt_http: request-head parsing, query and number helpers, response heads. */
+/* Tests of runtime/http/rt_http: request-head parsing, query and number helpers, response heads. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
