@@ -22,7 +22,8 @@ struct tl_http_req {
 	const char *target;       /* origin-form, e.g. "/v1/jobs/a/model?after=3" */
 	const char *bearer;       /* token for "Authorization: Bearer", or NULL */
 	const char *headers;      /* extra header lines, each ending in "\r\n", or NULL */
-	const char *idempotency_key; /* sent as "Idempotency-Key: <key>", or NULL: none */
+	/* Sent as "Idempotency-Key: <key>" (valid per tl_idem_key_valid), or NULL: none. */
+	const char *idempotency_key;
 	const struct iovec *body; /* body pieces, sent as they are (never copied); NULL: none */
 	int body_iovcnt;          /* entries in body; at most TL_CLIENT_MAX_IOV */
 };

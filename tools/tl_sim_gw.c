@@ -183,7 +183,7 @@ int tl_sim_post_op(struct tl_client *c, void *arg)
 {
 	struct tl_sim_post_ctx *p = arg;
 	uint64_t wait = SIM_RESEND_FIRST_NS, end = 0;
-	unsigned r, sent = 0;
+	unsigned r, broken = 0;
 	int err;
 
 	for (;;) {
@@ -192,15 +192,20 @@ int tl_sim_post_op(struct tl_client *c, void *arg)
 		p->retries += r;
 		if (!resend_here(err, p->sole))
 			return err;
-		if (!end)
-			end = trib_now_ns() + SIM_RESEND_SOLE_NS;
-		if (p->sole ? trib_now_ns() + wait > end : sent >= SIM_RESEND_MAX)
+		if (err == -ECONNREFUSED) {
+			/* Nobody listens: the sole server restarts, wait for it a while. */
+			if (!end)
+				end = trib_now_ns() + SIM_RESEND_SOLE_NS;
+			if (trib_now_ns() + wait > end)
+				return err;
+		} else if (broken++ >= SIM_RESEND_MAX) {
 			return err;
-		trib_warn("%s: %s; sending it again with Idempotency-Key %s", p->what ? p->what :
-			  "an update", strerror(-err), p->u->key[0] ? p->u->key : "(none)");
+		}
+		trib_warn("%s: %s; sending it again with Idempotency-Key %s",
+			  p->what ? p->what : "an update", strerror(-err),
+			  p->u->key[0] ? p->u->key : "(none)");
 		sleep_ns(wait);
 		wait = wait * 2 > SIM_RESEND_MAX_WAIT_NS ? SIM_RESEND_MAX_WAIT_NS : wait * 2;
-		sent++;
 	}
 }
 

@@ -98,11 +98,12 @@ typedef int (*tl_sim_gw_op_fn)(struct tl_client *c, void *ctx);
  * tl_sim_post_op's context: one update, its answer, the 503 resends it took.
  * A connection that breaks around the update (reset, cut mid-answer, timeout)
  * gets it again on the same gateway, the same bytes under the same
- * Idempotency-Key, up to SIM_RESEND_MAX times from SIM_RESEND_FIRST_NS on,
- * doubling; then it fails over as any connection failure. A refused connection
- * means the gateway is down: with other gateways it fails over at once, with
- * one (@sole) it is tried again for up to SIM_RESEND_SOLE_NS, while the server
- * restarts.
+ * Idempotency-Key, up to SIM_RESEND_MAX times, waiting SIM_RESEND_FIRST_NS
+ * and doubling up to SIM_RESEND_MAX_WAIT_NS; then it fails over as any
+ * connection failure (tl_sim_gw_call). A refused connection means the gateway
+ * is down: with other gateways it fails over at once, with one (@sole) it is
+ * tried again, with the same waits, for up to SIM_RESEND_SOLE_NS while the
+ * server restarts.
  */
 struct tl_sim_post_ctx {
 	const struct tl_sim_update *u;
