@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tl_simulate.h"
@@ -48,6 +49,9 @@ struct fake_gw {
 	unsigned nroutes;
 	unsigned unrouted; /* requests no route matched (answered 500) */
 	unsigned unknown;  /* the first this many requests are answered 404: no such job yet */
+	/* After this many POSTs of updates (0: never) it stops listening for down_ms ms. */
+	_Atomic unsigned restart_after;
+	_Atomic unsigned down_ms;
 	unsigned nkeys;    /* POSTs of updates seen, and their Idempotency-Keys ("": none) */
 	char keys[GW_MAX_KEYS][TL_IDEM_KEY_MAX + 1];
 	char buf[1 << 16];
@@ -151,6 +155,31 @@ static void gw_serve(struct fake_gw *s, int fd)
 	gw_write(fd, ans, alen ? alen : strlen(ans));
 }
 
+static int gw_listen(uint16_t port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				 .sin_port = htons(port) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(fd, 16), 0);
+	return fd;
+}
+
+/* The restart of s->restart_after: nobody listens on the port for s->down_ms. */
+static void gw_restart(struct fake_gw *s)
+{
+	unsigned ms = atomic_load(&s->down_ms);
+	const struct timespec down = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	close(s->lfd);
+	nanosleep(&down, NULL);
+	s->lfd = gw_listen(s->port);
+	atomic_store(&s->restart_after, 0);
+}
+
 static void *gw_run(void *arg)
 {
 	struct fake_gw *s = arg;
@@ -166,13 +195,15 @@ static void *gw_run(void *arg)
 			continue;
 		gw_serve(s, fd);
 		close(fd);
+		if (atomic_load(&s->restart_after) && s->nkeys == atomic_load(&s->restart_after))
+			gw_restart(s);
 	}
 	return NULL;
 }
 
 static void gw_start(struct fake_gw *s, struct gw_route *routes, unsigned n)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a;
 	socklen_t alen = sizeof(a);
 
 	s->routes = routes;
@@ -180,11 +211,10 @@ static void gw_start(struct fake_gw *s, struct gw_route *routes, unsigned n)
 	s->unrouted = 0;
 	s->unknown = 0;
 	s->nkeys = 0;
+	atomic_init(&s->restart_after, 0);
+	atomic_init(&s->down_ms, 0);
 	atomic_init(&s->stop, false);
-	s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-	cr_assert(s->lfd >= 0);
-	cr_assert_eq(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(listen(s->lfd, 16), 0);
+	s->lfd = gw_listen(0);
 	cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&a, &alen), 0);
 	s->port = ntohs(a.sin_port);
 	cr_assert_eq(pthread_create(&s->tid, NULL, gw_run, s), 0);
@@ -562,5 +592,46 @@ Test(tools_sim_gateways, resends_are_bounded, .init = init_quiet, .timeout = 60)
 		cr_assert_str_eq(a.keys[i], "sim-1-0-0", "POST %u", i);
 	json_decref(out.report);
 	trib_free(rounds);
+	trib_free(job);
+}
+
+/*
+ * The lone server dies while it holds client 0's update (the connection
+ * drops unanswered, twice) and refuses connections for 0.5 s while it
+ * restarts: simulate keeps sending the update, under the same key, until the
+ * restarted server answers.
+ */
+Test(tools_sim_gateways, refused_while_restarting_is_resent, .init = init_quiet, .timeout = 60)
+{
+	char *job = json_answer("200 OK", job_body);
+	char *ack0 = json_answer("202 Accepted", "{\"round\":0,\"received\":1}");
+	char *ack1 = json_answer("202 Accepted", "{\"round\":0,\"received\":2}");
+	char *rounds = json_answer("404 Not Found", "{\"error\":\"single node\"}");
+	size_t model_len;
+	char *model = model_answer(true, &model_len);
+	struct gw_route ra[] = GW_ROUTES(job, model, model_len, rounds, "", "", ack0, ack1);
+	struct fake_gw a;
+	struct sim_out out;
+	char url[64];
+
+	gw_start(&a, ra, 4);
+	atomic_store(&a.down_ms, 500);
+	atomic_store(&a.restart_after, 2);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", a.port);
+	run_sim(url, &out);
+	gw_stop(&a);
+
+	cr_assert_eq(out.rc, 0, "the update was resent after the restart:\n%s", out.stdout_text);
+	cr_assert_eq(atomic_load(&a.restart_after), 0, "the gateway restarted");
+	cr_assert_eq(ra[R_POST].hits, 4, "client 0's update three times, client 1's once, not %u",
+		     ra[R_POST].hits);
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_str_eq(a.keys[i], "sim-1-0-0", "POST %u", i);
+	cr_assert_str_eq(a.keys[3], "sim-1-0-1");
+	json_decref(out.report);
+	trib_free(model);
+	trib_free(rounds);
+	trib_free(ack1);
+	trib_free(ack0);
 	trib_free(job);
 }
