@@ -74,6 +74,16 @@ static void sql_mem_shutdown(void *arg)
 	(void)arg;
 }
 
+static const sqlite3_mem_methods sql_mem = {
+    .xMalloc = sql_mem_malloc,
+    .xFree = sql_mem_free,
+    .xRealloc = sql_mem_realloc,
+    .xSize = sql_mem_size,
+    .xRoundup = sql_mem_roundup,
+    .xInit = sql_mem_init,
+    .xShutdown = sql_mem_shutdown,
+};
+
 /*
  * A constructor, as for jansson (trib_alloc.c): SQLite takes an allocator
  * only before it initialises, which its first use does, and before any
@@ -82,17 +92,7 @@ static void sql_mem_shutdown(void *arg)
  */
 __attribute__((constructor)) static void ctl_sqlmem_route(void)
 {
-	static const sqlite3_mem_methods mem = {
-		.xMalloc = sql_mem_malloc,
-		.xFree = sql_mem_free,
-		.xRealloc = sql_mem_realloc,
-		.xSize = sql_mem_size,
-		.xRoundup = sql_mem_roundup,
-		.xInit = sql_mem_init,
-		.xShutdown = sql_mem_shutdown,
-	};
-
-	routed = sqlite3_config(SQLITE_CONFIG_MALLOC, &mem) == SQLITE_OK;
+	routed = sqlite3_config(SQLITE_CONFIG_MALLOC, &sql_mem) == SQLITE_OK;
 	if (!routed)
 		trib_warn("store: SQLite would not take trib_alloc; it allocates by itself");
 }
