@@ -195,6 +195,30 @@ struct mtext {
 			t->len += (size_t)w_;                                            \
 	} while (0)
 
+/* The gateway's admission control: connections open, refused and timed out. */
+static void metrics_admission(struct mtext *t, const struct rt_loop_stats *ls)
+{
+	OUT("# HELP tributary_connections_open Client connections open.\n"
+	    "# TYPE tributary_connections_open gauge\n"
+	    "tributary_connections_open %u\n"
+	    "# HELP tributary_connections_max The connection cap (--max-connections).\n"
+	    "# TYPE tributary_connections_max gauge\n"
+	    "tributary_connections_max %u\n", ls->open, ls->max_connections);
+	OUT("# HELP tributary_connections_refused_total Connections refused, by reason "
+	    "(max_connections: answered 503 and closed; fd_limit: accepts failed for want of "
+	    "file descriptors, each pausing accepting).\n"
+	    "# TYPE tributary_connections_refused_total counter\n"
+	    "tributary_connections_refused_total{reason=\"max_connections\"} %llu\n"
+	    "tributary_connections_refused_total{reason=\"fd_limit\"} %llu\n",
+	    (unsigned long long)ls->refused_max_conns, (unsigned long long)ls->refused_fd_limit);
+	OUT("# HELP tributary_requests_timed_out_total Connections closed by a timeout, by phase.\n"
+	    "# TYPE tributary_requests_timed_out_total counter\n");
+	for (int p = RT_TO_HEAD; p < RT_TO__COUNT; p++)
+		OUT("tributary_requests_timed_out_total{phase=\"%s\"} %llu\n",
+		    rt_timeout_phase_name((enum rt_timeout_phase)p),
+		    (unsigned long long)ls->timed_out[p]);
+}
+
 /* Updates, requests and rounds. */
 static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 			     const struct rt_loop_stats *ls)
@@ -223,6 +247,7 @@ static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 	OUT("# HELP tributary_http_requests_total HTTP requests answered.\n"
 	    "# TYPE tributary_http_requests_total counter\n"
 	    "tributary_http_requests_total %llu\n", (unsigned long long)ls->requests);
+	metrics_admission(t, ls);
 	OUT("# HELP tributary_round_duration_seconds First accepted update to model written.\n"
 	    "# TYPE tributary_round_duration_seconds histogram\n");
 	for (size_t i = 0; i < 12; i++) {
