@@ -337,8 +337,11 @@ static void conn_process_head(struct rt_loop *l, struct rt_conn *c)
 {
 	const char *why = NULL;
 	size_t hl = 0;
-	int err = rt_http_parse_head(c->head, c->head_used, &c->req, &hl, &why);
+	int err;
 
+	if (c->timer == RT_TO_IDLE && c->head_used)
+		conn_timer(c, RT_TO_HEAD); /* the next head began */
+	err = rt_http_parse_head(c->head, c->head_used, &c->req, &hl, &why);
 	if (err == -EAGAIN) {
 		if (c->head_used == sizeof(c->head)) {
 			err = -E2BIG;
@@ -412,8 +415,6 @@ void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 			return;
 		}
 		c->head_used += (size_t)res;
-		if (c->timer == RT_TO_IDLE)
-			conn_timer(c, RT_TO_HEAD); /* the next head began */
 		conn_process_head(l, c);
 		return;
 	case CS_BODY:
