@@ -523,7 +523,7 @@ static void conn_expire(struct rt_loop *l, struct rt_conn *c)
 	l->stats.timed_out[phase]++;
 	c->timer = RT_TO_NONE;
 	trib_debug("connection %d: %s timeout", c->fd, rt_timeout_phase_name(phase));
-	if (!l->detached && (phase == RT_TO_HEAD || phase == RT_TO_BODY) && c->state != CS_DISCARD &&
+	if (!l->detached && (phase == RT_TO_HEAD || phase == RT_TO_BODY) &&
 	    (phase == RT_TO_BODY || c->head_used)) {
 		/* Tiny, and the connection is closing: a non-blocking send or nothing. */
 		if (send(c->fd, timeout_resp, sizeof(timeout_resp) - 1,
