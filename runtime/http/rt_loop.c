@@ -191,15 +191,18 @@ void rt_loop_poll(struct rt_loop *l, int fd, unsigned events, int handler, uint3
 
 /* --- the loop's own events --- */
 
-static void accept_warn(struct rt_loop *l, const char *what, int err)
+static void accept_warn(struct rt_loop *l, int err)
 {
 	uint64_t suppressed;
+	char what[64] = "";
 
 	if (!rt_ratelog_ok(&l->accept_log, trib_now_ns(), &suppressed))
 		return;
+	if (l->accept_paused)
+		snprintf(what, sizeof(what), "; not accepting for %u ms", l->backoff_ms);
 	if (suppressed)
-		trib_warn("accept: %s%s (%llu more like it in the last second)", strerror(-err),
-			  what, (unsigned long long)suppressed);
+		trib_warn("accept: %s%s (%llu more in the last second)", strerror(-err), what,
+			  (unsigned long long)suppressed);
 	else
 		trib_warn("accept: %s%s", strerror(-err), what);
 }
@@ -216,7 +219,7 @@ static void accept_pause(struct rt_loop *l, int err)
 	l->stats.refused_fd_limit++;
 	l->accept_paused = true;
 	l->backoff_ms = rt_accept_backoff_next(l->backoff_ms);
-	accept_warn(l, "; not accepting for a while", err);
+	accept_warn(l, err);
 	if (l->accepting) {
 		/* Still armed: cancel it; its -ECANCELED completion re-arms nothing while paused. */
 		sqe = rt_loop_sqe(l);
@@ -275,7 +278,7 @@ static void on_accept(struct rt_loop *l, int res, unsigned flags)
 	if (res < 0) {
 		/* While draining the listener is shut down on purpose; a pause cancels. */
 		if (res != -ECANCELED && !l->draining)
-			accept_warn(l, "", res);
+			accept_warn(l, res);
 		return;
 	}
 	if (l->stop || l->draining) {
@@ -477,10 +480,16 @@ static uint32_t max_conns_of(const struct rt_loop_limits *lim)
 {
 	struct rlimit rl;
 	uint64_t nofile = RT_MAX_CONNS_CEIL;
+	uint32_t cap;
 
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY)
 		nofile = rl.rlim_cur;
-	return rt_loop_max_conns(lim->max_connections, nofile);
+	cap = rt_loop_max_conns(lim->max_connections, nofile);
+	if (cap >= nofile)
+		trib_warn("--max-connections %u is not below the open-file limit (%llu): past the "
+			  "limit, accepting pauses instead of answering 503", cap,
+			  (unsigned long long)nofile);
+	return cap;
 }
 
 int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
