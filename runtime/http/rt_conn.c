@@ -27,11 +27,12 @@ enum conn_state {
 
 static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 /* A head or body that ran out of time (best effort: the connection closes anyway). */
+#define TIMEOUT_BODY "{\"error\":\"request timed out\"}"
+_Static_assert(sizeof(TIMEOUT_BODY) - 1 == 29, "Content-Length below is the body's");
 static const char timeout_resp[] = "HTTP/1.1 408 Request Timeout\r\n"
 				   "Content-Type: application/json\r\n"
-				   "Content-Length: 30\r\n"
-				   "Connection: close\r\n\r\n"
-				   "{\"error\":\"request timed out\"}";
+				   "Content-Length: 29\r\n"
+				   "Connection: close\r\n\r\n" TIMEOUT_BODY;
 static const char oom_body[] = "{\"error\":\"out of memory\"}";
 
 void *rt_conn_ctx(const struct rt_conn *c)

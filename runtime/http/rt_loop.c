@@ -18,12 +18,15 @@
 #include "trib_time.h"
 
 /* Answered to a connection over the cap, before it is closed. */
+#define BUSY_BODY "{\"error\":\"too many open connections\"}"
+_Static_assert(sizeof(BUSY_BODY) - 1 == 37, "Content-Length below is the body's");
 static const char busy_resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
 				"Content-Type: application/json\r\n"
-				"Content-Length: 35\r\n"
+				"Content-Length: 37\r\n"
 				"Retry-After: 1\r\n"
-				"Connection: close\r\n\r\n"
-				"{\"error\":\"too many open connections\"}";
+				"Connection: close\r\n\r\n" BUSY_BODY;
+/* What refuse_busy() reads of a refused client's bytes before closing (4 x scratch). */
+#define BUSY_DRAIN_READS 4
 
 struct io_uring_sqe *rt_loop_sqe(struct rt_loop *l)
 {
@@ -259,8 +262,9 @@ static void refuse_busy(struct rt_loop *l, int fd)
 		trib_debug("503 at the connection cap: %s", strerror(errno));
 	/* Read what the client sent already, so that the close sends FIN rather than RST. */
 	shutdown(fd, SHUT_WR);
-	while (recv(fd, l->scratch, sizeof(l->scratch), MSG_DONTWAIT) > 0)
-		;
+	for (int i = 0; i < BUSY_DRAIN_READS; i++)
+		if (recv(fd, l->scratch, sizeof(l->scratch), MSG_DONTWAIT) <= 0)
+			break;
 	close(fd);
 }
 

@@ -38,6 +38,8 @@ def connection_cap():
                 r, _ = e.read_response(s)
                 check(r.status == 503 and r.headers.get('retry-after') == '1',
                       'past the cap: %d %r' % (r.status, r.headers))
+                check((r.json() or {}).get('error') == 'too many open connections',
+                      'past the cap: body %r' % r.body)
                 refused.append(s)
                 socks.remove(s)
         check(len(refused) == 20, '%d of 20 connections past the cap got 503' % len(refused))

@@ -98,6 +98,9 @@ def slow_and_silent(srv):
     waited = time.monotonic() - t0
     check(waited < HEAD_S + SLACK, 'a head trickling a byte every 0.25 s stayed %.1f s' % waited)
     check(got.startswith(b'HTTP/1.1 408 '), 'a slow head got %r, not 408' % got[:80])
+    head, _, body = got.partition(b'\r\n\r\n')
+    check(b'Content-Length: %d' % len(body) in head and
+          e.parse_json(body) == {'error': 'request timed out'}, 'the 408: %r' % got)
     slow.close()
     for s in silent:
         check(closed_by_server(s, max(0.1, HEAD_S + SLACK - (time.monotonic() - t0))) == b'',
