@@ -224,7 +224,7 @@ static void accept_pause(struct rt_loop *l, int err)
 	l->backoff_ms = rt_accept_backoff_next(l->backoff_ms);
 	accept_warn(l, err);
 	if (l->accepting) {
-		/* Still armed: cancel it; its -ECANCELED completion re-arms nothing while paused. */
+		/* Still armed: cancel it; its -ECANCELED completion re-arms nothing (paused). */
 		sqe = rt_loop_sqe(l);
 		io_uring_prep_cancel64(sqe, ud_plain(OP_ACCEPT), 0);
 		io_uring_sqe_set_data64(sqe, ud_plain(OP_NONE));
