@@ -33,7 +33,7 @@ static void usage(FILE *f)
 		"\n"
 		"tributary up [--listen HOST:PORT] [--data-dir DIR] [--admin-token-file FILE]\n"
 		"             [--arena-mb N] [--no-huge] [--port-file FILE]\n"
-		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
+		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N] [--metrics-jobs]\n"
 		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
 		"                         port 0 picks a free one, see --port-file)\n"
 		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
@@ -46,6 +46,8 @@ static void usage(FILE *f)
 		"                         shm+unix, or tcp (a copying baseline to measure against)\n"
 		"  --warm-s N             an idle aggregation function waits N s for reuse, then\n"
 		"                         exits (default 30; 0: exit at once)\n"
+		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the admin\n"
+		"                         token; without it a job is its number, job_id=\"N\")\n"
 		"\n"
 		"tributary node --controller tcp://HOST:PORT --node-name NAME\n"
 		"               [--peer-listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT]\n"
@@ -96,6 +98,7 @@ static const struct option up_lopts[] = {
 	{ "admin-token-file", required_argument, NULL, 'a' },
 	{ "arena-mb", required_argument, NULL, 'm' },
 	{ "no-huge", no_argument, NULL, 'H' },
+	{ "metrics-jobs", no_argument, NULL, 'J' },
 	{ "port-file", required_argument, NULL, 'p' },
 	{ "dataplane", required_argument, NULL, 'D' },
 	{ "warm-s", required_argument, NULL, 'w' },
@@ -167,6 +170,9 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 			return 2;
 		}
 		o->arena_bytes = v << 20;
+		return 0;
+	case 'J':
+		o->metrics_jobs = true;
 		return 0;
 	case 'H':
 		o->no_huge = true;

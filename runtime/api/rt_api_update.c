@@ -299,7 +299,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 			       "X-Tributary-Round: required, a round number", -1, NULL);
 		return;
 	}
-	if (c->req.x_samples[0] &&
+	/* Absent is 1; present it must be a number (an empty value is not one). */
+	if (c->req.has_x_samples &&
 	    trib_parse_u64(c->req.x_samples, 1, 1ull << 40, &samples)) {
 		rt__api_reject(c, RT_REJ_MALFORMED, 400,
 		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);

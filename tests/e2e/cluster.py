@@ -472,7 +472,7 @@ def scenario():
         need = 2 * (big * 4 + 65536)
 
         def n0_full():
-            st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster')
+            st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster', token=admin)
             nodes_ = json.loads(b)['nodes'] if st == 200 else []
             return any(nd['name'] == 'n0' and nd['arena_free'] < need for nd in nodes_)
 
