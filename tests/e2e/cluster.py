@@ -477,6 +477,8 @@ def scenario():
             return any(nd['name'] == 'n0' and nd['arena_free'] < need for nd in nodes_)
 
         wait_for(n0_full, 20, "the controller to see n0's arena nearly full")
+        st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster')
+        check(st == 401, 'GET /v1/cluster without the admin token: %d %s' % (st, b[:200]))
         y = [big_update() for _ in range(6)]
         folded_on = []
         for k in range(6):
