@@ -127,15 +127,17 @@ static void generic_scale(float *acc, float s, size_t n)
 
 static int generic_check_bound(const float *x, size_t n, uint32_t lim, size_t *bad_index)
 {
+	/* Both sides are below 2^31: a signed compare, which SSE2 has and unsigned is not. */
+	const int32_t slim = (int32_t)lim;
 	size_t i = 0, j;
 
 	/* Branch once per block so the compiler can vectorise the test. */
 	for (; i + 64 <= n; i += 64) {
-		uint32_t u[64], bad = 0;
+		int32_t u[64], bad = 0;
 
 		memcpy(u, x + i, sizeof(u));
 		for (j = 0; j < 64; j++)
-			bad |= (u[j] & F32_ABS_MASK) > lim;
+			bad |= (u[j] & (int32_t)F32_ABS_MASK) > slim;
 		if (bad)
 			goto found;
 	}
