@@ -64,6 +64,11 @@ def run():
         st, hd, b = srv.request('PUT', '/v1/jobs/fin/model', raw(1e30),
                                 {'Content-Type': 'application/octet-stream'}, tok)
         check(st == 422 and b'2^80' in b, 'PUT model 1e30: %d %r' % (st, b[:200]))
+        # DP noise is bounded the same way: its stddev dp_noise_multiplier x clip_norm.
+        spec = {'name': 'findp', 'clients_per_round': 1, 'params': N, 'clip_norm': 3e38,
+                'dp_noise_multiplier': 1.0}
+        obj = srv.create_job(spec, expect=400)
+        check('2^80' in obj['error'], 'DP with clip_norm 3e38: %r' % obj)
         # At the limit: 2^40 samples x 2^40 = 2^80 each; the sum 2^81 is finite, the mean exact.
         a = np.full(N, 2.0 ** 40, '<f4')
         c = np.full(N, -(2.0 ** 40), '<f4')
