@@ -54,7 +54,7 @@ static inline bool f32_bits_above(const float *p, uint32_t lim)
 	return (u & F32_ABS_MASK) > lim;
 }
 
-/* Index of the first value of x[from..to) above @lim (as |x| bits); the caller knows there is one. */
+/* Index of the first value of x[from..to) above @lim (as |x| bits); there is one. */
 static size_t first_above(const float *x, size_t from, size_t to, uint32_t lim)
 {
 	size_t i;

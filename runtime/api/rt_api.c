@@ -92,8 +92,8 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 	 * answered as a known one with a wrong token would be (401), so no token can probe names.
 	 */
 	if (!j && !rt__api_auth_admin(c)) {
-		rt__api_reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job", -1,
-			       NULL);
+		rt__api_reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job",
+			       -1, NULL);
 		return;
 	}
 	if (len == 0 || len >= sizeof(name)) {

@@ -198,7 +198,8 @@ struct mtext {
 static const char *job_label(struct mtext *t, struct rt_node *n, uint32_t id, const char *name)
 {
 	if (t->names)
-		snprintf(t->label, sizeof(t->label), "job=\"%s\"", name ? name : job_name_of(n, id));
+		snprintf(t->label, sizeof(t->label), "job=\"%s\"",
+			 name ? name : job_name_of(n, id));
 	else
 		snprintf(t->label, sizeof(t->label), "job_id=\"%u\"", id);
 	return t->label;

@@ -453,7 +453,8 @@ Test(functions_fold, check_bound_finds_first_value_above_the_limit)
 
 				x[at] = over[b];
 				cr_assert_eq(fn_check_bound_f32(x, n, limit, &bad), -EDOM,
-					     "%s n=%zu value %g", impl_names[t], n, (double)over[b]);
+					     "%s n=%zu value %g", impl_names[t], n,
+					     (double)over[b]);
 				cr_assert_eq(bad, at);
 				x[at] = saved;
 			}

@@ -65,9 +65,11 @@ Test(runtime_job_def, refusals_name_the_field)
 		  "algorithm:" },
 		/* The DP noise's stddev z * C is bounded as update values are (2^80). */
 		{ "{\"name\":\"x\",\"clients_per_round\":1,\"params\":1,\"clip_norm\":3e38,"
-		  "\"dp_noise_multiplier\":1}", "dp_noise_multiplier: times clip_norm at most 2^80" },
+		  "\"dp_noise_multiplier\":1}",
+		  "dp_noise_multiplier: times clip_norm at most 2^80" },
 		{ "{\"name\":\"x\",\"clients_per_round\":1,\"params\":1,\"clip_norm\":1e300,"
-		  "\"dp_noise_multiplier\":1}", "dp_noise_multiplier: times clip_norm at most 2^80" },
+		  "\"dp_noise_multiplier\":1}",
+		  "dp_noise_multiplier: times clip_norm at most 2^80" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -140,8 +140,10 @@ Test(runtime_router, unknown_job_is_401_without_the_admin_token)
 	cr_assert_eq(request(&f, "GET", "/v1/jobs/none", NULL, NULL), 401);
 	cr_assert_eq(request(&f, "GET", "/v1/jobs/none/model", "wrong", NULL), 401);
 	cr_assert_eq(request(&f, "GET", "/v1/jobs/known", "wrong", NULL), 401);
-	cr_assert_eq(request(&f, "GET", "/v1/jobs/" "x234567890123456789012345678901234567890123456789"
-			     "01234567890123456789", NULL, NULL), 401);
+	/* A name too long to be a job's: the same 401. */
+	cr_assert_eq(request(&f, "GET",
+			     "/v1/jobs/x23456789012345678901234567890123456789"
+			     "012345678901234567890123456789", NULL, NULL), 401);
 	cr_assert_eq(request(&f, "GET", "/v1/jobs/none", RT_TEST_ADMIN, NULL), 404);
 	fx_close(&f);
 }
