@@ -626,9 +626,13 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		*rep = ctl__err_reply(400, "job definition without a valid name");
 		goto out;
 	}
-	if (job_find(c, name)) {
-		*rep = ctl__err_reply(409, "a job with this name exists");
-		goto out;
+	for (struct cjob *other = c->jobs; other; other = other->next) {
+		/* Names that differ only by case are the same job's (trib_name.h). */
+		if (trib_job_name_same(other->name, name)) {
+			*rep = ctl__err_reply(409, "a job with this name exists (names that "
+					      "differ only by case are the same)");
+			goto out;
+		}
 	}
 	j = job_new(ev, o, name, rep);
 	if (!j)

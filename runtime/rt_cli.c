@@ -36,7 +36,7 @@ static void usage(FILE *f)
 		"             [--arena-mb N] [--no-huge] [--port-file FILE]\n"
 		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
-		"             [--max-connections N]\n"
+		"             [--max-connections N] [--metrics-jobs]\n"
 		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
 		"                         port 0 picks a free one, see --port-file)\n"
 		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
@@ -58,6 +58,8 @@ static void usage(FILE *f)
 		"                         (default 60; 0: never; a parked long poll is not idle)\n"
 		"  --max-connections N    more open connections are answered 503 and closed\n"
 		"                         (default 80%% of the open-file limit, at most 65536)\n"
+		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the\n"
+		"                         admin token; else a job is its number, job_id=\"N\")\n"
 		"\n"
 		"tributary node --controller tcp://HOST:PORT --node-name NAME\n"
 		"               [--peer-listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT]\n"
@@ -135,6 +137,7 @@ static const struct option up_lopts[] = {
 	{ "admin-token-file", required_argument, NULL, 'a' },
 	{ "arena-mb", required_argument, NULL, 'm' },
 	{ "no-huge", no_argument, NULL, 'H' },
+	{ "metrics-jobs", no_argument, NULL, 'J' },
 	{ "port-file", required_argument, NULL, 'p' },
 	{ "dataplane", required_argument, NULL, 'D' },
 	{ "warm-s", required_argument, NULL, 'w' },
@@ -215,6 +218,9 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 			return 2;
 		}
 		o->arena_bytes = v << 20;
+		return 0;
+	case 'J':
+		o->metrics_jobs = true;
 		return 0;
 	case 'H':
 		o->no_huge = true;

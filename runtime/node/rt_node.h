@@ -29,6 +29,7 @@ struct rt_node_opts {
 	const char *port_file;        /* if set, the bound port is written there once listening */
 	uint64_t arena_bytes;         /* default 1 GiB */
 	bool no_huge;                 /* never use 2 MiB pages */
+	bool metrics_jobs;            /* unauthenticated /metrics may name jobs (--metrics-jobs) */
 	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
 	/* the gateway's admission control (http/rt_loop.h, struct rt_loop_limits); 0: off */
