@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -663,6 +664,13 @@ int main(int argc, char **argv)
 	trib_log_init("fn");
 	/* The runtime owns our lifetime; a closed channel, not a signal, is the normal end. */
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * A killed runtime's functions must not outlive it: the next runtime
+	 * recovers the arena file, which no old process may still write. If it
+	 * died before the prctl, we were reparented already.
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() == 1)
+		return 1;
 	for (;;) {
 		struct pollfd p[2] = {
 			{ .fd = FN_CHANNEL_FD, .events = POLLIN },

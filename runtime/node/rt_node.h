@@ -28,7 +28,9 @@ struct rt_node_opts {
 	const char *fn_path;          /* tributary-fn; default: beside this executable */
 	const char *port_file;        /* if set, the bound port is written there once listening */
 	uint64_t arena_bytes;         /* default 1 GiB */
-	bool no_huge;                 /* never use 2 MiB pages */
+	bool no_huge;                 /* the arena file on normal pages, in /dev/shm */
+	const char *arena_path;       /* the arena file; NULL: derived from data_dir */
+	bool fresh;                   /* start with an empty arena (an old file is removed) */
 	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
 	/* `tributary node`: a node runtime of a cluster (NULL controller: `up`, alone) */
@@ -188,6 +190,7 @@ struct rt_node {
 	uint32_t nhist;
 	char admin_token[80];
 	struct shm_arena *arena;
+	bool arena_reattached;     /* the arena file existed: recovery runs after the jobs load */
 	struct rt_fnset *fns;
 	struct ctl_store *store;
 	struct rt_job *jobs;

@@ -89,6 +89,10 @@ struct rt_round {
 
 /* Each returns 0 or -errno where it returns int; the file that defines it says more. */
 
+/* rt_arena.c */
+int rt__arena_open(struct rt_node *n);
+void rt__arena_close(struct rt_node *n);
+
 /* rt_job.c */
 void rt__job_free(struct rt_job *j);
 struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version);

@@ -15,6 +15,7 @@ main(fn) so that a failure becomes exit status 1 with a readable message.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -157,6 +158,25 @@ class Server:
     def __enter__(self):
         return self.start()
 
+    def arena_files(self):
+        """The arena files this server's logs named (made, re-attached or moved aside)."""
+        found = []
+        for p in self.logs:
+            for m in re.finditer(r'arena file (/\S+?):? |moved aside to (/\S+) ',
+                                 self.log_text(p)):
+                f = m.group(1) or m.group(2)
+                if f not in found:
+                    found.append(f)
+        return found
+
+    def remove_arenas(self):
+        """After the last stop: a kill -9 or a stop with open rounds leaves its arena file."""
+        for f in self.arena_files():
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+
     def __exit__(self, etype, evalue, tb):
         try:
             if etype is None:
@@ -166,7 +186,9 @@ class Server:
                 self.proc.wait()
         except BaseException:
             self.dump_logs()
+            self.remove_arenas()
             raise
+        self.remove_arenas()
         if etype is not None:
             self.dump_logs()
         elif self.own_dir:
