@@ -133,10 +133,21 @@ int rt__arena_open(struct rt_node *n)
 			  "yet", kept, kept == 1 ? "" : "s");
 		err = -ENOENT;
 	} else if (!err) {
-		n->arena_reattached = true;
 		trib_info("arena file %s: re-attached (%zu MiB)", path,
 			  shm_arena_size(n->arena) >> 20);
-		return 0;
+		/* Before any function runs: it frees what no committed record names. */
+		err = rt__journal_collect(n);
+		if (!err) {
+			n->arena_reattached = true;
+			return 0;
+		}
+		shm_arena_destroy(n->arena);
+		n->arena = NULL;
+		if (err == -EBADMSG)
+			snprintf(why, sizeof(why), "its journal is inconsistent (a record names a "
+				 "slot that is not live, or records overlap)");
+		else
+			return err;
 	}
 	switch (err) {
 	case -ENOENT:

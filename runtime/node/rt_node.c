@@ -141,6 +141,7 @@ err_close_store:
 err_close_arena:
 	rt__arena_close(n);
 err_free:
+	trib_free(n->recovered);
 	trib_free(n);
 	return err;
 }
@@ -160,12 +161,18 @@ void rt_node_close(struct rt_node *n)
 	dataplane_teardown(n);
 	rt__arena_close(n);
 	ctl_store_close(n->store);
+	trib_free(n->recovered);
 	trib_free(n);
 }
 
 int rt_node_jobs_load(struct rt_node *n)
 {
 	return rt__jobs_load(n);
+}
+
+int rt_node_recover(struct rt_node *n)
+{
+	return rt__journal_refeed(n);
 }
 
 bool rt_node_rounds_in_flight(const struct rt_node *n)
