@@ -91,6 +91,19 @@ static int arena_set_aside(const char *path, const char *what)
 	return 0;
 }
 
+/* Updates the journal holds (a PARTIAL holds several): what a removal drops, or a stop keeps. */
+static uint32_t kept_updates(const struct shm_arena *a)
+{
+	struct shm_rec_info info;
+	uint32_t cap = 0, n = 0;
+
+	shm_journal_usage(a, NULL, &cap);
+	for (uint32_t i = 0; i < cap; i++)
+		if (!shm_rec_get(a, i, &info))
+			n += info.count;
+	return n;
+}
+
 /*
  * Stale files of vanished data dirs go; then the node's file is re-attached
  * (n->arena_reattached: recovery follows once jobs are loaded) or made.
@@ -119,9 +132,8 @@ int rt__arena_open(struct rt_node *n)
 	node_identity(n, id, sizeof(id));
 	err = shm_arena_file_open(&o, &n->arena, why, sizeof(why));
 	if (!err && (n->opts.fresh || n->opts.controller)) {
-		uint32_t kept = 0;
+		uint32_t kept = kept_updates(n->arena);
 
-		shm_journal_usage(n->arena, &kept, NULL);
 		err = shm_arena_file_remove(n->arena);
 		n->arena = NULL;
 		if (err) {
@@ -195,6 +207,7 @@ void rt__arena_close(struct rt_node *n)
 		n->arena = NULL;
 		return;
 	}
+	kept = kept_updates(n->arena);
 	shm_arena_destroy(n->arena);
 	n->arena = NULL;
 	trib_info("arena file %s: kept, with %u committed update%s of open rounds for the next "

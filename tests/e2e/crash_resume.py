@@ -74,6 +74,47 @@ def kill_and_resume(srv, how, fan_in):
     e.log('%s (fan-in %d): 10 recovered, the model is the mean of all 20' % (how, fan_in))
 
 
+def fedbuff(srv):
+    """FedBuff: records name the version folded into, with the staleness factor it had."""
+    K, LR = 10, 0.8
+    schema = [{'name': 'weights', 'shape': [64], 'dtype': 'F32'}]
+    tok = srv.create_job({'name': 'fb', 'algorithm': 'fedbuff', 'buffer_size': K,
+                          'max_staleness': 3, 'server_lr': LR, 'update': 'delta',
+                          'tensors': schema})['token']
+    rng = np.random.default_rng(6)
+
+    def post(v, i, expect=202):
+        d = {'weights': rng.standard_normal(64).astype(np.float32)}
+        _, obj, _ = srv.post_update('fb', tok, v, e.raw_body(schema, d), i + 1, expect=expect,
+                                    extra={'Idempotency-Key': 'fb-%d' % i})
+        return obj, (obj.get('round'), v, i + 1, d['weights'].astype(np.float64))
+
+    for i in range(K):
+        post(0, i)
+    srv.get_model('fb', tok, '?after=0&timeout=60')
+    # Version 1 takes 3 stale updates (from version 0) and 2 fresh ones; then kill -9.
+    log = [post(0 if i < 13 else 1, i)[1] for i in range(K, K + 5)]
+    first = srv.post_update('fb', tok, 1, e.raw_body(schema, {'weights': np.zeros(64)}), 1,
+                            expect=202, extra={'Idempotency-Key': 'fb-14'})[1]
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv.proc = None
+    srv.start()
+    check(recovered(srv) == 5, 'fedbuff: recovered %r, want 5' % recovered(srv))
+    again = srv.post_update('fb', tok, 1, e.raw_body(schema, {'weights': np.ones(64)}), 9,
+                            extra={'Idempotency-Key': 'fb-14'})[1]
+    check(again == first, 'fedbuff resend: %r, first %r' % (again, first))
+    log += [post(1, i)[1] for i in range(K + 5, 2 * K)]
+    check(all(x[0] == 1 for x in log), 'fedbuff: versions answered %r' % [x[0] for x in log])
+    _, _, buf = srv.get_model('fb', tok, '?round=1')
+    _, prev, _ = e.st_decode(buf)
+    num = sum(b / np.sqrt(1.0 + (V - v)) * d for V, v, b, d in log)
+    ref = prev['weights'] + LR * num / sum(b for _, _, b, _ in log)
+    _, _, buf = srv.get_model('fb', tok, '?after=1&timeout=60')
+    e.check_model(buf, schema, {'weights': ref}, 'fedbuff version 2 across kill -9')
+    e.log('fedbuff: 5 recovered into version 1 with their staleness')
+
+
 def resend_same_key(srv):
     """Before any crash: a resend is answered as the first, counted once, its body discarded."""
     rng = np.random.default_rng(3)
@@ -153,6 +194,7 @@ def run():
         for how in ('kill', 'term'):
             for fan_in in (4, 20):
                 kill_and_resume(srv, how, fan_in)
+        fedbuff(srv)
         refusals(srv)
     for f in srv.arena_files():
         check(not os.path.exists(f) or '.corrupt-' in f,
