@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* The arena's journal: an update committed before its 202, partials, rounds done, keys, recovery. */
+/* The arena's journal: each update committed before its 202, partials, stored rounds, recovery. */
 #include "rt_node_priv.h"
 
 #include <errno.h>
@@ -64,7 +64,8 @@ int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
 		err = rt__accept_at(n, j, &in, &got);
 		if (!err && got != s) {
 			/* Cannot happen (one thread); if it did, the record would lie. */
-			trib_error("job %s: update got seq %u, its record says %u", j->name, got, s);
+			trib_error("job %s: update got seq %u, its record says %u", j->name, got,
+				   s);
 			err = -EPROTO;
 		}
 		if (!err) {

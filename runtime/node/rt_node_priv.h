@@ -40,6 +40,7 @@ struct rt_mid {
 	uint32_t nleaves;        /* leaves of its group started so far */
 	bool final;              /* its group is complete (told by FLUSH or config) */
 	bool done;               /* its partial exists */
+	bool covered;            /* ... and its PARTIAL record covers its leaves' records */
 	bool has_partial;
 	struct shm_desc partial;
 	float *partial_payload;  /* tcp: its bytes (owned) */
@@ -154,7 +155,7 @@ int rt__accept_at(struct rt_node *n, struct rt_job *j, const struct rt_accept_in
 		  uint32_t *seq);
 /* The seq the next accepted update gets. */
 uint32_t rt__next_seq(const struct rt_job *j);
-/* A leaf whose partial already exists (recovered from the arena file); it becomes j->open's next. */
+/* A leaf whose partial exists already (recovered from the arena file): j->open's next leaf. */
 int rt__leaf_recovered(struct rt_node *n, struct rt_job *j, const struct shm_desc *partial,
 		       uint32_t first_seq);
 

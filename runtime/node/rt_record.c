@@ -63,6 +63,7 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 		 */
 		keep = fn->node * r->group < r->started &&
 		       rt__journal_partial(n, r, r->leaves[fn->node * r->group].seq0, d, m->acc);
+		m->covered = !keep;
 		for (uint32_t i = fn->node * r->group;
 		     !keep && i < r->started && i < (fn->node + 1) * r->group; i++) {
 			if (r->leaves[i].acc) {
@@ -88,13 +89,13 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 		/*
 		 * The updates are inside a partial that outlives any function: once
 		 * the partial's record covers theirs (the slot rule), their slots go
-		 * back. A mid that is done already has a record covering it (its
+		 * back. A mid whose record is committed already covers them (the
 		 * leaf's partial is then folded, and freed, with it). In tcp the
 		 * partial is not in the arena: the updates stay until the round is
 		 * stored (rt__round_free).
 		 */
 		if (!l->ups_kept &&
-		    (r->group && r->mids[fn->node / r->group].done ? 0 :
+		    (r->group && r->mids[fn->node / r->group].covered ? 0 :
 		     rt__journal_partial(n, r, l->seq0, d, l->acc)))
 			l->ups_kept = true;
 		for (uint32_t k = 0; !l->ups_kept && k < l->sent; k++)

@@ -160,22 +160,11 @@ class Server:
 
     def arena_files(self):
         """The arena files this server's logs named (made, re-attached or moved aside)."""
-        found = []
-        for p in self.logs:
-            for m in re.finditer(r'arena file (/\S+?):? |moved aside to (/\S+) ',
-                                 self.log_text(p)):
-                f = m.group(1) or m.group(2)
-                if f not in found:
-                    found.append(f)
-        return found
+        return arena_files_in([self.log_text(p) for p in self.logs])
 
     def remove_arenas(self):
         """After the last stop: a kill -9 or a stop with open rounds leaves its arena file."""
-        for f in self.arena_files():
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
+        remove_arena_files(self.arena_files())
 
     def __exit__(self, etype, evalue, tb):
         try:
@@ -266,6 +255,26 @@ class Server:
     def healthy(self):
         st, _, b = self.request('GET', '/healthz')
         check(st == 200 and json.loads(b) == {'status': 'ok'}, '/healthz: %d %r' % (st, b))
+
+
+def arena_files_in(logs):
+    """The arena files that server logs name (made, re-attached or moved aside)."""
+    found = []
+    for txt in logs:
+        for m in re.finditer(r'arena file (/\S+?):? |moved aside to (/\S+) ', txt):
+            f = m.group(1) or m.group(2)
+            if f not in found:
+                found.append(f)
+    return found
+
+
+def remove_arena_files(files):
+    """Once their servers are gone: `make test` fails on an arena file left behind."""
+    for f in files:
+        try:
+            os.unlink(f)
+        except FileNotFoundError:
+            pass
 
 
 def request_on(c, method, path, body=None, headers=None, token=None):
