@@ -115,6 +115,30 @@ def fedbuff(srv):
     e.log('fedbuff: 5 recovered into version 1 with their staleness')
 
 
+def full_round_without_model(srv):
+    """A full round whose model could not be written yet when the server died: it finishes."""
+    rng = np.random.default_rng(8)
+    tok = srv.create_job({'name': 'full', 'clients_per_round': 4, 'fan_in': 2,
+                          'tensors': SCHEMA})['token']
+    # A directory where model v1 goes: the write fails (and is retried) until it is removed.
+    block = os.path.join(srv.data_dir, 'data', 'jobs', 'full', 'round-1.safetensors')
+    os.makedirs(block)
+    ups = [(i + 1, e.random_model(rng, SCHEMA)) for i in range(4)]
+    for w, m in ups:
+        srv.post_update('full', tok, 0, e.raw_body(SCHEMA, m), w)
+    e.wait_for(lambda: srv.status('full').get('store', {}).get('state') not in (None, 'ok'),
+               30, 'the write of v1 to fail')
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv.proc = None
+    os.rmdir(block)
+    srv.start()
+    check(recovered(srv) == 4, 'full round: recovered %r, want 4' % recovered(srv))
+    _, _, buf = srv.get_model('full', tok, '?after=0&timeout=60')
+    e.check_model(buf, SCHEMA, e.weighted_mean(ups), 'full round finished after kill -9')
+    e.log('a full round with no model at kill -9 finished after the restart')
+
+
 def resend_same_key(srv):
     """Before any crash: a resend is answered as the first, counted once, its body discarded."""
     rng = np.random.default_rng(3)
@@ -195,6 +219,7 @@ def run():
             for fan_in in (4, 20):
                 kill_and_resume(srv, how, fan_in)
         fedbuff(srv)
+        full_round_without_model(srv)
         refusals(srv)
     for f in srv.arena_files():
         check(not os.path.exists(f) or '.corrupt-' in f,
