@@ -31,15 +31,15 @@ def send(srv, tok, job, rnd, ups, lo, hi):
     return out
 
 
-def kill_and_resume(srv, how, fan_in):
-    """10 answered 202, then @how (kill -9 or SIGTERM), a restart, the other 10 + a resend."""
-    job = 'crash-%s-%d' % (how, fan_in)
+def kill_and_resume(srv, how, fan_in, cpr=CPR, before=10):
+    """@before answered 202, then @how (kill -9 or SIGTERM), a restart, the rest + a resend."""
+    job = 'crash-%s-%d-%d' % (how, fan_in, cpr)
     rng = np.random.default_rng(len(job) + fan_in)
-    tok = srv.create_job({'name': job, 'clients_per_round': CPR, 'fan_in': fan_in,
+    tok = srv.create_job({'name': job, 'clients_per_round': cpr, 'fan_in': fan_in,
                           'tensors': SCHEMA})['token']
-    ups = [(i + 1, e.random_model(rng, SCHEMA)) for i in range(CPR)]
-    first = send(srv, tok, job, 0, ups, 0, 10)
-    check([a['received'] for a in first] == list(range(1, 11)),
+    ups = [(i + 1, e.random_model(rng, SCHEMA)) for i in range(cpr)]
+    first = send(srv, tok, job, 0, ups, 0, before)
+    check([a['received'] for a in first] == list(range(1, before + 1)),
           'received counts before the %s: %r' % (how, first))
     if how == 'kill':
         srv.proc.send_signal(signal.SIGKILL)
@@ -51,18 +51,18 @@ def kill_and_resume(srv, how, fan_in):
               'SIGTERM with an open round: no line saying the arena file is kept:\n' +
               srv.log_text())
     srv.start()
-    check(recovered(srv) == 10, '%s: tributary_updates_recovered_total %r, want 10' %
-          (how, recovered(srv)))
+    check(recovered(srv) == before, '%s: tributary_updates_recovered_total %r, want %d' %
+          (how, recovered(srv), before))
     st = srv.status(job)
-    check(st.get('round') == 0 and st.get('received') == 10,
-          '%s: the job is at round %r with %r received, want 0 and 10' %
-          (how, st.get('round'), st.get('received')))
-    # The answer of update 9 was "lost": its resend with the same key gets the same answer.
-    again = send(srv, tok, job, 0, ups, 9, 10)[0]
-    check(again == first[9], '%s: resend of a recovered update answered %r, first %r' %
-          (how, again, first[9]))
-    rest = send(srv, tok, job, 0, ups, 10, CPR)
-    check([a['received'] for a in rest] == list(range(11, 21)),
+    check(st.get('round') == 0 and st.get('received') == before,
+          '%s: the job is at round %r with %r received, want 0 and %d' %
+          (how, st.get('round'), st.get('received'), before))
+    # The answer of the last one was "lost": its resend with the same key gets the same answer.
+    again = send(srv, tok, job, 0, ups, before - 1, before)[0]
+    check(again == first[-1], '%s: resend of a recovered update answered %r, first %r' %
+          (how, again, first[-1]))
+    rest = send(srv, tok, job, 0, ups, before, cpr)
+    check([a['received'] for a in rest] == list(range(before + 1, cpr + 1)),
           '%s: received counts after the restart: %r (a resend was counted twice?)' %
           (how, [a['received'] for a in rest]))
     _, _, buf = srv.get_model(job, tok, '?after=0&timeout=60')
@@ -71,7 +71,8 @@ def kill_and_resume(srv, how, fan_in):
     st, _, _ = srv.post_update(job, tok, 0, e.raw_body(SCHEMA, ups[0][1]), samples=1,
                                expect=None, extra={'Idempotency-Key': job + '-r0-c0'})
     check(st == 409, '%s: a resend after the round is stored: %d, want 409' % (how, st))
-    e.log('%s (fan-in %d): 10 recovered, the model is the mean of all 20' % (how, fan_in))
+    e.log('%s (fan-in %d, %d clients): %d recovered, the model is the mean of all %d' %
+          (how, fan_in, cpr, before, cpr))
 
 
 def fedbuff(srv):
@@ -218,6 +219,8 @@ def run():
         for how in ('kill', 'term'):
             for fan_in in (4, 20):
                 kill_and_resume(srv, how, fan_in)
+        # Fan-in 2 over 200 clients: three levels, partials of mids cover those of leaves.
+        kill_and_resume(srv, 'kill', 2, cpr=200, before=123)
         fedbuff(srv)
         full_round_without_model(srv)
         refusals(srv)
