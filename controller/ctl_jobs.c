@@ -15,6 +15,7 @@
 #include "ctl_place.h"
 #include "ctl_store.h"
 #include "trib_alloc.h"
+#include "trib_json.h"
 #include "trib_log.h"
 #include "trib_name.h"
 #include "trib_time.h"
@@ -609,20 +610,29 @@ static int job_record(struct ctl *c, struct cjob *j)
 
 void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 {
-	json_t *o = json_loadb((const char *)ev->payload, ev->plen, 0, NULL);
+	json_t *o = NULL;
+	int lerr = trib_json_loadb(ev->payload, ev->plen, 0, &o, NULL);
 	const char *name = json_string_value(json_object_get(o, "name"));
 	int origin = ctl__node_rank(c, ctl__jstr(ev->hdr, "node", ""));
 	struct cjob *j;
 	json_t *m;
 	int err;
 
+	if (lerr == -ENOMEM) {
+		*rep = ctl__err_reply(500, "out of memory");
+		goto out;
+	}
 	if (!o || !name || !trib_job_name_valid(name)) {
 		*rep = ctl__err_reply(400, "job definition without a valid name");
 		goto out;
 	}
-	if (job_find(c, name)) {
-		*rep = ctl__err_reply(409, "a job with this name exists");
-		goto out;
+	for (struct cjob *other = c->jobs; other; other = other->next) {
+		/* Names that differ only by case are the same job's (trib_name.h). */
+		if (trib_job_name_same(other->name, name)) {
+			*rep = ctl__err_reply(409, "a job with this name exists (names that "
+					      "differ only by case are the same)");
+			goto out;
+		}
 	}
 	j = job_new(ev, o, name, rep);
 	if (!j)
@@ -719,12 +729,14 @@ void ctl__rounds_lose_node(struct ctl *c, uint32_t rank)
 /* A job as the store has it, and its newest model (a round in flight restarts). */
 static int job_load(struct ctl *c, const struct ctl_job *cj)
 {
-	json_t *o = json_loads(cj->params_json ? cj->params_json : "", 0, NULL);
+	const char *def = cj->params_json ? cj->params_json : "";
+	json_t *o = NULL;
 	const char *why = "no definition recorded";
 	struct cjob *j = trib_calloc(1, sizeof(*j));
 	int err = -ENOMEM;
 
-	if (!j || !(j->body = trib_strdup(cj->params_json ? cj->params_json : "")))
+	if (!j || trib_json_loadb(def, strlen(def), 0, &o, NULL) == -ENOMEM ||
+	    !(j->body = trib_strdup(def)))
 		goto err_free;
 	j->db_id = cj->id;
 	snprintf(j->name, sizeof(j->name), "%s", cj->name);

@@ -16,6 +16,7 @@
 
 #include "ctl_store.h"
 #include "trib_alloc.h"
+#include "trib_json.h"
 #include "trib_log.h"
 #include "trib_parse.h"
 #include "trib_schema.h"
@@ -27,11 +28,16 @@
 
 int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, const char **why)
 {
-	json_t *spec = json_loadb(body, len, 0, NULL);
+	json_t *spec = NULL;
 	const char *reason = "the job's definition is not a JSON object";
-	int err = -EINVAL;
+	int err = trib_json_loadb(body, len, 0, &spec, NULL);
 
 	memset(f, 0, sizeof(*f));
+	if (err == -ENOMEM) {
+		reason = "out of memory";
+		goto err_out;
+	}
+	err = -EINVAL;
 	if (json_is_object(spec))
 		err = trib_schema_from_spec(spec, &f->schema, &f->nschema, &f->n_elem, &reason);
 	json_decref(spec);
@@ -225,10 +231,14 @@ static int migrate_file(const char *data_dir, const struct ctl_job *cj, const ch
 static int migrate_fmt(const struct ctl_job *cj, const char *dir, struct ctl_model_fmt *f)
 {
 	const char *why = NULL;
-	json_t *schema = cj->schema_json ? json_loads(cj->schema_json, 0, NULL) : NULL;
-	uint64_t want = (uint64_t)json_integer_value(json_object_get(schema, "n_elem"));
+	json_t *schema = NULL;
+	uint64_t want;
 	int err;
 
+	if (cj->schema_json &&
+	    trib_json_loadb(cj->schema_json, strlen(cj->schema_json), 0, &schema, NULL) == -ENOMEM)
+		return -ENOMEM;
+	want = (uint64_t)json_integer_value(json_object_get(schema, "n_elem"));
 	json_decref(schema);
 	err = cj->params_json
 		  ? ctl_model_fmt_init(f, cj->params_json, strlen(cj->params_json), &why)

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl_sqlmem.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 
@@ -280,89 +281,6 @@ static int precreate(const char *path)
 	return 0;
 }
 
-/*
- * SQLite allocates through trib_alloc too, so that an injected failure reaches
- * the store (SQLite answers SQLITE_NOMEM, sql_errno() says -ENOMEM) and a
- * test's leak count sees its blocks. SQLite asks the size of a block back
- * (xSize): it is kept in a header in front of the block, 16 bytes so that
- * the block keeps malloc's alignment.
- */
-#define SQL_MEM_HDR 16
-
-static void *sql_mem_put(uint8_t *b, int n)
-{
-	size_t len = (size_t)n;
-
-	if (!b)
-		return NULL;
-	memcpy(b, &len, sizeof(len));
-	return b + SQL_MEM_HDR;
-}
-
-static void *sql_mem_malloc(int n)
-{
-	return n < 0 ? NULL : sql_mem_put(trib_malloc((size_t)n + SQL_MEM_HDR), n);
-}
-
-static void sql_mem_free(void *p)
-{
-	if (p)
-		trib_free((uint8_t *)p - SQL_MEM_HDR);
-}
-
-/* SQLite calls it with a block and n > 0 only; on failure the block stays SQLite's. */
-static void *sql_mem_realloc(void *p, int n)
-{
-	if (n < 0)
-		return NULL;
-	return sql_mem_put(trib_realloc((uint8_t *)p - SQL_MEM_HDR, (size_t)n + SQL_MEM_HDR), n);
-}
-
-static int sql_mem_size(void *p)
-{
-	size_t len;
-
-	memcpy(&len, (uint8_t *)p - SQL_MEM_HDR, sizeof(len));
-	return (int)len;
-}
-
-static int sql_mem_roundup(int n)
-{
-	return (n + 7) & ~7;
-}
-
-static int sql_mem_init(void *arg)
-{
-	(void)arg;
-	return SQLITE_OK;
-}
-
-static void sql_mem_shutdown(void *arg)
-{
-	(void)arg;
-}
-
-/*
- * A constructor, as for jansson (trib_alloc.c): SQLite takes an allocator
- * only before it initialises, which its first use does, and before any
- * thread exists. ctl_store.o is linked into every binary that uses SQLite.
- */
-__attribute__((constructor)) static void ctl_store_route_sqlite(void)
-{
-	static const sqlite3_mem_methods mem = {
-		.xMalloc = sql_mem_malloc,
-		.xFree = sql_mem_free,
-		.xRealloc = sql_mem_realloc,
-		.xSize = sql_mem_size,
-		.xRoundup = sql_mem_roundup,
-		.xInit = sql_mem_init,
-		.xShutdown = sql_mem_shutdown,
-	};
-
-	if (sqlite3_config(SQLITE_CONFIG_MALLOC, &mem) != SQLITE_OK)
-		trib_warn("store: SQLite would not take trib_alloc; it allocates by itself");
-}
-
 int ctl_store_open(const char *path, struct ctl_store **out)
 {
 	struct ctl_store *st;
@@ -370,6 +288,8 @@ int ctl_store_open(const char *path, struct ctl_store **out)
 
 	if (!path || !out)
 		return -EINVAL;
+	if (!ctl_sqlmem_routed())
+		trib_debug("store: SQLite allocates by itself (failure injection does not reach it)");
 	st = trib_calloc(1, sizeof(*st));
 	if (!st)
 		return -ENOMEM;

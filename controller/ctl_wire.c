@@ -20,6 +20,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "trib_alloc.h"
+#include "trib_json.h"
 #include "trib_log.h"
 
 /* Requests served at once; more wait in nng's queue. */
@@ -119,7 +120,8 @@ static int decode(nng_msg *m, struct ctl_event *ev)
 	hl = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
 	if (hl > len - 4)
 		return -EPROTO;
-	ev->hdr = json_loadb((const char *)b + 4, hl, 0, NULL);
+	if (trib_json_loadb(b + 4, hl, 0, &ev->hdr, NULL) == -ENOMEM)
+		return -ENOMEM;
 	if (!json_is_object(ev->hdr)) {
 		json_decref(ev->hdr);
 		ev->hdr = NULL;

@@ -3,6 +3,7 @@
 #include "trib_name.h"
 
 #include <stddef.h>
+#include <strings.h>
 
 bool trib_job_name_valid(const char *name)
 {
@@ -20,4 +21,9 @@ bool trib_job_name_valid(const char *name)
 			return false;
 	}
 	return true;
+}
+
+bool trib_job_name_same(const char *a, const char *b)
+{
+	return a && b && !strcasecmp(a, b);
 }

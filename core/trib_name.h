@@ -14,4 +14,12 @@
  */
 bool trib_job_name_valid(const char *name);
 
+/*
+ * Whether names @a and @b are the same job's: equal but for ASCII case ("MNIST" is "mnist"),
+ * so a new job may not take a name that only differs by case from an existing one (its
+ * directory would be the other's on a case-insensitive file system, and people read them as
+ * one). Lookups stay exact: a request names a job as it was created. NULL is no name.
+ */
+bool trib_job_name_same(const char *a, const char *b);
+
 #endif

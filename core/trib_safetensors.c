@@ -236,6 +236,45 @@ static int load_header(const unsigned char *b, size_t len, json_t **root, uint64
  * @buf is borrowed and only read during the call; out->tensors is allocated
  * here and owned by @out (trib_st_free). On failure @out is left zeroed.
  */
+static int cmp_tensor_begin(const void *a, const void *b)
+{
+	const struct trib_tensor *const *x = a, *const *y = b;
+
+	return (*x)->data_begin < (*y)->data_begin ? -1 : (*x)->data_begin > (*y)->data_begin;
+}
+
+/*
+ * No two tensors may share a byte: one byte read as two values would let a file smaller than
+ * its tensors pass as all of them. Empty tensors (shape with a 0) hold no byte. 0, -EINVAL
+ * (*why set) or -ENOMEM.
+ */
+static int check_disjoint(const struct trib_tensor *t, size_t n, const char **why)
+{
+	const struct trib_tensor **p;
+	uint64_t end = 0;
+	int err = 0;
+
+	if (n < 2)
+		return 0;
+	p = trib_calloc(n, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		p[i] = &t[i];
+	qsort(p, n, sizeof(*p), cmp_tensor_begin);
+	for (size_t i = 0; i < n && !err; i++) {
+		if (p[i]->data_begin == p[i]->data_end)
+			continue;
+		if (p[i]->data_begin < end) {
+			*why = "tensors overlap (data_offsets share bytes)";
+			err = -EINVAL;
+		}
+		end = p[i]->data_end > end ? p[i]->data_end : end;
+	}
+	trib_free(p);
+	return err;
+}
+
 int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char **why)
 {
 	const char *dummy;
@@ -286,6 +325,9 @@ int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char *
 			goto err_free;
 		k++;
 	}
+	err = check_disjoint(out->tensors, k, why);
+	if (err)
+		goto err_free;
 	out->ntensors = k;
 	out->data_off = 8 + hlen;
 	json_decref(root);

@@ -3,6 +3,7 @@
 #include "fn_dequant.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -321,6 +322,62 @@ int fn_dequant_check_finite(const void *x, uint32_t dtype, size_t n, size_t *bad
 		break;
 	case SHM_DTYPE_BF16:
 		i = first_u16_all(x, n, 0x7f80u);
+		break;
+	case SHM_DTYPE_I8:
+		return 0;
+	default:
+		return -EINVAL;
+	}
+	if (i == n)
+		return 0;
+	if (bad_index)
+		*bad_index = i;
+	return -EDOM;
+}
+
+/* Index of the first F16 value of x[0..n) that is not finite or whose |value| is above @limit. */
+static size_t first_f16_above(const uint8_t *x, size_t n, float limit)
+{
+	size_t i;
+
+	/* Every finite F16 is at most 65504: above that only the exponent test is needed. */
+	if (limit >= 65504.0f)
+		return first_u16_all(x, n, 0x7c00u);
+	for (i = 0; i < n; i++)
+		if (!(fabsf(fn_f16_to_f32(load_u16(x + 2 * i))) <= limit))
+			return i;
+	return n;
+}
+
+/* BF16 is the top half of an f32: |x| bits shifted up compare as the f32 bits do. */
+static size_t first_bf16_above(const uint8_t *x, size_t n, float limit)
+{
+	uint32_t lim;
+	size_t i;
+
+	memcpy(&lim, &limit, sizeof(lim));
+	for (i = 0; i < n; i++)
+		if (((uint32_t)(load_u16(x + 2 * i) & 0x7fffu) << 16) > lim)
+			return i;
+	return n;
+}
+
+int fn_dequant_check_bound(const void *x, uint32_t dtype, size_t n, float limit,
+			   size_t *bad_index)
+{
+	size_t i;
+
+	if (!(limit >= 0.0f) || !(limit <= FLT_MAX))
+		return -EINVAL;
+	limit = fabsf(limit); /* -0.0f is 0.0f */
+	switch (dtype) {
+	case SHM_DTYPE_F32:
+		return fn_check_bound_f32(x, n, limit, bad_index);
+	case SHM_DTYPE_F16:
+		i = first_f16_above(x, n, limit);
+		break;
+	case SHM_DTYPE_BF16:
+		i = first_bf16_above(x, n, limit);
 		break;
 	case SHM_DTYPE_I8:
 		return 0;

@@ -51,6 +51,15 @@ int fn_dequant_fold(float *restrict acc, const void *restrict x, uint32_t dtype,
  */
 int fn_dequant_check_finite(const void *x, uint32_t dtype, size_t n, size_t *bad_index);
 
+/*
+ * 0 if the n values at @x of @dtype decode to numbers with |value| <= @limit, or -EDOM with
+ * *bad_index (if not NULL) the first that does not (NaN and Inf never do): the gateway's bound
+ * check (FN_FOLD_TERM_MAX / weight, see fn_fold.h). I8 values are the caller's to bound through
+ * their scale: 0. -EINVAL for an unknown dtype or a @limit that is NaN, negative or infinite.
+ */
+int fn_dequant_check_bound(const void *x, uint32_t dtype, size_t n, float limit,
+			   size_t *bad_index);
+
 /* "avx2+f16c" or "generic": the implementation in use (a static string). */
 const char *fn_dequant_impl(void);
 

@@ -3,6 +3,8 @@
 #include "fn_fold.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -28,7 +30,8 @@
 /* Updates folded per pass over the accumulator: 4 update streams + acc fit the prefetchers. */
 #define FOLD_GROUP 4
 
-#define F32_EXP_MASK 0x7f800000u
+#define F32_ABS_MASK 0x7fffffffu
+#define F32_MAX_BITS 0x7f7fffffu /* FLT_MAX: above it (as |x| bits) only Inf and NaN */
 
 struct fold_impl {
 	const char *name;
@@ -36,24 +39,28 @@ struct fold_impl {
 	void (*fold_multi)(float *restrict acc, const float *const *xs, const float *ws, size_t k,
 			   size_t n);
 	void (*scale)(float *acc, float s, size_t n);
-	int (*check_finite)(const float *x, size_t n, size_t *bad_index);
+	int (*check_bound)(const float *x, size_t n, uint32_t lim, size_t *bad_index);
 };
 
-static inline bool f32_bits_nonfinite(const float *p)
+/*
+ * The bound tests compare |x| as bits: for non-negative floats the bit order is the numeric
+ * order, and +Inf and every NaN lie above FLT_MAX, so one integer compare catches all three.
+ */
+static inline bool f32_bits_above(const float *p, uint32_t lim)
 {
 	uint32_t u;
 
 	memcpy(&u, p, sizeof(u));
-	return (u & F32_EXP_MASK) == F32_EXP_MASK;
+	return (u & F32_ABS_MASK) > lim;
 }
 
-/* Index of the first non-finite value in x[from..to); the caller knows there is one. */
-static size_t first_nonfinite(const float *x, size_t from, size_t to)
+/* Index of the first value of x[from..to) above @lim (as |x| bits); there is one. */
+static size_t first_above(const float *x, size_t from, size_t to, uint32_t lim)
 {
 	size_t i;
 
 	for (i = from; i < to; i++)
-		if (f32_bits_nonfinite(x + i))
+		if (f32_bits_above(x + i, lim))
 			return i;
 	return to;
 }
@@ -118,29 +125,31 @@ static void generic_scale(float *acc, float s, size_t n)
 		acc[i] *= s;
 }
 
-static int generic_check_finite(const float *x, size_t n, size_t *bad_index)
+static int generic_check_bound(const float *x, size_t n, uint32_t lim, size_t *bad_index)
 {
+	/* Both sides are below 2^31: a signed compare, which SSE2 has and unsigned is not. */
+	const int32_t slim = (int32_t)lim;
 	size_t i = 0, j;
 
 	/* Branch once per block so the compiler can vectorise the test. */
 	for (; i + 64 <= n; i += 64) {
-		uint32_t u[64], bad = 0;
+		int32_t u[64], bad = 0;
 
 		memcpy(u, x + i, sizeof(u));
 		for (j = 0; j < 64; j++)
-			bad |= (u[j] & F32_EXP_MASK) == F32_EXP_MASK;
+			bad |= (u[j] & (int32_t)F32_ABS_MASK) > slim;
 		if (bad)
 			goto found;
 	}
 	if (i == n)
 		return 0;
 	for (j = i; j < n; j++)
-		if (f32_bits_nonfinite(x + j))
+		if (f32_bits_above(x + j, lim))
 			goto found;
 	return 0;
 found:
 	if (bad_index)
-		*bad_index = first_nonfinite(x, i, n);
+		*bad_index = first_above(x, i, n, lim);
 	return -EDOM;
 }
 
@@ -149,7 +158,7 @@ static const struct fold_impl impl_generic = {
 	.fold = generic_fold,
 	.fold_multi = generic_fold_multi,
 	.scale = generic_scale,
-	.check_finite = generic_check_finite,
+	.check_bound = generic_check_bound,
 };
 
 #if FN_FOLD_HAVE_AVX2
@@ -260,25 +269,28 @@ static AVX2_TARGET void avx2_scale(float *acc, float s, size_t n)
 		acc[i] *= s;
 }
 
-static inline AVX2_TARGET __attribute__((always_inline)) __m256i avx2_nonfinite(const float *p,
-										__m256i mask)
+/* |x| bits above @lim: both are below 2^31, so the signed compare is the unsigned one. */
+static inline AVX2_TARGET __attribute__((always_inline)) __m256i
+avx2_above(const float *p, __m256i mask, __m256i lim)
 {
 	__m256i v = _mm256_loadu_si256((const __m256i_u *)p);
 
-	return _mm256_cmpeq_epi32(_mm256_and_si256(v, mask), mask);
+	return _mm256_cmpgt_epi32(_mm256_and_si256(v, mask), lim);
 }
 
-static inline AVX2_TARGET __attribute__((always_inline)) __m256i avx2_nonfinite32(const float *p,
-										  __m256i mask)
+static inline AVX2_TARGET __attribute__((always_inline)) __m256i
+avx2_above32(const float *p, __m256i mask, __m256i lim)
 {
 	return _mm256_or_si256(
-		_mm256_or_si256(avx2_nonfinite(p, mask), avx2_nonfinite(p + 8, mask)),
-		_mm256_or_si256(avx2_nonfinite(p + 16, mask), avx2_nonfinite(p + 24, mask)));
+		_mm256_or_si256(avx2_above(p, mask, lim), avx2_above(p + 8, mask, lim)),
+		_mm256_or_si256(avx2_above(p + 16, mask, lim), avx2_above(p + 24, mask, lim)));
 }
 
-static AVX2_TARGET int avx2_check_finite(const float *x, size_t n, size_t *bad_index)
+static AVX2_TARGET int avx2_check_bound(const float *x, size_t n, uint32_t lim32,
+					size_t *bad_index)
 {
-	const __m256i mask = _mm256_set1_epi32((int)F32_EXP_MASK);
+	const __m256i mask = _mm256_set1_epi32((int)F32_ABS_MASK);
+	const __m256i lim = _mm256_set1_epi32((int)lim32);
 	size_t half = (n / 2) & ~(size_t)31, i = 0;
 
 	/*
@@ -287,31 +299,31 @@ static AVX2_TARGET int avx2_check_finite(const float *x, size_t n, size_t *bad_i
 	 * after a hit the first bad index is at or after i.
 	 */
 	for (; i < half; i += 32) {
-		__m256i e = _mm256_or_si256(avx2_nonfinite32(x + i, mask),
-					    avx2_nonfinite32(x + half + i, mask));
+		__m256i e = _mm256_or_si256(avx2_above32(x + i, mask, lim),
+					    avx2_above32(x + half + i, mask, lim));
 
 		if (!_mm256_testz_si256(e, e))
 			goto found;
 	}
 	for (i = 2 * half; i + 32 <= n; i += 32) {
-		__m256i e = avx2_nonfinite32(x + i, mask);
+		__m256i e = avx2_above32(x + i, mask, lim);
 
 		if (!_mm256_testz_si256(e, e))
 			goto found;
 	}
 	for (; i + 8 <= n; i += 8) {
-		__m256i e = avx2_nonfinite(x + i, mask);
+		__m256i e = avx2_above(x + i, mask, lim);
 
 		if (!_mm256_testz_si256(e, e))
 			goto found;
 	}
 	for (; i < n; i++)
-		if (f32_bits_nonfinite(x + i))
+		if (f32_bits_above(x + i, lim32))
 			goto found;
 	return 0;
 found:
 	if (bad_index)
-		*bad_index = first_nonfinite(x, i, n);
+		*bad_index = first_above(x, i, n, lim32);
 	return -EDOM;
 }
 
@@ -320,7 +332,7 @@ static const struct fold_impl impl_avx2 = {
 	.fold = avx2_fold,
 	.fold_multi = avx2_fold_multi,
 	.scale = avx2_scale,
-	.check_finite = avx2_check_finite,
+	.check_bound = avx2_check_bound,
 };
 
 static bool cpu_has_avx2_fma(void)
@@ -386,7 +398,19 @@ void fn_scale_f32(float *acc, float s, size_t n)
 
 int fn_check_finite_f32(const float *x, size_t n, size_t *bad_index)
 {
-	return fold_impl->check_finite(x, n, bad_index);
+	return fold_impl->check_bound(x, n, F32_MAX_BITS, bad_index);
+}
+
+int fn_check_bound_f32(const float *x, size_t n, float limit, size_t *bad_index)
+{
+	uint32_t lim;
+
+	if (!(limit >= 0.0f) || !(limit <= FLT_MAX))
+		return -EINVAL;
+	/* +0.0f, not -0.0f: the sign bit would make the bits compare as huge. */
+	limit = fabsf(limit);
+	memcpy(&lim, &limit, sizeof(lim));
+	return fold_impl->check_bound(x, n, lim, bad_index);
 }
 
 const char *fn_fold_impl(void)

@@ -42,6 +42,23 @@ void fn_scale_f32(float *acc, float s, size_t n);
  */
 int fn_check_finite_f32(const float *x, size_t n, size_t *bad_index);
 
+/*
+ * The largest |w * x| an update may bring to a fold: 2^80 (about 1.2e24). A round folds fewer
+ * than 2^32 updates (its count is a u32), so every partial sum stays below
+ * 2^32 * 2^80 = 2^112, 2^16 under FLT_MAX (about 2^128): a fold of accepted updates cannot
+ * overflow, and the room left covers rounding, the server optimisers' steps and DP noise. The
+ * gateway refuses (422) an update with a value above FN_FOLD_TERM_MAX / its fold weight.
+ */
+#define FN_FOLD_TERM_MAX 0x1p80
+
+/*
+ * Returns 0 if |x[i]| <= limit for all i < n, or -EDOM if one is NaN, ±Inf or above @limit, and
+ * then stores the index of the first one in *bad_index (if not NULL). -EINVAL if @limit is NaN,
+ * negative or infinite. Same cost as fn_check_finite_f32() (one integer compare per value), which
+ * is this test with limit FLT_MAX. x is borrowed and needs only 4-byte alignment.
+ */
+int fn_check_bound_f32(const float *x, size_t n, float limit, size_t *bad_index);
+
 /* Name of the implementation in use, "avx2+fma" or "generic"; a static string. */
 const char *fn_fold_impl(void);
 

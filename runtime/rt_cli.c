@@ -10,6 +10,7 @@
 
 #include "ctl_cluster.h"
 #include "ctl_store.h"
+#include "rt_loop.h"
 #include "rt_up.h"
 #include "tl_simulate.h"
 #include "tl_status.h"
@@ -35,6 +36,8 @@ static void usage(FILE *f)
 		"             [--arena-mb N] [--no-huge] [--arena-path FILE] [--fresh]\n"
 		"             [--port-file FILE]\n"
 		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
+		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
+		"             [--max-connections N] [--metrics-jobs]\n"
 		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
 		"                         port 0 picks a free one, see --port-file)\n"
 		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
@@ -54,7 +57,20 @@ static void usage(FILE *f)
 		"                         shm+unix, or tcp (a copying baseline to measure against)\n"
 		"  --warm-s N             an idle aggregation function waits N s for reuse, then\n"
 		"                         exits (default 30; 0: exit at once)\n"
-		"\n"
+		"  --head-timeout-s N     a request head must be complete N s after it starts (after\n"
+		"                         the accept, for the first) or the connection closes\n"
+		"                         (default 10; 0: no limit)\n"
+		"  --body-timeout-s N     a body (or a response) that moves no byte for N s closes\n"
+		"                         its connection and frees its slot (default 15; 0: none)\n"
+		"  --idle-timeout-s N     a keep-alive connection idle N s between requests closes\n"
+		"                         (default 60; 0: never; a parked long poll is not idle)\n"
+		"  --max-connections N    more open connections are answered 503 and closed\n"
+		"                         (default 80%% of the open-file limit, at most 65536)\n"
+		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the\n"
+		"                         admin token; else a job is its number, job_id=\"N\")\n"
+		"\n");
+	/* Two strings: C11 promises literals of 4095 characters, not more. */
+	fprintf(f,
 		"tributary node --controller tcp://HOST:PORT --node-name NAME\n"
 		"               [--peer-listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT]\n"
 		"               [all options of up]\n"
@@ -97,6 +113,33 @@ static int parse_listen(const char *s, struct rt_node_opts *o, char *host, size_
 	return 0;
 }
 
+/* Options without a letter of their own (getopt values past any character). */
+enum {
+	OPT_HEAD_TIMEOUT = 0x100,
+	OPT_BODY_TIMEOUT,
+	OPT_IDLE_TIMEOUT,
+	OPT_MAX_CONNS,
+};
+
+/* The gateway's admission options (OPT_*); 0, or 2 (usage error, said). */
+static int admission_opt(int c, const char *arg, struct rt_node_opts *o)
+{
+	static const char *const names[] = { "head-timeout-s", "body-timeout-s",
+					     "idle-timeout-s", "max-connections" };
+	uint32_t *dst[] = { &o->head_timeout_s, &o->body_timeout_s, &o->idle_timeout_s,
+			    &o->max_connections };
+	uint64_t max = c == OPT_MAX_CONNS ? 1u << 24 : 86400;
+	uint64_t v;
+
+	if (trib_parse_u64(arg, 0, max, &v)) {
+		fprintf(stderr, "tributary up: --%s wants 0..%llu, got '%s'\n",
+			names[c - OPT_HEAD_TIMEOUT], (unsigned long long)max, arg);
+		return 2;
+	}
+	*dst[c - OPT_HEAD_TIMEOUT] = (uint32_t)v;
+	return 0;
+}
+
 /* `up` and `node` share their options; `node` adds the cluster's. */
 static const struct option up_lopts[] = {
 	{ "listen", required_argument, NULL, 'l' },
@@ -106,9 +149,14 @@ static const struct option up_lopts[] = {
 	{ "no-huge", no_argument, NULL, 'H' },
 	{ "arena-path", required_argument, NULL, 'R' },
 	{ "fresh", no_argument, NULL, 'F' },
+	{ "metrics-jobs", no_argument, NULL, 'J' },
 	{ "port-file", required_argument, NULL, 'p' },
 	{ "dataplane", required_argument, NULL, 'D' },
 	{ "warm-s", required_argument, NULL, 'w' },
+	{ "head-timeout-s", required_argument, NULL, OPT_HEAD_TIMEOUT },
+	{ "body-timeout-s", required_argument, NULL, OPT_BODY_TIMEOUT },
+	{ "idle-timeout-s", required_argument, NULL, OPT_IDLE_TIMEOUT },
+	{ "max-connections", required_argument, NULL, OPT_MAX_CONNS },
 	{ "controller", required_argument, NULL, 'C' },
 	{ "node-name", required_argument, NULL, 'N' },
 	{ "peer-listen", required_argument, NULL, 'P' },
@@ -155,6 +203,11 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 	case 'P':
 	case 'A':
 		return node_opt(c, arg, o);
+	case OPT_HEAD_TIMEOUT:
+	case OPT_BODY_TIMEOUT:
+	case OPT_IDLE_TIMEOUT:
+	case OPT_MAX_CONNS:
+		return admission_opt(c, arg, o);
 	case 'l':
 		if (!parse_listen(arg, o, host, cap))
 			return 0;
@@ -177,6 +230,9 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 			return 2;
 		}
 		o->arena_bytes = v << 20;
+		return 0;
+	case 'J':
+		o->metrics_jobs = true;
 		return 0;
 	case 'H':
 		o->no_huge = true;
@@ -219,6 +275,9 @@ static int cmd_up(int argc, char **argv, bool node)
 		.data_dir = "./tributary-data",
 		.arena_bytes = 1024ull << 20,
 		.warm_s = 30,
+		.head_timeout_s = RT_HEAD_TIMEOUT_S,
+		.body_timeout_s = RT_BODY_TIMEOUT_S,
+		.idle_timeout_s = RT_IDLE_TIMEOUT_S,
 	};
 	const char *cmd = node ? "node" : "up";
 	char host[256];

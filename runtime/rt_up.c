@@ -212,7 +212,9 @@ static int find_fn_path(char *out, size_t cap)
 static int loop_open(struct rt_up *up)
 {
 	const struct rt_node_opts *o = &up->node->opts;
-	struct rt_loop_opts lo = { o->listen_host, o->listen_port, o->port_file, up->sfd };
+	struct rt_loop_opts lo = { o->listen_host, o->listen_port, o->port_file, up->sfd,
+				   { o->head_timeout_s, o->body_timeout_s, o->idle_timeout_s,
+				     o->max_connections } };
 	struct rt_loop_hooks lh = { up, on_tick, on_signal, before_wait };
 	struct rt_conn_hooks ch;
 	int err;
@@ -262,6 +264,8 @@ int rt_up_run(const struct rt_node_opts *opts)
 	int err;
 
 	trib_log_init(opts->controller ? "node" : "up");
+	/* Each client is a file descriptor: take all the kernel allows (failure is logged). */
+	rt_loop_raise_nofile();
 	/* Before any thread starts (nng's, in a cluster): they inherit the blocked set. */
 	err = trib_signal_open(sigs, sizeof(sigs) / sizeof(sigs[0]), &up.sfd);
 	if (err) {

@@ -395,17 +395,31 @@ static int client_read(struct tl_client *c, bool *got_any)
 	return 0;
 }
 
+bool tl_idem_key_valid(const char *key)
+{
+	size_t n = 0;
+
+	for (; key[n]; n++)
+		if (key[n] < 0x21 || key[n] > 0x7e || n >= TL_IDEM_KEY_MAX)
+			return false;
+	return n > 0;
+}
+
 static int build_head(struct tl_client *c, const struct tl_http_req *req, size_t body_len,
 		      size_t *head_len)
 {
+	const char *key = req->idempotency_key;
 	int n;
 
+	if (key && !tl_idem_key_valid(key))
+		return -EINVAL;
 	n = snprintf(c->head, sizeof(c->head),
 		     "%s %s HTTP/1.1\r\nHost: %s:%u\r\nConnection: keep-alive\r\n"
-		     "User-Agent: tributary\r\n%s%s%s%s",
+		     "User-Agent: tributary\r\n%s%s%s%s%s%s%s",
 		     req->method, req->target, c->host, c->port,
 		     req->bearer ? "Authorization: Bearer " : "", req->bearer ? req->bearer : "",
-		     req->bearer ? "\r\n" : "", req->headers ? req->headers : "");
+		     req->bearer ? "\r\n" : "", key ? "Idempotency-Key: " : "", key ? key : "",
+		     key ? "\r\n" : "", req->headers ? req->headers : "");
 	if (n < 0 || (size_t)n >= sizeof(c->head))
 		return -EINVAL;
 	if (req->body || strcmp(req->method, "GET")) {

@@ -3,6 +3,7 @@
 #ifndef TL_CLIENT_H
 #define TL_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -21,11 +22,24 @@ struct tl_http_req {
 	const char *target;       /* origin-form, e.g. "/v1/jobs/a/model?after=3" */
 	const char *bearer;       /* token for "Authorization: Bearer", or NULL */
 	const char *headers;      /* extra header lines, each ending in "\r\n", or NULL */
+	/* Sent as "Idempotency-Key: <key>" (valid per tl_idem_key_valid), or NULL: none. */
+	const char *idempotency_key;
 	const struct iovec *body; /* body pieces, sent as they are (never copied); NULL: none */
 	int body_iovcnt;          /* entries in body; at most TL_CLIENT_MAX_IOV */
 };
 
 #define TL_CLIENT_MAX_IOV 8
+
+/*
+ * Idempotency-Key (IETF httpapi-idempotency-key-header): the server answers a
+ * second request with the same key, for the same job and round, with the first
+ * answer and counts the update once. A key is 1 to TL_IDEM_KEY_MAX bytes of
+ * visible ASCII (0x21..0x7e); tl_client_do() refuses another with -EINVAL.
+ */
+#define TL_IDEM_KEY_MAX 64
+
+/* Whether @key is a valid Idempotency-Key (see above). */
+bool tl_idem_key_valid(const char *key);
 
 /*
  * One response. body points into a buffer owned by the client: it stays valid
@@ -66,9 +80,10 @@ unsigned tl_client_connects(const struct tl_client *c);
  * judges it). The head and the body go out in one sendmsg() without copying
  * the body. If a reused keep-alive connection turns out to be closed before any
  * byte of the response arrived, the request is resent once on a new
- * connection. Returns 0 or -EPROTO (malformed response), -ECONNABORTED (the
- * connection closed in the middle of the response), -ETIMEDOUT, -ENOMEM,
- * -EINVAL (bad request), or the -errno of the socket call that failed.
+ * connection (the same bytes: the same Idempotency-Key, if any). Returns 0 or
+ * -EPROTO (malformed response), -ECONNABORTED (the connection closed in the
+ * middle of the response), -ETIMEDOUT, -ENOMEM, -EINVAL (bad request or
+ * Idempotency-Key), or the -errno of the socket call that failed.
  */
 int tl_client_do(struct tl_client *c, const struct tl_http_req *req, struct tl_http_resp *resp);
 

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "tl_client.h"
 #include "tl_sim_int.h"
@@ -147,15 +148,65 @@ int tl_sim_gw_call(struct tl_sim_run *run, struct tl_client **conns, uint32_t fi
 	return err == -ENOENT ? -EHOSTUNREACH : err;
 }
 
+/* Whether a POST that failed with @err is sent again on the same gateway (tl_sim_post_ctx). */
+static bool resend_here(int err, bool sole)
+{
+	switch (-err) {
+	case ECONNRESET:
+	case ECONNABORTED:
+	case EPIPE:
+	case ENOTCONN:
+	case ETIMEDOUT:
+		return true;
+	case ECONNREFUSED:
+		return sole;
+	default:
+		return false;
+	}
+}
+
+static void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
+			       .tv_nsec = (long)(ns % 1000000000ull) };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/*
+ * POST the update; on a broken connection send it again here, with the same
+ * Idempotency-Key, so that a server that counted it answers its first answer
+ * (the policy is tl_sim_post_ctx's).
+ */
 int tl_sim_post_op(struct tl_client *c, void *arg)
 {
 	struct tl_sim_post_ctx *p = arg;
-	unsigned r = 0;
+	uint64_t wait = SIM_RESEND_FIRST_NS, end = 0;
+	unsigned r, broken = 0;
 	int err;
 
-	err = tl_sim_post_update(c, p->u, p->resp, &r);
-	p->retries += r;
-	return err;
+	for (;;) {
+		r = 0;
+		err = tl_sim_post_update(c, p->u, p->resp, &r);
+		p->retries += r;
+		if (!resend_here(err, p->sole))
+			return err;
+		if (err == -ECONNREFUSED) {
+			/* Nobody listens: the sole server restarts, wait for it a while. */
+			if (!end)
+				end = trib_now_ns() + SIM_RESEND_SOLE_NS;
+			if (trib_now_ns() + wait > end)
+				return err;
+		} else if (broken++ >= SIM_RESEND_MAX) {
+			return err;
+		}
+		trib_warn("%s: %s; sending it again with Idempotency-Key %s",
+			  p->what ? p->what : "an update", strerror(-err),
+			  p->u->key[0] ? p->u->key : "(none)");
+		sleep_ns(wait);
+		wait = wait * 2 > SIM_RESEND_MAX_WAIT_NS ? SIM_RESEND_MAX_WAIT_NS : wait * 2;
+	}
 }
 
 int tl_sim_job_op(struct tl_client *c, void *arg)

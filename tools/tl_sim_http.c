@@ -217,6 +217,16 @@ int tl_sim_job_ensure(struct tl_client *c, const char *admin, const char *name, 
 	return 0;
 }
 
+void tl_sim_idem_key(uint64_t seed, uint64_t round, uint32_t client, uint8_t resend, char *buf,
+		     size_t len)
+{
+	if (resend)
+		snprintf(buf, len, "sim-%" PRIu64 "-%" PRIu64 "-%" PRIu32 "-r%" PRIu32, seed, round,
+			 client, (uint32_t)resend);
+	else
+		snprintf(buf, len, "sim-%" PRIu64 "-%" PRIu64 "-%" PRIu32, seed, round, client);
+}
+
 int tl_sim_post_update(struct tl_client *c, const struct tl_sim_update *u,
 		       struct tl_http_resp *resp, unsigned *retries)
 {
@@ -238,6 +248,7 @@ int tl_sim_post_update(struct tl_client *c, const struct tl_sim_update *u,
 	req.target = target;
 	req.bearer = u->token && *u->token ? u->token : NULL;
 	req.headers = headers;
+	req.idempotency_key = u->key[0] ? u->key : NULL;
 	req.body = iov;
 	req.body_iovcnt = n;
 	return tl_client_do_retry(c, &req, SIM_RETRY_WAIT_S, resp, retries);

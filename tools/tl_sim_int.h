@@ -79,6 +79,7 @@ struct tl_sim_ack {
 	uint16_t node;  /* node of the 202 that counts, SIM_NODE_NONE: unnamed (single node) */
 	uint8_t gw;     /* gateway that gave that 202 */
 	uint8_t flags;  /* SIM_ACK_* */
+	uint8_t resends; /* sends after lost nodes took it: its key's -r<n> (tl_sim_idem_key) */
 };
 
 #define SIM_ACK_LOST 1u     /* a node that acknowledged it was lost for the round */
@@ -93,12 +94,29 @@ _Static_assert(SIM_MAX_NODES < SIM_NODE_NONE, "tl_sim_ack.node holds a node id")
 /* An operation on one client, tried on gateway after gateway by tl_sim_gw_call(). */
 typedef int (*tl_sim_gw_op_fn)(struct tl_client *c, void *ctx);
 
-/* tl_sim_post_op's context: one update, its answer, the 503 resends it took. */
+/*
+ * tl_sim_post_op's context: one update, its answer, the 503 resends it took.
+ * A connection that breaks around the update (reset, cut mid-answer, timeout)
+ * gets it again on the same gateway, the same bytes under the same
+ * Idempotency-Key, up to SIM_RESEND_MAX times, waiting SIM_RESEND_FIRST_NS
+ * and doubling up to SIM_RESEND_MAX_WAIT_NS; then it fails over as any
+ * connection failure (tl_sim_gw_call). A refused connection means the gateway
+ * is down: with other gateways it fails over at once, with one (@sole) it is
+ * tried again, with the same waits, for up to SIM_RESEND_SOLE_NS while the
+ * server restarts.
+ */
 struct tl_sim_post_ctx {
 	const struct tl_sim_update *u;
 	struct tl_http_resp *resp;
+	const char *what; /* names the update in the log */
+	bool sole;        /* the run has one gateway: nowhere to fail over to */
 	unsigned retries; /* 503 resends, over all gateways tried */
 };
+
+#define SIM_RESEND_MAX 3
+#define SIM_RESEND_FIRST_NS 50000000ull
+#define SIM_RESEND_MAX_WAIT_NS 2000000000ull
+#define SIM_RESEND_SOLE_NS 60000000000ull
 
 /* tl_sim_job_op's context. */
 struct tl_sim_job_ctx {

@@ -22,7 +22,9 @@ const char tl_sim_usage[] =
 	"         [--format raw|safetensors|mixed (mixed)] [--quiet] [--no-check]\n"
 	"         [--report-json FILE]\n"
 	"  Several --url gateways (one per node of a cluster): client i sends to the\n"
-	"  (i mod k)-th, and to the next one when that refuses the connection.\n";
+	"  (i mod k)-th, and to the next one when that refuses the connection.\n"
+	"  Every update carries Idempotency-Key: sim-SEED-ROUND-CLIENT; when its\n"
+	"  connection breaks it is sent again with the same key.\n";
 
 /* ---- options ---- */
 

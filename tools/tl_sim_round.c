@@ -103,8 +103,11 @@ static void record_failure(struct tl_sim_round *r, uint32_t client, int err,
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* Client @i's update of round @r in @buf, and in *u how to send it. */
-static void make_update(const struct tl_sim_round *r, uint32_t i, float *buf,
+/*
+ * Client @i's update of round @r in @buf, and in *u how to send it; @resend
+ * counts its sends after lost nodes took it (its Idempotency-Key).
+ */
+static void make_update(const struct tl_sim_round *r, uint32_t i, uint8_t resend, float *buf,
 			struct tl_sim_update *u)
 {
 	const struct tl_sim_opts *o = r->o;
@@ -121,6 +124,7 @@ static void make_update(const struct tl_sim_round *r, uint32_t i, float *buf,
 		.st_hdr = st ? r->st_hdr : NULL,
 		.st_hdr_len = st ? r->st_hdr_len : 0,
 	};
+	tl_sim_idem_key(o->seed, r->round, i, resend, u->key, sizeof(u->key));
 	tl_sim_fill(key, 0, buf, o->params);
 }
 
@@ -132,7 +136,7 @@ static void *worker_run(void *arg)
 	const struct tl_sim_opts *o = r->o;
 	struct tl_http_resp resp;
 	struct tl_sim_update u;
-	struct tl_sim_post_ctx pc = { .u = &u, .resp = &resp };
+	struct tl_sim_post_ctx pc = { .u = &u, .resp = &resp, .sole = run->ngw == 1 };
 	uint64_t t0, t1;
 	uint32_t i, g = 0;
 	char what[64];
@@ -142,8 +146,9 @@ static void *worker_run(void *arg)
 		i = atomic_fetch_add(&r->next, 1);
 		if (i >= o->clients)
 			break;
-		make_update(r, i, w->buf, &u);
+		make_update(r, i, 0, w->buf, &u);
 		snprintf(what, sizeof(what), "client %u's update", i);
+		pc.what = what;
 
 		pc.retries = 0;
 		t0 = trib_now_ns();
@@ -247,9 +252,10 @@ static void resend_lost(struct tl_sim_round *r, const struct tl_sim_round_info *
 	struct tl_sim_ack *acks = run->acks;
 	struct tl_http_resp resp;
 	struct tl_sim_update u;
-	struct tl_sim_post_ctx pc = { .u = &u, .resp = &resp };
-	bool avoid[TL_SIM_MAX_URLS] = { false };
 	char what[96], msg[200];
+	struct tl_sim_post_ctx pc = { .u = &u, .resp = &resp, .what = what,
+				      .sole = run->ngw == 1 };
+	bool avoid[TL_SIM_MAX_URLS] = { false };
 	uint32_t g = 0, live = 0;
 	int err;
 
@@ -279,7 +285,14 @@ static void resend_lost(struct tl_sim_round *r, const struct tl_sim_round_info *
 
 		if (!(a->flags & SIM_ACK_CUR_LOST) || (a->flags & SIM_ACK_FAILED))
 			continue;
-		make_update(r, c, run->pbuf, &u);
+		/*
+		 * A new submission, under a new key: the lost node's answer was not
+		 * lost, the node was, and a node that still knew the first key would
+		 * only answer its first answer again.
+		 */
+		if (a->resends < UINT8_MAX)
+			a->resends++;
+		make_update(r, c, a->resends, run->pbuf, &u);
 		snprintf(what, sizeof(what), "round %" PRIu64 ": resend of client %u's update",
 			 r->round, c);
 		pc.retries = 0;

@@ -126,6 +126,17 @@ struct tl_sim_job {
 int tl_sim_job_ensure(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
 		      uint64_t params, struct tl_sim_job *job);
 
+/*
+ * The Idempotency-Key of client @client's update of round @round under seed
+ * @seed, into @buf (@len bytes, at least TL_IDEM_KEY_MAX + 1):
+ * "sim-<seed>-<round>-<client>", or "sim-<seed>-<round>-<client>-r<n>" for
+ * its @resend-th send after a lost node took it (@resend > 0: a new
+ * submission, not a resend of a lost answer). At most 61 bytes of
+ * [a-z0-9-]: unique per update of a run, and the same on every resend of it.
+ */
+void tl_sim_idem_key(uint64_t seed, uint64_t round, uint32_t client, uint8_t resend, char *buf,
+		     size_t len);
+
 /* One update to send; pointers are borrowed. */
 struct tl_sim_update {
 	const char *job;
@@ -136,12 +147,13 @@ struct tl_sim_update {
 	uint64_t params;
 	const char *st_hdr; /* safetensors header to send before data, NULL: raw body */
 	size_t st_hdr_len;
+	char key[TL_IDEM_KEY_MAX + 1]; /* its Idempotency-Key (tl_sim_idem_key), "": none */
 };
 
 /*
- * POST @u (head and body in one sendmsg, no copy), resending on 503 for up to
- * 120 s in all. *retries counts the resends. Returns as tl_client_do(); the status
- * (202 expected) is in *resp.
+ * POST @u (head and body in one sendmsg, no copy) with its Idempotency-Key,
+ * resending on 503 for up to 120 s in all. *retries counts the resends.
+ * Returns as tl_client_do(); the status (202 expected) is in *resp.
  */
 int tl_sim_post_update(struct tl_client *c, const struct tl_sim_update *u,
 		       struct tl_http_resp *resp, unsigned *retries);

@@ -398,6 +398,175 @@ class RetryTest(unittest.TestCase):
         self.assertEqual(RetryHandler.seen, 4)
 
 
+class IdemHandler(http.server.BaseHTTPRequestHandler):
+    """Records each POST's Idempotency-Key; how it answers is the class's `mode`:
+
+    "drop"    the first `drops` POSTs are read whole and the connection is closed unanswered
+    "cut"     the first `drops` POSTs get half of a 202 (the connection closes mid-answer)
+    "reject"  every POST gets a 422
+    "busy"    the first `drops` POSTs get 503 + Retry-After: 0
+    The others get 202 {"round":0,"received":n}.
+    """
+    protocol_version = "HTTP/1.1"
+    mode = "drop"
+    drops = 1
+    keys = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        cls = type(self)
+        cls.keys.append(self.headers.get("Idempotency-Key"))
+        first = len(cls.keys) <= cls.drops
+        if cls.mode == "drop" and first:
+            self.close_connection = True
+            return
+        if cls.mode == "cut" and first:
+            self.wfile.write(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 40\r\n\r\n{\"round\":0,")
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if cls.mode == "reject":
+            status, body = 422, b'{"error":"tensor w: shape [3], want [4]"}'
+        elif cls.mode == "busy" and first:
+            status, body = 503, b'{"error":"aggregation memory is full; retry shortly"}'
+        else:
+            status, body = 202, b'{"round":0,"received":%d}' % len(set(cls.keys))
+        self.send_response(status)
+        if status == 503:
+            self.send_header("Retry-After", "0")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+KEY_RE = r"[A-Za-z0-9_-]{22,64}"
+
+
+class IdempotencyTest(unittest.TestCase):
+    """Every update carries an Idempotency-Key, kept for its resends (a stand-in server)."""
+
+    def start(self, mode, drops=1, port=0, delay=0.0):
+        IdemHandler.mode, IdemHandler.drops, IdemHandler.keys = mode, drops, []
+        box = {}
+
+        def serve():
+            if delay:
+                time.sleep(delay)
+            srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), IdemHandler)
+            box["srv"] = srv
+            srv.serve_forever(poll_interval=0.05)
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+
+        def stop():
+            deadline = time.monotonic() + 5
+            while "srv" not in box and t.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if "srv" in box:
+                box["srv"].shutdown()
+                box["srv"].server_close()
+        self.addCleanup(stop)
+        if not delay:
+            while "srv" not in box:
+                time.sleep(0.01)
+            port = box["srv"].server_address[1]
+        return port
+
+    def job(self, port, **kw):
+        kw.setdefault("max_retry_wait", 0.05)
+        c = tc.Client("http://127.0.0.1:%d" % port, "t", **kw)
+        self.addCleanup(c.close)
+        return c.job("j")
+
+    def test_dropped_connection_resends_with_the_same_key(self):
+        job = self.job(self.start("drop"))
+        self.assertEqual(job.submit({"w": np.zeros(3)}, round=0), {"round": 0, "received": 1})
+        keys = IdemHandler.keys
+        self.assertEqual(len(keys), 2, "sent, dropped, sent again")
+        self.assertRegex(keys[0], "^%s$" % KEY_RE)
+        self.assertEqual(keys[0], keys[1], "the resend carries the same key")
+
+    def test_answer_cut_mid_body_resends_with_the_same_key(self):
+        job = self.job(self.start("cut", drops=2))
+        self.assertEqual(job.submit({"w": np.zeros(3)}, round=0)["received"], 1)
+        self.assertEqual(len(IdemHandler.keys), 3)
+        self.assertEqual(len(set(IdemHandler.keys)), 1, IdemHandler.keys)
+
+    def test_refused_while_the_server_restarts_is_resent(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there until the stand-in starts, 0.3 s later
+        self.start("accept", port=port, delay=0.3)
+        job = self.job(port, max_retry_wait=0.2)
+        key = "client-7-round-0"
+        self.assertEqual(job.submit({"w": np.zeros(3)}, round=0, idempotency_key=key),
+                         {"round": 0, "received": 1})
+        self.assertEqual(IdemHandler.keys, [key])
+
+    def test_resends_are_bounded_and_name_the_key(self):
+        job = self.job(self.start("drop", drops=100), resends=3)
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.submit({"w": np.zeros(3)}, round=0)
+        e = cm.exception
+        self.assertEqual(e.status, 0)
+        self.assertEqual(len(IdemHandler.keys), 4, "one send and 3 resends")
+        self.assertEqual(set(IdemHandler.keys), {e.idempotency_key})
+        self.assertIn("no answer after 4 sends with Idempotency-Key " + e.idempotency_key,
+                      str(e))
+        # The caller can resend it later under the same key.
+        IdemHandler.drops = 0
+        job.submit({"w": np.zeros(3)}, round=0, idempotency_key=e.idempotency_key)
+        self.assertEqual(IdemHandler.keys[-1], e.idempotency_key)
+
+    def test_4xx_is_not_resent(self):
+        job = self.job(self.start("reject"))
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.submit({"w": np.zeros(3)}, round=0)
+        self.assertEqual(cm.exception.status, 422)
+        self.assertEqual(len(IdemHandler.keys), 1)
+        self.assertEqual(cm.exception.idempotency_key, IdemHandler.keys[0])
+
+    def test_503_retries_keep_the_key(self):
+        job = self.job(self.start("busy", drops=2), retries=3)
+        job.submit({"w": np.zeros(3)}, round=0)
+        self.assertEqual(len(IdemHandler.keys), 3)
+        self.assertEqual(len(set(IdemHandler.keys)), 1)
+
+    def test_keys_differ_across_updates(self):
+        job = self.job(self.start("accept"))
+        for _ in range(5):
+            job.submit({"w": np.zeros(3)}, round=0)
+        self.assertEqual(len(set(IdemHandler.keys)), 5, IdemHandler.keys)
+        for k in IdemHandler.keys:
+            self.assertRegex(k, "^%s$" % KEY_RE)
+
+    def test_bad_keys_are_refused_before_sending(self):
+        job = self.job(self.start("accept"))
+        for bad in ("", "x" * 65, "with space", "caf\u00e9", "tab\t"):
+            with self.assertRaises(ValueError):
+                job.submit({"w": np.zeros(3)}, round=0, idempotency_key=bad)
+        job.submit({"w": np.zeros(3)}, round=0, idempotency_key="k" * 64)
+        self.assertEqual(IdemHandler.keys, ["k" * 64])
+
+    def test_requests_without_a_key_are_not_resent(self):
+        """create_job is not an update: a broken connection is raised at once."""
+        port = self.start("drop", drops=100)
+        c = tc.Client("http://127.0.0.1:%d" % port, "t", max_retry_wait=0.01)
+        self.addCleanup(c.close)
+        with self.assertRaises(tc.TributaryError) as cm:
+            c.request("POST", "/v1/jobs", b"{}")
+        self.assertEqual(cm.exception.status, 0)
+        self.assertIsNone(cm.exception.idempotency_key)
+        self.assertEqual(IdemHandler.keys, [None])
+
+
 class SafetensorsTest(unittest.TestCase):
     def test_layout_and_round_trip(self):
         upd = collections.OrderedDict([("a", np.arange(6, dtype=np.float64).reshape(2, 3)),

@@ -27,13 +27,26 @@ returns version ``r + 1`` (or later) once round ``r`` has closed.
 
 Every error response raises :class:`TributaryError` with the HTTP status and the server's
 ``"error"`` message (and, for a 409 round mismatch, the job's current ``round``). A 503 (the
-server's aggregation memory is full) is retried after its ``Retry-After``, a bounded number of
-times. A :class:`Client` holds one keep-alive connection and is not thread-safe: use one per
-thread.
+server's aggregation memory is full, or it cannot store a model) is retried after its
+``Retry-After``, a bounded number of times. A :class:`Client` holds one keep-alive connection
+and is not thread-safe: use one per thread.
+
+Idempotent resends: every ``submit`` sends an ``Idempotency-Key`` header (the IETF
+httpapi-idempotency-key header), a fresh random key per update (22 characters of URL-safe
+base64, 128 random bits) or the caller's own (``idempotency_key=``). The server answers a
+second request with the same key, for the same job and round, with the first answer, and counts
+the update once, across a crash too. So when the connection breaks around an update (reset,
+closed before or in the middle of the answer, timed out, refused while the server restarts),
+``submit`` sends the same bytes again with the same key, up to ``resends`` times, waiting
+0.1 s, 0.2 s, 0.4 s, ... (at most ``max_retry_wait``) in between; then it raises
+:class:`TributaryError` with status 0, whose ``idempotency_key`` lets you resend it later
+yourself. A 503 is retried with the same key too; any other answer (a 4xx) is final.
 """
+import base64
 import http.client
 import json
 import math
+import os
 import socket
 import struct
 import time
@@ -41,9 +54,15 @@ import urllib.parse
 
 import numpy as np
 
-__all__ = ["Client", "Job", "TributaryError", "encode_safetensors", "decode_safetensors"]
+__all__ = ["Client", "Job", "TributaryError", "encode_safetensors", "decode_safetensors",
+           "new_idempotency_key"]
 
 SAFETENSORS_TYPE = "application/x-safetensors"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# What the server takes as a key: 1 to 64 bytes of visible ASCII.
+IDEMPOTENCY_KEY_MAX = 64
+# The first wait before a resend after a broken connection, doubled each time.
+RESEND_FIRST_WAIT_S = 0.1
 # The server ends a long poll with 304 after at most this many seconds.
 LONG_POLL_MAX_S = 60
 
@@ -56,20 +75,38 @@ class TributaryError(Exception):
         message: the server's ``"error"`` text (or a description of the failure).
         round:   on a 409 round mismatch, the job's current round; otherwise None.
         body:    the parsed JSON body, when there was one.
+        idempotency_key: the ``Idempotency-Key`` the request carried (an update's), or None.
+                 After a status 0 the update may or may not have been counted: submit it
+                 again with ``idempotency_key=`` this key, and it is counted once.
     """
 
-    def __init__(self, status, message, round=None, body=None):
+    def __init__(self, status, message, round=None, body=None, idempotency_key=None):
         super().__init__(status, message)
         self.status = status
         self.message = message
         self.round = round
         self.body = body
+        self.idempotency_key = idempotency_key
 
     def __str__(self):
         s = "HTTP %d: %s" % (self.status, self.message) if self.status else self.message
         if self.round is not None:
             s += " (server round %d)" % self.round
         return s
+
+
+def new_idempotency_key():
+    """Returns a fresh random Idempotency-Key: 22 characters of URL-safe base64 (128 bits)."""
+    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+
+
+def _check_idempotency_key(key):
+    """Returns @key if the server takes it (1 to 64 bytes of visible ASCII), else ValueError."""
+    if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX or \
+            any(not 0x21 <= ord(ch) <= 0x7e for ch in key):
+        raise ValueError("an idempotency key is 1 to %d visible ASCII characters, not %r" %
+                         (IDEMPOTENCY_KEY_MAX, key))
+    return key
 
 
 # --- safetensors ---
@@ -190,12 +227,17 @@ class Client:
         timeout: seconds to wait for the connection and for each answer (long polls add
                  their own wait on top).
         retries: how many times a 503 (``Retry-After``) is retried before it is raised.
-        max_retry_wait: the longest single wait for a 503's ``Retry-After``, in seconds.
+        max_retry_wait: the longest single wait for a 503's ``Retry-After``, or between two
+                 resends after a broken connection, in seconds.
+        resends: how many times a request with an Idempotency-Key (an update) is sent again
+                 after its connection broke (reset, closed, timed out, refused) before
+                 TributaryError (status 0) is raised. The waits double from 0.1 s up to
+                 ``max_retry_wait``: the default 8 covers about 23 s, a server restart.
 
     The connection is kept alive between requests and reopened when the server has closed it.
     """
 
-    def __init__(self, url, token, timeout=30.0, retries=5, max_retry_wait=10.0):
+    def __init__(self, url, token, timeout=30.0, retries=5, max_retry_wait=10.0, resends=8):
         u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
         if u.scheme not in ("http", "https"):
             raise ValueError("url must be http:// or https://, not %r" % url)
@@ -206,6 +248,7 @@ class Client:
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.max_retry_wait = float(max_retry_wait)
+        self.resends = int(resends)
         self._https = u.scheme == "https"
         self._host = u.hostname
         self._port = u.port or (443 if self._https else 80)
@@ -271,28 +314,50 @@ class Client:
         raise AssertionError("unreachable")
 
     def request(self, method, path, body=None, headers=None, token=None, timeout=None,
-                ok=(200, 201, 202)):
+                ok=(200, 201, 202), idempotency_key=None):
         """Sends one request; returns (status, headers dict lower-case, body bytes).
 
         @path is relative to the server's base URL (``/v1/jobs``). The bearer token is
         @token or the client's. A status outside @ok raises TributaryError with the server's
         message; a 503 is first retried up to ``retries`` times after its Retry-After.
+        With @idempotency_key the request carries it as ``Idempotency-Key``, and a broken
+        connection is also met by sending the same request again, up to ``resends`` times.
         """
         h = {"Authorization": "Bearer " + (token or self.token)}
         if headers:
             h.update(headers)
+        if idempotency_key is not None:
+            h[IDEMPOTENCY_HEADER] = _check_idempotency_key(idempotency_key)
         if body is not None:
             h["Content-Length"] = str(len(body))
         tmo = self.timeout if timeout is None else timeout
-        for attempt in range(self.retries + 1):
-            status, hdrs, data = self._once(method, path, body, h, tmo)
+        busy = broken = 0
+        while True:
+            try:
+                status, hdrs, data = self._once(method, path, body, h, tmo)
+            except TributaryError as e:
+                # Status 0: no answer, so the update may or may not have been counted. Only
+                # a key makes sending it again safe (the server answers its first answer).
+                e.idempotency_key = idempotency_key
+                if idempotency_key is None:
+                    raise
+                if broken >= self.resends:
+                    raise TributaryError(
+                        0, "%s; no answer after %d sends with Idempotency-Key %s" %
+                        (e.message, broken + 1, idempotency_key),
+                        idempotency_key=idempotency_key) from e
+                time.sleep(min(RESEND_FIRST_WAIT_S * 2.0 ** broken, self.max_retry_wait))
+                broken += 1
+                continue
             if status in ok:
                 return status, hdrs, data
-            if status == 503 and attempt < self.retries:
-                time.sleep(self._retry_after(hdrs, attempt))
+            if status == 503 and busy < self.retries:
+                time.sleep(self._retry_after(hdrs, busy))
+                busy += 1
                 continue
-            raise self._error(status, data, method, path)
-        raise AssertionError("unreachable")
+            e = self._error(status, data, method, path)
+            e.idempotency_key = idempotency_key
+            raise e
 
     def _retry_after(self, hdrs, attempt):
         try:
@@ -382,19 +447,27 @@ class Job:
         ``clients_per_round``, ``params``, ``tensors``, ..."""
         return self.client.json("GET", self._path, token=self.token)
 
-    def submit(self, update, round, samples=1):
+    def submit(self, update, round, samples=1, idempotency_key=None):
         """Submits a client's model (dict or state_dict of name -> array) for round @round.
 
         @samples weighs it in the round's mean. Returns the server's JSON answer,
         ``{"round": r, "received": k}``. Raises TributaryError: 409 with ``.round`` (the
         open round) when @round is stale or in the future, 422 on a wrong tensor name or
-        shape, 401 on a wrong token.
+        shape, 401 on a wrong token; status 0 when no answer came after ``resends`` sends.
+
+        The update carries ``Idempotency-Key: @idempotency_key`` (1 to 64 visible ASCII
+        characters; default: a fresh :func:`new_idempotency_key`). When the connection
+        breaks, the same bytes are sent again with the same key, and the server counts the
+        update once. To resend an update yourself later (after a status 0, or across a
+        restart of your own process), pass the key it had: ``e.idempotency_key``. An update
+        that :meth:`outcome` says to resend is a new submission: give it a new key.
         """
+        key = new_idempotency_key() if idempotency_key is None else idempotency_key
         body = encode_safetensors(update)
         headers = {"Content-Type": SAFETENSORS_TYPE, "X-Tributary-Round": str(int(round)),
                    "X-Tributary-Samples": str(int(samples))}
         _, _, data = self.client.request("POST", self._path + "/updates", body, headers,
-                                         token=self.token)
+                                         token=self.token, idempotency_key=key)
         return json.loads(data.decode("utf-8"))
 
     def round_record(self, round):

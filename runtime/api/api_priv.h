@@ -54,8 +54,13 @@ void rt__api_handle_create(struct rt_conn *c);
 void rt__api_handle_list(struct rt_conn *c);
 json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j);
 /* rt_api_update.c */
-/* Every value finite, or a 422 answered naming @tensor (may be NULL): -EINVAL. */
-int rt__api_check_finite(struct rt_conn *c, const float *x, uint64_t n, const char *tensor);
+/*
+ * Every one of the @n values at @x (enum shm_dtype @dtype) finite and |value| x @w at most
+ * FN_FOLD_TERM_MAX (fn_fold.h; @w the fold weight, >= 1), or a 422 answered naming @tensor (may
+ * be NULL) and the limit: -EDOM.
+ */
+int rt__api_check_values(struct rt_conn *c, const void *x, uint32_t dtype, uint64_t n, double w,
+			 const char *tensor);
 void rt__api_handle_update(struct rt_conn *c, struct rt_job *j);
 /* rt_api_model.c */
 void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j);

@@ -80,15 +80,26 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 	char name[64];
 	const char *slash = strchr(rest, '/');
 	size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
-	struct rt_job *j;
+	struct rt_job *j = NULL;
 
+	if (len && len < sizeof(name)) {
+		memcpy(name, rest, len);
+		name[len] = '\0';
+		j = rt_job_find(N(c), name);
+	}
+	/*
+	 * Which jobs exist is the admin's to know: without the admin token an unknown job is
+	 * answered as a known one with a wrong token would be (401), so no token can probe names.
+	 */
+	if (!j && !rt__api_auth_admin(c)) {
+		rt__api_reject(c, RT_REJ_AUTH, 401, "missing or wrong bearer token for this job",
+			       -1, NULL);
+		return;
+	}
 	if (len == 0 || len >= sizeof(name)) {
 		rt__api_reject(c, RT_REJ_NO_JOB, 404, "no such job", -1, NULL);
 		return;
 	}
-	memcpy(name, rest, len);
-	name[len] = '\0';
-	j = rt_job_find(N(c), name);
 	if (!j) {
 		char msg[128];
 
@@ -179,6 +190,11 @@ static void on_head(void *ctx, struct rt_conn *c)
 		if (!API(c)->clustered) {
 			rt_conn_error(c, 404, "this is a single node (tributary up), not a cluster",
 				      -1, NULL);
+			return;
+		}
+		if (!rt__api_auth_admin(c)) {
+			rt__api_reject(c, RT_REJ_AUTH, 401, "GET /v1/cluster takes the admin token",
+				       -1, NULL);
 			return;
 		}
 		API(c)->cluster.status(API(c)->cluster.ctx, c);

@@ -218,9 +218,12 @@ int rt_api_job_build(struct rt_node *n, bool clustered, const uint8_t *buf, size
 	status = rt_job_def_parse(buf, blen, shm_arena_size(n->arena), clustered, &def, msg, cap);
 	if (status != 200)
 		return status;
-	if (rt_job_find(n, def.spec.name)) {
+	for (j = n->jobs; j; j = j->next) {
+		if (!trib_job_name_same(j->name, def.spec.name))
+			continue;
 		status = 409;
-		snprintf(msg, cap, "%s", "a job with this name exists");
+		snprintf(msg, cap, "a job with this name exists: '%s' (names that differ only by "
+			 "case are the same)", j->name);
 		goto out;
 	}
 	if (n_elem_out)

@@ -186,7 +186,24 @@ static double quantile(const float *ring, uint64_t n, double q)
 struct mtext {
 	char *buf;
 	size_t len, cap;
+	/*
+	 * Job names in labels (job="mnist"): with --metrics-jobs or the admin token. Otherwise
+	 * /metrics is open to anyone who reaches the port, and a job is its number (job_id="3").
+	 */
+	bool names;
+	char label[96];
 };
+
+/* The label naming job @id (@name may be NULL: looked up) in t->label, for one OUT(). */
+static const char *job_label(struct mtext *t, struct rt_node *n, uint32_t id, const char *name)
+{
+	if (t->names)
+		snprintf(t->label, sizeof(t->label), "job=\"%s\"",
+			 name ? name : job_name_of(n, id));
+	else
+		snprintf(t->label, sizeof(t->label), "job_id=\"%u\"", id);
+	return t->label;
+}
 
 #define OUT(...)                                                                         \
 	do {                                                                             \
@@ -194,6 +211,30 @@ struct mtext {
 		if (w_ > 0 && (size_t)w_ < t->cap - t->len)                              \
 			t->len += (size_t)w_;                                            \
 	} while (0)
+
+/* The gateway's admission control: connections open, refused and timed out. */
+static void metrics_admission(struct mtext *t, const struct rt_loop_stats *ls)
+{
+	OUT("# HELP tributary_connections_open Client connections open.\n"
+	    "# TYPE tributary_connections_open gauge\n"
+	    "tributary_connections_open %u\n"
+	    "# HELP tributary_connections_max The connection cap (--max-connections).\n"
+	    "# TYPE tributary_connections_max gauge\n"
+	    "tributary_connections_max %u\n", ls->open, ls->max_connections);
+	OUT("# HELP tributary_connections_refused_total Connections refused, by reason "
+	    "(max_connections: answered 503 and closed; fd_limit: accepts failed for want of "
+	    "file descriptors, each pausing accepting).\n"
+	    "# TYPE tributary_connections_refused_total counter\n"
+	    "tributary_connections_refused_total{reason=\"max_connections\"} %llu\n"
+	    "tributary_connections_refused_total{reason=\"fd_limit\"} %llu\n",
+	    (unsigned long long)ls->refused_max_conns, (unsigned long long)ls->refused_fd_limit);
+	OUT("# HELP tributary_requests_timed_out_total Connections closed by a timeout, by phase.\n"
+	    "# TYPE tributary_requests_timed_out_total counter\n");
+	for (int p = RT_TO_HEAD; p < RT_TO__COUNT; p++)
+		OUT("tributary_requests_timed_out_total{phase=\"%s\"} %llu\n",
+		    rt_timeout_phase_name((enum rt_timeout_phase)p),
+		    (unsigned long long)ls->timed_out[p]);
+}
 
 /* Updates, requests and rounds. */
 static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
@@ -223,6 +264,7 @@ static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 	OUT("# HELP tributary_http_requests_total HTTP requests answered.\n"
 	    "# TYPE tributary_http_requests_total counter\n"
 	    "tributary_http_requests_total %llu\n", (unsigned long long)ls->requests);
+	metrics_admission(t, ls);
 	OUT("# HELP tributary_round_duration_seconds First accepted update to model written.\n"
 	    "# TYPE tributary_round_duration_seconds histogram\n");
 	for (size_t i = 0; i < 12; i++) {
@@ -308,7 +350,7 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	OUT("# HELP tributary_job_round The round each job is collecting.\n"
 	    "# TYPE tributary_job_round gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)
-		OUT("tributary_job_round{job=\"%s\"} %u\n", j->name, j->round);
+		OUT("tributary_job_round{%s} %u\n", job_label(t, n, j->id, j->name), j->round);
 }
 
 /* Model writes that failed, and the jobs refusing updates until theirs succeeds. */
@@ -318,14 +360,15 @@ static void metrics_store(struct mtext *t, struct rt_node *n)
 	    "job and errno.\n# TYPE tributary_store_errors_total counter\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)
 		for (size_t i = 0; i < RT_STORE_ERRNOS && j->store_errs[i].n; i++)
-			OUT("tributary_store_errors_total{job=\"%s\",errno=\"%s\"} %llu\n", j->name,
+			OUT("tributary_store_errors_total{%s,errno=\"%s\"} %llu\n",
+			    job_label(t, n, j->id, j->name),
 			    j->store_errs[i].err ? trib_errno_name(j->store_errs[i].err) : "other",
 			    (unsigned long long)j->store_errs[i].n);
 	OUT("# HELP tributary_store_failing 1 while a round of the job has a model that could not "
 	    "be stored: its updates get 503 until the retry succeeds.\n"
 	    "# TYPE tributary_store_failing gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)
-		OUT("tributary_store_failing{job=\"%s\"} %d\n", j->name,
+		OUT("tributary_store_failing{%s} %d\n", job_label(t, n, j->id, j->name),
 		    trib_retry_pending(&j->store) ? 1 : 0);
 }
 
@@ -352,10 +395,8 @@ static void metrics_per_fn(struct mtext *t, struct rt_node *n)
 			uint64_t v = k == 0 ? r->msgs : k == 1 ? r->bytes :
 						(uint64_t)(r->depth < 0 ? 0 : r->depth);
 
-			OUT("tributary_fn_%s{fn=\"%u\",job=\"%s\",round=\"%u\",role=\"%s\"}"
-			    " "
-			    "%llu\n",
-			    names[k], r->id, job_name_of(n, r->job), r->round,
+			OUT("tributary_fn_%s{fn=\"%u\",%s,round=\"%u\",role=\"%s\"} %llu\n",
+			    names[k], r->id, job_label(t, n, r->job, NULL), r->round,
 			    role_name(r->role), (unsigned long long)v);
 		}
 	}
@@ -366,6 +407,8 @@ void rt__api_handle_metrics(struct rt_conn *c)
 {
 	struct rt_node *n = N(c);
 	struct mtext tx = { .cap = 65536 }, *t = &tx;
+
+	tx.names = n->opts.metrics_jobs || rt__api_auth_admin(c);
 
 	tx.buf = trib_malloc(tx.cap);
 	if (!tx.buf) {

@@ -101,7 +101,7 @@ static void on_model_put_body(struct rt_conn *c)
 	int err;
 
 	if (!R(c)->safetensors) {
-		if (rt__api_check_finite(c, (const float *)(void *)c->body_heap, j->n_elem, NULL))
+		if (rt__api_check_values(c, c->body_heap, SHM_DTYPE_F32, j->n_elem, 1.0, NULL))
 			return;
 		data = (float *)(void *)c->body_heap;
 		err = rt_job_set_initial(N(c), j, data);
@@ -140,7 +140,7 @@ static void on_model_put_body(struct rt_conn *c)
 		for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++)
 			memcpy(data + dst, c->body_heap + offs[i], j->schema[i].n_elem * 4);
 		trib_free(offs);
-		if (rt__api_check_finite(c, data, j->n_elem, NULL)) {
+		if (rt__api_check_values(c, data, SHM_DTYPE_F32, j->n_elem, 1.0, NULL)) {
 			trib_free(data);
 			return;
 		}

@@ -3,6 +3,7 @@
 #include "api_priv.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,31 +18,64 @@
 
 /* --- POST /v1/jobs/{job}/updates --- */
 
-/* Finite values only: a NaN or Inf would poison the whole aggregate. */
-int rt__api_check_finite(struct rt_conn *c, const float *x, uint64_t n, const char *tensor)
+/* The value at @x[i] of @dtype, decoded (for a message). */
+static double value_at(const void *x, uint32_t dtype, size_t i)
 {
-	size_t bad = 0;
-	char msg[400];
+	const uint8_t *p = x;
+	uint16_t h;
+	float f;
 
-	if (!fn_check_finite_f32(x, (size_t)n, &bad))
+	switch (dtype) {
+	case SHM_DTYPE_F32:
+		memcpy(&f, p + 4 * i, sizeof(f));
+		return f;
+	case SHM_DTYPE_F16:
+	case SHM_DTYPE_BF16:
+		h = (uint16_t)(p[2 * i] | p[2 * i + 1] << 8);
+		return dtype == SHM_DTYPE_F16 ? fn_f16_to_f32(h) : fn_bf16_to_f32(h);
+	default:
 		return 0;
-	snprintf(msg, sizeof(msg), "non-finite value (NaN or Inf) in %s%s at element %zu",
-		 tensor ? "tensor " : "the update", tensor ? tensor : "", bad);
+	}
+}
+
+/*
+ * Finite values only: a NaN or Inf would poison the whole aggregate. And bounded: a value whose
+ * product with its fold weight @w is above FN_FOLD_TERM_MAX could make the sum overflow to Inf
+ * (fn_fold.h), so it is refused here rather than found in a model.
+ */
+int rt__api_check_values(struct rt_conn *c, const void *x, uint32_t dtype, uint64_t n, double w,
+			 const char *tensor)
+{
+	float limit = (float)(FN_FOLD_TERM_MAX / w);
+	size_t bad = 0;
+	char msg[512];
+	double v;
+
+	if (!fn_dequant_check_bound(x, dtype, (size_t)n, limit, &bad))
+		return 0;
+	v = value_at(x, dtype, bad);
+	if (!isfinite(v))
+		snprintf(msg, sizeof(msg), "non-finite value (NaN or Inf) in %s%s at element %zu",
+			 tensor ? "tensor " : "the update", tensor ? tensor : "", bad);
+	else
+		snprintf(msg, sizeof(msg), "value %g in %s%s at element %zu is over the limit: "
+			 "|value| x weight (%g) may be at most 2^80 (%.3g), so that a round's sum "
+			 "stays finite", v, tensor ? "tensor " : "the update", tensor ? tensor : "",
+			 bad, w, FN_FOLD_TERM_MAX);
 	rt__api_reject(c, RT_REJ_NONFINITE, 422, msg, -1, NULL);
 	return -EDOM;
 }
 
-/* F16 and BF16 can hold NaN and Inf too; int8 cannot. */
-static int check_finite_q(struct rt_conn *c, const void *x, uint32_t dtype, uint64_t n,
-			  const char *tensor)
+/* An I8 tensor's values are at most 128 x |scale|: that times @w is bounded as above. */
+static int check_i8_scale(struct rt_conn *c, float scale, double w, const char *tensor)
 {
-	size_t bad = 0;
-	char msg[400];
+	char msg[512];
 
-	if (dtype == SHM_DTYPE_I8 || !fn_dequant_check_finite(x, dtype, (size_t)n, &bad))
+	if (128.0 * fabs((double)scale) * w <= FN_FOLD_TERM_MAX)
 		return 0;
-	snprintf(msg, sizeof(msg), "non-finite value (NaN or Inf) in tensor %s at element %zu",
-		 tensor, bad);
+	snprintf(msg, sizeof(msg), "I8 tensor %s: scale %g is over the limit: 128 x |scale| x "
+		 "weight (%g) may be at most 2^80 (%.3g), so that a round's sum stays finite",
+		 tensor, (double)scale, w, FN_FOLD_TERM_MAX);
 	rt__api_reject(c, RT_REJ_NONFINITE, 422, msg, -1, NULL);
 	return -EDOM;
 }
@@ -51,7 +85,8 @@ static int check_finite_q(struct rt_conn *c, const void *x, uint32_t dtype, uint
  * compressed), check every value, and write one segment per schema tensor.
  * Returns 0, or -1 when the request has been answered (rejected).
  */
-static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struct shm_seg *segs)
+static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+		       struct shm_seg *segs)
 {
 	uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
 	uint32_t *dts = trib_calloc(j->nschema, sizeof(*dts));
@@ -102,10 +137,9 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, struc
 			       -1, NULL);
 			goto out;
 		}
-		if (dts[i] == SHM_DTYPE_F32
-			? rt__api_check_finite(c, (const float *)(const void *)x,
-					       j->schema[i].n_elem, j->schema[i].name)
-			: check_finite_q(c, x, dts[i], j->schema[i].n_elem, j->schema[i].name))
+		if (rt__api_check_values(c, x, dts[i], j->schema[i].n_elem, w, j->schema[i].name))
+			goto out;
+		if (dts[i] == SHM_DTYPE_I8 && check_i8_scale(c, scales[i], w, j->schema[i].name))
 			goto out;
 		memset(&segs[i], 0, sizeof(segs[i]));
 		segs[i].src_off = R(c)->slot_off + offs[i];
@@ -152,12 +186,14 @@ static void on_update_body(struct rt_conn *c)
 	struct shm_seg *segs = shm_arena_ptr(n->arena, segs_off);
 	uint32_t nsegs;
 	uint32_t seq = 0;
+	/* The weight it will be folded with: bounds its values (FN_FOLD_TERM_MAX). */
+	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : R(c)->weight;
 	char msg[400], ans[SHM_REC_BODY_MAX + 1];
 	size_t ans_len = 0;
 	int err;
 
 	if (!R(c)->safetensors) {
-		if (rt__api_check_finite(c, (const float *)(void *)body, j->n_elem, NULL))
+		if (rt__api_check_values(c, body, SHM_DTYPE_F32, j->n_elem, w, NULL))
 			return;
 		memset(segs, 0, sizeof(*segs));
 		segs[0].src_off = R(c)->slot_off;
@@ -166,7 +202,7 @@ static void on_update_body(struct rt_conn *c)
 		segs[0].scale = 1.0f;
 		nsegs = 1;
 	} else {
-		if (st_segments(c, j, body, segs))
+		if (st_segments(c, j, body, w, segs))
 			return; /* answered */
 		nsegs = (uint32_t)j->nschema;
 	}
@@ -301,7 +337,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 			       "X-Tributary-Round: required, a round number", -1, NULL);
 		return;
 	}
-	if (c->req.x_samples[0] &&
+	/* Absent is 1; present it must be a number (an empty value is not one). */
+	if (c->req.has_x_samples &&
 	    trib_parse_u64(c->req.x_samples, 1, 1ull << 40, &samples)) {
 		rt__api_reject(c, RT_REJ_MALFORMED, 400,
 		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);

@@ -9,6 +9,7 @@
 
 #include "shm_arena.h"
 #include "trib_alloc.h"
+#include "trib_json.h"
 #include "trib_log.h"
 
 /* --- jobs --- */
@@ -42,11 +43,16 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 void rt__agent_job_create(void *ctx, struct rt_conn *c)
 {
 	struct rt_agent *a = ctx;
-	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, NULL);
+	json_t *o = NULL;
 	char msg[320];
 	uint64_t n_elem = 0;
 	struct pend *pd;
 	int err;
+
+	if (trib_json_loadb(c->body_heap, c->body_len, 0, &o, NULL) == -ENOMEM) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
 
 	rt_api_job_build(a->n, true, c->body_heap, c->body_len, NULL, true, NULL, msg, sizeof(msg),
 			 &n_elem);

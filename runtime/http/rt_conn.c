@@ -26,6 +26,13 @@ enum conn_state {
 #define DISCARD_MAX (64ull << 20) /* larger unwanted bodies close the connection instead */
 
 static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+/* A head or body that ran out of time (best effort: the connection closes anyway). */
+#define TIMEOUT_BODY "{\"error\":\"request timed out\"}"
+_Static_assert(sizeof(TIMEOUT_BODY) - 1 == 29, "Content-Length below is the body's");
+static const char timeout_resp[] = "HTTP/1.1 408 Request Timeout\r\n"
+				   "Content-Type: application/json\r\n"
+				   "Content-Length: 29\r\n"
+				   "Connection: close\r\n\r\n" TIMEOUT_BODY;
 static const char oom_body[] = "{\"error\":\"out of memory\"}";
 
 void *rt_conn_ctx(const struct rt_conn *c)
@@ -44,12 +51,21 @@ void rt_conn_free(struct rt_loop *l, struct rt_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	l->nconns--;
+	l->stats.open = l->nconns;
 	trib_free(c->body_heap);
 	trib_free(c->rbody_own);
 	trib_blob_release(c->rblob);
 	if (c->fd >= 0)
 		close(c->fd);
 	trib_free(c);
+	rt_loop_conn_closed(l);
+}
+
+/* Start (or, for a body or a send that moved, restart) @c's timer of @phase. */
+static void conn_timer(struct rt_conn *c, enum rt_timeout_phase phase)
+{
+	c->deadline_ns = rt_timeout_deadline(&c->loop->opts.limits, phase, trib_now_ns());
+	c->timer = c->deadline_ns ? (uint8_t)phase : RT_TO_NONE;
 }
 
 static void conn_close(struct rt_loop *l, struct rt_conn *c)
@@ -125,6 +141,8 @@ static void conn_next_request(struct rt_loop *l, struct rt_conn *c)
 {
 	conn_reset_request(c);
 	c->state = CS_HEAD;
+	/* A pipelined request's head has begun; else the connection idles until a byte comes. */
+	conn_timer(c, c->head_used ? RT_TO_HEAD : RT_TO_IDLE);
 	if (c->head_used)
 		conn_process_head(l, c);
 	else
@@ -134,6 +152,7 @@ static void conn_next_request(struct rt_loop *l, struct rt_conn *c)
 static void conn_start_send(struct rt_conn *c)
 {
 	c->state = CS_SEND;
+	conn_timer(c, RT_TO_SEND);
 	c->sent = 0;
 	arm_conn_send(c);
 }
@@ -219,6 +238,7 @@ void rt_conn_respond(struct rt_conn *c, int status, const char *ctype, const voi
 		c->body_got = take_buffered_body(c, NULL, c->body_len);
 		if (c->body_got < c->body_len) {
 			c->state = CS_DISCARD;
+			conn_timer(c, RT_TO_BODY);
 			arm_conn_recv(c, l->scratch,
 				      c->body_len - c->body_got < sizeof(l->scratch) ?
 					      c->body_len - c->body_got :
@@ -278,17 +298,21 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 		cb(c);
 		return;
 	}
+	conn_timer(c, RT_TO_BODY);
 	arm_conn_recv(c, dst + c->body_got, len - c->body_got);
 }
 
 void rt_conn_park(struct rt_conn *c)
 {
+	/* A long poll waits as long as its own timeout says (the api's), not the idle one. */
 	c->state = CS_PARKED;
+	c->timer = RT_TO_NONE;
 }
 
 void rt_conn_unpark(struct rt_conn *c)
 {
 	c->state = CS_HANDLER;
+	c->timer = RT_TO_NONE;
 }
 
 /* No trustworthy framing: answer and close. */
@@ -314,8 +338,11 @@ static void conn_process_head(struct rt_loop *l, struct rt_conn *c)
 {
 	const char *why = NULL;
 	size_t hl = 0;
-	int err = rt_http_parse_head(c->head, c->head_used, &c->req, &hl, &why);
+	int err;
 
+	if (c->timer == RT_TO_IDLE && c->head_used)
+		conn_timer(c, RT_TO_HEAD); /* the next head began */
+	err = rt_http_parse_head(c->head, c->head_used, &c->req, &hl, &why);
 	if (err == -EAGAIN) {
 		if (c->head_used == sizeof(c->head)) {
 			err = -E2BIG;
@@ -332,6 +359,7 @@ static void conn_process_head(struct rt_loop *l, struct rt_conn *c)
 	finish_head_bytes(c);
 	c->req_start_ns = trib_now_ns();
 	c->state = CS_HANDLER;
+	c->timer = RT_TO_NONE;
 	c->body_taken = c->req.content_length == 0 && !c->req.chunked;
 	l->conn_hooks.on_head(l->conn_hooks.ctx, c);
 }
@@ -347,6 +375,7 @@ static void on_discard(struct rt_loop *l, struct rt_conn *c, int res)
 	}
 	c->body_got += (uint64_t)res;
 	if (c->body_got < c->body_len) {
+		conn_timer(c, RT_TO_BODY);
 		left = c->body_len - c->body_got;
 		arm_conn_recv(c, l->scratch, left < sizeof(l->scratch) ? left : sizeof(l->scratch));
 		return;
@@ -362,6 +391,7 @@ static void on_sent(struct rt_loop *l, struct rt_conn *c, int res)
 	}
 	c->sent += (size_t)res;
 	if (c->sent < c->rhead_len + c->rbody_len) {
+		conn_timer(c, RT_TO_SEND);
 		arm_conn_send(c);
 		return;
 	}
@@ -396,6 +426,7 @@ void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 		}
 		c->body_got += (uint64_t)res;
 		if (c->body_got < c->body_len) {
+			conn_timer(c, RT_TO_BODY); /* it moved */
 			arm_conn_recv(c, c->body_dst + c->body_got, c->body_len - c->body_got);
 			return;
 		}
@@ -429,7 +460,10 @@ static struct rt_conn *conn_new(struct rt_loop *l, int fd)
 		l->conns->prev = c;
 	l->conns = c;
 	l->nconns++;
+	l->stats.open = l->nconns;
 	c->state = CS_HEAD;
+	/* The first head is timed from the accept: a connection that never speaks is closed. */
+	conn_timer(c, RT_TO_HEAD);
 	if (l->conn_hooks.on_open)
 		l->conn_hooks.on_open(l->conn_hooks.ctx, c);
 	return c;
@@ -480,4 +514,39 @@ int rt_conn_feed(struct rt_conn *c, const void *buf, size_t len)
 bool rt_conn_answered(const struct rt_conn *c)
 {
 	return c->state == CS_SEND;
+}
+
+/* @c's timer ran out: count it, tell a client that was mid-request, close. */
+static void conn_expire(struct rt_loop *l, struct rt_conn *c)
+{
+	enum rt_timeout_phase phase = (enum rt_timeout_phase)c->timer;
+
+	l->stats.timed_out[phase]++;
+	c->timer = RT_TO_NONE;
+	trib_debug("connection %d: %s timeout", c->fd, rt_timeout_phase_name(phase));
+	if (!l->detached && (phase == RT_TO_HEAD || phase == RT_TO_BODY) &&
+	    (phase == RT_TO_BODY || c->head_used)) {
+		/* Tiny, and the connection is closing: a non-blocking send or nothing. */
+		if (send(c->fd, timeout_resp, sizeof(timeout_resp) - 1,
+			 MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			trib_debug("408: %s", strerror(errno));
+	}
+	/*
+	 * A body's receive into its slot is still queued: conn_close() shuts
+	 * the socket, the receive completes at once, and only then is the
+	 * connection freed and its slot released (on_free), so the kernel never
+	 * writes into a slot that was given to another upload.
+	 */
+	conn_close(l, c);
+}
+
+void rt_loop_expire(struct rt_loop *l, uint64_t now_ns)
+{
+	struct rt_conn *c = l->conns, *next;
+
+	for (; c; c = next) {
+		next = c->next; /* conn_expire() may free c */
+		if (c->timer != RT_TO_NONE && !c->dead && now_ns >= c->deadline_ns)
+			conn_expire(l, c);
+	}
 }

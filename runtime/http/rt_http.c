@@ -162,6 +162,7 @@ static int begin_value(struct head_ctx *c)
 	case HDR_X_SAMPLES:
 		c->dst = r->x_samples;
 		c->dst_cap = sizeof(r->x_samples);
+		r->has_x_samples = true;
 		break;
 	case HDR_EXPECT:
 		c->dst = r->expect;

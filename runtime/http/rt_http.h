@@ -29,6 +29,7 @@ struct rt_http_req {
 	char content_type[128];
 	char x_round[32];   /* X-Tributary-Round */
 	char x_samples[32]; /* X-Tributary-Samples */
+	bool has_x_samples; /* X-Tributary-Samples was sent, even empty (then it is a 400) */
 	char expect[32];
 	/* Idempotency-Key (draft-ietf-httpapi-idempotency-key-header), unchecked; room for a
 	 * too-long one, so that the API can say what is wrong with it */

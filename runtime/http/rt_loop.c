@@ -8,12 +8,25 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_signal.h"
+#include "trib_time.h"
+
+/* Answered to a connection over the cap, before it is closed. */
+#define BUSY_BODY "{\"error\":\"too many open connections\"}"
+_Static_assert(sizeof(BUSY_BODY) - 1 == 37, "Content-Length below is the body's");
+static const char busy_resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
+				"Content-Type: application/json\r\n"
+				"Content-Length: 37\r\n"
+				"Retry-After: 1\r\n"
+				"Connection: close\r\n\r\n" BUSY_BODY;
+/* What refuse_busy() reads of a refused client's bytes before closing (4 x scratch). */
+#define BUSY_DRAIN_READS 4
 
 struct io_uring_sqe *rt_loop_sqe(struct rt_loop *l)
 {
@@ -26,6 +39,91 @@ struct io_uring_sqe *rt_loop_sqe(struct rt_loop *l)
 	}
 	return sqe;
 }
+
+/* --- admission: pure parts (tests/runtime/test_loop.c) --- */
+
+uint32_t rt_loop_max_conns(uint32_t requested, uint64_t nofile)
+{
+	uint64_t n = nofile / 100 * RT_MAX_CONNS_PCT + nofile % 100 * RT_MAX_CONNS_PCT / 100;
+
+	if (requested)
+		return requested;
+	if (n > RT_MAX_CONNS_CEIL)
+		n = RT_MAX_CONNS_CEIL;
+	return n ? (uint32_t)n : 1;
+}
+
+uint32_t rt_accept_backoff_next(uint32_t last_ms)
+{
+	if (last_ms < RT_ACCEPT_BACKOFF_MIN_MS)
+		return RT_ACCEPT_BACKOFF_MIN_MS;
+	return last_ms >= RT_ACCEPT_BACKOFF_MAX_MS / 2 ? RT_ACCEPT_BACKOFF_MAX_MS : last_ms * 2;
+}
+
+uint64_t rt_timeout_deadline(const struct rt_loop_limits *lim, enum rt_timeout_phase phase,
+			     uint64_t now_ns)
+{
+	uint32_t s = 0;
+
+	switch (phase) {
+	case RT_TO_HEAD:
+		s = lim->head_timeout_s;
+		break;
+	case RT_TO_BODY:
+	case RT_TO_SEND:
+		s = lim->body_timeout_s;
+		break;
+	case RT_TO_IDLE:
+		s = lim->idle_timeout_s;
+		break;
+	default:
+		break;
+	}
+	return s ? now_ns + (uint64_t)s * 1000000000ull : 0;
+}
+
+const char *rt_timeout_phase_name(enum rt_timeout_phase phase)
+{
+	static const char *const names[RT_TO__COUNT] = { "none", "head", "body", "idle",
+							 "send" };
+
+	return (unsigned)phase < RT_TO__COUNT ? names[phase] : "none";
+}
+
+bool rt_ratelog_ok(struct rt_ratelog *r, uint64_t now_ns, uint64_t *suppressed)
+{
+	if (now_ns < r->next_ns) {
+		r->suppressed++;
+		return false;
+	}
+	*suppressed = r->suppressed;
+	r->suppressed = 0;
+	r->next_ns = now_ns + 1000000000ull;
+	return true;
+}
+
+int rt_loop_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return -errno;
+	if (rl.rlim_cur >= rl.rlim_max)
+		return 0;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl)) {
+		int err = -errno;
+
+		trib_warn("raising the open-file limit (RLIMIT_NOFILE) to %llu: %s",
+			  (unsigned long long)rl.rlim_max, strerror(-err));
+		return err;
+	}
+	trib_info("open-file limit (RLIMIT_NOFILE) raised to its hard limit, %llu",
+		  (unsigned long long)rl.rlim_max);
+	return 0;
+}
+
+/* --- accepting --- */
 
 static void arm_accept(struct rt_loop *l)
 {
@@ -96,18 +194,104 @@ void rt_loop_poll(struct rt_loop *l, int fd, unsigned events, int handler, uint3
 
 /* --- the loop's own events --- */
 
+static void accept_warn(struct rt_loop *l, int err)
+{
+	uint64_t suppressed;
+	char what[64] = "";
+
+	if (!rt_ratelog_ok(&l->accept_log, trib_now_ns(), &suppressed))
+		return;
+	if (l->accept_paused)
+		snprintf(what, sizeof(what), "; not accepting for %u ms", l->backoff_ms);
+	if (suppressed)
+		trib_warn("accept: %s%s (%llu more in the last second)", strerror(-err), what,
+			  (unsigned long long)suppressed);
+	else
+		trib_warn("accept: %s%s", strerror(-err), what);
+}
+
+/*
+ * Out of file descriptors: stop accepting (connections wait in the kernel's
+ * queue) until the backoff ends or one of ours closes. Without the pause, a
+ * multishot accept re-armed at once fails again at once: a busy loop.
+ */
+static void accept_pause(struct rt_loop *l, int err)
+{
+	struct io_uring_sqe *sqe;
+
+	l->stats.refused_fd_limit++;
+	l->accept_paused = true;
+	l->backoff_ms = rt_accept_backoff_next(l->backoff_ms);
+	accept_warn(l, err);
+	if (l->accepting) {
+		/* Still armed: cancel it; its -ECANCELED completion re-arms nothing (paused). */
+		sqe = rt_loop_sqe(l);
+		io_uring_prep_cancel64(sqe, ud_plain(OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, ud_plain(OP_NONE));
+	}
+	if (l->resume_armed)
+		return; /* the queued resume comes sooner than this one would */
+	sqe = rt_loop_sqe(l);
+	l->resume_ts.tv_sec = l->backoff_ms / 1000;
+	l->resume_ts.tv_nsec = (l->backoff_ms % 1000) * 1000000ll;
+	io_uring_prep_timeout(sqe, &l->resume_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud_plain(OP_RESUME));
+	l->resume_armed = true;
+}
+
+static void accept_resume(struct rt_loop *l)
+{
+	if (!l->accept_paused)
+		return;
+	l->accept_paused = false;
+	if (!l->accepting && !l->stop && !l->draining)
+		arm_accept(l);
+}
+
+void rt_loop_conn_closed(struct rt_loop *l)
+{
+	if (!l->detached)
+		accept_resume(l);
+}
+
+/* Over the cap: say so and close, so that the kernel's queue does not fill with waiters. */
+static void refuse_busy(struct rt_loop *l, int fd)
+{
+	l->stats.refused_max_conns++;
+	if (send(fd, busy_resp, sizeof(busy_resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		trib_debug("503 at the connection cap: %s", strerror(errno));
+	/* Read what the client sent already, so that the close sends FIN rather than RST. */
+	shutdown(fd, SHUT_WR);
+	for (int i = 0; i < BUSY_DRAIN_READS; i++)
+		if (recv(fd, l->scratch, sizeof(l->scratch), MSG_DONTWAIT) <= 0)
+			break;
+	close(fd);
+}
+
 static void on_accept(struct rt_loop *l, int res, unsigned flags)
 {
-	if (!(flags & IORING_CQE_F_MORE) && !l->stop && !l->draining)
+	if (!(flags & IORING_CQE_F_MORE))
+		l->accepting = false;
+	if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+		if (!l->stop && !l->draining)
+			accept_pause(l, res);
+		return;
+	}
+	if (!l->accepting && !l->accept_paused && !l->stop && !l->draining)
 		arm_accept(l);
 	if (res < 0) {
-		/* While draining the listener is shut down on purpose. */
+		/* While draining the listener is shut down on purpose; a pause cancels. */
 		if (res != -ECANCELED && !l->draining)
-			trib_warn("accept: %s", strerror(-res));
+			accept_warn(l, res);
 		return;
 	}
 	if (l->stop || l->draining) {
 		close(res);
+		return;
+	}
+	l->backoff_ms = 0;
+	if (l->nconns >= l->max_conns) {
+		refuse_busy(l, res);
 		return;
 	}
 	rt_conn_accepted(l, res);
@@ -128,6 +312,7 @@ static void on_signal(struct rt_loop *l)
 
 static void on_tick(struct rt_loop *l)
 {
+	rt_loop_expire(l, trib_now_ns());
 	if (l->hooks.on_tick)
 		l->hooks.on_tick(l->hooks.ctx);
 	if (!l->stop)
@@ -148,6 +333,10 @@ static void dispatch(struct rt_loop *l, uint64_t ud, int res, unsigned flags)
 		break;
 	case OP_TICK:
 		on_tick(l);
+		break;
+	case OP_RESUME:
+		l->resume_armed = false;
+		accept_resume(l);
 		break;
 	case OP_EXT: {
 		int h = ud_handler(ud);
@@ -290,6 +479,23 @@ static void write_port_file(const struct rt_loop_opts *o)
 	}
 }
 
+/* The cap for the fd limit in force (after rt_loop_raise_nofile()). */
+static uint32_t max_conns_of(const struct rt_loop_limits *lim)
+{
+	struct rlimit rl;
+	uint64_t nofile = RT_MAX_CONNS_CEIL;
+	uint32_t cap;
+
+	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY)
+		nofile = rl.rlim_cur;
+	cap = rt_loop_max_conns(lim->max_connections, nofile);
+	if (cap >= nofile)
+		trib_warn("--max-connections %u is not below the open-file limit (%llu): past the "
+			  "limit, accepting pauses instead of answering 503", cap,
+			  (unsigned long long)nofile);
+	return cap;
+}
+
 int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 		 const struct rt_loop_hooks *hooks, const struct rt_conn_hooks *conn_hooks)
 {
@@ -310,7 +516,10 @@ int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 	err = ring_init(l);
 	if (err)
 		goto err_close_listen;
-	trib_info("gateway listening on http://%s:%u", l->opts.listen_host, l->opts.listen_port);
+	l->max_conns = max_conns_of(&l->opts.limits);
+	l->stats.max_connections = l->max_conns;
+	trib_info("gateway listening on http://%s:%u (at most %u connections)",
+		  l->opts.listen_host, l->opts.listen_port, l->max_conns);
 	if (l->opts.port_file)
 		write_port_file(&l->opts);
 	*out = l;
@@ -332,6 +541,7 @@ int rt_loop_open_detached(struct rt_loop **out, const struct rt_conn_hooks *conn
 	l->conn_hooks = *conn_hooks;
 	l->lfd = l->sfd = -1;
 	l->detached = true;
+	l->max_conns = RT_MAX_CONNS_CEIL;
 	*out = l;
 	return 0;
 }
@@ -346,6 +556,8 @@ void rt_loop_close(struct rt_loop *l)
 		trib_free(l);
 		return;
 	}
+	/* No accept is armed from here on (rt_conn_free() may resume a paused one). */
+	l->stop = true;
 	/* Close every connection; queued operations complete with errors, then exit the ring. */
 	for (struct rt_conn *c = l->conns; c; c = c->next)
 		shutdown(c->fd, SHUT_RDWR);

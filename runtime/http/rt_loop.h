@@ -17,6 +17,43 @@
 /* Handlers of one-shot operations on other fds (rt_loop_handler_add). */
 #define RT_LOOP_MAX_HANDLERS 16
 
+/* Admission defaults (README, "Admission control"); each has a flag of `up`. */
+#define RT_HEAD_TIMEOUT_S 10
+#define RT_BODY_TIMEOUT_S 15
+#define RT_IDLE_TIMEOUT_S 60
+/* Default connection cap: this share of RLIMIT_NOFILE (the rest: arena, store, functions)... */
+#define RT_MAX_CONNS_PCT 80
+/* ...and never more than this (each connection holds ~18 KiB of buffers). */
+#define RT_MAX_CONNS_CEIL 65536
+/* EMFILE/ENFILE: accepting pauses this long, doubling up to the maximum. */
+#define RT_ACCEPT_BACKOFF_MIN_MS 50
+#define RT_ACCEPT_BACKOFF_MAX_MS 1000
+
+/*
+ * What a connection's timer watches (README: --*-timeout-s). A head must be
+ * complete within head_timeout_s of its first byte (of the accept, for a
+ * connection's first request), however slowly it trickles in; a body being
+ * received or discarded, and a response being sent, may move no byte for
+ * body_timeout_s; a keep-alive connection may wait idle_timeout_s for its next
+ * request. A handler at work or a parked long poll has no timer.
+ */
+enum rt_timeout_phase {
+	RT_TO_NONE,
+	RT_TO_HEAD,
+	RT_TO_BODY,
+	RT_TO_IDLE,
+	RT_TO_SEND,
+	RT_TO__COUNT,
+};
+
+/* Admission control of the loop; a timeout of 0 is off. */
+struct rt_loop_limits {
+	uint32_t head_timeout_s;
+	uint32_t body_timeout_s;
+	uint32_t idle_timeout_s;
+	uint32_t max_connections; /* 0: RT_MAX_CONNS_PCT of RLIMIT_NOFILE, at most the ceiling */
+};
+
 struct rt_loop;
 
 /*
@@ -29,6 +66,7 @@ struct rt_conn {
 	struct rt_loop *loop;
 	int fd;
 	int state;
+	uint8_t timer;            /* enum rt_timeout_phase */
 	bool op_pending;
 	bool dead;                /* shut down; free once the pending op completes */
 	struct rt_conn *prev, *next; /* all connections */
@@ -39,6 +77,7 @@ struct rt_conn {
 	size_t head_len;          /* bytes of head[] that are the parsed head */
 	struct rt_http_req req;
 	uint64_t req_start_ns;
+	uint64_t deadline_ns;     /* of the timer (trib_now_ns clock) */
 
 	/* body: received into body_dst (an arena slot or a heap buffer) */
 	uint8_t *body_dst;
@@ -99,12 +138,18 @@ struct rt_loop_opts {
 	uint16_t listen_port;    /* 0 picks a free port (rt_loop_port() says which) */
 	const char *port_file;   /* if set, the bound port is written there once listening */
 	int signal_fd;           /* a trib_signal_open() fd (borrowed), or -1: no signals */
+	struct rt_loop_limits limits; /* as given: a timeout of 0 is off (the CLI fills defaults) */
 };
 
 /* Counted by the loop for /metrics. */
 struct rt_loop_stats {
 	uint64_t requests;  /* responses started */
 	uint64_t malformed; /* heads refused (400, 431) before any handler saw them */
+	uint64_t timed_out[RT_TO__COUNT]; /* connections closed by their timer, by phase */
+	uint64_t refused_max_conns; /* connections answered 503 at the cap, then closed */
+	uint64_t refused_fd_limit;  /* accepts failed with EMFILE/ENFILE (each pauses accepting) */
+	uint32_t open;              /* connections open now */
+	uint32_t max_connections;   /* the cap in force */
 };
 
 /*
@@ -114,6 +159,31 @@ struct rt_loop_stats {
  */
 int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 		 const struct rt_loop_hooks *hooks, const struct rt_conn_hooks *conn_hooks);
+/*
+ * Raise RLIMIT_NOFILE's soft limit to the hard one (logged once when it
+ * changes): a connection is a file. 0 or -errno.
+ */
+int rt_loop_raise_nofile(void);
+/* The connection cap for @requested (0: the default) under a soft fd limit of @nofile. */
+uint32_t rt_loop_max_conns(uint32_t requested, uint64_t nofile);
+/* How long accepting pauses after an EMFILE, given the last pause (0: none yet). */
+uint32_t rt_accept_backoff_next(uint32_t last_ms);
+/* When a timer of @phase started at @now_ns runs out (0: that timeout is off). */
+uint64_t rt_timeout_deadline(const struct rt_loop_limits *lim, enum rt_timeout_phase phase,
+			     uint64_t now_ns);
+/* "head", "body", "idle", "send" ("none"). */
+const char *rt_timeout_phase_name(enum rt_timeout_phase phase);
+
+/*
+ * At most one log line a second for a repeated event: rt_ratelog_ok() says
+ * whether to log now, and how many were suppressed since the last line.
+ */
+struct rt_ratelog {
+	uint64_t next_ns;
+	uint64_t suppressed;
+};
+bool rt_ratelog_ok(struct rt_ratelog *r, uint64_t now_ns, uint64_t *suppressed);
+
 /* Run until rt_loop_stop() (or the ring fails: logged). Returns 0. */
 int rt_loop_run(struct rt_loop *l);
 /* Stop after the current batch of completions. */
@@ -178,5 +248,11 @@ struct rt_conn *rt_conn_new_detached(struct rt_loop *l);
 int rt_conn_feed(struct rt_conn *c, const void *buf, size_t len);
 /* Whether @c's response is ready (rhead and rbody hold it). */
 bool rt_conn_answered(const struct rt_conn *c);
+/*
+ * Close every connection whose timer ran out at @now_ns (counted in the
+ * stats by phase; the conn hook on_free releases what it held). The tick
+ * calls it; tests call it with a clock of their own.
+ */
+void rt_loop_expire(struct rt_loop *l, uint64_t now_ns);
 
 #endif

@@ -20,11 +20,13 @@
  *   other tags   no payload
  */
 enum op_tag {
+	OP_NONE = 0,   /* completions nobody waits for (an accept's cancel) */
 	OP_ACCEPT = 1,
 	OP_CONN = 2,
 	OP_SIGNAL = 3,
 	OP_TICK = 4,
 	OP_EXT = 5,
+	OP_RESUME = 6, /* the end of an accept pause (EMFILE backoff) */
 };
 
 static inline uint64_t ud_plain(enum op_tag t)
@@ -79,7 +81,13 @@ struct rt_loop {
 	uint32_t nconns;
 	bool stop;
 	bool draining; /* no more clients */
-	bool accepting;
+	bool accepting;      /* a multishot accept is armed */
+	bool accept_paused;  /* EMFILE/ENFILE: no accept until OP_RESUME or a connection closes */
+	bool resume_armed;   /* an OP_RESUME timeout is queued */
+	uint32_t backoff_ms; /* the last pause; 0 after a successful accept */
+	uint32_t max_conns;  /* the cap in force (rt_loop_max_conns) */
+	struct __kernel_timespec resume_ts;
+	struct rt_ratelog accept_log;
 	bool detached; /* tests: no socket, no ring; connections are fed by rt_conn_feed() */
 	struct rt_loop_handler handlers[RT_LOOP_MAX_HANDLERS];
 	int nhandlers;
@@ -96,5 +104,7 @@ void rt_conn_accepted(struct rt_loop *l, int fd);
 void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res);
 /* rt_conn.c: close @c now or once its pending operation completes. */
 void rt_conn_free(struct rt_loop *l, struct rt_conn *c);
+/* rt_loop.c: a connection closed: a paused accept may go on (an fd is free). */
+void rt_loop_conn_closed(struct rt_loop *l);
 
 #endif

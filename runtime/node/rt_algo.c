@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fn_dp.h"
+#include "fn_fold.h"
 #include "fn_opt.h"
 
 static const char *const params[] = {
@@ -236,6 +237,10 @@ static int parse_flags(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen
 			    "false");
 		if (num(o, "dp_delta", &delta, &dgiven) || !(delta > 0 && delta < 1))
 			BAD("dp_delta: a number in (0, 1)");
+		/* The noise's stddev, z * C, bounded as an update's values are (fn_fold.h). */
+		if (!((double)a->par.clip_norm * v <= FN_FOLD_TERM_MAX))
+			BAD("dp_noise_multiplier: times clip_norm at most 2^80 (1.2e24), so that "
+			    "the noise stays finite");
 		a->par.flags |= FN_PAR_DP | FN_PAR_UNWEIGHTED;
 		a->par.dp_noise_multiplier = (float)v;
 		a->dp_delta = delta;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ctl_store.h"
+#include "fn_fold.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
@@ -83,8 +84,23 @@ struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t v
 	return b;
 }
 
+/*
+ * The one place a model is written, so the one place a non-finite model is stopped: it never
+ * becomes a version. -EDOM then goes down the store-failure path (rt_commit.c): the job's
+ * updates get 503 naming EDOM and the write is retried, which fails again, loudly. The gateway's
+ * bound (FN_FOLD_TERM_MAX) keeps accepted updates from getting here; this is the backstop.
+ */
 int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b)
 {
+	size_t bad = 0;
+
+	if (fn_check_finite_f32((const float *)(const void *)(b->data + j->st_header_len),
+				(b->len - j->st_header_len) / sizeof(float), &bad)) {
+		trib_error("job %s: model v%u has a non-finite value (NaN or Inf) at element %zu: "
+			   "NOT written, the version is not made; the job refuses updates (503) "
+			   "until this is fixed", j->name, b->version, bad);
+		return -EDOM;
+	}
 	return trib_store_write_model(n->opts.data_dir, j->name, b->version, b->data,
 				    j->st_header_len, b->data + j->st_header_len,
 				    b->len - j->st_header_len, NULL, 0);

@@ -32,8 +32,14 @@ struct rt_node_opts {
 	bool no_huge;                 /* the arena file on normal pages, in /dev/shm */
 	const char *arena_path;       /* the arena file; NULL: derived from data_dir */
 	bool fresh;                   /* start with an empty arena (an old file is removed) */
+	bool metrics_jobs;            /* unauthenticated /metrics may name jobs (--metrics-jobs) */
 	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
+	/* the gateway's admission control (http/rt_loop.h, struct rt_loop_limits); 0: off */
+	uint32_t head_timeout_s;      /* `up` default 10 */
+	uint32_t body_timeout_s;      /* `up` default 15: a body or response that does not move */
+	uint32_t idle_timeout_s;      /* `up` default 60: keep-alive between requests */
+	uint32_t max_connections;     /* 0: 80% of RLIMIT_NOFILE */
 	/* `tributary node`: a node runtime of a cluster (NULL controller: `up`, alone) */
 	const char *controller;       /* the controller's nng URL, tcp://HOST:PORT */
 	const char *node_name;        /* unique in the cluster */

@@ -29,3 +29,14 @@ Test(core_name, valid_and_invalid_names)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_not(trib_job_name_valid(bad[i]), "bad name '%s'", bad[i]);
 }
+
+Test(core_name, names_differing_only_by_case_are_the_same)
+{
+	cr_assert(trib_job_name_same("mnist", "mnist"));
+	cr_assert(trib_job_name_same("MNIST", "mnist"));
+	cr_assert(trib_job_name_same("Cifar-10.a_B", "cIFAR-10.A_b"));
+	cr_assert_not(trib_job_name_same("mnist", "mnist2"));
+	cr_assert_not(trib_job_name_same("a-b", "a_b"));
+	cr_assert_not(trib_job_name_same(NULL, "a"));
+	cr_assert_not(trib_job_name_same("a", NULL));
+}

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Tests of runtime/rt_safetensors: parse untrusted headers, match a schema, write headers. */
+/* Tests of core/trib_safetensors: parse untrusted headers, match a schema, write headers. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -429,6 +429,33 @@ Test(core_safetensors, rejects_duplicate_names)
 		      8, "duplicate tensor name");
 }
 
+/* Two tensors reading the same bytes, wholly or in part, in either order (issue #13). */
+Test(core_safetensors, rejects_overlapping_tensors)
+{
+	struct trib_st st;
+	size_t len;
+	unsigned char *b;
+
+	expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+		      "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+		      8, "tensors overlap (data_offsets share bytes)");
+	expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]},"
+		      "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+		      12, "tensors overlap (data_offsets share bytes)");
+	expect_reject("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},"
+		      "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,4]},"
+		      "\"b\":{\"dtype\":\"I8\",\"shape\":[1],\"data_offsets\":[15,16]}}",
+		      16, "tensors overlap (data_offsets share bytes)");
+	/* Adjacent is fine, and an empty tensor holds no byte (it may sit anywhere). */
+	b = mkfile("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]},"
+		   "\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[2,2]},"
+		   "\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8, &len);
+	cr_assert_eq(trib_st_parse(b, len, &st, NULL), 0);
+	cr_assert_eq(st.ntensors, 3);
+	trib_st_free(&st);
+	trib_free(b);
+}
+
 Test(core_safetensors, rejects_bad_names)
 {
 	char json[600];
@@ -464,7 +491,7 @@ Test(core_safetensors, accepts_longest_name)
 	trib_free(b);
 }
 
-/* A header with @n one-element F32 tensors (caller frees the result). */
+/* A header with @n one-element I8 tensors, byte i for tensor i (caller frees the result). */
 static char *n_tensors_json(size_t n)
 {
 	char *json = trib_malloc(n * 64 + 16);
@@ -475,8 +502,8 @@ static char *n_tensors_json(size_t n)
 	for (size_t i = 0; i < n; i++)
 		off += (size_t)sprintf(json + off,
 				       "%s\"%zu\":{\"dtype\":\"I8\",\"shape\":[],"
-				       "\"data_offsets\":[0,1]}",
-				       i ? "," : "", i);
+				       "\"data_offsets\":[%zu,%zu]}",
+				       i ? "," : "", i, i, i + 1);
 	strcpy(json + off, "}");
 	return json;
 }
@@ -489,10 +516,10 @@ Test(core_safetensors, tensor_count_limit)
 	size_t len;
 	unsigned char *b;
 
-	expect_reject(json, 1, "too many tensors");
+	expect_reject(json, TRIB_ST_MAX_TENSORS + 1, "too many tensors");
 	trib_free(json);
 	json = n_tensors_json(TRIB_ST_MAX_TENSORS);
-	b = mkfile(json, 1, &len);
+	b = mkfile(json, TRIB_ST_MAX_TENSORS, &len);
 	cr_assert_eq(trib_st_parse(b, len, &st, &why), 0, "why: %s", why);
 	cr_assert_eq(st.ntensors, TRIB_ST_MAX_TENSORS);
 	trib_st_free(&st);
@@ -601,8 +628,8 @@ Test(core_safetensors, match_extra_tensor)
 	expect_mismatch("{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
 			"\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]},"
 			"\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[40,44]},"
-			"\"extra\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[40,44]}}",
-			44, "unexpected tensor");
+			"\"extra\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[44,48]}}",
+			48, "unexpected tensor");
 }
 
 Test(core_safetensors, match_shape_mismatch)

@@ -230,6 +230,11 @@ def scenario():
         tok = create_job(cl, admin, 'a', cpr, 4)
         st, b = cl.call(NODE_IP[2], 'GET', '/v1/jobs/a', token=tok)
         check(st == 200, 'the job is known on every node (n2: %d)' % st)
+        # The controller decides names: 'A' is the job 'a' (case aside), on any gateway.
+        st, b = cl.call(NODE_IP[1], 'POST', '/v1/jobs', json.dumps(
+            {'name': 'A', 'clients_per_round': cpr, 'params': PARAMS}).encode(),
+            {'Content-Type': 'application/json'}, admin)
+        check(st == 409, "create 'A' next to 'a': %d %s" % (st, b[:200]))
         for r in range(3):
             ups = [update_body(rng) for _ in range(cpr)]
             res = post_many(cl, [(NODE_IP[k % 3], 'a', tok, r, x, w)
@@ -472,11 +477,13 @@ def scenario():
         need = 2 * (big * 4 + 65536)
 
         def n0_full():
-            st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster')
+            st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster', token=admin)
             nodes_ = json.loads(b)['nodes'] if st == 200 else []
             return any(nd['name'] == 'n0' and nd['arena_free'] < need for nd in nodes_)
 
         wait_for(n0_full, 20, "the controller to see n0's arena nearly full")
+        st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster')
+        check(st == 401, 'GET /v1/cluster without the admin token: %d %s' % (st, b[:200]))
         y = [big_update() for _ in range(6)]
         folded_on = []
         for k in range(6):

@@ -247,8 +247,9 @@ class Server:
                   (job, query, expect, st, b[:300]))
         return st, hd, b
 
-    def metrics(self):
-        st, _, b = self.request('GET', '/metrics')
+    def metrics(self, admin=True):
+        """/metrics; with the admin token (the default) its labels name jobs."""
+        st, _, b = self.request('GET', '/metrics', token=self.admin if admin else None)
         check(st == 200, '/metrics: %d' % st)
         return parse_metrics(b.decode())
 

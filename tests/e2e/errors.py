@@ -133,7 +133,8 @@ def run():
             for bad in ('abc', '-1', '1.0', '', '99999999999999999999', '0x1'):
                 E.expect(400, x('X-Tributary-Round %r' % bad),
                          E.upd(raw, {'X-Tributary-Round': bad}), reason='malformed')
-            for bad in ('0', '-3', 'abc', '1.5', '99999999999999999999'):
+            # '' : an empty header is sent, not absent (absent means 1).
+            for bad in ('0', '-3', 'abc', '1.5', '99999999999999999999', ''):
                 E.expect(400, x('X-Tributary-Samples %r' % bad),
                          E.upd(raw, dict(R, **{'X-Tributary-Samples': bad})),
                          reason='malformed')
@@ -147,6 +148,7 @@ def run():
                     ('data_offsets not matching the shape', st_with(m, shapes={'w': [4, 4]})),
                     ('missing dtype', st_with(m, drop='dtype')),
                     ('missing shape', st_with(m, drop='shape')),
+                    ('tensors sharing bytes', st_with(m, offsets={'b': [60, 80]})),
                 ]:
                 E.expect(400, x('safetensors ' + what), E.upd(body, RS), reason='malformed')
             # 400: other endpoints' arguments.
@@ -175,6 +177,13 @@ def run():
             E.expect(401, x('PUT model without a token'), E.req(
                     'PUT', '/v1/jobs/%s/model' % JOB, raw,
                     {'Content-Type': 'application/octet-stream'}), reason='auth')
+            # An unknown job is not told apart from a known one without the admin token.
+            E.expect(401, x('update to an unknown job without a token'), E.upd(
+                    raw, R, token=None, path='/v1/jobs/nojob/updates'), reason='auth')
+            E.expect(401, x("update to an unknown job with another job's token"), E.upd(
+                    raw, R, path='/v1/jobs/nojob/updates'), reason='auth')
+            E.expect(401, x('status of an unknown job with a wrong token'),
+                     E.req('GET', '/v1/jobs/nojob', token='nope'), reason='auth')
             E.expect(401, x('list jobs with a job token'), E.req('GET', '/v1/jobs', token=tok),
                      reason='auth')
             spec = json.dumps({'name': 'sneaky', 'clients_per_round': 1, 'params': 1}).encode()
@@ -184,8 +193,10 @@ def run():
                     'POST', '/v1/jobs', spec, token=tok), reason='auth')
 
             # 404.
-            E.expect(404, x('update to an unknown job'), E.upd(raw, R, path='/v1/jobs/nojob/'
-                                                                'updates'), reason='unknown_job')
+            # With the admin token (a job's token gets 401 there, above).
+            E.expect(404, x('update to an unknown job'), E.upd(
+                    raw, R, token=srv.admin, path='/v1/jobs/nojob/updates'),
+                    reason='unknown_job')
             E.expect(404, x('model of an unknown job'), E.req(
                     'GET', '/v1/jobs/nojob/model', token=srv.admin), reason='unknown_job')
             E.expect(404, x('status of an unknown job'), E.req(
@@ -216,6 +227,10 @@ def run():
                      reason='round', round_in_body=rnd)
             E.expect(409, x('duplicate job name'), E.req('POST', '/v1/jobs', json.dumps(
                     {'name': JOB, 'clients_per_round': 1, 'params': 1}).encode(),
+                    {'Content-Type': 'application/json'}, srv.admin))
+            E.expect(409, x('job name differing only by case'), E.req('POST', '/v1/jobs',
+                    json.dumps({'name': JOB.upper(), 'clients_per_round': 1,
+                                'params': 1}).encode(),
                     {'Content-Type': 'application/json'}, srv.admin))
 
             # 411: no Content-Length, or chunked.
@@ -281,6 +296,9 @@ def run():
             # 431: a head over 16 KiB.
             E.expect(431, x('a 20 KiB header'), E.raw(http_head('GET', '/healthz', {
                     'X-Padding': 'p' * 20000})), reason='malformed')
+            # A kept header longer than its field: Authorization holds 255 bytes (README).
+            E.expect(431, x('a 10 KiB Authorization'), E.raw(http_head('GET', '/v1/jobs/' + JOB, {
+                    'Authorization': 'Bearer ' + 'a' * 10240})), reason='malformed')
             E.expect(431, x('a 20 KiB path'), E.raw(http_head(
                     'GET', '/v1/jobs/' + 'j' * 20000, {})), reason='malformed')
 
@@ -410,8 +428,23 @@ def run():
                   (reason, got, E.reasons[reason]))
         check(mt['tributary_arena_slots'] == 0, 'arena slots still live: %r' %
               mt['tributary_arena_slots'])
+        # /metrics and /healthz need no token: they name no job (no --metrics-jobs here).
+        for path in ('/metrics', '/healthz'):
+            st, _, b = srv.request('GET', path)
+            txt = b.decode()
+            check(st == 200 and 'job="' not in txt and
+                  not any('"%s"' % n in txt for n in (JOB, 'other', 'late')),
+                  '%s without a token names a job: %r' % (path, b[:2000]))
+        check('tributary_job_round{job="%s"}' % JOB in mt, 'admin /metrics names no job')
         e.log('statuses produced: %s' % dict(sorted(E.seen.items())))
         check(not E.wrong, '%d wrong statuses:\n  %s' % (len(E.wrong), '\n  '.join(E.wrong)))
+
+    # --metrics-jobs: the operator lets /metrics name jobs to anyone.
+    with e.Server(extra=['--metrics-jobs']) as srv:
+        srv.create_job({'name': 'named', 'clients_per_round': 1, 'params': 1})
+        mt = srv.metrics(admin=False)
+        check(mt.get('tributary_job_round{job="named"}') == 0,
+              '--metrics-jobs: /metrics without a token does not name the job')
 
 
 def st_with(m, offsets=None, shapes=None, drop=None, dtype_name=None):

@@ -89,8 +89,11 @@ def run():
                             'Content-Type': 'application/octet-stream',
                             'X-Tributary-Round': r})
                     check(st == 422, 'short update: %d' % st)
-                    st, _, _ = on_conn('GET', '/v1/jobs/nope/model')
+                    # An unknown job is a 404 to the admin (a job's token gets 401 there).
+                    st, _, _ = on_conn('GET', '/v1/jobs/nope/model', token=srv.admin)
                     check(st == 404, 'unknown job: %d' % st)
+                    st, _, _ = on_conn('GET', '/v1/jobs/nope/model')
+                    check(st == 401, "unknown job with a job's token: %d" % st)
                     st, _, b = on_conn('GET', '/v1/jobs/' + JOB)
                     check(st == 200 and e.parse_json(b)['received'] == 2, 'status %r' % b)
                     st, _, _ = on_conn('GET', '/metrics', token=None)

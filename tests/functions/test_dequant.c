@@ -207,6 +207,43 @@ Test(functions_dequant, dispatch_and_finiteness_checks)
 	cr_assert_eq(fn_dequant_set_impl("nope"), -EINVAL);
 }
 
+/* The gateway's bound on compressed values: |decoded| <= limit, NaN and Inf never pass. */
+Test(functions_dequant, check_bound_per_dtype)
+{
+	/* F16 (little-endian): 1.0, -65504 (the largest), 2.0; BF16: 1.0, -2^80, 2^81. */
+	const uint8_t h[] = { 0x00, 0x3c, 0xff, 0xfb, 0x00, 0x40 };
+	const uint8_t hn[] = { 0x00, 0x3c, 0x00, 0x7c }; /* 1.0, +Inf */
+	const uint8_t b[] = { 0x80, 0x3f, 0x80, 0xe7, 0x00, 0x68 };
+	const uint8_t q[] = { 0x7f, 0x80 };
+	const float f[] = { 1.0f, -0x1p80f, 0x1p81f };
+	size_t bad = 99;
+
+	cr_assert_eq(fn_dequant_check_bound(h, SHM_DTYPE_F16, 3, 65504.0f, &bad), 0);
+	cr_assert_eq(bad, 99);
+	cr_assert_eq(fn_dequant_check_bound(h, SHM_DTYPE_F16, 3, 65503.0f, &bad), -EDOM);
+	cr_assert_eq(bad, 1);
+	cr_assert_eq(fn_dequant_check_bound(h, SHM_DTYPE_F16, 3, 1.5f, &bad), -EDOM);
+	cr_assert_eq(bad, 1);
+	cr_assert_eq(fn_dequant_check_bound(hn, SHM_DTYPE_F16, 2, 0x1p80f, &bad), -EDOM);
+	cr_assert_eq(bad, 1);
+	cr_assert_eq(fn_dequant_check_bound(hn, SHM_DTYPE_F16, 2, 10.0f, &bad), -EDOM);
+	cr_assert_eq(bad, 1);
+	/* BF16 0xe780 is -2^80, 0x6800 is 2^81. */
+	cr_assert_eq(fn_dequant_check_bound(b, SHM_DTYPE_BF16, 2, 0x1p80f, &bad), 0);
+	cr_assert_eq(fn_dequant_check_bound(b, SHM_DTYPE_BF16, 3, 0x1p80f, &bad), -EDOM);
+	cr_assert_eq(bad, 2);
+	cr_assert_eq(fn_dequant_check_bound(b, SHM_DTYPE_BF16, 3, 0x1p79f, &bad), -EDOM);
+	cr_assert_eq(bad, 1);
+	cr_assert_eq(fn_dequant_check_bound(f, SHM_DTYPE_F32, 2, 0x1p80f, &bad), 0);
+	cr_assert_eq(fn_dequant_check_bound(f, SHM_DTYPE_F32, 3, 0x1p80f, &bad), -EDOM);
+	cr_assert_eq(bad, 2);
+	/* I8 is bounded through its scale by the caller. */
+	cr_assert_eq(fn_dequant_check_bound(q, SHM_DTYPE_I8, 2, 0.0f, NULL), 0);
+	cr_assert_eq(fn_dequant_check_bound(q, 77, 2, 1.0f, NULL), -EINVAL);
+	cr_assert_eq(fn_dequant_check_bound(q, SHM_DTYPE_F16, 1, -1.0f, NULL), -EINVAL);
+	cr_assert_eq(fn_dequant_check_bound(q, SHM_DTYPE_F16, 1, INFINITY, NULL), -EINVAL);
+}
+
 static double now_s(void)
 {
 	struct timespec ts;

@@ -420,3 +420,51 @@ Test(functions_fold, impl_is_named_and_unknown_names_are_rejected)
 	cr_assert_eq(fn_fold_set_impl("avx512"), -EINVAL);
 	cr_assert_str_eq(fn_fold_impl(), name);
 }
+
+/* The gateway's bound: |x| <= limit passes (both signs, the limit itself), above it fails. */
+Test(functions_fold, check_bound_finds_first_value_above_the_limit)
+{
+	static const size_t ns[] = { 1, 7, 8, 9, 31, 32, 33, 64, 65, 100, 1000, 4099 };
+	const float limit = 0x1p80f;
+	const float over[] = { nextafterf(0x1p80f, INFINITY), -nextafterf(0x1p80f, INFINITY),
+			       3e38f, FLT_MAX, bits_to_float(0x7f800000u),
+			       bits_to_float(0x7fc00000u) };
+	size_t t, l, b;
+
+	for (t = 0; t < N_IMPLS; t++) {
+		if (!use_impl(impl_names[t]))
+			continue;
+		rng_seed(9);
+		for (l = 0; l < sizeof(ns) / sizeof(ns[0]); l++) {
+			size_t n = ns[l], bad = 12345;
+			void *base;
+			float *x = buf_alloc(n, 1, &base);
+
+			fill_random(x, n);
+			x[0] = limit;
+			x[n - 1] = -limit;
+			cr_assert_eq(fn_check_bound_f32(x, n, limit, &bad), 0, "%s n=%zu",
+				     impl_names[t], n);
+			cr_assert_eq(bad, 12345);
+			cr_assert_eq(fn_check_bound_f32(x, n, FLT_MAX, NULL), 0);
+			for (b = 0; b < sizeof(over) / sizeof(over[0]); b++) {
+				size_t at = n / 2;
+				float saved = x[at];
+
+				x[at] = over[b];
+				cr_assert_eq(fn_check_bound_f32(x, n, limit, &bad), -EDOM,
+					     "%s n=%zu value %g", impl_names[t], n,
+					     (double)over[b]);
+				cr_assert_eq(bad, at);
+				x[at] = saved;
+			}
+			/* A limit of zero lets only zeros through (x[0] is not one). */
+			cr_assert_eq(fn_check_bound_f32(x, n, 0.0f, &bad), -EDOM);
+			cr_assert_eq(bad, 0);
+			trib_free(base);
+		}
+		cr_assert_eq(fn_check_bound_f32(&limit, 1, -1.0f, NULL), -EINVAL);
+		cr_assert_eq(fn_check_bound_f32(&limit, 1, NAN, NULL), -EINVAL);
+		cr_assert_eq(fn_check_bound_f32(&limit, 1, INFINITY, NULL), -EINVAL);
+	}
+}

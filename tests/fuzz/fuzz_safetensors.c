@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "trib_safetensors.h"
-#include "shm_abi.h"
+#include "trib_dtype.h"
 #include "trib_alloc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -54,8 +54,8 @@ static void round_trip(const struct trib_st *st)
 static void one(const uint8_t *data, size_t size)
 {
 	static const struct trib_tensor schema[2] = {
-		{ .name = "w", .dtype = SHM_DTYPE_F32, .ndim = 2, .shape = { 2, 3 }, .n_elem = 6 },
-		{ .name = "b", .dtype = SHM_DTYPE_F32, .ndim = 1, .shape = { 3 }, .n_elem = 3 },
+		{ .name = "w", .dtype = TRIB_DTYPE_F32, .ndim = 2, .shape = { 2, 3 }, .n_elem = 6 },
+		{ .name = "b", .dtype = TRIB_DTYPE_F32, .ndim = 1, .shape = { 3 }, .n_elem = 3 },
 	};
 	uint64_t offs[2];
 	struct trib_st st;

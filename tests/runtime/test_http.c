@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Tests of runtime/rt_http: request-head parsing, query and number helpers, response heads. */
+/* Tests of runtime/http/rt_http: request-head parsing, query and number helpers, response heads. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -155,7 +155,23 @@ Test(runtime_http, values_are_trimmed_and_empty_values_kept_apart)
 	cr_assert_eq(parse(h, &r, &head_len), 0);
 	cr_assert_str_eq(r.x_round, "");
 	cr_assert_str_eq(r.x_samples, "42");
+	cr_assert(r.has_x_samples);
 	cr_assert_str_eq(r.content_type, "");
+}
+
+/* An empty X-Tributary-Samples is sent, not absent: the update handler answers it 400. */
+Test(runtime_http, empty_samples_header_is_present)
+{
+	const char *sent = "POST /a HTTP/1.1\r\nX-Tributary-Samples:\r\nHost: h\r\n\r\n";
+	const char *absent = "POST /a HTTP/1.1\r\nHost: h\r\n\r\n";
+	struct rt_http_req r;
+	size_t head_len;
+
+	cr_assert_eq(parse(sent, &r, &head_len), 0);
+	cr_assert(r.has_x_samples);
+	cr_assert_str_eq(r.x_samples, "");
+	cr_assert_eq(parse(absent, &r, &head_len), 0);
+	cr_assert_not(r.has_x_samples);
 }
 
 Test(runtime_http, bare_lf_line_endings)

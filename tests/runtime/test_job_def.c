@@ -63,6 +63,13 @@ Test(runtime_job_def, refusals_name_the_field)
 		{ "{\"name\":\"x\",\"clients_per_round\":1,\"params\":1,\"fan_in\":0}", "fan_in:" },
 		{ "{\"name\":\"x\",\"clients_per_round\":1,\"params\":1,\"algorithm\":\"nope\"}",
 		  "algorithm:" },
+		/* The DP noise's stddev z * C is bounded as update values are (2^80). */
+		{ "{\"name\":\"x\",\"clients_per_round\":1,\"params\":1,\"clip_norm\":3e38,"
+		  "\"dp_noise_multiplier\":1}",
+		  "dp_noise_multiplier: times clip_norm at most 2^80" },
+		{ "{\"name\":\"x\",\"clients_per_round\":1,\"params\":1,\"clip_norm\":1e300,"
+		  "\"dp_noise_multiplier\":1}",
+		  "dp_noise_multiplier: times clip_norm at most 2^80" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

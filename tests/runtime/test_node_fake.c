@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -428,5 +429,34 @@ Test(runtime_node_fake, updates_kept_by_a_stop_go_back_into_a_fresh_tree)
 	rt_node_close(n);
 	t.n = node_on(t.dir, ":memory:", true, &err);
 	cr_assert_eq(err, 0);
+	rt_test_node_close(&t);
+}
+
+/* A non-finite result never becomes a model version: the store-failure path, with EDOM. */
+Test(runtime_node_fake, a_non_finite_model_is_never_written)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 };
+	struct rt_job *j;
+	char path[PATH_MAX];
+	struct stat st;
+
+	rt_test_node_open(&t);
+	rt_fnset_set_ops(t.n->fns, &fake_ops, &f);
+	j = job_new(t.n, "{\"name\":\"a\",\"clients_per_round\":2,\"fan_in\":2,\"params\":8}");
+	accept_one(t.n, j, 0);
+	accept_one(t.n, j, 0);
+	top_result(t.n, &f, j, 0, INFINITY, 2);
+	cr_assert_eq(j->completed, 0, "no model v1");
+	cr_assert_eq(rt_job_store_refusal(j, NULL), -EDOM, "updates are refused, naming EDOM");
+	snprintf(path, sizeof(path), "%s/jobs/a/round-1.safetensors", t.dir);
+	cr_assert_neq(stat(path, &st), 0, "nothing was written");
+	cr_assert_null(rt_job_model(t.n, j, 1));
+	/* Retried when due, refused again: it never becomes a version. */
+	j->store.next_ns = trib_now_ns();
+	rt_node_tick(t.n);
+	cr_assert_eq(j->completed, 0);
+	cr_assert_eq(j->store_errs[0].err, -EDOM);
+	cr_assert_eq(j->store_errs[0].n, 2);
 	rt_test_node_close(&t);
 }

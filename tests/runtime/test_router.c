@@ -120,10 +120,46 @@ Test(runtime_router, metrics_count_requests_and_refusals)
 	struct fixture f;
 
 	fx_open(&f);
-	cr_assert_eq(request(&f, "GET", "/v1/jobs/none/model", NULL, NULL), 404);
+	/* An unknown job is a 404 to the admin only (issue #13): see the next test. */
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/none/model", RT_TEST_ADMIN, NULL), 404);
 	cr_assert_eq(request(&f, "GET", "/metrics", NULL, NULL), 200);
 	cr_assert(body_has(&f, "tributary_updates_rejected_total{reason=\"unknown_job\"} 1"));
 	cr_assert(body_has(&f, "tributary_http_requests_total 1\n"));
 	cr_assert(body_has(&f, "tributary_dataplane_info{mode=\"shm+unix\"} 1"));
+	fx_close(&f);
+}
+
+/* Without the admin token, an unknown job looks like a known one with a wrong token. */
+Test(runtime_router, unknown_job_is_401_without_the_admin_token)
+{
+	struct fixture f;
+
+	fx_open(&f);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", RT_TEST_ADMIN,
+			     "{\"name\":\"known\",\"clients_per_round\":2,\"params\":4}"), 201);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/none", NULL, NULL), 401);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/none/model", "wrong", NULL), 401);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/known", "wrong", NULL), 401);
+	/* A name too long to be a job's: the same 401. */
+	cr_assert_eq(request(&f, "GET",
+			     "/v1/jobs/x23456789012345678901234567890123456789"
+			     "012345678901234567890123456789", NULL, NULL), 401);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/none", RT_TEST_ADMIN, NULL), 404);
+	fx_close(&f);
+}
+
+/* /metrics names jobs to the admin token only (no --metrics-jobs in the fixture). */
+Test(runtime_router, metrics_name_jobs_to_the_admin_only)
+{
+	struct fixture f;
+
+	fx_open(&f);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", RT_TEST_ADMIN,
+			     "{\"name\":\"secretjob\",\"clients_per_round\":2,\"params\":4}"), 201);
+	cr_assert_eq(request(&f, "GET", "/metrics", NULL, NULL), 200);
+	cr_assert_not(body_has(&f, "secretjob"));
+	cr_assert(body_has(&f, "tributary_job_round{job_id=\""));
+	cr_assert_eq(request(&f, "GET", "/metrics", RT_TEST_ADMIN, NULL), 200);
+	cr_assert(body_has(&f, "tributary_job_round{job=\"secretjob\"} 0"));
 	fx_close(&f);
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tl_simulate.h"
@@ -30,6 +31,7 @@
  */
 #define ROUTE_ANSWERS 4
 #define CLOSE_HDR "Connection: close\r\n"
+#define GW_MAX_KEYS 16
 
 struct gw_route {
 	const char *match;                  /* the request line starts with this */
@@ -47,6 +49,11 @@ struct fake_gw {
 	unsigned nroutes;
 	unsigned unrouted; /* requests no route matched (answered 500) */
 	unsigned unknown;  /* the first this many requests are answered 404: no such job yet */
+	/* After this many POSTs of updates (0: never) it stops listening for down_ms ms. */
+	_Atomic unsigned restart_after;
+	_Atomic unsigned down_ms;
+	unsigned nkeys;    /* POSTs of updates seen, and their Idempotency-Keys ("": none) */
+	char keys[GW_MAX_KEYS][TL_IDEM_KEY_MAX + 1];
 	char buf[1 << 16];
 };
 
@@ -78,7 +85,24 @@ static void gw_write(int fd, const char *p, size_t n)
 	}
 }
 
-/* Read one request on @fd (its body dropped) and answer it by route. */
+/* Note the Idempotency-Key of a POST of an update (its head, NUL-terminated, in s->buf). */
+static void gw_note_key(struct fake_gw *s)
+{
+	const char *k;
+	size_t n = 0;
+
+	if (strncmp(s->buf, "POST /v1/jobs/j/updates ", 24) || s->nkeys >= GW_MAX_KEYS)
+		return;
+	k = strcasestr(s->buf, "\r\nIdempotency-Key:");
+	if (k) {
+		k += 18;
+		k += strspn(k, " ");
+		n = strcspn(k, "\r\n");
+	}
+	snprintf(s->keys[s->nkeys++], TL_IDEM_KEY_MAX + 1, "%.*s", (int)n, k ? k : "");
+}
+
+/* Read one request on @fd (its body dropped) and answer it by route; "" answers nothing. */
 static void gw_serve(struct fake_gw *s, int fd)
 {
 	size_t have = 0, hlen, blen = 0, got;
@@ -100,6 +124,7 @@ static void gw_serve(struct fake_gw *s, int fd)
 	cl = strcasestr(s->buf, "content-length:");
 	if (cl)
 		blen = strtoull(cl + 15, NULL, 10);
+	gw_note_key(s);
 	/* Read the whole body: closing with bytes unread would send a reset, not the answer. */
 	for (got = have - hlen; got < blen; got += (size_t)n) {
 		n = gw_read(s, fd, s->buf, sizeof(s->buf));
@@ -130,6 +155,31 @@ static void gw_serve(struct fake_gw *s, int fd)
 	gw_write(fd, ans, alen ? alen : strlen(ans));
 }
 
+static int gw_listen(uint16_t port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+				 .sin_port = htons(port) };
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	cr_assert(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(fd, 16), 0);
+	return fd;
+}
+
+/* The restart of s->restart_after: nobody listens on the port for s->down_ms. */
+static void gw_restart(struct fake_gw *s)
+{
+	unsigned ms = atomic_load(&s->down_ms);
+	const struct timespec down = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	close(s->lfd);
+	nanosleep(&down, NULL);
+	s->lfd = gw_listen(s->port);
+	atomic_store(&s->restart_after, 0);
+}
+
 static void *gw_run(void *arg)
 {
 	struct fake_gw *s = arg;
@@ -145,24 +195,26 @@ static void *gw_run(void *arg)
 			continue;
 		gw_serve(s, fd);
 		close(fd);
+		if (atomic_load(&s->restart_after) && s->nkeys == atomic_load(&s->restart_after))
+			gw_restart(s);
 	}
 	return NULL;
 }
 
 static void gw_start(struct fake_gw *s, struct gw_route *routes, unsigned n)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in a;
 	socklen_t alen = sizeof(a);
 
 	s->routes = routes;
 	s->nroutes = n;
 	s->unrouted = 0;
 	s->unknown = 0;
+	s->nkeys = 0;
+	atomic_init(&s->restart_after, 0);
+	atomic_init(&s->down_ms, 0);
 	atomic_init(&s->stop, false);
-	s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-	cr_assert(s->lfd >= 0);
-	cr_assert_eq(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-	cr_assert_eq(listen(s->lfd, 16), 0);
+	s->lfd = gw_listen(0);
 	cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&a, &alen), 0);
 	s->port = ntohs(a.sin_port);
 	cr_assert_eq(pthread_create(&s->tid, NULL, gw_run, s), 0);
@@ -223,14 +275,12 @@ struct sim_out {
 };
 
 /*
- * Run `simulate --clients 2 --rounds 1 --connections 1` against gateways @a
- * then @b: client 0's own gateway is @a, client 1's is @b. One connection:
- * client 0 is answered before client 1 is sent.
+ * Run `simulate --clients 2 --rounds 1 --connections 1 --url @urls`. One
+ * connection: client 0 is answered before client 1 is sent.
  */
-static void run_sim_two_gateways(const struct fake_gw *a, const struct fake_gw *b,
-				 struct sim_out *out)
+static void run_sim(char *urls, struct sim_out *out)
 {
-	char dir[] = "/tmp/trib-sim-gw-XXXXXX", tok[256], rep[256], urls[128], cap[256];
+	char dir[] = "/tmp/trib-sim-gw-XXXXXX", tok[256], rep[256], cap[256];
 	char **argv;
 	json_error_t jerr;
 	FILE *f;
@@ -241,7 +291,6 @@ static void run_sim_two_gateways(const struct fake_gw *a, const struct fake_gw *
 	snprintf(tok, sizeof(tok), "%s/admin-token", dir);
 	snprintf(rep, sizeof(rep), "%s/report.json", dir);
 	snprintf(cap, sizeof(cap), "%s/stdout", dir);
-	snprintf(urls, sizeof(urls), "http://127.0.0.1:%u,http://127.0.0.1:%u", a->port, b->port);
 	f = fopen(tok, "w");
 	cr_assert_not_null(f);
 	fputs("sim-test-admin-token-0123\n", f);
@@ -276,6 +325,16 @@ static void run_sim_two_gateways(const struct fake_gw *a, const struct fake_gw *
 	unlink(rep);
 	unlink(tok);
 	rmdir(dir);
+}
+
+/* run_sim() against gateways @a then @b: client 0's own gateway is @a, client 1's is @b. */
+static void run_sim_two_gateways(const struct fake_gw *a, const struct fake_gw *b,
+				 struct sim_out *out)
+{
+	char urls[128];
+
+	snprintf(urls, sizeof(urls), "http://127.0.0.1:%u,http://127.0.0.1:%u", a->port, b->port);
+	run_sim(urls, out);
 }
 
 /* The routes of a gateway; @updates are its answers to POST .../updates, in order. */
@@ -335,6 +394,13 @@ Test(tools_sim_gateways, refused_after_failover_is_explained, .init = init_quiet
 
 	cr_assert_eq(ra[R_POST].hits, 2, "client 0's update, then client 1's after the drop");
 	cr_assert_geq(rb[R_POST].hits, 1, "client 1's update went to its own gateway first");
+	/* b cut every answer: resent to b, then to a, always under client 1's one key. */
+	cr_assert_eq(b.nkeys, rb[R_POST].hits);
+	cr_assert_eq(a.nkeys, 2);
+	cr_assert_str_eq(a.keys[0], "sim-1-0-0");
+	for (unsigned i = 0; i < b.nkeys; i++)
+		cr_assert_str_eq(b.keys[i], "sim-1-0-1", "b's POST %u", i);
+	cr_assert_str_eq(a.keys[1], "sim-1-0-1", "the failover keeps the key");
 	cr_assert_eq(out.rc, 0, "the refusal after a failover is explained:\n%s", out.stdout_text);
 	cr_assert_eq(ra[R_MODEL].hits, 1, "the model was fetched");
 	cr_assert_eq(a.unrouted + b.unrouted, 0);
@@ -445,5 +511,127 @@ Test(tools_sim_gateways, waits_until_every_gateway_knows_the_job, .init = init_q
 	trib_free(rounds);
 	trib_free(ackb);
 	trib_free(ack);
+	trib_free(job);
+}
+
+/*
+ * One gateway that drops the connection once it has read client 0's update
+ * (no answer at all), then cuts its second answer in the middle: simulate
+ * sends the update again each time, under the same Idempotency-Key, and the
+ * round completes. Every update has its own key.
+ */
+Test(tools_sim_gateways, broken_connection_resends_with_the_same_key, .init = init_quiet,
+     .timeout = 60)
+{
+	static const char cut_single[] = "HTTP/1.1 202 Accepted\r\nContent-Type: application/json"
+					 "\r\nContent-Length: 40\r\n\r\n{\"round\":0,";
+	char *job = json_answer("200 OK", job_body);
+	char *ack0 = json_answer("202 Accepted", "{\"round\":0,\"received\":1}");
+	char *ack1 = json_answer("202 Accepted", "{\"round\":0,\"received\":2}");
+	char *rounds = json_answer("404 Not Found", "{\"error\":\"single node\"}");
+	size_t model_len;
+	char *model = model_answer(true, &model_len);
+	struct gw_route ra[] = GW_ROUTES(job, model, model_len, rounds, "", cut_single, ack0, ack1);
+	struct fake_gw a;
+	struct sim_out out;
+	char url[64];
+	json_t *r0;
+
+	gw_start(&a, ra, 4);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", a.port);
+	run_sim(url, &out);
+	gw_stop(&a);
+
+	cr_assert_eq(out.rc, 0, "the resent update was accepted once:\n%s", out.stdout_text);
+	cr_assert_eq(ra[R_POST].hits, 4, "client 0's update three times, client 1's once, not %u",
+		     ra[R_POST].hits);
+	cr_assert_eq(a.nkeys, 4);
+	cr_assert_str_eq(a.keys[0], "sim-1-0-0");
+	cr_assert_str_eq(a.keys[1], "sim-1-0-0", "the resend after the drop keeps the key");
+	cr_assert_str_eq(a.keys[2], "sim-1-0-0", "the resend after the cut keeps the key");
+	cr_assert_str_eq(a.keys[3], "sim-1-0-1", "another update, another key");
+	cr_assert_eq(a.unrouted, 0);
+	r0 = json_array_get(json_object_get(out.report, "rounds"), 0);
+	cr_assert(json_is_true(json_object_get(r0, "ok")));
+	cr_assert_eq(json_integer_value(json_object_get(r0, "updates")), 2);
+	json_decref(out.report);
+	trib_free(model);
+	trib_free(rounds);
+	trib_free(ack1);
+	trib_free(ack0);
+	trib_free(job);
+}
+
+/*
+ * With one gateway, a server that stays away is given up on: the update
+ * fails once the resends run out (every POST is dropped unanswered).
+ */
+Test(tools_sim_gateways, resends_are_bounded, .init = init_quiet, .timeout = 60)
+{
+	char *job = json_answer("200 OK", job_body);
+	char *rounds = json_answer("404 Not Found", "{\"error\":\"single node\"}");
+	struct gw_route ra[] = GW_ROUTES(job, rounds, 0, rounds, "");
+	struct fake_gw a;
+	struct sim_out out;
+	char url[64];
+
+	gw_start(&a, ra, 4);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", a.port);
+	run_sim(url, &out);
+	gw_stop(&a);
+
+	cr_assert_eq(out.rc, 1, "%s", out.stdout_text);
+	/*
+	 * The first send goes on a connection opened before: tl_client_do sends it
+	 * once more on a new one when that dies unanswered. Then 3 resends.
+	 */
+	cr_assert_eq(ra[R_POST].hits, 5, "two sends and 3 resends (SIM_RESEND_MAX), not %u",
+		     ra[R_POST].hits);
+	cr_assert_eq(a.nkeys, 5);
+	for (unsigned i = 0; i < a.nkeys; i++)
+		cr_assert_str_eq(a.keys[i], "sim-1-0-0", "POST %u", i);
+	json_decref(out.report);
+	trib_free(rounds);
+	trib_free(job);
+}
+
+/*
+ * The lone server dies while it holds client 0's update (the connection
+ * drops unanswered, twice) and refuses connections for 0.5 s while it
+ * restarts: simulate keeps sending the update, under the same key, until the
+ * restarted server answers.
+ */
+Test(tools_sim_gateways, refused_while_restarting_is_resent, .init = init_quiet, .timeout = 60)
+{
+	char *job = json_answer("200 OK", job_body);
+	char *ack0 = json_answer("202 Accepted", "{\"round\":0,\"received\":1}");
+	char *ack1 = json_answer("202 Accepted", "{\"round\":0,\"received\":2}");
+	char *rounds = json_answer("404 Not Found", "{\"error\":\"single node\"}");
+	size_t model_len;
+	char *model = model_answer(true, &model_len);
+	struct gw_route ra[] = GW_ROUTES(job, model, model_len, rounds, "", "", ack0, ack1);
+	struct fake_gw a;
+	struct sim_out out;
+	char url[64];
+
+	gw_start(&a, ra, 4);
+	atomic_store(&a.down_ms, 500);
+	atomic_store(&a.restart_after, 2);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u", a.port);
+	run_sim(url, &out);
+	gw_stop(&a);
+
+	cr_assert_eq(out.rc, 0, "the update was resent after the restart:\n%s", out.stdout_text);
+	cr_assert_eq(atomic_load(&a.restart_after), 0, "the gateway restarted");
+	cr_assert_eq(ra[R_POST].hits, 4, "client 0's update three times, client 1's once, not %u",
+		     ra[R_POST].hits);
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert_str_eq(a.keys[i], "sim-1-0-0", "POST %u", i);
+	cr_assert_str_eq(a.keys[3], "sim-1-0-1");
+	json_decref(out.report);
+	trib_free(model);
+	trib_free(rounds);
+	trib_free(ack1);
+	trib_free(ack0);
 	trib_free(job);
 }

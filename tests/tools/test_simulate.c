@@ -865,6 +865,76 @@ Test(tools_client, safetensors_update_body)
 	fake_free(&s);
 }
 
+Test(tools_client, idempotency_key_header)
+{
+	static const char *const script[] = {
+		"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}",
+		"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}",
+	};
+	struct tl_http_req req = { .method = "POST", .target = "/x", .bearer = "tok",
+				   .headers = "X-A: 1\r\n", .idempotency_key = "k-1_A~" };
+	struct tl_sim_update u = { .job = "j", .round = 3, .samples = 1, .params = 1 };
+	char long_key[TL_IDEM_KEY_MAX + 2];
+	struct tl_http_resp resp;
+	struct tl_client *c;
+	struct fake_srv s;
+	unsigned retries;
+	float x = 1.0f;
+
+	u.data = &x;
+	tl_sim_idem_key(7, 3, 2, 0, u.key, sizeof(u.key));
+	fake_start(&s, script, 2);
+	c = fake_client(&s);
+	cr_assert_eq(tl_client_do(c, &req, &resp), 0);
+	cr_assert_eq(tl_sim_post_update(c, &u, &resp, &retries), 0);
+	/* Not a key the server takes: refused before anything is sent. */
+	memset(long_key, 'k', sizeof(long_key) - 1);
+	long_key[sizeof(long_key) - 1] = '\0';
+	req.idempotency_key = long_key;
+	cr_assert_eq(tl_client_do(c, &req, &resp), -EINVAL);
+	req.idempotency_key = "";
+	cr_assert_eq(tl_client_do(c, &req, &resp), -EINVAL);
+	req.idempotency_key = "a b";
+	cr_assert_eq(tl_client_do(c, &req, &resp), -EINVAL);
+	tl_client_close(c);
+	fake_stop(&s);
+	cr_assert_eq(s.requests, 2);
+	cr_assert_not_null(strstr(s.heads[0], "\r\nIdempotency-Key: k-1_A~\r\n"), "%s",
+			   s.heads[0]);
+	cr_assert_not_null(strstr(s.heads[0], "\r\nX-A: 1\r\n"), "%s", s.heads[0]);
+	cr_assert_not_null(strstr(s.heads[1], "\r\nIdempotency-Key: sim-7-3-2\r\n"), "%s",
+			   s.heads[1]);
+	fake_free(&s);
+
+	long_key[TL_IDEM_KEY_MAX] = '\0';
+	cr_assert(tl_idem_key_valid(long_key), "64 bytes is the longest key");
+	cr_assert(!tl_idem_key_valid("caf\xc3\xa9"));
+	cr_assert(!tl_idem_key_valid("a\tb"));
+}
+
+Test(tools_simulate, idempotency_keys_are_unique_per_update)
+{
+	char a[TL_IDEM_KEY_MAX + 1], b[TL_IDEM_KEY_MAX + 1];
+
+	tl_sim_idem_key(1, 0, 0, 0, a, sizeof(a));
+	cr_assert_str_eq(a, "sim-1-0-0");
+	tl_sim_idem_key(UINT64_MAX, UINT64_MAX, UINT32_MAX, UINT8_MAX, a, sizeof(a));
+	cr_assert_str_eq(a, "sim-18446744073709551615-18446744073709551615-4294967295-r255");
+	cr_assert(tl_idem_key_valid(a), "the longest key fits");
+	/* Seed, round, client and resend each make another key. */
+	tl_sim_idem_key(1, 2, 3, 0, a, sizeof(a));
+	tl_sim_idem_key(1, 2, 3, 0, b, sizeof(b));
+	cr_assert_str_eq(a, b, "the same update, the same key");
+	tl_sim_idem_key(1, 2, 3, 1, b, sizeof(b));
+	cr_assert_str_eq(b, "sim-1-2-3-r1");
+	tl_sim_idem_key(1, 23, 0, 0, b, sizeof(b));
+	cr_assert_str_neq(a, b);
+	tl_sim_idem_key(12, 3, 0, 0, b, sizeof(b));
+	cr_assert_str_neq(a, b);
+	tl_sim_idem_key(2, 2, 3, 0, b, sizeof(b));
+	cr_assert_str_neq(a, b);
+}
+
 Test(tools_simulate, job_ensure_creates_missing_job)
 {
 	static const char *const script[] = {
