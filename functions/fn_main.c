@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -650,6 +651,14 @@ static void state_fini(struct fn_state *st)
 	shm_arena_destroy(st->arena);
 }
 
+/* The runtime's end of the control channel is closed: it died (or closed us, the same). */
+static bool runtime_gone(void)
+{
+	struct pollfd p = { .fd = FN_CHANNEL_FD, .events = POLLRDHUP };
+
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLNVAL));
+}
+
 int main(int argc, char **argv)
 {
 	struct fn_state st;
@@ -663,6 +672,14 @@ int main(int argc, char **argv)
 	trib_log_init("fn");
 	/* The runtime owns our lifetime; a closed channel, not a signal, is the normal end. */
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * A killed runtime's functions must not outlive it: the next runtime
+	 * recovers the arena file, which no old process may still write. If it
+	 * died before the prctl, its end of our channel is closed already (not
+	 * getppid() == 1: in a container the runtime may be pid 1 itself).
+	 */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || runtime_gone())
+		return 1;
 	for (;;) {
 		struct pollfd p[2] = {
 			{ .fd = FN_CHANNEL_FD, .events = POLLIN },

@@ -33,7 +33,8 @@ static void usage(FILE *f)
 		"  help       this text\n"
 		"\n"
 		"tributary up [--listen HOST:PORT] [--data-dir DIR] [--admin-token-file FILE]\n"
-		"             [--arena-mb N] [--no-huge] [--port-file FILE]\n"
+		"             [--arena-mb N] [--no-huge] [--arena-path FILE] [--fresh]\n"
+		"             [--port-file FILE]\n"
 		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
 		"             [--max-connections N] [--metrics-jobs]\n"
@@ -43,7 +44,14 @@ static void usage(FILE *f)
 		"  --admin-token-file F   the admin token (default DIR/admin-token, made at first "
 		"start)\n"
 		"  --arena-mb N           size of the shared update arena in MiB (default 1024)\n"
-		"  --no-huge              do not use 2 MiB huge pages for the arena\n"
+		"  --no-huge              keep the arena file in /dev/shm on normal pages, not on\n"
+		"                         2 MiB huge pages (it still outlives a crash)\n"
+		"  --arena-path FILE      the arena file (default /dev/hugepages/tributary-HASH.arena,\n"
+		"                         HASH from the data dir; /dev/shm when there are no huge\n"
+		"                         pages); it keeps acknowledged updates of open rounds\n"
+		"                         across a crash or a stop\n"
+		"  --fresh                start with an empty arena: updates an old arena file kept\n"
+		"                         are dropped (the file is removed, logged)\n"
 		"  --port-file FILE       write the bound port to FILE once listening\n"
 		"  --dataplane MODE       shm+bpf (default where eBPF loads; else shm+unix, logged),\n"
 		"                         shm+unix, or tcp (a copying baseline to measure against)\n"
@@ -60,7 +68,9 @@ static void usage(FILE *f)
 		"                         (default 80%% of the open-file limit, at most 65536)\n"
 		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the\n"
 		"                         admin token; else a job is its number, job_id=\"N\")\n"
-		"\n"
+		"\n");
+	/* Two strings: C11 promises literals of 4095 characters, not more. */
+	fprintf(f,
 		"tributary node --controller tcp://HOST:PORT --node-name NAME\n"
 		"               [--peer-listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT]\n"
 		"               [all options of up]\n"
@@ -137,6 +147,8 @@ static const struct option up_lopts[] = {
 	{ "admin-token-file", required_argument, NULL, 'a' },
 	{ "arena-mb", required_argument, NULL, 'm' },
 	{ "no-huge", no_argument, NULL, 'H' },
+	{ "arena-path", required_argument, NULL, 'R' },
+	{ "fresh", no_argument, NULL, 'F' },
 	{ "metrics-jobs", no_argument, NULL, 'J' },
 	{ "port-file", required_argument, NULL, 'p' },
 	{ "dataplane", required_argument, NULL, 'D' },
@@ -224,6 +236,12 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 		return 0;
 	case 'H':
 		o->no_huge = true;
+		return 0;
+	case 'R':
+		o->arena_path = arg;
+		return 0;
+	case 'F':
+		o->fresh = true;
 		return 0;
 	case 'p':
 		o->port_file = arg;

@@ -305,6 +305,9 @@ int rt_up_run(const struct rt_node_opts *opts)
 		if (err)
 			trib_error("gateway: %s", strerror(-err));
 	}
+	/* Functions it starts must be watched: after the loop is open, before it serves. */
+	if (!err && !o.controller)
+		err = rt_node_recover(up.node);
 	if (!err)
 		rt_loop_run(up.loop);
 	/* A stop never leaves an acknowledged update unsaved without saying so, loudly. */

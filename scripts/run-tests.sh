@@ -16,10 +16,45 @@ echo "===== scripts/check-layers ====="
 "$here/check-layers"
 layers_rc=$?
 
+# Arena files (tributary-*.arena) and the 2 MiB pool before the suites: a file the tests leave
+# behind fails the run, by name. The pool numbers are logged, not compared: on a machine shared
+# with other servers they move by themselves, and the file list is what does not depend on them.
+arena_files() {
+	ls -1 /dev/hugepages/tributary-*.arena /dev/shm/tributary-*.arena 2>/dev/null | sort
+}
+hugepages() {
+	local d=/sys/kernel/mm/hugepages/hugepages-2048kB
+	[ -r $d/nr_hugepages ] && echo "nr $(cat $d/nr_hugepages) free $(cat $d/free_hugepages)"
+}
+arenas_before=$(arena_files)
+huge_before=$(hugepages)
+
 # The end-to-end scenarios start their servers on free ports in private dirs: 2 at a time is safe.
 rm -f "$build/meson-logs/testlog.json"  # a stale log must not give the total
 meson test -C "$build" --print-errorlogs -v --num-processes 2
 rc=$?
+
+arenas_after=$(arena_files)
+huge_after=$(hugepages)
+echo "HugePages (2 MiB) before: ${huge_before:-n/a}; after: ${huge_after:-n/a}"
+arena_leaks=
+for f in $(comm -13 <(echo "$arenas_before") <(echo "$arenas_after")); do
+	# Locked: a live server holds it (another run on a shared machine, e.g. a soak); ours
+	# have all stopped by now. A file nobody holds is one a test left behind.
+	[ -e "$f" ] || continue  # flock(1) would create it
+	flock -n -E 99 "$f" true 2>/dev/null
+	if [ $? -eq 99 ]; then
+		echo "arena file $f: new, but held by a live process (not this run's): ignored"
+		continue
+	fi
+	arena_leaks="$arena_leaks$f"$'\n'
+done
+arena_leaks=$(echo -n "$arena_leaks" | sed '/^$/d')
+if [ -n "$arena_leaks" ]; then
+	echo "arena files the tests left behind (a leak of their pages):"
+	echo "$arena_leaks" | sed 's/^/  /'
+	rc=1
+fi
 
 # The total: a Criterion executable counts the tests its "[====] Synthesis:" line reports; any
 # other meson test (an e2e scenario, a layers case) counts as one. CI reads the last line.
@@ -97,4 +132,5 @@ print('%d passed, %d failed' % (passed + o_pass + (layers_rc == 0),
                                 failed + o_fail + (layers_rc != 0)))
 sys.exit(1 if failed or o_fail or layers_rc else 0)
 EOF
+[ -n "$arena_leaks" ] && echo "failed: arena files left behind (see above)"
 exit $rc

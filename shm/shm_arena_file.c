@@ -72,12 +72,23 @@ static int mount_hugetlbfs(const char *dir, char *why, size_t why_len)
 	return 0;
 }
 
+int shm_arena_file_name(const char *dir, const char *data_dir, char *path, size_t len)
+{
+	char real[PATH_MAX];
+	int n;
+
+	if (!realpath(data_dir, real))
+		return -errno;
+	n = snprintf(path, len, "%s/" ARENA_PREFIX "%016llx" ARENA_SUFFIX, dir,
+		     (unsigned long long)fnv1a64(real));
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 int shm_arena__default_path_in(const char *huge_dir, const char *shm_dir, const char *data_dir,
 			       char *path, size_t len)
 {
 	char real[PATH_MAX], why[PATH_MAX + 128];
 	const char *dir = huge_dir;
-	int n;
 
 	if (!realpath(data_dir, real))
 		return -errno;
@@ -87,9 +98,7 @@ int shm_arena__default_path_in(const char *huge_dir, const char *shm_dir, const 
 		trib_warn("arena: the arena file goes to %s on normal pages, not huge pages: %s",
 			  shm_dir, why);
 	}
-	n = snprintf(path, len, "%s/" ARENA_PREFIX "%016llx" ARENA_SUFFIX, dir,
-		     (unsigned long long)fnv1a64(real));
-	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+	return shm_arena_file_name(dir, real, path, len);
 }
 
 int shm_arena_default_path(const char *data_dir, char *path, size_t len)

@@ -52,6 +52,13 @@
  */
 int shm_arena_default_path(const char *data_dir, char *path, size_t len);
 
+/*
+ * The same name in directory @dir, with no mount and no warning (for a caller
+ * that chose the directory itself, e.g. normal pages in SHM_ARENA_SHM_DIR).
+ * Returns 0, -ENAMETOOLONG, or the -errno of realpath(@data_dir).
+ */
+int shm_arena_file_name(const char *dir, const char *data_dir, char *path, size_t len);
+
 /* What shm_arena_file_create() and shm_arena_file_open() need; the strings are borrowed. */
 struct shm_arena_file_opts {
 	const char *path;     /* the arena file */

@@ -311,6 +311,11 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	    "tributary_functions_replaced_total %llu\n",
 	    (unsigned long long)m->fn_reused, (unsigned long long)m->fn_retired,
 	    (unsigned long long)m->recoveries);
+	OUT("# HELP tributary_updates_recovered_total Updates answered 202 before a crash or a "
+	    "stop, put back into their open rounds from the arena file at start.\n"
+	    "# TYPE tributary_updates_recovered_total counter\n"
+	    "tributary_updates_recovered_total %llu\n",
+	    (unsigned long long)m->updates_recovered);
 	OUT("# HELP tributary_fn_cold_start_seconds Spawn to ready to fold (config applied, arena "
 	    "mapped); quantiles over the last 256.\n# TYPE tributary_fn_cold_start_seconds "
 	    "summary\n"

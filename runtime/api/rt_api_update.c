@@ -10,6 +10,7 @@
 #include "fn_dequant.h"
 #include "fn_fold.h"
 #include "shm_arena.h"
+#include "shm_journal.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_parse.h"
@@ -184,10 +185,11 @@ static void on_update_body(struct rt_conn *c)
 	uint64_t segs_off = R(c)->slot_off + ((c->body_len + 63) & ~63ull);
 	struct shm_seg *segs = shm_arena_ptr(n->arena, segs_off);
 	uint32_t nsegs;
-	uint32_t seq = 0, accepted_round;
+	uint32_t seq = 0;
 	/* The weight it will be folded with: bounds its values (FN_FOLD_TERM_MAX). */
 	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : R(c)->weight;
-	char msg[400];
+	char msg[400], ans[SHM_REC_BODY_MAX + 1];
+	size_t ans_len = 0;
 	int err;
 
 	if (!R(c)->safetensors) {
@@ -212,8 +214,16 @@ static void on_update_body(struct rt_conn *c)
 		API(c)->cluster.update(API(c)->cluster.ctx, c, segs_off, nsegs);
 		return;
 	}
-	accepted_round = j->round;
-	err = rt_job_accept(n, j, R(c)->round, R(c)->slot_off, segs_off, nsegs, R(c)->weight, &seq);
+	{
+		struct rt_update_in u = {
+			.slot_off = R(c)->slot_off, .segs_off = segs_off, .nsegs = nsegs,
+			.weight = R(c)->weight, .key = c->req.idempotency_key,
+			.key_len = strlen(c->req.idempotency_key),
+		};
+
+		err = rt_job_accept_journaled(n, j, R(c)->round, &u, &seq, ans, sizeof(ans),
+					      &ans_len);
+	}
 	if (err == -ESTALE) {
 		snprintf(msg, sizeof(msg), "round %u closed (or grew too stale) while the update "
 			 "was arriving; the job is at round %u", R(c)->round, j->round);
@@ -233,16 +243,44 @@ static void on_update_body(struct rt_conn *c)
 			      "Retry-After: 5\r\n");
 		return;
 	}
-	/* The slot is the tree's now. */
+	/* The slot is the tree's now, and the update's record is committed: 202. */
 	R(c)->slot_off = UINT64_MAX;
 	n->m.bytes_received += c->body_len;
-	{
-		char buf[96];
-		int len = snprintf(buf, sizeof(buf), "{\"round\":%u,\"received\":%u}",
-				   j->algo.async ? accepted_round : R(c)->round, seq + 1);
+	rt_conn_respond(c, 202, "application/json", ans, ans_len, NULL);
+}
 
-		rt_conn_respond(c, 202, "application/json", buf, (size_t)len, NULL);
+/*
+ * Idempotency-Key: absent (false), or 1..64 visible ASCII characters; else
+ * a 400 answered (true). A key the job's round has seen answers that first
+ * answer again, and the new body is never read (true).
+ */
+static bool idempotent_answered(struct rt_conn *c, struct rt_job *j, uint32_t round)
+{
+	const char *key = c->req.idempotency_key;
+	size_t len = strlen(key);
+	char body[SHM_REC_BODY_MAX + 1];
+	size_t blen = 0;
+	int status = 0;
+
+	if (!c->req.has_idempotency_key)
+		return false;
+	for (size_t i = 0; i < len && len <= SHM_REC_KEY_MAX; i++) {
+		if (key[i] < 0x21 || key[i] > 0x7e) {
+			len = 0;
+			break;
+		}
 	}
+	if (len == 0 || len > SHM_REC_KEY_MAX) {
+		rt__api_reject(c, RT_REJ_MALFORMED, 400,
+			       "Idempotency-Key: 1 to 64 visible ASCII characters (no spaces)", -1,
+			       NULL);
+		return true;
+	}
+	if (rt_job_idem_find(N(c), j, round, key, len, &status, body, sizeof(body), &blen))
+		return false;
+	/* Counted once: this is the first request's answer, not a new update. */
+	rt_conn_respond(c, status, "application/json", body, blen, NULL);
+	return true;
 }
 
 /* The update's round (FedBuff: the version it trained from) may come in; else a 409 answered. */
@@ -306,6 +344,9 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);
 		return;
 	}
+	/* A resend of an update already answered: before the round check (it may have closed). */
+	if (idempotent_answered(c, j, (uint32_t)round))
+		return;
 	if (!round_ok(c, j, round))
 		return;
 	if (!c->req.has_content_length || c->req.chunked) {

@@ -23,6 +23,7 @@ enum hdr_id {
 	HDR_X_ROUND,
 	HDR_X_SAMPLES,
 	HDR_EXPECT,
+	HDR_IDEMPOTENCY_KEY,
 	HDR_CONTENT_LENGTH,
 	HDR_TRANSFER_ENCODING,
 	HDR_COUNT,
@@ -34,6 +35,7 @@ static const char *const hdr_names[HDR_COUNT] = {
 	[HDR_X_ROUND] = "x-tributary-round",
 	[HDR_X_SAMPLES] = "x-tributary-samples",
 	[HDR_EXPECT] = "expect",
+	[HDR_IDEMPOTENCY_KEY] = "idempotency-key",
 	[HDR_CONTENT_LENGTH] = "content-length",
 	[HDR_TRANSFER_ENCODING] = "transfer-encoding",
 };
@@ -165,6 +167,12 @@ static int begin_value(struct head_ctx *c)
 	case HDR_EXPECT:
 		c->dst = r->expect;
 		c->dst_cap = sizeof(r->expect);
+		break;
+	case HDR_IDEMPOTENCY_KEY:
+		/* Checked by whoever uses it (1..64 visible ASCII): present even when empty. */
+		r->has_idempotency_key = true;
+		c->dst = r->idempotency_key;
+		c->dst_cap = sizeof(r->idempotency_key);
 		break;
 	case HDR_CONTENT_LENGTH:
 		c->dst = c->content_length;

@@ -31,6 +31,10 @@ struct rt_http_req {
 	char x_samples[32]; /* X-Tributary-Samples */
 	bool has_x_samples; /* X-Tributary-Samples was sent, even empty (then it is a 400) */
 	char expect[32];
+	/* Idempotency-Key (draft-ietf-httpapi-idempotency-key-header), unchecked; room for a
+	 * too-long one, so that the API can say what is wrong with it */
+	char idempotency_key[256];
+	bool has_idempotency_key;
 	unsigned http_minor; /* HTTP/1.x; other major versions are refused */
 };
 

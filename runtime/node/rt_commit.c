@@ -156,6 +156,8 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 		  j->name, r->round, d->count, d->weight, secs, j->completed,
 		  r->recoveries ? " (after replacing failed functions)" : "");
 	j->inflight = r->next;
+	/* The model is durable: the round's records go, then its slots. */
+	rt__journal_round_done(n, j, r->round);
 	/* Committed: the partials, accumulators and leftovers go back to the arena. */
 	rt__round_free(n, r, true);
 	if (n->hooks.model_ready)

@@ -115,23 +115,18 @@ int rt_node_open(struct rt_node **out, const struct rt_node_opts *opts, const ch
 	}
 	/* Before anything is written: what killed writes left behind goes (logged per job). */
 	trib_store_sweep(n->opts.data_dir, NULL);
+	/* Before SQLite: a second server on this data dir is refused before it touches it. */
+	err = rt__arena_open(n);
+	if (err)
+		goto err_free;
 	err = ctl_store_open(db_path, &n->store);
 	if (err) {
 		trib_error("state %s: %s", db_path, strerror(-err));
-		goto err_free;
+		goto err_close_arena;
 	}
-	err = shm_arena_create(n->opts.arena_bytes, n->opts.no_huge ? SHM_ARENA_NO_HUGE : 0,
-			       &n->arena);
-	if (err) {
-		trib_error("arena of %llu MiB: %s", (unsigned long long)(n->opts.arena_bytes >> 20),
-			   strerror(-err));
-		goto err_close_store;
-	}
-	trib_info("arena: %zu MiB on %s pages", shm_arena_size(n->arena) >> 20,
-		  shm_arena_is_huge(n->arena) ? "2 MiB huge" : "normal 4 KiB");
 	err = dataplane_setup(n);
 	if (err)
-		goto err_destroy_arena;
+		goto err_close_store;
 	err = rt_fnset_init(&n->fns, n->opts.fn_path, shm_arena_fd(n->arena), n->dataplane,
 			    n->route, n->gw_pair[0]);
 	if (err)
@@ -141,11 +136,12 @@ int rt_node_open(struct rt_node **out, const struct rt_node_opts *opts, const ch
 
 err_dataplane:
 	dataplane_teardown(n);
-err_destroy_arena:
-	shm_arena_destroy(n->arena);
 err_close_store:
 	ctl_store_close(n->store);
+err_close_arena:
+	rt__arena_close(n);
 err_free:
+	trib_free(n->recovered);
 	trib_free(n);
 	return err;
 }
@@ -163,14 +159,20 @@ void rt_node_close(struct rt_node *n)
 		rt__job_free(j);
 	}
 	dataplane_teardown(n);
-	shm_arena_destroy(n->arena);
+	rt__arena_close(n);
 	ctl_store_close(n->store);
+	trib_free(n->recovered);
 	trib_free(n);
 }
 
 int rt_node_jobs_load(struct rt_node *n)
 {
 	return rt__jobs_load(n);
+}
+
+int rt_node_recover(struct rt_node *n)
+{
+	return rt__journal_refeed(n);
 }
 
 bool rt_node_rounds_in_flight(const struct rt_node *n)

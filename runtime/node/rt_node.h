@@ -19,6 +19,7 @@ struct ctl_store;
 struct shm_arena;
 struct shm_desc;
 struct rt_round; /* one round's aggregation tree: private to node/ (rt_node_priv.h) */
+struct rt_recovered; /* a record kept in the arena file (rt_journal.c) */
 
 struct rt_node_opts {
 	const char *listen_host;      /* default "127.0.0.1" */
@@ -28,7 +29,9 @@ struct rt_node_opts {
 	const char *fn_path;          /* tributary-fn; default: beside this executable */
 	const char *port_file;        /* if set, the bound port is written there once listening */
 	uint64_t arena_bytes;         /* default 1 GiB */
-	bool no_huge;                 /* never use 2 MiB pages */
+	bool no_huge;                 /* the arena file on normal pages, in /dev/shm */
+	const char *arena_path;       /* the arena file; NULL: derived from data_dir */
+	bool fresh;                   /* start with an empty arena (an old file is removed) */
 	bool metrics_jobs;            /* unauthenticated /metrics may name jobs (--metrics-jobs) */
 	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
@@ -128,6 +131,7 @@ struct rt_metrics {
 	uint64_t fn_reused;       /* configs given to a warm function */
 	uint64_t fn_retired;      /* warm functions told to exit after --warm-s idle */
 	uint64_t recoveries;      /* functions replaced mid-round */
+	uint64_t updates_recovered; /* updates of open rounds put back from the arena file */
 	uint64_t cold_n;          /* spawn -> READY */
 	double cold_sum_s, cold_max_s;
 	uint64_t warm_n;          /* config to a warm function -> READY */
@@ -194,6 +198,9 @@ struct rt_node {
 	uint32_t nhist;
 	char admin_token[80];
 	struct shm_arena *arena;
+	bool arena_reattached;     /* the arena file existed: recovery runs after the jobs load */
+	struct rt_recovered *recovered; /* its kept records, until the jobs load (owned) */
+	uint32_t nrecovered, caprecovered;
 	struct rt_fnset *fns;
 	struct ctl_store *store;
 	struct rt_job *jobs;
@@ -217,6 +224,12 @@ int rt_node_open(struct rt_node **out, const struct rt_node_opts *opts, const ch
 void rt_node_close(struct rt_node *n);
 /* Load the jobs the store knows (`up` after a restart). 0 or -errno. */
 int rt_node_jobs_load(struct rt_node *n);
+/*
+ * Once the jobs are loaded and functions' channels can be watched (the
+ * wiring's loop is open): put the updates the arena file kept back into
+ * their open rounds; full ones close and finish. 0 or -errno (logged).
+ */
+int rt_node_recover(struct rt_node *n);
 /* Full rounds whose model is not written yet: every update in them was answered 202. */
 bool rt_node_rounds_in_flight(const struct rt_node *n);
 /*
@@ -249,6 +262,30 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
  */
 int rt_job_accept(struct rt_node *n, struct rt_job *job, uint32_t round, uint64_t slot_off,
 		  uint64_t segs_off, uint32_t nsegs, double weight, uint32_t *seq);
+/* An update received into an arena slot, and its Idempotency-Key (may be empty). */
+struct rt_update_in {
+	uint64_t slot_off, segs_off;
+	uint32_t nsegs;
+	double weight;
+	const char *key;
+	size_t key_len;
+};
+/*
+ * rt_job_accept, durable: the update's record (with @u's key and the 202's
+ * body, written into @body) is committed in the arena file's journal before
+ * the update goes into the tree, so the caller may answer 202 with @body on
+ * 0. Errors as rt_job_accept; -ENOSPC also when the journal is full.
+ */
+int rt_job_accept_journaled(struct rt_node *n, struct rt_job *job, uint32_t round,
+			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
+			    size_t *body_len);
+/*
+ * The answer already given to the update of @job with Idempotency-Key @key
+ * (for @round: the request's; FedBuff looks in every version in flight):
+ * *status and @body. 0, or -ENOENT.
+ */
+int rt_job_idem_find(struct rt_node *n, struct rt_job *job, uint32_t round, const char *key,
+		     size_t key_len, int *status, char *body, size_t cap, size_t *body_len);
 /*
  * The arena could not take an update for @job: cut the leaf taking updates
  * to what it has, so that its partial is made and its updates' slots come

@@ -24,10 +24,12 @@ struct rt_leaf {
 	uint32_t sent;           /* updates sent to it */
 	struct shm_desc *ups;    /* those updates, for a refold (owned, expected entries) */
 	bool done;               /* its partial exists (DONE seen): the updates' slots are freed */
+	bool ups_kept;           /* ... unless no record covers them: then at the round's end */
 	bool has_partial;        /* partial (and, in tcp, its bytes) known to the runtime */
 	struct shm_desc partial; /* that partial */
 	float *partial_payload;  /* tcp: its bytes, kept for a refold at a new top (owned) */
 	uint32_t routed_to;      /* the parent the partial was last delivered to (0: none) */
+	uint32_t seq0;           /* the seq of its first update (its updates' seqs are a run) */
 };
 
 /* A third-level aggregator: folds the partials of one group of leaves, hands a partial up. */
@@ -38,6 +40,7 @@ struct rt_mid {
 	uint32_t nleaves;        /* leaves of its group started so far */
 	bool final;              /* its group is complete (told by FLUSH or config) */
 	bool done;               /* its partial exists */
+	bool covered;            /* ... and its PARTIAL record covers its leaves' records */
 	bool has_partial;
 	struct shm_desc partial;
 	float *partial_payload;  /* tcp: its bytes (owned) */
@@ -89,6 +92,17 @@ struct rt_round {
 
 /* Each returns 0 or -errno where it returns int; the file that defines it says more. */
 
+/* rt_arena.c */
+int rt__arena_open(struct rt_node *n);
+void rt__arena_close(struct rt_node *n);
+
+/* rt_journal.c */
+int rt__journal_partial(struct rt_node *n, struct rt_round *r, uint32_t seq0,
+			const struct shm_desc *d, uint64_t slot);
+void rt__journal_round_done(struct rt_node *n, struct rt_job *j, uint32_t round);
+int rt__journal_collect(struct rt_node *n);
+int rt__journal_refeed(struct rt_node *n);
+
 /* rt_job.c */
 void rt__job_free(struct rt_job *j);
 struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version);
@@ -127,6 +141,23 @@ void rt__opt_state_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r
 
 /* rt_round.c */
 void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline);
+/* An update for the open round (or FedBuff version) of @j, as rt_job_accept takes it. */
+struct rt_accept_in {
+	uint64_t slot_off, segs_off;
+	uint32_t nsegs;
+	double weight;
+	float fold_scale; /* FedBuff staleness factor (0 = 1) */
+};
+/* Whether an update for @round may go into the open round; FedBuff: its *fold_scale. */
+int rt__accept_where(const struct rt_job *j, uint32_t round, float *fold_scale);
+/* rt_job_accept once the round is checked: into j->open (opened if needed). */
+int rt__accept_at(struct rt_node *n, struct rt_job *j, const struct rt_accept_in *in,
+		  uint32_t *seq);
+/* The seq the next accepted update gets. */
+uint32_t rt__next_seq(const struct rt_job *j);
+/* A leaf whose partial exists already (recovered from the arena file): j->open's next leaf. */
+int rt__leaf_recovered(struct rt_node *n, struct rt_job *j, const struct shm_desc *partial,
+		       uint32_t first_seq);
 
 /* rt_commit.c */
 void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j);

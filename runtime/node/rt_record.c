@@ -45,6 +45,7 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 	}
 	if (fn->cfg.role == FN_ROLE_MID) {
 		struct rt_mid *m;
+		bool keep;
 
 		if (fn->node >= r->nmids || r->mids[fn->node].fn != fn->id ||
 		    r->mids[fn->node].done)
@@ -56,9 +57,15 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 			m->partial.kind = SHM_DESC_PARTIAL;
 			m->has_partial = true;
 		}
-		/* Its leaves' partials are inside its own now: their slots go back. */
+		/*
+		 * Its leaves' partials are inside its own now: once its record
+		 * covers theirs (the slot rule), their slots go back.
+		 */
+		keep = fn->node * r->group < r->started &&
+		       rt__journal_partial(n, r, r->leaves[fn->node * r->group].seq0, d, m->acc);
+		m->covered = !keep;
 		for (uint32_t i = fn->node * r->group;
-		     i < r->started && i < (fn->node + 1) * r->group; i++) {
+		     !keep && i < r->started && i < (fn->node + 1) * r->group; i++) {
 			if (r->leaves[i].acc) {
 				shm_slot_free(n->arena, r->leaves[i].acc);
 				r->leaves[i].acc = 0;
@@ -79,8 +86,19 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 			l->partial.kind = SHM_DESC_PARTIAL;
 			l->has_partial = true;
 		}
-		/* The updates are inside a partial that outlives any function: free their slots. */
-		for (uint32_t k = 0; k < l->sent; k++)
+		/*
+		 * The updates are inside a partial that outlives any function: once
+		 * the partial's record covers theirs (the slot rule), their slots go
+		 * back. A mid whose record is committed already covers them (the
+		 * leaf's partial is then folded, and freed, with it). In tcp the
+		 * partial is not in the arena: the updates stay until the round is
+		 * stored (rt__round_free).
+		 */
+		if (!l->ups_kept &&
+		    (r->group && r->mids[fn->node / r->group].covered ? 0 :
+		     rt__journal_partial(n, r, l->seq0, d, l->acc)))
+			l->ups_kept = true;
+		for (uint32_t k = 0; !l->ups_kept && k < l->sent; k++)
 			shm_slot_free(n->arena, l->ups[k].slot_off);
 		/* If its parent was replaced since the partial went out, it goes again. */
 		rt__out_ensure(n, l->has_partial, &l->partial, l->partial_payload, &l->routed_to,

@@ -135,21 +135,12 @@ static bool leaf_should_split(struct rt_node *n, struct rt_round *r, struct rt_l
 	return true;
 }
 
-/* The leaf that takes the next update: the current one, or a new one. */
-static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r,
-			 struct rt_leaf **out)
+/* Room for leaf r->started (and its group's mid, started): *i; the entry is zeroed. */
+static int leaf_new(struct rt_node *n, struct rt_round *r, uint32_t *ip)
 {
-	struct rt_leaf *l = r->started ? &r->leaves[r->cur] : NULL;
-	uint32_t i;
+	uint32_t i = r->started;
 	int err;
 
-	if (l && l->sent < l->expected && !leaf_should_split(n, r, l)) {
-		*out = l;
-		return 0;
-	}
-	if (l && l->sent < l->expected)
-		leaf_cut(n, l);
-	i = r->started;
 	if (i == r->capleaves) {
 		uint32_t ncap = r->capleaves * 2;
 		struct rt_leaf *nl = trib_realloc(r->leaves, ncap * sizeof(*nl));
@@ -181,8 +172,40 @@ static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r
 			return err;
 		r->nmids = g + 1;
 	}
+	memset(&r->leaves[i], 0, sizeof(r->leaves[i]));
+	*ip = i;
+	return 0;
+}
+
+/* Leaf @i (from leaf_new) is in the tree now. */
+static void leaf_added(struct rt_round *r, uint32_t i)
+{
+	r->started = i + 1;
+	if (r->group)
+		r->mids[i / r->group].nleaves++;
+	if (r->started > r->nleaves)
+		r->nleaves = r->started;
+	r->cur = i;
+}
+
+/* The leaf that takes the next update: the current one, or a new one. */
+static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r,
+			 struct rt_leaf **out)
+{
+	struct rt_leaf *l = r->started ? &r->leaves[r->cur] : NULL;
+	uint32_t i;
+	int err;
+
+	if (l && l->sent < l->expected && !leaf_should_split(n, r, l)) {
+		*out = l;
+		return 0;
+	}
+	if (l && l->sent < l->expected)
+		leaf_cut(n, l);
+	err = leaf_new(n, r, &i);
+	if (err)
+		return err;
 	l = &r->leaves[i];
-	memset(l, 0, sizeof(*l));
 	{
 		/* Even blocks over the leaves still planned: they differ by at most one. */
 		uint32_t left = j->cpr - r->received;
@@ -202,13 +225,46 @@ static int leaf_for_next(struct rt_node *n, struct rt_job *j, struct rt_round *r
 		memset(l, 0, sizeof(*l));
 		return err;
 	}
-	r->started = i + 1;
-	if (r->group)
-		r->mids[i / r->group].nleaves++;
-	if (r->started > r->nleaves)
-		r->nleaves = r->started;
-	r->cur = i;
+	leaf_added(r, i);
 	*out = l;
+	return 0;
+}
+
+int rt__leaf_recovered(struct rt_node *n, struct rt_job *j, const struct shm_desc *partial,
+		       uint32_t first_seq)
+{
+	struct rt_round *r = j->open;
+	struct rt_leaf *l;
+	uint32_t i;
+	int err;
+
+	if (!r) {
+		r = round_open(n, j, &err);
+		if (!r)
+			return err;
+	}
+	if (r->started && r->leaves[r->cur].sent < r->leaves[r->cur].expected)
+		leaf_cut(n, &r->leaves[r->cur]);
+	err = leaf_new(n, r, &i);
+	if (err)
+		return err;
+	/* No function: its partial exists already; the slot is freed when its parent's is made. */
+	l = &r->leaves[i];
+	l->expected = l->sent = partial->count;
+	l->done = l->has_partial = true;
+	l->partial = *partial;
+	l->partial.job = j->id;
+	l->partial.round = r->round;
+	l->partial.seq = r->group ? i % r->group : i; /* its place among its parent's children */
+	l->acc = partial->slot_off;
+	l->seq0 = first_seq;
+	leaf_added(r, i);
+	r->received += partial->count;
+	j->accepted_total += partial->count;
+	n->m.accepted += partial->count;
+	rt__out_ensure(n, true, &l->partial, NULL, &l->routed_to, rt__leaf_parent(r, i));
+	if (r->received == j->cpr)
+		rt__round_close(n, j, r, false);
 	return 0;
 }
 
@@ -227,24 +283,18 @@ void rt_job_relieve(struct rt_node *n, struct rt_job *j)
 	leaf_cut(n, l);
 }
 
-int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t slot_off,
-		  uint64_t segs_off, uint32_t nsegs, double weight, uint32_t *seq)
+int rt__accept_at(struct rt_node *n, struct rt_job *j, const struct rt_accept_in *in,
+		  uint32_t *seq)
 {
 	struct rt_round *r = j->open;
 	struct rt_leaf *l;
 	struct shm_desc d;
-	float fold_scale = 0;
-	uint32_t s;
+	uint32_t round = j->round, s, nsegs = in->nsegs;
+	uint64_t slot_off = in->slot_off, segs_off = in->segs_off;
+	double weight = in->weight;
+	float fold_scale = in->fold_scale;
 	int err;
 
-	if (j->algo.async) {
-		/* FedBuff: @round is the version the update was trained from. */
-		if (fn_fedbuff_fold_scale(j->round, round, j->algo.max_staleness, &fold_scale))
-			return -ESTALE;
-		round = j->round;
-	} else if (round != j->round) {
-		return -ESTALE;
-	}
 	if (!r) {
 		r = round_open(n, j, &err);
 		if (!r)
@@ -289,6 +339,8 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	d.seq = s;
 	d.fold_scale = fold_scale;
 	l->ups[l->sent] = d;
+	if (!l->sent)
+		l->seq0 = s;
 	err = rt__leaf_send(n, r, l, l->sent);
 	if (err)
 		return err;
@@ -300,6 +352,31 @@ int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t 
 	if (r->received == (n->clustered ? j->xtarget : j->cpr))
 		rt__round_close(n, j, r, false);
 	return 0;
+}
+
+int rt__accept_where(const struct rt_job *j, uint32_t round, float *fold_scale)
+{
+	*fold_scale = 0;
+	/* FedBuff: @round is the version the update was trained from. */
+	if (j->algo.async)
+		return fn_fedbuff_fold_scale(j->round, round, j->algo.max_staleness, fold_scale) ?
+			       -ESTALE : 0;
+	return round != j->round ? -ESTALE : 0;
+}
+
+int rt_job_accept(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t slot_off,
+		  uint64_t segs_off, uint32_t nsegs, double weight, uint32_t *seq)
+{
+	struct rt_accept_in in = { .slot_off = slot_off, .segs_off = segs_off, .nsegs = nsegs,
+				   .weight = weight };
+	int err = rt__accept_where(j, round, &in.fold_scale);
+
+	return err ? err : rt__accept_at(n, j, &in, seq);
+}
+
+uint32_t rt__next_seq(const struct rt_job *j)
+{
+	return j->open ? j->open->received : 0;
 }
 
 /* --- a cluster's node (rt_agent.c) --- */

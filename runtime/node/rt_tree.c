@@ -358,7 +358,7 @@ void rt__round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 		if (free_slots) {
 			if (l->acc)
 				shm_slot_free(n->arena, l->acc);
-			if (!l->done)
+			if (!l->done || l->ups_kept)
 				for (uint32_t k = 0; k < l->sent; k++)
 					shm_slot_free(n->arena, l->ups[k].slot_off);
 		}

@@ -50,8 +50,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, '..', '..', 'scripts'))
 import netns_cluster  # noqa: E402
-from e2e_common import (BIN, SANITIZER_MARKS, Failure, check, log, main,  # noqa: E402
-                        parse_metrics, st_decode)
+from e2e_common import (BIN, SANITIZER_MARKS, Failure, arena_files_in, check, log,  # noqa: E402
+                        main, parse_metrics, remove_arena_files, st_decode)
 
 SKIP = 77
 PARAMS = 20000
@@ -522,6 +522,14 @@ def scenario():
     finally:
         for p in procs:
             p.close()
+        # Nodes killed with kill -9 leave their arena files (their data dirs go below).
+        logs = []
+        for p in procs:
+            try:
+                logs.append(p.log_text())
+            except OSError:
+                pass
+        remove_arena_files(arena_files_in(logs))
         net.down()
         shutil.rmtree(tmp, ignore_errors=True)
 

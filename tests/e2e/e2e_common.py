@@ -15,6 +15,7 @@ main(fn) so that a failure becomes exit status 1 with a readable message.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -157,6 +158,14 @@ class Server:
     def __enter__(self):
         return self.start()
 
+    def arena_files(self):
+        """The arena files this server's logs named (made, re-attached or moved aside)."""
+        return arena_files_in([self.log_text(p) for p in self.logs])
+
+    def remove_arenas(self):
+        """After the last stop: a kill -9 or a stop with open rounds leaves its arena file."""
+        remove_arena_files(self.arena_files())
+
     def __exit__(self, etype, evalue, tb):
         try:
             if etype is None:
@@ -166,7 +175,9 @@ class Server:
                 self.proc.wait()
         except BaseException:
             self.dump_logs()
+            self.remove_arenas()
             raise
+        self.remove_arenas()
         if etype is not None:
             self.dump_logs()
         elif self.own_dir:
@@ -245,6 +256,26 @@ class Server:
     def healthy(self):
         st, _, b = self.request('GET', '/healthz')
         check(st == 200 and json.loads(b) == {'status': 'ok'}, '/healthz: %d %r' % (st, b))
+
+
+def arena_files_in(logs):
+    """The arena files that server logs name (made, re-attached or moved aside)."""
+    found = []
+    for txt in logs:
+        for m in re.finditer(r'arena file (/\S+?):? |moved aside to (/\S+) ', txt):
+            f = m.group(1) or m.group(2)
+            if f not in found:
+                found.append(f)
+    return found
+
+
+def remove_arena_files(files):
+    """Once their servers are gone: `make test` fails on an arena file left behind."""
+    for f in files:
+        try:
+            os.unlink(f)
+        except FileNotFoundError:
+            pass
 
 
 def request_on(c, method, path, body=None, headers=None, token=None):

@@ -321,6 +321,117 @@ Test(runtime_node_fake, a_model_that_cannot_be_stored_refuses_updates_and_is_ret
 	rt_test_node_close(&t);
 }
 
+/* Like accept_one, through the journal, with Idempotency-Key @key: the 202's body in @ans. */
+static void accept_keyed(struct rt_node *n, struct rt_job *j, uint32_t round, const char *key,
+			 char *ans, size_t cap)
+{
+	size_t body = (j->n_elem * sizeof(float) + 63) & ~(size_t)63, len = 0;
+	struct rt_update_in u = { .nsegs = 1, .weight = 1.0, .key = key, .key_len = strlen(key) };
+	struct shm_seg *seg;
+	float *x;
+	uint32_t seq;
+
+	cr_assert_eq(shm_slot_alloc(n->arena, body + sizeof(*seg), &u.slot_off), 0);
+	u.segs_off = u.slot_off + body;
+	x = shm_arena_ptr(n->arena, u.slot_off);
+	for (uint64_t i = 0; i < j->n_elem; i++)
+		x[i] = 1.0f;
+	seg = shm_arena_ptr(n->arena, u.segs_off);
+	memset(seg, 0, sizeof(*seg));
+	seg->src_off = u.slot_off;
+	seg->n_elem = j->n_elem;
+	seg->dtype = SHM_DTYPE_F32;
+	seg->scale = 1.0f;
+	cr_assert_eq(rt_job_accept_journaled(n, j, round, &u, &seq, ans, cap, &len), 0);
+	ans[len] = '\0';
+}
+
+static struct rt_node *node_on(const char *dir, const char *db, bool fresh, int *err)
+{
+	struct rt_node_opts o = {
+		.listen_host = "127.0.0.1",
+		.arena_bytes = 64ull << 20,
+		.no_huge = true,
+		.warm_s = 30,
+		.dataplane = FN_DP_SHM_UNIX,
+		.fn_path = "/nonexistent/tributary-fn",
+		.data_dir = dir,
+		.fresh = fresh,
+	};
+	struct rt_node *n = NULL;
+
+	*err = rt_node_open(&n, &o, db);
+	return n;
+}
+
+Test(runtime_node_fake, updates_kept_by_a_stop_go_back_into_a_fresh_tree)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 }, g = { 0 };
+	struct rt_node *n, *again;
+	struct rt_job *j;
+	char db[128], ans[128], old[128];
+	int status = 0, err;
+	size_t len = 0;
+
+	snprintf(t.dir, sizeof(t.dir), "/tmp/trib-rt-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(t.dir));
+	snprintf(db, sizeof(db), "%s/tributary.db", t.dir);
+	n = node_on(t.dir, db, false, &err);
+	cr_assert_eq(err, 0);
+	rt_fnset_set_ops(n->fns, &fake_ops, &f);
+	j = job_new(n, "{\"name\":\"a\",\"clients_per_round\":4,\"fan_in\":2,\"params\":8}");
+	for (int i = 0; i < 3; i++) {
+		char key[8];
+
+		snprintf(key, sizeof(key), "k%d", i);
+		accept_keyed(n, j, 0, key, ans, sizeof(ans));
+	}
+	cr_assert_str_eq(ans, "{\"round\":0,\"received\":3}");
+	snprintf(old, sizeof(old), "%s", ans);
+	again = node_on(t.dir, db, false, &err);
+	cr_assert_null(again);
+	cr_assert_eq(err, -EBUSY, "a second node on the data dir is refused");
+	/* A stop with an open round: the arena file and its records stay. */
+	rt_node_close(n);
+
+	n = node_on(t.dir, db, false, &err);
+	cr_assert_eq(err, 0);
+	cr_assert(n->arena_reattached);
+	rt_fnset_set_ops(n->fns, &fake_ops, &g);
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(g.nstarted, 0, "no function runs before recovery");
+	cr_assert_eq(rt_node_recover(n), 0);
+	j = rt_job_find(n, "a");
+	cr_assert_not_null(j);
+	cr_assert_eq(n->m.updates_recovered, 3);
+	cr_assert_eq(j->round, 0);
+	cr_assert_eq(rt_round_received(j->open), 3, "the round's count is restored");
+	cr_assert_eq(g.updates, 3, "every kept update went to a leaf of the fresh tree");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k2", 2, &status, ans, sizeof(ans), &len), 0);
+	ans[len] = '\0';
+	cr_assert_eq(status, 202);
+	cr_assert_str_eq(ans, old, "a resend after the restart gets the first answer");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k9", 2, &status, ans, sizeof(ans), &len),
+		     -ENOENT);
+	accept_keyed(n, j, 0, "k3", ans, sizeof(ans));
+	cr_assert_str_eq(ans, "{\"round\":0,\"received\":4}");
+	cr_assert_eq(j->round, 1, "the recovered round filled up and closed");
+	/* Its model is stored: the records go, and with no open round a stop removes the file. */
+	top_result(n, &g, j, 0, 1.0f, 4);
+	cr_assert_eq(j->completed, 1);
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k2", 2, &status, ans, sizeof(ans), &len),
+		     -ENOENT);
+	rt_node_close(n);
+	n = node_on(t.dir, db, false, &err);
+	cr_assert_eq(err, 0);
+	cr_assert_not(n->arena_reattached, "the clean stop with no open round removed the file");
+	rt_node_close(n);
+	t.n = node_on(t.dir, ":memory:", true, &err);
+	cr_assert_eq(err, 0);
+	rt_test_node_close(&t);
+}
+
 /* A non-finite result never becomes a model version: the store-failure path, with EDOM. */
 Test(runtime_node_fake, a_non_finite_model_is_never_written)
 {

@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: MIT
+/* The arena's journal: each update committed before its 202, partials, stored rounds, recovery. */
+#include "rt_node_priv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "shm_arena.h"
+#include "shm_journal.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+
+/*
+ * The 202 of an update is written only after its record is committed: the
+ * record is reserved, filled and committed first, with the seq the update
+ * is about to get (one thread: nothing comes between), then the update goes
+ * into the tree; if that fails the record is released again. So the
+ * committed seqs of a round are always a run from 0, and a crash at any
+ * point keeps exactly the updates that were (or were about to be) answered.
+ */
+int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
+			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
+			    size_t *body_len)
+{
+	struct rt_accept_in in = { .slot_off = u->slot_off, .segs_off = u->segs_off,
+				   .nsegs = u->nsegs, .weight = u->weight };
+	struct shm_rec_info info;
+	uint32_t idx, s, got;
+	int err, len;
+
+	err = rt__accept_where(j, round, &in.fold_scale);
+	if (err)
+		return err;
+	s = rt__next_seq(j);
+	/* FedBuff answers the version folded into; a synchronous job its round (the same). */
+	len = snprintf(body, cap, "{\"round\":%u,\"received\":%u}", j->round, s + 1);
+	if (len < 0 || (size_t)len >= cap || (size_t)len > SHM_REC_BODY_MAX)
+		return -EOVERFLOW;
+	*body_len = (size_t)len;
+	err = shm_rec_reserve(n->arena, &idx);
+	if (err)
+		return err; /* -ENOSPC: the journal is full, as the arena is */
+	memset(&info, 0, sizeof(info));
+	info.kind = SHM_REC_UPDATE;
+	info.job = (uint64_t)j->db_id;
+	info.round = j->round;
+	info.seq = s;
+	info.count = 1;
+	info.nsegs = u->nsegs;
+	info.weight = u->weight;
+	info.slot_off = u->slot_off;
+	info.segs_off = u->segs_off;
+	info.fold_scale = in.fold_scale;
+	info.http_status = 202;
+	info.key = u->key;
+	info.key_len = u->key_len;
+	info.body = body;
+	info.body_len = *body_len;
+	err = shm_rec_fill(n->arena, idx, &info);
+	if (!err)
+		err = shm_rec_commit(n->arena, idx);
+	if (!err) {
+		err = rt__accept_at(n, j, &in, &got);
+		if (!err && got != s) {
+			/* Cannot happen (one thread); if it did, the record would lie. */
+			trib_error("job %s: update got seq %u, its record says %u", j->name, got,
+				   s);
+			err = -EPROTO;
+		}
+		if (!err) {
+			*seq = got;
+			return 0;
+		}
+	}
+	shm_rec_release(n->arena, idx);
+	return err;
+}
+
+int rt_job_idem_find(struct rt_node *n, struct rt_job *j, uint32_t round, const char *key,
+		     size_t key_len, int *status, char *body, size_t cap, size_t *body_len)
+{
+	struct shm_rec_info info;
+	uint32_t idx;
+	int err = -ENOENT;
+
+	/*
+	 * A synchronous job's record names the client's round. FedBuff's names
+	 * the version it was folded into, which may be any version still in
+	 * flight (their records are released when their model is durable).
+	 */
+	if (!j->algo.async) {
+		err = shm_rec_find(n->arena, (uint64_t)j->db_id, round, key, key_len, &idx);
+	} else {
+		for (uint32_t v = j->round + 1; v-- > j->completed && err == -ENOENT;)
+			err = shm_rec_find(n->arena, (uint64_t)j->db_id, v, key, key_len, &idx);
+	}
+	if (err)
+		return err;
+	err = shm_rec_get(n->arena, idx, &info);
+	if (err)
+		return err;
+	*status = info.http_status;
+	*body_len = info.body_len < cap ? info.body_len : cap;
+	memcpy(body, info.body, *body_len);
+	return 0;
+}
+
+int rt__journal_partial(struct rt_node *n, struct rt_round *r, uint32_t seq0,
+			const struct shm_desc *d, uint64_t slot)
+{
+	struct shm_rec_info info;
+	unsigned superseded = 0;
+	uint32_t idx;
+	int err;
+
+	if (n->clustered)
+		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
+	if (!slot)
+		return -EINVAL; /* tcp: the partial is not in the arena */
+	err = shm_rec_reserve(n->arena, &idx);
+	if (err)
+		goto out;
+	memset(&info, 0, sizeof(info));
+	info.kind = SHM_REC_PARTIAL;
+	info.job = (uint64_t)r->job->db_id;
+	info.round = r->round;
+	info.seq = seq0;
+	info.count = d->count;
+	info.nsegs = 1;
+	info.weight = d->weight;
+	info.slot_off = slot;
+	info.segs_off = slot; /* the accumulator's segment table is at its start */
+	err = shm_rec_fill(n->arena, idx, &info);
+	if (!err)
+		err = shm_rec_commit(n->arena, idx);
+	if (err) {
+		shm_rec_release(n->arena, idx);
+		goto out;
+	}
+	err = shm_rec_supersede(n->arena, idx, &superseded);
+out:
+	if (err)
+		trib_error("job %s round %u: committing the partial of updates %u..%u: %s; their "
+			   "slots are kept until the round is stored", r->job->name, r->round,
+			   seq0, seq0 + d->count - 1, strerror(-err));
+	return err;
+}
+
+void rt__journal_round_done(struct rt_node *n, struct rt_job *j, uint32_t round)
+{
+	unsigned released = 0;
+
+	shm_journal_release_round(n->arena, (uint64_t)j->db_id, round, &released);
+	trib_debug("job %s round %u: %u journal records released", j->name, round, released);
+}
+
+/* ---- recovery at start ---- */
+
+/* One kept record, as shm_journal_recover() reported it (key and body point into the record). */
+struct rt_recovered {
+	uint32_t idx;
+	struct shm_rec_info info;
+};
+
+static int collect(void *ctx, uint32_t idx, const struct shm_rec_info *info)
+{
+	struct rt_node *n = ctx;
+
+	if (n->nrecovered == n->caprecovered) {
+		uint32_t ncap = n->caprecovered ? n->caprecovered * 2 : 64;
+		struct rt_recovered *nr = trib_realloc(n->recovered, ncap * sizeof(*nr));
+
+		if (!nr)
+			return -ENOMEM;
+		n->recovered = nr;
+		n->caprecovered = ncap;
+	}
+	n->recovered[n->nrecovered].idx = idx;
+	n->recovered[n->nrecovered].info = *info;
+	n->nrecovered++;
+	return 0;
+}
+
+int rt__journal_collect(struct rt_node *n)
+{
+	struct shm_journal_stats st = { 0 };
+	int err = shm_journal_recover(n->arena, collect, n, &st);
+
+	if (err) {
+		trib_free(n->recovered);
+		n->recovered = NULL;
+		n->nrecovered = n->caprecovered = 0;
+		return err;
+	}
+	trib_info("arena: the journal keeps %u update%s and %u partial%s of open rounds (%u "
+		  "superseded records released, %u unused slots reclaimed)", st.updates,
+		  st.updates == 1 ? "" : "s", st.partials, st.partials == 1 ? "" : "s",
+		  st.superseded, st.reclaimed);
+	return 0;
+}
+
+static struct rt_job *job_by_db_id(struct rt_node *n, uint64_t id)
+{
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		if ((uint64_t)j->db_id == id)
+			return j;
+	return NULL;
+}
+
+/* A record nothing will use again (its round is stored, its job is gone): it and its slot go. */
+static void drop(struct rt_node *n, const struct rt_recovered *rc)
+{
+	shm_rec_release(n->arena, rc->idx);
+	shm_slot_free(n->arena, rc->info.slot_off);
+}
+
+/*
+ * Put one kept record back: an UPDATE as an update of the open round, a
+ * PARTIAL as a leaf whose partial exists. Returns 1 if it went in, 0 if it
+ * was dropped (logged), -errno if the tree failed.
+ */
+static int refeed(struct rt_node *n, struct rt_job *j, const struct rt_recovered *rc)
+{
+	const struct shm_rec_info *i = &rc->info;
+	uint32_t seq;
+	int err;
+
+	if (i->round < j->round) {
+		drop(n, rc); /* stored already: the model has it */
+		return 0;
+	}
+	/* A later round: the open one closed short (at its deadline) before the crash. */
+	if (i->round > j->round && j->open && j->open->received)
+		rt__round_close(n, j, j->open, true);
+	if (i->round != j->round || i->seq != rt__next_seq(j)) {
+		trib_error("job %s: the arena's record of round %llu seq %llu does not follow the "
+			   "recovered round %u (at seq %u): dropped", j->name,
+			   (unsigned long long)i->round, (unsigned long long)i->seq, j->round,
+			   rt__next_seq(j));
+		drop(n, rc);
+		return 0;
+	}
+	if (i->kind == SHM_REC_PARTIAL) {
+		struct shm_desc d;
+
+		memset(&d, 0, sizeof(d));
+		d.version = SHM_ABI_VERSION;
+		d.kind = SHM_DESC_PARTIAL;
+		d.nsegs = 1;
+		d.slot_off = i->slot_off;
+		d.segs_off = i->segs_off;
+		d.weight = i->weight;
+		d.count = i->count;
+		err = rt__leaf_recovered(n, j, &d, (uint32_t)i->seq);
+	} else {
+		struct rt_accept_in in = { .slot_off = i->slot_off, .segs_off = i->segs_off,
+					   .nsegs = i->nsegs, .weight = i->weight,
+					   .fold_scale = i->fold_scale };
+
+		err = rt__accept_at(n, j, &in, &seq);
+	}
+	return err ? err : 1;
+}
+
+/*
+ * Once the jobs are loaded: the records rt__journal_collect() kept go back
+ * into fresh trees, in (job, round, seq) order; records of stored rounds or
+ * of jobs that are gone are released. Full rounds close and finish as usual.
+ */
+int rt__journal_refeed(struct rt_node *n)
+{
+	uint32_t fed = 0, dropped = 0, updates = 0;
+	int err = 0;
+
+	for (uint32_t k = 0; k < n->nrecovered; k++) {
+		const struct rt_recovered *rc = &n->recovered[k];
+		struct rt_job *j = job_by_db_id(n, rc->info.job);
+		int r;
+
+		if (!j) {
+			trib_warn("arena: a record of job id %llu, which no longer exists: dropped",
+				  (unsigned long long)rc->info.job);
+			drop(n, rc);
+			dropped++;
+			continue;
+		}
+		r = refeed(n, j, rc);
+		if (r < 0) {
+			trib_error("job %s round %llu: putting recovered updates back: %s", j->name,
+				   (unsigned long long)rc->info.round, strerror(-r));
+			err = r;
+			break;
+		}
+		if (r) {
+			fed++;
+			updates += rc->info.count;
+		} else {
+			dropped++;
+		}
+	}
+	if (n->nrecovered)
+		trib_info("arena: recovered %u update%s in %u record%s (%u dropped)", updates,
+			  updates == 1 ? "" : "s", fed, fed == 1 ? "" : "s", dropped);
+	n->m.updates_recovered += updates;
+	trib_free(n->recovered);
+	n->recovered = NULL;
+	n->nrecovered = n->caprecovered = 0;
+	return err;
+}
