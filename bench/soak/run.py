@@ -46,6 +46,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -399,7 +400,7 @@ def describe(u):
         u.key, u.weight, u.base, u.status, u.gen, u.sends, u.lost)
 
 
-def multiplicities(target, cands, coefs):
+def multiplicities(target, cands, coefs, census, gen_now):
     """How many times each candidate is in @target = sum(n_i coefs_i data_i) (least squares).
 
     The n_i are scaled so that the median over the updates answered 202 is 1."""
@@ -408,6 +409,17 @@ def multiplicities(target, cands, coefs):
     acked = [x for x, u in zip(n, cands) if u.status == 202 and abs(x) > 1e-9]
     unit = statistics.median(acked) if acked else max(float(np.max(np.abs(n))), 1e-30)
     resid = float(np.max(np.abs(a @ n - target)))
+    for x, u in zip(n / unit, cands):
+        k = int(round(float(x)))
+        if u.status == 202 and k != 1:
+            what = 'answered 202 %s, counted %s' % (
+                'by the killed server' if u.gen < gen_now else 'after the restart',
+                '%d times' % k if k != 0 else 'never')
+        elif u.status != 202 and k != 0:
+            what = 'answer lost then %s, counted %d times' % (u.status, k)
+        else:
+            continue
+        census[what] = census.get(what, 0) + 1
     lines = ['%s: counted %.2f times' % (describe(u), abs(x / unit) if abs(x / unit) < 5e-3
                                            else x / unit) for x, u in zip(n, cands)]
     return '(least squares over them and %d sent with an answer lost, residual %.2g):\n' \
@@ -420,7 +432,7 @@ def unanswered(job, pred):
     return [u for u in job.updates if u.status != 202 and u.lost and pred(u)]
 
 
-def check_sync(srv, job, rounds, fails):
+def check_sync(srv, job, rounds, fails, census):
     first = len(fails)
     x = load_version(srv, job, 0, fails)
     st = {}
@@ -448,7 +460,8 @@ def check_sync(srv, job, rounds, fails):
                 job.name, r, err, tol, len(ups))
             if job.kind == 'fedavg':
                 cands = ups + unanswered(job, lambda u: u.base == r)
-                msg += ' ' + multiplicities(got, cands, [u.weight for u in cands])
+                msg += ' ' + multiplicities(got, cands, [u.weight for u in cands], census,
+                                             srv.gen)
             else:
                 msg += ':\n    ' + '\n    '.join(describe(u) for u in ups)
             fails.append(msg)
@@ -458,7 +471,7 @@ def check_sync(srv, job, rounds, fails):
         x = got
 
 
-def check_fedbuff(srv, job, rounds, fails):
+def check_fedbuff(srv, job, rounds, fails, census):
     first = len(fails)
     prev = load_version(srv, job, 0, fails)
     for v in range(rounds):
@@ -484,7 +497,7 @@ def check_fedbuff(srv, job, rounds, fails):
             fails.append('%s version %d: max error %.3g > %.3g against the %d updates answered '
                          '202 %s' % (job.name, v, err, tol, len(ups), multiplicities(
                              got - prev, cands, [u.weight / np.sqrt(1.0 + (v - u.base))
-                                                 for u in cands])))
+                                                 for u in cands], census, srv.gen)))
         if len(fails) > first:
             fails.append('%s: later versions not checked (they build on this one)' % job.name)
             return
@@ -516,9 +529,24 @@ def all_models_parse(data):
     return n, bad
 
 
+def kind_of(f):
+    """The class of a failure line, for the summary."""
+    m = re.match(r'(avg|adam|fb)-\d+', f)
+    job = {'avg': 'fedavg', 'adam': 'fedadam', 'fb': 'fedbuff'}[m.group(1)] if m else ''
+    for mark, k in (('updates answered 202, ', 'wrong number of 202s in a round'),
+                    ('max error', 'model differs from the reference'),
+                    ('torn', 'torn model file'), ('no model', 'model missing'),
+                    ('differs from the served', 'file differs from the served model'),
+                    ('temp files', 'temp file left'), ('sanitizer', 'sanitizer report'),
+                    ('did not reach', 'stalled'), ('not checked', None)):
+        if mark in f:
+            return '%s: %s' % (job, k) if job and k else (k or 'later rounds not checked')
+    return 'other: ' + f[:80]
+
+
 # --- one iteration ---
 
-def iteration(srv, it, args, rng):
+def iteration(srv, it, args, rng, census):
     """Runs one iteration; returns (list of failures, kill description, restart timings)."""
     fails = []
     jobs = [Job('fedavg', 'avg-%d' % it, args.params), Job('fedadam', 'adam-%d' % it,
@@ -559,9 +587,9 @@ def iteration(srv, it, args, rng):
     for j in jobs:
         # A fedbuff client may still land in version >= ROUNDS; the checked versions are done.
         if j.kind == 'fedbuff':
-            check_fedbuff(srv, j, args.rounds, fails)
+            check_fedbuff(srv, j, args.rounds, fails, census)
         else:
-            check_sync(srv, j, args.rounds, fails)
+            check_sync(srv, j, args.rounds, fails, census)
     left = leftover_temps(srv.data)
     if left:
         fails.append('temp files left after the restart: %s (at the kill: %d)' %
@@ -654,12 +682,12 @@ def main(argv=None):
           flush=True)
     t_run = time.monotonic()
     first = srv.start()
-    restarts, failed = [], []
+    restarts, failed, census, kinds = [], [], {}, {}
     try:
         for it in range(args.iterations):
             t0 = time.monotonic()
             try:
-                fails, what, timing, stats = iteration(srv, it, args, rng)
+                fails, what, timing, stats = iteration(srv, it, args, rng, census)
             except Failure as ex:
                 fails, what, timing, stats = ['harness: %s' % ex], '-', None, {}
                 if srv.proc is None or srv.proc.poll() is not None:
@@ -675,6 +703,9 @@ def main(argv=None):
                 ''.join('\n    ' + f.replace('\n', '\n    ') for f in fails[:2])), flush=True)
             if fails:
                 failed.append((it, what, fails))
+                for f in fails:
+                    k = kind_of(f)
+                    kinds[k] = kinds.get(k, 0) + 1
                 if args.max_failures and len(failed) >= args.max_failures:
                     print('stopping: %d failed iterations' % len(failed))
                     break
@@ -690,6 +721,13 @@ def main(argv=None):
     done = it + 1
     print('\n%d iterations in %.0f s, %d failed; %d model files scanned, %d torn' % (
         done, time.monotonic() - t_run, len(failed), n_models, len(bad)))
+    for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print('  %4d x %s' % (n, k))
+    if census:
+        print('  updates whose count in the model is wrong (fedavg, fedbuff: least squares):')
+        for k, n in sorted(census.items(), key=lambda kv: -kv[1]):
+            print('  %4d x %s' % (n, k))
+    print('first failed iterations:')
     for it, what, fails in failed[:5]:
         print('  iteration %d (kill: %s):\n    %s' % (it, what, '\n    '.join(
             f.replace('\n', '\n    ') for f in fails[:8])))
