@@ -39,7 +39,7 @@ fresh start: recovery / fresh is the ratio against the baseline measured in the 
 
 usage: run.py [--iterations N] [--seed S] [--build DIR] [--rounds R] [--clients C]
               [--arena-mb M] [--params P] [--sizes 64,256,1024] [--reps K] [--timeout S]
-              [--max-failures F] [--kill MODE] [--server-arg ARG]... [--keep]
+              [--max-failures F] [--kill MODE] [--server-arg ARG]... [-v] [--keep]
 Exit status: 0 when no iteration failed, 1 otherwise.
 """
 import argparse
@@ -365,6 +365,11 @@ def kill_moment(srv, jobs, rng, stop, tally, rounds, mode):
 # --- the checks ---
 
 def model_bytes(srv, job, v):
+    """Version @v as served; waits for it first (the round counter moves before its model
+    is written, so a client may see round v while version v is still being written)."""
+    if v > 0:
+        http_req(srv.port, 'GET', '/v1/jobs/%s/model?after=%d&timeout=30' % (job.name, v - 1),
+                 token=job.token, timeout=40)
     st, _, b = http_req(srv.port, 'GET', '/v1/jobs/%s/model?round=%d' % (job.name, v),
                         token=job.token, timeout=30)
     return b if st == 200 else None
@@ -670,6 +675,8 @@ def main(argv=None):
                     'kill, the control that checks the harness itself)')
     ap.add_argument('--server-arg', action='append', default=[], help='one more argument of '
                     '`tributary up` (repeat), e.g. --server-arg=--durability --server-arg=disk')
+    ap.add_argument('-v', '--verbose', action='store_true', help='every failure of an '
+                    'iteration on its line (default: the first two)')
     ap.add_argument('--keep', action='store_true', help='keep the data dir')
     args = ap.parse_args(argv)
     build = os.path.abspath(args.build)
@@ -700,7 +707,7 @@ def main(argv=None):
                 '%.0f/%.0f ms' % (timing[0] * 1e3, timing[1] * 1e3) if timing else '-',
                 '%(acked)d/%(sent)d answered 202, %(resent)d resent, %(lost)d 202 after a '
                 'lost answer' % stats if stats else '',
-                ''.join('\n    ' + f.replace('\n', '\n    ') for f in fails[:2])), flush=True)
+                ''.join('\n    ' + f.replace('\n', '\n    ') for f in fails[:None if args.verbose else 2])), flush=True)
             if fails:
                 failed.append((it, what, fails))
                 for f in fails:
