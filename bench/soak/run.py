@@ -368,8 +368,8 @@ def model_bytes(srv, job, v):
     """Version @v as served; waits for it first (the round counter moves before its model
     is written, so a client may see round v while version v is still being written)."""
     if v > 0:
-        http_req(srv.port, 'GET', '/v1/jobs/%s/model?after=%d&timeout=30' % (job.name, v - 1),
-                 token=job.token, timeout=40)
+        http_req(srv.port, 'GET', '/v1/jobs/%s/model?after=%d&timeout=10' % (job.name, v - 1),
+                 token=job.token, timeout=20)
     st, _, b = http_req(srv.port, 'GET', '/v1/jobs/%s/model?round=%d' % (job.name, v),
                         token=job.token, timeout=30)
     return b if st == 200 else None
@@ -379,7 +379,10 @@ def load_version(srv, job, v, fails):
     """The model of version @v as float64, after the file/HTTP checks; None when it fails."""
     served = model_bytes(srv, job, v)
     if served is None:
-        fails.append('%s: no model of version %d' % (job.name, v))
+        st, obj = srv.json('GET', '/v1/jobs/' + job.name, token=job.token)
+        fails.append('%s: no model of version %d within 10 s (the job says round %s, '
+                     'model_round %s)' % (job.name, v, (obj or {}).get('round'),
+                                          (obj or {}).get('model_round')))
         return None
     path = os.path.join(srv.data, 'jobs', job.name, 'round-%d.safetensors' % v)
     if v > 0:
@@ -405,36 +408,45 @@ def describe(u):
         u.key, u.weight, u.base, u.status, u.gen, u.sends, u.lost)
 
 
-def multiplicities(target, cands, coefs, census, gen_now):
+def multiplicities(target, cands, coefs, census, gen_now, r):
     """How many times each candidate is in @target = sum(n_i coefs_i data_i) (least squares).
 
-    The n_i are scaled so that the median over the updates answered 202 is 1."""
+    The n_i are scaled so that the median over the updates answered 202 for round @r is 1."""
+    if not cands:
+        return '(and no update sent with its answer lost)'
     a = np.stack([c * u.data for c, u in zip(coefs, cands)], axis=1)
     n, _, _, _ = np.linalg.lstsq(a, target, rcond=None)
-    acked = [x for x, u in zip(n, cands) if u.status == 202 and abs(x) > 1e-9]
+    acked = [x for x, u in zip(n, cands) if mine(u, r) and abs(x) > 1e-9]
     unit = statistics.median(acked) if acked else max(float(np.max(np.abs(n))), 1e-30)
     resid = float(np.max(np.abs(a @ n - target)))
     for x, u in zip(n / unit, cands):
         k = int(round(float(x)))
-        if u.status == 202 and k != 1:
+        if mine(u, r) and k != 1:
             what = 'answered 202 %s, counted %s' % (
                 'by the killed server' if u.gen < gen_now else 'after the restart',
                 '%d times' % k if k != 0 else 'never')
-        elif u.status != 202 and k != 0:
-            what = 'answer lost then %s, counted %d times' % (u.status, k)
+        elif not mine(u, r) and k != 0:
+            what = 'answer lost, then %s, counted %d times in %s' % (
+                u.status if u.status != 202 else '202 for another round (version)', k,
+                'that round too' if u.status == 202 else 'a model')
         else:
             continue
         census[what] = census.get(what, 0) + 1
     lines = ['%s: counted %.2f times' % (describe(u), abs(x / unit) if abs(x / unit) < 5e-3
                                            else x / unit) for x, u in zip(n, cands)]
     return '(least squares over them and %d sent with an answer lost, residual %.2g):\n' \
-        '    %s' % (len(cands) - sum(1 for u in cands if u.status == 202), resid,
+        '    %s' % (len(cands) - sum(1 for u in cands if mine(u, r)), resid,
                     '\n    '.join(lines))
 
 
-def unanswered(job, pred):
-    """Updates not answered 202 of which a send got no answer: they may be in a model."""
-    return [u for u in job.updates if u.status != 202 and u.lost and pred(u)]
+def mine(u, r):
+    return u.status == 202 and u.round == r
+
+
+def unanswered(job, r, pred):
+    """Updates not answered 202 for round @r of which a send got no answer: the lost answer
+    may have been a 202 for @r."""
+    return [u for u in job.updates if not mine(u, r) and u.lost and pred(u)]
 
 
 def check_sync(srv, job, rounds, fails, census):
@@ -449,24 +461,23 @@ def check_sync(srv, job, rounds, fails, census):
         if len(ups) != CPR:
             fails.append('%s round %d: %d updates answered 202, clients_per_round %d' %
                          (job.name, r, len(ups), CPR))
-        if not ups:
-            return
         w = np.array([u.weight for u in ups], np.float64)
-        mean = sum(wi * u.data for wi, u in zip(w, ups)) / w.sum()
+        mean = sum(wi * u.data for wi, u in zip(w, ups)) / w.sum() if ups else x
         if job.kind == 'fedavg':
             ref = mean
             tol = 1e-5 * max(float(np.max(np.abs(ref))), 1e-30)
         else:
             ref = server_ref('fedadam', ADAM, x, mean, st)
             tol = 1e-4 * max(float(np.max(np.abs(ref))), 1e-3)
-        err = float(np.max(np.abs(got - ref)))
+        # No 202 at all for a round that has a model: wrong whatever the model holds.
+        err = float(np.max(np.abs(got - ref))) if ups else float('inf')
         if err > tol:
             msg = '%s round %d: max error %.3g > %.3g against the %d updates answered 202' % (
                 job.name, r, err, tol, len(ups))
             if job.kind == 'fedavg':
-                cands = ups + unanswered(job, lambda u: u.base == r)
+                cands = ups + unanswered(job, r, lambda u: u.base == r)
                 msg += ' ' + multiplicities(got, cands, [u.weight for u in cands], census,
-                                             srv.gen)
+                                             srv.gen, r)
             else:
                 msg += ':\n    ' + '\n    '.join(describe(u) for u in ups)
             fails.append(msg)
@@ -491,18 +502,16 @@ def check_fedbuff(srv, job, rounds, fails, census):
             if not 0 <= v - u.base <= FB_MAXS:
                 fails.append('%s version %d: accepted staleness %d (%s)' %
                              (job.name, v, v - u.base, describe(u)))
-        if not ups:
-            return
         num = sum(u.weight / np.sqrt(1.0 + (v - u.base)) * u.data for u in ups)
-        ref = prev + FB_LR * num / sum(u.weight for u in ups)
+        ref = prev + FB_LR * num / sum(u.weight for u in ups) if ups else prev
         tol = 1e-5 * max(float(np.max(np.abs(ref))), 1e-30)
-        err = float(np.max(np.abs(got - ref)))
+        err = float(np.max(np.abs(got - ref))) if ups else float('inf')
         if err > tol:
-            cands = ups + unanswered(job, lambda u: 0 <= v - u.base <= FB_MAXS)
+            cands = ups + unanswered(job, v, lambda u: 0 <= v - u.base <= FB_MAXS)
             fails.append('%s version %d: max error %.3g > %.3g against the %d updates answered '
                          '202 %s' % (job.name, v, err, tol, len(ups), multiplicities(
                              got - prev, cands, [u.weight / np.sqrt(1.0 + (v - u.base))
-                                                 for u in cands], census, srv.gen)))
+                                                 for u in cands], census, srv.gen, v)))
         if len(fails) > first:
             fails.append('%s: later versions not checked (they build on this one)' % job.name)
             return
