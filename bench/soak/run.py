@@ -426,9 +426,8 @@ def multiplicities(target, cands, coefs, census, gen_now, r):
                 'by the killed server' if u.gen < gen_now else 'after the restart',
                 '%d times' % k if k != 0 else 'never')
         elif not mine(u, r) and k != 0:
-            what = 'answer lost, then %s, counted %d times in %s' % (
-                u.status if u.status != 202 else '202 for another round (version)', k,
-                'that round too' if u.status == 202 else 'a model')
+            what = 'answer lost, then %s, yet counted %d times in this one' % (
+                u.status if u.status != 202 else '202 naming another round (version)', k)
         else:
             continue
         census[what] = census.get(what, 0) + 1
