@@ -262,14 +262,17 @@ def job_round(srv, job, stop):
         time.sleep(0.01)
 
 
-def send(srv, u, token, stop):
-    """Sends @u until it has a final answer; resends the same bytes with the same key."""
+def send(srv, u, token, stop, deadline=None):
+    """Sends @u until it has a final answer (or @stop, or @deadline: (None, None)); resends the
+    same bytes with the same key."""
     hdr = {'Content-Type': 'application/octet-stream', 'X-Tributary-Round': str(u.base),
            'X-Tributary-Samples': str(u.weight), 'Idempotency-Key': u.key}
     while True:
         try:
             port = wait_server(srv, stop)
         except Stop:
+            return None, None
+        if deadline is not None and time.monotonic() > deadline:
             return None, None
         gen = srv.gen
         u.sends += 1
@@ -557,6 +560,29 @@ def kind_of(f):
     return 'other: ' + f[:80]
 
 
+def drain(srv, job, stop, fails):
+    """Fills the job's open round (a fedbuff version past the checked ones) with updates, so
+    that no round of an iteration's jobs stays open holding arena slots: a run of 200
+    iterations would otherwise fill the arena with abandoned rounds."""
+    stop.clear()
+    for _ in range(4 * job.size()):
+        st, obj = srv.json('GET', '/v1/jobs/' + job.name, token=job.token)
+        if st != 200 or not obj.get('received'):
+            return
+        u = Update(job.name, obj['round'], 1, np.zeros(job.params, np.float32))
+        job.updates.append(u)
+        u.status, ans = send(srv, u, job.token, stop, time.monotonic() + 10)
+        if u.status == 202:
+            u.round = ans['round']
+    fails.append('%s: round %s still open after %d updates' % (job.name, obj.get('round'),
+                                                                4 * job.size()))
+
+
+def arena_slots(srv):
+    st, _, b = http_req(srv.port, 'GET', '/metrics')
+    return int(e.parse_metrics(b.decode()).get('tributary_arena_slots', -1)) if st == 200 else -1
+
+
 # --- one iteration ---
 
 def iteration(srv, it, args, rng, census):
@@ -598,6 +624,9 @@ def iteration(srv, it, args, rng, census):
                 for j in jobs)))
     fails += errors
     for j in jobs:
+        drain(srv, j, stop, fails)
+    slots = arena_slots(srv)
+    for j in jobs:
         # A fedbuff client may still land in version >= ROUNDS; the checked versions are done.
         if j.kind == 'fedbuff':
             check_fedbuff(srv, j, args.rounds, fails, census)
@@ -613,7 +642,8 @@ def iteration(srv, it, args, rng, census):
     stats = {'sent': sum(len(j.updates) for j in jobs),
              'acked': sum(1 for j in jobs for u in j.updates if u.status == 202),
              'resent': sum(1 for j in jobs for u in j.updates if u.sends > 1),
-             'lost': sum(1 for j in jobs for u in j.updates if u.lost and u.status == 202)}
+             'lost': sum(1 for j in jobs for u in j.updates if u.lost and u.status == 202),
+             'slots': slots}
     return fails, what, timing, stats
 
 
@@ -714,7 +744,7 @@ def main(argv=None):
                 it, 'FAIL' if fails else 'ok', time.monotonic() - t0, what,
                 '%.0f/%.0f ms' % (timing[0] * 1e3, timing[1] * 1e3) if timing else '-',
                 '%(acked)d/%(sent)d answered 202, %(resent)d resent, %(lost)d 202 after a '
-                'lost answer' % stats if stats else '',
+                'lost answer, %(slots)d arena slots live after' % stats if stats else '',
                 ''.join('\n    ' + f.replace('\n', '\n    ') for f in fails[:None if args.verbose else 2])), flush=True)
             if fails:
                 failed.append((it, what, fails))
@@ -742,7 +772,8 @@ def main(argv=None):
         print('  updates whose count in the model is wrong (fedavg, fedbuff: least squares):')
         for k, n in sorted(census.items(), key=lambda kv: -kv[1]):
             print('  %4d x %s' % (n, k))
-    print('first failed iterations:')
+    if failed:
+        print('first failed iterations:')
     for it, what, fails in failed[:5]:
         print('  iteration %d (kill: %s):\n    %s' % (it, what, '\n    '.join(
             f.replace('\n', '\n    ') for f in fails[:8])))
