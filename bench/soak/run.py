@@ -27,9 +27,12 @@ After each iteration, for every job and round (version) r < ROUNDS:
       fedbuff  served model of r + lr * sum(b/sqrt(1+V-v) d) / sum(b) (tests/e2e/fedbuff.py)
     with the e2e tolerances (1e-5 x max magnitude; fedadam 1e-4 x max(|x|, 1e-3));
   - no leftover `.round-N.safetensors.tmp.*` file, no sanitizer report in the server log.
-On a fedavg mismatch the report solves for how many times each candidate update (answered 202,
-or sent with its answer lost) is in the model (least squares), so a failure says which update
-is missing or counted twice.
+On a fedavg or fedbuff mismatch the report solves for how many times each candidate update
+(answered 202, or sent with its answer lost) is in the model (least squares), so a failure says
+which update is missing or counted twice. Before the checks, the round a job leaves open (a
+fedbuff version past ROUNDS) is filled, so that abandoned rounds do not fill the arena over a
+run; the line then reports the arena's live slots. --kill none is the control: no kill, and
+every iteration must pass.
 
 Recovery time: every start is timed from exec to the port file (listening) and to the first
 /healthz 200. At the end, for each --sizes arena size (MiB), a fresh start (empty data dir) is
