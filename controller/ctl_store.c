@@ -51,6 +51,15 @@ static const char *const migrations[] = {
 	"  key TEXT PRIMARY KEY,"
 	"  val TEXT NOT NULL"
 	");",
+	/* 1 -> 2: the answers of Idempotency-Keys whose round is stored (ctl_store_idem_put()). */
+	"CREATE TABLE idem ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  key BLOB NOT NULL,"
+	"  round INTEGER NOT NULL,"
+	"  status INTEGER NOT NULL,"
+	"  body BLOB NOT NULL,"
+	"  PRIMARY KEY (job_id, key, round)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,
@@ -69,6 +78,9 @@ enum ctl_stmt {
 	S_ROUND_LIST,
 	S_KV_GET,
 	S_KV_SET,
+	S_IDEM_PUT,
+	S_IDEM_GET,
+	S_IDEM_PRUNE,
 	S_COUNT,
 };
 
@@ -94,6 +106,11 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_KV_GET] = "SELECT val FROM kv WHERE key = ?1",
 	[S_KV_SET] = "INSERT INTO kv (key, val) VALUES (?1, ?2) "
 		     "ON CONFLICT (key) DO UPDATE SET val = excluded.val",
+	[S_IDEM_PUT] = "INSERT OR IGNORE INTO idem (job_id, key, round, status, body) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5)",
+	[S_IDEM_GET] = "SELECT status, body FROM idem WHERE job_id = ?1 AND key = ?2 "
+		       "AND round >= ?3 AND round <= ?4 ORDER BY round LIMIT 1",
+	[S_IDEM_PRUNE] = "DELETE FROM idem WHERE job_id = ?1 AND round < ?2",
 };
 
 struct ctl_store {
@@ -795,6 +812,100 @@ int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
 	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "kv set");
+	stmt_done(s);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+/* One answer in; -errno. The caller holds the lock. */
+static int idem_put_one(struct ctl_store *st, int64_t job_id, const struct ctl_idem *e)
+{
+	sqlite3_stmt *s = st->stmt[S_IDEM_PUT];
+	int rc, err;
+
+	rc = sqlite3_bind_int64(s, 1, job_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(s, 2, e->key, (int)e->key_len, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, e->round);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(s, 4, e->status);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(s, 5, e->body_len ? e->body : "", (int)e->body_len,
+				       SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "idem put");
+	stmt_done(s);
+	return err;
+}
+
+int ctl_store_idem_put(struct ctl_store *st, int64_t job_id, const struct ctl_idem *v, size_t n,
+		       uint32_t prune_below)
+{
+	sqlite3_stmt *s;
+	int rc, err;
+
+	if (!st || (n && !v))
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	/* One transaction: one sync for the batch, and all of it or none. */
+	err = exec_sql(st, "BEGIN IMMEDIATE");
+	for (size_t i = 0; !err && i < n; i++)
+		err = v[i].key_len ? idem_put_one(st, job_id, &v[i]) : -EINVAL;
+	if (!err && prune_below) {
+		s = st->stmt[S_IDEM_PRUNE];
+		rc = sqlite3_bind_int64(s, 1, job_id);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(s, 2, prune_below);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_step(s);
+		err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "idem prune");
+		stmt_done(s);
+	}
+	if (!err)
+		err = exec_sql(st, "COMMIT");
+	if (err)
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+int ctl_store_idem_get(struct ctl_store *st, int64_t job_id, const void *key, size_t key_len,
+		       uint32_t round_lo, uint32_t round_hi, int *status, char *body, size_t cap,
+		       size_t *body_len)
+{
+	sqlite3_stmt *s;
+	const void *b;
+	size_t len;
+	int rc, err;
+
+	if (!st || !key || !key_len || !status || !body_len)
+		return -EINVAL;
+	pthread_mutex_lock(&st->lock);
+	s = st->stmt[S_IDEM_GET];
+	rc = sqlite3_bind_int64(s, 1, job_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(s, 2, key, (int)key_len, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, round_lo);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 4, round_hi);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*status = sqlite3_column_int(s, 0);
+		b = sqlite3_column_blob(s, 1);
+		len = (size_t)sqlite3_column_bytes(s, 1);
+		*body_len = len < cap ? len : cap;
+		if (*body_len)
+			memcpy(body, b, *body_len);
+		err = 0;
+	} else if (rc == SQLITE_DONE) {
+		err = -ENOENT;
+	} else {
+		err = sql_fail(st, rc, "idem get");
+	}
 	stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;

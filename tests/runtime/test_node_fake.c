@@ -420,12 +420,24 @@ Test(runtime_node_fake, updates_kept_by_a_stop_go_back_into_a_fresh_tree)
 	/* Its model is stored: the records go, and with no open round a stop removes the file. */
 	top_result(n, &g, j, 0, 1.0f, 4);
 	cr_assert_eq(j->completed, 1);
-	cr_assert_eq(rt_job_idem_find(n, j, 0, "k2", 2, &status, ans, sizeof(ans), &len),
+	/* Once the round is stored its keys are in the store: the first answer again. */
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k2", 2, &status, ans, sizeof(ans), &len), 0);
+	ans[len] = '\0';
+	cr_assert_str_eq(ans, old, "a resend after the round is stored gets the first answer");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k9", 2, &status, ans, sizeof(ans), &len),
 		     -ENOENT);
 	rt_node_close(n);
 	n = node_on(t.dir, db, false, &err);
 	cr_assert_eq(err, 0);
 	cr_assert_not(n->arena_reattached, "the clean stop with no open round removed the file");
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	j = rt_job_find(n, "a");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k3", 2, &status, ans, sizeof(ans), &len), 0,
+		     "the stored round's keys outlive the process");
+	ans[len] = '\0';
+	cr_assert_str_eq(ans, "{\"round\":0,\"received\":4}");
+	cr_assert_eq(rt_job_idem_find(n, j, 1, "k3", 2, &status, ans, sizeof(ans), &len),
+		     -ENOENT, "a key of round 0 is no answer for round 1");
 	rt_node_close(n);
 	t.n = node_on(t.dir, ":memory:", true, &err);
 	cr_assert_eq(err, 0);
