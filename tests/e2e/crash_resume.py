@@ -240,6 +240,27 @@ def refusals(srv):
     e.check_model(buf, SCHEMA, e.weighted_mean(ups), '--fresh round 0')
 
 
+def too_old_to_tell(srv):
+    """Keys are kept for the last 16 stored rounds: a resend for an older one is a clear 409."""
+    rng = np.random.default_rng(9)
+    tok = srv.create_job({'name': 'old', 'clients_per_round': 1, 'tensors': SCHEMA})['token']
+    m = e.random_model(rng, SCHEMA)
+    for r in range(18):
+        srv.post_update('old', tok, r, e.raw_body(SCHEMA, m), 1,
+                        extra={'Idempotency-Key': 'old-%d' % r})
+        srv.get_model('old', tok, '?after=%d&timeout=60' % r)
+    # Round 2 is among the last 16 stored (2..17): its answer; round 1 is not: 409.
+    st, obj, _ = srv.post_update('old', tok, 2, e.raw_body(SCHEMA, m), 1, expect=None,
+                                 extra={'Idempotency-Key': 'old-2'})
+    check(st == 202 and obj == {'round': 2, 'received': 1},
+          'a resend for the 16th last stored round: %d %r' % (st, obj))
+    st, obj, _ = srv.post_update('old', tok, 1, e.raw_body(SCHEMA, m), 1, expect=None,
+                                 extra={'Idempotency-Key': 'old-1'})
+    check(st == 409 and 'too old to tell' in obj.get('error', ''),
+          'a resend for a round older than the kept ones: %d %r' % (st, obj))
+    e.log('keys of the last 16 stored rounds answer again; older ones: 409 too old to tell')
+
+
 def run():
     srv = e.Server(arena_mb=64)
     with srv:
@@ -252,6 +273,7 @@ def run():
         fedbuff(srv)
         full_round_without_model(srv)
         refusals(srv)
+        too_old_to_tell(srv)
     for f in srv.arena_files():
         check(not os.path.exists(f) or '.corrupt-' in f,
               'the clean stop left the arena file %s' % f)
