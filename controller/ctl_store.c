@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ctl_sqlmem.h"
+#include "ctl_store_priv.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 
@@ -65,25 +66,6 @@ static const char *const migrations[] = {
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,
 	       "one migration per schema version");
 
-enum ctl_stmt {
-	S_JOB_INSERT,
-	S_JOB_GET,
-	S_JOB_GET_ID,
-	S_JOB_LIST,
-	S_JOB_ROUND_CAS,
-	S_JOB_ROUND,
-	S_JOB_DELETE,
-	S_ROUND_INSERT,
-	S_ROUND_GET,
-	S_ROUND_LIST,
-	S_KV_GET,
-	S_KV_SET,
-	S_IDEM_PUT,
-	S_IDEM_GET,
-	S_IDEM_PRUNE,
-	S_COUNT,
-};
-
 #define JOB_COLS "id, name, token, clients_per_round, algorithm, schema_json, params_json, " \
 		 "round, created_unix"
 #define ROUND_COLS "job_id, round, closed_unix, n_updates, total_weight, duration_ms, model_path"
@@ -113,13 +95,6 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_IDEM_PRUNE] = "DELETE FROM idem WHERE job_id = ?1 AND round < ?2",
 };
 
-struct ctl_store {
-	sqlite3 *db;
-	/* Serialises all use of db and stmt[]: a prepared statement holds bindings and a cursor. */
-	pthread_mutex_t lock;
-	sqlite3_stmt *stmt[S_COUNT];
-};
-
 /* Map an (extended) SQLite result code to 0 or -errno. */
 static int sql_errno(int rc)
 {
@@ -147,7 +122,7 @@ static int sql_errno(int rc)
 }
 
 /* Convert @rc and log it if it is a failure the caller cannot have caused. Lock held. */
-static int sql_fail(struct ctl_store *st, int rc, const char *what)
+int ctl__sql_fail(struct ctl_store *st, int rc, const char *what)
 {
 	int err = sql_errno(rc);
 
@@ -157,7 +132,7 @@ static int sql_fail(struct ctl_store *st, int rc, const char *what)
 }
 
 /* Leave a statement holding no cursor (and so no read lock) and no borrowed bindings. */
-static void stmt_done(sqlite3_stmt *s)
+void ctl__stmt_done(sqlite3_stmt *s)
 {
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
@@ -188,11 +163,11 @@ void ctl_round_clear(struct ctl_round *r)
 }
 
 /* Run one constant SQL text (no user data), for pragmas and migrations. Lock held or opening. */
-static int exec_sql(struct ctl_store *st, const char *sql)
+int ctl__exec_sql(struct ctl_store *st, const char *sql)
 {
 	int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
 
-	return rc == SQLITE_OK ? 0 : sql_fail(st, rc, sql);
+	return rc == SQLITE_OK ? 0 : ctl__sql_fail(st, rc, sql);
 }
 
 /* Read a one-row, one-integer pragma such as user_version. */
@@ -203,12 +178,12 @@ static int pragma_int(struct ctl_store *st, const char *sql, int64_t *val)
 
 	rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
 	if (rc != SQLITE_OK)
-		return sql_fail(st, rc, sql);
+		return ctl__sql_fail(st, rc, sql);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		*val = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? 0 : sql_fail(st, rc, sql);
+	return rc == SQLITE_ROW ? 0 : ctl__sql_fail(st, rc, sql);
 }
 
 /* Switch to WAL; a file system without shared-memory support keeps the old journal, logged. */
@@ -220,10 +195,10 @@ static int set_wal(struct ctl_store *st)
 
 	rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
 	if (rc != SQLITE_OK)
-		return sql_fail(st, rc, "journal_mode");
+		return ctl__sql_fail(st, rc, "journal_mode");
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
-		err = sql_fail(st, rc, "journal_mode");
+		err = ctl__sql_fail(st, rc, "journal_mode");
 	} else {
 		mode = sqlite3_column_text(s, 0);
 		if (mode && strcasecmp((const char *)mode, "wal") &&
@@ -245,7 +220,7 @@ static int migrate(struct ctl_store *st)
 	char sql[48];
 	int err;
 
-	err = exec_sql(st, "BEGIN IMMEDIATE");
+	err = ctl__exec_sql(st, "BEGIN IMMEDIATE");
 	if (err)
 		return err;
 	err = pragma_int(st, "PRAGMA user_version", &ver);
@@ -258,22 +233,22 @@ static int migrate(struct ctl_store *st)
 		goto err_rollback;
 	}
 	if (ver == CTL_STORE_SCHEMA_VERSION) {
-		err = exec_sql(st, "COMMIT");
+		err = ctl__exec_sql(st, "COMMIT");
 		if (err)
 			goto err_rollback;
 		return 0;
 	}
 	for (; ver < CTL_STORE_SCHEMA_VERSION; ver++) {
-		err = exec_sql(st, migrations[ver]);
+		err = ctl__exec_sql(st, migrations[ver]);
 		if (err)
 			goto err_rollback;
 	}
 	/* A pragma takes no bound parameters; the value is our own integer. */
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", CTL_STORE_SCHEMA_VERSION);
-	err = exec_sql(st, sql);
+	err = ctl__exec_sql(st, sql);
 	if (err)
 		goto err_rollback;
-	err = exec_sql(st, "COMMIT");
+	err = ctl__exec_sql(st, "COMMIT");
 	if (err)
 		goto err_rollback;
 	trib_info("store: schema at version %d", CTL_STORE_SCHEMA_VERSION);
@@ -322,18 +297,18 @@ int ctl_store_open(const char *path, struct ctl_store **out)
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
 			     NULL);
 	if (rc != SQLITE_OK) {
-		err = st->db ? sql_fail(st, rc, path) : -ENOMEM;
+		err = st->db ? ctl__sql_fail(st, rc, path) : -ENOMEM;
 		goto err_close_db;
 	}
 	sqlite3_extended_result_codes(st->db, 1);
 	sqlite3_busy_timeout(st->db, 5000);
-	err = exec_sql(st, "PRAGMA foreign_keys = ON");
+	err = ctl__exec_sql(st, "PRAGMA foreign_keys = ON");
 	if (err)
 		goto err_close_db;
 	err = set_wal(st);
 	if (err)
 		goto err_close_db;
-	err = exec_sql(st, "PRAGMA synchronous = FULL");
+	err = ctl__exec_sql(st, "PRAGMA synchronous = FULL");
 	if (err)
 		goto err_close_db;
 	err = migrate(st);
@@ -343,7 +318,7 @@ int ctl_store_open(const char *path, struct ctl_store **out)
 		rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 					&st->stmt[i], NULL);
 		if (rc != SQLITE_OK) {
-			err = sql_fail(st, rc, stmt_sql[i]);
+			err = ctl__sql_fail(st, rc, stmt_sql[i]);
 			goto err_finalize;
 		}
 	}
@@ -479,9 +454,9 @@ int ctl_store_job_create(struct ctl_store *st, struct ctl_job *job)
 		job->created_unix = created;
 		err = 0;
 	} else {
-		err = sql_fail(st, rc, "job create");
+		err = ctl__sql_fail(st, rc, "job create");
 	}
-	stmt_done(s);
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	if (!err)
 		trib_info("store: job %s created (id %lld)", job->name, (long long)job->id);
@@ -502,8 +477,8 @@ static int job_get_one(struct ctl_store *st, sqlite3_stmt *s, int rc, struct ctl
 	else if (rc == SQLITE_DONE)
 		err = -ENOENT;
 	else
-		err = sql_fail(st, rc, "job get");
-	stmt_done(s);
+		err = ctl__sql_fail(st, rc, "job get");
+	ctl__stmt_done(s);
 	return err;
 }
 
@@ -562,8 +537,8 @@ int ctl_store_job_list(struct ctl_store *st, struct ctl_job **jobs, size_t *n)
 		len++;
 	}
 	if (!err && rc != SQLITE_DONE)
-		err = sql_fail(st, rc, "job list");
-	stmt_done(s);
+		err = ctl__sql_fail(st, rc, "job list");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	if (err) {
 		for (i = 0; i < len; i++)
@@ -593,8 +568,8 @@ int ctl_store_round_advance(struct ctl_store *st, int64_t job_id, uint32_t expec
 		rc = sqlite3_bind_int64(s, 3, new_round);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "round advance");
-	stmt_done(s);
+	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "round advance");
+	ctl__stmt_done(s);
 	if (!err && sqlite3_changes(st->db) == 0) {
 		/* Nothing matched: tell a lost race from a missing job. */
 		s = st->stmt[S_JOB_ROUND];
@@ -606,8 +581,8 @@ int ctl_store_round_advance(struct ctl_store *st, int64_t job_id, uint32_t expec
 		else if (rc == SQLITE_DONE)
 			err = -ENOENT;
 		else
-			err = sql_fail(st, rc, "round read");
-		stmt_done(s);
+			err = ctl__sql_fail(st, rc, "round read");
+		ctl__stmt_done(s);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return err;
@@ -625,8 +600,8 @@ int ctl_store_job_delete(struct ctl_store *st, const char *name)
 	rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "job delete");
-	stmt_done(s);
+	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "job delete");
+	ctl__stmt_done(s);
 	if (!err && sqlite3_changes(st->db) == 0)
 		err = -ENOENT;
 	pthread_mutex_unlock(&st->lock);
@@ -661,8 +636,8 @@ int ctl_store_round_record(struct ctl_store *st, const struct ctl_round *r)
 				   : sqlite3_bind_null(s, 7);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "round record");
-	stmt_done(s);
+	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "round record");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -705,8 +680,8 @@ int ctl_store_round_get(struct ctl_store *st, int64_t job_id, uint32_t round,
 	else if (rc == SQLITE_DONE)
 		err = -ENOENT;
 	else
-		err = sql_fail(st, rc, "round get");
-	stmt_done(s);
+		err = ctl__sql_fail(st, rc, "round get");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -725,7 +700,7 @@ int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round 
 	s = st->stmt[S_ROUND_LIST];
 	rc = sqlite3_bind_int64(s, 1, job_id);
 	if (rc != SQLITE_OK)
-		err = sql_fail(st, rc, "round list");
+		err = ctl__sql_fail(st, rc, "round list");
 	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if (len == cap) {
 			cap = cap ? cap * 2 : 16;
@@ -742,8 +717,8 @@ int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round 
 		len++;
 	}
 	if (!err && rc != SQLITE_DONE)
-		err = sql_fail(st, rc, "round list");
-	stmt_done(s);
+		err = ctl__sql_fail(st, rc, "round list");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	if (err) {
 		for (i = 0; i < len; i++)
@@ -790,9 +765,9 @@ int ctl_store_kv_get(struct ctl_store *st, const char *key, char *val, size_t ca
 	} else if (rc == SQLITE_DONE) {
 		err = -ENOENT;
 	} else {
-		err = sql_fail(st, rc, "kv get");
+		err = ctl__sql_fail(st, rc, "kv get");
 	}
-	stmt_done(s);
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -811,102 +786,8 @@ int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val)
 		rc = sqlite3_bind_text(s, 2, val, -1, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "kv set");
-	stmt_done(s);
-	pthread_mutex_unlock(&st->lock);
-	return err;
-}
-
-/* One answer in; -errno. The caller holds the lock. */
-static int idem_put_one(struct ctl_store *st, int64_t job_id, const struct ctl_idem *e)
-{
-	sqlite3_stmt *s = st->stmt[S_IDEM_PUT];
-	int rc, err;
-
-	rc = sqlite3_bind_int64(s, 1, job_id);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(s, 2, e->key, (int)e->key_len, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(s, 3, e->round);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(s, 4, e->status);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(s, 5, e->body_len ? e->body : "", (int)e->body_len,
-				       SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "idem put");
-	stmt_done(s);
-	return err;
-}
-
-int ctl_store_idem_put(struct ctl_store *st, int64_t job_id, const struct ctl_idem *v, size_t n,
-		       uint32_t prune_below)
-{
-	sqlite3_stmt *s;
-	int rc, err;
-
-	if (!st || (n && !v))
-		return -EINVAL;
-	pthread_mutex_lock(&st->lock);
-	/* One transaction: one sync for the batch, and all of it or none. */
-	err = exec_sql(st, "BEGIN IMMEDIATE");
-	for (size_t i = 0; !err && i < n; i++)
-		err = v[i].key_len ? idem_put_one(st, job_id, &v[i]) : -EINVAL;
-	if (!err && prune_below) {
-		s = st->stmt[S_IDEM_PRUNE];
-		rc = sqlite3_bind_int64(s, 1, job_id);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_int64(s, 2, prune_below);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_step(s);
-		err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "idem prune");
-		stmt_done(s);
-	}
-	if (!err)
-		err = exec_sql(st, "COMMIT");
-	if (err)
-		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-	pthread_mutex_unlock(&st->lock);
-	return err;
-}
-
-int ctl_store_idem_get(struct ctl_store *st, int64_t job_id, const void *key, size_t key_len,
-		       uint32_t round_lo, uint32_t round_hi, int *status, char *body, size_t cap,
-		       size_t *body_len)
-{
-	sqlite3_stmt *s;
-	const void *b;
-	size_t len;
-	int rc, err;
-
-	if (!st || !key || !key_len || !status || !body_len)
-		return -EINVAL;
-	pthread_mutex_lock(&st->lock);
-	s = st->stmt[S_IDEM_GET];
-	rc = sqlite3_bind_int64(s, 1, job_id);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(s, 2, key, (int)key_len, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(s, 3, round_lo);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(s, 4, round_hi);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		*status = sqlite3_column_int(s, 0);
-		b = sqlite3_column_blob(s, 1);
-		len = (size_t)sqlite3_column_bytes(s, 1);
-		*body_len = len < cap ? len : cap;
-		if (*body_len)
-			memcpy(body, b, *body_len);
-		err = 0;
-	} else if (rc == SQLITE_DONE) {
-		err = -ENOENT;
-	} else {
-		err = sql_fail(st, rc, "idem get");
-	}
-	stmt_done(s);
+	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "kv set");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
