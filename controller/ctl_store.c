@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ctl_sqlmem.h"
+#include "ctl_store_priv.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 
@@ -51,26 +52,19 @@ static const char *const migrations[] = {
 	"  key TEXT PRIMARY KEY,"
 	"  val TEXT NOT NULL"
 	");",
+	/* 1 -> 2: the answers of Idempotency-Keys whose round is stored (ctl_store_idem_put()). */
+	"CREATE TABLE idem ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  key BLOB NOT NULL,"
+	"  round INTEGER NOT NULL,"
+	"  status INTEGER NOT NULL,"
+	"  body BLOB NOT NULL,"
+	"  PRIMARY KEY (job_id, key, round)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,
 	       "one migration per schema version");
-
-enum ctl_stmt {
-	S_JOB_INSERT,
-	S_JOB_GET,
-	S_JOB_GET_ID,
-	S_JOB_LIST,
-	S_JOB_ROUND_CAS,
-	S_JOB_ROUND,
-	S_JOB_DELETE,
-	S_ROUND_INSERT,
-	S_ROUND_GET,
-	S_ROUND_LIST,
-	S_KV_GET,
-	S_KV_SET,
-	S_COUNT,
-};
 
 #define JOB_COLS "id, name, token, clients_per_round, algorithm, schema_json, params_json, " \
 		 "round, created_unix"
@@ -94,13 +88,11 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_KV_GET] = "SELECT val FROM kv WHERE key = ?1",
 	[S_KV_SET] = "INSERT INTO kv (key, val) VALUES (?1, ?2) "
 		     "ON CONFLICT (key) DO UPDATE SET val = excluded.val",
-};
-
-struct ctl_store {
-	sqlite3 *db;
-	/* Serialises all use of db and stmt[]: a prepared statement holds bindings and a cursor. */
-	pthread_mutex_t lock;
-	sqlite3_stmt *stmt[S_COUNT];
+	[S_IDEM_PUT] = "INSERT OR IGNORE INTO idem (job_id, key, round, status, body) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5)",
+	[S_IDEM_GET] = "SELECT status, body FROM idem WHERE job_id = ?1 AND key = ?2 "
+		       "AND round >= ?3 AND round <= ?4 ORDER BY round LIMIT 1",
+	[S_IDEM_PRUNE] = "DELETE FROM idem WHERE job_id = ?1 AND round < ?2",
 };
 
 /* Map an (extended) SQLite result code to 0 or -errno. */
@@ -130,7 +122,7 @@ static int sql_errno(int rc)
 }
 
 /* Convert @rc and log it if it is a failure the caller cannot have caused. Lock held. */
-static int sql_fail(struct ctl_store *st, int rc, const char *what)
+int ctl__sql_fail(struct ctl_store *st, int rc, const char *what)
 {
 	int err = sql_errno(rc);
 
@@ -140,7 +132,7 @@ static int sql_fail(struct ctl_store *st, int rc, const char *what)
 }
 
 /* Leave a statement holding no cursor (and so no read lock) and no borrowed bindings. */
-static void stmt_done(sqlite3_stmt *s)
+void ctl__stmt_done(sqlite3_stmt *s)
 {
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
@@ -171,11 +163,11 @@ void ctl_round_clear(struct ctl_round *r)
 }
 
 /* Run one constant SQL text (no user data), for pragmas and migrations. Lock held or opening. */
-static int exec_sql(struct ctl_store *st, const char *sql)
+int ctl__exec_sql(struct ctl_store *st, const char *sql)
 {
 	int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
 
-	return rc == SQLITE_OK ? 0 : sql_fail(st, rc, sql);
+	return rc == SQLITE_OK ? 0 : ctl__sql_fail(st, rc, sql);
 }
 
 /* Read a one-row, one-integer pragma such as user_version. */
@@ -186,12 +178,12 @@ static int pragma_int(struct ctl_store *st, const char *sql, int64_t *val)
 
 	rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
 	if (rc != SQLITE_OK)
-		return sql_fail(st, rc, sql);
+		return ctl__sql_fail(st, rc, sql);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		*val = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
-	return rc == SQLITE_ROW ? 0 : sql_fail(st, rc, sql);
+	return rc == SQLITE_ROW ? 0 : ctl__sql_fail(st, rc, sql);
 }
 
 /* Switch to WAL; a file system without shared-memory support keeps the old journal, logged. */
@@ -203,10 +195,10 @@ static int set_wal(struct ctl_store *st)
 
 	rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
 	if (rc != SQLITE_OK)
-		return sql_fail(st, rc, "journal_mode");
+		return ctl__sql_fail(st, rc, "journal_mode");
 	rc = sqlite3_step(s);
 	if (rc != SQLITE_ROW) {
-		err = sql_fail(st, rc, "journal_mode");
+		err = ctl__sql_fail(st, rc, "journal_mode");
 	} else {
 		mode = sqlite3_column_text(s, 0);
 		if (mode && strcasecmp((const char *)mode, "wal") &&
@@ -228,7 +220,7 @@ static int migrate(struct ctl_store *st)
 	char sql[48];
 	int err;
 
-	err = exec_sql(st, "BEGIN IMMEDIATE");
+	err = ctl__exec_sql(st, "BEGIN IMMEDIATE");
 	if (err)
 		return err;
 	err = pragma_int(st, "PRAGMA user_version", &ver);
@@ -241,22 +233,22 @@ static int migrate(struct ctl_store *st)
 		goto err_rollback;
 	}
 	if (ver == CTL_STORE_SCHEMA_VERSION) {
-		err = exec_sql(st, "COMMIT");
+		err = ctl__exec_sql(st, "COMMIT");
 		if (err)
 			goto err_rollback;
 		return 0;
 	}
 	for (; ver < CTL_STORE_SCHEMA_VERSION; ver++) {
-		err = exec_sql(st, migrations[ver]);
+		err = ctl__exec_sql(st, migrations[ver]);
 		if (err)
 			goto err_rollback;
 	}
 	/* A pragma takes no bound parameters; the value is our own integer. */
 	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", CTL_STORE_SCHEMA_VERSION);
-	err = exec_sql(st, sql);
+	err = ctl__exec_sql(st, sql);
 	if (err)
 		goto err_rollback;
-	err = exec_sql(st, "COMMIT");
+	err = ctl__exec_sql(st, "COMMIT");
 	if (err)
 		goto err_rollback;
 	trib_info("store: schema at version %d", CTL_STORE_SCHEMA_VERSION);
@@ -305,18 +297,18 @@ int ctl_store_open(const char *path, struct ctl_store **out)
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
 			     NULL);
 	if (rc != SQLITE_OK) {
-		err = st->db ? sql_fail(st, rc, path) : -ENOMEM;
+		err = st->db ? ctl__sql_fail(st, rc, path) : -ENOMEM;
 		goto err_close_db;
 	}
 	sqlite3_extended_result_codes(st->db, 1);
 	sqlite3_busy_timeout(st->db, 5000);
-	err = exec_sql(st, "PRAGMA foreign_keys = ON");
+	err = ctl__exec_sql(st, "PRAGMA foreign_keys = ON");
 	if (err)
 		goto err_close_db;
 	err = set_wal(st);
 	if (err)
 		goto err_close_db;
-	err = exec_sql(st, "PRAGMA synchronous = FULL");
+	err = ctl__exec_sql(st, "PRAGMA synchronous = FULL");
 	if (err)
 		goto err_close_db;
 	err = migrate(st);
@@ -326,7 +318,7 @@ int ctl_store_open(const char *path, struct ctl_store **out)
 		rc = sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
 					&st->stmt[i], NULL);
 		if (rc != SQLITE_OK) {
-			err = sql_fail(st, rc, stmt_sql[i]);
+			err = ctl__sql_fail(st, rc, stmt_sql[i]);
 			goto err_finalize;
 		}
 	}
@@ -462,9 +454,9 @@ int ctl_store_job_create(struct ctl_store *st, struct ctl_job *job)
 		job->created_unix = created;
 		err = 0;
 	} else {
-		err = sql_fail(st, rc, "job create");
+		err = ctl__sql_fail(st, rc, "job create");
 	}
-	stmt_done(s);
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	if (!err)
 		trib_info("store: job %s created (id %lld)", job->name, (long long)job->id);
@@ -485,8 +477,8 @@ static int job_get_one(struct ctl_store *st, sqlite3_stmt *s, int rc, struct ctl
 	else if (rc == SQLITE_DONE)
 		err = -ENOENT;
 	else
-		err = sql_fail(st, rc, "job get");
-	stmt_done(s);
+		err = ctl__sql_fail(st, rc, "job get");
+	ctl__stmt_done(s);
 	return err;
 }
 
@@ -545,8 +537,8 @@ int ctl_store_job_list(struct ctl_store *st, struct ctl_job **jobs, size_t *n)
 		len++;
 	}
 	if (!err && rc != SQLITE_DONE)
-		err = sql_fail(st, rc, "job list");
-	stmt_done(s);
+		err = ctl__sql_fail(st, rc, "job list");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	if (err) {
 		for (i = 0; i < len; i++)
@@ -576,8 +568,8 @@ int ctl_store_round_advance(struct ctl_store *st, int64_t job_id, uint32_t expec
 		rc = sqlite3_bind_int64(s, 3, new_round);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "round advance");
-	stmt_done(s);
+	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "round advance");
+	ctl__stmt_done(s);
 	if (!err && sqlite3_changes(st->db) == 0) {
 		/* Nothing matched: tell a lost race from a missing job. */
 		s = st->stmt[S_JOB_ROUND];
@@ -589,8 +581,8 @@ int ctl_store_round_advance(struct ctl_store *st, int64_t job_id, uint32_t expec
 		else if (rc == SQLITE_DONE)
 			err = -ENOENT;
 		else
-			err = sql_fail(st, rc, "round read");
-		stmt_done(s);
+			err = ctl__sql_fail(st, rc, "round read");
+		ctl__stmt_done(s);
 	}
 	pthread_mutex_unlock(&st->lock);
 	return err;
@@ -608,8 +600,8 @@ int ctl_store_job_delete(struct ctl_store *st, const char *name)
 	rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "job delete");
-	stmt_done(s);
+	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "job delete");
+	ctl__stmt_done(s);
 	if (!err && sqlite3_changes(st->db) == 0)
 		err = -ENOENT;
 	pthread_mutex_unlock(&st->lock);
@@ -644,8 +636,8 @@ int ctl_store_round_record(struct ctl_store *st, const struct ctl_round *r)
 				   : sqlite3_bind_null(s, 7);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "round record");
-	stmt_done(s);
+	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "round record");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -688,8 +680,8 @@ int ctl_store_round_get(struct ctl_store *st, int64_t job_id, uint32_t round,
 	else if (rc == SQLITE_DONE)
 		err = -ENOENT;
 	else
-		err = sql_fail(st, rc, "round get");
-	stmt_done(s);
+		err = ctl__sql_fail(st, rc, "round get");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -708,7 +700,7 @@ int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round 
 	s = st->stmt[S_ROUND_LIST];
 	rc = sqlite3_bind_int64(s, 1, job_id);
 	if (rc != SQLITE_OK)
-		err = sql_fail(st, rc, "round list");
+		err = ctl__sql_fail(st, rc, "round list");
 	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if (len == cap) {
 			cap = cap ? cap * 2 : 16;
@@ -725,8 +717,8 @@ int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round 
 		len++;
 	}
 	if (!err && rc != SQLITE_DONE)
-		err = sql_fail(st, rc, "round list");
-	stmt_done(s);
+		err = ctl__sql_fail(st, rc, "round list");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	if (err) {
 		for (i = 0; i < len; i++)
@@ -773,9 +765,9 @@ int ctl_store_kv_get(struct ctl_store *st, const char *key, char *val, size_t ca
 	} else if (rc == SQLITE_DONE) {
 		err = -ENOENT;
 	} else {
-		err = sql_fail(st, rc, "kv get");
+		err = ctl__sql_fail(st, rc, "kv get");
 	}
-	stmt_done(s);
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -794,8 +786,8 @@ int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val)
 		rc = sqlite3_bind_text(s, 2, val, -1, SQLITE_STATIC);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
-	err = rc == SQLITE_DONE ? 0 : sql_fail(st, rc, "kv set");
-	stmt_done(s);
+	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "kv set");
+	ctl__stmt_done(s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }

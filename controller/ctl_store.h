@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 1
+#define CTL_STORE_SCHEMA_VERSION 2
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
@@ -119,5 +119,31 @@ int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round 
  */
 int ctl_store_kv_get(struct ctl_store *st, const char *key, char *val, size_t cap);
 int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val);
+
+/* The answer once given to an Idempotency-Key of an update (key and body borrowed). */
+struct ctl_idem {
+	uint32_t round; /* the round, or FedBuff version, the update was counted in */
+	int status;
+	const void *key;
+	size_t key_len; /* 1..64 */
+	const void *body;
+	size_t body_len;
+};
+
+/*
+ * Keep the answers of @v[0..n) of job @job_id (a key already kept for that
+ * round stays as it was), and forget the job's answers of rounds below
+ * @prune_below (0: none), in one transaction. 0 or -errno.
+ */
+int ctl_store_idem_put(struct ctl_store *st, int64_t job_id, const struct ctl_idem *v, size_t n,
+		       uint32_t prune_below);
+/*
+ * The answer kept for @key of job @job_id counted in a round in
+ * [round_lo, round_hi] (the lowest such round): status, and the body copied
+ * into @body (@cap bytes, cut to fit). -ENOENT if none.
+ */
+int ctl_store_idem_get(struct ctl_store *st, int64_t job_id, const void *key, size_t key_len,
+		       uint32_t round_lo, uint32_t round_hi, int *status, char *body, size_t cap,
+		       size_t *body_len);
 
 #endif

@@ -305,7 +305,11 @@ int rt_up_run(const struct rt_node_opts *opts)
 		if (err)
 			trib_error("gateway: %s", strerror(-err));
 	}
-	/* Functions it starts must be watched: after the loop is open, before it serves. */
+	/*
+	 * Functions it starts must be watched: after the loop is open, before it
+	 * serves. Accept is armed only in rt_loop_run(), so a resend that arrives
+	 * meanwhile waits in the backlog and finds its recovered record.
+	 */
 	if (!err && !o.controller)
 		err = rt_node_recover(up.node);
 	if (!err)

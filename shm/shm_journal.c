@@ -286,6 +286,24 @@ int shm_rec_get(const struct shm_arena *a, uint32_t idx, struct shm_rec_info *in
 	return 0;
 }
 
+int shm_rec_each(const struct shm_arena *a, shm_rec_cb cb, void *ctx)
+{
+	struct shm_rec_info info;
+	int err;
+
+	if (!a->recs)
+		return -ENOTSUP;
+	for (uint32_t i = 0; i < a->nrecs; i++) {
+		if (rec_state(&a->recs[i]) != SHM_REC_COMMITTED)
+			continue;
+		rec_copy(&a->recs[i], &info);
+		err = cb(ctx, i, &info);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 static bool rec_matches(const struct shm_journal_rec *r, uint64_t job, uint64_t round,
 			const void *key, size_t key_len)
 {

@@ -136,6 +136,13 @@ struct shm_journal_stats {
 typedef int (*shm_rec_cb)(void *ctx, uint32_t idx, const struct shm_rec_info *info);
 
 /*
+ * Call @cb for every committed record, in index order (no order of commits);
+ * the key and body point into the record. Stops at, and returns, @cb's
+ * first non-zero value; -ENOTSUP without a journal.
+ */
+int shm_rec_each(const struct shm_arena *a, shm_rec_cb cb, void *ctx);
+
+/*
  * Recovery after re-attaching (shm_arena_file_open()), before the arena is
  * used: how a reader reconstructs each round from UPDATE and PARTIAL records.
  *  1. Check every committed record: its slot is a live allocation that holds

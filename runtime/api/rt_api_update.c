@@ -276,8 +276,18 @@ static bool idempotent_answered(struct rt_conn *c, struct rt_job *j, uint32_t ro
 			       NULL);
 		return true;
 	}
-	if (rt_job_idem_find(N(c), j, round, key, len, &status, body, sizeof(body), &blen))
-		return false;
+	if (rt_job_idem_find(N(c), j, round, key, len, &status, body, sizeof(body), &blen)) {
+		uint32_t keep = rt_job_idem_keep(j);
+		char msg[256];
+
+		if ((uint64_t)round + keep >= j->completed)
+			return false; /* a new update (or a resend of one never counted) */
+		snprintf(msg, sizeof(msg), "round %u is older than the last %u stored rounds, whose "
+			 "Idempotency-Keys are kept: too old to tell whether this update was "
+			 "counted; the job is at round %u", round, keep, j->round);
+		rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return true;
+	}
 	/* Counted once: this is the first request's answer, not a new update. */
 	rt_conn_respond(c, status, "application/json", body, blen, NULL);
 	return true;

@@ -155,7 +155,9 @@ struct rt_loop_stats {
 /*
  * Listen and set up the ring; signals read from opts->signal_fd go to the
  * on_signal hook. The hooks are copied. *out is owned by the caller
- * (rt_loop_close). 0 or -errno.
+ * (rt_loop_close). 0 or -errno. Nothing is accepted until rt_loop_run():
+ * clients that connect before wait in the listen backlog (rt_up.c relies
+ * on it: no request is served before the arena's recovery is done).
  */
 int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 		 const struct rt_loop_hooks *hooks, const struct rt_conn_hooks *conn_hooks);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "ctl_store.h"
 #include "shm_arena.h"
 #include "shm_journal.h"
 #include "trib_alloc.h"
@@ -95,6 +96,15 @@ int rt_job_idem_find(struct rt_node *n, struct rt_job *j, uint32_t round, const 
 		for (uint32_t v = j->round + 1; v-- > j->completed && err == -ENOENT;)
 			err = shm_rec_find(n->arena, (uint64_t)j->db_id, v, key, key_len, &idx);
 	}
+	/*
+	 * Not in the journal: the record was released (its round stored, or a
+	 * partial superseded it) after its answer went to the store. FedBuff
+	 * counts an update trained from @round in @round or a later version.
+	 */
+	if (err == -ENOENT && !n->clustered)
+		return ctl_store_idem_get(n->store, j->db_id, key, key_len, round,
+					  j->algo.async ? UINT32_MAX : round, status, body, cap,
+					  body_len);
 	if (err)
 		return err;
 	err = shm_rec_get(n->arena, idx, &info);
@@ -104,6 +114,72 @@ int rt_job_idem_find(struct rt_node *n, struct rt_job *j, uint32_t round, const 
 	*body_len = info.body_len < cap ? info.body_len : cap;
 	memcpy(body, info.body, *body_len);
 	return 0;
+}
+
+uint32_t rt_job_idem_keep(const struct rt_job *j)
+{
+	uint32_t k = RT_IDEM_KEEP_ROUNDS;
+
+	/* FedBuff takes an update up to max_staleness versions old: keep at least that. */
+	if (j->algo.async && j->algo.max_staleness >= k)
+		k = j->algo.max_staleness + 1;
+	return k;
+}
+
+/* The keyed UPDATE records of one job's round with seq in [lo, end), gathered for the store. */
+struct key_batch {
+	struct ctl_idem *v;
+	size_t n, cap;
+	uint64_t job, round, lo, end;
+};
+
+static int key_add(void *ctx, uint32_t idx, const struct shm_rec_info *i)
+{
+	struct key_batch *kb = ctx;
+
+	(void)idx;
+	if (i->kind != SHM_REC_UPDATE || !i->key_len || i->job != kb->job ||
+	    i->round != kb->round || i->seq < kb->lo || i->seq >= kb->end)
+		return 0;
+	if (kb->n == kb->cap) {
+		size_t ncap = kb->cap ? kb->cap * 2 : 16;
+		struct ctl_idem *nv = trib_realloc(kb->v, ncap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		kb->v = nv;
+		kb->cap = ncap;
+	}
+	kb->v[kb->n++] = (struct ctl_idem){ (uint32_t)i->round, i->http_status, i->key,
+					    i->key_len, i->body, i->body_len };
+	return 0;
+}
+
+/*
+ * Before their journal records go: the answers of the keyed updates of @j's
+ * @round with seq in [lo, end) go to the store (the records stay meanwhile,
+ * so a crash at any point leaves each answer in one place or both). With
+ * @prune, the store forgets the answers of rounds rt_job_idem_keep() or more
+ * below @round. 0 or -errno (logged).
+ */
+static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t lo,
+		     uint64_t end, bool prune)
+{
+	struct key_batch kb = { .job = (uint64_t)j->db_id, .round = round, .lo = lo, .end = end };
+	uint32_t keep = rt_job_idem_keep(j);
+	int err;
+
+	if (n->clustered)
+		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
+	err = shm_rec_each(n->arena, key_add, &kb);
+	if (!err && (kb.n || prune))
+		err = ctl_store_idem_put(n->store, j->db_id, kb.v, kb.n,
+					 prune && round + 1 > keep ? round + 1 - keep : 0);
+	trib_free(kb.v);
+	if (err)
+		trib_error("job %s round %u: keeping the answers of %zu Idempotency-Key%s: %s",
+			   j->name, round, kb.n, kb.n == 1 ? "" : "s", strerror(-err));
+	return err;
 }
 
 int rt__journal_partial(struct rt_node *n, struct rt_round *r, uint32_t seq0,
@@ -118,6 +194,10 @@ int rt__journal_partial(struct rt_node *n, struct rt_round *r, uint32_t seq0,
 		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
 	if (!slot)
 		return -EINVAL; /* tcp: the partial is not in the arena */
+	/* Before the partial is committed: recovery releases what it covers, keys too. */
+	err = keys_save(n, r->job, r->round, seq0, (uint64_t)seq0 + d->count, false);
+	if (err)
+		goto out;
 	err = shm_rec_reserve(n->arena, &idx);
 	if (err)
 		goto out;
@@ -151,6 +231,12 @@ void rt__journal_round_done(struct rt_node *n, struct rt_job *j, uint32_t round)
 {
 	unsigned released = 0;
 
+	/*
+	 * On failure (logged) the records go anyway: the round is stored, and
+	 * keeping them would hold journal entries forever; a resend of one of
+	 * those keys is then not recognised (answered like a stale round).
+	 */
+	keys_save(n, j, round, 0, UINT64_MAX, true);
 	shm_journal_release_round(n->arena, (uint64_t)j->db_id, round, &released);
 	trib_debug("job %s round %u: %u journal records released", j->name, round, released);
 }
@@ -227,7 +313,11 @@ static int refeed(struct rt_node *n, struct rt_job *j, const struct rt_recovered
 	int err;
 
 	if (i->round < j->round) {
-		drop(n, rc); /* stored already: the model has it */
+		/* Stored already: the model has it. The crash may have come before its key
+		 * went to the store (rt__journal_round_done()). */
+		if (i->kind == SHM_REC_UPDATE)
+			keys_save(n, j, (uint32_t)i->round, i->seq, i->seq + 1, false);
+		drop(n, rc);
 		return 0;
 	}
 	/* A later round: the open one closed short (at its deadline) before the crash. */

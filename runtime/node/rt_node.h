@@ -282,10 +282,19 @@ int rt_job_accept_journaled(struct rt_node *n, struct rt_job *job, uint32_t roun
 /*
  * The answer already given to the update of @job with Idempotency-Key @key
  * (for @round: the request's; FedBuff looks in every version in flight):
- * *status and @body. 0, or -ENOENT.
+ * *status and @body. 0, or -ENOENT. The journal holds the keys of rounds in
+ * flight; then the store keeps them for the last rt_job_idem_keep() stored
+ * rounds (versions) of the job.
  */
 int rt_job_idem_find(struct rt_node *n, struct rt_job *job, uint32_t round, const char *key,
 		     size_t key_len, int *status, char *body, size_t cap, size_t *body_len);
+/*
+ * Stored rounds whose Idempotency-Keys are remembered: a resend for a round
+ * older than that cannot be told from a new update and gets 409 ("too old to
+ * tell"). RT_IDEM_KEEP_ROUNDS, or FedBuff's max_staleness + 1 if larger.
+ */
+#define RT_IDEM_KEEP_ROUNDS 16
+uint32_t rt_job_idem_keep(const struct rt_job *job);
 /*
  * The arena could not take an update for @job: cut the leaf taking updates
  * to what it has, so that its partial is made and its updates' slots come

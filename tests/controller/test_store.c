@@ -523,3 +523,45 @@ Test(ctl_store, open_fails_cleanly)
 	cr_assert_eq(ctl_store_open(NULL, &s2), -EINVAL);
 	ctl_store_close(NULL);
 }
+
+Test(ctl_store, idem_answers_are_kept_per_round_and_pruned)
+{
+	struct ctl_job j = mkjob("idem");
+	struct ctl_idem v[2] = {
+		{ 3, 202, "k1", 2, "{\"round\":3,\"received\":1}", 25 },
+		{ 5, 202, "k1", 2, "{\"round\":5,\"received\":2}", 25 },
+	};
+	char body[64];
+	size_t len = 0;
+	int status = 0;
+
+	cr_assert_eq(ctl_store_job_create(st, &j), 0);
+	cr_assert_eq(ctl_store_idem_put(st, j.id, v, 2, 0), 0);
+	/* A second put of the same (key, round) keeps the first answer. */
+	v[0].body = "{\"round\":3,\"received\":9}";
+	cr_assert_eq(ctl_store_idem_put(st, j.id, v, 1, 0), 0);
+	reopen();
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 3, 3, &status, body, sizeof(body), &len),
+		     0);
+	cr_assert_eq(status, 202);
+	cr_assert_eq(len, 25);
+	cr_assert_eq(memcmp(body, "{\"round\":3,\"received\":1}", 25), 0);
+	/* A range (FedBuff) answers the lowest round in it. */
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 4, UINT32_MAX, &status, body,
+					sizeof(body), &len), 0);
+	cr_assert_eq(memcmp(body, "{\"round\":5,\"received\":2}", 25), 0);
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k2", 2, 0, UINT32_MAX, &status, body,
+					sizeof(body), &len), -ENOENT);
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 4, 4, &status, body, sizeof(body),
+					&len), -ENOENT);
+	/* Pruning below round 4 forgets round 3 only. */
+	cr_assert_eq(ctl_store_idem_put(st, j.id, NULL, 0, 4), 0);
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 3, 3, &status, body, sizeof(body),
+					&len), -ENOENT);
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 5, 5, &status, body, sizeof(body),
+					&len), 0);
+	/* A deleted job's answers go with it. */
+	cr_assert_eq(ctl_store_job_delete(st, "idem"), 0);
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 5, 5, &status, body, sizeof(body),
+					&len), -ENOENT);
+}

@@ -15,6 +15,7 @@
 #include "rt_fnproc.h"
 #include "rt_test_node.h"
 #include "shm_arena.h"
+#include "shm_journal.h"
 #include "trib_alloc.h"
 #include "trib_time.h"
 
@@ -420,12 +421,24 @@ Test(runtime_node_fake, updates_kept_by_a_stop_go_back_into_a_fresh_tree)
 	/* Its model is stored: the records go, and with no open round a stop removes the file. */
 	top_result(n, &g, j, 0, 1.0f, 4);
 	cr_assert_eq(j->completed, 1);
-	cr_assert_eq(rt_job_idem_find(n, j, 0, "k2", 2, &status, ans, sizeof(ans), &len),
+	/* Once the round is stored its keys are in the store: the first answer again. */
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k2", 2, &status, ans, sizeof(ans), &len), 0);
+	ans[len] = '\0';
+	cr_assert_str_eq(ans, old, "a resend after the round is stored gets the first answer");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k9", 2, &status, ans, sizeof(ans), &len),
 		     -ENOENT);
 	rt_node_close(n);
 	n = node_on(t.dir, db, false, &err);
 	cr_assert_eq(err, 0);
 	cr_assert_not(n->arena_reattached, "the clean stop with no open round removed the file");
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	j = rt_job_find(n, "a");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k3", 2, &status, ans, sizeof(ans), &len), 0,
+		     "the stored round's keys outlive the process");
+	ans[len] = '\0';
+	cr_assert_str_eq(ans, "{\"round\":0,\"received\":4}");
+	cr_assert_eq(rt_job_idem_find(n, j, 1, "k3", 2, &status, ans, sizeof(ans), &len),
+		     -ENOENT, "a key of round 0 is no answer for round 1");
 	rt_node_close(n);
 	t.n = node_on(t.dir, ":memory:", true, &err);
 	cr_assert_eq(err, 0);
@@ -433,6 +446,81 @@ Test(runtime_node_fake, updates_kept_by_a_stop_go_back_into_a_fresh_tree)
 }
 
 /* A non-finite result never becomes a model version: the store-failure path, with EDOM. */
+/* The first leaf of @j's round @round is done: its partial of @count updates (weight @w). */
+static void leaf_done(struct rt_node *n, struct fake *f, struct rt_job *j, uint32_t round,
+		      uint32_t count, double w)
+{
+	int leaf = first_of_role(f, FN_ROLE_LEAF);
+	struct shm_desc d;
+	struct rt_fn *fn;
+
+	cr_assert_geq(leaf, 0);
+	fn = rt_fnset_find(n->fns, f->id[leaf]);
+	cr_assert_not_null(fn);
+	memset(&d, 0, sizeof(d));
+	d.version = SHM_ABI_VERSION;
+	d.kind = FN_MSG_DONE;
+	d.src = fn->id;
+	d.job = j->id;
+	d.round = round;
+	d.count = count;
+	d.weight = w;
+	rt_node_on_fn_record(n, fn, &d, NULL);
+}
+
+/*
+ * A leaf's partial supersedes its updates' records (their keys with them):
+ * the keys are in the store first, so a resend, before or after a restart,
+ * gets the first answer and is not counted again.
+ */
+Test(runtime_node_fake, a_key_superseded_by_a_partial_is_answered_once_across_a_restart)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 }, g = { 0 };
+	struct rt_node *n;
+	struct rt_job *j;
+	char db[128], ans[128], first[128];
+	int status = 0, err;
+	uint32_t idx;
+	size_t len = 0;
+
+	snprintf(t.dir, sizeof(t.dir), "/tmp/trib-rt-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(t.dir));
+	snprintf(db, sizeof(db), "%s/tributary.db", t.dir);
+	n = node_on(t.dir, db, false, &err);
+	cr_assert_eq(err, 0);
+	rt_fnset_set_ops(n->fns, &fake_ops, &f);
+	j = job_new(n, "{\"name\":\"p\",\"clients_per_round\":4,\"fan_in\":2,\"params\":8}");
+	accept_keyed(n, j, 0, "p0", first, sizeof(first));
+	accept_keyed(n, j, 0, "p1", ans, sizeof(ans));
+	leaf_done(n, &f, j, 0, 2, 2.0);
+	cr_assert_eq(shm_rec_find(n->arena, (uint64_t)j->db_id, 0, "p0", 2, &idx), -ENOENT,
+		     "the partial superseded the update's record");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "p0", 2, &status, ans, sizeof(ans), &len), 0);
+	ans[len] = '\0';
+	cr_assert_eq(status, 202);
+	cr_assert_str_eq(ans, first);
+	rt_node_close(n);
+
+	n = node_on(t.dir, db, false, &err);
+	cr_assert_eq(err, 0);
+	cr_assert(n->arena_reattached);
+	rt_fnset_set_ops(n->fns, &fake_ops, &g);
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(rt_node_recover(n), 0);
+	j = rt_job_find(n, "p");
+	cr_assert_not_null(j);
+	cr_assert_eq(rt_round_received(j->open), 2, "the partial is back, counted once");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "p0", 2, &status, ans, sizeof(ans), &len), 0,
+		     "a resend after the restart is recognised");
+	ans[len] = '\0';
+	cr_assert_str_eq(ans, first);
+	rt_node_close(n);
+	t.n = node_on(t.dir, ":memory:", true, &err);
+	cr_assert_eq(err, 0);
+	rt_test_node_close(&t);
+}
+
 Test(runtime_node_fake, a_non_finite_model_is_never_written)
 {
 	struct rt_test_node t;

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: MIT
+/* Inside the SQLite store: its statements and handle, shared by ctl_store.c and ctl_store_idem.c. */
+#ifndef CTL_STORE_PRIV_H
+#define CTL_STORE_PRIV_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "ctl_store.h"
+
+enum ctl_stmt {
+	S_JOB_INSERT,
+	S_JOB_GET,
+	S_JOB_GET_ID,
+	S_JOB_LIST,
+	S_JOB_ROUND_CAS,
+	S_JOB_ROUND,
+	S_JOB_DELETE,
+	S_ROUND_INSERT,
+	S_ROUND_GET,
+	S_ROUND_LIST,
+	S_KV_GET,
+	S_KV_SET,
+	S_IDEM_PUT,
+	S_IDEM_GET,
+	S_IDEM_PRUNE,
+	S_COUNT,
+};
+
+struct ctl_store {
+	sqlite3 *db;
+	/* Serialises all use of db and stmt[]: a prepared statement holds bindings and a cursor. */
+	pthread_mutex_t lock;
+	sqlite3_stmt *stmt[S_COUNT];
+};
+
+/* Log @what failing with @rc and map it to -errno. */
+int ctl__sql_fail(struct ctl_store *st, int rc, const char *what);
+/* Reset a statement and clear its bindings after use. */
+void ctl__stmt_done(sqlite3_stmt *s);
+/* Run SQL text without parameters; 0 or -errno (logged). */
+int ctl__exec_sql(struct ctl_store *st, const char *sql);
+
+#endif
