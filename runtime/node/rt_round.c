@@ -283,16 +283,47 @@ void rt_job_relieve(struct rt_node *n, struct rt_job *j)
 	leaf_cut(n, l);
 }
 
+/* The descriptor of update @seq of @round: what a leaf (or a shard) is sent. */
+static struct shm_desc update_desc(const struct rt_job *j, const struct rt_accept_in *in,
+				   uint32_t round, uint32_t seq)
+{
+	struct shm_desc d;
+
+	memset(&d, 0, sizeof(d));
+	d.version = SHM_ABI_VERSION;
+	d.kind = SHM_DESC_UPDATE;
+	d.src = SHM_DST_RUNTIME;
+	d.job = j->id;
+	d.round = round;
+	d.nsegs = in->nsegs;
+	d.slot_off = in->slot_off;
+	d.segs_off = in->segs_off;
+	d.weight = in->weight;
+	d.count = 1;
+	d.seq = seq;
+	d.fold_scale = in->fold_scale;
+	return d;
+}
+
+/* Update @s is in round @r: count it, and close the round when it is full. */
+static void accepted(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint32_t s,
+		     uint32_t *seq)
+{
+	r->received++;
+	j->accepted_total++;
+	n->m.accepted++;
+	*seq = s;
+	if (r->received == (n->clustered ? j->xtarget : j->cpr))
+		rt__round_close(n, j, r, false);
+}
+
 int rt__accept_at(struct rt_node *n, struct rt_job *j, const struct rt_accept_in *in,
 		  uint32_t *seq)
 {
 	struct rt_round *r = j->open;
 	struct rt_leaf *l;
 	struct shm_desc d;
-	uint32_t round = j->round, s, nsegs = in->nsegs;
-	uint64_t slot_off = in->slot_off, segs_off = in->segs_off;
-	double weight = in->weight;
-	float fold_scale = in->fold_scale;
+	uint32_t round = j->round, s;
 	int err;
 
 	if (!r) {
@@ -301,43 +332,16 @@ int rt__accept_at(struct rt_node *n, struct rt_job *j, const struct rt_accept_in
 			return err;
 	}
 	s = r->received;
+	d = update_desc(j, in, round, s);
 	if (j->algo.rule) {
-		memset(&d, 0, sizeof(d));
-		d.version = SHM_ABI_VERSION;
-		d.kind = SHM_DESC_UPDATE;
-		d.job = j->id;
-		d.round = round;
-		d.nsegs = nsegs;
-		d.slot_off = slot_off;
-		d.segs_off = segs_off;
-		d.weight = weight;
-		d.count = 1;
-		d.seq = s;
+		/* Exact robust rules keep every update for the shards: no leaf. */
 		r->rups[s] = d;
-		r->received++;
-		j->accepted_total++;
-		n->m.accepted++;
-		*seq = s;
-		if (r->received == (n->clustered ? j->xtarget : j->cpr))
-			rt__round_close(n, j, r, false);
+		accepted(n, j, r, s, seq);
 		return 0;
 	}
 	err = leaf_for_next(n, j, r, &l);
 	if (err)
 		return err;
-	memset(&d, 0, sizeof(d));
-	d.version = SHM_ABI_VERSION;
-	d.kind = SHM_DESC_UPDATE;
-	d.src = SHM_DST_RUNTIME;
-	d.job = j->id;
-	d.round = round;
-	d.nsegs = nsegs;
-	d.slot_off = slot_off;
-	d.segs_off = segs_off;
-	d.weight = weight;
-	d.count = 1;
-	d.seq = s;
-	d.fold_scale = fold_scale;
 	l->ups[l->sent] = d;
 	if (!l->sent)
 		l->seq0 = s;
@@ -345,12 +349,7 @@ int rt__accept_at(struct rt_node *n, struct rt_job *j, const struct rt_accept_in
 	if (err)
 		return err;
 	l->sent++;
-	r->received++;
-	j->accepted_total++;
-	n->m.accepted++;
-	*seq = s;
-	if (r->received == (n->clustered ? j->xtarget : j->cpr))
-		rt__round_close(n, j, r, false);
+	accepted(n, j, r, s, seq);
 	return 0;
 }
 
