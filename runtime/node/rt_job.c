@@ -124,11 +124,45 @@ int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint
 	return 0;
 }
 
+/*
+ * Record @j in the store: its algorithm parameters as the client gave them,
+ * plus the tree's (each must be stored: a restart reads the tree's shape
+ * back from them). *id gets its SQLite id. 0, -EEXIST (the name is taken),
+ * -ENOMEM or another -errno.
+ */
+static int job_record(struct rt_node *n, const struct rt_job *j, const struct rt_job_spec *spec,
+		      int64_t *id)
+{
+	json_t *p = spec->params ? json_deep_copy(spec->params) : json_object();
+	struct ctl_job cj;
+	char *params = NULL;
+	int err = -ENOMEM;
+
+	if (p && !json_object_set_new(p, "fan_in", json_integer(j->fanin)) &&
+	    !json_object_set_new(p, "min_clients", json_integer(j->min_clients)) &&
+	    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)))
+		params = trib_json_dumps(p, JSON_COMPACT);
+	json_decref(p);
+	if (!params)
+		return err;
+	memset(&cj, 0, sizeof(cj));
+	snprintf(cj.name, sizeof(cj.name), "%s", j->name);
+	snprintf(cj.token, sizeof(cj.token), "%s", j->token);
+	snprintf(cj.algorithm, sizeof(cj.algorithm), "%s", j->algorithm);
+	cj.clients_per_round = spec->cpr;
+	cj.schema_json = j->schema_json;
+	cj.params_json = params;
+	err = ctl_store_job_create(n->store, &cj);
+	trib_free(params);
+	if (!err)
+		*id = cj.id;
+	return err;
+}
+
 int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib_tensor *schema,
 		  size_t nschema, struct rt_job **out)
 {
 	const char *name = spec->name;
-	struct ctl_job cj;
 	struct rt_job *j;
 	struct trib_blob *b;
 	int err;
@@ -171,33 +205,9 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	}
 	j->model = b;
 
-	memset(&cj, 0, sizeof(cj));
-	snprintf(cj.name, sizeof(cj.name), "%s", name);
-	snprintf(cj.token, sizeof(cj.token), "%s", j->token);
-	snprintf(cj.algorithm, sizeof(cj.algorithm), "%s", j->algorithm);
-	cj.clients_per_round = spec->cpr;
-	cj.schema_json = j->schema_json;
-	{
-		/* The algorithm's parameters as the client gave them, and the tree's. */
-		json_t *p = spec->params ? json_deep_copy(spec->params) : json_object();
-		char *params = NULL;
-
-		/* Each must be stored: a restart reads the tree's shape back from them. */
-		if (p && !json_object_set_new(p, "fan_in", json_integer(j->fanin)) &&
-		    !json_object_set_new(p, "min_clients", json_integer(j->min_clients)) &&
-		    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)))
-			params = trib_json_dumps(p, JSON_COMPACT);
-		json_decref(p);
-		err = -ENOMEM;
-		if (params) {
-			cj.params_json = params;
-			err = ctl_store_job_create(n->store, &cj);
-			trib_free(params);
-		}
-	}
+	err = job_record(n, j, spec, &j->db_id);
 	if (err)
 		goto err_free; /* -EEXIST: the caller answers 409 */
-	j->db_id = cj.id;
 	j->id = n->next_job_id++;
 	j->schema = schema;
 	j->next = n->jobs;
