@@ -8,7 +8,7 @@ set -eu
 
 PKGS="build-essential meson ninja-build pkg-config clang llvm bpftool libbpf-dev libelf-dev
 zlib1g-dev liburing-dev libnng-dev libjemalloc-dev libcriterion-dev libhttp-parser-dev
-libjansson-dev libsqlite3-dev curl iproute2 python3-numpy"
+libjansson-dev libsqlite3-dev libssl-dev openssl curl iproute2 python3-numpy"
 
 missing=""
 for p in $PKGS; do
