@@ -26,7 +26,10 @@
 void fn_opt_params_default(struct fn_opt_params *p, uint32_t kind)
 {
 	p->kind = kind;
-	p->server_lr = 1.0f;
+	/* An adaptive step moves each coordinate by about eta: 1 overshoots (issue 15). */
+	p->server_lr = kind == FN_OPT_FEDYOGI				      ? 0.01f :
+		       kind == FN_OPT_FEDADAGRAD || kind == FN_OPT_FEDADAM ? 0.1f :
+									     1.0f;
 	p->momentum = 0.9f;
 	p->beta1 = 0.9f;
 	p->beta2 = 0.99f;

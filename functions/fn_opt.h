@@ -56,7 +56,11 @@ struct fn_opt_state {
 	float *v;      /* second moment, or NULL (fedavg, fedavgm) */
 };
 
-/* Defaults: server_lr 1, momentum 0.9, beta1 0.9, beta2 0.99, tau 1e-3. */
+/*
+ * Defaults (docs/ALGORITHMS.md says where each comes from): server_lr 1 for fedavg and fedavgm,
+ * 0.1 for fedadagrad and fedadam, 0.01 for fedyogi (Flower's eta); momentum 0.9, beta1 0.9,
+ * beta2 0.99 (Reddi et al. 2021); tau 1e-3 (Flower's serverapp strategies).
+ */
 void fn_opt_params_default(struct fn_opt_params *p, uint32_t kind);
 
 /*

@@ -102,18 +102,16 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 }
 
 /* What the algorithm, the arena and a cluster allow; 0 or the HTTP status. */
-static int def_limits(json_t *o, const struct rt_job_def *def, uint64_t k, size_t arena_size,
+static int def_limits(json_t *o, struct rt_job_def *def, uint64_t k, size_t arena_size,
 		      bool clustered, char *msg, size_t cap)
 {
 	const struct rt_algo *alg = &def->algo;
 	bool minc = json_object_get(o, "min_clients"), tmo = json_object_get(o, "round_timeout_s");
+	uint32_t kmin = def->spec.min_clients ? def->spec.min_clients : (uint32_t)k;
 
-	if (alg->rule == FN_RULE_KRUM && (k < 2ull * alg->f + 3 || alg->m > k - alg->f)) {
-		snprintf(msg, cap, "f, m: krum needs clients_per_round >= 2f + 3 and "
-			 "1 <= m <= clients_per_round - f (got f %u, m %u, %llu clients)",
-			 alg->f, alg->m, (unsigned long long)k);
+	/* A robust rule must do something for the fewest updates a round may close with. */
+	if (rt_algo_check_clients(&def->algo, kmin, (uint32_t)k, kmin < k, msg, cap))
 		return 400;
-	}
 	/* Exact robust rules keep a whole round of updates in the arena. */
 	if (alg->rule && k * (def->n_elem * 4 + 65536) > arena_size / 2) {
 		snprintf(msg, cap, "clients_per_round: %s keeps every update of a round "
@@ -195,6 +193,9 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 		if (!status && rt_algo_is_param(key) && strcmp(key, "algorithm") &&
 		    json_object_set(def->params, key, v))
 			status = 500; /* a parameter left out would be stored as not given */
+	/* And the defaults applied: a restart gets the same values if a default changes. */
+	if (!status && rt_algo_pin_defaults(&def->algo, def->params))
+		status = 500;
 	if (status) {
 		snprintf(msg, cap, "%s", "out of memory");
 		goto err_free;

@@ -5,11 +5,13 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fn_dp.h"
 #include "fn_fold.h"
 #include "fn_opt.h"
+#include "fn_robust.h"
 
 static const char *const params[] = {
 	"algorithm", "weighted", "update", "buffer_size", "max_staleness", "server_lr",
@@ -24,6 +26,9 @@ bool rt_algo_is_param(const char *name)
 			return true;
 	return false;
 }
+
+/* trimmed_mean's trim when the job gives none. */
+#define RT_TRIM_DEFAULT 0.1f
 
 static int num(json_t *o, const char *k, double *v, bool *given)
 {
@@ -98,8 +103,11 @@ static int parse_robust(json_t *o, struct rt_algo *a, char *msgbuf, size_t msgle
 			BAD("f: a non-negative integer");
 		if (m && (!json_is_integer(m) || json_integer_value(m) < 1))
 			BAD("m: a positive integer");
-		a->trim = t ? (float)json_number_value(t) : 0.1f;
+		a->trim = t ? (float)json_number_value(t) : RT_TRIM_DEFAULT;
+		a->trim_given = t != NULL;
+		/* Krum's default f depends on the round's size: rt_algo_check_clients(). */
 		a->f = f ? (uint32_t)json_integer_value(f) : 0;
+		a->f_given = f != NULL;
 		a->m = m ? (uint32_t)json_integer_value(m) : 1;
 		/* Exact rules see every value: no weights, no clipping or noise in this build. */
 		if (w && json_is_true(w))
@@ -152,6 +160,33 @@ static int parse_fedbuff(json_t *o, struct rt_algo *a, char *msgbuf, size_t msgl
 	return 0;
 }
 
+/* The 400 for an optimiser parameter out of range: its value, its range, and its default. */
+static int server_range_msg(json_t *o, const struct fn_opt_params *op, const char *field,
+			    const char *name, char *msgbuf, size_t msglen)
+{
+	struct fn_opt_params def;
+	float v, d;
+
+	fn_opt_params_default(&def, op->kind);
+	if (!field || !strcmp(field, "algorithm"))
+		BAD("algorithm: '%s' has no server optimiser", name);
+	v = !strcmp(field, "server_lr") ? op->server_lr :
+	    !strcmp(field, "momentum")  ? op->momentum :
+	    !strcmp(field, "beta1")	? op->beta1 :
+	    !strcmp(field, "beta2")	? op->beta2 :
+					  op->tau;
+	d = !strcmp(field, "server_lr") ? def.server_lr :
+	    !strcmp(field, "momentum")  ? def.momentum :
+	    !strcmp(field, "beta1")	? def.beta1 :
+	    !strcmp(field, "beta2")	? def.beta2 :
+					  def.tau;
+	BAD("%s: %g%s is out of range for %s (%s; its default is %g)", field, (double)v,
+	    json_object_get(o, field) ? "" : " (the default)", name,
+	    !strcmp(field, "server_lr") || !strcmp(field, "tau") ? "a number > 0" :
+								   "a number in [0, 1)",
+	    (double)d);
+}
+
 /* The server optimiser's parameters. */
 static int parse_server(json_t *o, struct rt_algo *a, int server, char *msgbuf, size_t msglen)
 {
@@ -187,7 +222,7 @@ static int parse_server(json_t *o, struct rt_algo *a, int server, char *msgbuf, 
 			op.tau = (float)v;
 	}
 	if (fn_opt_params_check(&op, &field))
-		BAD("%s: out of range for %s", field ? field : "algorithm", name);
+		return server_range_msg(o, &op, field, name, msgbuf, msglen);
 
 	a->par.server = (uint16_t)server;
 	a->par.server_lr = op.server_lr;
@@ -279,33 +314,46 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	return 0;
 }
 
+/* @v as a JSON number with the fewest digits that read back as the same float. */
+static json_t *real_f(float v)
+{
+	char buf[32];
+
+	for (int p = 6; p < 9; p++) {
+		snprintf(buf, sizeof(buf), "%.*g", p, (double)v);
+		if ((float)strtod(buf, NULL) == v)
+			return json_real(strtod(buf, NULL));
+	}
+	return json_real((double)v);
+}
+
 json_t *rt_algo_json(const struct rt_algo *a)
 {
 	const struct fn_params *p = &a->par;
-	json_t *o = json_pack("{s:s, s:b, s:s, s:f}", "algorithm", a->name, "weighted",
+	json_t *o = json_pack("{s:s, s:b, s:s, s:o}", "algorithm", a->name, "weighted",
 			      !(p->flags & FN_PAR_UNWEIGHTED), "update",
 			      (p->flags & FN_PAR_DELTA) ? "delta" : "weights", "server_lr",
-			      (double)p->server_lr);
+			      real_f(p->server_lr));
 
 	if (!o)
 		return NULL;
 	if (p->server == FN_OPT_FEDAVGM)
-		json_object_set_new(o, "momentum", json_real(p->momentum));
+		json_object_set_new(o, "momentum", real_f(p->momentum));
 	if (p->server >= FN_OPT_FEDADAGRAD) {
-		json_object_set_new(o, "beta1", json_real(p->beta1));
-		json_object_set_new(o, "beta2", json_real(p->beta2));
-		json_object_set_new(o, "tau", json_real(p->tau));
+		json_object_set_new(o, "beta1", real_f(p->beta1));
+		json_object_set_new(o, "beta2", real_f(p->beta2));
+		json_object_set_new(o, "tau", real_f(p->tau));
 	}
 	if (p->flags & FN_PAR_CLIP)
-		json_object_set_new(o, "clip_norm", json_real(p->clip_norm));
+		json_object_set_new(o, "clip_norm", real_f(p->clip_norm));
 	if (p->flags & FN_PAR_DP) {
-		json_object_set_new(o, "dp_noise_multiplier", json_real(p->dp_noise_multiplier));
+		json_object_set_new(o, "dp_noise_multiplier", real_f(p->dp_noise_multiplier));
 		json_object_set_new(o, "dp_delta", json_real(a->dp_delta));
 	}
 	if (p->flags & FN_PAR_SEEDED)
 		json_object_set_new(o, "seed", json_integer((json_int_t)p->seed));
 	if (a->rule == FN_RULE_TRIMMED_MEAN)
-		json_object_set_new(o, "trim", json_real(a->trim));
+		json_object_set_new(o, "trim", real_f(a->trim));
 	if (a->rule == FN_RULE_KRUM) {
 		json_object_set_new(o, "f", json_integer(a->f));
 		json_object_set_new(o, "m", json_integer(a->m));
@@ -315,4 +363,121 @@ json_t *rt_algo_json(const struct rt_algo *a)
 		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));
 	}
 	return o;
+}
+
+/*
+ * The smallest trim that cuts one update from each end of @k, to 3 significant digits rounded
+ * up, as the kernel counts it (the float trim in double, fn_robust_trim_count()); 0.5 or more
+ * when no trim below 0.5 does.
+ */
+static double trim_smallest(uint32_t k)
+{
+	double scale = 1000, t;
+	size_t cut = 0;
+
+	while (1.0 / k * scale < 100)
+		scale *= 10;
+	for (t = ceil(1.0 / k * scale) / scale; t < 0.5; t += 1 / scale)
+		if (!fn_robust_trim_count((double)(float)t, k, &cut) && cut >= 1)
+			return t;
+	return 0.5;
+}
+
+/* "clients_per_round 8" or "min_clients 4 (the fewest a round may close with)". */
+static void round_size(char *buf, size_t cap, uint32_t k, bool deadline)
+{
+	snprintf(buf, cap, "%s %u%s", deadline ? "min_clients" : "clients_per_round", k,
+		 deadline ? " (the fewest a round may close with)" : "");
+}
+
+/* Krum needs k >= 2f + 3 and 1 <= m <= k - f; f 0 assumes no attacker at all. */
+static int check_krum(struct rt_algo *a, uint32_t k, const char *size, char *msgbuf,
+		      size_t msglen)
+{
+	uint32_t fmax = k >= 3 ? (k - 3) / 2 : 0;
+
+	if (fmax < 1)
+		BAD("f: krum with %s tolerates no Byzantine client (it needs clients >= 2f + 3: "
+		    "f = 1 takes at least 5); use median or trimmed_mean, or more clients", size);
+	if (!a->f_given)
+		a->f = fmax; /* the most Krum tolerates for this round size */
+	if (a->f == 0)
+		BAD("f: 0 assumes no Byzantine client, so Krum only picks the most central "
+		    "update; use f >= 1 (at most %u with %s)", fmax, size);
+	if (a->f > fmax)
+		BAD("f: %u needs at least %u clients (clients >= 2f + 3) but %s; use f <= %u",
+		    a->f, 2 * a->f + 3, size, fmax);
+	if (a->m > k - a->f)
+		BAD("m: %u is more than clients - f = %u - %u%s; use m <= %u", a->m, k, a->f,
+		    a->f_given ? "" : " (f's default)", k - a->f);
+	return 0;
+}
+
+int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, bool deadline,
+			  char *msgbuf, size_t msglen)
+{
+	char size[80];
+	size_t cut = 0;
+	double t;
+
+	(void)k_max; /* every rule here grows more useful with more clients */
+	round_size(size, sizeof(size), k_min, deadline);
+	switch (a->rule) {
+	case FN_RULE_MEDIAN:
+		/* The median of 1 or 2 values is their mean: nobody is outvoted. */
+		if (k_min < 3)
+			BAD("algorithm: the median of %s is their mean; median needs at least 3 "
+			    "clients", size);
+		return 0;
+	case FN_RULE_TRIMMED_MEAN:
+		if (fn_robust_trim_count((double)a->trim, k_min, &cut) || cut >= 1)
+			return 0;
+		t = trim_smallest(k_min);
+		if (t >= 0.5)
+			BAD("trim: trimmed_mean with %s cannot cut one from each end and keep one; "
+			    "it needs at least 3 clients", size);
+		BAD("trim: %g%s cuts 0 of %u clients from each end (%s); use trim >= %g",
+		    (double)a->trim, a->trim_given ? "" : " (the default)", k_min, size, t);
+	case FN_RULE_KRUM:
+		return check_krum(a, k_min, size, msgbuf, msglen);
+	default:
+		return 0;
+	}
+}
+
+/* Sets @key in @o to @v unless the job gave it; 0 or -ENOMEM. */
+static int pin(json_t *o, const char *key, json_t *v)
+{
+	if (json_object_get(o, key)) {
+		json_decref(v);
+		return 0;
+	}
+	return json_object_set_new(o, key, v) ? -ENOMEM : 0;
+}
+
+int rt_algo_pin_defaults(const struct rt_algo *a, json_t *o)
+{
+	const struct fn_params *p = &a->par;
+	int err = 0;
+
+	if (!a->rule)
+		err |= pin(o, "server_lr", real_f(p->server_lr));
+	if (p->server == FN_OPT_FEDAVGM)
+		err |= pin(o, "momentum", real_f(p->momentum));
+	if (p->server >= FN_OPT_FEDADAGRAD) {
+		err |= pin(o, "beta1", real_f(p->beta1));
+		err |= pin(o, "beta2", real_f(p->beta2));
+		err |= pin(o, "tau", real_f(p->tau));
+	}
+	if (a->rule == FN_RULE_TRIMMED_MEAN)
+		err |= pin(o, "trim", real_f(a->trim));
+	if (a->rule == FN_RULE_KRUM) {
+		err |= pin(o, "f", json_integer(a->f));
+		err |= pin(o, "m", json_integer(a->m));
+	}
+	if (p->flags & FN_PAR_DP)
+		err |= pin(o, "dp_delta", json_real(a->dp_delta));
+	if (a->async)
+		err |= pin(o, "max_staleness", json_integer(a->max_staleness));
+	return err ? -ENOMEM : 0;
 }

@@ -17,6 +17,7 @@ struct rt_algo {
 	uint16_t rule;         /* enum fn_robust_rule for exact robust rules, else 0 */
 	float trim;            /* trimmed_mean */
 	uint32_t f, m;         /* krum */
+	bool trim_given, f_given; /* the job named them (else the defaults, checked per round size) */
 	uint32_t buffer_size;  /* FedBuff: K */
 	uint32_t max_staleness; /* FedBuff: updates staler than this get 409 */
 };
@@ -29,6 +30,24 @@ struct rt_algo {
  * Returns 0 or -EINVAL.
  */
 int rt_algo_parse(json_t *o, struct rt_algo *out, char *msgbuf, size_t msglen);
+
+/*
+ * At job creation: whether the robust rule of @a does anything for a round of @k_min to @k_max
+ * updates (k_min: the fewest a round may close with, min_clients at a deadline, else
+ * clients_per_round). Fills Krum's default f, floor((k_min - 3) / 2). A rule whose parameters do
+ * nothing (a trim that cuts 0, Krum with f 0, a median of 2) is -EINVAL with @msgbuf naming the
+ * smallest useful value; @deadline says k_min is min_clients. Not run for stored jobs, which
+ * were checked when created.
+ */
+int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, bool deadline,
+			  char *msgbuf, size_t msglen);
+
+/*
+ * Writes into @params (the job's stored parameters) every default rt_algo_parse() filled in
+ * for @a, so that a restart parses the same values even if a default changes later. 0 or
+ * -ENOMEM.
+ */
+int rt_algo_pin_defaults(const struct rt_algo *a, json_t *params);
 
 /* Whether @name is a parameter rt_algo_parse() reads. */
 bool rt_algo_is_param(const char *name);

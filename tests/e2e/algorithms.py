@@ -20,15 +20,17 @@ SCHEMA = [{'name': 'a', 'shape': [7, 11], 'dtype': 'F32'},
 
 
 def server_ref(kind, p, x, d, st):
-    """One server step in float64 (Reddi et al. 2021); st holds m, v across rounds."""
-    lr = p.get('server_lr', 1.0 if kind == 'fedavg' else
-               (0.01 if kind in ('fedadagrad', 'fedadam', 'fedyogi') else 1.0))
+    """One server step in float64 (Reddi et al. 2021); st holds m, v across rounds.
+
+    p is the job's effective parameters (GET /v1/jobs/{job} "parameters"): the defaults the
+    server applied, not constants copied here."""
+    lr = p['server_lr']
     if kind == 'fedavg':
         return x + lr * d
     if kind == 'fedavgm':
-        st['m'] = p.get('momentum', 0.9) * st.get('m', 0) + d
+        st['m'] = p['momentum'] * st.get('m', 0) + d
         return x + lr * st['m']
-    b1, b2, tau = p.get('beta1', 0.9), p.get('beta2', 0.99), p.get('tau', 1e-3)
+    b1, b2, tau = p['beta1'], p['beta2'], p['tau']
     m = b1 * st.get('m', 0) + (1 - b1) * d
     v = st.get('v', np.full_like(d, tau * tau))
     if kind == 'fedadagrad':
@@ -51,6 +53,11 @@ def run_case(srv, name, spec, rng):
     weighted = spec.get('weighted', True)
     clip = spec.get('clip_norm')
     z = spec.get('dp_noise_multiplier', 0)
+    eff = srv.status(name)['parameters']  # what the server applies, defaults included
+    for k, v in spec.items():
+        if k in eff and isinstance(v, (int, float)) and not isinstance(v, bool):
+            check(abs(eff[k] - v) <= 1e-6 * abs(v), '%s: %s %r reported as %r' % (name, k, v,
+                                                                                 eff[k]))
     x = np.zeros(N)             # the global model, float64
     st = {}
     worst = 0.0
@@ -78,7 +85,7 @@ def run_case(srv, name, spec, rng):
             x = mean
         else:
             d = mean if delta else mean - x
-            x = server_ref(kind, spec, x, d, st)
+            x = server_ref(kind, eff, x, d, st)
         _, hd, buf = srv.get_model(name, tok, '?after=%d' % r, timeout=60)
         _, got, _ = e.st_decode(buf)
         g = e.flatten(SCHEMA, got).astype(np.float64)
@@ -108,6 +115,10 @@ def run():
         ('adam', {'algorithm': 'fedadam', 'server_lr': 0.05, 'beta1': 0.8, 'beta2': 0.95}),
         ('yogi', {'algorithm': 'fedyogi', 'server_lr': 0.05, 'tau': 0.01}),
         ('adam-delta', {'algorithm': 'fedadam', 'update': 'delta', 'server_lr': 0.1}),
+        # The defaults (Flower's eta, Reddi et al.'s betas), as the job reports them.
+        ('adam-defaults', {'algorithm': 'fedadam'}),
+        ('yogi-defaults', {'algorithm': 'fedyogi', 'update': 'delta'}),
+        ('avgm-defaults', {'algorithm': 'fedavgm'}),
         ('clipped', {'clip_norm': 3.0}),
         ('dp', {'clip_norm': 2.0, 'dp_noise_multiplier': 0.5, 'dp_delta': 1e-5,
                 'seed': 42}),
@@ -116,6 +127,15 @@ def run():
         for name, spec in cases:
             worst = run_case(srv, name, spec, rng)
             print('%-16s OK (worst error %.2f of the limit)' % (name, worst))
+        # The documented defaults (docs/ALGORITHMS.md), as GET reports them.
+        for name, want in (('adam-defaults', {'server_lr': 0.1, 'beta1': 0.9, 'beta2': 0.99,
+                                              'tau': 1e-3}),
+                           ('yogi-defaults', {'server_lr': 0.01, 'beta1': 0.9, 'beta2': 0.99,
+                                              'tau': 1e-3}),
+                           ('avgm-defaults', {'server_lr': 1.0, 'momentum': 0.9})):
+            got = srv.status(name)['parameters']
+            check(all(got[k] == v for k, v in want.items()),
+                  '%s: parameters %r, want %r' % (name, got, want))
         # Bad parameters: 400 naming the field.
         for spec, field in (({'algorithm': 'nope'}, 'algorithm'),
                             ({'algorithm': 'fedadam', 'beta1': 1.5}, 'beta1'),

@@ -2,8 +2,11 @@
 /* Tests of api/rt_job_def_parse: a job definition in, a spec and schema (or a status) out. */
 #include <criterion/criterion.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "fn_abi.h"
 #include "rt_api.h"
 
 #define ARENA (256ull << 20)
@@ -104,4 +107,155 @@ Test(runtime_job_def, cluster_refuses_server_optimisers)
 	rt_job_def_free(&def);
 	cr_assert_eq(parse(body, true, &def, msg), 400);
 	cr_assert_not_null(strstr(msg, "not supported across nodes"), "%s", msg);
+}
+
+/* Issue 15: a robust rule whose parameters do nothing for the round's size names the minimum. */
+Test(runtime_job_def, do_nothing_robust_rules_name_the_smallest_useful_value)
+{
+	static const struct {
+		const char *extra; /* after "clients_per_round":N, */
+		int cpr;
+		const char *want;
+	} cases[] = {
+		/* floor(0.1 * 8) = 0 */
+		{ "\"algorithm\":\"trimmed_mean\"", 8,
+		  "trim: 0.1 (the default) cuts 0 of 8 clients from each end (clients_per_round 8); "
+		  "use trim >= 0.125" },
+		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.1", 8,
+		  "trim: 0.1 cuts 0 of 8 clients from each end (clients_per_round 8); use trim >= "
+		  "0.125" },
+		/* 1/49 * 49 is 0.99999... in double: the suggestion is checked as the kernel counts */
+		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.02", 49, "use trim >= 0.0205" },
+		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.3", 2,
+		  "trim: trimmed_mean with clients_per_round 2 cannot cut one from each end" },
+		/* the same checks against the fewest clients a deadline round closes with */
+		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.2,\"min_clients\":4,"
+		  "\"round_timeout_s\":5",
+		  10,
+		  "trim: 0.2 cuts 0 of 4 clients from each end (min_clients 4 (the fewest a round "
+		  "may close with)); use trim >= 0.25" },
+		{ "\"algorithm\":\"krum\",\"f\":0", 8, "f: 0 assumes no Byzantine client" },
+		{ "\"algorithm\":\"krum\",\"f\":0", 8, "use f >= 1 (at most 2 with clients_per_round 8)" },
+		{ "\"algorithm\":\"krum\"", 4, "f: krum with clients_per_round 4 tolerates no "
+					       "Byzantine client" },
+		{ "\"algorithm\":\"krum\",\"f\":3", 8,
+		  "f: 3 needs at least 9 clients (clients >= 2f + 3) but clients_per_round 8; use "
+		  "f <= 2" },
+		{ "\"algorithm\":\"krum\",\"f\":2,\"min_clients\":5,\"round_timeout_s\":5", 8,
+		  "f: 2 needs at least 7 clients (clients >= 2f + 3) but min_clients 5" },
+		{ "\"algorithm\":\"krum\",\"m\":7", 8,
+		  "m: 7 is more than clients - f = 8 - 2 (f's default); use m <= 6" },
+		{ "\"algorithm\":\"median\"", 2, "the median of clients_per_round 2 is their mean" },
+		{ "\"algorithm\":\"median\",\"min_clients\":2,\"round_timeout_s\":5", 9,
+		  "median needs at least 3 clients" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rt_job_def def;
+		char body[512], msg[256] = "";
+
+		snprintf(body, sizeof(body), "{\"name\":\"x\",\"params\":8,\"clients_per_round\":%d,%s}",
+			 cases[i].cpr, cases[i].extra);
+		cr_assert_eq(parse(body, false, &def, msg), 400, "case %zu: %s", i, msg);
+		cr_assert_not_null(strstr(msg, cases[i].want), "case %zu: %s", i, msg);
+	}
+}
+
+/* The useful configurations next to the refused ones are taken, with the defaults filled in. */
+Test(runtime_job_def, useful_robust_rules_are_taken_with_their_defaults)
+{
+	static const struct {
+		const char *extra;
+		int cpr;
+		unsigned f, m;
+		float trim;
+	} cases[] = {
+		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.125", 8, 0, 1, 0.125f },
+		{ "\"algorithm\":\"trimmed_mean\"", 10, 0, 1, 0.1f },
+		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.0205", 49, 0, 1, 0.0205f },
+		{ "\"algorithm\":\"krum\"", 8, 2, 1, 0 }, /* f = floor((8 - 3) / 2) */
+		{ "\"algorithm\":\"krum\"", 5, 1, 1, 0 },
+		{ "\"algorithm\":\"krum\",\"min_clients\":7,\"round_timeout_s\":5", 20, 2, 1, 0 },
+		{ "\"algorithm\":\"krum\",\"f\":1,\"m\":3", 8, 1, 3, 0 },
+		{ "\"algorithm\":\"median\"", 3, 0, 1, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rt_job_def def;
+		char body[512], msg[256] = "";
+
+		snprintf(body, sizeof(body), "{\"name\":\"x\",\"params\":8,\"clients_per_round\":%d,%s}",
+			 cases[i].cpr, cases[i].extra);
+		cr_assert_eq(parse(body, false, &def, msg), 200, "case %zu: %s", i, msg);
+		if (def.algo.rule == FN_RULE_KRUM) {
+			cr_assert_eq(def.algo.f, cases[i].f, "case %zu: f %u", i, def.algo.f);
+			cr_assert_eq(def.algo.m, cases[i].m, "case %zu", i);
+			/* The default is stored, so a restart parses the same f. */
+			cr_assert_eq(json_integer_value(json_object_get(def.params, "f")),
+				     cases[i].f, "case %zu", i);
+		}
+		if (def.algo.rule == FN_RULE_TRIMMED_MEAN) {
+			cr_assert_eq(def.algo.trim, cases[i].trim, "case %zu", i);
+			cr_assert_eq((float)json_real_value(json_object_get(def.params, "trim")),
+				     cases[i].trim, "case %zu", i);
+		}
+		rt_job_def_free(&def);
+	}
+}
+
+/* Server optimisers default to Flower's eta and Reddi et al.'s betas; the defaults are stored. */
+Test(runtime_job_def, server_optimiser_defaults_are_applied_and_stored)
+{
+	static const struct {
+		const char *alg;
+		float lr;
+	} cases[] = {
+		{ "fedavg", 1.0f },  { "fedavgm", 1.0f },   { "fedadagrad", 0.1f },
+		{ "fedadam", 0.1f }, { "fedyogi", 0.01f },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rt_job_def def;
+		char body[256], msg[256] = "";
+		json_t *p;
+
+		snprintf(body, sizeof(body),
+			 "{\"name\":\"x\",\"params\":8,\"clients_per_round\":4,\"algorithm\":\"%s\"}",
+			 cases[i].alg);
+		cr_assert_eq(parse(body, false, &def, msg), 200, "%s: %s", cases[i].alg, msg);
+		cr_assert_eq(def.algo.par.server_lr, cases[i].lr, "%s", cases[i].alg);
+		p = def.params;
+		/* Stored with the fewest digits that read back as the same float. */
+		cr_assert_eq(json_real_value(json_object_get(p, "server_lr")), (double)strtod(
+				     cases[i].lr == 0.1f ? "0.1" : cases[i].lr == 0.01f ? "0.01" :
+											 "1", NULL),
+			     "%s", cases[i].alg);
+		if (strcmp(cases[i].alg, "fedavg") && strcmp(cases[i].alg, "fedavgm")) {
+			cr_assert_eq(def.algo.par.beta1, 0.9f);
+			cr_assert_eq(def.algo.par.beta2, 0.99f);
+			cr_assert_eq(def.algo.par.tau, 1e-3f);
+			cr_assert_eq(json_real_value(json_object_get(p, "tau")), 1e-3);
+		}
+		if (!strcmp(cases[i].alg, "fedavgm"))
+			cr_assert_eq(json_real_value(json_object_get(p, "momentum")), 0.9);
+		rt_job_def_free(&def);
+	}
+}
+
+/* A value out of range names the field, the value, its range and its default. */
+Test(runtime_job_def, optimiser_range_errors_carry_the_default)
+{
+	struct rt_job_def def;
+	char msg[256] = "";
+
+	cr_assert_eq(parse("{\"name\":\"x\",\"params\":8,\"clients_per_round\":4,"
+			   "\"algorithm\":\"fedadam\",\"beta2\":1.5}",
+			   false, &def, msg), 400);
+	cr_assert_str_eq(msg, "beta2: 1.5 is out of range for fedadam (a number in [0, 1); its "
+			      "default is 0.99)");
+	cr_assert_eq(parse("{\"name\":\"x\",\"params\":8,\"clients_per_round\":4,"
+			   "\"algorithm\":\"fedyogi\",\"server_lr\":-1}",
+			   false, &def, msg), 400);
+	cr_assert_str_eq(msg, "server_lr: -1 is out of range for fedyogi (a number > 0; its "
+			      "default is 0.01)");
 }
