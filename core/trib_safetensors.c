@@ -321,8 +321,16 @@ int trib_st_parse(const void *buf, size_t len, struct trib_st *out, const char *
 			continue;
 		err = parse_tensor(key, key_len, json_object_iter_value(it), len - 8 - hlen,
 				   &out->tensors[k], why);
-		if (err)
+		if (err) {
+			json_t *dt = json_object_get(json_object_iter_value(it), "dtype");
+
+			/* For trib_st_explain(): which entry, and the dtype it gave. */
+			trib_st_show(key, key_len, out->bad_name, sizeof(out->bad_name));
+			if (json_is_string(dt))
+				trib_st_show(json_string_value(dt), json_string_length(dt),
+					     out->bad_dtype, sizeof(out->bad_dtype));
 			goto err_free;
+		}
 		k++;
 	}
 	err = check_disjoint(out->tensors, k, why);

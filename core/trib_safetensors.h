@@ -3,6 +3,7 @@
 #ifndef TRIB_SAFETENSORS_H
 #define TRIB_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,15 @@
  * fold (callers answer 422 rather than 400); compare with strcmp().
  */
 #define TRIB_ST_WHY_DTYPE "unsupported dtype"
+
+/* Bytes of a name an error message shows (cut longer, with "..."), and of the shown text. */
+#define TRIB_ST_SHOW_NAME 40
+#define TRIB_ST_SHOW_MAX (TRIB_ST_SHOW_NAME + 4)
+/*
+ * Most bytes trib_st_explain() writes, NUL included: with "safetensors: " it fits a 400-byte
+ * message, and escaped for JSON (every byte a quote at worst) a 1 KiB error body.
+ */
+#define TRIB_ST_EXPLAIN_MAX 384
 
 /* One tensor of a job's schema, or one tensor found in a safetensors file. */
 struct trib_tensor {
@@ -37,6 +47,9 @@ struct trib_st {
 	struct trib_tensor *tensors;
 	size_t ntensors;
 	uint64_t data_off;
+	/* After a failed parse: the entry it failed on and its dtype, as trib_st_show() shows. */
+	char bad_name[TRIB_ST_SHOW_MAX];
+	char bad_dtype[16];
 };
 
 /*
@@ -91,5 +104,26 @@ int trib_st_match(const struct trib_st *st, const struct trib_tensor *schema, si
 int trib_st_match_q(const struct trib_st *st, const struct trib_tensor *schema, size_t nschema,
 		  const void *buf, uint64_t *src_offsets, uint32_t *dtypes, float *scales,
 		  const char **why);
+
+/*
+ * Writes @s (@len bytes, from an upload) into @buf (@cap bytes, NUL-terminated) to be shown in an
+ * error: at most TRIB_ST_SHOW_NAME bytes, cut at a UTF-8 boundary and followed by "..." when
+ * longer, control bytes and bytes that are not UTF-8 as '?'. Quotes and backslashes stay (the
+ * JSON writer escapes them). Returns the bytes written.
+ */
+size_t trib_st_show(const char *s, size_t len, char *buf, size_t cap);
+
+/*
+ * After trib_st_parse() (@schema NULL) or trib_st_match*() failed with -EINVAL and @why, writes
+ * into @buf (@cap bytes, at most TRIB_ST_EXPLAIN_MAX used, NUL-terminated) what is wrong, naming
+ * names: the tensor and its expected and received shape or dtype; the missing and the unexpected
+ * names (3 of each at most, and how many); and "did you mean" when an unexpected name is a
+ * missing one with a known prefix (module., model., _orig_mod.) added or stripped, or within 2
+ * edits of it. @compressed: the match took F16, BF16 and I8 + "<name>.scale" (trib_st_match_q).
+ * Names are shown with trib_st_show(). Falls back to @why when it finds nothing more (or lacks
+ * memory). @st and @schema are borrowed.
+ */
+void trib_st_explain(const struct trib_st *st, const struct trib_tensor *schema, size_t nschema,
+		     bool compressed, const char *why, char *buf, size_t cap);
 
 #endif

@@ -117,16 +117,22 @@ static void on_model_put_body(struct rt_conn *c)
 			rt_conn_error(c, 500, "out of memory", -1, NULL);
 			return;
 		}
-		bool malformed = false;
+		bool malformed = false, parsed;
+		char what[TRIB_ST_EXPLAIN_MAX] = "";
 
 		err = trib_st_parse(c->body_heap, c->body_len, &st, &why);
+		parsed = !err;
 		if (err)
 			malformed = !(why && !strcmp(why, TRIB_ST_WHY_DTYPE)) && err == -EINVAL;
 		else
 			err = trib_st_match(&st, j->schema, j->nschema, offs, &why);
+		if (err == -EINVAL) /* name the tensor, the shapes, the names */
+			trib_st_explain(&st, parsed ? j->schema : NULL, j->nschema, false, why,
+					what, sizeof(what));
 		trib_st_free(&st);
 		if (err) {
-			snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+			snprintf(msg, sizeof(msg), "safetensors: %s",
+				 what[0] ? what : why ? why : strerror(-err));
 			rt_conn_error(c,
 				      err == -ENOMEM ? 500
 				      : malformed    ? 400

@@ -93,7 +93,7 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doubl
 	float *scales = trib_calloc(j->nschema, sizeof(*scales));
 	struct trib_st st = { 0 };
 	const char *why = NULL;
-	char msg[400];
+	char msg[400], what[TRIB_ST_EXPLAIN_MAX];
 	int err, rc = -1;
 
 	if (!offs || !dts || !scales) {
@@ -109,20 +109,25 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doubl
 		/* A well-formed file with a dtype we do not take is a 422, the rest 400. */
 		bool dtype = why && !strcmp(why, TRIB_ST_WHY_DTYPE);
 
-		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+		trib_st_explain(&st, NULL, 0, true, why ? why : strerror(-err), what, sizeof(what));
+		snprintf(msg, sizeof(msg), "safetensors: %s", what);
 		rt__api_reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg,
 			       -1, NULL);
 		goto out;
 	}
 	/* F32, or compressed (F16, BF16, I8 + scale): dequantised while folding. */
 	err = trib_st_match_q(&st, j->schema, j->nschema, body, offs, dts, scales, &why);
+	if (err == -EINVAL) /* name the names: what is missing, what is not expected, ... */
+		trib_st_explain(&st, j->schema, j->nschema, true, why, what, sizeof(what));
+	else if (err)
+		snprintf(what, sizeof(what), "%s", why ? why : strerror(-err));
 	trib_st_free(&st);
 	if (err == -ENOMEM) {
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		goto out;
 	}
 	if (err) {
-		snprintf(msg, sizeof(msg), "safetensors: %s", why ? why : strerror(-err));
+		snprintf(msg, sizeof(msg), "safetensors: %s", what);
 		rt__api_reject(c, err == -EDOM ? RT_REJ_NONFINITE : RT_REJ_SHAPE, 422, msg, -1,
 			       NULL);
 		goto out;
