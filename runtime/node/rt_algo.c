@@ -383,11 +383,11 @@ static double trim_smallest(uint32_t k)
 	return 0.5;
 }
 
-/* "clients_per_round 8" or "min_clients 4 (the fewest a round may close with)". */
+/* "clients_per_round 8" or "min_clients 4, the fewest a round may close with". */
 static void round_size(char *buf, size_t cap, uint32_t k, bool deadline)
 {
 	snprintf(buf, cap, "%s %u%s", deadline ? "min_clients" : "clients_per_round", k,
-		 deadline ? " (the fewest a round may close with)" : "");
+		 deadline ? ", the fewest a round may close with" : "");
 }
 
 /* Krum needs k >= 2f + 3 and 1 <= m <= k - f; f 0 assumes no attacker at all. */
@@ -426,8 +426,8 @@ int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, boo
 	case FN_RULE_MEDIAN:
 		/* The median of 1 or 2 values is their mean: nobody is outvoted. */
 		if (k_min < 3)
-			BAD("algorithm: the median of %s is their mean; median needs at least 3 "
-			    "clients", size);
+			BAD("algorithm: the median of %u clients is their mean (%s); median needs "
+			    "at least 3 clients", k_min, size);
 		return 0;
 	case FN_RULE_TRIMMED_MEAN:
 		if (fn_robust_trim_count((double)a->trim, k_min, &cut) || cut >= 1)

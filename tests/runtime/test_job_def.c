@@ -132,8 +132,8 @@ Test(runtime_job_def, do_nothing_robust_rules_name_the_smallest_useful_value)
 		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.2,\"min_clients\":4,"
 		  "\"round_timeout_s\":5",
 		  10,
-		  "trim: 0.2 cuts 0 of 4 clients from each end (min_clients 4 (the fewest a round "
-		  "may close with)); use trim >= 0.25" },
+		  "trim: 0.2 cuts 0 of 4 clients from each end (min_clients 4, the fewest a round "
+		  "may close with); use trim >= 0.25" },
 		{ "\"algorithm\":\"krum\",\"f\":0", 8, "f: 0 assumes no Byzantine client" },
 		{ "\"algorithm\":\"krum\",\"f\":0", 8, "use f >= 1 (at most 2 with clients_per_round 8)" },
 		{ "\"algorithm\":\"krum\"", 4, "f: krum with clients_per_round 4 tolerates no "
@@ -145,7 +145,7 @@ Test(runtime_job_def, do_nothing_robust_rules_name_the_smallest_useful_value)
 		  "f: 2 needs at least 7 clients (clients >= 2f + 3) but min_clients 5" },
 		{ "\"algorithm\":\"krum\",\"m\":7", 8,
 		  "m: 7 is more than clients - f = 8 - 2 (f's default); use m <= 6" },
-		{ "\"algorithm\":\"median\"", 2, "the median of clients_per_round 2 is their mean" },
+		{ "\"algorithm\":\"median\"", 2, "the median of 2 clients is their mean (clients_per_round 2)" },
 		{ "\"algorithm\":\"median\",\"min_clients\":2,\"round_timeout_s\":5", 9,
 		  "median needs at least 3 clients" },
 	};
