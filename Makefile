@@ -1,18 +1,22 @@
 # SPDX-License-Identifier: MIT
 # Tributary: thin wrappers over meson and ninja. `make demo` and `make test` work on a fresh
-# Debian 12 machine as root: they install what is missing first (scripts/deps.sh).
+# Debian 12 machine as root: they install what is missing first (scripts/deps.sh; the demo only
+# what the build needs, the tests also curl, iproute2, numpy, and node and npm for tests/k8s).
 
 BUILD      ?= build
 TEST_BUILD ?= build-test
 # CI builds with -Werror; so does every `make test`.
 WERROR     ?= $(if $(CI),true,false)
 
-.PHONY: all deps build demo test bench example clean
+.PHONY: all deps deps-test build demo test bench example clean
 
 all: build
 
 deps:
 	@./scripts/deps.sh
+
+deps-test:
+	@./scripts/deps.sh --test
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) --buildtype=release -Dwerror=$(WERROR)
@@ -27,7 +31,7 @@ demo: build
 $(TEST_BUILD)/build.ninja:
 	meson setup $(TEST_BUILD) --buildtype=debugoptimized -Dsanitize=true -Dwerror=true
 
-test: deps $(TEST_BUILD)/build.ninja
+test: deps-test $(TEST_BUILD)/build.ninja
 	@ninja -C $(TEST_BUILD)
 	@./scripts/run-tests.sh $(TEST_BUILD)
 

@@ -4,7 +4,7 @@
 set -eu
 
 # nginx-light is the smallest Debian nginx; any installed nginx flavour will do.
-PKGS="python3-aiohttp python3-matplotlib python3-numpy"
+PKGS="python3-aiohttp python3-matplotlib python3-numpy curl iproute2"
 
 installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -1,14 +1,21 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Installs the Debian 12 packages Tributary needs to build, test and demo; quiet when all are present.
+# Installs the Debian 12 packages Tributary needs to build and demo, and with --test what the tests
+# need too (make test); quiet when all are present.
+# Usage: scripts/deps.sh [--test]
 set -eu
 
-# kubectl, node and tests/k8s's npm packages, for the manifests test (tests/k8s).
-"$(dirname "$0")/deps-k8s.sh"
-
+# The build (Criterion too: the build directory configures the test suites).
 PKGS="build-essential meson ninja-build pkg-config clang llvm bpftool libbpf-dev libelf-dev
 zlib1g-dev liburing-dev libnng-dev libjemalloc-dev libcriterion-dev libhttp-parser-dev
-libjansson-dev libsqlite3-dev libssl-dev openssl curl iproute2 python3-numpy"
+libjansson-dev libsqlite3-dev libssl-dev openssl"
+
+if [ "${1:-}" = "--test" ]; then
+	# The end-to-end scripts: curl (basic.sh), ip (network namespaces), numpy (references).
+	PKGS="$PKGS curl iproute2 python3-numpy"
+	# kubectl, node and tests/k8s's npm packages, for the manifests test (tests/k8s) only.
+	"$(dirname "$0")/deps-k8s.sh"
+fi
 
 missing=""
 for p in $PKGS; do

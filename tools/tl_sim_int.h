@@ -205,7 +205,7 @@ struct tl_sim_round {
 	const struct tl_sim_opts *o;
 	const char *token;
 	uint64_t round;
-	uint32_t index; /* 1-based round of this run, for the progress bar */
+	uint32_t index; /* 1-based count of this run's rounds, for the progress line */
 	const char *st_hdr;
 	size_t st_hdr_len;
 	bool tty;

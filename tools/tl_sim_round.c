@@ -43,12 +43,14 @@ static void draw_progress(struct tl_sim_round *r, uint32_t done)
 	const struct tl_sim_opts *o = r->o;
 	int fill = (int)((uint64_t)done * SIM_BAR_WIDTH / o->clients);
 
+	/* The server's round number, as in the result lines and status; then this run's count. */
 	if (r->tty)
-		fprintf(stderr, "\rround %u/%u [%.*s%.*s] %u/%u updates", r->index, o->rounds, fill,
-			bar_hashes, SIM_BAR_WIDTH - fill, bar_dots, done, o->clients);
-	else
-		fprintf(stderr, "round %u/%u: %u/%u updates\n", r->index, o->rounds, done,
+		fprintf(stderr, "\rround %" PRIu64 " (%u of %u) [%.*s%.*s] %u/%u updates", r->round,
+			r->index, o->rounds, fill, bar_hashes, SIM_BAR_WIDTH - fill, bar_dots, done,
 			o->clients);
+	else
+		fprintf(stderr, "round %" PRIu64 " (%u of %u): %u/%u updates\n", r->round, r->index,
+			o->rounds, done, o->clients);
 	fflush(stderr);
 }
 
