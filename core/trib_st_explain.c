@@ -22,8 +22,11 @@ static const char *const prefixes[] = { "module.", "model.", "_orig_mod.", NULL 
 /* Bytes of a UTF-8 sequence starting at @s (@n left), 0 if it is not one (RFC 3629). */
 static size_t utf8_seq(const unsigned char *s, size_t n)
 {
-	size_t need = s[0] < 0x80 ? 0 : (s[0] & 0xe0) == 0xc0 ? 1 : (s[0] & 0xf0) == 0xe0 ? 2 :
-				       (s[0] & 0xf8) == 0xf0 ? 3 : 4;
+	size_t need = s[0] < 0x80		? 0 :
+		      (s[0] & 0xe0) == 0xc0 ? 1 :
+		      (s[0] & 0xf0) == 0xe0 ? 2 :
+		      (s[0] & 0xf8) == 0xf0 ? 3 :
+					      4;
 
 	if (need == 4 || need >= n || (need == 1 && s[0] < 0xc2))
 		return need == 0 ? 1 : 0;
@@ -245,7 +248,8 @@ static int diff_names(const struct trib_st *st, const struct trib_tensor *schema
 	for (size_t i = 0; i < st->ntensors; i++) {
 		const struct trib_tensor *u = &st->tensors[i];
 
-		if (!lookup(sc, nschema, u->name) && !(compressed && is_scale(sc, nschema, up, st->ntensors, u)))
+		if (!lookup(sc, nschema, u->name) &&
+		    !(compressed && is_scale(sc, nschema, up, st->ntensors, u)))
 			d->unexpected[d->nunexpected++] = u;
 	}
 	err = 0;
@@ -330,7 +334,8 @@ static bool put_first_mismatch(struct out *o, const struct trib_st *st,
 			put(o, ": I8 without a one-value F32 tensor '<name>.scale' beside it");
 			return true;
 		}
-		if (u->ndim != s->ndim || memcmp(u->shape, s->shape, s->ndim * sizeof(s->shape[0]))) {
+		if (u->ndim != s->ndim ||
+		    memcmp(u->shape, s->shape, s->ndim * sizeof(s->shape[0]))) {
 			put(o, "tensor ");
 			put_name(o, s->name);
 			put(o, ": shape ");

@@ -28,7 +28,8 @@ static unsigned char *build(const struct ent *e, size_t n, struct trib_st *st)
 	len += (size_t)snprintf(json + len, cap - len, "{");
 	for (size_t i = 0; i < n; i++) {
 		len += (size_t)snprintf(json + len, cap - len,
-					"%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}",
+					"%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,"
+					"\"data_offsets\":[%zu,%zu]}",
 					i ? "," : "", e[i].name, e[i].dtype, e[i].shape, off,
 					off + e[i].bytes);
 		off += e[i].bytes;
@@ -45,7 +46,7 @@ static unsigned char *build(const struct ent *e, size_t n, struct trib_st *st)
 	memset(st, 0, sizeof(*st));
 	st->ntensors = 0;
 	if (trib_st_parse(b, total, st, &why))
-		st->data_off = (uint64_t)-1; /* the parse failed: the tests say whether they expect it */
+		st->data_off = (uint64_t)-1; /* failed: the tests say whether they expect it */
 	return b;
 }
 

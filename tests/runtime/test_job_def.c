@@ -119,12 +119,12 @@ Test(runtime_job_def, do_nothing_robust_rules_name_the_smallest_useful_value)
 	} cases[] = {
 		/* floor(0.1 * 8) = 0 */
 		{ "\"algorithm\":\"trimmed_mean\"", 8,
-		  "trim: 0.1 (the default) cuts 0 of 8 clients from each end (clients_per_round 8); "
-		  "use trim >= 0.125" },
+		  "trim: 0.1 (the default) cuts 0 of 8 clients from each end "
+		  "(clients_per_round 8); use trim >= 0.125" },
 		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.1", 8,
 		  "trim: 0.1 cuts 0 of 8 clients from each end (clients_per_round 8); use trim >= "
 		  "0.125" },
-		/* 1/49 * 49 is 0.99999... in double: the suggestion is checked as the kernel counts */
+		/* 1/49 * 49 is 0.99999... in double: checked as the kernel counts */
 		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.02", 49, "use trim >= 0.0205" },
 		{ "\"algorithm\":\"trimmed_mean\",\"trim\":0.3", 2,
 		  "trim: trimmed_mean with clients_per_round 2 cannot cut one from each end" },
@@ -135,7 +135,8 @@ Test(runtime_job_def, do_nothing_robust_rules_name_the_smallest_useful_value)
 		  "trim: 0.2 cuts 0 of 4 clients from each end (min_clients 4, the fewest a round "
 		  "may close with); use trim >= 0.25" },
 		{ "\"algorithm\":\"krum\",\"f\":0", 8, "f: 0 assumes no Byzantine client" },
-		{ "\"algorithm\":\"krum\",\"f\":0", 8, "use f >= 1 (at most 2 with clients_per_round 8)" },
+		{ "\"algorithm\":\"krum\",\"f\":0", 8,
+		  "use f >= 1 (at most 2 with clients_per_round 8)" },
 		{ "\"algorithm\":\"krum\"", 4, "f: krum with clients_per_round 4 tolerates no "
 					       "Byzantine client" },
 		{ "\"algorithm\":\"krum\",\"f\":3", 8,
@@ -145,7 +146,8 @@ Test(runtime_job_def, do_nothing_robust_rules_name_the_smallest_useful_value)
 		  "f: 2 needs at least 7 clients (clients >= 2f + 3) but min_clients 5" },
 		{ "\"algorithm\":\"krum\",\"m\":7", 8,
 		  "m: 7 is more than clients - f = 8 - 2 (f's default); use m <= 6" },
-		{ "\"algorithm\":\"median\"", 2, "the median of 2 clients is their mean (clients_per_round 2)" },
+		{ "\"algorithm\":\"median\"", 2,
+		  "the median of 2 clients is their mean (clients_per_round 2)" },
 		{ "\"algorithm\":\"median\",\"min_clients\":2,\"round_timeout_s\":5", 9,
 		  "median needs at least 3 clients" },
 	};
@@ -154,8 +156,9 @@ Test(runtime_job_def, do_nothing_robust_rules_name_the_smallest_useful_value)
 		struct rt_job_def def;
 		char body[512], msg[256] = "";
 
-		snprintf(body, sizeof(body), "{\"name\":\"x\",\"params\":8,\"clients_per_round\":%d,%s}",
-			 cases[i].cpr, cases[i].extra);
+		snprintf(body, sizeof(body),
+			 "{\"name\":\"x\",\"params\":8,\"clients_per_round\":%d,%s}", cases[i].cpr,
+			 cases[i].extra);
 		cr_assert_eq(parse(body, false, &def, msg), 400, "case %zu: %s", i, msg);
 		cr_assert_not_null(strstr(msg, cases[i].want), "case %zu: %s", i, msg);
 	}
@@ -184,8 +187,9 @@ Test(runtime_job_def, useful_robust_rules_are_taken_with_their_defaults)
 		struct rt_job_def def;
 		char body[512], msg[256] = "";
 
-		snprintf(body, sizeof(body), "{\"name\":\"x\",\"params\":8,\"clients_per_round\":%d,%s}",
-			 cases[i].cpr, cases[i].extra);
+		snprintf(body, sizeof(body),
+			 "{\"name\":\"x\",\"params\":8,\"clients_per_round\":%d,%s}", cases[i].cpr,
+			 cases[i].extra);
 		cr_assert_eq(parse(body, false, &def, msg), 200, "case %zu: %s", i, msg);
 		if (def.algo.rule == FN_RULE_KRUM) {
 			cr_assert_eq(def.algo.f, cases[i].f, "case %zu: f %u", i, def.algo.f);
@@ -209,9 +213,10 @@ Test(runtime_job_def, server_optimiser_defaults_are_applied_and_stored)
 	static const struct {
 		const char *alg;
 		float lr;
+		double stored; /* the fewest digits that read back as lr */
 	} cases[] = {
-		{ "fedavg", 1.0f },  { "fedavgm", 1.0f },   { "fedadagrad", 0.1f },
-		{ "fedadam", 0.1f }, { "fedyogi", 0.01f },
+		{ "fedavg", 1.0f, 1 },	    { "fedavgm", 1.0f, 1 },	{ "fedadagrad", 0.1f, 0.1 },
+		{ "fedadam", 0.1f, 0.1 }, { "fedyogi", 0.01f, 0.01 },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -220,16 +225,14 @@ Test(runtime_job_def, server_optimiser_defaults_are_applied_and_stored)
 		json_t *p;
 
 		snprintf(body, sizeof(body),
-			 "{\"name\":\"x\",\"params\":8,\"clients_per_round\":4,\"algorithm\":\"%s\"}",
+			 "{\"name\":\"x\",\"params\":8,\"clients_per_round\":4,"
+			 "\"algorithm\":\"%s\"}",
 			 cases[i].alg);
 		cr_assert_eq(parse(body, false, &def, msg), 200, "%s: %s", cases[i].alg, msg);
 		cr_assert_eq(def.algo.par.server_lr, cases[i].lr, "%s", cases[i].alg);
 		p = def.params;
-		/* Stored with the fewest digits that read back as the same float. */
-		cr_assert_eq(json_real_value(json_object_get(p, "server_lr")), (double)strtod(
-				     cases[i].lr == 0.1f ? "0.1" : cases[i].lr == 0.01f ? "0.01" :
-											 "1", NULL),
-			     "%s", cases[i].alg);
+		cr_assert_eq(json_real_value(json_object_get(p, "server_lr")), cases[i].stored, "%s",
+			     cases[i].alg);
 		if (strcmp(cases[i].alg, "fedavg") && strcmp(cases[i].alg, "fedavgm")) {
 			cr_assert_eq(def.algo.par.beta1, 0.9f);
 			cr_assert_eq(def.algo.par.beta2, 0.99f);
