@@ -50,6 +50,26 @@ static void round_trip(const struct trib_st *st)
 	free(file);
 }
 
+/* trib_st_explain() on what failed: bounded, NUL-terminated, no control bytes, both modes. */
+static void check_explain(const struct trib_st *st, const struct trib_tensor *schema, size_t n,
+			  const char *why)
+{
+	char msg[TRIB_ST_EXPLAIN_MAX + 16];
+
+	for (int compressed = 0; compressed < 2; compressed++) {
+		size_t len;
+
+		memset(msg, 'x', sizeof(msg));
+		trib_st_explain(st, schema, n, compressed, why, msg, sizeof(msg));
+		len = strnlen(msg, sizeof(msg));
+		if (len >= TRIB_ST_EXPLAIN_MAX || !len)
+			abort();
+		for (size_t i = 0; i < len; i++)
+			if ((unsigned char)msg[i] < 0x20)
+				abort();
+	}
+}
+
 /* Parse one candidate file and check everything that was accepted. */
 static void one(const uint8_t *data, size_t size)
 {
@@ -67,6 +87,8 @@ static void one(const uint8_t *data, size_t size)
 		abort();
 	if (err != 0 && err != -EINVAL && err != -ENOMEM)
 		abort();
+	if (err == -EINVAL)
+		check_explain(&st, NULL, 0, why);
 	if (err)
 		return;
 	if (st.data_off > size)
@@ -82,6 +104,8 @@ static void one(const uint8_t *data, size_t size)
 	if (trib_st_match(&st, schema, 2, offs, &why) == 0) {
 		if (offs[0] + 24 > size || offs[1] + 12 > size)
 			abort();
+	} else {
+		check_explain(&st, schema, 2, why);
 	}
 	round_trip(&st);
 	trib_st_free(&st);
