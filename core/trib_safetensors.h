@@ -119,7 +119,7 @@ size_t trib_st_show(const char *s, size_t len, char *buf, size_t cap);
  * names: the tensor and its expected and received shape or dtype; the missing and the unexpected
  * names (3 of each at most, and how many); and "did you mean" when an unexpected name is a
  * missing one with a known prefix (module., model., _orig_mod.) added or stripped, or within 2
- * edits of it. @compressed: the match took F16, BF16 and I8 + "<name>.scale" (trib_st_match_q).
+ * edits of it. @compressed: the match takes F16, BF16 and I8 + "<name>.scale" (trib_st_match_q).
  * Names are shown with trib_st_show(). Falls back to @why when it finds nothing more (or lacks
  * memory). @st and @schema are borrowed.
  */

@@ -363,7 +363,8 @@ void trib_st_explain(const struct trib_st *st, const struct trib_tensor *schema,
 		if (st->bad_name[0])
 			put(&o, "tensor '%s': ", st->bad_name);
 		if (st->bad_name[0] && !strcmp(why, TRIB_ST_WHY_DTYPE) && st->bad_dtype[0])
-			put(&o, "dtype '%s' is not taken (F32, F16, BF16 or I8)", st->bad_dtype);
+			put(&o, "dtype '%s' is not taken (%s)", st->bad_dtype,
+			    compressed ? "F32, F16, BF16 or I8" : "F32");
 		else
 			put(&o, "%s", why);
 		return;

@@ -69,8 +69,9 @@ import e2e_common as e  # noqa: E402
 from algorithms import server_ref  # noqa: E402  (the float64 server optimiser of the e2e test)
 
 CPR = 4             # clients_per_round of fedavg and fedadam
+# Every optimiser parameter given: server_ref() takes the job's effective parameters, not defaults.
 ADAM = {'algorithm': 'fedadam', 'update': 'delta', 'server_lr': 0.05, 'beta1': 0.8,
-        'beta2': 0.95}
+        'beta2': 0.95, 'tau': 1e-3}
 FB_K, FB_MAXS, FB_LR = 3, 4, 0.8
 TEMP_MARK = '.tmp.'
 

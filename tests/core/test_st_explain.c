@@ -171,6 +171,9 @@ Test(core_st_explain, failed_parse_names_the_entry_and_its_dtype)
 	cr_assert_eq(st.data_off, (uint64_t)-1, "F64 parsed");
 	trib_st_explain(&st, NULL, 0, true, TRIB_ST_WHY_DTYPE, msg, sizeof(msg));
 	cr_assert_str_eq(msg, "tensor 'layer.x': dtype 'F64' is not taken (F32, F16, BF16 or I8)");
+	/* A starting model (PUT) takes F32 only. */
+	trib_st_explain(&st, NULL, 0, false, TRIB_ST_WHY_DTYPE, msg, sizeof(msg));
+	cr_assert_str_eq(msg, "tensor 'layer.x': dtype 'F64' is not taken (F32)");
 	trib_free(b);
 	b = build((struct ent[]){ { "bad", "F32", "[-1]", 8 } }, 1, &st);
 	trib_st_explain(&st, NULL, 0, true, "bad shape", msg, sizeof(msg));
