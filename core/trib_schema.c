@@ -63,8 +63,9 @@ static int tensor_from_json(const json_t *e, struct trib_tensor *t, size_t i, ui
 	return 0;
 }
 
-int trib_schema_from_json(const json_t *arr, struct trib_tensor **out, size_t *nout,
-			  uint64_t *n_elem, const char **why)
+/* trib_schema_from_json(), and *at (if not NULL) the entry it refused, else SIZE_MAX. */
+static int from_json(const json_t *arr, struct trib_tensor **out, size_t *nout, uint64_t *n_elem,
+		     const char **why, size_t *at)
 {
 	struct trib_tensor *t;
 	size_t n = json_array_size(arr);
@@ -78,6 +79,8 @@ int trib_schema_from_json(const json_t *arr, struct trib_tensor **out, size_t *n
 	if (!t)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++) {
+		if (at)
+			*at = i;
 		if (tensor_from_json(json_array_get(arr, i), t, i, &elems, why))
 			goto err_free;
 		if (__builtin_add_overflow(total, elems, &total) || total > TRIB_SCHEMA_MAX_ELEM) {
@@ -85,6 +88,8 @@ int trib_schema_from_json(const json_t *arr, struct trib_tensor **out, size_t *n
 			goto err_free;
 		}
 	}
+	if (at)
+		*at = SIZE_MAX;
 	*out = t;
 	*nout = n;
 	*n_elem = total;
@@ -94,19 +99,34 @@ err_free:
 	return -EINVAL;
 }
 
+int trib_schema_from_json(const json_t *arr, struct trib_tensor **out, size_t *nout,
+			  uint64_t *n_elem, const char **why)
+{
+	return from_json(arr, out, nout, n_elem, why, NULL);
+}
+
 int trib_schema_from_spec(const json_t *spec, struct trib_tensor **out, size_t *nout,
 			  uint64_t *n_elem, const char **why)
+{
+	return trib_schema_from_spec_at(spec, out, nout, n_elem, why, NULL);
+}
+
+int trib_schema_from_spec_at(const json_t *spec, struct trib_tensor **out, size_t *nout,
+			     uint64_t *n_elem, const char **why, size_t *at)
 {
 	const json_t *params = json_object_get(spec, "params");
 	const json_t *tensors = json_object_get(spec, "tensors");
 	struct trib_tensor *t;
+
+	if (at)
+		*at = SIZE_MAX;
 
 	if (!!params == !!tensors) {
 		*why = "give exactly one of \"params\" and \"tensors\"";
 		return -EINVAL;
 	}
 	if (tensors)
-		return trib_schema_from_json(tensors, out, nout, n_elem, why);
+		return from_json(tensors, out, nout, n_elem, why, at);
 	if (!json_is_integer(params) || json_integer_value(params) < 1 ||
 	    (uint64_t)json_integer_value(params) > TRIB_SCHEMA_MAX_ELEM) {
 		*why = "params: an integer from 1 to 2^32";

@@ -32,4 +32,11 @@ int trib_schema_from_json(const json_t *arr, struct trib_tensor **out, size_t *n
 int trib_schema_from_spec(const json_t *spec, struct trib_tensor **out, size_t *nout,
 			  uint64_t *n_elem, const char **why);
 
+/*
+ * trib_schema_from_spec(), and *at: the index of the "tensors" entry it refused (to name it in
+ * the message), or SIZE_MAX when the refusal is not one entry's.
+ */
+int trib_schema_from_spec_at(const json_t *spec, struct trib_tensor **out, size_t *nout,
+			     uint64_t *n_elem, const char **why, size_t *at);
+
 #endif

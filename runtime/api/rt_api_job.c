@@ -93,11 +93,22 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 {
 	const char *why = NULL;
-	int err = trib_schema_from_spec(o, &def->schema, &def->nschema, &def->n_elem, &why);
+	size_t at;
+	int err = trib_schema_from_spec_at(o, &def->schema, &def->nschema, &def->n_elem, &why,
+					   &at);
+	json_t *name = json_object_get(json_array_get(json_object_get(o, "tensors"), at), "name");
+	char shown[TRIB_ST_SHOW_MAX] = "";
 
 	if (!err)
 		return 0;
-	snprintf(msg, cap, "%s", err == -ENOMEM || !why ? "out of memory" : why);
+	if (json_is_string(name)) /* which entry: its name, shown safely */
+		trib_st_show(json_string_value(name), json_string_length(name), shown,
+			     sizeof(shown));
+	if (err != -ENOMEM && why && at != SIZE_MAX)
+		snprintf(msg, cap, "%s (tensors[%zu]%s%s%s)", why, at, shown[0] ? " '" : "", shown,
+			 shown[0] ? "'" : "");
+	else
+		snprintf(msg, cap, "%s", err == -ENOMEM || !why ? "out of memory" : why);
 	return err == -ENOMEM ? 500 : 400;
 }
 

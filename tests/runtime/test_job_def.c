@@ -262,3 +262,30 @@ Test(runtime_job_def, optimiser_range_errors_carry_the_default)
 	cr_assert_str_eq(msg, "server_lr: -1 is out of range for fedyogi (a number > 0; its "
 			      "default is 0.01)");
 }
+
+/* A refused "tensors" entry is named by its index and name. */
+Test(runtime_job_def, schema_refusals_name_the_entry)
+{
+	struct rt_job_def def;
+	char msg[256] = "";
+
+	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":1,\"tensors\":["
+			   "{\"name\":\"fc.weight\",\"shape\":[2,3]},"
+			   "{\"name\":\"fc.bias\",\"shape\":[0]}]}",
+			   false, &def, msg), 400);
+	cr_assert_str_eq(msg, "tensors: shape entries must be positive integers (tensors[1] "
+			      "'fc.bias')");
+	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":1,\"tensors\":["
+			   "{\"name\":\"w\",\"shape\":[2]},{\"name\":\"w\",\"shape\":[3]}]}",
+			   false, &def, msg), 400);
+	cr_assert_str_eq(msg, "tensors: duplicate tensor name (tensors[1] 'w')");
+	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":1,\"tensors\":["
+			   "{\"name\":\"w\",\"shape\":[2]},{\"shape\":[3]}]}",
+			   false, &def, msg), 400);
+	cr_assert_str_eq(msg, "tensors: each entry needs a \"name\" string and a \"shape\" array "
+			      "(tensors[1])");
+	/* Not one entry's fault: no index. */
+	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":1,\"tensors\":[]}", false, &def,
+			   msg), 400);
+	cr_assert_str_eq(msg, "tensors: must be a non-empty array (at most 4096 tensors)");
+}
