@@ -231,8 +231,8 @@ Test(runtime_job_def, server_optimiser_defaults_are_applied_and_stored)
 		cr_assert_eq(parse(body, false, &def, msg), 200, "%s: %s", cases[i].alg, msg);
 		cr_assert_eq(def.algo.par.server_lr, cases[i].lr, "%s", cases[i].alg);
 		p = def.params;
-		cr_assert_eq(json_real_value(json_object_get(p, "server_lr")), cases[i].stored, "%s",
-			     cases[i].alg);
+		cr_assert_eq(json_real_value(json_object_get(p, "server_lr")), cases[i].stored,
+			     "%s", cases[i].alg);
 		if (strcmp(cases[i].alg, "fedavg") && strcmp(cases[i].alg, "fedavgm")) {
 			cr_assert_eq(def.algo.par.beta1, 0.9f);
 			cr_assert_eq(def.algo.par.beta2, 0.99f);
