@@ -14,8 +14,8 @@
 static const char *const prefixes[] = { "module.", "model.", "_orig_mod.", NULL };
 
 /* Unexpected names tried for a suggestion, and missing names each is compared with. */
-#define SUGGEST_TRIES 64
-#define SUGGEST_WITH 256
+#define SUGGEST_TRIES 16
+#define SUGGEST_WITH 128
 /* Names shown per list, at most (fewer when the message would not fit). */
 #define LIST_SHOW 3
 
@@ -125,14 +125,19 @@ static int cmp_name(const void *a, const void *b)
 	return strcmp((*x)->name, (*y)->name);
 }
 
+/* bsearch(): a name against a tensor pointer of a sorted array. */
+static int cmp_key(const void *key, const void *elem)
+{
+	const struct trib_tensor *const *t = elem;
+
+	return strcmp(key, (*t)->name);
+}
+
 static const struct trib_tensor *lookup(const struct trib_tensor **sorted, size_t n,
 					const char *name)
 {
-	struct trib_tensor key;
-	const struct trib_tensor *kp = &key, **hit;
+	const struct trib_tensor **hit = bsearch(name, sorted, n, sizeof(*sorted), cmp_key);
 
-	snprintf(key.name, sizeof(key.name), "%s", name);
-	hit = bsearch(&kp, sorted, n, sizeof(*sorted), cmp_name);
 	return hit ? *hit : NULL;
 }
 
@@ -165,29 +170,44 @@ static const char *strip(const char *name)
 	return name;
 }
 
-/* Whether the edit distance of @a and @b is at most 2 (banded; names up to 128 bytes). */
+/*
+ * Whether the edit distance of @a and @b is at most 2: Levenshtein in a band of |i - j| <= 2
+ * (cells outside it are over 2 anyway), so a pair costs O(5 * length), names up to 255 bytes.
+ */
 static bool near(const char *a, const char *b)
 {
+	enum { FAR = 3 };
 	size_t la = strlen(a), lb = strlen(b);
-	unsigned row[129], prev[129];
+	unsigned char r0[TRIB_ST_NAME_MAX + 2], r1[TRIB_ST_NAME_MAX + 2];
+	unsigned char *prev = r0, *row = r1, *tmp;
 
-	if (la > 128 || lb > 128 || (la > lb ? la - lb : lb - la) > 2)
+	if (la >= TRIB_ST_NAME_MAX || lb >= TRIB_ST_NAME_MAX || (la > lb ? la - lb : lb - la) > 2)
 		return false;
-	for (size_t j = 0; j <= lb; j++)
-		prev[j] = (unsigned)j;
+	for (size_t j = 0; j <= lb + 1 && j <= 3; j++)
+		prev[j] = (unsigned char)(j < FAR ? j : FAR);
 	for (size_t i = 1; i <= la; i++) {
-		unsigned best = row[0] = (unsigned)i;
+		size_t lo = i > 2 ? i - 2 : 1, hi = i + 2 < lb ? i + 2 : lb;
+		unsigned best;
 
-		for (size_t j = 1; j <= lb; j++) {
+		/* Only the band is read: its left neighbour, and the cell past it for the next row. */
+		row[0] = i < FAR ? (unsigned char)i : FAR;
+		row[lo - 1] = lo == 1 ? row[0] : FAR;
+		best = row[lo - 1];
+		for (size_t j = lo; j <= hi; j++) {
 			unsigned sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-			unsigned del = prev[j] + 1, ins = row[j - 1] + 1;
+			unsigned del = prev[j] + 1u, ins = row[j - 1] + 1u;
+			unsigned v = sub < del ? sub : del;
 
-			row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-			best = row[j] < best ? row[j] : best;
+			v = v < ins ? v : ins;
+			row[j] = (unsigned char)(v < FAR ? v : FAR);
+			best = v < best ? v : best;
 		}
-		if (best > 2)
+		row[hi + 1] = FAR;
+		if (best >= FAR)
 			return false;
-		memcpy(prev, row, (lb + 1) * sizeof(row[0]));
+		tmp = prev;
+		prev = row;
+		row = tmp;
 	}
 	return prev[lb] <= 2;
 }

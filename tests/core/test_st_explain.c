@@ -123,6 +123,24 @@ Test(core_st_explain, other_prefixes_and_typos_are_suggested)
 		sizeof(msg));
 	cr_assert_str_eq(msg, "missing tensor 'fc.weight'; unexpected tensor 'fc.wieght'; did "
 			      "you mean 'fc.weight' for 'fc.wieght'? (a typo?)");
+	/* Within 2 edits (deleted, inserted, substituted), and not at 3. */
+	{
+		static const struct {
+			const char *name;
+			bool near;
+		} typos[] = {
+			{ "fc.weigh", true },	 { "fc.weightt", true }, { "fx.wexght", true },
+			{ "c.weigh", true },	 { "fx.wexghz", false }, { "fc.w", false },
+			{ "fc.weight12", true }, { "fc.weight123", false },
+		};
+
+		for (size_t i = 0; i < sizeof(typos) / sizeof(typos[0]); i++) {
+			explain((struct ent[]){ { typos[i].name, "F32", "[4]", 16 } }, 1, &s2, 1,
+				false, msg, sizeof(msg));
+			cr_assert_eq(strstr(msg, "(a typo?)") != NULL, typos[i].near, "%s: %s",
+				     typos[i].name, msg);
+		}
+	}
 	/* Nothing close: no suggestion. */
 	explain((struct ent[]){ { "encoder.layer0", "F32", "[4]", 16 } }, 1, &s2, 1, false, msg,
 		sizeof(msg));
