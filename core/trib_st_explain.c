@@ -189,7 +189,7 @@ static bool near(const char *a, const char *b)
 		size_t lo = i > 2 ? i - 2 : 1, hi = i + 2 < lb ? i + 2 : lb;
 		unsigned best;
 
-		/* Only the band is read: its left neighbour, and the cell past it for the next row. */
+		/* Only the band is read: its left neighbour, and the cell past it next row. */
 		row[0] = i < FAR ? (unsigned char)i : FAR;
 		row[lo - 1] = lo == 1 ? row[0] : FAR;
 		best = row[lo - 1];
