@@ -141,6 +141,28 @@ Test(core_st_explain, other_prefixes_and_typos_are_suggested)
 				     typos[i].name, msg);
 		}
 	}
+	/* Long names: edits far apart, each inside the band. */
+	{
+		char want[201], two[201], three[201];
+		struct trib_tensor sl;
+
+		memset(want, 'a', 200);
+		want[200] = '\0';
+		for (int i = 0; i < 200; i++)
+			want[i] = (char)('a' + i % 26);
+		sl = tensor(want, 1, (uint64_t[]){ 4 });
+		/* One deleted at 10, one substituted at 190. */
+		snprintf(two, sizeof(two), "%.10s%s", want, want + 11);
+		two[189] = '#';
+		memcpy(three, two, sizeof(two));
+		three[100] = '#';
+		explain((struct ent[]){ { two, "F32", "[4]", 16 } }, 1, &sl, 1, false, msg,
+			sizeof(msg));
+		cr_assert_not_null(strstr(msg, "(a typo?)"), "%s", msg);
+		explain((struct ent[]){ { three, "F32", "[4]", 16 } }, 1, &sl, 1, false, msg,
+			sizeof(msg));
+		cr_assert_null(strstr(msg, "did you mean"), "%s", msg);
+	}
 	/* Nothing close: no suggestion. */
 	explain((struct ent[]){ { "encoder.layer0", "F32", "[4]", 16 } }, 1, &s2, 1, false, msg,
 		sizeof(msg));
