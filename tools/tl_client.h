@@ -56,18 +56,41 @@ struct tl_http_resp {
 };
 
 /*
- * Split "http://HOST:PORT[/...]" (port defaults to 80; "[v6]" hosts allowed)
- * into @host (NUL-terminated, at most @host_len bytes) and *port.
- * Returns 0 or -EINVAL (not an http URL, bad port, host too long).
+ * Split "http://HOST:PORT[/...]" or "https://..." (the port defaults to 80 or
+ * 443; "[v6]" hosts allowed) into @host (NUL-terminated, at most @host_len
+ * bytes) and *port. Returns 0 or -EINVAL (not an http(s) URL, bad port, host
+ * too long).
  */
 int tl_url_parse(const char *url, char *host, size_t host_len, uint16_t *port);
+/* Whether @url starts with "https://". */
+bool tl_url_is_https(const char *url);
 
 /*
- * Resolve @url and connect (TCP_NODELAY). *out is owned by the caller and
- * released with tl_client_close(). Returns 0 or -EINVAL (bad URL), -ENOENT
- * (host does not resolve), -ENOMEM, or the -errno of connect().
+ * How an https:// client trusts its server. Both strings are borrowed for the
+ * duration of tl_client_open().
+ *  - neither: the chain must verify against the system's CA store, and the
+ *    certificate must name the URL's host (DNS name or IP address; SNI is sent
+ *    for a name);
+ *  - ca_file: the same against the CA certificates (PEM) in that file;
+ *  - pin_sha256: the SHA-256 of the server certificate (DER) must be exactly
+ *    this (64 hex digits, ':' between pairs allowed); neither the chain nor the
+ *    name is checked, unless ca_file is given too.
  */
-int tl_client_open(const char *url, struct tl_client **out);
+struct tl_tls_opts {
+	const char *ca_file;
+	const char *pin_sha256;
+};
+
+/*
+ * Resolve @url and connect (TCP_NODELAY); for https://, make the TLS handshake
+ * and check the server as @tls says (NULL: no options). @tls is ignored for an
+ * http:// URL. *out is owned by the caller and released with tl_client_close().
+ * Returns 0 or -EINVAL (bad URL or pin), -ENOENT (host does not resolve, CA
+ * file unreadable), -ENOMEM, -EKEYREJECTED (the server's certificate did not
+ * verify or match the pin), -EPROTO (TLS handshake failed), or the -errno of
+ * connect(). A TLS failure's cause is logged (trib_error).
+ */
+int tl_client_open(const char *url, const struct tl_tls_opts *tls, struct tl_client **out);
 /* Closes the connection and frees @c (owned by the caller until now). Accepts NULL. */
 void tl_client_close(struct tl_client *c);
 /* Send and receive timeout of every later request, in milliseconds (default 120000). */

@@ -120,7 +120,7 @@ int tl_sim_gw_call(struct tl_sim_run *run, struct tl_client **conns, uint32_t fi
 		g = order[k];
 		err = 0;
 		if (!conns[g]) {
-			err = tl_client_open(run->gw[g].url, &conns[g]);
+			err = tl_client_open(run->gw[g].url, &run->o->tls, &conns[g]);
 			if (err == -ENOMEM || err == -EINVAL || (err && run->ngw == 1))
 				return err;
 		}

@@ -20,7 +20,8 @@
 #define EXIT_SKIP 77
 
 static const char usage[] =
-	"usage: bench_ingest [--url http://HOST:PORT (http://127.0.0.1:8080)] [--job NAME]\n"
+	"usage: bench_ingest [--url http(s)://HOST:PORT (http://127.0.0.1:8080)] [--job NAME]\n"
+	"         [--tls-ca FILE] [--tls-pin SHA256HEX]\n"
 	"         [--data-dir DIR (./tributary-data)] [--admin-token-file FILE]\n"
 	"         [--updates N (100)] [--params P (1000000)]\n";
 
@@ -31,6 +32,7 @@ struct bench_opts {
 	const char *token_file;
 	uint32_t updates;
 	uint64_t params;
+	struct tl_tls_opts tls;
 };
 
 /* The raw baseline's sink: receives @n messages of @len bytes, answers each with one byte. */
@@ -51,6 +53,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 	o->token_file = NULL;
 	o->updates = 100;
 	o->params = 1000000;
+	o->tls = (struct tl_tls_opts){ NULL, NULL };
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char *end;
@@ -59,6 +62,10 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 			return -EINVAL;
 		if (!strcmp(a, "--url")) {
 			o->url = v;
+		} else if (!strcmp(a, "--tls-ca")) {
+			o->tls.ca_file = v;
+		} else if (!strcmp(a, "--tls-pin")) {
+			o->tls.pin_sha256 = v;
 		} else if (!strcmp(a, "--job")) {
 			o->job = v;
 		} else if (!strcmp(a, "--data-dir")) {
@@ -210,7 +217,7 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 		snprintf(jobname, sizeof(jobname), "bench-ingest-%d", (int)getpid());
 		name = jobname;
 	}
-	err = tl_client_open(o->url, &c);
+	err = tl_client_open(o->url, &o->tls, &c);
 	if (err) {
 		fprintf(stderr, "bench_ingest: no server at %s (%s): skipped\n", o->url,
 			strerror(-err));
