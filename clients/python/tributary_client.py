@@ -41,21 +41,31 @@ closed before or in the middle of the answer, timed out, refused while the serve
 0.1 s, 0.2 s, 0.4 s, ... (at most ``max_retry_wait``) in between; then it raises
 :class:`TributaryError` with status 0, whose ``idempotency_key`` lets you resend it later
 yourself. A 503 is retried with the same key too; any other answer (a 4xx) is final.
+
+HTTPS: an ``https://`` URL is verified against the system's CA store (hostname included), or
+against ``ca_file=`` (PEM), or pinned with ``pin_sha256=`` (the SHA-256 of the server
+certificate's DER, 64 hex digits, as ``tributary up --tls self-signed`` prints it): with a pin
+the chain and name are not checked (unless ``ca_file`` is given too), the fingerprint is
+compared right after the handshake, before any request byte is sent, and a mismatch raises
+:class:`TLSVerifyError` (never resent). Standard library ``ssl`` only; TLS 1.2 or newer.
 """
 import base64
+import hashlib
+import hmac
 import http.client
 import json
 import math
 import os
 import socket
+import ssl
 import struct
 import time
 import urllib.parse
 
 import numpy as np
 
-__all__ = ["Client", "Job", "TributaryError", "encode_safetensors", "decode_safetensors",
-           "new_idempotency_key"]
+__all__ = ["Client", "Job", "TributaryError", "TLSVerifyError", "encode_safetensors",
+           "decode_safetensors", "new_idempotency_key"]
 
 SAFETENSORS_TYPE = "application/x-safetensors"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -93,6 +103,75 @@ class TributaryError(Exception):
         if self.round is not None:
             s += " (server round %d)" % self.round
         return s
+
+
+class TLSVerifyError(TributaryError):
+    """The https:// server's certificate did not verify, or did not match ``pin_sha256``.
+
+    Status 0 (no HTTP answer); never resent: the same server would fail the same way.
+    """
+
+    def __init__(self, message):
+        super().__init__(0, message)
+
+
+def _parse_pin(pin):
+    """A SHA-256 fingerprint (64 hex digits, ':' between pairs allowed) as 32 bytes."""
+    if pin is None:
+        return None
+    text = pin.replace(":", "") if len(pin) == 95 else pin
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32 or (len(pin) == 95 and pin[2::3] != ":" * 31):
+        raise ValueError("pin_sha256 must be a SHA-256 fingerprint, 64 hex digits: %r" % pin)
+    return raw
+
+
+def _ssl_context(ca_file, pin):
+    """The context of an https:// client (see the module's HTTPS paragraph)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=ca_file)
+    elif pin is None:
+        ctx.load_default_certs()
+    if pin is not None:
+        # The pin stands for the name (and for the chain, unless a CA file is given too).
+        ctx.check_hostname = False
+        if ca_file is None:
+            ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPSConnection that checks the peer certificate's SHA-256 after the handshake."""
+
+    def __init__(self, host, port, pin, trust, **kw):
+        super().__init__(host, port, **kw)
+        self._pin = pin
+        self._trust = trust
+
+    def connect(self):
+        try:
+            super().connect()
+        except ssl.SSLCertVerificationError as e:
+            self.close()
+            raise TLSVerifyError("TLS: the certificate of %s:%d did not verify against %s: %s"
+                                 % (self.host, self.port, self._trust,
+                                    e.verify_message or e)) from e
+        if self._pin is None:
+            return
+        der = self.sock.getpeercert(binary_form=True)
+        got = hashlib.sha256(der).digest() if der else b""
+        if not hmac.compare_digest(got, self._pin):
+            self.close()
+            raise TLSVerifyError("TLS: the certificate of %s:%d does not match pin_sha256: its "
+                                 "SHA-256 is %s, the pin %s" % (self.host, self.port,
+                                                                got.hex() or "(none)",
+                                                                self._pin.hex()))
 
 
 def new_idempotency_key():
@@ -224,6 +303,10 @@ class Client:
     Args:
         url:     the server's base URL, e.g. ``http://127.0.0.1:8080`` (http or https).
         token:   the admin token (to create jobs) or a job's token.
+        ca_file: https only: verify the server against the CA certificates (PEM) in this
+                 file instead of the system's store.
+        pin_sha256: https only: the server certificate's SHA-256 fingerprint (hex); see the
+                 module's HTTPS paragraph.
         timeout: seconds to wait for the connection and for each answer (long polls add
                  their own wait on top).
         retries: how many times a 503 (``Retry-After``) is retried before it is raised.
@@ -237,12 +320,18 @@ class Client:
     The connection is kept alive between requests and reopened when the server has closed it.
     """
 
-    def __init__(self, url, token, timeout=30.0, retries=5, max_retry_wait=10.0, resends=8):
+    def __init__(self, url, token, timeout=30.0, retries=5, max_retry_wait=10.0, resends=8,
+                 ca_file=None, pin_sha256=None):
         u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
         if u.scheme not in ("http", "https"):
             raise ValueError("url must be http:// or https://, not %r" % url)
         if not u.hostname:
             raise ValueError("url names no host: %r" % url)
+        if u.scheme != "https" and (ca_file is not None or pin_sha256 is not None):
+            raise ValueError("ca_file and pin_sha256 need an https:// url, not %r" % url)
+        self._pin = _parse_pin(pin_sha256)
+        self._ssl = _ssl_context(ca_file, self._pin) if u.scheme == "https" else None
+        self._trust = ca_file if ca_file is not None else "the system's CA store"
         self.url = url
         self.token = token
         self.timeout = float(timeout)
@@ -273,8 +362,12 @@ class Client:
 
     def _connection(self, timeout):
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=timeout)
+            if self._https:
+                self._conn = _PinnedHTTPSConnection(self._host, self._port, self._pin,
+                                                    self._trust, timeout=timeout,
+                                                    context=self._ssl)
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
             self._used = False
         else:
             self._conn.timeout = timeout
@@ -295,6 +388,9 @@ class Client:
                 conn.request(method, self._prefix + path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+            except TLSVerifyError:
+                self.close()
+                raise
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
                     ConnectionAbortedError, http.client.BadStatusLine) as e:
                 self.close()
@@ -339,7 +435,7 @@ class Client:
                 # Status 0: no answer, so the update may or may not have been counted. Only
                 # a key makes sending it again safe (the server answers its first answer).
                 e.idempotency_key = idempotency_key
-                if idempotency_key is None:
+                if idempotency_key is None or isinstance(e, TLSVerifyError):
                     raise
                 if broken >= self.resends:
                     raise TributaryError(
