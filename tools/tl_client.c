@@ -643,6 +643,13 @@ err_free:
 	return err;
 }
 
+const char *tl_client_strerror(int err)
+{
+	if (err == -EKEYREJECTED)
+		return "the server's TLS certificate was refused";
+	return strerror(-err);
+}
+
 void tl_client_close(struct tl_client *c)
 {
 	if (!c)

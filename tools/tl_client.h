@@ -91,6 +91,8 @@ struct tl_tls_opts {
  * connect(). A TLS failure's cause is logged (trib_error).
  */
 int tl_client_open(const char *url, const struct tl_tls_opts *tls, struct tl_client **out);
+/* strerror(-@err), but naming TLS for -EKEYREJECTED (its cause is logged by then). */
+const char *tl_client_strerror(int err);
 /* Closes the connection and frees @c (owned by the caller until now). Accepts NULL. */
 void tl_client_close(struct tl_client *c);
 /* Send and receive timeout of every later request, in milliseconds (default 120000). */

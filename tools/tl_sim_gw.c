@@ -121,7 +121,9 @@ int tl_sim_gw_call(struct tl_sim_run *run, struct tl_client **conns, uint32_t fi
 		err = 0;
 		if (!conns[g]) {
 			err = tl_client_open(run->gw[g].url, &run->o->tls, &conns[g]);
-			if (err == -ENOMEM || err == -EINVAL || (err && run->ngw == 1))
+			/* A refused certificate is no outage: never fail over from it. */
+			if (err == -ENOMEM || err == -EINVAL || err == -EKEYREJECTED ||
+			    (err && run->ngw == 1))
 				return err;
 		}
 		if (!err) {
@@ -135,7 +137,7 @@ int tl_sim_gw_call(struct tl_sim_run *run, struct tl_client **conns, uint32_t fi
 			}
 		}
 		atomic_store(&run->gw[g].down_until, trib_now_ns() + SIM_DOWN_NS);
-		msg = err == -ENOENT ? "host does not resolve" : strerror(-err);
+		msg = err == -ENOENT ? "host does not resolve" : tl_client_strerror(err);
 		if (k + 1 < n)
 			trib_warn("%s: %s: %s; trying %s instead", what, run->gw[g].url, msg,
 				  run->gw[order[k + 1]].url);

@@ -253,8 +253,9 @@ static int open_workers(struct tl_sim_run *run, struct tl_sim_worker *w, uint32_
 
 		if (!err)
 			continue;
-		if (run->ngw == 1 || err == -ENOMEM || err == -EINVAL) {
-			trib_error("cannot connect to %s: %s", run->gw[g].url, strerror(-err));
+		if (run->ngw == 1 || err == -ENOMEM || err == -EINVAL || err == -EKEYREJECTED) {
+			trib_error("cannot connect to %s: %s", run->gw[g].url,
+				   tl_client_strerror(err));
 			return err;
 		}
 		/* A dead gateway of several is no failure: its clients go to the next. */
@@ -281,7 +282,7 @@ static int run_job_everywhere(struct tl_sim_run *run)
 	for (uint32_t g = 0; g < run->ngw; g++) {
 		if (!run->mconns[g]) {
 			err = tl_client_open(run->gw[g].url, &o->tls, &run->mconns[g]);
-			if (err == -ENOMEM || err == -EINVAL)
+			if (err == -ENOMEM || err == -EINVAL || err == -EKEYREJECTED)
 				return err;
 			if (err)
 				continue;
@@ -330,7 +331,7 @@ static int run_job(struct tl_sim_run *run)
 	err = tl_sim_gw_call(run, run->mconns, 0, NULL, "job setup", tl_sim_job_op, &jc, NULL);
 	if (err) {
 		if (run->ngw == 1 && !run->mconns[0])
-			trib_error("cannot connect to %s: %s", o->url, strerror(-err));
+			trib_error("cannot connect to %s: %s", o->url, tl_client_strerror(err));
 		else if (run->ngw > 1 && tl_sim_conn_failed(err))
 			trib_error("no gateway of --url %s answered", o->url);
 		return err;

@@ -421,7 +421,8 @@ int tl_status_main(int argc, char **argv)
 	}
 	err = tl_client_open(a.url, &a.tls, &c);
 	if (err) {
-		fprintf(stderr, "tributary status: connecting to %s: %s\n", a.url, strerror(-err));
+		fprintf(stderr, "tributary status: connecting to %s: %s\n", a.url,
+			tl_client_strerror(err));
 		rc = 1;
 	} else {
 		rc = show(c, admin, &a);

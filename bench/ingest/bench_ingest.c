@@ -220,8 +220,10 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 	err = tl_client_open(o->url, &o->tls, &c);
 	if (err) {
 		fprintf(stderr, "bench_ingest: no server at %s (%s): skipped\n", o->url,
-			strerror(-err));
-		return EXIT_SKIP;
+			tl_client_strerror(err));
+		/* A server that is there but refused (TLS, options) is a failure, not a skip. */
+		return err == -EKEYREJECTED || err == -EPROTO || err == -EINVAL || err == -ENOENT
+			       ? 1 : EXIT_SKIP;
 	}
 	if (tl_sim_admin_token(o->token_file, o->data_dir, &admin))
 		trib_warn("no admin token found");
