@@ -36,6 +36,7 @@ struct tl_client {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	int timeout_ms;
+	int connect_timeout_ms;
 	unsigned connects;
 
 	http_parser parser;
@@ -143,7 +144,8 @@ static int client_connect(struct tl_client *c)
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	set_timeouts(fd, c->timeout_ms);
+	/* connect() is bounded by SO_SNDTIMEO: a vanished host answers nothing, not a refusal. */
+	set_timeouts(fd, c->connect_timeout_ms);
 	if (connect(fd, (struct sockaddr *)&c->addr, c->addrlen) < 0) {
 		err = -errno;
 		close(fd);
@@ -156,6 +158,7 @@ static int client_connect(struct tl_client *c)
 			return err;
 		}
 	}
+	set_timeouts(fd, c->timeout_ms);
 	c->fd = fd;
 	c->connects++;
 	return 0;
@@ -605,6 +608,14 @@ static int client_resolve(struct tl_client *c)
 
 int tl_client_open(const char *url, const struct tl_tls_opts *tls, struct tl_client **out)
 {
+	struct tl_client_opts o = { .tls = tls };
+
+	return tl_client_open_ex(url, &o, out);
+}
+
+int tl_client_open_ex(const char *url, const struct tl_client_opts *o, struct tl_client **out)
+{
+	const struct tl_tls_opts *tls = o ? o->tls : NULL;
 	struct tl_client *c;
 	int err;
 
@@ -612,7 +623,9 @@ int tl_client_open(const char *url, const struct tl_tls_opts *tls, struct tl_cli
 	if (!c)
 		return -ENOMEM;
 	c->fd = -1;
-	c->timeout_ms = 120000;
+	c->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 120000;
+	c->connect_timeout_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms
+							       : c->timeout_ms;
 	err = tl_url_parse(url, c->host, sizeof(c->host), &c->port);
 	if (err)
 		goto err_free;
@@ -658,6 +671,11 @@ void tl_client_close(struct tl_client *c)
 	tl_tls_free(c->tls);
 	trib_free(c->body);
 	trib_free(c);
+}
+
+int tl_client_timeout_ms(const struct tl_client *c)
+{
+	return c->timeout_ms;
 }
 
 void tl_client_set_timeout(struct tl_client *c, int timeout_ms)

@@ -91,12 +91,25 @@ struct tl_tls_opts {
  * connect(). A TLS failure's cause is logged (trib_error).
  */
 int tl_client_open(const char *url, const struct tl_tls_opts *tls, struct tl_client **out);
+
+/* tl_client_open()'s options with timeouts. */
+struct tl_client_opts {
+	const struct tl_tls_opts *tls; /* NULL: none */
+	int timeout_ms;                /* each send and answer (SO_SNDTIMEO, SO_RCVTIMEO); 0: 120000 */
+	/* TCP connect and TLS handshake of every (re)connection; 0: timeout_ms. */
+	int connect_timeout_ms;
+};
+
+/* tl_client_open() with @o's timeouts (NULL: the defaults) from the first connect on. */
+int tl_client_open_ex(const char *url, const struct tl_client_opts *o, struct tl_client **out);
 /* strerror(-@err), but naming TLS for -EKEYREJECTED (its cause is logged by then). */
 const char *tl_client_strerror(int err);
 /* Closes the connection and frees @c (owned by the caller until now). Accepts NULL. */
 void tl_client_close(struct tl_client *c);
 /* Send and receive timeout of every later request, in milliseconds (default 120000). */
 void tl_client_set_timeout(struct tl_client *c, int timeout_ms);
+/* The send and receive timeout in milliseconds. */
+int tl_client_timeout_ms(const struct tl_client *c);
 /* Connections opened so far, the first included: tests check keep-alive with it. */
 unsigned tl_client_connects(const struct tl_client *c);
 

@@ -26,10 +26,20 @@ bool tl_sim_conn_failed(int err)
 	case ENETUNREACH:
 	case EHOSTDOWN:
 	case ENETDOWN:
+	case ETIMEDOUT:
 		return true;
 	default:
 		return false;
 	}
+}
+
+int tl_sim_open(const struct tl_sim_run *run, uint32_t g, struct tl_client **out)
+{
+	struct tl_client_opts co = { .tls = &run->o->tls,
+				     .timeout_ms = (int)run->o->timeout_s * 1000,
+				     .connect_timeout_ms = (int)run->o->connect_timeout_s * 1000 };
+
+	return tl_client_open_ex(run->gw[g].url, &co, out);
 }
 
 /* Id of node @name, interned on first sight; SIM_NODE_NONE if the table is full. */
@@ -120,7 +130,7 @@ int tl_sim_gw_call(struct tl_sim_run *run, struct tl_client **conns, uint32_t fi
 		g = order[k];
 		err = 0;
 		if (!conns[g]) {
-			err = tl_client_open(run->gw[g].url, &run->o->tls, &conns[g]);
+			err = tl_sim_open(run, g, &conns[g]);
 			/* A refused certificate is no outage: never fail over from it. */
 			if (err == -ENOMEM || err == -EINVAL || err == -EKEYREJECTED ||
 			    (err && run->ngw == 1))
@@ -158,8 +168,9 @@ static bool resend_here(int err, bool sole)
 	case ECONNABORTED:
 	case EPIPE:
 	case ENOTCONN:
-	case ETIMEDOUT:
 		return true;
+	case ETIMEDOUT:
+		/* A gateway that does not answer in time: another one may (same key). */
 	case ECONNREFUSED:
 		return sole;
 	default:

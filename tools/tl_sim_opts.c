@@ -14,11 +14,13 @@
 #define SIM_MAX_ROUNDS (1u << 24)
 #define SIM_MAX_PARAMS (1ull << 30) /* 4 GiB bodies */
 #define SIM_MAX_CONNECTIONS 1024u
+#define SIM_MAX_TIMEOUT_S 3600u
 
 const char tl_sim_usage[] =
 	"usage: tributary simulate --job NAME --clients N --rounds R [--params P (1000000)]\n"
 	"         [--url http(s)://HOST:PORT[,http(s)://HOST2:PORT2...] (http://127.0.0.1:8080)]\n"
 	"         [--tls-ca FILE] [--tls-pin SHA256HEX]\n"
+	"         [--timeout-s S (30)] [--connect-timeout-s S (5)]\n"
 	"         [--data-dir DIR (./tributary-data)]\n"
 	"         [--admin-token-file FILE] [--connections C (min(N, 16))] [--seed S (1)]\n"
 	"         [--format raw|safetensors|mixed (mixed)] [--quiet] [--no-check]\n"
@@ -26,7 +28,9 @@ const char tl_sim_usage[] =
 	"  Several --url gateways (one per node of a cluster): client i sends to the\n"
 	"  (i mod k)-th, and to the next one when that refuses the connection.\n"
 	"  Every update carries Idempotency-Key: sim-SEED-ROUND-CLIENT; when its\n"
-	"  connection breaks it is sent again with the same key.\n"
+	"  connection breaks it is sent again with the same key. A gateway that does\n"
+	"  not connect within --connect-timeout-s or answer within --timeout-s counts\n"
+	"  as down: the update goes to the next one, under the same key (counted once).\n"
 	"  https:// gateways: the certificate must verify against --tls-ca FILE (PEM;\n"
 	"  default: the system's CA store) and name the host, or, with --tls-pin, have\n"
 	"  exactly that SHA-256 fingerprint (as `up --tls self-signed` prints it).\n";
@@ -135,6 +139,12 @@ static int set_number(struct tl_sim_opts *o, struct sim_seen *seen, const char *
 		if (trib_parse_u32(val, 1, SIM_MAX_CONNECTIONS, &o->connections))
 			return -EINVAL;
 		seen->connections = true;
+	} else if (IS("timeout-s")) {
+		if (trib_parse_u32(val, 1, SIM_MAX_TIMEOUT_S, &o->timeout_s))
+			return -EINVAL;
+	} else if (IS("connect-timeout-s")) {
+		if (trib_parse_u32(val, 1, SIM_MAX_TIMEOUT_S, &o->connect_timeout_s))
+			return -EINVAL;
 	} else if (IS("seed")) {
 		if (trib_parse_u64(val, 0, UINT64_MAX, &o->seed))
 			return -EINVAL;
@@ -242,6 +252,8 @@ static void set_defaults(struct tl_sim_opts *o)
 	o->data_dir = "./tributary-data";
 	o->seed = 1;
 	o->format = TL_SIM_MIXED;
+	o->timeout_s = 30;
+	o->connect_timeout_s = 5;
 }
 
 int tl_sim_parse_args(int argc, char **argv, struct tl_sim_opts *o, char *why, size_t why_len)

@@ -249,7 +249,7 @@ static int open_workers(struct tl_sim_run *run, struct tl_sim_worker *w, uint32_
 {
 	for (uint32_t t = 0; t < nw; t++) {
 		uint32_t g = t % run->ngw;
-		int err = tl_client_open(run->gw[g].url, &run->o->tls, &w[t].conns[g]);
+		int err = tl_sim_open(run, g, &w[t].conns[g]);
 
 		if (!err)
 			continue;
@@ -281,7 +281,7 @@ static int run_job_everywhere(struct tl_sim_run *run)
 
 	for (uint32_t g = 0; g < run->ngw; g++) {
 		if (!run->mconns[g]) {
-			err = tl_client_open(run->gw[g].url, &o->tls, &run->mconns[g]);
+			err = tl_sim_open(run, g, &run->mconns[g]);
 			if (err == -ENOMEM || err == -EINVAL || err == -EKEYREJECTED)
 				return err;
 			if (err)

@@ -34,6 +34,8 @@ struct tl_sim_opts {
 	uint32_t nurls;
 	char urls[TL_SIM_MAX_URLS][TL_SIM_URL_LEN];
 	struct tl_tls_opts tls;       /* --tls-ca, --tls-pin, for the https:// entries */
+	uint32_t timeout_s;           /* --timeout-s: each send and answer */
+	uint32_t connect_timeout_s;   /* --connect-timeout-s: each connect and TLS handshake */
 	const char *data_dir;
 	const char *admin_token_file; /* NULL: TRIBUTARY_ADMIN_TOKEN, then DATA_DIR/admin-token */
 	uint32_t connections;         /* already clamped to [1, clients] */
