@@ -37,7 +37,8 @@ base64, 128 random bits) or the caller's own (``idempotency_key=``). The server 
 second request with the same key, for the same job and round, with the first answer, and counts
 the update once, across a crash too. So when the connection breaks around an update (reset,
 closed before or in the middle of the answer, timed out, refused while the server restarts),
-``submit`` sends the same bytes again with the same key, up to ``resends`` times, waiting
+``submit`` sends the same bytes again with the same key (to the next gateway, when the Client
+lists several), up to ``resends`` times, waiting
 0.1 s, 0.2 s, 0.4 s, ... (at most ``max_retry_wait``) in between; then it raises
 :class:`TributaryError` with status 0, whose ``idempotency_key`` lets you resend it later
 yourself. A 503 is retried with the same key too; any other answer (a 4xx) is final.
