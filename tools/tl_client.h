@@ -95,7 +95,7 @@ int tl_client_open(const char *url, const struct tl_tls_opts *tls, struct tl_cli
 /* tl_client_open()'s options with timeouts. */
 struct tl_client_opts {
 	const struct tl_tls_opts *tls; /* NULL: none */
-	int timeout_ms;                /* each send and answer (SO_SNDTIMEO, SO_RCVTIMEO); 0: 120000 */
+	int timeout_ms; /* each send and each answer (SO_SNDTIMEO, SO_RCVTIMEO); 0: 120000 */
 	/* TCP connect and TLS handshake of every (re)connection; 0: timeout_ms. */
 	int connect_timeout_ms;
 };

@@ -214,8 +214,8 @@ static int set_option(struct tl_sim_opts *o, struct sim_seen *seen, const char *
 		uint8_t pin[TL_TLS_PIN_LEN];
 
 		if (tl_tls_pin_parse(val, pin)) {
-			snprintf(why, why_len, "bad --tls-pin '%s': want the certificate's SHA-256, "
-				 "64 hex digits", val);
+			snprintf(why, why_len, "bad --tls-pin '%s': want the certificate's "
+				 "SHA-256, 64 hex digits", val);
 			return -EINVAL;
 		}
 		o->tls.pin_sha256 = val;

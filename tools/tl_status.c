@@ -348,7 +348,8 @@ static int parse_args(int argc, char **argv, struct status_args *a)
 		}
 	}
 	if ((a->tls.ca_file || a->tls.pin_sha256) && !tl_url_is_https(a->url)) {
-		fprintf(stderr, "tributary status: --tls-ca and --tls-pin need an https:// --url\n");
+		fprintf(stderr,
+			"tributary status: --tls-ca and --tls-pin need an https:// --url\n");
 		return 2;
 	}
 	return -1;

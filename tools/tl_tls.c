@@ -28,7 +28,7 @@ static const unsigned char tls_alpn[] = "\x08http/1.1";
 struct tl_tls {
 	SSL_CTX *ctx;
 	BIO_METHOD *bio_meth; /* send(MSG_NOSIGNAL)/recv on the client's fd */
-	SSL *ssl;             /* the connection's session, NULL between connections */
+	SSL *ssl;	      /* the connection's session, NULL between connections */
 	char host[256];
 	uint16_t port;
 	bool host_is_ip;
@@ -195,8 +195,7 @@ static int ctx_setup(struct tl_tls *t, const struct tl_tls_opts *o)
 	return ctx_trust(t, o->ca_file);
 }
 
-int tl_tls_new(const struct tl_tls_opts *o, const char *host, uint16_t port,
-	       struct tl_tls **out)
+int tl_tls_new(const struct tl_tls_opts *o, const char *host, uint16_t port, struct tl_tls **out)
 {
 	struct in6_addr a6;
 	struct tl_tls *t;
@@ -211,7 +210,8 @@ int tl_tls_new(const struct tl_tls_opts *o, const char *host, uint16_t port,
 	if (o && o->pin_sha256) {
 		if (tl_tls_pin_parse(o->pin_sha256, t->pin)) {
 			trib_error("TLS: bad --tls-pin '%.80s': want the SHA-256 fingerprint, "
-				   "64 hex digits", o->pin_sha256);
+				   "64 hex digits",
+				   o->pin_sha256);
 			err = -EINVAL;
 			goto err_free;
 		}
@@ -222,7 +222,7 @@ int tl_tls_new(const struct tl_tls_opts *o, const char *host, uint16_t port,
 		err = -ENOMEM;
 		goto err_free;
 	}
-	err = ctx_setup(t, o ? o : &(struct tl_tls_opts){ 0 });
+	err = ctx_setup(t, o ? o : &(struct tl_tls_opts){0});
 	if (err)
 		goto err_free;
 	*out = t;
@@ -250,8 +250,7 @@ static int ssl_name(struct tl_tls *t)
 {
 	if (t->host_is_ip) {
 		/* RFC 6066: no SNI for an address. */
-		if (!t->pinned &&
-		    !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), t->host))
+		if (!t->pinned && !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), t->host))
 			return -ENOMEM;
 		return 0;
 	}
@@ -280,7 +279,8 @@ static int check_pin(struct tl_tls *t)
 	hex_str(md, TL_TLS_PIN_LEN, got);
 	hex_str(t->pin, TL_TLS_PIN_LEN, want);
 	trib_error("TLS: the certificate of %s:%u does not match --tls-pin: its SHA-256 is %s, "
-		   "the pin %s", t->host, t->port, got, want);
+		   "the pin %s",
+		   t->host, t->port, got, want);
 	return -EKEYREJECTED;
 }
 
@@ -294,7 +294,8 @@ static int handshake_error(struct tl_tls *t, int ret)
 	if (v != X509_V_OK) {
 		ERR_clear_error();
 		trib_error("TLS: the certificate of %s:%u did not verify against %s: %s", t->host,
-			   t->port, t->ca_what ? t->ca_what : "the CA", X509_verify_cert_error_string(v));
+			   t->port, t->ca_what ? t->ca_what : "the CA",
+			   X509_verify_cert_error_string(v));
 		return -EKEYREJECTED;
 	}
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {

@@ -28,8 +28,7 @@ int tl_tls_pin_parse(const char *s, uint8_t pin[TL_TLS_PIN_LEN]);
  * SHA-256 counts (and the chain too when a CA file is also given). Returns 0,
  * -EINVAL (bad pin: logged), -ENOENT (unreadable CA file: logged) or -ENOMEM.
  */
-int tl_tls_new(const struct tl_tls_opts *o, const char *host, uint16_t port,
-	       struct tl_tls **out);
+int tl_tls_new(const struct tl_tls_opts *o, const char *host, uint16_t port, struct tl_tls **out);
 void tl_tls_free(struct tl_tls *t);
 
 /*

@@ -185,7 +185,8 @@ Test(tools_simulate, options_url_list)
 	cr_assert_null(o.tls.pin_sha256);
 	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
 				    "http://a:1,https://b", "--tls-ca", "/ca.pem", "--tls-pin",
-				    "00ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1dfe")),
+				    "00ff0102030405060708090a0b0c0d0e"
+				    "0f101112131415161718191a1b1c1dfe")),
 		     0, "https:// gateways, with a CA file and a pin");
 	cr_assert_str_eq(o.urls[1], "https://b");
 	cr_assert_str_eq(o.tls.ca_file, "/ca.pem");
