@@ -205,7 +205,14 @@ def versions(srv):
     out = s_client(srv, '-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0')
     check('New, TLSv1.1' not in out and 'alert protocol version' in out,
           's_client -tls1_1 was not refused:\n%s' % out[-1500:])
-    e.log('s_client: TLS 1.3 and TLS 1.2 with ALPN http/1.1; TLS 1.1 refused')
+    # TLS 1.2 renegotiation (s_client's "R" command) is refused with an alert.
+    p = subprocess.run(['bash', '-c', '(sleep 1; printf "R\\n"; sleep 1) | openssl s_client '
+                        '-tls1_2 -connect 127.0.0.1:%d -CAfile %s' % (srv.port, srv.cert)],
+                       capture_output=True, timeout=20)
+    out = (p.stdout + p.stderr).decode('latin-1')
+    check('RENEGOTIATING' in out and 'no renegotiation' in out,
+          'renegotiation was not refused:\n%s' % out[-1500:])
+    e.log('s_client: TLS 1.3 and TLS 1.2 with ALPN http/1.1; TLS 1.1 and renegotiation refused')
 
 
 def tls_metrics(srv):

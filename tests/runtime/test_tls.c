@@ -12,7 +12,9 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "rt_tls.h"
 #include "trib_alloc.h"
@@ -321,6 +323,27 @@ Test(runtime_tls, a_handshake_that_stops_counts_as_closed_or_timeout)
 	pair_close(&p);
 }
 
+/* The certificate names localhost, 127.0.0.1 and the listen address, for one year. */
+static void san_and_validity(const char *cert)
+{
+	FILE *f = fopen(cert, "r");
+	X509 *x;
+	int days = 0, secs = 0;
+
+	cr_assert_not_null(f);
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	cr_assert_not_null(x);
+	cr_assert_eq(X509_check_host(x, "localhost", 0, 0, NULL), 1);
+	cr_assert_eq(X509_check_ip_asc(x, "127.0.0.1", 0), 1);
+	cr_assert_eq(X509_check_ip_asc(x, "10.1.2.3", 0), 1);
+	cr_assert_eq(X509_check_ip_asc(x, "10.1.2.4", 0), 0);
+	cr_assert_eq(X509_check_host(x, "example.com", 0, 0, NULL), 0);
+	cr_assert_eq(ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)), 1);
+	cr_assert(days >= 364 && days <= 365, "valid for %d more days", days);
+	X509_free(x);
+}
+
 Test(runtime_tls, self_signed_pair_is_reused_and_bad_files_are_named)
 {
 	char dir[64] = "/tmp/trib-tls-XXXXXX", cert[PATH_MAX], key[PATH_MAX], why[1024];
@@ -336,6 +359,7 @@ Test(runtime_tls, self_signed_pair_is_reused_and_bad_files_are_named)
 	cr_assert_eq(stat(key, &st), 0);
 	cr_assert_eq(st.st_mode & 0777, 0600);
 	cr_assert_eq(rt_tls_ctx_open(&ctx, cert, key, why, sizeof(why)), 0, "%s", why);
+	san_and_validity(cert);
 	rt_tls_ctx_fingerprint(ctx, fp1, hex);
 	cr_assert_eq(strlen(fp1), 95);
 	cr_assert_eq(strlen(hex), 64);
