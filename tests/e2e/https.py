@@ -90,7 +90,7 @@ def exact_model(srv):
     st, obj, _ = srv.json('POST', '/v1/jobs', {'name': JOB, 'clients_per_round': CPR,
                                                 'tensors': SCHEMA}, token=srv.admin)
     check(st == 201, 'create job over HTTPS: %d %r' % (st, obj))
-    tok = obj['token']
+    tok = srv.job_token = obj['token']
     rng = np.random.default_rng(13)
     ups = []
     with tempfile.TemporaryDirectory() as d:
@@ -185,6 +185,45 @@ def slowloris(srv):
     e.log('20 slowloris TLS connections: an honest client served in %.2f s, all closed' % took)
 
 
+def pipelined(srv):
+    """Two requests in one TLS write: two answers, in order (the second from buffered records)."""
+    s = srv.ctx().wrap_socket(e.raw_connect(srv.port), server_hostname='localhost')
+    s.sendall(e.http_head('GET', '/healthz', {}) + e.http_head('GET', '/nope', {}))
+    r1, rest = e.read_response(s)
+    r2, _ = e.read_response(s, rest)
+    check(r1.status == 200 and r2.status in (401, 404), 'pipelined over TLS: %d, %d' %
+          (r1.status, r2.status))
+    s.close()
+    e.log('two pipelined requests in one TLS write: %d then %d' % (r1.status, r2.status))
+
+
+def stalled_body(srv):
+    """A TLS upload that stops mid-body gets a 408 record and its close; its slot is freed."""
+    st, obj, _ = srv.json('GET', '/v1/jobs/' + JOB, token=srv.admin)
+    used = 'tributary_arena_bytes{state="used"}'
+    before = srv.metrics()[used]
+    s = srv.ctx().wrap_socket(e.raw_connect(srv.port), server_hostname='localhost')
+    s.sendall(e.http_head('POST', '/v1/jobs/%s/updates' % JOB, {
+        'Authorization': 'Bearer ' + srv.job_token, 'X-Tributary-Round': obj['round'],
+        'Content-Type': 'application/octet-stream', 'Content-Length': 4 * P}) + b'\0' * 16)
+    t0 = time.monotonic()
+    during = e.wait_for(lambda: srv.metrics()[used] > before and srv.metrics()[used], 2,
+                        'the stalled TLS body to hold a slot')
+    s.settimeout(BODY_S + SLACK)
+    try:
+        r, _ = e.read_response(s)
+    except (socket.timeout, ssl.SSLError) as x:
+        raise e.Failure('a stalled TLS body got no 408: %r' % x)
+    check(r.status == 408, 'a stalled TLS body got %d' % r.status)
+    closed_within(s, SLACK, 'a stalled TLS body after its 408')
+    s.close()
+    m = srv.metrics()
+    check(m['tributary_requests_timed_out_total{phase="body"}'] >= 1, 'no body timeout counted')
+    check(m[used] == before, 'arena bytes used %d before the stalled body, %d during, %d after '
+          'its close' % (before, during, m[used]))
+    e.log('a stalled TLS body: 408 after %.1f s, closed' % (time.monotonic() - t0))
+
+
 def s_client(srv, *args):
     p = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % srv.port,
                         '-CAfile', srv.cert, '-alpn', 'http/1.1'] + list(args),
@@ -258,6 +297,8 @@ def scenario():
         colon = certificate(srv)
         exact_model(srv)
         plain_http_refused(srv)
+        pipelined(srv)
+        stalled_body(srv)
         stalled_handshake(srv)
         slowloris(srv)
         versions(srv)
