@@ -224,6 +224,32 @@ def stalled_body(srv):
     e.log('a stalled TLS body: 408 after %.1f s, closed' % (time.monotonic() - t0))
 
 
+def idle_close_notify(srv):
+    """An idle keep-alive TLS connection closes after the idle timeout, with close_notify."""
+    ctx = srv.ctx()
+    # Python lets OpenSSL take a bare EOF for close_notify by default: not here.
+    ctx.options &= ~getattr(ssl, 'OP_IGNORE_UNEXPECTED_EOF', 0)
+    s = ctx.wrap_socket(e.raw_connect(srv.port), server_hostname='localhost',
+                        suppress_ragged_eofs=False)
+    s.sendall(e.http_head('GET', '/healthz', {}))
+    r, _ = e.read_response(s)
+    check(r.status == 200, '/healthz: %d' % r.status)
+    t0 = time.monotonic()
+    s.settimeout(IDLE_S + SLACK)
+    try:
+        got = s.recv(100)
+    except ssl.SSLError as x:  # UNEXPECTED_EOF_WHILE_READING: no close_notify
+        raise e.Failure('an idle TLS connection was closed without close_notify: %s' % x)
+    except socket.timeout:
+        raise e.Failure('an idle TLS connection stayed open %.1f s' % (IDLE_S + SLACK))
+    took = time.monotonic() - t0
+    check(got == b'' and took >= IDLE_S - 0.5, 'idle TLS connection: %r after %.1f s' %
+          (got, took))
+    s.close()
+    e.log('an idle TLS connection closed after %.1f s (idle timeout %d s), with close_notify' %
+          (took, IDLE_S))
+
+
 def s_client(srv, *args):
     p = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % srv.port,
                         '-CAfile', srv.cert, '-alpn', 'http/1.1'] + list(args),
@@ -299,6 +325,7 @@ def scenario():
         plain_http_refused(srv)
         pipelined(srv)
         stalled_body(srv)
+        idle_close_notify(srv)
         stalled_handshake(srv)
         slowloris(srv)
         versions(srv)
