@@ -301,6 +301,7 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 	/* A certificate that cannot serve is a usage error: said before anything starts. */
 	if (tls && (tls->self_signed || tls->cert_file) && tls_open(&up, opts, tls))
 		return 2;
+	o.gateway_tls = up.tls != NULL;
 	/* Each client is a file descriptor: take all the kernel allows (failure is logged). */
 	rt_loop_raise_nofile();
 	/* Before any thread starts (nng's, in a cluster): they inherit the blocked set. */

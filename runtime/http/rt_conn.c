@@ -102,10 +102,16 @@ static void tls_send_now(struct rt_conn *c)
 	}
 }
 
+/* Records of @c are being sent by io_uring: nothing else may be sent now. */
+static bool tls_sending(const struct rt_conn *c)
+{
+	return c->op_pending && (c->tls_op == TLS_OP_FLUSH || c->tls_op == TLS_OP_SEND);
+}
+
 /* A closing TLS connection: close_notify after a handshake, an alert after a failed one. */
 static void tls_goodbye(struct rt_conn *c)
 {
-	if (c->fd < 0 || rt_tls_alert_http(c->tls))
+	if (c->fd < 0 || rt_tls_alert_http(c->tls) || tls_sending(c))
 		return;
 	rt_tls_shutdown(c->tls);
 	tls_send_now(c);
@@ -113,14 +119,14 @@ static void tls_goodbye(struct rt_conn *c)
 
 static void conn_close(struct rt_loop *l, struct rt_conn *c)
 {
+	if (c->tls)
+		tls_goodbye(c); /* a pending receive does not stop it: it only touches the inbound */
 	if (c->op_pending) {
 		/* Wake the pending operation; the connection is freed when it completes. */
 		c->dead = true;
 		shutdown(c->fd, SHUT_RDWR);
 		return;
 	}
-	if (c->tls)
-		tls_goodbye(c);
 	rt_conn_free(l, c);
 }
 
@@ -713,9 +719,7 @@ bool rt_conn_answered(const struct rt_conn *c)
 /* The 408 as a record, unless records of the session are being sent right now. */
 static void tls_say_408(struct rt_conn *c)
 {
-	bool sending = c->op_pending && (c->tls_op == TLS_OP_FLUSH || c->tls_op == TLS_OP_SEND);
-
-	if (!rt_tls_done(c->tls) || sending)
+	if (!rt_tls_done(c->tls) || tls_sending(c))
 		return;
 	rt_tls_write(c->tls, timeout_resp, sizeof(timeout_resp) - 1);
 	tls_send_now(c);

@@ -90,7 +90,7 @@ def exact_model(srv):
     st, obj, _ = srv.json('POST', '/v1/jobs', {'name': JOB, 'clients_per_round': CPR,
                                                 'tensors': SCHEMA}, token=srv.admin)
     check(st == 201, 'create job over HTTPS: %d %r' % (st, obj))
-    tok = obj['token']
+    tok = srv.job_token = obj['token']
     rng = np.random.default_rng(13)
     ups = []
     with tempfile.TemporaryDirectory() as d:
@@ -185,6 +185,71 @@ def slowloris(srv):
     e.log('20 slowloris TLS connections: an honest client served in %.2f s, all closed' % took)
 
 
+def pipelined(srv):
+    """Two requests in one TLS write: two answers, in order (the second from buffered records)."""
+    s = srv.ctx().wrap_socket(e.raw_connect(srv.port), server_hostname='localhost')
+    s.sendall(e.http_head('GET', '/healthz', {}) + e.http_head('GET', '/nope', {}))
+    r1, rest = e.read_response(s)
+    r2, _ = e.read_response(s, rest)
+    check(r1.status == 200 and r2.status in (401, 404), 'pipelined over TLS: %d, %d' %
+          (r1.status, r2.status))
+    s.close()
+    e.log('two pipelined requests in one TLS write: %d then %d' % (r1.status, r2.status))
+
+
+def stalled_body(srv):
+    """A TLS upload that stops mid-body gets a 408 record and its close; its slot is freed."""
+    st, obj, _ = srv.json('GET', '/v1/jobs/' + JOB, token=srv.admin)
+    used = 'tributary_arena_bytes{state="used"}'
+    before = srv.metrics()[used]
+    s = srv.ctx().wrap_socket(e.raw_connect(srv.port), server_hostname='localhost')
+    s.sendall(e.http_head('POST', '/v1/jobs/%s/updates' % JOB, {
+        'Authorization': 'Bearer ' + srv.job_token, 'X-Tributary-Round': obj['round'],
+        'Content-Type': 'application/octet-stream', 'Content-Length': 4 * P}) + b'\0' * 16)
+    t0 = time.monotonic()
+    during = e.wait_for(lambda: srv.metrics()[used] > before and srv.metrics()[used], 2,
+                        'the stalled TLS body to hold a slot')
+    s.settimeout(BODY_S + SLACK)
+    try:
+        r, _ = e.read_response(s)
+    except (socket.timeout, ssl.SSLError) as x:
+        raise e.Failure('a stalled TLS body got no 408: %r' % x)
+    check(r.status == 408, 'a stalled TLS body got %d' % r.status)
+    closed_within(s, SLACK, 'a stalled TLS body after its 408')
+    s.close()
+    m = srv.metrics()
+    check(m['tributary_requests_timed_out_total{phase="body"}'] >= 1, 'no body timeout counted')
+    check(m[used] == before, 'arena bytes used %d before the stalled body, %d during, %d after '
+          'its close' % (before, during, m[used]))
+    e.log('a stalled TLS body: 408 after %.1f s, closed' % (time.monotonic() - t0))
+
+
+def idle_close_notify(srv):
+    """An idle keep-alive TLS connection closes after the idle timeout, with close_notify."""
+    ctx = srv.ctx()
+    # Python lets OpenSSL take a bare EOF for close_notify by default: not here.
+    ctx.options &= ~getattr(ssl, 'OP_IGNORE_UNEXPECTED_EOF', 0)
+    s = ctx.wrap_socket(e.raw_connect(srv.port), server_hostname='localhost',
+                        suppress_ragged_eofs=False)
+    s.sendall(e.http_head('GET', '/healthz', {}))
+    r, _ = e.read_response(s)
+    check(r.status == 200, '/healthz: %d' % r.status)
+    t0 = time.monotonic()
+    s.settimeout(IDLE_S + SLACK)
+    try:
+        got = s.recv(100)
+    except ssl.SSLError as x:  # UNEXPECTED_EOF_WHILE_READING: no close_notify
+        raise e.Failure('an idle TLS connection was closed without close_notify: %s' % x)
+    except socket.timeout:
+        raise e.Failure('an idle TLS connection stayed open %.1f s' % (IDLE_S + SLACK))
+    took = time.monotonic() - t0
+    check(got == b'' and took >= IDLE_S - 0.5, 'idle TLS connection: %r after %.1f s' %
+          (got, took))
+    s.close()
+    e.log('an idle TLS connection closed after %.1f s (idle timeout %d s), with close_notify' %
+          (took, IDLE_S))
+
+
 def s_client(srv, *args):
     p = subprocess.run(['openssl', 's_client', '-connect', '127.0.0.1:%d' % srv.port,
                         '-CAfile', srv.cert, '-alpn', 'http/1.1'] + list(args),
@@ -205,7 +270,14 @@ def versions(srv):
     out = s_client(srv, '-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0')
     check('New, TLSv1.1' not in out and 'alert protocol version' in out,
           's_client -tls1_1 was not refused:\n%s' % out[-1500:])
-    e.log('s_client: TLS 1.3 and TLS 1.2 with ALPN http/1.1; TLS 1.1 refused')
+    # TLS 1.2 renegotiation (s_client's "R" command) is refused with an alert.
+    p = subprocess.run(['bash', '-c', '(sleep 1; printf "R\\n"; sleep 1) | openssl s_client '
+                        '-tls1_2 -connect 127.0.0.1:%d -CAfile %s' % (srv.port, srv.cert)],
+                       capture_output=True, timeout=20)
+    out = (p.stdout + p.stderr).decode('latin-1')
+    check('RENEGOTIATING' in out and 'no renegotiation' in out,
+          'renegotiation was not refused:\n%s' % out[-1500:])
+    e.log('s_client: TLS 1.3 and TLS 1.2 with ALPN http/1.1; TLS 1.1 and renegotiation refused')
 
 
 def tls_metrics(srv):
@@ -251,6 +323,9 @@ def scenario():
         colon = certificate(srv)
         exact_model(srv)
         plain_http_refused(srv)
+        pipelined(srv)
+        stalled_body(srv)
+        idle_close_notify(srv)
         stalled_handshake(srv)
         slowloris(srv)
         versions(srv)
