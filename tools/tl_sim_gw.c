@@ -35,9 +35,12 @@ bool tl_sim_conn_failed(int err)
 
 int tl_sim_open(const struct tl_sim_run *run, uint32_t g, struct tl_client **out)
 {
-	struct tl_client_opts co = { .tls = &run->o->tls,
+	struct tl_tls_opts tls = run->o->tls;
+	struct tl_client_opts co = { .tls = &tls,
 				     .timeout_ms = (int)run->o->timeout_s * 1000,
 				     .connect_timeout_ms = (int)run->o->connect_timeout_s * 1000 };
+
+	tls.shared = run->tls;
 
 	return tl_client_open_ex(run->gw[g].url, &co, out);
 }

@@ -55,6 +55,8 @@ struct tl_sim_run {
 	bool nodes_full; /* warned once that a name did not fit */
 	char node[SIM_MAX_NODES][SIM_NODE_NAME];
 
+	/* The OpenSSL context of every client of the run (tl_sim_open). */
+	struct tl_tls_shared *tls;
 	/* One client per gateway, opened on first use. */
 	struct tl_client *mconns[TL_SIM_MAX_URLS]; /* main thread: admin calls, model polls */
 	struct tl_client *pconns[TL_SIM_MAX_URLS]; /* the poller (then main): /rounds, resends */

@@ -444,6 +444,8 @@ static void run_free(struct tl_sim_run *run)
 		tl_client_close(run->mconns[i]);
 		tl_client_close(run->pconns[i]);
 	}
+	/* After every client: they hold its BIO method. */
+	tl_tls_shared_free(run->tls);
 	trib_free(run->pbuf);
 	trib_free(run->acks);
 	trib_free(run->include);
@@ -466,6 +468,11 @@ static int sim_run(const struct tl_sim_opts *o)
 	}
 	run->o = o;
 	run->ngw = o->nurls;
+	if (tl_tls_shared_new(&run->tls)) {
+		trib_error("out of memory");
+		trib_free(run);
+		return 1;
+	}
 	for (uint32_t i = 0; i < run->ngw; i++) {
 		run->gw[i].url = o->urls[i];
 		atomic_init(&run->gw[i].node, SIM_NODE_NONE);

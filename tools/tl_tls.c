@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,9 +26,17 @@
 /* ALPN: length-prefixed protocol names. */
 static const unsigned char tls_alpn[] = "\x08http/1.1";
 
+/* See tl_client.h. */
+struct tl_tls_shared {
+	pthread_mutex_t lock;
+	SSL_CTX *ctx;	      /* a reference, NULL until the first client made it */
+	BIO_METHOD *bio_meth; /* owned; outlives the clients (each BIO_METHOD takes a type index) */
+};
+
 struct tl_tls {
-	SSL_CTX *ctx;
+	SSL_CTX *ctx;	      /* a reference (the shared context's, or its own) */
 	BIO_METHOD *bio_meth; /* send(MSG_NOSIGNAL)/recv on the client's fd */
+	bool own_meth;	      /* bio_meth is this client's, not the shared one */
 	SSL *ssl;	      /* the connection's session, NULL between connections */
 	char host[256];
 	uint16_t port;
@@ -154,7 +163,6 @@ static int ctx_trust(struct tl_tls *t, const char *ca_file)
 	char why[256];
 
 	if (!ca_file) {
-		t->ca_what = "the system's CA store";
 		if (!SSL_CTX_set_default_verify_paths(t->ctx)) {
 			ssl_err_str(why, sizeof(why), "unknown error");
 			trib_error("TLS: cannot load the system's CA store: %s", why);
@@ -162,8 +170,6 @@ static int ctx_trust(struct tl_tls *t, const char *ca_file)
 		}
 		return 0;
 	}
-	snprintf(t->ca_file, sizeof(t->ca_file), "--tls-ca %s", ca_file);
-	t->ca_what = t->ca_file;
 	if (!SSL_CTX_load_verify_file(t->ctx, ca_file)) {
 		ssl_err_str(why, sizeof(why), "no certificate in it");
 		trib_error("TLS: cannot load CA file %s: %s", ca_file, why);
@@ -195,6 +201,63 @@ static int ctx_setup(struct tl_tls *t, const struct tl_tls_opts *o)
 	return ctx_trust(t, o->ca_file);
 }
 
+/* A context and a BIO method of the client's own. */
+static int ctx_own(struct tl_tls *t, const struct tl_tls_opts *o)
+{
+	t->bio_meth = bio_method_new();
+	if (!t->bio_meth)
+		return -ENOMEM;
+	t->own_meth = true;
+	return ctx_setup(t, o);
+}
+
+/* The shared context and BIO method, made by the first client that gets here. */
+static int ctx_shared(struct tl_tls *t, const struct tl_tls_opts *o)
+{
+	struct tl_tls_shared *s = o->shared;
+	int err = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (!s->bio_meth)
+		s->bio_meth = bio_method_new();
+	t->bio_meth = s->bio_meth;
+	if (!t->bio_meth) {
+		err = -ENOMEM;
+	} else if (s->ctx) {
+		SSL_CTX_up_ref(s->ctx);
+		t->ctx = s->ctx;
+	} else {
+		err = ctx_setup(t, o);
+		if (!err) {
+			SSL_CTX_up_ref(t->ctx);
+			s->ctx = t->ctx;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return err;
+}
+
+int tl_tls_shared_new(struct tl_tls_shared **out)
+{
+	struct tl_tls_shared *s = trib_calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	*out = s;
+	return 0;
+}
+
+void tl_tls_shared_free(struct tl_tls_shared *s)
+{
+	if (!s)
+		return;
+	SSL_CTX_free(s->ctx);
+	BIO_meth_free(s->bio_meth);
+	pthread_mutex_destroy(&s->lock);
+	trib_free(s);
+}
+
 int tl_tls_new(const struct tl_tls_opts *o, const char *host, uint16_t port, struct tl_tls **out)
 {
 	struct in6_addr a6;
@@ -217,12 +280,13 @@ int tl_tls_new(const struct tl_tls_opts *o, const char *host, uint16_t port, str
 		}
 		t->pinned = true;
 	}
-	t->bio_meth = bio_method_new();
-	if (!t->bio_meth) {
-		err = -ENOMEM;
-		goto err_free;
+	if (o && o->ca_file) {
+		snprintf(t->ca_file, sizeof(t->ca_file), "--tls-ca %s", o->ca_file);
+		t->ca_what = t->ca_file;
+	} else {
+		t->ca_what = "the system's CA store";
 	}
-	err = ctx_setup(t, o ? o : &(struct tl_tls_opts){0});
+	err = o && o->shared ? ctx_shared(t, o) : ctx_own(t, o ? o : &(struct tl_tls_opts){0});
 	if (err)
 		goto err_free;
 	*out = t;
@@ -239,7 +303,8 @@ void tl_tls_free(struct tl_tls *t)
 		return;
 	tl_tls_close(t);
 	SSL_CTX_free(t->ctx);
-	BIO_meth_free(t->bio_meth);
+	if (t->own_meth)
+		BIO_meth_free(t->bio_meth);
 	trib_free(t);
 }
 

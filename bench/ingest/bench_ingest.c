@@ -70,7 +70,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 	o->token_file = NULL;
 	o->updates = 100;
 	o->params = 1000000;
-	o->tls = (struct tl_tls_opts){ NULL, NULL };
+	o->tls = (struct tl_tls_opts){ NULL, NULL, NULL };
 	o->connections = 1;
 	o->no_raw = false;
 	for (int i = 1; i < argc; i++) {
@@ -341,9 +341,14 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 	if (o->connections > 1) {
 		struct tl_sim_update u = { .job = name, .token = job.token, .round = job.round,
 					   .data = buf, .params = o->params, .samples = 1 };
+		struct bench_opts po = *o;
 
+		/* The threads' clients share one OpenSSL context (one CA store load). */
+		if (tl_tls_shared_new(&po.tls.shared))
+			goto out;
 		tl_sim_fill(tl_sim_key(1, job.round, 0), 0, buf, o->params);
-		rc = http_parallel(o, &u, secs, retries);
+		rc = http_parallel(&po, &u, secs, retries);
+		tl_tls_shared_free(po.tls.shared);
 		goto out;
 	}
 	for (uint32_t i = 0; i < o->updates; i++) {

@@ -394,3 +394,36 @@ Test(tools_tls, plain_server_is_a_handshake_error, .init = cr_redirect_stderr)
 	assert_logged("handshake with 127.0.0.1");
 	close(lfd);
 }
+
+/* Clients of one set of options share one context: each verifies and talks on its own. */
+Test(tools_tls, shared_context_serves_many_clients)
+{
+	struct tl_http_req get = {.method = "GET", .target = "/a"};
+	struct tl_tls_shared *sh;
+	struct tl_http_resp resp;
+	struct tl_client *c[4];
+	struct tls_srv s;
+	struct certs ce;
+	char url[64];
+
+	certs_make(&ce);
+	srv_start(&s, &ce);
+	cr_assert_eq(tl_tls_shared_new(&sh), 0);
+	snprintf(url, sizeof(url), "https://localhost:%u", s.port);
+	/*
+	 * One at a time (the stand-in serves one connection at a time), each closed
+	 * before the next is made: the context outlives the clients that made it.
+	 */
+	for (int i = 0; i < 4; i++) {
+		cr_assert_eq(tl_client_open(
+				 url, &(struct tl_tls_opts){.ca_file = ce.ca, .shared = sh}, &c[i]),
+			     0, "client %d", i);
+		cr_assert_eq(tl_client_do(c[i], &get, &resp), 0);
+		cr_assert_eq(resp.status, 200);
+		tl_client_close(c[i]);
+	}
+	tl_tls_shared_free(sh);
+	srv_stop(&s);
+	cr_assert_eq(s.requests, 4);
+	certs_free(&ce);
+}
