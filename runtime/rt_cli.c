@@ -38,6 +38,7 @@ static void usage(FILE *f)
 		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
 		"             [--max-connections N] [--metrics-jobs]\n"
+		"             [--tls-cert FILE --tls-key FILE | --tls self-signed]\n"
 		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
 		"                         port 0 picks a free one, see --port-file)\n"
 		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
@@ -68,6 +69,11 @@ static void usage(FILE *f)
 		"                         (default 80%% of the open-file limit, at most 65536)\n"
 		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the\n"
 		"                         admin token; else a job is its number, job_id=\"N\")\n"
+		"  --tls-cert FILE        serve HTTPS (TLS 1.3 and 1.2) with this PEM certificate\n"
+		"  --tls-key FILE         (chain) and its PEM private key\n"
+		"  --tls self-signed      serve HTTPS with DIR/tls-cert.pem and DIR/tls-key.pem, made\n"
+		"                         at the first start (EC P-256, one year); the log says its\n"
+		"                         SHA-256 fingerprint at every start\n"
 		"\n");
 	/* Two strings: C11 promises literals of 4095 characters, not more. */
 	fprintf(f,
@@ -119,6 +125,9 @@ enum {
 	OPT_BODY_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_CONNS,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS,
 };
 
 /* The gateway's admission options (OPT_*); 0, or 2 (usage error, said). */
@@ -140,6 +149,38 @@ static int admission_opt(int c, const char *arg, struct rt_node_opts *o)
 	return 0;
 }
 
+/* --tls-cert, --tls-key, --tls: 0, or 2 (usage error, said). */
+static int tls_opt(int c, const char *arg, const char *cmd, struct rt_up_tls *t)
+{
+	if (c == OPT_TLS_CERT) {
+		t->cert_file = arg;
+	} else if (c == OPT_TLS_KEY) {
+		t->key_file = arg;
+	} else if (!strcmp(arg, "self-signed")) {
+		t->self_signed = true;
+	} else {
+		fprintf(stderr, "tributary %s: --tls wants self-signed (or use --tls-cert and "
+			"--tls-key), got '%s'\n", cmd, arg);
+		return 2;
+	}
+	return 0;
+}
+
+/* The TLS options together: 0, or 2 (said). */
+static int tls_check(const struct rt_up_tls *t, const char *cmd)
+{
+	if (t->self_signed && (t->cert_file || t->key_file)) {
+		fprintf(stderr, "tributary %s: --tls self-signed and --tls-cert/--tls-key exclude "
+			"each other\n", cmd);
+		return 2;
+	}
+	if (!t->cert_file != !t->key_file) {
+		fprintf(stderr, "tributary %s: --tls-cert and --tls-key go together\n", cmd);
+		return 2;
+	}
+	return 0;
+}
+
 /* `up` and `node` share their options; `node` adds the cluster's. */
 static const struct option up_lopts[] = {
 	{ "listen", required_argument, NULL, 'l' },
@@ -157,6 +198,9 @@ static const struct option up_lopts[] = {
 	{ "body-timeout-s", required_argument, NULL, OPT_BODY_TIMEOUT },
 	{ "idle-timeout-s", required_argument, NULL, OPT_IDLE_TIMEOUT },
 	{ "max-connections", required_argument, NULL, OPT_MAX_CONNS },
+	{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+	{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
+	{ "tls", required_argument, NULL, OPT_TLS },
 	{ "controller", required_argument, NULL, 'C' },
 	{ "node-name", required_argument, NULL, 'N' },
 	{ "peer-listen", required_argument, NULL, 'P' },
@@ -280,6 +324,7 @@ static int cmd_up(int argc, char **argv, bool node)
 		.idle_timeout_s = RT_IDLE_TIMEOUT_S,
 	};
 	const char *cmd = node ? "node" : "up";
+	struct rt_up_tls tls = { 0 };
 	char host[256];
 	int c, rc;
 
@@ -297,7 +342,10 @@ static int cmd_up(int argc, char **argv, bool node)
 			usage(stdout);
 			return 0;
 		}
-		rc = up_opt(c, optarg, node, &o, host, sizeof(host));
+		if (c == OPT_TLS_CERT || c == OPT_TLS_KEY || c == OPT_TLS)
+			rc = tls_opt(c, optarg, cmd, &tls);
+		else
+			rc = up_opt(c, optarg, node, &o, host, sizeof(host));
 		if (rc)
 			return rc;
 	}
@@ -310,7 +358,8 @@ static int cmd_up(int argc, char **argv, bool node)
 			"are required\n");
 		return 2;
 	}
-	return rt_up_run(&o);
+	rc = tls_check(&tls, cmd);
+	return rc ? rc : rt_up_run(&o, &tls);
 }
 
 static const struct option ctl_lopts[] = {

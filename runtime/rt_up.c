@@ -32,6 +32,7 @@ struct rt_up {
 	struct rt_api *api;
 	struct rt_agent *agent; /* `tributary node` only */
 	struct rt_loop *loop;   /* NULL outside rt_loop_open .. rt_loop_close */
+	struct rt_tls_ctx *tls; /* HTTPS; NULL: plain HTTP */
 	int h_fn[RT_FN_IO__COUNT]; /* the loop's handler for each kind of function I/O */
 	int h_wire;                /* the loop's handler for the agent's eventfd */
 	uint64_t wire_cnt;         /* what the eventfd read returns */
@@ -214,7 +215,7 @@ static int loop_open(struct rt_up *up)
 	const struct rt_node_opts *o = &up->node->opts;
 	struct rt_loop_opts lo = { o->listen_host, o->listen_port, o->port_file, up->sfd,
 				   { o->head_timeout_s, o->body_timeout_s, o->idle_timeout_s,
-				     o->max_connections } };
+				     o->max_connections }, up->tls };
 	struct rt_loop_hooks lh = { up, on_tick, on_signal, before_wait };
 	struct rt_conn_hooks ch;
 	int err;
@@ -255,7 +256,40 @@ static int serve_setup(struct rt_up *up)
 	return 0;
 }
 
-int rt_up_run(const struct rt_node_opts *opts)
+/*
+ * The TLS context from --tls-cert/--tls-key, or the data dir's self-signed
+ * pair (made at the first start); its fingerprint is logged at every start,
+ * as openssl prints it and as clients pin it. 0 or -errno (said).
+ */
+static int tls_open(struct rt_up *up, const struct rt_node_opts *o, const struct rt_up_tls *tls)
+{
+	char cert[PATH_MAX], key[PATH_MAX], why[PATH_MAX * 2 + 128], colon[96], hex[65];
+	const char *cf = tls->cert_file, *kf = tls->key_file;
+	bool created = false;
+	int err;
+
+	if (tls->self_signed) {
+		err = rt_tls_self_signed(o->data_dir, o->listen_host, cert, key, sizeof(cert),
+					 &created, why, sizeof(why));
+		if (err) {
+			trib_error("%s", why);
+			return err;
+		}
+		cf = cert;
+		kf = key;
+	}
+	err = rt_tls_ctx_open(&up->tls, cf, kf, why, sizeof(why));
+	if (err) {
+		trib_error("%s", why);
+		return err;
+	}
+	rt_tls_ctx_fingerprint(up->tls, colon, hex);
+	trib_info("TLS certificate %s%s, key %s: sha256 Fingerprint=%s (pin: %s)", cf,
+		  created ? " (self-signed, made now)" : "", kf, colon, hex);
+	return 0;
+}
+
+int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 {
 	struct rt_node_opts o = *opts;
 	struct rt_up up = { .sfd = -1 };
@@ -264,12 +298,17 @@ int rt_up_run(const struct rt_node_opts *opts)
 	int err;
 
 	trib_log_init(opts->controller ? "node" : "up");
+	/* A certificate that cannot serve is a usage error: said before anything starts. */
+	if (tls && (tls->self_signed || tls->cert_file) && tls_open(&up, opts, tls))
+		return 2;
+	o.gateway_tls = up.tls != NULL;
 	/* Each client is a file descriptor: take all the kernel allows (failure is logged). */
 	rt_loop_raise_nofile();
 	/* Before any thread starts (nng's, in a cluster): they inherit the blocked set. */
 	err = trib_signal_open(sigs, sizeof(sigs) / sizeof(sigs[0]), &up.sfd);
 	if (err) {
 		trib_error("signals: %s", strerror(-err));
+		rt_tls_ctx_close(up.tls);
 		return 1;
 	}
 	if (!o.fn_path) {
@@ -278,6 +317,7 @@ int rt_up_run(const struct rt_node_opts *opts)
 			trib_error("tributary-fn not found beside this executable (%s): %s", fnpath,
 				   strerror(-err));
 			close(up.sfd);
+			rt_tls_ctx_close(up.tls);
 			return 1;
 		}
 		o.fn_path = fnpath;
@@ -293,6 +333,7 @@ int rt_up_run(const struct rt_node_opts *opts)
 	}
 	if (err) {
 		close(up.sfd);
+		rt_tls_ctx_close(up.tls);
 		return 1;
 	}
 	up.node->hooks = (struct rt_node_hooks){ &up, io_recv, io_poll, model_ready,
@@ -323,6 +364,8 @@ int rt_up_run(const struct rt_node_opts *opts)
 	up.agent = NULL;
 	rt_api_close(up.api);
 	rt_node_close(up.node);
+	/* After the loop: no session of it is left. */
+	rt_tls_ctx_close(up.tls);
 	close(up.sfd);
 	if (!err && unsaved)
 		trib_error("stopped with %u round%s answered 202 but not stored (see above)",

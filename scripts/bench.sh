@@ -45,6 +45,11 @@ echo "== bench/baselines: HTTP ingest into Tributary, the Python baseline and ng
 	--csv "$root/bench/baselines/results.csv" || rc=1
 
 echo
+echo "== bench/tls: HTTPS ingest into Tributary vs plain HTTP and nginx with TLS"
+/usr/bin/python3 "$root/bench/tls/run.py" --build "$build" --csv "$root/bench/tls/results.csv" \
+	|| rc=1
+
+echo
 echo "== bench/round: round time, CPU and memory, Tributary vs the Python baseline"
 # BENCH_FULL=1 make bench: more rounds a cell, and the 1000 x 11.7M cell (~10 min here).
 /usr/bin/python3 "$root/bench/round/run.py" --build "$build" ${BENCH_FULL:+--full} \

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tl_tls.h"
 #include "trib_alloc.h"
 #include "trib_parse.h"
 
@@ -29,11 +30,13 @@
 
 struct tl_client {
 	int fd; /* -1 while disconnected */
+	struct tl_tls *tls; /* owned; NULL for http:// */
 	char host[256];
 	uint16_t port;
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	int timeout_ms;
+	int connect_timeout_ms;
 	unsigned connects;
 
 	http_parser parser;
@@ -66,9 +69,16 @@ int tl_url_parse(const char *url, char *host, size_t host_len, uint16_t *port)
 	uint32_t v = 80;
 	size_t n;
 
-	if (!url || strncmp(url, "http://", 7))
+	if (!url)
 		return -EINVAL;
-	p = url + 7;
+	if (!strncmp(url, "http://", 7)) {
+		p = url + 7;
+	} else if (tl_url_is_https(url)) {
+		p = url + 8;
+		v = 443;
+	} else {
+		return -EINVAL;
+	}
 	end = p + strcspn(p, "/?#");
 	if (*p == '[') {
 		hend = memchr(p, ']', (size_t)(end - p));
@@ -102,6 +112,11 @@ int tl_url_parse(const char *url, char *host, size_t host_len, uint16_t *port)
 	return 0;
 }
 
+bool tl_url_is_https(const char *url)
+{
+	return !strncmp(url, "https://", 8);
+}
+
 static void set_timeouts(int fd, int ms)
 {
 	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
@@ -112,12 +127,15 @@ static void set_timeouts(int fd, int ms)
 
 static void client_disconnect(struct tl_client *c)
 {
-	if (c->fd >= 0)
+	if (c->fd >= 0) {
+		if (c->tls)
+			tl_tls_close(c->tls);
 		close(c->fd);
+	}
 	c->fd = -1;
 }
 
-/* Returns 0 or the -errno of socket()/connect(). */
+/* Returns 0, the -errno of socket()/connect(), or tl_tls_connect()'s. */
 static int client_connect(struct tl_client *c)
 {
 	int one = 1, fd, err;
@@ -126,12 +144,21 @@ static int client_connect(struct tl_client *c)
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	set_timeouts(fd, c->timeout_ms);
+	/* connect() is bounded by SO_SNDTIMEO: a vanished host answers nothing, not a refusal. */
+	set_timeouts(fd, c->connect_timeout_ms);
 	if (connect(fd, (struct sockaddr *)&c->addr, c->addrlen) < 0) {
 		err = -errno;
 		close(fd);
 		return err == -EINPROGRESS || err == -EAGAIN ? -ETIMEDOUT : err;
 	}
+	if (c->tls) {
+		err = tl_tls_connect(c->tls, fd);
+		if (err) {
+			close(fd);
+			return err;
+		}
+	}
+	set_timeouts(fd, c->timeout_ms);
 	c->fd = fd;
 	c->connects++;
 	return 0;
@@ -351,6 +378,21 @@ static int client_feed(struct tl_client *c, const char *data, size_t n)
 	}
 }
 
+/* Receive up to @room bytes: the count, 0 when the peer closed, or -ETIMEDOUT/-errno. */
+static ssize_t client_recv(struct tl_client *c, void *dst, size_t room)
+{
+	ssize_t n;
+
+	if (c->tls)
+		return tl_tls_recv(c->tls, dst, room);
+	do
+		n = recv(c->fd, dst, room, 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return errno == EAGAIN ? -ETIMEDOUT : -errno;
+	return n;
+}
+
 /*
  * Read and parse until the response is complete. *got_any tells whether any
  * byte arrived (a keep-alive connection closed before that is safe to retry).
@@ -371,12 +413,9 @@ static int client_read(struct tl_client *c, bool *got_any)
 			dst = c->rbuf;
 			room = sizeof(c->rbuf);
 		}
-		n = recv(c->fd, dst, room, 0);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno == EAGAIN ? -ETIMEDOUT : -errno;
-		}
+		n = client_recv(c, dst, room);
+		if (n < 0)
+			return (int)n;
 		if (n > 0)
 			*got_any = true;
 		err = client_feed(c, dst, (size_t)n);
@@ -466,7 +505,8 @@ int tl_client_do(struct tl_client *c, const struct tl_http_req *req, struct tl_h
 			iov[1 + i] = req->body[i];
 		resp_reset(c, resp);
 		got_any = false;
-		err = send_all(c->fd, iov, 1 + req->body_iovcnt);
+		err = c->tls ? tl_tls_send(c->tls, iov, 1 + req->body_iovcnt)
+			     : send_all(c->fd, iov, 1 + req->body_iovcnt);
 		if (!err)
 			err = client_read(c, &got_any);
 		if (!err)
@@ -566,8 +606,16 @@ static int client_resolve(struct tl_client *c)
 	return 0;
 }
 
-int tl_client_open(const char *url, struct tl_client **out)
+int tl_client_open(const char *url, const struct tl_tls_opts *tls, struct tl_client **out)
 {
+	struct tl_client_opts o = { .tls = tls };
+
+	return tl_client_open_ex(url, &o, out);
+}
+
+int tl_client_open_ex(const char *url, const struct tl_client_opts *o, struct tl_client **out)
+{
+	const struct tl_tls_opts *tls = o ? o->tls : NULL;
 	struct tl_client *c;
 	int err;
 
@@ -575,13 +623,20 @@ int tl_client_open(const char *url, struct tl_client **out)
 	if (!c)
 		return -ENOMEM;
 	c->fd = -1;
-	c->timeout_ms = 120000;
+	c->timeout_ms = o && o->timeout_ms > 0 ? o->timeout_ms : 120000;
+	c->connect_timeout_ms = o && o->connect_timeout_ms > 0 ? o->connect_timeout_ms
+							       : c->timeout_ms;
 	err = tl_url_parse(url, c->host, sizeof(c->host), &c->port);
 	if (err)
 		goto err_free;
 	err = client_resolve(c);
 	if (err)
 		goto err_free;
+	if (tl_url_is_https(url)) {
+		err = tl_tls_new(tls, c->host, c->port, &c->tls);
+		if (err)
+			goto err_free;
+	}
 	http_parser_settings_init(&c->settings);
 	c->settings.on_header_field = on_header_field;
 	c->settings.on_header_value = on_header_value;
@@ -590,13 +645,22 @@ int tl_client_open(const char *url, struct tl_client **out)
 	c->settings.on_message_complete = on_message_complete;
 	err = client_connect(c);
 	if (err)
-		goto err_free;
+		goto err_tls;
 	*out = c;
 	return 0;
 
+err_tls:
+	tl_tls_free(c->tls);
 err_free:
 	trib_free(c);
 	return err;
+}
+
+const char *tl_client_strerror(int err)
+{
+	if (err == -EKEYREJECTED)
+		return "the server's TLS certificate was refused";
+	return strerror(-err);
 }
 
 void tl_client_close(struct tl_client *c)
@@ -604,8 +668,14 @@ void tl_client_close(struct tl_client *c)
 	if (!c)
 		return;
 	client_disconnect(c);
+	tl_tls_free(c->tls);
 	trib_free(c->body);
 	trib_free(c);
+}
+
+int tl_client_timeout_ms(const struct tl_client *c)
+{
+	return c->timeout_ms;
 }
 
 void tl_client_set_timeout(struct tl_client *c, int timeout_ms)

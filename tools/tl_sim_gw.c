@@ -26,10 +26,23 @@ bool tl_sim_conn_failed(int err)
 	case ENETUNREACH:
 	case EHOSTDOWN:
 	case ENETDOWN:
+	case ETIMEDOUT:
 		return true;
 	default:
 		return false;
 	}
+}
+
+int tl_sim_open(const struct tl_sim_run *run, uint32_t g, struct tl_client **out)
+{
+	struct tl_tls_opts tls = run->o->tls;
+	struct tl_client_opts co = { .tls = &tls,
+				     .timeout_ms = (int)run->o->timeout_s * 1000,
+				     .connect_timeout_ms = (int)run->o->connect_timeout_s * 1000 };
+
+	tls.shared = run->tls;
+
+	return tl_client_open_ex(run->gw[g].url, &co, out);
 }
 
 /* Id of node @name, interned on first sight; SIM_NODE_NONE if the table is full. */
@@ -120,8 +133,10 @@ int tl_sim_gw_call(struct tl_sim_run *run, struct tl_client **conns, uint32_t fi
 		g = order[k];
 		err = 0;
 		if (!conns[g]) {
-			err = tl_client_open(run->gw[g].url, &conns[g]);
-			if (err == -ENOMEM || err == -EINVAL || (err && run->ngw == 1))
+			err = tl_sim_open(run, g, &conns[g]);
+			/* A refused certificate is no outage: never fail over from it. */
+			if (err == -ENOMEM || err == -EINVAL || err == -EKEYREJECTED ||
+			    (err && run->ngw == 1))
 				return err;
 		}
 		if (!err) {
@@ -135,7 +150,7 @@ int tl_sim_gw_call(struct tl_sim_run *run, struct tl_client **conns, uint32_t fi
 			}
 		}
 		atomic_store(&run->gw[g].down_until, trib_now_ns() + SIM_DOWN_NS);
-		msg = err == -ENOENT ? "host does not resolve" : strerror(-err);
+		msg = err == -ENOENT ? "host does not resolve" : tl_client_strerror(err);
 		if (k + 1 < n)
 			trib_warn("%s: %s: %s; trying %s instead", what, run->gw[g].url, msg,
 				  run->gw[order[k + 1]].url);
@@ -156,8 +171,9 @@ static bool resend_here(int err, bool sole)
 	case ECONNABORTED:
 	case EPIPE:
 	case ENOTCONN:
-	case ETIMEDOUT:
 		return true;
+	case ETIMEDOUT:
+		/* A gateway that does not answer in time: another one may (same key). */
 	case ECONNREFUSED:
 		return sole;
 	default:

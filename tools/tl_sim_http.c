@@ -18,8 +18,9 @@
 #include "trib_token.h"
 
 #define SIM_RETRY_WAIT_S 120.0
-/* Long polls (each at most 60 s on the server) before giving up on a model. */
-#define SIM_MAX_POLLS 5
+/* Waiting for a model: at most this long, in long polls of at most 60 s each. */
+#define SIM_MODEL_WAIT_S 300
+#define SIM_LONG_POLL_MAX_S 60
 
 /*
  * The token in @path by core's one rule (trib_token_load: 16 to 79 characters
@@ -258,14 +259,24 @@ int tl_sim_fetch_model(struct tl_client *c, const char *job, const char *token, 
 		       struct tl_http_resp *resp)
 {
 	struct tl_http_req req = { .method = "GET", .bearer = token && *token ? token : NULL };
+	int tmo_s = tl_client_timeout_ms(c) / 1000, poll_s = SIM_LONG_POLL_MAX_S, polls, n;
 	char target[512];
-	int err, polls;
+	int err;
 
 	if (version == 0)
 		return -EINVAL;
-	snprintf(target, sizeof(target), "/v1/jobs/%s/model?after=%" PRIu64, job, version - 1);
+	n = snprintf(target, sizeof(target), "/v1/jobs/%s/model?after=%" PRIu64, job, version - 1);
+	/*
+	 * The server holds a poll for up to 60 s: with a shorter answer timeout,
+	 * ask for half of it, so that a poll that waits is not taken for a gateway
+	 * that does not answer.
+	 */
+	if (tmo_s < 2 * SIM_LONG_POLL_MAX_S + 5) {
+		poll_s = tmo_s / 2 > 0 ? tmo_s / 2 : 1;
+		snprintf(target + n, sizeof(target) - (size_t)n, "&timeout=%d", poll_s);
+	}
 	req.target = target;
-	for (polls = 0; polls < SIM_MAX_POLLS; polls++) {
+	for (polls = 0; polls * poll_s < SIM_MODEL_WAIT_S; polls++) {
 		err = tl_client_do(c, &req, resp);
 		if (err) {
 			trib_error("GET %s: %s", target, strerror(-err));
@@ -275,7 +286,7 @@ int tl_sim_fetch_model(struct tl_client *c, const char *job, const char *token, 
 			break;
 	}
 	if (resp->status == 304) {
-		trib_error("GET %s: no model after %d long polls", target, SIM_MAX_POLLS);
+		trib_error("GET %s: no model after %d long polls", target, polls);
 		return -ETIMEDOUT;
 	}
 	if (resp->status != 200) {

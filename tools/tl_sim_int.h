@@ -55,6 +55,8 @@ struct tl_sim_run {
 	bool nodes_full; /* warned once that a name did not fit */
 	char node[SIM_MAX_NODES][SIM_NODE_NAME];
 
+	/* The OpenSSL context of every client of the run (tl_sim_open). */
+	struct tl_tls_shared *tls;
 	/* One client per gateway, opened on first use. */
 	struct tl_client *mconns[TL_SIM_MAX_URLS]; /* main thread: admin calls, model polls */
 	struct tl_client *pconns[TL_SIM_MAX_URLS]; /* the poller (then main): /rounds, resends */
@@ -96,14 +98,16 @@ typedef int (*tl_sim_gw_op_fn)(struct tl_client *c, void *ctx);
 
 /*
  * tl_sim_post_op's context: one update, its answer, the 503 resends it took.
- * A connection that breaks around the update (reset, cut mid-answer, timeout)
- * gets it again on the same gateway, the same bytes under the same
- * Idempotency-Key, up to SIM_RESEND_MAX times, waiting SIM_RESEND_FIRST_NS
- * and doubling up to SIM_RESEND_MAX_WAIT_NS; then it fails over as any
- * connection failure (tl_sim_gw_call). A refused connection means the gateway
- * is down: with other gateways it fails over at once, with one (@sole) it is
- * tried again, with the same waits, for up to SIM_RESEND_SOLE_NS while the
- * server restarts.
+ * A connection that breaks around the update (reset, cut mid-answer) gets it
+ * again on the same gateway, the same bytes under the same Idempotency-Key, up
+ * to SIM_RESEND_MAX times, waiting SIM_RESEND_FIRST_NS and doubling up to
+ * SIM_RESEND_MAX_WAIT_NS; then it fails over as any connection failure
+ * (tl_sim_gw_call). A refused connection or a timeout (no connection within
+ * --connect-timeout-s, no answer within --timeout-s) means the gateway is down:
+ * with other gateways it fails over at once, under the same key; with one
+ * (@sole), a timeout is resent as a broken connection, and a refusal is tried
+ * again, with the same waits, for up to SIM_RESEND_SOLE_NS while the server
+ * restarts.
  */
 struct tl_sim_post_ctx {
 	const struct tl_sim_update *u;
@@ -133,8 +137,14 @@ struct tl_sim_model_ctx {
 	struct tl_http_resp *resp;
 };
 
-/* Connection-level failures: the request may go to another gateway instead. */
+/*
+ * Connection-level failures, timeouts included: the request may go to another
+ * gateway instead.
+ */
 bool tl_sim_conn_failed(int err);
+
+/* Open a client of gateway @g with the run's TLS options and timeouts (tl_client_open_ex). */
+int tl_sim_open(const struct tl_sim_run *run, uint32_t g, struct tl_client **out);
 
 /* The node a 202's JSON body names ("node"), or SIM_NODE_NONE when it names none. */
 uint16_t tl_sim_ack_node(struct tl_sim_run *run, const struct tl_http_resp *resp);

@@ -6,6 +6,7 @@
 
 #include "tl_sim_int.h"
 #include "tl_simulate.h"
+#include "tl_tls.h"
 #include "trib_name.h"
 #include "trib_parse.h"
 
@@ -13,10 +14,13 @@
 #define SIM_MAX_ROUNDS (1u << 24)
 #define SIM_MAX_PARAMS (1ull << 30) /* 4 GiB bodies */
 #define SIM_MAX_CONNECTIONS 1024u
+#define SIM_MAX_TIMEOUT_S 3600u
 
 const char tl_sim_usage[] =
 	"usage: tributary simulate --job NAME --clients N --rounds R [--params P (1000000)]\n"
-	"         [--url http://HOST:PORT[,http://HOST2:PORT2...] (http://127.0.0.1:8080)]\n"
+	"         [--url http(s)://HOST:PORT[,http(s)://HOST2:PORT2...] (http://127.0.0.1:8080)]\n"
+	"         [--tls-ca FILE] [--tls-pin SHA256HEX]\n"
+	"         [--timeout-s S (30)] [--connect-timeout-s S (5)]\n"
 	"         [--data-dir DIR (./tributary-data)]\n"
 	"         [--admin-token-file FILE] [--connections C (min(N, 16))] [--seed S (1)]\n"
 	"         [--format raw|safetensors|mixed (mixed)] [--quiet] [--no-check]\n"
@@ -24,7 +28,12 @@ const char tl_sim_usage[] =
 	"  Several --url gateways (one per node of a cluster): client i sends to the\n"
 	"  (i mod k)-th, and to the next one when that refuses the connection.\n"
 	"  Every update carries Idempotency-Key: sim-SEED-ROUND-CLIENT; when its\n"
-	"  connection breaks it is sent again with the same key.\n";
+	"  connection breaks it is sent again with the same key. A gateway that does\n"
+	"  not connect within --connect-timeout-s or answer within --timeout-s counts\n"
+	"  as down: the update goes to the next one, under the same key (counted once).\n"
+	"  https:// gateways: the certificate must verify against --tls-ca FILE (PEM;\n"
+	"  default: the system's CA store) and name the host, or, with --tls-pin, have\n"
+	"  exactly that SHA-256 fingerprint (as `up --tls self-signed` prints it).\n";
 
 /* ---- options ---- */
 
@@ -62,7 +71,8 @@ static int parse_urls(const char *val, struct tl_sim_opts *o, char *why, size_t 
 		memcpy(u, p, n);
 		u[n] = '\0';
 		if (tl_url_parse(u, host, sizeof(host), &port)) {
-			snprintf(why, why_len, "bad URL '%s' in --url (want http://HOST[:PORT])", u);
+			snprintf(why, why_len, "bad URL '%s' in --url (want http(s)://HOST[:PORT])",
+				 u);
 			return -EINVAL;
 		}
 		o->nurls++;
@@ -129,6 +139,12 @@ static int set_number(struct tl_sim_opts *o, struct sim_seen *seen, const char *
 		if (trib_parse_u32(val, 1, SIM_MAX_CONNECTIONS, &o->connections))
 			return -EINVAL;
 		seen->connections = true;
+	} else if (IS("timeout-s")) {
+		if (trib_parse_u32(val, 1, SIM_MAX_TIMEOUT_S, &o->timeout_s))
+			return -EINVAL;
+	} else if (IS("connect-timeout-s")) {
+		if (trib_parse_u32(val, 1, SIM_MAX_TIMEOUT_S, &o->connect_timeout_s))
+			return -EINVAL;
 	} else if (IS("seed")) {
 		if (trib_parse_u64(val, 0, UINT64_MAX, &o->seed))
 			return -EINVAL;
@@ -192,6 +208,17 @@ static int set_option(struct tl_sim_opts *o, struct sim_seen *seen, const char *
 		err = set_string(val, &o->report_json);
 	} else if (IS("format")) {
 		err = parse_format(val, &o->format);
+	} else if (IS("tls-ca")) {
+		err = set_string(val, &o->tls.ca_file);
+	} else if (IS("tls-pin")) {
+		uint8_t pin[TL_TLS_PIN_LEN];
+
+		if (tl_tls_pin_parse(val, pin)) {
+			snprintf(why, why_len, "bad --tls-pin '%s': want the certificate's "
+				 "SHA-256, 64 hex digits", val);
+			return -EINVAL;
+		}
+		o->tls.pin_sha256 = val;
 	} else {
 		return -ENOENT;
 	}
@@ -203,6 +230,18 @@ out:
 
 #undef IS
 
+/* --tls-* apply to https:// gateways: given with none, they are a mistake to say. */
+static int check_tls(const struct tl_sim_opts *o, char *why, size_t why_len)
+{
+	if (!o->tls.ca_file && !o->tls.pin_sha256)
+		return 0;
+	for (uint32_t i = 0; i < o->nurls; i++)
+		if (tl_url_is_https(o->urls[i]))
+			return 0;
+	snprintf(why, why_len, "--tls-ca and --tls-pin need an https:// gateway in --url");
+	return -EINVAL;
+}
+
 static void set_defaults(struct tl_sim_opts *o)
 {
 	memset(o, 0, sizeof(*o));
@@ -213,6 +252,8 @@ static void set_defaults(struct tl_sim_opts *o)
 	o->data_dir = "./tributary-data";
 	o->seed = 1;
 	o->format = TL_SIM_MIXED;
+	o->timeout_s = 30;
+	o->connect_timeout_s = 5;
 }
 
 int tl_sim_parse_args(int argc, char **argv, struct tl_sim_opts *o, char *why, size_t why_len)
@@ -259,6 +300,9 @@ int tl_sim_parse_args(int argc, char **argv, struct tl_sim_opts *o, char *why, s
 		snprintf(why, why_len, "--job, --clients and --rounds are required");
 		return -EINVAL;
 	}
+	err = check_tls(o, why, why_len);
+	if (err)
+		return err;
 	if (!seen.connections)
 		o->connections = 16;
 	if (o->connections > o->clients)

@@ -249,12 +249,13 @@ static int open_workers(struct tl_sim_run *run, struct tl_sim_worker *w, uint32_
 {
 	for (uint32_t t = 0; t < nw; t++) {
 		uint32_t g = t % run->ngw;
-		int err = tl_client_open(run->gw[g].url, &w[t].conns[g]);
+		int err = tl_sim_open(run, g, &w[t].conns[g]);
 
 		if (!err)
 			continue;
-		if (run->ngw == 1 || err == -ENOMEM || err == -EINVAL) {
-			trib_error("cannot connect to %s: %s", run->gw[g].url, strerror(-err));
+		if (run->ngw == 1 || err == -ENOMEM || err == -EINVAL || err == -EKEYREJECTED) {
+			trib_error("cannot connect to %s: %s", run->gw[g].url,
+				   tl_client_strerror(err));
 			return err;
 		}
 		/* A dead gateway of several is no failure: its clients go to the next. */
@@ -280,8 +281,8 @@ static int run_job_everywhere(struct tl_sim_run *run)
 
 	for (uint32_t g = 0; g < run->ngw; g++) {
 		if (!run->mconns[g]) {
-			err = tl_client_open(run->gw[g].url, &run->mconns[g]);
-			if (err == -ENOMEM || err == -EINVAL)
+			err = tl_sim_open(run, g, &run->mconns[g]);
+			if (err == -ENOMEM || err == -EINVAL || err == -EKEYREJECTED)
 				return err;
 			if (err)
 				continue;
@@ -330,7 +331,7 @@ static int run_job(struct tl_sim_run *run)
 	err = tl_sim_gw_call(run, run->mconns, 0, NULL, "job setup", tl_sim_job_op, &jc, NULL);
 	if (err) {
 		if (run->ngw == 1 && !run->mconns[0])
-			trib_error("cannot connect to %s: %s", o->url, strerror(-err));
+			trib_error("cannot connect to %s: %s", o->url, tl_client_strerror(err));
 		else if (run->ngw > 1 && tl_sim_conn_failed(err))
 			trib_error("no gateway of --url %s answered", o->url);
 		return err;
@@ -443,6 +444,8 @@ static void run_free(struct tl_sim_run *run)
 		tl_client_close(run->mconns[i]);
 		tl_client_close(run->pconns[i]);
 	}
+	/* After every client: they hold its BIO method. */
+	tl_tls_shared_free(run->tls);
 	trib_free(run->pbuf);
 	trib_free(run->acks);
 	trib_free(run->include);
@@ -465,6 +468,11 @@ static int sim_run(const struct tl_sim_opts *o)
 	}
 	run->o = o;
 	run->ngw = o->nurls;
+	if (tl_tls_shared_new(&run->tls)) {
+		trib_error("out of memory");
+		trib_free(run);
+		return 1;
+	}
 	for (uint32_t i = 0; i < run->ngw; i++) {
 		run->gw[i].url = o->urls[i];
 		atomic_init(&run->gw[i].node, SIM_NODE_NONE);

@@ -29,10 +29,13 @@ struct tl_sim_opts {
 	/*
 	 * --url split at its commas, one gateway each (a multi-node cluster lists
 	 * one per node). Client i sends to urls[i % nurls]; every entry is a valid
-	 * http URL. Copies, since an entry is not NUL-terminated in argv.
+	 * http or https URL. Copies, since an entry is not NUL-terminated in argv.
 	 */
 	uint32_t nurls;
 	char urls[TL_SIM_MAX_URLS][TL_SIM_URL_LEN];
+	struct tl_tls_opts tls;       /* --tls-ca, --tls-pin, for the https:// entries */
+	uint32_t timeout_s;           /* --timeout-s: each send and answer */
+	uint32_t connect_timeout_s;   /* --connect-timeout-s: each connect and TLS handshake */
 	const char *data_dir;
 	const char *admin_token_file; /* NULL: TRIBUTARY_ADMIN_TOKEN, then DATA_DIR/admin-token */
 	uint32_t connections;         /* already clamped to [1, clients] */

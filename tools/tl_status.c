@@ -20,8 +20,9 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: tributary status [--url http://HOST:PORT] [--data-dir DIR]\n"
-		   "                        [--admin-token-file FILE] [--job NAME]\n");
+	fprintf(f, "usage: tributary status [--url http(s)://HOST:PORT] [--data-dir DIR]\n"
+		   "                        [--admin-token-file FILE] [--job NAME]\n"
+		   "                        [--tls-ca FILE | --tls-pin SHA256HEX]\n");
 }
 
 /*
@@ -297,6 +298,8 @@ static const struct option status_lopts[] = {
 	{ "data-dir", required_argument, NULL, 'd' },
 	{ "admin-token-file", required_argument, NULL, 'a' },
 	{ "job", required_argument, NULL, 'j' },
+	{ "tls-ca", required_argument, NULL, 'c' },
+	{ "tls-pin", required_argument, NULL, 'p' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -307,6 +310,7 @@ struct status_args {
 	const char *data_dir;
 	const char *token_file; /* NULL: TRIBUTARY_ADMIN_TOKEN, then DATA_DIR/admin-token */
 	const char *job;        /* NULL: every job */
+	struct tl_tls_opts tls; /* for an https:// --url */
 };
 
 /* Parse @argv into *a. Returns -1 to go on, else the exit code (--help: 0, usage: 2). */
@@ -329,6 +333,12 @@ static int parse_args(int argc, char **argv, struct status_args *a)
 		case 'j':
 			a->job = optarg;
 			break;
+		case 'c':
+			a->tls.ca_file = optarg;
+			break;
+		case 'p':
+			a->tls.pin_sha256 = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -336,6 +346,11 @@ static int parse_args(int argc, char **argv, struct status_args *a)
 			usage(stderr);
 			return 2;
 		}
+	}
+	if ((a->tls.ca_file || a->tls.pin_sha256) && !tl_url_is_https(a->url)) {
+		fprintf(stderr,
+			"tributary status: --tls-ca and --tls-pin need an https:// --url\n");
+		return 2;
 	}
 	return -1;
 }
@@ -405,9 +420,10 @@ int tl_status_main(int argc, char **argv)
 		status_token_error(&a, err);
 		return 1;
 	}
-	err = tl_client_open(a.url, &c);
+	err = tl_client_open(a.url, &a.tls, &c);
 	if (err) {
-		fprintf(stderr, "tributary status: connecting to %s: %s\n", a.url, strerror(-err));
+		fprintf(stderr, "tributary status: connecting to %s: %s\n", a.url,
+			tl_client_strerror(err));
 		rc = 1;
 	} else {
 		rc = show(c, admin, &a);

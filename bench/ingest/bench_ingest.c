@@ -20,9 +20,13 @@
 #define EXIT_SKIP 77
 
 static const char usage[] =
-	"usage: bench_ingest [--url http://HOST:PORT (http://127.0.0.1:8080)] [--job NAME]\n"
+	"usage: bench_ingest [--url http(s)://HOST:PORT (http://127.0.0.1:8080)] [--job NAME]\n"
+	"         [--tls-ca FILE] [--tls-pin SHA256HEX]\n"
 	"         [--data-dir DIR (./tributary-data)] [--admin-token-file FILE]\n"
-	"         [--updates N (100)] [--params P (1000000)]\n";
+	"         [--updates N (100)] [--params P (1000000)] [--connections C (1)] [--no-raw]\n"
+	"  --connections C: C keep-alive connections, one thread each, the updates split\n"
+	"  between them, all sending the same pre-made body; the time is the wall time from\n"
+	"  the first send to the last answer. --no-raw: skip the raw TCP baseline.\n";
 
 struct bench_opts {
 	const char *url;
@@ -31,6 +35,21 @@ struct bench_opts {
 	const char *token_file;
 	uint32_t updates;
 	uint64_t params;
+	uint32_t connections;
+	bool no_raw;
+	struct tl_tls_opts tls;
+};
+
+/* One of --connections C: its share of the updates, on its own client. */
+struct conn_run {
+	const struct bench_opts *o;
+	const struct tl_sim_update *proto; /* job, token, round, body: shared, read-only */
+	uint32_t n;                        /* updates to send */
+	pthread_barrier_t *start;
+	uint64_t t0, t1;
+	unsigned retries;
+	int err; /* 0, a -errno, or -EPROTO for an answer other than 202 (logged) */
+	pthread_t tid;
 };
 
 /* The raw baseline's sink: receives @n messages of @len bytes, answers each with one byte. */
@@ -51,14 +70,25 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 	o->token_file = NULL;
 	o->updates = 100;
 	o->params = 1000000;
+	o->tls = (struct tl_tls_opts){ NULL, NULL, NULL };
+	o->connections = 1;
+	o->no_raw = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char *end;
 
+		if (!strcmp(a, "--no-raw")) {
+			o->no_raw = true;
+			continue;
+		}
 		if (!v)
 			return -EINVAL;
 		if (!strcmp(a, "--url")) {
 			o->url = v;
+		} else if (!strcmp(a, "--tls-ca")) {
+			o->tls.ca_file = v;
+		} else if (!strcmp(a, "--tls-pin")) {
+			o->tls.pin_sha256 = v;
 		} else if (!strcmp(a, "--job")) {
 			o->job = v;
 		} else if (!strcmp(a, "--data-dir")) {
@@ -68,6 +98,10 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 		} else if (!strcmp(a, "--updates")) {
 			o->updates = (uint32_t)strtoul(v, &end, 10);
 			if (*end || o->updates == 0 || o->updates > 1000000)
+				return -EINVAL;
+		} else if (!strcmp(a, "--connections")) {
+			o->connections = (uint32_t)strtoul(v, &end, 10);
+			if (*end || o->connections == 0 || o->connections > 64)
 				return -EINVAL;
 		} else if (!strcmp(a, "--params")) {
 			o->params = strtoull(v, &end, 10);
@@ -195,26 +229,104 @@ out_join:
 }
 
 /* Returns the exit code. */
+/* Post one update; returns 0, a -errno, or -EPROTO for an answer other than 202 (logged). */
+static int post_one(struct tl_client *c, const struct tl_sim_update *u, uint32_t i,
+		    unsigned *retries)
+{
+	struct tl_http_resp resp;
+	char msg[256];
+	unsigned r = 0;
+	int err;
+
+	err = tl_sim_post_update(c, u, &resp, &r);
+	*retries += r;
+	if (!err && resp.status == 202)
+		return 0;
+	if (err)
+		snprintf(msg, sizeof(msg), "%s", tl_client_strerror(err));
+	else
+		tl_http_error_msg(&resp, msg, sizeof(msg));
+	trib_error("update %u of job %s: %s", i, u->job, msg);
+	return err ? err : -EPROTO;
+}
+
+static void *conn_run(void *arg)
+{
+	struct conn_run *cr = arg;
+	struct tl_client *c = NULL;
+
+	cr->err = tl_client_open(cr->o->url, &cr->o->tls, &c);
+	/* Everyone waits for everyone, connected or not, so that no thread is left waiting. */
+	pthread_barrier_wait(cr->start);
+	cr->t0 = trib_now_ns();
+	for (uint32_t i = 0; i < cr->n && !cr->err; i++)
+		cr->err = post_one(c, cr->proto, i, &cr->retries);
+	cr->t1 = trib_now_ns();
+	tl_client_close(c);
+	return NULL;
+}
+
+/*
+ * --connections C > 1: C threads share the updates and one body. *secs is the
+ * wall time from the first thread's start to the last one's end.
+ */
+static int http_parallel(const struct bench_opts *o, const struct tl_sim_update *proto,
+			 double *secs, unsigned *retries)
+{
+	struct conn_run cr[64];
+	pthread_barrier_t start;
+	uint64_t t0 = UINT64_MAX, t1 = 0;
+	uint32_t k, nc = o->connections;
+	int err = 0;
+
+	if (pthread_barrier_init(&start, NULL, nc))
+		return 1;
+	for (k = 0; k < nc; k++) {
+		cr[k] = (struct conn_run){ .o = o, .proto = proto, .start = &start,
+					   .n = o->updates / nc + (k < o->updates % nc) };
+		if (pthread_create(&cr[k].tid, NULL, conn_run, &cr[k]))
+			break;
+	}
+	if (k < nc) {
+		/* Cannot happen short of memory; the started threads would wait forever. */
+		trib_error("cannot start %u threads", nc);
+		abort();
+	}
+	for (k = 0; k < nc; k++) {
+		pthread_join(cr[k].tid, NULL);
+		t0 = cr[k].t0 < t0 ? cr[k].t0 : t0;
+		t1 = cr[k].t1 > t1 ? cr[k].t1 : t1;
+		*retries += cr[k].retries;
+		if (cr[k].err && !err)
+			err = cr[k].err;
+	}
+	pthread_barrier_destroy(&start);
+	if (err)
+		return 1;
+	*secs = (double)(t1 - t0) / 1e9;
+	return 0;
+}
+
 static int http_ingest(const struct bench_opts *o, float *buf, double *secs, unsigned *retries)
 {
 	struct tl_client *c = NULL;
-	struct tl_http_resp resp;
 	struct tl_sim_job job;
-	char *admin = NULL, jobname[64], msg[256];
+	char *admin = NULL, jobname[64];
 	const char *name = o->job;
 	uint64_t t0, total = 0;
-	unsigned r;
 	int err, rc = 1;
 
 	if (!name) {
 		snprintf(jobname, sizeof(jobname), "bench-ingest-%d", (int)getpid());
 		name = jobname;
 	}
-	err = tl_client_open(o->url, &c);
+	err = tl_client_open(o->url, &o->tls, &c);
 	if (err) {
 		fprintf(stderr, "bench_ingest: no server at %s (%s): skipped\n", o->url,
-			strerror(-err));
-		return EXIT_SKIP;
+			tl_client_strerror(err));
+		/* A server that is there but refused (TLS, options) is a failure, not a skip. */
+		return err == -EKEYREJECTED || err == -EPROTO || err == -EINVAL || err == -ENOENT
+			       ? 1 : EXIT_SKIP;
 	}
 	if (tl_sim_admin_token(o->token_file, o->data_dir, &admin))
 		trib_warn("no admin token found");
@@ -226,6 +338,19 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 		goto out;
 	}
 	*retries = 0;
+	if (o->connections > 1) {
+		struct tl_sim_update u = { .job = name, .token = job.token, .round = job.round,
+					   .data = buf, .params = o->params, .samples = 1 };
+		struct bench_opts po = *o;
+
+		/* The threads' clients share one OpenSSL context (one CA store load). */
+		if (tl_tls_shared_new(&po.tls.shared))
+			goto out;
+		tl_sim_fill(tl_sim_key(1, job.round, 0), 0, buf, o->params);
+		rc = http_parallel(&po, &u, secs, retries);
+		tl_tls_shared_free(po.tls.shared);
+		goto out;
+	}
 	for (uint32_t i = 0; i < o->updates; i++) {
 		struct tl_sim_update u = { .job = name, .token = job.token, .round = job.round,
 					   .data = buf, .params = o->params };
@@ -235,17 +360,10 @@ static int http_ingest(const struct bench_opts *o, float *buf, double *secs, uns
 		u.samples = tl_sim_samples(key);
 		tl_sim_fill(key, 0, buf, o->params);
 		t0 = trib_now_ns();
-		err = tl_sim_post_update(c, &u, &resp, &r);
+		err = post_one(c, &u, i, retries);
 		total += trib_now_ns() - t0;
-		*retries += r;
-		if (err || resp.status != 202) {
-			if (err)
-				snprintf(msg, sizeof(msg), "%s", strerror(-err));
-			else
-				tl_http_error_msg(&resp, msg, sizeof(msg));
-			trib_error("update %u of job %s: %s", i, name, msg);
+		if (err)
 			goto out;
-		}
 	}
 	*secs = (double)total / 1e9;
 	rc = 0;
@@ -278,12 +396,12 @@ int main(int argc, char **argv)
 	rc = http_ingest(&o, buf, &http_s, &retries);
 	if (rc == 0) {
 		http_mbs = mb / http_s;
-		printf("ingest: %u updates x %.1f MB over HTTP (%s): %.3f s, %.1f MB/s, "
-		       "%.1f updates/s, %u retries (503)\n",
-		       o.updates, (double)len / 1e6, o.url, http_s, http_mbs, o.updates / http_s,
-		       retries);
+		printf("ingest: %u updates x %.1f MB over HTTP (%s, %u connection%s): %.3f s, "
+		       "%.1f MB/s, %.1f updates/s, %u retries (503)\n",
+		       o.updates, (double)len / 1e6, o.url, o.connections,
+		       o.connections > 1 ? "s" : "", http_s, http_mbs, o.updates / http_s, retries);
 	}
-	if (rc == 0 || rc == EXIT_SKIP) {
+	if (!o.no_raw && (rc == 0 || rc == EXIT_SKIP)) {
 		tl_sim_fill(tl_sim_key(1, 0, 0), 0, buf, o.params);
 		err = raw_tcp(buf, len, o.updates, &raw_s);
 		if (err) {

@@ -37,25 +37,36 @@ base64, 128 random bits) or the caller's own (``idempotency_key=``). The server 
 second request with the same key, for the same job and round, with the first answer, and counts
 the update once, across a crash too. So when the connection breaks around an update (reset,
 closed before or in the middle of the answer, timed out, refused while the server restarts),
-``submit`` sends the same bytes again with the same key, up to ``resends`` times, waiting
+``submit`` sends the same bytes again with the same key (to the next gateway, when the Client
+lists several), up to ``resends`` times, waiting
 0.1 s, 0.2 s, 0.4 s, ... (at most ``max_retry_wait``) in between; then it raises
 :class:`TributaryError` with status 0, whose ``idempotency_key`` lets you resend it later
 yourself. A 503 is retried with the same key too; any other answer (a 4xx) is final.
+
+HTTPS: an ``https://`` URL is verified against the system's CA store (hostname included), or
+against ``ca_file=`` (PEM), or pinned with ``pin_sha256=`` (the SHA-256 of the server
+certificate's DER, 64 hex digits, as ``tributary up --tls self-signed`` prints it): with a pin
+the chain and name are not checked (unless ``ca_file`` is given too), the fingerprint is
+compared right after the handshake, before any request byte is sent, and a mismatch raises
+:class:`TLSVerifyError` (never resent). Standard library ``ssl`` only; TLS 1.2 or newer.
 """
 import base64
+import hashlib
+import hmac
 import http.client
 import json
 import math
 import os
 import socket
+import ssl
 import struct
 import time
 import urllib.parse
 
 import numpy as np
 
-__all__ = ["Client", "Job", "TributaryError", "encode_safetensors", "decode_safetensors",
-           "new_idempotency_key"]
+__all__ = ["Client", "Job", "TributaryError", "TLSVerifyError", "encode_safetensors",
+           "decode_safetensors", "new_idempotency_key"]
 
 SAFETENSORS_TYPE = "application/x-safetensors"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -93,6 +104,97 @@ class TributaryError(Exception):
         if self.round is not None:
             s += " (server round %d)" % self.round
         return s
+
+
+class TLSVerifyError(TributaryError):
+    """The https:// server's certificate did not verify, or did not match ``pin_sha256``.
+
+    Status 0 (no HTTP answer); never resent: the same server would fail the same way.
+    """
+
+    def __init__(self, message):
+        super().__init__(0, message)
+
+
+def _parse_pin(pin):
+    """A SHA-256 fingerprint (64 hex digits, ':' between pairs allowed) as 32 bytes."""
+    if pin is None:
+        return None
+    text = pin.replace(":", "") if len(pin) == 95 else pin
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32 or (len(pin) == 95 and pin[2::3] != ":" * 31):
+        raise ValueError("pin_sha256 must be a SHA-256 fingerprint, 64 hex digits: %r" % pin)
+    return raw
+
+
+def _ssl_context(ca_file, pin):
+    """The context of an https:// client (see the module's HTTPS paragraph)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=ca_file)
+    elif pin is None:
+        ctx.load_default_certs()
+    if pin is not None:
+        # The pin stands for the name (and for the chain, unless a CA file is given too).
+        ctx.check_hostname = False
+        if ca_file is None:
+            ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    """An HTTPConnection whose connect has its own, shorter timeout."""
+
+    def __init__(self, host, port, connect_timeout, **kw):
+        super().__init__(host, port, **kw)
+        self._connect_timeout = connect_timeout
+
+    def connect(self):
+        answer, self.timeout = self.timeout, self._connect_timeout
+        try:
+            super().connect()
+        finally:
+            self.timeout = answer
+        self.sock.settimeout(answer)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPSConnection that checks the peer certificate's SHA-256 after the handshake."""
+
+    def __init__(self, host, port, pin, trust, connect_timeout, **kw):
+        super().__init__(host, port, **kw)
+        self._pin = pin
+        self._trust = trust
+        self._connect_timeout = connect_timeout
+
+    def connect(self):
+        # The TCP connect and the TLS handshake under the connect timeout.
+        answer, self.timeout = self.timeout, self._connect_timeout
+        try:
+            super().connect()
+        except ssl.SSLCertVerificationError as e:
+            self.close()
+            raise TLSVerifyError("TLS: the certificate of %s:%d did not verify against %s: %s"
+                                 % (self.host, self.port, self._trust,
+                                    e.verify_message or e)) from e
+        finally:
+            self.timeout = answer
+        self.sock.settimeout(answer)
+        if self._pin is None:
+            return
+        der = self.sock.getpeercert(binary_form=True)
+        got = hashlib.sha256(der).digest() if der else b""
+        if not hmac.compare_digest(got, self._pin):
+            self.close()
+            raise TLSVerifyError("TLS: the certificate of %s:%d does not match pin_sha256: its "
+                                 "SHA-256 is %s, the pin %s" % (self.host, self.port,
+                                                                got.hex() or "(none)",
+                                                                self._pin.hex()))
 
 
 def new_idempotency_key():
@@ -218,14 +320,33 @@ def _tensor_schema(tensors):
 
 # --- the client ---
 
+def _gateway(url):
+    """(https, host, port, path prefix) of one base URL."""
+    u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+    if u.scheme not in ("http", "https"):
+        raise ValueError("url must be http:// or https://, not %r" % url)
+    if not u.hostname:
+        raise ValueError("url names no host: %r" % url)
+    https = u.scheme == "https"
+    return https, u.hostname, u.port or (443 if https else 80), u.path.rstrip("/")
+
+
 class Client:
     """A connection to one Tributary server, authenticated with one bearer token.
 
     Args:
-        url:     the server's base URL, e.g. ``http://127.0.0.1:8080`` (http or https).
+        url:     the server's base URL, e.g. ``http://127.0.0.1:8080`` (http or https); or
+                 several gateways of one cluster, as a list or comma-separated: requests go
+                 to the first, and move to the next when one does not connect or answer
+                 (below).
         token:   the admin token (to create jobs) or a job's token.
-        timeout: seconds to wait for the connection and for each answer (long polls add
-                 their own wait on top).
+        ca_file: https only: verify the server against the CA certificates (PEM) in this
+                 file instead of the system's store.
+        pin_sha256: https only: the server certificate's SHA-256 fingerprint (hex); see the
+                 module's HTTPS paragraph.
+        timeout: seconds to wait for each answer (long polls add their own wait on top).
+        connect_timeout: seconds to wait for a connection (and its TLS handshake); default
+                 ``min(timeout, 5)``.
         retries: how many times a 503 (``Retry-After``) is retried before it is raised.
         max_retry_wait: the longest single wait for a 503's ``Retry-After``, or between two
                  resends after a broken connection, in seconds.
@@ -235,24 +356,35 @@ class Client:
                  ``max_retry_wait``: the default 8 covers about 23 s, a server restart.
 
     The connection is kept alive between requests and reopened when the server has closed it.
+
+    Several gateways: a request that gets no answer (refused, reset, or no connection within
+    ``connect_timeout`` or answer within ``timeout``) moves on to the next gateway, and later
+    requests stay there. An update goes with the same Idempotency-Key (up to ``resends``
+    times in all), so the cluster counts it once even if the silent gateway had counted it; a
+    GET tries each gateway once; other requests (job creation) are not sent again.
     """
 
-    def __init__(self, url, token, timeout=30.0, retries=5, max_retry_wait=10.0, resends=8):
-        u = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
-        if u.scheme not in ("http", "https"):
-            raise ValueError("url must be http:// or https://, not %r" % url)
-        if not u.hostname:
-            raise ValueError("url names no host: %r" % url)
+    def __init__(self, url, token, timeout=30.0, retries=5, max_retry_wait=10.0, resends=8,
+                 ca_file=None, pin_sha256=None, connect_timeout=None):
+        urls = [x.strip() for x in (url.split(",") if isinstance(url, str) else url)]
+        if not urls or not all(urls):
+            raise ValueError("url names no gateway, or an empty one: %r" % (url,))
+        self._gws = [_gateway(x) for x in urls]
+        https = any(g[0] for g in self._gws)
+        if not https and (ca_file is not None or pin_sha256 is not None):
+            raise ValueError("ca_file and pin_sha256 need an https:// url, not %r" % (url,))
+        self._pin = _parse_pin(pin_sha256)
+        self._ssl = _ssl_context(ca_file, self._pin) if https else None
+        self._trust = ca_file if ca_file is not None else "the system's CA store"
         self.url = url
         self.token = token
         self.timeout = float(timeout)
+        self.connect_timeout = float(min(self.timeout, 5.0) if connect_timeout is None
+                                     else connect_timeout)
         self.retries = int(retries)
         self.max_retry_wait = float(max_retry_wait)
         self.resends = int(resends)
-        self._https = u.scheme == "https"
-        self._host = u.hostname
-        self._port = u.port or (443 if self._https else 80)
-        self._prefix = u.path.rstrip("/")
+        self._gw = 0  # the gateway in use: its index in self._gws
         self._conn = None
         self._used = False  # the open connection has carried a request already
 
@@ -273,8 +405,13 @@ class Client:
 
     def _connection(self, timeout):
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=timeout)
+            https, host, port, _ = self._gws[self._gw]
+            if https:
+                self._conn = _PinnedHTTPSConnection(host, port, self._pin, self._trust,
+                                                    self.connect_timeout, timeout=timeout,
+                                                    context=self._ssl)
+            else:
+                self._conn = _HTTPConnection(host, port, self.connect_timeout, timeout=timeout)
             self._used = False
         else:
             self._conn.timeout = timeout
@@ -292,9 +429,12 @@ class Client:
             conn = self._connection(timeout)
             reused = self._used
             try:
-                conn.request(method, self._prefix + path, body=body, headers=headers)
+                conn.request(method, self._gws[self._gw][3] + path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+            except TLSVerifyError:
+                self.close()
+                raise
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
                     ConnectionAbortedError, http.client.BadStatusLine) as e:
                 self.close()
@@ -339,14 +479,25 @@ class Client:
                 # Status 0: no answer, so the update may or may not have been counted. Only
                 # a key makes sending it again safe (the server answers its first answer).
                 e.idempotency_key = idempotency_key
-                if idempotency_key is None:
+                n = len(self._gws)
+                if isinstance(e, TLSVerifyError) or (idempotency_key is None and
+                                                     (method != "GET" or n == 1)):
                     raise
-                if broken >= self.resends:
+                limit = self.resends if idempotency_key is not None else n - 1
+                if broken >= limit:
+                    if idempotency_key is None:
+                        raise
                     raise TributaryError(
                         0, "%s; no answer after %d sends with Idempotency-Key %s" %
                         (e.message, broken + 1, idempotency_key),
                         idempotency_key=idempotency_key) from e
-                time.sleep(min(RESEND_FIRST_WAIT_S * 2.0 ** broken, self.max_retry_wait))
+                if n > 1:
+                    # The next gateway at once; a pause only after each full circle.
+                    self.close()
+                    self._gw = (self._gw + 1) % n
+                if n == 1 or (broken + 1) % n == 0:
+                    time.sleep(min(RESEND_FIRST_WAIT_S * 2.0 ** (broken // n),
+                                   self.max_retry_wait))
                 broken += 1
                 continue
             if status in ok:

@@ -234,6 +234,20 @@ static void metrics_admission(struct mtext *t, const struct rt_loop_stats *ls)
 		OUT("tributary_requests_timed_out_total{phase=\"%s\"} %llu\n",
 		    rt_timeout_phase_name((enum rt_timeout_phase)p),
 		    (unsigned long long)ls->timed_out[p]);
+	if (!ls->tls)
+		return;
+	OUT("# HELP tributary_tls_handshakes_total TLS handshakes completed.\n"
+	    "# TYPE tributary_tls_handshakes_total counter\n"
+	    "tributary_tls_handshakes_total %llu\n"
+	    "# HELP tributary_tls_handshakes_failed_total TLS handshakes that did not complete, by "
+	    "reason (http_request: plain HTTP to the TLS port; version, alpn: nothing in common; "
+	    "protocol: a malformed or refused message; closed: the client left; timeout: the head "
+	    "timeout).\n"
+	    "# TYPE tributary_tls_handshakes_failed_total counter\n",
+	    (unsigned long long)ls->tls->handshakes);
+	for (int f = 0; f < RT_TLS_FAIL__COUNT; f++)
+		OUT("tributary_tls_handshakes_failed_total{reason=\"%s\"} %llu\n",
+		    rt_tls_fail_name((enum rt_tls_fail)f), (unsigned long long)ls->tls->failed[f]);
 }
 
 /* Updates, requests and rounds. */

@@ -524,7 +524,8 @@ int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 	a->rank = -1;
 	snprintf(a->name, sizeof(a->name), "%s", o->node_name);
 	snprintf(a->addr, sizeof(a->addr), "%s", adv);
-	snprintf(a->http, sizeof(a->http), "http://%s:%u", o->listen_host, o->listen_port);
+	snprintf(a->http, sizeof(a->http), "%s://%s:%u", o->gateway_tls ? "https" : "http",
+		 o->listen_host, o->listen_port);
 	err = ctl_wire_open(listen, &a->w);
 	if (err) {
 		trib_error("listening for peers on %s: %s", listen, strerror(-err));

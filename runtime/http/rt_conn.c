@@ -34,6 +34,24 @@ static const char timeout_resp[] = "HTTP/1.1 408 Request Timeout\r\n"
 				   "Content-Length: 29\r\n"
 				   "Connection: close\r\n\r\n" TIMEOUT_BODY;
 static const char oom_body[] = "{\"error\":\"out of memory\"}";
+/* Plain HTTP sent to a TLS port: said in clear, as nginx does, then the connection closes. */
+#define HTTPS_ONLY_BODY "{\"error\":\"this port speaks HTTPS\"}"
+_Static_assert(sizeof(HTTPS_ONLY_BODY) - 1 == 34, "Content-Length below is the body's");
+static const char https_only_resp[] = "HTTP/1.1 400 Bad Request\r\n"
+				      "Content-Type: application/json\r\n"
+				      "Content-Length: 34\r\n"
+				      "Connection: close\r\n\r\n" HTTPS_ONLY_BODY;
+
+/* The socket operation in flight for a TLS connection (c->tls_op). */
+enum tls_op {
+	TLS_OP_NONE,
+	TLS_OP_RECV,    /* ciphertext into the session's inbound buffer */
+	TLS_OP_NOP,     /* the session holds what to read: read it at the completion */
+	TLS_OP_FLUSH,   /* handshake, ticket or alert bytes out, before the next receive */
+	TLS_OP_ENCRYPT, /* the response is complete: encrypt it at the completion */
+	TLS_OP_SEND,    /* a response's records out */
+	TLS_OP_FAIL,    /* the session failed while arming: completes as an error */
+};
 
 void *rt_conn_ctx(const struct rt_conn *c)
 {
@@ -55,6 +73,7 @@ void rt_conn_free(struct rt_loop *l, struct rt_conn *c)
 	trib_free(c->body_heap);
 	trib_free(c->rbody_own);
 	trib_blob_release(c->rblob);
+	rt_tls_close(c->tls);
 	if (c->fd >= 0)
 		close(c->fd);
 	trib_free(c);
@@ -68,8 +87,40 @@ static void conn_timer(struct rt_conn *c, enum rt_timeout_phase phase)
 	c->timer = c->deadline_ns ? (uint8_t)phase : RT_TO_NONE;
 }
 
+/* Send what a TLS session wrote without waiting (the connection is closing). */
+static void tls_send_now(struct rt_conn *c)
+{
+	const uint8_t *out;
+	size_t n;
+	ssize_t k;
+
+	while ((n = rt_tls_out_data(c->tls, &out)) > 0) {
+		k = send(c->fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k <= 0)
+			return;
+		rt_tls_out_consume(c->tls, (size_t)k);
+	}
+}
+
+/* Records of @c are being sent by io_uring: nothing else may be sent now. */
+static bool tls_sending(const struct rt_conn *c)
+{
+	return c->op_pending && (c->tls_op == TLS_OP_FLUSH || c->tls_op == TLS_OP_SEND);
+}
+
+/* A closing TLS connection: close_notify after a handshake, an alert after a failed one. */
+static void tls_goodbye(struct rt_conn *c)
+{
+	if (c->fd < 0 || rt_tls_alert_http(c->tls) || tls_sending(c))
+		return;
+	rt_tls_shutdown(c->tls);
+	tls_send_now(c);
+}
+
 static void conn_close(struct rt_loop *l, struct rt_conn *c)
 {
+	if (c->tls)
+		tls_goodbye(c); /* a pending receive does not stop it: it only touches the inbound */
 	if (c->op_pending) {
 		/* Wake the pending operation; the connection is freed when it completes. */
 		c->dead = true;
@@ -79,12 +130,148 @@ static void conn_close(struct rt_loop *l, struct rt_conn *c)
 	rt_conn_free(l, c);
 }
 
+static void tls_submit(struct rt_conn *c, enum tls_op op, const void *buf, size_t len)
+{
+	struct io_uring_sqe *sqe = rt_loop_sqe(c->loop);
+
+	if (op == TLS_OP_RECV)
+		io_uring_prep_recv(sqe, c->fd, (void *)buf, len, 0);
+	else if (op == TLS_OP_FLUSH || op == TLS_OP_SEND)
+		io_uring_prep_send(sqe, c->fd, buf, len, MSG_NOSIGNAL);
+	else
+		io_uring_prep_nop(sqe);
+	io_uring_sqe_set_data64(sqe, ud_conn(c));
+	c->tls_op = (uint8_t)op;
+	c->op_pending = true;
+}
+
+/*
+ * A TLS connection wants plaintext in c->tls_dst: first send what the
+ * session wrote (its handshake flight, tickets), then read what it holds
+ * already, else receive ciphertext into its inbound buffer.
+ */
+static void tls_arm_recv(struct rt_conn *c)
+{
+	const uint8_t *out;
+	uint8_t *in;
+	size_t n = rt_tls_out_data(c->tls, &out);
+
+	if (n) {
+		tls_submit(c, TLS_OP_FLUSH, out, n);
+		return;
+	}
+	if (rt_tls_readable(c->tls)) {
+		tls_submit(c, TLS_OP_NOP, NULL, 0);
+		return;
+	}
+	n = rt_tls_in_space(c->tls, &in);
+	/* A read that needs more drains the inbound buffer: no room is a broken session. */
+	tls_submit(c, n ? TLS_OP_RECV : TLS_OP_FAIL, in, n);
+}
+
+/* Encrypt what of the response fits the session's outbound buffer, and send it. */
+static void tls_encrypt_send(struct rt_conn *c)
+{
+	size_t hl = c->rhead_len, pos = c->sent;
+	const uint8_t *out;
+	size_t n;
+	int w = 0;
+
+	c->tls_put = 0;
+	while (pos < hl + c->rbody_len) {
+		const char *p = pos < hl ? c->rhead + pos : c->rbody + (pos - hl);
+		size_t len = pos < hl ? hl - pos : c->rbody_len - (pos - hl);
+
+		w = rt_tls_write(c->tls, p, len);
+		if (w <= 0)
+			break;
+		c->tls_put += (size_t)w;
+		pos += (size_t)w;
+		if ((size_t)w < len)
+			break;
+	}
+	n = rt_tls_out_data(c->tls, &out);
+	tls_submit(c, w < 0 || !n ? TLS_OP_FAIL : TLS_OP_SEND, out, n);
+}
+
+/*
+ * Encrypt only once the handler is back: it may still change the response
+ * after starting it (rt_conn_respond_blob formats the head again).
+ */
+static void tls_arm_send(struct rt_conn *c)
+{
+	tls_submit(c, TLS_OP_ENCRYPT, NULL, 0);
+}
+
+/*
+ * A TLS connection's socket operation completed with *res. Returns true
+ * with *res what the plaintext operation asked for gave (bytes; <= 0
+ * closes), false if the session armed another operation to get there.
+ */
+static bool tls_complete(struct rt_conn *c, int *res)
+{
+	const uint8_t *out;
+	size_t n;
+	int got;
+
+	switch (c->tls_op) {
+	case TLS_OP_ENCRYPT:
+		tls_encrypt_send(c);
+		return false;
+	case TLS_OP_FLUSH:
+	case TLS_OP_SEND:
+		if (*res <= 0) {
+			*res = *res ? *res : -EPIPE;
+			return true;
+		}
+		rt_tls_out_consume(c->tls, (size_t)*res);
+		n = rt_tls_out_data(c->tls, &out);
+		if (n) {
+			tls_submit(c, (enum tls_op)c->tls_op, out, n);
+			return false;
+		}
+		if (c->tls_op == TLS_OP_SEND) {
+			*res = (int)c->tls_put; /* the plaintext these records held */
+			return true;
+		}
+		tls_arm_recv(c);
+		return false;
+	case TLS_OP_RECV:
+		if (*res <= 0)
+			return true;
+		rt_tls_in_commit(c->tls, (size_t)*res);
+		/* fall through */
+	case TLS_OP_NOP:
+		got = rt_tls_read(c->tls, c->tls_dst, c->tls_want);
+		if (got == -EAGAIN) {
+			tls_arm_recv(c);
+			return false;
+		}
+		if (got < 0 && rt_tls_alert_http(c->tls) &&
+		    send(c->fd, https_only_resp, sizeof(https_only_resp) - 1,
+			 MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			trib_debug("400 to plain HTTP: %s", strerror(errno));
+		*res = got;
+		return true;
+	default:
+		*res = -EPROTO;
+		return true;
+	}
+}
+
 static void arm_conn_recv(struct rt_conn *c, void *buf, size_t len)
 {
 	struct io_uring_sqe *sqe;
 
 	if (c->loop->detached)
 		return; /* a test feeds the bytes */
+	if (c->tls) {
+		/* The session decrypts into @buf: a head buffer, an arena slot, the scratch. */
+		c->tls_dst = buf;
+		c->tls_want = len;
+		tls_arm_recv(c);
+		return;
+	}
 	sqe = rt_loop_sqe(c->loop);
 
 	io_uring_prep_recv(sqe, c->fd, buf, len, 0);
@@ -99,6 +286,10 @@ static void arm_conn_send(struct rt_conn *c)
 
 	if (c->loop->detached)
 		return; /* the response stays in rhead and rbody for the test */
+	if (c->tls) {
+		tls_arm_send(c);
+		return;
+	}
 	sqe = rt_loop_sqe(c->loop);
 
 	/* One send per head and body piece; partial sends resume where they stopped. */
@@ -288,8 +479,11 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 	c->state = CS_BODY;
 	if (c->req.expect[0] && !strcasecmp(c->req.expect, "100-continue") &&
 	    c->head_used == 0) {
+		/* Over TLS a record, sent before the next receive (tls_arm_recv). */
+		if (c->tls)
+			rt_tls_write(c->tls, cont, sizeof(cont) - 1);
 		/* Tiny, on an idle socket: a plain send does not block in practice. */
-		if (send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		else if (send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 			trib_debug("100 Continue: %s", strerror(errno));
 	}
 	c->body_got = take_buffered_body(c, dst, len);
@@ -409,6 +603,8 @@ void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 		rt_conn_free(l, c);
 		return;
 	}
+	if (c->tls && !tls_complete(c, &res))
+		return;
 	switch (c->state) {
 	case CS_HEAD:
 		if (res <= 0) {
@@ -480,6 +676,10 @@ void rt_conn_accepted(struct rt_loop *l, int fd)
 		close(fd);
 		return;
 	}
+	if (l->opts.tls && rt_tls_open(l->opts.tls, &c->tls)) {
+		rt_conn_free(l, c);
+		return;
+	}
 	arm_conn_recv(c, c->head, sizeof(c->head));
 }
 
@@ -516,6 +716,15 @@ bool rt_conn_answered(const struct rt_conn *c)
 	return c->state == CS_SEND;
 }
 
+/* The 408 as a record, unless records of the session are being sent right now. */
+static void tls_say_408(struct rt_conn *c)
+{
+	if (!rt_tls_done(c->tls) || tls_sending(c))
+		return;
+	rt_tls_write(c->tls, timeout_resp, sizeof(timeout_resp) - 1);
+	tls_send_now(c);
+}
+
 /* @c's timer ran out: count it, tell a client that was mid-request, close. */
 static void conn_expire(struct rt_loop *l, struct rt_conn *c)
 {
@@ -524,11 +733,15 @@ static void conn_expire(struct rt_loop *l, struct rt_conn *c)
 	l->stats.timed_out[phase]++;
 	c->timer = RT_TO_NONE;
 	trib_debug("connection %d: %s timeout", c->fd, rt_timeout_phase_name(phase));
+	if (c->tls && !rt_tls_done(c->tls))
+		rt_tls_fail(c->tls, RT_TLS_FAIL_TIMEOUT); /* a stalled handshake is a head timeout */
 	if (!l->detached && (phase == RT_TO_HEAD || phase == RT_TO_BODY) &&
 	    (phase == RT_TO_BODY || c->head_used)) {
 		/* Tiny, and the connection is closing: a non-blocking send or nothing. */
-		if (send(c->fd, timeout_resp, sizeof(timeout_resp) - 1,
-			 MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		if (c->tls)
+			tls_say_408(c);
+		else if (send(c->fd, timeout_resp, sizeof(timeout_resp) - 1,
+			      MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 			trib_debug("408: %s", strerror(errno));
 	}
 	/*

@@ -258,7 +258,9 @@ void rt_loop_conn_closed(struct rt_loop *l)
 static void refuse_busy(struct rt_loop *l, int fd)
 {
 	l->stats.refused_max_conns++;
-	if (send(fd, busy_resp, sizeof(busy_resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+	/* Over TLS the 503 would need a handshake first: the refused client sees a close. */
+	if (!l->opts.tls &&
+	    send(fd, busy_resp, sizeof(busy_resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		trib_debug("503 at the connection cap: %s", strerror(errno));
 	/* Read what the client sent already, so that the close sends FIN rather than RST. */
 	shutdown(fd, SHUT_WR);
@@ -518,8 +520,10 @@ int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 		goto err_close_listen;
 	l->max_conns = max_conns_of(&l->opts.limits);
 	l->stats.max_connections = l->max_conns;
-	trib_info("gateway listening on http://%s:%u (at most %u connections)",
-		  l->opts.listen_host, l->opts.listen_port, l->max_conns);
+	l->stats.tls = l->opts.tls ? rt_tls_ctx_stats(l->opts.tls) : NULL;
+	trib_info("gateway listening on %s://%s:%u (at most %u connections)",
+		  l->opts.tls ? "https" : "http", l->opts.listen_host, l->opts.listen_port,
+		  l->max_conns);
 	if (l->opts.port_file)
 		write_port_file(&l->opts);
 	*out = l;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "rt_http.h"
+#include "rt_tls.h"
 #include "trib_blob.h"
 
 #define RT_HEAD_BUF 16384
@@ -100,6 +101,18 @@ struct rt_conn {
 	bool close_after;
 
 	/*
+	 * TLS (NULL: plain HTTP). A receive or send above then goes through the
+	 * session: tls_op says which socket operation is in flight, tls_dst and
+	 * tls_want where the plaintext asked for goes, tls_put how much
+	 * plaintext the ciphertext being sent holds.
+	 */
+	struct rt_tls *tls;
+	uint8_t tls_op;
+	uint8_t *tls_dst;
+	size_t tls_want;
+	size_t tls_put;
+
+	/*
 	 * The layer above's per-connection state, opaque here: zeroed at
 	 * accept, released through the conn hooks (on_request_end, on_free).
 	 */
@@ -139,6 +152,7 @@ struct rt_loop_opts {
 	const char *port_file;   /* if set, the bound port is written there once listening */
 	int signal_fd;           /* a trib_signal_open() fd (borrowed), or -1: no signals */
 	struct rt_loop_limits limits; /* as given: a timeout of 0 is off (the CLI fills defaults) */
+	struct rt_tls_ctx *tls;  /* borrowed, outlives the loop; NULL: plain HTTP */
 };
 
 /* Counted by the loop for /metrics. */
@@ -150,6 +164,7 @@ struct rt_loop_stats {
 	uint64_t refused_fd_limit;  /* accepts failed with EMFILE/ENFILE (each pauses accepting) */
 	uint32_t open;              /* connections open now */
 	uint32_t max_connections;   /* the cap in force */
+	const struct rt_tls_stats *tls; /* handshakes (NULL: plain HTTP) */
 };
 
 /*

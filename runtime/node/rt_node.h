@@ -40,6 +40,7 @@ struct rt_node_opts {
 	uint32_t body_timeout_s;      /* `up` default 15: a body or response that does not move */
 	uint32_t idle_timeout_s;      /* `up` default 60: keep-alive between requests */
 	uint32_t max_connections;     /* 0: 80% of RLIMIT_NOFILE */
+	bool gateway_tls;             /* the gateway speaks HTTPS (set by the wiring; for show) */
 	/* `tributary node`: a node runtime of a cluster (NULL controller: `up`, alone) */
 	const char *controller;       /* the controller's nng URL, tcp://HOST:PORT */
 	const char *node_name;        /* unique in the cluster */

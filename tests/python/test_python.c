@@ -15,7 +15,7 @@
 /*
  * Environment, set by tests/python/meson.build:
  *   TRIBUTARY_BIN     the built server (the suite starts its own `tributary up`)
- *   PYCLIENT_SRC_DIR  clients/python, holding tributary_client.py and test_client.py
+ *   PYCLIENT_SRC_DIR  clients/python: tributary_client.py and its test_*.py suites
  *   PYCLIENT_PYTHON   an interpreter with numpy (default /usr/bin/python3)
  */
 #define SUITE_TIMEOUT_S 240
@@ -27,7 +27,8 @@ Test(python_client, unittest_suite_passes, .timeout = 280)
 	const char *bin = getenv("TRIBUTARY_BIN");
 	char path[4096], tmo[16];
 	const char *env[] = { "PYTHONDONTWRITEBYTECODE=1", NULL };
-	const char *argv[] = { NULL, "-m", "unittest", "-v", "test_client", NULL };
+	const char *argv[] = { NULL, "-m", "unittest", "-v", "test_client", "test_tls",
+			       "test_failover", NULL };
 	struct trib_run_opts o = { .timeout_s = tmo, .chdir = dir, .env = env };
 	char *out = NULL;
 	int status = 0, err;

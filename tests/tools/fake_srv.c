@@ -132,7 +132,7 @@ struct tl_client *fake_client(struct fake_srv *s)
 	char url[64];
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u", s->port);
-	cr_assert_eq(tl_client_open(url, &c), 0);
+	cr_assert_eq(tl_client_open(url, NULL, &c), 0);
 	tl_client_set_timeout(c, 10000);
 	return c;
 }

@@ -118,8 +118,9 @@ Test(tools_simulate, fetch_model_polls_and_pins_version)
 	cr_assert_str_eq(resp.body, "old");
 	tl_client_close(c);
 	fake_stop(&s);
-	cr_assert(strstr(s.heads[0], "GET /v1/jobs/j/model?after=1 ") == s.heads[0]);
-	cr_assert(strstr(s.heads[1], "GET /v1/jobs/j/model?after=1 ") == s.heads[1]);
+	/* fake_client's 10 s answer timeout: polls of half of it, not the server's 60 s. */
+	cr_assert(strstr(s.heads[0], "GET /v1/jobs/j/model?after=1&timeout=5 ") == s.heads[0]);
+	cr_assert(strstr(s.heads[1], "GET /v1/jobs/j/model?after=1&timeout=5 ") == s.heads[1]);
 	cr_assert(strstr(s.heads[2], "GET /v1/jobs/j/model?round=2 ") == s.heads[2]);
 	fake_free(&s);
 }

@@ -275,10 +275,11 @@ struct sim_out {
 };
 
 /*
- * Run `simulate --clients 2 --rounds 1 --connections 1 --url @urls`. One
- * connection: client 0 is answered before client 1 is sent.
+ * Run `simulate --clients 2 --rounds 1 --connections 1 --url @urls`, with
+ * `--timeout-s @timeout_s` unless it is NULL. One connection: client 0 is
+ * answered before client 1 is sent.
  */
-static void run_sim(char *urls, struct sim_out *out)
+static void run_sim_timeout(char *urls, char *timeout_s, struct sim_out *out)
 {
 	char dir[] = "/tmp/trib-sim-gw-XXXXXX", tok[256], rep[256], cap[256];
 	char **argv;
@@ -305,9 +306,13 @@ static void run_sim(char *urls, struct sim_out *out)
 	close(fd);
 	argv = ARGV("--job", "j", "--clients", "2", "--rounds", "1", "--params", "8",
 		    "--connections", "1", "--format", "raw", "--url", urls,
-		    "--admin-token-file", tok, "--report-json", rep, "--quiet");
+		    "--admin-token-file", tok, "--report-json", rep, "--quiet", NULL, NULL);
 	while (argv[argc])
 		argc++;
+	if (timeout_s) {
+		argv[argc++] = "--timeout-s";
+		argv[argc++] = timeout_s;
+	}
 	out->rc = tl_sim_main(argc, argv);
 	fflush(stdout);
 	dup2(saved, STDOUT_FILENO);
@@ -325,6 +330,11 @@ static void run_sim(char *urls, struct sim_out *out)
 	unlink(rep);
 	unlink(tok);
 	rmdir(dir);
+}
+
+static void run_sim(char *urls, struct sim_out *out)
+{
+	run_sim_timeout(urls, NULL, out);
 }
 
 /* run_sim() against gateways @a then @b: client 0's own gateway is @a, client 1's is @b. */
@@ -554,6 +564,57 @@ Test(tools_sim_gateways, broken_connection_resends_with_the_same_key, .init = in
 	r0 = json_array_get(json_object_get(out.report, "rounds"), 0);
 	cr_assert(json_is_true(json_object_get(r0, "ok")));
 	cr_assert_eq(json_integer_value(json_object_get(r0, "updates")), 2);
+	json_decref(out.report);
+	trib_free(model);
+	trib_free(rounds);
+	trib_free(ack1);
+	trib_free(ack0);
+	trib_free(job);
+}
+
+/*
+ * Issue 14 item 5: client 0's gateway accepts connections and never answers
+ * (a listening socket nobody accepts from: the kernel completes the
+ * handshakes). After --timeout-s the update goes to the next gateway under
+ * its key, and so do the job setup and the model: the round completes.
+ */
+Test(tools_sim_gateways, answer_timeout_fails_over_with_the_same_key, .init = init_quiet,
+     .timeout = 60)
+{
+	char *job = json_answer("200 OK", job_body);
+	char *ack0 = json_answer("202 Accepted", "{\"round\":0,\"received\":1}");
+	char *ack1 = json_answer("202 Accepted", "{\"round\":0,\"received\":2}");
+	char *rounds = json_answer("404 Not Found", "{\"error\":\"single node\"}");
+	size_t model_len;
+	char *model = model_answer(true, &model_len);
+	struct gw_route rb[] = GW_ROUTES(job, model, model_len, rounds, ack0, ack1);
+	struct sockaddr_in sa;
+	socklen_t alen = sizeof(sa);
+	struct fake_gw b;
+	struct sim_out out;
+	uint64_t t0;
+	char urls[128];
+	int hang;
+
+	hang = gw_listen(0);
+	cr_assert_eq(getsockname(hang, (struct sockaddr *)&sa, &alen), 0);
+	gw_start(&b, rb, 4);
+	snprintf(urls, sizeof(urls), "http://127.0.0.1:%u,http://127.0.0.1:%u",
+		 ntohs(sa.sin_port), b.port);
+	t0 = (uint64_t)time(NULL);
+	run_sim_timeout(urls, "1", &out);
+	gw_stop(&b);
+	close(hang);
+
+	cr_assert_eq(out.rc, 0, "the round completed on the other gateway:\n%s", out.stdout_text);
+	cr_assert_lt((uint64_t)time(NULL) - t0, 20, "timeouts of 1 s, not the default 30 s");
+	cr_assert_eq(b.nkeys, 2, "each update reached the answering gateway once");
+	cr_assert_str_eq(b.keys[0], "sim-1-0-0", "client 0's update kept its key");
+	cr_assert_str_eq(b.keys[1], "sim-1-0-1");
+	cr_assert_eq(rb[R_MODEL].hits, 1, "the model came from the answering gateway");
+	cr_assert_eq(b.unrouted, 0);
+	cr_assert_not_null(strstr(out.stdout_text, "1 update went to another gateway"), "%s",
+			   out.stdout_text);
 	json_decref(out.report);
 	trib_free(model);
 	trib_free(rounds);

@@ -90,8 +90,14 @@ Test(tools_simulate, options_errors)
 				    "json")),
 		     -EINVAL);
 	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
-				    "https://x:1")),
+				    "ftp://x:1")),
 		     -EINVAL);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--tls-pin",
+				    "00ff")),
+		     -EINVAL, "a pin is 64 hex digits");
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--tls-ca",
+				    "/etc/ssl/certs/ca-certificates.crt")),
+		     -EINVAL, "--tls-* without an https:// gateway");
 	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
 				    "http://x:99999")),
 		     -EINVAL);
@@ -176,6 +182,15 @@ Test(tools_simulate, options_url_list)
 		     0);
 	cr_assert_eq(o.nurls, 1);
 	cr_assert_str_eq(o.urls[0], "http://10.0.0.1:8080");
+	cr_assert_null(o.tls.pin_sha256);
+	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1", "--url",
+				    "http://a:1,https://b", "--tls-ca", "/ca.pem", "--tls-pin",
+				    "00ff0102030405060708090a0b0c0d0e"
+				    "0f101112131415161718191a1b1c1dfe")),
+		     0, "https:// gateways, with a CA file and a pin");
+	cr_assert_str_eq(o.urls[1], "https://b");
+	cr_assert_str_eq(o.tls.ca_file, "/ca.pem");
+	cr_assert_not_null(o.tls.pin_sha256);
 	cr_assert_eq(parse(&o, ARGV("--job", "a", "--clients", "4", "--rounds", "1",
 				    "--url=http://10.0.0.1:8080,http://10.0.0.2:8080/, "
 				    "http://[::1]:9,http://h")),
@@ -198,7 +213,7 @@ Test(tools_simulate, options_url_list)
 Test(tools_simulate, options_url_list_errors_name_the_entry)
 {
 	static const char *const bad[][2] = {
-		{ "http://a:1,https://b:2", "'https://b:2'" },
+		{ "http://a:1,ftp://b:2", "'ftp://b:2'" },
 		{ "http://a:1,http://b:99999", "'http://b:99999'" },
 		{ "http://a:0,http://b:2", "'http://a:0'" },
 		{ "http://a:1,,http://b:2", "empty entry" },
