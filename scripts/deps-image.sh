@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Sets up what `make image-test` needs: podman with runc, and the pinned Debian base image made
-# locally with debootstrap when no container registry is reachable. Quiet when all is present.
+# Sets up what `make image-test` needs: podman with runc (and the CNI plugins it networks with),
+# python3-yaml for scripts/image-test.py, and the pinned Debian base image, made locally with
+# debootstrap when no container registry is reachable. Quiet when all is present.
 set -eu
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 missing=""
-for p in podman runc debootstrap; do
+for p in podman runc containernetworking-plugins debootstrap python3-yaml; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
 		missing="$missing $p"
 	fi

@@ -334,8 +334,11 @@ def simulate(job, urls, ctl_data, args):
 
 
 def finish(sim, what):
+    # Long: clients that were between connections when their gateway's container died wait for
+    # TCP connect to time out on its vanished IP (no RST comes back) before they fail over, a
+    # few minutes (issue 14 item 5: failing over on timeouts too).
     try:
-        out, _ = sim.communicate(timeout=300)
+        out, _ = sim.communicate(timeout=600)
     except subprocess.TimeoutExpired:
         sim.kill()
         out, _ = sim.communicate()
