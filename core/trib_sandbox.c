@@ -93,7 +93,8 @@ void trib_sandbox_explain(const char *call, int err, int seccomp, uint64_t capef
 			 "/proc/self/status)%s: the container's seccomp profile blocks it "
 			 "(Kubernetes: seccompProfile Unconfined, or a Localhost profile that "
 			 "allows it)",
-			 call, errno_name(err), ncaps ? " with the capabilities it needs held" : "");
+			 call, errno_name(err),
+			 ncaps ? " with the capabilities it needs held" : "");
 	} else if (err == -ENOSYS) {
 		snprintf(buf, len,
 			 "%s failed with ENOSYS and no seccomp filter is on: the kernel does not "

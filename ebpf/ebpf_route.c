@@ -198,8 +198,8 @@ int ebpf_route_open(const char *owner, struct ebpf_route **out, char *why, size_
 	if (err) {
 		/* The sandbox's refusals: name the seccomp filter or the missing capability. */
 		if (err == -EPERM || err == -EACCES || err == -ENOSYS)
-			trib_sandbox_why("bpf()", err, bpf_caps, sizeof(bpf_caps) / sizeof(bpf_caps[0]),
-					 why, why_len);
+			trib_sandbox_why("bpf()", err, bpf_caps,
+					 sizeof(bpf_caps) / sizeof(bpf_caps[0]), why, why_len);
 		else
 			set_why(why, why_len, "loading the sk_msg router failed: %s (%s)",
 				strerror(-err),

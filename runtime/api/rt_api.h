@@ -65,7 +65,7 @@ struct rt_api_hooks {
 struct rt_api_readiness {
 	bool joined;       /* `node`: the controller accepted it (`up`: true, nothing to join) */
 	bool arena;        /* the arena is mapped and the records it kept are back in rounds */
-	bool serving;      /* the data plane is set up and the gateway takes clients (not draining) */
+	bool serving;      /* data plane set up, the gateway taking clients (not draining) */
 	const char *dataplane; /* its name ("shm+bpf", ...), static */
 };
 

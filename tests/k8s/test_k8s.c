@@ -288,10 +288,12 @@ static const struct breakage breakages[] = {
 	  "priorityClassName: tributary-gone", "no such PriorityClass" },
 	{ "a budget that selects nothing", "minAvailable: 1\n  selector:\n    matchLabels:\n"
 	  "      app.kubernetes.io/component: controller",
-	  "minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/component: gone",
+	  "minAvailable: 1\n  selector:\n    matchLabels:\n"
+	  "      app.kubernetes.io/component: gone",
 	  "PodDisruptionBudget/tributary-controller FAILED" },
-	/* The arena outlives a container restart only on the pod's HugePages emptyDir (issue 12). */
-	{ "the arena off its volume", "- /var/lib/tributary-arena/node.arena", "- /tmp/node.arena",
+	/* The arena outlives a container restart only on its HugePages emptyDir (issue 12). */
+	{ "the arena off its volume", "- /var/lib/tributary-arena/node.arena",
+	  "- /tmp/node.arena",
 	  "--arena-path /tmp/node.arena is not on a HugePages emptyDir" },
 	{ "a huge-page volume of a size not requested", "medium: HugePages-2Mi",
 	  "medium: HugePages-1Gi", "needs a hugepages-1Gi request" },
