@@ -345,8 +345,12 @@ def finish(sim, what):
         fail('simulate (%s) did not finish:\n%s' % (what, out[-3000:]))
     if sim.returncode != 0:
         fail('simulate (%s) failed (exit %d):\n%s' % (what, sim.returncode, out[-4000:]))
+    moved = [ln for ln in out.splitlines() if 'went to another gateway' in ln]
+    if moved:
+        log('  %d rounds had updates go to another gateway than their own (from round %s)'
+            % (len(moved), moved[0].split(':')[0].split()[-1]))
     for ln in out.splitlines():
-        if ln.startswith('simulate:') or 'lost' in ln or 'another gateway' in ln:
+        if ln.startswith('simulate:') or ' lost' in ln:
             log('  ' + ln)
     return out
 
