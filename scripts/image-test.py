@@ -317,6 +317,12 @@ def cleanup(tmp, mounts, huge):
             os.rmdir(os.path.join(owner, sub))
         if os.path.isdir(owner):
             os.rmdir(owner)
+    # The hostPath directory, if nothing else is in it (rmdir refuses otherwise).
+    for d in (BPF_HOST, os.path.dirname(BPF_HOST)):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
     for m in mounts:
         run(['umount', m], check=False)
     if huge:
