@@ -8,7 +8,7 @@ TEST_BUILD ?= build-test
 # CI builds with -Werror; so does every `make test`.
 WERROR     ?= $(if $(CI),true,false)
 
-.PHONY: all deps deps-test build demo test bench example clean
+.PHONY: all deps deps-test build demo test bench example image-test clean
 
 all: build
 
@@ -41,6 +41,13 @@ bench: build
 # Federated training of a PyTorch model on digits through Tributary (installs torch and sklearn).
 example: build
 	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD)
+
+# The image built with podman and run as the rendered manifests say (user, capabilities, seccomp,
+# read-only root, volumes): a controller and three nodes under simulate, one node killed. Not in
+# `make test`: about 2 minutes, more on the first run (debootstrap of the base image). Root only.
+image-test:
+	@./scripts/deps-k8s.sh && ./scripts/deps-image.sh
+	@/usr/bin/python3 scripts/image-test.py
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD)

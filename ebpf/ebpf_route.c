@@ -3,14 +3,12 @@
 #include "ebpf_route.h"
 
 #include <ctype.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/magic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -36,13 +34,18 @@
 #include "route.skel.h"
 #pragma GCC diagnostic pop
 
+#include "ebpf_pins.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_sandbox.h"
 
 #define BPFFS_MOUNT "/sys/fs/bpf"
 #define INSTANCE_MAX 64
 
-/* Names of the pinned objects inside EBPF_PIN_ROOT/<instance>/. */
+/* What loading the router takes: CAP_BPF (or CAP_SYS_ADMIN) and, for sk_msg, CAP_NET_ADMIN. */
+static const int bpf_caps[] = { 39 /* CAP_BPF */, 12 /* CAP_NET_ADMIN */ };
+
+/* Names of the pinned objects inside the router's pin directory (ebpf_pins.h). */
 enum { PIN_PROG, PIN_SOCKS, PIN_KEYS, PIN_STATS, PIN_GLOBAL, PIN_COUNT };
 static const char *const pin_names[PIN_COUNT] = { "route_msg", "fn_socks", "sock_keys", "fn_stats",
 						  "route_global" };
@@ -54,7 +57,7 @@ struct ebpf_route {
 	size_t stats_len;		  /* bytes mapped at stats */
 	struct ebpf_global_stats *global; /* route_global, mmapped: one entry */
 	size_t global_len;		  /* bytes mapped at global */
-	char dir[PATH_MAX];		  /* EBPF_PIN_ROOT/<instance> */
+	struct ebpf_pin_dir pins;	  /* EBPF_PIN_ROOT/<owner>/<boot id>[-k], held */
 };
 
 /*
@@ -123,112 +126,14 @@ static int bpffs_ensure(void)
 	return 0;
 }
 
-/* Unlink the files in directory @name under @root_fd, then the directory. Returns 0 or -errno. */
-static int remove_pin_dir(int root_fd, const char *name)
-{
-	struct dirent *e;
-	DIR *d;
-	int fd, err = 0;
-
-	fd = openat(root_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	d = fdopendir(fd); /* owns fd from here on */
-	if (!d) {
-		err = -errno;
-		close(fd);
-		return err;
-	}
-	while ((e = readdir(d))) {
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		if (unlinkat(dirfd(d), e->d_name, 0) && !err)
-			err = -errno;
-	}
-	closedir(d);
-	if (unlinkat(root_fd, name, AT_REMOVEDIR) && !err)
-		err = -errno;
-	return err;
-}
-
-/*
- * Crash cleanup: remove EBPF_PIN_ROOT/<pid>[-suffix] for every pid that no
- * longer exists. A live pid (kill(pid, 0) succeeds or fails with EPERM) is
- * never touched, nor is a name that does not start with a pid. Runtimes in
- * other pid namespaces sharing this bpffs would need their own root.
- */
-static void remove_stale_pins(void)
-{
-	struct dirent *e;
-	DIR *d;
-	int root_fd, err;
-
-	d = opendir(EBPF_PIN_ROOT);
-	if (!d)
-		return;
-	root_fd = dirfd(d);
-	while ((e = readdir(d))) {
-		char *end;
-		long pid;
-
-		if (!isdigit((unsigned char)e->d_name[0]))
-			continue;
-		errno = 0;
-		pid = strtol(e->d_name, &end, 10);
-		if (errno || (*end && *end != '-') || pid <= 0 || pid > INT_MAX)
-			continue;
-		/*
-		 * A directory named exactly our pid is stale too: the runtime pins
-		 * under its pid and has pinned nothing yet, so it was left by an
-		 * earlier process with the same pid (in a container, always 1).
-		 * Suffixed names ("<pid>-x") are other instances of this process.
-		 */
-		if ((pid != getpid() || *end) && (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
-			continue;
-		err = remove_pin_dir(root_fd, e->d_name);
-		if (err)
-			trib_warn("ebpf: stale pins %s/%s of dead pid %ld: %s", EBPF_PIN_ROOT,
-				  e->d_name, pid, strerror(-err));
-		else
-			trib_info("ebpf: removed stale pins %s/%s of dead pid %ld", EBPF_PIN_ROOT,
-				  e->d_name, pid);
-	}
-	closedir(d);
-}
-
-/* Unlink the pins that exist and the directory. Safe on a half-pinned directory. */
-static void unpin_all(struct ebpf_route *r)
-{
-	char path[PATH_MAX + 32];
-	int i;
-
-	for (i = 0; i < PIN_COUNT; i++) {
-		snprintf(path, sizeof(path), "%s/%s", r->dir, pin_names[i]);
-		if (unlink(path) && errno != ENOENT)
-			trib_warn("ebpf: unpin %s: %s", path, strerror(errno));
-	}
-	if (rmdir(r->dir) && errno != ENOENT)
-		trib_warn("ebpf: rmdir %s: %s", r->dir, strerror(errno));
-}
-
-/* Pin program and maps under r->dir, each 0600. Returns 0 or -errno (pins made so far stay). */
+/* Pin program and maps in r->pins, each 0600. Returns 0 or -errno (pins made so far stay). */
 static int pin_all(struct ebpf_route *r, char *why, size_t why_len)
 {
 	char path[PATH_MAX + 32];
 	int i, err;
 
-	if (mkdir(EBPF_PIN_ROOT, 0700) && errno != EEXIST) {
-		err = -errno;
-		set_why(why, why_len, "creating %s failed: %s", EBPF_PIN_ROOT, strerror(-err));
-		return err;
-	}
-	if (mkdir(r->dir, 0700)) {
-		err = -errno;
-		set_why(why, why_len, "creating %s failed: %s", r->dir, strerror(-err));
-		return err;
-	}
 	for (i = 0; i < PIN_COUNT; i++) {
-		snprintf(path, sizeof(path), "%s/%s", r->dir, pin_names[i]);
+		snprintf(path, sizeof(path), "%s/%s", r->pins.path, pin_names[i]);
 		err = bpf_obj_pin(r->fds[i], path);
 		if (!err && chmod(path, 0600))
 			err = -errno;
@@ -262,15 +167,15 @@ static int map_array(int fd, size_t bytes, void **out, size_t *len)
  * it (libbpf-bootstrap's shape). Split, the ladder would be split too, and
  * each half would have to know what the other had done.
  */
-int ebpf_route_open(const char *instance, struct ebpf_route **out, char *why, size_t why_len)
+int ebpf_route_open(const char *owner, struct ebpf_route **out, char *why, size_t why_len)
 {
 	struct ebpf_route *r;
 	void *p = NULL;
 	int err;
 
 	set_why(why, why_len, "no error");
-	if (!instance || !instance_ok(instance)) {
-		set_why(why, why_len, "bad router instance name");
+	if (!owner || !instance_ok(owner)) {
+		set_why(why, why_len, "bad router owner name");
 		return -EINVAL;
 	}
 	libbpf_set_print(libbpf_print);
@@ -281,7 +186,7 @@ int ebpf_route_open(const char *instance, struct ebpf_route **out, char *why, si
 		set_why(why, why_len, "out of memory");
 		return -ENOMEM;
 	}
-	snprintf(r->dir, sizeof(r->dir), "%s/%s", EBPF_PIN_ROOT, instance);
+	r->pins.fd = -1;
 
 	r->skel = route__open();
 	if (!r->skel) {
@@ -291,10 +196,10 @@ int ebpf_route_open(const char *instance, struct ebpf_route **out, char *why, si
 	}
 	err = route__load(r->skel);
 	if (err) {
-		if (err == -EPERM)
-			set_why(why, why_len,
-				"loading BPF programs needs CAP_BPF/CAP_NET_ADMIN: %s",
-				strerror(-err));
+		/* The sandbox's refusals: name the seccomp filter or the missing capability. */
+		if (err == -EPERM || err == -EACCES || err == -ENOSYS)
+			trib_sandbox_why("bpf()", err, bpf_caps,
+					 sizeof(bpf_caps) / sizeof(bpf_caps[0]), why, why_len);
 		else
 			set_why(why, why_len, "loading the sk_msg router failed: %s (%s)",
 				strerror(-err),
@@ -335,20 +240,20 @@ int ebpf_route_open(const char *instance, struct ebpf_route **out, char *why, si
 			strerror(-err));
 		goto err_unmap_global;
 	}
-	remove_stale_pins();
+	err = ebpf__pin_dir_claim(owner, &r->pins, why, why_len);
+	if (err)
+		goto err_unmap_global;
 	err = pin_all(r, why, why_len);
 	if (err)
 		goto err_unpin;
 
 	set_why(why, why_len, "ok");
-	trib_debug("ebpf: sk_msg router loaded, pinned at %s", r->dir);
+	trib_debug("ebpf: sk_msg router loaded, pinned at %s", r->pins.path);
 	*out = r;
 	return 0;
 
 err_unpin:
-	/* Only if the directory is ours: EEXIST means another live router uses this name. */
-	if (err != -EEXIST)
-		unpin_all(r);
+	ebpf__pin_dir_release(&r->pins);
 err_unmap_global:
 	munmap(r->global, r->global_len);
 err_unmap_stats:
@@ -413,6 +318,11 @@ int ebpf_route_del(struct ebpf_route *r, uint32_t key)
 	return bpf_map_delete_elem(r->fds[PIN_SOCKS], &k);
 }
 
+const char *ebpf_route_pin_dir(const struct ebpf_route *r)
+{
+	return r->pins.path;
+}
+
 int ebpf_route_stats_fd(const struct ebpf_route *r)
 {
 	return r->fds[PIN_STATS];
@@ -448,7 +358,7 @@ void ebpf_route_close(struct ebpf_route *r)
 	bpf_prog_detach2(r->fds[PIN_PROG], r->fds[PIN_SOCKS], BPF_SK_MSG_VERDICT);
 	munmap(r->global, r->global_len);
 	munmap(r->stats, r->stats_len);
-	unpin_all(r);
+	ebpf__pin_dir_release(&r->pins);
 	route__destroy(r->skel);
 	trib_free(r);
 }

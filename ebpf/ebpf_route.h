@@ -9,7 +9,7 @@
 #include "ebpf_abi.h"
 #include "ebpf_stats.h"
 
-/* Where the router's program and maps are pinned: EBPF_PIN_ROOT/<instance>/<name>. */
+/* Where routers pin program and maps: EBPF_PIN_ROOT/<owner>/<boot id>[-k]/<name>. */
 #define EBPF_PIN_ROOT "/sys/fs/bpf/tributary"
 
 /* One loaded and attached router. Opaque; one per node runtime. */
@@ -17,12 +17,16 @@ struct ebpf_route;
 
 /*
  * Load the router, attach it to its SOCKHASH and pin program and maps under
- * EBPF_PIN_ROOT/@instance (directory 0700, files 0600), mounting bpffs at
- * /sys/fs/bpf first if needed. Before that, removes the pin directories of
- * earlier runtimes that died without closing: a directory whose name starts
- * with a decimal pid that no longer exists. @instance is e.g. the runtime's pid
- * ("1234", or "1234-2" for a second router of one process); it is copied.
- * libbpf's messages go to trib_log at debug level from the first call on.
+ * EBPF_PIN_ROOT/@owner/<boot id>[-k] (directories 0700, files 0600),
+ * mounting bpffs at /sys/fs/bpf first if needed. @owner names the runtime
+ * (its node name; "up" for a single server; 1-64 of [A-Za-z0-9._-]); the
+ * boot id is the kernel's; -k is the first suffix no live router of this
+ * owner holds. Not the pid: in containers every runtime is pid 1.
+ *
+ * The directory is held with flock(2) for the router's life. Before
+ * claiming it, the router removes this owner's directories that no live
+ * router holds (left by a runtime that died, or before a reboot); it never
+ * touches another owner's. libbpf's messages go to trib_log at debug level.
  *
  * On success *@out is a router owned by the caller (ebpf_route_close). On
  * failure returns -errno and, if @why is not NULL, writes a one-line reason
@@ -62,6 +66,9 @@ const volatile struct ebpf_fn_stats *ebpf_route_stats(const struct ebpf_route *r
 
 /* Copy the router-wide counters into *@out. */
 void ebpf_route_global(const struct ebpf_route *r, struct ebpf_global_stats *out);
+
+/* The pin directory in use (borrowed: valid until ebpf_route_close). */
+const char *ebpf_route_pin_dir(const struct ebpf_route *r);
 
 /* Detach, unmap, unpin, remove the pin directory, unload and free. Accepts NULL. */
 void ebpf_route_close(struct ebpf_route *r);

@@ -172,6 +172,18 @@ static void before_wait(void *ctx)
 	}
 }
 
+/* GET /readyz: joined (`up`: nothing to join), arena back, and the gateway taking clients. */
+static void readiness(void *ctx, struct rt_api_readiness *out)
+{
+	struct rt_up *up = ctx;
+	const struct rt_node *n = up->node;
+
+	out->joined = !up->agent || rt_agent_joined(up->agent);
+	out->arena = n->arena && !n->nrecovered;
+	out->serving = up->loop && !rt_loop_draining(up->loop) && !rt_loop_stopped(up->loop);
+	out->dataplane = rt_dataplane_name(n->dataplane);
+}
+
 /* --- setup --- */
 
 static int admin_token_load(struct rt_node *n)
@@ -252,6 +264,7 @@ static int serve_setup(struct rt_up *up)
 	err = rt_api_open(&up->api, n, up->agent ? &ah : NULL);
 	if (err)
 		return err;
+	rt_api_set_ready_hook(up->api, &(struct rt_api_ready_hook){ up, readiness });
 	trib_info("data in %s", n->opts.data_dir);
 	return 0;
 }

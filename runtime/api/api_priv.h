@@ -16,6 +16,7 @@ struct rt_api {
 	struct rt_node *node;
 	bool clustered;             /* cluster hooks given (`tributary node`) */
 	struct rt_api_hooks cluster;
+	struct rt_api_ready_hook ready; /* GET /readyz (get NULL until the wiring sets it) */
 	struct rt_conn *waiters;    /* parked long polls, newest first */
 };
 

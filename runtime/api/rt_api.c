@@ -157,6 +157,40 @@ bad_method:
 	rt_conn_error(c, 405, "method not allowed here", -1, NULL);
 }
 
+/*
+ * GET /readyz: 200 when joined, with its arena and serving; else 503 and a
+ * body naming what is missing. The probe a Service's endpoints follow:
+ * /healthz only says the process answers.
+ */
+static void handle_readyz(struct rt_conn *c)
+{
+	struct rt_api *api = API(c);
+	struct rt_api_readiness st = { 0 };
+	json_t *o, *missing;
+	bool ok;
+
+	if (api->ready.get)
+		api->ready.get(api->ready.ctx, &st);
+	missing = json_array();
+	if (!api->ready.get)
+		json_array_append_new(missing, json_string("wiring"));
+	if (!st.joined)
+		json_array_append_new(missing, json_string("joined"));
+	if (!st.arena)
+		json_array_append_new(missing, json_string("arena"));
+	if (!st.serving)
+		json_array_append_new(missing, json_string("serving"));
+	ok = json_array_size(missing) == 0;
+	o = json_pack("{s:b, s:b, s:b, s:b, s:s, s:o}", "ready", ok, "joined", st.joined, "arena",
+		      st.arena, "serving", st.serving, "dataplane",
+		      st.dataplane ? st.dataplane : "none", "missing", missing);
+	if (!o) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	rt__api_respond_json(c, ok ? 200 : 503, o, ok ? NULL : "Retry-After: 1\r\n");
+}
+
 /* A complete head is in c->req: route it. */
 
 static void on_head(void *ctx, struct rt_conn *c)
@@ -170,6 +204,12 @@ static void on_head(void *ctx, struct rt_conn *c)
 		if (m != HTTP_GET && m != HTTP_HEAD)
 			goto bad_method;
 		rt_conn_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+		return;
+	}
+	if (!strcmp(path, "/readyz")) {
+		if (m != HTTP_GET && m != HTTP_HEAD)
+			goto bad_method;
+		handle_readyz(c);
 		return;
 	}
 	if (!strcmp(path, "/metrics")) {
@@ -348,6 +388,11 @@ int rt_api_open(struct rt_api **out, struct rt_node *n, const struct rt_api_hook
 	}
 	*out = api;
 	return 0;
+}
+
+void rt_api_set_ready_hook(struct rt_api *api, const struct rt_api_ready_hook *h)
+{
+	api->ready = *h;
 }
 
 void rt_api_close(struct rt_api *api)

@@ -59,12 +59,31 @@ struct rt_api_hooks {
 };
 
 /*
+ * GET /readyz: what this process has, as the wiring sees it. Ready is all
+ * three; the body names the ones missing.
+ */
+struct rt_api_readiness {
+	bool joined;       /* `node`: the controller accepted it (`up`: true, nothing to join) */
+	bool arena;        /* the arena is mapped and the records it kept are back in rounds */
+	bool serving;      /* data plane set up, the gateway taking clients (not draining) */
+	const char *dataplane; /* its name ("shm+bpf", ...), static */
+};
+
+/* Filled by the wiring (layers only point down): @get fills *out; @ctx goes to it. */
+struct rt_api_ready_hook {
+	void *ctx;
+	void (*get)(void *ctx, struct rt_api_readiness *out);
+};
+
+/*
  * An API over @n (borrowed, outlives the API). @cluster is NULL for `up`,
  * else copied. *out is owned by the caller (rt_api_close). 0 or -ENOMEM.
  */
 int rt_api_open(struct rt_api **out, struct rt_node *n, const struct rt_api_hooks *cluster);
 /* Accepts NULL. Connections must be closed first (rt_loop_close). */
 void rt_api_close(struct rt_api *api);
+/* Set GET /readyz's hook (copied). Until it is set, /readyz answers 503 (nothing known). */
+void rt_api_set_ready_hook(struct rt_api *api, const struct rt_api_ready_hook *h);
 /* The hooks the loop calls for each connection (ctx: @api). */
 void rt_api_conn_hooks(struct rt_api *api, struct rt_conn_hooks *out);
 /* The node's model_ready hook: answer the long polls parked on @j. */

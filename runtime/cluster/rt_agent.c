@@ -282,11 +282,14 @@ void rt_agent_tick(struct rt_agent *a)
 	}
 }
 
+bool rt_agent_joined(const struct rt_agent *a)
+{
+	return a && a->joined;
+}
+
 static bool ready(void *ctx)
 {
-	const struct rt_agent *a = ctx;
-
-	return a && a->joined;
+	return rt_agent_joined(ctx);
 }
 
 /* --- proxies for status --- */

@@ -34,6 +34,8 @@ int rt_agent_fd(const struct rt_agent *a);
 void rt_agent_on_wire(struct rt_agent *a);
 /* Every loop tick: join again, heartbeats, retries. */
 void rt_agent_tick(struct rt_agent *a);
+/* Whether the controller accepted this node's join (false for NULL). */
+bool rt_agent_joined(const struct rt_agent *a);
 /* The API's cluster hooks (ctx: @a): job create, update, ready, round get, status, metrics. */
 void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out);
 

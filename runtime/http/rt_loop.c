@@ -14,6 +14,7 @@
 
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_sandbox.h"
 #include "trib_signal.h"
 #include "trib_time.h"
 
@@ -464,8 +465,16 @@ static int ring_init(struct rt_loop *l)
 		trib_warn("io_uring with %u entries: %s; trying %u", entries, strerror(-err),
 			  entries / 4);
 	}
-	if (err)
+	if (err == -ENOSYS || err == -EPERM) {
+		char why[320];
+
+		/* Containers' RuntimeDefault seccomp profiles block io_uring: say which it is. */
+		trib_sandbox_why("io_uring_queue_init (io_uring_setup())", err, NULL, 0, why,
+				 sizeof(why));
+		trib_error("the gateway needs io_uring: %s", why);
+	} else if (err) {
 		trib_error("io_uring_queue_init: %s", strerror(-err));
+	}
 	return err;
 }
 

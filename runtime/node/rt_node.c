@@ -51,8 +51,7 @@ static void dataplane_teardown(struct rt_node *n);
 static int dataplane_setup(struct rt_node *n)
 {
 	uint32_t want = n->opts.dataplane ? n->opts.dataplane : FN_DP_SHM_BPF;
-	char why[256] = "";
-	char inst[32];
+	char why[512] = "";
 	int err;
 
 	n->gw_pair[0] = n->gw_pair[1] = -1;
@@ -61,8 +60,9 @@ static int dataplane_setup(struct rt_node *n)
 		trib_info("data plane: %s (requested)", rt_dataplane_name(want));
 		return 0;
 	}
-	snprintf(inst, sizeof(inst), "%d", (int)getpid());
-	err = ebpf_route_open(inst, &n->route, why, sizeof(why));
+	/* Pins under the node's name and boot id, not the pid (in a container, always 1). */
+	err = ebpf_route_open(n->opts.node_name ? n->opts.node_name : "up", &n->route, why,
+			      sizeof(why));
 	if (!err) {
 		err = ebpf_tcp_pair(n->gw_pair);
 		if (!err)
@@ -82,7 +82,7 @@ static int dataplane_setup(struct rt_node *n)
 	fcntl(n->gw_pair[0], F_SETFL, O_NONBLOCK);
 	fcntl(n->gw_pair[1], F_SETFL, O_NONBLOCK);
 	trib_info("data plane: shm+bpf (sk_msg routes descriptors between sockets; pinned under "
-		  "%s/%s)", EBPF_PIN_ROOT, inst);
+		  "%s)", ebpf_route_pin_dir(n->route));
 	return 0;
 }
 

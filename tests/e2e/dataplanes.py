@@ -78,13 +78,20 @@ def run_plane(mode, ups):
             check(met.get('tributary_bpf_records_total{verdict="redirect"}', 0) >=
                   ROUNDS * CPR, 'the sk_msg router redirected too few records: %r' %
                   {k: v for k, v in met.items() if 'bpf' in k})
-            pins = os.path.join('/sys/fs/bpf/tributary', str(srv.pid))
+            # Under the owner ("up") and boot id, maybe with a suffix: the log names it.
+            line = [ln for ln in srv.log_text().splitlines() if 'pinned under ' in ln]
+            check(line, 'no "pinned under" in the data plane line')
+            pins = line[0].split('pinned under ', 1)[1].rstrip(')').strip()
+            check(pins.startswith('/sys/fs/bpf/tributary/up/'), 'pins at %s' % pins)
             check(os.path.isdir(pins), 'no pinned objects under %s' % pins)
+            pins_ino = os.stat(pins).st_ino
             for f in os.listdir(pins):
                 mode_bits = os.stat(os.path.join(pins, f)).st_mode & 0o777
                 check(mode_bits == 0o600, 'pin %s has mode %o' % (f, mode_bits))
     if not mode or mode == 'shm+bpf':
-        check(not os.path.exists(pins), 'pins %s left after a clean stop' % pins)
+        # Another `up` on this host may have claimed the same name since: not ours then.
+        left = os.path.exists(pins) and os.stat(pins).st_ino == pins_ino
+        check(not left, 'pins %s left after a clean stop' % pins)
     return models
 
 

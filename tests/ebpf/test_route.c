@@ -3,9 +3,11 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,7 +273,7 @@ Test(ebpf_route, loads_an_sk_msg_program)
 	struct ebpf_route *r = open_or_skip(inst, sizeof(inst));
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/%s/route_msg", EBPF_PIN_ROOT, inst);
+	snprintf(path, sizeof(path), "%s/route_msg", ebpf_route_pin_dir(r));
 	fd = bpf_obj_get(path);
 	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
 	memset(&info, 0, sizeof(info));
@@ -285,12 +287,12 @@ Test(ebpf_route, loads_an_sk_msg_program)
 Test(ebpf_route, pins_are_private_and_go_at_close)
 {
 	const char *names[] = { "route_msg", "fn_socks", "sock_keys", "fn_stats", "route_global" };
-	char inst[64], dir[128], path[256];
+	char inst[64], dir[PATH_MAX], path[PATH_MAX + 32];
 	struct ebpf_route *r = open_or_skip(inst, sizeof(inst));
 	struct stat st;
 	size_t i;
 
-	snprintf(dir, sizeof(dir), "%s/%s", EBPF_PIN_ROOT, inst);
+	snprintf(dir, sizeof(dir), "%s", ebpf_route_pin_dir(r));
 	cr_assert_eq(stat(dir, &st), 0, "%s", dir);
 	cr_expect(S_ISDIR(st.st_mode));
 	cr_expect_eq(st.st_mode & 07777, 0700, "%s mode %o", dir, st.st_mode & 07777);
@@ -304,13 +306,28 @@ Test(ebpf_route, pins_are_private_and_go_at_close)
 	cr_expect_eq(errno, ENOENT, "%s is gone after close", dir);
 }
 
-/* A directory under the pin root with one pinned map in it, as a crashed runtime leaves it. */
-static void make_pin_dir(const char *name)
+/* "<root>/<owner>/<boot id>": the name a router of @owner claims first. */
+static void first_dir(const char *owner, char *out, size_t len)
 {
-	char dir[128], path[256];
+	char boot[64] = "";
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+
+	cr_assert_not_null(f);
+	cr_assert_not_null(fgets(boot, sizeof(boot), f));
+	fclose(f);
+	boot[strcspn(boot, "\n")] = '\0';
+	snprintf(out, len, "%s/%s/%s", EBPF_PIN_ROOT, owner, boot);
+}
+
+/* A directory with one pinned map in it and no holder, as a runtime that died leaves it. */
+static void make_pin_dir(const char *dir)
+{
+	char path[PATH_MAX + 32], parent[PATH_MAX];
 	int fd;
 
-	snprintf(dir, sizeof(dir), "%s/%s", EBPF_PIN_ROOT, name);
+	snprintf(parent, sizeof(parent), "%s", dir);
+	*strrchr(parent, '/') = '\0';
+	cr_assert(mkdir(parent, 0700) == 0 || errno == EEXIST, "%s: %s", parent, strerror(errno));
 	cr_assert_eq(mkdir(dir, 0700), 0, "%s: %s", dir, strerror(errno));
 	snprintf(path, sizeof(path), "%s/fn_stats", dir);
 	fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "stale", 4, 4, 1, NULL);
@@ -319,83 +336,138 @@ static void make_pin_dir(const char *name)
 	close(fd);
 }
 
-static bool pin_dir_exists(const char *name)
+static bool dir_exists(const char *dir)
 {
-	char dir[128];
 	struct stat st;
 
-	snprintf(dir, sizeof(dir), "%s/%s", EBPF_PIN_ROOT, name);
 	return stat(dir, &st) == 0;
 }
 
-static void remove_pin_dir(const char *name)
+static void remove_dir(const char *dir)
 {
-	char path[256];
+	char path[PATH_MAX + 32];
 
-	snprintf(path, sizeof(path), "%s/%s/fn_stats", EBPF_PIN_ROOT, name);
+	snprintf(path, sizeof(path), "%s/fn_stats", dir);
 	unlink(path);
-	snprintf(path, sizeof(path), "%s/%s", EBPF_PIN_ROOT, name);
+	rmdir(dir);
+	snprintf(path, sizeof(path), "%s", dir);
+	*strrchr(path, '/') = '\0';
 	rmdir(path);
 }
 
-Test(ebpf_route, open_unwinds_when_the_name_is_taken)
+/* Two routers of one owner (a rolling update on one host): each keeps its own directory. */
+Test(ebpf_route, one_owner_twice_keeps_both_pins)
 {
-	char inst[64], taken[64], why[256], dir[128];
+	char inst[64], first[PATH_MAX], path[PATH_MAX + 32];
 	struct ebpf_route *r1 = open_or_skip(inst, sizeof(inst)), *r2 = NULL;
 	struct stat st;
 
-	/* A live router under the same name: the second open must fail and leave it alone. */
-	snprintf(taken, sizeof(taken), "%s", inst);
-	cr_expect_eq(ebpf_route_open(taken, &r2, why, sizeof(why)), -EEXIST);
-	cr_expect_null(r2);
-	cr_expect(strstr(why, taken) != NULL, "why names the directory: %s", why);
-	snprintf(dir, sizeof(dir), "%s/%s/fn_socks", EBPF_PIN_ROOT, taken);
-	cr_expect_eq(stat(dir, &st), 0, "the first router's pins are still there");
+	first_dir(inst, first, sizeof(first));
+	cr_expect_str_eq(ebpf_route_pin_dir(r1), first, "pinned by owner and boot id");
+	cr_assert_eq(ebpf_route_open(inst, &r2, NULL, 0), 0);
+	cr_expect_str_neq(ebpf_route_pin_dir(r2), first);
+	cr_expect(!strncmp(ebpf_route_pin_dir(r2), first, strlen(first)) &&
+		  !strcmp(ebpf_route_pin_dir(r2) + strlen(first), "-1"), "%s",
+		  ebpf_route_pin_dir(r2));
+	snprintf(path, sizeof(path), "%s/fn_socks", first);
+	cr_expect_eq(stat(path, &st), 0, "the first router's pins are still there");
+	ebpf_route_close(r2);
+	cr_expect_eq(stat(path, &st), 0, "closing the second left the first's pins");
 	ebpf_route_close(r1);
+	cr_expect_not(dir_exists(first));
 }
 
 Test(ebpf_route, open_unwinds_without_memory)
 {
 	struct ebpf_route *r = NULL;
-	char inst[64], why[256];
+	char inst[64], why[256], first[PATH_MAX];
 
 	instance_name(inst, sizeof(inst));
 	trib_alloc_fail_after(0);
 	cr_expect_eq(ebpf_route_open(inst, &r, why, sizeof(why)), -ENOMEM);
 	trib_alloc_fail_after(-1);
 	cr_expect_null(r);
-	cr_expect(!pin_dir_exists(inst));
+	first_dir(inst, first, sizeof(first));
+	cr_expect(!dir_exists(first));
 }
 
-Test(ebpf_route, stale_pins_of_a_dead_pid_go_at_open)
+/*
+ * Pins whose router died (no one holds them), of this owner, go at open: any boot id.
+ * Another owner's stay, held or not: only their own runtime may clean them.
+ */
+Test(ebpf_route, stale_pins_of_the_owner_go_at_open_others_stay)
 {
-	char inst[64], dead[32], dead2[48], live[64], other[64];
-	struct ebpf_route *r1 = open_or_skip(inst, sizeof(inst)), *r2;
-	pid_t child = fork();
+	char inst[64], first[PATH_MAX], stale2[PATH_MAX + 8], oldboot[PATH_MAX], other[PATH_MAX];
+	struct ebpf_route *r;
 
-	cr_assert_geq(child, 0);
-	if (child == 0)
-		_exit(0);
-	cr_assert_eq(waitpid(child, NULL, 0), child);
-	/* child is dead now; its pid is not reused within the test (pids are allocated upwards). */
-	snprintf(dead, sizeof(dead), "%d", (int)child);
-	snprintf(dead2, sizeof(dead2), "%d-t7", (int)child);
-	snprintf(live, sizeof(live), "%d-live", (int)getpid());
-	snprintf(other, sizeof(other), "not-a-pid-%d", (int)getpid());
-	make_pin_dir(dead);
-	make_pin_dir(dead2);
-	make_pin_dir(live);
+	instance_name(inst, sizeof(inst));
+	first_dir(inst, first, sizeof(first));
+	snprintf(stale2, sizeof(stale2), "%s-3", first);
+	snprintf(oldboot, sizeof(oldboot), "%s/%s/00000000-0000-0000-0000-000000000000",
+		 EBPF_PIN_ROOT, inst);
+	snprintf(other, sizeof(other), "%s/other-%d/00000000-0000-0000-0000-000000000000",
+		 EBPF_PIN_ROOT, (int)getpid());
+	make_pin_dir(first);
+	make_pin_dir(stale2);
+	make_pin_dir(oldboot);
 	make_pin_dir(other);
 
-	r2 = open_or_skip(inst, sizeof(inst));
-	cr_expect_not(pin_dir_exists(dead), "pins of dead pid %s removed", dead);
-	cr_expect_not(pin_dir_exists(dead2), "pins of dead pid %s removed", dead2);
-	cr_expect(pin_dir_exists(live), "pins of a live pid kept");
-	cr_expect(pin_dir_exists(other), "a name that is not a pid kept");
-	remove_pin_dir(live);
-	remove_pin_dir(other);
+	r = NULL;
+	if (ebpf_route_open(inst, &r, NULL, 0) == -EPERM && !have_bpf_caps())
+		cr_skip_test("sk_msg router not loadable");
+	cr_assert_not_null(r);
+	cr_expect_str_eq(ebpf_route_pin_dir(r), first, "the dead router's name is claimed again");
+	cr_expect_not(dir_exists(stale2), "stale %s removed", stale2);
+	cr_expect_not(dir_exists(oldboot), "an earlier boot's %s removed", oldboot);
+	cr_expect(dir_exists(other), "another owner's pins kept");
+	remove_dir(other);
+	ebpf_route_close(r);
+}
+
+/* The same across processes: a child's live pins are left alone; once it dies they go. */
+Test(ebpf_route, a_live_process_keeps_its_pins_a_dead_ones_go)
+{
+	char inst[64], first[PATH_MAX], path[PATH_MAX + 32];
+	struct ebpf_route *r1 = NULL, *r2 = NULL;
+	int go[2], ready[2];
+	pid_t child;
+	char c = 0;
+
+	instance_name(inst, sizeof(inst));
+	first_dir(inst, first, sizeof(first));
+	cr_assert_eq(pipe(go), 0);
+	cr_assert_eq(pipe(ready), 0);
+	child = fork();
+	cr_assert_geq(child, 0);
+	if (child == 0) {
+		/* Opens, says so, waits, then dies without closing (as a crash does). */
+		c = ebpf_route_open(inst, &r1, NULL, 0) ? 'x' : 'o';
+		if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(2);
+		_exit(0);
+	}
+	cr_assert_eq(read(ready[0], &c, 1), 1);
+	if (c != 'o') {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+		cr_skip_test("sk_msg router not loadable in the child");
+	}
+	cr_assert_eq(ebpf_route_open(inst, &r2, NULL, 0), 0);
+	cr_expect_str_neq(ebpf_route_pin_dir(r2), first, "the live child's name is not taken");
+	snprintf(path, sizeof(path), "%s/route_msg", first);
+	cr_expect(dir_exists(path), "the live child's pins are kept");
 	ebpf_route_close(r2);
-	ebpf_route_close(r1);
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	cr_assert_eq(waitpid(child, NULL, 0), child);
+	cr_expect(dir_exists(path), "a dead router's pins stay until its owner starts again");
+	cr_assert_eq(ebpf_route_open(inst, &r2, NULL, 0), 0);
+	cr_expect_str_eq(ebpf_route_pin_dir(r2), first, "and then they are reclaimed");
+	ebpf_route_close(r2);
+	cr_expect_not(dir_exists(first));
+	close(go[0]);
+	close(go[1]);
+	close(ready[0]);
+	close(ready[1]);
 }
 
 Test(ebpf_route, descriptor_reaches_its_function_and_counts)
@@ -684,7 +756,7 @@ Test(ebpf_route, unix_socket_bypasses_sk_msg)
 
 	join(r, 61, &fx);
 	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, us), 0);
-	snprintf(path, sizeof(path), "%s/%s/fn_socks", EBPF_PIN_ROOT, inst);
+	snprintf(path, sizeof(path), "%s/fn_socks", ebpf_route_pin_dir(r));
 	map = bpf_obj_get(path);
 	cr_assert_geq(map, 0);
 	val = (__u32)us[0];

@@ -221,6 +221,8 @@ Test(k8s_manifests, render_and_validate, .fini = k8s_env_fini, .timeout = 110)
 		"ServiceAccount/tributary-controller OK",
 		"ConfigMap/tributary-config OK",
 		"PersistentVolumeClaim/tributary-controller-data OK",
+		"PriorityClass/tributary-controller OK",
+		"PodDisruptionBudget/tributary-controller OK",
 		"Deployment/tributary-controller OK",
 		"DaemonSet/tributary-node OK",
 		"Service/tributary-gateway OK",
@@ -273,6 +275,28 @@ static const struct breakage breakages[] = {
 	{ "a reference to a PVC that is not there", "claimName: tributary-controller-data",
 	  "claimName: tributary-controller-gone",
 	  "no PersistentVolumeClaim tributary-controller-gone" },
+	/* What an operator flags (issue 14). */
+	{ "a short image name", "image: registry.example.com/tributary/tributary:0.1.0",
+	  "image: tributary:0.1.0", "not fully qualified" },
+	{ "a moving tag", "image: registry.example.com/tributary/tributary:0.1.0",
+	  "image: registry.example.com/tributary/tributary:latest", ":latest moves" },
+	{ "readiness that is liveness", "path: /readyz", "path: /healthz",
+	  "readinessProbe is the livenessProbe" },
+	{ "an emptyDir without a limit", "sizeLimit: 4Gi", "medium: \"\"",
+	  "emptyDir without a sizeLimit" },
+	{ "a priority class that is not there", "priorityClassName: tributary-controller",
+	  "priorityClassName: tributary-gone", "no such PriorityClass" },
+	{ "a budget that selects nothing", "minAvailable: 1\n  selector:\n    matchLabels:\n"
+	  "      app.kubernetes.io/component: controller",
+	  "minAvailable: 1\n  selector:\n    matchLabels:\n"
+	  "      app.kubernetes.io/component: gone",
+	  "PodDisruptionBudget/tributary-controller FAILED" },
+	/* The arena outlives a container restart only on its HugePages emptyDir (issue 12). */
+	{ "the arena off its volume", "- /var/lib/tributary-arena/node.arena",
+	  "- /tmp/node.arena",
+	  "--arena-path /tmp/node.arena is not on a HugePages emptyDir" },
+	{ "a huge-page volume of a size not requested", "medium: HugePages-2Mi",
+	  "medium: HugePages-1Gi", "needs a hugepages-1Gi request" },
 };
 
 /*

@@ -25,8 +25,17 @@
  * work once applied: a workload's selector that its pod template's labels do
  * not satisfy; a reference to a ServiceAccount, ConfigMap key, PVC or volume
  * that is not there; a probe or Service naming a port no container has; a
- * Service or NetworkPolicy selecting no pods; huge pages whose request and
- * limit differ, or without a cpu or memory request.
+ * Service, NetworkPolicy or PodDisruptionBudget selecting no pods; huge pages
+ * whose request and limit differ, or without a cpu or memory request.
+ *
+ * And what an experienced operator would flag: an image reference that is
+ * not fully qualified (no registry host) or not pinned (no tag, :latest); an
+ * emptyDir without a sizeLimit (a HugePages one is bounded by its resource);
+ * a HugePages emptyDir mounted by a container without that huge-page request;
+ * a readinessProbe that is the livenessProbe (ready would only mean alive); a
+ * priorityClassName with no PriorityClass; and Tributary's own: an
+ * --arena-path that is not on a HugePages emptyDir (the arena would not be on
+ * huge pages, nor outlive a container restart).
  *
  * With --doc FILE (docs/DEPLOY.md), FILE must mention every object's name,
  * every added capability (as CAP_X), every huge-page quantity and every
@@ -277,6 +286,73 @@ function containersOf(spec) {
 	return [...(spec.initContainers || []), ...(spec.containers || [])];
 }
 
+const SYSTEM_PRIORITY = new Set(['system-cluster-critical', 'system-node-critical']);
+
+/* What is wrong with image reference @ref for a production rollout, or null. */
+function imageProblem(ref) {
+	if (typeof ref !== 'string' || !ref)
+		return 'no image';
+	const at = ref.indexOf('@');
+	const name = at >= 0 ? ref.slice(0, at) : ref;
+	const slash = name.indexOf('/');
+	const host = slash >= 0 ? name.slice(0, slash) : '';
+
+	if (!host || !(host.includes('.') || host.includes(':') || host === 'localhost'))
+		return 'not fully qualified (no registry host: each node would resolve the short ' +
+			'name through its own registries)';
+	if (at >= 0)
+		return /^sha256:[0-9a-f]{64}$/.test(ref.slice(at + 1)) ? null :
+			'a digest that is not sha256:<64 hex digits>';
+	const colon = name.lastIndexOf(':');
+
+	if (colon <= slash)
+		return 'no tag or digest (that means :latest, which moves)';
+	if (name.slice(colon + 1) === 'latest')
+		return ':latest moves: pin a version tag or a digest';
+	return null;
+}
+
+const isHuge = (v) => !!(v && v.emptyDir && (v.emptyDir.medium || '').startsWith('HugePages'));
+
+/* The operator's checks of one container (@vols: name -> volume). */
+function checkContainerOps(c, vols, errs) {
+	const req = (c.resources && c.resources.requests) || {};
+	const img = imageProblem(c.image);
+
+	if (img)
+		errs.push(`container ${c.name}: image ${c.image}: ${img}`);
+	for (const m of c.volumeMounts || []) {
+		const v = vols.get(m.name);
+
+		if (!isHuge(v))
+			continue;
+		const medium = v.emptyDir.medium;
+		const size = medium === 'HugePages' ? null : medium.slice('HugePages-'.length);
+		const keys = Object.keys(req).filter((k) => k.startsWith('hugepages-'));
+
+		if (size ? !keys.includes(`hugepages-${size}`) : keys.length !== 1)
+			errs.push(`container ${c.name}: volume ${m.name} (emptyDir ${medium}) needs a ` +
+				`hugepages-${size || '<size>'} request`);
+	}
+	const rp = c.readinessProbe && c.readinessProbe.httpGet;
+	const lp = c.livenessProbe && c.livenessProbe.httpGet;
+
+	if (rp && lp && rp.path === lp.path && String(rp.port) === String(lp.port))
+		errs.push(`container ${c.name}: readinessProbe is the livenessProbe (${rp.path}): ` +
+			'ready would only mean alive');
+	const args = [...(c.command || []), ...(c.args || [])];
+	const ai = args.indexOf('--arena-path');
+
+	if (ai >= 0) {
+		const p = String(args[ai + 1] || '');
+		const on = (c.volumeMounts || []).find((m) => p.startsWith(m.mountPath.replace(/\/$/, '') + '/'));
+
+		if (!on || !isHuge(vols.get(on.name)))
+			errs.push(`container ${c.name}: --arena-path ${p} is not on a HugePages emptyDir ` +
+				'(the arena would not be on huge pages, nor outlive a container restart)');
+	}
+}
+
 /* Errors of one pod spec against the other objects (@have: kind -> Map(name -> object)). */
 function checkPodSpec(spec, have, errs) {
 	const get = (kind, name) => have.get(kind) && have.get(kind).get(name);
@@ -285,14 +361,25 @@ function checkPodSpec(spec, have, errs) {
 
 	if (sa && sa !== 'default' && !get('ServiceAccount', sa))
 		errs.push(`serviceAccountName ${sa}: no such ServiceAccount`);
+	const pc = spec.priorityClassName;
+
+	if (pc && !SYSTEM_PRIORITY.has(pc) && !get('PriorityClass', pc))
+		errs.push(`priorityClassName ${pc}: no such PriorityClass`);
 	for (const v of spec.volumes || []) {
+		if (v.emptyDir && !isHuge(v) && !v.emptyDir.sizeLimit)
+			errs.push(`volume ${v.name}: emptyDir without a sizeLimit (it can fill the ` +
+				'node\'s disk, or its memory with medium Memory)');
 		if (v.persistentVolumeClaim && !get('PersistentVolumeClaim', v.persistentVolumeClaim.claimName))
 			errs.push(`volume ${v.name}: no PersistentVolumeClaim ${v.persistentVolumeClaim.claimName}`);
 		if (v.configMap && !v.configMap.optional && !get('ConfigMap', v.configMap.name))
 			errs.push(`volume ${v.name}: no ConfigMap ${v.configMap.name}`);
 	}
+	const vols = new Map((spec.volumes || []).map((v) => [v.name, v]));
+
 	for (const c of containersOf(spec)) {
 		const ports = new Set((c.ports || []).map((p) => p.name).filter(Boolean));
+
+		checkContainerOps(c, vols, errs);
 
 		for (const e of c.env || []) {
 			const ref = e.valueFrom && e.valueFrom.configMapKeyRef;
@@ -371,6 +458,12 @@ function checkConsistency(objs) {
 				if (!named)
 					err(o, `port ${p.name || p.port}: no container port named ${p.targetPort}`);
 			}
+		}
+		if (o.kind === 'PodDisruptionBudget' && o.spec && o.spec.selector) {
+			const sel = o.spec.selector.matchLabels;
+
+			if (!pods.some((w) => matches(sel, podTemplate(w).metadata.labels)))
+				err(o, 'selector matches no pod template');
 		}
 		if (o.kind === 'NetworkPolicy' && o.spec && o.spec.podSelector) {
 			const sel = o.spec.podSelector.matchLabels;
