@@ -237,6 +237,10 @@ int rt__journal_partial(struct rt_node *n, struct rt_round *r, uint32_t seq0,
 		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
 	if (!slot)
 		return -EINVAL; /* tcp: the partial is not in the arena */
+	/* --durability disk: not while the log fails (rt__wal_durable_all() says why). */
+	err = rt__wal_durable_all(n);
+	if (err)
+		goto out;
 	/* Before the partial is committed: recovery releases what it covers, keys too. */
 	err = keys_save(n, r->job, r->round, seq0, (uint64_t)seq0 + d->count, false);
 	if (err)

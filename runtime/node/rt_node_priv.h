@@ -121,6 +121,14 @@ void rt__wal_discard(struct rt_wal_ent *e);
 uint64_t rt__wal_submit(struct rt_node *n, struct rt_wal_ent *e);
 /* Before update slots are freed: the log no longer reads them. */
 void rt__wal_settle(struct rt_node *n);
+/*
+ * Whether every logged update is on disk (after the batch in flight): 0,
+ * or the failing batch's -errno. A PARTIAL may supersede update records
+ * (and their keys go to the store) only then: an update answered 503 by
+ * the log keeps its record, so that its resend is answered 202 only once
+ * it is on disk.
+ */
+int rt__wal_durable_all(struct rt_node *n);
 /* Round @round of @j is stored: its log goes. */
 void rt__wal_cut(struct rt_node *n, struct rt_job *j, uint32_t round);
 /* After the arena's records are back: the logged updates the arena did not have. */

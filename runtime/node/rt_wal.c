@@ -73,14 +73,16 @@ void rt_wal_discard(struct rt_wal_ent *e)
 
 uint64_t rt_wal_submit(struct rt_wal *w, struct rt_wal_ent *e)
 {
+	uint64_t t;
+
 	pthread_mutex_lock(&w->mu);
-	e->ticket = ++w->last;
+	t = e->ticket = ++w->last;
 	e->next = NULL;
 	*w->tailp = e;
 	w->tailp = &e->next;
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);
-	return e->ticket;
+	return t; /* @e is the thread's now: it may be written and freed already */
 }
 
 uint64_t rt_wal_last(const struct rt_wal *w)
@@ -94,6 +96,18 @@ void rt_wal_settle(struct rt_wal *w)
 	while (w->settled < w->last && !w->dead)
 		pthread_cond_wait(&w->cv, &w->mu);
 	pthread_mutex_unlock(&w->mu);
+}
+
+int rt_wal_sync(struct rt_wal *w)
+{
+	int err;
+
+	pthread_mutex_lock(&w->mu);
+	while (w->pub.durable < w->last && !w->pub.err && !w->dead)
+		pthread_cond_wait(&w->cv, &w->mu);
+	err = w->pub.durable >= w->last ? 0 : w->pub.err ? w->pub.err : -EIO;
+	pthread_mutex_unlock(&w->mu);
+	return err;
 }
 
 void rt_wal_cut(struct rt_wal *w, uint64_t job, uint32_t round)

@@ -135,6 +135,11 @@ uint64_t rt_wal_last(const struct rt_wal *w);
  */
 void rt_wal_settle(struct rt_wal *w);
 /*
+ * Wait until every submitted record is on disk, or a batch failed: 0 or
+ * that batch's -errno. At start only (it waits for a whole batch).
+ */
+int rt_wal_sync(struct rt_wal *w);
+/*
  * Round @round of job @job (and every earlier one) is durable elsewhere
  * (its model is stored): its segment files go, after the records queued
  * before this call; queued records of those rounds that failed are dropped.

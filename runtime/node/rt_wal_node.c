@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "shm_arena.h"
+#include "shm_journal.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
@@ -58,11 +60,11 @@ void rt__wal_close(struct rt_node *n)
 	n->wal = NULL;
 }
 
-int rt__wal_prepare(struct rt_node *n, struct rt_job *j, const struct rt_update_in *u,
-		    const struct rt_accept_in *in, uint32_t s, const char *ans, size_t ans_len,
-		    struct rt_wal_ent **out)
+/* The log's record of update @s of @job's @round: its bytes and segments, as in the arena. */
+static int prepare(struct rt_node *n, uint64_t job, uint32_t round, uint32_t s,
+		   const struct rt_accept_in *in, uint64_t body_len, const void *key,
+		   size_t key_len, const char *ans, size_t ans_len, struct rt_wal_ent **out)
 {
-	uint64_t body_len = u->body_len ? u->body_len : in->segs_off - in->slot_off;
 	const struct shm_seg *segs = shm_arena_ptr(n->arena, in->segs_off);
 	struct shm_seg *rel = trib_malloc(in->nsegs * sizeof(*rel));
 	struct rt_wal_rec rec;
@@ -75,13 +77,21 @@ int rt__wal_prepare(struct rt_node *n, struct rt_job *j, const struct rt_update_
 		rel[i] = segs[i];
 		rel[i].src_off -= in->slot_off;
 	}
-	rec = (struct rt_wal_rec){ (uint64_t)j->db_id, j->round, s, in->weight, in->fold_scale,
-				   in->nsegs, u->key, u->key_len, ans, ans_len, rel,
-				   in->nsegs * sizeof(*rel), shm_arena_ptr(n->arena, in->slot_off),
-				   body_len };
+	rec = (struct rt_wal_rec){ job, round, s, in->weight, in->fold_scale, in->nsegs, key,
+				   key_len, ans, ans_len, rel, in->nsegs * sizeof(*rel),
+				   shm_arena_ptr(n->arena, in->slot_off), body_len };
 	err = rt_wal_prepare(&rec, out);
 	trib_free(rel);
 	return err;
+}
+
+int rt__wal_prepare(struct rt_node *n, struct rt_job *j, const struct rt_update_in *u,
+		    const struct rt_accept_in *in, uint32_t s, const char *ans, size_t ans_len,
+		    struct rt_wal_ent **out)
+{
+	return prepare(n, (uint64_t)j->db_id, j->round, s, in,
+		       u->body_len ? u->body_len : in->segs_off - in->slot_off, u->key, u->key_len,
+		       ans, ans_len, out);
 }
 
 void rt__wal_discard(struct rt_wal_ent *e)
@@ -98,6 +108,19 @@ void rt__wal_settle(struct rt_node *n)
 {
 	if (n->wal)
 		rt_wal_settle(n->wal);
+}
+
+int rt__wal_durable_all(struct rt_node *n)
+{
+	struct rt_wal_state st;
+
+	if (!n->wal)
+		return 0;
+	rt_wal_settle(n->wal);
+	rt_wal_state(n->wal, &st);
+	if (st.durable >= rt_wal_last(n->wal))
+		return 0;
+	return st.err ? st.err : -EAGAIN;
 }
 
 void rt__wal_cut(struct rt_node *n, struct rt_job *j, uint32_t round)
@@ -175,10 +198,51 @@ int rt_node_wal_refusal(const struct rt_node *n, uint32_t *retry_s)
 
 /* ---- replay at start ---- */
 
+/* One update the log holds: job, round, seq. */
+struct logged {
+	uint64_t job;
+	uint32_t round, seq;
+};
+
 struct replay {
 	struct rt_node *n;
 	uint64_t fed, dup, stored, dropped;
+	struct logged *seen; /* every valid record (owned), sorted after the replay */
+	size_t nseen, capseen;
 };
+
+static int logged_cmp(const void *a, const void *b)
+{
+	const struct logged *x = a, *y = b;
+
+	if (x->job != y->job)
+		return x->job < y->job ? -1 : 1;
+	if (x->round != y->round)
+		return x->round < y->round ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int seen_add(struct replay *rp, const struct rt_wal_rec *rec)
+{
+	if (rp->nseen == rp->capseen) {
+		size_t ncap = rp->capseen ? rp->capseen * 2 : 256;
+		struct logged *nv = trib_realloc(rp->seen, ncap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		rp->seen = nv;
+		rp->capseen = ncap;
+	}
+	rp->seen[rp->nseen++] = (struct logged){ rec->job, rec->round, rec->seq };
+	return 0;
+}
+
+static bool seen_has(const struct replay *rp, uint64_t job, uint64_t round, uint64_t seq)
+{
+	struct logged k = { job, (uint32_t)round, (uint32_t)seq };
+
+	return rp->nseen && bsearch(&k, rp->seen, rp->nseen, sizeof(k), logged_cmp);
+}
 
 static struct rt_job *job_of(struct rt_node *n, uint64_t id)
 {
@@ -227,8 +291,10 @@ static int replay_one(void *ctx, const struct rt_wal_rec *rec)
 	struct replay *rp = ctx;
 	struct rt_node *n = rp->n;
 	struct rt_job *j = job_of(n, rec->job);
-	int err;
+	int err = seen_add(rp, rec);
 
+	if (err)
+		return err;
 	if (!j) {
 		rp->dropped++;
 		return 0;
@@ -261,6 +327,75 @@ static int replay_one(void *ctx, const struct rt_wal_rec *rec)
 	return 0;
 }
 
+/* What relog_one() did. */
+struct relog {
+	struct rt_node *n;
+	const struct replay *rp;
+	uint64_t logged, partial_only;
+	int err;
+};
+
+/*
+ * An update the arena kept whose log record never reached the disk (the
+ * process died between its commit and its fdatasync: never answered 202)
+ * is logged now, so that a resend of its key, which the journal answers
+ * 202, is on disk too. Updates inside a PARTIAL that the log lacks (a
+ * previous run with --durability memory) cannot be logged: counted.
+ */
+static int relog_one(void *ctx, uint32_t idx, const struct shm_rec_info *i)
+{
+	struct relog *rl = ctx;
+	struct rt_accept_in in = { .slot_off = i->slot_off, .segs_off = i->segs_off,
+				   .nsegs = i->nsegs, .weight = i->weight,
+				   .fold_scale = i->fold_scale };
+	struct rt_wal_ent *e;
+
+	(void)idx;
+	if (i->kind == SHM_REC_PARTIAL) {
+		for (uint64_t s = i->seq; s < i->seq + i->count; s++)
+			rl->partial_only += !seen_has(rl->rp, i->job, i->round, s);
+		return 0;
+	}
+	if (i->kind != SHM_REC_UPDATE || seen_has(rl->rp, i->job, i->round, i->seq))
+		return 0;
+	rl->err = prepare(rl->n, i->job, (uint32_t)i->round, (uint32_t)i->seq, &in,
+			  i->segs_off - i->slot_off, i->key, i->key_len, i->body, i->body_len, &e);
+	if (rl->err)
+		return rl->err;
+	rt_wal_submit(rl->n->wal, e);
+	rl->logged++;
+	return 0;
+}
+
+static int relog(struct rt_node *n, struct replay *rp)
+{
+	struct relog rl = { .n = n, .rp = rp };
+	int err;
+
+	if (rp->nseen)
+		qsort(rp->seen, rp->nseen, sizeof(*rp->seen), logged_cmp);
+	err = shm_rec_each(n->arena, relog_one, &rl);
+	if (!err && rl.logged)
+		err = rt_wal_sync(n->wal);
+	if (err) {
+		trib_error("wal: logging the arena's updates the log lacks: %s", strerror(-err));
+		return err;
+	}
+	if (rl.logged)
+		trib_info("wal: %llu update%s the arena kept but the log lacked (never answered "
+			  "202) logged", (unsigned long long)rl.logged, rl.logged == 1 ? "" : "s");
+	if (rl.partial_only)
+		trib_warn("wal: %llu update%s of open rounds are in the arena's partial sums but "
+			  "not in the log (accepted with --durability memory): a reboot before "
+			  "their round is stored loses them", (unsigned long long)rl.partial_only,
+			  rl.partial_only == 1 ? "" : "s");
+	/* Stored rounds whose cut a crash interrupted: their files go now. */
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		if (j->completed)
+			rt_wal_cut(n->wal, (uint64_t)j->db_id, j->completed - 1);
+	return 0;
+}
+
 int rt__wal_replay(struct rt_node *n)
 {
 	struct replay rp = { .n = n };
@@ -275,8 +410,13 @@ int rt__wal_replay(struct rt_node *n)
 	err = rt_wal_replay(dir, replay_one, &rp, &st);
 	if (err) {
 		trib_error("--durability disk: replaying the log in %s: %s", dir, strerror(-err));
+		trib_free(rp.seen);
 		return err;
 	}
+	err = relog(n, &rp);
+	trib_free(rp.seen);
+	if (err)
+		return err;
 	n->m.wal_recovered += rp.fed;
 	n->m.updates_recovered += rp.fed;
 	n->m.wal_duplicates += rp.dup;

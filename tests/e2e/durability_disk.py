@@ -79,7 +79,7 @@ def twenty(srv, how):
     else:
         kill9(srv)
     srv.start()
-    m = srv.metrics()
+    m = srv.metrics()  # served: recovery is done
     if how == 'reboot':
         check('put back from the log' in srv.log_text(), 'no replay line in the log:\n' +
               srv.log_text())
@@ -237,6 +237,34 @@ def full_disk(top, data):
             srv.post_update('full', tok, 1, e.raw_body(FSCHEMA, ups1[i][1]), ups1[i][0])
         _, _, buf = srv.get_model('full', tok, '?after=1&timeout=60')
         e.check_model(buf, FSCHEMA, e.weighted_mean(ups1), 'full disk: round 1 after a reboot')
+        # Round 2: an update in the arena but refused by the log (disk full), then kill -9.
+        # At the next start the arena puts it back and the log gets it (never answered 202
+        # until then); its resend is answered 202, and a reboot after that keeps it.
+        ups2 = [(i + 1, e.random_model(rng, FSCHEMA)) for i in range(cpr)]
+        h2 = [{'Idempotency-Key': 'full2-%d' % i} for i in range(cpr)]
+        srv.post_update('full', tok, 2, e.raw_body(FSCHEMA, ups2[0][1]), ups2[0][0], extra=h2[0])
+        fill(filler)
+        st, obj, _ = srv.post_update('full', tok, 2, e.raw_body(FSCHEMA, ups2[1][1]),
+                                     ups2[1][0], expect=None, extra=h2[1])
+        check(st == 503, 'round 2 on a full disk: %d %r' % (st, obj))
+        kill9(srv)
+        os.unlink(filler)
+        srv.start()
+        srv.healthy()  # served: recovery is done
+        check('the arena kept but the log lacked' in srv.log_text(),
+              'the update only the arena had was not logged at start:\n' + srv.log_text())
+        _, again, _ = srv.post_update('full', tok, 2, e.raw_body(FSCHEMA, ups2[1][1]),
+                                      ups2[1][0], extra=h2[1])
+        check(again == {'round': 2, 'received': 2}, 'resend after the restart: %r' % again)
+        reboot(srv)
+        srv.start()
+        got = srv.status('full').get('received')
+        check(got == 2, 'round 2 after a reboot has %r updates, want the 2 answered 202' % got)
+        for i in range(2, cpr):
+            srv.post_update('full', tok, 2, e.raw_body(FSCHEMA, ups2[i][1]), ups2[i][0],
+                            extra=h2[i])
+        _, _, buf = srv.get_model('full', tok, '?after=2&timeout=60')
+        e.check_model(buf, FSCHEMA, e.weighted_mean(ups2), 'full disk: round 2 after a reboot')
     e.log('full disk: %d refused with 503 (ENOSPC), then each counted once' % refused)
 
 
