@@ -175,7 +175,8 @@ static void copy_bodies_locked(struct rt_wal *w)
 			if (!e->body_copy) {
 				trib_error("wal: job %llu round %u seq %u: no memory to keep the "
 					   "update for a retry; it will not be logged",
-					   (unsigned long long)e->hdr.job, e->hdr.round, e->hdr.seq);
+					   (unsigned long long)e->hdr.job, e->hdr.round,
+					   e->hdr.seq);
 				*pp = e->next;
 				rt_wal_discard(e);
 				continue;
@@ -195,8 +196,11 @@ static void copy_bodies_locked(struct rt_wal *w)
 /* Cuts taken under the mutex: drop the failed records they make moot, then unlink files. */
 static void apply_cuts(struct rt_wal *w, struct rt_wal_cut *cuts)
 {
+	uint64_t one = 1;
+
 	while (cuts) {
 		struct rt_wal_cut *c = cuts;
+		bool cleared = false;
 
 		pthread_mutex_lock(&w->mu);
 		for (struct rt_wal_ent **pp = &w->head; *pp;) {
@@ -216,8 +220,11 @@ static void apply_cuts(struct rt_wal *w, struct rt_wal_cut *cuts)
 			/* Nothing left to retry: the next append tries the disk again. */
 			w->pub.err = 0;
 			trib_retry_ok(&w->retry);
+			cleared = true;
 		}
 		pthread_mutex_unlock(&w->mu);
+		if (cleared && write(w->efd, &one, sizeof(one)) < 0)
+			trib_warn("wal: eventfd: %s", strerror(errno));
 		w->pub_cut += rt__wal_seg_cut(w, c->job, c->round);
 		cuts = c->next;
 		trib_free(c);
@@ -303,8 +310,8 @@ static void batch_done(struct rt_wal *w, struct rt_wal_ent *batch, struct rt_wal
 	} else {
 		if (trib_retry_fail(&w->retry, res->err, 0, trib_now_ns(), (int64_t)time(NULL)))
 			trib_error("wal: writing the log failed (%s: %s); updates get 503 until a "
-				   "retry succeeds", trib_errno_name(res->err),
-				   strerror(-res->err));
+				   "retry succeeds",
+				   trib_errno_name(res->err), strerror(-res->err));
 		w->pub.err = res->err;
 		w->pub.retry_ns = w->retry.next_ns;
 		if (res->last > w->pub.failed_to)
@@ -328,7 +335,7 @@ static void *wal_thread(void *arg)
 	for (;;) {
 		struct rt_wal_ent *batch = NULL, **btail = &batch;
 		struct rt_wal_cut *cuts;
-		struct rt_wal_batch_res res = { 0 };
+		struct rt_wal_batch_res res = {0};
 		int werr, ferr;
 		bool stop;
 
@@ -337,8 +344,8 @@ static void *wal_thread(void *arg)
 		stop = w->stop;
 		cuts = w->cuts;
 		w->cuts = NULL;
-		if (!w->hold && w->head && (!w->pub.err || trib_now_ns() >= w->retry.next_ns ||
-					    stop)) {
+		if (!w->hold && w->head &&
+		    (!w->pub.err || trib_now_ns() >= w->retry.next_ns || stop)) {
 			batch = w->head;
 			btail = w->tailp;
 			w->head = NULL;

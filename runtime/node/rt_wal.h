@@ -38,26 +38,26 @@
  * are shared with the log's thread under its mutex.
  */
 
-#define RT_WAL_MAGIC 0x4c415754u /* "TWAL" little-endian */
-#define RT_WAL_KEY_MAX 255u
-#define RT_WAL_ANS_MAX 255u
+#define RT_WAL_MAGIC	0x4c415754u /* "TWAL" little-endian */
+#define RT_WAL_KEY_MAX	255u
+#define RT_WAL_ANS_MAX	255u
 #define RT_WAL_META_MAX (1u << 24)
 
 /* One record's head on disk (little-endian, as the machine). */
 struct rt_wal_disk {
-	uint32_t magic;	     /* RT_WAL_MAGIC */
-	uint32_t crc;	     /* CRC32C of the record from len to its end */
-	uint64_t len;	     /* the whole record, this head included */
-	uint64_t job;	     /* the job's SQLite id */
-	uint32_t round;	     /* the round (FedBuff: the version) the update is folded into */
-	uint32_t seq;	     /* its index in that round */
-	double weight;	     /* samples */
-	float fold_scale;    /* FedBuff staleness factor; 0 = 1 */
-	uint16_t key_len;    /* Idempotency-Key, <= RT_WAL_KEY_MAX */
-	uint16_t ans_len;    /* the 202's body, <= RT_WAL_ANS_MAX */
-	uint32_t meta_len;   /* the caller's bytes (segment table), <= RT_WAL_META_MAX */
-	uint32_t nsegs;	     /* the caller's count for meta */
-	uint64_t body_len;   /* the update's bytes */
+	uint32_t magic;	   /* RT_WAL_MAGIC */
+	uint32_t crc;	   /* CRC32C of the record from len to its end */
+	uint64_t len;	   /* the whole record, this head included */
+	uint64_t job;	   /* the job's SQLite id */
+	uint32_t round;	   /* the round (FedBuff: the version) the update is folded into */
+	uint32_t seq;	   /* its index in that round */
+	double weight;	   /* samples */
+	float fold_scale;  /* FedBuff staleness factor; 0 = 1 */
+	uint16_t key_len;  /* Idempotency-Key, <= RT_WAL_KEY_MAX */
+	uint16_t ans_len;  /* the 202's body, <= RT_WAL_ANS_MAX */
+	uint32_t meta_len; /* the caller's bytes (segment table), <= RT_WAL_META_MAX */
+	uint32_t nsegs;	   /* the caller's count for meta */
+	uint64_t body_len; /* the update's bytes */
 };
 
 _Static_assert(sizeof(struct rt_wal_disk) == 64, "rt_wal_disk is 64 bytes");
@@ -148,9 +148,9 @@ void rt_wal_cut(struct rt_wal *w, uint64_t job, uint32_t round);
 
 /* What replay found. */
 struct rt_wal_replay_stats {
-	uint64_t records;   /* valid records reported */
-	uint32_t segments;  /* segment files read */
-	uint32_t torn;	    /* segments truncated at a bad record */
+	uint64_t records;    /* valid records reported */
+	uint32_t segments;   /* segment files read */
+	uint32_t torn;	     /* segments truncated at a bad record */
 	uint64_t torn_bytes; /* bytes cut off */
 };
 

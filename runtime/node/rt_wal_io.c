@@ -277,8 +277,8 @@ static void reap(struct rt_wal *w, unsigned n, int *err)
 				if (!*err)
 					*err = cqe->res;
 			} else if ((uint64_t)cqe->res < e->hdr.len && !*err) {
-				*err = write_rest(e->seg->fd, e->iov, 5, e->off,
-						  (uint64_t)cqe->res);
+				*err =
+				    write_rest(e->seg->fd, e->iov, 5, e->off, (uint64_t)cqe->res);
 			}
 		} else if (cqe->res < 0 && !*err) {
 			*err = cqe->res;
@@ -318,11 +318,11 @@ static int batch_prepare(struct rt_wal *w, struct rt_wal_ent *batch, struct rt_w
 		e->off = e->seg->pend;
 		e->seg->pend += e->hdr.len;
 		e->hdr.crc = rec_crc(&e->hdr, key, ans, meta, e->body);
-		e->iov[0] = (struct iovec){ &e->hdr, sizeof(e->hdr) };
-		e->iov[1] = (struct iovec){ (void *)key, e->hdr.key_len };
-		e->iov[2] = (struct iovec){ (void *)ans, e->hdr.ans_len };
-		e->iov[3] = (struct iovec){ (void *)meta, e->hdr.meta_len };
-		e->iov[4] = (struct iovec){ (void *)e->body, e->hdr.body_len };
+		e->iov[0] = (struct iovec){&e->hdr, sizeof(e->hdr)};
+		e->iov[1] = (struct iovec){(void *)key, e->hdr.key_len};
+		e->iov[2] = (struct iovec){(void *)ans, e->hdr.ans_len};
+		e->iov[3] = (struct iovec){(void *)meta, e->hdr.meta_len};
+		e->iov[4] = (struct iovec){(void *)e->body, e->hdr.body_len};
 		res->n++;
 		res->bytes += e->hdr.len;
 		res->last = e->ticket;
@@ -511,10 +511,20 @@ static int replay_seg(int dfd, uint64_t job, uint32_t round, rt_wal_cb cb, void 
 		if (why)
 			break;
 		memcpy(&h, m + off, sizeof(h));
-		rec = (struct rt_wal_rec){ h.job, h.round, h.seq, h.weight, h.fold_scale,
-					   h.nsegs, key, h.key_len, key + h.key_len, h.ans_len,
-					   key + h.key_len + h.ans_len, h.meta_len,
-					   key + h.key_len + h.ans_len + h.meta_len, h.body_len };
+		rec = (struct rt_wal_rec){h.job,
+					  h.round,
+					  h.seq,
+					  h.weight,
+					  h.fold_scale,
+					  h.nsegs,
+					  key,
+					  h.key_len,
+					  key + h.key_len,
+					  h.ans_len,
+					  key + h.key_len + h.ans_len,
+					  h.meta_len,
+					  key + h.key_len + h.ans_len + h.meta_len,
+					  h.body_len};
 		rec.job = job;
 		st->records++;
 		err = cb ? cb(ctx, &rec) : 0;
@@ -524,7 +534,8 @@ static int replay_seg(int dfd, uint64_t job, uint32_t round, rt_wal_cb cb, void 
 	if (why && !err) {
 		/* The write a crash interrupted (never answered): cut it off, say so. */
 		trib_warn("wal: %" PRIu64 "/%s: torn tail at byte %" PRIu64 " (%s): %" PRIu64
-			  " bytes truncated", job, name, off, why, (uint64_t)sb.st_size - off);
+			  " bytes truncated",
+			  job, name, off, why, (uint64_t)sb.st_size - off);
 		st->torn++;
 		st->torn_bytes += (uint64_t)sb.st_size - off;
 		if (ftruncate(fd, (off_t)off) || fdatasync(fd))

@@ -29,7 +29,8 @@ int rt__wal_open(struct rt_node *n)
 	if (!n->opts.durability_disk)
 		return 0;
 	if (n->opts.controller) {
-		/* A cluster node's updates are counted through the controller (issue #12 item 7). */
+		/* A cluster node's updates are counted through the controller (issue #12 item 7).
+		 */
 		trib_error("--durability disk: not built for a cluster node yet; run `tributary "
 			   "node` with --durability memory");
 		return -ENOTSUP;
@@ -77,9 +78,20 @@ static int prepare(struct rt_node *n, uint64_t job, uint32_t round, uint32_t s,
 		rel[i] = segs[i];
 		rel[i].src_off -= in->slot_off;
 	}
-	rec = (struct rt_wal_rec){ job, round, s, in->weight, in->fold_scale, in->nsegs, key,
-				   key_len, ans, ans_len, rel, in->nsegs * sizeof(*rel),
-				   shm_arena_ptr(n->arena, in->slot_off), body_len };
+	rec = (struct rt_wal_rec){job,
+				  round,
+				  s,
+				  in->weight,
+				  in->fold_scale,
+				  in->nsegs,
+				  key,
+				  key_len,
+				  ans,
+				  ans_len,
+				  rel,
+				  in->nsegs * sizeof(*rel),
+				  shm_arena_ptr(n->arena, in->slot_off),
+				  body_len};
 	err = rt_wal_prepare(&rec, out);
 	trib_free(rel);
 	return err;
@@ -233,13 +245,13 @@ static int seen_add(struct replay *rp, const struct rt_wal_rec *rec)
 		rp->seen = nv;
 		rp->capseen = ncap;
 	}
-	rp->seen[rp->nseen++] = (struct logged){ rec->job, rec->round, rec->seq };
+	rp->seen[rp->nseen++] = (struct logged){rec->job, rec->round, rec->seq};
 	return 0;
 }
 
 static bool seen_has(const struct replay *rp, uint64_t job, uint64_t round, uint64_t seq)
 {
-	struct logged k = { job, (uint32_t)round, (uint32_t)seq };
+	struct logged k = {job, (uint32_t)round, (uint32_t)seq};
 
 	return rp->nseen && bsearch(&k, rp->seen, rp->nseen, sizeof(k), logged_cmp);
 }
@@ -256,8 +268,8 @@ static struct rt_job *job_of(struct rt_node *n, uint64_t id)
 static int feed(struct rt_node *n, struct rt_job *j, const struct rt_wal_rec *rec)
 {
 	uint64_t pad = (rec->body_len + 63) & ~63ull, slot;
-	struct rt_accept_in in = { .nsegs = rec->nsegs, .weight = rec->weight,
-				   .fold_scale = rec->fold_scale };
+	struct rt_accept_in in = {
+	    .nsegs = rec->nsegs, .weight = rec->weight, .fold_scale = rec->fold_scale};
 	struct shm_seg *segs;
 	int err;
 
@@ -273,8 +285,8 @@ static int feed(struct rt_node *n, struct rt_job *j, const struct rt_wal_rec *re
 		segs[i].src_off += slot;
 	in.slot_off = slot;
 	in.segs_off = slot + pad;
-	err = rt__journal_update(n, j, &in, rec->seq, rec->key, rec->key_len, rec->ans,
-				 rec->ans_len);
+	err =
+	    rt__journal_update(n, j, &in, rec->seq, rec->key, rec->key_len, rec->ans, rec->ans_len);
 	if (err)
 		shm_slot_free(n->arena, slot);
 	return err;
@@ -312,8 +324,8 @@ static int replay_one(void *ctx, const struct rt_wal_rec *rec)
 	}
 	if (rec->round != j->round || rec->seq != rt__next_seq(j)) {
 		trib_error("job %s: the log's update of round %u seq %u does not follow the "
-			   "recovered round %u (at seq %u): dropped", j->name, rec->round,
-			   rec->seq, j->round, rt__next_seq(j));
+			   "recovered round %u (at seq %u): dropped",
+			   j->name, rec->round, rec->seq, j->round, rt__next_seq(j));
 		rp->dropped++;
 		return 0;
 	}
@@ -345,9 +357,11 @@ struct relog {
 static int relog_one(void *ctx, uint32_t idx, const struct shm_rec_info *i)
 {
 	struct relog *rl = ctx;
-	struct rt_accept_in in = { .slot_off = i->slot_off, .segs_off = i->segs_off,
-				   .nsegs = i->nsegs, .weight = i->weight,
-				   .fold_scale = i->fold_scale };
+	struct rt_accept_in in = {.slot_off = i->slot_off,
+				  .segs_off = i->segs_off,
+				  .nsegs = i->nsegs,
+				  .weight = i->weight,
+				  .fold_scale = i->fold_scale};
 	struct rt_wal_ent *e;
 
 	(void)idx;
@@ -369,7 +383,7 @@ static int relog_one(void *ctx, uint32_t idx, const struct shm_rec_info *i)
 
 static int relog(struct rt_node *n, struct replay *rp)
 {
-	struct relog rl = { .n = n, .rp = rp };
+	struct relog rl = {.n = n, .rp = rp};
 	int err;
 
 	if (rp->nseen)
@@ -383,12 +397,13 @@ static int relog(struct rt_node *n, struct replay *rp)
 	}
 	if (rl.logged)
 		trib_info("wal: %llu update%s the arena kept but the log lacked (never answered "
-			  "202) logged", (unsigned long long)rl.logged, rl.logged == 1 ? "" : "s");
+			  "202) logged",
+			  (unsigned long long)rl.logged, rl.logged == 1 ? "" : "s");
 	if (rl.partial_only)
 		trib_warn("wal: %llu update%s of open rounds are in the arena's partial sums but "
 			  "not in the log (accepted with --durability memory): a reboot before "
-			  "their round is stored loses them", (unsigned long long)rl.partial_only,
-			  rl.partial_only == 1 ? "" : "s");
+			  "their round is stored loses them",
+			  (unsigned long long)rl.partial_only, rl.partial_only == 1 ? "" : "s");
 	/* Stored rounds whose cut a crash interrupted: their files go now. */
 	for (struct rt_job *j = n->jobs; j; j = j->next)
 		if (j->completed)
@@ -398,7 +413,7 @@ static int relog(struct rt_node *n, struct replay *rp)
 
 int rt__wal_replay(struct rt_node *n)
 {
-	struct replay rp = { .n = n };
+	struct replay rp = {.n = n};
 	struct rt_wal_replay_stats st;
 	char dir[PATH_MAX];
 	uint64_t t0 = trib_now_ns();
@@ -423,10 +438,10 @@ int rt__wal_replay(struct rt_node *n)
 	if (st.records || st.torn)
 		trib_info("wal: %llu update%s put back from the log (%llu already in the arena, "
 			  "%llu of stored rounds, %llu dropped; %u segment%s, %u torn tail%s) in "
-			  "%.3f s", (unsigned long long)rp.fed, rp.fed == 1 ? "" : "s",
+			  "%.3f s",
+			  (unsigned long long)rp.fed, rp.fed == 1 ? "" : "s",
 			  (unsigned long long)rp.dup, (unsigned long long)rp.stored,
-			  (unsigned long long)rp.dropped, st.segments,
-			  st.segments == 1 ? "" : "s", st.torn, st.torn == 1 ? "" : "s",
-			  (double)(trib_now_ns() - t0) / 1e9);
+			  (unsigned long long)rp.dropped, st.segments, st.segments == 1 ? "" : "s",
+			  st.torn, st.torn == 1 ? "" : "s", (double)(trib_now_ns() - t0) / 1e9);
 	return 0;
 }

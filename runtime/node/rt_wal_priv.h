@@ -16,10 +16,10 @@ struct rt_wal_ent {
 	struct rt_wal_disk hdr;
 	uint64_t ticket;
 	struct rt_wal_ent *next;
-	const void *body;     /* borrowed from the caller, or body_copy after a failure */
-	void *body_copy;      /* owned */
-	struct iovec iov[5];  /* the write in flight (the thread's) */
-	uint64_t off;         /* where in its segment (the thread's) */
+	const void *body;    /* borrowed from the caller, or body_copy after a failure */
+	void *body_copy;     /* owned */
+	struct iovec iov[5]; /* the write in flight (the thread's) */
+	uint64_t off;	     /* where in its segment (the thread's) */
 	struct rt_wal_seg *seg;
 	unsigned char tail[];
 };
@@ -43,10 +43,10 @@ struct rt_wal_seg {
 
 /* What one batch did. */
 struct rt_wal_batch_res {
-	int err;	/* 0 or the first -errno */
-	uint64_t n;	/* records */
+	int err;    /* 0 or the first -errno */
+	uint64_t n; /* records */
 	uint64_t bytes;
-	uint64_t last;	/* the batch's last ticket */
+	uint64_t last; /* the batch's last ticket */
 	uint32_t fsyncs;
 };
 

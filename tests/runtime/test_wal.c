@@ -40,9 +40,9 @@ static uint64_t append(struct rt_wal *w, uint64_t job, uint32_t round, uint32_t 
 		       const uint8_t *body, uint64_t len)
 {
 	char key[16], ans[32];
-	uint32_t meta[4] = { 1, 2, 3, seq };
-	struct rt_wal_rec rec = { job, round, seq, seq + 1.0, 0, 1, key, 0, ans, 0, meta,
-				  sizeof(meta), body, len };
+	uint32_t meta[4] = {1, 2, 3, seq};
+	struct rt_wal_rec rec = {job, round, seq,  seq + 1.0,	 0,    1,  key, 0,
+				 ans, 0,     meta, sizeof(meta), body, len};
 	struct rt_wal_ent *e;
 
 	rec.key_len = (size_t)snprintf(key, sizeof(key), "k-%u-%u", round, seq);
@@ -55,7 +55,7 @@ static uint64_t append(struct rt_wal *w, uint64_t job, uint32_t round, uint32_t 
 static void wait_state(struct rt_wal *w, uint64_t t, bool fail, struct rt_wal_state *st)
 {
 	for (int i = 0; i < 1000; i++) {
-		struct pollfd p = { rt_wal_fd(w), POLLIN, 0 };
+		struct pollfd p = {rt_wal_fd(w), POLLIN, 0};
 		uint64_t cnt;
 
 		if (poll(&p, 1, 10) == 1)
@@ -118,7 +118,7 @@ Test(runtime_wal, append_then_replay_gives_every_record)
 	uint8_t body[1000];
 	struct rt_wal *w;
 	struct rt_wal_state st;
-	struct seen s = { 0 };
+	struct seen s = {0};
 	struct rt_wal_replay_stats rs;
 
 	tmpdir(dir, sizeof(dir));
@@ -150,7 +150,7 @@ Test(runtime_wal, append_then_replay_gives_every_record)
 Test(runtime_wal, a_batch_of_n_takes_one_fdatasync)
 {
 	char dir[64];
-	uint8_t body[4096] = { 1 };
+	uint8_t body[4096] = {1};
 	struct rt_wal *w;
 	struct rt_wal_state st;
 
@@ -185,7 +185,7 @@ Test(runtime_wal, a_torn_tail_is_truncated_and_said)
 	uint8_t body[300];
 	struct rt_wal *w;
 	struct rt_wal_state st;
-	struct seen s = { 0 };
+	struct seen s = {0};
 	struct rt_wal_replay_stats rs;
 	off_t full;
 	int fd;
@@ -233,7 +233,7 @@ Test(runtime_wal, a_crc_mismatch_ends_the_segment)
 	uint8_t body[100];
 	struct rt_wal *w;
 	struct rt_wal_state st;
-	struct seen s = { 0 };
+	struct seen s = {0};
 	struct rt_wal_replay_stats rs;
 	off_t rec;
 	int fd;
@@ -262,10 +262,10 @@ Test(runtime_wal, a_crc_mismatch_ends_the_segment)
 Test(runtime_wal, a_cut_removes_stored_rounds_only)
 {
 	char dir[64], path[128];
-	uint8_t body[64] = { 0 };
+	uint8_t body[64] = {0};
 	struct rt_wal *w;
 	struct rt_wal_state st;
-	struct seen s = { 0 };
+	struct seen s = {0};
 
 	tmpdir(dir, sizeof(dir));
 	cr_assert_eq(rt_wal_open(dir, &w), 0);
@@ -298,10 +298,10 @@ Test(runtime_wal, a_cut_removes_stored_rounds_only)
 Test(runtime_wal, replay_goes_job_by_job_round_by_round_in_order)
 {
 	char dir[64];
-	uint8_t body[16] = { 0 };
+	uint8_t body[16] = {0};
 	struct rt_wal *w;
 	struct rt_wal_state st;
-	struct seen s = { 0 };
+	struct seen s = {0};
 
 	tmpdir(dir, sizeof(dir));
 	cr_assert_eq(rt_wal_open(dir, &w), 0);
@@ -327,7 +327,7 @@ Test(runtime_wal, a_failed_write_is_reported_then_retried_and_nothing_is_lost)
 	uint8_t body[256];
 	struct rt_wal *w;
 	struct rt_wal_state st;
-	struct seen s = { 0 };
+	struct seen s = {0};
 
 	tmpdir(dir, sizeof(dir));
 	cr_assert_eq(rt_wal_open(dir, &w), 0);
@@ -364,10 +364,10 @@ Test(runtime_wal, a_failed_write_is_reported_then_retried_and_nothing_is_lost)
 Test(runtime_wal, wipe_removes_every_segment)
 {
 	char dir[64];
-	uint8_t body[8] = { 0 };
+	uint8_t body[8] = {0};
 	struct rt_wal *w;
 	struct rt_wal_state st;
-	struct seen s = { 0 };
+	struct seen s = {0};
 	uint32_t removed;
 
 	tmpdir(dir, sizeof(dir));
