@@ -389,6 +389,7 @@ int rt_wal_open(const char *dir, struct rt_wal **out)
 	if (!w)
 		return -ENOMEM;
 	snprintf(w->dir, sizeof(w->dir), "%s", dir);
+	rt_wal_crc_init(&w->crc);
 	w->tailp = &w->head;
 	w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (w->dirfd < 0) {

@@ -13,69 +13,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#if defined(__x86_64__)
-#include <nmmintrin.h>
-#endif
-
 #include "trib_alloc.h"
 #include "trib_log.h"
 
-/* ---- CRC32C ---- */
-
-/* One byte at a time, reflected Castagnoli polynomial: the fallback. */
-static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n)
-{
-	while (n--) {
-		c ^= *p++;
-		for (int k = 0; k < 8; k++)
-			c = (c >> 1) ^ (0x82f63b78u & (0u - (c & 1u)));
-	}
-	return c;
-}
-
-#if defined(__x86_64__)
-/* SSE4.2's crc32 instruction computes the same polynomial 8 bytes at a time. */
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n)
-{
-	uint64_t c64 = c;
-
-	while (n && ((uintptr_t)p & 7)) {
-		c64 = _mm_crc32_u8((uint32_t)c64, *p++);
-		n--;
-	}
-	for (; n >= 8; n -= 8, p += 8) {
-		uint64_t v;
-
-		memcpy(&v, p, sizeof(v));
-		c64 = _mm_crc32_u64(c64, v);
-	}
-	while (n--)
-		c64 = _mm_crc32_u8((uint32_t)c64, *p++);
-	return (uint32_t)c64;
-}
-#endif
-
-uint32_t rt_wal_crc32c(uint32_t crc, const void *p, size_t len)
-{
-	uint32_t c = ~crc;
-
-#if defined(__x86_64__)
-	if (__builtin_cpu_supports("sse4.2"))
-		return ~crc_hw(c, p, len);
-#endif
-	return ~crc_sw(c, p, len);
-}
-
 /* The CRC of a record: its head from len on, then the four parts. */
-static uint32_t rec_crc(const struct rt_wal_disk *h, const void *key, const void *ans,
-			const void *meta, const void *body)
+static uint32_t rec_crc(const struct rt_wal_crc *t, const struct rt_wal_disk *h, const void *key,
+			const void *ans, const void *meta, const void *body)
 {
-	uint32_t c = rt_wal_crc32c(0, (const uint8_t *)h + 8, sizeof(*h) - 8);
+	uint32_t c = rt_wal_crc32c(t, 0, (const uint8_t *)h + 8, sizeof(*h) - 8);
 
-	c = rt_wal_crc32c(c, key, h->key_len);
-	c = rt_wal_crc32c(c, ans, h->ans_len);
-	c = rt_wal_crc32c(c, meta, h->meta_len);
-	return rt_wal_crc32c(c, body, h->body_len);
+	c = rt_wal_crc32c(t, c, key, h->key_len);
+	c = rt_wal_crc32c(t, c, ans, h->ans_len);
+	c = rt_wal_crc32c(t, c, meta, h->meta_len);
+	return rt_wal_crc32c(t, c, body, h->body_len);
 }
 
 /* ---- segments ---- */
@@ -317,7 +267,7 @@ static int batch_prepare(struct rt_wal *w, struct rt_wal_ent *batch, struct rt_w
 		}
 		e->off = e->seg->pend;
 		e->seg->pend += e->hdr.len;
-		e->hdr.crc = rec_crc(&e->hdr, key, ans, meta, e->body);
+		e->hdr.crc = rec_crc(&w->crc, &e->hdr, key, ans, meta, e->body);
 		e->iov[0] = (struct iovec){&e->hdr, sizeof(e->hdr)};
 		e->iov[1] = (struct iovec){(void *)key, e->hdr.key_len};
 		e->iov[2] = (struct iovec){(void *)ans, e->hdr.ans_len};
@@ -452,7 +402,8 @@ static int list_sorted(int dfd, bool jobs, uint64_t **out, size_t *n)
 }
 
 /* Why the record at @p (@left bytes to the file's end) is not valid, or NULL if it is. */
-static const char *rec_bad(const uint8_t *p, uint64_t left, uint32_t round)
+static const char *rec_bad(const struct rt_wal_crc *t, const uint8_t *p, uint64_t left,
+			   uint32_t round)
 {
 	struct rt_wal_disk h;
 	const uint8_t *key = p + sizeof(h);
@@ -468,7 +419,7 @@ static const char *rec_bad(const uint8_t *p, uint64_t left, uint32_t round)
 	    h.meta_len > RT_WAL_META_MAX ||
 	    sizeof(h) + (uint64_t)h.key_len + h.ans_len + h.meta_len + h.body_len != h.len)
 		return "inconsistent lengths";
-	if (h.crc != rec_crc(&h, key, key + h.key_len, key + h.key_len + h.ans_len,
+	if (h.crc != rec_crc(t, &h, key, key + h.key_len, key + h.key_len + h.ans_len,
 			     key + h.key_len + h.ans_len + h.meta_len))
 		return "CRC mismatch";
 	if (h.round != round)
@@ -476,8 +427,8 @@ static const char *rec_bad(const uint8_t *p, uint64_t left, uint32_t round)
 	return NULL;
 }
 
-static int replay_seg(int dfd, uint64_t job, uint32_t round, rt_wal_cb cb, void *ctx,
-		      struct rt_wal_replay_stats *st)
+static int replay_seg(const struct rt_wal_crc *t, int dfd, uint64_t job, uint32_t round,
+		      rt_wal_cb cb, void *ctx, struct rt_wal_replay_stats *st)
 {
 	char name[32];
 	struct stat sb;
@@ -507,7 +458,7 @@ static int replay_seg(int dfd, uint64_t job, uint32_t round, rt_wal_cb cb, void 
 		struct rt_wal_rec rec;
 		const uint8_t *key = m + off + sizeof(h);
 
-		why = rec_bad(m + off, (uint64_t)sb.st_size - off, round);
+		why = rec_bad(t, m + off, (uint64_t)sb.st_size - off, round);
 		if (why)
 			break;
 		memcpy(&h, m + off, sizeof(h));
@@ -549,6 +500,7 @@ out_close:
 int rt_wal_replay(const char *dir, rt_wal_cb cb, void *ctx, struct rt_wal_replay_stats *st)
 {
 	struct rt_wal_replay_stats dummy;
+	struct rt_wal_crc *t;
 	uint64_t *jobs = NULL;
 	size_t njobs = 0;
 	int root, err;
@@ -559,6 +511,12 @@ int rt_wal_replay(const char *dir, rt_wal_cb cb, void *ctx, struct rt_wal_replay
 	root = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (root < 0)
 		return errno == ENOENT ? 0 : -errno;
+	t = trib_malloc(sizeof(*t));
+	if (!t) {
+		close(root);
+		return -ENOMEM;
+	}
+	rt_wal_crc_init(t);
 	err = list_sorted(dup(root), true, &jobs, &njobs);
 	for (size_t i = 0; !err && i < njobs; i++) {
 		uint64_t *rounds = NULL;
@@ -572,11 +530,12 @@ int rt_wal_replay(const char *dir, rt_wal_cb cb, void *ctx, struct rt_wal_replay
 			continue; /* a file with a number for a name: not ours */
 		err = list_sorted(dup(dfd), false, &rounds, &nr);
 		for (size_t k = 0; !err && k < nr; k++)
-			err = replay_seg(dfd, jobs[i], (uint32_t)rounds[k], cb, ctx, st);
+			err = replay_seg(t, dfd, jobs[i], (uint32_t)rounds[k], cb, ctx, st);
 		trib_free(rounds);
 		close(dfd);
 	}
 	trib_free(jobs);
+	trib_free(t);
 	close(root);
 	return err;
 }

@@ -54,6 +54,7 @@ struct rt_wal {
 	char dir[PATH_MAX];
 	int dirfd;
 	int efd; /* eventfd: the caller's wake-up */
+	struct rt_wal_crc crc; /* tables, set at open, read-only after */
 	/* under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;

@@ -107,9 +107,35 @@ static off_t file_size(const char *path)
 
 Test(runtime_wal, crc32c_known_value)
 {
-	cr_assert_eq(rt_wal_crc32c(0, "123456789", 9), 0xe3069283u);
+	cr_assert_eq(rt_wal_crc32c(NULL, 0, "123456789", 9), 0xe3069283u);
 	/* In pieces, the same. */
-	cr_assert_eq(rt_wal_crc32c(rt_wal_crc32c(0, "1234", 4), "56789", 5), 0xe3069283u);
+	cr_assert_eq(rt_wal_crc32c(NULL, rt_wal_crc32c(NULL, 0, "1234", 4), "56789", 5),
+		     0xe3069283u);
+}
+
+Test(runtime_wal, crc32c_three_streams_match_one)
+{
+	struct rt_wal_crc t;
+	uint8_t buf[3 * RT_WAL_CRC_LONG * 3 + 1000];
+	size_t cap = sizeof(buf);
+	uint32_t x = 12345;
+
+	rt_wal_crc_init(&t);
+	for (size_t i = 0; i < cap; i++) {
+		x = x * 1103515245u + 12345u;
+		buf[i] = (uint8_t)(x >> 16);
+	}
+	/* Every path: odd starts, short and long blocks, tails; one stream is the reference. */
+	for (size_t off = 0; off < 9; off += 3) {
+		for (size_t len = 0; len + off <= cap; len = len * 2 + 7) {
+			uint32_t one = rt_wal_crc32c(NULL, 7, buf + off, len);
+
+			cr_assert_eq(rt_wal_crc32c(&t, 7, buf + off, len), one, "off %zu len %zu",
+				     off, len);
+		}
+		cr_assert_eq(rt_wal_crc32c(&t, 0, buf + off, cap - off),
+			     rt_wal_crc32c(NULL, 0, buf + off, cap - off));
+	}
 }
 
 Test(runtime_wal, append_then_replay_gives_every_record)
