@@ -200,7 +200,7 @@ static void apply_cuts(struct rt_wal *w, struct rt_wal_cut *cuts)
 
 	while (cuts) {
 		struct rt_wal_cut *c = cuts;
-		bool cleared = false;
+		bool wake = false, dropped = false;
 
 		pthread_mutex_lock(&w->mu);
 		for (struct rt_wal_ent **pp = &w->head; *pp;) {
@@ -209,6 +209,7 @@ static void apply_cuts(struct rt_wal *w, struct rt_wal_cut *cuts)
 			if (e->hdr.job == c->job && e->hdr.round <= c->round) {
 				*pp = e->next;
 				rt_wal_discard(e);
+				dropped = true;
 				continue;
 			}
 			pp = &e->next;
@@ -216,14 +217,26 @@ static void apply_cuts(struct rt_wal *w, struct rt_wal_cut *cuts)
 		w->tailp = &w->head;
 		while (*w->tailp)
 			w->tailp = &(*w->tailp)->next;
+		/*
+		 * No batch is in flight here (this is the thread): every ticket
+		 * below the first still queued is on disk, or was dropped because
+		 * its round's model is stored, which keeps the 202's promise too.
+		 */
+		if (dropped) {
+			uint64_t d = w->head ? w->head->ticket - 1 : w->last;
+
+			if (d > w->pub.durable)
+				w->pub.durable = d;
+			wake = true;
+		}
 		if (!w->head && w->pub.err) {
 			/* Nothing left to retry: the next append tries the disk again. */
 			w->pub.err = 0;
 			trib_retry_ok(&w->retry);
-			cleared = true;
+			wake = true;
 		}
 		pthread_mutex_unlock(&w->mu);
-		if (cleared && write(w->efd, &one, sizeof(one)) < 0)
+		if (wake && write(w->efd, &one, sizeof(one)) < 0)
 			trib_warn("wal: eventfd: %s", strerror(errno));
 		w->pub_cut += rt__wal_seg_cut(w, c->job, c->round);
 		cuts = c->next;

@@ -387,6 +387,34 @@ Test(runtime_wal, a_failed_write_is_reported_then_retried_and_nothing_is_lost)
 	rmrf(dir);
 }
 
+Test(runtime_wal, a_cut_drops_failed_records_of_its_round_and_clears_the_failure)
+{
+	char dir[64];
+	uint8_t body[64] = {0};
+	struct rt_wal *w;
+	struct rt_wal_state st;
+	struct seen s = {0};
+
+	tmpdir(dir, sizeof(dir));
+	cr_assert_eq(rt_wal_open(dir, &w), 0);
+	rt_wal_test_fail(w, -ENOSPC, 0);
+	append(w, 6, 0, 0, body, sizeof(body));
+	wait_state(w, 1, true, &st);
+	/* No retry meanwhile; round 0's model is stored: its record is moot. */
+	rt_wal_test_hold(w, true);
+	rt_wal_cut(w, 6, 0);
+	wait_state(w, 1, false, &st);
+	cr_assert_eq(st.err, 0, "the failure is cleared: nothing is left to retry");
+	rt_wal_test_hold(w, false);
+	append(w, 6, 1, 0, body, sizeof(body));
+	wait_state(w, 2, false, &st);
+	rt_wal_close(w);
+	cr_assert_eq(rt_wal_replay(dir, collect, &s, NULL), 0);
+	cr_assert_eq(s.n, 1u);
+	cr_assert_eq(s.round[0], 1u);
+	rmrf(dir);
+}
+
 Test(runtime_wal, wipe_removes_every_segment)
 {
 	char dir[64];
