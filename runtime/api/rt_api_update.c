@@ -387,9 +387,9 @@ static bool idempotent_answered(struct rt_conn *c, struct rt_job *j, uint32_t ro
 {
 	const char *key = c->req.idempotency_key;
 	size_t len = strlen(key);
-	char body[SHM_REC_BODY_MAX + 1];
+	char body[SHM_REC_BODY_MAX + 1], why[256];
 	size_t blen = 0;
-	int status = 0;
+	int status = 0, err;
 
 	if (!c->req.has_idempotency_key)
 		return false;
@@ -415,6 +415,15 @@ static bool idempotent_answered(struct rt_conn *c, struct rt_job *j, uint32_t ro
 			 "Idempotency-Keys are kept: too old to tell whether this update was "
 			 "counted; the job is at round %u", round, keep, j->round);
 		rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return true;
+	}
+	/* --durability disk: the first request's log record may still be on its way to disk. */
+	err = rt_node_wal_flush(N(c));
+	if (err) {
+		snprintf(why, sizeof(why), "--durability disk: the update log cannot be written "
+			 "(%s: %s); resend the update with the same Idempotency-Key",
+			 trib_errno_name(err), strerror(-err));
+		rt__api_reject(c, RT_REJ_STORE, 503, why, -1, "Retry-After: 1\r\n");
 		return true;
 	}
 	/* Counted once: this is the first request's answer, not a new update. */

@@ -320,6 +320,12 @@ int rt_node_wal_ticket(const struct rt_node *n, uint64_t ticket);
  */
 int rt_node_wal_refusal(const struct rt_node *n, uint32_t *retry_s);
 /*
+ * Wait until every update given to the log so far is on disk (the batch in
+ * flight and the next: an fdatasync or two): 0, or -errno when the log
+ * fails. A resend answered from the journal waits for this first.
+ */
+int rt_node_wal_flush(struct rt_node *n);
+/*
  * The answer already given to the update of @job with Idempotency-Key @key
  * (for @round: the request's; FedBuff looks in every version in flight):
  * *status and @body. 0, or -ENOENT. The journal holds the keys of rounds in

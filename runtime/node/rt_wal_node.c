@@ -122,6 +122,11 @@ void rt__wal_settle(struct rt_node *n)
 		rt_wal_settle(n->wal);
 }
 
+int rt_node_wal_flush(struct rt_node *n)
+{
+	return rt__wal_durable_all(n);
+}
+
 int rt__wal_durable_all(struct rt_node *n)
 {
 	struct rt_wal_state st;
