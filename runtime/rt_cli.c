@@ -34,7 +34,7 @@ static void usage(FILE *f)
 		"\n"
 		"tributary up [--listen HOST:PORT] [--data-dir DIR] [--admin-token-file FILE]\n"
 		"             [--arena-mb N] [--no-huge] [--arena-path FILE] [--fresh]\n"
-		"             [--port-file FILE]\n"
+		"             [--durability memory|disk] [--port-file FILE]\n"
 		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
 		"             [--max-connections N] [--metrics-jobs]\n"
@@ -52,7 +52,14 @@ static void usage(FILE *f)
 		"                         pages); it keeps acknowledged updates of open rounds\n"
 		"                         across a crash or a stop\n"
 		"  --fresh                start with an empty arena: updates an old arena file kept\n"
-		"                         are dropped (the file is removed, logged)\n"
+		"                         are dropped (the file is removed, logged; so is the\n"
+		"                         log of --durability disk)\n"
+		"  --durability MODE      memory (default): a 202 survives a crash or a stop of\n"
+		"                         the process, not a reboot; disk: each update is also\n"
+		"                         written to DIR/wal and fdatasync'ed (one per batch that\n"
+		"                         arrives together) before its 202, and replayed at start\n"
+		"                         when the arena file is gone; the log of a round goes\n"
+		"                         once its model is stored (`node`: memory only for now)\n"
 		"  --port-file FILE       write the bound port to FILE once listening\n"
 		"  --dataplane MODE       shm+bpf (default where eBPF loads; else shm+unix, logged),\n"
 		"                         shm+unix, or tcp (a copying baseline to measure against)\n"
@@ -128,6 +135,7 @@ enum {
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_TLS,
+	OPT_DURABILITY,
 };
 
 /* The gateway's admission options (OPT_*); 0, or 2 (usage error, said). */
@@ -190,6 +198,7 @@ static const struct option up_lopts[] = {
 	{ "no-huge", no_argument, NULL, 'H' },
 	{ "arena-path", required_argument, NULL, 'R' },
 	{ "fresh", no_argument, NULL, 'F' },
+	{ "durability", required_argument, NULL, OPT_DURABILITY },
 	{ "metrics-jobs", no_argument, NULL, 'J' },
 	{ "port-file", required_argument, NULL, 'p' },
 	{ "dataplane", required_argument, NULL, 'D' },
@@ -287,6 +296,19 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 	case 'F':
 		o->fresh = true;
 		return 0;
+	case OPT_DURABILITY:
+		if (!strcmp(arg, "memory") || !strcmp(arg, "disk")) {
+			o->durability_disk = arg[0] == 'd';
+			if (!(node && o->durability_disk))
+				return 0;
+			fprintf(stderr, "tributary node: --durability disk is not built for a "
+				"cluster node yet (its updates are counted through the controller); "
+				"use memory\n");
+			return 2;
+		}
+		fprintf(stderr, "tributary up: --durability wants memory or disk, got '%s'\n",
+			arg);
+		return 2;
 	case 'p':
 		o->port_file = arg;
 		return 0;

@@ -36,6 +36,8 @@ struct rt_up {
 	int h_fn[RT_FN_IO__COUNT]; /* the loop's handler for each kind of function I/O */
 	int h_wire;                /* the loop's handler for the agent's eventfd */
 	uint64_t wire_cnt;         /* what the eventfd read returns */
+	int h_wal;                 /* the loop's handler for the update log's eventfd */
+	uint64_t wal_cnt;          /* what that read returns */
 	uint64_t drain_deadline;
 	int sfd;                   /* SIGINT, SIGTERM, SIGCHLD (trib_signal_open) */
 };
@@ -123,6 +125,25 @@ static void on_wire(void *arg, uint32_t key, int res)
 		arm_wire(up);
 }
 
+static void arm_wal(struct rt_up *up)
+{
+	rt_loop_read(up->loop, rt_node_wal_fd(up->node), &up->wal_cnt, sizeof(up->wal_cnt),
+		     up->h_wal, 0);
+}
+
+/* --durability disk: the log made a batch durable (or failed): answer who waits for it. */
+static void on_wal(void *arg, uint32_t key, int res)
+{
+	struct rt_up *up = arg;
+
+	(void)key;
+	(void)res;
+	rt_node_wal_poll(up->node);
+	rt_api_wal_ready(up->api);
+	if (!rt_loop_stopped(up->loop))
+		arm_wal(up);
+}
+
 static void on_tick(void *ctx)
 {
 	struct rt_up *up = ctx;
@@ -163,7 +184,7 @@ static void before_wait(void *ctx)
 
 	if (!rt_loop_draining(up->loop))
 		return;
-	if (!rt_node_rounds_in_flight(up->node)) {
+	if (!rt_node_rounds_in_flight(up->node) && !rt_api_wal_waiting(up->api)) {
 		rt_loop_stop(up->loop);
 	} else if (trib_now_ns() > up->drain_deadline) {
 		trib_warn("stopping with rounds not stored after 30 s (still aggregating, or "
@@ -241,8 +262,11 @@ static int loop_open(struct rt_up *up)
 	up->h_fn[RT_FN_IO_POLLIN] = rt_loop_handler_add(up->loop, on_fn_pollin, up);
 	up->h_fn[RT_FN_IO_POLLOUT] = rt_loop_handler_add(up->loop, on_fn_pollout, up);
 	up->h_wire = rt_loop_handler_add(up->loop, on_wire, up);
+	up->h_wal = rt_loop_handler_add(up->loop, on_wal, up);
 	if (up->agent)
 		arm_wire(up);
+	if (rt_node_wal_fd(up->node) >= 0)
+		arm_wal(up);
 	return 0;
 }
 

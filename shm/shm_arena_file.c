@@ -507,7 +507,7 @@ err_free:
 int shm_arena_file_move_aside(const char *path, char *newpath, size_t len)
 {
 	char dst[PATH_MAX];
-	int lock_fd, rc, i;
+	int lock_fd = -1, rc, i; /* -1: GCC 12 -O3 cannot see lock_file() sets it */
 	long long now = (long long)time(NULL);
 
 	rc = lock_file(path, &lock_fd);

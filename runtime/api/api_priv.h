@@ -18,6 +18,7 @@ struct rt_api {
 	struct rt_api_hooks cluster;
 	struct rt_api_ready_hook ready; /* GET /readyz (get NULL until the wiring sets it) */
 	struct rt_conn *waiters;    /* parked long polls, newest first */
+	struct rt_conn *wal_waiters; /* updates waiting for the log (--durability disk) */
 };
 
 static inline struct rt_api *API(struct rt_conn *c)
@@ -63,6 +64,9 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j);
 int rt__api_check_values(struct rt_conn *c, const void *x, uint32_t dtype, uint64_t n, double w,
 			 const char *tensor);
 void rt__api_handle_update(struct rt_conn *c, struct rt_job *j);
+/* --durability disk: parked updates whose wait is over (the tick), or @c freed (forget it). */
+void rt__api_wal_tick(struct rt_api *api, uint64_t now);
+void rt__api_wal_forget(struct rt_api *api, struct rt_conn *c);
 /* rt_api_model.c */
 void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j);
 void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j);

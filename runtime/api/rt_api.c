@@ -317,6 +317,7 @@ void rt_api_tick(struct rt_api *api)
 	uint64_t now = trib_now_ns();
 	struct rt_conn **pp = &api->waiters;
 
+	rt__api_wal_tick(api, now);
 	while (*pp) {
 		struct rt_conn *c = *pp;
 
@@ -354,6 +355,8 @@ static void on_free(void *ctx, struct rt_conn *c)
 {
 	struct rt_api *api = ctx;
 
+	if (R(c)->wal_ticket)
+		rt__api_wal_forget(api, c);
 	if (R(c)->parked) {
 		for (struct rt_conn **pp = &api->waiters; *pp; pp = &R(*pp)->wnext) {
 			if (*pp == c) {

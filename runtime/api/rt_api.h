@@ -29,6 +29,9 @@ struct rt_api_req {
 	uint64_t deadline_ns;
 	uint32_t wait_after;
 	bool parked;
+	/* --durability disk: an update waiting for its log record to be on disk */
+	uint64_t wal_ticket;      /* 0: not waiting */
+	uint32_t ans_round, ans_seq; /* its 202 */
 };
 
 _Static_assert(sizeof(struct rt_api_req) <= RT_CONN_USER_BYTES, "rt_api_req fits c->user");
@@ -90,6 +93,13 @@ void rt_api_conn_hooks(struct rt_api *api, struct rt_conn_hooks *out);
 void rt_api_model_ready(struct rt_api *api, struct rt_job *j);
 /* Every loop tick: answer long polls whose deadline passed (304). */
 void rt_api_tick(struct rt_api *api);
+/*
+ * --durability disk: the log made more updates durable, or failed (after
+ * rt_node_wal_poll()): answer the updates waiting for it, 202 or 503.
+ */
+void rt_api_wal_ready(struct rt_api *api);
+/* Updates waiting for the log (a drain waits for their answers). */
+bool rt_api_wal_waiting(const struct rt_api *api);
 
 /*
  * A job definition (POST /v1/jobs body), parsed and checked: a pure

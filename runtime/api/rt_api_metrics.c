@@ -367,6 +367,53 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 		OUT("tributary_job_round{%s} %u\n", job_label(t, n, j->id, j->name), j->round);
 }
 
+/* The buckets of tributary_wal_batch_updates (struct rt_metrics.wal_batch_hist). */
+static const char *const wal_le[8] = { "1", "3", "7", "15", "31", "63", "127", "+Inf" };
+
+/* --durability disk: the log's group commit (appends per fdatasync), failures, replay. */
+static void metrics_wal(struct mtext *t, struct rt_node *n)
+{
+	const struct rt_metrics *m = &n->m;
+	uint64_t cum = 0;
+
+	OUT("# HELP tributary_wal_appends_total Updates written to the log and fdatasync'ed "
+	    "before their 202.\n# TYPE tributary_wal_appends_total counter\n"
+	    "tributary_wal_appends_total %llu\n"
+	    "# HELP tributary_wal_fsyncs_total fdatasync calls of the log (one per segment a "
+	    "batch touched).\n# TYPE tributary_wal_fsyncs_total counter\n"
+	    "tributary_wal_fsyncs_total %llu\n"
+	    "# HELP tributary_wal_bytes_total Bytes made durable in the log.\n"
+	    "# TYPE tributary_wal_bytes_total counter\ntributary_wal_bytes_total %llu\n"
+	    "# HELP tributary_wal_segments_cut_total Segment files removed once their round's "
+	    "model was stored.\n# TYPE tributary_wal_segments_cut_total counter\n"
+	    "tributary_wal_segments_cut_total %llu\n"
+	    "# HELP tributary_wal_updates_recovered_total Updates put back from the log at start "
+	    "that the arena file did not hold.\n"
+	    "# TYPE tributary_wal_updates_recovered_total counter\n"
+	    "tributary_wal_updates_recovered_total %llu\n",
+	    (unsigned long long)m->wal_appends, (unsigned long long)m->wal_fsyncs,
+	    (unsigned long long)m->wal_bytes, (unsigned long long)m->wal_cut_files,
+	    (unsigned long long)m->wal_recovered);
+	OUT("# HELP tributary_wal_batch_updates Updates per group commit (one write and one "
+	    "fdatasync per segment).\n# TYPE tributary_wal_batch_updates histogram\n");
+	for (int i = 0; i < 8; i++) {
+		cum += m->wal_batch_hist[i];
+		OUT("tributary_wal_batch_updates_bucket{le=\"%s\"} %llu\n", wal_le[i],
+		    (unsigned long long)cum);
+	}
+	OUT("tributary_wal_batch_updates_sum %llu\ntributary_wal_batch_updates_count %llu\n",
+	    (unsigned long long)m->wal_appends, (unsigned long long)m->wal_batches);
+	OUT("# HELP tributary_wal_errors_total Log batches that failed (each retry counts), by "
+	    "errno.\n# TYPE tributary_wal_errors_total counter\n");
+	for (size_t i = 0; i < RT_STORE_ERRNOS && n->wal_errs[i].n; i++)
+		OUT("tributary_wal_errors_total{errno=\"%s\"} %llu\n",
+		    n->wal_errs[i].err ? trib_errno_name(n->wal_errs[i].err) : "other",
+		    (unsigned long long)n->wal_errs[i].n);
+	OUT("# HELP tributary_wal_failing 1 while the log cannot be written: updates get 503.\n"
+	    "# TYPE tributary_wal_failing gauge\ntributary_wal_failing %d\n",
+	    rt_node_wal_refusal(n, NULL) ? 1 : 0);
+}
+
 /* Model writes that failed, and the jobs refusing updates until theirs succeeds. */
 static void metrics_store(struct mtext *t, struct rt_node *n)
 {
@@ -384,6 +431,8 @@ static void metrics_store(struct mtext *t, struct rt_node *n)
 	for (struct rt_job *j = n->jobs; j; j = j->next)
 		OUT("tributary_store_failing{%s} %d\n", job_label(t, n, j->id, j->name),
 		    trib_retry_pending(&j->store) ? 1 : 0);
+	if (rt_node_wal_fd(n) >= 0)
+		metrics_wal(t, n);
 }
 
 /* Per function: messages, bytes and (shm+bpf) queue depth. */

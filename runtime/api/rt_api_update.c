@@ -15,6 +15,7 @@
 #include "trib_log.h"
 #include "trib_parse.h"
 #include "trib_retry.h"
+#include "trib_time.h"
 
 /* --- POST /v1/jobs/{job}/updates --- */
 
@@ -161,6 +162,126 @@ out:
 	return rc;
 }
 
+/* --- --durability disk: the 202 waits until the update's log record is on disk --- */
+
+/* Updates wait at most this long for the log; then 503 (the log keeps trying). */
+#define WAL_WAIT_MAX_S 30
+
+/* The log keeps failing: no update is answered 202 until a retry succeeds. 503 and true. */
+static bool wal_refuse(struct rt_conn *c)
+{
+	uint32_t retry_s = 1;
+	int err = rt_node_wal_refusal(N(c), &retry_s);
+	char msg[320], extra[40];
+
+	if (!err)
+		return false;
+	snprintf(msg, sizeof(msg), "--durability disk: the update log cannot be written (%s: %s); "
+		 "no update is accepted until it can, and the server retries by itself",
+		 trib_errno_name(err), strerror(-err));
+	snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry_s);
+	rt__api_reject(c, RT_REJ_STORE, 503, msg, -1, extra);
+	return true;
+}
+
+/* Take @c off the API's list of updates waiting for the log (*pp points at it). */
+static void wal_unpark(struct rt_conn **pp, struct rt_conn *c)
+{
+	*pp = R(c)->wnext;
+	R(c)->wnext = NULL;
+	R(c)->wal_ticket = 0;
+	rt_conn_unpark(c);
+}
+
+/* Answer a parked update: 202 once on disk, else 503 (@err: its batch failed; 0: too slow). */
+static void wal_answer(struct rt_conn *c, int err)
+{
+	char body[SHM_REC_BODY_MAX + 1], msg[400];
+	size_t len = 0;
+
+	if (err > 0 && !rt_job_answer_body(R(c)->ans_round, R(c)->ans_seq, body, sizeof(body),
+					   &len)) {
+		rt_conn_respond(c, 202, "application/json", body, len, NULL);
+		return;
+	}
+	/*
+	 * Counted in memory (the arena) but not on disk: it is not acknowledged.
+	 * The log writes it when it can; a resend with the same Idempotency-Key
+	 * is answered 202 only then (wal_refuse comes first).
+	 */
+	if (err < 0)
+		snprintf(msg, sizeof(msg), "--durability disk: the update could not be written to "
+			 "the log (%s: %s): not acknowledged; resend it with the same "
+			 "Idempotency-Key", trib_errno_name(err), strerror(-err));
+	else
+		snprintf(msg, sizeof(msg), "--durability disk: the update was not on disk within "
+			 "%u s: not acknowledged; resend it with the same Idempotency-Key",
+			 WAL_WAIT_MAX_S);
+	rt__api_reject(c, RT_REJ_STORE, 503, msg, -1, "Retry-After: 1\r\n");
+}
+
+void rt_api_wal_ready(struct rt_api *api)
+{
+	struct rt_conn **pp = &api->wal_waiters;
+
+	while (*pp) {
+		struct rt_conn *c = *pp;
+		int st = rt_node_wal_ticket(api->node, R(c)->wal_ticket);
+
+		if (!st) {
+			pp = &R(c)->wnext;
+			continue;
+		}
+		wal_unpark(pp, c);
+		wal_answer(c, st);
+	}
+}
+
+void rt__api_wal_tick(struct rt_api *api, uint64_t now)
+{
+	struct rt_conn **pp = &api->wal_waiters;
+
+	while (*pp) {
+		struct rt_conn *c = *pp;
+
+		if (R(c)->deadline_ns > now) {
+			pp = &R(c)->wnext;
+			continue;
+		}
+		wal_unpark(pp, c);
+		wal_answer(c, 0);
+	}
+}
+
+void rt__api_wal_forget(struct rt_api *api, struct rt_conn *c)
+{
+	for (struct rt_conn **pp = &api->wal_waiters; *pp; pp = &R(*pp)->wnext) {
+		if (*pp == c) {
+			wal_unpark(pp, c);
+			return;
+		}
+	}
+}
+
+bool rt_api_wal_waiting(const struct rt_api *api)
+{
+	return api->wal_waiters != NULL;
+}
+
+/* The update is committed and queued for the log as @ticket: its 202 waits for the disk. */
+static void wal_park(struct rt_conn *c, uint64_t ticket, uint32_t round, uint32_t seq)
+{
+	struct rt_api *api = API(c);
+
+	rt_conn_park(c);
+	R(c)->wal_ticket = ticket;
+	R(c)->ans_round = round;
+	R(c)->ans_seq = seq;
+	R(c)->deadline_ns = trib_now_ns() + WAL_WAIT_MAX_S * 1000000000ull;
+	R(c)->wnext = api->wal_waiters;
+	api->wal_waiters = c;
+}
+
 /*
  * A round of @j has a model that could not be stored: no update of the job
  * may be answered 202 until it is (the node retries by itself). Answers 503
@@ -172,6 +293,8 @@ static bool store_refuse(struct rt_conn *c, struct rt_job *j)
 	int err = rt_job_store_refusal(j, &retry_s);
 	char msg[320], extra[40];
 
+	if (!err && wal_refuse(c))
+		return true;
 	if (!err)
 		return false;
 	snprintf(msg, sizeof(msg), "the model of round %u could not be stored (%s: %s); no update "
@@ -195,6 +318,8 @@ static void on_update_body(struct rt_conn *c)
 	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : R(c)->weight;
 	char msg[400], ans[SHM_REC_BODY_MAX + 1];
 	size_t ans_len = 0;
+	uint64_t ticket = 0;
+	uint32_t ans_round = j->round; /* the round (version) its answer names */
 	int err;
 
 	if (!R(c)->safetensors) {
@@ -223,11 +348,11 @@ static void on_update_body(struct rt_conn *c)
 		struct rt_update_in u = {
 			.slot_off = R(c)->slot_off, .segs_off = segs_off, .nsegs = nsegs,
 			.weight = R(c)->weight, .key = c->req.idempotency_key,
-			.key_len = strlen(c->req.idempotency_key),
+			.key_len = strlen(c->req.idempotency_key), .body_len = c->body_len,
 		};
 
-		err = rt_job_accept_journaled(n, j, R(c)->round, &u, &seq, ans, sizeof(ans),
-					      &ans_len);
+		err = rt_job_accept_logged(n, j, R(c)->round, &u, &seq, ans, sizeof(ans),
+					   &ans_len, &ticket);
 	}
 	if (err == -ESTALE) {
 		snprintf(msg, sizeof(msg), "round %u closed (or grew too stale) while the update "
@@ -251,6 +376,10 @@ static void on_update_body(struct rt_conn *c)
 	/* The slot is the tree's now, and the update's record is committed: 202. */
 	R(c)->slot_off = UINT64_MAX;
 	n->m.bytes_received += c->body_len;
+	if (ticket) {
+		wal_park(c, ticket, ans_round, seq); /* --durability disk: 202 once on disk */
+		return;
+	}
 	rt_conn_respond(c, 202, "application/json", ans, ans_len, NULL);
 }
 
@@ -263,9 +392,9 @@ static bool idempotent_answered(struct rt_conn *c, struct rt_job *j, uint32_t ro
 {
 	const char *key = c->req.idempotency_key;
 	size_t len = strlen(key);
-	char body[SHM_REC_BODY_MAX + 1];
+	char body[SHM_REC_BODY_MAX + 1], why[256];
 	size_t blen = 0;
-	int status = 0;
+	int status = 0, err;
 
 	if (!c->req.has_idempotency_key)
 		return false;
@@ -291,6 +420,15 @@ static bool idempotent_answered(struct rt_conn *c, struct rt_job *j, uint32_t ro
 			 "Idempotency-Keys are kept: too old to tell whether this update was "
 			 "counted; the job is at round %u", round, keep, j->round);
 		rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return true;
+	}
+	/* --durability disk: the first request's log record may still be on its way to disk. */
+	err = rt_node_wal_flush(N(c));
+	if (err) {
+		snprintf(why, sizeof(why), "--durability disk: the update log cannot be written "
+			 "(%s: %s); resend the update with the same Idempotency-Key",
+			 trib_errno_name(err), strerror(-err));
+		rt__api_reject(c, RT_REJ_STORE, 503, why, -1, "Retry-After: 1\r\n");
 		return true;
 	}
 	/* Counted once: this is the first request's answer, not a new update. */

@@ -12,33 +12,34 @@
 #include "trib_alloc.h"
 #include "trib_log.h"
 
+int rt_job_answer_body(uint32_t round, uint32_t seq, char *body, size_t cap, size_t *len)
+{
+	/* FedBuff answers the version folded into; a synchronous job its round (the same). */
+	int k = snprintf(body, cap, "{\"round\":%u,\"received\":%u}", round, seq + 1);
+
+	if (k < 0 || (size_t)k >= cap || (size_t)k > SHM_REC_BODY_MAX)
+		return -EOVERFLOW;
+	*len = (size_t)k;
+	return 0;
+}
+
 /*
  * The 202 of an update is written only after its record is committed: the
- * record is reserved, filled and committed first, with the seq the update
- * is about to get (one thread: nothing comes between), then the update goes
- * into the tree; if that fails the record is released again. So the
- * committed seqs of a round are always a run from 0, and a crash at any
- * point keeps exactly the updates that were (or were about to be) answered.
+ * record is reserved, filled and committed first, with the seq @s the
+ * update is about to get (one thread: nothing comes between), then the
+ * update goes into the tree; if that fails the record is released again.
+ * So the committed seqs of a round are always a run from 0, and a crash at
+ * any point keeps exactly the updates that were (or were about to be)
+ * answered. Also how the log's updates go back in at start (rt_wal_node.c).
  */
-int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
-			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
-			    size_t *body_len)
+int rt__journal_update(struct rt_node *n, struct rt_job *j, const struct rt_accept_in *in,
+		       uint32_t s, const void *key, size_t key_len, const char *body,
+		       size_t body_len)
 {
-	struct rt_accept_in in = { .slot_off = u->slot_off, .segs_off = u->segs_off,
-				   .nsegs = u->nsegs, .weight = u->weight };
 	struct shm_rec_info info;
-	uint32_t idx, s, got;
-	int err, len;
+	uint32_t idx, got;
+	int err;
 
-	err = rt__accept_where(j, round, &in.fold_scale);
-	if (err)
-		return err;
-	s = rt__next_seq(j);
-	/* FedBuff answers the version folded into; a synchronous job its round (the same). */
-	len = snprintf(body, cap, "{\"round\":%u,\"received\":%u}", j->round, s + 1);
-	if (len < 0 || (size_t)len >= cap || (size_t)len > SHM_REC_BODY_MAX)
-		return -EOVERFLOW;
-	*body_len = (size_t)len;
 	err = shm_rec_reserve(n->arena, &idx);
 	if (err)
 		return err; /* -ENOSPC: the journal is full, as the arena is */
@@ -48,34 +49,76 @@ int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
 	info.round = j->round;
 	info.seq = s;
 	info.count = 1;
-	info.nsegs = u->nsegs;
-	info.weight = u->weight;
-	info.slot_off = u->slot_off;
-	info.segs_off = u->segs_off;
-	info.fold_scale = in.fold_scale;
+	info.nsegs = in->nsegs;
+	info.weight = in->weight;
+	info.slot_off = in->slot_off;
+	info.segs_off = in->segs_off;
+	info.fold_scale = in->fold_scale;
 	info.http_status = 202;
-	info.key = u->key;
-	info.key_len = u->key_len;
+	info.key = key;
+	info.key_len = key_len;
 	info.body = body;
-	info.body_len = *body_len;
+	info.body_len = body_len;
 	err = shm_rec_fill(n->arena, idx, &info);
 	if (!err)
 		err = shm_rec_commit(n->arena, idx);
 	if (!err) {
-		err = rt__accept_at(n, j, &in, &got);
+		err = rt__accept_at(n, j, in, &got);
 		if (!err && got != s) {
 			/* Cannot happen (one thread); if it did, the record would lie. */
 			trib_error("job %s: update got seq %u, its record says %u", j->name, got,
 				   s);
 			err = -EPROTO;
 		}
-		if (!err) {
-			*seq = got;
+		if (!err)
 			return 0;
-		}
 	}
 	shm_rec_release(n->arena, idx);
 	return err;
+}
+
+int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
+			 const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
+			 size_t *body_len, uint64_t *ticket)
+{
+	struct rt_accept_in in = { .slot_off = u->slot_off, .segs_off = u->segs_off,
+				   .nsegs = u->nsegs, .weight = u->weight };
+	struct rt_wal_ent *e = NULL;
+	uint32_t s;
+	int err;
+
+	*ticket = 0;
+	err = rt__accept_where(j, round, &in.fold_scale);
+	if (err)
+		return err;
+	s = rt__next_seq(j);
+	err = rt_job_answer_body(j->round, s, body, cap, body_len);
+	if (err)
+		return err;
+	/* --durability disk: the only step that can fail comes before the commit. */
+	if (n->wal) {
+		err = rt__wal_prepare(n, j, u, &in, s, body, *body_len, &e);
+		if (err)
+			return err;
+	}
+	err = rt__journal_update(n, j, &in, s, u->key, u->key_len, body, *body_len);
+	if (err) {
+		rt__wal_discard(e);
+		return err;
+	}
+	*seq = s;
+	if (e)
+		*ticket = rt__wal_submit(n, e);
+	return 0;
+}
+
+int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
+			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
+			    size_t *body_len)
+{
+	uint64_t ticket;
+
+	return rt_job_accept_logged(n, j, round, u, seq, body, cap, body_len, &ticket);
 }
 
 int rt_job_idem_find(struct rt_node *n, struct rt_job *j, uint32_t round, const char *key,
@@ -194,6 +237,10 @@ int rt__journal_partial(struct rt_node *n, struct rt_round *r, uint32_t seq0,
 		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
 	if (!slot)
 		return -EINVAL; /* tcp: the partial is not in the arena */
+	/* --durability disk: not while the log fails (rt__wal_durable_all() says why). */
+	err = rt__wal_durable_all(n);
+	if (err)
+		goto out;
 	/* Before the partial is committed: recovery releases what it covers, keys too. */
 	err = keys_save(n, r->job, r->round, seq0, (uint64_t)seq0 + d->count, false);
 	if (err)
@@ -238,6 +285,8 @@ void rt__journal_round_done(struct rt_node *n, struct rt_job *j, uint32_t round)
 	 */
 	keys_save(n, j, round, 0, UINT64_MAX, true);
 	shm_journal_release_round(n->arena, (uint64_t)j->db_id, round, &released);
+	/* --durability disk: the round's log goes too (its model is durable). */
+	rt__wal_cut(n, j, round);
 	trib_debug("job %s round %u: %u journal records released", j->name, round, released);
 }
 

@@ -119,10 +119,13 @@ int rt_node_open(struct rt_node **out, const struct rt_node_opts *opts, const ch
 	err = rt__arena_open(n);
 	if (err)
 		goto err_free;
+	err = rt__wal_open(n);
+	if (err)
+		goto err_close_arena;
 	err = ctl_store_open(db_path, &n->store);
 	if (err) {
 		trib_error("state %s: %s", db_path, strerror(-err));
-		goto err_close_arena;
+		goto err_close_wal;
 	}
 	err = dataplane_setup(n);
 	if (err)
@@ -138,6 +141,8 @@ err_dataplane:
 	dataplane_teardown(n);
 err_close_store:
 	ctl_store_close(n->store);
+err_close_wal:
+	rt__wal_close(n);
 err_close_arena:
 	rt__arena_close(n);
 err_free:
@@ -159,6 +164,8 @@ void rt_node_close(struct rt_node *n)
 		rt__job_free(j);
 	}
 	dataplane_teardown(n);
+	/* What is queued is written first: its updates are in the arena too. */
+	rt__wal_close(n);
 	rt__arena_close(n);
 	ctl_store_close(n->store);
 	trib_free(n->recovered);
@@ -172,7 +179,10 @@ int rt_node_jobs_load(struct rt_node *n)
 
 int rt_node_recover(struct rt_node *n)
 {
-	return rt__journal_refeed(n);
+	int err = rt__journal_refeed(n);
+
+	/* Then what only the log has (the arena file is gone: a reboot). */
+	return err ? err : rt__wal_replay(n);
 }
 
 bool rt_node_rounds_in_flight(const struct rt_node *n)

@@ -20,6 +20,7 @@ struct shm_arena;
 struct shm_desc;
 struct rt_round; /* one round's aggregation tree: private to node/ (rt_node_priv.h) */
 struct rt_recovered; /* a record kept in the arena file (rt_journal.c) */
+struct rt_wal;       /* --durability disk: the update log (rt_wal.h) */
 
 struct rt_node_opts {
 	const char *listen_host;      /* default "127.0.0.1" */
@@ -32,6 +33,7 @@ struct rt_node_opts {
 	bool no_huge;                 /* the arena file on normal pages, in /dev/shm */
 	const char *arena_path;       /* the arena file; NULL: derived from data_dir */
 	bool fresh;                   /* start with an empty arena (an old file is removed) */
+	bool durability_disk;         /* --durability disk: each update is logged before its 202 */
 	bool metrics_jobs;            /* unauthenticated /metrics may name jobs (--metrics-jobs) */
 	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
@@ -133,6 +135,11 @@ struct rt_metrics {
 	uint64_t fn_retired;      /* warm functions told to exit after --warm-s idle */
 	uint64_t recoveries;      /* functions replaced mid-round */
 	uint64_t updates_recovered; /* updates of open rounds put back from the arena file */
+	uint64_t wal_recovered;     /* ... from the log (--durability disk), none in the arena */
+	uint64_t wal_duplicates;    /* logged updates the arena had put back already */
+	/* --durability disk: the log's group commit (struct rt_wal_stats, last read) */
+	uint64_t wal_appends, wal_batches, wal_fsyncs, wal_bytes, wal_max_batch, wal_cut_files;
+	uint64_t wal_batch_hist[8]; /* batches of 1, 2-3, 4-7, ... 128+ updates */
 	uint64_t cold_n;          /* spawn -> READY */
 	double cold_sum_s, cold_max_s;
 	uint64_t warm_n;          /* config to a warm function -> READY */
@@ -213,6 +220,14 @@ struct rt_node {
 	uint32_t skew;             /* rotates where accumulators start (cache sets) */
 	uint8_t bounced[SHM_DESC_SIZE]; /* shm+bpf: part of a bounced descriptor */
 	size_t nbounced;
+	/* --durability disk */
+	struct rt_wal *wal;        /* the update log and its thread, or NULL (memory) */
+	uint64_t wal_failures;     /* failed batches seen (the log's counter, last read) */
+	struct rt_store_errs wal_errs[RT_STORE_ERRNOS]; /* failed batches by errno */
+	int wal_err;               /* the log's state, read after its eventfd: 0 or -errno */
+	uint64_t wal_durable;      /* tickets <= this are on disk */
+	uint64_t wal_failed_to;    /* tickets <= this were in a failed batch */
+	uint64_t wal_retry_ns;     /* when wal_err: the next attempt */
 };
 
 /*
@@ -270,6 +285,7 @@ struct rt_update_in {
 	double weight;
 	const char *key;
 	size_t key_len;
+	uint64_t body_len; /* the body's bytes at slot_off (--durability disk logs them) */
 };
 /*
  * rt_job_accept, durable: the update's record (with @u's key and the 202's
@@ -280,6 +296,36 @@ struct rt_update_in {
 int rt_job_accept_journaled(struct rt_node *n, struct rt_job *job, uint32_t round,
 			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
 			    size_t *body_len);
+/*
+ * rt_job_accept_journaled, and with --durability disk also logged: *@ticket
+ * is the log's ticket of the update (0: no log, answer now). The 202 may be
+ * written only once rt_node_wal_ticket() says the ticket is durable.
+ */
+int rt_job_accept_logged(struct rt_node *n, struct rt_job *job, uint32_t round,
+			 const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
+			 size_t *body_len, uint64_t *ticket);
+/* The 202's body of the update @seq of @round, into @body: 0 or -EOVERFLOW. */
+int rt_job_answer_body(uint32_t round, uint32_t seq, char *body, size_t cap, size_t *len);
+/*
+ * --durability disk, from the wiring's loop: the log's eventfd is readable
+ * (the wiring reads it); take the log's state. The log's fd, or -1 (memory).
+ */
+int rt_node_wal_fd(const struct rt_node *n);
+void rt_node_wal_poll(struct rt_node *n);
+/* A log ticket: 1 on disk, 0 pending, or -errno (its batch failed: answer 503). */
+int rt_node_wal_ticket(const struct rt_node *n, uint64_t ticket);
+/*
+ * Whether the log takes updates: 0, or -errno of the write that keeps
+ * failing (no update may be answered 202 until a retry succeeds);
+ * *retry_s gets the seconds until the next attempt, at least 1.
+ */
+int rt_node_wal_refusal(const struct rt_node *n, uint32_t *retry_s);
+/*
+ * Wait until every update given to the log so far is on disk (the batch in
+ * flight and the next: an fdatasync or two): 0, or -errno when the log
+ * fails. A resend answered from the journal waits for this first.
+ */
+int rt_node_wal_flush(struct rt_node *n);
 /*
  * The answer already given to the update of @job with Idempotency-Key @key
  * (for @round: the request's; FedBuff looks in every version in flight):

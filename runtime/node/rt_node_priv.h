@@ -103,6 +103,37 @@ void rt__journal_round_done(struct rt_node *n, struct rt_job *j, uint32_t round)
 int rt__journal_collect(struct rt_node *n);
 int rt__journal_refeed(struct rt_node *n);
 
+/* rt_journal.c: commit @in's record (seq @s, @key, answer @body) and put it into the tree. */
+struct rt_accept_in;
+int rt__journal_update(struct rt_node *n, struct rt_job *j, const struct rt_accept_in *in,
+		       uint32_t s, const void *key, size_t key_len, const char *body,
+		       size_t body_len);
+
+/* rt_wal_node.c: --durability disk (each does nothing without a log) */
+struct rt_wal_ent;
+int rt__wal_open(struct rt_node *n);
+void rt__wal_close(struct rt_node *n);
+/* The record of an update about to be committed (seq @s): prepared, not yet queued. */
+int rt__wal_prepare(struct rt_node *n, struct rt_job *j, const struct rt_update_in *u,
+		    const struct rt_accept_in *in, uint32_t s, const char *ans, size_t ans_len,
+		    struct rt_wal_ent **out);
+void rt__wal_discard(struct rt_wal_ent *e);
+uint64_t rt__wal_submit(struct rt_node *n, struct rt_wal_ent *e);
+/* Before update slots are freed: the log no longer reads them. */
+void rt__wal_settle(struct rt_node *n);
+/*
+ * Whether every logged update is on disk (after the batch in flight): 0,
+ * or the failing batch's -errno. A PARTIAL may supersede update records
+ * (and their keys go to the store) only then: an update answered 503 by
+ * the log keeps its record, so that its resend is answered 202 only once
+ * it is on disk.
+ */
+int rt__wal_durable_all(struct rt_node *n);
+/* Round @round of @j is stored: its log goes. */
+void rt__wal_cut(struct rt_node *n, struct rt_job *j, uint32_t round);
+/* After the arena's records are back: the logged updates the arena did not have. */
+int rt__wal_replay(struct rt_node *n);
+
 /* rt_job.c */
 void rt__job_free(struct rt_job *j);
 struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version);

@@ -98,6 +98,9 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 		    (r->group && r->mids[fn->node / r->group].covered ? 0 :
 		     rt__journal_partial(n, r, l->seq0, d, l->acc)))
 			l->ups_kept = true;
+		/* --durability disk: the log may still be writing their bytes. */
+		if (!l->ups_kept && l->sent)
+			rt__wal_settle(n);
 		for (uint32_t k = 0; !l->ups_kept && k < l->sent; k++)
 			shm_slot_free(n->arena, l->ups[k].slot_off);
 		/* If its parent was replaced since the partial went out, it goes again. */

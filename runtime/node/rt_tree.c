@@ -342,6 +342,8 @@ int rt__leaf_start(struct rt_node *n, struct rt_round *r, uint32_t i)
 void rt__round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 {
 	free_slots = free_slots && n;
+	if (free_slots)
+		rt__wal_settle(n); /* the log may still be reading update slots */
 	if (free_slots) {
 		for (uint32_t i = 0; i < r->ngarbage; i++)
 			shm_slot_free(n->arena, r->garbage[i]);

@@ -14,6 +14,7 @@
 #include "rt_api.h"
 #include "rt_fnproc.h"
 #include "rt_test_node.h"
+#include "rt_wal.h"
 #include "shm_arena.h"
 #include "shm_journal.h"
 #include "trib_alloc.h"
@@ -547,4 +548,164 @@ Test(runtime_node_fake, a_non_finite_model_is_never_written)
 	cr_assert_eq(j->store_errs[0].err, -EDOM);
 	cr_assert_eq(j->store_errs[0].n, 2);
 	rt_test_node_close(&t);
+}
+
+/* --- --durability disk (node/rt_wal_node.c) --- */
+
+static struct rt_node *node_disk(const char *dir, const char *db, struct fake *f)
+{
+	struct rt_node_opts o = {
+		.listen_host = "127.0.0.1",
+		.arena_bytes = 64ull << 20,
+		.no_huge = true,
+		.warm_s = 30,
+		.dataplane = FN_DP_SHM_UNIX,
+		.fn_path = "/nonexistent/tributary-fn",
+		.data_dir = dir,
+		.durability_disk = true,
+	};
+	struct rt_node *n = NULL;
+
+	cr_assert_eq(rt_node_open(&n, &o, db), 0);
+	cr_assert_geq(rt_node_wal_fd(n), 0);
+	rt_fnset_set_ops(n->fns, &fake_ops, f);
+	return n;
+}
+
+/* accept_keyed through the log: the ticket, once the log says it is on disk. */
+static uint64_t accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
+			      const char *key, char *ans, size_t cap)
+{
+	size_t body = (j->n_elem * sizeof(float) + 63) & ~(size_t)63, len = 0;
+	struct rt_update_in u = { .nsegs = 1, .weight = 1.0, .key = key, .key_len = strlen(key),
+				  .body_len = j->n_elem * sizeof(float) };
+	struct shm_seg *seg;
+	uint64_t ticket = 0;
+	float *x;
+	uint32_t seq;
+
+	cr_assert_eq(shm_slot_alloc(n->arena, body + sizeof(*seg), &u.slot_off), 0);
+	u.segs_off = u.slot_off + body;
+	x = shm_arena_ptr(n->arena, u.slot_off);
+	for (uint64_t i = 0; i < j->n_elem; i++)
+		x[i] = 1.0f;
+	seg = shm_arena_ptr(n->arena, u.segs_off);
+	memset(seg, 0, sizeof(*seg));
+	seg->src_off = u.slot_off;
+	seg->n_elem = j->n_elem;
+	seg->dtype = SHM_DTYPE_F32;
+	seg->scale = 1.0f;
+	cr_assert_eq(rt_job_accept_logged(n, j, round, &u, &seq, ans, cap, &len, &ticket), 0);
+	ans[len] = '\0';
+	cr_assert_gt(ticket, 0, "with a log, the 202 waits for a ticket");
+	return ticket;
+}
+
+Test(runtime_node_fake, with_durability_disk_a_lost_arena_file_is_replayed_once_from_the_log)
+{
+	struct fake f = { 0 }, g = { 0 }, h = { 0 };
+	char dir[64], db[128], ans[128], old[128], seg[PATH_MAX], arena[PATH_MAX], cmd[160];
+	struct rt_node *n;
+	struct rt_job *j;
+	uint64_t t = 0;
+	size_t len = 0;
+	int status = 0;
+
+	snprintf(dir, sizeof(dir), "/tmp/trib-rt-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(db, sizeof(db), "%s/tributary.db", dir);
+	n = node_disk(dir, db, &f);
+	j = job_new(n, "{\"name\":\"d\",\"clients_per_round\":4,\"fan_in\":4,\"params\":8}");
+	for (int i = 0; i < 3; i++) {
+		char key[8];
+
+		snprintf(key, sizeof(key), "k%d", i);
+		t = accept_logged(n, j, 0, key, ans, sizeof(ans));
+	}
+	snprintf(old, sizeof(old), "%s", ans);
+	cr_assert_eq(rt_node_wal_ticket(n, t), 0, "not on disk until the log says so");
+	cr_assert_eq(rt_node_wal_flush(n), 0);
+	rt_node_wal_poll(n);
+	cr_assert_eq(rt_node_wal_ticket(n, t), 1);
+	snprintf(seg, sizeof(seg), "%s/wal/%lld/0000000000.wal", dir, (long long)j->db_id);
+	cr_assert_eq(access(seg, F_OK), 0, "round 0's segment");
+	/* The machine dies: the arena file is gone with it. */
+	snprintf(arena, sizeof(arena), "%s", shm_arena_file_path(n->arena));
+	rt_node_close(n);
+	cr_assert_eq(unlink(arena), 0);
+
+	n = node_disk(dir, db, &g);
+	cr_assert_not(n->arena_reattached);
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(rt_node_recover(n), 0);
+	j = rt_job_find(n, "d");
+	cr_assert_eq(n->m.wal_recovered, 3);
+	cr_assert_eq(rt_round_received(j->open), 3);
+	cr_assert_eq(g.updates, 3, "every logged update went to a leaf of the fresh tree");
+	cr_assert_eq(rt_job_idem_find(n, j, 0, "k2", 2, &status, ans, sizeof(ans), &len), 0);
+	ans[len] = '\0';
+	cr_assert_str_eq(ans, old, "a resend after the reboot gets the first answer");
+
+	/* A stop (the arena kept): the arena puts them back, the log's copies are duplicates. */
+	rt_node_close(n);
+	n = node_disk(dir, db, &h);
+	cr_assert(n->arena_reattached);
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(rt_node_recover(n), 0);
+	j = rt_job_find(n, "d");
+	cr_assert_eq(n->m.updates_recovered, 3);
+	cr_assert_eq(n->m.wal_recovered, 0);
+	cr_assert_eq(n->m.wal_duplicates, 3, "folded once");
+	cr_assert_eq(rt_round_received(j->open), 3);
+	accept_logged(n, j, 0, "k3", ans, sizeof(ans));
+	cr_assert_eq(rt_node_wal_flush(n), 0);
+	top_result(n, &h, j, 0, 1.0f, 4);
+	cr_assert_eq(j->completed, 1);
+	/* The model is durable: the round's log is cut (by the log's thread). */
+	for (int i = 0; i < 500 && access(seg, F_OK) == 0; i++)
+		usleep(2000);
+	cr_assert_neq(access(seg, F_OK), 0, "round 0's segment is cut once its model is stored");
+	rt_node_close(n);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+Test(runtime_node_fake, with_durability_disk_no_partial_covers_an_update_the_log_failed)
+{
+	struct rt_test_node t = { 0 };
+	struct fake f = { 0 };
+	char db[128], ans[128], cmd[160], arena[PATH_MAX];
+	uint32_t committed, cap;
+	struct rt_job *j;
+
+	snprintf(t.dir, sizeof(t.dir), "/tmp/trib-rt-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(t.dir));
+	snprintf(db, sizeof(db), "%s/tributary.db", t.dir);
+	t.n = node_disk(t.dir, db, &f);
+	j = job_new(t.n, "{\"name\":\"p\",\"clients_per_round\":4,\"fan_in\":2,\"params\":8}");
+	rt_wal_test_fail(t.n->wal, -ENOSPC, 0);
+	rt_wal_test_hold(t.n->wal, true);
+	accept_logged(t.n, j, 0, "a", ans, sizeof(ans));
+	accept_logged(t.n, j, 0, "b", ans, sizeof(ans));
+	rt_wal_test_hold(t.n->wal, false);
+	cr_assert_eq(rt_node_wal_flush(t.n), -ENOSPC);
+	rt_node_wal_poll(t.n);
+	cr_assert_eq(rt_node_wal_ticket(t.n, 2), -ENOSPC, "their 202s become 503s");
+	cr_assert_eq(rt_node_wal_refusal(t.n, NULL), -ENOSPC, "new updates get 503");
+	/* The leaf's partial exists, but may not supersede records the log does not have. */
+	leaf_done(t.n, &f, j, 0, 2, 2.0);
+	shm_journal_usage(t.n->arena, &committed, &cap);
+	cr_assert_eq(committed, 2, "both update records stay (a resend must wait for the disk)");
+	/* The retry succeeds by itself (200 ms); then everything given to the log is on disk. */
+	for (int i = 0; i < 100 && rt_node_wal_flush(t.n); i++)
+		usleep(20000);
+	cr_assert_eq(rt_node_wal_flush(t.n), 0);
+	rt_node_wal_poll(t.n);
+	cr_assert_eq(rt_node_wal_ticket(t.n, 2), 1);
+	cr_assert_eq(rt_node_wal_refusal(t.n, NULL), 0);
+	snprintf(arena, sizeof(arena), "%s", shm_arena_file_path(t.n->arena));
+	rt_node_close(t.n);
+	unlink(arena);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t.dir);
+	cr_assert_eq(system(cmd), 0);
 }
