@@ -75,7 +75,8 @@ static void usage(FILE *f)
 		"  --max-connections N    more open connections are answered 503 and closed\n"
 		"                         (default 80%% of the open-file limit, at most 65536)\n"
 		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the\n"
-		"                         admin token; else a job is its number, job_id=\"N\")\n"
+		"                         admin token; else a job is its number, job_id=\"N\")\n");
+	fprintf(f,
 		"  --tls-cert FILE        serve HTTPS (TLS 1.3 and 1.2) with this PEM certificate\n"
 		"  --tls-key FILE         (chain) and its PEM private key\n"
 		"  --tls self-signed      serve HTTPS with DIR/tls-cert.pem and DIR/tls-key.pem, made\n"
