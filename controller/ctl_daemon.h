@@ -52,6 +52,7 @@ struct cnode {
 	bool live;
 	uint32_t epoch;		/* this run of the node: a node that joins again gets a new one */
 	struct acc_rec *recent; /* CTL_RECENT entries (owned), or NULL */
+	bool awaited; /* known from the store after a controller restart, not back yet */
 };
 
 struct cround {
@@ -72,6 +73,9 @@ struct cround {
 	uint64_t open_ns, close_ns, done_ns;
 	uint32_t n_updates; /* in the model */
 	double weight;
+	/* ctl_rejoin.c: what the store has of it (a fingerprint), and a close to send again */
+	uint64_t saved_fp;
+	bool resend_close;
 	struct cround *next; /* newer */
 };
 
@@ -106,7 +110,9 @@ struct ctl {
 	uint32_t nnodes; /* ranks used: 0 .. nnodes - 1 */
 	struct cjob *jobs;
 	uint64_t cookie;
-	uint32_t epochs; /* runs of nodes that joined, ever (this process) */
+	uint32_t epochs; /* runs of nodes that joined, ever (kept across restarts) */
+	/* After a restart: until then (or every awaited node is back) no update is counted. */
+	uint64_t reconcile_until_ns;
 };
 
 /* --- ctl_cluster.c: nodes --- */
@@ -149,5 +155,31 @@ void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void 
 int ctl__jobs_load(struct ctl *c);
 /* Free every job (their rounds and models). */
 void ctl__jobs_free(struct ctl *c);
+/* ctl_jobs.c's round verbs, for ctl_rejoin.c. */
+struct cjob *ctl__job_by_id(struct ctl *c, int64_t id);
+struct cround *ctl__round_new(struct cjob *j, uint32_t r);
+void ctl__round_close(struct ctl *c, struct cjob *j, struct cround *cr);
+void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr);
+
+/* --- ctl_rejoin.c: a restart of the controller or of a node --- */
+
+/*
+ * After the jobs: the nodes the store knew (awaited until they join again)
+ * and each job's rounds in flight. 0 or -errno (logged).
+ */
+int ctl__xstate_load(struct ctl *c);
+/* Each tick: rounds that changed go to the store; the end of a reconciliation; closes. */
+void ctl__xstate_tick(struct ctl *c);
+/* Whether updates wait (503) because nodes that held rounds in flight are not back yet. */
+bool ctl__reconciling(const struct ctl *c);
+/*
+ * Node @rank joins again (a restart of it or of the controller) and reports
+ * what its arena holds (@hdr "holds", "arena"): its counts are reconciled
+ * with the rounds in flight, before its run changes. Returns the verdicts
+ * for its join answer (a new reference): [[job id, round, keep], ...].
+ */
+json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr);
+/* The node record in the store (logged on failure). */
+void ctl__node_save(struct ctl *c, uint32_t rank);
 
 #endif

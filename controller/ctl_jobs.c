@@ -67,9 +67,9 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 
 json_t *ctl__job_msg(const struct cjob *j)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "op", "job", "name", j->name, "token",
-			 j->token, "body", j->body, "round", (json_int_t)j->round, "completed",
-			 (json_int_t)j->completed);
+	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:I}", "op", "job", "name", j->name,
+			 "token", j->token, "body", j->body, "round", (json_int_t)j->round,
+			 "completed", (json_int_t)j->completed, "id", (json_int_t)j->db_id);
 }
 
 /* The model of version @j->completed to every node (or one). */
@@ -102,6 +102,9 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	/* A top that restarted lost the sums it had: a new run means send them again. */
+	json_object_set_new(h, "top_epoch",
+			    json_integer(cr->top >= 0 ? c->nodes[cr->top].epoch : 0));
 	return h;
 }
 
@@ -646,7 +649,7 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	job_append(c, j);
 	trib_info("job %s: created cluster-wide (%u clients per round, %llu parameters)", name,
 		  j->cpr, (unsigned long long)j->fmt.n_elem);
-	*rep = json_pack("{s:b, s:s}", "ok", 1, "token", j->token);
+	*rep = json_pack("{s:b, s:s, s:I}", "ok", 1, "token", j->token, "id", (json_int_t)j->db_id);
 	m = ctl__job_msg(j);
 	ctl__tell_all(c, m, NULL, 0, origin);
 	json_decref(m);
@@ -787,6 +790,36 @@ int ctl__jobs_load(struct ctl *c)
 		ctl_job_clear(&cjs[i]);
 	trib_free(cjs);
 	return err;
+}
+
+struct cjob *ctl__job_by_id(struct ctl *c, int64_t id)
+{
+	for (struct cjob *j = c->jobs; j; j = j->next)
+		if (j->db_id == id)
+			return j;
+	return NULL;
+}
+
+struct cround *ctl__round_new(struct cjob *j, uint32_t r)
+{
+	return round_new(j, r);
+}
+
+void ctl__round_close(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	round_close(c, j, cr);
+}
+
+/* A closed round's counts or top changed: an empty one ends, else every node hears again. */
+void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	if (!cr->count) {
+		round_empty(c, j, cr);
+		return;
+	}
+	if (cr->top < 0 || !c->nodes[cr->top].live || !cr->folded[cr->top])
+		place_top(c, j, cr);
+	send_close(c, j, cr);
 }
 
 void ctl__jobs_free(struct ctl *c)

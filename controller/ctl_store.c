@@ -61,6 +61,20 @@ static const char *const migrations[] = {
 	"  body BLOB NOT NULL,"
 	"  PRIMARY KEY (job_id, key, round)"
 	");",
+	/* 2 -> 3: a cluster's nodes and rounds in flight, for a controller restart (ctl_store_x). */
+	"CREATE TABLE cluster_nodes ("
+	"  rank INTEGER PRIMARY KEY,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  addr TEXT NOT NULL,"
+	"  epoch INTEGER NOT NULL"
+	");"
+	"CREATE TABLE cluster_rounds ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  round INTEGER NOT NULL,"
+	"  state INTEGER NOT NULL,"
+	"  detail TEXT NOT NULL,"
+	"  PRIMARY KEY (job_id, round)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,

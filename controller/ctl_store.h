@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 2
+#define CTL_STORE_SCHEMA_VERSION 3
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
@@ -145,5 +145,27 @@ int ctl_store_idem_put(struct ctl_store *st, int64_t job_id, const struct ctl_id
 int ctl_store_idem_get(struct ctl_store *st, int64_t job_id, const void *key, size_t key_len,
 		       uint32_t round_lo, uint32_t round_hi, int *status, char *body, size_t cap,
 		       size_t *body_len);
+
+/*
+ * A cluster controller's state that a restart must find (ctl_store_x.c): the
+ * nodes it knew (rank, name, wire address, the last run's epoch) and the
+ * rounds in flight of each job (state, and @detail: JSON the controller
+ * writes and reads back, opaque here). put inserts or replaces; the lists
+ * call @cb for each row with the store locked (@cb must not use the store; a
+ * nonzero return stops and is returned). 0 or -errno.
+ */
+int ctl_store_xnode_put(struct ctl_store *st, uint32_t rank, const char *name, const char *addr,
+			uint32_t epoch);
+int ctl_store_xnode_list(struct ctl_store *st,
+			 int (*cb)(void *ctx, uint32_t rank, const char *name, const char *addr,
+				   uint32_t epoch),
+			 void *ctx);
+int ctl_store_xround_put(struct ctl_store *st, int64_t job_id, uint32_t round, int state,
+			 const char *detail);
+int ctl_store_xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round);
+int ctl_store_xround_list(struct ctl_store *st,
+			  int (*cb)(void *ctx, int64_t job_id, uint32_t round, int state,
+				    const char *detail),
+			  void *ctx);
 
 #endif
