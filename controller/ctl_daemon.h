@@ -176,7 +176,7 @@ bool ctl__reconciling(const struct ctl *c);
  * Node @rank joins again (a restart of it or of the controller) and reports
  * what its arena holds (@hdr "holds", "arena"): its counts are reconciled
  * with the rounds in flight, before its run changes. Returns the verdicts
- * for its join answer (a new reference): [[job id, round, keep], ...].
+ * for its join answer (a new reference): [[job id, round, keep, held], ...].
  */
 json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr);
 /* The node record in the store (logged on failure). */

@@ -261,9 +261,10 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr)
 			if (cr->state == CR_DONE || (!h && !cr->folded[rank] && !cr->lost[rank]))
 				continue;
 			json_array_append_new(verdicts,
-					      json_pack("[I, i, b]", (json_int_t)j->db_id,
+					      json_pack("[I, i, b, i]", (json_int_t)j->db_id,
 							(json_int_t)cr->round,
-							reconcile_round(c, j, cr, rank, h)));
+							reconcile_round(c, j, cr, rank, h),
+							(json_int_t)h));
 		}
 	}
 	/* Holdings of an open round the controller has no record of yet (not written). */
@@ -272,18 +273,18 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr)
 		uint32_t r = (uint32_t)json_integer_value(json_array_get(e, 1));
 		struct cround *cr;
 		bool seen = false;
+		uint32_t h;
 
 		for (cr = j ? j->rounds : NULL; cr; cr = cr->next)
 			seen = seen || cr->round == r;
 		if (seen)
 			continue;
+		h = (uint32_t)json_integer_value(json_array_get(e, 2));
 		cr = j && r == j->round ? ctl__round_new(j, r) : NULL;
 		json_array_append_new(verdicts,
-				      json_pack("[I, i, b]", json_integer_value(json_array_get(e, 0)),
-						(json_int_t)r,
-						cr && reconcile_round(c, j, cr, rank,
-								      (uint32_t)json_integer_value(
-									  json_array_get(e, 2)))));
+				      json_pack("[I, i, b, i]", json_integer_value(json_array_get(e, 0)),
+						(json_int_t)r, cr && reconcile_round(c, j, cr, rank, h),
+						(json_int_t)h));
 	}
 	return verdicts;
 }

@@ -17,7 +17,8 @@
 
 #define AGENT_TIMEOUT_MS    10000
 #define AGENT_HB_TIMEOUT_MS 1000
-#define JOIN_RETRY_NS	    1000000000ull
+/* The controller silent this long: updates get 503 at once rather than after 3 timeouts. */
+#define AGENT_AWAY_NS 1000000000ull
 
 enum pend_kind {
 	PK_JOIN = 1,
@@ -48,6 +49,7 @@ struct upd {
 	uint64_t slot_off, segs_off, slot_len, body_len;
 	uint32_t nsegs;
 	double weight;
+	char key[72]; /* the client's Idempotency-Key ("": none), kept in the update's record */
 	struct upd *next; /* backlog: waiting for the local round to get to it */
 };
 
@@ -67,6 +69,7 @@ struct xround {
 	uint32_t nnodes;
 	uint32_t counts[CTL_MAX_NODES];
 	int top;
+	uint32_t top_epoch; /* the top's run: a new one lost the sums it had */
 	char top_addr[128];
 	/* this node's sum */
 	struct rt_round *local; /* the local round with its sum (until the model) */
@@ -120,6 +123,10 @@ struct rt_agent {
 	    models_sent;
 	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
 	uint64_t next_uid;
+	/* rt_agent_rejoin.c: joining again after a restart (ours or the controller's) */
+	struct trib_retry join_retry; /* joins that got no answer: the next one waits longer */
+	uint64_t ctl_away_ns;	      /* the first heartbeat that got no answer, 0 if it answers */
+	bool recovered;		      /* the arena's records went back into rounds (first join) */
 };
 
 /* A string member, or @dflt. */
@@ -156,6 +163,10 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h);
 void rt__agent_on_model(struct rt_agent *a, struct ctl_event *ev);
 void rt__agent_sync_check(struct rt_agent *a, json_t *jobs);
 void rt__agent_on_sync_reply(struct rt_agent *a, struct ctl_event *ev);
+/* What this node's arena holds, for a join: [[job id, round, updates, weight], ...]. */
+json_t *rt__agent_holds(struct rt_agent *a);
+/* The join's verdicts on what it holds: recovery at the first join; a void round later exits. */
+void rt__agent_rejoined(struct rt_agent *a, json_t *verdicts);
 /* The API's cluster hooks for jobs and updates (ctx: the agent). */
 void rt__agent_job_create(void *ctx, struct rt_conn *c);
 void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs);

@@ -339,12 +339,15 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 	}
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		x->counts[i] = (uint32_t)json_integer_value(json_array_get(counts, i));
-	if (top != x->top) {
-		/* The top moved (its node was lost): our sum goes to the new one, now. */
+	if (top != x->top ||
+	    x->top_epoch != (uint32_t)json_integer_value(json_object_get(h, "top_epoch"))) {
+		/* The top moved (its node was lost), or restarted without the sums it had:
+		 * our sum goes to it, now. */
 		x->delivered_to = -1;
 		x->sending = false;
 	}
 	x->top = top;
+	x->top_epoch = (uint32_t)json_integer_value(json_object_get(h, "top_epoch"));
 	snprintf(x->top_addr, sizeof(x->top_addr), "%s", jstr(h, "top_addr", ""));
 	rt_job_set_target(a->n, j, round,
 			  a->rank >= 0 && (uint32_t)a->rank < x->nnodes ? x->counts[a->rank] : 0);

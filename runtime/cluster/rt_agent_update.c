@@ -8,9 +8,11 @@
 #include <jansson.h>
 
 #include "shm_arena.h"
+#include "shm_journal.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
+#include "trib_time.h"
 
 /* --- jobs --- */
 
@@ -36,6 +38,7 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 		}
 		j->xtarget = UINT32_MAX;
 	}
+	j->xid = (uint64_t)json_integer_value(json_object_get(h, "id"));
 	if (round > j->round && !j->open && !j->inflight)
 		j->round = round; /* joined late: the cluster is at this round */
 }
@@ -97,6 +100,7 @@ void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 		return;
 	}
 	j->xtarget = UINT32_MAX;
+	j->xid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "id"));
 	rt__agent_respond_json(c, 201,
 		     json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token, "round", 0));
 }
@@ -110,6 +114,16 @@ void rt__agent_upd_free(struct rt_agent *a, struct upd *u)
 	trib_free(u);
 }
 
+/* The 202's body of @u (its record in the journal keeps it too): its length. */
+static int upd_body(const struct upd *u, char *buf, size_t cap)
+{
+	return snprintf(buf, cap,
+			"{\"round\":%u,\"received\":%u,\"node\":\"%s\",\"epoch\":%u,"
+			"\"receipt\":\"%s.%u/%u/%u\"}",
+			u->round, u->seq + 1, u->fold_name, u->fold_epoch, u->fold_name,
+			u->fold_epoch, u->round, u->seq);
+}
+
 /* Answer whoever waits for @u: a client (202 or an error) or a peer's forward. */
 static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char *msg,
 		       long long round)
@@ -117,12 +131,7 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 	if (u->c) {
 		if (status == 202) {
 			char buf[320];
-			int len = snprintf(buf, sizeof(buf),
-					   "{\"round\":%u,\"received\":%u,"
-					   "\"node\":\"%s\",\"epoch\":%u,\"receipt\":"
-					   "\"%s.%u/%u/%u\"}",
-					   u->round, u->seq + 1, u->fold_name, u->fold_epoch,
-					   u->fold_name, u->fold_epoch, u->round, u->seq);
+			int len = upd_body(u, buf, sizeof(buf));
 
 			rt_conn_respond(u->c, 202, "application/json", buf, (size_t)len, NULL);
 		} else {
@@ -153,6 +162,9 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 {
 	struct rt_node *n = a->n;
 	struct rt_job *j = rt_job_find(n, u->job);
+	char body[320], rec[400];
+	struct rt_update_in in;
+	size_t rec_len = 0;
 	uint32_t seq;
 	int err;
 
@@ -166,8 +178,19 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 		a->backlog = u;
 		return;
 	}
-	err = j->round == u->round ? rt_job_accept(n, j, u->round, u->slot_off, u->segs_off,
-						   u->nsegs, u->weight, &seq)
+	/* Its record (key, 202's body) is committed in the arena before the 202: a restart
+	 * of this node finds it, reports it, and a resend with the key gets that answer. */
+	in = (struct rt_update_in){ .slot_off = u->slot_off, .segs_off = u->segs_off,
+				    .nsegs = u->nsegs, .weight = u->weight, .key = u->key,
+				    .key_len = strlen(u->key), .body = body,
+				    .body_len = (size_t)upd_body(u, body, sizeof(body)) };
+	if (in.body_len > SHM_REC_BODY_MAX) /* long node names: the receipt is derivable */
+		in.body_len = (size_t)snprintf(body, sizeof(body),
+					       "{\"round\":%u,\"received\":%u,\"node\":\"%s\","
+					       "\"epoch\":%u}", u->round, u->seq + 1,
+					       u->fold_name, u->fold_epoch);
+	err = j->round == u->round ? rt_job_accept_journaled(n, j, u->round, &in, &seq, rec,
+							     sizeof(rec), &rec_len)
 				   : -ESTALE;
 	if (err) {
 		trib_error("job %s round %u: folding a counted update here: %s", j->name, u->round,
@@ -221,8 +244,23 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 	u->nsegs = nsegs;
 	u->body_len = c->body_len;
 	u->weight = r->weight;
+	if (c->req.has_idempotency_key)
+		memcpy(u->key, c->req.idempotency_key, /* 1..64 characters, checked */
+		       strnlen(c->req.idempotency_key, sizeof(u->key) - 1));
 	r->slot_off = UINT64_MAX; /* the update's now */
 	u->uid = ++a->next_uid;
+	if (a->ctl_away_ns && trib_now_ns() - a->ctl_away_ns >= AGENT_AWAY_NS) {
+		/* Only the controller counts a round cluster-wide: no count, no 202. */
+		char msg[200];
+
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s, and only "
+			 "it can count an update; this node serves models and jobs meanwhile: "
+			 "retry", (double)(trib_now_ns() - a->ctl_away_ns) / 1e9);
+		u->c = NULL;
+		rt__agent_upd_free(a, u);
+		rt_conn_error(c, 503, msg, -1, "Retry-After: 2\r\n");
+		return;
+	}
 	err = accept_send(a, u);
 	if (err) {
 		u->c = NULL;

@@ -239,6 +239,8 @@ static void remote_adopt(struct rt_node *n, struct rt_job *j, struct trib_blob *
 		n->m.rounds_done++;
 		round_hist_add(&n->m, secs);
 		j->last_round_ms = (uint64_t)(secs * 1000);
+		/* The model is stored: the round's records go, then its slots. */
+		rt__journal_round_done(n, j, r->round);
 		rt__round_free(n, r, true);
 	}
 	j->completed = version;

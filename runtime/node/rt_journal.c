@@ -12,6 +12,12 @@
 #include "trib_alloc.h"
 #include "trib_log.h"
 
+/* The journal names a job by its SQLite id, in a cluster by the controller's (a restart keeps it). */
+static uint64_t journal_job_id(const struct rt_job *j)
+{
+	return j->xid ? j->xid : (uint64_t)j->db_id;
+}
+
 /*
  * The 202 of an update is written only after its record is committed: the
  * record is reserved, filled and committed first, with the seq the update
@@ -35,7 +41,10 @@ int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
 		return err;
 	s = rt__next_seq(j);
 	/* FedBuff answers the version folded into; a synchronous job its round (the same). */
-	len = snprintf(body, cap, "{\"round\":%u,\"received\":%u}", j->round, s + 1);
+	if (u->body)
+		len = snprintf(body, cap, "%.*s", (int)u->body_len, u->body);
+	else
+		len = snprintf(body, cap, "{\"round\":%u,\"received\":%u}", j->round, s + 1);
 	if (len < 0 || (size_t)len >= cap || (size_t)len > SHM_REC_BODY_MAX)
 		return -EOVERFLOW;
 	*body_len = (size_t)len;
@@ -44,7 +53,7 @@ int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
 		return err; /* -ENOSPC: the journal is full, as the arena is */
 	memset(&info, 0, sizeof(info));
 	info.kind = SHM_REC_UPDATE;
-	info.job = (uint64_t)j->db_id;
+	info.job = journal_job_id(j);
 	info.round = j->round;
 	info.seq = s;
 	info.count = 1;
@@ -91,10 +100,10 @@ int rt_job_idem_find(struct rt_node *n, struct rt_job *j, uint32_t round, const 
 	 * flight (their records are released when their model is durable).
 	 */
 	if (!j->algo.async) {
-		err = shm_rec_find(n->arena, (uint64_t)j->db_id, round, key, key_len, &idx);
+		err = shm_rec_find(n->arena, journal_job_id(j), round, key, key_len, &idx);
 	} else {
 		for (uint32_t v = j->round + 1; v-- > j->completed && err == -ENOENT;)
-			err = shm_rec_find(n->arena, (uint64_t)j->db_id, v, key, key_len, &idx);
+			err = shm_rec_find(n->arena, journal_job_id(j), v, key, key_len, &idx);
 	}
 	/*
 	 * Not in the journal: the record was released (its round stored, or a
@@ -170,7 +179,7 @@ static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64
 	int err;
 
 	if (n->clustered)
-		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
+		return 0; /* a cluster node's keys live in its journal only */
 	err = shm_rec_each(n->arena, key_add, &kb);
 	if (!err && (kb.n || prune))
 		err = ctl_store_idem_put(n->store, j->db_id, kb.v, kb.n,
@@ -190,8 +199,13 @@ int rt__journal_partial(struct rt_node *n, struct rt_round *r, uint32_t seq0,
 	uint32_t idx;
 	int err;
 
+	/*
+	 * A cluster node's updates keep their records, and so their slots, until
+	 * the round's model: what it reports to the controller after a restart
+	 * is updates, and its partial is a sum that crosses to another node.
+	 */
 	if (n->clustered)
-		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
+		return -EOPNOTSUPP;
 	if (!slot)
 		return -EINVAL; /* tcp: the partial is not in the arena */
 	/* Before the partial is committed: recovery releases what it covers, keys too. */
@@ -237,7 +251,7 @@ void rt__journal_round_done(struct rt_node *n, struct rt_job *j, uint32_t round)
 	 * those keys is then not recognised (answered like a stale round).
 	 */
 	keys_save(n, j, round, 0, UINT64_MAX, true);
-	shm_journal_release_round(n->arena, (uint64_t)j->db_id, round, &released);
+	shm_journal_release_round(n->arena, journal_job_id(j), round, &released);
 	trib_debug("job %s round %u: %u journal records released", j->name, round, released);
 }
 
@@ -289,7 +303,7 @@ int rt__journal_collect(struct rt_node *n)
 static struct rt_job *job_by_db_id(struct rt_node *n, uint64_t id)
 {
 	for (struct rt_job *j = n->jobs; j; j = j->next)
-		if ((uint64_t)j->db_id == id)
+		if (journal_job_id(j) == id)
 			return j;
 	return NULL;
 }

@@ -63,6 +63,7 @@ struct rt_store_errs {
 
 struct rt_job {
 	int64_t db_id;
+	uint64_t xid; /* a cluster's job: the controller's id, the journal's name for it (0: up) */
 	uint32_t id;              /* node-local numeric id in descriptors */
 	char name[64];
 	char token[80];
@@ -269,6 +270,8 @@ struct rt_update_in {
 	double weight;
 	const char *key;
 	size_t key_len;
+	const char *body; /* the 202's body, if the caller makes it (a cluster's), or NULL */
+	size_t body_len;
 };
 /*
  * rt_job_accept, durable: the update's record (with @u's key and the 202's
