@@ -1,0 +1,277 @@
+# SPDX-License-Identifier: MIT
+"""Restarts in a cluster: three node runtimes and a controller, each in its own namespace.
+
+A. 10 of a round's 20 updates go to one node, which is then killed (kill -9) and, once the
+   controller has drained it (the record lists its updates lost), started again on the same
+   data dir: it re-attaches its arena, reports the 10 updates when it joins, and the record no
+   longer lists them lost. A resend with the same Idempotency-Key gets the first answer and
+   is counted once; the other 10 come over the three gateways; the model is the weighted
+   mean of all 20 and the record lists no update lost.
+B. The controller is killed (kill -9) mid-round: the nodes do not exit; meanwhile a node
+   answers updates 503 (saying why) and still serves the model; the controller starts again
+   on its data dir, the nodes join again and report, and the round completes exactly.
+C. A node is stopped (SIGTERM) mid-round with 10 updates: it exits 0 keeping its arena file;
+   started again it recovers them, and the round completes exactly with nothing lost.
+
+Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when that is truly
+absent; the test harness reports it as skipped.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, '..', '..', 'scripts'))
+import netns_cluster  # noqa: E402
+from cluster import Client, check_model, get_model, metrics, update_body, wait_for  # noqa: E402
+from e2e_common import (BIN, SANITIZER_MARKS, Failure, arena_files_in, check, log,  # noqa: E402
+                        main, remove_arena_files)
+
+SKIP = 77
+CPR = 20
+
+
+class Cluster:
+    """The controller and nodes of this test, restartable with the same arguments."""
+
+    def __init__(self, net, tmp):
+        self.net, self.tmp = net, tmp
+        self.procs = []
+        self.runs = {}
+        self.ctl, self.nodes = netns_cluster.start(net, BIN, tmp, node_args=['--no-huge'])
+        self.procs += [self.ctl] + self.nodes
+        self.cl = Client(net.ctl)
+
+    def restart_node(self, i):
+        old = self.nodes[i]
+        args = old.p.args[5:]  # after ip netns exec NS BIN
+        self.runs[i] = self.runs.get(i, 1) + 1
+        p = netns_cluster.Proc('n%d-run%d' % (i, self.runs[i]), self.net.nodes[i], BIN, args,
+                               self.tmp)
+        self.nodes[i] = p
+        self.procs.append(p)
+        return p
+
+    def restart_ctl(self):
+        args = self.ctl.p.args[5:]
+        self.runs['c'] = self.runs.get('c', 1) + 1
+        self.ctl = netns_cluster.Proc('controller-run%d' % self.runs['c'], self.net.ctl, BIN,
+                                      args, self.tmp)
+        self.procs.append(self.ctl)
+
+    def joined(self, i):
+        ip = self.net.node_ip[i]
+        return (self.cl.call(ip, 'GET', '/healthz')[0] == 200 and
+                metrics(self.cl, ip).get('tributary_cluster_joined') == 1)
+
+
+def post(cl, host, job, token, rnd, x, w, key):
+    return cl.call(host, 'POST', '/v1/jobs/%s/updates' % job, x.tobytes(),
+                   {'Content-Type': 'application/octet-stream', 'X-Tributary-Round': str(rnd),
+                    'X-Tributary-Samples': str(w), 'Idempotency-Key': key}, token)
+
+
+def post_until(cl, host, job, token, rnd, x, w, key, timeout=30):
+    """Send (again, with the same key) until a 202: a 503 is a promise not made, resent."""
+    end = time.time() + timeout
+    while True:
+        st, b = post(cl, host, job, token, rnd, x, w, key)
+        if st == 202 or time.time() > end:
+            check(st == 202, '%s on %s: %d %s' % (key, host, st, b[:300]))
+            return json.loads(b)
+        check(st in (0, 503), '%s on %s: %d %s' % (key, host, st, b[:300]))
+        time.sleep(0.3)
+
+
+def round_info(cl, host, job, token, r):
+    st, b = cl.call(host, 'GET', '/v1/jobs/%s/rounds/%d' % (job, r), token=token)
+    check(st == 200, 'GET rounds/%d on %s: %d %s' % (r, host, st, b[:200]))
+    return json.loads(b)
+
+
+def create_job(cl, ip, admin, name):
+    st, b = cl.call(ip, 'POST', '/v1/jobs', json.dumps(
+        {'name': name, 'clients_per_round': CPR, 'params': 20000, 'fan_in': 4}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create %s: %d %s' % (name, st, b))
+    return json.loads(b)['token']
+
+
+def check_done(c, job, tok, ups, what):
+    ip = c.net.node_ip
+    m = get_model(c.cl, ip[1], job, tok, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], what)
+    info = round_info(c.cl, ip[2], job, tok, 0)
+    check(info['state'] == 'done' and info['updates'] == CPR and not info['lost_nodes'] and
+          not info['lost'] and info['lost_updates'] == 0, '%s: round record %s' % (what, info))
+    log('  %s: round record: done, %d updates, nothing lost' % (what, info['updates']))
+
+
+def phase_a(c, admin):
+    ip = c.net.node_ip
+    tok = create_job(c.cl, ip[0], admin, 'ra')
+    wait_for(lambda: c.cl.call(ip[2], 'GET', '/v1/jobs/ra', token=tok)[0] == 200, 5,
+             'job ra known on n2')
+    ups = [update_body(np.random.default_rng(100 + k)) for k in range(CPR)]
+    acks = [post_until(c.cl, ip[0], 'ra', tok, 0, *ups[k], 'ra-%d' % k) for k in range(10)]
+    check(all(a['node'] == 'n0' for a in acks), 'locality: %s' % acks[:2])
+    c.nodes[0].kill()
+    log('A: n0 killed (kill -9) holding 10 acknowledged updates of an open round')
+    info = wait_for(lambda: (lambda i: i if i['lost_nodes'] else None)(
+        round_info(c.cl, ip[1], 'ra', tok, 0)), 15, 'n0 to be drained')
+    check(info['lost_nodes'] == ['n0'] and info['lost_updates'] == 10 and
+          info['state'] == 'open', 'drained: %s' % info)
+    log('  drained: the record lists %d updates of n0 lost (its memory might be gone)' %
+        info['lost_updates'])
+    node = c.restart_node(0)
+    wait_for(lambda: c.joined(0), 30, 'n0 to join again')
+    text = node.log_text()
+    check('re-attached' in text and 'recovered 10 updates' in text,
+          'n0 re-attached its arena and recovered 10 updates:\n' + text[-3000:])
+    info = round_info(c.cl, ip[2], 'ra', tok, 0)
+    check(not info['lost_nodes'] and not info['lost'] and info['lost_updates'] == 0 and
+          info['received'] == 10, 'after n0 is back: %s' % info)
+    log('  n0 restarted: arena re-attached, 10 updates recovered and reported; the record '
+        'lists none lost (received %d)' % info['received'])
+    # A client whose answer was lost sends again with its key: the first answer, counted once.
+    st, b = post(c.cl, ip[0], 'ra', tok, 0, *ups[3], 'ra-3')
+    check(st == 202 and json.loads(b) == acks[3],
+          'resend of ra-3: %d %s, first answer %s' % (st, b[:300], acks[3]))
+    check(round_info(c.cl, ip[2], 'ra', tok, 0)['received'] == 10, 'the resend was counted')
+    for k in range(10, CPR):
+        post_until(c.cl, ip[k % 3], 'ra', tok, 0, *ups[k], 'ra-%d' % k)
+    check_done(c, 'ra', tok, ups, 'A: round 0 over 20 updates, 10 of them from before the kill')
+
+
+def phase_b(c, admin):
+    ip = c.net.node_ip
+    tok = create_job(c.cl, ip[1], admin, 'rb')
+    wait_for(lambda: c.cl.call(ip[0], 'GET', '/v1/jobs/rb', token=tok)[0] == 200, 5,
+             'job rb known on n0')
+    ups = [update_body(np.random.default_rng(200 + k)) for k in range(CPR)]
+    for k in range(12):
+        post_until(c.cl, ip[k % 3], 'rb', tok, 0, *ups[k], 'rb-%d' % k)
+    c.ctl.kill()
+    log('B: the controller killed (kill -9) with 12 of 20 updates counted')
+    time.sleep(3)
+    for nd in c.nodes:
+        check(nd.p.poll() is None, '%s exited %s without its controller' %
+              (nd.name, nd.p.returncode))
+    st, b = post(c.cl, ip[1], 'rb', tok, 0, *ups[12], 'rb-12')
+    check(st == 503 and b'controller' in b, 'an update while the controller is away: %d %s' %
+          (st, b[:300]))
+    st, _ = c.cl.call(ip[2], 'GET', '/v1/jobs/rb/model?round=0', token=tok)
+    check(st == 200, 'the model while the controller is away: %d' % st)
+    log('  the nodes run on: an update gets 503 (%s), the model is served' %
+        json.loads(b).get('error', b[:80]))
+    c.restart_ctl()
+    for i in range(3):
+        wait_for(lambda i=i: 'joining again' in c.nodes[i].log_text() and c.joined(i), 30,
+                 'n%d to join the restarted controller' % i)
+    text = c.ctl.log_text()
+    check('reloaded open with' in text and 'reconciled with its nodes' in text,
+          'the controller reloaded the round and reconciled:\n' + text[-3000:])
+    info = round_info(c.cl, ip[0], 'rb', tok, 0)
+    check(info['received'] == 12 and not info['lost_nodes'], 'after the restart: %s' % info)
+    for k in range(12, CPR):
+        post_until(c.cl, ip[k % 3], 'rb', tok, 0, *ups[k], 'rb-%d' % k)
+    check_done(c, 'rb', tok, ups, 'B: round 0 across a controller restart')
+    for nd in c.nodes:
+        check(nd.p.poll() is None, '%s exited %s' % (nd.name, nd.p.returncode))
+
+
+def phase_c(c, admin):
+    ip = c.net.node_ip
+    tok = create_job(c.cl, ip[2], admin, 'rc')
+    wait_for(lambda: c.cl.call(ip[1], 'GET', '/v1/jobs/rc', token=tok)[0] == 200, 5,
+             'job rc known on n1')
+    ups = [update_body(np.random.default_rng(300 + k)) for k in range(CPR)]
+    for k in range(10):
+        post_until(c.cl, ip[1], 'rc', tok, 0, *ups[k], 'rc-%d' % k)
+    old = c.nodes[1]
+    old.p.send_signal(signal.SIGTERM)
+    try:
+        old.p.wait(20)
+    except subprocess.TimeoutExpired:
+        raise Failure('n1 did not stop within 20 s of SIGTERM')
+    check(old.p.returncode == 0, 'n1 exited %s on SIGTERM' % old.p.returncode)
+    check('kept, with 10 committed updates' in old.log_text(), 'n1 kept its arena file:\n' +
+          old.log_text()[-2000:])
+    old.killed = True
+    log('C: n1 stopped (SIGTERM) with 10 updates of an open round; its arena file kept')
+    node = c.restart_node(1)
+    wait_for(lambda: c.joined(1), 30, 'n1 to join again')
+    check('recovered 10 updates' in node.log_text(), 'n1 recovered:\n' + node.log_text()[-2000:])
+    for k in range(10, CPR):
+        post_until(c.cl, ip[k % 3], 'rc', tok, 0, *ups[k], 'rc-%d' % k)
+    check_done(c, 'rc', tok, ups, 'C: round 0 across a SIGTERM of n1')
+
+
+def stop(p):
+    if p.killed or p.p.poll() is not None:
+        return
+    p.p.send_signal(signal.SIGTERM)
+    try:
+        p.p.wait(20)
+    except subprocess.TimeoutExpired:
+        raise Failure('%s did not stop within 20 s of SIGTERM' % p.name)
+    check(p.p.returncode == 0, '%s exited %s' % (p.name, p.p.returncode))
+
+
+def scenario():
+    if os.geteuid() != 0:
+        print('SKIP: needs root for ip netns, veth and a bridge')
+        sys.exit(SKIP)
+    if not shutil.which('ip') or not shutil.which('curl'):
+        print('SKIP: needs iproute2 (ip) and curl')
+        sys.exit(SKIP)
+    net = netns_cluster.Net(3)
+    tmp = tempfile.mkdtemp(prefix='trib-cluster-restart-')
+    c = None
+    try:
+        net.up()
+        c = Cluster(net, tmp)
+        for i in range(3):
+            wait_for(lambda i=i: c.joined(i), 30, 'node n%d to join' % i)
+        admin = netns_cluster.admin_token(tmp)
+        phase_a(c, admin)
+        phase_b(c, admin)
+        phase_c(c, admin)
+        for p in c.nodes + [c.ctl]:
+            stop(p)
+        for p in c.procs:
+            text = p.log_text()
+            check(not any(m in text for m in SANITIZER_MARKS),
+                  '%s: sanitizer report in its log' % p.name)
+        log('cluster restart test passed')
+    except BaseException:
+        for p in (c.procs if c else []):
+            try:
+                sys.stdout.write('===== %s log (tail) =====\n%s\n' %
+                                 (p.name, p.log_text()[-6000:]))
+            except OSError:
+                pass
+        raise
+    finally:
+        logs = []
+        for p in (c.procs if c else []):
+            p.close()
+            try:
+                logs.append(p.log_text())
+            except OSError:
+                pass
+        remove_arena_files(arena_files_in(logs))
+        net.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main(scenario)
