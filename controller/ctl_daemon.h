@@ -64,6 +64,7 @@ struct cround {
 	bool lost[CTL_MAX_NODES];	    /* the node died with updates of this round */
 	uint32_t lost_epoch[CTL_MAX_NODES]; /* which run of it (a receipt names it) */
 	uint32_t lost_n[CTL_MAX_NODES];
+	uint32_t count_at_loss[CTL_MAX_NODES]; /* the count then: more since may be resends */
 	uint32_t lost_updates;
 	int top;			    /* rank folding the top, from the close; -1 before */
 	uint32_t planned[CTL_MAX_NODES];    /* leaves the placement gave each node at the close */

@@ -695,6 +695,7 @@ static void round_lose(struct ctl *c, struct cjob *j, struct cround *cr, uint32_
 	cr->lost_n[rank] += lost;
 	cr->lost_updates += lost;
 	cr->count -= lost;
+	cr->count_at_loss[rank] = cr->count;
 	cr->folded[rank] = 0;
 	if (cr->state == CR_OPEN) {
 		trib_warn("job %s round %u: %u updates acknowledged by node %s are "

@@ -43,9 +43,10 @@ static json_t *round_detail(const struct ctl *c, const struct cround *cr)
 		json_array_append_new(folded, json_integer(cr->folded[i]));
 		json_array_append_new(landed, json_integer(cr->landed[i]));
 		if (cr->lost[i])
-			json_array_append_new(lost, json_pack("[i, i, i]", (json_int_t)i,
+			json_array_append_new(lost, json_pack("[i, i, i, i]", (json_int_t)i,
 							      (json_int_t)cr->lost_epoch[i],
-							      (json_int_t)cr->lost_n[i]));
+							      (json_int_t)cr->lost_n[i],
+							      (json_int_t)cr->count_at_loss[i]));
 	}
 	return json_pack("{s:i, s:i, s:o, s:o, s:o}", "count", (json_int_t)cr->count, "top",
 			 (json_int_t)cr->top, "folded", folded, "landed", landed, "lost", lost);
@@ -124,6 +125,7 @@ static void detail_load(struct cround *cr, const json_t *d)
 		cr->lost[r] = true;
 		cr->lost_epoch[r] = (uint32_t)json_integer_value(json_array_get(e, 1));
 		cr->lost_n[r] = (uint32_t)json_integer_value(json_array_get(e, 2));
+		cr->count_at_loss[r] = (uint32_t)json_integer_value(json_array_get(e, 3));
 		cr->lost_updates += cr->lost_n[r];
 	}
 }
@@ -213,12 +215,18 @@ static bool reconcile_round(struct ctl *c, struct cjob *j, struct cround *cr, ui
 	const char *name = c->nodes[rank].name;
 	uint32_t before = cr->folded[rank];
 
-	if (cr->state == CR_CLOSED && cr->lost[rank]) {
-		/* It completes (or completed) without them: they stay lost. */
+	if (cr->lost[rank] && (cr->state == CR_CLOSED || cr->count != cr->count_at_loss[rank])) {
+		/*
+		 * It completes (or completed) without them; or updates were counted
+		 * since they were declared lost, and clients told to resend may have
+		 * sent these again: counting both would count one update twice.
+		 */
 		if (h)
-			trib_warn("job %s round %u: node %s is back with %u updates, but the round "
-				  "closed without them: they stay lost", j->name, cr->round, name,
-				  h);
+			trib_warn("job %s round %u: node %s is back with %u updates, but %s: they "
+				  "stay lost", j->name, cr->round, name, h,
+				  cr->state == CR_CLOSED ? "the round closed without them" :
+				  "updates were counted since they were declared lost (resends, "
+				  "perhaps)");
 		return false;
 	}
 	if (cr->lost[rank]) {
