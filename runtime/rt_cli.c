@@ -73,13 +73,16 @@ static void usage(FILE *f)
 	fprintf(f,
 		"tributary node --controller tcp://HOST:PORT --node-name NAME\n"
 		"               [--peer-listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT]\n"
-		"               [all options of up]\n"
+		"               [--controller-grace-s N] [all options of up]\n"
 		"  --controller URL       the controller's nng address\n"
 		"  --node-name NAME       unique in the cluster (Kubernetes: the node's name)\n"
 		"  --peer-listen URL      where other nodes and the controller reach this one\n"
 		"                         (default tcp://0.0.0.0:7071)\n"
 		"  --advertise URL        the address to give them, when --peer-listen's host is\n"
 		"                         0.0.0.0 (for example tcp://POD_IP:7071)\n"
+		"  --controller-grace-s N while the controller is away, take updates of the round\n"
+		"                         this node knows open for N s (default 60; 0: none), then\n"
+		"                         answer 503 until it is back\n"
 		"\n"
 		"tributary controller [--listen tcp://HOST:PORT] [--data-dir DIR]\n"
 		"                     [--admin-token-file FILE] [--placement locality|round-robin]\n"
@@ -161,6 +164,7 @@ static const struct option up_lopts[] = {
 	{ "node-name", required_argument, NULL, 'N' },
 	{ "peer-listen", required_argument, NULL, 'P' },
 	{ "advertise", required_argument, NULL, 'A' },
+	{ "controller-grace-s", required_argument, NULL, 'G' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -168,6 +172,17 @@ static const struct option up_lopts[] = {
 /* The cluster's options of `node` (-C -N -P -A); 0, or 2 (usage error, said). */
 static int node_opt(int c, const char *arg, struct rt_node_opts *o)
 {
+	uint64_t v;
+
+	if (c == 'G') {
+		if (trib_parse_u64(arg, 0, 86400, &v)) {
+			fprintf(stderr, "tributary node: --controller-grace-s wants 0..86400 seconds, "
+				"got '%s'\n", arg);
+			return 2;
+		}
+		o->controller_grace_s = (uint32_t)v;
+		return 0;
+	}
 	if (c == 'N') {
 		if (!trib_job_name_valid(arg)) {
 			fprintf(stderr, "tributary node: --node-name wants 1-63 characters of "
@@ -202,6 +217,7 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 	case 'N':
 	case 'P':
 	case 'A':
+	case 'G':
 		return node_opt(c, arg, o);
 	case OPT_HEAD_TIMEOUT:
 	case OPT_BODY_TIMEOUT:
@@ -275,6 +291,7 @@ static int cmd_up(int argc, char **argv, bool node)
 		.data_dir = "./tributary-data",
 		.arena_bytes = 1024ull << 20,
 		.warm_s = 30,
+		.controller_grace_s = 60,
 		.head_timeout_s = RT_HEAD_TIMEOUT_S,
 		.body_timeout_s = RT_BODY_TIMEOUT_S,
 		.idle_timeout_s = RT_IDLE_TIMEOUT_S,
@@ -285,7 +302,7 @@ static int cmd_up(int argc, char **argv, bool node)
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", up_lopts, NULL)) != -1) {
-		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A')) {
+		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A' || c == 'G')) {
 			/* Named from the table: argv[optind - 1] is the value when it came apart. */
 			for (const struct option *lo = up_lopts; lo->name; lo++)
 				if (lo->val == c)

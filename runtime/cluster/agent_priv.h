@@ -17,8 +17,6 @@
 
 #define AGENT_TIMEOUT_MS    10000
 #define AGENT_HB_TIMEOUT_MS 1000
-/* The controller silent this long: updates get 503 at once rather than after 3 timeouts. */
-#define AGENT_AWAY_NS 1000000000ull
 
 enum pend_kind {
 	PK_JOIN = 1,
@@ -50,6 +48,7 @@ struct upd {
 	uint32_t nsegs;
 	double weight;
 	char key[72]; /* the client's Idempotency-Key ("": none), kept in the update's record */
+	bool provisional; /* taken while the controller was away: counted when this node joins */
 	struct upd *next; /* backlog: waiting for the local round to get to it */
 };
 
@@ -85,6 +84,7 @@ struct xround {
 	bool sent_in[CTL_MAX_NODES];
 	bool have_result;
 	bool model_sending, model_sent;
+	uint32_t provisional; /* updates taken here while the controller was away */
 	/* the controller could not store it yet: sent again no sooner than this backoff allows */
 	struct trib_retry model_retry;
 	struct shm_desc result;
@@ -127,6 +127,8 @@ struct rt_agent {
 	struct trib_retry join_retry; /* joins that got no answer: the next one waits longer */
 	uint64_t ctl_away_ns;	      /* the first heartbeat that got no answer, 0 if it answers */
 	bool recovered;		      /* the arena's records went back into rounds (first join) */
+	uint32_t provisional;	      /* updates taken since the controller went away */
+	uint64_t provisional_total;   /* for /metrics */
 };
 
 /* A string member, or @dflt. */

@@ -220,6 +220,7 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	}
 	trib_retry_ok(&a->join_retry);
 	a->ctl_away_ns = 0;
+	a->provisional = 0; /* reported in the join: counted now */
 	a->rank = (int)json_integer_value(json_object_get(ev->hdr, "rank"));
 	a->hb_ms = (uint32_t)json_integer_value(json_object_get(ev->hdr, "heartbeat_ms"));
 	a->epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "epoch"));
@@ -240,16 +241,24 @@ static void on_hb_reply(struct rt_agent *a, struct ctl_event *ev)
 		/* Away (restarting, or cut off): updates get 503 until it answers again. */
 		if (!a->ctl_away_ns) {
 			a->ctl_away_ns = trib_now_ns();
-			trib_warn("controller %s: no answer to a heartbeat (%s); updates get 503 "
-				  "until it answers, the rest is served", a->n->opts.controller,
-				  strerror(-ev->err));
+			trib_warn("controller %s: no answer to a heartbeat (%s); updates of the "
+				  "open rounds are taken here for %u s at most, the rest is served",
+				  a->n->opts.controller, strerror(-ev->err),
+				  a->n->opts.controller_grace_s);
 		}
 		return;
 	}
 	if (a->ctl_away_ns) {
-		trib_info("controller %s answers again (after %.1f s)", a->n->opts.controller,
-			  (double)(trib_now_ns() - a->ctl_away_ns) / 1e9);
+		trib_info("controller %s answers again (after %.1f s); %u updates were taken "
+			  "meanwhile", a->n->opts.controller,
+			  (double)(trib_now_ns() - a->ctl_away_ns) / 1e9, a->provisional);
 		a->ctl_away_ns = 0;
+		if (a->provisional && json_is_true(json_object_get(ev->hdr, "ok"))) {
+			/* It knows us still: join again all the same, so that it counts them. */
+			a->joined = false;
+			join_send(a);
+			return;
+		}
 	}
 	if (!json_is_true(json_object_get(ev->hdr, "ok")) &&
 	    json_integer_value(json_object_get(ev->hdr, "status")) == 410) {
@@ -401,13 +410,17 @@ static void metrics(void *ctx, char *buf, size_t *len, size_t cap)
 		     "# TYPE tributary_cluster_bytes_sent_total counter\n"
 		     "tributary_cluster_bytes_sent_total{kind=\"partial\"} %llu\n"
 		     "tributary_cluster_bytes_sent_total{kind=\"update\"} %llu\n"
+		     "# HELP tributary_cluster_updates_provisional_total updates taken while the "
+		     "controller was away (counted when this node joined again)\n"
+		     "# TYPE tributary_cluster_updates_provisional_total counter\n"
+		     "tributary_cluster_updates_provisional_total %llu\n"
 		     "# HELP tributary_cluster_joined 1 once the controller accepted this node\n"
 		     "# TYPE tributary_cluster_joined gauge\n"
 		     "tributary_cluster_joined %d\n",
 		     (unsigned long long)a->partials_sent, (unsigned long long)a->partials_received,
 		     (unsigned long long)a->fwd_sent, (unsigned long long)a->fwd_received,
 		     (unsigned long long)a->partial_bytes, (unsigned long long)a->fwd_bytes,
-		     a->joined ? 1 : 0);
+		     (unsigned long long)a->provisional_total, a->joined ? 1 : 0);
 	if (w > 0)
 		*len += (size_t)w < cap - *len ? (size_t)w : cap - *len - 1;
 }

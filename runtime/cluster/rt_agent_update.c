@@ -117,6 +117,10 @@ void rt__agent_upd_free(struct rt_agent *a, struct upd *u)
 /* The 202's body of @u (its record in the journal keeps it too): its length. */
 static int upd_body(const struct upd *u, char *buf, size_t cap)
 {
+	if (u->provisional) /* no count yet: no "received", no receipt */
+		return snprintf(buf, cap,
+				"{\"round\":%u,\"node\":\"%s\",\"epoch\":%u,\"provisional\":true}",
+				u->round, u->fold_name, u->fold_epoch);
 	return snprintf(buf, cap,
 			"{\"round\":%u,\"received\":%u,\"node\":\"%s\",\"epoch\":%u,"
 			"\"receipt\":\"%s.%u/%u/%u\"}",
@@ -195,7 +199,8 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 	if (err) {
 		trib_error("job %s round %u: folding a counted update here: %s", j->name, u->round,
 			   strerror(-err));
-		upd_release(a, u);
+		if (!u->provisional)
+			upd_release(a, u);
 		if (err == -ENOSPC)
 			rt_job_relieve(n, j);
 		upd_answer(a, u, 503,
@@ -224,6 +229,46 @@ static int accept_send(struct rt_agent *a, struct upd *u)
 	return err;
 }
 
+/*
+ * The controller is away (a heartbeat got no answer): @u is taken here,
+ * without its count, if it is for the round this node knows open, for at
+ * most --controller-grace-s and clients_per_round updates of that round.
+ * It is committed like any other before its 202 and reported when this
+ * node joins again, which counts it (a round may then close with more than
+ * clients_per_round). Else 503, saying why.
+ */
+static void upd_provisional(struct rt_agent *a, struct upd *u)
+{
+	struct rt_node *n = a->n;
+	struct rt_job *j = rt_job_find(n, u->job);
+	uint64_t away = trib_now_ns() - a->ctl_away_ns;
+	uint32_t grace = n->opts.controller_grace_s;
+	struct xround *x = j && u->round == j->round ? rt__agent_xr_get(a, u->job, u->round, true)
+						    : NULL;
+	char msg[320];
+
+	if (away >= (uint64_t)grace * 1000000000ull) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s, longer "
+			 "than this node takes updates without it (--controller-grace-s %u): only "
+			 "it closes a round; retry once it is back", (double)away / 1e9, grace);
+	} else if (!x || x->closed || x->provisional >= j->cpr) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; without "
+			 "it this node takes updates only for the round it knows open, and at "
+			 "most clients_per_round of them: retry", (double)away / 1e9);
+	} else {
+		x->provisional++;
+		a->provisional++;
+		a->provisional_total++;
+		u->provisional = true;
+		u->fold_at = a->rank;
+		u->fold_epoch = a->epoch;
+		snprintf(u->fold_name, sizeof(u->fold_name), "%s", a->name);
+		rt__agent_upd_fold(a, u);
+		return;
+	}
+	upd_answer(a, u, 503, msg, -1);
+}
+
 void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs)
 {
 	struct rt_agent *a = ctx;
@@ -249,16 +294,8 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 		       strnlen(c->req.idempotency_key, sizeof(u->key) - 1));
 	r->slot_off = UINT64_MAX; /* the update's now */
 	u->uid = ++a->next_uid;
-	if (a->ctl_away_ns && trib_now_ns() - a->ctl_away_ns >= AGENT_AWAY_NS) {
-		/* Only the controller counts a round cluster-wide: no count, no 202. */
-		char msg[200];
-
-		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s, and only "
-			 "it can count an update; this node serves models and jobs meanwhile: "
-			 "retry", (double)(trib_now_ns() - a->ctl_away_ns) / 1e9);
-		u->c = NULL;
-		rt__agent_upd_free(a, u);
-		rt_conn_error(c, 503, msg, -1, "Retry-After: 2\r\n");
+	if (a->ctl_away_ns) {
+		upd_provisional(a, u);
 		return;
 	}
 	err = accept_send(a, u);

@@ -45,6 +45,7 @@ struct rt_node_opts {
 	const char *node_name;        /* unique in the cluster */
 	const char *peer_listen; /* this node's nng URL for peers (default tcp://0.0.0.0:7071) */
 	const char *advertise;        /* how peers reach it (default: peer_listen's host:port) */
+	uint32_t controller_grace_s;  /* updates taken while the controller is away, this long */
 };
 
 /* "shm+unix" etc. for an enum fn_dataplane. */
