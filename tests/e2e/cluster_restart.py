@@ -13,6 +13,11 @@ B. The controller is killed (kill -9) mid-round: the nodes do not exit; meanwhil
    reloads the round, the nodes join again and report, and the round completes exactly.
 C. A node is stopped (SIGTERM) mid-round with 10 updates: it exits 0 keeping its arena file;
    started again it recovers them, and the round completes exactly with nothing lost.
+D. A round closes while the node that runs its top (and holds 12 of its updates) is frozen;
+   that node is killed and started again: it recovers its updates, the other node sends its
+   sum again to the new run, and the round completes exactly with nothing lost.
+E. The same closed round, with the controller killed instead and the top thawed: the
+   controller reloads the round as closed, tells it again, and it completes exactly.
 
 Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when that is truly
 absent; the test harness reports it as skipped.
@@ -63,8 +68,8 @@ class Cluster:
         self.procs.append(p)
         return p
 
-    def restart_ctl(self):
-        args = self.ctl.p.args[5:]
+    def restart_ctl(self, extra=()):
+        args = [a for a in self.ctl.p.args[5:]] + list(extra)
         self.runs['c'] = self.runs.get('c', 1) + 1
         self.ctl = netns_cluster.Proc('controller-run%d' % self.runs['c'], self.net.ctl, BIN,
                                       args, self.tmp)
@@ -185,7 +190,8 @@ def phase_b(c, admin):
     for nd in c.nodes:
         check(nd.p.poll() is None, '%s exited %s without its controller' %
               (nd.name, nd.p.returncode))
-    c.restart_ctl()
+    # Later phases freeze a node for a moment: drained only after 6 s of silence.
+    c.restart_ctl(['--dead-after-ms', '6000'])
     for i in range(3):
         wait_for(lambda i=i: 'joining again' in c.nodes[i].log_text() and c.joined(i), 30,
                  'n%d to join the restarted controller' % i)
@@ -230,6 +236,51 @@ def phase_c(c, admin):
     check_done(c, 'rc', tok, ups, 'C: round 0 across a SIGTERM of n1')
 
 
+def close_on_frozen_top(c, admin, job, seed):
+    """20 updates, 12 on n2 (the top-to-be), frozen (SIGSTOP) before the 20th closes it."""
+    ip = c.net.node_ip
+    tok = create_job(c.cl, ip[0], admin, job)
+    wait_for(lambda: c.cl.call(ip[2], 'GET', '/v1/jobs/%s' % job, token=tok)[0] == 200, 5,
+             'job %s known on n2' % job)
+    ups = [update_body(np.random.default_rng(seed + k)) for k in range(CPR)]
+    for k in range(CPR - 1):
+        post_until(c.cl, ip[2] if k < 12 else ip[0], job, tok, 0, *ups[k], '%s-%d' % (job, k))
+    c.nodes[2].p.send_signal(signal.SIGSTOP)
+    post_until(c.cl, ip[0], job, tok, 0, *ups[CPR - 1], '%s-%d' % (job, CPR - 1))
+    info = round_info(c.cl, ip[1], job, tok, 0)
+    check(info['state'] == 'closed' and info['top'] == 'n2', '%s: closed on n2: %s' %
+          (job, info))
+    return tok, ups
+
+
+def phase_d(c, admin):
+    tok, ups = close_on_frozen_top(c, admin, 'rd', 400)
+    c.nodes[2].kill()
+    log('D: round closed with its top on n2 (12 updates), n2 frozen then killed (kill -9)')
+    node = c.restart_node(2)
+    wait_for(lambda: c.joined(2), 30, 'n2 to join again')
+    check('recovered 12 updates' in node.log_text(), 'n2 recovered:\n' +
+          node.log_text()[-2000:])
+    check_done(c, 'rd', tok, ups, 'D: a closed round whose top was killed and restarted')
+
+
+def phase_e(c, admin):
+    tok, ups = close_on_frozen_top(c, admin, 're', 500)
+    time.sleep(0.5)  # the closed round is written at the controller's next tick
+    c.ctl.kill()
+    c.nodes[2].p.send_signal(signal.SIGCONT)
+    log('E: round closed with its top on n2 frozen; the controller killed (kill -9), n2 '
+        'thawed')
+    c.restart_ctl()
+    wait_for(lambda: 'reconciled with its nodes' in c.ctl.log_text(), 20,
+             'the controller to reconcile:\n' + c.ctl.log_text()[-3000:])
+    check('reloaded closed with' in c.ctl.log_text(), 'the controller reloaded the closed '
+          'round:\n' + c.ctl.log_text()[-3000:])
+    check_done(c, 're', tok, ups, 'E: a closed round across a controller restart')
+    for nd in c.nodes:
+        check(nd.p.poll() is None, '%s exited %s' % (nd.name, nd.p.returncode))
+
+
 def stop(p):
     if p.killed or p.p.poll() is not None:
         return
@@ -260,6 +311,8 @@ def scenario():
         phase_a(c, admin)
         phase_b(c, admin)
         phase_c(c, admin)
+        phase_d(c, admin)
+        phase_e(c, admin)
         for p in c.nodes + [c.ctl]:
             stop(p)
         for p in c.procs:
