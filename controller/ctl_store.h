@@ -150,9 +150,10 @@ int ctl_store_idem_get(struct ctl_store *st, int64_t job_id, const void *key, si
  * A cluster controller's state that a restart must find (ctl_store_x.c): the
  * nodes it knew (rank, name, wire address, the last run's epoch) and the
  * rounds in flight of each job (state, and @detail: JSON the controller
- * writes and reads back, opaque here). put inserts or replaces; the lists
- * call @cb for each row with the store locked (@cb must not use the store; a
- * nonzero return stops and is returned). 0 or -errno.
+ * writes and reads back, opaque here). put inserts or replaces (a node's row
+ * by rank or by name); the lists call @cb for each row with the store locked
+ * (@cb must not use the store; a nonzero return stops and is returned).
+ * 0 or -errno.
  */
 int ctl_store_xnode_put(struct ctl_store *st, uint32_t rank, const char *name, const char *addr,
 			uint32_t epoch);

@@ -26,7 +26,7 @@ int ctl_store_xnode_put(struct ctl_store *st, uint32_t rank, const char *name, c
 	if (!st || !name || !addr)
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
-	/* A name keeps its rank; a rank is one name's. */
+	/* One row per rank and per name: a put replaces either (the controller keeps both). */
 	err = run(st, "INSERT OR REPLACE INTO cluster_nodes (rank, name, addr, epoch) "
 		  "VALUES (?, ?, ?, ?)", &s);
 	if (!err) {
