@@ -171,8 +171,11 @@ void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr);
 int ctl__xstate_load(struct ctl *c);
 /* Each tick: rounds that changed go to the store; the end of a reconciliation; closes. */
 void ctl__xstate_tick(struct ctl *c);
-/* Whether updates wait (503) because nodes that held rounds in flight are not back yet. */
-bool ctl__reconciling(const struct ctl *c);
+/*
+ * Whether updates wait (503) because nodes that held rounds in flight are not
+ * back yet; ends the wait once they are (or its time is up).
+ */
+bool ctl__reconciling(struct ctl *c);
 /*
  * Node @rank joins again (a restart of it or of the controller) and reports
  * what its arena holds (@hdr "holds", "arena"): its counts are reconciled

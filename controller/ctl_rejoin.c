@@ -137,7 +137,7 @@ static int round_loaded(void *ctx, int64_t job_id, uint32_t round, int state, co
 	struct cround *cr;
 	json_t *d = NULL;
 
-	/* A round whose model exists is done; its row goes at the next tick's sweep. */
+	/* A round whose model exists is done; its row goes (ctl_store_xround_prune()). */
 	if (!j || round < j->completed || (state != CR_OPEN && state != CR_CLOSED))
 		return 0;
 	if (trib_json_loadb(detail, strlen(detail), 0, &d, NULL) || !json_is_object(d)) {
@@ -178,6 +178,11 @@ int ctl__xstate_load(struct ctl *c)
 			   "loaded: %s", strerror(-err));
 		return err;
 	}
+	/* Rows of rounds whose model was written before their row went: they go now. */
+	for (struct cjob *j = c->jobs; j; j = j->next)
+		if (ctl_store_xround_prune(c->store, j->db_id, j->completed))
+			trib_warn("job %s: forgetting the rounds before %u in controller.db failed",
+				  j->name, j->completed);
 	for (uint32_t i = 0; i < c->nnodes; i++)
 		awaited += c->nodes[i].awaited;
 	if (awaited) {
@@ -190,10 +195,6 @@ int ctl__xstate_load(struct ctl *c)
 	return 0;
 }
 
-bool ctl__reconciling(const struct ctl *c)
-{
-	return c->reconcile_until_ns != 0;
-}
 
 /* The holding of @hdr for (job @id, round @r): updates, or 0. */
 static uint32_t held(const json_t *holds, int64_t id, uint32_t r)
@@ -312,16 +313,24 @@ static void reconcile_end(struct ctl *c)
 	trib_info("controller: reconciled with its nodes; counting updates again");
 }
 
-void ctl__xstate_tick(struct ctl *c)
+bool ctl__reconciling(struct ctl *c)
 {
 	bool waiting = false;
 
-	if (c->reconcile_until_ns) {
-		for (uint32_t i = 0; i < c->nnodes; i++)
-			waiting = waiting || c->nodes[i].awaited;
-		if (!waiting || trib_now_ns() > c->reconcile_until_ns)
-			reconcile_end(c);
-	}
+	if (!c->reconcile_until_ns)
+		return false;
+	for (uint32_t i = 0; i < c->nnodes; i++)
+		waiting = waiting || c->nodes[i].awaited;
+	if (waiting && trib_now_ns() <= c->reconcile_until_ns)
+		return true;
+	/* The last node is back (or the wait is over): updates count from now on. */
+	reconcile_end(c);
+	return false;
+}
+
+void ctl__xstate_tick(struct ctl *c)
+{
+	ctl__reconciling(c);
 	for (struct cjob *j = c->jobs; j; j = j->next) {
 		for (struct cround *cr = j->rounds; cr; cr = cr->next) {
 			if (cr->state == CR_DONE) {

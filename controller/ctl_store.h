@@ -164,6 +164,8 @@ int ctl_store_xnode_list(struct ctl_store *st,
 int ctl_store_xround_put(struct ctl_store *st, int64_t job_id, uint32_t round, int state,
 			 const char *detail);
 int ctl_store_xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round);
+/* Forget the rounds of @job_id below @below (their models exist). */
+int ctl_store_xround_prune(struct ctl_store *st, int64_t job_id, uint32_t below);
 int ctl_store_xround_list(struct ctl_store *st,
 			  int (*cb)(void *ctx, int64_t job_id, uint32_t round, int state,
 				    const char *detail),

@@ -3,6 +3,7 @@
 #include "ctl_store_priv.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 /*
@@ -99,7 +100,8 @@ int ctl_store_xround_put(struct ctl_store *st, int64_t job_id, uint32_t round, i
 	return err;
 }
 
-int ctl_store_xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round)
+/* Rows of @job_id: round @round (@below false), or every round below it. */
+static int xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round, bool below)
 {
 	sqlite3_stmt *s;
 	int rc, err;
@@ -107,7 +109,8 @@ int ctl_store_xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round
 	if (!st)
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
-	err = run(st, "DELETE FROM cluster_rounds WHERE job_id = ? AND round = ?", &s);
+	err = run(st, below ? "DELETE FROM cluster_rounds WHERE job_id = ? AND round < ?"
+			    : "DELETE FROM cluster_rounds WHERE job_id = ? AND round = ?", &s);
 	if (!err) {
 		rc = sqlite3_bind_int64(s, 1, job_id);
 		if (rc == SQLITE_OK)
@@ -119,6 +122,16 @@ int ctl_store_xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round
 	}
 	pthread_mutex_unlock(&st->lock);
 	return err;
+}
+
+int ctl_store_xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round)
+{
+	return xround_delete(st, job_id, round, false);
+}
+
+int ctl_store_xround_prune(struct ctl_store *st, int64_t job_id, uint32_t below)
+{
+	return xround_delete(st, job_id, below, true);
 }
 
 int ctl_store_xround_list(struct ctl_store *st,

@@ -314,6 +314,15 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 	struct pend *fp;
 	int err;
 
+	if (ev->kind != CTL_EV_REPLY && a->ctl_away_ns) {
+		/*
+		 * The controller is away: taken here like the updates that arrive now.
+		 * Counted or not before it went, the count that stands is the one this
+		 * node reports when it joins again.
+		 */
+		upd_provisional(a, u);
+		return;
+	}
 	if (ev->kind != CTL_EV_REPLY) {
 		trib_warn("job %s: the controller did not answer an update's count: %s%s", u->job,
 			  strerror(-ev->err), u->tries < 2 ? "; asking again" : "");
