@@ -182,7 +182,7 @@ def phase_b(c, admin):
     log('  the nodes run on: 4 updates taken without the controller (202, provisional), the '
         'model served')
     # Past --controller-grace-s: 503, saying why.
-    time.sleep(max(0, killed + GRACE_S + 1.5 - time.time()))
+    time.sleep(max(0, killed + GRACE_S + 3 - time.time()))
     st, b = post(c.cl, ip[1], 'rb', tok, 0, *ups[16], 'rb-16')
     check(st == 503 and b'controller-grace-s' in b,
           'an update %d s after the controller went away: %d %s' % (GRACE_S, st, b[:300]))
