@@ -106,6 +106,7 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	const char *name = json_string_value(json_object_get(ev->hdr, "name"));
 	const char *addr = json_string_value(json_object_get(ev->hdr, "addr"));
 	json_t *jobs, *verdicts = NULL;
+	uint32_t epoch = 0; /* the run it continues, if it lost nothing */
 	struct cnode *nd;
 	int rank;
 
@@ -128,6 +129,7 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 			trib_info("node %s joined again (%s arena)", name,
 				  ctl__jstr(ev->hdr, "arena", "a new"));
 		verdicts = ctl__rejoin(c, (uint32_t)rank, ev->hdr);
+		epoch = ctl__run_continues(c, (uint32_t)rank, ev->hdr) ? nd->epoch : 0;
 	} else if (nd->live) {
 		/* The same name again: it restarted before we noticed; what it held is gone. */
 		trib_warn("node %s joined again: its previous run is drained", name);
@@ -144,7 +146,8 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	nd->mem_free = (uint64_t)json_integer_value(json_object_get(ev->hdr, "mem_free"));
 	nd->used = nd->live = true;
 	nd->last_ns = trib_now_ns();
-	nd->epoch = ++c->epochs;
+	nd->epoch = epoch ? epoch : ++c->epochs;
+	nd->joined_at = (uint32_t)(trib_now_ns() / 1000) | 1;
 	jobs = json_array();
 	for (struct cjob *j = c->jobs; j; j = j->next)
 		json_array_append_new(jobs, ctl__job_msg(j));

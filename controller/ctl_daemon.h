@@ -53,6 +53,7 @@ struct cnode {
 	uint32_t epoch;		/* this run of the node: a node that joins again gets a new one */
 	struct acc_rec *recent; /* CTL_RECENT entries (owned), or NULL */
 	bool awaited; /* known from the store after a controller restart, not back yet */
+	uint32_t joined_at; /* this process of it (µs clock at its join): a top's sums went */
 };
 
 struct cround {
@@ -183,6 +184,12 @@ bool ctl__reconciling(struct ctl *c);
  * for its join answer (a new reference): [[job id, round, keep, held], ...].
  */
 json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr);
+/*
+ * After ctl__rejoin(): whether node @rank's join continues its last run (its
+ * arena kept, and no unfinished round lists that run lost), so that it keeps
+ * its epoch: the receipts it gave stay its own. Else it gets a new one.
+ */
+bool ctl__run_continues(struct ctl *c, uint32_t rank, const json_t *hdr);
 /* The node record in the store (logged on failure). */
 void ctl__node_save(struct ctl *c, uint32_t rank);
 

@@ -102,9 +102,9 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
-	/* A top that restarted lost the sums it had: a new run means send them again. */
-	json_object_set_new(h, "top_epoch",
-			    json_integer(cr->top >= 0 ? c->nodes[cr->top].epoch : 0));
+	/* A top that joined again may have lost the sums it had: they are sent again. */
+	json_object_set_new(h, "top_join",
+			    json_integer(cr->top >= 0 ? c->nodes[cr->top].joined_at : 0));
 	return h;
 }
 

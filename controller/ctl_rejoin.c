@@ -298,6 +298,20 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr)
 	return verdicts;
 }
 
+bool ctl__run_continues(struct ctl *c, uint32_t rank, const json_t *hdr)
+{
+	const struct cnode *nd = &c->nodes[rank];
+
+	if (!nd->used || !nd->epoch || strcmp(ctl__jstr(hdr, "arena", ""), "kept"))
+		return false;
+	for (struct cjob *j = c->jobs; j; j = j->next)
+		for (struct cround *cr = j->rounds; cr; cr = cr->next)
+			if (cr->state != CR_DONE && cr->lost[rank] &&
+			    cr->lost_epoch[rank] == nd->epoch)
+				return false; /* its clients may resend: new 202s need a new run */
+	return true;
+}
+
 /* The end of a reconciliation: nodes not back are drained; closed rounds are told again. */
 static void reconcile_end(struct ctl *c)
 {

@@ -68,7 +68,7 @@ struct xround {
 	uint32_t nnodes;
 	uint32_t counts[CTL_MAX_NODES];
 	int top;
-	uint32_t top_epoch; /* the top's run: a new one lost the sums it had */
+	uint32_t top_join; /* the top's join: one joined again may have lost the sums it had */
 	char top_addr[128];
 	/* this node's sum */
 	struct rt_round *local; /* the local round with its sum (until the model) */

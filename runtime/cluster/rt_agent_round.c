@@ -340,14 +340,14 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		x->counts[i] = (uint32_t)json_integer_value(json_array_get(counts, i));
 	if (top != x->top ||
-	    x->top_epoch != (uint32_t)json_integer_value(json_object_get(h, "top_epoch"))) {
-		/* The top moved (its node was lost), or restarted without the sums it had:
-		 * our sum goes to it, now. */
+	    x->top_join != (uint32_t)json_integer_value(json_object_get(h, "top_join"))) {
+		/* The top moved (its node was lost), or joined again (it may have restarted
+		 * without the sums it had): our sum goes to it, now (folded once there). */
 		x->delivered_to = -1;
 		x->sending = false;
 	}
 	x->top = top;
-	x->top_epoch = (uint32_t)json_integer_value(json_object_get(h, "top_epoch"));
+	x->top_join = (uint32_t)json_integer_value(json_object_get(h, "top_join"));
 	snprintf(x->top_addr, sizeof(x->top_addr), "%s", jstr(h, "top_addr", ""));
 	rt_job_set_target(a->n, j, round,
 			  a->rank >= 0 && (uint32_t)a->rank < x->nnodes ? x->counts[a->rank] : 0);

@@ -155,7 +155,10 @@ def phase_a(c, admin):
           'resend of ra-3: %d %s, first answer %s' % (st, b[:300], acks[3]))
     check(round_info(c.cl, ip[2], 'ra', tok, 0)['received'] == 10, 'the resend was counted')
     for k in range(10, CPR):
-        post_until(c.cl, ip[k % 3], 'ra', tok, 0, *ups[k], 'ra-%d' % k)
+        ack = post_until(c.cl, ip[k % 3], 'ra', tok, 0, *ups[k], 'ra-%d' % k)
+        # Back with all it held, n0 goes on as the same run: its receipts stay its own.
+        check(ack['node'] != 'n0' or ack['epoch'] == acks[0]['epoch'],
+              'n0 after its restart: %s, before: %s' % (ack, acks[0]))
     check_done(c, 'ra', tok, ups, 'A: round 0 over 20 updates, 10 of them from before the kill')
 
 
