@@ -18,6 +18,9 @@ D. A round closes while the node that runs its top (and holds 12 of its updates)
    sum again to the new run, and the round completes exactly with nothing lost.
 E. The same closed round, with the controller killed instead and the top thawed: the
    controller reloads the round as closed, tells it again, and it completes exactly.
+F. A node killed whose arena file is removed too (as a reboot would): back with a new arena,
+   the record lists its updates lost (its old run's epoch); they are sent again, and the
+   round completes exactly.
 
 Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when that is truly
 absent; the test harness reports it as skipped.
@@ -284,6 +287,40 @@ def phase_e(c, admin):
         check(nd.p.poll() is None, '%s exited %s' % (nd.name, nd.p.returncode))
 
 
+def phase_f(c, admin):
+    ip = c.net.node_ip
+    tok = create_job(c.cl, ip[1], admin, 'rf')
+    wait_for(lambda: c.cl.call(ip[0], 'GET', '/v1/jobs/rf', token=tok)[0] == 200, 5,
+             'job rf known on n0')
+    ups = [update_body(np.random.default_rng(600 + k)) for k in range(CPR)]
+    acks = [post_until(c.cl, ip[1], 'rf', tok, 0, *ups[k], 'rf-%d' % k) for k in range(6)]
+    old = c.nodes[1]
+    files = arena_files_in([old.log_text()])
+    old.kill()
+    remove_arena_files(files)  # as a reboot would: the machine's memory is gone
+    log('F: n1 killed (kill -9) holding 6 updates, and its arena file removed (%s)' % files)
+    node = c.restart_node(1)
+    wait_for(lambda: c.joined(1), 30, 'n1 to join again')
+    info = round_info(c.cl, ip[0], 'rf', tok, 0)
+    check(info['lost_nodes'] == ['n1'] and info['lost_updates'] == 6 and
+          info['state'] == 'open' and
+          info['lost'] == [{'node': 'n1', 'epoch': acks[0]['epoch'], 'updates': 6}],
+          'after n1 came back without its arena: %s' % info)
+    check('arena file' in node.log_text() and 're-attached' not in node.log_text(),
+          'n1 started with a new arena')
+    log('  back with a new arena: the record lists its 6 updates lost; they are sent again')
+    for k in range(CPR):
+        ack = post_until(c.cl, ip[k % 3], 'rf', tok, 0, *ups[k], 'rf-%d-again' % k if k < 6
+                         else 'rf-%d' % k)
+        check(ack['node'] != 'n1' or ack['epoch'] != acks[0]['epoch'],
+              'n1\'s new run has a new epoch: %s' % ack)
+    m = get_model(c.cl, ip[2], 'rf', tok, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], 'F: round 0 with the 6 resent')
+    info = round_info(c.cl, ip[2], 'rf', tok, 0)
+    check(info['state'] == 'done' and info['updates'] == CPR and info['lost_nodes'] == ['n1'],
+          'F: record %s' % info)
+
+
 def stop(p):
     if p.killed or p.p.poll() is not None:
         return
@@ -316,6 +353,7 @@ def scenario():
         phase_c(c, admin)
         phase_d(c, admin)
         phase_e(c, admin)
+        phase_f(c, admin)
         for p in c.nodes + [c.ctl]:
             stop(p)
         for p in c.procs:
