@@ -25,8 +25,8 @@
 static uint64_t round_fp(const struct ctl *c, const struct cround *cr)
 {
 	uint64_t h = 1469598103934665603ull;
-	uint64_t v[5] = { (uint64_t)cr->state + 1, cr->count, (uint64_t)(cr->top + 1),
-			  cr->lost_updates, c->nnodes };
+	uint64_t v[5] = {(uint64_t)cr->state + 1, cr->count, (uint64_t)(cr->top + 1),
+			 cr->lost_updates, c->nnodes};
 
 	for (int i = 0; i < 5; i++)
 		h = (h ^ v[i]) * 1099511628211ull;
@@ -68,7 +68,8 @@ static void round_save(struct ctl *c, struct cjob *j, struct cround *cr)
 	trib_free(s);
 	if (err) {
 		trib_warn("job %s round %u: keeping its state in controller.db: %s (again next "
-			  "tick)", j->name, cr->round, strerror(-err));
+			  "tick)",
+			  j->name, cr->round, strerror(-err));
 		return;
 	}
 	cr->saved_fp = fp;
@@ -81,11 +82,11 @@ void ctl__node_save(struct ctl *c, uint32_t rank)
 
 	if (err)
 		trib_warn("node %s: recording it in controller.db: %s; a controller restart "
-			  "would not wait for it", nd->name, strerror(-err));
+			  "would not wait for it",
+			  nd->name, strerror(-err));
 }
 
-static int node_loaded(void *ctx, uint32_t rank, const char *name, const char *addr,
-		       uint32_t epoch)
+static int node_loaded(void *ctx, uint32_t rank, const char *name, const char *addr, uint32_t epoch)
 {
 	struct ctl *c = ctx;
 	struct cnode *nd;
@@ -117,7 +118,8 @@ static void detail_load(struct cround *cr, const json_t *d)
 		cr->landed[i] = (uint32_t)json_integer_value(json_array_get(landed, i));
 		cr->count += cr->folded[i];
 	}
-	json_array_foreach(json_object_get(d, "lost"), i, e) {
+	json_array_foreach(json_object_get(d, "lost"), i, e)
+	{
 		uint32_t r = (uint32_t)json_integer_value(json_array_get(e, 0));
 
 		if (r >= CTL_MAX_NODES)
@@ -143,7 +145,8 @@ static int round_loaded(void *ctx, int64_t job_id, uint32_t round, int state, co
 	if (trib_json_loadb(detail, strlen(detail), 0, &d, NULL) || !json_is_object(d)) {
 		json_decref(d);
 		trib_error("job %s round %u: its state in controller.db cannot be read; the round "
-			   "starts again from what the nodes report", j->name, round);
+			   "starts again from what the nodes report",
+			   j->name, round);
 		d = json_object();
 	}
 	cr = ctl__round_new(j, round);
@@ -160,8 +163,9 @@ static int round_loaded(void *ctx, int64_t job_id, uint32_t round, int state, co
 	if (state == CR_OPEN && round > j->round)
 		j->round = round;
 	trib_info("job %s round %u: reloaded %s with %u updates on record (%u lost); the nodes' "
-		  "reports decide", j->name, round, state == CR_OPEN ? "open" : "closed",
-		  cr->count, cr->lost_updates);
+		  "reports decide",
+		  j->name, round, state == CR_OPEN ? "open" : "closed", cr->count,
+		  cr->lost_updates);
 	return 0;
 }
 
@@ -175,7 +179,8 @@ int ctl__xstate_load(struct ctl *c)
 		err = ctl_store_xround_list(c->store, round_loaded, c);
 	if (err) {
 		trib_error("controller.db: the cluster's nodes and rounds in flight could not be "
-			   "loaded: %s", strerror(-err));
+			   "loaded: %s",
+			   strerror(-err));
 		return err;
 	}
 	/* Rows of rounds whose model was written before their row went: they go now. */
@@ -195,17 +200,16 @@ int ctl__xstate_load(struct ctl *c)
 	return 0;
 }
 
-
 /* The holding of @hdr for (job @id, round @r): updates, or 0. */
 static uint32_t held(const json_t *holds, int64_t id, uint32_t r)
 {
 	json_t *e;
 	size_t i;
 
-	json_array_foreach(holds, i, e)
-		if (json_integer_value(json_array_get(e, 0)) == id &&
-		    (uint32_t)json_integer_value(json_array_get(e, 1)) == r)
-			return (uint32_t)json_integer_value(json_array_get(e, 2));
+	json_array_foreach(holds, i,
+			   e) if (json_integer_value(json_array_get(e, 0)) == id &&
+				  (uint32_t)json_integer_value(json_array_get(e, 1)) ==
+				      r) return (uint32_t)json_integer_value(json_array_get(e, 2));
 	return 0;
 }
 
@@ -223,25 +227,30 @@ static bool reconcile_round(struct ctl *c, struct cjob *j, struct cround *cr, ui
 		 * sent these again: counting both would count one update twice.
 		 */
 		if (h)
-			trib_warn("job %s round %u: node %s is back with %u updates, but %s: they "
-				  "stay lost", j->name, cr->round, name, h,
-				  cr->state == CR_CLOSED ? "the round closed without them" :
-				  "updates were counted since they were declared lost (resends, "
+			trib_warn(
+			    "job %s round %u: node %s is back with %u updates, but %s: they "
+			    "stay lost",
+			    j->name, cr->round, name, h,
+			    cr->state == CR_CLOSED
+				? "the round closed without them"
+				: "updates were counted since they were declared lost (resends, "
 				  "perhaps)");
 		return false;
 	}
 	if (cr->lost[rank]) {
 		/* Open still: what it acknowledged is back, not lost. */
 		trib_info("job %s round %u: node %s is back with %u of the %u updates declared "
-			  "lost: counted again", j->name, cr->round, name, h, cr->lost_n[rank]);
+			  "lost: counted again",
+			  j->name, cr->round, name, h, cr->lost_n[rank]);
 		cr->lost_updates -= cr->lost_n[rank];
 		cr->lost[rank] = false;
 		cr->lost_n[rank] = 0;
 	} else if (h != before) {
 		trib_info("job %s round %u: node %s holds %u updates, %u were counted for it (%s)",
 			  j->name, cr->round, name, h, before,
-			  h < before ? "the rest never got their 202" : "counted since the "
-			  "controller last wrote the round");
+			  h < before ? "the rest never got their 202"
+				     : "counted since the "
+				       "controller last wrote the round");
 	}
 	cr->folded[rank] = h;
 	cr->count = cr->count - before + h;
@@ -269,15 +278,15 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr)
 
 			if (cr->state == CR_DONE || (!h && !cr->folded[rank] && !cr->lost[rank]))
 				continue;
-			json_array_append_new(verdicts,
-					      json_pack("[I, i, b, i]", (json_int_t)j->db_id,
-							(json_int_t)cr->round,
-							reconcile_round(c, j, cr, rank, h),
-							(json_int_t)h));
+			json_array_append_new(
+			    verdicts,
+			    json_pack("[I, i, b, i]", (json_int_t)j->db_id, (json_int_t)cr->round,
+				      reconcile_round(c, j, cr, rank, h), (json_int_t)h));
 		}
 	}
 	/* Holdings of an open round the controller has no record of yet (not written). */
-	json_array_foreach(holds, i, e) {
+	json_array_foreach(holds, i, e)
+	{
 		struct cjob *j = ctl__job_by_id(c, json_integer_value(json_array_get(e, 0)));
 		uint32_t r = (uint32_t)json_integer_value(json_array_get(e, 1));
 		struct cround *cr;
@@ -290,10 +299,10 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr)
 			continue;
 		h = (uint32_t)json_integer_value(json_array_get(e, 2));
 		cr = j && r == j->round ? ctl__round_new(j, r) : NULL;
-		json_array_append_new(verdicts,
-				      json_pack("[I, i, b, i]", json_integer_value(json_array_get(e, 0)),
-						(json_int_t)r, cr && reconcile_round(c, j, cr, rank, h),
-						(json_int_t)h));
+		json_array_append_new(
+		    verdicts, json_pack("[I, i, b, i]", json_integer_value(json_array_get(e, 0)),
+					(json_int_t)r, cr && reconcile_round(c, j, cr, rank, h),
+					(json_int_t)h));
 	}
 	return verdicts;
 }
@@ -320,7 +329,8 @@ static void reconcile_end(struct ctl *c)
 			continue;
 		c->nodes[i].awaited = false;
 		trib_warn("node %s (rank %u) did not join again after the controller's restart: "
-			  "its updates of rounds in flight are lost", c->nodes[i].name, i);
+			  "its updates of rounds in flight are lost",
+			  c->nodes[i].name, i);
 		ctl__rounds_lose_node(c, i);
 	}
 	c->reconcile_until_ns = 0;

@@ -28,8 +28,10 @@ int ctl_store_xnode_put(struct ctl_store *st, uint32_t rank, const char *name, c
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
 	/* One row per rank and per name: a put replaces either (the controller keeps both). */
-	err = run(st, "INSERT OR REPLACE INTO cluster_nodes (rank, name, addr, epoch) "
-		  "VALUES (?, ?, ?, ?)", &s);
+	err = run(st,
+		  "INSERT OR REPLACE INTO cluster_nodes (rank, name, addr, epoch) "
+		  "VALUES (?, ?, ?, ?)",
+		  &s);
 	if (!err) {
 		rc = sqlite3_bind_int64(s, 1, rank);
 		if (rc == SQLITE_OK)
@@ -81,8 +83,10 @@ int ctl_store_xround_put(struct ctl_store *st, int64_t job_id, uint32_t round, i
 	if (!st || !detail)
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
-	err = run(st, "INSERT OR REPLACE INTO cluster_rounds (job_id, round, state, detail) "
-		  "VALUES (?, ?, ?, ?)", &s);
+	err = run(st,
+		  "INSERT OR REPLACE INTO cluster_rounds (job_id, round, state, detail) "
+		  "VALUES (?, ?, ?, ?)",
+		  &s);
 	if (!err) {
 		rc = sqlite3_bind_int64(s, 1, job_id);
 		if (rc == SQLITE_OK)
@@ -109,8 +113,10 @@ static int xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round, b
 	if (!st)
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
-	err = run(st, below ? "DELETE FROM cluster_rounds WHERE job_id = ? AND round < ?"
-			    : "DELETE FROM cluster_rounds WHERE job_id = ? AND round = ?", &s);
+	err = run(st,
+		  below ? "DELETE FROM cluster_rounds WHERE job_id = ? AND round < ?"
+			: "DELETE FROM cluster_rounds WHERE job_id = ? AND round = ?",
+		  &s);
 	if (!err) {
 		rc = sqlite3_bind_int64(s, 1, job_id);
 		if (rc == SQLITE_OK)
@@ -145,8 +151,10 @@ int ctl_store_xround_list(struct ctl_store *st,
 	if (!st || !cb)
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
-	err = run(st, "SELECT job_id, round, state, detail FROM cluster_rounds "
-		  "ORDER BY job_id, round", &s);
+	err = run(st,
+		  "SELECT job_id, round, state, detail FROM cluster_rounds "
+		  "ORDER BY job_id, round",
+		  &s);
 	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW)
 		err = cb(ctx, sqlite3_column_int64(s, 0), (uint32_t)sqlite3_column_int64(s, 1),
 			 sqlite3_column_int(s, 2), (const char *)sqlite3_column_text(s, 3));

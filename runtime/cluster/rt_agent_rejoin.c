@@ -27,19 +27,22 @@ static int hold_add(void *ctx, uint32_t idx, const struct shm_rec_info *i)
 	(void)idx;
 	if (i->kind != SHM_REC_UPDATE && i->kind != SHM_REC_PARTIAL)
 		return 0;
-	json_array_foreach(holds, k, e) {
+	json_array_foreach(holds, k, e)
+	{
 		if ((uint64_t)json_integer_value(json_array_get(e, 0)) != i->job ||
 		    (uint64_t)json_integer_value(json_array_get(e, 1)) != i->round)
 			continue;
-		json_array_set_new(e, 2, json_integer(json_integer_value(json_array_get(e, 2)) +
-						      i->count));
-		json_array_set_new(e, 3, json_real(json_real_value(json_array_get(e, 3)) +
-						   i->weight));
+		json_array_set_new(
+		    e, 2, json_integer(json_integer_value(json_array_get(e, 2)) + i->count));
+		json_array_set_new(e, 3,
+				   json_real(json_real_value(json_array_get(e, 3)) + i->weight));
 		return 0;
 	}
 	return json_array_append_new(holds, json_pack("[I, I, i, f]", (json_int_t)i->job,
 						      (json_int_t)i->round, (json_int_t)i->count,
-						      i->weight)) ? -ENOMEM : 0;
+						      i->weight))
+		   ? -ENOMEM
+		   : 0;
 }
 
 json_t *rt__agent_holds(struct rt_agent *a)
@@ -66,7 +69,8 @@ static void recover(struct rt_agent *a, json_t *verdicts)
 	for (struct rt_job *j = n->jobs; j; j = j->next) {
 		uint32_t kept_min = UINT32_MAX, drop_end = 0;
 
-		json_array_foreach(verdicts, i, e) {
+		json_array_foreach(verdicts, i, e)
+		{
 			uint32_t r = (uint32_t)json_integer_value(json_array_get(e, 1));
 
 			if (!j->xid || (uint64_t)json_integer_value(json_array_get(e, 0)) != j->xid)
@@ -88,7 +92,8 @@ static void recover(struct rt_agent *a, json_t *verdicts)
 	err = rt_node_recover(n);
 	if (err)
 		trib_error("cluster: putting the arena's updates back into their rounds: %s; "
-			   "those rounds cannot complete here", strerror(-err));
+			   "those rounds cannot complete here",
+			   strerror(-err));
 }
 
 void rt__agent_rejoined(struct rt_agent *a, json_t *verdicts)
@@ -100,7 +105,8 @@ void rt__agent_rejoined(struct rt_agent *a, json_t *verdicts)
 		recover(a, verdicts);
 		return;
 	}
-	json_array_foreach(verdicts, i, e) {
+	json_array_foreach(verdicts, i, e)
+	{
 		uint32_t r = (uint32_t)json_integer_value(json_array_get(e, 1));
 		uint32_t held = (uint32_t)json_integer_value(json_array_get(e, 3));
 

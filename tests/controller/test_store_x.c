@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/* Tests for the store's cluster state (schema v3): nodes and rounds in flight, and the migration. */
+/* Tests for the store's cluster state (schema v3): nodes and rounds in flight, and the migration.
+ */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -54,8 +55,7 @@ struct seen {
 	int rows;
 };
 
-static int node_row(void *ctx, uint32_t rank, const char *name, const char *addr,
-		    uint32_t epoch)
+static int node_row(void *ctx, uint32_t rank, const char *name, const char *addr, uint32_t epoch)
 {
 	struct seen *s = ctx;
 	size_t len = strlen(s->text);
@@ -92,7 +92,7 @@ TestSuite(ctl_store_x, .init = setup, .fini = teardown);
 Test(ctl_store_x, nodes_and_rounds_survive_a_reopen)
 {
 	int64_t a = job("a"), b = job("b");
-	struct seen s = { 0 };
+	struct seen s = {0};
 
 	cr_assert_eq(ctl_store_xnode_put(st, 1, "n1", "tcp://10.0.0.2:7071", 3), 0);
 	cr_assert_eq(ctl_store_xnode_put(st, 0, "n0", "tcp://10.0.0.1:7071", 1), 0);
@@ -114,14 +114,14 @@ Test(ctl_store_x, nodes_and_rounds_survive_a_reopen)
 	cr_assert_eq(ctl_store_xround_list(st, round_row, &s), 0);
 	char want[128];
 
-	snprintf(want, sizeof(want), "%lld/5:1:{\"count\":2};%lld/2:1:{\"count\":3};",
-		 (long long)a, (long long)b);
+	snprintf(want, sizeof(want), "%lld/5:1:{\"count\":2};%lld/2:1:{\"count\":3};", (long long)a,
+		 (long long)b);
 	cr_assert_str_eq(s.text, want, "in (job, round) order: %s", s.text);
 }
 
 Test(ctl_store_x, a_callback_stops_the_list)
 {
-	struct seen s = { .stop_at = 1 };
+	struct seen s = {.stop_at = 1};
 
 	cr_assert_eq(ctl_store_xnode_put(st, 0, "n0", "a", 1), 0);
 	cr_assert_eq(ctl_store_xnode_put(st, 1, "n1", "b", 2), 0);
@@ -144,7 +144,7 @@ Test(ctl_store_x, bad_arguments)
 
 Test(ctl_store_x, an_older_file_is_migrated)
 {
-	struct seen s = { 0 };
+	struct seen s = {0};
 	struct ctl_job got;
 	char sql[160];
 	sqlite3 *raw;
@@ -153,8 +153,10 @@ Test(ctl_store_x, an_older_file_is_migrated)
 	ctl_store_close(st);
 	st = NULL;
 	/* As the build before the cluster tables (the last migration) left it. */
-	snprintf(sql, sizeof(sql), "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; "
-		 "PRAGMA user_version = %d", CTL_STORE_SCHEMA_VERSION - 1);
+	snprintf(sql, sizeof(sql),
+		 "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; "
+		 "PRAGMA user_version = %d",
+		 CTL_STORE_SCHEMA_VERSION - 1);
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
