@@ -359,7 +359,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
 		      "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
 		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
-	if (cr->count == j->cpr)
+	if (cr->count >= j->cpr) /* over: nodes reported more after a restart */
 		round_close(c, j, cr);
 }
 
