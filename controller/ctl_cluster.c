@@ -401,6 +401,7 @@ int ctl_cluster_run(const struct ctl_cluster_opts *o)
 		  "a heartbeat)",
 		  o->listen, o->round_robin ? "round-robin" : "locality", o->dead_after_ms);
 	run_loop(&c);
+	ctl__xstate_save(&c);
 	ctl_wire_close(c.w);
 err_close_signal:
 	close(c.sfd);

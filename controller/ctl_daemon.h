@@ -172,6 +172,8 @@ void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr);
 int ctl__xstate_load(struct ctl *c);
 /* Each tick: rounds that changed go to the store; the end of a reconciliation; closes. */
 void ctl__xstate_tick(struct ctl *c);
+/* At a clean stop: rounds that changed since the last tick go to the store. */
+void ctl__xstate_save(struct ctl *c);
 /*
  * Whether updates wait (503) because nodes that held rounds in flight are not
  * back yet; ends the wait once they are (or its time is up).

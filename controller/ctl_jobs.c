@@ -410,12 +410,14 @@ static void take_edges(struct ctl *c, struct cjob *j, struct cround *cr, json_t 
 	cr->nedges = 0;
 	json_array_foreach(edges, i, e)
 	{
-		uint32_t from = (uint32_t)json_integer_value(e);
+		/* [rank, epoch]: the run whose sum it was (a rank may have a new run since). */
+		uint32_t from = (uint32_t)json_integer_value(json_array_get(e, 0));
+		uint32_t run = (uint32_t)json_integer_value(json_array_get(e, 1));
 
 		if (cr->nedges == CTL_MAX_NODES || from >= c->nnodes)
 			continue;
 		cr->edges_from[cr->nedges++] = from;
-		if (cr->lost[from]) {
+		if (cr->lost[from] && cr->lost_epoch[from] == run) {
 			/* Its sum reached the top before the node was lost: nothing was. */
 			trib_info("job %s round %u: node %s's sum reached the top before it was "
 				  "drained: its %u updates are in the model",

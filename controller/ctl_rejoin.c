@@ -352,6 +352,14 @@ bool ctl__reconciling(struct ctl *c)
 	return false;
 }
 
+void ctl__xstate_save(struct ctl *c)
+{
+	for (struct cjob *j = c->jobs; j; j = j->next)
+		for (struct cround *cr = j->rounds; cr; cr = cr->next)
+			if (cr->state != CR_DONE)
+				round_save(c, j, cr);
+}
+
 void ctl__xstate_tick(struct ctl *c)
 {
 	ctl__reconciling(c);

@@ -55,6 +55,7 @@ struct upd {
 struct xinput {
 	bool has;
 	bool remote;	   /* came over the wire (a cross-node edge) */
+	uint32_t epoch;	   /* remote: the run of the node that sent it */
 	struct shm_desc d; /* a PARTIAL, seq = the node's rank */
 	uint64_t slot;	   /* owned: a landed sum or zeros; 0: the local round's */
 	const float *data;
