@@ -343,6 +343,10 @@ def scenario():
     if not shutil.which('ip') or not shutil.which('curl'):
         print('SKIP: needs iproute2 (ip) and curl')
         sys.exit(SKIP)
+    # nng 1.5's leak of a request sent on a closing pipe (see the file): only that one.
+    supp = os.path.join(HERE, 'nng-req-leak.supp')
+    os.environ['LSAN_OPTIONS'] = ':'.join(filter(None, [os.environ.get('LSAN_OPTIONS'),
+                                                        'suppressions=' + supp]))
     net = netns_cluster.Net(3)
     tmp = tempfile.mkdtemp(prefix='trib-cluster-restart-')
     c = None
