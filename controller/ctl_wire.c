@@ -229,15 +229,13 @@ static void req_cb(void *arg)
 	if (!r->sent) {
 		uint64_t now = wire_now_ns();
 
+		if (!rv && now >= r->deadline_ns)
+			rv = NNG_ETIMEDOUT;
 		if (!rv) {
 			trib_free(ev);
 			r->sent = true;
-			/*
-			 * What is left of the request's time, not a new full timeout; past
-			 * it (the process was stopped, say), 1 ms: the request then ends
-			 * through nng's receive timeout, which frees nng's copy of it.
-			 */
-			nng_aio_set_timeout(r->aio, now >= r->deadline_ns ? 1 :
+			/* What is left of the request's time, not a new full timeout. */
+			nng_aio_set_timeout(r->aio,
 					    (nng_duration)((r->deadline_ns - now + 999999) / 1000000));
 			nng_ctx_recv(r->ctx, r->aio);
 			return;
