@@ -61,6 +61,26 @@ static const char *const migrations[] = {
 	"  body BLOB NOT NULL,"
 	"  PRIMARY KEY (job_id, key, round)"
 	");",
+	/*
+	 * 2 -> 3: client credentials (issue 13): each job's signing key, the client ids it
+	 * revoked, and the clients counted in a round whose journal records are gone.
+	 */
+	"CREATE TABLE job_keys ("
+	"  job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  key BLOB NOT NULL"
+	");"
+	"CREATE TABLE revoked ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  client TEXT NOT NULL,"
+	"  revoked_unix INTEGER NOT NULL,"
+	"  PRIMARY KEY (job_id, client)"
+	");"
+	"CREATE TABLE round_clients ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  round INTEGER NOT NULL,"
+	"  client TEXT NOT NULL,"
+	"  PRIMARY KEY (job_id, round, client)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,
@@ -93,6 +113,15 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_IDEM_GET] = "SELECT status, body FROM idem WHERE job_id = ?1 AND key = ?2 "
 		       "AND round >= ?3 AND round <= ?4 ORDER BY round LIMIT 1",
 	[S_IDEM_PRUNE] = "DELETE FROM idem WHERE job_id = ?1 AND round < ?2",
+	[S_KEY_GET] = "SELECT key FROM job_keys WHERE job_id = ?1",
+	[S_KEY_PUT] = "INSERT INTO job_keys (job_id, key) VALUES (?1, ?2)",
+	[S_REVOKE] = "INSERT OR IGNORE INTO revoked (job_id, client, revoked_unix) "
+		     "VALUES (?1, ?2, ?3)",
+	[S_REVOKED_LIST] = "SELECT client FROM revoked WHERE job_id = ?1 ORDER BY client",
+	[S_RCLIENT_PUT] = "INSERT OR IGNORE INTO round_clients (job_id, round, client) "
+			  "VALUES (?1, ?2, ?3)",
+	[S_RCLIENT_LIST] = "SELECT client FROM round_clients WHERE job_id = ?1 AND round = ?2",
+	[S_RCLIENT_PRUNE] = "DELETE FROM round_clients WHERE job_id = ?1 AND round < ?2",
 };
 
 /* Map an (extended) SQLite result code to 0 or -errno. */

@@ -29,6 +29,9 @@ struct rt_api_req {
 	uint64_t deadline_ns;
 	uint32_t wait_after;
 	bool parked;
+	bool inflight;            /* the body counts in its job's and client's bodies in flight */
+	uint64_t inflight_len;    /* bytes it counts for */
+	char client[33];          /* the client token's id (TRIB_CRED_CLIENT_MAX), or "" */
 };
 
 _Static_assert(sizeof(struct rt_api_req) <= RT_CONN_USER_BYTES, "rt_api_req fits c->user");
@@ -54,6 +57,8 @@ struct rt_api_hooks {
 	void (*round_get)(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t round);
 	/* GET /v1/cluster. */
 	void (*status)(void *ctx, struct rt_conn *c);
+	/* DELETE /v1/jobs/{job}/clients/{client}: the controller revokes it everywhere. */
+	void (*revoke)(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
 	/* Lines for /metrics (appended to @buf at *len, @cap bytes). */
 	void (*metrics)(void *ctx, char *buf, size_t *len, size_t cap);
 };
