@@ -11,6 +11,7 @@
 #include "ctl_store.h"
 #include "fn_fold.h"
 #include "trib_alloc.h"
+#include "trib_cred.h"
 #include "trib_json.h"
 #include "trib_log.h"
 #include "trib_schema.h"
@@ -211,13 +212,21 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	}
 	j->model = b;
 
+	/* Its credential key (in a cluster the controller's replaces it). */
+	err = trib_cred_key_new(j->cred.key);
+	if (err)
+		goto err_free;
 	err = job_record(n, j, spec, &j->db_id);
 	if (err)
 		goto err_free; /* -EEXIST: the caller answers 409 */
-	/* Its credential key (in a cluster the controller's replaces it). */
-	err = rt_job_cred_load(n, j);
-	if (err)
+	err = ctl_store_job_key_put(n->store, j->db_id, j->cred.key);
+	if (err) {
+		/* Not half made: a job without its key is not kept. */
+		trib_error("job %s: keeping its client credential key: %s", name, strerror(-err));
+		ctl_store_job_delete(n->store, j->name);
 		goto err_free;
+	}
+	j->cred.has_key = true;
 	j->id = n->next_job_id++;
 	j->schema = schema;
 	j->next = n->jobs;
