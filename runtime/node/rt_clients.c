@@ -140,7 +140,7 @@ void rt_clients_free(struct rt_clients *t)
 static int clients_at_round(struct rt_node *n, struct rt_job *j)
 {
 	char (*ids)[CTL_CLIENT_MAX] = NULL;
-	uint32_t left = 0; /* counted per round instead (rt_round.clients) */
+	uint32_t left = 0;
 	size_t k = 0;
 	int err;
 
@@ -149,6 +149,8 @@ static int clients_at_round(struct rt_node *n, struct rt_job *j)
 	err = rt_clients_sync(&j->clients, j->round, &left);
 	if (err)
 		return err;
+	if (left)
+		j->last_round_clients = left;
 	if (n->clustered || !n->store)
 		return 0;
 	err = ctl_store_round_clients_list(n->store, j->db_id, j->round, &ids, &k);

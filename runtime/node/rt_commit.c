@@ -144,7 +144,6 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	j->model = b;
 	j->completed++;
 	j->last_round_ms = rec.duration_ms;
-	j->last_round_clients = r->clients;
 	/* The planner's input: arrivals per second over this round, smoothed. */
 	if (secs > 0) {
 		double rate = r->received / secs;
@@ -153,9 +152,8 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	}
 	n->m.rounds_done++;
 	round_hist_add(&n->m, secs);
-	trib_info("job %s round %u: %u updates (%u from distinct client tokens, weight %g) "
-		  "aggregated in %.3f s; model v%u%s", j->name, r->round, d->count, r->clients,
-		  d->weight, secs, j->completed,
+	trib_info("job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u%s",
+		  j->name, r->round, d->count, d->weight, secs, j->completed,
 		  r->recoveries ? " (after replacing failed functions)" : "");
 	j->inflight = r->next;
 	/* The model is durable: the round's records go, then its slots. */

@@ -13,24 +13,19 @@
 #include "trib_log.h"
 
 /*
- * Client @id's update went into round @round of @j: it is seen there, and
- * the round counts one more distinct client. The table follows the open
- * round; an update that closed its round leaves the next round's table
- * untouched (a client of round r may send again in r + 1).
+ * Client @id's update went into round @round of @j: it is seen there. The
+ * table follows the open round, and stays at @round when this update closed
+ * it, until the next look (rt_clients.c): so the round's count is whole.
  */
 static void client_counted(struct rt_node *n, struct rt_job *j, uint32_t round, const char *id)
 {
-	struct rt_round *r = j->open && j->open->round == round ? j->open : NULL;
 	struct rt_client_ent *e;
 
-	for (struct rt_round *x = j->inflight; !r && x; x = x->next)
-		if (x->round == round)
-			r = x;
-	if (r)
-		r->clients++;
-	if (j->round != round)
+	if (j->round == round)
+		rt_job_clients_now(n, j); /* at the round (after a restart: with the store's) */
+	if (!j->clients.synced || j->clients.round != round)
 		return;
-	e = rt_job_client(n, j, id);
+	e = rt_clients_get(&j->clients, id);
 	if (e && !e->seen) {
 		e->seen = true;
 		j->clients.seen++;

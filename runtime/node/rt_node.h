@@ -138,7 +138,7 @@ struct rt_job {
 	double remote_weight;
 	struct rt_job_cred cred;  /* client credentials (issue 13) */
 	struct rt_clients clients; /* the clients of the open round (one update each) */
-	uint32_t last_round_clients; /* distinct clients of the last round stored here */
+	uint32_t last_round_clients; /* distinct clients of the last round closed (since start) */
 	uint64_t inflight_bytes;  /* update bodies being received for this job */
 	struct rt_job *next;
 };
