@@ -92,6 +92,8 @@ struct cjob {
 	 * with backoff, each time tried again.
 	 */
 	struct trib_retry store;
+	uint8_t key[32];	  /* client credentials' key (TRIB_CRED_KEY_LEN); never logged */
+	json_t *revoked;	  /* client ids revoked (owned array of strings) */
 	struct cjob *next;
 };
 
@@ -149,5 +151,16 @@ void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void 
 int ctl__jobs_load(struct ctl *c);
 /* Free every job (their rounds and models). */
 void ctl__jobs_free(struct ctl *c);
+
+/* --- ctl_creds.c: client credentials --- */
+
+/* @j's key (made and kept the first time) and revoked clients from the store. 0 or -errno. */
+int ctl__job_cred_init(struct ctl *c, struct cjob *j);
+/* Forget them. */
+void ctl__job_cred_fini(struct cjob *j);
+/* Put "cred_key" (hex) and "revoked" into message @m. 0 or -ENOMEM. */
+int ctl__job_cred_add(const struct cjob *j, json_t *m);
+/* {"op": "revoke", "job", "client"}: kept, then every node is sent the job again. */
+void ctl__on_revoke(struct ctl *c, struct ctl_event *ev, json_t **rep);
 
 #endif

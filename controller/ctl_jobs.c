@@ -67,9 +67,16 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 
 json_t *ctl__job_msg(const struct cjob *j)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "op", "job", "name", j->name, "token",
-			 j->token, "body", j->body, "round", (json_int_t)j->round, "completed",
-			 (json_int_t)j->completed);
+	json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "op", "job", "name", j->name,
+			      "token", j->token, "body", j->body, "round", (json_int_t)j->round,
+			      "completed", (json_int_t)j->completed);
+
+	/* Its client credentials' key and revocations: every node checks client tokens. */
+	if (m && ctl__job_cred_add(j, m)) {
+		json_decref(m);
+		m = NULL;
+	}
+	return m;
 }
 
 /* The model of version @j->completed to every node (or one). */
@@ -535,6 +542,7 @@ static void job_free(struct cjob *j)
 		trib_free(cr);
 	}
 	ctl_model_fmt_fini(&j->fmt);
+	ctl__job_cred_fini(j);
 	trib_free(j->model);
 	trib_free(j->body);
 	trib_free(j);
@@ -638,6 +646,11 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	if (!j)
 		goto out;
 	err = job_record(c, j);
+	if (!err && ctl__job_cred_init(c, j)) {
+		/* Not half made: a job without its key is not kept. */
+		ctl_store_job_delete(c->store, j->name);
+		err = -EIO;
+	}
 	if (err) {
 		job_free(j);
 		*rep = ctl__err_reply(err == -EEXIST ? 409 : 500, "could not record the job");
@@ -647,8 +660,13 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	trib_info("job %s: created cluster-wide (%u clients per round, %llu parameters)", name,
 		  j->cpr, (unsigned long long)j->fmt.n_elem);
 	*rep = json_pack("{s:b, s:s}", "ok", 1, "token", j->token);
+	if (*rep && ctl__job_cred_add(j, *rep)) {
+		json_decref(*rep);
+		*rep = ctl__err_reply(500, "out of memory");
+	}
 	m = ctl__job_msg(j);
-	ctl__tell_all(c, m, NULL, 0, origin);
+	if (m)
+		ctl__tell_all(c, m, NULL, 0, origin);
 	json_decref(m);
 out:
 	json_decref(o);
@@ -760,6 +778,9 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 		break;
 	}
 	j->round = j->completed;
+	err = ctl__job_cred_init(c, j);
+	if (err)
+		goto err_free;
 	job_append(c, j);
 	json_decref(o);
 	trib_info("job %s: loaded at version %u", j->name, j->completed);

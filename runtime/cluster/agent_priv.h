@@ -31,6 +31,7 @@ enum pend_kind {
 	PK_STATUS,
 	PK_NOTE,
 	PK_SYNC,
+	PK_REVOKE,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -159,5 +160,8 @@ void rt__agent_on_sync_reply(struct rt_agent *a, struct ctl_event *ev);
 /* The API's cluster hooks for jobs and updates (ctx: the agent). */
 void rt__agent_job_create(void *ctx, struct rt_conn *c);
 void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs);
+/* DELETE /v1/jobs/{job}/clients/{id}: the controller keeps it and tells every node. */
+void rt__agent_revoke(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
+void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 
 #endif

@@ -14,6 +14,72 @@
 
 /* --- jobs --- */
 
+/*
+ * The job's client credentials as the controller sent them (with the job,
+ * a revocation, or the answer to a create): its key and the ids it revoked.
+ */
+static void job_cred_apply(struct rt_job *j, json_t *h)
+{
+	json_t *rev = json_object_get(h, "revoked"), *v;
+	const char *ids[64];
+	size_t i, k = 0;
+	int err = 0;
+
+	json_array_foreach(rev, i, v) {
+		if (k == sizeof(ids) / sizeof(ids[0])) {
+			err = rt_job_cred_set(j, jstr(h, "cred_key", ""), ids, k);
+			k = 0;
+		}
+		if (json_is_string(v))
+			ids[k++] = json_string_value(v);
+	}
+	if (!err)
+		err = rt_job_cred_set(j, jstr(h, "cred_key", ""), ids, k);
+	if (err)
+		trib_error("job %s: the controller's client credentials: %s", j->name,
+			   strerror(-err));
+}
+
+void rt__agent_revoke(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client)
+{
+	struct rt_agent *a = ctx;
+	struct pend *pd;
+
+	if (rt__agent_to_ctl(a, json_pack("{s:s, s:s, s:s}", "op", "revoke", "job", j->name,
+					  "client", client),
+			     NULL, 0, PK_REVOKE, &pd)) {
+		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	pd->c = c;
+}
+
+void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	struct rt_job *j;
+	json_t *v;
+	size_t i;
+
+	if (ev->kind != CTL_EV_REPLY) {
+		rt_conn_error(pd->c, 503, "the controller did not answer; the client may or may "
+			      "not be revoked: DELETE again", -1, "Retry-After: 1\r\n");
+		return;
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
+		rt_conn_error(pd->c, (int)json_integer_value(json_object_get(ev->hdr, "status")),
+			      jstr(ev->hdr, "error", "refused"), -1, NULL);
+		return;
+	}
+	/* Here at once; the other nodes as the controller's job message reaches them. */
+	j = rt_job_find(a->n, jstr(ev->hdr, "job", ""));
+	json_array_foreach(json_object_get(ev->hdr, "revoked"), i, v)
+		if (j && json_is_string(v))
+			rt_job_revoke(a->n, j, json_string_value(v));
+	rt__agent_respond_json(pd->c, 200, json_pack("{s:s, s:b}", "client",
+						     jstr(ev->hdr, "client", ""), "revoked", 1));
+}
+
 void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 {
 	const char *name = json_string_value(json_object_get(h, "name"));
@@ -36,6 +102,7 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 		}
 		j->xtarget = UINT32_MAX;
 	}
+	job_cred_apply(j, h);
 	if (round > j->round && !j->open && !j->inflight)
 		j->round = round; /* joined late: the cluster is at this round */
 }
@@ -97,6 +164,7 @@ void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 		return;
 	}
 	j->xtarget = UINT32_MAX;
+	job_cred_apply(j, ev->hdr);
 	rt__agent_respond_json(c, 201,
 		     json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token, "round", 0));
 }
