@@ -49,6 +49,7 @@ struct ctl_round {
 	int64_t closed_unix;
 	uint32_t n_updates;
 	double total_weight; /* sum of the client sample counts folded in */
+	uint32_t clients;    /* of the updates, from distinct client tokens (0 before schema 3) */
 	uint64_t duration_ms;
 	char *model_path;    /* NULL allowed; owned (trib_free) when filled in by the store */
 };

@@ -353,7 +353,7 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	for (struct rt_job *j = n->jobs; j; j = j->next)
 		OUT("tributary_job_round{%s} %u\n", job_label(t, n, j->id, j->name), j->round);
 	OUT("# HELP tributary_round_clients Distinct client tokens counted in the job's open "
-	    "round (state=\"open\") and in its last round stored here (state=\"last\").\n"
+	    "round (state=\"open\") and in its last round closed (state=\"last\").\n"
 	    "# TYPE tributary_round_clients gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next) {
 		OUT("tributary_round_clients{%s,state=\"open\"} %u\n",

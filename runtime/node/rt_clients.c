@@ -140,16 +140,21 @@ void rt_clients_free(struct rt_clients *t)
 static int clients_at_round(struct rt_node *n, struct rt_job *j)
 {
 	char (*ids)[CTL_CLIENT_MAX] = NULL;
-	uint32_t left = 0;
+	uint32_t left = 0, was;
 	size_t k = 0;
 	int err;
 
 	if (j->clients.synced && j->clients.round == j->round)
 		return 0;
+	was = j->clients.synced ? j->clients.round : UINT32_MAX;
 	err = rt_clients_sync(&j->clients, j->round, &left);
 	if (err)
 		return err;
-	if (left)
+	/* The round left is closed: its count goes to its record (rt_commit.c). */
+	for (struct rt_round *r = j->inflight; r && was != UINT32_MAX; r = r->next)
+		if (r->round == was)
+			r->clients = left;
+	if (was != UINT32_MAX)
 		j->last_round_clients = left;
 	if (n->clustered || !n->store)
 		return 0;

@@ -13,11 +13,13 @@
 #include "trib_log.h"
 
 /*
- * Client @id's update went into round @round of @j: it is seen there. The
- * table follows the open round, and stays at @round when this update closed
- * it, until the next look (rt_clients.c): so the round's count is whole.
+ * Client @id's update goes into round @round of @j: it is @seen there (false:
+ * it did not go in after all). Marked before the update enters the tree,
+ * since the update that fills the round closes it, and the close counts the
+ * round's clients (rt__round_close).
  */
-static void client_counted(struct rt_node *n, struct rt_job *j, uint32_t round, const char *id)
+static void client_counted(struct rt_node *n, struct rt_job *j, uint32_t round, const char *id,
+			   bool seen)
 {
 	struct rt_client_ent *e;
 
@@ -26,9 +28,9 @@ static void client_counted(struct rt_node *n, struct rt_job *j, uint32_t round, 
 	if (!j->clients.synced || j->clients.round != round)
 		return;
 	e = rt_clients_get(&j->clients, id);
-	if (e && !e->seen) {
-		e->seen = true;
-		j->clients.seen++;
+	if (e && e->seen != seen) {
+		e->seen = seen;
+		j->clients.seen += seen ? 1 : -1u;
 	}
 }
 
@@ -87,9 +89,11 @@ int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
 	if (!err)
 		err = shm_rec_commit(n->arena, idx);
 	if (!err) {
+		if (info.client_len)
+			client_counted(n, j, (uint32_t)info.round, u->client, true);
 		err = rt__accept_at(n, j, &in, &got);
-		if (!err && info.client_len)
-			client_counted(n, j, (uint32_t)info.round, u->client);
+		if (err && info.client_len)
+			client_counted(n, j, (uint32_t)info.round, u->client, false);
 		if (!err && got != s) {
 			/* Cannot happen (one thread); if it did, the record would lie. */
 			trib_error("job %s: update got seq %u, its record says %u", j->name, got,
@@ -418,13 +422,13 @@ static int refeed(struct rt_node *n, struct rt_job *j, const struct rt_recovered
 					   .fold_scale = i->fold_scale };
 		char id[RT_CLIENT_ID_MAX + 1];
 
-		err = rt__accept_at(n, j, &in, &seq);
-		if (!err && i->client_len) {
+		if (i->client_len) {
 			/* Its client sent its update of this round: a second one is a 409. */
 			memcpy(id, i->client, i->client_len);
 			id[i->client_len] = '\0';
-			client_counted(n, j, (uint32_t)i->round, id);
+			client_counted(n, j, (uint32_t)i->round, id, true);
 		}
+		err = rt__accept_at(n, j, &in, &seq);
 	}
 	return err ? err : 1;
 }
