@@ -232,8 +232,10 @@ static void on_update_body(struct rt_conn *c)
 	}
 	if (err == -EALREADY) {
 		/* Another request of its client was counted while this body arrived. */
-		snprintf(msg, sizeof(msg), "client %s already has an update counted in round %u "
-			 "(one update per client per round)", R(c)->client, j->round);
+		snprintf(msg, sizeof(msg), "client %s already has an update counted in %s %u "
+			 "(one update per client per %s)", R(c)->client,
+			 j->algo.async ? "version" : "round", j->round,
+			 j->algo.async ? "version" : "round");
 		rt__api_reject(c, RT_REJ_CLIENT_DUP, 409, msg, j->round, NULL);
 		return;
 	}
