@@ -5,6 +5,7 @@
  * checks a client token without asking (core/trib_cred.h).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ctl_daemon.h"
@@ -60,6 +61,49 @@ int ctl__job_cred_add(const struct cjob *j, json_t *m)
 		err = -ENOMEM;
 	explicit_bzero(hex, sizeof(hex));
 	return err;
+}
+
+bool ctl__round_client_refused(struct cround *cr, const char *id, uint32_t to, json_t **rep)
+{
+	char msg[160];
+
+	if (!id || !*id)
+		return false;
+	if (json_object_get(cr->clients, id)) {
+		snprintf(msg, sizeof(msg), "client %s already has an update counted in round %u "
+			 "(one update per client per round)", id, cr->round);
+		*rep = ctl__err_reply(409, msg);
+		json_object_set_new(*rep, "round", json_integer(cr->round));
+		return true;
+	}
+	if (!cr->clients)
+		cr->clients = json_object();
+	/* Short of memory the client goes uncounted here: each node still checks its token. */
+	if (cr->clients && json_object_set_new(cr->clients, id, json_integer(to)))
+		trib_warn("round %u: client %s not recorded (out of memory)", cr->round, id);
+	return false;
+}
+
+void ctl__round_client_drop(struct cround *cr, const char *id)
+{
+	if (cr && id && *id)
+		json_object_del(cr->clients, id);
+}
+
+void ctl__round_clients_lose(struct cround *cr, uint32_t rank)
+{
+	const char *id;
+	json_t *v;
+	void *tmp;
+
+	json_object_foreach_safe(cr->clients, tmp, id, v)
+		if (json_integer_value(v) == (json_int_t)rank)
+			json_object_del(cr->clients, id);
+}
+
+uint32_t ctl__round_clients(const struct cround *cr)
+{
+	return (uint32_t)json_object_size(cr->clients);
 }
 
 void ctl__on_revoke(struct ctl *c, struct ctl_event *ev, json_t **rep)

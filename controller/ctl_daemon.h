@@ -72,6 +72,7 @@ struct cround {
 	uint64_t open_ns, close_ns, done_ns;
 	uint32_t n_updates; /* in the model */
 	double weight;
+	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
 	struct cround *next; /* newer */
 };
 
@@ -162,5 +163,17 @@ void ctl__job_cred_fini(struct cjob *j);
 int ctl__job_cred_add(const struct cjob *j, json_t *m);
 /* {"op": "revoke", "job", "client"}: kept, then every node is sent the job again. */
 void ctl__on_revoke(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * One update per client per round, cluster-wide: whether client @id (NULL or "": none) has
+ * an update counted in @cr (then *@rep gets the 409); else it is counted there, folded on
+ * rank @to. Returns true when refused.
+ */
+bool ctl__round_client_refused(struct cround *cr, const char *id, uint32_t to, json_t **rep);
+/* Client @id's update of @cr was given back or lost: it may send again. */
+void ctl__round_client_drop(struct cround *cr, const char *id);
+/* Node @rank was lost with @cr open: its clients send again. */
+void ctl__round_clients_lose(struct cround *cr, uint32_t rank);
+/* Distinct client tokens counted in @cr. */
+uint32_t ctl__round_clients(const struct cround *cr);
 
 #endif

@@ -59,6 +59,7 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 		struct cround *old = j->rounds;
 
 		j->rounds = old->next;
+		json_decref(old->clients);
 		trib_free(old);
 		n--;
 	}
@@ -348,6 +349,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	to = fold_target(c, j, cr, (uint32_t)rank);
+	if (ctl__round_client_refused(cr, ctl__jstr(ev->hdr, "client", NULL), to, rep))
+		return;
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
@@ -392,6 +395,7 @@ void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->folded[at]--;
 	cr->landed[rank]--;
 	cr->count--;
+	ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
 	trib_warn("job %s round %u: node %s gave back an update it could not fold", j->name, r,
 		  c->nodes[at].name);
 	if (cr->state == CR_CLOSED) {
@@ -501,12 +505,13 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 	for (uint32_t k = 0; k < cr->nedges; k++)
 		json_array_append_new(edges, json_pack("[s, s]", c->nodes[cr->edges_from[k]].name,
 						       c->nodes[cr->top].name));
-	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i}", "round",
+	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i, s:i}", "round",
 			 (json_int_t)cr->round, "state", round_states[cr->state], "received",
 			 (json_int_t)cr->count, "clients_per_round", (json_int_t)j->cpr, "updates",
 			 (json_int_t)cr->n_updates, "lost_nodes", lost, "lost", lost_runs, "top",
 			 cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
-			 edges, "lost_updates", (json_int_t)cr->lost_updates);
+			 edges, "lost_updates", (json_int_t)cr->lost_updates, "clients",
+			 (json_int_t)ctl__round_clients(cr));
 }
 
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
@@ -539,6 +544,7 @@ static void job_free(struct cjob *j)
 		struct cround *cr = j->rounds;
 
 		j->rounds = cr->next;
+		json_decref(cr->clients);
 		trib_free(cr);
 	}
 	ctl_model_fmt_fini(&j->fmt);
@@ -712,6 +718,7 @@ static void round_lose(struct ctl *c, struct cjob *j, struct cround *cr, uint32_
 	cr->count -= lost;
 	cr->folded[rank] = 0;
 	if (cr->state == CR_OPEN) {
+		ctl__round_clients_lose(cr, rank);
 		trib_warn("job %s round %u: %u updates acknowledged by node %s are "
 			  "lost; the round stays open for %u more (clients resend)",
 			  j->name, cr->round, lost, nd->name, j->cpr - cr->count);

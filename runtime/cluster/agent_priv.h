@@ -49,6 +49,7 @@ struct upd {
 	uint64_t slot_off, segs_off, slot_len, body_len;
 	uint32_t nsegs;
 	double weight;
+	char client[33]; /* its client token's id (TRIB_CRED_CLIENT_MAX), "" for the job's */
 	struct upd *next; /* backlog: waiting for the local round to get to it */
 };
 

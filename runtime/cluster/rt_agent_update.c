@@ -211,8 +211,9 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 static void upd_release(struct rt_agent *a, struct upd *u)
 {
 	rt__agent_to_ctl(a,
-	       json_pack("{s:s, s:s, s:s, s:I}", "op", "release", "job", u->job, "node", a->name,
-			 "uid", (json_int_t)u->uid),
+	       json_pack("{s:s, s:s, s:s, s:I, s:s?}", "op", "release", "job", u->job, "node",
+			 a->name, "uid", (json_int_t)u->uid, "client",
+			 u->client[0] ? u->client : NULL),
 	       NULL, 0, PK_NOTE, NULL);
 }
 
@@ -261,8 +262,9 @@ static int accept_send(struct rt_agent *a, struct upd *u)
 	int err;
 
 	err = rt__agent_to_ctl(a,
-		     json_pack("{s:s, s:s, s:s, s:i, s:I}", "op", "accept", "job", u->job, "node",
-			       a->name, "round", (json_int_t)u->round, "uid", (json_int_t)u->uid),
+		     json_pack("{s:s, s:s, s:s, s:i, s:I, s:s?}", "op", "accept", "job", u->job,
+			       "node", a->name, "round", (json_int_t)u->round, "uid",
+			       (json_int_t)u->uid, "client", u->client[0] ? u->client : NULL),
 		     NULL, 0, PK_ACCEPT, &pd);
 	if (!err)
 		pd->u = u;
@@ -289,6 +291,7 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 	u->nsegs = nsegs;
 	u->body_len = c->body_len;
 	u->weight = r->weight;
+	snprintf(u->client, sizeof(u->client), "%s", r->client);
 	r->slot_off = UINT64_MAX; /* the update's now */
 	u->uid = ++a->next_uid;
 	err = accept_send(a, u);

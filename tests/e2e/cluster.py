@@ -242,8 +242,18 @@ def client_creds(cl, admin, rng):
         check(st == 401, 'a tampered token on %s: %d %s' % (h, st, b[:200]))
     st, b = post(cl, NODE_IP[1], 'ca', creds[1], 1, x, w)
     check(st == 202, 'site1 in round 1 after the revocation: %d %s' % (st, b[:200]))
+    # One update per client per round, cluster-wide: the controller counts clients.
+    for h in (NODE_IP[1], NODE_IP[2]):
+        st, b = post(cl, h, 'ca', creds[1], 1, x, w)
+        check(st == 409 and b'one update per client' in b,
+              'a second update of site1 in round 1 via %s: %d %s' % (h, st, b[:200]))
+    info = round_info(cl, NODE_IP[0], 'ca', jtok, 0)
+    check(info['clients'] == cpr and info['updates'] == cpr, 'ca round 0 record: %s' % info)
+    check(round_info(cl, NODE_IP[2], 'ca', jtok, 1)['received'] == 1, 'the 409s were counted')
     log('client tokens: minted on n0 and n1, accepted on every gateway, the job token refused '
-        '(403); site0 revoked via n2, then refused on n0, n1 and n2; a tampered token refused')
+        '(403); site0 revoked via n2, then refused on n0, n1 and n2; a tampered token refused; '
+        'a second update of one client in a round refused on two other gateways (409); round '
+        '0 counted %d distinct clients' % cpr)
 
 
 def scenario():
