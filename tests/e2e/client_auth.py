@@ -4,6 +4,7 @@
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -168,8 +169,24 @@ def caps():
         e.log('caps: a client at 2 bodies in flight and a job at 20%% of the arena get 503')
 
 
+def simulate(srv):
+    """`tributary simulate` on a job with client_auth required: one credential per client."""
+    srv.create_job({'name': 'sim', 'clients_per_round': 12, 'params': 500,
+                    'client_auth': 'required'})
+    p = subprocess.run([e.BIN, 'simulate', '--url', 'http://127.0.0.1:%d' % srv.port,
+                        '--data-dir', os.path.join(srv.data_dir, 'data'), '--job', 'sim',
+                        '--clients', '12', '--rounds', '2', '--params', '500'],
+                       capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0 and '12 client credentials minted' in p.stderr + p.stdout,
+          'simulate on a required job: rc %d\n%s%s' % (p.returncode, p.stdout, p.stderr[-3000:]))
+    st = srv.status('sim')
+    check(st['model_round'] == 2 and st['last_round_clients'] == 12, 'simulate: %r' % st)
+    e.log('simulate: 12 clients minted their credentials, 2 rounds of 12 distinct clients')
+
+
 def run():
     with e.Server() as srv:
+        simulate(srv)
         for fan_in in (3, 1):  # 1: each update's record is superseded by its partial at once
             identities(srv, fan_in)
         # Optional (the default): the job token still submits, without an identity.
