@@ -245,6 +245,8 @@ int rt_job_revoke(struct rt_node *n, struct rt_job *j, const char *id)
 
 	if (!trib_cred_client_valid(id))
 		return -EINVAL;
+	if (rt_job_revoked(j, id))
+		return 0; /* again: nothing changes, nothing to say */
 	if (!n->clustered) {
 		err = ctl_store_revoke(n->store, j->db_id, id);
 		if (err)
