@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* The store's client credentials: each job's key, its revoked clients, clients counted per round. */
+/* The store's client credentials: each job's key, its revoked clients, each round's clients. */
 #include "ctl_store_priv.h"
 
 #include <errno.h>

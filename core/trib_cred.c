@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Client tokens: HMAC-SHA256 over job, client and expiry under the job's key (format in the header). */
+/* Client tokens: HMAC-SHA256 over job, client and expiry under the job's key (see the header). */
 #include "trib_cred.h"
 
 #include <errno.h>

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Client credentials: self-contained tokens signed with a job's key (HMAC-SHA256), and their check. */
+/* Client credentials: self-contained tokens signed with a job's key (HMAC-SHA256), checked. */
 #ifndef TRIB_CRED_H
 #define TRIB_CRED_H
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Client credentials: minting and revoking them, an update's bearer, one update per client, caps. */
+/* Client credentials: minting, revoking, an update's bearer, one update per client, caps. */
 #include "api_priv.h"
 
 #include <errno.h>
