@@ -191,7 +191,7 @@ struct shm_journal_rec {
 	float fold_scale;       /* UPDATE: extra factor on its fold weight (FedBuff); 0 = 1 */
 	uint8_t key[SHM_REC_KEY_MAX];   /* the Idempotency-Key, key_len bytes */
 	uint8_t body[SHM_REC_BODY_MAX]; /* the answer's body, body_len bytes */
-	uint8_t client[SHM_REC_CLIENT_MAX]; /* UPDATE: the client credential's id, client_len bytes */
+	uint8_t client[SHM_REC_CLIENT_MAX]; /* UPDATE: its client token's id, client_len bytes */
 };
 _Static_assert(sizeof(_Atomic uint32_t) == 4, "the commit mark is 32-bit");
 _Static_assert(sizeof(struct shm_journal_rec) == 256, "shm_journal_rec is ABI");

@@ -107,7 +107,7 @@ static int set_flag(struct tl_sim_opts *o, const char *name, size_t nlen, const 
 		return 0;
 	}
 	if (IS("client-tokens")) {
-		/* One client credential per simulated client (always so on client_auth required). */
+		/* One client credential per simulated client (always on client_auth required). */
 		o->client_tokens = true;
 		return 0;
 	}

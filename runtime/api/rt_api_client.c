@@ -247,7 +247,8 @@ void rt__api_handle_clients(struct rt_conn *c, struct rt_job *j, const char *res
 			return;
 		}
 		if (c->req.chunked || c->req.content_length > CLIENT_BODY_MAX) {
-			rt_conn_error(c, 413, "client request body: at most 4 KiB of JSON", -1, NULL);
+			rt_conn_error(c, 413, "client request body: at most 4 KiB of JSON", -1,
+				      NULL);
 			return;
 		}
 		c->body_heap = trib_malloc(c->req.content_length + 1);

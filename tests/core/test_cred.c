@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Tests for core/trib_cred: minting and checking client tokens (tampering, expiry, wrong job/key). */
+/* Tests for core/trib_cred: minting and checking client tokens (tampering, expiry, job, key). */
 #include <criterion/criterion.h>
 
 #include <errno.h>

@@ -608,7 +608,7 @@ Test(runtime_node_fake, one_update_per_client_per_round_across_a_restart)
 	cr_assert(j->cred.required && j->cred.has_key, "client_auth and the key are kept");
 	cr_assert(rt_job_revoked(j, "mallory"), "revocations are kept");
 	cr_assert_eq(j->round, 1, "the recovered round was full");
-	cr_assert_eq(j->last_round_clients, 3, "alice and bob from the store, carol from her record");
+	cr_assert_eq(j->last_round_clients, 3, "alice, bob from the store, carol from her record");
 	/* Round 1: everyone may send again, once. */
 	cr_assert_eq(accept_as(n, j, 1, "a2", "alice", ans, sizeof(ans)), 0);
 	cr_assert_eq(accept_as(n, j, 1, "a3", "alice", ans, sizeof(ans)), -EALREADY);
