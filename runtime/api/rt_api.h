@@ -22,6 +22,7 @@ struct rt_api_req {
 	uint32_t round;
 	double weight;
 	bool safetensors;
+	bool inflight;            /* its body counts in the job's and client's bodies in flight */
 	uint64_t slot_off;        /* arena slot holding the body, UINT64_MAX if none */
 	uint64_t slot_len;
 	/* long poll */
@@ -29,8 +30,6 @@ struct rt_api_req {
 	uint64_t deadline_ns;
 	uint32_t wait_after;
 	bool parked;
-	bool inflight;            /* the body counts in its job's and client's bodies in flight */
-	uint64_t inflight_len;    /* bytes it counts for */
 	char client[33];          /* the client token's id (TRIB_CRED_CLIENT_MAX), or "" */
 };
 

@@ -133,8 +133,7 @@ bool rt__api_update_admit(struct rt_conn *c, struct rt_job *j, uint64_t len)
 
 void rt__api_update_begin(struct rt_conn *c, struct rt_job *j)
 {
-	R(c)->inflight_len = R(c)->slot_len;
-	j->inflight_bytes += R(c)->inflight_len;
+	j->inflight_bytes += R(c)->slot_len; /* slot_len stays until the request ends */
 	if (R(c)->client[0])
 		rt_job_client_inflight(N(c), j, R(c)->client, true);
 	R(c)->inflight = true;
@@ -146,8 +145,8 @@ void rt__api_update_end(struct rt_api *api, struct rt_conn *c)
 
 	if (!r->inflight || !r->job)
 		return;
-	r->job->inflight_bytes -= r->inflight_len < r->job->inflight_bytes ?
-					  r->inflight_len : r->job->inflight_bytes;
+	r->job->inflight_bytes -= r->slot_len < r->job->inflight_bytes ? r->slot_len :
+									 r->job->inflight_bytes;
 	if (r->client[0])
 		rt_job_client_inflight(api->node, r->job, r->client, false);
 	r->inflight = false;
