@@ -238,6 +238,8 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		ctl__on_round_get(c, ev, &rep);
 	else if (!strcmp(op, "status"))
 		on_status(c, &rep);
+	else if (!strcmp(op, "revoke"))
+		ctl__on_revoke(c, ev, &rep);
 	else if (!strcmp(op, "sync"))
 		ctl__on_sync(c, ev, &rep, &payload, &plen);
 	else

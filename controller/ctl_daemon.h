@@ -78,6 +78,7 @@ struct cround {
 	/* ctl_rejoin.c: what the store has of it (a fingerprint), and a close to send again */
 	uint64_t saved_fp;
 	bool resend_close;
+	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
 	struct cround *next; /* newer */
 };
 
@@ -98,6 +99,8 @@ struct cjob {
 	 * with backoff, each time tried again.
 	 */
 	struct trib_retry store;
+	uint8_t key[32];	  /* client credentials' key (TRIB_CRED_KEY_LEN); never logged */
+	json_t *revoked;	  /* client ids revoked (owned array of strings) */
 	struct cjob *next;
 };
 
@@ -194,5 +197,28 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr);
 bool ctl__run_continues(struct ctl *c, uint32_t rank, const json_t *hdr);
 /* The node record in the store (logged on failure). */
 void ctl__node_save(struct ctl *c, uint32_t rank);
+
+/* --- ctl_creds.c: client credentials --- */
+
+/* @j's key (made and kept the first time) and revoked clients from the store. 0 or -errno. */
+int ctl__job_cred_init(struct ctl *c, struct cjob *j);
+/* Forget them. */
+void ctl__job_cred_fini(struct cjob *j);
+/* Put "cred_key" (hex) and "revoked" into message @m. 0 or -ENOMEM. */
+int ctl__job_cred_add(const struct cjob *j, json_t *m);
+/* {"op": "revoke", "job", "client"}: kept, then every node is sent the job again. */
+void ctl__on_revoke(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * One update per client per round, cluster-wide: whether client @id (NULL or "": none) has
+ * an update counted in @cr (then *@rep gets the 409); else it is counted there, folded on
+ * rank @to. Returns true when refused.
+ */
+bool ctl__round_client_refused(struct cround *cr, const char *id, uint32_t to, json_t **rep);
+/* Client @id's update of @cr was given back or lost: it may send again. */
+void ctl__round_client_drop(struct cround *cr, const char *id);
+/* Node @rank was lost with @cr open: its clients send again. */
+void ctl__round_clients_lose(struct cround *cr, uint32_t rank);
+/* Distinct client tokens counted in @cr. */
+uint32_t ctl__round_clients(const struct cround *cr);
 
 #endif

@@ -59,6 +59,7 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 		struct cround *old = j->rounds;
 
 		j->rounds = old->next;
+		json_decref(old->clients);
 		trib_free(old);
 		n--;
 	}
@@ -67,9 +68,16 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 
 json_t *ctl__job_msg(const struct cjob *j)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:I}", "op", "job", "name", j->name,
-			 "token", j->token, "body", j->body, "round", (json_int_t)j->round,
-			 "completed", (json_int_t)j->completed, "id", (json_int_t)j->db_id);
+	json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:I}", "op", "job", "name", j->name,
+			      "token", j->token, "body", j->body, "round", (json_int_t)j->round,
+			      "completed", (json_int_t)j->completed, "id", (json_int_t)j->db_id);
+
+	/* Its client credentials' key and revocations: every node checks client tokens. */
+	if (m && ctl__job_cred_add(j, m)) {
+		json_decref(m);
+		m = NULL;
+	}
+	return m;
 }
 
 /* The model of version @j->completed to every node (or one). */
@@ -344,6 +352,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	to = fold_target(c, j, cr, (uint32_t)rank);
+	if (ctl__round_client_refused(cr, ctl__jstr(ev->hdr, "client", NULL), to, rep))
+		return;
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
@@ -388,6 +398,7 @@ void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->folded[at]--;
 	cr->landed[rank]--;
 	cr->count--;
+	ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
 	trib_warn("job %s round %u: node %s gave back an update it could not fold", j->name, r,
 		  c->nodes[at].name);
 	if (cr->state == CR_CLOSED) {
@@ -499,12 +510,13 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 	for (uint32_t k = 0; k < cr->nedges; k++)
 		json_array_append_new(edges, json_pack("[s, s]", c->nodes[cr->edges_from[k]].name,
 						       c->nodes[cr->top].name));
-	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i}", "round",
+	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i, s:i}", "round",
 			 (json_int_t)cr->round, "state", round_states[cr->state], "received",
 			 (json_int_t)cr->count, "clients_per_round", (json_int_t)j->cpr, "updates",
 			 (json_int_t)cr->n_updates, "lost_nodes", lost, "lost", lost_runs, "top",
 			 cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
-			 edges, "lost_updates", (json_int_t)cr->lost_updates);
+			 edges, "lost_updates", (json_int_t)cr->lost_updates, "clients",
+			 (json_int_t)ctl__round_clients(cr));
 }
 
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
@@ -537,9 +549,11 @@ static void job_free(struct cjob *j)
 		struct cround *cr = j->rounds;
 
 		j->rounds = cr->next;
+		json_decref(cr->clients);
 		trib_free(cr);
 	}
 	ctl_model_fmt_fini(&j->fmt);
+	ctl__job_cred_fini(j);
 	trib_free(j->model);
 	trib_free(j->body);
 	trib_free(j);
@@ -643,6 +657,11 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	if (!j)
 		goto out;
 	err = job_record(c, j);
+	if (!err && ctl__job_cred_init(c, j)) {
+		/* Not half made: a job without its key is not kept. */
+		ctl_store_job_delete(c->store, j->name);
+		err = -EIO;
+	}
 	if (err) {
 		job_free(j);
 		*rep = ctl__err_reply(err == -EEXIST ? 409 : 500, "could not record the job");
@@ -652,8 +671,13 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	trib_info("job %s: created cluster-wide (%u clients per round, %llu parameters)", name,
 		  j->cpr, (unsigned long long)j->fmt.n_elem);
 	*rep = json_pack("{s:b, s:s, s:I}", "ok", 1, "token", j->token, "id", (json_int_t)j->db_id);
+	if (*rep && ctl__job_cred_add(j, *rep)) {
+		json_decref(*rep);
+		*rep = ctl__err_reply(500, "out of memory");
+	}
 	m = ctl__job_msg(j);
-	ctl__tell_all(c, m, NULL, 0, origin);
+	if (m)
+		ctl__tell_all(c, m, NULL, 0, origin);
 	json_decref(m);
 out:
 	json_decref(o);
@@ -700,6 +724,7 @@ static void round_lose(struct ctl *c, struct cjob *j, struct cround *cr, uint32_
 	cr->count_at_loss[rank] = cr->count;
 	cr->folded[rank] = 0;
 	if (cr->state == CR_OPEN) {
+		ctl__round_clients_lose(cr, rank);
 		trib_warn("job %s round %u: %u updates acknowledged by node %s are "
 			  "lost; the round stays open for %u more (clients resend)",
 			  j->name, cr->round, lost, nd->name, j->cpr - cr->count);
@@ -766,6 +791,9 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 		break;
 	}
 	j->round = j->completed;
+	err = ctl__job_cred_init(c, j);
+	if (err)
+		goto err_free;
 	job_append(c, j);
 	json_decref(o);
 	trib_info("job %s: loaded at version %u", j->name, j->completed);

@@ -38,6 +38,7 @@ static void usage(FILE *f)
 		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
 		"             [--max-connections N] [--metrics-jobs]\n"
+		"             [--client-inflight N] [--job-inflight-pct N]\n"
 		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
 		"                         port 0 picks a free one, see --port-file)\n"
 		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
@@ -66,6 +67,10 @@ static void usage(FILE *f)
 		"                         (default 60; 0: never; a parked long poll is not idle)\n"
 		"  --max-connections N    more open connections are answered 503 and closed\n"
 		"                         (default 80%% of the open-file limit, at most 65536)\n"
+		"  --client-inflight N    update bodies one client token may have in flight; more\n"
+		"                         get 503 (default 2; 0: no cap)\n"
+		"  --job-inflight-pct N   update body bytes one job may have in flight, in %% of\n"
+		"                         the arena; more get 503 (default 75; 0: no cap)\n"
 		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the\n"
 		"                         admin token; else a job is its number, job_id=\"N\")\n"
 		"\n");
@@ -122,16 +127,20 @@ enum {
 	OPT_BODY_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_CONNS,
+	OPT_CLIENT_INFLIGHT,
+	OPT_JOB_INFLIGHT,
 };
 
 /* The gateway's admission options (OPT_*); 0, or 2 (usage error, said). */
 static int admission_opt(int c, const char *arg, struct rt_node_opts *o)
 {
 	static const char *const names[] = { "head-timeout-s", "body-timeout-s",
-					     "idle-timeout-s", "max-connections" };
+					     "idle-timeout-s", "max-connections",
+					     "client-inflight", "job-inflight-pct" };
 	uint32_t *dst[] = { &o->head_timeout_s, &o->body_timeout_s, &o->idle_timeout_s,
-			    &o->max_connections };
-	uint64_t max = c == OPT_MAX_CONNS ? 1u << 24 : 86400;
+			    &o->max_connections, &o->client_inflight, &o->job_inflight_pct };
+	static const uint64_t maxs[] = { 86400, 86400, 86400, 1u << 24, 1024, 100 };
+	uint64_t max = maxs[c - OPT_HEAD_TIMEOUT];
 	uint64_t v;
 
 	if (trib_parse_u64(arg, 0, max, &v)) {
@@ -160,6 +169,8 @@ static const struct option up_lopts[] = {
 	{ "body-timeout-s", required_argument, NULL, OPT_BODY_TIMEOUT },
 	{ "idle-timeout-s", required_argument, NULL, OPT_IDLE_TIMEOUT },
 	{ "max-connections", required_argument, NULL, OPT_MAX_CONNS },
+	{ "client-inflight", required_argument, NULL, OPT_CLIENT_INFLIGHT },
+	{ "job-inflight-pct", required_argument, NULL, OPT_JOB_INFLIGHT },
 	{ "controller", required_argument, NULL, 'C' },
 	{ "node-name", required_argument, NULL, 'N' },
 	{ "peer-listen", required_argument, NULL, 'P' },
@@ -223,6 +234,8 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 	case OPT_BODY_TIMEOUT:
 	case OPT_IDLE_TIMEOUT:
 	case OPT_MAX_CONNS:
+	case OPT_CLIENT_INFLIGHT:
+	case OPT_JOB_INFLIGHT:
 		return admission_opt(c, arg, o);
 	case 'l':
 		if (!parse_listen(arg, o, host, cap))
@@ -295,6 +308,8 @@ static int cmd_up(int argc, char **argv, bool node)
 		.head_timeout_s = RT_HEAD_TIMEOUT_S,
 		.body_timeout_s = RT_BODY_TIMEOUT_S,
 		.idle_timeout_s = RT_IDLE_TIMEOUT_S,
+		.client_inflight = 2,
+		.job_inflight_pct = 75,
 	};
 	const char *cmd = node ? "node" : "up";
 	char host[256];

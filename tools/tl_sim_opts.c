@@ -20,11 +20,14 @@ const char tl_sim_usage[] =
 	"         [--data-dir DIR (./tributary-data)]\n"
 	"         [--admin-token-file FILE] [--connections C (min(N, 16))] [--seed S (1)]\n"
 	"         [--format raw|safetensors|mixed (mixed)] [--quiet] [--no-check]\n"
-	"         [--report-json FILE]\n"
+	"         [--report-json FILE] [--client-tokens]\n"
 	"  Several --url gateways (one per node of a cluster): client i sends to the\n"
 	"  (i mod k)-th, and to the next one when that refuses the connection.\n"
 	"  Every update carries Idempotency-Key: sim-SEED-ROUND-CLIENT; when its\n"
-	"  connection breaks it is sent again with the same key.\n";
+	"  connection breaks it is sent again with the same key.\n"
+	"  --client-tokens: each client mints its own credential (POST /v1/jobs/J/clients,\n"
+	"  id sim-SEED-CLIENT, with the admin token or the job's) and submits with it; a job\n"
+	"  with client_auth \"required\" gets that without the option.\n";
 
 /* ---- options ---- */
 
@@ -101,6 +104,11 @@ static int set_flag(struct tl_sim_opts *o, const char *name, size_t nlen, const 
 	if (IS("no-check")) {
 		/* For jobs whose model is not the FedAvg mean (optimisers, robust rules). */
 		o->no_check = true;
+		return 0;
+	}
+	if (IS("client-tokens")) {
+		/* One client credential per simulated client (always on client_auth required). */
+		o->client_tokens = true;
 		return 0;
 	}
 	if (IS("help")) {

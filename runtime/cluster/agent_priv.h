@@ -30,6 +30,7 @@ enum pend_kind {
 	PK_STATUS,
 	PK_NOTE,
 	PK_SYNC,
+	PK_REVOKE,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -49,6 +50,7 @@ struct upd {
 	double weight;
 	char key[72]; /* the client's Idempotency-Key ("": none), kept in the update's record */
 	bool provisional; /* taken while the controller was away: counted when this node joins */
+	char client[33]; /* its client token's id (TRIB_CRED_CLIENT_MAX), "" for the job's */
 	struct upd *next; /* backlog: waiting for the local round to get to it */
 };
 
@@ -173,5 +175,8 @@ void rt__agent_rejoined(struct rt_agent *a, json_t *verdicts);
 /* The API's cluster hooks for jobs and updates (ctx: the agent). */
 void rt__agent_job_create(void *ctx, struct rt_conn *c);
 void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs);
+/* DELETE /v1/jobs/{job}/clients/{id}: the controller keeps it and tells every node. */
+void rt__agent_revoke(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
+void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 
 #endif

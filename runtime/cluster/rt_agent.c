@@ -476,6 +476,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_SYNC:
 		rt__agent_on_sync_reply(a, ev);
 		break;
+	case PK_REVOKE:
+		rt__agent_on_revoke_reply(a, pd, ev);
+		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
 			trib_warn("controller: %s", jstr(ev->hdr, "error", "?"));
@@ -541,6 +544,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->round_get = round_get;
 	out->status = status;
 	out->metrics = metrics;
+	out->revoke = rt__agent_revoke;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)

@@ -16,6 +16,72 @@
 
 /* --- jobs --- */
 
+/*
+ * The job's client credentials as the controller sent them (with the job,
+ * a revocation, or the answer to a create): its key and the ids it revoked.
+ */
+static void job_cred_apply(struct rt_job *j, json_t *h)
+{
+	json_t *rev = json_object_get(h, "revoked"), *v;
+	const char *ids[64];
+	size_t i, k = 0;
+	int err = 0;
+
+	json_array_foreach(rev, i, v) {
+		if (k == sizeof(ids) / sizeof(ids[0])) {
+			err = rt_job_cred_set(j, jstr(h, "cred_key", ""), ids, k);
+			k = 0;
+		}
+		if (json_is_string(v))
+			ids[k++] = json_string_value(v);
+	}
+	if (!err)
+		err = rt_job_cred_set(j, jstr(h, "cred_key", ""), ids, k);
+	if (err)
+		trib_error("job %s: the controller's client credentials: %s", j->name,
+			   strerror(-err));
+}
+
+void rt__agent_revoke(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client)
+{
+	struct rt_agent *a = ctx;
+	struct pend *pd;
+
+	if (rt__agent_to_ctl(a, json_pack("{s:s, s:s, s:s}", "op", "revoke", "job", j->name,
+					  "client", client),
+			     NULL, 0, PK_REVOKE, &pd)) {
+		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	pd->c = c;
+}
+
+void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	struct rt_job *j;
+	json_t *v;
+	size_t i;
+
+	if (ev->kind != CTL_EV_REPLY) {
+		rt_conn_error(pd->c, 503, "the controller did not answer; the client may or may "
+			      "not be revoked: DELETE again", -1, "Retry-After: 1\r\n");
+		return;
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
+		rt_conn_error(pd->c, (int)json_integer_value(json_object_get(ev->hdr, "status")),
+			      jstr(ev->hdr, "error", "refused"), -1, NULL);
+		return;
+	}
+	/* Here at once; the other nodes as the controller's job message reaches them. */
+	j = rt_job_find(a->n, jstr(ev->hdr, "job", ""));
+	json_array_foreach(json_object_get(ev->hdr, "revoked"), i, v)
+		if (j && json_is_string(v))
+			rt_job_revoke(a->n, j, json_string_value(v));
+	rt__agent_respond_json(pd->c, 200, json_pack("{s:s, s:b}", "client",
+						     jstr(ev->hdr, "client", ""), "revoked", 1));
+}
+
 void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 {
 	const char *name = json_string_value(json_object_get(h, "name"));
@@ -39,6 +105,7 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 		j->xtarget = UINT32_MAX;
 	}
 	j->xid = (uint64_t)json_integer_value(json_object_get(h, "id"));
+	job_cred_apply(j, h);
 	if (round > j->round && !j->open && !j->inflight)
 		j->round = round; /* joined late: the cluster is at this round */
 }
@@ -101,6 +168,7 @@ void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 	}
 	j->xtarget = UINT32_MAX;
 	j->xid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "id"));
+	job_cred_apply(j, ev->hdr);
 	rt__agent_respond_json(c, 201,
 		     json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token, "round", 0));
 }
@@ -156,8 +224,9 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 static void upd_release(struct rt_agent *a, struct upd *u)
 {
 	rt__agent_to_ctl(a,
-	       json_pack("{s:s, s:s, s:s, s:I}", "op", "release", "job", u->job, "node", a->name,
-			 "uid", (json_int_t)u->uid),
+	       json_pack("{s:s, s:s, s:s, s:I, s:s?}", "op", "release", "job", u->job, "node",
+			 a->name, "uid", (json_int_t)u->uid, "client",
+			 u->client[0] ? u->client : NULL),
 	       NULL, 0, PK_NOTE, NULL);
 }
 
@@ -187,7 +256,8 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 	in = (struct rt_update_in){ .slot_off = u->slot_off, .segs_off = u->segs_off,
 				    .nsegs = u->nsegs, .weight = u->weight, .key = u->key,
 				    .key_len = strlen(u->key), .body = body,
-				    .body_len = (size_t)upd_body(u, body, sizeof(body)) };
+				    .body_len = (size_t)upd_body(u, body, sizeof(body)),
+				    .client = u->client };
 	if (in.body_len > SHM_REC_BODY_MAX) /* long node names: the receipt is derivable */
 		in.body_len = (size_t)snprintf(body, sizeof(body),
 					       "{\"round\":%u,\"received\":%u,\"node\":\"%s\","
@@ -201,6 +271,12 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 			   strerror(-err));
 		if (!u->provisional)
 			upd_release(a, u);
+		if (err == -EALREADY) {
+			/* Its client has an update counted in this round here already. */
+			upd_answer(a, u, 409, "this client already has an update counted in the "
+				   "round (one update per client per round)", (long long)u->round);
+			return;
+		}
 		if (err == -ENOSPC)
 			rt_job_relieve(n, j);
 		upd_answer(a, u, 503,
@@ -221,8 +297,9 @@ static int accept_send(struct rt_agent *a, struct upd *u)
 	int err;
 
 	err = rt__agent_to_ctl(a,
-		     json_pack("{s:s, s:s, s:s, s:i, s:I}", "op", "accept", "job", u->job, "node",
-			       a->name, "round", (json_int_t)u->round, "uid", (json_int_t)u->uid),
+		     json_pack("{s:s, s:s, s:s, s:i, s:I, s:s?}", "op", "accept", "job", u->job,
+			       "node", a->name, "round", (json_int_t)u->round, "uid",
+			       (json_int_t)u->uid, "client", u->client[0] ? u->client : NULL),
 		     NULL, 0, PK_ACCEPT, &pd);
 	if (!err)
 		pd->u = u;
@@ -292,6 +369,7 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 	if (c->req.has_idempotency_key)
 		memcpy(u->key, c->req.idempotency_key, /* 1..64 characters, checked */
 		       strnlen(c->req.idempotency_key, sizeof(u->key) - 1));
+	snprintf(u->client, sizeof(u->client), "%s", r->client);
 	r->slot_off = UINT64_MAX; /* the update's now */
 	u->uid = ++a->next_uid;
 	if (a->ctl_away_ns) {

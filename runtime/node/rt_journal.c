@@ -19,6 +19,28 @@ static uint64_t journal_job_id(const struct rt_job *j)
 }
 
 /*
+ * Client @id's update goes into round @round of @j: it is @seen there (false:
+ * it did not go in after all). Marked before the update enters the tree,
+ * since the update that fills the round closes it, and the close counts the
+ * round's clients (rt__round_close).
+ */
+static void client_counted(struct rt_node *n, struct rt_job *j, uint32_t round, const char *id,
+			   bool seen)
+{
+	struct rt_client_ent *e;
+
+	if (j->round == round)
+		rt_job_clients_now(n, j); /* at the round (after a restart: with the store's) */
+	if (!j->clients.synced || j->clients.round != round)
+		return;
+	e = rt_clients_get(&j->clients, id);
+	if (e && e->seen != seen) {
+		e->seen = seen;
+		j->clients.seen += seen ? 1 : -1u;
+	}
+}
+
+/*
  * The 202 of an update is written only after its record is committed: the
  * record is reserved, filled and committed first, with the seq the update
  * is about to get (one thread: nothing comes between), then the update goes
@@ -39,6 +61,9 @@ int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
 	err = rt__accept_where(j, round, &in.fold_scale);
 	if (err)
 		return err;
+	/* One update per client per round (FedBuff: per version folded into). */
+	if (rt_job_client_seen(n, j, u->client))
+		return -EALREADY;
 	s = rt__next_seq(j);
 	/* FedBuff answers the version folded into; a synchronous job its round (the same). */
 	if (u->body)
@@ -67,11 +92,17 @@ int rt_job_accept_journaled(struct rt_node *n, struct rt_job *j, uint32_t round,
 	info.key_len = u->key_len;
 	info.body = body;
 	info.body_len = *body_len;
+	info.client = u->client;
+	info.client_len = u->client ? strlen(u->client) : 0;
 	err = shm_rec_fill(n->arena, idx, &info);
 	if (!err)
 		err = shm_rec_commit(n->arena, idx);
 	if (!err) {
+		if (info.client_len)
+			client_counted(n, j, (uint32_t)info.round, u->client, true);
 		err = rt__accept_at(n, j, &in, &got);
+		if (err && info.client_len)
+			client_counted(n, j, (uint32_t)info.round, u->client, false);
 		if (!err && got != s) {
 			/* Cannot happen (one thread); if it did, the record would lie. */
 			trib_error("job %s: update got seq %u, its record says %u", j->name, got,
@@ -135,20 +166,50 @@ uint32_t rt_job_idem_keep(const struct rt_job *j)
 	return k;
 }
 
-/* The keyed UPDATE records of one job's round with seq in [lo, end), gathered for the store. */
+/*
+ * The keyed UPDATE records of one job's round with seq in [lo, end), gathered for the store,
+ * and the client ids of its records with a client.
+ */
 struct key_batch {
 	struct ctl_idem *v;
 	size_t n, cap;
 	uint64_t job, round, lo, end;
+	char (*ids)[RT_CLIENT_ID_MAX + 1];
+	const char **idp;
+	size_t nids, capids;
 };
+
+static int client_add(struct key_batch *kb, const struct shm_rec_info *i)
+{
+	if (kb->nids == kb->capids) {
+		size_t ncap = kb->capids ? kb->capids * 2 : 16;
+		void *nv = trib_realloc(kb->ids, ncap * sizeof(*kb->ids));
+
+		if (!nv)
+			return -ENOMEM;
+		kb->ids = nv;
+		kb->capids = ncap;
+	}
+	memcpy(kb->ids[kb->nids], i->client, i->client_len);
+	kb->ids[kb->nids++][i->client_len] = '\0';
+	return 0;
+}
 
 static int key_add(void *ctx, uint32_t idx, const struct shm_rec_info *i)
 {
 	struct key_batch *kb = ctx;
+	int err;
 
 	(void)idx;
-	if (i->kind != SHM_REC_UPDATE || !i->key_len || i->job != kb->job ||
-	    i->round != kb->round || i->seq < kb->lo || i->seq >= kb->end)
+	if (i->kind != SHM_REC_UPDATE || i->job != kb->job || i->round != kb->round ||
+	    i->seq < kb->lo || i->seq >= kb->end)
+		return 0;
+	if (i->client_len) {
+		err = client_add(kb, i);
+		if (err)
+			return err;
+	}
+	if (!i->key_len)
 		return 0;
 	if (kb->n == kb->cap) {
 		size_t ncap = kb->cap ? kb->cap * 2 : 16;
@@ -184,6 +245,18 @@ static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64
 	if (!err && (kb.n || prune))
 		err = ctl_store_idem_put(n->store, j->db_id, kb.v, kb.n,
 					 prune && round + 1 > keep ? round + 1 - keep : 0);
+	/* The clients counted in the round, for one update per client after a restart. */
+	if (!err && kb.nids) {
+		kb.idp = trib_calloc(kb.nids, sizeof(*kb.idp));
+		err = kb.idp ? 0 : -ENOMEM;
+		for (size_t i = 0; !err && i < kb.nids; i++)
+			kb.idp[i] = kb.ids[i];
+	}
+	if (!err && (kb.nids || prune))
+		err = ctl_store_round_clients_put(n->store, j->db_id, round, kb.idp, kb.nids,
+						  prune ? round + 1 : 0);
+	trib_free(kb.idp);
+	trib_free(kb.ids);
 	trib_free(kb.v);
 	if (err)
 		trib_error("job %s round %u: keeping the answers of %zu Idempotency-Key%s: %s",
@@ -361,7 +434,14 @@ static int refeed(struct rt_node *n, struct rt_job *j, const struct rt_recovered
 		struct rt_accept_in in = { .slot_off = i->slot_off, .segs_off = i->segs_off,
 					   .nsegs = i->nsegs, .weight = i->weight,
 					   .fold_scale = i->fold_scale };
+		char id[RT_CLIENT_ID_MAX + 1];
 
+		if (i->client_len) {
+			/* Its client sent its update of this round: a second one is a 409. */
+			memcpy(id, i->client, i->client_len);
+			id[i->client_len] = '\0';
+			client_counted(n, j, (uint32_t)i->round, id, true);
+		}
 		err = rt__accept_at(n, j, &in, &seq);
 	}
 	return err ? err : 1;

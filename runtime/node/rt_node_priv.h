@@ -60,6 +60,7 @@ struct rt_round {
 	uint32_t fanin;        /* updates per leaf (the last leaf may get fewer) */
 	uint32_t started;      /* leaves started (a prefix of leaves[]) */
 	uint32_t received;     /* updates accepted */
+	uint32_t clients;      /* distinct client tokens counted, once it closed (rt_clients.c) */
 	uint32_t top;          /* the function serving the top; 0 before it starts */
 	uint32_t group;        /* leaves per mid; 0: two levels, leaves report to the top */
 	struct rt_mid *mids;   /* capmids entries, the first nmids in use (owned) */
