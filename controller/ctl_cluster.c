@@ -105,7 +105,8 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 {
 	const char *name = json_string_value(json_object_get(ev->hdr, "name"));
 	const char *addr = json_string_value(json_object_get(ev->hdr, "addr"));
-	json_t *jobs;
+	json_t *jobs, *verdicts = NULL;
+	uint32_t epoch = 0; /* the run it continues, if it lost nothing */
 	struct cnode *nd;
 	int rank;
 
@@ -122,7 +123,14 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		rank = (int)c->nnodes++;
 	}
 	nd = &c->nodes[rank];
-	if (nd->live) {
+	if (json_object_get(ev->hdr, "holds")) {
+		/* It reports what its arena holds (a restart of it, or of us): reconciled. */
+		if (nd->live || nd->awaited)
+			trib_info("node %s joined again (%s arena)", name,
+				  ctl__jstr(ev->hdr, "arena", "a new"));
+		verdicts = ctl__rejoin(c, (uint32_t)rank, ev->hdr);
+		epoch = ctl__run_continues(c, (uint32_t)rank, ev->hdr) ? nd->epoch : 0;
+	} else if (nd->live) {
 		/* The same name again: it restarted before we noticed; what it held is gone. */
 		trib_warn("node %s joined again: its previous run is drained", name);
 		drain_now(c, (uint32_t)rank);
@@ -138,13 +146,16 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	nd->mem_free = (uint64_t)json_integer_value(json_object_get(ev->hdr, "mem_free"));
 	nd->used = nd->live = true;
 	nd->last_ns = trib_now_ns();
-	nd->epoch = ++c->epochs;
+	nd->epoch = epoch ? epoch : ++c->epochs;
+	nd->joined_at = (uint32_t)(trib_now_ns() / 1000) | 1;
 	jobs = json_array();
 	for (struct cjob *j = c->jobs; j; j = j->next)
 		json_array_append_new(jobs, ctl__job_msg(j));
-	*rep = json_pack("{s:b, s:i, s:i, s:s, s:i, s:o}", "ok", 1, "rank", (json_int_t)rank,
+	ctl__node_save(c, (uint32_t)rank);
+	*rep = json_pack("{s:b, s:i, s:i, s:s, s:i, s:o, s:o}", "ok", 1, "rank", (json_int_t)rank,
 			 "epoch", (json_int_t)nd->epoch, "admin_token", c->admin_token,
-			 "heartbeat_ms", (json_int_t)c->o->heartbeat_ms, "jobs", jobs);
+			 "heartbeat_ms", (json_int_t)c->o->heartbeat_ms, "jobs", jobs, "holds",
+			 verdicts ? verdicts : json_array());
 	trib_info("node %s joined as rank %d (%s, %u cores, arena %llu MiB free, %s)", name, rank,
 		  addr, nd->cores, (unsigned long long)(nd->arena_free >> 20), nd->dataplane);
 	/* The models it needs it asks for (sync), once it knows the jobs. */
@@ -214,6 +225,9 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		on_heartbeat(c, ev, &rep);
 	else if (!strcmp(op, "job_create"))
 		ctl__on_job_create(c, ev, &rep);
+	else if (!strcmp(op, "accept") && ctl__reconciling(c))
+		rep = ctl__err_reply(503, "the controller restarted and waits for its nodes to "
+				     "report what they hold; retry shortly");
 	else if (!strcmp(op, "accept"))
 		ctl__on_accept(c, ev, &rep);
 	else if (!strcmp(op, "release"))
@@ -224,6 +238,8 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		ctl__on_round_get(c, ev, &rep);
 	else if (!strcmp(op, "status"))
 		on_status(c, &rep);
+	else if (!strcmp(op, "revoke"))
+		ctl__on_revoke(c, ev, &rep);
 	else if (!strcmp(op, "sync"))
 		ctl__on_sync(c, ev, &rep, &payload, &plen);
 	else
@@ -306,6 +322,7 @@ static void run_loop(struct ctl *c)
 		if (trib_now_ns() - last_check > CTL_TICK_MS * 1000000ull) {
 			last_check = trib_now_ns();
 			check_heartbeats(c);
+			ctl__xstate_tick(c);
 		}
 	}
 	trib_info("signal %d: controller stopping", c->stop_sig);
@@ -348,6 +365,9 @@ static int ctl_open_state(struct ctl *c)
 			   o->data_dir);
 		goto err_free_jobs;
 	}
+	err = ctl__xstate_load(c);
+	if (err)
+		goto err_free_jobs;
 	return 0;
 
 err_free_jobs:
@@ -383,6 +403,7 @@ int ctl_cluster_run(const struct ctl_cluster_opts *o)
 		  "a heartbeat)",
 		  o->listen, o->round_robin ? "round-robin" : "locality", o->dead_after_ms);
 	run_loop(&c);
+	ctl__xstate_save(&c);
 	ctl_wire_close(c.w);
 err_close_signal:
 	close(c.sfd);

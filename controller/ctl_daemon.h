@@ -52,6 +52,8 @@ struct cnode {
 	bool live;
 	uint32_t epoch;		/* this run of the node: a node that joins again gets a new one */
 	struct acc_rec *recent; /* CTL_RECENT entries (owned), or NULL */
+	bool awaited; /* known from the store after a controller restart, not back yet */
+	uint32_t joined_at; /* this process of it (µs clock at its join): a top's sums went */
 };
 
 struct cround {
@@ -63,6 +65,7 @@ struct cround {
 	bool lost[CTL_MAX_NODES];	    /* the node died with updates of this round */
 	uint32_t lost_epoch[CTL_MAX_NODES]; /* which run of it (a receipt names it) */
 	uint32_t lost_n[CTL_MAX_NODES];
+	uint32_t count_at_loss[CTL_MAX_NODES]; /* the count then: more since may be resends */
 	uint32_t lost_updates;
 	int top;			    /* rank folding the top, from the close; -1 before */
 	uint32_t planned[CTL_MAX_NODES];    /* leaves the placement gave each node at the close */
@@ -72,6 +75,10 @@ struct cround {
 	uint64_t open_ns, close_ns, done_ns;
 	uint32_t n_updates; /* in the model */
 	double weight;
+	/* ctl_rejoin.c: what the store has of it (a fingerprint), and a close to send again */
+	uint64_t saved_fp;
+	bool resend_close;
+	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
 	struct cround *next; /* newer */
 };
 
@@ -92,6 +99,8 @@ struct cjob {
 	 * with backoff, each time tried again.
 	 */
 	struct trib_retry store;
+	uint8_t key[32];	  /* client credentials' key (TRIB_CRED_KEY_LEN); never logged */
+	json_t *revoked;	  /* client ids revoked (owned array of strings) */
 	struct cjob *next;
 };
 
@@ -106,7 +115,9 @@ struct ctl {
 	uint32_t nnodes; /* ranks used: 0 .. nnodes - 1 */
 	struct cjob *jobs;
 	uint64_t cookie;
-	uint32_t epochs; /* runs of nodes that joined, ever (this process) */
+	uint32_t epochs; /* runs of nodes that joined, ever (kept across restarts) */
+	/* After a restart: until then (or every awaited node is back) no update is counted. */
+	uint64_t reconcile_until_ns;
 };
 
 /* --- ctl_cluster.c: nodes --- */
@@ -149,5 +160,65 @@ void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void 
 int ctl__jobs_load(struct ctl *c);
 /* Free every job (their rounds and models). */
 void ctl__jobs_free(struct ctl *c);
+/* ctl_jobs.c's round verbs, for ctl_rejoin.c. */
+struct cjob *ctl__job_by_id(struct ctl *c, int64_t id);
+struct cround *ctl__round_new(struct cjob *j, uint32_t r);
+void ctl__round_close(struct ctl *c, struct cjob *j, struct cround *cr);
+void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr);
+
+/* --- ctl_rejoin.c: a restart of the controller or of a node --- */
+
+/*
+ * After the jobs: the nodes the store knew (awaited until they join again)
+ * and each job's rounds in flight. 0 or -errno (logged).
+ */
+int ctl__xstate_load(struct ctl *c);
+/* Each tick: rounds that changed go to the store; the end of a reconciliation; closes. */
+void ctl__xstate_tick(struct ctl *c);
+/* At a clean stop: rounds that changed since the last tick go to the store. */
+void ctl__xstate_save(struct ctl *c);
+/*
+ * Whether updates wait (503) because nodes that held rounds in flight are not
+ * back yet; ends the wait once they are (or its time is up).
+ */
+bool ctl__reconciling(struct ctl *c);
+/*
+ * Node @rank joins again (a restart of it or of the controller) and reports
+ * what its arena holds (@hdr "holds", "arena"): its counts are reconciled
+ * with the rounds in flight, before its run changes. Returns the verdicts
+ * for its join answer (a new reference): [[job id, round, keep, held], ...].
+ */
+json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr);
+/*
+ * After ctl__rejoin(): whether node @rank's join continues its last run (its
+ * arena kept, and no unfinished round lists that run lost), so that it keeps
+ * its epoch: the receipts it gave stay its own. Else it gets a new one.
+ */
+bool ctl__run_continues(struct ctl *c, uint32_t rank, const json_t *hdr);
+/* The node record in the store (logged on failure). */
+void ctl__node_save(struct ctl *c, uint32_t rank);
+
+/* --- ctl_creds.c: client credentials --- */
+
+/* @j's key (made and kept the first time) and revoked clients from the store. 0 or -errno. */
+int ctl__job_cred_init(struct ctl *c, struct cjob *j);
+/* Forget them. */
+void ctl__job_cred_fini(struct cjob *j);
+/* Put "cred_key" (hex) and "revoked" into message @m. 0 or -ENOMEM. */
+int ctl__job_cred_add(const struct cjob *j, json_t *m);
+/* {"op": "revoke", "job", "client"}: kept, then every node is sent the job again. */
+void ctl__on_revoke(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * One update per client per round, cluster-wide: whether client @id (NULL or "": none) has
+ * an update counted in @cr (then *@rep gets the 409); else it is counted there, folded on
+ * rank @to. Returns true when refused.
+ */
+bool ctl__round_client_refused(struct cround *cr, const char *id, uint32_t to, json_t **rep);
+/* Client @id's update of @cr was given back or lost: it may send again. */
+void ctl__round_client_drop(struct cround *cr, const char *id);
+/* Node @rank was lost with @cr open: its clients send again. */
+void ctl__round_clients_lose(struct cround *cr, uint32_t rank);
+/* Distinct client tokens counted in @cr. */
+uint32_t ctl__round_clients(const struct cround *cr);
 
 #endif

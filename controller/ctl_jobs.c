@@ -59,6 +59,7 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 		struct cround *old = j->rounds;
 
 		j->rounds = old->next;
+		json_decref(old->clients);
 		trib_free(old);
 		n--;
 	}
@@ -67,9 +68,16 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 
 json_t *ctl__job_msg(const struct cjob *j)
 {
-	return json_pack("{s:s, s:s, s:s, s:s, s:i, s:i}", "op", "job", "name", j->name, "token",
-			 j->token, "body", j->body, "round", (json_int_t)j->round, "completed",
-			 (json_int_t)j->completed);
+	json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:I}", "op", "job", "name", j->name,
+			      "token", j->token, "body", j->body, "round", (json_int_t)j->round,
+			      "completed", (json_int_t)j->completed, "id", (json_int_t)j->db_id);
+
+	/* Its client credentials' key and revocations: every node checks client tokens. */
+	if (m && ctl__job_cred_add(j, m)) {
+		json_decref(m);
+		m = NULL;
+	}
+	return m;
 }
 
 /* The model of version @j->completed to every node (or one). */
@@ -102,6 +110,9 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	/* A top that joined again may have lost the sums it had: they are sent again. */
+	json_object_set_new(h, "top_join",
+			    json_integer(cr->top >= 0 ? c->nodes[cr->top].joined_at : 0));
 	return h;
 }
 
@@ -341,6 +352,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	to = fold_target(c, j, cr, (uint32_t)rank);
+	if (ctl__round_client_refused(cr, ctl__jstr(ev->hdr, "client", NULL), to, rep))
+		return;
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
@@ -356,7 +369,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
 		      "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
 		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
-	if (cr->count == j->cpr)
+	if (cr->count >= j->cpr) /* over: nodes reported more after a restart */
 		round_close(c, j, cr);
 }
 
@@ -385,6 +398,7 @@ void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->folded[at]--;
 	cr->landed[rank]--;
 	cr->count--;
+	ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
 	trib_warn("job %s round %u: node %s gave back an update it could not fold", j->name, r,
 		  c->nodes[at].name);
 	if (cr->state == CR_CLOSED) {
@@ -407,12 +421,14 @@ static void take_edges(struct ctl *c, struct cjob *j, struct cround *cr, json_t 
 	cr->nedges = 0;
 	json_array_foreach(edges, i, e)
 	{
-		uint32_t from = (uint32_t)json_integer_value(e);
+		/* [rank, epoch]: the run whose sum it was (a rank may have a new run since). */
+		uint32_t from = (uint32_t)json_integer_value(json_array_get(e, 0));
+		uint32_t run = (uint32_t)json_integer_value(json_array_get(e, 1));
 
 		if (cr->nedges == CTL_MAX_NODES || from >= c->nnodes)
 			continue;
 		cr->edges_from[cr->nedges++] = from;
-		if (cr->lost[from]) {
+		if (cr->lost[from] && cr->lost_epoch[from] == run) {
 			/* Its sum reached the top before the node was lost: nothing was. */
 			trib_info("job %s round %u: node %s's sum reached the top before it was "
 				  "drained: its %u updates are in the model",
@@ -494,12 +510,13 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 	for (uint32_t k = 0; k < cr->nedges; k++)
 		json_array_append_new(edges, json_pack("[s, s]", c->nodes[cr->edges_from[k]].name,
 						       c->nodes[cr->top].name));
-	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i}", "round",
+	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i, s:i}", "round",
 			 (json_int_t)cr->round, "state", round_states[cr->state], "received",
 			 (json_int_t)cr->count, "clients_per_round", (json_int_t)j->cpr, "updates",
 			 (json_int_t)cr->n_updates, "lost_nodes", lost, "lost", lost_runs, "top",
 			 cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
-			 edges, "lost_updates", (json_int_t)cr->lost_updates);
+			 edges, "lost_updates", (json_int_t)cr->lost_updates, "clients",
+			 (json_int_t)ctl__round_clients(cr));
 }
 
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
@@ -532,9 +549,11 @@ static void job_free(struct cjob *j)
 		struct cround *cr = j->rounds;
 
 		j->rounds = cr->next;
+		json_decref(cr->clients);
 		trib_free(cr);
 	}
 	ctl_model_fmt_fini(&j->fmt);
+	ctl__job_cred_fini(j);
 	trib_free(j->model);
 	trib_free(j->body);
 	trib_free(j);
@@ -638,6 +657,11 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	if (!j)
 		goto out;
 	err = job_record(c, j);
+	if (!err && ctl__job_cred_init(c, j)) {
+		/* Not half made: a job without its key is not kept. */
+		ctl_store_job_delete(c->store, j->name);
+		err = -EIO;
+	}
 	if (err) {
 		job_free(j);
 		*rep = ctl__err_reply(err == -EEXIST ? 409 : 500, "could not record the job");
@@ -646,9 +670,14 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	job_append(c, j);
 	trib_info("job %s: created cluster-wide (%u clients per round, %llu parameters)", name,
 		  j->cpr, (unsigned long long)j->fmt.n_elem);
-	*rep = json_pack("{s:b, s:s}", "ok", 1, "token", j->token);
+	*rep = json_pack("{s:b, s:s, s:I}", "ok", 1, "token", j->token, "id", (json_int_t)j->db_id);
+	if (*rep && ctl__job_cred_add(j, *rep)) {
+		json_decref(*rep);
+		*rep = ctl__err_reply(500, "out of memory");
+	}
 	m = ctl__job_msg(j);
-	ctl__tell_all(c, m, NULL, 0, origin);
+	if (m)
+		ctl__tell_all(c, m, NULL, 0, origin);
 	json_decref(m);
 out:
 	json_decref(o);
@@ -692,8 +721,10 @@ static void round_lose(struct ctl *c, struct cjob *j, struct cround *cr, uint32_
 	cr->lost_n[rank] += lost;
 	cr->lost_updates += lost;
 	cr->count -= lost;
+	cr->count_at_loss[rank] = cr->count;
 	cr->folded[rank] = 0;
 	if (cr->state == CR_OPEN) {
+		ctl__round_clients_lose(cr, rank);
 		trib_warn("job %s round %u: %u updates acknowledged by node %s are "
 			  "lost; the round stays open for %u more (clients resend)",
 			  j->name, cr->round, lost, nd->name, j->cpr - cr->count);
@@ -760,6 +791,9 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 		break;
 	}
 	j->round = j->completed;
+	err = ctl__job_cred_init(c, j);
+	if (err)
+		goto err_free;
 	job_append(c, j);
 	json_decref(o);
 	trib_info("job %s: loaded at version %u", j->name, j->completed);
@@ -787,6 +821,36 @@ int ctl__jobs_load(struct ctl *c)
 		ctl_job_clear(&cjs[i]);
 	trib_free(cjs);
 	return err;
+}
+
+struct cjob *ctl__job_by_id(struct ctl *c, int64_t id)
+{
+	for (struct cjob *j = c->jobs; j; j = j->next)
+		if (j->db_id == id)
+			return j;
+	return NULL;
+}
+
+struct cround *ctl__round_new(struct cjob *j, uint32_t r)
+{
+	return round_new(j, r);
+}
+
+void ctl__round_close(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	round_close(c, j, cr);
+}
+
+/* A closed round's counts or top changed: an empty one ends, else every node hears again. */
+void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	if (!cr->count) {
+		round_empty(c, j, cr);
+		return;
+	}
+	if (cr->top < 0 || !c->nodes[cr->top].live || !cr->folded[cr->top])
+		place_top(c, j, cr);
+	send_close(c, j, cr);
 }
 
 void ctl__jobs_free(struct ctl *c)

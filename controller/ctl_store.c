@@ -61,6 +61,42 @@ static const char *const migrations[] = {
 	"  body BLOB NOT NULL,"
 	"  PRIMARY KEY (job_id, key, round)"
 	");",
+	/*
+	 * 2 -> 3: client credentials (issue 13): each job's signing key, the client ids it
+	 * revoked, the clients counted in a round whose journal records are gone, and a round
+	 * record's distinct clients.
+	 */
+	"CREATE TABLE job_keys ("
+	"  job_id INTEGER PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  key BLOB NOT NULL"
+	");"
+	"CREATE TABLE revoked ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  client TEXT NOT NULL,"
+	"  revoked_unix INTEGER NOT NULL,"
+	"  PRIMARY KEY (job_id, client)"
+	");"
+	"CREATE TABLE round_clients ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  round INTEGER NOT NULL,"
+	"  client TEXT NOT NULL,"
+	"  PRIMARY KEY (job_id, round, client)"
+	");"
+	"ALTER TABLE rounds ADD COLUMN clients INTEGER NOT NULL DEFAULT 0;",
+	/* 3 -> 4: a cluster's nodes and rounds in flight, for a controller restart (ctl_store_x). */
+	"CREATE TABLE cluster_nodes ("
+	"  rank INTEGER PRIMARY KEY,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  addr TEXT NOT NULL,"
+	"  epoch INTEGER NOT NULL"
+	");"
+	"CREATE TABLE cluster_rounds ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  round INTEGER NOT NULL,"
+	"  state INTEGER NOT NULL,"
+	"  detail TEXT NOT NULL,"
+	"  PRIMARY KEY (job_id, round)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,
@@ -68,7 +104,8 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VE
 
 #define JOB_COLS "id, name, token, clients_per_round, algorithm, schema_json, params_json, " \
 		 "round, created_unix"
-#define ROUND_COLS "job_id, round, closed_unix, n_updates, total_weight, duration_ms, model_path"
+#define ROUND_COLS "job_id, round, closed_unix, n_updates, total_weight, duration_ms, " \
+		   "model_path, clients"
 
 /* Every statement takes its user-supplied values as bound parameters, never as SQL text. */
 static const char *const stmt_sql[S_COUNT] = {
@@ -82,7 +119,7 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_JOB_ROUND] = "SELECT round FROM jobs WHERE id = ?1",
 	[S_JOB_DELETE] = "DELETE FROM jobs WHERE name = ?1",
 	[S_ROUND_INSERT] = "INSERT INTO rounds (" ROUND_COLS ") "
-			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+			   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 	[S_ROUND_GET] = "SELECT " ROUND_COLS " FROM rounds WHERE job_id = ?1 AND round = ?2",
 	[S_ROUND_LIST] = "SELECT " ROUND_COLS " FROM rounds WHERE job_id = ?1 ORDER BY round",
 	[S_KV_GET] = "SELECT val FROM kv WHERE key = ?1",
@@ -93,6 +130,15 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_IDEM_GET] = "SELECT status, body FROM idem WHERE job_id = ?1 AND key = ?2 "
 		       "AND round >= ?3 AND round <= ?4 ORDER BY round LIMIT 1",
 	[S_IDEM_PRUNE] = "DELETE FROM idem WHERE job_id = ?1 AND round < ?2",
+	[S_KEY_GET] = "SELECT key FROM job_keys WHERE job_id = ?1",
+	[S_KEY_PUT] = "INSERT INTO job_keys (job_id, key) VALUES (?1, ?2)",
+	[S_REVOKE] = "INSERT OR IGNORE INTO revoked (job_id, client, revoked_unix) "
+		     "VALUES (?1, ?2, ?3)",
+	[S_REVOKED_LIST] = "SELECT client FROM revoked WHERE job_id = ?1 ORDER BY client",
+	[S_RCLIENT_PUT] = "INSERT OR IGNORE INTO round_clients (job_id, round, client) "
+			  "VALUES (?1, ?2, ?3)",
+	[S_RCLIENT_LIST] = "SELECT client FROM round_clients WHERE job_id = ?1 AND round = ?2",
+	[S_RCLIENT_PRUNE] = "DELETE FROM round_clients WHERE job_id = ?1 AND round < ?2",
 };
 
 /* Map an (extended) SQLite result code to 0 or -errno. */
@@ -635,6 +681,8 @@ int ctl_store_round_record(struct ctl_store *st, const struct ctl_round *r)
 		rc = r->model_path ? sqlite3_bind_text(s, 7, r->model_path, -1, SQLITE_STATIC)
 				   : sqlite3_bind_null(s, 7);
 	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 8, r->clients);
+	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
 	err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "round record");
 	ctl__stmt_done(s);
@@ -654,6 +702,7 @@ static int round_from_row(sqlite3_stmt *s, struct ctl_round *out)
 	out->n_updates = (uint32_t)sqlite3_column_int64(s, 3);
 	out->total_weight = sqlite3_column_double(s, 4);
 	out->duration_ms = (uint64_t)sqlite3_column_int64(s, 5);
+	out->clients = (uint32_t)sqlite3_column_int64(s, 7);
 	err = col_dup(s, 6, &out->model_path);
 	if (err)
 		memset(out, 0, sizeof(*out));

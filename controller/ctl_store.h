@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 2
+#define CTL_STORE_SCHEMA_VERSION 4
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
@@ -49,6 +49,7 @@ struct ctl_round {
 	int64_t closed_unix;
 	uint32_t n_updates;
 	double total_weight; /* sum of the client sample counts folded in */
+	uint32_t clients;    /* of the updates, from distinct client tokens (0 before schema 3) */
 	uint64_t duration_ms;
 	char *model_path;    /* NULL allowed; owned (trib_free) when filled in by the store */
 };
@@ -145,5 +146,58 @@ int ctl_store_idem_put(struct ctl_store *st, int64_t job_id, const struct ctl_id
 int ctl_store_idem_get(struct ctl_store *st, int64_t job_id, const void *key, size_t key_len,
 		       uint32_t round_lo, uint32_t round_hi, int *status, char *body, size_t cap,
 		       size_t *body_len);
+
+/*
+ * A cluster controller's state that a restart must find (ctl_store_x.c): the
+ * nodes it knew (rank, name, wire address, the last run's epoch) and the
+ * rounds in flight of each job (state, and @detail: JSON the controller
+ * writes and reads back, opaque here). put inserts or replaces (a node's row
+ * by rank or by name); the lists call @cb for each row with the store locked
+ * (@cb must not use the store; a nonzero return stops and is returned).
+ * 0 or -errno.
+ */
+int ctl_store_xnode_put(struct ctl_store *st, uint32_t rank, const char *name, const char *addr,
+			uint32_t epoch);
+int ctl_store_xnode_list(struct ctl_store *st,
+			 int (*cb)(void *ctx, uint32_t rank, const char *name, const char *addr,
+				   uint32_t epoch),
+			 void *ctx);
+int ctl_store_xround_put(struct ctl_store *st, int64_t job_id, uint32_t round, int state,
+			 const char *detail);
+int ctl_store_xround_delete(struct ctl_store *st, int64_t job_id, uint32_t round);
+/* Forget the rounds of @job_id below @below (their models exist). */
+int ctl_store_xround_prune(struct ctl_store *st, int64_t job_id, uint32_t below);
+int ctl_store_xround_list(struct ctl_store *st,
+			  int (*cb)(void *ctx, int64_t job_id, uint32_t round, int state,
+				    const char *detail),
+			  void *ctx);
+
+/* --- client credentials (ctl_store_cred.c) --- */
+
+#define CTL_KEY_LEN 32        /* a job's credential key (TRIB_CRED_KEY_LEN) */
+#define CTL_CLIENT_MAX 33     /* a client id and its NUL (TRIB_CRED_CLIENT_MAX + 1) */
+
+/* Job @job_id's credential key into @key. -ENOENT if it has none yet. */
+int ctl_store_job_key_get(struct ctl_store *st, int64_t job_id, uint8_t key[CTL_KEY_LEN]);
+/* Keep @key as job @job_id's. -EEXIST if it has one (keys never change), -ENOENT: no job. */
+int ctl_store_job_key_put(struct ctl_store *st, int64_t job_id, const uint8_t key[CTL_KEY_LEN]);
+/* Revoke client @client of job @job_id (again: no change). 0 or -errno. */
+int ctl_store_revoke(struct ctl_store *st, int64_t job_id, const char *client);
+/*
+ * The ids (CTL_CLIENT_MAX bytes each, NUL-terminated) a job revoked, into
+ * *ids (owned by the caller: trib_free) and *n. NULL/0 if none.
+ */
+int ctl_store_revoked_list(struct ctl_store *st, int64_t job_id, char (**ids)[CTL_CLIENT_MAX],
+			   size_t *n);
+/*
+ * Remember that clients @ids[0..n) sent an update counted in @round of job
+ * @job_id, and forget the job's rounds below @prune_below (0: none), in one
+ * transaction.
+ */
+int ctl_store_round_clients_put(struct ctl_store *st, int64_t job_id, uint32_t round,
+				const char *const *ids, size_t n, uint32_t prune_below);
+/* The clients remembered for @round of job @job_id, as ctl_store_revoked_list. */
+int ctl_store_round_clients_list(struct ctl_store *st, int64_t job_id, uint32_t round,
+				 char (**ids)[CTL_CLIENT_MAX], size_t *n);
 
 #endif

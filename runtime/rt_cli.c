@@ -39,6 +39,7 @@ static void usage(FILE *f)
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
 		"             [--max-connections N] [--metrics-jobs]\n"
 		"             [--tls-cert FILE --tls-key FILE | --tls self-signed]\n"
+		"             [--client-inflight N] [--job-inflight-pct N]\n"
 		"  --listen HOST:PORT     address of the HTTP gateway (default 127.0.0.1:8080;\n"
 		"                         port 0 picks a free one, see --port-file)\n"
 		"  --data-dir DIR         jobs, models and state (default ./tributary-data)\n"
@@ -74,6 +75,10 @@ static void usage(FILE *f)
 		"                         (default 60; 0: never; a parked long poll is not idle)\n"
 		"  --max-connections N    more open connections are answered 503 and closed\n"
 		"                         (default 80%% of the open-file limit, at most 65536)\n"
+		"  --client-inflight N    update bodies one client token may have in flight; more\n"
+		"                         get 503 (default 2; 0: no cap)\n"
+		"  --job-inflight-pct N   update body bytes one job may have in flight, in %% of\n"
+		"                         the arena; more get 503 (default 75; 0: no cap)\n"
 		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the\n"
 		"                         admin token; else a job is its number, job_id=\"N\")\n");
 	fprintf(f,
@@ -87,13 +92,16 @@ static void usage(FILE *f)
 	fprintf(f,
 		"tributary node --controller tcp://HOST:PORT --node-name NAME\n"
 		"               [--peer-listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT]\n"
-		"               [all options of up]\n"
+		"               [--controller-grace-s N] [all options of up]\n"
 		"  --controller URL       the controller's nng address\n"
 		"  --node-name NAME       unique in the cluster (Kubernetes: the node's name)\n"
 		"  --peer-listen URL      where other nodes and the controller reach this one\n"
 		"                         (default tcp://0.0.0.0:7071)\n"
 		"  --advertise URL        the address to give them, when --peer-listen's host is\n"
 		"                         0.0.0.0 (for example tcp://POD_IP:7071)\n"
+		"  --controller-grace-s N while the controller is away, take updates of the round\n"
+		"                         this node knows open for N s (default 60; 0: none), then\n"
+		"                         answer 503 until it is back\n"
 		"\n"
 		"tributary controller [--listen tcp://HOST:PORT] [--data-dir DIR]\n"
 		"                     [--admin-token-file FILE] [--placement locality|round-robin]\n"
@@ -137,16 +145,20 @@ enum {
 	OPT_TLS_KEY,
 	OPT_TLS,
 	OPT_DURABILITY,
+	OPT_CLIENT_INFLIGHT,
+	OPT_JOB_INFLIGHT,
 };
 
 /* The gateway's admission options (OPT_*); 0, or 2 (usage error, said). */
 static int admission_opt(int c, const char *arg, struct rt_node_opts *o)
 {
 	static const char *const names[] = { "head-timeout-s", "body-timeout-s",
-					     "idle-timeout-s", "max-connections" };
+					     "idle-timeout-s", "max-connections",
+					     "client-inflight", "job-inflight-pct" };
 	uint32_t *dst[] = { &o->head_timeout_s, &o->body_timeout_s, &o->idle_timeout_s,
-			    &o->max_connections };
-	uint64_t max = c == OPT_MAX_CONNS ? 1u << 24 : 86400;
+			    &o->max_connections, &o->client_inflight, &o->job_inflight_pct };
+	static const uint64_t maxs[] = { 86400, 86400, 86400, 1u << 24, 1024, 100 };
+	uint64_t max = maxs[c - OPT_HEAD_TIMEOUT];
 	uint64_t v;
 
 	if (trib_parse_u64(arg, 0, max, &v)) {
@@ -211,10 +223,13 @@ static const struct option up_lopts[] = {
 	{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
 	{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
 	{ "tls", required_argument, NULL, OPT_TLS },
+	{ "client-inflight", required_argument, NULL, OPT_CLIENT_INFLIGHT },
+	{ "job-inflight-pct", required_argument, NULL, OPT_JOB_INFLIGHT },
 	{ "controller", required_argument, NULL, 'C' },
 	{ "node-name", required_argument, NULL, 'N' },
 	{ "peer-listen", required_argument, NULL, 'P' },
 	{ "advertise", required_argument, NULL, 'A' },
+	{ "controller-grace-s", required_argument, NULL, 'G' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -222,6 +237,17 @@ static const struct option up_lopts[] = {
 /* The cluster's options of `node` (-C -N -P -A); 0, or 2 (usage error, said). */
 static int node_opt(int c, const char *arg, struct rt_node_opts *o)
 {
+	uint64_t v;
+
+	if (c == 'G') {
+		if (trib_parse_u64(arg, 0, 86400, &v)) {
+			fprintf(stderr, "tributary node: --controller-grace-s wants 0..86400 seconds, "
+				"got '%s'\n", arg);
+			return 2;
+		}
+		o->controller_grace_s = (uint32_t)v;
+		return 0;
+	}
 	if (c == 'N') {
 		if (!trib_job_name_valid(arg)) {
 			fprintf(stderr, "tributary node: --node-name wants 1-63 characters of "
@@ -256,11 +282,14 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 	case 'N':
 	case 'P':
 	case 'A':
+	case 'G':
 		return node_opt(c, arg, o);
 	case OPT_HEAD_TIMEOUT:
 	case OPT_BODY_TIMEOUT:
 	case OPT_IDLE_TIMEOUT:
 	case OPT_MAX_CONNS:
+	case OPT_CLIENT_INFLIGHT:
+	case OPT_JOB_INFLIGHT:
 		return admission_opt(c, arg, o);
 	case 'l':
 		if (!parse_listen(arg, o, host, cap))
@@ -342,9 +371,12 @@ static int cmd_up(int argc, char **argv, bool node)
 		.data_dir = "./tributary-data",
 		.arena_bytes = 1024ull << 20,
 		.warm_s = 30,
+		.controller_grace_s = 60,
 		.head_timeout_s = RT_HEAD_TIMEOUT_S,
 		.body_timeout_s = RT_BODY_TIMEOUT_S,
 		.idle_timeout_s = RT_IDLE_TIMEOUT_S,
+		.client_inflight = 2,
+		.job_inflight_pct = 75,
 	};
 	const char *cmd = node ? "node" : "up";
 	struct rt_up_tls tls = { 0 };
@@ -353,7 +385,7 @@ static int cmd_up(int argc, char **argv, bool node)
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", up_lopts, NULL)) != -1) {
-		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A')) {
+		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A' || c == 'G')) {
 			/* Named from the table: argv[optind - 1] is the value when it came apart. */
 			for (const struct option *lo = up_lopts; lo->name; lo++)
 				if (lo->val == c)

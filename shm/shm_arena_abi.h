@@ -107,7 +107,7 @@ _Static_assert(offsetof(struct shm_arena_hdr, used_chunks) == 152, "shm_arena_hd
  * shm_arena_hdr, which both kinds of arena share.
  */
 #define SHM_ARENA_FILE_MAGIC 0x454c494642495254ull /* "TRIBFILE" little-endian */
-#define SHM_ARENA_FILE_VERSION 1
+#define SHM_ARENA_FILE_VERSION 2 /* 2: records name their client (issue 13) */
 #define SHM_ARENA_NODE_ID_MAX 192   /* bytes of node_id, NUL included */
 #define SHM_ARENA_DATA_DIR_MAX 4096 /* bytes of data_dir, NUL included (PATH_MAX) */
 
@@ -156,7 +156,8 @@ enum shm_rec_kind {
 };
 
 #define SHM_REC_KEY_MAX 64   /* bytes of an idempotency key */
-#define SHM_REC_BODY_MAX 112 /* bytes of the stored answer body (the 202 body is < 96) */
+#define SHM_REC_BODY_MAX 80    /* bytes of the stored answer body (the 202 body is < 48) */
+#define SHM_REC_CLIENT_MAX 32  /* bytes of a client id (TRIB_CRED_CLIENT_MAX) */
 
 /*
  * One journal record. A record is COMMITTED only by one store-release of state
@@ -185,10 +186,12 @@ struct shm_journal_rec {
 	uint64_t segs_off;      /* arena offset of the segment table (inside the slot) or 0 */
 	uint64_t commit_no;     /* journal-wide commit counter at commit: the order of commits */
 	uint16_t http_status;   /* UPDATE: the status answered (202), for a resend */
-	uint16_t reserved0;     /* zero */
+	uint8_t client_len;     /* bytes of client in use, <= SHM_REC_CLIENT_MAX; 0: none */
+	uint8_t reserved0;      /* zero */
 	float fold_scale;       /* UPDATE: extra factor on its fold weight (FedBuff); 0 = 1 */
 	uint8_t key[SHM_REC_KEY_MAX];   /* the Idempotency-Key, key_len bytes */
 	uint8_t body[SHM_REC_BODY_MAX]; /* the answer's body, body_len bytes */
+	uint8_t client[SHM_REC_CLIENT_MAX]; /* UPDATE: its client token's id, client_len bytes */
 };
 _Static_assert(sizeof(_Atomic uint32_t) == 4, "the commit mark is 32-bit");
 _Static_assert(sizeof(struct shm_journal_rec) == 256, "shm_journal_rec is ABI");
@@ -197,6 +200,7 @@ _Static_assert(offsetof(struct shm_journal_rec, weight) == 40, "shm_journal_rec 
 _Static_assert(offsetof(struct shm_journal_rec, commit_no) == 64, "shm_journal_rec is ABI");
 _Static_assert(offsetof(struct shm_journal_rec, key) == 80, "shm_journal_rec is ABI");
 _Static_assert(offsetof(struct shm_journal_rec, body) == 144, "shm_journal_rec is ABI");
+_Static_assert(offsetof(struct shm_journal_rec, client) == 224, "shm_journal_rec is ABI");
 
 #define SHM_RING_MAGIC 0x474e4952u /* "RING" little-endian */
 #define SHM_CACHELINE 64

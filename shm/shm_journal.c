@@ -181,6 +181,8 @@ static bool info_valid(const struct shm_arena *a, const struct shm_rec_info *in)
 	if (in->key_len > SHM_REC_KEY_MAX || in->body_len > SHM_REC_BODY_MAX ||
 	    (in->key_len && !in->key) || (in->body_len && !in->body))
 		return false;
+	if (in->client_len > SHM_REC_CLIENT_MAX || (in->client_len && !in->client))
+		return false;
 	if (in->slot_off < h->data_off || in->slot_off >= end ||
 	    (in->slot_off - h->data_off) % SHM_CHUNK)
 		return false;
@@ -209,10 +211,14 @@ int shm_rec_fill(struct shm_arena *a, uint32_t idx, const struct shm_rec_info *i
 	r->segs_off = in->segs_off;
 	r->commit_no = 0;
 	r->http_status = in->http_status;
+	r->client_len = (uint8_t)in->client_len;
 	r->reserved0 = 0;
 	r->fold_scale = in->fold_scale;
 	memset(r->key, 0, sizeof(r->key));
 	memset(r->body, 0, sizeof(r->body));
+	memset(r->client, 0, sizeof(r->client));
+	if (in->client_len)
+		memcpy(r->client, in->client, in->client_len);
 	if (in->key_len)
 		memcpy(r->key, in->key, in->key_len);
 	if (in->body_len)
@@ -268,6 +274,8 @@ static void rec_copy(const struct shm_journal_rec *r, struct shm_rec_info *out)
 	out->key_len = r->key_len <= SHM_REC_KEY_MAX ? r->key_len : SHM_REC_KEY_MAX;
 	out->body = r->body;
 	out->body_len = r->body_len <= SHM_REC_BODY_MAX ? r->body_len : SHM_REC_BODY_MAX;
+	out->client = r->client;
+	out->client_len = r->client_len <= SHM_REC_CLIENT_MAX ? r->client_len : SHM_REC_CLIENT_MAX;
 	out->commit_no = r->commit_no;
 }
 

@@ -65,6 +65,8 @@ struct shm_rec_info {
 	size_t key_len;	      /* <= SHM_REC_KEY_MAX */
 	const void *body;     /* the answer's body; from get: points into the record */
 	size_t body_len;      /* <= SHM_REC_BODY_MAX */
+	const void *client;   /* UPDATE: its client token's id; from get: points into the record */
+	size_t client_len;    /* <= SHM_REC_CLIENT_MAX; 0: none (the job's token) */
 	uint64_t commit_no;   /* from get/recover: the order of commits; ignored by fill */
 };
 

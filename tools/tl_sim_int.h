@@ -26,6 +26,9 @@
 /* How long every gateway is given to learn of a job made through another one. */
 #define SIM_JOB_WAIT_NS 10000000000ull
 
+/* A client token's bytes and NUL (TRIB_CRED_TOKEN_MAX). */
+#define SIM_CRED_MAX 96
+
 /* The usage text of `tributary simulate` (tl_sim_opts.c). */
 extern const char tl_sim_usage[];
 
@@ -74,6 +77,7 @@ struct tl_sim_run {
 	unsigned ncpu;             /* threads for the reference */
 	struct tl_sim_worker *w;   /* o->connections workers */
 	uint32_t nw;               /* of those, the ones with an update buffer */
+	char (*ctok)[SIM_CRED_MAX]; /* o->clients client tokens (tl_sim_cred.c), NULL: none */
 };
 
 /* Per client and round: which node acknowledged its update. */
@@ -181,6 +185,15 @@ void tl_sim_log_http_error(const char *what, const struct tl_http_resp *resp);
  */
 int tl_sim_job_wait(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
 		    uint64_t params, uint64_t wait_ns);
+
+/* ---- client credentials (tl_sim_cred.c) ---- */
+
+/*
+ * With --client-tokens, or when the job has client_auth "required": mint one
+ * credential per client (id sim-SEED-I) with the admin token, else the job's,
+ * into run->ctok. 0 (also when none is needed) or -errno (logged).
+ */
+int tl_sim_creds_mint(struct tl_sim_run *run);
 
 /* ---- rounds of a multi-node cluster (tl_sim_gw.c) ---- */
 

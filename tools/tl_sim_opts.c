@@ -24,7 +24,7 @@ const char tl_sim_usage[] =
 	"         [--data-dir DIR (./tributary-data)]\n"
 	"         [--admin-token-file FILE] [--connections C (min(N, 16))] [--seed S (1)]\n"
 	"         [--format raw|safetensors|mixed (mixed)] [--quiet] [--no-check]\n"
-	"         [--report-json FILE]\n"
+	"         [--report-json FILE] [--client-tokens]\n"
 	"  Several --url gateways (one per node of a cluster): client i sends to the\n"
 	"  (i mod k)-th, and to the next one when that refuses the connection.\n"
 	"  Every update carries Idempotency-Key: sim-SEED-ROUND-CLIENT; when its\n"
@@ -33,7 +33,10 @@ const char tl_sim_usage[] =
 	"  as down: the update goes to the next one, under the same key (counted once).\n"
 	"  https:// gateways: the certificate must verify against --tls-ca FILE (PEM;\n"
 	"  default: the system's CA store) and name the host, or, with --tls-pin, have\n"
-	"  exactly that SHA-256 fingerprint (as `up --tls self-signed` prints it).\n";
+	"  exactly that SHA-256 fingerprint (as `up --tls self-signed` prints it).\n"
+	"  --client-tokens: each client mints its own credential (POST /v1/jobs/J/clients,\n"
+	"  id sim-SEED-CLIENT, with the admin token or the job's) and submits with it; a job\n"
+	"  with client_auth \"required\" gets that without the option.\n";
 
 /* ---- options ---- */
 
@@ -111,6 +114,11 @@ static int set_flag(struct tl_sim_opts *o, const char *name, size_t nlen, const 
 	if (IS("no-check")) {
 		/* For jobs whose model is not the FedAvg mean (optimisers, robust rules). */
 		o->no_check = true;
+		return 0;
+	}
+	if (IS("client-tokens")) {
+		/* One client credential per simulated client (always on client_auth required). */
+		o->client_tokens = true;
 		return 0;
 	}
 	if (IS("help")) {

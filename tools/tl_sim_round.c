@@ -118,7 +118,7 @@ static void make_update(const struct tl_sim_round *r, uint32_t i, uint8_t resend
 
 	*u = (struct tl_sim_update){
 		.job = o->job,
-		.token = r->token,
+		.token = r->run->ctok ? r->run->ctok[i] : r->token, /* its own credential */
 		.round = r->round,
 		.samples = tl_sim_samples(key),
 		.data = buf,

@@ -341,6 +341,9 @@ static int run_job(struct tl_sim_run *run)
 		if (err)
 			return err;
 	}
+	err = tl_sim_creds_mint(run);
+	if (err)
+		return err;
 	if (run->job.received) {
 		trib_error("job %s: round %" PRIu64 " already holds %" PRIu64
 			   " updates; the models could not match, use a fresh job",
@@ -449,6 +452,7 @@ static void run_free(struct tl_sim_run *run)
 	trib_free(run->pbuf);
 	trib_free(run->acks);
 	trib_free(run->include);
+	trib_free(run->ctok);
 	json_decref(run->report);
 	pthread_mutex_destroy(&run->nodes_lock);
 	trib_free(run->admin);

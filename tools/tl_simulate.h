@@ -44,6 +44,7 @@ struct tl_sim_opts {
 	bool quiet;
 	bool no_check;                /* time only: the job's model is not the FedAvg mean */
 	const char *report_json;      /* --report-json FILE: per-round JSON at exit, NULL: none */
+	bool client_tokens;           /* --client-tokens: one client credential per client */
 };
 
 /* CLI entry: @argv[0] is "simulate". Returns the exit code: 0 all good, 1 failure, 2 usage. */

@@ -252,6 +252,37 @@ class ClientTest(unittest.TestCase):
         self.assertIn("admin", cm.exception.message)
         self.assertEqual(job.status()["received"], 0)
 
+    def test_client_credentials(self):
+        """A job with client_auth required: the job token mints but does not submit; each
+        client submits once per round with its own credential; a revoked one gets 401."""
+        rng = np.random.default_rng(11)
+        job = self.admin.create_job(job_name("creds"), clients_per_round=2,
+                                    tensors=list(SHAPES.items()), client_auth="required")
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.submit(random_update(rng), round=0)
+        self.assertEqual(cm.exception.status, 403)
+        a = job.mint_client("alice")
+        b = job.mint_client(ttl_s=3600)
+        self.assertEqual(a["client"], "alice")
+        self.assertTrue(b["token"].startswith("tc1.") and b["expires"] > time.time())
+        alice = self.job_client(job).as_client(a)
+        u = random_update(rng)
+        first = alice.submit(u, round=0, idempotency_key="alice-0")
+        with self.assertRaises(tc.TributaryError) as cm:
+            alice.submit(random_update(rng), round=0)
+        self.assertEqual(cm.exception.status, 409)
+        self.assertIn("one update per client", cm.exception.message)
+        self.assertEqual(alice.submit(u, round=0, idempotency_key="alice-0"), first)
+        job.revoke_client(b["client"])
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.as_client(b).submit(random_update(rng), round=0)
+        self.assertEqual(cm.exception.status, 401)
+        self.assertIn("revoked", cm.exception.message)
+        job.as_client(job.mint_client("carol")).submit(random_update(rng), round=0)
+        v, _ = alice.wait_model(after=0, timeout=30)
+        self.assertEqual(v, 1)
+        self.assertEqual(job.status()["last_round_clients"], 2)
+
     def test_on_a_single_node_a_202_is_final(self):
         """outcome() says "accepted" without asking; the round records are a cluster's (404)."""
         rng = np.random.default_rng(3)

@@ -31,6 +31,12 @@ server's aggregation memory is full, or it cannot store a model) is retried afte
 ``Retry-After``, a bounded number of times. A :class:`Client` holds one keep-alive connection
 and is not thread-safe: use one per thread.
 
+Client credentials: a job's token is shared by everyone who holds it. For one identity per
+client, mint a credential per client (``job.mint_client("site-3")``, with the admin token or the
+job's) and submit with it (``job.as_client(cred).submit(...)``, or ``Client(url, cred["token"])``).
+The server counts one update per client per round (a second one is a 409), and a job created with
+``client_auth="required"`` takes updates only from client credentials.
+
 Idempotent resends: every ``submit`` sends an ``Idempotency-Key`` header (the IETF
 httpapi-idempotency-key header), a fresh random key per update (22 characters of URL-safe
 base64, 128 random bits) or the caller's own (``idempotency_key=``). The server answers a
@@ -620,6 +626,35 @@ class Job:
         _, _, data = self.client.request("POST", self._path + "/updates", body, headers,
                                          token=self.token, idempotency_key=key)
         return json.loads(data.decode("utf-8"))
+
+    def mint_client(self, client=None, ttl_s=None):
+        """Mints a client credential (POST /v1/jobs/{job}/clients, with the admin token or the
+        job's): returns ``{"client": id, "token": ..., "expires": unix_s}``.
+
+        @client names it (1 to 32 characters of A-Z a-z 0-9 _ -; default: the server makes
+        an id), @ttl_s is its lifetime (default 7 days, at most 365). The token is signed by
+        the job's key, checked by every node without a round trip, and counts as one client:
+        one update per round. Raises TributaryError 409 for an id that was revoked.
+        """
+        req = {}
+        if client is not None:
+            req["client"] = client
+        if ttl_s is not None:
+            req["ttl_s"] = int(ttl_s)
+        return self.client.json("POST", self._path + "/clients", req or None,
+                                token=self.token, ok=(201,))
+
+    def revoke_client(self, client):
+        """Revokes client credential @client (admin token or the job's): its token gets 401
+        on every node from now on, and the id is never issued again."""
+        return self.client.json("DELETE", "%s/clients/%s" % (
+            self._path, urllib.parse.quote(client, safe="")), token=self.token)
+
+    def as_client(self, credential):
+        """This job used with a client credential (mint_client()'s answer, or its token):
+        submit() then sends as that client, as a job with ``client_auth: "required"`` asks."""
+        token = credential["token"] if isinstance(credential, dict) else credential
+        return Job(self.client, self.name, token)
 
     def round_record(self, round):
         """In a cluster: the controller's record of @round (GET /v1/jobs/{job}/rounds/{r}):

@@ -236,10 +236,16 @@ def run(args, url, admin_token):
              args.momentum, args.batch), flush=True)
 
     admin = Client(url, admin_token)
-    job = admin.create_job(args.job, clients_per_round=args.clients, tensors=init)
+    # client_auth "required": the job's token mints client credentials but submits nothing.
+    job = admin.create_job(args.job, clients_per_round=args.clients, tensors=init,
+                           client_auth="required")
     job.set_initial_model(init)
-    # Every client talks to Tributary over its own connection, with the job's token.
-    clients = [Client(url, job.token).job(job.name) for _ in range(args.clients)]
+    # Every client talks to Tributary over its own connection: it mints its own credential
+    # with the job's token, then submits with that (one identity, one update per round).
+    clients = []
+    for i in range(args.clients):
+        cj = Client(url, job.token).job(job.name)
+        clients.append(cj.as_client(cj.mint_client("digits-%d" % i)))
     print("tributary: job %s at %s\n" % (job.name, url))
 
     ref = init                       # the in-process numpy run's global model

@@ -51,6 +51,27 @@ bool rt__api_ctype_is(const char *ctype, const char *want);
 /* Park @c on @j until a model newer than @after exists or @deadline_ns. */
 void rt__api_park(struct rt_conn *c, struct rt_job *j, uint32_t after, uint64_t deadline_ns);
 
+/* rt_api_client.c */
+/* The job's or the admin token, or a valid client token of @j; else a 401 answered: false. */
+bool rt__api_require_reader(struct rt_conn *c, const struct rt_job *j);
+/*
+ * An update's bearer: a valid client token of @j (its id into R(c)->client),
+ * or the job's (or the admin) token where the job does not require client
+ * credentials; else a 401 or 403 answered: false.
+ */
+bool rt__api_update_auth(struct rt_conn *c, const struct rt_job *j);
+/*
+ * Before an update's body (@len bytes) gets a slot: its client has no update
+ * in the round yet (else 409), nor its cap of bodies in flight, and the job
+ * not its cap of body bytes (else 503); false when answered.
+ */
+bool rt__api_update_admit(struct rt_conn *c, struct rt_job *j, uint64_t len);
+/* The body has its slot: it counts as in flight until the request ends (rt__api_update_end). */
+void rt__api_update_begin(struct rt_conn *c, struct rt_job *j);
+void rt__api_update_end(struct rt_api *api, struct rt_conn *c);
+/* /v1/jobs/{job}/clients@rest: POST mints, DELETE /{id} revokes. */
+void rt__api_handle_clients(struct rt_conn *c, struct rt_job *j, const char *rest,
+			    enum http_method m);
 /* rt_api_job.c */
 void rt__api_handle_create(struct rt_conn *c);
 void rt__api_handle_list(struct rt_conn *c);

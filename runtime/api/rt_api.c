@@ -110,7 +110,7 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 	if (!slash || !strcmp(slash, "/")) {
 		if (m != HTTP_GET)
 			goto bad_method;
-		if (!rt__api_require_job(c, j))
+		if (!rt__api_require_reader(c, j))
 			return;
 		rt__api_respond_json(c, 200, rt__api_job_json_full(N(c), j), NULL);
 		return;
@@ -121,12 +121,16 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 		rt__api_handle_update(c, j);
 		return;
 	}
+	if (!strcmp(slash, "/clients") || !strncmp(slash, "/clients/", 9)) {
+		rt__api_handle_clients(c, j, slash + 8, m);
+		return;
+	}
 	if (!strncmp(slash, "/rounds/", 8)) {
 		uint64_t r;
 
 		if (m != HTTP_GET)
 			goto bad_method;
-		if (!rt__api_require_job(c, j))
+		if (!rt__api_require_reader(c, j))
 			return;
 		if (trib_parse_u64(slash + 8, 0, UINT32_MAX, &r)) {
 			rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
@@ -344,6 +348,7 @@ static void on_request_end(void *ctx, struct rt_conn *c)
 	struct rt_api *api = ctx;
 	struct rt_api_req *r = R(c);
 
+	rt__api_update_end(api, c);
 	if (r->slot_off != UINT64_MAX) {
 		shm_slot_free(api->node->arena, r->slot_off);
 		r->slot_off = UINT64_MAX;

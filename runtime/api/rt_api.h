@@ -22,6 +22,7 @@ struct rt_api_req {
 	uint32_t round;
 	double weight;
 	bool safetensors;
+	bool inflight;            /* its body counts in the job's and client's bodies in flight */
 	uint64_t slot_off;        /* arena slot holding the body, UINT64_MAX if none */
 	uint64_t slot_len;
 	/* long poll */
@@ -32,6 +33,7 @@ struct rt_api_req {
 	/* --durability disk: an update waiting for its log record to be on disk */
 	uint64_t wal_ticket;      /* 0: not waiting */
 	uint32_t ans_round, ans_seq; /* its 202 */
+	char client[33];          /* the client token's id (TRIB_CRED_CLIENT_MAX), or "" */
 };
 
 _Static_assert(sizeof(struct rt_api_req) <= RT_CONN_USER_BYTES, "rt_api_req fits c->user");
@@ -57,6 +59,8 @@ struct rt_api_hooks {
 	void (*round_get)(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t round);
 	/* GET /v1/cluster. */
 	void (*status)(void *ctx, struct rt_conn *c);
+	/* DELETE /v1/jobs/{job}/clients/{client}: the controller revokes it everywhere. */
+	void (*revoke)(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
 	/* Lines for /metrics (appended to @buf at *len, @cap bytes). */
 	void (*metrics)(void *ctx, char *buf, size_t *len, size_t cap);
 };

@@ -21,10 +21,11 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 {
 	static const char *const known[] = { "name", "clients_per_round", "algorithm", "params",
 					      "tensors", "fan_in", "min_clients", "round_timeout_s",
-					      NULL };
+					      "client_auth", NULL };
 	json_t *name = json_object_get(o, "name"), *cpr = json_object_get(o, "clients_per_round");
 	json_t *fanin = json_object_get(o, "fan_in"), *minc = json_object_get(o, "min_clients");
 	json_t *tmo = json_object_get(o, "round_timeout_s"), *v;
+	json_t *ca = json_object_get(o, "client_auth");
 	const char *key;
 
 	json_object_foreach(o, key, v) {
@@ -80,6 +81,13 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 		snprintf(msg, cap, "%s", "round_timeout_s: seconds, an integer from 1 to 604800");
 		return 400;
 	}
+	if (ca && (!json_is_string(ca) || (strcmp(json_string_value(ca), "required") &&
+					    strcmp(json_string_value(ca), "optional")))) {
+		snprintf(msg, cap, "%s", "client_auth: \"optional\" (the default: the job token "
+			 "or a client token submits) or \"required\" (only client tokens submit)");
+		return 400;
+	}
+	def->spec.client_auth_required = ca && !strcmp(json_string_value(ca), "required");
 	def->spec.name = json_string_value(name);
 	def->spec.cpr = (uint32_t)json_integer_value(cpr);
 	def->spec.fanin = fanin ? (uint32_t)json_integer_value(fanin) : 0;
@@ -368,6 +376,11 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 	json_object_set_new(o, "round_timeout_s", j->round_timeout_s ?
 					json_integer(j->round_timeout_s) : json_null());
 	json_object_set_new(o, "arrival_rate", json_real(j->arrival_rate));
+	json_object_set_new(o, "client_auth", json_string(j->cred.required ? "required" :
+							  "optional"));
+	/* Distinct client tokens counted: in the open round, and in the last one stored. */
+	json_object_set_new(o, "clients", json_integer(rt_job_clients_now(n, j)));
+	json_object_set_new(o, "last_round_clients", json_integer(j->last_round_clients));
 	json_object_set_new(o, "parameters", rt_algo_json(&j->algo));
 	if (j->algo.par.flags & FN_PAR_DP) {
 		double eps = 0, order = 0;

@@ -257,7 +257,8 @@ static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 	static const char *const reasons[RT_REJ__COUNT] = {
 		"malformed", "auth", "unknown_job", "round", "too_large",
 		"media_type", "shape", "non_finite", "arena_full", "no_length",
-		"store_failing",
+		"store_failing", "client_auth_required", "client_duplicate", "client_inflight",
+		"job_inflight",
 	};
 	static const char *const les[] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
 					   "1", "2.5", "5", "10", "30", "+Inf" };
@@ -365,6 +366,15 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	    "# TYPE tributary_job_round gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)
 		OUT("tributary_job_round{%s} %u\n", job_label(t, n, j->id, j->name), j->round);
+	OUT("# HELP tributary_round_clients Distinct client tokens counted in the job's open "
+	    "round (state=\"open\") and in its last round closed (state=\"last\").\n"
+	    "# TYPE tributary_round_clients gauge\n");
+	for (struct rt_job *j = n->jobs; j; j = j->next) {
+		OUT("tributary_round_clients{%s,state=\"open\"} %u\n",
+		    job_label(t, n, j->id, j->name), rt_job_clients_now(n, j));
+		OUT("tributary_round_clients{%s,state=\"last\"} %u\n",
+		    job_label(t, n, j->id, j->name), j->last_round_clients);
+	}
 }
 
 /* The buckets of tributary_wal_batch_updates (struct rt_metrics.wal_batch_hist). */

@@ -48,7 +48,7 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j)
 	uint64_t v;
 	struct trib_blob *b;
 
-	if (!rt__api_require_job(c, j))
+	if (!rt__api_require_reader(c, j))
 		return;
 	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
 		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {

@@ -348,7 +348,8 @@ static void on_update_body(struct rt_conn *c)
 		struct rt_update_in u = {
 			.slot_off = R(c)->slot_off, .segs_off = segs_off, .nsegs = nsegs,
 			.weight = R(c)->weight, .key = c->req.idempotency_key,
-			.key_len = strlen(c->req.idempotency_key), .body_len = c->body_len,
+			.key_len = strlen(c->req.idempotency_key), .data_len = c->body_len,
+			.client = R(c)->client,
 		};
 
 		err = rt_job_accept_logged(n, j, R(c)->round, &u, &seq, ans, sizeof(ans),
@@ -358,6 +359,15 @@ static void on_update_body(struct rt_conn *c)
 		snprintf(msg, sizeof(msg), "round %u closed (or grew too stale) while the update "
 			 "was arriving; the job is at round %u", R(c)->round, j->round);
 		rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+		return;
+	}
+	if (err == -EALREADY) {
+		/* Another request of its client was counted while this body arrived. */
+		snprintf(msg, sizeof(msg), "client %s already has an update counted in %s %u "
+			 "(one update per client per %s)", R(c)->client,
+			 j->algo.async ? "version" : "round", j->round,
+			 j->algo.async ? "version" : "round");
+		rt__api_reject(c, RT_REJ_CLIENT_DUP, 409, msg, j->round, NULL);
 		return;
 	}
 	if (err == -ENOSPC) {
@@ -470,7 +480,7 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	char msg[256];
 	int err;
 
-	if (!rt__api_require_job(c, j))
+	if (!rt__api_update_auth(c, j))
 		return;
 	if (store_refuse(c, j))
 		return;
@@ -526,6 +536,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	}
 	R(c)->slot_len =
 	    ((c->req.content_length + 63) & ~63ull) + j->nschema * sizeof(struct shm_seg);
+	if (!rt__api_update_admit(c, j, R(c)->slot_len))
+		return; /* one update per client; bodies in flight per client and job */
 	err = shm_slot_alloc(n->arena, R(c)->slot_len, &R(c)->slot_off);
 	if (err) {
 		R(c)->slot_off = UINT64_MAX;
@@ -537,6 +549,7 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	R(c)->job = j;
 	R(c)->round = (uint32_t)round;
 	R(c)->weight = (double)samples;
+	rt__api_update_begin(c, j);
 	rt_conn_read_body(c, shm_arena_ptr(n->arena, R(c)->slot_off), c->req.content_length,
 			  on_update_body);
 }

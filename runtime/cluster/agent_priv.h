@@ -17,7 +17,6 @@
 
 #define AGENT_TIMEOUT_MS    10000
 #define AGENT_HB_TIMEOUT_MS 1000
-#define JOIN_RETRY_NS	    1000000000ull
 
 enum pend_kind {
 	PK_JOIN = 1,
@@ -31,6 +30,7 @@ enum pend_kind {
 	PK_STATUS,
 	PK_NOTE,
 	PK_SYNC,
+	PK_REVOKE,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -48,12 +48,16 @@ struct upd {
 	uint64_t slot_off, segs_off, slot_len, body_len;
 	uint32_t nsegs;
 	double weight;
+	char key[72]; /* the client's Idempotency-Key ("": none), kept in the update's record */
+	bool provisional; /* taken while the controller was away: counted when this node joins */
+	char client[33]; /* its client token's id (TRIB_CRED_CLIENT_MAX), "" for the job's */
 	struct upd *next; /* backlog: waiting for the local round to get to it */
 };
 
 struct xinput {
 	bool has;
 	bool remote;	   /* came over the wire (a cross-node edge) */
+	uint32_t epoch;	   /* remote: the run of the node that sent it */
 	struct shm_desc d; /* a PARTIAL, seq = the node's rank */
 	uint64_t slot;	   /* owned: a landed sum or zeros; 0: the local round's */
 	const float *data;
@@ -67,6 +71,7 @@ struct xround {
 	uint32_t nnodes;
 	uint32_t counts[CTL_MAX_NODES];
 	int top;
+	uint32_t top_join; /* the top's join: one joined again may have lost the sums it had */
 	char top_addr[128];
 	/* this node's sum */
 	struct rt_round *local; /* the local round with its sum (until the model) */
@@ -82,6 +87,7 @@ struct xround {
 	bool sent_in[CTL_MAX_NODES];
 	bool have_result;
 	bool model_sending, model_sent;
+	uint32_t provisional; /* updates taken here while the controller was away */
 	/* the controller could not store it yet: sent again no sooner than this backoff allows */
 	struct trib_retry model_retry;
 	struct shm_desc result;
@@ -120,6 +126,12 @@ struct rt_agent {
 	    models_sent;
 	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
 	uint64_t next_uid;
+	/* rt_agent_rejoin.c: joining again after a restart (ours or the controller's) */
+	struct trib_retry join_retry; /* joins that got no answer: the next one waits longer */
+	uint64_t ctl_away_ns;	      /* the first heartbeat that got no answer, 0 if it answers */
+	bool recovered;		      /* the arena's records went back into rounds (first join) */
+	uint32_t provisional;	      /* updates taken since the controller went away */
+	uint64_t provisional_total;   /* for /metrics */
 };
 
 /* A string member, or @dflt. */
@@ -156,8 +168,15 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h);
 void rt__agent_on_model(struct rt_agent *a, struct ctl_event *ev);
 void rt__agent_sync_check(struct rt_agent *a, json_t *jobs);
 void rt__agent_on_sync_reply(struct rt_agent *a, struct ctl_event *ev);
+/* What this node's arena holds, for a join: [[job id, round, updates, weight], ...]. */
+json_t *rt__agent_holds(struct rt_agent *a);
+/* The join's verdicts on what it holds: recovery at the first join; a void round later exits. */
+void rt__agent_rejoined(struct rt_agent *a, json_t *verdicts);
 /* The API's cluster hooks for jobs and updates (ctx: the agent). */
 void rt__agent_job_create(void *ctx, struct rt_conn *c);
 void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs);
+/* DELETE /v1/jobs/{job}/clients/{id}: the controller keeps it and tells every node. */
+void rt__agent_revoke(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
+void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 
 #endif

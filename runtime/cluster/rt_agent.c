@@ -179,13 +179,19 @@ static void join_send(struct rt_agent *a)
 
 	shm_arena_usage(n->arena, &used, &total, &live);
 	a->last_join_ns = trib_now_ns();
+	/*
+	 * What the arena holds: "kept" if it is the memory of the updates this
+	 * node acknowledged (re-attached, or this process's since its start);
+	 * "new" if it was made empty at this start (what was there is gone).
+	 */
 	if (rt__agent_to_ctl(a,
-		   json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s}", "op", "join", "name",
-			     a->name, "addr", a->addr, "http", a->http, "cores",
+		   json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s, s:o, s:s}", "op",
+			     "join", "name", a->name, "addr", a->addr, "http", a->http, "cores",
 			     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "arena_bytes",
 			     (json_int_t)total, "arena_free", (json_int_t)(total - used),
 			     "mem_free", (json_int_t)mem_available(), "dataplane",
-			     rt_dataplane_name(n->dataplane)),
+			     rt_dataplane_name(n->dataplane), "holds", rt__agent_holds(a),
+			     "arena", n->arena_reattached || a->recovered ? "kept" : "new"),
 		   NULL, 0, PK_JOIN, &pd) == 0)
 		a->join_pending = true;
 }
@@ -197,15 +203,24 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 
 	a->join_pending = false;
 	if (ev->kind != CTL_EV_REPLY) {
-		trib_warn("controller %s: no answer to join (%s); trying again",
-			  a->n->opts.controller, strerror(-ev->err));
+		if (trib_retry_fail(&a->join_retry, ev->err ? ev->err : -ETIMEDOUT, 0,
+				    trib_now_ns(), (int64_t)time(NULL)) ||
+		    !(a->join_retry.retries & (a->join_retry.retries + 1)))
+			trib_warn("controller %s: no answer to join (%s); trying again in %.1f s "
+				  "(%u tries)", a->n->opts.controller, strerror(-ev->err),
+				  (double)trib_retry_delay_ns(a->join_retry.retries + 1) / 1e9,
+				  a->join_retry.retries + 1);
 		return;
 	}
 	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
 		trib_error("controller %s refused this node: %s", a->n->opts.controller,
 			   jstr(ev->hdr, "error", "?"));
+		trib_retry_fail(&a->join_retry, -EPERM, 0, trib_now_ns(), (int64_t)time(NULL));
 		return;
 	}
+	trib_retry_ok(&a->join_retry);
+	a->ctl_away_ns = 0;
+	a->provisional = 0; /* reported in the join: counted now */
 	a->rank = (int)json_integer_value(json_object_get(ev->hdr, "rank"));
 	a->hb_ms = (uint32_t)json_integer_value(json_object_get(ev->hdr, "heartbeat_ms"));
 	a->epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "epoch"));
@@ -213,6 +228,7 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 		 jstr(ev->hdr, "admin_token", ""));
 	jobs = json_object_get(ev->hdr, "jobs");
 	json_array_foreach(jobs, i, e) rt__agent_job_apply(a, e);
+	rt__agent_rejoined(a, json_object_get(ev->hdr, "holds"));
 	a->joined = true;
 	trib_info("joined the cluster at %s as node %s (rank %d, %zu jobs); peers reach it at %s",
 		  a->n->opts.controller, a->name, a->rank, json_array_size(jobs), a->addr);
@@ -221,19 +237,43 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 static void on_hb_reply(struct rt_agent *a, struct ctl_event *ev)
 {
 	a->hb_pending = false;
-	if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")) &&
+	if (ev->kind != CTL_EV_REPLY) {
+		/* Away (restarting, or cut off): updates get 503 until it answers again. */
+		if (!a->ctl_away_ns) {
+			a->ctl_away_ns = trib_now_ns();
+			trib_warn("controller %s: no answer to a heartbeat (%s); updates of the "
+				  "open rounds are taken here for %u s at most, the rest is served",
+				  a->n->opts.controller, strerror(-ev->err),
+				  a->n->opts.controller_grace_s);
+		}
+		return;
+	}
+	if (a->ctl_away_ns) {
+		trib_info("controller %s answers again (after %.1f s); %u updates were taken "
+			  "meanwhile", a->n->opts.controller,
+			  (double)(trib_now_ns() - a->ctl_away_ns) / 1e9, a->provisional);
+		a->ctl_away_ns = 0;
+		if (a->provisional && json_is_true(json_object_get(ev->hdr, "ok"))) {
+			/* It knows us still: join again all the same, so that it counts them. */
+			a->joined = false;
+			join_send(a);
+			return;
+		}
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok")) &&
 	    json_integer_value(json_object_get(ev->hdr, "status")) == 410) {
 		/*
-		 * The controller drained us (we were silent too long): what this node
-		 * acknowledged is declared lost cluster-wide. Its state is void; stop,
-		 * so that the supervisor starts it clean.
+		 * The controller restarted, or drained us (we were silent too long):
+		 * join again and report what this node holds; it says which rounds
+		 * keep those updates (rt__agent_rejoined()).
 		 */
-		trib_error("the controller drained this node (no heartbeat reached it in time); "
-			   "its updates were declared lost; exiting so that it restarts clean");
-		_exit(3);
+		trib_warn("the controller no longer knows this node (it restarted, or drained "
+			  "it); joining again");
+		a->joined = false;
+		join_send(a);
+		return;
 	}
-	if (ev->kind == CTL_EV_REPLY)
-		rt__agent_sync_check(a, json_object_get(ev->hdr, "jobs"));
+	rt__agent_sync_check(a, json_object_get(ev->hdr, "jobs"));
 }
 
 void rt_agent_tick(struct rt_agent *a)
@@ -245,7 +285,7 @@ void rt_agent_tick(struct rt_agent *a)
 	if (!a)
 		return;
 	if (!a->joined) {
-		if (!a->join_pending && trib_now_ns() - a->last_join_ns > JOIN_RETRY_NS)
+		if (!a->join_pending && trib_retry_due(&a->join_retry, trib_now_ns()))
 			join_send(a);
 		return;
 	}
@@ -373,13 +413,17 @@ static void metrics(void *ctx, char *buf, size_t *len, size_t cap)
 		     "# TYPE tributary_cluster_bytes_sent_total counter\n"
 		     "tributary_cluster_bytes_sent_total{kind=\"partial\"} %llu\n"
 		     "tributary_cluster_bytes_sent_total{kind=\"update\"} %llu\n"
+		     "# HELP tributary_cluster_updates_provisional_total updates taken while the "
+		     "controller was away (counted when this node joined again)\n"
+		     "# TYPE tributary_cluster_updates_provisional_total counter\n"
+		     "tributary_cluster_updates_provisional_total %llu\n"
 		     "# HELP tributary_cluster_joined 1 once the controller accepted this node\n"
 		     "# TYPE tributary_cluster_joined gauge\n"
 		     "tributary_cluster_joined %d\n",
 		     (unsigned long long)a->partials_sent, (unsigned long long)a->partials_received,
 		     (unsigned long long)a->fwd_sent, (unsigned long long)a->fwd_received,
 		     (unsigned long long)a->partial_bytes, (unsigned long long)a->fwd_bytes,
-		     a->joined ? 1 : 0);
+		     (unsigned long long)a->provisional_total, a->joined ? 1 : 0);
 	if (w > 0)
 		*len += (size_t)w < cap - *len ? (size_t)w : cap - *len - 1;
 }
@@ -434,6 +478,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 		break;
 	case PK_SYNC:
 		rt__agent_on_sync_reply(a, ev);
+		break;
+	case PK_REVOKE:
+		rt__agent_on_revoke_reply(a, pd, ev);
 		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
@@ -500,6 +547,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->round_get = round_get;
 	out->status = status;
 	out->metrics = metrics;
+	out->revoke = rt__agent_revoke;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)

@@ -152,11 +152,11 @@ void rt__agent_sum_deliver(struct rt_agent *a, struct xround *x)
 	if (x->delivered_to == x->top || x->sending)
 		return;
 	err = rt__agent_request(a, x->top_addr,
-		      json_pack("{s:s, s:s, s:i, s:i, s:f, s:i, s:s}", "op", "partial", "job",
+		      json_pack("{s:s, s:s, s:i, s:i, s:f, s:i, s:s, s:i}", "op", "partial", "job",
 				x->job, "round", (json_int_t)x->round, "from", (json_int_t)a->rank,
 				"weight", rt_round_result(r)->weight, "count",
 				(json_int_t)rt_round_result(r)->count,
-				"name", a->name),
+				"name", a->name, "epoch", (json_int_t)a->epoch),
 		      rt_round_sum(n, r), rt_round_job(r)->n_elem * sizeof(float), PK_PARTIAL, &pd);
 	if (err) {
 		trib_warn("job %s round %u: sending our sum to %s: %s (again next tick)", x->job,
@@ -249,6 +249,7 @@ void rt__agent_on_partial(struct rt_agent *a, struct ctl_event *ev)
 	in->d.weight = json_number_value(json_object_get(ev->hdr, "weight"));
 	in->d.count = (uint32_t)json_integer_value(json_object_get(ev->hdr, "count"));
 	in->remote = true;
+	in->epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "epoch"));
 	in->has = true;
 	a->partials_received++;
 	trib_debug("job %s round %u: sum of node %s landed (%u updates)", job, round,
@@ -278,8 +279,9 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 		model = shm_arena_ptr(n->arena, seg->src_off);
 	}
 	for (uint32_t i = 0; i < x->nnodes; i++)
-		if (x->in[i].remote && x->in[i].d.count)
-			json_array_append_new(edges, json_integer(i));
+		if (x->in[i].remote && x->in[i].d.count) /* which run's sum: [rank, epoch] */
+			json_array_append_new(edges, json_pack("[i, i]", (json_int_t)i,
+							       (json_int_t)x->in[i].epoch));
 	err =
 	    rt__agent_to_ctl(a,
 		   json_pack("{s:s, s:s, s:i, s:i, s:f, s:o}", "op", "model_done", "job", x->job,
@@ -339,12 +341,15 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 	}
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		x->counts[i] = (uint32_t)json_integer_value(json_array_get(counts, i));
-	if (top != x->top) {
-		/* The top moved (its node was lost): our sum goes to the new one, now. */
+	if (top != x->top ||
+	    x->top_join != (uint32_t)json_integer_value(json_object_get(h, "top_join"))) {
+		/* The top moved (its node was lost), or joined again (it may have restarted
+		 * without the sums it had): our sum goes to it, now (folded once there). */
 		x->delivered_to = -1;
 		x->sending = false;
 	}
 	x->top = top;
+	x->top_join = (uint32_t)json_integer_value(json_object_get(h, "top_join"));
 	snprintf(x->top_addr, sizeof(x->top_addr), "%s", jstr(h, "top_addr", ""));
 	rt_job_set_target(a->n, j, round,
 			  a->rank >= 0 && (uint32_t)a->rank < x->nnodes ? x->counts[a->rank] : 0);

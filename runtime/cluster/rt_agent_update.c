@@ -8,11 +8,79 @@
 #include <jansson.h>
 
 #include "shm_arena.h"
+#include "shm_journal.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
+#include "trib_time.h"
 
 /* --- jobs --- */
+
+/*
+ * The job's client credentials as the controller sent them (with the job,
+ * a revocation, or the answer to a create): its key and the ids it revoked.
+ */
+static void job_cred_apply(struct rt_job *j, json_t *h)
+{
+	json_t *rev = json_object_get(h, "revoked"), *v;
+	const char *ids[64];
+	size_t i, k = 0;
+	int err = 0;
+
+	json_array_foreach(rev, i, v) {
+		if (k == sizeof(ids) / sizeof(ids[0])) {
+			err = rt_job_cred_set(j, jstr(h, "cred_key", ""), ids, k);
+			k = 0;
+		}
+		if (json_is_string(v))
+			ids[k++] = json_string_value(v);
+	}
+	if (!err)
+		err = rt_job_cred_set(j, jstr(h, "cred_key", ""), ids, k);
+	if (err)
+		trib_error("job %s: the controller's client credentials: %s", j->name,
+			   strerror(-err));
+}
+
+void rt__agent_revoke(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client)
+{
+	struct rt_agent *a = ctx;
+	struct pend *pd;
+
+	if (rt__agent_to_ctl(a, json_pack("{s:s, s:s, s:s}", "op", "revoke", "job", j->name,
+					  "client", client),
+			     NULL, 0, PK_REVOKE, &pd)) {
+		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	pd->c = c;
+}
+
+void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	struct rt_job *j;
+	json_t *v;
+	size_t i;
+
+	if (ev->kind != CTL_EV_REPLY) {
+		rt_conn_error(pd->c, 503, "the controller did not answer; the client may or may "
+			      "not be revoked: DELETE again", -1, "Retry-After: 1\r\n");
+		return;
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
+		rt_conn_error(pd->c, (int)json_integer_value(json_object_get(ev->hdr, "status")),
+			      jstr(ev->hdr, "error", "refused"), -1, NULL);
+		return;
+	}
+	/* Here at once; the other nodes as the controller's job message reaches them. */
+	j = rt_job_find(a->n, jstr(ev->hdr, "job", ""));
+	json_array_foreach(json_object_get(ev->hdr, "revoked"), i, v)
+		if (j && json_is_string(v))
+			rt_job_revoke(a->n, j, json_string_value(v));
+	rt__agent_respond_json(pd->c, 200, json_pack("{s:s, s:b}", "client",
+						     jstr(ev->hdr, "client", ""), "revoked", 1));
+}
 
 void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 {
@@ -36,6 +104,8 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 		}
 		j->xtarget = UINT32_MAX;
 	}
+	j->xid = (uint64_t)json_integer_value(json_object_get(h, "id"));
+	job_cred_apply(j, h);
 	if (round > j->round && !j->open && !j->inflight)
 		j->round = round; /* joined late: the cluster is at this round */
 }
@@ -97,6 +167,8 @@ void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 		return;
 	}
 	j->xtarget = UINT32_MAX;
+	j->xid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "id"));
+	job_cred_apply(j, ev->hdr);
 	rt__agent_respond_json(c, 201,
 		     json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token, "round", 0));
 }
@@ -110,6 +182,20 @@ void rt__agent_upd_free(struct rt_agent *a, struct upd *u)
 	trib_free(u);
 }
 
+/* The 202's body of @u (its record in the journal keeps it too): its length. */
+static int upd_body(const struct upd *u, char *buf, size_t cap)
+{
+	if (u->provisional) /* no count yet: no "received", no receipt */
+		return snprintf(buf, cap,
+				"{\"round\":%u,\"node\":\"%s\",\"epoch\":%u,\"provisional\":true}",
+				u->round, u->fold_name, u->fold_epoch);
+	return snprintf(buf, cap,
+			"{\"round\":%u,\"received\":%u,\"node\":\"%s\",\"epoch\":%u,"
+			"\"receipt\":\"%s.%u/%u/%u\"}",
+			u->round, u->seq + 1, u->fold_name, u->fold_epoch, u->fold_name,
+			u->fold_epoch, u->round, u->seq);
+}
+
 /* Answer whoever waits for @u: a client (202 or an error) or a peer's forward. */
 static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char *msg,
 		       long long round)
@@ -117,12 +203,7 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 	if (u->c) {
 		if (status == 202) {
 			char buf[320];
-			int len = snprintf(buf, sizeof(buf),
-					   "{\"round\":%u,\"received\":%u,"
-					   "\"node\":\"%s\",\"epoch\":%u,\"receipt\":"
-					   "\"%s.%u/%u/%u\"}",
-					   u->round, u->seq + 1, u->fold_name, u->fold_epoch,
-					   u->fold_name, u->fold_epoch, u->round, u->seq);
+			int len = upd_body(u, buf, sizeof(buf));
 
 			rt_conn_respond(u->c, 202, "application/json", buf, (size_t)len, NULL);
 		} else {
@@ -143,8 +224,9 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 static void upd_release(struct rt_agent *a, struct upd *u)
 {
 	rt__agent_to_ctl(a,
-	       json_pack("{s:s, s:s, s:s, s:I}", "op", "release", "job", u->job, "node", a->name,
-			 "uid", (json_int_t)u->uid),
+	       json_pack("{s:s, s:s, s:s, s:I, s:s?}", "op", "release", "job", u->job, "node",
+			 a->name, "uid", (json_int_t)u->uid, "client",
+			 u->client[0] ? u->client : NULL),
 	       NULL, 0, PK_NOTE, NULL);
 }
 
@@ -153,6 +235,9 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 {
 	struct rt_node *n = a->n;
 	struct rt_job *j = rt_job_find(n, u->job);
+	char body[320], rec[400];
+	struct rt_update_in in;
+	size_t rec_len = 0;
 	uint32_t seq;
 	int err;
 
@@ -166,13 +251,32 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 		a->backlog = u;
 		return;
 	}
-	err = j->round == u->round ? rt_job_accept(n, j, u->round, u->slot_off, u->segs_off,
-						   u->nsegs, u->weight, &seq)
+	/* Its record (key, 202's body) is committed in the arena before the 202: a restart
+	 * of this node finds it, reports it, and a resend with the key gets that answer. */
+	in = (struct rt_update_in){ .slot_off = u->slot_off, .segs_off = u->segs_off,
+				    .nsegs = u->nsegs, .weight = u->weight, .key = u->key,
+				    .key_len = strlen(u->key), .body = body,
+				    .body_len = (size_t)upd_body(u, body, sizeof(body)),
+				    .client = u->client };
+	if (in.body_len > SHM_REC_BODY_MAX) /* long node names: the receipt is derivable */
+		in.body_len = (size_t)snprintf(body, sizeof(body),
+					       "{\"round\":%u,\"received\":%u,\"node\":\"%s\","
+					       "\"epoch\":%u}", u->round, u->seq + 1,
+					       u->fold_name, u->fold_epoch);
+	err = j->round == u->round ? rt_job_accept_journaled(n, j, u->round, &in, &seq, rec,
+							     sizeof(rec), &rec_len)
 				   : -ESTALE;
 	if (err) {
 		trib_error("job %s round %u: folding a counted update here: %s", j->name, u->round,
 			   strerror(-err));
-		upd_release(a, u);
+		if (!u->provisional)
+			upd_release(a, u);
+		if (err == -EALREADY) {
+			/* Its client has an update counted in this round here already. */
+			upd_answer(a, u, 409, "this client already has an update counted in the "
+				   "round (one update per client per round)", (long long)u->round);
+			return;
+		}
 		if (err == -ENOSPC)
 			rt_job_relieve(n, j);
 		upd_answer(a, u, 503,
@@ -193,12 +297,53 @@ static int accept_send(struct rt_agent *a, struct upd *u)
 	int err;
 
 	err = rt__agent_to_ctl(a,
-		     json_pack("{s:s, s:s, s:s, s:i, s:I}", "op", "accept", "job", u->job, "node",
-			       a->name, "round", (json_int_t)u->round, "uid", (json_int_t)u->uid),
+		     json_pack("{s:s, s:s, s:s, s:i, s:I, s:s?}", "op", "accept", "job", u->job,
+			       "node", a->name, "round", (json_int_t)u->round, "uid",
+			       (json_int_t)u->uid, "client", u->client[0] ? u->client : NULL),
 		     NULL, 0, PK_ACCEPT, &pd);
 	if (!err)
 		pd->u = u;
 	return err;
+}
+
+/*
+ * The controller is away (a heartbeat got no answer): @u is taken here,
+ * without its count, if it is for the round this node knows open, for at
+ * most --controller-grace-s and clients_per_round updates of that round.
+ * It is committed like any other before its 202 and reported when this
+ * node joins again, which counts it (a round may then close with more than
+ * clients_per_round). Else 503, saying why.
+ */
+static void upd_provisional(struct rt_agent *a, struct upd *u)
+{
+	struct rt_node *n = a->n;
+	struct rt_job *j = rt_job_find(n, u->job);
+	uint64_t away = trib_now_ns() - a->ctl_away_ns;
+	uint32_t grace = n->opts.controller_grace_s;
+	struct xround *x = j && u->round == j->round ? rt__agent_xr_get(a, u->job, u->round, true)
+						    : NULL;
+	char msg[320];
+
+	if (away >= (uint64_t)grace * 1000000000ull) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s, longer "
+			 "than this node takes updates without it (--controller-grace-s %u): only "
+			 "it closes a round; retry once it is back", (double)away / 1e9, grace);
+	} else if (!x || x->closed || x->provisional >= j->cpr) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; without "
+			 "it this node takes updates only for the round it knows open, and at "
+			 "most clients_per_round of them: retry", (double)away / 1e9);
+	} else {
+		x->provisional++;
+		a->provisional++;
+		a->provisional_total++;
+		u->provisional = true;
+		u->fold_at = a->rank;
+		u->fold_epoch = a->epoch;
+		snprintf(u->fold_name, sizeof(u->fold_name), "%s", a->name);
+		rt__agent_upd_fold(a, u);
+		return;
+	}
+	upd_answer(a, u, 503, msg, -1);
 }
 
 void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs)
@@ -221,8 +366,16 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 	u->nsegs = nsegs;
 	u->body_len = c->body_len;
 	u->weight = r->weight;
+	if (c->req.has_idempotency_key)
+		memcpy(u->key, c->req.idempotency_key, /* 1..64 characters, checked */
+		       strnlen(c->req.idempotency_key, sizeof(u->key) - 1));
+	snprintf(u->client, sizeof(u->client), "%s", r->client);
 	r->slot_off = UINT64_MAX; /* the update's now */
 	u->uid = ++a->next_uid;
+	if (a->ctl_away_ns) {
+		upd_provisional(a, u);
+		return;
+	}
 	err = accept_send(a, u);
 	if (err) {
 		u->c = NULL;
@@ -239,6 +392,15 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 	struct pend *fp;
 	int err;
 
+	if (ev->kind != CTL_EV_REPLY && a->ctl_away_ns) {
+		/*
+		 * The controller is away: taken here like the updates that arrive now.
+		 * Counted or not before it went, the count that stands is the one this
+		 * node reports when it joins again.
+		 */
+		upd_provisional(a, u);
+		return;
+	}
 	if (ev->kind != CTL_EV_REPLY) {
 		trib_warn("job %s: the controller did not answer an update's count: %s%s", u->job,
 			  strerror(-ev->err), u->tries < 2 ? "; asking again" : "");

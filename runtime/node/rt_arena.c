@@ -107,8 +107,8 @@ static uint32_t kept_updates(const struct shm_arena *a)
 /*
  * Stale files of vanished data dirs go; then the node's file is re-attached
  * (n->arena_reattached: recovery follows once jobs are loaded) or made.
- * --fresh, and a cluster node (whose reconciliation with the controller is
- * not done yet), start empty on purpose: an old file is removed, logged.
+ * --fresh starts empty on purpose: an old file is removed, logged. A cluster
+ * node recovers once the controller said which rounds it keeps (rt_agent.c).
  */
 int rt__arena_open(struct rt_node *n)
 {
@@ -131,7 +131,7 @@ int rt__arena_open(struct rt_node *n)
 		return err;
 	node_identity(n, id, sizeof(id));
 	err = shm_arena_file_open(&o, &n->arena, why, sizeof(why));
-	if (!err && (n->opts.fresh || n->opts.controller)) {
+	if (!err && n->opts.fresh) {
 		uint32_t kept = kept_updates(n->arena);
 
 		err = shm_arena_file_remove(n->arena);
@@ -140,9 +140,8 @@ int rt__arena_open(struct rt_node *n)
 			trib_error("arena file %s: removing it: %s", path, strerror(-err));
 			return err;
 		}
-		trib_warn("arena file %s: removed (%s), with the %u update%s it kept", path,
-			  n->opts.fresh ? "--fresh" : "a cluster node does not recover its arena "
-			  "yet", kept, kept == 1 ? "" : "s");
+		trib_warn("arena file %s: removed (--fresh), with the %u update%s it kept", path,
+			  kept, kept == 1 ? "" : "s");
 		err = -ENOENT;
 	} else if (!err) {
 		trib_info("arena file %s: re-attached (%zu MiB)", path,

@@ -136,6 +136,7 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	rec.n_updates = d->count;
 	rec.total_weight = d->weight;
 	rec.duration_ms = (uint64_t)(secs * 1000);
+	rec.clients = r->clients;
 	/* History only (the version above is the commit): a failure here loses a table row. */
 	if (ctl_store_round_record(n->store, &rec))
 		trib_warn("job %s round %u: the round's record (history) was not saved", j->name,
@@ -152,8 +153,9 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	}
 	n->m.rounds_done++;
 	round_hist_add(&n->m, secs);
-	trib_info("job %s round %u: %u updates (weight %g) aggregated in %.3f s; model v%u%s",
-		  j->name, r->round, d->count, d->weight, secs, j->completed,
+	trib_info("job %s round %u: %u updates (weight %g; %u distinct client tokens) aggregated "
+		  "in %.3f s; model v%u%s", j->name, r->round, d->count, d->weight, r->clients,
+		  secs, j->completed,
 		  r->recoveries ? " (after replacing failed functions)" : "");
 	j->inflight = r->next;
 	/* The model is durable: the round's records go, then its slots. */
@@ -239,6 +241,8 @@ static void remote_adopt(struct rt_node *n, struct rt_job *j, struct trib_blob *
 		n->m.rounds_done++;
 		round_hist_add(&n->m, secs);
 		j->last_round_ms = (uint64_t)(secs * 1000);
+		/* The model is stored: the round's records go, then its slots. */
+		rt__journal_round_done(n, j, r->round);
 		rt__round_free(n, r, true);
 	}
 	j->completed = version;

@@ -11,6 +11,7 @@
 #include "ctl_store.h"
 #include "fn_fold.h"
 #include "trib_alloc.h"
+#include "trib_cred.h"
 #include "trib_json.h"
 #include "trib_log.h"
 #include "trib_schema.h"
@@ -40,6 +41,9 @@ void rt__job_free(struct rt_job *j)
 	trib_free(j->schema);
 	trib_free(j->schema_json);
 	trib_free(j->st_header);
+	trib_free(j->cred.revoked);
+	rt_clients_free(&j->clients);
+	explicit_bzero(j->cred.key, sizeof(j->cred.key));
 	trib_free(j);
 }
 
@@ -140,7 +144,9 @@ static int job_record(struct rt_node *n, const struct rt_job *j, const struct rt
 
 	if (p && !json_object_set_new(p, "fan_in", json_integer(j->fanin)) &&
 	    !json_object_set_new(p, "min_clients", json_integer(j->min_clients)) &&
-	    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)))
+	    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)) &&
+	    !json_object_set_new(p, "client_auth", json_string(j->cred.required ? "required" :
+								  "optional")))
 		params = trib_json_dumps(p, JSON_COMPACT);
 	json_decref(p);
 	if (!params)
@@ -177,6 +183,7 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	j->fanin = spec->fanin;
 	j->min_clients = spec->min_clients;
 	j->round_timeout_s = spec->round_timeout_s;
+	j->cred.required = spec->client_auth_required;
 	j->schema = schema;
 	j->nschema = nschema;
 	for (size_t i = 0; i < nschema; i++)
@@ -205,9 +212,21 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	}
 	j->model = b;
 
+	/* Its credential key (in a cluster the controller's replaces it). */
+	err = trib_cred_key_new(j->cred.key);
+	if (err)
+		goto err_free;
 	err = job_record(n, j, spec, &j->db_id);
 	if (err)
 		goto err_free; /* -EEXIST: the caller answers 409 */
+	err = ctl_store_job_key_put(n->store, j->db_id, j->cred.key);
+	if (err) {
+		/* Not half made: a job without its key is not kept. */
+		trib_error("job %s: keeping its client credential key: %s", name, strerror(-err));
+		ctl_store_job_delete(n->store, j->name);
+		goto err_free;
+	}
+	j->cred.has_key = true;
 	j->id = n->next_job_id++;
 	j->schema = schema;
 	j->next = n->jobs;
@@ -255,11 +274,14 @@ int rt__jobs_load(struct rt_node *n)
 			json_t *fi = json_object_get(params, "fan_in");
 			json_t *mc = json_object_get(params, "min_clients");
 			json_t *rt = json_object_get(params, "round_timeout_s");
+			json_t *ca = json_object_get(params, "client_auth");
 
 			j->fanin = json_is_integer(fi) ? (uint32_t)json_integer_value(fi) : 0;
 			j->min_clients = json_is_integer(mc) ? (uint32_t)json_integer_value(mc) : 0;
 			j->round_timeout_s =
 			    json_is_integer(rt) ? (uint32_t)json_integer_value(rt) : 0;
+			j->cred.required =
+			    json_is_string(ca) && !strcmp(json_string_value(ca), "required");
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? job_build_header(j) : -ENOMEM;
 		}
@@ -285,6 +307,11 @@ int rt__jobs_load(struct rt_node *n)
 		j->cpr = cj->clients_per_round;
 		j->round = j->completed = cj->round;
 		j->id = n->next_job_id++;
+		err = rt_job_cred_load(n, j);
+		if (err) {
+			rt__job_free(j);
+			break;
+		}
 		j->next = n->jobs;
 		n->jobs = j;
 		rt__opt_state_load(n, j);

@@ -12,6 +12,34 @@
 #include "trib_alloc.h"
 #include "trib_log.h"
 
+/* The journal names a job by its SQLite id, in a cluster by the controller's (a restart keeps it). */
+static uint64_t journal_job_id(const struct rt_job *j)
+{
+	return j->xid ? j->xid : (uint64_t)j->db_id;
+}
+
+/*
+ * Client @id's update goes into round @round of @j: it is @seen there (false:
+ * it did not go in after all). Marked before the update enters the tree,
+ * since the update that fills the round closes it, and the close counts the
+ * round's clients (rt__round_close).
+ */
+static void client_counted(struct rt_node *n, struct rt_job *j, uint32_t round, const char *id,
+			   bool seen)
+{
+	struct rt_client_ent *e;
+
+	if (j->round == round)
+		rt_job_clients_now(n, j); /* at the round (after a restart: with the store's) */
+	if (!j->clients.synced || j->clients.round != round)
+		return;
+	e = rt_clients_get(&j->clients, id);
+	if (e && e->seen != seen) {
+		e->seen = seen;
+		j->clients.seen += seen ? 1 : -1u;
+	}
+}
+
 int rt_job_answer_body(uint32_t round, uint32_t seq, char *body, size_t cap, size_t *len)
 {
 	/* FedBuff answers the version folded into; a synchronous job its round (the same). */
@@ -34,7 +62,7 @@ int rt_job_answer_body(uint32_t round, uint32_t seq, char *body, size_t cap, siz
  */
 int rt__journal_update(struct rt_node *n, struct rt_job *j, const struct rt_accept_in *in,
 		       uint32_t s, const void *key, size_t key_len, const char *body,
-		       size_t body_len)
+		       size_t body_len, const char *client)
 {
 	struct shm_rec_info info;
 	uint32_t idx, got;
@@ -45,7 +73,7 @@ int rt__journal_update(struct rt_node *n, struct rt_job *j, const struct rt_acce
 		return err; /* -ENOSPC: the journal is full, as the arena is */
 	memset(&info, 0, sizeof(info));
 	info.kind = SHM_REC_UPDATE;
-	info.job = (uint64_t)j->db_id;
+	info.job = journal_job_id(j);
 	info.round = j->round;
 	info.seq = s;
 	info.count = 1;
@@ -59,11 +87,17 @@ int rt__journal_update(struct rt_node *n, struct rt_job *j, const struct rt_acce
 	info.key_len = key_len;
 	info.body = body;
 	info.body_len = body_len;
+	info.client = client;
+	info.client_len = client ? strlen(client) : 0;
 	err = shm_rec_fill(n->arena, idx, &info);
 	if (!err)
 		err = shm_rec_commit(n->arena, idx);
 	if (!err) {
+		if (info.client_len)
+			client_counted(n, j, (uint32_t)info.round, client, true);
 		err = rt__accept_at(n, j, in, &got);
+		if (err && info.client_len)
+			client_counted(n, j, (uint32_t)info.round, client, false);
 		if (!err && got != s) {
 			/* Cannot happen (one thread); if it did, the record would lie. */
 			trib_error("job %s: update got seq %u, its record says %u", j->name, got,
@@ -91,17 +125,28 @@ int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
 	err = rt__accept_where(j, round, &in.fold_scale);
 	if (err)
 		return err;
+	/* One update per client per round (FedBuff: per version folded into). */
+	if (rt_job_client_seen(n, j, u->client))
+		return -EALREADY;
 	s = rt__next_seq(j);
-	err = rt_job_answer_body(j->round, s, body, cap, body_len);
-	if (err)
-		return err;
+	if (u->body) { /* a cluster's answer, made by the caller */
+		int len = snprintf(body, cap, "%.*s", (int)u->body_len, u->body);
+
+		if (len < 0 || (size_t)len >= cap || (size_t)len > SHM_REC_BODY_MAX)
+			return -EOVERFLOW;
+		*body_len = (size_t)len;
+	} else {
+		err = rt_job_answer_body(j->round, s, body, cap, body_len);
+		if (err)
+			return err;
+	}
 	/* --durability disk: the only step that can fail comes before the commit. */
 	if (n->wal) {
 		err = rt__wal_prepare(n, j, u, &in, s, body, *body_len, &e);
 		if (err)
 			return err;
 	}
-	err = rt__journal_update(n, j, &in, s, u->key, u->key_len, body, *body_len);
+	err = rt__journal_update(n, j, &in, s, u->key, u->key_len, body, *body_len, u->client);
 	if (err) {
 		rt__wal_discard(e);
 		return err;
@@ -134,10 +179,10 @@ int rt_job_idem_find(struct rt_node *n, struct rt_job *j, uint32_t round, const 
 	 * flight (their records are released when their model is durable).
 	 */
 	if (!j->algo.async) {
-		err = shm_rec_find(n->arena, (uint64_t)j->db_id, round, key, key_len, &idx);
+		err = shm_rec_find(n->arena, journal_job_id(j), round, key, key_len, &idx);
 	} else {
 		for (uint32_t v = j->round + 1; v-- > j->completed && err == -ENOENT;)
-			err = shm_rec_find(n->arena, (uint64_t)j->db_id, v, key, key_len, &idx);
+			err = shm_rec_find(n->arena, journal_job_id(j), v, key, key_len, &idx);
 	}
 	/*
 	 * Not in the journal: the record was released (its round stored, or a
@@ -169,20 +214,50 @@ uint32_t rt_job_idem_keep(const struct rt_job *j)
 	return k;
 }
 
-/* The keyed UPDATE records of one job's round with seq in [lo, end), gathered for the store. */
+/*
+ * The keyed UPDATE records of one job's round with seq in [lo, end), gathered for the store,
+ * and the client ids of its records with a client.
+ */
 struct key_batch {
 	struct ctl_idem *v;
 	size_t n, cap;
 	uint64_t job, round, lo, end;
+	char (*ids)[RT_CLIENT_ID_MAX + 1];
+	const char **idp;
+	size_t nids, capids;
 };
+
+static int client_add(struct key_batch *kb, const struct shm_rec_info *i)
+{
+	if (kb->nids == kb->capids) {
+		size_t ncap = kb->capids ? kb->capids * 2 : 16;
+		void *nv = trib_realloc(kb->ids, ncap * sizeof(*kb->ids));
+
+		if (!nv)
+			return -ENOMEM;
+		kb->ids = nv;
+		kb->capids = ncap;
+	}
+	memcpy(kb->ids[kb->nids], i->client, i->client_len);
+	kb->ids[kb->nids++][i->client_len] = '\0';
+	return 0;
+}
 
 static int key_add(void *ctx, uint32_t idx, const struct shm_rec_info *i)
 {
 	struct key_batch *kb = ctx;
+	int err;
 
 	(void)idx;
-	if (i->kind != SHM_REC_UPDATE || !i->key_len || i->job != kb->job ||
-	    i->round != kb->round || i->seq < kb->lo || i->seq >= kb->end)
+	if (i->kind != SHM_REC_UPDATE || i->job != kb->job || i->round != kb->round ||
+	    i->seq < kb->lo || i->seq >= kb->end)
+		return 0;
+	if (i->client_len) {
+		err = client_add(kb, i);
+		if (err)
+			return err;
+	}
+	if (!i->key_len)
 		return 0;
 	if (kb->n == kb->cap) {
 		size_t ncap = kb->cap ? kb->cap * 2 : 16;
@@ -213,11 +288,23 @@ static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64
 	int err;
 
 	if (n->clustered)
-		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
+		return 0; /* a cluster node's keys live in its journal only */
 	err = shm_rec_each(n->arena, key_add, &kb);
 	if (!err && (kb.n || prune))
 		err = ctl_store_idem_put(n->store, j->db_id, kb.v, kb.n,
 					 prune && round + 1 > keep ? round + 1 - keep : 0);
+	/* The clients counted in the round, for one update per client after a restart. */
+	if (!err && kb.nids) {
+		kb.idp = trib_calloc(kb.nids, sizeof(*kb.idp));
+		err = kb.idp ? 0 : -ENOMEM;
+		for (size_t i = 0; !err && i < kb.nids; i++)
+			kb.idp[i] = kb.ids[i];
+	}
+	if (!err && (kb.nids || prune))
+		err = ctl_store_round_clients_put(n->store, j->db_id, round, kb.idp, kb.nids,
+						  prune ? round + 1 : 0);
+	trib_free(kb.idp);
+	trib_free(kb.ids);
 	trib_free(kb.v);
 	if (err)
 		trib_error("job %s round %u: keeping the answers of %zu Idempotency-Key%s: %s",
@@ -233,8 +320,13 @@ int rt__journal_partial(struct rt_node *n, struct rt_round *r, uint32_t seq0,
 	uint32_t idx;
 	int err;
 
+	/*
+	 * A cluster node's updates keep their records, and so their slots, until
+	 * the round's model: what it reports to the controller after a restart
+	 * is updates, and its partial is a sum that crosses to another node.
+	 */
 	if (n->clustered)
-		return 0; /* a cluster node keeps no journal yet (issue #12 item 7) */
+		return -EOPNOTSUPP;
 	if (!slot)
 		return -EINVAL; /* tcp: the partial is not in the arena */
 	/* --durability disk: not while the log fails (rt__wal_durable_all() says why). */
@@ -284,7 +376,7 @@ void rt__journal_round_done(struct rt_node *n, struct rt_job *j, uint32_t round)
 	 * those keys is then not recognised (answered like a stale round).
 	 */
 	keys_save(n, j, round, 0, UINT64_MAX, true);
-	shm_journal_release_round(n->arena, (uint64_t)j->db_id, round, &released);
+	shm_journal_release_round(n->arena, journal_job_id(j), round, &released);
 	/* --durability disk: the round's log goes too (its model is durable). */
 	rt__wal_cut(n, j, round);
 	trib_debug("job %s round %u: %u journal records released", j->name, round, released);
@@ -338,7 +430,7 @@ int rt__journal_collect(struct rt_node *n)
 static struct rt_job *job_by_db_id(struct rt_node *n, uint64_t id)
 {
 	for (struct rt_job *j = n->jobs; j; j = j->next)
-		if ((uint64_t)j->db_id == id)
+		if (journal_job_id(j) == id)
 			return j;
 	return NULL;
 }
@@ -396,7 +488,14 @@ static int refeed(struct rt_node *n, struct rt_job *j, const struct rt_recovered
 		struct rt_accept_in in = { .slot_off = i->slot_off, .segs_off = i->segs_off,
 					   .nsegs = i->nsegs, .weight = i->weight,
 					   .fold_scale = i->fold_scale };
+		char id[RT_CLIENT_ID_MAX + 1];
 
+		if (i->client_len) {
+			/* Its client sent its update of this round: a second one is a 409. */
+			memcpy(id, i->client, i->client_len);
+			id[i->client_len] = '\0';
+			client_counted(n, j, (uint32_t)i->round, id, true);
+		}
 		err = rt__accept_at(n, j, &in, &seq);
 	}
 	return err ? err : 1;

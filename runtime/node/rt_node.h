@@ -43,11 +43,15 @@ struct rt_node_opts {
 	uint32_t idle_timeout_s;      /* `up` default 60: keep-alive between requests */
 	uint32_t max_connections;     /* 0: 80% of RLIMIT_NOFILE */
 	bool gateway_tls;             /* the gateway speaks HTTPS (set by the wiring; for show) */
+	/* bodies of updates in flight (being received); 0: no cap */
+	uint32_t client_inflight;     /* per client token (`up` default 2) */
+	uint32_t job_inflight_pct;    /* per job, body bytes as % of the arena (`up` default 75) */
 	/* `tributary node`: a node runtime of a cluster (NULL controller: `up`, alone) */
 	const char *controller;       /* the controller's nng URL, tcp://HOST:PORT */
 	const char *node_name;        /* unique in the cluster */
 	const char *peer_listen; /* this node's nng URL for peers (default tcp://0.0.0.0:7071) */
 	const char *advertise;        /* how peers reach it (default: peer_listen's host:port) */
+	uint32_t controller_grace_s;  /* updates taken while the controller is away, this long */
 };
 
 /* "shm+unix" etc. for an enum fn_dataplane. */
@@ -64,8 +68,40 @@ struct rt_store_errs {
 
 #define RT_STORE_ERRNOS 8
 
+#define RT_CLIENT_ID_MAX 32 /* TRIB_CRED_CLIENT_MAX, SHM_REC_CLIENT_MAX */
+
+/* One client of a job's open round (rt_clients.c): bodies in flight, and whether it was counted. */
+struct rt_client_ent {
+	char id[RT_CLIENT_ID_MAX + 1]; /* "" : a free entry */
+	uint32_t inflight;             /* its update bodies being received */
+	bool seen;                     /* an update of it is counted in the table's round */
+};
+
+/* The clients of one round, by id: an open-addressing hash table (rt_clients.c). */
+struct rt_clients {
+	struct rt_client_ent *v; /* cap entries (owned), a power of two, or NULL */
+	uint32_t cap, used;      /* entries in use (seen or with bodies in flight) */
+	uint32_t seen;           /* distinct clients counted in @round */
+	uint32_t round;          /* the round (FedBuff: version) the seen marks are for */
+	bool synced;             /* @round is set */
+};
+
+/*
+ * A job's client credentials: its key signs and checks client tokens
+ * (core/trib_cred.h); in a cluster the controller owns it and sends it with
+ * the job. Never logged, never in /metrics.
+ */
+struct rt_job_cred {
+	uint8_t key[32];    /* TRIB_CRED_KEY_LEN */
+	bool has_key;
+	bool required;      /* "client_auth": "required": the job token does not submit */
+	char (*revoked)[RT_CLIENT_ID_MAX + 1]; /* revoked client ids (owned) */
+	size_t nrevoked;
+};
+
 struct rt_job {
 	int64_t db_id;
+	uint64_t xid; /* a cluster's job: the controller's id, the journal's name for it (0: up) */
 	uint32_t id;              /* node-local numeric id in descriptors */
 	char name[64];
 	char token[80];
@@ -105,6 +141,10 @@ struct rt_job {
 	struct trib_blob *remote_pending;
 	uint32_t remote_updates;  /* its count and weight, for the round record */
 	double remote_weight;
+	struct rt_job_cred cred;  /* client credentials (issue 13) */
+	struct rt_clients clients; /* the clients of the open round (one update each) */
+	uint32_t last_round_clients; /* distinct clients of the last round closed (since start) */
+	uint64_t inflight_bytes;  /* update bodies being received for this job */
 	struct rt_job *next;
 };
 
@@ -121,6 +161,10 @@ enum rt_reject {
 	RT_REJ_FULL,
 	RT_REJ_NO_LENGTH,
 	RT_REJ_STORE,      /* a round's model could not be stored: no 202 until it is */
+	RT_REJ_FORBIDDEN,  /* the job token, on a job with client_auth required */
+	RT_REJ_CLIENT_DUP, /* a second update of one client in one round */
+	RT_REJ_CLIENT_INFLIGHT, /* the client has its cap of bodies in flight */
+	RT_REJ_JOB_INFLIGHT,    /* the job has its cap of body bytes in flight */
 	RT_REJ__COUNT,
 };
 
@@ -265,6 +309,7 @@ struct rt_job_spec {
 	uint32_t fanin;           /* 0: planned */
 	uint32_t min_clients;     /* 0: cpr */
 	uint32_t round_timeout_s; /* 0: none */
+	bool client_auth_required; /* "client_auth": "required" */
 	const struct rt_algo *algo;
 	json_t *params; /* the request's algorithm parameters (borrowed), stored as given */
 };
@@ -285,13 +330,18 @@ struct rt_update_in {
 	double weight;
 	const char *key;
 	size_t key_len;
-	uint64_t body_len; /* the body's bytes at slot_off (--durability disk logs them) */
+	uint64_t data_len; /* the body's bytes at slot_off (--durability disk logs them) */
+	const char *body; /* the 202's body, if the caller makes it (a cluster's), or NULL */
+	size_t body_len;
+	const char *client; /* the client token's id, or "" / NULL (the job's token) */
 };
 /*
  * rt_job_accept, durable: the update's record (with @u's key and the 202's
  * body, written into @body) is committed in the arena file's journal before
  * the update goes into the tree, so the caller may answer 202 with @body on
- * 0. Errors as rt_job_accept; -ENOSPC also when the journal is full.
+ * 0. Errors as rt_job_accept; -ENOSPC also when the journal is full;
+ * -EALREADY when @u's client already has an update counted in the round
+ * the update would go into (one update per client per round or version).
  */
 int rt_job_accept_journaled(struct rt_node *n, struct rt_job *job, uint32_t round,
 			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
@@ -409,6 +459,42 @@ const struct shm_desc *rt_round_result(const struct rt_round *r);
 uint32_t rt_round_received(const struct rt_round *r);
 uint32_t rt_round_fanin(const struct rt_round *r);
 uint32_t rt_round_nleaves(const struct rt_round *r);
+
+/* --- client credentials and clients (rt_clients.c) --- */
+/*
+ * Give @j its credential key and revocations: from the store (made and
+ * kept there the first time), or, in a cluster, as the controller sent them
+ * (rt_job_cred_set). 0 or -errno (logged).
+ */
+int rt_job_cred_load(struct rt_node *n, struct rt_job *j);
+/* Cluster: the controller's key (@hex, 64 hex chars) and revoked ids. 0 or -EINVAL/-ENOMEM. */
+int rt_job_cred_set(struct rt_job *j, const char *hex, const char *const *revoked, size_t n);
+/* Whether client @id of @j is revoked. */
+bool rt_job_revoked(const struct rt_job *j, const char *id);
+/* Revoke @id: kept in the store (`up`), then in @j's list. 0 or -errno. */
+int rt_job_revoke(struct rt_node *n, struct rt_job *j, const char *id);
+/* Whether client @id has an update counted in @j's open round (FedBuff: version). */
+bool rt_job_client_seen(struct rt_node *n, struct rt_job *j, const char *id);
+/* Client @id's entry in @j's open round (made if absent), or NULL (-ENOMEM). */
+struct rt_client_ent *rt_job_client(struct rt_node *n, struct rt_job *j, const char *id);
+/* The bodies in flight of @id: one more (@add) or one fewer. */
+void rt_job_client_inflight(struct rt_node *n, struct rt_job *j, const char *id, bool add);
+/* Distinct clients counted in @j's open round. */
+uint32_t rt_job_clients_now(struct rt_node *n, struct rt_job *j);
+
+/* The table itself (pure; tests/runtime/test_clients.c). */
+/* The entry of @id, NULL if absent. */
+struct rt_client_ent *rt_clients_find(const struct rt_clients *t, const char *id);
+/* The entry of @id, made if absent; NULL on -ENOMEM or an id over RT_CLIENT_ID_MAX. */
+struct rt_client_ent *rt_clients_get(struct rt_clients *t, const char *id);
+/*
+ * Move to @round: when it differs, every seen mark goes and entries with no
+ * body in flight are dropped; returns the seen count of the round left (0
+ * if the round is the same). -ENOMEM leaves the table as it was (the
+ * marks then stay: refusing too much, never too little).
+ */
+int rt_clients_sync(struct rt_clients *t, uint32_t round, uint32_t *left_seen);
+void rt_clients_free(struct rt_clients *t);
 
 /* --- from the wiring's loop --- */
 /* A one-shot I/O the node asked for (struct rt_node_hooks) completed with @res. */

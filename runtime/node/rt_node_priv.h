@@ -60,6 +60,7 @@ struct rt_round {
 	uint32_t fanin;        /* updates per leaf (the last leaf may get fewer) */
 	uint32_t started;      /* leaves started (a prefix of leaves[]) */
 	uint32_t received;     /* updates accepted */
+	uint32_t clients;      /* distinct client tokens counted, once it closed (rt_clients.c) */
 	uint32_t top;          /* the function serving the top; 0 before it starts */
 	uint32_t group;        /* leaves per mid; 0: two levels, leaves report to the top */
 	struct rt_mid *mids;   /* capmids entries, the first nmids in use (owned) */
@@ -107,7 +108,7 @@ int rt__journal_refeed(struct rt_node *n);
 struct rt_accept_in;
 int rt__journal_update(struct rt_node *n, struct rt_job *j, const struct rt_accept_in *in,
 		       uint32_t s, const void *key, size_t key_len, const char *body,
-		       size_t body_len);
+		       size_t body_len, const char *client);
 
 /* rt_wal_node.c: --durability disk (each does nothing without a log) */
 struct rt_wal_ent;

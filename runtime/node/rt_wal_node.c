@@ -102,7 +102,7 @@ int rt__wal_prepare(struct rt_node *n, struct rt_job *j, const struct rt_update_
 		    struct rt_wal_ent **out)
 {
 	return prepare(n, (uint64_t)j->db_id, j->round, s, in,
-		       u->body_len ? u->body_len : in->segs_off - in->slot_off, u->key, u->key_len,
+		       u->data_len ? u->data_len : in->segs_off - in->slot_off, u->key, u->key_len,
 		       ans, ans_len, out);
 }
 
@@ -291,7 +291,8 @@ static int feed(struct rt_node *n, struct rt_job *j, const struct rt_wal_rec *re
 	in.slot_off = slot;
 	in.segs_off = slot + pad;
 	err =
-	    rt__journal_update(n, j, &in, rec->seq, rec->key, rec->key_len, rec->ans, rec->ans_len);
+	    rt__journal_update(n, j, &in, rec->seq, rec->key, rec->key_len, rec->ans, rec->ans_len,
+			       NULL); /* the log keeps no client id (a limit, README) */
 	if (err)
 		shm_slot_free(n->arena, slot);
 	return err;

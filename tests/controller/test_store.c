@@ -565,3 +565,49 @@ Test(ctl_store, idem_answers_are_kept_per_round_and_pruned)
 	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 5, 5, &status, body, sizeof(body),
 					&len), -ENOENT);
 }
+
+Test(ctl_store, job_keys_revocations_and_round_clients)
+{
+	struct ctl_job j = mkjob("creds");
+	uint8_t key[CTL_KEY_LEN], got[CTL_KEY_LEN];
+	char (*ids)[CTL_CLIENT_MAX] = NULL;
+	const char *who[] = { "alice", "bob" };
+	size_t n = 9;
+
+	for (int i = 0; i < CTL_KEY_LEN; i++)
+		key[i] = (uint8_t)(i * 7);
+	cr_assert_eq(ctl_store_job_create(st, &j), 0);
+	cr_assert_eq(ctl_store_job_key_get(st, j.id, got), -ENOENT);
+	cr_assert_eq(ctl_store_job_key_put(st, j.id, key), 0);
+	cr_assert_eq(ctl_store_job_key_put(st, j.id, key), -EEXIST, "a key never changes");
+	cr_assert_eq(ctl_store_job_key_put(st, j.id + 100, key), -ENOENT, "no such job");
+	cr_assert_eq(ctl_store_revoke(st, j.id, "bob"), 0);
+	cr_assert_eq(ctl_store_revoke(st, j.id, "bob"), 0, "again: no change");
+	cr_assert_eq(ctl_store_revoke(st, j.id, "alice"), 0);
+	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 3, who, 2, 0), 0);
+	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 4, who, 1, 0), 0);
+	reopen();
+	cr_assert_eq(ctl_store_job_key_get(st, j.id, got), 0);
+	cr_assert_eq(memcmp(key, got, sizeof(key)), 0);
+	cr_assert_eq(ctl_store_revoked_list(st, j.id, &ids, &n), 0);
+	cr_assert_eq(n, 2);
+	cr_assert_str_eq(ids[0], "alice");
+	cr_assert_str_eq(ids[1], "bob");
+	trib_free(ids);
+	cr_assert_eq(ctl_store_round_clients_list(st, j.id, 3, &ids, &n), 0);
+	cr_assert_eq(n, 2);
+	trib_free(ids);
+	/* Rounds below 4 are forgotten; round 4 stays. */
+	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 4, NULL, 0, 4), 0);
+	cr_assert_eq(ctl_store_round_clients_list(st, j.id, 3, &ids, &n), 0);
+	cr_assert(n == 0 && !ids);
+	cr_assert_eq(ctl_store_round_clients_list(st, j.id, 4, &ids, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(ids[0], "alice");
+	trib_free(ids);
+	/* A deleted job's key and lists go with it. */
+	cr_assert_eq(ctl_store_job_delete(st, "creds"), 0);
+	cr_assert_eq(ctl_store_job_key_get(st, j.id, got), -ENOENT);
+	cr_assert_eq(ctl_store_revoked_list(st, j.id, &ids, &n), 0);
+	cr_assert_eq(n, 0);
+}

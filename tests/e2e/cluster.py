@@ -21,9 +21,9 @@ C. The node that will run a round's top is frozen (SIGSTOP) just before the
 D. A second cluster whose controller places leaves round-robin, ignoring
    where updates land (the benchmark's baseline): updates cross to the node
    that folds them, and the models are still exact.
-E. That controller restarts: its nodes learn they are unknown and exit 3 (to
-   be started clean); a node started again gets the job, its token and the
-   last model from the controller's durable state, and the job goes on.
+E. That controller restarts: its nodes learn they are unknown and join it
+   again (cluster_restart.py tests rounds in flight across it), and the job
+   goes on.
 F. `tributary simulate` over the three gateways of a third cluster, one node
    killed during the run: it fails over, resends or leaves out what the lost
    node held as the round records say, and every model checks.
@@ -195,6 +195,67 @@ def create_job(cl, admin, name, cpr, fanin):
     return json.loads(b)['token']
 
 
+def client_creds(cl, admin, rng):
+    """Client tokens on a cluster: minted once, checked on every node; revoked on every node."""
+    cpr = 6
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'ca', 'clients_per_round': cpr, 'params': PARAMS, 'fan_in': 2,
+         'client_auth': 'required'}).encode(), {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create ca: %d %s' % (st, b))
+    jtok = json.loads(b)['token']
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/ca', token=jtok)[0] == 200
+                         for h in NODE_IP), 5, 'the job ca known on every node')
+    creds = []
+    for k in range(cpr):
+        # Minted on one gateway each (n0 with the admin token, n1 with the job's): no round
+        # trip, every node holds the job's key.
+        host, tok = (NODE_IP[0], admin) if k % 2 == 0 else (NODE_IP[1], jtok)
+        st, b = cl.call(host, 'POST', '/v1/jobs/ca/clients',
+                        json.dumps({'client': 'site%d' % k}).encode(),
+                        {'Content-Type': 'application/json'}, tok)
+        check(st == 201, 'mint site%d on %s: %d %s' % (k, host, st, b))
+        creds.append(json.loads(b)['token'])
+    x, w = update_body(rng)
+    for h in NODE_IP:
+        st, b = post(cl, h, 'ca', jtok, 0, x, w)
+        check(st == 403, 'the job token on a required job, %s: %d %s' % (h, st, b[:200]))
+        for k in (0, 1):
+            st, b = cl.call(h, 'GET', '/v1/jobs/ca', token=creds[k])
+            check(st == 200, 'a client token read on %s: %d %s' % (h, st, b[:200]))
+    ups = [update_body(rng) for _ in range(cpr)]
+    res = post_many(cl, [(NODE_IP[k % 3], 'ca', creds[k], 0, x, w)
+                         for k, (x, w) in enumerate(ups)])
+    for k, (st, b) in enumerate(res):
+        check(st == 202, 'ca: site%d on n%d: %d %s' % (k, k % 3, st, b[:200]))
+    m = get_model(cl, NODE_IP[2], 'ca', creds[5], 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], 'ca round 0 (client tokens)')
+    # Revoked through one gateway: refused on every gateway (the controller tells each node).
+    st, b = cl.call(NODE_IP[2], 'DELETE', '/v1/jobs/ca/clients/site0', token=admin)
+    check(st == 200 and json.loads(b) == {'client': 'site0', 'revoked': True},
+          'revoke site0 on n2: %d %s' % (st, b))
+    x, w = update_body(rng)
+    for h in NODE_IP:
+        wait_for(lambda h=h: post(cl, h, 'ca', creds[0], 1, x, w)[0] == 401, 5,
+                 'the revoked site0 refused on %s' % h)
+        bad = creds[1][:-1] + ('A' if not creds[1].endswith('A') else 'B')
+        st, b = post(cl, h, 'ca', bad, 1, x, w)
+        check(st == 401, 'a tampered token on %s: %d %s' % (h, st, b[:200]))
+    st, b = post(cl, NODE_IP[1], 'ca', creds[1], 1, x, w)
+    check(st == 202, 'site1 in round 1 after the revocation: %d %s' % (st, b[:200]))
+    # One update per client per round, cluster-wide: the controller counts clients.
+    for h in (NODE_IP[1], NODE_IP[2]):
+        st, b = post(cl, h, 'ca', creds[1], 1, x, w)
+        check(st == 409 and b'one update per client' in b,
+              'a second update of site1 in round 1 via %s: %d %s' % (h, st, b[:200]))
+    info = round_info(cl, NODE_IP[0], 'ca', jtok, 0)
+    check(info['clients'] == cpr and info['updates'] == cpr, 'ca round 0 record: %s' % info)
+    check(round_info(cl, NODE_IP[2], 'ca', jtok, 1)['received'] == 1, 'the 409s were counted')
+    log('client tokens: minted on n0 and n1, accepted on every gateway, the job token refused '
+        '(403); site0 revoked via n2, then refused on n0, n1 and n2; a tampered token refused; '
+        'a second update of one client in a round refused on two other gateways (409); round '
+        '0 counted %d distinct clients' % cpr)
+
+
 def scenario():
     if os.geteuid() != 0:
         print('SKIP: needs root for ip netns, veth and a bridge')
@@ -276,6 +337,8 @@ def scenario():
             'tributary status shows it:')
         log('\n'.join('    ' + ln for ln in st.stdout.splitlines() if ln.strip()
                        and ('cluster:' in ln or 'edges' in ln or ' done ' in ln))[:1500])
+
+        client_creds(cl, admin, rng)
 
         # --- B: kill -9 a node mid-round (open round: clients resend) ---
         tok = create_job(cl, admin, 'b', 30, 4)
@@ -383,29 +446,19 @@ def scenario():
         log('D: round-robin placement forwarded %d of 48 updates to other nodes; models exact'
             % crossed)
 
-        # --- E: the controller restarts: nodes start clean, the job goes on ---
+        # --- E: the controller restarts: nodes join it again, the job goes on ---
         stop(ctl)
         ctl = netns_cluster.Proc('controller-rr-2', net.ctl, BIN, [
             'controller', '--listen', 'tcp://%s:7072' % CTL_IP, '--placement', 'round-robin',
             '--data-dir', os.path.join(tmp, 'ctl-7072')], tmp)
         procs.append(ctl)
-        for nd in nodes:
-            try:
-                nd.p.wait(15)
-            except subprocess.TimeoutExpired:
-                raise Failure('%s still runs 15 s after the controller restarted' % nd.name)
-            check(nd.p.returncode == 3, '%s exited %s, want 3 (drained: start clean)' %
+        for i, nd in enumerate(nodes):
+            wait_for(lambda i=i, nd=nd: nd.p.poll() is not None or (
+                'joining again' in nd.log_text() and
+                metrics(cl, NODE_IP[i]).get('tributary_cluster_joined') == 1), 30,
+                '%s to join the restarted controller' % nd.name)
+            check(nd.p.poll() is None, '%s exited %s, want it to join again' %
                   (nd.name, nd.p.returncode))
-            nd.killed = True
-        node = netns_cluster.Proc('rr-n0-again', net.nodes[0], BIN, [
-            'node', '--controller', 'tcp://%s:7072' % CTL_IP, '--node-name', 'n0',
-            '--peer-listen', 'tcp://%s:7073' % NODE_IP[0], '--listen', NODE_IP[0] + ':8081',
-            '--data-dir', os.path.join(tmp, 'rr-n0-again'), '--arena-mb', '256', '--no-huge'],
-            tmp)
-        procs.append(node)
-        wait_for(lambda: cl.call(NODE_IP[0], 'GET', '/healthz')[0] == 200 and
-                 metrics(cl, NODE_IP[0]).get('tributary_cluster_joined') == 1, 30,
-                 'n0 to join the restarted controller')
         m2 = get_model(cl, NODE_IP[0], 'd', tok, 2)
         check(np.array_equal(m2, m), 'model v2 after the restart differs from before')
         ups = [update_body(rng) for _ in range(24)]
@@ -414,9 +467,8 @@ def scenario():
             check(st == 202, 'e: update %d: %d %s' % (k, st, b[:200]))
         check_model(get_model(cl, NODE_IP[0], 'd', tok, 3), [x for x, _ in ups],
                     [w for _, w in ups], 'E round 2 after the controller restarted')
-        log('E: after a controller restart the nodes exited 3; a restarted node got the job, '
-            'its token and model v2, and round 2 completed')
-        for p in [node, ctl]:
+        log('E: after a controller restart the nodes joined it again, and round 2 completed')
+        for p in nodes + [ctl]:
             stop(p)
 
         # --- F: tributary simulate over the three gateways while a node is killed ---

@@ -323,15 +323,21 @@ Test(runtime_node_fake, a_model_that_cannot_be_stored_refuses_updates_and_is_ret
 	rt_test_node_close(&t);
 }
 
-/* Like accept_one, through the journal, with Idempotency-Key @key: the 202's body in @ans. */
-static void accept_keyed(struct rt_node *n, struct rt_job *j, uint32_t round, const char *key,
-			 char *ans, size_t cap)
+/*
+ * Like accept_one, through the journal, with Idempotency-Key @key and as client @client (NULL:
+ * the job's token): the 202's body in @ans. Returns rt_job_accept_journaled's result (the slot
+ * freed on an error).
+ */
+static int accept_as(struct rt_node *n, struct rt_job *j, uint32_t round, const char *key,
+		     const char *client, char *ans, size_t cap)
 {
 	size_t body = (j->n_elem * sizeof(float) + 63) & ~(size_t)63, len = 0;
-	struct rt_update_in u = { .nsegs = 1, .weight = 1.0, .key = key, .key_len = strlen(key) };
+	struct rt_update_in u = { .nsegs = 1, .weight = 1.0, .key = key, .key_len = strlen(key),
+				  .client = client };
 	struct shm_seg *seg;
 	float *x;
 	uint32_t seq;
+	int err;
 
 	cr_assert_eq(shm_slot_alloc(n->arena, body + sizeof(*seg), &u.slot_off), 0);
 	u.segs_off = u.slot_off + body;
@@ -344,8 +350,17 @@ static void accept_keyed(struct rt_node *n, struct rt_job *j, uint32_t round, co
 	seg->n_elem = j->n_elem;
 	seg->dtype = SHM_DTYPE_F32;
 	seg->scale = 1.0f;
-	cr_assert_eq(rt_job_accept_journaled(n, j, round, &u, &seq, ans, cap, &len), 0);
-	ans[len] = '\0';
+	err = rt_job_accept_journaled(n, j, round, &u, &seq, ans, cap, &len);
+	if (err)
+		shm_slot_free(n->arena, u.slot_off);
+	ans[err ? 0 : len] = '\0';
+	return err;
+}
+
+static void accept_keyed(struct rt_node *n, struct rt_job *j, uint32_t round, const char *key,
+			 char *ans, size_t cap)
+{
+	cr_assert_eq(accept_as(n, j, round, key, NULL, ans, cap), 0);
 }
 
 static struct rt_node *node_on(const char *dir, const char *db, bool fresh, int *err)
@@ -578,7 +593,7 @@ static uint64_t accept_logged(struct rt_node *n, struct rt_job *j, uint32_t roun
 {
 	size_t body = (j->n_elem * sizeof(float) + 63) & ~(size_t)63, len = 0;
 	struct rt_update_in u = { .nsegs = 1, .weight = 1.0, .key = key, .key_len = strlen(key),
-				  .body_len = j->n_elem * sizeof(float) };
+				  .data_len = j->n_elem * sizeof(float) };
 	struct shm_seg *seg;
 	uint64_t ticket = 0;
 	float *x;
@@ -708,4 +723,69 @@ Test(runtime_node_fake, with_durability_disk_no_partial_covers_an_update_the_log
 	unlink(arena);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t.dir);
 	cr_assert_eq(system(cmd), 0);
+}
+
+/*
+ * One update per client per round: a second one is -EALREADY, also once a partial has
+ * superseded the first one's record (the client is in the store) and across a stop (the
+ * records name their clients); the next round takes the client again.
+ */
+Test(runtime_node_fake, one_update_per_client_per_round_across_a_restart)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 }, g = { 0 };
+	struct rt_node *n;
+	struct rt_job *j;
+	char db[128], ans[128];
+	int err;
+
+	snprintf(t.dir, sizeof(t.dir), "/tmp/trib-rt-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(t.dir));
+	snprintf(db, sizeof(db), "%s/tributary.db", t.dir);
+	n = node_on(t.dir, db, false, &err);
+	cr_assert_eq(err, 0);
+	rt_fnset_set_ops(n->fns, &fake_ops, &f);
+	j = job_new(n, "{\"name\":\"c\",\"clients_per_round\":4,\"fan_in\":2,\"params\":8,"
+		    "\"client_auth\":\"required\"}");
+	cr_assert(j->cred.required && j->cred.has_key);
+	cr_assert_eq(accept_as(n, j, 0, "a0", "alice", ans, sizeof(ans)), 0);
+	cr_assert_eq(accept_as(n, j, 0, "a1", "alice", ans, sizeof(ans)), -EALREADY);
+	cr_assert_eq(accept_as(n, j, 0, "b0", "bob", ans, sizeof(ans)), 0);
+	cr_assert_eq(rt_job_clients_now(n, j), 2);
+	leaf_done(n, &f, j, 0, 2, 2.0); /* alice's and bob's records go: their ids to the store */
+	cr_assert_eq(accept_as(n, j, 0, "b1", "bob", ans, sizeof(ans)), -EALREADY);
+	cr_assert_eq(accept_as(n, j, 0, "c0", "carol", ans, sizeof(ans)), 0);
+	cr_assert_eq(accept_as(n, j, 0, "x0", NULL, ans, sizeof(ans)), 0, "no identity: no rule");
+	cr_assert(rt_job_revoke(n, j, "mallory") == 0 && rt_job_revoked(j, "mallory"));
+	rt_node_close(n);
+
+	n = node_on(t.dir, db, false, &err);
+	cr_assert_eq(err, 0);
+	rt_fnset_set_ops(n->fns, &fake_ops, &g);
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(rt_node_recover(n), 0);
+	j = rt_job_find(n, "c");
+	cr_assert_not_null(j);
+	cr_assert(j->cred.required && j->cred.has_key, "client_auth and the key are kept");
+	cr_assert(rt_job_revoked(j, "mallory"), "revocations are kept");
+	cr_assert_eq(j->round, 1, "the recovered round was full");
+	cr_assert_eq(j->last_round_clients, 3, "alice, bob from the store, carol from her record");
+	/* Round 1: everyone may send again, once. */
+	cr_assert_eq(accept_as(n, j, 1, "a2", "alice", ans, sizeof(ans)), 0);
+	cr_assert_eq(accept_as(n, j, 1, "a3", "alice", ans, sizeof(ans)), -EALREADY);
+	rt_node_close(n);
+	n = node_on(t.dir, db, false, &err);
+	cr_assert_eq(err, 0);
+	rt_fnset_set_ops(n->fns, &fake_ops, &g);
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(rt_node_recover(n), 0);
+	j = rt_job_find(n, "c");
+	cr_assert_eq(accept_as(n, j, 1, "a4", "alice", ans, sizeof(ans)), -EALREADY,
+		     "the journal record names its client");
+	cr_assert_eq(accept_as(n, j, 1, "b2", "bob", ans, sizeof(ans)), 0);
+	cr_assert_eq(rt_job_clients_now(n, j), 2);
+	rt_node_close(n);
+	t.n = node_on(t.dir, ":memory:", true, &err);
+	cr_assert_eq(err, 0);
+	rt_test_node_close(&t);
 }

@@ -69,7 +69,8 @@ Test(shm_abi, arena_file_header_and_journal_record_are_pinned)
 	cr_expect_eq(sizeof(struct shm_journal_rec), 256);
 	cr_expect_eq(offsetof(struct shm_journal_rec, state), 0, "the commit mark");
 	cr_expect_eq(offsetof(struct shm_journal_rec, key), 80);
-	cr_expect_eq(SHM_ARENA_FILE_VERSION, 1);
+	cr_expect_eq(offsetof(struct shm_journal_rec, client), 224);
+	cr_expect_eq(SHM_ARENA_FILE_VERSION, 2, "2: records name their client");
 	cr_expect_neq(SHM_ARENA_FILE_MAGIC, SHM_ARENA_MAGIC);
 	cr_expect_eq(SHM_REC_FREE, 0, "a zeroed journal is empty");
 	cr_expect_eq(SHM_REC_COMMITTED, 2);

@@ -617,3 +617,30 @@ Test(shm_journal, key_index_agrees_with_a_scan_through_commits_and_releases)
 	shm_arena_destroy(scan);
 	shm_arena_file_remove(a);
 }
+
+Test(shm_journal, a_record_names_its_client)
+{
+	struct shm_arena *a = fx_create(4 * MIB);
+	struct shm_rec_info in, out;
+	uint64_t slot;
+	uint32_t idx;
+
+	cr_assert_eq(stamped_slot(a, 7, &slot), 0);
+	cr_assert_eq(shm_rec_reserve(a, &idx), 0);
+	in = update_info(1, 0, 0, slot, "k-client");
+	in.client = "site-3";
+	in.client_len = 6;
+	cr_assert_eq(shm_rec_fill(a, idx, &in), 0);
+	cr_assert_eq(shm_rec_commit(a, idx), 0);
+	cr_assert_eq(shm_rec_get(a, idx, &out), 0);
+	cr_assert_eq(out.client_len, 6);
+	cr_assert_eq(memcmp(out.client, "site-3", 6), 0);
+	cr_assert_eq(out.body_len, strlen(BODY), "the body beside it is whole");
+	/* Longer than a client id: refused. */
+	cr_assert_eq(shm_rec_reserve(a, &idx), 0);
+	in.client = "0123456789012345678901234567890123";
+	in.client_len = SHM_REC_CLIENT_MAX + 1;
+	cr_assert_eq(shm_rec_fill(a, idx, &in), -EINVAL);
+	cr_assert_eq(shm_rec_release(a, idx), 0);
+	shm_arena_destroy(a);
+}
