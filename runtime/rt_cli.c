@@ -74,7 +74,8 @@ static void usage(FILE *f)
 		"  --idle-timeout-s N     a keep-alive connection idle N s between requests closes\n"
 		"                         (default 60; 0: never; a parked long poll is not idle)\n"
 		"  --max-connections N    more open connections are answered 503 and closed\n"
-		"                         (default 80%% of the open-file limit, at most 65536)\n"
+		"                         (default 80%% of the open-file limit, at most 65536)\n");
+	fprintf(f,
 		"  --client-inflight N    update bodies one client token may have in flight; more\n"
 		"                         get 503 (default 2; 0: no cap)\n"
 		"  --job-inflight-pct N   update body bytes one job may have in flight, in %% of\n"
