@@ -142,12 +142,12 @@ enum {
 	OPT_BODY_TIMEOUT,
 	OPT_IDLE_TIMEOUT,
 	OPT_MAX_CONNS,
+	OPT_CLIENT_INFLIGHT, /* the admission options first: admission_opt() indexes by them */
+	OPT_JOB_INFLIGHT,
 	OPT_TLS_CERT,
 	OPT_TLS_KEY,
 	OPT_TLS,
 	OPT_DURABILITY,
-	OPT_CLIENT_INFLIGHT,
-	OPT_JOB_INFLIGHT,
 };
 
 /* The gateway's admission options (OPT_*); 0, or 2 (usage error, said). */
@@ -159,6 +159,7 @@ static int admission_opt(int c, const char *arg, struct rt_node_opts *o)
 	uint32_t *dst[] = { &o->head_timeout_s, &o->body_timeout_s, &o->idle_timeout_s,
 			    &o->max_connections, &o->client_inflight, &o->job_inflight_pct };
 	static const uint64_t maxs[] = { 86400, 86400, 86400, 1u << 24, 1024, 100 };
+	_Static_assert(OPT_JOB_INFLIGHT - OPT_HEAD_TIMEOUT + 1 == 6, "names, dst, maxs by OPT_*");
 	uint64_t max = maxs[c - OPT_HEAD_TIMEOUT];
 	uint64_t v;
 
