@@ -272,6 +272,10 @@ struct rt_node {
 	uint64_t wal_durable;      /* tickets <= this are on disk */
 	uint64_t wal_failed_to;    /* tickets <= this were in a failed batch */
 	uint64_t wal_retry_ns;     /* when wal_err: the next attempt */
+	bool wal_kept;             /* the log existed at start: it keeps what a past run logged */
+	struct rt_log_held *wal_held; /* a cluster node, until rt_node_recover(): what the log
+				       * holds (owned), for its first join (rt_node_log_holds) */
+	size_t nwal_held;
 };
 
 /*
@@ -376,6 +380,23 @@ int rt_node_wal_refusal(const struct rt_node *n, uint32_t *retry_s);
  * fails. A resend answered from the journal waits for this first.
  */
 int rt_node_wal_flush(struct rt_node *n);
+/*
+ * A cluster node before its first join's recovery (rt_node_recover): each
+ * update its log holds that its arena's journal does not (the arena file was
+ * gone), to @cb with the job's controller id, the round, the weight and the
+ * client id ("" none). After the recovery the journal has them: nothing.
+ * Returns 0, @cb's value or -errno.
+ */
+struct rt_log_held {
+	uint64_t job;
+	uint32_t round, seq;
+	double weight;
+	char client[RT_CLIENT_ID_MAX + 1];
+};
+int rt_node_log_holds(struct rt_node *n, int (*cb)(void *ctx, const struct rt_log_held *h),
+		      void *ctx);
+/* Whether this node keeps what it acknowledged across a restart: the arena, or the log. */
+bool rt_node_keeps_acked(const struct rt_node *n);
 /*
  * The answer already given to the update of @job with Idempotency-Key @key
  * (for @round: the request's; FedBuff looks in every version in flight):
