@@ -77,6 +77,7 @@ struct cround {
 	double weight;
 	/* ctl_rejoin.c: what the store has of it (a fingerprint), and a close to send again */
 	uint64_t saved_fp;
+	uint64_t saved_cfp; /* ... of its clients (schema v5) */
 	bool resend_close;
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
 	struct cround *next; /* newer */

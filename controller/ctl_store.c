@@ -97,6 +97,18 @@ static const char *const migrations[] = {
 	"  detail TEXT NOT NULL,"
 	"  PRIMARY KEY (job_id, round)"
 	");",
+	/*
+	 * 4 -> 5: the clients counted in a cluster's rounds in flight, with the rank that folds
+	 * each one's update, so that one update per client per round holds across a controller
+	 * restart (ctl_store_xround_clients_put()).
+	 */
+	"CREATE TABLE cluster_round_clients ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  round INTEGER NOT NULL,"
+	"  client TEXT NOT NULL,"
+	"  rank INTEGER NOT NULL,"
+	"  PRIMARY KEY (job_id, round, client)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,

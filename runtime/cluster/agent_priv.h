@@ -51,7 +51,9 @@ struct upd {
 	char key[72]; /* the client's Idempotency-Key ("": none), kept in the update's record */
 	bool provisional; /* taken while the controller was away: counted when this node joins */
 	char client[33]; /* its client token's id (TRIB_CRED_CLIENT_MAX), "" for the job's */
-	struct upd *next; /* backlog: waiting for the local round to get to it */
+	uint64_t wal_ticket;	  /* --durability disk: its log record's ticket (0: none) */
+	uint64_t wal_deadline_ns; /* then 503 if the log has not made it durable */
+	struct upd *next; /* backlog: waiting for the local round to get to it; wal_wait */
 };
 
 struct xinput {
@@ -132,6 +134,7 @@ struct rt_agent {
 	bool recovered;		      /* the arena's records went back into rounds (first join) */
 	uint32_t provisional;	      /* updates taken since the controller went away */
 	uint64_t provisional_total;   /* for /metrics */
+	struct upd *wal_wait; /* folded, their 202 waiting for the log (--durability disk) */
 };
 
 /* A string member, or @dflt. */
@@ -156,6 +159,10 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h);
 void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_upd_free(struct rt_agent *a, struct upd *u);
 void rt__agent_upd_fold(struct rt_agent *a, struct upd *u);
+/* --durability disk: updates still waiting for the log past their deadline get 503. */
+void rt__agent_wal_tick(struct rt_agent *a, uint64_t now);
+/* At close: the updates waiting for the log go (their connections are gone). */
+void rt__agent_wal_free(struct rt_agent *a);
 void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_fwd_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev);

@@ -191,7 +191,7 @@ static void join_send(struct rt_agent *a)
 			     (json_int_t)total, "arena_free", (json_int_t)(total - used),
 			     "mem_free", (json_int_t)mem_available(), "dataplane",
 			     rt_dataplane_name(n->dataplane), "holds", rt__agent_holds(a),
-			     "arena", n->arena_reattached || a->recovered ? "kept" : "new"),
+			     "arena", rt_node_keeps_acked(n) || a->recovered ? "kept" : "new"),
 		   NULL, 0, PK_JOIN, &pd) == 0)
 		a->join_pending = true;
 }
@@ -284,6 +284,7 @@ void rt_agent_tick(struct rt_agent *a)
 
 	if (!a)
 		return;
+	rt__agent_wal_tick(a, trib_now_ns());
 	if (!a->joined) {
 		if (!a->join_pending && trib_retry_due(&a->join_retry, trib_now_ns()))
 			join_send(a);
@@ -618,6 +619,7 @@ void rt_agent_close(struct rt_agent *a)
 		}
 		rt__agent_upd_free(a, u);
 	}
+	rt__agent_wal_free(a);
 	while (a->xr)
 		rt__agent_xr_free(a, a->xr);
 	a->n->clustered = false;
