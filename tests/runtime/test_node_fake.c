@@ -587,13 +587,13 @@ static struct rt_node *node_disk(const char *dir, const char *db, struct fake *f
 	return n;
 }
 
-/* accept_keyed through the log: the ticket, once the log says it is on disk. */
-static uint64_t accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
-			      const char *key, char *ans, size_t cap)
+/* accept_keyed through the log, from client credential @client (NULL: the job's token). */
+static uint64_t accept_logged_as(struct rt_node *n, struct rt_job *j, uint32_t round,
+				 const char *key, const char *client, char *ans, size_t cap)
 {
 	size_t body = (j->n_elem * sizeof(float) + 63) & ~(size_t)63, len = 0;
 	struct rt_update_in u = { .nsegs = 1, .weight = 1.0, .key = key, .key_len = strlen(key),
-				  .data_len = j->n_elem * sizeof(float) };
+				  .data_len = j->n_elem * sizeof(float), .client = client };
 	struct shm_seg *seg;
 	uint64_t ticket = 0;
 	float *x;
@@ -614,6 +614,46 @@ static uint64_t accept_logged(struct rt_node *n, struct rt_job *j, uint32_t roun
 	ans[len] = '\0';
 	cr_assert_gt(ticket, 0, "with a log, the 202 waits for a ticket");
 	return ticket;
+}
+
+/* accept_keyed through the log: the ticket, once the log says it is on disk. */
+static uint64_t accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
+			      const char *key, char *ans, size_t cap)
+{
+	return accept_logged_as(n, j, round, key, NULL, ans, cap);
+}
+
+Test(runtime_node_fake, with_durability_disk_a_replayed_update_still_counts_its_client)
+{
+	struct fake f = { 0 }, g = { 0 };
+	char dir[64], db[128], ans[128], arena[PATH_MAX], cmd[160];
+	struct rt_node *n;
+	struct rt_job *j;
+
+	snprintf(dir, sizeof(dir), "/tmp/trib-rt-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(db, sizeof(db), "%s/tributary.db", dir);
+	n = node_disk(dir, db, &f);
+	j = job_new(n, "{\"name\":\"c\",\"clients_per_round\":4,\"fan_in\":4,\"params\":8}");
+	accept_logged_as(n, j, 0, "k0", "site-1", ans, sizeof(ans));
+	accept_logged_as(n, j, 0, "k1", NULL, ans, sizeof(ans));
+	cr_assert(rt_job_client_seen(n, j, "site-1"));
+	cr_assert_eq(rt_node_wal_flush(n), 0);
+	/* The machine dies: the arena file (and its journal's client ids) is gone with it. */
+	snprintf(arena, sizeof(arena), "%s", shm_arena_file_path(n->arena));
+	rt_node_close(n);
+	cr_assert_eq(unlink(arena), 0);
+	n = node_disk(dir, db, &g);
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(rt_node_recover(n), 0);
+	j = rt_job_find(n, "c");
+	cr_assert_eq(n->m.wal_recovered, 2);
+	cr_assert(rt_job_client_seen(n, j, "site-1"),
+		  "the log's record names its client: a second update of it is a 409");
+	cr_assert_not(rt_job_client_seen(n, j, "site-2"));
+	rt_node_close(n);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
 }
 
 Test(runtime_node_fake, with_durability_disk_a_lost_arena_file_is_replayed_once_from_the_log)
