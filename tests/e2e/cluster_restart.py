@@ -52,12 +52,13 @@ GRACE_S = 8  # --controller-grace-s of the nodes
 class Cluster:
     """The controller and nodes of this test, restartable with the same arguments."""
 
-    def __init__(self, net, tmp):
+    def __init__(self, net, tmp, node_args=()):
         self.net, self.tmp = net, tmp
         self.procs = []
         self.runs = {}
         self.ctl, self.nodes = netns_cluster.start(
-            net, BIN, tmp, node_args=['--no-huge', '--controller-grace-s', str(GRACE_S)])
+            net, BIN, tmp, node_args=['--no-huge', '--controller-grace-s', str(GRACE_S)] +
+            list(node_args))
         self.procs += [self.ctl] + self.nodes
         self.cl = Client(net.ctl)
 
