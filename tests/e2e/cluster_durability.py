@@ -15,13 +15,19 @@ B. 8 updates of another job's round over n1 and n2; the controller writes the ro
    provisionally (202 only once logged: its log's appends grow by 2). The controller starts
    again, reloads the round and its clients: a second update of a client that sent before
    gets 409 on a node that did not fold its first; the other 10 complete the round exactly.
+C. n2 restarted with its data dir on a small tmpfs that then fills up: its updates get 503
+   naming the log, never 202; once space is back each client resends with its key until 202,
+   each update is counted once and the model is exact.
 
 Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when that is truly
 absent; the test harness reports it as skipped.
 """
+import errno
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sqlite3
 import sys
 import tempfile
@@ -186,6 +192,71 @@ def phase_b(c, admin):
           info['lost_updates'] == 0, 'B: round record %s' % info)
 
 
+def fill(path):
+    with open(path, 'wb', buffering=0) as f:
+        for size in (1 << 20, 1 << 12, 64):
+            chunk = b'\0' * size
+            while True:
+                try:
+                    f.write(chunk)
+                except OSError as ex:
+                    if ex.errno != errno.ENOSPC:
+                        raise
+                    break
+
+
+def phase_c(c, admin, small):
+    ip = c.net.node_ip
+    old = c.nodes[2]
+    old.p.send_signal(signal.SIGTERM)
+    old.p.wait(20)
+    old.killed = True
+    args = old.p.args[5:]
+    args[args.index('--data-dir') + 1] = small
+    c.runs[2] = c.runs.get(2, 1) + 1
+    c.nodes[2] = netns_cluster.Proc('n2-run%d' % c.runs[2], c.net.nodes[2], old.p.args[4], args,
+                                    c.tmp)
+    c.procs.append(c.nodes[2])
+    wait_for(lambda: c.joined(2), 30, 'n2 to join with its data dir on a small tmpfs')
+    cpr = 6
+    st, b = c.cl.call(ip[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'dc', 'clients_per_round': cpr, 'params': 20000, 'fan_in': 2}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create dc: %d %s' % (st, b))
+    tok = json.loads(b)['token']
+    wait_for(lambda: c.cl.call(ip[2], 'GET', '/v1/jobs/dc', token=tok)[0] == 200, 5,
+             'job dc known on n2')
+    ups = [update_body(np.random.default_rng(900 + k)) for k in range(cpr)]
+    first = post_until(c.cl, ip[2], 'dc', tok, 0, *ups[0], 'dc-0')
+    check(first['node'] == 'n2', 'dc-0 folded on n2: %s' % first)
+    filler = os.path.join(small, 'filler')
+    fill(filler)
+    msgs = []
+    for k in range(1, 4):
+        st, b = post(c.cl, ip[2], 'dc', tok, 0, *ups[k], 'dc-%d' % k)
+        check(st == 503 and b'log' in b, 'update %d on n2 with a full disk: %d %s (a 202 not '
+              'on disk?)' % (k, st, b[:300]))
+        msgs.append(json.loads(b).get('error', ''))
+    # The first was counted and folded, its record's write failed: 503, not uncounted (its
+    # resend with the key gets its first answer); the next ones are refused at the gateway.
+    check('could not be written to the log' in msgs[0] and
+          'cannot be written (ENOSPC' in msgs[1], 'the 503s: %s' % msgs)
+    m = metrics(c.cl, ip[2])
+    check(m.get('tributary_wal_failing') == 1, 'tributary_wal_failing on n2: %s' %
+          {k: v for k, v in m.items() if 'wal' in k})
+    log('C: n2\'s data dir full: its updates get 503 naming the log (%s)' %
+        json.loads(b).get('error', '')[:100])
+    os.unlink(filler)
+    for k in range(1, cpr):
+        post_until(c.cl, ip[2] if k < 4 else ip[k % 2], 'dc', tok, 0, *ups[k], 'dc-%d' % k)
+    m = get_model(c.cl, ip[0], 'dc', tok, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups],
+                'C: round 0 after n2\'s disk was full, each update resent with its key')
+    info = round_info(c.cl, ip[1], 'dc', tok, 0)
+    check(info['state'] == 'done' and info['updates'] == cpr and info['lost_updates'] == 0,
+          'C: round record %s' % info)
+
+
 def scenario():
     if os.geteuid() != 0:
         print('SKIP: needs root for ip netns, veth and a bridge')
@@ -198,8 +269,14 @@ def scenario():
                                                         'suppressions=' + supp]))
     net = netns_cluster.Net(3)
     tmp = tempfile.mkdtemp(prefix='trib-cluster-durability-')
+    small = os.path.join(tmp, 'n2-small')
+    mounted = False
     c = None
     try:
+        os.mkdir(small)
+        subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=6m,mode=0700', 'tmpfs', small],
+                       check=True)
+        mounted = True
         net.up()
         c = Cluster(net, tmp, DISK)
         for i in range(3):
@@ -207,6 +284,7 @@ def scenario():
         admin = netns_cluster.admin_token(tmp)
         phase_a(c, admin)
         phase_b(c, admin)
+        phase_c(c, admin, small)
         for p in c.nodes + [c.ctl]:
             stop(p)
         for p in c.procs:
@@ -232,6 +310,8 @@ def scenario():
                 pass
         remove_arena_files(arena_files_in(logs))
         net.down()
+        if mounted:
+            subprocess.run(['umount', small], check=False)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
