@@ -68,7 +68,7 @@ struct rt_wal_disk {
 	uint8_t key_len;   /* Idempotency-Key, <= RT_WAL_KEY_MAX */
 	uint8_t ans_len;   /* the 202's body, <= RT_WAL_ANS_MAX */
 	uint8_t client_len; /* the client credential's id, <= RT_WAL_CLIENT_MAX; 0: none */
-	uint8_t zero;	   /* 0 */
+	uint8_t zero;	   /* 0 when written; readers ignore it (the CRC covers it) */
 	uint32_t meta_len; /* the caller's bytes (segment table), <= RT_WAL_META_MAX */
 	uint32_t nsegs;	   /* the caller's count for meta */
 	uint64_t body_len; /* the update's bytes */

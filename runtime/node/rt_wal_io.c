@@ -476,8 +476,6 @@ static const char *rec_bad(const struct rt_wal_crc *t, const uint8_t *p, uint64_
 	    h->client_len > RT_WAL_CLIENT_MAX || h->meta_len > RT_WAL_META_MAX ||
 	    sizeof(struct rt_wal_disk) + tail_len + h->body_len != h->len)
 		return "inconsistent lengths";
-	if (h->version == 2 && p[offsetof(struct rt_wal_disk, zero)])
-		return "a non-zero reserved byte";
 	if (h->crc != rec_crc(t, p, tail, tail_len, tail + tail_len, h->body_len))
 		return "CRC mismatch";
 	if (h->round != round)
