@@ -256,6 +256,12 @@ int ctl__xstate_load(struct ctl *c)
 		err = ctl_store_xround_list(c->store, round_loaded, c);
 	if (!err)
 		err = ctl_store_xround_clients_list(c->store, client_loaded, c);
+	for (struct cjob *j = c->jobs; !err && j; j = j->next)
+		for (struct cround *cr = j->rounds; cr; cr = cr->next)
+			if (ctl__round_clients(cr))
+				trib_info("job %s round %u: %u clients on record (a second update of "
+					  "one is a 409)",
+					  j->name, cr->round, ctl__round_clients(cr));
 	if (err) {
 		trib_error("controller.db: the cluster's nodes and rounds in flight could not be "
 			   "loaded: %s",

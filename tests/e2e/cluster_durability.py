@@ -174,8 +174,11 @@ def phase_b(c, admin):
         wait_for(lambda i=i: c.joined(i), 30, 'n%d to join the restarted controller' % i)
     wait_for(lambda: 'reconciled with its nodes' in c.ctl.log_text(), 15,
              'the controller to reconcile:\n' + c.ctl.log_text()[-3000:])
+    check('job db round 0: 8 clients on record' in c.ctl.log_text(),
+          'the controller reloaded the round\'s 8 clients:\n' + c.ctl.log_text()[-3000:])
     info = round_info(c.cl, ip[0], 'db', tok, 0)
-    check(info['received'] == 10 and not info['lost_nodes'], 'after the restart: %s' % info)
+    check(info['received'] == 10 and info['clients'] == 10 and not info['lost_nodes'],
+          'after the restart (8 clients reloaded, 2 reported by n1): %s' % info)
     x, w = update_body(np.random.default_rng(2))
     # db-2 was folded on n1: n0 and n2 know nothing of its client but what the controller says.
     for h in (ip[0], ip[2]):
