@@ -74,7 +74,8 @@ json_t *rt__agent_holds(struct rt_agent *a)
 	if (!err)
 		err = rt_node_log_holds(a->n, log_hold_add, holds);
 	if (err)
-		trib_error("cluster: reading what the arena holds: %s; reported as nothing",
+		trib_error("cluster: reading what the arena (or the log) holds: %s; reported as "
+			   "nothing",
 			   strerror(-err));
 	if (err && holds)
 		json_array_clear(holds);

@@ -268,7 +268,6 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 	struct rt_update_in in;
 	size_t rec_len = 0;
 	uint64_t ticket = 0;
-	uint32_t retry_s;
 	uint32_t seq;
 	int err;
 
@@ -296,10 +295,11 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 					       u->fold_name, u->fold_epoch);
 	/*
 	 * --durability disk: while the log fails nothing more goes in (a peer's
-	 * forward does not pass the gateway's check); then the record is logged
-	 * too, and the 202 waits for its fdatasync (rt_agent_wal_ready()).
+	 * forward does not pass the gateway's check: refused here, its sender
+	 * gives the count back); then the record is logged too, and the 202 (or
+	 * a forward's ok) waits for its fdatasync (rt_agent_wal_ready()).
 	 */
-	err = rt_node_wal_refusal(n, &retry_s);
+	err = rt_node_wal_refusal(n, NULL);
 	if (!err)
 		err = j->round == u->round ? rt_job_accept_logged(n, j, u->round, &in, &seq, rec,
 								  sizeof(rec), &rec_len, &ticket)
