@@ -3,7 +3,9 @@
 # round, the round closes at K updates, an update without a task gets 409, tasks survive kill -9;
 # client_config's schedule reaches the task and the status; bad specs get 400 naming the field.
 import os
+import re
 import signal
+import subprocess
 import sys
 import threading
 
@@ -191,8 +193,41 @@ def refusals(srv):
     e.log('%d bad specs refused, each naming its field' % len(cases))
 
 
+def tools(srv):
+    """simulate on a selecting job: 20 clients poll, 7 train, 5 close each round (checked
+    against the reference); status shows the tasks out."""
+    srv.create_job({'name': 'simsel', 'params': 500, 'client_auth': 'required',
+                    'selection': {'per_round': 5, 'overcommit': 1.4}})
+    p = subprocess.run([e.BIN, 'simulate', '--url', 'http://127.0.0.1:%d' % srv.port,
+                        '--data-dir', os.path.join(srv.data_dir, 'data'), '--job', 'simsel',
+                        '--clients', '20', '--rounds', '3', '--params', '500'],
+                       capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    check(p.returncode == 0, 'simulate on a selecting job: rc %d\n%s' % (p.returncode, out[-3000:]))
+    for r in range(3):
+        # Usually 7 tasks; fewer when the round closed before the last clients asked (they
+        # then got round r+1's tasks, counted as waiting here). Never more than 7.
+        m = re.search(r'round %d: (\d+) tasks for 20 clients \((\d+) told to wait\); 5 updates '
+                      r'closed the round, (\d+) late' % r, out)
+        check(m and 5 <= int(m.group(1)) <= 7 and int(m.group(1)) + int(m.group(2)) == 20 and
+              int(m.group(3)) == int(m.group(1)) - 5, 'simulate round %d:\n%s' % (r, out[-3000:]))
+    st = srv.status('simsel')
+    check(st['model_round'] == 3 and st['last_round_clients'] == 5, 'after simulate: %r' % st)
+    # One task out in round 3, then status shows it.
+    tok = mint(srv, 'simsel', 'probe')
+    check(task(srv, 'simsel', tok)['action'] == 'train', 'probe task')
+    p = subprocess.run([e.BIN, 'status', '--url', 'http://127.0.0.1:%d' % srv.port,
+                        '--data-dir', os.path.join(srv.data_dir, 'data'), 'simsel'],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0 and 'tasks 1/7 out' in p.stdout, 'status: %d\n%s%s' %
+          (p.returncode, p.stdout, p.stderr))
+    e.log('simulate: 3 rounds of 7 tasks for 20 clients, closed at 5, models exact; status '
+          'shows tasks 1/7')
+
+
 def run():
     with e.Server() as srv:
+        tools(srv)
         refusals(srv)
         selection(srv)
         client_config(srv)
