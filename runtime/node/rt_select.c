@@ -10,8 +10,10 @@
  * a promise that the client's update will be taken, so it is written to
  * DATA_DIR/jobs/{job}/tasks (and fdatasync'd) before the client hears of it: after a crash
  * the open round's tasks come back from that file. The file holds one round: its first line
- * is the round, then one client id a line. A later round rewrites it (the old round's tasks
- * are void by then). A torn last line was never acknowledged, and is skipped.
+ * is the round and the job's store id (a job deleted and made again under the same name has
+ * another: its file is not the new job's), then one client id a line. A later round rewrites
+ * it (the old round's tasks are void by then). A torn last line was never acknowledged, and is
+ * skipped.
  */
 #include "rt_node_priv.h"
 
@@ -301,7 +303,8 @@ int rt_select_task(struct rt_node *n, struct rt_job *j, const char *id, bool *gr
 	if (t->used >= j->sel.max)
 		return 0;
 	/* The first task of a round starts the file anew, with the round. */
-	len = fresh ? snprintf(line, sizeof(line), "%u\n%s\n", j->round, id) :
+	len = fresh ? snprintf(line, sizeof(line), "%u %lld\n%s\n", j->round,
+			       (long long)j->db_id, id) :
 		      snprintf(line, sizeof(line), "%s\n", id);
 	err = tasks_write(n, j, line, (size_t)len, fresh);
 	if (err) {
@@ -309,11 +312,10 @@ int rt_select_task(struct rt_node *n, struct rt_job *j, const char *id, bool *gr
 			   strerror(-err));
 		return err;
 	}
-	if (!rt_clients_get(t, id)) {
-		/* On disk but not in memory: refusing it now would break the file's promise
-		 * after a restart only towards a client that never heard of it. */
+	/* On disk but not in memory: after a restart it holds a slot for a client that
+	 * never heard of it (one task fewer this round), which refuses no one wrongly. */
+	if (!rt_clients_get(t, id))
 		return -ENOMEM;
-	}
 	*granted = true;
 	return 0;
 }
@@ -335,7 +337,8 @@ uint32_t rt_select_tasks_out(const struct rt_job *j)
 void rt__select_tasks_load(struct rt_node *n, struct rt_job *j)
 {
 	char path[4096], buf[128];
-	unsigned long round;
+	unsigned long round = 0;
+	long long id = -1;
 	uint32_t kept = 0;
 	FILE *f;
 
@@ -345,8 +348,8 @@ void rt__select_tasks_load(struct rt_node *n, struct rt_job *j)
 	if (!f)
 		return; /* no task handed out yet */
 	if (!fgets(buf, sizeof(buf), f) || !strchr(buf, '\n') ||
-	    (round = strtoul(buf, NULL, 10), round != j->round)) {
-		fclose(f); /* an older round's: void */
+	    sscanf(buf, "%lu %lld", &round, &id) != 2 || round != j->round || id != j->db_id) {
+		fclose(f); /* an older round's (or another job's of that name): void */
 		return;
 	}
 	if (tasks_sync(j)) {
