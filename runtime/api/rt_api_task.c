@@ -122,7 +122,7 @@ bool rt__api_task_admit(struct rt_conn *c, struct rt_job *j, uint32_t round)
 	snprintf(msg, sizeof(msg), "no task for round %u: GET /v1/jobs/%s/task first (this job "
 		 "selects %u of its clients a round; only they submit)", round, j->name,
 		 j->sel.max);
-	rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
+	rt__api_reject(c, RT_REJ_NO_TASK, 409, msg, j->round, NULL);
 	return false;
 }
 
@@ -174,9 +174,10 @@ static bool task_auth(struct rt_conn *c, const struct rt_job *j,
 	if (!rt__api_require_job(c, j))
 		return false;
 	if (j->sel.per_round) {
-		rt__api_reject(c, RT_REJ_FORBIDDEN, 403, "this job selects clients: a task goes to "
-			       "a client identity; ask with a client token (POST "
-			       "/v1/jobs/{job}/clients mints one)", -1, NULL);
+		/* Not an update: answered, not counted among update refusals. */
+		rt_conn_error(c, 403, "this job selects clients: a task goes to a client identity; "
+			      "ask with a client token (POST /v1/jobs/{job}/clients mints one)", -1,
+			      NULL);
 		return false;
 	}
 	return true;

@@ -180,6 +180,7 @@ enum rt_reject {
 	RT_REJ_CLIENT_DUP, /* a second update of one client in one round */
 	RT_REJ_CLIENT_INFLIGHT, /* the client has its cap of bodies in flight */
 	RT_REJ_JOB_INFLIGHT,    /* the job has its cap of body bytes in flight */
+	RT_REJ_NO_TASK,         /* selection: the client has no task for the round */
 	RT_REJ__COUNT,
 };
 
