@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: MIT
-/* Tests of node/rt_select.c's pure parts and the spec's client_config and selection fields. */
+/* Tests of node/rt_select.c (the config's pure function, the tasks and their file) and the spec's
+ * client_config and selection fields. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <sys/stat.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rt_api.h"
 #include "rt_node.h"
+#include "rt_node_priv.h"
 
 #define ARENA (256ull << 20)
 
@@ -180,4 +186,108 @@ Test(runtime_select, client_config_is_allowed_in_a_cluster)
 		     "%s", msg);
 	cr_assert_not_null(def.spec.client_config);
 	rt_job_def_free(&def);
+}
+
+/* --- tasks: handed out once, kept in DATA_DIR/jobs/{job}/tasks, read back after a restart --- */
+
+struct tasks_env {
+	char dir[64];
+	struct rt_node n;
+};
+
+static void env_open(struct tasks_env *e)
+{
+	char p[128];
+
+	memset(e, 0, sizeof(*e));
+	snprintf(e->dir, sizeof(e->dir), "/tmp/trib-select-XXXXXX");
+	cr_assert_not_null(mkdtemp(e->dir));
+	snprintf(p, sizeof(p), "%s/jobs", e->dir);
+	cr_assert_eq(mkdir(p, 0700), 0);
+	snprintf(p, sizeof(p), "%s/jobs/x", e->dir);
+	cr_assert_eq(mkdir(p, 0700), 0);
+	e->n.opts.data_dir = e->dir;
+}
+
+static void env_close(struct tasks_env *e)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", e->dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* A job "x" (store id @db_id) at @round selecting 2 a round with overcommit 1.5 (3 tasks). */
+static void job_init(struct rt_job *j, int64_t db_id, uint32_t round)
+{
+	struct rt_job_spec spec = { .sel_per_round = 2, .sel_overcommit = 1.5 };
+
+	memset(j, 0, sizeof(*j));
+	snprintf(j->name, sizeof(j->name), "x");
+	j->db_id = db_id;
+	j->round = round;
+	cr_assert_eq(rt__select_init(j, &spec), 0);
+	cr_assert_eq(j->sel.max, 3);
+}
+
+static bool grant(struct tasks_env *e, struct rt_job *j, const char *id)
+{
+	bool g = false;
+
+	cr_assert_eq(rt_select_task(&e->n, j, id, &g), 0);
+	return g;
+}
+
+Test(runtime_select, tasks_are_capped_idempotent_and_survive_a_restart)
+{
+	struct tasks_env e;
+	struct rt_job j, k;
+	char p[160];
+	int fd;
+
+	env_open(&e);
+	job_init(&j, 7, 4);
+	cr_assert(grant(&e, &j, "a") && grant(&e, &j, "b") && grant(&e, &j, "c"));
+	cr_assert_not(grant(&e, &j, "d"), "a fourth task of 3");
+	cr_assert(grant(&e, &j, "b"), "the same client again: its task");
+	cr_assert_eq(rt_select_tasks_out(&j), 3);
+	cr_assert(rt_select_has_task(&j, "a", 4) && !rt_select_has_task(&j, "d", 4));
+	cr_assert_not(rt_select_has_task(&j, "a", 3), "another round's");
+	/* A torn last line (a crash mid-write) was never answered: not read back. */
+	snprintf(p, sizeof(p), "%s/jobs/x/tasks", e.dir);
+	fd = open(p, O_WRONLY | O_APPEND);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "zz", 2), 2);
+	close(fd);
+	/* The restart: the same job and round read its three tasks back. */
+	job_init(&k, 7, 4);
+	rt__select_tasks_load(&e.n, &k);
+	cr_assert_eq(rt_select_tasks_out(&k), 3);
+	cr_assert(rt_select_has_task(&k, "a", 4) && rt_select_has_task(&k, "c", 4));
+	cr_assert_not(rt_select_has_task(&k, "zz", 4));
+	cr_assert_not(grant(&e, &k, "d"), "still full after the restart");
+	rt__select_free(&k);
+	/* Another job of that name (another store id), or a later round: none of them. */
+	job_init(&k, 8, 4);
+	rt__select_tasks_load(&e.n, &k);
+	cr_assert_eq(rt_select_tasks_out(&k), 0);
+	rt__select_free(&k);
+	job_init(&k, 7, 5);
+	rt__select_tasks_load(&e.n, &k);
+	cr_assert_eq(rt_select_tasks_out(&k), 0);
+	rt__select_free(&k);
+	/* The next round: three new tasks, the old ones void, the file rewritten for it. */
+	j.round = 5;
+	cr_assert_eq(rt_select_tasks_out(&j), 0);
+	cr_assert(grant(&e, &j, "d") && grant(&e, &j, "e"));
+	cr_assert_not(rt_select_has_task(&j, "a", 5));
+	job_init(&k, 7, 5);
+	rt__select_tasks_load(&e.n, &k);
+	cr_assert_eq(rt_select_tasks_out(&k), 2);
+	cr_assert(rt_select_has_task(&k, "d", 5) && !rt_select_has_task(&k, "a", 5));
+	rt__select_free(&k);
+	/* Not a client id: refused, nothing written. */
+	cr_assert_eq(rt_select_task(&e.n, &j, "no\nline", &(bool){ false }), -EINVAL);
+	rt__select_free(&j);
+	env_close(&e);
 }
