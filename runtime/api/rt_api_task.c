@@ -7,7 +7,6 @@
 #include "api_priv.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -53,9 +52,12 @@ int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *ms
 	}
 	if (f && (!json_is_number(f) || !(json_number_value(f) >= 1.0) ||
 		  !(json_number_value(f) <= 4.0))) {
-		snprintf(msg, cap, "selection.overcommit: %g; a number from 1.0 to 4.0 (tasks "
-			 "handed out per round = ceil(per_round x overcommit))",
-			 json_is_number(f) ? json_number_value(f) : NAN);
+		char got[32] = "not a number";
+
+		if (json_is_number(f))
+			snprintf(got, sizeof(got), "%g", json_number_value(f));
+		snprintf(msg, cap, "selection.overcommit: %s; a number from 1.0 to 4.0 (tasks "
+			 "handed out per round = ceil(per_round x overcommit))", got);
 		return 400;
 	}
 	if (f)
