@@ -71,6 +71,26 @@ static int round_send(const struct tl_sim_opts *o, struct tl_sim_worker *w, stru
 		       "(it refused or dropped connections)\n", r->round, moved,
 		       moved == 1 ? "" : "s");
 	refused = atomic_load(&r->refused);
+	if (run->job.sel_k) {
+		uint32_t acc = atomic_load(&r->accepted), late = atomic_load(&r->late);
+		uint32_t waited = atomic_load(&r->waited);
+
+		/* Exactly per_round updates close the round; no more tasks than ceil(K x f). */
+		if (err || acc != run->job.sel_k || acc + late > run->job.sel_max ||
+		    acc + late + waited != o->clients) {
+			if (!r->err[0])
+				snprintf(r->err, sizeof(r->err), "selection: %u accepted (want %u), "
+					 "%u late, %u told to wait, of %u clients (at most %u "
+					 "tasks)", acc, run->job.sel_k, late, waited, o->clients,
+					 run->job.sel_max);
+			round_send_failed(r, 0, 0);
+			return -EIO;
+		}
+		printf("round %" PRIu64 ": %u tasks for %u clients (%u told to wait); %u updates "
+		       "closed the round, %u late (409)\n", r->round, acc + late, o->clients,
+		       waited, acc, late);
+		return 0;
+	}
 	/*
 	 * Refusals are explained only by connections a dying node dropped: then
 	 * some update moved to another gateway, whatever it was answered there (a
@@ -175,6 +195,8 @@ static int round_judge(const struct tl_sim_opts *o, struct tl_sim_round *r,
 {
 	uint64_t version = r->round + 1;
 	double secs, up_s, e = 0, limit = 0;
+	/* The updates sent: with selection, the ones the round took. */
+	uint32_t sent = r->run->job.sel_k ? atomic_load(&r->accepted) : o->clients;
 	bool ok;
 	int err;
 
@@ -185,8 +207,8 @@ static int round_judge(const struct tl_sim_opts *o, struct tl_sim_round *r,
 
 	if (o->no_check) {
 		printf("round %" PRIu64 ": %u updates in %.3f s (%.1f updates/s, %.1f MB/s upload), "
-		       "model v=%" PRIu64 ", not checked (--no-check)\n", r->round, o->clients, secs,
-		       o->clients / up_s, (double)atomic_load(&r->bytes) / 1e6 / up_s, version);
+		       "model v=%" PRIu64 ", not checked (--no-check)\n", r->round, sent, secs,
+		       sent / up_s, (double)atomic_load(&r->bytes) / 1e6 / up_s, version);
 		fflush(stdout);
 		ok = !r->resend_failed;
 		tl_sim_report_round(r, secs, lost, ok, NAN, false);
@@ -208,7 +230,7 @@ static int round_judge(const struct tl_sim_opts *o, struct tl_sim_round *r,
 		trib_error("round %" PRIu64 ": reference: %s", r->round, strerror(-err));
 	printf("round %" PRIu64 ": %u updates in %.3f s (%.1f updates/s, %.1f MB/s upload), "
 	       "model v=%" PRIu64 ", max|err| = %.3g (limit %.3g) %s\n",
-	       r->round, o->clients, secs, o->clients / up_s,
+	       r->round, sent, secs, sent / up_s,
 	       (double)atomic_load(&r->bytes) / 1e6 / up_s, version, err ? NAN : e, limit,
 	       ok ? "OK" : "MISMATCH");
 	fflush(stdout);
@@ -397,6 +419,7 @@ static int run_rounds(struct tl_sim_run *run)
 	struct tl_sim_totals tot = { 0 };
 	struct tl_sim_round r;
 	uint64_t t_start;
+	uint32_t per;
 	int err, rc;
 
 	for (uint32_t t = 0; t < run->nw; t++)
@@ -421,11 +444,13 @@ static int run_rounds(struct tl_sim_run *run)
 		if (err == -EIO)
 			break;
 	}
+	/* A job that selects clients takes per_round updates a round, not one per client. */
+	per = run->job.sel_k ? run->job.sel_k : o->clients;
 	rc = tot.rounds_ok == o->rounds &&
-			     tot.accepted + tot.refused == (uint64_t)o->rounds * o->clients ? 0 : 1;
+			     tot.accepted + tot.refused == (uint64_t)o->rounds * per ? 0 : 1;
 	printf("simulate: %u/%u rounds OK, %" PRIu64 "/%" PRIu64 " updates accepted%s, %" PRIu64
 	       " retries (503), %.3f s: %s\n",
-	       tot.rounds_ok, o->rounds, tot.accepted, (uint64_t)o->rounds * o->clients,
+	       tot.rounds_ok, o->rounds, tot.accepted, (uint64_t)o->rounds * per,
 	       tot.refused ? " (the others refused after a node was lost, above)" : "",
 	       tot.retries, (double)(trib_now_ns() - t_start) / 1e9, rc ? "FAILED" : "OK");
 	fflush(stdout);

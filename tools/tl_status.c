@@ -85,6 +85,18 @@ static const char *jastr(json_t *a, size_t i)
 	return s ? s : "?";
 }
 
+/* A job that selects clients: its tasks of the open round, out of the most it hands out. */
+static void print_selection(json_t *j)
+{
+	json_t *sel = json_object_get(j, "selection");
+
+	if (!json_is_object(sel))
+		return;
+	printf("  tasks %lld/%lld out (selection: %lld updates close a round, overcommit %g)\n",
+	       jint(sel, "tasks_out"), jint(sel, "tasks_max"), jint(sel, "per_round"),
+	       json_number_value(json_object_get(sel, "overcommit")));
+}
+
 static void print_jobs(json_t *jobs, const char *only)
 {
 	size_t i;
@@ -107,6 +119,7 @@ static void print_jobs(json_t *jobs, const char *only)
 		printf("%-24s %-13s %7lld %10s %7s %6s%lld %8lld\n", jstr(j, "job"),
 		       jstr(j, "algorithm"), jint(j, "round"), recv, fan, "v", jint(j, "model_round"),
 		       jint(j, "params"));
+		print_selection(j);
 	}
 }
 

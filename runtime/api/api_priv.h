@@ -93,6 +93,11 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j);
 void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j);
 /* A parked long poll is woken (model ready) or timed out: answer it. */
 void rt__api_on_wake(struct rt_conn *c, bool timed_out);
+/* rt_api_task.c: GET /task; the spec's client_config and selection; an update's task */
+void rt__api_handle_task(struct rt_conn *c, struct rt_job *j);
+int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap);
+void rt__api_task_status(const struct rt_job *j, json_t *o);
+bool rt__api_task_admit(struct rt_conn *c, struct rt_job *j, uint32_t round);
 /* rt_api_metrics.c */
 void rt__api_handle_functions(struct rt_conn *c);
 void rt__api_handle_metrics(struct rt_conn *c);

@@ -121,6 +121,12 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 		rt__api_handle_update(c, j);
 		return;
 	}
+	if (!strcmp(slash, "/task")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		rt__api_handle_task(c, j);
+		return;
+	}
 	if (!strcmp(slash, "/clients") || !strncmp(slash, "/clients/", 9)) {
 		rt__api_handle_clients(c, j, slash + 8, m);
 		return;

@@ -258,7 +258,7 @@ static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 		"malformed", "auth", "unknown_job", "round", "too_large",
 		"media_type", "shape", "non_finite", "arena_full", "no_length",
 		"store_failing", "client_auth_required", "client_duplicate", "client_inflight",
-		"job_inflight",
+		"job_inflight", "no_task",
 	};
 	static const char *const les[] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
 					   "1", "2.5", "5", "10", "30", "+Inf" };

@@ -512,6 +512,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		return;
 	if (!round_ok(c, j, round))
 		return;
+	if (!rt__api_task_admit(c, j, (uint32_t)round))
+		return; /* selection: only clients with a task of the round submit */
 	if (!c->req.has_content_length || c->req.chunked) {
 		rt__api_reject(c, RT_REJ_NO_LENGTH, 411,
 			       "Content-Length required (no chunked uploads)", -1, NULL);

@@ -43,6 +43,7 @@ void rt__job_free(struct rt_job *j)
 	trib_free(j->st_header);
 	trib_free(j->cred.revoked);
 	rt_clients_free(&j->clients);
+	rt__select_free(j);
 	explicit_bzero(j->cred.key, sizeof(j->cred.key));
 	trib_free(j);
 }
@@ -146,7 +147,8 @@ static int job_record(struct rt_node *n, const struct rt_job *j, const struct rt
 	    !json_object_set_new(p, "min_clients", json_integer(j->min_clients)) &&
 	    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)) &&
 	    !json_object_set_new(p, "client_auth", json_string(j->cred.required ? "required" :
-								  "optional")))
+								  "optional")) &&
+	    !rt__select_record(j, p))
 		params = trib_json_dumps(p, JSON_COMPACT);
 	json_decref(p);
 	if (!params)
@@ -185,6 +187,9 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	j->round_timeout_s = spec->round_timeout_s;
 	j->cred.required = spec->client_auth_required;
 	j->schema = schema;
+	err = rt__select_init(j, spec);
+	if (err)
+		goto err_free;
 	j->nschema = nschema;
 	for (size_t i = 0; i < nschema; i++)
 		j->n_elem += schema[i].n_elem;
@@ -283,7 +288,8 @@ int rt__jobs_load(struct rt_node *n)
 			j->cred.required =
 			    json_is_string(ca) && !strcmp(json_string_value(ca), "required");
 			j->schema_json = trib_strdup(cj->schema_json);
-			err = j->schema_json ? job_build_header(j) : -ENOMEM;
+			err = j->schema_json ? rt__select_from_stored(j, params) : -ENOMEM;
+			err = err ? err : job_build_header(j);
 		}
 		if (!err) {
 			char msg[256];
@@ -315,6 +321,7 @@ int rt__jobs_load(struct rt_node *n)
 		j->next = n->jobs;
 		n->jobs = j;
 		rt__opt_state_load(n, j);
+		rt__select_tasks_load(n, j);
 		trib_info("job %s: resumed at round %u", j->name, j->round);
 	}
 	for (size_t i = 0; i < count; i++)

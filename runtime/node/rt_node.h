@@ -99,6 +99,20 @@ struct rt_job_cred {
 	size_t nrevoked;
 };
 
+/*
+ * A job's per-round client config and client selection (issue 15, rt_select.c).
+ * Tasks are per round: @tasks holds the clients given one for @tasks.round
+ * (a round closed voids them); each is in DATA_DIR/jobs/{job}/tasks before
+ * the client hears of it, so a restart honours every task handed out.
+ */
+struct rt_job_select {
+	json_t *client_config;  /* {"values", "schedule"} as validated (owned), or NULL */
+	uint32_t per_round;     /* K: updates that close a round; 0: no selection */
+	double overcommit;      /* f in [1, 4] */
+	uint32_t max;           /* ceil(K * f): tasks a round may hand out */
+	struct rt_clients tasks; /* the clients with a task for tasks.round */
+};
+
 struct rt_job {
 	int64_t db_id;
 	uint64_t xid; /* a cluster's job: the controller's id, the journal's name for it (0: up) */
@@ -145,6 +159,7 @@ struct rt_job {
 	struct rt_clients clients; /* the clients of the open round (one update each) */
 	uint32_t last_round_clients; /* distinct clients of the last round closed (since start) */
 	uint64_t inflight_bytes;  /* update bodies being received for this job */
+	struct rt_job_select sel; /* client_config and selection (rt_select.c) */
 	struct rt_job *next;
 };
 
@@ -165,6 +180,7 @@ enum rt_reject {
 	RT_REJ_CLIENT_DUP, /* a second update of one client in one round */
 	RT_REJ_CLIENT_INFLIGHT, /* the client has its cap of bodies in flight */
 	RT_REJ_JOB_INFLIGHT,    /* the job has its cap of body bytes in flight */
+	RT_REJ_NO_TASK,         /* selection: the client has no task for the round */
 	RT_REJ__COUNT,
 };
 
@@ -314,6 +330,9 @@ struct rt_job_spec {
 	uint32_t min_clients;     /* 0: cpr */
 	uint32_t round_timeout_s; /* 0: none */
 	bool client_auth_required; /* "client_auth": "required" */
+	json_t *client_config;    /* validated (borrowed; the job keeps a copy), or NULL */
+	uint32_t sel_per_round;   /* "selection": K, or 0 */
+	double sel_overcommit;    /* f */
 	const struct rt_algo *algo;
 	json_t *params; /* the request's algorithm parameters (borrowed), stored as given */
 };
@@ -516,6 +535,33 @@ struct rt_client_ent *rt_clients_get(struct rt_clients *t, const char *id);
  */
 int rt_clients_sync(struct rt_clients *t, uint32_t round, uint32_t *left_seen);
 void rt_clients_free(struct rt_clients *t);
+
+/* --- per-round client config and client selection (rt_select.c) --- */
+/* @cc ("client_config" of a job spec) is well formed: 0, or -EINVAL with @msg naming the field. */
+int rt_client_config_check(const json_t *cc, char *msg, size_t cap);
+/*
+ * The config of round @r (new reference), or NULL when @j has none (or
+ * -ENOMEM): "values", then every schedule row with from_round <= @r applied
+ * in order, keys overwritten. Pure: the same job and round, the same config.
+ */
+json_t *rt_job_round_config(const struct rt_job *j, uint32_t r);
+/* ceil(@k x @f): the tasks a round of K updates with overcommit f hands out. */
+uint32_t rt_select_max(uint32_t k, double f);
+/*
+ * A task of @j's open round for client @id: *granted true when @id has one
+ * (already, or now: then it is on disk before this returns), false when
+ * the round's tasks are all out. 0, or -errno (nothing handed out).
+ */
+int rt_select_task(struct rt_node *n, struct rt_job *j, const char *id, bool *granted);
+/* Whether client @id has a task for round @round of @j. */
+bool rt_select_has_task(const struct rt_job *j, const char *id, uint32_t round);
+/* Tasks handed out for @j's open round. */
+uint32_t rt_select_tasks_out(const struct rt_job *j);
+/*
+ * Whether @j is done (no more rounds). Always false here: jobs' num_rounds
+ * sets this (issue 15's lifecycle, merged separately).
+ */
+bool rt_job_is_done(const struct rt_job *j);
 
 /* --- from the wiring's loop --- */
 /* A one-shot I/O the node asked for (struct rt_node_hooks) completed with @res. */

@@ -168,6 +168,14 @@ int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i);
 void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
+/* rt_select.c: a new job takes @spec's client_config and selection (0 or -ENOMEM) ... */
+int rt__select_init(struct rt_job *j, const struct rt_job_spec *spec);
+/* ... kept in @p (its stored parameters: 0 or -ENOMEM), read back from them after a restart */
+int rt__select_record(const struct rt_job *j, json_t *p);
+int rt__select_from_stored(struct rt_job *j, const json_t *p);
+/* with the open round's tasks from DATA_DIR/jobs/{job}/tasks (once @j's name and round are set) */
+void rt__select_tasks_load(struct rt_node *n, struct rt_job *j);
+void rt__select_free(struct rt_job *j);
 int rt__opt_state_save(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t **copy);
 void rt__opt_state_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t *copy);
 

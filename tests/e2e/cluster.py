@@ -256,6 +256,39 @@ def client_creds(cl, admin, rng):
         '0 counted %d distinct clients' % cpr)
 
 
+def client_config(cl, admin, rng):
+    """client_config travels with the job to every node; selection is refused across nodes."""
+    cc = {'values': {'lr': 0.1}, 'schedule': [{'from_round': 1, 'values': {'lr': 0.01}}]}
+    st, b = cl.call(NODE_IP[1], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'sel', 'params': PARAMS, 'client_auth': 'required',
+         'selection': {'per_round': 2}}).encode(), {'Content-Type': 'application/json'}, admin)
+    check(st == 400 and b'selection' in b and b'across nodes' in b,
+          'selection in a cluster: %d %s' % (st, b))
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'cc', 'clients_per_round': 1, 'params': PARAMS, 'client_config': cc}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create cc: %d %s' % (st, b))
+    tok = json.loads(b)['token']
+    for r, lr in ((0, 0.1), (1, 0.01)):
+        for h in NODE_IP:
+            def seen(h=h):
+                st, b = cl.call(h, 'GET', '/v1/jobs/cc/task', token=tok)
+                return st == 200 and json.loads(b).get('round') == r and json.loads(b)
+            t = wait_for(seen, 10, 'round %d task on %s' % (r, h))
+            check(t['action'] == 'train' and t['config'] == {'lr': lr},
+                  'cc round %d task on %s: %s' % (r, h, t))
+            st, b = cl.call(h, 'GET', '/v1/jobs/cc', token=tok)
+            check(st == 200 and json.loads(b)['client_config'] == {'lr': lr},
+                  'cc round %d status on %s: %s' % (r, h, b[:300]))
+        if r == 0:
+            x, w = update_body(rng)
+            st, b = post(cl, NODE_IP[1], 'cc', tok, 0, x, w)
+            check(st == 202, 'cc update: %d %s' % (st, b[:200]))
+            get_model(cl, NODE_IP[2], 'cc', tok, 1)
+    log('client_config on every node: round 0 lr 0.1, round 1 lr 0.01; selection refused '
+        'across nodes (400)')
+
+
 def scenario():
     if os.geteuid() != 0:
         print('SKIP: needs root for ip netns, veth and a bridge')
@@ -339,6 +372,7 @@ def scenario():
                        and ('cluster:' in ln or 'edges' in ln or ' done ' in ln))[:1500])
 
         client_creds(cl, admin, rng)
+        client_config(cl, admin, rng)
 
         # --- B: kill -9 a node mid-round (open round: clients resend) ---
         tok = create_job(cl, admin, 'b', 30, 4)
