@@ -118,13 +118,14 @@ int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
 	struct rt_accept_in in = { .slot_off = u->slot_off, .segs_off = u->segs_off,
 				   .nsegs = u->nsegs, .weight = u->weight };
 	struct rt_wal_ent *e = NULL;
-	uint32_t s;
+	uint32_t s, in_round;
 	int err;
 
 	*ticket = 0;
 	err = rt__accept_where(j, round, &in.fold_scale);
 	if (err)
 		return err;
+	in_round = j->round; /* the round (FedBuff: version) it goes into, for its record */
 	/* One update per client per round (FedBuff: per version folded into). */
 	if (rt_job_client_seen(n, j, u->client))
 		return -EALREADY;
@@ -146,11 +147,15 @@ int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
 		if (err)
 			return err;
 	}
-	err = rt__journal_update(n, j, &in, s, u->key, u->key_len, body, *body_len, u->client);
+	err = rt__round_metrics_room(j, u); /* -E2BIG: the round has too many metric names */
+	if (!err)
+		err = rt__journal_update(n, j, &in, s, u->key, u->key_len, body, *body_len,
+					 u->client);
 	if (err) {
 		rt__wal_discard(e);
 		return err;
 	}
+	rt__round_metrics_add(n, j, (uint32_t)in_round, u);
 	*seq = s;
 	if (e)
 		*ticket = rt__wal_submit(n, e);

@@ -16,6 +16,7 @@
 #include "trib_safetensors.h"
 
 struct ctl_store;
+struct rt_cmetrics;
 struct shm_arena;
 struct shm_desc;
 struct rt_round; /* one round's aggregation tree: private to node/ (rt_node_priv.h) */
@@ -334,6 +335,7 @@ struct rt_update_in {
 	const char *body; /* the 202's body, if the caller makes it (a cluster's), or NULL */
 	size_t body_len;
 	const char *client; /* the client token's id, or "" / NULL (the job's token) */
+	const struct rt_cmetrics *metrics; /* X-Tributary-Metrics (rt_metrics.h), or NULL */
 };
 /*
  * rt_job_accept, durable: the update's record (with @u's key and the 202's

@@ -387,6 +387,7 @@ void rt__round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 	trib_free(r->leaves);
 	trib_free(r->garbage);
 	trib_free(r->result_payload);
+	trib_free(r->msum);
 	trib_free(r);
 }
 

@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: MIT
+# Round records on a single node (issue 15): X-Tributary-Metrics folded into sample-weighted means,
+# bad headers refused with nothing counted, evaluations per version (409 on a client's second),
+# records and evaluations across kill -9, and the eval metrics in /metrics.
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_common as e  # noqa: E402
+from e2e_common import check  # noqa: E402
+
+JOB = 'recs'
+CPR = 3
+SCHEMA = [{'name': 'w', 'shape': [16], 'dtype': 'F32'}]
+
+
+def mint(srv, tok, client):
+    st, obj, _ = srv.json('POST', '/v1/jobs/%s/clients' % JOB, {'client': client}, token=tok)
+    check(st == 201, 'mint %s: %d %r' % (client, st, obj))
+    return obj['token']
+
+
+def record(srv, tok, r, expect=200):
+    st, obj, _ = srv.json('GET', '/v1/jobs/%s/rounds/%d' % (JOB, r), token=tok)
+    check(st == expect, 'GET rounds/%d: want %d, got %d %r' % (r, expect, st, obj))
+    return obj
+
+
+def means(rows):
+    """numpy's sample-weighted mean of each name over the rows (samples, metrics) carrying it."""
+    out = {}
+    for k in {k for _, m in rows for k in m}:
+        w = np.array([s for s, m in rows if k in m], dtype=np.float64)
+        x = np.array([m[k] for s, m in rows if k in m], dtype=np.float64)
+        out[k] = float(np.average(x, weights=w))
+    return out
+
+
+def close(a, b, what):
+    check(set(a) == set(b), '%s: names %r, want %r' % (what, sorted(a), sorted(b)))
+    for k in a:
+        check(abs(a[k] - b[k]) <= 1e-9 * max(1.0, abs(b[k])),
+              '%s: %s = %r, numpy says %r' % (what, k, a[k], b[k]))
+
+
+def bad_headers(srv, tok, body, rnd):
+    long_val = json.dumps({'m%02d' % i: 0.123456789 * i for i in range(16)})
+    long_val = long_val[:-1] + ', "pad": "%s"}' % ('x' * (1100 - len(long_val)))
+    cases = [
+        ('not JSON', 'loss=0.3'),
+        ('an array', '[0.3]'),
+        ('a string value', '{"loss": "0.3"}'),
+        ('a bool value', '{"loss": true}'),
+        ('NaN', '{"loss": NaN}'),
+        ('Infinity', '{"loss": Infinity}'),
+        ('overflow', '{"loss": 1e999}'),
+        ('over 1 KiB', long_val),
+        ('far over 1 KiB', json.dumps({'a': 1.0, 'pad': 'y' * 5000})),
+        ('17 keys', json.dumps({'k%d' % i: float(i) for i in range(17)})),
+        ('an empty name', '{"": 1}'),
+        ('a name with a space', '{"lo ss": 1}'),
+        ('a 65-character name', json.dumps({'n' * 65: 1.0})),
+        ('a nested object', '{"loss": {"a": 1}}'),
+        ('duplicate names', '{"loss": 1, "loss": 2}'),
+    ]
+    before = srv.status(JOB, token=tok)['received']
+    for what, val in cases:
+        st, obj, _ = srv.post_update(JOB, tok, rnd, body, samples=5, expect=None,
+                                     extra={'X-Tributary-Metrics': val})
+        check(st == 400, 'metrics header with %s: want 400, got %d %r' % (what, st, obj))
+        check('X-Tributary-Metrics' in obj.get('error', ''),
+              'the 400 for %s does not name the header: %r' % (what, obj))
+    after = srv.status(JOB, token=tok)['received']
+    check(after == before, 'bad metrics headers changed the count: %d -> %d' % (before, after))
+    e.log('%d bad metrics headers: 400, nothing counted' % len(cases))
+
+
+def play_round(srv, toks, rnd, rows, rng, body):
+    for i, (samples, m) in enumerate(rows):
+        extra = {'X-Tributary-Metrics': json.dumps(m)} if m is not None else {}
+        srv.post_update(JOB, toks[i], rnd, body, samples=samples, extra=extra)
+
+
+def run():
+    rng = np.random.default_rng(15)
+    with e.Server() as srv:
+        tok = srv.create_job({'name': JOB, 'clients_per_round': CPR, 'tensors': SCHEMA})['token']
+        body = e.raw_body(SCHEMA, e.random_model(rng, SCHEMA))
+        clients = [mint(srv, tok, 'c%d' % i) for i in range(4)]
+
+        # The open round's record before any update.
+        r0 = record(srv, tok, 0)
+        check(r0['state'] == 'open' and r0['received'] == 0 and r0['closed_at'] is None,
+              'round 0 before updates: %r' % r0)
+        bad_headers(srv, tok, body, 0)
+
+        # Round 0: three updates of different sample counts; one without metrics.
+        rounds = {
+            0: [(10, {'loss': 0.9, 'accuracy': 0.5}), (30, {'loss': 0.3, 'accuracy': 0.75}),
+                (7, None)],
+            1: [(1, {'loss': 0.25}), (99, {'loss': 0.125, 'f1': 0.5}),
+                (50, {'loss': 0.0625, 'f1': 0.25, 'accuracy': 0.875})],
+        }
+        t0 = time.time()
+        play_round(srv, clients, 0, rounds[0], rng, body)
+        srv.get_model(JOB, tok, '?after=0')
+        mid = time.time()
+        play_round(srv, clients, 1, rounds[1], rng, body)
+        srv.get_model(JOB, tok, '?after=1')
+        t1 = time.time()
+        for r in (0, 1):
+            rec = record(srv, tok, r)
+            want = means([(s, m) for s, m in rounds[r] if m is not None])
+            close(rec['metrics'], want, 'round %d metrics' % r)
+            check(rec['metrics_updates'] == sum(m is not None for _, m in rounds[r]),
+                  'round %d metrics_updates: %r' % (r, rec))
+            check(rec['state'] == 'done' and rec['received'] == CPR and rec['updates'] == CPR
+                  and rec['clients'] == CPR and rec['clients_per_round'] == CPR,
+                  'round %d counts: %r' % (r, rec))
+            check(rec['bytes'] == CPR * len(body), 'round %d bytes %r, want %d' %
+                  (r, rec['bytes'], CPR * len(body)))
+            lo, hi = (t0, mid) if r == 0 else (mid, t1)
+            check(lo - 1 <= rec['opened_at'] <= rec['closed_at'] <= hi + 1,
+                  'round %d times %r..%r outside %r..%r' % (r, rec['opened_at'],
+                                                            rec['closed_at'], lo, hi))
+            check(abs(rec['duration_s'] - (rec['closed_at'] - rec['opened_at'])) < 1e-6 and
+                  rec['duration_s'] >= 0, 'round %d duration: %r' % (r, rec))
+        e.log('round records: means equal numpy\'s sample-weighted means')
+
+        # The list, paged.
+        st, page, _ = srv.json('GET', '/v1/jobs/%s/rounds' % JOB, token=tok)
+        check(st == 200 and [x['round'] for x in page['rounds']] == [0, 1, 2] and
+              page['next'] is None and page['rounds'][2]['state'] == 'open',
+              'rounds list: %d %r' % (st, page))
+        st, page, _ = srv.json('GET', '/v1/jobs/%s/rounds?from=0&limit=1' % JOB, token=tok)
+        check(st == 200 and [x['round'] for x in page['rounds']] == [0] and page['next'] == 1,
+              'rounds?limit=1: %r' % page)
+        st, page, _ = srv.json('GET', '/v1/jobs/%s/rounds?from=1&limit=1' % JOB, token=tok)
+        check([x['round'] for x in page['rounds']] == [1] and page['next'] == 2,
+              'rounds?from=1&limit=1: %r' % page)
+        for q in ('limit=0', 'limit=1001', 'from=-1', 'limit=x'):
+            st, obj, _ = srv.json('GET', '/v1/jobs/%s/rounds?%s' % (JOB, q), token=tok)
+            check(st == 400, 'rounds?%s: want 400, got %d %r' % (q, st, obj))
+        record(srv, tok, 7, expect=404)
+        st, _, _ = srv.json('GET', '/v1/jobs/%s/rounds/0' % JOB, token='nope')
+        check(st == 401, 'a record without the token: %d' % st)
+
+        # Evaluations of version 2 (made by round 1).
+        evals = [(100, {'loss': 0.5, 'accuracy': 0.8}), (300, {'loss': 0.25, 'accuracy': 0.9}),
+                 (50, {'loss': 1.0})]
+        for i, (s, m) in enumerate(evals):
+            st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB,
+                                  {'version': 2, 'samples': s, 'metrics': m}, token=clients[i],
+                                  headers={'Idempotency-Key': 'ev-%d' % i})
+            check(st == 202 and obj == {'version': 2, 'clients': i + 1},
+                  'evaluation %d: %d %r' % (i, st, obj))
+        # A resend with its key: the first answer; a second from the client: 409.
+        st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB,
+                              {'version': 2, 'samples': 100, 'metrics': {'loss': 0.5}},
+                              token=clients[0], headers={'Idempotency-Key': 'ev-0'})
+        check(st == 202 and obj == {'version': 2, 'clients': 1}, 'resend: %d %r' % (st, obj))
+        st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB,
+                              {'version': 2, 'samples': 5, 'metrics': {'loss': 9.0}},
+                              token=clients[1])
+        check(st == 409 and 'c1' in obj['error'], 'a second evaluation: %d %r' % (st, obj))
+        for bad, want in (({'version': 9, 'samples': 1, 'metrics': {}}, 404),
+                          ({'version': -1, 'samples': 1, 'metrics': {}}, 400),
+                          ({'version': 2, 'samples': 0, 'metrics': {}}, 400),
+                          ({'version': 2, 'samples': 1, 'metrics': {'x': 'y'}}, 400),
+                          ({'version': 2, 'samples': 1}, 400)):
+            st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB, bad,
+                                  token=clients[3])
+            check(st == want, 'evaluation %r: want %d, got %d %r' % (bad, want, st, obj))
+        st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB,
+                              {'version': 2, 'samples': 1, 'metrics': {}}, token='nope')
+        check(st == 401, 'an evaluation without a credential: %d' % st)
+        want = means(evals)
+
+        def check_eval(ev, what):
+            check(ev and ev['version'] == 2 and ev['clients'] == 3 and
+                  ev['samples'] == sum(s for s, _ in evals), '%s: %r' % (what, ev))
+            close(ev['metrics'], want, what)
+
+        check_eval(record(srv, tok, 1)['evaluation'], 'round 1 evaluation')
+        check(record(srv, tok, 0)['evaluation'] is None, 'round 0 has no evaluation')
+        check_eval(srv.status(JOB, token=tok)['evaluation'], 'status evaluation')
+        m = srv.metrics()
+        for k, v in want.items():
+            got = m.get('tributary_eval_metric{job="%s",name="%s"}' % (JOB, k))
+            check(got is not None and abs(got - v) < 1e-9, '/metrics %s: %r, want %r' %
+                  (k, got, v))
+        check(m.get('tributary_eval_samples_total{job="%s"}' % JOB) == 450,
+              '/metrics samples: %r' % {k: v for k, v in m.items() if 'eval' in k})
+
+        # Round 2 half done, then kill -9: the records, the evaluations stay.
+        srv.post_update(JOB, clients[0], 2, body, samples=4,
+                        extra={'X-Tributary-Metrics': '{"loss": 2}'})
+        before = [record(srv, tok, r) for r in (0, 1)]
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        srv.proc = None
+        srv.start()
+        after = [record(srv, tok, r) for r in (0, 1)]
+        check(after == before, 'records after kill -9:\n%r\nwant\n%r' % (after, before))
+        check_eval(srv.status(JOB, token=tok)['evaluation'], 'evaluation after kill -9')
+        r2 = record(srv, tok, 2)
+        check(r2['state'] == 'open' and r2['received'] == 1, 'round 2 after kill -9: %r' % r2)
+        st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB,
+                              {'version': 2, 'samples': 5, 'metrics': {'loss': 9.0}},
+                              token=clients[2])
+        check(st == 409, 'a second evaluation after the restart: %d %r' % (st, obj))
+        e.log('records and evaluations survive kill -9')
+
+
+if __name__ == '__main__':
+    e.main(run)
