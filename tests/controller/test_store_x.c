@@ -146,17 +146,21 @@ Test(ctl_store_x, an_older_file_is_migrated)
 {
 	struct seen s = {0};
 	struct ctl_job got;
-	char sql[160];
+	char sql[512];
 	sqlite3 *raw;
 
 	job("old");
 	ctl_store_close(st);
 	st = NULL;
-	/* As the build before the cluster tables (the last migration) left it. */
+	/* As the build before the cluster tables (schema 4) left it: schema 5 undone too. */
 	snprintf(sql, sizeof(sql),
+		 "DROP TABLE evaluations; DROP TABLE eval_versions; "
+		 "ALTER TABLE rounds DROP COLUMN opened_at; ALTER TABLE rounds DROP COLUMN closed_at; "
+		 "ALTER TABLE rounds DROP COLUMN bytes; "
+		 "ALTER TABLE rounds DROP COLUMN metrics_updates; "
+		 "ALTER TABLE rounds DROP COLUMN metrics; "
 		 "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; "
-		 "PRAGMA user_version = %d",
-		 CTL_STORE_SCHEMA_VERSION - 1);
+		 "PRAGMA user_version = %d", 3);
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
