@@ -85,6 +85,21 @@ static const char *jastr(json_t *a, size_t i)
 	return s ? s : "?";
 }
 
+/* The latest evaluated version's sample-weighted means (issue 15), under its job's row. */
+static void print_evaluation(json_t *ev)
+{
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(ev))
+		return;
+	printf("  evaluation of v%lld: %lld clients, %lld samples:", jint(ev, "version"),
+	       jint(ev, "clients"), jint(ev, "samples"));
+	json_object_foreach(json_object_get(ev, "metrics"), k, v)
+		printf(" %s=%.6g", k, json_number_value(v));
+	printf("\n");
+}
+
 static void print_jobs(json_t *jobs, const char *only)
 {
 	size_t i;
@@ -107,6 +122,7 @@ static void print_jobs(json_t *jobs, const char *only)
 		printf("%-24s %-13s %7lld %10s %7s %6s%lld %8lld\n", jstr(j, "job"),
 		       jstr(j, "algorithm"), jint(j, "round"), recv, fan, "v", jint(j, "model_round"),
 		       jint(j, "params"));
+		print_evaluation(json_object_get(j, "evaluation"));
 	}
 }
 

@@ -4,7 +4,9 @@
 # records and evaluations across kill -9, and the eval metrics in /metrics.
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -215,6 +217,56 @@ def run():
                               token=clients[2])
         check(st == 409, 'a second evaluation after the restart: %d %r' % (st, obj))
         e.log('records and evaluations survive kill -9')
+
+        # `tributary status` shows the evaluation under the job.
+        out = subprocess.run([e.BIN, 'status', '--url', 'http://127.0.0.1:%d' % srv.port,
+                              '--data-dir', os.path.join(srv.data_dir, 'data')],
+                             capture_output=True, text=True, timeout=30)
+        check(out.returncode == 0 and 'evaluation of v2: 3 clients, 450 samples' in out.stdout
+              and 'loss=%.6g' % want['loss'] in out.stdout,
+              'tributary status: %d %s%s' % (out.returncode, out.stdout, out.stderr))
+        promtool_check(srv)
+        fedbuff(srv, rng)
+
+
+def promtool_check(srv):
+    """The /metrics page (with the eval metrics) passes promtool, when it is installed."""
+    if not shutil.which('promtool'):
+        e.log('promtool not installed: its check skipped')
+        return
+    _, _, b = srv.request('GET', '/metrics', token=srv.admin)
+    p = subprocess.run(['promtool', 'check', 'metrics'], input=b, capture_output=True,
+                       timeout=30)
+    bad = [ln for ln in (p.stdout + p.stderr).decode().splitlines() if 'eval' in ln]
+    check(not bad, 'promtool on the eval metrics: %s' % bad)
+
+
+def fedbuff(srv, rng):
+    """FedBuff: one record per version, each with its updates' means."""
+    k = 2
+    tok = srv.create_job({'name': 'fbrec', 'algorithm': 'fedbuff', 'buffer_size': k,
+                          'max_staleness': 4, 'update': 'delta', 'tensors': SCHEMA})['token']
+    body = e.raw_body(SCHEMA, e.random_model(rng, SCHEMA))
+    sent = {}
+    for v in range(3):
+        for i in range(k):
+            samples, loss = 1 + 3 * i + v, 0.5 / (1 + i + v)
+            st, _, b = srv.request('POST', '/v1/jobs/fbrec/updates', body,
+                                      {'Content-Type': 'application/octet-stream',
+                                       'X-Tributary-Round': str(v),
+                                       'X-Tributary-Samples': str(samples),
+                                       'X-Tributary-Metrics': json.dumps({'loss': loss})},
+                                      tok)
+            check(st == 202, 'fedbuff update: %d %r' % (st, b))
+            sent.setdefault(json.loads(b)['round'], []).append((samples, {'loss': loss}))
+        srv.get_model('fbrec', tok, '?after=%d' % v)
+    st, page, _ = srv.json('GET', '/v1/jobs/fbrec/rounds', token=tok)
+    check(st == 200, 'fedbuff rounds: %d %r' % (st, page))
+    done = [r for r in page['rounds'] if r['state'] == 'done']
+    check([r['round'] for r in done] == [0, 1, 2], 'fedbuff records: %r' % page)
+    for r in done:
+        close(r['metrics'], means(sent[r['round']]), 'fedbuff version %d' % r['round'])
+    e.log('fedbuff: one record per version')
 
 
 if __name__ == '__main__':
