@@ -181,6 +181,16 @@ def run():
         st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB,
                               {'version': 2, 'samples': 1, 'metrics': {}}, token='nope')
         check(st == 401, 'an evaluation without a credential: %d' % st)
+        # The job token (no client id): each counted; here on version 1 (round 0's).
+        for k in range(2):
+            st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB,
+                                  {'version': 1, 'samples': 2 + k, 'metrics': {'loss': k}},
+                                  token=tok)
+            check(st == 202 and obj == {'version': 1, 'clients': k + 1},
+                  'a job-token evaluation: %d %r' % (st, obj))
+        ev1 = record(srv, tok, 0)['evaluation']
+        check(ev1['clients'] == 2 and ev1['samples'] == 5 and
+              abs(ev1['metrics']['loss'] - 3 / 5) < 1e-12, 'round 0 evaluation: %r' % ev1)
         want = means(evals)
 
         def check_eval(ev, what):
@@ -189,14 +199,13 @@ def run():
             close(ev['metrics'], want, what)
 
         check_eval(record(srv, tok, 1)['evaluation'], 'round 1 evaluation')
-        check(record(srv, tok, 0)['evaluation'] is None, 'round 0 has no evaluation')
         check_eval(srv.status(JOB, token=tok)['evaluation'], 'status evaluation')
         m = srv.metrics()
         for k, v in want.items():
             got = m.get('tributary_eval_metric{job="%s",name="%s"}' % (JOB, k))
             check(got is not None and abs(got - v) < 1e-9, '/metrics %s: %r, want %r' %
                   (k, got, v))
-        check(m.get('tributary_eval_samples_total{job="%s"}' % JOB) == 450,
+        check(m.get('tributary_eval_samples_total{job="%s"}' % JOB) == 455,
               '/metrics samples: %r' % {k: v for k, v in m.items() if 'eval' in k})
 
         # Round 2 half done, then kill -9: the records, the evaluations stay.
