@@ -155,7 +155,7 @@ int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
 		rt__wal_discard(e);
 		return err;
 	}
-	rt__round_metrics_add(n, j, (uint32_t)in_round, u);
+	rt__round_metrics_add(n, j, (uint32_t)in_round, s, u);
 	*seq = s;
 	if (e)
 		*ticket = rt__wal_submit(n, e);

@@ -92,6 +92,7 @@ struct rt_round {
 	double open_unix, close_unix;
 	uint64_t bytes;
 	struct rt_msum *msum;
+	int mfd;               /* its metrics file (a crash keeps them): fd + 1, 0: none */
 	struct rt_round *next; /* the job's rounds in flight, oldest first */
 };
 
@@ -204,9 +205,13 @@ void rt__store_retry_tick(struct rt_node *n, uint64_t now);
 struct rt_update_in;
 double rt__unix_now(void);
 int rt__round_metrics_room(const struct rt_job *j, const struct rt_update_in *u);
-void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round,
+void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t seq,
 			   const struct rt_update_in *u);
 void rt__round_record_extra(struct rt_node *n, struct rt_job *j, const struct rt_round *r);
+/* After recovery: the metrics files of the rounds put back; other rounds' files go. */
+void rt__round_metrics_recover(struct rt_node *n);
+/* From rt__round_free(): the sums and the file's fd go. */
+void rt__round_rec_free(struct rt_round *r);
 
 /* rt_record.c */
 struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t round,

@@ -6,10 +6,17 @@
  */
 #include "rt_roundrec.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl_store_rec.h"
 #include "rt_metrics.h"
@@ -46,16 +53,86 @@ int rt__round_metrics_room(const struct rt_job *j, const struct rt_update_in *u)
 }
 
 /*
- * After the update is in round @round (its record committed): its bytes and
- * metrics into the round's. The round cannot have been stored in between
- * (a model comes from a function's message, on a later turn of the loop).
+ * A round's metrics file: one line per update that carried metrics, "seq
+ * bytes weight {json}", appended after the update's journal record is
+ * committed (so its lines are a subset of the updates a crash keeps). Not
+ * fsynced: like the arena file it outlives the process, not the machine. At
+ * a restart the lines of the updates put back (seq below the recovered
+ * count: a round's kept seqs are a run from 0) refill the sums; the file is
+ * removed once the round's model and record are stored.
  */
-void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round,
+#define MDIR "round-metrics"
+
+static int mpath(const struct rt_node *n, const struct rt_job *j, uint32_t round, char *p,
+		 size_t cap)
+{
+	int k;
+
+	if (!n->opts.data_dir)
+		return -ENOENT;
+	k = snprintf(p, cap, "%s/" MDIR "/%" PRId64 "-%u.log", n->opts.data_dir, j->db_id, round);
+	return k > 0 && (size_t)k < cap ? 0 : -ENAMETOOLONG;
+}
+
+/* Open (creating the directory) round @r's file for appending: r->mfd, or a warning. */
+static void mfile_open(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	char p[4096];
+	int fd;
+
+	if (mpath(n, j, r->round, p, sizeof(p)))
+		return;
+	fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 && errno == ENOENT) {
+		char d[4096];
+
+		snprintf(d, sizeof(d), "%s/" MDIR, n->opts.data_dir);
+		if (mkdir(d, 0700) == 0 || errno == EEXIST)
+			fd = open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	}
+	if (fd < 0) {
+		trib_warn("job %s round %u: %s: %s; its metrics will not outlive a crash", j->name,
+			  r->round, p, strerror(errno));
+		return; /* r->mfd stays 0: tried again at the next update */
+	}
+	r->mfd = fd + 1;
+}
+
+/* "seq bytes weight {json}\n" of an update into @buf; its length, 0 if it does not fit. */
+static size_t mline(char *buf, size_t cap, uint32_t seq, uint64_t bytes, double w,
+		    const struct rt_cmetrics *m)
+{
+	size_t len;
+	int k = snprintf(buf, cap, "%u %" PRIu64 " %.17g {", seq, bytes, w);
+
+	if (k < 0 || (size_t)k >= cap)
+		return 0;
+	len = (size_t)k;
+	for (uint32_t i = 0; i < m->n; i++) {
+		/* Names are [A-Za-z0-9_.-] (rt_metrics_parse()): no escaping needed. */
+		k = snprintf(buf + len, cap - len, "%s\"%s\":%.17g", i ? "," : "", m->name[i],
+			     m->val[i]);
+		if (k < 0 || (size_t)k >= cap - len)
+			return 0;
+		len += (size_t)k;
+	}
+	k = snprintf(buf + len, cap - len, "}\n");
+	return k > 0 && (size_t)k < cap - len ? len + (size_t)k : 0;
+}
+
+/*
+ * After the update is in round @round (its record committed) as @seq: its
+ * bytes and metrics into the round's, and its line into the round's file.
+ * The round cannot have been stored in between (a model comes from a
+ * function's message, on a later turn of the loop).
+ */
+void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t seq,
 			   const struct rt_update_in *u)
 {
 	struct rt_round *r = in_flight(j, round);
+	char line[2048];
+	size_t len;
 
-	(void)n;
 	if (!r) {
 		trib_warn("job %s round %u: not in flight after an update went in; its metrics "
 			  "are not in the record", j->name, round);
@@ -73,9 +150,136 @@ void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round,
 		}
 	}
 	/* rt__round_metrics_room() said it fits. */
-	if (rt_msum_add(r->msum, u->metrics, u->weight > 0 ? u->weight : 1))
+	if (rt_msum_add(r->msum, u->metrics, u->weight > 0 ? u->weight : 1)) {
 		trib_warn("job %s round %u: metric names over %d: an update's metrics are not "
 			  "in the record", j->name, round, RT_MSUM_MAX);
+		return;
+	}
+	if (!r->mfd)
+		mfile_open(n, j, r);
+	len = mline(line, sizeof(line), seq, u->data_len, u->weight > 0 ? u->weight : 1,
+		    u->metrics);
+	if (r->mfd && len && write(r->mfd - 1, line, len) != (ssize_t)len)
+		trib_warn("job %s round %u: writing an update's metrics: %s; they will not "
+			  "outlive a crash", j->name, round, strerror(errno));
+}
+
+void rt__round_rec_free(struct rt_round *r)
+{
+	if (r->mfd)
+		close(r->mfd - 1);
+	r->mfd = 0;
+	trib_free(r->msum);
+	r->msum = NULL;
+}
+
+/* Refill round @r's sums from its file: the lines of updates it has again; the file keeps those. */
+static void mfile_recover(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	char p[4096], *buf = NULL, *line, *next, *keep = NULL;
+	size_t klen = 0, got = 0;
+	uint32_t folded = 0, dropped = 0;
+	struct stat sb;
+	int fd;
+
+	if (mpath(n, j, r->round, p, sizeof(p)))
+		return;
+	fd = open(p, O_RDWR | O_APPEND | O_CLOEXEC);
+	if (fd < 0)
+		return; /* none: no update of it carried metrics */
+	if (fstat(fd, &sb) || !(buf = trib_malloc((size_t)sb.st_size + 1)) ||
+	    !(keep = trib_malloc((size_t)sb.st_size + 1))) {
+		trib_warn("job %s round %u: %s cannot be read back: its metrics are lost", j->name,
+			  r->round, p);
+		goto out;
+	}
+	while (got < (size_t)sb.st_size) {
+		ssize_t k = read(fd, buf + got, (size_t)sb.st_size - got);
+
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	buf[got] = '\0';
+	for (line = buf; line && *line; line = next) {
+		struct rt_cmetrics m;
+		unsigned long long bytes;
+		unsigned seq;
+		double w;
+		int off = 0;
+		char why[320];
+
+		next = strchr(line, '\n');
+		if (!next)
+			break; /* a line cut short (the machine stopped mid-write) */
+		*next++ = '\0';
+		if (sscanf(line, "%u %llu %lg %n", &seq, &bytes, &w, &off) != 3 || !off ||
+		    seq >= r->received || !(w > 0) ||
+		    rt_metrics_parse(line + off, strlen(line + off), &m, why, sizeof(why))) {
+			dropped++; /* an update not put back (seq past the kept run) */
+			continue;
+		}
+		if (!r->msum)
+			r->msum = trib_calloc(1, sizeof(*r->msum));
+		if (!r->msum || rt_msum_add(r->msum, &m, w)) {
+			dropped++;
+			continue;
+		}
+		r->bytes += bytes;
+		folded++;
+		memcpy(keep + klen, line, (size_t)(next - 1 - line));
+		klen += (size_t)(next - 1 - line);
+		keep[klen++] = '\n';
+	}
+	/* Only the kept lines stay: a seq dropped here is given to a new update next. */
+	if (ftruncate(fd, 0) || (klen && write(fd, keep, klen) != (ssize_t)klen))
+		trib_warn("job %s round %u: rewriting %s: %s", j->name, r->round, p,
+			  strerror(errno));
+	trib_info("job %s round %u: the metrics of %u recovered update%s are back in its record "
+		  "(%u line%s dropped)", j->name, r->round, folded, folded == 1 ? "" : "s", dropped,
+		  dropped == 1 ? "" : "s");
+	r->mfd = fd + 1;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	trib_free(buf);
+	trib_free(keep);
+}
+
+void rt__round_metrics_recover(struct rt_node *n)
+{
+	char d[4096], p[4096 + 256];
+	struct dirent *de;
+	DIR *dir;
+
+	if (!n->opts.data_dir)
+		return;
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		for (struct rt_round *r = j->inflight; r; r = r->next)
+			if (!r->mfd)
+				mfile_recover(n, j, r);
+	/* The files of rounds stored (or of jobs gone) while the process was down. */
+	snprintf(d, sizeof(d), "%s/" MDIR, n->opts.data_dir);
+	dir = opendir(d);
+	while (dir && (de = readdir(dir))) {
+		long long id;
+		unsigned round;
+		bool live = false;
+		int off = 0;
+
+		if (sscanf(de->d_name, "%lld-%u.log%n", &id, &round, &off) != 2 ||
+		    off != (int)strlen(de->d_name))
+			continue;
+		for (struct rt_job *j = n->jobs; j && !live; j = j->next)
+			live = j->db_id == id && in_flight(j, round);
+		if (!live) {
+			snprintf(p, sizeof(p), "%s/%s", d, de->d_name);
+			unlink(p);
+		}
+	}
+	if (dir)
+		closedir(dir);
 }
 
 void rt__round_record_extra(struct rt_node *n, struct rt_job *j, const struct rt_round *r)
@@ -91,6 +295,13 @@ void rt__round_record_extra(struct rt_node *n, struct rt_job *j, const struct rt
 		trib_warn("job %s round %u: the record's times, bytes and metrics were not saved "
 			  "(%s)", j->name, r->round, err ? strerror(-err) : "out of memory");
 	trib_free(text);
+	/* The round is stored: its metrics file has done its work. */
+	if (r->mfd) {
+		char p[4096];
+
+		if (!mpath(n, j, r->round, p, sizeof(p)))
+			unlink(p);
+	}
 }
 
 /* --- records --- */

@@ -220,7 +220,20 @@ def run():
         check(after == before, 'records after kill -9:\n%r\nwant\n%r' % (after, before))
         check_eval(srv.status(JOB, token=tok)['evaluation'], 'evaluation after kill -9')
         r2 = record(srv, tok, 2)
-        check(r2['state'] == 'open' and r2['received'] == 1, 'round 2 after kill -9: %r' % r2)
+        check(r2['state'] == 'open' and r2['received'] == 1 and r2['metrics_updates'] == 1 and
+              r2['metrics'] == {'loss': 2.0} and r2['bytes'] == len(body),
+              'round 2 after kill -9: %r' % r2)
+        # The round ends after the restart: its means are over the kept and the new updates.
+        srv.post_update(JOB, clients[1], 2, body, samples=6,
+                        extra={'X-Tributary-Metrics': '{"loss": 0.5}'})
+        srv.post_update(JOB, clients[2], 2, body, samples=10)
+        srv.get_model(JOB, tok, '?after=2')
+        r2 = record(srv, tok, 2)
+        close(r2['metrics'], means([(4, {'loss': 2.0}), (6, {'loss': 0.5})]), 'round 2')
+        check(r2['state'] == 'done' and r2['metrics_updates'] == 2 and
+              r2['bytes'] == 3 * len(body), 'round 2 after the restart: %r' % r2)
+        mdir = os.path.join(srv.data_dir, 'data', 'round-metrics')
+        e.wait_for(lambda: not os.listdir(mdir), 10, 'the stored round\'s metrics file to go')
         st, obj, _ = srv.json('POST', '/v1/jobs/%s/evaluations' % JOB,
                               {'version': 2, 'samples': 5, 'metrics': {'loss': 9.0}},
                               token=clients[2])
