@@ -374,7 +374,7 @@ static void on_update_body(struct rt_conn *c)
 		rt__api_reject(c, RT_REJ_CLIENT_DUP, 409, msg, j->round, NULL);
 		return;
 	}
-	if (err == -E2BIG) {
+	if (err == -EMLINK) {
 		snprintf(msg, sizeof(msg), "X-Tributary-Metrics: round %u's updates already name "
 			 "%d metrics; a round keeps at most %d names", j->round, RT_MSUM_MAX,
 			 RT_MSUM_MAX);

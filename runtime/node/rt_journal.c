@@ -129,6 +129,10 @@ int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
 	/* One update per client per round (FedBuff: per version folded into). */
 	if (rt_job_client_seen(n, j, u->client))
 		return -EALREADY;
+	/* -EMLINK: the round's updates name too many metrics for this one's to fit. */
+	err = rt__round_metrics_room(j, u);
+	if (err)
+		return err;
 	s = rt__next_seq(j);
 	if (u->body) { /* a cluster's answer, made by the caller */
 		int len = snprintf(body, cap, "%.*s", (int)u->body_len, u->body);
@@ -147,10 +151,7 @@ int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
 		if (err)
 			return err;
 	}
-	err = rt__round_metrics_room(j, u); /* -E2BIG: the round has too many metric names */
-	if (!err)
-		err = rt__journal_update(n, j, &in, s, u->key, u->key_len, body, *body_len,
-					 u->client);
+	err = rt__journal_update(n, j, &in, s, u->key, u->key_len, body, *body_len, u->client);
 	if (err) {
 		rt__wal_discard(e);
 		return err;

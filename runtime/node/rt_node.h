@@ -343,7 +343,8 @@ struct rt_update_in {
  * the update goes into the tree, so the caller may answer 202 with @body on
  * 0. Errors as rt_job_accept; -ENOSPC also when the journal is full;
  * -EALREADY when @u's client already has an update counted in the round
- * the update would go into (one update per client per round or version).
+ * the update would go into (one update per client per round or version);
+ * -EMLINK when @u's metrics would take that round past RT_MSUM_MAX names.
  */
 int rt_job_accept_journaled(struct rt_node *n, struct rt_job *job, uint32_t round,
 			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,

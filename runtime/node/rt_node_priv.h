@@ -204,6 +204,7 @@ void rt__store_retry_tick(struct rt_node *n, uint64_t now);
 /* rt_roundrec.c: a round's record (metrics, times, bytes) and its row in the store */
 struct rt_update_in;
 double rt__unix_now(void);
+/* 0, or -EMLINK: @u's metrics would take the open round past RT_MSUM_MAX names. */
 int rt__round_metrics_room(const struct rt_job *j, const struct rt_update_in *u);
 void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t seq,
 			   const struct rt_update_in *u);

@@ -49,7 +49,7 @@ int rt__round_metrics_room(const struct rt_job *j, const struct rt_update_in *u)
 	/* The update goes into j->open (or a round opened for it, with no names yet). */
 	if (!u->metrics || !r || !r->msum)
 		return 0;
-	return r->msum->n + rt_msum_new_names(r->msum, u->metrics) > RT_MSUM_MAX ? -E2BIG : 0;
+	return r->msum->n + rt_msum_new_names(r->msum, u->metrics) > RT_MSUM_MAX ? -EMLINK : 0;
 }
 
 /*

@@ -249,6 +249,26 @@ def run():
               'tributary status: %d %s%s' % (out.returncode, out.stdout, out.stderr))
         promtool_check(srv)
         fedbuff(srv, rng)
+        name_cap(srv, rng)
+
+
+def name_cap(srv, rng):
+    """A round keeps at most 64 metric names: the update that would add a 65th is a 400."""
+    tok = srv.create_job({'name': 'cap', 'clients_per_round': 10, 'tensors': SCHEMA})['token']
+    body = e.raw_body(SCHEMA, e.random_model(rng, SCHEMA))
+    for k in range(4):
+        srv.post_update('cap', tok, 0, body, samples=1,
+                        extra={'X-Tributary-Metrics': json.dumps({'m%d_%d' % (k, i): 1.0
+                                                                  for i in range(16)})})
+    st, obj, _ = srv.post_update('cap', tok, 0, body, samples=1, expect=400,
+                                 extra={'X-Tributary-Metrics': '{"m0_0": 2, "new": 1}'})
+    check('64' in obj['error'], 'the 65th name: %r' % obj)
+    check(srv.status('cap', token=tok)['received'] == 4, 'the refused update was counted')
+    srv.post_update('cap', tok, 0, body, samples=3, extra={'X-Tributary-Metrics': '{"m0_0": 2}'})
+    rec = srv.json('GET', '/v1/jobs/cap/rounds/0', token=tok)[1]
+    check(len(rec['metrics']) == 64 and rec['metrics']['m0_0'] == 1.75 and
+          rec['received'] == 5, 'the capped round: %r' % {k: rec[k] for k in ('received',)})
+    e.log('a round keeps 64 metric names; the 65th is a 400')
 
 
 def promtool_check(srv):
