@@ -92,7 +92,7 @@ struct rt_round {
 	double open_unix, close_unix;
 	uint64_t bytes;
 	struct rt_msum *msum;
-	int mfd;               /* its metrics file (a crash keeps them): fd + 1, 0: none */
+	int mfd;               /* its metrics file (a crash keeps them): fd + 1; 0: none; -1: failed */
 	struct rt_round *next; /* the job's rounds in flight, oldest first */
 };
 

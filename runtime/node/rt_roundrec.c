@@ -93,7 +93,8 @@ static void mfile_open(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 	if (fd < 0) {
 		trib_warn("job %s round %u: %s: %s; its metrics will not outlive a crash", j->name,
 			  r->round, p, strerror(errno));
-		return; /* r->mfd stays 0: tried again at the next update */
+		r->mfd = -1; /* said once per round */
+		return;
 	}
 	r->mfd = fd + 1;
 }
@@ -159,14 +160,19 @@ void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round, 
 		mfile_open(n, j, r);
 	len = mline(line, sizeof(line), seq, u->data_len, u->weight > 0 ? u->weight : 1,
 		    u->metrics);
-	if (r->mfd && len && write(r->mfd - 1, line, len) != (ssize_t)len)
-		trib_warn("job %s round %u: writing an update's metrics: %s; they will not "
-			  "outlive a crash", j->name, round, strerror(errno));
+	if (r->mfd > 0 && len && write(r->mfd - 1, line, len) != (ssize_t)len) {
+		/* Once per round (a full disk would say it for every update): the file stops. */
+		trib_warn("job %s round %u: writing an update's metrics: %s; this round's "
+			  "metrics from here on will not outlive a crash", j->name, round,
+			  strerror(errno));
+		close(r->mfd - 1);
+		r->mfd = -1;
+	}
 }
 
 void rt__round_rec_free(struct rt_round *r)
 {
-	if (r->mfd)
+	if (r->mfd > 0)
 		close(r->mfd - 1);
 	r->mfd = 0;
 	trib_free(r->msum);
@@ -296,7 +302,7 @@ void rt__round_record_extra(struct rt_node *n, struct rt_job *j, const struct rt
 			  "(%s)", j->name, r->round, err ? strerror(-err) : "out of memory");
 	trib_free(text);
 	/* The round is stored: its metrics file has done its work. */
-	if (r->mfd) {
+	if (r->mfd) { /* opened, or tried (-1): a file may exist */
 		char p[4096];
 
 		if (!mpath(n, j, r->round, p, sizeof(p)))
