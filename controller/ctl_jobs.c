@@ -14,6 +14,7 @@
 #include "ctl_daemon.h"
 #include "ctl_place.h"
 #include "ctl_store.h"
+#include "ctl_store_rec.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
@@ -203,6 +204,18 @@ static void round_close(struct ctl *c, struct cjob *j, struct cround *cr)
 	send_close(c, j, cr);
 }
 
+/* The wall-clock time (unix s) of monotonic @ns, for a round record (0 stays 0: unknown). */
+static double unix_of(uint64_t ns)
+{
+	struct timespec ts;
+	uint64_t now = trib_now_ns();
+
+	if (!ns)
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9 - (double)(now - ns) / 1e9;
+}
+
 /* Round @cr of @j is done: its model is version round + 1, recorded and sent to every node. */
 static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 {
@@ -218,7 +231,10 @@ static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 	rec.n_updates = cr->n_updates;
 	rec.total_weight = cr->weight;
 	rec.duration_ms = (cr->done_ns - cr->open_ns) / 1000000;
-	ctl_store_round_record(c->store, &rec);
+	if (!ctl_store_round_record(c->store, &rec))
+		ctl_store_round_extra_put(c->store, j->db_id, cr->round, unix_of(cr->open_ns),
+					  unix_of(cr->close_ns ? cr->close_ns : cr->done_ns), 0, 0,
+					  NULL);
 	send_model(c, j, -1, cr);
 }
 
@@ -510,13 +526,24 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 	for (uint32_t k = 0; k < cr->nedges; k++)
 		json_array_append_new(edges, json_pack("[s, s]", c->nodes[cr->edges_from[k]].name,
 						       c->nodes[cr->top].name));
-	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i, s:i}", "round",
-			 (json_int_t)cr->round, "state", round_states[cr->state], "received",
-			 (json_int_t)cr->count, "clients_per_round", (json_int_t)j->cpr, "updates",
-			 (json_int_t)cr->n_updates, "lost_nodes", lost, "lost", lost_runs, "top",
-			 cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
-			 edges, "lost_updates", (json_int_t)cr->lost_updates, "clients",
-			 (json_int_t)ctl__round_clients(cr));
+	json_t *o = json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i, s:i}",
+			      "round", (json_int_t)cr->round, "state", round_states[cr->state],
+			      "received", (json_int_t)cr->count, "clients_per_round",
+			      (json_int_t)j->cpr, "updates", (json_int_t)cr->n_updates, "lost_nodes",
+			      lost, "lost", lost_runs, "top",
+			      cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
+			      edges, "lost_updates", (json_int_t)cr->lost_updates, "clients",
+			      (json_int_t)ctl__round_clients(cr));
+	/* Issue 15's keys (a single node's record has them too); no metrics in a cluster yet. */
+	uint64_t end = cr->close_ns ? cr->close_ns : cr->done_ns;
+
+	if (o) {
+		json_object_set_new(o, "opened_at", json_real(unix_of(cr->open_ns)));
+		json_object_set_new(o, "closed_at", end ? json_real(unix_of(end)) : json_null());
+		json_object_set_new(o, "duration_s", json_real((double)((end ? end : trib_now_ns()) -
+								  cr->open_ns) / 1e9));
+	}
+	return o;
 }
 
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
@@ -533,10 +560,10 @@ void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		if (r < j->completed)
 			*rep = ctl__err_reply(404, "round too old: only the last 64 are kept");
 		else if (r == j->round)
-			*rep = json_pack("{s:i, s:s, s:i, s:i, s:[], s:{}, s:[]}", "round",
-					 (json_int_t)r, "state", "open", "received", 0,
+			*rep = json_pack("{s:i, s:s, s:i, s:i, s:[], s:{}, s:[], s:n, s:n, s:n}",
+					 "round", (json_int_t)r, "state", "open", "received", 0,
 					 "clients_per_round", (json_int_t)j->cpr, "lost_nodes",
-					 "nodes", "edges");
+					 "nodes", "edges", "opened_at", "closed_at", "duration_s");
 		else
 			*rep = ctl__err_reply(404, "no such round yet");
 		return;

@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 5
+#define CTL_STORE_SCHEMA_VERSION 6
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */

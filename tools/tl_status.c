@@ -97,6 +97,21 @@ static void print_selection(json_t *j)
 	       json_number_value(json_object_get(sel, "overcommit")));
 }
 
+/* The latest evaluated version's sample-weighted means (issue 15), under its job's row. */
+static void print_evaluation(json_t *ev)
+{
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(ev))
+		return;
+	printf("  evaluation of v%lld: %lld clients, %lld samples:", jint(ev, "version"),
+	       jint(ev, "clients"), jint(ev, "samples"));
+	json_object_foreach(json_object_get(ev, "metrics"), k, v)
+		printf(" %s=%.6g", k, json_number_value(v));
+	printf("\n");
+}
+
 static void print_jobs(json_t *jobs, const char *only)
 {
 	size_t i;
@@ -120,6 +135,7 @@ static void print_jobs(json_t *jobs, const char *only)
 		       jstr(j, "algorithm"), jint(j, "round"), recv, fan, "v", jint(j, "model_round"),
 		       jint(j, "params"));
 		print_selection(j);
+		print_evaluation(json_object_get(j, "evaluation"));
 	}
 }
 

@@ -657,10 +657,11 @@ class Job:
         return Job(self.client, self.name, token)
 
     def round_record(self, round):
-        """In a cluster: the controller's record of @round (GET /v1/jobs/{job}/rounds/{r}):
-        ``state`` (open, closed, done), ``received``, ``updates``, ``top``, ``edges``,
-        ``lost_nodes`` and ``lost`` (``[{"node", "epoch", "updates"}]``). A single node
-        (``tributary up``) answers 404 (TributaryError)."""
+        """The record of @round (GET /v1/jobs/{job}/rounds/{r}): ``state`` (open, closed,
+        done), ``received``, ``updates``, ``clients``, ``opened_at``, ``closed_at``,
+        ``duration_s``; a single node adds ``bytes``, ``metrics`` and ``evaluation``, a
+        cluster's controller ``top``, ``edges``, ``lost_nodes`` and ``lost``
+        (``[{"node", "epoch", "updates"}]``). An unknown round is a 404 (TributaryError)."""
         return self.client.json("GET", "%s/rounds/%d" % (self._path, int(round)),
                                 token=self.token)
 

@@ -98,6 +98,16 @@ void rt__api_handle_task(struct rt_conn *c, struct rt_job *j);
 int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap);
 void rt__api_task_status(const struct rt_job *j, json_t *o);
 bool rt__api_task_admit(struct rt_conn *c, struct rt_job *j, uint32_t round);
+/* rt_api_round.c: /rounds, /rounds/{r}, /evaluations (@slash: "/rounds..." or "/evaluations") */
+struct rt_cmetrics;
+void rt__api_handle_rounds(struct rt_conn *c, struct rt_job *j, const char *slash,
+			   enum http_method m);
+/* X-Tributary-Metrics into *m (m->n = 0 without it); false: a 400 answered. */
+bool rt__api_metrics_parse(struct rt_conn *c, struct rt_cmetrics *m);
+/* The job status's "evaluation" (the latest evaluated version, or null) into @o. */
+void rt__api_eval_status(struct rt_node *n, struct rt_job *j, json_t *o);
+/* /metrics: tributary_eval_metric and tributary_eval_samples_total (@names: job names). */
+void rt__api_eval_metrics(struct rt_node *n, bool names, char *buf, size_t *len, size_t cap);
 /* rt_api_metrics.c */
 void rt__api_handle_functions(struct rt_conn *c);
 void rt__api_handle_metrics(struct rt_conn *c);

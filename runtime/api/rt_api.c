@@ -131,25 +131,8 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 		rt__api_handle_clients(c, j, slash + 8, m);
 		return;
 	}
-	if (!strncmp(slash, "/rounds/", 8)) {
-		uint64_t r;
-
-		if (m != HTTP_GET)
-			goto bad_method;
-		if (!rt__api_require_reader(c, j))
-			return;
-		if (trib_parse_u64(slash + 8, 0, UINT32_MAX, &r)) {
-			rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
-			return;
-		}
-		if (!API(c)->clustered) {
-			rt_conn_error(c, 404,
-				      "round records with lost nodes are kept by a "
-				      "cluster's controller; this is a single node",
-				      -1, NULL);
-			return;
-		}
-		API(c)->cluster.round_get(API(c)->cluster.ctx, c, j, (uint32_t)r);
+	if (!strncmp(slash, "/rounds", 7) || !strcmp(slash, "/evaluations")) {
+		rt__api_handle_rounds(c, j, slash, m); /* rt_api_round.c */
 		return;
 	}
 	if (!strcmp(slash, "/model")) {

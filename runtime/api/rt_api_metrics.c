@@ -507,6 +507,7 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	OUT("# HELP tributary_dataplane_info The data plane in use.\n"
 	    "# TYPE tributary_dataplane_info gauge\n"
 	    "tributary_dataplane_info{mode=\"%s\"} 1\n", rt_dataplane_name(n->dataplane));
+	rt__api_eval_metrics(n, tx.names, tx.buf, &tx.len, tx.cap);
 	if (API(c)->clustered)
 		API(c)->cluster.metrics(API(c)->cluster.ctx, tx.buf, &tx.len, tx.cap);
 	rt_conn_respond(c, 200, "text/plain; version=0.0.4", tx.buf, tx.len, NULL);

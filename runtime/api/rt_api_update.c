@@ -9,6 +9,7 @@
 
 #include "fn_dequant.h"
 #include "fn_fold.h"
+#include "rt_metrics.h"
 #include "shm_arena.h"
 #include "shm_journal.h"
 #include "trib_alloc.h"
@@ -345,13 +346,16 @@ static void on_update_body(struct rt_conn *c)
 		return;
 	}
 	{
+		struct rt_cmetrics m;
 		struct rt_update_in u = {
 			.slot_off = R(c)->slot_off, .segs_off = segs_off, .nsegs = nsegs,
 			.weight = R(c)->weight, .key = c->req.idempotency_key,
 			.key_len = strlen(c->req.idempotency_key), .data_len = c->body_len,
-			.client = R(c)->client,
+			.client = R(c)->client, .metrics = &m,
 		};
 
+		if (!rt__api_metrics_parse(c, &m)) /* checked at the head: the same answer */
+			return;
 		err = rt_job_accept_logged(n, j, R(c)->round, &u, &seq, ans, sizeof(ans),
 					   &ans_len, &ticket);
 	}
@@ -368,6 +372,13 @@ static void on_update_body(struct rt_conn *c)
 			 j->algo.async ? "version" : "round", j->round,
 			 j->algo.async ? "version" : "round");
 		rt__api_reject(c, RT_REJ_CLIENT_DUP, 409, msg, j->round, NULL);
+		return;
+	}
+	if (err == -EMLINK) {
+		snprintf(msg, sizeof(msg), "X-Tributary-Metrics: round %u's updates already name "
+			 "%d metrics; a round keeps at most %d names", j->round, RT_MSUM_MAX,
+			 RT_MSUM_MAX);
+		rt__api_reject(c, RT_REJ_MALFORMED, 400, msg, j->round, NULL);
 		return;
 	}
 	if (err == -ENOSPC) {
@@ -506,6 +517,12 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		rt__api_reject(c, RT_REJ_MALFORMED, 400,
 		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);
 		return;
+	}
+	{
+		struct rt_cmetrics m; /* checked now: a bad header is a 400 before the body */
+
+		if (!rt__api_metrics_parse(c, &m))
+			return;
 	}
 	/* A resend of an update already answered: before the round check (it may have closed). */
 	if (idempotent_answered(c, j, (uint32_t)round))

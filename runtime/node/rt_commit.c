@@ -141,6 +141,8 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	if (ctl_store_round_record(n->store, &rec))
 		trib_warn("job %s round %u: the round's record (history) was not saved", j->name,
 			  r->round);
+	else
+		rt__round_record_extra(n, j, r);
 	trib_blob_release(j->model);
 	j->model = b;
 	j->completed++;

@@ -182,7 +182,10 @@ int rt_node_recover(struct rt_node *n)
 	int err = rt__journal_refeed(n);
 
 	/* Then what only the log has (the arena file is gone: a reboot). */
-	return err ? err : rt__wal_replay(n);
+	err = err ? err : rt__wal_replay(n);
+	if (!err)
+		rt__round_metrics_recover(n); /* the records' metrics of the rounds put back */
+	return err;
 }
 
 bool rt_node_rounds_in_flight(const struct rt_node *n)

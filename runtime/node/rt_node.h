@@ -16,6 +16,7 @@
 #include "trib_safetensors.h"
 
 struct ctl_store;
+struct rt_cmetrics;
 struct shm_arena;
 struct shm_desc;
 struct rt_round; /* one round's aggregation tree: private to node/ (rt_node_priv.h) */
@@ -357,6 +358,7 @@ struct rt_update_in {
 	const char *body; /* the 202's body, if the caller makes it (a cluster's), or NULL */
 	size_t body_len;
 	const char *client; /* the client token's id, or "" / NULL (the job's token) */
+	const struct rt_cmetrics *metrics; /* X-Tributary-Metrics (rt_metrics.h), or NULL */
 };
 /*
  * rt_job_accept, durable: the update's record (with @u's key and the 202's
@@ -364,7 +366,8 @@ struct rt_update_in {
  * the update goes into the tree, so the caller may answer 202 with @body on
  * 0. Errors as rt_job_accept; -ENOSPC also when the journal is full;
  * -EALREADY when @u's client already has an update counted in the round
- * the update would go into (one update per client per round or version).
+ * the update would go into (one update per client per round or version);
+ * -EMLINK when @u's metrics would take that round past RT_MSUM_MAX names.
  */
 int rt_job_accept_journaled(struct rt_node *n, struct rt_job *job, uint32_t round,
 			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,

@@ -88,6 +88,11 @@ struct rt_round {
 	uint64_t model_slot;   /* the previous model, for the top's server step; 0: none */
 	uint64_t state_slot;   /* optimiser state [in | out]; 0: none */
 	size_t state_size;     /* bytes of one half */
+	/* its record (rt_roundrec.c): wall-clock open/close, bytes, the metrics' sums (owned) */
+	double open_unix, close_unix;
+	uint64_t bytes;
+	struct rt_msum *msum;
+	int mfd;               /* its metrics file (a crash keeps them): fd + 1; 0: none; -1: failed */
 	struct rt_round *next; /* the job's rounds in flight, oldest first */
 };
 
@@ -203,6 +208,19 @@ int rt__leaf_recovered(struct rt_node *n, struct rt_job *j, const struct shm_des
 void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j);
 /* From the tick: retry the writes that failed and are due. */
 void rt__store_retry_tick(struct rt_node *n, uint64_t now);
+
+/* rt_roundrec.c: a round's record (metrics, times, bytes) and its row in the store */
+struct rt_update_in;
+double rt__unix_now(void);
+/* 0, or -EMLINK: @u's metrics would take the open round past RT_MSUM_MAX names. */
+int rt__round_metrics_room(const struct rt_job *j, const struct rt_update_in *u);
+void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t seq,
+			   const struct rt_update_in *u);
+void rt__round_record_extra(struct rt_node *n, struct rt_job *j, const struct rt_round *r);
+/* After recovery: the metrics files of the rounds put back; other rounds' files go. */
+void rt__round_metrics_recover(struct rt_node *n);
+/* From rt__round_free(): the sums and the file's fd go. */
+void rt__round_rec_free(struct rt_round *r);
 
 /* rt_record.c */
 struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t round,

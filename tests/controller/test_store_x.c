@@ -148,14 +148,19 @@ Test(ctl_store_x, an_older_file_is_migrated)
 {
 	struct seen s = {0};
 	struct ctl_job got;
-	char sql[160];
+	char sql[512];
 	sqlite3 *raw;
 
 	job("old");
 	ctl_store_close(st);
 	st = NULL;
-	/* As the build before the cluster tables (schema v3) left it. */
+	/* As the build before the cluster tables (schema v3) left it: later schemas undone too. */
 	snprintf(sql, sizeof(sql),
+		 "DROP TABLE evaluations; DROP TABLE eval_versions; "
+		 "ALTER TABLE rounds DROP COLUMN opened_at; ALTER TABLE rounds DROP COLUMN closed_at; "
+		 "ALTER TABLE rounds DROP COLUMN bytes; "
+		 "ALTER TABLE rounds DROP COLUMN metrics_updates; "
+		 "ALTER TABLE rounds DROP COLUMN metrics; "
 		 "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; "
 		 "DROP TABLE cluster_round_clients; PRAGMA user_version = %d", 3);
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
@@ -235,7 +240,14 @@ Test(ctl_store_x, a_schema_4_file_is_migrated_keeping_its_rounds)
 	st = NULL;
 	/* As the last build (schema v4) left a controller's data dir. */
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
-	cr_assert_eq(sqlite3_exec(raw, "DROP TABLE cluster_round_clients; PRAGMA user_version = 4",
+	cr_assert_eq(sqlite3_exec(raw,
+				  "DROP TABLE evaluations; DROP TABLE eval_versions; "
+				  "ALTER TABLE rounds DROP COLUMN opened_at; "
+				  "ALTER TABLE rounds DROP COLUMN closed_at; "
+				  "ALTER TABLE rounds DROP COLUMN bytes; "
+				  "ALTER TABLE rounds DROP COLUMN metrics_updates; "
+				  "ALTER TABLE rounds DROP COLUMN metrics; "
+				  "DROP TABLE cluster_round_clients; PRAGMA user_version = 4",
 				  NULL, NULL, NULL),
 		     SQLITE_OK);
 	sqlite3_close(raw);
@@ -256,7 +268,6 @@ Test(ctl_store_x, a_schema_4_file_is_migrated_keeping_its_rounds)
 	cr_assert_eq(sqlite3_prepare_v2(raw, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
 	cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
 	cr_assert_eq(sqlite3_column_int(q, 0), CTL_STORE_SCHEMA_VERSION);
-	cr_assert_eq(CTL_STORE_SCHEMA_VERSION, 5);
 	sqlite3_finalize(q);
 	sqlite3_close(raw);
 	cr_assert_eq(ctl_store_open(dbpath, &st), 0);

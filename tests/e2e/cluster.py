@@ -113,10 +113,11 @@ def update_body(rng):
     return x, w
 
 
-def post(cl, host, job, token, rnd, x, w):
+def post(cl, host, job, token, rnd, x, w, extra=None):
     return cl.call(host, 'POST', '/v1/jobs/%s/updates' % job, x.tobytes(),
-                   {'Content-Type': 'application/octet-stream', 'X-Tributary-Round': str(rnd),
-                    'X-Tributary-Samples': str(w)}, token)
+                   dict({'Content-Type': 'application/octet-stream',
+                         'X-Tributary-Round': str(rnd), 'X-Tributary-Samples': str(w)},
+                        **(extra or {})), token)
 
 
 def post_many(cl, items):
@@ -249,6 +250,14 @@ def client_creds(cl, admin, rng):
               'a second update of site1 in round 1 via %s: %d %s' % (h, st, b[:200]))
     info = round_info(cl, NODE_IP[0], 'ca', jtok, 0)
     check(info['clients'] == cpr and info['updates'] == cpr, 'ca round 0 record: %s' % info)
+    # Metrics and evaluations are a single node's for now: a cluster says so (400).
+    st, b = cl.call(NODE_IP[2], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 1, 'samples': 1, 'metrics': {}}).encode(),
+                    {'Content-Type': 'application/json'}, creds[1])
+    check(st == 400 and b'single node' in b, 'an evaluation in a cluster: %d %s' % (st, b[:200]))
+    st, b = post(cl, NODE_IP[2], 'ca', creds[1], 1, x, w, {'X-Tributary-Metrics': '{"a": 1}'})
+    check(st == 400 and b'X-Tributary-Metrics' in b,
+          'an update with metrics in a cluster: %d %s' % (st, b[:200]))
     check(round_info(cl, NODE_IP[2], 'ca', jtok, 1)['received'] == 1, 'the 409s were counted')
     log('client tokens: minted on n0 and n1, accepted on every gateway, the job token refused '
         '(403); site0 revoked via n2, then refused on n0, n1 and n2; a tampered token refused; '
@@ -350,6 +359,10 @@ def scenario():
                   (r, edges, want))
             check(info['updates'] == cpr and not info['lost_nodes'],
                   'round %d record: %s' % (r, info))
+            check(info['state'] == 'done' and 0 <= info['duration_s'] and
+                  abs(info['closed_at'] - info['opened_at'] - info['duration_s']) < 1e-3 and
+                  abs(info['closed_at'] - time.time()) < 120,
+                  'round %d record times: %s' % (r, info))
             log('  round %d: top on %s, cross-node edges %s' % (r, top, edges))
         sent = [metrics(cl, h).get('tributary_cluster_partials_sent_total', 0)
                 for h in NODE_IP]
