@@ -406,6 +406,17 @@ out:
 	return err;
 }
 
+/* An .npy refusal inside member @m: say which member. */
+static int in_member(int err, const struct member *m, char *why, size_t cap)
+{
+	char inner[TRIB_NPY_WHY_MAX];
+
+	if (err != -EINVAL || !strncmp(why, "npz:", 4))
+		return err;
+	snprintf(inner, sizeof(inner), "%s", why);
+	return refuse(why, cap, "npz: member '%.40s.npy': %s", m->name, inner);
+}
+
 int trib_npz_load(void *buf, size_t len, void *region, uint64_t region_cap, struct trib_st *out,
 		  uint64_t *region_used, char *why, size_t cap)
 {
@@ -452,8 +463,10 @@ int trib_npz_load(void *buf, size_t len, void *region, uint64_t region_cap, stru
 				err = trib__npy_settle(p, &at, &dtype, h.n_elem, m[i].name, why,
 						       cap);
 		}
-		if (err)
+		if (err) {
+			err = in_member(err, &m[i], why, cap);
 			goto fail;
+		}
 		trib__npy_tensor(&out->tensors[i], m[i].name, &h, dtype, at);
 	}
 	out->ntensors = n;
