@@ -5,8 +5,10 @@
 # GET /model honours Accept (safetensors, npz, raw float32; 406 otherwise).
 import io
 import os
+import signal
 import struct
 import sys
+import threading
 import zipfile
 import zlib
 
@@ -201,8 +203,42 @@ def check_accept(srv, tok, job, schema, ref):
     check(st == 200, 'a long Accept on the job status: %d' % st)
 
 
+def longpoll_npz(srv, tok, after, out):
+    """A long poll that asks for npz: answered when the round closes, in npz."""
+    st, hd, b = srv.request('GET', '/v1/jobs/f/model?after=%d&timeout=60' % after, None,
+                            {'Accept': 'application/x-npz'}, tok, timeout=90)
+    out.append((st, hd, b))
+
+
+def reboot(rng):
+    """--durability disk: npz updates (inflated after their body in the slot) are logged with
+    their inflated bytes; kill -9 and the arena file gone, the log puts them back."""
+    with e.Server(extra=['--durability', 'disk']) as srv:
+        tok = srv.create_job({'name': 'd', 'clients_per_round': 4, 'tensors': SCHEMA})['token']
+        ups = []
+        for i, kind in enumerate(('npz-deflated', 'npz-i8', 'npz-f64', 'npz')):
+            body, ct, dec = encode(e.random_model(rng, SCHEMA, scale=1 + i), kind, rng)
+            ups.append((i + 2, dec))
+            if i == 3:
+                srv.proc.send_signal(signal.SIGKILL)
+                srv.proc.wait()
+                srv.proc = None
+                e.remove_arena_files(srv.arena_files())
+                srv.start()
+                m = srv.metrics()
+                check(m.get('tributary_wal_updates_recovered_total') == 3,
+                      'recovered from the log: %r, want 3' %
+                      m.get('tributary_wal_updates_recovered_total'))
+            srv.post_update('d', tok, 0, body, i + 2, ct)
+        _, _, buf = srv.get_model('d', tok, '?after=0&timeout=60')
+        e.check_model(buf, SCHEMA, e.weighted_mean(ups), 'after a reboot')
+        e.log('--durability disk: 3 npz updates put back from the log after kill -9 and the '
+              'arena file gone; the model is the weighted mean of all 4')
+
+
 def run():
     rng = np.random.default_rng(16)
+    reboot(rng)
     with e.Server() as srv:
         job = srv.create_job({'name': 'f', 'clients_per_round': 7, 'fan_in': 3,
                               'tensors': SCHEMA})
@@ -217,7 +253,10 @@ def run():
         kinds = ('st', 'npz', 'npz-deflated', 'npz-f64', 'npz-f16', 'npz-i8', 'raw')
         sizes = {}
         for r in range(2):
-            ups = []
+            ups, polled = [], []
+            if r == 1:
+                poll = threading.Thread(target=longpoll_npz, args=(srv, tok, 1, polled))
+                poll.start()
             for i, kind in enumerate(kinds):
                 body, ct, dec = encode(e.random_model(rng, SCHEMA, scale=1 + i), kind, rng)
                 sizes[kind] = len(body)
@@ -227,6 +266,14 @@ def run():
             _, _, buf = srv.get_model('f', tok, '?after=%d' % r, timeout=60)
             ref = e.weighted_mean(ups)
             e.check_model(buf, SCHEMA, ref, 'round %d' % r)
+            if r == 1:
+                poll.join(90)
+                check(polled and polled[0][0] == 200 and
+                      polled[0][1].get('content-type') == NPZ, 'long poll: %r' % polled[:1])
+                with np.load(io.BytesIO(polled[0][2])) as z:
+                    got = {k: z[k].astype(np.float64) for k in z.files}
+                check(all(np.array_equal(got[t['name']], e.st_decode(buf)[1][t['name']])
+                          for t in SCHEMA), 'the long poll\'s npz differs from the model')
         e.log('body bytes per update: ' + ', '.join('%s %d' % kv for kv in sizes.items()))
         check_accept(srv, tok, 'f', SCHEMA, ref)
         # One tensor: .npy of each dtype, with safetensors and raw.
