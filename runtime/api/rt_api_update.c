@@ -362,7 +362,8 @@ static void on_update_body(struct rt_conn *c)
 		struct rt_update_in u = {
 			.slot_off = R(c)->slot_off, .segs_off = segs_off, .nsegs = nsegs,
 			.weight = R(c)->weight, .key = c->req.idempotency_key,
-			.key_len = strlen(c->req.idempotency_key), .data_len = rt_api_update_bytes(c, segs_off),
+			.key_len = strlen(c->req.idempotency_key),
+			.data_len = rt_api_update_bytes(c, segs_off), /* .npz: inflated too */
 			.client = R(c)->client,
 		};
 
