@@ -264,6 +264,19 @@ fail:
 	return err;
 }
 
+/* zlib's allocations go through trib_alloc like every other (its accounting and fault tests). */
+static voidpf z_alloc(voidpf opaque, uInt items, uInt size)
+{
+	(void)opaque;
+	return trib_calloc(items, size);
+}
+
+static void z_free(voidpf opaque, voidpf p)
+{
+	(void)opaque;
+	trib_free(p);
+}
+
 /* Inflate exactly @n bytes into @dst; *crc follows them. */
 static int inflate_exact(z_stream *z, uint8_t *dst, uint64_t n, uLong *crc, const char *name,
 			 char *why, size_t cap)
@@ -279,6 +292,8 @@ static int inflate_exact(z_stream *z, uint8_t *dst, uint64_t n, uLong *crc, cons
 			if (r == Z_STREAM_END && z->avail_out)
 				return refuse(why, cap, "npz: member '%.40s.npy' inflates to fewer "
 					      "bytes than its declared size", name);
+			if (r == Z_MEM_ERROR) /* its window is allocated on the first call */
+				return -ENOMEM;
 			if (r == Z_BUF_ERROR)
 				return refuse(why, cap, "npz: member '%.40s.npy': its deflate data "
 					      "is truncated", name);
@@ -310,6 +325,8 @@ static int inflate_member(const uint8_t *p, const struct member *m, uint8_t *bas
 	uint64_t off, need, start;
 	int err, r;
 
+	z.zalloc = z_alloc;
+	z.zfree = z_free;
 	if (inflateInit2(&z, -MAX_WBITS) != Z_OK)
 		return -ENOMEM;
 	z.next_in = (Bytef *)(uintptr_t)(p + m->data);

@@ -616,3 +616,34 @@ Test(npz, hostile, .init = setup_npy4)
 	/* No members. */
 	expect_refused(out, zip(m, 0, out), "no members");
 }
+
+/* Every allocation of a load fails in turn: -ENOMEM (or a refusal from zlib's init), no leak. */
+Test(npz, every_allocation_failure_unwinds)
+{
+	const unsigned char *inputs[] = { np_savez, np_savez_compressed };
+	size_t lens[] = { sizeof(np_savez), sizeof(np_savez_compressed) };
+
+	for (size_t in = 0; in < 2; in++) {
+		for (long k = 0; k < 64; k++) {
+			struct trib_st st;
+			unsigned char *b;
+			unsigned long f0 = trib_alloc_failures();
+			int err;
+
+			trib_alloc_fail_after(k);
+			err = load(inputs[in], lens[in], 4096, &st, &b);
+			trib_alloc_fail_after(-1);
+			free(b);
+			if (trib_alloc_failures() == f0) {
+				cr_assert_eq(err, 0, "input %zu, no failure at %ld: %d %s", in, k,
+					     err, why);
+				cr_assert_gt(st.ntensors, 1);
+				trib_st_free(&st);
+				break; /* past the last allocation */
+			}
+			cr_assert_eq(err, -ENOMEM, "input %zu, allocation %ld failed: %d %s", in, k,
+				     err, why);
+			cr_assert_null(st.tensors);
+		}
+	}
+}
