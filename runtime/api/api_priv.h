@@ -84,7 +84,7 @@ int rt__api_np_format(const char *ctype);
 /* Most bytes of an .npy/.npz update body for @j (float64 data, zip and .npy headers). */
 uint64_t rt__api_np_body_max(const struct rt_job *j);
 /* Slot bytes past the body an update needs for inflated .npz members (0 unless .npz). */
-uint64_t rt__api_np_room(const struct rt_conn *c, const struct rt_job *j);
+uint64_t rt__api_np_room(struct rt_conn *c, const struct rt_job *j);
 /* application/x-npy only for a job of one tensor; else a 422 answered: false. */
 bool rt__api_np_admit(struct rt_conn *c, const struct rt_job *j);
 /*

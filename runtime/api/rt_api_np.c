@@ -38,9 +38,9 @@ uint64_t rt__api_np_body_max(const struct rt_job *j)
  * float32 (the largest dtype a member inflates to) and 64-byte alignment of each tensor and
  * its int8 scale. A stored archive does not use it; it is reserved before the body is seen.
  */
-uint64_t rt__api_np_room(const struct rt_conn *c, const struct rt_job *j)
+uint64_t rt__api_np_room(struct rt_conn *c, const struct rt_job *j)
 {
-	if (rt_api_req((struct rt_conn *)c)->np_fmt != RT_NP_NPZ)
+	if (R(c)->np_fmt != RT_NP_NPZ)
 		return 0;
 	return ((j->n_elem * sizeof(float) + 63) & ~63ull) + j->nschema * (uint64_t)128;
 }
