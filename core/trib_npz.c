@@ -347,6 +347,10 @@ static int inflate_member(const uint8_t *p, const struct member *m, uint8_t *bas
 	if (!err && off > m->size)
 		err = refuse(why, cap, "npz: member '%.40s.npy': its .npy header length runs "
 			     "past its %llu bytes", m->name, (unsigned long long)m->size);
+	/* 12 bytes are inflated already: a dict shorter than 2 bytes (not a dict) ends here. */
+	if (!err && off < 12)
+		err = refuse(why, cap, "npz: member '%.40s.npy': .npy header dict of %llu bytes "
+			     "is too short", m->name, (unsigned long long)(off - 10));
 	if (!err)
 		err = inflate_exact(&z, hdr + 12, off - 12, &crc, m->name, why, cap);
 	if (!err)

@@ -613,6 +613,20 @@ Test(npz, hostile, .init = setup_npy4)
 				    (uint32_t)crc32(0, obj, (uInt)ol) };
 		expect_refused(out, zip(m, 2, out), "member 'b.npy': .npy descr '|O'");
 	}
+	/* A deflated member whose .npy header length is 0 or 1 (shorter than what is inflated
+	 * first to read it). */
+	for (unsigned hl = 0; hl < 2; hl++) {
+		unsigned char tiny[64];
+
+		memcpy(tiny, "\x93NUMPY\x01\x00", 8);
+		tiny[8] = (unsigned char)hl;
+		tiny[9] = 0;
+		memset(tiny + 10, '{', sizeof(tiny) - 10);
+		dl = deflate_raw(tiny, sizeof(tiny), defl, sizeof(defl));
+		m[1] = (struct zm){ "b.npy", 8, 0, defl, dl, sizeof(tiny),
+				    (uint32_t)crc32(0, tiny, sizeof(tiny)) };
+		expect_refused(out, zip(m, 2, out), "too short");
+	}
 	/* No members. */
 	expect_refused(out, zip(m, 0, out), "no members");
 }
