@@ -76,7 +76,40 @@ void rt__api_handle_clients(struct rt_conn *c, struct rt_job *j, const char *res
 void rt__api_handle_create(struct rt_conn *c);
 void rt__api_handle_list(struct rt_conn *c);
 json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j);
+/* rt_api_np.c: .npy and .npz update bodies, and GET /model's Accept */
+enum rt_np_fmt { RT_NP_NONE = 0, RT_NP_NPY = 1, RT_NP_NPZ = 2 };
+enum rt_model_fmt { RT_MODEL_SAFETENSORS = 0, RT_MODEL_NPZ = 1, RT_MODEL_RAW = 2 };
+/* The enum rt_np_fmt of a Content-Type (RT_NP_NONE: not a NumPy one). */
+int rt__api_np_format(const char *ctype);
+/* Most bytes of an .npy/.npz update body for @j (float64 data, zip and .npy headers). */
+uint64_t rt__api_np_body_max(const struct rt_job *j);
+/* Slot bytes past the body an update needs for inflated .npz members (0 unless .npz). */
+uint64_t rt__api_np_room(struct rt_conn *c, const struct rt_job *j);
+/* application/x-npy only for a job of one tensor; else a 422 answered: false. */
+bool rt__api_np_admit(struct rt_conn *c, const struct rt_job *j);
+/*
+ * The .npy/.npz body in @body (the slot) parsed, inflated, matched and checked; its segments
+ * written at *segs_off (after the inflated data). Returns 0, or -1 when answered (refused).
+ */
+int rt__api_np_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+			uint64_t *segs_off);
+/* The enum rt_model_fmt Accept @accept picks, or -1 (406). */
+int rt__api_model_pick(const char *accept);
+/* The request's Accept takes a model format; else a 406 answered: false. */
+bool rt__api_model_acceptable(struct rt_conn *c);
+/* @b as the npz or raw form Accept picked (new blob, *ctype); NULL when answered. */
+struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *j,
+					const struct trib_blob *b, const char **ctype);
 /* rt_api_update.c */
+/*
+ * A parsed upload @st (released here; data offsets relative to @body, the slot) matched to
+ * @j's schema (F32 or compressed), every value checked, one segment per schema tensor into
+ * @segs. @label names the format in messages. Returns 0, or -1 when answered (rejected).
+ */
+struct trib_st;
+struct shm_seg;
+int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+		    struct shm_seg *segs, struct trib_st *st, const char *label);
 /*
  * Every one of the @n values at @x (enum shm_dtype @dtype) finite and |value| x @w at most
  * FN_FOLD_TERM_MAX (fn_fold.h; @w the fold weight, >= 1), or a 422 answered naming @tensor (may

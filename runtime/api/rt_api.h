@@ -22,6 +22,7 @@ struct rt_api_req {
 	uint32_t round;
 	double weight;
 	bool safetensors;
+	uint8_t np_fmt;            /* an .npy/.npz update body (enum rt_np_fmt, api_priv.h) */
 	bool inflight;            /* its body counts in the job's and client's bodies in flight */
 	uint64_t slot_off;        /* arena slot holding the body, UINT64_MAX if none */
 	uint64_t slot_len;
@@ -41,6 +42,18 @@ _Static_assert(sizeof(struct rt_api_req) <= RT_CONN_USER_BYTES, "rt_api_req fits
 static inline struct rt_api_req *rt_api_req(struct rt_conn *c)
 {
 	return (struct rt_api_req *)(void *)c->user;
+}
+
+/*
+ * An update's bytes in its slot, given where its segments start: the body, and the .npz
+ * members inflated after it (then the segments follow those). The log and a forward to
+ * another node carry these bytes, with segment offsets relative to the slot.
+ */
+static inline uint64_t rt_api_update_bytes(struct rt_conn *c, uint64_t segs_off)
+{
+	uint64_t at = segs_off - rt_api_req(c)->slot_off;
+
+	return at > ((c->body_len + 63) & ~63ull) ? at : c->body_len;
 }
 
 /*

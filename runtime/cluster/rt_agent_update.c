@@ -467,7 +467,7 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 	u->slot_len = r->slot_len;
 	u->segs_off = segs_off;
 	u->nsegs = nsegs;
-	u->body_len = c->body_len;
+	u->body_len = rt_api_update_bytes(c, segs_off); /* .npz: inflated members too */
 	u->weight = r->weight;
 	if (c->req.has_idempotency_key)
 		memcpy(u->key, c->req.idempotency_key, /* 1..64 characters, checked */

@@ -40,6 +40,10 @@ struct rt_http_req {
 	char x_metrics[1088];
 	bool has_x_metrics, x_metrics_long;
 	unsigned http_minor; /* HTTP/1.x; other major versions are refused */
+	/* Accept (GET /model's format); several Accept lines are joined with ','. Longer than
+	 * the field: accept_too_long, not an error (only the model's GET reads it) */
+	char accept[256];
+	bool accept_too_long;
 };
 
 /*

@@ -359,7 +359,7 @@ def run():
                 ({'name': 'a', 'clients_per_round': 0, 'params': 1}, 'clients_per_round'),
                 ({'name': 'a', 'clients_per_round': '3', 'params': 1}, 'clients_per_round'),
                 ({'name': 'a', 'clients_per_round': 1.5, 'params': 1}, 'clients_per_round'),
-                ({'name': 'a', 'clients_per_round': 1, 'params': 1, 'algorithm': 'fedprox'},
+                ({'name': 'a', 'clients_per_round': 1, 'params': 1, 'algorithm': 'no_such_rule'},
                  'algorithm'),
                 ({'name': 'a', 'clients_per_round': 1, 'params': 1, 'fan_in': 0}, 'fan_in'),
                 ({'name': 'a', 'clients_per_round': 1, 'params': 1, 'fan_in': 'x'}, 'fan_in'),
