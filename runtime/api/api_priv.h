@@ -93,6 +93,21 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j);
 void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j);
 /* A parked long poll is woken (model ready) or timed out: answer it. */
 void rt__api_on_wake(struct rt_conn *c, bool timed_out);
+/* rt_api_lifecycle.c */
+/* "num_rounds" of a job spec into *@num_rounds (0 absent); 0 or 400 with @msg. */
+int rt__api_life_parse(json_t *o, bool clustered, uint32_t *num_rounds, char *msg, size_t cap);
+/* "state" and "num_rounds" into a job's status @o. */
+void rt__api_life_json(json_t *o, const struct rt_job *j);
+/*
+ * An update of @j that the job's state refuses: deleted (404), done (410),
+ * paused (503 + Retry-After; not once @body_read: it was admitted before);
+ * true when answered.
+ */
+bool rt__api_life_refuse(struct rt_conn *c, const struct rt_job *j, bool body_read);
+void rt__api_handle_delete(struct rt_conn *c, struct rt_job *j);
+void rt__api_handle_pause(struct rt_conn *c, struct rt_job *j, bool pause);
+/* rt_api.c: the long polls parked on deleted @j are answered 404. */
+void rt__api_unpark_job(struct rt_api *api, struct rt_job *j);
 /* rt_api_metrics.c */
 void rt__api_handle_functions(struct rt_conn *c);
 void rt__api_handle_metrics(struct rt_conn *c);

@@ -108,6 +108,10 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 		return;
 	}
 	if (!slash || !strcmp(slash, "/")) {
+		if (m == HTTP_DELETE) {
+			rt__api_handle_delete(c, j);
+			return;
+		}
 		if (m != HTTP_GET)
 			goto bad_method;
 		if (!rt__api_require_reader(c, j))
@@ -119,6 +123,12 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 		if (m != HTTP_POST)
 			goto bad_method;
 		rt__api_handle_update(c, j);
+		return;
+	}
+	if (!strcmp(slash, "/pause") || !strcmp(slash, "/resume")) {
+		if (m != HTTP_POST)
+			goto bad_method;
+		rt__api_handle_pause(c, j, !strcmp(slash, "/pause"));
 		return;
 	}
 	if (!strcmp(slash, "/clients") || !strncmp(slash, "/clients/", 9)) {
@@ -313,6 +323,24 @@ void rt_api_model_ready(struct rt_api *api, struct rt_job *j)
 		}
 		unpark_at(pp, c);
 		rt__api_on_wake(c, false);
+	}
+}
+
+void rt__api_unpark_job(struct rt_api *api, struct rt_job *j)
+{
+	struct rt_conn **pp = &api->waiters;
+
+	while (*pp) {
+		struct rt_conn *c = *pp;
+		char msg[128];
+
+		if (R(c)->job != j) {
+			pp = &R(c)->wnext;
+			continue;
+		}
+		unpark_at(pp, c);
+		snprintf(msg, sizeof(msg), "job '%s' was deleted", j->name);
+		rt_conn_error(c, 404, msg, -1, NULL);
 	}
 }
 

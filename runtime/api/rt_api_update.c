@@ -322,6 +322,8 @@ static void on_update_body(struct rt_conn *c)
 	uint32_t ans_round = j->round; /* the round (version) its answer names */
 	int err;
 
+	if (rt__api_life_refuse(c, j, true)) /* deleted or done while the body arrived */
+		return;
 	if (!R(c)->safetensors) {
 		if (rt__api_check_values(c, body, SHM_DTYPE_F32, j->n_elem, w, NULL))
 			return;
@@ -481,6 +483,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	int err;
 
 	if (!rt__api_update_auth(c, j))
+		return;
+	if (rt__api_life_refuse(c, j, false))
 		return;
 	if (store_refuse(c, j))
 		return;
