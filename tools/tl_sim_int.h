@@ -242,6 +242,7 @@ struct tl_sim_round {
 	_Atomic uint32_t conflicts; /* updates refused with 409 (round mismatch) */
 	_Atomic uint32_t refused;   /* of those, in a cluster: the round closed without them */
 	_Atomic bool abort;        /* an update failed: the round cannot close, stop sending */
+	_Atomic bool done;         /* an update got 410: the job is done (its num_rounds) */
 	_Atomic uint64_t retries;
 	_Atomic uint64_t bytes;
 	_Atomic uint64_t t_first; /* ns of the first POST */
@@ -310,6 +311,7 @@ struct tl_sim_totals {
 	uint64_t retries;
 	uint32_t rounds_ok;
 	uint64_t refused; /* 409s a lost node explains (see worker_run, tl_sim_round.c) */
+	bool done;        /* the job said it is done (410): the run stopped there */
 };
 
 /* What a round's report and lines say about lost updates. */

@@ -3,7 +3,10 @@
 # each state across kill -9 + restart, and bad num_rounds values refused naming the field.
 import os
 import signal
+import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -109,7 +112,10 @@ def delete(srv, rng):
     tok = j['token']
     send_round(srv, 'del', tok, 0, 2, rng)
     srv.get_model('del', tok, '?after=0&timeout=30')
+    e.wait_for(lambda: srv.metrics()['tributary_arena_slots'] == 0, 10,
+               'no arena slot live between rounds')
     srv.post_update('del', tok, 1, e.raw_body(SCHEMA, e.random_model(rng, SCHEMA)), 1)
+    check(srv.metrics()['tributary_arena_slots'] > 0, 'the open round holds no slot')
     # A client credential and the job token may not delete.
     st, cl, _ = srv.json('POST', '/v1/jobs/del/clients', {'client': 'c1'}, token=tok)
     check(st == 201, 'mint a client token: %d %r' % (st, cl))
@@ -120,9 +126,17 @@ def delete(srv, rng):
     check(st == 401, 'DELETE with a wrong token: want 401, got %d %r' % (st, obj))
     st, obj, _ = srv.json('DELETE', '/v1/jobs/del?purge=maybe', token=srv.admin)
     check(st == 400 and 'purge' in obj['error'], 'purge=maybe: %d %r' % (st, obj))
+    polled = []
+    poll = threading.Thread(target=lambda: polled.append(
+        srv.get_model('del', tok, '?after=1&timeout=30', expect=None)))
+    poll.start()
+    time.sleep(0.5)  # parked (nothing counts parked polls; if not yet, it gets a 401)
     st, obj, _ = srv.json('DELETE', '/v1/jobs/del', token=srv.admin)
     check(st == 200 and obj == {'job': 'del', 'deleted': True, 'purged': False},
           'DELETE: %d %r' % (st, obj))
+    poll.join(10)
+    check(not poll.is_alive() and polled and polled[0][0] == 404 and
+          b'was deleted' in polled[0][2], 'a long poll of the deleted job: %r' % polled)
     st, obj, _ = srv.json('GET', '/v1/jobs/del', token=srv.admin)
     check(st == 404, 'deleted job, admin: want 404, got %d %r' % (st, obj))
     st, obj, _ = srv.json('GET', '/v1/jobs/del', token=tok)
@@ -136,9 +150,10 @@ def delete(srv, rng):
     check(len(kept) == 1 and os.listdir(os.path.join(data, 'deleted', kept[0])),
           'models not kept under deleted/: %r' % kept)
     check(not os.path.exists(os.path.join(data, 'jobs', 'del')), 'jobs/del still there')
-    # The open round's update is released: the arena's committed records drop back.
-    m = srv.metrics()
-    e.log('after DELETE: journal committed %r' % m.get('tributary_journal_committed'))
+    # The open round's update, leaf and top are released: no slot is left.
+    e.wait_for(lambda: srv.metrics()['tributary_arena_slots'] == 0, 10,
+               "the deleted job's open round to give its arena slots back")
+    check("job del: deleted" in srv.log_text(), 'no deletion line in the log')
     kill9_restart(srv)
     st, obj, _ = srv.json('GET', '/v1/jobs/del', token=srv.admin)
     check(st == 404, 'deleted job back after kill -9: %d %r' % (st, obj))
@@ -159,6 +174,27 @@ def delete(srv, rng):
     e.log('DELETE: 403/401 for non-admins, 404 after, name reusable, purge removes models')
 
 
+def tools(srv):
+    """`tributary simulate` stops cleanly at a done job; `tributary status` shows the state."""
+    srv.create_job({'name': 'sim', 'clients_per_round': 4, 'params': 500, 'num_rounds': 2})
+    url = 'http://127.0.0.1:%d' % srv.port
+    data = os.path.join(srv.data_dir, 'data')
+    p = subprocess.run([e.BIN, 'simulate', '--url', url, '--data-dir', data, '--job', 'sim',
+                        '--clients', '4', '--rounds', '5', '--params', '500'],
+                       capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    check(p.returncode == 0 and '2/2 rounds OK' in out and 'stopped: the job is done' in out,
+          'simulate on a num_rounds 2 job: rc %d\n%s' % (p.returncode, out[-3000:]))
+    check(srv.status('sim')['state'] == 'done', 'sim after simulate: %r' % srv.status('sim'))
+    p = subprocess.run([e.BIN, 'status', '--url', url, '--data-dir', data],
+                       capture_output=True, text=True, timeout=30)
+    rows = {ln.split()[0]: ln.split() for ln in p.stdout.splitlines() if ln.strip()}
+    check(p.returncode == 0 and rows.get('STATE') is None and
+          rows.get('sim', [])[2:4] == ['done', '2/2'] and rows.get('pz', [])[2] == 'open',
+          'tributary status: rc %d\n%s%s' % (p.returncode, p.stdout, p.stderr))
+    e.log('simulate stops at done (2/2 rounds OK); status shows the states')
+
+
 def run():
     rng = np.random.default_rng(15)
     with e.Server() as srv:
@@ -166,6 +202,7 @@ def run():
         done_after_num_rounds(srv, rng)
         pause_resume(srv, rng)
         delete(srv, rng)
+        tools(srv)
 
 
 if __name__ == '__main__':
