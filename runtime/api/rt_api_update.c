@@ -484,8 +484,6 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 
 	if (!rt__api_update_auth(c, j))
 		return;
-	if (rt__api_life_refuse(c, j, false))
-		return;
 	if (store_refuse(c, j))
 		return;
 	if (rt__api_ctype_is(c->req.content_type, "application/octet-stream")) {
@@ -513,6 +511,9 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	}
 	/* A resend of an update already answered: before the round check (it may have closed). */
 	if (idempotent_answered(c, j, (uint32_t)round))
+		return;
+	/* Done (410) or paused (503): after the resend check, which answers what was taken. */
+	if (rt__api_life_refuse(c, j, false))
 		return;
 	if (!round_ok(c, j, round))
 		return;

@@ -24,11 +24,13 @@ def kill9_restart(srv):
     srv.start()
 
 
-def send_round(srv, job, tok, rnd, n, rng):
+def send_round(srv, job, tok, rnd, n, rng, key=None):
+    """@n updates of round @rnd (the last with Idempotency-Key @key); the expected mean."""
     ups = []
     for i in range(n):
         m = e.random_model(rng, SCHEMA)
-        srv.post_update(job, tok, rnd, e.raw_body(SCHEMA, m), i + 1)
+        extra = {'Idempotency-Key': key} if key and i == n - 1 else None
+        srv.post_update(job, tok, rnd, e.raw_body(SCHEMA, m), i + 1, extra=extra)
         ups.append((i + 1, m))
     return e.weighted_mean(ups)
 
@@ -53,13 +55,17 @@ def done_after_num_rounds(srv, rng):
     check(s['state'] == 'open' and s['num_rounds'] == 2, 'new job: %r' % s)
     refs = [e.zeros_model(SCHEMA)]
     for r in range(2):
-        refs.append(send_round(srv, 'fin', tok, r, 2, rng))
+        refs.append(send_round(srv, 'fin', tok, r, 2, rng, key='fin-%d' % r))
         srv.get_model('fin', tok, '?after=%d&timeout=30' % r)
     s = srv.status('fin')
     check(s['state'] == 'done' and s['model_round'] == 2, 'after 2 rounds: %r' % s)
     st, obj, _ = srv.post_update('fin', tok, 2, e.raw_body(SCHEMA, refs[1]), expect=410)
     check(obj == {'error': "job 'fin' is done after 2 rounds", 'state': 'done'},
           'third-round update: %r' % obj)
+    # The resend of an update the last round took gets its 202 again, not 410: it was counted.
+    st, obj, _ = srv.post_update('fin', tok, 1, e.raw_body(SCHEMA, refs[1]), 2,
+                                 extra={'Idempotency-Key': 'fin-1'}, expect=202)
+    check(obj == {'round': 1, 'received': 2}, 'resend after done: %r' % obj)
     # Whatever round it names: no round opens after the last.
     srv.post_update('fin', tok, 1, e.raw_body(SCHEMA, refs[1]), expect=410)
     _, _, got = srv.get_model('fin', tok)
