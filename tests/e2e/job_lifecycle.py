@@ -128,6 +128,11 @@ def delete(srv, rng):
     for who, t in (('job token', tok), ('client token', cl['token'])):
         st, obj, _ = srv.json('DELETE', '/v1/jobs/del', token=t)
         check(st == 403, 'DELETE with the %s: want 403, got %d %r' % (who, st, obj))
+    for path in ('/v1/jobs/del/pause', '/v1/jobs/del/resume'):
+        st, obj, _ = srv.json('POST', path, token=cl['token'])
+        check(st == 403, 'POST %s with a client token: want 403, got %d %r' % (path, st, obj))
+        st, obj, _ = srv.json('POST', path, token='nope')
+        check(st == 401, 'POST %s with a wrong token: want 401, got %d %r' % (path, st, obj))
     st, obj, _ = srv.json('DELETE', '/v1/jobs/del', token='nope')
     check(st == 401, 'DELETE with a wrong token: want 401, got %d %r' % (st, obj))
     st, obj, _ = srv.json('DELETE', '/v1/jobs/del?purge=maybe', token=srv.admin)
