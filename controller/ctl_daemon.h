@@ -91,6 +91,7 @@ struct cjob {
 	struct ctl_model_fmt fmt; /* its tensors and model file header (owned) */
 	uint32_t round;		  /* open round */
 	uint32_t completed;	  /* model version */
+	uint32_t num_rounds;	  /* done at this version: no count after (0: never) */
 	float *model;		  /* latest model (owned, fmt.n_elem floats), NULL: zeros */
 	struct cround *rounds;	  /* oldest first: in flight and the last few done */
 	/*

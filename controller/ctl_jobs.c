@@ -337,6 +337,14 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		*rep = ctl__err_reply(503, msg);
 		return;
 	}
+	if (j->num_rounds && j->round >= j->num_rounds) {
+		/* Its last round is closed: nodes refuse first (410); this is where it holds. */
+		snprintf(msg, sizeof(msg), "job '%s' is done after %u rounds", j->name,
+			 j->num_rounds);
+		*rep = ctl__err_reply(410, msg);
+		json_object_set_new(*rep, "state", json_string("done"));
+		return;
+	}
 	if (r != j->round) {
 		snprintf(msg, sizeof(msg),
 			 "round mismatch: the job is at round %u, the update is "
@@ -589,6 +597,8 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	snprintf(j->name, sizeof(j->name), "%s", name);
 	j->cpr = (uint32_t)json_integer_value(json_object_get(o, "clients_per_round"));
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	/* Checked by the node that took the request (rt_job_def_parse), as every field. */
+	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, ev->plen, &why);
 	/* The node counted the parameters with the same rule: a disagreement is a bug. */
 	if (!err && (!j->cpr || j->fmt.n_elem != n_elem)) {
@@ -701,11 +711,17 @@ json_t *ctl__jobs_status(struct ctl *c)
 				  (json_int_t)j->store.retries, "round", (json_int_t)j->store.what) :
 			json_pack("{s:s}", "state", "ok");
 
-		json_array_append_new(jobs, json_pack("{s:s, s:i, s:i, s:i, s:o, s:o}", "name",
-						      j->name, "round", (json_int_t)j->round,
-						      "completed", (json_int_t)j->completed,
-						      "clients_per_round", (json_int_t)j->cpr,
-						      "rounds", rounds, "store", st));
+		json_t *jo = json_pack("{s:s, s:i, s:i, s:i, s:o, s:o}", "name", j->name, "round",
+				       (json_int_t)j->round, "completed", (json_int_t)j->completed,
+				       "clients_per_round", (json_int_t)j->cpr, "rounds", rounds,
+				       "store", st);
+
+		if (jo && j->num_rounds) {
+			json_object_set_new(jo, "num_rounds", json_integer(j->num_rounds));
+			json_object_set_new(jo, "state", json_string(j->completed >= j->num_rounds ?
+								     "done" : "open"));
+		}
+		json_array_append_new(jobs, jo);
 	}
 	return jobs;
 }
@@ -774,6 +790,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 	snprintf(j->token, sizeof(j->token), "%s", cj->token);
 	j->cpr = cj->clients_per_round;
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);
 	if (err) {
 		trib_error("job %s in controller.db: its definition cannot be read: %s", cj->name,

@@ -94,8 +94,11 @@ void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j);
 /* A parked long poll is woken (model ready) or timed out: answer it. */
 void rt__api_on_wake(struct rt_conn *c, bool timed_out);
 /* rt_api_lifecycle.c */
-/* "num_rounds" of a job spec into *@num_rounds (0 absent); 0 or 400 with @msg. */
-int rt__api_life_parse(json_t *o, bool clustered, uint32_t *num_rounds, char *msg, size_t cap);
+/*
+ * "num_rounds" of a job spec into *@num_rounds (0 absent); 0 or 400 with @msg. A cluster
+ * takes it too: its controller counts no update after the last round (ctl__on_accept).
+ */
+int rt__api_life_parse(json_t *o, uint32_t *num_rounds, char *msg, size_t cap);
 /* "state" and "num_rounds" into a job's status @o. */
 void rt__api_life_json(json_t *o, const struct rt_job *j);
 /*

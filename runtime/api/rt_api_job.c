@@ -198,7 +198,7 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 	}
 	status = def_fields(def->doc, def, &cpr, msg, cap);
 	if (!status)
-		status = rt__api_life_parse(def->doc, clustered, &def->spec.num_rounds, msg, cap);
+		status = rt__api_life_parse(def->doc, &def->spec.num_rounds, msg, cap);
 	if (!status)
 		status = def_schema(def->doc, def, msg, cap);
 	if (!status)

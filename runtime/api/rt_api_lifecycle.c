@@ -15,7 +15,7 @@
 
 #define NUM_ROUNDS_MAX 1000000u
 
-int rt__api_life_parse(json_t *o, bool clustered, uint32_t *num_rounds, char *msg, size_t cap)
+int rt__api_life_parse(json_t *o, uint32_t *num_rounds, char *msg, size_t cap)
 {
 	json_t *v = json_object_get(o, "num_rounds");
 
@@ -31,11 +31,6 @@ int rt__api_life_parse(json_t *o, bool clustered, uint32_t *num_rounds, char *ms
 			 "done once that many models are made; leave it out for a job that never "
 			 "ends)", shown ? shown : "?", NUM_ROUNDS_MAX);
 		trib_free(shown);
-		return 400;
-	}
-	if (clustered) {
-		snprintf(msg, cap, "%s", "num_rounds: not supported across nodes yet (a cluster's "
-			 "jobs never end; DELETE, pause and resume are single-node too)");
 		return 400;
 	}
 	*num_rounds = (uint32_t)json_integer_value(v);

@@ -256,6 +256,41 @@ def client_creds(cl, admin, rng):
         '0 counted %d distinct clients' % cpr)
 
 
+def num_rounds_done(cl, admin, rng):
+    """num_rounds across nodes: done after the last round on every gateway (410), models kept;
+    DELETE and pause are single-node (400 naming the limit)."""
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'fin', 'clients_per_round': 3, 'params': PARAMS, 'fan_in': 2,
+         'num_rounds': 1}).encode(), {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create fin: %d %s' % (st, b))
+    tok = json.loads(b)['token']
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/fin', token=tok)[0] == 200
+                         for h in NODE_IP), 5, 'the job fin known on every node')
+    ups = [update_body(rng) for _ in range(3)]
+    res = post_many(cl, [(NODE_IP[k], 'fin', tok, 0, x, w) for k, (x, w) in enumerate(ups)])
+    check(all(st == 202 for st, _ in res), 'fin round 0: %s' % res)
+    m = get_model(cl, NODE_IP[2], 'fin', tok, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], 'fin round 0 (num_rounds 1)')
+    x, w = update_body(rng)
+    for h in NODE_IP:
+        wait_for(lambda h=h: json.loads(cl.call(h, 'GET', '/v1/jobs/fin', token=tok)[1])
+                 .get('state') == 'done', 5, 'fin done on %s' % h)
+        st, b = post(cl, h, 'fin', tok, 1, x, w)
+        check(st == 410 and b"job 'fin' is done after 1 rounds" in b,
+              'an update after the last round via %s: %d %s' % (h, st, b[:200]))
+        check(get_model(cl, h, 'fin', tok, 1) is not None, 'fin v1 on %s' % h)
+    st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster', token=admin)
+    fin = [j for j in json.loads(b)['jobs'] if j['name'] == 'fin']
+    check(st == 200 and fin and fin[0].get('state') == 'done' and fin[0]['num_rounds'] == 1,
+          'the controller says fin is done: %s' % fin)
+    for meth, path in (('DELETE', '/v1/jobs/fin'), ('POST', '/v1/jobs/fin/pause')):
+        st, b = cl.call(NODE_IP[0], meth, path, token=admin)
+        check(st == 400 and b'not supported across nodes yet' in b,
+              '%s %s in a cluster: %d %s' % (meth, path, st, b[:200]))
+    log('num_rounds 1 across nodes: done on every gateway (410 after), the model served; '
+        'DELETE and pause refused in a cluster (400, single-node)')
+
+
 def scenario():
     if os.geteuid() != 0:
         print('SKIP: needs root for ip netns, veth and a bridge')
@@ -339,6 +374,7 @@ def scenario():
                        and ('cluster:' in ln or 'edges' in ln or ' done ' in ln))[:1500])
 
         client_creds(cl, admin, rng)
+        num_rounds_done(cl, admin, rng)
 
         # --- B: kill -9 a node mid-round (open round: clients resend) ---
         tok = create_job(cl, admin, 'b', 30, 4)

@@ -51,14 +51,15 @@ Test(runtime_job_life, num_rounds_is_an_integer_from_1_to_a_million)
 	cr_assert(strstr(msg, "got \"x\""), "%s", msg);
 }
 
-Test(runtime_job_life, a_cluster_refuses_num_rounds_naming_the_limit)
+Test(runtime_job_life, a_cluster_takes_num_rounds_and_refuses_bad_ones_alike)
 {
 	char msg[256] = "";
-	uint32_t nr;
+	uint32_t nr = 0;
 
-	cr_assert_eq(parse_nr("3", true, &nr, msg), 400);
-	cr_assert(strstr(msg, "num_rounds: not supported across nodes yet"), "%s", msg);
-	cr_assert_eq(parse_nr(NULL, true, &nr, msg), 200, "%s", msg);
+	cr_assert_eq(parse_nr("3", true, &nr, msg), 200, "%s", msg);
+	cr_assert_eq(nr, 3);
+	cr_assert_eq(parse_nr("0", true, &nr, msg), 400);
+	cr_assert(strstr(msg, "num_rounds: got 0"), "%s", msg);
 }
 
 Test(runtime_job_life, state_done_wins_and_rounds_over_from_the_last_close)
