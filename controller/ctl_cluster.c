@@ -240,6 +240,8 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		on_status(c, &rep);
 	else if (!strcmp(op, "revoke"))
 		ctl__on_revoke(c, ev, &rep);
+	else if (!strcmp(op, "pause"))
+		ctl__on_pause(c, ev, &rep);
 	else if (!strcmp(op, "sync"))
 		ctl__on_sync(c, ev, &rep, &payload, &plen);
 	else

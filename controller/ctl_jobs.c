@@ -72,6 +72,10 @@ json_t *ctl__job_msg(const struct cjob *j)
 			      "token", j->token, "body", j->body, "round", (json_int_t)j->round,
 			      "completed", (json_int_t)j->completed, "id", (json_int_t)j->db_id);
 
+	if (m && json_object_set_new(m, "paused", json_boolean(j->paused))) {
+		json_decref(m);
+		m = NULL;
+	}
 	/* Its client credentials' key and revocations: every node checks client tokens. */
 	if (m && ctl__job_cred_add(j, m)) {
 		json_decref(m);
@@ -335,6 +339,12 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 			 "retried by itself", j->store.what, trib_errno_name(j->store.err),
 			 strerror(-j->store.err));
 		*rep = ctl__err_reply(503, msg);
+		return;
+	}
+	if (j->paused) {
+		snprintf(msg, sizeof(msg), "job '%s' is paused", j->name);
+		*rep = ctl__err_reply(503, msg);
+		json_object_set_new(*rep, "state", json_string("paused"));
 		return;
 	}
 	if (j->num_rounds && j->round >= j->num_rounds) {
@@ -716,11 +726,12 @@ json_t *ctl__jobs_status(struct ctl *c)
 				       "clients_per_round", (json_int_t)j->cpr, "rounds", rounds,
 				       "store", st);
 
-		if (jo && j->num_rounds) {
+		if (jo && j->num_rounds)
 			json_object_set_new(jo, "num_rounds", json_integer(j->num_rounds));
-			json_object_set_new(jo, "state", json_string(j->completed >= j->num_rounds ?
-								     "done" : "open"));
-		}
+		if (jo)
+			json_object_set_new(jo, "state", json_string(
+				j->num_rounds && j->completed >= j->num_rounds ? "done" :
+				j->paused ? "paused" : "open"));
 		json_array_append_new(jobs, jo);
 	}
 	return jobs;
@@ -808,6 +819,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 		break;
 	}
 	j->round = j->completed;
+	ctl__job_life_load(c, j);
 	err = ctl__job_cred_init(c, j);
 	if (err)
 		goto err_free;

@@ -153,12 +153,18 @@ void rt__api_handle_pause(struct rt_conn *c, struct rt_job *j, bool pause)
 				       "resuming a job takes the admin or the job token", -1, NULL);
 		return;
 	}
-	if (!single_node(c, pause ? "POST /v1/jobs/{job}/pause" : "POST /v1/jobs/{job}/resume"))
-		return;
 	if (rt_job_state(j) == RT_JOB_DONE) {
 		snprintf(msg, sizeof(msg), "job '%s' is done after %u rounds: nothing to %s",
 			 j->name, j->num_rounds, pause ? "pause" : "resume");
 		life_error(c, 409, msg, "done", NULL);
+		return;
+	}
+	if (API(c)->clustered) {
+		if (!API(c)->cluster.pause) /* wiring without it: refused, named */
+			single_node(c, pause ? "POST /v1/jobs/{job}/pause" :
+				    "POST /v1/jobs/{job}/resume");
+		else
+			API(c)->cluster.pause(API(c)->cluster.ctx, c, j, pause);
 		return;
 	}
 	if (rt_job_set_paused(N(c), j, pause)) {

@@ -482,6 +482,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_REVOKE:
 		rt__agent_on_revoke_reply(a, pd, ev);
 		break;
+	case PK_PAUSE:
+		rt__agent_on_pause_reply(a, pd, ev);
+		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
 			trib_warn("controller: %s", jstr(ev->hdr, "error", "?"));
@@ -548,6 +551,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->status = status;
 	out->metrics = metrics;
 	out->revoke = rt__agent_revoke;
+	out->pause = rt__agent_pause;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)

@@ -283,12 +283,48 @@ def num_rounds_done(cl, admin, rng):
     fin = [j for j in json.loads(b)['jobs'] if j['name'] == 'fin']
     check(st == 200 and fin and fin[0].get('state') == 'done' and fin[0]['num_rounds'] == 1,
           'the controller says fin is done: %s' % fin)
-    for meth, path in (('DELETE', '/v1/jobs/fin'), ('POST', '/v1/jobs/fin/pause')):
-        st, b = cl.call(NODE_IP[0], meth, path, token=admin)
-        check(st == 400 and b'not supported across nodes yet' in b,
-              '%s %s in a cluster: %d %s' % (meth, path, st, b[:200]))
+    st, b = cl.call(NODE_IP[0], 'DELETE', '/v1/jobs/fin', token=admin)
+    check(st == 400 and b'not supported across nodes yet' in b,
+          'DELETE in a cluster: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs/fin/pause', token=admin)
+    check(st == 409 and json.loads(b).get('state') == 'done', 'pause of a done job: %s' % b)
     log('num_rounds 1 across nodes: done on every gateway (410 after), the model served; '
-        'DELETE and pause refused in a cluster (400, single-node)')
+        'DELETE refused in a cluster (400, single-node)')
+
+
+def pause_resume(cl, admin, rng):
+    """Paused through one gateway: every gateway answers 503; resumed through another."""
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'pz', 'clients_per_round': 2, 'params': PARAMS, 'fan_in': 2}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create pz: %d %s' % (st, b))
+    tok = json.loads(b)['token']
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/pz', token=tok)[0] == 200
+                         for h in NODE_IP), 5, 'the job pz known on every node')
+    st, b = cl.call(NODE_IP[1], 'POST', '/v1/jobs/pz/pause', token=tok)
+    check(st == 200 and json.loads(b) == {'job': 'pz', 'state': 'paused'},
+          'pause via n1: %d %s' % (st, b))
+    x, w = update_body(rng)
+    for h in NODE_IP:
+        wait_for(lambda h=h: json.loads(cl.call(h, 'GET', '/v1/jobs/pz', token=tok)[1])
+                 .get('state') == 'paused', 5, 'pz paused on %s' % h)
+        st, b = post(cl, h, 'pz', tok, 0, x, w)
+        check(st == 503 and b"job 'pz' is paused" in b,
+              'an update to a paused job via %s: %d %s' % (h, st, b[:200]))
+    st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster', token=admin)
+    pz = [j for j in json.loads(b)['jobs'] if j['name'] == 'pz']
+    check(pz and pz[0]['state'] == 'paused', 'the controller says pz is paused: %s' % pz)
+    st, b = cl.call(NODE_IP[2], 'POST', '/v1/jobs/pz/resume', token=admin)
+    check(st == 200 and json.loads(b) == {'job': 'pz', 'state': 'open'},
+          'resume via n2: %d %s' % (st, b))
+    wait_for(lambda: all(json.loads(cl.call(h, 'GET', '/v1/jobs/pz', token=tok)[1])
+                         .get('state') == 'open' for h in NODE_IP), 5, 'pz open everywhere')
+    ups = [update_body(rng) for _ in range(2)]
+    res = post_many(cl, [(NODE_IP[k], 'pz', tok, 0, x, w) for k, (x, w) in enumerate(ups)])
+    check(all(st == 202 for st, _ in res), 'pz round 0 after resume: %s' % res)
+    m = get_model(cl, NODE_IP[2], 'pz', tok, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], 'pz round 0 (paused, resumed)')
+    log('pause via n1: 503 on every gateway; resumed via n2: the round completes exactly')
 
 
 def scenario():
@@ -375,6 +411,7 @@ def scenario():
 
         client_creds(cl, admin, rng)
         num_rounds_done(cl, admin, rng)
+        pause_resume(cl, admin, rng)
 
         # --- B: kill -9 a node mid-round (open round: clients resend) ---
         tok = create_job(cl, admin, 'b', 30, 4)

@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Pause and resume of a cluster's job (issue 15): asked of the controller,
+ * which keeps the state and tells every node (rt__agent_job_apply reads
+ * "paused"); this node applies the answer at once.
+ */
+#include "agent_priv.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void rt__agent_pause(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause)
+{
+	struct rt_agent *a = ctx;
+	struct pend *pd;
+
+	if (rt__agent_to_ctl(a, json_pack("{s:s, s:s, s:b}", "op", "pause", "job", j->name,
+					  "paused", pause),
+			     NULL, 0, PK_PAUSE, &pd)) {
+		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	pd->c = c;
+}
+
+void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	struct rt_job *j;
+	bool paused;
+
+	if (ev->kind != CTL_EV_REPLY) {
+		rt_conn_error(pd->c, 503, "the controller did not answer; the job may or may not "
+			      "have changed: ask again", -1, "Retry-After: 1\r\n");
+		return;
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
+		json_t *o = json_pack("{s:s}", "error", jstr(ev->hdr, "error", "refused"));
+		const char *state = jstr(ev->hdr, "state", NULL);
+
+		if (o && state)
+			json_object_set_new(o, "state", json_string(state));
+		rt__agent_respond_json(pd->c,
+				       (int)json_integer_value(json_object_get(ev->hdr, "status")),
+				       o);
+		return;
+	}
+	/* Here at once; the other nodes as the controller's job message reaches them. */
+	paused = json_is_true(json_object_get(ev->hdr, "paused"));
+	j = rt_job_find(a->n, jstr(ev->hdr, "job", ""));
+	if (j)
+		j->paused = paused;
+	rt__agent_respond_json(pd->c, 200, json_pack("{s:s, s:s}", "job", jstr(ev->hdr, "job", ""),
+						     "state", paused ? "paused" : "open"));
+}
