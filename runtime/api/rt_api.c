@@ -289,6 +289,7 @@ void rt__api_park(struct rt_conn *c, struct rt_job *j, uint32_t after, uint64_t 
 	rt_conn_park(c);
 	r->parked = true;
 	r->job = j;
+	j->parked++;
 	r->wait_after = after;
 	r->deadline_ns = deadline_ns;
 	r->wnext = api->waiters;
@@ -301,6 +302,8 @@ static void unpark_at(struct rt_conn **pp, struct rt_conn *c)
 	*pp = R(c)->wnext;
 	R(c)->wnext = NULL;
 	R(c)->parked = false;
+	if (R(c)->job && R(c)->job->parked)
+		R(c)->job->parked--;
 	rt_conn_unpark(c);
 }
 
@@ -353,6 +356,14 @@ void rt_api_tick(struct rt_api *api)
 	while (*pp) {
 		struct rt_conn *c = *pp;
 
+		if (R(c)->job && R(c)->job->deleted) {
+			/* Deleted by another path than this API's DELETE (a cluster's controller). */
+			struct rt_job *j = R(c)->job;
+
+			pp = &api->waiters; /* rt__api_unpark_job may take several off the list */
+			rt__api_unpark_job(api, j);
+			continue;
+		}
 		if (R(c)->deadline_ns > now) {
 			pp = &R(c)->wnext;
 			continue;

@@ -7,13 +7,10 @@
  */
 #include "rt_node_priv.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "ctl_store.h"
 #include "shm_journal.h"
@@ -81,63 +78,20 @@ void rt__job_life_load(struct rt_node *n, struct rt_job *j)
 	j->paused = !err && !strcmp(val, "1");
 }
 
-/* Remove DATA_DIR/jobs/NAME's files and the directory (purge). 0 or the first -errno. */
-static int models_purge(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char path[PATH_MAX];
-	int err = 0;
-
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path)) {
-			err = err ? err : -ENAMETOOLONG;
-			continue;
-		}
-		if (unlink(path) && !err)
-			err = -errno;
-	}
-	closedir(d);
-	if (rmdir(dir) && !err)
-		err = -errno;
-	return err;
-}
-
-/*
- * The model files leave DATA_DIR/jobs/NAME: a job created again under the
- * name starts with a directory of its own. Kept: moved to
- * DATA_DIR/deleted/NAME.ID (the store's id, never reused); purged: removed.
- */
+/* The model files leave DATA_DIR/jobs/NAME: kept under DATA_DIR/deleted/, or removed. */
 static void models_release(struct rt_node *n, struct rt_job *j, bool purge)
 {
-	char dir[PATH_MAX], kept[PATH_MAX];
-	int err = 0;
+	char kept[PATH_MAX];
+	int err = trib_store_job_release(n->opts.data_dir, j->name, (long long)j->db_id, purge,
+					 kept, sizeof(kept));
 
-	if (snprintf(dir, sizeof(dir), "%s/jobs/%s", n->opts.data_dir, j->name) >=
-	    (int)sizeof(dir))
-		return;
-	if (purge) {
-		err = models_purge(dir);
-	} else if (snprintf(kept, sizeof(kept), "%s/deleted/%s.%lld", n->opts.data_dir, j->name,
-			    (long long)j->db_id) >= (int)sizeof(kept)) {
-		err = -ENAMETOOLONG;
-	} else {
-		snprintf(kept, sizeof(kept), "%s/deleted", n->opts.data_dir);
-		err = trib_mkdir_p(kept, 0700);
-		snprintf(kept, sizeof(kept), "%s/deleted/%s.%lld", n->opts.data_dir, j->name,
-			 (long long)j->db_id);
-		if (!err && rename(dir, kept) && errno != ENOENT)
-			err = -errno;
-	}
 	if (err)
-		trib_error("job %s: %s its model files in %s: %s (the job is deleted; remove them "
-			   "by hand)", j->name, purge ? "removing" : "moving", dir, strerror(-err));
+		trib_error("job %s: %s its model files: %s (the job is deleted; remove them by "
+			   "hand from %s/jobs/%s)", j->name, purge ? "removing" : "moving aside",
+			   strerror(-err), n->opts.data_dir, j->name);
 	else
-		trib_info("job %s: model files %s", j->name, purge ? "removed" : kept);
+		trib_info("job %s: model files %s", j->name, purge ? "removed" :
+			  kept[0] ? kept : "(none)");
 }
 
 /* Round @r of deleted @j is over: its records, log and slots go; no model is made. */
@@ -206,7 +160,7 @@ void rt_job_reap(struct rt_node *n)
 	while (*pp) {
 		struct rt_job *j = *pp;
 
-		if (j->inflight || j->inflight_bytes) {
+		if (j->inflight || j->inflight_bytes || j->parked) {
 			pp = &j->next;
 			continue;
 		}

@@ -149,6 +149,8 @@ struct rt_job {
 	bool paused;              /* updates answered 503 until resumed (kept in the store) */
 	bool deleted;             /* DELETEd: on n->gone until its rounds and bodies drain */
 	bool purge;               /* deleted with ?purge=true: its model files go too */
+	uint32_t parked;          /* long polls parked on it (the API counts): a deleted job
+				   * is freed only once the API answered them */
 	struct rt_job *next;
 };
 
