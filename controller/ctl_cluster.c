@@ -242,6 +242,8 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		ctl__on_revoke(c, ev, &rep);
 	else if (!strcmp(op, "pause"))
 		ctl__on_pause(c, ev, &rep);
+	else if (!strcmp(op, "job_delete"))
+		ctl__on_job_delete(c, ev, &rep);
 	else if (!strcmp(op, "sync"))
 		ctl__on_sync(c, ev, &rep, &payload, &plen);
 	else

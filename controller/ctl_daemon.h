@@ -212,6 +212,13 @@ int ctl__job_cred_add(const struct cjob *j, json_t *m);
 void ctl__on_revoke(struct ctl *c, struct ctl_event *ev, json_t **rep);
 /* ctl_life.c: {"op": "pause", "job", "paused": bool}: kept, then every node is told. */
 void ctl__on_pause(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * ctl_life.c: {"op": "job_delete", "job", "purge": bool}: the job's rows go (the commit), its
+ * models move aside (or go), every node is told to delete it, then it is freed here.
+ */
+void ctl__on_job_delete(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* ctl_jobs.c: take @j off the job list and free it. */
+void ctl__job_unlink_free(struct ctl *c, struct cjob *j);
 /* At load: the job's paused state from the store. */
 void ctl__job_life_load(struct ctl *c, struct cjob *j);
 /*

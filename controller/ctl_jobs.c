@@ -860,6 +860,17 @@ struct cjob *ctl__job_by_id(struct ctl *c, int64_t id)
 	return NULL;
 }
 
+void ctl__job_unlink_free(struct ctl *c, struct cjob *j)
+{
+	struct cjob **pp;
+
+	for (pp = &c->jobs; *pp && *pp != j; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = j->next;
+	job_free(j);
+}
+
 struct cround *ctl__round_new(struct cjob *j, uint32_t r)
 {
 	return round_new(j, r);

@@ -11,6 +11,7 @@
 #include "ctl_daemon.h"
 #include "ctl_store.h"
 #include "trib_log.h"
+#include "trib_store.h"
 
 static void paused_key(const struct cjob *j, char *out, size_t cap)
 {
@@ -66,4 +67,42 @@ void ctl__on_pause(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		ctl__tell_all(c, m, NULL, 0, -1);
 	json_decref(m);
 	*rep = json_pack("{s:b, s:s, s:b}", "ok", 1, "job", j->name, "paused", pause);
+}
+
+void ctl__on_job_delete(struct ctl *c, struct ctl_event *ev, json_t **rep)
+{
+	const char *name = ctl__jstr(ev->hdr, "job", NULL);
+	bool purge = json_is_true(json_object_get(ev->hdr, "purge"));
+	char prefix[CTL_KV_KEY_MAX], kept[512];
+	struct cjob *j;
+	json_t *m;
+	int err;
+
+	for (j = c->jobs; j && (!name || strcmp(j->name, name)); j = j->next)
+		;
+	if (!j) {
+		*rep = ctl__err_reply(404, "no such job");
+		return;
+	}
+	snprintf(prefix, sizeof(prefix), "job.%lld.", (long long)j->db_id);
+	err = ctl_store_job_remove(c->store, j->name, prefix);
+	if (err) {
+		*rep = ctl__err_reply(503, "could not delete the job (the controller's store "
+				      "failed); nothing changed, retry");
+		return;
+	}
+	/* Committed: a controller restart does not bring it back. */
+	err = trib_store_job_release(c->o->data_dir, j->name, (long long)j->db_id, purge, kept,
+				     sizeof(kept));
+	if (err)
+		trib_error("job %s: %s its model files: %s (the job is deleted)", j->name,
+			   purge ? "removing" : "moving aside", strerror(-err));
+	trib_info("job %s: deleted cluster-wide%s", j->name, purge ? " with its models" : "");
+	/* Every node deletes its copy (the asking one too: its answer may be lost). */
+	m = json_pack("{s:s, s:s, s:b}", "op", "job_delete", "job", j->name, "purge", purge);
+	if (m)
+		ctl__tell_all(c, m, NULL, 0, -1);
+	json_decref(m);
+	*rep = json_pack("{s:b, s:s, s:b}", "ok", 1, "job", j->name, "purged", purge);
+	ctl__job_unlink_free(c, j);
 }

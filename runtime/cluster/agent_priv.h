@@ -32,6 +32,7 @@ enum pend_kind {
 	PK_SYNC,
 	PK_REVOKE,
 	PK_PAUSE,
+	PK_DELETE,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -182,5 +183,9 @@ void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 /* rt_agent_life.c: POST /v1/jobs/{job}/pause|resume through the controller. */
 void rt__agent_pause(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause);
 void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* DELETE /v1/jobs/{job} through the controller; its "job_delete" to every node. */
+void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
+void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
 
 #endif

@@ -485,6 +485,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_PAUSE:
 		rt__agent_on_pause_reply(a, pd, ev);
 		break;
+	case PK_DELETE:
+		rt__agent_on_delete_reply(a, pd, ev);
+		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
 			trib_warn("controller: %s", jstr(ev->hdr, "error", "?"));
@@ -512,6 +515,9 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	} else if (!strcmp(op, "job")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		rt__agent_job_apply(a, ev->hdr);
+	} else if (!strcmp(op, "job_delete")) {
+		rt__agent_reply(a, ev, rt__agent_ok_json());
+		rt__agent_on_job_delete(a, ev->hdr);
 	} else if (!strcmp(op, "drained")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		trib_warn("the controller drained node %s", jstr(ev->hdr, "node", "?"));
@@ -552,6 +558,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->metrics = metrics;
 	out->revoke = rt__agent_revoke;
 	out->pause = rt__agent_pause;
+	out->job_delete = rt__agent_job_delete;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "trib_log.h"
+
 void rt__agent_pause(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause)
 {
 	struct rt_agent *a = ctx;
@@ -52,4 +54,54 @@ void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_ev
 		j->paused = paused;
 	rt__agent_respond_json(pd->c, 200, json_pack("{s:s, s:s}", "job", jstr(ev->hdr, "job", ""),
 						     "state", paused ? "paused" : "open"));
+}
+
+void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge)
+{
+	struct rt_agent *a = ctx;
+	struct pend *pd;
+
+	if (rt__agent_to_ctl(a, json_pack("{s:s, s:s, s:b}", "op", "job_delete", "job", j->name,
+					  "purge", purge),
+			     NULL, 0, PK_DELETE, &pd)) {
+		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	pd->c = c;
+}
+
+void rt__agent_on_job_delete(struct rt_agent *a, json_t *h)
+{
+	struct rt_job *j = rt_job_find(a->n, jstr(h, "job", ""));
+	int err;
+
+	if (!j)
+		return; /* this node's own DELETE answer came first, or it never had it */
+	/* Parked long polls on it are answered by the API's tick (j->deleted). */
+	err = rt_job_delete(a->n, j, json_is_true(json_object_get(h, "purge")) ||
+				     json_is_true(json_object_get(h, "purged")));
+	if (err)
+		trib_error("job %s: the controller deleted it; deleting it here: %s (it stays "
+			   "here until this node restarts)", jstr(h, "job", "?"), strerror(-err));
+}
+
+void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	if (ev->kind != CTL_EV_REPLY) {
+		rt_conn_error(pd->c, 503, "the controller did not answer; the job may or may not "
+			      "be deleted: DELETE again", -1, "Retry-After: 1\r\n");
+		return;
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
+		rt_conn_error(pd->c, (int)json_integer_value(json_object_get(ev->hdr, "status")),
+			      jstr(ev->hdr, "error", "refused"), -1, NULL);
+		return;
+	}
+	/* Here at once; the other nodes as the controller's job_delete reaches them. */
+	rt__agent_on_job_delete(a, ev->hdr);
+	rt__agent_respond_json(pd->c, 200, json_pack("{s:s, s:b, s:b}", "job",
+						     jstr(ev->hdr, "job", ""), "deleted", 1,
+						     "purged", json_is_true(json_object_get(
+							     ev->hdr, "purged"))));
 }

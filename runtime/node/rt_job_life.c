@@ -126,6 +126,8 @@ int rt_job_delete(struct rt_node *n, struct rt_job *j, bool purge)
 
 	kv_prefix(j, prefix, sizeof(prefix));
 	err = ctl_store_job_remove(n->store, j->name, prefix);
+	if (err == -ENOENT)
+		err = 0; /* not in this store (a cluster node's copy): gone all the same */
 	if (err) {
 		trib_error("job %s: deleting it from the store: %s (the job stays)", j->name,
 			   strerror(-err));

@@ -283,13 +283,46 @@ def num_rounds_done(cl, admin, rng):
     fin = [j for j in json.loads(b)['jobs'] if j['name'] == 'fin']
     check(st == 200 and fin and fin[0].get('state') == 'done' and fin[0]['num_rounds'] == 1,
           'the controller says fin is done: %s' % fin)
-    st, b = cl.call(NODE_IP[0], 'DELETE', '/v1/jobs/fin', token=admin)
-    check(st == 400 and b'not supported across nodes yet' in b,
-          'DELETE in a cluster: %d %s' % (st, b[:200]))
     st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs/fin/pause', token=admin)
     check(st == 409 and json.loads(b).get('state') == 'done', 'pause of a done job: %s' % b)
+    # Deleted through one gateway: gone on every gateway, and the name free again.
+    st, b = cl.call(NODE_IP[1], 'DELETE', '/v1/jobs/fin', token=tok)
+    check(st == 403, 'DELETE with the job token in a cluster: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[1], 'DELETE', '/v1/jobs/fin?purge=true', token=admin)
+    check(st == 200 and json.loads(b) == {'job': 'fin', 'deleted': True, 'purged': True},
+          'DELETE via n1: %d %s' % (st, b[:200]))
+    for h in NODE_IP:
+        wait_for(lambda h=h: cl.call(h, 'GET', '/v1/jobs/fin', token=admin)[0] == 404, 5,
+                 'fin gone on %s' % h)
+        st, b = post(cl, h, 'fin', tok, 1, x, w)
+        check(st == 401, 'an update to the deleted fin via %s: %d %s' % (h, st, b[:200]))
+    st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster', token=admin)
+    check(not [j for j in json.loads(b)['jobs'] if j['name'] == 'fin'],
+          'the controller still lists fin: %s' % b[:300])
+    tok2 = create_job(cl, admin, 'fin', 3, 2)
+    check(tok2 != tok, 'fin made again with the old token')
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/fin', token=tok2)[0] == 200
+                         for h in NODE_IP), 5, 'the new fin known on every node')
+    # Deleted with an update in its open round; made again, it runs a round exactly.
+    x, w = update_body(rng)
+    st, b = post(cl, NODE_IP[0], 'fin', tok2, 0, x, w)
+    check(st == 202, 'an update to the second fin: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[2], 'DELETE', '/v1/jobs/fin', token=admin)
+    check(st == 200 and json.loads(b)['purged'] is False, 'DELETE via n2: %d %s' % (st, b))
+    for h in NODE_IP:
+        wait_for(lambda h=h: cl.call(h, 'GET', '/v1/jobs/fin', token=admin)[0] == 404, 5,
+                 'the second fin gone on %s' % h)
+    tok3 = create_job(cl, admin, 'fin', 3, 2)
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/fin', token=tok3)[0] == 200
+                         for h in NODE_IP), 5, 'the third fin known on every node')
+    ups = [update_body(rng) for _ in range(3)]
+    res = post_many(cl, [(NODE_IP[k], 'fin', tok3, 0, x, w) for k, (x, w) in enumerate(ups)])
+    check(all(st == 202 for st, _ in res), 'the third fin, round 0: %s' % res)
+    m = get_model(cl, NODE_IP[1], 'fin', tok3, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], 'the third fin round 0')
     log('num_rounds 1 across nodes: done on every gateway (410 after), the model served; '
-        'DELETE refused in a cluster (400, single-node)')
+        'deleted via n1 (done) and n2 (a round open): 404 on every gateway, the name made '
+        'again and its round exact')
 
 
 def pause_resume(cl, admin, rng):
