@@ -187,5 +187,7 @@ void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_ev
 void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
 void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
+/* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
+void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);
 
 #endif

@@ -228,6 +228,8 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 		 jstr(ev->hdr, "admin_token", ""));
 	jobs = json_object_get(ev->hdr, "jobs");
 	json_array_foreach(jobs, i, e) rt__agent_job_apply(a, e);
+	if (json_is_true(json_object_get(ev->hdr, "jobs_all")))
+		rt__agent_jobs_prune(a, jobs); /* deleted while this node was away */
 	rt__agent_rejoined(a, json_object_get(ev->hdr, "holds"));
 	a->joined = true;
 	trib_info("joined the cluster at %s as node %s (rank %d, %zu jobs); peers reach it at %s",

@@ -105,3 +105,28 @@ void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 						     "purged", json_is_true(json_object_get(
 							     ev->hdr, "purged"))));
 }
+
+void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs)
+{
+	struct rt_job *j, *next;
+	json_t *e;
+	size_t i;
+
+	if (!json_is_array(jobs))
+		return;
+	/* rt_job_delete takes the job off n->jobs: the next one is read first. */
+	for (j = a->n->jobs; j; j = next) {
+		bool known = false;
+
+		next = j->next;
+		json_array_foreach(jobs, i, e)
+			known = known || !strcmp(jstr(e, "name", ""), j->name);
+		if (known)
+			continue;
+		trib_info("job %s: the controller no longer has it (deleted while this node was "
+			  "away): deleted here", j->name);
+		if (rt_job_delete(a->n, j, false))
+			trib_error("job %s: deleting it here failed; it stays until this node "
+				   "restarts", j->name);
+	}
+}
