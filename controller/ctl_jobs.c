@@ -73,6 +73,10 @@ json_t *ctl__job_msg(const struct cjob *j)
 			      "token", j->token, "body", j->body, "round", (json_int_t)j->round,
 			      "completed", (json_int_t)j->completed, "id", (json_int_t)j->db_id);
 
+	if (m && json_object_set_new(m, "paused", json_boolean(j->paused))) {
+		json_decref(m);
+		m = NULL;
+	}
 	/* Its client credentials' key and revocations: every node checks client tokens. */
 	if (m && ctl__job_cred_add(j, m)) {
 		json_decref(m);
@@ -353,6 +357,20 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		*rep = ctl__err_reply(503, msg);
 		return;
 	}
+	if (j->paused) {
+		snprintf(msg, sizeof(msg), "job '%s' is paused", j->name);
+		*rep = ctl__err_reply(503, msg);
+		json_object_set_new(*rep, "state", json_string("paused"));
+		return;
+	}
+	if (j->num_rounds && j->round >= j->num_rounds) {
+		/* Its last round is closed: nodes refuse first (410); this is where it holds. */
+		snprintf(msg, sizeof(msg), "job '%s' is done after %u rounds", j->name,
+			 j->num_rounds);
+		*rep = ctl__err_reply(410, msg);
+		json_object_set_new(*rep, "state", json_string("done"));
+		return;
+	}
 	if (r != j->round) {
 		snprintf(msg, sizeof(msg),
 			 "round mismatch: the job is at round %u, the update is "
@@ -616,6 +634,8 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	snprintf(j->name, sizeof(j->name), "%s", name);
 	j->cpr = (uint32_t)json_integer_value(json_object_get(o, "clients_per_round"));
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	/* Checked by the node that took the request (rt_job_def_parse), as every field. */
+	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, ev->plen, &why);
 	/* The node counted the parameters with the same rule: a disagreement is a bug. */
 	if (!err && (!j->cpr || j->fmt.n_elem != n_elem)) {
@@ -728,11 +748,18 @@ json_t *ctl__jobs_status(struct ctl *c)
 				  (json_int_t)j->store.retries, "round", (json_int_t)j->store.what) :
 			json_pack("{s:s}", "state", "ok");
 
-		json_array_append_new(jobs, json_pack("{s:s, s:i, s:i, s:i, s:o, s:o}", "name",
-						      j->name, "round", (json_int_t)j->round,
-						      "completed", (json_int_t)j->completed,
-						      "clients_per_round", (json_int_t)j->cpr,
-						      "rounds", rounds, "store", st));
+		json_t *jo = json_pack("{s:s, s:i, s:i, s:i, s:o, s:o}", "name", j->name, "round",
+				       (json_int_t)j->round, "completed", (json_int_t)j->completed,
+				       "clients_per_round", (json_int_t)j->cpr, "rounds", rounds,
+				       "store", st);
+
+		if (jo && j->num_rounds)
+			json_object_set_new(jo, "num_rounds", json_integer(j->num_rounds));
+		if (jo)
+			json_object_set_new(jo, "state", json_string(
+				j->num_rounds && j->completed >= j->num_rounds ? "done" :
+				j->paused ? "paused" : "open"));
+		json_array_append_new(jobs, jo);
 	}
 	return jobs;
 }
@@ -801,6 +828,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 	snprintf(j->token, sizeof(j->token), "%s", cj->token);
 	j->cpr = cj->clients_per_round;
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);
 	if (err) {
 		trib_error("job %s in controller.db: its definition cannot be read: %s", cj->name,
@@ -818,6 +846,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 		break;
 	}
 	j->round = j->completed;
+	ctl__job_life_load(c, j);
 	err = ctl__job_cred_init(c, j);
 	if (err)
 		goto err_free;
@@ -856,6 +885,17 @@ struct cjob *ctl__job_by_id(struct ctl *c, int64_t id)
 		if (j->db_id == id)
 			return j;
 	return NULL;
+}
+
+void ctl__job_unlink_free(struct ctl *c, struct cjob *j)
+{
+	struct cjob **pp;
+
+	for (pp = &c->jobs; *pp && *pp != j; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = j->next;
+	job_free(j);
 }
 
 struct cround *ctl__round_new(struct cjob *j, uint32_t r)

@@ -97,6 +97,11 @@ int ctl_store_round_advance(struct ctl_store *st, int64_t job_id, uint32_t expec
 			    uint32_t new_round);
 /* Delete the job and (cascading) its round records. -ENOENT if absent. */
 int ctl_store_job_delete(struct ctl_store *st, const char *name);
+/*
+ * ctl_store_job_delete and, in the same transaction, the kv rows whose key
+ * starts with @kv_prefix (no LIKE wildcards in it: -EINVAL) (ctl_store_life.c).
+ */
+int ctl_store_job_remove(struct ctl_store *st, const char *name, const char *kv_prefix);
 
 /*
  * Record a completed round (@r borrowed). -EEXIST if that round of that job

@@ -256,6 +256,7 @@ struct tl_sim_round {
 	_Atomic uint32_t waited;    /* selection: clients told to wait (no task this round) */
 	_Atomic uint32_t late;      /* selection: task holders the round closed without (409) */
 	_Atomic bool abort;        /* an update failed: the round cannot close, stop sending */
+	_Atomic bool done;         /* an update got 410: the job is done (its num_rounds) */
 	_Atomic uint64_t retries;
 	_Atomic uint64_t bytes;
 	_Atomic uint64_t t_first; /* ns of the first POST */
@@ -324,6 +325,7 @@ struct tl_sim_totals {
 	uint64_t retries;
 	uint32_t rounds_ok;
 	uint64_t refused; /* 409s a lost node explains (see worker_run, tl_sim_round.c) */
+	bool done;        /* the job said it is done (410): the run stopped there */
 };
 
 /* What a round's report and lines say about lost updates. */

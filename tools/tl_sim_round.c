@@ -210,6 +210,10 @@ static void *worker_run(void *arg)
 			run->acks[i].flags |= SIM_ACK_REFUSED;
 			atomic_fetch_add(&r->conflicts, 1);
 			atomic_fetch_add(&r->refused, 1);
+		} else if (!err && resp.status == 410) {
+			/* The job ended (num_rounds): not a failure, nothing more to send. */
+			atomic_store(&r->done, true);
+			atomic_store(&r->abort, true);
 		} else {
 			atomic_fetch_add(&r->failed, 1);
 			record_failure(r, i, err, &resp);

@@ -65,6 +65,12 @@ static int round_send(const struct tl_sim_opts *o, struct tl_sim_worker *w, stru
 	tot->accepted += atomic_load(&r->accepted);
 	tot->refused += atomic_load(&r->moved) ? atomic_load(&r->refused) : 0;
 	tot->retries += atomic_load(&r->retries);
+	if (atomic_load(&r->done) && !atomic_load(&r->accepted) && !atomic_load(&r->failed)) {
+		printf("round %" PRIu64 ": the job is done (410: it made its num_rounds models); "
+		       "stopping\n", r->round);
+		tot->done = true;
+		return -ENODATA;
+	}
 	moved = atomic_load(&r->moved);
 	if (moved)
 		printf("round %" PRIu64 ": %u update%s went to another gateway than their own "
@@ -253,7 +259,11 @@ static int sim_round(const struct tl_sim_opts *o, struct tl_sim_worker *w, struc
 	struct tl_sim_lost lost;
 	uint64_t t_model;
 
-	if (round_send(o, w, r, tot) || round_model(r, &resp, &t_model))
+	int err = round_send(o, w, r, tot);
+
+	if (err)
+		return err; /* -EIO, or -ENODATA: the job is done */
+	if (round_model(r, &resp, &t_model))
 		return -EIO;
 	round_final_losses(r);
 	tl_sim_round_tally(r, &lost);
@@ -420,6 +430,7 @@ static int run_rounds(struct tl_sim_run *run)
 	struct tl_sim_round r;
 	uint64_t t_start;
 	uint32_t per;
+	uint32_t ran = 0; /* rounds sent (not counting one the job refused as done) */
 	int err, rc;
 
 	for (uint32_t t = 0; t < run->nw; t++)
@@ -441,18 +452,22 @@ static int run_rounds(struct tl_sim_run *run)
 		pthread_mutex_destroy(&r.lock);
 		json_decref(r.top);
 		json_decref(r.edges);
-		if (err == -EIO)
+		if (err == -EIO || err == -ENODATA)
 			break;
+		ran++;
 	}
 	/* A job that selects clients takes per_round updates a round, not one per client. */
 	per = run->job.sel_k ? run->job.sel_k : o->clients;
-	rc = tot.rounds_ok == o->rounds &&
-			     tot.accepted + tot.refused == (uint64_t)o->rounds * per ? 0 : 1;
+	/* A job that ended (num_rounds) ends the run cleanly: every round before it is judged. */
+	rc = (tot.done || ran == o->rounds) && tot.rounds_ok == ran &&
+			     tot.accepted + tot.refused == (uint64_t)ran * per ? 0 : 1;
 	printf("simulate: %u/%u rounds OK, %" PRIu64 "/%" PRIu64 " updates accepted%s, %" PRIu64
-	       " retries (503), %.3f s: %s\n",
-	       tot.rounds_ok, o->rounds, tot.accepted, (uint64_t)o->rounds * per,
+	       " retries (503), %.3f s: %s%s\n",
+	       tot.rounds_ok, tot.done ? ran : o->rounds, tot.accepted,
+	       (uint64_t)(tot.done ? ran : o->rounds) * per,
 	       tot.refused ? " (the others refused after a node was lost, above)" : "",
-	       tot.retries, (double)(trib_now_ns() - t_start) / 1e9, rc ? "FAILED" : "OK");
+	       tot.retries, (double)(trib_now_ns() - t_start) / 1e9, rc ? "FAILED" : "OK",
+	       tot.done ? " (stopped: the job is done)" : "");
 	fflush(stdout);
 	return rc;
 }

@@ -141,6 +141,24 @@ bool rt__api_metrics_parse(struct rt_conn *c, struct rt_cmetrics *m);
 void rt__api_eval_status(struct rt_node *n, struct rt_job *j, json_t *o);
 /* /metrics: tributary_eval_metric and tributary_eval_samples_total (@names: job names). */
 void rt__api_eval_metrics(struct rt_node *n, bool names, char *buf, size_t *len, size_t cap);
+/* rt_api_lifecycle.c */
+/*
+ * "num_rounds" of a job spec into *@num_rounds (0 absent); 0 or 400 with @msg. A cluster
+ * takes it too: its controller counts no update after the last round (ctl__on_accept).
+ */
+int rt__api_life_parse(json_t *o, uint32_t *num_rounds, char *msg, size_t cap);
+/* "state" and "num_rounds" into a job's status @o. */
+void rt__api_life_json(json_t *o, const struct rt_job *j);
+/*
+ * An update of @j that the job's state refuses: deleted (404), done (410),
+ * paused (503 + Retry-After; not once @body_read: it was admitted before);
+ * true when answered.
+ */
+bool rt__api_life_refuse(struct rt_conn *c, const struct rt_job *j, bool body_read);
+void rt__api_handle_delete(struct rt_conn *c, struct rt_job *j);
+void rt__api_handle_pause(struct rt_conn *c, struct rt_job *j, bool pause);
+/* rt_api.c: the long polls parked on deleted @j are answered 404. */
+void rt__api_unpark_job(struct rt_api *api, struct rt_job *j);
 /* rt_api_metrics.c */
 void rt__api_handle_functions(struct rt_conn *c);
 void rt__api_handle_metrics(struct rt_conn *c);

@@ -74,6 +74,10 @@ struct rt_api_hooks {
 	void (*status)(void *ctx, struct rt_conn *c);
 	/* DELETE /v1/jobs/{job}/clients/{client}: the controller revokes it everywhere. */
 	void (*revoke)(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
+	/* POST /v1/jobs/{job}/pause|resume: the controller keeps it and tells every node. */
+	void (*pause)(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause);
+	/* DELETE /v1/jobs/{job}: the controller deletes it and tells every node. */
+	void (*job_delete)(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
 	/* Lines for /metrics (appended to @buf at *len, @cap bytes). */
 	void (*metrics)(void *ctx, char *buf, size_t *len, size_t cap);
 };

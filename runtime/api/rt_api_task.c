@@ -194,13 +194,16 @@ void rt__api_handle_task(struct rt_conn *c, struct rt_job *j)
 
 	if (!task_auth(c, j, client))
 		return;
-	if (rt_job_is_done(j)) {
+	if (rt_job_state(j) == RT_JOB_DONE) {
 		rt__api_respond_json(c, 200, json_pack("{s:s, s:I}", "action", "done", "rounds",
 						       (json_int_t)j->completed), NULL);
 		return;
 	}
-	/* The model round r starts from is not written yet: nothing to train on. */
-	if (j->completed < j->round) {
+	/*
+	 * Paused, past its last round (its model still being written), or the model round r
+	 * starts from is not written yet: nothing to train on now.
+	 */
+	if (rt_job_state(j) == RT_JOB_PAUSED || rt_job_rounds_over(j) || j->completed < j->round) {
 		answer_wait(c, j);
 		return;
 	}

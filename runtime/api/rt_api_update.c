@@ -333,6 +333,8 @@ static void on_update_body(struct rt_conn *c)
 	uint32_t ans_round = j->round; /* the round (version) its answer names */
 	int err;
 
+	if (rt__api_life_refuse(c, j, true)) /* deleted or done while the body arrived */
+		return;
 	if (R(c)->np_fmt) {
 		if (rt__api_np_segments(c, j, body, w, &segs_off))
 			return; /* answered */
@@ -547,6 +549,9 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	}
 	/* A resend of an update already answered: before the round check (it may have closed). */
 	if (idempotent_answered(c, j, (uint32_t)round))
+		return;
+	/* Done (410) or paused (503): after the resend check, which answers what was taken. */
+	if (rt__api_life_refuse(c, j, false))
 		return;
 	if (!round_ok(c, j, round))
 		return;

@@ -31,6 +31,8 @@ enum pend_kind {
 	PK_NOTE,
 	PK_SYNC,
 	PK_REVOKE,
+	PK_PAUSE,
+	PK_DELETE,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -185,5 +187,14 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 /* DELETE /v1/jobs/{job}/clients/{id}: the controller keeps it and tells every node. */
 void rt__agent_revoke(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
 void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* rt_agent_life.c: POST /v1/jobs/{job}/pause|resume through the controller. */
+void rt__agent_pause(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause);
+void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* DELETE /v1/jobs/{job} through the controller; its "job_delete" to every node. */
+void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
+void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
+/* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
+void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);
 
 #endif

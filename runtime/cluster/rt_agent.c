@@ -228,6 +228,8 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 		 jstr(ev->hdr, "admin_token", ""));
 	jobs = json_object_get(ev->hdr, "jobs");
 	json_array_foreach(jobs, i, e) rt__agent_job_apply(a, e);
+	if (json_is_true(json_object_get(ev->hdr, "jobs_all")))
+		rt__agent_jobs_prune(a, jobs); /* deleted while this node was away */
 	rt__agent_rejoined(a, json_object_get(ev->hdr, "holds"));
 	a->joined = true;
 	trib_info("joined the cluster at %s as node %s (rank %d, %zu jobs); peers reach it at %s",
@@ -483,6 +485,12 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_REVOKE:
 		rt__agent_on_revoke_reply(a, pd, ev);
 		break;
+	case PK_PAUSE:
+		rt__agent_on_pause_reply(a, pd, ev);
+		break;
+	case PK_DELETE:
+		rt__agent_on_delete_reply(a, pd, ev);
+		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
 			trib_warn("controller: %s", jstr(ev->hdr, "error", "?"));
@@ -510,6 +518,9 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	} else if (!strcmp(op, "job")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		rt__agent_job_apply(a, ev->hdr);
+	} else if (!strcmp(op, "job_delete")) {
+		rt__agent_reply(a, ev, rt__agent_ok_json());
+		rt__agent_on_job_delete(a, ev->hdr);
 	} else if (!strcmp(op, "drained")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		trib_warn("the controller drained node %s", jstr(ev->hdr, "node", "?"));
@@ -549,6 +560,8 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->status = status;
 	out->metrics = metrics;
 	out->revoke = rt__agent_revoke;
+	out->pause = rt__agent_pause;
+	out->job_delete = rt__agent_job_delete;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)

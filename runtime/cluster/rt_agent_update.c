@@ -106,6 +106,7 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 	}
 	j->xid = (uint64_t)json_integer_value(json_object_get(h, "id"));
 	job_cred_apply(j, h);
+	j->paused = json_is_true(json_object_get(h, "paused")); /* the controller's (issue 15) */
 	if (round > j->round && !j->open && !j->inflight)
 		j->round = round; /* joined late: the cluster is at this round */
 }

@@ -148,7 +148,9 @@ static int job_record(struct rt_node *n, const struct rt_job *j, const struct rt
 	    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)) &&
 	    !json_object_set_new(p, "client_auth", json_string(j->cred.required ? "required" :
 								  "optional")) &&
-	    !rt__select_record(j, p))
+	    !rt__select_record(j, p) &&
+	    (!j->num_rounds ||
+	     !json_object_set_new(p, "num_rounds", json_integer(j->num_rounds))))
 		params = trib_json_dumps(p, JSON_COMPACT);
 	json_decref(p);
 	if (!params)
@@ -186,6 +188,7 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	j->min_clients = spec->min_clients;
 	j->round_timeout_s = spec->round_timeout_s;
 	j->cred.required = spec->client_auth_required;
+	j->num_rounds = spec->num_rounds;
 	j->schema = schema;
 	err = rt__select_init(j, spec);
 	if (err)
@@ -280,6 +283,7 @@ int rt__jobs_load(struct rt_node *n)
 			json_t *mc = json_object_get(params, "min_clients");
 			json_t *rt = json_object_get(params, "round_timeout_s");
 			json_t *ca = json_object_get(params, "client_auth");
+			json_t *nr = json_object_get(params, "num_rounds");
 
 			j->fanin = json_is_integer(fi) ? (uint32_t)json_integer_value(fi) : 0;
 			j->min_clients = json_is_integer(mc) ? (uint32_t)json_integer_value(mc) : 0;
@@ -287,6 +291,7 @@ int rt__jobs_load(struct rt_node *n)
 			    json_is_integer(rt) ? (uint32_t)json_integer_value(rt) : 0;
 			j->cred.required =
 			    json_is_string(ca) && !strcmp(json_string_value(ca), "required");
+			j->num_rounds = json_is_integer(nr) ? (uint32_t)json_integer_value(nr) : 0;
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? rt__select_from_stored(j, params) : -ENOMEM;
 			err = err ? err : job_build_header(j);
@@ -322,7 +327,9 @@ int rt__jobs_load(struct rt_node *n)
 		n->jobs = j;
 		rt__opt_state_load(n, j);
 		rt__select_tasks_load(n, j);
-		trib_info("job %s: resumed at round %u", j->name, j->round);
+		rt__job_life_load(n, j);
+		trib_info("job %s: resumed at round %u (%s)", j->name, j->round,
+			  rt_job_state_name(rt_job_state(j)));
 	}
 	for (size_t i = 0; i < count; i++)
 		ctl_job_clear(&cjs[i]);

@@ -163,6 +163,12 @@ void rt_node_close(struct rt_node *n)
 		n->jobs = j->next;
 		rt__job_free(j);
 	}
+	while (n->gone) {
+		struct rt_job *j = n->gone;
+
+		n->gone = j->next;
+		rt__job_free(j);
+	}
 	dataplane_teardown(n);
 	/* What is queued is written first: its updates are in the arena too. */
 	rt__wal_close(n);

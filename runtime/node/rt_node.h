@@ -161,6 +161,12 @@ struct rt_job {
 	uint32_t last_round_clients; /* distinct clients of the last round closed (since start) */
 	uint64_t inflight_bytes;  /* update bodies being received for this job */
 	struct rt_job_select sel; /* client_config and selection (rt_select.c) */
+	uint32_t num_rounds;      /* the job is done at this model version (0: never) */
+	bool paused;              /* updates answered 503 until resumed (kept in the store) */
+	bool deleted;             /* DELETEd: on n->gone until its rounds and bodies drain */
+	bool purge;               /* deleted with ?purge=true: its model files go too */
+	uint32_t parked;          /* long polls parked on it (the API counts): a deleted job
+				   * is freed only once the API answered them */
 	struct rt_job *next;
 };
 
@@ -273,6 +279,7 @@ struct rt_node {
 	struct rt_fnset *fns;
 	struct ctl_store *store;
 	struct rt_job *jobs;
+	struct rt_job *gone;       /* deleted jobs draining their rounds (rt_job_life.c) */
 	uint32_t next_job_id;
 	struct rt_metrics m;
 	bool stopping;
@@ -334,11 +341,38 @@ struct rt_job_spec {
 	json_t *client_config;    /* validated (borrowed; the job keeps a copy), or NULL */
 	uint32_t sel_per_round;   /* "selection": K, or 0 */
 	double sel_overcommit;    /* f */
+	uint32_t num_rounds;       /* 0: the job never ends */
 	const struct rt_algo *algo;
 	json_t *params; /* the request's algorithm parameters (borrowed), stored as given */
 };
 int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib_tensor *schema,
 		  size_t nschema, struct rt_job **out);
+
+/* --- a job's lifecycle (rt_job_life.c) --- */
+enum rt_job_state { RT_JOB_OPEN, RT_JOB_PAUSED, RT_JOB_DONE };
+/* done (num_rounds models stored) wins over paused. */
+enum rt_job_state rt_job_state(const struct rt_job *j);
+const char *rt_job_state_name(enum rt_job_state s);
+/*
+ * Whether @j takes no more updates because its last round is closed
+ * (round >= num_rounds): true from the last round's close, before its model
+ * is stored (rt_job_state says done only then).
+ */
+bool rt_job_rounds_over(const struct rt_job *j);
+/* Pause or resume @j, kept in the store first (a restart keeps it). 0 or -errno. */
+int rt_job_set_paused(struct rt_node *n, struct rt_job *j, bool paused);
+/*
+ * Delete @j: its store rows go first (the commit: a restart does not bring it
+ * back), then its models are moved to DATA_DIR/deleted/NAME.ID/ (or removed
+ * with @purge). It leaves n->jobs at once (its name is free); an open round
+ * is cut and, with the rounds still aggregating, dropped when they finish
+ * (slots, journal records and log freed, no model written); the job's memory
+ * goes once no round and no update body is left (rt_job_reap). 0 or -errno
+ * (the store failed: nothing changed).
+ */
+int rt_job_delete(struct rt_node *n, struct rt_job *j, bool purge);
+/* Free the deleted jobs with nothing in flight any more. */
+void rt_job_reap(struct rt_node *n);
 /*
  * Accept a received, validated update in slot @slot_off: its segments are at
  * @segs_off. The slot's ownership moves to the tree. Returns 0 (and *seq), or
@@ -560,11 +594,6 @@ int rt_select_task(struct rt_node *n, struct rt_job *j, const char *id, bool *gr
 bool rt_select_has_task(const struct rt_job *j, const char *id, uint32_t round);
 /* Tasks handed out for @j's open round. */
 uint32_t rt_select_tasks_out(const struct rt_job *j);
-/*
- * Whether @j is done (no more rounds). Always false here: jobs' num_rounds
- * sets this (issue 15's lifecycle, merged separately).
- */
-bool rt_job_is_done(const struct rt_job *j);
 
 /* --- from the wiring's loop --- */
 /* A one-shot I/O the node asked for (struct rt_node_hooks) completed with @res. */

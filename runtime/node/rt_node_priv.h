@@ -148,6 +148,12 @@ int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint
 		    struct trib_blob **out);
 int rt__jobs_load(struct rt_node *n);
 
+/* rt_job_life.c */
+/* A deleted job's rounds that finished aggregating: freed, nothing stored. */
+void rt__job_drop_rounds(struct rt_node *n, struct rt_job *j);
+/* After a restart: the job's paused state from the store. */
+void rt__job_life_load(struct rt_node *n, struct rt_job *j);
+
 /* rt_tree.c */
 uint64_t rt__acc_slot_len(const struct rt_job *j);
 int rt__garbage_add(struct rt_round *r, uint64_t slot);
@@ -186,6 +192,8 @@ void rt__opt_state_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r
 
 /* rt_round.c */
 void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline);
+/* A deleted job's open round takes no more updates: its leaves fold what they have. */
+void rt__round_cut(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 /* An update for the open round (or FedBuff version) of @j, as rt_job_accept takes it. */
 struct rt_accept_in {
 	uint64_t slot_off, segs_off;

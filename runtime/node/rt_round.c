@@ -112,6 +112,17 @@ void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bo
 	}
 }
 
+void rt__round_cut(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	r->closed = true;
+	j->open = NULL;
+	if (r->started && r->leaves[r->started - 1].sent < r->leaves[r->started - 1].expected)
+		leaf_cut(n, &r->leaves[r->started - 1]);
+	if (r->group && r->nmids)
+		rt__mid_finalise(n, r, r->nmids - 1);
+	rt__top_release(n, j, r);
+}
+
 /*
  * The autoscaler, on the eBPF counters: when the leaf taking updates has a
  * queue (descriptors delivered but not yet taken) of CTL_SPLIT_DEPTH or more,

@@ -181,12 +181,6 @@ uint32_t rt_select_max(uint32_t k, double f)
 	return m < (double)k ? k : m > (double)UINT32_MAX ? UINT32_MAX : (uint32_t)m;
 }
 
-bool rt_job_is_done(const struct rt_job *j)
-{
-	(void)j; /* jobs' num_rounds sets this */
-	return false;
-}
-
 /* --- the job's copy, kept in the store with its parameters --- */
 
 int rt__select_init(struct rt_job *j, const struct rt_job_spec *spec)
