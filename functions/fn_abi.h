@@ -81,9 +81,17 @@ struct fn_ctl {
 	uint32_t job;         /* job of the config it refers to */
 	uint32_t round;       /* round of the config it refers to */
 	uint32_t value;       /* FLUSH: inputs expected in all */
-	uint32_t reserved[11]; /* zero */
+	/*
+	 * READY: the function's CLOCK_MONOTONIC when it became ready to fold
+	 * (the runtime's clock too: it spawned us). The hand-off is measured to
+	 * this instant, not to when the runtime's busy event loop reads the
+	 * record: nothing waits for READY, inputs queue on the channel at once.
+	 */
+	uint64_t at_ns;
+	uint32_t reserved[8]; /* zero */
 };
 _Static_assert(sizeof(struct fn_ctl) == SHM_DESC_SIZE, "fn_ctl is a channel record");
+_Static_assert(offsetof(struct fn_ctl, at_ns) == 24, "fn_ctl is ABI");
 
 enum fn_role {
 	FN_ROLE_LEAF = 1, /* folds client updates, hands a partial to its parent */

@@ -20,6 +20,7 @@
 #include "shm_chan.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_time.h"
 
 /*
  * A function's life: receive a config (the first with the arena fd) and its
@@ -119,6 +120,8 @@ static int send_ctl(const struct fn_state *st, uint16_t kind, uint32_t value)
 	c.job = st->cfg.job;
 	c.round = st->cfg.round;
 	c.value = value;
+	if (kind == FN_MSG_READY)
+		c.at_ns = trib_now_ns();
 	return shm_chan_send(FN_CHANNEL_FD, &c, 1, -1);
 }
 

@@ -59,67 +59,87 @@ static double pct(const uint64_t *sorted, int n, double p)
 }
 
 /* posix_spawn + exit + waitpid of @path: the least a cold start can cost. */
-static int spawn_floor(const char *path, int iters, uint64_t *out)
+static int spawn_floor(const char *path, uint64_t *out)
 {
 	char *argv[] = { (char *)"nop", NULL };
+	uint64_t t0 = trib_now_ns();
+	pid_t pid;
+	int st;
+	int err = posix_spawn(&pid, path, NULL, NULL, argv, environ);
 
-	for (int i = 0; i < iters; i++) {
-		uint64_t t0 = trib_now_ns();
-		pid_t pid;
-		int st;
-		int err = posix_spawn(&pid, path, NULL, NULL, argv, environ);
+	if (err) {
+		fprintf(stderr, "bench_lifecycle: spawning %s: %s\n", path, strerror(err));
+		return -1;
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st)) {
+		fprintf(stderr, "bench_lifecycle: %s did not exit 0\n", path);
+		return -1;
+	}
+	*out = trib_now_ns() - t0;
+	return 0;
+}
 
-		if (err) {
-			fprintf(stderr, "bench_lifecycle: spawning %s: %s\n", path, strerror(err));
-			return -1;
+/*
+ * The wake floor's partner: a process blocked in read() on an eventfd,
+ * stamping when it wakes. One sample per wake_floor() call, so that floors
+ * and figures are taken interleaved and share the machine's load.
+ */
+struct waker {
+	volatile uint64_t *sh; /* [0]: sent at, [1]: woke after */
+	int go, back;
+	pid_t pid;
+};
+
+static int waker_start(struct waker *w)
+{
+	uint64_t one = 1, v;
+
+	w->sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	w->go = eventfd(0, EFD_CLOEXEC);
+	w->back = eventfd(0, EFD_CLOEXEC);
+	if (w->sh == MAP_FAILED || w->go < 0 || w->back < 0)
+		return -1;
+	w->pid = fork();
+	if (w->pid < 0)
+		return -1;
+	if (w->pid == 0) {
+		while (read(w->go, &v, sizeof(v)) == sizeof(v)) {
+			w->sh[1] = trib_now_ns() - w->sh[0];
+			if (write(w->back, &one, sizeof(one)) != sizeof(one))
+				break;
 		}
-		if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st)) {
-			fprintf(stderr, "bench_lifecycle: %s did not exit 0\n", path);
-			return -1;
-		}
-		out[i] = trib_now_ns() - t0;
+		_exit(0);
 	}
 	return 0;
 }
 
 /* One-way eventfd wake between two processes, clock to clock. */
-static int wake_floor(int iters, uint64_t *out)
+static int wake_floor(struct waker *w, uint64_t *out)
 {
-	volatile uint64_t *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-				     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	int go = eventfd(0, 0), back = eventfd(0, 0);
 	uint64_t one = 1, v;
-	pid_t pid;
 
-	if (sh == MAP_FAILED || go < 0 || back < 0)
+	/* Let the partner block first: the wake, not a busy reader, is measured. */
+	usleep(200);
+	w->sh[0] = trib_now_ns();
+	if (write(w->go, &one, sizeof(one)) != sizeof(one) ||
+	    read(w->back, &v, sizeof(v)) != sizeof(v))
 		return -1;
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		for (int i = 0; i < iters; i++) {
-			if (read(go, &v, sizeof(v)) != sizeof(v))
-				_exit(1);
-			sh[1] = trib_now_ns() - sh[0];
-			if (write(back, &one, sizeof(one)) != sizeof(one))
-				_exit(1);
-		}
-		_exit(0);
-	}
-	for (int i = 0; i < iters; i++) {
-		/* Let the child block first: the wake, not a busy reader, is measured. */
-		usleep(200);
-		sh[0] = trib_now_ns();
-		if (write(go, &one, sizeof(one)) != sizeof(one) ||
-		    read(back, &v, sizeof(v)) != sizeof(v))
-			return -1;
-		out[i] = sh[1];
-	}
-	waitpid(pid, NULL, 0);
-	close(go);
-	close(back);
-	munmap((void *)sh, 4096);
+	*out = w->sh[1];
 	return 0;
+}
+
+static void waker_stop(struct waker *w)
+{
+	if (w->pid > 0) {
+		kill(w->pid, SIGKILL);
+		waitpid(w->pid, NULL, 0);
+	}
+	if (w->go >= 0)
+		close(w->go);
+	if (w->back >= 0)
+		close(w->back);
+	if (w->sh != MAP_FAILED)
+		munmap((void *)w->sh, 4096);
 }
 
 /* The next record from @fn's channel, blocking; 0 or -errno. */
@@ -142,7 +162,11 @@ static int recv_rec(struct rt_fn *fn, struct shm_desc *d)
 	}
 }
 
-static int wait_kind(struct rt_fn *fn, uint16_t kind, uint64_t *at)
+/*
+ * Wait for a @kind record: *@at is when it was read here, *@stamp (READY) the
+ * function's own stamp (fn_ctl.at_ns), which the runtime's metrics use.
+ */
+static int wait_kind(struct rt_fn *fn, uint16_t kind, uint64_t *at, uint64_t *stamp)
 {
 	struct shm_desc d;
 
@@ -152,7 +176,11 @@ static int wait_kind(struct rt_fn *fn, uint16_t kind, uint64_t *at)
 		if (err)
 			return err;
 		if (d.kind == kind) {
+			struct fn_ctl c;
+
 			*at = trib_now_ns();
+			memcpy(&c, &d, sizeof(c));
+			*stamp = c.at_ns;
 			return 0;
 		}
 		if (d.kind == FN_MSG_READY || d.kind == SHM_DESC_PARTIAL)
@@ -196,7 +224,7 @@ static void fill_config(struct rig *r, struct fn_config *c, struct fn_params *p,
 static int fold_one(struct rig *r, struct rt_fn *fn)
 {
 	struct shm_desc d;
-	uint64_t t;
+	uint64_t t, st;
 	int err;
 
 	memset(&d, 0, sizeof(d));
@@ -214,7 +242,7 @@ static int fold_one(struct rig *r, struct rt_fn *fn)
 	if (!err)
 		err = rt_fn_flush(fn);
 	if (!err)
-		err = wait_kind(fn, FN_MSG_DONE, &t);
+		err = wait_kind(fn, FN_MSG_DONE, &t, &st);
 	if (!err)
 		fn->state = RT_FN_WARM;
 	return err;
@@ -235,7 +263,7 @@ static void row(const char *what, uint64_t *v, int n, double floor_ns, double ta
 {
 	double med = median(v, n);
 
-	printf("%-40s %10.1f %10.1f %10.1f %8.1fx", what, med / 1e3, pct(v, n, 0.99) / 1e3,
+	printf("%-44s %10.1f %10.1f %10.1f %8.1fx", what, med / 1e3, pct(v, n, 0.99) / 1e3,
 	       floor_ns / 1e3, med / floor_ns);
 	if (target_ns > 0)
 		printf("  target <= %.0f us: %s", target_ns / 1e3, med <= target_ns ? "PASS" : "MISS");
@@ -248,7 +276,8 @@ int main(int argc, char **argv)
 	int iters = 200;
 	uint64_t params = 100000, arena_mb = 256;
 	struct rig r;
-	uint64_t *spawn, *wake, *cold, *warm;
+	struct waker w = { .sh = MAP_FAILED, .go = -1, .back = -1, .pid = 0 };
+	uint64_t *buf, *spawn, *wake, *cold, *warm, *cold_rt, *warm_rt;
 	double spawn_med, wake_med;
 	struct shm_seg *seg;
 	float *u;
@@ -271,16 +300,21 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!fn_path || !nop_path || iters < 3 || !params) {
-		fprintf(stderr, "bench_lifecycle: --fn and --nop are required, --iters >= 3\n");
+	if (!fn_path || !nop_path || iters < 3 || iters > 1000000 || !params ||
+	    params > (arena_mb << 20) / 16) {
+		fprintf(stderr, "bench_lifecycle: --fn and --nop are required, --iters in [3, 1e6], "
+				"--params > 0 and at most an eighth of the arena in f32\n");
 		return 2;
 	}
-	spawn = calloc((size_t)iters * 4, sizeof(uint64_t));
-	if (!spawn)
+	buf = calloc((size_t)iters * 6, sizeof(uint64_t));
+	if (!buf)
 		return 1;
+	spawn = buf;
 	wake = spawn + iters;
 	cold = wake + iters;
 	warm = cold + iters;
+	cold_rt = warm + iters;
+	warm_rt = cold_rt + iters;
 	memset(&r, 0, sizeof(r));
 	r.n = params;
 	if (shm_arena_create(arena_mb << 20, SHM_ARENA_NO_RESERVE, &r.arena) ||
@@ -288,6 +322,7 @@ int main(int argc, char **argv)
 	    shm_slot_alloc(r.arena, 64 + params * 4, &r.upd_off)) {
 		fprintf(stderr, "bench_lifecycle: arena of %llu MB failed\n",
 			(unsigned long long)arena_mb);
+		free(buf);
 		return 1;
 	}
 	seg = shm_arena_ptr(r.arena, r.upd_off);
@@ -299,60 +334,72 @@ int main(int argc, char **argv)
 	u = shm_arena_ptr(r.arena, r.upd_off + 64);
 	for (uint64_t i = 0; i < params; i++)
 		u[i] = (float)i;
-	if (rt_fnset_init(&r.set, fn_path, shm_arena_fd(r.arena), FN_DP_SHM_UNIX, NULL, -1))
-		return 1;
 	signal(SIGPIPE, SIG_IGN);
-
-	if (spawn_floor(nop_path, iters, spawn) || wake_floor(iters, wake))
+	if (rt_fnset_init(&r.set, fn_path, shm_arena_fd(r.arena), FN_DP_SHM_UNIX, NULL, -1) ||
+	    waker_start(&w))
 		goto out;
+
+	/* Interleaved: one sample of each per iteration, so a busy moment hits all four. */
 	for (int i = 0; i < iters; i++) {
 		struct fn_config c;
 		struct fn_params p;
 		struct rt_fn *fn;
-		uint64_t t;
+		uint64_t t, st;
 		int err;
 
+		if (spawn_floor(nop_path, &spawn[i]) || wake_floor(&w, &wake[i]))
+			goto out;
 		fill_config(&r, &c, &p, rt_fnset_reserve_ids(r.set, 1));
 		err = rt_fnset_spawn(r.set, &c, &p, NULL, &fn);
-		if (!err)
-			err = wait_kind(fn, FN_MSG_READY, &t);
 		if (err) {
-			fprintf(stderr, "bench_lifecycle: cold start: %s\n", strerror(-err));
+			fprintf(stderr, "bench_lifecycle: spawning %s: %s\n", fn_path, strerror(-err));
 			goto out;
 		}
-		cold[i] = t - fn->spawn_ns;
-		err = fold_one(&r, fn);
+		err = wait_kind(fn, FN_MSG_READY, &t, &st);
+		if (!err && (st < fn->spawn_ns || st > t))
+			err = -ERANGE; /* the stamp must lie between spawn and its reading */
+		if (!err) {
+			cold[i] = st - fn->spawn_ns;
+			cold_rt[i] = t - fn->spawn_ns;
+			err = fold_one(&r, fn);
+		}
 		/* The warm hand-off: the same function, a new config. */
 		if (!err) {
 			fill_config(&r, &c, &p, fn->id);
 			err = rt_fn_configure(fn, &c, &p);
 		}
 		if (!err)
-			err = wait_kind(fn, FN_MSG_READY, &t);
+			err = wait_kind(fn, FN_MSG_READY, &t, &st);
+		if (!err && (st < fn->config_ns || st > t))
+			err = -ERANGE;
 		if (!err) {
-			warm[i] = t - fn->config_ns;
+			warm[i] = st - fn->config_ns;
+			warm_rt[i] = t - fn->config_ns;
 			err = fold_one(&r, fn);
 		}
+		stop_fn(&r, fn);
 		if (err) {
-			fprintf(stderr, "bench_lifecycle: warm hand-off: %s\n", strerror(-err));
+			fprintf(stderr, "bench_lifecycle: function %u: %s\n", c.fn_id, strerror(-err));
 			goto out;
 		}
-		stop_fn(&r, fn);
 	}
 	spawn_med = median(spawn, iters);
 	wake_med = median(wake, iters);
 	printf("function lifecycle, %d iterations, %llu parameters, %llu MB arena (%s pages)\n",
 	       iters, (unsigned long long)params, (unsigned long long)arena_mb,
 	       shm_arena_is_huge(r.arena) ? "2 MiB" : "4 KiB");
-	printf("%-40s %10s %10s %10s %9s\n", "", "median us", "p99 us", "floor us", "ratio");
+	printf("%-44s %10s %10s %10s %9s\n", "", "median us", "p99 us", "floor us", "ratio");
 	row("floor: posix_spawn+exit of a static nop", spawn, iters, spawn_med, 0);
 	row("floor: eventfd wake between processes", wake, iters, wake_med, 0);
 	row("cold start (spawn -> READY)", cold, iters, spawn_med, COLD_TARGET_NS);
 	row("warm hand-off (config -> READY)", warm, iters, wake_med, WARM_TARGET_NS);
+	row("  cold, READY read back (round trip)", cold_rt, iters, spawn_med, 0);
+	row("  warm, READY read back (round trip)", warm_rt, iters, 2 * wake_med, 0);
 	rc = 0;
 out:
+	waker_stop(&w);
 	rt_fnset_destroy(r.set);
 	shm_arena_destroy(r.arena);
-	free(spawn);
+	free(buf);
 	return rc;
 }

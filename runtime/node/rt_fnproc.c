@@ -321,19 +321,22 @@ err_kill:
 
 int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg, const struct fn_params *par)
 {
+	uint64_t t;
 	int err;
 
 	if (fn->sock < 0 || fn->state != RT_FN_WARM)
 		return -EBUSY;
 	cfg->fn_id = fn->id;
 	cfg->dataplane = fn->set->dataplane;
+	/* Before the send: the function may be ready (and stamp READY) before it returns. */
+	t = trib_now_ns();
 	err = send_config(fn, cfg, par, -1);
 	if (err)
 		return err;
 	fn->cfg = *cfg;
 	fn->state = RT_FN_FOLDING;
 	fn->busy = true;
-	fn->config_ns = trib_now_ns();
+	fn->config_ns = t;
 	fn->served++;
 	return 0;
 }

@@ -190,6 +190,9 @@ struct rt_metrics {
 	double warm_sum_s, warm_max_s;
 	float cold_recent[256];   /* the last cold starts (s), for quantiles */
 	float warm_recent[256];   /* the last warm hand-offs (s) */
+	uint64_t notice_n;        /* READY stamped by the function -> read by the event loop */
+	double notice_sum_s, notice_max_s;
+	float notice_recent[256]; /* the last of those delays (s) */
 	uint64_t plans;           /* planner decisions */
 	uint64_t scale_outs;      /* autoscaler: leaves added because a queue grew */
 	uint64_t deadline_closes; /* rounds closed at their deadline */
