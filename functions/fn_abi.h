@@ -33,7 +33,16 @@ enum fn_msg_kind {
 	FN_MSG_DONE = 19,   /* fn -> runtime, struct shm_desc: the output it handed off; now warm */
 	FN_MSG_FLUSH = 20,  /* runtime -> fn, struct fn_ctl: expect @value inputs in all, not more */
 	FN_MSG_PARAMS = 21, /* runtime -> fn, struct fn_params: the job's algorithm, after a CONFIG */
+	/*
+	 * runtime -> fn, struct fn_ctl with the arena fd: a pre-started function
+	 * (--fn-pool) maps the arena and waits warm; it answers READY with value
+	 * FN_READY_IDLE. Its first CONFIG then carries no fd.
+	 */
+	FN_MSG_ATTACH = 22,
 };
+
+/* READY's value: 0 after a CONFIG; FN_READY_IDLE after an ATTACH (pre-started, no work yet). */
+#define FN_READY_IDLE 1u
 
 /* struct fn_params flags. */
 #define FN_PAR_UNWEIGHTED 1u /* every update weighs 1, not its sample count */

@@ -623,6 +623,14 @@ static int on_control(struct fn_state *st)
 			err = on_config(st, r, n - i, fd);
 			fd = -1;
 			i++; /* its PARAMS */
+		} else if (kind == FN_MSG_ATTACH) {
+			/* Pre-started: the arena now, so that the first CONFIG finds it mapped. */
+			err = st->arena ? -EPROTO : arena_attach(st, fd);
+			if (err == -EPROTO && fd >= 0)
+				close(fd);
+			fd = -1;
+			if (!err)
+				err = send_ctl(st, FN_MSG_READY, FN_READY_IDLE);
 		} else if (kind == FN_MSG_EXIT) {
 			err = 1;
 		} else if (kind == FN_MSG_FLUSH) {

@@ -178,7 +178,8 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 	switch (d->kind) {
 	case FN_MSG_READY: {
 		struct fn_ctl c;
-		uint64_t now = trib_now_ns(), at;
+		uint64_t now = trib_now_ns(), at, from;
+		bool idle, cold;
 		double s, late;
 
 		/*
@@ -189,8 +190,12 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 		 * trusted: then the record's arrival is the measure, as before.
 		 */
 		memcpy(&c, d, sizeof(c));
-		at = c.at_ns >= fn->config_ns && c.at_ns <= now ? c.at_ns : now;
-		s = (double)(at - fn->config_ns) / 1e9;
+		/* A pre-started function's first READY (--fn-pool) is its start: from the spawn. */
+		idle = c.value == FN_READY_IDLE;
+		cold = idle || fn->state == RT_FN_COLD;
+		from = idle ? fn->spawn_ns : fn->config_ns;
+		at = c.at_ns >= from && c.at_ns <= now ? c.at_ns : now;
+		s = (double)(at - from) / 1e9;
 		late = (double)(now - at) / 1e9;
 		n->m.notice_recent[n->m.notice_n % 256] = (float)late;
 		n->m.notice_n++;
@@ -198,7 +203,7 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 		if (late > n->m.notice_max_s)
 			n->m.notice_max_s = late;
 
-		if (fn->state == RT_FN_COLD) {
+		if (cold) {
 			n->m.cold_recent[n->m.cold_n % 256] = (float)s;
 			n->m.cold_n++;
 			n->m.cold_sum_s += s;
@@ -211,7 +216,9 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 			if (s > n->m.warm_max_s)
 				n->m.warm_max_s = s;
 		}
-		fn->state = RT_FN_FOLDING;
+		/* Idle, or already configured behind the ATTACH: its state stays. */
+		if (!idle)
+			fn->state = RT_FN_FOLDING;
 		return;
 	}
 	case FN_MSG_DONE:
