@@ -139,8 +139,8 @@ static void expect_ready(struct rt_fn *fn, uint32_t value, uint64_t from)
 	cr_assert_leq(c.at_ns, trib_now_ns(), "READY stamped in the future");
 }
 
-Test(runtime_fnproc, a_cold_start_stamps_ready_between_spawn_and_now, .init = setup, .fini = teardown,
-     .timeout = 60)
+Test(runtime_fnproc, a_cold_start_stamps_ready_between_spawn_and_now,
+     .init = setup, .fini = teardown, .timeout = 60)
 {
 	struct fn_config c;
 	struct fn_params p;
@@ -158,8 +158,8 @@ Test(runtime_fnproc, a_cold_start_stamps_ready_between_spawn_and_now, .init = se
 	fold_and_check(fn);
 }
 
-Test(runtime_fnproc, a_prestarted_function_attaches_then_serves_a_config, .init = setup, .fini = teardown,
-     .timeout = 60)
+Test(runtime_fnproc, a_prestarted_function_attaches_then_serves_a_config,
+     .init = setup, .fini = teardown, .timeout = 60)
 {
 	struct fn_config c;
 	struct fn_params p;
@@ -175,8 +175,8 @@ Test(runtime_fnproc, a_prestarted_function_attaches_then_serves_a_config, .init 
 	fold_and_check(fn);
 }
 
-Test(runtime_fnproc, a_config_sent_before_the_attach_is_read_waits_behind_it, .init = setup, .fini = teardown,
-     .timeout = 60)
+Test(runtime_fnproc, a_config_sent_before_the_attach_is_read_waits_behind_it,
+     .init = setup, .fini = teardown, .timeout = 60)
 {
 	struct fn_config c;
 	struct fn_params p;
@@ -191,8 +191,8 @@ Test(runtime_fnproc, a_config_sent_before_the_attach_is_read_waits_behind_it, .i
 	fold_and_check(fn);
 }
 
-Test(runtime_fnproc, a_second_attach_is_a_protocol_error_and_the_function_exits, .init = setup, .fini = teardown,
-     .timeout = 60)
+Test(runtime_fnproc, a_second_attach_is_a_protocol_error_and_the_function_exits,
+     .init = setup, .fini = teardown, .timeout = 60)
 {
 	struct rt_fn *fn;
 	struct shm_desc d;
