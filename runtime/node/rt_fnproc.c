@@ -362,6 +362,7 @@ int rt_fnset_prestart(struct rt_fnset *set, struct rt_fn **out)
 	 * the measure of its start.
 	 */
 	fn->state = RT_FN_WARM;
+	fn->starting = true;
 	fn->config_ns = fn->spawn_ns;
 	fn->idle_ns = fn->spawn_ns;
 	fn->eof_data = fn->data < 0;

@@ -38,6 +38,7 @@ struct rt_fn {
 	uint64_t config_ns;   /* when its current config was sent */
 	uint64_t idle_ns;     /* when it went warm */
 	uint32_t served;      /* configs it has taken (> 1: reused) */
+	bool starting;        /* pre-started, its first READY not read yet (still starting) */
 	bool exited;          /* reaped */
 	bool eof_ctl;         /* control channel at end of stream */
 	bool eof_data;        /* TCP socket at end of stream (or none) */

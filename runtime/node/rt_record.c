@@ -217,7 +217,9 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 				n->m.warm_max_s = s;
 		}
 		/* Idle, or already configured behind the ATTACH: its state stays. */
-		if (!idle)
+		if (idle)
+			fn->starting = false;
+		else
 			fn->state = RT_FN_FOLDING;
 		return;
 	}

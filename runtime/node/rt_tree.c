@@ -46,8 +46,13 @@ static void pick_warm(struct rt_fn *fn, void *arg)
 
 	if (fn->state != RT_FN_WARM || fn->exited || fn->sock < 0)
 		return;
-	/* The most recently idle one: its pages and caches are the warmest. */
-	if (!p->fn || fn->idle_ns > p->fn->idle_ns)
+	/*
+	 * One that is running before one still starting (--fn-pool: a config
+	 * would wait behind its exec); then the most recently idle one: its
+	 * pages and caches are the warmest.
+	 */
+	if (!p->fn || (p->fn->starting && !fn->starting) ||
+	    (p->fn->starting == fn->starting && fn->idle_ns > p->fn->idle_ns))
 		p->fn = fn;
 }
 
