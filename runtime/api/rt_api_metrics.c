@@ -24,7 +24,8 @@ static const char *job_name_of(struct rt_node *n, uint32_t id)
 
 static const char *role_name(uint16_t role)
 {
-	return role == FN_ROLE_TOP ? "top" : role == FN_ROLE_MID ? "mid" : "leaf";
+	/* 0: pre-started (--fn-pool), no config yet. */
+	return role == FN_ROLE_TOP ? "top" : role == FN_ROLE_MID ? "mid" : role ? "leaf" : "none";
 }
 
 struct fn_row {

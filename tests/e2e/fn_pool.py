@@ -57,7 +57,8 @@ def run():
               m['tributary_functions_spawned_total'])
         e.wait_for(lambda: srv.metrics()['tributary_fn_cold_start_seconds_count'] == POOL, 5,
                    'each pre-started function measured once (its READY after the arena)')
-        check(all(f['served'] == 0 for f in idle(srv)), 'pre-started served: %r' % idle(srv))
+        check(all(f['served'] == 0 and f['role'] == 'none' for f in idle(srv)),
+              'pre-started functions (served 0, role none): %r' % idle(srv))
         pool_ids = {f['fn'] for f in idle(srv)}
         pids = sorted(e.fn_children(srv.pid))
         # Past --warm-s 1 the pool stays: it is not idle capacity to retire.
