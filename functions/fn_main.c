@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sched.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -688,12 +687,17 @@ static void set_slice(uint64_t ns)
 	if (refused || cur == ns)
 		return;
 	memset(&a, 0, sizeof(a));
+	/* Only the slice changes: the policy and nice the operator started us with stay. */
+	if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) || a.policy != SCHED_OTHER) {
+		refused = true;
+		trib_debug("not SCHED_OTHER, or sched_getattr: %s; idle wake-ups keep the slice",
+			   strerror(errno));
+		return;
+	}
 	a.size = sizeof(a);
-	a.policy = SCHED_OTHER;
-	errno = 0;
-	a.nice = getpriority(PRIO_PROCESS, 0);
+	a.flags = 0;
 	a.runtime = ns;
-	if (errno || syscall(SYS_sched_setattr, 0, &a, 0)) {
+	if (syscall(SYS_sched_setattr, 0, &a, 0)) {
 		refused = true;
 		trib_debug("sched_setattr (slice %llu ns): %s; idle wake-ups take the default slice",
 			   (unsigned long long)ns, strerror(errno));
