@@ -120,7 +120,15 @@ void trib_free(void *p)
  * anything of ours (and trib_alloc.o is linked into every binary that
  * allocates).
  */
+/*
+ * Weak, so that a binary that never links jansson (tributary-fn, which starts
+ * on a round's critical path) does not load it for this alone: there the
+ * symbol is NULL and there is no JSON to route.
+ */
+extern void json_set_alloc_funcs(json_malloc_t, json_free_t) __attribute__((weak));
+
 __attribute__((constructor)) static void trib_alloc_route_jansson(void)
 {
-	json_set_alloc_funcs(trib_malloc, trib_free);
+	if (json_set_alloc_funcs)
+		json_set_alloc_funcs(trib_malloc, trib_free);
 }

@@ -33,7 +33,16 @@ enum fn_msg_kind {
 	FN_MSG_DONE = 19,   /* fn -> runtime, struct shm_desc: the output it handed off; now warm */
 	FN_MSG_FLUSH = 20,  /* runtime -> fn, struct fn_ctl: expect @value inputs in all, not more */
 	FN_MSG_PARAMS = 21, /* runtime -> fn, struct fn_params: the job's algorithm, after a CONFIG */
+	/*
+	 * runtime -> fn, struct fn_ctl with the arena fd: a pre-started function
+	 * (--fn-pool) maps the arena and waits warm; it answers READY with value
+	 * FN_READY_IDLE. Its first CONFIG then carries no fd.
+	 */
+	FN_MSG_ATTACH = 22,
 };
+
+/* READY's value: 0 after a CONFIG; FN_READY_IDLE after an ATTACH (pre-started, no work yet). */
+#define FN_READY_IDLE 1u
 
 /* struct fn_params flags. */
 #define FN_PAR_UNWEIGHTED 1u /* every update weighs 1, not its sample count */
@@ -81,9 +90,17 @@ struct fn_ctl {
 	uint32_t job;         /* job of the config it refers to */
 	uint32_t round;       /* round of the config it refers to */
 	uint32_t value;       /* FLUSH: inputs expected in all */
-	uint32_t reserved[11]; /* zero */
+	/*
+	 * READY: the function's CLOCK_MONOTONIC when it became ready to fold
+	 * (the runtime's clock too: it spawned us). The hand-off is measured to
+	 * this instant, not to when the runtime's busy event loop reads the
+	 * record: nothing waits for READY, inputs queue on the channel at once.
+	 */
+	uint64_t at_ns;
+	uint32_t reserved[8]; /* zero */
 };
 _Static_assert(sizeof(struct fn_ctl) == SHM_DESC_SIZE, "fn_ctl is a channel record");
+_Static_assert(offsetof(struct fn_ctl, at_ns) == 24, "fn_ctl is ABI");
 
 enum fn_role {
 	FN_ROLE_LEAF = 1, /* folds client updates, hands a partial to its parent */

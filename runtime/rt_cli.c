@@ -35,7 +35,7 @@ static void usage(FILE *f)
 		"tributary up [--listen HOST:PORT] [--data-dir DIR] [--admin-token-file FILE]\n"
 		"             [--arena-mb N] [--no-huge] [--arena-path FILE] [--fresh]\n"
 		"             [--durability memory|disk] [--port-file FILE]\n"
-		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N]\n"
+		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N] [--fn-pool N]\n"
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
 		"             [--max-connections N] [--metrics-jobs]\n"
 		"             [--tls-cert FILE --tls-key FILE | --tls self-signed]\n"
@@ -83,6 +83,9 @@ static void usage(FILE *f)
 		"  --metrics-jobs         /metrics names jobs to anyone (default: only with the\n"
 		"                         admin token; else a job is its number, job_id=\"N\")\n");
 	fprintf(f,
+		"  --fn-pool N            keep N idle aggregation functions started, even past\n"
+		"                         --warm-s, so that a round's first functions (its leaves\n"
+		"                         and top) need no process start (default 0)\n"
 		"  --tls-cert FILE        serve HTTPS (TLS 1.3 and 1.2) with this PEM certificate\n"
 		"  --tls-key FILE         (chain) and its PEM private key\n"
 		"  --tls self-signed      serve HTTPS with DIR/tls-cert.pem and DIR/tls-key.pem, made\n"
@@ -218,6 +221,7 @@ static const struct option up_lopts[] = {
 	{ "port-file", required_argument, NULL, 'p' },
 	{ "dataplane", required_argument, NULL, 'D' },
 	{ "warm-s", required_argument, NULL, 'w' },
+	{ "fn-pool", required_argument, NULL, 'Q' },
 	{ "head-timeout-s", required_argument, NULL, OPT_HEAD_TIMEOUT },
 	{ "body-timeout-s", required_argument, NULL, OPT_BODY_TIMEOUT },
 	{ "idle-timeout-s", required_argument, NULL, OPT_IDLE_TIMEOUT },
@@ -346,6 +350,14 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 			return 2;
 		}
 		o->warm_s = (uint32_t)v;
+		return 0;
+	case 'Q':
+		if (trib_parse_u64(arg, 0, 256, &v)) {
+			fprintf(stderr, "tributary up: --fn-pool wants 0..256 functions, got '%s'\n",
+				arg);
+			return 2;
+		}
+		o->fn_pool = (uint32_t)v;
 		return 0;
 	case 'D':
 		o->dataplane = rt_dataplane_from_name(arg);

@@ -5,7 +5,9 @@ set -eu
 
 # nginx-light is the smallest Debian nginx; any installed nginx flavour will do.
 # libnginx-mod-http-echo: bench/tls's nginx reads each body whole (echo_read_request_body).
-PKGS="python3-aiohttp python3-matplotlib python3-numpy curl iproute2 libnginx-mod-http-echo"
+# linux-perf and strace: the profiles in docs/BENCHMARKS.md (perf stat, strace -c) are taken with them.
+PKGS="python3-aiohttp python3-matplotlib python3-numpy curl iproute2 libnginx-mod-http-echo
+linux-perf strace"
 
 installed() {
 	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

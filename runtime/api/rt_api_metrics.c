@@ -24,7 +24,8 @@ static const char *job_name_of(struct rt_node *n, uint32_t id)
 
 static const char *role_name(uint16_t role)
 {
-	return role == FN_ROLE_TOP ? "top" : role == FN_ROLE_MID ? "mid" : "leaf";
+	/* 0: pre-started (--fn-pool), no config yet. */
+	return role == FN_ROLE_TOP ? "top" : role == FN_ROLE_MID ? "mid" : role ? "leaf" : "none";
 }
 
 struct fn_row {
@@ -350,6 +351,18 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	    m->cold_sum_s, (unsigned long long)m->cold_n, m->cold_max_s,
 	    quantile(m->warm_recent, m->warm_n, 0.5), quantile(m->warm_recent, m->warm_n, 0.99),
 	    m->warm_sum_s, (unsigned long long)m->warm_n, m->warm_max_s);
+	OUT("# HELP tributary_fn_ready_notice_seconds A function's READY (its own stamp) to the "
+	    "event loop reading it: the control path's delay, not part of a start or hand-off "
+	    "(inputs do not wait for READY).\n"
+	    "# TYPE tributary_fn_ready_notice_seconds summary\n"
+	    "tributary_fn_ready_notice_seconds{quantile=\"0.5\"} %.6f\n"
+	    "tributary_fn_ready_notice_seconds{quantile=\"0.99\"} %.6f\n"
+	    "tributary_fn_ready_notice_seconds_sum %.6f\n"
+	    "tributary_fn_ready_notice_seconds_count %llu\n"
+	    "tributary_fn_ready_notice_seconds_max %.6f\n",
+	    quantile(m->notice_recent, m->notice_n, 0.5),
+	    quantile(m->notice_recent, m->notice_n, 0.99), m->notice_sum_s,
+	    (unsigned long long)m->notice_n, m->notice_max_s);
 	OUT("# HELP tributary_planner_decisions_total Trees planned (one per round; inputs in "
 	    "the log).\n# TYPE tributary_planner_decisions_total counter\n"
 	    "tributary_planner_decisions_total %llu\n"

@@ -319,21 +319,77 @@ err_kill:
 	return err;
 }
 
+int rt_fnset_prestart(struct rt_fnset *set, struct rt_fn **out)
+{
+	struct fn_ctl c;
+	struct rt_fn *fn;
+	int err;
+
+	if ((set->count + 1) * 2 > set->cap) {
+		err = tab_grow(set);
+		if (err)
+			return err;
+	}
+	fn = trib_calloc(1, sizeof(*fn));
+	if (!fn)
+		return -ENOMEM;
+	fn->id = rt_fnset_reserve_ids(set, 1);
+	fn->cfg.fn_id = fn->id;
+	fn->cfg.dataplane = set->dataplane;
+	fn->set = set;
+	fn->sock = -1;
+	fn->data = -1;
+	err = set->ops->start(set, fn);
+	if (!err) {
+		memset(&c, 0, sizeof(c));
+		c.version = FN_ABI_VERSION;
+		c.kind = FN_MSG_ATTACH;
+		c.fn_id = fn->id;
+		err = set->ops->chan_send(fn, &c, 1, set->arena_fd);
+	}
+	if (err) {
+		if (fn->pid > 0) {
+			set->ops->signal(fn, SIGKILL);
+			set->ops->wait(set, fn->pid, NULL);
+		}
+		fn_free(fn);
+		return err;
+	}
+	/*
+	 * Warm at once: a CONFIG sent before the function has even started
+	 * waits behind the ATTACH on the channel (one ordered stream), so the
+	 * function may be configured now; its READY after the ATTACH is only
+	 * the measure of its start.
+	 */
+	fn->state = RT_FN_WARM;
+	fn->starting = true;
+	fn->config_ns = fn->spawn_ns;
+	fn->idle_ns = fn->spawn_ns;
+	fn->eof_data = fn->data < 0;
+	tab_put(set, fn);
+	set->count++;
+	*out = fn;
+	return 0;
+}
+
 int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg, const struct fn_params *par)
 {
+	uint64_t t;
 	int err;
 
 	if (fn->sock < 0 || fn->state != RT_FN_WARM)
 		return -EBUSY;
 	cfg->fn_id = fn->id;
 	cfg->dataplane = fn->set->dataplane;
+	/* Before the send: the function may be ready (and stamp READY) before it returns. */
+	t = trib_now_ns();
 	err = send_config(fn, cfg, par, -1);
 	if (err)
 		return err;
 	fn->cfg = *cfg;
 	fn->state = RT_FN_FOLDING;
 	fn->busy = true;
-	fn->config_ns = trib_now_ns();
+	fn->config_ns = t;
 	fn->served++;
 	return 0;
 }

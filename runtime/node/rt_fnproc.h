@@ -38,6 +38,7 @@ struct rt_fn {
 	uint64_t config_ns;   /* when its current config was sent */
 	uint64_t idle_ns;     /* when it went warm */
 	uint32_t served;      /* configs it has taken (> 1: reused) */
+	bool starting;        /* pre-started, its first READY not read yet (still starting) */
 	bool exited;          /* reaped */
 	bool eof_ctl;         /* control channel at end of stream */
 	bool eof_data;        /* TCP socket at end of stream (or none) */
@@ -115,6 +116,12 @@ void rt_fnset_destroy(struct rt_fnset *set);
  */
 int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
 		   const struct fn_params *par, void *owner, struct rt_fn **out);
+/*
+ * Pre-start a function (--fn-pool): spawn it and send FN_MSG_ATTACH with the
+ * arena fd; it is RT_FN_WARM at once, idle, with a fresh id, served 0. Its
+ * READY (value FN_READY_IDLE) measures its start. Returns 0 or -errno.
+ */
+int rt_fnset_prestart(struct rt_fnset *set, struct rt_fn **out);
 /*
  * Give a warm function a new config and the job's params, in one message
  * (cfg->fn_id is overwritten with its id). 0 or -errno.

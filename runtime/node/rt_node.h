@@ -37,6 +37,7 @@ struct rt_node_opts {
 	bool durability_disk;         /* --durability disk: each update is logged before its 202 */
 	bool metrics_jobs;            /* unauthenticated /metrics may name jobs (--metrics-jobs) */
 	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
+	uint32_t fn_pool;             /* idle functions kept started, spared by warm_s (default 0) */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
 	/* the gateway's admission control (http/rt_loop.h, struct rt_loop_limits); 0: off */
 	uint32_t head_timeout_s;      /* `up` default 10 */
@@ -213,6 +214,9 @@ struct rt_metrics {
 	double warm_sum_s, warm_max_s;
 	float cold_recent[256];   /* the last cold starts (s), for quantiles */
 	float warm_recent[256];   /* the last warm hand-offs (s) */
+	uint64_t notice_n;        /* READY stamped by the function -> read by the event loop */
+	double notice_sum_s, notice_max_s;
+	float notice_recent[256]; /* the last of those delays (s) */
 	uint64_t plans;           /* planner decisions */
 	uint64_t scale_outs;      /* autoscaler: leaves added because a queue grew */
 	uint64_t deadline_closes; /* rounds closed at their deadline */
@@ -286,6 +290,7 @@ struct rt_node {
 	bool clustered;            /* `tributary node`, joined through the cluster layer */
 	struct rt_node_hooks hooks; /* set once by the wiring, before the first job */
 	uint32_t skew;             /* rotates where accumulators start (cache sets) */
+	int pool_err;              /* --fn-pool: the last pre-start's error (said once), or 0 */
 	uint8_t bounced[SHM_DESC_SIZE]; /* shm+bpf: part of a bounced descriptor */
 	size_t nbounced;
 	/* --durability disk */

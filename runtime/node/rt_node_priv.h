@@ -159,6 +159,10 @@ uint64_t rt__acc_slot_len(const struct rt_job *j);
 int rt__garbage_add(struct rt_round *r, uint64_t slot);
 int rt__fn_acquire(struct rt_node *n, struct fn_config *cfg, const struct fn_params *par,
 		   struct rt_fn **out);
+/* Idle functions: warm, alive, reachable (what rt__fn_acquire can configure at once). */
+uint32_t rt__fn_idle(struct rt_node *n);
+/* --fn-pool: pre-start one function (a tick's share) while fewer than opts.fn_pool are idle. */
+void rt__fn_pool_fill(struct rt_node *n);
 void rt__cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, uint16_t role,
 		  uint64_t acc);
 int rt__acc_alloc(struct rt_node *n, struct rt_round *r, uint64_t *acc, uint64_t *data);

@@ -2,6 +2,8 @@
 /* What functions report (READY, DONE, PARTIAL, RESULT) and the counters of each function. */
 #include "rt_node_priv.h"
 
+#include <string.h>
+
 #include "ebpf_route.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
@@ -177,9 +179,33 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 		return;
 	switch (d->kind) {
 	case FN_MSG_READY: {
-		double s = (double)(trib_now_ns() - fn->config_ns) / 1e9;
+		struct fn_ctl c;
+		uint64_t now = trib_now_ns(), at, from;
+		bool idle, cold;
+		double s, late;
 
-		if (fn->state == RT_FN_COLD) {
+		/*
+		 * To the function's own stamp (fn_abi.h, fn_ctl.at_ns): the loop may
+		 * read READY late while it ingests, and nothing waits for it. How
+		 * late is its own metric. A stamp outside [config sent, now] (a
+		 * function of another ABI, a clock in another time namespace) is not
+		 * trusted: then the record's arrival is the measure, as before.
+		 */
+		memcpy(&c, d, sizeof(c));
+		/* A pre-started function's first READY (--fn-pool) is its start: from the spawn. */
+		idle = c.value == FN_READY_IDLE;
+		cold = idle || fn->state == RT_FN_COLD;
+		from = idle ? fn->spawn_ns : fn->config_ns;
+		at = c.at_ns >= from && c.at_ns <= now ? c.at_ns : now;
+		s = (double)(at - from) / 1e9;
+		late = (double)(now - at) / 1e9;
+		n->m.notice_recent[n->m.notice_n % 256] = (float)late;
+		n->m.notice_n++;
+		n->m.notice_sum_s += late;
+		if (late > n->m.notice_max_s)
+			n->m.notice_max_s = late;
+
+		if (cold) {
 			n->m.cold_recent[n->m.cold_n % 256] = (float)s;
 			n->m.cold_n++;
 			n->m.cold_sum_s += s;
@@ -192,7 +218,11 @@ void rt_node_on_fn_record(struct rt_node *n, struct rt_fn *fn, const struct shm_
 			if (s > n->m.warm_max_s)
 				n->m.warm_max_s = s;
 		}
-		fn->state = RT_FN_FOLDING;
+		/* Idle, or already configured behind the ATTACH: its state stays. */
+		if (idle)
+			fn->starting = false;
+		else
+			fn->state = RT_FN_FOLDING;
 		return;
 	}
 	case FN_MSG_DONE:

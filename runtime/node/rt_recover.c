@@ -149,16 +149,23 @@ void rt_node_on_sigchld(struct rt_node *n)
 	rt_fnset_reap(n->fns, on_reaped, n);
 }
 
+struct retire {
+	struct rt_node *n;
+	uint32_t spare; /* idle functions beyond --fn-pool: those may retire */
+};
+
 static void retire_idle(struct rt_fn *fn, void *arg)
 {
-	struct rt_node *n = arg;
+	struct retire *rt = arg;
+	struct rt_node *n = rt->n;
 	uint64_t now = trib_now_ns();
 
-	if (fn->state != RT_FN_WARM || fn->exited)
+	if (fn->state != RT_FN_WARM || fn->exited || fn->sock < 0 || !rt->spare)
 		return;
 	if (now - fn->idle_ns < (uint64_t)n->opts.warm_s * 1000000000ull)
 		return;
-	/* Scale to zero: a job with no traffic costs no process. */
+	rt->spare--;
+	/* Scale to zero: a job with no traffic costs no process (but the --fn-pool ones). */
 	if (!rt_fn_ctl(fn, FN_MSG_EXIT, 0)) {
 		fn->state = RT_FN_EXITING;
 		n->m.fn_retired++;
@@ -170,9 +177,13 @@ static void retire_idle(struct rt_fn *fn, void *arg)
 void rt_node_tick(struct rt_node *n)
 {
 	uint64_t now = trib_now_ns();
+	struct retire rt = { n, 0 };
+	uint32_t idle = rt__fn_idle(n);
 
 	rt__fn_io_tick(n);
-	rt_fnset_foreach(n->fns, retire_idle, n);
+	rt.spare = idle > n->opts.fn_pool ? idle - n->opts.fn_pool : 0;
+	rt_fnset_foreach(n->fns, retire_idle, &rt);
+	rt__fn_pool_fill(n);
 	/* A finished round whose commit failed (the disk, no memory) tries again, with backoff. */
 	rt__store_retry_tick(n, now);
 	/* Deadlines: a round with enough updates closes with what it has; fewer, it waits. */
