@@ -208,6 +208,13 @@ static int spawn_proc(struct rt_fnset *set, struct rt_fn *fn, int chan, int data
 	if (!err && set->dataplane == FN_DP_SHM_BPF)
 		err = -posix_spawn_file_actions_adddup2(&fa, ebpf_route_stats_fd(set->route),
 							FN_STATS_FD);
+	/*
+	 * And nothing else, even an fd some library opened without CLOEXEC (a function must
+	 * hold no client socket or store file of the runtime; a test runner's pipes once kept
+	 * its workers alive through our children): glibc >= 2.34 closes the rest in the child.
+	 */
+	if (!err)
+		err = -posix_spawn_file_actions_addclosefrom_np(&fa, FN_STATS_FD + 1);
 	if (err)
 		goto out;
 	fn->spawn_ns = trib_now_ns();

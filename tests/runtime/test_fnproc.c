@@ -140,7 +140,7 @@ static void expect_ready(struct rt_fn *fn, uint32_t value, uint64_t from)
 }
 
 Test(runtime_fnproc, a_cold_start_stamps_ready_between_spawn_and_now,
-     .init = setup, .fini = teardown, .timeout = 60)
+     .init = setup, .fini = teardown)
 {
 	struct fn_config c;
 	struct fn_params p;
@@ -159,7 +159,7 @@ Test(runtime_fnproc, a_cold_start_stamps_ready_between_spawn_and_now,
 }
 
 Test(runtime_fnproc, a_prestarted_function_attaches_then_serves_a_config,
-     .init = setup, .fini = teardown, .timeout = 60)
+     .init = setup, .fini = teardown)
 {
 	struct fn_config c;
 	struct fn_params p;
@@ -176,7 +176,7 @@ Test(runtime_fnproc, a_prestarted_function_attaches_then_serves_a_config,
 }
 
 Test(runtime_fnproc, a_config_sent_before_the_attach_is_read_waits_behind_it,
-     .init = setup, .fini = teardown, .timeout = 60)
+     .init = setup, .fini = teardown)
 {
 	struct fn_config c;
 	struct fn_params p;
@@ -192,7 +192,7 @@ Test(runtime_fnproc, a_config_sent_before_the_attach_is_read_waits_behind_it,
 }
 
 Test(runtime_fnproc, a_second_attach_is_a_protocol_error_and_the_function_exits,
-     .init = setup, .fini = teardown, .timeout = 60)
+     .init = setup, .fini = teardown)
 {
 	struct rt_fn *fn;
 	struct shm_desc d;
