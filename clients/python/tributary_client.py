@@ -15,9 +15,16 @@
     job.submit(model.state_dict(), round=version, samples=len(my_data))
     version, weights = job.wait_model(after=version)   # blocks until round `version` closes
 
+    # or let the client loop do all of that, every round until the job is done:
+    job.run(train, evaluate)        # train(model, config) -> (update, samples[, metrics])
+
+The loop (:meth:`Job.run`) and its adapter for objects with Flower's NumPyClient interface
+(:func:`run_numpy_client`) are described where they are defined.
+
 Updates are a dict of name -> array: numpy arrays, anything numpy can convert, or PyTorch
 tensors (a ``state_dict()`` works as is; tensors are converted with ``.detach().cpu().numpy()``
-without importing torch). Every array is sent as little-endian float32 in a safetensors body;
+without importing torch). Every array is sent as little-endian float32 in a safetensors body
+(an array of another dtype is a TypeError naming it, unless the call has ``cast=True``);
 models come back as a dict of float32 numpy arrays with the job's tensor names and shapes, in
 the job's tensor order.
 
