@@ -650,19 +650,23 @@ class Client:
         """GET /v1/jobs (admin token): the list of jobs, as the server gives it."""
         return self.json("GET", "/v1/jobs")
 
-    def create_job(self, name, clients_per_round, tensors=None, params=None,
+    def create_job(self, name, clients_per_round=None, tensors=None, params=None,
                    algorithm="fedavg", **extra):
         """Creates a job (admin token) and returns its :class:`Job`, holding the job's token.
 
         Give either @tensors (a state_dict or dict of name -> array, whose shapes are used; or
         a list of {"name", "shape"} dicts or (name, shape) pairs) or @params (one F32 tensor
-        ``weights`` of that many elements). @extra goes into the request as is (``fan_in``).
-        Raises TributaryError (409 if the name is taken, 400 naming a bad field).
+        ``weights`` of that many elements). @clients_per_round may be left out when the job
+        says it otherwise (``selection={"per_round": K}``, fedbuff's ``buffer_size``).
+        @extra goes into the request as is (``fan_in=8``, ``num_rounds=20``,
+        ``client_config={...}``, ``selection={...}``). Raises TributaryError (409 if the
+        name is taken, 400 naming a bad field).
         """
         if (tensors is None) == (params is None):
             raise ValueError("create_job takes tensors= or params=, exactly one")
-        req = {"name": name, "clients_per_round": int(clients_per_round),
-               "algorithm": algorithm}
+        req = {"name": name, "algorithm": algorithm}
+        if clients_per_round is not None:
+            req["clients_per_round"] = int(clients_per_round)
         if params is not None:
             req["params"] = int(params)
         else:

@@ -347,7 +347,9 @@ def run_job(args, url, admin, label, init, loop):
         i, e = errors[0]
         raise RuntimeError("client %d (%s run): %s: %s" % (i, label, type(e).__name__, e)) \
             from e
-    records = job.rounds()
+    # The job's rounds 0 .. rounds-1 (the record of the round after the last, if the server
+    # keeps one, is not part of the run).
+    records = [r for r in job.rounds() if r["round"] < args.rounds]
     models = [job.model(round=v)[1] for v in range(args.rounds + 1)]
     return job, records, models, took
 
