@@ -247,6 +247,10 @@ class RunTest(LoopTestCase):
         hist = self.job("a").run(add_const(1.0, 5, []), rounds=2)
         self.assertEqual([h["round"] for h in hist], [0, 1])
         self.assertEqual(self.fj.round, 2)
+        for bad in (0, 1.5, True, "2"):
+            with self.assertRaises(TypeError):
+                self.job("a").run(add_const(1.0, 5, []), rounds=bad)
+        self.assertEqual(self.fj.round, 2)
 
     def test_done_job_ends_the_loop(self):
         self.start(k=1, num_rounds=0)

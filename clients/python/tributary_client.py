@@ -926,8 +926,9 @@ class Job:
         if evaluate is not None and not callable(evaluate):
             raise TypeError("evaluate must be None or callable: evaluate(model, config) -> "
                             "(samples, metrics)")
-        if rounds is not None:
-            rounds = check_samples(rounds, "rounds")
+        if rounds is not None and (isinstance(rounds, bool) or
+                                   not isinstance(rounds, (int, np.integer)) or rounds < 1):
+            raise TypeError("rounds must be None or an integer >= 1, not %r" % (rounds,))
         say = log if log is not None else (lambda line: None)
         history = []
         last = None          # the last round this client submitted for
