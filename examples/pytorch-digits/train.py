@@ -473,8 +473,9 @@ def run(args, url, admin_token):
             print("FAIL: the Flower-style client and the native loop differ")
             ok = False
     if ok:
-        print("ok: every round agrees with the in-process run, its config reached every client "
-              "and its evaluated accuracy is the whole test split's (within %g)" % EVAL_TOL)
+        print("ok: every round agrees with the in-process run, %sits evaluated accuracy is "
+              "the whole test split's (within %g)" %
+              ("its config reached every client and " if first == "native" else "", EVAL_TOL))
     else:
         print("FAIL: see the rounds marked <- above")
     if final < args.min_accuracy:
