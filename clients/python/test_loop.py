@@ -352,6 +352,37 @@ class RunTest(LoopTestCase):
         self.assertEqual(self.fj.update_posts, [])
 
 
+class CastTest(unittest.TestCase):
+    def test_numpy_dtypes(self):
+        ok = {"a": np.zeros(2, np.float32), "b": np.zeros(2, ">f4"), "c": [1.5, 2],
+              "d": 3.0}
+        back = tc.decode_safetensors(tc.encode_safetensors(ok))
+        self.assertEqual(list(back["c"]), [1.5, 2.0])
+        for dt in (np.float64, np.float16, np.int64, np.int8):
+            with self.assertRaises(TypeError) as cm:
+                tc.encode_safetensors({"w": np.ones(2, dt)})
+            self.assertIn("tensor 'w' is %s" % np.dtype(dt), str(cm.exception))
+            back = tc.decode_safetensors(tc.encode_safetensors({"w": np.ones(2, dt)},
+                                                               cast=True))
+            np.testing.assert_array_equal(back["w"], np.ones(2, np.float32))
+
+    def test_torch_dtypes(self):
+        try:
+            import torch
+        except ImportError:
+            self.skipTest("no torch")
+        f32 = torch.arange(3, dtype=torch.float32)
+        self.assertEqual(tc.decode_safetensors(tc.encode_safetensors({"w": f32}))["w"].tolist(),
+                         [0.0, 1.0, 2.0])
+        for dt in (torch.float64, torch.bfloat16, torch.float16):
+            t = torch.arange(3, dtype=dt)
+            with self.assertRaises(TypeError) as cm:
+                tc.encode_safetensors({"w": t})
+            self.assertIn("tensor 'w' is %s" % dt, str(cm.exception))
+            back = tc.decode_safetensors(tc.encode_safetensors({"w": t}, cast=True))
+            self.assertEqual(back["w"].tolist(), [0.0, 1.0, 2.0])
+
+
 class MetricsTest(unittest.TestCase):
     def test_header(self):
         self.assertEqual(tc.metrics_header({"loss": 0.25, "n": np.int32(3),
