@@ -108,6 +108,7 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	json_t *jobs, *verdicts = NULL;
 	uint32_t epoch = 0; /* the run it continues, if it lost nothing */
 	struct cnode *nd;
+	bool jobs_all = true;
 	int rank;
 
 	if (!name || !addr || !trib_job_name_valid(name) || strlen(addr) >= sizeof(nd->addr)) {
@@ -150,12 +151,15 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	nd->joined_at = (uint32_t)(trib_now_ns() / 1000) | 1;
 	jobs = json_array();
 	for (struct cjob *j = c->jobs; j; j = j->next)
-		json_array_append_new(jobs, ctl__job_msg(j));
+		if (json_array_append_new(jobs, ctl__job_msg(j)))
+			jobs_all = false; /* a node prunes its jobs only from a whole list */
 	ctl__node_save(c, (uint32_t)rank);
 	*rep = json_pack("{s:b, s:i, s:i, s:s, s:i, s:o, s:o}", "ok", 1, "rank", (json_int_t)rank,
 			 "epoch", (json_int_t)nd->epoch, "admin_token", c->admin_token,
 			 "heartbeat_ms", (json_int_t)c->o->heartbeat_ms, "jobs", jobs, "holds",
 			 verdicts ? verdicts : json_array());
+	if (*rep && jobs_all)
+		json_object_set_new(*rep, "jobs_all", json_true());
 	trib_info("node %s joined as rank %d (%s, %u cores, arena %llu MiB free, %s)", name, rank,
 		  addr, nd->cores, (unsigned long long)(nd->arena_free >> 20), nd->dataplane);
 	/* The models it needs it asks for (sync), once it knows the jobs. */
@@ -240,6 +244,10 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		on_status(c, &rep);
 	else if (!strcmp(op, "revoke"))
 		ctl__on_revoke(c, ev, &rep);
+	else if (!strcmp(op, "pause"))
+		ctl__on_pause(c, ev, &rep);
+	else if (!strcmp(op, "job_delete"))
+		ctl__on_job_delete(c, ev, &rep);
 	else if (!strcmp(op, "sync"))
 		ctl__on_sync(c, ev, &rep, &payload, &plen);
 	else

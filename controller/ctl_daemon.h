@@ -77,6 +77,7 @@ struct cround {
 	double weight;
 	/* ctl_rejoin.c: what the store has of it (a fingerprint), and a close to send again */
 	uint64_t saved_fp;
+	uint64_t saved_cfp; /* ... of its clients (schema v5) */
 	bool resend_close;
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
 	struct cround *next; /* newer */
@@ -91,6 +92,8 @@ struct cjob {
 	struct ctl_model_fmt fmt; /* its tensors and model file header (owned) */
 	uint32_t round;		  /* open round */
 	uint32_t completed;	  /* model version */
+	uint32_t num_rounds;	  /* done at this version: no count after (0: never) */
+	bool paused;		  /* no count while set (ctl_life.c; kept in the store's kv) */
 	float *model;		  /* latest model (owned, fmt.n_elem floats), NULL: zeros */
 	struct cround *rounds;	  /* oldest first: in flight and the last few done */
 	/*
@@ -208,6 +211,17 @@ void ctl__job_cred_fini(struct cjob *j);
 int ctl__job_cred_add(const struct cjob *j, json_t *m);
 /* {"op": "revoke", "job", "client"}: kept, then every node is sent the job again. */
 void ctl__on_revoke(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* ctl_life.c: {"op": "pause", "job", "paused": bool}: kept, then every node is told. */
+void ctl__on_pause(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * ctl_life.c: {"op": "job_delete", "job", "purge": bool}: the job's rows go (the commit), its
+ * models move aside (or go), every node is told to delete it, then it is freed here.
+ */
+void ctl__on_job_delete(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* ctl_jobs.c: take @j off the job list and free it. */
+void ctl__job_unlink_free(struct ctl *c, struct cjob *j);
+/* At load: the job's paused state from the store. */
+void ctl__job_life_load(struct ctl *c, struct cjob *j);
 /*
  * One update per client per round, cluster-wide: whether client @id (NULL or "": none) has
  * an update counted in @cr (then *@rep gets the 409); else it is counted there, folded on

@@ -14,6 +14,7 @@
 #include "ctl_daemon.h"
 #include "ctl_place.h"
 #include "ctl_store.h"
+#include "ctl_store_rec.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
@@ -72,6 +73,10 @@ json_t *ctl__job_msg(const struct cjob *j)
 			      "token", j->token, "body", j->body, "round", (json_int_t)j->round,
 			      "completed", (json_int_t)j->completed, "id", (json_int_t)j->db_id);
 
+	if (m && json_object_set_new(m, "paused", json_boolean(j->paused))) {
+		json_decref(m);
+		m = NULL;
+	}
 	/* Its client credentials' key and revocations: every node checks client tokens. */
 	if (m && ctl__job_cred_add(j, m)) {
 		json_decref(m);
@@ -203,6 +208,18 @@ static void round_close(struct ctl *c, struct cjob *j, struct cround *cr)
 	send_close(c, j, cr);
 }
 
+/* The wall-clock time (unix s) of monotonic @ns, for a round record (0 stays 0: unknown). */
+static double unix_of(uint64_t ns)
+{
+	struct timespec ts;
+	uint64_t now = trib_now_ns();
+
+	if (!ns)
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9 - (double)(now - ns) / 1e9;
+}
+
 /* Round @cr of @j is done: its model is version round + 1, recorded and sent to every node. */
 static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 {
@@ -218,7 +235,10 @@ static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 	rec.n_updates = cr->n_updates;
 	rec.total_weight = cr->weight;
 	rec.duration_ms = (cr->done_ns - cr->open_ns) / 1000000;
-	ctl_store_round_record(c->store, &rec);
+	if (!ctl_store_round_record(c->store, &rec))
+		ctl_store_round_extra_put(c->store, j->db_id, cr->round, unix_of(cr->open_ns),
+					  unix_of(cr->close_ns ? cr->close_ns : cr->done_ns), 0, 0,
+					  NULL);
 	send_model(c, j, -1, cr);
 }
 
@@ -335,6 +355,20 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 			 "retried by itself", j->store.what, trib_errno_name(j->store.err),
 			 strerror(-j->store.err));
 		*rep = ctl__err_reply(503, msg);
+		return;
+	}
+	if (j->paused) {
+		snprintf(msg, sizeof(msg), "job '%s' is paused", j->name);
+		*rep = ctl__err_reply(503, msg);
+		json_object_set_new(*rep, "state", json_string("paused"));
+		return;
+	}
+	if (j->num_rounds && j->round >= j->num_rounds) {
+		/* Its last round is closed: nodes refuse first (410); this is where it holds. */
+		snprintf(msg, sizeof(msg), "job '%s' is done after %u rounds", j->name,
+			 j->num_rounds);
+		*rep = ctl__err_reply(410, msg);
+		json_object_set_new(*rep, "state", json_string("done"));
 		return;
 	}
 	if (r != j->round) {
@@ -510,13 +544,24 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 	for (uint32_t k = 0; k < cr->nedges; k++)
 		json_array_append_new(edges, json_pack("[s, s]", c->nodes[cr->edges_from[k]].name,
 						       c->nodes[cr->top].name));
-	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i, s:i}", "round",
-			 (json_int_t)cr->round, "state", round_states[cr->state], "received",
-			 (json_int_t)cr->count, "clients_per_round", (json_int_t)j->cpr, "updates",
-			 (json_int_t)cr->n_updates, "lost_nodes", lost, "lost", lost_runs, "top",
-			 cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
-			 edges, "lost_updates", (json_int_t)cr->lost_updates, "clients",
-			 (json_int_t)ctl__round_clients(cr));
+	json_t *o = json_pack("{s:i, s:s, s:i, s:i, s:i, s:o, s:o, s:s?, s:o, s:o, s:i, s:i}",
+			      "round", (json_int_t)cr->round, "state", round_states[cr->state],
+			      "received", (json_int_t)cr->count, "clients_per_round",
+			      (json_int_t)j->cpr, "updates", (json_int_t)cr->n_updates, "lost_nodes",
+			      lost, "lost", lost_runs, "top",
+			      cr->top >= 0 ? c->nodes[cr->top].name : NULL, "nodes", nodes, "edges",
+			      edges, "lost_updates", (json_int_t)cr->lost_updates, "clients",
+			      (json_int_t)ctl__round_clients(cr));
+	/* Issue 15's keys (a single node's record has them too); no metrics in a cluster yet. */
+	uint64_t end = cr->close_ns ? cr->close_ns : cr->done_ns;
+
+	if (o) {
+		json_object_set_new(o, "opened_at", json_real(unix_of(cr->open_ns)));
+		json_object_set_new(o, "closed_at", end ? json_real(unix_of(end)) : json_null());
+		json_object_set_new(o, "duration_s", json_real((double)((end ? end : trib_now_ns()) -
+								  cr->open_ns) / 1e9));
+	}
+	return o;
 }
 
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
@@ -533,10 +578,10 @@ void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		if (r < j->completed)
 			*rep = ctl__err_reply(404, "round too old: only the last 64 are kept");
 		else if (r == j->round)
-			*rep = json_pack("{s:i, s:s, s:i, s:i, s:[], s:{}, s:[]}", "round",
-					 (json_int_t)r, "state", "open", "received", 0,
+			*rep = json_pack("{s:i, s:s, s:i, s:i, s:[], s:{}, s:[], s:n, s:n, s:n}",
+					 "round", (json_int_t)r, "state", "open", "received", 0,
 					 "clients_per_round", (json_int_t)j->cpr, "lost_nodes",
-					 "nodes", "edges");
+					 "nodes", "edges", "opened_at", "closed_at", "duration_s");
 		else
 			*rep = ctl__err_reply(404, "no such round yet");
 		return;
@@ -589,6 +634,8 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	snprintf(j->name, sizeof(j->name), "%s", name);
 	j->cpr = (uint32_t)json_integer_value(json_object_get(o, "clients_per_round"));
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	/* Checked by the node that took the request (rt_job_def_parse), as every field. */
+	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, ev->plen, &why);
 	/* The node counted the parameters with the same rule: a disagreement is a bug. */
 	if (!err && (!j->cpr || j->fmt.n_elem != n_elem)) {
@@ -701,11 +748,18 @@ json_t *ctl__jobs_status(struct ctl *c)
 				  (json_int_t)j->store.retries, "round", (json_int_t)j->store.what) :
 			json_pack("{s:s}", "state", "ok");
 
-		json_array_append_new(jobs, json_pack("{s:s, s:i, s:i, s:i, s:o, s:o}", "name",
-						      j->name, "round", (json_int_t)j->round,
-						      "completed", (json_int_t)j->completed,
-						      "clients_per_round", (json_int_t)j->cpr,
-						      "rounds", rounds, "store", st));
+		json_t *jo = json_pack("{s:s, s:i, s:i, s:i, s:o, s:o}", "name", j->name, "round",
+				       (json_int_t)j->round, "completed", (json_int_t)j->completed,
+				       "clients_per_round", (json_int_t)j->cpr, "rounds", rounds,
+				       "store", st);
+
+		if (jo && j->num_rounds)
+			json_object_set_new(jo, "num_rounds", json_integer(j->num_rounds));
+		if (jo)
+			json_object_set_new(jo, "state", json_string(
+				j->num_rounds && j->completed >= j->num_rounds ? "done" :
+				j->paused ? "paused" : "open"));
+		json_array_append_new(jobs, jo);
 	}
 	return jobs;
 }
@@ -774,6 +828,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 	snprintf(j->token, sizeof(j->token), "%s", cj->token);
 	j->cpr = cj->clients_per_round;
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);
 	if (err) {
 		trib_error("job %s in controller.db: its definition cannot be read: %s", cj->name,
@@ -791,6 +846,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 		break;
 	}
 	j->round = j->completed;
+	ctl__job_life_load(c, j);
 	err = ctl__job_cred_init(c, j);
 	if (err)
 		goto err_free;
@@ -829,6 +885,17 @@ struct cjob *ctl__job_by_id(struct ctl *c, int64_t id)
 		if (j->db_id == id)
 			return j;
 	return NULL;
+}
+
+void ctl__job_unlink_free(struct ctl *c, struct cjob *j)
+{
+	struct cjob **pp;
+
+	for (pp = &c->jobs; *pp && *pp != j; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = j->next;
+	job_free(j);
 }
 
 struct cround *ctl__round_new(struct cjob *j, uint32_t r)

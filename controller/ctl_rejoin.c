@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * Restarts in a cluster. The controller keeps the nodes it knew and each
- * job's rounds in flight in SQLite (schema v3, ctl_store_x.c): after its own
+ * job's rounds in flight in SQLite (schema v4, ctl_store_x.c), with the
+ * clients counted in each (v5: one update per client per round holds
+ * across its restart; the nodes' reports add the clients of updates
+ * counted since the last write): after its own
  * restart it reloads them and counts no update until every node it knew has
  * joined again and reported what its arena holds (or a grace period passed:
  * then a node not back is drained, its updates lost). A node that restarts
@@ -52,6 +55,56 @@ static json_t *round_detail(const struct ctl *c, const struct cround *cr)
 			 (json_int_t)cr->top, "folded", folded, "landed", landed, "lost", lost);
 }
 
+/* What the store has of a round's clients: independent of the order they were counted in. */
+static uint64_t clients_fp(const struct cround *cr)
+{
+	uint64_t sum = json_object_size(cr->clients);
+	const char *id;
+	json_t *v;
+
+	json_object_foreach(cr->clients, id, v)
+	{
+		uint64_t h = 1469598103934665603ull ^ (uint64_t)json_integer_value(v);
+
+		for (const char *p = id; *p; p++)
+			h = (h ^ (unsigned char)*p) * 1099511628211ull;
+		sum += h * 0x9e3779b97f4a7c15ull;
+	}
+	return sum | 1; /* 0: never written */
+}
+
+static void clients_save(struct cjob *j, struct ctl *c, struct cround *cr)
+{
+	uint64_t fp = clients_fp(cr);
+	size_t n = json_object_size(cr->clients), k = 0;
+	const char **ids = n ? trib_calloc(n, sizeof(*ids)) : NULL;
+	uint32_t *ranks = n ? trib_calloc(n, sizeof(*ranks)) : NULL;
+	const char *id;
+	json_t *v;
+	int err = -ENOMEM;
+
+	if (cr->saved_cfp == fp)
+		goto out;
+	if (n && (!ids || !ranks))
+		goto out_warn;
+	json_object_foreach(cr->clients, id, v)
+	{
+		ids[k] = id;
+		ranks[k++] = (uint32_t)json_integer_value(v);
+	}
+	err = ctl_store_xround_clients_put(c->store, j->db_id, cr->round, ids, ranks, n);
+	if (!err)
+		cr->saved_cfp = fp;
+out_warn:
+	if (err)
+		trib_warn("job %s round %u: keeping its %zu clients in controller.db: %s (again "
+			  "next tick)",
+			  j->name, cr->round, n, strerror(-err));
+out:
+	trib_free(ids);
+	trib_free(ranks);
+}
+
 static void round_save(struct ctl *c, struct cjob *j, struct cround *cr)
 {
 	uint64_t fp = round_fp(c, cr);
@@ -59,8 +112,11 @@ static void round_save(struct ctl *c, struct cjob *j, struct cround *cr)
 	char *s;
 	int err;
 
-	if (cr->saved_fp == fp)
+	/* The round's row first: a reload takes the clients of rounds it has. */
+	if (cr->saved_fp == fp) {
+		clients_save(j, c, cr);
 		return;
+	}
 	d = round_detail(c, cr);
 	s = d ? trib_json_dumps(d, JSON_COMPACT) : NULL;
 	json_decref(d);
@@ -73,6 +129,7 @@ static void round_save(struct ctl *c, struct cjob *j, struct cround *cr)
 		return;
 	}
 	cr->saved_fp = fp;
+	clients_save(j, c, cr);
 }
 
 void ctl__node_save(struct ctl *c, uint32_t rank)
@@ -169,6 +226,26 @@ static int round_loaded(void *ctx, int64_t job_id, uint32_t round, int state, co
 	return 0;
 }
 
+/* A client counted in a reloaded round: a second update of it is a 409 after the restart too. */
+static int client_loaded(void *ctx, int64_t job_id, uint32_t round, const char *client,
+			 uint32_t rank)
+{
+	struct ctl *c = ctx;
+	struct cjob *j = ctl__job_by_id(c, job_id);
+	struct cround *cr = j ? j->rounds : NULL;
+
+	while (cr && cr->round != round)
+		cr = cr->next;
+	if (!cr || !client || !*client || rank >= CTL_MAX_NODES)
+		return 0; /* a round that is done, or not reloaded (said above) */
+	if (!cr->clients)
+		cr->clients = json_object();
+	if (!cr->clients || json_object_set_new(cr->clients, client, json_integer(rank)))
+		return -ENOMEM;
+	cr->saved_cfp = clients_fp(cr);
+	return 0;
+}
+
 int ctl__xstate_load(struct ctl *c)
 {
 	uint32_t awaited = 0;
@@ -177,6 +254,14 @@ int ctl__xstate_load(struct ctl *c)
 	err = ctl_store_xnode_list(c->store, node_loaded, c);
 	if (!err)
 		err = ctl_store_xround_list(c->store, round_loaded, c);
+	if (!err)
+		err = ctl_store_xround_clients_list(c->store, client_loaded, c);
+	for (struct cjob *j = c->jobs; !err && j; j = j->next)
+		for (struct cround *cr = j->rounds; cr; cr = cr->next)
+			if (ctl__round_clients(cr))
+				trib_info("job %s round %u: %u clients on record (a second update of "
+					  "one is a 409)",
+					  j->name, cr->round, ctl__round_clients(cr));
 	if (err) {
 		trib_error("controller.db: the cluster's nodes and rounds in flight could not be "
 			   "loaded: %s",
@@ -200,17 +285,45 @@ int ctl__xstate_load(struct ctl *c)
 	return 0;
 }
 
-/* The holding of @hdr for (job @id, round @r): updates, or 0. */
-static uint32_t held(const json_t *holds, int64_t id, uint32_t r)
+/* The holding of @hdr for (job @id, round @r): updates, or 0; *@ids its client ids (or NULL). */
+static uint32_t held(const json_t *holds, int64_t id, uint32_t r, const json_t **ids)
 {
 	json_t *e;
 	size_t i;
 
-	json_array_foreach(holds, i,
-			   e) if (json_integer_value(json_array_get(e, 0)) == id &&
-				  (uint32_t)json_integer_value(json_array_get(e, 1)) ==
-				      r) return (uint32_t)json_integer_value(json_array_get(e, 2));
+	*ids = NULL;
+	json_array_foreach(holds, i, e)
+	{
+		if (json_integer_value(json_array_get(e, 0)) == id &&
+		    (uint32_t)json_integer_value(json_array_get(e, 1)) == r) {
+			*ids = json_array_get(e, 4);
+			return (uint32_t)json_integer_value(json_array_get(e, 2));
+		}
+	}
 	return 0;
+}
+
+/*
+ * The clients of the updates node @rank holds in @cr, kept: counted in the
+ * round again (the node was drained, or the controller restarted before it
+ * wrote them), so that a second update of one of them is a 409.
+ */
+static void clients_held(struct cround *cr, const json_t *ids, uint32_t rank)
+{
+	const json_t *v;
+	size_t i;
+
+	json_array_foreach(ids, i, v)
+	{
+		const char *id = json_string_value(v);
+
+		if (!id || !*id || json_object_get(cr->clients, id))
+			continue;
+		if (!cr->clients)
+			cr->clients = json_object();
+		if (!cr->clients || json_object_set_new(cr->clients, id, json_integer(rank)))
+			trib_warn("round %u: client %s not recorded (out of memory)", cr->round, id);
+	}
 }
 
 /* Round @cr of @j: node @rank holds @h updates of it. Returns whether it keeps them. */
@@ -274,14 +387,18 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr)
 	}
 	for (struct cjob *j = c->jobs; j; j = j->next) {
 		for (struct cround *cr = j->rounds; cr; cr = cr->next) {
-			uint32_t h = held(holds, j->db_id, cr->round);
+			const json_t *ids;
+			uint32_t h = held(holds, j->db_id, cr->round, &ids);
+			bool keep;
 
 			if (cr->state == CR_DONE || (!h && !cr->folded[rank] && !cr->lost[rank]))
 				continue;
-			json_array_append_new(
-			    verdicts,
-			    json_pack("[I, i, b, i]", (json_int_t)j->db_id, (json_int_t)cr->round,
-				      reconcile_round(c, j, cr, rank, h), (json_int_t)h));
+			keep = reconcile_round(c, j, cr, rank, h);
+			if (keep)
+				clients_held(cr, ids, rank);
+			json_array_append_new(verdicts, json_pack("[I, i, b, i]", (json_int_t)j->db_id,
+								  (json_int_t)cr->round, keep,
+								  (json_int_t)h));
 		}
 	}
 	/* Holdings of an open round the controller has no record of yet (not written). */
@@ -290,7 +407,7 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr)
 		struct cjob *j = ctl__job_by_id(c, json_integer_value(json_array_get(e, 0)));
 		uint32_t r = (uint32_t)json_integer_value(json_array_get(e, 1));
 		struct cround *cr;
-		bool seen = false;
+		bool seen = false, keep;
 		uint32_t h;
 
 		for (cr = j ? j->rounds : NULL; cr; cr = cr->next)
@@ -299,10 +416,12 @@ json_t *ctl__rejoin(struct ctl *c, uint32_t rank, const json_t *hdr)
 			continue;
 		h = (uint32_t)json_integer_value(json_array_get(e, 2));
 		cr = j && r == j->round ? ctl__round_new(j, r) : NULL;
+		keep = cr && reconcile_round(c, j, cr, rank, h);
+		if (keep)
+			clients_held(cr, json_array_get(e, 4), rank);
 		json_array_append_new(
 		    verdicts, json_pack("[I, i, b, i]", json_integer_value(json_array_get(e, 0)),
-					(json_int_t)r, cr && reconcile_round(c, j, cr, rank, h),
-					(json_int_t)h));
+					(json_int_t)r, keep, (json_int_t)h));
 	}
 	return verdicts;
 }

@@ -97,6 +97,51 @@ static const char *const migrations[] = {
 	"  detail TEXT NOT NULL,"
 	"  PRIMARY KEY (job_id, round)"
 	");",
+	/*
+	 * 4 -> 5: the clients counted in a cluster's rounds in flight, with the rank that folds
+	 * each one's update, so that one update per client per round holds across a controller
+	 * restart (ctl_store_xround_clients_put()).
+	 */
+	"CREATE TABLE cluster_round_clients ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  round INTEGER NOT NULL,"
+	"  client TEXT NOT NULL,"
+	"  rank INTEGER NOT NULL,"
+	"  PRIMARY KEY (job_id, round, client)"
+	");",
+	/*
+	 * 5 -> 6: round records on a single node (issue 15): when a round opened and closed,
+	 * its bytes and its metrics' means; federated evaluations, one row each (a client's
+	 * second for a version, or a key's, is refused by the unique indexes) and each
+	 * version's aggregate (ctl_store_rec.c).
+	 */
+	"ALTER TABLE rounds ADD COLUMN opened_at REAL;"
+	"ALTER TABLE rounds ADD COLUMN closed_at REAL;"
+	"ALTER TABLE rounds ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE rounds ADD COLUMN metrics_updates INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE rounds ADD COLUMN metrics TEXT;"
+	"CREATE TABLE evaluations ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  version INTEGER NOT NULL,"
+	"  nth INTEGER NOT NULL,"
+	"  client TEXT NOT NULL,"
+	"  idem_key BLOB,"
+	"  samples INTEGER NOT NULL,"
+	"  at REAL NOT NULL,"
+	"  PRIMARY KEY (job_id, version, nth)"
+	");"
+	"CREATE UNIQUE INDEX evaluations_client ON evaluations (job_id, version, client) "
+	"  WHERE client <> '';"
+	"CREATE UNIQUE INDEX evaluations_key ON evaluations (job_id, version, idem_key) "
+	"  WHERE idem_key IS NOT NULL;"
+	"CREATE TABLE eval_versions ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  version INTEGER NOT NULL,"
+	"  clients INTEGER NOT NULL,"
+	"  samples INTEGER NOT NULL,"
+	"  sums TEXT NOT NULL,"
+	"  PRIMARY KEY (job_id, version)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,

@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 4
+#define CTL_STORE_SCHEMA_VERSION 6
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
@@ -97,6 +97,11 @@ int ctl_store_round_advance(struct ctl_store *st, int64_t job_id, uint32_t expec
 			    uint32_t new_round);
 /* Delete the job and (cascading) its round records. -ENOENT if absent. */
 int ctl_store_job_delete(struct ctl_store *st, const char *name);
+/*
+ * ctl_store_job_delete and, in the same transaction, the kv rows whose key
+ * starts with @kv_prefix (no LIKE wildcards in it: -EINVAL) (ctl_store_life.c).
+ */
+int ctl_store_job_remove(struct ctl_store *st, const char *name, const char *kv_prefix);
 
 /*
  * Record a completed round (@r borrowed). -EEXIST if that round of that job
@@ -171,6 +176,17 @@ int ctl_store_xround_list(struct ctl_store *st,
 			  int (*cb)(void *ctx, int64_t job_id, uint32_t round, int state,
 				    const char *detail),
 			  void *ctx);
+/*
+ * The clients counted in round @round of @job_id (schema v5): the @n ids
+ * and the rank folding each one's update replace what the store had for the
+ * round, in one transaction. A delete or prune of the round forgets them.
+ */
+int ctl_store_xround_clients_put(struct ctl_store *st, int64_t job_id, uint32_t round,
+				 const char *const *ids, const uint32_t *ranks, size_t n);
+int ctl_store_xround_clients_list(struct ctl_store *st,
+				  int (*cb)(void *ctx, int64_t job_id, uint32_t round,
+					    const char *client, uint32_t rank),
+				  void *ctx);
 
 /* --- client credentials (ctl_store_cred.c) --- */
 

@@ -544,3 +544,57 @@ int trib_store_sweep(const char *data_dir, unsigned *removed)
 		*removed = total;
 	return first;
 }
+
+/* Remove @dir's files, then @dir (a job's model directory holds files only). */
+static int dir_purge(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char path[PATH_MAX];
+	int err = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path)) {
+			err = err ? err : -ENAMETOOLONG;
+			continue;
+		}
+		if (unlink(path) && !err)
+			err = -errno;
+	}
+	closedir(d);
+	if (rmdir(dir) && !err)
+		err = -errno;
+	return err;
+}
+
+int trib_store_job_release(const char *data_dir, const char *job, long long id, bool purge,
+			   char *where, size_t cap)
+{
+	char dir[PATH_MAX], kept[PATH_MAX];
+	int err;
+
+	if (where && cap)
+		where[0] = '\0';
+	err = job_dir(data_dir, job, dir, sizeof(dir));
+	if (err)
+		return err;
+	if (purge)
+		return dir_purge(dir);
+	if (snprintf(kept, sizeof(kept), "%s/deleted", data_dir) >= (int)sizeof(kept))
+		return -ENAMETOOLONG;
+	err = trib_mkdir_p(kept, 0700);
+	if (err)
+		return err;
+	if (snprintf(kept, sizeof(kept), "%s/deleted/%s.%lld", data_dir, job, id) >=
+	    (int)sizeof(kept))
+		return -ENAMETOOLONG;
+	if (rename(dir, kept))
+		return errno == ENOENT ? 0 : -errno;
+	if (where)
+		snprintf(where, cap, "%s", kept);
+	return 0;
+}

@@ -3,6 +3,7 @@
 #ifndef TRIB_STORE_H
 #define TRIB_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -75,5 +76,15 @@ int trib_store_sweep(const char *data_dir, unsigned *removed);
  * directory.
  */
 int trib_mkdir_p(const char *path, mode_t mode);
+
+/*
+ * A deleted job's model directory DATA_DIR/jobs/{job} leaves, so that a job
+ * made again under the name starts empty: moved to DATA_DIR/deleted/{job}.{id}
+ * (@id: the store's id, never reused), or with @purge its files and the
+ * directory removed. Absent: 0. *where (@cap bytes, may be NULL) gets the new
+ * path ("" when purged). 0 or the first -errno (logged by the caller).
+ */
+int trib_store_job_release(const char *data_dir, const char *job, long long id, bool purge,
+			   char *where, size_t cap);
 
 #endif

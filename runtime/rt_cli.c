@@ -60,7 +60,7 @@ static void usage(FILE *f)
 		"                         written to DIR/wal and fdatasync'ed (one per batch that\n"
 		"                         arrives together) before its 202, and replayed at start\n"
 		"                         when the arena file is gone; the log of a round goes\n"
-		"                         once its model is stored (`node`: memory only for now)\n"
+		"                         once its model is stored (on a node: the cluster's)\n"
 		"  --port-file FILE       write the bound port to FILE once listening\n"
 		"  --dataplane MODE       shm+bpf (default where eBPF loads; else shm+unix, logged),\n"
 		"                         shm+unix, or tcp (a copying baseline to measure against)\n"
@@ -331,15 +331,10 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 	case OPT_DURABILITY:
 		if (!strcmp(arg, "memory") || !strcmp(arg, "disk")) {
 			o->durability_disk = arg[0] == 'd';
-			if (!(node && o->durability_disk))
-				return 0;
-			fprintf(stderr, "tributary node: --durability disk is not built for a "
-				"cluster node yet (its updates are counted through the controller); "
-				"use memory\n");
-			return 2;
+			return 0;
 		}
-		fprintf(stderr, "tributary up: --durability wants memory or disk, got '%s'\n",
-			arg);
+		fprintf(stderr, "tributary %s: --durability wants memory or disk, got '%s'\n",
+			node ? "node" : "up", arg);
 		return 2;
 	case 'p':
 		o->port_file = arg;

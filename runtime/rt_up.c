@@ -140,6 +140,8 @@ static void on_wal(void *arg, uint32_t key, int res)
 	(void)res;
 	rt_node_wal_poll(up->node);
 	rt_api_wal_ready(up->api);
+	if (up->agent)
+		rt_agent_wal_ready(up->agent);
 	if (!rt_loop_stopped(up->loop))
 		arm_wal(up);
 }
@@ -184,7 +186,8 @@ static void before_wait(void *ctx)
 
 	if (!rt_loop_draining(up->loop))
 		return;
-	if (!rt_node_rounds_in_flight(up->node) && !rt_api_wal_waiting(up->api)) {
+	if (!rt_node_rounds_in_flight(up->node) && !rt_api_wal_waiting(up->api) &&
+	    !(up->agent && rt_agent_wal_waiting(up->agent))) {
 		rt_loop_stop(up->loop);
 	} else if (trib_now_ns() > up->drain_deadline) {
 		trib_warn("stopping with rounds not stored after 30 s (still aggregating, or "

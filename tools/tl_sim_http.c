@@ -119,7 +119,30 @@ static int job_get(struct tl_client *c, const char *admin, const char *name, uin
 		json_decref(root);
 		return -EPROTO;
 	}
+	/* A job that selects clients closes rounds at per_round of a larger population. */
+	job->sel_k = 0;
+	if (json_is_object(json_object_get(root, "selection"))) {
+		json_t *sel = json_object_get(root, "selection");
+		uint64_t k = 0, m = 0;
+
+		if (!json_u64(sel, "per_round", &k) || !json_u64(sel, "tasks_max", &m) || !k ||
+		    k > UINT32_MAX || m > UINT32_MAX) {
+			trib_error("GET %s: unexpected selection: %.200s", target, resp.body);
+			json_decref(root);
+			return -EPROTO;
+		}
+		job->sel_k = (uint32_t)k;
+		job->sel_max = (uint32_t)m;
+	}
 	json_decref(root);
+	if (job->sel_k && p == params && clients >= job->sel_k)
+		return 0; /* --clients is the population polling for tasks */
+	if (job->sel_k) {
+		trib_error("job %s selects %u clients a round of at least as many: --clients %u "
+			   "is fewer (or params %" PRIu64 " differ from %" PRIu64 ")", name,
+			   job->sel_k, clients, p, params);
+		return -EEXIST;
+	}
 	if (cpr != clients || p != params) {
 		trib_error("job %s exists with clients_per_round %" PRIu64 " and params %" PRIu64
 			   ", not %u and %" PRIu64,

@@ -93,6 +93,7 @@ struct tl_sim_ack {
 #define SIM_ACK_RESENT 4u   /* resent after a loss and accepted again */
 #define SIM_ACK_FAILED 8u   /* its resend failed: not tried again */
 #define SIM_ACK_REFUSED 16u /* 409: the round closed without it (a node was lost; see below) */
+#define SIM_ACK_WAITED 32u  /* selection: told to wait (no task), sent nothing */
 
 _Static_assert(TL_SIM_MAX_URLS <= UINT8_MAX, "tl_sim_ack.gw holds a gateway index");
 _Static_assert(SIM_MAX_NODES < SIM_NODE_NONE, "tl_sim_ack.node holds a node id");
@@ -186,6 +187,17 @@ void tl_sim_log_http_error(const char *what, const struct tl_http_resp *resp);
 int tl_sim_job_wait(struct tl_client *c, const char *admin, const char *name, uint32_t clients,
 		    uint64_t params, uint64_t wait_ns);
 
+/* ---- client selection (tl_sim_task.c) ---- */
+
+/*
+ * GET /v1/jobs/J/task for client @i (its credential) on the gateways of
+ * @conns: *train true with a task for @round, false when told to wait (or
+ * the task is for another round: this one closed). 0, -EPROTO (another
+ * answer; the reason in @resp), or a client error.
+ */
+int tl_sim_task_get(struct tl_sim_run *run, struct tl_client **conns, uint32_t i,
+		    uint64_t round, bool *train, struct tl_http_resp *resp);
+
 /* ---- client credentials (tl_sim_cred.c) ---- */
 
 /*
@@ -241,7 +253,10 @@ struct tl_sim_round {
 				    * answer: a 409 after a failover counts) */
 	_Atomic uint32_t conflicts; /* updates refused with 409 (round mismatch) */
 	_Atomic uint32_t refused;   /* of those, in a cluster: the round closed without them */
+	_Atomic uint32_t waited;    /* selection: clients told to wait (no task this round) */
+	_Atomic uint32_t late;      /* selection: task holders the round closed without (409) */
 	_Atomic bool abort;        /* an update failed: the round cannot close, stop sending */
+	_Atomic bool done;         /* an update got 410: the job is done (its num_rounds) */
 	_Atomic uint64_t retries;
 	_Atomic uint64_t bytes;
 	_Atomic uint64_t t_first; /* ns of the first POST */
@@ -310,6 +325,7 @@ struct tl_sim_totals {
 	uint64_t retries;
 	uint32_t rounds_ok;
 	uint64_t refused; /* 409s a lost node explains (see worker_run, tl_sim_round.c) */
+	bool done;        /* the job said it is done (410): the run stopped there */
 };
 
 /* What a round's report and lines say about lost updates. */

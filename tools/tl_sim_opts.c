@@ -36,7 +36,9 @@ const char tl_sim_usage[] =
 	"  exactly that SHA-256 fingerprint (as `up --tls self-signed` prints it).\n"
 	"  --client-tokens: each client mints its own credential (POST /v1/jobs/J/clients,\n"
 	"  id sim-SEED-CLIENT, with the admin token or the job's) and submits with it; a job\n"
-	"  with client_auth \"required\" gets that without the option.\n";
+	"  with client_auth \"required\" gets that without the option.\n"
+	"  A job with \"selection\" (per_round K): N is the population; each client asks\n"
+	"  GET /v1/jobs/J/task and sends only with a task; each round must close at K.\n";
 
 /* ---- options ---- */
 

@@ -21,7 +21,7 @@ void tl_sim_round_tally(struct tl_sim_round *r, struct tl_sim_lost *l)
 	for (uint32_t c = 0; c < r->o->clients; c++) {
 		uint8_t f = run->acks[c].flags;
 
-		run->include[c] = !(f & (SIM_ACK_CUR_LOST | SIM_ACK_REFUSED));
+		run->include[c] = !(f & (SIM_ACK_CUR_LOST | SIM_ACK_REFUSED | SIM_ACK_WAITED));
 		l->folded += run->include[c];
 		if (!(f & SIM_ACK_LOST))
 			continue;

@@ -148,6 +148,24 @@ static void *worker_run(void *arg)
 		i = atomic_fetch_add(&r->next, 1);
 		if (i >= o->clients)
 			break;
+		if (run->job.sel_k) {
+			bool train = false;
+
+			/* The job selects: only a client with a task of this round sends. */
+			err = tl_sim_task_get(run, w->conns, i, r->round, &train, &resp);
+			if (err || !train) {
+				if (err) {
+					atomic_fetch_add(&r->failed, 1);
+					record_failure(r, i, err == -EPROTO ? 0 : err, &resp);
+				} else {
+					run->acks[i].flags |= SIM_ACK_WAITED;
+					atomic_fetch_add(&r->waited, 1);
+				}
+				atomic_fetch_add(&r->finished, 1);
+				tl_sim_progress(r, false);
+				continue;
+			}
+		}
 		make_update(r, i, 0, w->buf, &u);
 		snprintf(what, sizeof(what), "client %u's update", i);
 		pc.what = what;
@@ -176,6 +194,10 @@ static void *worker_run(void *arg)
 			atomic_fetch_add(&r->accepted, 1);
 			atomic_fetch_add(&r->bytes, u.st_hdr_len + o->params * 4);
 			atomic_max_u64(&r->t_last, t1);
+		} else if (!err && resp.status == 409 && run->job.sel_k) {
+			/* Over-committed: the round closed at per_round before this task's update. */
+			run->acks[i].flags |= SIM_ACK_REFUSED;
+			atomic_fetch_add(&r->late, 1);
 		} else if (!err && resp.status == 409 && atomic_load(&run->multi)) {
 			/*
 			 * A cluster closed the round without this update. That happens when
@@ -188,6 +210,10 @@ static void *worker_run(void *arg)
 			run->acks[i].flags |= SIM_ACK_REFUSED;
 			atomic_fetch_add(&r->conflicts, 1);
 			atomic_fetch_add(&r->refused, 1);
+		} else if (!err && resp.status == 410) {
+			/* The job ended (num_rounds): not a failure, nothing more to send. */
+			atomic_store(&r->done, true);
+			atomic_store(&r->abort, true);
 		} else {
 			atomic_fetch_add(&r->failed, 1);
 			record_failure(r, i, err, &resp);

@@ -65,12 +65,38 @@ static int round_send(const struct tl_sim_opts *o, struct tl_sim_worker *w, stru
 	tot->accepted += atomic_load(&r->accepted);
 	tot->refused += atomic_load(&r->moved) ? atomic_load(&r->refused) : 0;
 	tot->retries += atomic_load(&r->retries);
+	if (atomic_load(&r->done) && !atomic_load(&r->accepted) && !atomic_load(&r->failed)) {
+		printf("round %" PRIu64 ": the job is done (410: it made its num_rounds models); "
+		       "stopping\n", r->round);
+		tot->done = true;
+		return -ENODATA;
+	}
 	moved = atomic_load(&r->moved);
 	if (moved)
 		printf("round %" PRIu64 ": %u update%s went to another gateway than their own "
 		       "(it refused or dropped connections)\n", r->round, moved,
 		       moved == 1 ? "" : "s");
 	refused = atomic_load(&r->refused);
+	if (run->job.sel_k) {
+		uint32_t acc = atomic_load(&r->accepted), late = atomic_load(&r->late);
+		uint32_t waited = atomic_load(&r->waited);
+
+		/* Exactly per_round updates close the round; no more tasks than ceil(K x f). */
+		if (err || acc != run->job.sel_k || acc + late > run->job.sel_max ||
+		    acc + late + waited != o->clients) {
+			if (!r->err[0])
+				snprintf(r->err, sizeof(r->err), "selection: %u accepted (want %u), "
+					 "%u late, %u told to wait, of %u clients (at most %u "
+					 "tasks)", acc, run->job.sel_k, late, waited, o->clients,
+					 run->job.sel_max);
+			round_send_failed(r, 0, 0);
+			return -EIO;
+		}
+		printf("round %" PRIu64 ": %u tasks for %u clients (%u told to wait); %u updates "
+		       "closed the round, %u late (409)\n", r->round, acc + late, o->clients,
+		       waited, acc, late);
+		return 0;
+	}
 	/*
 	 * Refusals are explained only by connections a dying node dropped: then
 	 * some update moved to another gateway, whatever it was answered there (a
@@ -175,6 +201,8 @@ static int round_judge(const struct tl_sim_opts *o, struct tl_sim_round *r,
 {
 	uint64_t version = r->round + 1;
 	double secs, up_s, e = 0, limit = 0;
+	/* The updates sent: with selection, the ones the round took. */
+	uint32_t sent = r->run->job.sel_k ? atomic_load(&r->accepted) : o->clients;
 	bool ok;
 	int err;
 
@@ -185,8 +213,8 @@ static int round_judge(const struct tl_sim_opts *o, struct tl_sim_round *r,
 
 	if (o->no_check) {
 		printf("round %" PRIu64 ": %u updates in %.3f s (%.1f updates/s, %.1f MB/s upload), "
-		       "model v=%" PRIu64 ", not checked (--no-check)\n", r->round, o->clients, secs,
-		       o->clients / up_s, (double)atomic_load(&r->bytes) / 1e6 / up_s, version);
+		       "model v=%" PRIu64 ", not checked (--no-check)\n", r->round, sent, secs,
+		       sent / up_s, (double)atomic_load(&r->bytes) / 1e6 / up_s, version);
 		fflush(stdout);
 		ok = !r->resend_failed;
 		tl_sim_report_round(r, secs, lost, ok, NAN, false);
@@ -208,7 +236,7 @@ static int round_judge(const struct tl_sim_opts *o, struct tl_sim_round *r,
 		trib_error("round %" PRIu64 ": reference: %s", r->round, strerror(-err));
 	printf("round %" PRIu64 ": %u updates in %.3f s (%.1f updates/s, %.1f MB/s upload), "
 	       "model v=%" PRIu64 ", max|err| = %.3g (limit %.3g) %s\n",
-	       r->round, o->clients, secs, o->clients / up_s,
+	       r->round, sent, secs, sent / up_s,
 	       (double)atomic_load(&r->bytes) / 1e6 / up_s, version, err ? NAN : e, limit,
 	       ok ? "OK" : "MISMATCH");
 	fflush(stdout);
@@ -231,7 +259,11 @@ static int sim_round(const struct tl_sim_opts *o, struct tl_sim_worker *w, struc
 	struct tl_sim_lost lost;
 	uint64_t t_model;
 
-	if (round_send(o, w, r, tot) || round_model(r, &resp, &t_model))
+	int err = round_send(o, w, r, tot);
+
+	if (err)
+		return err; /* -EIO, or -ENODATA: the job is done */
+	if (round_model(r, &resp, &t_model))
 		return -EIO;
 	round_final_losses(r);
 	tl_sim_round_tally(r, &lost);
@@ -397,6 +429,8 @@ static int run_rounds(struct tl_sim_run *run)
 	struct tl_sim_totals tot = { 0 };
 	struct tl_sim_round r;
 	uint64_t t_start;
+	uint32_t per;
+	uint32_t ran = 0; /* rounds sent (not counting one the job refused as done) */
 	int err, rc;
 
 	for (uint32_t t = 0; t < run->nw; t++)
@@ -418,16 +452,22 @@ static int run_rounds(struct tl_sim_run *run)
 		pthread_mutex_destroy(&r.lock);
 		json_decref(r.top);
 		json_decref(r.edges);
-		if (err == -EIO)
+		if (err == -EIO || err == -ENODATA)
 			break;
+		ran++;
 	}
-	rc = tot.rounds_ok == o->rounds &&
-			     tot.accepted + tot.refused == (uint64_t)o->rounds * o->clients ? 0 : 1;
+	/* A job that selects clients takes per_round updates a round, not one per client. */
+	per = run->job.sel_k ? run->job.sel_k : o->clients;
+	/* A job that ended (num_rounds) ends the run cleanly: every round before it is judged. */
+	rc = (tot.done || ran == o->rounds) && tot.rounds_ok == ran &&
+			     tot.accepted + tot.refused == (uint64_t)ran * per ? 0 : 1;
 	printf("simulate: %u/%u rounds OK, %" PRIu64 "/%" PRIu64 " updates accepted%s, %" PRIu64
-	       " retries (503), %.3f s: %s\n",
-	       tot.rounds_ok, o->rounds, tot.accepted, (uint64_t)o->rounds * o->clients,
+	       " retries (503), %.3f s: %s%s\n",
+	       tot.rounds_ok, tot.done ? ran : o->rounds, tot.accepted,
+	       (uint64_t)(tot.done ? ran : o->rounds) * per,
 	       tot.refused ? " (the others refused after a node was lost, above)" : "",
-	       tot.retries, (double)(trib_now_ns() - t_start) / 1e9, rc ? "FAILED" : "OK");
+	       tot.retries, (double)(trib_now_ns() - t_start) / 1e9, rc ? "FAILED" : "OK",
+	       tot.done ? " (stopped: the job is done)" : "");
 	fflush(stdout);
 	return rc;
 }

@@ -118,6 +118,8 @@ struct tl_sim_job {
 	uint64_t round;      /* the open round */
 	uint64_t received;   /* updates already received in it */
 	bool created;        /* this call created the job */
+	uint32_t sel_k;      /* "selection": per_round K (updates that close a round), 0: none */
+	uint32_t sel_max;    /* its tasks a round, ceil(K x overcommit) */
 	char token[256];     /* the job's token when created here, else the admin token */
 };
 

@@ -85,15 +85,42 @@ static const char *jastr(json_t *a, size_t i)
 	return s ? s : "?";
 }
 
+/* A job that selects clients: its tasks of the open round, out of the most it hands out. */
+static void print_selection(json_t *j)
+{
+	json_t *sel = json_object_get(j, "selection");
+
+	if (!json_is_object(sel))
+		return;
+	printf("  tasks %lld/%lld out (selection: %lld updates close a round, overcommit %g)\n",
+	       jint(sel, "tasks_out"), jint(sel, "tasks_max"), jint(sel, "per_round"),
+	       json_number_value(json_object_get(sel, "overcommit")));
+}
+
+/* The latest evaluated version's sample-weighted means (issue 15), under its job's row. */
+static void print_evaluation(json_t *ev)
+{
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(ev))
+		return;
+	printf("  evaluation of v%lld: %lld clients, %lld samples:", jint(ev, "version"),
+	       jint(ev, "clients"), jint(ev, "samples"));
+	json_object_foreach(json_object_get(ev, "metrics"), k, v)
+		printf(" %s=%.6g", k, json_number_value(v));
+	printf("\n");
+}
+
 static void print_jobs(json_t *jobs, const char *only)
 {
 	size_t i;
 	json_t *j;
 
-	printf("%-24s %-13s %7s %10s %7s %7s %8s\n", "JOB", "ALGORITHM", "ROUND", "RECEIVED",
-	       "FAN-IN", "MODEL", "PARAMS");
+	printf("%-24s %-13s %-7s %7s %10s %7s %7s %8s\n", "JOB", "ALGORITHM", "STATE", "ROUND",
+	       "RECEIVED", "FAN-IN", "MODEL", "PARAMS");
 	json_array_foreach(jobs, i, j) {
-		char recv[32], fan[16];
+		char recv[32], fan[16], rnd[48];
 
 		if (only && strcmp(only, jstr(j, "job")))
 			continue;
@@ -104,9 +131,18 @@ static void print_jobs(json_t *jobs, const char *only)
 			snprintf(fan, sizeof(fan), "%lld", jint(j, "fan_in"));
 		else
 			snprintf(fan, sizeof(fan), "auto");
-		printf("%-24s %-13s %7lld %10s %7s %6s%lld %8lld\n", jstr(j, "job"),
-		       jstr(j, "algorithm"), jint(j, "round"), recv, fan, "v", jint(j, "model_round"),
+		/* With num_rounds: the open round of how many (a done job shows N/N). */
+		if (json_is_integer(json_object_get(j, "num_rounds")))
+			snprintf(rnd, sizeof(rnd), "%lld/%lld", jint(j, "round"),
+				 jint(j, "num_rounds"));
+		else
+			snprintf(rnd, sizeof(rnd), "%lld", jint(j, "round"));
+		printf("%-24s %-13s %-7s %7s %10s %7s %6s%lld %8lld\n", jstr(j, "job"),
+		       jstr(j, "algorithm"), json_is_string(json_object_get(j, "state")) ?
+		       jstr(j, "state") : "open", rnd, recv, fan, "v", jint(j, "model_round"),
 		       jint(j, "params"));
+		print_selection(j);
+		print_evaluation(json_object_get(j, "evaluation"));
 	}
 }
 

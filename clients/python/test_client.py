@@ -286,15 +286,16 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(job.status()["last_round_clients"], 2)
 
     def test_on_a_single_node_a_202_is_final(self):
-        """outcome() says "accepted" without asking; the round records are a cluster's (404)."""
+        """outcome() says "accepted" without asking; a single node has round records too."""
         rng = np.random.default_rng(3)
         job = self.new_job("outcome", 2)
         ack = job.submit(random_update(rng), round=0)
         self.assertEqual(job.outcome(ack), "accepted")
+        rec = job.round_record(0)
+        self.assertEqual((rec["state"], rec["received"], rec["closed_at"]), ("open", 1, None))
         with self.assertRaises(tc.TributaryError) as cm:
-            job.round_record(0)
+            job.round_record(5)
         self.assertEqual(cm.exception.status, 404)
-        self.assertIn("single node", cm.exception.message)
 
     def test_stale_and_future_round_are_409_with_round(self):
         rng = np.random.default_rng(2)

@@ -810,11 +810,11 @@ class Job:
         return Job(self.client, self.name, token)
 
     def round_record(self, round):
-        """The record of round @round (GET /v1/jobs/{job}/rounds/{r}): ``state`` (open,
-        closed, done), ``received``, ``clients``, ``opened_at``, ``closed_at``,
-        ``duration_s``, ``metrics``, ``evaluation``, ...; in a cluster also the controller's
-        ``updates``, ``top``, ``edges``, ``lost_nodes`` and ``lost`` (``[{"node", "epoch",
-        "updates"}]``)."""
+        """The record of @round (GET /v1/jobs/{job}/rounds/{r}): ``state`` (open, closed,
+        done), ``received``, ``updates``, ``clients``, ``opened_at``, ``closed_at``,
+        ``duration_s``; a single node adds ``bytes``, ``metrics`` and ``evaluation``, a
+        cluster's controller ``top``, ``edges``, ``lost_nodes`` and ``lost``
+        (``[{"node", "epoch", "updates"}]``). An unknown round is a 404 (TributaryError)."""
         return self.client.json("GET", "%s/rounds/%d" % (self._path, int(round)),
                                 token=self.token)
 

@@ -76,7 +76,40 @@ void rt__api_handle_clients(struct rt_conn *c, struct rt_job *j, const char *res
 void rt__api_handle_create(struct rt_conn *c);
 void rt__api_handle_list(struct rt_conn *c);
 json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j);
+/* rt_api_np.c: .npy and .npz update bodies, and GET /model's Accept */
+enum rt_np_fmt { RT_NP_NONE = 0, RT_NP_NPY = 1, RT_NP_NPZ = 2 };
+enum rt_model_fmt { RT_MODEL_SAFETENSORS = 0, RT_MODEL_NPZ = 1, RT_MODEL_RAW = 2 };
+/* The enum rt_np_fmt of a Content-Type (RT_NP_NONE: not a NumPy one). */
+int rt__api_np_format(const char *ctype);
+/* Most bytes of an .npy/.npz update body for @j (float64 data, zip and .npy headers). */
+uint64_t rt__api_np_body_max(const struct rt_job *j);
+/* Slot bytes past the body an update needs for inflated .npz members (0 unless .npz). */
+uint64_t rt__api_np_room(struct rt_conn *c, const struct rt_job *j);
+/* application/x-npy only for a job of one tensor; else a 422 answered: false. */
+bool rt__api_np_admit(struct rt_conn *c, const struct rt_job *j);
+/*
+ * The .npy/.npz body in @body (the slot) parsed, inflated, matched and checked; its segments
+ * written at *segs_off (after the inflated data). Returns 0, or -1 when answered (refused).
+ */
+int rt__api_np_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+			uint64_t *segs_off);
+/* The enum rt_model_fmt Accept @accept picks, or -1 (406). */
+int rt__api_model_pick(const char *accept);
+/* The request's Accept takes a model format; else a 406 answered: false. */
+bool rt__api_model_acceptable(struct rt_conn *c);
+/* @b as the npz or raw form Accept picked (new blob, *ctype); NULL when answered. */
+struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *j,
+					const struct trib_blob *b, const char **ctype);
 /* rt_api_update.c */
+/*
+ * A parsed upload @st (released here; data offsets relative to @body, the slot) matched to
+ * @j's schema (F32 or compressed), every value checked, one segment per schema tensor into
+ * @segs. @label names the format in messages. Returns 0, or -1 when answered (rejected).
+ */
+struct trib_st;
+struct shm_seg;
+int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+		    struct shm_seg *segs, struct trib_st *st, const char *label);
 /*
  * Every one of the @n values at @x (enum shm_dtype @dtype) finite and |value| x @w at most
  * FN_FOLD_TERM_MAX (fn_fold.h; @w the fold weight, >= 1), or a 422 answered naming @tensor (may
@@ -93,6 +126,39 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j);
 void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j);
 /* A parked long poll is woken (model ready) or timed out: answer it. */
 void rt__api_on_wake(struct rt_conn *c, bool timed_out);
+/* rt_api_task.c: GET /task; the spec's client_config and selection; an update's task */
+void rt__api_handle_task(struct rt_conn *c, struct rt_job *j);
+int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap);
+void rt__api_task_status(const struct rt_job *j, json_t *o);
+bool rt__api_task_admit(struct rt_conn *c, struct rt_job *j, uint32_t round);
+/* rt_api_round.c: /rounds, /rounds/{r}, /evaluations (@slash: "/rounds..." or "/evaluations") */
+struct rt_cmetrics;
+void rt__api_handle_rounds(struct rt_conn *c, struct rt_job *j, const char *slash,
+			   enum http_method m);
+/* X-Tributary-Metrics into *m (m->n = 0 without it); false: a 400 answered. */
+bool rt__api_metrics_parse(struct rt_conn *c, struct rt_cmetrics *m);
+/* The job status's "evaluation" (the latest evaluated version, or null) into @o. */
+void rt__api_eval_status(struct rt_node *n, struct rt_job *j, json_t *o);
+/* /metrics: tributary_eval_metric and tributary_eval_samples_total (@names: job names). */
+void rt__api_eval_metrics(struct rt_node *n, bool names, char *buf, size_t *len, size_t cap);
+/* rt_api_lifecycle.c */
+/*
+ * "num_rounds" of a job spec into *@num_rounds (0 absent); 0 or 400 with @msg. A cluster
+ * takes it too: its controller counts no update after the last round (ctl__on_accept).
+ */
+int rt__api_life_parse(json_t *o, uint32_t *num_rounds, char *msg, size_t cap);
+/* "state" and "num_rounds" into a job's status @o. */
+void rt__api_life_json(json_t *o, const struct rt_job *j);
+/*
+ * An update of @j that the job's state refuses: deleted (404), done (410),
+ * paused (503 + Retry-After; not once @body_read: it was admitted before);
+ * true when answered.
+ */
+bool rt__api_life_refuse(struct rt_conn *c, const struct rt_job *j, bool body_read);
+void rt__api_handle_delete(struct rt_conn *c, struct rt_job *j);
+void rt__api_handle_pause(struct rt_conn *c, struct rt_job *j, bool pause);
+/* rt_api.c: the long polls parked on deleted @j are answered 404. */
+void rt__api_unpark_job(struct rt_api *api, struct rt_job *j);
 /* rt_api_metrics.c */
 void rt__api_handle_functions(struct rt_conn *c);
 void rt__api_handle_metrics(struct rt_conn *c);

@@ -108,6 +108,10 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 		return;
 	}
 	if (!slash || !strcmp(slash, "/")) {
+		if (m == HTTP_DELETE) {
+			rt__api_handle_delete(c, j);
+			return;
+		}
 		if (m != HTTP_GET)
 			goto bad_method;
 		if (!rt__api_require_reader(c, j))
@@ -121,29 +125,24 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 		rt__api_handle_update(c, j);
 		return;
 	}
+	if (!strcmp(slash, "/task")) {
+		if (m != HTTP_GET)
+			goto bad_method;
+		rt__api_handle_task(c, j);
+		return;
+	}
+	if (!strcmp(slash, "/pause") || !strcmp(slash, "/resume")) {
+		if (m != HTTP_POST)
+			goto bad_method;
+		rt__api_handle_pause(c, j, !strcmp(slash, "/pause"));
+		return;
+	}
 	if (!strcmp(slash, "/clients") || !strncmp(slash, "/clients/", 9)) {
 		rt__api_handle_clients(c, j, slash + 8, m);
 		return;
 	}
-	if (!strncmp(slash, "/rounds/", 8)) {
-		uint64_t r;
-
-		if (m != HTTP_GET)
-			goto bad_method;
-		if (!rt__api_require_reader(c, j))
-			return;
-		if (trib_parse_u64(slash + 8, 0, UINT32_MAX, &r)) {
-			rt_conn_error(c, 400, "rounds/{round}: a round number", -1, NULL);
-			return;
-		}
-		if (!API(c)->clustered) {
-			rt_conn_error(c, 404,
-				      "round records with lost nodes are kept by a "
-				      "cluster's controller; this is a single node",
-				      -1, NULL);
-			return;
-		}
-		API(c)->cluster.round_get(API(c)->cluster.ctx, c, j, (uint32_t)r);
+	if (!strncmp(slash, "/rounds", 7) || !strcmp(slash, "/evaluations")) {
+		rt__api_handle_rounds(c, j, slash, m); /* rt_api_round.c */
 		return;
 	}
 	if (!strcmp(slash, "/model")) {
@@ -279,6 +278,7 @@ void rt__api_park(struct rt_conn *c, struct rt_job *j, uint32_t after, uint64_t 
 	rt_conn_park(c);
 	r->parked = true;
 	r->job = j;
+	j->parked++;
 	r->wait_after = after;
 	r->deadline_ns = deadline_ns;
 	r->wnext = api->waiters;
@@ -291,6 +291,8 @@ static void unpark_at(struct rt_conn **pp, struct rt_conn *c)
 	*pp = R(c)->wnext;
 	R(c)->wnext = NULL;
 	R(c)->parked = false;
+	if (R(c)->job && R(c)->job->parked)
+		R(c)->job->parked--;
 	rt_conn_unpark(c);
 }
 
@@ -316,6 +318,24 @@ void rt_api_model_ready(struct rt_api *api, struct rt_job *j)
 	}
 }
 
+void rt__api_unpark_job(struct rt_api *api, struct rt_job *j)
+{
+	struct rt_conn **pp = &api->waiters;
+
+	while (*pp) {
+		struct rt_conn *c = *pp;
+		char msg[128];
+
+		if (R(c)->job != j) {
+			pp = &R(c)->wnext;
+			continue;
+		}
+		unpark_at(pp, c);
+		snprintf(msg, sizeof(msg), "job '%s' was deleted", j->name);
+		rt_conn_error(c, 404, msg, -1, NULL);
+	}
+}
+
 void rt_api_tick(struct rt_api *api)
 {
 	uint64_t now = trib_now_ns();
@@ -325,6 +345,14 @@ void rt_api_tick(struct rt_api *api)
 	while (*pp) {
 		struct rt_conn *c = *pp;
 
+		if (R(c)->job && R(c)->job->deleted) {
+			/* Deleted by another path than this API's DELETE (a cluster's controller). */
+			struct rt_job *j = R(c)->job;
+
+			pp = &api->waiters; /* rt__api_unpark_job may take several off the list */
+			rt__api_unpark_job(api, j);
+			continue;
+		}
 		if (R(c)->deadline_ns > now) {
 			pp = &R(c)->wnext;
 			continue;

@@ -22,6 +22,7 @@ struct rt_api_req {
 	uint32_t round;
 	double weight;
 	bool safetensors;
+	uint8_t np_fmt;            /* an .npy/.npz update body (enum rt_np_fmt, api_priv.h) */
 	bool inflight;            /* its body counts in the job's and client's bodies in flight */
 	uint64_t slot_off;        /* arena slot holding the body, UINT64_MAX if none */
 	uint64_t slot_len;
@@ -44,6 +45,18 @@ static inline struct rt_api_req *rt_api_req(struct rt_conn *c)
 }
 
 /*
+ * An update's bytes in its slot, given where its segments start: the body, and the .npz
+ * members inflated after it (then the segments follow those). The log and a forward to
+ * another node carry these bytes, with segment offsets relative to the slot.
+ */
+static inline uint64_t rt_api_update_bytes(struct rt_conn *c, uint64_t segs_off)
+{
+	uint64_t at = segs_off - rt_api_req(c)->slot_off;
+
+	return at > ((c->body_len + 63) & ~63ull) ? at : c->body_len;
+}
+
+/*
  * `tributary node`: what the API asks of the cluster layer. Every pointer is
  * required when the table is given; @ctx goes to each call.
  */
@@ -61,6 +74,10 @@ struct rt_api_hooks {
 	void (*status)(void *ctx, struct rt_conn *c);
 	/* DELETE /v1/jobs/{job}/clients/{client}: the controller revokes it everywhere. */
 	void (*revoke)(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
+	/* POST /v1/jobs/{job}/pause|resume: the controller keeps it and tells every node. */
+	void (*pause)(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause);
+	/* DELETE /v1/jobs/{job}: the controller deletes it and tells every node. */
+	void (*job_delete)(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
 	/* Lines for /metrics (appended to @buf at *len, @cap bytes). */
 	void (*metrics)(void *ctx, char *buf, size_t *len, size_t cap);
 };

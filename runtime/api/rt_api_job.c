@@ -21,7 +21,7 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 {
 	static const char *const known[] = { "name", "clients_per_round", "algorithm", "params",
 					      "tensors", "fan_in", "min_clients", "round_timeout_s",
-					      "client_auth", NULL };
+					      "client_auth", "client_config", "selection", "num_rounds", NULL };
 	json_t *name = json_object_get(o, "name"), *cpr = json_object_get(o, "clients_per_round");
 	json_t *fanin = json_object_get(o, "fan_in"), *minc = json_object_get(o, "min_clients");
 	json_t *tmo = json_object_get(o, "round_timeout_s"), *v;
@@ -196,7 +196,11 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 		status = 400;
 		goto err_free;
 	}
-	status = def_fields(def->doc, def, &cpr, msg, cap);
+	status = rt__api_def_task(def->doc, def, clustered, msg, cap);
+	if (!status)
+		status = def_fields(def->doc, def, &cpr, msg, cap);
+	if (!status)
+		status = rt__api_life_parse(def->doc, &def->spec.num_rounds, msg, cap);
 	if (!status)
 		status = def_schema(def->doc, def, msg, cap);
 	if (!status)
@@ -396,6 +400,9 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 	if (j->open)
 		json_object_set_new(o, "leaves", json_integer(rt_round_nleaves(j->open)));
 	json_object_set_new(o, "store", store_json(j));
+	rt__api_task_status(j, o);
+	rt__api_eval_status(n, j, o);
+	rt__api_life_json(o, j);
 	return o;
 }
 

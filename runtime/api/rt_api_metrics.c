@@ -258,7 +258,7 @@ static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 		"malformed", "auth", "unknown_job", "round", "too_large",
 		"media_type", "shape", "non_finite", "arena_full", "no_length",
 		"store_failing", "client_auth_required", "client_duplicate", "client_inflight",
-		"job_inflight",
+		"job_inflight", "no_task",
 	};
 	static const char *const les[] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
 					   "1", "2.5", "5", "10", "30", "+Inf" };
@@ -507,6 +507,7 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	OUT("# HELP tributary_dataplane_info The data plane in use.\n"
 	    "# TYPE tributary_dataplane_info gauge\n"
 	    "tributary_dataplane_info{mode=\"%s\"} 1\n", rt_dataplane_name(n->dataplane));
+	rt__api_eval_metrics(n, tx.names, tx.buf, &tx.len, tx.cap);
 	if (API(c)->clustered)
 		API(c)->cluster.metrics(API(c)->cluster.ctx, tx.buf, &tx.len, tx.cap);
 	rt_conn_respond(c, 200, "text/plain; version=0.0.4", tx.buf, tx.len, NULL);

@@ -13,13 +13,28 @@
 
 /* --- GET/PUT /v1/jobs/{job}/model --- */
 
+/* @b (held, the reference moves) as the format the request's Accept picked. */
 static void serve_model(struct rt_conn *c, struct rt_job *j, struct trib_blob *b)
 {
-	char extra[256];
+	static const char *const tag[] = { [RT_MODEL_SAFETENSORS] = "", [RT_MODEL_NPZ] = ".npz",
+					   [RT_MODEL_RAW] = ".f32" };
+	const char *ctype = "application/x-safetensors";
+	int fmt = rt__api_model_pick(c->req.accept);
+	char extra[320];
 
-	snprintf(extra, sizeof(extra), "X-Tributary-Round: %u\r\nETag: \"%s-v%u\"\r\n", b->version,
-		 j->name, b->version);
-	rt_conn_respond_blob(c, 200, "application/x-safetensors", b, extra);
+	if (fmt > RT_MODEL_SAFETENSORS) {
+		struct trib_blob *conv = rt__api_model_convert(c, j, b, &ctype);
+
+		trib_blob_release(b);
+		if (!conv)
+			return; /* answered */
+		b = conv;
+	}
+	/* One ETag per representation; caches key on Accept. */
+	snprintf(extra, sizeof(extra), "X-Tributary-Round: %u\r\nETag: \"%s-v%u%s\"\r\n"
+		 "Vary: Accept\r\n", b->version, j->name, b->version,
+		 tag[fmt > 0 ? fmt : RT_MODEL_SAFETENSORS]);
+	rt_conn_respond_blob(c, 200, ctype, b, extra);
 }
 
 void rt__api_on_wake(struct rt_conn *c, bool timed_out)
@@ -50,6 +65,8 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j)
 
 	if (!rt__api_require_reader(c, j))
 		return;
+	if (!rt__api_model_acceptable(c))
+		return; /* 406 before a long poll parks */
 	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
 		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {
 			rt_conn_error(c, 400, "round: a round number", -1, NULL);

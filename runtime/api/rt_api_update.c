@@ -9,6 +9,7 @@
 
 #include "fn_dequant.h"
 #include "fn_fold.h"
+#include "rt_metrics.h"
 #include "shm_arena.h"
 #include "shm_journal.h"
 #include "trib_alloc.h"
@@ -89,22 +90,15 @@ static int check_i8_scale(struct rt_conn *c, float scale, double w, const char *
 static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
 		       struct shm_seg *segs)
 {
-	uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
-	uint32_t *dts = trib_calloc(j->nschema, sizeof(*dts));
-	float *scales = trib_calloc(j->nschema, sizeof(*scales));
 	struct trib_st st = { 0 };
 	const char *why = NULL;
 	char msg[400], what[TRIB_ST_EXPLAIN_MAX];
-	int err, rc = -1;
+	int err;
 
-	if (!offs || !dts || !scales) {
-		rt_conn_error(c, 500, "out of memory", -1, NULL);
-		goto out;
-	}
 	err = trib_st_parse(body, c->body_len, &st, &why);
 	if (err == -ENOMEM) {
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
-		goto out;
+		return -1;
 	}
 	if (err) {
 		/* A well-formed file with a dtype we do not take is a 422, the rest 400. */
@@ -114,21 +108,39 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doubl
 		snprintf(msg, sizeof(msg), "safetensors: %s", what);
 		rt__api_reject(c, dtype ? RT_REJ_SHAPE : RT_REJ_MALFORMED, dtype ? 422 : 400, msg,
 			       -1, NULL);
+		return -1;
+	}
+	return rt__api_st_fill(c, j, body, w, segs, &st, "safetensors");
+}
+
+int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+		    struct shm_seg *segs, struct trib_st *st, const char *label)
+{
+	uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
+	uint32_t *dts = trib_calloc(j->nschema, sizeof(*dts));
+	float *scales = trib_calloc(j->nschema, sizeof(*scales));
+	const char *why = NULL;
+	char msg[400], what[TRIB_ST_EXPLAIN_MAX];
+	int err, rc = -1;
+
+	if (!offs || !dts || !scales) {
+		trib_st_free(st);
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		goto out;
 	}
 	/* F32, or compressed (F16, BF16, I8 + scale): dequantised while folding. */
-	err = trib_st_match_q(&st, j->schema, j->nschema, body, offs, dts, scales, &why);
+	err = trib_st_match_q(st, j->schema, j->nschema, body, offs, dts, scales, &why);
 	if (err == -EINVAL) /* name the names: what is missing, what is not expected, ... */
-		trib_st_explain(&st, j->schema, j->nschema, true, why, what, sizeof(what));
+		trib_st_explain(st, j->schema, j->nschema, true, why, what, sizeof(what));
 	else if (err)
 		snprintf(what, sizeof(what), "%s", why ? why : strerror(-err));
-	trib_st_free(&st);
+	trib_st_free(st);
 	if (err == -ENOMEM) {
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		goto out;
 	}
 	if (err) {
-		snprintf(msg, sizeof(msg), "safetensors: %s", what);
+		snprintf(msg, sizeof(msg), "%s: %s", label, what);
 		rt__api_reject(c, err == -EDOM ? RT_REJ_NONFINITE : RT_REJ_SHAPE, 422, msg, -1,
 			       NULL);
 		goto out;
@@ -137,10 +149,9 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doubl
 		const uint8_t *x = body + offs[i];
 
 		if (offs[i] % trib_dtype_size(dts[i])) {
-			rt__api_reject(c, RT_REJ_SHAPE, 422,
-			       "safetensors: tensor data must be aligned to its element size (pad "
-			       "the header to a multiple of 8 bytes)",
-			       -1, NULL);
+			snprintf(msg, sizeof(msg), "%s: tensor data must be aligned to its element "
+				 "size (pad the header to a multiple of 8 bytes)", label);
+			rt__api_reject(c, RT_REJ_SHAPE, 422, msg, -1, NULL);
 			goto out;
 		}
 		if (rt__api_check_values(c, x, dts[i], j->schema[i].n_elem, w, j->schema[i].name))
@@ -322,7 +333,13 @@ static void on_update_body(struct rt_conn *c)
 	uint32_t ans_round = j->round; /* the round (version) its answer names */
 	int err;
 
-	if (!R(c)->safetensors) {
+	if (rt__api_life_refuse(c, j, true)) /* deleted or done while the body arrived */
+		return;
+	if (R(c)->np_fmt) {
+		if (rt__api_np_segments(c, j, body, w, &segs_off))
+			return; /* answered */
+		nsegs = (uint32_t)j->nschema;
+	} else if (!R(c)->safetensors) {
 		if (rt__api_check_values(c, body, SHM_DTYPE_F32, j->n_elem, w, NULL))
 			return;
 		memset(segs, 0, sizeof(*segs));
@@ -345,13 +362,17 @@ static void on_update_body(struct rt_conn *c)
 		return;
 	}
 	{
+		struct rt_cmetrics m;
 		struct rt_update_in u = {
 			.slot_off = R(c)->slot_off, .segs_off = segs_off, .nsegs = nsegs,
 			.weight = R(c)->weight, .key = c->req.idempotency_key,
-			.key_len = strlen(c->req.idempotency_key), .data_len = c->body_len,
-			.client = R(c)->client,
+			.key_len = strlen(c->req.idempotency_key),
+			.data_len = rt_api_update_bytes(c, segs_off), /* .npz: inflated too */
+			.client = R(c)->client, .metrics = &m,
 		};
 
+		if (!rt__api_metrics_parse(c, &m)) /* checked at the head: the same answer */
+			return;
 		err = rt_job_accept_logged(n, j, R(c)->round, &u, &seq, ans, sizeof(ans),
 					   &ans_len, &ticket);
 	}
@@ -370,6 +391,13 @@ static void on_update_body(struct rt_conn *c)
 		rt__api_reject(c, RT_REJ_CLIENT_DUP, 409, msg, j->round, NULL);
 		return;
 	}
+	if (err == -EMLINK) {
+		snprintf(msg, sizeof(msg), "X-Tributary-Metrics: round %u's updates already name "
+			 "%d metrics; a round keeps at most %d names", j->round, RT_MSUM_MAX,
+			 RT_MSUM_MAX);
+		rt__api_reject(c, RT_REJ_MALFORMED, 400, msg, j->round, NULL);
+		return;
+	}
 	if (err == -ENOSPC) {
 		rt_job_relieve(n, j);
 		rt__api_reject(c, RT_REJ_FULL, 503, "aggregation memory is full; retry shortly", -1,
@@ -385,7 +413,7 @@ static void on_update_body(struct rt_conn *c)
 	}
 	/* The slot is the tree's now, and the update's record is committed: 202. */
 	R(c)->slot_off = UINT64_MAX;
-	n->m.bytes_received += c->body_len;
+	n->m.bytes_received += c->req.content_length;
 	if (ticket) {
 		wal_park(c, ticket, ans_round, seq); /* --durability disk: 202 once on disk */
 		return;
@@ -484,14 +512,20 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		return;
 	if (store_refuse(c, j))
 		return;
+	R(c)->np_fmt = (uint8_t)rt__api_np_format(c->req.content_type);
 	if (rt__api_ctype_is(c->req.content_type, "application/octet-stream")) {
 		R(c)->safetensors = false;
 	} else if (rt__api_ctype_is(c->req.content_type, "application/x-safetensors")) {
 		R(c)->safetensors = true;
+	} else if (R(c)->np_fmt) {
+		R(c)->safetensors = false;
+		if (!rt__api_np_admit(c, j))
+			return;
 	} else {
 		rt__api_reject(c, RT_REJ_MEDIA_TYPE, 415,
-		       "Content-Type must be application/octet-stream (raw little-endian f32) or "
-		       "application/x-safetensors",
+		       "Content-Type must be application/octet-stream (raw little-endian f32), "
+		       "application/x-safetensors, application/x-npy (one tensor) or "
+		       "application/x-npz (np.savez, np.savez_compressed)",
 		       -1, NULL);
 		return;
 	}
@@ -507,35 +541,49 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		       "X-Tributary-Samples: a whole number of samples, at least 1", -1, NULL);
 		return;
 	}
+	{
+		struct rt_cmetrics m; /* checked now: a bad header is a 400 before the body */
+
+		if (!rt__api_metrics_parse(c, &m))
+			return;
+	}
 	/* A resend of an update already answered: before the round check (it may have closed). */
 	if (idempotent_answered(c, j, (uint32_t)round))
 		return;
+	/* Done (410) or paused (503): after the resend check, which answers what was taken. */
+	if (rt__api_life_refuse(c, j, false))
+		return;
 	if (!round_ok(c, j, round))
 		return;
+	if (!rt__api_task_admit(c, j, (uint32_t)round))
+		return; /* selection: only clients with a task of the round submit */
 	if (!c->req.has_content_length || c->req.chunked) {
 		rt__api_reject(c, RT_REJ_NO_LENGTH, 411,
 			       "Content-Length required (no chunked uploads)", -1, NULL);
 		return;
 	}
 	need = R(c)->safetensors ? model_bytes + ST_HEADER_ALLOWANCE : model_bytes;
+	if (R(c)->np_fmt)
+		need = rt__api_np_body_max(j); /* float64 is twice the model */
 	if (c->req.content_length > need) {
 		snprintf(msg, sizeof(msg),
 			 "body of %llu bytes is larger than the model (%llu "
 			 "bytes of f32%s)",
 			 (unsigned long long)c->req.content_length, (unsigned long long)model_bytes,
-			 R(c)->safetensors ? " plus 1 MiB of header" : "");
+			 R(c)->np_fmt ? " as float64 plus room for headers"
+			 : R(c)->safetensors ? " plus 1 MiB of header" : "");
 		rt__api_reject(c, RT_REJ_TOO_LARGE, 413, msg, -1, NULL);
 		return;
 	}
-	if (!R(c)->safetensors && c->req.content_length != model_bytes) {
+	if (!R(c)->safetensors && !R(c)->np_fmt && c->req.content_length != model_bytes) {
 		snprintf(msg, sizeof(msg), "raw update has %llu bytes; the model needs %llu "
 			 "(%llu f32 values)", (unsigned long long)c->req.content_length,
 			 (unsigned long long)model_bytes, (unsigned long long)j->n_elem);
 		rt__api_reject(c, RT_REJ_SHAPE, 422, msg, -1, NULL);
 		return;
 	}
-	R(c)->slot_len =
-	    ((c->req.content_length + 63) & ~63ull) + j->nschema * sizeof(struct shm_seg);
+	R(c)->slot_len = ((c->req.content_length + 63) & ~63ull) + rt__api_np_room(c, j) +
+			 j->nschema * sizeof(struct shm_seg);
 	if (!rt__api_update_admit(c, j, R(c)->slot_len))
 		return; /* one update per client; bodies in flight per client and job */
 	err = shm_slot_alloc(n->arena, R(c)->slot_len, &R(c)->slot_off);

@@ -31,6 +31,8 @@ enum pend_kind {
 	PK_NOTE,
 	PK_SYNC,
 	PK_REVOKE,
+	PK_PAUSE,
+	PK_DELETE,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -51,7 +53,9 @@ struct upd {
 	char key[72]; /* the client's Idempotency-Key ("": none), kept in the update's record */
 	bool provisional; /* taken while the controller was away: counted when this node joins */
 	char client[33]; /* its client token's id (TRIB_CRED_CLIENT_MAX), "" for the job's */
-	struct upd *next; /* backlog: waiting for the local round to get to it */
+	uint64_t wal_ticket;	  /* --durability disk: its log record's ticket (0: none) */
+	uint64_t wal_deadline_ns; /* then 503 if the log has not made it durable */
+	struct upd *next; /* backlog: waiting for the local round to get to it; wal_wait */
 };
 
 struct xinput {
@@ -132,6 +136,7 @@ struct rt_agent {
 	bool recovered;		      /* the arena's records went back into rounds (first join) */
 	uint32_t provisional;	      /* updates taken since the controller went away */
 	uint64_t provisional_total;   /* for /metrics */
+	struct upd *wal_wait; /* folded, their 202 waiting for the log (--durability disk) */
 };
 
 /* A string member, or @dflt. */
@@ -156,6 +161,10 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h);
 void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_upd_free(struct rt_agent *a, struct upd *u);
 void rt__agent_upd_fold(struct rt_agent *a, struct upd *u);
+/* --durability disk: updates still waiting for the log past their deadline get 503. */
+void rt__agent_wal_tick(struct rt_agent *a, uint64_t now);
+/* At close: the updates waiting for the log go (their connections are gone). */
+void rt__agent_wal_free(struct rt_agent *a);
 void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_fwd_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev);
@@ -178,5 +187,14 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 /* DELETE /v1/jobs/{job}/clients/{id}: the controller keeps it and tells every node. */
 void rt__agent_revoke(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client);
 void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* rt_agent_life.c: POST /v1/jobs/{job}/pause|resume through the controller. */
+void rt__agent_pause(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause);
+void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* DELETE /v1/jobs/{job} through the controller; its "job_delete" to every node. */
+void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
+void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
+/* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
+void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);
 
 #endif

@@ -191,7 +191,7 @@ static void join_send(struct rt_agent *a)
 			     (json_int_t)total, "arena_free", (json_int_t)(total - used),
 			     "mem_free", (json_int_t)mem_available(), "dataplane",
 			     rt_dataplane_name(n->dataplane), "holds", rt__agent_holds(a),
-			     "arena", n->arena_reattached || a->recovered ? "kept" : "new"),
+			     "arena", rt_node_keeps_acked(n) || a->recovered ? "kept" : "new"),
 		   NULL, 0, PK_JOIN, &pd) == 0)
 		a->join_pending = true;
 }
@@ -228,6 +228,8 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 		 jstr(ev->hdr, "admin_token", ""));
 	jobs = json_object_get(ev->hdr, "jobs");
 	json_array_foreach(jobs, i, e) rt__agent_job_apply(a, e);
+	if (json_is_true(json_object_get(ev->hdr, "jobs_all")))
+		rt__agent_jobs_prune(a, jobs); /* deleted while this node was away */
 	rt__agent_rejoined(a, json_object_get(ev->hdr, "holds"));
 	a->joined = true;
 	trib_info("joined the cluster at %s as node %s (rank %d, %zu jobs); peers reach it at %s",
@@ -284,6 +286,7 @@ void rt_agent_tick(struct rt_agent *a)
 
 	if (!a)
 		return;
+	rt__agent_wal_tick(a, trib_now_ns());
 	if (!a->joined) {
 		if (!a->join_pending && trib_retry_due(&a->join_retry, trib_now_ns()))
 			join_send(a);
@@ -482,6 +485,12 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_REVOKE:
 		rt__agent_on_revoke_reply(a, pd, ev);
 		break;
+	case PK_PAUSE:
+		rt__agent_on_pause_reply(a, pd, ev);
+		break;
+	case PK_DELETE:
+		rt__agent_on_delete_reply(a, pd, ev);
+		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
 			trib_warn("controller: %s", jstr(ev->hdr, "error", "?"));
@@ -509,6 +518,9 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	} else if (!strcmp(op, "job")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		rt__agent_job_apply(a, ev->hdr);
+	} else if (!strcmp(op, "job_delete")) {
+		rt__agent_reply(a, ev, rt__agent_ok_json());
+		rt__agent_on_job_delete(a, ev->hdr);
 	} else if (!strcmp(op, "drained")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		trib_warn("the controller drained node %s", jstr(ev->hdr, "node", "?"));
@@ -548,6 +560,8 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->status = status;
 	out->metrics = metrics;
 	out->revoke = rt__agent_revoke;
+	out->pause = rt__agent_pause;
+	out->job_delete = rt__agent_job_delete;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)
@@ -618,6 +632,7 @@ void rt_agent_close(struct rt_agent *a)
 		}
 		rt__agent_upd_free(a, u);
 	}
+	rt__agent_wal_free(a);
 	while (a->xr)
 		rt__agent_xr_free(a, a->xr);
 	a->n->clustered = false;

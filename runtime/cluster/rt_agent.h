@@ -34,6 +34,13 @@ int rt_agent_fd(const struct rt_agent *a);
 void rt_agent_on_wire(struct rt_agent *a);
 /* Every loop tick: join again, heartbeats, retries. */
 void rt_agent_tick(struct rt_agent *a);
+/*
+ * --durability disk: the log made a batch durable, or failed (the wiring
+ * calls rt_node_wal_poll() first): answer the updates waiting for it.
+ */
+void rt_agent_wal_ready(struct rt_agent *a);
+/* Whether updates wait for the log (a stop waits for them). */
+bool rt_agent_wal_waiting(const struct rt_agent *a);
 /* Whether the controller accepted this node's join (false for NULL). */
 bool rt_agent_joined(const struct rt_agent *a);
 /* The API's cluster hooks (ctx: @a): job create, update, ready, round get, status, metrics. */

@@ -2,7 +2,10 @@
 /*
  * Joining again. A node reports, in each join, what its arena's journal
  * holds: every update it acknowledged in a round still in flight (a record
- * is committed before the 202), per job and round. The controller answers
+ * is committed before the 202), per job and round, with the client ids of
+ * those updates (one update per client per round holds across restarts);
+ * with --durability disk, at the first join, also what only its log holds
+ * (the arena file was gone: a reboot). The controller answers
  * which of those rounds keep them. At the first join after a start those
  * records go back into fresh rounds (rt_node_recover(), as `up` does); at a
  * later join (the controller restarted, or drained this node while it was
@@ -19,30 +22,48 @@
 #include "shm_journal.h"
 #include "trib_log.h"
 
-static int hold_add(void *ctx, uint32_t idx, const struct shm_rec_info *i)
+/* @count updates of @job's @round, of total weight @weight, one of them by @client ("" none). */
+static int hold_put(json_t *holds, uint64_t job, uint64_t round, uint64_t count, double weight,
+		    const char *client, size_t client_len)
 {
-	json_t *holds = ctx, *e;
+	json_t *e = NULL, *ids;
 	size_t k;
 
+	json_array_foreach(holds, k, e)
+	{
+		if ((uint64_t)json_integer_value(json_array_get(e, 0)) == job &&
+		    (uint64_t)json_integer_value(json_array_get(e, 1)) == round)
+			break;
+	}
+	if (k < json_array_size(holds)) {
+		json_array_set_new(e, 2, json_integer(json_integer_value(json_array_get(e, 2)) +
+						      (json_int_t)count));
+		json_array_set_new(e, 3, json_real(json_real_value(json_array_get(e, 3)) + weight));
+	} else {
+		e = json_pack("[I, I, I, f, []]", (json_int_t)job, (json_int_t)round,
+			      (json_int_t)count, weight);
+		if (!e || json_array_append_new(holds, e))
+			return -ENOMEM;
+	}
+	ids = json_array_get(e, 4);
+	if (client_len && json_array_append_new(ids, json_stringn(client, client_len)))
+		return -ENOMEM;
+	return 0;
+}
+
+static int hold_add(void *ctx, uint32_t idx, const struct shm_rec_info *i)
+{
 	(void)idx;
 	if (i->kind != SHM_REC_UPDATE && i->kind != SHM_REC_PARTIAL)
 		return 0;
-	json_array_foreach(holds, k, e)
-	{
-		if ((uint64_t)json_integer_value(json_array_get(e, 0)) != i->job ||
-		    (uint64_t)json_integer_value(json_array_get(e, 1)) != i->round)
-			continue;
-		json_array_set_new(
-		    e, 2, json_integer(json_integer_value(json_array_get(e, 2)) + i->count));
-		json_array_set_new(e, 3,
-				   json_real(json_real_value(json_array_get(e, 3)) + i->weight));
-		return 0;
-	}
-	return json_array_append_new(holds, json_pack("[I, I, i, f]", (json_int_t)i->job,
-						      (json_int_t)i->round, (json_int_t)i->count,
-						      i->weight))
-		   ? -ENOMEM
-		   : 0;
+	return hold_put(ctx, i->job, i->round, i->count, i->weight,
+			i->kind == SHM_REC_UPDATE ? i->client : NULL,
+			i->kind == SHM_REC_UPDATE ? i->client_len : 0);
+}
+
+static int log_hold_add(void *ctx, const struct rt_log_held *h)
+{
+	return hold_put(ctx, h->job, h->round, 1, h->weight, h->client, strlen(h->client));
 }
 
 json_t *rt__agent_holds(struct rt_agent *a)
@@ -50,8 +71,11 @@ json_t *rt__agent_holds(struct rt_agent *a)
 	json_t *holds = json_array();
 	int err = holds ? shm_rec_each(a->n->arena, hold_add, holds) : -ENOMEM;
 
+	if (!err)
+		err = rt_node_log_holds(a->n, log_hold_add, holds);
 	if (err)
-		trib_error("cluster: reading what the arena holds: %s; reported as nothing",
+		trib_error("cluster: reading what the arena (or the log) holds: %s; reported as "
+			   "nothing",
 			   strerror(-err));
 	if (err && holds)
 		json_array_clear(holds);

@@ -106,6 +106,7 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 	}
 	j->xid = (uint64_t)json_integer_value(json_object_get(h, "id"));
 	job_cred_apply(j, h);
+	j->paused = json_is_true(json_object_get(h, "paused")); /* the controller's (issue 15) */
 	if (round > j->round && !j->open && !j->inflight)
 		j->round = round; /* joined late: the cluster is at this round */
 }
@@ -230,6 +231,35 @@ static void upd_release(struct rt_agent *a, struct upd *u)
 	       NULL, 0, PK_NOTE, NULL);
 }
 
+/* Updates wait at most this long for the log (as at the gateway of `up`); then 503. */
+#define WAL_WAIT_MAX_S 30
+
+/*
+ * A folded update's answer once its log record is settled: @st 1 on disk
+ * (202), -errno its batch failed, 0 too slow (503 both). A 503 here does
+ * not uncount it: it is in the round and the arena, and the log writes it
+ * when it can; a resend with its Idempotency-Key is answered from its
+ * record (and only once the log works, rt_node_wal_flush()).
+ */
+static void wal_answer(struct rt_agent *a, struct upd *u, int st)
+{
+	char msg[320];
+
+	if (st > 0) {
+		upd_answer(a, u, 202, NULL, -1);
+		return;
+	}
+	if (st < 0)
+		snprintf(msg, sizeof(msg), "--durability disk: the update could not be written to "
+			 "the log (%s): not acknowledged; resend it with the same Idempotency-Key",
+			 strerror(-st));
+	else
+		snprintf(msg, sizeof(msg), "--durability disk: the update was not on disk within "
+			 "%u s: not acknowledged; resend it with the same Idempotency-Key",
+			 WAL_WAIT_MAX_S);
+	upd_answer(a, u, 503, msg, -1);
+}
+
 /* Fold @u here: into the local round now, or when the local round gets to its round. */
 void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 {
@@ -238,6 +268,7 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 	char body[320], rec[400];
 	struct rt_update_in in;
 	size_t rec_len = 0;
+	uint64_t ticket = 0;
 	uint32_t seq;
 	int err;
 
@@ -263,9 +294,17 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 					       "{\"round\":%u,\"received\":%u,\"node\":\"%s\","
 					       "\"epoch\":%u}", u->round, u->seq + 1,
 					       u->fold_name, u->fold_epoch);
-	err = j->round == u->round ? rt_job_accept_journaled(n, j, u->round, &in, &seq, rec,
-							     sizeof(rec), &rec_len)
-				   : -ESTALE;
+	/*
+	 * --durability disk: while the log fails nothing more goes in (a peer's
+	 * forward does not pass the gateway's check: refused here, its sender
+	 * gives the count back); then the record is logged too, and the 202 (or
+	 * a forward's ok) waits for its fdatasync (rt_agent_wal_ready()).
+	 */
+	err = rt_node_wal_refusal(n, NULL);
+	if (!err)
+		err = j->round == u->round ? rt_job_accept_logged(n, j, u->round, &in, &seq, rec,
+								  sizeof(rec), &rec_len, &ticket)
+					   : -ESTALE;
 	if (err) {
 		trib_error("job %s round %u: folding a counted update here: %s", j->name, u->round,
 			   strerror(-err));
@@ -277,17 +316,82 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 				   "round (one update per client per round)", (long long)u->round);
 			return;
 		}
-		if (err == -ENOSPC)
+		if (err == -ENOSPC && !rt_node_wal_refusal(n, NULL))
 			rt_job_relieve(n, j);
 		upd_answer(a, u, 503,
-			   err == -ENOSPC ? "aggregation memory is full; retry shortly"
-					  : "the round's aggregation tree failed; retry",
+			   rt_node_wal_refusal(n, NULL)
+			       ? "--durability disk: the update log cannot be written; no update "
+				 "is accepted until it can, and the node retries by itself"
+			   : err == -ENOSPC ? "aggregation memory is full; retry shortly"
+					    : "the round's aggregation tree failed; retry",
 			   -1);
 		return;
 	}
 	u->slot_off = UINT64_MAX; /* the tree's now */
 	n->m.bytes_received += u->body_len;
-	upd_answer(a, u, 202, NULL, -1);
+	if (ticket && !rt_node_wal_ticket(n, ticket)) {
+		u->wal_ticket = ticket;
+		u->wal_deadline_ns = trib_now_ns() + WAL_WAIT_MAX_S * 1000000000ull;
+		u->next = a->wal_wait;
+		a->wal_wait = u;
+		return;
+	}
+	wal_answer(a, u, ticket ? rt_node_wal_ticket(n, ticket) : 1);
+}
+
+/* --- --durability disk: the 202 waits until the update's log record is on disk --- */
+
+void rt_agent_wal_ready(struct rt_agent *a)
+{
+	struct upd **pp = &a->wal_wait;
+
+	while (*pp) {
+		struct upd *u = *pp;
+		int st = rt_node_wal_ticket(a->n, u->wal_ticket);
+
+		if (!st) {
+			pp = &u->next;
+			continue;
+		}
+		*pp = u->next;
+		wal_answer(a, u, st);
+	}
+}
+
+void rt__agent_wal_tick(struct rt_agent *a, uint64_t now)
+{
+	struct upd **pp = &a->wal_wait;
+
+	while (*pp) {
+		struct upd *u = *pp;
+
+		if (u->wal_deadline_ns > now) {
+			pp = &u->next;
+			continue;
+		}
+		*pp = u->next;
+		wal_answer(a, u, 0);
+	}
+}
+
+bool rt_agent_wal_waiting(const struct rt_agent *a)
+{
+	return a && a->wal_wait;
+}
+
+void rt__agent_wal_free(struct rt_agent *a)
+{
+	while (a->wal_wait) {
+		struct upd *u = a->wal_wait;
+
+		a->wal_wait = u->next;
+		u->c = NULL;
+		if (u->ev) {
+			u->ev->slot = NULL;
+			ctl_event_free(NULL, u->ev);
+		}
+		rt__agent_upd_free(a, u);
+	}
 }
 
 /* Ask the controller to count @u; again with the same id if an answer is lost. */
@@ -364,7 +468,7 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 	u->slot_len = r->slot_len;
 	u->segs_off = segs_off;
 	u->nsegs = nsegs;
-	u->body_len = c->body_len;
+	u->body_len = rt_api_update_bytes(c, segs_off); /* .npz: inflated members too */
 	u->weight = r->weight;
 	if (c->req.has_idempotency_key)
 		memcpy(u->key, c->req.idempotency_key, /* 1..64 characters, checked */

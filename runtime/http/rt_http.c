@@ -26,6 +26,8 @@ enum hdr_id {
 	HDR_IDEMPOTENCY_KEY,
 	HDR_CONTENT_LENGTH,
 	HDR_TRANSFER_ENCODING,
+	HDR_X_METRICS,
+	HDR_ACCEPT,
 	HDR_COUNT,
 };
 
@@ -38,6 +40,8 @@ static const char *const hdr_names[HDR_COUNT] = {
 	[HDR_IDEMPOTENCY_KEY] = "idempotency-key",
 	[HDR_CONTENT_LENGTH] = "content-length",
 	[HDR_TRANSFER_ENCODING] = "transfer-encoding",
+	[HDR_X_METRICS] = "x-tributary-metrics",
+	[HDR_ACCEPT] = "accept",
 };
 
 /* State shared by the callbacks of one rt_http_parse_head() call. */
@@ -51,6 +55,7 @@ struct head_ctx {
 	char *dst;       /* where the current value goes, NULL if it is not kept */
 	size_t dst_cap;
 	size_t dst_len;
+	bool dst_soft;   /* a value too long for dst is dropped, not an error (Accept) */
 	char content_length[32];
 	unsigned seen;   /* bit per enum hdr_id, to refuse duplicates */
 	bool done;
@@ -137,6 +142,7 @@ static int begin_value(struct head_ctx *c)
 	c->in_value = true;
 	c->dst = NULL;
 	c->dst_len = 0;
+	c->dst_soft = false;
 	for (int i = 0; i < HDR_COUNT; i++) {
 		if (c->name_len == strlen(hdr_names[i]) &&
 		    strncasecmp(c->name, hdr_names[i], c->name_len) == 0) {
@@ -181,6 +187,30 @@ static int begin_value(struct head_ctx *c)
 	case HDR_TRANSFER_ENCODING:
 		r->chunked = true;
 		break;
+	case HDR_X_METRICS:
+		r->has_x_metrics = true;
+		c->dst = r->x_metrics;
+		c->dst_cap = sizeof(r->x_metrics);
+		break;
+	case HDR_ACCEPT: {
+		/* A list header: several lines are one list (RFC 9110 5.3), so no duplicate check. */
+		size_t have = strlen(r->accept);
+
+		if (r->accept_too_long)
+			return 0;
+		if (have) {
+			if (have + 2 >= sizeof(r->accept)) {
+				r->accept_too_long = true;
+				return 0;
+			}
+			r->accept[have++] = ',';
+			r->accept[have] = '\0';
+		}
+		c->dst = r->accept + have;
+		c->dst_cap = sizeof(r->accept) - have;
+		c->dst_soft = true;
+		return 0;
+	}
 	default:
 		return 0;
 	}
@@ -199,8 +229,22 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 		return 1;
 	if (!c->dst)
 		return 0;
-	if (len >= c->dst_cap - c->dst_len)
-		return fail(c, -E2BIG, "header value too long");
+	if (len >= c->dst_cap - c->dst_len && c->dst_soft) {
+		c->req->accept_too_long = true;
+		c->req->accept[0] = '\0';
+		c->dst = NULL;
+		return 0;
+	}
+	if (len >= c->dst_cap - c->dst_len) {
+		if (c->dst != c->req->x_metrics)
+			return fail(c, -E2BIG, "header value too long");
+		/* Too long for its limit: the API answers 400 naming it, not 431. */
+		c->req->x_metrics_long = true;
+		c->dst_len = 0;
+		c->dst[0] = '\0';
+		c->dst = NULL;
+		return 0;
+	}
 	memcpy(c->dst + c->dst_len, at, len);
 	c->dst_len += len;
 	return 0;

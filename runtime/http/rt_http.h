@@ -35,7 +35,15 @@ struct rt_http_req {
 	 * too-long one, so that the API can say what is wrong with it */
 	char idempotency_key[256];
 	bool has_idempotency_key;
+	/* X-Tributary-Metrics: room past its 1 KiB limit so that the API can say it is too long;
+	 * a longer value sets x_metrics_long instead of failing the head */
+	char x_metrics[1088];
+	bool has_x_metrics, x_metrics_long;
 	unsigned http_minor; /* HTTP/1.x; other major versions are refused */
+	/* Accept (GET /model's format); several Accept lines are joined with ','. Longer than
+	 * the field: accept_too_long, not an error (only the model's GET reads it) */
+	char accept[256];
+	bool accept_too_long;
 };
 
 /*

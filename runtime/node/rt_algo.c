@@ -16,7 +16,7 @@
 static const char *const params[] = {
 	"algorithm", "weighted", "update", "buffer_size", "max_staleness", "server_lr",
 	"momentum", "beta1", "beta2", "tau", "trim", "f", "m", "clip_norm",
-	"dp_noise_multiplier", "dp_delta", "seed", NULL,
+	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", NULL,
 };
 
 bool rt_algo_is_param(const char *name)
@@ -60,7 +60,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 		{ "fedadagrad", FN_OPT_FEDADAGRAD }, { "fedadam", FN_OPT_FEDADAM },
 		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", FN_OPT_FEDAVG },
 		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
-		{ "krum", FN_OPT_FEDAVG },
+		{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
@@ -72,12 +72,39 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 		if (!strcmp(algos[i].name, name))
 			*server = algos[i].server;
 	if (*server == -2)
-		BAD("algorithm: unknown '%.40s' (fedavg, fedbuff, fedavgm, fedadagrad, fedadam, "
-		    "fedyogi, median, trimmed_mean, krum)", name);
+		BAD("algorithm: unknown '%.40s' (fedavg, fedprox, fedbuff, fedavgm, fedadagrad, "
+		    "fedadam, fedyogi, median, trimmed_mean, krum)", name);
 	if (*server == -1)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
 	snprintf(a->name, sizeof(a->name), "%s", name);
+	return 0;
+}
+
+/* fedprox's proximal_mu (RT_PROX_MU_*), refused for other algorithms. */
+static int parse_fedprox(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	json_t *mu = json_object_get(o, "proximal_mu");
+	double v;
+
+	if (strcmp(a->name, "fedprox")) {
+		if (mu)
+			BAD("proximal_mu: for fedprox only (algorithm is '%s')", a->name);
+		return 0;
+	}
+	if (!mu) {
+		a->proximal_mu = RT_PROX_MU_DEFAULT;
+		return 0;
+	}
+	v = json_is_number(mu) ? json_number_value(mu) : NAN;
+	if (!(v >= 0 && v <= RT_PROX_MU_MAX)) {
+		if (json_is_number(mu))
+			BAD("proximal_mu: %g is out of range: a number in [0, %g] (default %g; 0 is "
+			    "plain FedAvg)", v, RT_PROX_MU_MAX, (double)RT_PROX_MU_DEFAULT);
+		BAD("proximal_mu: a number in [0, %g] (default %g)", RT_PROX_MU_MAX,
+		    (double)RT_PROX_MU_DEFAULT);
+	}
+	a->proximal_mu = (float)v;
 	return 0;
 }
 
@@ -302,6 +329,8 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	if (!err)
 		err = parse_fedbuff(o, a, msgbuf, msglen);
 	if (!err)
+		err = parse_fedprox(o, a, msgbuf, msglen);
+	if (!err)
 		err = parse_server(o, a, server, msgbuf, msglen);
 	if (!err)
 		err = parse_flags(o, a, msgbuf, msglen);
@@ -358,6 +387,8 @@ json_t *rt_algo_json(const struct rt_algo *a)
 		json_object_set_new(o, "f", json_integer(a->f));
 		json_object_set_new(o, "m", json_integer(a->m));
 	}
+	if (!strcmp(a->name, "fedprox"))
+		json_object_set_new(o, "proximal_mu", real_f(a->proximal_mu));
 	if (a->async) {
 		json_object_set_new(o, "buffer_size", json_integer(a->buffer_size));
 		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));
@@ -479,5 +510,7 @@ int rt_algo_pin_defaults(const struct rt_algo *a, json_t *o)
 		err |= pin(o, "dp_delta", json_real(a->dp_delta));
 	if (a->async)
 		err |= pin(o, "max_staleness", json_integer(a->max_staleness));
+	if (!strcmp(a->name, "fedprox"))
+		err |= pin(o, "proximal_mu", real_f(a->proximal_mu));
 	return err ? -ENOMEM : 0;
 }

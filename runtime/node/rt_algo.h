@@ -20,7 +20,17 @@ struct rt_algo {
 	bool trim_given, f_given; /* the job named them (else defaults, checked per round size) */
 	uint32_t buffer_size;  /* FedBuff: K */
 	uint32_t max_staleness; /* FedBuff: updates staler than this get 409 */
+	float proximal_mu;     /* fedprox: the clients' proximal term, published (FedAvg here) */
 };
+
+/*
+ * fedprox's proximal_mu (Li et al., MLSys 2020: each client minimises
+ * F_k(w) + mu/2 ||w - w_t||^2). The server folds as FedAvg and only publishes mu; the default is
+ * the middle of the paper's grid {0.001, 0.01, 0.1, 1}, and at most 1000 (past that the term
+ * pins every client to w_t: no training happens).
+ */
+#define RT_PROX_MU_DEFAULT 0.01f
+#define RT_PROX_MU_MAX 1000.0
 
 /*
  * Read "algorithm" and its parameters from the job object @o (other job

@@ -141,6 +141,8 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 	if (ctl_store_round_record(n->store, &rec))
 		trib_warn("job %s round %u: the round's record (history) was not saved", j->name,
 			  r->round);
+	else
+		rt__round_record_extra(n, j, r);
 	trib_blob_release(j->model);
 	j->model = b;
 	j->completed++;
@@ -172,6 +174,10 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 /* Write the models of finished rounds, oldest first, as long as they are next in line. */
 void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j)
 {
+	if (j->deleted) {
+		rt__job_drop_rounds(n, j);
+		return;
+	}
 	if (n->clustered) {
 		/* The node's sum goes to the round's top; the model comes from the controller. */
 		for (struct rt_round *r = j->inflight; r; r = r->next)

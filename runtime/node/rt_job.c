@@ -43,6 +43,7 @@ void rt__job_free(struct rt_job *j)
 	trib_free(j->st_header);
 	trib_free(j->cred.revoked);
 	rt_clients_free(&j->clients);
+	rt__select_free(j);
 	explicit_bzero(j->cred.key, sizeof(j->cred.key));
 	trib_free(j);
 }
@@ -146,7 +147,10 @@ static int job_record(struct rt_node *n, const struct rt_job *j, const struct rt
 	    !json_object_set_new(p, "min_clients", json_integer(j->min_clients)) &&
 	    !json_object_set_new(p, "round_timeout_s", json_integer(j->round_timeout_s)) &&
 	    !json_object_set_new(p, "client_auth", json_string(j->cred.required ? "required" :
-								  "optional")))
+								  "optional")) &&
+	    !rt__select_record(j, p) &&
+	    (!j->num_rounds ||
+	     !json_object_set_new(p, "num_rounds", json_integer(j->num_rounds))))
 		params = trib_json_dumps(p, JSON_COMPACT);
 	json_decref(p);
 	if (!params)
@@ -184,7 +188,11 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	j->min_clients = spec->min_clients;
 	j->round_timeout_s = spec->round_timeout_s;
 	j->cred.required = spec->client_auth_required;
+	j->num_rounds = spec->num_rounds;
 	j->schema = schema;
+	err = rt__select_init(j, spec);
+	if (err)
+		goto err_free;
 	j->nschema = nschema;
 	for (size_t i = 0; i < nschema; i++)
 		j->n_elem += schema[i].n_elem;
@@ -275,6 +283,7 @@ int rt__jobs_load(struct rt_node *n)
 			json_t *mc = json_object_get(params, "min_clients");
 			json_t *rt = json_object_get(params, "round_timeout_s");
 			json_t *ca = json_object_get(params, "client_auth");
+			json_t *nr = json_object_get(params, "num_rounds");
 
 			j->fanin = json_is_integer(fi) ? (uint32_t)json_integer_value(fi) : 0;
 			j->min_clients = json_is_integer(mc) ? (uint32_t)json_integer_value(mc) : 0;
@@ -282,8 +291,10 @@ int rt__jobs_load(struct rt_node *n)
 			    json_is_integer(rt) ? (uint32_t)json_integer_value(rt) : 0;
 			j->cred.required =
 			    json_is_string(ca) && !strcmp(json_string_value(ca), "required");
+			j->num_rounds = json_is_integer(nr) ? (uint32_t)json_integer_value(nr) : 0;
 			j->schema_json = trib_strdup(cj->schema_json);
-			err = j->schema_json ? job_build_header(j) : -ENOMEM;
+			err = j->schema_json ? rt__select_from_stored(j, params) : -ENOMEM;
+			err = err ? err : job_build_header(j);
 		}
 		if (!err) {
 			char msg[256];
@@ -315,7 +326,10 @@ int rt__jobs_load(struct rt_node *n)
 		j->next = n->jobs;
 		n->jobs = j;
 		rt__opt_state_load(n, j);
-		trib_info("job %s: resumed at round %u", j->name, j->round);
+		rt__select_tasks_load(n, j);
+		rt__job_life_load(n, j);
+		trib_info("job %s: resumed at round %u (%s)", j->name, j->round,
+			  rt_job_state_name(rt_job_state(j)));
 	}
 	for (size_t i = 0; i < count; i++)
 		ctl_job_clear(&cjs[i]);

@@ -118,16 +118,21 @@ int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
 	struct rt_accept_in in = { .slot_off = u->slot_off, .segs_off = u->segs_off,
 				   .nsegs = u->nsegs, .weight = u->weight };
 	struct rt_wal_ent *e = NULL;
-	uint32_t s;
+	uint32_t s, in_round;
 	int err;
 
 	*ticket = 0;
 	err = rt__accept_where(j, round, &in.fold_scale);
 	if (err)
 		return err;
+	in_round = j->round; /* the round (FedBuff: version) it goes into, for its record */
 	/* One update per client per round (FedBuff: per version folded into). */
 	if (rt_job_client_seen(n, j, u->client))
 		return -EALREADY;
+	/* -EMLINK: the round's updates name too many metrics for this one's to fit. */
+	err = rt__round_metrics_room(j, u);
+	if (err)
+		return err;
 	s = rt__next_seq(j);
 	if (u->body) { /* a cluster's answer, made by the caller */
 		int len = snprintf(body, cap, "%.*s", (int)u->body_len, u->body);
@@ -151,6 +156,7 @@ int rt_job_accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
 		rt__wal_discard(e);
 		return err;
 	}
+	rt__round_metrics_add(n, j, (uint32_t)in_round, s, u);
 	*seq = s;
 	if (e)
 		*ticket = rt__wal_submit(n, e);

@@ -163,6 +163,12 @@ void rt_node_close(struct rt_node *n)
 		n->jobs = j->next;
 		rt__job_free(j);
 	}
+	while (n->gone) {
+		struct rt_job *j = n->gone;
+
+		n->gone = j->next;
+		rt__job_free(j);
+	}
 	dataplane_teardown(n);
 	/* What is queued is written first: its updates are in the arena too. */
 	rt__wal_close(n);
@@ -182,7 +188,10 @@ int rt_node_recover(struct rt_node *n)
 	int err = rt__journal_refeed(n);
 
 	/* Then what only the log has (the arena file is gone: a reboot). */
-	return err ? err : rt__wal_replay(n);
+	err = err ? err : rt__wal_replay(n);
+	if (!err)
+		rt__round_metrics_recover(n); /* the records' metrics of the rounds put back */
+	return err;
 }
 
 bool rt_node_rounds_in_flight(const struct rt_node *n)

@@ -16,6 +16,7 @@
 #include "trib_safetensors.h"
 
 struct ctl_store;
+struct rt_cmetrics;
 struct shm_arena;
 struct shm_desc;
 struct rt_round; /* one round's aggregation tree: private to node/ (rt_node_priv.h) */
@@ -99,6 +100,20 @@ struct rt_job_cred {
 	size_t nrevoked;
 };
 
+/*
+ * A job's per-round client config and client selection (issue 15, rt_select.c).
+ * Tasks are per round: @tasks holds the clients given one for @tasks.round
+ * (a round closed voids them); each is in DATA_DIR/jobs/{job}/tasks before
+ * the client hears of it, so a restart honours every task handed out.
+ */
+struct rt_job_select {
+	json_t *client_config;  /* {"values", "schedule"} as validated (owned), or NULL */
+	uint32_t per_round;     /* K: updates that close a round; 0: no selection */
+	double overcommit;      /* f in [1, 4] */
+	uint32_t max;           /* ceil(K * f): tasks a round may hand out */
+	struct rt_clients tasks; /* the clients with a task for tasks.round */
+};
+
 struct rt_job {
 	int64_t db_id;
 	uint64_t xid; /* a cluster's job: the controller's id, the journal's name for it (0: up) */
@@ -145,6 +160,13 @@ struct rt_job {
 	struct rt_clients clients; /* the clients of the open round (one update each) */
 	uint32_t last_round_clients; /* distinct clients of the last round closed (since start) */
 	uint64_t inflight_bytes;  /* update bodies being received for this job */
+	struct rt_job_select sel; /* client_config and selection (rt_select.c) */
+	uint32_t num_rounds;      /* the job is done at this model version (0: never) */
+	bool paused;              /* updates answered 503 until resumed (kept in the store) */
+	bool deleted;             /* DELETEd: on n->gone until its rounds and bodies drain */
+	bool purge;               /* deleted with ?purge=true: its model files go too */
+	uint32_t parked;          /* long polls parked on it (the API counts): a deleted job
+				   * is freed only once the API answered them */
 	struct rt_job *next;
 };
 
@@ -165,6 +187,7 @@ enum rt_reject {
 	RT_REJ_CLIENT_DUP, /* a second update of one client in one round */
 	RT_REJ_CLIENT_INFLIGHT, /* the client has its cap of bodies in flight */
 	RT_REJ_JOB_INFLIGHT,    /* the job has its cap of body bytes in flight */
+	RT_REJ_NO_TASK,         /* selection: the client has no task for the round */
 	RT_REJ__COUNT,
 };
 
@@ -256,6 +279,7 @@ struct rt_node {
 	struct rt_fnset *fns;
 	struct ctl_store *store;
 	struct rt_job *jobs;
+	struct rt_job *gone;       /* deleted jobs draining their rounds (rt_job_life.c) */
 	uint32_t next_job_id;
 	struct rt_metrics m;
 	bool stopping;
@@ -272,6 +296,10 @@ struct rt_node {
 	uint64_t wal_durable;      /* tickets <= this are on disk */
 	uint64_t wal_failed_to;    /* tickets <= this were in a failed batch */
 	uint64_t wal_retry_ns;     /* when wal_err: the next attempt */
+	bool wal_kept;             /* the log existed at start: it keeps what a past run logged */
+	struct rt_log_held *wal_held; /* a cluster node, until rt_node_recover(): what the log
+				       * holds (owned), for its first join (rt_node_log_holds) */
+	size_t nwal_held;
 };
 
 /*
@@ -310,11 +338,41 @@ struct rt_job_spec {
 	uint32_t min_clients;     /* 0: cpr */
 	uint32_t round_timeout_s; /* 0: none */
 	bool client_auth_required; /* "client_auth": "required" */
+	json_t *client_config;    /* validated (borrowed; the job keeps a copy), or NULL */
+	uint32_t sel_per_round;   /* "selection": K, or 0 */
+	double sel_overcommit;    /* f */
+	uint32_t num_rounds;       /* 0: the job never ends */
 	const struct rt_algo *algo;
 	json_t *params; /* the request's algorithm parameters (borrowed), stored as given */
 };
 int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib_tensor *schema,
 		  size_t nschema, struct rt_job **out);
+
+/* --- a job's lifecycle (rt_job_life.c) --- */
+enum rt_job_state { RT_JOB_OPEN, RT_JOB_PAUSED, RT_JOB_DONE };
+/* done (num_rounds models stored) wins over paused. */
+enum rt_job_state rt_job_state(const struct rt_job *j);
+const char *rt_job_state_name(enum rt_job_state s);
+/*
+ * Whether @j takes no more updates because its last round is closed
+ * (round >= num_rounds): true from the last round's close, before its model
+ * is stored (rt_job_state says done only then).
+ */
+bool rt_job_rounds_over(const struct rt_job *j);
+/* Pause or resume @j, kept in the store first (a restart keeps it). 0 or -errno. */
+int rt_job_set_paused(struct rt_node *n, struct rt_job *j, bool paused);
+/*
+ * Delete @j: its store rows go first (the commit: a restart does not bring it
+ * back), then its models are moved to DATA_DIR/deleted/NAME.ID/ (or removed
+ * with @purge). It leaves n->jobs at once (its name is free); an open round
+ * is cut and, with the rounds still aggregating, dropped when they finish
+ * (slots, journal records and log freed, no model written); the job's memory
+ * goes once no round and no update body is left (rt_job_reap). 0 or -errno
+ * (the store failed: nothing changed).
+ */
+int rt_job_delete(struct rt_node *n, struct rt_job *j, bool purge);
+/* Free the deleted jobs with nothing in flight any more. */
+void rt_job_reap(struct rt_node *n);
 /*
  * Accept a received, validated update in slot @slot_off: its segments are at
  * @segs_off. The slot's ownership moves to the tree. Returns 0 (and *seq), or
@@ -334,6 +392,7 @@ struct rt_update_in {
 	const char *body; /* the 202's body, if the caller makes it (a cluster's), or NULL */
 	size_t body_len;
 	const char *client; /* the client token's id, or "" / NULL (the job's token) */
+	const struct rt_cmetrics *metrics; /* X-Tributary-Metrics (rt_metrics.h), or NULL */
 };
 /*
  * rt_job_accept, durable: the update's record (with @u's key and the 202's
@@ -341,7 +400,8 @@ struct rt_update_in {
  * the update goes into the tree, so the caller may answer 202 with @body on
  * 0. Errors as rt_job_accept; -ENOSPC also when the journal is full;
  * -EALREADY when @u's client already has an update counted in the round
- * the update would go into (one update per client per round or version).
+ * the update would go into (one update per client per round or version);
+ * -EMLINK when @u's metrics would take that round past RT_MSUM_MAX names.
  */
 int rt_job_accept_journaled(struct rt_node *n, struct rt_job *job, uint32_t round,
 			    const struct rt_update_in *u, uint32_t *seq, char *body, size_t cap,
@@ -376,6 +436,23 @@ int rt_node_wal_refusal(const struct rt_node *n, uint32_t *retry_s);
  * fails. A resend answered from the journal waits for this first.
  */
 int rt_node_wal_flush(struct rt_node *n);
+/*
+ * A cluster node before its first join's recovery (rt_node_recover): each
+ * update its log holds that its arena's journal does not (the arena file was
+ * gone), to @cb with the job's controller id, the round, the weight and the
+ * client id ("" none). After the recovery the journal has them: nothing.
+ * Returns 0, @cb's value or -errno.
+ */
+struct rt_log_held {
+	uint64_t job;
+	uint32_t round, seq;
+	double weight;
+	char client[RT_CLIENT_ID_MAX + 1];
+};
+int rt_node_log_holds(struct rt_node *n, int (*cb)(void *ctx, const struct rt_log_held *h),
+		      void *ctx);
+/* Whether this node keeps what it acknowledged across a restart: the arena, or the log. */
+bool rt_node_keeps_acked(const struct rt_node *n);
 /*
  * The answer already given to the update of @job with Idempotency-Key @key
  * (for @round: the request's; FedBuff looks in every version in flight):
@@ -495,6 +572,28 @@ struct rt_client_ent *rt_clients_get(struct rt_clients *t, const char *id);
  */
 int rt_clients_sync(struct rt_clients *t, uint32_t round, uint32_t *left_seen);
 void rt_clients_free(struct rt_clients *t);
+
+/* --- per-round client config and client selection (rt_select.c) --- */
+/* @cc ("client_config" of a job spec) is well formed: 0, or -EINVAL with @msg naming the field. */
+int rt_client_config_check(const json_t *cc, char *msg, size_t cap);
+/*
+ * The config of round @r (new reference), or NULL when @j has none (or
+ * -ENOMEM): "values", then every schedule row with from_round <= @r applied
+ * in order, keys overwritten. Pure: the same job and round, the same config.
+ */
+json_t *rt_job_round_config(const struct rt_job *j, uint32_t r);
+/* ceil(@k x @f): the tasks a round of K updates with overcommit f hands out. */
+uint32_t rt_select_max(uint32_t k, double f);
+/*
+ * A task of @j's open round for client @id: *granted true when @id has one
+ * (already, or now: then it is on disk before this returns), false when
+ * the round's tasks are all out. 0, or -errno (nothing handed out).
+ */
+int rt_select_task(struct rt_node *n, struct rt_job *j, const char *id, bool *granted);
+/* Whether client @id has a task for round @round of @j. */
+bool rt_select_has_task(const struct rt_job *j, const char *id, uint32_t round);
+/* Tasks handed out for @j's open round. */
+uint32_t rt_select_tasks_out(const struct rt_job *j);
 
 /* --- from the wiring's loop --- */
 /* A one-shot I/O the node asked for (struct rt_node_hooks) completed with @res. */

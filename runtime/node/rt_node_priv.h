@@ -88,6 +88,11 @@ struct rt_round {
 	uint64_t model_slot;   /* the previous model, for the top's server step; 0: none */
 	uint64_t state_slot;   /* optimiser state [in | out]; 0: none */
 	size_t state_size;     /* bytes of one half */
+	/* its record (rt_roundrec.c): wall-clock open/close, bytes, the metrics' sums (owned) */
+	double open_unix, close_unix;
+	uint64_t bytes;
+	struct rt_msum *msum;
+	int mfd;               /* its metrics file (a crash keeps them): fd + 1; 0: none; -1: failed */
 	struct rt_round *next; /* the job's rounds in flight, oldest first */
 };
 
@@ -143,6 +148,12 @@ int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint
 		    struct trib_blob **out);
 int rt__jobs_load(struct rt_node *n);
 
+/* rt_job_life.c */
+/* A deleted job's rounds that finished aggregating: freed, nothing stored. */
+void rt__job_drop_rounds(struct rt_node *n, struct rt_job *j);
+/* After a restart: the job's paused state from the store. */
+void rt__job_life_load(struct rt_node *n, struct rt_job *j);
+
 /* rt_tree.c */
 uint64_t rt__acc_slot_len(const struct rt_job *j);
 int rt__garbage_add(struct rt_round *r, uint64_t slot);
@@ -168,11 +179,21 @@ int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i);
 void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
+/* rt_select.c: a new job takes @spec's client_config and selection (0 or -ENOMEM) ... */
+int rt__select_init(struct rt_job *j, const struct rt_job_spec *spec);
+/* ... kept in @p (its stored parameters: 0 or -ENOMEM), read back from them after a restart */
+int rt__select_record(const struct rt_job *j, json_t *p);
+int rt__select_from_stored(struct rt_job *j, const json_t *p);
+/* with the open round's tasks from DATA_DIR/jobs/{job}/tasks (once @j's name and round are set) */
+void rt__select_tasks_load(struct rt_node *n, struct rt_job *j);
+void rt__select_free(struct rt_job *j);
 int rt__opt_state_save(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t **copy);
 void rt__opt_state_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t *copy);
 
 /* rt_round.c */
 void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline);
+/* A deleted job's open round takes no more updates: its leaves fold what they have. */
+void rt__round_cut(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 /* An update for the open round (or FedBuff version) of @j, as rt_job_accept takes it. */
 struct rt_accept_in {
 	uint64_t slot_off, segs_off;
@@ -195,6 +216,19 @@ int rt__leaf_recovered(struct rt_node *n, struct rt_job *j, const struct shm_des
 void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j);
 /* From the tick: retry the writes that failed and are due. */
 void rt__store_retry_tick(struct rt_node *n, uint64_t now);
+
+/* rt_roundrec.c: a round's record (metrics, times, bytes) and its row in the store */
+struct rt_update_in;
+double rt__unix_now(void);
+/* 0, or -EMLINK: @u's metrics would take the open round past RT_MSUM_MAX names. */
+int rt__round_metrics_room(const struct rt_job *j, const struct rt_update_in *u);
+void rt__round_metrics_add(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t seq,
+			   const struct rt_update_in *u);
+void rt__round_record_extra(struct rt_node *n, struct rt_job *j, const struct rt_round *r);
+/* After recovery: the metrics files of the rounds put back; other rounds' files go. */
+void rt__round_metrics_recover(struct rt_node *n);
+/* From rt__round_free(): the sums and the file's fd go. */
+void rt__round_rec_free(struct rt_round *r);
 
 /* rt_record.c */
 struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t round,

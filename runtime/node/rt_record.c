@@ -11,7 +11,9 @@
 struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t round,
 				   struct rt_job **jp)
 {
-	for (struct rt_job *j = n->jobs; j; j = j->next) {
+	/* A deleted job's rounds still fold (n->gone): their functions report as any other. */
+	for (struct rt_job *j = n->jobs ? n->jobs : n->gone; j;
+	     j = j->next ? j->next : (j->deleted ? NULL : n->gone)) {
 		if (j->id != job_id)
 			continue;
 		*jp = j;

@@ -187,5 +187,6 @@ void rt_node_tick(struct rt_node *n)
 		if (r->received >= need)
 			rt__round_close(n, j, r, true);
 	}
+	rt_job_reap(n); /* deleted jobs whose rounds and bodies are done */
 }
 

@@ -41,6 +41,7 @@ static struct rt_round *round_open(struct rt_node *n, struct rt_job *j, int *err
 		return NULL;
 	}
 	r->open_ns = trib_now_ns();
+	r->open_unix = rt__unix_now(); /* its record's opened_at */
 	r->leaves = trib_calloc(r->capleaves, sizeof(*r->leaves));
 	if (!r->leaves) {
 		rt__round_free(n, r, true); /* the server step's slots go back too */
@@ -84,6 +85,7 @@ static void leaf_cut(struct rt_node *n, struct rt_leaf *l)
 void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bool deadline)
 {
 	r->closed = true;
+	r->close_unix = rt__unix_now(); /* its record's closed_at */
 	j->open = NULL;
 	j->round++;
 	rt_job_clients_now(n, j); /* the round's distinct clients go to its record */
@@ -108,6 +110,17 @@ void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bo
 		if (n->hooks.round_advanced)
 			n->hooks.round_advanced(n->hooks.ctx, j);
 	}
+}
+
+void rt__round_cut(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	r->closed = true;
+	j->open = NULL;
+	if (r->started && r->leaves[r->started - 1].sent < r->leaves[r->started - 1].expected)
+		leaf_cut(n, &r->leaves[r->started - 1]);
+	if (r->group && r->nmids)
+		rt__mid_finalise(n, r, r->nmids - 1);
+	rt__top_release(n, j, r);
 }
 
 /*

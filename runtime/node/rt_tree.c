@@ -387,6 +387,7 @@ void rt__round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 	trib_free(r->leaves);
 	trib_free(r->garbage);
 	trib_free(r->result_payload);
+	rt__round_rec_free(r);
 	trib_free(r);
 }
 

@@ -31,9 +31,10 @@ int rt_wal_prepare(const struct rt_wal_rec *rec, struct rt_wal_ent **out)
 	uint8_t *p;
 
 	if (rec->key_len > RT_WAL_KEY_MAX || rec->ans_len > RT_WAL_ANS_MAX ||
-	    rec->meta_len > RT_WAL_META_MAX)
+	    rec->meta_len > RT_WAL_META_MAX || rec->client_len > RT_WAL_CLIENT_MAX)
 		return -EINVAL;
-	e = trib_malloc(sizeof(*e) + rec->key_len + rec->ans_len + rec->meta_len);
+	e = trib_malloc(sizeof(*e) + rec->key_len + rec->ans_len + rec->client_len +
+			rec->meta_len);
 	if (!e)
 		return -ENOMEM;
 	memset(e, 0, sizeof(*e));
@@ -43,12 +44,14 @@ int rt_wal_prepare(const struct rt_wal_rec *rec, struct rt_wal_ent **out)
 	e->hdr.seq = rec->seq;
 	e->hdr.weight = rec->weight;
 	e->hdr.fold_scale = rec->fold_scale;
-	e->hdr.key_len = (uint16_t)rec->key_len;
-	e->hdr.ans_len = (uint16_t)rec->ans_len;
+	e->hdr.key_len = (uint8_t)rec->key_len;
+	e->hdr.ans_len = (uint8_t)rec->ans_len;
+	e->hdr.client_len = (uint8_t)rec->client_len;
 	e->hdr.meta_len = (uint32_t)rec->meta_len;
 	e->hdr.nsegs = rec->nsegs;
 	e->hdr.body_len = rec->body_len;
-	e->hdr.len = sizeof(e->hdr) + rec->key_len + rec->ans_len + rec->meta_len + rec->body_len;
+	e->hdr.len = sizeof(e->hdr) + rec->key_len + rec->ans_len + rec->client_len +
+		     rec->meta_len + rec->body_len;
 	p = e->tail;
 	if (rec->key_len)
 		memcpy(p, rec->key, rec->key_len);
@@ -56,6 +59,9 @@ int rt_wal_prepare(const struct rt_wal_rec *rec, struct rt_wal_ent **out)
 	if (rec->ans_len)
 		memcpy(p, rec->ans, rec->ans_len);
 	p += rec->ans_len;
+	if (rec->client_len)
+		memcpy(p, rec->client, rec->client_len);
+	p += rec->client_len;
 	if (rec->meta_len)
 		memcpy(p, rec->meta, rec->meta_len);
 	e->body = rec->body;

@@ -9,11 +9,19 @@
 
 /*
  * The log lives in a directory (DATA_DIR/wal): one folder per job (its
- * SQLite id), one segment file per round or model version in it,
+ * SQLite id; in a cluster the controller's), one segment file per round or
+ * model version in it,
  * "<round>.wal" (10 digits), so that cutting a stored round is unlinking
  * its files. A segment is a run of records:
  *
- *   struct rt_wal_disk (64 bytes) | key | answer | meta | body
+ *   struct rt_wal_disk (64 bytes) | key | answer | client | meta | body
+ *
+ * Format 2 (magic "TWL2") added the client id of the update's client
+ * credential, so that one update per client per round holds after a replay.
+ * Format 1 ("TWAL", struct rt_wal_disk_v1: no client) is still read, its
+ * updates with no client. A record whose magic is "TWL" and another digit
+ * (a newer build's) stops the replay with -EPROTONOSUPPORT: never read as
+ * this format, never cut off as a torn tail.
  *
  * crc is CRC32C over every byte after it (len .. the body's end). A record
  * that is short, has a bad magic or length, or fails its CRC ends the
@@ -38,8 +46,12 @@
  * are shared with the log's thread under its mutex.
  */
 
-#define RT_WAL_MAGIC	0x4c415754u /* "TWAL" little-endian */
+#define RT_WAL_MAGIC	   0x324c5754u /* "TWL2" little-endian: format 2 */
+#define RT_WAL_MAGIC_V1	   0x4c415754u /* "TWAL": format 1 (no client id) */
+#define RT_WAL_MAGIC_FAMILY 0x004c5754u /* "TWL" and a version digit: magic & 0xffffff */
+#define RT_WAL_VERSION	   2u
 #define RT_WAL_KEY_MAX	255u
+#define RT_WAL_CLIENT_MAX 32u /* TRIB_CRED_CLIENT_MAX */
 #define RT_WAL_ANS_MAX	255u
 #define RT_WAL_META_MAX (1u << 24)
 
@@ -53,14 +65,35 @@ struct rt_wal_disk {
 	uint32_t seq;	   /* its index in that round */
 	double weight;	   /* samples */
 	float fold_scale;  /* FedBuff staleness factor; 0 = 1 */
-	uint16_t key_len;  /* Idempotency-Key, <= RT_WAL_KEY_MAX */
-	uint16_t ans_len;  /* the 202's body, <= RT_WAL_ANS_MAX */
+	uint8_t key_len;   /* Idempotency-Key, <= RT_WAL_KEY_MAX */
+	uint8_t ans_len;   /* the 202's body, <= RT_WAL_ANS_MAX */
+	uint8_t client_len; /* the client credential's id, <= RT_WAL_CLIENT_MAX; 0: none */
+	uint8_t zero;	   /* 0 when written; readers ignore it (the CRC covers it) */
 	uint32_t meta_len; /* the caller's bytes (segment table), <= RT_WAL_META_MAX */
 	uint32_t nsegs;	   /* the caller's count for meta */
 	uint64_t body_len; /* the update's bytes */
 };
 
+/* Format 1's head: the same but for two 16-bit lengths where format 2 has four bytes. */
+struct rt_wal_disk_v1 {
+	uint32_t magic; /* RT_WAL_MAGIC_V1 */
+	uint32_t crc;
+	uint64_t len, job;
+	uint32_t round, seq;
+	double weight;
+	float fold_scale;
+	uint16_t key_len, ans_len;
+	uint32_t meta_len, nsegs;
+	uint64_t body_len;
+};
+
 _Static_assert(sizeof(struct rt_wal_disk) == 64, "rt_wal_disk is 64 bytes");
+_Static_assert(sizeof(struct rt_wal_disk_v1) == 64, "rt_wal_disk_v1 is 64 bytes");
+_Static_assert(offsetof(struct rt_wal_disk, key_len) ==
+		   offsetof(struct rt_wal_disk_v1, key_len) &&
+	       offsetof(struct rt_wal_disk, meta_len) ==
+		   offsetof(struct rt_wal_disk_v1, meta_len),
+	       "the formats differ only in the lengths at offset 44");
 
 /* One record as appended or replayed (the pointers are borrowed). */
 struct rt_wal_rec {
@@ -77,6 +110,8 @@ struct rt_wal_rec {
 	size_t meta_len;
 	const void *body;
 	uint64_t body_len;
+	const char *client; /* the client credential's id (not NUL-terminated on replay) */
+	size_t client_len;  /* 0: none (the job's token, or a format-1 record) */
 };
 
 /* What the log did; counters since open. */
@@ -151,6 +186,7 @@ struct rt_wal_replay_stats {
 	uint64_t records;    /* valid records reported */
 	uint32_t segments;   /* segment files read */
 	uint32_t torn;	     /* segments truncated at a bad record */
+	uint64_t v1_records; /* format-1 records (no client id) among them */
 	uint64_t torn_bytes; /* bytes cut off */
 };
 
@@ -161,7 +197,8 @@ typedef int (*rt_wal_cb)(void *ctx, const struct rt_wal_rec *rec);
  * Before the first append: read every segment under @dir in (job, round)
  * order and report each valid record to @cb (pointers valid during the
  * call). A segment is truncated at its first bad record (logged). Returns
- * 0, @cb's value, or -errno (reading the directory or a file).
+ * 0, @cb's value, -EPROTONOSUPPORT (a record of a newer format: logged, the
+ * file untouched), or -errno (reading the directory or a file).
  */
 int rt_wal_replay(const char *dir, rt_wal_cb cb, void *ctx, struct rt_wal_replay_stats *st);
 

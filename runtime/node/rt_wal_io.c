@@ -17,15 +17,18 @@
 #include "trib_log.h"
 
 /* The CRC of a record: its head from len on, then the four parts. */
-static uint32_t rec_crc(const struct rt_wal_crc *t, const struct rt_wal_disk *h, const void *key,
-			const void *ans, const void *meta, const void *body)
+/*
+ * CRC32C of a record from its len field on: the head's last 56 bytes, then
+ * the @tail_len bytes after the head (key .. meta, contiguous in both
+ * formats), then the body.
+ */
+static uint32_t rec_crc(const struct rt_wal_crc *t, const void *head, const void *tail,
+			uint64_t tail_len, const void *body, uint64_t body_len)
 {
-	uint32_t c = rt_wal_crc32c(t, 0, (const uint8_t *)h + 8, sizeof(*h) - 8);
+	uint32_t c = rt_wal_crc32c(t, 0, (const uint8_t *)head + 8, sizeof(struct rt_wal_disk) - 8);
 
-	c = rt_wal_crc32c(t, c, key, h->key_len);
-	c = rt_wal_crc32c(t, c, ans, h->ans_len);
-	c = rt_wal_crc32c(t, c, meta, h->meta_len);
-	return rt_wal_crc32c(t, c, body, h->body_len);
+	c = rt_wal_crc32c(t, c, tail, tail_len);
+	return rt_wal_crc32c(t, c, body, body_len);
 }
 
 /* ---- segments ---- */
@@ -256,7 +259,7 @@ static int batch_prepare(struct rt_wal *w, struct rt_wal_ent *batch, struct rt_w
 {
 	for (struct rt_wal_ent *e = batch; e; e = e->next) {
 		const unsigned char *key = e->tail, *ans = key + e->hdr.key_len,
-				    *meta = ans + e->hdr.ans_len;
+				    *meta = ans + e->hdr.ans_len + e->hdr.client_len;
 		int err = seg_get(w, e->hdr.job, e->hdr.round, &e->seg);
 
 		if (err)
@@ -267,10 +270,13 @@ static int batch_prepare(struct rt_wal *w, struct rt_wal_ent *batch, struct rt_w
 		}
 		e->off = e->seg->pend;
 		e->seg->pend += e->hdr.len;
-		e->hdr.crc = rec_crc(&w->crc, &e->hdr, key, ans, meta, e->body);
+		e->hdr.crc = rec_crc(&w->crc, &e->hdr, key,
+				     (uint64_t)(meta - key) + e->hdr.meta_len, e->body,
+				     e->hdr.body_len);
 		e->iov[0] = (struct iovec){&e->hdr, sizeof(e->hdr)};
 		e->iov[1] = (struct iovec){(void *)key, e->hdr.key_len};
-		e->iov[2] = (struct iovec){(void *)ans, e->hdr.ans_len};
+		/* The answer and the client id, one after the other in tail[]. */
+		e->iov[2] = (struct iovec){(void *)ans, (size_t)e->hdr.ans_len + e->hdr.client_len};
 		e->iov[3] = (struct iovec){(void *)meta, e->hdr.meta_len};
 		e->iov[4] = (struct iovec){(void *)e->body, e->hdr.body_len};
 		res->n++;
@@ -401,28 +407,78 @@ static int list_sorted(int dfd, bool jobs, uint64_t **out, size_t *n)
 	return 0;
 }
 
-/* Why the record at @p (@left bytes to the file's end) is not valid, or NULL if it is. */
-static const char *rec_bad(const struct rt_wal_crc *t, const uint8_t *p, uint64_t left,
-			   uint32_t round)
-{
-	struct rt_wal_disk h;
-	const uint8_t *key = p + sizeof(h);
+/* A record's head in either format, with its lengths widened (format 1: no client). */
+struct head {
+	unsigned version; /* 1 or 2 */
+	uint32_t crc;
+	uint64_t len, job;
+	uint32_t round, seq;
+	double weight;
+	float fold_scale;
+	uint32_t key_len, ans_len, client_len, meta_len, nsegs;
+	uint64_t body_len;
+};
 
-	if (left < sizeof(h))
+static void head_read(const uint8_t *p, struct head *h)
+{
+	struct rt_wal_disk d;
+	struct rt_wal_disk_v1 d1;
+
+	memcpy(&d, p, sizeof(d));
+	memcpy(&d1, p, sizeof(d1));
+	*h = (struct head){.version = d.magic == RT_WAL_MAGIC_V1 ? 1 : 2,
+			   .crc = d.crc,
+			   .len = d.len,
+			   .job = d.job,
+			   .round = d.round,
+			   .seq = d.seq,
+			   .weight = d.weight,
+			   .fold_scale = d.fold_scale,
+			   .meta_len = d.meta_len,
+			   .nsegs = d.nsegs,
+			   .body_len = d.body_len};
+	if (h->version == 1) {
+		h->key_len = d1.key_len;
+		h->ans_len = d1.ans_len;
+	} else {
+		h->key_len = d.key_len;
+		h->ans_len = d.ans_len;
+		h->client_len = d.client_len;
+	}
+}
+
+/*
+ * Why the record at @p (@left bytes to the file's end) is not valid, or
+ * NULL if it is (*@h is its head). *@newer is set for a record of a newer
+ * format than this build's, which no reader here may cut off.
+ */
+static const char *rec_bad(const struct rt_wal_crc *t, const uint8_t *p, uint64_t left,
+			   uint32_t round, struct head *h, bool *newer)
+{
+	const uint8_t *tail = p + sizeof(struct rt_wal_disk);
+	uint32_t magic;
+	uint64_t tail_len;
+
+	*newer = false;
+	if (left < sizeof(struct rt_wal_disk))
 		return "short head";
-	memcpy(&h, p, sizeof(h));
-	if (h.magic != RT_WAL_MAGIC)
-		return "bad magic";
-	if (h.len < sizeof(h) || h.len > left)
+	memcpy(&magic, p, sizeof(magic));
+	if (magic != RT_WAL_MAGIC && magic != RT_WAL_MAGIC_V1) {
+		*newer = (magic & 0xffffffu) == RT_WAL_MAGIC_FAMILY && (magic >> 24) > '2' &&
+			 (magic >> 24) <= '9';
+		return *newer ? "a record of a newer format" : "bad magic";
+	}
+	head_read(p, h);
+	if (h->len < sizeof(struct rt_wal_disk) || h->len > left)
 		return "length past the end";
-	if (h.key_len > RT_WAL_KEY_MAX || h.ans_len > RT_WAL_ANS_MAX ||
-	    h.meta_len > RT_WAL_META_MAX ||
-	    sizeof(h) + (uint64_t)h.key_len + h.ans_len + h.meta_len + h.body_len != h.len)
+	tail_len = (uint64_t)h->key_len + h->ans_len + h->client_len + h->meta_len;
+	if (h->key_len > RT_WAL_KEY_MAX || h->ans_len > RT_WAL_ANS_MAX ||
+	    h->client_len > RT_WAL_CLIENT_MAX || h->meta_len > RT_WAL_META_MAX ||
+	    sizeof(struct rt_wal_disk) + tail_len + h->body_len != h->len)
 		return "inconsistent lengths";
-	if (h.crc != rec_crc(t, &h, key, key + h.key_len, key + h.key_len + h.ans_len,
-			     key + h.key_len + h.ans_len + h.meta_len))
+	if (h->crc != rec_crc(t, p, tail, tail_len, tail + tail_len, h->body_len))
 		return "CRC mismatch";
-	if (h.round != round)
+	if (h->round != round)
 		return "record of another round";
 	return NULL;
 }
@@ -435,6 +491,8 @@ static int replay_seg(const struct rt_wal_crc *t, int dfd, uint64_t job, uint32_
 	const uint8_t *m;
 	uint64_t off = 0;
 	const char *why = NULL;
+	bool newer = false;
+	char newer_v = '?';
 	int fd, err = 0;
 
 	snprintf(name, sizeof(name), "%010" PRIu32 ".wal", round);
@@ -454,35 +512,47 @@ static int replay_seg(const struct rt_wal_crc *t, int dfd, uint64_t job, uint32_
 		goto out_close;
 	}
 	while (off < (uint64_t)sb.st_size && !err) {
-		struct rt_wal_disk h;
+		const uint8_t *key = m + off + sizeof(struct rt_wal_disk);
 		struct rt_wal_rec rec;
-		const uint8_t *key = m + off + sizeof(h);
+		struct head h;
 
-		why = rec_bad(t, m + off, (uint64_t)sb.st_size - off, round);
-		if (why)
+		why = rec_bad(t, m + off, (uint64_t)sb.st_size - off, round, &h, &newer);
+		if (why) {
+			if (newer)
+				newer_v = (char)m[off + 3];
 			break;
-		memcpy(&h, m + off, sizeof(h));
-		rec = (struct rt_wal_rec){h.job,
-					  h.round,
-					  h.seq,
-					  h.weight,
-					  h.fold_scale,
-					  h.nsegs,
-					  key,
-					  h.key_len,
-					  key + h.key_len,
-					  h.ans_len,
-					  key + h.key_len + h.ans_len,
-					  h.meta_len,
-					  key + h.key_len + h.ans_len + h.meta_len,
-					  h.body_len};
-		rec.job = job;
+		}
+		rec = (struct rt_wal_rec){.job = job,
+					  .round = h.round,
+					  .seq = h.seq,
+					  .weight = h.weight,
+					  .fold_scale = h.fold_scale,
+					  .nsegs = h.nsegs,
+					  .key = key,
+					  .key_len = h.key_len,
+					  .ans = key + h.key_len,
+					  .ans_len = h.ans_len,
+					  .client = (const char *)key + h.key_len + h.ans_len,
+					  .client_len = h.client_len,
+					  .meta = key + h.key_len + h.ans_len + h.client_len,
+					  .meta_len = h.meta_len,
+					  .body = key + h.key_len + h.ans_len + h.client_len +
+						  h.meta_len,
+					  .body_len = h.body_len};
 		st->records++;
+		st->v1_records += h.version == 1;
 		err = cb ? cb(ctx, &rec) : 0;
 		off += h.len;
 	}
 	munmap((void *)m, (size_t)sb.st_size);
-	if (why && !err) {
+	if (why && newer && !err) {
+		/* A newer build wrote it: this one can neither read it nor call it torn. */
+		trib_error("wal: %" PRIu64 "/%s: byte %" PRIu64 " is a record of log format "
+			   "%c, newer than this build's %u: refusing to replay (the file is left "
+			   "as it is; run the newer build, or move the log aside)",
+			   job, name, off, newer_v, RT_WAL_VERSION);
+		err = -EPROTONOSUPPORT;
+	} else if (why && !err) {
 		/* The write a crash interrupted (never answered): cut it off, say so. */
 		trib_warn("wal: %" PRIu64 "/%s: torn tail at byte %" PRIu64 " (%s): %" PRIu64
 			  " bytes truncated",

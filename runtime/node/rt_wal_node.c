@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "shm_arena.h"
 #include "shm_journal.h"
@@ -20,6 +21,62 @@ static void wal_dir(const struct rt_node *n, char *path, size_t len)
 	snprintf(path, len, "%s/wal", n->opts.data_dir);
 }
 
+/*
+ * The log names a job as the arena's journal does: by its SQLite id, in a
+ * cluster by the controller's (a cluster node's SQLite is in memory: its ids
+ * change at each start, the controller's do not).
+ */
+static uint64_t log_job_id(const struct rt_job *j)
+{
+	return j->xid ? j->xid : (uint64_t)j->db_id;
+}
+
+static int held_add(void *ctx, const struct rt_wal_rec *rec)
+{
+	struct rt_node *n = ctx;
+	struct rt_log_held *h;
+
+	if (!n->nwal_held || (n->nwal_held >= 64 && !(n->nwal_held & (n->nwal_held - 1)))) {
+		size_t ncap = n->nwal_held ? n->nwal_held * 2 : 64;
+		struct rt_log_held *nv = trib_realloc(n->wal_held, ncap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		n->wal_held = nv;
+	}
+	h = &n->wal_held[n->nwal_held++];
+	memset(h, 0, sizeof(*h));
+	h->job = rec->job;
+	h->round = rec->round;
+	h->seq = rec->seq;
+	h->weight = rec->weight;
+	if (rec->client_len <= RT_CLIENT_ID_MAX)
+		memcpy(h->client, rec->client, rec->client_len);
+	return 0;
+}
+
+/*
+ * A cluster node joins before its jobs exist here (the controller sends
+ * them): what the log holds is read now, for the join's report, and put
+ * back into rounds at the first join (rt__wal_replay(), which reads it
+ * again: the log does not change in between, nothing is appended before).
+ */
+static int held_scan(struct rt_node *n, const char *dir)
+{
+	struct rt_wal_replay_stats st;
+	int err = rt_wal_replay(dir, held_add, n, &st);
+
+	if (err) {
+		trib_error("--durability disk: reading the log in %s: %s", dir, strerror(-err));
+		return err;
+	}
+	if (n->nwal_held)
+		trib_info("wal: the log holds %zu update%s of rounds in flight (reported when "
+			  "this node joins)",
+			  n->nwal_held, n->nwal_held == 1 ? "" : "s");
+	return 0;
+}
+
 int rt__wal_open(struct rt_node *n)
 {
 	char dir[PATH_MAX];
@@ -28,13 +85,6 @@ int rt__wal_open(struct rt_node *n)
 
 	if (!n->opts.durability_disk)
 		return 0;
-	if (n->opts.controller) {
-		/* A cluster node's updates are counted through the controller (issue #12 item 7).
-		 */
-		trib_error("--durability disk: not built for a cluster node yet; run `tributary "
-			   "node` with --durability memory");
-		return -ENOTSUP;
-	}
 	wal_dir(n, dir, sizeof(dir));
 	if (n->opts.fresh) {
 		err = rt_wal_wipe(dir, &removed);
@@ -45,6 +95,13 @@ int rt__wal_open(struct rt_node *n)
 		if (removed)
 			trib_info("--fresh: the log's %u segment file%s removed", removed,
 				  removed == 1 ? "" : "s");
+	}
+	/* A log from a past run keeps what it acknowledged, whatever became of the arena. */
+	n->wal_kept = !n->opts.fresh && access(dir, F_OK) == 0;
+	if (n->opts.controller && n->wal_kept) {
+		err = held_scan(n, dir);
+		if (err)
+			return err;
 	}
 	err = rt_wal_open(dir, &n->wal);
 	if (err) {
@@ -59,12 +116,16 @@ void rt__wal_close(struct rt_node *n)
 {
 	rt_wal_close(n->wal);
 	n->wal = NULL;
+	trib_free(n->wal_held);
+	n->wal_held = NULL;
+	n->nwal_held = 0;
 }
 
 /* The log's record of update @s of @job's @round: its bytes and segments, as in the arena. */
 static int prepare(struct rt_node *n, uint64_t job, uint32_t round, uint32_t s,
 		   const struct rt_accept_in *in, uint64_t body_len, const void *key,
-		   size_t key_len, const char *ans, size_t ans_len, struct rt_wal_ent **out)
+		   size_t key_len, const char *ans, size_t ans_len, const char *client,
+		   size_t client_len, struct rt_wal_ent **out)
 {
 	const struct shm_seg *segs = shm_arena_ptr(n->arena, in->segs_off);
 	struct shm_seg *rel = trib_malloc(in->nsegs * sizeof(*rel));
@@ -91,7 +152,9 @@ static int prepare(struct rt_node *n, uint64_t job, uint32_t round, uint32_t s,
 				  rel,
 				  in->nsegs * sizeof(*rel),
 				  shm_arena_ptr(n->arena, in->slot_off),
-				  body_len};
+				  body_len,
+				  client,
+				  client_len};
 	err = rt_wal_prepare(&rec, out);
 	trib_free(rel);
 	return err;
@@ -101,9 +164,9 @@ int rt__wal_prepare(struct rt_node *n, struct rt_job *j, const struct rt_update_
 		    const struct rt_accept_in *in, uint32_t s, const char *ans, size_t ans_len,
 		    struct rt_wal_ent **out)
 {
-	return prepare(n, (uint64_t)j->db_id, j->round, s, in,
+	return prepare(n, log_job_id(j), j->round, s, in,
 		       u->data_len ? u->data_len : in->segs_off - in->slot_off, u->key, u->key_len,
-		       ans, ans_len, out);
+		       ans, ans_len, u->client, u->client ? strlen(u->client) : 0, out);
 }
 
 void rt__wal_discard(struct rt_wal_ent *e)
@@ -143,7 +206,7 @@ int rt__wal_durable_all(struct rt_node *n)
 void rt__wal_cut(struct rt_node *n, struct rt_job *j, uint32_t round)
 {
 	if (n->wal)
-		rt_wal_cut(n->wal, (uint64_t)j->db_id, round);
+		rt_wal_cut(n->wal, log_job_id(j), round);
 }
 
 /* ---- the loop's side ---- */
@@ -264,7 +327,7 @@ static bool seen_has(const struct replay *rp, uint64_t job, uint64_t round, uint
 static struct rt_job *job_of(struct rt_node *n, uint64_t id)
 {
 	for (struct rt_job *j = n->jobs; j; j = j->next)
-		if ((uint64_t)j->db_id == id)
+		if (log_job_id(j) == id)
 			return j;
 	return NULL;
 }
@@ -275,11 +338,15 @@ static int feed(struct rt_node *n, struct rt_job *j, const struct rt_wal_rec *re
 	uint64_t pad = (rec->body_len + 63) & ~63ull, slot;
 	struct rt_accept_in in = {
 	    .nsegs = rec->nsegs, .weight = rec->weight, .fold_scale = rec->fold_scale};
+	char client[RT_CLIENT_ID_MAX + 1];
 	struct shm_seg *segs;
 	int err;
 
-	if (rec->meta_len != (size_t)rec->nsegs * sizeof(*segs) || !rec->nsegs)
+	if (rec->meta_len != (size_t)rec->nsegs * sizeof(*segs) || !rec->nsegs ||
+	    rec->client_len > RT_CLIENT_ID_MAX)
 		return -EBADMSG;
+	memcpy(client, rec->client, rec->client_len);
+	client[rec->client_len] = '\0';
 	err = shm_slot_alloc(n->arena, pad + rec->meta_len, &slot);
 	if (err)
 		return err;
@@ -290,9 +357,9 @@ static int feed(struct rt_node *n, struct rt_job *j, const struct rt_wal_rec *re
 		segs[i].src_off += slot;
 	in.slot_off = slot;
 	in.segs_off = slot + pad;
-	err =
-	    rt__journal_update(n, j, &in, rec->seq, rec->key, rec->key_len, rec->ans, rec->ans_len,
-			       NULL); /* the log keeps no client id (a limit, README) */
+	/* Its client is counted in the round again: a second update of it is a 409. */
+	err = rt__journal_update(n, j, &in, rec->seq, rec->key, rec->key_len, rec->ans,
+				 rec->ans_len, rec->client_len ? client : NULL);
 	if (err)
 		shm_slot_free(n->arena, slot);
 	return err;
@@ -379,7 +446,8 @@ static int relog_one(void *ctx, uint32_t idx, const struct shm_rec_info *i)
 	if (i->kind != SHM_REC_UPDATE || seen_has(rl->rp, i->job, i->round, i->seq))
 		return 0;
 	rl->err = prepare(rl->n, i->job, (uint32_t)i->round, (uint32_t)i->seq, &in,
-			  i->segs_off - i->slot_off, i->key, i->key_len, i->body, i->body_len, &e);
+			  i->segs_off - i->slot_off, i->key, i->key_len, i->body, i->body_len,
+			  i->client, i->client_len, &e);
 	if (rl->err)
 		return rl->err;
 	rt_wal_submit(rl->n->wal, e);
@@ -413,7 +481,7 @@ static int relog(struct rt_node *n, struct replay *rp)
 	/* Stored rounds whose cut a crash interrupted: their files go now. */
 	for (struct rt_job *j = n->jobs; j; j = j->next)
 		if (j->completed)
-			rt_wal_cut(n->wal, (uint64_t)j->db_id, j->completed - 1);
+			rt_wal_cut(n->wal, log_job_id(j), j->completed - 1);
 	return 0;
 }
 
@@ -438,16 +506,67 @@ int rt__wal_replay(struct rt_node *n)
 	trib_free(rp.seen);
 	if (err)
 		return err;
+	/* In the arena's journal now: the join reports them from there. */
+	trib_free(n->wal_held);
+	n->wal_held = NULL;
+	n->nwal_held = 0;
 	n->m.wal_recovered += rp.fed;
 	n->m.updates_recovered += rp.fed;
 	n->m.wal_duplicates += rp.dup;
 	if (st.records || st.torn)
 		trib_info("wal: %llu update%s put back from the log (%llu already in the arena, "
-			  "%llu of stored rounds, %llu dropped; %u segment%s, %u torn tail%s) in "
-			  "%.3f s",
+			  "%llu of stored rounds, %llu dropped; %u segment%s, %u torn tail%s, "
+			  "%llu of format 1 without client ids) in %.3f s",
 			  (unsigned long long)rp.fed, rp.fed == 1 ? "" : "s",
 			  (unsigned long long)rp.dup, (unsigned long long)rp.stored,
 			  (unsigned long long)rp.dropped, st.segments, st.segments == 1 ? "" : "s",
-			  st.torn, st.torn == 1 ? "" : "s", (double)(trib_now_ns() - t0) / 1e9);
+			  st.torn, st.torn == 1 ? "" : "s", (unsigned long long)st.v1_records,
+			  (double)(trib_now_ns() - t0) / 1e9);
 	return 0;
+}
+
+/* ---- a cluster node's first join ---- */
+
+/* One (job, round, seq) the arena's journal holds. */
+static int arena_seen(void *ctx, uint32_t idx, const struct shm_rec_info *i)
+{
+	struct replay *rp = ctx;
+	struct rt_wal_rec rec = {.job = i->job, .round = (uint32_t)i->round};
+	int err = 0;
+
+	(void)idx;
+	if (i->kind != SHM_REC_UPDATE && i->kind != SHM_REC_PARTIAL)
+		return 0;
+	for (uint64_t s = i->seq; !err && s < i->seq + i->count; s++) {
+		rec.seq = (uint32_t)s;
+		err = seen_add(rp, &rec);
+	}
+	return err;
+}
+
+int rt_node_log_holds(struct rt_node *n, int (*cb)(void *ctx, const struct rt_log_held *h),
+		      void *ctx)
+{
+	struct replay rp = {.n = n};
+	int err = 0;
+
+	if (!n->nwal_held)
+		return 0;
+	/* A re-attached arena has some of them already: reported once, from there. */
+	err = shm_rec_each(n->arena, arena_seen, &rp);
+	if (!err && rp.nseen)
+		qsort(rp.seen, rp.nseen, sizeof(*rp.seen), logged_cmp);
+	for (size_t k = 0; !err && k < n->nwal_held; k++) {
+		const struct rt_log_held *h = &n->wal_held[k];
+
+		if (!seen_has(&rp, h->job, h->round, h->seq))
+			err = cb(ctx, h);
+	}
+	trib_free(rp.seen);
+	return err;
+}
+
+bool rt_node_keeps_acked(const struct rt_node *n)
+{
+	return n->arena_reattached || (n->wal && n->wal_kept);
 }

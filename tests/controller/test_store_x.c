@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
-/* Tests for the store's cluster state (schema v3): nodes and rounds in flight, and the migration.
+/*
+ * Tests for the store's cluster state: nodes and rounds in flight (schema v4), their clients
+ * (v5), and the migrations to them.
  */
 #include <criterion/criterion.h>
 
@@ -146,17 +148,21 @@ Test(ctl_store_x, an_older_file_is_migrated)
 {
 	struct seen s = {0};
 	struct ctl_job got;
-	char sql[160];
+	char sql[512];
 	sqlite3 *raw;
 
 	job("old");
 	ctl_store_close(st);
 	st = NULL;
-	/* As the build before the cluster tables (the last migration) left it. */
+	/* As the build before the cluster tables (schema v3) left it: later schemas undone too. */
 	snprintf(sql, sizeof(sql),
+		 "DROP TABLE evaluations; DROP TABLE eval_versions; "
+		 "ALTER TABLE rounds DROP COLUMN opened_at; ALTER TABLE rounds DROP COLUMN closed_at; "
+		 "ALTER TABLE rounds DROP COLUMN bytes; "
+		 "ALTER TABLE rounds DROP COLUMN metrics_updates; "
+		 "ALTER TABLE rounds DROP COLUMN metrics; "
 		 "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; "
-		 "PRAGMA user_version = %d",
-		 CTL_STORE_SCHEMA_VERSION - 1);
+		 "DROP TABLE cluster_round_clients; PRAGMA user_version = %d", 3);
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
@@ -166,4 +172,107 @@ Test(ctl_store_x, an_older_file_is_migrated)
 	cr_assert_eq(ctl_store_xnode_list(st, node_row, &s), 0);
 	cr_assert_eq(s.rows, 0);
 	cr_assert_eq(ctl_store_xnode_put(st, 0, "n0", "a", 1), 0);
+}
+
+static int client_row(void *ctx, int64_t job, uint32_t round, const char *client, uint32_t rank)
+{
+	struct seen *s = ctx;
+	size_t len = strlen(s->text);
+
+	snprintf(s->text + len, sizeof(s->text) - len, "%lld/%u:%s@%u;", (long long)job, round,
+		 client, rank);
+	return ++s->rows == s->stop_at ? -ECANCELED : 0;
+}
+
+Test(ctl_store_x, a_rounds_clients_survive_a_reopen_and_go_with_it)
+{
+	int64_t a = job("a");
+	const char *ids[] = {"site-2", "site-1", "site-3"};
+	uint32_t ranks[] = {1, 0, 2};
+	struct seen s = {0};
+	char want[256];
+
+	cr_assert_eq(ctl_store_xround_put(st, a, 3, 0, "{}"), 0);
+	cr_assert_eq(ctl_store_xround_clients_put(st, a, 3, ids, ranks, 2), 0);
+	/* A put replaces the round's set (a client dropped when its node was lost goes). */
+	cr_assert_eq(ctl_store_xround_clients_put(st, a, 3, ids + 1, ranks + 1, 2), 0);
+	cr_assert_eq(ctl_store_xround_put(st, a, 4, 0, "{}"), 0);
+	cr_assert_eq(ctl_store_xround_clients_put(st, a, 4, ids, ranks, 1), 0);
+	reopen();
+	cr_assert_eq(ctl_store_xround_clients_list(st, client_row, &s), 0);
+	snprintf(want, sizeof(want), "%lld/3:site-1@0;%lld/3:site-3@2;%lld/4:site-2@1;",
+		 (long long)a, (long long)a, (long long)a);
+	cr_assert_str_eq(s.text, want);
+	/* The round's model is written: its row and its clients go together. */
+	cr_assert_eq(ctl_store_xround_delete(st, a, 3), 0);
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(ctl_store_xround_clients_list(st, client_row, &s), 0);
+	snprintf(want, sizeof(want), "%lld/4:site-2@1;", (long long)a);
+	cr_assert_str_eq(s.text, want);
+	cr_assert_eq(ctl_store_xround_prune(st, a, 5), 0);
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(ctl_store_xround_clients_list(st, client_row, &s), 0);
+	cr_assert_eq(s.rows, 0);
+	/* An empty set clears; an empty id is refused, and nothing of the put is kept. */
+	cr_assert_eq(ctl_store_xround_clients_put(st, a, 6, ids, ranks, 1), 0);
+	cr_assert_eq(ctl_store_xround_clients_put(st, a, 6, NULL, NULL, 0), 0);
+	ids[1] = "";
+	cr_assert_eq(ctl_store_xround_clients_put(st, a, 7, ids, ranks, 2), -EINVAL);
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(ctl_store_xround_clients_list(st, client_row, &s), 0);
+	cr_assert_eq(s.rows, 0, "%s", s.text);
+	cr_assert_eq(ctl_store_xround_clients_put(st, a, 7, NULL, ranks, 1), -EINVAL);
+}
+
+Test(ctl_store_x, a_schema_4_file_is_migrated_keeping_its_rounds)
+{
+	struct seen s = {0};
+	int64_t a = job("v4");
+	const char *ids[] = {"c1"};
+	uint32_t ranks[] = {2};
+	char want[128];
+	sqlite3 *raw;
+	sqlite3_stmt *q;
+
+	cr_assert_eq(ctl_store_xnode_put(st, 0, "n0", "tcp://x:1", 2), 0);
+	cr_assert_eq(ctl_store_xround_put(st, a, 1, 0, "{\"count\":7}"), 0);
+	ctl_store_close(st);
+	st = NULL;
+	/* As the last build (schema v4) left a controller's data dir. */
+	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(raw,
+				  "DROP TABLE evaluations; DROP TABLE eval_versions; "
+				  "ALTER TABLE rounds DROP COLUMN opened_at; "
+				  "ALTER TABLE rounds DROP COLUMN closed_at; "
+				  "ALTER TABLE rounds DROP COLUMN bytes; "
+				  "ALTER TABLE rounds DROP COLUMN metrics_updates; "
+				  "ALTER TABLE rounds DROP COLUMN metrics; "
+				  "DROP TABLE cluster_round_clients; PRAGMA user_version = 4",
+				  NULL, NULL, NULL),
+		     SQLITE_OK);
+	sqlite3_close(raw);
+	cr_assert_eq(ctl_store_open(dbpath, &st), 0);
+	cr_assert_eq(ctl_store_xround_list(st, round_row, &s), 0);
+	snprintf(want, sizeof(want), "%lld/1:0:{\"count\":7};", (long long)a);
+	cr_assert_str_eq(s.text, want, "its rounds in flight stay");
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(ctl_store_xnode_list(st, node_row, &s), 0);
+	cr_assert_str_eq(s.text, "0:n0:tcp://x:1:2;");
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(ctl_store_xround_clients_list(st, client_row, &s), 0);
+	cr_assert_eq(s.rows, 0);
+	cr_assert_eq(ctl_store_xround_clients_put(st, a, 1, ids, ranks, 1), 0);
+	ctl_store_close(st);
+	st = NULL;
+	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(raw, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_step(q), SQLITE_ROW);
+	cr_assert_eq(sqlite3_column_int(q, 0), CTL_STORE_SCHEMA_VERSION);
+	sqlite3_finalize(q);
+	sqlite3_close(raw);
+	cr_assert_eq(ctl_store_open(dbpath, &st), 0);
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(ctl_store_xround_clients_list(st, client_row, &s), 0);
+	snprintf(want, sizeof(want), "%lld/1:c1@2;", (long long)a);
+	cr_assert_str_eq(s.text, want);
 }

@@ -113,10 +113,11 @@ def update_body(rng):
     return x, w
 
 
-def post(cl, host, job, token, rnd, x, w):
+def post(cl, host, job, token, rnd, x, w, extra=None):
     return cl.call(host, 'POST', '/v1/jobs/%s/updates' % job, x.tobytes(),
-                   {'Content-Type': 'application/octet-stream', 'X-Tributary-Round': str(rnd),
-                    'X-Tributary-Samples': str(w)}, token)
+                   dict({'Content-Type': 'application/octet-stream',
+                         'X-Tributary-Round': str(rnd), 'X-Tributary-Samples': str(w)},
+                        **(extra or {})), token)
 
 
 def post_many(cl, items):
@@ -249,11 +250,156 @@ def client_creds(cl, admin, rng):
               'a second update of site1 in round 1 via %s: %d %s' % (h, st, b[:200]))
     info = round_info(cl, NODE_IP[0], 'ca', jtok, 0)
     check(info['clients'] == cpr and info['updates'] == cpr, 'ca round 0 record: %s' % info)
+    # Metrics and evaluations are a single node's for now: a cluster says so (400).
+    st, b = cl.call(NODE_IP[2], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 1, 'samples': 1, 'metrics': {}}).encode(),
+                    {'Content-Type': 'application/json'}, creds[1])
+    check(st == 400 and b'single node' in b, 'an evaluation in a cluster: %d %s' % (st, b[:200]))
+    st, b = post(cl, NODE_IP[2], 'ca', creds[1], 1, x, w, {'X-Tributary-Metrics': '{"a": 1}'})
+    check(st == 400 and b'X-Tributary-Metrics' in b,
+          'an update with metrics in a cluster: %d %s' % (st, b[:200]))
     check(round_info(cl, NODE_IP[2], 'ca', jtok, 1)['received'] == 1, 'the 409s were counted')
     log('client tokens: minted on n0 and n1, accepted on every gateway, the job token refused '
         '(403); site0 revoked via n2, then refused on n0, n1 and n2; a tampered token refused; '
         'a second update of one client in a round refused on two other gateways (409); round '
         '0 counted %d distinct clients' % cpr)
+
+
+def client_config(cl, admin, rng):
+    """client_config travels with the job to every node; selection is refused across nodes."""
+    cc = {'values': {'lr': 0.1}, 'schedule': [{'from_round': 1, 'values': {'lr': 0.01}}]}
+    st, b = cl.call(NODE_IP[1], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'sel', 'params': PARAMS, 'client_auth': 'required',
+         'selection': {'per_round': 2}}).encode(), {'Content-Type': 'application/json'}, admin)
+    check(st == 400 and b'selection' in b and b'across nodes' in b,
+          'selection in a cluster: %d %s' % (st, b))
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'cc', 'clients_per_round': 1, 'params': PARAMS, 'client_config': cc}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create cc: %d %s' % (st, b))
+    tok = json.loads(b)['token']
+    for r, lr in ((0, 0.1), (1, 0.01)):
+        for h in NODE_IP:
+            def seen(h=h):
+                st, b = cl.call(h, 'GET', '/v1/jobs/cc/task', token=tok)
+                return st == 200 and json.loads(b).get('round') == r and json.loads(b)
+            t = wait_for(seen, 10, 'round %d task on %s' % (r, h))
+            check(t['action'] == 'train' and t['config'] == {'lr': lr},
+                  'cc round %d task on %s: %s' % (r, h, t))
+            st, b = cl.call(h, 'GET', '/v1/jobs/cc', token=tok)
+            check(st == 200 and json.loads(b)['client_config'] == {'lr': lr},
+                  'cc round %d status on %s: %s' % (r, h, b[:300]))
+        if r == 0:
+            x, w = update_body(rng)
+            st, b = post(cl, NODE_IP[1], 'cc', tok, 0, x, w)
+            check(st == 202, 'cc update: %d %s' % (st, b[:200]))
+            get_model(cl, NODE_IP[2], 'cc', tok, 1)
+    log('client_config on every node: round 0 lr 0.1, round 1 lr 0.01; selection refused '
+        'across nodes (400)')
+
+
+def num_rounds_done(cl, admin, rng):
+    """num_rounds across nodes: done after the last round on every gateway (410), models kept;
+    DELETE and pause are single-node (400 naming the limit)."""
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'fin', 'clients_per_round': 3, 'params': PARAMS, 'fan_in': 2,
+         'num_rounds': 1}).encode(), {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create fin: %d %s' % (st, b))
+    tok = json.loads(b)['token']
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/fin', token=tok)[0] == 200
+                         for h in NODE_IP), 5, 'the job fin known on every node')
+    ups = [update_body(rng) for _ in range(3)]
+    res = post_many(cl, [(NODE_IP[k], 'fin', tok, 0, x, w) for k, (x, w) in enumerate(ups)])
+    check(all(st == 202 for st, _ in res), 'fin round 0: %s' % res)
+    m = get_model(cl, NODE_IP[2], 'fin', tok, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], 'fin round 0 (num_rounds 1)')
+    x, w = update_body(rng)
+    for h in NODE_IP:
+        wait_for(lambda h=h: json.loads(cl.call(h, 'GET', '/v1/jobs/fin', token=tok)[1])
+                 .get('state') == 'done', 5, 'fin done on %s' % h)
+        st, b = post(cl, h, 'fin', tok, 1, x, w)
+        check(st == 410 and b"job 'fin' is done after 1 rounds" in b,
+              'an update after the last round via %s: %d %s' % (h, st, b[:200]))
+        check(get_model(cl, h, 'fin', tok, 1) is not None, 'fin v1 on %s' % h)
+    st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster', token=admin)
+    fin = [j for j in json.loads(b)['jobs'] if j['name'] == 'fin']
+    check(st == 200 and fin and fin[0].get('state') == 'done' and fin[0]['num_rounds'] == 1,
+          'the controller says fin is done: %s' % fin)
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs/fin/pause', token=admin)
+    check(st == 409 and json.loads(b).get('state') == 'done', 'pause of a done job: %s' % b)
+    # Deleted through one gateway: gone on every gateway, and the name free again.
+    st, b = cl.call(NODE_IP[1], 'DELETE', '/v1/jobs/fin', token=tok)
+    check(st == 403, 'DELETE with the job token in a cluster: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[1], 'DELETE', '/v1/jobs/fin?purge=true', token=admin)
+    check(st == 200 and json.loads(b) == {'job': 'fin', 'deleted': True, 'purged': True},
+          'DELETE via n1: %d %s' % (st, b[:200]))
+    for h in NODE_IP:
+        wait_for(lambda h=h: cl.call(h, 'GET', '/v1/jobs/fin', token=admin)[0] == 404, 5,
+                 'fin gone on %s' % h)
+        st, b = post(cl, h, 'fin', tok, 1, x, w)
+        check(st == 401, 'an update to the deleted fin via %s: %d %s' % (h, st, b[:200]))
+    st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster', token=admin)
+    check(not [j for j in json.loads(b)['jobs'] if j['name'] == 'fin'],
+          'the controller still lists fin: %s' % b[:300])
+    tok2 = create_job(cl, admin, 'fin', 3, 2)
+    check(tok2 != tok, 'fin made again with the old token')
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/fin', token=tok2)[0] == 200
+                         for h in NODE_IP), 5, 'the new fin known on every node')
+    # Deleted with an update in its open round; made again, it runs a round exactly.
+    x, w = update_body(rng)
+    st, b = post(cl, NODE_IP[0], 'fin', tok2, 0, x, w)
+    check(st == 202, 'an update to the second fin: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[2], 'DELETE', '/v1/jobs/fin', token=admin)
+    check(st == 200 and json.loads(b)['purged'] is False, 'DELETE via n2: %d %s' % (st, b))
+    for h in NODE_IP:
+        wait_for(lambda h=h: cl.call(h, 'GET', '/v1/jobs/fin', token=admin)[0] == 404, 5,
+                 'the second fin gone on %s' % h)
+    tok3 = create_job(cl, admin, 'fin', 3, 2)
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/fin', token=tok3)[0] == 200
+                         for h in NODE_IP), 5, 'the third fin known on every node')
+    ups = [update_body(rng) for _ in range(3)]
+    res = post_many(cl, [(NODE_IP[k], 'fin', tok3, 0, x, w) for k, (x, w) in enumerate(ups)])
+    check(all(st == 202 for st, _ in res), 'the third fin, round 0: %s' % res)
+    m = get_model(cl, NODE_IP[1], 'fin', tok3, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], 'the third fin round 0')
+    log('num_rounds 1 across nodes: done on every gateway (410 after), the model served; '
+        'deleted via n1 (done) and n2 (a round open): 404 on every gateway, the name made '
+        'again and its round exact')
+
+
+def pause_resume(cl, admin, rng):
+    """Paused through one gateway: every gateway answers 503; resumed through another."""
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'pz', 'clients_per_round': 2, 'params': PARAMS, 'fan_in': 2}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create pz: %d %s' % (st, b))
+    tok = json.loads(b)['token']
+    wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/pz', token=tok)[0] == 200
+                         for h in NODE_IP), 5, 'the job pz known on every node')
+    st, b = cl.call(NODE_IP[1], 'POST', '/v1/jobs/pz/pause', token=tok)
+    check(st == 200 and json.loads(b) == {'job': 'pz', 'state': 'paused'},
+          'pause via n1: %d %s' % (st, b))
+    x, w = update_body(rng)
+    for h in NODE_IP:
+        wait_for(lambda h=h: json.loads(cl.call(h, 'GET', '/v1/jobs/pz', token=tok)[1])
+                 .get('state') == 'paused', 5, 'pz paused on %s' % h)
+        st, b = post(cl, h, 'pz', tok, 0, x, w)
+        check(st == 503 and b"job 'pz' is paused" in b,
+              'an update to a paused job via %s: %d %s' % (h, st, b[:200]))
+    st, b = cl.call(NODE_IP[1], 'GET', '/v1/cluster', token=admin)
+    pz = [j for j in json.loads(b)['jobs'] if j['name'] == 'pz']
+    check(pz and pz[0]['state'] == 'paused', 'the controller says pz is paused: %s' % pz)
+    st, b = cl.call(NODE_IP[2], 'POST', '/v1/jobs/pz/resume', token=admin)
+    check(st == 200 and json.loads(b) == {'job': 'pz', 'state': 'open'},
+          'resume via n2: %d %s' % (st, b))
+    wait_for(lambda: all(json.loads(cl.call(h, 'GET', '/v1/jobs/pz', token=tok)[1])
+                         .get('state') == 'open' for h in NODE_IP), 5, 'pz open everywhere')
+    ups = [update_body(rng) for _ in range(2)]
+    res = post_many(cl, [(NODE_IP[k], 'pz', tok, 0, x, w) for k, (x, w) in enumerate(ups)])
+    check(all(st == 202 for st, _ in res), 'pz round 0 after resume: %s' % res)
+    m = get_model(cl, NODE_IP[2], 'pz', tok, 1)
+    check_model(m, [x for x, _ in ups], [w for _, w in ups], 'pz round 0 (paused, resumed)')
+    log('pause via n1: 503 on every gateway; resumed via n2: the round completes exactly')
 
 
 def scenario():
@@ -317,6 +463,10 @@ def scenario():
                   (r, edges, want))
             check(info['updates'] == cpr and not info['lost_nodes'],
                   'round %d record: %s' % (r, info))
+            check(info['state'] == 'done' and 0 <= info['duration_s'] and
+                  abs(info['closed_at'] - info['opened_at'] - info['duration_s']) < 1e-3 and
+                  abs(info['closed_at'] - time.time()) < 120,
+                  'round %d record times: %s' % (r, info))
             log('  round %d: top on %s, cross-node edges %s' % (r, top, edges))
         sent = [metrics(cl, h).get('tributary_cluster_partials_sent_total', 0)
                 for h in NODE_IP]
@@ -339,6 +489,11 @@ def scenario():
                        and ('cluster:' in ln or 'edges' in ln or ' done ' in ln))[:1500])
 
         client_creds(cl, admin, rng)
+        client_config(cl, admin, rng)
+
+
+        num_rounds_done(cl, admin, rng)
+        pause_resume(cl, admin, rng)
 
         # --- B: kill -9 a node mid-round (open round: clients resend) ---
         tok = create_job(cl, admin, 'b', 30, 4)

@@ -52,12 +52,13 @@ GRACE_S = 8  # --controller-grace-s of the nodes
 class Cluster:
     """The controller and nodes of this test, restartable with the same arguments."""
 
-    def __init__(self, net, tmp):
+    def __init__(self, net, tmp, node_args=()):
         self.net, self.tmp = net, tmp
         self.procs = []
         self.runs = {}
         self.ctl, self.nodes = netns_cluster.start(
-            net, BIN, tmp, node_args=['--no-huge', '--controller-grace-s', str(GRACE_S)])
+            net, BIN, tmp, node_args=['--no-huge', '--controller-grace-s', str(GRACE_S)] +
+            list(node_args))
         self.procs += [self.ctl] + self.nodes
         self.cl = Client(net.ctl)
 
@@ -219,6 +220,38 @@ def phase_b(c, admin):
         check(nd.p.poll() is None, '%s exited %s' % (nd.name, nd.p.returncode))
 
 
+def life_before(c, admin):
+    """Before the controller's kill -9 (phase B): a paused job and a deleted one."""
+    ip = c.net.node_ip
+    tok = create_job(c.cl, ip[0], admin, 'lpz')
+    wait_for(lambda: all(c.cl.call(h, 'GET', '/v1/jobs/lpz', token=tok)[0] == 200
+                         for h in ip), 5, 'lpz known on every node')
+    st, b = c.cl.call(ip[1], 'POST', '/v1/jobs/lpz/pause', token=tok)
+    check(st == 200 and json.loads(b)['state'] == 'paused', 'pause lpz: %d %s' % (st, b))
+    create_job(c.cl, ip[0], admin, 'lgone')
+    st, b = c.cl.call(ip[2], 'DELETE', '/v1/jobs/lgone', token=admin)
+    check(st == 200, 'DELETE lgone: %d %s' % (st, b))
+    return tok
+
+
+def life_after(c, admin, tok):
+    """After the controller's restart: lpz still paused everywhere, lgone still gone."""
+    ip = c.net.node_ip
+    for h in ip:
+        st, b = c.cl.call(h, 'GET', '/v1/jobs/lpz', token=tok)
+        check(st == 200 and json.loads(b)['state'] == 'paused',
+              'lpz after the controller restart, %s: %d %s' % (h, st, b[:200]))
+        st, b = c.cl.call(h, 'GET', '/v1/jobs/lgone', token=admin)
+        check(st == 404, 'lgone after the controller restart, %s: %d %s' % (h, st, b[:200]))
+    st, b = c.cl.call(ip[0], 'GET', '/v1/cluster', token=admin)
+    lpz = [j for j in json.loads(b)['jobs'] if j['name'] == 'lpz']
+    check(lpz and lpz[0]['state'] == 'paused', 'the restarted controller: %s' % lpz)
+    st, b = c.cl.call(ip[2], 'POST', '/v1/jobs/lpz/resume', token=admin)
+    check(st == 200 and json.loads(b)['state'] == 'open', 'resume lpz: %d %s' % (st, b))
+    log('  a paused job stayed paused and a deleted one deleted across the controller\'s '
+        'kill -9 and restart')
+
+
 def phase_c(c, admin):
     ip = c.net.node_ip
     tok = create_job(c.cl, ip[2], admin, 'rc')
@@ -357,7 +390,9 @@ def scenario():
             wait_for(lambda i=i: c.joined(i), 30, 'node n%d to join' % i)
         admin = netns_cluster.admin_token(tmp)
         phase_a(c, admin)
+        life_tok = life_before(c, admin)
         phase_b(c, admin)
+        life_after(c, admin, life_tok)
         phase_c(c, admin)
         phase_d(c, admin)
         phase_e(c, admin)

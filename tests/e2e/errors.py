@@ -207,8 +207,12 @@ def run():
             E.expect(404, x('GET model ?round=999'), E.req(
                     'GET', '/v1/jobs/%s/model?round=999' % JOB, token=tok))
 
+            # 403: deleting a job is the admin's (job_lifecycle.py deletes).
+            E.expect(403, x('DELETE the job with its token'),
+                     E.req('DELETE', '/v1/jobs/' + JOB, token=tok), reason='auth')
+
             # 405.
-            for meth, p in (('DELETE', '/v1/jobs/' + JOB), ('GET', UPD), ('PUT', UPD),
+            for meth, p in (('GET', UPD), ('PUT', UPD),
                             ('PUT', '/v1/jobs'), ('DELETE', '/v1/jobs'), ('POST', '/healthz'),
                             ('POST', '/metrics'), ('POST', '/v1/jobs/%s/model' % JOB),
                             ('DELETE', '/v1/jobs/%s/model' % JOB), ('POST', '/v1/jobs/' + JOB)):
@@ -359,7 +363,7 @@ def run():
                 ({'name': 'a', 'clients_per_round': 0, 'params': 1}, 'clients_per_round'),
                 ({'name': 'a', 'clients_per_round': '3', 'params': 1}, 'clients_per_round'),
                 ({'name': 'a', 'clients_per_round': 1.5, 'params': 1}, 'clients_per_round'),
-                ({'name': 'a', 'clients_per_round': 1, 'params': 1, 'algorithm': 'fedprox'},
+                ({'name': 'a', 'clients_per_round': 1, 'params': 1, 'algorithm': 'no_such_rule'},
                  'algorithm'),
                 ({'name': 'a', 'clients_per_round': 1, 'params': 1, 'fan_in': 0}, 'fan_in'),
                 ({'name': 'a', 'clients_per_round': 1, 'params': 1, 'fan_in': 'x'}, 'fan_in'),

@@ -35,6 +35,11 @@ body = json.dumps({'name': 'f', 'clients_per_round': 3, 'tensors': [{'name': 'a'
 req(b'POST /v1/jobs HTTP/1.1\r\nAuthorization: Bearer ' + tok.encode() + b'\r\nContent-Length: %d\r\n\r\n' % len(body) + body)
 rng = random.Random(1)
 paths = [b'/v1/jobs', b'/v1/jobs/f', b'/v1/jobs/f/updates', b'/v1/jobs/f/model', b'/metrics', b'/healthz', b'/v1/functions', b'/v1/jobs/f/model?after=0&timeout=0', b'/v1/jobs/f/model?round=99999999999']
+# Job g takes the lifecycle's fuzz (DELETE, pause, resume), made again now and then: f's
+# accounting below needs f to live.
+paths += [b'/v1/jobs/g', b'/v1/jobs/g?purge=true', b'/v1/jobs/g/pause', b'/v1/jobs/g/resume',
+          b'/v1/jobs/g/updates']
+body_g = body.replace(b'"f"', b'"g"')
 methods = [b'GET', b'POST', b'PUT', b'DELETE', b'HEAD', b'PATCH', b'XYZ']
 cts = [b'application/octet-stream', b'application/x-safetensors', b'application/json', b'text/plain', b'']
 def st_blob():
@@ -50,6 +55,9 @@ accepted = [0]
 n = 0
 while time.time() < t_end:
     n += 1
+    if n % 50 == 1:
+        req(b'POST /v1/jobs HTTP/1.1\r\nAuthorization: Bearer ' + tok.encode() +
+            b'\r\nContent-Length: %d\r\n\r\n' % len(body_g) + body_g)
     kind = rng.random()
     if kind < 0.35:
         # Almost valid updates (some valid): raw or safetensors, one field perturbed.
@@ -87,6 +95,8 @@ while time.time() < t_end:
         raw = os.urandom(rng.randint(1, 3000))
     else:
         m = rng.choice(methods); pth = rng.choice(paths)
+        if m == b'DELETE' and pth == b'/v1/jobs/f':
+            pth = b'/v1/jobs/g'
         hs = [m + b' ' + pth + b' HTTP/1.' + rng.choice([b'1', b'0', b'9'])]
         if rng.random() < 0.8: hs.append(b'Authorization: Bearer ' + (tok.encode() if rng.random() < 0.7 else os.urandom(8).hex().encode()))
         if rng.random() < 0.8: hs.append(b'X-Tributary-Round: ' + rng.choice([b'0', b'1', b'-1', b'99999999999999999999', b'x', b'']))

@@ -542,3 +542,27 @@ Test(runtime_http, bearer)
 	strcpy(r.authorization, "Bearertoken");
 	cr_assert_eq(rt_http_bearer(&r, &tok), -ENOENT);
 }
+
+/* Accept: a list header, so two lines join; too long is flagged, not a refusal of the request. */
+Test(runtime_http, accept_joined_and_long_is_soft)
+{
+	struct rt_http_req r;
+	size_t hl;
+	char head[1200];
+
+	cr_assert_eq(parse("GET /m HTTP/1.1\r\nAccept: application/x-npz ;q=0.5 \r\n"
+			   "accept:  */*\r\n\r\n", &r, &hl), 0);
+	cr_assert_str_eq(r.accept, "application/x-npz ;q=0.5,*/*");
+	cr_assert_not(r.accept_too_long);
+	snprintf(head, sizeof(head), "GET /m HTTP/1.1\r\nAccept: %0300d\r\nX-Tributary-Round: 4"
+		 "\r\n\r\n", 0);
+	cr_assert_eq(parse(head, &r, &hl), 0);
+	cr_assert(r.accept_too_long);
+	cr_assert_str_eq(r.accept, "");
+	cr_assert_str_eq(r.x_round, "4");
+	/* A second line that no longer fits. */
+	snprintf(head, sizeof(head), "GET /m HTTP/1.1\r\nAccept: %0250d\r\nAccept: text/html\r\n"
+		 "\r\n", 0);
+	cr_assert_eq(parse(head, &r, &hl), 0);
+	cr_assert(r.accept_too_long);
+}

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fn_abi.h"
+#include "fn_opt.h"
 #include "rt_api.h"
 
 #define ARENA (256ull << 20)
@@ -288,4 +289,53 @@ Test(runtime_job_def, schema_refusals_name_the_entry)
 	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":1,\"tensors\":[]}", false, &def,
 			   msg), 400);
 	cr_assert_str_eq(msg, "tensors: must be a non-empty array (at most 4096 tensors)");
+}
+
+/* fedprox: FedAvg on the server; proximal_mu defaults, is bounded, stored, and published. */
+Test(runtime_job_def, fedprox_proximal_mu)
+{
+	static const struct {
+		const char *extra, *want; /* want: NULL accepted, else the start of the 400 */
+	} cases[] = {
+		{ "", NULL },
+		{ ",\"proximal_mu\":0", NULL },
+		{ ",\"proximal_mu\":1000", NULL },
+		{ ",\"proximal_mu\":-0.5", "proximal_mu: -0.5 is out of range: a number in [0, 1000]" },
+		{ ",\"proximal_mu\":1000.5", "proximal_mu: 1000.5 is out of range" },
+		{ ",\"proximal_mu\":\"0.1\"", "proximal_mu: a number in [0, 1000] (default 0.01)" },
+		{ ",\"proximal_mu\":null", "proximal_mu: a number" },
+	};
+	struct rt_job_def def;
+	char body[256], msg[256];
+	json_t *pub;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(body, sizeof(body), "{\"name\":\"x\",\"params\":8,\"clients_per_round\":4,"
+			 "\"algorithm\":\"fedprox\"%s}", cases[i].extra);
+		msg[0] = '\0';
+		if (cases[i].want) {
+			cr_assert_eq(parse(body, false, &def, msg), 400, "%s", body);
+			cr_assert_eq(strncmp(msg, cases[i].want, strlen(cases[i].want)), 0,
+				     "%s: %s", body, msg);
+			continue;
+		}
+		cr_assert_eq(parse(body, false, &def, msg), 200, "%s: %s", body, msg);
+		/* The server folds as FedAvg: no server step, no previous model needed. */
+		cr_assert_eq(def.algo.par.server, FN_OPT_FEDAVG);
+		cr_assert_eq(def.algo.par.server_lr, 1.0f);
+		cr_assert(!def.algo.needs_model);
+		cr_assert_eq(def.algo.proximal_mu, i == 0 ? 0.01f : i == 1 ? 0.0f : 1000.0f);
+		/* Stored (a restart reads the same mu) and published in the status. */
+		cr_assert_eq((float)json_number_value(json_object_get(def.params, "proximal_mu")),
+			     def.algo.proximal_mu);
+		pub = rt_algo_json(&def.algo);
+		cr_assert_eq((float)json_number_value(json_object_get(pub, "proximal_mu")),
+			     def.algo.proximal_mu);
+		json_decref(pub);
+		rt_job_def_free(&def);
+	}
+	/* proximal_mu belongs to fedprox only. */
+	cr_assert_eq(parse("{\"name\":\"x\",\"params\":8,\"clients_per_round\":4,"
+			   "\"proximal_mu\":0.1}", false, &def, msg), 400);
+	cr_assert_str_eq(msg, "proximal_mu: for fedprox only (algorithm is 'fedavg')");
 }

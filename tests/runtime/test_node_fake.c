@@ -567,9 +567,11 @@ Test(runtime_node_fake, a_non_finite_model_is_never_written)
 
 /* --- --durability disk (node/rt_wal_node.c) --- */
 
-static struct rt_node *node_disk(const char *dir, const char *db, struct fake *f)
+static struct rt_node *node_disk_as(const char *dir, const char *db, struct fake *f,
+				    const char *controller)
 {
 	struct rt_node_opts o = {
+		.controller = controller,
 		.listen_host = "127.0.0.1",
 		.arena_bytes = 64ull << 20,
 		.no_huge = true,
@@ -587,13 +589,18 @@ static struct rt_node *node_disk(const char *dir, const char *db, struct fake *f
 	return n;
 }
 
-/* accept_keyed through the log: the ticket, once the log says it is on disk. */
-static uint64_t accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
-			      const char *key, char *ans, size_t cap)
+static struct rt_node *node_disk(const char *dir, const char *db, struct fake *f)
+{
+	return node_disk_as(dir, db, f, NULL);
+}
+
+/* accept_keyed through the log, from client credential @client (NULL: the job's token). */
+static uint64_t accept_logged_as(struct rt_node *n, struct rt_job *j, uint32_t round,
+				 const char *key, const char *client, char *ans, size_t cap)
 {
 	size_t body = (j->n_elem * sizeof(float) + 63) & ~(size_t)63, len = 0;
 	struct rt_update_in u = { .nsegs = 1, .weight = 1.0, .key = key, .key_len = strlen(key),
-				  .data_len = j->n_elem * sizeof(float) };
+				  .data_len = j->n_elem * sizeof(float), .client = client };
 	struct shm_seg *seg;
 	uint64_t ticket = 0;
 	float *x;
@@ -614,6 +621,46 @@ static uint64_t accept_logged(struct rt_node *n, struct rt_job *j, uint32_t roun
 	ans[len] = '\0';
 	cr_assert_gt(ticket, 0, "with a log, the 202 waits for a ticket");
 	return ticket;
+}
+
+/* accept_keyed through the log: the ticket, once the log says it is on disk. */
+static uint64_t accept_logged(struct rt_node *n, struct rt_job *j, uint32_t round,
+			      const char *key, char *ans, size_t cap)
+{
+	return accept_logged_as(n, j, round, key, NULL, ans, cap);
+}
+
+Test(runtime_node_fake, with_durability_disk_a_replayed_update_still_counts_its_client)
+{
+	struct fake f = { 0 }, g = { 0 };
+	char dir[64], db[128], ans[128], arena[PATH_MAX], cmd[160];
+	struct rt_node *n;
+	struct rt_job *j;
+
+	snprintf(dir, sizeof(dir), "/tmp/trib-rt-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(db, sizeof(db), "%s/tributary.db", dir);
+	n = node_disk(dir, db, &f);
+	j = job_new(n, "{\"name\":\"c\",\"clients_per_round\":4,\"fan_in\":4,\"params\":8}");
+	accept_logged_as(n, j, 0, "k0", "site-1", ans, sizeof(ans));
+	accept_logged_as(n, j, 0, "k1", NULL, ans, sizeof(ans));
+	cr_assert(rt_job_client_seen(n, j, "site-1"));
+	cr_assert_eq(rt_node_wal_flush(n), 0);
+	/* The machine dies: the arena file (and its journal's client ids) is gone with it. */
+	snprintf(arena, sizeof(arena), "%s", shm_arena_file_path(n->arena));
+	rt_node_close(n);
+	cr_assert_eq(unlink(arena), 0);
+	n = node_disk(dir, db, &g);
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(rt_node_recover(n), 0);
+	j = rt_job_find(n, "c");
+	cr_assert_eq(n->m.wal_recovered, 2);
+	cr_assert(rt_job_client_seen(n, j, "site-1"),
+		  "the log's record names its client: a second update of it is a 409");
+	cr_assert_not(rt_job_client_seen(n, j, "site-2"));
+	rt_node_close(n);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
 }
 
 Test(runtime_node_fake, with_durability_disk_a_lost_arena_file_is_replayed_once_from_the_log)
@@ -788,4 +835,71 @@ Test(runtime_node_fake, one_update_per_client_per_round_across_a_restart)
 	t.n = node_on(t.dir, ":memory:", true, &err);
 	cr_assert_eq(err, 0);
 	rt_test_node_close(&t);
+}
+
+struct held_seen {
+	uint32_t n;
+	char clients[256];
+	double weight;
+};
+
+static int held_cb(void *ctx, const struct rt_log_held *h)
+{
+	struct held_seen *s = ctx;
+	size_t len = strlen(s->clients);
+
+	s->n++;
+	s->weight += h->weight;
+	snprintf(s->clients + len, sizeof(s->clients) - len, "%u:%s;", h->seq, h->client);
+	return 0;
+}
+
+Test(runtime_node_fake, a_cluster_node_reports_what_only_its_log_holds_at_its_first_join)
+{
+	struct fake f = { 0 }, g = { 0 }, h = { 0 };
+	char dir[64], db[128], ans[128], arena[PATH_MAX], cmd[160];
+	struct held_seen s = { 0 };
+	struct rt_node *n;
+	struct rt_job *j;
+
+	snprintf(dir, sizeof(dir), "/tmp/trib-rt-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(db, sizeof(db), "%s/tributary.db", dir);
+	n = node_disk(dir, db, &f);
+	cr_assert_not(rt_node_keeps_acked(n), "a first start keeps nothing");
+	j = job_new(n, "{\"name\":\"h\",\"clients_per_round\":4,\"fan_in\":4,\"params\":8}");
+	accept_logged_as(n, j, 0, "k0", "site-1", ans, sizeof(ans));
+	accept_logged_as(n, j, 0, "k1", NULL, ans, sizeof(ans));
+	accept_logged_as(n, j, 0, "k2", "site-3", ans, sizeof(ans));
+	cr_assert_eq(rt_node_wal_flush(n), 0);
+	snprintf(arena, sizeof(arena), "%s", shm_arena_file_path(n->arena));
+	rt_node_close(n);
+
+	/* The arena file is kept (a crash): the arena reports them, the log adds nothing. */
+	n = node_disk_as(dir, db, &g, "tcp://127.0.0.1:1");
+	cr_assert(n->arena_reattached);
+	cr_assert(rt_node_keeps_acked(n));
+	cr_assert_eq(rt_node_log_holds(n, held_cb, &s), 0);
+	cr_assert_eq(s.n, 0, "reported once, from the arena: %s", s.clients);
+	rt_node_close(n);
+
+	/* A reboot: the arena is new, the log holds all three, with their clients. */
+	cr_assert_eq(unlink(arena), 0);
+	n = node_disk_as(dir, db, &h, "tcp://127.0.0.1:1");
+	cr_assert_not(n->arena_reattached);
+	cr_assert(rt_node_keeps_acked(n), "the log keeps what was acknowledged: \"kept\"");
+	cr_assert_eq(rt_node_log_holds(n, held_cb, &s), 0);
+	cr_assert_eq(s.n, 3);
+	cr_assert_str_eq(s.clients, "0:site-1;1:;2:site-3;");
+	cr_assert_float_eq(s.weight, 3.0, 1e-12);
+	/* After the first join's recovery the journal has them: the log reports nothing more. */
+	cr_assert_eq(rt_node_jobs_load(n), 0);
+	cr_assert_eq(rt_node_recover(n), 0);
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(rt_node_log_holds(n, held_cb, &s), 0);
+	cr_assert_eq(s.n, 0);
+	cr_assert_eq(n->m.wal_recovered, 3);
+	rt_node_close(n);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
 }

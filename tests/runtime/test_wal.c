@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
-/* The update log of --durability disk: append, group commit, torn tail, CRC, cut, replay order. */
+/*
+ * The update log of --durability disk: append, group commit, torn tail, CRC, cut, replay order,
+ * the client id of format 2, format 1 read, a newer format refused.
+ */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +23,7 @@ struct seen {
 	char key[64][16];
 	uint8_t body0[64];
 	uint64_t body_len[64];
+	char client[64][33];
 };
 
 static void tmpdir(char *dir, size_t cap)
@@ -42,7 +46,7 @@ static uint64_t append(struct rt_wal *w, uint64_t job, uint32_t round, uint32_t 
 	char key[16], ans[32];
 	uint32_t meta[4] = {1, 2, 3, seq};
 	struct rt_wal_rec rec = {job, round, seq,  seq + 1.0,	 0,    1,  key, 0,
-				 ans, 0,     meta, sizeof(meta), body, len};
+				 ans, 0,     meta, sizeof(meta), body, len, NULL, 0};
 	struct rt_wal_ent *e;
 
 	rec.key_len = (size_t)snprintf(key, sizeof(key), "k-%u-%u", round, seq);
@@ -82,6 +86,9 @@ static int collect(void *ctx, const struct rt_wal_rec *r)
 	cr_assert_lt(r->key_len, sizeof(s->key[i]));
 	memcpy(s->key[i], r->key, r->key_len);
 	s->key[i][r->key_len] = '\0';
+	cr_assert_leq(r->client_len, 32u);
+	memcpy(s->client[i], r->client, r->client_len);
+	s->client[i][r->client_len] = '\0';
 	s->body_len[i] = r->body_len;
 	s->body0[i] = r->body_len ? ((const uint8_t *)r->body)[0] : 0;
 	cr_assert_eq(r->meta_len, 16u);
@@ -434,5 +441,159 @@ Test(runtime_wal, wipe_removes_every_segment)
 	cr_assert_eq(removed, 2u);
 	cr_assert_eq(rt_wal_replay(dir, collect, &s, NULL), 0);
 	cr_assert_eq(s.n, 0u);
+	rmrf(dir);
+}
+
+Test(runtime_wal, a_record_keeps_its_client_id)
+{
+	char dir[64], key[] = "k1", ans[] = "{}", client[] = "site-7";
+	uint8_t body[64];
+	uint32_t meta[4] = {1, 2, 3, 0};
+	struct rt_wal_rec rec = {.job = 3, .round = 2, .seq = 0, .weight = 5, .nsegs = 1,
+				 .key = key, .key_len = 2, .ans = ans, .ans_len = 2,
+				 .meta = meta, .meta_len = sizeof(meta), .body = body,
+				 .body_len = sizeof(body), .client = client, .client_len = 6};
+	struct rt_wal *w;
+	struct rt_wal_ent *e;
+	struct rt_wal_state st;
+	struct seen s = {0};
+	struct rt_wal_replay_stats rs;
+	char long_id[40];
+
+	memset(body, 4, sizeof(body));
+	tmpdir(dir, sizeof(dir));
+	cr_assert_eq(rt_wal_open(dir, &w), 0);
+	cr_assert_eq(rt_wal_prepare(&rec, &e), 0);
+	rt_wal_submit(w, e);
+	/* One without a client (the job's token), then an id over the limit: refused. */
+	rec.seq = 1;
+	meta[3] = 1;
+	rec.client = NULL;
+	rec.client_len = 0;
+	cr_assert_eq(rt_wal_prepare(&rec, &e), 0);
+	rt_wal_submit(w, e);
+	memset(long_id, 'x', sizeof(long_id));
+	rec.client = long_id;
+	rec.client_len = 33;
+	cr_assert_eq(rt_wal_prepare(&rec, &e), -EINVAL);
+	wait_state(w, 2, false, &st);
+	rt_wal_close(w);
+	cr_assert_eq(rt_wal_replay(dir, collect, &s, &rs), 0);
+	cr_assert_eq(s.n, 2u);
+	cr_assert_str_eq(s.client[0], "site-7");
+	cr_assert_str_eq(s.client[1], "");
+	cr_assert_str_eq(s.key[0], "k1");
+	cr_assert_eq(s.body0[0], 4);
+	cr_assert_eq(rs.v1_records, 0u);
+	rmrf(dir);
+}
+
+/* A format-1 record ("TWAL", 16-bit key and answer lengths, no client), as the last build wrote. */
+static size_t v1_record(uint8_t *out, uint32_t round, uint32_t seq, const char *key,
+			const uint8_t *body, size_t body_len)
+{
+	struct rt_wal_disk_v1 h = {0};
+	uint32_t meta[4] = {1, 2, 3, seq};
+	const char ans[] = "{\"round\":0}";
+	size_t kl = strlen(key), al = strlen(ans), off = sizeof(h);
+	uint32_t crc;
+
+	h.magic = RT_WAL_MAGIC_V1;
+	h.round = round;
+	h.seq = seq;
+	h.weight = 2.5;
+	h.key_len = (uint16_t)kl;
+	h.ans_len = (uint16_t)al;
+	h.meta_len = sizeof(meta);
+	h.nsegs = 1;
+	h.body_len = body_len;
+	h.len = sizeof(h) + kl + al + sizeof(meta) + body_len;
+	memcpy(out + off, key, kl);
+	off += kl;
+	memcpy(out + off, ans, al);
+	off += al;
+	memcpy(out + off, meta, sizeof(meta));
+	off += sizeof(meta);
+	memcpy(out + off, body, body_len);
+	off += body_len;
+	memcpy(out, &h, sizeof(h));
+	crc = rt_wal_crc32c(NULL, 0, out + 8, off - 8);
+	memcpy(out + 4, &crc, sizeof(crc));
+	return off;
+}
+
+static void write_seg(const char *dir, uint64_t job, uint32_t round, const void *p, size_t len)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%llu", dir, (unsigned long long)job);
+	cr_assert(mkdir(path, 0700) == 0 || errno == EEXIST);
+	seg_path(dir, job, round, path, sizeof(path));
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, p, len), (ssize_t)len);
+	close(fd);
+}
+
+Test(runtime_wal, a_format_1_log_is_read_with_no_client_and_appended_to_in_format_2)
+{
+	char dir[64], path[128];
+	uint8_t buf[512], body[40];
+	struct rt_wal *w;
+	struct rt_wal_state st;
+	struct seen s = {0};
+	struct rt_wal_replay_stats rs;
+	size_t len;
+
+	memset(body, 'v', sizeof(body));
+	tmpdir(dir, sizeof(dir));
+	len = v1_record(buf, 0, 0, "old-key", body, sizeof(body));
+	write_seg(dir, 9, 0, buf, len);
+	cr_assert_eq(rt_wal_replay(dir, collect, &s, &rs), 0);
+	cr_assert_eq(s.n, 1u);
+	cr_assert_eq(rs.torn, 0u, "a format-1 record is not a torn tail");
+	cr_assert_eq(rs.v1_records, 1u);
+	cr_assert_str_eq(s.key[0], "old-key");
+	cr_assert_str_eq(s.client[0], "");
+	cr_assert_eq(s.body_len[0], sizeof(body));
+	cr_assert_eq(s.body0[0], 'v');
+	cr_assert_float_eq(s.weight[0], 2.5, 1e-12);
+	/* A new build appends format 2 after it, in the same segment: both read. */
+	cr_assert_eq(rt_wal_open(dir, &w), 0);
+	append(w, 9, 0, 1, body, sizeof(body));
+	wait_state(w, 1, false, &st);
+	rt_wal_close(w);
+	memset(&s, 0, sizeof(s));
+	cr_assert_eq(rt_wal_replay(dir, collect, &s, &rs), 0);
+	cr_assert_eq(s.n, 2u);
+	cr_assert_eq(rs.v1_records, 1u);
+	cr_assert_str_eq(s.key[1], "k-0-1");
+	seg_path(dir, 9, 0, path, sizeof(path));
+	cr_assert_gt(file_size(path), (off_t)len);
+	rmrf(dir);
+}
+
+Test(runtime_wal, a_record_of_a_newer_format_is_refused_and_left_alone)
+{
+	char dir[64], path[128];
+	uint8_t buf[512], body[40];
+	struct seen s = {0};
+	struct rt_wal_replay_stats rs;
+	uint32_t v3 = RT_WAL_MAGIC_FAMILY | (uint32_t)'3' << 24;
+	size_t len, first;
+
+	memset(body, 'n', sizeof(body));
+	tmpdir(dir, sizeof(dir));
+	first = v1_record(buf, 0, 0, "k", body, sizeof(body));
+	len = first + v1_record(buf + first, 0, 1, "k2", body, sizeof(body));
+	/* The second record as a newer build would mark it. */
+	memcpy(buf + first, &v3, sizeof(v3));
+	write_seg(dir, 2, 0, buf, len);
+	cr_assert_eq(rt_wal_replay(dir, collect, &s, &rs), -EPROTONOSUPPORT);
+	seg_path(dir, 2, 0, path, sizeof(path));
+	cr_assert_eq(file_size(path), (off_t)len, "never cut off as a torn tail");
+	cr_assert_eq(rs.torn, 0u);
+	cr_assert_eq(s.n, 1u, "the records before it were read");
 	rmrf(dir);
 }
