@@ -113,8 +113,13 @@ class RealServerLoopTest(unittest.TestCase):
                           "fc.bias": np.zeros(3, np.float32)}, round=rounds)
         self.assertEqual(cm.exception.status, 410)
 
+        # A done job has no open round after its last one.
         recs = job.rounds()
         self.assertEqual([r["round"] for r in recs], list(range(rounds)))
+        with self.assertRaises(tc.TributaryError) as cm:
+            job.round_record(rounds)
+        self.assertEqual(cm.exception.status, 404)
+        self.assertIn("done after 4 rounds", cm.exception.message)
         for r, rec in enumerate(recs):
             sent = [(e["samples"], e["metrics"]["train_loss"]) for h in hist for e in h
                     if e["round"] == r]
