@@ -174,8 +174,9 @@ class ClientTest(unittest.TestCase):
         self.assertIn(job.name, str(self.admin.jobs()))
 
     def test_weighted_mean_of_numpy_and_state_dict_updates(self):
-        """Three clients (numpy float32, numpy float64 in another order, a fake state_dict)
-        give the sample-weighted mean as the next model, with the right names and shapes."""
+        """Three clients (numpy float32, numpy float64 with cast=True in another order, a fake
+        state_dict) give the sample-weighted mean as the next model, with the right names and
+        shapes."""
         rng = np.random.default_rng(7)
         job = self.new_job("mean", 3)
         version, zeros = job.model()
@@ -190,7 +191,8 @@ class ClientTest(unittest.TestCase):
         c1, c2, c3 = (self.job_client(job) for _ in range(3))
         self.assertEqual(c1.submit(u1, round=0, samples=samples[0]), {"round": 0, "received": 1})
         reordered = dict(reversed(list(u2.items())))
-        self.assertEqual(c2.submit(reordered, round=0, samples=samples[1])["received"], 2)
+        self.assertEqual(c2.submit(reordered, round=0, samples=samples[1],
+                                   cast=True)["received"], 2)
         c3.submit(fake, round=0, samples=samples[2])
         self.assertEqual(fake["fc.bias"].calls, ["detach", "cpu", "numpy"])
 
@@ -216,8 +218,8 @@ class ClientTest(unittest.TestCase):
         v, m = job.model()
         self.assertEqual(v, 0)
         self.assert_model(m, start, tol=0)
-        job.submit({"weights": np.ones(1000)}, round=0, samples=1)
-        job.submit({"weights": np.full(1000, 3.0)}, round=0, samples=3)
+        job.submit({"weights": np.ones(1000, np.float32)}, round=0, samples=1)
+        job.submit({"weights": np.full(1000, 3.0, np.float32)}, round=0, samples=3)
         v, m = job.wait_model(after=0, timeout=30)
         self.assertEqual(v, 1)
         self.assert_model(m, {"weights": np.full(1000, 2.5, np.float32)})
@@ -427,13 +429,14 @@ class RetryTest(unittest.TestCase):
 
     def test_503_is_retried(self):
         job = self.serve(fails=2)
-        self.assertEqual(job.submit({"w": np.zeros(3)}, round=0), {"round": 0, "received": 1})
+        self.assertEqual(job.submit({"w": np.zeros(3, np.float32)}, round=0),
+                         {"round": 0, "received": 1})
         self.assertEqual(RetryHandler.seen, 3)
 
     def test_503_retries_are_bounded(self):
         job = self.serve(fails=100)
         with self.assertRaises(tc.TributaryError) as cm:
-            job.submit({"w": np.zeros(3)}, round=0)
+            job.submit({"w": np.zeros(3, np.float32)}, round=0)
         self.assertEqual(cm.exception.status, 503)
         self.assertIn("memory is full", cm.exception.message)
         self.assertEqual(RetryHandler.seen, 4)
@@ -527,7 +530,8 @@ class IdempotencyTest(unittest.TestCase):
 
     def test_dropped_connection_resends_with_the_same_key(self):
         job = self.job(self.start("drop"))
-        self.assertEqual(job.submit({"w": np.zeros(3)}, round=0), {"round": 0, "received": 1})
+        self.assertEqual(job.submit({"w": np.zeros(3, np.float32)}, round=0),
+                         {"round": 0, "received": 1})
         keys = IdemHandler.keys
         self.assertEqual(len(keys), 2, "sent, dropped, sent again")
         self.assertRegex(keys[0], "^%s$" % KEY_RE)
@@ -535,7 +539,7 @@ class IdempotencyTest(unittest.TestCase):
 
     def test_answer_cut_mid_body_resends_with_the_same_key(self):
         job = self.job(self.start("cut", drops=2))
-        self.assertEqual(job.submit({"w": np.zeros(3)}, round=0)["received"], 1)
+        self.assertEqual(job.submit({"w": np.zeros(3, np.float32)}, round=0)["received"], 1)
         self.assertEqual(len(IdemHandler.keys), 3)
         self.assertEqual(len(set(IdemHandler.keys)), 1, IdemHandler.keys)
 
@@ -547,14 +551,14 @@ class IdempotencyTest(unittest.TestCase):
         self.start("accept", port=port, delay=0.3)
         job = self.job(port, max_retry_wait=0.2)
         key = "client-7-round-0"
-        self.assertEqual(job.submit({"w": np.zeros(3)}, round=0, idempotency_key=key),
+        self.assertEqual(job.submit({"w": np.zeros(3, np.float32)}, round=0, idempotency_key=key),
                          {"round": 0, "received": 1})
         self.assertEqual(IdemHandler.keys, [key])
 
     def test_resends_are_bounded_and_name_the_key(self):
         job = self.job(self.start("drop", drops=100), resends=3)
         with self.assertRaises(tc.TributaryError) as cm:
-            job.submit({"w": np.zeros(3)}, round=0)
+            job.submit({"w": np.zeros(3, np.float32)}, round=0)
         e = cm.exception
         self.assertEqual(e.status, 0)
         self.assertEqual(len(IdemHandler.keys), 4, "one send and 3 resends")
@@ -563,27 +567,27 @@ class IdempotencyTest(unittest.TestCase):
                       str(e))
         # The caller can resend it later under the same key.
         IdemHandler.drops = 0
-        job.submit({"w": np.zeros(3)}, round=0, idempotency_key=e.idempotency_key)
+        job.submit({"w": np.zeros(3, np.float32)}, round=0, idempotency_key=e.idempotency_key)
         self.assertEqual(IdemHandler.keys[-1], e.idempotency_key)
 
     def test_4xx_is_not_resent(self):
         job = self.job(self.start("reject"))
         with self.assertRaises(tc.TributaryError) as cm:
-            job.submit({"w": np.zeros(3)}, round=0)
+            job.submit({"w": np.zeros(3, np.float32)}, round=0)
         self.assertEqual(cm.exception.status, 422)
         self.assertEqual(len(IdemHandler.keys), 1)
         self.assertEqual(cm.exception.idempotency_key, IdemHandler.keys[0])
 
     def test_503_retries_keep_the_key(self):
         job = self.job(self.start("busy", drops=2), retries=3)
-        job.submit({"w": np.zeros(3)}, round=0)
+        job.submit({"w": np.zeros(3, np.float32)}, round=0)
         self.assertEqual(len(IdemHandler.keys), 3)
         self.assertEqual(len(set(IdemHandler.keys)), 1)
 
     def test_keys_differ_across_updates(self):
         job = self.job(self.start("accept"))
         for _ in range(5):
-            job.submit({"w": np.zeros(3)}, round=0)
+            job.submit({"w": np.zeros(3, np.float32)}, round=0)
         self.assertEqual(len(set(IdemHandler.keys)), 5, IdemHandler.keys)
         for k in IdemHandler.keys:
             self.assertRegex(k, "^%s$" % KEY_RE)
@@ -592,8 +596,8 @@ class IdempotencyTest(unittest.TestCase):
         job = self.job(self.start("accept"))
         for bad in ("", "x" * 65, "with space", "caf\u00e9", "tab\t"):
             with self.assertRaises(ValueError):
-                job.submit({"w": np.zeros(3)}, round=0, idempotency_key=bad)
-        job.submit({"w": np.zeros(3)}, round=0, idempotency_key="k" * 64)
+                job.submit({"w": np.zeros(3, np.float32)}, round=0, idempotency_key=bad)
+        job.submit({"w": np.zeros(3, np.float32)}, round=0, idempotency_key="k" * 64)
         self.assertEqual(IdemHandler.keys, ["k" * 64])
 
     def test_requests_without_a_key_are_not_resent(self):
@@ -612,7 +616,7 @@ class SafetensorsTest(unittest.TestCase):
     def test_layout_and_round_trip(self):
         upd = collections.OrderedDict([("a", np.arange(6, dtype=np.float64).reshape(2, 3)),
                                        ("b.c", np.float32(1.5)), ("d", [1, 2])])
-        data = tc.encode_safetensors(upd)
+        data = tc.encode_safetensors(upd, cast=True)
         hlen = int.from_bytes(data[:8], "little")
         self.assertEqual((8 + hlen) % 8, 0)
         self.assertEqual(len(data), 8 + hlen + 4 * (6 + 1 + 2))
@@ -628,11 +632,11 @@ class SafetensorsTest(unittest.TestCase):
     def test_malformed_is_value_error(self):
         for bad in (b"", b"\x10\x00\x00\x00\x00\x00\x00\x00{}",
                     b"\x02\x00\x00\x00\x00\x00\x00\x00[]",
-                    tc.encode_safetensors({"a": np.zeros(4)})[:-1]):
+                    tc.encode_safetensors({"a": np.zeros(4, np.float32)})[:-1]):
             with self.assertRaises(ValueError):
                 tc.decode_safetensors(bad)
         with self.assertRaises(TypeError):
-            tc.encode_safetensors([np.zeros(3)])
+            tc.encode_safetensors([np.zeros(3, np.float32)])
 
 
 if __name__ == "__main__":

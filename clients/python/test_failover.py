@@ -75,20 +75,20 @@ class FailoverTest(unittest.TestCase):
         c = self.client([self.url(self.silent.getsockname()[1]),
                          self.url(self.live.server_address[1])], timeout=1.0)
         t0 = time.monotonic()
-        ack = c.job("j").submit({"w": np.zeros(3)}, round=0, idempotency_key="k-1")
+        ack = c.job("j").submit({"w": np.zeros(3, np.float32)}, round=0, idempotency_key="k-1")
         self.assertEqual(ack, {"round": 0, "received": 1})
         self.assertLess(time.monotonic() - t0, 5.0, "one 1 s timeout, then the next gateway")
         self.assertEqual(Live.keys, ["k-1"], "the live gateway got the update once, same key")
         # Later requests stay on the gateway that answered: no second timeout.
         t0 = time.monotonic()
-        c.job("j").submit({"w": np.zeros(3)}, round=0)
+        c.job("j").submit({"w": np.zeros(3, np.float32)}, round=0)
         self.assertLess(time.monotonic() - t0, 0.9)
         self.assertEqual(len(Live.keys), 2)
 
     def test_refused_gateway_and_comma_list(self):
         c = self.client("%s, %s" % (self.url(self.dead_port),
                                     self.url(self.live.server_address[1])))
-        self.assertEqual(c.job("j").submit({"w": np.zeros(3)}, round=0)["received"], 1)
+        self.assertEqual(c.job("j").submit({"w": np.zeros(3, np.float32)}, round=0)["received"], 1)
 
     def test_get_tries_each_gateway_once(self):
         c = self.client([self.url(self.silent.getsockname()[1]),
@@ -114,7 +114,7 @@ class FailoverTest(unittest.TestCase):
         c = self.client([silent, self.url(self.dead_port)], timeout=0.3, resends=3,
                         max_retry_wait=0.05)
         with self.assertRaises(tc.TributaryError) as cm:
-            c.job("j").submit({"w": np.zeros(3)}, round=0, idempotency_key="k-9")
+            c.job("j").submit({"w": np.zeros(3, np.float32)}, round=0, idempotency_key="k-9")
         self.assertEqual(cm.exception.idempotency_key, "k-9")
         self.assertIn("no answer after 4 sends", str(cm.exception))
 

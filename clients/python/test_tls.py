@@ -100,9 +100,9 @@ class TLSTest(unittest.TestCase):
         c = tc.Client("https://localhost:%d" % self.port, "tok", ca_file=self.ca)
         self.addCleanup(c.close)
         job = c.job("j")
-        job.submit({"w": np.zeros(4)}, round=0)
+        job.submit({"w": np.zeros(4, np.float32)}, round=0)
         sock = c._conn.sock
-        job.submit({"w": np.zeros(4)}, round=0)
+        job.submit({"w": np.zeros(4, np.float32)}, round=0)
         self.assertIs(c._conn.sock, sock, "one TLS connection for both updates")
 
     def test_pin_alone_needs_no_chain_or_name(self):

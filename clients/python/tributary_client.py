@@ -15,9 +15,16 @@
     job.submit(model.state_dict(), round=version, samples=len(my_data))
     version, weights = job.wait_model(after=version)   # blocks until round `version` closes
 
+    # or let the client loop do all of that, every round until the job is done:
+    job.run(train, evaluate)        # train(model, config) -> (update, samples[, metrics])
+
+The loop (:meth:`Job.run`) and its adapter for objects with Flower's NumPyClient interface
+(:func:`run_numpy_client`) are described where they are defined.
+
 Updates are a dict of name -> array: numpy arrays, anything numpy can convert, or PyTorch
 tensors (a ``state_dict()`` works as is; tensors are converted with ``.detach().cpu().numpy()``
-without importing torch). Every array is sent as little-endian float32 in a safetensors body;
+without importing torch). Every array is sent as little-endian float32 in a safetensors body
+(an array of another dtype is a TypeError naming it, unless the call has ``cast=True``);
 models come back as a dict of float32 numpy arrays with the job's tensor names and shapes, in
 the job's tensor order.
 
@@ -63,6 +70,7 @@ import http.client
 import json
 import math
 import os
+import re
 import socket
 import ssl
 import struct
@@ -72,7 +80,8 @@ import urllib.parse
 import numpy as np
 
 __all__ = ["Client", "Job", "TributaryError", "TLSVerifyError", "encode_safetensors",
-           "decode_safetensors", "new_idempotency_key"]
+           "decode_safetensors", "new_idempotency_key", "check_samples", "metrics_header",
+           "run_numpy_client"]
 
 SAFETENSORS_TYPE = "application/x-safetensors"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -82,6 +91,13 @@ IDEMPOTENCY_KEY_MAX = 64
 RESEND_FIRST_WAIT_S = 0.1
 # The server ends a long poll with 304 after at most this many seconds.
 LONG_POLL_MAX_S = 60
+# What the server takes as X-Tributary-Samples and as an evaluation's "samples".
+SAMPLES_MAX = 1 << 40
+# X-Tributary-Metrics: at most this many numbers, named by _METRIC_NAME, in this many bytes.
+METRICS_HEADER = "X-Tributary-Metrics"
+METRICS_MAX = 16
+METRICS_HEADER_MAX = 1024
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 
 class TributaryError(Exception):
@@ -217,22 +233,97 @@ def _check_idempotency_key(key):
     return key
 
 
+def check_samples(samples, what="samples"):
+    """Returns @samples as an int if it is a whole number of examples, 1 to 2**40.
+
+    An int or a numpy integer only: a float (even 3.0), a bool or a string is a TypeError,
+    so that 2.5 is never sent as 2 and ``True`` never as 1.
+    """
+    if isinstance(samples, (bool, np.bool_)) or not isinstance(samples, (int, np.integer)):
+        raise TypeError("%s must be an integer number of examples (int or numpy integer), "
+                        "not %s %r" % (what, type(samples).__name__, samples))
+    n = int(samples)
+    if not 1 <= n <= SAMPLES_MAX:
+        raise ValueError("%s must be 1 to 2**40, not %d" % (what, n))
+    return n
+
+
+def metrics_header(metrics, what="metrics"):
+    """Returns @metrics (a dict of name -> number) as the compact JSON the server takes in
+    X-Tributary-Metrics and in an evaluation, or raises TypeError / ValueError saying why not:
+    at most 16 entries, names of 1 to 64 characters ``A-Z a-z 0-9 _ . -``, values finite
+    int or float (numpy scalars too; not bool, not a tensor: use ``.item()``), 1 KiB in all.
+    """
+    if not hasattr(metrics, "items"):
+        raise TypeError("%s must be a dict of name -> number, not %s" %
+                        (what, type(metrics).__name__))
+    if len(metrics) > METRICS_MAX:
+        raise ValueError("%s has %d entries; at most %d are sent" %
+                         (what, len(metrics), METRICS_MAX))
+    out = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not _METRIC_NAME.match(name):
+            raise ValueError("%s: the name %r is not 1 to 64 characters of A-Z a-z 0-9 _ . -" %
+                             (what, name))
+        if isinstance(value, (bool, np.bool_)) or \
+                not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError("%s[%r] must be a number (int or float; .item() a tensor), not "
+                            "%s %r" % (what, name, type(value).__name__, value))
+        f = float(value)
+        if not math.isfinite(f):
+            raise ValueError("%s[%r] is %r; only finite numbers are sent" % (what, name, f))
+        out[name] = int(value) if isinstance(value, (int, np.integer)) else f
+    text = json.dumps(out, separators=(",", ":"))
+    if len(text.encode("utf-8")) > METRICS_HEADER_MAX:
+        raise ValueError("%s take %d bytes as JSON; at most %d are sent" %
+                         (what, len(text.encode("utf-8")), METRICS_HEADER_MAX))
+    return text
+
+
 # --- safetensors ---
 
-def _to_numpy(value):
+def _is_f32(dtype):
+    return dtype.kind == "f" and dtype.itemsize == 4
+
+
+def _to_numpy(value, label="a tensor", cast=False):
     """Returns @value as a C-contiguous little-endian float32 numpy array (a copy if needed).
 
+    An array or tensor of another dtype (float64, float16, an integer type) raises TypeError
+    naming it (@label), unless @cast: precision is never dropped behind the caller's back.
+    A value without a dtype of its own (a list, a Python number) is converted to float32.
     PyTorch tensors are recognised by duck typing (``.detach().cpu().numpy()``), so torch is
     never imported here.
     """
     if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        kind = str(getattr(value, "dtype", ""))
+        # A bfloat16 tensor has no numpy form: torch converts it, when asked to.
+        if kind.startswith("torch.") and kind != "torch.float32":
+            if not cast:
+                raise TypeError(_dtype_refusal(label, kind))
+            value = value.float()
+        value = value.numpy()
     elif not isinstance(value, np.ndarray) and hasattr(value, "numpy"):
         value = value.numpy()
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and not cast:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            dtype = None
+        if dtype is not None and not _is_f32(dtype):
+            raise TypeError(_dtype_refusal(label, str(dtype)))
     return np.asarray(value, dtype="<f4", order="C")
 
 
-def _items(update):
+def _dtype_refusal(label, dtype):
+    return ("%s is %s, and Tributary's tensors are float32: convert it yourself "
+            "(.astype(numpy.float32), .float()) or pass cast=True to let the client do it"
+            % (label, dtype))
+
+
+def _items(update, cast=False):
     """Yields (name, float32 array) for a dict (or state_dict) of name -> array-like."""
     if not hasattr(update, "items"):
         raise TypeError("an update is a dict (or state_dict) of tensor name -> array, not %s" %
@@ -240,11 +331,14 @@ def _items(update):
     for name, value in update.items():
         if not isinstance(name, str):
             raise TypeError("tensor names are strings, not %r" % (name,))
-        yield name, _to_numpy(value)
+        yield name, _to_numpy(value, "tensor %r" % name, cast)
 
 
-def encode_safetensors(update):
+def encode_safetensors(update, cast=False):
     """Returns the safetensors encoding (bytes) of a dict of name -> array, all as F32.
+
+    Arrays must be float32 already (TypeError naming the tensor otherwise), or @cast is True
+    and they are converted.
 
     Layout: an 8-byte little-endian header length N, N bytes of JSON (padded with spaces so
     that the data starts 8-byte aligned), then the tensors' little-endian float32 data in the
@@ -253,7 +347,7 @@ def encode_safetensors(update):
     header = {}
     blobs = []
     offset = 0
-    for name, arr in _items(update):
+    for name, arr in _items(update, cast):
         n = arr.nbytes
         header[name] = {"dtype": "F32", "shape": list(arr.shape),
                         "data_offsets": [offset, offset + n]}
@@ -309,8 +403,9 @@ def _tensor_schema(tensors):
     dict / state_dict of name -> array (its shapes are used).
     """
     if hasattr(tensors, "items"):
+        # Only the shapes count here: any dtype describes the job's F32 tensor.
         return [{"name": name, "shape": list(arr.shape), "dtype": "F32"}
-                for name, arr in _items(tensors)]
+                for name, arr in _items(tensors, cast=True)]
     out = []
     for t in tensors:
         if isinstance(t, dict):
@@ -555,19 +650,23 @@ class Client:
         """GET /v1/jobs (admin token): the list of jobs, as the server gives it."""
         return self.json("GET", "/v1/jobs")
 
-    def create_job(self, name, clients_per_round, tensors=None, params=None,
+    def create_job(self, name, clients_per_round=None, tensors=None, params=None,
                    algorithm="fedavg", **extra):
         """Creates a job (admin token) and returns its :class:`Job`, holding the job's token.
 
         Give either @tensors (a state_dict or dict of name -> array, whose shapes are used; or
         a list of {"name", "shape"} dicts or (name, shape) pairs) or @params (one F32 tensor
-        ``weights`` of that many elements). @extra goes into the request as is (``fan_in``).
-        Raises TributaryError (409 if the name is taken, 400 naming a bad field).
+        ``weights`` of that many elements). @clients_per_round may be left out when the job
+        says it otherwise (``selection={"per_round": K}``, fedbuff's ``buffer_size``).
+        @extra goes into the request as is (``fan_in=8``, ``num_rounds=20``,
+        ``client_config={...}``, ``selection={...}``). Raises TributaryError (409 if the
+        name is taken, 400 naming a bad field).
         """
         if (tensors is None) == (params is None):
             raise ValueError("create_job takes tensors= or params=, exactly one")
-        req = {"name": name, "clients_per_round": int(clients_per_round),
-               "algorithm": algorithm}
+        req = {"name": name, "algorithm": algorithm}
+        if clients_per_round is not None:
+            req["clients_per_round"] = int(clients_per_round)
         if params is not None:
             req["params"] = int(params)
         else:
@@ -604,10 +703,15 @@ class Job:
         ``clients_per_round``, ``params``, ``tensors``, ..."""
         return self.client.json("GET", self._path, token=self.token)
 
-    def submit(self, update, round, samples=1, idempotency_key=None):
+    def submit(self, update, round, samples=1, idempotency_key=None, metrics=None,
+               cast=False):
         """Submits a client's model (dict or state_dict of name -> array) for round @round.
 
-        @samples weighs it in the round's mean. Returns the server's JSON answer,
+        @samples (an integer >= 1: int or numpy integer; TypeError for anything else, bool
+        and 2.5 included) weighs it in the round's mean. @metrics, optional, is a dict of at
+        most 16 numbers (``{"loss": 0.31}``), sent as ``X-Tributary-Metrics`` and averaged
+        into the round's record. The arrays must be float32 (TypeError naming the tensor
+        otherwise) unless @cast is True. Returns the server's JSON answer,
         ``{"round": r, "received": k}``. Raises TributaryError: 409 with ``.round`` (the
         open round) when @round is stale or in the future, 422 on a wrong tensor name or
         shape, 401 on a wrong token; status 0 when no answer came after ``resends`` sends.
@@ -620,12 +724,61 @@ class Job:
         that :meth:`outcome` says to resend is a new submission: give it a new key.
         """
         key = new_idempotency_key() if idempotency_key is None else idempotency_key
-        body = encode_safetensors(update)
+        n = check_samples(samples)
         headers = {"Content-Type": SAFETENSORS_TYPE, "X-Tributary-Round": str(int(round)),
-                   "X-Tributary-Samples": str(int(samples))}
+                   "X-Tributary-Samples": str(n)}
+        if metrics is not None:
+            headers[METRICS_HEADER] = metrics_header(metrics)
+        body = encode_safetensors(update, cast=cast)
         _, _, data = self.client.request("POST", self._path + "/updates", body, headers,
                                          token=self.token, idempotency_key=key)
         return json.loads(data.decode("utf-8"))
+
+    def submit_evaluation(self, version, samples, metrics, idempotency_key=None):
+        """Reports a federated evaluation of model version @version (POST
+        /v1/jobs/{job}/evaluations): @samples (an integer >= 1) examples evaluated, @metrics
+        a dict of at most 16 numbers (``{"loss": 0.2, "accuracy": 0.93}``). The server keeps
+        the sample-weighted means per version, in the record of the round that made it and
+        in ``status()["evaluation"]``. One evaluation per client credential and version: a
+        second one is a 409; a resend with the same Idempotency-Key (default: a fresh one,
+        resent on a broken connection as for updates) gets the first answer. Returns
+        ``{"version": v, "clients": k}``.
+        """
+        key = new_idempotency_key() if idempotency_key is None else idempotency_key
+        body = json.dumps({"version": int(version), "samples": check_samples(samples),
+                           "metrics": json.loads(metrics_header(metrics))}).encode("utf-8")
+        _, _, data = self.client.request("POST", self._path + "/evaluations", body,
+                                         {"Content-Type": "application/json"},
+                                         token=self.token, idempotency_key=key)
+        return json.loads(data.decode("utf-8")) if data else None
+
+    def task(self):
+        """What this client should do now (GET /v1/jobs/{job}/task), one of:
+        ``{"action": "train", "round": r, "version": v, "config": {...}, "deadline_s": s,
+        "task": id}`` (train from version v for round r with that config),
+        ``{"action": "wait", "round": r, "retry_after_s": n}`` (the round has its trainers:
+        ask again later) or ``{"action": "done", "rounds": N}`` (the job has finished).
+        A job with ``selection`` hands tasks to client credentials only (the job token is a
+        403) and takes updates only from clients holding a task for the round."""
+        return self.client.json("GET", self._path + "/task", token=self.token)
+
+    def rounds(self, start=0, limit=None):
+        """The job's round records, oldest first from round @start (GET
+        /v1/jobs/{job}/rounds): a list of dicts with ``round``, ``state``, ``received``,
+        ``clients``, ``opened_at``, ``closed_at``, ``duration_s``, ``bytes``, ``metrics``
+        (sample-weighted means of the updates' metrics) and ``evaluation`` (``{"version",
+        "clients", "samples", "metrics"}`` or None). At most @limit records; all of them
+        (page after page) when @limit is None."""
+        out, nxt = [], int(start)
+        while nxt is not None and (limit is None or len(out) < limit):
+            want = 1000 if limit is None else min(1000, int(limit) - len(out))
+            page = self.client.json("GET", "%s/rounds?from=%d&limit=%d" %
+                                    (self._path, nxt, want), token=self.token)
+            out.extend(page.get("rounds", []))
+            nxt = page.get("next")
+            if not page.get("rounds"):
+                break
+        return out
 
     def mint_client(self, client=None, ttl_s=None):
         """Mints a client credential (POST /v1/jobs/{job}/clients, with the admin token or the
@@ -685,12 +838,13 @@ class Job:
             return "resend" if rec.get("state") == "open" else "lost"
         return "in_model" if rec.get("state") == "done" else "pending"
 
-    def set_initial_model(self, model):
+    def set_initial_model(self, model, cast=False):
         """Sets the starting model (version 0) from a dict or state_dict, before any update.
 
-        Returns the server's JSON answer. Raises TributaryError 409 once an update was taken.
+        The arrays must be float32 unless @cast is True (as for submit). Returns the server's
+        JSON answer. Raises TributaryError 409 once an update was taken.
         """
-        body = encode_safetensors(model)
+        body = encode_safetensors(model, cast=cast)
         _, _, data = self.client.request("PUT", self._path + "/model", body,
                                          {"Content-Type": SAFETENSORS_TYPE},
                                          token=self.token)
@@ -733,3 +887,250 @@ class Job:
                 token=self.token, timeout=self.client.timeout + wait, ok=(200, 304))
             if status == 200:
                 return self._version(hdrs), decode_safetensors(data)
+
+    # --- the client loop ---
+
+    def run(self, train, evaluate=None, rounds=None, timeout=600.0, cast=False, log=None):
+        """Takes part in the job's rounds until it is done (or for @rounds rounds): the loop
+        a federated client would otherwise write itself. Each turn:
+
+        1. asks for a task (:meth:`task`): ``wait`` is met by long-polling the next model
+           version for ``retry_after_s``, then asking again; ``done`` ends the loop;
+        2. fetches the model version the task names and calls ``train(model, config)``:
+           @model is a dict of float32 arrays in the job's tensor order, @config the round's
+           ``client_config`` (``{}`` without one); it returns ``(update, samples)`` or
+           ``(update, samples, metrics)``: a dict or state_dict, an integer (TypeError
+           otherwise) and None or a dict of at most 16 numbers;
+        3. submits the update for the task's round with a fresh Idempotency-Key and the
+           metrics as X-Tributary-Metrics (float32 arrays only, unless @cast);
+        4. waits for the version that round makes (or a later one) and, with @evaluate,
+           calls ``evaluate(model, config)`` on it, which returns ``(samples, metrics)``,
+           posted with :meth:`submit_evaluation` for that version.
+
+        Failures: a broken connection or a 503 (the server is busy, or the job is paused)
+        is retried, an update always with its own key, so that the server counts it once,
+        until nothing has moved for @timeout seconds (then the last error is raised;
+        waiting for a model that long is a TimeoutError). A 409 on an update (the round
+        closed without it, or this client already sent one for that round) skips to the
+        next round; a 410 (the job is done) ends the loop. Anything else raises.
+
+        @log, if given, is called with one line of text per event. Returns one dict per round
+        this client trained in: ``round``, ``version`` (trained from), ``samples``,
+        ``metrics``, ``received`` (updates in the round when the server took this one),
+        ``next_version`` (the model waited for) and ``evaluation`` (the metrics posted for
+        it, or None).
+        """
+        if not callable(train):
+            raise TypeError("train must be callable: train(model, config) -> "
+                            "(update, samples[, metrics])")
+        if evaluate is not None and not callable(evaluate):
+            raise TypeError("evaluate must be None or callable: evaluate(model, config) -> "
+                            "(samples, metrics)")
+        if rounds is not None and (isinstance(rounds, bool) or
+                                   not isinstance(rounds, (int, np.integer)) or rounds < 1):
+            raise TypeError("rounds must be None or an integer >= 1, not %r" % (rounds,))
+        say = log if log is not None else (lambda line: None)
+        history = []
+        last = None          # the last round this client submitted for
+        evaluated = set()    # the versions this client has posted an evaluation of
+        moved = time.monotonic()  # when a round last moved (a task trained, a new version)
+        while rounds is None or len(history) < rounds:
+            task = self._patiently(self.task, timeout)
+            action = task.get("action")
+            if action == "done":
+                say("job %s is done after %s rounds" % (self.name, task.get("rounds")))
+                break
+            if action == "wait":
+                wait = max(1, min(LONG_POLL_MAX_S, int(task.get("retry_after_s") or 1)))
+                if time.monotonic() - moved > timeout:
+                    raise TimeoutError("job %s: told to wait in round %s for over %g s" %
+                                       (self.name, task.get("round"), timeout))
+                say("round %s: no task for this client; waiting up to %d s" %
+                    (task.get("round"), wait))
+                if self._poll_version(int(task["round"]), wait, timeout):
+                    moved = time.monotonic()
+                continue
+            if action != "train":
+                raise TributaryError(0, "GET %s/task: unknown action %r in %r" %
+                                     (self._path, action, task))
+            rnd, version = int(task["round"]), int(task["version"])
+            config = task.get("config") or {}
+            if last is not None and rnd <= last:
+                # Without selection the task is advisory: it names the open round even
+                # after this client's update is in. Its model comes when the round closes.
+                if self._poll_version(last, LONG_POLL_MAX_S, timeout):
+                    moved = time.monotonic()
+                elif time.monotonic() - moved > timeout:
+                    raise TimeoutError("job %s: round %d did not close within %g s" %
+                                       (self.name, last, timeout))
+                continue
+            got, model = self._patiently(lambda: self.model(round=version), timeout)
+            out = train(model, dict(config))
+            update, samples, metrics = _train_result(out)
+            key = new_idempotency_key()
+            try:
+                ack = self._patiently(lambda: self.submit(
+                    update, rnd, samples, idempotency_key=key, metrics=metrics, cast=cast),
+                    timeout)
+            except TributaryError as e:
+                if e.status == 410:
+                    say("round %d: the job is done (%s)" % (rnd, e.message))
+                    break
+                if e.status != 409:
+                    raise
+                say("round %d: update not taken (%s); on to the next round" %
+                    (rnd, e.message))
+                last = rnd
+                continue
+            last = rnd
+            moved = time.monotonic()
+            entry = {"round": rnd, "version": got, "samples": int(samples),
+                     "metrics": metrics, "received": ack.get("received"),
+                     "next_version": None, "evaluation": None}
+            say("round %d: trained from version %d on %d samples, update %d of the round" %
+                (rnd, got, samples, ack.get("received", 0)))
+            nv, new_model = self._patiently(
+                lambda: self.wait_model(after=rnd, timeout=timeout), timeout)
+            moved = time.monotonic()
+            entry["next_version"] = nv
+            if evaluate is not None and nv not in evaluated:
+                evaluated.add(nv)
+                es, em = _evaluate_result(evaluate(new_model, dict(config)))
+                ekey = new_idempotency_key()
+                try:
+                    self._patiently(lambda: self.submit_evaluation(nv, es, em, ekey), timeout)
+                    entry["evaluation"] = em
+                    say("version %d: evaluated on %d samples: %s" % (nv, es, em))
+                except TributaryError as e:
+                    if e.status not in (409, 410):
+                        raise
+                    say("version %d: evaluation not taken (%s)" % (nv, e.message))
+            history.append(entry)
+        return history
+
+    def _patiently(self, call, timeout):
+        """call() again after a transport failure (status 0) or a 503, until @timeout
+        seconds have passed without an answer; other errors and the last failure raise."""
+        deadline = time.monotonic() + float(timeout)
+        wait = RESEND_FIRST_WAIT_S
+        while True:
+            try:
+                return call()
+            except TributaryError as e:
+                if isinstance(e, TLSVerifyError) or e.status not in (0, 503) or \
+                        time.monotonic() + wait > deadline:
+                    raise
+            time.sleep(wait)
+            wait = min(wait * 2, self.client.max_retry_wait)
+
+    def _poll_version(self, after, seconds, timeout):
+        """Waits up to @seconds for a model version newer than @after (one long poll);
+        transport failures and 503s are retried within @timeout."""
+        def poll():
+            status, _, _ = self.client.request(
+                "GET", self._path + "/model?after=%d&timeout=%d" % (int(after), int(seconds)),
+                token=self.token, timeout=self.client.timeout + seconds, ok=(200, 304))
+            return status
+        return self._patiently(poll, timeout) == 200
+
+
+def _train_result(out):
+    """(update, samples, metrics) from what train() returned, checked."""
+    if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+        raise TypeError("train() must return (update, samples) or (update, samples, metrics), "
+                        "not %r" % (type(out).__name__,))
+    update, samples = out[0], out[1]
+    metrics = out[2] if len(out) == 3 else None
+    if not hasattr(update, "items"):
+        raise TypeError("train() returned an update of type %s; it must be a dict or "
+                        "state_dict of tensor name -> array" % type(update).__name__)
+    check_samples(samples, "train()'s samples")
+    if metrics is not None:
+        metrics_header(metrics, "train()'s metrics")
+    return update, samples, metrics
+
+
+def _evaluate_result(out):
+    """(samples, metrics) from what evaluate() returned, checked."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError("evaluate() must return (samples, metrics), not %r" % (out,))
+    check_samples(out[0], "evaluate()'s samples")
+    metrics_header(out[1], "evaluate()'s metrics")
+    return out[0], out[1]
+
+
+# --- Flower's NumPyClient interface ---
+
+def _describe(tensors):
+    return ", ".join("%s %s" % (t["name"], list(t["shape"])) for t in tensors)
+
+
+def _arrays_to_update(arrays, tensors, cast, who):
+    """The dict name -> float32 array of a list of arrays given in the job's tensor order;
+    TypeError / ValueError naming the array and the tensor when they do not fit."""
+    if isinstance(arrays, np.ndarray) or not isinstance(arrays, (list, tuple)):
+        raise TypeError("%s must return a list of numpy arrays (one per tensor of the job, "
+                        "in its order), not %s" % (who, type(arrays).__name__))
+    if len(arrays) != len(tensors):
+        raise ValueError("%s returned %d arrays; the job has %d tensors, in this order: %s" %
+                         (who, len(arrays), len(tensors), _describe(tensors)))
+    out = {}
+    for i, (arr, t) in enumerate(zip(arrays, tensors)):
+        name = t["name"]
+        a = _to_numpy(arr, "%s[%d] (the job's tensor %r)" % (who, i, name), cast)
+        if tuple(a.shape) != tuple(t["shape"]):
+            raise ValueError("%s[%d] has shape %s; the job's tensor %d, %r, has shape %s "
+                             "(the arrays map to the job's tensors in order: %s)" %
+                             (who, i, list(a.shape), i, name, list(t["shape"]),
+                              _describe(tensors)))
+        out[name] = a
+    return out
+
+
+def run_numpy_client(job, client, rounds=None, cast=False, evaluate=True, **run_args):
+    """Runs @client, an object with Flower's ``NumPyClient`` interface, against @job (a
+    :class:`Job` used with a client credential or the job's token), without Flower:
+
+    - ``client.get_parameters(config)`` is called once with ``{}``, to check before any
+      training that its arrays fit the job's tensors;
+    - ``client.fit(parameters, config)`` trains each round: @parameters is the model as a
+      list of float32 arrays in the job's tensor order, @config the round's
+      ``client_config``; it returns ``(parameters, num_examples, metrics)``;
+    - ``client.evaluate(parameters, config)``, when the client has it and @evaluate is
+      true, evaluates each new model version: ``(loss, num_examples, metrics)`` is posted
+      as an evaluation with the metrics plus ``"loss"``.
+
+    Arrays map to the job's tensors by position (Flower's parameters carry no names); a wrong
+    count or shape raises ValueError listing the job's tensors, a dtype other than float32
+    a TypeError unless @cast. Metrics must be numbers (Tributary's metrics are). @rounds and
+    the rest (``timeout``, ``log``) are :meth:`Job.run`'s; returns its list of rounds.
+    """
+    tensors = job.status().get("tensors") or []
+    if not tensors:
+        raise TributaryError(0, "job %s: its status lists no tensors" % job.name)
+    names = [t["name"] for t in tensors]
+    _arrays_to_update(client.get_parameters({}), tensors, cast, "get_parameters()")
+
+    def train(model, config):
+        out = client.fit([model[n] for n in names], config)
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
+            raise TypeError("fit() must return (parameters, num_examples, metrics), not %r" %
+                            (type(out).__name__,))
+        params, n, metrics = out
+        check_samples(n, "fit()'s num_examples")
+        return _arrays_to_update(params, tensors, cast, "fit()"), n, dict(metrics or {})
+
+    def evaluate_version(model, config):
+        out = client.evaluate([model[n] for n in names], config)
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
+            raise TypeError("evaluate() must return (loss, num_examples, metrics), not %r" %
+                            (type(out).__name__,))
+        loss, n, metrics = out
+        check_samples(n, "evaluate()'s num_examples")
+        merged = {"loss": loss}
+        merged.update(metrics or {})
+        return n, merged
+
+    use_eval = evaluate and callable(getattr(client, "evaluate", None))
+    return job.run(train, evaluate_version if use_eval else None, rounds=rounds, cast=cast,
+                   **run_args)

@@ -3,19 +3,24 @@
 # Federated training of a PyTorch MLP on non-IID digits, averaged by Tributary and by numpy.
 """Federated learning on scikit-learn's bundled digits with Tributary doing the averaging.
 
-20 clients each hold a non-IID slice of the training split (two or three of the ten classes).
-Every round each client fetches the global model from Tributary through the Python client
-library, trains a small PyTorch MLP on its slice for one local epoch, and submits its weights
-(the state_dict, as is) with its sample count. Tributary folds the round's updates into the
-sample-weighted mean (FedAvg), which becomes the next global model; its test accuracy is
-printed per round.
+20 clients each hold a non-IID slice of the training split (two or three of the ten classes)
+and a share of the test split. Each client runs the Python client's loop, ``Job.run()``, in a
+thread of its own with its own credential: every round it gets its task and the round's config
+(the learning rate follows the job's ``client_config`` schedule), trains a small PyTorch MLP on
+its slice for one local epoch, submits its weights with its sample count and training loss,
+waits for the new global model and evaluates it on its test share (federated evaluation). The
+job has ``num_rounds``: after the last round it is done and the loops end by themselves.
+Tributary folds each round into the sample-weighted mean (FedAvg); the per-round evaluated
+accuracy is then read back from the server's round records (GET /v1/jobs/{job}/rounds).
 
-The same training runs in lockstep with FedAvg computed in-process in numpy: same data, same
-seeds, same local training, only who averages differs. The two accuracy curves and models must
-agree within float tolerance: Tributary changes nothing but the speed.
+Checks: the same training in-process with FedAvg in numpy (same data, seeds, schedule) must
+agree with Tributary's models; the accuracy the clients evaluated (a sample-weighted mean over
+the test shares) must equal the whole test split's accuracy of the same model; and with
+``--mode both`` (the default) the Flower-style client of flower_client.py, run unchanged
+through ``run_numpy_client()``, must reach the same accuracy as the native loop, round by round.
 
-Exit status: 0 when the final accuracy is at least --min-accuracy (0.90) and the two runs
-agree; 1 otherwise; 2 when the server cannot be reached or started.
+Exit status: 0 when the final accuracy is at least --min-accuracy (0.90) and every check
+holds; 1 otherwise; 2 when the server cannot be reached or started.
 
     /usr/bin/python3 examples/pytorch-digits/train.py            # starts its own tributary up
     /usr/bin/python3 examples/pytorch-digits/train.py --url http://127.0.0.1:8080 \\
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -39,26 +45,35 @@ from sklearn.model_selection import train_test_split
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "clients", "python"))
-from tributary_client import Client, TributaryError  # noqa: E402
+from tributary_client import Client, TributaryError, run_numpy_client  # noqa: E402
 
 # Agreement between the Tributary run and the in-process numpy run, per round.
 ACC_TOL = 0.005
 WEIGHT_TOL = 1e-4
 # Tributary's model against numpy's FedAvg of the very updates sent to it, per round.
 AVG_TOL = 1e-5
+# The clients' evaluated accuracy (the server's sample-weighted mean) against the whole test
+# split's accuracy of the same model: equal but for float rounding.
+EVAL_TOL = 1e-4
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=20, help="FL rounds (default 20)")
     p.add_argument("--clients", type=int, default=20, help="clients (default 20)")
-    p.add_argument("--lr", type=float, default=0.2, help="local SGD learning rate")
+    p.add_argument("--lr", type=float, default=0.2, help="local SGD learning rate, round 0")
+    p.add_argument("--lr-schedule", default="10:0.1,15:0.05",
+                   help="later learning rates, FROM_ROUND:LR,... (default 10:0.1,15:0.05; "
+                        "'' for none): the job's client_config schedule")
     p.add_argument("--momentum", type=float, default=0.5, help="local SGD momentum")
     p.add_argument("--batch", type=int, default=10, help="local batch size")
     p.add_argument("--local-epochs", type=int, default=1, help="local epochs per round")
     p.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=("native", "flower", "both"), default="both",
+                   help="native: Job.run(); flower: flower_client.py's NumPyClient-style "
+                        "class through run_numpy_client(); both (default): both, compared")
     p.add_argument("--min-accuracy", type=float, default=0.90,
                    help="fail if the final test accuracy is below this (default 0.90)")
     p.add_argument("--url", help="a running Tributary (default: start one)")
@@ -68,8 +83,40 @@ def parse_args():
     p.add_argument("--tributary", default=os.environ.get(
         "TRIBUTARY_BIN", os.path.join(REPO, "build", "tributary")),
         help="the binary to start (default $TRIBUTARY_BIN or build/tributary)")
-    p.add_argument("--job", default="digits-%d" % os.getpid(), help="job name")
-    return p.parse_args()
+    p.add_argument("--job", default="digits-%d" % os.getpid(), help="job name (prefix)")
+    args = p.parse_args(argv)
+    args.schedule = parse_schedule(p, args.lr_schedule)
+    return args
+
+
+def parse_schedule(p, text):
+    """[(from_round, lr)] from "10:0.1,15:0.05", strictly increasing rounds >= 1."""
+    rows = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        try:
+            r, lr = item.split(":")
+            rows.append((int(r), float(lr)))
+        except ValueError:
+            p.error("--lr-schedule: %r is not FROM_ROUND:LR" % item)
+    if any(b[0] <= a[0] for a, b in zip(rows, rows[1:])) or any(r < 1 for r, _ in rows):
+        p.error("--lr-schedule: rounds must be >= 1 and strictly increasing: %r" % text)
+    return rows
+
+
+def client_config(args):
+    """The job's client_config: the round-0 values, and the learning-rate schedule."""
+    return {"values": {"lr": args.lr, "momentum": args.momentum, "batch": args.batch,
+                       "local_epochs": args.local_epochs},
+            "schedule": [{"from_round": r, "values": {"lr": lr}} for r, lr in args.schedule]}
+
+
+def lr_of_round(args, r):
+    """What the server hands out for round r (the in-process run needs it too)."""
+    lr = args.lr
+    for start, value in args.schedule:
+        if start <= r:
+            lr = value
+    return lr
 
 
 # --- data and model ---
@@ -83,8 +130,9 @@ def client_classes(i, n_classes=10):
 
 
 def load_data(n_clients, seed):
-    """Returns (client slices [(x, y)], x_test, y_test): a stratified 25% test split held out,
-    each class's training samples shared out evenly among the clients holding that class."""
+    """Returns (client slices [(x, y)], test shares [(x, y)], x_test, y_test): a stratified 25%
+    test split held out and dealt out evenly to the clients (for federated evaluation), each
+    class's training samples shared out evenly among the clients holding that class."""
     d = load_digits()
     x = (d.data / 16.0).astype(np.float32)
     y = d.target.astype(np.int64)
@@ -101,7 +149,9 @@ def load_data(n_clients, seed):
     for i in range(n_clients):
         idx = np.sort(np.concatenate(parts[i])) if parts[i] else np.zeros(0, np.int64)
         slices.append((torch.from_numpy(x_tr[idx]), torch.from_numpy(y_tr[idx])))
-    return slices, torch.from_numpy(x_te), torch.from_numpy(y_te)
+    tests = [(torch.from_numpy(x_te[idx]), torch.from_numpy(y_te[idx]))
+             for idx in np.array_split(rng.permutation(len(y_te)), n_clients)]
+    return slices, tests, torch.from_numpy(x_te), torch.from_numpy(y_te)
 
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU}
@@ -115,40 +165,65 @@ def to_numpy(state):
     return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in state.items()}
 
 
+def local_train(model, x, y, lr, momentum, batch, epochs, seed):
+    """@epochs epochs of SGD on (x, y) in an order drawn from @seed; returns the mean loss."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    total, steps = 0.0, 0
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=g)
+        for s in range(0, len(y), batch):
+            b = order[s:s + batch]
+            opt.zero_grad()
+            loss = loss_fn(model(x[b]), y[b])
+            loss.backward()
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1)
+
+
+def evaluate_on(model, x, y):
+    """(accuracy, mean cross-entropy) of @model on (x, y)."""
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        return ((out.argmax(1) == y).float().mean().item(),
+                nn.functional.cross_entropy(out, y).item())
+
+
+def train_seed(seed, client, rnd):
+    """The shuffling seed of @client's local training in round @rnd (both clients' kinds)."""
+    return seed * 1_000_003 + rnd * 1009 + client
+
+
 class Trainer:
-    """Local training as a pure function of (global weights, client, round)."""
+    """Local training as a pure function of (global weights, client, round, config)."""
 
     def __init__(self, args, slices):
         self.args = args
         self.slices = slices
         self.model = make_model(args.hidden, args.activation)
-        self.loss = nn.CrossEntropyLoss()
 
-    def train(self, weights, client, rnd):
-        """Trains from @weights (dict of numpy arrays) on @client's slice; returns the new
-        state_dict (torch tensors, owned by the caller) and the number of samples."""
-        a = self.args
-        x, y = self.slices[client]
+    def load(self, weights):
         self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
                                     weights.items()})
-        opt = torch.optim.SGD(self.model.parameters(), lr=a.lr, momentum=a.momentum)
-        g = torch.Generator().manual_seed(a.seed * 1_000_003 + rnd * 1009 + client)
-        self.model.train()
-        for _ in range(a.local_epochs):
-            order = torch.randperm(len(y), generator=g)
-            for s in range(0, len(y), a.batch):
-                b = order[s:s + a.batch]
-                opt.zero_grad()
-                self.loss(self.model(x[b]), y[b]).backward()
-                opt.step()
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}, len(y)
+
+    def train(self, weights, client, rnd, config):
+        """Trains from @weights (dict of numpy arrays) on @client's slice with @config's
+        learning rate and momentum; returns (state_dict owned by the caller, samples, loss)."""
+        x, y = self.slices[client]
+        self.load(weights)
+        loss = local_train(self.model, x, y, config["lr"], config["momentum"],
+                           int(config["batch"]), int(config["local_epochs"]),
+                           train_seed(self.args.seed, client, rnd))
+        return ({k: v.detach().clone() for k, v in self.model.state_dict().items()}, len(y),
+                loss)
 
     def accuracy(self, weights, x, y):
-        self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
-                                    weights.items()})
-        self.model.eval()
-        with torch.no_grad():
-            return (self.model(x).argmax(1) == y).float().mean().item()
+        self.load(weights)
+        return evaluate_on(self.model, x, y)[0]
 
 
 def fedavg(updates):
@@ -217,92 +292,192 @@ class LocalServer:
 
 # --- the run ---
 
+def native_client(args, i, slices, tests, sent, configs):
+    """Client @i's train() and evaluate() for Job.run(). Every client trains in every round,
+    so its k-th train() call is round k (the shuffling seed depends on the round)."""
+    trainer = Trainer(args, slices)
+    x_t, y_t = tests[i]
+    calls = [0]
+
+    def train(model, config):
+        r = calls[0]
+        calls[0] += 1
+        state, n, loss = trainer.train(model, i, r, config)
+        sent.setdefault(r, []).append((to_numpy(state), n))
+        configs[i].append(dict(config))
+        return state, n, {"loss": loss}
+
+    def evaluate(model, config):
+        trainer.load(model)
+        acc, loss = evaluate_on(trainer.model, x_t, y_t)
+        return len(y_t), {"accuracy": acc, "loss": loss}
+    return train, evaluate
+
+
+def run_job(args, url, admin, label, init, loop):
+    """Creates job <args.job>-<label> and runs loop(i, job as client i) in a thread per
+    client; returns (job, the round records, the models of versions 0..rounds, seconds)."""
+    job = admin.create_job("%s-%s" % (args.job, label), clients_per_round=args.clients,
+                           tensors=init, client_auth="required", num_rounds=args.rounds,
+                           client_config=client_config(args))
+    job.set_initial_model(init)
+    # Each client talks over its own connection, with a credential of its own (the job's
+    # token mints them; it submits nothing in a job with client_auth "required").
+    me = []
+    for i in range(args.clients):
+        cj = Client(url, job.token).job(job.name)
+        me.append(cj.as_client(cj.mint_client("digits-%d" % i)))
+    errors = []
+
+    def go(i):
+        try:
+            loop(i, me[i])
+        except BaseException as e:  # reported below, on the main thread
+            errors.append((i, e))
+        finally:
+            me[i].client.close()
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=go, args=(i,), daemon=True) for i in range(args.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    if errors:
+        i, e = errors[0]
+        raise RuntimeError("client %d (%s run): %s: %s" % (i, label, type(e).__name__, e)) \
+            from e
+    # The job's rounds 0 .. rounds-1 (the record of the round after the last, if the server
+    # keeps one, is not part of the run).
+    records = [r for r in job.rounds() if r["round"] < args.rounds]
+    models = [job.model(round=v)[1] for v in range(args.rounds + 1)]
+    return job, records, models, took
+
+
 def run(args, url, admin_token):
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    slices, x_te, y_te = load_data(args.clients, args.seed)
-    trainer = Trainer(args, slices)
+    slices, tests, x_te, y_te = load_data(args.clients, args.seed)
     init = to_numpy(make_model(args.hidden, args.activation).state_dict())
     n_params = sum(v.size for v in init.values())
     sizes = [len(s[1]) for s in slices]
     print("digits: %d clients holding 2 or 3 classes each (client 0: classes %s, client %d: "
-          "%s), %d-%d training samples each; %d test samples"
+          "%s), %d-%d training samples each; %d test samples, %d-%d per client"
           % (args.clients, client_classes(0), args.clients - 1,
-             client_classes(args.clients - 1), min(sizes), max(sizes), len(y_te)))
+             client_classes(args.clients - 1), min(sizes), max(sizes), len(y_te),
+             min(len(t[1]) for t in tests), max(len(t[1]) for t in tests)))
     print("model: MLP 64-%d-10 (%s, %d parameters); every round all clients train %d local "
-          "epoch(s), SGD lr %g momentum %g batch %d"
-          % (args.hidden, args.activation, n_params, args.local_epochs, args.lr,
-             args.momentum, args.batch), flush=True)
-
+          "epoch(s), SGD momentum %g batch %d; learning rate by round (client_config): %s"
+          % (args.hidden, args.activation, n_params, args.local_epochs, args.momentum,
+             args.batch, ", ".join(["%g from round 0" % args.lr] +
+                                   ["%g from round %d" % (lr, r) for r, lr in args.schedule])),
+          flush=True)
     admin = Client(url, admin_token)
-    # client_auth "required": the job's token mints client credentials but submits nothing.
-    job = admin.create_job(args.job, clients_per_round=args.clients, tensors=init,
-                           client_auth="required")
-    job.set_initial_model(init)
-    # Every client talks to Tributary over its own connection: it mints its own credential
-    # with the job's token, then submits with that (one identity, one update per round).
-    clients = []
-    for i in range(args.clients):
-        cj = Client(url, job.token).job(job.name)
-        clients.append(cj.as_client(cj.mint_client("digits-%d" % i)))
-    print("tributary: job %s at %s\n" % (job.name, url))
+    ok = True
+    ref_trainer = Trainer(args, slices)
+    acc0 = ref_trainer.accuracy(init, x_te, y_te)
 
-    ref = init                       # the in-process numpy run's global model
-    acc0 = trainer.accuracy(init, x_te, y_te)
-    print("Test accuracy of the global model averaged by Tributary and in-process by numpy;\n"
-          "max|dw|: largest weight difference between the two global models;\n"
-          "avg err: Tributary's model against numpy's FedAvg of the very updates sent to it.\n")
-    print("round  tributary  in-process  max|dw|   avg err   tributary s  in-process s")
-    print("%5d  %9.4f  %10.4f  %8.1e  %8.1e" % (0, acc0, acc0, 0.0, 0.0))
-    curve, ok_agree = [], True
-    t_trib = t_ref = 0.0
-    for r in range(args.rounds):
-        t0 = time.monotonic()
-        sent = []
-        for i, cj in enumerate(clients):
-            version, weights = cj.model()
-            if version != r:
-                raise RuntimeError("client %d got model version %d in round %d" %
-                                   (i, version, r))
-            state, n = trainer.train(weights, i, r)
-            cj.submit(state, round=r, samples=n)
-            sent.append((to_numpy(state), n))
-        version, glob = job.wait_model(after=r, timeout=120)
-        t1 = time.monotonic()
-        if version != r + 1:
-            raise RuntimeError("wanted model version %d, got %d" % (r + 1, version))
-        da = max_diff(glob, fedavg(sent))
-        ref = fedavg([(to_numpy(s), n) for s, n in
-                      (trainer.train(ref, i, r) for i in range(args.clients))])
-        t2 = time.monotonic()
-        t_trib += t1 - t0
-        t_ref += t2 - t1
-        acc = trainer.accuracy(glob, x_te, y_te)
-        acc_ref = trainer.accuracy(ref, x_te, y_te)
-        dw = max_diff(glob, ref)
-        agree = abs(acc - acc_ref) <= ACC_TOL and dw <= WEIGHT_TOL and da <= AVG_TOL
-        ok_agree &= agree
-        curve.append((acc, acc_ref))
-        print("%5d  %9.4f  %10.4f  %8.1e  %8.1e  %11.2f  %12.2f%s" %
-              (r + 1, acc, acc_ref, dw, da, t1 - t0, t2 - t1, "" if agree else "  <- differ"),
-              flush=True)
-    for c in clients:
-        c.client.close()
+    runs = {}
+    sent, configs = {}, [[] for _ in range(args.clients)]
+    if args.mode in ("native", "both"):
+        def native(i, job):
+            train, evaluate = native_client(args, i, slices, tests, sent, configs)
+            job.run(train, evaluate, timeout=120)
+        runs["native"] = run_job(args, url, admin, "native", init, native)
+    if args.mode in ("flower", "both"):
+        from flower_client import DigitsClient
+
+        def flower(i, job):
+            c = DigitsClient(i, slices[i], tests[i], args.hidden, args.activation, args.seed)
+            run_numpy_client(job, c, timeout=120)
+        runs["flower"] = run_job(args, url, admin, "flower", init, flower)
     admin.close()
 
-    final = curve[-1][0] if curve else acc0
-    print("\nfinal test accuracy: %.4f through Tributary, %.4f in-process "
-          "(training + averaging: %.1f s and %.1f s)" % (final, curve[-1][1] if curve else
-                                                        acc0, t_trib, t_ref))
-    ok = True
-    if not ok_agree:
-        print("FAIL: the Tributary and in-process runs differ beyond tolerance "
-              "(accuracy %g, weights %g)" % (ACC_TOL, WEIGHT_TOL))
+    # The in-process run: the same training, FedAvg in numpy.
+    ref, ref_models = init, [init]
+    t0 = time.monotonic()
+    for r in range(args.rounds):
+        cfg = dict(client_config(args)["values"], lr=lr_of_round(args, r))
+        outs = [ref_trainer.train(ref, i, r, cfg) for i in range(args.clients)]
+        ref = fedavg([(to_numpy(st), n) for st, n, _ in outs])
+        ref_models.append(ref)
+    t_ref = time.monotonic() - t0
+
+    first = "native" if "native" in runs else "flower"
+    job, records, models, took = runs[first]
+    print("\n%s run: job %s at %s, %d rounds in %.1f s; its round records "
+          "(GET /v1/jobs/%s/rounds):" % (first, job.name, url, len(records), took, job.name))
+    print("eval acc: the accuracy the clients evaluated on their test shares, as the server "
+          "aggregated it;\nwhole test: the same model on the whole test split, in-process; "
+          "in-process: FedAvg in numpy;\nmax|dw|: Tributary's model against in-process; avg "
+          "err: against numpy's FedAvg of the very updates sent.\n")
+    print("version 0 (the starting model): test accuracy %.4f\n" % acc0)
+    print("round  lr      train loss  eval acc  eval loss  whole test  in-process  max|dw|   "
+          "avg err   clients  seconds")
+    for r, rec in enumerate(records):
+        ev = rec.get("evaluation") or {}
+        em = ev.get("metrics") or {}
+        got = models[r + 1]
+        whole = ref_trainer.accuracy(got, x_te, y_te)
+        acc_ref = ref_trainer.accuracy(ref_models[r + 1], x_te, y_te)
+        dw = max_diff(got, ref_models[r + 1])
+        da = max_diff(got, fedavg(sent[r])) if first == "native" else float("nan")
+        lr = configs[0][r]["lr"] if first == "native" else lr_of_round(args, r)
+        bad = []
+        if rec.get("round") != r:
+            bad.append("record of round %s" % rec.get("round"))
+        if "accuracy" not in em or abs(em["accuracy"] - whole) > EVAL_TOL or \
+                ev.get("clients") != args.clients or ev.get("samples") != len(y_te):
+            bad.append("evaluation %s" % (ev or None))
+        if abs(whole - acc_ref) > ACC_TOL or dw > WEIGHT_TOL or \
+                (first == "native" and da > AVG_TOL):
+            bad.append("differs from in-process")
+        if first == "native" and any(c[r]["lr"] != lr_of_round(args, r) for c in configs):
+            bad.append("a client got lr %s" % sorted({c[r]["lr"] for c in configs}))
+        ok &= not bad
+        print("%5d  %-6g  %10.4f  %8.4f  %9.4f  %10.4f  %10.4f  %8.1e  %8.1e  %7s  %7.2f%s" %
+              (r, lr, (rec.get("metrics") or {}).get("loss", float("nan")),
+               em.get("accuracy", float("nan")), em.get("loss", float("nan")), whole,
+               acc_ref, dw, da, ev.get("clients", "-"), rec.get("duration_s") or 0.0,
+               "  <- " + "; ".join(bad) if bad else ""), flush=True)
+    if len(records) != args.rounds:
+        print("FAIL: %d round records, want %d" % (len(records), args.rounds))
         ok = False
+    final = ref_trainer.accuracy(models[-1], x_te, y_te)
+    print("\nfinal test accuracy: %.4f through Tributary (%s loop, %.1f s), %.4f in-process "
+          "(%.1f s)" % (final, first, took, ref_trainer.accuracy(ref, x_te, y_te), t_ref))
+
+    if "native" in runs and "flower" in runs:
+        _, frec, fmodels, ftook = runs["flower"]
+        nrec = runs["native"][1]
+        print("\nThe Flower-style client (flower_client.py, NumPyClient interface) through "
+              "run_numpy_client(), %.1f s:\n" % ftook)
+        print("round  native eval acc  flower eval acc  max|dw| native-flower")
+        fok = len(frec) == args.rounds
+        for r, (a, b) in enumerate(zip(nrec, frec)):
+            na = ((a.get("evaluation") or {}).get("metrics") or {}).get("accuracy", -1)
+            fa = ((b.get("evaluation") or {}).get("metrics") or {}).get("accuracy", -1)
+            dw = max_diff(models[r + 1], fmodels[r + 1])
+            same = abs(na - fa) <= ACC_TOL and dw <= WEIGHT_TOL and na >= 0
+            fok &= same
+            print("%5d  %15.4f  %15.4f  %8.1e%s" % (r, na, fa, dw, "" if same else
+                                                    "  <- differ"))
+        ffinal = ref_trainer.accuracy(fmodels[-1], x_te, y_te)
+        print("\nfinal test accuracy: %.4f native loop, %.4f Flower-style client" %
+              (final, ffinal))
+        if fok:
+            print("ok: the Flower-style client reaches the native loop's accuracy every round "
+                  "(within %g; weights within %g)" % (ACC_TOL, WEIGHT_TOL))
+        else:
+            print("FAIL: the Flower-style client and the native loop differ")
+            ok = False
+    if ok:
+        print("ok: every round agrees with the in-process run, %sits evaluated accuracy is "
+              "the whole test split's (within %g)" %
+              ("its config reached every client and " if first == "native" else "", EVAL_TOL))
     else:
-        print("ok: both runs agree every round (accuracy within %g, weights within %g)" %
-              (ACC_TOL, WEIGHT_TOL))
+        print("FAIL: see the rounds marked <- above")
     if final < args.min_accuracy:
         print("FAIL: final accuracy %.4f is below %.2f" % (final, args.min_accuracy))
         ok = False
@@ -347,6 +522,9 @@ def main():
     except (TributaryError, TimeoutError) as e:
         print("train.py: Tributary: %s" % e, file=sys.stderr)
         rc = 2
+    except RuntimeError as e:
+        print("train.py: %s" % e, file=sys.stderr)
+        rc = 1
     finally:
         if server:
             up_rc = server.stop()

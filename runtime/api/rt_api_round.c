@@ -74,8 +74,13 @@ static void round_get(struct rt_conn *c, struct rt_job *j, uint32_t r)
 		return;
 	}
 	if (err == -ENOENT) {
-		snprintf(msg, sizeof(msg), "job '%s' has no record of round %u (it is at round %u)",
-			 j->name, r, j->round);
+		if (rt_job_rounds_over(j))
+			snprintf(msg, sizeof(msg), "job '%s' has no record of round %u (it is done "
+				 "after %u rounds: 0 to %u)", j->name, r, j->num_rounds,
+				 j->num_rounds - 1);
+		else
+			snprintf(msg, sizeof(msg), "job '%s' has no record of round %u (it is at "
+				 "round %u)", j->name, r, j->round);
 		rt_conn_error(c, 404, msg, -1, NULL);
 		return;
 	}

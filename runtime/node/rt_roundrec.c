@@ -429,8 +429,11 @@ json_t *rt_job_rounds_json(struct rt_node *n, struct rt_job *j, uint32_t from, u
 		*err = o && !json_array_append_new(out, o) ? 0 : -ENOMEM;
 		next_r = r->round + 1;
 	}
-	/* The open round before its first update has no tree, but is the round updates name. */
-	if (!*err && j->round >= next_r && !in_flight(j, j->round) &&
+	/*
+	 * The open round before its first update has no tree, but is the round updates name;
+	 * a job whose num_rounds are over has none (its round counter points past the last).
+	 */
+	if (!*err && j->round >= next_r && !in_flight(j, j->round) && !rt_job_rounds_over(j) &&
 	    json_array_size(out) < p.cap) {
 		o = record_live(j, NULL, j->round);
 		*err = o && !json_array_append_new(out, o) ? 0 : -ENOMEM;
@@ -463,7 +466,7 @@ json_t *rt_job_round_json(struct rt_node *n, struct rt_job *j, uint32_t round, i
 	struct rt_round *r = in_flight(j, round);
 	json_t *o;
 
-	if (r || round == j->round) {
+	if (r || (round == j->round && !rt_job_rounds_over(j))) {
 		/* The open round exists before its first update (no tree yet). */
 		o = record_live(j, r, round);
 		*err = o ? 0 : -ENOMEM;

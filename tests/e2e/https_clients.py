@@ -84,7 +84,7 @@ def python_over_https(srv, pin):
     job = admin.create_job('py', clients_per_round=2, tensors={'w': np.zeros(1000,
                                                                              np.float32)})
     rng = np.random.default_rng(1)
-    a, b = rng.standard_normal(1000), rng.standard_normal(1000)
+    a, b = (rng.standard_normal(1000).astype(np.float32) for _ in range(2))
     key = tc.new_idempotency_key()
     c = tc.Client('https://localhost:%d' % srv.port, job.token,
                   ca_file=os.path.join(srv.data_dir, 'data', 'tls-cert.pem')).job('py')
