@@ -18,10 +18,12 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
+#include "trib_x509.h"
 
 /* Requests served at once; more wait in nng's queue. */
 #define WIRE_SLOTS 32
@@ -43,6 +45,12 @@ struct wire_peer {
 	nng_socket sock;
 };
 
+/* The name a peer's server certificate must carry (ctl_wire_peer_name). */
+struct wire_name {
+	char url[128];
+	char name[72];
+};
+
 struct wire_req {
 	struct ctl_wire *w;
 	nng_ctx ctx;
@@ -61,6 +69,12 @@ struct ctl_wire {
 	struct wire_slot slots[WIRE_SLOTS];
 	struct wire_peer peers[WIRE_PEERS];
 	unsigned npeers;
+	struct wire_name names[WIRE_PEERS];
+	unsigned nnames;
+	/* TLS: the PEMs, read once at open (the key is wiped at close). */
+	bool tls;
+	struct ctl_wire_tls topt;
+	char *ca_pem, *cert_pem, *key_pem;
 	pthread_mutex_t lock;
 	struct ctl_event *head, **tail;
 	unsigned pending; /* our requests whose event is not freed yet (under lock) */
@@ -191,6 +205,14 @@ static void slot_cb(void *arg)
 		struct ctl_event *ev = trib_calloc(1, sizeof(*ev));
 
 		if (ev && !decode(m, ev)) {
+			ev->verified = true;
+			if (w->tls) {
+				bool v = false;
+
+				/* Asked per message: each may come on another pipe. */
+				ev->verified = !nng_pipe_get_bool(nng_msg_get_pipe(m),
+								  NNG_OPT_TLS_VERIFIED, &v) && v;
+			}
 			ev->kind = CTL_EV_REQUEST;
 			ev->msg = m;
 			ev->slot = s;
@@ -264,19 +286,122 @@ static void req_cb(void *arg)
 	push(r->w, ev);
 }
 
-static int wire_open(const char *listen_url, struct ctl_wire **out)
+static bool url_is_tls(const char *url)
+{
+	return !strncmp(url, "tls+tcp://", 10);
+}
+
+/* A TLS config for a listener (@server) or for a dialer to a server named @name (or NULL). */
+static int tls_config(struct ctl_wire *w, bool server, const char *name, nng_tls_config **out)
+{
+	nng_tls_config *cfg;
+	nng_tls_auth_mode mode = NNG_TLS_AUTH_MODE_REQUIRED;
+	int rv;
+
+	rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT);
+	if (rv)
+		return err_from_nng(rv);
+	if (server && w->topt.listen_optional)
+		mode = NNG_TLS_AUTH_MODE_OPTIONAL;
+	if (!server && w->topt.dial_unverified)
+		mode = NNG_TLS_AUTH_MODE_NONE;
+	rv = nng_tls_config_version(cfg, NNG_TLS_1_2, NNG_TLS_1_2); /* mbedTLS 2.28: 1.2 */
+	if (!rv && w->ca_pem)
+		rv = nng_tls_config_ca_chain(cfg, w->ca_pem, NULL);
+	if (!rv && w->cert_pem)
+		rv = nng_tls_config_own_cert(cfg, w->cert_pem, w->key_pem, NULL);
+	if (!rv)
+		rv = nng_tls_config_auth_mode(cfg, mode);
+	if (!rv && name)
+		rv = nng_tls_config_server_name(cfg, name);
+	if (rv) {
+		trib_error("wire: TLS configuration: %s", nng_strerror(rv));
+		nng_tls_config_free(cfg);
+		return err_from_nng(rv);
+	}
+	*out = cfg;
+	return 0;
+}
+
+static int wire_listen(struct ctl_wire *w, const char *url)
+{
+	nng_tls_config *cfg = NULL;
+	nng_listener l;
+	int rv;
+
+	if (!w->tls)
+		return nng_listen(w->rep, url, NULL, 0);
+	rv = nng_listener_create(&l, w->rep, url);
+	if (rv)
+		return rv;
+	if (tls_config(w, true, NULL, &cfg)) {
+		nng_listener_close(l);
+		return NNG_EINVAL;
+	}
+	rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, cfg);
+	nng_tls_config_free(cfg); /* the listener holds it */
+	if (!rv)
+		rv = nng_listener_start(l, 0);
+	if (rv)
+		nng_listener_close(l);
+	return rv;
+}
+
+/* Read the PEMs of @tls into @w (the key into memory it wipes at close). */
+static int tls_load(struct ctl_wire *w, const struct ctl_wire_tls *tls)
+{
+	int err;
+
+	w->tls = true;
+	w->topt = *tls;
+	err = trib_x509_read_pem(tls->ca_file, &w->ca_pem);
+	if (err) {
+		trib_error("wire: cannot read the cluster CA %s: %s", tls->ca_file, strerror(-err));
+		return err;
+	}
+	if (!tls->cert_file)
+		return 0;
+	err = trib_x509_read_pem(tls->cert_file, &w->cert_pem);
+	if (!err)
+		err = trib_x509_read_pem(tls->key_file, &w->key_pem);
+	if (err)
+		trib_error("wire: cannot read the link certificate %s or its key %s: %s",
+			   tls->cert_file, tls->key_file, strerror(-err));
+	return err;
+}
+
+static void tls_drop(struct ctl_wire *w)
+{
+	if (w->key_pem)
+		memset(w->key_pem, 0, strlen(w->key_pem));
+	trib_free(w->key_pem);
+	trib_free(w->cert_pem);
+	trib_free(w->ca_pem);
+}
+
+static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,
+		     struct ctl_wire **out)
 {
 	struct ctl_wire *w = trib_calloc(1, sizeof(*w));
 	int rv;
 
 	if (!w)
 		return -ENOMEM;
+	if (tls) {
+		rv = tls_load(w, tls);
+		if (rv) {
+			tls_drop(w);
+			trib_free(w);
+			return rv;
+		}
+	}
 	w->tail = &w->head;
 	pthread_mutex_init(&w->lock, NULL);
 	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (w->efd < 0) {
 		int err = -errno;
 
+		tls_drop(w);
 		trib_free(w);
 		return err;
 	}
@@ -285,13 +410,14 @@ static int wire_open(const char *listen_url, struct ctl_wire **out)
 		if (!rv)
 			rv = nng_socket_set_size(w->rep, NNG_OPT_RECVMAXSZ, 0);
 		if (!rv)
-			rv = nng_listen(w->rep, listen_url, NULL, 0);
+			rv = wire_listen(w, listen_url);
 		if (rv) {
 			int err = err_from_nng(rv);
 
 			trib_error("wire: cannot listen on %s: %s", listen_url, nng_strerror(rv));
 			nng_close(w->rep);
 			close(w->efd);
+			tls_drop(w);
 			trib_free(w);
 			return err;
 		}
@@ -316,16 +442,61 @@ static int wire_open(const char *listen_url, struct ctl_wire **out)
  * process's signals: the gateway reads SIGTERM and SIGCHLD from a signalfd,
  * which sees only signals blocked in every thread.
  */
-int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
+static int open_blocked(const char *listen_url, const struct ctl_wire_tls *tls,
+			struct ctl_wire **out)
 {
 	sigset_t all, old;
 	int err;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	err = wire_open(listen_url, out);
+	err = wire_open(listen_url, tls, out);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return err;
+}
+
+int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
+{
+	if (listen_url && url_is_tls(listen_url))
+		return -EINVAL;
+	return open_blocked(listen_url, NULL, out);
+}
+
+int ctl_wire_open_tls(const char *listen_url, const struct ctl_wire_tls *tls,
+		      struct ctl_wire **out)
+{
+	if (!tls || !tls->ca_file || !tls->cert_file != !tls->key_file ||
+	    (listen_url && (!url_is_tls(listen_url) || !tls->cert_file)))
+		return -EINVAL;
+	return open_blocked(listen_url, tls, out);
+}
+
+int ctl_wire_peer_name(struct ctl_wire *w, const char *url, const char *name)
+{
+	struct wire_name *nm = NULL;
+
+	if (strlen(url) >= sizeof(nm->url) || strlen(name) >= sizeof(nm->name))
+		return -EINVAL;
+	for (unsigned i = 0; i < w->nnames && !nm; i++)
+		if (!strcmp(w->names[i].url, url))
+			nm = &w->names[i];
+	if (!nm) {
+		if (w->nnames == WIRE_PEERS)
+			return -ENOSPC;
+		nm = &w->names[w->nnames++];
+		snprintf(nm->url, sizeof(nm->url), "%s", url);
+	}
+	if (strcmp(nm->name, name)) {
+		snprintf(nm->name, sizeof(nm->name), "%s", name);
+		/* A socket dialled under another name: closed, the next request dials anew. */
+		for (unsigned i = 0; i < w->npeers; i++) {
+			if (!strcmp(w->peers[i].url, url)) {
+				w->peers[i].url[0] = 0;
+				trib_info("wire: %s now serves %s: dialled again", url, name);
+			}
+		}
+	}
+	return 0;
 }
 
 int ctl_wire_fd(const struct ctl_wire *w)
@@ -354,6 +525,10 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	struct wire_peer *p;
 	int rv;
 
+	const char *name = NULL;
+	nng_tls_config *cfg = NULL;
+	nng_dialer d;
+
 	for (unsigned i = 0; i < w->npeers; i++) {
 		if (!strcmp(w->peers[i].url, url)) {
 			*out = w->peers[i].sock;
@@ -362,6 +537,11 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	}
 	if (w->npeers == WIRE_PEERS || strlen(url) >= sizeof(p->url))
 		return -ENOSPC;
+	if (w->tls != url_is_tls(url))
+		return -EINVAL; /* no plain link in a TLS cluster, nor the reverse */
+	for (unsigned i = 0; i < w->nnames; i++)
+		if (!strcmp(w->names[i].url, url) && w->names[i].name[0])
+			name = w->names[i].name;
 	p = &w->peers[w->npeers];
 	rv = nng_req0_open(&p->sock);
 	if (rv)
@@ -372,7 +552,19 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
 	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 500);
 	/* In the background: a peer that is not up yet is dialled again until it is. */
-	rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+	if (!w->tls) {
+		rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+	} else {
+		rv = nng_dialer_create(&d, p->sock, url);
+		if (!rv && tls_config(w, false, name, &cfg))
+			rv = NNG_EINVAL;
+		if (!rv) {
+			rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+			nng_tls_config_free(cfg); /* the dialer holds it */
+		}
+		if (!rv)
+			rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+	}
 	if (rv) {
 		nng_close(p->sock);
 		return err_from_nng(rv);
@@ -556,5 +748,6 @@ void ctl_wire_close(struct ctl_wire *w)
 	}
 	close(w->efd);
 	pthread_mutex_destroy(&w->lock);
+	tls_drop(w);
 	trib_free(w);
 }
