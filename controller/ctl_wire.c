@@ -354,7 +354,7 @@ static int tls_load(struct ctl_wire *w, const struct ctl_wire_tls *tls)
 
 	w->tls = true;
 	w->topt = *tls;
-	err = trib_x509_read_pem(tls->ca_file, &w->ca_pem);
+	err = tls->ca_file ? trib_x509_read_pem(tls->ca_file, &w->ca_pem) : 0;
 	if (err) {
 		trib_error("wire: cannot read the cluster CA %s: %s", tls->ca_file, strerror(-err));
 		return err;
@@ -465,7 +465,7 @@ int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
 int ctl_wire_open_tls(const char *listen_url, const struct ctl_wire_tls *tls,
 		      struct ctl_wire **out)
 {
-	if (!tls || !tls->ca_file || !tls->cert_file != !tls->key_file ||
+	if (!tls || (!tls->ca_file && !tls->dial_unverified) || !tls->cert_file != !tls->key_file ||
 	    (listen_url && (!url_is_tls(listen_url) || !tls->cert_file)))
 		return -EINVAL;
 	return open_blocked(listen_url, tls, out);

@@ -132,6 +132,9 @@ struct rt_agent {
 	bool recovered;		      /* the arena's records went back into rounds (first join) */
 	uint32_t provisional;	      /* updates taken since the controller went away */
 	uint64_t provisional_total;   /* for /metrics */
+	/* rt_agent_enroll.c: this node's link certificate and the session of its join */
+	char pki[512];	  /* DATA_DIR/cluster: ca.crt, node.key, node.crt */
+	char session[48]; /* the controller's secret for this join; sent with each request */
 };
 
 /* A string member, or @dflt. */
@@ -141,6 +144,17 @@ static inline const char *jstr(const json_t *o, const char *key, const char *dfl
 
 	return v ? v : dflt;
 }
+
+/* --- rt_agent_enroll.c --- */
+/*
+ * The link files in DATA_DIR/cluster (a->pki), enrolling first with
+ * --join-token if there is no certificate yet; fills @t (paths in @ca, @crt,
+ * @key, each @cap bytes). 0 or -errno (logged, with what to do).
+ */
+int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *crt, char *key,
+		  size_t cap);
+/* Add the join's proof to @h: this node's certificate, the time, their signature. */
+int rt__agent_join_proof(struct rt_agent *a, json_t *h);
 
 int rt__agent_request(struct rt_agent *a, const char *url, json_t *h, const void *p, size_t len,
 		      int kind, struct pend **out);

@@ -18,6 +18,7 @@
 #include "agent_priv.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -29,6 +30,7 @@
 #include "trib_json.h"
 #include "trib_log.h"
 #include "trib_time.h"
+#include "trib_x509.h"
 
 /* --- plumbing --- */
 
@@ -62,6 +64,9 @@ int rt__agent_request(struct rt_agent *a, const char *url, json_t *h, const void
 int rt__agent_to_ctl(struct rt_agent *a, json_t *h, const void *p, size_t len, int kind,
 		  struct pend **out)
 {
+	/* The controller knows which node asks by the session of its join (ctl_pki.c). */
+	if (a->session[0] && kind != PK_JOIN)
+		json_object_set_new(h, "session", json_string(a->session));
 	return rt__agent_request(a, a->n->opts.controller, h, p, len, kind, out);
 }
 
@@ -176,6 +181,7 @@ static void join_send(struct rt_agent *a)
 	uint64_t used = 0, total = 0;
 	uint32_t live = 0;
 	struct pend *pd;
+	json_t *h;
 
 	shm_arena_usage(n->arena, &used, &total, &live);
 	a->last_join_ns = trib_now_ns();
@@ -184,15 +190,20 @@ static void join_send(struct rt_agent *a)
 	 * node acknowledged (re-attached, or this process's since its start);
 	 * "new" if it was made empty at this start (what was there is gone).
 	 */
-	if (rt__agent_to_ctl(a,
-		   json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s, s:o, s:s}", "op",
+	h = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s, s:o, s:s}", "op",
 			     "join", "name", a->name, "addr", a->addr, "http", a->http, "cores",
 			     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "arena_bytes",
 			     (json_int_t)total, "arena_free", (json_int_t)(total - used),
 			     "mem_free", (json_int_t)mem_available(), "dataplane",
 			     rt_dataplane_name(n->dataplane), "holds", rt__agent_holds(a),
-			     "arena", n->arena_reattached || a->recovered ? "kept" : "new"),
-		   NULL, 0, PK_JOIN, &pd) == 0)
+			     "arena", n->arena_reattached || a->recovered ? "kept" : "new");
+	/* It proves the name is its own: its certificate and its signature (ctl_pki.c). */
+	if (!h || rt__agent_join_proof(a, h)) {
+		json_decref(h);
+		trib_retry_fail(&a->join_retry, -ENOMEM, 0, trib_now_ns(), (int64_t)time(NULL));
+		return;
+	}
+	if (rt__agent_to_ctl(a, h, NULL, 0, PK_JOIN, &pd) == 0)
 		a->join_pending = true;
 }
 
@@ -215,6 +226,12 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
 		trib_error("controller %s refused this node: %s", a->n->opts.controller,
 			   jstr(ev->hdr, "error", "?"));
+		if (json_is_true(json_object_get(ev->hdr, "revoked"))) {
+			/* Not a node of this cluster any more: a supervisor restart cannot help. */
+			trib_error("node %s: its certificate was revoked; exiting (status 4)",
+				   a->name);
+			_exit(4);
+		}
 		trib_retry_fail(&a->join_retry, -EPERM, 0, trib_now_ns(), (int64_t)time(NULL));
 		return;
 	}
@@ -224,8 +241,11 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	a->rank = (int)json_integer_value(json_object_get(ev->hdr, "rank"));
 	a->hb_ms = (uint32_t)json_integer_value(json_object_get(ev->hdr, "heartbeat_ms"));
 	a->epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "epoch"));
-	snprintf(a->n->admin_token, sizeof(a->n->admin_token), "%s",
-		 jstr(ev->hdr, "admin_token", ""));
+	snprintf(a->session, sizeof(a->session), "%s", jstr(ev->hdr, "session", ""));
+	/* Only the admin token's hash: the node checks admin bearers, it cannot make one. */
+	a->n->admin_token[0] = 0;
+	snprintf(a->n->admin_sha256, sizeof(a->n->admin_sha256), "%s",
+		 jstr(ev->hdr, "admin_sha256", ""));
 	jobs = json_object_get(ev->hdr, "jobs");
 	json_array_foreach(jobs, i, e) rt__agent_job_apply(a, e);
 	rt__agent_rejoined(a, json_object_get(ev->hdr, "holds"));
@@ -509,6 +529,19 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	} else if (!strcmp(op, "job")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		rt__agent_job_apply(a, ev->hdr);
+	} else if (!strcmp(op, "membership_revoked")) {
+		/*
+		 * Any cluster peer could send this (a listener does not learn who
+		 * asks): so it only makes us join again, and the controller's answer
+		 * on a link whose name we check decides (revoked: we exit).
+		 */
+		rt__agent_reply(a, ev, rt__agent_ok_json());
+		trib_warn("told that node %s's membership was revoked: asking the controller",
+			  jstr(ev->hdr, "node", "?"));
+		if (a->joined && !a->join_pending) {
+			a->joined = false;
+			join_send(a);
+		}
 	} else if (!strcmp(op, "drained")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		trib_warn("the controller drained node %s", jstr(ev->hdr, "node", "?"));
@@ -554,7 +587,9 @@ int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 {
 	const struct rt_node_opts *o = &n->opts;
 	struct rt_agent *a;
-	const char *listen = o->peer_listen ? o->peer_listen : "tcp://0.0.0.0:7071";
+	const char *listen = o->peer_listen ? o->peer_listen : "tls+tcp://0.0.0.0:7071";
+	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+	struct ctl_wire_tls tls;
 	const char *adv = o->advertise ? o->advertise : listen;
 	int err;
 
@@ -563,7 +598,7 @@ int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 		return -EINVAL;
 	}
 	if (strstr(adv, "://0.0.0.0:") || strstr(adv, "://*:")) {
-		trib_error("peers cannot dial %s: give --advertise tcp://ADDRESS:PORT (this node's "
+		trib_error("peers cannot dial %s: give --advertise tls+tcp://ADDRESS:PORT (this node's "
 			   "address on the cluster network)",
 			   adv);
 		return -EINVAL;
@@ -577,9 +612,18 @@ int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 	snprintf(a->addr, sizeof(a->addr), "%s", adv);
 	snprintf(a->http, sizeof(a->http), "%s://%s:%u", o->gateway_tls ? "https" : "http",
 		 o->listen_host, o->listen_port);
-	err = ctl_wire_open(listen, &a->w);
+	/* The certificate first (enrolling if need be): no link opens without one. */
+	err = rt__agent_pki(a, &tls, ca, crt, key, sizeof(ca));
+	if (!err) {
+		err = ctl_wire_open_tls(listen, &tls, &a->w);
+		if (err)
+			trib_error("listening for peers on %s: %s", listen, strerror(-err));
+	}
+	/* The controller must show the controller's certificate, not just any of the CA's. */
+	if (!err && ctl_wire_peer_name(a->w, o->controller, TRIB_X509_CONTROLLER_CN))
+		err = -EINVAL;
 	if (err) {
-		trib_error("listening for peers on %s: %s", listen, strerror(-err));
+		ctl_wire_close(a->w);
 		trib_free(a);
 		return err;
 	}
