@@ -152,11 +152,10 @@ Test(ctl_store_x, an_older_file_is_migrated)
 	job("old");
 	ctl_store_close(st);
 	st = NULL;
-	/* As the build before the cluster tables (the last migration) left it. */
+	/* As the build before the cluster tables (migration 3 -> 4) left it. */
 	snprintf(sql, sizeof(sql),
-		 "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; "
-		 "PRAGMA user_version = %d",
-		 CTL_STORE_SCHEMA_VERSION - 1);
+		 "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; DROP TABLE join_tokens; "
+		 "DROP TABLE node_certs; PRAGMA user_version = 3");
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
