@@ -64,6 +64,7 @@ struct wire_req {
 
 struct ctl_wire {
 	int efd;
+	bool efd_borrowed; /* the caller's (ctl_wire_tls.event_fd): not closed here */
 	bool listening;
 	nng_socket rep;
 	struct wire_slot slots[WIRE_SLOTS];
@@ -397,7 +398,8 @@ static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,
 	}
 	w->tail = &w->head;
 	pthread_mutex_init(&w->lock, NULL);
-	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	w->efd_borrowed = tls && tls->event_fd > 0;
+	w->efd = w->efd_borrowed ? tls->event_fd : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (w->efd < 0) {
 		int err = -errno;
 
@@ -416,7 +418,8 @@ static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,
 
 			trib_error("wire: cannot listen on %s: %s", listen_url, nng_strerror(rv));
 			nng_close(w->rep);
-			close(w->efd);
+			if (!w->efd_borrowed)
+				close(w->efd);
 			tls_drop(w);
 			trib_free(w);
 			return err;
@@ -746,7 +749,8 @@ void ctl_wire_close(struct ctl_wire *w)
 			break;
 		usleep(10000);
 	}
-	close(w->efd);
+	if (!w->efd_borrowed)
+		close(w->efd);
 	pthread_mutex_destroy(&w->lock);
 	tls_drop(w);
 	trib_free(w);

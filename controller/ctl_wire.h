@@ -69,6 +69,12 @@ struct ctl_wire_tls {
 	 * certificate that the caller then checks against a pinned SHA-256.
 	 */
 	bool dial_unverified;
+	/*
+	 * > 0: poke this eventfd (the caller's; it stays open after close)
+	 * instead of one of the wire's own: a caller whose loop waits on one fd
+	 * before the wire can be opened (a node enrolling) keeps that fd.
+	 */
+	int event_fd;
 };
 
 /* Like ctl_wire_open, over tls+tcp:// URLs only (a tcp:// URL is -EINVAL); @tls is copied. */

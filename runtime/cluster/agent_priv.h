@@ -3,6 +3,7 @@
 #ifndef AGENT_PRIV_H
 #define AGENT_PRIV_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -135,6 +136,16 @@ struct rt_agent {
 	/* rt_agent_enroll.c: this node's link certificate and the session of its join */
 	char pki[512];	  /* DATA_DIR/cluster: ca.crt, node.key, node.crt */
 	char session[48]; /* the controller's secret for this join; sent with each request */
+	/*
+	 * The fd the gateway's loop waits on: the wire pokes it once open. Until
+	 * then (a->w NULL) a thread enrols; it sets enroll_state (1 done, < 0
+	 * refused) and pokes it too. Alive, not ready, meanwhile.
+	 */
+	int efd;
+	pthread_t enroll_thread;
+	bool enroll_started;
+	_Atomic int enroll_state;
+	_Atomic bool enroll_stop; /* rt_agent_close: give up waiting for the controller */
 };
 
 /* A string member, or @dflt. */
@@ -147,12 +158,14 @@ static inline const char *jstr(const json_t *o, const char *key, const char *dfl
 
 /* --- rt_agent_enroll.c --- */
 /*
- * The link files in DATA_DIR/cluster (a->pki), enrolling first with
- * --join-token if there is no certificate yet; fills @t (paths in @ca, @crt,
- * @key, each @cap bytes). 0 or -errno (logged, with what to do).
+ * The link files in DATA_DIR/cluster (a->pki): fills @t (paths in @ca, @crt,
+ * @key, each @cap bytes). 0 if they are there; -ENOENT if the node must enrol
+ * (it has --join-token); -EACCES if it cannot (logged, with what to do).
  */
 int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *crt, char *key,
 		  size_t cap);
+/* Enrol (blocking, in its own thread): until answered or a->enroll_stop. 0 or -errno (logged). */
+int rt__agent_enroll(struct rt_agent *a);
 /* Add the join's proof to @h: this node's certificate, the time, their signature. */
 int rt__agent_join_proof(struct rt_agent *a, json_t *h);
 

@@ -19,6 +19,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -47,8 +50,11 @@ int rt__agent_request(struct rt_agent *a, const char *url, json_t *h, const void
 	pd->cookie = ++a->cookie;
 	pd->kind = kind;
 	pd->top = -1;
-	err = ctl_wire_request(a->w, url, h, p, len, pd->cookie,
-			       kind == PK_HB ? AGENT_HB_TIMEOUT_MS : AGENT_TIMEOUT_MS);
+	/* Still enrolling: no link yet (the gateway is not ready, so little asks). */
+	err = a->w ? 0 : -ENOTCONN;
+	if (!err)
+		err = ctl_wire_request(a->w, url, h, p, len, pd->cookie,
+				       kind == PK_HB ? AGENT_HB_TIMEOUT_MS : AGENT_TIMEOUT_MS);
 	json_decref(h);
 	if (err) {
 		trib_free(pd);
@@ -302,7 +308,7 @@ void rt_agent_tick(struct rt_agent *a)
 	uint64_t used = 0, total = 0;
 	uint32_t live = 0;
 
-	if (!a)
+	if (!a || !a->w)
 		return;
 	if (!a->joined) {
 		if (!a->join_pending && trib_retry_due(&a->join_retry, trib_now_ns()))
@@ -551,9 +557,27 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	return false;
 }
 
+static int wire_up(struct rt_agent *a);
+
 void rt_agent_on_wire(struct rt_agent *a)
 {
 	struct ctl_event *ev;
+
+	if (!a->w) {
+		int st = a->enroll_state;
+
+		if (!st)
+			return;
+		pthread_join(a->enroll_thread, NULL);
+		a->enroll_started = false;
+		/* A refusal is final (a token is spent or expired): a restart cannot help. */
+		if (st < 0 || wire_up(a)) {
+			trib_error("node %s: enrolment failed (see above); exiting (status 2)",
+				   a->name);
+			_exit(2);
+		}
+		return;
+	}
 
 	while ((ev = ctl_wire_next(a->w))) {
 		if (ev->kind == CTL_EV_REQUEST) {
@@ -568,7 +592,49 @@ void rt_agent_on_wire(struct rt_agent *a)
 
 int rt_agent_fd(const struct rt_agent *a)
 {
-	return ctl_wire_fd(a->w);
+	return a->efd;
+}
+
+static void *enroll_main(void *arg)
+{
+	struct rt_agent *a = arg;
+	uint64_t one = 1;
+	int err = rt__agent_enroll(a);
+
+	a->enroll_state = err ? (err < 0 ? err : -EIO) : 1;
+	if (write(a->efd, &one, sizeof(one)) < 0)
+		trib_warn("agent: eventfd: %s", strerror(errno));
+	return NULL;
+}
+
+/* The wire, with this node's certificate, listening for peers; then the first join. */
+static int wire_up(struct rt_agent *a)
+{
+	const struct rt_node_opts *o = &a->n->opts;
+	const char *listen = o->peer_listen ? o->peer_listen : "tls+tcp://0.0.0.0:7071";
+	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+	struct ctl_wire_tls tls;
+	int err = rt__agent_pki(a, &tls, ca, crt, key, sizeof(ca));
+
+	if (err)
+		return err;
+	tls.event_fd = a->efd;
+	err = ctl_wire_open_tls(listen, &tls, &a->w);
+	if (err) {
+		trib_error("listening for peers on %s: %s", listen, strerror(-err));
+		return err;
+	}
+	/* The controller must show the controller's certificate, not just any of the CA's. */
+	err = ctl_wire_peer_name(a->w, o->controller, TRIB_X509_CONTROLLER_CN);
+	if (err) {
+		ctl_wire_close(a->w);
+		a->w = NULL;
+		return err;
+	}
+	trib_info("node %s: joining the controller at %s; peers on %s (mutual TLS)", a->name,
+		  o->controller, listen);
+	join_send(a);
+	return 0;
 }
 
 void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
@@ -612,26 +678,35 @@ int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 	snprintf(a->addr, sizeof(a->addr), "%s", adv);
 	snprintf(a->http, sizeof(a->http), "%s://%s:%u", o->gateway_tls ? "https" : "http",
 		 o->listen_host, o->listen_port);
-	/* The certificate first (enrolling if need be): no link opens without one. */
+	a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->efd < 0) {
+		err = -errno;
+		trib_free(a);
+		return err;
+	}
+	/* The certificate first: no link opens without one. */
 	err = rt__agent_pki(a, &tls, ca, crt, key, sizeof(ca));
 	if (!err) {
-		err = ctl_wire_open_tls(listen, &tls, &a->w);
-		if (err)
-			trib_error("listening for peers on %s: %s", listen, strerror(-err));
+		err = wire_up(a);
+	} else if (err == -ENOENT) {
+		sigset_t all, old;
+
+		/* Enrol in a thread: the gateway serves /healthz (not ready) meanwhile. */
+		trib_info("node %s: enrolling with the controller at %s (join token)", a->name,
+			  o->controller);
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		err = -pthread_create(&a->enroll_thread, NULL, enroll_main, a);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		a->enroll_started = !err;
 	}
-	/* The controller must show the controller's certificate, not just any of the CA's. */
-	if (!err && ctl_wire_peer_name(a->w, o->controller, TRIB_X509_CONTROLLER_CN))
-		err = -EINVAL;
 	if (err) {
-		ctl_wire_close(a->w);
+		close(a->efd);
 		trib_free(a);
 		return err;
 	}
 	n->clustered = true;
 	*out = a;
-	trib_info("node %s: joining the controller at %s; peers on %s", a->name, o->controller,
-		  listen);
-	join_send(a);
 	return 0;
 }
 
@@ -640,7 +715,12 @@ void rt_agent_close(struct rt_agent *a)
 
 	if (!a)
 		return;
+	if (a->enroll_started) {
+		a->enroll_stop = true; /* it notices within a second or an ask's timeout */
+		pthread_join(a->enroll_thread, NULL);
+	}
 	ctl_wire_close(a->w);
+	close(a->efd);
 	while (a->pend) {
 		struct pend *pd = a->pend;
 

@@ -30,8 +30,6 @@
 #include "trib_store.h"
 #include "trib_x509.h"
 
-/* How long a node waits for the controller to enrol it (it may be starting too). */
-#define ENROLL_WAIT_S	  60
 #define ENROLL_ASK_MS	  5000
 
 /* One request and its answer's header (a reference for the caller), or NULL after @ms. */
@@ -65,11 +63,11 @@ static json_t *ask(struct ctl_wire *w, const char *url, json_t *h, int *err)
 	return rep;
 }
 
-/* Ask until answered (the controller may be starting), for ENROLL_WAIT_S at most. */
-static json_t *ask_retry(const struct ctl_wire_tls *t, const char *url, const char *name_check,
-			 json_t *h)
+/* Ask until answered (the controller may be starting) or told to stop. */
+static json_t *ask_retry(struct rt_agent *a, const struct ctl_wire_tls *t, const char *url,
+			 const char *name_check, json_t *h)
 {
-	time_t end = time(NULL) + ENROLL_WAIT_S;
+	unsigned tries = 0;
 	int err = 0;
 
 	for (;;) {
@@ -82,15 +80,19 @@ static json_t *ask_retry(const struct ctl_wire_tls *t, const char *url, const ch
 		if (!err)
 			rep = ask(w, url, json_incref(h), &err);
 		ctl_wire_close(w);
-		if (rep || time(NULL) >= end || err == -EINVAL) {
+		if (rep || a->enroll_stop || err == -EINVAL) {
 			json_decref(h);
-			if (!rep)
-				trib_error("enrolment: no answer from the controller at %s within %d "
-					   "s (%s); with --cluster-ca, is it the cluster's CA?",
-					   url, ENROLL_WAIT_S, strerror(-err));
 			return rep;
 		}
-		sleep(1);
+		/* 1, 2, 4, 8... tries: said, not every second. */
+		tries++;
+		if (!(tries & (tries - 1)))
+			trib_warn("enrolment: no answer from the controller at %s yet (%s; %u tries); "
+				  "not ready until then%s",
+				  url, strerror(-err), tries,
+				  name_check ? " (is --cluster-ca the cluster's CA?)" : "");
+		for (int i = 0; i < 10 && !a->enroll_stop; i++)
+			usleep(100000);
 	}
 }
 
@@ -122,12 +124,14 @@ static int get_ca(struct rt_agent *a, const char *ca, const char *pin)
 	} else {
 		struct ctl_wire_tls t = {.dial_unverified = true};
 
-		rep = ask_retry(&t, o->controller, NULL, json_pack("{s:s}", "op", "cluster_ca"));
+		rep = ask_retry(a, &t, o->controller, NULL, json_pack("{s:s}", "op", "cluster_ca"));
 		got = rep ? json_string_value(json_object_get(rep, "ca")) : NULL;
 		pem = got ? trib_strdup(got) : NULL;
 		json_decref(rep);
 		if (!pem || trib_x509_fingerprint(pem, fpr)) {
 			trib_free(pem);
+			if (a->enroll_stop)
+				return -ECANCELED;
 			trib_error("enrolment: the controller at %s sent no CA certificate",
 				   o->controller);
 			return -EPROTO;
@@ -167,12 +171,12 @@ static int enroll(struct rt_agent *a, const char *ca, const char *crt, const cha
 		trib_error("%s: making this node's key or CSR: %s", key, strerror(-err));
 		return err;
 	}
-	rep = ask_retry(&t, o->controller, TRIB_X509_CONTROLLER_CN,
+	rep = ask_retry(a, &t, o->controller, TRIB_X509_CONTROLLER_CN,
 			json_pack("{s:s, s:s, s:s, s:s}", "op", "enroll", "name", a->name, "token",
 				  o->join_token, "csr", csr));
 	trib_free(csr);
 	if (!rep)
-		return -ETIMEDOUT;
+		return a->enroll_stop ? -ECANCELED : -EPROTO;
 	cert = json_string_value(json_object_get(rep, "cert"));
 	if (!json_is_true(json_object_get(rep, "ok")) || !cert) {
 		trib_error("the controller refused to enrol node %s: %s", a->name,
@@ -197,8 +201,6 @@ int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *cr
 		  size_t cap)
 {
 	const struct rt_node_opts *o = &a->n->opts;
-	const char *pin = NULL;
-	int err;
 
 	snprintf(a->pki, sizeof(a->pki), "%s/cluster", o->data_dir);
 	snprintf(ca, cap, "%s/ca.crt", a->pki);
@@ -218,6 +220,19 @@ int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *cr
 			   a->name, crt);
 		return -EACCES;
 	}
+	return -ENOENT;
+}
+
+int rt__agent_enroll(struct rt_agent *a)
+{
+	const struct rt_node_opts *o = &a->n->opts;
+	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+	const char *pin;
+	int err;
+
+	snprintf(ca, sizeof(ca), "%s/ca.crt", a->pki);
+	snprintf(crt, sizeof(crt), "%s/node.crt", a->pki);
+	snprintf(key, sizeof(key), "%s/node.key", a->pki);
 	err = trib_mkdir_p(a->pki, 0700);
 	if (err) {
 		trib_error("%s: %s", a->pki, strerror(-err));
