@@ -92,11 +92,12 @@ static void usage(FILE *f)
 	/* Two strings: C11 promises literals of 4095 characters, not more. */
 	fprintf(f,
 		"tributary node --controller tls+tcp://HOST:PORT --node-name NAME\n"
-		"               [--join-token TOKEN] [--cluster-ca FILE]\n"
+		"               [--join-token TOKEN | --join-token-file F] [--cluster-ca FILE]\n"
 		"               [--peer-listen tls+tcp://HOST:PORT] [--advertise tls+tcp://HOST:PORT]\n"
 		"               [--controller-grace-s N] [all options of up]\n"
 		"  --controller URL       the controller's nng address (mutual TLS)\n"
 		"  --join-token TOKEN     enrol once (DATA_DIR/cluster gets node.key, node.crt)\n"
+		"  --join-token-file F    the token in a file (not there: no token)\n"
 		"  --cluster-ca FILE      the cluster CA's certificate (else pinned by the token)\n"
 		"  --node-name NAME       unique in the cluster (Kubernetes: the node's name)\n"
 		"  --peer-listen URL      where other nodes and the controller reach this one\n"
@@ -238,6 +239,7 @@ static const struct option up_lopts[] = {
 	{ "advertise", required_argument, NULL, 'A' },
 	{ "controller-grace-s", required_argument, NULL, 'G' },
 	{ "join-token", required_argument, NULL, 'j' },
+	{ "join-token-file", required_argument, NULL, 'k' },
 	{ "cluster-ca", required_argument, NULL, 'K' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -268,6 +270,10 @@ static int node_opt(int c, const char *arg, struct rt_node_opts *o)
 	}
 	if (c == 'j') {
 		o->join_token = arg;
+		return 0;
+	}
+	if (c == 'k') {
+		o->join_token_file = arg;
 		return 0;
 	}
 	if (c == 'K') {
@@ -303,6 +309,7 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 	case 'A':
 	case 'G':
 	case 'j':
+	case 'k':
 	case 'K':
 		return node_opt(c, arg, o);
 	case OPT_HEAD_TIMEOUT:
@@ -407,7 +414,7 @@ static int cmd_up(int argc, char **argv, bool node)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", up_lopts, NULL)) != -1) {
 		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A' || c == 'G' || c == 'j' ||
-			      c == 'K')) {
+			      c == 'k' || c == 'K')) {
 			/* Named from the table: argv[optind - 1] is the value when it came apart. */
 			for (const struct option *lo = up_lopts; lo->name; lo++)
 				if (lo->val == c)

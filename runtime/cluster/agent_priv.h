@@ -136,6 +136,7 @@ struct rt_agent {
 	/* rt_agent_enroll.c: this node's link certificate and the session of its join */
 	char pki[512];	  /* DATA_DIR/cluster: ca.crt, node.key, node.crt */
 	char session[48]; /* the controller's secret for this join; sent with each request */
+	char jtok[256];	  /* --join-token, or the first line of --join-token-file ("": none) */
 	/*
 	 * The fd the gateway's loop waits on: the wire pokes it once open. Until
 	 * then (a->w NULL) a thread enrols; it sets enroll_state (1 done, < 0

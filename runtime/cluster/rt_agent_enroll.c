@@ -173,7 +173,7 @@ static int enroll(struct rt_agent *a, const char *ca, const char *crt, const cha
 	}
 	rep = ask_retry(a, &t, o->controller, TRIB_X509_CONTROLLER_CN,
 			json_pack("{s:s, s:s, s:s, s:s}", "op", "enroll", "name", a->name, "token",
-				  o->join_token, "csr", csr));
+				  a->jtok, "csr", csr));
 	trib_free(csr);
 	if (!rep)
 		return a->enroll_stop ? -ECANCELED : -EPROTO;
@@ -207,17 +207,30 @@ int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *cr
 	snprintf(crt, cap, "%s/node.crt", a->pki);
 	snprintf(key, cap, "%s/node.key", a->pki);
 	*t = (struct ctl_wire_tls){.ca_file = ca, .cert_file = crt, .key_file = key};
+	if (o->join_token) {
+		snprintf(a->jtok, sizeof(a->jtok), "%s", o->join_token);
+	} else if (o->join_token_file) {
+		char *text = NULL;
+
+		/* A Secret's key that is not there (an optional volume): no token. */
+		if (!trib_x509_read_pem(o->join_token_file, &text)) {
+			text[strcspn(text, "\r\n")] = 0;
+			snprintf(a->jtok, sizeof(a->jtok), "%s", text);
+			trib_free(text);
+		}
+	}
 	if (!access(crt, F_OK) && !access(key, F_OK) && !access(ca, F_OK)) {
-		if (o->join_token)
+		if (a->jtok[0])
 			trib_info("node %s: %s exists: --join-token is not used (remove the "
 				  "directory to enrol again)",
 				  a->name, crt);
 		return 0;
 	}
-	if (!o->join_token) {
+	if (!a->jtok[0]) {
 		trib_error("node %s has no cluster certificate (%s): start it once with "
-			   "--join-token TOKEN (from `tributary controller join-token`)",
-			   a->name, crt);
+			   "--join-token TOKEN (from `tributary controller join-token`)%s%s",
+			   a->name, crt, o->join_token_file ? "; there is no token in " : "",
+			   o->join_token_file ? o->join_token_file : "");
 		return -EACCES;
 	}
 	return -ENOENT;
@@ -225,7 +238,6 @@ int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *cr
 
 int rt__agent_enroll(struct rt_agent *a)
 {
-	const struct rt_node_opts *o = &a->n->opts;
 	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
 	const char *pin;
 	int err;
@@ -239,7 +251,7 @@ int rt__agent_enroll(struct rt_agent *a)
 		return err;
 	}
 	/* ID.SECRET.CAHASH: the third part pins the CA. */
-	pin = strchr(o->join_token, '.');
+	pin = strchr(a->jtok, '.');
 	pin = pin ? strchr(pin + 1, '.') : NULL;
 	if (pin && strlen(pin + 1) != TRIB_X509_FPR_LEN) {
 		trib_error("--join-token: its third part must be the CA's SHA-256 (64 hex digits)");

@@ -53,6 +53,7 @@ struct rt_node_opts {
 	const char *advertise;        /* how peers reach it (default: peer_listen's host:port) */
 	uint32_t controller_grace_s;  /* updates taken while the controller is away, this long */
 	const char *join_token;       /* enrol with it if DATA_DIR/cluster has no certificate */
+	const char *join_token_file;  /* or with the token in this file (a Secret's key) */
 	const char *cluster_ca;       /* the CA certificate (PEM file), instead of the token's pin */
 };
 
