@@ -74,6 +74,7 @@ struct xround {
 	int top;
 	uint32_t top_join; /* the top's join: one joined again may have lost the sums it had */
 	char top_addr[128];
+	char top_name[64]; /* its TLS certificate must name it (ctl_wire_peer_name) */
 	/* this node's sum */
 	struct rt_round *local; /* the local round with its sum (until the model) */
 	bool sum_ready;
