@@ -228,11 +228,11 @@ json_t *ctl__join_reply(struct ctl *c, uint32_t rank, json_t *jobs, json_t *verd
 {
 	struct cnode *nd = &c->nodes[rank];
 
-	return json_pack("{s:b, s:i, s:i, s:s, s:s, s:i, s:o, s:o}", "ok", 1, "rank",
+	return json_pack("{s:b, s:i, s:i, s:s, s:s, s:i, s:o, s:o, s:s?}", "ok", 1, "rank",
 			 (json_int_t)rank, "epoch", (json_int_t)nd->epoch, "session", nd->session,
 			 "admin_sha256", c->admin_sha256, "heartbeat_ms",
 			 (json_int_t)c->o->heartbeat_ms, "jobs", jobs, "holds",
-			 verdicts ? verdicts : json_array());
+			 verdicts ? verdicts : json_array(), "crl", c->crl_pem);
 }
 
 /*
@@ -404,8 +404,6 @@ static int ctl_open_state(struct ctl *c)
 	/* Before anything is written: what killed writes left behind goes (logged per job). */
 	trib_store_sweep(o->data_dir, NULL);
 	err = admin_token(c);
-	if (!err)
-		err = ctl__pki_open(c);
 	if (err)
 		return err;
 	snprintf(path, sizeof(path), "%s/controller.db", o->data_dir);
@@ -414,6 +412,9 @@ static int ctl_open_state(struct ctl *c)
 		trib_error("%s: %s", path, strerror(-err));
 		return err;
 	}
+	err = ctl__pki_open(c);
+	if (err)
+		goto err_close_store;
 	err = ctl_models_migrate(o->data_dir, c->store);
 	if (err) {
 		trib_error("%s: the controller did not start: its model files could not all be "
@@ -436,6 +437,7 @@ static int ctl_open_state(struct ctl *c)
 err_free_jobs:
 	ctl__jobs_free(c);
 err_close_store:
+	ctl__pki_close(c);
 	ctl_store_close(c->store);
 	c->store = NULL;
 	return err;
@@ -477,6 +479,7 @@ err_free_state:
 	ctl__jobs_free(&c);
 	for (uint32_t i = 0; i < c.nnodes; i++)
 		trib_free(c.nodes[i].recent);
+	ctl__pki_close(&c);
 	ctl_store_close(c.store);
 	return err ? 1 : 0;
 }

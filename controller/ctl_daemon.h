@@ -116,6 +116,8 @@ struct ctl {
 	char admin_sha256[65]; /* what nodes get instead of the token (ctl_pki.c) */
 	char pki[512];	       /* DATA_DIR/cluster: the CA and the controller's link certificate */
 	uint64_t pki_checked_ns; /* when live nodes' certificates were last checked for revocation */
+	char *crl_pem;	 /* the CA's CRL of every revoked serial (NULL: none revoked); nodes get it */
+	size_t crl_n;	 /* how many serials it lists */
 	struct cnode nodes[CTL_MAX_NODES];
 	uint32_t nnodes; /* ranks used: 0 .. nnodes - 1 */
 	struct cjob *jobs;
@@ -142,8 +144,10 @@ int ctl__join_check(struct ctl *c, struct ctl_event *ev, const char *name, const
 json_t *ctl__join_reply(struct ctl *c, uint32_t rank, json_t *jobs, json_t *verdicts);
 /* The rank whose session the request carries, or -1. */
 int ctl__session_rank(const struct ctl *c, const json_t *hdr);
-/* Each second: live nodes whose certificate was revoked are told and drained. */
+/* Each second: live nodes whose certificate was revoked are told and drained; a new CRL goes out. */
 void ctl__pki_tick(struct ctl *c, void (*drain)(struct ctl *, uint32_t));
+/* At stop. */
+void ctl__pki_close(struct ctl *c);
 
 /* --- ctl_cluster.c: nodes --- */
 

@@ -79,10 +79,55 @@ static int pki_ensure(const char *data_dir, char *pki, size_t cap, bool own)
 	return err;
 }
 
+/*
+ * The CRL of every revoked serial, made again when their number changed.
+ * Nodes load it into their TLS listeners (ctl_wire_set_crl): a revoked
+ * certificate then fails the handshake with every peer, not only with us.
+ * The controller's own listener keeps checking at join instead, so that a
+ * revoked node is answered why (and exits) rather than cut off mute.
+ */
+static int crl_refresh(struct ctl *c, bool *changed)
+{
+	char **serials = NULL, *pem = NULL;
+	size_t n = 0;
+	int err;
+
+	*changed = false;
+	err = ctl_store_cert_revoked(c->store, &serials, &n);
+	if (err || n == c->crl_n) {
+		trib_free(serials);
+		return err;
+	}
+	err = trib_x509_crl(c->pki, (const char *const *)serials, n, &pem);
+	trib_free(serials);
+	if (err) {
+		trib_error("the cluster's CRL (%zu serials) could not be made: %s", n,
+			   strerror(-err));
+		return err;
+	}
+	trib_free(c->crl_pem);
+	c->crl_pem = pem;
+	c->crl_n = n;
+	*changed = true;
+	return 0;
+}
+
 int ctl__pki_open(struct ctl *c)
 {
+	bool changed;
+	int err;
+
 	sha256_hex(c->admin_token, strlen(c->admin_token), c->admin_sha256);
-	return pki_ensure(c->o->data_dir, c->pki, sizeof(c->pki), true);
+	err = pki_ensure(c->o->data_dir, c->pki, sizeof(c->pki), true);
+	if (!err && c->store)
+		crl_refresh(c, &changed);
+	return err;
+}
+
+void ctl__pki_close(struct ctl *c)
+{
+	trib_free(c->crl_pem);
+	c->crl_pem = NULL;
 }
 
 void ctl__pki_wire(const struct ctl *c, struct ctl_wire_tls *t, char *ca, char *crt, char *key,
@@ -239,9 +284,18 @@ int ctl__session_rank(const struct ctl *c, const json_t *hdr)
 
 void ctl__pki_tick(struct ctl *c, void (*drain)(struct ctl *, uint32_t))
 {
+	bool changed = false;
+
 	if (trib_now_ns() - c->pki_checked_ns < 1000000000ull)
 		return;
 	c->pki_checked_ns = trib_now_ns();
+	if (!crl_refresh(c, &changed) && changed) {
+		json_t *h = json_pack("{s:s, s:s}", "op", "crl", "crl", c->crl_pem);
+
+		trib_info("cluster CRL: %zu revoked certificate(s); sent to every node", c->crl_n);
+		ctl__tell_all(c, h, NULL, 0, -1);
+		json_decref(h);
+	}
 	for (uint32_t i = 0; i < c->nnodes; i++) {
 		struct cnode *nd = &c->nodes[i];
 		bool ok = true;

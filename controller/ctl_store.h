@@ -218,6 +218,11 @@ int ctl_store_jtoken_use(struct ctl_store *st, const char *id, const char *hash_
 int ctl_store_cert_put(struct ctl_store *st, const char *serial, const char *name, int64_t now);
 /* Whether serial @serial is revoked (or unknown: a certificate this store never issued). */
 int ctl_store_cert_ok(struct ctl_store *st, const char *serial, bool *ok);
+/*
+ * Every revoked serial: *serials is one trib_malloc'd block of *n pointers
+ * followed by the strings (one trib_free); NULL when there are none.
+ */
+int ctl_store_cert_revoked(struct ctl_store *st, char ***serials, size_t *n);
 /* Revoke every certificate of node @name; *n: how many were in force. */
 int ctl_store_cert_revoke(struct ctl_store *st, const char *name, int64_t now, unsigned *n);
 

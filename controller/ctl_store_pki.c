@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "trib_alloc.h"
+
 #include "ctl_store_priv.h"
 
 static int prep(struct ctl_store *st, const char *sql, sqlite3_stmt **s)
@@ -156,6 +158,55 @@ int ctl_store_cert_revoke(struct ctl_store *st, const char *name, int64_t now, u
 			*n = (unsigned)sqlite3_changes(st->db);
 	}
 	sqlite3_finalize(s);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
+int ctl_store_cert_revoked(struct ctl_store *st, char ***serials, size_t *n)
+{
+	sqlite3_stmt *s = NULL;
+	size_t cnt = 0, bytes = 0, off;
+	char **out = NULL;
+	int err, rc;
+
+	*serials = NULL;
+	*n = 0;
+	pthread_mutex_lock(&st->lock);
+	/* One read transaction: `revoke` in another process cannot change the rows between passes. */
+	err = ctl__exec_sql(st, "BEGIN");
+	if (err) {
+		pthread_mutex_unlock(&st->lock);
+		return err;
+	}
+	err = prep(st, "SELECT serial FROM node_certs WHERE revoked_unix != 0 ORDER BY serial", &s);
+	/* Twice: the sizes, then the copies (one block the caller frees at once). */
+	while (!err && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		cnt++;
+		bytes += (size_t)sqlite3_column_bytes(s, 0) + 1;
+	}
+	if (!err && rc != SQLITE_DONE)
+		err = ctl__sql_fail(st, rc, "revoked list");
+	if (!err && cnt) {
+		out = trib_malloc(cnt * sizeof(*out) + bytes);
+		err = out ? 0 : -ENOMEM;
+	}
+	if (!err && cnt) {
+		sqlite3_reset(s);
+		off = cnt * sizeof(*out);
+		for (size_t i = 0; i < cnt && sqlite3_step(s) == SQLITE_ROW; i++) {
+			const char *v = (const char *)sqlite3_column_text(s, 0);
+
+			if (off + strlen(v) + 1 > cnt * sizeof(*out) + bytes)
+				break;
+			out[i] = (char *)out + off;
+			memcpy(out[i], v, strlen(v) + 1);
+			off += strlen(v) + 1;
+			*n = i + 1;
+		}
+		*serials = out;
+	}
+	sqlite3_finalize(s);
+	ctl__exec_sql(st, "COMMIT");
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }

@@ -76,6 +76,9 @@ struct ctl_wire {
 	bool tls;
 	struct ctl_wire_tls topt;
 	char *ca_pem, *cert_pem, *key_pem;
+	char *crl_pem;	     /* ctl_wire_set_crl; NULL: none */
+	char listen_url[160];
+	nng_listener listener; /* the TLS listener (restarted with a new CRL) */
 	pthread_mutex_t lock;
 	struct ctl_event *head, **tail;
 	unsigned pending; /* our requests whose event is not freed yet (under lock) */
@@ -308,7 +311,7 @@ static int tls_config(struct ctl_wire *w, bool server, const char *name, nng_tls
 		mode = NNG_TLS_AUTH_MODE_NONE;
 	rv = nng_tls_config_version(cfg, NNG_TLS_1_2, NNG_TLS_1_2); /* mbedTLS 2.28: 1.2 */
 	if (!rv && w->ca_pem)
-		rv = nng_tls_config_ca_chain(cfg, w->ca_pem, NULL);
+		rv = nng_tls_config_ca_chain(cfg, w->ca_pem, w->crl_pem);
 	if (!rv && w->cert_pem)
 		rv = nng_tls_config_own_cert(cfg, w->cert_pem, w->key_pem, NULL);
 	if (!rv)
@@ -343,9 +346,56 @@ static int wire_listen(struct ctl_wire *w, const char *url)
 	nng_tls_config_free(cfg); /* the listener holds it */
 	if (!rv)
 		rv = nng_listener_start(l, 0);
-	if (rv)
+	if (rv) {
 		nng_listener_close(l);
-	return rv;
+		return rv;
+	}
+	w->listener = l;
+	snprintf(w->listen_url, sizeof(w->listen_url), "%s", url);
+	return 0;
+}
+
+int ctl_wire_set_crl(struct ctl_wire *w, const char *crl_pem)
+{
+	char *old = w->crl_pem;
+	nng_listener prev = w->listener;
+	sigset_t all, mask;
+	int rv = 0;
+
+	if (!w->tls || !crl_pem)
+		return -EINVAL;
+	if (old && !strcmp(old, crl_pem))
+		return 0;
+	w->crl_pem = trib_strdup(crl_pem);
+	if (!w->crl_pem) {
+		w->crl_pem = old;
+		return -ENOMEM;
+	}
+	if (w->listening) {
+		/*
+		 * A listener's TLS configuration is fixed once it starts: close it
+		 * (its connections go; peers dial again and keep their requests'
+		 * timeouts) and listen again with the CRL. A certificate it lists
+		 * fails the handshake from then on.
+		 */
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &mask);
+		nng_listener_close(prev);
+		rv = wire_listen(w, w->listen_url);
+		pthread_sigmask(SIG_SETMASK, &mask, NULL);
+		if (rv) {
+			trib_error("wire: listening again on %s with a new CRL: %s", w->listen_url,
+				   nng_strerror(rv));
+			trib_free(w->crl_pem);
+			w->crl_pem = old;
+			/* The old configuration, so that the node stays reachable. */
+			if (wire_listen(w, w->listen_url))
+				trib_error("wire: %s: not listening any more", w->listen_url);
+			return err_from_nng(rv);
+		}
+	}
+	trib_free(old);
+	return 0;
 }
 
 /* Read the PEMs of @tls into @w (the key into memory it wipes at close). */
@@ -360,6 +410,9 @@ static int tls_load(struct ctl_wire *w, const struct ctl_wire_tls *tls)
 		trib_error("wire: cannot read the cluster CA %s: %s", tls->ca_file, strerror(-err));
 		return err;
 	}
+	/* A CRL kept from an earlier run: missing is normal (nothing revoked yet). */
+	if (tls->crl_file && trib_x509_read_pem(tls->crl_file, &w->crl_pem))
+		w->crl_pem = NULL;
 	if (!tls->cert_file)
 		return 0;
 	err = trib_x509_read_pem(tls->cert_file, &w->cert_pem);
@@ -378,6 +431,7 @@ static void tls_drop(struct ctl_wire *w)
 	trib_free(w->key_pem);
 	trib_free(w->cert_pem);
 	trib_free(w->ca_pem);
+	trib_free(w->crl_pem);
 }
 
 static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,

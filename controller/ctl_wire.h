@@ -58,6 +58,7 @@ struct ctl_wire_tls {
 	const char *ca_file;   /* the cluster CA (PEM): peers must chain to it */
 	const char *cert_file; /* ours (PEM); NULL with key_file NULL: none (a node enrolling) */
 	const char *key_file;
+	const char *crl_file;  /* optional: a CRL of the CA (PEM) to start with; missing: none */
 	/*
 	 * The listener lets a peer without a verified certificate finish the
 	 * handshake (the controller: such a peer may only enrol, see
@@ -80,6 +81,13 @@ struct ctl_wire_tls {
 /* Like ctl_wire_open, over tls+tcp:// URLs only (a tcp:// URL is -EINVAL); @tls is copied. */
 int ctl_wire_open_tls(const char *listen_url, const struct ctl_wire_tls *tls,
 		      struct ctl_wire **out);
+/*
+ * Refuse certificates that @crl_pem (a PEM CRL of the wire's CA) lists: on
+ * the listener, whose existing connections are closed and which listens
+ * again at once (peers reconnect), and on sockets dialled from now on. The
+ * same CRL again is a no-op. 0 or -errno (then the old CRL holds).
+ */
+int ctl_wire_set_crl(struct ctl_wire *w, const char *crl_pem);
 /*
  * Requests to @url check that the server's certificate names @name (its CN
  * or DNS subjectAltName), from the next connection on. Without a name the

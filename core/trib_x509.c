@@ -476,3 +476,88 @@ out:
 	X509_free(x);
 	return err;
 }
+
+int trib_x509_crl(const char *ca_dir, const char *const *serials, size_t n, char **pem)
+{
+	char path[PATH_MAX];
+	EVP_PKEY *cak;
+	X509 *ca;
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *now = NULL, *next = NULL;
+	BIO *o = NULL;
+	int err = -ENOMEM;
+
+	snprintf(path, sizeof(path), "%s/ca.key", ca_dir);
+	cak = key_load(path);
+	snprintf(path, sizeof(path), "%s/ca.crt", ca_dir);
+	ca = cert_load(path);
+	if (!cak || !ca) {
+		err = -ENOENT;
+		goto out;
+	}
+	now = X509_gmtime_adj(NULL, -SKEW_S);
+	next = X509_gmtime_adj(NULL, (long)TRIB_X509_CA_DAYS * 86400);
+	if (!crl || !now || !next || !X509_CRL_set_version(crl, 1) ||
+	    !X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)) ||
+	    !X509_CRL_set1_lastUpdate(crl, now) || !X509_CRL_set1_nextUpdate(crl, next))
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		X509_REVOKED *r = X509_REVOKED_new();
+		BIGNUM *bn = NULL;
+		ASN1_INTEGER *sn = NULL;
+		int ok;
+
+		ok = r && BN_hex2bn(&bn, serials[i]) > 0 && (sn = BN_to_ASN1_INTEGER(bn, NULL)) &&
+		     X509_REVOKED_set_serialNumber(r, sn) &&
+		     X509_REVOKED_set_revocationDate(r, now) && X509_CRL_add0_revoked(crl, r);
+		ASN1_INTEGER_free(sn);
+		BN_free(bn);
+		if (!ok) {
+			X509_REVOKED_free(r);
+			err = -EINVAL;
+			goto out;
+		}
+	}
+	err = -EINVAL;
+	if (!X509_CRL_sort(crl) || !X509_CRL_sign(crl, cak, EVP_sha256()))
+		goto out;
+	o = BIO_new(BIO_s_mem());
+	err = -ENOMEM;
+	if (!o || !PEM_write_bio_X509_CRL(o, crl))
+		goto out;
+	*pem = bio_take(o);
+	err = *pem ? 0 : -ENOMEM;
+out:
+	BIO_free(o);
+	ASN1_TIME_free(now);
+	ASN1_TIME_free(next);
+	X509_CRL_free(crl);
+	X509_free(ca);
+	EVP_PKEY_free(cak);
+	return err;
+}
+
+int trib_x509_crl_check(const char *ca_path, const char *pem, size_t *n)
+{
+	X509 *ca = cert_load(ca_path);
+	BIO *b = BIO_new_mem_buf(pem, -1);
+	X509_CRL *crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+	STACK_OF(X509_REVOKED) *rev;
+	int err = -EACCES;
+
+	if (!ca) {
+		err = -ENOENT;
+		goto out;
+	}
+	if (!crl || X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) ||
+	    X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1)
+		goto out;
+	rev = X509_CRL_get_REVOKED(crl);
+	*n = rev ? (size_t)sk_X509_REVOKED_num(rev) : 0;
+	err = 0;
+out:
+	X509_CRL_free(crl);
+	BIO_free(b);
+	X509_free(ca);
+	return err;
+}

@@ -53,6 +53,14 @@ int trib_x509_verify(const char *ca_path, const char *cert_pem, const char *cn,
 int trib_x509_sign_msg(const char *key_path, const void *msg, size_t len, char **sig);
 /* Whether @sig (hex) is the signature of @msg by the key of @cert_pem: 0 or -EBADMSG. */
 int trib_x509_verify_msg(const char *cert_pem, const void *msg, size_t len, const char *sig);
+/*
+ * A CRL (PEM) signed by the CA in @ca_dir listing @n serials (hex), valid as
+ * long as the CA (mbedTLS fails every handshake once a CRL's nextUpdate has
+ * passed). *pem: trib_malloc'd.
+ */
+int trib_x509_crl(const char *ca_dir, const char *const *serials, size_t n, char **pem);
+/* Whether @pem is a CRL signed by the CA certificate in @ca_path: 0 and *n (serials), or -EACCES. */
+int trib_x509_crl_check(const char *ca_path, const char *pem, size_t *n);
 /* A whole small file (a PEM) into *out (trib_malloc'd, NUL-terminated); at most 64 KiB. */
 int trib_x509_read_pem(const char *path, char **out);
 

@@ -138,6 +138,8 @@ struct rt_agent {
 	char pki[512];	  /* DATA_DIR/cluster: ca.crt, node.key, node.crt */
 	char session[48]; /* the controller's secret for this join; sent with each request */
 	char jtok[256];	  /* --join-token, or the first line of --join-token-file ("": none) */
+	char crl_path[560]; /* DATA_DIR/cluster/crl.pem: the last CRL the controller sent */
+	size_t crl_n;	    /* how many serials it lists */
 	/*
 	 * The fd the gateway's loop waits on: the wire pokes it once open. Until
 	 * then (a->w NULL) a thread enrols; it sets enroll_state (1 done, < 0
@@ -168,6 +170,8 @@ int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *cr
 		  size_t cap);
 /* Enrol (blocking, in its own thread): until answered or a->enroll_stop. 0 or -errno (logged). */
 int rt__agent_enroll(struct rt_agent *a);
+/* The cluster's CRL (from the controller): the wire refuses what it lists; kept on disk. */
+int rt__agent_crl(struct rt_agent *a, const char *crl, bool from_ctl);
 /* Add the join's proof to @h: this node's certificate, the time, their signature. */
 int rt__agent_join_proof(struct rt_agent *a, json_t *h);
 

@@ -252,6 +252,7 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	a->n->admin_token[0] = 0;
 	snprintf(a->n->admin_sha256, sizeof(a->n->admin_sha256), "%s",
 		 jstr(ev->hdr, "admin_sha256", ""));
+	rt__agent_crl(a, json_string_value(json_object_get(ev->hdr, "crl")), true);
 	jobs = json_object_get(ev->hdr, "jobs");
 	json_array_foreach(jobs, i, e) rt__agent_job_apply(a, e);
 	rt__agent_rejoined(a, json_object_get(ev->hdr, "holds"));
@@ -535,6 +536,14 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	} else if (!strcmp(op, "job")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		rt__agent_job_apply(a, ev->hdr);
+	} else if (!strcmp(op, "crl")) {
+		/*
+		 * Anyone of the cluster could send this too; only a CRL signed by our
+		 * CA is taken (mbedTLS checks it at each handshake; a bad one fails
+		 * the listener's restart, which keeps the old one).
+		 */
+		rt__agent_reply(a, ev, rt__agent_ok_json());
+		rt__agent_crl(a, jstr(ev->hdr, "crl", NULL), false);
 	} else if (!strcmp(op, "membership_revoked")) {
 		/*
 		 * Any cluster peer could send this (a listener does not learn who

@@ -207,6 +207,15 @@ int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *cr
 	snprintf(crt, cap, "%s/node.crt", a->pki);
 	snprintf(key, cap, "%s/node.key", a->pki);
 	*t = (struct ctl_wire_tls){.ca_file = ca, .cert_file = crt, .key_file = key};
+	snprintf(a->crl_path, sizeof(a->crl_path), "%s/crl.pem", a->pki);
+	t->crl_file = a->crl_path;
+	{
+		char *old = NULL;
+
+		if (!trib_x509_read_pem(a->crl_path, &old) && trib_x509_crl_check(ca, old, &a->crl_n))
+			a->crl_n = 0;
+		trib_free(old);
+	}
 	if (o->join_token) {
 		snprintf(a->jtok, sizeof(a->jtok), "%s", o->join_token);
 	} else if (o->join_token_file) {
@@ -286,4 +295,40 @@ int rt__agent_join_proof(struct rt_agent *a, json_t *h)
 	trib_free(sig);
 	trib_free(cert);
 	return err;
+}
+
+int rt__agent_crl(struct rt_agent *a, const char *crl, bool from_ctl)
+{
+	char path[PATH_MAX];
+	size_t n = 0;
+	int err;
+
+	if (!crl || !a->w)
+		return 0;
+	snprintf(path, sizeof(path), "%s/ca.crt", a->pki);
+	/*
+	 * Only our CA's CRL (a bad signature would make mbedTLS fail every
+	 * handshake). From a peer (which we cannot tell from the controller on
+	 * a listener), only one that lists more than the last: an old CRL would
+	 * take a revocation back.
+	 */
+	err = trib_x509_crl_check(path, crl, &n);
+	if (err || (!from_ctl && n <= a->crl_n)) {
+		if (err)
+			trib_warn("node %s: a CRL not signed by the cluster CA: ignored", a->name);
+		return err ? err : 0;
+	}
+	a->crl_n = n;
+	err = ctl_wire_set_crl(a->w, crl);
+	if (err) {
+		trib_error("node %s: the cluster's CRL could not be applied: %s", a->name,
+			   strerror(-err));
+		return err;
+	}
+	/* Kept for the next start, so that the listener refuses from its first handshake. */
+	snprintf(path, sizeof(path), "%s/crl.pem", a->pki);
+	err = trib_write_file_atomic(path, crl, strlen(crl), 0644);
+	if (err)
+		trib_warn("%s: %s", path, strerror(-err));
+	return 0;
 }

@@ -219,3 +219,42 @@ Test(wire_tls, csr_sign_verify_and_proof)
 	trib_free(cert);
 	trib_free(csr);
 }
+
+/* A CRL on a listener: the certificate it lists fails the handshake from then on. */
+Test(wire_tls, crl_refuses_a_revoked_certificate)
+{
+	char ca[300], crt[300], key[300], ca2[300], crt2[300], key2[300], url[64];
+	char serial[TRIB_X509_SERIAL_MAX], *pem = NULL, *crl = NULL;
+	const char *list[1] = {serial};
+	struct ctl_wire_tls ts, tc;
+	struct ctl_wire *srv, *cli;
+	bool verified = false;
+	size_t n = 9;
+
+	snprintf(url, sizeof(url), "tls+tcp://127.0.0.1:%d", free_port());
+	tls_of(&ts, "ctl", ca, crt, key);
+	tls_of(&tc, "n1", ca2, crt2, key2);
+	cr_assert_eq(trib_x509_read_pem(crt2, &pem), 0);
+	cr_assert_eq(trib_x509_verify(ca, pem, "n1", serial), 0);
+	cr_assert_eq(trib_x509_crl(dir, list, 1, &crl), 0);
+	cr_assert_eq(trib_x509_crl_check(ca, crl, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(trib_x509_crl_check(ca, "-----BEGIN X509 CRL-----\nAAAA\n", &n), -EACCES);
+	cr_assert_eq(ctl_wire_open_tls(url, &ts, &srv), 0);
+	cr_assert_eq(ctl_wire_open_tls(NULL, &tc, &cli), 0);
+	cr_assert_eq(roundtrip(srv, cli, url, &verified), CTL_EV_REPLY);
+	ctl_wire_close(cli);
+	cr_assert_eq(ctl_wire_set_crl(srv, crl), 0);
+	cr_assert_eq(ctl_wire_set_crl(srv, crl), 0, "the same CRL again: nothing to do");
+	cr_assert_eq(ctl_wire_open_tls(NULL, &tc, &cli), 0);
+	cr_assert_eq(roundtrip(srv, cli, url, &verified), CTL_EV_FAIL, "revoked: refused");
+	ctl_wire_close(cli);
+	/* Another certificate of the CA still gets in. */
+	tls_of(&tc, "ctl", ca2, crt2, key2);
+	cr_assert_eq(ctl_wire_open_tls(NULL, &tc, &cli), 0);
+	cr_assert_eq(roundtrip(srv, cli, url, &verified), CTL_EV_REPLY);
+	ctl_wire_close(cli);
+	ctl_wire_close(srv);
+	trib_free(crl);
+	trib_free(pem);
+}

@@ -17,7 +17,8 @@ D. n1 and n2 enrol with fresh tokens; all three are joined; an admin request on 
    node works, yet the admin token is nowhere in any node's data dir or log.
 E. A node restarted without a token joins with its stored certificate.
 F. `tributary controller revoke n2`: the running controller drops n2, which exits
-   with status 4 saying why; restarted, it is refused again (status 4).
+   with status 4 saying why; the other nodes' peer ports refuse n2's certificate (the
+   controller's CRL) and still take n0's; restarted, n2 is refused again (status 4).
 
 Needs root (ip netns). Exit status 77 when that is absent.
 """
@@ -71,9 +72,10 @@ def joined(ns, host):
     return st == 200 and parse_metrics(b.decode()).get('tributary_cluster_joined') == 1
 
 
-def probe(net, op, *extra):
+def probe(net, op, *extra, host=None, port=7070):
     p = subprocess.run(['ip', 'netns', 'exec', net.ctl, PY, os.path.join(HERE, 'sp_probe.py'),
-                        net.ctl_ip, '7070', op] + list(extra), capture_output=True, text=True)
+                        host or net.ctl_ip, str(port), op] + list(extra), capture_output=True,
+                       text=True)
     check(p.returncode == 0, 'sp_probe: %s' % p.stderr[-1000:])
     return json.loads(p.stdout)
 
@@ -256,6 +258,12 @@ def scenario():
         log('E: n0 restarted without a token joined with its stored certificate')
 
         # --- F: revocation ---
+        n2c = os.path.join(tmp, 'n2', 'cluster')
+        as_n2 = ['--cert', n2c + '/node.crt', '--key', n2c + '/node.key']
+        r = probe(net, 'ping', *as_n2, host=net.node_ip[0], port=7071)
+        check(r['reply'] is not None, 'before revocation n0\'s peer port takes n2: %s' % r)
+        r = probe(net, 'ping', host=net.node_ip[0], port=7071)
+        check(r['reply'] is None, 'a peer port takes no peer without a certificate: %s' % r)
         p = subprocess.run([BIN, 'controller', 'revoke', 'n2', '--data-dir', ctl_dir],
                            capture_output=True, text=True)
         check(p.returncode == 0, 'revoke: %s %s' % (p.stdout, p.stderr))
@@ -263,13 +271,23 @@ def scenario():
         check(rc == 4 and 'revoked' in n2.log_text(), 'revoked n2: rc %s, log %s' %
               (rc, n2.log_text()[-800:]))
         check('was revoked: dropped' in ctl.log_text(), 'the controller logs the revocation')
+        wait_for(lambda: probe(net, 'ping', *as_n2, host=net.node_ip[0],
+                               port=7071)['reply'] is None, 10,
+                 'n0\'s peer port to refuse n2\'s certificate (the CRL)')
+        r = probe(net, 'ping', *as_n2, host=net.node_ip[1], port=7071)
+        check(r['reply'] is None, 'n1\'s peer port refuses n2 too: %s' % r)
+        n0c = os.path.join(tmp, 'n0', 'cluster')
+        r = probe(net, 'ping', '--cert', n0c + '/node.crt', '--key', n0c + '/node.key',
+                  host=net.node_ip[1], port=7071)
+        check(r['reply'] is not None, 'n1 still takes n0: %s' % r)
         n2b = node(net, tmp, 2, 'n2-run2')
         procs.append(n2b)
         rc = exits(n2b, 30, 'a revoked node restarted')
         check(rc == 4 and 'revoked' in n2b.log_text(), 'revoked n2 restarted: rc %s' % rc)
         check(joined(net.ctl, net.node_ip[0]) and joined(net.ctl, net.node_ip[1]),
               'n0 and n1 stay joined')
-        log('F: revoked n2 was dropped by the running controller and exited 4; restarted, '
+        log('F: revoked n2 was dropped by the running controller and exited 4; the peers\' '
+            'listeners refuse its certificate (CRL), still take n0\'s; restarted, n2 is '
             'refused again (4); n0 and n1 stay')
         for p in (n0, n1, ctl):
             p.kill(signal.SIGTERM)
