@@ -193,6 +193,24 @@ void ctl__on_enroll(struct ctl *c, struct ctl_event *ev, json_t **rep)
 					   "`tributary controller join-token`");
 		return;
 	}
+	/*
+	 * One certificate in force per name: a token buys a new node, not the
+	 * name of one that exists (revoke it first to enrol it again). Checked
+	 * before the token is spent.
+	 */
+	{
+		unsigned held = 0;
+
+		err = ctl_store_cert_count(c->store, name, &held);
+		if (err || held) {
+			snprintf(msg, sizeof(msg), "node %s has a certificate in force: `tributary "
+				 "controller revoke %s` first to enrol it again (the token is not "
+				 "spent)", name, name);
+			trib_warn("enrolment refused: %s", msg);
+			*rep = ctl__err_reply(err ? 503 : 409, err ? "enroll: store error" : msg);
+			return;
+		}
+	}
 	err = ctl_store_jtoken_use(c->store, id, hash, name, (int64_t)time(NULL));
 	if (err) {
 		snprintf(msg, sizeof(msg), "join token %s %s", id,

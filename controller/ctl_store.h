@@ -216,6 +216,8 @@ int ctl_store_jtoken_use(struct ctl_store *st, const char *id, const char *hash_
 			 const char *name, int64_t now);
 /* Record the certificate of serial @serial issued to node @name. */
 int ctl_store_cert_put(struct ctl_store *st, const char *serial, const char *name, int64_t now);
+/* How many certificates of node @name are in force (issued, not revoked). */
+int ctl_store_cert_count(struct ctl_store *st, const char *name, unsigned *n);
 /* Whether serial @serial is revoked (or unknown: a certificate this store never issued). */
 int ctl_store_cert_ok(struct ctl_store *st, const char *serial, bool *ok);
 /*

@@ -119,6 +119,27 @@ int ctl_store_cert_put(struct ctl_store *st, const char *serial, const char *nam
 	return err;
 }
 
+int ctl_store_cert_count(struct ctl_store *st, const char *name, unsigned *n)
+{
+	sqlite3_stmt *s = NULL;
+	int err, rc;
+
+	*n = 0;
+	pthread_mutex_lock(&st->lock);
+	err = prep(st, "SELECT count(*) FROM node_certs WHERE name = ? AND revoked_unix = 0", &s);
+	if (!err) {
+		sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW)
+			*n = (unsigned)sqlite3_column_int64(s, 0);
+		else
+			err = ctl__sql_fail(st, rc, "node cert count");
+	}
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&st->lock);
+	return err;
+}
+
 int ctl_store_cert_ok(struct ctl_store *st, const char *serial, bool *ok)
 {
 	sqlite3_stmt *s = NULL;

@@ -213,6 +213,18 @@ static void join_send(struct rt_agent *a)
 		a->join_pending = true;
 }
 
+/*
+ * The cluster refused this node for good: stop as on SIGTERM (rounds it
+ * holds are written, its arena is handled as at any stop), then exit @status.
+ */
+static void fatal_stop(struct rt_agent *a, int status)
+{
+	if (a->n->exit_status)
+		return;
+	a->n->exit_status = status;
+	kill(getpid(), SIGTERM);
+}
+
 static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 {
 	json_t *jobs, *e;
@@ -234,9 +246,9 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 			   jstr(ev->hdr, "error", "?"));
 		if (json_is_true(json_object_get(ev->hdr, "revoked"))) {
 			/* Not a node of this cluster any more: a supervisor restart cannot help. */
-			trib_error("node %s: its certificate was revoked; exiting (status 4)",
+			trib_error("node %s: its certificate was revoked; stopping (exit status 4)",
 				   a->name);
-			_exit(4);
+			fatal_stop(a, 4);
 		}
 		trib_retry_fail(&a->join_retry, -EPERM, 0, trib_now_ns(), (int64_t)time(NULL));
 		return;
@@ -579,11 +591,12 @@ void rt_agent_on_wire(struct rt_agent *a)
 			return;
 		pthread_join(a->enroll_thread, NULL);
 		a->enroll_started = false;
+		a->enroll_state = 0; /* handled: nothing to join again */
 		/* A refusal is final (a token is spent or expired): a restart cannot help. */
 		if (st < 0 || wire_up(a)) {
-			trib_error("node %s: enrolment failed (see above); exiting (status 2)",
+			trib_error("node %s: enrolment failed (see above); stopping (exit status 2)",
 				   a->name);
-			_exit(2);
+			fatal_stop(a, 2);
 		}
 		return;
 	}

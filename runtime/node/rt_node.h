@@ -263,6 +263,7 @@ struct rt_node {
 	uint32_t next_job_id;
 	struct rt_metrics m;
 	bool stopping;
+	int exit_status;           /* set before a SIGTERM to itself: the cluster refused this node */
 	bool clustered;            /* `tributary node`, joined through the cluster layer */
 	struct rt_node_hooks hooks; /* set once by the wiring, before the first job */
 	uint32_t skew;             /* rotates where accumulators start (cache sets) */

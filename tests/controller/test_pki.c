@@ -69,8 +69,12 @@ Test(ctl_pki, a_revoked_certificate_is_not_ok)
 	cr_assert(ok);
 	cr_assert_eq(ctl_store_cert_ok(st, "ffff", &ok), 0);
 	cr_assert_not(ok, "a serial this store never issued is not ok");
+	cr_assert_eq(ctl_store_cert_count(st, "n0", &n), 0);
+	cr_assert_eq(n, 1);
 	cr_assert_eq(ctl_store_cert_revoke(st, "n0", 5, &n), 0);
 	cr_assert_eq(n, 1);
+	cr_assert_eq(ctl_store_cert_count(st, "n0", &n), 0);
+	cr_assert_eq(n, 0, "revoked: none in force");
 	cr_assert_eq(ctl_store_cert_ok(st, "ab01", &ok), 0);
 	cr_assert_not(ok);
 	cr_assert_eq(ctl_store_cert_ok(st, "ab02", &ok), 0);

@@ -80,8 +80,9 @@ def probe(net, op, *extra, host=None, port=7070):
     return json.loads(p.stdout)
 
 
-def node(net, tmp, i, name, token=None, extra=()):
-    args = ['node', '--controller', 'tls+tcp://%s:7070' % net.ctl_ip, '--node-name', 'n%d' % i,
+def node(net, tmp, i, name, token=None, extra=(), node_name=None):
+    args = ['node', '--controller', 'tls+tcp://%s:7070' % net.ctl_ip, '--node-name',
+            node_name or 'n%d' % i,
             '--peer-listen', 'tls+tcp://%s:7071' % net.node_ip[i],
             '--listen', '%s:8080' % net.node_ip[i], '--data-dir', os.path.join(tmp, 'n%d' % i),
             '--arena-mb', '32', '--no-huge'] + (['--join-token', token] if token else [])
@@ -213,7 +214,16 @@ def scenario():
         check('has expired' in ctl.log_text() and 'was used already' in ctl.log_text(),
               'the controller logs both refusals')
         shutil.rmtree(os.path.join(tmp, 'n1'), ignore_errors=True)
-        log('C: an expired token and a reused token are refused, and say so')
+        # A good token does not buy the name of a node that has a certificate in force.
+        tok_dup = netns_cluster.join_token(BIN, ctl_dir)
+        nd = node(net, tmp, 1, 'n0-again', tok_dup, node_name='n0')
+        procs.append(nd)
+        rc = exits(nd, 30, 'a second enrolment of n0')
+        check(rc != 0 and 'has a certificate in force' in nd.log_text(),
+              'a second n0: rc %s, log %s' % (rc, nd.log_text()[-800:]))
+        shutil.rmtree(os.path.join(tmp, 'n1'), ignore_errors=True)
+        log('C: an expired token and a reused token are refused, and say so; a fresh token '
+            'cannot enrol a second n0 (the name has a certificate in force)')
 
         # --- D: two more nodes; admin works on a node; the token is on none ---
         n1 = node(net, tmp, 1, 'n1', netns_cluster.join_token(BIN, ctl_dir))
