@@ -528,9 +528,12 @@ int ctl_wire_open_tls(const char *listen_url, const struct ctl_wire_tls *tls,
 	return open_blocked(listen_url, tls, out);
 }
 
+static int peer_get(struct ctl_wire *w, const char *url, nng_socket *out);
+
 int ctl_wire_peer_name(struct ctl_wire *w, const char *url, const char *name)
 {
 	struct wire_name *nm = NULL;
+	nng_socket sock;
 
 	if (strlen(url) >= sizeof(nm->url) || strlen(name) >= sizeof(nm->name))
 		return -EINVAL;
@@ -553,7 +556,11 @@ int ctl_wire_peer_name(struct ctl_wire *w, const char *url, const char *name)
 			}
 		}
 	}
-	return 0;
+	/*
+	 * Dial now, in the background: a TLS handshake costs a few round trips,
+	 * which the first message (a new job for a node) should not wait for.
+	 */
+	return peer_get(w, url, &sock);
 }
 
 int ctl_wire_fd(const struct ctl_wire *w)

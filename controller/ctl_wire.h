@@ -90,8 +90,9 @@ int ctl_wire_open_tls(const char *listen_url, const struct ctl_wire_tls *tls,
 int ctl_wire_set_crl(struct ctl_wire *w, const char *crl_pem);
 /*
  * Requests to @url check that the server's certificate names @name (its CN
- * or DNS subjectAltName), from the next connection on. Without a name the
- * server need only hold a CA-signed certificate. 0, -ENOSPC or -EINVAL.
+ * or DNS subjectAltName), from the next connection on, which is dialled now
+ * in the background. Without a name the server need only hold a CA-signed
+ * certificate. 0, -ENOSPC or -EINVAL.
  */
 int ctl_wire_peer_name(struct ctl_wire *w, const char *url, const char *name);
 /* Becomes readable (an eventfd) when events wait; read it, then drain ctl_wire_next(). */
