@@ -248,8 +248,9 @@ static json_t *gate(struct ctl *c, struct ctl_event *ev, const char *op)
 	if (open_op)
 		return NULL;
 	if (!ev->verified)
-		return ctl__err_reply(401, "this link has no cluster certificate: it may only enrol "
-					   "(tributary node --join-token)");
+		return ctl__err_reply(401, "this link has no valid cluster certificate (none, another "
+					   "CA's, or out of date): it may only enrol (tributary node "
+					   "--join-token)");
 	if (!op || !strcmp(op, "join"))
 		return NULL;
 	rank = ctl__session_rank(c, ev->hdr);

@@ -20,73 +20,12 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
 
+#include "ctl_wire_priv.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
-#include "trib_x509.h"
 
-/* Requests served at once; more wait in nng's queue. */
-#define WIRE_SLOTS 32
-#define WIRE_PEERS 64
-/* How long closing waits for our requests in flight (see ctl_wire_close). */
-#define WIRE_CLOSE_WAIT_MS 500
-
-enum { SLOT_RECV, SLOT_BUSY, SLOT_SEND, SLOT_DEAD };
-
-struct wire_slot {
-	struct ctl_wire *w;
-	nng_ctx ctx;
-	nng_aio *aio;
-	int state;
-};
-
-struct wire_peer {
-	char url[128];
-	nng_socket sock;
-};
-
-/* The name a peer's server certificate must carry (ctl_wire_peer_name). */
-struct wire_name {
-	char url[128];
-	char name[72];
-};
-
-struct wire_req {
-	struct ctl_wire *w;
-	nng_ctx ctx;
-	nng_aio *aio;
-	uint64_t cookie;
-	uint64_t deadline_ns;    /* the timeout covers sending and the answer together */
-	bool sent;
-	bool finished;           /* its event is queued (under the wire's lock) */
-	struct wire_req *prev, *next; /* the wire's requests whose event is not freed (lock) */
-};
-
-struct ctl_wire {
-	int efd;
-	bool efd_borrowed; /* the caller's (ctl_wire_tls.event_fd): not closed here */
-	bool listening;
-	nng_socket rep;
-	struct wire_slot slots[WIRE_SLOTS];
-	struct wire_peer peers[WIRE_PEERS];
-	unsigned npeers;
-	struct wire_name names[WIRE_PEERS];
-	unsigned nnames;
-	/* TLS: the PEMs, read once at open (the key is wiped at close). */
-	bool tls;
-	struct ctl_wire_tls topt;
-	char *ca_pem, *cert_pem, *key_pem;
-	char *crl_pem;	     /* ctl_wire_set_crl; NULL: none */
-	char listen_url[160];
-	nng_listener listener; /* the TLS listener (restarted with a new CRL) */
-	pthread_mutex_t lock;
-	struct ctl_event *head, **tail;
-	unsigned pending; /* our requests whose event is not freed yet (under lock) */
-	struct wire_req *reqs; /* those requests (under lock) */
-	bool closing;
-};
-
-static int err_from_nng(int rv)
+int ctl__wire_err(int rv)
 {
 	switch (rv) {
 	case 0:
@@ -176,7 +115,7 @@ static int encode(json_t *hdr, const void *payload, size_t len, nng_msg **out)
 	trib_free(h); /* jansson allocates through trib_alloc */
 	if (rv) {
 		nng_msg_free(m);
-		return err_from_nng(rv);
+		return ctl__wire_err(rv);
 	}
 	*out = m;
 	return 0;
@@ -268,10 +207,10 @@ static void req_cb(void *arg)
 		}
 		nng_msg_free(nng_aio_get_msg(r->aio));
 		ev->kind = CTL_EV_FAIL;
-		ev->err = err_from_nng(rv);
+		ev->err = ctl__wire_err(rv);
 	} else if (rv) {
 		ev->kind = CTL_EV_FAIL;
-		ev->err = err_from_nng(rv);
+		ev->err = ctl__wire_err(rv);
 	} else {
 		nng_msg *m = nng_aio_get_msg(r->aio);
 
@@ -290,150 +229,6 @@ static void req_cb(void *arg)
 	push(r->w, ev);
 }
 
-static bool url_is_tls(const char *url)
-{
-	return !strncmp(url, "tls+tcp://", 10);
-}
-
-/* A TLS config for a listener (@server) or for a dialer to a server named @name (or NULL). */
-static int tls_config(struct ctl_wire *w, bool server, const char *name, nng_tls_config **out)
-{
-	nng_tls_config *cfg;
-	nng_tls_auth_mode mode = NNG_TLS_AUTH_MODE_REQUIRED;
-	int rv;
-
-	rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER : NNG_TLS_MODE_CLIENT);
-	if (rv)
-		return err_from_nng(rv);
-	if (server && w->topt.listen_optional)
-		mode = NNG_TLS_AUTH_MODE_OPTIONAL;
-	if (!server && w->topt.dial_unverified)
-		mode = NNG_TLS_AUTH_MODE_NONE;
-	rv = nng_tls_config_version(cfg, NNG_TLS_1_2, NNG_TLS_1_2); /* mbedTLS 2.28: 1.2 */
-	if (!rv && w->ca_pem)
-		rv = nng_tls_config_ca_chain(cfg, w->ca_pem, w->crl_pem);
-	if (!rv && w->cert_pem)
-		rv = nng_tls_config_own_cert(cfg, w->cert_pem, w->key_pem, NULL);
-	if (!rv)
-		rv = nng_tls_config_auth_mode(cfg, mode);
-	if (!rv && name)
-		rv = nng_tls_config_server_name(cfg, name);
-	if (rv) {
-		trib_error("wire: TLS configuration: %s", nng_strerror(rv));
-		nng_tls_config_free(cfg);
-		return err_from_nng(rv);
-	}
-	*out = cfg;
-	return 0;
-}
-
-static int wire_listen(struct ctl_wire *w, const char *url)
-{
-	nng_tls_config *cfg = NULL;
-	nng_listener l;
-	int rv;
-
-	if (!w->tls)
-		return nng_listen(w->rep, url, NULL, 0);
-	rv = nng_listener_create(&l, w->rep, url);
-	if (rv)
-		return rv;
-	if (tls_config(w, true, NULL, &cfg)) {
-		nng_listener_close(l);
-		return NNG_EINVAL;
-	}
-	rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, cfg);
-	nng_tls_config_free(cfg); /* the listener holds it */
-	if (!rv)
-		rv = nng_listener_start(l, 0);
-	if (rv) {
-		nng_listener_close(l);
-		return rv;
-	}
-	w->listener = l;
-	snprintf(w->listen_url, sizeof(w->listen_url), "%s", url);
-	return 0;
-}
-
-int ctl_wire_set_crl(struct ctl_wire *w, const char *crl_pem)
-{
-	char *old = w->crl_pem;
-	nng_listener prev = w->listener;
-	sigset_t all, mask;
-	int rv = 0;
-
-	if (!w->tls || !crl_pem)
-		return -EINVAL;
-	if (old && !strcmp(old, crl_pem))
-		return 0;
-	w->crl_pem = trib_strdup(crl_pem);
-	if (!w->crl_pem) {
-		w->crl_pem = old;
-		return -ENOMEM;
-	}
-	if (w->listening) {
-		/*
-		 * A listener's TLS configuration is fixed once it starts: close it
-		 * (its connections go; peers dial again and keep their requests'
-		 * timeouts) and listen again with the CRL. A certificate it lists
-		 * fails the handshake from then on.
-		 */
-		sigfillset(&all);
-		pthread_sigmask(SIG_BLOCK, &all, &mask);
-		nng_listener_close(prev);
-		rv = wire_listen(w, w->listen_url);
-		pthread_sigmask(SIG_SETMASK, &mask, NULL);
-		if (rv) {
-			trib_error("wire: listening again on %s with a new CRL: %s", w->listen_url,
-				   nng_strerror(rv));
-			trib_free(w->crl_pem);
-			w->crl_pem = old;
-			/* The old configuration, so that the node stays reachable. */
-			if (wire_listen(w, w->listen_url))
-				trib_error("wire: %s: not listening any more", w->listen_url);
-			return err_from_nng(rv);
-		}
-	}
-	trib_free(old);
-	return 0;
-}
-
-/* Read the PEMs of @tls into @w (the key into memory it wipes at close). */
-static int tls_load(struct ctl_wire *w, const struct ctl_wire_tls *tls)
-{
-	int err;
-
-	w->tls = true;
-	w->topt = *tls;
-	err = tls->ca_file ? trib_x509_read_pem(tls->ca_file, &w->ca_pem) : 0;
-	if (err) {
-		trib_error("wire: cannot read the cluster CA %s: %s", tls->ca_file, strerror(-err));
-		return err;
-	}
-	/* A CRL kept from an earlier run: missing is normal (nothing revoked yet). */
-	if (tls->crl_file && trib_x509_read_pem(tls->crl_file, &w->crl_pem))
-		w->crl_pem = NULL;
-	if (!tls->cert_file)
-		return 0;
-	err = trib_x509_read_pem(tls->cert_file, &w->cert_pem);
-	if (!err)
-		err = trib_x509_read_pem(tls->key_file, &w->key_pem);
-	if (err)
-		trib_error("wire: cannot read the link certificate %s or its key %s: %s",
-			   tls->cert_file, tls->key_file, strerror(-err));
-	return err;
-}
-
-static void tls_drop(struct ctl_wire *w)
-{
-	if (w->key_pem)
-		memset(w->key_pem, 0, strlen(w->key_pem));
-	trib_free(w->key_pem);
-	trib_free(w->cert_pem);
-	trib_free(w->ca_pem);
-	trib_free(w->crl_pem);
-}
-
 static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,
 		     struct ctl_wire **out)
 {
@@ -443,9 +238,9 @@ static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,
 	if (!w)
 		return -ENOMEM;
 	if (tls) {
-		rv = tls_load(w, tls);
+		rv = ctl__wire_tls_load(w, tls);
 		if (rv) {
-			tls_drop(w);
+			ctl__wire_tls_drop(w);
 			trib_free(w);
 			return rv;
 		}
@@ -457,7 +252,7 @@ static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,
 	if (w->efd < 0) {
 		int err = -errno;
 
-		tls_drop(w);
+		ctl__wire_tls_drop(w);
 		trib_free(w);
 		return err;
 	}
@@ -466,15 +261,15 @@ static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,
 		if (!rv)
 			rv = nng_socket_set_size(w->rep, NNG_OPT_RECVMAXSZ, 0);
 		if (!rv)
-			rv = wire_listen(w, listen_url);
+			rv = ctl__wire_listen(w, listen_url);
 		if (rv) {
-			int err = err_from_nng(rv);
+			int err = ctl__wire_err(rv);
 
 			trib_error("wire: cannot listen on %s: %s", listen_url, nng_strerror(rv));
 			nng_close(w->rep);
 			if (!w->efd_borrowed)
 				close(w->efd);
-			tls_drop(w);
+			ctl__wire_tls_drop(w);
 			trib_free(w);
 			return err;
 		}
@@ -514,7 +309,7 @@ static int open_blocked(const char *listen_url, const struct ctl_wire_tls *tls,
 
 int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
 {
-	if (listen_url && url_is_tls(listen_url))
+	if (listen_url && ctl__wire_url_is_tls(listen_url))
 		return -EINVAL;
 	return open_blocked(listen_url, NULL, out);
 }
@@ -523,44 +318,9 @@ int ctl_wire_open_tls(const char *listen_url, const struct ctl_wire_tls *tls,
 		      struct ctl_wire **out)
 {
 	if (!tls || (!tls->ca_file && !tls->dial_unverified) || !tls->cert_file != !tls->key_file ||
-	    (listen_url && (!url_is_tls(listen_url) || !tls->cert_file)))
+	    (listen_url && (!ctl__wire_url_is_tls(listen_url) || !tls->cert_file)))
 		return -EINVAL;
 	return open_blocked(listen_url, tls, out);
-}
-
-static int peer_get(struct ctl_wire *w, const char *url, nng_socket *out);
-
-int ctl_wire_peer_name(struct ctl_wire *w, const char *url, const char *name)
-{
-	struct wire_name *nm = NULL;
-	nng_socket sock;
-
-	if (strlen(url) >= sizeof(nm->url) || strlen(name) >= sizeof(nm->name))
-		return -EINVAL;
-	for (unsigned i = 0; i < w->nnames && !nm; i++)
-		if (!strcmp(w->names[i].url, url))
-			nm = &w->names[i];
-	if (!nm) {
-		if (w->nnames == WIRE_PEERS)
-			return -ENOSPC;
-		nm = &w->names[w->nnames++];
-		snprintf(nm->url, sizeof(nm->url), "%s", url);
-	}
-	if (strcmp(nm->name, name)) {
-		snprintf(nm->name, sizeof(nm->name), "%s", name);
-		/* A socket dialled under another name: closed, the next request dials anew. */
-		for (unsigned i = 0; i < w->npeers; i++) {
-			if (!strcmp(w->peers[i].url, url)) {
-				w->peers[i].url[0] = 0;
-				trib_info("wire: %s now serves %s: dialled again", url, name);
-			}
-		}
-	}
-	/*
-	 * Dial now, in the background: a TLS handshake costs a few round trips,
-	 * which the first message (a new job for a node) should not wait for.
-	 */
-	return peer_get(w, url, &sock);
 }
 
 int ctl_wire_fd(const struct ctl_wire *w)
@@ -601,7 +361,7 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	}
 	if (w->npeers == WIRE_PEERS || strlen(url) >= sizeof(p->url))
 		return -ENOSPC;
-	if (w->tls != url_is_tls(url))
+	if (w->tls != ctl__wire_url_is_tls(url))
 		return -EINVAL; /* no plain link in a TLS cluster, nor the reverse */
 	for (unsigned i = 0; i < w->nnames; i++)
 		if (!strcmp(w->names[i].url, url) && w->names[i].name[0])
@@ -609,7 +369,7 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	p = &w->peers[w->npeers];
 	rv = nng_req0_open(&p->sock);
 	if (rv)
-		return err_from_nng(rv);
+		return ctl__wire_err(rv);
 	/* Never resend: requests are not all idempotent (an update's acceptance is counted). */
 	nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, 0);
@@ -620,7 +380,7 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 		rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
 	} else {
 		rv = nng_dialer_create(&d, p->sock, url);
-		if (!rv && tls_config(w, false, name, &cfg))
+		if (!rv && ctl__wire_tls_config(w, false, name, &cfg))
 			rv = NNG_EINVAL;
 		if (!rv) {
 			rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
@@ -631,7 +391,7 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	}
 	if (rv) {
 		nng_close(p->sock);
-		return err_from_nng(rv);
+		return ctl__wire_err(rv);
 	}
 	snprintf(p->url, sizeof(p->url), "%s", url);
 	w->npeers++;
@@ -640,7 +400,7 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 }
 
 /* A socket of ours is opened with signals blocked too (see ctl_wire_open). */
-static int peer_get(struct ctl_wire *w, const char *url, nng_socket *out)
+int ctl__wire_peer_get(struct ctl_wire *w, const char *url, nng_socket *out)
 {
 	sigset_t all, old;
 	int err;
@@ -660,7 +420,7 @@ int ctl_wire_request(struct ctl_wire *w, const char *url, json_t *hdr, const voi
 	nng_msg *m;
 	int err;
 
-	err = peer_get(w, url, &sock);
+	err = ctl__wire_peer_get(w, url, &sock);
 	if (err)
 		return err;
 	r = trib_calloc(1, sizeof(*r));
@@ -668,12 +428,12 @@ int ctl_wire_request(struct ctl_wire *w, const char *url, json_t *hdr, const voi
 		return -ENOMEM;
 	r->w = w;
 	r->cookie = cookie;
-	err = err_from_nng(nng_ctx_open(&r->ctx, sock));
+	err = ctl__wire_err(nng_ctx_open(&r->ctx, sock));
 	if (err) {
 		trib_free(r);
 		return err;
 	}
-	err = err_from_nng(nng_aio_alloc(&r->aio, req_cb, r));
+	err = ctl__wire_err(nng_aio_alloc(&r->aio, req_cb, r));
 	if (err) {
 		nng_ctx_close(r->ctx);
 		trib_free(r);
@@ -813,6 +573,6 @@ void ctl_wire_close(struct ctl_wire *w)
 	if (!w->efd_borrowed)
 		close(w->efd);
 	pthread_mutex_destroy(&w->lock);
-	tls_drop(w);
+	ctl__wire_tls_drop(w);
 	trib_free(w);
 }
