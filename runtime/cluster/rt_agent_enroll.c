@@ -32,8 +32,8 @@
 
 #define ENROLL_ASK_MS	  5000
 
-/* One request and its answer's header (a reference for the caller), or NULL after @ms. */
-static json_t *ask(struct ctl_wire *w, const char *url, json_t *h, int *err)
+/* One request and its answer's header (a reference for the caller), or NULL (timeout, stop). */
+static json_t *ask(struct rt_agent *a, struct ctl_wire *w, const char *url, json_t *h, int *err)
 {
 	struct ctl_event *ev = NULL;
 	json_t *rep = NULL;
@@ -42,7 +42,9 @@ static json_t *ask(struct ctl_wire *w, const char *url, json_t *h, int *err)
 	json_decref(h);
 	if (*err)
 		return NULL;
-	for (int waited = 0; !ev && waited < ENROLL_ASK_MS + 2000; waited += 20) {
+	/* A stop (rt_agent_close) does not wait for the answer. */
+	for (int waited = 0; !ev && !a->enroll_stop && waited < ENROLL_ASK_MS + 2000;
+	     waited += 20) {
 		struct pollfd pfd = {.fd = ctl_wire_fd(w), .events = POLLIN};
 		uint64_t cnt;
 
@@ -78,7 +80,7 @@ static json_t *ask_retry(struct rt_agent *a, const struct ctl_wire_tls *t, const
 		if (!err && name_check)
 			err = ctl_wire_peer_name(w, url, name_check);
 		if (!err)
-			rep = ask(w, url, json_incref(h), &err);
+			rep = ask(a, w, url, json_incref(h), &err);
 		ctl_wire_close(w);
 		if (rep || a->enroll_stop || err == -EINVAL) {
 			json_decref(h);
