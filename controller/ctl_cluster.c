@@ -107,6 +107,7 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	const char *addr = json_string_value(json_object_get(ev->hdr, "addr"));
 	json_t *jobs, *verdicts = NULL;
 	uint32_t epoch = 0; /* the run it continues, if it lost nothing */
+	char serial[41];
 	struct cnode *nd;
 	bool jobs_all = true;
 	int rank;
@@ -115,6 +116,9 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		*rep = ctl__err_reply(400, "join: name (like a job name) and addr required");
 		return;
 	}
+	/* Before anything about the node changes: it proves that the name is its own. */
+	if (ctl__join_check(c, ev, name, addr, serial, rep))
+		return;
 	rank = ctl__node_rank(c, name);
 	if (rank < 0) {
 		if (c->nnodes == CTL_MAX_NODES) {
@@ -149,15 +153,21 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	nd->last_ns = trib_now_ns();
 	nd->epoch = epoch ? epoch : ++c->epochs;
 	nd->joined_at = (uint32_t)(trib_now_ns() / 1000) | 1;
+	snprintf(nd->serial, sizeof(nd->serial), "%s", serial);
+	if (trib_token_new(nd->session, sizeof(nd->session))) {
+		nd->live = false;
+		*rep = ctl__err_reply(503, "join: no randomness for a session");
+		return;
+	}
+	/* Requests to it check that its TLS certificate names it. */
+	if (ctl_wire_peer_name(c->w, nd->addr, nd->name))
+		trib_warn("node %s: too many addresses to check names for", nd->name);
 	jobs = json_array();
 	for (struct cjob *j = c->jobs; j; j = j->next)
 		if (json_array_append_new(jobs, ctl__job_msg(j)))
 			jobs_all = false; /* a node prunes its jobs only from a whole list */
 	ctl__node_save(c, (uint32_t)rank);
-	*rep = json_pack("{s:b, s:i, s:i, s:s, s:i, s:o, s:o}", "ok", 1, "rank", (json_int_t)rank,
-			 "epoch", (json_int_t)nd->epoch, "admin_token", c->admin_token,
-			 "heartbeat_ms", (json_int_t)c->o->heartbeat_ms, "jobs", jobs, "holds",
-			 verdicts ? verdicts : json_array());
+	*rep = ctl__join_reply(c, (uint32_t)rank, jobs, verdicts);
 	if (*rep && jobs_all)
 		json_object_set_new(*rep, "jobs_all", json_true());
 	trib_info("node %s joined as rank %d (%s, %u cores, arena %llu MiB free, %s)", name, rank,
@@ -214,15 +224,66 @@ static void on_status(struct ctl *c, json_t **rep)
 			 ctl__jobs_status(c));
 }
 
+/*
+ * The join's answer. A node gets the SHA-256 of the admin token, never the
+ * token: its gateway checks an admin bearer against the hash (docs/SECURITY.md).
+ */
+json_t *ctl__join_reply(struct ctl *c, uint32_t rank, json_t *jobs, json_t *verdicts)
+{
+	struct cnode *nd = &c->nodes[rank];
+
+	return json_pack("{s:b, s:i, s:i, s:s, s:s, s:i, s:o, s:o, s:s?}", "ok", 1, "rank",
+			 (json_int_t)rank, "epoch", (json_int_t)nd->epoch, "session", nd->session,
+			 "admin_sha256", c->admin_sha256, "heartbeat_ms",
+			 (json_int_t)c->o->heartbeat_ms, "jobs", jobs, "holds",
+			 verdicts ? verdicts : json_array(), "crl", c->crl_pem);
+}
+
+/*
+ * Who may ask what: a link without a verified certificate may only fetch the
+ * CA certificate and enrol; a node's other requests carry the session of
+ * its join (a request without one is a 410: the node joins again).
+ */
+static json_t *gate(struct ctl *c, struct ctl_event *ev, const char *op)
+{
+	bool open_op = op && (!strcmp(op, "cluster_ca") || !strcmp(op, "enroll"));
+	int rank;
+
+	if (open_op)
+		return NULL;
+	if (!ev->verified)
+		return ctl__err_reply(401, "this link has no valid cluster certificate (none, another "
+					   "CA's, or out of date): it may only enrol (tributary node "
+					   "--join-token)");
+	if (!op || !strcmp(op, "join"))
+		return NULL;
+	rank = ctl__session_rank(c, ev->hdr);
+	if (rank < 0)
+		return ctl__err_reply(410, "unknown or drained node: join again");
+	/* A request that names its node names the session's (a heartbeat: "name"). */
+	if ((!strcmp(op, "heartbeat") &&
+	     strcmp(ctl__jstr(ev->hdr, "name", ""), c->nodes[rank].name)) ||
+	    (json_object_get(ev->hdr, "node") &&
+	     strcmp(ctl__jstr(ev->hdr, "node", ""), c->nodes[rank].name)))
+		return ctl__err_reply(403, "the node named is not the node of this session");
+	return NULL;
+}
+
 static void on_request(struct ctl *c, struct ctl_event *ev)
 {
 	const char *op = json_string_value(json_object_get(ev->hdr, "op"));
 	const void *payload = NULL;
 	size_t plen = 0;
-	json_t *rep = NULL;
+	json_t *rep = gate(c, ev, op);
 
-	if (!op)
+	if (rep)
+		;
+	else if (!op)
 		rep = ctl__err_reply(400, "no op");
+	else if (!strcmp(op, "cluster_ca"))
+		ctl__on_cluster_ca(c, &rep);
+	else if (!strcmp(op, "enroll"))
+		ctl__on_enroll(c, ev, &rep);
 	else if (!strcmp(op, "join"))
 		on_join(c, ev, &rep);
 	else if (!strcmp(op, "heartbeat"))
@@ -330,6 +391,7 @@ static void run_loop(struct ctl *c)
 		if (trib_now_ns() - last_check > CTL_TICK_MS * 1000000ull) {
 			last_check = trib_now_ns();
 			check_heartbeats(c);
+			ctl__pki_tick(c, drain_now);
 			ctl__xstate_tick(c);
 		}
 	}
@@ -359,6 +421,9 @@ static int ctl_open_state(struct ctl *c)
 		trib_error("%s: %s", path, strerror(-err));
 		return err;
 	}
+	err = ctl__pki_open(c);
+	if (err)
+		goto err_close_store;
 	err = ctl_models_migrate(o->data_dir, c->store);
 	if (err) {
 		trib_error("%s: the controller did not start: its model files could not all be "
@@ -381,6 +446,7 @@ static int ctl_open_state(struct ctl *c)
 err_free_jobs:
 	ctl__jobs_free(c);
 err_close_store:
+	ctl__pki_close(c);
 	ctl_store_close(c->store);
 	c->store = NULL;
 	return err;
@@ -389,6 +455,8 @@ err_close_store:
 int ctl_cluster_run(const struct ctl_cluster_opts *o)
 {
 	const int sigs[] = {SIGINT, SIGTERM};
+	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+	struct ctl_wire_tls tls;
 	struct ctl c;
 	int err;
 
@@ -403,13 +471,14 @@ int ctl_cluster_run(const struct ctl_cluster_opts *o)
 		trib_error("controller: signalfd: %s", strerror(-err));
 		goto err_free_state;
 	}
-	err = ctl_wire_open(o->listen, &c.w);
+	ctl__pki_wire(&c, &tls, ca, crt, key, sizeof(ca));
+	err = ctl_wire_open_tls(o->listen, &tls, &c.w);
 	if (err)
 		goto err_close_signal;
 	signal(SIGPIPE, SIG_IGN);
-	trib_info("controller listening on %s (placement: %s; nodes drained after %u ms without "
+	trib_info("controller listening on %s (mutual TLS, CA %s; placement: %s; nodes drained after %u ms without "
 		  "a heartbeat)",
-		  o->listen, o->round_robin ? "round-robin" : "locality", o->dead_after_ms);
+		  o->listen, ca, o->round_robin ? "round-robin" : "locality", o->dead_after_ms);
 	run_loop(&c);
 	ctl__xstate_save(&c);
 	ctl_wire_close(c.w);
@@ -419,6 +488,7 @@ err_free_state:
 	ctl__jobs_free(&c);
 	for (uint32_t i = 0; i < c.nnodes; i++)
 		trib_free(c.nodes[i].recent);
+	ctl__pki_close(&c);
 	ctl_store_close(c.store);
 	return err ? 1 : 0;
 }

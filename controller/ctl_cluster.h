@@ -13,13 +13,21 @@
 #define CTL_MAX_NODES 64u
 
 struct ctl_cluster_opts {
-	const char *listen;	      /* nng URL, e.g. tcp://0.0.0.0:7070 */
+	const char *listen;	      /* nng URL, e.g. tls+tcp://0.0.0.0:7070 */
 	const char *data_dir;	      /* SQLite state, models */
 	const char *admin_token_file; /* default DATA_DIR/admin-token */
 	uint32_t heartbeat_ms;	      /* nodes send one this often (default 200) */
 	uint32_t dead_after_ms;	      /* silent this long: drained (default 1500) */
 	int round_robin;	      /* placement ignores locality (the benchmark's baseline) */
 };
+
+/*
+ * `tributary controller join-token`: a one-time token valid @ttl_s seconds
+ * (stored hashed in DATA_DIR/controller.db), printed as ID.SECRET.CAHASH;
+ * `tributary controller revoke NODE`. Both return a process exit code.
+ */
+int ctl_join_token_cmd(const char *data_dir, uint32_t ttl_s);
+int ctl_revoke_cmd(const char *data_dir, const char *node);
 
 /* Run until SIGINT/SIGTERM; returns a process exit code. */
 int ctl_cluster_run(const struct ctl_cluster_opts *o);

@@ -54,6 +54,8 @@ struct cnode {
 	struct acc_rec *recent; /* CTL_RECENT entries (owned), or NULL */
 	bool awaited; /* known from the store after a controller restart, not back yet */
 	uint32_t joined_at; /* this process of it (µs clock at its join): a top's sums went */
+	char session[48];   /* this run's secret: its requests carry it (ctl_pki.c) */
+	char serial[41];    /* the serial of the certificate it joined with */
 };
 
 struct cround {
@@ -114,6 +116,11 @@ struct ctl {
 	int sfd;      /* SIGINT/SIGTERM (trib_signal) */
 	int stop_sig; /* the signal that stops the loop, 0 while running */
 	char admin_token[80];
+	char admin_sha256[65]; /* what nodes get instead of the token (ctl_pki.c) */
+	char pki[512];	       /* DATA_DIR/cluster: the CA and the controller's link certificate */
+	uint64_t pki_checked_ns; /* when live nodes' certificates were last checked for revocation */
+	char *crl_pem;	 /* the CA's CRL of every revoked serial (NULL: none revoked); nodes get it */
+	size_t crl_n;	 /* how many serials it lists */
 	struct cnode nodes[CTL_MAX_NODES];
 	uint32_t nnodes; /* ranks used: 0 .. nnodes - 1 */
 	struct cjob *jobs;
@@ -122,6 +129,28 @@ struct ctl {
 	/* After a restart: until then (or every awaited node is back) no update is counted. */
 	uint64_t reconcile_until_ns;
 };
+
+/* --- ctl_pki.c: the cluster CA, enrolment, the join proof, revocation --- */
+
+/* Make the CA and the controller's link certificate if missing; fill c->pki, admin_sha256. */
+int ctl__pki_open(struct ctl *c);
+/* The wire's TLS settings (paths inside c->pki). */
+void ctl__pki_wire(const struct ctl *c, struct ctl_wire_tls *t, char *ca, char *crt, char *key,
+		   size_t cap);
+/* "cluster_ca" and "enroll": the only requests served on a link without a certificate. */
+void ctl__on_cluster_ca(struct ctl *c, json_t **rep);
+void ctl__on_enroll(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* A join's proof (certificate, signature): 0 with *serial, or an error reply in *rep. */
+int ctl__join_check(struct ctl *c, struct ctl_event *ev, const char *name, const char *addr,
+		    char serial[41], json_t **rep);
+/* ctl_cluster.c: the answer to a join (what a node is given: no admin token). */
+json_t *ctl__join_reply(struct ctl *c, uint32_t rank, json_t *jobs, json_t *verdicts);
+/* The rank whose session the request carries, or -1. */
+int ctl__session_rank(const struct ctl *c, const json_t *hdr);
+/* Each second: live nodes whose certificate was revoked are told and drained; a new CRL goes out. */
+void ctl__pki_tick(struct ctl *c, void (*drain)(struct ctl *, uint32_t));
+/* At stop. */
+void ctl__pki_close(struct ctl *c);
 
 /* --- ctl_cluster.c: nodes --- */
 

@@ -106,9 +106,10 @@ static void send_model(struct ctl *c, struct cjob *j, int only, const struct cro
 /* The round's close: counts per node, the top, and who contributes; sent again on changes. */
 static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 {
-	json_t *h = json_pack("{s:s, s:s, s:i, s:i, s:s}", "op", "close", "job", j->name, "round",
-			      (json_int_t)cr->round, "top", (json_int_t)cr->top, "top_addr",
-			      cr->top >= 0 ? c->nodes[cr->top].addr : "");
+	json_t *h = json_pack("{s:s, s:s, s:i, s:i, s:s, s:s}", "op", "close", "job", j->name,
+			      "round", (json_int_t)cr->round, "top", (json_int_t)cr->top, "top_addr",
+			      cr->top >= 0 ? c->nodes[cr->top].addr : "", "top_name",
+			      cr->top >= 0 ? c->nodes[cr->top].name : "");
 	json_t *counts = json_array();
 
 	for (uint32_t i = 0; i < c->nnodes; i++)

@@ -142,6 +142,20 @@ static const char *const migrations[] = {
 	"  sums TEXT NOT NULL,"
 	"  PRIMARY KEY (job_id, version)"
 	");",
+	/* 6 -> 7: the cluster's join tokens (hashed) and node certificates (ctl_store_pki.c). */
+	"CREATE TABLE join_tokens ("
+	"  id TEXT PRIMARY KEY,"
+	"  hash TEXT NOT NULL,"
+	"  expires_unix INTEGER NOT NULL,"
+	"  used_unix INTEGER NOT NULL DEFAULT 0,"
+	"  used_by TEXT NOT NULL DEFAULT ''"
+	");"
+	"CREATE TABLE node_certs ("
+	"  serial TEXT PRIMARY KEY,"
+	"  name TEXT NOT NULL,"
+	"  issued_unix INTEGER NOT NULL,"
+	"  revoked_unix INTEGER NOT NULL DEFAULT 0"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,

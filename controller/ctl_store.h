@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 6
+#define CTL_STORE_SCHEMA_VERSION 7
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
@@ -215,5 +215,33 @@ int ctl_store_round_clients_put(struct ctl_store *st, int64_t job_id, uint32_t r
 /* The clients remembered for @round of job @job_id, as ctl_store_revoked_list. */
 int ctl_store_round_clients_list(struct ctl_store *st, int64_t job_id, uint32_t round,
 				 char (**ids)[CTL_CLIENT_MAX], size_t *n);
+
+/* --- the cluster's join tokens and node certificates (ctl_store_pki.c) --- */
+
+/* Record join token @id with the SHA-256 (hex) of its secret, valid until @expires_unix. */
+int ctl_store_jtoken_put(struct ctl_store *st, const char *id, const char *hash_hex,
+			 int64_t expires_unix);
+/*
+ * Use join token @id once, for node @name: its secret's hash must equal
+ * @hash_hex (compared in constant time), it must not have expired at @now
+ * and not have been used. 0; -ENOENT (no such token or wrong secret);
+ * -ETIME (expired); -EALREADY (used before). Checking and marking are one
+ * transaction: two nodes presenting one token get one 0.
+ */
+int ctl_store_jtoken_use(struct ctl_store *st, const char *id, const char *hash_hex,
+			 const char *name, int64_t now);
+/* Record the certificate of serial @serial issued to node @name. */
+int ctl_store_cert_put(struct ctl_store *st, const char *serial, const char *name, int64_t now);
+/* How many certificates of node @name are in force (issued, not revoked). */
+int ctl_store_cert_count(struct ctl_store *st, const char *name, unsigned *n);
+/* Whether serial @serial is revoked (or unknown: a certificate this store never issued). */
+int ctl_store_cert_ok(struct ctl_store *st, const char *serial, bool *ok);
+/*
+ * Every revoked serial: *serials is one trib_malloc'd block of *n pointers
+ * followed by the strings (one trib_free); NULL when there are none.
+ */
+int ctl_store_cert_revoked(struct ctl_store *st, char ***serials, size_t *n);
+/* Revoke every certificate of node @name; *n: how many were in force. */
+int ctl_store_cert_revoke(struct ctl_store *st, const char *name, int64_t now, unsigned *n);
 
 #endif

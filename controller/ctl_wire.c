@@ -18,57 +18,14 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 
+#include "ctl_wire_priv.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
 #include "trib_log.h"
 
-/* Requests served at once; more wait in nng's queue. */
-#define WIRE_SLOTS 32
-#define WIRE_PEERS 64
-/* How long closing waits for our requests in flight (see ctl_wire_close). */
-#define WIRE_CLOSE_WAIT_MS 500
-
-enum { SLOT_RECV, SLOT_BUSY, SLOT_SEND, SLOT_DEAD };
-
-struct wire_slot {
-	struct ctl_wire *w;
-	nng_ctx ctx;
-	nng_aio *aio;
-	int state;
-};
-
-struct wire_peer {
-	char url[128];
-	nng_socket sock;
-};
-
-struct wire_req {
-	struct ctl_wire *w;
-	nng_ctx ctx;
-	nng_aio *aio;
-	uint64_t cookie;
-	uint64_t deadline_ns;    /* the timeout covers sending and the answer together */
-	bool sent;
-	bool finished;           /* its event is queued (under the wire's lock) */
-	struct wire_req *prev, *next; /* the wire's requests whose event is not freed (lock) */
-};
-
-struct ctl_wire {
-	int efd;
-	bool listening;
-	nng_socket rep;
-	struct wire_slot slots[WIRE_SLOTS];
-	struct wire_peer peers[WIRE_PEERS];
-	unsigned npeers;
-	pthread_mutex_t lock;
-	struct ctl_event *head, **tail;
-	unsigned pending; /* our requests whose event is not freed yet (under lock) */
-	struct wire_req *reqs; /* those requests (under lock) */
-	bool closing;
-};
-
-static int err_from_nng(int rv)
+int ctl__wire_err(int rv)
 {
 	switch (rv) {
 	case 0:
@@ -158,7 +115,7 @@ static int encode(json_t *hdr, const void *payload, size_t len, nng_msg **out)
 	trib_free(h); /* jansson allocates through trib_alloc */
 	if (rv) {
 		nng_msg_free(m);
-		return err_from_nng(rv);
+		return ctl__wire_err(rv);
 	}
 	*out = m;
 	return 0;
@@ -191,6 +148,14 @@ static void slot_cb(void *arg)
 		struct ctl_event *ev = trib_calloc(1, sizeof(*ev));
 
 		if (ev && !decode(m, ev)) {
+			ev->verified = true;
+			if (w->tls) {
+				bool v = false;
+
+				/* Asked per message: each may come on another pipe. */
+				ev->verified = !nng_pipe_get_bool(nng_msg_get_pipe(m),
+								  NNG_OPT_TLS_VERIFIED, &v) && v;
+			}
 			ev->kind = CTL_EV_REQUEST;
 			ev->msg = m;
 			ev->slot = s;
@@ -242,10 +207,10 @@ static void req_cb(void *arg)
 		}
 		nng_msg_free(nng_aio_get_msg(r->aio));
 		ev->kind = CTL_EV_FAIL;
-		ev->err = err_from_nng(rv);
+		ev->err = ctl__wire_err(rv);
 	} else if (rv) {
 		ev->kind = CTL_EV_FAIL;
-		ev->err = err_from_nng(rv);
+		ev->err = ctl__wire_err(rv);
 	} else {
 		nng_msg *m = nng_aio_get_msg(r->aio);
 
@@ -264,19 +229,30 @@ static void req_cb(void *arg)
 	push(r->w, ev);
 }
 
-static int wire_open(const char *listen_url, struct ctl_wire **out)
+static int wire_open(const char *listen_url, const struct ctl_wire_tls *tls,
+		     struct ctl_wire **out)
 {
 	struct ctl_wire *w = trib_calloc(1, sizeof(*w));
 	int rv;
 
 	if (!w)
 		return -ENOMEM;
+	if (tls) {
+		rv = ctl__wire_tls_load(w, tls);
+		if (rv) {
+			ctl__wire_tls_drop(w);
+			trib_free(w);
+			return rv;
+		}
+	}
 	w->tail = &w->head;
 	pthread_mutex_init(&w->lock, NULL);
-	w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	w->efd_borrowed = tls && tls->event_fd > 0;
+	w->efd = w->efd_borrowed ? tls->event_fd : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (w->efd < 0) {
 		int err = -errno;
 
+		ctl__wire_tls_drop(w);
 		trib_free(w);
 		return err;
 	}
@@ -285,13 +261,15 @@ static int wire_open(const char *listen_url, struct ctl_wire **out)
 		if (!rv)
 			rv = nng_socket_set_size(w->rep, NNG_OPT_RECVMAXSZ, 0);
 		if (!rv)
-			rv = nng_listen(w->rep, listen_url, NULL, 0);
+			rv = ctl__wire_listen(w, listen_url);
 		if (rv) {
-			int err = err_from_nng(rv);
+			int err = ctl__wire_err(rv);
 
 			trib_error("wire: cannot listen on %s: %s", listen_url, nng_strerror(rv));
 			nng_close(w->rep);
-			close(w->efd);
+			if (!w->efd_borrowed)
+				close(w->efd);
+			ctl__wire_tls_drop(w);
 			trib_free(w);
 			return err;
 		}
@@ -316,16 +294,33 @@ static int wire_open(const char *listen_url, struct ctl_wire **out)
  * process's signals: the gateway reads SIGTERM and SIGCHLD from a signalfd,
  * which sees only signals blocked in every thread.
  */
-int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
+static int open_blocked(const char *listen_url, const struct ctl_wire_tls *tls,
+			struct ctl_wire **out)
 {
 	sigset_t all, old;
 	int err;
 
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	err = wire_open(listen_url, out);
+	err = wire_open(listen_url, tls, out);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return err;
+}
+
+int ctl_wire_open(const char *listen_url, struct ctl_wire **out)
+{
+	if (listen_url && ctl__wire_url_is_tls(listen_url))
+		return -EINVAL;
+	return open_blocked(listen_url, NULL, out);
+}
+
+int ctl_wire_open_tls(const char *listen_url, const struct ctl_wire_tls *tls,
+		      struct ctl_wire **out)
+{
+	if (!tls || (!tls->ca_file && !tls->dial_unverified) || !tls->cert_file != !tls->key_file ||
+	    (listen_url && (!ctl__wire_url_is_tls(listen_url) || !tls->cert_file)))
+		return -EINVAL;
+	return open_blocked(listen_url, tls, out);
 }
 
 int ctl_wire_fd(const struct ctl_wire *w)
@@ -354,6 +349,10 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	struct wire_peer *p;
 	int rv;
 
+	const char *name = NULL;
+	nng_tls_config *cfg = NULL;
+	nng_dialer d;
+
 	for (unsigned i = 0; i < w->npeers; i++) {
 		if (!strcmp(w->peers[i].url, url)) {
 			*out = w->peers[i].sock;
@@ -362,20 +361,37 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	}
 	if (w->npeers == WIRE_PEERS || strlen(url) >= sizeof(p->url))
 		return -ENOSPC;
+	if (w->tls != ctl__wire_url_is_tls(url))
+		return -EINVAL; /* no plain link in a TLS cluster, nor the reverse */
+	for (unsigned i = 0; i < w->nnames; i++)
+		if (!strcmp(w->names[i].url, url) && w->names[i].name[0])
+			name = w->names[i].name;
 	p = &w->peers[w->npeers];
 	rv = nng_req0_open(&p->sock);
 	if (rv)
-		return err_from_nng(rv);
+		return ctl__wire_err(rv);
 	/* Never resend: requests are not all idempotent (an update's acceptance is counted). */
 	nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_size(p->sock, NNG_OPT_RECVMAXSZ, 0);
 	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
 	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 500);
 	/* In the background: a peer that is not up yet is dialled again until it is. */
-	rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+	if (!w->tls) {
+		rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+	} else {
+		rv = nng_dialer_create(&d, p->sock, url);
+		if (!rv && ctl__wire_tls_config(w, false, name, &cfg))
+			rv = NNG_EINVAL;
+		if (!rv) {
+			rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+			nng_tls_config_free(cfg); /* the dialer holds it */
+		}
+		if (!rv)
+			rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+	}
 	if (rv) {
 		nng_close(p->sock);
-		return err_from_nng(rv);
+		return ctl__wire_err(rv);
 	}
 	snprintf(p->url, sizeof(p->url), "%s", url);
 	w->npeers++;
@@ -384,7 +400,7 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 }
 
 /* A socket of ours is opened with signals blocked too (see ctl_wire_open). */
-static int peer_get(struct ctl_wire *w, const char *url, nng_socket *out)
+int ctl__wire_peer_get(struct ctl_wire *w, const char *url, nng_socket *out)
 {
 	sigset_t all, old;
 	int err;
@@ -404,7 +420,7 @@ int ctl_wire_request(struct ctl_wire *w, const char *url, json_t *hdr, const voi
 	nng_msg *m;
 	int err;
 
-	err = peer_get(w, url, &sock);
+	err = ctl__wire_peer_get(w, url, &sock);
 	if (err)
 		return err;
 	r = trib_calloc(1, sizeof(*r));
@@ -412,12 +428,12 @@ int ctl_wire_request(struct ctl_wire *w, const char *url, json_t *hdr, const voi
 		return -ENOMEM;
 	r->w = w;
 	r->cookie = cookie;
-	err = err_from_nng(nng_ctx_open(&r->ctx, sock));
+	err = ctl__wire_err(nng_ctx_open(&r->ctx, sock));
 	if (err) {
 		trib_free(r);
 		return err;
 	}
-	err = err_from_nng(nng_aio_alloc(&r->aio, req_cb, r));
+	err = ctl__wire_err(nng_aio_alloc(&r->aio, req_cb, r));
 	if (err) {
 		nng_ctx_close(r->ctx);
 		trib_free(r);
@@ -554,7 +570,9 @@ void ctl_wire_close(struct ctl_wire *w)
 			break;
 		usleep(10000);
 	}
-	close(w->efd);
+	if (!w->efd_borrowed)
+		close(w->efd);
 	pthread_mutex_destroy(&w->lock);
+	ctl__wire_tls_drop(w);
 	trib_free(w);
 }

@@ -11,6 +11,7 @@
 #ifndef CTL_WIRE_H
 #define CTL_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,13 @@ struct ctl_event {
 	json_t *hdr;           /* owned by the event; NULL on CTL_EV_FAIL */
 	const uint8_t *payload; /* inside the event's message; valid until ctl_event_free() */
 	size_t plen;
+	/*
+	 * A request's peer presented a certificate that verified against the
+	 * wire's CA (always true on a listener that requires one, and without
+	 * TLS). nng 1.5.2 does not say whose certificate it was: a name is bound
+	 * by the caller (ctl_cluster.c's join proof).
+	 */
+	bool verified;
 	/* private */
 	struct ctl_event *next;
 	void *msg;             /* nng_msg */
@@ -41,8 +49,52 @@ struct ctl_event {
 /*
  * Open the wire. @listen_url ("tcp://0.0.0.0:7070") takes requests; NULL:
  * only send them. Returns 0 or -errno (-EADDRINUSE, -EINVAL for a bad URL).
+ * Plain TCP: for tests of the wire itself; the cluster uses ctl_wire_open_tls.
  */
 int ctl_wire_open(const char *listen_url, struct ctl_wire **out);
+
+/* The cluster's TLS (nng's tls+tcp://, mbedTLS): both sides present CA-signed certificates. */
+struct ctl_wire_tls {
+	const char *ca_file;   /* the cluster CA (PEM): peers must chain to it */
+	const char *cert_file; /* ours (PEM); NULL with key_file NULL: none (a node enrolling) */
+	const char *key_file;
+	const char *crl_file;  /* optional: a CRL of the CA (PEM) to start with; missing: none */
+	/*
+	 * The listener lets a peer without a verified certificate finish the
+	 * handshake (the controller: such a peer may only enrol, see
+	 * ctl_event.verified). Otherwise the handshake fails without one.
+	 */
+	bool listen_optional;
+	/*
+	 * Dial without checking the server's certificate: only to fetch the CA
+	 * certificate that the caller then checks against a pinned SHA-256.
+	 */
+	bool dial_unverified;
+	/*
+	 * > 0: poke this eventfd (the caller's; it stays open after close)
+	 * instead of one of the wire's own: a caller whose loop waits on one fd
+	 * before the wire can be opened (a node enrolling) keeps that fd.
+	 */
+	int event_fd;
+};
+
+/* Like ctl_wire_open, over tls+tcp:// URLs only (a tcp:// URL is -EINVAL); @tls is copied. */
+int ctl_wire_open_tls(const char *listen_url, const struct ctl_wire_tls *tls,
+		      struct ctl_wire **out);
+/*
+ * Refuse certificates that @crl_pem (a PEM CRL of the wire's CA) lists: on
+ * the listener, whose existing connections are closed and which listens
+ * again at once (peers reconnect), and on sockets dialled from now on. The
+ * same CRL again is a no-op. 0 or -errno (then the old CRL holds).
+ */
+int ctl_wire_set_crl(struct ctl_wire *w, const char *crl_pem);
+/*
+ * Requests to @url check that the server's certificate names @name (its CN
+ * or DNS subjectAltName), from the next connection on, which is dialled now
+ * in the background. Without a name the server need only hold a CA-signed
+ * certificate. 0, -ENOSPC or -EINVAL.
+ */
+int ctl_wire_peer_name(struct ctl_wire *w, const char *url, const char *name);
 /* Becomes readable (an eventfd) when events wait; read it, then drain ctl_wire_next(). */
 int ctl_wire_fd(const struct ctl_wire *w);
 /* The next event (owned by the caller: ctl_event_free), or NULL. */

@@ -2,6 +2,8 @@
 /* Bearer tokens: made from getrandom, loaded from 0600 files, compared in constant time. */
 #include "trib_token.h"
 
+#include <openssl/evp.h>
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -112,4 +114,24 @@ bool trib_token_eq(const char *a, const char *b)
 	for (size_t i = 0; i < lb; i++)
 		diff |= (unsigned char)((i < la ? a[i] : 0) ^ b[i]);
 	return diff == 0 && lb > 0;
+}
+
+void trib_token_sha256(const char *a, char out[65])
+{
+	unsigned char md[32];
+	unsigned int len = 0;
+
+	EVP_Digest(a, strlen(a), md, &len, EVP_sha256(), NULL);
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+bool trib_token_sha256_eq(const char *a, const char *sha256_hex)
+{
+	char h[65];
+
+	if (!sha256_hex[0])
+		return false;
+	trib_token_sha256(a, h);
+	return trib_token_eq(h, sha256_hex);
 }

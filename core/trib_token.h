@@ -36,4 +36,13 @@ int trib_token_load(const char *path, bool create, char *out, size_t cap, bool *
  */
 bool trib_token_eq(const char *a, const char *b);
 
+/*
+ * Whether the SHA-256 of @a, in lowercase hex, is @sha256_hex (compared as
+ * trib_token_eq does). A cluster node checks admin bearers this way: it is
+ * given the admin token's hash, never the token.
+ */
+bool trib_token_sha256_eq(const char *a, const char *sha256_hex);
+/* The SHA-256 of @a in lowercase hex. */
+void trib_token_sha256(const char *a, char out[65]);
+
 #endif

@@ -94,28 +94,34 @@ static void usage(FILE *f)
 		"\n");
 	/* Two strings: C11 promises literals of 4095 characters, not more. */
 	fprintf(f,
-		"tributary node --controller tcp://HOST:PORT --node-name NAME\n"
-		"               [--peer-listen tcp://HOST:PORT] [--advertise tcp://HOST:PORT]\n"
+		"tributary node --controller tls+tcp://HOST:PORT --node-name NAME\n"
+		"               [--join-token TOKEN | --join-token-file F] [--cluster-ca FILE]\n"
+		"               [--peer-listen tls+tcp://HOST:PORT] [--advertise tls+tcp://HOST:PORT]\n"
 		"               [--controller-grace-s N] [all options of up]\n"
-		"  --controller URL       the controller's nng address\n"
+		"  --controller URL       the controller's nng address (mutual TLS)\n"
+		"  --join-token TOKEN     enrol once (DATA_DIR/cluster gets node.key, node.crt)\n"
+		"  --join-token-file F    the token in a file (not there: no token)\n"
+		"  --cluster-ca FILE      the cluster CA's certificate (else pinned by the token)\n"
 		"  --node-name NAME       unique in the cluster (Kubernetes: the node's name)\n"
 		"  --peer-listen URL      where other nodes and the controller reach this one\n"
-		"                         (default tcp://0.0.0.0:7071)\n"
+		"                         (default tls+tcp://0.0.0.0:7071)\n"
 		"  --advertise URL        the address to give them, when --peer-listen's host is\n"
-		"                         0.0.0.0 (for example tcp://POD_IP:7071)\n"
+		"                         0.0.0.0 (for example tls+tcp://POD_IP:7071)\n"
 		"  --controller-grace-s N while the controller is away, take updates of the round\n"
 		"                         this node knows open for N s (default 60; 0: none), then\n"
 		"                         answer 503 until it is back\n"
 		"\n"
-		"tributary controller [--listen tcp://HOST:PORT] [--data-dir DIR]\n"
+		"tributary controller [--listen tls+tcp://HOST:PORT] [--data-dir DIR]\n"
 		"                     [--admin-token-file FILE] [--placement locality|round-robin]\n"
 		"                     [--heartbeat-ms N] [--dead-after-ms N]\n"
-		"  --listen URL           nng address for nodes (default tcp://0.0.0.0:7070)\n"
+		"  --listen URL           nng address for nodes (default tls+tcp://0.0.0.0:7070)\n"
 		"  --data-dir DIR         jobs, rounds (SQLite) and models (default\n"
 		"                         ./tributary-controller)\n"
 		"  --placement P          locality (default): updates fold on the node that received\n"
 		"                         them; round-robin: leaf k on node k mod N (a baseline)\n"
 		"  --dead-after-ms N      a node silent this long is drained (default 1500)\n"
+		"tributary controller join-token [--ttl 1h] [--data-dir DIR]   a one-time token\n"
+		"tributary controller revoke NODE [--data-dir DIR]   end a node's membership\n"
 		"\n"
 		"tributary simulate --job NAME --clients N --rounds R [--params P] [--url URL] ...\n"
 		"  (tributary simulate --help for all its options)\n");
@@ -236,6 +242,9 @@ static const struct option up_lopts[] = {
 	{ "peer-listen", required_argument, NULL, 'P' },
 	{ "advertise", required_argument, NULL, 'A' },
 	{ "controller-grace-s", required_argument, NULL, 'G' },
+	{ "join-token", required_argument, NULL, 'j' },
+	{ "join-token-file", required_argument, NULL, 'k' },
+	{ "cluster-ca", required_argument, NULL, 'K' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -263,8 +272,22 @@ static int node_opt(int c, const char *arg, struct rt_node_opts *o)
 		o->node_name = arg;
 		return 0;
 	}
-	if (strncmp(arg, "tcp://", 6) || !strrchr(arg + 6, ':')) {
-		fprintf(stderr, "tributary node: --%s wants tcp://HOST:PORT, got '%s'\n",
+	if (c == 'j') {
+		o->join_token = arg;
+		return 0;
+	}
+	if (c == 'k') {
+		o->join_token_file = arg;
+		return 0;
+	}
+	if (c == 'K') {
+		o->cluster_ca = arg;
+		return 0;
+	}
+	/* Every cluster link is mutual TLS: a plain tcp:// URL is refused, not upgraded. */
+	if (strncmp(arg, "tls+tcp://", 10) || !strrchr(arg + 10, ':')) {
+		fprintf(stderr, "tributary node: --%s wants tls+tcp://HOST:PORT (every cluster link "
+			"is mutual TLS), got '%s'\n",
 			c == 'C' ? "controller" : c == 'P' ? "peer-listen" : "advertise", arg);
 		return 2;
 	}
@@ -289,6 +312,9 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 	case 'P':
 	case 'A':
 	case 'G':
+	case 'j':
+	case 'k':
+	case 'K':
 		return node_opt(c, arg, o);
 	case OPT_HEAD_TIMEOUT:
 	case OPT_BODY_TIMEOUT:
@@ -310,8 +336,8 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 			o->admin_token_file = arg;
 			return 0;
 		}
-		fprintf(stderr, "tributary node: no --admin-token-file: the controller gives nodes "
-			"its admin token when they join\n");
+		fprintf(stderr, "tributary node: no --admin-token-file: a node checks admin "
+			"requests against the SHA-256 the controller gives it at join\n");
 		return 2;
 	case 'm':
 		if (trib_parse_u64(arg, 16, 1u << 20, &v)) {
@@ -394,7 +420,8 @@ static int cmd_up(int argc, char **argv, bool node)
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", up_lopts, NULL)) != -1) {
-		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A' || c == 'G')) {
+		if (!node && (c == 'C' || c == 'N' || c == 'P' || c == 'A' || c == 'G' || c == 'j' ||
+			      c == 'k' || c == 'K')) {
 			/* Named from the table: argv[optind - 1] is the value when it came apart. */
 			for (const struct option *lo = up_lopts; lo->name; lo++)
 				if (lo->val == c)
@@ -418,7 +445,7 @@ static int cmd_up(int argc, char **argv, bool node)
 		return 2;
 	}
 	if (node && (!o.controller || !o.node_name)) {
-		fprintf(stderr, "tributary node: --controller tcp://HOST:PORT and --node-name NAME "
+		fprintf(stderr, "tributary node: --controller tls+tcp://HOST:PORT and --node-name NAME "
 			"are required\n");
 		return 2;
 	}
@@ -444,9 +471,9 @@ static int ctl_opt(int c, const char *arg, struct ctl_cluster_opts *o)
 
 	switch (c) {
 	case 'l':
-		if (strncmp(arg, "tcp://", 6) || !strrchr(arg + 6, ':')) {
-			fprintf(stderr, "tributary controller: --listen wants tcp://HOST:PORT, got "
-				"'%s'\n", arg);
+		if (strncmp(arg, "tls+tcp://", 10) || !strrchr(arg + 10, ':')) {
+			fprintf(stderr, "tributary controller: --listen wants tls+tcp://HOST:PORT (every "
+				"cluster link is mutual TLS), got '%s'\n", arg);
 			return 2;
 		}
 		o->listen = arg;
@@ -484,16 +511,75 @@ static int ctl_opt(int c, const char *arg, struct ctl_cluster_opts *o)
 	}
 }
 
+/* `tributary controller join-token [--ttl DUR] [--data-dir D]`, `... revoke NODE [--data-dir D]`. */
+static int cmd_controller_admin(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "data-dir", required_argument, NULL, 'd' },
+		{ "ttl", required_argument, NULL, 't' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *dir = "./tributary-controller", *sub = argv[1];
+	bool tok = !strcmp(sub, "join-token");
+	uint64_t ttl = 3600, v, mul;
+	int c;
+
+	optind = 2;
+	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (c == 'd') {
+			dir = optarg;
+		} else if (c == 't' && tok) {
+			/* 90, 90s, 30m, 1h, 7d */
+			size_t n = strlen(optarg);
+			char unit = n ? optarg[n - 1] : 0;
+			char num[32];
+
+			mul = unit == 'm' ? 60 : unit == 'h' ? 3600 : unit == 'd' ? 86400 : 1;
+			snprintf(num, sizeof(num), "%.*s", (int)(n - (unit >= 'a' && unit <= 'z')),
+				 optarg);
+			if ((unit >= 'a' && unit <= 'z' && !strchr("smhd", unit)) ||
+			    trib_parse_u64(num, 1, 30 * 86400, &v) || v * mul > 30 * 86400) {
+				fprintf(stderr, "tributary controller join-token: --ttl wants a "
+					"duration of 1s..30d (90, 90s, 30m, 1h, 7d), got '%s'\n",
+					optarg);
+				return 2;
+			}
+			ttl = v * mul;
+		} else {
+			fprintf(stderr, "usage: tributary controller join-token [--ttl 1h] "
+				"[--data-dir DIR]\n       tributary controller revoke NODE "
+				"[--data-dir DIR]\n");
+			return 2;
+		}
+	}
+	trib_log_init("controller");
+	if (tok) {
+		if (optind < argc) {
+			fprintf(stderr, "tributary controller join-token: unexpected argument '%s'\n",
+				argv[optind]);
+			return 2;
+		}
+		return ctl_join_token_cmd(dir, (uint32_t)ttl);
+	}
+	if (optind + 1 != argc) {
+		fprintf(stderr, "usage: tributary controller revoke NODE [--data-dir DIR]\n");
+		return 2;
+	}
+	return ctl_revoke_cmd(dir, argv[optind]);
+}
+
 static int cmd_controller(int argc, char **argv)
 {
 	struct ctl_cluster_opts o = {
-		.listen = "tcp://0.0.0.0:7070",
+		.listen = "tls+tcp://0.0.0.0:7070",
 		.data_dir = "./tributary-controller",
 		.heartbeat_ms = 200,
 		.dead_after_ms = 1500,
 	};
 	int c, rc;
 
+	if (argc > 1 && (!strcmp(argv[1], "join-token") || !strcmp(argv[1], "revoke")))
+		return cmd_controller_admin(argc, argv);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", ctl_lopts, NULL)) != -1) {
 		if (c == 'h') {

@@ -335,7 +335,7 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 	struct rt_up up = { .sfd = -1 };
 	char fnpath[PATH_MAX];
 	uint32_t unsaved = 0;
-	int err;
+	int err, fatal;
 
 	trib_log_init(opts->controller ? "node" : "up");
 	/* A certificate that cannot serve is a usage error: said before anything starts. */
@@ -398,6 +398,7 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 	/* A stop never leaves an acknowledged update unsaved without saying so, loudly. */
 	unsaved = rt_node_report_unsaved(up.node);
 	up.node->stopping = true;
+	fatal = up.node->exit_status;
 	rt_loop_close(up.loop);
 	up.loop = NULL;
 	rt_agent_close(up.agent);
@@ -412,5 +413,6 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 			   unsaved, unsaved == 1 ? "" : "s");
 	else if (!err)
 		trib_info("stopped");
-	return err || unsaved ? 1 : 0;
+	/* A node the cluster refused (revoked, enrolment refused) says so in its status. */
+	return fatal ? fatal : err || unsaved ? 1 : 0;
 }

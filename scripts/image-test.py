@@ -166,8 +166,11 @@ class Spec:
             argv[argv.index(flag) + 1] = val
         return argv
 
-    def volumes(self, tmp, tag, huge_bytes):
-        """podman --mount/-v arguments for the pod's volumes, and what to clean up."""
+    def volumes(self, tmp, tag, huge_bytes, secrets=None):
+        """podman --mount/-v arguments for the pod's volumes, and what to clean up.
+
+        @secrets: Secret name -> {key: text}, written as the kubelet does (one file per key).
+        """
         args, mounts = [], []
         vols = {v['name']: v for v in self.pod.get('volumes') or []}
         for m in self.c.get('volumeMounts') or []:
@@ -182,15 +185,30 @@ class Spec:
                 mounts.append(src)
             elif 'emptyDir' in v:
                 os.makedirs(src)
+            elif 'hostPath' in v and not v['hostPath']['path'].startswith('/sys/fs/bpf'):
+                # Each node container stands for its own host: its hostPath is its own (the
+                # bpffs one below is shared on purpose: pins of runtimes on one host).
+                os.makedirs(src)
             elif 'hostPath' in v:
                 src = v['hostPath']['path']
                 if v['hostPath'].get('type') == 'DirectoryOrCreate':
                     os.makedirs(src, exist_ok=True)
+            elif 'secret' in v:
+                os.makedirs(src)
+                name = v['secret']['secretName']
+                data = (secrets or {}).get(name)
+                if data is None and not v['secret'].get('optional'):
+                    fail('volume %s: Secret %s is not optional and was not made' %
+                         (m['name'], name))
+                for key, text in (data or {}).items():
+                    with open(os.path.join(src, key), 'w') as f:
+                        f.write(text)
+                    os.chmod(os.path.join(src, key), v['secret'].get('defaultMode', 0o644))
             elif 'persistentVolumeClaim' in v:
                 os.makedirs(src)
             else:
                 fail('volume %s: kind %s not emulated' % (m['name'], list(v)))
-            if self.fs_group is not None and 'hostPath' not in v:
+            if self.fs_group is not None and 'hostPath' not in v and 'secret' not in v:
                 os.chown(src, 0, self.fs_group)
                 os.chmod(src, 0o2770)
             args += ['-v', '%s:%s%s' % (src, m['mountPath'], ':ro' if m.get('readOnly') else '')]
@@ -405,10 +423,21 @@ def main():
                 return sk.connect_ex((CTL_IP, 7070)) == 0
         wait_for(ctl_up, 30, 'the controller to listen on 7070 (its tcpSocket probe)')
 
+        # The Secrets an operator makes (docs/DEPLOY.md, "First install"): the CA certificate
+        # from the controller's data dir, one one-time join token per node name.
+        wait_for(lambda: os.path.exists(os.path.join(ctl_data, 'cluster', 'ca.crt')), 30,
+                 'the controller to make the cluster CA')
+        with open(os.path.join(ctl_data, 'cluster', 'ca.crt')) as f:
+            secrets = {'tributary-cluster-ca': {'ca.crt': f.read()}, 'tributary-join': {}}
+        for i in range(len(NODE_IPS)):
+            tok = podman('exec', PREFIX + 'controller', '/usr/local/bin/tributary', 'controller',
+                         'join-token', '--ttl', '10m', '--data-dir', '/var/lib/tributary')
+            secrets['tributary-join']['it-node-%d' % i] = tok.stdout.strip()
+
         # Three node runtimes.
         for i, ip in enumerate(NODE_IPS):
             name = 'it-node-%d' % i
-            vargs, m = node_spec.volumes(tmp, name, huge_bytes)
+            vargs, m = node_spec.volumes(tmp, name, huge_bytes, secrets)
             mounts += m
             env = node_spec.env({'spec.nodeName': name, 'status.podIP': ip})
             argv = node_spec.command(env, {'--arena-mb': str(ARENA_MB)})

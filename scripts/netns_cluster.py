@@ -95,27 +95,45 @@ class Proc:
         self.logf.close()
 
 
+def join_token(binary, data_dir, ttl='10m'):
+    """A one-time join token from `tributary controller join-token` (it makes the CA if need be).
+
+    Run before the controller's first start, or while it runs: the token goes to its SQLite.
+    """
+    p = subprocess.run([binary, 'controller', 'join-token', '--ttl', ttl, '--data-dir', data_dir],
+                       capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError('join-token: %s' % p.stderr.strip())
+    return p.stdout.strip()
+
+
 def start(net, binary, logdir, port=8080, ctl_port=7070, peer_port=7071, placement=None,
-          arena_mb=256, node_args=(), log_level='info'):
+          arena_mb=256, node_args=(), log_level='info', tokens=True):
     """A controller and one node runtime per node namespace; returns (controller, [nodes]).
 
-    @arena_mb is one size for every node, or a list with one per node.
+    @arena_mb is one size for every node, or a list with one per node. Every link is mutual
+    TLS: each node gets a one-time join token (@tokens False: none, for tests of refusal);
+    a node whose data dir has its certificate already ignores it.
     """
-    args = ['controller', '--listen', 'tcp://%s:%d' % (net.ctl_ip, ctl_port),
-            '--data-dir', os.path.join(logdir, 'ctl-%d' % ctl_port)]
+    ctl_dir = os.path.join(logdir, 'ctl-%d' % ctl_port)
+    # Before the controller starts: the command makes the CA that the controller then uses.
+    toks = [join_token(binary, ctl_dir) if tokens else None for _ in net.nodes]
+    args = ['controller', '--listen', 'tls+tcp://%s:%d' % (net.ctl_ip, ctl_port),
+            '--data-dir', ctl_dir]
     if placement:
         args += ['--placement', placement]
     ctl = Proc('controller-%d' % ctl_port, net.ctl, binary, args, logdir, log_level)
     nodes = []
     for i, ns in enumerate(net.nodes):
         nodes.append(Proc('n%d-%d' % (i, port), ns, binary, [
-            'node', '--controller', 'tcp://%s:%d' % (net.ctl_ip, ctl_port),
+            'node', '--controller', 'tls+tcp://%s:%d' % (net.ctl_ip, ctl_port),
             '--node-name', 'n%d' % i,
-            '--peer-listen', 'tcp://%s:%d' % (net.node_ip[i], peer_port),
+            '--peer-listen', 'tls+tcp://%s:%d' % (net.node_ip[i], peer_port),
             '--listen', '%s:%d' % (net.node_ip[i], port),
             '--data-dir', os.path.join(logdir, 'n%d-%d' % (i, port)),
             '--arena-mb', str(arena_mb[i] if isinstance(arena_mb, (list, tuple)) else arena_mb)]
-            + list(node_args), logdir, log_level))
+            + (['--join-token', toks[i]] if toks[i] else []) + list(node_args),
+            logdir, log_level))
     return ctl, nodes
 
 

@@ -16,11 +16,18 @@
 
 /* --- auth and answers --- */
 
+/* Alone: the admin token. A cluster node holds only its SHA-256 (docs/SECURITY.md). */
+static bool admin_eq(const struct rt_node *n, const char *tok)
+{
+	return n->admin_token[0] ? trib_token_eq(tok, n->admin_token) :
+				   trib_token_sha256_eq(tok, n->admin_sha256);
+}
+
 bool rt__api_auth_admin(struct rt_conn *c)
 {
 	const char *tok;
 
-	return !rt_http_bearer(&c->req, &tok) && trib_token_eq(tok, N(c)->admin_token);
+	return !rt_http_bearer(&c->req, &tok) && admin_eq(N(c), tok);
 }
 
 bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j)
@@ -29,7 +36,7 @@ bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j)
 
 	if (rt_http_bearer(&c->req, &tok))
 		return false;
-	return trib_token_eq(tok, j->token) || trib_token_eq(tok, N(c)->admin_token);
+	return trib_token_eq(tok, j->token) || admin_eq(N(c), tok);
 }
 
 void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,

@@ -3,6 +3,7 @@
 #ifndef AGENT_PRIV_H
 #define AGENT_PRIV_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -77,6 +78,7 @@ struct xround {
 	int top;
 	uint32_t top_join; /* the top's join: one joined again may have lost the sums it had */
 	char top_addr[128];
+	char top_name[64]; /* its TLS certificate must name it (ctl_wire_peer_name) */
 	/* this node's sum */
 	struct rt_round *local; /* the local round with its sum (until the model) */
 	bool sum_ready;
@@ -137,6 +139,22 @@ struct rt_agent {
 	uint32_t provisional;	      /* updates taken since the controller went away */
 	uint64_t provisional_total;   /* for /metrics */
 	struct upd *wal_wait; /* folded, their 202 waiting for the log (--durability disk) */
+	/* rt_agent_enroll.c: this node's link certificate and the session of its join */
+	char pki[512];	  /* DATA_DIR/cluster: ca.crt, node.key, node.crt */
+	char session[48]; /* the controller's secret for this join; sent with each request */
+	char jtok[256];	  /* --join-token, or the first line of --join-token-file ("": none) */
+	char crl_path[560]; /* DATA_DIR/cluster/crl.pem: the last CRL the controller sent */
+	size_t crl_n;	    /* how many serials it lists */
+	/*
+	 * The fd the gateway's loop waits on: the wire pokes it once open. Until
+	 * then (a->w NULL) a thread enrols; it sets enroll_state (1 done, < 0
+	 * refused) and pokes it too. Alive, not ready, meanwhile.
+	 */
+	int efd;
+	pthread_t enroll_thread;
+	bool enroll_started;
+	_Atomic int enroll_state;
+	_Atomic bool enroll_stop; /* rt_agent_close: give up waiting for the controller */
 };
 
 /* A string member, or @dflt. */
@@ -146,6 +164,21 @@ static inline const char *jstr(const json_t *o, const char *key, const char *dfl
 
 	return v ? v : dflt;
 }
+
+/* --- rt_agent_enroll.c --- */
+/*
+ * The link files in DATA_DIR/cluster (a->pki): fills @t (paths in @ca, @crt,
+ * @key, each @cap bytes). 0 if they are there; -ENOENT if the node must enrol
+ * (it has --join-token); -EACCES if it cannot (logged, with what to do).
+ */
+int rt__agent_pki(struct rt_agent *a, struct ctl_wire_tls *t, char *ca, char *crt, char *key,
+		  size_t cap);
+/* Enrol (blocking, in its own thread): until answered or a->enroll_stop. 0 or -errno (logged). */
+int rt__agent_enroll(struct rt_agent *a);
+/* The cluster's CRL (from the controller): the wire refuses what it lists; kept on disk. */
+int rt__agent_crl(struct rt_agent *a, const char *crl, bool from_ctl);
+/* Add the join's proof to @h: this node's certificate, the time, their signature. */
+int rt__agent_join_proof(struct rt_agent *a, json_t *h);
 
 int rt__agent_request(struct rt_agent *a, const char *url, json_t *h, const void *p, size_t len,
 		      int kind, struct pend **out);

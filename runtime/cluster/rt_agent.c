@@ -18,6 +18,10 @@
 #include "agent_priv.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -29,6 +33,7 @@
 #include "trib_json.h"
 #include "trib_log.h"
 #include "trib_time.h"
+#include "trib_x509.h"
 
 /* --- plumbing --- */
 
@@ -45,8 +50,11 @@ int rt__agent_request(struct rt_agent *a, const char *url, json_t *h, const void
 	pd->cookie = ++a->cookie;
 	pd->kind = kind;
 	pd->top = -1;
-	err = ctl_wire_request(a->w, url, h, p, len, pd->cookie,
-			       kind == PK_HB ? AGENT_HB_TIMEOUT_MS : AGENT_TIMEOUT_MS);
+	/* Still enrolling: no link yet (the gateway is not ready, so little asks). */
+	err = a->w ? 0 : -ENOTCONN;
+	if (!err)
+		err = ctl_wire_request(a->w, url, h, p, len, pd->cookie,
+				       kind == PK_HB ? AGENT_HB_TIMEOUT_MS : AGENT_TIMEOUT_MS);
 	json_decref(h);
 	if (err) {
 		trib_free(pd);
@@ -62,6 +70,9 @@ int rt__agent_request(struct rt_agent *a, const char *url, json_t *h, const void
 int rt__agent_to_ctl(struct rt_agent *a, json_t *h, const void *p, size_t len, int kind,
 		  struct pend **out)
 {
+	/* The controller knows which node asks by the session of its join (ctl_pki.c). */
+	if (a->session[0] && kind != PK_JOIN)
+		json_object_set_new(h, "session", json_string(a->session));
 	return rt__agent_request(a, a->n->opts.controller, h, p, len, kind, out);
 }
 
@@ -176,6 +187,7 @@ static void join_send(struct rt_agent *a)
 	uint64_t used = 0, total = 0;
 	uint32_t live = 0;
 	struct pend *pd;
+	json_t *h;
 
 	shm_arena_usage(n->arena, &used, &total, &live);
 	a->last_join_ns = trib_now_ns();
@@ -184,16 +196,33 @@ static void join_send(struct rt_agent *a)
 	 * node acknowledged (re-attached, or this process's since its start);
 	 * "new" if it was made empty at this start (what was there is gone).
 	 */
-	if (rt__agent_to_ctl(a,
-		   json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s, s:o, s:s}", "op",
+	h = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:s, s:o, s:s}", "op",
 			     "join", "name", a->name, "addr", a->addr, "http", a->http, "cores",
 			     (json_int_t)sysconf(_SC_NPROCESSORS_ONLN), "arena_bytes",
 			     (json_int_t)total, "arena_free", (json_int_t)(total - used),
 			     "mem_free", (json_int_t)mem_available(), "dataplane",
 			     rt_dataplane_name(n->dataplane), "holds", rt__agent_holds(a),
-			     "arena", rt_node_keeps_acked(n) || a->recovered ? "kept" : "new"),
-		   NULL, 0, PK_JOIN, &pd) == 0)
+			     "arena", rt_node_keeps_acked(n) || a->recovered ? "kept" : "new");
+	/* It proves the name is its own: its certificate and its signature (ctl_pki.c). */
+	if (!h || rt__agent_join_proof(a, h)) {
+		json_decref(h);
+		trib_retry_fail(&a->join_retry, -ENOMEM, 0, trib_now_ns(), (int64_t)time(NULL));
+		return;
+	}
+	if (rt__agent_to_ctl(a, h, NULL, 0, PK_JOIN, &pd) == 0)
 		a->join_pending = true;
+}
+
+/*
+ * The cluster refused this node for good: stop as on SIGTERM (rounds it
+ * holds are written, its arena is handled as at any stop), then exit @status.
+ */
+static void fatal_stop(struct rt_agent *a, int status)
+{
+	if (a->n->exit_status)
+		return;
+	a->n->exit_status = status;
+	kill(getpid(), SIGTERM);
 }
 
 static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
@@ -215,6 +244,12 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
 		trib_error("controller %s refused this node: %s", a->n->opts.controller,
 			   jstr(ev->hdr, "error", "?"));
+		if (json_is_true(json_object_get(ev->hdr, "revoked"))) {
+			/* Not a node of this cluster any more: a supervisor restart cannot help. */
+			trib_error("node %s: its certificate was revoked; stopping (exit status 4)",
+				   a->name);
+			fatal_stop(a, 4);
+		}
 		trib_retry_fail(&a->join_retry, -EPERM, 0, trib_now_ns(), (int64_t)time(NULL));
 		return;
 	}
@@ -224,8 +259,12 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	a->rank = (int)json_integer_value(json_object_get(ev->hdr, "rank"));
 	a->hb_ms = (uint32_t)json_integer_value(json_object_get(ev->hdr, "heartbeat_ms"));
 	a->epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "epoch"));
-	snprintf(a->n->admin_token, sizeof(a->n->admin_token), "%s",
-		 jstr(ev->hdr, "admin_token", ""));
+	snprintf(a->session, sizeof(a->session), "%s", jstr(ev->hdr, "session", ""));
+	/* Only the admin token's hash: the node checks admin bearers, it cannot make one. */
+	a->n->admin_token[0] = 0;
+	snprintf(a->n->admin_sha256, sizeof(a->n->admin_sha256), "%s",
+		 jstr(ev->hdr, "admin_sha256", ""));
+	rt__agent_crl(a, json_string_value(json_object_get(ev->hdr, "crl")), true);
 	jobs = json_object_get(ev->hdr, "jobs");
 	json_array_foreach(jobs, i, e) rt__agent_job_apply(a, e);
 	if (json_is_true(json_object_get(ev->hdr, "jobs_all")))
@@ -284,7 +323,7 @@ void rt_agent_tick(struct rt_agent *a)
 	uint64_t used = 0, total = 0;
 	uint32_t live = 0;
 
-	if (!a)
+	if (!a || !a->w)
 		return;
 	rt__agent_wal_tick(a, trib_now_ns());
 	if (!a->joined) {
@@ -521,6 +560,27 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	} else if (!strcmp(op, "job_delete")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		rt__agent_on_job_delete(a, ev->hdr);
+	} else if (!strcmp(op, "crl")) {
+		/*
+		 * Anyone of the cluster could send this too; only a CRL signed by our
+		 * CA is taken (mbedTLS checks it at each handshake; a bad one fails
+		 * the listener's restart, which keeps the old one).
+		 */
+		rt__agent_reply(a, ev, rt__agent_ok_json());
+		rt__agent_crl(a, jstr(ev->hdr, "crl", NULL), false);
+	} else if (!strcmp(op, "membership_revoked")) {
+		/*
+		 * Any cluster peer could send this (a listener does not learn who
+		 * asks): so it only makes us join again, and the controller's answer
+		 * on a link whose name we check decides (revoked: we exit).
+		 */
+		rt__agent_reply(a, ev, rt__agent_ok_json());
+		trib_warn("told that node %s's membership was revoked: asking the controller",
+			  jstr(ev->hdr, "node", "?"));
+		if (a->joined && !a->join_pending) {
+			a->joined = false;
+			join_send(a);
+		}
 	} else if (!strcmp(op, "drained")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		trib_warn("the controller drained node %s", jstr(ev->hdr, "node", "?"));
@@ -530,9 +590,28 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 	return false;
 }
 
+static int wire_up(struct rt_agent *a);
+
 void rt_agent_on_wire(struct rt_agent *a)
 {
 	struct ctl_event *ev;
+
+	if (!a->w) {
+		int st = a->enroll_state;
+
+		if (!st)
+			return;
+		pthread_join(a->enroll_thread, NULL);
+		a->enroll_started = false;
+		a->enroll_state = 0; /* handled: nothing to join again */
+		/* A refusal is final (a token is spent or expired): a restart cannot help. */
+		if (st < 0 || wire_up(a)) {
+			trib_error("node %s: enrolment failed (see above); stopping (exit status 2)",
+				   a->name);
+			fatal_stop(a, 2);
+		}
+		return;
+	}
 
 	while ((ev = ctl_wire_next(a->w))) {
 		if (ev->kind == CTL_EV_REQUEST) {
@@ -547,7 +626,49 @@ void rt_agent_on_wire(struct rt_agent *a)
 
 int rt_agent_fd(const struct rt_agent *a)
 {
-	return ctl_wire_fd(a->w);
+	return a->efd;
+}
+
+static void *enroll_main(void *arg)
+{
+	struct rt_agent *a = arg;
+	uint64_t one = 1;
+	int err = rt__agent_enroll(a);
+
+	a->enroll_state = err ? (err < 0 ? err : -EIO) : 1;
+	if (write(a->efd, &one, sizeof(one)) < 0)
+		trib_warn("agent: eventfd: %s", strerror(errno));
+	return NULL;
+}
+
+/* The wire, with this node's certificate, listening for peers; then the first join. */
+static int wire_up(struct rt_agent *a)
+{
+	const struct rt_node_opts *o = &a->n->opts;
+	const char *listen = o->peer_listen ? o->peer_listen : "tls+tcp://0.0.0.0:7071";
+	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+	struct ctl_wire_tls tls;
+	int err = rt__agent_pki(a, &tls, ca, crt, key, sizeof(ca));
+
+	if (err)
+		return err;
+	tls.event_fd = a->efd;
+	err = ctl_wire_open_tls(listen, &tls, &a->w);
+	if (err) {
+		trib_error("listening for peers on %s: %s", listen, strerror(-err));
+		return err;
+	}
+	/* The controller must show the controller's certificate, not just any of the CA's. */
+	err = ctl_wire_peer_name(a->w, o->controller, TRIB_X509_CONTROLLER_CN);
+	if (err) {
+		ctl_wire_close(a->w);
+		a->w = NULL;
+		return err;
+	}
+	trib_info("node %s: joining the controller at %s; peers on %s (mutual TLS)", a->name,
+		  o->controller, listen);
+	join_send(a);
+	return 0;
 }
 
 void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
@@ -568,7 +689,9 @@ int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 {
 	const struct rt_node_opts *o = &n->opts;
 	struct rt_agent *a;
-	const char *listen = o->peer_listen ? o->peer_listen : "tcp://0.0.0.0:7071";
+	const char *listen = o->peer_listen ? o->peer_listen : "tls+tcp://0.0.0.0:7071";
+	char ca[PATH_MAX], crt[PATH_MAX], key[PATH_MAX];
+	struct ctl_wire_tls tls;
 	const char *adv = o->advertise ? o->advertise : listen;
 	int err;
 
@@ -577,7 +700,7 @@ int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 		return -EINVAL;
 	}
 	if (strstr(adv, "://0.0.0.0:") || strstr(adv, "://*:")) {
-		trib_error("peers cannot dial %s: give --advertise tcp://ADDRESS:PORT (this node's "
+		trib_error("peers cannot dial %s: give --advertise tls+tcp://ADDRESS:PORT (this node's "
 			   "address on the cluster network)",
 			   adv);
 		return -EINVAL;
@@ -591,17 +714,35 @@ int rt_agent_open(struct rt_agent **out, struct rt_node *n)
 	snprintf(a->addr, sizeof(a->addr), "%s", adv);
 	snprintf(a->http, sizeof(a->http), "%s://%s:%u", o->gateway_tls ? "https" : "http",
 		 o->listen_host, o->listen_port);
-	err = ctl_wire_open(listen, &a->w);
+	a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (a->efd < 0) {
+		err = -errno;
+		trib_free(a);
+		return err;
+	}
+	/* The certificate first: no link opens without one. */
+	err = rt__agent_pki(a, &tls, ca, crt, key, sizeof(ca));
+	if (!err) {
+		err = wire_up(a);
+	} else if (err == -ENOENT) {
+		sigset_t all, old;
+
+		/* Enrol in a thread: the gateway serves /healthz (not ready) meanwhile. */
+		trib_info("node %s: enrolling with the controller at %s (join token)", a->name,
+			  o->controller);
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		err = -pthread_create(&a->enroll_thread, NULL, enroll_main, a);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		a->enroll_started = !err;
+	}
 	if (err) {
-		trib_error("listening for peers on %s: %s", listen, strerror(-err));
+		close(a->efd);
 		trib_free(a);
 		return err;
 	}
 	n->clustered = true;
 	*out = a;
-	trib_info("node %s: joining the controller at %s; peers on %s", a->name, o->controller,
-		  listen);
-	join_send(a);
 	return 0;
 }
 
@@ -610,7 +751,12 @@ void rt_agent_close(struct rt_agent *a)
 
 	if (!a)
 		return;
+	if (a->enroll_started) {
+		a->enroll_stop = true; /* it notices within a second or an ask's timeout */
+		pthread_join(a->enroll_thread, NULL);
+	}
 	ctl_wire_close(a->w);
+	close(a->efd);
 	while (a->pend) {
 		struct pend *pd = a->pend;
 

@@ -151,6 +151,9 @@ void rt__agent_sum_deliver(struct rt_agent *a, struct xround *x)
 	}
 	if (x->delivered_to == x->top || x->sending)
 		return;
+	/* Our sum goes to the node named, not to whoever holds its address now. */
+	if (x->top_name[0])
+		ctl_wire_peer_name(a->w, x->top_addr, x->top_name);
 	err = rt__agent_request(a, x->top_addr,
 		      json_pack("{s:s, s:s, s:i, s:i, s:f, s:i, s:s, s:i}", "op", "partial", "job",
 				x->job, "round", (json_int_t)x->round, "from", (json_int_t)a->rank,
@@ -351,6 +354,7 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 	x->top = top;
 	x->top_join = (uint32_t)json_integer_value(json_object_get(h, "top_join"));
 	snprintf(x->top_addr, sizeof(x->top_addr), "%s", jstr(h, "top_addr", ""));
+	snprintf(x->top_name, sizeof(x->top_name), "%s", jstr(h, "top_name", ""));
 	rt_job_set_target(a->n, j, round,
 			  a->rank >= 0 && (uint32_t)a->rank < x->nnodes ? x->counts[a->rank] : 0);
 	rt__agent_sum_deliver(a, x);

@@ -534,6 +534,8 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 	}
 	/* Folded on another node: its bytes cross once, into that node's arena. */
 	addr = json_string_value(json_object_get(ev->hdr, "fold_addr"));
+	if (addr && a->w && strcmp(u->fold_name, "?"))
+		ctl_wire_peer_name(a->w, addr, u->fold_name); /* its certificate must name it */
 	{
 		const struct shm_seg *segs = shm_arena_ptr(a->n->arena, u->segs_off);
 		json_t *sj = json_array();

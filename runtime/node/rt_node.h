@@ -49,11 +49,14 @@ struct rt_node_opts {
 	uint32_t client_inflight;     /* per client token (`up` default 2) */
 	uint32_t job_inflight_pct;    /* per job, body bytes as % of the arena (`up` default 75) */
 	/* `tributary node`: a node runtime of a cluster (NULL controller: `up`, alone) */
-	const char *controller;       /* the controller's nng URL, tcp://HOST:PORT */
+	const char *controller;       /* the controller's nng URL, tls+tcp://HOST:PORT */
 	const char *node_name;        /* unique in the cluster */
-	const char *peer_listen; /* this node's nng URL for peers (default tcp://0.0.0.0:7071) */
+	const char *peer_listen; /* this node's nng URL for peers (default tls+tcp://0.0.0.0:7071) */
 	const char *advertise;        /* how peers reach it (default: peer_listen's host:port) */
 	uint32_t controller_grace_s;  /* updates taken while the controller is away, this long */
+	const char *join_token;       /* enrol with it if DATA_DIR/cluster has no certificate */
+	const char *join_token_file;  /* or with the token in this file (a Secret's key) */
+	const char *cluster_ca;       /* the CA certificate (PEM file), instead of the token's pin */
 };
 
 /* "shm+unix" etc. for an enum fn_dataplane. */
@@ -275,7 +278,8 @@ struct rt_node {
 	int gw_pair[2];            /* shm+bpf: the gateway's socket (in the map) and its peer */
 	struct rt_fn_record hist[RT_FN_HISTORY]; /* ring of the last exited functions */
 	uint32_t nhist;
-	char admin_token[80];
+	char admin_token[80];    /* `up`; empty on a cluster node, which has only: */
+	char admin_sha256[65];   /* the admin token's SHA-256, from the controller at join */
 	struct shm_arena *arena;
 	bool arena_reattached;     /* the arena file existed: recovery runs after the jobs load */
 	struct rt_recovered *recovered; /* its kept records, until the jobs load (owned) */
@@ -287,6 +291,7 @@ struct rt_node {
 	uint32_t next_job_id;
 	struct rt_metrics m;
 	bool stopping;
+	int exit_status;           /* set before a SIGTERM to itself: the cluster refused this node */
 	bool clustered;            /* `tributary node`, joined through the cluster layer */
 	struct rt_node_hooks hooks; /* set once by the wiring, before the first job */
 	uint32_t skew;             /* rotates where accumulators start (cache sets) */

@@ -374,7 +374,8 @@ static int run_and_stop(void *arg)
 	pthread_t t;
 
 	memset(r, 0, sizeof(*r));
-	snprintf(r->listen, sizeof(r->listen), "ipc://%s/ctl.ipc", tdir);
+	/* Port 0: the kernel picks one (every cluster listener is mutual TLS). */
+	snprintf(r->listen, sizeof(r->listen), "tls+tcp://127.0.0.1:0");
 	r->o.listen = r->listen;
 	r->o.data_dir = tdir;
 	r->o.heartbeat_ms = 200;

@@ -604,7 +604,7 @@ def scenario():
         # --- E: the controller restarts: nodes join it again, the job goes on ---
         stop(ctl)
         ctl = netns_cluster.Proc('controller-rr-2', net.ctl, BIN, [
-            'controller', '--listen', 'tcp://%s:7072' % CTL_IP, '--placement', 'round-robin',
+            'controller', '--listen', 'tls+tcp://%s:7072' % CTL_IP, '--placement', 'round-robin',
             '--data-dir', os.path.join(tmp, 'ctl-7072')], tmp)
         procs.append(ctl)
         for i, nd in enumerate(nodes):

@@ -58,10 +58,16 @@ def wait_for(pred, timeout, what):
     raise Failure('timed out waiting for ' + what)
 
 
+# A well-formed join token for a controller that never answers: the node waits to enrol.
+NO_CTL_TOKEN = 'aaaaaa.bbbbbb.' + '0' * 64
+
+
 def node_proc(net, i, tmp, name):
+    # A first start: it enrols with the token once the controller answers (alive meanwhile).
+    token = netns_cluster.join_token(BIN, os.path.join(tmp, 'ctl'))
     return netns_cluster.Proc(name, net.nodes[i], BIN, [
-        'node', '--controller', 'tcp://%s:7070' % net.ctl_ip, '--node-name', name,
-        '--peer-listen', 'tcp://%s:7071' % net.node_ip[i],
+        'node', '--controller', 'tls+tcp://%s:7070' % net.ctl_ip, '--node-name', name,
+        '--join-token', token, '--peer-listen', 'tls+tcp://%s:7071' % net.node_ip[i],
         '--listen', '%s:8080' % net.node_ip[i], '--data-dir', os.path.join(tmp, name),
         '--arena-mb', '64', '--no-huge'], tmp)
 
@@ -90,8 +96,9 @@ def pins_shared(tmp, name, procs):
         logf = open(logp, 'w')
         # The controller's address answers nothing: pins come before joining.
         p = subprocess.Popen(['unshare', '--pid', '--fork', '--mount-proc', BIN, 'node',
-                              '--controller', 'tcp://127.0.0.1:9', '--node-name', name,
-                              '--peer-listen', 'tcp://127.0.0.1:%d' % free_port(),
+                              '--controller', 'tls+tcp://127.0.0.1:9', '--node-name', name,
+                              '--join-token', NO_CTL_TOKEN,
+                              '--peer-listen', 'tls+tcp://127.0.0.1:%d' % free_port(),
                               '--listen', '127.0.0.1:0', '--data-dir',
                               os.path.join(tmp, 'pid1-%d' % k), '--arena-mb', '16',
                               '--no-huge'], stdout=logf, stderr=subprocess.STDOUT,
@@ -143,8 +150,9 @@ def pins_shared(tmp, name, procs):
     logp = os.path.join(tmp, 'pid1-2.log')
     with open(logp, 'w') as logf:
         p = subprocess.Popen(['unshare', '--pid', '--fork', '--mount-proc', BIN, 'node',
-                              '--controller', 'tcp://127.0.0.1:9', '--node-name', name,
-                              '--peer-listen', 'tcp://127.0.0.1:%d' % free_port(),
+                              '--controller', 'tls+tcp://127.0.0.1:9', '--node-name', name,
+                              '--join-token', NO_CTL_TOKEN,
+                              '--peer-listen', 'tls+tcp://127.0.0.1:%d' % free_port(),
                               '--listen', '127.0.0.1:0', '--data-dir',
                               os.path.join(tmp, 'pid1-2'), '--arena-mb', '16', '--no-huge'],
                              stdout=logf, stderr=subprocess.STDOUT,
@@ -209,7 +217,7 @@ def scenario():
 
         # --- B: the controller comes; the node joins and is ready ---
         ctl = netns_cluster.Proc('controller', net.ctl, BIN, [
-            'controller', '--listen', 'tcp://%s:7070' % net.ctl_ip,
+            'controller', '--listen', 'tls+tcp://%s:7070' % net.ctl_ip,
             '--data-dir', os.path.join(tmp, 'ctl')], tmp)
         procs.append(ctl)
         t0 = time.time()

@@ -262,13 +262,19 @@ def cluster_full(top, which):
                    check=True)
     procs, logs = [], []
     try:
-        ctl_url = 'tcp://127.0.0.1:%d' % free_port()
+        ctl_url = 'tls+tcp://127.0.0.1:%d' % free_port()
         port_file = os.path.join(base, 'port')
+        # Every cluster link is mutual TLS: the node enrols once with a join token.
+        jt = subprocess.run([e.BIN, 'controller', 'join-token', '--data-dir', dirs['ctl']],
+                            capture_output=True, text=True)
+        if jt.returncode:
+            raise e.Failure('join-token: %s' % jt.stderr)
         for argv, name in (
                 (['controller', '--listen', ctl_url, '--data-dir', dirs['ctl']], 'ctl'),
                 (['node', '--controller', ctl_url, '--node-name', 'n1', '--peer-listen',
-                  'tcp://127.0.0.1:%d' % free_port(), '--listen', '127.0.0.1:0', '--port-file',
-                  port_file, '--data-dir', dirs['node'], '--arena-mb', '64'], 'node')):
+                  'tls+tcp://127.0.0.1:%d' % free_port(), '--listen', '127.0.0.1:0',
+                  '--port-file', port_file, '--data-dir', dirs['node'], '--arena-mb', '64',
+                  '--join-token', jt.stdout.strip()], 'node')):
             logs.append(os.path.join(base, name + '.log'))
             with open(logs[-1], 'wb') as lf:
                 procs.append(subprocess.Popen([e.BIN] + argv, stdin=subprocess.DEVNULL,
