@@ -114,6 +114,7 @@ enum fn_robust_rule {
 	FN_RULE_MEDIAN = 1,
 	FN_RULE_TRIMMED_MEAN = 2,
 	FN_RULE_KRUM = 3, /* Krum (m = 1) and Multi-Krum (m > 1) */
+	FN_RULE_BULYAN = 4, /* Krum's phases; m = theta selected, then a trimmed mean cutting f */
 };
 
 /*
@@ -131,9 +132,9 @@ struct fn_shard_task {
 	uint16_t rule;      /* enum fn_robust_rule */
 	uint32_t k;         /* updates in the round */
 	uint32_t shards;    /* shard functions */
-	uint32_t phase;     /* Krum: 1 distances, 2 mean of the selected; else 1 */
-	uint32_t f;         /* Krum: Byzantine clients assumed */
-	uint32_t m;         /* Krum: clients selected (1: Krum, > 1: Multi-Krum) */
+	uint32_t phase;     /* Krum, Bulyan: 1 distances, 2 aggregate the selected; else 1 */
+	uint32_t f;         /* Krum, Bulyan: Byzantine clients assumed */
+	uint32_t m;         /* Krum: clients selected (1: Krum, > 1: Multi-Krum); Bulyan: theta */
 	float trim;         /* trimmed mean: fraction cut from each end */
 	uint32_t reserved0; /* zero */
 	uint64_t descs_off; /* arena offset of the k descriptors */

@@ -61,6 +61,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", FN_OPT_FEDAVG },
 		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
 		{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
+		{ "bulyan", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
@@ -73,7 +74,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 			*server = algos[i].server;
 	if (*server == -2)
 		BAD("algorithm: unknown '%.40s' (fedavg, fedprox, fedbuff, fedavgm, fedadagrad, "
-		    "fedadam, fedyogi, median, trimmed_mean, krum)", name);
+		    "fedadam, fedyogi, median, trimmed_mean, krum, bulyan)", name);
 	if (*server == -1)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
@@ -114,18 +115,22 @@ static int parse_robust(json_t *o, struct rt_algo *a, char *msgbuf, size_t msgle
 	const char *name = a->name;
 	json_t *w = json_object_get(o, "weighted");
 
-	if (!strcmp(name, "median") || !strcmp(name, "trimmed_mean") || !strcmp(name, "krum")) {
+	if (!strcmp(name, "median") || !strcmp(name, "trimmed_mean") || !strcmp(name, "krum") ||
+	    !strcmp(name, "bulyan")) {
 		json_t *t = json_object_get(o, "trim"), *f = json_object_get(o, "f"),
 		       *m = json_object_get(o, "m");
 
 		a->rule = !strcmp(name, "median")	  ? FN_RULE_MEDIAN :
 			  !strcmp(name, "trimmed_mean") ? FN_RULE_TRIMMED_MEAN :
-							  FN_RULE_KRUM;
+			  !strcmp(name, "krum")		  ? FN_RULE_KRUM :
+							  FN_RULE_BULYAN;
 		if (t && (a->rule != FN_RULE_TRIMMED_MEAN || !json_is_number(t) ||
 			  !(json_number_value(t) >= 0 && json_number_value(t) < 0.5)))
 			BAD("trim: for trimmed_mean, a fraction in [0, 0.5)");
-		if ((f || m) && a->rule != FN_RULE_KRUM)
-			BAD("%s: for krum only", f ? "f" : "m");
+		if (f && a->rule != FN_RULE_KRUM && a->rule != FN_RULE_BULYAN)
+			BAD("f: for krum and bulyan only");
+		if (m && a->rule != FN_RULE_KRUM)
+			BAD("m: for krum only (bulyan selects clients - 2f)");
 		if (f && (!json_is_integer(f) || json_integer_value(f) < 0))
 			BAD("f: a non-negative integer");
 		if (m && (!json_is_integer(m) || json_integer_value(m) < 1))
@@ -387,6 +392,8 @@ json_t *rt_algo_json(const struct rt_algo *a)
 		json_object_set_new(o, "f", json_integer(a->f));
 		json_object_set_new(o, "m", json_integer(a->m));
 	}
+	if (a->rule == FN_RULE_BULYAN)
+		json_object_set_new(o, "f", json_integer(a->f));
 	if (!strcmp(a->name, "fedprox"))
 		json_object_set_new(o, "proximal_mu", real_f(a->proximal_mu));
 	if (a->async) {
@@ -444,6 +451,26 @@ static int check_krum(struct rt_algo *a, uint32_t k, const char *size, char *msg
 	return 0;
 }
 
+/* Bulyan needs k >= 4f + 3 (fn_bulyan.h); f 0 is the plain mean. */
+static int check_bulyan(struct rt_algo *a, uint32_t k, const char *size, char *msgbuf,
+			size_t msglen)
+{
+	uint32_t fmax = k >= 3 ? (k - 3) / 4 : 0;
+
+	if (fmax < 1)
+		BAD("f: bulyan with %s tolerates no Byzantine client (it needs clients >= 4f + 3: "
+		    "f = 1 takes at least 7); use median or trimmed_mean, or more clients", size);
+	if (!a->f_given)
+		a->f = fmax; /* the most Bulyan tolerates for this round size */
+	if (a->f == 0)
+		BAD("f: 0 assumes no Byzantine client, so bulyan is the plain mean; use f >= 1 "
+		    "(at most %u with %s)", fmax, size);
+	if (a->f > fmax)
+		BAD("f: %u needs at least %u clients (clients >= 4f + 3) but %s; use f <= %u",
+		    a->f, 4 * a->f + 3, size, fmax);
+	return 0;
+}
+
 int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, bool deadline,
 			  char *msgbuf, size_t msglen)
 {
@@ -471,6 +498,8 @@ int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, boo
 		    (double)a->trim, a->trim_given ? "" : " (the default)", k_min, size, t);
 	case FN_RULE_KRUM:
 		return check_krum(a, k_min, size, msgbuf, msglen);
+	case FN_RULE_BULYAN:
+		return check_bulyan(a, k_min, size, msgbuf, msglen);
 	default:
 		return 0;
 	}
@@ -506,6 +535,8 @@ int rt_algo_pin_defaults(const struct rt_algo *a, json_t *o)
 		err |= pin(o, "f", json_integer(a->f));
 		err |= pin(o, "m", json_integer(a->m));
 	}
+	if (a->rule == FN_RULE_BULYAN)
+		err |= pin(o, "f", json_integer(a->f));
 	if (p->flags & FN_PAR_DP)
 		err |= pin(o, "dp_delta", json_real(a->dp_delta));
 	if (a->async)

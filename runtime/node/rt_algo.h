@@ -16,7 +16,7 @@ struct rt_algo {
 	bool async;            /* FedBuff: no round barrier; a version every buffer_size updates */
 	uint16_t rule;         /* enum fn_robust_rule for exact robust rules, else 0 */
 	float trim;            /* trimmed_mean */
-	uint32_t f, m;         /* krum */
+	uint32_t f, m;         /* krum (f, m), bulyan (f) */
 	bool trim_given, f_given; /* the job named them (else defaults, checked per round size) */
 	uint32_t buffer_size;  /* FedBuff: K */
 	uint32_t max_staleness; /* FedBuff: updates staler than this get 409 */
