@@ -128,6 +128,12 @@ static int def_limits(json_t *o, struct rt_job_def *def, uint64_t k, size_t aren
 	bool minc = json_object_get(o, "min_clients"), tmo = json_object_get(o, "round_timeout_s");
 	uint32_t kmin = def->spec.min_clients ? def->spec.min_clients : (uint32_t)k;
 
+	/* FedAU's state is per client: only client tokens name one (rt_fedau.c). */
+	if (alg->fedau && !def->spec.client_auth_required) {
+		snprintf(msg, cap, "client_auth: fedau keeps a weight per client, so it needs "
+			 "\"client_auth\": \"required\" (updates sent with client tokens)");
+		return 400;
+	}
 	/* A robust rule must do something for the fewest updates a round may close with. */
 	if (rt_algo_check_clients(&def->algo, kmin, (uint32_t)k, kmin < k, msg, cap))
 		return 400;

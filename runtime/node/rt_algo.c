@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fn_dp.h"
+#include "fn_fedau.h"
 #include "fn_fold.h"
 #include "fn_opt.h"
 #include "fn_robust.h"
@@ -16,7 +17,7 @@
 static const char *const params[] = {
 	"algorithm", "weighted", "update", "buffer_size", "max_staleness", "server_lr",
 	"momentum", "beta1", "beta2", "tau", "trim", "f", "m", "clip_norm",
-	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", NULL,
+	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", "fedau_cutoff", NULL,
 };
 
 bool rt_algo_is_param(const char *name)
@@ -61,7 +62,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", FN_OPT_FEDAVG },
 		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
 		{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
-		{ "bulyan", FN_OPT_FEDAVG },
+		{ "bulyan", FN_OPT_FEDAVG },	     { "fedau", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
@@ -74,7 +75,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 			*server = algos[i].server;
 	if (*server == -2)
 		BAD("algorithm: unknown '%.40s' (fedavg, fedprox, fedbuff, fedavgm, fedadagrad, "
-		    "fedadam, fedyogi, median, trimmed_mean, krum, bulyan)", name);
+		    "fedadam, fedyogi, fedau, median, trimmed_mean, krum, bulyan)", name);
 	if (*server == -1)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
@@ -106,6 +107,30 @@ static int parse_fedprox(json_t *o, struct rt_algo *a, char *msgbuf, size_t msgl
 		    (double)RT_PROX_MU_DEFAULT);
 	}
 	a->proximal_mu = (float)v;
+	return 0;
+}
+
+/* fedau's cutoff K (fn_fedau.h); fedau weighs by the interval estimate, not by samples. */
+static int parse_fedau(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	json_t *k = json_object_get(o, "fedau_cutoff"), *w = json_object_get(o, "weighted");
+
+	if (strcmp(a->name, "fedau")) {
+		if (k)
+			BAD("fedau_cutoff: for fedau only (algorithm is '%s')", a->name);
+		return 0;
+	}
+	if (k && (!json_is_integer(k) || json_integer_value(k) < FN_FEDAU_K_MIN ||
+		  json_integer_value(k) > FN_FEDAU_K_MAX))
+		BAD("fedau_cutoff: an integer from %u to %u, in rounds (default %u)",
+		    FN_FEDAU_K_MIN, FN_FEDAU_K_MAX, FN_FEDAU_K_DEFAULT);
+	if (w && !json_is_true(w))
+		BAD("weighted: fedau weighs each update by its client's participation interval "
+		    "estimate (leave it out or true)");
+	if (json_object_get(o, "dp_noise_multiplier"))
+		BAD("dp_noise_multiplier: not with fedau (central DP averages uniformly)");
+	a->fedau = true;
+	a->fedau_k = k ? (uint32_t)json_integer_value(k) : FN_FEDAU_K_DEFAULT;
 	return 0;
 }
 
@@ -336,6 +361,8 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	if (!err)
 		err = parse_fedprox(o, a, msgbuf, msglen);
 	if (!err)
+		err = parse_fedau(o, a, msgbuf, msglen);
+	if (!err)
 		err = parse_server(o, a, server, msgbuf, msglen);
 	if (!err)
 		err = parse_flags(o, a, msgbuf, msglen);
@@ -396,6 +423,8 @@ json_t *rt_algo_json(const struct rt_algo *a)
 		json_object_set_new(o, "f", json_integer(a->f));
 	if (!strcmp(a->name, "fedprox"))
 		json_object_set_new(o, "proximal_mu", real_f(a->proximal_mu));
+	if (a->fedau)
+		json_object_set_new(o, "fedau_cutoff", json_integer(a->fedau_k));
 	if (a->async) {
 		json_object_set_new(o, "buffer_size", json_integer(a->buffer_size));
 		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));
@@ -543,5 +572,7 @@ int rt_algo_pin_defaults(const struct rt_algo *a, json_t *o)
 		err |= pin(o, "max_staleness", json_integer(a->max_staleness));
 	if (!strcmp(a->name, "fedprox"))
 		err |= pin(o, "proximal_mu", real_f(a->proximal_mu));
+	if (a->fedau)
+		err |= pin(o, "fedau_cutoff", json_integer(a->fedau_k));
 	return err ? -ENOMEM : 0;
 }

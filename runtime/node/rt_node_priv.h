@@ -183,6 +183,16 @@ int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i);
 void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
+/*
+ * fedau (rt_fedau.c). note: client @id's update of @round is in (accepted, or replayed from
+ * the journal after a restart); its state moves, once per round. save: the states that moved
+ * and the evictions go to the store, before the round's model (the commit point): 0 or -errno.
+ * load: after a restart, the job's table from the store. free: the table.
+ */
+void rt__fedau_note(struct rt_job *j, uint32_t round, const char *id);
+int rt__fedau_save(struct rt_node *n, struct rt_job *j);
+void rt__fedau_load(struct rt_node *n, struct rt_job *j);
+void rt__fedau_free(struct rt_job *j);
 /* rt_select.c: a new job takes @spec's client_config and selection (0 or -ENOMEM) ... */
 int rt__select_init(struct rt_job *j, const struct rt_job_spec *spec);
 /* ... kept in @p (its stored parameters: 0 or -ENOMEM), read back from them after a restart */

@@ -153,7 +153,8 @@ Test(ctl_store_rec, a_schema_5_file_is_migrated)
 				  "ALTER TABLE rounds DROP COLUMN closed_at; "
 				  "ALTER TABLE rounds DROP COLUMN bytes; "
 				  "ALTER TABLE rounds DROP COLUMN metrics_updates; "
-				  "ALTER TABLE rounds DROP COLUMN metrics; PRAGMA user_version = 5",
+				  "ALTER TABLE rounds DROP COLUMN metrics; DROP TABLE fedau_clients; "
+				  "PRAGMA user_version = 5",
 				  NULL, NULL, NULL),
 		     SQLITE_OK);
 	sqlite3_close(raw);
