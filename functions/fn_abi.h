@@ -65,7 +65,7 @@ struct fn_params {
 	uint16_t server;           /* enum fn_opt_kind: FedAvg, FedAvgM, FedAdagrad, FedAdam, FedYogi */
 	uint16_t flags;            /* FN_PAR_* */
 	float server_lr;           /* eta */
-	float momentum;            /* FedAvgM */
+	float momentum;            /* FedAvgM; scaffold: N, its client population (exact to 2^24) */
 	float beta1;               /* adaptive optimisers */
 	float beta2;
 	float tau;
@@ -152,6 +152,7 @@ _Static_assert(sizeof(struct fn_shard_task) == 72, "fn_shard_task is ABI");
  */
 enum fn_algorithm {
 	FN_ALGO_FEDAVG = 1,
+	FN_ALGO_SCAFFOLD = 2, /* fn_scaffold.c: [x ; c], its own server step (no fn_opt stage) */
 	FN_ALGO_END, /* one past the last value; never sent */
 };
 

@@ -17,7 +17,7 @@
 static const char *const params[] = {
 	"algorithm", "weighted", "update", "buffer_size", "max_staleness", "server_lr",
 	"momentum", "beta1", "beta2", "tau", "trim", "f", "m", "clip_norm",
-	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", "fedau_cutoff", NULL,
+	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", "fedau_cutoff", "scaffold_clients", NULL,
 };
 
 bool rt_algo_is_param(const char *name)
@@ -63,6 +63,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
 		{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
 		{ "bulyan", FN_OPT_FEDAVG },	     { "fedau", FN_OPT_FEDAVG },
+		{ "scaffold", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
@@ -75,7 +76,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 			*server = algos[i].server;
 	if (*server == -2)
 		BAD("algorithm: unknown '%.40s' (fedavg, fedprox, fedbuff, fedavgm, fedadagrad, "
-		    "fedadam, fedyogi, fedau, median, trimmed_mean, krum, bulyan)", name);
+		    "fedadam, fedyogi, fedau, scaffold, median, trimmed_mean, krum, bulyan)", name);
 	if (*server == -1)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
@@ -131,6 +132,39 @@ static int parse_fedau(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen
 		BAD("dp_noise_multiplier: not with fedau (central DP averages uniformly)");
 	a->fedau = true;
 	a->fedau_k = k ? (uint32_t)json_integer_value(k) : FN_FEDAU_K_DEFAULT;
+	return 0;
+}
+
+/*
+ * scaffold's N (scaffold_clients, fn_scaffold.h): its updates are unweighted deltas of x and c,
+ * and its base makes the server step, so the options that change either are refused.
+ */
+static int parse_scaffold(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	json_t *np = json_object_get(o, "scaffold_clients"), *upd = json_object_get(o, "update");
+	json_t *w = json_object_get(o, "weighted");
+
+	if (strcmp(a->name, "scaffold")) {
+		if (np)
+			BAD("scaffold_clients: for scaffold only (algorithm is '%s')", a->name);
+		return 0;
+	}
+	if (!np || !json_is_integer(np) || json_integer_value(np) < 1 ||
+	    json_integer_value(np) > RT_SCAFFOLD_N_MAX)
+		BAD("scaffold_clients: required for scaffold, N, the client population c is "
+		    "averaged over: an integer from clients_per_round to %d", RT_SCAFFOLD_N_MAX);
+	if (upd && (!json_is_string(upd) || strcmp(json_string_value(upd), "delta")))
+		BAD("update: scaffold updates are deltas (\"delta\"): the model's and c's");
+	if (w && !json_is_false(w))
+		BAD("weighted: scaffold averages its clients' deltas unweighted (leave it out or "
+		    "false)");
+	for (const char *const *k = (const char *const[]){ "clip_norm", "dp_noise_multiplier",
+							   NULL };
+	     *k; k++)
+		if (json_object_get(o, *k))
+			BAD("%s: not available with scaffold in this build", *k);
+	a->scaffold = true;
+	a->scaffold_n = (uint32_t)json_integer_value(np);
 	return 0;
 }
 
@@ -363,6 +397,8 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	if (!err)
 		err = parse_fedau(o, a, msgbuf, msglen);
 	if (!err)
+		err = parse_scaffold(o, a, msgbuf, msglen);
+	if (!err)
 		err = parse_server(o, a, server, msgbuf, msglen);
 	if (!err)
 		err = parse_flags(o, a, msgbuf, msglen);
@@ -370,6 +406,10 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		return err;
 	if (a->rule)
 		a->par.flags |= FN_PAR_UNWEIGHTED;
+	if (a->scaffold) {
+		a->par.flags |= FN_PAR_UNWEIGHTED | FN_PAR_DELTA;
+		a->par.momentum = (float)a->scaffold_n; /* fn_scaffold.c reads N there */
+	}
 	a->needs_model = server != FN_OPT_FEDAVG || a->par.server_lr != 1.0f ||
 			 (a->par.flags & FN_PAR_DELTA) || a->async;
 	return 0;
@@ -425,6 +465,8 @@ json_t *rt_algo_json(const struct rt_algo *a)
 		json_object_set_new(o, "proximal_mu", real_f(a->proximal_mu));
 	if (a->fedau)
 		json_object_set_new(o, "fedau_cutoff", json_integer(a->fedau_k));
+	if (a->scaffold)
+		json_object_set_new(o, "scaffold_clients", json_integer(a->scaffold_n));
 	if (a->async) {
 		json_object_set_new(o, "buffer_size", json_integer(a->buffer_size));
 		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));
@@ -507,7 +549,10 @@ int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, boo
 	size_t cut = 0;
 	double t;
 
-	(void)k_max; /* every rule here grows more useful with more clients */
+	if (a->scaffold && k_max > a->scaffold_n)
+		BAD("scaffold_clients: %u is fewer than clients_per_round %u; N is the whole client "
+		    "population (c moves by |S|/N of the mean control delta)", a->scaffold_n,
+		    k_max);
 	round_size(size, sizeof(size), k_min, deadline);
 	switch (a->rule) {
 	case FN_RULE_MEDIAN:

@@ -23,7 +23,12 @@ struct rt_algo {
 	float proximal_mu;     /* fedprox: the clients' proximal term, published (FedAvg here) */
 	bool fedau;            /* fedau: each update weighs its client's interval estimate */
 	uint32_t fedau_k;      /* fedau: the cutoff K, in rounds (fn_fedau.h) */
+	bool scaffold;         /* scaffold: [x ; c] (fn_scaffold.h), the schema doubled */
+	uint32_t scaffold_n;   /* scaffold: N, the client population */
 };
+
+/* scaffold_clients' bound: N travels as a float (fn_params.momentum), exact to 2^24. */
+#define RT_SCAFFOLD_N_MAX 16777216
 
 /*
  * fedprox's proximal_mu (Li et al., MLSys 2020: each client minimises
