@@ -83,6 +83,15 @@ def run():
         bad(srv, {'algorithm': 'scaffold', 'scaffold_clients': N,
                   'tensors': [{'name': 'c.w', 'shape': [2], 'dtype': 'F32'}]}, 'c.')
         bad(srv, {'algorithm': 'fedavg', 'scaffold_clients': N}, 'scaffold_clients')
+        # "params": n is the tensor "weights", and c its twin, both in version 0's file.
+        sp = srv.create_job({'name': 'sp', 'clients_per_round': K, 'algorithm': 'scaffold',
+                             'scaffold_clients': N, 'params': 5})['token']
+        _, _, buf = srv.get_model('sp', sp)
+        _, got, _ = e.st_decode(buf)
+        check(sorted(got) == ['c.weights', 'weights'] and
+              all(np.all(v == 0) and v.shape == (5,) for v in got.values()),
+              'params 5 under scaffold: %r' % got)
+        print('"params": 5 is served as weights and c.weights, zeros at version 0')
 
 
 if __name__ == '__main__':
