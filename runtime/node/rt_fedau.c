@@ -10,14 +10,6 @@
 #include "trib_alloc.h"
 #include "trib_log.h"
 
-/*
- * Clients a job remembers. Past it, the client whose last participation is the oldest is
- * forgotten (and deleted from the store): if it comes back it is a new client again, weight
- * from round 0's count (so at most K). Lookups are linear: at this bound a scan is a few tens of
- * microseconds per update, and the table is RT_FEDAU_CLIENTS_MAX x 56 bytes.
- */
-#define RT_FEDAU_CLIENTS_MAX 10000u
-
 struct rt_fedau_ent {
 	char id[RT_CLIENT_ID_MAX + 1];
 	struct fn_fedau_client c;

@@ -190,6 +190,13 @@ void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
  * load: after a restart, the job's table from the store. free: the table.
  */
 void rt__fedau_note(struct rt_job *j, uint32_t round, const char *id);
+/*
+ * Clients a fedau job remembers. Past it, the client whose last participation is the oldest is
+ * forgotten (and deleted from the store): if it comes back it is a new client again, its missed
+ * rounds counted from round 0. Lookups are linear: at this bound a scan is tens of microseconds
+ * per update, and the table is RT_FEDAU_CLIENTS_MAX x 72 bytes.
+ */
+#define RT_FEDAU_CLIENTS_MAX 10000u
 int rt__fedau_save(struct rt_node *n, struct rt_job *j);
 void rt__fedau_load(struct rt_node *n, struct rt_job *j);
 void rt__fedau_free(struct rt_job *j);
