@@ -156,6 +156,18 @@ static const char *const migrations[] = {
 	"  issued_unix INTEGER NOT NULL,"
 	"  revoked_unix INTEGER NOT NULL DEFAULT 0"
 	");",
+	/*
+	 * 7 -> 8: FedAU's per-client participation intervals (ctl_store_fedau.c): the round the
+	 * client last took part in, and the intervals recorded so far (count and sum).
+	 */
+	"CREATE TABLE fedau_clients ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  client TEXT NOT NULL,"
+	"  last_round INTEGER NOT NULL,"
+	"  intervals INTEGER NOT NULL,"
+	"  total INTEGER NOT NULL,"
+	"  PRIMARY KEY (job_id, client)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,

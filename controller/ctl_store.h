@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 7
+#define CTL_STORE_SCHEMA_VERSION 8
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
@@ -243,5 +243,23 @@ int ctl_store_cert_ok(struct ctl_store *st, const char *serial, bool *ok);
 int ctl_store_cert_revoked(struct ctl_store *st, char ***serials, size_t *n);
 /* Revoke every certificate of node @name; *n: how many were in force. */
 int ctl_store_cert_revoke(struct ctl_store *st, const char *name, int64_t now, unsigned *n);
+
+/* One client's FedAU participation state (runtime/node/rt_fedau.c says what it means). */
+struct ctl_fedau_row {
+	char client[CTL_CLIENT_MAX];
+	int64_t last_round; /* the last round it took part in, -1: none */
+	uint32_t intervals; /* participation intervals recorded */
+	uint64_t total;     /* their sum, in rounds */
+};
+
+/*
+ * In one transaction (ctl_store_fedau.c): insert or replace @rows[0..n) of job @job_id and
+ * delete its clients @gone[0..ngone) (evicted). Rows go with the job (ON DELETE CASCADE).
+ */
+int ctl_store_fedau_put(struct ctl_store *st, int64_t job_id, const struct ctl_fedau_row *rows,
+			size_t n, const char *const *gone, size_t ngone);
+/* Every row of job @job_id: *rows owned by the caller (trib_free), NULL/0 if none. */
+int ctl_store_fedau_list(struct ctl_store *st, int64_t job_id, struct ctl_fedau_row **rows,
+			 size_t *n);
 
 #endif

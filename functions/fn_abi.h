@@ -65,7 +65,7 @@ struct fn_params {
 	uint16_t server;           /* enum fn_opt_kind: FedAvg, FedAvgM, FedAdagrad, FedAdam, FedYogi */
 	uint16_t flags;            /* FN_PAR_* */
 	float server_lr;           /* eta */
-	float momentum;            /* FedAvgM */
+	float momentum;            /* FedAvgM; scaffold: N, its client population (exact to 2^24) */
 	float beta1;               /* adaptive optimisers */
 	float beta2;
 	float tau;
@@ -114,6 +114,7 @@ enum fn_robust_rule {
 	FN_RULE_MEDIAN = 1,
 	FN_RULE_TRIMMED_MEAN = 2,
 	FN_RULE_KRUM = 3, /* Krum (m = 1) and Multi-Krum (m > 1) */
+	FN_RULE_BULYAN = 4, /* Krum's phases; m = theta selected, then a trimmed mean cutting f */
 };
 
 /*
@@ -131,9 +132,9 @@ struct fn_shard_task {
 	uint16_t rule;      /* enum fn_robust_rule */
 	uint32_t k;         /* updates in the round */
 	uint32_t shards;    /* shard functions */
-	uint32_t phase;     /* Krum: 1 distances, 2 mean of the selected; else 1 */
-	uint32_t f;         /* Krum: Byzantine clients assumed */
-	uint32_t m;         /* Krum: clients selected (1: Krum, > 1: Multi-Krum) */
+	uint32_t phase;     /* Krum, Bulyan: 1 distances, 2 aggregate the selected; else 1 */
+	uint32_t f;         /* Krum, Bulyan: Byzantine clients assumed */
+	uint32_t m;         /* Krum: clients selected (1: Krum, > 1: Multi-Krum); Bulyan: theta */
 	float trim;         /* trimmed mean: fraction cut from each end */
 	uint32_t reserved0; /* zero */
 	uint64_t descs_off; /* arena offset of the k descriptors */
@@ -151,6 +152,7 @@ _Static_assert(sizeof(struct fn_shard_task) == 72, "fn_shard_task is ABI");
  */
 enum fn_algorithm {
 	FN_ALGO_FEDAVG = 1,
+	FN_ALGO_SCAFFOLD = 2, /* fn_scaffold.c: [x ; c], its own server step (no fn_opt stage) */
 	FN_ALGO_END, /* one past the last value; never sent */
 };
 

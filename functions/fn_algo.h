@@ -85,6 +85,7 @@ extern const struct fn_algo_ops fn_opt_ops;     /* fn_opt.c: the server step */
 extern const struct fn_algo_ops fn_robust_ops;  /* fn_robust.c: median, trimmed mean, Krum */
 extern const struct fn_algo_ops fn_clip_ops;    /* fn_dp.c: L2 clipping of each update */
 extern const struct fn_algo_ops fn_dp_ops;      /* fn_dp.c: Gaussian noise on the sum */
+extern const struct fn_algo_ops fn_scaffold_ops; /* fn_scaffold.c: x and c, SCAFFOLD's step */
 
 /* The base ops for an enum fn_algorithm value (what fn_config.algorithm names), or NULL. */
 const struct fn_algo_ops *fn_algo_find(uint32_t algorithm);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fn_algo.h"
+#include "fn_bulyan.h"
 #include "fn_dequant.h"
 #include "trib_alloc.h"
 
@@ -475,6 +476,16 @@ static int shard_apply(const struct fn_algo_ctx *ctx, const struct fn_shard_task
 		return fn_robust_mean_rows(rows, t->k,
 					   (const uint32_t *)(const void *)(ctx->base + t->sel_off),
 					   t->m, (size_t)blk, ctx->acc + c);
+	case FN_RULE_BULYAN:
+		if (t->phase == 1) {
+			fn_robust_pdist_partial(rows, t->k, (size_t)blk, dmat);
+			return 0;
+		}
+		if (!fn_ctx_range_ok(ctx, t->sel_off, (uint64_t)t->m * 4) || t->m > t->k)
+			return -EINVAL;
+		return fn_bulyan_aggregate(rows, t->k,
+					   (const uint32_t *)(const void *)(ctx->base + t->sel_off),
+					   t->m, t->f, (size_t)blk, ctx->acc + c, tile);
 	default:
 		return -EINVAL;
 	}
@@ -521,7 +532,7 @@ static int robust_shard(void *state, const struct fn_algo_ctx *ctx)
 		return err;
 	lo = n * ctx->cfg->index / t->shards;
 	hi = n * (ctx->cfg->index + 1) / t->shards;
-	distances = t->rule == FN_RULE_KRUM && t->phase == 1;
+	distances = (t->rule == FN_RULE_KRUM || t->rule == FN_RULE_BULYAN) && t->phase == 1;
 	rows = trib_calloc(t->k, sizeof(*rows));
 	scratch = trib_malloc((size_t)t->k * SHARD_BLOCK * sizeof(float));
 	tile = trib_malloc(FN_ROBUST_SCRATCH(t->k) * sizeof(float));

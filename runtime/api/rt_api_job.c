@@ -97,13 +97,59 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 	return 0;
 }
 
+/*
+ * scaffold's model is [x ; c] (functions/fn_scaffold.h): every tensor of the spec gets a twin
+ * `c.<name>` after them all, in @o itself, so the one schema rule checks both halves and the
+ * stored schema (which a restart reads) is the doubled one. "params": N becomes its tensor
+ * "weights" first. 0 or the status.
+ */
+static int scaffold_schema(json_t *o, char *msg, size_t cap)
+{
+	json_t *t = json_object_get(o, "tensors"), *np = json_object_get(o, "params");
+	size_t n, i;
+
+	if (!t && json_is_integer(np)) {
+		t = json_pack("[{s:s, s:[I], s:s}]", "name", "weights", "shape",
+			      (json_int_t)json_integer_value(np), "dtype", "F32");
+		if (!t || json_object_set_new(o, "tensors", t) || json_object_del(o, "params"))
+			goto oom;
+	}
+	if (!json_is_array(t))
+		return 0; /* the schema rule says what is wrong */
+	n = json_array_size(t);
+	for (i = 0; i < n; i++) {
+		json_t *e = json_array_get(t, i), *name = json_object_get(e, "name"), *twin;
+		char buf[TRIB_ST_NAME_MAX + 2];
+
+		if (!json_is_string(name))
+			return 0;
+		if (!strncmp(json_string_value(name), "c.", 2)) {
+			snprintf(msg, cap, "tensors[%zu]: scaffold keeps names starting with \"c.\" "
+				 "for the control variate (each tensor's is c.<name>)", i);
+			return 400;
+		}
+		snprintf(buf, sizeof(buf), "c.%s", json_string_value(name));
+		twin = json_deep_copy(e);
+		if (!twin || json_object_set_new(twin, "name", json_string(buf)) ||
+		    json_array_append_new(t, twin))
+			goto oom;
+	}
+	return 0;
+oom:
+	snprintf(msg, cap, "%s", "out of memory");
+	return 500;
+}
+
 /* "params": N (one f32 tensor "weights") or "tensors": [...] (core's one rule); 0 or the status. */
 static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 {
 	const char *why = NULL;
 	size_t at;
-	int err = trib_schema_from_spec_at(o, &def->schema, &def->nschema, &def->n_elem, &why,
-					   &at);
+	int err = def->algo.scaffold ? scaffold_schema(o, msg, cap) : 0;
+
+	if (err)
+		return err;
+	err = trib_schema_from_spec_at(o, &def->schema, &def->nschema, &def->n_elem, &why, &at);
 	json_t *name = json_object_get(json_array_get(json_object_get(o, "tensors"), at), "name");
 	char shown[TRIB_ST_SHOW_MAX] = "";
 
@@ -128,6 +174,12 @@ static int def_limits(json_t *o, struct rt_job_def *def, uint64_t k, size_t aren
 	bool minc = json_object_get(o, "min_clients"), tmo = json_object_get(o, "round_timeout_s");
 	uint32_t kmin = def->spec.min_clients ? def->spec.min_clients : (uint32_t)k;
 
+	/* FedAU's state is per client: only client tokens name one (rt_fedau.c). */
+	if (alg->fedau && !def->spec.client_auth_required) {
+		snprintf(msg, cap, "client_auth: fedau keeps a weight per client, so it needs "
+			 "\"client_auth\": \"required\" (updates sent with client tokens)");
+		return 400;
+	}
 	/* A robust rule must do something for the fewest updates a round may close with. */
 	if (rt_algo_check_clients(&def->algo, kmin, (uint32_t)k, kmin < k, msg, cap))
 		return 400;

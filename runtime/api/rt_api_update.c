@@ -335,6 +335,18 @@ static void on_update_body(struct rt_conn *c)
 
 	if (rt__api_life_refuse(c, j, true)) /* deleted or done while the body arrived */
 		return;
+	if (j->algo.fedau) {
+		/* Its client's interval estimate replaces the sample count (rt_fedau.c). */
+		err = rt_fedau_weight(j, R(c)->client, R(c)->round, &R(c)->weight);
+		if (err) {
+			snprintf(msg, sizeof(msg), "fedau: no weight for this client's update (%s); "
+				 "fedau needs a client token", strerror(-err));
+			rt__api_reject(c, RT_REJ_FORBIDDEN, err == -EINVAL ? 403 : 500, msg, -1,
+				       NULL);
+			return;
+		}
+		w = R(c)->weight;
+	}
 	if (R(c)->np_fmt) {
 		if (rt__api_np_segments(c, j, body, w, &segs_off))
 			return; /* answered */

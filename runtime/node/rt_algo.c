@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fn_dp.h"
+#include "fn_fedau.h"
 #include "fn_fold.h"
 #include "fn_opt.h"
 #include "fn_robust.h"
@@ -16,7 +17,7 @@
 static const char *const params[] = {
 	"algorithm", "weighted", "update", "buffer_size", "max_staleness", "server_lr",
 	"momentum", "beta1", "beta2", "tau", "trim", "f", "m", "clip_norm",
-	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", NULL,
+	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", "fedau_cutoff", "scaffold_clients", NULL,
 };
 
 bool rt_algo_is_param(const char *name)
@@ -61,6 +62,8 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", FN_OPT_FEDAVG },
 		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
 		{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
+		{ "bulyan", FN_OPT_FEDAVG },	     { "fedau", FN_OPT_FEDAVG },
+		{ "scaffold", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
@@ -73,7 +76,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 			*server = algos[i].server;
 	if (*server == -2)
 		BAD("algorithm: unknown '%.40s' (fedavg, fedprox, fedbuff, fedavgm, fedadagrad, "
-		    "fedadam, fedyogi, median, trimmed_mean, krum)", name);
+		    "fedadam, fedyogi, fedau, scaffold, median, trimmed_mean, krum, bulyan)", name);
 	if (*server == -1)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
@@ -108,24 +111,85 @@ static int parse_fedprox(json_t *o, struct rt_algo *a, char *msgbuf, size_t msgl
 	return 0;
 }
 
+/* fedau's cutoff K (fn_fedau.h); fedau weighs by the interval estimate, not by samples. */
+static int parse_fedau(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	json_t *k = json_object_get(o, "fedau_cutoff"), *w = json_object_get(o, "weighted");
+
+	if (strcmp(a->name, "fedau")) {
+		if (k)
+			BAD("fedau_cutoff: for fedau only (algorithm is '%s')", a->name);
+		return 0;
+	}
+	if (k && (!json_is_integer(k) || json_integer_value(k) < FN_FEDAU_K_MIN ||
+		  json_integer_value(k) > FN_FEDAU_K_MAX))
+		BAD("fedau_cutoff: an integer from %u to %u, in rounds (default %u)",
+		    FN_FEDAU_K_MIN, FN_FEDAU_K_MAX, FN_FEDAU_K_DEFAULT);
+	if (w && !json_is_true(w))
+		BAD("weighted: fedau weighs each update by its client's participation interval "
+		    "estimate (leave it out or true)");
+	if (json_object_get(o, "dp_noise_multiplier"))
+		BAD("dp_noise_multiplier: not with fedau (central DP averages uniformly)");
+	a->fedau = true;
+	a->fedau_k = k ? (uint32_t)json_integer_value(k) : FN_FEDAU_K_DEFAULT;
+	return 0;
+}
+
+/*
+ * scaffold's N (scaffold_clients, fn_scaffold.h): its updates are unweighted deltas of x and c,
+ * and its base makes the server step, so the options that change either are refused.
+ */
+static int parse_scaffold(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	json_t *np = json_object_get(o, "scaffold_clients"), *upd = json_object_get(o, "update");
+	json_t *w = json_object_get(o, "weighted");
+
+	if (strcmp(a->name, "scaffold")) {
+		if (np)
+			BAD("scaffold_clients: for scaffold only (algorithm is '%s')", a->name);
+		return 0;
+	}
+	if (!np || !json_is_integer(np) || json_integer_value(np) < 1 ||
+	    json_integer_value(np) > RT_SCAFFOLD_N_MAX)
+		BAD("scaffold_clients: required for scaffold, N, the client population c is "
+		    "averaged over: an integer from clients_per_round to %d", RT_SCAFFOLD_N_MAX);
+	if (upd && (!json_is_string(upd) || strcmp(json_string_value(upd), "delta")))
+		BAD("update: scaffold updates are deltas (\"delta\"): the model's and c's");
+	if (w && !json_is_false(w))
+		BAD("weighted: scaffold averages its clients' deltas unweighted (leave it out or "
+		    "false)");
+	for (const char *const *k = (const char *const[]){ "clip_norm", "dp_noise_multiplier",
+							   NULL };
+	     *k; k++)
+		if (json_object_get(o, *k))
+			BAD("%s: not available with scaffold in this build", *k);
+	a->scaffold = true;
+	a->scaffold_n = (uint32_t)json_integer_value(np);
+	return 0;
+}
+
 /* The exact robust rules' parameters (trim, f, m), refused for other algorithms. */
 static int parse_robust(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 {
 	const char *name = a->name;
 	json_t *w = json_object_get(o, "weighted");
 
-	if (!strcmp(name, "median") || !strcmp(name, "trimmed_mean") || !strcmp(name, "krum")) {
+	if (!strcmp(name, "median") || !strcmp(name, "trimmed_mean") || !strcmp(name, "krum") ||
+	    !strcmp(name, "bulyan")) {
 		json_t *t = json_object_get(o, "trim"), *f = json_object_get(o, "f"),
 		       *m = json_object_get(o, "m");
 
 		a->rule = !strcmp(name, "median")	  ? FN_RULE_MEDIAN :
 			  !strcmp(name, "trimmed_mean") ? FN_RULE_TRIMMED_MEAN :
-							  FN_RULE_KRUM;
+			  !strcmp(name, "krum")		  ? FN_RULE_KRUM :
+							  FN_RULE_BULYAN;
 		if (t && (a->rule != FN_RULE_TRIMMED_MEAN || !json_is_number(t) ||
 			  !(json_number_value(t) >= 0 && json_number_value(t) < 0.5)))
 			BAD("trim: for trimmed_mean, a fraction in [0, 0.5)");
-		if ((f || m) && a->rule != FN_RULE_KRUM)
-			BAD("%s: for krum only", f ? "f" : "m");
+		if (f && a->rule != FN_RULE_KRUM && a->rule != FN_RULE_BULYAN)
+			BAD("f: for krum and bulyan only");
+		if (m && a->rule != FN_RULE_KRUM)
+			BAD("m: for krum only (bulyan selects clients - 2f)");
 		if (f && (!json_is_integer(f) || json_integer_value(f) < 0))
 			BAD("f: a non-negative integer");
 		if (m && (!json_is_integer(m) || json_integer_value(m) < 1))
@@ -331,6 +395,10 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	if (!err)
 		err = parse_fedprox(o, a, msgbuf, msglen);
 	if (!err)
+		err = parse_fedau(o, a, msgbuf, msglen);
+	if (!err)
+		err = parse_scaffold(o, a, msgbuf, msglen);
+	if (!err)
 		err = parse_server(o, a, server, msgbuf, msglen);
 	if (!err)
 		err = parse_flags(o, a, msgbuf, msglen);
@@ -338,6 +406,10 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 		return err;
 	if (a->rule)
 		a->par.flags |= FN_PAR_UNWEIGHTED;
+	if (a->scaffold) {
+		a->par.flags |= FN_PAR_UNWEIGHTED | FN_PAR_DELTA;
+		a->par.momentum = (float)a->scaffold_n; /* fn_scaffold.c reads N there */
+	}
 	a->needs_model = server != FN_OPT_FEDAVG || a->par.server_lr != 1.0f ||
 			 (a->par.flags & FN_PAR_DELTA) || a->async;
 	return 0;
@@ -387,8 +459,14 @@ json_t *rt_algo_json(const struct rt_algo *a)
 		json_object_set_new(o, "f", json_integer(a->f));
 		json_object_set_new(o, "m", json_integer(a->m));
 	}
+	if (a->rule == FN_RULE_BULYAN)
+		json_object_set_new(o, "f", json_integer(a->f));
 	if (!strcmp(a->name, "fedprox"))
 		json_object_set_new(o, "proximal_mu", real_f(a->proximal_mu));
+	if (a->fedau)
+		json_object_set_new(o, "fedau_cutoff", json_integer(a->fedau_k));
+	if (a->scaffold)
+		json_object_set_new(o, "scaffold_clients", json_integer(a->scaffold_n));
 	if (a->async) {
 		json_object_set_new(o, "buffer_size", json_integer(a->buffer_size));
 		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));
@@ -444,6 +522,26 @@ static int check_krum(struct rt_algo *a, uint32_t k, const char *size, char *msg
 	return 0;
 }
 
+/* Bulyan needs k >= 4f + 3 (fn_bulyan.h); f 0 is the plain mean. */
+static int check_bulyan(struct rt_algo *a, uint32_t k, const char *size, char *msgbuf,
+			size_t msglen)
+{
+	uint32_t fmax = k >= 3 ? (k - 3) / 4 : 0;
+
+	if (fmax < 1)
+		BAD("f: bulyan with %s tolerates no Byzantine client (it needs clients >= 4f + 3: "
+		    "f = 1 takes at least 7); use median or trimmed_mean, or more clients", size);
+	if (!a->f_given)
+		a->f = fmax; /* the most Bulyan tolerates for this round size */
+	if (a->f == 0)
+		BAD("f: 0 assumes no Byzantine client, so bulyan is the plain mean; use f >= 1 "
+		    "(at most %u with %s)", fmax, size);
+	if (a->f > fmax)
+		BAD("f: %u needs at least %u clients (clients >= 4f + 3) but %s; use f <= %u",
+		    a->f, 4 * a->f + 3, size, fmax);
+	return 0;
+}
+
 int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, bool deadline,
 			  char *msgbuf, size_t msglen)
 {
@@ -451,7 +549,10 @@ int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, boo
 	size_t cut = 0;
 	double t;
 
-	(void)k_max; /* every rule here grows more useful with more clients */
+	if (a->scaffold && k_max > a->scaffold_n)
+		BAD("scaffold_clients: %u is fewer than clients_per_round %u; N is the whole client "
+		    "population (c moves by |S|/N of the mean control delta)", a->scaffold_n,
+		    k_max);
 	round_size(size, sizeof(size), k_min, deadline);
 	switch (a->rule) {
 	case FN_RULE_MEDIAN:
@@ -471,6 +572,8 @@ int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, boo
 		    (double)a->trim, a->trim_given ? "" : " (the default)", k_min, size, t);
 	case FN_RULE_KRUM:
 		return check_krum(a, k_min, size, msgbuf, msglen);
+	case FN_RULE_BULYAN:
+		return check_bulyan(a, k_min, size, msgbuf, msglen);
 	default:
 		return 0;
 	}
@@ -506,11 +609,15 @@ int rt_algo_pin_defaults(const struct rt_algo *a, json_t *o)
 		err |= pin(o, "f", json_integer(a->f));
 		err |= pin(o, "m", json_integer(a->m));
 	}
+	if (a->rule == FN_RULE_BULYAN)
+		err |= pin(o, "f", json_integer(a->f));
 	if (p->flags & FN_PAR_DP)
 		err |= pin(o, "dp_delta", json_real(a->dp_delta));
 	if (a->async)
 		err |= pin(o, "max_staleness", json_integer(a->max_staleness));
 	if (!strcmp(a->name, "fedprox"))
 		err |= pin(o, "proximal_mu", real_f(a->proximal_mu));
+	if (a->fedau)
+		err |= pin(o, "fedau_cutoff", json_integer(a->fedau_k));
 	return err ? -ENOMEM : 0;
 }

@@ -16,12 +16,19 @@ struct rt_algo {
 	bool async;            /* FedBuff: no round barrier; a version every buffer_size updates */
 	uint16_t rule;         /* enum fn_robust_rule for exact robust rules, else 0 */
 	float trim;            /* trimmed_mean */
-	uint32_t f, m;         /* krum */
+	uint32_t f, m;         /* krum (f, m), bulyan (f) */
 	bool trim_given, f_given; /* the job named them (else defaults, checked per round size) */
 	uint32_t buffer_size;  /* FedBuff: K */
 	uint32_t max_staleness; /* FedBuff: updates staler than this get 409 */
 	float proximal_mu;     /* fedprox: the clients' proximal term, published (FedAvg here) */
+	bool fedau;            /* fedau: each update weighs its client's interval estimate */
+	uint32_t fedau_k;      /* fedau: the cutoff K, in rounds (fn_fedau.h) */
+	bool scaffold;         /* scaffold: [x ; c] (fn_scaffold.h), the schema doubled */
+	uint32_t scaffold_n;   /* scaffold: N, the client population */
 };
+
+/* scaffold_clients' bound: N travels as a float (fn_params.momentum), exact to 2^24. */
+#define RT_SCAFFOLD_N_MAX 16777216
 
 /*
  * fedprox's proximal_mu (Li et al., MLSys 2020: each client minimises

@@ -104,8 +104,13 @@ static int round_store(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 		model = shm_arena_ptr(n->arena, seg->src_off);
 	}
 	err = rt__opt_state_save(n, j, r, state);
-	if (err)
+	if (!err)
+		err = rt__fedau_save(n, j); /* ahead of the model is harmless: notes are per round */
+	if (err) {
+		trib_free(*state);
+		*state = NULL;
 		return err;
+	}
 	b = rt__model_blob(j, model, r->round + 1);
 	err = b ? rt__store_blob(n, j, b) : -ENOMEM;
 	if (!err)

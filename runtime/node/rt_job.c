@@ -38,6 +38,7 @@ void rt__job_free(struct rt_job *j)
 	trib_blob_release(j->model);
 	trib_blob_release(j->remote_pending);
 	trib_free(j->opt_state);
+	rt__fedau_free(j);
 	trib_free(j->schema);
 	trib_free(j->schema_json);
 	trib_free(j->st_header);
@@ -326,6 +327,7 @@ int rt__jobs_load(struct rt_node *n)
 		j->next = n->jobs;
 		n->jobs = j;
 		rt__opt_state_load(n, j);
+		rt__fedau_load(n, j);
 		rt__select_tasks_load(n, j);
 		rt__job_life_load(n, j);
 		trib_info("job %s: resumed at round %u (%s)", j->name, j->round,

@@ -98,6 +98,8 @@ int rt__journal_update(struct rt_node *n, struct rt_job *j, const struct rt_acce
 		err = rt__accept_at(n, j, in, &got);
 		if (err && info.client_len)
 			client_counted(n, j, (uint32_t)info.round, client, false);
+		if (!err && info.client_len)
+			rt__fedau_note(j, (uint32_t)info.round, client);
 		if (!err && got != s) {
 			/* Cannot happen (one thread); if it did, the record would lie. */
 			trib_error("job %s: update got seq %u, its record says %u", j->name, got,
@@ -501,6 +503,7 @@ static int refeed(struct rt_node *n, struct rt_job *j, const struct rt_recovered
 			memcpy(id, i->client, i->client_len);
 			id[i->client_len] = '\0';
 			client_counted(n, j, (uint32_t)i->round, id, true);
+			rt__fedau_note(j, (uint32_t)i->round, id); /* a no-op if the store has it */
 		}
 		err = rt__accept_at(n, j, &in, &seq);
 	}

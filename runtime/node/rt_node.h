@@ -131,6 +131,7 @@ struct rt_job {
 	uint32_t round_timeout_s; /* 0: no deadline */
 	double arrival_rate;      /* updates/s, smoothed over rounds (the planner's input) */
 	struct rt_algo algo;      /* algorithm and parameters */
+	struct rt_fedau *fedau;   /* fedau: its clients' interval estimates (owned, rt_fedau.c) */
 	uint8_t *opt_state;       /* server optimiser state after the last round (owned), or NULL */
 	size_t opt_state_len;
 	struct trib_tensor *schema; /* owned */
@@ -391,6 +392,12 @@ void rt_job_reap(struct rt_node *n);
  */
 int rt_job_accept(struct rt_node *n, struct rt_job *job, uint32_t round, uint64_t slot_off,
 		  uint64_t segs_off, uint32_t nsegs, double weight, uint32_t *seq);
+/*
+ * fedau (rt_fedau.c): the weight client @id's update of @round gets, from the job's table (read
+ * only: the table moves when the update is accepted). 1 for a client never seen; 0 or -errno.
+ */
+int rt_fedau_weight(struct rt_job *j, const char *id, uint32_t round, double *weight);
+
 /* An update received into an arena slot, and its Idempotency-Key (may be empty). */
 struct rt_update_in {
 	uint64_t slot_off, segs_off;

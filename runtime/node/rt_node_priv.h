@@ -183,6 +183,23 @@ int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i);
 void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
+/*
+ * fedau (rt_fedau.c). note: client @id's update of @round is in (accepted, or replayed from
+ * the journal after a restart); its state moves, once per round. save: the states that moved
+ * and the evictions go to the store, before the round's model (the commit point): 0 or -errno.
+ * load: after a restart, the job's table from the store. free: the table.
+ */
+void rt__fedau_note(struct rt_job *j, uint32_t round, const char *id);
+/*
+ * Clients a fedau job remembers. Past it, the client whose last participation is the oldest is
+ * forgotten (and deleted from the store): if it comes back it is a new client again, its missed
+ * rounds counted from round 0. Lookups are linear: at this bound a scan is tens of microseconds
+ * per update, and the table is RT_FEDAU_CLIENTS_MAX x 72 bytes.
+ */
+#define RT_FEDAU_CLIENTS_MAX 10000u
+int rt__fedau_save(struct rt_node *n, struct rt_job *j);
+void rt__fedau_load(struct rt_node *n, struct rt_job *j);
+void rt__fedau_free(struct rt_job *j);
 /* rt_select.c: a new job takes @spec's client_config and selection (0 or -ENOMEM) ... */
 int rt__select_init(struct rt_job *j, const struct rt_job_spec *spec);
 /* ... kept in @p (its stored parameters: 0 or -ENOMEM), read back from them after a restart */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fn_bulyan.h"
 #include "fn_opt.h"
 #include "fn_robust.h"
 #include "shm_arena.h"
@@ -170,7 +171,7 @@ void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round 
 	struct fn_shard_task *t = shm_arena_ptr(n->arena, r->task_slot);
 	struct shm_seg *seg;
 
-	if (t->rule == FN_RULE_KRUM && t->phase == 1) {
+	if ((t->rule == FN_RULE_KRUM || t->rule == FN_RULE_BULYAN) && t->phase == 1) {
 		size_t kk = (size_t)t->k * t->k;
 		double *sum = trib_calloc(kk, sizeof(double));
 		double *scratch = trib_malloc(2 * t->k * sizeof(double));
@@ -182,23 +183,32 @@ void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round 
 			for (uint32_t s = 0; s < t->shards; s++)
 				for (size_t x = 0; x < kk; x++)
 					sum[x] += parts[s * kk + x];
-			err = fn_krum_select(sum, t->k, t->f, t->m,
-					     shm_arena_ptr(n->arena, t->sel_off), NULL, scratch);
+			if (t->rule == FN_RULE_BULYAN) {
+				/* theta = k - 2f selected; the shards then cut f from each end. */
+				t->m = (uint32_t)FN_BULYAN_THETA(t->k, t->f);
+				err = fn_bulyan_select(sum, t->k, t->f,
+						       shm_arena_ptr(n->arena, t->sel_off), scratch);
+			} else {
+				err = fn_krum_select(sum, t->k, t->f, t->m,
+						     shm_arena_ptr(n->arena, t->sel_off), NULL,
+						     scratch);
+			}
 		}
 		trib_free(sum);
 		trib_free(scratch);
 		if (!err) {
 			const uint32_t *sel = shm_arena_ptr(n->arena, t->sel_off);
 
-			trib_info("job %s round %u: krum selected %u of %u updates (first: %u)",
-				  j->name, r->round, t->m, t->k, sel[0]);
+			trib_info("job %s round %u: %s selected %u of %u updates (first: %u)",
+				  j->name, r->round, j->algo.name, t->m, t->k, sel[0]);
 			t->phase = 2;
 			r->ndone = 0;
 			for (uint32_t i = 0; i < r->nshards && !err; i++)
 				err = rt__shard_start(n, r, i);
 		}
 		if (err)
-			trib_error("job %s round %u: krum: %s", j->name, r->round, strerror(-err));
+			trib_error("job %s round %u: %s: %s", j->name, r->round, j->algo.name,
+				   strerror(-err));
 		return;
 	}
 	seg = shm_arena_ptr(n->arena, r->out_slot);

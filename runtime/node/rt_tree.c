@@ -140,7 +140,7 @@ void rt__cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, 
 	cfg->job = r->job->id;
 	cfg->round = r->round;
 	cfg->role = role;
-	cfg->algorithm = FN_ALGO_FEDAVG;
+	cfg->algorithm = r->job->algo.scaffold ? FN_ALGO_SCAFFOLD : FN_ALGO_FEDAVG;
 	cfg->n_elem = r->job->n_elem;
 	cfg->acc_off = acc;
 }

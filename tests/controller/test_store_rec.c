@@ -154,6 +154,7 @@ Test(ctl_store_rec, a_schema_5_file_is_migrated)
 				  "ALTER TABLE rounds DROP COLUMN bytes; "
 				  "ALTER TABLE rounds DROP COLUMN metrics_updates; "
 				  "ALTER TABLE rounds DROP COLUMN metrics; DROP TABLE join_tokens; DROP TABLE node_certs; "
+				  "DROP TABLE fedau_clients; "
 				  "PRAGMA user_version = 5",
 				  NULL, NULL, NULL),
 		     SQLITE_OK);

@@ -215,6 +215,10 @@ def phase_c(c, admin, small):
     old.p.wait(20)
     old.killed = True
     args = old.p.args[5:]
+    # The node's identity (its key and CA-signed certificate) goes with it, as a hostPath keeps
+    # it in a pod: one certificate is in force per node name, and its join token is spent.
+    shutil.copytree(os.path.join(args[args.index('--data-dir') + 1], 'cluster'),
+                    os.path.join(small, 'cluster'))
     args[args.index('--data-dir') + 1] = small
     c.runs[2] = c.runs.get(2, 1) + 1
     c.nodes[2] = netns_cluster.Proc('n2-run%d' % c.runs[2], c.net.nodes[2], old.p.args[4], args,
