@@ -375,11 +375,30 @@
 
   // --- one poll ---
 
+  // A cluster answers round records one at a time (GET .../rounds/{r}); a finished round never
+  // changes, so each is asked once and kept, at most ROUNDS_PER_POLL new ones a poll.
+  const ROUNDS_PER_POLL = 8;
+  const roundCache = new Map(); // job -> Map(round -> record), finished rounds only
+
   async function roundsOf(j) {
     const from = Math.max(0, j.round - ROUNDS_SHOWN);
-    const r = await get('/v1/jobs/' + encodeURIComponent(j.job) + '/rounds?from=' + from +
-      '&limit=' + (ROUNDS_SHOWN + 1));
-    return r.status === 200 && r.body ? r.body.rounds || [] : null;
+    const base = '/v1/jobs/' + encodeURIComponent(j.job) + '/rounds';
+    if (!clustered) {
+      const r = await get(base + '?from=' + from + '&limit=' + (ROUNDS_SHOWN + 1));
+      return r.status === 200 && r.body ? r.body.rounds || [] : null;
+    }
+    if (!roundCache.has(j.job)) roundCache.set(j.job, new Map());
+    const have = roundCache.get(j.job);
+    let asked = 0;
+    for (let n = j.round - 1; n >= from && asked < ROUNDS_PER_POLL; n--) {
+      if (have.has(n)) continue;
+      asked++;
+      const r = await get(base + '/' + n);
+      if (r.status !== 200 || !r.body) return null;
+      if (r.body.state === 'done') have.set(n, r.body);
+    }
+    for (const n of [...have.keys()]) if (n < from) have.delete(n);
+    return [...have.values()].sort((a, b) => a.round - b.round);
   }
 
   async function poll() {
@@ -405,6 +424,16 @@
   // arena and the cluster.
   async function pollOnce() {
     let admin = false, jobs;
+    // /ui/node.json says whether this is a cluster's node: a single node (tributary up) has no
+    // /v1/cluster, and a cluster's round records come one at a time.
+    if (clustered === null) {
+      const nj = await get('/ui/node.json');
+      if (nj.status !== 200 || !nj.body) {
+        fail(errText('GET /ui/node.json', nj));
+        return;
+      }
+      clustered = nj.body.clustered === true;
+    }
     if (jobName()) {
       const one = await get('/v1/jobs/' + encodeURIComponent(jobName()));
       if (one.status !== 200 || !one.body) {
@@ -454,12 +483,6 @@
       show('tree-section', true);
       drawNode(ms, refused);
       show('arena-section', true);
-      // /ui/node.json says whether this is a cluster's node: a single node (tributary up)
-      // has no /v1/cluster, and asking it would log a 404 every poll.
-      if (clustered === null) {
-        const nj = await get('/ui/node.json');
-        clustered = nj.status === 200 && nj.body ? nj.body.clustered === true : false;
-      }
       if (clustered) {
         const cl = await get('/v1/cluster');
         if (cl.status === 200 && cl.body) drawCluster(cl.body);
