@@ -379,13 +379,19 @@
   // changes, so each is asked once and kept, at most ROUNDS_PER_POLL new ones a poll.
   const ROUNDS_PER_POLL = 8;
   const roundCache = new Map(); // job -> Map(round -> record), finished rounds only
+  const listCache = new Map();  // job -> {version: model_round, rounds} (a single node)
 
   async function roundsOf(j) {
     const from = Math.max(0, j.round - ROUNDS_SHOWN);
     const base = '/v1/jobs/' + encodeURIComponent(j.job) + '/rounds';
     if (!clustered) {
+      // Only finished rounds are drawn: the same model version, the same chart.
+      const last = listCache.get(j.job);
+      if (last && last.version === j.model_round) return last.rounds;
       const r = await get(base + '?from=' + from + '&limit=' + (ROUNDS_SHOWN + 1));
-      return r.status === 200 && r.body ? r.body.rounds || [] : null;
+      if (r.status !== 200 || !r.body) return null;
+      listCache.set(j.job, { version: j.model_round, rounds: r.body.rounds || [] });
+      return r.body.rounds || [];
     }
     if (!roundCache.has(j.job)) roundCache.set(j.job, new Map());
     const have = roundCache.get(j.job);
