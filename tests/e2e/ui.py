@@ -150,7 +150,7 @@ STATE_JS = r'''(() => {
   return JSON.stringify({
     jobs: [...document.querySelectorAll('#jobs tr.job-row')].map((r) => r.dataset.job),
     charts: [...document.querySelectorAll('#charts svg.chart')].map((s) => s.dataset.job),
-    points: document.querySelectorAll('#charts svg.chart circle.pt-dur').length,
+    points: document.querySelectorAll('#charts svg.chart[data-job="ui-a"] circle.pt-dur').length,
     fns: [...document.querySelectorAll('#trees g.fn')].map((g) => g.dataset.role),
     trees: vis('tree-section'), arena: document.getElementById('arena').textContent,
     node: (document.querySelector('#node-table tr.refused') || {}).textContent || '',
