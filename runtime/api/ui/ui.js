@@ -442,10 +442,14 @@
     }
     if (jobName()) {
       const one = await get('/v1/jobs/' + encodeURIComponent(jobName()));
-      if (one.status !== 200 || !one.body) {
-        fail(errText('job ' + jobName(), one) + (one.status === 401 || one.status === 403 ?
-          ' (this token does not open that job)' : ''));
+      if (one.status === 401 || one.status === 403 || one.status === 404) {
+        fail(errText('job ' + jobName(), one) + (one.status === 404 ? '' :
+          ' (this token does not open that job)'));
         stop(true);
+        return;
+      }
+      if (one.status !== 200 || !one.body) {
+        fail(errText('job ' + jobName(), one)); // e.g. 503 before a node joins: polled again
         return;
       }
       jobs = [one.body];
