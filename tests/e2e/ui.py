@@ -11,7 +11,10 @@ Checks, with screenshots saved in E2E_OUT_DIR (build-test/tests/e2e/out/ui/):
     the live tree shows functions, the arena is drawn; the token is gone from the URL;
   - no console error or exception on the page;
   - a job token with its own job sees that job and nothing of the other (no job list, no
-    trees); the same token naming the other job gets the server's 401 shown, and no data.
+    trees); the same token naming the other job gets the server's 401 shown, and no data;
+  - on a node of a local two-node cluster (controller and nodes on 127.0.0.1, shm+unix, no
+    huge pages): both nodes with their heartbeat age, each recent round with where it was
+    folded and its cross-node edge, the chart built from per-round records.
 """
 import base64
 import json
@@ -19,6 +22,7 @@ import re
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -250,6 +254,116 @@ def job_views(srv, ch, tok_a):
     log('job token: its own job only; on the other job the 401 shown and nothing drawn')
 
 
+def free_port():
+    with socket.socket() as sk:
+        sk.bind(('127.0.0.1', 0))
+        return sk.getsockname()[1]
+
+
+class Proc:
+    """A controller or node of the small local cluster, with its log."""
+
+    def __init__(self, name, args, tmp):
+        self.name = name
+        self.log_path = os.path.join(tmp, name + '.log')
+        self.logf = open(self.log_path, 'wb')
+        self.p = subprocess.Popen([e.BIN] + args, stdout=self.logf, stderr=subprocess.STDOUT)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+                raise e.Failure('%s did not stop within 20 s of SIGTERM' % self.name)
+        self.logf.close()
+        text = open(self.log_path, errors='replace').read()
+        check(self.p.returncode == 0 and not any(m in text for m in e.SANITIZER_MARKS),
+              '%s exited %d:\n%s' % (self.name, self.p.returncode, text[-3000:]))
+
+
+def cluster_view():
+    """A controller and two nodes on 127.0.0.1: the page on n0 shows both nodes with their
+    heartbeats and, for recent rounds, where they were folded and the cross-node edge."""
+    tmp = tempfile.mkdtemp(prefix='trib-ui-cluster-')
+    ctl_port = free_port()
+    gw = [free_port(), free_port()]
+    procs, ch = [], None
+    try:
+        procs.append(Proc('controller', ['controller', '--listen', 'tcp://127.0.0.1:%d' %
+                                         ctl_port, '--data-dir', os.path.join(tmp, 'ctl')], tmp))
+        tokfile = os.path.join(tmp, 'ctl', 'admin-token')
+        e.wait_for(lambda: os.path.exists(tokfile) and open(tokfile).read().strip(), 30,
+                   'the controller\'s admin token', step=0.1)
+        admin = open(tokfile).read().strip()
+        for i in range(2):
+            procs.append(Proc('n%d' % i, [
+                'node', '--controller', 'tcp://127.0.0.1:%d' % ctl_port, '--node-name',
+                'n%d' % i, '--peer-listen', 'tcp://127.0.0.1:%d' % free_port(), '--listen',
+                '127.0.0.1:%d' % gw[i], '--data-dir', os.path.join(tmp, 'n%d' % i),
+                '--no-huge', '--arena-mb', '64', '--dataplane', 'shm+unix'], tmp))
+
+        def ready(port):
+            try:
+                with urllib.request.urlopen('http://127.0.0.1:%d/readyz' % port, timeout=2) as r:
+                    return r.status == 200
+            except Exception:
+                return False
+        for i in range(2):
+            e.wait_for(lambda: ready(gw[i]), 60, 'n%d to be ready' % i, step=0.2)
+        urls = ','.join('http://127.0.0.1:%d' % p for p in gw)
+        sim = subprocess.run([e.BIN, 'simulate', '--url', urls, '--data-dir',
+                              os.path.join(tmp, 'ctl'), '--job', 'cl', '--clients', '6',
+                              '--rounds', '5', '--params', '500'], capture_output=True,
+                             text=True, timeout=120)
+        check(sim.returncode == 0, 'simulate over two nodes: rc %d\n%s' % (
+            sim.returncode, (sim.stdout + sim.stderr)[-3000:]))
+        ch = Chrome()
+        ch.open('http://127.0.0.1:%d/ui#token=%s' % (gw[0], admin))
+        js = r'''JSON.stringify({
+          nodes: [...document.querySelectorAll('#nodes tr[data-node]')].map(
+            (r) => [...r.cells].map((c) => c.textContent)),
+          rounds: [...document.querySelectorAll('#cluster table.cluster-rounds tr')].slice(1)
+            .map((r) => [...r.cells].map((c) => c.textContent)),
+          points: document.querySelectorAll('#charts svg.chart[data-job="cl"] circle.pt-dur')
+            .length})'''
+
+        def shown():
+            v = json.loads(ch.eval(js))
+            return v if len(v['nodes']) == 2 and v['rounds'] and v['points'] >= 4 else None
+        try:
+            v = e.wait_for(shown, 30, 'the cluster view', step=0.5)
+        except e.Failure:
+            ch.screenshot(os.path.join(OUT_DIR, 'ui-cluster-failed.png'))
+            raise e.Failure('cluster view never complete: %s' % ch.eval(js))
+        ch.screenshot(os.path.join(OUT_DIR, 'ui-cluster.png'))
+        names = sorted(n[1] for n in v['nodes'])
+        check(names == ['n0', 'n1'] and all(n[2] == 'live' and n[6].endswith(' ms')
+                                            for n in v['nodes']), 'nodes: %r' % v['nodes'])
+        # Each round: 6 updates over two gateways, folded on both, one edge to the top.
+        for r in v['rounds']:
+            check(r[1] == 'done' and r[2] == '6/6' and 'n0: 3' in r[4] and 'n1: 3' in r[4] and
+                  r[5] in ('n0 \u2192 n1', 'n1 \u2192 n0') and r[5].endswith(r[3]),
+                  'a cluster round row: %r' % r)
+        errs = ch.errors()
+        check(not errs, 'console errors in the cluster view:\n%s' % '\n'.join(errs))
+        log('cluster view: nodes %s, %d rounds with their edge, %d chart points, no console '
+            'error' % (v['nodes'], len(v['rounds']), v['points']))
+    finally:
+        if ch:
+            ch.close()
+        failures = []
+        for p in reversed(procs):
+            try:
+                p.stop()
+            except e.Failure as err:
+                failures.append(str(err))
+        shutil.rmtree(tmp, ignore_errors=True)
+    check(not failures, '; '.join(failures))
+
+
 def scenario():
     if not os.access(CHROMIUM, os.X_OK):
         skip('no %s (Debian package chromium; scripts/deps.sh installs it)' % CHROMIUM)
@@ -290,6 +404,7 @@ def scenario():
                     sim.kill()
                     sim.wait()
             sim_log.close()
+    cluster_view()
 
 
 if __name__ == '__main__':
