@@ -162,5 +162,6 @@ void rt__api_unpark_job(struct rt_api *api, struct rt_job *j);
 /* rt_api_metrics.c */
 void rt__api_handle_functions(struct rt_conn *c);
 void rt__api_handle_metrics(struct rt_conn *c);
+void rt__api_handle_ui(struct rt_conn *c, const char *path); /* rt_api_ui.c */
 
 #endif

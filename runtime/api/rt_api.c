@@ -228,6 +228,10 @@ static void on_head(void *ctx, struct rt_conn *c)
 		rt__api_handle_metrics(c);
 		return;
 	}
+	if (!strcmp(path, "/ui") || !strncmp(path, "/ui/", 4)) {
+		rt__api_handle_ui(c, path);
+		return;
+	}
 	if (!strcmp(path, "/v1/functions")) {
 		if (m != HTTP_GET)
 			goto bad_method;
