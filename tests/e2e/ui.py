@@ -292,7 +292,15 @@ def cluster_view():
     gw = [free_port(), free_port()]
     procs, ch = [], None
     try:
-        procs.append(Proc('controller', ['controller', '--listen', 'tcp://127.0.0.1:%d' %
+        # Every cluster link is mutual TLS: a one-time join token per node, made (with the
+        # cluster CA) before the controller starts.
+        toks = []
+        for _ in range(2):
+            p = subprocess.run([e.BIN, 'controller', 'join-token', '--ttl', '10m', '--data-dir',
+                                os.path.join(tmp, 'ctl')], capture_output=True, text=True)
+            check(p.returncode == 0, 'join-token: %s' % p.stderr)
+            toks.append(p.stdout.strip())
+        procs.append(Proc('controller', ['controller', '--listen', 'tls+tcp://127.0.0.1:%d' %
                                          ctl_port, '--data-dir', os.path.join(tmp, 'ctl')], tmp))
         tokfile = os.path.join(tmp, 'ctl', 'admin-token')
         e.wait_for(lambda: os.path.exists(tokfile) and open(tokfile).read().strip(), 30,
@@ -300,8 +308,9 @@ def cluster_view():
         admin = open(tokfile).read().strip()
         for i in range(2):
             procs.append(Proc('n%d' % i, [
-                'node', '--controller', 'tcp://127.0.0.1:%d' % ctl_port, '--node-name',
-                'n%d' % i, '--peer-listen', 'tcp://127.0.0.1:%d' % free_port(), '--listen',
+                'node', '--controller', 'tls+tcp://127.0.0.1:%d' % ctl_port, '--node-name',
+                'n%d' % i, '--join-token', toks[i],
+                '--peer-listen', 'tls+tcp://127.0.0.1:%d' % free_port(), '--listen',
                 '127.0.0.1:%d' % gw[i], '--data-dir', os.path.join(tmp, 'n%d' % i),
                 '--no-huge', '--arena-mb', '64', '--dataplane', 'shm+unix'], tmp))
 
