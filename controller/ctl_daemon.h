@@ -94,7 +94,12 @@ struct cjob {
 	uint32_t completed;	  /* model version */
 	uint32_t num_rounds;	  /* done at this version: no count after (0: never) */
 	bool paused;		  /* no count while set (ctl_life.c; kept in the store's kv) */
-	float *model;		  /* latest model (owned, fmt.n_elem floats), NULL: zeros */
+	/*
+	 * Latest model (owned, fmt.n_elem floats, then opt_len bytes of server-optimiser
+	 * state for this version: one buffer, sent as one payload), NULL: zeros.
+	 */
+	float *model;
+	size_t opt_len;		  /* bytes of state after the model (0: none yet, or no optimiser) */
 	struct cround *rounds;	  /* oldest first: in flight and the last few done */
 	/*
 	 * A round's model that could not be stored: until it is, the job's

@@ -90,8 +90,10 @@ static void send_model(struct ctl *c, struct cjob *j, int only, const struct cro
 {
 	json_t *h = json_pack("{s:s, s:s, s:i}", "op", "model", "job", j->name, "version",
 			      (json_int_t)j->completed);
-	size_t len = j->model ? j->fmt.n_elem * sizeof(float) : 0;
+	size_t len = j->model ? j->fmt.n_elem * sizeof(float) + j->opt_len : 0;
 
+	if (j->model && j->opt_len)
+		json_object_set_new(h, "state_bytes", json_integer((json_int_t)j->opt_len));
 	if (cr) {
 		json_object_set_new(h, "updates", json_integer(cr->n_updates));
 		json_object_set_new(h, "weight", json_real(cr->weight));
@@ -248,6 +250,12 @@ static void round_empty(struct ctl *c, struct cjob *j, struct cround *cr)
 	trib_error("job %s round %u: every node that held its updates was lost; version %u "
 		   "repeats the previous model",
 		   j->name, cr->round, cr->round + 1);
+	/* The optimiser state goes on unchanged with the model it belongs to. */
+	if (j->model && j->opt_len &&
+	    ctl_store_opt_put(c->store, j->db_id, cr->round + 1,
+			      (const uint8_t *)j->model + j->fmt.n_elem * sizeof(float), j->opt_len))
+		trib_error("job %s: storing the optimiser state of v%u failed", j->name,
+			   cr->round + 1);
 	if (j->model && ctl_model_write(c->o->data_dir, j->name, &j->fmt, j->model, cr->round + 1))
 		trib_error("job %s: writing model v%u failed", j->name, cr->round + 1);
 	cr->n_updates = 0;
@@ -281,7 +289,9 @@ void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void 
 		*rep = json_pack("{s:s, s:s, s:i}", "op", "model", "job", j->name, "version",
 				 (json_int_t)j->completed);
 		*p = j->model;
-		*len = j->model ? j->fmt.n_elem * sizeof(float) : 0;
+		*len = j->model ? j->fmt.n_elem * sizeof(float) + j->opt_len : 0;
+		if (j->model && j->opt_len)
+			json_object_set_new(*rep, "state_bytes", json_integer((json_int_t)j->opt_len));
 	} else {
 		*rep = ctl__err_reply(400, "sync: what is job, close or model");
 	}
@@ -479,11 +489,15 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
 	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
 	struct cround *cr = j ? round_get(j, r) : NULL;
+	size_t slen;
 	float *m;
 	int err;
 
 	*rep = json_pack("{s:b}", "ok", 1);
-	if (!cr || cr->state != CR_CLOSED || ev->plen != j->fmt.n_elem * sizeof(float)) {
+	/* The server step's new state follows the model (a job with an optimiser). */
+	slen = j ? (size_t)json_integer_value(json_object_get(ev->hdr, "state_bytes")) : 0;
+	if (!cr || cr->state != CR_CLOSED || slen > ev->plen ||
+	    ev->plen - slen != j->fmt.n_elem * sizeof(float)) {
 		trib_debug("model for job %s round %u not wanted", j ? j->name : "?", r);
 		return;
 	}
@@ -500,6 +514,23 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	memcpy(m, ev->payload, ev->plen);
+	/*
+	 * The state first, under the version it belongs to: the model file is the commit
+	 * point (job_load() takes the newest model and then its state), so a crash between
+	 * the two leaves a state row no model refers to, never a model without its state.
+	 */
+	err = slen ? ctl_store_opt_put(c->store, j->db_id, r + 1,
+				       (const uint8_t *)m + j->fmt.n_elem * sizeof(float), slen)
+		   : 0;
+	if (err) {
+		trib_error("job %s round %u: storing the optimiser state: %s", j->name, r,
+			   strerror(-err));
+		trib_free(m);
+		json_decref(*rep);
+		*rep = ctl__err_reply(503, "the controller could not store the optimiser state");
+		json_object_set_new(*rep, "store_failing", json_true());
+		return;
+	}
 	err = ctl_model_store(c->o->data_dir, j->name, &j->fmt, &j->store, r, m);
 	if (err) {
 		trib_free(m);
@@ -511,6 +542,7 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	}
 	trib_free(j->model);
 	j->model = m;
+	j->opt_len = slen;
 	cr->n_updates = (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates"));
 	cr->weight = json_number_value(json_object_get(ev->hdr, "weight"));
 	take_edges(c, j, cr, json_object_get(ev->hdr, "edges_from"));
@@ -811,6 +843,35 @@ void ctl__rounds_lose_node(struct ctl *c, uint32_t rank)
 	}
 }
 
+/*
+ * The optimiser state of the loaded version, after the model in the same buffer. None (a job
+ * without an optimiser, or version 0's fresh state) is not an error: the top starts it fresh.
+ */
+static int opt_load(struct ctl *c, struct cjob *j)
+{
+	size_t mlen = j->fmt.n_elem * sizeof(float), slen;
+	uint8_t *st;
+	float *grown;
+	int err = ctl_store_opt_get(c->store, j->db_id, j->completed, &st, &slen);
+
+	if (err == -ENOENT)
+		return 0;
+	if (err)
+		return err;
+	grown = trib_realloc(j->model, mlen + slen);
+	if (!grown) {
+		trib_free(st);
+		return -ENOMEM;
+	}
+	memcpy((uint8_t *)grown + mlen, st, slen);
+	trib_free(st);
+	j->model = grown;
+	j->opt_len = slen;
+	trib_info("job %s: server-optimiser state of v%u loaded (%zu bytes)", j->name,
+		  j->completed, slen);
+	return 0;
+}
+
 /* A job as the store has it, and its newest model (a round in flight restarts). */
 static int job_load(struct ctl *c, const struct ctl_job *cj)
 {
@@ -844,6 +905,11 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 			goto err_free;
 		j->completed = v;
 		break;
+	}
+	if (j->model) {
+		err = opt_load(c, j);
+		if (err)
+			goto err_free;
 	}
 	j->round = j->completed;
 	ctl__job_life_load(c, j);

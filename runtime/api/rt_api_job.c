@@ -146,16 +146,18 @@ static int def_limits(json_t *o, struct rt_job_def *def, uint64_t k, size_t aren
 			 (unsigned long long)def->n_elem, arena_size >> 20);
 		return 400;
 	}
-	if (clustered && (strcmp(alg->name, "fedavg") || alg->needs_model || alg->rule ||
-			  alg->async || (alg->par.flags & FN_PAR_DP) || minc || tmo)) {
+	if (clustered && (alg->rule || alg->async || minc || tmo)) {
 		/*
-		 * Across nodes, the round's top folds the nodes' sums and divides once:
-		 * exact for FedAvg on weights. Server optimisers, deltas, DP noise, robust
-		 * rules, buffers and deadlines need the round's state in one place first.
+		 * Across nodes, the round's top folds the nodes' sums, adds DP noise once,
+		 * divides once and takes the server step (its state is the controller's):
+		 * exact for the mean-based rules. Robust rules need every update's slice in
+		 * one place, FedBuff a cluster-wide version count, deadlines a controller
+		 * that closes rounds: not built yet.
 		 */
-		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg on "
-			 "weights (weighted or unweighted, clipping allowed) without min_clients "
-			 "or round_timeout_s", minc || tmo ? "min_clients/round_timeout_s" :
+		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
+			 "fedprox, fedavgm, fedadagrad, fedadam and fedyogi (weights or deltas, "
+			 "clipping and dp_noise_multiplier allowed) without min_clients or "
+			 "round_timeout_s", minc || tmo ? "min_clients/round_timeout_s" :
 			 alg->name);
 		return 400;
 	}

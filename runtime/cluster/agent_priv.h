@@ -96,6 +96,15 @@ struct xround {
 	struct trib_retry model_retry;
 	struct shm_desc result;
 	float *result_payload; /* tcp: owned */
+	/*
+	 * A job with a server step (or deltas): the optimiser state this round starts from,
+	 * as the controller sent it with model version @round (owned; NULL: none came), and,
+	 * on the top's node, the step's arena inputs (owned).
+	 */
+	uint8_t *opt_in;
+	size_t opt_in_len;
+	uint64_t opt_asked_ns; /* when this node last asked the controller for it */
+	struct rt_server_io srv;
 	struct xround *next;
 };
 

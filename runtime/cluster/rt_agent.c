@@ -148,6 +148,8 @@ void rt__agent_xr_free(struct rt_agent *a, struct xround *x)
 		shm_slot_free(n->arena, x->fold_acc);
 	if (x->zeros.slot)
 		shm_slot_free(n->arena, x->zeros.slot);
+	rt_node_server_io_free(n, &x->srv);
+	trib_free(x->opt_in);
 	trib_free(x->result_payload);
 	trib_free(x);
 }
@@ -306,6 +308,8 @@ void rt_agent_tick(struct rt_agent *a)
 	for (struct xround *x = a->xr; x; x = x->next) {
 		rt__agent_sum_deliver(a, x);
 		rt__agent_model_send(a, x);
+		if (x->closed && !x->folding && x->top == a->rank)
+			rt__agent_top_run(a, x); /* one that waits for its previous model */
 		if (x->folding && !x->have_result) {
 			struct rt_fn *fn = rt_fnset_find(n->fns, x->fold_fn);
 

@@ -42,7 +42,8 @@ int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
  * version r (the previous round's output, now written) and the optimiser
  * state after it. Called only once round r - 1 has committed.
  */
-static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+static int server_inputs_fill_from(struct rt_node *n, struct rt_job *j, struct rt_round *r,
+				   const uint8_t *state, size_t state_len)
 {
 	const struct fn_params *p = &j->algo.par;
 	uint64_t me, ve;
@@ -57,10 +58,12 @@ static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_rou
 	}
 	memcpy(shm_arena_ptr(n->arena, r->model_slot), j->model->data + j->st_header_len,
 	       j->n_elem * sizeof(float));
-	if (j->opt_state && j->opt_state_len == r->state_size) {
-		memcpy(shm_arena_ptr(n->arena, r->state_slot), j->opt_state, r->state_size);
+	if (state && state_len == r->state_size) {
+		memcpy(shm_arena_ptr(n->arena, r->state_slot), state, r->state_size);
 		return 0;
 	}
+	if (state)
+		return -EINVAL; /* a state for another optimiser or model size */
 	fn_opt_state_elems(p->server, j->n_elem, &me, &ve);
 	{
 		/* A fresh state: m = 0, v = tau^2, written by the kernels' own serialiser. */
@@ -81,6 +84,47 @@ static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_rou
 		trib_free(v);
 	}
 	return err;
+}
+
+static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	return server_inputs_fill_from(n, j, r, j->opt_state, j->opt_state_len);
+}
+
+void rt_node_server_io_free(struct rt_node *n, struct rt_server_io *io)
+{
+	if (io->model_slot)
+		shm_slot_free(n->arena, io->model_slot);
+	if (io->state_slot)
+		shm_slot_free(n->arena, io->state_slot);
+	memset(io, 0, sizeof(*io));
+}
+
+int rt_node_server_io(struct rt_node *n, struct rt_job *j, const uint8_t *state,
+		      size_t state_len, struct rt_server_io *io)
+{
+	struct rt_round tmp;
+	int err;
+
+	memset(io, 0, sizeof(*io));
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.job = j;
+	err = rt__server_slots(n, j, &tmp);
+	io->model_slot = tmp.model_slot;
+	io->state_slot = tmp.state_slot;
+	io->state_size = tmp.state_size;
+	if (!err)
+		err = server_inputs_fill_from(n, j, &tmp, state, state_len);
+	if (err)
+		rt_node_server_io_free(n, io);
+	return err;
+}
+
+const uint8_t *rt_node_server_io_out(struct rt_node *n, const struct rt_server_io *io)
+{
+	return io->state_slot
+		   ? (const uint8_t *)shm_arena_ptr(n->arena, io->state_slot) + io->state_size
+		   : NULL;
 }
 
 /* (Re)start shard @i of a robust round on a warm or new function. */

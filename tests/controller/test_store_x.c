@@ -162,7 +162,7 @@ Test(ctl_store_x, an_older_file_is_migrated)
 		 "ALTER TABLE rounds DROP COLUMN metrics_updates; "
 		 "ALTER TABLE rounds DROP COLUMN metrics; "
 		 "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; "
-		 "DROP TABLE cluster_round_clients; PRAGMA user_version = %d", 3);
+		 "DROP TABLE cluster_round_clients; DROP TABLE opt_state; PRAGMA user_version = %d", 3);
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
@@ -247,7 +247,7 @@ Test(ctl_store_x, a_schema_4_file_is_migrated_keeping_its_rounds)
 				  "ALTER TABLE rounds DROP COLUMN bytes; "
 				  "ALTER TABLE rounds DROP COLUMN metrics_updates; "
 				  "ALTER TABLE rounds DROP COLUMN metrics; "
-				  "DROP TABLE cluster_round_clients; PRAGMA user_version = 4",
+				  "DROP TABLE cluster_round_clients; DROP TABLE opt_state; PRAGMA user_version = 4",
 				  NULL, NULL, NULL),
 		     SQLITE_OK);
 	sqlite3_close(raw);

@@ -1,0 +1,193 @@
+# SPDX-License-Identifier: MIT
+"""Server optimisers, deltas, clipping and central DP on three netns nodes, against numpy.
+
+Each job runs the numpy-reference scenario of algorithms.py (the single node's: same
+server_ref, same ChaCha20 normals for the seeded noise) through the HTTP path, with the round's
+updates spread over the three gateways so that every node folds some and the top folds the
+nodes' sums: the cluster's model must equal the single node's reference within float tolerance.
+Then the controller is killed (kill -9) and restarted: the optimiser state it stored in its
+SQLite comes back (the nodes cannot supply it: a fresh state would give another model), and one
+more round of each stateful job continues the same trajectory.
+
+Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, '..', '..', 'scripts'))
+sys.path.insert(0, os.path.join(HERE, '..', 'functions', 'ref'))
+import algorithms as alg  # noqa: E402  (the single node's references)
+import cluster as c  # noqa: E402
+import dp as dpref  # noqa: E402
+import netns_cluster  # noqa: E402
+from e2e_common import BIN, arena_files_in, check, log, main, remove_arena_files  # noqa: E402
+
+CPR = 6
+ROUNDS = 3
+N = 1000
+SCHEMA = [{'name': 'w', 'shape': [N], 'dtype': 'F32'}]
+
+CASES = [
+    ('cavgm', {'algorithm': 'fedavgm', 'server_lr': 0.5, 'momentum': 0.8}),
+    ('cadagrad', {'algorithm': 'fedadagrad', 'server_lr': 0.1}),
+    ('cadam', {'algorithm': 'fedadam', 'server_lr': 0.05, 'beta1': 0.8, 'beta2': 0.95}),
+    ('cyogi', {'algorithm': 'fedyogi', 'server_lr': 0.05}),
+    ('cadamd', {'algorithm': 'fedadam', 'update': 'delta', 'server_lr': 0.1}),
+    ('cdelta', {'update': 'delta', 'server_lr': 0.7}),
+    ('cprox', {'algorithm': 'fedprox', 'proximal_mu': 0.1}),
+    ('cdp', {'clip_norm': 5.0, 'dp_noise_multiplier': 0.3, 'seed': 42, 'weighted': False}),
+    ('cdpadam', {'algorithm': 'fedadam', 'clip_norm': 5.0, 'dp_noise_multiplier': 0.2,
+                 'seed': 7, 'weighted': False}),
+]
+
+
+class Ref:
+    """One job's float64 reference, round by round (algorithms.run_case's arithmetic)."""
+
+    def __init__(self, spec, eff):
+        self.spec, self.eff = spec, eff
+        self.kind = spec.get('algorithm', 'fedavg')
+        if self.kind == 'fedprox':
+            self.kind = 'fedavg'
+        self.x = np.zeros(N)
+        self.st = {}
+
+    def step(self, r, ups):
+        spec = self.spec
+        z, clip = spec.get('dp_noise_multiplier', 0), spec.get('clip_norm')
+        flat = [u.astype(np.float64) for _, u in ups]
+        w = [float(n) if spec.get('weighted', True) and not z else 1.0 for n, _ in ups]
+        if clip:
+            flat = [u * min(1.0, clip / max(np.linalg.norm(u), 1e-300)) for u in flat]
+        s = sum(wi * u for wi, u in zip(w, flat))
+        if z:
+            s = s + z * clip * dpref.normals(spec['seed'], r, 0, N)
+        mean = s / sum(w)
+        delta = spec.get('update') == 'delta'
+        if self.kind == 'fedavg' and not delta and 'server_lr' not in spec:
+            self.x = mean
+        else:
+            d = mean if delta else mean - self.x
+            self.x = alg.server_ref(self.kind, self.eff, self.x, d, self.st)
+        return self.x
+
+
+def create(cl, admin, name, spec):
+    body = dict({'name': name, 'clients_per_round': CPR, 'fan_in': 2, 'tensors': SCHEMA},
+                **spec)
+    st, b = cl.call(c.NODE_IP[0], 'POST', '/v1/jobs', json.dumps(body).encode(),
+                    {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create %s %r on a cluster: %d %s' % (name, spec, st, b[:300]))
+    return json.loads(b)['token']
+
+
+def one_round(cl, name, tok, ref, r, rng):
+    ups = []
+    items = []
+    for k in range(CPR):
+        x = rng.uniform(-1, 1, N).astype(np.float32) * np.float32(0.5 + k)
+        n = int(rng.integers(1, 50))
+        ups.append((n, x))
+        items.append((c.NODE_IP[k % 3], name, tok, r, x, n))
+    for k, (st, b) in enumerate(c.post_many(cl, items)):
+        check(st == 202, '%s round %d update %d: %d %s' % (name, r, k, st, b[:300]))
+    want = ref.step(r, ups)
+    got = c.get_model(cl, c.NODE_IP[(r + 1) % 3], name, tok, r + 1).astype(np.float64)
+    err = float(np.max(np.abs(got - want)))
+    tol = 1e-4 * max(float(np.max(np.abs(want))), 1e-3)
+    check(err <= tol, '%s round %d: the cluster\'s model differs from the single node\'s '
+          'reference by %.3g > %.3g' % (name, r, err, tol))
+    ref.x = got  # the next round trains from the served model, as a client would
+    return err / tol
+
+
+def scenario():
+    if os.geteuid() != 0:
+        print('SKIP: needs root for ip netns, veth and a bridge')
+        sys.exit(c.SKIP)
+    if not shutil.which('ip') or not shutil.which('curl'):
+        print('SKIP: needs iproute2 (ip) and curl')
+        sys.exit(c.SKIP)
+    net = netns_cluster.Net(3)
+    c.CTL_IP, c.NODE_IP = net.ctl_ip, net.node_ip
+    tmp = tempfile.mkdtemp(prefix='trib-clalg-')
+    procs = []
+    try:
+        net.up()
+        ctl, nodes = netns_cluster.start(net, BIN, tmp, node_args=['--no-huge'])
+        procs += [ctl] + nodes
+        cl = c.Client(net.ctl)
+        c.wait_joined(cl)
+        admin = netns_cluster.admin_token(tmp)
+        rng = np.random.default_rng(1616)
+        jobs = {}
+        for name, spec in CASES:
+            tok = create(cl, admin, name, spec)
+            c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/' + name, token=tok)[0] == 200
+                                   for h in c.NODE_IP), 5, name + ' known on every node')
+            st, b = cl.call(c.NODE_IP[2], 'GET', '/v1/jobs/' + name, token=tok)
+            eff = json.loads(b)['parameters']
+            jobs[name] = (tok, Ref(spec, eff))
+        for r in range(ROUNDS):
+            for name, (tok, ref) in jobs.items():
+                worst = one_round(cl, name, tok, ref, r, rng)
+                log('  %s round %d: equals the reference (%.2f of the tolerance)' %
+                    (name, r, worst))
+        st, b = cl.call(c.NODE_IP[1], 'GET', '/v1/jobs/cdp', token=jobs['cdp'][0])
+        pv = json.loads(b).get('privacy')
+        check(pv and pv['rounds'] == ROUNDS and pv['epsilon'] > 0,
+              'cdp: privacy not reported after %d rounds: %r' % (ROUNDS, pv))
+        log('cluster: %d jobs x %d rounds equal the single node\'s references' %
+            (len(jobs), ROUNDS))
+        # The optimiser state is the controller's: it survives a kill -9 and a restart.
+        ctl.kill()
+        args = ctl.p.args[5:]
+        ctl = netns_cluster.Proc('controller-run2', net.ctl, BIN, args, tmp)
+        procs.append(ctl)
+        for i in range(3):
+            c.wait_for(lambda i=i: 'joining again' in nodes[i].log_text() and
+                       c.metrics(cl, c.NODE_IP[i]).get('tributary_cluster_joined') == 1, 30,
+                       'n%d to join the restarted controller' % i)
+        c.wait_for(lambda: 'reconciled with its nodes' in ctl.log_text(), 15,
+                   'the controller to reconcile:\n' + ctl.log_text()[-3000:])
+        check('server-optimiser state of v%d loaded' % ROUNDS in ctl.log_text(),
+              'the restarted controller did not load the optimiser state:\n' +
+              ctl.log_text()[-3000:])
+        for name in ('cavgm', 'cadam', 'cyogi', 'cadamd', 'cdpadam'):
+            tok, ref = jobs[name]
+            worst = one_round(cl, name, tok, ref, ROUNDS, rng)
+            log('  %s round %d after the controller restart: equals the reference (%.2f of '
+                'the tolerance)' % (name, ROUNDS, worst))
+        for p in nodes + [ctl]:
+            c.stop(p)
+    except BaseException:
+        for p in procs:
+            try:
+                sys.stdout.write('===== %s log (tail) =====\n%s\n' %
+                                 (p.name, p.log_text()[-6000:]))
+            except OSError:
+                pass
+        raise
+    finally:
+        for p in procs:
+            p.close()
+        logs = []
+        for p in procs:
+            try:
+                logs.append(p.log_text())
+            except OSError:
+                pass
+        remove_arena_files(arena_files_in(logs))
+        net.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main(scenario)
