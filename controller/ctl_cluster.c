@@ -238,6 +238,8 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		ctl__on_release(c, ev, &rep);
 	else if (!strcmp(op, "model_done"))
 		ctl__on_model_done(c, ev, &rep);
+	else if (!strcmp(op, "model_put"))
+		ctl__on_model_put(c, ev, &rep);
 	else if (!strcmp(op, "round_get"))
 		ctl__on_round_get(c, ev, &rep);
 	else if (!strcmp(op, "status"))

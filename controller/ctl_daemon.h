@@ -158,6 +158,8 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* A node's PUT /model: the starting model, stored and sent to every node, or 409. */
+void ctl__on_model_put(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep);
 /* Also *p and *len: a payload borrowed from the job until the next event. */
 void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p, size_t *len);

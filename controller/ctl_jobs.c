@@ -117,6 +117,9 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	/* Round 0 of a job with a starting model: its top must have it first. */
+	if (cr->round == 0 && j->model)
+		json_object_set_new(h, "initial", json_true());
 	/* A top that joined again may have lost the sums it had: they are sent again. */
 	json_object_set_new(h, "top_join",
 			    json_integer(cr->top >= 0 ? c->nodes[cr->top].joined_at : 0));
@@ -553,6 +556,54 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	job_advance(c, j, cr);
 }
 
+/*
+ * PUT /v1/jobs/{job}/model on a node: the starting model (version 0), checked there. The
+ * controller decides whether it is still "before the first update" for the whole cluster,
+ * writes round-0.safetensors and sends it to every node; a round-0 close says it exists, so the
+ * top's node waits for it (rt_agent_round.c).
+ */
+void ctl__on_model_put(struct ctl *c, struct ctl_event *ev, json_t **rep)
+{
+	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
+	struct cround *cr = j ? round_get(j, 0) : NULL;
+	size_t mlen = j ? j->fmt.n_elem * sizeof(float) : 0;
+	float *m;
+	int err;
+
+	if (!j) {
+		*rep = ctl__err_reply(404, "no such job");
+		return;
+	}
+	if (ev->plen != mlen) {
+		*rep = ctl__err_reply(400, "model_put: not the job's size");
+		return;
+	}
+	if (j->completed || j->round || (cr && cr->count)) {
+		*rep = ctl__err_reply(409, "the starting model can only be set before the first "
+				      "update (the cluster has counted one)");
+		return;
+	}
+	m = trib_malloc(mlen ? mlen : 1);
+	if (!m) {
+		*rep = ctl__err_reply(503, "out of memory");
+		return;
+	}
+	memcpy(m, ev->payload, mlen);
+	err = ctl_model_write(c->o->data_dir, j->name, &j->fmt, m, 0);
+	if (err) {
+		trib_error("job %s: writing the starting model: %s", j->name, strerror(-err));
+		trib_free(m);
+		*rep = ctl__err_reply(503, "the controller could not store the model");
+		return;
+	}
+	trib_free(j->model);
+	j->model = m;
+	j->opt_len = 0;
+	trib_info("job %s: starting model set (version 0)", j->name);
+	send_model(c, j, -1, NULL);
+	*rep = json_pack("{s:b, s:s, s:i}", "ok", 1, "job", j->name, "round", 0);
+}
+
 static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 {
 	json_t *lost = json_array(), *nodes = json_object(), *edges = json_array();
@@ -905,6 +956,12 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 			goto err_free;
 		j->completed = v;
 		break;
+	}
+	if (!j->model) {
+		/* Only a starting model (PUT /model) so far, or none: zeros. */
+		err = ctl_model_read(c->o->data_dir, j->name, &j->fmt, 0, &j->model);
+		if (err && err != -ENOENT)
+			goto err_free;
 	}
 	if (j->model) {
 		err = opt_load(c, j);

@@ -33,6 +33,7 @@ enum pend_kind {
 	PK_REVOKE,
 	PK_PAUSE,
 	PK_DELETE,
+	PK_MODEL_PUT,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -104,6 +105,8 @@ struct xround {
 	uint8_t *opt_in;
 	size_t opt_in_len;
 	uint64_t opt_asked_ns; /* when this node last asked the controller for it */
+	/* Round 0: the controller has a starting model (its close says so); here yet? */
+	bool need_v0, v0_here;
 	struct rt_server_io srv;
 	struct xround *next;
 };
@@ -202,6 +205,9 @@ void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_ev
 /* DELETE /v1/jobs/{job} through the controller; its "job_delete" to every node. */
 void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
 void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* PUT /model on this node: the controller decides for the cluster (rt_agent_life.c). */
+void rt__agent_model_put(void *ctx, struct rt_conn *c, struct rt_job *j, const float *data);
+void rt__agent_on_model_put_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
 /* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
 void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);

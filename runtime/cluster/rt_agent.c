@@ -495,6 +495,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_DELETE:
 		rt__agent_on_delete_reply(a, pd, ev);
 		break;
+	case PK_MODEL_PUT:
+		rt__agent_on_model_put_reply(a, pd, ev);
+		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
 			trib_warn("controller: %s", jstr(ev->hdr, "error", "?"));
@@ -566,6 +569,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->revoke = rt__agent_revoke;
 	out->pause = rt__agent_pause;
 	out->job_delete = rt__agent_job_delete;
+	out->model_put = rt__agent_model_put;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)

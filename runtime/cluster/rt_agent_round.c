@@ -90,6 +90,14 @@ static bool server_inputs(struct rt_agent *a, struct rt_job *j, struct xround *x
 
 	if (j->completed != x->round)
 		return false; /* the round before is still being made, or stored here */
+	if (x->round == 0 && x->need_v0 && !x->v0_here) {
+		/* The starting model (PUT /model) has not reached this node yet. */
+		if (now - x->opt_asked_ns >= 1000000000ull) {
+			x->opt_asked_ns = now;
+			sync_ask(a, j->name, "model", 0);
+		}
+		return false;
+	}
 	if (x->round > 0 && !x->opt_in) {
 		/* Version r came without its state (a restart here): the controller has it. */
 		if (now - x->opt_asked_ns >= 1000000000ull) {
@@ -381,6 +389,7 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 	if (!x)
 		return;
 	x->closed = true;
+	x->need_v0 = round == 0 && json_is_true(json_object_get(h, "initial"));
 	/* A running fold expects as many inputs as nodes at the first close. */
 	if (!x->folding) {
 		x->nnodes = (uint32_t)json_array_size(counts);
@@ -467,12 +476,27 @@ static int model_apply(struct rt_agent *a, json_t *h, const uint8_t *payload, si
 		}
 	}
 	plen -= slen;
+	if (v == 0 && !plen)
+		return 0; /* no starting model: zeros */
 	/* An aligned copy: the payload sits at any offset in nng's buffer. */
 	m = trib_calloc(j->n_elem ? j->n_elem : 1, sizeof(float));
 	if (!m)
 		return -ENOMEM;
 	if (plen)
 		memcpy(m, payload, plen);
+	if (v == 0) {
+		/* The starting model the controller accepted (PUT /model on some node). */
+		err = j->completed ? 0 : rt_job_set_initial_remote(n, j, m);
+		trib_free(m);
+		if (!err && !j->completed) {
+			next = rt__agent_xr_get(a, j->name, 0, true);
+			if (!next)
+				return -ENOMEM;
+			next->v0_here = true;
+			rt__agent_top_run(a, next);
+		}
+		return err;
+	}
 	err = rt_job_commit_remote(n, j, v, m,
 				   (uint32_t)json_integer_value(json_object_get(h, "updates")),
 				   json_number_value(json_object_get(h, "weight")));

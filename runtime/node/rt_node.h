@@ -490,6 +490,11 @@ void rt_job_relieve(struct rt_node *n, struct rt_job *job);
 int rt_job_store_refusal(const struct rt_job *job, uint32_t *retry_s);
 /* Set the starting model (before the first update): @data is n_elem floats in schema order. */
 int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data);
+/*
+ * A cluster node: the starting model the controller accepted for the whole cluster. Only
+ * version 0 is checked (this node may already hold round 0's first updates). 0 or -errno.
+ */
+int rt_job_set_initial_remote(struct rt_node *n, struct rt_job *job, const float *data);
 /* The model file of version @v, held for the caller (trib_blob_release), or NULL (errno set). */
 struct trib_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
 /*

@@ -27,7 +27,8 @@ import algorithms as alg  # noqa: E402  (the single node's references)
 import cluster as c  # noqa: E402
 import dp as dpref  # noqa: E402
 import netns_cluster  # noqa: E402
-from e2e_common import BIN, arena_files_in, check, log, main, remove_arena_files  # noqa: E402
+from e2e_common import (BIN, arena_files_in, check, log, main, remove_arena_files,  # noqa: E402
+                        st_decode, st_encode)
 
 CPR = 6
 ROUNDS = 3
@@ -45,6 +46,8 @@ CASES = [
     ('cdp', {'clip_norm': 5.0, 'dp_noise_multiplier': 0.3, 'seed': 42, 'weighted': False}),
     ('cdpadam', {'algorithm': 'fedadam', 'clip_norm': 5.0, 'dp_noise_multiplier': 0.2,
                  'seed': 7, 'weighted': False}),
+    # PUT /model on one node: every node starts from it (the top's server step too).
+    ('cput', {'algorithm': 'fedyogi', 'server_lr': 0.05}),
 ]
 
 
@@ -86,6 +89,30 @@ def create(cl, admin, name, spec):
                     {'Content-Type': 'application/json'}, admin)
     check(st == 201, 'create %s %r on a cluster: %d %s' % (name, spec, st, b[:300]))
     return json.loads(b)['token']
+
+
+def put_model(cl, job):
+    """PUT /model on n2 (safetensors), served as version 0 by every node; the reference too."""
+    tok, ref = job
+    x0 = np.linspace(-2, 2, N).astype(np.float32)
+    body = st_encode({'w': x0})
+    st, b = cl.call(c.NODE_IP[2], 'PUT', '/v1/jobs/cput/model', body,
+                    {'Content-Type': 'application/x-safetensors'}, tok)
+    check(st == 200, 'PUT /model on a cluster node: %d %s' % (st, b[:300]))
+    for h in c.NODE_IP:
+        got = c.wait_for(lambda h=h: model_v0(cl, h, tok), 10, 'the starting model on ' + h)
+        check(np.array_equal(got[0], x0), 'version 0 on %s is not the model PUT on n2' % h)
+    ref.x = x0.astype(np.float64)
+    log('  PUT /model on n2: every node serves it as version 0')
+
+
+def model_v0(cl, host, tok):
+    st, b = cl.call(host, 'GET', '/v1/jobs/cput/model?round=0', token=tok)
+    if st != 200:
+        return None
+    _, t, order = st_decode(b)
+    v = np.concatenate([t[k].ravel() for k in order])
+    return (v,) if np.any(v) else None
 
 
 def one_round(cl, name, tok, ref, r, rng):
@@ -135,11 +162,16 @@ def scenario():
             st, b = cl.call(c.NODE_IP[2], 'GET', '/v1/jobs/' + name, token=tok)
             eff = json.loads(b)['parameters']
             jobs[name] = (tok, Ref(spec, eff))
+        put_model(cl, jobs['cput'])
         for r in range(ROUNDS):
             for name, (tok, ref) in jobs.items():
                 worst = one_round(cl, name, tok, ref, r, rng)
                 log('  %s round %d: equals the reference (%.2f of the tolerance)' %
                     (name, r, worst))
+        st, b = cl.call(c.NODE_IP[0], 'PUT', '/v1/jobs/cput/model',
+                        np.zeros(N, np.float32).tobytes(),
+                        {'Content-Type': 'application/octet-stream'}, jobs['cput'][0])
+        check(st == 409, 'PUT /model after the first round: %d %s' % (st, b[:300]))
         st, b = cl.call(c.NODE_IP[1], 'GET', '/v1/jobs/cdp', token=jobs['cdp'][0])
         pv = json.loads(b).get('privacy')
         check(pv and pv['rounds'] == ROUNDS and pv['epsilon'] > 0,
@@ -160,7 +192,7 @@ def scenario():
         check('server-optimiser state of v%d loaded' % ROUNDS in ctl.log_text(),
               'the restarted controller did not load the optimiser state:\n' +
               ctl.log_text()[-3000:])
-        for name in ('cavgm', 'cadam', 'cyogi', 'cadamd', 'cdpadam'):
+        for name in ('cavgm', 'cadam', 'cyogi', 'cadamd', 'cdpadam', 'cput'):
             tok, ref = jobs[name]
             worst = one_round(cl, name, tok, ref, ROUNDS, rng)
             log('  %s round %d after the controller restart: equals the reference (%.2f of '
