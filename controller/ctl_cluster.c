@@ -333,6 +333,7 @@ static void run_loop(struct ctl *c)
 			last_check = trib_now_ns();
 			check_heartbeats(c);
 			ctl__xstate_tick(c);
+			ctl__jobs_deadline_tick(c);
 		}
 	}
 	trib_info("signal %d: controller stopping", c->stop_sig);

@@ -93,6 +93,8 @@ struct cjob {
 	uint32_t round;		  /* open round */
 	uint32_t completed;	  /* model version */
 	uint32_t num_rounds;	  /* done at this version: no count after (0: never) */
+	/* A deadline: a round open this long closes with at least min_clients (0: cpr). */
+	uint32_t min_clients, round_timeout_s;
 	bool paused;		  /* no count while set (ctl_life.c; kept in the store's kv) */
 	/*
 	 * Latest model (owned, fmt.n_elem floats, then opt_len bytes of server-optimiser
@@ -158,6 +160,12 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * Deadlines (round_timeout_s, min_clients): the controller closes a round that has been open
+ * that long with at least min_clients updates counted cluster-wide; with fewer it waits, as one
+ * node does. Not while reconciling after a restart (the nodes' counts are not all in).
+ */
+void ctl__jobs_deadline_tick(struct ctl *c);
 /* A node's PUT /model: the starting model, stored and sent to every node, or 409. */
 void ctl__on_model_put(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep);

@@ -206,11 +206,29 @@ static void round_close(struct ctl *c, struct cjob *j, struct cround *cr)
 	j->round = cr->round + 1;
 	if (ctl_store_round_advance(c->store, j->db_id, cr->round, j->round))
 		trib_warn("job %s: recording round %u closed failed", j->name, cr->round);
-	trib_info("job %s round %u: closed with %u updates; top on node %s (%u cross-node "
-		  "edges planned)",
-		  j->name, cr->round, cr->count, cr->top >= 0 ? c->nodes[cr->top].name : "(none)",
-		  cr->cross_edges);
+	trib_info("job %s round %u: closed%s with %u of %u updates; top on node %s (%u "
+		  "cross-node edges planned)",
+		  j->name, cr->round, cr->count < j->cpr ? " at its deadline" : "", cr->count,
+		  j->cpr, cr->top >= 0 ? c->nodes[cr->top].name : "(none)", cr->cross_edges);
 	send_close(c, j, cr);
+}
+
+void ctl__jobs_deadline_tick(struct ctl *c)
+{
+	uint64_t now = trib_now_ns();
+
+	if (ctl__reconciling(c))
+		return;
+	for (struct cjob *j = c->jobs; j; j = j->next) {
+		struct cround *cr = j->round_timeout_s ? round_get(j, j->round) : NULL;
+		uint32_t need = j->min_clients ? j->min_clients : j->cpr;
+
+		/* The clock starts at the round's first update, as on one node. */
+		if (!cr || cr->state != CR_OPEN || !cr->count || cr->count < need ||
+		    now - cr->open_ns < (uint64_t)j->round_timeout_s * 1000000000ull)
+			continue;
+		round_close(c, j, cr);
+	}
 }
 
 /* The wall-clock time (unix s) of monotonic @ns, for a round record (0 stays 0: unknown). */
@@ -717,6 +735,8 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	snprintf(j->name, sizeof(j->name), "%s", name);
 	j->cpr = (uint32_t)json_integer_value(json_object_get(o, "clients_per_round"));
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
+	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	/* Checked by the node that took the request (rt_job_def_parse), as every field. */
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, ev->plen, &why);
@@ -940,6 +960,8 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 	snprintf(j->token, sizeof(j->token), "%s", cj->token);
 	j->cpr = cj->clients_per_round;
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
+	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);
 	if (err) {

@@ -121,11 +121,10 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 }
 
 /* What the algorithm, the arena and a cluster allow; 0 or the HTTP status. */
-static int def_limits(json_t *o, struct rt_job_def *def, uint64_t k, size_t arena_size,
+static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 		      bool clustered, char *msg, size_t cap)
 {
 	const struct rt_algo *alg = &def->algo;
-	bool minc = json_object_get(o, "min_clients"), tmo = json_object_get(o, "round_timeout_s");
 	uint32_t kmin = def->spec.min_clients ? def->spec.min_clients : (uint32_t)k;
 
 	/* A robust rule must do something for the fewest updates a round may close with. */
@@ -146,18 +145,16 @@ static int def_limits(json_t *o, struct rt_job_def *def, uint64_t k, size_t aren
 			 (unsigned long long)def->n_elem, arena_size >> 20);
 		return 400;
 	}
-	if (clustered && (alg->rule || alg->async || minc || tmo)) {
+	if (clustered && (alg->rule || alg->async)) {
 		/*
 		 * Across nodes, the round's top folds the nodes' sums, adds DP noise once,
 		 * divides once and takes the server step (its state is the controller's):
 		 * exact for the mean-based rules. Robust rules need every update's slice in
-		 * one place, FedBuff a cluster-wide version count, deadlines a controller
-		 * that closes rounds: not built yet.
+		 * one place, FedBuff a cluster-wide version count: not built yet.
 		 */
 		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
 			 "fedprox, fedavgm, fedadagrad, fedadam and fedyogi (weights or deltas, "
-			 "clipping and dp_noise_multiplier allowed) without min_clients or "
-			 "round_timeout_s", minc || tmo ? "min_clients/round_timeout_s" :
+			 "clipping, dp_noise_multiplier, min_clients and round_timeout_s allowed)",
 			 alg->name);
 		return 400;
 	}
@@ -206,7 +203,7 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 	if (!status)
 		status = def_schema(def->doc, def, msg, cap);
 	if (!status)
-		status = def_limits(def->doc, def, (uint64_t)json_integer_value(cpr), arena_size,
+		status = def_limits(def, (uint64_t)json_integer_value(cpr), arena_size,
 				    clustered, msg, cap);
 	if (status)
 		goto err_free;

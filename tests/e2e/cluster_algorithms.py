@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -115,6 +116,42 @@ def model_v0(cl, host, tok):
     return (v,) if np.any(v) else None
 
 
+def deadline(cl, admin, rng):
+    """min_clients 3 of 6, round_timeout_s 2: the controller closes the round, not a node.
+
+    Two updates (on two nodes) wait past the deadline; a third (on the third node) closes it
+    at once; the model is fedadam's step from the mean of those three; round 0 then says 409.
+    """
+    spec = {'algorithm': 'fedadam', 'server_lr': 0.1, 'min_clients': 3, 'round_timeout_s': 2}
+    tok = create(cl, admin, 'cdead', spec)
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/cdead', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'cdead known on every node')
+    st, b = cl.call(c.NODE_IP[1], 'GET', '/v1/jobs/cdead', token=tok)
+    ref = Ref(spec, json.loads(b)['parameters'])
+    ups = []
+    for k in range(3):
+        x = rng.uniform(-1, 1, N).astype(np.float32)
+        n = int(rng.integers(1, 50))
+        ups.append((n, x))
+        st, b = c.post(cl, c.NODE_IP[k], 'cdead', tok, 0, x, n)
+        check(st == 202, 'cdead update %d: %d %s' % (k, st, b[:300]))
+        if k == 1:
+            time.sleep(3)
+            st, b = cl.call(c.NODE_IP[2], 'GET', '/v1/jobs/cdead/model?round=1', token=tok)
+            check(st != 200, 'cdead: a model with 2 updates, fewer than min_clients 3')
+    want = ref.step(0, ups)
+    got = c.get_model(cl, c.NODE_IP[0], 'cdead', tok, 1, timeout=20).astype(np.float64)
+    err = float(np.max(np.abs(got - want)))
+    check(err <= 1e-4 * max(float(np.max(np.abs(want))), 1e-3),
+          'cdead: the deadline round differs from the reference by %.3g' % err)
+    info = c.round_info(cl, c.NODE_IP[2], 'cdead', tok, 0)
+    check(info['updates'] == 3 and info['state'] == 'done', 'cdead round 0: %s' % info)
+    st, b = c.post(cl, c.NODE_IP[1], 'cdead', tok, 0, ups[0][1], 1)
+    check(st == 409, 'cdead: an update for the closed round: %d %s' % (st, b[:300]))
+    log('  deadline: 2 of min_clients 3 wait past round_timeout_s; the 3rd closes the round '
+        'at the controller (3 of 6), fedadam from their mean equals the reference; then 409')
+
+
 def one_round(cl, name, tok, ref, r, rng):
     ups = []
     items = []
@@ -178,6 +215,7 @@ def scenario():
               'cdp: privacy not reported after %d rounds: %r' % (ROUNDS, pv))
         log('cluster: %d jobs x %d rounds equal the single node\'s references' %
             (len(jobs), ROUNDS))
+        deadline(cl, admin, rng)
         # The optimiser state is the controller's: it survives a kill -9 and a restart.
         ctl.kill()
         args = ctl.p.args[5:]
