@@ -107,6 +107,7 @@ struct xround {
 	uint64_t opt_asked_ns; /* when this node last asked the controller for it */
 	/* Round 0: the controller has a starting model (its close says so); here yet? */
 	bool need_v0, v0_here;
+	bool opt_none; /* the controller sent version @round without a state: it has none */
 	struct rt_server_io srv;
 	struct xround *next;
 };

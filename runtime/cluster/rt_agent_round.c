@@ -98,7 +98,12 @@ static bool server_inputs(struct rt_agent *a, struct rt_job *j, struct xround *x
 		}
 		return false;
 	}
-	if (x->round > 0 && !x->opt_in) {
+	if (x->round > 0 && !x->opt_in && x->opt_none) {
+		/* Its controller.db lost the row (restored from an older backup): said loudly. */
+		trib_warn("job %s round %u: the controller has no optimiser state for v%u; the "
+			  "server step starts from a fresh one (m = 0, v = tau^2)", x->job, x->round,
+			  x->round);
+	} else if (x->round > 0 && !x->opt_in) {
 		/* Version r came without its state (a restart here): the controller has it. */
 		if (now - x->opt_asked_ns >= 1000000000ull) {
 			x->opt_asked_ns = now;
@@ -462,7 +467,12 @@ static int model_apply(struct rt_agent *a, json_t *h, const uint8_t *payload, si
 
 	if (!j || slen > plen || (plen && plen - slen != j->n_elem * sizeof(float)))
 		return -EINVAL;
-	if (slen && j->algo.needs_model) {
+	if (!slen && plen && v > 0 && j->algo.needs_model) {
+		next = rt__agent_xr_get(a, j->name, v, true);
+		if (!next)
+			return -ENOMEM;
+		next->opt_none = true;
+	} else if (slen && j->algo.needs_model) {
 		/* The state round v's server step starts from, for when its top is here. */
 		next = rt__agent_xr_get(a, j->name, v, true);
 		if (!next)
