@@ -4,7 +4,8 @@
 Each job runs the numpy-reference scenario of algorithms.py (the single node's: same
 server_ref, same ChaCha20 normals for the seeded noise) through the HTTP path, with the round's
 updates spread over the three gateways so that every node folds some and the top folds the
-nodes' sums: the cluster's model must equal the single node's reference within float tolerance.
+nodes' sums. A `tributary up` next to the cluster gets the very same updates: every cluster
+model must equal both the reference and that single node's model within float tolerance.
 Then the controller is killed (kill -9) and restarted: the optimiser state it stored in its
 SQLite comes back (the nodes cannot supply it: a fresh state would give another model), and one
 more round of each stateful job continues the same trajectory.
@@ -28,8 +29,8 @@ import algorithms as alg  # noqa: E402  (the single node's references)
 import cluster as c  # noqa: E402
 import dp as dpref  # noqa: E402
 import netns_cluster  # noqa: E402
-from e2e_common import (BIN, arena_files_in, check, log, main, remove_arena_files,  # noqa: E402
-                        st_decode, st_encode)
+from e2e_common import (BIN, Server, arena_files_in, check, log, main,  # noqa: E402
+                        remove_arena_files, st_decode, st_encode)
 
 CPR = 6
 ROUNDS = 3
@@ -50,6 +51,40 @@ CASES = [
     # PUT /model on one node: every node starts from it (the top's server step too).
     ('cput', {'algorithm': 'fedyogi', 'server_lr': 0.05}),
 ]
+
+
+class Single:
+    """`tributary up` on this machine, fed the very same updates: the cluster's models must
+    equal its models (not only the numpy reference) within float tolerance."""
+
+    def __init__(self, srv):
+        self.srv, self.tok = srv, {}
+
+    def create(self, name, spec):
+        body = dict({'name': name, 'clients_per_round': CPR, 'fan_in': 2, 'tensors': SCHEMA},
+                    **spec)
+        self.tok[name] = self.srv.create_job(body)['token']
+
+    def put(self, name, x0):
+        st, _, b = self.srv.request('PUT', '/v1/jobs/%s/model' % name, x0.tobytes(),
+                                    {'Content-Type': 'application/octet-stream'}, self.tok[name])
+        check(st == 200, 'single node: PUT /model: %d %r' % (st, b[:200]))
+
+    def post(self, name, r, x, n):
+        self.srv.post_update(name, self.tok[name], r, x.tobytes(), samples=n)
+
+    def model(self, name, r):
+        _, _, buf = self.srv.get_model(name, self.tok[name], '?after=%d' % r, timeout=60)
+        _, t, order = st_decode(buf)
+        return np.concatenate([t[k].ravel() for k in order]).astype(np.float64)
+
+    def same(self, name, r, got):
+        one = self.model(name, r)
+        err = float(np.max(np.abs(one - got)))
+        tol = 1e-4 * max(float(np.max(np.abs(one))), 1e-3)
+        check(err <= tol, '%s round %d: the cluster\'s model differs from the single node\'s '
+              'by %.3g > %.3g' % (name, r, err, tol))
+        return err
 
 
 class Ref:
@@ -92,10 +127,11 @@ def create(cl, admin, name, spec):
     return json.loads(b)['token']
 
 
-def put_model(cl, job):
+def put_model(cl, job, one):
     """PUT /model on n2 (safetensors), served as version 0 by every node; the reference too."""
     tok, ref = job
     x0 = np.linspace(-2, 2, N).astype(np.float32)
+    one.put('cput', x0)
     body = st_encode({'w': x0})
     st, b = cl.call(c.NODE_IP[2], 'PUT', '/v1/jobs/cput/model', body,
                     {'Content-Type': 'application/x-safetensors'}, tok)
@@ -116,7 +152,7 @@ def model_v0(cl, host, tok):
     return (v,) if np.any(v) else None
 
 
-def deadline(cl, admin, rng):
+def deadline(cl, admin, rng, one):
     """min_clients 3 of 6, round_timeout_s 2: the controller closes the round, not a node.
 
     Two updates (on two nodes) wait past the deadline; a third (on the third node) closes it
@@ -124,6 +160,7 @@ def deadline(cl, admin, rng):
     """
     spec = {'algorithm': 'fedadam', 'server_lr': 0.1, 'min_clients': 3, 'round_timeout_s': 2}
     tok = create(cl, admin, 'cdead', spec)
+    one.create('cdead', spec)
     c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/cdead', token=tok)[0] == 200
                            for h in c.NODE_IP), 5, 'cdead known on every node')
     st, b = cl.call(c.NODE_IP[1], 'GET', '/v1/jobs/cdead', token=tok)
@@ -135,6 +172,7 @@ def deadline(cl, admin, rng):
         ups.append((n, x))
         st, b = c.post(cl, c.NODE_IP[k], 'cdead', tok, 0, x, n)
         check(st == 202, 'cdead update %d: %d %s' % (k, st, b[:300]))
+        one.post('cdead', 0, x, n)
         if k == 1:
             time.sleep(3)
             st, b = cl.call(c.NODE_IP[2], 'GET', '/v1/jobs/cdead/model?round=1', token=tok)
@@ -144,6 +182,7 @@ def deadline(cl, admin, rng):
     err = float(np.max(np.abs(got - want)))
     check(err <= 1e-4 * max(float(np.max(np.abs(want))), 1e-3),
           'cdead: the deadline round differs from the reference by %.3g' % err)
+    one.same('cdead', 0, got)
     info = c.round_info(cl, c.NODE_IP[2], 'cdead', tok, 0)
     check(info['updates'] == 3 and info['state'] == 'done', 'cdead round 0: %s' % info)
     st, b = c.post(cl, c.NODE_IP[1], 'cdead', tok, 0, ups[0][1], 1)
@@ -152,7 +191,7 @@ def deadline(cl, admin, rng):
         'at the controller (3 of 6), fedadam from their mean equals the reference; then 409')
 
 
-def one_round(cl, name, tok, ref, r, rng):
+def one_round(cl, name, tok, ref, r, rng, one):
     ups = []
     items = []
     for k in range(CPR):
@@ -160,6 +199,7 @@ def one_round(cl, name, tok, ref, r, rng):
         n = int(rng.integers(1, 50))
         ups.append((n, x))
         items.append((c.NODE_IP[k % 3], name, tok, r, x, n))
+        one.post(name, r, x, n)
     for k, (st, b) in enumerate(c.post_many(cl, items)):
         check(st == 202, '%s round %d update %d: %d %s' % (name, r, k, st, b[:300]))
     want = ref.step(r, ups)
@@ -168,6 +208,7 @@ def one_round(cl, name, tok, ref, r, rng):
     tol = 1e-4 * max(float(np.max(np.abs(want))), 1e-3)
     check(err <= tol, '%s round %d: the cluster\'s model differs from the single node\'s '
           'reference by %.3g > %.3g' % (name, r, err, tol))
+    one.same(name, r, got)
     ref.x = got  # the next round trains from the served model, as a client would
     return err / tol
 
@@ -183,7 +224,10 @@ def scenario():
     c.CTL_IP, c.NODE_IP = net.ctl_ip, net.node_ip
     tmp = tempfile.mkdtemp(prefix='trib-clalg-')
     procs = []
+    srv = Server(arena_mb=64)
     try:
+        srv.start()
+        one = Single(srv)
         net.up()
         ctl, nodes = netns_cluster.start(net, BIN, tmp, node_args=['--no-huge'])
         procs += [ctl] + nodes
@@ -194,17 +238,18 @@ def scenario():
         jobs = {}
         for name, spec in CASES:
             tok = create(cl, admin, name, spec)
+            one.create(name, spec)
             c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/' + name, token=tok)[0] == 200
                                    for h in c.NODE_IP), 5, name + ' known on every node')
             st, b = cl.call(c.NODE_IP[2], 'GET', '/v1/jobs/' + name, token=tok)
             eff = json.loads(b)['parameters']
             jobs[name] = (tok, Ref(spec, eff))
-        put_model(cl, jobs['cput'])
+        put_model(cl, jobs['cput'], one)
         for r in range(ROUNDS):
             for name, (tok, ref) in jobs.items():
-                worst = one_round(cl, name, tok, ref, r, rng)
-                log('  %s round %d: equals the reference (%.2f of the tolerance)' %
-                    (name, r, worst))
+                worst = one_round(cl, name, tok, ref, r, rng, one)
+                log('  %s round %d: equals the reference and the single node (%.2f of '
+                    'the tolerance)' % (name, r, worst))
         st, b = cl.call(c.NODE_IP[0], 'PUT', '/v1/jobs/cput/model',
                         np.zeros(N, np.float32).tobytes(),
                         {'Content-Type': 'application/octet-stream'}, jobs['cput'][0])
@@ -213,9 +258,12 @@ def scenario():
         pv = json.loads(b).get('privacy')
         check(pv and pv['rounds'] == ROUNDS and pv['epsilon'] > 0,
               'cdp: privacy not reported after %d rounds: %r' % (ROUNDS, pv))
-        log('cluster: %d jobs x %d rounds equal the single node\'s references' %
-            (len(jobs), ROUNDS))
-        deadline(cl, admin, rng)
+        pv1 = one.srv.status('cdp')['privacy']
+        check(abs(pv['epsilon'] - pv1['epsilon']) <= 1e-9 * pv1['epsilon'],
+              'cdp: the cluster\'s accountant says %r, the single node\'s %r' % (pv, pv1))
+        log('cluster: %d jobs x %d rounds equal the references and the single node\'s '
+            'models' % (len(jobs), ROUNDS))
+        deadline(cl, admin, rng, one)
         # The optimiser state is the controller's: it survives a kill -9 and a restart.
         ctl.kill()
         args = ctl.p.args[5:]
@@ -232,7 +280,7 @@ def scenario():
               ctl.log_text()[-3000:])
         for name in ('cavgm', 'cadam', 'cyogi', 'cadamd', 'cdpadam', 'cput'):
             tok, ref = jobs[name]
-            worst = one_round(cl, name, tok, ref, ROUNDS, rng)
+            worst = one_round(cl, name, tok, ref, ROUNDS, rng, one)
             log('  %s round %d after the controller restart: equals the reference (%.2f of '
                 'the tolerance)' % (name, ROUNDS, worst))
         for p in nodes + [ctl]:
@@ -246,6 +294,7 @@ def scenario():
                 pass
         raise
     finally:
+        srv.__exit__(None, None, None)
         for p in procs:
             p.close()
         logs = []
