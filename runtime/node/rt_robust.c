@@ -15,15 +15,13 @@
 #include "trib_log.h"
 #include "trib_store.h"
 
-int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+/* The previous model's slot and the state's [in | out] slot, in @r and its params. */
+static int server_slots_alloc(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 {
 	const struct fn_params *p = &j->algo.par;
 	uint64_t me, ve;
 	int err;
 
-	r->par = *p;
-	if (!j->algo.needs_model)
-		return 0;
 	err = shm_slot_alloc(n->arena, j->n_elem * sizeof(float), &r->model_slot);
 	if (err)
 		return err;
@@ -35,6 +33,18 @@ int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 		return err;
 	r->par.state_off = r->state_slot;
 	return 0;
+}
+
+int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	r->par = j->algo.par;
+	/*
+	 * A cluster node's round only sums (FN_CFG_SUM): the step runs at the cluster round's
+	 * top, which gets its own inputs (rt_node_server_io()).
+	 */
+	if (!j->algo.needs_model || n->clustered)
+		return 0;
+	return server_slots_alloc(n, j, r);
 }
 
 /*
@@ -109,7 +119,8 @@ int rt_node_server_io(struct rt_node *n, struct rt_job *j, const uint8_t *state,
 	memset(io, 0, sizeof(*io));
 	memset(&tmp, 0, sizeof(tmp));
 	tmp.job = j;
-	err = rt__server_slots(n, j, &tmp);
+	tmp.par = j->algo.par;
+	err = server_slots_alloc(n, j, &tmp);
 	io->model_slot = tmp.model_slot;
 	io->state_slot = tmp.state_slot;
 	io->state_size = tmp.state_size;
@@ -278,7 +289,7 @@ void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 
 	if (!r->closed || r->released)
 		return;
-	if (j->algo.needs_model) {
+	if (j->algo.needs_model && !n->clustered) {
 		int err;
 
 		if (r->round != j->completed)
