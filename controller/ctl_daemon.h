@@ -95,6 +95,12 @@ struct cjob {
 	uint32_t num_rounds;	  /* done at this version: no count after (0: never) */
 	/* A deadline: a round open this long closes with at least min_clients (0: cpr). */
 	uint32_t min_clients, round_timeout_s;
+	/*
+	 * FedBuff: a round is a version, closed after buffer_size (cpr) updates; an update
+	 * names the version it trained from, at most max_staleness behind the open one.
+	 */
+	bool async;
+	uint32_t max_staleness;
 	bool paused;		  /* no count while set (ctl_life.c; kept in the store's kv) */
 	/*
 	 * Latest model (owned, fmt.n_elem floats, then opt_len bytes of server-optimiser

@@ -85,6 +85,19 @@ json_t *ctl__job_msg(const struct cjob *j)
 	return m;
 }
 
+/* FedBuff's parameters, from the definition the nodes checked (rt_algo.c's defaults). */
+static void job_async(struct cjob *j, const json_t *o)
+{
+	json_t *s = json_object_get(o, "max_staleness");
+
+	j->async = !strcmp(ctl__jstr(o, "algorithm", ""), "fedbuff");
+	if (!j->async)
+		return;
+	j->max_staleness = json_is_integer(s) ? (uint32_t)json_integer_value(s) : 10;
+	if (!j->cpr) /* buffer_size sets clients_per_round */
+		j->cpr = (uint32_t)json_integer_value(json_object_get(o, "buffer_size"));
+}
+
 /* The model of version @j->completed to every node (or one). */
 static void send_model(struct ctl *c, struct cjob *j, int only, const struct cround *cr)
 {
@@ -376,6 +389,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 					 "fold_addr", c->nodes[rec->fold_at].addr, "fold_name",
 					 c->nodes[rec->fold_at].name, "fold_epoch",
 					 (json_int_t)c->nodes[rec->fold_at].epoch);
+			if (*rep && j->async)
+				json_object_set_new(*rep, "version", json_integer(rec->round));
 			return;
 		}
 	}
@@ -402,7 +417,17 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		json_object_set_new(*rep, "state", json_string("done"));
 		return;
 	}
-	if (r != j->round) {
+	if (j->async && (r > j->round || j->round - r > j->max_staleness)) {
+		/* FedBuff: @r is the version it trained from; it goes into the open one. */
+		snprintf(msg, sizeof(msg), "stale update: trained from version %u, the job is at "
+			 "version %u (max_staleness %u)", r, j->round, j->max_staleness);
+		*rep = ctl__err_reply(409, msg);
+		json_object_set_new(*rep, "round", json_integer(j->round));
+		return;
+	}
+	if (j->async) {
+		r = j->round;
+	} else if (r != j->round) {
 		snprintf(msg, sizeof(msg),
 			 "round mismatch: the job is at round %u, the update is "
 			 "for round %u (%s)",
@@ -434,6 +459,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
 		      "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
 		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
+	if (*rep && j->async) /* the version it is folded into (its base was @r asked) */
+		json_object_set_new(*rep, "version", json_integer(r));
 	if (cr->count >= j->cpr) /* over: nodes reported more after a restart */
 		round_close(c, j, cr);
 }
@@ -736,6 +763,7 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	j->cpr = (uint32_t)json_integer_value(json_object_get(o, "clients_per_round"));
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
 	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
+	job_async(j, o);
 	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	/* Checked by the node that took the request (rt_job_def_parse), as every field. */
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
@@ -961,6 +989,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 	j->cpr = cj->clients_per_round;
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
 	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
+	job_async(j, o);
 	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);

@@ -145,17 +145,18 @@ static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 			 (unsigned long long)def->n_elem, arena_size >> 20);
 		return 400;
 	}
-	if (clustered && (alg->rule || alg->async)) {
+	if (clustered && alg->rule) {
 		/*
 		 * Across nodes, the round's top folds the nodes' sums, adds DP noise once,
 		 * divides once and takes the server step (its state is the controller's):
-		 * exact for the mean-based rules. Robust rules need every update's slice in
-		 * one place, FedBuff a cluster-wide version count: not built yet.
+		 * exact for the mean-based rules, FedBuff too (the controller counts its
+		 * versions). Robust rules need every update's slice in one place: not built
+		 * yet.
 		 */
 		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
-			 "fedprox, fedavgm, fedadagrad, fedadam and fedyogi (weights or deltas, "
-			 "clipping, dp_noise_multiplier, min_clients and round_timeout_s allowed)",
-			 alg->name);
+			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam and fedyogi (weights or "
+			 "deltas, clipping, dp_noise_multiplier, min_clients and round_timeout_s "
+			 "allowed)", alg->name);
 		return 400;
 	}
 	return 0;

@@ -41,7 +41,8 @@ struct upd {
 	struct rt_conn *c;    /* the client waiting for 202, or NULL */
 	struct ctl_event *ev; /* a peer's forward waiting for its answer, or NULL */
 	char job[64];
-	uint32_t round;
+	uint32_t round; /* FedBuff: the version it trained from until the count names its buffer */
+	uint32_t base;	/* FedBuff: the version it trained from (its staleness is round - base) */
 	uint64_t uid; /* this node's id of the request that counts it */
 	int tries;
 	uint32_t seq; /* the controller's count for the round */

@@ -192,6 +192,51 @@ def deadline(cl, admin, rng, one):
         'at the controller (3 of 6), fedadam from their mean equals the reference; then 409')
 
 
+def fedbuff(cl, admin, rng, one):
+    """FedBuff, K = 6, max_staleness 2: the controller counts each version's 6 updates, wherever
+    they land; each node weighs its updates by 1/sqrt(1 + staleness) (fedbuff.py's reference),
+    and the cluster's versions equal the single node's. Then a too stale one gets 409."""
+    K, LR, MAXS, VERSIONS = 6, 0.8, 2, 4
+    spec = {'algorithm': 'fedbuff', 'buffer_size': K, 'max_staleness': MAXS,
+            'server_lr': LR, 'update': 'delta', 'tensors': SCHEMA}
+    st, b = cl.call(c.NODE_IP[1], 'POST', '/v1/jobs', json.dumps(dict(spec, name='cbuff'))
+                    .encode(), {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create fedbuff on a cluster: %d %s' % (st, b[:300]))
+    tok = json.loads(b)['token']
+    one.tok['cbuff'] = one.srv.create_job(dict(spec, name='cbuff'))['token']
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/cbuff', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'cbuff known on every node')
+    x = np.zeros(N)
+    stale = 0
+    for V in range(VERSIONS):
+        items, batch = [], []
+        for k in range(K):
+            base = max(0, V - k % (MAXS + 1))
+            stale += V > base
+            d = rng.standard_normal(N).astype(np.float32)
+            n = int(rng.integers(1, 20))
+            batch.append((V - base, n, d.astype(np.float64)))
+            items.append((c.NODE_IP[k % 3], 'cbuff', tok, base, d, n))
+            one.post('cbuff', base, d, n)
+        for k, (st, b) in enumerate(c.post_many(cl, items)):
+            check(st == 202 and json.loads(b)['round'] == V,
+                  'cbuff version %d update %d: %d %s' % (V, k, st, b[:300]))
+        num = sum(n / np.sqrt(1.0 + s_) * d for s_, n, d in batch)
+        want = x + LR * num / sum(n for _, n, _ in batch)
+        got = c.get_model(cl, c.NODE_IP[V % 3], 'cbuff', tok, V + 1).astype(np.float64)
+        err = float(np.max(np.abs(got - want)))
+        check(err <= 1e-4 * max(float(np.max(np.abs(want))), 1e-3),
+              'cbuff version %d: differs from the reference by %.3g' % (V + 1, err))
+        one.same('cbuff', V, got)
+        x = got
+    check(stale > 0, 'no stale update: the staleness weights went untested')
+    d = np.ones(N, np.float32)
+    st, b = c.post(cl, c.NODE_IP[2], 'cbuff', tok, VERSIONS - MAXS - 1, d, 1)
+    check(st == 409, 'cbuff: an update staler than max_staleness: %d %s' % (st, b[:300]))
+    log('  fedbuff: %d versions of %d updates (%d stale) across 3 nodes equal the reference '
+        'and the single node; too stale: 409' % (VERSIONS, K, stale))
+
+
 def one_round(cl, name, tok, ref, r, rng, one):
     ups = []
     items = []
@@ -265,6 +310,7 @@ def scenario():
         log('cluster: %d jobs x %d rounds equal the references and the single node\'s '
             'models' % (len(jobs), ROUNDS))
         deadline(cl, admin, rng, one)
+        fedbuff(cl, admin, rng, one)
         # The optimiser state is the controller's: it survives a kill -9 and a restart.
         ctl.kill()
         args = ctl.p.args[5:]

@@ -97,7 +97,7 @@ Test(runtime_job_def, model_larger_than_a_quarter_arena_is_refused)
 	cr_assert_not_null(strstr(msg, "--arena-mb"), "%s", msg);
 }
 
-/* Server optimisers, deltas, DP and deadlines run across nodes (tests/e2e/cluster_algorithms.py). */
+/* Server optimisers, deltas, DP, deadlines and FedBuff run across nodes (cluster_algorithms.py). */
 Test(runtime_job_def, cluster_takes_server_optimisers_deltas_and_dp)
 {
 	static const char *const bodies[] = {
@@ -107,6 +107,7 @@ Test(runtime_job_def, cluster_takes_server_optimisers_deltas_and_dp)
 		"\"dp_noise_multiplier\":0.5,\"seed\":3}",
 		"{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,\"min_clients\":2,"
 		"\"round_timeout_s\":5}",
+		"{\"name\":\"x\",\"buffer_size\":4,\"params\":8,\"algorithm\":\"fedbuff\"}",
 	};
 	struct rt_job_def def;
 	char msg[256];
@@ -118,15 +119,15 @@ Test(runtime_job_def, cluster_takes_server_optimisers_deltas_and_dp)
 }
 
 /* What a cluster does not run yet is still refused, naming it. */
-Test(runtime_job_def, cluster_refuses_robust_rules_and_fedbuff)
+Test(runtime_job_def, cluster_refuses_robust_rules)
 {
 	static const struct {
 		const char *body, *want;
 	} cases[] = {
 		{ "{\"name\":\"x\",\"clients_per_round\":5,\"params\":8,\"algorithm\":\"median\"}",
 		  "not supported across nodes yet: median" },
-		{ "{\"name\":\"x\",\"buffer_size\":4,\"params\":8,"
-		  "\"algorithm\":\"fedbuff\"}", "not supported across nodes yet: fedbuff" },
+		{ "{\"name\":\"x\",\"clients_per_round\":8,\"params\":8,"
+		  "\"algorithm\":\"krum\"}", "not supported across nodes yet: krum" },
 	};
 	struct rt_job_def def;
 	char msg[256];
