@@ -172,6 +172,15 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep);
  * node does. Not while reconciling after a restart (the nodes' counts are not all in).
  */
 void ctl__jobs_deadline_tick(struct ctl *c);
+/* ctl_jobs.c's helpers, for ctl_jobs_model.c. */
+struct cjob *ctl__job_find(struct ctl *c, const char *name);
+struct cround *ctl__round_get(struct cjob *j, uint32_t r);
+/* The model of version j->completed (and its optimiser state) to every node. */
+void ctl__send_model(struct ctl *c, struct cjob *j);
+/* ctl_jobs_model.c: FedBuff's parameters from a job's definition (rt_algo.c's defaults). */
+void ctl__job_async(struct cjob *j, const json_t *o);
+/* The loaded version's optimiser state from the store, after the model; none is not an error. */
+int ctl__job_opt_load(struct ctl *c, struct cjob *j);
 /* A node's PUT /model: the starting model, stored and sent to every node, or 409. */
 void ctl__on_model_put(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep);
