@@ -120,6 +120,27 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 	return err == -ENOMEM ? 500 : 400;
 }
 
+/*
+ * Across nodes, each node sums its updates (clipped, staleness-weighted) and the round's top
+ * folds the nodes' sums, adds DP noise once, divides once and takes the server step (its state
+ * is the controller's; FedBuff's versions are counted there): exact for the rules that are a
+ * weighted mean and then a server step. An allowlist, so that a rule added later (robust rules
+ * need every update's coordinates in one place; others keep server state of their own) is
+ * refused in a cluster until it is made to work there.
+ */
+static bool cluster_algorithm(const struct rt_algo *alg)
+{
+	static const char *const ok[] = { "fedavg", "fedprox", "fedbuff", "fedavgm",
+					  "fedadagrad", "fedadam", "fedyogi" };
+
+	if (alg->rule)
+		return false;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (!strcmp(alg->name, ok[i]))
+			return true;
+	return false;
+}
+
 /* What the algorithm, the arena and a cluster allow; 0 or the HTTP status. */
 static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 		      bool clustered, char *msg, size_t cap)
@@ -145,18 +166,11 @@ static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 			 (unsigned long long)def->n_elem, arena_size >> 20);
 		return 400;
 	}
-	if (clustered && alg->rule) {
-		/*
-		 * Across nodes, the round's top folds the nodes' sums, adds DP noise once,
-		 * divides once and takes the server step (its state is the controller's):
-		 * exact for the mean-based rules, FedBuff too (the controller counts its
-		 * versions). Robust rules need every update's slice in one place: not built
-		 * yet.
-		 */
+	if (clustered && !cluster_algorithm(alg)) {
 		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
-			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam and fedyogi (weights or "
-			 "deltas, clipping, dp_noise_multiplier, min_clients and round_timeout_s "
-			 "allowed)", alg->name);
+			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam and fedyogi (with deltas, "
+			 "clipping, DP, deadlines); run %s on one node (tributary up)", alg->name,
+			 alg->name);
 		return 400;
 	}
 	return 0;
