@@ -299,6 +299,8 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		ctl__on_release(c, ev, &rep);
 	else if (!strcmp(op, "model_done"))
 		ctl__on_model_done(c, ev, &rep);
+	else if (!strcmp(op, "model_put"))
+		ctl__on_model_put(c, ev, &rep);
 	else if (!strcmp(op, "round_get"))
 		ctl__on_round_get(c, ev, &rep);
 	else if (!strcmp(op, "status"))
@@ -393,6 +395,7 @@ static void run_loop(struct ctl *c)
 			check_heartbeats(c);
 			ctl__pki_tick(c, drain_now);
 			ctl__xstate_tick(c);
+			ctl__jobs_deadline_tick(c);
 		}
 	}
 	trib_info("signal %d: controller stopping", c->stop_sig);

@@ -95,8 +95,21 @@ struct cjob {
 	uint32_t round;		  /* open round */
 	uint32_t completed;	  /* model version */
 	uint32_t num_rounds;	  /* done at this version: no count after (0: never) */
+	/* A deadline: a round open this long closes with at least min_clients (0: cpr). */
+	uint32_t min_clients, round_timeout_s;
+	/*
+	 * FedBuff: a round is a version, closed after buffer_size (cpr) updates; an update
+	 * names the version it trained from, at most max_staleness behind the open one.
+	 */
+	bool async;
+	uint32_t max_staleness;
 	bool paused;		  /* no count while set (ctl_life.c; kept in the store's kv) */
-	float *model;		  /* latest model (owned, fmt.n_elem floats), NULL: zeros */
+	/*
+	 * Latest model (owned, fmt.n_elem floats, then opt_len bytes of server-optimiser
+	 * state for this version: one buffer, sent as one payload), NULL: zeros.
+	 */
+	float *model;
+	size_t opt_len;		  /* bytes of state after the model (0: none yet, or no optimiser) */
 	struct cround *rounds;	  /* oldest first: in flight and the last few done */
 	/*
 	 * A round's model that could not be stored: until it is, the job's
@@ -182,6 +195,23 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * Deadlines (round_timeout_s, min_clients): the controller closes a round that has been open
+ * that long with at least min_clients updates counted cluster-wide; with fewer it waits, as one
+ * node does. Not while reconciling after a restart (the nodes' counts are not all in).
+ */
+void ctl__jobs_deadline_tick(struct ctl *c);
+/* ctl_jobs.c's helpers, for ctl_jobs_model.c. */
+struct cjob *ctl__job_find(struct ctl *c, const char *name);
+struct cround *ctl__round_get(struct cjob *j, uint32_t r);
+/* The model of version j->completed (and its optimiser state) to every node. */
+void ctl__send_model(struct ctl *c, struct cjob *j);
+/* ctl_jobs_model.c: FedBuff's parameters from a job's definition (rt_algo.c's defaults). */
+void ctl__job_async(struct cjob *j, const json_t *o);
+/* The loaded version's optimiser state from the store, after the model; none is not an error. */
+int ctl__job_opt_load(struct ctl *c, struct cjob *j);
+/* A node's PUT /model: the starting model, stored and sent to every node, or 409. */
+void ctl__on_model_put(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep);
 /* Also *p and *len: a payload borrowed from the job until the next event. */
 void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p, size_t *len);

@@ -90,8 +90,10 @@ static void send_model(struct ctl *c, struct cjob *j, int only, const struct cro
 {
 	json_t *h = json_pack("{s:s, s:s, s:i}", "op", "model", "job", j->name, "version",
 			      (json_int_t)j->completed);
-	size_t len = j->model ? j->fmt.n_elem * sizeof(float) : 0;
+	size_t len = j->model ? j->fmt.n_elem * sizeof(float) + j->opt_len : 0;
 
+	if (j->model && j->opt_len)
+		json_object_set_new(h, "state_bytes", json_integer((json_int_t)j->opt_len));
 	if (cr) {
 		json_object_set_new(h, "updates", json_integer(cr->n_updates));
 		json_object_set_new(h, "weight", json_real(cr->weight));
@@ -116,6 +118,9 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	/* Round 0 of a job with a starting model: its top must have it first. */
+	if (cr->round == 0 && j->model)
+		json_object_set_new(h, "initial", json_true());
 	/* A top that joined again may have lost the sums it had: they are sent again. */
 	json_object_set_new(h, "top_join",
 			    json_integer(cr->top >= 0 ? c->nodes[cr->top].joined_at : 0));
@@ -202,11 +207,27 @@ static void round_close(struct ctl *c, struct cjob *j, struct cround *cr)
 	j->round = cr->round + 1;
 	if (ctl_store_round_advance(c->store, j->db_id, cr->round, j->round))
 		trib_warn("job %s: recording round %u closed failed", j->name, cr->round);
-	trib_info("job %s round %u: closed with %u updates; top on node %s (%u cross-node "
-		  "edges planned)",
-		  j->name, cr->round, cr->count, cr->top >= 0 ? c->nodes[cr->top].name : "(none)",
-		  cr->cross_edges);
+	trib_info("job %s round %u: closed%s with %u of %u updates; top on node %s (%u "
+		  "cross-node edges planned)",
+		  j->name, cr->round, cr->count < j->cpr ? " at its deadline" : "", cr->count,
+		  j->cpr, cr->top >= 0 ? c->nodes[cr->top].name : "(none)", cr->cross_edges);
 	send_close(c, j, cr);
+}
+
+/* For ctl_jobs_model.c: the same helpers, under their shared names. */
+struct cjob *ctl__job_find(struct ctl *c, const char *name)
+{
+	return job_find(c, name);
+}
+
+struct cround *ctl__round_get(struct cjob *j, uint32_t r)
+{
+	return round_get(j, r);
+}
+
+void ctl__send_model(struct ctl *c, struct cjob *j)
+{
+	send_model(c, j, -1, NULL);
 }
 
 /* The wall-clock time (unix s) of monotonic @ns, for a round record (0 stays 0: unknown). */
@@ -249,6 +270,12 @@ static void round_empty(struct ctl *c, struct cjob *j, struct cround *cr)
 	trib_error("job %s round %u: every node that held its updates was lost; version %u "
 		   "repeats the previous model",
 		   j->name, cr->round, cr->round + 1);
+	/* The optimiser state goes on unchanged with the model it belongs to. */
+	if (j->model && j->opt_len &&
+	    ctl_store_opt_put(c->store, j->db_id, cr->round + 1,
+			      (const uint8_t *)j->model + j->fmt.n_elem * sizeof(float), j->opt_len))
+		trib_error("job %s: storing the optimiser state of v%u failed", j->name,
+			   cr->round + 1);
 	if (j->model && ctl_model_write(c->o->data_dir, j->name, &j->fmt, j->model, cr->round + 1))
 		trib_error("job %s: writing model v%u failed", j->name, cr->round + 1);
 	cr->n_updates = 0;
@@ -282,7 +309,9 @@ void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void 
 		*rep = json_pack("{s:s, s:s, s:i}", "op", "model", "job", j->name, "version",
 				 (json_int_t)j->completed);
 		*p = j->model;
-		*len = j->model ? j->fmt.n_elem * sizeof(float) : 0;
+		*len = j->model ? j->fmt.n_elem * sizeof(float) + j->opt_len : 0;
+		if (j->model && j->opt_len)
+			json_object_set_new(*rep, "state_bytes", json_integer((json_int_t)j->opt_len));
 	} else {
 		*rep = ctl__err_reply(400, "sync: what is job, close or model");
 	}
@@ -346,6 +375,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 					 "fold_addr", c->nodes[rec->fold_at].addr, "fold_name",
 					 c->nodes[rec->fold_at].name, "fold_epoch",
 					 (json_int_t)c->nodes[rec->fold_at].epoch);
+			if (*rep && j->async)
+				json_object_set_new(*rep, "version", json_integer(rec->round));
 			return;
 		}
 	}
@@ -372,7 +403,17 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		json_object_set_new(*rep, "state", json_string("done"));
 		return;
 	}
-	if (r != j->round) {
+	if (j->async && (r > j->round || j->round - r > j->max_staleness)) {
+		/* FedBuff: @r is the version it trained from; it goes into the open one. */
+		snprintf(msg, sizeof(msg), "stale update: trained from version %u, the job is at "
+			 "version %u (max_staleness %u)", r, j->round, j->max_staleness);
+		*rep = ctl__err_reply(409, msg);
+		json_object_set_new(*rep, "round", json_integer(j->round));
+		return;
+	}
+	if (j->async) {
+		r = j->round;
+	} else if (r != j->round) {
 		snprintf(msg, sizeof(msg),
 			 "round mismatch: the job is at round %u, the update is "
 			 "for round %u (%s)",
@@ -404,6 +445,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
 		      "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
 		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
+	if (*rep && j->async) /* the version it is folded into (its base was @r asked) */
+		json_object_set_new(*rep, "version", json_integer(r));
 	if (cr->count >= j->cpr) /* over: nodes reported more after a restart */
 		round_close(c, j, cr);
 }
@@ -480,11 +523,15 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cjob *j = job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
 	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
 	struct cround *cr = j ? round_get(j, r) : NULL;
+	size_t slen;
 	float *m;
 	int err;
 
 	*rep = json_pack("{s:b}", "ok", 1);
-	if (!cr || cr->state != CR_CLOSED || ev->plen != j->fmt.n_elem * sizeof(float)) {
+	/* The server step's new state follows the model (a job with an optimiser). */
+	slen = j ? (size_t)json_integer_value(json_object_get(ev->hdr, "state_bytes")) : 0;
+	if (!cr || cr->state != CR_CLOSED || slen > ev->plen ||
+	    ev->plen - slen != j->fmt.n_elem * sizeof(float)) {
 		trib_debug("model for job %s round %u not wanted", j ? j->name : "?", r);
 		return;
 	}
@@ -501,6 +548,23 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	memcpy(m, ev->payload, ev->plen);
+	/*
+	 * The state first, under the version it belongs to: the model file is the commit
+	 * point (job_load() takes the newest model and then its state), so a crash between
+	 * the two leaves a state row no model refers to, never a model without its state.
+	 */
+	err = slen ? ctl_store_opt_put(c->store, j->db_id, r + 1,
+				       (const uint8_t *)m + j->fmt.n_elem * sizeof(float), slen)
+		   : 0;
+	if (err) {
+		trib_error("job %s round %u: storing the optimiser state: %s", j->name, r,
+			   strerror(-err));
+		trib_free(m);
+		json_decref(*rep);
+		*rep = ctl__err_reply(503, "the controller could not store the optimiser state");
+		json_object_set_new(*rep, "store_failing", json_true());
+		return;
+	}
 	err = ctl_model_store(c->o->data_dir, j->name, &j->fmt, &j->store, r, m);
 	if (err) {
 		trib_free(m);
@@ -512,6 +576,7 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	}
 	trib_free(j->model);
 	j->model = m;
+	j->opt_len = slen;
 	cr->n_updates = (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates"));
 	cr->weight = json_number_value(json_object_get(ev->hdr, "weight"));
 	take_edges(c, j, cr, json_object_get(ev->hdr, "edges_from"));
@@ -635,6 +700,9 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	snprintf(j->name, sizeof(j->name), "%s", name);
 	j->cpr = (uint32_t)json_integer_value(json_object_get(o, "clients_per_round"));
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
+	ctl__job_async(j, o);
+	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	/* Checked by the node that took the request (rt_job_def_parse), as every field. */
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, ev->plen, &why);
@@ -829,6 +897,9 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 	snprintf(j->token, sizeof(j->token), "%s", cj->token);
 	j->cpr = cj->clients_per_round;
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
+	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
+	ctl__job_async(j, o);
+	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);
 	if (err) {
@@ -845,6 +916,17 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 			goto err_free;
 		j->completed = v;
 		break;
+	}
+	if (!j->model) {
+		/* Only a starting model (PUT /model) so far, or none: zeros. */
+		err = ctl_model_read(c->o->data_dir, j->name, &j->fmt, 0, &j->model);
+		if (err && err != -ENOENT)
+			goto err_free;
+	}
+	if (j->model) {
+		err = ctl__job_opt_load(c, j);
+		if (err)
+			goto err_free;
 	}
 	j->round = j->completed;
 	ctl__job_life_load(c, j);

@@ -168,6 +168,17 @@ static const char *const migrations[] = {
 	"  total INTEGER NOT NULL,"
 	"  PRIMARY KEY (job_id, client)"
 	");",
+	/*
+	 * 8 -> 9: a cluster job's server-optimiser state (m, v, step: fn_opt's serialised
+	 * form), one row per model version it belongs to; the controller keeps the newest
+	 * two (ctl_store_opt.c).
+	 */
+	"CREATE TABLE opt_state ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  version INTEGER NOT NULL,"
+	"  state BLOB NOT NULL,"
+	"  PRIMARY KEY (job_id, version)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,

@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 8
+#define CTL_STORE_SCHEMA_VERSION 9
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
@@ -125,6 +125,18 @@ int ctl_store_round_list(struct ctl_store *st, int64_t job_id, struct ctl_round 
  */
 int ctl_store_kv_get(struct ctl_store *st, const char *key, char *val, size_t cap);
 int ctl_store_kv_set(struct ctl_store *st, const char *key, const char *val);
+
+/*
+ * A cluster job's server-optimiser state for model version @version (ctl_store_opt.c): the
+ * bytes are opaque here (the node's fn_opt serialisation). put writes the row for @version
+ * and, in the same transaction, drops rows older than @version - 1 (the previous one stays
+ * until the model of @version is the commit point on disk). get copies the row into *out
+ * (owned by the caller, trib_free) and *len: -ENOENT if there is none.
+ */
+int ctl_store_opt_put(struct ctl_store *st, int64_t job_id, uint32_t version, const void *state,
+		      size_t len);
+int ctl_store_opt_get(struct ctl_store *st, int64_t job_id, uint32_t version, uint8_t **out,
+		      size_t *len);
 
 /* The answer once given to an Idempotency-Key of an update (key and body borrowed). */
 struct ctl_idem {

@@ -78,6 +78,8 @@ struct rt_api_hooks {
 	void (*pause)(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause);
 	/* DELETE /v1/jobs/{job}: the controller deletes it and tells every node. */
 	void (*job_delete)(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
+	/* PUT /v1/jobs/{job}/model, checked: @data (n_elem floats, borrowed) to the controller. */
+	void (*model_put)(void *ctx, struct rt_conn *c, struct rt_job *j, const float *data);
 	/* Lines for /metrics (appended to @buf at *len, @cap bytes). */
 	void (*metrics)(void *ctx, char *buf, size_t *len, size_t cap);
 };

@@ -166,12 +166,32 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 	return err == -ENOMEM ? 500 : 400;
 }
 
+/*
+ * Across nodes, each node sums its updates (clipped, staleness-weighted) and the round's top
+ * folds the nodes' sums, adds DP noise once, divides once and takes the server step (its state
+ * is the controller's; FedBuff's versions are counted there): exact for the rules that are a
+ * weighted mean and then a server step. An allowlist, so that a rule added later (robust rules
+ * need every update's coordinates in one place; others keep server state of their own) is
+ * refused in a cluster until it is made to work there.
+ */
+static bool cluster_algorithm(const struct rt_algo *alg)
+{
+	static const char *const ok[] = { "fedavg", "fedprox", "fedbuff", "fedavgm",
+					  "fedadagrad", "fedadam", "fedyogi" };
+
+	if (alg->rule)
+		return false;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		if (!strcmp(alg->name, ok[i]))
+			return true;
+	return false;
+}
+
 /* What the algorithm, the arena and a cluster allow; 0 or the HTTP status. */
-static int def_limits(json_t *o, struct rt_job_def *def, uint64_t k, size_t arena_size,
+static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 		      bool clustered, char *msg, size_t cap)
 {
 	const struct rt_algo *alg = &def->algo;
-	bool minc = json_object_get(o, "min_clients"), tmo = json_object_get(o, "round_timeout_s");
 	uint32_t kmin = def->spec.min_clients ? def->spec.min_clients : (uint32_t)k;
 
 	/* FedAU's state is per client: only client tokens name one (rt_fedau.c). */
@@ -198,16 +218,10 @@ static int def_limits(json_t *o, struct rt_job_def *def, uint64_t k, size_t aren
 			 (unsigned long long)def->n_elem, arena_size >> 20);
 		return 400;
 	}
-	if (clustered && (strcmp(alg->name, "fedavg") || alg->needs_model || alg->rule ||
-			  alg->async || (alg->par.flags & FN_PAR_DP) || minc || tmo)) {
-		/*
-		 * Across nodes, the round's top folds the nodes' sums and divides once:
-		 * exact for FedAvg on weights. Server optimisers, deltas, DP noise, robust
-		 * rules, buffers and deadlines need the round's state in one place first.
-		 */
-		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg on "
-			 "weights (weighted or unweighted, clipping allowed) without min_clients "
-			 "or round_timeout_s", minc || tmo ? "min_clients/round_timeout_s" :
+	if (clustered && !cluster_algorithm(alg)) {
+		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
+			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam and fedyogi (with deltas, "
+			 "clipping, DP, deadlines); run %s on one node (tributary up)", alg->name,
 			 alg->name);
 		return 400;
 	}
@@ -256,7 +270,7 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 	if (!status)
 		status = def_schema(def->doc, def, msg, cap);
 	if (!status)
-		status = def_limits(def->doc, def, (uint64_t)json_integer_value(cpr), arena_size,
+		status = def_limits(def, (uint64_t)json_integer_value(cpr), arena_size,
 				    clustered, msg, cap);
 	if (status)
 		goto err_free;

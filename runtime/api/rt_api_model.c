@@ -110,6 +110,17 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j)
 	serve_model(c, j, b);
 }
 
+/* 0, -errno, or 1: a cluster's controller decides and the answer comes later. */
+static int initial_set(struct rt_conn *c, struct rt_job *j, const float *data)
+{
+	if (API(c)->clustered) {
+		/* Every node starts from it: the controller checks, stores and sends it. */
+		API(c)->cluster.model_put(API(c)->cluster.ctx, c, j, data);
+		return 1;
+	}
+	return rt_job_set_initial(N(c), j, data);
+}
+
 static void on_model_put_body(struct rt_conn *c)
 {
 	struct rt_job *j = R(c)->job;
@@ -121,7 +132,7 @@ static void on_model_put_body(struct rt_conn *c)
 		if (rt__api_check_values(c, c->body_heap, SHM_DTYPE_F32, j->n_elem, 1.0, NULL))
 			return;
 		data = (float *)(void *)c->body_heap;
-		err = rt_job_set_initial(N(c), j, data);
+		err = initial_set(c, j, data);
 	} else {
 		struct trib_st st = { 0 };
 		uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
@@ -167,9 +178,11 @@ static void on_model_put_body(struct rt_conn *c)
 			trib_free(data);
 			return;
 		}
-		err = rt_job_set_initial(N(c), j, data);
+		err = initial_set(c, j, data);
 		trib_free(data);
 	}
+	if (err == 1)
+		return;
 	if (err == -EBUSY) {
 		rt_conn_error(c, 409, "the starting model can only be set before the first update",
 			      j->round, NULL);
@@ -195,11 +208,6 @@ void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j)
 	else {
 		rt_conn_error(c, 415, "Content-Type must be application/x-safetensors or "
 			      "application/octet-stream", -1, NULL);
-		return;
-	}
-	if (API(c)->clustered) {
-		rt_conn_error(c, 501, "not supported across nodes yet: a cluster's jobs start from "
-			      "zeros", -1, NULL);
 		return;
 	}
 	if (!c->req.has_content_length || c->req.chunked) {

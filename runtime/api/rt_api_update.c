@@ -492,11 +492,17 @@ static bool round_ok(struct rt_conn *c, const struct rt_job *j, uint64_t round)
 	char msg[256];
 
 	if (j->algo.async) {
-		/* FedBuff: the header names the version trained from; staleness decides. */
-		if (round > j->round || j->round - round > j->algo.max_staleness) {
+		/*
+		 * FedBuff: the header names the version trained from; staleness decides. In a
+		 * cluster this node may not have seen the last version yet: the controller
+		 * decides one ahead.
+		 */
+		uint64_t ahead = (uint64_t)j->round + (API(c)->clustered ? 1 : 0);
+
+		if (round > ahead || (round < j->round && j->round - round > j->algo.max_staleness)) {
 			snprintf(msg, sizeof(msg), "version %llu is %s: the job is at version %u "
 				 "(max_staleness %u)", (unsigned long long)round,
-				 round > j->round ? "from the future" : "too stale", j->round,
+				 round > ahead ? "from the future" : "too stale", j->round,
 				 j->algo.max_staleness);
 			rt__api_reject(c, RT_REJ_ROUND, 409, msg, j->round, NULL);
 			return false;

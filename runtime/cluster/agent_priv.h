@@ -34,6 +34,7 @@ enum pend_kind {
 	PK_REVOKE,
 	PK_PAUSE,
 	PK_DELETE,
+	PK_MODEL_PUT,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -41,7 +42,8 @@ struct upd {
 	struct rt_conn *c;    /* the client waiting for 202, or NULL */
 	struct ctl_event *ev; /* a peer's forward waiting for its answer, or NULL */
 	char job[64];
-	uint32_t round;
+	uint32_t round; /* FedBuff: the version it trained from until the count names its buffer */
+	uint32_t base;	/* FedBuff: the version it trained from (its staleness is round - base) */
 	uint64_t uid; /* this node's id of the request that counts it */
 	int tries;
 	uint32_t seq; /* the controller's count for the round */
@@ -98,6 +100,18 @@ struct xround {
 	struct trib_retry model_retry;
 	struct shm_desc result;
 	float *result_payload; /* tcp: owned */
+	/*
+	 * A job with a server step (or deltas): the optimiser state this round starts from,
+	 * as the controller sent it with model version @round (owned; NULL: none came), and,
+	 * on the top's node, the step's arena inputs (owned).
+	 */
+	uint8_t *opt_in;
+	size_t opt_in_len;
+	uint64_t opt_asked_ns; /* when this node last asked the controller for it */
+	/* Round 0: the controller has a starting model (its close says so); here yet? */
+	bool need_v0, v0_here;
+	bool opt_none; /* the controller sent version @round without a state: it has none */
+	struct rt_server_io srv;
 	struct xround *next;
 };
 
@@ -226,6 +240,9 @@ void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_ev
 /* DELETE /v1/jobs/{job} through the controller; its "job_delete" to every node. */
 void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
 void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* PUT /model on this node: the controller decides for the cluster (rt_agent_life.c). */
+void rt__agent_model_put(void *ctx, struct rt_conn *c, struct rt_job *j, const float *data);
+void rt__agent_on_model_put_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
 /* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
 void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);

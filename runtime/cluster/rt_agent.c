@@ -159,6 +159,8 @@ void rt__agent_xr_free(struct rt_agent *a, struct xround *x)
 		shm_slot_free(n->arena, x->fold_acc);
 	if (x->zeros.slot)
 		shm_slot_free(n->arena, x->zeros.slot);
+	rt_node_server_io_free(n, &x->srv);
+	trib_free(x->opt_in);
 	trib_free(x->result_payload);
 	trib_free(x);
 }
@@ -345,6 +347,8 @@ void rt_agent_tick(struct rt_agent *a)
 	for (struct xround *x = a->xr; x; x = x->next) {
 		rt__agent_sum_deliver(a, x);
 		rt__agent_model_send(a, x);
+		if (x->closed && !x->folding && x->top == a->rank)
+			rt__agent_top_run(a, x); /* one that waits for its previous model */
 		if (x->folding && !x->have_result) {
 			struct rt_fn *fn = rt_fnset_find(n->fns, x->fold_fn);
 
@@ -530,6 +534,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_DELETE:
 		rt__agent_on_delete_reply(a, pd, ev);
 		break;
+	case PK_MODEL_PUT:
+		rt__agent_on_model_put_reply(a, pd, ev);
+		break;
 	default:
 		if (ev->kind == CTL_EV_REPLY && !json_is_true(json_object_get(ev->hdr, "ok")))
 			trib_warn("controller: %s", jstr(ev->hdr, "error", "?"));
@@ -683,6 +690,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->revoke = rt__agent_revoke;
 	out->pause = rt__agent_pause;
 	out->job_delete = rt__agent_job_delete;
+	out->model_put = rt__agent_model_put;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)

@@ -130,3 +130,37 @@ void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs)
 				   "restarts", j->name);
 	}
 }
+
+void rt__agent_model_put(void *ctx, struct rt_conn *c, struct rt_job *j, const float *data)
+{
+	struct rt_agent *a = ctx;
+	struct pend *pd;
+
+	/* The payload is copied into the request: @data is the caller's to free. */
+	if (rt__agent_to_ctl(a, json_pack("{s:s, s:s}", "op", "model_put", "job", j->name), data,
+			     j->n_elem * sizeof(float), PK_MODEL_PUT, &pd)) {
+		rt_conn_error(c, 503, "the controller is not reachable; retry", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	pd->c = c;
+}
+
+void rt__agent_on_model_put_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
+{
+	(void)a;
+	if (ev->kind != CTL_EV_REPLY) {
+		rt_conn_error(pd->c, 503, "the controller did not answer; the starting model may or "
+			      "may not be set: PUT it again (the same model is harmless)", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
+		rt_conn_error(pd->c, (int)json_integer_value(json_object_get(ev->hdr, "status")),
+			      jstr(ev->hdr, "error", "refused"), -1, NULL);
+		return;
+	}
+	/* Every node, this one too, gets it from the controller's model message. */
+	rt__agent_respond_json(pd->c, 200, json_pack("{s:s, s:i}", "job",
+						     jstr(ev->hdr, "job", ""), "round", 0));
+}

@@ -77,6 +77,49 @@ static int land(struct rt_agent *a, struct rt_job *j, const void *data, struct x
 	return 0;
 }
 
+static void sync_ask(struct rt_agent *a, const char *job, const char *what, uint32_t round);
+
+/*
+ * The server step of round r starts from model version r and the optimiser state the
+ * controller stored with it (sent with the model). Whether both are here and in the arena.
+ */
+static bool server_inputs(struct rt_agent *a, struct rt_job *j, struct xround *x)
+{
+	uint64_t now = trib_now_ns();
+	int err;
+
+	if (j->completed != x->round)
+		return false; /* the round before is still being made, or stored here */
+	if (x->round == 0 && x->need_v0 && !x->v0_here) {
+		/* The starting model (PUT /model) has not reached this node yet. */
+		if (now - x->opt_asked_ns >= 1000000000ull) {
+			x->opt_asked_ns = now;
+			sync_ask(a, j->name, "model", 0);
+		}
+		return false;
+	}
+	if (x->round > 0 && !x->opt_in && x->opt_none) {
+		/* Its controller.db lost the row (restored from an older backup): said loudly. */
+		trib_warn("job %s round %u: the controller has no optimiser state for v%u; the "
+			  "server step starts from a fresh one (m = 0, v = tau^2)", x->job, x->round,
+			  x->round);
+	} else if (x->round > 0 && !x->opt_in) {
+		/* Version r came without its state (a restart here): the controller has it. */
+		if (now - x->opt_asked_ns >= 1000000000ull) {
+			x->opt_asked_ns = now;
+			sync_ask(a, j->name, "model", 0);
+		}
+		return false;
+	}
+	err = rt_node_server_io(a->n, j, x->opt_in, x->opt_in_len, &x->srv);
+	if (err) {
+		trib_error("job %s round %u: the server step's inputs (model v%u and the "
+			   "optimiser state): %s", x->job, x->round, x->round, strerror(-err));
+		return false;
+	}
+	return true;
+}
+
 /* This node runs the round's top: start the fold, give it what is here. */
 void rt__agent_top_run(struct rt_agent *a, struct xround *x)
 {
@@ -108,8 +151,11 @@ void rt__agent_top_run(struct rt_agent *a, struct xround *x)
 		x->in[i].d.round = x->round;
 		x->in[i].d.seq = i;
 	}
+	if (!x->folding && j->algo.needs_model && !x->srv.model_slot && !server_inputs(a, j, x))
+		return; /* again at a tick, once the previous model and its state are here */
 	if (!x->folding) {
-		err = rt_node_fold_start(n, j, x->round, x->nnodes, &fn, &x->fold_acc);
+		err = rt_node_fold_start(n, j, x->round, x->nnodes,
+					 j->algo.needs_model ? &x->srv : NULL, &fn, &x->fold_acc);
 		if (err) {
 			trib_error("job %s round %u: starting the round's top: %s", x->job,
 				   x->round, strerror(-err));
@@ -266,7 +312,10 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 	struct rt_node *n = a->n;
 	struct rt_job *j = rt_job_find(n, x->job);
 	const float *model;
-	json_t *edges;
+	const uint8_t *state;
+	uint8_t *both = NULL;
+	size_t mlen = j ? j->n_elem * sizeof(float) : 0;
+	json_t *edges, *h;
 	struct pend *pd;
 	int err;
 
@@ -285,12 +334,24 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 		if (x->in[i].remote && x->in[i].d.count) /* which run's sum: [rank, epoch] */
 			json_array_append_new(edges, json_pack("[i, i]", (json_int_t)i,
 							       (json_int_t)x->in[i].epoch));
-	err =
-	    rt__agent_to_ctl(a,
-		   json_pack("{s:s, s:s, s:i, s:i, s:f, s:o}", "op", "model_done", "job", x->job,
-			     "round", (json_int_t)x->round, "updates", (json_int_t)x->result.count,
-			     "weight", x->result.weight, "edges_from", edges),
-		   model, j->n_elem * sizeof(float), PK_MODEL_DONE, &pd);
+	h = json_pack("{s:s, s:s, s:i, s:i, s:f, s:o}", "op", "model_done", "job", x->job,
+		      "round", (json_int_t)x->round, "updates", (json_int_t)x->result.count,
+		      "weight", x->result.weight, "edges_from", edges);
+	state = rt_node_server_io_out(n, &x->srv);
+	if (state && h) {
+		/* The step's new state follows the model: the controller keeps both. */
+		both = trib_malloc(mlen + x->srv.state_size);
+		if (!both) {
+			json_decref(h);
+			return; /* again next tick */
+		}
+		memcpy(both, model, mlen);
+		memcpy(both + mlen, state, x->srv.state_size);
+		json_object_set_new(h, "state_bytes", json_integer((json_int_t)x->srv.state_size));
+	}
+	err = rt__agent_to_ctl(a, h, both ? (const void *)both : (const void *)model,
+			       mlen + (both ? x->srv.state_size : 0), PK_MODEL_DONE, &pd);
+	trib_free(both);
 	if (err)
 		return; /* again next tick */
 	x->model_sending = true;
@@ -336,6 +397,7 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 	if (!x)
 		return;
 	x->closed = true;
+	x->need_v0 = round == 0 && json_is_true(json_object_get(h, "initial"));
 	/* A running fold expects as many inputs as nodes at the first close. */
 	if (!x->folding) {
 		x->nnodes = (uint32_t)json_array_size(counts);
@@ -402,17 +464,53 @@ static int model_apply(struct rt_agent *a, json_t *h, const uint8_t *payload, si
 	const char *job = json_string_value(json_object_get(h, "job"));
 	struct rt_job *j = job ? rt_job_find(n, job) : NULL;
 	uint32_t v = (uint32_t)json_integer_value(json_object_get(h, "version"));
+	size_t slen = (size_t)json_integer_value(json_object_get(h, "state_bytes"));
+	struct xround *next;
 	float *m;
 	int err;
 
-	if (!j || (plen && plen != j->n_elem * sizeof(float)))
+	if (!j || slen > plen || (plen && plen - slen != j->n_elem * sizeof(float)))
 		return -EINVAL;
+	if (!slen && plen && v > 0 && j->algo.needs_model) {
+		next = rt__agent_xr_get(a, j->name, v, true);
+		if (!next)
+			return -ENOMEM;
+		next->opt_none = true;
+	} else if (slen && j->algo.needs_model) {
+		/* The state round v's server step starts from, for when its top is here. */
+		next = rt__agent_xr_get(a, j->name, v, true);
+		if (!next)
+			return -ENOMEM;
+		if (!next->opt_in) {
+			next->opt_in = trib_malloc(slen);
+			if (!next->opt_in)
+				return -ENOMEM;
+			memcpy(next->opt_in, payload + (plen - slen), slen);
+			next->opt_in_len = slen;
+		}
+	}
+	plen -= slen;
+	if (v == 0 && !plen)
+		return 0; /* no starting model: zeros */
 	/* An aligned copy: the payload sits at any offset in nng's buffer. */
 	m = trib_calloc(j->n_elem ? j->n_elem : 1, sizeof(float));
 	if (!m)
 		return -ENOMEM;
 	if (plen)
 		memcpy(m, payload, plen);
+	if (v == 0) {
+		/* The starting model the controller accepted (PUT /model on some node). */
+		err = j->completed ? 0 : rt_job_set_initial_remote(n, j, m);
+		trib_free(m);
+		if (!err && !j->completed) {
+			next = rt__agent_xr_get(a, j->name, 0, true);
+			if (!next)
+				return -ENOMEM;
+			next->v0_here = true;
+			rt__agent_top_run(a, next);
+		}
+		return err;
+	}
 	err = rt_job_commit_remote(n, j, v, m,
 				   (uint32_t)json_integer_value(json_object_get(h, "updates")),
 				   json_number_value(json_object_get(h, "weight")));

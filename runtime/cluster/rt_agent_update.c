@@ -302,9 +302,11 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 	 */
 	err = rt_node_wal_refusal(n, NULL);
 	if (!err)
-		err = j->round == u->round ? rt_job_accept_logged(n, j, u->round, &in, &seq, rec,
-								  sizeof(rec), &rec_len, &ticket)
-					   : -ESTALE;
+		/* FedBuff: the staleness factor is the buffer's version minus the base's. */
+		err = j->round == u->round
+			  ? rt_job_accept_logged(n, j, j->algo.async ? u->base : u->round, &in,
+						 &seq, rec, sizeof(rec), &rec_len, &ticket)
+			  : -ESTALE;
 	if (err) {
 		trib_error("job %s round %u: folding a counted update here: %s", j->name, u->round,
 			   strerror(-err));
@@ -432,6 +434,9 @@ static void upd_provisional(struct rt_agent *a, struct upd *u)
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s, longer "
 			 "than this node takes updates without it (--controller-grace-s %u): only "
 			 "it closes a round; retry once it is back", (double)away / 1e9, grace);
+	} else if (j && j->algo.async) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only it "
+			 "counts a FedBuff version across nodes: retry", (double)away / 1e9);
 	} else if (!x || x->closed || x->provisional >= j->cpr) {
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; without "
 			 "it this node takes updates only for the round it knows open, and at "
@@ -525,6 +530,11 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 		return;
 	}
 	u->seq = (uint32_t)json_integer_value(json_object_get(ev->hdr, "seq"));
+	if (json_is_integer(json_object_get(ev->hdr, "version"))) {
+		/* FedBuff: counted into the version the controller is building. */
+		u->base = u->round;
+		u->round = (uint32_t)json_integer_value(json_object_get(ev->hdr, "version"));
+	}
 	u->fold_at = (int)json_integer_value(json_object_get(ev->hdr, "fold_at"));
 	snprintf(u->fold_name, sizeof(u->fold_name), "%s", jstr(ev->hdr, "fold_name", "?"));
 	u->fold_epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "fold_epoch"));
@@ -547,10 +557,10 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 					  (json_int_t)segs[i].n_elem, (json_int_t)segs[i].dst_elem,
 					  (int)segs[i].dtype, (double)segs[i].scale));
 		err = addr ? rt__agent_request(a, addr,
-				     json_pack("{s:s, s:s, s:i, s:i, s:f, s:o, s:s}", "op", "fwd",
-					       "job", u->job, "round", (json_int_t)u->round, "seq",
-					       (json_int_t)u->seq, "weight", u->weight, "segs", sj,
-					       "from", a->name),
+				     json_pack("{s:s, s:s, s:i, s:i, s:i, s:f, s:o, s:s}", "op",
+					       "fwd", "job", u->job, "round", (json_int_t)u->round,
+					       "base", (json_int_t)u->base, "seq", (json_int_t)u->seq,
+					       "weight", u->weight, "segs", sj, "from", a->name),
 				     shm_arena_ptr(a->n->arena, u->slot_off), u->body_len, PK_FWD,
 				     &fp)
 			   : -EINVAL;
@@ -637,6 +647,7 @@ bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev)
 	}
 	snprintf(u->job, sizeof(u->job), "%s", job);
 	u->round = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	u->base = (uint32_t)json_integer_value(json_object_get(ev->hdr, "base"));
 	u->seq = (uint32_t)json_integer_value(json_object_get(ev->hdr, "seq"));
 	u->weight = json_number_value(json_object_get(ev->hdr, "weight"));
 	u->nsegs = (uint32_t)nsegs;

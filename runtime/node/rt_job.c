@@ -372,10 +372,17 @@ struct trib_blob *rt_job_model(struct rt_node *n, struct rt_job *j, uint32_t v)
 
 int rt_job_set_initial(struct rt_node *n, struct rt_job *j, const float *data)
 {
+	if (j->completed != 0 || j->round != 0 || j->open || j->inflight)
+		return -EBUSY;
+	return rt_job_set_initial_remote(n, j, data);
+}
+
+int rt_job_set_initial_remote(struct rt_node *n, struct rt_job *j, const float *data)
+{
 	struct trib_blob *b;
 	int err;
 
-	if (j->completed != 0 || j->round != 0 || j->open || j->inflight)
+	if (j->completed != 0)
 		return -EBUSY;
 	err = rt__model_write(n, j, data, 0, &b);
 	if (err)

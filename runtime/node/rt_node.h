@@ -502,6 +502,11 @@ void rt_job_relieve(struct rt_node *n, struct rt_job *job);
 int rt_job_store_refusal(const struct rt_job *job, uint32_t *retry_s);
 /* Set the starting model (before the first update): @data is n_elem floats in schema order. */
 int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data);
+/*
+ * A cluster node: the starting model the controller accepted for the whole cluster. Only
+ * version 0 is checked (this node may already hold round 0's first updates). 0 or -errno.
+ */
+int rt_job_set_initial_remote(struct rt_node *n, struct rt_job *job, const float *data);
 /* The model file of version @v, held for the caller (trib_blob_release), or NULL (errno set). */
 struct trib_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
 /*
@@ -521,11 +526,28 @@ void rt_node_tick(struct rt_node *n);
 void rt_node_on_sigchld(struct rt_node *n);
 /* --- used by the cluster layer (runtime/cluster/) --- */
 /*
+ * A cluster round's server-step inputs on the node that runs its top: arena slots with the
+ * previous model (version j->completed, which the caller has checked is the round's) and the
+ * optimiser state [in | out], the in half from @state (@state_len bytes, borrowed: the
+ * controller's copy for that version) or fresh when @state is NULL (version 0). -EINVAL when
+ * @state is for another optimiser or model size. Owned by the caller: rt_node_server_io_free().
+ */
+struct rt_server_io {
+	uint64_t model_slot, state_slot;
+	size_t state_size; /* bytes of one half */
+};
+int rt_node_server_io(struct rt_node *n, struct rt_job *j, const uint8_t *state,
+		      size_t state_len, struct rt_server_io *io);
+void rt_node_server_io_free(struct rt_node *n, struct rt_server_io *io);
+/* The state the top's server step wrote (state_size bytes, in the arena), or NULL. */
+const uint8_t *rt_node_server_io_out(struct rt_node *n, const struct rt_server_io *io);
+/*
  * Start the function that folds a cluster round's node sums (a top that
- * divides): @expected partials, their seq the node rank. Returns 0 or -errno.
+ * divides, adds the job's DP noise and, with @io, takes the server step): @expected partials,
+ * their seq the node rank. Returns 0 or -errno.
  */
 int rt_node_fold_start(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t expected,
-		       struct rt_fn **fn, uint64_t *acc);
+		       const struct rt_server_io *io, struct rt_fn **fn, uint64_t *acc);
 /* Bytes of an accumulator slot of @j (header, then the data at SHM_ACC_HDR or later). */
 uint64_t rt_job_acc_len(const struct rt_job *j);
 /*

@@ -191,7 +191,8 @@ void rt_node_tick(struct rt_node *n)
 		struct rt_round *r = j->open;
 		uint32_t need = j->min_clients ? j->min_clients : j->cpr;
 
-		if (!r || !j->round_timeout_s || r->closed)
+		/* A cluster's rounds close at the controller, deadlines too. */
+		if (!r || !j->round_timeout_s || r->closed || n->clustered)
 			continue;
 		if (now - r->open_ns < (uint64_t)j->round_timeout_s * 1000000000ull)
 			continue;

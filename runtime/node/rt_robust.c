@@ -16,15 +16,13 @@
 #include "trib_log.h"
 #include "trib_store.h"
 
-int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+/* The previous model's slot and the state's [in | out] slot, in @r and its params. */
+static int server_slots_alloc(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 {
 	const struct fn_params *p = &j->algo.par;
 	uint64_t me, ve;
 	int err;
 
-	r->par = *p;
-	if (!j->algo.needs_model)
-		return 0;
 	err = shm_slot_alloc(n->arena, j->n_elem * sizeof(float), &r->model_slot);
 	if (err)
 		return err;
@@ -38,12 +36,25 @@ int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 	return 0;
 }
 
+int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	r->par = j->algo.par;
+	/*
+	 * A cluster node's round only sums (FN_CFG_SUM): the step runs at the cluster round's
+	 * top, which gets its own inputs (rt_node_server_io()).
+	 */
+	if (!j->algo.needs_model || n->clustered)
+		return 0;
+	return server_slots_alloc(n, j, r);
+}
+
 /*
  * Fill the server step's inputs with what round r starts from: model
  * version r (the previous round's output, now written) and the optimiser
  * state after it. Called only once round r - 1 has committed.
  */
-static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+static int server_inputs_fill_from(struct rt_node *n, struct rt_job *j, struct rt_round *r,
+				   const uint8_t *state, size_t state_len)
 {
 	const struct fn_params *p = &j->algo.par;
 	uint64_t me, ve;
@@ -58,10 +69,12 @@ static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_rou
 	}
 	memcpy(shm_arena_ptr(n->arena, r->model_slot), j->model->data + j->st_header_len,
 	       j->n_elem * sizeof(float));
-	if (j->opt_state && j->opt_state_len == r->state_size) {
-		memcpy(shm_arena_ptr(n->arena, r->state_slot), j->opt_state, r->state_size);
+	if (state && state_len == r->state_size) {
+		memcpy(shm_arena_ptr(n->arena, r->state_slot), state, r->state_size);
 		return 0;
 	}
+	if (state)
+		return -EINVAL; /* a state for another optimiser or model size */
 	fn_opt_state_elems(p->server, j->n_elem, &me, &ve);
 	{
 		/* A fresh state: m = 0, v = tau^2, written by the kernels' own serialiser. */
@@ -82,6 +95,48 @@ static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_rou
 		trib_free(v);
 	}
 	return err;
+}
+
+static int server_inputs_fill(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	return server_inputs_fill_from(n, j, r, j->opt_state, j->opt_state_len);
+}
+
+void rt_node_server_io_free(struct rt_node *n, struct rt_server_io *io)
+{
+	if (io->model_slot)
+		shm_slot_free(n->arena, io->model_slot);
+	if (io->state_slot)
+		shm_slot_free(n->arena, io->state_slot);
+	memset(io, 0, sizeof(*io));
+}
+
+int rt_node_server_io(struct rt_node *n, struct rt_job *j, const uint8_t *state,
+		      size_t state_len, struct rt_server_io *io)
+{
+	struct rt_round tmp;
+	int err;
+
+	memset(io, 0, sizeof(*io));
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.job = j;
+	tmp.par = j->algo.par;
+	err = server_slots_alloc(n, j, &tmp);
+	io->model_slot = tmp.model_slot;
+	io->state_slot = tmp.state_slot;
+	io->state_size = tmp.state_size;
+	if (!err)
+		err = server_inputs_fill_from(n, j, &tmp, state, state_len);
+	if (err)
+		rt_node_server_io_free(n, io);
+	return err;
+}
+
+const uint8_t *rt_node_server_io_out(struct rt_node *n, const struct rt_server_io *io)
+{
+	return io->state_slot
+		   ? (const uint8_t *)shm_arena_ptr(n->arena, io->state_slot) + io->state_size
+		   : NULL;
 }
 
 /* (Re)start shard @i of a robust round on a warm or new function. */
@@ -244,7 +299,7 @@ void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 
 	if (!r->closed || r->released)
 		return;
-	if (j->algo.needs_model) {
+	if (j->algo.needs_model && !n->clustered) {
 		int err;
 
 		if (r->round != j->completed)

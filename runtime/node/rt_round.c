@@ -400,7 +400,7 @@ uint64_t rt_job_acc_len(const struct rt_job *j)
 }
 
 int rt_node_fold_start(struct rt_node *n, struct rt_job *j, uint32_t round, uint32_t expected,
-		       struct rt_fn **out, uint64_t *accp)
+		       const struct rt_server_io *io, struct rt_fn **out, uint64_t *accp)
 {
 	struct rt_round tmp;
 	struct fn_config cfg;
@@ -420,9 +420,17 @@ int rt_node_fold_start(struct rt_node *n, struct rt_job *j, uint32_t round, uint
 	cfg.expected = expected;
 	cfg.flags = FN_CFG_FINAL;
 	cfg.dataplane = n->dataplane;
-	/* Plain FedAvg on the nodes' sums: the top divides by their total weight. */
+	/*
+	 * The nodes' sums are of clipped updates (their leaves clipped): the top divides by
+	 * their total weight, adds the noise once and takes the server step, as one node's
+	 * top does.
+	 */
 	par = j->algo.par;
 	par.flags &= ~(uint32_t)FN_PAR_CLIP;
+	if (io) {
+		par.model_off = io->model_slot;
+		par.state_off = io->state_slot;
+	}
 	err = rt__fn_acquire(n, &cfg, &par, out);
 	if (err) {
 		if (acc)

@@ -97,17 +97,48 @@ Test(runtime_job_def, model_larger_than_a_quarter_arena_is_refused)
 	cr_assert_not_null(strstr(msg, "--arena-mb"), "%s", msg);
 }
 
-Test(runtime_job_def, cluster_refuses_server_optimisers)
+/* Server optimisers, deltas, DP, deadlines and FedBuff run across nodes (cluster_algorithms.py). */
+Test(runtime_job_def, cluster_takes_server_optimisers_deltas_and_dp)
 {
+	static const char *const bodies[] = {
+		"{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,\"algorithm\":\"fedadam\"}",
+		"{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,\"update\":\"delta\"}",
+		"{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,\"clip_norm\":1,"
+		"\"dp_noise_multiplier\":0.5,\"seed\":3}",
+		"{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,\"min_clients\":2,"
+		"\"round_timeout_s\":5}",
+		"{\"name\":\"x\",\"buffer_size\":4,\"params\":8,\"algorithm\":\"fedbuff\"}",
+	};
 	struct rt_job_def def;
 	char msg[256];
-	const char *body = "{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,"
-			   "\"algorithm\":\"fedadam\"}";
 
-	cr_assert_eq(parse(body, false, &def, msg), 200, "%s", msg);
-	rt_job_def_free(&def);
-	cr_assert_eq(parse(body, true, &def, msg), 400);
-	cr_assert_not_null(strstr(msg, "not supported across nodes"), "%s", msg);
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		cr_assert_eq(parse(bodies[i], true, &def, msg), 200, "%s: %s", bodies[i], msg);
+		rt_job_def_free(&def);
+	}
+}
+
+/* What a cluster does not run yet is still refused, naming it. */
+Test(runtime_job_def, cluster_refuses_robust_rules)
+{
+	static const struct {
+		const char *body, *want;
+	} cases[] = {
+		{ "{\"name\":\"x\",\"clients_per_round\":5,\"params\":8,\"algorithm\":\"median\"}",
+		  "not supported across nodes yet: median" },
+		{ "{\"name\":\"x\",\"clients_per_round\":8,\"params\":8,"
+		  "\"algorithm\":\"krum\"}", "not supported across nodes yet: krum" },
+	};
+	struct rt_job_def def;
+	char msg[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_assert_eq(parse(cases[i].body, false, &def, msg), 200, "%s: %s", cases[i].body,
+			     msg);
+		rt_job_def_free(&def);
+		cr_assert_eq(parse(cases[i].body, true, &def, msg), 400, "%s", cases[i].body);
+		cr_assert_not_null(strstr(msg, cases[i].want), "%s", msg);
+	}
 }
 
 /* Issue 15: a robust rule whose parameters do nothing for the round's size names the minimum. */
