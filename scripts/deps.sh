@@ -13,6 +13,8 @@ libjansson-dev libsqlite3-dev libssl-dev openssl"
 if [ "${1:-}" = "--test" ]; then
 	# The end-to-end scripts: curl (basic.sh), ip (network namespaces), numpy (references).
 	PKGS="$PKGS curl iproute2 python3-numpy"
+	# promtool and a real Prometheus scraping `tributary up` (tests/e2e/prometheus.py).
+	PKGS="$PKGS prometheus"
 	# kubectl, node and tests/k8s's npm packages, for the manifests test (tests/k8s) only.
 	"$(dirname "$0")/deps-k8s.sh"
 fi
