@@ -17,6 +17,8 @@ if [ "${1:-}" = "--test" ]; then
 	PKGS="$PKGS prometheus"
 	# kubectl, node and tests/k8s's npm packages, for the manifests test (tests/k8s) only.
 	"$(dirname "$0")/deps-k8s.sh"
+	# node, tests/openapi's npm packages (the OpenAPI validator) and python3-jsonschema.
+	"$(dirname "$0")/deps-openapi.sh"
 fi
 
 missing=""

@@ -38,6 +38,10 @@ static inline struct rt_api_req *R(struct rt_conn *c)
 	return rt_api_req(c);
 }
 
+/* runtime/api/openapi.json, compiled in (scripts/embed-file.py): GET /v1/openapi.json. */
+extern const unsigned char rt_api_openapi_json[];
+extern const size_t rt_api_openapi_json_len;
+
 /* rt_api.c: whether the request carries the admin token (auth_job: or the job's). */
 bool rt__api_auth_admin(struct rt_conn *c);
 bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j);

@@ -270,6 +270,14 @@ static void on_head(void *ctx, struct rt_conn *c)
 		handle_readyz(c);
 		return;
 	}
+	if (!strcmp(path, "/v1/openapi.json")) {
+		/* The contract names no job and no token: anyone who reaches the port may read it. */
+		if (m != HTTP_GET && m != HTTP_HEAD)
+			goto bad_method;
+		rt_conn_respond(c, 200, "application/json", rt_api_openapi_json,
+				rt_api_openapi_json_len, NULL);
+		return;
+	}
 	if (!strcmp(path, "/metrics")) {
 		if (m != HTTP_GET)
 			goto bad_method;
