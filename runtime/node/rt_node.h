@@ -165,6 +165,9 @@ struct rt_job {
 	struct trib_blob *model;  /* the latest model file (version == completed) */
 	uint64_t accepted_total;
 	uint64_t last_round_ms;
+	/* the last update (or recovered batch) accepted, any round; 0: none since start */
+	uint64_t last_update_ns;
+	double last_update_unix;
 	/* /metrics per job: refusals named by the request's URL, rounds done (a histogram) */
 	uint64_t rejected[RT_REJ__COUNT];
 	uint64_t round_hist[12];
@@ -551,6 +554,9 @@ const struct shm_desc *rt_round_result(const struct rt_round *r);
 uint32_t rt_round_received(const struct rt_round *r);
 uint32_t rt_round_fanin(const struct rt_round *r);
 uint32_t rt_round_nleaves(const struct rt_round *r);
+/* When its first update was accepted: monotonic ns, and unix s (its record's opened_at). */
+uint64_t rt_round_opened_ns(const struct rt_round *r);
+double rt_round_opened_unix(const struct rt_round *r);
 
 /* --- client credentials and clients (rt_clients.c) --- */
 /*
