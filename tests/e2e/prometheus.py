@@ -3,7 +3,8 @@
 # synchronous round and FedBuff versions, `promtool check metrics` is clean (public and admin
 # views), per-job series count what was sent, no label grows per round or per function, the
 # refusals are logged once a second per reason and job, and Debian's Prometheus scrapes a live
-# `tributary up` and answers tributary_updates_accepted_total through its HTTP API.
+# `tributary up` and answers tributary_updates_accepted_total through its HTTP API, and every query
+# of the Grafana dashboard (manifests/grafana) over the same series.
 import json
 import os
 import re
@@ -74,7 +75,7 @@ def traffic(srv):
     for _ in range(2 * FB_K):
         _, hd, _ = srv.get_model('fb', fb)
         srv.post_update('fb', fb, int(hd['x-tributary-round']), body(rng), samples=1)
-    e.wait_for(lambda: srv.status('fb')['round'] >= 2, 30, 'two FedBuff versions')
+    e.wait_for(lambda: srv.status('fb')['model_round'] >= 2, 30, 'two FedBuff versions stored')
     return tok
 
 
@@ -130,6 +131,56 @@ def held_back_line(srv, tok):
           srv.log_text()[-3000:])
 
 
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+DASHBOARD = os.path.join(ROOT, 'manifests', 'grafana', 'tributary-dashboard.json')
+
+
+def dashboard_exprs():
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    exprs = [t['expr'] for p in dash['panels'] for t in p['targets']]
+    check(len(exprs) >= 10, 'the dashboard has %d queries' % len(exprs))
+    return exprs
+
+
+def family(name):
+    return re.sub(r'_(bucket|count|sum)$', '', name)
+
+
+def check_dashboard_names(text):
+    """Every series the dashboard reads is one /metrics exposes (cluster and log ones: in the
+    source, as this single node without --durability disk has none)."""
+    exposed = set(re.findall(r'^# TYPE (\S+) ', text, re.M))
+    src = ''
+    for d, _, files in os.walk(os.path.join(ROOT, 'runtime')):
+        for f in files:
+            if f.endswith('.c'):
+                with open(os.path.join(d, f)) as fh:
+                    src += fh.read()
+    for expr in dashboard_exprs():
+        for name in re.findall(r'tributary_[a-z0-9_]+', expr):
+            fam = family(name)
+            if fam.startswith(('tributary_cluster_', 'tributary_wal_')):
+                check('# TYPE %s ' % fam in src, 'dashboard: %s is in no source' % fam)
+            else:
+                check(fam in exposed, 'dashboard: %s is not in /metrics' % fam)
+
+
+def check_servicemonitor():
+    """The ServiceMonitor selects the gateway Service and names a port it has."""
+    import yaml
+    with open(os.path.join(ROOT, 'manifests', 'monitoring', 'servicemonitor.yaml')) as f:
+        sm = yaml.safe_load(f)
+    with open(os.path.join(ROOT, 'manifests', 'services.yaml')) as f:
+        svc = [d for d in yaml.safe_load_all(f) if d['metadata']['name'] == 'tributary-gateway'][0]
+    sel = sm['spec']['selector']['matchLabels']
+    check(all(svc['metadata']['labels'].get(k) == v for k, v in sel.items()),
+          'ServiceMonitor selector %r does not select the gateway Service' % sel)
+    ports = {p['name'] for p in svc['spec']['ports']}
+    for ep in sm['spec']['endpoints']:
+        check(ep['port'] in ports and ep['path'] == '/metrics', 'ServiceMonitor endpoint %r' % ep)
+
+
 def prom_query(port, q):
     url = 'http://127.0.0.1:%d/api/v1/query?query=%s' % (port, urllib.parse.quote(q))
     with urllib.request.urlopen(url, timeout=10) as r:
@@ -182,13 +233,21 @@ def scrape(srv, prometheus, want_accepted):
         # Our job label meets Prometheus's own: it is kept as exported_job (docs/DEPLOY.md).
         res = prom_query(port, 'tributary_job_updates_accepted_total{exported_job="sync"}')
         check(res and float(res[0]['value'][1]) == CPR, 'per job from Prometheus: %r' % res)
+        # The Grafana dashboard's queries, as Grafana would send them: valid PromQL on these
+        # series, and the per-job ones answer.
+        nonempty = 0
+        for expr in dashboard_exprs():
+            res = prom_query(port, expr.replace('$__rate_interval', '1m'))
+            nonempty += bool(res)
+        check(nonempty >= 8, 'only %d dashboard queries returned data' % nonempty)
         with urllib.request.urlopen('http://127.0.0.1:%d/api/v1/targets' % port,
                                     timeout=10) as r:
             tg = json.load(r)['data']['activeTargets']
         check(len(tg) == 1 and tg[0]['health'] == 'up' and not tg[0]['lastError'],
               'scrape target: %r' % tg)
-        e.log('prometheus on :%d scraped %s: accepted_total %d' % (port, tg[0]['scrapeUrl'],
-                                                                  want_accepted))
+        e.log('prometheus on :%d scraped %s: accepted_total %d; %d of %d dashboard queries '
+              'answered with data' % (port, tg[0]['scrapeUrl'], want_accepted, nonempty,
+                                      len(dashboard_exprs())))
     finally:
         p.terminate()
         try:
@@ -219,6 +278,9 @@ def run():
             check(st == 200, '/metrics %d' % st)
             promtool_check(promtool, b.decode(), 'the admin view' if admin else 'the public view')
             check(admin or 'job="' not in b.decode(), 'public /metrics names a job')
+            if admin:
+                check_dashboard_names(b.decode())
+        check_servicemonitor()
         scrape(srv, prometheus, int(m['tributary_updates_accepted_total']))
         srv.check_log()
 
