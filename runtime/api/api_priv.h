@@ -48,6 +48,8 @@ bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j);
 /* Count @why (per node, and per job when the URL names one), log it (rate-limited), answer. */
 void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
 		    long long round, const char *extra);
+/* The counting and logging of rt__api_reject, for a refusal answered with another body. */
+void rt__api_count_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg);
 /* rt_api_metrics.c: @why's name in /metrics (reason="...") and in the log. */
 const char *rt__api_reject_name(enum rt_reject why);
 /* The job's (or the admin) token, or a 401 answered: false. */

@@ -82,8 +82,7 @@ static void reject_log(struct rt_conn *c, struct rt_job *j, enum rt_reject why, 
 			  j ? j->name : "-", status, safe);
 }
 
-void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
-		   long long round, const char *extra)
+void rt__api_count_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg)
 {
 	struct rt_job *j = job_of_url(c);
 
@@ -91,6 +90,12 @@ void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const cha
 	if (j)
 		j->rejected[why]++;
 	reject_log(c, j, why, status, msg);
+}
+
+void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
+		   long long round, const char *extra)
+{
+	rt__api_count_reject(c, why, status, msg);
 	rt_conn_error(c, status, msg, round, extra);
 }
 

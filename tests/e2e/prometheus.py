@@ -69,6 +69,9 @@ def traffic(srv):
     srv.post_update('sync', 'wrong-token', 0, body(rng), expect=401)
     srv.post_update('sync', tok, 5, body(rng), expect=409)
     srv.post_update('nosuchjob', srv.admin, 0, body(rng), expect=404)
+    for _ in range(5):  # heads the HTTP layer refuses before any job is known
+        r = e.raw_request(srv.port, b'BAD\x01 / HTTP/1.1\r\nHost: x\r\n\r\n')
+        check(r.status == 400, 'a malformed head: %r' % r.status)
     for _ in range(CPR):
         srv.post_update('sync', tok, 0, body(rng), samples=2)
     srv.get_model('sync', tok, '?after=0&timeout=30')
@@ -94,6 +97,7 @@ def check_series(srv):
         'tributary_job_round_duration_seconds_bucket{job="sync",le="+Inf"}': 1,
         'tributary_updates_rejected_total{reason="unknown_job"}': 1,
         'tributary_updates_rejected_total{reason="shape"}': MALFORMED,
+        'tributary_updates_rejected_total{reason="malformed"}': 5,
     }
     for k, v in want.items():
         check(m.get(k) == v, '%s = %r, want %r' % (k, m.get(k), v))
@@ -114,6 +118,8 @@ def check_refusal_log(srv, t_flood):
           '%d refusal lines for %d refusals in %.1f s:\n%s' %
           (len(lines), MALFORMED, t_flood, '\n'.join(lines)))
     check('422' in lines[0] and 'needs' in lines[0], 'the line says why: %s' % lines[0])
+    heads = [ln for ln in srv.log_text().splitlines() if 'refused (malformed, job -): 400' in ln]
+    check(1 <= len(heads) <= int(t_flood) + 2, '%d lines for 5 malformed heads' % len(heads))
     for what in ('refused (auth, job sync): 401', 'refused (round, job sync): 409',
                  'refused (unknown_job, job -): 404'):
         check(what in srv.log_text(), 'no "%s" line' % what)
