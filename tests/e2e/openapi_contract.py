@@ -135,6 +135,8 @@ def run():
         st, hd, b = call('GET', '/v1/openapi.json', expect=200)
         check(b == src, 'GET /v1/openapi.json differs from runtime/api/openapi.json')
         call('GET', '/healthz', expect=200)
+        for p in ('/healthz', '/readyz', '/v1/openapi.json'):
+            call('HEAD', p, expect=200)
         call('GET', '/readyz', expect=200)
         call('GET', '/metrics', expect=200)
         call('GET', '/v1/functions', token=adm, expect=200)
