@@ -15,8 +15,12 @@ if [ "${1:-}" = "--test" ]; then
 	PKGS="$PKGS curl iproute2 python3-numpy"
 	# The /ui scenario (tests/e2e/ui.py): headless Chromium, driven over its DevTools websocket.
 	PKGS="$PKGS chromium python3-websocket"
+	# promtool and a real Prometheus scraping `tributary up` (tests/e2e/prometheus.py).
+	PKGS="$PKGS prometheus"
 	# kubectl, node and tests/k8s's npm packages, for the manifests test (tests/k8s) only.
 	"$(dirname "$0")/deps-k8s.sh"
+	# node, tests/openapi's npm packages (the OpenAPI validator) and python3-jsonschema.
+	"$(dirname "$0")/deps-openapi.sh"
 fi
 
 missing=""

@@ -112,6 +112,50 @@ static void print_evaluation(json_t *ev)
 	printf("\n");
 }
 
+bool tl_round_stalled(double age_s, double since_update_s, double arrival_rate,
+		      double timeout_s, char *why, size_t cap)
+{
+	double gap = arrival_rate > 0 ? TL_STALL_ARRIVALS / arrival_rate : 0;
+	double limit = gap > TL_STALL_MIN_S ? gap : TL_STALL_MIN_S;
+
+	if (age_s < 0)
+		return false;
+	if (timeout_s > 0 && age_s > timeout_s) {
+		if (why)
+			snprintf(why, cap, "open %.0f s, past its round_timeout_s %.0f s without "
+				 "min_clients updates", age_s, timeout_s);
+		return true;
+	}
+	if (since_update_s > limit) {
+		if (why)
+			snprintf(why, cap, "no update for %.0f s (> max(%g x %.3g s mean "
+				 "inter-arrival, %.0f s))", since_update_s, TL_STALL_ARRIVALS,
+				 arrival_rate > 0 ? 1 / arrival_rate : 0.0, TL_STALL_MIN_S);
+		return true;
+	}
+	return false;
+}
+
+/* The open round's age and the time since the last update; STALLED by tl_round_stalled(). */
+static void print_round_times(json_t *j)
+{
+	json_t *age = json_object_get(j, "round_age_s");
+	json_t *since = json_object_get(j, "last_update_age_s");
+	char why[160];
+
+	if (!json_is_number(age) || !json_is_number(since))
+		return; /* no round started (or an older server) */
+	printf("  round %lld open %.1f s, last update %.1f s ago", jint(j, "round"),
+	       json_number_value(age), json_number_value(since));
+	/* A paused or done job waits on purpose. */
+	if (!strcmp(jstr(j, "state"), "open") &&
+	    tl_round_stalled(json_number_value(age), json_number_value(since),
+			     json_number_value(json_object_get(j, "arrival_rate")),
+			     (double)jint(j, "round_timeout_s"), why, sizeof(why)))
+		printf("  STALLED: %s", why);
+	printf("\n");
+}
+
 static void print_jobs(json_t *jobs, const char *only)
 {
 	size_t i;
@@ -141,6 +185,7 @@ static void print_jobs(json_t *jobs, const char *only)
 		       jstr(j, "algorithm"), json_is_string(json_object_get(j, "state")) ?
 		       jstr(j, "state") : "open", rnd, recv, fan, "v", jint(j, "model_round"),
 		       jint(j, "params"));
+		print_round_times(j);
 		print_selection(j);
 		print_evaluation(json_object_get(j, "evaluation"));
 	}

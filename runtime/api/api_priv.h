@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "rt_api.h"
+#include "trib_ratelimit.h"
 
 #define JOB_BODY_MAX (1u << 20)          /* JSON control bodies */
 #define ST_HEADER_ALLOWANCE (1ull << 20) /* safetensors header room over the model's bytes */
@@ -19,6 +20,7 @@ struct rt_api {
 	struct rt_api_ready_hook ready; /* GET /readyz (get NULL until the wiring sets it) */
 	struct rt_conn *waiters;    /* parked long polls, newest first */
 	struct rt_conn *wal_waiters; /* updates waiting for the log (--durability disk) */
+	struct trib_ratelimit rej_log[RT_REJ__COUNT]; /* refusals naming no job: log lines */
 };
 
 static inline struct rt_api *API(struct rt_conn *c)
@@ -36,12 +38,20 @@ static inline struct rt_api_req *R(struct rt_conn *c)
 	return rt_api_req(c);
 }
 
+/* runtime/api/openapi.json, compiled in (scripts/embed-file.py): GET /v1/openapi.json. */
+extern const unsigned char rt_api_openapi_json[];
+extern const size_t rt_api_openapi_json_len;
+
 /* rt_api.c: whether the request carries the admin token (auth_job: or the job's). */
 bool rt__api_auth_admin(struct rt_conn *c);
 bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j);
-/* Count @why and answer the error. */
+/* Count @why (per node, and per job when the URL names one), log it (rate-limited), answer. */
 void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
 		    long long round, const char *extra);
+/* The counting and logging of rt__api_reject, for a refusal answered with another body. */
+void rt__api_count_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg);
+/* rt_api_metrics.c: @why's name in /metrics (reason="...") and in the log. */
+const char *rt__api_reject_name(enum rt_reject why);
 /* The job's (or the admin) token, or a 401 answered: false. */
 bool rt__api_require_job(struct rt_conn *c, const struct rt_job *j);
 /* Answer @obj (reference taken) as JSON. */

@@ -10,7 +10,9 @@
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
+#include "trib_log.h"
 #include "trib_parse.h"
+#include "trib_ratelimit.h"
 #include "trib_time.h"
 #include "trib_token.h"
 
@@ -39,10 +41,68 @@ bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j)
 	return trib_token_eq(tok, j->token) || admin_eq(N(c), tok);
 }
 
+/* The job a request's URL names (/v1/jobs/{job}/...), or NULL: whom a refusal is counted for. */
+static struct rt_job *job_of_url(struct rt_conn *c)
+{
+	const char *rest = c->req.path, *slash;
+	char name[64];
+	size_t len;
+
+	if (strncmp(rest, "/v1/jobs/", 9))
+		return NULL;
+	rest += 9;
+	slash = strchr(rest, '/');
+	len = slash ? (size_t)(slash - rest) : strlen(rest);
+	if (!len || len >= sizeof(name))
+		return NULL;
+	memcpy(name, rest, len);
+	name[len] = '\0';
+	return rt_job_find(N(c), name);
+}
+
+/*
+ * Count @why (for the node, and for the job the URL names) and log it, at
+ * most one line a second per reason and job: a flood of refusals is one
+ * line a second saying how many were held back, never silence and never a
+ * log as fast as the attacker can send.
+ */
+static void reject_log(struct rt_conn *c, struct rt_job *j, enum rt_reject why, int status,
+		       const char *msg)
+{
+	struct trib_ratelimit *rl = j ? &j->rej_log[why] : &API(c)->rej_log[why];
+	uint64_t held = 0;
+	char safe[160];
+	size_t k = 0;
+
+	if (!trib_ratelimit_allow(rl, trib_now_ns(), &held))
+		return;
+	/* The message may quote the request (a job name): printable ASCII only in the log. */
+	for (const char *p = msg ? msg : ""; *p && k + 1 < sizeof(safe); p++)
+		safe[k++] = *p >= 0x20 && *p < 0x7f ? *p : '?';
+	safe[k] = '\0';
+	if (held)
+		trib_info("refused (%s, job %s): %d %s (and %llu more of these in the last %.1f s)",
+			  rt__api_reject_name(why), j ? j->name : "-", status, safe,
+			  (unsigned long long)held, (double)TRIB_RATELIMIT_PERIOD_NS / 1e9);
+	else
+		trib_info("refused (%s, job %s): %d %s", rt__api_reject_name(why),
+			  j ? j->name : "-", status, safe);
+}
+
+void rt__api_count_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg)
+{
+	struct rt_job *j = job_of_url(c);
+
+	N(c)->m.rejected[why]++;
+	if (j)
+		j->rejected[why]++;
+	reject_log(c, j, why, status, msg);
+}
+
 void rt__api_reject(struct rt_conn *c, enum rt_reject why, int status, const char *msg,
 		   long long round, const char *extra)
 {
-	N(c)->m.rejected[why]++;
+	rt__api_count_reject(c, why, status, msg);
 	rt_conn_error(c, status, msg, round, extra);
 }
 
@@ -220,6 +280,14 @@ static void on_head(void *ctx, struct rt_conn *c)
 		if (m != HTTP_GET && m != HTTP_HEAD)
 			goto bad_method;
 		handle_readyz(c);
+		return;
+	}
+	if (!strcmp(path, "/v1/openapi.json")) {
+		/* The contract names no job and no token: anyone who reaches the port may read it. */
+		if (m != HTTP_GET && m != HTTP_HEAD)
+			goto bad_method;
+		rt_conn_respond(c, 200, "application/json", rt_api_openapi_json,
+				rt_api_openapi_json_len, NULL);
 		return;
 	}
 	if (!strcmp(path, "/metrics")) {

@@ -431,6 +431,37 @@ static json_t *store_json(const struct rt_job *j)
 }
 
 /* job_json, plus what the planner and the deadline add. */
+/*
+ * How long the open round has been open (since its first update: a round nobody sent to has
+ * not started) and since the job's last update, as this server's clock sees them: what
+ * `tributary status` judges a stalled round by, with no clock skew between it and us.
+ */
+static void round_times_json(const struct rt_job *j, json_t *o)
+{
+	uint64_t now = trib_now_ns();
+
+	if (j->open) {
+		uint64_t t = rt_round_opened_ns(j->open);
+
+		json_object_set_new(o, "round_opened_at", json_real(rt_round_opened_unix(j->open)));
+		json_object_set_new(o, "round_age_s",
+				    json_real(now > t ? (double)(now - t) / 1e9 : 0));
+	} else {
+		json_object_set_new(o, "round_opened_at", json_null());
+		json_object_set_new(o, "round_age_s", json_null());
+	}
+	if (j->last_update_ns) {
+		json_object_set_new(o, "last_update_at", json_real(j->last_update_unix));
+		json_object_set_new(o, "last_update_age_s",
+				    json_real(now > j->last_update_ns
+						      ? (double)(now - j->last_update_ns) / 1e9
+						      : 0));
+	} else {
+		json_object_set_new(o, "last_update_at", json_null());
+		json_object_set_new(o, "last_update_age_s", json_null());
+	}
+}
+
 json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 {
 	json_t *o = job_json(n, j);
@@ -465,6 +496,7 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 	}
 	if (j->open)
 		json_object_set_new(o, "leaves", json_integer(rt_round_nleaves(j->open)));
+	round_times_json(j, o);
 	json_object_set_new(o, "store", store_json(j));
 	rt__api_task_status(j, o);
 	rt__api_eval_status(n, j, o);

@@ -69,14 +69,14 @@ bool rt__api_life_refuse(struct rt_conn *c, const struct rt_job *j, bool body_re
 	if (rt_job_rounds_over(j)) {
 		snprintf(msg, sizeof(msg), "job '%s' is done after %u rounds", j->name,
 			 j->num_rounds);
-		N(c)->m.rejected[RT_REJ_ROUND]++;
+		rt__api_count_reject(c, RT_REJ_ROUND, 410, msg);
 		life_error(c, 410, msg, "done", NULL);
 		return true;
 	}
 	/* A body admitted before the pause is kept: the round keeps what it has. */
 	if (j->paused && !body_read) {
 		snprintf(msg, sizeof(msg), "job '%s' is paused", j->name);
-		N(c)->m.rejected[RT_REJ_ROUND]++;
+		rt__api_count_reject(c, RT_REJ_ROUND, 503, msg);
 		life_error(c, 503, msg, "paused", "Retry-After: 5\r\n");
 		return true;
 	}

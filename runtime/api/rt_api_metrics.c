@@ -251,24 +251,36 @@ static void metrics_admission(struct mtext *t, const struct rt_loop_stats *ls)
 		    rt_tls_fail_name((enum rt_tls_fail)f), (unsigned long long)ls->tls->failed[f]);
 }
 
+static const char *const reasons[] = {
+	"malformed", "auth", "unknown_job", "round", "too_large",
+	"media_type", "shape", "non_finite", "arena_full", "no_length",
+	"store_failing", "client_auth_required", "client_duplicate", "client_inflight",
+	"job_inflight", "no_task",
+};
+_Static_assert(sizeof(reasons) / sizeof(reasons[0]) == RT_REJ__COUNT,
+	       "one name per enum rt_reject");
+
+const char *rt__api_reject_name(enum rt_reject why)
+{
+	return (unsigned)why < RT_REJ__COUNT ? reasons[why] : "?";
+}
+
+/* The buckets of the round duration histograms (rt_commit.c's bounds, then +Inf). */
+static const char *const round_les[12] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+					   "1", "2.5", "5", "10", "30", "+Inf" };
+
 /* Updates, requests and rounds. */
 static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 			     const struct rt_loop_stats *ls)
 {
-	static const char *const reasons[RT_REJ__COUNT] = {
-		"malformed", "auth", "unknown_job", "round", "too_large",
-		"media_type", "shape", "non_finite", "arena_full", "no_length",
-		"store_failing", "client_auth_required", "client_duplicate", "client_inflight",
-		"job_inflight", "no_task",
-	};
-	static const char *const les[] = { "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
-					   "1", "2.5", "5", "10", "30", "+Inf" };
 	uint64_t cum = 0;
 
-	OUT("# HELP tributary_updates_accepted_total Updates answered 202.\n"
+	OUT("# HELP tributary_updates_accepted_total Updates answered 202, all jobs (per job: "
+	    "tributary_job_updates_accepted_total).\n"
 	    "# TYPE tributary_updates_accepted_total counter\n"
 	    "tributary_updates_accepted_total %llu\n", (unsigned long long)m->accepted);
-	OUT("# HELP tributary_updates_rejected_total Update requests refused, by reason.\n"
+	OUT("# HELP tributary_updates_rejected_total Requests refused, by reason, all jobs and those "
+	    "naming none (per job: tributary_job_updates_rejected_total).\n"
 	    "# TYPE tributary_updates_rejected_total counter\n");
 	for (int i = 0; i < RT_REJ__COUNT; i++)
 		OUT("tributary_updates_rejected_total{reason=\"%s\"} %llu\n", reasons[i],
@@ -285,7 +297,7 @@ static void metrics_counters(struct mtext *t, const struct rt_metrics *m,
 	    "# TYPE tributary_round_duration_seconds histogram\n");
 	for (size_t i = 0; i < 12; i++) {
 		cum += m->round_hist[i];
-		OUT("tributary_round_duration_seconds_bucket{le=\"%s\"} %llu\n", les[i],
+		OUT("tributary_round_duration_seconds_bucket{le=\"%s\"} %llu\n", round_les[i],
 		    (unsigned long long)cum);
 	}
 	OUT("tributary_round_duration_seconds_sum %.6f\n"
@@ -311,8 +323,11 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	OUT("# HELP tributary_functions Aggregation function processes alive.\n"
 	    "# TYPE tributary_functions gauge\n"
 	    "tributary_functions %u\n"
+	    "# HELP tributary_functions_spawned_total Aggregation function processes started.\n"
 	    "# TYPE tributary_functions_spawned_total counter\n"
 	    "tributary_functions_spawned_total %llu\n"
+	    "# HELP tributary_functions_failed_total Function processes that died mid-round "
+	    "(with work; each one replaced).\n"
 	    "# TYPE tributary_functions_failed_total counter\n"
 	    "tributary_functions_failed_total %llu\n", rt_fnset_count(n->fns),
 	    (unsigned long long)m->fn_spawned, (unsigned long long)m->fn_failed);
@@ -339,14 +354,18 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	    "tributary_fn_cold_start_seconds{quantile=\"0.99\"} %.6f\n"
 	    "tributary_fn_cold_start_seconds_sum %.6f\n"
 	    "tributary_fn_cold_start_seconds_count %llu\n"
-	    "tributary_fn_cold_start_seconds_max %.6f\n"
+	    "# HELP tributary_fn_cold_start_max_seconds The longest cold start since start.\n"
+	    "# TYPE tributary_fn_cold_start_max_seconds gauge\n"
+	    "tributary_fn_cold_start_max_seconds %.6f\n"
 	    "# HELP tributary_fn_warm_handoff_seconds Config sent to a warm function to ready to "
 	    "fold.\n# TYPE tributary_fn_warm_handoff_seconds summary\n"
 	    "tributary_fn_warm_handoff_seconds{quantile=\"0.5\"} %.6f\n"
 	    "tributary_fn_warm_handoff_seconds{quantile=\"0.99\"} %.6f\n"
 	    "tributary_fn_warm_handoff_seconds_sum %.6f\n"
 	    "tributary_fn_warm_handoff_seconds_count %llu\n"
-	    "tributary_fn_warm_handoff_seconds_max %.6f\n",
+	    "# HELP tributary_fn_warm_handoff_max_seconds The longest warm hand-off since start.\n"
+	    "# TYPE tributary_fn_warm_handoff_max_seconds gauge\n"
+	    "tributary_fn_warm_handoff_max_seconds %.6f\n",
 	    quantile(m->cold_recent, m->cold_n, 0.5), quantile(m->cold_recent, m->cold_n, 0.99),
 	    m->cold_sum_s, (unsigned long long)m->cold_n, m->cold_max_s,
 	    quantile(m->warm_recent, m->warm_n, 0.5), quantile(m->warm_recent, m->warm_n, 0.99),
@@ -359,7 +378,9 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	    "tributary_fn_ready_notice_seconds{quantile=\"0.99\"} %.6f\n"
 	    "tributary_fn_ready_notice_seconds_sum %.6f\n"
 	    "tributary_fn_ready_notice_seconds_count %llu\n"
-	    "tributary_fn_ready_notice_seconds_max %.6f\n",
+	    "# HELP tributary_fn_ready_notice_max_seconds The longest READY notice delay since start.\n"
+	    "# TYPE tributary_fn_ready_notice_max_seconds gauge\n"
+	    "tributary_fn_ready_notice_max_seconds %.6f\n",
 	    quantile(m->notice_recent, m->notice_n, 0.5),
 	    quantile(m->notice_recent, m->notice_n, 0.99), m->notice_sum_s,
 	    (unsigned long long)m->notice_n, m->notice_max_s);
@@ -387,6 +408,43 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 		    job_label(t, n, j->id, j->name), rt_job_clients_now(n, j));
 		OUT("tributary_round_clients{%s,state=\"last\"} %u\n",
 		    job_label(t, n, j->id, j->name), j->last_round_clients);
+	}
+}
+
+/*
+ * The update, refusal and round series per job. Their own names, not a job
+ * label on the node-wide ones: those also count refusals that name no job
+ * (a bad token on an unknown name, a malformed request line), and a family
+ * whose series sum to something other than its total misleads sum().
+ */
+static void metrics_jobs(struct mtext *t, struct rt_node *n)
+{
+	OUT("# HELP tributary_job_updates_accepted_total Updates of the job answered 202.\n"
+	    "# TYPE tributary_job_updates_accepted_total counter\n");
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		OUT("tributary_job_updates_accepted_total{%s} %llu\n",
+		    job_label(t, n, j->id, j->name), (unsigned long long)j->accepted_total);
+	OUT("# HELP tributary_job_updates_rejected_total Requests to the job's URLs refused, by "
+	    "reason.\n# TYPE tributary_job_updates_rejected_total counter\n");
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		for (int i = 0; i < RT_REJ__COUNT; i++)
+			OUT("tributary_job_updates_rejected_total{%s,reason=\"%s\"} %llu\n",
+			    job_label(t, n, j->id, j->name), reasons[i],
+			    (unsigned long long)j->rejected[i]);
+	OUT("# HELP tributary_job_round_duration_seconds The job's rounds, first accepted update "
+	    "to model written.\n# TYPE tributary_job_round_duration_seconds histogram\n");
+	for (struct rt_job *j = n->jobs; j; j = j->next) {
+		uint64_t cum = 0;
+
+		for (size_t i = 0; i < 12; i++) {
+			cum += j->round_hist[i];
+			OUT("tributary_job_round_duration_seconds_bucket{%s,le=\"%s\"} %llu\n",
+			    job_label(t, n, j->id, j->name), round_les[i], (unsigned long long)cum);
+		}
+		OUT("tributary_job_round_duration_seconds_sum{%s} %.6f\n",
+		    job_label(t, n, j->id, j->name), j->round_sum_s);
+		OUT("tributary_job_round_duration_seconds_count{%s} %llu\n",
+		    job_label(t, n, j->id, j->name), (unsigned long long)j->rounds_done);
 	}
 }
 
@@ -458,33 +516,49 @@ static void metrics_store(struct mtext *t, struct rt_node *n)
 		metrics_wal(t, n);
 }
 
-/* Per function: messages, bytes and (shm+bpf) queue depth. */
+/*
+ * Functions' messages, bytes and (shm+bpf) queue depth. No function id nor
+ * round as labels (a new series every round, and a warm function reused by
+ * another round would change its labels): the counters are node-wide (the
+ * live functions' plus the exited ones' final counts, so they never drop)
+ * and the queue depth a gauge per job and role. Per function: /v1/functions.
+ */
 static void metrics_per_fn(struct mtext *t, struct rt_node *n)
 {
 	struct fn_rows fr;
-	static const char *const names[3] = { "messages_total", "bytes_total",
-					      "queue_depth" };
-	static const char *const helps[3] = {
-		"Descriptors delivered to the function (sk_msg counters in shm+bpf).",
-		"Bytes delivered to the function (descriptors; payloads too in tcp).",
-		"Descriptors delivered but not yet taken by the function (shm+bpf only).",
-	};
+	uint64_t msgs = n->m.fn_msgs_gone, bytes = n->m.fn_bytes_gone;
 
 	collect_fns(n, &fr);
-	for (int k = 0; k < 3; k++) {
-		if (k == 2 && !n->route)
-			break;
-		OUT("# HELP tributary_fn_%s %s\n# TYPE tributary_fn_%s %s\n", names[k],
-		    helps[k], names[k], k == 2 ? "gauge" : "counter");
-		for (size_t i = 0; i < fr.len && t->len + 512 < t->cap; i++) {
-			const struct fn_row *r = &fr.rows[i];
-			uint64_t v = k == 0 ? r->msgs : k == 1 ? r->bytes :
-						(uint64_t)(r->depth < 0 ? 0 : r->depth);
-
-			OUT("tributary_fn_%s{fn=\"%u\",%s,round=\"%u\",role=\"%s\"} %llu\n",
-			    names[k], r->id, job_label(t, n, r->job, NULL), r->round,
-			    role_name(r->role), (unsigned long long)v);
+	for (size_t i = 0; i < fr.len; i++)
+		if (fr.rows[i].live) {
+			msgs += fr.rows[i].msgs;
+			bytes += fr.rows[i].bytes;
 		}
+	OUT("# HELP tributary_fn_messages_total Descriptors delivered to aggregation functions "
+	    "(sk_msg counters in shm+bpf).\n# TYPE tributary_fn_messages_total counter\n"
+	    "tributary_fn_messages_total %llu\n"
+	    "# HELP tributary_fn_bytes_total Bytes delivered to aggregation functions "
+	    "(descriptors; payloads too in tcp).\n# TYPE tributary_fn_bytes_total counter\n"
+	    "tributary_fn_bytes_total %llu\n", (unsigned long long)msgs,
+	    (unsigned long long)bytes);
+	if (n->route) {
+		static const uint16_t roles[3] = { FN_ROLE_TOP, FN_ROLE_MID, FN_ROLE_LEAF };
+
+		OUT("# HELP tributary_fn_queue_depth Descriptors delivered to the job's live "
+		    "functions of a role but not yet taken (shm+bpf only).\n"
+		    "# TYPE tributary_fn_queue_depth gauge\n");
+		for (struct rt_job *j = n->jobs; j; j = j->next)
+			for (int k = 0; k < 3; k++) {
+				uint64_t depth = 0;
+
+				for (size_t i = 0; i < fr.len; i++)
+					if (fr.rows[i].live && fr.rows[i].job == j->id &&
+					    fr.rows[i].role == roles[k] && fr.rows[i].depth > 0)
+						depth += (uint64_t)fr.rows[i].depth;
+				OUT("tributary_fn_queue_depth{%s,role=\"%s\"} %llu\n",
+				    job_label(t, n, j->id, j->name), role_name(roles[k]),
+				    (unsigned long long)depth);
+			}
 	}
 	trib_free(fr.rows);
 }
@@ -493,6 +567,10 @@ void rt__api_handle_metrics(struct rt_conn *c)
 {
 	struct rt_node *n = N(c);
 	struct mtext tx = { .cap = 65536 }, *t = &tx;
+
+	/* ~2.5 KB of per-job series (16 refusal reasons, a histogram): room for every job. */
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		tx.cap += 4096;
 
 	tx.names = n->opts.metrics_jobs || rt__api_auth_admin(c);
 
@@ -503,6 +581,7 @@ void rt__api_handle_metrics(struct rt_conn *c)
 	}
 	metrics_counters(t, &n->m, rt_loop_stats(c->loop));
 	metrics_functions(t, n, &n->m);
+	metrics_jobs(t, n);
 	metrics_store(t, n);
 	metrics_per_fn(t, n);
 	if (n->route) {

@@ -513,11 +513,17 @@ void rt_conn_unpark(struct rt_conn *c)
 static void conn_bad_head(struct rt_loop *l, struct rt_conn *c, int err, const char *why)
 {
 	int status = err == -E2BIG ? 431 : 400;
+	uint64_t held = 0;
 
 	memset(&c->req, 0, sizeof(c->req));
 	c->body_taken = true;
 	c->head_used = 0;
 	l->stats.malformed++;
+	/* Counted as reason "malformed" in /metrics; logged as the API's refusals are (rt_api.c). */
+	if (trib_ratelimit_allow(&l->bad_head_log, trib_now_ns(), &held))
+		trib_info("refused (malformed, job -): %d %s (and %llu more in the last second)",
+			  status, err == -E2BIG ? "request head too large" :
+			  (why ? why : "malformed request head"), (unsigned long long)held);
 	rt_conn_error(c, status,
 		      err == -E2BIG ? "request head too large" :
 				      (why ? why : "malformed request head"),

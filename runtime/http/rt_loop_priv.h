@@ -6,6 +6,7 @@
 #include <liburing.h>
 
 #include "rt_loop.h"
+#include "trib_ratelimit.h"
 
 /*
  * io_uring user_data, built by ud_conn()/ud_ext()/ud_plain() and read by
@@ -70,6 +71,7 @@ struct rt_loop_handler {
 };
 
 struct rt_loop {
+	struct trib_ratelimit bad_head_log; /* a malformed head's log line: one a second */
 	struct rt_loop_hooks hooks;
 	struct rt_conn_hooks conn_hooks;
 	struct rt_loop_opts opts;

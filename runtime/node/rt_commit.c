@@ -23,7 +23,8 @@
  * it commit in order, and updates are taken again.
  */
 
-static void round_hist_add(struct rt_metrics *m, double s)
+/* A round of @j done in @s seconds: the node's histogram and the job's. */
+static void round_hist_add(struct rt_node *n, struct rt_job *j, double s)
 {
 	static const double bounds[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
 	size_t i;
@@ -31,8 +32,12 @@ static void round_hist_add(struct rt_metrics *m, double s)
 	for (i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++)
 		if (s <= bounds[i])
 			break;
-	m->round_hist[i]++;
-	m->round_sum_s += s;
+	n->m.rounds_done++;
+	n->m.round_hist[i]++;
+	n->m.round_sum_s += s;
+	j->rounds_done++;
+	j->round_hist[i]++;
+	j->round_sum_s += s;
 }
 
 /* Count a failed write of @j under its errno; the last entry takes the errnos that do not fit. */
@@ -158,8 +163,7 @@ static void round_adopt(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 
 		j->arrival_rate = j->arrival_rate > 0 ? 0.5 * j->arrival_rate + 0.5 * rate : rate;
 	}
-	n->m.rounds_done++;
-	round_hist_add(&n->m, secs);
+	round_hist_add(n, j, secs);
 	trib_info("job %s round %u: %u updates (weight %g; %u distinct client tokens) aggregated "
 		  "in %.3f s; model v%u%s", j->name, r->round, d->count, d->weight, r->clients,
 		  secs, j->completed,
@@ -249,8 +253,7 @@ static void remote_adopt(struct rt_node *n, struct rt_job *j, struct trib_blob *
 		double secs = (double)(trib_now_ns() - r->open_ns) / 1e9;
 
 		j->inflight = r->next;
-		n->m.rounds_done++;
-		round_hist_add(&n->m, secs);
+		round_hist_add(n, j, secs);
 		j->last_round_ms = (uint64_t)(secs * 1000);
 		/* The model is stored: the round's records go, then its slots. */
 		rt__journal_round_done(n, j, r->round);

@@ -12,6 +12,7 @@
 #include "rt_fnproc.h"
 #include "shm_abi.h"
 #include "trib_blob.h"
+#include "trib_ratelimit.h"
 #include "trib_retry.h"
 #include "trib_safetensors.h"
 
@@ -118,6 +119,27 @@ struct rt_job_select {
 	struct rt_clients tasks; /* the clients with a task for tasks.round */
 };
 
+/* Rejection reasons counted in /metrics; index into rt_metrics.rejected. */
+enum rt_reject {
+	RT_REJ_MALFORMED,
+	RT_REJ_AUTH,
+	RT_REJ_NO_JOB,
+	RT_REJ_ROUND,
+	RT_REJ_TOO_LARGE,
+	RT_REJ_MEDIA_TYPE,
+	RT_REJ_SHAPE,
+	RT_REJ_NONFINITE,
+	RT_REJ_FULL,
+	RT_REJ_NO_LENGTH,
+	RT_REJ_STORE,      /* a round's model could not be stored: no 202 until it is */
+	RT_REJ_FORBIDDEN,  /* the job token, on a job with client_auth required */
+	RT_REJ_CLIENT_DUP, /* a second update of one client in one round */
+	RT_REJ_CLIENT_INFLIGHT, /* the client has its cap of bodies in flight */
+	RT_REJ_JOB_INFLIGHT,    /* the job has its cap of body bytes in flight */
+	RT_REJ_NO_TASK,         /* selection: the client has no task for the round */
+	RT_REJ__COUNT,
+};
+
 struct rt_job {
 	int64_t db_id;
 	uint64_t xid; /* a cluster's job: the controller's id, the journal's name for it (0: up) */
@@ -147,6 +169,15 @@ struct rt_job {
 	struct trib_blob *model;  /* the latest model file (version == completed) */
 	uint64_t accepted_total;
 	uint64_t last_round_ms;
+	/* the last update (or recovered batch) accepted, any round; 0: none since start */
+	uint64_t last_update_ns;
+	double last_update_unix;
+	/* /metrics per job: refusals named by the request's URL, rounds done (a histogram) */
+	uint64_t rejected[RT_REJ__COUNT];
+	uint64_t round_hist[12];
+	double round_sum_s;
+	uint64_t rounds_done;
+	struct trib_ratelimit rej_log[RT_REJ__COUNT]; /* a refusal's log line, per reason */
 	uint32_t xtarget;         /* cluster: updates this node folds in the open round, once the
 				   * controller closed it; UINT32_MAX before */
 	uint32_t sync_round, sync_version; /* cluster: what the last heartbeat said we lack */
@@ -175,26 +206,6 @@ struct rt_job {
 	struct rt_job *next;
 };
 
-/* Rejection reasons counted in /metrics; index into rt_metrics.rejected. */
-enum rt_reject {
-	RT_REJ_MALFORMED,
-	RT_REJ_AUTH,
-	RT_REJ_NO_JOB,
-	RT_REJ_ROUND,
-	RT_REJ_TOO_LARGE,
-	RT_REJ_MEDIA_TYPE,
-	RT_REJ_SHAPE,
-	RT_REJ_NONFINITE,
-	RT_REJ_FULL,
-	RT_REJ_NO_LENGTH,
-	RT_REJ_STORE,      /* a round's model could not be stored: no 202 until it is */
-	RT_REJ_FORBIDDEN,  /* the job token, on a job with client_auth required */
-	RT_REJ_CLIENT_DUP, /* a second update of one client in one round */
-	RT_REJ_CLIENT_INFLIGHT, /* the client has its cap of bodies in flight */
-	RT_REJ_JOB_INFLIGHT,    /* the job has its cap of body bytes in flight */
-	RT_REJ_NO_TASK,         /* selection: the client has no task for the round */
-	RT_REJ__COUNT,
-};
 
 struct rt_metrics {
 	uint64_t accepted;
@@ -227,6 +238,8 @@ struct rt_metrics {
 	/* round durations, first update to model written: a histogram */
 	uint64_t round_hist[12];
 	double round_sum_s;
+	/* messages and bytes delivered to functions that have exited (their final counters) */
+	uint64_t fn_msgs_gone, fn_bytes_gone;
 };
 
 /* Final counters of a function that has exited, kept for /metrics and status. */
@@ -575,6 +588,9 @@ const struct shm_desc *rt_round_result(const struct rt_round *r);
 uint32_t rt_round_received(const struct rt_round *r);
 uint32_t rt_round_fanin(const struct rt_round *r);
 uint32_t rt_round_nleaves(const struct rt_round *r);
+/* When its first update was accepted: monotonic ns, and unix s (its record's opened_at). */
+uint64_t rt_round_opened_ns(const struct rt_round *r);
+double rt_round_opened_unix(const struct rt_round *r);
 
 /* --- client credentials and clients (rt_clients.c) --- */
 /*

@@ -19,6 +19,9 @@ static void fn_remember(struct rt_node *n, const struct rt_fn *fn)
 	h->role = fn->cfg.role;
 	rt_node_fn_counters(n, fn, &h->msgs_in, &h->bytes_in, &depth);
 	h->taken = depth >= 0 ? h->msgs_in - (uint64_t)depth : h->msgs_in;
+	/* /metrics' tributary_fn_*_total: the live ones' counters plus these, so it never drops. */
+	n->m.fn_msgs_gone += h->msgs_in;
+	n->m.fn_bytes_gone += h->bytes_in;
 }
 
 /*

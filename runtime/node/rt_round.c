@@ -276,6 +276,8 @@ int rt__leaf_recovered(struct rt_node *n, struct rt_job *j, const struct shm_des
 	r->received += partial->count;
 	j->accepted_total += partial->count;
 	n->m.accepted += partial->count;
+	j->last_update_ns = trib_now_ns();
+	j->last_update_unix = rt__unix_now();
 	rt__out_ensure(n, true, &l->partial, NULL, &l->routed_to, rt__leaf_parent(r, i));
 	if (r->received == j->cpr)
 		rt__round_close(n, j, r, false);
@@ -326,6 +328,8 @@ static void accepted(struct rt_node *n, struct rt_job *j, struct rt_round *r, ui
 	r->received++;
 	j->accepted_total++;
 	n->m.accepted++;
+	j->last_update_ns = trib_now_ns();
+	j->last_update_unix = rt__unix_now();
 	*seq = s;
 	if (r->received == (n->clustered ? j->xtarget : j->cpr))
 		rt__round_close(n, j, r, false);
@@ -470,6 +474,16 @@ uint32_t rt_round_fanin(const struct rt_round *r)
 uint32_t rt_round_nleaves(const struct rt_round *r)
 {
 	return r->nleaves;
+}
+
+uint64_t rt_round_opened_ns(const struct rt_round *r)
+{
+	return r->open_ns;
+}
+
+double rt_round_opened_unix(const struct rt_round *r)
+{
+	return r->open_unix;
 }
 
 const float *rt_round_sum(struct rt_node *n, const struct rt_round *r)

@@ -129,6 +129,30 @@ Test(runtime_router, metrics_count_requests_and_refusals)
 	fx_close(&f);
 }
 
+/* A refusal counts for the job its URL names, and for the node; one naming none, the node only. */
+Test(runtime_router, refusals_count_per_job_and_for_the_node)
+{
+	struct fixture f;
+
+	fx_open(&f);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", RT_TEST_ADMIN,
+			     "{\"name\":\"a\",\"clients_per_round\":2,\"params\":4}"), 201);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", RT_TEST_ADMIN,
+			     "{\"name\":\"b\",\"clients_per_round\":2,\"params\":4}"), 201);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/a", "wrong", NULL), 401);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/a/model", "wrong", NULL), 401);
+	cr_assert_eq(request(&f, "GET", "/v1/jobs/none", NULL, NULL), 401);
+	cr_assert_eq(request(&f, "GET", "/metrics", RT_TEST_ADMIN, NULL), 200);
+	cr_assert(body_has(&f, "tributary_updates_rejected_total{reason=\"auth\"} 3\n"));
+	cr_assert(body_has(&f, "tributary_job_updates_rejected_total{job=\"a\",reason=\"auth\"} 2\n"));
+	cr_assert(body_has(&f, "tributary_job_updates_rejected_total{job=\"b\",reason=\"auth\"} 0\n"));
+	cr_assert(body_has(&f, "tributary_job_round_duration_seconds_count{job=\"b\"} 0\n"));
+	/* Bounded labels: no function id, no round. */
+	cr_assert_not(body_has(&f, "fn=\""));
+	cr_assert_not(body_has(&f, ",round=\""));
+	fx_close(&f);
+}
+
 /* Without the admin token, an unknown job looks like a known one with a wrong token. */
 Test(runtime_router, unknown_job_is_401_without_the_admin_token)
 {
