@@ -116,5 +116,72 @@ class Shamir(unittest.TestCase):
                 sa.shamir_split(*args)
 
 
+ROUND = os.path.join(os.path.dirname(VECTORS), "round.json")
+
+
+class Round(unittest.TestCase):
+    """tests/secagg/round.json (Python clients; runtime's test_secagg.c replays it through the C
+    server) unmasked here from its reveals alone: the same sum."""
+
+    def test_transcript_unmasks_to_the_sum(self):
+        with open(ROUND) as f:
+            r = json.load(f)
+        cfg = r["cfg"]
+        n, rnd, t = cfg["dim"] + 1, cfg["round"], cfg["threshold"]
+        adv = {a["u"]: (hx(a["c_pk"]), hx(a["s_pk"])) for a in r["advertise"]}
+        graph = {int(u): nb for u, nb in r["graph"].items()}
+        self.assertEqual(sa.graph(list(adv), cfg["neighbours"], hx(cfg["graph_seed"])), graph)
+        acc = np.zeros(n, dtype=np.uint32)
+        for m in r["masked"]:
+            acc += np.frombuffer(hx(m["y"]), dtype="<u4").astype(np.uint32)
+        got = {}
+        for rv in r["reveal"]:
+            for v, kind, share in zip(rv["v"], rv["kind"], rv["share"]):
+                got.setdefault((v, kind), []).append(sa.share_decode(hx(share), 32))
+        survivors = set(r["survivors"])
+        for (v, kind), shares in sorted(got.items()):
+            secret = sa.shamir_combine(shares, t, 32)
+            if kind == sa.REVEAL_SELF:
+                self.assertIn(v, survivors)
+                acc -= sa.prg_u32(sa.derive(secret, "self", rnd, v, 0), 0, n)
+                continue
+            self.assertNotIn(v, survivors)
+            self.assertEqual(sa.public_key(secret), adv[v][1])
+            for u in graph[v]:
+                if u in survivors:
+                    lo, hi = min(u, v), max(u, v)
+                    m = sa.prg_u32(sa.derive(sa.agree(secret, adv[u][1]), "mask", rnd, lo, hi),
+                                   0, n)
+                    if u < v:
+                        acc -= m
+                    else:
+                        acc += m
+        self.assertEqual(acc.astype("<u4").tobytes().hex(), r["sum"])
+        mean = sa.dequantise_mean(acc[:-1], int(acc[-1]), cfg["clip"], cfg["bits"])
+        np.testing.assert_allclose(mean, np.array(r["mean"], dtype=np.float32), rtol=0, atol=0)
+
+    def test_client_refuses_both_secrets_of_one_neighbour(self):
+        a, b = sa.SecAggClient(0, 1, 1), sa.SecAggClient(1, 1, 1)
+        keys = {0: a.advertise(), 1: b.advertise()}
+        ct = b.share({0: keys[0]})
+        a.masked(np.zeros(3, dtype=np.uint32), {1: ct[0]}, keys)
+        self.assertEqual(len(a.reveal([(1, sa.REVEAL_SELF)])[1]), sa.SHARE_BYTES)
+        with self.assertRaises(ValueError):
+            a.reveal([(1, sa.REVEAL_SECRET)])
+        with self.assertRaises(ValueError):
+            a.reveal([(7, sa.REVEAL_SELF)])
+        # A share addressed to another client does not open.
+        c = sa.SecAggClient(2, 1, 1)
+        with self.assertRaises(InvalidTag):
+            c.masked(np.zeros(3, dtype=np.uint32), {1: ct[0]}, keys | {2: c.advertise()})
+
+    def test_quantise_bounds_and_round_trip(self):
+        q = sa.quantise([-5.0, -0.5, 0.0, 0.5, 5.0], 0.5, 8)
+        self.assertEqual(q.tolist(), [0, 0, 128, 255, 255])
+        x = np.linspace(-0.5, 0.5, 101)
+        back = sa.dequantise_mean(sa.quantise(x, 0.5, 16), 1, 0.5, 16)
+        self.assertLessEqual(float(np.max(np.abs(back - x))), 0.5 / 65535 + 1e-7)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -168,3 +168,118 @@ def share_decode(data: bytes, secret_len: int):
     if not 0 < x <= X_MAX or any(y >= P for y in ys):
         raise ValueError("share out of range")
     return (x, ys)
+
+
+# The client side of one SecAgg+ round (runtime/node/rt_secagg.h describes the stages)
+
+SECRET_BYTES = 32
+SHARE_BYTES = 4 + 8 * ((SECRET_BYTES + CHUNK_BYTES - 1) // CHUNK_BYTES)
+PT_BYTES = 16 + 2 * SHARE_BYTES
+CT_BYTES = 12 + PT_BYTES + 16
+REVEAL_SELF, REVEAL_SECRET = 1, 2
+
+
+def quantise(x, clip: float, bits: int) -> np.ndarray:
+    """q = floor((clip(x, -c, c) + c) / 2c * (2^b - 1) + 1/2), as u32. Deterministic rounding:
+    the error is at most half a step, c / (2^b - 1)."""
+    qmax = (1 << bits) - 1
+    x = np.clip(np.asarray(x, dtype=np.float64), -clip, clip)
+    return np.floor((x + clip) / (2 * clip) * qmax + 0.5).astype(np.uint32)
+
+
+def dequantise_mean(sums, weight: int, clip: float, bits: int) -> np.ndarray:
+    """The weighted mean from the unmasked sums of n_u * q_u and their total weight."""
+    qmax = (1 << bits) - 1
+    return (np.asarray(sums, dtype=np.float64) / weight * 2 * clip / qmax - clip).astype(
+        np.float32)
+
+
+def graph(ids, k: int, seed: bytes):
+    """The server's neighbour graph over the clients that advertised (rt_secagg.c's draw_graph):
+    ids shuffled by Fisher-Yates on u64 draws from seed's PRG, then a ring with k/2 on each side
+    (everyone else when k >= len(ids) - 1). Returns {u: sorted neighbours}."""
+    order = sorted(ids)
+    m = len(order)
+    word = 0
+    for i in range(m - 1, 0, -1):
+        w = prg_u32(seed, word, 2)
+        word += 2
+        j = (int(w[0]) | int(w[1]) << 32) % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    out = {}
+    for p, u in enumerate(order):
+        if k >= m - 1:
+            nb = [v for v in order if v != u]
+        else:
+            nb = []
+            for j in range(1, k // 2 + 1):
+                nb += [order[(p + j) % m], order[(p - j) % m]]
+        out[u] = sorted(nb)
+    return out
+
+
+class SecAggClient:
+    """One client's secrets and messages for one round. rnd(n) gives random bytes
+    (os.urandom unless a test fixes it)."""
+
+    def __init__(self, u: int, rnd_no: int, threshold: int, rnd=os.urandom):
+        self.u, self.round, self.t, self.rnd = u, rnd_no, threshold, rnd
+        self.c_sk, self.s_sk, self.b = rnd(32), rnd(32), rnd(32)
+        self.held = {}        # v -> (share of s_sk_v, share of b_v), decrypted at masked input
+        self.revealed = {}    # v -> kind already revealed (never both kinds for one v)
+
+    def advertise(self):
+        return public_key(self.c_sk), public_key(self.s_sk)
+
+    def _share_key(self, peer_c_pk, frm, to):
+        return derive(agree(self.c_sk, peer_c_pk), "share", self.round, frm, to)
+
+    def share(self, neighbours):
+        """neighbours: {v: (c_pk, s_pk)}. Returns {v: ciphertext (CT_BYTES)}."""
+        pts = sorted(neighbours)
+        ss = shamir_split(self.s_sk, self.t, [v + 1 for v in pts], self.rnd(32))
+        bs = shamir_split(self.b, self.t, [v + 1 for v in pts], self.rnd(32))
+        out = {}
+        for v, s_sh, b_sh in zip(pts, ss, bs):
+            head = struct.pack("<IIQ", self.u, v, self.round)
+            pt = head + share_encode(s_sh) + share_encode(b_sh)
+            nonce = self.rnd(12)
+            key = self._share_key(neighbours[v][0], self.u, v)
+            out[v] = nonce + seal(key, nonce, pt, head[:8])
+        return out
+
+    def masked(self, x_words, inbox, keys):
+        """x_words: u32 (n_u * q, then n_u); inbox: {v: ciphertext from v}; keys: {v: (c_pk,
+        s_pk)}. Returns y (u32): x + PRG(b) + pairwise masks with every v in the inbox."""
+        y = np.array(x_words, dtype=np.uint32)
+        n = len(y)
+        y += prg_u32(derive(self.b, "self", self.round, self.u, 0), 0, n)
+        for v, ct in sorted(inbox.items()):
+            c_pk, s_pk = keys[v]
+            head = struct.pack("<II", v, self.u)
+            if len(ct) != CT_BYTES:
+                raise ValueError(f"share from {v}: {len(ct)} bytes, want {CT_BYTES}")
+            pt = open_(self._share_key(c_pk, v, self.u), ct[:12], ct[12:], head)
+            if pt[:16] != head + struct.pack("<Q", self.round):
+                raise ValueError(f"share from {v}: addressed to another client or round")
+            self.held[v] = (pt[16:16 + SHARE_BYTES], pt[16 + SHARE_BYTES:])
+            lo, hi = min(self.u, v), max(self.u, v)
+            m = prg_u32(derive(agree(self.s_sk, s_pk), "mask", self.round, lo, hi), 0, n)
+            if self.u < v:
+                y += m
+            else:
+                y -= m
+        return y
+
+    def reveal(self, wanted):
+        """wanted: [(v, kind)]. Returns {v: share bytes}; refuses to reveal both kinds of one v
+        (that would give the server v's input) and anything it does not hold."""
+        out = {}
+        for v, kind in wanted:
+            if v not in self.held:
+                raise ValueError(f"asked for the share of {v}, which did not share with us")
+            if self.revealed.get(v, kind) != kind:
+                raise ValueError(f"asked for both secrets of {v}: refused")
+            self.revealed[v] = kind
+            out[v] = self.held[v][0 if kind == REVEAL_SECRET else 1]
+        return out

@@ -367,3 +367,141 @@ Test(runtime_secagg, refusals_change_nothing)
 	cr_assert_str_eq(why, "secagg.clip nan: allowed a finite number above 0");
 	cr_assert_eq(rt_secagg_new(&cfg, &r), -EINVAL);
 }
+
+/* --- tests/secagg/round.json: Python clients' messages replayed through the C server --- */
+
+#include <jansson.h>
+
+#ifndef TRIB_SECAGG_ROUND
+#error "tests/runtime/meson.build defines TRIB_SECAGG_ROUND"
+#endif
+
+static size_t unhex(const char *s, uint8_t *buf, size_t cap)
+{
+	size_t n = s ? strlen(s) / 2 : 0;
+
+	cr_assert(s && n <= cap, "hex field missing or too long");
+	for (size_t i = 0; i < n; i++) {
+		unsigned b;
+
+		cr_assert(sscanf(s + 2 * i, "%2x", &b) == 1);
+		buf[i] = (uint8_t)b;
+	}
+	return n;
+}
+
+static uint32_t jint(json_t *o, const char *k)
+{
+	cr_assert(json_is_integer(json_object_get(o, k)), "field %s", k);
+	return (uint32_t)json_integer_value(json_object_get(o, k));
+}
+
+static void words_le(const uint8_t *b, uint32_t *w, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		w[i] = (uint32_t)b[4 * i] | (uint32_t)b[4 * i + 1] << 8 |
+		       (uint32_t)b[4 * i + 2] << 16 | (uint32_t)b[4 * i + 3] << 24;
+}
+
+Test(runtime_secagg, python_clients_round_replays_to_the_exact_sum, .timeout = 60)
+{
+	json_error_t je;
+	json_t *t = json_load_file(TRIB_SECAGG_ROUND, 0, &je), *jc, *e, *a;
+	struct rt_secagg_cfg cfg = { 0 };
+	struct rt_secagg *r;
+	static uint8_t buf[MAXC * RT_SECAGG_CT_BYTES];
+	static uint32_t y[4096], want[4096];
+	const uint32_t *sum;
+	uint32_t w;
+	size_t i, j;
+
+	cr_assert(t, "%s: %s", TRIB_SECAGG_ROUND, je.text);
+	jc = json_object_get(t, "cfg");
+	cfg.n_clients = jint(jc, "n_clients"), cfg.threshold = jint(jc, "threshold");
+	cfg.neighbours = jint(jc, "neighbours"), cfg.bits = jint(jc, "bits");
+	cfg.clip = (float)json_real_value(json_object_get(jc, "clip"));
+	cfg.dim = jint(jc, "dim"), cfg.round = jint(jc, "round");
+	cr_assert_lt(cfg.dim, 4096);
+	unhex(json_string_value(json_object_get(jc, "graph_seed")), cfg.graph_seed, 32);
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+
+	json_array_foreach(json_object_get(t, "advertise"), i, e) {
+		uint8_t c_pk[32], s_pk[32];
+
+		unhex(json_string_value(json_object_get(e, "c_pk")), c_pk, 32);
+		unhex(json_string_value(json_object_get(e, "s_pk")), s_pk, 32);
+		cr_assert_eq(rt_secagg_advertise(r, jint(e, "u"), c_pk, s_pk), 0);
+	}
+	rt_secagg_end_stage(r);
+	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_SHARE, "%s", rt_secagg_why(r));
+	for (uint32_t u = 0; u < cfg.n_clients; u++) {
+		char key[16];
+		const uint32_t *ids;
+		uint32_t k = rt_secagg_neighbours(r, u, &ids);
+		json_t *g;
+
+		snprintf(key, sizeof(key), "%u", u);
+		g = json_object_get(json_object_get(t, "graph"), key);
+		cr_assert_eq(k, json_array_size(g), "client %u: the C and Python graphs differ", u);
+		json_array_foreach(g, j, a)
+			cr_assert_eq(ids[j], (uint32_t)json_integer_value(a), "client %u", u);
+	}
+	json_array_foreach(json_object_get(t, "share"), i, e) {
+		uint32_t to[MAXC];
+		const uint8_t *ct[MAXC];
+
+		json_array_foreach(json_object_get(e, "to"), j, a) {
+			to[j] = (uint32_t)json_integer_value(a);
+			cr_assert_eq(unhex(json_string_value(json_array_get(json_object_get(e, "ct"),
+									    j)),
+					   buf + j * RT_SECAGG_CT_BYTES, RT_SECAGG_CT_BYTES),
+				     RT_SECAGG_CT_BYTES);
+			ct[j] = buf + j * RT_SECAGG_CT_BYTES;
+		}
+		cr_assert_eq(rt_secagg_share(r, jint(e, "u"), to, ct,
+					     (uint32_t)json_array_size(json_object_get(e, "to"))), 0);
+	}
+	rt_secagg_end_stage(r);
+	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_MASKED, "%s", rt_secagg_why(r));
+	json_array_foreach(json_object_get(t, "masked"), i, e) {
+		size_t n = unhex(json_string_value(json_object_get(e, "y")), buf, sizeof(buf));
+
+		cr_assert_eq(n, 4 * ((size_t)cfg.dim + 1));
+		words_le(buf, y, cfg.dim + 1);
+		cr_assert_eq(rt_secagg_masked(r, jint(e, "u"), y, cfg.dim + 1), 0);
+	}
+	rt_secagg_end_stage(r);
+	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_UNMASK, "%s", rt_secagg_why(r));
+	json_array_foreach(json_object_get(t, "reveal"), i, e) {
+		uint32_t u = jint(e, "u"), v[MAXC], got_v[MAXC];
+		enum rt_secagg_kind kind[MAXC];
+		const uint8_t *sh[MAXC];
+		uint32_t m = rt_secagg_reveal_list(r, u, got_v, kind, MAXC);
+
+		cr_assert_eq(m, json_array_size(json_object_get(e, "v")));
+		json_array_foreach(json_object_get(e, "v"), j, a) {
+			v[j] = (uint32_t)json_integer_value(a);
+			cr_assert_eq(v[j], got_v[j]);
+			cr_assert_eq((int)kind[j], (int)json_integer_value(
+					   json_array_get(json_object_get(e, "kind"), j)));
+			unhex(json_string_value(json_array_get(json_object_get(e, "share"), j)),
+			      buf + j * RT_SECAGG_SHARE_BYTES, RT_SECAGG_SHARE_BYTES);
+			sh[j] = buf + j * RT_SECAGG_SHARE_BYTES;
+		}
+		cr_assert_eq(rt_secagg_unmask(r, u, v, sh, m), 0);
+	}
+	rt_secagg_end_stage(r);
+	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_DONE, "%s", rt_secagg_why(r));
+	unhex(json_string_value(json_object_get(t, "sum")), buf, sizeof(buf));
+	words_le(buf, want, cfg.dim + 1);
+	{
+		static float out[4096];
+
+		cr_assert_eq(rt_secagg_result(r, &sum, &w, out), 0);
+		cr_assert_arr_eq(sum, want, 4 * ((size_t)cfg.dim + 1));
+		json_array_foreach(json_object_get(t, "mean"), j, a)
+			cr_assert_float_eq(out[j], (float)json_real_value(a), 1e-6, "value %zu", j);
+	}
+	rt_secagg_free(r);
+	json_decref(t);
+}
