@@ -320,6 +320,27 @@ Test(runtime_secagg, below_threshold_fails_unmasks_nothing_and_next_round_works,
 	rt_secagg_free(r);
 }
 
+Test(runtime_secagg, a_secret_with_fewer_than_t_reveals_fails_the_round, .timeout = 60)
+{
+	static struct sim s;
+	struct rt_secagg_cfg cfg = cfg_of(8, 4, 4, 7); /* t = k: every neighbour must answer */
+	uint8_t drop[MAXC] = { 0 };
+	struct rt_secagg *r;
+	const uint32_t *sum;
+	uint32_t w;
+	float out[DIM];
+
+	drop[5] = 8; /* sends its masked input, then no reveals: its neighbours keep 3 of 4 */
+	sim_init(&s, &cfg, 17);
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	run(r, &s, &cfg, drop);
+	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_FAILED);
+	cr_assert(strstr(rt_secagg_why(r), "self-mask seed could not be rebuilt (fewer shares "
+					   "than the threshold)"), "%s", rt_secagg_why(r));
+	cr_assert_eq(rt_secagg_result(r, &sum, &w, out), -EBUSY);
+	rt_secagg_free(r);
+}
+
 Test(runtime_secagg, too_few_advertise_fails_at_once)
 {
 	static struct sim s;
@@ -469,6 +490,7 @@ Test(runtime_secagg, python_clients_round_replays_to_the_exact_sum, .timeout = 6
 		cr_assert_eq(n, 4 * ((size_t)cfg.dim + 1));
 		words_le(buf, y, cfg.dim + 1);
 		cr_assert_eq(rt_secagg_masked(r, jint(e, "u"), y, cfg.dim + 1), 0);
+		cr_assert_eq(rt_secagg_masked(r, jint(e, "u"), y, cfg.dim + 1), -EALREADY);
 	}
 	rt_secagg_end_stage(r);
 	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_UNMASK, "%s", rt_secagg_why(r));
@@ -488,7 +510,24 @@ Test(runtime_secagg, python_clients_round_replays_to_the_exact_sum, .timeout = 6
 			      buf + j * RT_SECAGG_SHARE_BYTES, RT_SECAGG_SHARE_BYTES);
 			sh[j] = buf + j * RT_SECAGG_SHARE_BYTES;
 		}
+		if (i == 0 && m >= 2) {
+			/* Refused and forgotten: a share at another client's point, a repeated v. */
+			static uint8_t bad[RT_SECAGG_SHARE_BYTES];
+			const uint8_t *keep = sh[0];
+			uint32_t v1 = v[1];
+
+			memcpy(bad, sh[0], sizeof(bad));
+			bad[0] ^= 1; /* x, little-endian: now u + 1 +- 1 */
+			sh[0] = bad;
+			cr_assert_eq(rt_secagg_unmask(r, u, v, sh, m), -EINVAL);
+			sh[0] = keep;
+			v[1] = v[0];
+			cr_assert_eq(rt_secagg_unmask(r, u, v, sh, m), -EINVAL);
+			v[1] = v1;
+			cr_assert_eq(rt_secagg_unmask(r, u, v, sh, m - 1), -EINVAL);
+		}
 		cr_assert_eq(rt_secagg_unmask(r, u, v, sh, m), 0);
+		cr_assert_eq(rt_secagg_unmask(r, u, v, sh, m), -EALREADY);
 	}
 	rt_secagg_end_stage(r);
 	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_DONE, "%s", rt_secagg_why(r));
