@@ -8,11 +8,12 @@ set -eu
 # The build (Criterion too: the build directory configures the test suites).
 PKGS="build-essential meson ninja-build pkg-config clang llvm bpftool libbpf-dev libelf-dev
 zlib1g-dev liburing-dev libnng-dev libjemalloc-dev libcriterion-dev libhttp-parser-dev
-libjansson-dev libsqlite3-dev libssl-dev openssl"
+libjansson-dev libsqlite3-dev libssl-dev openssl libsodium-dev"
 
 if [ "${1:-}" = "--test" ]; then
-	# The end-to-end scripts: curl (basic.sh), ip (network namespaces), numpy (references).
-	PKGS="$PKGS curl iproute2 python3-numpy"
+	# The end-to-end scripts: curl (basic.sh), ip (network namespaces), numpy (references),
+	# cryptography (the Python secure-aggregation client, clients/python/tributary_secagg.py).
+	PKGS="$PKGS curl iproute2 python3-numpy python3-cryptography"
 	# The /ui scenario (tests/e2e/ui.py): headless Chromium, driven over its DevTools websocket.
 	PKGS="$PKGS chromium python3-websocket"
 	# promtool and a real Prometheus scraping `tributary up` (tests/e2e/prometheus.py).

@@ -28,7 +28,7 @@ Test(python_client, unittest_suite_passes, .timeout = 280)
 	char path[4096], tmo[16];
 	const char *env[] = { "PYTHONDONTWRITEBYTECODE=1", NULL };
 	const char *argv[] = { NULL, "-m", "unittest", "-v", "test_client", "test_tls",
-			       "test_failover", "test_loop", "test_run_server", NULL };
+			       "test_failover", "test_loop", "test_run_server", "test_secagg", NULL };
 	struct trib_run_opts o = { .timeout_s = tmo, .chdir = dir, .env = env };
 	char *out = NULL;
 	int status = 0, err;

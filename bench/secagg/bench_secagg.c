@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: MIT
+/* Secure aggregation's kernels against libsodium's bare ChaCha20, measured in the same run. */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fn_fold.h"
+#include "fn_secagg.h"
+#include "trib_alloc.h"
+#include "trib_secagg_crypto.h"
+
+/*
+ * Usage: bench_secagg [--words N] [--reps R]. For each kernel, the best of R passes over N
+ * u32 words, in GB/s of mask or update bytes (4 N per pass):
+ *   chacha20        crypto_stream_chacha20_ietf into a buffer: the baseline
+ *   prg_add         trib_sa_prg_add_u32: the same stream added into an accumulator (unmasking)
+ *   fold_u32        fn_fold_u32 (AVX2 when the CPU has it), one masked update into the sum
+ *   fold_u32_generic the portable loop
+ * then, with --clients C --streams S (defaults 100 and 170), the arithmetic a SecAgg+ round's
+ * server does on one core: fold C masked vectors of N words and expand S mask streams (C - D
+ * survivors' self masks plus the dropped clients' pairwise masks), against plain FedAvg's fold of
+ * C f32 updates (fn_fold_f32). Network, parsing and Shamir are left out (they are O(C k), not
+ * O(N)).
+ */
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+	size_t n = 1u << 20, reps = 5, clients = 100, nstreams = 170;
+	static const uint8_t nonce[12];
+	uint8_t key[32];
+	uint32_t *acc, *x;
+	double best[4] = { 1e9, 1e9, 1e9, 1e9 };
+	const char *names[4] = { "chacha20", "prg_add", "fold_u32", "fold_u32_generic" };
+
+	for (int i = 1; i + 1 < argc; i += 2) {
+		if (!strcmp(argv[i], "--words"))
+			n = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--reps"))
+			reps = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--clients"))
+			clients = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--streams"))
+			nstreams = strtoull(argv[i + 1], NULL, 10);
+	}
+	if (sodium_init() < 0 || n == 0 || reps == 0)
+		return 1;
+	acc = trib_calloc(n, 4);
+	x = trib_calloc(n, 4);
+	if (!acc || !x)
+		return 1;
+	randombytes_buf(key, sizeof(key));
+	randombytes_buf(x, n * 4);
+	for (size_t r = 0; r < reps; r++) {
+		double t0 = now_s(), t;
+
+		crypto_stream_chacha20_ietf((uint8_t *)acc, n * 4, nonce, key);
+		t = now_s() - t0, best[0] = t < best[0] ? t : best[0];
+		t0 = now_s();
+		if (trib_sa_prg_add_u32(acc, n, key, 0, 1))
+			return 1;
+		t = now_s() - t0, best[1] = t < best[1] ? t : best[1];
+		t0 = now_s();
+		fn_fold_u32(acc, x, n);
+		t = now_s() - t0, best[2] = t < best[2] ? t : best[2];
+		t0 = now_s();
+		fn_fold_u32_generic(acc, x, n);
+		t = now_s() - t0, best[3] = t < best[3] ? t : best[3];
+	}
+	printf("secagg kernels: %zu words x %zu reps (best), fold impl %s\n", n, reps,
+	       fn_fold_u32_impl());
+	for (int k = 0; k < 4; k++)
+		printf("%-17s %8.2f GB/s\n", names[k], (double)n * 4 / best[k] / 1e9);
+	printf("prg_add / chacha20 = %.2f\n", best[0] / best[1]);
+	{
+		struct fn_secagg_stream *st = trib_calloc(nstreams ? nstreams : 1, sizeof(*st));
+		float *facc = (float *)acc, *fx = (float *)x;
+		double t0, t_plain, t_fold, t_unmask;
+
+		if (!st)
+			return 1;
+		for (size_t j = 0; j < nstreams; j++) {
+			randombytes_buf(st[j].key, 32);
+			st[j].sign = -1;
+		}
+		for (size_t i = 0; i < n; i++)
+			fx[i] = (float)(i % 97) * 0.01f;
+		t0 = now_s();
+		for (size_t c = 0; c < clients; c++)
+			fn_fold_f32(facc, fx, 1.0f, n);
+		t_plain = now_s() - t0;
+		t0 = now_s();
+		for (size_t c = 0; c < clients; c++)
+			fn_fold_u32(acc, x, n);
+		t_fold = now_s() - t0;
+		t0 = now_s();
+		if (fn_secagg_expand(acc, 0, n, st, nstreams))
+			return 1;
+		t_unmask = now_s() - t0;
+		printf("server arithmetic, %zu clients x %zu words, one core:\n", clients, n);
+		printf("  fedavg f32 fold          %8.3f s\n", t_plain);
+		printf("  secagg u32 fold          %8.3f s\n", t_fold);
+		printf("  secagg unmask, %4zu streams %6.3f s\n", nstreams, t_unmask);
+		printf("  secagg / fedavg          %8.2f\n", (t_fold + t_unmask) / t_plain);
+		trib_free(st);
+	}
+	trib_free(acc);
+	trib_free(x);
+	return 0;
+}

@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: MIT
+/* core/trib_secagg_crypto.c and core/trib_shamir.c against tests/secagg/vectors.json (the file
+ * clients/python/test_secagg.py checks too), hand-computed field cases and refusals. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trib_secagg_crypto.h"
+#include "trib_shamir.h"
+
+#ifndef TRIB_SECAGG_VECTORS
+#error "tests/core/meson.build defines TRIB_SECAGG_VECTORS"
+#endif
+
+static json_t *vectors(void)
+{
+	json_error_t e;
+	json_t *v = json_load_file(TRIB_SECAGG_VECTORS, 0, &e);
+
+	cr_assert(v, "%s: %s (line %d)", TRIB_SECAGG_VECTORS, e.text, e.line);
+	return v;
+}
+
+/* Hex string @js into buf (at most cap bytes); returns the byte count. */
+static size_t hexv(json_t *js, const char *what, uint8_t *buf, size_t cap)
+{
+	const char *s = json_string_value(js);
+	size_t n, i;
+
+	cr_assert(s, "vector field %s missing", what);
+	n = strlen(s) / 2;
+	cr_assert(n <= cap, "field %s: %zu bytes > %zu", what, n, cap);
+	for (i = 0; i < n; i++) {
+		unsigned b;
+
+		cr_assert(sscanf(s + 2 * i, "%2x", &b) == 1);
+		buf[i] = (uint8_t)b;
+	}
+	return n;
+}
+
+static size_t hexf(json_t *o, const char *name, uint8_t *buf, size_t cap)
+{
+	return hexv(json_object_get(o, name), name, buf, cap);
+}
+
+static uint64_t intf(json_t *o, const char *name)
+{
+	json_t *j = json_object_get(o, name);
+
+	cr_assert(json_is_integer(j), "vector field %s missing", name);
+	return (uint64_t)json_integer_value(j);
+}
+
+Test(core_secagg, rfc_known_answers)
+{
+	json_t *v = vectors(), *r = json_object_get(v, "rfc"), *x = json_object_get(r, "x25519");
+	json_t *k = json_object_get(r, "hkdf");
+	uint8_t a_sk[32], a_pk[32], b_sk[32], b_pk[32], shared[32], got[64], want[64];
+	uint8_t ikm[64], salt[64], info[64];
+	size_t il, sl, nl, len;
+
+	hexf(x, "alice_sk", a_sk, 32);
+	hexf(x, "alice_pk", a_pk, 32);
+	hexf(x, "bob_sk", b_sk, 32);
+	hexf(x, "bob_pk", b_pk, 32);
+	hexf(x, "shared", shared, 32);
+	cr_assert_eq(trib_sa_public_key(got, a_sk), 0);
+	cr_assert_arr_eq(got, a_pk, 32);
+	cr_assert_eq(trib_sa_public_key(got, b_sk), 0);
+	cr_assert_arr_eq(got, b_pk, 32);
+	cr_assert_eq(trib_sa_agree(got, a_sk, b_pk), 0);
+	cr_assert_arr_eq(got, shared, 32);
+	cr_assert_eq(trib_sa_agree(got, b_sk, a_pk), 0);
+	cr_assert_arr_eq(got, shared, 32);
+
+	il = hexf(k, "ikm", ikm, sizeof(ikm));
+	sl = hexf(k, "salt", salt, sizeof(salt));
+	nl = hexf(k, "info", info, sizeof(info));
+	len = hexf(k, "okm", want, sizeof(want));
+	cr_assert_eq(len, intf(k, "length"));
+	cr_assert_eq(trib_sa_hkdf(got, len, ikm, il, salt, sl, info, nl), 0);
+	cr_assert_arr_eq(got, want, len);
+
+	memset(shared, 0, 32);
+	hexf(r, "chacha20_zero_block0", want, 64);
+	cr_assert_eq(trib_sa_prg_bytes(got, 64, shared, 0), 0);
+	cr_assert_arr_eq(got, want, 64);
+	json_decref(v);
+}
+
+Test(core_secagg, keys_agreement_and_derivation_match_python)
+{
+	json_t *v = vectors(), *keys = json_object_get(v, "keys"), *e;
+	uint8_t sk[3][32], pk[3][32], got[32], want[32], ikm[32];
+	size_t i;
+
+	cr_assert_eq(json_array_size(keys), 3);
+	json_array_foreach(keys, i, e) {
+		hexf(e, "sk", sk[i], 32);
+		hexf(e, "pk", want, 32);
+		cr_assert_eq(trib_sa_public_key(pk[i], sk[i]), 0);
+		cr_assert_arr_eq(pk[i], want, 32);
+	}
+	json_array_foreach(json_object_get(v, "agree"), i, e) {
+		size_t a = intf(e, "i"), b = intf(e, "j");
+
+		hexf(e, "shared", want, 32);
+		cr_assert_eq(trib_sa_agree(got, sk[a], pk[b]), 0);
+		cr_assert_arr_eq(got, want, 32);
+		cr_assert_eq(trib_sa_agree(got, sk[b], pk[a]), 0);
+		cr_assert_arr_eq(got, want, 32);
+	}
+	cr_assert_gt(json_array_size(json_object_get(v, "derive")), 0);
+	json_array_foreach(json_object_get(v, "derive"), i, e) {
+		hexf(e, "ikm", ikm, 32);
+		hexf(e, "out", want, 32);
+		cr_assert_eq(trib_sa_derive(got, ikm, 32,
+					    json_string_value(json_object_get(e, "label")),
+					    intf(e, "round"), (uint32_t)intf(e, "a"),
+					    (uint32_t)intf(e, "b")), 0);
+		cr_assert_arr_eq(got, want, 32, "derive vector %zu", i);
+	}
+	json_decref(v);
+}
+
+Test(core_secagg, prg_ranges_match_python_and_add_in_place)
+{
+	json_t *v = vectors(), *e;
+	size_t i;
+
+	cr_assert_gt(json_array_size(json_object_get(v, "prg")), 0);
+	json_array_foreach(json_object_get(v, "prg"), i, e) {
+		uint8_t key[32], want[4096], got[4096];
+		uint64_t first = intf(e, "first");
+		size_t n = intf(e, "n"), len = hexf(e, "bytes", want, sizeof(want)), j;
+		uint32_t words[1024], acc[1024];
+
+		hexf(e, "key", key, 32);
+		cr_assert_eq(len, 4 * n);
+		cr_assert_eq(trib_sa_prg_bytes(got, len, key, first), 0);
+		cr_assert_arr_eq(got, want, len, "prg vector %zu", i);
+		cr_assert_eq(trib_sa_prg_u32(words, n, key, first), 0);
+		for (j = 0; j < n; j++) {
+			uint32_t w = (uint32_t)want[4 * j] | (uint32_t)want[4 * j + 1] << 8 |
+				     (uint32_t)want[4 * j + 2] << 16 |
+				     (uint32_t)want[4 * j + 3] << 24;
+
+			cr_assert_eq(words[j], w, "vector %zu word %zu", i, j);
+			acc[j] = 0xfffffff0u + (uint32_t)j; /* wraps for most words */
+		}
+		cr_assert_eq(trib_sa_prg_add_u32(acc, n, key, first, 1), 0);
+		for (j = 0; j < n; j++)
+			cr_assert_eq(acc[j], (uint32_t)(0xfffffff0u + j + words[j]));
+		cr_assert_eq(trib_sa_prg_add_u32(acc, n, key, first, -1), 0);
+		for (j = 0; j < n; j++)
+			cr_assert_eq(acc[j], 0xfffffff0u + (uint32_t)j);
+	}
+	json_decref(v);
+}
+
+Test(core_secagg, prg_long_add_spans_steps_and_refuses_past_the_stream)
+{
+	enum { N = 5000 }; /* more than one 4096-byte step, odd start */
+	static uint32_t acc[N], ref[N];
+	uint8_t key[32];
+	size_t j;
+
+	memset(key, 0x5a, sizeof(key));
+	cr_assert_eq(trib_sa_prg_u32(ref, N, key, 3), 0);
+	cr_assert_eq(trib_sa_prg_add_u32(acc, N, key, 3, 1), 0);
+	for (j = 0; j < N; j++)
+		cr_assert_eq(acc[j], ref[j], "word %zu", j);
+	cr_assert_eq(trib_sa_prg_add_u32(acc, 2, key, TRIB_SA_PRG_MAX_WORDS - 1, 1), -EINVAL);
+	cr_assert_eq(trib_sa_prg_add_u32(acc, 1, key, 0, 2), -EINVAL);
+	cr_assert_eq(trib_sa_prg_u32(acc, 1, key, TRIB_SA_PRG_MAX_WORDS), -EINVAL);
+	cr_assert_eq(trib_sa_prg_u32(acc, 1, key, TRIB_SA_PRG_MAX_WORDS - 1), 0);
+	cr_assert_eq(trib_sa_derive((uint8_t *)acc, key, 32, "", 0, 0, 0), -EINVAL);
+	cr_assert_eq(trib_sa_derive((uint8_t *)acc, key, 32,
+				    "a label longer than thirty-two bytes", 0, 0, 0), -EINVAL);
+}
+
+Test(core_secagg, aead_matches_python_and_refuses_tampering)
+{
+	json_t *v = vectors(), *e;
+	size_t i;
+
+	json_array_foreach(json_object_get(v, "aead"), i, e) {
+		uint8_t key[32], nonce[12], ad[64], pt[256], ct[256], got[256];
+		size_t al = 0, pl, cl;
+
+		hexf(e, "key", key, 32);
+		hexf(e, "nonce", nonce, 12);
+		al = hexf(e, "ad", ad, sizeof(ad));
+		pl = hexf(e, "pt", pt, sizeof(pt));
+		cl = hexf(e, "ct", ct, sizeof(ct));
+		cr_assert_eq(cl, pl + TRIB_SA_TAG_BYTES);
+		cr_assert_eq(trib_sa_seal(got, pt, pl, ad, al, nonce, key), 0);
+		cr_assert_arr_eq(got, ct, cl, "aead vector %zu", i);
+		cr_assert_eq(trib_sa_open(got, ct, cl, ad, al, nonce, key), 0);
+		cr_assert_arr_eq(got, pt, pl);
+		ct[cl - 1] ^= 1;
+		cr_assert_eq(trib_sa_open(got, ct, cl, ad, al, nonce, key), -EBADMSG);
+		ct[cl - 1] ^= 1;
+		ad[0] ^= 1;
+		cr_assert_eq(trib_sa_open(got, ct, cl, ad, al, nonce, key), -EBADMSG);
+		cr_assert_eq(trib_sa_open(got, ct, 15, ad, al, nonce, key), -EINVAL);
+	}
+	json_decref(v);
+}
+
+Test(core_secagg, low_order_peer_key_is_refused)
+{
+	uint8_t sk[32], zero[32] = { 0 }, out[32];
+
+	memset(sk, 7, sizeof(sk));
+	cr_assert_eq(trib_sa_agree(out, sk, zero), -EINVAL);
+}
+
+Test(core_shamir, field_hand_computed)
+{
+	const uint64_t P = TRIB_SHAMIR_P;
+
+	cr_assert_eq(trib_gf61_add(P - 1, 1), 0);
+	cr_assert_eq(trib_gf61_sub(0, 1), P - 1);
+	cr_assert_eq(trib_gf61_mul(P - 1, P - 1), 1); /* (-1)^2 */
+	cr_assert_eq(trib_gf61_mul(UINT64_C(1) << 60, 2), 1); /* 2^61 = 1 */
+	cr_assert_eq(trib_gf61_mul(UINT64_C(1) << 60, UINT64_C(1) << 60), UINT64_C(1) << 59);
+	cr_assert_eq(trib_gf61_inv(2), (P + 1) / 2);
+	cr_assert_eq(trib_gf61_mul(trib_gf61_inv(123456789), 123456789), 1);
+	cr_assert_eq(trib_gf61_inv(0), 0);
+}
+
+Test(core_shamir, combine_hand_computed_lines)
+{
+	struct trib_shamir_share s[2] = { 0 };
+	uint8_t out[8];
+
+	/* f(x) = 5 + 7x at 2 and 3. */
+	s[0].x = 2, s[0].y[0] = 19, s[1].x = 3, s[1].y[0] = 26;
+	cr_assert_eq(trib_shamir_combine(s, 2, 2, 1, out), 0);
+	cr_assert_eq(out[0], 5);
+	/* f(x) = 5 + (P-1)x wraps: f(1) = 4, f(2) = 3. */
+	s[0].x = 1, s[0].y[0] = 4, s[1].x = 2, s[1].y[0] = 3;
+	cr_assert_eq(trib_shamir_combine(s, 2, 2, 1, out), 0);
+	cr_assert_eq(out[0], 5);
+	/* Two chunks: bytes 1..7 little-endian, then byte 8; slope 1. */
+	s[0].x = 1, s[1].x = 2;
+	s[0].y[0] = 0x07060504030201u + 1, s[1].y[0] = 0x07060504030201u + 2;
+	s[0].y[1] = 9, s[1].y[1] = 10;
+	cr_assert_eq(trib_shamir_combine(s, 2, 2, 8, out), 0);
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(out[i], i + 1);
+	/* A chunk of 1 byte rebuilt as 256 is not a secret. */
+	s[0].x = 1, s[0].y[0] = 256, s[1].x = 2, s[1].y[0] = 256;
+	cr_assert_eq(trib_shamir_combine(s, 2, 2, 1, out), -EBADMSG);
+}
+
+Test(core_shamir, shares_match_python_and_any_t_rebuild)
+{
+	json_t *v = vectors(), *e;
+	size_t i;
+
+	cr_assert_gt(json_array_size(json_object_get(v, "shamir")), 0);
+	json_array_foreach(json_object_get(v, "shamir"), i, e) {
+		struct trib_shamir_share sh[16], pick[16];
+		uint8_t secret[64], seed[32], got[64], enc[4 + 8 * TRIB_SHAMIR_MAX_CHUNKS];
+		uint8_t want[sizeof(enc)];
+		uint32_t xs[16];
+		size_t len = hexf(e, "secret", secret, sizeof(secret)), n, j, r;
+		unsigned t = (unsigned)intf(e, "t");
+		json_t *jx;
+
+		hexf(e, "coef_seed", seed, 32);
+		n = json_array_size(json_object_get(e, "xs"));
+		cr_assert(n <= 16);
+		json_array_foreach(json_object_get(e, "xs"), j, jx)
+			xs[j] = (uint32_t)json_integer_value(jx);
+		cr_assert_eq(trib_shamir_split(secret, len, t, xs, n, seed, sh), 0);
+		for (j = 0; j < n; j++) {
+			json_t *js = json_array_get(json_object_get(e, "shares"), j);
+			size_t wl;
+
+			wl = hexv(js, "shares[]", want, sizeof(want));
+			cr_assert_eq(wl, TRIB_SHAMIR_SHARE_BYTES(len));
+			trib_shamir_encode(&sh[j], len, enc);
+			cr_assert_arr_eq(enc, want, wl, "shamir vector %zu share %zu", i, j);
+			cr_assert_eq(trib_shamir_decode(want, len, &pick[j]), 0);
+			cr_assert_eq(pick[j].x, sh[j].x);
+		}
+		/* Every rotation of the points, t at a time, rebuilds the secret. */
+		for (r = 0; r < n; r++) {
+			for (j = 0; j < t; j++)
+				pick[j] = sh[(r + j) % n];
+			cr_assert_eq(trib_shamir_combine(pick, t, t, len, got), 0);
+			cr_assert_arr_eq(got, secret, len, "vector %zu rotation %zu", i, r);
+		}
+	}
+	json_decref(v);
+}
+
+Test(core_shamir, fewer_than_threshold_and_bad_parameters)
+{
+	struct trib_shamir_share sh[8];
+	uint8_t secret[32], seed[32], got[32];
+	uint32_t xs[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, dup[3] = { 1, 2, 1 }, zero[1] = { 0 };
+	uint8_t enc[TRIB_SHAMIR_SHARE_BYTES(32)];
+	int wrong = 0;
+
+	for (int i = 0; i < 32; i++)
+		secret[i] = (uint8_t)(i * 37 + 1), seed[i] = (uint8_t)i;
+	cr_assert_eq(trib_shamir_split(secret, 32, 5, xs, 8, seed, sh), 0);
+	/* Four of a threshold of five: Lagrange of the wrong degree, not the secret. */
+	for (int r = 0; r < 8; r++) {
+		struct trib_shamir_share p[4] = { sh[r], sh[(r + 1) % 8], sh[(r + 2) % 8],
+						  sh[(r + 5) % 8] };
+		int err = trib_shamir_combine(p, 4, 4, 32, got);
+
+		wrong += err == -EBADMSG || memcmp(got, secret, 32) != 0;
+	}
+	cr_assert_eq(wrong, 8);
+	cr_assert_eq(trib_shamir_combine(sh, 4, 5, 32, got), -EINVAL);
+	cr_assert_eq(trib_shamir_split(secret, 0, 1, xs, 1, seed, sh), -EINVAL);
+	cr_assert_eq(trib_shamir_split(secret, 65, 1, xs, 1, seed, sh), -EINVAL);
+	cr_assert_eq(trib_shamir_split(secret, 32, 0, xs, 1, seed, sh), -EINVAL);
+	cr_assert_eq(trib_shamir_split(secret, 32, 4, xs, 3, seed, sh), -EINVAL);
+	cr_assert_eq(trib_shamir_split(secret, 32, 2, dup, 3, seed, sh), -EINVAL);
+	cr_assert_eq(trib_shamir_split(secret, 32, 1, zero, 1, seed, sh), -EINVAL);
+	/* The wire form refuses x = 0 and a y that is not a field element. */
+	trib_shamir_encode(&sh[0], 32, enc);
+	memset(enc, 0, 4);
+	cr_assert_eq(trib_shamir_decode(enc, 32, &sh[1]), -EINVAL);
+	trib_shamir_encode(&sh[0], 32, enc);
+	memset(enc + 4, 0xff, 8);
+	cr_assert_eq(trib_shamir_decode(enc, 32, &sh[1]), -EINVAL);
+}
