@@ -24,9 +24,9 @@ The loop (:meth:`Job.run`) and its adapter for objects with Flower's NumPyClient
 Updates are a dict of name -> array: numpy arrays, anything numpy can convert, or PyTorch
 tensors (a ``state_dict()`` works as is; tensors are converted with ``.detach().cpu().numpy()``
 without importing torch). Every array is sent as little-endian float32 in a safetensors body,
-or with ``format="npz"`` in a stored .npz (numpy's ``np.savez``) (an array of another dtype is a TypeError naming it, unless the call has ``cast=True``);
-models come back as a dict of float32 numpy arrays with the job's tensor names and shapes, in
-the job's tensor order.
+or with ``format="npz"`` in a stored .npz (numpy's ``np.savez``); an array of another dtype
+is a TypeError naming it, unless the call has ``cast=True``. Models come back as a dict of
+float32 numpy arrays with the job's tensor names and shapes, in the job's tensor order.
 
 Model versions: version ``v`` is the number of completed rounds (``v = 0`` is the starting
 model). A client trains from version ``r`` and submits with ``round=r``; ``wait_model(after=r)``
