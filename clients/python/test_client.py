@@ -229,6 +229,33 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(cm.exception.status, 409)
         self.assertIn("starting model", cm.exception.message)
 
+    def test_npz_bodies_and_fedprox_config(self):
+        """format="npz" for the starting model and the updates gives the same mean as
+        safetensors; a fedprox job's mu reaches train()'s config through the real task."""
+        rng = np.random.default_rng(11)
+        job = self.admin.create_job(job_name("npz"), clients_per_round=2,
+                                    tensors=list(SHAPES.items()), algorithm="fedprox",
+                                    proximal_mu=0.125)
+        start = random_update(rng)
+        job.set_initial_model(start, format="npz")
+        v, m = job.model()
+        self.assert_model(m, start, tol=0)
+        u1, u2 = random_update(rng), random_update(rng)
+        configs = []
+
+        def train(model, config):
+            configs.append(dict(config))
+            return u1, 1
+        self.job_client(job).submit(u2, round=0, samples=3, format="npz")
+        c1 = self.job_client(job)
+        hist = c1.run(train, rounds=1, timeout=30, format="npz")  # the round's second update
+        self.assertEqual(len(configs), 1)
+        self.assertEqual(configs[0].get("proximal_mu"), 0.125)
+        v, m = c1.model()
+        self.assertEqual((hist[0]["round"], v), (0, 1))
+        self.assert_model(m, {n: (u1[n].astype(np.float64) + 3 * u2[n]) / 4 for n in SHAPES},
+                          tol=1e-5)
+
     def test_create_job_from_state_dict_shapes(self):
         sd = collections.OrderedDict((n, FakeTensor(np.zeros(s))) for n, s in SHAPES.items())
         job = self.admin.create_job(job_name("sd"), clients_per_round=1, tensors=sd)

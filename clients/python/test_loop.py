@@ -12,12 +12,14 @@ paused job, so the loop's retries are seen from the server's side. test_run_serv
 same loop against a real `tributary up`.
 """
 import http.server
+import io
 import json
 import os
 import sys
 import threading
 import unittest
 import urllib.parse
+import zipfile
 
 import numpy as np
 
@@ -46,6 +48,8 @@ class FakeJob:
         self.drop_first_update = False   # count it, then close without an answer
         self.busy_updates = 0            # answer this many updates 503 first
         self.done_before_submit = False  # a 410 for the next update
+        self.proximal_mu = None          # a fedprox job's, in every train task
+        self.content_types = []          # of every POST /updates
 
     def done(self):
         return self.round >= self.num_rounds
@@ -92,10 +96,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if u.path == "/v1/jobs/j/task":
                 if j.done():
                     return self.answer(200, {"action": "done", "rounds": j.num_rounds})
-                return self.answer(200, {"action": "train", "round": j.round,
-                                         "version": j.round, "config": j.config(j.round),
-                                         "deadline_s": None,
-                                         "task": "%d:%s" % (j.round, self.token())})
+                task = {"action": "train", "round": j.round, "version": j.round,
+                        "config": j.config(j.round), "deadline_s": None,
+                        "task": "%d:%s" % (j.round, self.token())}
+                if j.proximal_mu is not None:
+                    task["proximal_mu"] = j.proximal_mu
+                return self.answer(200, task)
             if u.path == "/v1/jobs/j/model":
                 if "after" in q:
                     after = int(q["after"])
@@ -137,7 +143,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.answer(410, {"error": "job 'j' is done", "state": "done"})
             if rnd != j.round or tok in j.pending:
                 return self.answer(409, {"error": "stale or second update", "round": j.round})
-            upd = tc.decode_safetensors(data)
+            ctype = self.headers.get("Content-Type")
+            j.content_types.append(ctype)
+            if ctype == "application/x-npz":
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                    upd = {k: z[k] for k in z.files}
+            else:
+                upd = tc.decode_safetensors(data)
             samples = int(self.headers["X-Tributary-Samples"])
             m = self.headers.get("X-Tributary-Metrics")
             j.metrics.setdefault(rnd, []).append((tok, samples, json.loads(m) if m else None))
@@ -401,6 +413,61 @@ class MetricsTest(unittest.TestCase):
             tc.metrics_header([("m", 1)])
 
 
+class FormatAndProxTest(LoopTestCase):
+    def test_npz_bodies_fold_as_safetensors_ones(self):
+        models = []
+        for fmt in ("safetensors", "npz"):
+            self.start(k=2, num_rounds=2)
+            self.run_clients([lambda job, c=c: job.run(
+                lambda m, cfg, c=c: add_const(c, 1 + c, [])(m, cfg), format=fmt)
+                for c in (1, 2)])
+            want = "application/x-npz" if fmt == "npz" else "application/x-safetensors"
+            self.assertEqual(set(self.fj.content_types), {want})
+            models.append(self.fj.models[2])
+        for name in models[0]:
+            np.testing.assert_array_equal(models[0][name], models[1][name])
+
+    def test_npz_encoding_is_stored_float32_members(self):
+        upd = {"fc.weight": np.arange(6, dtype=np.float32).reshape(3, 2),
+               "fc.bias": np.ones(3, np.float32)}
+        data = tc.encode_npz(upd)
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            self.assertEqual(sorted(i.filename for i in z.infolist()),
+                             ["fc.bias.npy", "fc.weight.npy"])
+            self.assertTrue(all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist()))
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            for k, v in upd.items():
+                self.assertEqual(z[k].dtype, np.float32)
+                np.testing.assert_array_equal(z[k], v)
+        with self.assertRaisesRegex(TypeError, "fc.bias"):
+            tc.encode_npz({"fc.bias": np.ones(3)})
+
+    def test_unknown_format_is_refused_before_sending(self):
+        self.start(k=1, num_rounds=1)
+        job = self.job("client-0")
+        with self.assertRaisesRegex(ValueError, "format must be one of npz, safetensors"):
+            job.submit({"fc.bias": np.ones(3, np.float32)}, 0, format="pickle")
+        with self.assertRaisesRegex(ValueError, "format must be one of"):
+            job.run(lambda m, c: (m, 1), format="npy")
+        self.assertEqual(self.fj.update_posts, [])
+
+    def test_proximal_mu_reaches_train(self):
+        self.start(k=1, num_rounds=2, schedule={0: {"lr": 0.5, "proximal_mu": 9}})
+        self.fj.proximal_mu = 0.05
+        seen = []
+        self.run_clients([lambda job: job.run(
+            lambda m, cfg: (seen.append(cfg), (m, 1))[1])])
+        # The task's mu replaces a client_config key of the same name.
+        self.assertEqual(seen, [{"lr": 0.5, "proximal_mu": 0.05}] * 2)
+
+    def test_no_proximal_mu_outside_fedprox(self):
+        self.start(k=1, num_rounds=1, schedule={0: {"lr": 0.5}})
+        seen = []
+        self.run_clients([lambda job: job.run(
+            lambda m, cfg: (seen.append(cfg), (m, 1))[1])])
+        self.assertEqual(seen, [{"lr": 0.5}])
+
+
 class FlowerStyleClient:
     """A client written to Flower's NumPyClient interface (no flwr import): least squares on
     its own data, one gradient step per fit, parameters [W (3x2), b (3)] in that order."""
@@ -453,6 +520,13 @@ class NumPyClientTest(LoopTestCase):
         self.assertEqual(set(ev["client-1"][1]), {"loss", "mse"})
         self.assertLess(ev["client-1"][1]["loss"], 0.01)
         self.assertIn("train_loss", self.fj.metrics[0][0][2])
+
+    def test_flower_style_client_gets_proximal_mu(self):
+        self.start(k=1, num_rounds=2, schedule={0: {"lr": 0.2}})
+        self.fj.proximal_mu = 0.01
+        c = FlowerStyleClient(1, 10)
+        self.run_clients([lambda job: tc.run_numpy_client(job, c)])
+        self.assertEqual(c.configs, [{"lr": 0.2, "proximal_mu": 0.01}] * 2)
 
     def test_arrays_are_checked_against_the_job(self):
         self.start(k=1, num_rounds=1)

@@ -23,10 +23,10 @@ The loop (:meth:`Job.run`) and its adapter for objects with Flower's NumPyClient
 
 Updates are a dict of name -> array: numpy arrays, anything numpy can convert, or PyTorch
 tensors (a ``state_dict()`` works as is; tensors are converted with ``.detach().cpu().numpy()``
-without importing torch). Every array is sent as little-endian float32 in a safetensors body
-(an array of another dtype is a TypeError naming it, unless the call has ``cast=True``);
-models come back as a dict of float32 numpy arrays with the job's tensor names and shapes, in
-the job's tensor order.
+without importing torch). Every array is sent as little-endian float32 in a safetensors body,
+or with ``format="npz"`` in a stored .npz (numpy's ``np.savez``); an array of another dtype
+is a TypeError naming it, unless the call has ``cast=True``. Models come back as a dict of
+float32 numpy arrays with the job's tensor names and shapes, in the job's tensor order.
 
 Model versions: version ``v`` is the number of completed rounds (``v = 0`` is the starting
 model). A client trains from version ``r`` and submits with ``round=r``; ``wait_model(after=r)``
@@ -67,6 +67,7 @@ import base64
 import hashlib
 import hmac
 import http.client
+import io
 import json
 import math
 import os
@@ -79,11 +80,12 @@ import urllib.parse
 
 import numpy as np
 
-__all__ = ["Client", "Job", "TributaryError", "TLSVerifyError", "encode_safetensors",
+__all__ = ["Client", "Job", "TributaryError", "TLSVerifyError", "encode_safetensors", "encode_npz",
            "decode_safetensors", "new_idempotency_key", "check_samples", "metrics_header",
            "run_numpy_client"]
 
 SAFETENSORS_TYPE = "application/x-safetensors"
+NPZ_TYPE = "application/x-npz"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # What the server takes as a key: 1 to 64 bytes of visible ASCII.
 IDEMPOTENCY_KEY_MAX = 64
@@ -356,6 +358,28 @@ def encode_safetensors(update, cast=False):
     head = json.dumps(header, separators=(",", ":")).encode("utf-8")
     head += b" " * (-len(head) % 8)
     return b"".join([struct.pack("<Q", len(head)), head] + blobs)
+
+
+def encode_npz(update, cast=False):
+    """Returns a stored (uncompressed) .npz (bytes) of a dict of name -> array, all float32:
+    numpy's own ``np.savez`` into memory, one member ``<name>.npy`` per tensor. The same
+    dtype rules as :func:`encode_safetensors`."""
+    arrays = dict(_items(update, cast))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+_BODY_FORMATS = {"safetensors": (SAFETENSORS_TYPE, encode_safetensors),
+                 "npz": (NPZ_TYPE, encode_npz)}
+
+
+def _body_format(format):
+    try:
+        return _BODY_FORMATS[format]
+    except (KeyError, TypeError):
+        raise ValueError("format must be one of %s, not %r" %
+                         (", ".join(sorted(_BODY_FORMATS)), format)) from None
 
 
 def decode_safetensors(data):
@@ -704,7 +728,7 @@ class Job:
         return self.client.json("GET", self._path, token=self.token)
 
     def submit(self, update, round, samples=1, idempotency_key=None, metrics=None,
-               cast=False):
+               cast=False, format="safetensors"):
         """Submits a client's model (dict or state_dict of name -> array) for round @round.
 
         @samples (an integer >= 1: int or numpy integer; TypeError for anything else, bool
@@ -722,14 +746,18 @@ class Job:
         update once. To resend an update yourself later (after a status 0, or across a
         restart of your own process), pass the key it had: ``e.idempotency_key``. An update
         that :meth:`outcome` says to resend is a new submission: give it a new key.
+
+        @format is the body's: ``"safetensors"`` (default) or ``"npz"`` (a stored .npz,
+        numpy's ``np.savez``, sent as application/x-npz); ValueError for anything else.
         """
+        ctype, encode = _body_format(format)
         key = new_idempotency_key() if idempotency_key is None else idempotency_key
         n = check_samples(samples)
-        headers = {"Content-Type": SAFETENSORS_TYPE, "X-Tributary-Round": str(int(round)),
+        headers = {"Content-Type": ctype, "X-Tributary-Round": str(int(round)),
                    "X-Tributary-Samples": str(n)}
         if metrics is not None:
             headers[METRICS_HEADER] = metrics_header(metrics)
-        body = encode_safetensors(update, cast=cast)
+        body = encode(update, cast=cast)
         _, _, data = self.client.request("POST", self._path + "/updates", body, headers,
                                          token=self.token, idempotency_key=key)
         return json.loads(data.decode("utf-8"))
@@ -838,15 +866,17 @@ class Job:
             return "resend" if rec.get("state") == "open" else "lost"
         return "in_model" if rec.get("state") == "done" else "pending"
 
-    def set_initial_model(self, model, cast=False):
+    def set_initial_model(self, model, cast=False, format="safetensors"):
         """Sets the starting model (version 0) from a dict or state_dict, before any update.
 
-        The arrays must be float32 unless @cast is True (as for submit). Returns the server's
-        JSON answer. Raises TributaryError 409 once an update was taken.
+        The arrays must be float32 unless @cast is True (as for submit); @format as for
+        :meth:`submit`. Returns the server's JSON answer. Raises TributaryError 409 once an
+        update was taken.
         """
-        body = encode_safetensors(model, cast=cast)
+        ctype, encode = _body_format(format)
+        body = encode(model, cast=cast)
         _, _, data = self.client.request("PUT", self._path + "/model", body,
-                                         {"Content-Type": SAFETENSORS_TYPE},
+                                         {"Content-Type": ctype},
                                          token=self.token)
         return json.loads(data.decode("utf-8")) if data else None
 
@@ -890,7 +920,8 @@ class Job:
 
     # --- the client loop ---
 
-    def run(self, train, evaluate=None, rounds=None, timeout=600.0, cast=False, log=None):
+    def run(self, train, evaluate=None, rounds=None, timeout=600.0, cast=False, log=None,
+            format="safetensors"):
         """Takes part in the job's rounds until it is done (or for @rounds rounds): the loop
         a federated client would otherwise write itself. Each turn:
 
@@ -898,7 +929,9 @@ class Job:
            version for ``retry_after_s``, then asking again; ``done`` ends the loop;
         2. fetches the model version the task names and calls ``train(model, config)``:
            @model is a dict of float32 arrays in the job's tensor order, @config the round's
-           ``client_config`` (``{}`` without one); it returns ``(update, samples)`` or
+           ``client_config`` (``{}`` without one), plus ``proximal_mu`` in a fedprox job
+           (the task carries it: add ``mu/2 * ||w - model||^2`` to the local loss; it
+           replaces a ``client_config`` key of that name); it returns ``(update, samples)`` or
            ``(update, samples, metrics)``: a dict or state_dict, an integer (TypeError
            otherwise) and None or a dict of at most 16 numbers;
         3. submits the update for the task's round with a fresh Idempotency-Key and the
@@ -914,6 +947,7 @@ class Job:
         closed without it, or this client already sent one for that round) skips to the
         next round; a 410 (the job is done) ends the loop. Anything else raises.
 
+        @format is the updates' body format (see :meth:`submit`).
         @log, if given, is called with one line of text per event. Returns one dict per round
         this client trained in: ``round``, ``version`` (trained from), ``samples``,
         ``metrics``, ``received`` (updates in the round when the server took this one),
@@ -929,6 +963,7 @@ class Job:
         if rounds is not None and (isinstance(rounds, bool) or
                                    not isinstance(rounds, (int, np.integer)) or rounds < 1):
             raise TypeError("rounds must be None or an integer >= 1, not %r" % (rounds,))
+        _body_format(format)
         say = log if log is not None else (lambda line: None)
         history = []
         last = None          # the last round this client submitted for
@@ -954,7 +989,9 @@ class Job:
                 raise TributaryError(0, "GET %s/task: unknown action %r in %r" %
                                      (self._path, action, task))
             rnd, version = int(task["round"]), int(task["version"])
-            config = task.get("config") or {}
+            config = dict(task.get("config") or {})
+            if "proximal_mu" in task:
+                config["proximal_mu"] = task["proximal_mu"]
             if last is not None and rnd <= last:
                 # Without selection the task is advisory: it names the open round even
                 # after this client's update is in. Its model comes when the round closes.
@@ -970,7 +1007,8 @@ class Job:
             key = new_idempotency_key()
             try:
                 ack = self._patiently(lambda: self.submit(
-                    update, rnd, samples, idempotency_key=key, metrics=metrics, cast=cast),
+                    update, rnd, samples, idempotency_key=key, metrics=metrics, cast=cast,
+                    format=format),
                     timeout)
             except TributaryError as e:
                 if e.status == 410:
@@ -1095,7 +1133,8 @@ def run_numpy_client(job, client, rounds=None, cast=False, evaluate=True, **run_
       training that its arrays fit the job's tensors;
     - ``client.fit(parameters, config)`` trains each round: @parameters is the model as a
       list of float32 arrays in the job's tensor order, @config the round's
-      ``client_config``; it returns ``(parameters, num_examples, metrics)``;
+      ``client_config`` (with ``proximal_mu`` in a fedprox job, as Flower's FedProx
+      strategy hands it to ``fit``); it returns ``(parameters, num_examples, metrics)``;
     - ``client.evaluate(parameters, config)``, when the client has it and @evaluate is
       true, evaluates each new model version: ``(loss, num_examples, metrics)`` is posted
       as an evaluation with the metrics plus ``"loss"``.

@@ -64,7 +64,8 @@ class DigitsClient(NumPyClient):
         # Every client trains in every round: the k-th fit is round k (it seeds the shuffle).
         loss = local_train(self.model, self.x, self.y, config["lr"], config["momentum"],
                            int(config["batch"]), int(config["local_epochs"]),
-                           train_seed(self.seed, self.cid, self.fits))
+                           train_seed(self.seed, self.cid, self.fits),
+                           float(config.get("proximal_mu", 0.0)))  # a fedprox job's
         self.fits += 1
         return self.get_parameters({}), len(self.y), {"loss": loss}
 

@@ -19,6 +19,13 @@ the test shares) must equal the whole test split's accuracy of the same model; a
 ``--mode both`` (the default) the Flower-style client of flower_client.py, run unchanged
 through ``run_numpy_client()``, must reach the same accuracy as the native loop, round by round.
 
+FedProx: ``--algorithm fedprox`` (or ``TRIBUTARY_EXAMPLE_ALGORITHM=fedprox``) creates the jobs
+with ``"algorithm": "fedprox"`` and ``proximal_mu`` (``--proximal-mu``, default 0.01). The
+server still averages (FedAvg); each train task carries ``proximal_mu``, which the loop puts in
+the config, and local training adds ``mu/2 * ||w - w_global||^2`` to its loss. The in-process
+run does the same, so every check above holds for it too; the clients must also have been
+given the job's mu. The default is plain FedAvg.
+
 Exit status: 0 when the final accuracy is at least --min-accuracy (0.90) and every check
 holds; 1 otherwise; 2 when the server cannot be reached or started.
 
@@ -76,6 +83,11 @@ def parse_args(argv=None):
                         "class through run_numpy_client(); both (default): both, compared")
     p.add_argument("--min-accuracy", type=float, default=0.90,
                    help="fail if the final test accuracy is below this (default 0.90)")
+    p.add_argument("--algorithm", choices=("fedavg", "fedprox"),
+                   default=os.environ.get("TRIBUTARY_EXAMPLE_ALGORITHM", "fedavg"),
+                   help="the jobs' algorithm (default $TRIBUTARY_EXAMPLE_ALGORITHM or fedavg)")
+    p.add_argument("--proximal-mu", type=float, default=0.01,
+                   help="fedprox's mu, the job's proximal_mu (default 0.01)")
     p.add_argument("--url", help="a running Tributary (default: start one)")
     p.add_argument("--token-file", help="its admin token file (with --url)")
     p.add_argument("--token", default=os.environ.get("TRIBUTARY_ADMIN_TOKEN"),
@@ -86,6 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--job", default="digits-%d" % os.getpid(), help="job name (prefix)")
     args = p.parse_args(argv)
     args.schedule = parse_schedule(p, args.lr_schedule)
+    if args.algorithm not in ("fedavg", "fedprox"):
+        p.error("--algorithm / $TRIBUTARY_EXAMPLE_ALGORITHM: %r is not fedavg or fedprox" %
+                args.algorithm)
     return args
 
 
@@ -165,10 +180,13 @@ def to_numpy(state):
     return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in state.items()}
 
 
-def local_train(model, x, y, lr, momentum, batch, epochs, seed):
-    """@epochs epochs of SGD on (x, y) in an order drawn from @seed; returns the mean loss."""
+def local_train(model, x, y, lr, momentum, batch, epochs, seed, mu=0.0):
+    """@epochs epochs of SGD on (x, y) in an order drawn from @seed; returns the mean loss
+    (the data's, without the proximal term). @mu > 0 (FedProx, Li et al. 2020) adds
+    mu/2 * ||w - w_start||^2, w_start the weights training started from (the global model)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     loss_fn = nn.CrossEntropyLoss()
+    anchor = [p.detach().clone() for p in model.parameters()] if mu else None
     g = torch.Generator().manual_seed(seed)
     model.train()
     total, steps = 0.0, 0
@@ -178,7 +196,11 @@ def local_train(model, x, y, lr, momentum, batch, epochs, seed):
             b = order[s:s + batch]
             opt.zero_grad()
             loss = loss_fn(model(x[b]), y[b])
-            loss.backward()
+            if anchor is not None:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                (loss + mu / 2 * prox).backward()
+            else:
+                loss.backward()
             opt.step()
             total, steps = total + loss.item(), steps + 1
     return total / max(steps, 1)
@@ -217,7 +239,8 @@ class Trainer:
         self.load(weights)
         loss = local_train(self.model, x, y, config["lr"], config["momentum"],
                            int(config["batch"]), int(config["local_epochs"]),
-                           train_seed(self.args.seed, client, rnd))
+                           train_seed(self.args.seed, client, rnd),
+                           float(config.get("proximal_mu", 0.0)))
         return ({k: v.detach().clone() for k, v in self.model.state_dict().items()}, len(y),
                 loss)
 
@@ -317,9 +340,11 @@ def native_client(args, i, slices, tests, sent, configs):
 def run_job(args, url, admin, label, init, loop):
     """Creates job <args.job>-<label> and runs loop(i, job as client i) in a thread per
     client; returns (job, the round records, the models of versions 0..rounds, seconds)."""
+    prox = {"proximal_mu": args.proximal_mu} if args.algorithm == "fedprox" else {}
     job = admin.create_job("%s-%s" % (args.job, label), clients_per_round=args.clients,
                            tensors=init, client_auth="required", num_rounds=args.rounds,
-                           client_config=client_config(args))
+                           client_config=client_config(args), algorithm=args.algorithm,
+                           **prox)
     job.set_initial_model(init)
     # Each client talks over its own connection, with a credential of its own (the job's
     # token mints them; it submits nothing in a job with client_auth "required").
@@ -373,6 +398,9 @@ def run(args, url, admin_token):
              args.batch, ", ".join(["%g from round 0" % args.lr] +
                                    ["%g from round %d" % (lr, r) for r, lr in args.schedule])),
           flush=True)
+    if args.algorithm == "fedprox":
+        print("algorithm: fedprox, proximal_mu %g (the server averages; local training adds "
+              "mu/2 * ||w - w_global||^2)" % args.proximal_mu, flush=True)
     admin = Client(url, admin_token)
     ok = True
     ref_trainer = Trainer(args, slices)
@@ -399,6 +427,8 @@ def run(args, url, admin_token):
     t0 = time.monotonic()
     for r in range(args.rounds):
         cfg = dict(client_config(args)["values"], lr=lr_of_round(args, r))
+        if args.algorithm == "fedprox":
+            cfg["proximal_mu"] = args.proximal_mu
         outs = [ref_trainer.train(ref, i, r, cfg) for i in range(args.clients)]
         ref = fedavg([(to_numpy(st), n) for st, n, _ in outs])
         ref_models.append(ref)
@@ -435,6 +465,10 @@ def run(args, url, admin_token):
             bad.append("differs from in-process")
         if first == "native" and any(c[r]["lr"] != lr_of_round(args, r) for c in configs):
             bad.append("a client got lr %s" % sorted({c[r]["lr"] for c in configs}))
+        want_mu = args.proximal_mu if args.algorithm == "fedprox" else None
+        if first == "native" and any(c[r].get("proximal_mu") != want_mu for c in configs):
+            bad.append("a client got proximal_mu %s, want %s" %
+                       (sorted({str(c[r].get("proximal_mu")) for c in configs}), want_mu))
         ok &= not bad
         print("%5d  %-6g  %10.4f  %8.4f  %9.4f  %10.4f  %10.4f  %8.1e  %8.1e  %7s  %7.2f%s" %
               (r, lr, (rec.get("metrics") or {}).get("loss", float("nan")),

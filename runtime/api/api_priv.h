@@ -103,6 +103,11 @@ bool rt__api_np_admit(struct rt_conn *c, const struct rt_job *j);
  */
 int rt__api_np_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
 			uint64_t *segs_off);
+/* PUT /model as .npz: bytes its body buffer holds past the body (inflated members). */
+uint64_t rt__api_np_model_room(const struct rt_job *j);
+/* PUT /model's .npz body into @data (float32, schema order); 0 or a status, @msg filled. */
+int rt__api_np_model(struct rt_conn *c, const struct rt_job *j, float *data, char *msg,
+		     size_t cap);
 /* The enum rt_model_fmt Accept @accept picks, or -1 (406). */
 int rt__api_model_pick(const char *accept);
 /* The request's Accept takes a model format; else a 406 answered: false. */

@@ -128,7 +128,27 @@ static void on_model_put_body(struct rt_conn *c)
 	char msg[400];
 	int err;
 
-	if (!R(c)->safetensors) {
+	if (R(c)->np_fmt == RT_NP_NPZ) {
+		int status;
+
+		data = trib_malloc(j->n_elem * sizeof(float));
+		if (!data) {
+			rt_conn_error(c, 500, "out of memory", -1, NULL);
+			return;
+		}
+		status = rt__api_np_model(c, j, data, msg, sizeof(msg));
+		if (status) {
+			rt_conn_error(c, status, msg, -1, NULL);
+			trib_free(data);
+			return;
+		}
+		if (rt__api_check_values(c, data, SHM_DTYPE_F32, j->n_elem, 1.0, NULL)) {
+			trib_free(data);
+			return;
+		}
+		err = rt_job_set_initial(N(c), j, data);
+		trib_free(data);
+	} else if (!R(c)->safetensors) {
 		if (rt__api_check_values(c, c->body_heap, SHM_DTYPE_F32, j->n_elem, 1.0, NULL))
 			return;
 		data = (float *)(void *)c->body_heap;
@@ -201,13 +221,17 @@ void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j)
 
 	if (!rt__api_require_job(c, j))
 		return;
+	R(c)->np_fmt = RT_NP_NONE;
 	if (rt__api_ctype_is(c->req.content_type, "application/x-safetensors"))
 		R(c)->safetensors = true;
 	else if (rt__api_ctype_is(c->req.content_type, "application/octet-stream"))
 		R(c)->safetensors = false;
-	else {
-		rt_conn_error(c, 415, "Content-Type must be application/x-safetensors or "
-			      "application/octet-stream", -1, NULL);
+	else if (rt__api_np_format(c->req.content_type) == RT_NP_NPZ) {
+		R(c)->safetensors = false;
+		R(c)->np_fmt = RT_NP_NPZ;
+	} else {
+		rt_conn_error(c, 415, "Content-Type must be application/x-safetensors, "
+			      "application/x-npz or application/octet-stream", -1, NULL);
 		return;
 	}
 	if (!c->req.has_content_length || c->req.chunked) {
@@ -219,16 +243,19 @@ void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j)
 			      j->round, NULL);
 		return;
 	}
-	if (c->req.content_length > model_bytes + (R(c)->safetensors ? ST_HEADER_ALLOWANCE : 0)) {
+	if (R(c)->np_fmt ? c->req.content_length > rt__api_np_body_max(j)
+	    : c->req.content_length > model_bytes + (R(c)->safetensors ? ST_HEADER_ALLOWANCE : 0)) {
 		rt_conn_error(c, 413, "body larger than the model", -1, NULL);
 		return;
 	}
-	if (!R(c)->safetensors && c->req.content_length != model_bytes) {
+	if (!R(c)->safetensors && !R(c)->np_fmt && c->req.content_length != model_bytes) {
 		rt_conn_error(c, 422, "raw model size does not match the job's parameters", -1,
 			      NULL);
 		return;
 	}
-	c->body_heap = trib_malloc(c->req.content_length ? c->req.content_length : 1);
+	/* An .npz inflates its deflated members after the body, in the same buffer. */
+	c->body_heap = trib_malloc(((c->req.content_length + 63) & ~63ull) +
+				   (R(c)->np_fmt ? rt__api_np_model_room(j) : 1));
 	if (!c->body_heap) {
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return;

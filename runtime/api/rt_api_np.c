@@ -207,3 +207,58 @@ struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *
 		trib_npz_write(j->schema, j->nschema, b->data + 8 + hlen, out->data);
 	return out;
 }
+
+/* --- PUT /model as .npz --- */
+
+uint64_t rt__api_np_model_room(const struct rt_job *j)
+{
+	return 64 + ((j->n_elem * sizeof(float) + 63) & ~63ull) + j->nschema * (uint64_t)128;
+}
+
+/*
+ * The starting model from an .npz body into @data (float32, schema order): the members an .npz
+ * update carries, float32 or float64 (narrowed), named as the schema names them. c->body_heap
+ * holds rt__api_np_model_room() bytes after the body, where deflated members inflate (the
+ * loader's offsets are relative to the body, so the region must follow it in one buffer). A
+ * control-path upload: the copy into @data is fine. Returns 0, or the status to answer (400
+ * malformed, 422 not the job's tensors, 500 memory) with @msg filled.
+ */
+int rt__api_np_model(struct rt_conn *c, const struct rt_job *j, float *data, char *msg,
+		     size_t cap)
+{
+	uint64_t wire = (c->body_len + 63) & ~63ull;
+	uint64_t room = rt__api_np_model_room(j) - 64, used = 0;
+	uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
+	char why[TRIB_NPY_WHY_MAX], what[TRIB_ST_EXPLAIN_MAX] = "";
+	const char *mwhy = NULL;
+	struct trib_st st = { 0 };
+	int err, status = 0;
+
+	why[0] = '\0';
+	if (!offs) {
+		snprintf(msg, cap, "out of memory");
+		status = 500;
+		goto out;
+	}
+	err = trib_npz_load(c->body_heap, c->body_len, c->body_heap + wire, room, &st, &used, why,
+			    sizeof(why));
+	if (err) {
+		snprintf(msg, cap, "%s", err == -ENOMEM ? "out of memory" : why);
+		status = err == -ENOMEM ? 500 : 400;
+		goto out;
+	}
+	err = trib_st_match(&st, j->schema, j->nschema, offs, &mwhy);
+	if (err) {
+		if (err == -EINVAL)
+			trib_st_explain(&st, j->schema, j->nschema, false, mwhy, what, sizeof(what));
+		snprintf(msg, cap, "npz: %s", what[0] ? what : mwhy ? mwhy : strerror(-err));
+		status = err == -ENOMEM ? 500 : 422;
+		goto out;
+	}
+	for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++)
+		memcpy(data + dst, c->body_heap + offs[i], j->schema[i].n_elem * sizeof(float));
+out:
+	trib_st_free(&st);
+	trib_free(offs);
+	return status;
+}

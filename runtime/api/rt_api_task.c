@@ -188,7 +188,7 @@ static bool task_auth(struct rt_conn *c, const struct rt_job *j,
 void rt__api_handle_task(struct rt_conn *c, struct rt_job *j)
 {
 	char client[TRIB_CRED_CLIENT_MAX + 1], task[48];
-	json_t *cfg;
+	json_t *cfg, *ans;
 	bool granted = true;
 	int err;
 
@@ -225,11 +225,28 @@ void rt__api_handle_task(struct rt_conn *c, struct rt_job *j)
 		return;
 	}
 	snprintf(task, sizeof(task), "%u:%s", j->round, client[0] ? client : "job");
-	rt__api_respond_json(c, 200,
-			     json_pack("{s:s, s:I, s:I, s:o, s:o, s:s}", "action", "train",
-				       "round", (json_int_t)j->round, "version",
-				       (json_int_t)j->round, "config", cfg ? cfg : json_object(),
-				       "deadline_s", j->round_timeout_s ?
-				       json_integer(j->round_timeout_s) : json_null(), "task",
-				       task), NULL);
+	ans = json_pack("{s:s, s:I, s:I, s:o, s:o, s:s}", "action", "train", "round",
+			(json_int_t)j->round, "version", (json_int_t)j->round, "config",
+			cfg ? cfg : json_object(), "deadline_s", j->round_timeout_s ?
+			json_integer(j->round_timeout_s) : json_null(), "task", task);
+	/*
+	 * fedprox's mu goes with every task: a client credential cannot read the job's status,
+	 * where it is published too, and the client must add the term to its local loss.
+	 */
+	if (ans && !strcmp(j->algo.name, "fedprox")) {
+		/* As the status shows it (the shortest decimal that reads back to the float). */
+		json_t *par = rt_algo_json(&j->algo);
+		json_t *mu = par ? json_object_get(par, "proximal_mu") : NULL;
+
+		if (!mu || json_object_set(ans, "proximal_mu", mu)) {
+			json_decref(ans);
+			ans = NULL;
+		}
+		json_decref(par);
+	}
+	if (!ans) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	rt__api_respond_json(c, 200, ans, NULL);
 }

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MIT
 # fedprox: the job's status publishes proximal_mu (default 0.01, bounds [0, 1000], 400 naming the
-# field otherwise), the server folds as FedAvg (model = numpy's weighted mean), and the stored mu
-# survives a restart.
+# field otherwise) and so does every train task (a client credential cannot read the status), the
+# server folds as FedAvg (model = numpy's weighted mean), and the stored mu survives a restart.
 import os
 import sys
 
@@ -13,6 +13,13 @@ from e2e_common import check  # noqa: E402
 
 SCHEMA = [{'name': 'w', 'shape': [12, 5], 'dtype': 'F32'},
           {'name': 'b', 'shape': [7], 'dtype': 'F32'}]
+
+
+def task_mu(srv, job, tok):
+    """The train task's proximal_mu (None when the task has none)."""
+    st, obj, _ = srv.json('GET', '/v1/jobs/%s/task' % job, token=tok)
+    check(st == 200 and obj.get('action') == 'train', 'task of %s: %d %r' % (job, st, obj))
+    return obj.get('proximal_mu')
 
 
 def run():
@@ -39,6 +46,14 @@ def run():
         # A client reads mu from the status with its job token.
         par = srv.status('p', token=tok)['parameters']
         check(par['algorithm'] == 'fedprox' and par['proximal_mu'] == 0.25, 'status %r' % par)
+        check(task_mu(srv, 'p', tok) == 0.25, 'task mu %r' % task_mu(srv, 'p', tok))
+        check(task_mu(srv, 'pd', dflt['token']) == 0.01, 'default task mu')
+        # A client credential reads it from its task.
+        st, cred, _ = srv.json('POST', '/v1/jobs/p/clients', {'client': 'c1'}, token=tok)
+        check(st == 201, 'mint: %d %r' % (st, cred))
+        check(task_mu(srv, 'p', cred['token']) == 0.25, 'task mu with a client credential')
+        fa = srv.create_job({'name': 'fa', 'clients_per_round': 2, 'params': 4})
+        check(task_mu(srv, 'fa', fa['token']) is None, 'a fedavg task carries proximal_mu')
         for r in range(2):
             ups = []
             for i in range(5):
@@ -52,6 +67,7 @@ def run():
         par = srv.status('p', token=tok)['parameters']
         check(par['proximal_mu'] == 0.25 and srv.status('pd')['parameters']['proximal_mu'] ==
               0.01, 'after a restart: %r' % par)
+        check(task_mu(srv, 'p', tok) == 0.25, 'task mu after a restart')
         e.log('fedprox: mu published (0.25, default 0.01), FedAvg on the server, kept across '
               'a restart; dflt token %s...' % dflt['token'][:4])
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT
-# PUT a starting model (safetensors or raw), refused PUTs leave it alone, then a round on top.
+# PUT a starting model (safetensors, raw or npz), refused PUTs leave it alone, then a round on top.
+import io
 import os
 import sys
 
@@ -16,6 +17,14 @@ SCHEMA = [
     ]
 ST = 'application/x-safetensors'
 RAW = 'application/octet-stream'
+NPZ = 'application/x-npz'
+
+
+def npz(d, compressed=False, dtype=np.float32):
+    b = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(
+        b, **{k: np.asarray(v, dtype) for k, v in d.items()})
+    return b.getvalue()
 
 
 def put(srv, job, tok, body, ctype, expect):
@@ -24,6 +33,13 @@ def put(srv, job, tok, body, ctype, expect):
     check(st == expect, 'PUT model (%s, %d bytes): want %d, got %d %r' %
           (ctype, len(body), expect, st, b[:300]))
     return e.parse_json(b)
+
+
+def npz_object(d):
+    """An .npz whose w1 member is a pickled object array (np.save with allow_pickle)."""
+    b = io.BytesIO()
+    np.savez(b, **dict(d, w1=np.array([{'x': 1}] * 18, dtype=object).reshape(6, 3)))
+    return b.getvalue()
 
 
 def v0(srv, job, tok, want, what):
@@ -48,6 +64,14 @@ def run():
         start = e.random_model(rng, SCHEMA, 3.0)
         put(srv, 'warm', tok, e.raw_body(SCHEMA, start), RAW, 200)
         v0(srv, 'warm', tok, start, 'v0 after a raw PUT')
+        # As .npz: numpy's np.savez (stored), and savez_compressed of float64 (narrowed).
+        start = e.random_model(rng, SCHEMA, 5.0)
+        put(srv, 'warm', tok, npz(start), NPZ, 200)
+        v0(srv, 'warm', tok, start, 'v0 after an npz PUT')
+        start = e.random_model(rng, SCHEMA, 6.0)
+        put(srv, 'warm', tok, npz(start, True, np.float64), NPZ, 200)
+        v0(srv, 'warm', tok, {k: np.float32(v) for k, v in start.items()},
+           'v0 after a deflated float64 npz PUT')
         # With metadata in the header, by the admin token.
         start = e.random_model(rng, SCHEMA, 4.0)
         put(srv, 'warm', srv.admin, e.st_encode(start, metadata={'format': 'pt'}), ST, 200)
@@ -69,6 +93,16 @@ def run():
                 (b'\xff' * 8 + b'{}', ST, 400, 'header length past the body'),
                 (b'\x04\x00\x00\x00\x00\x00\x00\x00nope', ST, 400, 'header not JSON'),
                 (e.raw_body(SCHEMA, start), 'text/plain', 415, 'text/plain'),
+                (npz(dict(start, w1=start['w1'].reshape(3, 6))), NPZ, 422,
+                 'npz w1 of shape [3, 6]'),
+                (npz(dict(start, w1=start['w1'].T)), NPZ, 400, 'npz fortran-ordered w1'),
+                (npz(dict(start, x=np.ones(1))), NPZ, 422, 'npz extra tensor'),
+                (npz(start, True, np.float16), NPZ, 422, 'npz float16'),
+                (npz(e.unflatten(SCHEMA, nan)), NPZ, 422, 'NaN in npz'),
+                (npz(start)[:-30], NPZ, 400, 'npz cut short'),
+                (b'PK\x03\x04' + b'\0' * 60, NPZ, 400, 'npz not a zip'),
+                (npz_object(start), NPZ, 400, 'npz with a pickled object array'),
+                (npz(start) + b'\0' * (1 << 21), NPZ, 413, 'npz too long'),
             ]
         wrong = []
         for body, ct, want, what in bad:
