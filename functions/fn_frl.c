@@ -107,7 +107,9 @@ static int frl_fold(void *state, const struct fn_algo_ctx *ctx, const struct fn_
 				return -EINVAL;
 			continue;
 		}
-		/* A partial carries the cells of its sum as they are (their dtype field says F32). */
+		/* A partial's 4-byte cells are votes; fn_main.c labels every partial F32. */
+		if (s->dtype != SHM_DTYPE_F32)
+			return -EINVAL;
 		fn_frl_add(acc + s->dst_elem, src, (size_t)s->n_elem);
 	}
 	return 0;
