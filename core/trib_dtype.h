@@ -12,6 +12,8 @@ enum trib_dtype {
 	TRIB_DTYPE_F16 = 2,  /* IEEE-754 binary16 */
 	TRIB_DTYPE_BF16 = 3, /* bfloat16 */
 	TRIB_DTYPE_I8 = 4,   /* int8 with a per-segment f32 scale */
+	/* 5 is left to the U32 of masked sums (helper secagg); values only need to be distinct. */
+	TRIB_DTYPE_I32 = 6,  /* little-endian int32: FRL's rankings (an index per position) */
 };
 
 #endif

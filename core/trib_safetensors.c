@@ -24,6 +24,7 @@ static const struct {
 	{ TRIB_DTYPE_F16, "F16", 2 },
 	{ TRIB_DTYPE_BF16, "BF16", 2 },
 	{ TRIB_DTYPE_I8, "I8", 1 },
+	{ TRIB_DTYPE_I32, "I32", 4 },
 };
 
 size_t trib_dtype_size(uint32_t dtype)
@@ -603,7 +604,8 @@ int trib_st_match_q(const struct trib_st *st, const struct trib_tensor *schema, 
 			err = -EINVAL;
 			goto out_free;
 		}
-		if (u->dtype != TRIB_DTYPE_F32 && !dtypes) {
+		/* I32 is an index, never a value: no float job folds it (FRL checks its own). */
+		if ((u->dtype != TRIB_DTYPE_F32 && !dtypes) || u->dtype == TRIB_DTYPE_I32) {
 			*why = TRIB_ST_WHY_DTYPE;
 			err = -EINVAL;
 			goto out_free;

@@ -348,6 +348,12 @@ static bool put_first_mismatch(struct out *o, const struct trib_st *st,
 			put(o, ": dtype %s, expected F32", trib_dtype_name(u->dtype));
 			return true;
 		}
+		if (u->dtype == TRIB_DTYPE_I32) { /* an index type: no float job takes it */
+			put(o, "tensor ");
+			put_name(o, s->name);
+			put(o, ": dtype I32, expected F32%s", compressed ? ", F16, BF16 or I8" : "");
+			return true;
+		}
 		if (u->dtype == TRIB_DTYPE_I8 && compressed && !has_scale(st, s->name)) {
 			put(o, "tensor ");
 			put_name(o, s->name);

@@ -86,6 +86,7 @@ extern const struct fn_algo_ops fn_robust_ops;  /* fn_robust.c: median, trimmed 
 extern const struct fn_algo_ops fn_clip_ops;    /* fn_dp.c: L2 clipping of each update */
 extern const struct fn_algo_ops fn_dp_ops;      /* fn_dp.c: Gaussian noise on the sum */
 extern const struct fn_algo_ops fn_scaffold_ops; /* fn_scaffold.c: x and c, SCAFFOLD's step */
+extern const struct fn_algo_ops fn_frl_ops;      /* fn_frl.c: integer votes on rankings */
 
 /* The base ops for an enum fn_algorithm value (what fn_config.algorithm names), or NULL. */
 const struct fn_algo_ops *fn_algo_find(uint32_t algorithm);

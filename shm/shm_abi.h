@@ -21,6 +21,7 @@ enum shm_dtype {
 	SHM_DTYPE_F16 = TRIB_DTYPE_F16,
 	SHM_DTYPE_BF16 = TRIB_DTYPE_BF16,
 	SHM_DTYPE_I8 = TRIB_DTYPE_I8,
+	SHM_DTYPE_I32 = TRIB_DTYPE_I32, /* FRL's rankings: integers, folded by fn_frl.c only */
 };
 
 /* What a descriptor announces; values are part of the ABI. */

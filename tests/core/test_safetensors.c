@@ -687,3 +687,32 @@ Test(core_safetensors, match_allocation_failure_is_enomem)
 	trib_st_free(&st);
 	trib_free(b);
 }
+
+/* I32 (FRL's rankings) parses with its size, and no float job's match takes it, compressed or not. */
+Test(core_safetensors, i32_parses_and_float_matches_refuse_it)
+{
+	const char *json = "{\"w\":{\"dtype\":\"I32\",\"shape\":[3],\"data_offsets\":[0,12]}}";
+	struct trib_tensor s = schema_tensor("w", 1, (const uint64_t[]){ 3 });
+	struct trib_st st;
+	uint64_t off;
+	uint32_t dt;
+	float scale;
+	const char *why = NULL;
+	unsigned char *b = upload(json, 12, &st);
+
+	cr_assert_eq(trib_dtype_size(TRIB_DTYPE_I32), 4);
+	cr_assert_str_eq(trib_dtype_name(TRIB_DTYPE_I32), "I32");
+	cr_assert_eq(trib_dtype_from_name("I32"), TRIB_DTYPE_I32);
+	cr_assert_eq(st.tensors[0].dtype, TRIB_DTYPE_I32);
+	cr_assert_eq(st.tensors[0].n_elem, 3);
+	cr_assert_eq(trib_st_match(&st, &s, 1, &off, &why), -EINVAL);
+	cr_assert_str_eq(why, TRIB_ST_WHY_DTYPE);
+	why = NULL;
+	cr_assert_eq(trib_st_match_q(&st, &s, 1, b, &off, &dt, &scale, &why), -EINVAL);
+	cr_assert_str_eq(why, TRIB_ST_WHY_DTYPE);
+	trib_st_free(&st);
+	trib_free(b);
+	/* Its size is checked like any dtype's: 3 I32 in 11 bytes is malformed. */
+	expect_reject("{\"w\":{\"dtype\":\"I32\",\"shape\":[3],\"data_offsets\":[0,11]}}", 11,
+		      "data_offsets do not match shape");
+}

@@ -188,6 +188,10 @@ Test(core_st_explain, shape_and_dtype_name_the_tensor_and_both_values)
 	explain((struct ent[]){ { "w", "F32", "[2,3]", 24 }, { "b", "F16", "[4]", 8 } }, 2, s, 2,
 		false, msg, sizeof(msg));
 	cr_assert_str_eq(msg, "tensor 'b': dtype F16, expected F32");
+	/* I32 (FRL's rankings) is no float job's: named even where compressed dtypes are taken. */
+	explain((struct ent[]){ { "w", "F32", "[2,3]", 24 }, { "b", "I32", "[4]", 16 } }, 2, s, 2,
+		true, msg, sizeof(msg));
+	cr_assert_str_eq(msg, "tensor 'b': dtype I32, expected F32, F16, BF16 or I8");
 	/* An I8 tensor needs its scale; with it, "<name>.scale" is not unexpected. */
 	explain((struct ent[]){ { "w", "I8", "[2,3]", 6 }, { "b", "F32", "[4]", 16 } }, 2, s, 2,
 		true, msg, sizeof(msg));

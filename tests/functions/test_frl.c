@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT
+/* FRL (functions/fn_frl.c) against numpy (ref/frl.py): votes folded in a two-level tree. */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "fn_abi.h"
+#include "fn_algo.h"
+#include "fn_frl.h"
+#include "ref/ref.h"
+#include "trib_alloc.h"
+
+/*
+ * k rankings of n, folded through the base row's hooks as a tree folds them: two leaves take
+ * the updates (every other one), the top takes the two partials; then the sort.
+ */
+static void check_frl(size_t k, size_t n, unsigned seed)
+{
+	const int32_t *ranks, *glob;
+	const uint32_t *votes;
+	uint32_t *leaf[2], *top = trib_calloc(n ? n : 1, 4);
+	int32_t *out = trib_malloc((n ? n : 1) * 4);
+	uint64_t *scratch = trib_malloc((n ? n : 1) * 8);
+	uint8_t *seen = trib_malloc(n ? n : 1);
+	struct fn_params par = { 0 };
+	struct fn_config cfg = { .n_elem = n };
+	struct ref r;
+	size_t cnt, bad;
+
+	cr_assert(top && out && scratch && seen);
+	ref_run(&r, "frl.py", "%zu %zu %u", k, n, seed);
+	ranks = ref_get(&r, "ranks", "<i4", &cnt);
+	cr_assert_eq(cnt, k * n);
+	votes = ref_get(&r, "votes", "<u4", NULL);
+	glob = ref_get(&r, "global", "<i4", NULL);
+	for (int l = 0; l < 2; l++) {
+		leaf[l] = trib_calloc(n ? n : 1, 4);
+		cr_assert(leaf[l]);
+	}
+	for (size_t u = 0; u < k; u++) {
+		struct shm_seg seg = { .src_off = u * n * 4, .dst_elem = 0, .n_elem = n,
+				       .dtype = SHM_DTYPE_I32, .scale = 1.0f };
+		struct fn_input in = { .kind = SHM_DESC_UPDATE, .base = (const uint8_t *)ranks,
+				       .segs = &seg, .nsegs = 1, .weight = 7.0, .share = 7.0 };
+		struct fn_algo_ctx ctx = { .cfg = &cfg, .par = &par, .acc = (float *)(void *)leaf[u & 1] };
+
+		cr_assert_eq(fn_frl_check(ranks + u * n, n, seen, &bad), 0, "ranking %zu", u);
+		cr_assert_eq(fn_frl_ops.weigh(NULL, &ctx, &in), 0);
+		cr_assert_eq(in.weight, 1.0, "every ranking counts once, whatever its samples");
+		cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), 0);
+	}
+	for (int l = 0; l < 2; l++) {
+		struct shm_seg seg = { .src_off = 0, .dst_elem = 0, .n_elem = n,
+				       .dtype = SHM_DTYPE_F32, .scale = 1.0f };
+		struct fn_input in = { .kind = SHM_DESC_PARTIAL, .base = (const uint8_t *)leaf[l],
+				       .segs = &seg, .nsegs = 1, .weight = 1.0, .share = 1.0 };
+		struct fn_algo_ctx ctx = { .cfg = &cfg, .par = &par, .acc = (float *)(void *)top };
+
+		cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), 0);
+	}
+	cr_assert_eq(memcmp(top, votes, n * 4), 0, "k %zu n %zu: votes differ from numpy", k, n);
+	cr_assert_eq(fn_frl_rank(top, n, out, scratch), 0);
+	for (size_t j = 0; j < n; j++)
+		cr_assert_eq(out[j], glob[j], "k %zu n %zu: global[%zu] = %d, numpy %d", k, n, j,
+			     out[j], glob[j]);
+	cr_assert_eq(fn_frl_check(out, n, seen, &bad), 0, "the global ranking is a permutation");
+	ref_free(&r);
+	for (int l = 0; l < 2; l++)
+		trib_free(leaf[l]);
+	trib_free(top);
+	trib_free(out);
+	trib_free(scratch);
+	trib_free(seen);
+}
+
+Test(frl, matches_numpy_with_ties)
+{
+	check_frl(5, 7, 1);   /* few positions: many tied votes, broken by index */
+	check_frl(12, 1000, 2);
+	check_frl(1, 1, 3);
+	check_frl(31, 257, 4);
+}
+
+Test(frl, table_row_is_a_base)
+{
+	cr_assert_eq(fn_algo_find(FN_ALGO_FRL), &fn_frl_ops);
+	cr_assert_eq(fn_algo_find_name("frl"), &fn_frl_ops);
+}
+
+/* Hostile rankings: the first bad position is named, and the vote never writes out of range. */
+Test(frl, check_names_first_bad_index)
+{
+	uint8_t seen[8];
+	size_t bad = 99;
+	const int32_t ok[5] = { 4, 0, 3, 1, 2 }, dup[5] = { 4, 0, 3, 0, 0 },
+		      big[5] = { 4, 0, 5, 1, 2 }, neg[5] = { 4, 0, 3, -1, 2 },
+		      huge[5] = { 0, 1, 2, 3, INT32_MAX };
+	uint32_t votes[5] = { 0 };
+
+	cr_assert_eq(fn_frl_check(ok, 5, seen, &bad), 0);
+	cr_assert_eq(fn_frl_check(dup, 5, seen, &bad), -EINVAL);
+	cr_assert_eq(bad, 3);
+	cr_assert_eq(fn_frl_check(big, 5, seen, &bad), -EINVAL);
+	cr_assert_eq(bad, 2);
+	cr_assert_eq(fn_frl_check(neg, 5, seen, &bad), -EINVAL);
+	cr_assert_eq(bad, 3);
+	cr_assert_eq(fn_frl_check(huge, 5, seen, &bad), -EINVAL);
+	cr_assert_eq(bad, 4);
+	cr_assert_eq(fn_frl_check(ok, 4, seen, &bad), -EINVAL, "4 is out of range for n = 4");
+	cr_assert_eq(bad, 0);
+	cr_assert_eq(fn_frl_vote(votes, big, 5), -EINVAL);
+	cr_assert_eq(fn_frl_vote(votes, neg, 5), -EINVAL);
+}
+
+/* An update whose segment is not I32 (a float model sent to an FRL job) fails the fold. */
+Test(frl, fold_refuses_float_updates)
+{
+	float x[4] = { 0 };
+	uint32_t acc[4] = { 0 };
+	struct shm_seg seg = { .src_off = 0, .n_elem = 4, .dtype = SHM_DTYPE_F32, .scale = 1.0f };
+	struct fn_input in = { .kind = SHM_DESC_UPDATE, .base = (const uint8_t *)x, .segs = &seg,
+			       .nsegs = 1 };
+	struct fn_algo_ctx ctx = { .acc = (float *)(void *)acc };
+
+	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), -EINVAL);
+}
+
+Test(frl, vote_bound)
+{
+	cr_assert(fn_frl_votes_fit(1, 1));
+	cr_assert(fn_frl_votes_fit(1000, 4000001));          /* 4e9 < 2^32 */
+	cr_assert(fn_frl_votes_fit(1000, 4294968));          /* 1000 * 4294967 <= 2^32 - 1 */
+	cr_assert(!fn_frl_votes_fit(1000, 4294969));         /* 1000 * 4294968 > 2^32 - 1 */
+	cr_assert(fn_frl_votes_fit(1, (uint64_t)UINT32_MAX + 1));
+	cr_assert(!fn_frl_votes_fit(2, (uint64_t)UINT32_MAX));
+	cr_assert(!fn_frl_votes_fit(UINT64_MAX, 3));
+}
