@@ -15,7 +15,8 @@ fold's (1 / the fold k=1 update GB/s of build/bench/fold/bench_fold, run here).
 Every server is driven by build/bench/ingest/bench_ingest (one keep-alive connection, U updates
 of P f32 parameters, raw bodies, sequential; data generation not timed), which also times the
 same bytes over a bare loopback TCP connection right after. Server CPU seconds are those of the
-server's process tree while bench_ingest ran (servers.py says how they are read).
+server's process tree while bench_ingest ran, in nanoseconds (servers.cpu_s_fine: schedstat;
+clock ticks were 0.025 s/GB each here).
 
 Each server runs --repeat times (default 3), the servers interleaved; the medians are shown.
 
@@ -78,11 +79,11 @@ def one(kind, build, work, updates, params, mode="shm+bpf"):
     try:
         if kind == "nginx":
             check_answers_after_body(s.url)
-        c0 = servers.cpu_s(s.pid)
+        c0 = servers.cpu_s_fine(s.pid)
         r = subprocess.run([os.path.join(build, "bench/ingest/bench_ingest"), "--url", s.url,
                             "--data-dir", s.data_dir, "--updates", str(updates),
                             "--params", str(params)], capture_output=True, text=True)
-        cpu = servers.cpu_s(s.pid) - c0
+        cpu = servers.cpu_s_fine(s.pid) - c0
     finally:
         s.stop()
     h, w = HTTP_RE.search(r.stdout), RAW_RE.search(r.stdout)
