@@ -106,7 +106,7 @@ def main():
                ("tributary", "tcp", "Tributary tcp"),
                ("python", None, "Python (aiohttp+numpy)")]
     if servers.nginx_path():
-        systems.append(("nginx", None, "nginx (reads, drops)"))
+        systems.append(("nginx", None, "nginx (reads whole bodies)"))
     else:
         print("ingest: nginx not installed (scripts/deps-bench.sh): its row is skipped")
     runs = {label: [] for _, _, label in systems}
