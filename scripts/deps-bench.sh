@@ -4,7 +4,7 @@
 set -eu
 
 # nginx-light is the smallest Debian nginx; any installed nginx flavour will do.
-# libnginx-mod-http-echo: bench/tls's nginx reads each body whole (echo_read_request_body).
+# libnginx-mod-http-echo: the nginx baselines (bench/baselines, bench/tls) read each body whole (echo_read_request_body).
 # linux-perf and strace: the profiles in docs/BENCHMARKS.md (perf stat, strace -c) are taken with them.
 PKGS="python3-aiohttp python3-matplotlib python3-numpy curl iproute2 libnginx-mod-http-echo
 linux-perf strace"

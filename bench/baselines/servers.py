@@ -72,6 +72,29 @@ def cpu_s(pid):
     return total / TICK
 
 
+def cpu_s_fine(pid):
+    """CPU seconds of pid's live process tree at nanosecond resolution.
+
+    cpu_s() counts clock ticks (10 ms): over one 0.4 GB ingest run that is 0.025 s/GB a tick,
+    as coarse as the differences measured. This sums the first field of
+    /proc/PID/task/TID/schedstat (time on a CPU, ns) over every thread of the tree, plus the
+    reaped children's cutime + cstime in ticks (none reaped during a run, normally).
+    """
+    total = 0.0
+    for p in tree(pid):
+        try:
+            for t in os.listdir("/proc/%d/task" % p):
+                with open("/proc/%d/task/%s/schedstat" % (p, t)) as f:
+                    total += int(f.read().split()[0]) / 1e9
+            with open("/proc/%d/stat" % p) as f:
+                st = f.read()
+        except (OSError, ValueError):
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        total += (int(fields[13]) + int(fields[14])) / TICK
+    return total
+
+
 def _status_kb(pid, keys):
     """Sum of the /proc/PID/status fields named in keys (kB); 0 for a process that is gone."""
     total = 0

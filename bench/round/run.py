@@ -120,6 +120,41 @@ def loadavg():
         return float(f.read().split()[0])
 
 
+INGEST_RE = re.compile(r"over HTTP .*: ([0-9.]+) s, ([0-9.]+) MB/s")
+# Issue 17: these rounds within 1.1x of the ingest-bound time (their bytes / ingest MB/s).
+BOUND_CELLS = {(100, 1000000), (1000, 100000), (100, 11700000)}
+BOUND_MAX = 1.1
+# A bound is a floor and load only adds to a run's time: the fastest of a few runs is kept.
+BOUND_RUNS = 3
+
+
+def ingest_bound(build, work, n, p, arena):
+    """Seconds for one round's bytes at the ingest rate of a fresh shm+bpf server, measured now.
+
+    bench_ingest sends the round's N updates of P f32 over 16 keep-alive connections (as
+    simulate does), each waiting for its 202, from one pre-made body: no generation, no fold
+    to wait for, no model fetched; the fastest of BOUND_RUNS. A round cannot end before its last update is taken, so this
+    is the bound the round's time is held to.
+    """
+    best = None
+    for k in range(BOUND_RUNS):
+        srv = servers.Server("tributary", build, "%s-%d" % (work, k), mode="shm+bpf",
+                             arena_mb=arena)
+        try:
+            r = subprocess.run([os.path.join(build, "bench/ingest/bench_ingest"), "--url",
+                                srv.url, "--data-dir", srv.data_dir, "--updates", str(n),
+                                "--params", str(p), "--connections", "16", "--no-raw"],
+                               capture_output=True, text=True)
+        finally:
+            srv.stop()
+        m = INGEST_RE.search(r.stdout)
+        if r.returncode or not m:
+            raise CellFailed("bench_ingest (ingest bound) N=%d P=%d failed (%d):\n%s%s" %
+                             (n, p, r.returncode, r.stdout, r.stderr))
+        best = float(m.group(1)) if best is None else min(best, float(m.group(1)))
+    return best
+
+
 def run_cell(sysname, n, p, rounds, build, work, arena):
     """One server, one simulate run. Raises CellFailed with simulate's and the server's words."""
     kind, mode, _ = SYSTEMS[sysname]
@@ -227,6 +262,13 @@ def main():
                         continue
                     if s == BASE:
                         base = res
+                        if (n, p) in BOUND_CELLS:
+                            try:
+                                res["bound_s"] = ingest_bound(a.build, work + "-bound", n, p,
+                                                              arena)
+                            except CellFailed as e:
+                                failed = True
+                                print("  ingest bound N=%d P=%d FAILED: %s" % (n, p, e))
                     row = dict(system=s, label=label, clients=n, params=p, rounds=rounds,
                                note=why, **res)
                     for k in ("round_s", "cpu_s", "peak_mb", "used_mb"):
@@ -265,6 +307,13 @@ def main():
                       if r["rounds"] and r["note"]})
     for s in sampled:
         print("note: " + s)
+    for r in rows:
+        if r["system"] == BASE and r["rounds"] and r.get("bound_s"):
+            x = r["round_s"] / r["bound_s"]
+            print("target: round %d x %d within %.1fx of the ingest-bound time (%.3f s, 16 "
+                  "connections, this run): %.3f s, %.2fx  %s" %
+                  (r["clients"], r["params"], BOUND_MAX, r["bound_s"], r["round_s"], x,
+                   "PASS" if x <= BOUND_MAX else "MISS"))
     print("round benchmark took %.0f s; 1-minute load average %.1f at the end (2 cores: above 2,"
           " other processes competed for the CPUs)" % (elapsed, loadavg()))
 

@@ -316,6 +316,28 @@ static bool store_refuse(struct rt_conn *c, struct rt_job *j)
 	return true;
 }
 
+/*
+ * A raw f32 body's values are checked (rt__api_check_values' rule) piece by piece as the
+ * receive lands them in the slot, while they are still in cache: the 4 MB pass from memory
+ * after the last byte was ~0.1 ms of each update's stop-and-wait (docs/BENCHMARKS.md, issue 17
+ * ingest). Bytes already received do not change, so a piece checked now stays checked. The
+ * first bad value stops the checking; on_update_body then runs the full check, which names it.
+ */
+static void on_update_bytes(struct rt_conn *c)
+{
+	struct rt_job *j = R(c)->job;
+	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : R(c)->weight;
+	uint64_t from = R(c)->checked, to = c->body_got & ~3ull;
+
+	if (R(c)->check_bad || to <= from)
+		return;
+	if (fn_dequant_check_bound(c->body_dst + from, SHM_DTYPE_F32, (size_t)(to - from) / 4,
+				   (float)(FN_FOLD_TERM_MAX / w), NULL))
+		R(c)->check_bad = true;
+	else
+		R(c)->checked = to;
+}
+
 static void on_update_body(struct rt_conn *c)
 {
 	struct rt_node *n = N(c);
@@ -352,7 +374,10 @@ static void on_update_body(struct rt_conn *c)
 			return; /* answered */
 		nsegs = (uint32_t)j->nschema;
 	} else if (!R(c)->safetensors) {
-		if (rt__api_check_values(c, body, SHM_DTYPE_F32, j->n_elem, w, NULL))
+		/* Checked as it arrived (on_update_bytes); the whole pass again only to name a bad
+		 * value, or if a piece was not seen. */
+		if ((R(c)->check_bad || R(c)->checked != c->body_len) &&
+		    rt__api_check_values(c, body, SHM_DTYPE_F32, j->n_elem, w, NULL))
 			return;
 		memset(segs, 0, sizeof(*segs));
 		segs[0].src_off = R(c)->slot_off;
@@ -616,6 +641,10 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	R(c)->round = (uint32_t)round;
 	R(c)->weight = (double)samples;
 	rt__api_update_begin(c, j);
+	R(c)->checked = 0;
+	R(c)->check_bad = false;
+	if (!R(c)->safetensors && !R(c)->np_fmt)
+		rt_conn_watch_body(c, on_update_bytes);
 	rt_conn_read_body(c, shm_arena_ptr(n->arena, R(c)->slot_off), c->req.content_length,
 			  on_update_body);
 }

@@ -319,6 +319,7 @@ static void conn_reset_request(struct rt_conn *c)
 	c->body_len = c->body_got = 0;
 	c->body_taken = false;
 	c->on_body = NULL;
+	c->on_body_bytes = NULL;
 	c->rbody = NULL;
 	c->rbody_len = c->rhead_len = c->sent = 0;
 	c->close_after = false;
@@ -487,6 +488,8 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 			trib_debug("100 Continue: %s", strerror(errno));
 	}
 	c->body_got = take_buffered_body(c, dst, len);
+	if (c->body_got && c->on_body_bytes)
+		c->on_body_bytes(c);
 	if (c->body_got == len) {
 		c->state = CS_HANDLER;
 		cb(c);
@@ -494,6 +497,11 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 	}
 	conn_timer(c, RT_TO_BODY);
 	arm_conn_recv(c, dst + c->body_got, len - c->body_got);
+}
+
+void rt_conn_watch_body(struct rt_conn *c, void (*cb)(struct rt_conn *c))
+{
+	c->on_body_bytes = cb;
 }
 
 void rt_conn_park(struct rt_conn *c)
@@ -627,6 +635,8 @@ void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 			return;
 		}
 		c->body_got += (uint64_t)res;
+		if (c->on_body_bytes)
+			c->on_body_bytes(c);
 		if (c->body_got < c->body_len) {
 			conn_timer(c, RT_TO_BODY); /* it moved */
 			arm_conn_recv(c, c->body_dst + c->body_got, c->body_len - c->body_got);

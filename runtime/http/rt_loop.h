@@ -14,7 +14,7 @@
 #define RT_HEAD_BUF 16384
 #define RT_LOOP_TICK_MS 200
 /* Bytes each connection keeps for the layer above (see struct rt_conn.user). */
-#define RT_CONN_USER_BYTES 128
+#define RT_CONN_USER_BYTES 160
 /* Handlers of one-shot operations on other fds (rt_loop_handler_add). */
 #define RT_LOOP_MAX_HANDLERS 16
 
@@ -87,6 +87,8 @@ struct rt_conn {
 	bool body_taken;          /* the body was read or discarded */
 	uint8_t *body_heap;       /* heap body set by the layer above, freed with the request */
 	void (*on_body)(struct rt_conn *c);
+	/* optional: body_got grew (rt_conn_watch_body); the new bytes are still in cache */
+	void (*on_body_bytes)(struct rt_conn *c);
 
 	/* response */
 	char rhead[1024];
@@ -242,6 +244,14 @@ void rt_conn_error(struct rt_conn *c, int status, const char *msg, long long rou
 /* Receive the request's body into @dst (@len bytes, caller-owned), then call @cb. */
 void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 		       void (*cb)(struct rt_conn *c));
+/*
+ * Before rt_conn_read_body: call @cb each time more of the body has landed in @dst (body_got
+ * grew), the last time just before the body's callback. A check or a sum done there reads
+ * bytes the receive has just written, from cache, instead of a second pass over the whole body
+ * from memory after its last byte, while the client waits for the answer. Reset with the
+ * request.
+ */
+void rt_conn_watch_body(struct rt_conn *c, void (*cb)(struct rt_conn *c));
 /* Leave @c waiting (a long poll) until the layer above answers it; no I/O meanwhile. */
 void rt_conn_park(struct rt_conn *c);
 /* A parked connection is answered next (from a hook, a tick or a wake-up). */

@@ -73,6 +73,56 @@ Test(runtime_loop, detached_connection_reads_head_and_body_and_keeps_the_answer)
 	rt_loop_close(l);
 }
 
+struct watched {
+	int calls;
+	uint64_t got[4];
+	int bodies_when_last; /* on_body calls seen at the last watch call */
+	struct seen *s;
+};
+
+static struct watched watched_;
+
+static void on_bytes(struct rt_conn *c)
+{
+	if (watched_.calls < 4)
+		watched_.got[watched_.calls] = c->body_got;
+	watched_.calls++;
+	watched_.bodies_when_last = watched_.s->bodies;
+}
+
+static void on_head_watched(void *ctx, struct rt_conn *c)
+{
+	struct seen *s = ctx;
+
+	s->heads++;
+	rt_conn_watch_body(c, on_bytes);
+	rt_conn_read_body(c, s->body, c->req.content_length, on_body);
+}
+
+Test(runtime_loop, a_watched_body_reports_each_piece_before_its_callback)
+{
+	static const char req1[] = "POST /x HTTP/1.1\r\nContent-Length: 6\r\n\r\nab";
+	struct seen s = { 0 };
+	struct rt_conn_hooks h = { .ctx = &s, .on_head = on_head_watched };
+	struct rt_loop *l;
+	struct rt_conn *c;
+
+	watched_ = (struct watched){ .s = &s };
+	cr_assert_eq(rt_loop_open_detached(&l, &h), 0);
+	c = rt_conn_new_detached(l);
+	cr_assert_not_null(c);
+	cr_assert_eq(rt_conn_feed(c, req1, sizeof(req1) - 1), 0);
+	cr_assert_eq(rt_conn_feed(c, "c", 1), 0);
+	cr_assert_eq(rt_conn_feed(c, "def", 3), 0);
+	cr_assert_eq(watched_.calls, 3, "the bytes with the head, then each piece");
+	cr_assert_eq(watched_.got[0], 2);
+	cr_assert_eq(watched_.got[1], 3);
+	cr_assert_eq(watched_.got[2], 6);
+	cr_assert_eq(watched_.bodies_when_last, 0, "before the body's callback");
+	cr_assert_eq(s.bodies, 1);
+	rt_loop_close(l);
+}
+
 /* --- admission control: the pure parts and the timer bookkeeping --- */
 
 Test(runtime_loop, accept_backoff_doubles_from_50_ms_to_1_s)

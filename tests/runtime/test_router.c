@@ -187,3 +187,61 @@ Test(runtime_router, metrics_name_jobs_to_the_admin_only)
 	cr_assert(body_has(&f, "tributary_job_round{job=\"secretjob\"} 0"));
 	fx_close(&f);
 }
+
+/*
+ * A raw update's values are checked piece by piece as they arrive (rt_conn_watch_body): a bad
+ * value in a late piece, or in a float split across two pieces, is still a 422 naming it.
+ */
+static int update_in_pieces(struct fixture *f, const char *token, const float *x, size_t n,
+			    size_t piece)
+{
+	const uint8_t *b = (const uint8_t *)x;
+	size_t len = n * sizeof(float), at;
+	char head[512];
+	int hn = snprintf(head, sizeof(head), "POST /v1/jobs/m/updates HTTP/1.1\r\nHost: t\r\n"
+			  "Authorization: Bearer %s\r\nX-Tributary-Round: 0\r\n"
+			  "Content-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
+			  token, len);
+	char first[600];
+	int status = 0;
+
+	/* 6 body bytes come with the head: the first piece ends inside a float. */
+	memcpy(first, head, (size_t)hn);
+	memcpy(first + hn, b, 6);
+	cr_assert_eq(rt_conn_feed(f->c, first, (size_t)hn + 6), 0);
+	for (at = 6; at < len && !rt_conn_answered(f->c); at += piece)
+		cr_assert_eq(rt_conn_feed(f->c, b + at, len - at < piece ? len - at : piece), 0);
+	cr_assert(rt_conn_answered(f->c));
+	cr_assert_eq(sscanf(f->c->rhead, "HTTP/1.1 %d ", &status), 1);
+	return status;
+}
+
+Test(runtime_router, a_raw_update_checked_as_it_arrives_names_its_bad_value)
+{
+	enum { N = 1000 };
+	struct fixture f;
+	static float x[N];
+	const char *tok;
+
+	fx_open(&f);
+	cr_assert_eq(request(&f, "POST", "/v1/jobs", RT_TEST_ADMIN,
+			     "{\"name\":\"m\",\"clients_per_round\":2,\"params\":1000}"), 201);
+	tok = rt_job_find(f.tn.n, "m")->token;
+	for (int i = 0; i < N; i++)
+		x[i] = (float)i * 0.5f;
+	x[700] = __builtin_nanf("");
+	cr_assert_eq(update_in_pieces(&f, tok, x, N, 1001), 422);
+	cr_assert(body_has(&f, "non-finite value (NaN or Inf) in the update at element 700"));
+	x[700] = 1.0f;
+	x[1] = __builtin_inff(); /* split across the head's piece and the next */
+	cr_assert_eq(update_in_pieces(&f, tok, x, N, 1001), 422);
+	cr_assert(body_has(&f, "at element 1\""));
+	x[1] = 1.0f;
+	x[N - 1] = 3e30f; /* over 2^80 / weight 1, in the last piece */
+	cr_assert_eq(update_in_pieces(&f, tok, x, N, 333), 422);
+	cr_assert(body_has(&f, "value 3e+30 in the update at element 999 is over the limit"));
+	x[N - 1] = 2.0f;
+	/* All good: past the check (there is no function binary here, so not necessarily 202). */
+	cr_assert_neq(update_in_pieces(&f, tok, x, N, 4096), 422);
+	fx_close(&f);
+}
