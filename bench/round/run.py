@@ -164,6 +164,57 @@ def run_cell(sysname, n, p, rounds, build, work, arena):
             "load": (load0 + loadavg()) / 2}
 
 
+# The issue's round targets: N x P within TARGET_X of the ingest-bound time, bytes divided by the
+# ingest MB/s measured in the same run (bench_ingest, same N, P and 16 connections as simulate,
+# into a fresh server with the cell's arena; it sends one pre-made body, simulate makes each).
+TARGETS = [(100, 1000000), (1000, 100000), (100, 11700000)]
+TARGET_X = 1.1
+INGEST_RE = re.compile(r"^ingest: .* ([0-9.]+) MB/s, ", re.M)
+
+
+def ingest_mbs(n, p, build, work, arena):
+    """HTTP ingest MB/s of n updates of p f32 over 16 connections; raises CellFailed."""
+    srv = servers.Server("tributary", build, work, mode="shm+bpf", arena_mb=arena)
+    try:
+        r = subprocess.run([os.path.join(build, "bench", "ingest", "bench_ingest"), "--url",
+                            srv.url, "--data-dir", srv.data_dir, "--updates", str(n),
+                            "--params", str(p), "--connections", "16", "--no-raw"],
+                           capture_output=True, text=True)
+    finally:
+        srv.stop()
+    m = INGEST_RE.search(r.stdout)
+    if r.returncode or not m:
+        raise CellFailed("bench_ingest %d x %d failed (exit %d):\n%s%s" %
+                         (n, p, r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
+    return float(m.group(1))
+
+
+def targets(rows, build, tmp, full):
+    """Print each target with its ratio and PASS or MISS; returns the lines."""
+    out = []
+    for n, p in TARGETS:
+        row = next((r for r in rows if r["system"] == BASE and r["clients"] == n and
+                    r["params"] == p and r["rounds"]), None)
+        name = "round %d x %s" % (n, "%gM" % (p / 1e6) if p >= 1000000 else "%dk" % (p // 1000))
+        if row is None:
+            out.append("target: %s: not run here (--clients/--params/--quick/--systems)" % name)
+            continue
+        arena = arena_mb(n, p)
+        try:
+            mbs = ingest_mbs(n, p, build, os.path.join(tmp, "ingest-%d-%d" % (n, p)), arena)
+        except CellFailed as e:
+            out.append("target: %s: MISS (no ingest measurement: %s)" % (name, e))
+            continue
+        mb = n * p * 4 / 1e6
+        bound = mb / mbs
+        x = row["round_s"] / bound
+        out.append("target: %s: round %.3f s (median of %d), ingest-bound %.3f s (%.0f MB at "
+                   "%.0f MB/s, 16 connections, this run); %.2fx, target <= %.1fx: %s" %
+                   (name, row["round_s"], row["rounds"], bound, mb, mbs, x, TARGET_X,
+                    "PASS" if x <= TARGET_X else "MISS"))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -236,6 +287,7 @@ def main():
                           "  load %.1f%s" % (label, n, p, rounds, res["round_s"], res["cpu_s"],
                                              res["peak_mb"], res["load"],
                                              "  (%s)" % why if why else ""), flush=True)
+        target_lines = targets(rows, a.build, tmp, a.full) if BASE in systems else []
     elapsed = time.time() - t_start
 
     print()
@@ -265,6 +317,8 @@ def main():
                       if r["rounds"] and r["note"]})
     for s in sampled:
         print("note: " + s)
+    for t in target_lines:
+        print(t)
     print("round benchmark took %.0f s; 1-minute load average %.1f at the end (2 cores: above 2,"
           " other processes competed for the CPUs)" % (elapsed, loadavg()))
 
