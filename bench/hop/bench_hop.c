@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "ebpf_route.h"
-#include "shm_ring.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
@@ -23,19 +22,12 @@
 #define WARMUP 1000
 #define BURST_REPS 5 /* bursts per path and placement; the median rate is reported */
 
-/*
- * PATH_RING: what shm/shm_ring.c would give in place of a socket: the
- * descriptor pushed into an SPSC ring, an eventfd as the doorbell (a
- * blocked reader has to be woken: the functions sleep between updates).
- */
-enum path { PATH_SKMSG, PATH_UNIX, PATH_TCP, PATH_RING, PATH_COUNT };
-#define RING_CAP 4096u
+enum path { PATH_SKMSG, PATH_UNIX, PATH_TCP, PATH_COUNT };
 
 static const char *const path_names[PATH_COUNT] = {
 	[PATH_SKMSG] = "sk_msg redirect",
 	[PATH_UNIX] = "AF_UNIX SEQPACKET",
 	[PATH_TCP] = "loopback TCP",
-	[PATH_RING] = "shm ring+eventfd",
 };
 
 struct opts {
@@ -51,8 +43,6 @@ struct chan {
 	int rx;	      /* the function reads here */
 	int extra[2]; /* the other ends of the sk_msg pairs (the runtime's), kept open */
 	uint32_t dst; /* routing key written into each descriptor */
-	struct shm_ring *ring; /* PATH_RING: a view of ring_mem; tx is its doorbell */
-	void *ring_mem;
 };
 
 /* What one run measures. */
@@ -93,11 +83,8 @@ static void chan_close(struct chan *c)
 
 	if (c->path == PATH_SKMSG)
 		ebpf_route_del(router, EBPF_KEY_GATEWAY);
-	if (c->tx >= 0)
-		close(c->tx);
-	if (c->rx >= 0)
-		close(c->rx);
-	free(c->ring_mem);
+	close(c->tx);
+	close(c->rx);
 	for (i = 0; i < 2; i++)
 		if (c->extra[i] >= 0)
 			close(c->extra[i]);
@@ -112,18 +99,6 @@ static int chan_open(struct chan *c, enum path p)
 	c->path = p;
 	c->tx = c->rx = c->extra[0] = c->extra[1] = -1;
 	c->dst = 1;
-	if (p == PATH_RING) {
-		size_t bytes = shm_ring_bytes(RING_CAP);
-
-		c->ring_mem = aligned_alloc(64, bytes);
-		if (!c->ring_mem)
-			return -ENOMEM;
-		err = shm_ring_init(c->ring_mem, bytes, RING_CAP, &c->ring);
-		if (err)
-			return err;
-		c->tx = eventfd(0, EFD_CLOEXEC);
-		return c->tx < 0 ? -errno : 0;
-	}
 	if (p == PATH_UNIX) {
 		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds))
 			return -errno;
@@ -158,36 +133,10 @@ err_close:
 	return err;
 }
 
-/* PATH_RING: pop up to @n records into @buf, sleeping on the doorbell while empty. */
-static int ring_take(struct chan *c, unsigned char *buf, unsigned n, unsigned *got)
-{
-	_Static_assert(sizeof(struct shm_desc) == REC, "a record is one struct shm_desc");
-	for (;;) {
-		uint64_t v;
-
-		*got = shm_ring_pop_burst(c->ring, (struct shm_desc *)(void *)buf, n);
-		if (*got)
-			return 0;
-		if (read(c->tx, &v, sizeof(v)) != sizeof(v))
-			return errno == EINTR ? 0 : -errno;
-		if (v == UINT64_MAX - 1)
-			return -EPIPE; /* the sender gave up */
-	}
-}
-
 /* Read one record from a stream or SEQPACKET socket into @rec. Returns 0 or -errno. */
-static int recv_rec(struct chan *c, int fd, unsigned char *rec)
+static int recv_rec(int fd, unsigned char *rec)
 {
 	size_t got = 0;
-
-	if (c->path == PATH_RING) {
-		unsigned one = 0;
-		int err = 0;
-
-		while (!one && !err)
-			err = ring_take(c, rec, 1, &one);
-		return err;
-	}
 
 	while (got < REC) {
 		ssize_t n = recv(fd, rec + got, REC - got, 0);
@@ -222,7 +171,7 @@ static void *fn_thread(void *arg)
 	pthread_barrier_wait(&r->go);
 	/* Latency: one descriptor at a time; the gateway waits for our ack before the next. */
 	for (i = 0; i < total && !r->err; i++) {
-		err = recv_rec(r->c, r->c->rx, rec);
+		err = recv_rec(r->c->rx, rec);
 		t = trib_now_ns();
 		if (err) {
 			ssize_t w;
@@ -253,15 +202,6 @@ static void *fn_thread(void *arg)
 			ssize_t n;
 
 			/* A stream gives what has queued; SEQPACKET one message of records. */
-			if (r->c->path == PATH_RING) {
-				unsigned got = 0;
-
-				err = ring_take(r->c, buf, (unsigned)(bufsz / REC), &got);
-				if (err)
-					r->err = err;
-				have += got;
-				continue;
-			}
 			n = recv(r->c->rx, buf, bufsz, 0);
 			if (n > 0) {
 				carry += (size_t)n;
@@ -288,26 +228,6 @@ static void *fn_thread(void *arg)
 static int send_batch(struct chan *c, unsigned char *buf, int n)
 {
 	size_t len = (size_t)n * REC, off = 0;
-
-	if (c->path == PATH_RING) {
-		unsigned in = 0;
-		uint64_t one = 1;
-
-		/* Full: the reader is behind; let it run (on one CPU it cannot otherwise). */
-		while (in < (unsigned)n) {
-			unsigned k = shm_ring_push_burst(
-				c->ring, (const struct shm_desc *)(const void *)(buf + (size_t)in * REC),
-				(unsigned)n - in);
-
-			in += k;
-			if (in < (unsigned)n) {
-				if (!k && write(c->tx, &one, sizeof(one)) != sizeof(one))
-					return -errno;
-				sched_yield();
-			}
-		}
-		return write(c->tx, &one, sizeof(one)) == sizeof(one) ? 0 : -errno;
-	}
 
 	while (off < len) {
 		ssize_t w = send(c->tx, buf + off, len - off, 0);
@@ -402,14 +322,7 @@ static int run_one(enum path p, int cpu_gw, int cpu_fn, const struct opts *o, st
 			if (err) {
 				r.err = err;
 				/* Wake the reader: its recv returns 0 and it stops too. */
-				if (p == PATH_RING) {
-					uint64_t stop = UINT64_MAX - 1;
-					ssize_t w = write(c.tx, &stop, sizeof(stop));
-
-					(void)w;
-				} else {
-					shutdown(c.rx, SHUT_RD);
-				}
+				shutdown(c.rx, SHUT_RD);
 				break;
 			}
 		}
