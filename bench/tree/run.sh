@@ -58,5 +58,5 @@ for c in "1000 100000 fedavg" "100 1000000 fedavg"; do
 		mbs = n * p * 4 / 1e6 / l
 		printf "  ingest reached by the fixed leaf %.0f MB/s; one leaf folds %.0f MB/s: %.1fx faster, %s\n",
 			mbs, f * 1e3, f * 1e3 / mbs,
-			f * 1e3 > mbs ? "folding is not the bottleneck" : "folding is the bottleneck" }'
+			(f * 1e3 > mbs ? "folding is not the bottleneck" : "folding is the bottleneck") }'
 done
