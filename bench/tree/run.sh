@@ -59,4 +59,15 @@ for c in "1000 100000 fedavg" "100 1000000 fedavg"; do
 		printf "  ingest reached by the fixed leaf %.0f MB/s; one leaf folds %.0f MB/s: %.1fx faster, %s\n",
 			mbs, f * 1e3, f * 1e3 / mbs,
 			(f * 1e3 > mbs ? "folding is not the bottleneck" : "folding is the bottleneck") }'
+	# The target's verdict, one line per case: bottleneck (1/0), planned capped / one leaf.
+	echo "$(awk -v n="$n" -v p="$p" -v l="$ls" -v f="$fold_f32" \
+		'BEGIN { print (f * 1e3 <= n * p * 4 / 1e6 / l) ? 1 : 0 }') ${capped%% *} $ls $name" \
+		>>"$dir/verdict"
 done
+awk '{ if ($1) { hit++; if ($2 < $3) won++; printf "  %s x %s: planned %s s, one leaf %s s\n", $4, $6, $2, $3 } }
+END {
+	if (hit)
+		printf "target: folding is the bottleneck in %d case(s); the planned, autoscaled tree beats one fixed leaf in %d: %s\n", hit, won, won ? "PASS" : "MISS"
+	else
+		printf "target: no case on this machine where folding is the bottleneck (one leaf folds faster than the rounds ingest, lines above): MISS, and why\n"
+}' "$dir/verdict"
