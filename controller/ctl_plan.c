@@ -85,3 +85,12 @@ int ctl_plan_tree(const struct ctl_plan_in *in, struct ctl_plan *out)
 		out->mids = (out->leaves + out->group - 1) / out->group;
 	return 0;
 }
+
+bool ctl_plan_split(uint64_t depth, uint32_t busy, uint32_t cores)
+{
+	uint32_t cap = cores > 2 ? cores - 1 : 1;
+
+	if (depth < CTL_SPLIT_DEPTH)
+		return false;
+	return !cores || busy < cap;
+}

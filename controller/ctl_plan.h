@@ -52,4 +52,17 @@ struct ctl_plan {
  */
 int ctl_plan_tree(const struct ctl_plan_in *in, struct ctl_plan *out);
 
+/*
+ * The autoscaler's rule: start another leaf beside the one taking updates
+ * when its eBPF queue has depth descriptors waiting and the round has busy
+ * leaves (started, partial not yet made) folding:
+ *   split = depth >= CTL_SPLIT_DEPTH  and  busy < max(1, cores - 1)
+ * One core is the gateway's: a leaf beyond cores - 1 does not fold faster,
+ * it takes CPU from the leaves and the gateway already there (on 2 cores
+ * the autoscaled tree split 115-207 times per 3 rounds and lost to one
+ * fixed leaf, 0.59-0.95x: docs/BENCHMARKS.md). cores 0 (unknown) caps
+ * nothing.
+ */
+bool ctl_plan_split(uint64_t depth, uint32_t busy, uint32_t cores);
+
 #endif

@@ -36,6 +36,7 @@ static void usage(FILE *f)
 		"             [--arena-mb N] [--no-huge] [--arena-path FILE] [--fresh]\n"
 		"             [--durability memory|disk] [--port-file FILE]\n"
 		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N] [--fn-pool N]\n"
+		"             [--fold-cores N]\n"
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
 		"             [--max-connections N] [--metrics-jobs]\n"
 		"             [--tls-cert FILE --tls-key FILE | --tls self-signed]\n"
@@ -86,6 +87,9 @@ static void usage(FILE *f)
 		"  --fn-pool N            keep N idle aggregation functions started, even past\n"
 		"                         --warm-s, so that a round's first functions (its leaves\n"
 		"                         and top) need no process start (default 0)\n"
+		"  --fold-cores N         cores the autoscaler counts: it keeps at most N - 1\n"
+		"                         leaves folding, one core being the gateway's\n"
+		"                         (default 0: the cores online)\n"
 		"  --tls-cert FILE        serve HTTPS (TLS 1.3 and 1.2) with this PEM certificate\n"
 		"  --tls-key FILE         (chain) and its PEM private key\n"
 		"  --tls self-signed      serve HTTPS with DIR/tls-cert.pem and DIR/tls-key.pem, made\n"
@@ -157,6 +161,7 @@ enum {
 	OPT_TLS_KEY,
 	OPT_TLS,
 	OPT_DURABILITY,
+	OPT_FOLD_CORES,
 };
 
 /* The gateway's admission options (OPT_*); 0, or 2 (usage error, said). */
@@ -228,6 +233,7 @@ static const struct option up_lopts[] = {
 	{ "dataplane", required_argument, NULL, 'D' },
 	{ "warm-s", required_argument, NULL, 'w' },
 	{ "fn-pool", required_argument, NULL, 'Q' },
+	{ "fold-cores", required_argument, NULL, OPT_FOLD_CORES },
 	{ "head-timeout-s", required_argument, NULL, OPT_HEAD_TIMEOUT },
 	{ "body-timeout-s", required_argument, NULL, OPT_BODY_TIMEOUT },
 	{ "idle-timeout-s", required_argument, NULL, OPT_IDLE_TIMEOUT },
@@ -384,6 +390,14 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 			return 2;
 		}
 		o->fn_pool = (uint32_t)v;
+		return 0;
+	case OPT_FOLD_CORES:
+		if (trib_parse_u64(arg, 0, 4096, &v)) {
+			fprintf(stderr, "tributary up: --fold-cores wants 0..4096 cores, got '%s'\n",
+				arg);
+			return 2;
+		}
+		o->fold_cores = (uint32_t)v;
 		return 0;
 	case 'D':
 		o->dataplane = rt_dataplane_from_name(arg);

@@ -36,6 +36,10 @@ echo "== bench/lifecycle: cold start, warm hand-off, planner + autoscaler vs one
 bench/lifecycle/run.sh "$build" 3 || rc=1
 
 echo
+echo "== bench/tree: planned tree (autoscaler capped, uncapped) vs one fixed leaf, fold vs ingest rate"
+bench/tree/run.sh "$build" 3 || rc=1
+
+echo
 echo "== bench/algorithms: per algorithm, 100 updates of 1M parameters, relative to FedAvg"
 bench/algorithms/run.sh "$build" 3 || rc=1
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared-memory layouts of the arena header and the descriptor ring, read by every process. */
+/* Shared-memory layouts of the arena header and its records, read by every process. */
 #ifndef SHM_ARENA_ABI_H
 #define SHM_ARENA_ABI_H
 
@@ -201,46 +201,5 @@ _Static_assert(offsetof(struct shm_journal_rec, commit_no) == 64, "shm_journal_r
 _Static_assert(offsetof(struct shm_journal_rec, key) == 80, "shm_journal_rec is ABI");
 _Static_assert(offsetof(struct shm_journal_rec, body) == 144, "shm_journal_rec is ABI");
 _Static_assert(offsetof(struct shm_journal_rec, client) == 224, "shm_journal_rec is ABI");
-
-#define SHM_RING_MAGIC 0x474e4952u /* "RING" little-endian */
-#define SHM_CACHELINE 64
-
-/*
- * A single-producer single-consumer ring of struct shm_desc in shared memory.
- *
- * Index invariant: head and tail are free-running 32-bit counters that only
- * ever increase (wrapping modulo 2^32) and are masked with capacity - 1 on
- * use; capacity is a power of two <= 2^31, so 0 <= head - tail <= capacity
- * holds in unsigned 32-bit arithmetic across the wrap. head - tail is the
- * number of filled entries; entry k lives in desc[k & mask].
- *
- * Only the producer writes head (release, after filling the entry) and only
- * the consumer writes tail (release, after reading the entry); each reads the
- * other's index with acquire. The two indexes sit on separate cache lines,
- * each beside a private copy of the other side's index, so that the common
- * case touches no line the other side writes.
- */
-struct shm_ring_hdr {
-	uint32_t magic;    /* SHM_RING_MAGIC */
-	uint16_t version;  /* SHM_ABI_VERSION */
-	uint16_t desc_size; /* SHM_DESC_SIZE */
-	uint32_t capacity; /* entries, a power of two */
-	uint32_t mask;     /* capacity - 1 */
-	uint8_t pad0[SHM_CACHELINE - 16];
-	/* Producer's line. */
-	_Alignas(SHM_CACHELINE) _Atomic uint32_t head; /* next entry to fill; written by producer */
-	uint32_t tail_cache; /* producer's last seen tail; producer-private */
-	uint8_t pad1[SHM_CACHELINE - 8];
-	/* Consumer's line. */
-	_Alignas(SHM_CACHELINE) _Atomic uint32_t tail; /* next entry to take; written by consumer */
-	uint32_t head_cache; /* consumer's last seen head; consumer-private */
-	uint8_t pad2[SHM_CACHELINE - 8];
-	_Alignas(SHM_CACHELINE) struct shm_desc desc[]; /* capacity entries */
-};
-_Static_assert(sizeof(_Atomic uint32_t) == 4, "ring indexes are 32-bit");
-_Static_assert(offsetof(struct shm_ring_hdr, head) == 64, "shm_ring_hdr is ABI");
-_Static_assert(offsetof(struct shm_ring_hdr, tail) == 128, "shm_ring_hdr is ABI");
-_Static_assert(offsetof(struct shm_ring_hdr, desc) == 192, "shm_ring_hdr is ABI");
-_Static_assert(sizeof(struct shm_ring_hdr) == 192, "shm_ring_hdr is ABI");
 
 #endif

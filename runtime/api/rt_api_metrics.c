@@ -396,6 +396,11 @@ static void metrics_functions(struct mtext *t, struct rt_node *n, const struct r
 	    "depth of the leaf taking updates reached the threshold.\n"
 	    "# TYPE tributary_autoscale_scale_outs_total counter\n"
 	    "tributary_autoscale_scale_outs_total %llu\n", (unsigned long long)m->scale_outs);
+	OUT("# HELP tributary_autoscale_scale_outs_capped_total Scale-outs the queue asked for "
+	    "and the cap refused: as many leaves folding as cores - 1 (ctl_plan_split).\n"
+	    "# TYPE tributary_autoscale_scale_outs_capped_total counter\n"
+	    "tributary_autoscale_scale_outs_capped_total %llu\n",
+	    (unsigned long long)m->scale_outs_capped);
 	OUT("# HELP tributary_job_round The round each job is collecting.\n"
 	    "# TYPE tributary_job_round gauge\n");
 	for (struct rt_job *j = n->jobs; j; j = j->next)

@@ -39,6 +39,7 @@ struct rt_node_opts {
 	bool metrics_jobs;            /* unauthenticated /metrics may name jobs (--metrics-jobs) */
 	uint32_t warm_s;              /* idle seconds before a warm function exits (default 30) */
 	uint32_t fn_pool;             /* idle functions kept started, spared by warm_s (default 0) */
+	uint32_t fold_cores;          /* cores the autoscaler counts; 0: the cores online */
 	uint32_t dataplane;           /* enum fn_dataplane wanted; 0: shm+bpf where it loads */
 	/* the gateway's admission control (http/rt_loop.h, struct rt_loop_limits); 0: off */
 	uint32_t head_timeout_s;      /* `up` default 10 */
@@ -234,6 +235,7 @@ struct rt_metrics {
 	float notice_recent[256]; /* the last of those delays (s) */
 	uint64_t plans;           /* planner decisions */
 	uint64_t scale_outs;      /* autoscaler: leaves added because a queue grew */
+	uint64_t scale_outs_capped; /* ... not added: as many leaves folding as cores - 1 */
 	uint64_t deadline_closes; /* rounds closed at their deadline */
 	/* round durations, first update to model written: a histogram */
 	uint64_t round_hist[12];

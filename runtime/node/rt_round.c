@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ctl_plan.h"
 #include "ebpf_route.h"
@@ -134,6 +135,7 @@ void rt__round_cut(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 static bool leaf_should_split(struct rt_node *n, struct rt_round *r, struct rt_leaf *l)
 {
 	struct ebpf_fn_sample smp;
+	uint32_t busy = 0;
 
 	if (!n->route || r->job->fanin || l->sent == 0 || l->sent >= l->expected)
 		return false;
@@ -141,6 +143,15 @@ static bool leaf_should_split(struct rt_node *n, struct rt_round *r, struct rt_l
 		return false;
 	if (smp.depth < CTL_SPLIT_DEPTH)
 		return false;
+	/* Leaves still folding, this round's and the rounds before it still in flight. */
+	for (struct rt_round *q = r->job->inflight; q; q = q->next)
+		for (uint32_t i = 0; i < q->started; i++)
+			busy += !q->leaves[i].done;
+	if (!ctl_plan_split(smp.depth, busy, n->opts.fold_cores ? n->opts.fold_cores :
+						      (uint32_t)sysconf(_SC_NPROCESSORS_ONLN))) {
+		n->m.scale_outs_capped++;
+		return false;
+	}
 	n->m.scale_outs++;
 	trib_info("job %s round %u: autoscaler: leaf %u (fn %u) has %llu descriptors waiting "
 		  "(>= %u) after %u of %u updates: scale out, a new leaf takes the next ones",

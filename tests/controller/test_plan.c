@@ -223,3 +223,21 @@ Test(ctl_plan, pinned_fanin_is_used_for_every_client_count)
 		cr_assert_eq(p.fanin, c < 7 ? c : 7u, "%u clients: fanin %u", c, p.fanin);
 	}
 }
+
+/* The autoscaler's rule from ctl_plan.h: depth >= CTL_SPLIT_DEPTH and busy < max(1, cores - 1). */
+Test(ctl_plan, split_needs_a_queue_and_a_free_core)
+{
+	/* A short queue never splits, whatever the cores. */
+	cr_expect_not(ctl_plan_split(CTL_SPLIT_DEPTH - 1, 1, 64));
+	cr_expect_not(ctl_plan_split(0, 0, 0));
+	/* 2 cores: one for the gateway, one leaf folding: never a second. */
+	cr_expect_not(ctl_plan_split(1000, 1, 2));
+	cr_expect(ctl_plan_split(CTL_SPLIT_DEPTH, 0, 2));
+	cr_expect_not(ctl_plan_split(CTL_SPLIT_DEPTH, 1, 1));
+	/* 8 cores: up to 7 busy leaves. */
+	cr_expect(ctl_plan_split(CTL_SPLIT_DEPTH, 6, 8));
+	cr_expect_not(ctl_plan_split(CTL_SPLIT_DEPTH, 7, 8));
+	cr_expect_not(ctl_plan_split(CTL_SPLIT_DEPTH, 100, 8));
+	/* Cores unknown: the queue alone decides. */
+	cr_expect(ctl_plan_split(CTL_SPLIT_DEPTH, 100, 0));
+}

@@ -106,7 +106,8 @@ def status_cmd(srv, *args):
 
 def run():
     rng = np.random.default_rng(3)
-    with e.Server(arena_mb=128, extra=['--warm-s', '1']) as srv:
+    # --fold-cores 64: the splits are not capped by this machine's cores (see capped() below).
+    with e.Server(arena_mb=128, extra=['--warm-s', '1', '--fold-cores', '64']) as srv:
         bpf = e.DATAPLANE in ('', 'shm+bpf') and 'data plane: shm+bpf' in srv.log_text()
         m = srv.metrics()
         check('tributary_autoscale_scale_outs_total' in m,
@@ -188,6 +189,24 @@ def run():
         check(m['tributary_arena_slots'] == 0, 'arena slots %r' % m['tributary_arena_slots'])
         out = status_cmd(srv, '--job', 'sim')
         check(re.search(r'functions: 0 working, 0 warm', out), 'status after idling:\n%s' % out)
+    capped()
+
+
+def capped():
+    # --fold-cores 2: one core for the gateway, so never a second leaf folding beside the one
+    # taking updates: the same burst splits nothing, and on shm+bpf the refusals are counted.
+    with e.Server(arena_mb=128, extra=['--warm-s', '1', '--fold-cores', '2']) as srv:
+        bpf = e.DATAPLANE in ('', 'shm+bpf') and 'data plane: shm+bpf' in srv.log_text()
+        simulate(srv, 'sim', 400, 1)
+        m = srv.metrics()
+        outs = m['tributary_autoscale_scale_outs_total']
+        refused = m['tributary_autoscale_scale_outs_capped_total']
+        e.log('--fold-cores 2: %d scale-outs, %d refused' % (outs, refused))
+        check(outs == 0, '--fold-cores 2: %d scale-outs, want 0' % outs)
+        if bpf:
+            check(refused >= 1, '--fold-cores 2: no split refused during a 400-client burst')
+        else:
+            check(refused == 0, 'splits refused without eBPF queue depth: %d' % refused)
 
 
 if __name__ == '__main__':
