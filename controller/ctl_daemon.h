@@ -183,6 +183,14 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* The record of round @cr of @j, as GET .../rounds/{r} shows it: a new reference. */
+json_t *ctl__round_json(struct ctl *c, struct cjob *j, struct cround *cr);
+/* ctl_rec.c: GET .../rounds[?from&limit] (op rounds_list {job, from, limit}). */
+void ctl__on_rounds_list(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* ctl_rec.c: POST .../evaluations (op evaluation {job, version, client, key, samples, metrics}). */
+void ctl__on_evaluation(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* ctl_rec.c: what a round's record adds from the store (its version's evaluation). */
+void ctl__round_json_extra(struct ctl *c, struct cjob *j, const struct cround *cr, json_t *o);
 /* Also *p and *len: a payload borrowed from the job until the next event. */
 void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p, size_t *len);
 /*

@@ -522,7 +522,7 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	job_advance(c, j, cr);
 }
 
-static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
+json_t *ctl__round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 {
 	json_t *lost = json_array(), *nodes = json_object(), *edges = json_array();
 	json_t *lost_runs = json_array();
@@ -562,6 +562,7 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_object_set_new(o, "duration_s", json_real((double)((end ? end : trib_now_ns()) -
 								  cr->open_ns) / 1e9));
 	}
+	ctl__round_json_extra(c, j, cr, o);
 	return o;
 }
 
@@ -587,7 +588,7 @@ void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
 			*rep = ctl__err_reply(404, "no such round yet");
 		return;
 	}
-	*rep = json_pack("{s:b, s:o}", "ok", 1, "round", round_json(c, j, cr));
+	*rep = json_pack("{s:b, s:o}", "ok", 1, "round", ctl__round_json(c, j, cr));
 }
 static void job_free(struct cjob *j)
 {
@@ -740,7 +741,7 @@ json_t *ctl__jobs_status(struct ctl *c)
 
 		for (struct cround *cr = j->rounds; cr; cr = cr->next)
 			if (cr->state != CR_DONE || !cr->next || cr->round + 3 >= j->round)
-				json_array_append_new(rounds, round_json(c, j, cr));
+				json_array_append_new(rounds, ctl__round_json(c, j, cr));
 		/* "store": as a node's GET /v1/jobs/{job} says it, for the controller's writes. */
 		json_t *st = trib_retry_pending(&j->store) ?
 			json_pack("{s:s, s:s, s:I, s:I, s:I}", "state", "failing", "errno",

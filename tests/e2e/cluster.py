@@ -159,6 +159,105 @@ def check_model(m, xs, ws, what):
     log('  %s equals the float64 mean over %d updates (max error %.2g)' % (what, len(xs), err))
 
 
+def rounds_list(cl, tok):
+    """GET /v1/jobs/a/rounds in a cluster: the controller's page, the same on every gateway,
+    paged with from/limit as on one node, bad parameters refused by the gateway."""
+    pages = []
+    for h in NODE_IP:
+        st, b = cl.call(h, 'GET', '/v1/jobs/a/rounds', token=tok)
+        check(st == 200, 'GET rounds on %s: %d %s' % (h, st, b[:200]))
+        pages.append(json.loads(b))
+    p = pages[0]
+    got = [(x['round'], x['state'], x['updates']) for x in p['rounds']]
+    check(got == [(0, 'done', 36), (1, 'done', 36), (2, 'done', 36), (3, 'open', 0)] and
+          p['next'] is None, 'rounds list: %s next %s' % (got, p['next']))
+    for q in pages[1:]:
+        check([(x['round'], x['state'], x['updates'], x['top']) for x in q['rounds'][:3]] ==
+              [(x['round'], x['state'], x['updates'], x['top']) for x in p['rounds'][:3]],
+              'rounds list differs between gateways: %s / %s' % (q, p))
+    for x in p['rounds'][:3]:
+        one = round_info(cl, NODE_IP[2], 'a', tok, x['round'])
+        check({k: one[k] for k in ('round', 'state', 'updates', 'top', 'edges', 'clients')} ==
+              {k: x[k] for k in ('round', 'state', 'updates', 'top', 'edges', 'clients')},
+              'list entry %s != GET rounds/%d %s' % (x, x['round'], one))
+    st, b = cl.call(NODE_IP[1], 'GET', '/v1/jobs/a/rounds?from=0&limit=2', token=tok)
+    p1 = json.loads(b) if st == 200 else {}
+    check(st == 200 and [x['round'] for x in p1['rounds']] == [0, 1] and p1['next'] == 2,
+          'rounds page 1: %d %s' % (st, b[:300]))
+    st, b = cl.call(NODE_IP[2], 'GET', '/v1/jobs/a/rounds?from=2&limit=2', token=tok)
+    p2 = json.loads(b) if st == 200 else {}
+    check(st == 200 and [x['round'] for x in p2['rounds']] == [2, 3] and p2['next'] is None,
+          'rounds page 2: %d %s' % (st, b[:300]))
+    st, b = cl.call(NODE_IP[0], 'GET', '/v1/jobs/a/rounds?from=9', token=tok)
+    check(st == 200 and json.loads(b) == {'rounds': [], 'next': None},
+          'rounds from 9: %d %s' % (st, b[:300]))
+    for q in ('limit=0', 'limit=1001', 'from=x'):
+        st, b = cl.call(NODE_IP[1], 'GET', '/v1/jobs/a/rounds?' + q, token=tok)
+        check(st == 400 and q.split('=')[0].encode() in b, 'rounds?%s: %d %s' % (q, st, b[:200]))
+    log('  rounds list from the controller: the same page on 3 gateways, paged 2+2, '
+        'bad from/limit 400')
+
+
+def evaluations(cl, creds, rng):
+    """POST /evaluations on any gateway reaches the controller: one per client per version
+    (409 on a second, on another gateway too), Idempotency-Key answered again, unknown version
+    404, and the round's record on every gateway carries the sample-weighted means (numpy)."""
+    evs = []
+    for k in range(1, 6):
+        n = int(rng.integers(1, 500))
+        mt = {'loss': float(rng.uniform(0, 3)), 'acc': float(rng.uniform(0, 1))}
+        if k == 5:
+            mt['extra'] = 7.25
+        h = NODE_IP[k % 3]
+        st, b = cl.call(h, 'POST', '/v1/jobs/ca/evaluations',
+                        json.dumps({'version': 1, 'samples': n, 'metrics': mt}).encode(),
+                        {'Content-Type': 'application/json', 'Idempotency-Key': 'ev-%d' % k},
+                        creds[k])
+        check(st == 202 and json.loads(b) == {'version': 1, 'clients': k},
+              'evaluation of site%d on %s: %d %s' % (k, h, st, b[:200]))
+        evs.append((n, mt))
+    # The same request again elsewhere: its first answer; without the key: 409.
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 1, 'samples': evs[1][0],
+                                'metrics': evs[1][1]}).encode(),
+                    {'Content-Type': 'application/json', 'Idempotency-Key': 'ev-2'}, creds[2])
+    check(st == 202 and json.loads(b) == {'version': 1, 'clients': 2},
+          'evaluation resent with its key on n0: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 1, 'samples': 3, 'metrics': {}}).encode(),
+                    {'Content-Type': 'application/json'}, creds[1])
+    check(st == 409 and b'one per client per version' in b,
+          'a second evaluation of site1 on n0: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[2], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 9, 'samples': 3, 'metrics': {}}).encode(),
+                    {'Content-Type': 'application/json'}, creds[1])
+    check(st == 404 and b'version 9 does not exist' in b,
+          'evaluation of version 9: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[1], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 1, 'samples': 3, 'metrics': {'loss': 'x'}}).encode(),
+                    {'Content-Type': 'application/json'}, creds[3])
+    check(st == 400, 'evaluation with a string metric: %d %s' % (st, b[:200]))
+    want = {}
+    for name in ('loss', 'acc', 'extra'):
+        rows = [(n, mt[name]) for n, mt in evs if name in mt]
+        want[name] = float(np.average([v for _, v in rows], weights=[n for n, _ in rows]))
+    for h in NODE_IP:
+        rec = round_info(cl, h, 'ca', creds[4], 0)
+        ev = rec.get('evaluation') or {}
+        check(ev.get('version') == 1 and ev.get('clients') == 5 and
+              ev.get('samples') == sum(n for n, _ in evs) and
+              set(ev.get('metrics', {})) == set(want) and
+              all(abs(ev['metrics'][k] - v) < 1e-9 for k, v in want.items()),
+              'round 0 evaluation on %s: %s, want %s' % (h, ev, want))
+        st, b = cl.call(h, 'GET', '/v1/jobs/ca/rounds', token=creds[4])
+        page = json.loads(b) if st == 200 else {}
+        check(st == 200 and page['rounds'][0].get('evaluation') == ev and
+              page['rounds'][1].get('evaluation') is None,
+              'rounds list of ca on %s: %d %s' % (h, st, b[:400]))
+    log('  evaluations across 3 gateways: one per client (409), key resend, 404, means equal '
+        'numpy on every gateway: %s' % want)
+
+
 def metrics(cl, host):
     st, b = cl.call(host, 'GET', '/metrics')
     check(st == 200, 'metrics of %s: %d' % (host, st))
@@ -230,6 +329,7 @@ def client_creds(cl, admin, rng):
         check(st == 202, 'ca: site%d on n%d: %d %s' % (k, k % 3, st, b[:200]))
     m = get_model(cl, NODE_IP[2], 'ca', creds[5], 1)
     check_model(m, [x for x, _ in ups], [w for _, w in ups], 'ca round 0 (client tokens)')
+    evaluations(cl, creds, rng)
     # Revoked through one gateway: refused on every gateway (the controller tells each node).
     st, b = cl.call(NODE_IP[2], 'DELETE', '/v1/jobs/ca/clients/site0', token=admin)
     check(st == 200 and json.loads(b) == {'client': 'site0', 'revoked': True},
@@ -250,11 +350,8 @@ def client_creds(cl, admin, rng):
               'a second update of site1 in round 1 via %s: %d %s' % (h, st, b[:200]))
     info = round_info(cl, NODE_IP[0], 'ca', jtok, 0)
     check(info['clients'] == cpr and info['updates'] == cpr, 'ca round 0 record: %s' % info)
-    # Metrics and evaluations are a single node's for now: a cluster says so (400).
-    st, b = cl.call(NODE_IP[2], 'POST', '/v1/jobs/ca/evaluations',
-                    json.dumps({'version': 1, 'samples': 1, 'metrics': {}}).encode(),
-                    {'Content-Type': 'application/json'}, creds[1])
-    check(st == 400 and b'single node' in b, 'an evaluation in a cluster: %d %s' % (st, b[:200]))
+    # Update metrics are a single node's for now: a cluster says so (400); evaluations are
+    # the controller's (evaluations() above).
     st, b = post(cl, NODE_IP[2], 'ca', creds[1], 1, x, w, {'X-Tributary-Metrics': '{"a": 1}'})
     check(st == 400 and b'X-Tributary-Metrics' in b,
           'an update with metrics in a cluster: %d %s' % (st, b[:200]))
@@ -468,6 +565,7 @@ def scenario():
                   abs(info['closed_at'] - time.time()) < 120,
                   'round %d record times: %s' % (r, info))
             log('  round %d: top on %s, cross-node edges %s' % (r, top, edges))
+        rounds_list(cl, tok)
         sent = [metrics(cl, h).get('tributary_cluster_partials_sent_total', 0)
                 for h in NODE_IP]
         recv = [metrics(cl, h).get('tributary_cluster_partials_received_total', 0)
