@@ -82,6 +82,7 @@ struct cround {
 	uint64_t saved_cfp; /* ... of its clients (schema v5) */
 	bool resend_close;
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
+	json_t *msums; /* ctl_rec.c: "rank:epoch" -> its updates' metric sums (owned), or NULL */
 	struct cround *next; /* newer */
 };
 
@@ -191,6 +192,16 @@ void ctl__on_rounds_list(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_evaluation(struct ctl *c, struct ctl_event *ev, json_t **rep);
 /* ctl_rec.c: what a round's record adds from the store (its version's evaluation). */
 void ctl__round_json_extra(struct ctl *c, struct cjob *j, const struct cround *cr, json_t *o);
+/*
+ * ctl_rec.c: fold (@sign 1) or take out (-1, given back) the "metrics" of an
+ * update counted in @cr that folds on rank @to (@hdr: the node's accept or
+ * release, with "weight"). The record's means leave out lost node runs.
+ */
+void ctl__rec_metrics(struct ctl *c, struct cjob *j, struct cround *cr, uint32_t to,
+		      const json_t *hdr, int sign);
+/* ctl_rec.c: a done round's row gains its times and metrics (ctl_store_round_extra_put). */
+void ctl__rec_store(struct ctl *c, struct cjob *j, const struct cround *cr, double opened,
+		    double closed);
 /* Also *p and *len: a payload borrowed from the job until the next event. */
 void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p, size_t *len);
 /*

@@ -61,6 +61,7 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 
 		j->rounds = old->next;
 		json_decref(old->clients);
+		json_decref(old->msums);
 		trib_free(old);
 		n--;
 	}
@@ -237,9 +238,8 @@ static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 	rec.total_weight = cr->weight;
 	rec.duration_ms = (cr->done_ns - cr->open_ns) / 1000000;
 	if (!ctl_store_round_record(c->store, &rec))
-		ctl_store_round_extra_put(c->store, j->db_id, cr->round, unix_of(cr->open_ns),
-					  unix_of(cr->close_ns ? cr->close_ns : cr->done_ns), 0, 0,
-					  NULL);
+		ctl__rec_store(c, j, cr, unix_of(cr->open_ns),
+			       unix_of(cr->close_ns ? cr->close_ns : cr->done_ns));
 	send_model(c, j, -1, cr);
 }
 
@@ -392,6 +392,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
+	ctl__rec_metrics(c, j, cr, to, ev->hdr, 1);
 	if (rec) {
 		rec->uid = uid;
 		rec->job = j->db_id;
@@ -434,6 +435,7 @@ void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->landed[rank]--;
 	cr->count--;
 	ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
+	ctl__rec_metrics(c, j, cr, (uint32_t)at, ev->hdr, -1);
 	trib_warn("job %s round %u: node %s gave back an update it could not fold", j->name, r,
 		  c->nodes[at].name);
 	if (cr->state == CR_CLOSED) {
@@ -597,6 +599,7 @@ static void job_free(struct cjob *j)
 
 		j->rounds = cr->next;
 		json_decref(cr->clients);
+		json_decref(cr->msums);
 		trib_free(cr);
 	}
 	ctl_model_fmt_fini(&j->fmt);

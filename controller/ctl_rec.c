@@ -26,6 +26,7 @@
 #include "ctl_store_rec.h"
 #include "trib_alloc.h"
 #include "trib_json.h"
+#include "trib_log.h"
 
 #define LIST_MAX 1000u
 
@@ -38,6 +39,8 @@ struct page {
 };
 
 static json_t *eval_json(struct ctl *c, const struct cjob *j, uint32_t version);
+static json_t *round_sums(const struct cround *cr);
+static json_t *sums_means(const json_t *sums);
 
 static int row_add(void *ctx, const struct ctl_round_rec *r)
 {
@@ -317,8 +320,178 @@ static json_t *eval_json(struct ctl *c, const struct cjob *j, uint32_t version)
 
 void ctl__round_json_extra(struct ctl *c, struct cjob *j, const struct cround *cr, json_t *o)
 {
+	json_t *sums = o ? round_sums(cr) : NULL;
+
+	if (sums) {
+		json_object_set_new(o, "metrics", sums_means(sums));
+		json_object_set(o, "metrics_updates", json_object_get(sums, "reports"));
+		json_decref(sums);
+	}
 	if (o && j->db_id > 0)
 		json_object_set_new(o, "evaluation", cr->state == CR_DONE
 								? eval_json(c, j, cr->round + 1)
 								: json_null());
+}
+
+/* --- update metrics (X-Tributary-Metrics), folded per node run --- */
+
+/*
+ * Why per "rank:epoch": a node run that is lost takes its updates out of
+ * the round (ctl__rounds_lose_node), and so out of the means; if its sum
+ * reached the top after all (take_edges clears lost[]), they count again.
+ * A node's next run folds under a new key, so a rejoined node's fresh
+ * updates are not hidden by its lost run.
+ */
+static void run_key(struct ctl *c, uint32_t rank, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%u:%u", rank, c->nodes[rank].epoch);
+}
+
+/* Take @metrics with weight @w out of @sums (a given-back update); names left at 0 go. */
+static void sums_sub(json_t *sums, const json_t *metrics, double w)
+{
+	json_t *s = json_object_get(sums, "sums"), *v;
+	const char *k;
+
+	json_object_foreach((json_t *)metrics, k, v) {
+		json_t *pair = json_object_get(s, k);
+		double sw, swx;
+
+		if (!pair)
+			continue;
+		sw = json_number_value(json_array_get(pair, 0)) - w;
+		swx = json_number_value(json_array_get(pair, 1)) - w * json_number_value(v);
+		if (sw <= 1e-9 * w)
+			json_object_del(s, k);
+		else
+			json_object_set_new(s, k, json_pack("[f, f]", sw, swx));
+	}
+	if (json_object_size(metrics) && json_integer_value(json_object_get(sums, "reports")) > 0)
+		json_object_set_new(sums, "reports",
+				    json_integer(json_integer_value(json_object_get(sums, "reports")) -
+						 1));
+}
+
+/* Names of @metrics no run of @cr has yet. */
+static size_t names_new(const struct cround *cr, const json_t *metrics)
+{
+	json_t *run, *v;
+	const char *k, *rk;
+	size_t n = 0;
+
+	json_object_foreach((json_t *)metrics, k, v) {
+		bool have = false;
+
+		json_object_foreach(cr->msums, rk, run)
+			have = have || json_object_get(json_object_get(run, "sums"), k);
+		n += !have;
+	}
+	return n;
+}
+
+static size_t names_all(const struct cround *cr)
+{
+	json_t *all = json_object(), *run, *v;
+	const char *rk, *k;
+	size_t n;
+
+	json_object_foreach(cr->msums, rk, run)
+		json_object_foreach(json_object_get(run, "sums"), k, v)
+			json_object_set(all, k, json_true());
+	n = json_object_size(all);
+	json_decref(all);
+	return n;
+}
+
+void ctl__rec_metrics(struct ctl *c, struct cjob *j, struct cround *cr, uint32_t to,
+		      const json_t *hdr, int sign)
+{
+	const json_t *m = json_object_get(hdr, "metrics");
+	double w = json_number_value(json_object_get(hdr, "weight"));
+	json_t *run;
+	char key[32];
+
+	if (!metrics_ok(m) || !json_object_size(m) || to >= c->nnodes)
+		return;
+	if (!(w > 0) || !isfinite(w))
+		w = 1; /* as a single node: an update without a weight counts once */
+	if (!cr->msums && !(cr->msums = json_object()))
+		return;
+	run_key(c, to, key, sizeof(key));
+	run = json_object_get(cr->msums, key);
+	if (sign < 0) {
+		if (run)
+			sums_sub(run, m, w);
+		return;
+	}
+	if (names_all(cr) + names_new(cr, m) > EVAL_NAMES_MAX) {
+		/* A single node refuses such an update (400); here it is counted already. */
+		trib_warn("job %s round %u: an update's metrics would take the round past %u "
+			  "names: its metrics are left out of the record",
+			  j->name, cr->round, EVAL_NAMES_MAX);
+		return;
+	}
+	if (!run) {
+		run = json_pack("{s:i, s:{}}", "reports", 0, "sums");
+		if (!run || json_object_set_new(cr->msums, key, run))
+			return;
+	}
+	sums_add(run, m, w);
+}
+
+/* The round's metric sums over the runs not lost: {"reports", "sums"} (a new reference). */
+static json_t *round_sums(const struct cround *cr)
+{
+	json_t *out = json_pack("{s:i, s:{}}", "reports", 0, "sums"), *run, *pair, *v;
+	const char *rk, *k;
+	json_int_t reports = 0;
+
+	json_object_foreach(cr->msums, rk, run) {
+		unsigned rank = 0, epoch = 0;
+
+		if (sscanf(rk, "%u:%u", &rank, &epoch) != 2 ||
+		    (rank < CTL_MAX_NODES && cr->lost[rank] && cr->lost_epoch[rank] == epoch))
+			continue;
+		reports += json_integer_value(json_object_get(run, "reports"));
+		json_object_foreach(json_object_get(run, "sums"), k, v) {
+			pair = json_object_get(json_object_get(out, "sums"), k);
+			json_object_set_new(
+			    json_object_get(out, "sums"), k,
+			    json_pack("[f, f]",
+				      json_number_value(json_array_get(pair, 0)) +
+					  json_number_value(json_array_get(v, 0)),
+				      json_number_value(json_array_get(pair, 1)) +
+					  json_number_value(json_array_get(v, 1))));
+		}
+	}
+	json_object_set_new(out, "reports", json_integer(reports));
+	return out;
+}
+
+static json_t *sums_means(const json_t *sums)
+{
+	json_t *means = json_object(), *v;
+	const char *k;
+
+	json_object_foreach(json_object_get(sums, "sums"), k, v) {
+		double sw = json_number_value(json_array_get(v, 0));
+		double mean = sw > 0 ? json_number_value(json_array_get(v, 1)) / sw : 0;
+
+		json_object_set_new(means, k, isfinite(mean) ? json_real(mean) : json_null());
+	}
+	return means;
+}
+
+void ctl__rec_store(struct ctl *c, struct cjob *j, const struct cround *cr, double opened,
+		    double closed)
+{
+	json_t *sums = round_sums(cr), *means = sums ? sums_means(sums) : NULL;
+	char *text = means ? trib_json_dumps(means, JSON_COMPACT) : NULL;
+
+	ctl_store_round_extra_put(c->store, j->db_id, cr->round, opened, closed, 0,
+				  (uint32_t)json_integer_value(json_object_get(sums, "reports")),
+				  text);
+	trib_free(text);
+	json_decref(means);
+	json_decref(sums);
 }

@@ -255,10 +255,6 @@ bool rt__api_metrics_parse(struct rt_conn *c, struct rt_cmetrics *m)
 	if (c->req.x_metrics_long) {
 		snprintf(why, sizeof(why), "X-Tributary-Metrics: longer than %d bytes",
 			 RT_METRICS_TEXT_MAX);
-	} else if (API(c)->clustered) {
-		snprintf(why, sizeof(why), "X-Tributary-Metrics: a cluster does not keep update "
-			 "metrics yet (a single node, tributary up, does); send the update "
-			 "without it");
 	} else if (!rt_metrics_parse(c->req.x_metrics, strlen(c->req.x_metrics), m, why,
 				     sizeof(why))) {
 		return true;

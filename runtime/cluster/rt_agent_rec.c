@@ -9,6 +9,12 @@
 
 #include "trib_log.h"
 
+json_t *rt__agent_upd_metrics(const struct upd *u)
+{
+	/* Checked at the gateway (rt__api_metrics_parse): an object of finite numbers. */
+	return u->metrics[0] ? json_loads(u->metrics, 0, NULL) : NULL;
+}
+
 void rt__agent_rounds_list(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t from,
 			   uint32_t limit)
 {

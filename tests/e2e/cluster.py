@@ -146,6 +146,23 @@ def get_model(cl, host, job, token, v, timeout=60):
     raise Failure('model v%d of %s never appeared on %s' % (v, job, host))
 
 
+def mhdr(x):
+    """X-Tributary-Metrics of update x (derived from it, so the expected means follow)."""
+    return {'X-Tributary-Metrics': json.dumps({'loss': float(x[0]) + 2, 'acc': float(x[1])})}
+
+
+def check_metrics(info, ups, what):
+    """The record's metrics: the sample-weighted means (numpy) over exactly @ups."""
+    ws = [w for _, w in ups]
+    want = {'loss': float(np.average([float(x[0]) + 2 for x, _ in ups], weights=ws)),
+            'acc': float(np.average([float(x[1]) for x, _ in ups], weights=ws))}
+    got = info.get('metrics') or {}
+    check(info.get('metrics_updates') == len(ups) and set(got) == set(want) and
+          all(abs(got[k] - v) < 1e-9 for k, v in want.items()),
+          '%s: metrics %s over %s updates, want %s over %d' %
+          (what, got, info.get('metrics_updates'), want, len(ups)))
+
+
 def round_info(cl, host, job, token, r):
     st, b = cl.call(host, 'GET', '/v1/jobs/%s/rounds/%d' % (job, r), token=token)
     check(st == 200, 'GET rounds/%d on %s: %d %s' % (r, host, st, b[:200]))
@@ -350,9 +367,9 @@ def client_creds(cl, admin, rng):
               'a second update of site1 in round 1 via %s: %d %s' % (h, st, b[:200]))
     info = round_info(cl, NODE_IP[0], 'ca', jtok, 0)
     check(info['clients'] == cpr and info['updates'] == cpr, 'ca round 0 record: %s' % info)
-    # Update metrics are a single node's for now: a cluster says so (400); evaluations are
-    # the controller's (evaluations() above).
-    st, b = post(cl, NODE_IP[2], 'ca', creds[1], 1, x, w, {'X-Tributary-Metrics': '{"a": 1}'})
+    # Update metrics go to the controller with the count (section A checks the means); a bad
+    # header is a 400 on a cluster's gateway as on one node, nothing counted.
+    st, b = post(cl, NODE_IP[2], 'ca', creds[2], 1, x, w, {'X-Tributary-Metrics': '{"a": "x"}'})
     check(st == 400 and b'X-Tributary-Metrics' in b,
           'an update with metrics in a cluster: %d %s' % (st, b[:200]))
     check(round_info(cl, NODE_IP[2], 'ca', jtok, 1)['received'] == 1, 'the 409s were counted')
@@ -544,7 +561,7 @@ def scenario():
         check(st == 409, "create 'A' next to 'a': %d %s" % (st, b[:200]))
         for r in range(3):
             ups = [update_body(rng) for _ in range(cpr)]
-            res = post_many(cl, [(NODE_IP[k % 3], 'a', tok, r, x, w)
+            res = post_many(cl, [(NODE_IP[k % 3], 'a', tok, r, x, w, mhdr(x) if k % 4 else None)
                                  for k, (x, w) in enumerate(ups)])
             for k, (st, b) in enumerate(res):
                 check(st == 202, 'round %d update %d: %d %s' % (r, k, st, b[:200]))
@@ -560,6 +577,7 @@ def scenario():
                   (r, edges, want))
             check(info['updates'] == cpr and not info['lost_nodes'],
                   'round %d record: %s' % (r, info))
+            check_metrics(info, [u for k, u in enumerate(ups) if k % 4], 'round %d' % r)
             check(info['state'] == 'done' and 0 <= info['duration_s'] and
                   abs(info['closed_at'] - info['opened_at'] - info['duration_s']) < 1e-3 and
                   abs(info['closed_at'] - time.time()) < 120,
@@ -596,7 +614,7 @@ def scenario():
         # --- B: kill -9 a node mid-round (open round: clients resend) ---
         tok = create_job(cl, admin, 'b', 30, 4)
         ups = [update_body(rng) for _ in range(30)]
-        first = [(NODE_IP[k % 3], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[:15])]
+        first = [(NODE_IP[k % 3], 'b', tok, 0, x, w, mhdr(x)) for k, (x, w) in enumerate(ups[:15])]
         epochs = set()
         acks = {}
         for k, (st, b) in enumerate(post_many(cl, first)):
@@ -620,9 +638,11 @@ def scenario():
         got = outcomes(net.ctl, 'b', tok, [acks['n2'], acks['n0']])
         check(got == ['resend', 'pending'], 'Job.outcome() of an n2 and an n0 202: %s' % got)
         log('  the Python client tells them: %s' % got)
-        resend = [(NODE_IP[k % 2], 'b', tok, 0, ups[k][0], ups[k][1])
+        check_metrics(info, [ups[k] for k in range(15) if k % 3 != 2],
+                      'B: the open round without n2')
+        resend = [(NODE_IP[k % 2], 'b', tok, 0, ups[k][0], ups[k][1], mhdr(ups[k][0]))
                   for k in range(15) if k % 3 == 2]
-        rest = [(NODE_IP[k % 2], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[15:])]
+        rest = [(NODE_IP[k % 2], 'b', tok, 0, x, w, mhdr(x)) for k, (x, w) in enumerate(ups[15:])]
         for k, (st, b) in enumerate(post_many(cl, resend + rest)):
             check(st == 202, 'b: resend/rest %d: %d %s' % (k, st, b[:200]))
         m = get_model(cl, NODE_IP[0], 'b', tok, 1)
@@ -630,6 +650,8 @@ def scenario():
         info = round_info(cl, NODE_IP[1], 'b', tok, 0)
         check(info['state'] == 'done' and info['updates'] == 30 and len(info['edges']) == 1,
               'B record: %s' % info)
+        check_metrics(info, ups, 'B: done, n2\'s updates once (resent)')
+        log('B: metrics means leave out the lost node run and count its resends once')
         got = outcomes(net.ctl, 'b', tok, [acks['n0']])
         check(got == ['in_model'], 'Job.outcome() of an n0 202 once done: %s' % got)
         log('B: the round completed on n0 and n1 with all 30 updates')
@@ -641,11 +663,12 @@ def scenario():
         hosts = [NODE_IP[1]] * 12 + [NODE_IP[0]] * 7
         acks = {}
         for k, (st, b) in enumerate(post_many(cl, [(hosts[k], 'c', tok, 0, ups[k][0],
-                                                     ups[k][1]) for k in range(19)])):
+                                                     ups[k][1], mhdr(ups[k][0]))
+                                                    for k in range(19)])):
             check(st == 202, 'c: update %d: %d %s' % (k, st, b[:200]))
             acks.setdefault(json.loads(b)['node'], json.loads(b))
         nodes[1].p.send_signal(signal.SIGSTOP)
-        st, b = post(cl, NODE_IP[0], 'c', tok, 0, ups[19][0], ups[19][1])
+        st, b = post(cl, NODE_IP[0], 'c', tok, 0, ups[19][0], ups[19][1], mhdr(ups[19][0]))
         check(st == 202, 'c: the closing update: %d %s' % (st, b[:200]))
         log('C: n1 (12 updates, the top) frozen; the round closed with the 20th update')
         m = get_model(cl, NODE_IP[0], 'c', tok, 1)
@@ -653,6 +676,7 @@ def scenario():
         check(info['lost_nodes'] == ['n1'] and info['state'] == 'done' and
               info['top'] == 'n0' and info['updates'] == 8, 'C record: %s' % info)
         survivors = [ups[k] for k in range(20) if k >= 12]
+        check_metrics(info, survivors, 'C: survivors only')
         check_model(m, [x for x, _ in survivors], [w for _, w in survivors],
                     'C round 0 without n1')
         got = outcomes(net.ctl, 'c', tok, [acks['n1'], acks['n0']])
