@@ -199,6 +199,11 @@ void ctl__round_json_extra(struct ctl *c, struct cjob *j, const struct cround *c
  */
 void ctl__rec_metrics(struct ctl *c, struct cjob *j, struct cround *cr, uint32_t to,
 		      const json_t *hdr, int sign);
+/*
+ * ctl_rec.c: round @r of @j no longer in memory: its stored row as a record
+ * into *rep ({"ok", "round"}) -> true; false if the store has none.
+ */
+bool ctl__rec_round_stored(struct ctl *c, struct cjob *j, uint32_t r, json_t **rep);
 /* ctl_rec.c: a done round's row gains its times and metrics (ctl_store_round_extra_put). */
 void ctl__rec_store(struct ctl *c, struct cjob *j, const struct cround *cr, double opened,
 		    double closed);

@@ -579,6 +579,8 @@ void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	if (!cr) {
+		if (r < j->completed && ctl__rec_round_stored(c, j, r, rep))
+			return; /* its stored row */
 		if (r < j->completed)
 			*rep = ctl__err_reply(404, "round too old: only the last 64 are kept");
 		else if (r == j->round)

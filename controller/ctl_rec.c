@@ -74,6 +74,24 @@ static int row_add(void *ctx, const struct ctl_round_rec *r)
 	return 0;
 }
 
+bool ctl__rec_round_stored(struct ctl *c, struct cjob *j, uint32_t r, json_t **rep)
+{
+	struct page p = {.rounds = json_array(), .below = r + 1, .cpr = j->cpr};
+	json_t *o;
+
+	if (!p.rounds || j->db_id <= 0 ||
+	    ctl_store_round_page(c->store, j->db_id, r, 1, row_add, &p) < 0 ||
+	    !(o = json_array_get(p.rounds, 0)) ||
+	    json_integer_value(json_object_get(o, "round")) != (json_int_t)r) {
+		json_decref(p.rounds);
+		return false;
+	}
+	json_object_set_new(o, "evaluation", eval_json(c, j, r + 1));
+	*rep = json_pack("{s:b, s:O}", "ok", 1, "round", o);
+	json_decref(p.rounds);
+	return *rep != NULL;
+}
+
 void ctl__on_rounds_list(struct ctl *c, struct ctl_event *ev, json_t **rep)
 {
 	const char *name = ctl__jstr(ev->hdr, "job", NULL);
