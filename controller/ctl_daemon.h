@@ -204,6 +204,8 @@ void ctl__rec_metrics(struct ctl *c, struct cjob *j, struct cround *cr, uint32_t
  * into *rep ({"ok", "round"}) -> true; false if the store has none.
  */
 bool ctl__rec_round_stored(struct ctl *c, struct cjob *j, uint32_t r, json_t **rep);
+/* ctl_rec.c: the record of @j's open round before its first update (a new reference). */
+json_t *ctl__rec_open_json(const struct cjob *j);
 /* ctl_rec.c: a done round's row gains its times and metrics (ctl_store_round_extra_put). */
 void ctl__rec_store(struct ctl *c, struct cjob *j, const struct cround *cr, double opened,
 		    double closed);

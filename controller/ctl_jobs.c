@@ -583,11 +583,8 @@ void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
 			return; /* its stored row */
 		if (r < j->completed)
 			*rep = ctl__err_reply(404, "round too old: only the last 64 are kept");
-		else if (r == j->round)
-			*rep = json_pack("{s:i, s:s, s:i, s:i, s:[], s:{}, s:[], s:n, s:n, s:n}",
-					 "round", (json_int_t)r, "state", "open", "received", 0,
-					 "clients_per_round", (json_int_t)j->cpr, "lost_nodes",
-					 "nodes", "edges", "opened_at", "closed_at", "duration_s");
+		else if (r == j->round) /* before its first update (the node needs "ok") */
+			*rep = json_pack("{s:b, s:o}", "ok", 1, "round", ctl__rec_open_json(j));
 		else
 			*rep = ctl__err_reply(404, "no such round yet");
 		return;

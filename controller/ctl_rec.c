@@ -74,6 +74,17 @@ static int row_add(void *ctx, const struct ctl_round_rec *r)
 	return 0;
 }
 
+json_t *ctl__rec_open_json(const struct cjob *j)
+{
+	return json_pack("{s:i, s:s, s:i, s:i, s:i, s:i, s:[], s:{}, s:[], s:o, s:i, s:n, s:n, "
+			 "s:n, s:n}",
+			 "round", (json_int_t)j->round, "state", "open", "received", 0,
+			 "clients_per_round", (json_int_t)j->cpr, "updates", 0, "clients", 0,
+			 "lost_nodes", "nodes", "edges", "metrics", json_object(),
+			 "metrics_updates", 0, "evaluation", "opened_at", "closed_at",
+			 "duration_s");
+}
+
 bool ctl__rec_round_stored(struct ctl *c, struct cjob *j, uint32_t r, json_t **rep)
 {
 	struct page p = {.rounds = json_array(), .below = r + 1, .cpr = j->cpr};
@@ -156,13 +167,7 @@ void ctl__on_rounds_list(struct ctl *c, struct ctl_event *ev, json_t **rep)
 			more = true;
 			next_r = p.any ? p.last + 1 : j->round;
 		} else {
-			json_array_append_new(
-			    p.rounds,
-			    json_pack("{s:i, s:s, s:i, s:i, s:i, s:i, s:o, s:i, s:n, s:n, s:n, s:n}",
-				      "round", (json_int_t)j->round, "state", "open", "received", 0,
-				      "clients_per_round", (json_int_t)j->cpr, "updates", 0,
-				      "clients", 0, "metrics", json_object(), "metrics_updates", 0,
-				      "evaluation", "opened_at", "closed_at", "duration_s"));
+			json_array_append_new(p.rounds, ctl__rec_open_json(j));
 		}
 	}
 	*rep = json_pack("{s:b, s:o}", "ok", 1, "rounds", p.rounds);

@@ -197,6 +197,10 @@ def rounds_list(cl, tok):
         check({k: one[k] for k in ('round', 'state', 'updates', 'top', 'edges', 'clients')} ==
               {k: x[k] for k in ('round', 'state', 'updates', 'top', 'edges', 'clients')},
               'list entry %s != GET rounds/%d %s' % (x, x['round'], one))
+    # The open round before its first update, alone: as its list entry.
+    one = round_info(cl, NODE_IP[0], 'a', tok, 3)
+    check(one == p['rounds'][3] and one['state'] == 'open' and one['metrics_updates'] == 0,
+          'rounds/3 (open, empty) %s != its list entry %s' % (one, p['rounds'][3]))
     st, b = cl.call(NODE_IP[1], 'GET', '/v1/jobs/a/rounds?from=0&limit=2', token=tok)
     p1 = json.loads(b) if st == 200 else {}
     check(st == 200 and [x['round'] for x in p1['rounds']] == [0, 1] and p1['next'] == 2,
