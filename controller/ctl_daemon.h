@@ -82,6 +82,7 @@ struct cround {
 	uint64_t saved_cfp; /* ... of its clients (schema v5) */
 	bool resend_close;
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
+	json_t *msums; /* ctl_rec.c: "rank:epoch" -> its updates' metric sums (owned), or NULL */
 	struct cround *next; /* newer */
 };
 
@@ -213,6 +214,31 @@ int ctl__job_opt_load(struct ctl *c, struct cjob *j);
 /* A node's PUT /model: the starting model, stored and sent to every node, or 409. */
 void ctl__on_model_put(struct ctl *c, struct ctl_event *ev, json_t **rep);
 void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* The record of round @cr of @j, as GET .../rounds/{r} shows it: a new reference. */
+json_t *ctl__round_json(struct ctl *c, struct cjob *j, struct cround *cr);
+/* ctl_rec.c: GET .../rounds[?from&limit] (op rounds_list {job, from, limit}). */
+void ctl__on_rounds_list(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* ctl_rec.c: POST .../evaluations (op evaluation {job, version, client, key, samples, metrics}). */
+void ctl__on_evaluation(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/* ctl_rec.c: what a round's record adds from the store (its version's evaluation). */
+void ctl__round_json_extra(struct ctl *c, struct cjob *j, const struct cround *cr, json_t *o);
+/*
+ * ctl_rec.c: fold (@sign 1) or take out (-1, given back) the "metrics" of an
+ * update counted in @cr that folds on rank @to (@hdr: the node's accept or
+ * release, with "weight"). The record's means leave out lost node runs.
+ */
+void ctl__rec_metrics(struct ctl *c, struct cjob *j, struct cround *cr, uint32_t to,
+		      const json_t *hdr, int sign);
+/*
+ * ctl_rec.c: round @r of @j no longer in memory: its stored row as a record
+ * into *rep ({"ok", "round"}) -> true; false if the store has none.
+ */
+bool ctl__rec_round_stored(struct ctl *c, struct cjob *j, uint32_t r, json_t **rep);
+/* ctl_rec.c: the record of @j's open round before its first update (a new reference). */
+json_t *ctl__rec_open_json(const struct cjob *j);
+/* ctl_rec.c: a done round's row gains its times and metrics (ctl_store_round_extra_put). */
+void ctl__rec_store(struct ctl *c, struct cjob *j, const struct cround *cr, double opened,
+		    double closed);
 /* Also *p and *len: a payload borrowed from the job until the next event. */
 void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void **p, size_t *len);
 /*

@@ -61,6 +61,7 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 
 		j->rounds = old->next;
 		json_decref(old->clients);
+		json_decref(old->msums);
 		trib_free(old);
 		n--;
 	}
@@ -258,9 +259,8 @@ static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 	rec.total_weight = cr->weight;
 	rec.duration_ms = (cr->done_ns - cr->open_ns) / 1000000;
 	if (!ctl_store_round_record(c->store, &rec))
-		ctl_store_round_extra_put(c->store, j->db_id, cr->round, unix_of(cr->open_ns),
-					  unix_of(cr->close_ns ? cr->close_ns : cr->done_ns), 0, 0,
-					  NULL);
+		ctl__rec_store(c, j, cr, unix_of(cr->open_ns),
+			       unix_of(cr->close_ns ? cr->close_ns : cr->done_ns));
 	send_model(c, j, -1, cr);
 }
 
@@ -433,6 +433,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
+	ctl__rec_metrics(c, j, cr, to, ev->hdr, 1);
 	if (rec) {
 		rec->uid = uid;
 		rec->job = j->db_id;
@@ -477,6 +478,7 @@ void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->landed[rank]--;
 	cr->count--;
 	ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
+	ctl__rec_metrics(c, j, cr, (uint32_t)at, ev->hdr, -1);
 	trib_warn("job %s round %u: node %s gave back an update it could not fold", j->name, r,
 		  c->nodes[at].name);
 	if (cr->state == CR_CLOSED) {
@@ -587,7 +589,7 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	job_advance(c, j, cr);
 }
 
-static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
+json_t *ctl__round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 {
 	json_t *lost = json_array(), *nodes = json_object(), *edges = json_array();
 	json_t *lost_runs = json_array();
@@ -627,6 +629,7 @@ static json_t *round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_object_set_new(o, "duration_s", json_real((double)((end ? end : trib_now_ns()) -
 								  cr->open_ns) / 1e9));
 	}
+	ctl__round_json_extra(c, j, cr, o);
 	return o;
 }
 
@@ -641,18 +644,17 @@ void ctl__on_round_get(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		return;
 	}
 	if (!cr) {
+		if (r < j->completed && ctl__rec_round_stored(c, j, r, rep))
+			return; /* its stored row */
 		if (r < j->completed)
 			*rep = ctl__err_reply(404, "round too old: only the last 64 are kept");
-		else if (r == j->round)
-			*rep = json_pack("{s:i, s:s, s:i, s:i, s:[], s:{}, s:[], s:n, s:n, s:n}",
-					 "round", (json_int_t)r, "state", "open", "received", 0,
-					 "clients_per_round", (json_int_t)j->cpr, "lost_nodes",
-					 "nodes", "edges", "opened_at", "closed_at", "duration_s");
+		else if (r == j->round) /* before its first update (the node needs "ok") */
+			*rep = json_pack("{s:b, s:o}", "ok", 1, "round", ctl__rec_open_json(j));
 		else
 			*rep = ctl__err_reply(404, "no such round yet");
 		return;
 	}
-	*rep = json_pack("{s:b, s:o}", "ok", 1, "round", round_json(c, j, cr));
+	*rep = json_pack("{s:b, s:o}", "ok", 1, "round", ctl__round_json(c, j, cr));
 }
 static void job_free(struct cjob *j)
 {
@@ -661,6 +663,7 @@ static void job_free(struct cjob *j)
 
 		j->rounds = cr->next;
 		json_decref(cr->clients);
+		json_decref(cr->msums);
 		trib_free(cr);
 	}
 	ctl_model_fmt_fini(&j->fmt);
@@ -808,7 +811,7 @@ json_t *ctl__jobs_status(struct ctl *c)
 
 		for (struct cround *cr = j->rounds; cr; cr = cr->next)
 			if (cr->state != CR_DONE || !cr->next || cr->round + 3 >= j->round)
-				json_array_append_new(rounds, round_json(c, j, cr));
+				json_array_append_new(rounds, ctl__round_json(c, j, cr));
 		/* "store": as a node's GET /v1/jobs/{job} says it, for the controller's writes. */
 		json_t *st = trib_retry_pending(&j->store) ?
 			json_pack("{s:s, s:s, s:I, s:I, s:I}", "state", "failing", "errno",

@@ -73,6 +73,13 @@ struct rt_api_hooks {
 	bool (*ready)(void *ctx);
 	/* GET /v1/jobs/{job}/rounds/{round}: the controller's record of the round. */
 	void (*round_get)(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t round);
+	/* GET /v1/jobs/{job}/rounds[?from&limit] (checked): the controller's page of records. */
+	void (*rounds_list)(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t from,
+			    uint32_t limit);
+	/* POST .../evaluations (checked; @metrics borrowed, NULL: none): the controller counts and keeps it. */
+	void (*eval_post)(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t version,
+			  const char *client, const char *key, uint64_t samples,
+			  const json_t *metrics);
 	/* GET /v1/cluster. */
 	void (*status)(void *ctx, struct rt_conn *c);
 	/* DELETE /v1/jobs/{job}/clients/{client}: the controller revokes it everywhere. */

@@ -53,6 +53,10 @@ static void rounds_list(struct rt_conn *c, struct rt_job *j)
 	if (!query_u32(c, "from", 0, UINT32_MAX, 0, &from) ||
 	    !query_u32(c, "limit", 1, RT_ROUNDS_PAGE_MAX, ROUNDS_LIMIT_DEFAULT, &limit))
 		return;
+	if (API(c)->clustered) {
+		API(c)->cluster.rounds_list(API(c)->cluster.ctx, c, j, from, limit);
+		return;
+	}
 	o = rt_job_rounds_json(N(c), j, from, limit, &err);
 	if (!o) {
 		rt_conn_error(c, err == -ENOMEM ? 500 : 503, "reading the round records failed; "
@@ -139,6 +143,13 @@ static void on_eval_body(struct rt_conn *c)
 		rt_conn_error(c, 400, why, -1, NULL);
 		goto out;
 	}
+	if (API(c)->clustered) {
+		API(c)->cluster.eval_post(API(c)->cluster.ctx, c, j,
+					  (uint32_t)json_integer_value(jv), R(c)->client, key,
+					  (uint64_t)json_integer_value(js),
+					  json_object_get(doc, "metrics"));
+		goto out;
+	}
 	rc = rt_job_eval_post(N(c), j, (uint32_t)json_integer_value(jv), R(c)->client, key,
 			      strlen(key), (uint64_t)json_integer_value(js), &m, &clients);
 	if (rc >= 0) {
@@ -179,11 +190,6 @@ static void eval_post(struct rt_conn *c, struct rt_job *j)
 		R(c)->client[0] = '\0';
 	else if (!rt__api_update_auth(c, j))
 		return;
-	if (API(c)->clustered) {
-		rt_conn_error(c, 400, "evaluations are kept by a single node (tributary up); a "
-			      "cluster does not take them yet", -1, NULL);
-		return;
-	}
 	if (!idem_key_ok(c))
 		return;
 	if (!c->req.has_content_length || c->req.chunked) {
@@ -223,11 +229,6 @@ void rt__api_handle_rounds(struct rt_conn *c, struct rt_job *j, const char *slas
 	if (!rt__api_require_reader(c, j))
 		return;
 	if (!strcmp(slash, "/rounds") || !strcmp(slash, "/rounds/")) {
-		if (API(c)->clustered) {
-			rt_conn_error(c, 404, "a cluster's round records are one at a time: GET "
-				      "/v1/jobs/{job}/rounds/{round}", -1, NULL);
-			return;
-		}
 		rounds_list(c, j);
 		return;
 	}
@@ -254,10 +255,6 @@ bool rt__api_metrics_parse(struct rt_conn *c, struct rt_cmetrics *m)
 	if (c->req.x_metrics_long) {
 		snprintf(why, sizeof(why), "X-Tributary-Metrics: longer than %d bytes",
 			 RT_METRICS_TEXT_MAX);
-	} else if (API(c)->clustered) {
-		snprintf(why, sizeof(why), "X-Tributary-Metrics: a cluster does not keep update "
-			 "metrics yet (a single node, tributary up, does); send the update "
-			 "without it");
 	} else if (!rt_metrics_parse(c->req.x_metrics, strlen(c->req.x_metrics), m, why,
 				     sizeof(why))) {
 		return true;

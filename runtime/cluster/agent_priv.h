@@ -35,6 +35,8 @@ enum pend_kind {
 	PK_PAUSE,
 	PK_DELETE,
 	PK_MODEL_PUT,
+	PK_ROUNDS_LIST,
+	PK_EVAL,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -56,6 +58,7 @@ struct upd {
 	char key[72]; /* the client's Idempotency-Key ("": none), kept in the update's record */
 	bool provisional; /* taken while the controller was away: counted when this node joins */
 	char client[33]; /* its client token's id (TRIB_CRED_CLIENT_MAX), "" for the job's */
+	char metrics[1088]; /* its X-Tributary-Metrics (checked; "": none), told with its count */
 	uint64_t wal_ticket;	  /* --durability disk: its log record's ticket (0: none) */
 	uint64_t wal_deadline_ns; /* then 503 if the log has not made it durable */
 	struct upd *next; /* backlog: waiting for the local round to get to it; wal_wait */
@@ -237,6 +240,16 @@ void rt__agent_on_revoke_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 /* rt_agent_life.c: POST /v1/jobs/{job}/pause|resume through the controller. */
 void rt__agent_pause(void *ctx, struct rt_conn *c, struct rt_job *j, bool pause);
 void rt__agent_on_pause_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* rt_agent_rec.c: @u's metrics as JSON for its count or release (a new reference; NULL: none). */
+json_t *rt__agent_upd_metrics(const struct upd *u);
+/* rt_agent_rec.c: GET .../rounds through the controller. */
+void rt__agent_rounds_list(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t from,
+			   uint32_t limit);
+void rt__agent_eval_post(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t version,
+			 const char *client, const char *key, uint64_t samples,
+			 const json_t *metrics);
+/* The controller's answer to either, passed on to the client. */
+void rt__agent_on_rounds_list_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 /* DELETE /v1/jobs/{job} through the controller; its "job_delete" to every node. */
 void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
 void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);

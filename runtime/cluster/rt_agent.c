@@ -531,6 +531,10 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_PAUSE:
 		rt__agent_on_pause_reply(a, pd, ev);
 		break;
+	case PK_ROUNDS_LIST:
+	case PK_EVAL:
+		rt__agent_on_rounds_list_reply(a, pd, ev);
+		break;
 	case PK_DELETE:
 		rt__agent_on_delete_reply(a, pd, ev);
 		break;
@@ -685,6 +689,8 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->update = rt__agent_update;
 	out->ready = ready;
 	out->round_get = round_get;
+	out->rounds_list = rt__agent_rounds_list;
+	out->eval_post = rt__agent_eval_post;
 	out->status = status;
 	out->metrics = metrics;
 	out->revoke = rt__agent_revoke;

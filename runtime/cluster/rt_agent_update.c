@@ -225,9 +225,10 @@ static void upd_answer(struct rt_agent *a, struct upd *u, int status, const char
 static void upd_release(struct rt_agent *a, struct upd *u)
 {
 	rt__agent_to_ctl(a,
-	       json_pack("{s:s, s:s, s:s, s:I, s:s?}", "op", "release", "job", u->job, "node",
-			 a->name, "uid", (json_int_t)u->uid, "client",
-			 u->client[0] ? u->client : NULL),
+	       json_pack("{s:s, s:s, s:s, s:I, s:s?, s:f, s:o*}", "op", "release", "job", u->job,
+			 "node", a->name, "uid", (json_int_t)u->uid, "client",
+			 u->client[0] ? u->client : NULL, "weight", u->weight, "metrics",
+			 rt__agent_upd_metrics(u)),
 	       NULL, 0, PK_NOTE, NULL);
 }
 
@@ -403,9 +404,10 @@ static int accept_send(struct rt_agent *a, struct upd *u)
 	int err;
 
 	err = rt__agent_to_ctl(a,
-		     json_pack("{s:s, s:s, s:s, s:i, s:I, s:s?}", "op", "accept", "job", u->job,
-			       "node", a->name, "round", (json_int_t)u->round, "uid",
-			       (json_int_t)u->uid, "client", u->client[0] ? u->client : NULL),
+		     json_pack("{s:s, s:s, s:s, s:i, s:I, s:s?, s:f, s:o*}", "op", "accept", "job",
+			       u->job, "node", a->name, "round", (json_int_t)u->round, "uid",
+			       (json_int_t)u->uid, "client", u->client[0] ? u->client : NULL,
+			       "weight", u->weight, "metrics", rt__agent_upd_metrics(u)),
 		     NULL, 0, PK_ACCEPT, &pd);
 	if (!err)
 		pd->u = u;
@@ -479,6 +481,8 @@ void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t 
 		memcpy(u->key, c->req.idempotency_key, /* 1..64 characters, checked */
 		       strnlen(c->req.idempotency_key, sizeof(u->key) - 1));
 	snprintf(u->client, sizeof(u->client), "%s", r->client);
+	if (c->req.has_x_metrics)
+		snprintf(u->metrics, sizeof(u->metrics), "%s", c->req.x_metrics);
 	r->slot_off = UINT64_MAX; /* the update's now */
 	u->uid = ++a->next_uid;
 	if (a->ctl_away_ns) {

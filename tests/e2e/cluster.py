@@ -146,6 +146,23 @@ def get_model(cl, host, job, token, v, timeout=60):
     raise Failure('model v%d of %s never appeared on %s' % (v, job, host))
 
 
+def mhdr(x):
+    """X-Tributary-Metrics of update x (derived from it, so the expected means follow)."""
+    return {'X-Tributary-Metrics': json.dumps({'loss': float(x[0]) + 2, 'acc': float(x[1])})}
+
+
+def check_metrics(info, ups, what):
+    """The record's metrics: the sample-weighted means (numpy) over exactly @ups."""
+    ws = [w for _, w in ups]
+    want = {'loss': float(np.average([float(x[0]) + 2 for x, _ in ups], weights=ws)),
+            'acc': float(np.average([float(x[1]) for x, _ in ups], weights=ws))}
+    got = info.get('metrics') or {}
+    check(info.get('metrics_updates') == len(ups) and set(got) == set(want) and
+          all(abs(got[k] - v) < 1e-9 for k, v in want.items()),
+          '%s: metrics %s over %s updates, want %s over %d' %
+          (what, got, info.get('metrics_updates'), want, len(ups)))
+
+
 def round_info(cl, host, job, token, r):
     st, b = cl.call(host, 'GET', '/v1/jobs/%s/rounds/%d' % (job, r), token=token)
     check(st == 200, 'GET rounds/%d on %s: %d %s' % (r, host, st, b[:200]))
@@ -157,6 +174,109 @@ def check_model(m, xs, ws, what):
     err = float(np.max(np.abs(m.astype(np.float64) - ref)))
     check(err < 1e-5, '%s: differs from the float64 mean by %.3g' % (what, err))
     log('  %s equals the float64 mean over %d updates (max error %.2g)' % (what, len(xs), err))
+
+
+def rounds_list(cl, tok):
+    """GET /v1/jobs/a/rounds in a cluster: the controller's page, the same on every gateway,
+    paged with from/limit as on one node, bad parameters refused by the gateway."""
+    pages = []
+    for h in NODE_IP:
+        st, b = cl.call(h, 'GET', '/v1/jobs/a/rounds', token=tok)
+        check(st == 200, 'GET rounds on %s: %d %s' % (h, st, b[:200]))
+        pages.append(json.loads(b))
+    p = pages[0]
+    got = [(x['round'], x['state'], x['updates']) for x in p['rounds']]
+    check(got == [(0, 'done', 36), (1, 'done', 36), (2, 'done', 36), (3, 'open', 0)] and
+          p['next'] is None, 'rounds list: %s next %s' % (got, p['next']))
+    for q in pages[1:]:
+        check([(x['round'], x['state'], x['updates'], x['top']) for x in q['rounds'][:3]] ==
+              [(x['round'], x['state'], x['updates'], x['top']) for x in p['rounds'][:3]],
+              'rounds list differs between gateways: %s / %s' % (q, p))
+    for x in p['rounds'][:3]:
+        one = round_info(cl, NODE_IP[2], 'a', tok, x['round'])
+        check({k: one[k] for k in ('round', 'state', 'updates', 'top', 'edges', 'clients')} ==
+              {k: x[k] for k in ('round', 'state', 'updates', 'top', 'edges', 'clients')},
+              'list entry %s != GET rounds/%d %s' % (x, x['round'], one))
+    # The open round before its first update, alone: as its list entry.
+    one = round_info(cl, NODE_IP[0], 'a', tok, 3)
+    check(one == p['rounds'][3] and one['state'] == 'open' and one['metrics_updates'] == 0,
+          'rounds/3 (open, empty) %s != its list entry %s' % (one, p['rounds'][3]))
+    st, b = cl.call(NODE_IP[1], 'GET', '/v1/jobs/a/rounds?from=0&limit=2', token=tok)
+    p1 = json.loads(b) if st == 200 else {}
+    check(st == 200 and [x['round'] for x in p1['rounds']] == [0, 1] and p1['next'] == 2,
+          'rounds page 1: %d %s' % (st, b[:300]))
+    st, b = cl.call(NODE_IP[2], 'GET', '/v1/jobs/a/rounds?from=2&limit=2', token=tok)
+    p2 = json.loads(b) if st == 200 else {}
+    check(st == 200 and [x['round'] for x in p2['rounds']] == [2, 3] and p2['next'] is None,
+          'rounds page 2: %d %s' % (st, b[:300]))
+    st, b = cl.call(NODE_IP[0], 'GET', '/v1/jobs/a/rounds?from=9', token=tok)
+    check(st == 200 and json.loads(b) == {'rounds': [], 'next': None},
+          'rounds from 9: %d %s' % (st, b[:300]))
+    for q in ('limit=0', 'limit=1001', 'from=x'):
+        st, b = cl.call(NODE_IP[1], 'GET', '/v1/jobs/a/rounds?' + q, token=tok)
+        check(st == 400 and q.split('=')[0].encode() in b, 'rounds?%s: %d %s' % (q, st, b[:200]))
+    log('  rounds list from the controller: the same page on 3 gateways, paged 2+2, '
+        'bad from/limit 400')
+
+
+def evaluations(cl, creds, rng):
+    """POST /evaluations on any gateway reaches the controller: one per client per version
+    (409 on a second, on another gateway too), Idempotency-Key answered again, unknown version
+    404, and the round's record on every gateway carries the sample-weighted means (numpy)."""
+    evs = []
+    for k in range(1, 6):
+        n = int(rng.integers(1, 500))
+        mt = {'loss': float(rng.uniform(0, 3)), 'acc': float(rng.uniform(0, 1))}
+        if k == 5:
+            mt['extra'] = 7.25
+        h = NODE_IP[k % 3]
+        st, b = cl.call(h, 'POST', '/v1/jobs/ca/evaluations',
+                        json.dumps({'version': 1, 'samples': n, 'metrics': mt}).encode(),
+                        {'Content-Type': 'application/json', 'Idempotency-Key': 'ev-%d' % k},
+                        creds[k])
+        check(st == 202 and json.loads(b) == {'version': 1, 'clients': k},
+              'evaluation of site%d on %s: %d %s' % (k, h, st, b[:200]))
+        evs.append((n, mt))
+    # The same request again elsewhere: its first answer; without the key: 409.
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 1, 'samples': evs[1][0],
+                                'metrics': evs[1][1]}).encode(),
+                    {'Content-Type': 'application/json', 'Idempotency-Key': 'ev-2'}, creds[2])
+    check(st == 202 and json.loads(b) == {'version': 1, 'clients': 2},
+          'evaluation resent with its key on n0: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[0], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 1, 'samples': 3, 'metrics': {}}).encode(),
+                    {'Content-Type': 'application/json'}, creds[1])
+    check(st == 409 and b'one per client per version' in b,
+          'a second evaluation of site1 on n0: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[2], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 9, 'samples': 3, 'metrics': {}}).encode(),
+                    {'Content-Type': 'application/json'}, creds[1])
+    check(st == 404 and b'version 9 does not exist' in b,
+          'evaluation of version 9: %d %s' % (st, b[:200]))
+    st, b = cl.call(NODE_IP[1], 'POST', '/v1/jobs/ca/evaluations',
+                    json.dumps({'version': 1, 'samples': 3, 'metrics': {'loss': 'x'}}).encode(),
+                    {'Content-Type': 'application/json'}, creds[3])
+    check(st == 400, 'evaluation with a string metric: %d %s' % (st, b[:200]))
+    want = {}
+    for name in ('loss', 'acc', 'extra'):
+        rows = [(n, mt[name]) for n, mt in evs if name in mt]
+        want[name] = float(np.average([v for _, v in rows], weights=[n for n, _ in rows]))
+    for h in NODE_IP:
+        rec = round_info(cl, h, 'ca', creds[4], 0)
+        ev = rec.get('evaluation') or {}
+        check(ev.get('version') == 1 and ev.get('clients') == 5 and
+              ev.get('samples') == sum(n for n, _ in evs) and
+              set(ev.get('metrics', {})) == set(want) and
+              all(abs(ev['metrics'][k] - v) < 1e-9 for k, v in want.items()),
+              'round 0 evaluation on %s: %s, want %s' % (h, ev, want))
+        st, b = cl.call(h, 'GET', '/v1/jobs/ca/rounds', token=creds[4])
+        page = json.loads(b) if st == 200 else {}
+        check(st == 200 and page['rounds'][0].get('evaluation') == ev and
+              page['rounds'][1].get('evaluation') is None,
+              'rounds list of ca on %s: %d %s' % (h, st, b[:400]))
+    log('  evaluations across 3 gateways: one per client (409), key resend, 404, means equal '
+        'numpy on every gateway: %s' % want)
 
 
 def metrics(cl, host):
@@ -230,6 +350,7 @@ def client_creds(cl, admin, rng):
         check(st == 202, 'ca: site%d on n%d: %d %s' % (k, k % 3, st, b[:200]))
     m = get_model(cl, NODE_IP[2], 'ca', creds[5], 1)
     check_model(m, [x for x, _ in ups], [w for _, w in ups], 'ca round 0 (client tokens)')
+    evaluations(cl, creds, rng)
     # Revoked through one gateway: refused on every gateway (the controller tells each node).
     st, b = cl.call(NODE_IP[2], 'DELETE', '/v1/jobs/ca/clients/site0', token=admin)
     check(st == 200 and json.loads(b) == {'client': 'site0', 'revoked': True},
@@ -250,12 +371,9 @@ def client_creds(cl, admin, rng):
               'a second update of site1 in round 1 via %s: %d %s' % (h, st, b[:200]))
     info = round_info(cl, NODE_IP[0], 'ca', jtok, 0)
     check(info['clients'] == cpr and info['updates'] == cpr, 'ca round 0 record: %s' % info)
-    # Metrics and evaluations are a single node's for now: a cluster says so (400).
-    st, b = cl.call(NODE_IP[2], 'POST', '/v1/jobs/ca/evaluations',
-                    json.dumps({'version': 1, 'samples': 1, 'metrics': {}}).encode(),
-                    {'Content-Type': 'application/json'}, creds[1])
-    check(st == 400 and b'single node' in b, 'an evaluation in a cluster: %d %s' % (st, b[:200]))
-    st, b = post(cl, NODE_IP[2], 'ca', creds[1], 1, x, w, {'X-Tributary-Metrics': '{"a": 1}'})
+    # Update metrics go to the controller with the count (section A checks the means); a bad
+    # header is a 400 on a cluster's gateway as on one node, nothing counted.
+    st, b = post(cl, NODE_IP[2], 'ca', creds[2], 1, x, w, {'X-Tributary-Metrics': '{"a": "x"}'})
     check(st == 400 and b'X-Tributary-Metrics' in b,
           'an update with metrics in a cluster: %d %s' % (st, b[:200]))
     check(round_info(cl, NODE_IP[2], 'ca', jtok, 1)['received'] == 1, 'the 409s were counted')
@@ -447,7 +565,7 @@ def scenario():
         check(st == 409, "create 'A' next to 'a': %d %s" % (st, b[:200]))
         for r in range(3):
             ups = [update_body(rng) for _ in range(cpr)]
-            res = post_many(cl, [(NODE_IP[k % 3], 'a', tok, r, x, w)
+            res = post_many(cl, [(NODE_IP[k % 3], 'a', tok, r, x, w, mhdr(x) if k % 4 else None)
                                  for k, (x, w) in enumerate(ups)])
             for k, (st, b) in enumerate(res):
                 check(st == 202, 'round %d update %d: %d %s' % (r, k, st, b[:200]))
@@ -463,11 +581,13 @@ def scenario():
                   (r, edges, want))
             check(info['updates'] == cpr and not info['lost_nodes'],
                   'round %d record: %s' % (r, info))
+            check_metrics(info, [u for k, u in enumerate(ups) if k % 4], 'round %d' % r)
             check(info['state'] == 'done' and 0 <= info['duration_s'] and
                   abs(info['closed_at'] - info['opened_at'] - info['duration_s']) < 1e-3 and
                   abs(info['closed_at'] - time.time()) < 120,
                   'round %d record times: %s' % (r, info))
             log('  round %d: top on %s, cross-node edges %s' % (r, top, edges))
+        rounds_list(cl, tok)
         sent = [metrics(cl, h).get('tributary_cluster_partials_sent_total', 0)
                 for h in NODE_IP]
         recv = [metrics(cl, h).get('tributary_cluster_partials_received_total', 0)
@@ -498,7 +618,7 @@ def scenario():
         # --- B: kill -9 a node mid-round (open round: clients resend) ---
         tok = create_job(cl, admin, 'b', 30, 4)
         ups = [update_body(rng) for _ in range(30)]
-        first = [(NODE_IP[k % 3], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[:15])]
+        first = [(NODE_IP[k % 3], 'b', tok, 0, x, w, mhdr(x)) for k, (x, w) in enumerate(ups[:15])]
         epochs = set()
         acks = {}
         for k, (st, b) in enumerate(post_many(cl, first)):
@@ -522,9 +642,11 @@ def scenario():
         got = outcomes(net.ctl, 'b', tok, [acks['n2'], acks['n0']])
         check(got == ['resend', 'pending'], 'Job.outcome() of an n2 and an n0 202: %s' % got)
         log('  the Python client tells them: %s' % got)
-        resend = [(NODE_IP[k % 2], 'b', tok, 0, ups[k][0], ups[k][1])
+        check_metrics(info, [ups[k] for k in range(15) if k % 3 != 2],
+                      'B: the open round without n2')
+        resend = [(NODE_IP[k % 2], 'b', tok, 0, ups[k][0], ups[k][1], mhdr(ups[k][0]))
                   for k in range(15) if k % 3 == 2]
-        rest = [(NODE_IP[k % 2], 'b', tok, 0, x, w) for k, (x, w) in enumerate(ups[15:])]
+        rest = [(NODE_IP[k % 2], 'b', tok, 0, x, w, mhdr(x)) for k, (x, w) in enumerate(ups[15:])]
         for k, (st, b) in enumerate(post_many(cl, resend + rest)):
             check(st == 202, 'b: resend/rest %d: %d %s' % (k, st, b[:200]))
         m = get_model(cl, NODE_IP[0], 'b', tok, 1)
@@ -532,6 +654,8 @@ def scenario():
         info = round_info(cl, NODE_IP[1], 'b', tok, 0)
         check(info['state'] == 'done' and info['updates'] == 30 and len(info['edges']) == 1,
               'B record: %s' % info)
+        check_metrics(info, ups, 'B: done, n2\'s updates once (resent)')
+        log('B: metrics means leave out the lost node run and count its resends once')
         got = outcomes(net.ctl, 'b', tok, [acks['n0']])
         check(got == ['in_model'], 'Job.outcome() of an n0 202 once done: %s' % got)
         log('B: the round completed on n0 and n1 with all 30 updates')
@@ -543,11 +667,12 @@ def scenario():
         hosts = [NODE_IP[1]] * 12 + [NODE_IP[0]] * 7
         acks = {}
         for k, (st, b) in enumerate(post_many(cl, [(hosts[k], 'c', tok, 0, ups[k][0],
-                                                     ups[k][1]) for k in range(19)])):
+                                                     ups[k][1], mhdr(ups[k][0]))
+                                                    for k in range(19)])):
             check(st == 202, 'c: update %d: %d %s' % (k, st, b[:200]))
             acks.setdefault(json.loads(b)['node'], json.loads(b))
         nodes[1].p.send_signal(signal.SIGSTOP)
-        st, b = post(cl, NODE_IP[0], 'c', tok, 0, ups[19][0], ups[19][1])
+        st, b = post(cl, NODE_IP[0], 'c', tok, 0, ups[19][0], ups[19][1], mhdr(ups[19][0]))
         check(st == 202, 'c: the closing update: %d %s' % (st, b[:200]))
         log('C: n1 (12 updates, the top) frozen; the round closed with the 20th update')
         m = get_model(cl, NODE_IP[0], 'c', tok, 1)
@@ -555,6 +680,7 @@ def scenario():
         check(info['lost_nodes'] == ['n1'] and info['state'] == 'done' and
               info['top'] == 'n0' and info['updates'] == 8, 'C record: %s' % info)
         survivors = [ups[k] for k in range(20) if k >= 12]
+        check_metrics(info, survivors, 'C: survivors only')
         check_model(m, [x for x, _ in survivors], [w for _, w in survivors],
                     'C round 0 without n1')
         got = outcomes(net.ctl, 'c', tok, [acks['n1'], acks['n0']])

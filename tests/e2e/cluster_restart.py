@@ -223,6 +223,12 @@ def phase_b(c, admin):
 def life_before(c, admin):
     """Before the controller's kill -9 (phase B): a paused job and a deleted one."""
     ip = c.net.node_ip
+    # ra (phase A, done): an evaluation of version 1, kept in controller.db.
+    st, b = c.cl.call(ip[2], 'POST', '/v1/jobs/ra/evaluations', json.dumps(
+        {'version': 1, 'samples': 40, 'metrics': {'loss': 0.5}}).encode(),
+        {'Content-Type': 'application/json', 'Idempotency-Key': 'ra-ev'}, admin)
+    check(st == 202 and json.loads(b) == {'version': 1, 'clients': 1},
+          'evaluation of ra v1: %d %s' % (st, b[:200]))
     tok = create_job(c.cl, ip[0], admin, 'lpz')
     wait_for(lambda: all(c.cl.call(h, 'GET', '/v1/jobs/lpz', token=tok)[0] == 200
                          for h in ip), 5, 'lpz known on every node')
@@ -248,6 +254,24 @@ def life_after(c, admin, tok):
     check(lpz and lpz[0]['state'] == 'paused', 'the restarted controller: %s' % lpz)
     st, b = c.cl.call(ip[2], 'POST', '/v1/jobs/lpz/resume', token=admin)
     check(st == 200 and json.loads(b)['state'] == 'open', 'resume lpz: %d %s' % (st, b))
+    # ra's round 0 is no longer in the restarted controller's memory: its stored row answers,
+    # in the list and alone, with its evaluation; the evaluation's key still answers.
+    st, b = c.cl.call(ip[1], 'GET', '/v1/jobs/ra/rounds', token=admin)
+    page = json.loads(b) if st == 200 else {}
+    check(st == 200 and page['next'] is None and page['rounds'][0]['round'] == 0 and
+          page['rounds'][0]['state'] == 'done' and page['rounds'][0]['updates'] == CPR and
+          page['rounds'][0]['evaluation'] == {'version': 1, 'clients': 1, 'samples': 40,
+                                              'metrics': {'loss': 0.5}} and
+          page['rounds'][0]['closed_at'] >= page['rounds'][0]['opened_at'] > 0,
+          'ra rounds after the controller restart: %d %s' % (st, b[:500]))
+    one = round_info(c.cl, ip[0], 'ra', admin, 0)
+    check(one == page['rounds'][0], 'ra rounds/0 %s != its list entry %s' % (one, page['rounds'][0]))
+    st, b = c.cl.call(ip[0], 'POST', '/v1/jobs/ra/evaluations', json.dumps(
+        {'version': 1, 'samples': 40, 'metrics': {'loss': 0.5}}).encode(),
+        {'Content-Type': 'application/json', 'Idempotency-Key': 'ra-ev'}, admin)
+    check(st == 202 and json.loads(b) == {'version': 1, 'clients': 1},
+          'the evaluation resent after the restart: %d %s' % (st, b[:200]))
+    log('  round records (list and one) and evaluations from controller.db after its restart')
     log('  a paused job stayed paused and a deleted one deleted across the controller\'s '
         'kill -9 and restart')
 
