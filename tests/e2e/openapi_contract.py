@@ -5,7 +5,9 @@
 # the Content-Type is one of the response's media types, a JSON body validates against the
 # response's schema (JSON Schema 2020-12, Debian's python3-jsonschema) and documented headers
 # have their type. Every operation of the document must have been driven, so neither side can
-# gain or lose an endpoint silently.
+# gain or lose an endpoint silently; and every path the router's code names (the strcmp/strncmp
+# literals on the request path in runtime/api/*.c) must be in the document, so a route added to
+# the C without a line in the document fails here even before anything drives it.
 import io
 import json
 import os
@@ -27,6 +29,7 @@ except ImportError:
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'runtime', 'api',
                    'openapi.json')
+API_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'runtime', 'api')
 SCHEMA = [{'name': 'w', 'shape': [4], 'dtype': 'F32'}]
 SCHEMA2 = [{'name': 'a', 'shape': [2], 'dtype': 'F32'}, {'name': 'b', 'shape': [3], 'dtype': 'F32'}]
 
@@ -106,10 +109,34 @@ class Contract:
         self.checked += 1
 
 
+def served_paths():
+    """Concrete paths the router serves, read from its C: `path` is the request path (on_head,
+    rt_api_ui.c), `slash` what follows /v1/jobs/{job} (route_job and the handlers it calls).
+    A strncmp literal ending in '/' is a prefix: one more segment (a parameter) follows it."""
+    out = set()
+    rx = re.compile(r'\b(strn?cmp)\((path|slash), "(/[^"]*)"')
+    for name in sorted(os.listdir(API_DIR)):
+        if not name.endswith('.c'):
+            continue
+        with open(os.path.join(API_DIR, name)) as f:
+            for fn, var, lit in rx.findall(f.read()):
+                base = '' if var == 'path' else '/v1/jobs/x'
+                if lit.endswith('/'):
+                    lit = lit + 'x' if fn == 'strncmp' else lit.rstrip('/')
+                out.add(base + lit)
+    return out
+
+
 def run():
     with open(SRC, 'rb') as f:
         src = f.read()
     doc = json.loads(src)
+    c0 = Contract(doc)
+    served = served_paths()
+    check(len(served) >= 15, 'found only %d served paths in runtime/api/*.c: %r' %
+          (len(served), sorted(served)))
+    undocumented = sorted(p for p in served if c0.template(p) is None)
+    check(not undocumented, 'the router serves paths the document lacks: %r' % undocumented)
     with e.Server() as srv:
         c = Contract(doc)
         adm = srv.admin
@@ -143,6 +170,15 @@ def run():
         call('GET', '/v1/functions', expect=401)
         call('GET', '/v1/cluster', token=adm, expect=404)
         call('POST', '/healthz', expect=405)
+
+        # The operator page: no token, its files, what it says about the node.
+        for p in ('/ui', '/ui/index.html', '/ui/ui.js', '/ui/ui.css'):
+            call('GET', p, expect=200)
+        _, node, _ = jcall('GET', '/ui/node.json', expect=200)
+        check(node == {'clustered': False}, 'GET /ui/node.json on tributary up: %r' % node)
+        call('GET', '/ui/nosuch.js', expect=404)
+        call('POST', '/ui', expect=405)
+        call('DELETE', '/ui/node.json', expect=405)
 
         # Jobs.
         spec = {'name': 'c1', 'clients_per_round': 2, 'tensors': SCHEMA}

@@ -153,6 +153,8 @@ STATE_JS = r'''(() => {
   const vis = (id) => !document.getElementById(id).hidden;
   return JSON.stringify({
     jobs: [...document.querySelectorAll('#jobs tr.job-row')].map((r) => r.dataset.job),
+    refused: Object.fromEntries([...document.querySelectorAll('#jobs tr.job-row')].map(
+      (r) => [r.dataset.job, r.cells[6] ? r.cells[6].textContent : ''])),
     charts: [...document.querySelectorAll('#charts svg.chart')].map((s) => s.dataset.job),
     points: document.querySelectorAll('#charts svg.chart[data-job="ui-a"] circle.pt-dur').length,
     fns: [...document.querySelectorAll('#trees g.fn')].map((g) => g.dataset.role),
@@ -216,6 +218,9 @@ def admin_view(srv, ch):
           'admin view: %r' % {k: s[k] for k in ('charts', 'arena')})
     check('top' in s['fns'] and 'leaf' in s['fns'], 'tree roles: %r' % s['fns'])
     check(re.search(r'\bround 1\b', s['node']), 'the refusal is not shown: %r' % s['node'])
+    # Per job (tributary_job_updates_rejected_total): ui-b's 409, none for ui-a.
+    check(re.search(r'\bround 1\b', s['refused'].get('ui-b', '')) and
+          s['refused'].get('ui-a') == 'none', 'refusals per job: %r' % s['refused'])
     errs = ch.errors()
     check(not errs, 'console errors in the admin view:\n%s' % '\n'.join(errs))
     log('admin view: jobs %s, %d chart points, tree %s, no console error; screenshot %s' %

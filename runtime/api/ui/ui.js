@@ -95,17 +95,22 @@
 
   function series(ms, prefix) { return ms.filter((s) => s.name.indexOf(prefix) === 0); }
 
-  // Refusals by reason: {job: {reason: n}} where the series have a job label, and '' for
-  // those without one (node-wide).
+  // Refusals by reason: node-wide (every job and the requests naming none) from
+  // tributary_updates_rejected_total{reason}, per job from
+  // tributary_job_updates_rejected_total{job,reason} (a refusal counts for the job its URL
+  // names). Two families, not one summed: the node-wide one already counts every job's.
   function refusals(ms) {
-    const by = {};
-    for (const s of series(ms, 'tributary_updates_rejected')) {
-      if (!s.labels.reason || !s.value || s.name.endsWith('_created')) continue;
-      const j = s.labels.job || '';
-      by[j] = by[j] || {};
-      by[j][s.labels.reason] = (by[j][s.labels.reason] || 0) + s.value;
+    const node = {}, jobs = {};
+    for (const s of ms) {
+      if (!s.labels.reason || !s.value) continue;
+      if (s.name === 'tributary_updates_rejected_total') {
+        node[s.labels.reason] = (node[s.labels.reason] || 0) + s.value;
+      } else if (s.name === 'tributary_job_updates_rejected_total' && s.labels.job) {
+        const r = jobs[s.labels.job] = jobs[s.labels.job] || {};
+        r[s.labels.reason] = (r[s.labels.reason] || 0) + s.value;
+      }
     }
-    return by;
+    return { node: node, jobs: jobs };
   }
 
   function reasonsText(r) {
@@ -131,9 +136,7 @@
       tr.appendChild(el('td', { class: 'num' }, j.accepted_total));
       let ref;
       if (!admin) ref = 'admin token needed';
-      else if (refused[j.job]) ref = reasonsText(refused[j.job]);
-      else if (Object.keys(refused).some((k) => k !== '')) ref = 'none';
-      else ref = 'not per job in /metrics (node-wide below)';
+      else ref = reasonsText(refused.jobs[j.job]);
       tr.appendChild(el('td', {}, ref));
       const st = j.store && j.store.state ? j.store.state : '?';
       tr.appendChild(el('td', { class: st === 'ok' ? 'ok' : 'bad' },
@@ -325,9 +328,7 @@
     row('Model store', store);
     const dp = series(ms, 'tributary_dataplane_info')[0];
     if (dp) row('Data plane', Object.values(dp.labels).join(' '));
-    row('Refused updates (node-wide, by reason)', reasonsText(Object.keys(refused).reduce(
-      (a, j) => { for (const k in refused[j]) a[k] = (a[k] || 0) + refused[j][k]; return a; },
-      {})), 'refused');
+    row('Refused updates (node-wide, by reason)', reasonsText(refused.node), 'refused');
     box.appendChild(t);
   }
 
