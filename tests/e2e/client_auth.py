@@ -23,11 +23,12 @@ def mint(srv, job, token, client=None, ttl_s=None, expect=201):
         body['client'] = client
     if ttl_s is not None:
         body['ttl_s'] = ttl_s
+    t0 = int(time.time())
     st, obj, _ = srv.json('POST', '/v1/jobs/%s/clients' % job, body if body else None,
                           token=token)
     check(st == expect, 'mint %r for %s: want %d, got %d %r' % (client, job, expect, st, obj))
     if st == 201:
-        check(obj['token'].startswith('tc1.') and obj['expires'] > time.time(),
+        check(obj['token'].startswith('tc1.') and obj['expires'] >= t0 + (ttl_s or 604800),
               'a minted credential: %r' % obj)
         if client is not None:
             check(obj['client'] == client, 'minted %r, asked %r' % (obj, client))
