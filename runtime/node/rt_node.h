@@ -140,6 +140,13 @@ enum rt_reject {
 	RT_REJ__COUNT,
 };
 
+/* A job's "secagg" field (issue 19): each round is a SecAgg+ round (rt_secagg.h); on = false: off. */
+struct rt_secagg_spec {
+	bool on;
+	uint32_t threshold, neighbours, bits;
+	float clip;
+};
+
 struct rt_job {
 	int64_t db_id;
 	uint64_t xid; /* a cluster's job: the controller's id, the journal's name for it (0: up) */
@@ -153,6 +160,7 @@ struct rt_job {
 	uint32_t round_timeout_s; /* 0: no deadline */
 	double arrival_rate;      /* updates/s, smoothed over rounds (the planner's input) */
 	struct rt_algo algo;      /* algorithm and parameters */
+	struct rt_secagg_spec secagg; /* "secagg" (fedavg on one node, client_auth required) */
 	struct rt_fedau *fedau;   /* fedau: its clients' interval estimates (owned, rt_fedau.c) */
 	uint8_t *opt_state;       /* server optimiser state after the last round (owned), or NULL */
 	size_t opt_state_len;
@@ -366,6 +374,7 @@ struct rt_job_spec {
 	uint32_t sel_per_round;   /* "selection": K, or 0 */
 	double sel_overcommit;    /* f */
 	uint32_t num_rounds;       /* 0: the job never ends */
+	struct rt_secagg_spec secagg; /* checked by the API (rt_api_secagg.c) */
 	const struct rt_algo *algo;
 	json_t *params; /* the request's algorithm parameters (borrowed), stored as given */
 };
