@@ -504,7 +504,7 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 	rt__api_task_status(j, o);
 	rt__api_eval_status(n, j, o);
 	rt__api_life_json(o, j);
-	rt__api_secagg_status(j, o);
+	rt__api_secagg_status(n, j, o);
 	return o;
 }
 

@@ -45,6 +45,7 @@ void rt__job_free(struct rt_job *j)
 	trib_free(j->cred.revoked);
 	rt_clients_free(&j->clients);
 	rt__select_free(j);
+	rt_job_secagg_drop(j);
 	explicit_bzero(j->cred.key, sizeof(j->cred.key));
 	trib_free(j);
 }
