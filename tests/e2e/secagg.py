@@ -8,6 +8,7 @@
 # vector is in the server's log or data dir.
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -125,6 +126,14 @@ def secure_round(srv, url, tokens, rng, drop_adv, drop_share, drop_input, rnd):
         s.send_shares(timeout=15)
     live = [s for s in live if sess.index(s) not in drop_share]
     ups, ws, xwords = [], [], []
+    if drop_adv:
+        live[0]._wait('shares', 15)  # the share stage is over
+        gone = sess[min(drop_adv)]
+        try:
+            gone._call('shares', 'GET', '/shares')
+            check(False, 'a client that sent no shares got an inbox')
+        except sa.SecAggError as ex:
+            check(ex.status == 410 and 'dropped' in str(ex), 'dropped client: %s' % ex)
     for s in live:
         x = rng.uniform(-1.2, 1.2, DIM).astype(np.float32)  # some values clipped
         n = int(rng.integers(1, 50))
@@ -182,8 +191,22 @@ def rounds(srv):
     except sa.SecAggError as ex:
         check(ex.status == 410 and 'failed' in str(ex), 'after the failure: %s' % ex)
     e.log('secagg below the threshold: %s' % st['secagg']['last_failure']['why'])
-    # The next round works, with nobody dropping.
-    ups, ws, _ = secure_round(srv, url, tokens, rng, set(), set(), set(), 1)
+    # The next round works, with nobody dropping: each client on its own thread through
+    # run_secagg_round, as a real client would.
+    ups = [rng.uniform(-1, 1, DIM).astype(np.float32) for _ in range(N)]
+    ws = [int(w) for w in rng.integers(1, 50, N)]
+    done = []
+
+    def one(i):
+        done.append(sa.run_secagg_round(url, 'sec', tokens[i], ups[i], ws[i], timeout=30))
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    check(done == [1] * N, 'run_secagg_round: %d of %d clients finished round 1: %r'
+          % (len(done), N, done))
+    wait_stage_end(srv, 'sec', lambda o: o['model_round'] == 2)
     q = [sa.quantise(x, SA['clip'], SA['bits']).astype(np.float64) for x in ups]
     ref = (sum(w * qi for w, qi in zip(ws, q)) / sum(ws)) * 2 * SA['clip'] / qmax - SA['clip']
     err = float(np.max(np.abs(model_of(srv, 'sec') - ref)))
