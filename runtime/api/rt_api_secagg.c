@@ -168,7 +168,7 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		int err = out ? rt_secagg_result(L->r, &sum, &w, out) : -ENOMEM;
 
 		if (!err)
-			err = rt_job_secagg_commit(n, j, out, rt_secagg_alive(L->r), w, L->opened_ns);
+			err = rt_job_secagg_commit(n, j, out, rt_secagg_inputs(L->r), w, L->opened_ns);
 		trib_free(out);
 		if (err) {
 			snprintf(j->sa_failed, sizeof(j->sa_failed),

@@ -172,6 +172,8 @@ def rounds(srv):
     err = float(np.max(np.abs(got - ref)))
     check(err <= 1e-6, 'round 0: the model is not the survivors\' weighted quantised mean '
           '(max error %g)' % err)
+    st, rec, _ = srv.json('GET', '/v1/jobs/sec/rounds/0', token=srv.admin)
+    check(st == 200 and rec.get('updates') == len(ups), 'round 0 record: %d %r' % (st, rec))
     plain = sum(w * np.clip(x, -1, 1) for w, x in zip(ws, ups)) / sum(ws)
     check(float(np.max(np.abs(got - plain))) <= 2 * SA['clip'] / qmax,
           'round 0: further than a quantisation step from the clipped mean')
