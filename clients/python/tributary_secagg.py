@@ -283,3 +283,108 @@ class SecAggClient:
             self.revealed[v] = kind
             out[v] = self.held[v][0 if kind == REVEAL_SECRET else 1]
         return out
+
+
+# --- the HTTP stages (runtime/api/rt_api_secagg.c; README "Secure aggregation") ---
+
+def _http(url, method, path, token, body=None, ctype="application/json", timeout=30):
+    import json
+    import urllib.error
+    import urllib.request
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
+                                 headers={"Authorization": "Bearer " + token,
+                                          **({"Content-Type": ctype} if data else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, {"error": raw.decode(errors="replace")}
+
+
+class SecAggError(RuntimeError):
+    """The server refused a stage (status, body): a 410 means this client is out of the round."""
+
+    def __init__(self, stage, status, body):
+        super().__init__(f"secagg {stage}: HTTP {status}: {body}")
+        self.status, self.body = status, body
+
+
+class SecAggSession:
+    """One client's round over HTTP, stage by stage (tests drive the stages one at a time to
+    drop clients between them; run_secagg_round runs them all). token: a client token."""
+
+    def __init__(self, url, job, token, poll_s=0.05):
+        self.url, self.job, self.token, self.poll_s = url, job, token, poll_s
+        self.base = f"/v1/jobs/{job}/secagg"
+        self.client = None
+
+    def _call(self, stage, method, path, body=None, ctype="application/json"):
+        st, obj = _http(self.url, method, self.base + path, self.token, body, ctype)
+        if st != 200:
+            raise SecAggError(stage, st, obj)
+        return obj
+
+    def _wait(self, what, timeout):
+        import time
+        end = time.monotonic() + timeout
+        while True:
+            obj = self._call(what, "GET", "/" + what)
+            if obj.get("ready"):
+                return obj
+            if time.monotonic() > end:
+                raise SecAggError(what, 0, f"not ready after {timeout} s: {obj}")
+            time.sleep(self.poll_s)
+
+    def join(self):
+        """POST keys: fresh secrets; the server gives our index and the round's parameters."""
+        # The index is the server's: make the secrets first, the client object after.
+        c_sk, s_sk = os.urandom(32), os.urandom(32)
+        info = self._call("keys", "POST", "/keys", {"c_pk": public_key(c_sk).hex(),
+                                                   "s_pk": public_key(s_sk).hex()})
+        self.info = info
+        self.client = SecAggClient(info["index"], info["round"], info["threshold"])
+        self.client.c_sk, self.client.s_sk = c_sk, s_sk
+        return info
+
+    def send_shares(self, timeout=60):
+        obj = self._wait("keys", timeout)
+        self.keys = {n["index"]: (bytes.fromhex(n["c_pk"]), bytes.fromhex(n["s_pk"]))
+                     for n in obj["neighbours"]}
+        cts = self.client.share(self.keys)
+        return self._call("shares", "POST", "/shares",
+                          {"shares": [{"to": v, "ct": ct.hex()} for v, ct in cts.items()]})
+
+    def send_input(self, update, samples, timeout=60):
+        """update: the flat float model (params values); samples: its weight n_u."""
+        obj = self._wait("shares", timeout)
+        inbox = {s["from"]: bytes.fromhex(s["ct"]) for s in obj["shares"]}
+        q = quantise(update, self.info["clip"], self.info["bits"]).astype(np.uint64)
+        x = np.concatenate([q * int(samples), [int(samples)]])
+        if x.max() >= 1 << 32:
+            raise ValueError("samples * (2^bits - 1) overflows a u32 word: use fewer bits")
+        y = self.client.masked(x.astype(np.uint32), inbox, self.keys)
+        return self._call("input", "POST", "/input", y.astype("<u4").tobytes(),
+                          "application/octet-stream")
+
+    def send_unmask(self, timeout=60):
+        obj = self._wait("unmask", timeout)
+        kinds = {"self": REVEAL_SELF, "secret": REVEAL_SECRET}
+        shares = self.client.reveal([(r["index"], kinds[r["kind"]]) for r in obj["reveal"]])
+        return self._call("unmask", "POST", "/unmask",
+                          {"reveals": [{"index": v, "share": s.hex()} for v, s in shares.items()]})
+
+
+def run_secagg_round(url, job, token, update, samples, timeout=60):
+    """One secure round for one client: join, shares, masked input, unmask. Returns the round
+    number it took part in; SecAggError if the server dropped it or the round failed."""
+    s = SecAggSession(url, job, token)
+    info = s.join()
+    s.send_shares(timeout)
+    s.send_input(update, samples, timeout)
+    s.send_unmask(timeout)
+    return info["round"]

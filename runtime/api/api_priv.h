@@ -144,6 +144,13 @@ void rt__api_on_wake(struct rt_conn *c, bool timed_out);
 /* rt_api_task.c: GET /task; the spec's client_config and selection; an update's task */
 void rt__api_handle_task(struct rt_conn *c, struct rt_job *j);
 int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap);
+/* rt_api_secagg.c: the job field "secagg" into def->spec.secagg (0 or 400 with @msg), after the
+ * algorithm, clients_per_round, client_auth and the schema are parsed; and its status. */
+int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap);
+void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o);
+/* /v1/jobs/{job}/secagg/..., and a secagg job's /updates (@slash: from "/secagg" or "/updates"). */
+void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
+			   enum http_method m);
 void rt__api_task_status(const struct rt_job *j, json_t *o);
 bool rt__api_task_admit(struct rt_conn *c, struct rt_job *j, uint32_t round);
 /* rt_api_round.c: /rounds, /rounds/{r}, /evaluations (@slash: "/rounds..." or "/evaluations") */

@@ -186,6 +186,10 @@ static void route_job(struct rt_conn *c, const char *rest, enum http_method m)
 		rt__api_respond_json(c, 200, rt__api_job_json_full(N(c), j), NULL);
 		return;
 	}
+	if (!strncmp(slash, "/secagg", 7) || (j->secagg.on && !strcmp(slash, "/updates"))) {
+		rt__api_handle_secagg(c, j, slash, m); /* rt_api_secagg.c */
+		return;
+	}
 	if (!strcmp(slash, "/updates")) {
 		if (m != HTTP_POST)
 			goto bad_method;

@@ -21,7 +21,8 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 {
 	static const char *const known[] = { "name", "clients_per_round", "algorithm", "params",
 					      "tensors", "fan_in", "min_clients", "round_timeout_s",
-					      "client_auth", "client_config", "selection", "num_rounds", NULL };
+					      "client_auth", "client_config", "selection", "num_rounds",
+					      "secagg", NULL };
 	json_t *name = json_object_get(o, "name"), *cpr = json_object_get(o, "clients_per_round");
 	json_t *fanin = json_object_get(o, "fan_in"), *minc = json_object_get(o, "min_clients");
 	json_t *tmo = json_object_get(o, "round_timeout_s"), *v;
@@ -272,6 +273,8 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 	if (!status)
 		status = def_limits(def, (uint64_t)json_integer_value(cpr), arena_size,
 				    clustered, msg, cap);
+	if (!status)
+		status = rt__api_def_secagg(def->doc, def, clustered, msg, cap);
 	if (status)
 		goto err_free;
 	def->spec.algo = &def->algo;
@@ -501,6 +504,7 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 	rt__api_task_status(j, o);
 	rt__api_eval_status(n, j, o);
 	rt__api_life_json(o, j);
+	rt__api_secagg_status(n, j, o);
 	return o;
 }
 

@@ -45,6 +45,7 @@ void rt__job_free(struct rt_job *j)
 	trib_free(j->cred.revoked);
 	rt_clients_free(&j->clients);
 	rt__select_free(j);
+	rt_job_secagg_drop(j);
 	explicit_bzero(j->cred.key, sizeof(j->cred.key));
 	trib_free(j);
 }
@@ -130,6 +131,19 @@ int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint
 	return 0;
 }
 
+/* The stored "secagg" (written by job_record from a checked spec) back into @j. */
+static void secagg_from_stored(struct rt_job *j, const json_t *o)
+{
+	memset(&j->secagg, 0, sizeof(j->secagg));
+	if (!json_is_object(o))
+		return;
+	j->secagg.on = true;
+	j->secagg.threshold = (uint32_t)json_integer_value(json_object_get(o, "threshold"));
+	j->secagg.neighbours = (uint32_t)json_integer_value(json_object_get(o, "neighbours"));
+	j->secagg.clip = (float)json_number_value(json_object_get(o, "clip"));
+	j->secagg.bits = (uint32_t)json_integer_value(json_object_get(o, "bits"));
+}
+
 /*
  * Record @j in the store: its algorithm parameters as the client gave them,
  * plus the tree's (each must be stored: a restart reads the tree's shape
@@ -151,7 +165,14 @@ static int job_record(struct rt_node *n, const struct rt_job *j, const struct rt
 								  "optional")) &&
 	    !rt__select_record(j, p) &&
 	    (!j->num_rounds ||
-	     !json_object_set_new(p, "num_rounds", json_integer(j->num_rounds))))
+	     !json_object_set_new(p, "num_rounds", json_integer(j->num_rounds))) &&
+	    (!j->secagg.on ||
+	     !json_object_set_new(p, "secagg",
+				  json_pack("{s:I, s:I, s:f, s:I}", "threshold",
+					    (json_int_t)j->secagg.threshold, "neighbours",
+					    (json_int_t)j->secagg.neighbours, "clip",
+					    (double)j->secagg.clip, "bits",
+					    (json_int_t)j->secagg.bits))))
 		params = trib_json_dumps(p, JSON_COMPACT);
 	json_decref(p);
 	if (!params)
@@ -190,6 +211,7 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	j->round_timeout_s = spec->round_timeout_s;
 	j->cred.required = spec->client_auth_required;
 	j->num_rounds = spec->num_rounds;
+	j->secagg = spec->secagg;
 	j->schema = schema;
 	err = rt__select_init(j, spec);
 	if (err)
@@ -293,6 +315,7 @@ int rt__jobs_load(struct rt_node *n)
 			j->cred.required =
 			    json_is_string(ca) && !strcmp(json_string_value(ca), "required");
 			j->num_rounds = json_is_integer(nr) ? (uint32_t)json_integer_value(nr) : 0;
+			secagg_from_stored(j, json_object_get(params, "secagg"));
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? rt__select_from_stored(j, params) : -ENOMEM;
 			err = err ? err : job_build_header(j);

@@ -141,6 +141,26 @@ enum rt_reject {
 	RT_REJ__COUNT,
 };
 
+/* A job's "secagg" field (issue 19): each round is a SecAgg+ round (rt_secagg.h); on = false: off. */
+struct rt_secagg_spec {
+	bool on;
+	uint32_t threshold, neighbours, bits;
+	float clip;
+};
+
+/*
+ * A secagg job's secure round in progress, in memory only (a restart loses it: its clients see
+ * 410 and start the next one). Client u is the u-th to advertise; ids[u] its client token's id.
+ */
+struct rt_secagg;
+struct rt_sa_live {
+	struct rt_secagg *r;                  /* owned */
+	char (*ids)[RT_CLIENT_ID_MAX + 1];    /* owned, n_clients entries */
+	uint32_t n;                           /* clients indexed so far */
+	uint32_t round;                       /* the job's round it makes */
+	uint64_t opened_ns, deadline_ns;      /* the current stage ends at deadline_ns */
+};
+
 struct rt_job {
 	int64_t db_id;
 	uint64_t xid; /* a cluster's job: the controller's id, the journal's name for it (0: up) */
@@ -154,6 +174,10 @@ struct rt_job {
 	uint32_t round_timeout_s; /* 0: no deadline */
 	double arrival_rate;      /* updates/s, smoothed over rounds (the planner's input) */
 	struct rt_algo algo;      /* algorithm and parameters */
+	struct rt_secagg_spec secagg; /* "secagg" (fedavg on one node, client_auth required) */
+	struct rt_sa_live *sa_live;   /* the secure round in progress, or NULL (rt_api_secagg.c) */
+	char sa_failed[192];          /* why the last secure round failed ("" none) */
+	uint32_t sa_failed_round;
 	struct rt_fedau *fedau;   /* fedau: its clients' interval estimates (owned, rt_fedau.c) */
 	uint8_t *opt_state;       /* server optimiser state after the last round (owned), or NULL */
 	size_t opt_state_len;
@@ -368,6 +392,7 @@ struct rt_job_spec {
 	uint32_t sel_per_round;   /* "selection": K, or 0 */
 	double sel_overcommit;    /* f */
 	uint32_t num_rounds;       /* 0: the job never ends */
+	struct rt_secagg_spec secagg; /* checked by the API (rt_api_secagg.c) */
 	const struct rt_algo *algo;
 	json_t *params; /* the request's algorithm parameters (borrowed), stored as given */
 };
@@ -522,6 +547,16 @@ int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data)
  * version 0 is checked (this node may already hold round 0's first updates). 0 or -errno.
  */
 int rt_job_set_initial_remote(struct rt_node *n, struct rt_job *job, const float *data);
+/*
+ * A secure round (rt_secagg.h) of @j is over: @model (n_elem floats, the dequantised weighted
+ * mean of @clients inputs of total @weight) becomes version completed + 1, stored, recorded and
+ * announced as a plain round's would be. 0, -EBUSY (not a secagg job, or plain rounds in flight),
+ * -ENOMEM or the store's -errno (nothing changed then).
+ */
+/* Frees @j's secure round in progress (its secrets wiped by rt_secagg_free), if any. */
+void rt_job_secagg_drop(struct rt_job *j);
+int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model,
+			 uint32_t clients, double weight, uint64_t opened_ns);
 /* The model file of version @v, held for the caller (trib_blob_release), or NULL (errno set). */
 struct trib_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
 /*

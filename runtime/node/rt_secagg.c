@@ -127,6 +127,15 @@ const char *rt_secagg_why(const struct rt_secagg *r)
 	return r->why;
 }
 
+uint32_t rt_secagg_inputs(const struct rt_secagg *r)
+{
+	uint32_t n = 0;
+
+	for (uint32_t u = 0; u < r->cfg.n_clients; u++)
+		n += r->c[u].in_u3;
+	return n;
+}
+
 uint32_t rt_secagg_alive(const struct rt_secagg *r)
 {
 	uint32_t n = 0;

@@ -94,6 +94,8 @@ const char *rt_secagg_stage_name(enum rt_secagg_stage s);
 const char *rt_secagg_why(const struct rt_secagg *r);
 /* Clients still in the round (U1, U2, U3, U4 as the stages end). */
 uint32_t rt_secagg_alive(const struct rt_secagg *r);
+/* Clients whose masked input is in the sum (|U3|; 0 before MASKED ends). */
+uint32_t rt_secagg_inputs(const struct rt_secagg *r);
 /* Has every client still in the round answered the current stage? */
 int rt_secagg_stage_complete(const struct rt_secagg *r);
 /* Ends the current stage (its deadline passed, or it is complete): the next stage, or FAILED. */

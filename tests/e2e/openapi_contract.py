@@ -288,6 +288,52 @@ def run():
         jcall('GET', '/v1/jobs/c2/task', None, m2['token'], 200)
         jcall('POST', '/v1/jobs/c2/pause', None, m2['token'], 409)
 
+        # Secure aggregation's stages: one round of 3 clients (tributary_secagg's crypto).
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                                        'clients', 'python'))
+        import tributary_secagg as sa
+        jcall('POST', '/v1/jobs', {'name': 's1', 'clients_per_round': 3, 'client_auth': 'required',
+                                   'round_timeout_s': 60, 'tensors': [{'name': 'w', 'shape': [8],
+                                                                       'dtype': 'F32'}],
+                                   'secagg': {'threshold': 2, 'neighbours': 2, 'clip': 1.0,
+                                              'bits': 8}}, adm, 201)
+        stoks = [jcall('POST', '/v1/jobs/s1/clients', {'client': 's%d' % i}, adm, 201)[1]['token']
+                 for i in range(3)]
+        scl, skeys = [], {}
+        for t in stoks:
+            c_sk, s_sk = os.urandom(32), os.urandom(32)
+            _, info, _ = jcall('POST', '/v1/jobs/s1/secagg/keys',
+                               {'c_pk': sa.public_key(c_sk).hex(),
+                                's_pk': sa.public_key(s_sk).hex()}, t, 200)
+            x = sa.SecAggClient(info['index'], info['round'], 2)
+            x.c_sk, x.s_sk = c_sk, s_sk
+            scl.append((t, x))
+        for t, x in scl:
+            _, o, _ = jcall('GET', '/v1/jobs/s1/secagg/keys', None, t, 200)
+            check(o['ready'], 'keys not ready after 3 of 3 joined: %r' % o)
+            skeys[x.u] = {n['index']: (bytes.fromhex(n['c_pk']), bytes.fromhex(n['s_pk']))
+                          for n in o['neighbours']}
+            jcall('POST', '/v1/jobs/s1/secagg/shares',
+                  {'shares': [{'to': v, 'ct': ct.hex()} for v, ct in x.share(skeys[x.u]).items()]},
+                  t, 200)
+        for t, x in scl:
+            _, o, _ = jcall('GET', '/v1/jobs/s1/secagg/shares', None, t, 200)
+            inbox = {m['from']: bytes.fromhex(m['ct']) for m in o['shares']}
+            words = np.concatenate([sa.quantise(np.zeros(8), 1.0, 8), [1]]).astype(np.uint32)
+            call('POST', '/v1/jobs/s1/secagg/input', x.masked(words, inbox, skeys[x.u])
+                 .astype('<u4').tobytes(), {'Content-Type': 'application/octet-stream'}, t, 200)
+        kinds = {'self': sa.REVEAL_SELF, 'secret': sa.REVEAL_SECRET}
+        for t, x in scl:
+            _, o, _ = jcall('GET', '/v1/jobs/s1/secagg/unmask', None, t, 200)
+            sh = x.reveal([(r['index'], kinds[r['kind']]) for r in o['reveal']])
+            jcall('POST', '/v1/jobs/s1/secagg/unmask',
+                  {'reveals': [{'index': v, 'share': b.hex()} for v, b in sh.items()]}, t, 200)
+        check(srv.status('s1')['model_round'] == 1, 'secure round: %r' % srv.status('s1'))
+        jcall('POST', '/v1/jobs/s1/secagg/keys', {'c_pk': 'zz'}, stoks[0], 400)
+        jcall('GET', '/v1/jobs/s1/secagg/shares', None, stoks[0], 410)
+        jcall('POST', '/v1/jobs/s1/secagg/unmask', {'reveals': []}, stoks[0], 410)
+        call('GET', '/v1/jobs/s1/secagg/input', None, None, stoks[0], 405)
+
         # Revoking, deleting.
         jcall('DELETE', '/v1/jobs/c1/clients/' + cl['client'], None, tok, 200)
         jcall('DELETE', '/v1/jobs/c1/clients/' + cl['client'], None, None, 401)

@@ -370,3 +370,22 @@ Test(runtime_job_def, fedprox_proximal_mu)
 			   "\"proximal_mu\":0.1}", false, &def, msg), 400);
 	cr_assert_str_eq(msg, "proximal_mu: for fedprox only (algorithm is 'fedavg')");
 }
+
+/* Issue 19: "secagg" is taken on one node and refused in a cluster, naming the field. */
+Test(runtime_job_def, secagg_one_node_only)
+{
+	static const char body[] =
+		"{\"name\":\"x\",\"clients_per_round\":6,\"params\":8,\"client_auth\":\"required\","
+		"\"round_timeout_s\":5,\"secagg\":{\"threshold\":3,\"neighbours\":4,\"clip\":1,"
+		"\"bits\":16}}";
+	struct rt_job_def def;
+	char msg[256];
+
+	cr_assert_eq(parse(body, false, &def, msg), 200, "%s", msg);
+	cr_assert(def.spec.secagg.on && def.spec.secagg.threshold == 3 &&
+		  def.spec.secagg.neighbours == 4 && def.spec.secagg.bits == 16 &&
+		  def.spec.secagg.clip == 1.0f);
+	rt_job_def_free(&def);
+	cr_assert_eq(parse(body, true, &def, msg), 400);
+	cr_assert_not_null(strstr(msg, "secagg: not supported across nodes"), "%s", msg);
+}

@@ -1,0 +1,711 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Secure aggregation's API (issue 19): the job field "secagg" and its status. The protocol and
+ * its server state machine are runtime/node/rt_secagg.h; here each stage is a route, a client is
+ * named by its client token, and each stage ends when every client still in has answered or at
+ * its deadline (round_timeout_s), checked whenever a client or the status asks (no timer: a round
+ * nobody asks about waits, and its clients are the ones that ask). Keys, ciphertexts and shares
+ * travel as lowercase hex in JSON; the masked input as raw little-endian u32 words. The round is
+ * held in memory only (its masked sum, never a client's unmasked input).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "api_priv.h"
+#include "rt_api.h"
+#include "rt_secagg.h"
+#include "trib_alloc.h"
+#include "trib_log.h"
+#include "trib_time.h"
+
+/* One integer member of "secagg" into *out: 0, or 400 with @msg naming it. */
+static int sa_uint(const json_t *o, const char *key, uint32_t *out, char *msg, size_t cap)
+{
+	const json_t *v = json_object_get(o, key);
+
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    json_integer_value(v) > (json_int_t)UINT32_MAX) {
+		snprintf(msg, cap, "secagg.%s: required, an integer (see the allowed range in "
+			 "README \"Secure aggregation\")", key);
+		return 400;
+	}
+	*out = (uint32_t)json_integer_value(v);
+	return 0;
+}
+
+int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap)
+{
+	static const char *const known[] = { "threshold", "neighbours", "clip", "bits", NULL };
+	const json_t *sa = json_object_get(o, "secagg"), *clip;
+	struct rt_secagg_spec *s = &def->spec.secagg;
+	struct rt_secagg_cfg cfg;
+	const char *key;
+	json_t *v;
+	char why[160];
+
+	memset(s, 0, sizeof(*s));
+	if (!sa || json_is_null(sa))
+		return 0;
+	if (!json_is_object(sa)) {
+		snprintf(msg, cap, "%s", "secagg: an object {\"threshold\": t, \"neighbours\": k, "
+			 "\"clip\": c, \"bits\": b}");
+		return 400;
+	}
+	/* A cluster's nodes would each hold a part of the sum: the masks cancel only in one. */
+	if (clustered) {
+		snprintf(msg, cap, "%s", "secagg: not supported across nodes yet (the pairwise masks "
+			 "cancel only in one node's sum); run the job on one node (tributary up)");
+		return 400;
+	}
+	json_object_foreach((json_t *)sa, key, v) {
+		size_t i;
+
+		for (i = 0; known[i] && strcmp(known[i], key); i++)
+			;
+		if (!known[i]) {
+			snprintf(msg, cap, "secagg.%.64s: unknown field (allowed: threshold, "
+				 "neighbours, clip, bits)", key);
+			return 400;
+		}
+	}
+	/*
+	 * The server sees only the sum: anything that needs each update (clipping by norm, robust
+	 * rules, deltas on the server, FedAU's per-client weights, DP noise after a norm bound) or
+	 * a server optimiser's state is out. The clip here is per coordinate, in the quantiser.
+	 */
+	if (strcmp(def->algo.name, "fedavg") || def->algo.par.flags) {
+		snprintf(msg, cap, "secagg: only with \"algorithm\": \"fedavg\" and none of its "
+			 "options (this job: %s%s)", def->algo.name,
+			 def->algo.par.flags ? " with options" : "");
+		return 400;
+	}
+	if (!def->spec.round_timeout_s) {
+		snprintf(msg, cap, "%s", "secagg: needs round_timeout_s (each stage's deadline: "
+			 "clients that miss it are dropped from the round)");
+		return 400;
+	}
+	if (!def->spec.client_auth_required) {
+		snprintf(msg, cap, "%s", "secagg: needs \"client_auth\": \"required\" (each stage "
+			 "names its client by its client token)");
+		return 400;
+	}
+	memset(&cfg, 0, sizeof(cfg));
+	if (sa_uint(sa, "threshold", &cfg.threshold, msg, cap) ||
+	    sa_uint(sa, "neighbours", &cfg.neighbours, msg, cap) ||
+	    sa_uint(sa, "bits", &cfg.bits, msg, cap))
+		return 400;
+	clip = json_object_get(sa, "clip");
+	if (!json_is_number(clip)) {
+		snprintf(msg, cap, "%s", "secagg.clip: required, a finite number above 0 (each value "
+			 "is clipped to [-clip, clip] before quantising)");
+		return 400;
+	}
+	cfg.clip = (float)json_number_value(clip);
+	cfg.n_clients = def->spec.cpr;
+	cfg.dim = def->n_elem > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)def->n_elem;
+	if (rt_secagg_cfg_check(&cfg, why, sizeof(why))) {
+		snprintf(msg, cap, "%s", why);
+		return 400;
+	}
+	if (cfg.threshold > def->spec.cpr) {
+		snprintf(msg, cap, "secagg.threshold %u: at most clients_per_round (%u)",
+			 cfg.threshold, def->spec.cpr);
+		return 400;
+	}
+	/* The sum of n_u * q over a round is exact mod 2^32 only if it stays below 2^32. */
+	if ((double)def->spec.cpr * (double)((1ull << cfg.bits) - 1) >= 4294967296.0) {
+		snprintf(msg, cap, "secagg.bits %u: %u clients x (2^%u - 1) overflows the 32-bit "
+			 "sum; use fewer bits", cfg.bits, def->spec.cpr, cfg.bits);
+		return 400;
+	}
+	s->on = true;
+	s->threshold = cfg.threshold;
+	s->neighbours = cfg.neighbours;
+	s->bits = cfg.bits;
+	s->clip = cfg.clip;
+	return 0;
+}
+
+
+
+
+/* --- the round in progress --- */
+
+static uint64_t stage_ns(const struct rt_job *j)
+{
+	return (uint64_t)j->round_timeout_s * 1000000000ull;
+}
+
+/*
+ * Ends every stage that is complete or past its deadline; a round DONE becomes the job's next
+ * model, a round FAILED says why in the job's status. Either way the round is dropped (its
+ * secrets wiped): the next advertise starts a new one.
+ */
+static void sa_step(struct rt_node *n, struct rt_job *j)
+{
+	struct rt_sa_live *L = j->sa_live;
+	uint64_t now = trib_now_ns();
+	enum rt_secagg_stage st;
+
+	if (!L)
+		return;
+	for (;;) {
+		st = rt_secagg_stage(L->r);
+		if (st == RT_SECAGG_DONE || st == RT_SECAGG_FAILED)
+			break;
+		if (!rt_secagg_stage_complete(L->r) && now < L->deadline_ns)
+			return;
+		rt_secagg_end_stage(L->r);
+		L->deadline_ns = now + stage_ns(j);
+	}
+	if (st == RT_SECAGG_DONE) {
+		float *out = trib_malloc(j->n_elem * sizeof(float));
+		const uint32_t *sum;
+		uint32_t w = 0;
+		int err = out ? rt_secagg_result(L->r, &sum, &w, out) : -ENOMEM;
+
+		if (!err)
+			err = rt_job_secagg_commit(n, j, out, rt_secagg_inputs(L->r), w, L->opened_ns);
+		trib_free(out);
+		if (err) {
+			snprintf(j->sa_failed, sizeof(j->sa_failed),
+				 "the unmasked mean could not be stored: %s", strerror(-err));
+			j->sa_failed_round = L->round;
+			trib_warn("job %s round %u: secure round not stored: %s", j->name, L->round,
+				  strerror(-err));
+		} else {
+			j->sa_failed[0] = '\0';
+		}
+	} else {
+		snprintf(j->sa_failed, sizeof(j->sa_failed), "%s", rt_secagg_why(L->r));
+		j->sa_failed_round = L->round;
+		trib_info("job %s round %u: secure round failed: %s", j->name, L->round,
+			  j->sa_failed);
+	}
+	rt_job_secagg_drop(j);
+}
+
+void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o)
+{
+	json_t *sa;
+
+	if (!j->secagg.on)
+		return;
+	sa_step(n, j);
+	sa = json_pack("{s:I, s:I, s:f, s:I}", "threshold", (json_int_t)j->secagg.threshold,
+		       "neighbours", (json_int_t)j->secagg.neighbours, "clip",
+		       (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits);
+	if (!sa)
+		return;
+	if (j->sa_live)
+		json_object_set_new(sa, "round_in_progress",
+				    json_pack("{s:I, s:s, s:I, s:I}", "round",
+					      (json_int_t)j->sa_live->round, "stage",
+					      rt_secagg_stage_name(rt_secagg_stage(j->sa_live->r)),
+					      "clients", (json_int_t)j->sa_live->n, "alive",
+					      (json_int_t)rt_secagg_alive(j->sa_live->r)));
+	if (j->sa_failed[0])
+		json_object_set_new(sa, "last_failure",
+				    json_pack("{s:I, s:s}", "round", (json_int_t)j->sa_failed_round,
+					      "why", j->sa_failed));
+	json_object_set_new(o, "secagg", sa);
+}
+
+/* --- the stages --- */
+
+static int hex_dec(const char *s, uint8_t *out, size_t n)
+{
+	if (!s || strlen(s) != 2 * n)
+		return -EINVAL;
+	for (size_t i = 0; i < 2 * n; i++) {
+		int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+								      : -1;
+
+		if (v < 0)
+			return -EINVAL;
+		out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
+	}
+	return 0;
+}
+
+static json_t *hex_json(const uint8_t *p, size_t n)
+{
+	static const char dig[] = "0123456789abcdef";
+	char *s = trib_malloc(2 * n + 1);
+	json_t *v;
+
+	if (!s)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		s[2 * i] = dig[p[i] >> 4];
+		s[2 * i + 1] = dig[p[i] & 15];
+	}
+	s[2 * n] = '\0';
+	v = json_string(s);
+	trib_free(s);
+	return v;
+}
+
+/* The caller's index in the round in progress, or UINT32_MAX. */
+static uint32_t sa_index(const struct rt_job *j, const char *client)
+{
+	const struct rt_sa_live *L = j->sa_live;
+
+	for (uint32_t u = 0; L && u < L->n; u++)
+		if (!strcmp(L->ids[u], client))
+			return u;
+	return UINT32_MAX;
+}
+
+/* A state machine's refusal as HTTP. */
+static void sa_refuse(struct rt_conn *c, struct rt_job *j, int err)
+{
+	char msg[256];
+	const char *st = j->sa_live ? rt_secagg_stage_name(rt_secagg_stage(j->sa_live->r)) : "none";
+
+	switch (err) {
+	case -EPERM:
+		rt_conn_error(c, 410, "dropped from this secure round (a stage's deadline passed "
+			      "without you); join the next one", -1, NULL);
+		return;
+	case -EBUSY:
+		snprintf(msg, sizeof(msg), "not this stage: the round is at '%s'", st);
+		rt_conn_error(c, 409, msg, -1, NULL);
+		return;
+	case -EALREADY:
+		rt_conn_error(c, 409, "already sent for this stage", -1, NULL);
+		return;
+	case -ENOMEM:
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	default:
+		rt_conn_error(c, 400, "malformed for this stage (see README \"Secure aggregation\")",
+			      -1, NULL);
+	}
+}
+
+/* The caller is not in the round in progress: why (410), with the last failure if any. */
+static void sa_gone(struct rt_conn *c, struct rt_job *j)
+{
+	char msg[320];
+
+	snprintf(msg, sizeof(msg), "not in a secure round in progress%s%s%s",
+		 j->sa_failed[0] ? " (the last one failed: " : "", j->sa_failed,
+		 j->sa_failed[0] ? ")" : "");
+	rt_conn_error(c, 410, msg, (long long)j->round, NULL);
+}
+
+/* A new round for @j: its cfg from the job, a fresh graph seed. 0 or -errno. */
+static int sa_open(struct rt_job *j)
+{
+	struct rt_sa_live *L = trib_calloc(1, sizeof(*L));
+	struct rt_secagg_cfg cfg;
+	int err = -ENOMEM;
+
+	if (!L)
+		return err;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.n_clients = j->cpr;
+	cfg.threshold = j->secagg.threshold;
+	cfg.neighbours = j->secagg.neighbours;
+	cfg.bits = j->secagg.bits;
+	cfg.clip = j->secagg.clip;
+	cfg.dim = (uint32_t)j->n_elem;
+	cfg.round = j->round;
+	if (getrandom(cfg.graph_seed, sizeof(cfg.graph_seed), 0) != sizeof(cfg.graph_seed)) {
+		trib_free(L);
+		return -EIO;
+	}
+	L->ids = trib_calloc(j->cpr, sizeof(*L->ids));
+	err = L->ids ? rt_secagg_new(&cfg, &L->r) : -ENOMEM;
+	if (err) {
+		trib_free(L->ids);
+		trib_free(L);
+		return err;
+	}
+	L->round = j->round;
+	L->opened_ns = trib_now_ns();
+	L->deadline_ns = L->opened_ns + stage_ns(j);
+	j->sa_live = L;
+	return 0;
+}
+
+static json_t *sa_body_json(struct rt_conn *c)
+{
+	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, NULL);
+
+	if (!json_is_object(o)) {
+		json_decref(o);
+		rt_conn_error(c, 400, "body is not a JSON object", -1, NULL);
+		return NULL;
+	}
+	return o;
+}
+
+/* POST .../secagg/keys {"c_pk": hex32, "s_pk": hex32}: joins (or opens) the round. */
+static void on_keys_body(struct rt_conn *c)
+{
+	struct rt_job *j = R(c)->job;
+	json_t *o = sa_body_json(c);
+	uint8_t cpk[32], spk[32];
+	uint32_t u, rnd;
+	int err;
+
+	if (!o)
+		return;
+	if (hex_dec(json_string_value(json_object_get(o, "c_pk")), cpk, 32) ||
+	    hex_dec(json_string_value(json_object_get(o, "s_pk")), spk, 32)) {
+		json_decref(o);
+		rt_conn_error(c, 400, "c_pk, s_pk: required, 64 lowercase hex digits (X25519 public "
+			      "keys)", -1, NULL);
+		return;
+	}
+	json_decref(o);
+	sa_step(N(c), j);
+	if (!j->sa_live && rt_job_state(j) != RT_JOB_OPEN) {
+		rt_conn_error(c, 409, "the job is not open (paused or done)", -1, NULL);
+		return;
+	}
+	if (!j->sa_live && (err = sa_open(j))) {
+		rt_conn_error(c, 500, "could not open a secure round", -1, NULL);
+		return;
+	}
+	u = sa_index(j, R(c)->client);
+	if (u == UINT32_MAX) {
+		if (rt_secagg_stage(j->sa_live->r) != RT_SECAGG_ADVERTISE ||
+		    j->sa_live->n >= j->cpr) {
+			rt_conn_error(c, 409, "the secure round in progress is past advertising or "
+				      "full; retry after it ends", -1, NULL);
+			return;
+		}
+		u = j->sa_live->n;
+		snprintf(j->sa_live->ids[u], sizeof(j->sa_live->ids[u]), "%s", R(c)->client);
+	}
+	err = rt_secagg_advertise(j->sa_live->r, u, cpk, spk);
+	if (err) {
+		sa_refuse(c, j, err);
+		return;
+	}
+	if (u == j->sa_live->n)
+		j->sa_live->n++;
+	rnd = j->sa_live->round;
+	sa_step(N(c), j);
+	rt__api_respond_json(c, 200,
+			     json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "round",
+				       (json_int_t)rnd, "index", (json_int_t)u, "threshold",
+				       (json_int_t)j->secagg.threshold, "neighbours",
+				       (json_int_t)j->secagg.neighbours, "clip",
+				       (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits,
+				       "dim", (json_int_t)j->n_elem),
+			     NULL);
+}
+
+/* POST .../secagg/shares {"shares": [{"to": v, "ct": hex}]}: one per neighbour. */
+static void on_shares_body(struct rt_conn *c)
+{
+	struct rt_job *j = R(c)->job;
+	json_t *o = sa_body_json(c), *arr, *e;
+	uint32_t u = sa_index(j, R(c)->client), *to = NULL, cnt;
+	const uint8_t **ct = NULL;
+	uint8_t *buf = NULL;
+	size_t i;
+	int err = -EINVAL;
+
+	if (!o)
+		return;
+	if (u == UINT32_MAX) {
+		json_decref(o);
+		sa_gone(c, j);
+		return;
+	}
+	arr = json_object_get(o, "shares");
+	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
+	if (cnt && cnt <= RT_SECAGG_MAX_NEIGHBOURS) {
+		to = trib_calloc(cnt, sizeof(*to));
+		ct = trib_calloc(cnt, sizeof(*ct));
+		buf = trib_malloc((size_t)cnt * RT_SECAGG_CT_BYTES);
+		err = to && ct && buf ? 0 : -ENOMEM;
+		json_array_foreach(arr, i, e) {
+			json_t *t = json_object_get(e, "to");
+
+			if (err)
+				break;
+			ct[i] = buf + i * RT_SECAGG_CT_BYTES;
+			if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+			    json_integer_value(t) > UINT32_MAX ||
+			    hex_dec(json_string_value(json_object_get(e, "ct")),
+				    buf + i * RT_SECAGG_CT_BYTES, RT_SECAGG_CT_BYTES))
+				err = -EINVAL;
+			else
+				to[i] = (uint32_t)json_integer_value(t);
+		}
+	}
+	json_decref(o);
+	sa_step(N(c), j);
+	if (!err && sa_index(j, R(c)->client) != u)
+		err = -EPERM; /* the round ended while the body came */
+	if (!err)
+		err = rt_secagg_share(j->sa_live->r, u, to, ct, cnt);
+	trib_free(to);
+	trib_free(ct);
+	trib_free(buf);
+	if (err) {
+		sa_refuse(c, j, err);
+		return;
+	}
+	sa_step(N(c), j);
+	rt__api_respond_json(c, 200, json_pack("{s:I}", "accepted", (json_int_t)cnt), NULL);
+}
+
+/* POST .../secagg/input: dim + 1 little-endian u32 words (the masked n_u * q(x) and n_u). */
+static void on_input_body(struct rt_conn *c)
+{
+	struct rt_job *j = R(c)->job;
+	uint32_t u = sa_index(j, R(c)->client);
+	size_t words = c->body_len / 4;
+	uint32_t *y;
+	int err;
+
+	sa_step(N(c), j);
+	if (u == UINT32_MAX || sa_index(j, R(c)->client) != u) {
+		sa_gone(c, j);
+		return;
+	}
+	if (c->body_len != (j->n_elem + 1) * 4) {
+		rt_conn_error(c, 400, "masked input: (params + 1) little-endian u32 words", -1,
+			      NULL);
+		return;
+	}
+	y = trib_malloc(c->body_len);
+	if (!y) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	for (size_t i = 0; i < words; i++) {
+		const uint8_t *p = c->body_heap + 4 * i;
+
+		y[i] = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+		       (uint32_t)p[3] << 24;
+	}
+	err = rt_secagg_masked(j->sa_live->r, u, y, words);
+	/* Masked, but still the client's: gone as soon as it is folded. */
+	explicit_bzero(y, c->body_len);
+	explicit_bzero(c->body_heap, c->body_len);
+	trib_free(y);
+	if (err) {
+		sa_refuse(c, j, err);
+		return;
+	}
+	sa_step(N(c), j);
+	rt__api_respond_json(c, 200, json_pack("{s:b}", "accepted", 1), NULL);
+}
+
+/* POST .../secagg/unmask {"reveals": [{"index": v, "share": hex}]}: exactly the list asked. */
+static void on_unmask_body(struct rt_conn *c)
+{
+	struct rt_job *j = R(c)->job;
+	json_t *o = sa_body_json(c), *arr, *e;
+	uint32_t u = sa_index(j, R(c)->client), *v = NULL, cnt;
+	const uint8_t **sh = NULL;
+	uint8_t *buf = NULL;
+	size_t i;
+	int err = -EINVAL;
+
+	if (!o)
+		return;
+	if (u == UINT32_MAX) {
+		json_decref(o);
+		sa_gone(c, j);
+		return;
+	}
+	arr = json_object_get(o, "reveals");
+	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
+	if (cnt <= RT_SECAGG_MAX_NEIGHBOURS) {
+		v = trib_calloc(cnt + 1, sizeof(*v));
+		sh = trib_calloc(cnt + 1, sizeof(*sh));
+		buf = trib_malloc(((size_t)cnt + 1) * RT_SECAGG_SHARE_BYTES);
+		err = v && sh && buf ? 0 : -ENOMEM;
+		json_array_foreach(arr, i, e) {
+			json_t *t = json_object_get(e, "index");
+
+			if (err)
+				break;
+			sh[i] = buf + i * RT_SECAGG_SHARE_BYTES;
+			if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+			    json_integer_value(t) > UINT32_MAX ||
+			    hex_dec(json_string_value(json_object_get(e, "share")),
+				    buf + i * RT_SECAGG_SHARE_BYTES, RT_SECAGG_SHARE_BYTES))
+				err = -EINVAL;
+			else
+				v[i] = (uint32_t)json_integer_value(t);
+		}
+	}
+	json_decref(o);
+	sa_step(N(c), j);
+	if (!err && sa_index(j, R(c)->client) != u)
+		err = -EPERM;
+	if (!err)
+		err = rt_secagg_unmask(j->sa_live->r, u, v, sh, cnt);
+	if (buf)
+		explicit_bzero(buf, ((size_t)cnt + 1) * RT_SECAGG_SHARE_BYTES);
+	trib_free(v);
+	trib_free(sh);
+	trib_free(buf);
+	if (err) {
+		sa_refuse(c, j, err);
+		return;
+	}
+	sa_step(N(c), j);
+	rt__api_respond_json(c, 200, json_pack("{s:I}", "accepted", (json_int_t)cnt), NULL);
+}
+
+/* GETs: {"stage", "ready": false} until the stage that serves it; then its payload. */
+static void sa_get(struct rt_conn *c, struct rt_job *j, const char *what)
+{
+	struct rt_sa_live *L;
+	uint32_t u = sa_index(j, R(c)->client), cnt;
+	enum rt_secagg_stage st, need;
+	json_t *o, *arr;
+
+	if (u == UINT32_MAX) {
+		sa_gone(c, j);
+		return;
+	}
+	L = j->sa_live;
+	st = rt_secagg_stage(L->r);
+	need = !strcmp(what, "keys") ? RT_SECAGG_SHARE : !strcmp(what, "shares")
+								 ? RT_SECAGG_MASKED
+								 : RT_SECAGG_UNMASK;
+	o = json_pack("{s:s, s:I, s:I, s:f}", "stage", rt_secagg_stage_name(st), "round",
+		      (json_int_t)L->round, "index", (json_int_t)u, "deadline_s",
+		      L->deadline_ns > trib_now_ns()
+			      ? (double)(L->deadline_ns - trib_now_ns()) / 1e9 : 0.0);
+	arr = json_array();
+	if (!o || !arr) {
+		json_decref(o);
+		json_decref(arr);
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	if (st != need) {
+		json_decref(arr);
+		json_object_set_new(o, "ready", json_false());
+		rt__api_respond_json(c, 200, o, NULL);
+		return;
+	}
+	if (need == RT_SECAGG_SHARE) {
+		const uint32_t *ids;
+
+		cnt = rt_secagg_neighbours(L->r, u, &ids);
+		for (uint32_t i = 0; i < cnt; i++) {
+			const uint8_t *cpk, *spk;
+
+			if (rt_secagg_keys(L->r, ids[i], &cpk, &spk))
+				continue;
+			json_array_append_new(arr, json_pack("{s:I, s:o, s:o}", "index",
+							     (json_int_t)ids[i], "c_pk",
+							     hex_json(cpk, 32), "s_pk",
+							     hex_json(spk, 32)));
+		}
+		json_object_set_new(o, "neighbours", arr);
+	} else if (need == RT_SECAGG_MASKED) {
+		uint32_t from[RT_SECAGG_MAX_NEIGHBOURS];
+		const uint8_t *ct[RT_SECAGG_MAX_NEIGHBOURS];
+
+		cnt = rt_secagg_inbox(L->r, u, from, ct, RT_SECAGG_MAX_NEIGHBOURS);
+		for (uint32_t i = 0; i < cnt; i++)
+			json_array_append_new(arr, json_pack("{s:I, s:o}", "from",
+							     (json_int_t)from[i], "ct",
+							     hex_json(ct[i], RT_SECAGG_CT_BYTES)));
+		json_object_set_new(o, "shares", arr);
+	} else {
+		uint32_t v[RT_SECAGG_MAX_NEIGHBOURS];
+		enum rt_secagg_kind k[RT_SECAGG_MAX_NEIGHBOURS];
+
+		cnt = rt_secagg_reveal_list(L->r, u, v, k, RT_SECAGG_MAX_NEIGHBOURS);
+		for (uint32_t i = 0; i < cnt; i++)
+			json_array_append_new(arr, json_pack("{s:I, s:s}", "index", (json_int_t)v[i],
+							     "kind", k[i] == RT_SECAGG_REVEAL_SELF
+									     ? "self" : "secret"));
+		json_object_set_new(o, "reveal", arr);
+	}
+	if (!cnt) {
+		/* Out of the round: no neighbours, inbox or list is what being dropped looks like. */
+		json_decref(o);
+		sa_refuse(c, j, -EPERM);
+		return;
+	}
+	json_object_set_new(o, "ready", json_true());
+	rt__api_respond_json(c, 200, o, NULL);
+}
+
+void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
+			   enum http_method m)
+{
+	static const struct {
+		const char *path;
+		void (*on_body)(struct rt_conn *c);
+	} posts[] = { { "/secagg/keys", on_keys_body }, { "/secagg/shares", on_shares_body },
+		      { "/secagg/input", on_input_body }, { "/secagg/unmask", on_unmask_body } };
+	uint64_t cap;
+	size_t i;
+
+	/* A secure job's server never sees an update in the clear: plain updates are refused. */
+	if (j->secagg.on && !strcmp(slash, "/updates")) {
+		rt_conn_error(c, 409, "this job takes secure aggregation: updates are sent masked "
+			      "through /secagg (README \"Secure aggregation\"), not in the clear",
+			      -1, NULL);
+		return;
+	}
+	if (!j->secagg.on) {
+		rt_conn_error(c, 404, "this job has no \"secagg\" field: no secure aggregation "
+			      "stages", -1, NULL);
+		return;
+	}
+	for (i = 0; i < sizeof(posts) / sizeof(posts[0]); i++)
+		if (!strcmp(slash, posts[i].path))
+			break;
+	if (i == sizeof(posts) / sizeof(posts[0])) {
+		rt_conn_error(c, 404, "no such secure aggregation stage (keys, shares, input, "
+			      "unmask)", -1, NULL);
+		return;
+	}
+	if (m != HTTP_POST && (m != HTTP_GET || posts[i].on_body == on_input_body)) {
+		rt_conn_error(c, 405, "method not allowed here", -1, NULL);
+		return;
+	}
+	if (!rt__api_update_auth(c, j))
+		return;
+	if (!R(c)->client[0]) {
+		rt_conn_error(c, 403, "secure aggregation names each client by its client token",
+			      -1, NULL);
+		return;
+	}
+	sa_step(N(c), j);
+	if (m == HTTP_GET) {
+		sa_get(c, j, slash + 8);
+		return;
+	}
+	cap = posts[i].on_body == on_input_body ? (j->n_elem + 1) * 4
+						  : 512ull * RT_SECAGG_MAX_NEIGHBOURS + 4096 +
+						  (uint64_t)RT_SECAGG_MAX_NEIGHBOURS * 2 *
+						  RT_SECAGG_CT_BYTES;
+	if (!c->req.has_content_length || c->req.chunked) {
+		rt_conn_error(c, 411, "Content-Length required", -1, NULL);
+		return;
+	}
+	if (c->req.content_length > cap) {
+		rt_conn_error(c, 413, "larger than this stage takes", -1, NULL);
+		return;
+	}
+	c->body_heap = trib_malloc(c->req.content_length + 1);
+	if (!c->body_heap) {
+		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		return;
+	}
+	R(c)->job = j;
+	rt_conn_read_body(c, c->body_heap, c->req.content_length, posts[i].on_body);
+}
