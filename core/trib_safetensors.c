@@ -426,7 +426,7 @@ err_decref:
 }
 
 /* Adds one F32 tensor entry at data offset *off and advances *off past it. */
-static int add_tensor(json_t *root, const struct trib_tensor *t, uint64_t *off)
+static int add_tensor(json_t *root, const struct trib_tensor *t, uint32_t dtype, uint64_t *off)
 {
 	size_t name_len = strnlen(t->name, TRIB_ST_NAME_MAX);
 	uint64_t n_elem = 1, nbytes, end;
@@ -441,7 +441,7 @@ static int add_tensor(json_t *root, const struct trib_tensor *t, uint64_t *off)
 		if (t->shape[d] > INT64_MAX || __builtin_mul_overflow(n_elem, t->shape[d], &n_elem))
 			return -EINVAL;
 	}
-	if (__builtin_mul_overflow(n_elem, (uint64_t)4, &nbytes) ||
+	if (__builtin_mul_overflow(n_elem, (uint64_t)trib_dtype_size(dtype), &nbytes) ||
 	    __builtin_add_overflow(*off, nbytes, &end) || end > INT64_MAX)
 		return -EINVAL;
 
@@ -452,7 +452,7 @@ static int add_tensor(json_t *root, const struct trib_tensor *t, uint64_t *off)
 	 * Each _new call consumes its value, even on failure (a NULL value is a
 	 * failure): only entry needs releasing. Arrays are filled once owned by it.
 	 */
-	if (json_object_set_new(entry, "dtype", json_string("F32")))
+	if (json_object_set_new(entry, "dtype", json_string(trib_dtype_name(dtype))))
 		goto err_decref;
 	shape = json_array();
 	if (json_object_set_new(entry, "shape", shape))
@@ -481,6 +481,12 @@ err_decref:
 int trib_st_write_header(const struct trib_tensor *schema, size_t n, const char *meta_json,
 		       char **hdr, size_t *hdr_len)
 {
+	return trib_st_write_header_dtype(schema, n, TRIB_DTYPE_F32, meta_json, hdr, hdr_len);
+}
+
+int trib_st_write_header_dtype(const struct trib_tensor *schema, size_t n, uint32_t dtype,
+			       const char *meta_json, char **hdr, size_t *hdr_len)
+{
 	const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
 	uint64_t off = 0;
 	size_t jlen, padded;
@@ -488,7 +494,11 @@ int trib_st_write_header(const struct trib_tensor *schema, size_t n, const char 
 	char *out;
 	int err;
 
-	if (n > TRIB_ST_MAX_TENSORS)
+	/*
+	 * A model is F32 (every float rule) or I32 (FRL's global ranking): both 4-byte cells, so
+	 * a model's size stays n_elem × 4 whatever its dtype. Upload-only dtypes are refused.
+	 */
+	if (n > TRIB_ST_MAX_TENSORS || (dtype != TRIB_DTYPE_F32 && dtype != TRIB_DTYPE_I32))
 		return -EINVAL;
 	root = json_object();
 	if (!root)
@@ -503,7 +513,7 @@ int trib_st_write_header(const struct trib_tensor *schema, size_t n, const char 
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		err = add_tensor(root, &schema[i], &off);
+		err = add_tensor(root, &schema[i], dtype, &off);
 		if (err)
 			goto err_decref;
 	}

@@ -81,6 +81,12 @@ uint32_t trib_dtype_from_name(const char *name);
  */
 int trib_st_write_header(const struct trib_tensor *schema, size_t n, const char *meta_json,
 		       char **hdr, size_t *hdr_len);
+/*
+ * Like trib_st_write_header, with every tensor in @dtype: TRIB_DTYPE_F32 or TRIB_DTYPE_I32
+ * (an FRL model: the global ranking per tensor). Any other dtype is -EINVAL.
+ */
+int trib_st_write_header_dtype(const struct trib_tensor *schema, size_t n, uint32_t dtype,
+			       const char *meta_json, char **hdr, size_t *hdr_len);
 
 /*
  * Match a parsed upload @st against a job's schema (@nschema tensors, names

@@ -716,3 +716,62 @@ Test(core_safetensors, i32_parses_and_float_matches_refuse_it)
 	expect_reject("{\"w\":{\"dtype\":\"I32\",\"shape\":[3],\"data_offsets\":[0,11]}}", 11,
 		      "data_offsets do not match shape");
 }
+
+/* An FRL model's header: every tensor I32, 4-byte cells, laid out as the F32 writer does. */
+Test(core_safetensors, write_header_i32_is_exact_and_parses)
+{
+	struct trib_tensor s[2];
+	const char *want = "{\"w\":{\"dtype\":\"I32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"
+			   "\"b\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[24,40]}}";
+	size_t jlen = strlen(want), hdr_len;
+	const char *why = NULL;
+	unsigned char *file;
+	struct trib_st st;
+	char *hdr;
+
+	s[0] = schema_tensor("w", 2, (uint64_t[]){ 2, 3 });
+	s[1] = schema_tensor("b", 1, (uint64_t[]){ 4 });
+	cr_assert_eq(trib_st_write_header_dtype(s, 2, TRIB_DTYPE_I32, NULL, &hdr, &hdr_len), 0);
+	cr_assert_eq(hdr_len, 8 + ((jlen + 7) & ~(size_t)7));
+	cr_assert_eq(memcmp(hdr + 8, want, jlen), 0, "%.*s", (int)(hdr_len - 8), hdr + 8);
+	file = trib_malloc(hdr_len + 40);
+	cr_assert_not_null(file);
+	memcpy(file, hdr, hdr_len);
+	memset(file + hdr_len, 0, 40);
+	trib_free(hdr);
+	cr_assert_eq(trib_st_parse(file, hdr_len + 40, &st, &why), 0, "why: %s", why);
+	cr_assert_eq(st.ntensors, 2);
+	cr_assert_eq(st.tensors[0].dtype, TRIB_DTYPE_I32);
+	cr_assert_eq(st.tensors[1].dtype, TRIB_DTYPE_I32);
+	cr_assert_eq(st.tensors[1].data_end, 40);
+	trib_st_free(&st);
+	trib_free(file);
+
+	/* F32 through the dtype form is the plain writer, byte for byte. */
+	{
+		char *a, *b;
+		size_t alen, blen;
+
+		cr_assert_eq(trib_st_write_header(s, 2, NULL, &a, &alen), 0);
+		cr_assert_eq(trib_st_write_header_dtype(s, 2, TRIB_DTYPE_F32, NULL, &b, &blen), 0);
+		cr_assert_eq(alen, blen);
+		cr_assert_eq(memcmp(a, b, alen), 0);
+		trib_free(a);
+		trib_free(b);
+	}
+}
+
+/* Only the 4-byte model dtypes are written: upload-only and unknown dtypes are refused. */
+Test(core_safetensors, write_header_dtype_refuses_non_model_dtypes)
+{
+	struct trib_tensor s[1];
+	uint32_t bad[] = { 0, TRIB_DTYPE_F16, TRIB_DTYPE_BF16, TRIB_DTYPE_I8, 5, 7, 99 };
+	size_t hdr_len;
+	char *hdr = NULL;
+
+	s[0] = schema_tensor("w", 1, (uint64_t[]){ 4 });
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(trib_st_write_header_dtype(s, 1, bad[i], NULL, &hdr, &hdr_len), -EINVAL,
+			     "dtype %u", bad[i]);
+	cr_assert_null(hdr);
+}
