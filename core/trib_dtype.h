@@ -14,6 +14,7 @@ enum trib_dtype {
 	TRIB_DTYPE_I8 = 4,   /* int8 with a per-segment f32 scale */
 	/* 5 is left to the U32 of masked sums (helper secagg); values only need to be distinct. */
 	TRIB_DTYPE_I32 = 6,  /* little-endian int32: FRL's rankings (an index per position) */
+	TRIB_DTYPE_I64 = 7,  /* little-endian int64: a sparse update's indices only */
 };
 
 #endif

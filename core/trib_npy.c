@@ -151,10 +151,14 @@ static int map_descr(const char *d, struct trib_npy *out, char *why, size_t cap)
 		{ "<f8", TRIB_NPY_F64, 8 },
 		{ "<f2", TRIB_DTYPE_F16, 2 },
 		{ "|i1", TRIB_DTYPE_I8, 1 },
+		/* A sparse tensor's indices (<name>.indices); never a value (trib_st_match_q). */
+		{ "<i4", TRIB_DTYPE_I32, 4 },
+		{ "<i8", TRIB_DTYPE_I64, 8 },
 	};
 	static const char allowed[] = "'<f4' (float32), '<f8' (float64, narrowed to float32), "
-				      "'<f2' (float16) or '|i1' (int8, with a '<name>.scale' "
-				      "float32 tensor)";
+				      "'<f2' (float16), '|i1' (int8, with a '<name>.scale' "
+				      "float32 tensor), or for a sparse tensor's <name>.indices "
+				      "'<i4' or '<i8'";
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		if (!strcmp(d, ok[i].descr)) {

@@ -20,7 +20,7 @@
 
 /* One parsed .npy header. */
 struct trib_npy {
-	uint32_t dtype;    /* TRIB_DTYPE_F32, _F16, _I8, or TRIB_NPY_F64 */
+	uint32_t dtype;    /* TRIB_DTYPE_F32, _F16, _I8, _I32, _I64, or TRIB_NPY_F64 */
 	uint32_t itemsize; /* bytes per element */
 	uint32_t ndim;
 	uint64_t shape[TRIB_ST_MAX_DIMS];
@@ -40,7 +40,7 @@ int trib_npy_prefix(const void *buf, size_t len, uint64_t *data_off, char *why, 
 /*
  * Parse the .npy header at @buf (@len bytes: at least up to its data). The dict must hold
  * exactly 'descr', 'fortran_order' and 'shape', each once; descr one of '<f4', '<f8', '<f2',
- * '|i1' (big-endian descrs, object arrays, structured and other dtypes refused, each with its
+ * '|i1', '<i4', '<i8' (the last two: sparse indices) (big-endian descrs, object arrays, structured and other dtypes refused, each with its
  * own message); fortran_order False; at most TRIB_ST_MAX_DIMS dimensions and 2^40 elements.
  * Returns 0 or -EINVAL (@why, @cap bytes, says what and what is allowed).
  */

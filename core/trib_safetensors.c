@@ -25,6 +25,7 @@ static const struct {
 	{ TRIB_DTYPE_BF16, "BF16", 2 },
 	{ TRIB_DTYPE_I8, "I8", 1 },
 	{ TRIB_DTYPE_I32, "I32", 4 },
+	{ TRIB_DTYPE_I64, "I64", 8 }, /* a sparse update's indices (runtime/api/rt_api_sparse.c) */
 };
 
 size_t trib_dtype_size(uint32_t dtype)
@@ -614,8 +615,10 @@ int trib_st_match_q(const struct trib_st *st, const struct trib_tensor *schema, 
 			err = -EINVAL;
 			goto out_free;
 		}
-		/* I32 is an index, never a value: no float job folds it (FRL checks its own). */
-		if ((u->dtype != TRIB_DTYPE_F32 && !dtypes) || u->dtype == TRIB_DTYPE_I32) {
+		/* I32 and I64 are indices, never values: no float job folds them (FRL checks its
+		 * own, sparse updates theirs). */
+		if ((u->dtype != TRIB_DTYPE_F32 && !dtypes) || u->dtype == TRIB_DTYPE_I32 ||
+		    u->dtype == TRIB_DTYPE_I64) {
 			*why = TRIB_ST_WHY_DTYPE;
 			err = -EINVAL;
 			goto out_free;

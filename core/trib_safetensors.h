@@ -55,7 +55,7 @@ struct trib_st {
 /*
  * Parse the safetensors header at the start of @buf (@len bytes, the whole
  * file). Checks: header length fits, JSON is an object, every entry has a
- * known dtype ("F32", "F16", "BF16", "I8", "I32"), a shape, and data_offsets that lie
+ * known dtype ("F32", "F16", "BF16", "I8", "I32", "I64"), a shape, and data_offsets that lie
  * inside the data section and match shape × dtype size, no two tensors
  * sharing a byte; "__metadata__" is skipped. Tensors are returned in file order.
  * Returns 0 or -EINVAL (malformed; *why is a static message), -ENOMEM.

@@ -11,6 +11,7 @@
 #include "fn_algo.h"
 #include "fn_dequant.h"
 #include "fn_robust.h"
+#include "fn_sparse.h"
 
 /*
  * Why ChaCha20 is written here: the noise must be reproducible from a seed (tests), seekable by
@@ -298,6 +299,15 @@ static int clip_weigh(void *state, const struct fn_algo_ctx *ctx, struct fn_inpu
 		if (sg->dtype == SHM_DTYPE_F32) {
 			fn_robust_sumsq_partial((const float *)(const void *)x, (size_t)sg->n_elem,
 						&sumsq);
+			continue;
+		}
+		if (sg->dtype == SHM_DTYPE_SPARSE) {
+			/* Its values are its nonzeros: the densified update's norm. */
+			struct fn_sparse_view v;
+
+			if (fn_sparse_view(in->base, ctx->size, sg, false, &v))
+				return -EINVAL;
+			fn_robust_sumsq_partial(v.vals, (size_t)v.nnz, &sumsq);
 			continue;
 		}
 		for (uint64_t k = 0; k < sg->n_elem; k += 1024) {

@@ -6,6 +6,7 @@
 #include "fn_algo.h"
 #include "fn_dequant.h"
 #include "fn_fold.h"
+#include "fn_sparse.h"
 
 /*
  * An update weighs its sample count (the descriptor's weight), or 1 when the job is
@@ -38,6 +39,12 @@ static int fedavg_fold(void *state, const struct fn_algo_ctx *ctx, const struct 
 	for (uint32_t i = 0; i < in->nsegs; i++) {
 		const struct shm_seg *s = &in->segs[i];
 
+		if (s->dtype == SHM_DTYPE_SPARSE) {
+			/* Scatter-added from its indices and values: never densified. */
+			if (fn_sparse_fold_seg(acc, in->base, ctx->size, s, w))
+				return -EINVAL;
+			continue;
+		}
 		if (s->dtype == SHM_DTYPE_F32) {
 			fn_fold_f32(acc + s->dst_elem,
 				    (const float *)(const void *)(in->base + s->src_off), w,

@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "fn_algo.h"
+#include "fn_sparse.h"
 
 /* Each stage's state starts at a multiple of this in the caller's block. */
 #define STATE_ALIGN alignof(max_align_t)
@@ -122,7 +123,15 @@ int fn_input_from_desc(const struct fn_algo_ctx *ctx, const struct shm_desc *d,
 	for (uint32_t i = 0; i < d->nsegs; i++) {
 		const struct shm_seg *s = &segs[i];
 		uint64_t es = dtype_size(s->dtype);
+		struct fn_sparse_view v;
 
+		if (s->dtype == SHM_DTYPE_SPARSE) {
+			/* Its record, indices and values, and every index (fn_sparse.h). */
+			if (s->dst_elem > n || s->n_elem > n - s->dst_elem ||
+			    fn_sparse_view(ctx->base, ctx->size, s, true, &v))
+				return -EINVAL;
+			continue;
+		}
 		if (!es || s->src_off % es || s->dst_elem > n || s->n_elem > n - s->dst_elem ||
 		    !fn_ctx_range_ok(ctx, s->src_off, s->n_elem * es))
 			return -EINVAL;

@@ -412,7 +412,8 @@ static int shard_rows(const struct fn_algo_ctx *ctx, const struct shm_desc *desc
 			if (c >= in.segs[i].dst_elem &&
 			    c + blk <= in.segs[i].dst_elem + in.segs[i].n_elem)
 				s = &in.segs[i];
-		if (!s)
+		/* Sparse bodies are refused for robust jobs at the gateway (rt_api_sparse.c). */
+		if (!s || s->dtype == SHM_DTYPE_SPARSE)
 			return -EINVAL;
 		if (s->dtype == SHM_DTYPE_F32) {
 			rows[u] = (const float *)(const void *)(ctx->base + s->src_off) +

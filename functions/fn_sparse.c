@@ -81,3 +81,45 @@ double fn_sparse_sqnorm_f32(const float *vals, size_t n)
 	}
 	return s;
 }
+
+int fn_sparse_view(const uint8_t *base, uint64_t size, const struct shm_seg *s, bool indices,
+		   struct fn_sparse_view *v)
+{
+	struct shm_sparse r;
+	uint64_t es, at_i, at_v, nb_i, nb_v;
+
+	if (s->dtype != SHM_DTYPE_SPARSE || s->src_off % 8 || s->src_off > size ||
+	    size - s->src_off < sizeof(r))
+		return -EINVAL;
+	memcpy(&r, base + s->src_off, sizeof(r));
+	es = r.idx_dtype == SHM_DTYPE_I32 ? 4 : r.idx_dtype == SHM_DTYPE_I64 ? 8 : 0;
+	if (!es || r.val_dtype != SHM_DTYPE_F32 || r.nnz > s->n_elem)
+		return -EINVAL;
+	/* Offsets are relative to the record: in unsigned arithmetic, wrap-around is the check. */
+	at_i = s->src_off + (uint64_t)r.idx_rel;
+	at_v = s->src_off + (uint64_t)r.val_rel;
+	nb_i = r.nnz * es; /* nnz <= n_elem <= 2^40 (a schema's bound): no overflow */
+	nb_v = r.nnz * 4;
+	if (at_i % es || at_v % 4 || at_i > size || nb_i > size - at_i || at_v > size ||
+	    nb_v > size - at_v)
+		return -EINVAL;
+	v->idx = base + at_i;
+	v->itype = es == 4 ? FN_SPARSE_I32 : FN_SPARSE_I64;
+	v->vals = (const float *)(const void *)(base + at_v);
+	v->nnz = r.nnz;
+	if (indices && fn_sparse_check(v->idx, v->itype, (size_t)r.nnz, s->n_elem, NULL))
+		return -EINVAL;
+	return 0;
+}
+
+int fn_sparse_fold_seg(float *acc, const uint8_t *base, uint64_t size, const struct shm_seg *s,
+		       float w)
+{
+	struct fn_sparse_view v;
+
+	/* The record again (O(1)), not the indices: fn_input_from_desc() checked those. */
+	if (fn_sparse_view(base, size, s, false, &v))
+		return -EINVAL;
+	fn_sparse_fold_f32(acc + s->dst_elem, v.idx, v.itype, v.vals, w, (size_t)v.nnz);
+	return 0;
+}

@@ -3,8 +3,11 @@
 #ifndef FN_SPARSE_H
 #define FN_SPARSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "shm_abi.h"
 
 /* The integer type of a sparse tensor's indices (little-endian, as they arrive). */
 enum fn_sparse_itype { FN_SPARSE_I32 = 4, FN_SPARSE_I64 = 8 };
@@ -42,5 +45,33 @@ void fn_sparse_fold_f32(float *restrict acc, const void *idx, enum fn_sparse_ity
  * densified update's norm (its other coordinates are zero), what clipping scales by.
  */
 double fn_sparse_sqnorm_f32(const float *vals, size_t n);
+
+/* A SHM_DTYPE_SPARSE segment resolved: pointers into the arena, checked. */
+struct fn_sparse_view {
+	const void *idx;            /* nnz indices of @itype, increasing, each < the segment's n_elem */
+	enum fn_sparse_itype itype;
+	const float *vals;          /* nnz F32 values */
+	uint64_t nnz;
+};
+
+/*
+ * Resolves sparse segment @s of an input whose offsets start at @base (@size bytes: the arena,
+ * or what a tcp payload holds) into @v, trusting nothing in it: the record (struct shm_sparse,
+ * 8-byte aligned) and its indices and values inside [0, size), aligned to their element size,
+ * an index dtype I32 or I64, F32 values, nnz <= s->n_elem, and with @indices every index
+ * checked by fn_sparse_check() against s->n_elem. The gateway checked them already; a function
+ * checks again (fn_input_from_desc(), once per input) because a descriptor is input: a forged
+ * one must not write outside its accumulator. Returns 0 or -EINVAL.
+ */
+int fn_sparse_view(const uint8_t *base, uint64_t size, const struct shm_seg *s, bool indices,
+		   struct fn_sparse_view *v);
+
+/*
+ * acc[s->dst_elem + idx[i]] += w * vals[i] for the sparse segment @s, whose indices were
+ * checked (fn_sparse_view() with @indices, as fn_input_from_desc() does): 0, or -EINVAL for a
+ * record out of bounds. acc is the whole flat model.
+ */
+int fn_sparse_fold_seg(float *acc, const uint8_t *base, uint64_t size, const struct shm_seg *s,
+		       float w);
 
 #endif

@@ -21,7 +21,13 @@ enum shm_dtype {
 	SHM_DTYPE_F16 = TRIB_DTYPE_F16,
 	SHM_DTYPE_BF16 = TRIB_DTYPE_BF16,
 	SHM_DTYPE_I8 = TRIB_DTYPE_I8,
+	SHM_DTYPE_I64 = TRIB_DTYPE_I64, /* a sparse tensor's indices only (struct shm_sparse) */
 	SHM_DTYPE_I32 = TRIB_DTYPE_I32, /* FRL's rankings: integers, folded by fn_frl.c only */
+	/*
+	 * A sparse tensor: the segment's src_off is a struct shm_sparse, not elements. Not a
+	 * trib_dtype (no file holds it): 0x53 ('S') stays clear of their small values.
+	 */
+	SHM_DTYPE_SPARSE = 0x53,
 };
 
 /* What a descriptor announces; values are part of the ABI. */
@@ -48,6 +54,25 @@ struct shm_seg {
 };
 _Static_assert(sizeof(struct shm_seg) == 32, "shm_seg is ABI");
 _Static_assert(offsetof(struct shm_seg, dtype) == 24, "shm_seg is ABI");
+
+/*
+ * The record a SHM_DTYPE_SPARSE segment's src_off points at: a tensor sent as indices plus
+ * values (`<name>.indices`, `<name>.values`). The segment still covers its tensor's range of the
+ * flat model (dst_elem, n_elem = the tensor's size); the fold adds w * values[i] at
+ * dst_elem + indices[i] and leaves the other coordinates alone (zero in the update).
+ * The record lies in the update's slot, before its segment table; its offsets are relative to
+ * the record itself, so that moving the slot's bytes as a block (the update log's replay, a
+ * forward to another node) keeps them true with no rewriting: only the segment's src_off moves.
+ * Indices are flat indices into the tensor, strictly increasing (fn_sparse.h says why).
+ */
+struct shm_sparse {
+	int64_t idx_rel;    /* the indices' offset minus this record's */
+	int64_t val_rel;    /* the values' offset minus this record's */
+	uint64_t nnz;       /* entries in each */
+	uint32_t idx_dtype; /* SHM_DTYPE_I32, or SHM_DTYPE_I64 */
+	uint32_t val_dtype; /* SHM_DTYPE_F32 */
+};
+_Static_assert(sizeof(struct shm_sparse) == 32, "shm_sparse is ABI");
 
 /*
  * The fixed-size event that moves between processes on a node. Exactly

@@ -336,7 +336,46 @@ def _items(update, cast=False):
         yield name, _to_numpy(value, "tensor %r" % name, cast)
 
 
-def encode_safetensors(update, cast=False):
+def _sparse_items(sparse, dense_names=()):
+    """Yields (name + ".indices", int array) and (name + ".values", float32 array) for a dict
+    of name -> (indices, values): flat indices into the tensor (int32 or int64; other integer
+    arrays become int64), sorted here with their values. ValueError for a repeated index, a
+    length mismatch or a name also sent dense; the server checks the range."""
+    if sparse is None:
+        return
+    if not hasattr(sparse, "items"):
+        raise TypeError("sparse is a dict of tensor name -> (indices, values), not %s" %
+                        type(sparse).__name__)
+    for name, pair in sparse.items():
+        if not isinstance(name, str):
+            raise TypeError("tensor names are strings, not %r" % (name,))
+        if name in dense_names:
+            raise ValueError("tensor %r is in both the update and sparse: send it once" % name)
+        try:
+            idx, vals = pair
+        except (TypeError, ValueError):
+            raise TypeError("sparse[%r] is a pair (indices, values)" % name) from None
+        idx = np.asarray(idx.detach().cpu().numpy() if hasattr(idx, "detach") else idx)
+        if idx.dtype.kind not in "iu":
+            raise TypeError("sparse[%r]: indices are integers, not %s" % (name, idx.dtype))
+        idx = idx.reshape(-1).astype("<i4" if idx.dtype == np.int32 else "<i8")
+        vals = _to_numpy(vals, "sparse[%r] values" % name).reshape(-1)
+        if idx.shape != vals.shape:
+            raise ValueError("sparse[%r]: %d indices and %d values" %
+                             (name, idx.size, vals.size))
+        order = np.argsort(idx, kind="stable")
+        idx, vals = idx[order], vals[order]
+        dup = np.flatnonzero(idx[1:] == idx[:-1])
+        if dup.size:
+            raise ValueError("sparse[%r]: index %d appears twice" % (name, int(idx[dup[0]])))
+        yield name + ".indices", np.ascontiguousarray(idx)
+        yield name + ".values", np.ascontiguousarray(vals)
+
+
+_ST_DTYPES = {np.dtype("<f4"): "F32", np.dtype("<i4"): "I32", np.dtype("<i8"): "I64"}
+
+
+def encode_safetensors(update, cast=False, sparse=None):
     """Returns the safetensors encoding (bytes) of a dict of name -> array, all as F32.
 
     Arrays must be float32 already (TypeError naming the tensor otherwise), or @cast is True
@@ -345,13 +384,22 @@ def encode_safetensors(update, cast=False):
     Layout: an 8-byte little-endian header length N, N bytes of JSON (padded with spaces so
     that the data starts 8-byte aligned), then the tensors' little-endian float32 data in the
     dict's order, each at the ``data_offsets`` its header entry names.
+
+    @sparse, optional, is a dict of name -> (indices, values): tensor ``name`` sent as
+    ``name.indices`` (I32 or I64 flat indices, sorted here) and ``name.values`` (F32); the
+    server adds the values at those coordinates and counts the others as 0.
     """
     header = {}
     blobs = []
     offset = 0
-    for name, arr in _items(update, cast):
+    dense = list(_items(update, cast))
+    for name, arr in dense + list(_sparse_items(sparse, {n for n, _ in dense})):
         n = arr.nbytes
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+        pad = -offset % arr.itemsize  # int64 indices start 8-byte aligned
+        if pad:
+            blobs.append(b"\0" * pad)
+            offset += pad
+        header[name] = {"dtype": _ST_DTYPES[arr.dtype], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + n]}
         blobs.append(arr.tobytes())
         offset += n
@@ -360,11 +408,12 @@ def encode_safetensors(update, cast=False):
     return b"".join([struct.pack("<Q", len(head)), head] + blobs)
 
 
-def encode_npz(update, cast=False):
+def encode_npz(update, cast=False, sparse=None):
     """Returns a stored (uncompressed) .npz (bytes) of a dict of name -> array, all float32:
     numpy's own ``np.savez`` into memory, one member ``<name>.npy`` per tensor. The same
-    dtype rules as :func:`encode_safetensors`."""
+    dtype rules and @sparse as :func:`encode_safetensors`."""
     arrays = dict(_items(update, cast))
+    arrays.update(_sparse_items(sparse, set(arrays)))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
@@ -728,7 +777,7 @@ class Job:
         return self.client.json("GET", self._path, token=self.token)
 
     def submit(self, update, round, samples=1, idempotency_key=None, metrics=None,
-               cast=False, format="safetensors"):
+               cast=False, format="safetensors", sparse=None):
         """Submits a client's model (dict or state_dict of name -> array) for round @round.
 
         @samples (an integer >= 1: int or numpy integer; TypeError for anything else, bool
@@ -749,6 +798,12 @@ class Job:
 
         @format is the body's: ``"safetensors"`` (default) or ``"npz"`` (a stored .npz,
         numpy's ``np.savez``, sent as application/x-npz); ValueError for anything else.
+
+        @sparse, optional: a dict of tensor name -> (indices, values), for tensors sent
+        sparse instead of in @update (flat int32/int64 indices, float32 values; see
+        :func:`encode_safetensors`). Meant for ``"update": "delta"`` jobs: a coordinate not
+        sent counts as 0 in the mean. ``submit({}, r, sparse={"w": (idx, vals)})`` sends
+        only those.
         """
         ctype, encode = _body_format(format)
         key = new_idempotency_key() if idempotency_key is None else idempotency_key
@@ -757,7 +812,7 @@ class Job:
                    "X-Tributary-Samples": str(n)}
         if metrics is not None:
             headers[METRICS_HEADER] = metrics_header(metrics)
-        body = encode(update, cast=cast)
+        body = encode(update, cast=cast, sparse=sparse)
         _, _, data = self.client.request("POST", self._path + "/updates", body, headers,
                                          token=self.token, idempotency_key=key)
         return json.loads(data.decode("utf-8"))

@@ -125,6 +125,18 @@ struct trib_st;
 struct shm_seg;
 int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
 		    struct shm_seg *segs, struct trib_st *st, const char *label);
+/* rt_api_sparse.c: whether @st names a sparse tensor (<name>.indices or <name>.values). */
+bool rt__api_st_sparse(const struct trib_st *st);
+/*
+ * A body with sparse tensors (@st, consumed): each `<name>.indices` + `<name>.values` pair
+ * checked against schema tensor <name> (I32/I64 flat indices, strictly increasing, in range;
+ * F32 values of the same length, finite and bounded), the dense rest as rt__api_st_fill()
+ * takes it; a 422 naming the tensor otherwise, and for a job whose rule is not a weighted
+ * mean. The sparse records (struct shm_sparse) are written at *segs_off and the segment
+ * table (one per schema tensor) after them, at the new *segs_off. 0, or -1 when answered.
+ */
+int rt__api_sparse_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+			uint64_t *segs_off, struct trib_st *st, const char *label);
 /*
  * Every one of the @n values at @x (enum shm_dtype @dtype) finite and |value| x @w at most
  * FN_FOLD_TERM_MAX (fn_fold.h; @w the fold weight, >= 1), or a 422 answered naming @tensor (may

@@ -62,7 +62,8 @@ int rt__api_np_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doub
 			uint64_t *segs_off)
 {
 	uint64_t wire = (c->body_len + 63) & ~63ull, used = 0;
-	uint64_t room = R(c)->slot_len - wire - j->nschema * sizeof(struct shm_seg);
+	uint64_t room = R(c)->slot_len - wire -
+			j->nschema * (sizeof(struct shm_seg) + sizeof(struct shm_sparse));
 	const char *label = R(c)->np_fmt == RT_NP_NPY ? "npy" : "npz";
 	char why[TRIB_NPY_WHY_MAX];
 	struct trib_st st = { 0 };
@@ -85,6 +86,8 @@ int rt__api_np_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doub
 	}
 	/* Inflated members lie after the body, the segments after them (rt_api_update_bytes). */
 	*segs_off = R(c)->slot_off + wire + ((used + 63) & ~63ull);
+	if (rt__api_st_sparse(&st)) /* <name>.indices + <name>.values (rt_api_sparse.c) */
+		return rt__api_sparse_fill(c, j, body, w, segs_off, &st, label);
 	return rt__api_st_fill(c, j, body, w, shm_arena_ptr(N(c)->arena, *segs_off), &st, label);
 }
 

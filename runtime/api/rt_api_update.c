@@ -88,7 +88,7 @@ static int check_i8_scale(struct rt_conn *c, float scale, double w, const char *
  * Returns 0, or -1 when the request has been answered (rejected).
  */
 static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
-		       struct shm_seg *segs)
+		       uint64_t *segs_off)
 {
 	struct trib_st st = { 0 };
 	const char *why = NULL;
@@ -110,7 +110,10 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doubl
 			       -1, NULL);
 		return -1;
 	}
-	return rt__api_st_fill(c, j, body, w, segs, &st, "safetensors");
+	if (rt__api_st_sparse(&st)) /* <name>.indices + <name>.values (rt_api_sparse.c) */
+		return rt__api_sparse_fill(c, j, body, w, segs_off, &st, "safetensors");
+	return rt__api_st_fill(c, j, body, w, shm_arena_ptr(N(c)->arena, *segs_off), &st,
+			       "safetensors");
 }
 
 int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
@@ -386,7 +389,7 @@ static void on_update_body(struct rt_conn *c)
 		segs[0].scale = 1.0f;
 		nsegs = 1;
 	} else {
-		if (st_segments(c, j, body, w, segs))
+		if (st_segments(c, j, body, w, &segs_off))
 			return; /* answered */
 		nsegs = (uint32_t)j->nschema;
 	}
@@ -626,7 +629,7 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		return;
 	}
 	R(c)->slot_len = ((c->req.content_length + 63) & ~63ull) + rt__api_np_room(c, j) +
-			 j->nschema * sizeof(struct shm_seg);
+			 j->nschema * (sizeof(struct shm_seg) + sizeof(struct shm_sparse));
 	if (!rt__api_update_admit(c, j, R(c)->slot_len))
 		return; /* one update per client; bodies in flight per client and job */
 	err = shm_slot_alloc(n->arena, R(c)->slot_len, &R(c)->slot_off);

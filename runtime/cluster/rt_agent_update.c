@@ -7,6 +7,7 @@
 #include <string.h>
 #include <jansson.h>
 
+#include "fn_sparse.h"
 #include "shm_arena.h"
 #include "shm_journal.h"
 #include "trib_alloc.h"
@@ -634,8 +635,12 @@ bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev)
 		uint64_t ne = (uint64_t)json_integer_value(json_array_get(e, 1));
 		unsigned dt = (unsigned)json_integer_value(json_array_get(e, 3));
 		uint64_t es = dt == SHM_DTYPE_F32 ? 4 : dt == SHM_DTYPE_I8 ? 1 : 2;
+		/* A sparse segment's bytes are its record; its indices and values, in the body. */
+		struct shm_seg rel = { .src_off = off, .n_elem = ne, .dtype = dt };
+		struct fn_sparse_view sv;
 
-		if (off > ev->plen || ne * es > ev->plen - off) {
+		if (dt == SHM_DTYPE_SPARSE ? fn_sparse_view(ev->payload, ev->plen, &rel, true, &sv)
+					   : off > ev->plen || ne * es > ev->plen - off) {
 			rt__agent_upd_free(a, u);
 			rt__agent_reply(a, ev,
 					rt__agent_err_json(

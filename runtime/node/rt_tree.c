@@ -8,6 +8,7 @@
 
 #include "ctl_plan.h"
 #include "fn_dequant.h"
+#include "fn_sparse.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -333,11 +334,22 @@ int rt__leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, uint
 			flat = trib_calloc(r->job->n_elem ? r->job->n_elem : 1, sizeof(float));
 			if (!flat)
 				return -ENOMEM;
-			for (uint32_t k = 0; k < d.nsegs; k++)
+			for (uint32_t k = 0; k < d.nsegs; k++) {
+				if (segs[k].dtype == SHM_DTYPE_SPARSE) {
+					/* Scattered into the zeros: the baseline densifies. */
+					if (fn_sparse_fold_seg(flat, shm_arena_base(n->arena),
+							       shm_arena_size(n->arena), &segs[k],
+							       1.0f)) {
+						trib_free(flat);
+						return -EINVAL;
+					}
+					continue;
+				}
 				fn_dequant_fold(flat + segs[k].dst_elem,
 						shm_arena_ptr(n->arena, segs[k].src_off),
 						segs[k].dtype, segs[k].scale, 1.0f,
 						(size_t)segs[k].n_elem);
+			}
 			iov[0].iov_base = flat;
 			iov[0].iov_len = r->job->n_elem * sizeof(float);
 			err = rt_fn_send_payload(fn, &d, iov, 1);

@@ -717,6 +717,33 @@ Test(core_safetensors, i32_parses_and_float_matches_refuse_it)
 		      "data_offsets do not match shape");
 }
 
+/* I64 (a sparse update's indices) parses with its size, and no float job's match takes it. */
+Test(core_safetensors, i64_parses_and_float_matches_refuse_it)
+{
+	const char *json = "{\"w\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[0,24]}}";
+	struct trib_tensor s = schema_tensor("w", 1, (const uint64_t[]){ 3 });
+	struct trib_st st;
+	uint64_t off;
+	uint32_t dt;
+	float scale;
+	const char *why = NULL;
+	unsigned char *b = upload(json, 24, &st);
+
+	cr_assert_eq(trib_dtype_size(TRIB_DTYPE_I64), 8);
+	cr_assert_str_eq(trib_dtype_name(TRIB_DTYPE_I64), "I64");
+	cr_assert_eq(trib_dtype_from_name("I64"), TRIB_DTYPE_I64);
+	cr_assert_eq(st.tensors[0].dtype, TRIB_DTYPE_I64);
+	cr_assert_eq(trib_st_match(&st, &s, 1, &off, &why), -EINVAL);
+	cr_assert_str_eq(why, TRIB_ST_WHY_DTYPE);
+	why = NULL;
+	cr_assert_eq(trib_st_match_q(&st, &s, 1, b, &off, &dt, &scale, &why), -EINVAL);
+	cr_assert_str_eq(why, TRIB_ST_WHY_DTYPE);
+	trib_st_free(&st);
+	trib_free(b);
+	expect_reject("{\"w\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[0,12]}}", 12,
+		      "data_offsets do not match shape");
+}
+
 /* An FRL model's header: every tensor I32, 4-byte cells, laid out as the F32 writer does. */
 Test(core_safetensors, write_header_i32_is_exact_and_parses)
 {
