@@ -188,9 +188,9 @@ def hostile(srv, rng):
             ['one length', 'of 3', 'of 2'], 'lengths')
     refused(srv, 'hostile', tok, sp(ok_idx.reshape(3, 1), ok_val), ST, 422,
             ['1-dimensional'], '2-d indices')
-    refused(srv, 'hostile', tok, st_file([('b', 'F32', [333], b.tobytes()),
-                                          ('w.values', 'F32', [3], ok_val.tobytes()),
-                                          ('w.indices', 'I64', [3], ok_idx.tobytes())],
+    refused(srv, 'hostile', tok, st_file([('b', 'F32', [333], b.tobytes()),  # 1332 bytes
+                                          ('w.indices', 'I64', [3], ok_idx.tobytes()),
+                                          ('w.values', 'F32', [3], ok_val.tobytes())],
                                          align=False), ST, 422, ['aligned'], 'misaligned I64')
     refused(srv, 'hostile', tok, sp(ok_idx, np.array([1, np.nan, 3], '<f4')), ST, 422,
             ['non-finite', 'w.values', 'element 1'], 'NaN value')
