@@ -9,6 +9,8 @@ module and stopped (SIGTERM, must exit 0) at the end; each test uses its own job
 """
 import collections
 import http.server
+import io
+import json
 import os
 import re
 import shutil
@@ -255,6 +257,35 @@ class ClientTest(unittest.TestCase):
         self.assertEqual((hist[0]["round"], v), (0, 1))
         self.assert_model(m, {n: (u1[n].astype(np.float64) + 3 * u2[n]) / 4 for n in SHAPES},
                           tol=1e-5)
+
+    def test_sparse_updates_are_the_mean_with_zeros_elsewhere(self):
+        """sparse={name: (indices, values)} beside dense tensors, in safetensors and npz, on
+        a delta job: the model moves by the mean with the unsent coordinates as zeros; a
+        server refusal (an index out of range) names the tensor."""
+        rng = np.random.default_rng(12)
+        job = self.admin.create_job(job_name("sparse"), clients_per_round=2,
+                                    tensors=list(SHAPES.items()), update="delta")
+        u1, u2 = random_update(rng), random_update(rng)
+        idx = np.array([35, 3, 200, 7], np.int64)  # unsorted: the client sorts them
+        vals = rng.standard_normal(4).astype(np.float32)
+        dense1 = {n: u1[n] for n in SHAPES if n != "fc.weight"}
+        c = self.job_client(job)
+        with self.assertRaises(tc.TributaryError) as cm:
+            c.submit(dense1, round=0, sparse={"fc.weight": (np.array([360]), vals[:1])})
+        self.assertEqual(cm.exception.status, 422)
+        self.assertIn("fc.weight.indices", str(cm.exception))
+        c.submit(dense1, round=0, samples=2, sparse={"fc.weight": (idx, vals)})
+        self.job_client(job).submit({n: u2[n] for n in SHAPES if n != "conv.bias"}, round=0,
+                                    samples=1, format="npz",
+                                    sparse={"conv.bias": (np.array([1], np.int32),
+                                                          u2["conv.bias"][1:2])})
+        u1["fc.weight"] = np.zeros(SHAPES["fc.weight"], np.float32)
+        u1["fc.weight"].reshape(-1)[idx] = vals
+        u2["conv.bias"][[0, 2, 3]] = 0
+        v, m = c.wait_model(0, timeout=30)
+        self.assertEqual(v, 1)
+        self.assert_model(m, {n: (2 * u1[n].astype(np.float64) + u2[n]) / 3 for n in SHAPES},
+                          tol=1e-6)
 
     def test_create_job_from_state_dict_shapes(self):
         sd = collections.OrderedDict((n, FakeTensor(np.zeros(s))) for n, s in SHAPES.items())
@@ -655,6 +686,34 @@ class SafetensorsTest(unittest.TestCase):
         np.testing.assert_array_equal(back["d"], [1, 2])
         back["a"][0, 0] = 9  # writable
         self.assertEqual(np.frombuffer(data[8 + hlen:8 + hlen + 4], "<f4")[0], 0.0)
+
+    def test_sparse_tensors_are_indices_and_values(self):
+        data = tc.encode_safetensors({"a": np.zeros(3, np.float32)},
+                                     sparse={"w": (np.array([9, 2], np.int64),
+                                                   np.array([1.5, -2], np.float32))})
+        hlen = int.from_bytes(data[:8], "little")
+        hdr = json.loads(data[8:8 + hlen])
+        self.assertEqual(hdr["w.indices"]["dtype"], "I64")
+        self.assertEqual(hdr["w.values"]["dtype"], "F32")
+        b0, b1 = hdr["w.indices"]["data_offsets"]
+        self.assertEqual(b0 % 8, 0)  # int64 data 8-byte aligned after a 12-byte tensor
+        np.testing.assert_array_equal(np.frombuffer(data[8 + hlen + b0:8 + hlen + b1], "<i8"),
+                                      [2, 9])
+        b0, b1 = hdr["w.values"]["data_offsets"]
+        np.testing.assert_array_equal(np.frombuffer(data[8 + hlen + b0:8 + hlen + b1], "<f4"),
+                                      [-2, 1.5])  # sorted with their indices
+        i32 = tc.encode_safetensors({}, sparse={"w": (np.array([1], np.int32), [1.0])})
+        self.assertIn(b'"I32"', i32)
+        with np.load(io.BytesIO(tc.encode_npz({}, sparse={"w": ([4, 1], [1.0, 2.0])}))) as z:
+            np.testing.assert_array_equal(z["w.indices"], [1, 4])
+            np.testing.assert_array_equal(z["w.values"], [2.0, 1.0])
+        for bad, err in (({"w": ([1, 1], [1.0, 2.0])}, ValueError),
+                         ({"w": ([1, 2], [1.0])}, ValueError),
+                         ({"a": ([1], [1.0])}, ValueError),
+                         ({"w": ([1.0], [1.0])}, TypeError),
+                         ({"w": [1]}, TypeError)):
+            with self.assertRaises(err, msg=repr(bad)):
+                tc.encode_safetensors({"a": np.zeros(3, np.float32)}, sparse=bad)
 
     def test_malformed_is_value_error(self):
         for bad in (b"", b"\x10\x00\x00\x00\x00\x00\x00\x00{}",
