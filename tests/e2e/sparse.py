@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_common as e  # noqa: E402
 from e2e_common import check  # noqa: E402
 from algorithms import server_ref  # noqa: E402  (the float64 server optimisers)
+import dp as dpref  # noqa: E402  (tests/functions/ref/dp.py, on the path algorithms.py set)
 
 SCHEMA = [{'name': 'w', 'shape': [40, 25], 'dtype': 'F32'},
           {'name': 'b', 'shape': [333], 'dtype': 'F32'}]
@@ -99,6 +100,7 @@ def run_case(srv, name, spec, rng, rounds=2):
                                             'fan_in': 2, 'tensors': SCHEMA}, **spec))['token']
     kind = spec.get('algorithm', 'fedavg')
     clip = spec.get('clip_norm')
+    z = spec.get('dp_noise_multiplier', 0)  # DP: unweighted, noise from the job's seed
     eff = srv.status(name)['parameters']
     x = np.zeros(N)
     st = {}
@@ -112,8 +114,11 @@ def run_case(srv, name, spec, rng, rounds=2):
             u = flat(full)
             if clip:
                 u = u * min(1.0, clip / max(np.linalg.norm(u), 1e-300))
-            ups.append((n, u))
-        mean = sum(w * u for w, u in ups) / sum(w for w, _ in ups)
+            ups.append((1 if z else n, u))
+        s = sum(w * u for w, u in ups)
+        if z:
+            s = s + z * clip * dpref.normals(spec['seed'], r, 0, N)
+        mean = s / sum(w for w, _ in ups)
         x = server_ref(kind, eff, x, mean, st) if kind != 'fedavg' or 'server_lr' in spec \
             else x + mean
         got = model_of(srv, name, jobs[''], r)
@@ -275,6 +280,9 @@ def run():
         run_case(srv, 'adam-delta', {'algorithm': 'fedadam', 'update': 'delta',
                                      'server_lr': 0.1}, rng)
         run_case(srv, 'clip-delta', {'update': 'delta', 'clip_norm': 3.0}, rng)
+        run_case(srv, 'dp-delta', {'update': 'delta', 'clip_norm': 2.0,
+                                   'dp_noise_multiplier': 0.5, 'dp_delta': 1e-5, 'seed': 42},
+                 rng)
         hostile(srv, rng)
     crashes(lambda extra: e.Server(extra=extra), rng)
 
