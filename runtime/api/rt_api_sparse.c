@@ -136,10 +136,12 @@ static int split(struct rt_conn *c, const struct rt_job *j, const uint32_t *orde
 		k = schema_find(j, order, t->name, base);
 		trib_st_show(t->name, n, shown, sizeof(shown));
 		if (k < 0) {
+			char stem[TRIB_ST_SHOW_MAX];
+
+			trib_st_show(t->name, base, stem, sizeof(stem)); /* names are the client's */
 			snprintf(what, sizeof(what), "tensor \"%s\": a sparse tensor's name is "
 				 "<name>%s or <name>%s of a tensor of the job, and the job has no "
-				 "tensor \"%.*s\"", shown, SFX_IDX, SFX_VAL,
-				 (int)(base < TRIB_ST_SHOW_NAME ? base : TRIB_ST_SHOW_NAME), t->name);
+				 "tensor \"%s\"", shown, SFX_IDX, SFX_VAL, stem);
 			return refuse(c, label, what);
 		}
 		if (is_idx)

@@ -138,6 +138,37 @@ def run_case(srv, name, spec, rng, rounds=2):
           (name, rounds, '' if clip else ' and the dense twin bit for bit'))
 
 
+def fedbuff_case(srv, rng, lr=0.8):
+    """FedBuff on deltas: versions of CPR updates, some stale by one (weight 1/sqrt(2))."""
+    toks = {}
+    for suffix in ('', '-dense'):
+        toks[suffix] = srv.create_job({'name': 'fb' + suffix, 'algorithm': 'fedbuff',
+                                       'buffer_size': CPR, 'max_staleness': 2, 'server_lr': lr,
+                                       'update': 'delta', 'tensors': SCHEMA})['token']
+    x = np.zeros(N)
+    for v in range(2):
+        num, den = 0, 0
+        for i in range(CPR):
+            trained = v - 1 if v and i % 2 else v  # version 1: every other one is stale
+            body, fmt, full, dense_body = client_update(rng, i, 1 + i)
+            b = int(rng.integers(1, 20))
+            _, obj, _ = srv.post_update('fb', toks[''], trained, body, b, fmt)
+            check(obj['round'] == v, 'fedbuff: counted in version %r, want %d' %
+                  (obj['round'], v))
+            srv.post_update('fb-dense', toks['-dense'], trained, dense_body, b, ST)
+            num = num + b / np.sqrt(1.0 + (v - trained)) * flat(full)
+            den += b
+        x = x + lr * num / den
+        got = model_of(srv, 'fb', toks[''], v)
+        err = float(np.max(np.abs(got - x)))
+        check(err <= 1e-6 * float(np.max(np.abs(x))), 'fedbuff version %d: max error %.3g' %
+              (v + 1, err))
+        check(np.array_equal(got, model_of(srv, 'fb-dense', toks['-dense'], v)),
+              'fedbuff version %d: the sparse job differs from its dense twin' % (v + 1))
+        x = got
+    e.log('fedbuff: 2 versions (stale updates weighted) equal numpy and the dense twin')
+
+
 def refused(srv, job, tok, body, ctype, status, words, what):
     before = srv.status(job)['received']
     st, obj, _ = srv.post_update(job, tok, 0, body, 1, ctype, expect=None)
@@ -283,6 +314,7 @@ def run():
         run_case(srv, 'dp-delta', {'update': 'delta', 'clip_norm': 2.0,
                                    'dp_noise_multiplier': 0.5, 'dp_delta': 1e-5, 'seed': 42},
                  rng)
+        fedbuff_case(srv, rng)
         hostile(srv, rng)
     crashes(lambda extra: e.Server(extra=extra), rng)
 
