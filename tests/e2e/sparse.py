@@ -46,7 +46,7 @@ def st_file(entries, align=True):
 DT = {'<f4': 'F32', '<i4': 'I32', '<i8': 'I64', '<f2': 'F16'}
 
 
-def body_of(dense, sparse, fmt):
+def body_of(dense, sparse, fmt, deflate=False):
     """A safetensors or npz body of dense {name: array} and sparse {name: (idx, vals)}."""
     arrays = [(k, np.asarray(v, '<f4')) for k, v in dense.items()]
     for k, (idx, vals) in sparse.items():
@@ -54,7 +54,7 @@ def body_of(dense, sparse, fmt):
         arrays.append((k + '.values', np.asarray(vals)))
     if fmt == NPZ:
         buf = io.BytesIO()
-        np.savez(buf, **dict(arrays))
+        (np.savez_compressed if deflate else np.savez)(buf, **dict(arrays))
         return buf.getvalue()
     return st_file([(k, DT[a.dtype.str], a.shape, a.tobytes()) for k, a in arrays])
 
@@ -77,7 +77,9 @@ def client_update(rng, i, scale):
             sparse[name] = (idx.astype('<i8' if i % 2 else '<i4'), vals.astype('<f4'))
         full[name] = x.astype(np.float64)
     fmt = NPZ if i % 4 == 3 else ST
-    return body_of(dense, sparse, fmt), fmt, full, st_file(
+    # npz deflated (stored ones: the hostile cases, the Python client): members are inflated
+    # next to the body, before the sparse records.
+    return body_of(dense, sparse, fmt, deflate=True), fmt, full, st_file(
         [(t['name'], 'F32', t['shape'], full[t['name']].astype('<f4').tobytes())
          for t in SCHEMA])
 
