@@ -93,12 +93,13 @@ int fn_sparse_view(const uint8_t *base, uint64_t size, const struct shm_seg *s, 
 		return -EINVAL;
 	memcpy(&r, base + s->src_off, sizeof(r));
 	es = r.idx_dtype == SHM_DTYPE_I32 ? 4 : r.idx_dtype == SHM_DTYPE_I64 ? 8 : 0;
-	if (!es || r.val_dtype != SHM_DTYPE_F32 || r.nnz > s->n_elem)
+	/* More entries than bytes cannot fit: this also keeps nnz * 12 below, whatever n_elem. */
+	if (!es || r.val_dtype != SHM_DTYPE_F32 || r.nnz > s->n_elem || r.nnz > size / (es + 4))
 		return -EINVAL;
 	/* Offsets are relative to the record: in unsigned arithmetic, wrap-around is the check. */
 	at_i = s->src_off + (uint64_t)r.idx_rel;
 	at_v = s->src_off + (uint64_t)r.val_rel;
-	nb_i = r.nnz * es; /* nnz <= n_elem <= 2^40 (a schema's bound): no overflow */
+	nb_i = r.nnz * es;
 	nb_v = r.nnz * 4;
 	if (at_i % es || at_v % 4 || at_i > size || nb_i > size - at_i || at_v > size ||
 	    nb_v > size - at_v)

@@ -255,7 +255,7 @@ Test(fn_sparse, a_forged_sparse_record_is_refused_before_the_fold)
 		"record outside the arena", "record misaligned", "indices before the arena",
 		"values past the arena", "index dtype F32", "values F16", "nnz over n_elem",
 		"an index out of the segment's range", "indices not sorted", "values misaligned",
-		"segment past the model",
+		"segment past the model", "nnz past what the arena holds, with a forged n_elem",
 	};
 	float acc[SP_N];
 
@@ -280,9 +280,16 @@ Test(fn_sparse, a_forged_sparse_record_is_refused_before_the_fold)
 		case 7: idx[SP_NNZ - 1] = 200; break;
 		case 8: idx[3] = idx[2]; break;
 		case 9: rec->val_rel += 2; break;
-		default: seg[0].dst_elem = 150; break;
+		case 10: seg[0].dst_elem = 150; break;
+		default: seg[0].n_elem = UINT64_MAX; rec->nnz = (1ull << 62) + 1; break;
 		}
 		cr_assert_eq(sp_fold(&f, &f.sparse, acc), -EINVAL, "%s: not refused", what[c]);
+		if (c == 11) {
+			/* As a forward's receiver calls it: n_elem unchecked by anything else. */
+			struct fn_sparse_view v;
+
+			cr_assert_eq(fn_sparse_view(f.arena, SP_ARENA, &seg[0], true, &v), -EINVAL);
+		}
 		trib_free(f.arena);
 	}
 }
