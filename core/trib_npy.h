@@ -85,4 +85,12 @@ uint64_t trib_npz_size(const struct trib_tensor *schema, size_t n);
  */
 void trib_npz_write(const struct trib_tensor *schema, size_t n, const void *data, void *out);
 
+/*
+ * trib_npz_write with every member of @dtype: TRIB_DTYPE_F32 ('<f4') or TRIB_DTYPE_I32 ('<i4',
+ * an FRL model: the global ranking per tensor). Any other dtype is written as F32. The same
+ * trib_npz_size() bytes for either (4-byte elements, headers of one length).
+ */
+void trib_npz_write_dtype(const struct trib_tensor *schema, size_t n, uint32_t dtype,
+			  const void *data, void *out);
+
 #endif

@@ -338,6 +338,19 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 		      "round", (json_int_t)x->round, "updates", (json_int_t)x->result.count,
 		      "weight", x->result.weight, "edges_from", edges);
 	state = rt_node_server_io_out(n, &x->srv);
+	if (j->algo.frl && h) {
+		/* The nodes' votes, summed: ranked once, here; the model that travels is I32. */
+		both = trib_malloc(mlen ? mlen : 1);
+		err = both ? rt_job_frl_rank(j, model, (int32_t *)(void *)both) : -ENOMEM;
+		if (err) {
+			trib_error("job %s round %u: ranking the votes: %s", x->job, x->round,
+				   strerror(-err));
+			trib_free(both);
+			json_decref(h);
+			return; /* again next tick */
+		}
+		state = NULL; /* frl has no server step */
+	}
 	if (state && h) {
 		/* The step's new state follows the model: the controller keeps both. */
 		both = trib_malloc(mlen + x->srv.state_size);
