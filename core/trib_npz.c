@@ -363,7 +363,9 @@ static int inflate_member(const uint8_t *p, const struct member *m, uint8_t *bas
 			     (unsigned long long)(off + h->data_len));
 		goto out;
 	}
-	*dtype = h->dtype == TRIB_NPY_F64 ? TRIB_DTYPE_F32 : h->dtype;
+	*dtype = h->dtype == TRIB_NPY_F64 ? TRIB_DTYPE_F32 :
+		 h->dtype == TRIB_NPY_I64 ? TRIB_DTYPE_I32 :
+					    h->dtype;
 	need = h->n_elem * trib_dtype_size(*dtype);
 	start = (*used + 63) & ~63ull;
 	if (start > region_cap || need > region_cap - start) {
@@ -373,7 +375,7 @@ static int inflate_member(const uint8_t *p, const struct member *m, uint8_t *bas
 			 (unsigned long long)region_cap, m->name, (unsigned long long)need);
 		goto out;
 	}
-	if (h->dtype != TRIB_NPY_F64) {
+	if (h->dtype != TRIB_NPY_F64 && h->dtype != TRIB_NPY_I64) {
 		err = inflate_exact(&z, region + start, need, &crc, m->name, why, cap);
 	} else {
 		bounce = trib_malloc(BOUNCE);
@@ -384,7 +386,7 @@ static int inflate_member(const uint8_t *p, const struct member *m, uint8_t *bas
 		for (uint64_t done = 0; !err && done < h->n_elem;) {
 			uint64_t k = h->n_elem - done < BOUNCE / 8 ? h->n_elem - done : BOUNCE / 8;
 			uint64_t at8 = 0;
-			uint32_t dt = TRIB_NPY_F64;
+			uint32_t dt = h->dtype; /* 8 bytes wide, narrowed to 4 */
 
 			err = inflate_exact(&z, bounce, k * 8, &crc, m->name, why, cap);
 			if (err)

@@ -72,7 +72,9 @@ def hostile(srv, tok, m):
     np.save(b, obj, allow_pickle=True)
     cases.append(('object array (pickle)', b.getvalue(), 400, 'object arrays'))
     cases.append(('big-endian', npy(m['weights'].astype('>f4')), 400, 'big-endian'))
-    cases.append(('int32', npy(m['weights'].astype('<i4')), 400, "'<i4'"))
+    # int32 parses (frl's rankings) and a float job refuses the dtype.
+    cases.append(('int32', npy(m['weights'].astype('<i4')), 422, 'I32'))
+    cases.append(('uint32', npy(m['weights'].astype('<u4')), 400, "'<u4'"))
     fo = good[:hdr_end].replace(b"'fortran_order': False", b"'fortran_order': True ")
     cases.append(('fortran_order True', fo + good[hdr_end:], 400, 'fortran_order'))
     cases.append(('short data', good[:-4], 400, 'needs'))

@@ -22,6 +22,7 @@ SCHEMA = [{'name': 'w', 'shape': [5, 4], 'dtype': 'F32'},
           {'name': 'b', 'shape': [7], 'dtype': 'F32'}]
 K = 4
 ST = 'application/x-safetensors'
+NPZ = 'application/x-npz'
 
 
 def st_i32(tensors, order=None, dtype='I32', shapes=None):
@@ -37,6 +38,12 @@ def st_i32(tensors, order=None, dtype='I32', shapes=None):
     h = json.dumps(hdr, separators=(',', ':')).encode()
     h += b' ' * ((8 - len(h) % 8) % 8)
     return struct.pack('<Q', len(h)) + h + b''.join(blobs)
+
+
+def npz(arrays, compressed=False):
+    b = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(b, **arrays)
+    return b.getvalue()
 
 
 def decode_i32(buf):
@@ -163,6 +170,14 @@ def run():
                 ranks = rankings(rng, SCHEMA, shaped=i % 2 == 1)
                 ref.add(ranks)
                 order = names if i % 2 == 0 else names[::-1]
+                if i == 2:  # numpy's own savez: int64 (numpy's default), deflated
+                    srv.post_update('fr', tok, r, npz({k: v.astype(np.int64) for k, v in
+                                                       ranks.items()}, compressed=r % 2 == 1),
+                                    ctype=NPZ)
+                    continue
+                if i == 3 and r == 1:  # int32 members, stored
+                    srv.post_update('fr', tok, r, npz(ranks), ctype=NPZ)
+                    continue
                 srv.post_update('fr', tok, r, st_i32(ranks, order=order), samples=10 * (i + 1),
                                 ctype=ST)
             srv.get_model('fr', tok, '?after=%d' % r, timeout=60)
@@ -192,6 +207,16 @@ def run():
         hostile(srv, 'fr', tok, 3, st_i32({'w': good['w']}), 422, 'b', None, 'missing tensor')
         hostile(srv, 'fr', tok, 3, st_i32(dict(good, extra=np.arange(3))), 422, 'extra', None,
                 'extra tensor')
+        p64 = {k: v.astype(np.int64) for k, v in good.items()}
+        p64['w'][4] = 2 ** 32 + 1
+        hostile(srv, 'fr', tok, 3, npz(p64), 400, None, None, 'int64 past int32 (npz)',
+                ctype=NPZ)
+        p = good['w'].copy()
+        p[11] = p[10]
+        hostile(srv, 'fr', tok, 3, npz(dict(good, w=p), compressed=True), 422, 'w', 11,
+                'duplicate index (deflated npz)', ctype=NPZ)
+        hostile(srv, 'fr', tok, 3, npz({k: v.astype(np.float32) for k, v in good.items()}),
+                422, 'w', None, 'float32 rankings (npz)', ctype=NPZ)
         hostile(srv, 'fr', tok, 3, np.zeros(27, '<f4').tobytes(), 415, None, None,
                 'raw f32 body', ctype='application/octet-stream')
         st = srv.status('fr')
