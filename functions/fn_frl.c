@@ -101,13 +101,16 @@ static int frl_fold(void *state, const struct fn_algo_ctx *ctx, const struct fn_
 		const struct shm_seg *s = &in->segs[i];
 		const void *src = in->base + s->src_off;
 
-		if (in->kind == SHM_DESC_UPDATE) {
-			if (s->dtype != SHM_DTYPE_I32 ||
-			    fn_frl_vote(acc + s->dst_elem, src, (size_t)s->n_elem))
+		if (in->kind == SHM_DESC_UPDATE && s->dtype == SHM_DTYPE_I32) {
+			if (fn_frl_vote(acc + s->dst_elem, src, (size_t)s->n_elem))
 				return -EINVAL;
 			continue;
 		}
-		/* A partial's 4-byte cells are votes; fn_main.c labels every partial F32. */
+		/*
+		 * A partial's 4-byte cells are votes (fn_main.c labels every partial F32); so are
+		 * an update's in tcp, where the runtime sends the ranking's votes as flat cells
+		 * (fn_main.c labels them F32 too; runtime/node/rt_tree.c, frl_send_votes).
+		 */
 		if (s->dtype != SHM_DTYPE_F32)
 			return -EINVAL;
 		fn_frl_add(acc + s->dst_elem, src, (size_t)s->n_elem);

@@ -113,17 +113,44 @@ Test(frl, check_names_first_bad_index)
 	cr_assert_eq(fn_frl_vote(votes, neg, 5), -EINVAL);
 }
 
-/* An update whose segment is not I32 (a float model sent to an FRL job) fails the fold. */
+/*
+ * An update whose segment is neither I32 (a ranking) nor F32-labelled 4-byte cells (the tcp
+ * baseline's votes, runtime/node/rt_tree.c) fails the fold: F16, BF16, I8. Float models never
+ * reach an FRL job's fold: the gateway refuses them (runtime/api/rt_api_frl.c).
+ */
 Test(frl, fold_refuses_float_updates)
 {
-	float x[4] = { 0 };
+	uint16_t x[4] = { 0 };
 	uint32_t acc[4] = { 0 };
-	struct shm_seg seg = { .src_off = 0, .n_elem = 4, .dtype = SHM_DTYPE_F32, .scale = 1.0f };
+	struct shm_seg seg = { .src_off = 0, .n_elem = 4, .dtype = SHM_DTYPE_F16, .scale = 1.0f };
 	struct fn_input in = { .kind = SHM_DESC_UPDATE, .base = (const uint8_t *)x, .segs = &seg,
 			       .nsegs = 1 };
 	struct fn_algo_ctx ctx = { .acc = (float *)(void *)acc };
 
 	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), -EINVAL);
+	seg.dtype = SHM_DTYPE_I8;
+	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), -EINVAL);
+}
+
+/* tcp: an update sent as its votes (F32-labelled cells) adds as a ranking's scatter would. */
+Test(frl, fold_tcp_votes_equal_the_ranking)
+{
+	int32_t p[4] = { 2, 0, 3, 1 };
+	uint32_t v[4] = { 0 }, a1[4] = { 0 }, a2[4] = { 0 };
+	struct shm_seg seg = { .src_off = 0, .n_elem = 4, .dtype = SHM_DTYPE_I32, .scale = 1.0f };
+	struct fn_input in = { .kind = SHM_DESC_UPDATE, .base = (const uint8_t *)p, .segs = &seg,
+			       .nsegs = 1 };
+	struct fn_algo_ctx ctx = { .acc = (float *)(void *)a1 };
+
+	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), 0);
+	cr_assert_eq(fn_frl_vote(v, p, 4), 0);
+	seg.dtype = SHM_DTYPE_F32;
+	in.base = (const uint8_t *)v;
+	ctx.acc = (float *)(void *)a2;
+	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), 0);
+	cr_assert_eq(memcmp(a1, a2, sizeof(a1)), 0);
+	cr_assert_eq(a1[2], 0);
+	cr_assert_eq(a1[1], 3);
 }
 
 Test(frl, vote_bound)
