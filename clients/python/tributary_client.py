@@ -82,7 +82,7 @@ import numpy as np
 
 __all__ = ["Client", "Job", "TributaryError", "TLSVerifyError", "encode_safetensors", "encode_npz",
            "decode_safetensors", "new_idempotency_key", "check_samples", "metrics_header",
-           "run_numpy_client"]
+           "run_numpy_client", "frl_ranking", "encode_rankings"]
 
 SAFETENSORS_TYPE = "application/x-safetensors"
 NPZ_TYPE = "application/x-npz"
