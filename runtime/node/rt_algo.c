@@ -577,6 +577,9 @@ static int check_bulyan(struct rt_algo *a, uint32_t k, const char *size, char *m
 int rt_algo_check_frl(const struct rt_algo *a, uint64_t k, uint64_t n_max, const char *tensor,
 		      char *msgbuf, size_t msglen)
 {
+	if (a->frl && n_max > (uint64_t)INT32_MAX + 1)
+		BAD("tensors: '%.40s' has %llu entries; an frl ranking indexes a tensor with int32, "
+		    "at most 2^31 entries", tensor, (unsigned long long)n_max);
 	if (!a->frl || fn_frl_votes_fit(k, n_max))
 		return 0;
 	BAD("clients_per_round: %llu rankings of tensor '%.40s' (%llu entries) can give one "

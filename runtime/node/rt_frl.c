@@ -25,7 +25,7 @@ int rt_job_frl_rank(const struct rt_job *j, const void *votes, int32_t *out)
 	for (size_t i = 0; i < j->nschema; i++)
 		if (j->schema[i].n_elem > big)
 			big = j->schema[i].n_elem;
-	scratch = trib_malloc((big ? big : 1) * sizeof(*scratch));
+	scratch = trib_malloc((big ? big : 1) * 2 * sizeof(*scratch)); /* fn_frl_rank's 2n */
 	if (!scratch)
 		return -ENOMEM;
 	for (size_t i = 0, at = 0; i < j->nschema && !err; at += j->schema[i].n_elem, i++)
