@@ -582,11 +582,9 @@ int rt_algo_check_frl(const struct rt_algo *a, uint64_t k, uint64_t n_max, const
 		    "at most 2^31 entries", tensor, (unsigned long long)n_max);
 	if (!a->frl || fn_frl_votes_fit(k, n_max))
 		return 0;
-	BAD("clients_per_round: %llu rankings of tensor '%.40s' (%llu entries) can give one "
-	    "entry %llu x %llu votes, more than a vote counter holds (2^32 - 1 = 4294967295); "
-	    "frl needs clients_per_round x (entries - 1) <= 4294967295: at most %llu clients "
+	BAD("clients_per_round: %llu rankings of tensor '%.40s' (%llu entries) could overflow a "
+	    "vote: frl needs clients_per_round x (entries - 1) <= 2^32 - 1; at most %llu clients "
 	    "for this tensor", (unsigned long long)k, tensor, (unsigned long long)n_max,
-	    (unsigned long long)k, (unsigned long long)(n_max - 1),
 	    (unsigned long long)(UINT32_MAX / (n_max - 1)));
 }
 
