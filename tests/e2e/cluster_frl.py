@@ -6,8 +6,9 @@ gateways, so that every node sums the votes of some in its tree and the round's 
 nodes' sums (uint32, exact) and ranks them once. A `tributary up` next to the cluster gets the
 very same rankings: every version's safetensors file served by each node must be byte-identical
 to the single node's and equal numpy's stable argsort of the votes (frl.py's reference). Version
-0 is the identity everywhere; a hostile ranking sent to a node is refused there (422 naming the
-tensor and the index) and raw f32 GET /model is a 406.
+0 is the identity everywhere; the controller keeps the same file; after a kill -9 of the
+controller it loads its I32 files back and a 4th round agrees too; a hostile ranking sent to a
+node is refused there (422 naming the tensor and the index) and raw f32 GET /model is a 406.
 
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 """
@@ -99,7 +100,24 @@ def scenario():
             check(model_bytes(cl, h, tok, 0) == v0, 'v0 on %s is not the identity file' % h)
         log('v0: every node serves the identity ranking, the same bytes as the single node')
         rng = np.random.default_rng(1616)
-        for r in range(ROUNDS):
+        for r in range(ROUNDS + 1):
+            if r == ROUNDS:
+                # kill -9 of the controller: it loads its I32 files back (their header is
+                # the frl one), the nodes join again, and one more round agrees.
+                ctl.kill()
+                args = ctl.p.args[5:]
+                ctl = netns_cluster.Proc('controller-run2', net.ctl, BIN, args, tmp)
+                procs.append(ctl)
+                for i in range(3):
+                    c.wait_for(lambda i=i: 'joining again' in nodes[i].log_text() and
+                               c.metrics(cl, c.NODE_IP[i]).get('tributary_cluster_joined') ==
+                               1, 30, 'n%d to join the restarted controller' % i)
+                c.wait_for(lambda: 'reconciled with its nodes' in ctl.log_text(), 15,
+                           'the controller to reconcile:\n' + ctl.log_text()[-3000:])
+                check('not a model of job' not in ctl.log_text(),
+                      'the restarted controller refused its frl model file:\n' +
+                      ctl.log_text()[-3000:])
+                log('  controller kill -9 and restart after %d rounds' % ROUNDS)
             ref.reset()
             items = []
             for k in range(CPR):
@@ -129,7 +147,7 @@ def scenario():
         # The tops really added nodes' sums (not one node's tree holding every ranking).
         tops = [ln for p in nodes for ln in p.log_text().splitlines()
                 if 'job cfrl round' in ln and "the round's top folded" in ln]
-        check(len(tops) == ROUNDS and all('from 3 nodes' in ln for ln in tops),
+        check(len(tops) == ROUNDS + 1 and all('from 3 nodes' in ln for ln in tops),
               'the rounds\' tops: %r' % tops)
         sums = sum(c.metrics(cl, h).get('tributary_cluster_partials_received_total', 0)
                    for h in c.NODE_IP)
@@ -140,7 +158,7 @@ def scenario():
         bad['b'] = bad['b'].copy()
         bad['b'][4] = bad['b'][1]
         st, b = cl.call(c.NODE_IP[2], 'POST', '/v1/jobs/cfrl/updates', frl.st_i32(bad),
-                        {'Content-Type': ST, 'X-Tributary-Round': str(ROUNDS)}, tok)
+                        {'Content-Type': ST, 'X-Tributary-Round': str(ROUNDS + 1)}, tok)
         obj = json.loads(b or b'{}')
         check(st == 422 and obj.get('tensor') == 'b' and obj.get('index') == 4,
               'a duplicate index on a cluster node: %d %s' % (st, b[:300]))
