@@ -124,10 +124,14 @@ int rt__api_frl_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, struct 
 				extra = &st->tensors[i];
 		trib_free(ss);
 		if (extra) {
-			snprintf(msg, sizeof(msg), "%s: tensor '%.40s' is not one of job %s's %zu "
+			/* An upload's name (an .npz member's need not be UTF-8): shown safely. */
+			char shown[TRIB_ST_SHOW_MAX];
+
+			trib_st_show(extra->name, strlen(extra->name), shown, sizeof(shown));
+			snprintf(msg, sizeof(msg), "%s: tensor '%s' is not one of job %s's %zu "
 				 "tensors; an frl update holds one I32 ranking per tensor and nothing "
-				 "else", label, extra->name, j->name, j->nschema);
-			frl_reject(c, 422, msg, extra->name, -1);
+				 "else", label, shown, j->name, j->nschema);
+			frl_reject(c, 422, msg, shown, -1);
 			goto out;
 		}
 	}

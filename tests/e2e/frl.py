@@ -217,6 +217,10 @@ def run():
                 'duplicate index (deflated npz)', ctype=NPZ)
         hostile(srv, 'fr', tok, 3, npz({k: v.astype(np.float32) for k, v in good.items()}),
                 422, 'w', None, 'float32 rankings (npz)', ctype=NPZ)
+        # An extra member whose name is not UTF-8 (zip names are bytes): named, shown safely.
+        raw = npz(dict(good, zzQQ=np.arange(3, dtype=np.int32))).replace(b'zzQQ', b'zz\xff\xfe')
+        hostile(srv, 'fr', tok, 3, raw, 422, 'zz??', None, 'extra member, name not UTF-8',
+                ctype=NPZ)
         hostile(srv, 'fr', tok, 3, np.zeros(27, '<f4').tobytes(), 415, None, None,
                 'raw f32 body', ctype='application/octet-stream')
         st = srv.status('fr')
