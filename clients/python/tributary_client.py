@@ -320,9 +320,12 @@ def _to_numpy(value, label="a tensor", cast=False):
 
 
 def _dtype_refusal(label, dtype):
-    return ("%s is %s, and Tributary's tensors are float32: convert it yourself "
-            "(.astype(numpy.float32), .float()) or pass cast=True to let the client do it"
-            % (label, dtype))
+    msg = ("%s is %s, and Tributary's tensors are float32: convert it yourself "
+           "(.astype(numpy.float32), .float()) or pass cast=True to let the client do it"
+           % (label, dtype))
+    if "int" in str(dtype):  # an frl client's ranking, sent the float way
+        msg += "; an frl job's int32 rankings go through Job.submit_ranking()"
+    return msg
 
 
 def _items(update, cast=False):
