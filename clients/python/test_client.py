@@ -287,6 +287,43 @@ class ClientTest(unittest.TestCase):
         self.assert_model(m, {n: (2 * u1[n].astype(np.float64) + u2[n]) / 3 for n in SHAPES},
                           tol=1e-6)
 
+    def test_frl_rankings_and_the_int32_model(self):
+        """An frl job: rankings made with frl_ranking() (scores with ties) give the stable
+        argsort of the summed positions as an int32 model; v0 is the identity; a float array
+        is refused here and an out-of-range index by the server (422 naming tensor, index)."""
+        rng = np.random.default_rng(5)
+        job = self.admin.create_job(job_name("frl"), clients_per_round=3,
+                                    tensors=list(SHAPES.items()), algorithm="frl")
+        v, m = job.model()
+        self.assertEqual(v, 0)
+        for n, shape in SHAPES.items():
+            self.assertEqual(m[n].dtype, np.int32, n)
+            self.assertEqual(m[n].shape, tuple(shape), n)
+            np.testing.assert_array_equal(m[n].ravel(), np.arange(int(np.prod(shape))))
+        with self.assertRaises(TypeError):
+            tc.encode_rankings({n: np.zeros(s, np.float32) for n, s in SHAPES.items()})
+        bad = {n: tc.frl_ranking(rng.integers(0, 3, s)) for n, s in SHAPES.items()}
+        name = list(SHAPES)[-1]
+        bad[name] = bad[name].copy()
+        bad[name][1] = bad[name].size  # out of range
+        with self.assertRaises(tc.TributaryError) as cm:
+            self.job_client(job).submit_ranking(bad, round=0)
+        self.assertEqual(cm.exception.status, 422)
+        self.assertEqual((cm.exception.body["tensor"], cm.exception.body["index"]), (name, 1))
+        votes = {n: np.zeros(int(np.prod(s)), np.int64) for n, s in SHAPES.items()}
+        for _ in range(3):
+            scores = {n: rng.integers(0, 4, s) for n, s in SHAPES.items()}  # many ties
+            ranks = {n: tc.frl_ranking(sc) for n, sc in scores.items()}
+            for n, r in ranks.items():
+                votes[n][r] += np.arange(r.size)
+            self.job_client(job).submit_ranking(ranks, round=0)
+        v, m = job.wait_model(after=0, timeout=30)
+        self.assertEqual(v, 1)
+        for n, shape in SHAPES.items():
+            self.assertEqual(m[n].dtype, np.int32, n)
+            want = np.argsort(votes[n], kind="stable").astype(np.int32).reshape(shape)
+            np.testing.assert_array_equal(m[n], want, err_msg=n)
+
     def test_create_job_from_state_dict_shapes(self):
         sd = collections.OrderedDict((n, FakeTensor(np.zeros(s))) for n, s in SHAPES.items())
         job = self.admin.create_job(job_name("sd"), clients_per_round=1, tensors=sd)

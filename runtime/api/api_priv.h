@@ -138,6 +138,17 @@ bool rt__api_st_sparse(const struct trib_st *st);
 int rt__api_sparse_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
 			uint64_t *segs_off, struct trib_st *st, const char *label);
 /*
+ * rt_api_frl.c. frl_fill: rt__api_st_fill for an frl job: every schema tensor an I32
+ * permutation (fn_frl_check), one segment each; @st is freed. 0, or -1 answered (422 naming the
+ * tensor and, for a bad entry, its index). frl_admit: an frl update's Content-Type (raw f32 is
+ * refused, 415); false answered. frl_model_form: GET /model's form @fmt for the job (raw f32
+ * is not an frl model: 406); false answered.
+ */
+int rt__api_frl_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, struct shm_seg *segs,
+		     struct trib_st *st, const char *label);
+bool rt__api_frl_admit(struct rt_conn *c, const struct rt_job *j);
+bool rt__api_frl_model_form(struct rt_conn *c, const struct rt_job *j, int fmt);
+/*
  * Every one of the @n values at @x (enum shm_dtype @dtype) finite and |value| x @w at most
  * FN_FOLD_TERM_MAX (fn_fold.h; @w the fold weight, >= 1), or a 422 answered naming @tensor (may
  * be NULL) and the limit: -EDOM.

@@ -178,7 +178,7 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 static bool cluster_algorithm(const struct rt_algo *alg)
 {
 	static const char *const ok[] = { "fedavg", "fedprox", "fedbuff", "fedavgm",
-					  "fedadagrad", "fedadam", "fedyogi" };
+					  "fedadagrad", "fedadam", "fedyogi", "frl" };
 
 	if (alg->rule)
 		return false;
@@ -204,6 +204,17 @@ static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 	/* A robust rule must do something for the fewest updates a round may close with. */
 	if (rt_algo_check_clients(&def->algo, kmin, (uint32_t)k, kmin < k, msg, cap))
 		return 400;
+	/* frl's votes are uint32: the largest tensor bounds the round's size. */
+	if (alg->frl) {
+		size_t big = 0;
+
+		for (size_t i = 1; i < def->nschema; i++)
+			if (def->schema[i].n_elem > def->schema[big].n_elem)
+				big = i;
+		if (def->nschema && rt_algo_check_frl(alg, k, def->schema[big].n_elem,
+						      def->schema[big].name, msg, cap))
+			return 400;
+	}
 	/* Exact robust rules keep a whole round of updates in the arena. */
 	if (alg->rule && k * (def->n_elem * 4 + 65536) > arena_size / 2) {
 		snprintf(msg, cap, "clients_per_round: %s keeps every update of a round "

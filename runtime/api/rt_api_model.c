@@ -67,6 +67,8 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j)
 		return;
 	if (!rt__api_model_acceptable(c))
 		return; /* 406 before a long poll parks */
+	if (!rt__api_frl_model_form(c, j, rt__api_model_pick(c->req.accept)))
+		return; /* frl's model is int32: not as raw f32 */
 	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
 		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {
 			rt_conn_error(c, 400, "round: a round number", -1, NULL);
@@ -221,6 +223,12 @@ void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j)
 
 	if (!rt__api_require_job(c, j))
 		return;
+	if (j->algo.frl) {
+		rt_conn_error(c, 409, "an frl job's model is the ranking its clients' votes make; it "
+			      "starts from the identity ranking (version 0) and takes no starting "
+			      "model", -1, NULL);
+		return;
+	}
 	R(c)->np_fmt = RT_NP_NONE;
 	if (rt__api_ctype_is(c->req.content_type, "application/x-safetensors"))
 		R(c)->safetensors = true;

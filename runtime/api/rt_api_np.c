@@ -206,8 +206,10 @@ struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *
 	out->version = b->version;
 	if (fmt == RT_MODEL_RAW)
 		memcpy(out->data, b->data + 8 + hlen, data_len);
-	else
-		trib_npz_write(j->schema, j->nschema, b->data + 8 + hlen, out->data);
+	else /* frl's model is int32 (the global ranking); every other job's float32 */
+		trib_npz_write_dtype(j->schema, j->nschema,
+				     j->algo.frl ? TRIB_DTYPE_I32 : TRIB_DTYPE_F32,
+				     b->data + 8 + hlen, out->data);
 	return out;
 }
 

@@ -126,6 +126,10 @@ int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w
 	char msg[400], what[TRIB_ST_EXPLAIN_MAX];
 	int err, rc = -1;
 
+	if (j->algo.frl) { /* rankings, not values (rt_api_frl.c) */
+		rc = rt__api_frl_fill(c, j, body, segs, st, label);
+		goto out;
+	}
 	if (!offs || !dts || !scales) {
 		trib_st_free(st);
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
@@ -575,6 +579,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		       -1, NULL);
 		return;
 	}
+	if (!rt__api_frl_admit(c, j))
+		return;
 	if (!c->req.x_round[0] || trib_parse_u64(c->req.x_round, 0, UINT32_MAX, &round)) {
 		rt__api_reject(c, RT_REJ_MALFORMED, 400,
 			       "X-Tributary-Round: required, a round number", -1, NULL);

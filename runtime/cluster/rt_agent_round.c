@@ -314,6 +314,7 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 	const float *model;
 	const uint8_t *state;
 	uint8_t *both = NULL;
+	int32_t *ranked = NULL; /* frl: the model ranked from the votes */
 	size_t mlen = j ? j->n_elem * sizeof(float) : 0;
 	json_t *edges, *h;
 	struct pend *pd;
@@ -338,6 +339,20 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 		      "round", (json_int_t)x->round, "updates", (json_int_t)x->result.count,
 		      "weight", x->result.weight, "edges_from", edges);
 	state = rt_node_server_io_out(n, &x->srv);
+	if (j->algo.frl && h) {
+		/* The nodes' votes, summed: ranked once, here; the model that travels is I32. */
+		ranked = trib_malloc(mlen ? mlen : 1);
+		err = ranked ? rt_job_frl_rank(j, model, ranked) : -ENOMEM;
+		if (err) {
+			trib_error("job %s round %u: ranking the votes: %s", x->job, x->round,
+				   strerror(-err));
+			trib_free(ranked);
+			json_decref(h);
+			return; /* again next tick */
+		}
+		model = (const float *)(const void *)ranked;
+		state = NULL; /* frl has no server step */
+	}
 	if (state && h) {
 		/* The step's new state follows the model: the controller keeps both. */
 		both = trib_malloc(mlen + x->srv.state_size);
@@ -352,6 +367,7 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 	err = rt__agent_to_ctl(a, h, both ? (const void *)both : (const void *)model,
 			       mlen + (both ? x->srv.state_size : 0), PK_MODEL_DONE, &pd);
 	trib_free(both);
+	trib_free(ranked);
 	if (err)
 		return; /* again next tick */
 	x->model_sending = true;

@@ -634,7 +634,7 @@ bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev)
 		uint64_t off = (uint64_t)json_integer_value(json_array_get(e, 0));
 		uint64_t ne = (uint64_t)json_integer_value(json_array_get(e, 1));
 		unsigned dt = (unsigned)json_integer_value(json_array_get(e, 3));
-		uint64_t es = dt == SHM_DTYPE_F32 ? 4 : dt == SHM_DTYPE_I8 ? 1 : 2;
+		uint64_t es = dt == SHM_DTYPE_F32 || dt == SHM_DTYPE_I32 ? 4 : dt == SHM_DTYPE_I8 ? 1 : 2;
 		/* A sparse segment's bytes are its record; its indices and values, in the body. */
 		struct shm_seg rel = { .src_off = off, .n_elem = ne, .dtype = dt };
 		struct fn_sparse_view sv;

@@ -116,8 +116,18 @@ static int round_store(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 		*state = NULL;
 		return err;
 	}
-	b = rt__model_blob(j, model, r->round + 1);
-	err = b ? rt__store_blob(n, j, b) : -ENOMEM;
+	if (j->algo.frl) {
+		/* The votes become the ranking here, once (rt_frl.c). */
+		int32_t *ranked = trib_malloc((j->n_elem ? j->n_elem : 1) * sizeof(*ranked));
+
+		err = ranked ? rt_job_frl_rank(j, model, ranked) : -ENOMEM;
+		b = err ? NULL : rt__model_blob(j, (const float *)(void *)ranked, r->round + 1);
+		trib_free(ranked);
+	} else {
+		b = rt__model_blob(j, model, r->round + 1);
+		err = 0;
+	}
+	err = b ? rt__store_blob(n, j, b) : err ? err : -ENOMEM;
 	if (!err)
 		err = ctl_store_round_advance(n->store, j->db_id, j->completed, j->completed + 1);
 	if (err) {

@@ -72,6 +72,10 @@ static char *schema_to_json(const struct trib_tensor *schema, size_t n)
 
 static int job_build_header(struct rt_job *j)
 {
+	/* frl's model is the global ranking: I32 tensors of the schema's shapes. */
+	if (j->algo.frl)
+		return trib_st_write_header_dtype(j->schema, j->nschema, TRIB_DTYPE_I32, NULL,
+						  &j->st_header, &j->st_header_len);
 	return trib_st_write_header(j->schema, j->nschema, NULL, &j->st_header, &j->st_header_len);
 }
 
@@ -85,6 +89,8 @@ struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t v
 	memcpy(b->data, j->st_header, j->st_header_len);
 	if (data)
 		memcpy(b->data + j->st_header_len, data, j->n_elem * sizeof(float));
+	else if (j->algo.frl) /* frl's start: the identity ranking, not zeros */
+		rt__frl_identity(j, (int32_t *)(void *)(b->data + j->st_header_len));
 	else
 		memset(b->data + j->st_header_len, 0, j->n_elem * sizeof(float));
 	b->version = version;
@@ -99,9 +105,22 @@ struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t v
  */
 int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b)
 {
-	size_t bad = 0;
+	size_t bad = 0, t = 0;
+	int err;
 
-	if (fn_check_finite_f32((const float *)(const void *)(b->data + j->st_header_len),
+	if (j->algo.frl) {
+		/* Integers: the backstop is that every tensor is a permutation. */
+		err = rt__frl_check_model(j, (const int32_t *)(const void *)(b->data +
+									     j->st_header_len),
+					  &t, &bad);
+		if (err == -EDOM)
+			trib_error("job %s: model v%u: tensor %s is not a permutation (position "
+				   "%zu): NOT written, the version is not made; the job refuses "
+				   "updates (503) until this is fixed", j->name, b->version,
+				   j->schema[t].name, bad);
+		if (err)
+			return err;
+	} else if (fn_check_finite_f32((const float *)(const void *)(b->data + j->st_header_len),
 				(b->len - j->st_header_len) / sizeof(float), &bad)) {
 		trib_error("job %s: model v%u has a non-finite value (NaN or Inf) at element %zu: "
 			   "NOT written, the version is not made; the job refuses updates (503) "
@@ -318,7 +337,6 @@ int rt__jobs_load(struct rt_node *n)
 			secagg_from_stored(j, json_object_get(params, "secagg"));
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? rt__select_from_stored(j, params) : -ENOMEM;
-			err = err ? err : job_build_header(j);
 		}
 		if (!err) {
 			char msg[256];
@@ -327,6 +345,8 @@ int rt__jobs_load(struct rt_node *n)
 			err = rt_algo_parse(params, &j->algo, msg, sizeof(msg));
 			if (err)
 				why = "its algorithm parameters";
+			/* After the algorithm: frl's header is I32. */
+			err = err ? err : job_build_header(j);
 		}
 		json_decref(params);
 		if (err) {

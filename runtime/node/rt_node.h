@@ -547,6 +547,13 @@ int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data)
  * version 0 is checked (this node may already hold round 0's first updates). 0 or -errno.
  */
 int rt_job_set_initial_remote(struct rt_node *n, struct rt_job *job, const float *data);
+
+/*
+ * frl (rt_frl.c): the model of a round from its votes (@votes: n_elem uint32 in schema order,
+ * borrowed), each tensor ranked by fn_frl_rank into @out (n_elem int32, caller-owned). Run once,
+ * where the round ends (one node's commit, a cluster round's top). 0, -ENOMEM or -EINVAL.
+ */
+int rt_job_frl_rank(const struct rt_job *j, const void *votes, int32_t *out);
 /*
  * A secure round (rt_secagg.h) of @j is over: @model (n_elem floats, the dequantised weighted
  * mean of @clients inputs of total @weight) becomes version completed + 1, stored, recorded and

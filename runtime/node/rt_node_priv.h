@@ -147,6 +147,9 @@ int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b);
 int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint32_t version,
 		    struct trib_blob **out);
 int rt__jobs_load(struct rt_node *n);
+/* rt_frl.c */
+void rt__frl_identity(const struct rt_job *j, int32_t *out);
+int rt__frl_check_model(const struct rt_job *j, const int32_t *m, size_t *tensor, size_t *bad);
 
 /* rt_job_life.c */
 /* A deleted job's rounds that finished aggregating: freed, nothing stored. */

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "fn_abi.h"
 #include "fn_opt.h"
 #include "rt_api.h"
@@ -388,4 +390,45 @@ Test(runtime_job_def, secagg_one_node_only)
 	rt_job_def_free(&def);
 	cr_assert_eq(parse(body, true, &def, msg), 400);
 	cr_assert_not_null(strstr(msg, "secagg: not supported across nodes"), "%s", msg);
+}
+
+/* frl: taken on one node and in a cluster; what acts on values refused by name; the bound. */
+Test(runtime_job_def, frl_refusals_and_the_vote_bound)
+{
+	static const struct {
+		const char *extra, *word;
+	} bad[] = {
+		{ ",\"weighted\":true", "weighted" },	    { ",\"update\":\"delta\"", "update" },
+		{ ",\"server_lr\":0.5", "server_lr" },	    { ",\"clip_norm\":1", "clip_norm" },
+		{ ",\"seed\":3", "seed" },		    { ",\"momentum\":0.9", "momentum" },
+		{ ",\"trim\":0.1", "trim" },		    { ",\"dp_delta\":0.001", "dp_delta" },
+	};
+	struct rt_job_def def;
+	char body[256], msg[256];
+
+	for (int clustered = 0; clustered < 2; clustered++) {
+		cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,"
+				   "\"algorithm\":\"frl\"}", clustered, &def, msg), 200, "%s", msg);
+		cr_assert(def.algo.frl);
+		cr_assert(def.algo.par.flags & FN_PAR_UNWEIGHTED);
+		cr_assert_null(json_object_get(def.params, "server_lr"),
+			       "a pinned server_lr would fail the restart's parse");
+		rt_job_def_free(&def);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(body, sizeof(body), "{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,"
+			 "\"algorithm\":\"frl\"%s}", bad[i].extra);
+		cr_assert_eq(parse(body, false, &def, msg), 400, "%s", body);
+		cr_assert_not_null(strstr(msg, bad[i].word), "%s: %s", body, msg);
+	}
+	/* 858993 x 5000 = 4294965000 fits 2^32 - 1; one more client does not. */
+	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":858993,\"algorithm\":\"frl\","
+			   "\"tensors\":[{\"name\":\"a\",\"shape\":[3]},{\"name\":\"big\","
+			   "\"shape\":[5001]}]}", false, &def, msg), 200, "%s", msg);
+	rt_job_def_free(&def);
+	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":858994,\"algorithm\":\"frl\","
+			   "\"tensors\":[{\"name\":\"a\",\"shape\":[3]},{\"name\":\"big\","
+			   "\"shape\":[5001]}]}", false, &def, msg), 400);
+	cr_assert_not_null(strstr(msg, "clients_per_round") && strstr(msg, "'big'") &&
+			   strstr(msg, "at most 858993"), "%s", msg);
 }
