@@ -59,5 +59,6 @@ void rt__agent_on_task_reply(struct rt_agent *a, struct pend *pd, struct ctl_eve
 	else if (!strcmp(action, "wait"))
 		rt_api_task_answer(pd->c, j, client, RT_API_TASK_WAIT, 0);
 	else
-		rt_conn_error(pd->c, 502, "the controller's answer had no action", -1, NULL);
+		rt_conn_error(pd->c, 500, "the controller's answer had no action (see its log)",
+			      -1, NULL);
 }
