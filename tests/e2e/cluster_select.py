@@ -9,12 +9,16 @@ two tasks left over are void once the round closed (409 stale). While the contro
 no update of the job is taken provisionally (only it knows who holds a task): 503. After a
 kill -9 and a restart of the controller, the 7 tasks it had granted stand: the same clients
 train, the rest wait (no second batch for the same round), and round 1 gets 7 new tasks.
+Last, `tributary simulate` runs 3 rounds of 20 clients over the three gateways on another
+selecting job (at most 7 tasks a round, 5 close it, its models checked).
 
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 """
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -75,6 +79,35 @@ def ctl_selection(cl, admin):
     job = [j for j in json.loads(b)['jobs'] if j['name'] == 'csel']
     check(len(job) == 1, 'csel in the controller status: %s' % b[:500])
     return job[0]
+
+
+def simulate(net, cl, admin, tmp):
+    """`tributary simulate` over the three gateways on a selecting job: 20 clients ask for
+    tasks on their own gateway each round; at most 7 train, 5 close it, every model checked
+    against simulate's reference."""
+    st, b = cl.call(c.NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'simsel', 'params': 500, 'client_auth': 'required',
+         'selection': {'per_round': K, 'overcommit': F}}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create simsel: %d %s' % (st, b[:300]))
+    tok = json.loads(b)['token']
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/simsel', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'simsel on every node')
+    urls = ','.join('http://%s:8080' % ip for ip in c.NODE_IP)
+    p = subprocess.run(['ip', 'netns', 'exec', net.ctl, BIN, 'simulate', '--url', urls,
+                        '--job', 'simsel', '--clients', '20', '--rounds', '3', '--params', '500',
+                        '--data-dir', os.path.join(tmp, 'ctl-7070')],
+                       capture_output=True, text=True, timeout=150)
+    out = p.stdout + p.stderr
+    check(p.returncode == 0, 'simulate on a selecting cluster job: rc %d\n%s' %
+          (p.returncode, out[-3000:]))
+    for r in range(3):
+        m = re.search(r'round %d: (\d+) tasks for 20 clients \((\d+) told to wait\); 5 updates '
+                      r'closed the round, (\d+) late' % r, out)
+        check(m and 5 <= int(m.group(1)) <= MAX and int(m.group(1)) + int(m.group(2)) == 20,
+              'simulate round %d:\n%s' % (r, out[-3000:]))
+    log('simulate over 3 gateways: 3 rounds of at most %d tasks for 20 clients, closed at %d, '
+        'models checked' % (MAX, K))
 
 
 def scenario():
@@ -229,6 +262,7 @@ def scenario():
               (st, b[:300]))
         log('round 0 closed at %d updates (the weighted mean); the 2 left-over tasks are void '
             '(409); round 1: %d new tasks' % (K, len(train1)))
+        simulate(net, cl, admin, tmp)
         for p in nodes + [ctl]:
             c.stop(p)
     except BaseException:
