@@ -9,7 +9,8 @@ two tasks left over are void once the round closed (409 stale). While the contro
 no update of the job is taken provisionally (only it knows who holds a task): 503. After a
 kill -9 and a restart of the controller, the 7 tasks it had granted stand: the same clients
 train, the rest wait (no second batch for the same round), and round 1 gets 7 new tasks.
-Last, `tributary simulate` runs 3 rounds of 20 clients over the three gateways on another
+Then 10 Python client loops (Job.run) over the three gateways take part in a 3-round job
+(exactly 3 updates a round, every loop ends with the job done), and `tributary simulate` runs 3 rounds of 20 clients over the three gateways on another
 selecting job (at most 7 tasks a round, 5 close it, its models checked).
 
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
@@ -78,6 +79,70 @@ def ctl_selection(cl, admin):
     job = [j for j in json.loads(b)['jobs'] if j['name'] == 'csel']
     check(len(job) == 1, 'csel in the controller status: %s' % b[:500])
     return job[0]
+
+
+LOOP = r"""
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import tributary_client as tc
+cfg = json.loads(sys.stdin.read())
+hist, errs = {}, []
+
+
+def one(k, cid):
+    def train(model, config):
+        return {n: np.full_like(a, k + 1) for n, a in model.items()}, k + 1
+    try:
+        job = tc.Client(cfg['urls'][k % 3], cfg['toks'][cid]).job('loop')
+        hist[cid] = [h['round'] for h in job.run(train, timeout=60)]
+    except Exception as ex:  # noqa: BLE001
+        errs.append('%s: %r' % (cid, ex))
+
+
+ts = [threading.Thread(target=one, args=(k, cid)) for k, cid in enumerate(sorted(cfg['toks']))]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print(json.dumps({'hist': hist, 'errs': errs}))
+"""
+
+
+def client_loop(net, cl, admin):
+    """The Python client's run() loop, 10 clients over three gateways, on a selecting job of
+    3 rounds (per_round 3, overcommit 1.4: 5 tasks): each round takes exactly 3 updates, the
+    late task holders skip to the next round, every loop ends with the job done, and the last
+    model is the weighted mean of the last round's 3 updates."""
+    st, b = cl.call(c.NODE_IP[2], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'loop', 'params': 64, 'client_auth': 'required', 'num_rounds': 3,
+         'selection': {'per_round': 3, 'overcommit': 1.4}}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create loop: %d %s' % (st, b[:300]))
+    jtok = json.loads(b)['token']
+    toks = {}
+    for k in range(10):
+        st, b = cl.call(gw(k), 'POST', '/v1/jobs/loop/clients',
+                        json.dumps({'client': 'l%d' % k}).encode(),
+                        {'Content-Type': 'application/json'}, admin)
+        check(st == 201, 'mint l%d: %d %s' % (k, st, b[:200]))
+        toks['l%d' % k] = json.loads(b)['token']
+    cfg = {'urls': ['http://%s:8080' % ip for ip in c.NODE_IP], 'toks': toks}
+    p = subprocess.run(['ip', 'netns', 'exec', net.ctl, sys.executable, '-c', LOOP,
+                        os.path.join(HERE, '..', '..', 'clients', 'python')],
+                       input=json.dumps(cfg), capture_output=True, text=True, timeout=150)
+    check(p.returncode == 0, 'the client loops: rc %d\n%s' % (p.returncode, p.stderr[-3000:]))
+    out = json.loads(p.stdout)
+    check(not out['errs'], 'client loops failed: %s' % out['errs'])
+    per = {r: sorted(cid for cid, h in out['hist'].items() if r in h) for r in range(3)}
+    check(all(len(per[r]) == 3 for r in range(3)) and
+          sum(len(h) for h in out['hist'].values()) == 9,
+          'updates taken per round: %s' % per)
+    m = c.get_model(cl, c.NODE_IP[0], 'loop', jtok, 3)
+    ws = [int(cid[1:]) + 1 for cid in per[2]]
+    c.check_model(m, [np.full(64, w, np.float32) for w in ws], ws, 'loop round 2')
+    log('client loops over 3 gateways: rounds of exactly 3 updates (%s), every loop ended '
+        'with the job done' % '; '.join(' '.join(per[r]) for r in range(3)))
 
 
 def simulate(net, cl, admin, tmp):
@@ -261,6 +326,7 @@ def scenario():
               (st, b[:300]))
         log('round 0 closed at %d updates (the weighted mean); the 2 left-over tasks are void '
             '(409); round 1: %d new tasks' % (K, len(train1)))
+        client_loop(net, cl, admin)
         simulate(net, cl, admin, tmp)
         for p in nodes + [ctl]:
             c.stop(p)
