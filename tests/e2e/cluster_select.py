@@ -10,8 +10,9 @@ no update of the job is taken provisionally (only it knows who holds a task): 50
 kill -9 and a restart of the controller, the 7 tasks it had granted stand: the same clients
 train, the rest wait (no second batch for the same round), and round 1 gets 7 new tasks.
 Then 10 Python client loops (Job.run) over the three gateways take part in a 3-round job
-(exactly 3 updates a round, every loop ends with the job done), and `tributary simulate` runs 3 rounds of 20 clients over the three gateways on another
-selecting job (at most 7 tasks a round, 5 close it, its models checked).
+(exactly 3 updates a round, every loop ends with the job done), and `tributary simulate`
+runs 3 rounds of 20 clients over the three gateways on another selecting job (at most 7 tasks
+a round, 5 close it, its models checked).
 
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 """
