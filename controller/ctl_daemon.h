@@ -120,6 +120,13 @@ struct cjob {
 	struct trib_retry store;
 	uint8_t key[32];	  /* client credentials' key (TRIB_CRED_KEY_LEN); never logged */
 	json_t *revoked;	  /* client ids revoked (owned array of strings) */
+	/*
+	 * ctl_select.c: "selection" (sel_k 0: none), sel_max tasks a round; the clients
+	 * holding a task of round tasks_round, as the store has them (owned; NULL: not read).
+	 */
+	uint32_t sel_k, sel_max, tasks_round;
+	double sel_f;
+	json_t *tasks;
 	struct cjob *next;
 };
 
@@ -253,6 +260,29 @@ struct cjob *ctl__job_by_id(struct ctl *c, int64_t id);
 struct cround *ctl__round_new(struct cjob *j, uint32_t r);
 void ctl__round_close(struct ctl *c, struct cjob *j, struct cround *cr);
 void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr);
+
+/* --- ctl_select.c: client selection across nodes (issue 15) --- */
+
+/*
+ * @j's "selection" from its definition @o (checked by the node that took it): sel_k, sel_f,
+ * sel_max; a job without clients_per_round gets per_round as its cpr.
+ */
+void ctl__job_select_init(struct cjob *j, const json_t *o);
+/* Forget its tasks in memory (the store keeps them). */
+void ctl__job_select_fini(struct cjob *j);
+/*
+ * {"op": "task", "job", "client"}: a task of @j's open round for the client (kept in the
+ * store first), the one it holds, or wait/done; the reply names the action and the round.
+ */
+void ctl__on_task(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * An update of round @r of @j from client @client (NULL: the job token): true with a 409
+ * (or 503) in *@rep when @j selects clients and that client holds no task of @r.
+ */
+bool ctl__task_refused(struct ctl *c, struct cjob *j, uint32_t r, const char *client,
+		       json_t **rep);
+/* Status: "selection" {per_round, overcommit, tasks_out, tasks_max} into @jo, if @j selects. */
+void ctl__select_status(struct ctl *c, struct cjob *j, json_t *jo);
 
 /* --- ctl_rejoin.c: a restart of the controller or of a node --- */
 

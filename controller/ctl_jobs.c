@@ -422,6 +422,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		json_object_set_new(*rep, "round", json_integer(j->round));
 		return;
 	}
+	if (ctl__task_refused(c, j, r, ctl__jstr(ev->hdr, "client", NULL), rep))
+		return; /* selection: only clients with a task of the round (ctl_select.c) */
 	cr = round_get(j, r);
 	if (!cr && !(cr = round_new(j, r))) {
 		*rep = ctl__err_reply(503, "out of memory");
@@ -668,6 +670,7 @@ static void job_free(struct cjob *j)
 	}
 	ctl_model_fmt_fini(&j->fmt);
 	ctl__job_cred_fini(j);
+	ctl__job_select_fini(j);
 	trib_free(j->model);
 	trib_free(j->body);
 	trib_free(j);
@@ -705,6 +708,7 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
 	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
 	ctl__job_async(j, o);
+	ctl__job_select_init(j, o); /* ctl_select.c (may set cpr) */
 	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	/* Checked by the node that took the request (rt_job_def_parse), as every field. */
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
@@ -827,6 +831,7 @@ json_t *ctl__jobs_status(struct ctl *c)
 
 		if (jo && j->num_rounds)
 			json_object_set_new(jo, "num_rounds", json_integer(j->num_rounds));
+		ctl__select_status(c, j, jo);
 		if (jo)
 			json_object_set_new(jo, "state", json_string(
 				j->num_rounds && j->completed >= j->num_rounds ? "done" :
@@ -902,6 +907,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
 	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
 	ctl__job_async(j, o);
+	ctl__job_select_init(j, o); /* ctl_select.c (may set cpr) */
 	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);

@@ -174,7 +174,7 @@ void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o);
 /* /v1/jobs/{job}/secagg/..., and a secagg job's /updates (@slash: from "/secagg" or "/updates"). */
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m);
-void rt__api_task_status(const struct rt_job *j, json_t *o);
+void rt__api_task_status(const struct rt_node *n, const struct rt_job *j, json_t *o);
 bool rt__api_task_admit(struct rt_conn *c, struct rt_job *j, uint32_t round);
 /* rt_api_round.c: /rounds, /rounds/{r}, /evaluations (@slash: "/rounds..." or "/evaluations") */
 struct rt_cmetrics;

@@ -512,7 +512,7 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 		json_object_set_new(o, "leaves", json_integer(rt_round_nleaves(j->open)));
 	round_times_json(j, o);
 	json_object_set_new(o, "store", store_json(j));
-	rt__api_task_status(j, o);
+	rt__api_task_status(n, j, o);
 	rt__api_eval_status(n, j, o);
 	rt__api_life_json(o, j);
 	rt__api_secagg_status(n, j, o);

@@ -37,6 +37,7 @@ enum pend_kind {
 	PK_MODEL_PUT,
 	PK_ROUNDS_LIST,
 	PK_EVAL,
+	PK_TASK,
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -250,6 +251,9 @@ void rt__agent_eval_post(void *ctx, struct rt_conn *c, const struct rt_job *j, u
 			 const json_t *metrics);
 /* The controller's answer to either, passed on to the client. */
 void rt__agent_on_rounds_list_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* rt_agent_task.c: GET .../task of a job with selection, through the controller. */
+void rt__agent_task_get(void *ctx, struct rt_conn *c, const struct rt_job *j, const char *client);
+void rt__agent_on_task_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 /* DELETE /v1/jobs/{job} through the controller; its "job_delete" to every node. */
 void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
 void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);

@@ -535,6 +535,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_EVAL:
 		rt__agent_on_rounds_list_reply(a, pd, ev);
 		break;
+	case PK_TASK:
+		rt__agent_on_task_reply(a, pd, ev);
+		break;
 	case PK_DELETE:
 		rt__agent_on_delete_reply(a, pd, ev);
 		break;
@@ -691,6 +694,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->round_get = round_get;
 	out->rounds_list = rt__agent_rounds_list;
 	out->eval_post = rt__agent_eval_post;
+	out->task_get = rt__agent_task_get;
 	out->status = status;
 	out->metrics = metrics;
 	out->revoke = rt__agent_revoke;

@@ -440,6 +440,10 @@ static void upd_provisional(struct rt_agent *a, struct upd *u)
 	} else if (j && j->algo.async) {
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only it "
 			 "counts a FedBuff version across nodes: retry", (double)away / 1e9);
+	} else if (j && j->sel.per_round) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only it "
+			 "knows which clients hold a task of the round (selection): retry",
+			 (double)away / 1e9);
 	} else if (!x || x->closed || x->provisional >= j->cpr) {
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; without "
 			 "it this node takes updates only for the round it knows open, and at "
