@@ -149,8 +149,12 @@ int rt__api_flora_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, doubl
 {
 	const struct rt_flora *f = j->flora;
 	size_t *at = trib_calloc(2 * f->npairs, sizeof(*at));
-	/* The client's slot: its acceptance index in the round, the seq it is about to get. */
-	uint64_t s = j->open ? rt_round_received(j->open) : 0, k = 0;
+	/*
+	 * The client's slot: its acceptance index in the round, the seq it is about to get. In a
+	 * cluster the controller's count gives it: placed at 0, moved with the count
+	 * (rt_flora_segs_move()).
+	 */
+	uint64_t s = API(c)->clustered ? 0 : j->open ? rt_round_received(j->open) : 0, k = 0;
 	int rc = -1;
 
 	if (!at) {

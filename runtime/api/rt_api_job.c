@@ -179,7 +179,7 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 static bool cluster_algorithm(const struct rt_algo *alg)
 {
 	static const char *const ok[] = { "fedavg", "fedprox", "fedbuff", "fedavgm",
-					  "fedadagrad", "fedadam", "fedyogi" };
+					  "fedadagrad", "fedadam", "fedyogi", "flora" };
 
 	if (alg->rule)
 		return false;

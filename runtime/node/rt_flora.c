@@ -10,6 +10,7 @@
 #include "rt_node.h"
 #include "trib_alloc.h"
 #include "trib_dtype.h"
+#include "trib_schema.h"
 
 #define BAD(...)                                                 \
 	do {                                                     \
@@ -41,27 +42,6 @@ static long find(const struct trib_tensor *t, size_t n, const char *name)
 		if (!strcmp(t[i].name, name))
 			return (long)i;
 	return -1;
-}
-
-/* Appends tensor @name of shape [d0] or [d0, d1] (F32 in the schema; bind marks ranks I32). */
-static int append(struct trib_tensor **schema, size_t *n, uint64_t *n_elem, const char *name,
-		  uint32_t ndim, uint64_t d0, uint64_t d1)
-{
-	struct trib_tensor *t = trib_realloc(*schema, (*n + 1) * sizeof(**schema));
-
-	if (!t)
-		return -ENOMEM;
-	*schema = t;
-	t += (*n)++;
-	memset(t, 0, sizeof(*t));
-	snprintf(t->name, sizeof(t->name), "%s", name);
-	t->dtype = TRIB_DTYPE_F32;
-	t->ndim = ndim;
-	t->shape[0] = d0;
-	t->shape[1] = d1;
-	t->n_elem = ndim == 1 ? d0 : d0 * d1;
-	*n_elem += t->n_elem;
-	return 0;
 }
 
 /* One entry of "flora_pairs" checked against the base (@t, @nbase) and the pairs before it. */
@@ -125,6 +105,15 @@ static int check_pair(json_t *e, size_t i, const struct trib_tensor *t, size_t n
 	return 0;
 }
 
+/* A checked pair's a, b, name and name.rank. */
+static void names4(json_t *e, char out[4][TRIB_ST_NAME_MAX + 8])
+{
+	snprintf(out[0], sizeof(out[0]), "%s", json_string_value(json_object_get(e, "a")));
+	snprintf(out[1], sizeof(out[1]), "%s", json_string_value(json_object_get(e, "b")));
+	snprintf(out[2], sizeof(out[2]), "%s", json_string_value(json_object_get(e, "name")));
+	snprintf(out[3], sizeof(out[3]), "%s.rank", json_string_value(json_object_get(e, "name")));
+}
+
 int rt_flora_spec(json_t *doc, struct trib_tensor **schema, size_t *nschema, uint64_t *n_elem,
 		  uint32_t S, char *msg, size_t cap)
 {
@@ -142,7 +131,6 @@ int rt_flora_spec(json_t *doc, struct trib_tensor **schema, size_t *nschema, uin
 		int st = check_pair(e, i, *schema, nbase, *nschema, msg, cap);
 		const struct trib_tensor *bt;
 		uint64_t m, n, R;
-		char rank[TRIB_ST_NAME_MAX + 8];
 
 		if (st)
 			return st;
@@ -161,16 +149,31 @@ int rt_flora_spec(json_t *doc, struct trib_tensor **schema, size_t *nschema, uin
 			BAD("flora_pairs[%zu].max_rank: clients_per_round %u x max_rank %llu x (m + "
 			    "n) %llu is too large a stack", i, S, (unsigned long long)R,
 			    (unsigned long long)(m + n));
-		snprintf(rank, sizeof(rank), "%s.rank",
-			 json_string_value(json_object_get(e, "name")));
-		if (append(schema, nschema, n_elem, json_string_value(json_object_get(e, "a")), 2,
-			   S * R, n) ||
-		    append(schema, nschema, n_elem, json_string_value(json_object_get(e, "b")), 2,
-			   m, S * R) ||
-		    append(schema, nschema, n_elem, rank, 1, 1, 0)) {
+		/* The pairs before it are checked, not yet appended: their names against its. */
+		for (size_t q = 0; q < i; q++) {
+			static const char *const field[] = { "a", "b", "name", "name" };
+			char x[4][TRIB_ST_NAME_MAX + 8], y[4][TRIB_ST_NAME_MAX + 8];
+
+			names4(json_array_get(pairs, q), x);
+			names4(e, y);
+			for (int k = 0; k < 4; k++)
+				for (int z = 0; z < 4; z++)
+					if (!strcmp(x[k], y[z]))
+						BAD("flora_pairs[%zu].%s: '%.80s' is taken by "
+						    "flora_pairs[%zu] (each pair's name, name.rank, a "
+						    "and b are its own)", i, field[z], y[z], q);
+		}
+	}
+	{
+		const char *why = NULL;
+		int err = trib_schema_add_flora(doc, schema, nschema, n_elem, &why);
+
+		if (err == -ENOMEM) {
 			snprintf(msg, cap, "out of memory");
 			return 500;
 		}
+		if (err)
+			BAD("%s", why ? why : "flora_pairs: not valid");
 	}
 	return 0;
 }
@@ -350,4 +353,44 @@ json_t *rt_flora_json(const struct rt_job *j)
 						     (json_int_t)p->m, (json_int_t)p->n));
 	}
 	return arr;
+}
+
+void rt_flora_segs_move(const struct rt_job *j, struct shm_seg *segs, uint32_t nsegs,
+			uint64_t from, uint64_t to)
+{
+	const struct rt_flora *f = j->flora;
+	uint32_t k = 0;
+
+	/* The order rt__api_flora_fill() wrote: per pair, A's segment then B's m rows. */
+	for (uint32_t i = 0; f && i < f->npairs && k < nsegs; i++) {
+		const struct rt_flora_pair *p = &f->pairs[i];
+
+		segs[k].dst_elem = segs[k].dst_elem - from * p->R * p->n + to * p->R * p->n;
+		k++;
+		for (uint64_t row = 0; row < p->m && k < nsegs; row++, k++)
+			segs[k].dst_elem = segs[k].dst_elem - from * p->R + to * p->R;
+	}
+}
+
+int rt_flora_model_cluster(struct rt_node *n, struct rt_job *j, uint32_t round, const float *sum,
+			   double W, float *out)
+{
+	struct trib_blob *prev;
+	int err;
+
+	/* The frozen base is model v@round's: the top waits until it is stored here. */
+	if (j->completed != round)
+		return -EAGAIN;
+	prev = rt_job_model(n, j, round);
+	if (!prev)
+		return -EAGAIN;
+	if (prev->len != j->st_header_len + rt_flora_model_elems(j) * sizeof(float)) {
+		trib_blob_release(prev);
+		return -EINVAL;
+	}
+	memset(out, 0, j->n_elem * sizeof(float));
+	err = rt_flora_model(j, sum, W, (const float *)(const void *)(prev->data + j->st_header_len),
+			     out);
+	trib_blob_release(prev);
+	return err;
 }

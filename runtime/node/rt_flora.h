@@ -76,6 +76,22 @@ uint32_t rt_flora_nsegs(const struct rt_job *j);
 int rt_flora_model(const struct rt_job *j, const float *sum, double W, const float *prev,
 		   float *out);
 
+/*
+ * A cluster's slot comes with the controller's count: the gateway places an update at slot
+ * @from (0), and the count moves its @nsegs segments (rt__api_flora_fill()'s order) to @to.
+ */
+void rt_flora_segs_move(const struct rt_job *j, struct shm_seg *segs, uint32_t nsegs,
+			uint64_t from, uint64_t to);
+
+struct rt_node;
+/*
+ * A cluster's top: round @round's served model from the nodes' summed stacks @sum (total weight
+ * @W) into @out (n_elem floats; those past rt_flora_model_elems() zero), with the base of model
+ * v@round stored here. 0; -EAGAIN until that version is here; -EDOM, -ENOMEM, -EINVAL.
+ */
+int rt_flora_model_cluster(struct rt_node *n, struct rt_job *j, uint32_t round, const float *sum,
+			   double W, float *out);
+
 /* "flora_pairs" and "flora_merge" of the status (new reference), or NULL. */
 json_t *rt_flora_json(const struct rt_job *j);
 
