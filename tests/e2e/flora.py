@@ -189,7 +189,8 @@ def run():
         check(stt.get('flora_merge') is False and
               [p['name'] for p in stt.get('flora_pairs', [])] == ['l0', 'l1'] and
               stt['flora_pairs'][0]['max_rank'] == 8 and
-              stt['parameters'].get('flora_merge') is False, 'status: %r' % stt)
+              stt['parameters'].get('flora_merge') is False and
+              [t['name'] for t in stt['tensors']] == [t['name'] for t in BASE], 'status: %r' % stt)
         st, _, _ = srv.request('PUT', '/v1/jobs/lora/model', e.st_encode(base),
                                {'Content-Type': 'application/x-safetensors'}, tok)
         check(st == 200, 'PUT base model: %d' % st)
