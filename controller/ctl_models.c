@@ -46,6 +46,14 @@ int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, co
 	/* frl's model is the global ranking, I32 (a node's rt_job.c writes the same header). */
 	frl = json_is_string(json_object_get(spec, "algorithm")) &&
 	      !strcmp(json_string_value(json_object_get(spec, "algorithm")), "frl");
+	if (!err) {
+		/* flora: the stacks the nodes' models carry (trib_schema_add_flora()) */
+		err = trib_schema_add_flora(spec, &f->schema, &f->nschema, &f->n_elem, &reason);
+		if (err) {
+			json_decref(spec);
+			goto err_free_schema;
+		}
+	}
 	json_decref(spec);
 	if (err)
 		goto err_out;

@@ -556,7 +556,6 @@ void trib_npz_write(const struct trib_tensor *schema, size_t n, const void *data
 void trib_npz_write_dtype(const struct trib_tensor *schema, size_t n, uint32_t dtype,
 			  const void *data, void *out)
 {
-	const char *descr = dtype == TRIB_DTYPE_I32 ? "<i4" : "<f4";
 	uint8_t *o = out, *cd;
 	const uint8_t *src = data;
 	uint64_t pos = 0, cd_len = 0, lpos = 0;
@@ -564,6 +563,9 @@ void trib_npz_write_dtype(const struct trib_tensor *schema, size_t n, uint32_t d
 
 	/* Sizes were checked by trib_npz_size(): every field fits its 16 or 32 bits. */
 	for (size_t i = 0; i < n; i++) {
+		/* @dtype for the whole model (frl), or the tensor's own (a flora pair's rank). */
+		const char *descr = dtype == TRIB_DTYPE_I32 || schema[i].dtype == TRIB_DTYPE_I32
+					    ? "<i4" : "<f4";
 		size_t nlen = strlen(schema[i].name) + 4, hl = npy_header(&schema[i], descr, hdr,
 									   sizeof(hdr));
 		uint64_t dlen = schema[i].n_elem * 4;

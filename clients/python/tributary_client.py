@@ -489,9 +489,9 @@ def _body_format(format):
 def decode_safetensors(data):
     """Returns a dict of name -> float32 numpy array (writable copies) from safetensors bytes.
 
-    Tensors come in the header's order; F32 is accepted (Tributary's models are F32), and I32
-    (an frl job's model, the global ranking: int32 arrays). Raises ValueError on a malformed
-    body.
+    Tensors come in the header's order; F32, and I32 as an int32 array (an frl job's model,
+    the global ranking; a flora model's ``<pair>.rank``) are accepted. Raises ValueError on a
+    malformed body.
     """
     view = memoryview(data)
     if len(view) < 8:
@@ -512,18 +512,17 @@ def decode_safetensors(data):
         if name == "__metadata__":
             continue
         if info.get("dtype") not in ("F32", "I32"):
-            raise ValueError("safetensors: tensor %r has dtype %r, want F32 (or I32: frl)" %
+            raise ValueError("safetensors: tensor %r has dtype %r, want F32 (or I32)" %
                              (name, info.get("dtype")))
-        want = "<i4" if info["dtype"] == "I32" else "<f4"
+        np_dtype = "<i4" if info["dtype"] == "I32" else "<f4"
         shape = tuple(int(d) for d in info["shape"])
         start, end = (int(x) for x in info["data_offsets"])
         count = math.prod(shape)
         if end - start != 4 * count or start < 0 or base + end > len(view):
             raise ValueError("safetensors: tensor %r has bad data_offsets %r" %
                              (name, info["data_offsets"]))
-        arr = np.frombuffer(view[base + start:base + end], dtype=want, count=count)
-        out[name] = arr.reshape(shape).astype(
-            np.int32 if want == "<i4" else np.float32, copy=True)
+        arr = np.frombuffer(view[base + start:base + end], dtype=np_dtype, count=count)
+        out[name] = arr.reshape(shape).astype(np.dtype(np_dtype).newbyteorder("="), copy=True)
     return out
 
 
