@@ -191,6 +191,10 @@ static int parse_frl(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 			BAD("%s: does not apply to frl (clients send rankings, the server votes: "
 			    "no values, deltas, server optimiser, clipping or noise)", *k);
 	a->frl = true;
+	return 0;
+}
+
+/*
  * flora's switches; its pairs are checked against the job's tensors by rt_flora_spec(). The
  * model is the stack of the clients' weighted adapters (rt_flora.h): there is no mean to step
  * by, clip or add noise to, so every option that would is refused.
