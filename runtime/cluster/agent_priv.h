@@ -37,6 +37,7 @@ enum pend_kind {
 	PK_MODEL_PUT,
 	PK_ROUNDS_LIST,
 	PK_EVAL,
+	PK_SHARD, /* rt_agent_shard.c: slices, distances, a selection, a range */
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -115,6 +116,7 @@ struct xround {
 	bool need_v0, v0_here;
 	bool opt_none; /* the controller sent version @round without a state: it has none */
 	struct rt_server_io srv;
+	struct xshard *sh; /* a robust rule's slices and phases (rt_agent_shard.c; owned) */
 	struct xround *next;
 };
 
@@ -126,6 +128,8 @@ struct pend {
 	struct xround *x;
 	int top;	/* PK_PARTIAL: the rank it went to */
 	uint64_t bytes; /* PK_PARTIAL: payload bytes */
+	int what;	/* PK_SHARD: which message */
+	uint64_t gen;	/* PK_SHARD: the partition it belongs to */
 	struct pend *next;
 };
 
@@ -148,6 +152,7 @@ struct rt_agent {
 	uint64_t partials_sent, partials_received, fwd_sent, fwd_received, accept_rejected,
 	    models_sent;
 	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
+	uint64_t shard_bytes; /* robust rules: slices, distances, selections, ranges sent */
 	uint64_t next_uid;
 	/* rt_agent_rejoin.c: joining again after a restart (ours or the controller's) */
 	struct trib_retry join_retry; /* joins that got no answer: the next one waits longer */
@@ -257,6 +262,16 @@ void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 void rt__agent_model_put(void *ctx, struct rt_conn *c, struct rt_job *j, const float *data);
 void rt__agent_on_model_put_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
+/* rt_agent_shard.c: exact robust rules across nodes (docs/ARCHITECTURE.md). */
+struct xshard;
+/* The controller's close @h of @x, a robust job's: the partition (again if it changed). */
+void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h);
+/* Move what can move now (at events and every tick). */
+void rt__agent_shard_step(struct rt_agent *a, struct xround *x);
+void rt__agent_shard_free(struct rt_agent *a, struct xround *x);
+/* A peer's "shard_*" request. */
+void rt__agent_on_shard(struct rt_agent *a, struct ctl_event *ev);
+void rt__agent_on_shard_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 /* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
 void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);
 
