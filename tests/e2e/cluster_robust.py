@@ -16,6 +16,7 @@ Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -137,6 +138,40 @@ def run_cluster(cl, admin, one, rows, honest, prefix, rnd_jobs=2):
     return costs
 
 
+def lost_node(cl, admin, nodes, rows):
+    """A node lost in a closed round (frozen, then kill -9): the round starts again over the
+    nodes left, with their updates only (as FedAvg's closed round does); lost_nodes names it."""
+    spec = {'name': 'lost', 'clients_per_round': K, 'algorithm': 'krum', 'f': 2, 'm': 3,
+            'tensors': SCHEMA}
+    st, b = cl.call(c.NODE_IP[0], 'POST', '/v1/jobs', json.dumps(spec).encode(),
+                    {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create lost: %d %s' % (st, b[:300]))
+    tok = json.loads(b)['token']
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/lost', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'lost known on every node')
+    order = [i for i in range(K) if i % 3 == 2] + [i for i in range(K) if i % 3 != 2]
+    for n, i in enumerate(order):
+        if n == K // 3:
+            nodes[2].kill(signal.SIGSTOP)  # n2 holds its updates, counted, and is frozen
+        body, ct = body_of(i, rows[i])
+        st, b = cl.call(c.NODE_IP[i % 3], 'POST', '/v1/jobs/lost/updates', body,
+                        {'Content-Type': ct, 'X-Tributary-Round': '0'}, tok)
+        check(st == 202, 'lost update %d: %d %s' % (i, st, b[:300]))
+    got = c.get_model(cl, c.NODE_IP[0], 'lost', tok, 1, timeout=60).astype(np.float64)
+    nodes[2].kill()  # kill -9
+    kept = [rows[i] for i in range(K) if i % 3 != 2]
+    want = rref.reference('krum', kept, f=2, m=3)
+    err = float(np.max(np.abs(got - want)))
+    check(err <= 1e-5 * max(1.0, float(np.max(np.abs(want)))),
+          'lost: the model is not Multi-Krum over the %d updates left: %.3g' % (len(kept), err))
+    info = c.round_info(cl, c.NODE_IP[1], 'lost', tok, 0)
+    check(info['lost_nodes'] == ['n2'] and info['updates'] == len(kept) and
+          info['state'] == 'done', 'lost round record: %s' % info)
+    log('  a node frozen in a closed round, then kill -9: the round started again over %d '
+        'updates on the nodes left, Multi-Krum equals numpy over them; lost_nodes %s' %
+        (len(kept), info['lost_nodes']))
+
+
 def scenario():
     if os.geteuid() != 0:
         print('SKIP: needs root for ip netns, veth and a bridge')
@@ -171,6 +206,8 @@ def scenario():
                 tot = v['shard'] + v['partial'] + v['update']
                 log('  placement %s: %s cross-node bytes per round %d (fedavg %d): x%.1f' %
                     (placement or 'locality', k, tot, fa, tot / max(fa, 1)))
+            if placement is None:
+                lost_node(cl, admin, nodes, rows)
             for p in nodes + [ctl]:
                 c.stop(p)
         m = one.metrics()
