@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "ctl_shard.h"
+#include "rt_shard_wire.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -180,24 +181,6 @@ static int sh_send(struct rt_agent *a, struct xround *x, int to, int what, json_
 	return 0;
 }
 
-/* One piece of an update's segment that falls in an owner's range. */
-struct piece {
-	const struct shm_seg *s;
-	uint64_t a, b; /* coordinates [a, b) */
-};
-
-static int piece_cmp(const void *x, const void *y)
-{
-	const struct piece *p = x, *q = y;
-
-	return p->a < q->a ? -1 : p->a > q->a;
-}
-
-static uint64_t dt_size(unsigned dt)
-{
-	return dt == SHM_DTYPE_F32 ? 4 : dt == SHM_DTYPE_I8 ? 1 : 2;
-}
-
 /*
  * This node's updates' slices of owner @o's range, in one message: [update][segment] as
  * [offset, n_elem, dst_elem, dtype, scale] over a payload of the segments' bytes as they are
@@ -210,15 +193,14 @@ static int slices_send(struct rt_agent *a, struct xround *x, struct rt_job *j,
 	struct rt_node *n = a->n;
 	uint64_t lo, hi, len = 0;
 	json_t *jups = json_array();
-	struct piece *pc = NULL;
+	struct rt_shard_piece *pc = NULL;
 	uint8_t *buf = NULL;
 	int err = -ENOMEM;
 
 	if (ctl_shard_range(x->counts, x->nnodes, (uint32_t)o, j->n_elem, &lo, &hi) || !jups)
 		goto out;
-	pc = trib_calloc(j->nschema + 1, sizeof(*pc));
 	/* Two passes: the length, then the bytes. */
-	for (int pass = 0; pass < 2 && pc; pass++) {
+	for (int pass = 0; pass < 2; pass++) {
 		uint64_t off = 0;
 
 		if (pass == 1) {
@@ -229,30 +211,27 @@ static int slices_send(struct rt_agent *a, struct xround *x, struct rt_job *j,
 		for (uint32_t u = 0; u < nups; u++) {
 			const struct shm_seg *segs = shm_arena_ptr(n->arena, ups[u].segs_off);
 			json_t *js = pass ? json_array() : NULL;
-			uint32_t np = 0;
+			uint32_t np;
 
-			for (uint32_t i = 0; i < ups[u].nsegs && np <= j->nschema; i++) {
-				uint64_t s0 = segs[i].dst_elem, s1 = s0 + segs[i].n_elem;
-				uint64_t p0 = s0 > lo ? s0 : lo, p1 = s1 < hi ? s1 : hi;
-
-				if (p0 < p1)
-					pc[np++] = (struct piece){ &segs[i], p0, p1 };
-			}
-			qsort(pc, np, sizeof(*pc), piece_cmp);
+			trib_free(pc);
+			pc = trib_calloc(ups[u].nsegs ? ups[u].nsegs : 1, sizeof(*pc));
+			if (!pc)
+				goto out;
+			np = rt_shard_cut(segs, ups[u].nsegs, lo, hi, pc);
 			for (uint32_t i = 0; i < np; i++) {
-				uint64_t es = dt_size(pc[i].s->dtype), nb = (pc[i].b - pc[i].a) * es;
+				const struct shm_seg *sg = &segs[pc[i].seg];
+				uint64_t es = rt_shard_dtype_size(sg->dtype), nb = (pc[i].b - pc[i].a) * es;
 
 				if (pass) {
 					memcpy(buf + off,
-					       (const uint8_t *)shm_arena_ptr(n->arena,
-									      pc[i].s->src_off) +
-						   (pc[i].a - pc[i].s->dst_elem) * es,
+					       (const uint8_t *)shm_arena_ptr(n->arena, sg->src_off) +
+						   (pc[i].a - sg->dst_elem) * es,
 					       nb);
 					json_array_append_new(
 					    js, json_pack("[I, I, I, i, f]", (json_int_t)off,
 							  (json_int_t)(pc[i].b - pc[i].a),
-							  (json_int_t)pc[i].a, (int)pc[i].s->dtype,
-							  (double)pc[i].s->scale));
+							  (json_int_t)pc[i].a, (int)sg->dtype,
+							  (double)sg->scale));
 				}
 				off += (nb + 3) & ~3ull;
 			}
@@ -261,8 +240,6 @@ static int slices_send(struct rt_agent *a, struct xround *x, struct rt_job *j,
 		}
 		len = off;
 	}
-	if (!pc)
-		goto out;
 	err = sh_send(a, x, o, SH_SLICES,
 		      json_pack("{s:s, s:o}", "op", "shard_slices", "ups", jups), buf, len);
 	jups = NULL;
@@ -396,6 +373,11 @@ static void owner_start(struct rt_agent *a, struct xround *x, struct rt_round *r
 	       nmine * sizeof(*mine));
 	for (uint32_t i = 0; i < sh->k; i++)
 		sh->descs[i].seq = i;
+	if (sh->lo == sh->hi) {
+		/* Fewer coordinates than owners: an empty range has nothing to compute. */
+		sh->started = sh->done = 1;
+		return;
+	}
 	err = rt_node_xshard_start(a->n, r, sh->descs, sh->k, sh->lo, sh->hi);
 	if (err) {
 		trib_error("job %s round %u: starting the shards of [%llu, %llu): %s", x->job,
@@ -418,14 +400,14 @@ static void owner_up(struct rt_agent *a, struct xround *x, struct rt_job *j, str
 	int err;
 
 	if (dist) {
-		d = trib_malloc(len ? len : 1);
-		if (!d || rt_node_xshard_dist(a->n, r, d)) {
+		d = trib_calloc(1, len ? len : 1);
+		if (!d || (sh->lo < sh->hi && rt_node_xshard_dist(a->n, r, d))) {
 			trib_free(d);
 			return;
 		}
 		p = d;
 	} else {
-		p = rt_node_xshard_out(a->n, r) + sh->lo;
+		p = sh->lo < sh->hi ? (const void *)(rt_node_xshard_out(a->n, r) + sh->lo) : "";
 	}
 	if (x->top == a->rank) {
 		err = top_take(x, j, (uint32_t)a->rank, dist ? SH_DIST : SH_RANGE, p, len,
@@ -477,8 +459,11 @@ void rt__agent_shard_step(struct rt_agent *a, struct xround *x)
 			owner_up(a, x, j, r);
 		/* 4. Krum, Bulyan: phase 2 with the top's selection. */
 		if (sh->sel && sh->started == 1 && sh->done == 1 && sh->delivered == 1) {
-			int err = rt_node_xshard_phase2(a->n, r, sh->sel, sh->nsel);
+			int err = sh->lo < sh->hi ? rt_node_xshard_phase2(a->n, r, sh->sel, sh->nsel)
+						  : 0;
 
+			if (!err && sh->lo == sh->hi)
+				sh->done = 2; /* an empty range: nothing to trim or average */
 			if (err)
 				trib_error("job %s round %u: phase 2 of [%llu, %llu): %s", x->job,
 					   x->round, (unsigned long long)sh->lo,
@@ -576,32 +561,10 @@ static int slices_land(struct rt_agent *a, struct xround *x, struct rt_job *j, u
 	size_t i, s;
 	int err;
 
-	if (!json_is_array(ups) || json_array_size(ups) != x->counts[from])
-		return -EINVAL;
-	json_array_foreach(ups, i, u) {
-		uint64_t next = sh->lo;
-
-		if (!json_is_array(u) || json_array_size(u) > j->nschema ||
-		    (!json_array_size(u) && sh->lo < sh->hi))
-			return -EINVAL;
-		json_array_foreach(u, s, e) {
-			uint64_t off = (uint64_t)json_integer_value(json_array_get(e, 0));
-			uint64_t ne = (uint64_t)json_integer_value(json_array_get(e, 1));
-			uint64_t dst = (uint64_t)json_integer_value(json_array_get(e, 2));
-			json_int_t dt = json_integer_value(json_array_get(e, 3));
-
-			/* Pieces in order, covering the range once, inside the payload. */
-			if ((dt != SHM_DTYPE_F32 && dt != SHM_DTYPE_F16 && dt != SHM_DTYPE_BF16 &&
-			     dt != SHM_DTYPE_I8) ||
-			    dst != next || !ne || ne > sh->hi - dst || off % 4 ||
-			    off > ev->plen || ne * dt_size((unsigned)dt) > ev->plen - off)
-				return -EINVAL;
-			next = dst + ne;
-		}
-		if (next != sh->hi)
-			return -EINVAL;
-		nsegs += json_array_size(u);
-	}
+	err = rt_shard_slices_check(ups, x->counts[from], j->nschema, sh->lo, sh->hi, ev->plen,
+				    &nsegs);
+	if (err)
+		return err;
 	err = shm_slot_alloc(a->n->arena, body + nsegs * sizeof(struct shm_seg) + 64, &slot);
 	if (err)
 		return err;
