@@ -8,6 +8,13 @@
  * its range of the model; the top sums the distances, selects and tells the owners, and
  * concatenates the ranges into the model it sends the controller.
  *
+ * Why slices move at the close and not as each update is accepted: only the close knows the
+ * round's nodes and counts. A partition fixed at accept time would change with every node
+ * that joins or is lost during the round, and the slices sent under it would move again;
+ * at the close each slice crosses once, straight from the arena where its update landed
+ * (the one copy on the owner is from nng's buffer into a slot). The cost is that a node keeps
+ * its own updates whole until the model arrives.
+ *
  * Every message names the partition it belongs to (gen: the close's counts, top and the top's
  * join). A lost node makes the controller close the round again with its count at 0: a new
  * partition, and everything starts again from the updates each node still holds, so no
