@@ -56,7 +56,7 @@ struct xshard {
 	uint32_t nsel;
 	/* the top */
 	double *dist[CTL_MAX_NODES]; /* each owner's partial distances (owned) */
-	bool selected;
+	bool selected, select_failed; /* the latter: too few updates left, said once */
 	uint32_t *tsel, tm;
 	bool sel_sent[CTL_MAX_NODES], sel_sending[CTL_MAX_NODES];
 	float *model; /* the ranges, concatenated (owned until it is the result) */
@@ -320,7 +320,8 @@ static void top_select(struct xround *x, struct rt_job *j)
 		if (x->counts[o] && !sh->dist[o])
 			return;
 	d = trib_calloc(kk ? kk : 1, sizeof(double));
-	sh->tsel = trib_calloc(sh->k ? sh->k : 1, sizeof(*sh->tsel));
+	if (!sh->tsel)
+		sh->tsel = trib_calloc(sh->k ? sh->k : 1, sizeof(*sh->tsel));
 	if (!d || !sh->tsel) {
 		trib_free(d);
 		return;
@@ -337,9 +338,19 @@ static void top_select(struct xround *x, struct rt_job *j)
 				d[i] += sh->dist[o][i];
 	err = rt_node_xshard_select(j, d, sh->k, sh->tsel, &sh->tm);
 	trib_free(d);
+	if (err == -ENOMEM)
+		return; /* again next tick */
 	if (err) {
-		trib_error("job %s round %u: %s selection over %u updates: %s", x->job, x->round,
-			   j->algo.name, sh->k, strerror(-err));
+		/*
+		 * Only a closed round that lost a node can get here with too few updates for the
+		 * rule (f is checked against min_clients at creation): it makes no model rather
+		 * than a wrong one, and says so once (a new partition tries again).
+		 */
+		sh->select_failed = true;
+		trib_error("job %s round %u: %s cannot select over the %u updates left (f %u%s): "
+			   "%s; the round makes no model", x->job, x->round, j->algo.name, sh->k,
+			   j->algo.f, j->algo.rule == FN_RULE_BULYAN ? ", needs 4f + 3" :
+			   ", needs 2f + 3", strerror(-err));
 		return;
 	}
 	sh->selected = true;
@@ -482,7 +493,7 @@ void rt__agent_shard_step(struct rt_agent *a, struct xround *x)
 	if (x->top != a->rank)
 		return;
 	/* 5. The top: the selection to every owner, then the ranges into the model. */
-	if (two_phase(j) && !sh->selected)
+	if (two_phase(j) && !sh->selected && !sh->select_failed)
 		top_select(x, j);
 	if (sh->selected) {
 		for (uint32_t o = 0; o < x->nnodes; o++) {
