@@ -138,6 +138,34 @@ def run_cluster(cl, admin, one, rows, honest, prefix, rnd_jobs=2):
     return costs
 
 
+def deadline(cl, admin, rows):
+    """min_clients 9 of 20, round_timeout_s 2: the controller closes the round with the 12
+    updates it counted over the three gateways; Bulyan over those 12 (f 2) equals numpy."""
+    spec = {'name': 'dead', 'clients_per_round': K, 'algorithm': 'bulyan', 'f': 1,
+            'min_clients': 9, 'round_timeout_s': 2, 'tensors': SCHEMA}
+    st, b = cl.call(c.NODE_IP[1], 'POST', '/v1/jobs', json.dumps(spec).encode(),
+                    {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create dead: %d %s' % (st, b[:300]))
+    tok = json.loads(b)['token']
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/dead', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'dead known on every node')
+    sent = rows[6:18]  # 2 of the 4 poisoned among them
+    for i, x in enumerate(sent):
+        body, ct = body_of(i, x)
+        st, b = cl.call(c.NODE_IP[i % 3], 'POST', '/v1/jobs/dead/updates', body,
+                        {'Content-Type': ct, 'X-Tributary-Round': '0'}, tok)
+        check(st == 202, 'dead update %d: %d %s' % (i, st, b[:300]))
+    got = c.get_model(cl, c.NODE_IP[2], 'dead', tok, 1, timeout=30).astype(np.float64)
+    want = bref.reference(sent, 1)
+    err = float(np.max(np.abs(got - want)))
+    check(err <= 1e-5 * max(1.0, float(np.max(np.abs(want)))),
+          'dead: Bulyan over the %d updates of a deadline round: error %.3g' % (len(sent), err))
+    info = c.round_info(cl, c.NODE_IP[0], 'dead', tok, 0)
+    check(info['updates'] == len(sent) and info['state'] == 'done', 'dead record: %s' % info)
+    log('  deadline: the controller closed a bulyan round at %d of %d updates; it equals numpy '
+        'over them (max error %.2g)' % (len(sent), K, err))
+
+
 def lost_node(cl, admin, nodes, rows):
     """A node lost in a closed round (frozen, then kill -9): the round starts again over the
     nodes left, with their updates only (as FedAvg's closed round does); lost_nodes names it."""
@@ -207,6 +235,7 @@ def scenario():
                 log('  placement %s: %s cross-node bytes per round %d (fedavg %d): x%.1f' %
                     (placement or 'locality', k, tot, fa, tot / max(fa, 1)))
             if placement is None:
+                deadline(cl, admin, rows)
                 lost_node(cl, admin, nodes, rows)
             for p in nodes + [ctl]:
                 c.stop(p)
