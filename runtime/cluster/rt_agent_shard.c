@@ -363,6 +363,8 @@ static void top_finish(struct rt_agent *a, struct xround *x)
 {
 	struct xshard *sh = x->sh;
 
+	if (x->have_result || !sh->model)
+		return; /* made already (a step nested in this one), or no range yet */
 	for (uint32_t o = 0; o < x->nnodes; o++)
 		if (x->counts[o] && !sh->range_in[o])
 			return;
