@@ -37,8 +37,8 @@ enum { SH_SLICES = 1, SH_DIST, SH_SEL, SH_RANGE };
 
 struct xshard {
 	uint64_t gen;
-	uint32_t k;	     /* updates of the round */
-	bool owner;	     /* this node owns [lo, hi) */
+	uint32_t k; /* updates of the round */
+	bool owner; /* this node owns [lo, hi) */
 	uint64_t lo, hi;
 	char addr[CTL_MAX_NODES][128];
 	char name[CTL_MAX_NODES][64];
@@ -51,11 +51,11 @@ struct xshard {
 	/* an owner's phases: started, finished, and the last one whose output the top has */
 	uint32_t started, done, delivered;
 	bool up_sending;
-	bool stale; /* the shards of an earlier partition still run here */
+	bool stale;    /* the shards of an earlier partition still run here */
 	uint32_t *sel; /* the top's selection, here (owned) */
 	uint32_t nsel;
 	/* the top */
-	double *dist[CTL_MAX_NODES]; /* each owner's partial distances (owned) */
+	double *dist[CTL_MAX_NODES];  /* each owner's partial distances (owned) */
 	bool selected, select_failed; /* the latter: too few updates left, said once */
 	uint32_t *tsel, tm;
 	bool sel_sent[CTL_MAX_NODES], sel_sending[CTL_MAX_NODES];
@@ -94,7 +94,7 @@ void rt__agent_shard_free(struct rt_agent *a, struct xround *x)
 static uint64_t close_gen(const struct xround *x)
 {
 	uint64_t h = 1469598103934665603ull;
-	uint32_t v[4] = { x->nnodes, (uint32_t)x->top, x->top_join, x->round };
+	uint32_t v[4] = {x->nnodes, (uint32_t)x->top, x->top_join, x->round};
 
 	for (size_t i = 0; i < sizeof(v); i++)
 		h = (h ^ ((const uint8_t *)v)[i]) * 1099511628211ull;
@@ -124,7 +124,8 @@ void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h)
 	r = rt_job_round_at(j, x->round);
 	if (x->sh) {
 		trib_warn("job %s round %u: the round's nodes changed (a node lost, or the top "
-			  "moved): its ranges start again", x->job, x->round);
+			  "moved): its ranges start again",
+			  x->job, x->round);
 		/* Shards of the old partition still running here finish before a new start. */
 		sh->stale = r && rt_round_shards_busy(r);
 		rt__agent_shard_free(a, x);
@@ -132,8 +133,9 @@ void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h)
 	sh->gen = gen;
 	sh->k = (uint32_t)ctl_shard_total(x->counts, x->nnodes);
 	sh->owner = a->rank >= 0 && !ctl_shard_range(x->counts, x->nnodes, (uint32_t)a->rank,
-						      j->n_elem, &sh->lo, &sh->hi);
-	json_array_foreach(peers, i, p) {
+						     j->n_elem, &sh->lo, &sh->hi);
+	json_array_foreach(peers, i, p)
+	{
 		if (i >= CTL_MAX_NODES)
 			break;
 		const char *ad = json_string_value(json_array_get(p, 0));
@@ -157,8 +159,8 @@ void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h)
 }
 
 /* Send @what to rank @to (@h taken); the reply comes to rt__agent_on_shard_reply(). */
-static int sh_send(struct rt_agent *a, struct xround *x, int to, int what, json_t *h,
-		   const void *p, size_t len)
+static int sh_send(struct rt_agent *a, struct xround *x, int to, int what, json_t *h, const void *p,
+		   size_t len)
 {
 	struct xshard *sh = x->sh;
 	struct pend *pd;
@@ -227,13 +229,15 @@ static int slices_send(struct rt_agent *a, struct xround *x, struct rt_job *j,
 			np = rt_shard_cut(segs, ups[u].nsegs, lo, hi, pc);
 			for (uint32_t i = 0; i < np; i++) {
 				const struct shm_seg *sg = &segs[pc[i].seg];
-				uint64_t es = rt_shard_dtype_size(sg->dtype), nb = (pc[i].b - pc[i].a) * es;
+				uint64_t es = rt_shard_dtype_size(sg->dtype),
+					 nb = (pc[i].b - pc[i].a) * es;
 
 				if (pass) {
-					memcpy(buf + off,
-					       (const uint8_t *)shm_arena_ptr(n->arena, sg->src_off) +
-						   (pc[i].a - sg->dst_elem) * es,
-					       nb);
+					memcpy(
+					    buf + off,
+					    (const uint8_t *)shm_arena_ptr(n->arena, sg->src_off) +
+						(pc[i].a - sg->dst_elem) * es,
+					    nb);
 					json_array_append_new(
 					    js, json_pack("[I, I, I, i, f]", (json_int_t)off,
 							  (json_int_t)(pc[i].b - pc[i].a),
@@ -275,8 +279,8 @@ static void sel_take(struct rt_agent *a, struct xround *x, const uint32_t *sel, 
 }
 
 /* At the top: owner @o's partial distances (k*k doubles), or its range [lo, hi). */
-static int top_take(struct xround *x, struct rt_job *j, uint32_t o, int what,
-		    const void *p, size_t len, uint64_t lo, uint64_t hi)
+static int top_take(struct xround *x, struct rt_job *j, uint32_t o, int what, const void *p,
+		    size_t len, uint64_t lo, uint64_t hi)
 {
 	struct xshard *sh = x->sh;
 	uint64_t elo, ehi;
@@ -348,14 +352,15 @@ static void top_select(struct xround *x, struct rt_job *j)
 		 */
 		sh->select_failed = true;
 		trib_error("job %s round %u: %s cannot select over the %u updates left (f %u%s): "
-			   "%s; the round makes no model", x->job, x->round, j->algo.name, sh->k,
-			   j->algo.f, j->algo.rule == FN_RULE_BULYAN ? ", needs 4f + 3" :
-			   ", needs 2f + 3", strerror(-err));
+			   "%s; the round makes no model",
+			   x->job, x->round, j->algo.name, sh->k, j->algo.f,
+			   j->algo.rule == FN_RULE_BULYAN ? ", needs 4f + 3" : ", needs 2f + 3",
+			   strerror(-err));
 		return;
 	}
 	sh->selected = true;
-	trib_info("job %s round %u: %s selected %u of %u updates across nodes (first: %u)",
-		  x->job, x->round, j->algo.name, sh->tm, sh->k, sh->tsel[0]);
+	trib_info("job %s round %u: %s selected %u of %u updates across nodes (first: %u)", x->job,
+		  x->round, j->algo.name, sh->tm, sh->k, sh->tsel[0]);
 }
 
 /* The top: every range is in: the model goes to the controller. */
@@ -374,8 +379,8 @@ static void top_finish(struct rt_agent *a, struct xround *x)
 	x->result_payload = sh->model;
 	sh->model = NULL;
 	x->have_result = true;
-	trib_info("job %s round %u: the round's top concatenated %u ranges over %u updates",
-		  x->job, x->round, ctl_shard_owners(x->counts, x->nnodes), sh->k);
+	trib_info("job %s round %u: the round's top concatenated %u ranges over %u updates", x->job,
+		  x->round, ctl_shard_owners(x->counts, x->nnodes), sh->k);
 	rt__agent_model_send(a, x);
 }
 
@@ -430,15 +435,16 @@ static void owner_up(struct rt_agent *a, struct xround *x, struct rt_job *j, str
 		p = sh->lo < sh->hi ? (const void *)(rt_node_xshard_out(a->n, r) + sh->lo) : "";
 	}
 	if (x->top == a->rank) {
-		err = top_take(x, j, (uint32_t)a->rank, dist ? SH_DIST : SH_RANGE, p, len,
-			       sh->lo, sh->hi);
+		err = top_take(x, j, (uint32_t)a->rank, dist ? SH_DIST : SH_RANGE, p, len, sh->lo,
+			       sh->hi);
 		if (!err)
 			sh->delivered = sh->done;
 	} else {
-		err = sh_send(a, x, x->top, dist ? SH_DIST : SH_RANGE,
-			      json_pack("{s:s, s:I, s:I}", "op", dist ? "shard_dist" : "shard_range",
-					"lo", (json_int_t)sh->lo, "hi", (json_int_t)sh->hi),
-			      p, len);
+		err =
+		    sh_send(a, x, x->top, dist ? SH_DIST : SH_RANGE,
+			    json_pack("{s:s, s:I, s:I}", "op", dist ? "shard_dist" : "shard_range",
+				      "lo", (json_int_t)sh->lo, "hi", (json_int_t)sh->hi),
+			    p, len);
 		if (!err)
 			sh->up_sending = true;
 	}
@@ -479,8 +485,8 @@ void rt__agent_shard_step(struct rt_agent *a, struct xround *x)
 			owner_up(a, x, j, r);
 		/* 4. Krum, Bulyan: phase 2 with the top's selection. */
 		if (sh->sel && sh->started == 1 && sh->done == 1 && sh->delivered == 1) {
-			int err = sh->lo < sh->hi ? rt_node_xshard_phase2(a->n, r, sh->sel, sh->nsel)
-						  : 0;
+			int err =
+			    sh->lo < sh->hi ? rt_node_xshard_phase2(a->n, r, sh->sel, sh->nsel) : 0;
 
 			if (!err && sh->lo == sh->hi)
 				sh->done = 2; /* an empty range: nothing to trim or average */
@@ -508,10 +514,10 @@ void rt__agent_shard_step(struct rt_agent *a, struct xround *x)
 					return;
 				continue;
 			}
-			if (!sh_send(a, x, (int)o, SH_SEL,
-				     json_pack("{s:s, s:I}", "op", "shard_sel", "m",
-					       (json_int_t)sh->tm),
-				     sh->tsel, sh->tm * sizeof(uint32_t)))
+			if (!sh_send(
+				a, x, (int)o, SH_SEL,
+				json_pack("{s:s, s:I}", "op", "shard_sel", "m", (json_int_t)sh->tm),
+				sh->tsel, sh->tm * sizeof(uint32_t)))
 				sh->sel_sending[o] = true;
 		}
 	}
@@ -564,7 +570,8 @@ void rt__agent_on_shard_reply(struct rt_agent *a, struct pend *pd, struct ctl_ev
 		rt__agent_shard_step(a, x);
 	} else {
 		trib_debug("job %s round %u: shard message %d to rank %d not taken (%s); again "
-			   "next tick", x->job, x->round, pd->what, pd->top,
+			   "next tick",
+			   x->job, x->round, pd->what, pd->top,
 			   ev->kind == CTL_EV_REPLY ? jstr(ev->hdr, "error", "?")
 						    : strerror(-ev->err));
 	}
@@ -593,7 +600,8 @@ static int slices_land(struct rt_agent *a, struct xround *x, struct rt_job *j, u
 	segs = shm_arena_ptr(a->n->arena, slot + body);
 	first = ctl_shard_first(x->counts, x->nnodes, from);
 	nsegs = 0;
-	json_array_foreach(ups, i, u) {
+	json_array_foreach(ups, i, u)
+	{
 		struct shm_desc *d = &sh->descs[first + i];
 
 		memset(d, 0, sizeof(*d));
@@ -607,7 +615,8 @@ static int slices_land(struct rt_agent *a, struct xround *x, struct rt_job *j, u
 		d->segs_off = slot + body + nsegs * sizeof(struct shm_seg);
 		d->weight = 1.0;
 		d->count = 1;
-		json_array_foreach(u, s, e) {
+		json_array_foreach(u, s, e)
+		{
 			struct shm_seg *g = &segs[nsegs++];
 
 			memset(g, 0, sizeof(*g));
@@ -675,17 +684,20 @@ void rt__agent_on_shard(struct rt_agent *a, struct ctl_event *ev)
 		}
 		trib_free(sel);
 	} else if (!strcmp(op, "shard_dist") || !strcmp(op, "shard_range")) {
-		err = x->top != a->rank ? -EINVAL
-			: top_take(x, j, (uint32_t)from,
-				   op[6] == 'd' ? SH_DIST : SH_RANGE, ev->payload, ev->plen,
-				   (uint64_t)json_integer_value(json_object_get(ev->hdr, "lo")),
-				   (uint64_t)json_integer_value(json_object_get(ev->hdr, "hi")));
+		err = x->top != a->rank
+			  ? -EINVAL
+			  : top_take(x, j, (uint32_t)from, op[6] == 'd' ? SH_DIST : SH_RANGE,
+				     ev->payload, ev->plen,
+				     (uint64_t)json_integer_value(json_object_get(ev->hdr, "lo")),
+				     (uint64_t)json_integer_value(json_object_get(ev->hdr, "hi")));
 	} else {
 		err = -EINVAL;
 	}
 	if (err) {
-		rt__agent_reply(a, ev, rt__agent_err_json(err == -EINVAL ? 400 : 503,
-				err == -EINVAL ? "bad shard message" : "aggregation memory is full"));
+		rt__agent_reply(a, ev,
+				rt__agent_err_json(err == -EINVAL ? 400 : 503,
+						   err == -EINVAL ? "bad shard message"
+								  : "aggregation memory is full"));
 		return;
 	}
 	rt__agent_reply(a, ev, rt__agent_ok_json());

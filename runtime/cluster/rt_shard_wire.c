@@ -37,7 +37,7 @@ uint32_t rt_shard_cut(const struct shm_seg *segs, uint32_t nsegs, uint64_t lo, u
 		uint64_t a = s0 > lo ? s0 : lo, b = s1 < hi ? s1 : hi;
 
 		if (a < b)
-			out[np++] = (struct rt_shard_piece){ i, a, b };
+			out[np++] = (struct rt_shard_piece){i, a, b};
 	}
 	qsort(out, np, sizeof(*out), piece_cmp);
 	return np;
@@ -52,12 +52,14 @@ int rt_shard_slices_check(const json_t *ups, uint32_t nups, uint32_t max_pieces,
 
 	if (!json_is_array(ups) || json_array_size(ups) != nups || lo > hi)
 		return -EINVAL;
-	json_array_foreach(ups, i, u) {
+	json_array_foreach(ups, i, u)
+	{
 		uint64_t next = lo;
 
 		if (!json_is_array(u) || json_array_size(u) > max_pieces)
 			return -EINVAL;
-		json_array_foreach(u, s, e) {
+		json_array_foreach(u, s, e)
+		{
 			const json_t *f[5];
 			uint64_t off, ne, dst, es;
 

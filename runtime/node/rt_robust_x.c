@@ -109,8 +109,7 @@ int rt_node_xshard_select(const struct rt_job *j, const double *d, uint32_t k, u
 	return err;
 }
 
-int rt_node_xshard_phase2(struct rt_node *n, struct rt_round *r, const uint32_t *sel,
-			  uint32_t m)
+int rt_node_xshard_phase2(struct rt_node *n, struct rt_round *r, const uint32_t *sel, uint32_t m)
 {
 	struct fn_shard_task *t;
 	int err = 0;

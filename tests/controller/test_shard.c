@@ -18,16 +18,16 @@ struct row {
 Test(ctl_shard, table)
 {
 	static const struct row rows[] = {
-		/* three equal nodes over 10 coordinates: 3, 3, 4 */
-		{ { 5, 5, 5 }, 3, 10, { 0, 3, 6 }, { 3, 6, 10 } },
-		/* the middle node folded nothing: two owners */
-		{ { 7, 0, 13 }, 3, 10, { 0, NONE, 5 }, { 5, NONE, 10 } },
-		/* one owner takes everything */
-		{ { 0, 20, 0 }, 3, 1000, { NONE, 0, NONE }, { NONE, 1000, NONE } },
-		/* fewer coordinates than owners: some ranges are empty, none overlap */
-		{ { 1, 1, 1, 1 }, 4, 2, { 0, 0, 1, 1 }, { 0, 1, 1, 2 } },
-		/* unequal counts do not change the split: coordinates, not updates */
-		{ { 1, 18, 1 }, 3, 9, { 0, 3, 6 }, { 3, 6, 9 } },
+	    /* three equal nodes over 10 coordinates: 3, 3, 4 */
+	    {{5, 5, 5}, 3, 10, {0, 3, 6}, {3, 6, 10}},
+	    /* the middle node folded nothing: two owners */
+	    {{7, 0, 13}, 3, 10, {0, NONE, 5}, {5, NONE, 10}},
+	    /* one owner takes everything */
+	    {{0, 20, 0}, 3, 1000, {NONE, 0, NONE}, {NONE, 1000, NONE}},
+	    /* fewer coordinates than owners: some ranges are empty, none overlap */
+	    {{1, 1, 1, 1}, 4, 2, {0, 0, 1, 1}, {0, 1, 1, 2}},
+	    /* unequal counts do not change the split: coordinates, not updates */
+	    {{1, 18, 1}, 3, 9, {0, 3, 6}, {3, 6, 9}},
 	};
 
 	for (size_t t = 0; t < sizeof(rows) / sizeof(rows[0]); t++) {
@@ -79,7 +79,7 @@ Test(ctl_shard, ranges_cover_the_model_once_and_differ_by_at_most_one)
 
 Test(ctl_shard, no_overflow_on_huge_models)
 {
-	uint32_t counts[3] = { 1, 1, 1 };
+	uint32_t counts[3] = {1, 1, 1};
 	uint64_t lo, hi, n = UINT64_MAX / 2;
 
 	cr_assert_eq(ctl_shard_range(counts, 3, 2, n, &lo, &hi), 0);
@@ -91,7 +91,7 @@ Test(ctl_shard, no_overflow_on_huge_models)
 
 Test(ctl_shard, round_wide_index_is_node_by_node)
 {
-	uint32_t counts[4] = { 3, 0, 5, 2 };
+	uint32_t counts[4] = {3, 0, 5, 2};
 
 	cr_expect_eq(ctl_shard_first(counts, 4, 0), 0u);
 	cr_expect_eq(ctl_shard_first(counts, 4, 1), 3u);
@@ -99,6 +99,5 @@ Test(ctl_shard, round_wide_index_is_node_by_node)
 	cr_expect_eq(ctl_shard_first(counts, 4, 3), 8u);
 	cr_expect_eq(ctl_shard_total(counts, 4), 10u);
 	cr_expect_eq(ctl_shard_owners(counts, 4), 3u);
-	cr_expect_eq(ctl_shard_range(counts, 4, 9, 10, &(uint64_t){ 0 }, &(uint64_t){ 0 }),
-		     -ENOENT);
+	cr_expect_eq(ctl_shard_range(counts, 4, 9, 10, &(uint64_t){0}, &(uint64_t){0}), -ENOENT);
 }

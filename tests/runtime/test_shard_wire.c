@@ -21,7 +21,7 @@ static struct shm_seg seg(uint64_t dst, uint64_t n, uint16_t dt)
 Test(shard_wire, cut_sorts_segments_in_body_order_by_coordinate)
 {
 	/* safetensors with "b" (coordinates 2000..2777) before "w" (0..2000) */
-	struct shm_seg segs[2] = { seg(2000, 777, SHM_DTYPE_F32), seg(0, 2000, SHM_DTYPE_F32) };
+	struct shm_seg segs[2] = {seg(2000, 777, SHM_DTYPE_F32), seg(0, 2000, SHM_DTYPE_F32)};
 	struct rt_shard_piece p[2];
 
 	cr_assert_eq(rt_shard_cut(segs, 2, 1500, 2500, p), 2);
@@ -61,8 +61,8 @@ static json_t *build(const struct shm_seg *segs, uint32_t nsegs, uint32_t nups, 
 
 Test(shard_wire, what_the_sender_builds_the_owner_takes)
 {
-	struct shm_seg segs[3] = { seg(100, 27, SHM_DTYPE_I8), seg(0, 100, SHM_DTYPE_F32),
-				   seg(127, 50, SHM_DTYPE_F16) };
+	struct shm_seg segs[3] = {seg(100, 27, SHM_DTYPE_I8), seg(0, 100, SHM_DTYPE_F32),
+				  seg(127, 50, SHM_DTYPE_F16)};
 	uint64_t n;
 	size_t plen;
 	json_t *ups = build(segs, 3, 4, 59, 177, &plen);
@@ -87,18 +87,18 @@ Test(shard_wire, what_the_sender_builds_the_owner_takes)
 Test(shard_wire, hostile_pieces_are_refused)
 {
 	static const char *const bad[] = {
-		"[[[0, 5, 0, 1, 1.0], [20, 5, 6, 1, 1.0]]]",  /* a gap at 5 */
-		"[[[0, 6, 0, 1, 1.0], [24, 4, 5, 1, 1.0]]]",  /* an overlap at 5 */
-		"[[[20, 5, 5, 1, 1.0], [0, 5, 0, 1, 1.0]]]",  /* out of order */
-		"[[[2, 10, 0, 1, 1.0]]]",		      /* misaligned */
-		"[[[0, 10, 0, 99, 1.0]]]",		      /* unknown dtype */
-		"[[[0, 10, 0, 1]]]",			      /* a field missing */
-		"[[[0, 0, 0, 1, 1.0], [0, 10, 0, 1, 1.0]]]",  /* an empty piece */
-		"[[[-4, 10, 0, 1, 1.0]]]",		      /* a negative offset */
-		"[[[0, 11, 0, 1, 1.0]]]",		      /* past the range */
-		"[[[0, 4611686018427387904, 0, 1, 1.0]]]",    /* a length that overflows */
-		"[[]]",					      /* nothing for a non-empty range */
-		"[{\"a\": 1}]",				      /* not an array of pieces */
+	    "[[[0, 5, 0, 1, 1.0], [20, 5, 6, 1, 1.0]]]", /* a gap at 5 */
+	    "[[[0, 6, 0, 1, 1.0], [24, 4, 5, 1, 1.0]]]", /* an overlap at 5 */
+	    "[[[20, 5, 5, 1, 1.0], [0, 5, 0, 1, 1.0]]]", /* out of order */
+	    "[[[2, 10, 0, 1, 1.0]]]",			 /* misaligned */
+	    "[[[0, 10, 0, 99, 1.0]]]",			 /* unknown dtype */
+	    "[[[0, 10, 0, 1]]]",			 /* a field missing */
+	    "[[[0, 0, 0, 1, 1.0], [0, 10, 0, 1, 1.0]]]", /* an empty piece */
+	    "[[[-4, 10, 0, 1, 1.0]]]",			 /* a negative offset */
+	    "[[[0, 11, 0, 1, 1.0]]]",			 /* past the range */
+	    "[[[0, 4611686018427387904, 0, 1, 1.0]]]",	 /* a length that overflows */
+	    "[[]]",					 /* nothing for a non-empty range */
+	    "[{\"a\": 1}]",				 /* not an array of pieces */
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
