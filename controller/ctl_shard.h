@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Exact robust rules across nodes: which node owns which coordinates of a round, a pure function.
- */
+/* Robust rules across nodes: which node owns which coordinates of a round (a pure function). */
 #ifndef CTL_SHARD_H
 #define CTL_SHARD_H
 
