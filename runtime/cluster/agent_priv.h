@@ -117,6 +117,8 @@ struct xround {
 	bool opt_none; /* the controller sent version @round without a state: it has none */
 	struct rt_server_io srv;
 	struct xshard *sh; /* a robust rule's slices and phases (rt_agent_shard.c; owned) */
+	uint32_t *gseq;	   /* robust rules: the controller's count of each local update (owned) */
+	uint32_t ngseq;
 	struct xround *next;
 };
 
@@ -269,6 +271,9 @@ void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h);
 /* Move what can move now (at events and every tick). */
 void rt__agent_shard_step(struct rt_agent *a, struct xround *x);
 void rt__agent_shard_free(struct rt_agent *a, struct xround *x);
+/* Local update @local of @job's round @round was the controller's count @gseq. */
+void rt__agent_shard_note(struct rt_agent *a, const char *job, uint32_t round, uint32_t local,
+			  uint32_t gseq);
 /* A peer's "shard_*" request. */
 void rt__agent_on_shard(struct rt_agent *a, struct ctl_event *ev);
 void rt__agent_on_shard_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);

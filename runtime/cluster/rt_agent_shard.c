@@ -45,7 +45,9 @@ struct xshard {
 	/* an owner: the slices landed here (one slot per sender, owned) and the round's order */
 	uint64_t slot[CTL_MAX_NODES];
 	bool have[CTL_MAX_NODES];
-	struct shm_desc *descs; /* k (owned) */
+	struct shm_desc *descs; /* k (owned), node by node until the start sorts them */
+	uint32_t *gs;		/* k: the controller's count of each (owned) */
+	bool ordered;		/* descs are in the round's order */
 	/* a sender: slices delivered to each owner */
 	bool sent[CTL_MAX_NODES], sending[CTL_MAX_NODES];
 	/* an owner's phases: started, finished, and the last one whose output the top has */
@@ -78,6 +80,7 @@ static void sh_free(struct rt_agent *a, struct xshard *sh)
 		trib_free(sh->dist[i]);
 	}
 	trib_free(sh->descs);
+	trib_free(sh->gs);
 	trib_free(sh->sel);
 	trib_free(sh->tsel);
 	trib_free(sh->model);
@@ -88,6 +91,36 @@ void rt__agent_shard_free(struct rt_agent *a, struct xround *x)
 {
 	sh_free(a, x->sh);
 	x->sh = NULL;
+	trib_free(x->gseq);
+	x->gseq = NULL;
+	x->ngseq = 0;
+}
+
+void rt__agent_shard_note(struct rt_agent *a, const char *job, uint32_t round, uint32_t local,
+			  uint32_t gseq)
+{
+	struct xround *x = rt__agent_xr_get(a, job, round, true);
+
+	if (!x)
+		return; /* then ordered by node and arrival: the same on every owner all the same */
+	if (local >= x->ngseq) {
+		uint32_t cap = local + 16, *g = trib_malloc(cap * sizeof(*g));
+
+		if (!g)
+			return;
+		for (uint32_t i = 0; i < cap; i++)
+			g[i] = i < x->ngseq ? x->gseq[i] : UINT32_MAX;
+		trib_free(x->gseq);
+		x->gseq = g;
+		x->ngseq = cap;
+	}
+	x->gseq[local] = gseq;
+}
+
+/* The controller's count of local update @i (UINT32_MAX: none known, e.g. provisional). */
+static uint32_t gseq_of(const struct xround *x, uint32_t i)
+{
+	return i < x->ngseq ? x->gseq[i] : UINT32_MAX;
 }
 
 /* FNV-1a over what fixes the partition and where its outputs go. */
@@ -128,7 +161,8 @@ void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h)
 			  x->job, x->round);
 		/* Shards of the old partition still running here finish before a new start. */
 		sh->stale = r && rt_round_shards_busy(r);
-		rt__agent_shard_free(a, x);
+		sh_free(a, x->sh);
+		x->sh = NULL;
 	}
 	sh->gen = gen;
 	sh->k = (uint32_t)ctl_shard_total(x->counts, x->nnodes);
@@ -145,7 +179,8 @@ void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h)
 		snprintf(sh->name[i], sizeof(sh->name[i]), "%s", nm ? nm : "");
 	}
 	sh->descs = sh->owner ? trib_calloc(sh->k ? sh->k : 1, sizeof(*sh->descs)) : NULL;
-	if (sh->owner && !sh->descs) {
+	sh->gs = sh->owner ? trib_calloc(sh->k ? sh->k : 1, sizeof(*sh->gs)) : NULL;
+	if (sh->owner && (!sh->descs || !sh->gs)) {
 		sh_free(a, sh);
 		return;
 	}
@@ -251,8 +286,16 @@ static int slices_send(struct rt_agent *a, struct xround *x, struct rt_job *j,
 		}
 		len = off;
 	}
-	err = sh_send(a, x, o, SH_SLICES,
-		      json_pack("{s:s, s:o}", "op", "shard_slices", "ups", jups), buf, len);
+	{
+		json_t *seqs = json_array();
+
+		for (uint32_t u = 0; u < nups; u++)
+			json_array_append_new(seqs, json_integer(gseq_of(x, u)));
+		err = sh_send(
+		    a, x, o, SH_SLICES,
+		    json_pack("{s:s, s:o, s:o}", "op", "shard_slices", "ups", jups, "seqs", seqs),
+		    buf, len);
+	}
 	jups = NULL;
 	if (!err)
 		x->sh->sending[o] = true;
@@ -384,20 +427,56 @@ static void top_finish(struct rt_agent *a, struct xround *x)
 	rt__agent_model_send(a, x);
 }
 
+static int u64_cmp(const void *x, const void *y)
+{
+	uint64_t p = *(const uint64_t *)x, q = *(const uint64_t *)y;
+
+	return p < q ? -1 : p > q;
+}
+
 /* An owner: all slices here (and its own updates): phase 1 over the round's order. */
 static void owner_start(struct rt_agent *a, struct xround *x, struct rt_round *r,
 			const struct shm_desc *mine, uint32_t nmine)
 {
 	struct xshard *sh = x->sh;
+	struct shm_desc *sorted;
+	uint64_t *perm, first;
 	int err;
 
 	for (uint32_t s = 0; s < x->nnodes; s++)
 		if (x->counts[s] && s != (uint32_t)a->rank && !sh->have[s])
 			return;
-	memcpy(sh->descs + ctl_shard_first(x->counts, x->nnodes, (uint32_t)a->rank), mine,
-	       nmine * sizeof(*mine));
+	if (sh->ordered)
+		goto start; /* a start that failed, again */
+	first = ctl_shard_first(x->counts, x->nnodes, (uint32_t)a->rank);
+	memcpy(sh->descs + first, mine, nmine * sizeof(*mine));
+	for (uint32_t i = 0; i < nmine; i++)
+		sh->gs[first + i] = gseq_of(x, i);
+	/*
+	 * The round's order: the controller's count of each update (as a single node orders by
+	 * arrival), node by node where it is unknown or repeated. Every owner has the same
+	 * (count, node, place) of every update, so it is the same order everywhere; Krum's and
+	 * Bulyan's ties go to the lower index, so this makes them the single node's.
+	 */
+	perm = trib_malloc((sh->k ? sh->k : 1) * sizeof(*perm));
+	sorted = trib_malloc((sh->k ? sh->k : 1) * sizeof(*sorted));
+	if (!perm || !sorted) {
+		trib_free(perm);
+		trib_free(sorted);
+		return; /* again next tick */
+	}
 	for (uint32_t i = 0; i < sh->k; i++)
-		sh->descs[i].seq = i;
+		perm[i] = (uint64_t)sh->gs[i] << 32 | i;
+	qsort(perm, sh->k, sizeof(*perm), u64_cmp);
+	for (uint32_t i = 0; i < sh->k; i++) {
+		sorted[i] = sh->descs[(uint32_t)perm[i]];
+		sorted[i].seq = i;
+	}
+	trib_free(perm);
+	trib_free(sh->descs);
+	sh->descs = sorted;
+	sh->ordered = true;
+start:
 	if (sh->lo == sh->hi) {
 		/* Fewer coordinates than owners: an empty range has nothing to compute. */
 		sh->started = sh->done = 1;
@@ -588,10 +667,12 @@ static int slices_land(struct rt_agent *a, struct xround *x, struct rt_job *j, u
 	size_t i, s;
 	int err;
 
+	json_t *seqs = json_object_get(ev->hdr, "seqs");
+
 	err = rt_shard_slices_check(ups, x->counts[from], j->nschema, sh->lo, sh->hi, ev->plen,
 				    &nsegs);
-	if (err)
-		return err;
+	if (err || json_array_size(seqs) != x->counts[from])
+		return -EINVAL;
 	err = shm_slot_alloc(a->n->arena, body + nsegs * sizeof(struct shm_seg) + 64, &slot);
 	if (err)
 		return err;
@@ -603,6 +684,9 @@ static int slices_land(struct rt_agent *a, struct xround *x, struct rt_job *j, u
 	json_array_foreach(ups, i, u)
 	{
 		struct shm_desc *d = &sh->descs[first + i];
+		json_int_t g = json_integer_value(json_array_get(seqs, i));
+
+		sh->gs[first + i] = g >= 0 && g <= UINT32_MAX ? (uint32_t)g : UINT32_MAX;
 
 		memset(d, 0, sizeof(*d));
 		d->version = SHM_ABI_VERSION;
