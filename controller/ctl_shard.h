@@ -15,9 +15,11 @@
  * most one (the split the single node makes over its shard functions). Computed as
  * (n / m) q + floor((n mod m) q / m), so that n * q cannot overflow.
  *
- * An update of round-wide index i (below) is the same row on every owner, which is what lets
- * Krum's distances be summed across owners: the round's updates are numbered node by node,
- *   i = sum of counts[s] for s < rank  +  the update's place in its node's round.
+ * Node by node, an update's place in the round is
+ *   i = sum of counts[s] for s < rank  +  the update's place in its node's round;
+ * owners then sort the round by the controller's count of each update (runtime/cluster/
+ * rt_agent_shard.c), i breaking ties, so that an update is the same row on every owner (what
+ * lets Krum's distances be summed across owners).
  */
 
 /* Owners among @counts (@nnodes ranks): their number. */
