@@ -119,6 +119,15 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	/* Robust rules: owners send each other slices (runtime/cluster/rt_agent_shard.c). */
+	{
+		json_t *peers = json_array();
+
+		for (uint32_t i = 0; i < c->nnodes; i++)
+			json_array_append_new(peers, json_pack("[s, s]", c->nodes[i].addr,
+							       c->nodes[i].name));
+		json_object_set_new(h, "peers", peers);
+	}
 	/* Round 0 of a job with a starting model: its top must have it first. */
 	if (cr->round == 0 && j->model)
 		json_object_set_new(h, "initial", json_true());

@@ -140,7 +140,11 @@ struct fn_shard_task {
 	uint64_t descs_off; /* arena offset of the k descriptors */
 	uint64_t dmat_off;  /* Krum: arena offset of the shards' distance matrices */
 	uint64_t sel_off;   /* Krum: arena offset of the m selected indexes */
-	uint64_t reserved[2];
+	/*
+	 * The coordinates [range_lo, range_hi) the shards split (a cluster node's range of the
+	 * model, docs/ARCHITECTURE.md "Robust rules across nodes"); 0, 0: the whole model.
+	 */
+	uint64_t range_lo, range_hi;
 };
 _Static_assert(sizeof(struct fn_shard_task) == 72, "fn_shard_task is ABI");
 

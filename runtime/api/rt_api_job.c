@@ -181,8 +181,9 @@ static bool cluster_algorithm(const struct rt_algo *alg)
 	static const char *const ok[] = { "fedavg", "fedprox", "fedbuff", "fedavgm",
 					  "fedadagrad", "fedadam", "fedyogi", "frl", "flora" };
 
+	/* Exact robust rules: each node owns a range of coordinates (rt_agent_shard.c). */
 	if (alg->rule)
-		return false;
+		return !(alg->par.flags & FN_PAR_DELTA);
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		if (!strcmp(alg->name, ok[i]))
 			return true;
@@ -234,7 +235,8 @@ static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 	if (clustered && !cluster_algorithm(alg)) {
 		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
 			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam and fedyogi (with deltas, "
-			 "clipping, DP, deadlines); run %s on one node (tributary up)", alg->name,
+			 "clipping, DP, deadlines), and median, trimmed_mean, krum and bulyan on "
+			 "weights (not deltas); run %s on one node (tributary up)", alg->name,
 			 alg->name);
 		return 400;
 	}

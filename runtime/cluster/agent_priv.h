@@ -38,6 +38,7 @@ enum pend_kind {
 	PK_ROUNDS_LIST,
 	PK_EVAL,
 	PK_TASK,
+	PK_SHARD, /* rt_agent_shard.c: slices, distances, a selection, a range */
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -116,6 +117,9 @@ struct xround {
 	bool need_v0, v0_here;
 	bool opt_none; /* the controller sent version @round without a state: it has none */
 	struct rt_server_io srv;
+	struct xshard *sh; /* a robust rule's slices and phases (rt_agent_shard.c; owned) */
+	uint32_t *gseq;	   /* robust rules: the controller's count of each local update (owned) */
+	uint32_t ngseq;
 	struct xround *next;
 };
 
@@ -127,6 +131,8 @@ struct pend {
 	struct xround *x;
 	int top;	/* PK_PARTIAL: the rank it went to */
 	uint64_t bytes; /* PK_PARTIAL: payload bytes */
+	int what;	/* PK_SHARD: which message */
+	uint64_t gen;	/* PK_SHARD: the partition it belongs to */
 	struct pend *next;
 };
 
@@ -149,6 +155,7 @@ struct rt_agent {
 	uint64_t partials_sent, partials_received, fwd_sent, fwd_received, accept_rejected,
 	    models_sent;
 	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
+	uint64_t shard_bytes; /* robust rules: slices, distances, selections, ranges sent */
 	uint64_t next_uid;
 	/* rt_agent_rejoin.c: joining again after a restart (ours or the controller's) */
 	struct trib_retry join_retry; /* joins that got no answer: the next one waits longer */
@@ -261,6 +268,19 @@ void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 void rt__agent_model_put(void *ctx, struct rt_conn *c, struct rt_job *j, const float *data);
 void rt__agent_on_model_put_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
+/* rt_agent_shard.c: exact robust rules across nodes (docs/ARCHITECTURE.md). */
+struct xshard;
+/* The controller's close @h of @x, a robust job's: the partition (again if it changed). */
+void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h);
+/* Move what can move now (at events and every tick). */
+void rt__agent_shard_step(struct rt_agent *a, struct xround *x);
+void rt__agent_shard_free(struct rt_agent *a, struct xround *x);
+/* Local update @local of @job's round @round was the controller's count @gseq. */
+void rt__agent_shard_note(struct rt_agent *a, const char *job, uint32_t round, uint32_t local,
+			  uint32_t gseq);
+/* A peer's "shard_*" request. */
+void rt__agent_on_shard(struct rt_agent *a, struct ctl_event *ev);
+void rt__agent_on_shard_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 /* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
 void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);
 

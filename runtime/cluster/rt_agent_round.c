@@ -131,6 +131,10 @@ void rt__agent_top_run(struct rt_agent *a, struct xround *x)
 
 	if (!j || !x->closed || x->top != a->rank || x->have_result)
 		return;
+	if (j->algo.rule) {
+		rt__agent_shard_step(a, x); /* no sums to fold: ranges (rt_agent_shard.c) */
+		return;
+	}
 	/*
 	 * Nodes with nothing (or lost) give zeros, so the fold waits for no one
 	 * that is gone. One slot serves them all: functions only read it.
@@ -453,6 +457,7 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 	snprintf(x->top_name, sizeof(x->top_name), "%s", jstr(h, "top_name", ""));
 	rt_job_set_target(a->n, j, round,
 			  a->rank >= 0 && (uint32_t)a->rank < x->nnodes ? x->counts[a->rank] : 0);
+	rt__agent_shard_close(a, x, h);
 	rt__agent_sum_deliver(a, x);
 	rt__agent_top_run(a, x);
 }

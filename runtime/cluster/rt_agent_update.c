@@ -333,6 +333,8 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 		return;
 	}
 	u->slot_off = UINT64_MAX; /* the tree's now */
+	if (j->algo.rule) /* robust rules order a round's updates by the controller's count */
+		rt__agent_shard_note(a, u->job, u->round, seq, u->provisional ? UINT32_MAX : u->seq);
 	n->m.bytes_received += u->body_len;
 	if (ticket && !rt_node_wal_ticket(n, ticket)) {
 		u->wal_ticket = ticket;

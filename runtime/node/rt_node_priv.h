@@ -187,6 +187,8 @@ void rt__plan_round(struct rt_node *n, struct rt_job *j, struct ctl_plan *plan);
 int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i);
 void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r);
+int rt__robust_start(struct rt_node *n, struct rt_job *j, struct rt_round *r,
+		     const struct shm_desc *descs, uint32_t k, uint64_t lo, uint64_t hi);
 void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
 /*
