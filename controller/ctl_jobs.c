@@ -356,6 +356,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cround *cr;
 	uint32_t to;
 	char msg[160];
+	double fw;
 
 	if (!j || rank < 0 || !c->nodes[rank].live) {
 		*rep = ctl__err_reply(j ? 503 : 404, j ? "node not joined" : "no such job");
@@ -377,6 +378,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 					 (json_int_t)c->nodes[rec->fold_at].epoch);
 			if (*rep && j->async)
 				json_object_set_new(*rep, "version", json_integer(rec->round));
+			if (*rep && rec->weight > 0) /* fedau */
+				json_object_set_new(*rep, "weight", json_real(rec->weight));
 			return;
 		}
 	}
@@ -430,6 +433,10 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	to = fold_target(c, j, cr, (uint32_t)rank);
 	if (ctl__round_client_refused(cr, ctl__jstr(ev->hdr, "client", NULL), to, rep))
 		return;
+	if (ctl__fedau_weight(c, j, r, ctl__jstr(ev->hdr, "client", NULL), &fw, rep)) {
+		ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
+		return;
+	}
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
@@ -441,6 +448,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		rec->seq = cr->count - 1;
 		rec->fold_at = (int)to;
 		rec->released = false;
+		rec->weight = fw;
 	}
 	*rep =
 	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
@@ -448,6 +456,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
 	if (*rep && j->async) /* the version it is folded into (its base was @r asked) */
 		json_object_set_new(*rep, "version", json_integer(r));
+	if (*rep && fw > 0) /* fedau: the weight the node folds it with (ctl_fedau.c) */
+		json_object_set_new(*rep, "weight", json_real(fw));
 	if (cr->count >= j->cpr) /* over: nodes reported more after a restart */
 		round_close(c, j, cr);
 }
@@ -558,6 +568,8 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	err = slen ? ctl_store_opt_put(c->store, j->db_id, r + 1,
 				       (const uint8_t *)m + j->fmt.n_elem * sizeof(float), slen)
 		   : 0;
+	if (!err) /* fedau's client states too: ahead of the model is harmless (per round) */
+		err = ctl__fedau_commit(c, j);
 	if (err) {
 		trib_error("job %s round %u: storing the optimiser state: %s", j->name, r,
 			   strerror(-err));
@@ -668,6 +680,7 @@ static void job_free(struct cjob *j)
 	}
 	ctl_model_fmt_fini(&j->fmt);
 	ctl__job_cred_fini(j);
+	ctl__fedau_fini(j);
 	trib_free(j->model);
 	trib_free(j->body);
 	trib_free(j);

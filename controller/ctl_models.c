@@ -38,8 +38,20 @@ int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, co
 		goto err_out;
 	}
 	err = -EINVAL;
+	/* scaffold's model is [x ; c]: the doubled schema, as the nodes make it. */
+	if (json_is_object(spec) && json_is_string(json_object_get(spec, "algorithm")) &&
+	    !strcmp(json_string_value(json_object_get(spec, "algorithm")), "scaffold")) {
+		size_t at;
+
+		err = trib_schema_scaffold(spec, &at);
+		reason = err == -ENOMEM ? "out of memory" : "scaffold keeps names starting c.";
+		if (err)
+			goto err_spec;
+		err = -EINVAL;
+	}
 	if (json_is_object(spec))
 		err = trib_schema_from_spec(spec, &f->schema, &f->nschema, &f->n_elem, &reason);
+err_spec:
 	json_decref(spec);
 	if (err)
 		goto err_out;

@@ -357,7 +357,15 @@ static void on_update_body(struct rt_conn *c)
 
 	if (rt__api_life_refuse(c, j, true)) /* deleted or done while the body arrived */
 		return;
-	if (j->algo.fedau) {
+	if (j->algo.fedau && API(c)->clustered) {
+		/*
+		 * The controller's table weighs it (its `accept` answer, controller/ctl_fedau.c);
+		 * until then its values are bounded for the largest weight an estimate can have,
+		 * the cutoff K (each interval is at most K rounds).
+		 */
+		R(c)->weight = 1.0;
+		w = (double)j->algo.fedau_k;
+	} else if (j->algo.fedau) {
 		/* Its client's interval estimate replaces the sample count (rt_fedau.c). */
 		err = rt_fedau_weight(j, R(c)->client, R(c)->round, &R(c)->weight);
 		if (err) {
