@@ -326,7 +326,10 @@ static bool store_refuse(struct rt_conn *c, struct rt_job *j)
 static void on_update_bytes(struct rt_conn *c)
 {
 	struct rt_job *j = R(c)->job;
-	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : R(c)->weight;
+	/* fedau: its weight is not known yet; no estimate exceeds the cutoff K. */
+	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0
+		   : j->algo.fedau			    ? (double)j->algo.fedau_k
+							    : R(c)->weight;
 	uint64_t from = R(c)->checked, to = c->body_got & ~3ull;
 
 	if (R(c)->check_bad || to <= from)

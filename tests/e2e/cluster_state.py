@@ -36,11 +36,15 @@ import netns_cluster  # noqa: E402
 from e2e_common import (BIN, Server, arena_files_in, check, log, main,  # noqa: E402
                         remove_arena_files, st_decode)
 
+# fedau.py's plan, and two rounds more: c5 (first in round 8) is the update the controller holds
+# when it is killed mid-round; its weight in round 9 needs that participation replayed.
+au.PLAN = au.PLAN + [[5, 1, 4], [2, 5, 0]]
 N_AU = 50
 N_SC = 40
 SC_K, SC_N, SC_LR = 3, 10, 0.5
 CTL_KILL = 4   # rounds committed when the controller is killed
 NODE_KILL = 6  # ... when every node is
+CTL_KILL_MID = 8  # the round in which the controller is killed again, one fedau update in
 TOL = 1e-6
 
 
@@ -75,10 +79,16 @@ class Both:
         check(st == 201, 'single node: mint %s: %d %r' % (client, st, obj))
         self.creds1[client] = obj['token']
 
-    def round(self, r, ups):
-        """ups: [(gateway index, client or None, f32 vector, samples)]; both models of r + 1."""
+    def round(self, r, ups, between=None):
+        """ups: [(gateway index, client or None, f32 vector, samples)]; both models of r + 1.
+        between: called once the first update has its 202, before the others are sent."""
         items = [(c.NODE_IP[g], self.name, self.creds[cl] if cl else self.tok, r, x, n)
                  for g, cl, x, n in ups]
+        if between:
+            st, b = c.post(self.cl, *items[0])
+            check(st == 202, '%s round %d update 0: %d %s' % (self.name, r, st, b[:300]))
+            between()
+            items = items[1:]
         for k, (st, b) in enumerate(c.post_many(self.cl, items)):
             check(st == 202, '%s round %d update %d: %d %s' % (self.name, r, k, st, b[:300]))
         for _, cl, x, n in ups:
@@ -103,10 +113,10 @@ class Both:
         return got, err
 
 
-def fedau_round(job, r, rows, rng):
+def fedau_round(job, r, rows, rng, between=None):
     part = au.PLAN[r]
     ups = [((cl + r) % 3, 'c%d' % cl, rows[r][cl], 1000 * (cl + 1)) for cl in part]
-    got, err = job.round(r, ups)
+    got, err = job.round(r, ups, between)
     w = au.reference_weights()[r]
     ref = sum(w[cl] * rows[r][cl].astype(np.float64) for cl in part) / sum(w.values())
     eref = float(np.max(np.abs(got - ref)))
@@ -172,18 +182,24 @@ def scenario():
         rows = [[rng.uniform(-1, 1, N_AU).astype(np.float32) for _ in range(6)]
                 for _ in au.PLAN]
         state = (np.zeros(N_SC), np.zeros(N_SC))
+        runs = [0]
+
+        def ctl_restart(why):
+            nonlocal ctl
+            ctl.kill()
+            runs[0] += 1
+            ctl = netns_cluster.Proc('controller-run%d' % (runs[0] + 1), net.ctl, BIN,
+                                     ctl.p.args[5:], tmp)
+            procs.append(ctl)
+            c.wait_for(lambda: 'reconciled with its nodes' in ctl.log_text() and
+                       all(c.metrics(cl, h).get('tributary_cluster_joined') == 1
+                           for h in c.NODE_IP), 30,
+                       'the nodes to join the restarted controller and it to reconcile')
+            log('controller killed (kill -9) %s and started again' % why)
+
         for r in range(len(au.PLAN)):
             if r == CTL_KILL:
-                ctl.kill()
-                ctl = netns_cluster.Proc('controller-run2', net.ctl, BIN, ctl.p.args[5:], tmp)
-                procs.append(ctl)
-                for i in range(3):
-                    c.wait_for(lambda i=i: 'joining again' in nodes[i].log_text() and
-                               c.metrics(cl, c.NODE_IP[i]).get('tributary_cluster_joined') ==
-                               1, 30, 'n%d to join the restarted controller' % i)
-                c.wait_for(lambda: 'reconciled with its nodes' in ctl.log_text(), 15,
-                           'the controller to reconcile')
-                log('controller killed (kill -9) after %d rounds and started again' % r)
+                ctl_restart('after %d rounds' % r)
             if r == NODE_KILL:
                 for i in range(3):
                     nodes[i].kill()
@@ -192,14 +208,23 @@ def scenario():
                     procs.append(nodes[i])
                 c.wait_joined(cl)
                 log('every node killed (kill -9) after %d rounds and started again' % r)
-            fedau_round(fa, r, rows, rng)
+            fedau_round(fa, r, rows, rng, (lambda: ctl_restart(
+                'in round %d, one fedau update in' % CTL_KILL_MID)) if r == CTL_KILL_MID
+                else None)
+            if r == CTL_KILL:
+                text = ctl.log_text()
             state = scaffold_round(sc, r, state, rng)
-        text = ctl.log_text()
         seen = len({k for part in au.PLAN[:CTL_KILL] for k in part})
         check('fedau: %d client states loaded' % seen in text,
               'the restarted controller did not load the fedau table:\n' + text[-3000:])
+        text = ctl.log_text()
+        # The update it counted before the kill, and the one whose count read the table.
+        check('fedau: 6 client states loaded, 2 participations of rounds in flight replayed'
+              in text, 'the controller killed mid-round did not replay the fedau update it '
+              'had counted:\n' + text[-3000:])
         log('cluster: fedau (%d rounds, 6 clients) and scaffold (%d rounds) equal one node and '
-            'numpy across a kill -9 of the controller and of every node' %
+            'numpy across kill -9s of the controller (between rounds, mid-round) and of every '
+            'node' %
             (len(au.PLAN), len(au.PLAN)))
         for p in nodes + [ctl]:
             c.stop(p)
