@@ -17,6 +17,9 @@ step needs c from before (in the model file the controller keeps). Between round
 every node is killed (kill -9) and started again: the next round's top, whichever it is, starts
 from a node that was restarted. Both jobs go on equal to one node.
 
+While the controller is away a node refuses fedau updates (503: only the controller knows the
+weight), and a cluster refuses bad fedau and scaffold specs with the single node's 400s.
+
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 """
 import json
@@ -24,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -145,6 +149,33 @@ def scaffold_round(job, r, state, rng):
     return x, cv
 
 
+def provisional(cl, fa, x):
+    """While the controller is away a node takes no fedau update: only it knows the weight."""
+    time.sleep(2)  # the nodes' heartbeats go unanswered: they know it is away
+    st, b = c.post(cl, c.NODE_IP[0], fa.name, fa.creds['c0'], CTL_KILL, x, 1)
+    check(st == 503 and b'fedau' in b, 'a fedau update while the controller is away: want '
+          '503 naming fedau, got %d %s' % (st, b[:300]))
+    log('  the controller away: a fedau update gets 503 (%s)' % json.loads(b)['error'][:90])
+
+
+def refusals(cl, admin):
+    """What a cluster still checks at creation: the single node's 400s."""
+    for spec, field in (({'algorithm': 'fedau'}, 'client_auth'),
+                        ({'algorithm': 'fedau', 'client_auth': 'required',
+                          'fedau_cutoff': 0}, 'fedau_cutoff'),
+                        ({'algorithm': 'scaffold'}, 'scaffold_clients'),
+                        ({'algorithm': 'scaffold', 'scaffold_clients': 5,
+                          'tensors': [{'name': 'c.w', 'shape': [2]}]}, 'c.')):
+        body = dict({'name': 'bad', 'clients_per_round': 3, 'params': 10}, **spec)
+        if 'tensors' in spec:
+            del body['params']
+        st, b = cl.call(c.NODE_IP[1], 'POST', '/v1/jobs', json.dumps(body).encode(),
+                        {'Content-Type': 'application/json'}, admin)
+        check(st == 400 and field.encode() in b, '%r on a cluster: want 400 naming %s, got '
+              '%d %s' % (spec, field, st, b[:300]))
+    log('  a cluster refuses bad fedau and scaffold specs with the single node\'s 400s')
+
+
 def scenario():
     if os.geteuid() != 0:
         print('SKIP: needs root for ip netns, veth and a bridge')
@@ -166,6 +197,7 @@ def scenario():
         c.wait_joined(cl)
         admin = netns_cluster.admin_token(tmp)
         rng = np.random.default_rng(1606)
+        refusals(cl, admin)
         schema_au = [{'name': 'w', 'shape': [N_AU], 'dtype': 'F32'}]
         fa = Both(cl, admin, srv, 'sau', {'clients_per_round': 3, 'algorithm': 'fedau',
                                           'fedau_cutoff': au.K, 'client_auth': 'required',
@@ -184,9 +216,11 @@ def scenario():
         state = (np.zeros(N_SC), np.zeros(N_SC))
         runs = [0]
 
-        def ctl_restart(why):
+        def ctl_restart(why, away=None):
             nonlocal ctl
             ctl.kill()
+            if away:
+                away()
             runs[0] += 1
             ctl = netns_cluster.Proc('controller-run%d' % (runs[0] + 1), net.ctl, BIN,
                                      ctl.p.args[5:], tmp)
@@ -199,7 +233,7 @@ def scenario():
 
         for r in range(len(au.PLAN)):
             if r == CTL_KILL:
-                ctl_restart('after %d rounds' % r)
+                ctl_restart('after %d rounds' % r, lambda: provisional(cl, fa, rows[r][0]))
             if r == NODE_KILL:
                 for i in range(3):
                     nodes[i].kill()
