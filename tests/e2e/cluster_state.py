@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: MIT
 """fedau and scaffold on three netns nodes: the same models as one node, across restarts.
 
-fedau: six clients with client tokens take part unevenly (fedau.py's plan, cutoff 3) over 8
-rounds; each round's updates are spread over the three gateways so that a client's updates
+fedau: six clients with client tokens take part unevenly (fedau.py's plan and two rounds more,
+cutoff 3) over 10 rounds; each round's updates are spread over the three gateways so that a client's updates
 land on a different node each time. The controller keeps the per-client interval table and
 answers each update's weight with its count: every round's model equals both the numpy
 reference (IBM/fedau's weights) and a `tributary up` fed the same clients, to 1e-6.
@@ -15,7 +15,9 @@ Between rounds 3 and 4 the controller is killed (kill -9) and started again: the
 round 4 on need the table from before (a fresh table weighs every client 1), and scaffold's next
 step needs c from before (in the model file the controller keeps). Between rounds 5 and 6
 every node is killed (kill -9) and started again: the next round's top, whichever it is, starts
-from a node that was restarted. Both jobs go on equal to one node.
+from a node that was restarted. In round 8 the controller is killed again once it has counted
+one fedau update (c5's): the restarted one replays that participation from the node's report,
+and c5's weight in round 9 needs it. Both jobs go on equal to one node.
 
 While the controller is away a node refuses fedau updates (503: only the controller knows the
 weight), and a cluster refuses bad fedau and scaffold specs with the single node's 400s.
