@@ -437,6 +437,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
 		return;
 	}
+	if (fw > 0) /* fedau: its metrics weigh as its update, as on one node */
+		json_object_set_new(ev->hdr, "weight", json_real(fw));
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <math.h>
 
-#include "trib_fedau.h"
 #include "trib_log.h"
 
 int rt__agent_accept_state(struct rt_agent *a, struct upd *u, const json_t *rep)
