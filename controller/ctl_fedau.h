@@ -15,9 +15,10 @@
 #include <stdint.h>
 
 #include "ctl_store.h"
+#include "trib_fedau.h"
 
 /* As one node remembers (RT_FEDAU_CLIENTS_MAX): the same clients are forgotten in a cluster. */
-#define CTL_FEDAU_CLIENTS_MAX 10000u
+#define CTL_FEDAU_CLIENTS_MAX TRIB_FEDAU_CLIENTS_MAX
 
 struct ctl_fedau;
 

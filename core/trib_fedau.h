@@ -30,6 +30,13 @@ struct trib_fedau_client {
 #define TRIB_FEDAU_K_MAX 100000u
 #define TRIB_FEDAU_K_DEFAULT 50u
 
+/*
+ * Clients one job remembers, on one node (runtime/node/rt_fedau.c) and in a cluster
+ * (controller/ctl_fedau.c) alike: past it, the client whose last participation is the oldest is
+ * forgotten, and counts as new if it comes back.
+ */
+#define TRIB_FEDAU_CLIENTS_MAX 10000u
+
 /* A client never seen: no interval yet, missing since round 0. */
 #define TRIB_FEDAU_NEW ((struct trib_fedau_client){ .last_round = -1 })
 
