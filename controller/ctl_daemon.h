@@ -37,6 +37,7 @@ struct acc_rec {
 	uint32_t round, seq;
 	int fold_at;
 	bool released;
+	double weight; /* fedau: the weight its answer named (0: none) */
 };
 
 struct cnode {
@@ -129,6 +130,9 @@ struct cjob {
 	uint32_t sel_k, sel_max, tasks_round;
 	double sel_f;
 	json_t *tasks;
+	/* fedau: its clients' interval estimates (ctl_fedau.c), made at its first count */
+	bool fedau_checked;
+	struct ctl_fedau *fedau;
 	struct cjob *next;
 };
 
@@ -351,5 +355,14 @@ void ctl__round_client_drop(struct cround *cr, const char *id);
 void ctl__round_clients_lose(struct cround *cr, uint32_t rank);
 /* Distinct client tokens counted in @cr. */
 uint32_t ctl__round_clients(const struct cround *cr);
+/*
+ * ctl_fedau.c: the weight of client @client's update of @round counted in a fedau job (its
+ * state moves), *w = 0 for any other job: 0; else -errno and *@rep the refusal. commit: the
+ * states that moved go to the store (before the round's model file); fini: the table goes.
+ */
+int ctl__fedau_weight(struct ctl *c, struct cjob *j, uint32_t round, const char *client,
+		      double *w, json_t **rep);
+int ctl__fedau_commit(struct ctl *c, struct cjob *j);
+void ctl__fedau_fini(struct cjob *j);
 
 #endif

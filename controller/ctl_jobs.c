@@ -365,6 +365,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cround *cr;
 	uint32_t to;
 	char msg[160];
+	double fw;
 
 	if (!j || rank < 0 || !c->nodes[rank].live) {
 		*rep = ctl__err_reply(j ? 503 : 404, j ? "node not joined" : "no such job");
@@ -386,6 +387,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 					 (json_int_t)c->nodes[rec->fold_at].epoch);
 			if (*rep && j->async)
 				json_object_set_new(*rep, "version", json_integer(rec->round));
+			if (*rep && rec->weight > 0) /* fedau */
+				json_object_set_new(*rep, "weight", json_real(rec->weight));
 			return;
 		}
 	}
@@ -455,6 +458,12 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	to = fold_target(c, j, cr, (uint32_t)rank);
 	if (ctl__round_client_refused(cr, ctl__jstr(ev->hdr, "client", NULL), to, rep))
 		return;
+	if (ctl__fedau_weight(c, j, r, ctl__jstr(ev->hdr, "client", NULL), &fw, rep)) {
+		ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
+		return;
+	}
+	if (fw > 0) /* fedau: its metrics weigh as its update, as on one node */
+		json_object_set_new(ev->hdr, "weight", json_real(fw));
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
@@ -466,6 +475,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		rec->seq = j->flora ? cr->slots : cr->count - 1;
 		rec->fold_at = (int)to;
 		rec->released = false;
+		rec->weight = fw;
 	}
 	*rep =
 	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq",
@@ -474,6 +484,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
 	if (*rep && j->async) /* the version it is folded into (its base was @r asked) */
 		json_object_set_new(*rep, "version", json_integer(r));
+	if (*rep && fw > 0) /* fedau: the weight the node folds it with (ctl_fedau.c) */
+		json_object_set_new(*rep, "weight", json_real(fw));
 	if (j->flora)
 		cr->slots++;
 	if (cr->count >= j->cpr || (j->flora && cr->slots >= j->cpr))
@@ -586,6 +598,8 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	err = slen ? ctl_store_opt_put(c->store, j->db_id, r + 1,
 				       (const uint8_t *)m + j->fmt.n_elem * sizeof(float), slen)
 		   : 0;
+	if (!err) /* fedau's client states too: ahead of the model is harmless (per round) */
+		err = ctl__fedau_commit(c, j);
 	if (err) {
 		trib_error("job %s round %u: storing the optimiser state: %s", j->name, r,
 			   strerror(-err));
@@ -697,6 +711,7 @@ static void job_free(struct cjob *j)
 	ctl_model_fmt_fini(&j->fmt);
 	ctl__job_cred_fini(j);
 	ctl__job_select_fini(j);
+	ctl__fedau_fini(j);
 	trib_free(j->model);
 	trib_free(j->body);
 	trib_free(j);

@@ -33,7 +33,7 @@ int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, co
 	json_t *spec = NULL;
 	const char *reason = "the job's definition is not a JSON object";
 	int err = trib_json_loadb(body, len, 0, &spec, NULL);
-	bool frl;
+	bool frl = false;
 
 	memset(f, 0, sizeof(*f));
 	if (err == -ENOMEM) {
@@ -41,6 +41,17 @@ int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, co
 		goto err_out;
 	}
 	err = -EINVAL;
+	/* scaffold's model is [x ; c]: the doubled schema, as the nodes make it. */
+	if (json_is_object(spec) && json_is_string(json_object_get(spec, "algorithm")) &&
+	    !strcmp(json_string_value(json_object_get(spec, "algorithm")), "scaffold")) {
+		size_t at;
+
+		err = trib_schema_scaffold(spec, &at);
+		reason = err == -ENOMEM ? "out of memory" : "scaffold keeps names starting c.";
+		if (err)
+			goto err_spec;
+		err = -EINVAL;
+	}
 	if (json_is_object(spec))
 		err = trib_schema_from_spec(spec, &f->schema, &f->nschema, &f->n_elem, &reason);
 	/* frl's model is the global ranking, I32 (a node's rt_job.c writes the same header). */
@@ -54,6 +65,7 @@ int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, co
 			goto err_free_schema;
 		}
 	}
+err_spec:
 	json_decref(spec);
 	if (err)
 		goto err_out;

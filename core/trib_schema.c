@@ -217,3 +217,37 @@ int trib_schema_add_flora(const json_t *spec, struct trib_tensor **out, size_t *
 	}
 	return 0;
 }
+
+int trib_schema_scaffold(json_t *spec, size_t *at)
+{
+	json_t *t = json_object_get(spec, "tensors"), *np = json_object_get(spec, "params");
+	size_t n, i;
+
+	if (!t && json_is_integer(np)) {
+		t = json_pack("[{s:s, s:[I], s:s}]", "name", "weights", "shape",
+			      (json_int_t)json_integer_value(np), "dtype", "F32");
+		if (!t || json_object_set_new(spec, "tensors", t) ||
+		    json_object_del(spec, "params"))
+			return -ENOMEM;
+	}
+	if (!json_is_array(t))
+		return 0;
+	n = json_array_size(t);
+	for (i = 0; i < n; i++) {
+		json_t *e = json_array_get(t, i), *name = json_object_get(e, "name"), *twin;
+		char buf[TRIB_ST_NAME_MAX + 2];
+
+		if (!json_is_string(name))
+			return 0;
+		if (!strncmp(json_string_value(name), "c.", 2)) {
+			*at = i;
+			return -EINVAL;
+		}
+		snprintf(buf, sizeof(buf), "c.%s", json_string_value(name));
+		twin = json_deep_copy(e);
+		if (!twin || json_object_set_new(twin, "name", json_string(buf)) ||
+		    json_array_append_new(t, twin))
+			return -ENOMEM;
+	}
+	return 0;
+}

@@ -49,4 +49,13 @@ int trib_schema_from_spec_at(const json_t *spec, struct trib_tensor **out, size_
 int trib_schema_add_flora(const json_t *spec, struct trib_tensor **out, size_t *nout,
 			  uint64_t *n_elem, const char **why);
 
+/*
+ * scaffold's model is [x ; c] (functions/fn_scaffold.h): every tensor of @spec (modified in
+ * place) gets a twin `c.<name>` after them all, so the one schema rule checks both halves and
+ * the node and the controller store the same doubled schema. "params": N becomes its tensor
+ * "weights" first. 0 (also when @spec has no valid "tensors": the schema rule then says what is
+ * wrong); -EINVAL with *at the index of a tensor whose name already starts with "c."; -ENOMEM.
+ */
+int trib_schema_scaffold(json_t *spec, size_t *at);
+
 #endif

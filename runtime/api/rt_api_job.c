@@ -99,47 +99,22 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 	return 0;
 }
 
-/*
- * scaffold's model is [x ; c] (functions/fn_scaffold.h): every tensor of the spec gets a twin
- * `c.<name>` after them all, in @o itself, so the one schema rule checks both halves and the
- * stored schema (which a restart reads) is the doubled one. "params": N becomes its tensor
- * "weights" first. 0 or the status.
- */
+/* scaffold's model is [x ; c]: the twins' rule is core's (the controller's files use it too). */
 static int scaffold_schema(json_t *o, char *msg, size_t cap)
 {
-	json_t *t = json_object_get(o, "tensors"), *np = json_object_get(o, "params");
-	size_t n, i;
+	size_t at = 0;
+	int err = trib_schema_scaffold(o, &at);
 
-	if (!t && json_is_integer(np)) {
-		t = json_pack("[{s:s, s:[I], s:s}]", "name", "weights", "shape",
-			      (json_int_t)json_integer_value(np), "dtype", "F32");
-		if (!t || json_object_set_new(o, "tensors", t) || json_object_del(o, "params"))
-			goto oom;
+	if (err == -EINVAL) {
+		snprintf(msg, cap, "tensors[%zu]: scaffold keeps names starting with \"c.\" "
+			 "for the control variate (each tensor's is c.<name>)", at);
+		return 400;
 	}
-	if (!json_is_array(t))
-		return 0; /* the schema rule says what is wrong */
-	n = json_array_size(t);
-	for (i = 0; i < n; i++) {
-		json_t *e = json_array_get(t, i), *name = json_object_get(e, "name"), *twin;
-		char buf[TRIB_ST_NAME_MAX + 2];
-
-		if (!json_is_string(name))
-			return 0;
-		if (!strncmp(json_string_value(name), "c.", 2)) {
-			snprintf(msg, cap, "tensors[%zu]: scaffold keeps names starting with \"c.\" "
-				 "for the control variate (each tensor's is c.<name>)", i);
-			return 400;
-		}
-		snprintf(buf, sizeof(buf), "c.%s", json_string_value(name));
-		twin = json_deep_copy(e);
-		if (!twin || json_object_set_new(twin, "name", json_string(buf)) ||
-		    json_array_append_new(t, twin))
-			goto oom;
+	if (err) {
+		snprintf(msg, cap, "%s", "out of memory");
+		return 500;
 	}
 	return 0;
-oom:
-	snprintf(msg, cap, "%s", "out of memory");
-	return 500;
 }
 
 /* "params": N (one f32 tensor "weights") or "tensors": [...] (core's one rule); 0 or the status. */
@@ -179,7 +154,8 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 static bool cluster_algorithm(const struct rt_algo *alg)
 {
 	static const char *const ok[] = { "fedavg", "fedprox", "fedbuff", "fedavgm",
-					  "fedadagrad", "fedadam", "fedyogi", "frl", "flora" };
+					  "fedadagrad", "fedadam", "fedyogi", "frl", "flora",
+					  "fedau", "scaffold" /* state: the controller's (ctl_fedau.c) */ };
 
 	/* Exact robust rules: each node owns a range of coordinates (rt_agent_shard.c). */
 	if (alg->rule)
@@ -234,9 +210,10 @@ static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 	}
 	if (clustered && !cluster_algorithm(alg)) {
 		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
-			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam and fedyogi (with deltas, "
-			 "clipping, DP, deadlines), and median, trimmed_mean, krum and bulyan on "
-			 "weights (not deltas); run %s on one node (tributary up)", alg->name,
+			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam, fedyogi, fedau and "
+			 "scaffold (with deltas, clipping, DP, deadlines), frl, flora, and median, "
+			 "trimmed_mean, krum and bulyan on weights (not deltas); run %s on one node "
+			 "(tributary up)", alg->name,
 			 alg->name);
 		return 400;
 	}

@@ -339,7 +339,10 @@ static bool store_refuse(struct rt_conn *c, struct rt_job *j)
 static void on_update_bytes(struct rt_conn *c)
 {
 	struct rt_job *j = R(c)->job;
-	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : R(c)->weight;
+	/* fedau: its weight is not known yet; no estimate exceeds the cutoff K. */
+	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0
+		   : j->algo.fedau			    ? (double)j->algo.fedau_k
+							    : R(c)->weight;
 	uint64_t from = R(c)->checked, to = c->body_got & ~3ull;
 
 	if (R(c)->check_bad || to <= from)
@@ -370,7 +373,15 @@ static void on_update_body(struct rt_conn *c)
 
 	if (rt__api_life_refuse(c, j, true)) /* deleted or done while the body arrived */
 		return;
-	if (j->algo.fedau) {
+	if (j->algo.fedau && API(c)->clustered) {
+		/*
+		 * The controller's table weighs it (its `accept` answer, controller/ctl_fedau.c);
+		 * until then its values are bounded for the largest weight an estimate can have,
+		 * the cutoff K (each interval is at most K rounds).
+		 */
+		R(c)->weight = 1.0;
+		w = (double)j->algo.fedau_k;
+	} else if (j->algo.fedau) {
 		/* Its client's interval estimate replaces the sample count (rt_fedau.c). */
 		err = rt_fedau_weight(j, R(c)->client, R(c)->round, &R(c)->weight);
 		if (err) {

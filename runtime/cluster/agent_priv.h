@@ -239,6 +239,13 @@ void rt__agent_on_sync_reply(struct rt_agent *a, struct ctl_event *ev);
 json_t *rt__agent_holds(struct rt_agent *a);
 /* The join's verdicts on what it holds: recovery at the first join; a void round later exits. */
 void rt__agent_rejoined(struct rt_agent *a, json_t *verdicts);
+/*
+ * rt_agent_state.c: what the controller's count of @u (its answer @rep) says it folds with
+ * beyond the count, put into @u (fedau: its weight): 0, or -EPROTO (logged). provisional: why
+ * @j's updates cannot be taken while the controller is away, or NULL.
+ */
+int rt__agent_accept_state(struct rt_agent *a, struct upd *u, const json_t *rep);
+const char *rt__agent_state_provisional(const struct rt_job *j);
 /* The API's cluster hooks for jobs and updates (ctx: the agent). */
 void rt__agent_job_create(void *ctx, struct rt_conn *c);
 void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs);

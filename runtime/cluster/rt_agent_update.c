@@ -440,6 +440,9 @@ static void upd_provisional(struct rt_agent *a, struct upd *u)
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s, longer "
 			 "than this node takes updates without it (--controller-grace-s %u): only "
 			 "it closes a round; retry once it is back", (double)away / 1e9, grace);
+	} else if (rt__agent_state_provisional(j)) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; %s: retry",
+			 (double)away / 1e9, rt__agent_state_provisional(j));
 	} else if (j && j->algo.async) {
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only it "
 			 "counts a FedBuff version across nodes: retry", (double)away / 1e9);
@@ -545,6 +548,12 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 		return;
 	}
 	u->seq = (uint32_t)json_integer_value(json_object_get(ev->hdr, "seq"));
+	if (rt__agent_accept_state(a, u, ev->hdr)) {
+		upd_release(a, u);
+		upd_answer(a, u, 503, "the controller's count came without what the update is "
+			   "folded with; send it again", -1);
+		return;
+	}
 	if (json_is_integer(json_object_get(ev->hdr, "version"))) {
 		/* FedBuff: counted into the version the controller is building. */
 		u->base = u->round;

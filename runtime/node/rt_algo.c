@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "fn_dp.h"
-#include "fn_fedau.h"
+#include "trib_fedau.h"
 #include "fn_fold.h"
 #include "fn_frl.h"
 #include "fn_opt.h"
@@ -113,7 +113,7 @@ static int parse_fedprox(json_t *o, struct rt_algo *a, char *msgbuf, size_t msgl
 	return 0;
 }
 
-/* fedau's cutoff K (fn_fedau.h); fedau weighs by the interval estimate, not by samples. */
+/* fedau's cutoff K (trib_fedau.h); fedau weighs by the interval estimate, not by samples. */
 static int parse_fedau(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 {
 	json_t *k = json_object_get(o, "fedau_cutoff"), *w = json_object_get(o, "weighted");
@@ -123,17 +123,17 @@ static int parse_fedau(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen
 			BAD("fedau_cutoff: for fedau only (algorithm is '%s')", a->name);
 		return 0;
 	}
-	if (k && (!json_is_integer(k) || json_integer_value(k) < FN_FEDAU_K_MIN ||
-		  json_integer_value(k) > FN_FEDAU_K_MAX))
+	if (k && (!json_is_integer(k) || json_integer_value(k) < TRIB_FEDAU_K_MIN ||
+		  json_integer_value(k) > TRIB_FEDAU_K_MAX))
 		BAD("fedau_cutoff: an integer from %u to %u, in rounds (default %u)",
-		    FN_FEDAU_K_MIN, FN_FEDAU_K_MAX, FN_FEDAU_K_DEFAULT);
+		    TRIB_FEDAU_K_MIN, TRIB_FEDAU_K_MAX, TRIB_FEDAU_K_DEFAULT);
 	if (w && !json_is_true(w))
 		BAD("weighted: fedau weighs each update by its client's participation interval "
 		    "estimate (leave it out or true)");
 	if (json_object_get(o, "dp_noise_multiplier"))
 		BAD("dp_noise_multiplier: not with fedau (central DP averages uniformly)");
 	a->fedau = true;
-	a->fedau_k = k ? (uint32_t)json_integer_value(k) : FN_FEDAU_K_DEFAULT;
+	a->fedau_k = k ? (uint32_t)json_integer_value(k) : TRIB_FEDAU_K_DEFAULT;
 	return 0;
 }
 

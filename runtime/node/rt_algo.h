@@ -22,7 +22,7 @@ struct rt_algo {
 	uint32_t max_staleness; /* FedBuff: updates staler than this get 409 */
 	float proximal_mu;     /* fedprox: the clients' proximal term, published (FedAvg here) */
 	bool fedau;            /* fedau: each update weighs its client's interval estimate */
-	uint32_t fedau_k;      /* fedau: the cutoff K, in rounds (fn_fedau.h) */
+	uint32_t fedau_k;      /* fedau: the cutoff K, in rounds (trib_fedau.h) */
 	bool scaffold;         /* scaffold: [x ; c] (fn_scaffold.h), the schema doubled */
 	uint32_t scaffold_n;   /* scaffold: N, the client population */
 	bool frl;              /* frl: I32 rankings voted into uint32 cells; an I32 model */

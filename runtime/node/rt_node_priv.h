@@ -5,6 +5,7 @@
 
 #include "rt_node.h"
 #include "shm_abi.h"
+#include "trib_fedau.h"
 
 struct ctl_plan;
 
@@ -204,7 +205,7 @@ void rt__fedau_note(struct rt_job *j, uint32_t round, const char *id);
  * rounds counted from round 0. Lookups are linear: at this bound a scan is tens of microseconds
  * per update, and the table is RT_FEDAU_CLIENTS_MAX x 72 bytes.
  */
-#define RT_FEDAU_CLIENTS_MAX 10000u
+#define RT_FEDAU_CLIENTS_MAX TRIB_FEDAU_CLIENTS_MAX
 int rt__fedau_save(struct rt_node *n, struct rt_job *j);
 void rt__fedau_load(struct rt_node *n, struct rt_job *j);
 void rt__fedau_free(struct rt_job *j);

@@ -167,3 +167,38 @@ Test(core_schema, flora_appends_the_stacks)
 	trib_free(t);
 	json_decref(o);
 }
+
+/* scaffold's [x ; c]: every tensor gets its twin c.<name> after them all; "params" first. */
+Test(core_schema, scaffold_twins_every_tensor_after_them_all)
+{
+	json_t *o = json_loads("{\"tensors\":[{\"name\":\"w\",\"shape\":[2,3]},"
+			       "{\"name\":\"b\",\"shape\":[3]}]}", 0, NULL);
+	struct trib_tensor *t = NULL;
+	const char *why = NULL;
+	uint64_t elems = 0;
+	size_t n = 0, at = 99;
+
+	cr_assert_eq(trib_schema_scaffold(o, &at), 0);
+	cr_assert_eq(trib_schema_from_spec(o, &t, &n, &elems, &why), 0, "%s", why);
+	cr_assert_eq(n, 4);
+	cr_assert_eq(elems, 18);
+	cr_assert_str_eq(t[0].name, "w");
+	cr_assert_str_eq(t[1].name, "b");
+	cr_assert_str_eq(t[2].name, "c.w");
+	cr_assert_str_eq(t[3].name, "c.b");
+	trib_free(t);
+	json_decref(o);
+
+	o = json_loads("{\"params\":5}", 0, NULL);
+	cr_assert_eq(trib_schema_scaffold(o, &at), 0);
+	cr_assert_eq(trib_schema_from_spec(o, &t, &n, &elems, &why), 0, "%s", why);
+	cr_assert(n == 2 && elems == 10 && !strcmp(t[1].name, "c.weights"));
+	trib_free(t);
+	json_decref(o);
+
+	o = json_loads("{\"tensors\":[{\"name\":\"w\",\"shape\":[2]},"
+		       "{\"name\":\"c.x\",\"shape\":[2]}]}", 0, NULL);
+	cr_assert_eq(trib_schema_scaffold(o, &at), -EINVAL, "c. is the control variate's");
+	cr_assert_eq(at, 1);
+	json_decref(o);
+}
