@@ -352,10 +352,11 @@ int rt__jobs_load(struct rt_node *n)
 			if (err)
 				why = "its algorithm parameters";
 			j->cpr = cj->clients_per_round; /* flora's slots */
+			/* After the algorithm (frl's header is I32), before flora's bind (which
+			 * writes the served model's own header: the rank I32). */
+			err = err ? err : job_build_header(j);
 			if (!err && j->algo.flora && rt_flora_bind(j, params))
 				why = "its flora_pairs", err = -EINVAL;
-			/* After the algorithm: frl's header is I32. */
-			err = err ? err : job_build_header(j);
 		}
 		json_decref(params);
 		if (err) {
