@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <stdbool.h>
 
+#include "fn_abi.h"
+#include "fn_algo.h"
 #include "trib_secagg_crypto.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -108,3 +110,50 @@ int fn_secagg_expand(uint32_t *acc, uint64_t first, size_t n,
 	}
 	return 0;
 }
+
+/*
+ * The base row of a secure job (FN_ALGO_SECAGG). An update is one client's masked vector: dim + 1
+ * little-endian u32 words (its n_u * q(x_u) then n_u, each plus its masks), one segment labelled
+ * I32 (the arena has no U32 label; the bits are what count). A partial's cells are sums of such
+ * vectors (fn_main.c labels every partial F32). Both add cell by cell mod 2^32, so the top's sum
+ * is the same bits whatever the tree. No weights (n_u is a coordinate, masked like the rest) and
+ * no finish: the top hands off the masked sum as it is (FN_CFG_SUM's meaning: no division), and
+ * only the runtime, with the reveals, can take the masks off.
+ */
+static int sa_weigh(void *state, const struct fn_algo_ctx *ctx, struct fn_input *in)
+{
+	(void)state;
+	(void)ctx;
+	if (in->kind == SHM_DESC_UPDATE) {
+		in->weight = 1.0;
+		in->share = 1.0;
+	}
+	return 0;
+}
+
+static int sa_fold(void *state, const struct fn_algo_ctx *ctx, const struct fn_input *in)
+{
+	uint32_t *acc = (uint32_t *)(void *)ctx->acc;
+
+	(void)state;
+	for (uint32_t i = 0; i < in->nsegs; i++) {
+		const struct shm_seg *s = &in->segs[i];
+
+		/*
+		 * Bounds were checked by fn_input_from_desc(). A 4-byte label either way: updates
+		 * land as I32, partials (and tcp's flat payloads) are labelled F32 by fn_main.c.
+		 */
+		if (s->dtype != SHM_DTYPE_I32 && s->dtype != SHM_DTYPE_F32)
+			return -EINVAL;
+		fn_fold_u32(acc + s->dst_elem, (const uint32_t *)(const void *)(in->base + s->src_off),
+			    (size_t)s->n_elem);
+	}
+	return 0;
+}
+
+const struct fn_algo_ops fn_secagg_ops = {
+	.name = "secagg",
+	.state_size = 0,
+	.weigh = sa_weigh,
+	.fold = sa_fold,
+};

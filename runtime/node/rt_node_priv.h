@@ -154,7 +154,12 @@ void rt__job_drop_rounds(struct rt_node *n, struct rt_job *j);
 /* After a restart: the job's paused state from the store. */
 void rt__job_life_load(struct rt_node *n, struct rt_job *j);
 
+/* rt_secagg_commit.c: a secure job's finished tree round hands its masked sum over. */
+void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j);
+
 /* rt_tree.c */
+/* Cells in the job's tree: the model's, plus the masked weight of a secure job. */
+uint64_t rt__tree_elems(const struct rt_job *j);
 uint64_t rt__acc_slot_len(const struct rt_job *j);
 int rt__garbage_add(struct rt_round *r, uint64_t slot);
 int rt__fn_acquire(struct rt_node *n, struct fn_config *cfg, const struct fn_params *par,

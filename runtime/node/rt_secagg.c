@@ -561,6 +561,28 @@ uint32_t rt_secagg_inbox(const struct rt_secagg *r, uint32_t u, uint32_t *from,
 	return n;
 }
 
+void rt_secagg_fail(struct rt_secagg *r, const char *why)
+{
+	fail(r, "%s", why);
+}
+
+int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark)
+{
+	int err = enter(r, u, RT_SECAGG_MASKED);
+
+	if (!err && mark)
+		r->c[u].answered |= 1u << RT_SECAGG_MASKED;
+	return err;
+}
+
+int rt_secagg_set_sum(struct rt_secagg *r, const uint32_t *sum, size_t words)
+{
+	if (words != (size_t)r->cfg.dim + 1)
+		return -EINVAL;
+	memcpy(r->acc, sum, words * sizeof(*sum));
+	return 0;
+}
+
 int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t words)
 {
 	int err = enter(r, u, RT_SECAGG_MASKED);

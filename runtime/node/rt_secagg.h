@@ -3,6 +3,7 @@
 #ifndef RT_SECAGG_H
 #define RT_SECAGG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -125,8 +126,19 @@ int rt_secagg_share(struct rt_secagg *r, uint32_t u, const uint32_t *to,
  */
 uint32_t rt_secagg_inbox(const struct rt_secagg *r, uint32_t u, uint32_t *from,
 			 const uint8_t **ct, uint32_t cap);
-/* u's masked vector, dim + 1 words (host order; the API converts from little-endian). */
+/*
+ * u's masked vector, dim + 1 words (host order), folded into the round's own sum: the path of
+ * the unit tests and of a caller without a function tree. The API's path is the tree's
+ * (rt_job_secagg_accept): rt_secagg_masked_enter(r, u, false) checks that u may send its input
+ * now (the errors below), (r, u, true) records that it did, and rt_secagg_set_sum() hands the
+ * tree's sum of the round's inputs in before the unmask stage ends.
+ */
 int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t words);
+int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark);
+/* The masked sum of every input of U3 (dim + 1 words, copied). 0, or -EINVAL for another length. */
+/* The round fails with @why (a sentence): nothing is unmasked, the masked sum is wiped. */
+void rt_secagg_fail(struct rt_secagg *r, const char *why);
+int rt_secagg_set_sum(struct rt_secagg *r, const uint32_t *sum, size_t words);
 /* After MASKED: what u must reveal: v[i] with kind[i]. Returns the count (<= cap). */
 uint32_t rt_secagg_reveal_list(const struct rt_secagg *r, uint32_t u, uint32_t *v,
 			       enum rt_secagg_kind *kind, uint32_t cap);

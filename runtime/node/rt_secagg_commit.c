@@ -19,8 +19,8 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	struct ctl_round rec;
 	int err;
 
-	/* A secure job has no plain rounds (rt_api refuses its updates): nothing else moves it. */
-	if (!j->secagg.on || j->open || j->inflight || j->round != j->completed)
+	/* A secure job has no plain rounds (rt_api refuses its updates): its tree is done. */
+	if (!j->secagg.on || j->open || j->inflight)
 		return -EBUSY;
 	b = rt__model_blob(j, model, j->completed + 1);
 	if (!b)
@@ -35,7 +35,7 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	}
 	memset(&rec, 0, sizeof(rec));
 	rec.job_id = j->db_id;
-	rec.round = j->round;
+	rec.round = j->completed;
 	rec.closed_unix = (int64_t)time(NULL);
 	rec.n_updates = clients;
 	rec.total_weight = weight;
@@ -43,7 +43,7 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	rec.clients = clients;
 	if (ctl_store_round_record(n->store, &rec))
 		trib_warn("job %s round %u: the round's record (history) was not saved", j->name,
-			  j->round);
+			  rec.round);
 	trib_blob_release(j->model);
 	j->model = b;
 	j->completed++;
@@ -56,8 +56,79 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	return 0;
 }
 
+int rt_job_secagg_accept(struct rt_node *n, struct rt_job *j, uint64_t slot_off,
+			 uint64_t segs_off, uint32_t *seq)
+{
+	/* Not the journal's: a restart loses the round's keys, so its inputs could not unmask. */
+	return rt_job_accept(n, j, j->round, slot_off, segs_off, 1, 1.0, seq);
+}
+
+void rt_job_secagg_close(struct rt_node *n, struct rt_job *j)
+{
+	if (j->open && !j->open->closed)
+		rt__round_close(n, j, j->open, false);
+}
+
+const uint32_t *rt_job_secagg_sum(const struct rt_job *j, uint32_t round, uint32_t *count)
+{
+	if (!j->sa_sum || j->sa_sum_round != round)
+		return NULL;
+	*count = j->sa_sum_count;
+	return j->sa_sum;
+}
+
+void rt_job_secagg_release(struct rt_job *j)
+{
+	if (j->sa_sum)
+		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
+	trib_free(j->sa_sum);
+	j->sa_sum = NULL;
+	/* No version came of the round: numbers follow versions, as a plain job's do. */
+	if (!j->open && !j->inflight)
+		j->round = j->completed;
+}
+
+bool rt_job_secagg_busy(const struct rt_job *j)
+{
+	return j->open || j->inflight;
+}
+
+/*
+ * rt__job_complete_rounds' secure branch: the top handed off the masked sum of @r. It is copied
+ * out (rt__tree_elems words, a memcpy on the loop: no fold here) for the round's unmasking and
+ * the tree's slots go back at once; a sum nobody waits for (the round failed) is wiped.
+ */
+void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
+{
+	while (j->inflight && j->inflight->has_result) {
+		struct rt_round *r = j->inflight;
+		uint64_t words = rt__tree_elems(j);
+		const uint32_t *sum = (const uint32_t *)(const void *)rt_round_sum(n, r);
+		bool wanted = j->sa_live && j->sa_live->round == r->round;
+
+		trib_free(j->sa_sum);
+		j->sa_sum = wanted ? trib_malloc(words * sizeof(*j->sa_sum)) : NULL;
+		if (j->sa_sum) {
+			memcpy(j->sa_sum, sum, words * sizeof(*j->sa_sum));
+			j->sa_sum_round = r->round;
+			j->sa_sum_count = r->result.count;
+		} else if (wanted) {
+			trib_error("job %s round %u: no memory for the masked sum; the round fails",
+				   j->name, r->round);
+		}
+		j->inflight = r->next;
+		rt__round_free(n, r, true);
+		if (!wanted)
+			j->round = j->completed;
+	}
+}
+
 void rt_job_secagg_drop(struct rt_job *j)
 {
+	if (j->sa_sum)
+		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
+	trib_free(j->sa_sum);
+	j->sa_sum = NULL;
 	if (!j->sa_live)
 		return;
 	rt_secagg_free(j->sa_live->r);
