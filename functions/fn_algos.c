@@ -58,7 +58,14 @@ static bool want_opt(const struct fn_config *cfg, const struct fn_params *par)
 static bool want_robust(const struct fn_config *cfg, const struct fn_params *par)
 {
 	(void)par;
-	return cfg->role == FN_ROLE_SHARD;
+	return cfg->role == FN_ROLE_SHARD && cfg->algorithm != FN_ALGO_SECAGG;
+}
+
+/* A secure job's shard expands a range of the unmasking's mask streams (struct fn_secagg_task). */
+static bool want_unmask(const struct fn_config *cfg, const struct fn_params *par)
+{
+	(void)par;
+	return cfg->role == FN_ROLE_SHARD && cfg->algorithm == FN_ALGO_SECAGG;
 }
 
 /*
@@ -97,6 +104,7 @@ static const struct fn_algo_row {
 	{ 0, &fn_fedbuff_ops, PLACE_AFTER, want_fedbuff },
 	{ 0, &fn_opt_ops, PLACE_AFTER, want_opt },
 	{ 0, &fn_robust_ops, PLACE_INSTEAD, want_robust },
+	{ 0, &fn_secagg_unmask_ops, PLACE_INSTEAD, want_unmask },
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "fn_abi.h"
 #include "fn_algo.h"
@@ -156,4 +157,36 @@ const struct fn_algo_ops fn_secagg_ops = {
 	.state_size = 0,
 	.weigh = sa_weigh,
 	.fold = sa_fold,
+};
+
+/*
+ * A shard of an unmasking (struct fn_secagg_task): its range of the correction, written whole.
+ * The task is the runtime's but is checked like any input: a bad one fails the shard, it never
+ * reads or writes outside the arena.
+ */
+static int sa_shard(void *state, const struct fn_algo_ctx *ctx)
+{
+	const struct fn_secagg_task *t;
+	uint32_t *acc = (uint32_t *)(void *)ctx->acc;
+	uint64_t first, n;
+
+	(void)state;
+	if (ctx->par->state_off % 8 || !fn_ctx_range_ok(ctx, ctx->par->state_off, sizeof(*t)))
+		return -EINVAL;
+	t = (const struct fn_secagg_task *)(const void *)(ctx->base + ctx->par->state_off);
+	if (t->version != FN_ABI_VERSION || t->words != ctx->cfg->n_elem || t->streams_off % 4 ||
+	    !fn_ctx_range_ok(ctx, t->streams_off, (uint64_t)t->count * sizeof(struct fn_secagg_stream)) ||
+	    fn_secagg_range(t->words, t->parts, ctx->cfg->index, &first, &n))
+		return -EINVAL;
+	memset(acc + first, 0, (size_t)n * sizeof(*acc));
+	return fn_secagg_expand(acc + first, first, (size_t)n,
+				(const struct fn_secagg_stream *)(const void *)(ctx->base +
+										 t->streams_off),
+				t->count);
+}
+
+const struct fn_algo_ops fn_secagg_unmask_ops = {
+	.name = "secagg_unmask",
+	.state_size = 0,
+	.shard = sa_shard,
 };

@@ -52,4 +52,25 @@ struct fn_secagg_stream {
 int fn_secagg_expand(uint32_t *acc, uint64_t first, size_t n,
 		     const struct fn_secagg_stream *streams, size_t count);
 
+/*
+ * An unmasking's task, in an arena slot the runtime owns (a shard of a secure job gets its
+ * offset as fn_params.state_off; FN_ROLE_SHARD with FN_ALGO_SECAGG). Shard i of `parts` writes
+ * coordinates fn_secagg_range(words, parts, i) of its output (the config's accumulator, shared
+ * by the shards) with sum_j sign_j * PRG(key_j) over the `count` streams at streams_off (struct
+ * fn_secagg_stream, 36 bytes each): the correction the runtime adds to the masked sum. A shard
+ * writes its range whole (zeroes it first), so one started again after a kill -9 gives the same
+ * bits. The keys are secrets of the round: the runtime wipes the slot when the round ends.
+ */
+struct fn_secagg_task {
+	uint16_t version;    /* FN_ABI_VERSION */
+	uint16_t reserved0;  /* zero */
+	uint32_t parts;      /* shards over the coordinates */
+	uint32_t count;      /* streams */
+	uint32_t reserved1;  /* zero */
+	uint64_t words;      /* coordinates: the config's n_elem (the model's + the weight) */
+	uint64_t streams_off; /* arena offset of the streams, 4-byte aligned */
+};
+_Static_assert(sizeof(struct fn_secagg_task) == 32, "fn_secagg_task is ABI");
+_Static_assert(sizeof(struct fn_secagg_stream) == 36, "fn_secagg_stream is ABI");
+
 #endif

@@ -17,6 +17,7 @@
 #include <sys/random.h>
 
 #include "api_priv.h"
+#include "fn_secagg.h"
 #include "rt_api.h"
 #include "rt_secagg.h"
 #include "shm_arena.h"
@@ -189,21 +190,59 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 	if (!L)
 		return;
 	for (;;) {
+		const struct fn_secagg_stream *streams;
+		size_t ns;
 		bool due;
+		uint64_t t0;
 
 		st = rt_secagg_stage(L->r);
 		if (st == RT_SECAGG_DONE || st == RT_SECAGG_FAILED)
 			break;
 		due = now >= L->deadline_ns;
+		if (st == RT_SECAGG_UNMASK && rt_secagg_streams(L->r, &streams)) {
+			/* The shards expand the masks; their correction, or the deadline. */
+			const uint32_t *corr = rt_job_secagg_correction(n, j, L->round);
+
+			if (!corr && !due)
+				return;
+			t0 = trib_now_ns();
+			if (corr)
+				rt_secagg_correct(L->r, corr, (size_t)j->n_elem + 1);
+			else
+				rt_secagg_fail(L->r, "unmask: the functions expanding the masks did not "
+					       "finish before the deadline");
+			L->unmask_ns += trib_now_ns() - t0;
+			L->expand_ns = trib_now_ns() - L->expand_ns;
+			continue;
+		}
 		if (!rt_secagg_stage_complete(L->r) && !due)
 			return;
 		if (st == RT_SECAGG_UNMASK && sa_take_sum(j, L, due))
 			return; /* the tree's sum is not here yet: the tick calls again */
+		t0 = trib_now_ns();
 		rt_secagg_end_stage(L->r);
 		if (st == RT_SECAGG_MASKED)
 			rt_job_secagg_close(n, j); /* U3 is fixed: the tree folds what it has */
+		if (st == RT_SECAGG_UNMASK && (ns = rt_secagg_streams(L->r, &streams))) {
+			int err = rt_job_secagg_unmask_start(n, j, L->round, streams, ns);
+
+			if (err == -EOPNOTSUPP) {
+				/* tcp: shards have no shared output; said once per round. */
+				trib_info("job %s round %u: tcp data plane: the masks are expanded on "
+					  "the server thread", j->name, L->round);
+				rt_secagg_correct(L->r, NULL, (size_t)j->n_elem + 1);
+			} else if (err) {
+				char why[160];
+
+				snprintf(why, sizeof(why), "unmask: starting the functions that expand "
+					 "the masks: %s", strerror(-err));
+				rt_secagg_fail(L->r, why);
+			}
+			L->nstreams = (uint32_t)ns;
+			L->expand_ns = trib_now_ns();
+		}
 		if (st == RT_SECAGG_UNMASK)
-			L->unmask_ns = trib_now_ns() - now;
+			L->unmask_ns += trib_now_ns() - t0;
 		L->deadline_ns = now + stage_ns(j);
 	}
 	if (st == RT_SECAGG_DONE) {
@@ -212,6 +251,8 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		uint32_t w = 0;
 		int err = out ? rt_secagg_result(L->r, &sum, &w, out) : -ENOMEM;
 
+		/* The kept tree round goes first: the commit wants no round in flight. */
+		rt_job_secagg_release(n, j);
 		if (!err)
 			err = rt_job_secagg_commit(n, j, out, rt_secagg_inputs(L->r), w, L->opened_ns);
 		trib_free(out);
@@ -223,10 +264,13 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 				  strerror(-err));
 		} else {
 			j->sa_failed[0] = '\0';
-			trib_info("job %s round %u: secure round of %u inputs in %.3f s; unmasking "
-				  "took %.3f ms on the server thread", j->name, L->round,
-				  rt_secagg_inputs(L->r), (double)(trib_now_ns() - L->opened_ns) / 1e9,
-				  (double)L->unmask_ns / 1e6);
+			trib_info("job %s round %u: secure round of %u inputs in %.3f s; unmasking: "
+				  "%.3f ms on the server thread (rebuilds, %u streams listed, the "
+				  "correction added), %.3f ms for the functions to expand them",
+				  j->name, L->round, rt_secagg_inputs(L->r),
+				  (double)(trib_now_ns() - L->opened_ns) / 1e9,
+				  (double)L->unmask_ns / 1e6, L->nstreams,
+				  (double)L->expand_ns / 1e6);
 		}
 	} else {
 		snprintf(j->sa_failed, sizeof(j->sa_failed), "%s", rt_secagg_why(L->r));
@@ -237,7 +281,7 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		rt_job_secagg_close(n, j);
 	}
 	rt_job_secagg_drop(j);
-	rt_job_secagg_release(j);
+	rt_job_secagg_release(n, j);
 }
 
 /* Every secure round in progress of the node: its stages end at their deadlines, requests or not. */
@@ -375,6 +419,7 @@ static int sa_open(struct rt_job *j)
 	cfg.clip = j->secagg.clip;
 	cfg.dim = (uint32_t)j->n_elem;
 	cfg.round = j->round;
+	cfg.external_expand = true; /* the job's functions expand the masks */
 	if (getrandom(cfg.graph_seed, sizeof(cfg.graph_seed), 0) != sizeof(cfg.graph_seed)) {
 		trib_free(L);
 		return -EIO;

@@ -160,6 +160,8 @@ struct rt_sa_live {
 	uint32_t round;                       /* the job's round it makes */
 	uint64_t opened_ns, deadline_ns;      /* the current stage ends at deadline_ns */
 	uint64_t unmask_ns;                   /* the unmask stage's end on the server thread */
+	uint64_t expand_ns;                   /* the shards' expansion, start to correction */
+	uint32_t nstreams;                    /* mask streams the unmasking expanded */
 	bool have_sum;                        /* the tree's masked sum is in r */
 };
 
@@ -570,8 +572,17 @@ void rt_job_secagg_drop(struct rt_job *j);
  *                         folds what it has (nothing to do if no input came).
  *   rt_job_secagg_sum     the tree's masked sum of @round (rt__tree_elems words) once its top
  *                         handed it off, with the inputs folded in *count; NULL before.
- *   rt_job_secagg_release the sum is taken (or the round failed): wiped and freed; a tree round
- *                         still folding is discarded when its sum arrives.
+ *   rt_job_secagg_unmask_start  the unmask stage's mask streams (borrowed; copied to an arena
+ *                         task) are expanded by shards of the job's functions, one coordinate
+ *                         range each (FN_ROLE_SHARD, FN_ALGO_SECAGG, functions/fn_secagg.h),
+ *                         into one arena output; a shard killed is started again. -ENOENT (no
+ *                         sum kept for @round, or started already), -EOPNOTSUPP (tcp: a shard's
+ *                         output is private), -ENOMEM/-ENOSPC.
+ *   rt_job_secagg_correction  that output (rt__tree_elems words) once every shard is done, or
+ *                         NULL: the round adds it to the masked sum.
+ *   rt_job_secagg_release the round is over (done or failed): the sum and the task's keys wiped,
+ *                         the kept tree round freed; a tree round still folding is discarded when
+ *                         its sum arrives.
  * The node's masked sum is an ordinary tree sum of the job, so a cluster's sum path can carry it
  * as it carries FedAvg's (docs/ARCHITECTURE.md, "Secure aggregation").
  */
@@ -579,7 +590,12 @@ int rt_job_secagg_accept(struct rt_node *n, struct rt_job *j, uint64_t slot_off,
 			 uint64_t segs_off, uint32_t *seq);
 void rt_job_secagg_close(struct rt_node *n, struct rt_job *j);
 const uint32_t *rt_job_secagg_sum(const struct rt_job *j, uint32_t round, uint32_t *count);
-void rt_job_secagg_release(struct rt_job *j);
+struct fn_secagg_stream;
+int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t round,
+			       const struct fn_secagg_stream *s, size_t count);
+const uint32_t *rt_job_secagg_correction(struct rt_node *n, const struct rt_job *j,
+					 uint32_t round);
+void rt_job_secagg_release(struct rt_node *n, struct rt_job *j);
 /* Whether a tree round of @j is still folding (a new secure round waits for it). */
 bool rt_job_secagg_busy(const struct rt_job *j);
 int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model,

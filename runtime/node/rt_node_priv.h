@@ -73,6 +73,8 @@ struct rt_round {
 	bool closed;           /* no more updates: full, or closed at its deadline */
 	bool released;         /* its top has its final count (and server-step inputs) */
 	bool has_result;       /* the top's output came */
+	bool sa_taken;         /* secure job: its masked sum is the round's; the unmasking's next */
+	bool sa_expanded;      /* secure job: the shards wrote the correction into out_slot */
 	uint32_t recoveries;   /* functions replaced */
 	struct shm_desc result;
 	float *result_payload; /* tcp: the model's bytes (owned), else NULL */

@@ -35,6 +35,8 @@ struct rt_secagg {
 	char why[256];
 	struct sa_client *c; /* cfg.n_clients */
 	uint32_t *acc;       /* dim + 1 words: the folded masked vectors, then the unmasked sum */
+	struct fn_secagg_stream *streams; /* external_expand: the unmasking's streams, pending */
+	size_t nstreams, cap_streams;
 };
 
 static const char *const stage_names[] = {
@@ -74,6 +76,15 @@ int rt_secagg_cfg_check(const struct rt_secagg_cfg *cfg, char *why, size_t why_l
 	return -EINVAL;
 }
 
+static void drop_streams(struct rt_secagg *r)
+{
+	if (r->streams)
+		explicit_bzero(r->streams, r->cap_streams * sizeof(*r->streams));
+	trib_free(r->streams);
+	r->streams = NULL;
+	r->nstreams = r->cap_streams = 0;
+}
+
 void rt_secagg_free(struct rt_secagg *r)
 {
 	if (!r)
@@ -90,6 +101,7 @@ void rt_secagg_free(struct rt_secagg *r)
 	}
 	trib_free(r->c);
 	trib_free(r->acc);
+	drop_streams(r);
 	trib_free(r);
 }
 
@@ -165,6 +177,7 @@ static void fail(struct rt_secagg *r, const char *fmt, ...)
 	vsnprintf(r->why, sizeof(r->why), fmt, ap);
 	va_end(ap);
 	r->stage = RT_SECAGG_FAILED;
+	drop_streams(r);
 	/* Nothing is unmasked: the masked sum goes too. */
 	explicit_bzero(r->acc, ((size_t)r->cfg.dim + 1) * sizeof(*r->acc));
 }
@@ -363,12 +376,54 @@ static int rebuild(const struct rt_secagg *r, const struct sa_client *c, uint8_t
 	return err;
 }
 
+/* The streams' expansion by coordinate ranges, added to the masked sum (what shards share). */
+static int expand_ranges(struct rt_secagg *r, const struct fn_secagg_stream *s, size_t ns)
+{
+	for (uint32_t part = 0; part < UNMASK_RANGES; part++) {
+		uint64_t first, n;
+
+		if (fn_secagg_range((uint64_t)r->cfg.dim + 1, UNMASK_RANGES, part, &first, &n) ||
+		    fn_secagg_expand(r->acc + first, first, (size_t)n, s, ns))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s)
+{
+	if (r->stage != RT_SECAGG_UNMASK || !r->streams)
+		return 0;
+	*s = r->streams;
+	return r->nstreams;
+}
+
+int rt_secagg_correct(struct rt_secagg *r, const uint32_t *corr, size_t words)
+{
+	if (r->stage != RT_SECAGG_UNMASK || !r->streams)
+		return -EBUSY;
+	if (words != (size_t)r->cfg.dim + 1)
+		return -EINVAL;
+	if (corr) {
+		fn_fold_u32(r->acc, corr, words);
+	} else if (expand_ranges(r, r->streams, r->nstreams)) {
+		drop_streams(r);
+		fail(r, "unmask: expanding the masks failed");
+		return -EINVAL;
+	}
+	drop_streams(r);
+	r->stage = RT_SECAGG_DONE;
+	return 0;
+}
+
 static void end_unmask(struct rt_secagg *r)
 {
 	struct fn_secagg_stream *s = NULL;
 	size_t ns = 0, cap = 0;
 	uint32_t m = 0, v;
 	uint8_t secret[32], key[32], shared[32], pk[32];
+
+	if (r->streams)
+		return; /* ended already: its streams wait for rt_secagg_correct() */
 
 	for (uint32_t u = 0; u < r->cfg.n_clients; u++) {
 		r->c[u].alive = r->c[u].alive && (r->c[u].answered & (1u << RT_SECAGG_UNMASK));
@@ -419,13 +474,16 @@ static void end_unmask(struct rt_secagg *r)
 				goto oom;
 		}
 	}
-	for (uint32_t part = 0; part < UNMASK_RANGES; part++) {
-		uint64_t first, n;
-
-		if (fn_secagg_range((uint64_t)r->cfg.dim + 1, UNMASK_RANGES, part, &first, &n) ||
-		    fn_secagg_expand(r->acc + first, first, (size_t)n, s, ns))
-			goto oom;
+	if (r->cfg.external_expand) {
+		/* Kept for the functions (the list is the round's until it ends). */
+		r->streams = s;
+		r->nstreams = ns;
+		r->cap_streams = cap;
+		s = NULL;
+		goto out;
 	}
+	if (expand_ranges(r, s, ns))
+		goto oom;
 	r->stage = RT_SECAGG_DONE;
 	goto out;
 oom:

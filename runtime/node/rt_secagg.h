@@ -77,6 +77,12 @@ struct rt_secagg_cfg {
 	uint32_t dim;        /* model values; the masked vector has dim + 1 words */
 	uint64_t round;
 	uint8_t graph_seed[32]; /* shuffles the ring; the server draws it per round */
+	/*
+	 * false: the unmask stage's end expands the mask streams here, on the caller's thread.
+	 * true: it stops with the streams listed (rt_secagg_streams) for others to expand, and
+	 * rt_secagg_correct() finishes the round with their sum.
+	 */
+	bool external_expand;
 };
 
 struct rt_secagg;
@@ -136,6 +142,20 @@ uint32_t rt_secagg_inbox(const struct rt_secagg *r, uint32_t u, uint32_t *from,
 int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t words);
 int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark);
 /* The masked sum of every input of U3 (dim + 1 words, copied). 0, or -EINVAL for another length. */
+struct fn_secagg_stream;
+/*
+ * With cfg.external_expand, after the unmask stage ended: the mask streams to expand (*s into r,
+ * valid until the round ends) and their count; 0 when none is pending (not that stage, or the
+ * round failed). The streams are secrets: copy them only where they are wiped after.
+ */
+size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s);
+/*
+ * The pending streams' sum (@words = dim + 1, little-endian host u32) is added to the masked sum
+ * and the round is DONE (its streams wiped). @corr NULL: expanded here instead. 0, -EBUSY (none
+ * pending), -EINVAL (length) or the expansion's error (the round FAILED then).
+ */
+int rt_secagg_correct(struct rt_secagg *r, const uint32_t *corr, size_t words);
+
 /* The round fails with @why (a sentence): nothing is unmasked, the masked sum is wiped. */
 void rt_secagg_fail(struct rt_secagg *r, const char *why);
 int rt_secagg_set_sum(struct rt_secagg *r, const uint32_t *sum, size_t words);

@@ -5,9 +5,12 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl_store.h"
+#include "fn_secagg.h"
 #include "rt_secagg.h"
+#include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
@@ -77,15 +80,97 @@ const uint32_t *rt_job_secagg_sum(const struct rt_job *j, uint32_t round, uint32
 	return j->sa_sum;
 }
 
-void rt_job_secagg_release(struct rt_job *j)
+/* The round of @j kept for its unmasking (its sum taken), or NULL. */
+static struct rt_round *kept_round(const struct rt_job *j, uint32_t round)
+{
+	for (struct rt_round *r = j->inflight; r; r = r->next)
+		if (r->sa_taken && r->round == round)
+			return r;
+	return NULL;
+}
+
+void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
 {
 	if (j->sa_sum)
 		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
 	trib_free(j->sa_sum);
 	j->sa_sum = NULL;
+	while (j->inflight && j->inflight->sa_taken && j->inflight != j->open) {
+		struct rt_round *r = j->inflight;
+
+		/* The task holds the round's mask keys: wiped before the slot goes back. */
+		if (r->task_slot) {
+			const struct fn_secagg_task *t = shm_arena_ptr(n->arena, r->task_slot);
+
+			explicit_bzero(shm_arena_ptr(n->arena, r->task_slot),
+				       sizeof(*t) + (size_t)t->count * sizeof(struct fn_secagg_stream));
+			shm_slot_free(n->arena, r->task_slot);
+		}
+		if (r->out_slot)
+			shm_slot_free(n->arena, r->out_slot);
+		r->task_slot = r->out_slot = 0;
+		j->inflight = r->next;
+		rt__round_free(n, r, true);
+	}
 	/* No version came of the round: numbers follow versions, as a plain job's do. */
 	if (!j->open && !j->inflight)
 		j->round = j->completed;
+}
+
+int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t round,
+			       const struct fn_secagg_stream *s, size_t count)
+{
+	struct rt_round *r = kept_round(j, round);
+	uint64_t words = rt__tree_elems(j), parts;
+	struct fn_secagg_task *t;
+	int err;
+
+	if (!r || r->nshards)
+		return -ENOENT;
+	if (n->dataplane == FN_DP_TCP)
+		return -EOPNOTSUPP; /* a shard's output would be its private memory */
+	/* One shard per core, each at least 4096 words (fewer for a small model). */
+	parts = (uint64_t)sysconf(_SC_NPROCESSORS_ONLN);
+	if (parts > words / 4096)
+		parts = words / 4096;
+	if (parts < 1)
+		parts = 1;
+	err = shm_slot_alloc(n->arena, sizeof(*t) + count * sizeof(*s) + 64, &r->task_slot);
+	if (!err)
+		err = shm_slot_alloc(n->arena, SHM_ACC_HDR + words * sizeof(uint32_t), &r->out_slot);
+	if (err)
+		return err;
+	r->shard_fn = trib_calloc(parts, sizeof(*r->shard_fn));
+	r->shard_done = trib_calloc(parts, sizeof(*r->shard_done));
+	if (!r->shard_fn || !r->shard_done)
+		return -ENOMEM;
+	t = shm_arena_ptr(n->arena, r->task_slot);
+	memset(t, 0, sizeof(*t));
+	t->version = FN_ABI_VERSION;
+	t->parts = (uint32_t)parts;
+	t->count = (uint32_t)count;
+	t->words = words;
+	t->streams_off = r->task_slot + 64;
+	memcpy(shm_arena_ptr(n->arena, t->streams_off), s, count * sizeof(*s));
+	r->nshards = (uint32_t)parts;
+	r->ndone = 0;
+	r->recoveries = 0;
+	for (uint32_t i = 0; i < parts; i++) {
+		err = rt__shard_start(n, r, i);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+const uint32_t *rt_job_secagg_correction(struct rt_node *n, const struct rt_job *j,
+					 uint32_t round)
+{
+	struct rt_round *r = kept_round(j, round);
+
+	if (!r || !r->sa_expanded)
+		return NULL;
+	return shm_arena_ptr(n->arena, r->out_slot + 2048);
 }
 
 bool rt_job_secagg_busy(const struct rt_job *j)
@@ -112,14 +197,17 @@ void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
 			memcpy(j->sa_sum, sum, words * sizeof(*j->sa_sum));
 			j->sa_sum_round = r->round;
 			j->sa_sum_count = r->result.count;
-		} else if (wanted) {
+			/* Kept for the unmasking's shards (rt_job_secagg_unmask_start). */
+			r->has_result = false;
+			r->sa_taken = true;
+			continue;
+		}
+		if (wanted)
 			trib_error("job %s round %u: no memory for the masked sum; the round fails",
 				   j->name, r->round);
-		}
 		j->inflight = r->next;
 		rt__round_free(n, r, true);
-		if (!wanted)
-			j->round = j->completed;
+		j->round = j->completed;
 	}
 }
 
