@@ -6,6 +6,8 @@
 # folded by the tree in u32), and the model is bit for bit float32(exact sum * scale - clip), the
 # survivors' weighted mean of quantised updates. The stage deadlines end on the server's timer:
 # round 1 ends with no request after the last reveal (the log says so before any status poll).
+# In round 0 every function is killed (kill -9) while the tree holds the masked inputs: the sum
+# is exact all the same.
 # Round 2 falls below the threshold at the unmask stage: it fails with a clear status, nothing is
 # unmasked (no model), and round 3 works. The masked bodies are read back from the arena file:
 # found there (one copy each), and their bytes pass a chi-square test of uniformity (256 bins,
@@ -13,6 +15,7 @@
 # vector is in the data dir, the log or the arena.
 import math
 import os
+import signal
 import sys
 import time
 
@@ -84,7 +87,7 @@ def pick_drops(rng, live, frac, t):
     raise e.Failure('no feasible dropouts in 200 draws: raise neighbours')
 
 
-def secure_round(srv, url, tokens, rng, frac, rnd, leave_unmask=None):
+def secure_round(srv, url, tokens, rng, frac, rnd, leave_unmask=None, kill=False):
     """Every client joins; @frac of those still in leave after each stage. Returns what the
     survivors sent (x, n, masked bytes, unmasked word bytes), the arena as it was when every
     input was in, and the seconds it took."""
@@ -110,6 +113,15 @@ def secure_round(srv, url, tokens, rng, frac, rnd, leave_unmask=None):
         sent.append((s, x, n, y, xw, i))
     # Every input is in: the masked bodies are in the arena now (read before the slots go back).
     arena = arena_bytes(srv)
+    if kill:
+        # The tree is mid-round (the masked stage is open: leaves hold inputs, the top waits):
+        # kill -9 every function; the node starts others that fold the same slots again.
+        pids = e.fn_children(srv.pid)
+        check(pids, 'no function alive in the masked stage')
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        e.log('killed %d functions (kill -9) with %d masked inputs in the tree'
+              % (len(pids), len(sent)))
     for t in sent:
         if t[5] not in gone_un:
             t[0].send_unmask(timeout=30)
@@ -211,7 +223,7 @@ def run():
         sent_all = []
         for rnd, frac in ((0, 0.10), (1, 0.30)):
             what = 'round %d (%d%% dropouts per stage)' % (rnd, int(frac * 100))
-            sent, arena, secs = secure_round(srv, url, tokens, rng, frac, rnd)
+            sent, arena, secs = secure_round(srv, url, tokens, rng, frac, rnd, kill=rnd == 0)
             sent_all += sent
             x2, p, cp = masked_in_arena(arena, sent, what)
             if rnd == 1:
