@@ -580,7 +580,7 @@ static void on_input_body(struct rt_conn *c)
 {
 	struct rt_node *n = N(c);
 	struct rt_job *j = R(c)->job;
-	uint32_t u = sa_index(j, R(c)->client), seq = 0;
+	uint32_t u = sa_index(j, R(c)->client), seq = 0; /* the tree's; the client needs none */
 	uint64_t segs_off = R(c)->slot_off + ((c->body_len + 63) & ~63ull);
 	struct shm_seg *seg = shm_arena_ptr(n->arena, segs_off);
 	int err;
@@ -619,8 +619,7 @@ static void on_input_body(struct rt_conn *c)
 	(void)rt_secagg_masked_enter(j->sa_live->r, u, true);
 	n->m.bytes_received += c->body_len;
 	sa_step(n, j);
-	rt__api_respond_json(c, 200, json_pack("{s:b, s:I}", "accepted", 1, "seq", (json_int_t)seq),
-			     NULL);
+	rt__api_respond_json(c, 200, json_pack("{s:b}", "accepted", 1), NULL);
 }
 
 /* POST .../secagg/unmask {"reveals": [{"index": v, "share": hex}]}: exactly the list asked. */
