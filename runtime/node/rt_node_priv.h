@@ -158,6 +158,8 @@ void rt__job_life_load(struct rt_node *n, struct rt_job *j);
 
 /* rt_secagg_commit.c: a secure job's finished tree round hands its masked sum over. */
 void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j);
+/* Wipes the mask keys in @r's unmasking task, if it has one (the slot stays @r's). */
+void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r);
 
 /* rt_tree.c */
 /* Cells in the job's tree: the model's, plus the masked weight of a secure job. */

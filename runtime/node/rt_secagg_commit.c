@@ -89,6 +89,18 @@ static struct rt_round *kept_round(const struct rt_job *j, uint32_t round)
 	return NULL;
 }
 
+void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r)
+{
+	const struct fn_secagg_task *t;
+
+	if (!r->task_slot)
+		return;
+	t = shm_arena_ptr(n->arena, r->task_slot);
+	/* The count is the runtime's own (written by rt_job_secagg_unmask_start). */
+	explicit_bzero(shm_arena_ptr(n->arena, r->task_slot),
+		       64 + (size_t)t->count * sizeof(struct fn_secagg_stream));
+}
+
 void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
 {
 	if (j->sa_sum)
@@ -98,17 +110,7 @@ void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
 	while (j->inflight && j->inflight->sa_taken && j->inflight != j->open) {
 		struct rt_round *r = j->inflight;
 
-		/* The task holds the round's mask keys: wiped before the slot goes back. */
-		if (r->task_slot) {
-			const struct fn_secagg_task *t = shm_arena_ptr(n->arena, r->task_slot);
-
-			explicit_bzero(shm_arena_ptr(n->arena, r->task_slot),
-				       sizeof(*t) + (size_t)t->count * sizeof(struct fn_secagg_stream));
-			shm_slot_free(n->arena, r->task_slot);
-		}
-		if (r->out_slot)
-			shm_slot_free(n->arena, r->out_slot);
-		r->task_slot = r->out_slot = 0;
+		/* The task holds the round's mask keys: rt__round_free wipes them, then the slots. */
 		j->inflight = r->next;
 		rt__round_free(n, r, true);
 	}

@@ -431,11 +431,14 @@ void rt__round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 	if (r->rups) {
 		for (uint32_t i = 0; free_slots && i < r->received; i++)
 			shm_slot_free(n->arena, r->rups[i].slot_off);
-		if (free_slots && r->out_slot)
-			shm_slot_free(n->arena, r->out_slot);
-		if (free_slots && r->task_slot)
-			shm_slot_free(n->arena, r->task_slot);
 	}
+	/* A robust round's shards, or a secure round's unmasking (its task holds mask keys). */
+	if (free_slots && r->sa_taken)
+		rt__secagg_task_wipe(n, r);
+	if (free_slots && r->out_slot)
+		shm_slot_free(n->arena, r->out_slot);
+	if (free_slots && r->task_slot)
+		shm_slot_free(n->arena, r->task_slot);
 	trib_free(r->rups);
 	trib_free(r->shard_fn);
 	trib_free(r->shard_done);
