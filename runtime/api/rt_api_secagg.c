@@ -223,26 +223,31 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		rt_secagg_end_stage(L->r);
 		if (st == RT_SECAGG_MASKED)
 			rt_job_secagg_close(n, j); /* U3 is fixed: the tree folds what it has */
-		if (st == RT_SECAGG_UNMASK && (ns = rt_secagg_streams(L->r, &streams))) {
+		ns = st == RT_SECAGG_UNMASK ? rt_secagg_streams(L->r, &streams) : 0;
+		if (st == RT_SECAGG_UNMASK)
+			L->unmask_ns += trib_now_ns() - t0; /* the rebuilds and the streams' keys */
+		if (ns) {
+			uint64_t t1 = trib_now_ns();
 			int err = rt_job_secagg_unmask_start(n, j, L->round, streams, ns);
 
+			L->start_ns = trib_now_ns() - t1; /* the task, the shards' configs or spawns */
+			L->nstreams = (uint32_t)ns;
 			if (err == -EOPNOTSUPP) {
 				/* tcp: shards have no shared output; said once per round. */
 				trib_info("job %s round %u: tcp data plane: the masks are expanded on "
 					  "the server thread", j->name, L->round);
 				rt_secagg_correct(L->r, NULL, (size_t)j->n_elem + 1);
+				L->unmask_ns += trib_now_ns() - t1;
 			} else if (err) {
 				char why[160];
 
 				snprintf(why, sizeof(why), "unmask: starting the functions that expand "
 					 "the masks: %s", strerror(-err));
 				rt_secagg_fail(L->r, why);
+			} else {
+				L->expand_ns = trib_now_ns();
 			}
-			L->nstreams = (uint32_t)ns;
-			L->expand_ns = trib_now_ns();
 		}
-		if (st == RT_SECAGG_UNMASK)
-			L->unmask_ns += trib_now_ns() - t0;
 		L->deadline_ns = now + stage_ns(j);
 	}
 	if (st == RT_SECAGG_DONE) {
@@ -265,11 +270,12 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		} else {
 			j->sa_failed[0] = '\0';
 			trib_info("job %s round %u: secure round of %u inputs in %.3f s; unmasking: "
-				  "%.3f ms on the server thread (rebuilds, %u streams listed, the "
-				  "correction added), %.3f ms for the functions to expand them",
-				  j->name, L->round, rt_secagg_inputs(L->r),
+				  "%.3f ms on the server thread (rebuilds, %u streams' keys, the "
+				  "correction added) + %.3f ms starting the shards; %.3f ms from "
+				  "their start to the correction", j->name, L->round,
+				  rt_secagg_inputs(L->r),
 				  (double)(trib_now_ns() - L->opened_ns) / 1e9,
-				  (double)L->unmask_ns / 1e6, L->nstreams,
+				  (double)L->unmask_ns / 1e6, L->nstreams, (double)L->start_ns / 1e6,
 				  (double)L->expand_ns / 1e6);
 		}
 	} else {

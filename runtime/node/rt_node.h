@@ -161,6 +161,7 @@ struct rt_sa_live {
 	uint64_t opened_ns, deadline_ns;      /* the current stage ends at deadline_ns */
 	uint64_t unmask_ns;                   /* the unmask stage's end on the server thread */
 	uint64_t expand_ns;                   /* the shards' expansion, start to correction */
+	uint64_t start_ns;                    /* starting the shards (on the server thread) */
 	uint32_t nstreams;                    /* mask streams the unmasking expanded */
 	bool have_sum;                        /* the tree's masked sum is in r */
 };
