@@ -191,7 +191,8 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		return;
 	for (;;) {
 		const struct fn_secagg_stream *streams;
-		size_t ns;
+		const struct fn_secagg_pair *pairs;
+		size_t ns, np = 0;
 		bool due;
 		uint64_t t0;
 
@@ -199,7 +200,7 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		if (st == RT_SECAGG_DONE || st == RT_SECAGG_FAILED)
 			break;
 		due = now >= L->deadline_ns;
-		if (st == RT_SECAGG_UNMASK && rt_secagg_streams(L->r, &streams)) {
+		if (st == RT_SECAGG_UNMASK && rt_secagg_streams(L->r, &streams, &pairs, &np)) {
 			/* The shards expand the masks; their correction, or the deadline. */
 			const uint32_t *corr = rt_job_secagg_correction(n, j, L->round);
 
@@ -223,15 +224,15 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		rt_secagg_end_stage(L->r);
 		if (st == RT_SECAGG_MASKED)
 			rt_job_secagg_close(n, j); /* U3 is fixed: the tree folds what it has */
-		ns = st == RT_SECAGG_UNMASK ? rt_secagg_streams(L->r, &streams) : 0;
+		ns = st == RT_SECAGG_UNMASK ? rt_secagg_streams(L->r, &streams, &pairs, &np) : 0;
 		if (st == RT_SECAGG_UNMASK)
 			L->unmask_ns += trib_now_ns() - t0; /* the rebuilds and the streams' keys */
 		if (ns) {
 			uint64_t t1 = trib_now_ns();
-			int err = rt_job_secagg_unmask_start(n, j, L->round, streams, ns);
+			int err = rt_job_secagg_unmask_start(n, j, L->round, streams, ns, pairs, np);
 
 			L->start_ns = trib_now_ns() - t1; /* the task, the shards' configs or spawns */
-			L->nstreams = (uint32_t)ns;
+			L->nstreams = (uint32_t)(ns + np);
 			if (err == -EOPNOTSUPP) {
 				/* tcp: shards have no shared output; said once per round. */
 				trib_info("job %s round %u: tcp data plane: the masks are expanded on "
@@ -270,13 +271,13 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		} else {
 			j->sa_failed[0] = '\0';
 			trib_info("job %s round %u: secure round of %u inputs in %.3f s; unmasking: "
-				  "%.3f ms on the server thread (rebuilds, %u streams' keys, the "
+				  "%.3f ms on the server thread (rebuilds, self-mask keys, the "
 				  "correction added) + %.3f ms starting the shards; %.3f ms from "
-				  "their start to the correction", j->name, L->round,
+				  "their start to the correction (%u streams expanded)", j->name, L->round,
 				  rt_secagg_inputs(L->r),
 				  (double)(trib_now_ns() - L->opened_ns) / 1e9,
-				  (double)L->unmask_ns / 1e6, L->nstreams, (double)L->start_ns / 1e6,
-				  (double)L->expand_ns / 1e6);
+				  (double)L->unmask_ns / 1e6, (double)L->start_ns / 1e6,
+				  (double)L->expand_ns / 1e6, L->nstreams);
 		}
 	} else {
 		snprintf(j->sa_failed, sizeof(j->sa_failed), "%s", rt_secagg_why(L->r));

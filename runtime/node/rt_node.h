@@ -573,7 +573,7 @@ void rt_job_secagg_drop(struct rt_job *j);
  *                         folds what it has (nothing to do if no input came).
  *   rt_job_secagg_sum     the tree's masked sum of @round (rt__tree_elems words) once its top
  *                         handed it off, with the inputs folded in *count; NULL before.
- *   rt_job_secagg_unmask_start  the unmask stage's mask streams (borrowed; copied to an arena
+ *   rt_job_secagg_unmask_start  the unmask stage's mask streams and pairs (borrowed; copied to an arena
  *                         task) are expanded by shards of the job's functions, one coordinate
  *                         range each (FN_ROLE_SHARD, FN_ALGO_SECAGG, functions/fn_secagg.h),
  *                         into one arena output; a shard killed is started again. -ENOENT (no
@@ -592,8 +592,10 @@ int rt_job_secagg_accept(struct rt_node *n, struct rt_job *j, uint64_t slot_off,
 void rt_job_secagg_close(struct rt_node *n, struct rt_job *j);
 const uint32_t *rt_job_secagg_sum(const struct rt_job *j, uint32_t round, uint32_t *count);
 struct fn_secagg_stream;
+struct fn_secagg_pair;
 int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t round,
-			       const struct fn_secagg_stream *s, size_t count);
+			       const struct fn_secagg_stream *s, size_t count,
+			       const struct fn_secagg_pair *p, size_t npairs);
 const uint32_t *rt_job_secagg_correction(struct rt_node *n, const struct rt_job *j,
 					 uint32_t round);
 void rt_job_secagg_release(struct rt_node *n, struct rt_job *j);

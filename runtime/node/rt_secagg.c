@@ -37,6 +37,8 @@ struct rt_secagg {
 	uint32_t *acc;       /* dim + 1 words: the folded masked vectors, then the unmasked sum */
 	struct fn_secagg_stream *streams; /* external_expand: the unmasking's streams, pending */
 	size_t nstreams, cap_streams;
+	struct fn_secagg_pair *pairs;     /* external_expand: pairwise streams, keys not derived */
+	size_t npairs, cap_pairs;
 };
 
 static const char *const stage_names[] = {
@@ -83,6 +85,11 @@ static void drop_streams(struct rt_secagg *r)
 	trib_free(r->streams);
 	r->streams = NULL;
 	r->nstreams = r->cap_streams = 0;
+	if (r->pairs)
+		explicit_bzero(r->pairs, r->cap_pairs * sizeof(*r->pairs));
+	trib_free(r->pairs);
+	r->pairs = NULL;
+	r->npairs = r->cap_pairs = 0;
 }
 
 void rt_secagg_free(struct rt_secagg *r)
@@ -376,9 +383,41 @@ static int rebuild(const struct rt_secagg *r, const struct sa_client *c, uint8_t
 	return err;
 }
 
+/* Adds a pairwise stream whose key the functions derive; 0 or -ENOMEM. */
+static int push_pair(struct rt_secagg *r, const uint8_t sk[32], const uint8_t pk[32], uint32_t lo,
+		     uint32_t hi, int32_t sign)
+{
+	struct fn_secagg_pair *p;
+
+	if (r->npairs == r->cap_pairs) {
+		size_t nc = r->cap_pairs ? 2 * r->cap_pairs : 64;
+		struct fn_secagg_pair *np = trib_calloc(nc, sizeof(*np));
+
+		if (!np)
+			return -ENOMEM;
+		if (r->pairs) {
+			memcpy(np, r->pairs, r->npairs * sizeof(*np));
+			explicit_bzero(r->pairs, r->cap_pairs * sizeof(*np));
+		}
+		trib_free(r->pairs);
+		r->pairs = np;
+		r->cap_pairs = nc;
+	}
+	p = &r->pairs[r->npairs++];
+	memcpy(p->sk, sk, 32);
+	memcpy(p->pk, pk, 32);
+	p->lo = lo;
+	p->hi = hi;
+	p->sign = sign;
+	return 0;
+}
+
 /* The streams' expansion by coordinate ranges, added to the masked sum (what shards share). */
 static int expand_ranges(struct rt_secagg *r, const struct fn_secagg_stream *s, size_t ns)
 {
+	struct fn_secagg_stream one;
+	int err = 0;
+
 	for (uint32_t part = 0; part < UNMASK_RANGES; part++) {
 		uint64_t first, n;
 
@@ -386,14 +425,23 @@ static int expand_ranges(struct rt_secagg *r, const struct fn_secagg_stream *s, 
 		    fn_secagg_expand(r->acc + first, first, (size_t)n, s, ns))
 			return -EINVAL;
 	}
-	return 0;
+	for (size_t i = 0; !err && i < r->npairs; i++) {
+		err = fn_secagg_pair_key(&r->pairs[i], r->cfg.round, &one);
+		if (!err)
+			err = fn_secagg_expand(r->acc, 0, (size_t)r->cfg.dim + 1, &one, 1);
+	}
+	explicit_bzero(&one, sizeof(one));
+	return err;
 }
 
-size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s)
+size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s,
+			 const struct fn_secagg_pair **p, size_t *np)
 {
 	if (r->stage != RT_SECAGG_UNMASK || !r->streams)
 		return 0;
 	*s = r->streams;
+	*p = r->pairs;
+	*np = r->npairs;
 	return r->nstreams;
 }
 
@@ -465,6 +513,13 @@ static void end_unmask(struct rt_secagg *r)
 
 			if (!r->c[u].in_u3)
 				continue;
+			if (r->cfg.external_expand) {
+				/* The agreement is the functions' (fn_secagg_pair_key). */
+				if (push_pair(r, secret, r->c[u].s_pk, u < v ? u : v, u < v ? v : u,
+					      u < v ? -1 : 1))
+					goto oom;
+				continue;
+			}
 			if (trib_sa_agree(shared, secret, r->c[u].s_pk) ||
 			    trib_sa_derive(key, shared, 32, "mask", r->cfg.round, u < v ? u : v,
 					   u < v ? v : u))

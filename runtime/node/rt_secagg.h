@@ -143,12 +143,16 @@ int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t 
 int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark);
 /* The masked sum of every input of U3 (dim + 1 words, copied). 0, or -EINVAL for another length. */
 struct fn_secagg_stream;
+struct fn_secagg_pair;
 /*
  * With cfg.external_expand, after the unmask stage ended: the mask streams to expand (*s into r,
- * valid until the round ends) and their count; 0 when none is pending (not that stage, or the
- * round failed). The streams are secrets: copy them only where they are wiped after.
+ * valid until the round ends) and their count, and the *np pairwise streams of dropped clients
+ * (*p: secret key, peer key, pair; functions/fn_secagg.h) whose X25519 agreements are left to
+ * the expanders; 0 when none is pending (not that stage, or the round failed). Secrets all:
+ * copy them only where they are wiped after.
  */
-size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s);
+size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s,
+			 const struct fn_secagg_pair **p, size_t *np);
 /*
  * The pending streams' sum (@words = dim + 1, little-endian host u32) is added to the masked sum
  * and the round is DONE (its streams wiped). @corr NULL: expanded here instead. 0, -EBUSY (none

@@ -98,7 +98,8 @@ void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r)
 	t = shm_arena_ptr(n->arena, r->task_slot);
 	/* The count is the runtime's own (written by rt_job_secagg_unmask_start). */
 	explicit_bzero(shm_arena_ptr(n->arena, r->task_slot),
-		       64 + (size_t)t->count * sizeof(struct fn_secagg_stream));
+		       64 + (size_t)t->count * sizeof(struct fn_secagg_stream) +
+			       (size_t)t->npairs * sizeof(struct fn_secagg_pair));
 }
 
 void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
@@ -120,7 +121,8 @@ void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
 }
 
 int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t round,
-			       const struct fn_secagg_stream *s, size_t count)
+			       const struct fn_secagg_stream *s, size_t count,
+			       const struct fn_secagg_pair *p, size_t npairs)
 {
 	struct rt_round *r = kept_round(j, round);
 	uint64_t words = rt__tree_elems(j), parts;
@@ -137,7 +139,8 @@ int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t rou
 		parts = words / 4096;
 	if (parts < 1)
 		parts = 1;
-	err = shm_slot_alloc(n->arena, sizeof(*t) + count * sizeof(*s) + 64, &r->task_slot);
+	err = shm_slot_alloc(n->arena, 64 + count * sizeof(*s) + npairs * sizeof(*p),
+			     &r->task_slot);
 	if (!err)
 		err = shm_slot_alloc(n->arena, SHM_ACC_HDR + words * sizeof(uint32_t), &r->out_slot);
 	if (err)
@@ -152,8 +155,13 @@ int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t rou
 	t->parts = (uint32_t)parts;
 	t->count = (uint32_t)count;
 	t->words = words;
+	t->npairs = (uint32_t)npairs;
+	t->round = round;
 	t->streams_off = r->task_slot + 64;
+	t->pairs_off = t->streams_off + count * sizeof(*s);
 	memcpy(shm_arena_ptr(n->arena, t->streams_off), s, count * sizeof(*s));
+	if (npairs)
+		memcpy(shm_arena_ptr(n->arena, t->pairs_off), p, npairs * sizeof(*p));
 	r->nshards = (uint32_t)parts;
 	r->ndone = 0;
 	r->recoveries = 0;

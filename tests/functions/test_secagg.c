@@ -305,7 +305,27 @@ Test(functions_secagg, rows_fold_wrapping_sums_and_shards_expand_their_ranges)
 		memset(st[s].key, 0x11 * (s + 1), 32);
 		st[s].sign = s == 1 ? -1 : 1;
 	}
-	memset(ref, 0, N * 4);
+	/* One dropped client's pairwise stream: its key derived by each shard. */
+	{
+		struct fn_secagg_pair *pr = (struct fn_secagg_pair *)(void *)(arena + 1024);
+		struct fn_secagg_stream ps;
+		uint8_t peer_sk[32];
+
+		memset(pr, 0, sizeof(*pr));
+		memset(pr->sk, 0x33, 32);
+		memset(peer_sk, 0x44, 32);
+		cr_assert_eq(trib_sa_public_key(pr->pk, peer_sk), 0);
+		pr->lo = 1;
+		pr->hi = 2;
+		pr->sign = -1;
+		t->npairs = 1;
+		t->pairs_off = 1024;
+		t->round = 9;
+		memset(ref, 0, N * 4);
+		cr_assert_eq(fn_secagg_pair_key(pr, 9, &ps), 0);
+		cr_assert_eq(ps.sign, -1);
+		cr_assert_eq(fn_secagg_expand(ref, 0, N, &ps, 1), 0);
+	}
 	cr_assert_eq(fn_secagg_expand(ref, 0, N, st, NS), 0);
 	memset(acc, 0xa5, N * 4);
 	par.state_off = 0;
