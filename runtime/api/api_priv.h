@@ -182,6 +182,13 @@ int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *ms
  * algorithm, clients_per_round, client_auth and the schema are parsed; and its status. */
 int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap);
 void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o);
+/* rt_api_secagg_round.c. Each tick: secure rounds' stages end at their deadlines even if no
+ * request comes. */
+void rt__api_secagg_tick(struct rt_node *n);
+/* Ends @j's secure round's stages that are complete or due; a round over is committed or fails. */
+void rt__api_secagg_step(struct rt_node *n, struct rt_job *j);
+/* One stage's deadline: the job's round_timeout_s, in ns. */
+uint64_t rt__api_secagg_stage_ns(const struct rt_job *j);
 /* /v1/jobs/{job}/secagg/..., and a secagg job's /updates (@slash: from "/secagg" or "/updates"). */
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m);

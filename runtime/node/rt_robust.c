@@ -234,6 +234,11 @@ void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round 
 	struct fn_shard_task *t = shm_arena_ptr(n->arena, r->task_slot);
 	struct shm_seg *seg;
 
+	if (j->secagg.on) {
+		/* An unmasking's shards: the API's tick takes the correction (rt_secagg_commit.c). */
+		r->sa_expanded = true;
+		return;
+	}
 	if (n->clustered) {
 		/* Across nodes the cluster layer sums, selects and concatenates (rt_robust_x.c). */
 		if (n->hooks.shard_phase)

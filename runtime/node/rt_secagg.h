@@ -3,6 +3,7 @@
 #ifndef RT_SECAGG_H
 #define RT_SECAGG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,14 +30,16 @@
  *   MASKED     u gets the ciphertexts addressed to it by its neighbours in U2 (its "inbox"),
  *              and sends y_u = x_u + PRG(b_u) + sum_{v in N(u) & U2, v > u} PRG(s_uv)
  *              - sum_{v in N(u) & U2, v < u} PRG(s_uv) (mod 2^32), x_u = n_u * q(x) followed
- *              by n_u (dim + 1 words). The server folds it (fn_fold_u32) and keeps only the sum.
- *              U3 = who did.
+ *              by n_u (dim + 1 words). The server folds it (fn_fold_u32; through the API, the
+ *              job's function tree does: rt_secagg_set_sum) and keeps only the sum. U3 = who did.
  *   UNMASK     u gets the list of what to reveal: for each neighbour v in U2, the share of b_v
  *              if v is in U3, else the share of s_sk_v; never both for one v (the server asks
  *              only one, and an honest client checks). U4 = who answered. The server rebuilds
  *              each secret from t shares, subtracts the survivors' self masks and the dropped
- *              clients' pairwise masks (fn_secagg_expand, by coordinate range) and dequantises
- *              the weighted mean once: x = (S / W) * 2c / (2^b - 1) - c.
+ *              clients' pairwise masks (fn_secagg_expand, by coordinate range; with
+ *              cfg.external_expand the job's functions expand them: rt_secagg_streams,
+ *              rt_secagg_correct) and dequantises the weighted mean once:
+ *              x = (S / W) * 2c / (2^b - 1) - c.
  *
  * Below the threshold at any stage end (|U1|, |U2|, |U3| or |U4| < t, or a secret with fewer
  * than t shares) the round is FAILED, says why, and unmasks nothing.
@@ -76,6 +79,12 @@ struct rt_secagg_cfg {
 	uint32_t dim;        /* model values; the masked vector has dim + 1 words */
 	uint64_t round;
 	uint8_t graph_seed[32]; /* shuffles the ring; the server draws it per round */
+	/*
+	 * false: the unmask stage's end expands the mask streams here, on the caller's thread.
+	 * true: it stops with the streams listed (rt_secagg_streams) for others to expand, and
+	 * rt_secagg_correct() finishes the round with their sum.
+	 */
+	bool external_expand;
 };
 
 struct rt_secagg;
@@ -125,8 +134,37 @@ int rt_secagg_share(struct rt_secagg *r, uint32_t u, const uint32_t *to,
  */
 uint32_t rt_secagg_inbox(const struct rt_secagg *r, uint32_t u, uint32_t *from,
 			 const uint8_t **ct, uint32_t cap);
-/* u's masked vector, dim + 1 words (host order; the API converts from little-endian). */
+/*
+ * u's masked vector, dim + 1 words (host order), folded into the round's own sum: the path of
+ * the unit tests and of a caller without a function tree. The API's path is the tree's
+ * (rt_job_secagg_accept): rt_secagg_masked_enter(r, u, false) checks that u may send its input
+ * now (the errors below), (r, u, true) records that it did, and rt_secagg_set_sum() hands the
+ * tree's sum of the round's inputs in before the unmask stage ends.
+ */
 int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t words);
+int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark);
+/* The masked sum of every input of U3 (dim + 1 words, copied). 0, or -EINVAL for another length. */
+struct fn_secagg_stream;
+struct fn_secagg_pair;
+/*
+ * With cfg.external_expand, after the unmask stage ended: the mask streams to expand (*s into r,
+ * valid until the round ends) and their count, and the *np pairwise streams of dropped clients
+ * (*p: secret key, peer key, pair; functions/fn_secagg.h) whose X25519 agreements are left to
+ * the expanders; 0 when none is pending (not that stage, or the round failed). Secrets all:
+ * copy them only where they are wiped after.
+ */
+size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s,
+			 const struct fn_secagg_pair **p, size_t *np);
+/*
+ * The pending streams' sum (@words = dim + 1, little-endian host u32) is added to the masked sum
+ * and the round is DONE (its streams wiped). @corr NULL: expanded here instead. 0, -EBUSY (none
+ * pending), -EINVAL (length) or the expansion's error (the round FAILED then).
+ */
+int rt_secagg_correct(struct rt_secagg *r, const uint32_t *corr, size_t words);
+
+/* The round fails with @why (a sentence): nothing is unmasked, the masked sum is wiped. */
+void rt_secagg_fail(struct rt_secagg *r, const char *why);
+int rt_secagg_set_sum(struct rt_secagg *r, const uint32_t *sum, size_t words);
 /* After MASKED: what u must reveal: v[i] with kind[i]. Returns the count (<= cap). */
 uint32_t rt_secagg_reveal_list(const struct rt_secagg *r, uint32_t u, uint32_t *v,
 			       enum rt_secagg_kind *kind, uint32_t cap);
