@@ -36,8 +36,6 @@ import tempfile
 import threading
 import time
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
@@ -271,10 +269,14 @@ def run(args, url, admin_token):
             row[method] = (acc, loss, err)
             final[method] = acc
         ok &= not bad
-        print("%5d  %9.4f  %10.4f  %10.4f  %11.4f  %9.1e  %7.1e%s" %
-              (r, row["flora"][0], row["padded"][0], row["flora"][1], row["padded"][1],
-               row["flora"][2], row["padded"][2], "  <- " + "; ".join(bad) if bad else ""),
-              flush=True)
+        def cell(method, i, width, fmt):
+            v = row[method][i]
+            return ("%" + str(width) + "s") % "-" if v != v else fmt % v
+        print("%5d  %s  %s  %s  %s  %s  %s%s" %
+              (r, cell("flora", 0, 9, "%9.4f"), cell("padded", 0, 10, "%10.4f"),
+               cell("flora", 1, 10, "%10.4f"), cell("padded", 1, 11, "%11.4f"),
+               cell("flora", 2, 9, "%9.1e"), cell("padded", 2, 7, "%7.1e"),
+               "  <- " + "; ".join(bad) if bad else ""), flush=True)
 
     if flora_refused is not None:
         print("\nFAIL: the server refused the flora job, so only the padded half ran: %s\n"
