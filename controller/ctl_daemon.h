@@ -83,6 +83,7 @@ struct cround {
 	bool resend_close;
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
 	json_t *msums; /* ctl_rec.c: "rank:epoch" -> its updates' metric sums (owned), or NULL */
+	uint32_t slots; /* flora: slots handed out, never reused (>= count) */
 	struct cround *next; /* newer */
 };
 
@@ -103,6 +104,7 @@ struct cjob {
 	 * names the version it trained from, at most max_staleness behind the open one.
 	 */
 	bool async;
+	bool flora;          /* flora: each accepted update gets a slot of its own (ctl__on_accept) */
 	uint32_t max_staleness;
 	bool paused;		  /* no count while set (ctl_life.c; kept in the store's kv) */
 	/*

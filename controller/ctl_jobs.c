@@ -427,6 +427,20 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		*rep = ctl__err_reply(503, "out of memory");
 		return;
 	}
+	/*
+	 * flora: the answer's seq is the update's slot, its block in the stacks. A slot given
+	 * back (a release, a lost node) may still be in a node's sum, so none is handed out
+	 * twice; the round closes once every slot of clients_per_round is out.
+	 */
+	if (j->flora && cr->slots < cr->count)
+		cr->slots = cr->count; /* rebuilt from the nodes' reports after a restart */
+	if (j->flora && cr->slots >= j->cpr) {
+		*rep = ctl__err_reply(503, "every flora slot of this round is handed out (updates "
+				      "were given back); it closes with the ones kept: send it to "
+				      "the next round");
+		json_object_set_new(*rep, "round", json_integer(j->round));
+		return;
+	}
 	to = fold_target(c, j, cr, (uint32_t)rank);
 	if (ctl__round_client_refused(cr, ctl__jstr(ev->hdr, "client", NULL), to, rep))
 		return;
@@ -438,18 +452,21 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		rec->uid = uid;
 		rec->job = j->db_id;
 		rec->round = r;
-		rec->seq = cr->count - 1;
+		rec->seq = j->flora ? cr->slots : cr->count - 1;
 		rec->fold_at = (int)to;
 		rec->released = false;
 	}
 	*rep =
-	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
+	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq",
+		      (json_int_t)(j->flora ? cr->slots : cr->count - 1),
 		      "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
 		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
 	if (*rep && j->async) /* the version it is folded into (its base was @r asked) */
 		json_object_set_new(*rep, "version", json_integer(r));
-	if (cr->count >= j->cpr) /* over: nodes reported more after a restart */
-		round_close(c, j, cr);
+	if (j->flora)
+		cr->slots++;
+	if (cr->count >= j->cpr || (j->flora && cr->slots >= j->cpr))
+		round_close(c, j, cr); /* over: nodes reported more after a restart */
 }
 
 /* A node could not fold an update it had been told to: uncount it. */

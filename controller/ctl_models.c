@@ -40,6 +40,14 @@ int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, co
 	err = -EINVAL;
 	if (json_is_object(spec))
 		err = trib_schema_from_spec(spec, &f->schema, &f->nschema, &f->n_elem, &reason);
+	if (!err) {
+		/* flora: the stacks the nodes' models carry (trib_schema_add_flora()) */
+		err = trib_schema_add_flora(spec, &f->schema, &f->nschema, &f->n_elem, &reason);
+		if (err) {
+			json_decref(spec);
+			goto err_free_schema;
+		}
+	}
 	json_decref(spec);
 	if (err)
 		goto err_out;

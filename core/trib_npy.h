@@ -79,7 +79,8 @@ int trib_npz_load(void *buf, size_t len, void *region, uint64_t region_cap, stru
 uint64_t trib_npz_size(const struct trib_tensor *schema, size_t n);
 
 /*
- * Write @schema's tensors (@n), float32 little-endian and contiguous in schema order at @data,
+ * Write @schema's tensors (@n), float32 (int32 for an I32 schema entry) little-endian and
+ * contiguous in schema order at @data,
  * as a stored .npz (what np.load() reads) into @out (trib_npz_size() bytes). Deterministic:
  * no timestamps (the DOS date fields are 1980-01-01).
  */

@@ -502,14 +502,15 @@ fail:
 
 /* --- writing: a stored archive, one member per tensor --- */
 
-/* The .npy header of a float32 tensor, padded so that its data starts at a multiple of 64. */
+/* The .npy header of a float32 (or int32: a model's I32 tensor) tensor, padded so that its data starts at a multiple of 64. */
 static size_t npy_header(const struct trib_tensor *t, char *out, size_t cap)
 {
 	char dict[256 + 24 * TRIB_ST_MAX_DIMS];
 	size_t n = 0, total;
 
 	n += (size_t)snprintf(dict + n, sizeof(dict) - n,
-			      "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+			      "{'descr': '%s', 'fortran_order': False, 'shape': (",
+			      t->dtype == TRIB_DTYPE_I32 ? "<i4" : "<f4");
 	for (uint32_t d = 0; d < t->ndim; d++)
 		n += (size_t)snprintf(dict + n, sizeof(dict) - n, "%llu%s",
 				      (unsigned long long)t->shape[d],

@@ -39,4 +39,14 @@ int trib_schema_from_spec(const json_t *spec, struct trib_tensor **out, size_t *
 int trib_schema_from_spec_at(const json_t *spec, struct trib_tensor **out, size_t *nout,
 			     uint64_t *n_elem, const char **why, size_t *at);
 
+/*
+ * A flora job's flat model (runtime/node/rt_flora.h): when @spec says "algorithm": "flora",
+ * appends to the schema of its "tensors" (*@out, @nout entries, may move) each pair's a
+ * [S R, n], b [m, S R] and "<name>.rank" [1] (all F32 here; S = clients_per_round), in pair
+ * order; else nothing. The one rule for node and controller; the node checks the pairs first
+ * (rt_flora_spec) and names what is wrong. 0, -EINVAL (@why), -ENOMEM.
+ */
+int trib_schema_add_flora(const json_t *spec, struct trib_tensor **out, size_t *nout,
+			  uint64_t *n_elem, const char **why);
+
 #endif

@@ -154,6 +154,7 @@ enum fn_algorithm {
 	FN_ALGO_FEDAVG = 1,
 	FN_ALGO_SCAFFOLD = 2, /* fn_scaffold.c: [x ; c], its own server step (no fn_opt stage) */
 	FN_ALGO_FRL = 3, /* fn_frl.c: uint32 votes in the accumulator's cells; the runtime sorts */
+	FN_ALGO_FLORA = 4, /* fn_flora.c: LoRA pairs placed in rank blocks; the runtime finishes */
 	FN_ALGO_END, /* one past the last value; never sent */
 };
 

@@ -126,6 +126,17 @@ struct shm_seg;
 int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
 		    struct shm_seg *segs, struct trib_st *st, const char *label);
 /*
+ * rt_api_flora.c: a flora job's update (@st parsed, freed here): each pair's a and b checked and
+ * pointed at the client's slot of the stacks (rt_flora_nsegs() segments). 0, or -1 answered.
+ */
+int rt__api_flora_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+		       struct shm_seg *segs, struct trib_st *st, const char *label);
+/* rt_api_flora.c: a flora job's pairs (and the stacks' size) checked, the schema extended. */
+int rt__api_def_flora(json_t *doc, struct rt_job_def *def, uint32_t S, size_t arena_size,
+		      char *msg, size_t cap);
+/* Segments an update's slot makes room for: one per tensor, or a flora job's rt_flora_nsegs(). */
+uint64_t rt__api_segs_max(const struct rt_job *j);
+/*
  * Every one of the @n values at @x (enum shm_dtype @dtype) finite and |value| x @w at most
  * FN_FOLD_TERM_MAX (fn_fold.h; @w the fold weight, >= 1), or a 422 answered naming @tensor (may
  * be NULL) and the limit: -EDOM.

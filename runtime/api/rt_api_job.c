@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fn_dp.h"
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_name.h"
@@ -178,7 +179,7 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 static bool cluster_algorithm(const struct rt_algo *alg)
 {
 	static const char *const ok[] = { "fedavg", "fedprox", "fedbuff", "fedavgm",
-					  "fedadagrad", "fedadam", "fedyogi" };
+					  "fedadagrad", "fedadam", "fedyogi", "flora" };
 
 	if (alg->rule)
 		return false;
@@ -270,6 +271,9 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 		status = rt__api_life_parse(def->doc, &def->spec.num_rounds, msg, cap);
 	if (!status)
 		status = def_schema(def->doc, def, msg, cap);
+	if (!status && def->algo.flora)
+		status = rt__api_def_flora(def->doc, def, (uint32_t)json_integer_value(cpr),
+					   arena_size, msg, cap);
 	if (!status)
 		status = def_limits(def, (uint64_t)json_integer_value(cpr), arena_size,
 				    clustered, msg, cap);
@@ -505,6 +509,10 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 	rt__api_eval_status(n, j, o);
 	rt__api_life_json(o, j);
 	rt__api_secagg_status(n, j, o);
+	if (j->flora) {
+		json_object_set_new(o, "flora_pairs", rt_flora_json(j));
+		json_object_set_new(o, "flora_merge", json_boolean(j->algo.flora_merge));
+	}
 	return o;
 }
 

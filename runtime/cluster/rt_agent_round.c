@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <jansson.h>
 
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -314,6 +315,7 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 	const float *model;
 	const uint8_t *state;
 	uint8_t *both = NULL;
+	float *flora = NULL;
 	size_t mlen = j ? j->n_elem * sizeof(float) : 0;
 	json_t *edges, *h;
 	struct pend *pd;
@@ -329,6 +331,21 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 		const struct shm_seg *seg = shm_arena_ptr(n->arena, x->result.segs_off);
 
 		model = shm_arena_ptr(n->arena, seg->src_off);
+	}
+	if (j->flora) {
+		/* The nodes' stacks summed: finished, packed (merged) here, once (rt_flora.h). */
+		flora = trib_malloc(mlen ? mlen : 1);
+		err = flora ? rt_flora_model_cluster(n, j, x->round, model, x->result.weight, flora)
+			    : -ENOMEM;
+		if (err) {
+			if (err != -EAGAIN)
+				trib_error("job %s round %u: the flora model: %s", x->job, x->round,
+					   strerror(-err));
+			trib_free(flora);
+			json_decref(edges);
+			return; /* again next tick (-EAGAIN: model v%u is not stored here yet) */
+		}
+		model = flora;
 	}
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		if (x->in[i].remote && x->in[i].d.count) /* which run's sum: [rank, epoch] */
@@ -352,6 +369,7 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 	err = rt__agent_to_ctl(a, h, both ? (const void *)both : (const void *)model,
 			       mlen + (both ? x->srv.state_size : 0), PK_MODEL_DONE, &pd);
 	trib_free(both);
+	trib_free(flora);
 	if (err)
 		return; /* again next tick */
 	x->model_sending = true;

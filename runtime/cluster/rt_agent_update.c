@@ -7,6 +7,7 @@
 #include <string.h>
 #include <jansson.h>
 
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "shm_journal.h"
 #include "trib_alloc.h"
@@ -439,6 +440,9 @@ static void upd_provisional(struct rt_agent *a, struct upd *u)
 	} else if (j && j->algo.async) {
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only it "
 			 "counts a FedBuff version across nodes: retry", (double)away / 1e9);
+	} else if (j && j->flora) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only its "
+			 "count gives a flora update its slot in the round: retry", (double)away / 1e9);
 	} else if (!x || x->closed || x->provisional >= j->cpr) {
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; without "
 			 "it this node takes updates only for the round it knows open, and at "
@@ -542,6 +546,20 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 	u->fold_at = (int)json_integer_value(json_object_get(ev->hdr, "fold_at"));
 	snprintf(u->fold_name, sizeof(u->fold_name), "%s", jstr(ev->hdr, "fold_name", "?"));
 	u->fold_epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "fold_epoch"));
+	{
+		/* flora: the count is the client's slot, cluster-wide (rt_flora_segs_move()). */
+		struct rt_job *fj = rt_job_find(a->n, u->job);
+
+		if (fj && fj->flora && u->seq >= fj->flora->S) {
+			upd_release(a, u);
+			upd_answer(a, u, 503, "the round has no flora slot left (updates were given "
+				   "back); send it again", -1);
+			return;
+		}
+		if (fj && fj->flora)
+			rt_flora_segs_move(fj, shm_arena_ptr(a->n->arena, u->segs_off), u->nsegs,
+					   0, u->seq);
+	}
 	if (u->fold_at == a->rank) {
 		rt__agent_upd_fold(a, u);
 		return;
@@ -607,7 +625,7 @@ bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev)
 	struct upd *u;
 	uint64_t body = (ev->plen + 63) & ~63ull;
 
-	if (!j || !nsegs || nsegs > j->nschema) {
+	if (!j || !nsegs || nsegs > (j->flora ? rt_flora_nsegs(j) : j->nschema)) {
 		rt__agent_reply(a, ev, rt__agent_err_json(400, "bad forward"));
 		return false;
 	}

@@ -17,7 +17,7 @@
 static const char *const params[] = {
 	"algorithm", "weighted", "update", "buffer_size", "max_staleness", "server_lr",
 	"momentum", "beta1", "beta2", "tau", "trim", "f", "m", "clip_norm",
-	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", "fedau_cutoff", "scaffold_clients", NULL,
+	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", "fedau_cutoff", "scaffold_clients", "flora_pairs", "flora_merge", NULL,
 };
 
 bool rt_algo_is_param(const char *name)
@@ -63,7 +63,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
 		{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
 		{ "bulyan", FN_OPT_FEDAVG },	     { "fedau", FN_OPT_FEDAVG },
-		{ "scaffold", FN_OPT_FEDAVG },
+		{ "scaffold", FN_OPT_FEDAVG },	     { "flora", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
@@ -76,7 +76,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 			*server = algos[i].server;
 	if (*server == -2)
 		BAD("algorithm: unknown '%.40s' (fedavg, fedprox, fedbuff, fedavgm, fedadagrad, "
-		    "fedadam, fedyogi, fedau, scaffold, median, trimmed_mean, krum, bulyan)", name);
+		    "fedadam, fedyogi, fedau, scaffold, flora, median, trimmed_mean, krum, bulyan)", name);
 	if (*server == -1)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
@@ -165,6 +165,43 @@ static int parse_scaffold(json_t *o, struct rt_algo *a, char *msgbuf, size_t msg
 			BAD("%s: not available with scaffold in this build", *k);
 	a->scaffold = true;
 	a->scaffold_n = (uint32_t)json_integer_value(np);
+	return 0;
+}
+
+/*
+ * flora's switches; its pairs are checked against the job's tensors by rt_flora_spec(). The
+ * model is the stack of the clients' weighted adapters (rt_flora.h): there is no mean to step
+ * by, clip or add noise to, so every option that would is refused.
+ */
+static int parse_flora(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	json_t *mg = json_object_get(o, "flora_merge"), *upd = json_object_get(o, "update");
+
+	if (strcmp(a->name, "flora")) {
+		for (const char *const *k = (const char *const[]){ "flora_pairs", "flora_merge",
+								   NULL };
+		     *k; k++)
+			if (json_object_get(o, *k))
+				BAD("%s: for flora only (algorithm is '%s')", *k, a->name);
+		return 0;
+	}
+	if (!json_is_array(json_object_get(o, "flora_pairs")))
+		BAD("flora_pairs: required for flora, an array of 1 to 64 pairs {\"name\", "
+		    "\"base\", \"a\", \"b\", \"max_rank\"}");
+	if (mg && !json_is_boolean(mg))
+		BAD("flora_merge: true or false (default false)");
+	if (upd && (!json_is_string(upd) || strcmp(json_string_value(upd), "weights")))
+		BAD("update: flora updates are the clients' adapters A and B (\"weights\"), not "
+		    "deltas");
+	for (const char *const *k = (const char *const[]){ "server_lr", "clip_norm",
+							   "dp_noise_multiplier", "dp_delta",
+							   "seed", NULL };
+	     *k; k++)
+		if (json_object_get(o, *k))
+			BAD("%s: not with flora (the model stacks the adapters: no mean to step "
+			    "by, clip or add noise to)", *k);
+	a->flora = true;
+	a->flora_merge = json_is_true(mg);
 	return 0;
 }
 
@@ -399,6 +436,8 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	if (!err)
 		err = parse_scaffold(o, a, msgbuf, msglen);
 	if (!err)
+		err = parse_flora(o, a, msgbuf, msglen);
+	if (!err)
 		err = parse_server(o, a, server, msgbuf, msglen);
 	if (!err)
 		err = parse_flags(o, a, msgbuf, msglen);
@@ -467,6 +506,10 @@ json_t *rt_algo_json(const struct rt_algo *a)
 		json_object_set_new(o, "fedau_cutoff", json_integer(a->fedau_k));
 	if (a->scaffold)
 		json_object_set_new(o, "scaffold_clients", json_integer(a->scaffold_n));
+	if (a->flora) {
+		json_object_del(o, "server_lr");
+		json_object_set_new(o, "flora_merge", json_boolean(a->flora_merge));
+	}
 	if (a->async) {
 		json_object_set_new(o, "buffer_size", json_integer(a->buffer_size));
 		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));
@@ -594,8 +637,10 @@ int rt_algo_pin_defaults(const struct rt_algo *a, json_t *o)
 	const struct fn_params *p = &a->par;
 	int err = 0;
 
-	if (!a->rule)
+	if (!a->rule && !a->flora) /* flora refuses server_lr: none to pin */
 		err |= pin(o, "server_lr", real_f(p->server_lr));
+	if (a->flora)
+		err |= pin(o, "flora_merge", json_boolean(a->flora_merge));
 	if (p->server == FN_OPT_FEDAVGM)
 		err |= pin(o, "momentum", real_f(p->momentum));
 	if (p->server >= FN_OPT_FEDADAGRAD) {

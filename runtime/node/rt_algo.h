@@ -25,6 +25,8 @@ struct rt_algo {
 	uint32_t fedau_k;      /* fedau: the cutoff K, in rounds (fn_fedau.h) */
 	bool scaffold;         /* scaffold: [x ; c] (fn_scaffold.h), the schema doubled */
 	uint32_t scaffold_n;   /* scaffold: N, the client population */
+	bool flora;            /* flora: LoRA pairs stacked (rt_flora.h; the pairs are the job's) */
+	bool flora_merge;      /* flora: the model is the base with each round's B A added */
 };
 
 /* scaffold_clients' bound: N travels as a float (fn_params.momentum), exact to 2^24. */

@@ -10,6 +10,7 @@
 
 #include "ctl_store.h"
 #include "fn_fold.h"
+#include "rt_flora.h"
 #include "trib_alloc.h"
 #include "trib_cred.h"
 #include "trib_json.h"
@@ -39,6 +40,7 @@ void rt__job_free(struct rt_job *j)
 	trib_blob_release(j->remote_pending);
 	trib_free(j->opt_state);
 	rt__fedau_free(j);
+	trib_free(j->flora);
 	trib_free(j->schema);
 	trib_free(j->schema_json);
 	trib_free(j->st_header);
@@ -78,15 +80,17 @@ static int job_build_header(struct rt_job *j)
 /* Make a blob holding a whole model file: header + @data (or zeros when NULL). */
 struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version)
 {
-	struct trib_blob *b = trib_blob_new(j->st_header_len + j->n_elem * sizeof(float));
+	/* A flora job with merge serves its base only: a prefix of the flat model (rt_flora.h). */
+	uint64_t elems = rt_flora_model_elems(j);
+	struct trib_blob *b = trib_blob_new(j->st_header_len + elems * sizeof(float));
 
 	if (!b)
 		return NULL;
 	memcpy(b->data, j->st_header, j->st_header_len);
 	if (data)
-		memcpy(b->data + j->st_header_len, data, j->n_elem * sizeof(float));
+		memcpy(b->data + j->st_header_len, data, elems * sizeof(float));
 	else
-		memset(b->data + j->st_header_len, 0, j->n_elem * sizeof(float));
+		memset(b->data + j->st_header_len, 0, elems * sizeof(float));
 	b->version = version;
 	return b;
 }
@@ -224,6 +228,8 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	if (!j->schema_json)
 		goto err_free;
 	err = job_build_header(j);
+	if (!err && !strcmp(j->algo.name, "flora"))
+		err = rt_flora_bind(j, spec->params);
 	if (err)
 		goto err_free;
 	err = trib_token_new(j->token, sizeof(j->token));
@@ -327,6 +333,9 @@ int rt__jobs_load(struct rt_node *n)
 			err = rt_algo_parse(params, &j->algo, msg, sizeof(msg));
 			if (err)
 				why = "its algorithm parameters";
+			j->cpr = cj->clients_per_round; /* flora's slots */
+			if (!err && j->algo.flora && rt_flora_bind(j, params))
+				why = "its flora_pairs", err = -EINVAL;
 		}
 		json_decref(params);
 		if (err) {

@@ -179,6 +179,7 @@ struct rt_job {
 	char sa_failed[192];          /* why the last secure round failed ("" none) */
 	uint32_t sa_failed_round;
 	struct rt_fedau *fedau;   /* fedau: its clients' interval estimates (owned, rt_fedau.c) */
+	struct rt_flora *flora;   /* flora: its LoRA pairs' layout (owned, rt_flora.c), or NULL */
 	uint8_t *opt_state;       /* server optimiser state after the last round (owned), or NULL */
 	size_t opt_state_len;
 	struct trib_tensor *schema; /* owned */

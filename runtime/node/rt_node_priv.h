@@ -143,6 +143,9 @@ int rt__wal_replay(struct rt_node *n);
 /* rt_job.c */
 void rt__job_free(struct rt_job *j);
 struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version);
+/* A flora round's served model from its stacked sum and total weight (rt_commit.c). */
+struct trib_blob *rt__flora_blob(struct rt_node *n, struct rt_job *j, const float *sum, double W,
+			       uint32_t version);
 int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b);
 int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint32_t version,
 		    struct trib_blob **out);

@@ -140,7 +140,9 @@ void rt__cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, 
 	cfg->job = r->job->id;
 	cfg->round = r->round;
 	cfg->role = role;
-	cfg->algorithm = r->job->algo.scaffold ? FN_ALGO_SCAFFOLD : FN_ALGO_FEDAVG;
+	cfg->algorithm = r->job->algo.scaffold ? FN_ALGO_SCAFFOLD :
+			 r->job->algo.flora    ? FN_ALGO_FLORA :
+						 FN_ALGO_FEDAVG;
 	cfg->n_elem = r->job->n_elem;
 	cfg->acc_off = acc;
 }
