@@ -416,3 +416,19 @@ def run_in_process(method, clients, base_model, pairs, max_rank, rounds, seed, t
             model = fedavg(ups)
             accs.append(eval_padded(base_model, model, x_te, y_te))
     return accs
+
+
+def product_gap(updates, pairs):
+    """How far the product of the separately averaged adapters is from the average of the
+    clients' products, relative: ||mean(B) mean(A) - sum_k p_k B_k A_k||_F / ||sum_k p_k B_k
+    A_k||_F over all pairs together (0 for FLoRA's stacking, by construction)."""
+    p = weights_of(updates)
+    num = den = 0.0
+    for pr in pairs:
+        a_bar = sum(pk * u[pr["a"]].astype(np.float64) for (u, _), pk in zip(updates, p))
+        b_bar = sum(pk * u[pr["b"]].astype(np.float64) for (u, _), pk in zip(updates, p))
+        want = sum(pk * (u[pr["b"]].astype(np.float64) @ u[pr["a"]].astype(np.float64))
+                   for (u, _), pk in zip(updates, p))
+        num += float(np.sum((b_bar @ a_bar - want) ** 2))
+        den += float(np.sum(want ** 2))
+    return math.sqrt(num / den) if den > 0 else float("nan")

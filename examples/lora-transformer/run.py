@@ -189,7 +189,7 @@ def run(args, url, admin_token):
     init_base = lora.base_weights(base)
     init_pad = lora.padded_start(base, max_rank, args.seed)
     n_lora = sum(v.size for v in init_pad.values())
-    print("model: transformer, %d blocks, d_model %d, %d heads, MLP %d; pre-trained centrally "
+    print("model: transformer, %d block(s), d_model %d, %d heads, MLP %d; pre-trained centrally "
           "in %d steps (%.1f s): %.4f on its own task, %.4f on the shifted task"
           % (lora.N_LAYERS, lora.D_MODEL, lora.HEADS, lora.D_FF, args.pretrain_steps,
              time.monotonic() - t0, acc_pre, acc_base))
@@ -235,12 +235,15 @@ def run(args, url, admin_token):
           "the round;\nloss: the clients' sample-weighted mean training loss (the round "
           "record's);\nmerge err: max |W - (W_prev + sum p_k B_k A_k)| over the base "
           "tensors, Tributary's model against numpy's;\navg err: max |adapter - sum p_k "
-          "padded adapter_k|, Tributary's FedAvg against numpy's.\n" % len(y_te))
-    print("round  flora acc  padded acc  flora loss  padded loss  merge err  avg err")
+          "padded adapter_k|, Tributary's FedAvg against numpy's;\ngap: ||mean(B) mean(A) - "
+          "sum p_k B_k A_k|| / ||sum p_k B_k A_k|| of the padded updates sent: how far the\n"
+          "product of the averaged adapters is from the average of what the clients trained "
+          "(FLoRA's: 0).\n" % len(y_te))
+    print("round  flora acc  padded acc  flora loss  padded loss  merge err  avg err    gap")
     print("  -    %9.4f  %10.4f  (the pre-trained model)" % (acc_base, acc_base))
     final = {}
     for r in range(args.rounds):
-        row, bad = {}, []
+        row, bad, gap = {}, [], float("nan")
         for method in ("flora", "padded"):
             if method not in results:
                 row[method] = (float("nan"), float("nan"), float("nan"))
@@ -258,6 +261,7 @@ def run(args, url, admin_token):
             else:
                 acc = lora.eval_padded(base, got, x_te, y_te)
                 err = lora.max_diff(got, lora.fedavg(ups))
+                gap = lora.product_gap(ups, pairs)
             if len(ups) != 12:
                 bad.append("%s: %d updates sent" % (method, len(ups)))
             if err > AGG_TOL:
@@ -272,10 +276,10 @@ def run(args, url, admin_token):
         def cell(method, i, width, fmt):
             v = row[method][i]
             return ("%" + str(width) + "s") % "-" if v != v else fmt % v
-        print("%5d  %s  %s  %s  %s  %s  %s%s" %
+        print("%5d  %s  %s  %s  %s  %s  %s  %5.3f%s" %
               (r, cell("flora", 0, 9, "%9.4f"), cell("padded", 0, 10, "%10.4f"),
                cell("flora", 1, 10, "%10.4f"), cell("padded", 1, 11, "%11.4f"),
-               cell("flora", 2, 9, "%9.1e"), cell("padded", 2, 7, "%7.1e"),
+               cell("flora", 2, 9, "%9.1e"), cell("padded", 2, 7, "%7.1e"), gap,
                "  <- " + "; ".join(bad) if bad else ""), flush=True)
 
     if flora_refused is not None:
