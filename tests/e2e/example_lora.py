@@ -50,7 +50,7 @@ def pieces():
     ranks = [2] * 4 + [4] * 4 + [8] * 4
     clients = [lora.LoraClient(i, ranks[i], base, data[i], args) for i in range(12)]
     pairs = lora.pairs_spec(base, 8)
-    check(len(pairs) == 2 * len(lora.PROJECTIONS), "pairs: %r" % pairs)
+    check(len(pairs) == lora.N_LAYERS * len(lora.PROJECTIONS), "pairs: %r" % pairs)
     w0 = lora.base_weights(base)
 
     ups = []
