@@ -83,6 +83,14 @@ static int flora_weigh(void *state, const struct fn_algo_ctx *ctx, struct fn_inp
 		in->weight = 1.0;
 		in->share = 1.0;
 	}
+	/*
+	 * The tcp data plane sends an update as the whole flat model, already placed by the
+	 * runtime with A weighted (runtime/node/rt_flora.c, rt_flora_flat()): added as is, its
+	 * weight still its share of W. A gateway's update never is one segment over everything.
+	 */
+	if (in->kind == SHM_DESC_UPDATE && in->nsegs == 1 && in->segs[0].dst_elem == 0 &&
+	    in->segs[0].n_elem == ctx->cfg->n_elem)
+		in->weight = 1.0;
 	return 0;
 }
 

@@ -34,6 +34,11 @@
  * (runtime/node/rt_flora.c), since B and the frozen base tensors must not be divided.
  */
 #define FN_FLORA_SEG_AS_IS 0.0f
+/*
+ * On the tcp data plane an update travels as the whole flat model (one segment from element 0
+ * over every element), placed and A-weighted by the runtime: fn_flora_ops adds it with weight 1
+ * and counts its weight in W as usual.
+ */
 
 /* Place client slot @s (rank @r <= @R, weight @w) of pair (m, n, R, S): 0, or -EINVAL. */
 int fn_flora_place(float *a_stack, float *b_stack, size_t m, size_t n, size_t R, size_t S,

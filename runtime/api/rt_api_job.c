@@ -408,6 +408,9 @@ static json_t *job_json(struct rt_node *n, struct rt_job *j)
 	json_t *tensors = json_loads(j->schema_json, 0, NULL);
 
 	(void)n;
+	/* flora: the job's tensors are its base; the stacks are in flora_pairs' terms. */
+	while (j->flora && json_array_size(tensors) > j->flora->nbase)
+		json_array_remove(tensors, json_array_size(tensors) - 1);
 	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o}", "job", j->name,
 			 "round", (json_int_t)j->round, "model_round", (json_int_t)j->completed,
 			 "received", (json_int_t)(j->open ? rt_round_received(j->open) : 0),

@@ -8,6 +8,7 @@
 
 #include "fn_flora.h"
 #include "rt_node.h"
+#include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_dtype.h"
 #include "trib_schema.h"
@@ -393,4 +394,23 @@ int rt_flora_model_cluster(struct rt_node *n, struct rt_job *j, uint32_t round, 
 			     out);
 	trib_blob_release(prev);
 	return err;
+}
+
+void rt_flora_flat(const struct rt_job *j, const struct shm_arena *arena,
+		   const struct shm_desc *d, double w, float *flat)
+{
+	const struct shm_seg *segs = shm_arena_ptr(arena, d->segs_off);
+	float wf = (float)w; /* fn_flora_ops folds with the float weight */
+
+	(void)j;
+	for (uint32_t i = 0; i < d->nsegs; i++) {
+		const float *x = shm_arena_ptr(arena, segs[i].src_off);
+		float *to = flat + segs[i].dst_elem;
+
+		if (segs[i].scale == FN_FLORA_SEG_AS_IS)
+			memcpy(to, x, segs[i].n_elem * sizeof(float));
+		else
+			for (uint64_t k = 0; k < segs[i].n_elem; k++)
+				to[k] = wf * x[k];
+	}
 }

@@ -84,6 +84,15 @@ void rt_flora_segs_move(const struct rt_job *j, struct shm_seg *segs, uint32_t n
 			uint64_t from, uint64_t to);
 
 struct rt_node;
+struct shm_arena;
+/*
+ * The tcp data plane's form of flora update @d (its segments in @arena): the flat model
+ * (n_elem floats, zeroed by the caller) with its A rows times the fold weight @w, as
+ * fn_flora_ops' fold would make them (one float product), and its B rows as sent.
+ */
+void rt_flora_flat(const struct rt_job *j, const struct shm_arena *arena,
+		   const struct shm_desc *d, double w, float *flat);
+
 /*
  * A cluster's top: round @round's served model from the nodes' summed stacks @sum (total weight
  * @W) into @out (n_elem floats; those past rt_flora_model_elems() zero), with the base of model

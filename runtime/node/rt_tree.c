@@ -8,6 +8,7 @@
 
 #include "ctl_plan.h"
 #include "fn_dequant.h"
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -326,6 +327,20 @@ int rt__leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, uint
 		float *flat = NULL;
 		int err;
 
+		if (r->job->flora) {
+			/* Placed here, as the function would place it (rt_flora_flat()). */
+			double w = r->job->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : d.weight;
+
+			flat = trib_calloc(r->job->n_elem ? r->job->n_elem : 1, sizeof(float));
+			if (!flat)
+				return -ENOMEM;
+			rt_flora_flat(r->job, n->arena, &d, w, flat);
+			iov[0].iov_base = flat;
+			iov[0].iov_len = r->job->n_elem * sizeof(float);
+			err = rt_fn_send_payload(fn, &d, iov, 1);
+			trib_free(flat);
+			return err;
+		}
 		if (d.nsegs > 64)
 			return -E2BIG;
 		for (uint32_t i = 0; i < d.nsegs; i++) {

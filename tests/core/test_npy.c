@@ -402,6 +402,28 @@ Test(npz, write_then_load)
 	free(out);
 }
 
+/* An I32 schema entry (a flora model's used rank) is written as an int32 member. */
+Test(npz, write_i32_member)
+{
+	struct trib_tensor schema[2] = { { .name = "a", .dtype = TRIB_DTYPE_F32, .ndim = 1,
+					   .shape = { 2 }, .n_elem = 2 },
+					 { .name = "a.rank", .dtype = TRIB_DTYPE_I32, .ndim = 1,
+					   .shape = { 1 }, .n_elem = 1 } };
+	uint32_t data[3] = { 0x3f800000u, 0x40000000u, 7 };
+	uint64_t size = trib_npz_size(schema, 2);
+	unsigned char *out = malloc(size);
+	int f4 = 0, i4 = 0;
+
+	cr_assert_not_null(out);
+	trib_npz_write(schema, 2, data, out);
+	for (uint64_t i = 0; i + 6 <= size; i++) {
+		f4 += !memcmp(out + i, "'<f4'", 5);
+		i4 += !memcmp(out + i, "'<i4'", 5);
+	}
+	cr_assert(f4 == 1 && i4 == 1, "f4 %d i4 %d", f4, i4);
+	free(out);
+}
+
 /* --- hostile archives, built by hand --- */
 
 struct zm {

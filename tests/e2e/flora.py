@@ -5,7 +5,8 @@
 # with B_stack A_stack = sum_k p_k B_k A_k to 1e-5 against float64 numpy, the blocks in acceptance
 # order, weighted and unweighted; flora_merge serves base + sum_k p_k B_k A_k and nothing else.
 # Every refusal of the contract (400 for specs, 422/415 for updates) loses nothing accepted, and a
-# kill -9 mid-round then the rest of the round gives the same model.
+# kill -9 mid-round then the rest of the round gives the same model (from the arena's journal,
+# and with --durability disk from the log after the arena file is gone).
 import io
 import json
 import os
@@ -179,6 +180,27 @@ def kill9(srv):
     srv.start()
 
 
+def disk_reboot(rng):
+    """--durability disk: 6 updates, kill -9 and the arena file gone (a reboot), the other 6:
+    the log gave each update back with its slot, so the model is the same."""
+    with e.Server(arena_mb=64, extra=['--durability', 'disk']) as srv:
+        tok = srv.create_job(spec('disk'))['token']
+        ups = [(int(rng.integers(1, 100)), client(rng, i)) for i in range(S)]
+        for i, (w, t) in enumerate(ups):
+            if i == 6:
+                srv.proc.send_signal(signal.SIGKILL)
+                srv.proc.wait()
+                srv.proc = None
+                files = srv.arena_files()
+                check(files, 'no arena file to remove')
+                e.remove_arena_files(files)
+                srv.start()
+                print('kill -9 and the arena file removed with 6 of 12 updates accepted')
+            post(srv, 'disk', tok, 0, t, w, 'npz' if i % 4 == 1 else 'st')
+        _, _, buf = srv.get_model('disk', tok, '?after=0', timeout=60)
+        check_stacks(st_decode_any(buf)[1], ups, True, '--durability disk, after the reboot')
+
+
 def run():
     rng = np.random.default_rng(16)
     base = e.random_model(rng, BASE)
@@ -189,7 +211,8 @@ def run():
         check(stt.get('flora_merge') is False and
               [p['name'] for p in stt.get('flora_pairs', [])] == ['l0', 'l1'] and
               stt['flora_pairs'][0]['max_rank'] == 8 and
-              stt['parameters'].get('flora_merge') is False, 'status: %r' % stt)
+              stt['parameters'].get('flora_merge') is False and
+              [t['name'] for t in stt['tensors']] == [t['name'] for t in BASE], 'status: %r' % stt)
         st, _, _ = srv.request('PUT', '/v1/jobs/lora/model', e.st_encode(base),
                                {'Content-Type': 'application/x-safetensors'}, tok)
         check(st == 200, 'PUT base model: %d' % st)
@@ -259,6 +282,7 @@ def run():
                              np.concatenate([got[t['name']].ravel() for t in BASE])
                              .astype(np.float32)), 'raw f32 of the merged model')
         print('merged model: raw f32 is the base tensors')
+    disk_reboot(rng)
 
 
 if __name__ == '__main__':
