@@ -8,6 +8,7 @@ One `tributary up` is started on a free loopback port in a temporary directory f
 module and stopped (SIGTERM, must exit 0) at the end; each test uses its own job.
 """
 import collections
+import json
 import http.server
 import os
 import re
@@ -664,6 +665,24 @@ class SafetensorsTest(unittest.TestCase):
                 tc.decode_safetensors(bad)
         with self.assertRaises(TypeError):
             tc.encode_safetensors([np.zeros(3, np.float32)])
+
+    def test_i32_tensor_decodes_as_int32(self):
+        # A flora model's <pair>.rank (an FRL model's rankings): I32 next to F32; F16 is refused.
+        hdr = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+               "a.rank": {"dtype": "I32", "shape": [1], "data_offsets": [8, 12]}}
+        h = json.dumps(hdr).encode()
+        h += b" " * ((8 - len(h) % 8) % 8)
+        data = (len(h).to_bytes(8, "little") + h + np.array([1.5, -2], "<f4").tobytes() +
+                np.array([7], "<i4").tobytes())
+        back = tc.decode_safetensors(data)
+        self.assertEqual(back["a.rank"].dtype, np.int32)
+        self.assertEqual(int(back["a.rank"][0]), 7)
+        np.testing.assert_array_equal(back["a"], [1.5, -2])
+        hdr["a"]["dtype"] = "F16"
+        h = json.dumps(hdr).encode()
+        h += b" " * ((8 - len(h) % 8) % 8)
+        with self.assertRaises(ValueError):
+            tc.decode_safetensors(len(h).to_bytes(8, "little") + h + bytes(12))
 
 
 if __name__ == "__main__":

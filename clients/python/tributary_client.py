@@ -385,8 +385,8 @@ def _body_format(format):
 def decode_safetensors(data):
     """Returns a dict of name -> float32 numpy array (writable copies) from safetensors bytes.
 
-    Tensors come in the header's order; only F32 is accepted (Tributary's models are F32).
-    Raises ValueError on a malformed body.
+    Tensors come in the header's order; F32, and I32 as an int32 array (a flora model's
+    ``<pair>.rank``; an FRL model) are accepted. Raises ValueError on a malformed body.
     """
     view = memoryview(data)
     if len(view) < 8:
@@ -406,17 +406,18 @@ def decode_safetensors(data):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info.get("dtype") != "F32":
-            raise ValueError("safetensors: tensor %r has dtype %r, want F32" %
+        if info.get("dtype") not in ("F32", "I32"):
+            raise ValueError("safetensors: tensor %r has dtype %r, want F32 (or I32)" %
                              (name, info.get("dtype")))
+        np_dtype = "<i4" if info["dtype"] == "I32" else "<f4"
         shape = tuple(int(d) for d in info["shape"])
         start, end = (int(x) for x in info["data_offsets"])
         count = math.prod(shape)
         if end - start != 4 * count or start < 0 or base + end > len(view):
             raise ValueError("safetensors: tensor %r has bad data_offsets %r" %
                              (name, info["data_offsets"]))
-        arr = np.frombuffer(view[base + start:base + end], dtype="<f4", count=count)
-        out[name] = arr.reshape(shape).astype(np.float32, copy=True)
+        arr = np.frombuffer(view[base + start:base + end], dtype=np_dtype, count=count)
+        out[name] = arr.reshape(shape).astype(np.dtype(np_dtype).newbyteorder("="), copy=True)
     return out
 
 

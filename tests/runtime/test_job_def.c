@@ -389,3 +389,47 @@ Test(runtime_job_def, secagg_one_node_only)
 	cr_assert_eq(parse(body, true, &def, msg), 400);
 	cr_assert_not_null(strstr(msg, "secagg: not supported across nodes"), "%s", msg);
 }
+
+/*
+ * flora: the schema is the base then each pair's a, b and rank; the stored parameters parse
+ * again (a restart) without the server_lr that flora refuses; and the cluster takes it.
+ */
+Test(runtime_job_def, flora_schema_and_stored_params)
+{
+	static const char body[] =
+		"{\"name\":\"l\",\"clients_per_round\":3,\"algorithm\":\"flora\","
+		"\"tensors\":[{\"name\":\"w\",\"shape\":[6,4]},{\"name\":\"b\",\"shape\":[6]}],"
+		"\"flora_pairs\":[{\"name\":\"p\",\"base\":\"w\",\"a\":\"w.A\",\"b\":\"w.B\","
+		"\"max_rank\":2}]}";
+	struct rt_job_def def;
+	struct rt_algo again;
+	char msg[256] = "";
+	json_t *p;
+
+	cr_assert_eq(parse(body, false, &def, msg), 200, "%s", msg);
+	cr_assert_eq(def.nschema, 5);
+	cr_assert_str_eq(def.schema[2].name, "w.A");
+	cr_assert(def.schema[2].shape[0] == 6 && def.schema[2].shape[1] == 4);
+	cr_assert_str_eq(def.schema[3].name, "w.B");
+	cr_assert(def.schema[3].shape[0] == 6 && def.schema[3].shape[1] == 6);
+	cr_assert_str_eq(def.schema[4].name, "p.rank");
+	cr_assert_eq(def.n_elem, 24 + 6 + 24 + 36 + 1);
+	cr_assert(def.algo.flora && !def.algo.flora_merge && !def.algo.needs_model);
+	p = json_deep_copy(def.params);
+	cr_assert_null(json_object_get(p, "server_lr"));
+	cr_assert(json_is_false(json_object_get(p, "flora_merge")));
+	cr_assert_not_null(json_object_get(p, "flora_pairs"));
+	json_object_set_new(p, "algorithm", json_string("flora"));
+	cr_assert_eq(rt_algo_parse(p, &again, msg, sizeof(msg)), 0, "%s", msg);
+	cr_assert(again.flora);
+	json_decref(p);
+	rt_job_def_free(&def);
+	cr_assert_eq(parse(body, true, &def, msg), 200, "cluster: %s", msg);
+	rt_job_def_free(&def);
+	/* A pair field named in the 400. */
+	cr_assert_eq(parse("{\"name\":\"l\",\"clients_per_round\":3,\"algorithm\":\"flora\","
+			   "\"tensors\":[{\"name\":\"w\",\"shape\":[6,4]}],\"flora_pairs\":[{"
+			   "\"name\":\"p\",\"base\":\"w\",\"a\":\"w.A\",\"b\":\"w.B\","
+			   "\"max_rank\":5}]}", false, &def, msg), 400);
+	cr_assert(strstr(msg, "flora_pairs[0].max_rank"), "%s", msg);
+}
