@@ -44,9 +44,9 @@ import run as lora_run  # noqa: E402
 
 def pieces():
     lora.setup_torch()
-    base, acc_pre = lora.pretrain(0, steps=60)
+    base, _ = lora.pretrain(0, steps=20)
     data, test = lora.federated_data(12, 0)
-    args = types.SimpleNamespace(lr=0.02, local_epochs=3, batch=16, seed=0)
+    args = types.SimpleNamespace(lr=0.02, local_epochs=1, batch=16, seed=0)
     ranks = [2] * 4 + [4] * 4 + [8] * 4
     clients = [lora.LoraClient(i, ranks[i], base, data[i], args) for i in range(12)]
     pairs = lora.pairs_spec(base, 8)
