@@ -284,6 +284,16 @@ def run():
                                   'b.indices': np.array([0, 2, 1], '<i4')}), NPZ)):
             srv.post_update('frv', vtok, 0 if ctype == ST else 1, body, ctype=ctype)
         print('tensors named emb.values and b.indices are dense rankings: 202')
+        # A refusal naming a multi-byte tensor name cut by its message is a 422, not a 500 (the
+        # cut character made the JSON body unencodable).
+        nm = 'x' + '\u00e9' * 30
+        utok = srv.create_job({'name': 'fru', 'clients_per_round': 2, 'algorithm': 'frl',
+                               'tensors': [{'name': nm, 'shape': [4], 'dtype': 'F32'},
+                                           {'name': 'b', 'shape': [3], 'dtype': 'F32'}]})['token']
+        hostile(srv, 'fru', utok, 0, st_i32({'b': [0, 1, 2]}), 422, nm, None, 'utf-8 name cut')
+        hostile(srv, 'fru', utok, 0, st_i32({nm: [0, 1, 2, 3], 'b': [0, 1, 2]},
+                                            shapes={nm: [2, 2]}), 422, nm, None,
+                'utf-8 name cut, wrong shape')
     return ref
 
 
