@@ -122,6 +122,12 @@ int trib_st_match_q(const struct trib_st *st, const struct trib_tensor *schema, 
  * JSON writer escapes them). Returns the bytes written.
  */
 size_t trib_st_show(const char *s, size_t len, char *buf, size_t cap);
+/*
+ * In place, every byte of the NUL-terminated @s that does not belong to a well-formed UTF-8
+ * sequence becomes '?': a message cut by snprintf() or "%.40s" inside a multi-byte name is
+ * still one jansson takes (json_pack refuses invalid UTF-8, and a refusal became a 500).
+ */
+void trib_st_mend(char *s);
 
 /*
  * After trib_st_parse() (@schema NULL) or trib_st_match*() failed with -EINVAL and @why, writes

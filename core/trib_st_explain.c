@@ -36,6 +36,20 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 	return need + 1;
 }
 
+void trib_st_mend(char *s)
+{
+	unsigned char *u = (unsigned char *)s;
+	size_t len = strlen(s);
+
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_seq(u + i, len - i);
+
+		if (!n)
+			u[i] = '?';
+		i += n ? n : 1;
+	}
+}
+
 size_t trib_st_show(const char *s, size_t len, char *buf, size_t cap)
 {
 	const unsigned char *u = (const unsigned char *)s;

@@ -108,10 +108,13 @@ uint64_t rt__api_np_model_room(const struct rt_job *j);
 /* PUT /model's .npz body into @data (float32, schema order); 0 or a status, @msg filled. */
 int rt__api_np_model(struct rt_conn *c, const struct rt_job *j, float *data, char *msg,
 		     size_t cap);
-/* The enum rt_model_fmt Accept @accept picks, or -1 (406). */
-int rt__api_model_pick(const char *accept);
-/* The request's Accept takes a model format; else a 406 answered: false. */
-bool rt__api_model_acceptable(struct rt_conn *c);
+/* The enum rt_model_fmt Accept @accept picks among those @j's model has (raw f32 only if
+ * @raw_ok: rt__api_model_raw_ok()), or -1 (406). */
+int rt__api_model_pick(const char *accept, bool raw_ok);
+/* Whether raw f32 can carry @j's model (not frl's int32 ranking, not flora's I32 ranks). */
+bool rt__api_model_raw_ok(const struct rt_job *j);
+/* The request's Accept takes one of @j's model formats; else a 406 answered: false. */
+bool rt__api_model_acceptable(struct rt_conn *c, const struct rt_job *j);
 /* @b as the npz or raw form Accept picked (new blob, *ctype); NULL when answered. */
 struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *j,
 					const struct trib_blob *b, const char **ctype);
@@ -125,8 +128,9 @@ struct trib_st;
 struct shm_seg;
 int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
 		    struct shm_seg *segs, struct trib_st *st, const char *label);
-/* rt_api_sparse.c: whether @st names a sparse tensor (<name>.indices or <name>.values). */
-bool rt__api_st_sparse(const struct trib_st *st);
+/* rt_api_sparse.c: whether @st names a sparse tensor (<name>.indices or <name>.values that is
+ * not itself one of @j's tensors). */
+bool rt__api_st_sparse(const struct rt_job *j, const struct trib_st *st);
 /*
  * A body with sparse tensors (@st, consumed): each `<name>.indices` + `<name>.values` pair
  * checked against schema tensor <name> (I32/I64 flat indices, strictly increasing, in range;

@@ -21,10 +21,15 @@
  */
 
 /* A 4xx whose body names @tensor and, if @index >= 0, the position in it. */
-static void frl_reject(struct rt_conn *c, int status, const char *msg, const char *tensor,
+static void frl_reject(struct rt_conn *c, int status, char *msg, const char *tensor,
 		       long long index)
 {
-	json_t *o = json_pack("{s:s, s:s}", "error", msg, "tensor", tensor);
+	json_t *o;
+
+	/* "%.40s" of a multi-byte schema name, or a long message cut, can end mid-character:
+	 * json_pack would refuse it and the client's mistake would be a 500. */
+	trib_st_mend(msg);
+	o = json_pack("{s:s, s:s}", "error", msg, "tensor", tensor);
 
 	rt__api_count_reject(c, RT_REJ_SHAPE, status, msg);
 	if (o && index >= 0)

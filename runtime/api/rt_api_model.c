@@ -20,7 +20,7 @@ static void serve_model(struct rt_conn *c, struct rt_job *j, struct trib_blob *b
 	static const char *const tag[] = { [RT_MODEL_SAFETENSORS] = "", [RT_MODEL_NPZ] = ".npz",
 					   [RT_MODEL_RAW] = ".f32" };
 	const char *ctype = "application/x-safetensors";
-	int fmt = rt__api_model_pick(c->req.accept);
+	int fmt = rt__api_model_pick(c->req.accept, rt__api_model_raw_ok(j));
 	char extra[320];
 
 	if (fmt > RT_MODEL_SAFETENSORS) {
@@ -66,10 +66,8 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j)
 
 	if (!rt__api_require_reader(c, j))
 		return;
-	if (!rt__api_model_acceptable(c))
-		return; /* 406 before a long poll parks */
-	if (!rt__api_frl_model_form(c, j, rt__api_model_pick(c->req.accept)))
-		return; /* frl's model is int32: not as raw f32 */
+	if (!rt__api_model_acceptable(c, j))
+		return; /* 406 before a long poll parks (raw f32 of an int32 model included) */
 	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
 		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {
 			rt_conn_error(c, 400, "round: a round number", -1, NULL);
@@ -155,7 +153,9 @@ static void on_model_put_body(struct rt_conn *c)
 			trib_free(data);
 			return;
 		}
-		err = rt_job_set_initial(N(c), j, data);
+		/* As the other forms: in a cluster the controller sets it on every node (setting
+		 * it here only would leave the other nodes at zeros). */
+		err = initial_set(c, j, data);
 		trib_free(data);
 	} else if (!R(c)->safetensors) {
 		if (rt__api_check_values(c, c->body_heap, SHM_DTYPE_F32, put_elems(j), 1.0, NULL))
@@ -257,6 +257,12 @@ void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j)
 	else if (rt__api_np_format(c->req.content_type) == RT_NP_NPZ && !j->flora) {
 		R(c)->safetensors = false;
 		R(c)->np_fmt = RT_NP_NPZ;
+	} else if (j->flora && rt__api_np_format(c->req.content_type) == RT_NP_NPZ) {
+		/* The generic 415 lists npz as taken: a flora client sending npz must learn why not. */
+		rt_conn_error(c, 415, "a flora job's starting model (its base tensors) is taken as "
+			      "application/x-safetensors or application/octet-stream (raw f32, base "
+			      "tensors in order), not application/x-npz", -1, NULL);
+		return;
 	} else {
 		rt_conn_error(c, 415, "Content-Type must be application/x-safetensors, "
 			      "application/x-npz or application/octet-stream", -1, NULL);

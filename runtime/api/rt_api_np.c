@@ -80,6 +80,20 @@ int rt__api_np_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doub
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return -1;
 	}
+	if (err == -ENOSPC) {
+		/*
+		 * Not malformed: deflated members that inflate past the room reserved for them (the
+		 * model's float32 bytes). A zip bomb ends here, and so does a sparse tensor denser
+		 * than one half (indices + values outweigh the dense tensor): 413, saying what fits.
+		 */
+		char msg[TRIB_NPY_WHY_MAX + 200];
+
+		snprintf(msg, sizeof(msg), "%s; deflated members may inflate to the model's float32 "
+			 "bytes in all: send a tensor dense when more than half of it is nonzero, or "
+			 "the archive stored (np.savez)", why);
+		rt__api_reject(c, RT_REJ_TOO_LARGE, 413, msg, -1, NULL);
+		return -1;
+	}
 	if (err) {
 		/* Messages from core/trib_npy.c and trib_npz.c name their format already. */
 		rt__api_reject(c, RT_REJ_MALFORMED, 400, why, -1, NULL);
@@ -87,7 +101,7 @@ int rt__api_np_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doub
 	}
 	/* Inflated members lie after the body, the segments after them (rt_api_update_bytes). */
 	*segs_off = R(c)->slot_off + wire + ((used + 63) & ~63ull);
-	if (rt__api_st_sparse(&st)) /* <name>.indices + <name>.values (rt_api_sparse.c) */
+	if (rt__api_st_sparse(j, &st)) /* <name>.indices + <name>.values (rt_api_sparse.c) */
 		return rt__api_sparse_fill(c, j, body, w, segs_off, &st, label);
 	return rt__api_st_fill(c, j, body, w, shm_arena_ptr(N(c)->arena, *segs_off), &st, label);
 }
@@ -103,13 +117,19 @@ static const struct {
 	{ "application/octet-stream", RT_MODEL_RAW },
 };
 
+bool rt__api_model_raw_ok(const struct rt_job *j)
+{
+	return !j->algo.frl && !(j->flora && !j->flora->merge);
+}
+
 /*
  * The representation @accept (RFC 9110 12.5.1) prefers: the highest q among those offered,
  * the first listed on a tie; the wildcards (all types, application's) are safetensors.
  * Parameters other than q are ignored. An absent or empty Accept is safetensors. -1 if none
- * is acceptable.
+ * is acceptable. Raw f32 is offered only when @raw_ok: a model it cannot carry (frl's int32
+ * ranking, flora's I32 ranks) must let a lower-q type the client also takes win, not 406.
  */
-int rt__api_model_pick(const char *accept)
+int rt__api_model_pick(const char *accept, bool raw_ok)
 {
 	const char *p = accept;
 	int best = -1;
@@ -138,7 +158,8 @@ int rt__api_model_pick(const char *accept)
 				q = strtod(v + 2, NULL);
 		}
 		for (size_t i = 0; i < sizeof(offered) / sizeof(offered[0]); i++)
-			if (strlen(offered[i].type) == tlen && !strncasecmp(p, offered[i].type, tlen))
+			if (strlen(offered[i].type) == tlen && !strncasecmp(p, offered[i].type, tlen) &&
+			    (raw_ok || offered[i].fmt != RT_MODEL_RAW))
 				fmt = offered[i].fmt;
 		if (fmt < 0 && ((tlen == 3 && !strncmp(p, "*/*", 3)) ||
 				(tlen == 13 && !strncasecmp(p, "application/*", 13))))
@@ -152,7 +173,7 @@ int rt__api_model_pick(const char *accept)
 	return best;
 }
 
-bool rt__api_model_acceptable(struct rt_conn *c)
+bool rt__api_model_acceptable(struct rt_conn *c, const struct rt_job *j)
 {
 	if (c->req.accept_too_long) {
 		rt_conn_error(c, 406, "Accept is longer than the server reads (255 bytes): ask for "
@@ -160,8 +181,17 @@ bool rt__api_model_acceptable(struct rt_conn *c)
 			      "application/octet-stream", -1, NULL);
 		return false;
 	}
-	if (rt__api_model_pick(c->req.accept) >= 0)
+	if (rt__api_model_pick(c->req.accept, rt__api_model_raw_ok(j)) >= 0)
 		return true;
+	/* Only raw f32 was acceptable, and this job's model has int32 tensors: say so. */
+	if (!rt__api_frl_model_form(c, j, rt__api_model_pick(c->req.accept, true)))
+		return false;
+	if (rt__api_model_pick(c->req.accept, true) == RT_MODEL_RAW) {
+		rt_conn_error(c, 406, "this flora model holds I32 tensors (each pair's used rank, "
+			      "<name>.rank): raw f32 cannot carry them; ask for "
+			      "application/x-safetensors or application/x-npz", -1, NULL);
+		return false;
+	}
 	rt_conn_error(c, 406, "Accept: the model is served as application/x-safetensors (the "
 		      "default), application/x-npz (stored, one float32 .npy per tensor) or "
 		      "application/octet-stream (raw little-endian float32, tensors in schema "
@@ -177,7 +207,7 @@ bool rt__api_model_acceptable(struct rt_conn *c)
 struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *j,
 					const struct trib_blob *b, const char **ctype)
 {
-	int fmt = rt__api_model_pick(c->req.accept);
+	int fmt = rt__api_model_pick(c->req.accept, rt__api_model_raw_ok(j));
 	/* A flora model is its served tensors (rt_flora.h): with merge, the base only. */
 	uint64_t hlen = 0, data_len = rt_flora_model_elems(j) * sizeof(float), size;
 	size_t nt = j->flora && j->flora->merge ? j->flora->nbase : j->nschema;

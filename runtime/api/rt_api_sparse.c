@@ -29,12 +29,26 @@ static bool ends_with(const char *name, const char *sfx)
 	return n > k && !strcmp(name + n - k, sfx);
 }
 
-bool rt__api_st_sparse(const struct trib_st *st)
+/*
+ * A schema tensor's own name is dense whatever its suffix (split() says so too): a job of
+ * any rule may name a tensor "emb.values" or a flora pair's b "x.indices", and its updates
+ * must not be sent down the sparse path, which refuses every rule but a weighted mean. The
+ * schema is scanned only for suffixed names, and the first one that is not the schema's
+ * answers: at most one scan per suffixed schema tensor, plus one.
+ */
+bool rt__api_st_sparse(const struct rt_job *j, const struct trib_st *st)
 {
-	for (size_t i = 0; i < st->ntensors; i++)
-		if (ends_with(st->tensors[i].name, SFX_IDX) ||
-		    ends_with(st->tensors[i].name, SFX_VAL))
+	for (size_t i = 0; i < st->ntensors; i++) {
+		const char *name = st->tensors[i].name;
+		bool schema = false;
+
+		if (!ends_with(name, SFX_IDX) && !ends_with(name, SFX_VAL))
+			continue;
+		for (size_t k = 0; k < j->nschema && !schema; k++)
+			schema = !strcmp(j->schema[k].name, name);
+		if (!schema)
 			return true;
+	}
 	return false;
 }
 

@@ -112,7 +112,7 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doubl
 			       -1, NULL);
 		return -1;
 	}
-	if (rt__api_st_sparse(&st)) /* <name>.indices + <name>.values (rt_api_sparse.c) */
+	if (rt__api_st_sparse(j, &st)) /* <name>.indices + <name>.values (rt_api_sparse.c) */
 		return rt__api_sparse_fill(c, j, body, w, segs_off, &st, "safetensors");
 	return rt__api_st_fill(c, j, body, w, shm_arena_ptr(N(c)->arena, *segs_off), &st,
 			       "safetensors");

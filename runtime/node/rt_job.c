@@ -352,9 +352,14 @@ int rt__jobs_load(struct rt_node *n)
 			if (err)
 				why = "its algorithm parameters";
 			j->cpr = cj->clients_per_round; /* flora's slots */
-			/* After the algorithm (frl's header is I32), before flora's bind (which
-			 * writes the served model's own header: the rank I32). */
+			/* After the algorithm: frl's header is I32. */
 			err = err ? err : job_build_header(j);
+			/*
+			 * Then flora's, as at creation: rt_flora_bind() replaces the header (rank
+			 * I32, or the base only with merge). Built the other way round a restarted
+			 * flora job served its rank as F32 bits and, merged, a header naming the
+			 * stacks over a base-only body.
+			 */
 			if (!err && j->algo.flora && rt_flora_bind(j, params))
 				why = "its flora_pairs", err = -EINVAL;
 		}

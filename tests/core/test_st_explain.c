@@ -277,3 +277,26 @@ Test(core_st_explain, message_is_bounded_and_keeps_the_suggestion)
 	explain(e, N, s, N, true, msg, 20);
 	cr_assert_eq(strlen(msg), 19);
 }
+
+/* A message cut inside a multi-byte name (snprintf, "%.40s") is mended to valid UTF-8 in place:
+ * frl's refusals went through json_pack, which refused it, and a client's mistake was a 500. */
+Test(core_st_explain, mend_replaces_cut_and_invalid_utf8_bytes_only)
+{
+	char name[64], msg[128];
+
+	/* "x" then 'é' (2 bytes) x 30: "%.40s" ends inside the 20th 'é'. */
+	memset(name, 0, sizeof(name));
+	name[0] = 'x';
+	for (int i = 0; i < 30; i++)
+		memcpy(name + 1 + 2 * i, "\xc3\xa9", 2);
+	snprintf(msg, sizeof(msg), "tensor '%.40s' is missing", name);
+	cr_assert_eq((unsigned char)msg[8 + 39], 0xc3); /* the cut lead byte: 'x', 19 x 'é', it */
+	trib_st_mend(msg);
+	cr_assert_eq(msg[8 + 39], '?');
+	cr_assert_eq(memcmp(msg + 9, "\xc3\xa9", 2), 0, "whole characters stay");
+	cr_assert_str_eq(msg + 8 + 40, "' is missing");
+	/* Stray continuation bytes, overlongs and 5-byte leads go; ASCII and 4-byte sequences stay. */
+	snprintf(msg, sizeof(msg), "a\x80" "b\xc0\xaf" "c\xf8\x88" "d\xf0\x9f\x98\x80");
+	trib_st_mend(msg);
+	cr_assert_str_eq(msg, "a?b??c??d\xf0\x9f\x98\x80");
+}

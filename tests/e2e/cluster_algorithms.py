@@ -13,6 +13,7 @@ and started again (the nodes keep models, not optimiser state) and one more roun
 
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 """
+import io
 import json
 import os
 import shutil
@@ -129,19 +130,35 @@ def create(cl, admin, name, spec):
 
 
 def put_model(cl, job, one):
-    """PUT /model on n2 (safetensors), served as version 0 by every node; the reference too."""
+    """PUT /model on n1 (safetensors), then on n2 (npz, replacing it: no update yet), each served
+    as version 0 by every node; the reference too. The npz PUT was set on its node only."""
     tok, ref = job
     x0 = np.linspace(-2, 2, N).astype(np.float32)
     one.put('cput', x0)
-    body = st_encode({'w': x0})
-    st, b = cl.call(c.NODE_IP[2], 'PUT', '/v1/jobs/cput/model', body,
-                    {'Content-Type': 'application/x-safetensors'}, tok)
-    check(st == 200, 'PUT /model on a cluster node: %d %s' % (st, b[:300]))
+    for host, x, body, ctype in (
+            (c.NODE_IP[1], x0 - 1, st_encode({'w': x0 - 1}), 'application/x-safetensors'),
+            (c.NODE_IP[2], x0, npz_bytes({'w': x0}), 'application/x-npz')):
+        st, b = cl.call(host, 'PUT', '/v1/jobs/cput/model', body, {'Content-Type': ctype}, tok)
+        check(st == 200, 'PUT /model (%s) on a cluster node: %d %s' % (ctype, st, b[:300]))
+        for h in c.NODE_IP:
+            c.wait_for(lambda h=h: same_v0(cl, h, tok, x), 10,
+                       'the starting model (%s) on %s' % (ctype, h))
     for h in c.NODE_IP:
-        got = c.wait_for(lambda h=h: model_v0(cl, h, tok), 10, 'the starting model on ' + h)
+        got = model_v0(cl, h, tok)
         check(np.array_equal(got[0], x0), 'version 0 on %s is not the model PUT on n2' % h)
     ref.x = x0.astype(np.float64)
     log('  PUT /model on n2: every node serves it as version 0')
+
+
+def same_v0(cl, host, tok, x):
+    m = model_v0(cl, host, tok)
+    return m is not None and np.array_equal(m[0], x)
+
+
+def npz_bytes(arrays):
+    f = io.BytesIO()
+    np.savez(f, **arrays)
+    return f.getvalue()
 
 
 def model_v0(cl, host, tok):

@@ -250,6 +250,26 @@ def run():
         check(st == 406 and b'I32' in b, 'raw f32 of a model with I32: want 406, got %d %r' %
               (st, b[:200]))
         print('npz serves the same model (rank int32); raw f32 is 406')
+        # Raw f32 preferred, npz also taken: npz is served (a 406 only when nothing else is).
+        st, hd, nb = srv.request('GET', '/v1/jobs/lora/model', None,
+                                 {'Accept': 'application/octet-stream, application/x-npz;q=0.5'},
+                                 tok)
+        check(st == 200 and hd.get('content-type') == 'application/x-npz',
+              'raw preferred, npz taken: want 200 npz, got %d %r' % (st, nb[:200]))
+        # A PUT as npz is refused saying why (the generic 415 lists npz as taken).
+        st, _, b = srv.request('PUT', '/v1/jobs/lora/model', npz_body(base),
+                               {'Content-Type': 'application/x-npz'}, tok)
+        check(st == 415 and b'flora' in b and b'not application/x-npz' in b,
+              'PUT npz of a flora job: want 415 saying why, got %d %r' % (st, b[:200]))
+        # A pair whose a and b are named like sparse tensors: the job's own, dense (they were
+        # sent down the sparse path, which refuses flora).
+        tok3 = srv.create_job(spec('sfx', clients_per_round=1,
+                                   flora_pairs=[dict(PAIRS[0], a='l0.indices', b='l0.values')]
+                                   ))['token']
+        t = {'l0.indices': rng.normal(0, 1, (2, 12)).astype(np.float32),
+             'l0.values': rng.normal(0, 1, (16, 2)).astype(np.float32)}
+        post(srv, 'sfx', tok3, 0, t, 1)
+        print('flora adapters named l0.indices / l0.values are dense: 202')
 
         # Unweighted, merged into the base: the model is exactly the base tensors.
         tok2 = srv.create_job(spec('merged', weighted=False, flora_merge=True))['token']
@@ -282,6 +302,18 @@ def run():
                              np.concatenate([got[t['name']].ravel() for t in BASE])
                              .astype(np.float32)), 'raw f32 of the merged model')
         print('merged model: raw f32 is the base tensors')
+        # After a restart the job's header is flora's again (it was rebuilt as the whole
+        # schema in F32: a merged model's header named the stacks over a base-only body).
+        srv.restart()
+        _, _, buf = srv.get_model('merged', tok2)
+        hdr, again = st_decode_any(buf)
+        check(sorted(again) == sorted(t['name'] for t in BASE) and
+              all(np.array_equal(again[k], got[k]) for k in again), 'merged model after a '
+              'restart: %r' % sorted(hdr))
+        _, _, buf = srv.get_model('lora', tok)
+        hdr, again = st_decode_any(buf)
+        check(hdr['l0.rank']['dtype'] == 'I32', 'rank after a restart: %r' % hdr['l0.rank'])
+        print('after a restart: merged serves the base, stacked serves rank I32')
     disk_reboot(rng)
 
 

@@ -146,6 +146,15 @@ def model_forms(srv, job, tok, want, version):
                              {'Accept': 'application/octet-stream'}, tok)
     check(st == 406 and b'int32' in buf, 'raw f32 of an frl model: want 406, got %d %r' %
           (st, buf[:200]))
+    # Raw f32 preferred but npz (or anything) also taken: the int32 forms are served, not a 406
+    # (RFC 9110: the best acceptable form the server has).
+    for accept, ctype in (('application/octet-stream, application/x-npz;q=0.5', NPZ),
+                          ('application/octet-stream, */*;q=0.1', ST)):
+        st, hd, buf = srv.request('GET', '/v1/jobs/%s/model' % job, None, {'Accept': accept},
+                                  tok)
+        check(st == 200 and hd.get('content-type') == ctype,
+              'Accept %r of an frl model: want 200 %s, got %d %r' % (accept, ctype, st,
+                                                                      buf[:200]))
 
 
 def run():
@@ -264,6 +273,27 @@ def run():
         srv.create_job({'name': 'edge', 'clients_per_round': 858993, 'algorithm': 'frl',
                         'tensors': [{'name': 'big', 'shape': [5001], 'dtype': 'F32'}]})
         print('k(n-1) <= 2^32 - 1 at its edge is taken, one more client is a 400')
+        # A tensor of the job named like a sparse one is the job's own, dense: an frl ranking
+        # of it is taken (it went down the sparse path, refused for every rule but a mean).
+        vtok = srv.create_job({'name': 'frv', 'clients_per_round': 1, 'algorithm': 'frl',
+                               'tensors': [{'name': 'emb.values', 'shape': [4], 'dtype': 'F32'},
+                                           {'name': 'b.indices', 'shape': [3], 'dtype': 'F32'}]}
+                              )['token']
+        for body, ctype in ((st_i32({'emb.values': [3, 2, 1, 0], 'b.indices': [0, 2, 1]}), ST),
+                            (npz({'emb.values': np.array([3, 2, 1, 0], '<i8'),
+                                  'b.indices': np.array([0, 2, 1], '<i4')}), NPZ)):
+            srv.post_update('frv', vtok, 0 if ctype == ST else 1, body, ctype=ctype)
+        print('tensors named emb.values and b.indices are dense rankings: 202')
+        # A refusal naming a multi-byte tensor name cut by its message is a 422, not a 500 (the
+        # cut character made the JSON body unencodable).
+        nm = 'x' + '\u00e9' * 30
+        utok = srv.create_job({'name': 'fru', 'clients_per_round': 2, 'algorithm': 'frl',
+                               'tensors': [{'name': nm, 'shape': [4], 'dtype': 'F32'},
+                                           {'name': 'b', 'shape': [3], 'dtype': 'F32'}]})['token']
+        hostile(srv, 'fru', utok, 0, st_i32({'b': [0, 1, 2]}), 422, nm, None, 'utf-8 name cut')
+        hostile(srv, 'fru', utok, 0, st_i32({nm: [0, 1, 2, 3], 'b': [0, 1, 2]},
+                                            shapes={nm: [2, 2]}), 422, nm, None,
+                'utf-8 name cut, wrong shape')
     return ref
 
 

@@ -250,6 +250,13 @@ def hostile(srv, rng):
                 ['safetensors'], 'header ' + what)
     refused(srv, 'hostile', tok, struct.pack('<Q', 1 << 40) + good[8:], ST, 400,
             ['safetensors'], 'header length past the end')
+    # Deflated, a sparse tensor denser than one half inflates past the room the slot keeps (the
+    # model's float32 bytes): not malformed but too large, 413 saying what fits (it was a 400
+    # blaming the archive). Stored (np.savez) the same body is taken.
+    dense_idx = np.arange(900, dtype='<i8')
+    refused(srv, 'hostile', tok, body_of({'b': b}, {'w': (dense_idx, np.ones(900, '<f4'))}, NPZ,
+                                         deflate=True), NPZ, 413,
+            ['inflate', 'dense', 'np.savez'], 'deflated sparse tensor denser than 1/2')
     # Nothing was lost: two good sparse updates still make the round, exactly.
     srv.post_update('hostile', tok, 0, sp(ok_idx), 1, ST)
     srv.post_update('hostile', tok, 0, sp(np.array([0, 999], '<i4'), ok_val[:2]), 3, ST)
