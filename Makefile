@@ -8,7 +8,7 @@ TEST_BUILD ?= build-test
 # CI builds with -Werror; so does every `make test`.
 WERROR     ?= $(if $(CI),true,false)
 
-.PHONY: all deps deps-test build demo test bench example image-test clean
+.PHONY: all deps deps-test build demo test bench example example-secagg image-test clean
 
 all: build
 
@@ -39,8 +39,13 @@ bench: build
 	@./scripts/bench.sh $(BUILD)
 
 # Federated training of a PyTorch model on digits through Tributary (installs torch and sklearn).
+# ARGS go to train.py: `make example ARGS=--secagg` (or `make example-secagg`) runs it with
+# secure aggregation (SecAgg+); `make example ARGS="--seed 3 --mode native"`.
 example: build
-	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD)
+	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD) $(ARGS)
+
+example-secagg: build
+	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD) --secagg $(ARGS)
 
 # The image built with podman and run as the rendered manifests say (user, capabilities, seccomp,
 # read-only root, volumes): a controller and three nodes under simulate, one node killed. Not in
