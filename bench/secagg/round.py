@@ -18,9 +18,10 @@ gets them too, so that both pay the same authentication):
 Measured for each, over the round, from the first request (an advertise, or the first
 update) to the model:
   wall     seconds on the bench's clock;
-  client   seconds of it the bench itself spent computing as the clients (the secure clients'
-           X25519, Shamir, AEAD and mask expansion; encoding the plain bodies is done before
-           the clock starts): client-side crypto is not the server's time;
+  client   seconds of it (wall clock) the bench itself spent computing as the clients (the
+           secure clients' X25519, Shamir, AEAD and mask expansion; encoding the plain bodies
+           is done before the clock starts): client-side crypto is not the server's time, and
+           on a loaded machine it also waits for a core;
   server   CPU seconds of the server's process tree (the gateway and its functions: the sum
            over every thread of /proc/PID/task/TID/schedstat, bench/baselines/servers.py's
            cpu_s_fine), the target's measure;
@@ -30,7 +31,9 @@ The secure clients are simulated together, efficiently but with the real protoco
 pairwise mask is expanded once and added to one client's vector and subtracted from the
 other's (what the two clients would each compute), and the server must unmask to exactly the
 sum of the quantised inputs (checked against the model it stores, bit for bit in float32
-within one rounding).
+within one rounding). Where the secure round's server CPU went is printed per process of the
+tree (the gateway, each function), and with --perf a system-wide `perf record` of the secure
+round is reported for the server's processes only (perf report --pid).
 
 Then bench_secagg (the same build) gives the PRG expansion's GB/s against libsodium's bare
 ChaCha20 in this run. The issue's target: the SecAgg+ round's server CPU within 2x of plain
@@ -62,6 +65,24 @@ import servers  # noqa: E402
 import tributary_secagg as sa  # noqa: E402
 
 TARGET = 2.0
+
+
+def cpu_by_process(pid):
+    """{pid: (name, CPU seconds)} of the server's live process tree (schedstat, all threads)."""
+    out = {}
+    for p in servers.tree(pid):
+        try:
+            with open("/proc/%d/cmdline" % p, "rb") as f:
+                args = f.read().split(b"\0")
+            cpu = 0.0
+            for t in os.listdir("/proc/%d/task" % p):
+                with open("/proc/%d/task/%s/schedstat" % (p, t)) as f:
+                    cpu += int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError):
+            continue
+        out[p] = (" ".join(a.decode(errors="replace") for a in args[:1] + args[1:4] if a)
+                  [-60:], cpu)
+    return out
 
 
 def loadavg():
@@ -158,6 +179,12 @@ def secure_round(url, admin, n, p, x, cfg, drop):
     pks = [(sa.public_key(c).hex(), sa.public_key(s).hex()) for c, s in secrets]
     client_s = 0.0
     pid = SERVER.pid
+    perf = None
+    if PERF:
+        perf = subprocess.Popen(["perf", "record", "-a", "-F", "1999", "-q", "-o", PERF],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+    by0 = cpu_by_process(pid)
     c0, load0, t0 = servers.cpu_s_fine(pid), loadavg(), time.monotonic()
     # 1. advertise
     cl = [None] * n
@@ -174,9 +201,9 @@ def secure_round(url, admin, n, p, x, cfg, drop):
             raise RuntimeError("keys not ready after every client joined: %r" % o)
         keys[i] = {m["index"]: (bytes.fromhex(m["c_pk"]), bytes.fromhex(m["s_pk"]))
                    for m in o["neighbours"]}
-        c1 = time.process_time()
+        c1 = time.monotonic()
         cts = cl[i].share(keys[i])
-        client_s += time.process_time() - c1
+        client_s += time.monotonic() - c1
         conn.call("POST", base + "/shares", t,
                   {"shares": [{"to": v, "ct": ct.hex()} for v, ct in cts.items()]})
     # 3. masked input: the inbox opened by each client; each pairwise mask expanded once.
@@ -184,7 +211,7 @@ def secure_round(url, admin, n, p, x, cfg, drop):
     ys = [None] * n
     for i, t in enumerate(toks):
         o = conn.call("GET", base + "/shares", t)[1]
-        c1 = time.process_time()
+        c1 = time.monotonic()
         c = cl[i]
         for m in o["shares"]:
             v, ct = m["from"], bytes.fromhex(m["ct"])
@@ -192,8 +219,8 @@ def secure_round(url, admin, n, p, x, cfg, drop):
             pt = sa.open_(c._share_key(keys[i][v][0], v, c.u), ct[:12], ct[12:], head)
             c.held[v] = (pt[16:16 + sa.SHARE_BYTES], pt[16 + sa.SHARE_BYTES:])
         ys[i] = words + sa.prg_u32(sa.derive(c.b, "self", c.round, c.u, 0), 0, len(words))
-        client_s += time.process_time() - c1
-    c1 = time.process_time()
+        client_s += time.monotonic() - c1
+    c1 = time.monotonic()
     for i, c in enumerate(cl):
         for v, (_, s_pk) in keys[i].items():
             if c.u < v:
@@ -201,7 +228,7 @@ def secure_round(url, admin, n, p, x, cfg, drop):
                                len(words))
                 ys[i] += m
                 ys[by_index[v]] -= m
-    client_s += time.process_time() - c1
+    client_s += time.monotonic() - c1
     gone = set(range(n - int(round(drop * n)), n))
     for i, t in enumerate(toks):
         if i not in gone:
@@ -223,13 +250,19 @@ def secure_round(url, admin, n, p, x, cfg, drop):
                   {"reveals": [{"index": v, "share": s.hex()} for v, s in sh.items()]})
     model = wait_model(conn, admin, "secagg", 1)
     wall, cpu = time.monotonic() - t0, servers.cpu_s_fine(pid) - c0
+    by1 = cpu_by_process(pid)
+    if perf:
+        perf.send_signal(2)
+        perf.wait()
     conn.close()
     got = np.frombuffer(model, "<f4")
     want = sa.dequantise_mean(q.astype(np.float64) * (n - len(gone)), n - len(gone),
                               cfg["clip"], cfg["bits"])
     err = float(np.max(np.abs(got - want)))
+    procs = sorted(((by1[p][1] - by0.get(p, ("", 0.0))[1], p, by1[p][0]) for p in by1),
+                   reverse=True)
     return {"wall": wall, "client": client_s, "server": cpu, "load": (load0 + loadavg()) / 2,
-            "err": err, "ok": err <= 1e-6, "survivors": n - len(gone)}
+            "err": err, "ok": err <= 1e-6, "survivors": n - len(gone), "procs": procs}
 
 
 KERNEL_RE = re.compile(r"^(chacha20|prg_add)\s+([0-9.]+) GB/s", re.M)
@@ -244,10 +277,11 @@ def kernels(build):
 
 
 SERVER = None
+PERF = None
 
 
 def main():
-    global SERVER
+    global SERVER, PERF
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
     ap.add_argument("--clients", type=int, default=100)
@@ -260,7 +294,11 @@ def main():
     ap.add_argument("--mode", default="shm+bpf", help="the data plane (default shm+bpf)")
     ap.add_argument("--arena-mb", type=int, default=1024)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--perf", metavar="FILE",
+                    help="perf record -a the secure round into FILE and report the server's "
+                         "processes (root)")
     a = ap.parse_args()
+    PERF = a.perf
     cfg = {"threshold": a.threshold, "neighbours": a.neighbours, "clip": 1.0, "bits": a.bits}
     rng = np.random.default_rng(7)
     x = rng.uniform(-1, 1, a.params).astype(np.float32)
@@ -300,6 +338,22 @@ def main():
     if sec.get("survivors", a.clients) != a.clients:
         print("secagg: %d of %d clients sent their masked input (--drop %g)" %
               (sec["survivors"], a.clients, a.drop))
+    shown = sum(c for c, _, _ in sec["procs"])
+    print("secagg server CPU by process (%.3f s; the tree's total %.3f s also counts processes "
+          "that exited):" % (shown, sec["server"]))
+    for c, p, name in sec["procs"][:6]:
+        if c >= 0.001:
+            print("  %8.3f s  pid %d %s" % (c, p, name))
+    if PERF:
+        r = subprocess.run(["perf", "report", "-i", PERF, "--stdio", "--no-children",
+                            "--pid", ",".join(str(p) for _, p, _ in sec["procs"]),
+                            "--sort", "dso,sym", "--percentage",
+                            "relative", "--percent-limit", "3"],
+                           capture_output=True, text=True)
+        print("perf (the server's processes, % of their samples):")
+        for ln in r.stdout.splitlines():
+            if ln.strip() and not ln.startswith("#"):
+                print("  " + ln.strip())
     for ln in logtail:
         print("server log: " + ln.split("] ", 1)[-1])
     ratio = sec["server"] / plain["server"] if plain["server"] > 0 else float("inf")
