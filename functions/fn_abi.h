@@ -154,6 +154,7 @@ enum fn_algorithm {
 	FN_ALGO_FEDAVG = 1,
 	FN_ALGO_SCAFFOLD = 2, /* fn_scaffold.c: [x ; c], its own server step (no fn_opt stage) */
 	FN_ALGO_FRL = 3, /* fn_frl.c: uint32 votes in the accumulator's cells; the runtime sorts */
+	FN_ALGO_SECAGG = 4, /* fn_secagg.c: masked u32 words summed mod 2^32; the runtime unmasks */
 	FN_ALGO_END, /* one past the last value; never sent */
 };
 

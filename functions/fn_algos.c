@@ -50,14 +50,22 @@ static bool want_fedbuff(const struct fn_config *cfg, const struct fn_params *pa
 static bool want_opt(const struct fn_config *cfg, const struct fn_params *par)
 {
 	return finishes(cfg) && par->model_off && cfg->algorithm != FN_ALGO_SCAFFOLD &&
-	       cfg->algorithm != FN_ALGO_FRL; /* votes are not a mean to step by */
+	       cfg->algorithm != FN_ALGO_FRL && /* votes are not a mean to step by */
+	       cfg->algorithm != FN_ALGO_SECAGG; /* nor is a masked sum */
 }
 
 /* A shard computes an exact robust rule (named in its task) over every update of the round. */
 static bool want_robust(const struct fn_config *cfg, const struct fn_params *par)
 {
 	(void)par;
-	return cfg->role == FN_ROLE_SHARD;
+	return cfg->role == FN_ROLE_SHARD && cfg->algorithm != FN_ALGO_SECAGG;
+}
+
+/* A secure job's shard expands a range of the unmasking's mask streams (struct fn_secagg_task). */
+static bool want_unmask(const struct fn_config *cfg, const struct fn_params *par)
+{
+	(void)par;
+	return cfg->role == FN_ROLE_SHARD && cfg->algorithm == FN_ALGO_SECAGG;
 }
 
 /*
@@ -90,11 +98,13 @@ static const struct fn_algo_row {
 	{ FN_ALGO_FEDAVG, &fn_fedavg_ops, PLACE_BASE, NULL },
 	{ FN_ALGO_SCAFFOLD, &fn_scaffold_ops, PLACE_BASE, NULL },
 	{ FN_ALGO_FRL, &fn_frl_ops, PLACE_BASE, NULL },
+	{ FN_ALGO_SECAGG, &fn_secagg_ops, PLACE_BASE, NULL },
 	{ 0, &fn_dp_ops, PLACE_BEFORE, want_dp },
 	{ 0, &fn_clip_ops, PLACE_AFTER, want_clip },
 	{ 0, &fn_fedbuff_ops, PLACE_AFTER, want_fedbuff },
 	{ 0, &fn_opt_ops, PLACE_AFTER, want_opt },
 	{ 0, &fn_robust_ops, PLACE_INSTEAD, want_robust },
+	{ 0, &fn_secagg_unmask_ops, PLACE_INSTEAD, want_unmask },
 };
 
 #define NROWS (sizeof(rows) / sizeof(rows[0]))

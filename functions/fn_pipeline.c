@@ -97,7 +97,7 @@ static uint64_t dtype_size(uint32_t dtype)
 {
 	switch (dtype) {
 	case SHM_DTYPE_F32:
-	case SHM_DTYPE_I32: /* FRL's rankings; only fn_frl.c folds them */
+	case SHM_DTYPE_I32: /* FRL's rankings, masked words; only fn_frl.c, fn_secagg.c fold them */
 		return 4;
 	case SHM_DTYPE_F16:
 	case SHM_DTYPE_BF16:

@@ -4,7 +4,10 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <string.h>
 
+#include "fn_abi.h"
+#include "fn_algo.h"
 #include "trib_secagg_crypto.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -108,3 +111,111 @@ int fn_secagg_expand(uint32_t *acc, uint64_t first, size_t n,
 	}
 	return 0;
 }
+
+/*
+ * The base row of a secure job (FN_ALGO_SECAGG). An update is one client's masked vector: dim + 1
+ * little-endian u32 words (its n_u * q(x_u) then n_u, each plus its masks), one segment labelled
+ * I32 (the arena has no U32 label; the bits are what count). A partial's cells are sums of such
+ * vectors (fn_main.c labels every partial F32). Both add cell by cell mod 2^32, so the top's sum
+ * is the same bits whatever the tree. No weights (n_u is a coordinate, masked like the rest) and
+ * no finish: the top hands off the masked sum as it is (FN_CFG_SUM's meaning: no division), and
+ * only the runtime, with the reveals, can take the masks off.
+ */
+static int sa_weigh(void *state, const struct fn_algo_ctx *ctx, struct fn_input *in)
+{
+	(void)state;
+	(void)ctx;
+	if (in->kind == SHM_DESC_UPDATE) {
+		in->weight = 1.0;
+		in->share = 1.0;
+	}
+	return 0;
+}
+
+static int sa_fold(void *state, const struct fn_algo_ctx *ctx, const struct fn_input *in)
+{
+	uint32_t *acc = (uint32_t *)(void *)ctx->acc;
+
+	(void)state;
+	for (uint32_t i = 0; i < in->nsegs; i++) {
+		const struct shm_seg *s = &in->segs[i];
+
+		/*
+		 * Bounds were checked by fn_input_from_desc(). A 4-byte label either way: updates
+		 * land as I32, partials (and tcp's flat payloads) are labelled F32 by fn_main.c.
+		 */
+		if (s->dtype != SHM_DTYPE_I32 && s->dtype != SHM_DTYPE_F32)
+			return -EINVAL;
+		fn_fold_u32(acc + s->dst_elem, (const uint32_t *)(const void *)(in->base + s->src_off),
+			    (size_t)s->n_elem);
+	}
+	return 0;
+}
+
+const struct fn_algo_ops fn_secagg_ops = {
+	.name = "secagg",
+	.state_size = 0,
+	.weigh = sa_weigh,
+	.fold = sa_fold,
+};
+
+/*
+ * A shard of an unmasking (struct fn_secagg_task): its range of the correction, written whole.
+ * The task is the runtime's but is checked like any input: a bad one fails the shard, it never
+ * reads or writes outside the arena.
+ */
+int fn_secagg_pair_key(const struct fn_secagg_pair *p, uint64_t round, struct fn_secagg_stream *out)
+{
+	uint8_t shared[32];
+	int err;
+
+	if (p->lo >= p->hi || (p->sign != 1 && p->sign != -1))
+		return -EINVAL;
+	err = trib_sa_agree(shared, p->sk, p->pk);
+	if (!err)
+		err = trib_sa_derive(out->key, shared, 32, "mask", round, p->lo, p->hi);
+	explicit_bzero(shared, sizeof(shared));
+	out->sign = p->sign;
+	return err ? -EINVAL : 0;
+}
+
+static int sa_shard(void *state, const struct fn_algo_ctx *ctx)
+{
+	const struct fn_secagg_task *t;
+	const struct fn_secagg_pair *pairs;
+	struct fn_secagg_stream one;
+	uint32_t *acc = (uint32_t *)(void *)ctx->acc;
+	uint64_t first, n;
+	int err;
+
+	(void)state;
+	if (ctx->par->state_off % 8 || !fn_ctx_range_ok(ctx, ctx->par->state_off, sizeof(*t)))
+		return -EINVAL;
+	t = (const struct fn_secagg_task *)(const void *)(ctx->base + ctx->par->state_off);
+	if (t->version != FN_ABI_VERSION || t->words != ctx->cfg->n_elem || t->streams_off % 4 ||
+	    t->pairs_off % 4 ||
+	    !fn_ctx_range_ok(ctx, t->streams_off, (uint64_t)t->count * sizeof(struct fn_secagg_stream)) ||
+	    !fn_ctx_range_ok(ctx, t->pairs_off, (uint64_t)t->npairs * sizeof(*pairs)) ||
+	    fn_secagg_range(t->words, t->parts, ctx->cfg->index, &first, &n))
+		return -EINVAL;
+	memset(acc + first, 0, (size_t)n * sizeof(*acc));
+	err = fn_secagg_expand(acc + first, first, (size_t)n,
+			       (const struct fn_secagg_stream *)(const void *)(ctx->base +
+										t->streams_off),
+			       t->count);
+	pairs = (const struct fn_secagg_pair *)(const void *)(ctx->base + t->pairs_off);
+	/* Each shard derives every pair's key for its own range: the agreements run in parallel. */
+	for (uint32_t i = 0; !err && i < t->npairs; i++) {
+		err = fn_secagg_pair_key(&pairs[i], t->round, &one);
+		if (!err)
+			err = fn_secagg_expand(acc + first, first, (size_t)n, &one, 1);
+	}
+	explicit_bzero(&one, sizeof(one));
+	return err;
+}
+
+const struct fn_algo_ops fn_secagg_unmask_ops = {
+	.name = "secagg_unmask",
+	.state_size = 0,
+	.shard = sa_shard,
+};

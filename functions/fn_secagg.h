@@ -52,4 +52,47 @@ struct fn_secagg_stream {
 int fn_secagg_expand(uint32_t *acc, uint64_t first, size_t n,
 		     const struct fn_secagg_stream *streams, size_t count);
 
+/*
+ * A dropped client's pairwise mask with one surviving neighbour, as an unmasking gets it: the
+ * rebuilt secret key of the dropped client, the neighbour's advertised public key, the pair
+ * (lo < hi) the key is derived for, and the sign. The stream key is
+ * trib_sa_derive(trib_sa_agree(sk, pk), "mask", round, lo, hi): the X25519 agreement, the costly
+ * part, is the function's (fn_secagg_pair_key), not the server thread's.
+ */
+struct fn_secagg_pair {
+	uint8_t sk[32];
+	uint8_t pk[32];
+	uint32_t lo, hi;
+	int32_t sign;
+};
+_Static_assert(sizeof(struct fn_secagg_pair) == 76, "fn_secagg_pair is ABI");
+
+/* The stream of @p for @round: 0, or -EINVAL (a low-order key, lo >= hi, a sign not +-1). */
+int fn_secagg_pair_key(const struct fn_secagg_pair *p, uint64_t round, struct fn_secagg_stream *out);
+
+/*
+ * An unmasking's task, in an arena slot the runtime owns (a shard of a secure job gets its
+ * offset as fn_params.state_off; FN_ROLE_SHARD with FN_ALGO_SECAGG). Shard i of `parts` writes
+ * coordinates fn_secagg_range(words, parts, i) of its output (the config's accumulator, shared
+ * by the shards) with sum_j sign_j * PRG(key_j) over the `count` streams at streams_off (struct
+ * fn_secagg_stream, 36 bytes each) and the `npairs` pairwise streams at pairs_off (struct
+ * fn_secagg_pair, each shard deriving their keys): the correction the runtime adds to the
+ * masked sum. A shard writes its range whole (zeroes it first), so one started again after a
+ * kill -9 gives the same bits. Keys and secret keys are the round's: the runtime wipes the slot
+ * when the round ends.
+ */
+struct fn_secagg_task {
+	uint16_t version;    /* FN_ABI_VERSION */
+	uint16_t reserved0;  /* zero */
+	uint32_t parts;      /* shards over the coordinates */
+	uint32_t count;      /* streams */
+	uint32_t npairs;     /* pairwise streams to derive */
+	uint64_t words;      /* coordinates: the config's n_elem (the model's + the weight) */
+	uint64_t streams_off; /* arena offset of the streams, 4-byte aligned */
+	uint64_t pairs_off;  /* arena offset of the pairs, 4-byte aligned */
+	uint64_t round;      /* the round the pairwise keys are derived for */
+};
+_Static_assert(sizeof(struct fn_secagg_task) == 48, "fn_secagg_task is ABI");
+_Static_assert(sizeof(struct fn_secagg_stream) == 36, "fn_secagg_stream is ABI");
+
 #endif

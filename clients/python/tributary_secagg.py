@@ -38,10 +38,13 @@ def public_key(sk: bytes) -> bytes:
         _RAW, serialization.PublicFormat.Raw)
 
 
-def agree(sk: bytes, peer_pk: bytes) -> bytes:
-    """The raw X25519 shared secret; ValueError for an all-zero result (a low-order peer key)."""
-    return X25519PrivateKey.from_private_bytes(sk).exchange(
-        X25519PublicKey.from_public_bytes(peer_pk))
+def agree(sk, peer_pk: bytes) -> bytes:
+    """The raw X25519 shared secret; ValueError for an all-zero result (a low-order peer key).
+    sk: the 32 secret bytes, or an X25519PrivateKey made from them (loading one costs more
+    than the exchange: a client with many neighbours loads its keys once)."""
+    if not isinstance(sk, X25519PrivateKey):
+        sk = X25519PrivateKey.from_private_bytes(sk)
+    return sk.exchange(X25519PublicKey.from_public_bytes(peer_pk))
 
 
 def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
@@ -231,8 +234,16 @@ class SecAggClient:
     def advertise(self):
         return public_key(self.c_sk), public_key(self.s_sk)
 
+    def _loaded(self, which):
+        """The loaded key object of self.c_sk or self.s_sk (reloaded if the bytes change)."""
+        sk = getattr(self, which)
+        cache = self.__dict__.setdefault("_keys", {})
+        if cache.get(which, (None,))[0] != sk:
+            cache[which] = (sk, X25519PrivateKey.from_private_bytes(sk))
+        return cache[which][1]
+
     def _share_key(self, peer_c_pk, frm, to):
-        return derive(agree(self.c_sk, peer_c_pk), "share", self.round, frm, to)
+        return derive(agree(self._loaded("c_sk"), peer_c_pk), "share", self.round, frm, to)
 
     def share(self, neighbours):
         """neighbours: {v: (c_pk, s_pk)}. Returns {v: ciphertext (CT_BYTES)}."""
@@ -264,7 +275,8 @@ class SecAggClient:
                 raise ValueError(f"share from {v}: addressed to another client or round")
             self.held[v] = (pt[16:16 + SHARE_BYTES], pt[16 + SHARE_BYTES:])
             lo, hi = min(self.u, v), max(self.u, v)
-            m = prg_u32(derive(agree(self.s_sk, s_pk), "mask", self.round, lo, hi), 0, n)
+            m = prg_u32(derive(agree(self._loaded("s_sk"), s_pk), "mask", self.round, lo, hi),
+                        0, n)
             if self.u < v:
                 y += m
             else:

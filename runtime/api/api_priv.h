@@ -160,6 +160,8 @@ int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *ms
  * algorithm, clients_per_round, client_auth and the schema are parsed; and its status. */
 int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap);
 void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o);
+/* Each tick: secure rounds' stages end at their deadlines even if no request comes. */
+void rt__api_secagg_tick(struct rt_node *n);
 /* /v1/jobs/{job}/secagg/..., and a secagg job's /updates (@slash: from "/secagg" or "/updates"). */
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m);

@@ -425,6 +425,7 @@ void rt_api_tick(struct rt_api *api)
 	struct rt_conn **pp = &api->waiters;
 
 	rt__api_wal_tick(api, now);
+	rt__api_secagg_tick(api->node);
 	while (*pp) {
 		struct rt_conn *c = *pp;
 

@@ -3,10 +3,12 @@
  * Secure aggregation's API (issue 19): the job field "secagg" and its status. The protocol and
  * its server state machine are runtime/node/rt_secagg.h; here each stage is a route, a client is
  * named by its client token, and each stage ends when every client still in has answered or at
- * its deadline (round_timeout_s), checked whenever a client or the status asks (no timer: a round
- * nobody asks about waits, and its clients are the ones that ask). Keys, ciphertexts and shares
- * travel as lowercase hex in JSON; the masked input as raw little-endian u32 words. The round is
- * held in memory only (its masked sum, never a client's unmasked input).
+ * its deadline (round_timeout_s), whichever comes first: the API's tick (every RT_LOOP_TICK_MS)
+ * ends stages that are due even when no request comes. Keys, ciphertexts and shares travel as
+ * lowercase hex in JSON; the masked input as raw little-endian u32 words, received into an arena
+ * slot and folded by the job's function tree (FN_ALGO_SECAGG); the node hands the tree's masked
+ * sum to the round for the unmask stage. The round's keys and shares are held in memory only (a
+ * restart loses a round in progress: its clients see 410 and start the next one).
  */
 #include <errno.h>
 #include <math.h>
@@ -15,8 +17,10 @@
 #include <sys/random.h>
 
 #include "api_priv.h"
+#include "fn_secagg.h"
 #include "rt_api.h"
 #include "rt_secagg.h"
+#include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
@@ -140,6 +144,39 @@ static uint64_t stage_ns(const struct rt_job *j)
 }
 
 /*
+ * Before the unmask stage ends its masked sum must be in: the job's function tree folded the
+ * inputs of U3 (rt_job_secagg_close ended its round) and its top handed the sum to the node.
+ * 0 when the round can end the stage (the sum handed to @L->r, or the round failed), 1 to wait.
+ * Past the deadline without a sum the round fails: nothing is unmasked.
+ */
+static int sa_take_sum(struct rt_job *j, struct rt_sa_live *L, bool due)
+{
+	const uint32_t *sum;
+	uint32_t count = 0, want = rt_secagg_inputs(L->r);
+
+	if (L->have_sum)
+		return 0;
+	sum = rt_job_secagg_sum(j, L->round, &count);
+	if (!sum && want && !due)
+		return 1;
+	if (!want) {
+		L->have_sum = true; /* end_unmask fails it below the threshold: no sum needed */
+		return 0;
+	}
+	if (!sum || count != want || rt_secagg_set_sum(L->r, sum, (size_t)j->n_elem + 1)) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "unmask: the function tree's masked sum %s (%u of %u "
+			 "inputs)", sum ? "does not hold the round's inputs" :
+			 "did not arrive before the deadline", count, want);
+		rt_secagg_fail(L->r, why);
+		return 0;
+	}
+	L->have_sum = true;
+	return 0;
+}
+
+/*
  * Ends every stage that is complete or past its deadline; a round DONE becomes the job's next
  * model, a round FAILED says why in the job's status. Either way the round is dropped (its
  * secrets wiped): the next advertise starts a new one.
@@ -153,12 +190,65 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 	if (!L)
 		return;
 	for (;;) {
+		const struct fn_secagg_stream *streams;
+		const struct fn_secagg_pair *pairs;
+		size_t ns, np = 0;
+		bool due;
+		uint64_t t0;
+
 		st = rt_secagg_stage(L->r);
 		if (st == RT_SECAGG_DONE || st == RT_SECAGG_FAILED)
 			break;
-		if (!rt_secagg_stage_complete(L->r) && now < L->deadline_ns)
+		due = now >= L->deadline_ns;
+		if (st == RT_SECAGG_UNMASK && rt_secagg_streams(L->r, &streams, &pairs, &np)) {
+			/* The shards expand the masks; their correction, or the deadline. */
+			const uint32_t *corr = rt_job_secagg_correction(n, j, L->round);
+
+			if (!corr && !due)
+				return;
+			t0 = trib_now_ns();
+			if (corr)
+				rt_secagg_correct(L->r, corr, (size_t)j->n_elem + 1);
+			else
+				rt_secagg_fail(L->r, "unmask: the functions expanding the masks did not "
+					       "finish before the deadline");
+			L->unmask_ns += trib_now_ns() - t0;
+			L->expand_ns = trib_now_ns() - L->expand_ns;
+			continue;
+		}
+		if (!rt_secagg_stage_complete(L->r) && !due)
 			return;
+		if (st == RT_SECAGG_UNMASK && sa_take_sum(j, L, due))
+			return; /* the tree's sum is not here yet: the tick calls again */
+		t0 = trib_now_ns();
 		rt_secagg_end_stage(L->r);
+		if (st == RT_SECAGG_MASKED)
+			rt_job_secagg_close(n, j); /* U3 is fixed: the tree folds what it has */
+		ns = st == RT_SECAGG_UNMASK ? rt_secagg_streams(L->r, &streams, &pairs, &np) : 0;
+		if (st == RT_SECAGG_UNMASK)
+			L->unmask_ns += trib_now_ns() - t0; /* the rebuilds and the streams' keys */
+		if (ns) {
+			uint64_t t1 = trib_now_ns();
+			int err = rt_job_secagg_unmask_start(n, j, L->round, streams, ns, pairs, np);
+
+			L->start_ns = trib_now_ns() - t1; /* the task, the shards' configs or spawns */
+			L->nstreams = (uint32_t)(ns + np);
+			if (err == -EOPNOTSUPP) {
+				/* tcp: shards have no shared output; said once per round. */
+				trib_info("job %s round %u: tcp data plane: the masks are expanded on "
+					  "the server thread", j->name, L->round);
+				rt_secagg_correct(L->r, NULL, (size_t)j->n_elem + 1);
+				L->unmask_ns += trib_now_ns() - t1;
+			} else if (err) {
+				char why[160];
+
+				snprintf(why, sizeof(why), "unmask: starting the functions that expand "
+					 "the masks: %s", strerror(-err));
+				rt_secagg_fail(L->r, why);
+			} else {
+				L->expand_ns = trib_now_ns();
+			}
+		}
 		L->deadline_ns = now + stage_ns(j);
 	}
 	if (st == RT_SECAGG_DONE) {
@@ -167,6 +257,8 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 		uint32_t w = 0;
 		int err = out ? rt_secagg_result(L->r, &sum, &w, out) : -ENOMEM;
 
+		/* The kept tree round goes first: the commit wants no round in flight. */
+		rt_job_secagg_release(n, j);
 		if (!err)
 			err = rt_job_secagg_commit(n, j, out, rt_secagg_inputs(L->r), w, L->opened_ns);
 		trib_free(out);
@@ -178,14 +270,33 @@ static void sa_step(struct rt_node *n, struct rt_job *j)
 				  strerror(-err));
 		} else {
 			j->sa_failed[0] = '\0';
+			trib_info("job %s round %u: secure round of %u inputs in %.3f s; unmasking: "
+				  "%.3f ms on the server thread (rebuilds, self-mask keys, the "
+				  "correction added) + %.3f ms starting the shards; %.3f ms from "
+				  "their start to the correction (%u streams expanded)", j->name, L->round,
+				  rt_secagg_inputs(L->r),
+				  (double)(trib_now_ns() - L->opened_ns) / 1e9,
+				  (double)L->unmask_ns / 1e6, (double)L->start_ns / 1e6,
+				  (double)L->expand_ns / 1e6, L->nstreams);
 		}
 	} else {
 		snprintf(j->sa_failed, sizeof(j->sa_failed), "%s", rt_secagg_why(L->r));
 		j->sa_failed_round = L->round;
 		trib_info("job %s round %u: secure round failed: %s", j->name, L->round,
 			  j->sa_failed);
+		/* A tree round still folding is discarded when its sum comes (nothing unmasked). */
+		rt_job_secagg_close(n, j);
 	}
 	rt_job_secagg_drop(j);
+	rt_job_secagg_release(n, j);
+}
+
+/* Every secure round in progress of the node: its stages end at their deadlines, requests or not. */
+void rt__api_secagg_tick(struct rt_node *n)
+{
+	for (struct rt_job *j = n->jobs; j; j = j->next)
+		if (j->sa_live)
+			sa_step(n, j);
 }
 
 void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o)
@@ -315,6 +426,7 @@ static int sa_open(struct rt_job *j)
 	cfg.clip = j->secagg.clip;
 	cfg.dim = (uint32_t)j->n_elem;
 	cfg.round = j->round;
+	cfg.external_expand = true; /* the job's functions expand the masks */
 	if (getrandom(cfg.graph_seed, sizeof(cfg.graph_seed), 0) != sizeof(cfg.graph_seed)) {
 		trib_free(L);
 		return -EIO;
@@ -367,6 +479,11 @@ static void on_keys_body(struct rt_conn *c)
 	sa_step(N(c), j);
 	if (!j->sa_live && rt_job_state(j) != RT_JOB_OPEN) {
 		rt_conn_error(c, 409, "the job is not open (paused or done)", -1, NULL);
+		return;
+	}
+	if (!j->sa_live && rt_job_secagg_busy(j)) {
+		rt_conn_error(c, 409, "the last secure round's function tree is still folding; "
+			      "retry in a moment", -1, "Retry-After: 1\r\n");
 		return;
 	}
 	if (!j->sa_live && (err = sa_open(j))) {
@@ -460,46 +577,55 @@ static void on_shares_body(struct rt_conn *c)
 	rt__api_respond_json(c, 200, json_pack("{s:I}", "accepted", (json_int_t)cnt), NULL);
 }
 
-/* POST .../secagg/input: dim + 1 little-endian u32 words (the masked n_u * q(x) and n_u). */
+/*
+ * POST .../secagg/input: dim + 1 little-endian u32 words (the masked n_u * q(x) and n_u), read
+ * straight into an arena slot (one copy: the receive) and handed to the job's function tree
+ * like any update; its segment table follows the body in the slot. The words are taken as the
+ * host's u32, so this assumes a little-endian host (x86-64, arm64).
+ */
 static void on_input_body(struct rt_conn *c)
 {
+	struct rt_node *n = N(c);
 	struct rt_job *j = R(c)->job;
-	uint32_t u = sa_index(j, R(c)->client);
-	size_t words = c->body_len / 4;
-	uint32_t *y;
+	uint32_t u = sa_index(j, R(c)->client), seq = 0; /* the tree's; the client needs none */
+	uint64_t segs_off = R(c)->slot_off + ((c->body_len + 63) & ~63ull);
+	struct shm_seg *seg = shm_arena_ptr(n->arena, segs_off);
 	int err;
 
-	sa_step(N(c), j);
+	sa_step(n, j);
 	if (u == UINT32_MAX || sa_index(j, R(c)->client) != u) {
 		sa_gone(c, j);
 		return;
 	}
-	if (c->body_len != (j->n_elem + 1) * 4) {
-		rt_conn_error(c, 400, "masked input: (params + 1) little-endian u32 words", -1,
-			      NULL);
-		return;
-	}
-	y = trib_malloc(c->body_len);
-	if (!y) {
-		rt_conn_error(c, 500, "out of memory", -1, NULL);
-		return;
-	}
-	for (size_t i = 0; i < words; i++) {
-		const uint8_t *p = c->body_heap + 4 * i;
-
-		y[i] = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-		       (uint32_t)p[3] << 24;
-	}
-	err = rt_secagg_masked(j->sa_live->r, u, y, words);
-	/* Masked, but still the client's: gone as soon as it is folded. */
-	explicit_bzero(y, c->body_len);
-	explicit_bzero(c->body_heap, c->body_len);
-	trib_free(y);
+	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
 	if (err) {
 		sa_refuse(c, j, err);
 		return;
 	}
-	sa_step(N(c), j);
+	memset(seg, 0, sizeof(*seg));
+	seg->src_off = R(c)->slot_off;
+	seg->n_elem = j->n_elem + 1;
+	seg->dtype = SHM_DTYPE_I32; /* u32 words: only FN_ALGO_SECAGG folds this job's inputs */
+	seg->scale = 1.0f;
+	err = rt_job_secagg_accept(n, j, R(c)->slot_off, segs_off, &seq);
+	if (err == -ENOSPC) {
+		rt_job_relieve(n, j);
+		rt_conn_error(c, 503, "aggregation memory is full; retry shortly", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	if (err) {
+		trib_error("job %s round %u: a masked input into the function tree: %s", j->name,
+			   j->sa_live->round, strerror(-err));
+		rt_conn_error(c, 503, "the round's aggregation tree failed; see the server log", -1,
+			      "Retry-After: 5\r\n");
+		return;
+	}
+	/* The slot is the tree's now (freed once its leaf's partial exists). */
+	R(c)->slot_off = UINT64_MAX;
+	(void)rt_secagg_masked_enter(j->sa_live->r, u, true);
+	n->m.bytes_received += c->body_len;
+	sa_step(n, j);
 	rt__api_respond_json(c, 200, json_pack("{s:b}", "accepted", 1), NULL);
 }
 
@@ -642,6 +768,44 @@ static void sa_get(struct rt_conn *c, struct rt_job *j, const char *what)
 	rt__api_respond_json(c, 200, o, NULL);
 }
 
+/* The input's head: the caller may send now, the length is exact, and its arena slot exists. */
+static void sa_input_head(struct rt_conn *c, struct rt_job *j)
+{
+	struct rt_node *n = N(c);
+	uint32_t u = sa_index(j, R(c)->client);
+	uint64_t len = (j->n_elem + 1) * 4;
+	char msg[200];
+	int err;
+
+	if (u == UINT32_MAX) {
+		sa_gone(c, j);
+		return;
+	}
+	/* Refused before the body: no slot for a client that may not send. */
+	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
+	if (err) {
+		sa_refuse(c, j, err);
+		return;
+	}
+	if (c->req.content_length != len) {
+		snprintf(msg, sizeof(msg), "masked input: %llu bytes; this job takes (params + 1) "
+			 "little-endian u32 words = %llu bytes", (unsigned long long)
+			 c->req.content_length, (unsigned long long)len);
+		rt_conn_error(c, 400, msg, -1, NULL);
+		return;
+	}
+	R(c)->slot_len = ((len + 63) & ~63ull) + sizeof(struct shm_seg);
+	err = shm_slot_alloc(n->arena, R(c)->slot_len, &R(c)->slot_off);
+	if (err) {
+		R(c)->slot_off = UINT64_MAX;
+		rt_job_relieve(n, j);
+		rt_conn_error(c, 503, "aggregation memory is full; retry shortly", -1,
+			      "Retry-After: 1\r\n");
+		return;
+	}
+	rt_conn_read_body(c, shm_arena_ptr(n->arena, R(c)->slot_off), len, on_input_body);
+}
+
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m)
 {
@@ -701,11 +865,15 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		rt_conn_error(c, 413, "larger than this stage takes", -1, NULL);
 		return;
 	}
+	R(c)->job = j;
+	if (posts[i].on_body == on_input_body) {
+		sa_input_head(c, j);
+		return;
+	}
 	c->body_heap = trib_malloc(c->req.content_length + 1);
 	if (!c->body_heap) {
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return;
 	}
-	R(c)->job = j;
 	rt_conn_read_body(c, c->body_heap, c->req.content_length, posts[i].on_body);
 }

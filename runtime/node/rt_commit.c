@@ -187,6 +187,11 @@ void rt__job_complete_rounds(struct rt_node *n, struct rt_job *j)
 		rt__job_drop_rounds(n, j);
 		return;
 	}
+	if (j->secagg.on) {
+		/* A masked sum: the secure round unmasks it (rt_api_secagg.c), no model here. */
+		rt__secagg_take_sum(n, j);
+		return;
+	}
 	if (n->clustered) {
 		/* The node's sum goes to the round's top; the model comes from the controller. */
 		for (struct rt_round *r = j->inflight; r; r = r->next)

@@ -159,6 +159,11 @@ struct rt_sa_live {
 	uint32_t n;                           /* clients indexed so far */
 	uint32_t round;                       /* the job's round it makes */
 	uint64_t opened_ns, deadline_ns;      /* the current stage ends at deadline_ns */
+	uint64_t unmask_ns;                   /* the unmask stage's end on the server thread */
+	uint64_t expand_ns;                   /* the shards' expansion, start to correction */
+	uint64_t start_ns;                    /* starting the shards (on the server thread) */
+	uint32_t nstreams;                    /* mask streams the unmasking expanded */
+	bool have_sum;                        /* the tree's masked sum is in r */
 };
 
 struct rt_job {
@@ -176,6 +181,8 @@ struct rt_job {
 	struct rt_algo algo;      /* algorithm and parameters */
 	struct rt_secagg_spec secagg; /* "secagg" (fedavg on one node, client_auth required) */
 	struct rt_sa_live *sa_live;   /* the secure round in progress, or NULL (rt_api_secagg.c) */
+	uint32_t *sa_sum;             /* the tree's masked sum of round sa_sum_round (owned), or NULL */
+	uint32_t sa_sum_round, sa_sum_count; /* its round and the inputs the tree folded */
 	char sa_failed[192];          /* why the last secure round failed ("" none) */
 	uint32_t sa_failed_round;
 	struct rt_fedau *fedau;   /* fedau: its clients' interval estimates (owned, rt_fedau.c) */
@@ -555,6 +562,45 @@ int rt_job_set_initial_remote(struct rt_node *n, struct rt_job *job, const float
  */
 /* Frees @j's secure round in progress (its secrets wiped by rt_secagg_free), if any. */
 void rt_job_secagg_drop(struct rt_job *j);
+/*
+ * A secure round's masked inputs go through the job's function tree like any update (the tree's
+ * functions fold them with FN_ALGO_SECAGG; rt_tree.c sizes its cells with the weight word):
+ *   rt_job_secagg_accept  the masked body of one client, landed in the arena slot @slot_off with
+ *                         its one-segment table at @segs_off (dim + 1 words, I32), joins the
+ *                         job's open tree round (opened by the first). The slot is the tree's on
+ *                         0; errors as rt_job_accept.
+ *   rt_job_secagg_close   the masked stage is over: the tree round takes no more inputs and
+ *                         folds what it has (nothing to do if no input came).
+ *   rt_job_secagg_sum     the tree's masked sum of @round (rt__tree_elems words) once its top
+ *                         handed it off, with the inputs folded in *count; NULL before.
+ *   rt_job_secagg_unmask_start  the unmask stage's mask streams and pairs (borrowed; copied to an arena
+ *                         task) are expanded by shards of the job's functions, one coordinate
+ *                         range each (FN_ROLE_SHARD, FN_ALGO_SECAGG, functions/fn_secagg.h),
+ *                         into one arena output; a shard killed is started again. -ENOENT (no
+ *                         sum kept for @round, or started already), -EOPNOTSUPP (tcp: a shard's
+ *                         output is private), -ENOMEM/-ENOSPC.
+ *   rt_job_secagg_correction  that output (rt__tree_elems words) once every shard is done, or
+ *                         NULL: the round adds it to the masked sum.
+ *   rt_job_secagg_release the round is over (done or failed): the sum and the task's keys wiped,
+ *                         the kept tree round freed; a tree round still folding is discarded when
+ *                         its sum arrives.
+ * The node's masked sum is an ordinary tree sum of the job, so a cluster's sum path can carry it
+ * as it carries FedAvg's (docs/ARCHITECTURE.md, "Secure aggregation").
+ */
+int rt_job_secagg_accept(struct rt_node *n, struct rt_job *j, uint64_t slot_off,
+			 uint64_t segs_off, uint32_t *seq);
+void rt_job_secagg_close(struct rt_node *n, struct rt_job *j);
+const uint32_t *rt_job_secagg_sum(const struct rt_job *j, uint32_t round, uint32_t *count);
+struct fn_secagg_stream;
+struct fn_secagg_pair;
+int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t round,
+			       const struct fn_secagg_stream *s, size_t count,
+			       const struct fn_secagg_pair *p, size_t npairs);
+const uint32_t *rt_job_secagg_correction(struct rt_node *n, const struct rt_job *j,
+					 uint32_t round);
+void rt_job_secagg_release(struct rt_node *n, struct rt_job *j);
+/* Whether a tree round of @j is still folding (a new secure round waits for it). */
+bool rt_job_secagg_busy(const struct rt_job *j);
 int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model,
 			 uint32_t clients, double weight, uint64_t opened_ns);
 /* The model file of version @v, held for the caller (trib_blob_release), or NULL (errno set). */

@@ -73,6 +73,8 @@ struct rt_round {
 	bool closed;           /* no more updates: full, or closed at its deadline */
 	bool released;         /* its top has its final count (and server-step inputs) */
 	bool has_result;       /* the top's output came */
+	bool sa_taken;         /* secure job: its masked sum is the round's; the unmasking's next */
+	bool sa_expanded;      /* secure job: the shards wrote the correction into out_slot */
 	uint32_t recoveries;   /* functions replaced */
 	struct shm_desc result;
 	float *result_payload; /* tcp: the model's bytes (owned), else NULL */
@@ -154,7 +156,14 @@ void rt__job_drop_rounds(struct rt_node *n, struct rt_job *j);
 /* After a restart: the job's paused state from the store. */
 void rt__job_life_load(struct rt_node *n, struct rt_job *j);
 
+/* rt_secagg_commit.c: a secure job's finished tree round hands its masked sum over. */
+void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j);
+/* Wipes the mask keys in @r's unmasking task, if it has one (the slot stays @r's). */
+void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r);
+
 /* rt_tree.c */
+/* Cells in the job's tree: the model's, plus the masked weight of a secure job. */
+uint64_t rt__tree_elems(const struct rt_job *j);
 uint64_t rt__acc_slot_len(const struct rt_job *j);
 int rt__garbage_add(struct rt_round *r, uint64_t slot);
 int rt__fn_acquire(struct rt_node *n, struct fn_config *cfg, const struct fn_params *par,

@@ -197,6 +197,9 @@ void rt_node_tick(struct rt_node *n)
 		/* A cluster's rounds close at the controller, deadlines too. */
 		if (!r || !j->round_timeout_s || r->closed || n->clustered)
 			continue;
+		/* A secure round's stages have their own deadlines (rt_api_secagg.c closes it). */
+		if (j->secagg.on)
+			continue;
 		if (now - r->open_ns < (uint64_t)j->round_timeout_s * 1000000000ull)
 			continue;
 		if (r->received >= need)

@@ -226,6 +226,11 @@ void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round 
 	struct fn_shard_task *t = shm_arena_ptr(n->arena, r->task_slot);
 	struct shm_seg *seg;
 
+	if (j->secagg.on) {
+		/* An unmasking's shards: the API's tick takes the correction (rt_secagg_commit.c). */
+		r->sa_expanded = true;
+		return;
+	}
 	if ((t->rule == FN_RULE_KRUM || t->rule == FN_RULE_BULYAN) && t->phase == 1) {
 		size_t kk = (size_t)t->k * t->k;
 		double *sum = trib_calloc(kk, sizeof(double));

@@ -90,9 +90,10 @@ void rt__round_close(struct rt_node *n, struct rt_job *j, struct rt_round *r, bo
 	j->open = NULL;
 	j->round++;
 	rt_job_clients_now(n, j); /* the round's distinct clients go to its record */
-	if (n->clustered && r->started && r->leaves[r->started - 1].sent <
-					 r->leaves[r->started - 1].expected)
-		leaf_cut(n, &r->leaves[r->started - 1]); /* the cluster closed it at this count */
+	/* The cluster closed it at this count, or a secure round's masked stage ended. */
+	if ((n->clustered || j->secagg.on) && r->started &&
+	    r->leaves[r->started - 1].sent < r->leaves[r->started - 1].expected)
+		leaf_cut(n, &r->leaves[r->started - 1]);
 	if (deadline) {
 		/* Fewer updates than planned: the last leaf folds what it has. */
 		n->m.deadline_closes++;

@@ -35,6 +35,10 @@ struct rt_secagg {
 	char why[256];
 	struct sa_client *c; /* cfg.n_clients */
 	uint32_t *acc;       /* dim + 1 words: the folded masked vectors, then the unmasked sum */
+	struct fn_secagg_stream *streams; /* external_expand: the unmasking's streams, pending */
+	size_t nstreams, cap_streams;
+	struct fn_secagg_pair *pairs;     /* external_expand: pairwise streams, keys not derived */
+	size_t npairs, cap_pairs;
 };
 
 static const char *const stage_names[] = {
@@ -74,6 +78,20 @@ int rt_secagg_cfg_check(const struct rt_secagg_cfg *cfg, char *why, size_t why_l
 	return -EINVAL;
 }
 
+static void drop_streams(struct rt_secagg *r)
+{
+	if (r->streams)
+		explicit_bzero(r->streams, r->cap_streams * sizeof(*r->streams));
+	trib_free(r->streams);
+	r->streams = NULL;
+	r->nstreams = r->cap_streams = 0;
+	if (r->pairs)
+		explicit_bzero(r->pairs, r->cap_pairs * sizeof(*r->pairs));
+	trib_free(r->pairs);
+	r->pairs = NULL;
+	r->npairs = r->cap_pairs = 0;
+}
+
 void rt_secagg_free(struct rt_secagg *r)
 {
 	if (!r)
@@ -90,6 +108,7 @@ void rt_secagg_free(struct rt_secagg *r)
 	}
 	trib_free(r->c);
 	trib_free(r->acc);
+	drop_streams(r);
 	trib_free(r);
 }
 
@@ -165,6 +184,7 @@ static void fail(struct rt_secagg *r, const char *fmt, ...)
 	vsnprintf(r->why, sizeof(r->why), fmt, ap);
 	va_end(ap);
 	r->stage = RT_SECAGG_FAILED;
+	drop_streams(r);
 	/* Nothing is unmasked: the masked sum goes too. */
 	explicit_bzero(r->acc, ((size_t)r->cfg.dim + 1) * sizeof(*r->acc));
 }
@@ -363,12 +383,95 @@ static int rebuild(const struct rt_secagg *r, const struct sa_client *c, uint8_t
 	return err;
 }
 
+/* Adds a pairwise stream whose key the functions derive; 0 or -ENOMEM. */
+static int push_pair(struct rt_secagg *r, const uint8_t sk[32], const uint8_t pk[32], uint32_t lo,
+		     uint32_t hi, int32_t sign)
+{
+	struct fn_secagg_pair *p;
+
+	if (r->npairs == r->cap_pairs) {
+		size_t nc = r->cap_pairs ? 2 * r->cap_pairs : 64;
+		struct fn_secagg_pair *np = trib_calloc(nc, sizeof(*np));
+
+		if (!np)
+			return -ENOMEM;
+		if (r->pairs) {
+			memcpy(np, r->pairs, r->npairs * sizeof(*np));
+			explicit_bzero(r->pairs, r->cap_pairs * sizeof(*np));
+		}
+		trib_free(r->pairs);
+		r->pairs = np;
+		r->cap_pairs = nc;
+	}
+	p = &r->pairs[r->npairs++];
+	memcpy(p->sk, sk, 32);
+	memcpy(p->pk, pk, 32);
+	p->lo = lo;
+	p->hi = hi;
+	p->sign = sign;
+	return 0;
+}
+
+/* The streams' expansion by coordinate ranges, added to the masked sum (what shards share). */
+static int expand_ranges(struct rt_secagg *r, const struct fn_secagg_stream *s, size_t ns)
+{
+	struct fn_secagg_stream one;
+	int err = 0;
+
+	for (uint32_t part = 0; part < UNMASK_RANGES; part++) {
+		uint64_t first, n;
+
+		if (fn_secagg_range((uint64_t)r->cfg.dim + 1, UNMASK_RANGES, part, &first, &n) ||
+		    fn_secagg_expand(r->acc + first, first, (size_t)n, s, ns))
+			return -EINVAL;
+	}
+	for (size_t i = 0; !err && i < r->npairs; i++) {
+		err = fn_secagg_pair_key(&r->pairs[i], r->cfg.round, &one);
+		if (!err)
+			err = fn_secagg_expand(r->acc, 0, (size_t)r->cfg.dim + 1, &one, 1);
+	}
+	explicit_bzero(&one, sizeof(one));
+	return err;
+}
+
+size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s,
+			 const struct fn_secagg_pair **p, size_t *np)
+{
+	if (r->stage != RT_SECAGG_UNMASK || !r->streams)
+		return 0;
+	*s = r->streams;
+	*p = r->pairs;
+	*np = r->npairs;
+	return r->nstreams;
+}
+
+int rt_secagg_correct(struct rt_secagg *r, const uint32_t *corr, size_t words)
+{
+	if (r->stage != RT_SECAGG_UNMASK || !r->streams)
+		return -EBUSY;
+	if (words != (size_t)r->cfg.dim + 1)
+		return -EINVAL;
+	if (corr) {
+		fn_fold_u32(r->acc, corr, words);
+	} else if (expand_ranges(r, r->streams, r->nstreams)) {
+		drop_streams(r);
+		fail(r, "unmask: expanding the masks failed");
+		return -EINVAL;
+	}
+	drop_streams(r);
+	r->stage = RT_SECAGG_DONE;
+	return 0;
+}
+
 static void end_unmask(struct rt_secagg *r)
 {
 	struct fn_secagg_stream *s = NULL;
 	size_t ns = 0, cap = 0;
 	uint32_t m = 0, v;
 	uint8_t secret[32], key[32], shared[32], pk[32];
+
+	if (r->streams)
+		return; /* ended already: its streams wait for rt_secagg_correct() */
 
 	for (uint32_t u = 0; u < r->cfg.n_clients; u++) {
 		r->c[u].alive = r->c[u].alive && (r->c[u].answered & (1u << RT_SECAGG_UNMASK));
@@ -410,6 +513,13 @@ static void end_unmask(struct rt_secagg *r)
 
 			if (!r->c[u].in_u3)
 				continue;
+			if (r->cfg.external_expand) {
+				/* The agreement is the functions' (fn_secagg_pair_key). */
+				if (push_pair(r, secret, r->c[u].s_pk, u < v ? u : v, u < v ? v : u,
+					      u < v ? -1 : 1))
+					goto oom;
+				continue;
+			}
 			if (trib_sa_agree(shared, secret, r->c[u].s_pk) ||
 			    trib_sa_derive(key, shared, 32, "mask", r->cfg.round, u < v ? u : v,
 					   u < v ? v : u))
@@ -419,13 +529,16 @@ static void end_unmask(struct rt_secagg *r)
 				goto oom;
 		}
 	}
-	for (uint32_t part = 0; part < UNMASK_RANGES; part++) {
-		uint64_t first, n;
-
-		if (fn_secagg_range((uint64_t)r->cfg.dim + 1, UNMASK_RANGES, part, &first, &n) ||
-		    fn_secagg_expand(r->acc + first, first, (size_t)n, s, ns))
-			goto oom;
+	if (r->cfg.external_expand) {
+		/* Kept for the functions (the list is the round's until it ends). */
+		r->streams = s;
+		r->nstreams = ns;
+		r->cap_streams = cap;
+		s = NULL;
+		goto out;
 	}
+	if (expand_ranges(r, s, ns))
+		goto oom;
 	r->stage = RT_SECAGG_DONE;
 	goto out;
 oom:
@@ -559,6 +672,28 @@ uint32_t rt_secagg_inbox(const struct rt_secagg *r, uint32_t u, uint32_t *from,
 		ct[n++] = v->ct + (size_t)nbr_index(v, u) * RT_SECAGG_CT_BYTES;
 	}
 	return n;
+}
+
+void rt_secagg_fail(struct rt_secagg *r, const char *why)
+{
+	fail(r, "%s", why);
+}
+
+int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark)
+{
+	int err = enter(r, u, RT_SECAGG_MASKED);
+
+	if (!err && mark)
+		r->c[u].answered |= 1u << RT_SECAGG_MASKED;
+	return err;
+}
+
+int rt_secagg_set_sum(struct rt_secagg *r, const uint32_t *sum, size_t words)
+{
+	if (words != (size_t)r->cfg.dim + 1)
+		return -EINVAL;
+	memcpy(r->acc, sum, words * sizeof(*sum));
+	return 0;
 }
 
 int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t words)

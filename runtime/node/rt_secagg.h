@@ -3,6 +3,7 @@
 #ifndef RT_SECAGG_H
 #define RT_SECAGG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,6 +77,12 @@ struct rt_secagg_cfg {
 	uint32_t dim;        /* model values; the masked vector has dim + 1 words */
 	uint64_t round;
 	uint8_t graph_seed[32]; /* shuffles the ring; the server draws it per round */
+	/*
+	 * false: the unmask stage's end expands the mask streams here, on the caller's thread.
+	 * true: it stops with the streams listed (rt_secagg_streams) for others to expand, and
+	 * rt_secagg_correct() finishes the round with their sum.
+	 */
+	bool external_expand;
 };
 
 struct rt_secagg;
@@ -125,8 +132,37 @@ int rt_secagg_share(struct rt_secagg *r, uint32_t u, const uint32_t *to,
  */
 uint32_t rt_secagg_inbox(const struct rt_secagg *r, uint32_t u, uint32_t *from,
 			 const uint8_t **ct, uint32_t cap);
-/* u's masked vector, dim + 1 words (host order; the API converts from little-endian). */
+/*
+ * u's masked vector, dim + 1 words (host order), folded into the round's own sum: the path of
+ * the unit tests and of a caller without a function tree. The API's path is the tree's
+ * (rt_job_secagg_accept): rt_secagg_masked_enter(r, u, false) checks that u may send its input
+ * now (the errors below), (r, u, true) records that it did, and rt_secagg_set_sum() hands the
+ * tree's sum of the round's inputs in before the unmask stage ends.
+ */
 int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t words);
+int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark);
+/* The masked sum of every input of U3 (dim + 1 words, copied). 0, or -EINVAL for another length. */
+struct fn_secagg_stream;
+struct fn_secagg_pair;
+/*
+ * With cfg.external_expand, after the unmask stage ended: the mask streams to expand (*s into r,
+ * valid until the round ends) and their count, and the *np pairwise streams of dropped clients
+ * (*p: secret key, peer key, pair; functions/fn_secagg.h) whose X25519 agreements are left to
+ * the expanders; 0 when none is pending (not that stage, or the round failed). Secrets all:
+ * copy them only where they are wiped after.
+ */
+size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_stream **s,
+			 const struct fn_secagg_pair **p, size_t *np);
+/*
+ * The pending streams' sum (@words = dim + 1, little-endian host u32) is added to the masked sum
+ * and the round is DONE (its streams wiped). @corr NULL: expanded here instead. 0, -EBUSY (none
+ * pending), -EINVAL (length) or the expansion's error (the round FAILED then).
+ */
+int rt_secagg_correct(struct rt_secagg *r, const uint32_t *corr, size_t words);
+
+/* The round fails with @why (a sentence): nothing is unmasked, the masked sum is wiped. */
+void rt_secagg_fail(struct rt_secagg *r, const char *why);
+int rt_secagg_set_sum(struct rt_secagg *r, const uint32_t *sum, size_t words);
 /* After MASKED: what u must reveal: v[i] with kind[i]. Returns the count (<= cap). */
 uint32_t rt_secagg_reveal_list(const struct rt_secagg *r, uint32_t u, uint32_t *v,
 			       enum rt_secagg_kind *kind, uint32_t cap);

@@ -5,9 +5,12 @@
 #include <errno.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ctl_store.h"
+#include "fn_secagg.h"
 #include "rt_secagg.h"
+#include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
@@ -19,8 +22,8 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	struct ctl_round rec;
 	int err;
 
-	/* A secure job has no plain rounds (rt_api refuses its updates): nothing else moves it. */
-	if (!j->secagg.on || j->open || j->inflight || j->round != j->completed)
+	/* A secure job has no plain rounds (rt_api refuses its updates): its tree is done. */
+	if (!j->secagg.on || j->open || j->inflight)
 		return -EBUSY;
 	b = rt__model_blob(j, model, j->completed + 1);
 	if (!b)
@@ -35,7 +38,7 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	}
 	memset(&rec, 0, sizeof(rec));
 	rec.job_id = j->db_id;
-	rec.round = j->round;
+	rec.round = j->completed;
 	rec.closed_unix = (int64_t)time(NULL);
 	rec.n_updates = clients;
 	rec.total_weight = weight;
@@ -43,7 +46,7 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	rec.clients = clients;
 	if (ctl_store_round_record(n->store, &rec))
 		trib_warn("job %s round %u: the round's record (history) was not saved", j->name,
-			  j->round);
+			  rec.round);
 	trib_blob_release(j->model);
 	j->model = b;
 	j->completed++;
@@ -56,8 +59,174 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	return 0;
 }
 
+int rt_job_secagg_accept(struct rt_node *n, struct rt_job *j, uint64_t slot_off,
+			 uint64_t segs_off, uint32_t *seq)
+{
+	/* Not the journal's: a restart loses the round's keys, so its inputs could not unmask. */
+	return rt_job_accept(n, j, j->round, slot_off, segs_off, 1, 1.0, seq);
+}
+
+void rt_job_secagg_close(struct rt_node *n, struct rt_job *j)
+{
+	if (j->open && !j->open->closed)
+		rt__round_close(n, j, j->open, false);
+}
+
+const uint32_t *rt_job_secagg_sum(const struct rt_job *j, uint32_t round, uint32_t *count)
+{
+	if (!j->sa_sum || j->sa_sum_round != round)
+		return NULL;
+	*count = j->sa_sum_count;
+	return j->sa_sum;
+}
+
+/* The round of @j kept for its unmasking (its sum taken), or NULL. */
+static struct rt_round *kept_round(const struct rt_job *j, uint32_t round)
+{
+	for (struct rt_round *r = j->inflight; r; r = r->next)
+		if (r->sa_taken && r->round == round)
+			return r;
+	return NULL;
+}
+
+void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r)
+{
+	const struct fn_secagg_task *t;
+
+	if (!r->task_slot)
+		return;
+	t = shm_arena_ptr(n->arena, r->task_slot);
+	/* The count is the runtime's own (written by rt_job_secagg_unmask_start). */
+	explicit_bzero(shm_arena_ptr(n->arena, r->task_slot),
+		       64 + (size_t)t->count * sizeof(struct fn_secagg_stream) +
+			       (size_t)t->npairs * sizeof(struct fn_secagg_pair));
+}
+
+void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
+{
+	if (j->sa_sum)
+		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
+	trib_free(j->sa_sum);
+	j->sa_sum = NULL;
+	while (j->inflight && j->inflight->sa_taken && j->inflight != j->open) {
+		struct rt_round *r = j->inflight;
+
+		/* The task holds the round's mask keys: rt__round_free wipes them, then the slots. */
+		j->inflight = r->next;
+		rt__round_free(n, r, true);
+	}
+	/* No version came of the round: numbers follow versions, as a plain job's do. */
+	if (!j->open && !j->inflight)
+		j->round = j->completed;
+}
+
+int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t round,
+			       const struct fn_secagg_stream *s, size_t count,
+			       const struct fn_secagg_pair *p, size_t npairs)
+{
+	struct rt_round *r = kept_round(j, round);
+	uint64_t words = rt__tree_elems(j), parts;
+	struct fn_secagg_task *t;
+	int err;
+
+	if (!r || r->nshards)
+		return -ENOENT;
+	if (n->dataplane == FN_DP_TCP)
+		return -EOPNOTSUPP; /* a shard's output would be its private memory */
+	/* One shard per core, each at least 4096 words (fewer for a small model). */
+	parts = (uint64_t)sysconf(_SC_NPROCESSORS_ONLN);
+	if (parts > words / 4096)
+		parts = words / 4096;
+	if (parts < 1)
+		parts = 1;
+	err = shm_slot_alloc(n->arena, 64 + count * sizeof(*s) + npairs * sizeof(*p),
+			     &r->task_slot);
+	if (!err)
+		err = shm_slot_alloc(n->arena, SHM_ACC_HDR + words * sizeof(uint32_t), &r->out_slot);
+	if (err)
+		return err;
+	r->shard_fn = trib_calloc(parts, sizeof(*r->shard_fn));
+	r->shard_done = trib_calloc(parts, sizeof(*r->shard_done));
+	if (!r->shard_fn || !r->shard_done)
+		return -ENOMEM;
+	t = shm_arena_ptr(n->arena, r->task_slot);
+	memset(t, 0, sizeof(*t));
+	t->version = FN_ABI_VERSION;
+	t->parts = (uint32_t)parts;
+	t->count = (uint32_t)count;
+	t->words = words;
+	t->npairs = (uint32_t)npairs;
+	t->round = round;
+	t->streams_off = r->task_slot + 64;
+	t->pairs_off = t->streams_off + count * sizeof(*s);
+	memcpy(shm_arena_ptr(n->arena, t->streams_off), s, count * sizeof(*s));
+	if (npairs)
+		memcpy(shm_arena_ptr(n->arena, t->pairs_off), p, npairs * sizeof(*p));
+	r->nshards = (uint32_t)parts;
+	r->ndone = 0;
+	r->recoveries = 0;
+	for (uint32_t i = 0; i < parts; i++) {
+		err = rt__shard_start(n, r, i);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+const uint32_t *rt_job_secagg_correction(struct rt_node *n, const struct rt_job *j,
+					 uint32_t round)
+{
+	struct rt_round *r = kept_round(j, round);
+
+	if (!r || !r->sa_expanded)
+		return NULL;
+	return shm_arena_ptr(n->arena, r->out_slot + 2048);
+}
+
+bool rt_job_secagg_busy(const struct rt_job *j)
+{
+	return j->open || j->inflight;
+}
+
+/*
+ * rt__job_complete_rounds' secure branch: the top handed off the masked sum of @r. It is copied
+ * out (rt__tree_elems words, a memcpy on the loop: no fold here) for the round's unmasking and
+ * the tree's slots go back at once; a sum nobody waits for (the round failed) is wiped.
+ */
+void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
+{
+	while (j->inflight && j->inflight->has_result) {
+		struct rt_round *r = j->inflight;
+		uint64_t words = rt__tree_elems(j);
+		const uint32_t *sum = (const uint32_t *)(const void *)rt_round_sum(n, r);
+		bool wanted = j->sa_live && j->sa_live->round == r->round;
+
+		trib_free(j->sa_sum);
+		j->sa_sum = wanted ? trib_malloc(words * sizeof(*j->sa_sum)) : NULL;
+		if (j->sa_sum) {
+			memcpy(j->sa_sum, sum, words * sizeof(*j->sa_sum));
+			j->sa_sum_round = r->round;
+			j->sa_sum_count = r->result.count;
+			/* Kept for the unmasking's shards (rt_job_secagg_unmask_start). */
+			r->has_result = false;
+			r->sa_taken = true;
+			continue;
+		}
+		if (wanted)
+			trib_error("job %s round %u: no memory for the masked sum; the round fails",
+				   j->name, r->round);
+		j->inflight = r->next;
+		rt__round_free(n, r, true);
+		j->round = j->completed;
+	}
+}
+
 void rt_job_secagg_drop(struct rt_job *j)
 {
+	if (j->sa_sum)
+		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
+	trib_free(j->sa_sum);
+	j->sa_sum = NULL;
 	if (!j->sa_live)
 		return;
 	rt_secagg_free(j->sa_live->r);

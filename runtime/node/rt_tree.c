@@ -15,9 +15,15 @@
 
 /* --- rounds and trees --- */
 
+uint64_t rt__tree_elems(const struct rt_job *j)
+{
+	/* A secure job's tree sums the masked n_u too: one more word than the model. */
+	return j->n_elem + (j->secagg.on ? 1 : 0);
+}
+
 uint64_t rt__acc_slot_len(const struct rt_job *j)
 {
-	return SHM_ACC_HDR + j->n_elem * sizeof(float);
+	return SHM_ACC_HDR + rt__tree_elems(j) * sizeof(float);
 }
 
 int rt__garbage_add(struct rt_round *r, uint64_t slot)
@@ -141,8 +147,10 @@ void rt__cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, 
 	cfg->job = r->job->id;
 	cfg->round = r->round;
 	cfg->role = role;
-	cfg->algorithm = r->job->algo.scaffold ? FN_ALGO_SCAFFOLD : FN_ALGO_FEDAVG;
-	cfg->n_elem = r->job->n_elem;
+	cfg->algorithm = r->job->secagg.on	   ? FN_ALGO_SECAGG
+			 : r->job->algo.scaffold ? FN_ALGO_SCAFFOLD
+						 : FN_ALGO_FEDAVG;
+	cfg->n_elem = rt__tree_elems(r->job);
 	cfg->acc_off = acc;
 }
 
@@ -328,7 +336,8 @@ int rt__leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, uint
 		if (d.nsegs > 64)
 			return -E2BIG;
 		for (uint32_t i = 0; i < d.nsegs; i++) {
-			if (segs[i].dtype == SHM_DTYPE_F32)
+			/* 4-byte words go as they are (a secure job's masked u32 too). */
+			if (segs[i].dtype == SHM_DTYPE_F32 || segs[i].dtype == SHM_DTYPE_I32)
 				continue;
 			/* Compressed: a copying system would expand it; so does the baseline. */
 			flat = trib_calloc(r->job->n_elem ? r->job->n_elem : 1, sizeof(float));
@@ -434,11 +443,14 @@ void rt__round_free(struct rt_node *n, struct rt_round *r, bool free_slots)
 	if (r->rups) {
 		for (uint32_t i = 0; free_slots && i < r->received; i++)
 			shm_slot_free(n->arena, r->rups[i].slot_off);
-		if (free_slots && r->out_slot)
-			shm_slot_free(n->arena, r->out_slot);
-		if (free_slots && r->task_slot)
-			shm_slot_free(n->arena, r->task_slot);
 	}
+	/* A robust round's shards, or a secure round's unmasking (its task holds mask keys). */
+	if (free_slots && r->sa_taken)
+		rt__secagg_task_wipe(n, r);
+	if (free_slots && r->out_slot)
+		shm_slot_free(n->arena, r->out_slot);
+	if (free_slots && r->task_slot)
+		shm_slot_free(n->arena, r->task_slot);
 	trib_free(r->rups);
 	trib_free(r->shard_fn);
 	trib_free(r->shard_done);

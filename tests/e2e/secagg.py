@@ -154,7 +154,7 @@ def secure_round(srv, url, tokens, rng, drop_adv, drop_share, drop_input, rnd):
 def rounds(srv):
     rng = np.random.default_rng(19)
     srv.create_job({'name': 'sec', 'clients_per_round': N, 'client_auth': 'required',
-                    'round_timeout_s': 2, 'tensors': [{'name': 'w', 'shape': [DIM],
+                    'round_timeout_s': 4, 'tensors': [{'name': 'w', 'shape': [DIM],
                                                        'dtype': 'F32'}], 'secagg': SA})
     url = 'http://127.0.0.1:%d' % srv.port
     tokens = []

@@ -6,7 +6,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fn_abi.h"
+#include "fn_algo.h"
 #include "fn_secagg.h"
+#include "shm_abi.h"
 #include "trib_alloc.h"
 #include "trib_secagg_crypto.h"
 
@@ -222,4 +225,123 @@ Test(functions_secagg, masked_vectors_and_their_sums_pass_a_uniformity_test)
 		fn_fold_u32(partial, y, N);
 		cr_assert_lt(chi2_bytes(partial, N), 382.0, "the partial sum of %d", c + 1);
 	}
+}
+
+/*
+ * The pipeline rows of a secure job: a leaf and a top compose to the masked-sum base alone (no
+ * division, no server step), they fold I32 updates and F32-labelled partials mod 2^32; a shard
+ * composes to the unmasking alone and writes its range of sum sign * PRG whole, so the shards
+ * side by side equal fn_secagg_expand over the whole vector, whatever the output held before.
+ */
+Test(functions_secagg, rows_fold_wrapping_sums_and_shards_expand_their_ranges)
+{
+	enum { N = 1001, PARTS = 3, NS = 3 };
+	static uint8_t arena[65536] __attribute__((aligned(64)));
+	struct fn_config cfg = { .version = FN_ABI_VERSION, .algorithm = FN_ALGO_SECAGG,
+				 .n_elem = N, .role = FN_ROLE_TOP, .expected = 2 };
+	struct fn_params par;
+	struct fn_pipeline p;
+	struct fn_algo_ctx ctx;
+	struct shm_seg segs[2];
+	struct shm_desc d;
+	struct fn_input in;
+	struct fn_secagg_task *t = (struct fn_secagg_task *)(void *)arena;
+	struct fn_secagg_stream *st = (struct fn_secagg_stream *)(void *)(arena + 64);
+	uint32_t *upd = (uint32_t *)(void *)(arena + 4096), *part = upd + 2048;
+	uint32_t *acc = part + 2048, *ref = acc + 2048;
+	void *block;
+
+	memset(&par, 0, sizeof(par));
+	cr_assert_eq(fn_pipeline_compose(&p, &cfg, &par, NULL), 0);
+	cr_assert_eq(p.n, 1);
+	cr_assert_eq(p.ops[0], &fn_secagg_ops);
+	cr_assert(!p.ops[0]->finish, "a masked sum is never divided");
+	for (uint32_t i = 0; i < N; i++) {
+		upd[i] = 0xfffffff0u + i;
+		part[i] = 0x20u + i;
+	}
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.cfg = &cfg;
+	ctx.par = &par;
+	ctx.base = arena;
+	ctx.size = sizeof(arena);
+	ctx.acc = (float *)(void *)acc;
+	memset(acc, 0, N * 4);
+	block = trib_calloc(1, fn_pipeline_state_size(&p) + 1);
+	cr_assert_eq(fn_pipeline_init(&p, block, &ctx), 0);
+	memset(segs, 0, sizeof(segs));
+	segs[0] = (struct shm_seg){ .src_off = 4096, .n_elem = N, .dtype = SHM_DTYPE_I32 };
+	segs[1] = (struct shm_seg){ .src_off = 4096 + 8192, .n_elem = N, .dtype = SHM_DTYPE_F32 };
+	memcpy(arena + 40000, segs, sizeof(segs));
+	memset(&d, 0, sizeof(d));
+	d.kind = SHM_DESC_UPDATE;
+	d.nsegs = 1;
+	d.segs_off = 40000;
+	d.weight = 7;
+	cr_assert_eq(fn_input_from_desc(&ctx, &d, &in), 0);
+	cr_assert_eq(fn_pipeline_fold(&p, &ctx, &in), 0);
+	cr_assert_eq(in.weight, 1.0, "n_u is a masked coordinate, not the descriptor's weight");
+	d.kind = SHM_DESC_PARTIAL;
+	d.segs_off = 40000 + sizeof(struct shm_seg);
+	cr_assert_eq(fn_input_from_desc(&ctx, &d, &in), 0);
+	cr_assert_eq(fn_pipeline_fold(&p, &ctx, &in), 0);
+	for (uint32_t i = 0; i < N; i++)
+		cr_assert_eq(acc[i], (uint32_t)(0xfffffff0u + i + 0x20u + i), "word %u", i);
+	fn_pipeline_fini(&p);
+	trib_free(block);
+
+	/* Shards: three streams, three ranges, an output full of junk first. */
+	cfg.role = FN_ROLE_SHARD;
+	cr_assert_eq(fn_pipeline_compose(&p, &cfg, &par, NULL), 0);
+	cr_assert_eq(p.n, 1);
+	cr_assert_eq(p.ops[0], &fn_secagg_unmask_ops);
+	memset(t, 0, sizeof(*t));
+	t->version = FN_ABI_VERSION;
+	t->parts = PARTS;
+	t->count = NS;
+	t->words = N;
+	t->streams_off = 64;
+	for (int s = 0; s < NS; s++) {
+		memset(st[s].key, 0x11 * (s + 1), 32);
+		st[s].sign = s == 1 ? -1 : 1;
+	}
+	/* One dropped client's pairwise stream: its key derived by each shard. */
+	{
+		struct fn_secagg_pair *pr = (struct fn_secagg_pair *)(void *)(arena + 1024);
+		struct fn_secagg_stream ps;
+		uint8_t peer_sk[32];
+
+		memset(pr, 0, sizeof(*pr));
+		memset(pr->sk, 0x33, 32);
+		memset(peer_sk, 0x44, 32);
+		cr_assert_eq(trib_sa_public_key(pr->pk, peer_sk), 0);
+		pr->lo = 1;
+		pr->hi = 2;
+		pr->sign = -1;
+		t->npairs = 1;
+		t->pairs_off = 1024;
+		t->round = 9;
+		memset(ref, 0, N * 4);
+		cr_assert_eq(fn_secagg_pair_key(pr, 9, &ps), 0);
+		cr_assert_eq(ps.sign, -1);
+		cr_assert_eq(fn_secagg_expand(ref, 0, N, &ps, 1), 0);
+	}
+	cr_assert_eq(fn_secagg_expand(ref, 0, N, st, NS), 0);
+	memset(acc, 0xa5, N * 4);
+	par.state_off = 0;
+	block = trib_calloc(1, fn_pipeline_state_size(&p) + 1);
+	cr_assert_eq(fn_pipeline_init(&p, block, &ctx), 0);
+	for (uint32_t i = PARTS; i-- > 0;) {
+		cfg.index = i;
+		cr_assert_eq(fn_pipeline_shard(&p, &ctx), 0);
+	}
+	cr_assert_arr_eq(acc, ref, N * 4, "the shards' ranges side by side are the expansion");
+	/* A task that lies: refused, nothing written past the arena. */
+	t->words = N + 1;
+	cr_assert_eq(fn_pipeline_shard(&p, &ctx), -EINVAL);
+	t->words = N;
+	t->streams_off = sizeof(arena) - 10;
+	cr_assert_eq(fn_pipeline_shard(&p, &ctx), -EINVAL);
+	fn_pipeline_fini(&p);
+	trib_free(block);
 }
