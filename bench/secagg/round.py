@@ -85,6 +85,12 @@ def cpu_by_process(pid):
     return out
 
 
+def by_delta(by0, by1):
+    """[(CPU seconds, pid, name)] between two cpu_by_process readings, largest first."""
+    return sorted(((by1[p][1] - by0.get(p, ("", 0.0))[1], p, by1[p][0]) for p in by1),
+                  reverse=True)
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
@@ -152,16 +158,18 @@ def plain_round(url, admin, n, p, x):
     body = x.astype("<f4").tobytes()
     hd = {"X-Tributary-Round": "0"}
     pid = SERVER.pid
+    by0 = cpu_by_process(pid)
     c0, load0, t0 = servers.cpu_s_fine(pid), loadavg(), time.monotonic()
     for t in toks:
         conn.call("POST", "/v1/jobs/plain/updates", t, body, "application/octet-stream", hd)
     model = wait_model(conn, admin, "plain", 1)
     wall, cpu = time.monotonic() - t0, servers.cpu_s_fine(pid) - c0
+    by1 = cpu_by_process(pid)
     conn.close()
     got = np.frombuffer(model, "<f4")
     err = float(np.max(np.abs(got - x)))
     return {"wall": wall, "client": 0.0, "server": cpu, "load": (load0 + loadavg()) / 2,
-            "err": err, "ok": err < 1e-5}
+            "err": err, "ok": err < 1e-5, "procs": by_delta(by0, by1)}
 
 
 def secure_round(url, admin, n, p, x, cfg, drop):
@@ -259,8 +267,7 @@ def secure_round(url, admin, n, p, x, cfg, drop):
     want = sa.dequantise_mean(q.astype(np.float64) * (n - len(gone)), n - len(gone),
                               cfg["clip"], cfg["bits"])
     err = float(np.max(np.abs(got - want)))
-    procs = sorted(((by1[p][1] - by0.get(p, ("", 0.0))[1], p, by1[p][0]) for p in by1),
-                   reverse=True)
+    procs = by_delta(by0, by1)
     return {"wall": wall, "client": client_s, "server": cpu, "load": (load0 + loadavg()) / 2,
             "err": err, "ok": err <= 1e-6, "survivors": n - len(gone), "procs": procs}
 
@@ -338,12 +345,12 @@ def main():
     if sec.get("survivors", a.clients) != a.clients:
         print("secagg: %d of %d clients sent their masked input (--drop %g)" %
               (sec["survivors"], a.clients, a.drop))
-    shown = sum(c for c, _, _ in sec["procs"])
-    print("secagg server CPU by process (%.3f s; the tree's total %.3f s also counts processes "
-          "that exited):" % (shown, sec["server"]))
-    for c, p, name in sec["procs"][:6]:
-        if c >= 0.001:
-            print("  %8.3f s  pid %d %s" % (c, p, name))
+    for name, r in (("fedavg", plain), ("secagg", sec)):
+        print("%s server CPU by process (%.3f s; the tree's total %.3f s also counts processes "
+              "that exited):" % (name, sum(c for c, _, _ in r["procs"]), r["server"]))
+        for c, p, what in r["procs"][:6]:
+            if c >= 0.001:
+                print("  %8.3f s  pid %d %s" % (c, p, what))
     if PERF:
         r = subprocess.run(["perf", "report", "-i", PERF, "--stdio", "--no-children",
                             "--pid", ",".join(str(p) for _, p, _ in sec["procs"]),
