@@ -220,6 +220,7 @@ def secure_round(url, admin, n, p, x, cfg, drop):
         c = sa.SecAggClient(info["index"], info["round"], info["threshold"])
         c.c_sk, c.s_sk = secrets[i]
         cl[i] = c
+    marks = [("advertise", time.monotonic())]
     # 2. shares
     keys = [None] * n
     for i, t in enumerate(toks):
@@ -233,6 +234,7 @@ def secure_round(url, admin, n, p, x, cfg, drop):
         client_s += time.monotonic() - c1
         conn.call("POST", base + "/shares", t,
                   {"shares": [{"to": v, "ct": ct.hex()} for v, ct in cts.items()]})
+    marks.append(("shares", time.monotonic()))
     # 3. masked input: the inbox opened by each client; each pairwise mask expanded once.
     by_index = {c.u: i for i, c in enumerate(cl)}
     ys = [None] * n
@@ -255,12 +257,14 @@ def secure_round(url, admin, n, p, x, cfg, drop):
                 np.add(ys[i], m, out=ys[i])
                 np.subtract(ys[by_index[v]], m, out=ys[by_index[v]])
     client_s += time.monotonic() - c1
+    marks.append(("masks (bench)", time.monotonic()))
     gone = set(range(n - int(round(drop * n)), n))
     for i, t in enumerate(toks):
         if i not in gone:
             conn.call("POST", base + "/input", t, ys[i].astype("<u4").tobytes(),
                       "application/octet-stream")
         ys[i] = None
+    marks.append(("inputs", time.monotonic()))
     # 4. unmask: after the masked stage's deadline when clients dropped.
     kinds = {"self": sa.REVEAL_SELF, "secret": sa.REVEAL_SECRET}
     for i, t in enumerate(toks):
@@ -272,9 +276,13 @@ def secure_round(url, admin, n, p, x, cfg, drop):
                 break
             time.sleep(0.05)
         sh = cl[i].reveal([(r["index"], kinds[r["kind"]]) for r in o["reveal"]])
+        if len(marks) == 4:
+            marks.append(("unmask stage opened", time.monotonic()))
         conn.call("POST", base + "/unmask", t,
                   {"reveals": [{"index": v, "share": s.hex()} for v, s in sh.items()]})
+    marks.append(("reveals", time.monotonic()))
     model = wait_model(conn, admin, "secagg", 1)
+    marks.append(("model", time.monotonic()))
     wall, cpu = time.monotonic() - t0, servers.cpu_s_fine(pid) - c0
     by1 = cpu_by_process(pid)
     if perf:
@@ -287,7 +295,8 @@ def secure_round(url, admin, n, p, x, cfg, drop):
     err = float(np.max(np.abs(got - want)))
     procs = by_delta(by0, by1)
     return {"wall": wall, "client": client_s, "server": cpu, "load": (load0 + loadavg()) / 2,
-            "err": err, "ok": err <= 1e-6, "survivors": n - len(gone), "procs": procs}
+            "err": err, "ok": err <= 1e-6, "survivors": n - len(gone), "procs": procs,
+            "phases": [(name, b - a) for (name, b), (_, a) in zip(marks, [("", t0)] + marks)]}
 
 
 KERNEL_RE = re.compile(r"^(chacha20|prg_add)\s+([0-9.]+) GB/s", re.M)
@@ -363,6 +372,8 @@ def main():
     if sec.get("survivors", a.clients) != a.clients:
         print("secagg: %d of %d clients sent their masked input (--drop %g)" %
               (sec["survivors"], a.clients, a.drop))
+    print("secagg wall by phase (each until its last request's answer): " +
+          ", ".join("%s %.3f s" % p for p in sec["phases"]))
     for name, r in (("fedavg", plain), ("secagg", sec)):
         print("%s server CPU by process (%.3f s; the tree's total %.3f s also counts processes "
               "that exited):" % (name, sum(c for c, _, _ in r["procs"]), r["server"]))
