@@ -8,7 +8,7 @@ TEST_BUILD ?= build-test
 # CI builds with -Werror; so does every `make test`.
 WERROR     ?= $(if $(CI),true,false)
 
-.PHONY: all deps deps-test build demo test bench example example-secagg image-test clean
+.PHONY: all deps deps-test build demo test bench example example-secagg example-lora image-test clean
 
 all: build
 
@@ -46,6 +46,12 @@ example: build
 
 example-secagg: build
 	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD) --secagg $(ARGS)
+
+# Federated LoRA fine-tuning of a tiny transformer, ranks 2, 4 and 8: FLoRA against the
+# zero-padded average of A and B, both through Tributary (examples/lora-transformer; torch from
+# Debian, data generated locally, nothing downloaded).
+example-lora: build
+	@./scripts/deps-example.sh && ./scripts/example-lora.sh $(BUILD)
 
 # The image built with podman and run as the rendered manifests say (user, capabilities, seccomp,
 # read-only root, volumes): a controller and three nodes under simulate, one node killed. Not in

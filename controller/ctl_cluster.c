@@ -303,6 +303,8 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		ctl__on_model_put(c, ev, &rep);
 	else if (!strcmp(op, "round_get"))
 		ctl__on_round_get(c, ev, &rep);
+	else if (!strcmp(op, "task"))
+		ctl__on_task(c, ev, &rep);
 	else if (!strcmp(op, "rounds_list"))
 		ctl__on_rounds_list(c, ev, &rep);
 	else if (!strcmp(op, "evaluation"))

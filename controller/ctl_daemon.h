@@ -37,6 +37,7 @@ struct acc_rec {
 	uint32_t round, seq;
 	int fold_at;
 	bool released;
+	double weight; /* fedau: the weight its answer named (0: none) */
 };
 
 struct cnode {
@@ -83,6 +84,7 @@ struct cround {
 	bool resend_close;
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
 	json_t *msums; /* ctl_rec.c: "rank:epoch" -> its updates' metric sums (owned), or NULL */
+	uint32_t slots; /* flora: slots handed out, never reused (>= count) */
 	struct cround *next; /* newer */
 };
 
@@ -103,6 +105,7 @@ struct cjob {
 	 * names the version it trained from, at most max_staleness behind the open one.
 	 */
 	bool async;
+	bool flora;          /* flora: each accepted update gets a slot of its own (ctl__on_accept) */
 	uint32_t max_staleness;
 	bool paused;		  /* no count while set (ctl_life.c; kept in the store's kv) */
 	/*
@@ -120,6 +123,16 @@ struct cjob {
 	struct trib_retry store;
 	uint8_t key[32];	  /* client credentials' key (TRIB_CRED_KEY_LEN); never logged */
 	json_t *revoked;	  /* client ids revoked (owned array of strings) */
+	/*
+	 * ctl_select.c: "selection" (sel_k 0: none), sel_max tasks a round; the clients
+	 * holding a task of round tasks_round, as the store has them (owned; NULL: not read).
+	 */
+	uint32_t sel_k, sel_max, tasks_round;
+	double sel_f;
+	json_t *tasks;
+	/* fedau: its clients' interval estimates (ctl_fedau.c), made at its first count */
+	bool fedau_checked;
+	struct ctl_fedau *fedau;
 	struct cjob *next;
 };
 
@@ -254,6 +267,29 @@ struct cround *ctl__round_new(struct cjob *j, uint32_t r);
 void ctl__round_close(struct ctl *c, struct cjob *j, struct cround *cr);
 void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr);
 
+/* --- ctl_select.c: client selection across nodes (issue 15) --- */
+
+/*
+ * @j's "selection" from its definition @o (checked by the node that took it): sel_k, sel_f,
+ * sel_max; a job without clients_per_round gets per_round as its cpr.
+ */
+void ctl__job_select_init(struct cjob *j, const json_t *o);
+/* Forget its tasks in memory (the store keeps them). */
+void ctl__job_select_fini(struct cjob *j);
+/*
+ * {"op": "task", "job", "client"}: a task of @j's open round for the client (kept in the
+ * store first), the one it holds, or wait/done; the reply names the action and the round.
+ */
+void ctl__on_task(struct ctl *c, struct ctl_event *ev, json_t **rep);
+/*
+ * An update of round @r of @j from client @client (NULL: the job token): true with a 409
+ * (or 503) in *@rep when @j selects clients and that client holds no task of @r.
+ */
+bool ctl__task_refused(struct ctl *c, struct cjob *j, uint32_t r, const char *client,
+		       json_t **rep);
+/* Status: "selection" {per_round, overcommit, tasks_out, tasks_max} into @jo, if @j selects. */
+void ctl__select_status(struct ctl *c, struct cjob *j, json_t *jo);
+
 /* --- ctl_rejoin.c: a restart of the controller or of a node --- */
 
 /*
@@ -319,5 +355,14 @@ void ctl__round_client_drop(struct cround *cr, const char *id);
 void ctl__round_clients_lose(struct cround *cr, uint32_t rank);
 /* Distinct client tokens counted in @cr. */
 uint32_t ctl__round_clients(const struct cround *cr);
+/*
+ * ctl_fedau.c: the weight of client @client's update of @round counted in a fedau job (its
+ * state moves), *w = 0 for any other job: 0; else -errno and *@rep the refusal. commit: the
+ * states that moved go to the store (before the round's model file); fini: the table goes.
+ */
+int ctl__fedau_weight(struct ctl *c, struct cjob *j, uint32_t round, const char *client,
+		      double *w, json_t **rep);
+int ctl__fedau_commit(struct ctl *c, struct cjob *j);
+void ctl__fedau_fini(struct cjob *j);
 
 #endif

@@ -119,6 +119,15 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	/* Robust rules: owners send each other slices (runtime/cluster/rt_agent_shard.c). */
+	{
+		json_t *peers = json_array();
+
+		for (uint32_t i = 0; i < c->nnodes; i++)
+			json_array_append_new(peers, json_pack("[s, s]", c->nodes[i].addr,
+							       c->nodes[i].name));
+		json_object_set_new(h, "peers", peers);
+	}
 	/* Round 0 of a job with a starting model: its top must have it first. */
 	if (cr->round == 0 && j->model)
 		json_object_set_new(h, "initial", json_true());
@@ -356,6 +365,7 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cround *cr;
 	uint32_t to;
 	char msg[160];
+	double fw;
 
 	if (!j || rank < 0 || !c->nodes[rank].live) {
 		*rep = ctl__err_reply(j ? 503 : 404, j ? "node not joined" : "no such job");
@@ -377,6 +387,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 					 (json_int_t)c->nodes[rec->fold_at].epoch);
 			if (*rep && j->async)
 				json_object_set_new(*rep, "version", json_integer(rec->round));
+			if (*rep && rec->weight > 0) /* fedau */
+				json_object_set_new(*rep, "weight", json_real(rec->weight));
 			return;
 		}
 	}
@@ -422,14 +434,36 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		json_object_set_new(*rep, "round", json_integer(j->round));
 		return;
 	}
+	if (ctl__task_refused(c, j, r, ctl__jstr(ev->hdr, "client", NULL), rep))
+		return; /* selection: only clients with a task of the round (ctl_select.c) */
 	cr = round_get(j, r);
 	if (!cr && !(cr = round_new(j, r))) {
 		*rep = ctl__err_reply(503, "out of memory");
 		return;
 	}
+	/*
+	 * flora: the answer's seq is the update's slot, its block in the stacks. A slot given
+	 * back (a release, a lost node) may still be in a node's sum, so none is handed out
+	 * twice; the round closes once every slot of clients_per_round is out.
+	 */
+	if (j->flora && cr->slots < cr->count)
+		cr->slots = cr->count; /* rebuilt from the nodes' reports after a restart */
+	if (j->flora && cr->slots >= j->cpr) {
+		*rep = ctl__err_reply(503, "every flora slot of this round is handed out (updates "
+				      "were given back); it closes with the ones kept: send it to "
+				      "the next round");
+		json_object_set_new(*rep, "round", json_integer(j->round));
+		return;
+	}
 	to = fold_target(c, j, cr, (uint32_t)rank);
 	if (ctl__round_client_refused(cr, ctl__jstr(ev->hdr, "client", NULL), to, rep))
 		return;
+	if (ctl__fedau_weight(c, j, r, ctl__jstr(ev->hdr, "client", NULL), &fw, rep)) {
+		ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
+		return;
+	}
+	if (fw > 0) /* fedau: its metrics weigh as its update, as on one node */
+		json_object_set_new(ev->hdr, "weight", json_real(fw));
 	cr->count++;
 	cr->folded[to]++;
 	cr->landed[rank]++;
@@ -438,18 +472,24 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		rec->uid = uid;
 		rec->job = j->db_id;
 		rec->round = r;
-		rec->seq = cr->count - 1;
+		rec->seq = j->flora ? cr->slots : cr->count - 1;
 		rec->fold_at = (int)to;
 		rec->released = false;
+		rec->weight = fw;
 	}
 	*rep =
-	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq", (json_int_t)cr->count - 1,
+	    json_pack("{s:b, s:i, s:i, s:s, s:s, s:i}", "ok", 1, "seq",
+		      (json_int_t)(j->flora ? cr->slots : cr->count - 1),
 		      "fold_at", (json_int_t)to, "fold_addr", c->nodes[to].addr, "fold_name",
 		      c->nodes[to].name, "fold_epoch", (json_int_t)c->nodes[to].epoch);
 	if (*rep && j->async) /* the version it is folded into (its base was @r asked) */
 		json_object_set_new(*rep, "version", json_integer(r));
-	if (cr->count >= j->cpr) /* over: nodes reported more after a restart */
-		round_close(c, j, cr);
+	if (*rep && fw > 0) /* fedau: the weight the node folds it with (ctl_fedau.c) */
+		json_object_set_new(*rep, "weight", json_real(fw));
+	if (j->flora)
+		cr->slots++;
+	if (cr->count >= j->cpr || (j->flora && cr->slots >= j->cpr))
+		round_close(c, j, cr); /* over: nodes reported more after a restart */
 }
 
 /* A node could not fold an update it had been told to: uncount it. */
@@ -558,6 +598,8 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	err = slen ? ctl_store_opt_put(c->store, j->db_id, r + 1,
 				       (const uint8_t *)m + j->fmt.n_elem * sizeof(float), slen)
 		   : 0;
+	if (!err) /* fedau's client states too: ahead of the model is harmless (per round) */
+		err = ctl__fedau_commit(c, j);
 	if (err) {
 		trib_error("job %s round %u: storing the optimiser state: %s", j->name, r,
 			   strerror(-err));
@@ -668,6 +710,8 @@ static void job_free(struct cjob *j)
 	}
 	ctl_model_fmt_fini(&j->fmt);
 	ctl__job_cred_fini(j);
+	ctl__job_select_fini(j);
+	ctl__fedau_fini(j);
 	trib_free(j->model);
 	trib_free(j->body);
 	trib_free(j);
@@ -705,6 +749,7 @@ static struct cjob *job_new(struct ctl_event *ev, const json_t *o, const char *n
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
 	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
 	ctl__job_async(j, o);
+	ctl__job_select_init(j, o); /* ctl_select.c (may set cpr) */
 	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	/* Checked by the node that took the request (rt_job_def_parse), as every field. */
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
@@ -827,6 +872,7 @@ json_t *ctl__jobs_status(struct ctl *c)
 
 		if (jo && j->num_rounds)
 			json_object_set_new(jo, "num_rounds", json_integer(j->num_rounds));
+		ctl__select_status(c, j, jo);
 		if (jo)
 			json_object_set_new(jo, "state", json_string(
 				j->num_rounds && j->completed >= j->num_rounds ? "done" :
@@ -902,6 +948,7 @@ static int job_load(struct ctl *c, const struct ctl_job *cj)
 	j->fanin = (uint32_t)json_integer_value(json_object_get(o, "fan_in"));
 	j->min_clients = (uint32_t)json_integer_value(json_object_get(o, "min_clients"));
 	ctl__job_async(j, o);
+	ctl__job_select_init(j, o); /* ctl_select.c (may set cpr) */
 	j->round_timeout_s = (uint32_t)json_integer_value(json_object_get(o, "round_timeout_s"));
 	j->num_rounds = (uint32_t)json_integer_value(json_object_get(o, "num_rounds"));
 	err = ctl_model_fmt_init(&j->fmt, j->body, strlen(j->body), &why);

@@ -19,6 +19,7 @@ void ctl__job_async(struct cjob *j, const json_t *o)
 	json_t *s = json_object_get(o, "max_staleness");
 
 	j->async = !strcmp(ctl__jstr(o, "algorithm", ""), "fedbuff");
+	j->flora = !strcmp(ctl__jstr(o, "algorithm", ""), "flora");
 	if (!j->async)
 		return;
 	j->max_staleness = json_is_integer(s) ? (uint32_t)json_integer_value(s) : 10;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 
 #include "ctl_store.h"
 #include "trib_alloc.h"
+#include "trib_dtype.h"
 #include "trib_json.h"
 #include "trib_log.h"
 #include "trib_parse.h"
@@ -31,6 +33,7 @@ int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, co
 	json_t *spec = NULL;
 	const char *reason = "the job's definition is not a JSON object";
 	int err = trib_json_loadb(body, len, 0, &spec, NULL);
+	bool frl = false;
 
 	memset(f, 0, sizeof(*f));
 	if (err == -ENOMEM) {
@@ -38,13 +41,38 @@ int ctl_model_fmt_init(struct ctl_model_fmt *f, const char *body, size_t len, co
 		goto err_out;
 	}
 	err = -EINVAL;
+	/* scaffold's model is [x ; c]: the doubled schema, as the nodes make it. */
+	if (json_is_object(spec) && json_is_string(json_object_get(spec, "algorithm")) &&
+	    !strcmp(json_string_value(json_object_get(spec, "algorithm")), "scaffold")) {
+		size_t at;
+
+		err = trib_schema_scaffold(spec, &at);
+		reason = err == -ENOMEM ? "out of memory" : "scaffold keeps names starting c.";
+		if (err)
+			goto err_spec;
+		err = -EINVAL;
+	}
 	if (json_is_object(spec))
 		err = trib_schema_from_spec(spec, &f->schema, &f->nschema, &f->n_elem, &reason);
+	/* frl's model is the global ranking, I32 (a node's rt_job.c writes the same header). */
+	frl = json_is_string(json_object_get(spec, "algorithm")) &&
+	      !strcmp(json_string_value(json_object_get(spec, "algorithm")), "frl");
+	if (!err) {
+		/* flora: the stacks the nodes' models carry (trib_schema_add_flora()) */
+		err = trib_schema_add_flora(spec, &f->schema, &f->nschema, &f->n_elem, &reason);
+		if (err) {
+			json_decref(spec);
+			goto err_free_schema;
+		}
+	}
+err_spec:
 	json_decref(spec);
 	if (err)
 		goto err_out;
 	/* No __metadata__: a node writes none, and the files must be the same bytes. */
-	err = trib_st_write_header(f->schema, f->nschema, NULL, &f->hdr, &f->hdr_len);
+	err = trib_st_write_header_dtype(f->schema, f->nschema,
+					 frl ? TRIB_DTYPE_I32 : TRIB_DTYPE_F32, NULL, &f->hdr,
+					 &f->hdr_len);
 	if (err) {
 		reason = "its tensors do not make a safetensors header";
 		goto err_free_schema;

@@ -179,6 +179,18 @@ static const char *const migrations[] = {
 	"  state BLOB NOT NULL,"
 	"  PRIMARY KEY (job_id, version)"
 	");",
+	/*
+	 * 9 -> 10: a cluster's client-selection tasks (issue 15): who was handed a task of
+	 * which round of a job with "selection", so that the count survives a controller
+	 * restart and a task is not handed twice (ctl_store_task.c).
+	 */
+	"CREATE TABLE tasks ("
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	"  round INTEGER NOT NULL,"
+	"  client TEXT NOT NULL,"
+	"  granted_unix INTEGER NOT NULL,"
+	"  PRIMARY KEY (job_id, round, client)"
+	");",
 };
 
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == CTL_STORE_SCHEMA_VERSION,

@@ -25,7 +25,7 @@ struct ctl_store;
 #define CTL_KV_KEY_MAX   128 /* keys are 1..127 bytes */
 
 /* The schema version this build writes; older files are migrated on open. */
-#define CTL_STORE_SCHEMA_VERSION 9
+#define CTL_STORE_SCHEMA_VERSION 10
 
 struct ctl_job {
 	int64_t id;                       /* set by ctl_store_job_create; never reused */
@@ -137,6 +137,20 @@ int ctl_store_opt_put(struct ctl_store *st, int64_t job_id, uint32_t version, co
 		      size_t len);
 int ctl_store_opt_get(struct ctl_store *st, int64_t job_id, uint32_t version, uint8_t **out,
 		      size_t *len);
+
+/*
+ * Client selection in a cluster (ctl_store_task.c, schema 10). grant hands client @client
+ * (1..32 bytes) a task of round @round of job @job_id if the round has fewer than @max, in one
+ * transaction that also forgets the job's tasks of older rounds (void once a round is past):
+ * 1 granted now, 0 the client held one already, -ENOSPC the round's @max are out (nothing
+ * written), -ENOENT no such job, else -errno. *@out (may be NULL) gets the round's tasks after
+ * the call. list calls @fn for each client holding a task of (@job_id, @round); a non-zero
+ * return from @fn stops the walk and is returned.
+ */
+int ctl_store_task_grant(struct ctl_store *st, int64_t job_id, uint32_t round, const char *client,
+			 uint32_t max, uint32_t *out);
+int ctl_store_task_list(struct ctl_store *st, int64_t job_id, uint32_t round,
+			int (*fn)(void *ctx, const char *client), void *ctx);
 
 /* The answer once given to an Idempotency-Key of an update (key and body borrowed). */
 struct ctl_idem {

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -151,14 +152,13 @@ static int map_descr(const char *d, struct trib_npy *out, char *why, size_t cap)
 		{ "<f8", TRIB_NPY_F64, 8 },
 		{ "<f2", TRIB_DTYPE_F16, 2 },
 		{ "|i1", TRIB_DTYPE_I8, 1 },
-		/* A sparse tensor's indices (<name>.indices); never a value (trib_st_match_q). */
-		{ "<i4", TRIB_DTYPE_I32, 4 },
-		{ "<i8", TRIB_DTYPE_I64, 8 },
+		{ "<i4", TRIB_DTYPE_I32, 4 }, /* frl rankings, sparse indices (a float value refuses I32) */
+		{ "<i8", TRIB_NPY_I64, 8 },
 	};
 	static const char allowed[] = "'<f4' (float32), '<f8' (float64, narrowed to float32), "
-				      "'<f2' (float16), '|i1' (int8, with a '<name>.scale' "
-				      "float32 tensor), or for a sparse tensor's <name>.indices "
-				      "'<i4' or '<i8'";
+				      "'<f2' (float16) or '|i1' (int8, with a '<name>.scale' "
+				      "float32 tensor); for frl rankings and a sparse tensor's "
+				      "<name>.indices '<i4' or '<i8' (int32, int64 narrowed)";
 
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		if (!strcmp(d, ok[i].descr)) {
@@ -274,10 +274,26 @@ int trib_npy_parse(const void *buf, size_t len, struct trib_npy *out, char *why,
 int trib__npy_settle(uint8_t *base, uint64_t *at, uint32_t *dtype, uint64_t n, const char *name,
 		     char *why, size_t cap)
 {
-	uint32_t size = *dtype == TRIB_NPY_F64 ? 4 : (uint32_t)trib_dtype_size(*dtype);
+	bool wide = *dtype == TRIB_NPY_F64 || *dtype == TRIB_NPY_I64;
+	uint32_t size = wide ? 4 : (uint32_t)trib_dtype_size(*dtype);
 	uint64_t dst = *at - *at % size;
 
-	if (*dtype == TRIB_NPY_F64) {
+	if (*dtype == TRIB_NPY_I64) {
+		/* As float64 below: element i is read before anything at or after it is written. */
+		for (uint64_t i = 0; i < n; i++) {
+			int64_t v;
+			int32_t w;
+
+			memcpy(&v, base + *at + 8 * i, 8);
+			if (v < INT32_MIN || v > INT32_MAX)
+				return refuse(why, cap, "tensor %.40s: value %lld at element %llu does "
+					      "not fit int32", name, (long long)v,
+					      (unsigned long long)i);
+			w = (int32_t)v;
+			memcpy(base + dst + 4 * i, &w, 4);
+		}
+		*dtype = TRIB_DTYPE_I32;
+	} else if (*dtype == TRIB_NPY_F64) {
 		/* In place, front to back: element i is read before anything at or after it is
 		 * written, since dst <= src and 4i + 4 <= 8i + 8. */
 		for (uint64_t i = 0; i < n; i++) {

@@ -17,10 +17,12 @@
  * F32 in place (numpy's default dtype is float64: clients that never cast send it).
  */
 #define TRIB_NPY_F64 0x100u
+/* Another: little-endian int64, narrowed to I32 in place when every value fits (frl rankings). */
+#define TRIB_NPY_I64 0x101u
 
 /* One parsed .npy header. */
 struct trib_npy {
-	uint32_t dtype;    /* TRIB_DTYPE_F32, _F16, _I8, _I32, _I64, or TRIB_NPY_F64 */
+	uint32_t dtype;    /* TRIB_DTYPE_F32, _F16, _I8, _I32, TRIB_NPY_F64 or TRIB_NPY_I64 */
 	uint32_t itemsize; /* bytes per element */
 	uint32_t ndim;
 	uint64_t shape[TRIB_ST_MAX_DIMS];
@@ -40,7 +42,7 @@ int trib_npy_prefix(const void *buf, size_t len, uint64_t *data_off, char *why, 
 /*
  * Parse the .npy header at @buf (@len bytes: at least up to its data). The dict must hold
  * exactly 'descr', 'fortran_order' and 'shape', each once; descr one of '<f4', '<f8', '<f2',
- * '|i1', '<i4', '<i8' (the last two: sparse indices) (big-endian descrs, object arrays, structured and other dtypes refused, each with its
+ * '|i1', '<i4', '<i8' (sparse indices and frl rankings; int64 narrowed to int32) (big-endian descrs, object arrays, structured and other dtypes refused, each with its
  * own message); fortran_order False; at most TRIB_ST_MAX_DIMS dimensions and 2^40 elements.
  * Returns 0 or -EINVAL (@why, @cap bytes, says what and what is allowed).
  */
@@ -48,7 +50,8 @@ int trib_npy_parse(const void *buf, size_t len, struct trib_npy *out, char *why,
 
 /*
  * A whole .npy update body (@buf, @len bytes, writable: it is the arena slot) as one tensor
- * named @name: the data must fill the body exactly. Float64 data is narrowed to F32 and data
+ * named @name: the data must fill the body exactly. Float64 data is narrowed to F32 (int64 to
+ * I32, refused naming the element when a value does not fit) and data
  * not aligned to its element size moved down to be, both in place (into the header's bytes).
  * On success *out holds one tensor (data_off 0, data_begin relative to @buf); release it with
  * trib_st_free(). Returns 0, -EINVAL (@why) or -ENOMEM.
@@ -79,10 +82,19 @@ int trib_npz_load(void *buf, size_t len, void *region, uint64_t region_cap, stru
 uint64_t trib_npz_size(const struct trib_tensor *schema, size_t n);
 
 /*
- * Write @schema's tensors (@n), float32 little-endian and contiguous in schema order at @data,
+ * Write @schema's tensors (@n), float32 (int32 for an I32 schema entry) little-endian and
+ * contiguous in schema order at @data,
  * as a stored .npz (what np.load() reads) into @out (trib_npz_size() bytes). Deterministic:
  * no timestamps (the DOS date fields are 1980-01-01).
  */
 void trib_npz_write(const struct trib_tensor *schema, size_t n, const void *data, void *out);
+
+/*
+ * trib_npz_write with every member of @dtype: TRIB_DTYPE_F32 ('<f4') or TRIB_DTYPE_I32 ('<i4',
+ * an FRL model: the global ranking per tensor). Any other dtype is written as F32. The same
+ * trib_npz_size() bytes for either (4-byte elements, headers of one length).
+ */
+void trib_npz_write_dtype(const struct trib_tensor *schema, size_t n, uint32_t dtype,
+			  const void *data, void *out);
 
 #endif

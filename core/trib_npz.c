@@ -363,7 +363,9 @@ static int inflate_member(const uint8_t *p, const struct member *m, uint8_t *bas
 			     (unsigned long long)(off + h->data_len));
 		goto out;
 	}
-	*dtype = h->dtype == TRIB_NPY_F64 ? TRIB_DTYPE_F32 : h->dtype;
+	*dtype = h->dtype == TRIB_NPY_F64 ? TRIB_DTYPE_F32 :
+		 h->dtype == TRIB_NPY_I64 ? TRIB_DTYPE_I32 :
+					    h->dtype;
 	need = h->n_elem * trib_dtype_size(*dtype);
 	start = (*used + 63) & ~63ull;
 	if (start > region_cap || need > region_cap - start) {
@@ -373,7 +375,7 @@ static int inflate_member(const uint8_t *p, const struct member *m, uint8_t *bas
 			 (unsigned long long)region_cap, m->name, (unsigned long long)need);
 		goto out;
 	}
-	if (h->dtype != TRIB_NPY_F64) {
+	if (h->dtype != TRIB_NPY_F64 && h->dtype != TRIB_NPY_I64) {
 		err = inflate_exact(&z, region + start, need, &crc, m->name, why, cap);
 	} else {
 		bounce = trib_malloc(BOUNCE);
@@ -384,7 +386,7 @@ static int inflate_member(const uint8_t *p, const struct member *m, uint8_t *bas
 		for (uint64_t done = 0; !err && done < h->n_elem;) {
 			uint64_t k = h->n_elem - done < BOUNCE / 8 ? h->n_elem - done : BOUNCE / 8;
 			uint64_t at8 = 0;
-			uint32_t dt = TRIB_NPY_F64;
+			uint32_t dt = h->dtype; /* 8 bytes wide, narrowed to 4 */
 
 			err = inflate_exact(&z, bounce, k * 8, &crc, m->name, why, cap);
 			if (err)
@@ -502,14 +504,17 @@ fail:
 
 /* --- writing: a stored archive, one member per tensor --- */
 
-/* The .npy header of a float32 tensor, padded so that its data starts at a multiple of 64. */
-static size_t npy_header(const struct trib_tensor *t, char *out, size_t cap)
+/*
+ * The .npy header of a tensor of @descr ('<f4' or '<i4': the same length, so sizes do not
+ * depend on it), padded so that its data starts at a multiple of 64.
+ */
+static size_t npy_header(const struct trib_tensor *t, const char *descr, char *out, size_t cap)
 {
 	char dict[256 + 24 * TRIB_ST_MAX_DIMS];
 	size_t n = 0, total;
 
 	n += (size_t)snprintf(dict + n, sizeof(dict) - n,
-			      "{'descr': '<f4', 'fortran_order': False, 'shape': (");
+			      "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
 	for (uint32_t d = 0; d < t->ndim; d++)
 		n += (size_t)snprintf(dict + n, sizeof(dict) - n, "%llu%s",
 				      (unsigned long long)t->shape[d],
@@ -534,7 +539,7 @@ uint64_t trib_npz_size(const struct trib_tensor *schema, size_t n)
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t nlen = strlen(schema[i].name) + 4;
-		uint64_t member = npy_header(&schema[i], NULL, 0) + schema[i].n_elem * 4;
+		uint64_t member = npy_header(&schema[i], "<f4", NULL, 0) + schema[i].n_elem * 4;
 
 		if (member >= 0xffffffffu)
 			return 0;
@@ -545,6 +550,12 @@ uint64_t trib_npz_size(const struct trib_tensor *schema, size_t n)
 
 void trib_npz_write(const struct trib_tensor *schema, size_t n, const void *data, void *out)
 {
+	trib_npz_write_dtype(schema, n, TRIB_DTYPE_F32, data, out);
+}
+
+void trib_npz_write_dtype(const struct trib_tensor *schema, size_t n, uint32_t dtype,
+			  const void *data, void *out)
+{
 	uint8_t *o = out, *cd;
 	const uint8_t *src = data;
 	uint64_t pos = 0, cd_len = 0, lpos = 0;
@@ -552,7 +563,10 @@ void trib_npz_write(const struct trib_tensor *schema, size_t n, const void *data
 
 	/* Sizes were checked by trib_npz_size(): every field fits its 16 or 32 bits. */
 	for (size_t i = 0; i < n; i++) {
-		size_t nlen = strlen(schema[i].name) + 4, hl = npy_header(&schema[i], hdr,
+		/* @dtype for the whole model (frl), or the tensor's own (a flora pair's rank). */
+		const char *descr = dtype == TRIB_DTYPE_I32 || schema[i].dtype == TRIB_DTYPE_I32
+					    ? "<i4" : "<f4";
+		size_t nlen = strlen(schema[i].name) + 4, hl = npy_header(&schema[i], descr, hdr,
 									   sizeof(hdr));
 		uint64_t dlen = schema[i].n_elem * 4;
 		uLong crc = crc32(crc32(crc32(0, Z_NULL, 0), (const Bytef *)hdr, (uInt)hl), src,

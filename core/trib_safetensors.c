@@ -499,7 +499,8 @@ int trib_st_write_header_dtype(const struct trib_tensor *schema, size_t n, uint3
 	 * A model is F32 (every float rule) or I32 (FRL's global ranking): both 4-byte cells, so
 	 * a model's size stays n_elem × 4 whatever its dtype. Upload-only dtypes are refused.
 	 */
-	if (n > TRIB_ST_MAX_TENSORS || (dtype != TRIB_DTYPE_F32 && dtype != TRIB_DTYPE_I32))
+	if (n > TRIB_ST_MAX_TENSORS ||
+	    (dtype != TRIB_DTYPE_F32 && dtype != TRIB_DTYPE_I32 && dtype != TRIB_DTYPE_EACH))
 		return -EINVAL;
 	root = json_object();
 	if (!root)
@@ -514,7 +515,12 @@ int trib_st_write_header_dtype(const struct trib_tensor *schema, size_t n, uint3
 		}
 	}
 	for (size_t i = 0; i < n; i++) {
-		err = add_tensor(root, &schema[i], dtype, &off);
+		uint32_t dt = dtype == TRIB_DTYPE_EACH ? schema[i].dtype : dtype;
+
+		/* Each tensor's own: still F32 or I32 only, 4-byte cells (a flora model). */
+		err = dt == TRIB_DTYPE_F32 || dt == TRIB_DTYPE_I32 ? add_tensor(root, &schema[i], dt,
+										 &off)
+								    : -EINVAL;
 		if (err)
 			goto err_decref;
 	}

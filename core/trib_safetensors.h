@@ -83,8 +83,12 @@ int trib_st_write_header(const struct trib_tensor *schema, size_t n, const char 
 		       char **hdr, size_t *hdr_len);
 /*
  * Like trib_st_write_header, with every tensor in @dtype: TRIB_DTYPE_F32 or TRIB_DTYPE_I32
- * (an FRL model: the global ranking per tensor). Any other dtype is -EINVAL.
+ * (an FRL model: the global ranking per tensor), or TRIB_DTYPE_EACH: each tensor's own
+ * schema dtype, F32 or I32 (a flora model: F32 stacks and an I32 used rank). Any other dtype
+ * is -EINVAL.
  */
+/* @dtype for trib_st_write_header_dtype(): each tensor in its schema dtype (F32 or I32). */
+#define TRIB_DTYPE_EACH 0xffffffffu
 int trib_st_write_header_dtype(const struct trib_tensor *schema, size_t n, uint32_t dtype,
 			       const char *meta_json, char **hdr, size_t *hdr_len);
 

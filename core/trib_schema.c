@@ -3,6 +3,7 @@
 #include "trib_schema.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "trib_alloc.h"
@@ -142,5 +143,111 @@ int trib_schema_from_spec_at(const json_t *spec, struct trib_tensor **out, size_
 	*out = t;
 	*nout = 1;
 	*n_elem = t->n_elem;
+	return 0;
+}
+
+/* Appends tensor @name, shape [d0] (@d1 0) or [d0, d1], F32, to *@out. 0, -EINVAL or -ENOMEM. */
+static int flora_append(struct trib_tensor **out, size_t *n, uint64_t *n_elem, const char *name,
+			uint64_t d0, uint64_t d1)
+{
+	uint64_t ne = d1 ? d0 * d1 : d0;
+	struct trib_tensor *t;
+
+	if (!name || strlen(name) >= TRIB_ST_NAME_MAX || (d1 && ne / d1 != d0) ||
+	    *n_elem + ne > TRIB_SCHEMA_MAX_ELEM)
+		return -EINVAL;
+	t = trib_realloc(*out, (*n + 1) * sizeof(**out));
+	if (!t)
+		return -ENOMEM;
+	*out = t;
+	t += (*n)++;
+	memset(t, 0, sizeof(*t));
+	strcpy(t->name, name);
+	t->dtype = TRIB_DTYPE_F32;
+	t->ndim = d1 ? 2 : 1;
+	t->shape[0] = d0;
+	t->shape[1] = d1;
+	t->n_elem = ne;
+	*n_elem += ne;
+	return 0;
+}
+
+int trib_schema_add_flora(const json_t *spec, struct trib_tensor **out, size_t *nout,
+			  uint64_t *n_elem, const char **why)
+{
+	const json_t *alg = json_object_get(spec, "algorithm");
+	const json_t *pairs = json_object_get(spec, "flora_pairs");
+	json_int_t S = json_integer_value(json_object_get(spec, "clients_per_round"));
+	size_t nbase = *nout, i;
+	const json_t *e;
+
+	if (!json_is_string(alg) || strcmp(json_string_value(alg), "flora"))
+		return 0;
+	*why = "flora_pairs: not a valid list of LoRA pairs";
+	if (!json_is_array(pairs) || S < 1)
+		return -EINVAL;
+	json_array_foreach(pairs, i, e) {
+		const char *base = json_string_value(json_object_get(e, "base"));
+		const char *name = json_string_value(json_object_get(e, "name"));
+		json_int_t R = json_integer_value(json_object_get(e, "max_rank"));
+		char rank[TRIB_ST_NAME_MAX + 8];
+		const struct trib_tensor *b = NULL;
+		uint64_t m, n, sr;
+		int err;
+
+		for (size_t k = 0; base && k < nbase; k++)
+			if (!strcmp((*out)[k].name, base))
+				b = &(*out)[k];
+		if (!b || b->ndim != 2 || !name || R < 1 || (uint64_t)R > (1ull << 31) ||
+		    (uint64_t)S > (1ull << 31))
+			return -EINVAL;
+		m = b->shape[0];
+		n = b->shape[1];
+		sr = (uint64_t)S * (uint64_t)R;
+		snprintf(rank, sizeof(rank), "%s.rank", name);
+		err = flora_append(out, nout, n_elem, json_string_value(json_object_get(e, "a")),
+				   sr, n);
+		if (!err)
+			err = flora_append(out, nout, n_elem,
+					   json_string_value(json_object_get(e, "b")), m, sr);
+		if (!err)
+			err = flora_append(out, nout, n_elem, rank, 1, 0);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int trib_schema_scaffold(json_t *spec, size_t *at)
+{
+	json_t *t = json_object_get(spec, "tensors"), *np = json_object_get(spec, "params");
+	size_t n, i;
+
+	if (!t && json_is_integer(np)) {
+		t = json_pack("[{s:s, s:[I], s:s}]", "name", "weights", "shape",
+			      (json_int_t)json_integer_value(np), "dtype", "F32");
+		if (!t || json_object_set_new(spec, "tensors", t) ||
+		    json_object_del(spec, "params"))
+			return -ENOMEM;
+	}
+	if (!json_is_array(t))
+		return 0;
+	n = json_array_size(t);
+	for (i = 0; i < n; i++) {
+		json_t *e = json_array_get(t, i), *name = json_object_get(e, "name"), *twin;
+		char buf[TRIB_ST_NAME_MAX + 2];
+
+		if (!json_is_string(name))
+			return 0;
+		if (!strncmp(json_string_value(name), "c.", 2)) {
+			*at = i;
+			return -EINVAL;
+		}
+		snprintf(buf, sizeof(buf), "c.%s", json_string_value(name));
+		twin = json_deep_copy(e);
+		if (!twin || json_object_set_new(twin, "name", json_string(buf)) ||
+		    json_array_append_new(t, twin))
+			return -ENOMEM;
+	}
 	return 0;
 }

@@ -39,4 +39,23 @@ int trib_schema_from_spec(const json_t *spec, struct trib_tensor **out, size_t *
 int trib_schema_from_spec_at(const json_t *spec, struct trib_tensor **out, size_t *nout,
 			     uint64_t *n_elem, const char **why, size_t *at);
 
+/*
+ * A flora job's flat model (runtime/node/rt_flora.h): when @spec says "algorithm": "flora",
+ * appends to the schema of its "tensors" (*@out, @nout entries, may move) each pair's a
+ * [S R, n], b [m, S R] and "<name>.rank" [1] (all F32 here; S = clients_per_round), in pair
+ * order; else nothing. The one rule for node and controller; the node checks the pairs first
+ * (rt_flora_spec) and names what is wrong. 0, -EINVAL (@why), -ENOMEM.
+ */
+int trib_schema_add_flora(const json_t *spec, struct trib_tensor **out, size_t *nout,
+			  uint64_t *n_elem, const char **why);
+
+/*
+ * scaffold's model is [x ; c] (functions/fn_scaffold.h): every tensor of @spec (modified in
+ * place) gets a twin `c.<name>` after them all, so the one schema rule checks both halves and
+ * the node and the controller store the same doubled schema. "params": N becomes its tensor
+ * "weights" first. 0 (also when @spec has no valid "tensors": the schema rule then says what is
+ * wrong); -EINVAL with *at the index of a tensor whose name already starts with "c."; -ENOMEM.
+ */
+int trib_schema_scaffold(json_t *spec, size_t *at);
+
 #endif

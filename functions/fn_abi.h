@@ -140,7 +140,11 @@ struct fn_shard_task {
 	uint64_t descs_off; /* arena offset of the k descriptors */
 	uint64_t dmat_off;  /* Krum: arena offset of the shards' distance matrices */
 	uint64_t sel_off;   /* Krum: arena offset of the m selected indexes */
-	uint64_t reserved[2];
+	/*
+	 * The coordinates [range_lo, range_hi) the shards split (a cluster node's range of the
+	 * model, docs/ARCHITECTURE.md "Robust rules across nodes"); 0, 0: the whole model.
+	 */
+	uint64_t range_lo, range_hi;
 };
 _Static_assert(sizeof(struct fn_shard_task) == 72, "fn_shard_task is ABI");
 
@@ -154,7 +158,8 @@ enum fn_algorithm {
 	FN_ALGO_FEDAVG = 1,
 	FN_ALGO_SCAFFOLD = 2, /* fn_scaffold.c: [x ; c], its own server step (no fn_opt stage) */
 	FN_ALGO_FRL = 3, /* fn_frl.c: uint32 votes in the accumulator's cells; the runtime sorts */
-	FN_ALGO_SECAGG = 4, /* fn_secagg.c: masked u32 words summed mod 2^32; the runtime unmasks */
+	FN_ALGO_FLORA = 4, /* fn_flora.c: LoRA pairs placed in rank blocks; the runtime finishes */
+	FN_ALGO_SECAGG = 5, /* fn_secagg.c: masked u32 words summed mod 2^32; the runtime unmasks */
 	FN_ALGO_END, /* one past the last value; never sent */
 };
 

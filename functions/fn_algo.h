@@ -87,6 +87,7 @@ extern const struct fn_algo_ops fn_clip_ops;    /* fn_dp.c: L2 clipping of each 
 extern const struct fn_algo_ops fn_dp_ops;      /* fn_dp.c: Gaussian noise on the sum */
 extern const struct fn_algo_ops fn_scaffold_ops; /* fn_scaffold.c: x and c, SCAFFOLD's step */
 extern const struct fn_algo_ops fn_frl_ops;      /* fn_frl.c: integer votes on rankings */
+extern const struct fn_algo_ops fn_flora_ops;    /* fn_flora.c: LoRA pairs in rank blocks */
 extern const struct fn_algo_ops fn_secagg_ops;   /* fn_secagg.c: masked sums mod 2^32 */
 extern const struct fn_algo_ops fn_secagg_unmask_ops; /* fn_secagg.c: a range of the masks */
 
@@ -108,7 +109,7 @@ int fn_input_from_desc(const struct fn_algo_ctx *ctx, const struct shm_desc *d,
 		       struct fn_input *in);
 
 /* Most stages in one pipeline. */
-#define FN_PIPE_MAX 10
+#define FN_PIPE_MAX 12
 
 /* The stages one config runs; plain data, owned by the loop. */
 struct fn_pipeline {

@@ -51,6 +51,7 @@ static bool want_opt(const struct fn_config *cfg, const struct fn_params *par)
 {
 	return finishes(cfg) && par->model_off && cfg->algorithm != FN_ALGO_SCAFFOLD &&
 	       cfg->algorithm != FN_ALGO_FRL && /* votes are not a mean to step by */
+	       cfg->algorithm != FN_ALGO_FLORA && /* stacks are not a mean either */
 	       cfg->algorithm != FN_ALGO_SECAGG; /* nor is a masked sum */
 }
 
@@ -98,6 +99,7 @@ static const struct fn_algo_row {
 	{ FN_ALGO_FEDAVG, &fn_fedavg_ops, PLACE_BASE, NULL },
 	{ FN_ALGO_SCAFFOLD, &fn_scaffold_ops, PLACE_BASE, NULL },
 	{ FN_ALGO_FRL, &fn_frl_ops, PLACE_BASE, NULL },
+	{ FN_ALGO_FLORA, &fn_flora_ops, PLACE_BASE, NULL },
 	{ FN_ALGO_SECAGG, &fn_secagg_ops, PLACE_BASE, NULL },
 	{ 0, &fn_dp_ops, PLACE_BEFORE, want_dp },
 	{ 0, &fn_clip_ops, PLACE_AFTER, want_clip },

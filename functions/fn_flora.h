@@ -25,6 +25,21 @@
  * (fn_flora_pack()) so the stacked rank sum r_k is a prefix and the tail is zero.
  */
 
+/*
+ * Through the arena (FN_ALGO_FLORA, fn_flora_ops): the gateway points an update's segments at the
+ * client's block of the job's flat model (runtime/api/rt_api_flora.c): one segment for A, folded
+ * with the update's weight (its scale is 1), and one per row of B, placed as sent (its scale is
+ * FN_FLORA_SEG_AS_IS). The fold is fn_flora_place() done by the arena's fold; the top does not
+ * divide: the runtime's commit runs fn_flora_finish() and fn_flora_pack() on the stacks only
+ * (runtime/node/rt_flora.c), since B and the frozen base tensors must not be divided.
+ */
+#define FN_FLORA_SEG_AS_IS 0.0f
+/*
+ * On the tcp data plane an update travels as the whole flat model (one segment from element 0
+ * over every element), placed and A-weighted by the runtime: fn_flora_ops adds it with weight 1
+ * and counts its weight in W as usual.
+ */
+
 /* Place client slot @s (rank @r <= @R, weight @w) of pair (m, n, R, S): 0, or -EINVAL. */
 int fn_flora_place(float *a_stack, float *b_stack, size_t m, size_t n, size_t R, size_t S,
 		   size_t s, size_t r, const float *A, const float *B, double w);

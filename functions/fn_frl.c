@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "fn_abi.h"
@@ -51,26 +50,49 @@ void fn_frl_add(uint32_t *acc, const uint32_t *part, size_t n)
 		acc[i] += part[i];
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
+/*
+ * out[j] = the index with the j-th smallest vote, ties to the lower index: a least-significant
+ * digit radix sort of (vote << 32 | index) keys on the vote's bits, 11 a pass (3 passes),
+ * ping-ponging between the two halves of @scratch. Each pass is a stable counting sort and the
+ * keys start in index order, so equal votes keep index order: exactly numpy's
+ * argsort(kind="stable"), in O(n). (qsort on the same keys took 0.4 s for 1M entries on the
+ * 2-core VM; this takes tens of ms.) A pass whose digit is the same for every vote moves
+ * nothing and is skipped.
+ */
+#define FRL_DIGIT 11u
+#define FRL_MASK ((1u << FRL_DIGIT) - 1)
 
 int fn_frl_rank(const uint32_t *votes, size_t n, int32_t *out, uint64_t *scratch)
 {
+	uint64_t *a = scratch, *b = scratch + n, *t;
+	size_t count[1u << FRL_DIGIT];
+
 	if ((uint64_t)n > (uint64_t)INT32_MAX + 1)
 		return -EINVAL;
-	/*
-	 * Vote in the high half, index in the low: every key is distinct, so any sort gives the
-	 * one order a stable argsort gives (qsort's instability cannot show).
-	 */
 	for (size_t i = 0; i < n; i++)
-		scratch[i] = (uint64_t)votes[i] << 32 | (uint64_t)i;
-	qsort(scratch, n, sizeof(*scratch), cmp_u64);
+		a[i] = (uint64_t)votes[i] << 32 | (uint64_t)i;
+	for (unsigned shift = 32; shift < 64; shift += FRL_DIGIT) {
+		size_t sum = 0;
+
+		memset(count, 0, sizeof(count));
+		for (size_t i = 0; i < n; i++)
+			count[a[i] >> shift & FRL_MASK]++;
+		if (n && count[a[0] >> shift & FRL_MASK] == n)
+			continue; /* one digit for all: the order stays */
+		for (size_t d = 0; d <= FRL_MASK; d++) {
+			size_t c = count[d];
+
+			count[d] = sum;
+			sum += c;
+		}
+		for (size_t i = 0; i < n; i++)
+			b[count[a[i] >> shift & FRL_MASK]++] = a[i];
+		t = a;
+		a = b;
+		b = t;
+	}
 	for (size_t j = 0; j < n; j++)
-		out[j] = (int32_t)(uint32_t)scratch[j];
+		out[j] = (int32_t)(uint32_t)a[j];
 	return 0;
 }
 
@@ -101,13 +123,16 @@ static int frl_fold(void *state, const struct fn_algo_ctx *ctx, const struct fn_
 		const struct shm_seg *s = &in->segs[i];
 		const void *src = in->base + s->src_off;
 
-		if (in->kind == SHM_DESC_UPDATE) {
-			if (s->dtype != SHM_DTYPE_I32 ||
-			    fn_frl_vote(acc + s->dst_elem, src, (size_t)s->n_elem))
+		if (in->kind == SHM_DESC_UPDATE && s->dtype == SHM_DTYPE_I32) {
+			if (fn_frl_vote(acc + s->dst_elem, src, (size_t)s->n_elem))
 				return -EINVAL;
 			continue;
 		}
-		/* A partial's 4-byte cells are votes; fn_main.c labels every partial F32. */
+		/*
+		 * A partial's 4-byte cells are votes (fn_main.c labels every partial F32); so are
+		 * an update's in tcp, where the runtime sends the ranking's votes as flat cells
+		 * (fn_main.c labels them F32 too; runtime/node/rt_tree.c, frl_send_votes).
+		 */
 		if (s->dtype != SHM_DTYPE_F32)
 			return -EINVAL;
 		fn_frl_add(acc + s->dst_elem, src, (size_t)s->n_elem);

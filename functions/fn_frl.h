@@ -39,7 +39,7 @@ void fn_frl_add(uint32_t *acc, const uint32_t *part, size_t n);
 
 /*
  * out[j] = the index with the j-th smallest vote (ties: the lower index), for n votes
- * (n <= INT32_MAX + 1). @scratch: n uint64 of caller-owned memory. 0 or -EINVAL (n too large).
+ * (n <= INT32_MAX + 1). @scratch: 2n uint64 of caller-owned memory. 0 or -EINVAL (n too large).
  */
 int fn_frl_rank(const uint32_t *votes, size_t n, int32_t *out, uint64_t *scratch);
 

@@ -531,8 +531,17 @@ static int robust_shard(void *state, const struct fn_algo_ctx *ctx)
 	err = shard_task(ctx, &t, &descs);
 	if (err)
 		return err;
-	lo = n * ctx->cfg->index / t->shards;
-	hi = n * (ctx->cfg->index + 1) / t->shards;
+	if (t->range_hi) {
+		/* A cluster node's range: its shards split it as one node splits the model. */
+		if (t->range_lo >= t->range_hi || t->range_hi > n)
+			return -EINVAL;
+		lo = t->range_lo;
+		n = t->range_hi - t->range_lo;
+	} else {
+		lo = 0;
+	}
+	hi = lo + n * (ctx->cfg->index + 1) / t->shards;
+	lo += n * ctx->cfg->index / t->shards;
 	distances = (t->rule == FN_RULE_KRUM || t->rule == FN_RULE_BULYAN) && t->phase == 1;
 	rows = trib_calloc(t->k, sizeof(*rows));
 	scratch = trib_malloc((size_t)t->k * SHARD_BLOCK * sizeof(float));

@@ -83,6 +83,14 @@ static void local_sum(void *ctx, struct rt_job *j, struct rt_round *r)
 		rt_agent_on_local_sum(up->agent, j, r);
 }
 
+static void shard_phase(void *ctx, struct rt_job *j, struct rt_round *r, uint32_t phase)
+{
+	struct rt_up *up = ctx;
+
+	if (up->agent)
+		rt_agent_on_shard_phase(up->agent, j, r, phase);
+}
+
 static bool fold_result(void *ctx, struct rt_fn *fn, const struct shm_desc *d, float *payload)
 {
 	struct rt_up *up = ctx;
@@ -377,7 +385,8 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 		return 1;
 	}
 	up.node->hooks = (struct rt_node_hooks){ &up, io_recv, io_poll, model_ready,
-						 round_advanced, local_sum, fold_result };
+						 round_advanced, local_sum, fold_result,
+						 shard_phase };
 	err = o.controller ? 0 : admin_token_load(up.node);
 	if (!err)
 		err = serve_setup(&up);

@@ -18,6 +18,9 @@ if [ "${1:-}" = "--test" ]; then
 	PKGS="$PKGS chromium python3-websocket"
 	# promtool and a real Prometheus scraping `tributary up` (tests/e2e/prometheus.py).
 	PKGS="$PKGS prometheus"
+	# PyTorch for the LoRA example's scenario (tests/e2e/example_lora.py: make example-lora in
+	# small), so that it runs in CI rather than skipping.
+	PKGS="$PKGS python3-torch"
 	# kubectl, node and tests/k8s's npm packages, for the manifests test (tests/k8s) only.
 	"$(dirname "$0")/deps-k8s.sh"
 	# node, tests/openapi's npm packages (the OpenAPI validator) and python3-jsonschema.

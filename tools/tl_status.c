@@ -92,9 +92,15 @@ static void print_selection(json_t *j)
 
 	if (!json_is_object(sel))
 		return;
-	printf("  tasks %lld/%lld out (selection: %lld updates close a round, overcommit %g)\n",
-	       jint(sel, "tasks_out"), jint(sel, "tasks_max"), jint(sel, "per_round"),
-	       json_number_value(json_object_get(sel, "overcommit")));
+	/* A cluster's node has no count of its own (the controller's: GET /v1/cluster). */
+	if (!json_object_get(sel, "tasks_out"))
+		printf("  tasks of %lld (counted by the controller; selection: %lld updates close "
+		       "a round, overcommit %g)\n", jint(sel, "tasks_max"), jint(sel, "per_round"),
+		       json_number_value(json_object_get(sel, "overcommit")));
+	else
+		printf("  tasks %lld/%lld out (selection: %lld updates close a round, overcommit "
+		       "%g)\n", jint(sel, "tasks_out"), jint(sel, "tasks_max"),
+		       jint(sel, "per_round"), json_number_value(json_object_get(sel, "overcommit")));
 }
 
 /* The latest evaluated version's sample-weighted means (issue 15), under its job's row. */

@@ -8,6 +8,7 @@ One `tributary up` is started on a free loopback port in a temporary directory f
 module and stopped (SIGTERM, must exit 0) at the end; each test uses its own job.
 """
 import collections
+import json
 import http.server
 import io
 import json
@@ -286,6 +287,43 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(v, 1)
         self.assert_model(m, {n: (2 * u1[n].astype(np.float64) + u2[n]) / 3 for n in SHAPES},
                           tol=1e-6)
+
+    def test_frl_rankings_and_the_int32_model(self):
+        """An frl job: rankings made with frl_ranking() (scores with ties) give the stable
+        argsort of the summed positions as an int32 model; v0 is the identity; a float array
+        is refused here and an out-of-range index by the server (422 naming tensor, index)."""
+        rng = np.random.default_rng(5)
+        job = self.admin.create_job(job_name("frl"), clients_per_round=3,
+                                    tensors=list(SHAPES.items()), algorithm="frl")
+        v, m = job.model()
+        self.assertEqual(v, 0)
+        for n, shape in SHAPES.items():
+            self.assertEqual(m[n].dtype, np.int32, n)
+            self.assertEqual(m[n].shape, tuple(shape), n)
+            np.testing.assert_array_equal(m[n].ravel(), np.arange(int(np.prod(shape))))
+        with self.assertRaises(TypeError):
+            tc.encode_rankings({n: np.zeros(s, np.float32) for n, s in SHAPES.items()})
+        bad = {n: tc.frl_ranking(rng.integers(0, 3, s)) for n, s in SHAPES.items()}
+        name = list(SHAPES)[-1]
+        bad[name] = bad[name].copy()
+        bad[name][1] = bad[name].size  # out of range
+        with self.assertRaises(tc.TributaryError) as cm:
+            self.job_client(job).submit_ranking(bad, round=0)
+        self.assertEqual(cm.exception.status, 422)
+        self.assertEqual((cm.exception.body["tensor"], cm.exception.body["index"]), (name, 1))
+        votes = {n: np.zeros(int(np.prod(s)), np.int64) for n, s in SHAPES.items()}
+        for _ in range(3):
+            scores = {n: rng.integers(0, 4, s) for n, s in SHAPES.items()}  # many ties
+            ranks = {n: tc.frl_ranking(sc) for n, sc in scores.items()}
+            for n, r in ranks.items():
+                votes[n][r] += np.arange(r.size)
+            self.job_client(job).submit_ranking(ranks, round=0)
+        v, m = job.wait_model(after=0, timeout=30)
+        self.assertEqual(v, 1)
+        for n, shape in SHAPES.items():
+            self.assertEqual(m[n].dtype, np.int32, n)
+            want = np.argsort(votes[n], kind="stable").astype(np.int32).reshape(shape)
+            np.testing.assert_array_equal(m[n], want, err_msg=n)
 
     def test_create_job_from_state_dict_shapes(self):
         sd = collections.OrderedDict((n, FakeTensor(np.zeros(s))) for n, s in SHAPES.items())
@@ -723,6 +761,24 @@ class SafetensorsTest(unittest.TestCase):
                 tc.decode_safetensors(bad)
         with self.assertRaises(TypeError):
             tc.encode_safetensors([np.zeros(3, np.float32)])
+
+    def test_i32_tensor_decodes_as_int32(self):
+        # A flora model's <pair>.rank (an FRL model's rankings): I32 next to F32; F16 is refused.
+        hdr = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+               "a.rank": {"dtype": "I32", "shape": [1], "data_offsets": [8, 12]}}
+        h = json.dumps(hdr).encode()
+        h += b" " * ((8 - len(h) % 8) % 8)
+        data = (len(h).to_bytes(8, "little") + h + np.array([1.5, -2], "<f4").tobytes() +
+                np.array([7], "<i4").tobytes())
+        back = tc.decode_safetensors(data)
+        self.assertEqual(back["a.rank"].dtype, np.int32)
+        self.assertEqual(int(back["a.rank"][0]), 7)
+        np.testing.assert_array_equal(back["a"], [1.5, -2])
+        hdr["a"]["dtype"] = "F16"
+        h = json.dumps(hdr).encode()
+        h += b" " * ((8 - len(h) % 8) % 8)
+        with self.assertRaises(ValueError):
+            tc.decode_safetensors(len(h).to_bytes(8, "little") + h + bytes(12))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ import numpy as np
 
 __all__ = ["Client", "Job", "TributaryError", "TLSVerifyError", "encode_safetensors", "encode_npz",
            "decode_safetensors", "new_idempotency_key", "check_samples", "metrics_header",
-           "run_numpy_client"]
+           "run_numpy_client", "frl_ranking", "encode_rankings"]
 
 SAFETENSORS_TYPE = "application/x-safetensors"
 NPZ_TYPE = "application/x-npz"
@@ -320,9 +320,12 @@ def _to_numpy(value, label="a tensor", cast=False):
 
 
 def _dtype_refusal(label, dtype):
-    return ("%s is %s, and Tributary's tensors are float32: convert it yourself "
-            "(.astype(numpy.float32), .float()) or pass cast=True to let the client do it"
-            % (label, dtype))
+    msg = ("%s is %s, and Tributary's tensors are float32: convert it yourself "
+           "(.astype(numpy.float32), .float()) or pass cast=True to let the client do it"
+           % (label, dtype))
+    if "int" in str(dtype):  # an frl client's ranking, sent the float way
+        msg += "; an frl job's int32 rankings go through Job.submit_ranking()"
+    return msg
 
 
 def _items(update, cast=False):
@@ -419,6 +422,58 @@ def encode_npz(update, cast=False, sparse=None):
     return buf.getvalue()
 
 
+def frl_ranking(scores):
+    """FRL (``"algorithm": "frl"``): a client's ranking of one tensor from its scores, as the
+    server takes it: ``np.argsort(scores.ravel(), kind="stable").astype(np.int32)``, the
+    lowest score first (position j of the ranking holds the index with the j-th smallest
+    score; the server gives that index j points, so the best-scored parameters are last)."""
+    arr = np.asarray(scores)
+    if arr.size > 2**31:
+        raise ValueError("frl: a ranking has at most 2^31 entries (int32 indices), not %d" %
+                         arr.size)
+    return np.argsort(arr.ravel(), kind="stable").astype(np.int32)
+
+
+def _ranking_items(rankings):
+    """Yields (name, int32 array) for a dict of tensor name -> ranking. Only integer arrays
+    are taken (a float array is values, not a ranking: TypeError naming the tensor); int64
+    and the other integer types must fit int32 (ValueError naming the tensor otherwise)."""
+    if not hasattr(rankings, "items"):
+        raise TypeError("rankings are a dict of tensor name -> int32 array, not %s" %
+                        type(rankings).__name__)
+    for name, value in rankings.items():
+        if not isinstance(name, str):
+            raise TypeError("tensor names are strings, not %r" % (name,))
+        if hasattr(value, "detach") and hasattr(value, "cpu"):
+            value = value.detach().cpu().numpy()
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iu":
+            raise TypeError("ranking %r is %s; an frl ranking is an integer permutation "
+                            "(frl_ranking(scores) makes one)" % (name, arr.dtype))
+        if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max):
+            raise ValueError("ranking %r holds %d, outside int32's range" %
+                             (name, arr.min() if arr.min() < 0 else arr.max()))
+        yield name, np.ascontiguousarray(arr, dtype="<i4")
+
+
+def encode_rankings(rankings):
+    """Returns the safetensors encoding (bytes) of a dict of tensor name -> ranking, all as I32:
+    the update of an frl job (one permutation of the tensor's indices per tensor, flat or in
+    the tensor's shape). Layout as :func:`encode_safetensors`."""
+    header = {}
+    blobs = []
+    offset = 0
+    for name, arr in _ranking_items(rankings):
+        n = arr.nbytes
+        header[name] = {"dtype": "I32", "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + n]}
+        blobs.append(arr.tobytes())
+        offset += n
+    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    return b"".join([struct.pack("<Q", len(head)), head] + blobs)
+
+
 _BODY_FORMATS = {"safetensors": (SAFETENSORS_TYPE, encode_safetensors),
                  "npz": (NPZ_TYPE, encode_npz)}
 
@@ -434,8 +489,9 @@ def _body_format(format):
 def decode_safetensors(data):
     """Returns a dict of name -> float32 numpy array (writable copies) from safetensors bytes.
 
-    Tensors come in the header's order; only F32 is accepted (Tributary's models are F32).
-    Raises ValueError on a malformed body.
+    Tensors come in the header's order; F32, and I32 as an int32 array (an frl job's model,
+    the global ranking; a flora model's ``<pair>.rank``) are accepted. Raises ValueError on a
+    malformed body.
     """
     view = memoryview(data)
     if len(view) < 8:
@@ -455,17 +511,18 @@ def decode_safetensors(data):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info.get("dtype") != "F32":
-            raise ValueError("safetensors: tensor %r has dtype %r, want F32" %
+        if info.get("dtype") not in ("F32", "I32"):
+            raise ValueError("safetensors: tensor %r has dtype %r, want F32 (or I32)" %
                              (name, info.get("dtype")))
+        np_dtype = "<i4" if info["dtype"] == "I32" else "<f4"
         shape = tuple(int(d) for d in info["shape"])
         start, end = (int(x) for x in info["data_offsets"])
         count = math.prod(shape)
         if end - start != 4 * count or start < 0 or base + end > len(view):
             raise ValueError("safetensors: tensor %r has bad data_offsets %r" %
                              (name, info["data_offsets"]))
-        arr = np.frombuffer(view[base + start:base + end], dtype="<f4", count=count)
-        out[name] = arr.reshape(shape).astype(np.float32, copy=True)
+        arr = np.frombuffer(view[base + start:base + end], dtype=np_dtype, count=count)
+        out[name] = arr.reshape(shape).astype(np.dtype(np_dtype).newbyteorder("="), copy=True)
     return out
 
 
@@ -817,6 +874,20 @@ class Job:
                                          token=self.token, idempotency_key=key)
         return json.loads(data.decode("utf-8"))
 
+    def submit_ranking(self, rankings, round, idempotency_key=None):
+        """Submits an frl client's rankings for round @round: a dict of tensor name -> int32
+        permutation of that tensor's indices (:func:`frl_ranking` makes one from scores),
+        sent as I32 safetensors. Every ranking counts once (no samples). Float arrays raise
+        TypeError (values are not a ranking). The server answers 422 naming the tensor and
+        the position of a bad entry (``e.body["tensor"]``, ``e.body["index"]``). Resends and
+        the answer as :meth:`submit`."""
+        key = new_idempotency_key() if idempotency_key is None else idempotency_key
+        headers = {"Content-Type": SAFETENSORS_TYPE, "X-Tributary-Round": str(int(round))}
+        _, _, data = self.client.request("POST", self._path + "/updates",
+                                         encode_rankings(rankings), headers,
+                                         token=self.token, idempotency_key=key)
+        return json.loads(data.decode("utf-8"))
+
     def submit_evaluation(self, version, samples, metrics, idempotency_key=None):
         """Reports a federated evaluation of model version @version (POST
         /v1/jobs/{job}/evaluations): @samples (an integer >= 1) examples evaluated, @metrics
@@ -945,7 +1016,8 @@ class Job:
     def model(self, round=None):
         """Fetches the latest model, or version @round; returns (version, dict of arrays).
 
-        The arrays are float32, writable, with the job's tensor names and shapes. Raises
+        The arrays are float32 (an frl job's: int32, the global ranking), writable, with the
+        job's tensor names and shapes. Raises
         TributaryError 404 for a version that does not exist (yet).
         """
         q = "" if round is None else "?round=%d" % int(round)

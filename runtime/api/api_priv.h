@@ -138,6 +138,28 @@ bool rt__api_st_sparse(const struct trib_st *st);
 int rt__api_sparse_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
 			uint64_t *segs_off, struct trib_st *st, const char *label);
 /*
+ * rt_api_frl.c. frl_fill: rt__api_st_fill for an frl job: every schema tensor an I32
+ * permutation (fn_frl_check), one segment each; @st is freed. 0, or -1 answered (422 naming the
+ * tensor and, for a bad entry, its index). frl_admit: an frl update's Content-Type (raw f32 is
+ * refused, 415); false answered. frl_model_form: GET /model's form @fmt for the job (raw f32
+ * is not an frl model: 406); false answered.
+ */
+int rt__api_frl_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, struct shm_seg *segs,
+		     struct trib_st *st, const char *label);
+bool rt__api_frl_admit(struct rt_conn *c, const struct rt_job *j);
+bool rt__api_frl_model_form(struct rt_conn *c, const struct rt_job *j, int fmt);
+/*
+ * rt_api_flora.c: a flora job's update (@st parsed, freed here): each pair's a and b checked and
+ * pointed at the client's slot of the stacks (rt_flora_nsegs() segments). 0, or -1 answered.
+ */
+int rt__api_flora_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w,
+		       struct shm_seg *segs, struct trib_st *st, const char *label);
+/* rt_api_flora.c: a flora job's pairs (and the stacks' size) checked, the schema extended. */
+int rt__api_def_flora(json_t *doc, struct rt_job_def *def, uint32_t S, size_t arena_size,
+		      char *msg, size_t cap);
+/* Segments an update's slot makes room for: one per tensor, or a flora job's rt_flora_nsegs(). */
+uint64_t rt__api_segs_max(const struct rt_job *j);
+/*
  * Every one of the @n values at @x (enum shm_dtype @dtype) finite and |value| x @w at most
  * FN_FOLD_TERM_MAX (fn_fold.h; @w the fold weight, >= 1), or a 422 answered naming @tensor (may
  * be NULL) and the limit: -EDOM.
@@ -160,12 +182,17 @@ int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *ms
  * algorithm, clients_per_round, client_auth and the schema are parsed; and its status. */
 int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap);
 void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o);
-/* Each tick: secure rounds' stages end at their deadlines even if no request comes. */
+/* rt_api_secagg_round.c. Each tick: secure rounds' stages end at their deadlines even if no
+ * request comes. */
 void rt__api_secagg_tick(struct rt_node *n);
+/* Ends @j's secure round's stages that are complete or due; a round over is committed or fails. */
+void rt__api_secagg_step(struct rt_node *n, struct rt_job *j);
+/* One stage's deadline: the job's round_timeout_s, in ns. */
+uint64_t rt__api_secagg_stage_ns(const struct rt_job *j);
 /* /v1/jobs/{job}/secagg/..., and a secagg job's /updates (@slash: from "/secagg" or "/updates"). */
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m);
-void rt__api_task_status(const struct rt_job *j, json_t *o);
+void rt__api_task_status(const struct rt_node *n, const struct rt_job *j, json_t *o);
 bool rt__api_task_admit(struct rt_conn *c, struct rt_job *j, uint32_t round);
 /* rt_api_round.c: /rounds, /rounds/{r}, /evaluations (@slash: "/rounds..." or "/evaluations") */
 struct rt_cmetrics;

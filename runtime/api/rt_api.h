@@ -80,6 +80,11 @@ struct rt_api_hooks {
 	void (*eval_post)(void *ctx, struct rt_conn *c, const struct rt_job *j, uint32_t version,
 			  const char *client, const char *key, uint64_t samples,
 			  const json_t *metrics);
+	/*
+	 * GET /v1/jobs/{job}/task of a job with "selection", asked by client @client: the
+	 * controller counts tasks cluster-wide; its answer comes back by rt_api_task_answer().
+	 */
+	void (*task_get)(void *ctx, struct rt_conn *c, const struct rt_job *j, const char *client);
 	/* GET /v1/cluster. */
 	void (*status)(void *ctx, struct rt_conn *c);
 	/* DELETE /v1/jobs/{job}/clients/{client}: the controller revokes it everywhere. */
@@ -133,6 +138,21 @@ void rt_api_tick(struct rt_api *api);
 void rt_api_wal_ready(struct rt_api *api);
 /* Updates waiting for the log (a drain waits for their answers). */
 bool rt_api_wal_waiting(const struct rt_api *api);
+
+/* What the controller said to a task_get (issue 15). */
+enum rt_api_task_action {
+	RT_API_TASK_TRAIN, /* client holds a task of @round (granted now or before) */
+	RT_API_TASK_WAIT,  /* none for it now: told to wait */
+	RT_API_TASK_DONE,  /* the job is done after @round rounds */
+};
+
+/*
+ * Answer @c's GET .../task of @j (client @client) as the controller decided, in the single
+ * node's words: train (with the round's config; wait if the model it starts from is not on
+ * this node yet: the task is kept), wait (Retry-After) or done.
+ */
+void rt_api_task_answer(struct rt_conn *c, struct rt_job *j, const char *client,
+			enum rt_api_task_action act, uint32_t round);
 
 /*
  * A job definition (POST /v1/jobs body), parsed and checked: a pure

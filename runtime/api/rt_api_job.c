@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fn_dp.h"
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_name.h"
@@ -98,47 +99,22 @@ static int def_fields(json_t *o, struct rt_job_def *def, json_t **cprp, char *ms
 	return 0;
 }
 
-/*
- * scaffold's model is [x ; c] (functions/fn_scaffold.h): every tensor of the spec gets a twin
- * `c.<name>` after them all, in @o itself, so the one schema rule checks both halves and the
- * stored schema (which a restart reads) is the doubled one. "params": N becomes its tensor
- * "weights" first. 0 or the status.
- */
+/* scaffold's model is [x ; c]: the twins' rule is core's (the controller's files use it too). */
 static int scaffold_schema(json_t *o, char *msg, size_t cap)
 {
-	json_t *t = json_object_get(o, "tensors"), *np = json_object_get(o, "params");
-	size_t n, i;
+	size_t at = 0;
+	int err = trib_schema_scaffold(o, &at);
 
-	if (!t && json_is_integer(np)) {
-		t = json_pack("[{s:s, s:[I], s:s}]", "name", "weights", "shape",
-			      (json_int_t)json_integer_value(np), "dtype", "F32");
-		if (!t || json_object_set_new(o, "tensors", t) || json_object_del(o, "params"))
-			goto oom;
+	if (err == -EINVAL) {
+		snprintf(msg, cap, "tensors[%zu]: scaffold keeps names starting with \"c.\" "
+			 "for the control variate (each tensor's is c.<name>)", at);
+		return 400;
 	}
-	if (!json_is_array(t))
-		return 0; /* the schema rule says what is wrong */
-	n = json_array_size(t);
-	for (i = 0; i < n; i++) {
-		json_t *e = json_array_get(t, i), *name = json_object_get(e, "name"), *twin;
-		char buf[TRIB_ST_NAME_MAX + 2];
-
-		if (!json_is_string(name))
-			return 0;
-		if (!strncmp(json_string_value(name), "c.", 2)) {
-			snprintf(msg, cap, "tensors[%zu]: scaffold keeps names starting with \"c.\" "
-				 "for the control variate (each tensor's is c.<name>)", i);
-			return 400;
-		}
-		snprintf(buf, sizeof(buf), "c.%s", json_string_value(name));
-		twin = json_deep_copy(e);
-		if (!twin || json_object_set_new(twin, "name", json_string(buf)) ||
-		    json_array_append_new(t, twin))
-			goto oom;
+	if (err) {
+		snprintf(msg, cap, "%s", "out of memory");
+		return 500;
 	}
 	return 0;
-oom:
-	snprintf(msg, cap, "%s", "out of memory");
-	return 500;
 }
 
 /* "params": N (one f32 tensor "weights") or "tensors": [...] (core's one rule); 0 or the status. */
@@ -178,10 +154,12 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
 static bool cluster_algorithm(const struct rt_algo *alg)
 {
 	static const char *const ok[] = { "fedavg", "fedprox", "fedbuff", "fedavgm",
-					  "fedadagrad", "fedadam", "fedyogi" };
+					  "fedadagrad", "fedadam", "fedyogi", "frl", "flora",
+					  "fedau", "scaffold" /* state: the controller's (ctl_fedau.c) */ };
 
+	/* Exact robust rules: each node owns a range of coordinates (rt_agent_shard.c). */
 	if (alg->rule)
-		return false;
+		return !(alg->par.flags & FN_PAR_DELTA);
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		if (!strcmp(alg->name, ok[i]))
 			return true;
@@ -204,6 +182,17 @@ static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 	/* A robust rule must do something for the fewest updates a round may close with. */
 	if (rt_algo_check_clients(&def->algo, kmin, (uint32_t)k, kmin < k, msg, cap))
 		return 400;
+	/* frl's votes are uint32: the largest tensor bounds the round's size. */
+	if (alg->frl) {
+		size_t big = 0;
+
+		for (size_t i = 1; i < def->nschema; i++)
+			if (def->schema[i].n_elem > def->schema[big].n_elem)
+				big = i;
+		if (def->nschema && rt_algo_check_frl(alg, k, def->schema[big].n_elem,
+						      def->schema[big].name, msg, cap))
+			return 400;
+	}
 	/* Exact robust rules keep a whole round of updates in the arena. */
 	if (alg->rule && k * (def->n_elem * 4 + 65536) > arena_size / 2) {
 		snprintf(msg, cap, "clients_per_round: %s keeps every update of a round "
@@ -221,8 +210,10 @@ static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 	}
 	if (clustered && !cluster_algorithm(alg)) {
 		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
-			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam and fedyogi (with deltas, "
-			 "clipping, DP, deadlines); run %s on one node (tributary up)", alg->name,
+			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam, fedyogi, fedau and "
+			 "scaffold (with deltas, clipping, DP, deadlines), frl, flora, and median, "
+			 "trimmed_mean, krum and bulyan on weights (not deltas); run %s on one node "
+			 "(tributary up)", alg->name,
 			 alg->name);
 		return 400;
 	}
@@ -270,6 +261,9 @@ int rt_job_def_parse(const uint8_t *buf, size_t len, size_t arena_size, bool clu
 		status = rt__api_life_parse(def->doc, &def->spec.num_rounds, msg, cap);
 	if (!status)
 		status = def_schema(def->doc, def, msg, cap);
+	if (!status && def->algo.flora)
+		status = rt__api_def_flora(def->doc, def, (uint32_t)json_integer_value(cpr),
+					   arena_size, msg, cap);
 	if (!status)
 		status = def_limits(def, (uint64_t)json_integer_value(cpr), arena_size,
 				    clustered, msg, cap);
@@ -404,6 +398,9 @@ static json_t *job_json(struct rt_node *n, struct rt_job *j)
 	json_t *tensors = json_loads(j->schema_json, 0, NULL);
 
 	(void)n;
+	/* flora: the job's tensors are its base; the stacks are in flora_pairs' terms. */
+	while (j->flora && json_array_size(tensors) > j->flora->nbase)
+		json_array_remove(tensors, json_array_size(tensors) - 1);
 	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:o}", "job", j->name,
 			 "round", (json_int_t)j->round, "model_round", (json_int_t)j->completed,
 			 "received", (json_int_t)(j->open ? rt_round_received(j->open) : 0),
@@ -501,10 +498,14 @@ json_t *rt__api_job_json_full(struct rt_node *n, struct rt_job *j)
 		json_object_set_new(o, "leaves", json_integer(rt_round_nleaves(j->open)));
 	round_times_json(j, o);
 	json_object_set_new(o, "store", store_json(j));
-	rt__api_task_status(j, o);
+	rt__api_task_status(n, j, o);
 	rt__api_eval_status(n, j, o);
 	rt__api_life_json(o, j);
 	rt__api_secagg_status(n, j, o);
+	if (j->flora) {
+		json_object_set_new(o, "flora_pairs", rt_flora_json(j));
+		json_object_set_new(o, "flora_merge", json_boolean(j->algo.flora_merge));
+	}
 	return o;
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "rt_flora.h"
 #include "trib_alloc.h"
 #include "trib_parse.h"
 #include "trib_time.h"
@@ -67,6 +68,8 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j)
 		return;
 	if (!rt__api_model_acceptable(c))
 		return; /* 406 before a long poll parks */
+	if (!rt__api_frl_model_form(c, j, rt__api_model_pick(c->req.accept)))
+		return; /* frl's model is int32: not as raw f32 */
 	if (!rt_http_query_get(c->req.query, "round", val, sizeof(val))) {
 		if (trib_parse_u64(val, 0, UINT32_MAX, &v)) {
 			rt_conn_error(c, 400, "round: a round number", -1, NULL);
@@ -110,6 +113,12 @@ void rt__api_handle_model_get(struct rt_conn *c, struct rt_job *j)
 	serve_model(c, j, b);
 }
 
+/* The starting model's elements: a flora job takes its base tensors only (a prefix). */
+static uint64_t put_elems(const struct rt_job *j)
+{
+	return j->flora ? j->flora->n_base : j->n_elem;
+}
+
 /* 0, -errno, or 1: a cluster's controller decides and the answer comes later. */
 static int initial_set(struct rt_conn *c, struct rt_job *j, const float *data)
 {
@@ -149,16 +158,29 @@ static void on_model_put_body(struct rt_conn *c)
 		err = rt_job_set_initial(N(c), j, data);
 		trib_free(data);
 	} else if (!R(c)->safetensors) {
-		if (rt__api_check_values(c, c->body_heap, SHM_DTYPE_F32, j->n_elem, 1.0, NULL))
+		if (rt__api_check_values(c, c->body_heap, SHM_DTYPE_F32, put_elems(j), 1.0, NULL))
 			return;
 		data = (float *)(void *)c->body_heap;
+		if (j->flora) {
+			/* The base, then zero stacks and rank 0 (version 0 of the contract). */
+			data = trib_calloc(j->n_elem, sizeof(float));
+			if (!data) {
+				rt_conn_error(c, 500, "out of memory", -1, NULL);
+				return;
+			}
+			memcpy(data, c->body_heap, put_elems(j) * sizeof(float));
+		}
 		err = initial_set(c, j, data);
+		if (j->flora)
+			trib_free(data);
 	} else {
 		struct trib_st st = { 0 };
 		uint64_t *offs = trib_calloc(j->nschema, sizeof(*offs));
 		const char *why = NULL;
 
-		data = trib_malloc(j->n_elem * sizeof(float));
+		size_t nput = j->flora ? j->flora->nbase : j->nschema; /* flora: the base */
+
+		data = trib_calloc(j->n_elem, sizeof(float));
 		if (!offs || !data) {
 			trib_free(offs);
 			trib_free(data);
@@ -173,9 +195,9 @@ static void on_model_put_body(struct rt_conn *c)
 		if (err)
 			malformed = !(why && !strcmp(why, TRIB_ST_WHY_DTYPE)) && err == -EINVAL;
 		else
-			err = trib_st_match(&st, j->schema, j->nschema, offs, &why);
+			err = trib_st_match(&st, j->schema, nput, offs, &why);
 		if (err == -EINVAL) /* name the tensor, the shapes, the names */
-			trib_st_explain(&st, parsed ? j->schema : NULL, j->nschema, false, why,
+			trib_st_explain(&st, parsed ? j->schema : NULL, nput, false, why,
 					what, sizeof(what));
 		trib_st_free(&st);
 		if (err) {
@@ -191,10 +213,10 @@ static void on_model_put_body(struct rt_conn *c)
 			return;
 		}
 		/* The starting model is a control-path upload: reordering it by copy is fine. */
-		for (size_t i = 0, dst = 0; i < j->nschema; dst += j->schema[i].n_elem, i++)
+		for (size_t i = 0, dst = 0; i < nput; dst += j->schema[i].n_elem, i++)
 			memcpy(data + dst, c->body_heap + offs[i], j->schema[i].n_elem * 4);
 		trib_free(offs);
-		if (rt__api_check_values(c, data, SHM_DTYPE_F32, j->n_elem, 1.0, NULL)) {
+		if (rt__api_check_values(c, data, SHM_DTYPE_F32, put_elems(j), 1.0, NULL)) {
 			trib_free(data);
 			return;
 		}
@@ -217,16 +239,22 @@ static void on_model_put_body(struct rt_conn *c)
 
 void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j)
 {
-	uint64_t model_bytes = j->n_elem * sizeof(float);
+	uint64_t model_bytes = put_elems(j) * sizeof(float);
 
 	if (!rt__api_require_job(c, j))
 		return;
+	if (j->algo.frl) {
+		rt_conn_error(c, 409, "an frl job's model is the ranking its clients' votes make; it "
+			      "starts from the identity ranking (version 0) and takes no starting "
+			      "model", -1, NULL);
+		return;
+	}
 	R(c)->np_fmt = RT_NP_NONE;
 	if (rt__api_ctype_is(c->req.content_type, "application/x-safetensors"))
 		R(c)->safetensors = true;
 	else if (rt__api_ctype_is(c->req.content_type, "application/octet-stream"))
 		R(c)->safetensors = false;
-	else if (rt__api_np_format(c->req.content_type) == RT_NP_NPZ) {
+	else if (rt__api_np_format(c->req.content_type) == RT_NP_NPZ && !j->flora) {
 		R(c)->safetensors = false;
 		R(c)->np_fmt = RT_NP_NPZ;
 	} else {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_blob.h"
@@ -62,8 +63,8 @@ int rt__api_np_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doub
 			uint64_t *segs_off)
 {
 	uint64_t wire = (c->body_len + 63) & ~63ull, used = 0;
-	uint64_t room = R(c)->slot_len - wire -
-			j->nschema * (sizeof(struct shm_seg) + sizeof(struct shm_sparse));
+	uint64_t room = R(c)->slot_len - wire - rt__api_segs_max(j) * sizeof(struct shm_seg) -
+			j->nschema * sizeof(struct shm_sparse);
 	const char *label = R(c)->np_fmt == RT_NP_NPY ? "npy" : "npz";
 	char why[TRIB_NPY_WHY_MAX];
 	struct trib_st st = { 0 };
@@ -177,7 +178,9 @@ struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *
 					const struct trib_blob *b, const char **ctype)
 {
 	int fmt = rt__api_model_pick(c->req.accept);
-	uint64_t hlen = 0, data_len = j->n_elem * sizeof(float), size;
+	/* A flora model is its served tensors (rt_flora.h): with merge, the base only. */
+	uint64_t hlen = 0, data_len = rt_flora_model_elems(j) * sizeof(float), size;
+	size_t nt = j->flora && j->flora->merge ? j->flora->nbase : j->nschema;
 	struct trib_blob *out;
 
 	for (int i = 7; i >= 0 && b->len >= 8; i--)
@@ -186,12 +189,18 @@ struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *
 		rt_conn_error(c, 500, "the stored model does not match the job's schema", -1, NULL);
 		return NULL;
 	}
+	if (fmt == RT_MODEL_RAW && j->flora && !j->flora->merge) {
+		rt_conn_error(c, 406, "this flora model holds I32 tensors (each pair's used rank, "
+			      "<name>.rank): raw f32 cannot carry them; ask for "
+			      "application/x-safetensors or application/x-npz", -1, NULL);
+		return NULL;
+	}
 	if (fmt == RT_MODEL_RAW) {
 		*ctype = "application/octet-stream";
 		size = data_len;
 	} else {
 		*ctype = "application/x-npz";
-		size = trib_npz_size(j->schema, j->nschema);
+		size = trib_npz_size(j->schema, nt);
 		if (!size) {
 			rt_conn_error(c, 406, "the model is too large for an .npz without zip64 (4 "
 				      "GiB): ask for application/x-safetensors", -1, NULL);
@@ -206,8 +215,9 @@ struct trib_blob *rt__api_model_convert(struct rt_conn *c, const struct rt_job *
 	out->version = b->version;
 	if (fmt == RT_MODEL_RAW)
 		memcpy(out->data, b->data + 8 + hlen, data_len);
-	else
-		trib_npz_write(j->schema, j->nschema, b->data + 8 + hlen, out->data);
+	else /* frl's model is int32 (the global ranking); others float32 but for flora's I32 ranks */
+		trib_npz_write_dtype(j->schema, nt, j->algo.frl ? TRIB_DTYPE_I32 : TRIB_DTYPE_F32,
+				     b->data + 8 + hlen, out->data);
 	return out;
 }
 

@@ -3,6 +3,10 @@
  * GET /v1/jobs/{job}/task, the job spec's "client_config" and "selection", and the update's
  * "no task" check (issue 15). The per-round state lives in node/rt_select.c; this file is the
  * HTTP side: who may ask, what the answer says, which spec is refused and why.
+ *
+ * In a cluster the controller counts the tasks (controller/ctl_select.c) and checks an
+ * update's task when it counts the update: the gateway asks it (the task_get hook) and
+ * answers in the same words (rt_api_task_answer).
  */
 #include "api_priv.h"
 
@@ -80,12 +84,7 @@ int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *ms
 			 "buffers of buffer_size updates; its clients need no task)");
 		return 400;
 	}
-	if (clustered) {
-		snprintf(msg, cap, "%s", "selection: not supported across nodes yet (tasks are "
-			 "counted per node, not cluster-wide); run the job on a single node "
-			 "(tributary up) or leave selection out");
-		return 400;
-	}
+	(void)clustered; /* a cluster's tasks are the controller's count (ctl_select.c) */
 	/* clients_per_round becomes K: the rest of the parser checks it as given. */
 	if (!cpr && json_object_set(o, "clients_per_round", k)) {
 		snprintf(msg, cap, "%s", "out of memory");
@@ -98,19 +97,20 @@ int rt__api_def_task(json_t *o, struct rt_job_def *def, bool clustered, char *ms
 
 /* --- status --- */
 
-void rt__api_task_status(const struct rt_job *j, json_t *o)
+void rt__api_task_status(const struct rt_node *n, const struct rt_job *j, json_t *o)
 {
-	json_t *cfg = rt_job_round_config(j, j->round);
+	json_t *cfg = rt_job_round_config(j, j->round), *sel;
 
 	if (cfg)
 		json_object_set_new(o, "client_config", cfg);
-	if (j->sel.per_round)
-		json_object_set_new(o, "selection",
-				    json_pack("{s:I, s:f, s:I, s:I}", "per_round",
-					      (json_int_t)j->sel.per_round, "overcommit",
-					      j->sel.overcommit, "tasks_out",
-					      (json_int_t)rt_select_tasks_out(j), "tasks_max",
-					      (json_int_t)j->sel.max));
+	if (!j->sel.per_round)
+		return;
+	sel = json_pack("{s:I, s:f, s:I}", "per_round", (json_int_t)j->sel.per_round,
+			"overcommit", j->sel.overcommit, "tasks_max", (json_int_t)j->sel.max);
+	/* A cluster's count is the controller's: GET /v1/cluster shows it, not this node. */
+	if (sel && !n->clustered)
+		json_object_set_new(sel, "tasks_out", json_integer(rt_select_tasks_out(j)));
+	json_object_set_new(o, "selection", sel);
 }
 
 /* --- an update without a task --- */
@@ -119,7 +119,8 @@ bool rt__api_task_admit(struct rt_conn *c, struct rt_job *j, uint32_t round)
 {
 	char msg[256];
 
-	if (!j->sel.per_round || rt_select_has_task(j, R(c)->client, round))
+	/* A cluster: the controller checks it when it counts the update (ctl__task_refused). */
+	if (!j->sel.per_round || API(c)->clustered || rt_select_has_task(j, R(c)->client, round))
 		return true;
 	snprintf(msg, sizeof(msg), "no task for round %u: GET /v1/jobs/%s/task first (this job "
 		 "selects %u of its clients a round; only they submit)", round, j->name,
@@ -185,48 +186,21 @@ static bool task_auth(struct rt_conn *c, const struct rt_job *j,
 	return true;
 }
 
-void rt__api_handle_task(struct rt_conn *c, struct rt_job *j)
+/* The task of round @round for @client ("": the job's token): its config, deadline and id. */
+static void answer_train(struct rt_conn *c, const struct rt_job *j, const char *client,
+			 uint32_t round)
 {
-	char client[TRIB_CRED_CLIENT_MAX + 1], task[48];
+	char task[48];
 	json_t *cfg, *ans;
-	bool granted = true;
-	int err;
 
-	if (!task_auth(c, j, client))
-		return;
-	if (rt_job_state(j) == RT_JOB_DONE) {
-		rt__api_respond_json(c, 200, json_pack("{s:s, s:I}", "action", "done", "rounds",
-						       (json_int_t)j->completed), NULL);
-		return;
-	}
-	/*
-	 * Paused, past its last round (its model still being written), or the model round r
-	 * starts from is not written yet: nothing to train on now.
-	 */
-	if (rt_job_state(j) == RT_JOB_PAUSED || rt_job_rounds_over(j) || j->completed < j->round) {
-		answer_wait(c, j);
-		return;
-	}
-	if (j->sel.per_round) {
-		err = rt_select_task(N(c), j, client, &granted);
-		if (err) {
-			rt_conn_error(c, 503, "could not keep the task (see the server log); retry",
-				      -1, "Retry-After: 1\r\n");
-			return;
-		}
-	}
-	if (!granted) {
-		answer_wait(c, j);
-		return;
-	}
-	cfg = rt_job_round_config(j, j->round);
+	cfg = rt_job_round_config(j, round);
 	if (!cfg && j->sel.client_config) {
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return;
 	}
-	snprintf(task, sizeof(task), "%u:%s", j->round, client[0] ? client : "job");
+	snprintf(task, sizeof(task), "%u:%s", round, client[0] ? client : "job");
 	ans = json_pack("{s:s, s:I, s:I, s:o, s:o, s:s}", "action", "train", "round",
-			(json_int_t)j->round, "version", (json_int_t)j->round, "config",
+			(json_int_t)round, "version", (json_int_t)round, "config",
 			cfg ? cfg : json_object(), "deadline_s", j->round_timeout_s ?
 			json_integer(j->round_timeout_s) : json_null(), "task", task);
 	/*
@@ -249,4 +223,70 @@ void rt__api_handle_task(struct rt_conn *c, struct rt_job *j)
 		return;
 	}
 	rt__api_respond_json(c, 200, ans, NULL);
+}
+
+void rt__api_handle_task(struct rt_conn *c, struct rt_job *j)
+{
+	char client[TRIB_CRED_CLIENT_MAX + 1];
+	bool granted = true;
+	int err;
+
+	if (!task_auth(c, j, client))
+		return;
+	if (rt_job_state(j) == RT_JOB_DONE) {
+		rt__api_respond_json(c, 200, json_pack("{s:s, s:I}", "action", "done", "rounds",
+						       (json_int_t)j->completed), NULL);
+		return;
+	}
+	/*
+	 * Paused, past its last round (its model still being written), or the model round r
+	 * starts from is not written yet: nothing to train on now.
+	 */
+	if (rt_job_state(j) == RT_JOB_PAUSED || rt_job_rounds_over(j) || j->completed < j->round) {
+		answer_wait(c, j);
+		return;
+	}
+	if (j->sel.per_round && API(c)->clustered) {
+		/* Counted cluster-wide: the controller answers (rt_api_task_answer). */
+		API(c)->cluster.task_get(API(c)->cluster.ctx, c, j, client);
+		return;
+	}
+	if (j->sel.per_round) {
+		err = rt_select_task(N(c), j, client, &granted);
+		if (err) {
+			rt_conn_error(c, 503, "could not keep the task (see the server log); retry",
+				      -1, "Retry-After: 1\r\n");
+			return;
+		}
+	}
+	if (!granted) {
+		answer_wait(c, j);
+		return;
+	}
+	answer_train(c, j, client, j->round);
+}
+
+void rt_api_task_answer(struct rt_conn *c, struct rt_job *j, const char *client,
+			enum rt_api_task_action act, uint32_t round)
+{
+	switch (act) {
+	case RT_API_TASK_DONE:
+		rt__api_respond_json(c, 200, json_pack("{s:s, s:I}", "action", "done", "rounds",
+						       (json_int_t)round), NULL);
+		return;
+	case RT_API_TASK_TRAIN:
+		/*
+		 * The model the round starts from has not reached this node yet (it
+		 * follows the close): the task is the client's at the controller, and
+		 * the next ask, here or elsewhere, gets it again.
+		 */
+		if (j->completed >= round) {
+			answer_train(c, j, client, round);
+			return;
+		}
+		break;
+	case RT_API_TASK_WAIT:
+		break;
+	}
+	answer_wait(c, j);
 }

@@ -9,6 +9,7 @@
 
 #include "fn_dequant.h"
 #include "fn_fold.h"
+#include "rt_flora.h"
 #include "rt_metrics.h"
 #include "shm_arena.h"
 #include "shm_journal.h"
@@ -95,6 +96,7 @@ static int st_segments(struct rt_conn *c, struct rt_job *j, uint8_t *body, doubl
 	char msg[400], what[TRIB_ST_EXPLAIN_MAX];
 	int err;
 
+	/* A flora job's adapters are placed in the client's slot: up to rt_flora_nsegs(). */
 	err = trib_st_parse(body, c->body_len, &st, &why);
 	if (err == -ENOMEM) {
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
@@ -126,6 +128,14 @@ int rt__api_st_fill(struct rt_conn *c, struct rt_job *j, uint8_t *body, double w
 	char msg[400], what[TRIB_ST_EXPLAIN_MAX];
 	int err, rc = -1;
 
+	if (j->algo.frl) { /* rankings, not values (rt_api_frl.c) */
+		rc = rt__api_frl_fill(c, j, body, segs, st, label);
+		goto out;
+	}
+	if (j->flora) { /* adapters placed at the client's slot (rt_api_flora.c) */
+		rc = rt__api_flora_fill(c, j, body, w, segs, st, label);
+		goto out;
+	}
 	if (!offs || !dts || !scales) {
 		trib_st_free(st);
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
@@ -329,7 +339,10 @@ static bool store_refuse(struct rt_conn *c, struct rt_job *j)
 static void on_update_bytes(struct rt_conn *c)
 {
 	struct rt_job *j = R(c)->job;
-	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : R(c)->weight;
+	/* fedau: its weight is not known yet; no estimate exceeds the cutoff K. */
+	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0
+		   : j->algo.fedau			    ? (double)j->algo.fedau_k
+							    : R(c)->weight;
 	uint64_t from = R(c)->checked, to = c->body_got & ~3ull;
 
 	if (R(c)->check_bad || to <= from)
@@ -360,7 +373,15 @@ static void on_update_body(struct rt_conn *c)
 
 	if (rt__api_life_refuse(c, j, true)) /* deleted or done while the body arrived */
 		return;
-	if (j->algo.fedau) {
+	if (j->algo.fedau && API(c)->clustered) {
+		/*
+		 * The controller's table weighs it (its `accept` answer, controller/ctl_fedau.c);
+		 * until then its values are bounded for the largest weight an estimate can have,
+		 * the cutoff K (each interval is at most K rounds).
+		 */
+		R(c)->weight = 1.0;
+		w = (double)j->algo.fedau_k;
+	} else if (j->algo.fedau) {
 		/* Its client's interval estimate replaces the sample count (rt_fedau.c). */
 		err = rt_fedau_weight(j, R(c)->client, R(c)->round, &R(c)->weight);
 		if (err) {
@@ -375,7 +396,7 @@ static void on_update_body(struct rt_conn *c)
 	if (R(c)->np_fmt) {
 		if (rt__api_np_segments(c, j, body, w, &segs_off))
 			return; /* answered */
-		nsegs = (uint32_t)j->nschema;
+		nsegs = j->flora ? rt_flora_nsegs(j) : (uint32_t)j->nschema;
 	} else if (!R(c)->safetensors) {
 		/* Checked as it arrived (on_update_bytes); the whole pass again only to name a bad
 		 * value, or if a piece was not seen. */
@@ -391,7 +412,7 @@ static void on_update_body(struct rt_conn *c)
 	} else {
 		if (st_segments(c, j, body, w, &segs_off))
 			return; /* answered */
-		nsegs = (uint32_t)j->nschema;
+		nsegs = j->flora ? rt_flora_nsegs(j) : (uint32_t)j->nschema;
 	}
 	/* The store may have failed while the body was arriving. */
 	if (store_refuse(c, j))
@@ -575,6 +596,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		       -1, NULL);
 		return;
 	}
+	if (!rt__api_frl_admit(c, j))
+		return;
 	if (!c->req.x_round[0] || trib_parse_u64(c->req.x_round, 0, UINT32_MAX, &round)) {
 		rt__api_reject(c, RT_REJ_MALFORMED, 400,
 			       "X-Tributary-Round: required, a round number", -1, NULL);
@@ -621,6 +644,13 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		rt__api_reject(c, RT_REJ_TOO_LARGE, 413, msg, -1, NULL);
 		return;
 	}
+	if (j->flora && !R(c)->safetensors && !R(c)->np_fmt) {
+		rt__api_reject(c, RT_REJ_MEDIA_TYPE, 415, "a flora update is named tensors (each "
+			       "pair's a and b, ranks of the client's choosing): "
+			       "application/x-safetensors or application/x-npz, not raw f32", -1,
+			       NULL);
+		return;
+	}
 	if (!R(c)->safetensors && !R(c)->np_fmt && c->req.content_length != model_bytes) {
 		snprintf(msg, sizeof(msg), "raw update has %llu bytes; the model needs %llu "
 			 "(%llu f32 values)", (unsigned long long)c->req.content_length,
@@ -629,7 +659,7 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 		return;
 	}
 	R(c)->slot_len = ((c->req.content_length + 63) & ~63ull) + rt__api_np_room(c, j) +
-			 j->nschema * (sizeof(struct shm_seg) + sizeof(struct shm_sparse));
+			 rt__api_segs_max(j) * sizeof(struct shm_seg) + j->nschema * sizeof(struct shm_sparse);
 	if (!rt__api_update_admit(c, j, R(c)->slot_len))
 		return; /* one update per client; bodies in flight per client and job */
 	err = shm_slot_alloc(n->arena, R(c)->slot_len, &R(c)->slot_off);
@@ -652,3 +682,8 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 			  on_update_body);
 }
 
+
+uint64_t rt__api_segs_max(const struct rt_job *j)
+{
+	return j->flora ? rt_flora_nsegs(j) : j->nschema;
+}

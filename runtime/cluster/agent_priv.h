@@ -37,6 +37,8 @@ enum pend_kind {
 	PK_MODEL_PUT,
 	PK_ROUNDS_LIST,
 	PK_EVAL,
+	PK_TASK,
+	PK_SHARD, /* rt_agent_shard.c: slices, distances, a selection, a range */
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -115,6 +117,9 @@ struct xround {
 	bool need_v0, v0_here;
 	bool opt_none; /* the controller sent version @round without a state: it has none */
 	struct rt_server_io srv;
+	struct xshard *sh; /* a robust rule's slices and phases (rt_agent_shard.c; owned) */
+	uint32_t *gseq;	   /* robust rules: the controller's count of each local update (owned) */
+	uint32_t ngseq;
 	struct xround *next;
 };
 
@@ -126,6 +131,8 @@ struct pend {
 	struct xround *x;
 	int top;	/* PK_PARTIAL: the rank it went to */
 	uint64_t bytes; /* PK_PARTIAL: payload bytes */
+	int what;	/* PK_SHARD: which message */
+	uint64_t gen;	/* PK_SHARD: the partition it belongs to */
 	struct pend *next;
 };
 
@@ -148,6 +155,7 @@ struct rt_agent {
 	uint64_t partials_sent, partials_received, fwd_sent, fwd_received, accept_rejected,
 	    models_sent;
 	uint64_t partial_bytes, fwd_bytes; /* payload bytes sent to other nodes */
+	uint64_t shard_bytes; /* robust rules: slices, distances, selections, ranges sent */
 	uint64_t next_uid;
 	/* rt_agent_rejoin.c: joining again after a restart (ours or the controller's) */
 	struct trib_retry join_retry; /* joins that got no answer: the next one waits longer */
@@ -231,6 +239,13 @@ void rt__agent_on_sync_reply(struct rt_agent *a, struct ctl_event *ev);
 json_t *rt__agent_holds(struct rt_agent *a);
 /* The join's verdicts on what it holds: recovery at the first join; a void round later exits. */
 void rt__agent_rejoined(struct rt_agent *a, json_t *verdicts);
+/*
+ * rt_agent_state.c: what the controller's count of @u (its answer @rep) says it folds with
+ * beyond the count, put into @u (fedau: its weight): 0, or -EPROTO (logged). provisional: why
+ * @j's updates cannot be taken while the controller is away, or NULL.
+ */
+int rt__agent_accept_state(struct rt_agent *a, struct upd *u, const json_t *rep);
+const char *rt__agent_state_provisional(const struct rt_job *j);
 /* The API's cluster hooks for jobs and updates (ctx: the agent). */
 void rt__agent_job_create(void *ctx, struct rt_conn *c);
 void rt__agent_update(void *ctx, struct rt_conn *c, uint64_t segs_off, uint32_t nsegs);
@@ -250,6 +265,9 @@ void rt__agent_eval_post(void *ctx, struct rt_conn *c, const struct rt_job *j, u
 			 const json_t *metrics);
 /* The controller's answer to either, passed on to the client. */
 void rt__agent_on_rounds_list_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* rt_agent_task.c: GET .../task of a job with selection, through the controller. */
+void rt__agent_task_get(void *ctx, struct rt_conn *c, const struct rt_job *j, const char *client);
+void rt__agent_on_task_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 /* DELETE /v1/jobs/{job} through the controller; its "job_delete" to every node. */
 void rt__agent_job_delete(void *ctx, struct rt_conn *c, struct rt_job *j, bool purge);
 void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
@@ -257,6 +275,19 @@ void rt__agent_on_delete_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 void rt__agent_model_put(void *ctx, struct rt_conn *c, struct rt_job *j, const float *data);
 void rt__agent_on_model_put_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_job_delete(struct rt_agent *a, json_t *h);
+/* rt_agent_shard.c: exact robust rules across nodes (docs/ARCHITECTURE.md). */
+struct xshard;
+/* The controller's close @h of @x, a robust job's: the partition (again if it changed). */
+void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h);
+/* Move what can move now (at events and every tick). */
+void rt__agent_shard_step(struct rt_agent *a, struct xround *x);
+void rt__agent_shard_free(struct rt_agent *a, struct xround *x);
+/* Local update @local of @job's round @round was the controller's count @gseq. */
+void rt__agent_shard_note(struct rt_agent *a, const char *job, uint32_t round, uint32_t local,
+			  uint32_t gseq);
+/* A peer's "shard_*" request. */
+void rt__agent_on_shard(struct rt_agent *a, struct ctl_event *ev);
+void rt__agent_on_shard_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 /* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
 void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);
 

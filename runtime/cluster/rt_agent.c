@@ -160,6 +160,7 @@ void rt__agent_xr_free(struct rt_agent *a, struct xround *x)
 	if (x->zeros.slot)
 		shm_slot_free(n->arena, x->zeros.slot);
 	rt_node_server_io_free(n, &x->srv);
+	rt__agent_shard_free(a, x);
 	trib_free(x->opt_in);
 	trib_free(x->result_payload);
 	trib_free(x);
@@ -345,6 +346,7 @@ void rt_agent_tick(struct rt_agent *a)
 			a->hb_pending = true;
 	}
 	for (struct xround *x = a->xr; x; x = x->next) {
+		rt__agent_shard_step(a, x); /* robust rules: what failed or waited goes again */
 		rt__agent_sum_deliver(a, x);
 		rt__agent_model_send(a, x);
 		if (x->closed && !x->folding && x->top == a->rank)
@@ -459,6 +461,7 @@ static void metrics(void *ctx, char *buf, size_t *len, size_t cap)
 		     "# TYPE tributary_cluster_bytes_sent_total counter\n"
 		     "tributary_cluster_bytes_sent_total{kind=\"partial\"} %llu\n"
 		     "tributary_cluster_bytes_sent_total{kind=\"update\"} %llu\n"
+		     "tributary_cluster_bytes_sent_total{kind=\"shard\"} %llu\n"
 		     "# HELP tributary_cluster_updates_provisional_total updates taken while the "
 		     "controller was away (counted when this node joined again)\n"
 		     "# TYPE tributary_cluster_updates_provisional_total counter\n"
@@ -469,7 +472,7 @@ static void metrics(void *ctx, char *buf, size_t *len, size_t cap)
 		     (unsigned long long)a->partials_sent, (unsigned long long)a->partials_received,
 		     (unsigned long long)a->fwd_sent, (unsigned long long)a->fwd_received,
 		     (unsigned long long)a->partial_bytes, (unsigned long long)a->fwd_bytes,
-		     (unsigned long long)a->provisional_total, a->joined ? 1 : 0);
+		     (unsigned long long)a->shard_bytes, (unsigned long long)a->provisional_total, a->joined ? 1 : 0);
 	if (w > 0)
 		*len += (size_t)w < cap - *len ? (size_t)w : cap - *len - 1;
 }
@@ -500,6 +503,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 		break;
 	case PK_PARTIAL:
 		rt__agent_on_partial_reply(a, pd, ev);
+		break;
+	case PK_SHARD:
+		rt__agent_on_shard_reply(a, pd, ev);
 		break;
 	case PK_MODEL_DONE:
 		if (pd->x) {
@@ -535,6 +541,9 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_EVAL:
 		rt__agent_on_rounds_list_reply(a, pd, ev);
 		break;
+	case PK_TASK:
+		rt__agent_on_task_reply(a, pd, ev);
+		break;
 	case PK_DELETE:
 		rt__agent_on_delete_reply(a, pd, ev);
 		break;
@@ -560,6 +569,8 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 		return rt__agent_on_fwd(a, ev);
 	} else if (!strcmp(op, "partial")) {
 		rt__agent_on_partial(a, ev);
+	} else if (!strncmp(op, "shard_", 6)) {
+		rt__agent_on_shard(a, ev); /* robust rules across nodes (rt_agent_shard.c) */
 	} else if (!strcmp(op, "close")) {
 		rt__agent_reply(a, ev, rt__agent_ok_json());
 		rt__agent_on_close(a, ev->hdr);
@@ -691,6 +702,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->round_get = round_get;
 	out->rounds_list = rt__agent_rounds_list;
 	out->eval_post = rt__agent_eval_post;
+	out->task_get = rt__agent_task_get;
 	out->status = status;
 	out->metrics = metrics;
 	out->revoke = rt__agent_revoke;

@@ -51,6 +51,9 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out);
 void rt_agent_on_advance(struct rt_agent *a, struct rt_job *j);
 /* Local round @r has its sum (RESULT of a FN_CFG_SUM top). Idempotent. */
 void rt_agent_on_local_sum(struct rt_agent *a, struct rt_job *j, struct rt_round *r);
+/* Robust rules: local round @r's updates are all here (@phase 0) or its shards did @phase. */
+void rt_agent_on_shard_phase(struct rt_agent *a, struct rt_job *j, struct rt_round *r,
+			     uint32_t phase);
 /* A RESULT: if it is a cluster fold's model, take it (and @payload) and return true. */
 bool rt_agent_on_fold_result(struct rt_agent *a, struct rt_fn *fn, const struct shm_desc *d,
 			     float *payload);

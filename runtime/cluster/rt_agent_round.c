@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <jansson.h>
 
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -130,6 +131,10 @@ void rt__agent_top_run(struct rt_agent *a, struct xround *x)
 
 	if (!j || !x->closed || x->top != a->rank || x->have_result)
 		return;
+	if (j->algo.rule) {
+		rt__agent_shard_step(a, x); /* no sums to fold: ranges (rt_agent_shard.c) */
+		return;
+	}
 	/*
 	 * Nodes with nothing (or lost) give zeros, so the fold waits for no one
 	 * that is gone. One slot serves them all: functions only read it.
@@ -314,6 +319,8 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 	const float *model;
 	const uint8_t *state;
 	uint8_t *both = NULL;
+	int32_t *ranked = NULL; /* frl: the model ranked from the votes */
+	float *flora = NULL;
 	size_t mlen = j ? j->n_elem * sizeof(float) : 0;
 	json_t *edges, *h;
 	struct pend *pd;
@@ -330,6 +337,21 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 
 		model = shm_arena_ptr(n->arena, seg->src_off);
 	}
+	if (j->flora) {
+		/* The nodes' stacks summed: finished, packed (merged) here, once (rt_flora.h). */
+		flora = trib_malloc(mlen ? mlen : 1);
+		err = flora ? rt_flora_model_cluster(n, j, x->round, model, x->result.weight, flora)
+			    : -ENOMEM;
+		if (err) {
+			if (err != -EAGAIN)
+				trib_error("job %s round %u: the flora model: %s", x->job, x->round,
+					   strerror(-err));
+			trib_free(flora);
+			json_decref(edges);
+			return; /* again next tick (-EAGAIN: model v%u is not stored here yet) */
+		}
+		model = flora;
+	}
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		if (x->in[i].remote && x->in[i].d.count) /* which run's sum: [rank, epoch] */
 			json_array_append_new(edges, json_pack("[i, i]", (json_int_t)i,
@@ -338,6 +360,20 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 		      "round", (json_int_t)x->round, "updates", (json_int_t)x->result.count,
 		      "weight", x->result.weight, "edges_from", edges);
 	state = rt_node_server_io_out(n, &x->srv);
+	if (j->algo.frl && h) {
+		/* The nodes' votes, summed: ranked once, here; the model that travels is I32. */
+		ranked = trib_malloc(mlen ? mlen : 1);
+		err = ranked ? rt_job_frl_rank(j, model, ranked) : -ENOMEM;
+		if (err) {
+			trib_error("job %s round %u: ranking the votes: %s", x->job, x->round,
+				   strerror(-err));
+			trib_free(ranked);
+			json_decref(h);
+			return; /* again next tick */
+		}
+		model = (const float *)(const void *)ranked;
+		state = NULL; /* frl has no server step */
+	}
 	if (state && h) {
 		/* The step's new state follows the model: the controller keeps both. */
 		both = trib_malloc(mlen + x->srv.state_size);
@@ -352,6 +388,8 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 	err = rt__agent_to_ctl(a, h, both ? (const void *)both : (const void *)model,
 			       mlen + (both ? x->srv.state_size : 0), PK_MODEL_DONE, &pd);
 	trib_free(both);
+	trib_free(ranked);
+	trib_free(flora);
 	if (err)
 		return; /* again next tick */
 	x->model_sending = true;
@@ -419,6 +457,7 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 	snprintf(x->top_name, sizeof(x->top_name), "%s", jstr(h, "top_name", ""));
 	rt_job_set_target(a->n, j, round,
 			  a->rank >= 0 && (uint32_t)a->rank < x->nnodes ? x->counts[a->rank] : 0);
+	rt__agent_shard_close(a, x, h);
 	rt__agent_sum_deliver(a, x);
 	rt__agent_top_run(a, x);
 }

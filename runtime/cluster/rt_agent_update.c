@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "fn_sparse.h"
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "shm_journal.h"
 #include "trib_alloc.h"
@@ -332,6 +333,8 @@ void rt__agent_upd_fold(struct rt_agent *a, struct upd *u)
 		return;
 	}
 	u->slot_off = UINT64_MAX; /* the tree's now */
+	if (j->algo.rule) /* robust rules order a round's updates by the controller's count */
+		rt__agent_shard_note(a, u->job, u->round, seq, u->provisional ? UINT32_MAX : u->seq);
 	n->m.bytes_received += u->body_len;
 	if (ticket && !rt_node_wal_ticket(n, ticket)) {
 		u->wal_ticket = ticket;
@@ -437,9 +440,19 @@ static void upd_provisional(struct rt_agent *a, struct upd *u)
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s, longer "
 			 "than this node takes updates without it (--controller-grace-s %u): only "
 			 "it closes a round; retry once it is back", (double)away / 1e9, grace);
+	} else if (rt__agent_state_provisional(j)) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; %s: retry",
+			 (double)away / 1e9, rt__agent_state_provisional(j));
 	} else if (j && j->algo.async) {
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only it "
 			 "counts a FedBuff version across nodes: retry", (double)away / 1e9);
+	} else if (j && j->sel.per_round) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only it "
+			 "knows which clients hold a task of the round (selection): retry",
+			 (double)away / 1e9);
+	} else if (j && j->flora) {
+		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; only its "
+			 "count gives a flora update its slot in the round: retry", (double)away / 1e9);
 	} else if (!x || x->closed || x->provisional >= j->cpr) {
 		snprintf(msg, sizeof(msg), "the controller has not answered for %.0f s; without "
 			 "it this node takes updates only for the round it knows open, and at "
@@ -535,6 +548,12 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 		return;
 	}
 	u->seq = (uint32_t)json_integer_value(json_object_get(ev->hdr, "seq"));
+	if (rt__agent_accept_state(a, u, ev->hdr)) {
+		upd_release(a, u);
+		upd_answer(a, u, 503, "the controller's count came without what the update is "
+			   "folded with; send it again", -1);
+		return;
+	}
 	if (json_is_integer(json_object_get(ev->hdr, "version"))) {
 		/* FedBuff: counted into the version the controller is building. */
 		u->base = u->round;
@@ -543,6 +562,20 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 	u->fold_at = (int)json_integer_value(json_object_get(ev->hdr, "fold_at"));
 	snprintf(u->fold_name, sizeof(u->fold_name), "%s", jstr(ev->hdr, "fold_name", "?"));
 	u->fold_epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "fold_epoch"));
+	{
+		/* flora: the count is the client's slot, cluster-wide (rt_flora_segs_move()). */
+		struct rt_job *fj = rt_job_find(a->n, u->job);
+
+		if (fj && fj->flora && u->seq >= fj->flora->S) {
+			upd_release(a, u);
+			upd_answer(a, u, 503, "the round has no flora slot left (updates were given "
+				   "back); send it again", -1);
+			return;
+		}
+		if (fj && fj->flora)
+			rt_flora_segs_move(fj, shm_arena_ptr(a->n->arena, u->segs_off), u->nsegs,
+					   0, u->seq);
+	}
 	if (u->fold_at == a->rank) {
 		rt__agent_upd_fold(a, u);
 		return;
@@ -608,7 +641,7 @@ bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev)
 	struct upd *u;
 	uint64_t body = (ev->plen + 63) & ~63ull;
 
-	if (!j || !nsegs || nsegs > j->nschema) {
+	if (!j || !nsegs || nsegs > (j->flora ? rt_flora_nsegs(j) : j->nschema)) {
 		rt__agent_reply(a, ev, rt__agent_err_json(400, "bad forward"));
 		return false;
 	}
@@ -634,7 +667,7 @@ bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev)
 		uint64_t off = (uint64_t)json_integer_value(json_array_get(e, 0));
 		uint64_t ne = (uint64_t)json_integer_value(json_array_get(e, 1));
 		unsigned dt = (unsigned)json_integer_value(json_array_get(e, 3));
-		uint64_t es = dt == SHM_DTYPE_F32 ? 4 : dt == SHM_DTYPE_I8 ? 1 : 2;
+		uint64_t es = dt == SHM_DTYPE_F32 || dt == SHM_DTYPE_I32 ? 4 : dt == SHM_DTYPE_I8 ? 1 : 2;
 		/* A sparse segment's bytes are its record; its indices and values, in the body. */
 		struct shm_seg rel = { .src_off = off, .n_elem = ne, .dtype = dt };
 		struct fn_sparse_view sv;

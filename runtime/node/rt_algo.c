@@ -9,15 +9,16 @@
 #include <string.h>
 
 #include "fn_dp.h"
-#include "fn_fedau.h"
+#include "trib_fedau.h"
 #include "fn_fold.h"
+#include "fn_frl.h"
 #include "fn_opt.h"
 #include "fn_robust.h"
 
 static const char *const params[] = {
 	"algorithm", "weighted", "update", "buffer_size", "max_staleness", "server_lr",
 	"momentum", "beta1", "beta2", "tau", "trim", "f", "m", "clip_norm",
-	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", "fedau_cutoff", "scaffold_clients", NULL,
+	"dp_noise_multiplier", "dp_delta", "seed", "proximal_mu", "fedau_cutoff", "scaffold_clients", "flora_pairs", "flora_merge", NULL,
 };
 
 bool rt_algo_is_param(const char *name)
@@ -63,7 +64,8 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
 		{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
 		{ "bulyan", FN_OPT_FEDAVG },	     { "fedau", FN_OPT_FEDAVG },
-		{ "scaffold", FN_OPT_FEDAVG },
+		{ "scaffold", FN_OPT_FEDAVG },	     { "frl", FN_OPT_FEDAVG },
+		{ "flora", FN_OPT_FEDAVG },
 	};
 	json_t *alg = json_object_get(o, "algorithm");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
@@ -76,7 +78,7 @@ static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, s
 			*server = algos[i].server;
 	if (*server == -2)
 		BAD("algorithm: unknown '%.40s' (fedavg, fedprox, fedbuff, fedavgm, fedadagrad, "
-		    "fedadam, fedyogi, fedau, scaffold, median, trimmed_mean, krum, bulyan)", name);
+		    "fedadam, fedyogi, fedau, scaffold, flora, median, trimmed_mean, krum, bulyan, frl)", name);
 	if (*server == -1)
 		BAD("algorithm: '%s' is not available in this build yet; fedavg, fedbuff, fedavgm, "
 		    "fedadagrad, fedadam and fedyogi are", name);
@@ -111,7 +113,7 @@ static int parse_fedprox(json_t *o, struct rt_algo *a, char *msgbuf, size_t msgl
 	return 0;
 }
 
-/* fedau's cutoff K (fn_fedau.h); fedau weighs by the interval estimate, not by samples. */
+/* fedau's cutoff K (trib_fedau.h); fedau weighs by the interval estimate, not by samples. */
 static int parse_fedau(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 {
 	json_t *k = json_object_get(o, "fedau_cutoff"), *w = json_object_get(o, "weighted");
@@ -121,17 +123,17 @@ static int parse_fedau(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen
 			BAD("fedau_cutoff: for fedau only (algorithm is '%s')", a->name);
 		return 0;
 	}
-	if (k && (!json_is_integer(k) || json_integer_value(k) < FN_FEDAU_K_MIN ||
-		  json_integer_value(k) > FN_FEDAU_K_MAX))
+	if (k && (!json_is_integer(k) || json_integer_value(k) < TRIB_FEDAU_K_MIN ||
+		  json_integer_value(k) > TRIB_FEDAU_K_MAX))
 		BAD("fedau_cutoff: an integer from %u to %u, in rounds (default %u)",
-		    FN_FEDAU_K_MIN, FN_FEDAU_K_MAX, FN_FEDAU_K_DEFAULT);
+		    TRIB_FEDAU_K_MIN, TRIB_FEDAU_K_MAX, TRIB_FEDAU_K_DEFAULT);
 	if (w && !json_is_true(w))
 		BAD("weighted: fedau weighs each update by its client's participation interval "
 		    "estimate (leave it out or true)");
 	if (json_object_get(o, "dp_noise_multiplier"))
 		BAD("dp_noise_multiplier: not with fedau (central DP averages uniformly)");
 	a->fedau = true;
-	a->fedau_k = k ? (uint32_t)json_integer_value(k) : FN_FEDAU_K_DEFAULT;
+	a->fedau_k = k ? (uint32_t)json_integer_value(k) : TRIB_FEDAU_K_DEFAULT;
 	return 0;
 }
 
@@ -165,6 +167,67 @@ static int parse_scaffold(json_t *o, struct rt_algo *a, char *msgbuf, size_t msg
 			BAD("%s: not available with scaffold in this build", *k);
 	a->scaffold = true;
 	a->scaffold_n = (uint32_t)json_integer_value(np);
+	return 0;
+}
+
+/*
+ * frl (fn_frl.h): an update is a ranking, not values. Nothing that weighs, moves, clips or
+ * noises values applies, and every ranking counts once: refused by name rather than ignored.
+ */
+static int parse_frl(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	static const char *const refused[] = { "update", "server_lr", "momentum", "beta1",
+					       "beta2", "tau", "clip_norm", "dp_noise_multiplier",
+					       "dp_delta", "seed", NULL };
+	json_t *w = json_object_get(o, "weighted");
+
+	if (strcmp(a->name, "frl"))
+		return 0;
+	if (w && !json_is_false(w))
+		BAD("weighted: frl counts every client's ranking once (a vote, not a mean); leave "
+		    "it out or false");
+	for (const char *const *k = refused; *k; k++)
+		if (json_object_get(o, *k))
+			BAD("%s: does not apply to frl (clients send rankings, the server votes: "
+			    "no values, deltas, server optimiser, clipping or noise)", *k);
+	a->frl = true;
+	return 0;
+}
+
+/*
+ * flora's switches; its pairs are checked against the job's tensors by rt_flora_spec(). The
+ * model is the stack of the clients' weighted adapters (rt_flora.h): there is no mean to step
+ * by, clip or add noise to, so every option that would is refused.
+ */
+static int parse_flora(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
+{
+	json_t *mg = json_object_get(o, "flora_merge"), *upd = json_object_get(o, "update");
+
+	if (strcmp(a->name, "flora")) {
+		for (const char *const *k = (const char *const[]){ "flora_pairs", "flora_merge",
+								   NULL };
+		     *k; k++)
+			if (json_object_get(o, *k))
+				BAD("%s: for flora only (algorithm is '%s')", *k, a->name);
+		return 0;
+	}
+	if (!json_is_array(json_object_get(o, "flora_pairs")))
+		BAD("flora_pairs: required for flora, an array of 1 to 64 pairs {\"name\", "
+		    "\"base\", \"a\", \"b\", \"max_rank\"}");
+	if (mg && !json_is_boolean(mg))
+		BAD("flora_merge: true or false (default false)");
+	if (upd && (!json_is_string(upd) || strcmp(json_string_value(upd), "weights")))
+		BAD("update: flora updates are the clients' adapters A and B (\"weights\"), not "
+		    "deltas");
+	for (const char *const *k = (const char *const[]){ "server_lr", "clip_norm",
+							   "dp_noise_multiplier", "dp_delta",
+							   "seed", NULL };
+	     *k; k++)
+		if (json_object_get(o, *k))
+			BAD("%s: not with flora (the model stacks the adapters: no mean to step "
+			    "by, clip or add noise to)", *k);
+	a->flora = true;
+	a->flora_merge = json_is_true(mg);
 	return 0;
 }
 
@@ -399,12 +462,16 @@ int rt_algo_parse(json_t *o, struct rt_algo *a, char *msgbuf, size_t msglen)
 	if (!err)
 		err = parse_scaffold(o, a, msgbuf, msglen);
 	if (!err)
+		err = parse_frl(o, a, msgbuf, msglen);
+	if (!err)
+		err = parse_flora(o, a, msgbuf, msglen);
+	if (!err)
 		err = parse_server(o, a, server, msgbuf, msglen);
 	if (!err)
 		err = parse_flags(o, a, msgbuf, msglen);
 	if (err)
 		return err;
-	if (a->rule)
+	if (a->rule || a->frl)
 		a->par.flags |= FN_PAR_UNWEIGHTED;
 	if (a->scaffold) {
 		a->par.flags |= FN_PAR_UNWEIGHTED | FN_PAR_DELTA;
@@ -438,6 +505,11 @@ json_t *rt_algo_json(const struct rt_algo *a)
 
 	if (!o)
 		return NULL;
+	if (a->frl) {
+		/* Rankings, not weights; no server step: shown as what the job runs. */
+		json_object_del(o, "server_lr");
+		json_object_set_new(o, "update", json_string("ranking"));
+	}
 	if (p->server == FN_OPT_FEDAVGM)
 		json_object_set_new(o, "momentum", real_f(p->momentum));
 	if (p->server >= FN_OPT_FEDADAGRAD) {
@@ -467,6 +539,10 @@ json_t *rt_algo_json(const struct rt_algo *a)
 		json_object_set_new(o, "fedau_cutoff", json_integer(a->fedau_k));
 	if (a->scaffold)
 		json_object_set_new(o, "scaffold_clients", json_integer(a->scaffold_n));
+	if (a->flora) {
+		json_object_del(o, "server_lr");
+		json_object_set_new(o, "flora_merge", json_boolean(a->flora_merge));
+	}
 	if (a->async) {
 		json_object_set_new(o, "buffer_size", json_integer(a->buffer_size));
 		json_object_set_new(o, "max_staleness", json_integer(a->max_staleness));
@@ -542,6 +618,20 @@ static int check_bulyan(struct rt_algo *a, uint32_t k, const char *size, char *m
 	return 0;
 }
 
+int rt_algo_check_frl(const struct rt_algo *a, uint64_t k, uint64_t n_max, const char *tensor,
+		      char *msgbuf, size_t msglen)
+{
+	if (a->frl && n_max > (uint64_t)INT32_MAX + 1)
+		BAD("tensors: '%.40s' has %llu entries; an frl ranking indexes a tensor with int32, "
+		    "at most 2^31 entries", tensor, (unsigned long long)n_max);
+	if (!a->frl || fn_frl_votes_fit(k, n_max))
+		return 0;
+	BAD("clients_per_round: %llu rankings of tensor '%.40s' (%llu entries) could overflow a "
+	    "vote: frl needs clients_per_round x (entries - 1) <= 2^32 - 1; at most %llu clients "
+	    "for this tensor", (unsigned long long)k, tensor, (unsigned long long)n_max,
+	    (unsigned long long)(UINT32_MAX / (n_max - 1)));
+}
+
 int rt_algo_check_clients(struct rt_algo *a, uint32_t k_min, uint32_t k_max, bool deadline,
 			  char *msgbuf, size_t msglen)
 {
@@ -594,8 +684,10 @@ int rt_algo_pin_defaults(const struct rt_algo *a, json_t *o)
 	const struct fn_params *p = &a->par;
 	int err = 0;
 
-	if (!a->rule)
+	if (!a->rule && !a->frl && !a->flora) /* frl and flora refuse server_lr: a pinned one would fail a restart */
 		err |= pin(o, "server_lr", real_f(p->server_lr));
+	if (a->flora)
+		err |= pin(o, "flora_merge", json_boolean(a->flora_merge));
 	if (p->server == FN_OPT_FEDAVGM)
 		err |= pin(o, "momentum", real_f(p->momentum));
 	if (p->server >= FN_OPT_FEDADAGRAD) {

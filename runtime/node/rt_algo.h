@@ -22,9 +22,12 @@ struct rt_algo {
 	uint32_t max_staleness; /* FedBuff: updates staler than this get 409 */
 	float proximal_mu;     /* fedprox: the clients' proximal term, published (FedAvg here) */
 	bool fedau;            /* fedau: each update weighs its client's interval estimate */
-	uint32_t fedau_k;      /* fedau: the cutoff K, in rounds (fn_fedau.h) */
+	uint32_t fedau_k;      /* fedau: the cutoff K, in rounds (trib_fedau.h) */
 	bool scaffold;         /* scaffold: [x ; c] (fn_scaffold.h), the schema doubled */
 	uint32_t scaffold_n;   /* scaffold: N, the client population */
+	bool frl;              /* frl: I32 rankings voted into uint32 cells; an I32 model */
+	bool flora;            /* flora: LoRA pairs stacked (rt_flora.h; the pairs are the job's) */
+	bool flora_merge;      /* flora: the model is the base with each round's B A added */
 };
 
 /* scaffold_clients' bound: N travels as a float (fn_params.momentum), exact to 2^24. */
@@ -47,6 +50,14 @@ struct rt_algo {
  * Returns 0 or -EINVAL.
  */
 int rt_algo_parse(json_t *o, struct rt_algo *out, char *msgbuf, size_t msglen);
+
+/*
+ * At job creation, for frl: k rankings of the largest tensor (@n_max entries, named @tensor)
+ * must sum without overflow, k(n-1) <= 2^32 - 1 (fn_frl_votes_fit). 0, or -EINVAL with @msgbuf
+ * naming clients_per_round, the tensor and the largest k that fits. Other algorithms: 0.
+ */
+int rt_algo_check_frl(const struct rt_algo *a, uint64_t k, uint64_t n_max, const char *tensor,
+		      char *msgbuf, size_t msglen);
 
 /*
  * At job creation: whether the robust rule of @a does anything for a round of @k_min to @k_max

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "ctl_store.h"
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -90,6 +91,39 @@ static void store_recovered(struct rt_job *j, uint32_t round)
 			  (double)(trib_now_ns() - since) / 1e9);
 }
 
+/* The round's total weight (its updates' shares): what flora's A rows are divided by. */
+static double d_weight(const struct rt_round *r)
+{
+	return r->result.weight;
+}
+
+/*
+ * A flora round's model (rt_flora.h) from its stacked sum @sum, made from the untouched sum on
+ * every attempt (a failed write is retried from the same sum). NULL: no memory, or W not > 0.
+ */
+struct trib_blob *rt__flora_blob(struct rt_node *n, struct rt_job *j, const float *sum, double W,
+			       uint32_t version)
+{
+	/* The frozen base comes from the last model (after a restart: read back from its file). */
+	struct trib_blob *prev = rt_job_model(n, j, j->completed);
+	struct trib_blob *b = prev ? rt__model_blob(j, NULL, version) : NULL;
+	int err = -ENOMEM;
+
+	if (prev && b && prev->len != b->len)
+		err = -EINVAL; /* cannot happen: every version has the served layout */
+	else if (b)
+		err = rt_flora_model(j, sum, W,
+				     (const float *)(const void *)(prev->data + j->st_header_len),
+				     (float *)(void *)(b->data + j->st_header_len));
+	trib_blob_release(prev);
+	if (err) {
+		trib_error("job %s: the flora model v%u: %s", j->name, version, strerror(-err));
+		trib_blob_release(b);
+		return NULL;
+	}
+	return b;
+}
+
 /*
  * Make round @r's outcome durable: the optimiser state, the model file (the
  * commit point) and the job's version in SQLite, which a restart resumes
@@ -116,8 +150,19 @@ static int round_store(struct rt_node *n, struct rt_job *j, struct rt_round *r,
 		*state = NULL;
 		return err;
 	}
-	b = rt__model_blob(j, model, r->round + 1);
-	err = b ? rt__store_blob(n, j, b) : -ENOMEM;
+	if (j->algo.frl) {
+		/* The votes become the ranking here, once (rt_frl.c). */
+		int32_t *ranked = trib_malloc((j->n_elem ? j->n_elem : 1) * sizeof(*ranked));
+
+		err = ranked ? rt_job_frl_rank(j, model, ranked) : -ENOMEM;
+		b = err ? NULL : rt__model_blob(j, (const float *)(void *)ranked, r->round + 1);
+		trib_free(ranked);
+	} else {
+		b = j->flora ? rt__flora_blob(n, j, model, d_weight(r), r->round + 1)
+			     : rt__model_blob(j, model, r->round + 1);
+		err = 0;
+	}
+	err = b ? rt__store_blob(n, j, b) : err ? err : -ENOMEM;
 	if (!err)
 		err = ctl_store_round_advance(n->store, j->db_id, j->completed, j->completed + 1);
 	if (err) {

@@ -6,13 +6,13 @@
 #include <string.h>
 
 #include "ctl_store.h"
-#include "fn_fedau.h"
+#include "trib_fedau.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 
 struct rt_fedau_ent {
 	char id[RT_CLIENT_ID_MAX + 1];
-	struct fn_fedau_client c;
+	struct trib_fedau_client c;
 	bool dirty; /* moved since the last save */
 };
 
@@ -34,14 +34,14 @@ static struct rt_fedau_ent *find(struct rt_fedau *t, const char *id)
 int rt_fedau_weight(struct rt_job *j, const char *id, uint32_t round, double *weight)
 {
 	struct rt_fedau_ent *e;
-	struct fn_fedau_client c;
+	struct trib_fedau_client c;
 	int err;
 
 	if (!j->algo.fedau || !id || !*id)
 		return -EINVAL;
 	e = find(j->fedau, id);
-	c = e ? e->c : FN_FEDAU_NEW;
-	err = fn_fedau_observe(&c, round, j->algo.fedau_k, weight);
+	c = e ? e->c : TRIB_FEDAU_NEW;
+	err = trib_fedau_observe(&c, round, j->algo.fedau_k, weight);
 	if (err == -EALREADY) {
 		/* The same round again (its update is refused as a duplicate): the weight it had. */
 		*weight = 1.0;
@@ -107,7 +107,7 @@ static struct rt_fedau_ent *get(struct rt_job *j, const char *id)
 	for (size_t i = 0; i < j->fedau->ngone; i++)
 		if (!strcmp(j->fedau->gone[i], id))
 			j->fedau->gone[i][0] = '\0';
-	e->c = FN_FEDAU_NEW;
+	e->c = TRIB_FEDAU_NEW;
 	return e;
 }
 
@@ -117,7 +117,8 @@ void rt__fedau_note(struct rt_job *j, uint32_t round, const char *id)
 	double w;
 	int err;
 
-	if (!j->algo.fedau || !id || !*id)
+	/* A cluster's table is the controller's (controller/ctl_fedau.c): nothing kept here. */
+	if (!j->algo.fedau || j->xid || !id || !*id)
 		return;
 	e = get(j, id);
 	if (!e) {
@@ -125,7 +126,7 @@ void rt__fedau_note(struct rt_job *j, uint32_t round, const char *id)
 			   j->name, round, id);
 		return;
 	}
-	err = fn_fedau_observe(&e->c, round, j->algo.fedau_k, &w);
+	err = trib_fedau_observe(&e->c, round, j->algo.fedau_k, &w);
 	if (!err)
 		e->dirty = true;
 	else if (err != -EALREADY)

@@ -10,6 +10,7 @@
 
 #include "ctl_store.h"
 #include "fn_fold.h"
+#include "rt_flora.h"
 #include "trib_alloc.h"
 #include "trib_cred.h"
 #include "trib_json.h"
@@ -39,6 +40,7 @@ void rt__job_free(struct rt_job *j)
 	trib_blob_release(j->remote_pending);
 	trib_free(j->opt_state);
 	rt__fedau_free(j);
+	trib_free(j->flora);
 	trib_free(j->schema);
 	trib_free(j->schema_json);
 	trib_free(j->st_header);
@@ -72,21 +74,29 @@ static char *schema_to_json(const struct trib_tensor *schema, size_t n)
 
 static int job_build_header(struct rt_job *j)
 {
+	/* frl's model is the global ranking: I32 tensors of the schema's shapes. */
+	if (j->algo.frl)
+		return trib_st_write_header_dtype(j->schema, j->nschema, TRIB_DTYPE_I32, NULL,
+						  &j->st_header, &j->st_header_len);
 	return trib_st_write_header(j->schema, j->nschema, NULL, &j->st_header, &j->st_header_len);
 }
 
 /* Make a blob holding a whole model file: header + @data (or zeros when NULL). */
 struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version)
 {
-	struct trib_blob *b = trib_blob_new(j->st_header_len + j->n_elem * sizeof(float));
+	/* A flora job with merge serves its base only: a prefix of the flat model (rt_flora.h). */
+	uint64_t elems = rt_flora_model_elems(j);
+	struct trib_blob *b = trib_blob_new(j->st_header_len + elems * sizeof(float));
 
 	if (!b)
 		return NULL;
 	memcpy(b->data, j->st_header, j->st_header_len);
 	if (data)
-		memcpy(b->data + j->st_header_len, data, j->n_elem * sizeof(float));
+		memcpy(b->data + j->st_header_len, data, elems * sizeof(float));
+	else if (j->algo.frl) /* frl's start: the identity ranking, not zeros */
+		rt__frl_identity(j, (int32_t *)(void *)(b->data + j->st_header_len));
 	else
-		memset(b->data + j->st_header_len, 0, j->n_elem * sizeof(float));
+		memset(b->data + j->st_header_len, 0, elems * sizeof(float));
 	b->version = version;
 	return b;
 }
@@ -99,9 +109,22 @@ struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t v
  */
 int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b)
 {
-	size_t bad = 0;
+	size_t bad = 0, t = 0;
+	int err;
 
-	if (fn_check_finite_f32((const float *)(const void *)(b->data + j->st_header_len),
+	if (j->algo.frl) {
+		/* Integers: the backstop is that every tensor is a permutation. */
+		err = rt__frl_check_model(j, (const int32_t *)(const void *)(b->data +
+									     j->st_header_len),
+					  &t, &bad);
+		if (err == -EDOM)
+			trib_error("job %s: model v%u: tensor %s is not a permutation (position "
+				   "%zu): NOT written, the version is not made; the job refuses "
+				   "updates (503) until this is fixed", j->name, b->version,
+				   j->schema[t].name, bad);
+		if (err)
+			return err;
+	} else if (fn_check_finite_f32((const float *)(const void *)(b->data + j->st_header_len),
 				(b->len - j->st_header_len) / sizeof(float), &bad)) {
 		trib_error("job %s: model v%u has a non-finite value (NaN or Inf) at element %zu: "
 			   "NOT written, the version is not made; the job refuses updates (503) "
@@ -224,6 +247,8 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	if (!j->schema_json)
 		goto err_free;
 	err = job_build_header(j);
+	if (!err && !strcmp(j->algo.name, "flora"))
+		err = rt_flora_bind(j, spec->params);
 	if (err)
 		goto err_free;
 	err = trib_token_new(j->token, sizeof(j->token));
@@ -318,7 +343,6 @@ int rt__jobs_load(struct rt_node *n)
 			secagg_from_stored(j, json_object_get(params, "secagg"));
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? rt__select_from_stored(j, params) : -ENOMEM;
-			err = err ? err : job_build_header(j);
 		}
 		if (!err) {
 			char msg[256];
@@ -327,6 +351,12 @@ int rt__jobs_load(struct rt_node *n)
 			err = rt_algo_parse(params, &j->algo, msg, sizeof(msg));
 			if (err)
 				why = "its algorithm parameters";
+			j->cpr = cj->clients_per_round; /* flora's slots */
+			/* After the algorithm (frl's header is I32), before flora's bind (which
+			 * writes the served model's own header: the rank I32). */
+			err = err ? err : job_build_header(j);
+			if (!err && j->algo.flora && rt_flora_bind(j, params))
+				why = "its flora_pairs", err = -EINVAL;
 		}
 		json_decref(params);
 		if (err) {

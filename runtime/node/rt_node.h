@@ -186,6 +186,7 @@ struct rt_job {
 	char sa_failed[192];          /* why the last secure round failed ("" none) */
 	uint32_t sa_failed_round;
 	struct rt_fedau *fedau;   /* fedau: its clients' interval estimates (owned, rt_fedau.c) */
+	struct rt_flora *flora;   /* flora: its LoRA pairs' layout (owned, rt_flora.c), or NULL */
 	uint8_t *opt_state;       /* server optimiser state after the last round (owned), or NULL */
 	size_t opt_state_len;
 	struct trib_tensor *schema; /* owned */
@@ -314,6 +315,11 @@ struct rt_node_hooks {
 	void (*local_sum)(void *ctx, struct rt_job *j, struct rt_round *r);
 	/* cluster: a RESULT; true if it was a cluster fold's model (@payload then taken). */
 	bool (*fold_result)(void *ctx, struct rt_fn *fn, const struct shm_desc *d, float *payload);
+	/*
+	 * cluster, robust rules: local round @r of @j has all its updates (@phase 0), or its
+	 * shards finished phase @phase (rt_robust_x.c).
+	 */
+	void (*shard_phase)(void *ctx, struct rt_job *j, struct rt_round *r, uint32_t phase);
 };
 
 struct ebpf_route;
@@ -554,6 +560,13 @@ int rt_job_set_initial(struct rt_node *n, struct rt_job *job, const float *data)
  * version 0 is checked (this node may already hold round 0's first updates). 0 or -errno.
  */
 int rt_job_set_initial_remote(struct rt_node *n, struct rt_job *job, const float *data);
+
+/*
+ * frl (rt_frl.c): the model of a round from its votes (@votes: n_elem uint32 in schema order,
+ * borrowed), each tensor ranked by fn_frl_rank into @out (n_elem int32, caller-owned). Run once,
+ * where the round ends (one node's commit, a cluster round's top). 0, -ENOMEM or -EINVAL.
+ */
+int rt_job_frl_rank(const struct rt_job *j, const void *votes, int32_t *out);
 /*
  * A secure round (rt_secagg.h) of @j is over: @model (n_elem floats, the dequantised weighted
  * mean of @clients inputs of total @weight) becomes version completed + 1, stored, recorded and
@@ -732,6 +745,34 @@ int rt_select_task(struct rt_node *n, struct rt_job *j, const char *id, bool *gr
 bool rt_select_has_task(const struct rt_job *j, const char *id, uint32_t round);
 /* Tasks handed out for @j's open round. */
 uint32_t rt_select_tasks_out(const struct rt_job *j);
+
+/* --- exact robust rules across nodes: this node's range (rt_robust_x.c) --- */
+/* Local round @round of @j (open or in flight), or NULL. */
+struct rt_round *rt_job_round_at(struct rt_job *j, uint32_t round);
+/* @r's updates in acceptance order (*k of them); *all: the round is closed here. */
+const struct shm_desc *rt_round_updates(const struct rt_round *r, uint32_t *k, bool *all);
+/* Whether @r's shard functions are running (a phase started and not finished). */
+bool rt_round_shards_busy(const struct rt_round *r);
+/*
+ * Start phase 1 over @descs (@k updates, the round's order on every node; copied) for the
+ * coordinates [lo, hi) of @r's job; a task of an earlier start is dropped first (its shards
+ * must have finished). 0 or -errno.
+ */
+int rt_node_xshard_start(struct rt_node *n, struct rt_round *r, const struct shm_desc *descs,
+			 uint32_t k, uint64_t lo, uint64_t hi);
+/* After phase 1 of Krum or Bulyan: the sum of the shards' partial distances into @d (k*k). */
+int rt_node_xshard_dist(struct rt_node *n, const struct rt_round *r, double *d);
+/*
+ * The rule's selection from the cluster's summed distances @d (k*k) for @j: Krum/Multi-Krum
+ * (fn_krum_select) or Bulyan (fn_bulyan_select) into @sel (k entries), *m of them. 0 or -EINVAL.
+ */
+int rt_node_xshard_select(const struct rt_job *j, const double *d, uint32_t k, uint32_t *sel,
+			  uint32_t *m);
+/* Phase 2 with the top's selection (@m indexes < k). 0 or -errno. */
+int rt_node_xshard_phase2(struct rt_node *n, struct rt_round *r, const uint32_t *sel,
+			  uint32_t m);
+/* The last phase's output, indexed by model coordinate (valid over this node's range). */
+const float *rt_node_xshard_out(struct rt_node *n, const struct rt_round *r);
 
 /* --- from the wiring's loop --- */
 /* A one-shot I/O the node asked for (struct rt_node_hooks) completed with @res. */

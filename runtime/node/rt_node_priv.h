@@ -5,6 +5,7 @@
 
 #include "rt_node.h"
 #include "shm_abi.h"
+#include "trib_fedau.h"
 
 struct ctl_plan;
 
@@ -145,10 +146,16 @@ int rt__wal_replay(struct rt_node *n);
 /* rt_job.c */
 void rt__job_free(struct rt_job *j);
 struct trib_blob *rt__model_blob(struct rt_job *j, const float *data, uint32_t version);
+/* A flora round's served model from its stacked sum and total weight (rt_commit.c). */
+struct trib_blob *rt__flora_blob(struct rt_node *n, struct rt_job *j, const float *sum, double W,
+			       uint32_t version);
 int rt__store_blob(struct rt_node *n, struct rt_job *j, struct trib_blob *b);
 int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint32_t version,
 		    struct trib_blob **out);
 int rt__jobs_load(struct rt_node *n);
+/* rt_frl.c */
+void rt__frl_identity(const struct rt_job *j, int32_t *out);
+int rt__frl_check_model(const struct rt_job *j, const int32_t *m, size_t *tensor, size_t *bad);
 
 /* rt_job_life.c */
 /* A deleted job's rounds that finished aggregating: freed, nothing stored. */
@@ -190,6 +197,8 @@ void rt__plan_round(struct rt_node *n, struct rt_job *j, struct ctl_plan *plan);
 int rt__server_slots(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i);
 void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round *r);
+int rt__robust_start(struct rt_node *n, struct rt_job *j, struct rt_round *r,
+		     const struct shm_desc *descs, uint32_t k, uint64_t lo, uint64_t hi);
 void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 void rt__opt_state_load(struct rt_node *n, struct rt_job *j);
 /*
@@ -205,7 +214,7 @@ void rt__fedau_note(struct rt_job *j, uint32_t round, const char *id);
  * rounds counted from round 0. Lookups are linear: at this bound a scan is tens of microseconds
  * per update, and the table is RT_FEDAU_CLIENTS_MAX x 72 bytes.
  */
-#define RT_FEDAU_CLIENTS_MAX 10000u
+#define RT_FEDAU_CLIENTS_MAX TRIB_FEDAU_CLIENTS_MAX
 int rt__fedau_save(struct rt_node *n, struct rt_job *j);
 void rt__fedau_load(struct rt_node *n, struct rt_job *j);
 void rt__fedau_free(struct rt_job *j);

@@ -166,20 +166,24 @@ int rt__shard_start(struct rt_node *n, struct rt_round *r, uint32_t i)
 /*
  * A robust round is closed: every update is in the arena. Lay out the task
  * (the update descriptors, Krum's matrices and selection) and start one
- * shard per core over equal coordinate ranges.
+ * shard per core over equal coordinate ranges of [lo, hi) (0, 0: the whole
+ * model; a cluster node's range otherwise). @descs: the k updates (copied).
  */
-static int robust_start(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+int rt__robust_start(struct rt_node *n, struct rt_job *j, struct rt_round *r,
+		     const struct shm_desc *descs, uint32_t k, uint64_t lo, uint64_t hi)
 {
-	uint32_t k = r->received, S;
-	uint64_t need, data;
+	uint64_t need, data, span = hi ? hi - lo : j->n_elem;
 	struct fn_shard_task *t;
+	uint32_t S;
 	int err;
 
 	S = (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
 	if (S < 1)
 		S = 1;
-	if (S > j->n_elem)
-		S = (uint32_t)j->n_elem;
+	if (S > span)
+		S = (uint32_t)span;
+	if (!S || !k || hi > j->n_elem || lo > hi)
+		return -EINVAL;
 	need = sizeof(*t) + (uint64_t)k * sizeof(struct shm_desc) +
 	       (uint64_t)S * k * k * sizeof(double) + (uint64_t)k * sizeof(uint32_t) + 64;
 	err = shm_slot_alloc(n->arena, need, &r->task_slot);
@@ -189,6 +193,7 @@ static int robust_start(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 	if (err)
 		return err;
 	r->nshards = S;
+	r->ndone = 0;
 	r->shard_fn = trib_calloc(S, sizeof(*r->shard_fn));
 	r->shard_done = trib_calloc(S, sizeof(*r->shard_done));
 	if (!r->shard_fn || !r->shard_done)
@@ -203,15 +208,18 @@ static int robust_start(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 	t->f = j->algo.f;
 	t->m = j->algo.m;
 	t->trim = j->algo.trim;
+	t->range_lo = hi ? lo : 0;
+	t->range_hi = hi;
 	data = r->task_slot + 128;
 	t->descs_off = data;
-	memcpy(shm_arena_ptr(n->arena, data), r->rups, (size_t)k * sizeof(struct shm_desc));
+	memcpy(shm_arena_ptr(n->arena, data), descs, (size_t)k * sizeof(struct shm_desc));
 	data += (uint64_t)k * sizeof(struct shm_desc);
 	t->dmat_off = data;
 	data += (uint64_t)S * k * k * sizeof(double);
 	t->sel_off = data;
-	trib_info("job %s round %u: %s over %u updates in %u shards", j->name, r->round,
-		  j->algo.name, k, S);
+	trib_info("job %s round %u: %s over %u updates in %u shards (coordinates %llu..%llu)",
+		  j->name, r->round, j->algo.name, k, S, (unsigned long long)(hi ? lo : 0),
+		  (unsigned long long)(hi ? hi : j->n_elem));
 	for (uint32_t i = 0; i < S; i++) {
 		err = rt__shard_start(n, r, i);
 		if (err)
@@ -229,6 +237,12 @@ void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round 
 	if (j->secagg.on) {
 		/* An unmasking's shards: the API's tick takes the correction (rt_secagg_commit.c). */
 		r->sa_expanded = true;
+		return;
+	}
+	if (n->clustered) {
+		/* Across nodes the cluster layer sums, selects and concatenates (rt_robust_x.c). */
+		if (n->hooks.shard_phase)
+			n->hooks.shard_phase(n->hooks.ctx, j, r, t->phase);
 		return;
 	}
 	if ((t->rule == FN_RULE_KRUM || t->rule == FN_RULE_BULYAN) && t->phase == 1) {
@@ -317,8 +331,14 @@ void rt__top_release(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 		}
 	}
 	r->released = true;
+	if (j->algo.rule && n->clustered) {
+		/* This node's updates are all here: the cluster layer moves slices, then shards. */
+		if (n->hooks.shard_phase)
+			n->hooks.shard_phase(n->hooks.ctx, j, r, 0);
+		return;
+	}
 	if (j->algo.rule) {
-		int err = robust_start(n, j, r);
+		int err = rt__robust_start(n, j, r, r->rups, r->received, 0, 0);
 
 		if (err)
 			trib_error("job %s round %u: starting the shards: %s", j->name, r->round,

@@ -30,14 +30,16 @@
  *   MASKED     u gets the ciphertexts addressed to it by its neighbours in U2 (its "inbox"),
  *              and sends y_u = x_u + PRG(b_u) + sum_{v in N(u) & U2, v > u} PRG(s_uv)
  *              - sum_{v in N(u) & U2, v < u} PRG(s_uv) (mod 2^32), x_u = n_u * q(x) followed
- *              by n_u (dim + 1 words). The server folds it (fn_fold_u32) and keeps only the sum.
- *              U3 = who did.
+ *              by n_u (dim + 1 words). The server folds it (fn_fold_u32; through the API, the
+ *              job's function tree does: rt_secagg_set_sum) and keeps only the sum. U3 = who did.
  *   UNMASK     u gets the list of what to reveal: for each neighbour v in U2, the share of b_v
  *              if v is in U3, else the share of s_sk_v; never both for one v (the server asks
  *              only one, and an honest client checks). U4 = who answered. The server rebuilds
  *              each secret from t shares, subtracts the survivors' self masks and the dropped
- *              clients' pairwise masks (fn_secagg_expand, by coordinate range) and dequantises
- *              the weighted mean once: x = (S / W) * 2c / (2^b - 1) - c.
+ *              clients' pairwise masks (fn_secagg_expand, by coordinate range; with
+ *              cfg.external_expand the job's functions expand them: rt_secagg_streams,
+ *              rt_secagg_correct) and dequantises the weighted mean once:
+ *              x = (S / W) * 2c / (2^b - 1) - c.
  *
  * Below the threshold at any stage end (|U1|, |U2|, |U3| or |U4| < t, or a secret with fewer
  * than t shares) the round is FAILED, says why, and unmasks nothing.

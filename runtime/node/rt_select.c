@@ -30,6 +30,7 @@
 #include "trib_cred.h"
 #include "trib_json.h"
 #include "trib_log.h"
+#include "trib_select.h"
 
 #define CC_BYTES_MAX 8192  /* the whole client_config, compact JSON */
 #define CC_KEYS_MAX 32     /* keys of one "values" object */
@@ -175,10 +176,7 @@ json_t *rt_job_round_config(const struct rt_job *j, uint32_t r)
 
 uint32_t rt_select_max(uint32_t k, double f)
 {
-	/* 5 x 1.4 is 7.000000000000001 in binary: a hair under the next integer is that integer. */
-	double m = ceil((double)k * f - 1e-9);
-
-	return m < (double)k ? k : m > (double)UINT32_MAX ? UINT32_MAX : (uint32_t)m;
+	return trib_select_max(k, f); /* the controller's rule too (trib_select.h) */
 }
 
 /* --- the job's copy, kept in the store with its parameters --- */

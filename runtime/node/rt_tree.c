@@ -9,6 +9,8 @@
 #include "ctl_plan.h"
 #include "fn_dequant.h"
 #include "fn_sparse.h"
+#include "fn_frl.h"
+#include "rt_flora.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -147,9 +149,11 @@ void rt__cfg_init(struct rt_node *n, struct rt_round *r, struct fn_config *cfg, 
 	cfg->job = r->job->id;
 	cfg->round = r->round;
 	cfg->role = role;
-	cfg->algorithm = r->job->secagg.on	   ? FN_ALGO_SECAGG
-			 : r->job->algo.scaffold ? FN_ALGO_SCAFFOLD
-						 : FN_ALGO_FEDAVG;
+	cfg->algorithm = r->job->secagg.on      ? FN_ALGO_SECAGG :
+			 r->job->algo.scaffold ? FN_ALGO_SCAFFOLD :
+			 r->job->algo.frl      ? FN_ALGO_FRL :
+			 r->job->algo.flora    ? FN_ALGO_FLORA :
+						 FN_ALGO_FEDAVG;
 	cfg->n_elem = rt__tree_elems(r->job);
 	cfg->acc_off = acc;
 }
@@ -317,6 +321,34 @@ void rt__mid_finalise(struct rt_node *n, struct rt_round *r, uint32_t g)
 		rt_fn_ctl(fn, FN_MSG_FLUSH, m->nleaves);
 }
 
+/*
+ * tcp, frl: the baseline copies an update as flat 4-byte cells, which lose the tensors' bounds
+ * a ranking's positions need; so it sends what the ranking adds instead, its votes (each
+ * tensor's permutation scattered, fn_frl_vote), which fn_frl.c adds cell by cell.
+ */
+static int frl_send_votes(struct rt_node *n, struct rt_round *r, struct rt_fn *fn,
+			  const struct shm_desc *d, const struct shm_seg *segs)
+{
+	uint32_t *votes = trib_calloc(r->job->n_elem ? r->job->n_elem : 1, sizeof(*votes));
+	struct iovec iov;
+	int err = votes ? 0 : -ENOMEM;
+
+	for (uint32_t k = 0; !err && k < d->nsegs; k++)
+		err = segs[k].dtype != SHM_DTYPE_I32 ||
+			      segs[k].dst_elem + segs[k].n_elem > r->job->n_elem ?
+			  -EINVAL :
+			  fn_frl_vote(votes + segs[k].dst_elem,
+				      shm_arena_ptr(n->arena, segs[k].src_off),
+				      (size_t)segs[k].n_elem);
+	if (!err) {
+		iov.iov_base = votes;
+		iov.iov_len = r->job->n_elem * sizeof(*votes);
+		err = rt_fn_send_payload(fn, d, &iov, 1);
+	}
+	trib_free(votes);
+	return err;
+}
+
 /* Send update @k of leaf @l to the function serving it. */
 int rt__leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, uint32_t k)
 {
@@ -333,8 +365,24 @@ int rt__leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, uint
 		float *flat = NULL;
 		int err;
 
+		if (r->job->flora) {
+			/* Placed here, as the function would place it (rt_flora_flat()). */
+			double w = r->job->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0 : d.weight;
+
+			flat = trib_calloc(r->job->n_elem ? r->job->n_elem : 1, sizeof(float));
+			if (!flat)
+				return -ENOMEM;
+			rt_flora_flat(r->job, n->arena, &d, w, flat);
+			iov[0].iov_base = flat;
+			iov[0].iov_len = r->job->n_elem * sizeof(float);
+			err = rt_fn_send_payload(fn, &d, iov, 1);
+			trib_free(flat);
+			return err;
+		}
 		if (d.nsegs > 64)
 			return -E2BIG;
+		if (r->job->algo.frl)
+			return frl_send_votes(n, r, fn, &d, segs);
 		for (uint32_t i = 0; i < d.nsegs; i++) {
 			/* 4-byte words go as they are (a secure job's masked u32 too). */
 			if (segs[i].dtype == SHM_DTYPE_F32 || segs[i].dtype == SHM_DTYPE_I32)

@@ -500,3 +500,25 @@ Test(ctl_models, the_controller_removes_leftover_temp_files_at_start, .timeout =
 	cr_assert_eq(access(tpath(path, "jobs/m/round-1.safetensors"), F_OK), 0);
 	trib_free(log);
 }
+
+/* scaffold's model is [x ; c]: the controller's files hold the doubled schema, as a node's. */
+Test(ctl_models, a_scaffold_job_keeps_x_and_c)
+{
+	static const char body[] = "{\"name\":\"s\",\"clients_per_round\":2,\"algorithm\":"
+				   "\"scaffold\",\"scaffold_clients\":4,\"tensors\":[{\"name\":\"w\","
+				   "\"shape\":[2,3]},{\"name\":\"b\",\"shape\":[3]}]}";
+	static const char bad[] = "{\"name\":\"s\",\"clients_per_round\":2,\"algorithm\":"
+				  "\"scaffold\",\"tensors\":[{\"name\":\"c.w\",\"shape\":[2]}]}";
+	struct ctl_model_fmt f;
+	const char *why = NULL;
+
+	cr_assert_eq(ctl_model_fmt_init(&f, body, strlen(body), &why), 0, "%s", why);
+	cr_assert_eq(f.n_elem, 18);
+	cr_assert_eq(f.nschema, 4);
+	cr_assert_str_eq(f.schema[2].name, "c.w");
+	cr_assert_str_eq(f.schema[3].name, "c.b");
+	cr_assert(memmem(f.hdr, f.hdr_len, "\"c.b\"", 5), "the header names c.b");
+	ctl_model_fmt_fini(&f);
+	cr_assert_eq(ctl_model_fmt_init(&f, bad, strlen(bad), &why), -EINVAL);
+	cr_assert(strstr(why, "c."), "%s", why);
+}

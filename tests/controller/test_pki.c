@@ -98,7 +98,7 @@ Test(ctl_pki, a_schema_6_file_is_migrated)
 	st = NULL;
 	/* As a controller of schema 6 left it: no join tokens, no node certificates, no FedAU. */
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
-	cr_assert_eq(sqlite3_exec(raw, "DROP TABLE join_tokens; DROP TABLE node_certs; DROP TABLE fedau_clients; DROP TABLE opt_state; "
+	cr_assert_eq(sqlite3_exec(raw, "DROP TABLE join_tokens; DROP TABLE node_certs; DROP TABLE fedau_clients; DROP TABLE opt_state; DROP TABLE tasks; "
 				       "PRAGMA user_version = 6",
 				  NULL, NULL, NULL),
 		     SQLITE_OK);

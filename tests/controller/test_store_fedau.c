@@ -104,7 +104,7 @@ Test(ctl_store_fedau, a_schema_7_file_is_migrated)
 	ctl_store_close(st);
 	st = NULL;
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
-	cr_assert_eq(sqlite3_exec(raw, "DROP TABLE fedau_clients; DROP TABLE opt_state; PRAGMA user_version = 7", NULL,
+	cr_assert_eq(sqlite3_exec(raw, "DROP TABLE fedau_clients; DROP TABLE opt_state; DROP TABLE tasks; PRAGMA user_version = 7", NULL,
 				  NULL, NULL),
 		     SQLITE_OK);
 	sqlite3_close(raw);

@@ -114,7 +114,7 @@ Test(ctl_store_opt, a_version_8_file_gets_the_table)
 	ctl_store_close(st);
 	st = NULL;
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
-	cr_assert_eq(sqlite3_exec(raw, "DROP TABLE opt_state; PRAGMA user_version = 8", NULL,
+	cr_assert_eq(sqlite3_exec(raw, "DROP TABLE opt_state; DROP TABLE tasks; PRAGMA user_version = 8", NULL,
 				  NULL, NULL), SQLITE_OK);
 	sqlite3_close(raw);
 	cr_assert_eq(ctl_store_open(dbpath, &st), 0);

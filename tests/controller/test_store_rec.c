@@ -148,7 +148,7 @@ Test(ctl_store_rec, a_schema_5_file_is_migrated)
 	st = NULL;
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(raw,
-				  "DROP TABLE opt_state; "
+				  "DROP TABLE opt_state; DROP TABLE tasks; "
 				  "DROP TABLE evaluations; DROP TABLE eval_versions; "
 				  "ALTER TABLE rounds DROP COLUMN opened_at; "
 				  "ALTER TABLE rounds DROP COLUMN closed_at; "

@@ -163,7 +163,7 @@ Test(ctl_store_x, an_older_file_is_migrated)
 		 "ALTER TABLE rounds DROP COLUMN metrics; "
 		 "DROP TABLE cluster_nodes; DROP TABLE cluster_rounds; "
 		 "DROP TABLE cluster_round_clients; DROP TABLE join_tokens; DROP TABLE node_certs; "
-		 "DROP TABLE fedau_clients; DROP TABLE opt_state; "
+		 "DROP TABLE fedau_clients; DROP TABLE opt_state; DROP TABLE tasks; "
 		 "PRAGMA user_version = %d", 3);
 	cr_assert_eq(sqlite3_open(dbpath, &raw), SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
@@ -250,7 +250,7 @@ Test(ctl_store_x, a_schema_4_file_is_migrated_keeping_its_rounds)
 				  "ALTER TABLE rounds DROP COLUMN metrics_updates; "
 				  "ALTER TABLE rounds DROP COLUMN metrics; "
 				  "DROP TABLE cluster_round_clients; DROP TABLE join_tokens; "
-				  "DROP TABLE node_certs; DROP TABLE fedau_clients; DROP TABLE opt_state; "
+				  "DROP TABLE node_certs; DROP TABLE fedau_clients; DROP TABLE opt_state; DROP TABLE tasks; "
 				  "PRAGMA user_version = 4",
 				  NULL, NULL, NULL),
 		     SQLITE_OK);

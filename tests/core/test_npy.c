@@ -164,6 +164,8 @@ Test(npy, hostile_headers)
 		{ "{'descr': '>f8', 'fortran_order': False, 'shape': (3,), }", "big-endian" },
 		{ "{'descr': '<i2', 'fortran_order': False, 'shape': (3,), }", "allowed" },
 		{ "{'descr': '<u8', 'fortran_order': False, 'shape': (3,), }", "allowed" },
+		{ "{'descr': '<u4', 'fortran_order': False, 'shape': (3,), }", "allowed" },
+		{ "{'descr': '>i8', 'fortran_order': False, 'shape': (3,), }", "big-endian" },
 		{ "{'descr': '<c8', 'fortran_order': False, 'shape': (3,), }", "allowed" },
 		{ "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (3,), }",
 		  "structured" },
@@ -292,6 +294,38 @@ Test(npy, load_f64_and_misaligned)
 	cr_assert_not_null(strstr(why, "needs 12"), "%s", why);
 }
 
+/* frl's rankings: int32 as is, int64 narrowed to I32 in place; a value past int32 refused. */
+Test(npy, load_i32_and_i64)
+{
+	int64_t q[4] = { 3, 0, 2, 1 };
+	int32_t p[4] = { 1, 3, 0, 2 }, got[4];
+	_Alignas(64) unsigned char buf[256];
+	struct trib_st st;
+	size_t n = make_npy(buf, "{'descr': '<i8', 'fortran_order': False, 'shape': (4,), }", 128,
+			    q, sizeof(q));
+
+	cr_assert_eq(trib_npy_load(buf, n, "w", &st, why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(st.tensors[0].dtype, TRIB_DTYPE_I32);
+	cr_assert_eq(st.tensors[0].data_end - st.tensors[0].data_begin, 16);
+	memcpy(got, buf + st.tensors[0].data_begin, 16);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(got[i], (int32_t)q[i]);
+	trib_st_free(&st);
+	n = make_npy(buf, "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", 128, p,
+		     sizeof(p));
+	cr_assert_eq(trib_npy_load(buf, n, "w", &st, why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(st.tensors[0].dtype, TRIB_DTYPE_I32);
+	cr_assert_eq(memcmp(buf + st.tensors[0].data_begin, p, 16), 0);
+	trib_st_free(&st);
+	for (int k = 0; k < 2; k++) {
+		q[2] = k ? (int64_t)INT32_MIN - 1 : (int64_t)INT32_MAX + 1;
+		n = make_npy(buf, "{'descr': '<i8', 'fortran_order': False, 'shape': (4,), }", 128,
+			     q, sizeof(q));
+		cr_assert_eq(trib_npy_load(buf, n, "w", &st, why, sizeof(why)), -EINVAL);
+		cr_assert_not_null(strstr(why, "element 2") && strstr(why, "int32"), "%s", why);
+	}
+}
+
 /* Load @len bytes of @src as an .npz into an aligned copy with @room bytes of region. */
 static int load(const unsigned char *src, size_t len, uint64_t room, struct trib_st *st,
 		unsigned char **copy)
@@ -399,6 +433,48 @@ Test(npz, write_then_load)
 	cr_assert_eq(memcmp(b + st.tensors[1].data_begin, data + 6, 20), 0);
 	trib_st_free(&st);
 	free(b);
+	free(out);
+}
+
+/* An frl model as .npz: '<i4' members, the same size as float32's, read back as I32. */
+Test(npz, write_i32_then_load)
+{
+	struct trib_tensor schema[2] = { { .name = "w", .ndim = 2, .shape = { 2, 2 }, .n_elem = 4 },
+					 { .name = "b", .ndim = 1, .shape = { 3 }, .n_elem = 3 } };
+	int32_t data[7] = { 3, 1, 0, 2, 2, 0, 1 };
+	uint64_t size = trib_npz_size(schema, 2);
+	unsigned char *out = malloc(size), *b;
+	struct trib_st st;
+
+	trib_npz_write_dtype(schema, 2, TRIB_DTYPE_I32, data, out);
+	cr_assert_eq(load(out, size, 0, &st, &b), 0, "%s", why);
+	cr_assert_eq(st.tensors[0].dtype, TRIB_DTYPE_I32);
+	cr_assert_eq(st.tensors[1].dtype, TRIB_DTYPE_I32);
+	cr_assert_eq(memcmp(b + st.tensors[0].data_begin, data, 16), 0);
+	cr_assert_eq(memcmp(b + st.tensors[1].data_begin, data + 4, 12), 0);
+	trib_st_free(&st);
+	free(b);
+}
+
+/* An I32 schema entry (a flora model's used rank) is written as an int32 member. */
+Test(npz, write_i32_member)
+{
+	struct trib_tensor schema[2] = { { .name = "a", .dtype = TRIB_DTYPE_F32, .ndim = 1,
+					   .shape = { 2 }, .n_elem = 2 },
+					 { .name = "a.rank", .dtype = TRIB_DTYPE_I32, .ndim = 1,
+					   .shape = { 1 }, .n_elem = 1 } };
+	uint32_t data[3] = { 0x3f800000u, 0x40000000u, 7 };
+	uint64_t size = trib_npz_size(schema, 2);
+	unsigned char *out = malloc(size);
+	int f4 = 0, i4 = 0;
+
+	cr_assert_not_null(out);
+	trib_npz_write(schema, 2, data, out);
+	for (uint64_t i = 0; i + 6 <= size; i++) {
+		f4 += !memcmp(out + i, "'<f4'", 5);
+		i4 += !memcmp(out + i, "'<i4'", 5);
+	}
+	cr_assert(f4 == 1 && i4 == 1, "f4 %d i4 %d", f4, i4);
 	free(out);
 }
 

@@ -802,3 +802,35 @@ Test(core_safetensors, write_header_dtype_refuses_non_model_dtypes)
 			     "dtype %u", bad[i]);
 	cr_assert_null(hdr);
 }
+
+/* TRIB_DTYPE_EACH: each tensor in its own schema dtype (a flora model: F32 stacks, I32 rank). */
+Test(core_safetensors, write_header_each_dtype)
+{
+	struct trib_tensor s[2];
+	struct trib_st st = { 0 };
+	const char *why = NULL;
+	char *hdr = NULL, *file;
+	size_t hdr_len;
+
+	s[0] = schema_tensor("a", 2, (uint64_t[]){ 2, 3 });
+	s[1] = schema_tensor("a.rank", 1, (uint64_t[]){ 1 });
+	s[1].dtype = TRIB_DTYPE_I32;
+	cr_assert_eq(trib_st_write_header_dtype(s, 2, TRIB_DTYPE_EACH, NULL, &hdr, &hdr_len), 0);
+	file = trib_malloc(hdr_len + 28);
+	cr_assert_not_null(file);
+	memcpy(file, hdr, hdr_len);
+	memset(file + hdr_len, 0, 28);
+	trib_free(hdr);
+	cr_assert_eq(trib_st_parse(file, hdr_len + 28, &st, &why), 0, "why: %s", why);
+	cr_assert_eq(st.tensors[0].dtype, TRIB_DTYPE_F32);
+	cr_assert_eq(st.tensors[1].dtype, TRIB_DTYPE_I32);
+	cr_assert_eq(st.tensors[1].data_end, 28);
+	trib_st_free(&st);
+	trib_free(file);
+	/* A schema entry in an upload-only dtype is refused. */
+	s[1].dtype = TRIB_DTYPE_F16;
+	hdr = NULL;
+	cr_assert_eq(trib_st_write_header_dtype(s, 2, TRIB_DTYPE_EACH, NULL, &hdr, &hdr_len),
+		     -EINVAL);
+	cr_assert_null(hdr);
+}

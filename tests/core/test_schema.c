@@ -120,3 +120,85 @@ Test(core_schema, exactly_2_to_32_parameters_fit)
 	cr_assert_eq(elems, TRIB_SCHEMA_MAX_ELEM);
 	trib_free(t);
 }
+
+/* flora: each pair's a [S R, n], b [m, S R] and <name>.rank [1] after the base, in pair order. */
+Test(core_schema, flora_appends_the_stacks)
+{
+	json_t *o = json_loads("{\"algorithm\":\"flora\",\"clients_per_round\":3,"
+			       "\"tensors\":[{\"name\":\"w\",\"shape\":[5,7]},"
+			       "{\"name\":\"v\",\"shape\":[4,2]}],"
+			       "\"flora_pairs\":[{\"name\":\"p\",\"base\":\"w\",\"a\":\"w.A\","
+			       "\"b\":\"w.B\",\"max_rank\":2},{\"name\":\"q\",\"base\":\"v\","
+			       "\"a\":\"v.A\",\"b\":\"v.B\",\"max_rank\":1}]}",
+			       0, NULL);
+	struct trib_tensor *t = NULL;
+	const char *why = NULL;
+	uint64_t elems = 0;
+	size_t n = 0;
+
+	cr_assert_not_null(o);
+	cr_assert_eq(trib_schema_from_spec(o, &t, &n, &elems, &why), 0);
+	cr_assert_eq(trib_schema_add_flora(o, &t, &n, &elems, &why), 0);
+	cr_assert_eq(n, 8);
+	cr_assert_str_eq(t[2].name, "w.A");
+	cr_assert(t[2].shape[0] == 6 && t[2].shape[1] == 7);
+	cr_assert_str_eq(t[3].name, "w.B");
+	cr_assert(t[3].shape[0] == 5 && t[3].shape[1] == 6);
+	cr_assert_str_eq(t[4].name, "p.rank");
+	cr_assert(t[4].ndim == 1 && t[4].n_elem == 1);
+	cr_assert_str_eq(t[5].name, "v.A");
+	cr_assert(t[5].shape[0] == 3 && t[5].shape[1] == 2);
+	cr_assert_str_eq(t[7].name, "q.rank");
+	cr_assert_eq(elems, 35 + 8 + 42 + 30 + 1 + 6 + 12 + 1);
+	trib_free(t);
+	/* A pair naming no 2-D base tensor is refused; another algorithm appends nothing. */
+	json_object_set_new(json_array_get(json_object_get(o, "flora_pairs"), 1), "base",
+			    json_string("nope"));
+	t = NULL;
+	cr_assert_eq(trib_schema_from_spec(o, &t, &n, &elems, &why), 0);
+	cr_assert_eq(trib_schema_add_flora(o, &t, &n, &elems, &why), -EINVAL);
+	cr_assert_not_null(why);
+	trib_free(t);
+	json_object_set_new(o, "algorithm", json_string("fedavg"));
+	t = NULL;
+	cr_assert_eq(trib_schema_from_spec(o, &t, &n, &elems, &why), 0);
+	cr_assert_eq(trib_schema_add_flora(o, &t, &n, &elems, &why), 0);
+	cr_assert_eq(n, 2);
+	trib_free(t);
+	json_decref(o);
+}
+
+/* scaffold's [x ; c]: every tensor gets its twin c.<name> after them all; "params" first. */
+Test(core_schema, scaffold_twins_every_tensor_after_them_all)
+{
+	json_t *o = json_loads("{\"tensors\":[{\"name\":\"w\",\"shape\":[2,3]},"
+			       "{\"name\":\"b\",\"shape\":[3]}]}", 0, NULL);
+	struct trib_tensor *t = NULL;
+	const char *why = NULL;
+	uint64_t elems = 0;
+	size_t n = 0, at = 99;
+
+	cr_assert_eq(trib_schema_scaffold(o, &at), 0);
+	cr_assert_eq(trib_schema_from_spec(o, &t, &n, &elems, &why), 0, "%s", why);
+	cr_assert_eq(n, 4);
+	cr_assert_eq(elems, 18);
+	cr_assert_str_eq(t[0].name, "w");
+	cr_assert_str_eq(t[1].name, "b");
+	cr_assert_str_eq(t[2].name, "c.w");
+	cr_assert_str_eq(t[3].name, "c.b");
+	trib_free(t);
+	json_decref(o);
+
+	o = json_loads("{\"params\":5}", 0, NULL);
+	cr_assert_eq(trib_schema_scaffold(o, &at), 0);
+	cr_assert_eq(trib_schema_from_spec(o, &t, &n, &elems, &why), 0, "%s", why);
+	cr_assert(n == 2 && elems == 10 && !strcmp(t[1].name, "c.weights"));
+	trib_free(t);
+	json_decref(o);
+
+	o = json_loads("{\"tensors\":[{\"name\":\"w\",\"shape\":[2]},"
+		       "{\"name\":\"c.x\",\"shape\":[2]}]}", 0, NULL);
+	cr_assert_eq(trib_schema_scaffold(o, &at), -EINVAL, "c. is the control variate's");
+	cr_assert_eq(at, 1);
+	json_decref(o);
+}

@@ -72,9 +72,10 @@ def hostile(srv, tok, m):
     np.save(b, obj, allow_pickle=True)
     cases.append(('object array (pickle)', b.getvalue(), 400, 'object arrays'))
     cases.append(('big-endian', npy(m['weights'].astype('>f4')), 400, 'big-endian'))
-    # int16 is no dtype of Tributary's (400); int32 is (sparse indices), never a value (422).
+    # int16 is no dtype of Tributary's (400); int32 is (sparse indices, frl rankings), never a float job's value (422).
     cases.append(('int16', npy(m['weights'].astype('<i2')), 400, "'<i2'"))
     cases.append(('int32', npy(m['weights'].astype('<i4')), 422, 'I32'))
+    cases.append(('uint32', npy(m['weights'].astype('<u4')), 400, "'<u4'"))
     fo = good[:hdr_end].replace(b"'fortran_order': False", b"'fortran_order': True ")
     cases.append(('fortran_order True', fo + good[hdr_end:], 400, 'fortran_order'))
     cases.append(('short data', good[:-4], 400, 'needs'))

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
-/* FedAU's weights (functions/fn_fedau.c) against a round-by-round numpy replay (ref/fedau.py). */
+/* FedAU's weights (core/trib_fedau.c) against a round-by-round numpy replay (ref/fedau.py). */
 #include <criterion/criterion.h>
 
 #include <errno.h>
 #include <math.h>
 
-#include "fn_fedau.h"
+#include "trib_fedau.h"
 #include "ref/ref.h"
 
 static void check_fedau(size_t n, size_t t, uint32_t k, unsigned seed)
@@ -20,18 +20,18 @@ static void check_fedau(size_t n, size_t t, uint32_t k, unsigned seed)
 	cr_assert_eq(cnt, n * t);
 	want = ref_f64(&r, "weight", NULL);
 	for (size_t c = 0; c < n; c++) {
-		struct fn_fedau_client st = FN_FEDAU_NEW;
+		struct trib_fedau_client st = TRIB_FEDAU_NEW;
 
 		for (size_t i = 0; i < t; i++) {
 			double w = -1;
 
 			if (!part[c * t + i])
 				continue; /* lazily: a round sat out costs nothing */
-			cr_assert_eq(fn_fedau_observe(&st, (uint32_t)i, k, &w), 0);
+			cr_assert_eq(trib_fedau_observe(&st, (uint32_t)i, k, &w), 0);
 			/* Integer sums over an integer count: bit-equal to numpy's mean. */
 			cr_assert(w == want[c * t + i], "client %zu round %zu K %u: %.17g, numpy %.17g",
 				  c, i, k, w, want[c * t + i]);
-			cr_assert_eq(fn_fedau_observe(&st, (uint32_t)i, k, &w), -EALREADY,
+			cr_assert_eq(trib_fedau_observe(&st, (uint32_t)i, k, &w), -EALREADY,
 				     "the same round twice");
 			seen++;
 		}
@@ -49,18 +49,18 @@ Test(functions_fedau, weights_match_numpy_round_by_round)
 
 Test(functions_fedau, bounds)
 {
-	struct fn_fedau_client c = FN_FEDAU_NEW;
+	struct trib_fedau_client c = TRIB_FEDAU_NEW;
 	double w = 0;
 
-	cr_assert_eq(fn_fedau_observe(&c, 0, 0, &w), -EINVAL);
-	cr_assert_eq(fn_fedau_observe(&c, 0, FN_FEDAU_K_MAX + 1, &w), -EINVAL);
-	cr_assert_eq(fn_fedau_observe(&c, 0, 3, &w), 0);
+	cr_assert_eq(trib_fedau_observe(&c, 0, 0, &w), -EINVAL);
+	cr_assert_eq(trib_fedau_observe(&c, 0, TRIB_FEDAU_K_MAX + 1, &w), -EINVAL);
+	cr_assert_eq(trib_fedau_observe(&c, 0, 3, &w), 0);
 	cr_assert(w == 1.0, "a new client weighs 1");
-	cr_assert_eq(fn_fedau_observe(&c, 3, 3, &w), 0); /* intervals {1}: weight 1 */
+	cr_assert_eq(trib_fedau_observe(&c, 3, 3, &w), 0); /* intervals {1}: weight 1 */
 	cr_assert(w == 1.0);
-	cr_assert_eq(fn_fedau_observe(&c, 4, 3, &w), 0); /* intervals {1, 3} */
+	cr_assert_eq(trib_fedau_observe(&c, 4, 3, &w), 0); /* intervals {1, 3} */
 	cr_assert(w == 2.0, "got %g", w);
-	cr_assert_eq(fn_fedau_observe(&c, 2, 3, &w), -EALREADY, "an older round");
+	cr_assert_eq(trib_fedau_observe(&c, 2, 3, &w), -EALREADY, "an older round");
 	c.total = 1ull << 53;
-	cr_assert_eq(fn_fedau_observe(&c, 5, 3, &w), -EOVERFLOW);
+	cr_assert_eq(trib_fedau_observe(&c, 5, 3, &w), -EOVERFLOW);
 }

@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fn_abi.h"
@@ -21,7 +22,7 @@ static void check_frl(size_t k, size_t n, unsigned seed)
 	const uint32_t *votes;
 	uint32_t *leaf[2], *top = trib_calloc(n ? n : 1, 4);
 	int32_t *out = trib_malloc((n ? n : 1) * 4);
-	uint64_t *scratch = trib_malloc((n ? n : 1) * 8);
+	uint64_t *scratch = trib_malloc((n ? n : 1) * 16);
 	uint8_t *seen = trib_malloc(n ? n : 1);
 	struct fn_params par = { 0 };
 	struct fn_config cfg = { .n_elem = n };
@@ -113,17 +114,44 @@ Test(frl, check_names_first_bad_index)
 	cr_assert_eq(fn_frl_vote(votes, neg, 5), -EINVAL);
 }
 
-/* An update whose segment is not I32 (a float model sent to an FRL job) fails the fold. */
+/*
+ * An update whose segment is neither I32 (a ranking) nor F32-labelled 4-byte cells (the tcp
+ * baseline's votes, runtime/node/rt_tree.c) fails the fold: F16, BF16, I8. Float models never
+ * reach an FRL job's fold: the gateway refuses them (runtime/api/rt_api_frl.c).
+ */
 Test(frl, fold_refuses_float_updates)
 {
-	float x[4] = { 0 };
+	uint16_t x[4] = { 0 };
 	uint32_t acc[4] = { 0 };
-	struct shm_seg seg = { .src_off = 0, .n_elem = 4, .dtype = SHM_DTYPE_F32, .scale = 1.0f };
+	struct shm_seg seg = { .src_off = 0, .n_elem = 4, .dtype = SHM_DTYPE_F16, .scale = 1.0f };
 	struct fn_input in = { .kind = SHM_DESC_UPDATE, .base = (const uint8_t *)x, .segs = &seg,
 			       .nsegs = 1 };
 	struct fn_algo_ctx ctx = { .acc = (float *)(void *)acc };
 
 	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), -EINVAL);
+	seg.dtype = SHM_DTYPE_I8;
+	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), -EINVAL);
+}
+
+/* tcp: an update sent as its votes (F32-labelled cells) adds as a ranking's scatter would. */
+Test(frl, fold_tcp_votes_equal_the_ranking)
+{
+	int32_t p[4] = { 2, 0, 3, 1 };
+	uint32_t v[4] = { 0 }, a1[4] = { 0 }, a2[4] = { 0 };
+	struct shm_seg seg = { .src_off = 0, .n_elem = 4, .dtype = SHM_DTYPE_I32, .scale = 1.0f };
+	struct fn_input in = { .kind = SHM_DESC_UPDATE, .base = (const uint8_t *)p, .segs = &seg,
+			       .nsegs = 1 };
+	struct fn_algo_ctx ctx = { .acc = (float *)(void *)a1 };
+
+	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), 0);
+	cr_assert_eq(fn_frl_vote(v, p, 4), 0);
+	seg.dtype = SHM_DTYPE_F32;
+	in.base = (const uint8_t *)v;
+	ctx.acc = (float *)(void *)a2;
+	cr_assert_eq(fn_frl_ops.fold(NULL, &ctx, &in), 0);
+	cr_assert_eq(memcmp(a1, a2, sizeof(a1)), 0);
+	cr_assert_eq(a1[2], 0);
+	cr_assert_eq(a1[1], 3);
 }
 
 Test(frl, vote_bound)
@@ -135,4 +163,44 @@ Test(frl, vote_bound)
 	cr_assert(fn_frl_votes_fit(1, (uint64_t)UINT32_MAX + 1));
 	cr_assert(!fn_frl_votes_fit(2, (uint64_t)UINT32_MAX));
 	cr_assert(!fn_frl_votes_fit(UINT64_MAX, 3));
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * The radix sort against a comparison sort of (vote, index) keys, over the whole uint32 range
+ * of votes (every digit pass runs), with many ties (few distinct high digits), and with every
+ * vote equal (every pass skipped: the identity).
+ */
+Test(frl, rank_equals_a_stable_sort_over_the_full_range)
+{
+	size_t n = 5000;
+	uint32_t *v = trib_malloc(n * 4);
+	int32_t *out = trib_malloc(n * 4);
+	uint64_t *scratch = trib_malloc(n * 16), *keys = trib_malloc(n * 8), x = 88172645463325252ull;
+
+	cr_assert(v && out && scratch && keys);
+	for (int round = 0; round < 3; round++) {
+		for (size_t i = 0; i < n; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			v[i] = round == 0 ? (uint32_t)x : round == 1 ? (uint32_t)(x % 7) << 29 : 42;
+			keys[i] = (uint64_t)v[i] << 32 | i;
+		}
+		qsort(keys, n, 8, cmp_key);
+		cr_assert_eq(fn_frl_rank(v, n, out, scratch), 0);
+		for (size_t j = 0; j < n; j++)
+			cr_assert_eq(out[j], (int32_t)(uint32_t)keys[j], "round %d: position %zu",
+				     round, j);
+	}
+	trib_free(v);
+	trib_free(out);
+	trib_free(scratch);
+	trib_free(keys);
 }

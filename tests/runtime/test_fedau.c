@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 #include "ctl_store.h"
-#include "fn_fedau.h"
+#include "trib_fedau.h"
 #include "rt_node_priv.h"
 #include "trib_alloc.h"
 
@@ -34,15 +34,15 @@ static double weight(struct rt_job *j, const char *id, uint32_t round)
 	return w;
 }
 
-/* What fn_fedau_observe() gives a client with these participations, then @round. */
+/* What trib_fedau_observe() gives a client with these participations, then @round. */
 static double expect(const uint32_t *rounds, size_t n, uint32_t round, uint32_t k)
 {
-	struct fn_fedau_client c = FN_FEDAU_NEW;
+	struct trib_fedau_client c = TRIB_FEDAU_NEW;
 	double w = 0;
 
 	for (size_t i = 0; i < n; i++)
-		cr_assert_eq(fn_fedau_observe(&c, rounds[i], k, &w), 0);
-	cr_assert_eq(fn_fedau_observe(&c, round, k, &w), 0);
+		cr_assert_eq(trib_fedau_observe(&c, rounds[i], k, &w), 0);
+	cr_assert_eq(trib_fedau_observe(&c, round, k, &w), 0);
 	return w;
 }
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "fn_abi.h"
 #include "fn_opt.h"
 #include "rt_api.h"
@@ -118,16 +120,22 @@ Test(runtime_job_def, cluster_takes_server_optimisers_deltas_and_dp)
 	}
 }
 
-/* What a cluster does not run yet is still refused, naming it. */
-Test(runtime_job_def, cluster_refuses_robust_rules)
+/* Robust rules run across nodes on weights (cluster_robust.py); on deltas they are refused. */
+Test(runtime_job_def, cluster_takes_robust_rules_on_weights_only)
 {
 	static const struct {
-		const char *body, *want;
+		const char *body, *want; /* want NULL: taken */
 	} cases[] = {
 		{ "{\"name\":\"x\",\"clients_per_round\":5,\"params\":8,\"algorithm\":\"median\"}",
-		  "not supported across nodes yet: median" },
+		  NULL },
 		{ "{\"name\":\"x\",\"clients_per_round\":8,\"params\":8,"
-		  "\"algorithm\":\"krum\"}", "not supported across nodes yet: krum" },
+		  "\"algorithm\":\"krum\",\"m\":3}", NULL },
+		{ "{\"name\":\"x\",\"clients_per_round\":7,\"params\":8,"
+		  "\"algorithm\":\"bulyan\"}", NULL },
+		{ "{\"name\":\"x\",\"clients_per_round\":5,\"params\":8,\"algorithm\":\"median\","
+		  "\"update\":\"delta\"}", "not supported across nodes yet: median" },
+		{ "{\"name\":\"x\",\"clients_per_round\":8,\"params\":8,"
+		  "\"algorithm\":\"krum\",\"update\":\"delta\"}", "not supported across nodes yet: krum" },
 	};
 	struct rt_job_def def;
 	char msg[256];
@@ -136,6 +144,12 @@ Test(runtime_job_def, cluster_refuses_robust_rules)
 		cr_assert_eq(parse(cases[i].body, false, &def, msg), 200, "%s: %s", cases[i].body,
 			     msg);
 		rt_job_def_free(&def);
+		if (!cases[i].want) {
+			cr_assert_eq(parse(cases[i].body, true, &def, msg), 200, "%s: %s",
+				     cases[i].body, msg);
+			rt_job_def_free(&def);
+			continue;
+		}
 		cr_assert_eq(parse(cases[i].body, true, &def, msg), 400, "%s", cases[i].body);
 		cr_assert_not_null(strstr(msg, cases[i].want), "%s", msg);
 	}
@@ -388,4 +402,89 @@ Test(runtime_job_def, secagg_one_node_only)
 	rt_job_def_free(&def);
 	cr_assert_eq(parse(body, true, &def, msg), 400);
 	cr_assert_not_null(strstr(msg, "secagg: not supported across nodes"), "%s", msg);
+}
+
+/* frl: taken on one node and in a cluster; what acts on values refused by name; the bound. */
+Test(runtime_job_def, frl_refusals_and_the_vote_bound)
+{
+	static const struct {
+		const char *extra, *word;
+	} bad[] = {
+		{ ",\"weighted\":true", "weighted" },	    { ",\"update\":\"delta\"", "update" },
+		{ ",\"server_lr\":0.5", "server_lr" },	    { ",\"clip_norm\":1", "clip_norm" },
+		{ ",\"seed\":3", "seed" },		    { ",\"momentum\":0.9", "momentum" },
+		{ ",\"trim\":0.1", "trim" },		    { ",\"dp_delta\":0.001", "dp_delta" },
+	};
+	struct rt_job_def def;
+	char body[256], msg[256];
+
+	for (int clustered = 0; clustered < 2; clustered++) {
+		cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,"
+				   "\"algorithm\":\"frl\"}", clustered, &def, msg), 200, "%s", msg);
+		cr_assert(def.algo.frl);
+		cr_assert(def.algo.par.flags & FN_PAR_UNWEIGHTED);
+		cr_assert_null(json_object_get(def.params, "server_lr"),
+			       "a pinned server_lr would fail the restart's parse");
+		rt_job_def_free(&def);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(body, sizeof(body), "{\"name\":\"x\",\"clients_per_round\":4,\"params\":8,"
+			 "\"algorithm\":\"frl\"%s}", bad[i].extra);
+		cr_assert_eq(parse(body, false, &def, msg), 400, "%s", body);
+		cr_assert_not_null(strstr(msg, bad[i].word), "%s: %s", body, msg);
+	}
+	/* 858993 x 5000 = 4294965000 fits 2^32 - 1; one more client does not. */
+	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":858993,\"algorithm\":\"frl\","
+			   "\"tensors\":[{\"name\":\"a\",\"shape\":[3]},{\"name\":\"big\","
+			   "\"shape\":[5001]}]}", false, &def, msg), 200, "%s", msg);
+	rt_job_def_free(&def);
+	cr_assert_eq(parse("{\"name\":\"x\",\"clients_per_round\":858994,\"algorithm\":\"frl\","
+			   "\"tensors\":[{\"name\":\"a\",\"shape\":[3]},{\"name\":\"big\","
+			   "\"shape\":[5001]}]}", false, &def, msg), 400);
+	cr_assert_not_null(strstr(msg, "clients_per_round") && strstr(msg, "'big'") &&
+			   strstr(msg, "at most 858993"), "%s", msg);
+}
+
+/*
+ * flora: the schema is the base then each pair's a, b and rank; the stored parameters parse
+ * again (a restart) without the server_lr that flora refuses; and the cluster takes it.
+ */
+Test(runtime_job_def, flora_schema_and_stored_params)
+{
+	static const char body[] =
+		"{\"name\":\"l\",\"clients_per_round\":3,\"algorithm\":\"flora\","
+		"\"tensors\":[{\"name\":\"w\",\"shape\":[6,4]},{\"name\":\"b\",\"shape\":[6]}],"
+		"\"flora_pairs\":[{\"name\":\"p\",\"base\":\"w\",\"a\":\"w.A\",\"b\":\"w.B\","
+		"\"max_rank\":2}]}";
+	struct rt_job_def def;
+	struct rt_algo again;
+	char msg[256] = "";
+	json_t *p;
+
+	cr_assert_eq(parse(body, false, &def, msg), 200, "%s", msg);
+	cr_assert_eq(def.nschema, 5);
+	cr_assert_str_eq(def.schema[2].name, "w.A");
+	cr_assert(def.schema[2].shape[0] == 6 && def.schema[2].shape[1] == 4);
+	cr_assert_str_eq(def.schema[3].name, "w.B");
+	cr_assert(def.schema[3].shape[0] == 6 && def.schema[3].shape[1] == 6);
+	cr_assert_str_eq(def.schema[4].name, "p.rank");
+	cr_assert_eq(def.n_elem, 24 + 6 + 24 + 36 + 1);
+	cr_assert(def.algo.flora && !def.algo.flora_merge && !def.algo.needs_model);
+	p = json_deep_copy(def.params);
+	cr_assert_null(json_object_get(p, "server_lr"));
+	cr_assert(json_is_false(json_object_get(p, "flora_merge")));
+	cr_assert_not_null(json_object_get(p, "flora_pairs"));
+	json_object_set_new(p, "algorithm", json_string("flora"));
+	cr_assert_eq(rt_algo_parse(p, &again, msg, sizeof(msg)), 0, "%s", msg);
+	cr_assert(again.flora);
+	json_decref(p);
+	rt_job_def_free(&def);
+	cr_assert_eq(parse(body, true, &def, msg), 200, "cluster: %s", msg);
+	rt_job_def_free(&def);
+	/* A pair field named in the 400. */
+	cr_assert_eq(parse("{\"name\":\"l\",\"clients_per_round\":3,\"algorithm\":\"flora\","
+			   "\"tensors\":[{\"name\":\"w\",\"shape\":[6,4]}],\"flora_pairs\":[{"
+			   "\"name\":\"p\",\"base\":\"w\",\"a\":\"w.A\",\"b\":\"w.B\","
+			   "\"max_rank\":5}]}", false, &def, msg), 400);
+	cr_assert(strstr(msg, "flora_pairs[0].max_rank"), "%s", msg);
 }

@@ -171,9 +171,27 @@ Test(runtime_select, bad_selections_name_the_field)
 		     "client_auth");
 	spec_refused("{" REQ "\"algorithm\":\"fedbuff\",\"buffer_size\":5,"
 		     "\"selection\":{\"per_round\":5}}", false, "fedbuff");
-	spec_refused("{" REQ "\"selection\":{\"per_round\":5}}", true, "across nodes");
+	/* A cluster refuses what a single node refuses, with the same words. */
+	spec_refused("{" REQ "\"selection\":{\"per_round\":5,\"overcommit\":0.5}}", true,
+		     "selection.overcommit");
+	spec_refused("{\"name\":\"s\",\"params\":4,\"selection\":{\"per_round\":5}}", true,
+		     "client_auth");
 	spec_refused("{" REQ "\"clients_per_round\":4,\"client_config\":{\"values\":{\"a\":{}}}}",
 		     false, "client_config.values.a");
+}
+
+/* The controller counts a cluster's tasks (controller/ctl_select.c): the spec is the same. */
+Test(runtime_select, selection_is_allowed_in_a_cluster)
+{
+	struct rt_job_def def;
+	char msg[256];
+
+	cr_assert_eq(parse("{" REQ "\"selection\":{\"per_round\":5,\"overcommit\":1.3}}", true,
+			   &def, msg), 200, "%s", msg);
+	cr_assert_eq(def.spec.cpr, 5);
+	cr_assert_eq(def.spec.sel_per_round, 5);
+	cr_assert_float_eq(def.spec.sel_overcommit, 1.3, 1e-12);
+	rt_job_def_free(&def);
 }
 
 Test(runtime_select, client_config_is_allowed_in_a_cluster)

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""numpy reference for functions/fn_fedau.c: FedAU's weights, round by round as IBM/fedau does.
+"""numpy reference for core/trib_fedau.c: FedAU's weights, round by round as IBM/fedau does.
 
 usage:
   fedau.py N T K SEED     part (N x T, u8: 1 = took part), weight (N x T, f8: NaN = sat out)

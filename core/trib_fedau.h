@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* FedAU's per-client weight: the online estimate of the client's participation interval. */
-#ifndef FN_FEDAU_H
-#define FN_FEDAU_H
+#ifndef TRIB_FEDAU_H
+#define TRIB_FEDAU_H
 
 #include <stdint.h>
 
@@ -19,19 +19,26 @@
  * missed), the intervals recorded and their sum, all integers, so the weight is exact
  * (total / intervals in double) whatever the order of the clients.
  */
-struct fn_fedau_client {
+struct trib_fedau_client {
 	int64_t last_round; /* the last round it took part in; -1: none yet (a new client) */
 	uint32_t intervals; /* intervals recorded */
 	uint64_t total;     /* their sum, in rounds */
 };
 
 /* The cutoff K's bounds, and the paper's experiments' value (the default). */
-#define FN_FEDAU_K_MIN 1u
-#define FN_FEDAU_K_MAX 100000u
-#define FN_FEDAU_K_DEFAULT 50u
+#define TRIB_FEDAU_K_MIN 1u
+#define TRIB_FEDAU_K_MAX 100000u
+#define TRIB_FEDAU_K_DEFAULT 50u
+
+/*
+ * Clients one job remembers, on one node (runtime/node/rt_fedau.c) and in a cluster
+ * (controller/ctl_fedau.c) alike: past it, the client whose last participation is the oldest is
+ * forgotten, and counts as new if it comes back.
+ */
+#define TRIB_FEDAU_CLIENTS_MAX 10000u
 
 /* A client never seen: no interval yet, missing since round 0. */
-#define FN_FEDAU_NEW ((struct fn_fedau_client){ .last_round = -1 })
+#define TRIB_FEDAU_NEW ((struct trib_fedau_client){ .last_round = -1 })
 
 /*
  * Client @c takes part in round @round (cutoff @k): *weight gets its weight for that round and
@@ -39,6 +46,6 @@ struct fn_fedau_client {
  * c->last_round (already counted: a replayed update); -EINVAL if @k is out of range, or
  * -EOVERFLOW if the sum would pass 2^53 (its weight would no longer be exact).
  */
-int fn_fedau_observe(struct fn_fedau_client *c, uint32_t round, uint32_t k, double *weight);
+int trib_fedau_observe(struct trib_fedau_client *c, uint32_t round, uint32_t k, double *weight);
 
 #endif

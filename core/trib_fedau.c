@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
-/* FedAU's interval estimate, one participation at a time: see fn_fedau.h. */
-#include "fn_fedau.h"
+/* FedAU's interval estimate, one participation at a time: see trib_fedau.h. */
+#include "trib_fedau.h"
 
 #include <errno.h>
 
-int fn_fedau_observe(struct fn_fedau_client *c, uint32_t round, uint32_t k, double *weight)
+int trib_fedau_observe(struct trib_fedau_client *c, uint32_t round, uint32_t k, double *weight)
 {
 	uint64_t missed, q, r;
 
-	if (k < FN_FEDAU_K_MIN || k > FN_FEDAU_K_MAX)
+	if (k < TRIB_FEDAU_K_MIN || k > TRIB_FEDAU_K_MAX)
 		return -EINVAL;
 	if ((int64_t)round <= c->last_round)
 		return -EALREADY;

@@ -1,0 +1,268 @@
+# SPDX-License-Identifier: MIT
+"""Exact robust rules on three netns nodes: median, trimmed mean, Krum, Multi-Krum and Bulyan.
+
+Each node owns a range of the model's coordinates and gets the slices of every update in it
+(docs/ARCHITECTURE.md "Robust rules across nodes"). 20 updates of which 4 are poisoned, spread
+over the three gateways (raw f32 and safetensors with the tensors in another order, so that
+slices are cut from segments in any order): every cluster model equals the numpy reference of
+robust.py / bulyan.py and the model of a `tributary up` fed the very same updates, and stays
+inside the honest range where FedAvg does not. Bulyan's 4 poisoned of 20 are resisted. The
+cross-node bytes of each rule are compared with FedAvg's for the same round (the nodes'
+tributary_cluster_bytes_sent_total). Then the same with `--placement round-robin`, where
+updates are forwarded whole to the node that holds them before slices move.
+
+Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
+"""
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, '..', '..', 'scripts'))
+import bulyan as bref  # noqa: E402  (the single node's references)
+import cluster as c  # noqa: E402
+import e2e_common as e  # noqa: E402
+import netns_cluster  # noqa: E402
+import robust as rref  # noqa: E402
+from e2e_common import (BIN, Server, arena_files_in, check, log, main,  # noqa: E402
+                        remove_arena_files)
+
+K = 20
+BAD = 4
+SCHEMA = [{'name': 'w', 'shape': [40, 50], 'dtype': 'F32'},
+          {'name': 'b', 'shape': [777], 'dtype': 'F32'}]
+CASES = [('median', {}), ('trimmed_mean', {'trim': 0.2}), ('krum', {'f': BAD, 'm': 1}),
+         ('krum', {'f': BAD, 'm': 3}), ('bulyan', {'f': BAD}), ('fedavg', {})]
+
+
+def reference(rule, rows, extra):
+    if rule == 'bulyan':
+        return bref.reference(rows, extra['f'])
+    return rref.reference(rule, rows, **extra)
+
+
+def body_of(i, x):
+    t = e.unflatten(SCHEMA, x)
+    if i % 3 == 1:
+        return e.st_encode(t, order=['b', 'w']), 'application/x-safetensors'
+    return e.raw_body(SCHEMA, t), 'application/octet-stream'
+
+
+def shard_bytes(cl):
+    tot = {'shard': 0, 'partial': 0, 'update': 0}
+    for h in c.NODE_IP:
+        m = c.metrics(cl, h)
+        for k in tot:
+            tot[k] += int(m.get('tributary_cluster_bytes_sent_total{kind="%s"}' % k, 0))
+    return tot
+
+
+def run_cluster(cl, admin, one, rows, honest, prefix, rnd_jobs=2):
+    lo = np.min(np.asarray(honest), axis=0)
+    hi = np.max(np.asarray(honest), axis=0)
+    hmean = np.mean(np.asarray(honest, np.float64), axis=0)
+    costs = {}
+    for idx, (rule, extra) in enumerate(CASES):
+        name = '%s%d' % (prefix, idx)
+        spec = dict({'name': name, 'clients_per_round': K, 'algorithm': rule,
+                     'tensors': SCHEMA}, **extra)
+        st, b = cl.call(c.NODE_IP[idx % 3], 'POST', '/v1/jobs', json.dumps(spec).encode(),
+                        {'Content-Type': 'application/json'}, admin)
+        check(st == 201, 'create %s %r on a cluster: %d %s' % (rule, extra, st, b[:300]))
+        tok = json.loads(b)['token']
+        c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/' + name, token=tok)[0] == 200
+                               for h in c.NODE_IP), 5, name + ' known on every node')
+        otok = one.create_job(spec)['token']
+        want = reference(rule, rows, extra) if rule != 'fedavg' else None
+        for r in range(rnd_jobs):
+            before = shard_bytes(cl)
+            res = [None] * K
+
+            def post(i):
+                body, ct = body_of(i, rows[i])
+                res[i] = cl.call(c.NODE_IP[i % 3], 'POST', '/v1/jobs/%s/updates' % name, body,
+                                 {'Content-Type': ct, 'X-Tributary-Round': str(r),
+                                  'X-Tributary-Samples': str(1 + i)}, tok)
+
+            ts = [threading.Thread(target=post, args=(i,)) for i in range(K)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            for i, (st, b) in enumerate(res):
+                check(st == 202, '%s round %d update %d: %d %s' % (name, r, i, st, b[:300]))
+            for i, x in enumerate(rows):
+                body, ct = body_of(i, x)
+                one.post_update(name, otok, r, body, samples=1 + i, ctype=ct)
+            got = c.get_model(cl, c.NODE_IP[(idx + r + 1) % 3], name, tok, r + 1,
+                              timeout=60).astype(np.float64)
+            _, _, buf = one.get_model(name, otok, '?after=%d' % r, timeout=60)
+            _, t1, _ = e.st_decode(buf)
+            g1 = e.flatten(SCHEMA, t1).astype(np.float64)
+            after = shard_bytes(cl)
+            cost = {k: after[k] - before[k] for k in after}
+            info = c.round_info(cl, c.NODE_IP[2], name, tok, r)
+            check(info['state'] == 'done' and info['updates'] == K,
+                  '%s round %d record: %s' % (name, r, info))
+            if rule == 'fedavg':
+                check(float(np.max(np.abs(got - hmean))) > 10,
+                      'fedavg was not pulled by the poison')
+                check(float(np.max(np.abs(got - g1))) <= 1e-4 * float(np.max(np.abs(g1))),
+                      'fedavg: the cluster differs from the single node')
+                costs['fedavg'] = cost
+                continue
+            err = float(np.max(np.abs(got - want)))
+            check(err <= 1e-5 * max(1.0, float(np.max(np.abs(want)))),
+                  '%s %r round %d: max error %.3g against numpy' % (rule, extra, r, err))
+            same = float(np.max(np.abs(got - g1)))
+            check(same <= 1e-6 * max(1.0, float(np.max(np.abs(g1)))),
+                  '%s %r round %d: the cluster differs from the single node by %.3g' %
+                  (rule, extra, r, same))
+            inside = bool(np.all(got >= lo - 1e-6) and np.all(got <= hi + 1e-6))
+            check(inside, '%s %r: the model leaves the honest range' % (rule, extra))
+            if rule == 'bulyan':
+                check(float(np.min(np.abs(got - 100.0))) > 90,
+                      'bulyan: the poison reached the model')
+            costs['%s%s' % (rule, extra.get('m', '') if rule == 'krum' else '')] = cost
+            log('  %-13s %-18s round %d: numpy (max error %.2g), single node (%s), inside the '
+                'honest range; cross-node bytes %s' %
+                (rule, extra, r, err, 'bit-identical' if same == 0 else 'within %.2g' % same,
+                 cost))
+    return costs
+
+
+def deadline(cl, admin, rows):
+    """min_clients 9 of 20, round_timeout_s 2: the controller closes the round with the 12
+    updates it counted over the three gateways; Bulyan over those 12 (f 2) equals numpy."""
+    spec = {'name': 'dead', 'clients_per_round': K, 'algorithm': 'bulyan', 'f': 1,
+            'min_clients': 9, 'round_timeout_s': 2, 'tensors': SCHEMA}
+    st, b = cl.call(c.NODE_IP[1], 'POST', '/v1/jobs', json.dumps(spec).encode(),
+                    {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create dead: %d %s' % (st, b[:300]))
+    tok = json.loads(b)['token']
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/dead', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'dead known on every node')
+    sent = rows[6:18]  # 2 of the 4 poisoned among them
+    for i, x in enumerate(sent):
+        body, ct = body_of(i, x)
+        st, b = cl.call(c.NODE_IP[i % 3], 'POST', '/v1/jobs/dead/updates', body,
+                        {'Content-Type': ct, 'X-Tributary-Round': '0'}, tok)
+        check(st == 202, 'dead update %d: %d %s' % (i, st, b[:300]))
+    got = c.get_model(cl, c.NODE_IP[2], 'dead', tok, 1, timeout=30).astype(np.float64)
+    want = bref.reference(sent, 1)
+    err = float(np.max(np.abs(got - want)))
+    check(err <= 1e-5 * max(1.0, float(np.max(np.abs(want)))),
+          'dead: Bulyan over the %d updates of a deadline round: error %.3g' % (len(sent), err))
+    info = c.round_info(cl, c.NODE_IP[0], 'dead', tok, 0)
+    check(info['updates'] == len(sent) and info['state'] == 'done', 'dead record: %s' % info)
+    log('  deadline: the controller closed a bulyan round at %d of %d updates; it equals numpy '
+        'over them (max error %.2g)' % (len(sent), K, err))
+
+
+def lost_node(cl, admin, nodes, rows):
+    """A node lost in a closed round (frozen, then kill -9): the round starts again over the
+    nodes left, with their updates only (as FedAvg's closed round does); lost_nodes names it."""
+    spec = {'name': 'lost', 'clients_per_round': K, 'algorithm': 'krum', 'f': 2, 'm': 3,
+            'tensors': SCHEMA}
+    st, b = cl.call(c.NODE_IP[0], 'POST', '/v1/jobs', json.dumps(spec).encode(),
+                    {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create lost: %d %s' % (st, b[:300]))
+    tok = json.loads(b)['token']
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/lost', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'lost known on every node')
+    order = [i for i in range(K) if i % 3 == 2] + [i for i in range(K) if i % 3 != 2]
+    for n, i in enumerate(order):
+        if n == K // 3:
+            nodes[2].kill(signal.SIGSTOP)  # n2 holds its updates, counted, and is frozen
+        body, ct = body_of(i, rows[i])
+        st, b = cl.call(c.NODE_IP[i % 3], 'POST', '/v1/jobs/lost/updates', body,
+                        {'Content-Type': ct, 'X-Tributary-Round': '0'}, tok)
+        check(st == 202, 'lost update %d: %d %s' % (i, st, b[:300]))
+    got = c.get_model(cl, c.NODE_IP[0], 'lost', tok, 1, timeout=60).astype(np.float64)
+    nodes[2].kill()  # kill -9
+    kept = [rows[i] for i in range(K) if i % 3 != 2]
+    want = rref.reference('krum', kept, f=2, m=3)
+    err = float(np.max(np.abs(got - want)))
+    check(err <= 1e-5 * max(1.0, float(np.max(np.abs(want)))),
+          'lost: the model is not Multi-Krum over the %d updates left: %.3g' % (len(kept), err))
+    info = c.round_info(cl, c.NODE_IP[1], 'lost', tok, 0)
+    check(info['lost_nodes'] == ['n2'] and info['updates'] == len(kept) and
+          info['state'] == 'done', 'lost round record: %s' % info)
+    log('  a node frozen in a closed round, then kill -9: the round started again over %d '
+        'updates on the nodes left, Multi-Krum equals numpy over them; lost_nodes %s' %
+        (len(kept), info['lost_nodes']))
+
+
+def scenario():
+    if os.geteuid() != 0:
+        print('SKIP: needs root for ip netns, veth and a bridge')
+        sys.exit(c.SKIP)
+    if not shutil.which('ip') or not shutil.which('curl'):
+        print('SKIP: needs iproute2 (ip) and curl')
+        sys.exit(c.SKIP)
+    net = netns_cluster.Net(3)
+    c.CTL_IP, c.NODE_IP = net.ctl_ip, net.node_ip
+    tmp = tempfile.mkdtemp(prefix='trib-clrob-')
+    procs = []
+    one = Server(arena_mb=128)
+    rng = np.random.default_rng(99)
+    honest = [e.flatten(SCHEMA, e.random_model(rng, SCHEMA)) for _ in range(K - BAD)]
+    poison = np.full(honest[0].shape, 100.0, np.float32)
+    rows = honest[:8] + [poison] * BAD + honest[8:]
+    try:
+        one.start()
+        net.up()
+        for placement, port, ctl_port, peer_port, prefix in (
+                (None, 8080, 7070, 7071, 'l'), ('round-robin', 8082, 7072, 7073, 'rr')):
+            ctl, nodes = netns_cluster.start(net, BIN, tmp, port=port, ctl_port=ctl_port,
+                                             peer_port=peer_port, placement=placement,
+                                             node_args=['--no-huge'], arena_mb=128)
+            procs += [ctl] + nodes
+            cl = c.Client(net.ctl, port)
+            c.wait_joined(cl)
+            admin = netns_cluster.admin_token(tmp, ctl_port=ctl_port)
+            costs = run_cluster(cl, admin, one, rows, honest, prefix)
+            fa = costs['fedavg']['partial'] + costs['fedavg']['update']
+            for k, v in costs.items():
+                tot = v['shard'] + v['partial'] + v['update']
+                log('  placement %s: %s cross-node bytes per round %d (fedavg %d): x%.1f' %
+                    (placement or 'locality', k, tot, fa, tot / max(fa, 1)))
+            if placement is None:
+                deadline(cl, admin, rows)
+                lost_node(cl, admin, nodes, rows)
+            for p in nodes + [ctl]:
+                c.stop(p)
+        m = one.metrics()
+        check(m['tributary_arena_slots'] == 0, 'single node: arena slots left')
+    except BaseException:
+        for p in procs:
+            try:
+                sys.stdout.write('===== %s log (tail) =====\n%s\n' %
+                                 (p.name, p.log_text()[-6000:]))
+            except OSError:
+                pass
+        raise
+    finally:
+        one.__exit__(None, None, None)
+        for p in procs:
+            p.close()
+        logs = []
+        for p in procs:
+            try:
+                logs.append(p.log_text())
+            except OSError:
+                pass
+        remove_arena_files(arena_files_in(logs))
+        net.down()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main(scenario)
