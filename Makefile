@@ -8,7 +8,7 @@ TEST_BUILD ?= build-test
 # CI builds with -Werror; so does every `make test`.
 WERROR     ?= $(if $(CI),true,false)
 
-.PHONY: all deps deps-test build demo test bench example example-lora image-test clean
+.PHONY: all deps deps-test build demo test bench example example-secagg example-lora image-test clean
 
 all: build
 
@@ -39,8 +39,13 @@ bench: build
 	@./scripts/bench.sh $(BUILD)
 
 # Federated training of a PyTorch model on digits through Tributary (installs torch and sklearn).
+# ARGS go to train.py: `make example ARGS=--secagg` (or `make example-secagg`) runs it with
+# secure aggregation (SecAgg+); `make example ARGS="--seed 3 --mode native"`.
 example: build
-	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD)
+	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD) $(ARGS)
+
+example-secagg: build
+	@./scripts/deps-example.sh && ./scripts/example.sh $(BUILD) --secagg $(ARGS)
 
 # Federated LoRA fine-tuning of a tiny transformer, ranks 2, 4 and 8: FLoRA against the
 # zero-padded average of A and B, both through Tributary (examples/lora-transformer; torch from

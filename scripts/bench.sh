@@ -44,6 +44,10 @@ echo "== bench/algorithms: per algorithm, 100 updates of 1M parameters, relative
 bench/algorithms/run.sh "$build" 3 || rc=1
 
 echo
+echo "== bench/secagg: a SecAgg+ round vs plain FedAvg (100 x 1M, server CPU), PRG vs ChaCha20"
+/usr/bin/python3 "$root/bench/secagg/round.py" --build "$build" || rc=1
+
+echo
 echo "== bench/baselines: HTTP ingest into Tributary, the Python baseline and nginx vs raw TCP"
 /usr/bin/python3 "$root/bench/baselines/ingest.py" --build "$build" \
 	--csv "$root/bench/baselines/results.csv" || rc=1

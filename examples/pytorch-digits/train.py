@@ -26,6 +26,14 @@ the config, and local training adds ``mu/2 * ||w - w_global||^2`` to its loss. T
 run does the same, so every check above holds for it too; the clients must also have been
 given the job's mu. The default is plain FedAvg.
 
+Secure aggregation: ``--secagg`` creates the job with ``"secagg": {...}`` (SecAgg+, README
+"Secure aggregation"): each client quantises its weights (clip, bits), masks them and sends
+them through ``run_secagg_round()``; the server only ever sees the masked vectors and their sum,
+and its model is the dequantised weighted mean. The in-process run then does the same
+quantised FedAvg in numpy, so the checks hold against it, and it also runs plain (float)
+FedAvg beside it: the two accuracy columns differ only by the quantisation. The Flower-style
+client is not run (``--mode native``).
+
 Exit status: 0 when the final accuracy is at least --min-accuracy (0.90) and every check
 holds; 1 otherwise; 2 when the server cannot be reached or started.
 
@@ -53,6 +61,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "clients", "python"))
 from tributary_client import Client, TributaryError, run_numpy_client  # noqa: E402
+from tributary_secagg import (SecAggError, dequantise_mean, quantise,  # noqa: E402
+                              run_secagg_round)
 
 # Agreement between the Tributary run and the in-process numpy run, per round.
 ACC_TOL = 0.005
@@ -78,9 +88,10 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=128, help="hidden units of the MLP")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mode", choices=("native", "flower", "both"), default="both",
+    p.add_argument("--mode", choices=("native", "flower", "both"), default=None,
                    help="native: Job.run(); flower: flower_client.py's NumPyClient-style "
-                        "class through run_numpy_client(); both (default): both, compared")
+                        "class through run_numpy_client(); both (default): both, compared "
+                        "(with --secagg: native only)")
     p.add_argument("--min-accuracy", type=float, default=0.90,
                    help="fail if the final test accuracy is below this (default 0.90)")
     p.add_argument("--algorithm", choices=("fedavg", "fedprox"),
@@ -88,6 +99,18 @@ def parse_args(argv=None):
                    help="the jobs' algorithm (default $TRIBUTARY_EXAMPLE_ALGORITHM or fedavg)")
     p.add_argument("--proximal-mu", type=float, default=0.01,
                    help="fedprox's mu, the job's proximal_mu (default 0.01)")
+    p.add_argument("--secagg", action="store_true",
+                   help="secure aggregation (SecAgg+): the server sees only masked, quantised "
+                        "updates; the in-process run quantises the same way")
+    p.add_argument("--secagg-clip", type=float, default=1.0,
+                   help="secagg.clip: values clipped to [-clip, clip] (default 1; this "
+                        "model's weights stay below 0.5)")
+    p.add_argument("--secagg-bits", type=int, default=16,
+                   help="secagg.bits: quantisation bits (default 16)")
+    p.add_argument("--secagg-neighbours", type=int, default=8,
+                   help="secagg.neighbours: each client's neighbours (default 8)")
+    p.add_argument("--secagg-threshold", type=int, default=4,
+                   help="secagg.threshold: shares that rebuild a secret (default 4)")
     p.add_argument("--url", help="a running Tributary (default: start one)")
     p.add_argument("--token-file", help="its admin token file (with --url)")
     p.add_argument("--token", default=os.environ.get("TRIBUTARY_ADMIN_TOKEN"),
@@ -98,6 +121,15 @@ def parse_args(argv=None):
     p.add_argument("--job", default="digits-%d" % os.getpid(), help="job name (prefix)")
     args = p.parse_args(argv)
     args.schedule = parse_schedule(p, args.lr_schedule)
+    if args.secagg:
+        if args.mode not in (None, "native"):
+            p.error("--secagg runs the native loop only (the Flower-style client sends plain "
+                    "updates): drop --mode %s" % args.mode)
+        if args.algorithm != "fedavg":
+            p.error("--secagg takes --algorithm fedavg only (the server sees only the sum)")
+        args.mode = "native"
+    elif args.mode is None:
+        args.mode = "both"
     if args.algorithm not in ("fedavg", "fedprox"):
         p.error("--algorithm / $TRIBUTARY_EXAMPLE_ALGORITHM: %r is not fedavg or fedprox" %
                 args.algorithm)
@@ -256,6 +288,32 @@ def fedavg(updates):
             .astype(np.float32) for k in updates[0][0]}
 
 
+def secagg_spec(args):
+    return {"threshold": args.secagg_threshold, "neighbours": args.secagg_neighbours,
+            "clip": args.secagg_clip, "bits": args.secagg_bits}
+
+
+def flatten(weights):
+    """The job's tensors in order as one float32 vector (a secure input's layout)."""
+    return np.concatenate([np.asarray(v, np.float32).ravel() for v in weights.values()])
+
+
+def unflatten(flat, like):
+    out, o = {}, 0
+    for k, v in like.items():
+        out[k] = flat[o:o + v.size].reshape(v.shape).astype(np.float32)
+        o += v.size
+    return out
+
+
+def fedavg_quantised(updates, clip, bits):
+    """What a secure round makes of [(weights dict, samples)]: the exact sum of n_u * q(x_u)
+    over the clients (tributary_secagg.quantise), dequantised once (dequantise_mean)."""
+    total = sum(n for _, n in updates)
+    acc = sum(int(n) * quantise(flatten(w), clip, bits).astype(np.int64) for w, n in updates)
+    return unflatten(dequantise_mean(acc, total, clip, bits), updates[0][0])
+
+
 def max_diff(a, b):
     return max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
 
@@ -337,10 +395,52 @@ def native_client(args, i, slices, tests, sent, configs):
     return train, evaluate
 
 
+def secagg_client(args, i, slices, tests, sent, configs, url, rounds):
+    """Client @i's loop in a secure job: per round, its task's config, the round's model,
+    local training, then run_secagg_round() (join, shares, masked input, unmask) in place of a
+    plain update; then the round's model, evaluated and posted like Job.run() does. The
+    training loss stays with the client: a secure round carries no per-client metrics."""
+    trainer = Trainer(args, slices)
+    x_t, y_t = tests[i]
+
+    def loop(job):
+        for r in range(rounds):
+            task = job.task()
+            if task.get("action") != "train" or int(task["round"]) != r:
+                raise RuntimeError("round %d: task %r" % (r, task))
+            config = dict(task.get("config") or {})
+            _, model = job.model(round=int(task["version"]))
+            state, n, _ = trainer.train(model, i, r, config)
+            w = to_numpy(state)
+            sent.setdefault(r, []).append((w, n))
+            configs[i].append(config)
+            end = time.monotonic() + 60
+            while True:
+                try:
+                    got = run_secagg_round(url, job.name, job.token, flatten(w), n,
+                                           timeout=60)
+                    break
+                except SecAggError as e:
+                    # 409: the last secure round is still being stored or folded; 410: a
+                    # client joined a round that was ending. Both mean: join again.
+                    if e.status not in (409, 410) or time.monotonic() > end:
+                        raise
+                    time.sleep(0.05)
+            if got != r:
+                raise RuntimeError("client %d joined secure round %d, wanted %d" % (i, got, r))
+            nv, new_model = job.wait_model(after=r, timeout=120)
+            trainer.load(new_model)
+            acc, loss = evaluate_on(trainer.model, x_t, y_t)
+            job.submit_evaluation(nv, len(y_t), {"accuracy": acc, "loss": loss})
+    return loop
+
+
 def run_job(args, url, admin, label, init, loop):
     """Creates job <args.job>-<label> and runs loop(i, job as client i) in a thread per
     client; returns (job, the round records, the models of versions 0..rounds, seconds)."""
     prox = {"proximal_mu": args.proximal_mu} if args.algorithm == "fedprox" else {}
+    if args.secagg:
+        prox = {"secagg": secagg_spec(args), "round_timeout_s": 30}
     job = admin.create_job("%s-%s" % (args.job, label), clients_per_round=args.clients,
                            tensors=init, client_auth="required", num_rounds=args.rounds,
                            client_config=client_config(args), algorithm=args.algorithm,
@@ -408,7 +508,14 @@ def run(args, url, admin_token):
 
     runs = {}
     sent, configs = {}, [[] for _ in range(args.clients)]
-    if args.mode in ("native", "both"):
+    if args.secagg:
+        print("secure aggregation: SecAgg+ %s; each client sends n * q(w), masked (the "
+              "server sees no update in the clear)" % secagg_spec(args), flush=True)
+
+        def secure(i, job):
+            secagg_client(args, i, slices, tests, sent, configs, url, args.rounds)(job)
+        runs["native"] = run_job(args, url, admin, "secagg", init, secure)
+    elif args.mode in ("native", "both"):
         def native(i, job):
             train, evaluate = native_client(args, i, slices, tests, sent, configs)
             job.run(train, evaluate, timeout=120)
@@ -423,16 +530,24 @@ def run(args, url, admin_token):
     admin.close()
 
     # The in-process run: the same training, FedAvg in numpy.
-    ref, ref_models = init, [init]
+    # With --secagg the in-process run is the quantised FedAvg a secure round makes, and a
+    # second one, plain FedAvg, shows what the quantisation costs.
+    def in_process(quantised):
+        ref, models = init, [init]
+        for r in range(args.rounds):
+            cfg = dict(client_config(args)["values"], lr=lr_of_round(args, r))
+            if args.algorithm == "fedprox":
+                cfg["proximal_mu"] = args.proximal_mu
+            outs = [(to_numpy(st), n) for st, n, _ in
+                    (ref_trainer.train(ref, i, r, cfg) for i in range(args.clients))]
+            ref = (fedavg_quantised(outs, args.secagg_clip, args.secagg_bits) if quantised
+                   else fedavg(outs))
+            models.append(ref)
+        return ref, models
     t0 = time.monotonic()
-    for r in range(args.rounds):
-        cfg = dict(client_config(args)["values"], lr=lr_of_round(args, r))
-        if args.algorithm == "fedprox":
-            cfg["proximal_mu"] = args.proximal_mu
-        outs = [ref_trainer.train(ref, i, r, cfg) for i in range(args.clients)]
-        ref = fedavg([(to_numpy(st), n) for st, n, _ in outs])
-        ref_models.append(ref)
+    ref, ref_models = in_process(args.secagg)
     t_ref = time.monotonic() - t0
+    plain_models = in_process(False)[1] if args.secagg else None
 
     first = "native" if "native" in runs else "flower"
     job, records, models, took = runs[first]
@@ -443,8 +558,13 @@ def run(args, url, admin_token):
           "in-process: FedAvg in numpy;\nmax|dw|: Tributary's model against in-process; avg "
           "err: against numpy's FedAvg of the very updates sent.\n")
     print("version 0 (the starting model): test accuracy %.4f\n" % acc0)
+    if args.secagg:
+        print("secagg: in-process is the same quantised FedAvg; plain fp: the test accuracy of "
+              "plain FedAvg in-process;\nvs plain: max|dw| of Tributary's model against it (the "
+              "quantisation, compounded over rounds);\ntrain loss: none (a secure round "
+              "carries no per-client metrics).\n")
     print("round  lr      train loss  eval acc  eval loss  whole test  in-process  max|dw|   "
-          "avg err   clients  seconds")
+          "avg err   clients  seconds%s" % ("  plain fp  vs plain" if args.secagg else ""))
     for r, rec in enumerate(records):
         ev = rec.get("evaluation") or {}
         em = ev.get("metrics") or {}
@@ -452,7 +572,12 @@ def run(args, url, admin_token):
         whole = ref_trainer.accuracy(got, x_te, y_te)
         acc_ref = ref_trainer.accuracy(ref_models[r + 1], x_te, y_te)
         dw = max_diff(got, ref_models[r + 1])
-        da = max_diff(got, fedavg(sent[r])) if first == "native" else float("nan")
+        if first != "native":
+            da = float("nan")
+        elif args.secagg:
+            da = max_diff(got, fedavg_quantised(sent[r], args.secagg_clip, args.secagg_bits))
+        else:
+            da = max_diff(got, fedavg(sent[r]))
         lr = configs[0][r]["lr"] if first == "native" else lr_of_round(args, r)
         bad = []
         if rec.get("round") != r:
@@ -470,15 +595,28 @@ def run(args, url, admin_token):
             bad.append("a client got proximal_mu %s, want %s" %
                        (sorted({str(c[r].get("proximal_mu")) for c in configs}), want_mu))
         ok &= not bad
-        print("%5d  %-6g  %10.4f  %8.4f  %9.4f  %10.4f  %10.4f  %8.1e  %8.1e  %7s  %7.2f%s" %
+        plain = ("  %8.4f  %7.1e" % (ref_trainer.accuracy(plain_models[r + 1], x_te, y_te),
+                                     max_diff(got, plain_models[r + 1]))
+                 if args.secagg else "")
+        print("%5d  %-6g  %10.4f  %8.4f  %9.4f  %10.4f  %10.4f  %8.1e  %8.1e  %7s  %7.2f%s%s" %
               (r, lr, (rec.get("metrics") or {}).get("loss", float("nan")),
                em.get("accuracy", float("nan")), em.get("loss", float("nan")), whole,
-               acc_ref, dw, da, ev.get("clients", "-"), rec.get("duration_s") or 0.0,
+               acc_ref, dw, da, ev.get("clients", "-"), rec.get("duration_s") or 0.0, plain,
                "  <- " + "; ".join(bad) if bad else ""), flush=True)
     if len(records) != args.rounds:
         print("FAIL: %d round records, want %d" % (len(records), args.rounds))
         ok = False
     final = ref_trainer.accuracy(models[-1], x_te, y_te)
+    if args.secagg:
+        allw = np.concatenate([flatten(w) for rs in sent.values() for w, _ in rs])
+        step = 2 * args.secagg_clip / ((1 << args.secagg_bits) - 1)
+        clipped = int(np.sum(np.abs(allw) > args.secagg_clip))
+        print("\nquantisation: clip %g, %d bits: step %.2e (error at most %.2e a value); "
+              "largest |w| sent %.3f, %d of %d values clipped" %
+              (args.secagg_clip, args.secagg_bits, step, step / 2,
+               float(np.max(np.abs(allw))), clipped, allw.size))
+        print("final test accuracy: %.4f secure (quantised), %.4f plain FedAvg in-process" %
+              (final, ref_trainer.accuracy(plain_models[-1], x_te, y_te)))
     print("\nfinal test accuracy: %.4f through Tributary (%s loop, %.1f s), %.4f in-process "
           "(%.1f s)" % (final, first, took, ref_trainer.accuracy(ref, x_te, y_te), t_ref))
 

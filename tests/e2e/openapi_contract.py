@@ -296,11 +296,27 @@ def run():
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
                                         'clients', 'python'))
         import tributary_secagg as sa
-        jcall('POST', '/v1/jobs', {'name': 's1', 'clients_per_round': 3, 'client_auth': 'required',
-                                   'round_timeout_s': 60, 'tensors': [{'name': 'w', 'shape': [8],
-                                                                       'dtype': 'F32'}],
-                                   'secagg': {'threshold': 2, 'neighbours': 2, 'clip': 1.0,
-                                              'bits': 8}}, adm, 201)
+        s1 = {'name': 's1', 'clients_per_round': 3, 'client_auth': 'required',
+              'round_timeout_s': 60, 'tensors': [{'name': 'w', 'shape': [8], 'dtype': 'F32'}],
+              'secagg': {'threshold': 2, 'neighbours': 2, 'clip': 1.0, 'bits': 8}}
+        # The request side of JobSpec's "secagg": the spec sent validates, and what the server
+        # refuses (400 naming the field) the document refuses too.
+        spec_schema = doc['components']['schemas']['JobSpec']
+        c.validate(spec_schema, s1, 'JobSpec: the secagg job s1')
+        for bad in ({'threshold': 2, 'neighbours': 3, 'clip': 1.0, 'bits': 8},
+                    {'threshold': 0, 'neighbours': 2, 'clip': 1.0, 'bits': 8},
+                    {'threshold': 2, 'neighbours': 2, 'clip': 0, 'bits': 8},
+                    {'threshold': 2, 'neighbours': 2, 'clip': 1.0, 'bits': 25},
+                    {'threshold': 2, 'neighbours': 2, 'clip': 1.0},
+                    {'threshold': 2, 'neighbours': 2, 'clip': 1.0, 'bits': 8, 'salt': 1}):
+            b1 = dict(s1, name='s1bad', secagg=bad)
+            _, o, _ = jcall('POST', '/v1/jobs', b1, adm, 400)
+            check('secagg.' in o['error'], 'secagg %r: the 400 names no field: %r' % (bad, o))
+            check(not jsonschema.Draft202012Validator(spec_schema, resolver=c.resolver)
+                  .is_valid(b1), 'JobSpec accepts secagg %r, which the server refuses' % bad)
+        jcall('POST', '/v1/jobs', s1, adm, 201)
+        _, o, _ = jcall('GET', '/v1/jobs/s1', None, adm, 200)
+        check(o.get('secagg') == s1['secagg'], 'status secagg: %r' % o.get('secagg'))
         stoks = [jcall('POST', '/v1/jobs/s1/clients', {'client': 's%d' % i}, adm, 201)[1]['token']
                  for i in range(3)]
         scl, skeys = [], {}
@@ -312,6 +328,11 @@ def run():
             x = sa.SecAggClient(info['index'], info['round'], 2)
             x.c_sk, x.s_sk = c_sk, s_sk
             scl.append((t, x))
+        # The status's secure round in progress (JobStatus.secagg.round_in_progress).
+        _, o, _ = jcall('GET', '/v1/jobs/s1', None, adm, 200)
+        rip = o['secagg'].get('round_in_progress') or {}
+        check(rip.get('stage') == 'share' and rip.get('clients') == 3 and rip.get('alive') == 3,
+              'round_in_progress after 3 of 3 joined: %r' % o['secagg'])
         for t, x in scl:
             _, o, _ = jcall('GET', '/v1/jobs/s1/secagg/keys', None, t, 200)
             check(o['ready'], 'keys not ready after 3 of 3 joined: %r' % o)
@@ -336,6 +357,9 @@ def run():
         # a few ticks.
         e.wait_for(lambda: srv.status('s1')['model_round'] == 1, 10,
                    'secure round: %r' % srv.status('s1'))
+        _, o, _ = jcall('GET', '/v1/jobs/s1', None, adm, 200)
+        check('round_in_progress' not in o['secagg'] and 'last_failure' not in o['secagg'],
+              'status secagg after the round: %r' % o['secagg'])
         jcall('POST', '/v1/jobs/s1/secagg/keys', {'c_pk': 'zz'}, stoks[0], 400)
         jcall('GET', '/v1/jobs/s1/secagg/shares', None, stoks[0], 410)
         jcall('POST', '/v1/jobs/s1/secagg/unmask', {'reveals': []}, stoks[0], 410)
