@@ -5,13 +5,13 @@
  * Why: a warm function waits in poll() for its next CONFIG. Under a round
  * the gateway and the folding functions keep both cores busy, and a normal
  * task's wake-up queues behind them: with EEVDF's least custom slice (100 us,
- * what this file asked for before) the hand-off was 35-49 us at the median
- * but 0.2-15 ms at p99 (docs/BENCHMARKS.md, issue 17), and a process started
- * on demand waited 1-20 ms for a core. A SCHED_FIFO task preempts every
- * normal one the moment it wakes. So a function is real-time exactly while it
- * is idle: from its exec (the runtime spawns it FIFO) or its DONE to the
- * READY of its next CONFIG, which is a few syscalls and the accumulator's
- * setup; it drops to SCHED_OTHER right after READY, before it folds anything,
+ * what fn_main.c asked for before) the hand-off was 35-79 us at the median
+ * but 0.2-22 ms at p99 (docs/BENCHMARKS.md, issue 17). A SCHED_FIFO task
+ * preempts every normal one the moment it wakes. So a function is real-time
+ * exactly while it is idle: from its exec (the runtime's thread is FIFO over
+ * the spawn, runtime/node/rt_fnproc.c, and the child inherits it) or its
+ * DONE to the READY of its next CONFIG, which is a few syscalls and the
+ * accumulator's setup; it drops to SCHED_OTHER right after READY, before it folds anything,
  * so folding keeps the normal class, slice and CPU share. An idle function
  * uses no CPU: what it can take at FIFO is bounded by one configure.
  *
