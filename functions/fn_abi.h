@@ -18,6 +18,8 @@
 #define FN_CHANNEL_FD 3 /* control: configs (with the arena fd), exit; descriptors in shm+unix */
 #define FN_DATA_FD 4    /* shm+bpf and tcp: the function's TCP socket (descriptors, payloads) */
 #define FN_STATS_FD 5   /* shm+bpf: the BPF fn_stats map, mmapped to count taken descriptors */
+/* argv[1] when the runtime spawned the function SCHED_FIFO for its idle phase (fn_sched.h). */
+#define FN_ARG_IDLE_FIFO "--idle-fifo"
 
 /* How descriptors (and, in tcp, the bytes) reach a function; values are part of the ABI. */
 enum fn_dataplane {

@@ -18,6 +18,7 @@
 #include "ebpf_stats.h"
 #include "fn_abi.h"
 #include "fn_algo.h"
+#include "fn_sched.h"
 #include "shm_arena.h"
 #include "shm_chan.h"
 #include "trib_alloc.h"
@@ -237,6 +238,8 @@ static int hand_off(struct fn_state *st)
 		   st->cfg.round, st->total_n, st->total_w, st->cfg.parent);
 	/* Tell the runtime what now exists: it frees the inputs' slots and may reuse us. */
 	d.kind = FN_MSG_DONE;
+	/* Idle from here: FIFO before the DONE, so a CONFIG sent at once finds us so. */
+	(void)fn_sched_idle(true);
 	err = shm_chan_send(FN_CHANNEL_FD, &d, 1, -1);
 	state_reset(st);
 	return err;
@@ -390,7 +393,9 @@ static int configure(struct fn_state *st, const struct fn_config *cfg,
 		   cfg->job, cfg->round, cfg->role == FN_ROLE_TOP ? "top" :
 		   cfg->role == FN_ROLE_MID ? "mid" : cfg->role == FN_ROLE_SHARD ? "shard" : "leaf",
 		   st->pipe.n, cfg->expected, (unsigned long long)cfg->n_elem);
-	return send_ctl(st, FN_MSG_READY, 0);
+	err = send_ctl(st, FN_MSG_READY, 0);
+	/* The real-time class is for the wake-up only: folding runs in the normal one. */
+	return err ? err : fn_sched_idle(false);
 }
 
 /* Hand off once every expected input is folded and that count is final; 0 or -errno. */
@@ -575,6 +580,7 @@ static int shard_done(struct fn_state *st, int err)
 	d.job = st->cfg.job;
 	d.round = st->cfg.round;
 	d.seq = st->cfg.index;
+	(void)fn_sched_idle(true);
 	err = shm_chan_send(FN_CHANNEL_FD, &d, 1, -1);
 	state_reset(st);
 	return err;
@@ -656,56 +662,6 @@ static int on_control(struct fn_state *st)
 	return err;
 }
 
-/*
- * The scheduler's slice while idle. A warm function waits in poll() for its
- * next CONFIG; on a busy node its wake-up then queued behind the gateway and
- * the folding functions for ~0.36 ms (median, 1000-client round). EEVDF
- * (Linux 6.12+) lets a task ask for a shorter slice (sched_attr.sched_runtime
- * for SCHED_OTHER): its deadline comes sooner and its wake-up preempts the
- * running task. Asked for while idle only, and given back (0: the default)
- * once configured, so folding keeps the normal slice and CPU share (the
- * share is vruntime's, whatever the slice). Where the kernel does not honour
- * it (before 6.12) or refuses it (seccomp), only the wake-up stays slower.
- */
-struct fn_sched_attr {
-	uint32_t size, policy;
-	uint64_t flags;
-	int32_t nice;
-	uint32_t priority;
-	uint64_t runtime, deadline, period;
-	uint32_t util_min, util_max;
-};
-
-#define FN_IDLE_SLICE_NS 100000ull /* the kernel's least custom slice */
-
-static void set_slice(uint64_t ns)
-{
-	static uint64_t cur;
-	static bool refused;
-	struct fn_sched_attr a;
-
-	if (refused || cur == ns)
-		return;
-	memset(&a, 0, sizeof(a));
-	/* Only the slice changes: the policy and nice the operator started us with stay. */
-	if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) || a.policy != SCHED_OTHER) {
-		refused = true;
-		trib_debug("not SCHED_OTHER, or sched_getattr: %s; idle wake-ups keep the slice",
-			   strerror(errno));
-		return;
-	}
-	a.size = sizeof(a);
-	a.flags = 0;
-	a.runtime = ns;
-	if (syscall(SYS_sched_setattr, 0, &a, 0)) {
-		refused = true;
-		trib_debug("sched_setattr (slice %llu ns): %s; idle wake-ups take the default slice",
-			   (unsigned long long)ns, strerror(errno));
-		return;
-	}
-	cur = ns;
-}
-
 static void state_fini(struct fn_state *st)
 {
 	state_reset(st);
@@ -727,12 +683,11 @@ int main(int argc, char **argv)
 	struct fn_state st;
 	int rc = 1;
 
-	(void)argc;
-	(void)argv;
 	memset(&st, 0, sizeof(st));
 	st.ctx.cfg = &st.cfg;
 	st.ctx.par = &st.par;
 	trib_log_init("fn");
+	fn_sched_init(argc > 1 && !strcmp(argv[1], FN_ARG_IDLE_FIFO));
 	/* The runtime owns our lifetime; a closed channel, not a signal, is the normal end. */
 	signal(SIGPIPE, SIG_IGN);
 	/*
@@ -750,10 +705,11 @@ int main(int argc, char **argv)
 		};
 		/* The data socket is read only once configured (the config comes first). */
 		bool data = st.configured && st.cfg.dataplane != FN_DP_SHM_UNIX;
-		int err = 0;
+		/* Real-time while idle, for the wake-up of the next CONFIG (fn_sched.c). */
+		int err = fn_sched_idle(!st.configured);
 
-		set_slice(st.configured ? 0 : FN_IDLE_SLICE_NS);
-
+		if (err)
+			break;
 		if (poll(p, data ? 2 : 1, -1) < 0) {
 			if (errno == EINTR)
 				continue;

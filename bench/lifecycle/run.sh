@@ -4,10 +4,15 @@
 # static binary's posix_spawn+exit, an eventfd wake between processes), alone (bench_lifecycle)
 # and from /metrics under a round; and round time with the planner and autoscaler on against one
 # fixed leaf, for 1000 clients x 100k parameters, in one run.
-# usage: bench/lifecycle/run.sh BUILD_DIR [ROUNDS]
+# usage: bench/lifecycle/run.sh BUILD_DIR [ROUNDS] [CLIENTS] [CONNECTIONS]
+# (the issue's under-load case: bench/lifecycle/run.sh build 3 10000 1000)
 set -u
 build=${1:-build}
 rounds=${2:-3}
+clients=${3:-1000}
+conns=${4:-16}
+# One fixed leaf takes every client, up to the API's fan_in limit (4096): above it, a few leaves.
+fanin=$((clients < 4096 ? clients : 4096))
 . "$(dirname "$0")/../../scripts/lib-up.sh"
 up_init life
 
@@ -44,9 +49,9 @@ pool_s=$(metric tributary_fn_cold_start_seconds_sum)
 
 median_round() { # job, extra JSON
 	curl -sf -H "Authorization: Bearer $admin" "$url/v1/jobs" \
-		-d "{\"name\":\"$1\",\"clients_per_round\":1000,\"params\":100000$2}" >/dev/null ||
+		-d "{\"name\":\"$1\",\"clients_per_round\":$clients,\"params\":100000$2}" >/dev/null ||
 		{ echo "bench/lifecycle: creating $1 failed" >&2; exit 1; }
-	"$build/tributary" simulate --job "$1" --clients 1000 --rounds "$rounds" --params 100000 \
+	"$build/tributary" simulate --job "$1" --clients "$clients" --connections "$conns" --rounds "$rounds" --params 100000 \
 		--format raw --url "$url" --data-dir "$dir/data" --quiet >"$dir/$1.out" 2>&1 ||
 		{ cat "$dir/$1.out" >&2; exit 1; }
 	sed -n 's/^round [0-9]*: [0-9]* updates in \([0-9.]*\) s.*/\1/p' "$dir/$1.out" |
@@ -54,14 +59,14 @@ median_round() { # job, extra JSON
 }
 
 auto=$(median_round auto "") || exit 1
-single=$(median_round single ',"fan_in":1000') || exit 1
+single=$(median_round single ",\"fan_in\":$fanin") || exit 1
 leaves=$(grep -c "job auto round .*: plan:" "$dir/up.log")
 plan=$(grep "job auto round 1: plan:" "$dir/up.log" | sed 's/.*plan: //; s/ (.*//')
 outs=$(grep -c "job auto .*autoscaler" "$dir/up.log")
-echo "round time, 1000 clients x 100k params, median of $rounds rounds"
+echo "round time, $clients clients x 100k params over $conns connections, median of $rounds rounds"
 printf "%-34s %10s %10s\n" "tree" "round s" "ratio"
 printf "%-34s %10s %10s\n" "planned + autoscaler ($plan)" "$auto" "1.00x"
-printf "%-34s %10s %10s\n" "one fixed leaf (fan-in 1000)" "$single" \
+printf "%-34s %10s %10s\n" "fixed fan-in $fanin" "$single" \
 	"$(awk -v a="$auto" -v s="$single" 'BEGIN { printf "%.2fx", s / a }')"
 echo "autoscaler scale-outs in the planned job: $outs; plans logged: $leaves"
 curl -s "$url/metrics" | awk -v sf="$spawn_floor" -v wf="$wake_floor" -v pool="$pool" \
@@ -86,6 +91,7 @@ END {
 	else
 		printf "  none on demand during the rounds (the pool'"'"'s %d before them: mean %.3f ms)\n", pn, ps * 1e3 / pn
 	printf "warm hand-off (config -> ready): median %.1f us, p99 %.1f us over %d; %.1fx the wake floor; target <= 50 us: %s\n", w50 * 1e6, w99 * 1e6, wn, w50 * 1e6 / wf, verdict(w50, 0.00005)
+	printf "under load, p99: cold start %.3f ms (target <= 5 ms: %s), warm hand-off %.3f ms (target <= 1 ms: %s)\n", c99 * 1e3, verdict(c99, 0.005), w99 * 1e3, verdict(w99, 0.001)
 	printf "READY read by the event loop after the stamp: median %.3f ms, p99 %.3f ms\n", n50 * 1e3, n99 * 1e3
 	printf "functions spawned %d, configs served warm %d (%.1f%%)\n", sp, ru, 100 * ru / (sp + ru)
 }'

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@ extern char **environ;
 
 struct rt_fnset {
 	const char *fn_path;
+	bool no_fifo; /* SCHED_FIFO was refused once (EPERM): not asked again */
+	bool in_fifo; /* this thread is SCHED_FIFO now, for a start (fifo_enter) */
 	int arena_fd;
 	uint32_t dataplane;       /* enum fn_dataplane */
 	struct ebpf_route *route; /* shm+bpf: the router (borrowed) */
@@ -189,13 +192,58 @@ static int send_config(struct rt_fn *fn, const struct fn_config *cfg, const stru
 }
 
 /*
+ * A start (spawn, then its ATTACH or CONFIG) runs with this thread SCHED_FIFO,
+ * priority 1. Why: a process started while the gateway and the folding
+ * functions hold both cores waited 1-40 ms (cold start p99 4-40 ms under a
+ * 1000-client round, docs/BENCHMARKS.md). The perf sched trace said where:
+ * with the child alone made FIFO (POSIX_SPAWN_SETSCHEDULER), it was in its
+ * poll() 0.8-1 ms after the fork, and then waited 1-5 ms for its first
+ * message, because this thread, back in the normal class after posix_spawn,
+ * lost its CPU before it sent it. So the thread is FIFO from before the
+ * spawn (the vfork child inherits it: its exec and loader run at once) to
+ * after the first message (a few syscalls), then back in its class
+ * (SCHED_OTHER keeps its nice). The function is told (argv FN_ARG_IDLE_FIFO)
+ * that its class to fold in is SCHED_OTHER: it drops there after its READY
+ * (functions/fn_sched.c) and is FIFO again only while idle.
+ */
+static void fifo_enter(struct rt_fnset *set)
+{
+	struct sched_param rt = { .sched_priority = 1 };
+
+	/* A runtime the operator put in another class passes it on unchanged. */
+	if (set->no_fifo || sched_getscheduler(0) != SCHED_OTHER)
+		return;
+	/* Linux: the calling thread only. */
+	if (sched_setscheduler(0, SCHED_FIFO, &rt)) {
+		/* No CAP_SYS_NICE nor RLIMIT_RTPRIO: said once, then normal starts. */
+		trib_warn("SCHED_FIFO for starting functions: %s; they start in the normal "
+			  "class (slower to start and to wake on a busy node)", strerror(errno));
+		set->no_fifo = true;
+		return;
+	}
+	set->in_fifo = true;
+}
+
+static void fifo_leave(struct rt_fnset *set)
+{
+	struct sched_param other = { .sched_priority = 0 };
+
+	if (!set->in_fifo)
+		return;
+	set->in_fifo = false;
+	if (sched_setscheduler(0, SCHED_OTHER, &other))
+		trib_error("leaving SCHED_FIFO after starting a function: %s", strerror(errno));
+}
+
+/*
  * Start @fn's process with @chan on FN_CHANNEL_FD and @data (if >= 0) on
  * FN_DATA_FD (both borrowed: the caller closes its copies). 0 or -errno.
  */
 static int spawn_proc(struct rt_fnset *set, struct rt_fn *fn, int chan, int data)
 {
 	posix_spawn_file_actions_t fa;
-	char *argv[] = { (char *)"tributary-fn", NULL };
+	char *argv[] = { (char *)"tributary-fn", set->in_fifo ? (char *)FN_ARG_IDLE_FIFO : NULL,
+			 NULL };
 	int err;
 
 	err = -posix_spawn_file_actions_init(&fa);
@@ -301,10 +349,11 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
 	fn->set = set;
 	fn->sock = -1;
 	fn->data = -1;
+	fifo_enter(set);
 	err = set->ops->start(set, fn);
-	if (err)
-		goto err_kill;
-	err = send_config(fn, &c, par, set->arena_fd);
+	if (!err)
+		err = send_config(fn, &c, par, set->arena_fd);
+	fifo_leave(set);
 	if (err)
 		goto err_kill;
 	fn->state = RT_FN_COLD;
@@ -346,6 +395,7 @@ int rt_fnset_prestart(struct rt_fnset *set, struct rt_fn **out)
 	fn->set = set;
 	fn->sock = -1;
 	fn->data = -1;
+	fifo_enter(set);
 	err = set->ops->start(set, fn);
 	if (!err) {
 		memset(&c, 0, sizeof(c));
@@ -354,6 +404,7 @@ int rt_fnset_prestart(struct rt_fnset *set, struct rt_fn **out)
 		c.fn_id = fn->id;
 		err = set->ops->chan_send(fn, &c, 1, set->arena_fd);
 	}
+	fifo_leave(set);
 	if (err) {
 		if (fn->pid > 0) {
 			set->ops->signal(fn, SIGKILL);
