@@ -147,9 +147,9 @@ static int def_schema(json_t *o, struct rt_job_def *def, char *msg, size_t cap)
  * Across nodes, each node sums its updates (clipped, staleness-weighted) and the round's top
  * folds the nodes' sums, adds DP noise once, divides once and takes the server step (its state
  * is the controller's; FedBuff's versions are counted there): exact for the rules that are a
- * weighted mean and then a server step. An allowlist, so that a rule added later (robust rules
- * need every update's coordinates in one place; others keep server state of their own) is
- * refused in a cluster until it is made to work there.
+ * weighted mean and then a server step; the exact robust rules run over coordinate ranges
+ * (rt_agent_shard.c). Every algorithm of this build is on the list: it stays an allowlist so
+ * that an algorithm added later is refused in a cluster until it is made to work there.
  */
 static bool cluster_algorithm(const struct rt_algo *alg)
 {
@@ -157,9 +157,9 @@ static bool cluster_algorithm(const struct rt_algo *alg)
 					  "fedadagrad", "fedadam", "fedyogi", "frl", "flora",
 					  "fedau", "scaffold" /* state: the controller's (ctl_fedau.c) */ };
 
-	/* Exact robust rules: each node owns a range of coordinates (rt_agent_shard.c). */
+	/* Exact robust rules, on weights or deltas: each node owns a range (rt_agent_shard.c). */
 	if (alg->rule)
-		return !(alg->par.flags & FN_PAR_DELTA);
+		return true;
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		if (!strcmp(alg->name, ok[i]))
 			return true;
@@ -212,7 +212,7 @@ static int def_limits(struct rt_job_def *def, uint64_t k, size_t arena_size,
 		snprintf(msg, cap, "not supported across nodes yet: %s; a cluster runs fedavg, "
 			 "fedprox, fedbuff, fedavgm, fedadagrad, fedadam, fedyogi, fedau and "
 			 "scaffold (with deltas, clipping, DP, deadlines), frl, flora, and median, "
-			 "trimmed_mean, krum and bulyan on weights (not deltas); run %s on one node "
+			 "trimmed_mean, krum and bulyan (on weights or deltas); run %s on one node "
 			 "(tributary up)", alg->name,
 			 alg->name);
 		return 400;

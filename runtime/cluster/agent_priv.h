@@ -226,6 +226,8 @@ void rt__agent_wal_free(struct rt_agent *a);
 void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_on_fwd_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 bool rt__agent_on_fwd(struct rt_agent *a, struct ctl_event *ev);
+/* Model v_r and its optimiser state in x->srv, once both are here (false: not yet). */
+bool rt__agent_server_inputs(struct rt_agent *a, struct rt_job *j, struct xround *x);
 void rt__agent_top_run(struct rt_agent *a, struct xround *x);
 void rt__agent_sum_deliver(struct rt_agent *a, struct xround *x);
 void rt__agent_on_partial_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);

@@ -84,7 +84,7 @@ static void sync_ask(struct rt_agent *a, const char *job, const char *what, uint
  * The server step of round r starts from model version r and the optimiser state the
  * controller stored with it (sent with the model). Whether both are here and in the arena.
  */
-static bool server_inputs(struct rt_agent *a, struct rt_job *j, struct xround *x)
+bool rt__agent_server_inputs(struct rt_agent *a, struct rt_job *j, struct xround *x)
 {
 	uint64_t now = trib_now_ns();
 	int err;
@@ -156,7 +156,7 @@ void rt__agent_top_run(struct rt_agent *a, struct xround *x)
 		x->in[i].d.round = x->round;
 		x->in[i].d.seq = i;
 	}
-	if (!x->folding && j->algo.needs_model && !x->srv.model_slot && !server_inputs(a, j, x))
+	if (!x->folding && j->algo.needs_model && !x->srv.model_slot && !rt__agent_server_inputs(a, j, x))
 		return; /* again at a tick, once the previous model and its state are here */
 	if (!x->folding) {
 		err = rt_node_fold_start(n, j, x->round, x->nnodes,

@@ -406,8 +406,12 @@ static void top_select(struct xround *x, struct rt_job *j)
 		  x->round, j->algo.name, sh->tm, sh->k, sh->tsel[0]);
 }
 
-/* The top: every range is in: the model goes to the controller. */
-static void top_finish(struct rt_agent *a, struct xround *x)
+/*
+ * The top: every range is in: the model goes to the controller. On deltas the ranges are the
+ * robust delta, and the model is model v_r plus it, added here once v_r is stored here (the
+ * round before has committed), as FedAvg's top waits for its server step's inputs.
+ */
+static void top_finish(struct rt_agent *a, struct xround *x, struct rt_job *j)
 {
 	struct xshard *sh = x->sh;
 
@@ -416,6 +420,18 @@ static void top_finish(struct rt_agent *a, struct xround *x)
 	for (uint32_t o = 0; o < x->nnodes; o++)
 		if (x->counts[o] && !sh->range_in[o])
 			return;
+	if (j->algo.needs_model) {
+		int err;
+
+		if (!x->srv.model_slot && !rt__agent_server_inputs(a, j, x))
+			return; /* again at a tick, once model v_r (and its state) is here */
+		err = rt_node_xshard_add_model(a->n, j, &x->srv, sh->model);
+		if (err) {
+			trib_error("job %s round %u: adding model v%u to the robust delta: %s",
+				   x->job, x->round, x->round, strerror(-err));
+			return;
+		}
+	}
 	memset(&x->result, 0, sizeof(x->result));
 	x->result.count = sh->k;
 	x->result.weight = sh->k;
@@ -600,7 +616,7 @@ void rt__agent_shard_step(struct rt_agent *a, struct xround *x)
 				sh->sel_sending[o] = true;
 		}
 	}
-	top_finish(a, x);
+	top_finish(a, x, j);
 }
 
 void rt_agent_on_shard_phase(struct rt_agent *a, struct rt_job *j, struct rt_round *r,

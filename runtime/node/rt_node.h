@@ -773,6 +773,13 @@ int rt_node_xshard_phase2(struct rt_node *n, struct rt_round *r, const uint32_t 
 			  uint32_t m);
 /* The last phase's output, indexed by model coordinate (valid over this node's range). */
 const float *rt_node_xshard_out(struct rt_node *n, const struct rt_round *r);
+/*
+ * Deltas: the round's top turns the concatenated robust delta @model (n_elem) into the model,
+ * v_r + delta, from @io (rt_node_server_io(): model v_r and the optimiser state, which robust
+ * rules do not use and which passes through to the output half unchanged). 0 or -EINVAL.
+ */
+int rt_node_xshard_add_model(struct rt_node *n, const struct rt_job *j,
+			     const struct rt_server_io *io, float *model);
 
 /* --- from the wiring's loop --- */
 /* A one-shot I/O the node asked for (struct rt_node_hooks) completed with @res. */

@@ -393,13 +393,19 @@ void rt__opt_state_load(struct rt_node *n, struct rt_job *j)
 int rt__opt_state_save(struct rt_node *n, struct rt_job *j, struct rt_round *r, uint8_t **copy)
 {
 	char path[PATH_MAX];
-	const uint8_t *out;
+	uint8_t *out;
 	int err;
 
 	*copy = NULL;
 	if (!r->state_slot)
 		return 0;
-	out = (const uint8_t *)shm_arena_ptr(n->arena, r->state_slot) + r->state_size;
+	out = (uint8_t *)shm_arena_ptr(n->arena, r->state_slot) + r->state_size;
+	/*
+	 * A robust rule on deltas takes no server step, so nothing wrote the output half (a
+	 * reused slot holds old bytes): its state passes through, as at a cluster's top.
+	 */
+	if (j->algo.rule)
+		memcpy(out, out - r->state_size, r->state_size);
 	*copy = trib_malloc(r->state_size);
 	if (!*copy)
 		return -ENOMEM;

@@ -135,3 +135,25 @@ const float *rt_node_xshard_out(struct rt_node *n, const struct rt_round *r)
 {
 	return r->out_slot ? shm_arena_ptr(n->arena, r->out_slot + 2048) : NULL;
 }
+
+int rt_node_xshard_add_model(struct rt_node *n, const struct rt_job *j,
+			     const struct rt_server_io *io, float *model)
+{
+	const float *prev;
+	uint8_t *state;
+
+	if (!io->model_slot || !(j->algo.par.flags & FN_PAR_DELTA))
+		return -EINVAL;
+	prev = shm_arena_ptr(n->arena, io->model_slot);
+	/*
+	 * One float add per coordinate, the robust value first, as the single node's shards
+	 * do it (fn_robust.c, robust_shard): the same bits whatever node made each range.
+	 */
+	for (uint64_t c = 0; c < j->n_elem; c++)
+		model[c] += prev[c];
+	if (io->state_slot) {
+		state = shm_arena_ptr(n->arena, io->state_slot);
+		memcpy(state + io->state_size, state, io->state_size);
+	}
+	return 0;
+}

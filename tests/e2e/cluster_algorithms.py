@@ -298,13 +298,6 @@ def scenario():
         c.wait_joined(cl)
         admin = netns_cluster.admin_token(tmp)
         rng = np.random.default_rng(1616)
-        # Robust rules run across nodes (cluster_robust.py), on weights: deltas are refused.
-        spec = {'name': 'rdelta', 'clients_per_round': 8, 'params': 10, 'algorithm': 'median',
-                'update': 'delta'}
-        st, b = cl.call(c.NODE_IP[0], 'POST', '/v1/jobs', json.dumps(spec).encode(),
-                        {'Content-Type': 'application/json'}, admin)
-        check(st == 400 and b'not supported across nodes yet: median' in b,
-              'median on deltas on a cluster: %d %s' % (st, b[:300]))
         jobs = {}
         for name, spec in CASES:
             tok = create(cl, admin, name, spec)

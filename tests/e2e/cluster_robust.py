@@ -9,7 +9,9 @@ robust.py / bulyan.py and the model of a `tributary up` fed the very same update
 inside the honest range where FedAvg does not. Bulyan's 4 poisoned of 20 are resisted. The
 cross-node bytes of each rule are compared with FedAvg's for the same round (the nodes'
 tributary_cluster_bytes_sent_total). Then the same with `--placement round-robin`, where
-updates are forwarded whole to the node that holds them before slices move.
+updates are forwarded whole to the node that holds them before slices move. With
+`"update": "delta"` and a starting model (PUT /model), median and Bulyan make model v_r plus
+the robust delta, bit for bit the single node's, over two rounds.
 
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 """
@@ -138,6 +140,65 @@ def run_cluster(cl, admin, one, rows, honest, prefix, rnd_jobs=2):
     return costs
 
 
+def deltas(cl, admin, one, rows, honest):
+    """"update": "delta": the model is model v_r plus the robust delta, as on one node. A
+    starting model is PUT on a gateway (so v_r is not zero), then two rounds of median and
+    Bulyan over the same 20 updates as deltas: the top adds v_r to the owners' ranges, one
+    float add per coordinate as the single node's shards do, so every version is the single
+    node's bit for bit, and numpy's."""
+    lo = np.min(np.asarray(honest, np.float64), axis=0)
+    hi = np.max(np.asarray(honest, np.float64), axis=0)
+    x0 = np.linspace(-3, 3, sum(int(np.prod(t['shape'])) for t in SCHEMA)).astype(np.float32)
+    for idx, (rule, extra) in enumerate((('median', {}), ('bulyan', {'f': BAD}))):
+        name = 'delta%d' % idx
+        spec = dict({'name': name, 'clients_per_round': K, 'algorithm': rule,
+                     'update': 'delta', 'tensors': SCHEMA}, **extra)
+        st, b = cl.call(c.NODE_IP[idx % 3], 'POST', '/v1/jobs', json.dumps(spec).encode(),
+                        {'Content-Type': 'application/json'}, admin)
+        check(st == 201, 'create %s on deltas on a cluster: %d %s' % (rule, st, b[:300]))
+        tok = json.loads(b)['token']
+        c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/' + name, token=tok)[0] == 200
+                               for h in c.NODE_IP), 5, name + ' known on every node')
+        otok = one.create_job(spec)['token']
+        st, b = cl.call(c.NODE_IP[(idx + 1) % 3], 'PUT', '/v1/jobs/%s/model' % name,
+                        e.st_encode(e.unflatten(SCHEMA, x0)),
+                        {'Content-Type': 'application/x-safetensors'}, tok)
+        check(st == 200, '%s: PUT /model on a cluster node: %d %s' % (name, st, b[:300]))
+        st, _, b = one.request('PUT', '/v1/jobs/%s/model' % name, x0.tobytes(),
+                               {'Content-Type': 'application/octet-stream'}, otok)
+        check(st == 200, '%s: PUT /model on the single node: %d %s' % (name, st, b[:300]))
+        step = reference(rule, rows, extra)
+        want = prev = x0.astype(np.float64)
+        for r in range(2):
+            for i, x in enumerate(rows):
+                body, ct = body_of(i, x)
+                st, b = cl.call(c.NODE_IP[i % 3], 'POST', '/v1/jobs/%s/updates' % name, body,
+                                {'Content-Type': ct, 'X-Tributary-Round': str(r)}, tok)
+                check(st == 202, '%s round %d update %d: %d %s' % (name, r, i, st, b[:300]))
+                one.post_update(name, otok, r, body, ctype=ct)
+            got = c.get_model(cl, c.NODE_IP[(idx + r + 2) % 3], name, tok, r + 1, timeout=60)
+            _, _, buf = one.get_model(name, otok, '?after=%d' % r, timeout=60)
+            _, t1, _ = e.st_decode(buf)
+            g1 = e.flatten(SCHEMA, t1)
+            # Both are F32 on the wire (any float64 here holds them exactly): compare the bits.
+            got, g1 = got.astype(np.float32), g1.astype(np.float32)
+            diff = int(np.count_nonzero(got.view(np.uint32) != g1.view(np.uint32)))
+            check(diff == 0, '%s on deltas round %d: %d coordinates differ from the single '
+                  'node (max %.3g)' % (rule, r, diff, float(np.max(np.abs(
+                      got.astype(np.float64) - g1.astype(np.float64))))))
+            want = want + step
+            err = float(np.max(np.abs(got.astype(np.float64) - want)))
+            check(err <= 1e-5 * max(1.0, float(np.max(np.abs(want)))),
+                  '%s on deltas round %d: max error %.3g against v0 + %d x numpy' %
+                  (rule, r, err, r + 1))
+            moved = got.astype(np.float64) - prev
+            check(bool(np.all(moved >= lo - 1e-4) and np.all(moved <= hi + 1e-4)),
+                  '%s on deltas round %d: the step leaves the honest range' % (rule, r))
+            prev = got.astype(np.float64)
+            log('  %-13s on deltas round %d: v%d = v%d + the robust delta, bit-identical to '
+                'the single node, numpy within %.2g' % (rule, r, r + 1, r, err))
+
+
 def deadline(cl, admin, rows):
     """min_clients 9 of 20, round_timeout_s 2: the controller closes the round with the 12
     updates it counted over the three gateways; Bulyan over those 12 (f 2) equals numpy."""
@@ -235,6 +296,7 @@ def scenario():
                 log('  placement %s: %s cross-node bytes per round %d (fedavg %d): x%.1f' %
                     (placement or 'locality', k, tot, fa, tot / max(fa, 1)))
             if placement is None:
+                deltas(cl, admin, one, rows, honest)
                 deadline(cl, admin, rows)
                 lost_node(cl, admin, nodes, rows)
             for p in nodes + [ctl]:

@@ -120,8 +120,8 @@ Test(runtime_job_def, cluster_takes_server_optimisers_deltas_and_dp)
 	}
 }
 
-/* Robust rules run across nodes on weights (cluster_robust.py); on deltas they are refused. */
-Test(runtime_job_def, cluster_takes_robust_rules_on_weights_only)
+/* Robust rules run across nodes on weights and on deltas (cluster_robust.py). */
+Test(runtime_job_def, cluster_takes_robust_rules_on_weights_and_deltas)
 {
 	static const struct {
 		const char *body, *want; /* want NULL: taken */
@@ -133,9 +133,11 @@ Test(runtime_job_def, cluster_takes_robust_rules_on_weights_only)
 		{ "{\"name\":\"x\",\"clients_per_round\":7,\"params\":8,"
 		  "\"algorithm\":\"bulyan\"}", NULL },
 		{ "{\"name\":\"x\",\"clients_per_round\":5,\"params\":8,\"algorithm\":\"median\","
-		  "\"update\":\"delta\"}", "not supported across nodes yet: median" },
+		  "\"update\":\"delta\"}", NULL },
 		{ "{\"name\":\"x\",\"clients_per_round\":8,\"params\":8,"
-		  "\"algorithm\":\"krum\",\"update\":\"delta\"}", "not supported across nodes yet: krum" },
+		  "\"algorithm\":\"krum\",\"update\":\"delta\"}", NULL },
+		{ "{\"name\":\"x\",\"clients_per_round\":7,\"params\":8,"
+		  "\"algorithm\":\"bulyan\",\"update\":\"delta\"}", NULL },
 	};
 	struct rt_job_def def;
 	char msg[256];
