@@ -85,6 +85,13 @@ struct cround {
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
 	json_t *msums; /* ctl_rec.c: "rank:epoch" -> its updates' metric sums (owned), or NULL */
 	uint32_t slots; /* flora: slots handed out, never reused (>= count) */
+	/*
+	 * flora: slots - count as controller.db has it (ctl_rejoin.c). After a restart the
+	 * nodes' reports give the count, not which slots are out: count + this bounds them
+	 * (slots given back are the only gap, and each one is written when it happens).
+	 */
+	uint32_t slot_gap;
+	char failed[192]; /* why the round made no model of its own ("": it did, or not yet) */
 	struct cround *next; /* newer */
 };
 
@@ -266,6 +273,8 @@ struct cjob *ctl__job_by_id(struct ctl *c, int64_t id);
 struct cround *ctl__round_new(struct cjob *j, uint32_t r);
 void ctl__round_close(struct ctl *c, struct cjob *j, struct cround *cr);
 void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr);
+/* flora: cr->slots at least count + slot_gap (after a restart), the gap then kept (ctl_jobs.c). */
+void ctl__flora_slots_sync(const struct cjob *j, struct cround *cr);
 
 /* --- ctl_select.c: client selection across nodes (issue 15) --- */
 
