@@ -186,8 +186,6 @@ def node_restart(cl, admin, net, tmp, nodes, procs, rows):
         got = c.get_model(cl, c.NODE_IP[r % 3], 'rkill', tok, r + 1,
                           timeout=60).astype(np.float64)
         err = float(np.max(np.abs(got - want)))
-        if os.environ.get('RKILL_DUMP'):
-            np.save(os.environ['RKILL_DUMP'], got)
         check(err <= 1e-5 * max(1.0, float(np.max(np.abs(want)))),
               'rkill round %d: n1 restarted %s: error %.3g against numpy' %
               (r, 'mid-round' if at < K else 'after the close', err))
