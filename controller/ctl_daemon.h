@@ -83,6 +83,7 @@ struct cround {
 	uint64_t saved_cfp; /* ... of its clients (schema v5) */
 	bool resend_close;
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
+	json_t *keys; /* Idempotency-Key -> its first count (ctl_creds.c; owned), NULL: none */
 	json_t *msums; /* ctl_rec.c: "rank:epoch" -> its updates' metric sums (owned), or NULL */
 	uint32_t slots; /* flora: slots handed out, never reused (>= count) */
 	/*
@@ -362,6 +363,15 @@ bool ctl__round_client_refused(struct cround *cr, const char *id, uint32_t to, j
 void ctl__round_client_drop(struct cround *cr, const char *id);
 /* Node @rank was lost with @cr open: its clients send again. */
 void ctl__round_clients_lose(struct cround *cr, uint32_t rank);
+/*
+ * Idempotency-Keys across gateways (ctl_creds.c): true (and *@rep) if @key was counted in
+ * @cr already; put records a count; release and lose forget counts given back or lost.
+ */
+bool ctl__round_key_first(struct ctl *c, struct cround *cr, const char *key, json_t **rep);
+void ctl__round_key_put(struct cround *cr, const char *key, uint32_t to, uint32_t epoch,
+			uint32_t seq, uint32_t asker, uint64_t uid);
+void ctl__round_key_release(struct cround *cr, uint32_t asker, uint64_t uid);
+void ctl__round_keys_lose(struct cround *cr, uint32_t rank);
 /* Distinct client tokens counted in @cr. */
 uint32_t ctl__round_clients(const struct cround *cr);
 /*

@@ -61,6 +61,7 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 
 		j->rounds = old->next;
 		json_decref(old->clients);
+		json_decref(old->keys);
 		json_decref(old->msums);
 		trib_free(old);
 		n--;
@@ -484,6 +485,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	 * back (a release, a lost node) may still be in a node's sum, so none is handed out
 	 * twice; the round closes once every slot of clients_per_round is out.
 	 */
+	if (ctl__round_key_first(c, cr, ctl__jstr(ev->hdr, "key", NULL), rep))
+		return; /* the same update again, through another gateway (ctl_creds.c) */
 	ctl__flora_slots_sync(j, cr);
 	if (j->flora && cr->slots >= j->cpr) {
 		*rep = ctl__err_reply(503, "every flora slot of this round is handed out (updates "
@@ -523,6 +526,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		json_object_set_new(*rep, "version", json_integer(r));
 	if (*rep && fw > 0) /* fedau: the weight the node folds it with (ctl_fedau.c) */
 		json_object_set_new(*rep, "weight", json_real(fw));
+	ctl__round_key_put(cr, ctl__jstr(ev->hdr, "key", NULL), to, c->nodes[to].epoch,
+			   j->flora ? cr->slots : cr->count - 1, (uint32_t)rank, uid);
 	if (j->flora)
 		cr->slots++;
 	if (cr->count >= j->cpr || (j->flora && cr->slots >= j->cpr))
@@ -555,6 +560,7 @@ void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr->folded[at]--;
 	cr->landed[rank]--;
 	cr->count--;
+	ctl__round_key_release(cr, (uint32_t)rank, uid);
 	ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
 	ctl__rec_metrics(c, j, cr, (uint32_t)at, ev->hdr, -1);
 	trib_warn("job %s round %u: node %s gave back an update it could not fold", j->name, r,
@@ -758,6 +764,7 @@ static void job_free(struct cjob *j)
 
 		j->rounds = cr->next;
 		json_decref(cr->clients);
+		json_decref(cr->keys);
 		json_decref(cr->msums);
 		trib_free(cr);
 	}
@@ -949,6 +956,7 @@ static void round_lose(struct ctl *c, struct cjob *j, struct cround *cr, uint32_
 	cr->count -= lost;
 	cr->count_at_loss[rank] = cr->count;
 	cr->folded[rank] = 0;
+	ctl__round_keys_lose(cr, rank);
 	if (cr->state == CR_OPEN) {
 		ctl__round_clients_lose(cr, rank);
 		trib_warn("job %s round %u: %u updates acknowledged by node %s are "
