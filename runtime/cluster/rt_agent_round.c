@@ -394,6 +394,7 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 		return; /* again next tick */
 	x->model_sending = true;
 	pd->x = x;
+	pd->gen = rt__agent_shard_gen(x);
 }
 
 bool rt_agent_on_fold_result(struct rt_agent *a, struct rt_fn *fn, const struct shm_desc *d,

@@ -106,6 +106,11 @@ static void sh_free(struct rt_agent *a, struct xshard *sh)
 	trib_free(sh);
 }
 
+uint64_t rt__agent_shard_gen(const struct xround *x)
+{
+	return x->sh ? x->sh->gen : 0;
+}
+
 void rt__agent_shard_free(struct rt_agent *a, struct xround *x)
 {
 	sh_free(a, x->sh);
@@ -182,6 +187,18 @@ void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h)
 		sh->stale = r && rt_round_shards_busy(r);
 		sh_free(a, x->sh);
 		x->sh = NULL;
+		/*
+		 * The top's model of the old partition goes too: the new one makes its own.
+		 * Kept, it stalled the round: a restarted controller that had not closed the
+		 * round yet answered it "not wanted" (ok), and then closed the round again;
+		 * this node had the model "sent" and the step stopped at have_result.
+		 */
+		trib_free(x->result_payload);
+		x->result_payload = NULL;
+		x->have_result = false;
+		x->model_sent = false;
+		x->model_sending = false; /* its answer, if one comes, is for the old one */
+		trib_retry_ok(&x->model_retry);
 	}
 	sh->gen = gen;
 	sh->k = (uint32_t)ctl_shard_total(x->counts, x->nnodes);
