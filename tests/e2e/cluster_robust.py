@@ -197,6 +197,53 @@ def node_restart(cl, admin, net, tmp, nodes, procs, rows):
             ('with the round open' if at < K else 'right after the close', K, err))
 
 
+def ctl_restart(cl, admin, net, tmp, ctl, procs, rows):
+    """The controller killed (kill -9) and restarted mid-round of a Multi-Krum job, twice:
+    with 10 of 20 updates counted, then right after the 20th (the top may have sent its
+    model to the dead controller). The nodes' gateways answered clients 410 "unknown or
+    drained node" (the Python client stops on a 410), and the second round stalled: the
+    restarted controller closed it again, and the top kept the old partition's model as
+    "sent". Both rounds now equal numpy. Returns the running controller."""
+    spec = {'name': 'ckill', 'clients_per_round': K, 'algorithm': 'krum', 'f': BAD, 'm': 3,
+            'tensors': SCHEMA}
+    st, b = cl.call(c.NODE_IP[0], 'POST', '/v1/jobs', json.dumps(spec).encode(),
+                    {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create ckill: %d %s' % (st, b[:300]))
+    tok = json.loads(b)['token']
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/ckill', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'ckill known on every node')
+    want = rref.reference('krum', rows, f=BAD, m=3)
+
+    def send(r, i):
+        body, ct = body_of(i, rows[i])
+        end = time.time() + 40
+        while True:  # 503 while the controller is away or reconciles: a promise not made
+            st, b = cl.call(c.NODE_IP[i % 3], 'POST', '/v1/jobs/ckill/updates', body,
+                            {'Content-Type': ct, 'X-Tributary-Round': str(r),
+                             'Idempotency-Key': 'ck-%d-%d' % (r, i)}, tok)
+            if st == 202 or time.time() > end or st not in (0, 503):
+                check(st == 202, 'ckill round %d update %d: %d %s' % (r, i, st, b[:300]))
+                return
+            time.sleep(0.3)
+    for r, at in ((0, 10), (1, K)):
+        for i in range(at):
+            send(r, i)
+        ctl.kill()
+        ctl = netns_cluster.Proc(ctl.name + '-r%d' % r, net.ctl, BIN, ctl.p.args[5:], tmp)
+        procs.append(ctl)
+        for i in range(at, K):
+            send(r, i)
+        got = c.get_model(cl, c.NODE_IP[r % 3], 'ckill', tok, r + 1,
+                          timeout=60).astype(np.float64)
+        err = float(np.max(np.abs(got - want)))
+        check(err <= 1e-5 * max(1.0, float(np.max(np.abs(want)))),
+              'ckill round %d: error %.3g against numpy' % (r, err))
+        log('  multi-krum, the controller killed (kill -9) and restarted %s: the model '
+            'equals numpy (max error %.2g)' % ('mid-round' if at < K else 'right after the '
+                                              'close', err))
+    return ctl
+
+
 def deadline(cl, admin, rows):
     """min_clients 9 of 20, round_timeout_s 2: the controller closes the round with the 12
     updates it counted over the three gateways; Bulyan over those 12 (f 2) equals numpy."""
@@ -339,6 +386,7 @@ def scenario():
                     (placement or 'locality', k, tot, fa, tot / max(fa, 1)))
             if placement is None:
                 node_restart(cl, admin, net, tmp, nodes, procs, rows)
+                ctl = ctl_restart(cl, admin, net, tmp, ctl, procs, rows)
                 deadline(cl, admin, rows)
                 lost_node(cl, admin, nodes, rows)
                 lost_short(cl, admin, nodes, rows)
