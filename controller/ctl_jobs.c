@@ -120,6 +120,19 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	/*
+	 * Robust rules: the join of every node with updates. An owner that joined again (a
+	 * restart that kept its arena) lost the slices and selection it had been sent; a new
+	 * join makes a new partition, so every owner sends again (rt_agent_shard.c).
+	 */
+	{
+		json_t *joins = json_array();
+
+		for (uint32_t i = 0; i < c->nnodes; i++)
+			json_array_append_new(joins, json_integer(cr->folded[i] ? c->nodes[i].joined_at
+										: 0));
+		json_object_set_new(h, "joins", joins);
+	}
 	/* Robust rules: owners send each other slices (runtime/cluster/rt_agent_shard.c). */
 	{
 		json_t *peers = json_array();

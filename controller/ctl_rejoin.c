@@ -378,8 +378,9 @@ static bool reconcile_round(struct ctl *c, struct cjob *j, struct cround *cr, ui
 	}
 	cr->folded[rank] = h;
 	cr->count = cr->count - before + h;
-	if (cr->state == CR_CLOSED && (h != before || cr->top == (int)rank))
-		cr->resend_close = true; /* new counts, or a top that lost the sums it had */
+	if (cr->state == CR_CLOSED && (h != before || cr->top == (int)rank || h))
+		cr->resend_close = true; /* new counts, a top that lost the sums it had, or an
+					  * owner of a robust rule's range that lost its slices */
 	return h > 0;
 }
 

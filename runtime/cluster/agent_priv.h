@@ -84,6 +84,7 @@ struct xround {
 	uint32_t counts[CTL_MAX_NODES];
 	int top;
 	uint32_t top_join; /* the top's join: one joined again may have lost the sums it had */
+	uint32_t joins[CTL_MAX_NODES]; /* robust rules: each owner's join (rt_agent_shard.c) */
 	char top_addr[128];
 	char top_name[64]; /* its TLS certificate must name it (ctl_wire_peer_name) */
 	/* this node's sum */

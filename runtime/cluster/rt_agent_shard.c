@@ -158,6 +158,10 @@ static uint64_t close_gen(const struct xround *x)
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		for (int b = 0; b < 4; b++)
 			h = (h ^ ((x->counts[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
+	/* An owner's new join: it lost what it was sent, so a new partition sends it again. */
+	for (uint32_t i = 0; i < x->nnodes; i++)
+		for (int b = 0; b < 4; b++)
+			h = (h ^ ((x->joins[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
 	return h;
 }
 
