@@ -333,6 +333,7 @@ def lost_short(cl, admin, nodes, rows):
     tok = json.loads(b)['token']
     c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/short', token=tok)[0] == 200
                            for h in c.NODE_IP[:2]), 5, 'short known on n0 and n1')
+    acks = []
     for i in range(9):
         if i == 3:
             nodes[1].kill(signal.SIGSTOP)  # n1 holds 3 counted updates and is frozen
@@ -340,6 +341,7 @@ def lost_short(cl, admin, nodes, rows):
         st, b = cl.call(c.NODE_IP[1 if i < 3 else 0], 'POST', '/v1/jobs/short/updates', body,
                         {'Content-Type': ct, 'X-Tributary-Round': '0'}, tok)
         check(st == 202, 'short update %d: %d %s' % (i, st, b[:300]))
+        acks.append(json.loads(b))
 
     def failed():
         info = c.round_info(cl, c.NODE_IP[0], 'short', tok, 0)
@@ -348,6 +350,9 @@ def lost_short(cl, admin, nodes, rows):
     nodes[1].kill()  # kill -9
     check(info['lost_nodes'] == ['n1'] and info['updates'] == 0 and
           'needs at least 7' in (info.get('failed') or ''), 'short round record: %s' % info)
+    # The Python client: an n0 202 of the failed round is not in a model ("lost").
+    got = c.outcomes(cl.ns, 'short', tok, [acks[3], acks[0]])
+    check(got == ['lost', 'lost'], 'Job.outcome() of the failed round: %s' % got)
     later = rows[9:18]
     for i, x in enumerate(later):
         body, ct = body_of(i, x)
