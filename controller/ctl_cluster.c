@@ -183,6 +183,7 @@ static void on_heartbeat(struct ctl *c, struct ctl_event *ev, json_t **rep)
 
 	if (rank < 0 || !c->nodes[rank].live) {
 		*rep = ctl__err_reply(410, "unknown or drained node: join again");
+		json_object_set_new(*rep, "rejoin", json_true());
 		return;
 	}
 	c->nodes[rank].last_ns = trib_now_ns();
@@ -258,8 +259,13 @@ static json_t *gate(struct ctl *c, struct ctl_event *ev, const char *op)
 	if (!op || !strcmp(op, "join"))
 		return NULL;
 	rank = ctl__session_rank(c, ev->hdr);
-	if (rank < 0)
-		return ctl__err_reply(410, "unknown or drained node: join again");
+	if (rank < 0) {
+		/* "rejoin": the node's, never its client's (rt_agent.c on_reply). */
+		json_t *r = ctl__err_reply(410, "unknown or drained node: join again");
+
+		json_object_set_new(r, "rejoin", json_true());
+		return r;
+	}
 	/* A request that names its node names the session's (a heartbeat: "name"). */
 	if ((!strcmp(op, "heartbeat") &&
 	     strcmp(ctl__jstr(ev->hdr, "name", ""), c->nodes[rank].name)) ||

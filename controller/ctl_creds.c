@@ -13,6 +13,7 @@
 #include "trib_alloc.h"
 #include "trib_cred.h"
 #include "trib_log.h"
+#include "trib_time.h"
 
 int ctl__job_cred_init(struct ctl *c, struct cjob *j)
 {
@@ -99,6 +100,81 @@ void ctl__round_clients_lose(struct cround *cr, uint32_t rank)
 	json_object_foreach_safe(cr->clients, tmp, id, v)
 		if (json_integer_value(v) == (json_int_t)rank)
 			json_object_del(cr->clients, id);
+}
+
+/*
+ * A client that got no answer sends the update again, with the same Idempotency-Key, to
+ * another gateway (the Python client's failover does). Each node knows only its own keys,
+ * so without this the update was counted twice. The controller keeps the round's keys:
+ * key -> [fold rank, its epoch, seq, asking rank, uid, when]. A resend gets the first
+ * count's answer (202, the same receipt), and its bytes are dropped by its node. A resend
+ * within KEY_SETTLE_NS of the first count gets 503: the first may still fail on its way
+ * to its 202 (then it is given back and its key forgotten), and a 202 is a promise.
+ * Memory only: a controller restart forgets them (a resend then counts again).
+ */
+#define KEY_SETTLE_NS (10ull * 1000000000ull)
+
+bool ctl__round_key_first(struct ctl *c, struct cround *cr, const char *key, json_t **rep)
+{
+	json_t *e = key && *key ? json_object_get(cr->keys, key) : NULL;
+	uint32_t at;
+	char msg[200];
+
+	if (!e)
+		return false;
+	at = (uint32_t)json_integer_value(json_array_get(e, 0));
+	if (trib_now_ns() - (uint64_t)json_integer_value(json_array_get(e, 5)) < KEY_SETTLE_NS) {
+		snprintf(msg, sizeof(msg), "an update with this Idempotency-Key was counted in "
+			 "round %u moments ago at node %s; send it again for its answer",
+			 cr->round, at < c->nnodes ? c->nodes[at].name : "?");
+		*rep = ctl__err_reply(503, msg);
+		return true;
+	}
+	*rep = json_pack("{s:b, s:b, s:i, s:s, s:i, s:i}", "ok", 0, "duplicate", 1, "seq",
+			 json_integer_value(json_array_get(e, 2)), "fold_name",
+			 at < c->nnodes ? c->nodes[at].name : "?", "fold_epoch",
+			 json_integer_value(json_array_get(e, 1)), "round", (json_int_t)cr->round);
+	return true;
+}
+
+void ctl__round_key_put(struct cround *cr, const char *key, uint32_t to, uint32_t epoch,
+			uint32_t seq, uint32_t asker, uint64_t uid)
+{
+	json_t *e;
+
+	if (!key || !*key)
+		return;
+	if (!cr->keys)
+		cr->keys = json_object();
+	e = json_pack("[i, i, i, i, I, I]", (json_int_t)to, (json_int_t)epoch, (json_int_t)seq,
+		      (json_int_t)asker, (json_int_t)uid, (json_int_t)trib_now_ns());
+	/* Short of memory a resend elsewhere counts again: as before keys were kept here. */
+	if (!cr->keys || !e || json_object_set_new(cr->keys, key, e))
+		trib_warn("round %u: an Idempotency-Key not recorded (out of memory)", cr->round);
+}
+
+void ctl__round_key_release(struct cround *cr, uint32_t asker, uint64_t uid)
+{
+	const char *k;
+	json_t *v;
+	void *tmp;
+
+	json_object_foreach_safe(cr->keys, tmp, k, v)
+		if (json_integer_value(json_array_get(v, 3)) == (json_int_t)asker &&
+		    (uint64_t)json_integer_value(json_array_get(v, 4)) == uid)
+			json_object_del(cr->keys, k);
+}
+
+void ctl__round_keys_lose(struct cround *cr, uint32_t rank)
+{
+	const char *k;
+	json_t *v;
+	void *tmp;
+
+	/* Lost with their node: their clients resend (an open round), and those count. */
+	json_object_foreach_safe(cr->keys, tmp, k, v)
+		if (json_integer_value(json_array_get(v, 0)) == (json_int_t)rank)
+			json_object_del(cr->keys, k);
 }
 
 uint32_t ctl__round_clients(const struct cround *cr)

@@ -83,8 +83,16 @@ struct cround {
 	uint64_t saved_cfp; /* ... of its clients (schema v5) */
 	bool resend_close;
 	json_t *clients; /* client token id -> rank folding its update (owned), NULL: none yet */
+	json_t *keys; /* Idempotency-Key -> its first count (ctl_creds.c; owned), NULL: none */
 	json_t *msums; /* ctl_rec.c: "rank:epoch" -> its updates' metric sums (owned), or NULL */
 	uint32_t slots; /* flora: slots handed out, never reused (>= count) */
+	/*
+	 * flora: slots - count as controller.db has it (ctl_rejoin.c). After a restart the
+	 * nodes' reports give the count, not which slots are out: count + this bounds them
+	 * (slots given back are the only gap, and each one is written when it happens).
+	 */
+	uint32_t slot_gap;
+	char failed[192]; /* why the round made no model of its own ("": it did, or not yet) */
 	struct cround *next; /* newer */
 };
 
@@ -266,6 +274,8 @@ struct cjob *ctl__job_by_id(struct ctl *c, int64_t id);
 struct cround *ctl__round_new(struct cjob *j, uint32_t r);
 void ctl__round_close(struct ctl *c, struct cjob *j, struct cround *cr);
 void ctl__round_reclose(struct ctl *c, struct cjob *j, struct cround *cr);
+/* flora: cr->slots at least count + slot_gap (after a restart), the gap then kept (ctl_jobs.c). */
+void ctl__flora_slots_sync(const struct cjob *j, struct cround *cr);
 
 /* --- ctl_select.c: client selection across nodes (issue 15) --- */
 
@@ -353,6 +363,15 @@ bool ctl__round_client_refused(struct cround *cr, const char *id, uint32_t to, j
 void ctl__round_client_drop(struct cround *cr, const char *id);
 /* Node @rank was lost with @cr open: its clients send again. */
 void ctl__round_clients_lose(struct cround *cr, uint32_t rank);
+/*
+ * Idempotency-Keys across gateways (ctl_creds.c): true (and *@rep) if @key was counted in
+ * @cr already; put records a count; release and lose forget counts given back or lost.
+ */
+bool ctl__round_key_first(struct ctl *c, struct cround *cr, const char *key, json_t **rep);
+void ctl__round_key_put(struct cround *cr, const char *key, uint32_t to, uint32_t epoch,
+			uint32_t seq, uint32_t asker, uint64_t uid);
+void ctl__round_key_release(struct cround *cr, uint32_t asker, uint64_t uid);
+void ctl__round_keys_lose(struct cround *cr, uint32_t rank);
 /* Distinct client tokens counted in @cr. */
 uint32_t ctl__round_clients(const struct cround *cr);
 /*

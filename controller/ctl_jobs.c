@@ -61,6 +61,7 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 
 		j->rounds = old->next;
 		json_decref(old->clients);
+		json_decref(old->keys);
 		json_decref(old->msums);
 		trib_free(old);
 		n--;
@@ -119,6 +120,19 @@ static json_t *close_msg(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_array_append_new(counts, json_integer(cr->folded[i]));
 	json_object_set_new(h, "counts", counts);
 	json_object_set_new(h, "nodes", json_integer(c->nnodes));
+	/*
+	 * Robust rules: the join of every node with updates. An owner that joined again (a
+	 * restart that kept its arena) lost the slices and selection it had been sent; a new
+	 * join makes a new partition, so every owner sends again (rt_agent_shard.c).
+	 */
+	{
+		json_t *joins = json_array();
+
+		for (uint32_t i = 0; i < c->nnodes; i++)
+			json_array_append_new(joins, json_integer(cr->folded[i] ? c->nodes[i].joined_at
+										: 0));
+		json_object_set_new(h, "joins", joins);
+	}
 	/* Robust rules: owners send each other slices (runtime/cluster/rt_agent_shard.c). */
 	{
 		json_t *peers = json_array();
@@ -273,12 +287,19 @@ static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 	send_model(c, j, -1, cr);
 }
 
-/* Nothing of the round survived: its model is the previous one, and the job goes on. */
-static void round_empty(struct ctl *c, struct cjob *j, struct cround *cr)
+/*
+ * Nothing of the round survived, or (@why) what survived cannot make a model: its model is
+ * the previous one, and the job goes on.
+ */
+static void round_repeat(struct ctl *c, struct cjob *j, struct cround *cr, const char *why)
 {
-	trib_error("job %s round %u: every node that held its updates was lost; version %u "
-		   "repeats the previous model",
-		   j->name, cr->round, cr->round + 1);
+	if (why)
+		trib_error("job %s round %u: %s; version %u repeats the previous model", j->name,
+			   cr->round, why, cr->round + 1);
+	else
+		trib_error("job %s round %u: every node that held its updates was lost; version "
+			   "%u repeats the previous model",
+			   j->name, cr->round, cr->round + 1);
 	/* The optimiser state goes on unchanged with the model it belongs to. */
 	if (j->model && j->opt_len &&
 	    ctl_store_opt_put(c->store, j->db_id, cr->round + 1,
@@ -290,6 +311,37 @@ static void round_empty(struct ctl *c, struct cjob *j, struct cround *cr)
 	cr->n_updates = 0;
 	cr->weight = 0;
 	job_advance(c, j, cr);
+}
+
+static void round_empty(struct ctl *c, struct cjob *j, struct cround *cr)
+{
+	round_repeat(c, j, cr, NULL);
+}
+
+/*
+ * The round's top says the updates left cannot make a model (Krum or Bulyan after a lost
+ * node: too few for the rule). The round ends now, visibly ("failed" in its record, the
+ * previous model repeated), rather than waiting for a model that cannot come: a closed
+ * round cannot take resends, and the next round is already open for its clients. Only for
+ * the current partition: a failure told under an older count is stale.
+ */
+static void model_failed(struct ctl *c, struct cjob *j, struct cround *cr, struct ctl_event *ev,
+			 const char *why, json_t **rep)
+{
+	uint32_t k = (uint32_t)json_integer_value(json_object_get(ev->hdr, "updates"));
+
+	if (!cr || cr->state != CR_CLOSED || k != cr->count) {
+		trib_debug("job %s: a failed round's word not wanted (state, or %u updates)",
+			   j->name, k);
+		return;
+	}
+	if (cr->round != j->completed) {
+		json_decref(*rep);
+		*rep = ctl__err_reply(503, "an earlier round is not committed yet; send again");
+		return;
+	}
+	snprintf(cr->failed, sizeof(cr->failed), "%s", why);
+	round_repeat(c, j, cr, cr->failed);
 }
 
 /*
@@ -446,8 +498,9 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	 * back (a release, a lost node) may still be in a node's sum, so none is handed out
 	 * twice; the round closes once every slot of clients_per_round is out.
 	 */
-	if (j->flora && cr->slots < cr->count)
-		cr->slots = cr->count; /* rebuilt from the nodes' reports after a restart */
+	if (ctl__round_key_first(c, cr, ctl__jstr(ev->hdr, "key", NULL), rep))
+		return; /* the same update again, through another gateway (ctl_creds.c) */
+	ctl__flora_slots_sync(j, cr);
 	if (j->flora && cr->slots >= j->cpr) {
 		*rep = ctl__err_reply(503, "every flora slot of this round is handed out (updates "
 				      "were given back); it closes with the ones kept: send it to "
@@ -486,6 +539,8 @@ void ctl__on_accept(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		json_object_set_new(*rep, "version", json_integer(r));
 	if (*rep && fw > 0) /* fedau: the weight the node folds it with (ctl_fedau.c) */
 		json_object_set_new(*rep, "weight", json_real(fw));
+	ctl__round_key_put(cr, ctl__jstr(ev->hdr, "key", NULL), to, c->nodes[to].epoch,
+			   j->flora ? cr->slots : cr->count - 1, (uint32_t)rank, uid);
 	if (j->flora)
 		cr->slots++;
 	if (cr->count >= j->cpr || (j->flora && cr->slots >= j->cpr))
@@ -514,13 +569,17 @@ void ctl__on_release(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	cr = round_get(j, r);
 	if (!cr || at < 0 || (uint32_t)at >= c->nnodes || !cr->folded[at] || cr->state == CR_DONE)
 		return;
+	ctl__flora_slots_sync(j, cr);
 	cr->folded[at]--;
 	cr->landed[rank]--;
 	cr->count--;
+	ctl__round_key_release(cr, (uint32_t)rank, uid);
 	ctl__round_client_drop(cr, ctl__jstr(ev->hdr, "client", NULL));
 	ctl__rec_metrics(c, j, cr, (uint32_t)at, ev->hdr, -1);
 	trib_warn("job %s round %u: node %s gave back an update it could not fold", j->name, r,
 		  c->nodes[at].name);
+	if (j->flora) /* its slot stays out: written now, or a restart would hand it out again */
+		ctl__xstate_save(c);
 	if (cr->state == CR_CLOSED) {
 		if (!cr->count)
 			round_empty(c, j, cr);
@@ -570,6 +629,11 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	int err;
 
 	*rep = json_pack("{s:b}", "ok", 1);
+	if (j && json_is_string(json_object_get(ev->hdr, "failed"))) {
+		model_failed(c, j, cr, ev, json_string_value(json_object_get(ev->hdr, "failed")),
+			     rep);
+		return;
+	}
 	/* The server step's new state follows the model (a job with an optimiser). */
 	slen = j ? (size_t)json_integer_value(json_object_get(ev->hdr, "state_bytes")) : 0;
 	if (!cr || cr->state != CR_CLOSED || slen > ev->plen ||
@@ -598,14 +662,19 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	err = slen ? ctl_store_opt_put(c->store, j->db_id, r + 1,
 				       (const uint8_t *)m + j->fmt.n_elem * sizeof(float), slen)
 		   : 0;
-	if (!err) /* fedau's client states too: ahead of the model is harmless (per round) */
+	/* Each failure names its own state: an operator reading "optimiser" on a fedau job
+	 * (which has none) would look in the wrong table. */
+	const char *what = "the optimiser state";
+	if (!err) { /* fedau's client states too: ahead of the model is harmless (per round) */
+		what = "fedau's client states";
 		err = ctl__fedau_commit(c, j);
+	}
 	if (err) {
-		trib_error("job %s round %u: storing the optimiser state: %s", j->name, r,
-			   strerror(-err));
+		trib_error("job %s round %u: storing %s: %s", j->name, r, what, strerror(-err));
 		trib_free(m);
 		json_decref(*rep);
-		*rep = ctl__err_reply(503, "the controller could not store the optimiser state");
+		*rep = ctl__err_reply(503, "the controller could not store the round's state");
+		json_object_set_new(*rep, "failed_store", json_string(what));
 		json_object_set_new(*rep, "store_failing", json_true());
 		return;
 	}
@@ -671,6 +740,9 @@ json_t *ctl__round_json(struct ctl *c, struct cjob *j, struct cround *cr)
 		json_object_set_new(o, "duration_s", json_real((double)((end ? end : trib_now_ns()) -
 								  cr->open_ns) / 1e9));
 	}
+	if (o) /* the round ended without a model of its own (model_failed) */
+		json_object_set_new(o, "failed", cr->failed[0] ? json_string(cr->failed)
+							       : json_null());
 	ctl__round_json_extra(c, j, cr, o);
 	return o;
 }
@@ -705,6 +777,7 @@ static void job_free(struct cjob *j)
 
 		j->rounds = cr->next;
 		json_decref(cr->clients);
+		json_decref(cr->keys);
 		json_decref(cr->msums);
 		trib_free(cr);
 	}
@@ -888,6 +961,7 @@ static void round_lose(struct ctl *c, struct cjob *j, struct cround *cr, uint32_
 {
 	struct cnode *nd = &c->nodes[rank];
 
+	ctl__flora_slots_sync(j, cr);
 	cr->lost[rank] = true;
 	cr->lost_epoch[rank] = nd->epoch;
 	cr->lost_n[rank] += lost;
@@ -895,6 +969,7 @@ static void round_lose(struct ctl *c, struct cjob *j, struct cround *cr, uint32_
 	cr->count -= lost;
 	cr->count_at_loss[rank] = cr->count;
 	cr->folded[rank] = 0;
+	ctl__round_keys_lose(cr, rank);
 	if (cr->state == CR_OPEN) {
 		ctl__round_clients_lose(cr, rank);
 		trib_warn("job %s round %u: %u updates acknowledged by node %s are "
@@ -927,6 +1002,22 @@ void ctl__rounds_lose_node(struct ctl *c, uint32_t rank)
 				round_lose(c, j, cr, rank, lost);
 		}
 	}
+	ctl__xstate_save(c); /* flora's slots of the lost updates stay out (ctl__flora_slots_sync) */
+}
+
+/*
+ * flora: slots handed out are never handed out again in the round (one may still be in a
+ * node's sum, and two updates in one block make a wrong product silently). Every slot out
+ * is a counted update or one given back (the gap); after a controller restart the count is
+ * the nodes' and the gap controller.db's.
+ */
+void ctl__flora_slots_sync(const struct cjob *j, struct cround *cr)
+{
+	if (!j->flora)
+		return;
+	if (cr->slots < cr->count + cr->slot_gap)
+		cr->slots = cr->count + cr->slot_gap;
+	cr->slot_gap = cr->slots - cr->count;
 }
 
 /* A job as the store has it, and its newest model (a round in flight restarts). */

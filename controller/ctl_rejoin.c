@@ -24,14 +24,22 @@
 #include "trib_log.h"
 #include "trib_time.h"
 
+/* flora: slots out beyond the count (given back), as the store keeps it: never less. */
+static uint32_t slot_gap(const struct cround *cr)
+{
+	uint32_t now = cr->slots > cr->count ? cr->slots - cr->count : 0;
+
+	return now > cr->slot_gap ? now : cr->slot_gap;
+}
+
 /* What the store has of a round: a change in any of these writes it again. */
 static uint64_t round_fp(const struct ctl *c, const struct cround *cr)
 {
 	uint64_t h = 1469598103934665603ull;
-	uint64_t v[5] = {(uint64_t)cr->state + 1, cr->count, (uint64_t)(cr->top + 1),
-			 cr->lost_updates, c->nnodes};
+	uint64_t v[6] = {(uint64_t)cr->state + 1, cr->count, (uint64_t)(cr->top + 1),
+			 cr->lost_updates, c->nnodes, slot_gap(cr)};
 
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		h = (h ^ v[i]) * 1099511628211ull;
 	for (uint32_t i = 0; i < c->nnodes; i++)
 		h = (h ^ ((uint64_t)cr->folded[i] << 32 | cr->lost_n[i])) * 1099511628211ull;
@@ -51,8 +59,9 @@ static json_t *round_detail(const struct ctl *c, const struct cround *cr)
 							      (json_int_t)cr->lost_n[i],
 							      (json_int_t)cr->count_at_loss[i]));
 	}
-	return json_pack("{s:i, s:i, s:o, s:o, s:o}", "count", (json_int_t)cr->count, "top",
-			 (json_int_t)cr->top, "folded", folded, "landed", landed, "lost", lost);
+	return json_pack("{s:i, s:i, s:o, s:o, s:o, s:i}", "count", (json_int_t)cr->count, "top",
+			 (json_int_t)cr->top, "folded", folded, "landed", landed, "lost", lost,
+			 "slot_gap", (json_int_t)slot_gap(cr));
 }
 
 /* What the store has of a round's clients: independent of the order they were counted in. */
@@ -170,6 +179,8 @@ static void detail_load(struct cround *cr, const json_t *d)
 	size_t i;
 
 	cr->top = (int)json_integer_value(json_object_get(d, "top"));
+	/* flora: the count comes again from the nodes; count + gap bounds the slots out */
+	cr->slot_gap = (uint32_t)json_integer_value(json_object_get(d, "slot_gap"));
 	for (i = 0; i < json_array_size(folded) && i < CTL_MAX_NODES; i++) {
 		cr->folded[i] = (uint32_t)json_integer_value(json_array_get(folded, i));
 		cr->landed[i] = (uint32_t)json_integer_value(json_array_get(landed, i));
@@ -367,8 +378,9 @@ static bool reconcile_round(struct ctl *c, struct cjob *j, struct cround *cr, ui
 	}
 	cr->folded[rank] = h;
 	cr->count = cr->count - before + h;
-	if (cr->state == CR_CLOSED && (h != before || cr->top == (int)rank))
-		cr->resend_close = true; /* new counts, or a top that lost the sums it had */
+	if (cr->state == CR_CLOSED && (h != before || cr->top == (int)rank || h))
+		cr->resend_close = true; /* new counts, a top that lost the sums it had, or an
+					  * owner of a robust rule's range that lost its slices */
 	return h > 0;
 }
 

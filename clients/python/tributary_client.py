@@ -981,7 +981,8 @@ class Job:
         Returns "in_model" (the round is done and the update is in its model), "pending"
         (not done yet, nothing lost), "resend" (lost while the round is still open: submit
         the same update again, to any gateway) or "lost" (the round closed without it:
-        submit one in a later round).
+        submit one in a later round). A round whose record has ``failed`` (a robust rule left
+        with too few updates after a lost node) made no model of its own: "lost" too.
         """
         if "node" not in ack:
             return "accepted"
@@ -990,6 +991,8 @@ class Job:
                    for x in rec.get("lost", []))
         if lost:
             return "resend" if rec.get("state") == "open" else "lost"
+        if rec.get("failed"):
+            return "lost"
         return "in_model" if rec.get("state") == "done" else "pending"
 
     def set_initial_model(self, model, cast=False, format="safetensors"):

@@ -84,6 +84,7 @@ struct xround {
 	uint32_t counts[CTL_MAX_NODES];
 	int top;
 	uint32_t top_join; /* the top's join: one joined again may have lost the sums it had */
+	uint32_t joins[CTL_MAX_NODES]; /* robust rules: each owner's join (rt_agent_shard.c) */
 	char top_addr[128];
 	char top_name[64]; /* its TLS certificate must name it (ctl_wire_peer_name) */
 	/* this node's sum */
@@ -282,6 +283,8 @@ struct xshard;
 /* The controller's close @h of @x, a robust job's: the partition (again if it changed). */
 void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h);
 /* Move what can move now (at events and every tick). */
+/* The partition a robust round's model belongs to (0: none, or not a robust round). */
+uint64_t rt__agent_shard_gen(const struct xround *x);
 void rt__agent_shard_step(struct rt_agent *a, struct xround *x);
 void rt__agent_shard_free(struct rt_agent *a, struct xround *x);
 /* Local update @local of @job's round @round was the controller's count @gseq. */

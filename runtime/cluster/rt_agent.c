@@ -485,6 +485,25 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 
 	if (!pd)
 		return;
+	if (pd->kind != PK_JOIN && pd->kind != PK_HB && ev->kind == CTL_EV_REPLY &&
+	    json_is_true(json_object_get(ev->hdr, "rejoin"))) {
+		/*
+		 * The controller does not know this node's session (it restarted, or drained
+		 * us) and nothing was done. Its 410 is for this node, not for the client whose
+		 * request it was: relayed, the Python client took it for "the job is done" and
+		 * stopped. The client gets 503 (retry); this node joins again now rather than
+		 * at its next heartbeat.
+		 */
+		json_object_set_new(ev->hdr, "status", json_integer(503));
+		json_object_set_new(ev->hdr, "error",
+				    json_string("this node is joining the controller again (it "
+						"restarted, or lost this node); retry shortly"));
+		if (a->joined && !a->join_pending) {
+			trib_warn("the controller no longer knows this node; joining again");
+			a->joined = false;
+			join_send(a);
+		}
+	}
 	switch (pd->kind) {
 	case PK_JOIN:
 		on_join_reply(a, ev);
@@ -508,7 +527,8 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 		rt__agent_on_shard_reply(a, pd, ev);
 		break;
 	case PK_MODEL_DONE:
-		if (pd->x) {
+		/* A robust round's model of an earlier partition: the new one was reset. */
+		if (pd->x && pd->gen == rt__agent_shard_gen(pd->x)) {
 			pd->x->model_sending = false;
 			if (ev->kind == CTL_EV_REPLY &&
 			    json_is_true(json_object_get(ev->hdr, "ok"))) {

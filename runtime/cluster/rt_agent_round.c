@@ -394,6 +394,7 @@ void rt__agent_model_send(struct rt_agent *a, struct xround *x)
 		return; /* again next tick */
 	x->model_sending = true;
 	pd->x = x;
+	pd->gen = rt__agent_shard_gen(x);
 }
 
 bool rt_agent_on_fold_result(struct rt_agent *a, struct rt_fn *fn, const struct shm_desc *d,
@@ -442,8 +443,11 @@ void rt__agent_on_close(struct rt_agent *a, json_t *h)
 		if (x->nnodes > CTL_MAX_NODES)
 			x->nnodes = CTL_MAX_NODES;
 	}
-	for (uint32_t i = 0; i < x->nnodes; i++)
+	for (uint32_t i = 0; i < x->nnodes; i++) {
 		x->counts[i] = (uint32_t)json_integer_value(json_array_get(counts, i));
+		x->joins[i] = (uint32_t)json_integer_value(
+		    json_array_get(json_object_get(h, "joins"), i));
+	}
 	if (top != x->top ||
 	    x->top_join != (uint32_t)json_integer_value(json_object_get(h, "top_join"))) {
 		/* The top moved (its node was lost), or joined again (it may have restarted

@@ -32,8 +32,9 @@
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_time.h"
 
-enum { SH_SLICES = 1, SH_DIST, SH_SEL, SH_RANGE };
+enum { SH_SLICES = 1, SH_DIST, SH_SEL, SH_RANGE, SH_FAIL };
 
 struct xshard {
 	uint64_t gen;
@@ -47,6 +48,15 @@ struct xshard {
 	bool have[CTL_MAX_NODES];
 	struct shm_desc *descs; /* k (owned), node by node until the start sorts them */
 	uint32_t *gs;		/* k: the controller's count of each (owned) */
+	/*
+	 * This node's own updates' counts, fixed once when all of them are here (owned): the
+	 * count of the last one may be noted only after the round's step saw it (a close that
+	 * overtakes the accept's answer), and an owner that ordered with it while another
+	 * ordered without it had another round order: Krum's distances and Bulyan's selection
+	 * then mixed rows (a wrong model, seen after a node's restart). Every owner, this one
+	 * included, orders by this one copy.
+	 */
+	uint32_t *mgs;
 	bool ordered;		/* descs are in the round's order */
 	/* a sender: slices delivered to each owner */
 	bool sent[CTL_MAX_NODES], sending[CTL_MAX_NODES];
@@ -59,6 +69,14 @@ struct xshard {
 	/* the top */
 	double *dist[CTL_MAX_NODES];  /* each owner's partial distances (owned) */
 	bool selected, select_failed; /* the latter: too few updates left, said once */
+	/*
+	 * ... and told to the controller, which ends the round (ctl__on_model_done): without
+	 * it the job waited for a model this partition can never make. Told again every
+	 * SH_FAIL_AGAIN_NS until the round's model comes (a restarted controller forgets).
+	 */
+	bool fail_sending;
+	uint64_t fail_next_ns;
+	char why[192];
 	uint32_t *tsel, tm;
 	bool sel_sent[CTL_MAX_NODES], sel_sending[CTL_MAX_NODES];
 	float *model; /* the ranges, concatenated (owned until it is the result) */
@@ -81,10 +99,16 @@ static void sh_free(struct rt_agent *a, struct xshard *sh)
 	}
 	trib_free(sh->descs);
 	trib_free(sh->gs);
+	trib_free(sh->mgs);
 	trib_free(sh->sel);
 	trib_free(sh->tsel);
 	trib_free(sh->model);
 	trib_free(sh);
+}
+
+uint64_t rt__agent_shard_gen(const struct xround *x)
+{
+	return x->sh ? x->sh->gen : 0;
 }
 
 void rt__agent_shard_free(struct rt_agent *a, struct xround *x)
@@ -134,6 +158,10 @@ static uint64_t close_gen(const struct xround *x)
 	for (uint32_t i = 0; i < x->nnodes; i++)
 		for (int b = 0; b < 4; b++)
 			h = (h ^ ((x->counts[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
+	/* An owner's new join: it lost what it was sent, so a new partition sends it again. */
+	for (uint32_t i = 0; i < x->nnodes; i++)
+		for (int b = 0; b < 4; b++)
+			h = (h ^ ((x->joins[i] >> (8 * b)) & 0xff)) * 1099511628211ull;
 	return h;
 }
 
@@ -163,6 +191,18 @@ void rt__agent_shard_close(struct rt_agent *a, struct xround *x, json_t *h)
 		sh->stale = r && rt_round_shards_busy(r);
 		sh_free(a, x->sh);
 		x->sh = NULL;
+		/*
+		 * The top's model of the old partition goes too: the new one makes its own.
+		 * Kept, it stalled the round: a restarted controller that had not closed the
+		 * round yet answered it "not wanted" (ok), and then closed the round again;
+		 * this node had the model "sent" and the step stopped at have_result.
+		 */
+		trib_free(x->result_payload);
+		x->result_payload = NULL;
+		x->have_result = false;
+		x->model_sent = false;
+		x->model_sending = false; /* its answer, if one comes, is for the old one */
+		trib_retry_ok(&x->model_retry);
 	}
 	sh->gen = gen;
 	sh->k = (uint32_t)ctl_shard_total(x->counts, x->nnodes);
@@ -290,7 +330,7 @@ static int slices_send(struct rt_agent *a, struct xround *x, struct rt_job *j,
 		json_t *seqs = json_array();
 
 		for (uint32_t u = 0; u < nups; u++)
-			json_array_append_new(seqs, json_integer(gseq_of(x, u)));
+			json_array_append_new(seqs, json_integer(x->sh->mgs[u]));
 		err = sh_send(
 		    a, x, o, SH_SLICES,
 		    json_pack("{s:s, s:o, s:o}", "op", "shard_slices", "ups", jups, "seqs", seqs),
@@ -394,6 +434,17 @@ static void top_select(struct xround *x, struct rt_job *j)
 		 * than a wrong one, and says so once (a new partition tries again).
 		 */
 		sh->select_failed = true;
+		if (j->algo.rule == FN_RULE_BULYAN)
+			snprintf(sh->why, sizeof(sh->why),
+				 "bulyan needs at least %u updates (4f + 3, f %u); %u left",
+				 4 * j->algo.f + 3, j->algo.f, sh->k);
+		else
+			snprintf(sh->why, sizeof(sh->why),
+				 "krum needs at least %u updates (2f + 3 and m + f, f %u, m %u); "
+				 "%u left",
+				 2 * j->algo.f + 3 > j->algo.m + j->algo.f ? 2 * j->algo.f + 3
+									    : j->algo.m + j->algo.f,
+				 j->algo.f, j->algo.m, sh->k);
 		trib_error("job %s round %u: %s cannot select over the %u updates left (f %u%s): "
 			   "%s; the round makes no model",
 			   x->job, x->round, j->algo.name, sh->k, j->algo.f,
@@ -467,7 +518,7 @@ static void owner_start(struct rt_agent *a, struct xround *x, struct rt_round *r
 	first = ctl_shard_first(x->counts, x->nnodes, (uint32_t)a->rank);
 	memcpy(sh->descs + first, mine, nmine * sizeof(*mine));
 	for (uint32_t i = 0; i < nmine; i++)
-		sh->gs[first + i] = gseq_of(x, i);
+		sh->gs[first + i] = sh->mgs[i];
 	/*
 	 * The round's order: the controller's count of each update (as a single node orders by
 	 * arrival), node by node where it is unknown or repeated. Every owner has the same
@@ -546,6 +597,26 @@ static void owner_up(struct rt_agent *a, struct xround *x, struct rt_job *j, str
 	trib_free(d);
 }
 
+/* The top: the controller hears that this partition makes no model (model_done, "failed"). */
+#define SH_FAIL_AGAIN_NS (2ull * 1000000000ull)
+static void fail_tell(struct rt_agent *a, struct xround *x)
+{
+	struct xshard *sh = x->sh;
+	struct pend *pd;
+	json_t *h = json_pack("{s:s, s:s, s:i, s:i, s:s}", "op", "model_done", "job", x->job,
+			      "round", (json_int_t)x->round, "updates", (json_int_t)sh->k,
+			      "failed", sh->why);
+
+	sh->fail_next_ns = trib_now_ns() + SH_FAIL_AGAIN_NS;
+	if (!h || rt__agent_to_ctl(a, h, NULL, 0, PK_SHARD, &pd))
+		return; /* again after SH_FAIL_AGAIN_NS */
+	sh->fail_sending = true;
+	pd->x = x;
+	pd->top = 0;
+	pd->what = SH_FAIL;
+	pd->gen = sh->gen;
+}
+
 void rt__agent_shard_step(struct rt_agent *a, struct xround *x)
 {
 	struct rt_job *j = rt_job_find(a->n, x->job);
@@ -566,6 +637,13 @@ void rt__agent_shard_step(struct rt_agent *a, struct xround *x)
 		mine = rt_round_updates(r, &nmine, &all);
 		if (!all || nmine != count)
 			return; /* counted updates still on their way into this node */
+		if (!sh->mgs) {
+			sh->mgs = trib_malloc(nmine * sizeof(*sh->mgs));
+			if (!sh->mgs)
+				return; /* again next tick */
+			for (uint32_t i = 0; i < nmine; i++)
+				sh->mgs[i] = gseq_of(x, i);
+		}
 		/* 1. The slices of this node's updates to every other owner. */
 		for (uint32_t o = 0; o < x->nnodes; o++)
 			if (x->counts[o] && o != me && !sh->sent[o] && !sh->sending[o])
@@ -598,6 +676,8 @@ void rt__agent_shard_step(struct rt_agent *a, struct xround *x)
 	/* 5. The top: the selection to every owner, then the ranges into the model. */
 	if (two_phase(j) && !sh->selected && !sh->select_failed)
 		top_select(x, j);
+	if (sh->select_failed && !sh->fail_sending && trib_now_ns() >= sh->fail_next_ns)
+		fail_tell(a, x);
 	if (sh->selected) {
 		for (uint32_t o = 0; o < x->nnodes; o++) {
 			if (!x->counts[o] || sh->sel_sent[o] || sh->sel_sending[o])
@@ -654,6 +734,9 @@ void rt__agent_on_shard_reply(struct rt_agent *a, struct pend *pd, struct ctl_ev
 		sh->sel_sending[pd->top] = false;
 		sh->sel_sent[pd->top] = ok;
 		break;
+	case SH_FAIL:
+		sh->fail_sending = false;
+		return; /* told again after SH_FAIL_AGAIN_NS until the model comes */
 	default:
 		sh->up_sending = false;
 		if (ok)

@@ -408,10 +408,11 @@ static int accept_send(struct rt_agent *a, struct upd *u)
 	int err;
 
 	err = rt__agent_to_ctl(a,
-		     json_pack("{s:s, s:s, s:s, s:i, s:I, s:s?, s:f, s:o*}", "op", "accept", "job",
-			       u->job, "node", a->name, "round", (json_int_t)u->round, "uid",
-			       (json_int_t)u->uid, "client", u->client[0] ? u->client : NULL,
-			       "weight", u->weight, "metrics", rt__agent_upd_metrics(u)),
+		     json_pack("{s:s, s:s, s:s, s:i, s:I, s:s?, s:f, s:o*, s:s?}", "op", "accept",
+			       "job", u->job, "node", a->name, "round", (json_int_t)u->round,
+			       "uid", (json_int_t)u->uid, "client",
+			       u->client[0] ? u->client : NULL, "weight", u->weight, "metrics",
+			       rt__agent_upd_metrics(u), "key", u->key[0] ? u->key : NULL),
 		     NULL, 0, PK_ACCEPT, &pd);
 	if (!err)
 		pd->u = u;
@@ -536,6 +537,18 @@ void rt__agent_on_accept_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 		/* It may have counted it: give it back (by id: nothing if it did not). */
 		upd_release(a, u);
 		upd_answer(a, u, 503, "the controller did not answer; send the update again", -1);
+		return;
+	}
+	if (json_is_true(json_object_get(ev->hdr, "duplicate"))) {
+		/*
+		 * Its Idempotency-Key was counted through another gateway (ctl_creds.c): the
+		 * first count's answer, and these bytes go (nothing of them was committed).
+		 */
+		u->seq = (uint32_t)json_integer_value(json_object_get(ev->hdr, "seq"));
+		u->round = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+		snprintf(u->fold_name, sizeof(u->fold_name), "%s", jstr(ev->hdr, "fold_name", "?"));
+		u->fold_epoch = (uint32_t)json_integer_value(json_object_get(ev->hdr, "fold_epoch"));
+		upd_answer(a, u, 202, NULL, -1);
 		return;
 	}
 	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {

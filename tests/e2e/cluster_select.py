@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import numpy as np
 
@@ -173,6 +174,43 @@ def simulate(net, cl, admin, tmp):
               'simulate round %d:\n%s' % (r, out[-3000:]))
     log('simulate over 3 gateways: 3 rounds of at most %d tasks for 20 clients, closed at %d, '
         'models checked' % (MAX, K))
+
+
+def key_resend(cl, admin):
+    """A client that heard no answer resends with the same Idempotency-Key to another
+    gateway (the Python client's failover): counted once. Each node knew only its own keys,
+    so the cluster counted it twice; now the controller keeps the round's keys. Moments
+    after the first count the resend gets 503 (the first may still fail before its 202),
+    later the first answer: the same receipt. The model is the mean of the 3 distinct."""
+    st, b = cl.call(c.NODE_IP[0], 'POST', '/v1/jobs', json.dumps(
+        {'name': 'ckey', 'clients_per_round': 3, 'params': 10}).encode(),
+        {'Content-Type': 'application/json'}, admin)
+    check(st == 201, 'create ckey: %d %s' % (st, b[:300]))
+    tok = json.loads(b)['token']
+    c.wait_for(lambda: all(cl.call(h, 'GET', '/v1/jobs/ckey', token=tok)[0] == 200
+                           for h in c.NODE_IP), 5, 'ckey known on every node')
+    xs = [np.full(10, v, np.float32) for v in (1.0, 2.0, 6.0)]
+
+    def post_k(h, i):
+        return cl.call(c.NODE_IP[h], 'POST', '/v1/jobs/ckey/updates', xs[i].tobytes(),
+                       {'Content-Type': 'application/octet-stream', 'X-Tributary-Round': '0',
+                        'Idempotency-Key': 'ckey-%d' % i}, tok)
+    st, b = post_k(0, 0)
+    check(st == 202, 'ckey first: %d %s' % (st, b[:300]))
+    first = json.loads(b)
+    st, b = post_k(1, 0)
+    check(st == 503 and b'Idempotency-Key' in b, 'ckey resend at once: %d %s' % (st, b[:300]))
+    time.sleep(10.5)
+    st, b = post_k(2, 0)
+    check(st == 202 and json.loads(b)['receipt'] == first['receipt'],
+          'ckey resend to n2: %d %s (first %s)' % (st, b[:300], first))
+    for i in (1, 2):
+        st, b = post_k(i, i)
+        check(st == 202, 'ckey %d: %d %s' % (i, st, b[:300]))
+    m = c.get_model(cl, c.NODE_IP[1], 'ckey', tok, 1, timeout=30)
+    c.check_model(m, xs, [1, 1, 1], 'ckey: a keyed resend through two other gateways')
+    info = c.round_info(cl, c.NODE_IP[2], 'ckey', tok, 0)
+    check(info['updates'] == 3, 'ckey record: %s' % info)
 
 
 def scenario():
@@ -329,6 +367,7 @@ def scenario():
             '(409); round 1: %d new tasks' % (K, len(train1)))
         client_loop(net, cl, admin)
         simulate(net, cl, admin, tmp)
+        key_resend(cl, admin)
         for p in nodes + [ctl]:
             c.stop(p)
     except BaseException:
