@@ -465,8 +465,6 @@ def scenario():
                     (placement or 'locality', k, tot, fa, tot / max(fa, 1)))
             if placement is None:
                 deltas(cl, admin, one, rows, honest)
-
-
                 node_restart(cl, admin, net, tmp, nodes, procs, rows)
                 ctl = ctl_restart(cl, admin, net, tmp, ctl, procs, rows)
                 deadline(cl, admin, rows)
