@@ -7,8 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <sodium.h>
 
 #define PREFIX "tc1."
 #define DOMAIN "tributary-client-v1"
@@ -106,8 +105,9 @@ static int mac_b64(const uint8_t *key, const char *job, const char *client, cons
 	static const char b64url[] =
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 	size_t lj = strlen(job), lc = strlen(client), le = strlen(expires), ld = sizeof(DOMAIN);
-	uint8_t msg[sizeof(DOMAIN) + 64 + TRIB_CRED_CLIENT_MAX + 1 + 12], md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
+	uint8_t msg[sizeof(DOMAIN) + 64 + TRIB_CRED_CLIENT_MAX + 1 + 12], md[crypto_auth_hmacsha256_BYTES];
+	crypto_auth_hmacsha256_state st;
+	unsigned int mdlen = sizeof(md);
 	uint32_t acc = 0;
 	size_t o = 0, p = 0;
 	int bits = 0;
@@ -123,8 +123,19 @@ static int mac_b64(const uint8_t *key, const char *job, const char *client, cons
 	p += lc + 1;
 	memcpy(msg + p, expires, le);
 	p += le;
-	if (!HMAC(EVP_sha256(), key, TRIB_CRED_KEY_LEN, msg, p, md, &mdlen) || mdlen != 32)
+	/*
+	 * libsodium's HMAC-SHA256, not OpenSSL 3's HMAC(EVP_sha256(), ...): the same MAC, but
+	 * OpenSSL's one-shot fetches the HMAC and SHA-256 implementations by name on every call
+	 * (hash-table lookups under a lock: libcrypto's OPENSSL_LH_retrieve was 9% of the gateway's
+	 * samples in a SecAgg+ round, whose every request carries a client token; docs/BENCHMARKS.md).
+	 * libsodium is already linked for SecAgg+.
+	 */
+	if (sodium_init() < 0)
 		return -EIO;
+	crypto_auth_hmacsha256_init(&st, key, TRIB_CRED_KEY_LEN);
+	crypto_auth_hmacsha256_update(&st, msg, p);
+	crypto_auth_hmacsha256_final(&st, md);
+	sodium_memzero(&st, sizeof(st));
 	for (unsigned int i = 0; i < mdlen; i++) {
 		acc = (acc << 8) | md[i];
 		bits += 8;
