@@ -171,10 +171,22 @@ def secure_round(srv, url, tokens, rng, drop_adv, drop_share, drop_input, rnd, d
                       .astype('<u4').tobytes())
     e.log('  round %d: the masked inputs of %d clients sent one after the other in %.2f s '
           '(the stage deadline is %d s)' % (rnd, len(live), time.monotonic() - t_in, dl))
+    late = [s for i, s in enumerate(sess) if i in drop_share]
     for s in live:
         if sess.index(s) in drop_input:
             continue
         s.send_unmask(timeout=3 * dl)
+        if late:
+            # The masked stage is over (this client was asked to unmask): an input sent now,
+            # by a client that let that stage's deadline pass, is refused saying so.
+            try:
+                late[0]._call('input', 'POST', '/input', bytes(4 * (DIM + 1)),
+                              'application/octet-stream')
+                check(False, 'a masked input after the stage ended was accepted')
+            except sa.SecAggError as ex:
+                check(ex.status == 409 and "round is at 'unmask'" in str(ex),
+                      'a late masked input: %s' % ex)
+            late = None
     st = wait_stage_end(srv, 'sec', lambda o: o['model_round'] == rnd + 1 and o, dl)
     check(st['model_round'] == rnd + 1, 'round %d: no model: %r' % (rnd, st))
     return ups, ws, xwords
