@@ -283,6 +283,11 @@ def scenario():
     if not shutil.which('ip') or not shutil.which('curl'):
         print('SKIP: needs iproute2 (ip) and curl')
         sys.exit(c.SKIP)
+    # The controller is killed with nodes attached (the optimiser-state phase): nng 1.5's leak
+    # of a request sent on a pipe closing under it (see the file); only that one is suppressed.
+    supp = os.path.join(HERE, 'nng-req-leak.supp')
+    os.environ['LSAN_OPTIONS'] = ':'.join(filter(None, [os.environ.get('LSAN_OPTIONS'),
+                                                        'suppressions=' + supp]))
     net = netns_cluster.Net(3)
     c.CTL_IP, c.NODE_IP = net.ctl_ip, net.node_ip
     tmp = tempfile.mkdtemp(prefix='trib-clalg-')

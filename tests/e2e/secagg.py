@@ -105,56 +105,100 @@ DIM = 64
 SA = {'threshold': 4, 'neighbours': 10, 'clip': 1.0, 'bits': 16}
 
 
+def stage_deadline_s(srv):
+    """round_timeout_s for rounds(): each stage's deadline must outlast one pass of this
+    process driving the stage's clients one after the other (dropped clients are only dropped
+    by a deadline, so the live ones must all be in before it). That pass is timed here, under
+    whatever load the machine has now: N times one client's share encryption and masking
+    against its neighbours (key agreement, AEAD, the PRG masks) and the two requests of a
+    stage (the poll and the post). The deadline is 4 s or 10 passes, whichever is longer: 4 s
+    on an idle machine (a pass is ~0.1 s), longer only when the machine is that much slower,
+    as under a loaded CI run."""
+    peers = [sa.SecAggClient(v, 0, SA['threshold']) for v in range(SA['neighbours'] + 1)]
+    keys = {v: c.advertise() for v, c in enumerate(peers)}
+    nbrs = {v: k for v, k in keys.items() if v}
+    inbox = {v: peers[v].share({u: k for u, k in keys.items() if u != v})[0] for v in nbrs}
+    x = np.arange(DIM + 1, dtype=np.uint32)
+    t0 = time.monotonic()
+    for _ in range(N):
+        peers[0].share(nbrs)
+        peers[0].masked(x, inbox, keys)
+        for _ in range(2):
+            srv.request('GET', '/v1/jobs', token=srv.admin)
+    pass_s = time.monotonic() - t0
+    return max(4, int(np.ceil(10 * pass_s))), pass_s
+
+
 def model_of(srv, job):
     st, _, buf = srv.request('GET', '/v1/jobs/%s/model' % job, token=srv.admin)
     check(st == 200, 'GET model: %d' % st)
     return e.st_decode(buf)[1]['w']
 
 
-def wait_stage_end(srv, job, what):
-    """Polls the status (which ends stages past their deadline) until @what holds."""
-    return e.wait_for(lambda: what(srv.status(job)), 15, 'secagg status')
+def wait_stage_end(srv, job, what, dl):
+    """Polls the status (which ends stages past their deadline) until @what holds: within
+    a few deadlines @dl."""
+    return e.wait_for(lambda: what(srv.status(job)), 4 * dl, 'secagg status')
 
 
-def secure_round(srv, url, tokens, rng, drop_adv, drop_share, drop_input, rnd):
-    """All of @tokens join; some leave after each stage. Returns (survivors' x, weights)."""
+def secure_round(srv, url, tokens, rng, drop_adv, drop_share, drop_input, rnd, dl):
+    """All of @tokens join; some leave after each stage. Returns (survivors' x, weights).
+    @dl: the job's stage deadline; a client waits up to 3 of them for the previous stage."""
     sess = [sa.SecAggSession(url, 'sec', t) for t in tokens]
     for s in sess:
         s.join()
     live = [s for i, s in enumerate(sess) if i not in drop_adv]
     for s in live:
-        s.send_shares(timeout=15)
+        s.send_shares(timeout=3 * dl)
     live = [s for s in live if sess.index(s) not in drop_share]
     ups, ws, xwords = [], [], []
     if drop_adv:
-        live[0]._wait('shares', 15)  # the share stage is over
+        live[0]._wait('shares', 3 * dl)  # the share stage is over
         gone = sess[min(drop_adv)]
         try:
             gone._call('shares', 'GET', '/shares')
             check(False, 'a client that sent no shares got an inbox')
         except sa.SecAggError as ex:
             check(ex.status == 410 and 'dropped' in str(ex), 'dropped client: %s' % ex)
+    t_in = time.monotonic()
     for s in live:
         x = rng.uniform(-1.2, 1.2, DIM).astype(np.float32)  # some values clipped
         n = int(rng.integers(1, 50))
-        s.send_input(x, n, timeout=15)
+        s.send_input(x, n, timeout=3 * dl)
         ups.append(x)
         ws.append(n)
         xwords.append((sa.quantise(x, SA['clip'], SA['bits']).astype(np.uint64) * n)
                       .astype('<u4').tobytes())
+    e.log('  round %d: the masked inputs of %d clients sent one after the other in %.2f s '
+          '(the stage deadline is %d s)' % (rnd, len(live), time.monotonic() - t_in, dl))
+    late = [s for i, s in enumerate(sess) if i in drop_share]
     for s in live:
         if sess.index(s) in drop_input:
             continue
-        s.send_unmask(timeout=15)
-    st = wait_stage_end(srv, 'sec', lambda o: o['model_round'] == rnd + 1 and o)
+        s.send_unmask(timeout=3 * dl)
+        if late:
+            # The masked stage is over (this client was asked to unmask): an input sent now,
+            # by a client that let that stage's deadline pass, is refused saying so.
+            try:
+                late[0]._call('input', 'POST', '/input', bytes(4 * (DIM + 1)),
+                              'application/octet-stream')
+                check(False, 'a masked input after the stage ended was accepted')
+            except sa.SecAggError as ex:
+                check(ex.status == 409 and "round is at 'unmask'" in str(ex),
+                      'a late masked input: %s' % ex)
+            late = None
+    st = wait_stage_end(srv, 'sec', lambda o: o['model_round'] == rnd + 1 and o, dl)
     check(st['model_round'] == rnd + 1, 'round %d: no model: %r' % (rnd, st))
     return ups, ws, xwords
 
 
 def rounds(srv):
     rng = np.random.default_rng(19)
+    dl, pass_s = stage_deadline_s(srv)
+    e.log('secagg: one sequential pass of %d clients takes %.2f s here: stage deadline %d s'
+          % (N, pass_s, dl))
     srv.create_job({'name': 'sec', 'clients_per_round': N, 'client_auth': 'required',
-                    'round_timeout_s': 4, 'tensors': [{'name': 'w', 'shape': [DIM],
+                    'round_timeout_s': dl, 'tensors': [{'name': 'w', 'shape': [DIM],
                                                        'dtype': 'F32'}], 'secagg': SA})
     url = 'http://127.0.0.1:%d' % srv.port
     tokens = []
@@ -164,7 +208,7 @@ def rounds(srv):
         check(st == 201, 'mint: %d %r' % (st, obj))
         tokens.append(obj['token'])
     t0 = time.monotonic()
-    ups, ws, xwords = secure_round(srv, url, tokens, rng, {3, 11}, {5, 17}, {8, 20}, 0)
+    ups, ws, xwords = secure_round(srv, url, tokens, rng, {3, 11}, {5, 17}, {8, 20}, 0, dl)
     q = [sa.quantise(x, SA['clip'], SA['bits']).astype(np.float64) for x in ups]
     qmax = (1 << SA['bits']) - 1
     ref = (sum(w * qi for w, qi in zip(ws, q)) / sum(ws)) * 2 * SA['clip'] / qmax - SA['clip']
@@ -184,11 +228,11 @@ def rounds(srv):
     few = [sa.SecAggSession(url, 'sec', t) for t in tokens[:3]]
     for s in few:
         s.join()
-    st = wait_stage_end(srv, 'sec', lambda o: o['secagg'].get('last_failure') and o)
+    st = wait_stage_end(srv, 'sec', lambda o: o['secagg'].get('last_failure') and o, dl)
     check(st['model_round'] == 1 and st['secagg']['last_failure']['round'] == 1 and
           'round_in_progress' not in st['secagg'], 'below the threshold: %r' % st['secagg'])
     try:
-        few[0].send_shares(timeout=5)
+        few[0].send_shares(timeout=dl)
         check(False, 'a client of a failed round could send shares')
     except sa.SecAggError as ex:
         check(ex.status == 410 and 'failed' in str(ex), 'after the failure: %s' % ex)
@@ -200,15 +244,16 @@ def rounds(srv):
     done = []
 
     def one(i):
-        done.append(sa.run_secagg_round(url, 'sec', tokens[i], ups[i], ws[i], timeout=30))
+        done.append(sa.run_secagg_round(url, 'sec', tokens[i], ups[i], ws[i],
+                                         timeout=8 * dl))
     threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(16 * dl)
     check(done == [1] * N, 'run_secagg_round: %d of %d clients finished round 1: %r'
           % (len(done), N, done))
-    wait_stage_end(srv, 'sec', lambda o: o['model_round'] == 2)
+    wait_stage_end(srv, 'sec', lambda o: o['model_round'] == 2, dl)
     q = [sa.quantise(x, SA['clip'], SA['bits']).astype(np.float64) for x in ups]
     ref = (sum(w * qi for w, qi in zip(ws, q)) / sum(ws)) * 2 * SA['clip'] / qmax - SA['clip']
     err = float(np.max(np.abs(model_of(srv, 'sec') - ref)))
