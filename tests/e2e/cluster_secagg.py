@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -57,7 +58,18 @@ def drive(spec_path, out_path):
     live = [s for i, s in enumerate(sess) if i not in gone]
     for s in live:
         s.send_shares(timeout=30)
-    if spec['leave_unmask'] is None:
+    dead = spec.get('dead_gw')
+    if dead is not None:
+        # The outer side kills gateway @dead now; its clients can send nothing more.
+        open(spec_path + '.shares', 'w').close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(spec_path + '.go'):
+            if time.monotonic() > deadline:
+                raise RuntimeError('no go after the kill')
+            time.sleep(0.05)
+        gone_in = {i for i, s in enumerate(live) if sess.index(s) % len(urls) == dead}
+        gone_un = set()
+    elif spec['leave_unmask'] is None:
         gone_in, gone_un = s100.pick_drops(rng, live, frac, SA['threshold'])
     else:
         gone_in, gone_un = set(), set(range(spec['leave_unmask'], len(live)))
@@ -77,14 +89,30 @@ def drive(spec_path, out_path):
              joined=len(sess), live=len(live))
 
 
-def run_round(net, tmp, urls, tokens, seed, frac, leave_unmask=None):
-    spec = os.path.join(tmp, 'round.json')
-    out = os.path.join(tmp, 'round.npz')
+def run_round(net, tmp, urls, tokens, seed, frac, leave_unmask=None, kill=None):
+    """One round's clients; @kill (gateway index, its Proc): killed (-9) after the shares."""
+    spec = os.path.join(tmp, 'round-%d.json' % seed)
+    out = os.path.join(tmp, 'round-%d.npz' % seed)
     with open(spec, 'w') as f:
         json.dump({'urls': urls, 'tokens': tokens, 'seed': seed, 'frac': frac,
-                   'leave_unmask': leave_unmask}, f)
-    p = subprocess.run(['ip', 'netns', 'exec', net.ctl, sys.executable, os.path.abspath(__file__),
-                        '--clients', spec, out], capture_output=True, text=True, timeout=120)
+                   'leave_unmask': leave_unmask, 'dead_gw': kill[0] if kill else None}, f)
+    p = subprocess.Popen(['ip', 'netns', 'exec', net.ctl, sys.executable,
+                          os.path.abspath(__file__), '--clients', spec, out],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if kill:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(spec + '.shares') and p.poll() is None:
+            check(time.monotonic() < deadline, 'the clients did not get past the shares')
+            time.sleep(0.05)
+        kill[1].kill()
+        open(spec + '.go', 'w').close()
+    try:
+        stdout, stderr = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
+    p.returncode = p.wait()
+    p.stdout, p.stderr = stdout, stderr
     check(p.returncode == 0, 'the clients of a secure round failed:\n%s%s'
           % (p.stdout[-3000:], p.stderr[-3000:]))
     d = np.load(out)
@@ -93,10 +121,10 @@ def run_round(net, tmp, urls, tokens, seed, frac, leave_unmask=None):
             for k in range(len(d['n']))]
 
 
-def models(c, cl, tok, v):
-    """Version @v's safetensors bytes from every node (once each has it)."""
+def models(c, cl, tok, v, hosts=None):
+    """Version @v's safetensors bytes from every node of @hosts (once each has it)."""
     out = []
-    for h in c.NODE_IP:
+    for h in hosts or c.NODE_IP:
         out.append(c.wait_for(lambda h=h: _get(cl, h, tok, v), 3 * TIMEOUT_S + 10,
                               'version %d on %s' % (v, h)))
     return out
@@ -107,10 +135,10 @@ def _get(cl, h, tok, v):
     return b if st == 200 else None
 
 
-def check_round(c, cl, tok, sent, rnd, what):
+def check_round(c, cl, tok, sent, rnd, what, hosts=None):
     w, ref = s100.expected(sent)
     check(w == sum(t[2] for t in sent), '%s: the weight word is not the sum of n_u' % what)
-    bufs = models(c, cl, tok, rnd + 1)
+    bufs = models(c, cl, tok, rnd + 1, hosts)
     check(all(b == bufs[0] for b in bufs), '%s: the nodes serve different bytes' % what)
     got = st_decode(bufs[0])[1]['w']
     bad = int(np.count_nonzero(got != ref))
@@ -121,7 +149,7 @@ def check_round(c, cl, tok, sent, rnd, what):
     mean = sum(t[2] * qi for t, qi in zip(sent, q)) / w * 2 * SA['clip'] / qmax - SA['clip']
     err = float(np.max(np.abs(got - mean)))
     check(err <= 1e-6, '%s: %g from the weighted quantised mean' % (what, err))
-    st, b = cl.call(c.NODE_IP[1], 'GET', '/v1/jobs/sec/rounds/%d' % rnd, token=tok)
+    st, b = cl.call((hosts or c.NODE_IP)[0], 'GET', '/v1/jobs/sec/rounds/%d' % rnd, token=tok)
     rec = json.loads(b or b'{}')
     # The controller's record (it has no weight field; the weight word is checked above).
     check(st == 200 and rec.get('updates') == len(sent) and rec.get('state') == 'done',
@@ -239,8 +267,18 @@ def scenario():
         check('last_failure' not in status(cl, c.NODE_IP[coord], tok)['secagg'],
               'the failure is still reported after a round that worked')
         log('the round after the failure: %d inputs, weight %d, exact' % (len(sent), w))
+        # A node other than the rounds' is lost (kill -9) after the shares: its clients are
+        # dropouts at the masked stage, the others' round completes, exact.
+        dead = (coord + 1) % 3
+        sent = run_round(net, tmp, urls, tokens, 1904, 0.0, kill=(dead, nodes[dead]))
+        check(len(sent) == N - len(range(dead, N, 3)), 'the lost node\'s clients sent inputs')
+        alive = [h for i, h in enumerate(c.NODE_IP) if i != dead]
+        w, err, _ = check_round(c, cl, tok, sent, 3, 'the round that lost n%d' % dead, alive)
+        log('n%d killed (-9) after the shares: its %d clients dropped, the round of %d inputs '
+            '(weight %d) exact on the other nodes' % (dead, N - len(sent), len(sent), w))
         for p in nodes + [ctl]:
-            c.stop(p)
+            if not p.killed:
+                c.stop(p)
     except BaseException:
         for p in procs:
             try:
