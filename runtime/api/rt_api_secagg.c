@@ -757,9 +757,13 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 			      "stages", -1, NULL);
 		return;
 	}
-	for (i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
-		if (!strncmp(slash, "/secagg/", 8) && !strcmp(slash + 8, stages[i]))
+	for (i = 0; i < sizeof(stages) / sizeof(stages[0]); i++) {
+		char want[16];
+
+		snprintf(want, sizeof(want), "/secagg/%s", stages[i]);
+		if (!strcmp(slash, want))
 			break;
+	}
 	if (i == sizeof(stages) / sizeof(stages[0])) {
 		rt_conn_error(c, 404, "no such secure aggregation stage (keys, shares, input, "
 			      "unmask)", -1, NULL);

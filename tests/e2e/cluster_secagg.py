@@ -239,6 +239,15 @@ def scenario():
             check(st == 201, 'mint: %d %s' % (st, b[:200]))
             tokens.append(json.loads(b)['token'])
         urls = ['http://%s:%d' % (h, cl.port) for h in c.NODE_IP]
+        # No plain update on any gateway; a stage's GET with no round is the round-running
+        # node's 410, passed back as made there.
+        for h in c.NODE_IP:
+            st, b = cl.call(h, 'POST', '/v1/jobs/sec/updates', b'\0' * 8,
+                            {'Content-Type': 'application/octet-stream'}, tokens[0])
+            check(st == 409 and b'masked' in b, 'a plain update on %s: %d %s' % (h, st, b[:200]))
+            st, b = cl.call(h, 'GET', '/v1/jobs/sec/secagg/keys', token=tokens[1])
+            check(st == 410 and b'not in a secure round' in b,
+                  'GET keys before any round on %s: %d %s' % (h, st, b[:200]))
         one = None
         for rnd, frac in ((0, 0.10), (1, 0.30)):
             what = 'round %d (%d%% dropouts per stage)' % (rnd, int(frac * 100))
