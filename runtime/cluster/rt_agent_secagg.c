@@ -59,18 +59,18 @@ void rt__agent_secagg(void *ctx, struct rt_conn *c, struct rt_job *j, const char
 void rt__agent_on_secagg_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev)
 {
 	int status = (int)json_integer_value(json_object_get(ev->hdr, "status"));
+	const struct rt_job *j = rt_job_find(a->n, pd->job);
 	json_t *body;
 
-	(void)a;
 	if (ev->kind != CTL_EV_REPLY || !json_is_true(json_object_get(ev->hdr, "ok")) ||
 	    status < 200 || status > 599) {
-		char msg[256];
+		char msg[320];
 
 		/* No answer: the stage may or may not have been taken there. */
-		snprintf(msg, sizeof(msg), "the node that runs this job's secure rounds did not "
-			 "answer (%s); the stage may or may not be taken: retry it (a repeat is "
-			 "refused with 409 if it was)", ev->kind == CTL_EV_REPLY
-			 ? jstr(ev->hdr, "error", "refused") : "no reply");
+		snprintf(msg, sizeof(msg), "the node that runs this job's secure rounds (%s) did "
+			 "not answer (%s); the stage may or may not be taken: retry it (a repeat is "
+			 "refused with 409 if it was)", j ? j->sa_at_name : "?",
+			 ev->kind == CTL_EV_REPLY ? jstr(ev->hdr, "error", "refused") : "no reply");
 		rt_conn_error(pd->c, 503, msg, -1, "Retry-After: 1\r\n");
 		return;
 	}
