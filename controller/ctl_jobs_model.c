@@ -128,6 +128,7 @@ void ctl__on_secagg_model(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	struct cjob *j = ctl__job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
 	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
 	struct cround *cr;
+	uint64_t dur;
 	float *m;
 	int err;
 
@@ -169,6 +170,10 @@ void ctl__on_secagg_model(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	j->model = m;
 	j->opt_len = 0;
 	cr->top = 0;
+	/* Its record spans the secure round, as the node that ran it measured it. */
+	dur = (uint64_t)json_integer_value(json_object_get(ev->hdr, "duration_ms")) * 1000000ull;
+	if (cr->state == CR_OPEN && dur && dur < trib_now_ns())
+		cr->open_ns = trib_now_ns() - dur;
 	cr->n_updates = (uint32_t)json_integer_value(json_object_get(ev->hdr, "clients"));
 	cr->weight = json_number_value(json_object_get(ev->hdr, "weight"));
 	if (j->round <= r)

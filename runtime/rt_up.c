@@ -92,11 +92,12 @@ static void shard_phase(void *ctx, struct rt_job *j, struct rt_round *r, uint32_
 }
 
 static int secagg_commit(void *ctx, struct rt_job *j, const float *model, uint32_t clients,
-			 double weight)
+			 double weight, uint64_t opened_ns)
 {
 	struct rt_up *up = ctx;
 
-	return up->agent ? rt_agent_secagg_commit(up->agent, j, model, clients, weight) : -ENOTCONN;
+	return up->agent ? rt_agent_secagg_commit(up->agent, j, model, clients, weight, opened_ns)
+			 : -ENOTCONN;
 }
 
 static bool fold_result(void *ctx, struct rt_fn *fn, const struct shm_desc *d, float *payload)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "trib_log.h"
+#include "trib_time.h"
 
 void rt__agent_secagg_at(struct rt_agent *a, struct rt_job *j, json_t *h)
 {
@@ -120,15 +121,20 @@ void rt__agent_on_secagg(struct rt_agent *a, struct ctl_event *ev)
 }
 
 int rt_agent_secagg_commit(struct rt_agent *a, struct rt_job *j, const float *model,
-			   uint32_t clients, double weight)
+			   uint32_t clients, double weight, uint64_t opened_ns)
 {
+	uint64_t now = trib_now_ns();
 	struct pend *pd;
 	int err;
 
+	/* The round's length, for the controller's record (its clock is not this node's). */
 	err = rt__agent_to_ctl(a,
-			       json_pack("{s:s, s:s, s:i, s:i, s:f}", "op", "secagg_model", "job",
-					 j->name, "round", (json_int_t)j->completed, "clients",
-					 (json_int_t)clients, "weight", weight),
+			       json_pack("{s:s, s:s, s:i, s:i, s:f, s:I}", "op", "secagg_model",
+					 "job", j->name, "round", (json_int_t)j->completed,
+					 "clients", (json_int_t)clients, "weight", weight,
+					 "duration_ms", (json_int_t)(now > opened_ns
+								     ? (now - opened_ns) / 1000000
+								     : 0)),
 			       model, j->n_elem * sizeof(float), PK_SECAGG_MODEL, &pd);
 	if (err)
 		return err;

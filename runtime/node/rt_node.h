@@ -331,10 +331,11 @@ struct rt_node_hooks {
 	/*
 	 * cluster, secure aggregation: @j's unmasked mean of round j->completed to the
 	 * controller, which commits it as the next version and sends it to every node (this one
-	 * too). 0 if it is on its way (j->sa_wait_version set), or -errno.
+	 * too; @opened_ns: when the round opened, for its record). 0 if it is on its way
+	 * (j->sa_wait_version set), or -errno.
 	 */
 	int (*secagg_commit)(void *ctx, struct rt_job *j, const float *model, uint32_t clients,
-			     double weight);
+			     double weight, uint64_t opened_ns);
 };
 
 struct ebpf_route;

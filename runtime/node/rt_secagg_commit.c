@@ -27,7 +27,7 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 		return -EBUSY;
 	/* A cluster's version is the controller's: it comes back as the model of every node. */
 	if (n->hooks.secagg_commit)
-		return n->hooks.secagg_commit(n->hooks.ctx, j, model, clients, weight);
+		return n->hooks.secagg_commit(n->hooks.ctx, j, model, clients, weight, opened_ns);
 	b = rt__model_blob(j, model, j->completed + 1);
 	if (!b)
 		return -ENOMEM;

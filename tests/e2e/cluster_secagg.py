@@ -183,8 +183,10 @@ def check_round(c, cl, tok, sent, rnd, what, hosts=None):
     st, b = cl.call((hosts or c.NODE_IP)[0], 'GET', '/v1/jobs/sec/rounds/%d' % rnd, token=tok)
     rec = json.loads(b or b'{}')
     # The controller's record (it has no weight field; the weight word is checked above).
-    check(st == 200 and rec.get('updates') == len(sent) and rec.get('state') == 'done',
-          '%s: record %d %r: want %d inputs, done' % (what, st, rec, len(sent)))
+    check(st == 200 and rec.get('updates') == len(sent) and rec.get('state') == 'done' and
+          rec.get('duration_s', 0) >= 0.2,  # the secure round's, not the commit's (~1 ms)
+          '%s: record %d %r: want %d inputs, done, the round\'s seconds' % (what, st, rec,
+                                                                             len(sent)))
     return w, err, got
 
 
