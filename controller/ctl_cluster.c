@@ -164,7 +164,7 @@ static void on_join(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		trib_warn("node %s: too many addresses to check names for", nd->name);
 	jobs = json_array();
 	for (struct cjob *j = c->jobs; j; j = j->next)
-		if (json_array_append_new(jobs, ctl__job_msg(j)))
+		if (json_array_append_new(jobs, ctl__job_msg(c, j)))
 			jobs_all = false; /* a node prunes its jobs only from a whole list */
 	ctl__node_save(c, (uint32_t)rank);
 	*rep = ctl__join_reply(c, (uint32_t)rank, jobs, verdicts);
@@ -305,6 +305,8 @@ static void on_request(struct ctl *c, struct ctl_event *ev)
 		ctl__on_release(c, ev, &rep);
 	else if (!strcmp(op, "model_done"))
 		ctl__on_model_done(c, ev, &rep);
+	else if (!strcmp(op, "secagg_model"))
+		ctl__on_secagg_model(c, ev, &rep);
 	else if (!strcmp(op, "model_put"))
 		ctl__on_model_put(c, ev, &rep);
 	else if (!strcmp(op, "round_get"))

@@ -217,7 +217,7 @@ void ctl__on_revoke(struct ctl *c, struct ctl_event *ev, json_t **rep)
 	}
 	trib_info("job %s: client %s revoked cluster-wide", j->name, client);
 	/* Every node gets the job's list again (the asking one too: its answer may be lost). */
-	m = ctl__job_msg(j);
+	m = ctl__job_msg(c, j);
 	if (m)
 		ctl__tell_all(c, m, NULL, 0, -1);
 	json_decref(m);

@@ -114,6 +114,7 @@ struct cjob {
 	 */
 	bool async;
 	bool flora;          /* flora: each accepted update gets a slot of its own (ctl__on_accept) */
+	bool secagg;         /* "secagg": rank 0 runs its secure rounds (ctl__on_secagg_model) */
 	uint32_t max_staleness;
 	bool paused;		  /* no count while set (ctl_life.c; kept in the store's kv) */
 	/*
@@ -203,7 +204,7 @@ void ctl__tell_all(struct ctl *c, json_t *h, const void *p, size_t len, int exce
 /* --- ctl_jobs.c: jobs and rounds --- */
 
 /* The "job" message nodes build a job from: a new reference. */
-json_t *ctl__job_msg(const struct cjob *j);
+json_t *ctl__job_msg(struct ctl *c, const struct cjob *j);
 /* Each job with its recent rounds, for status: a new reference. */
 json_t *ctl__jobs_status(struct ctl *c);
 /*
@@ -226,6 +227,13 @@ void ctl__jobs_deadline_tick(struct ctl *c);
 /* ctl_jobs.c's helpers, for ctl_jobs_model.c. */
 struct cjob *ctl__job_find(struct ctl *c, const char *name);
 struct cround *ctl__round_get(struct cjob *j, uint32_t r);
+/* Round @cr's model is stored as j->model: version cr->round + 1 recorded and sent to every node. */
+void ctl__job_advance(struct ctl *c, struct cjob *j, struct cround *cr);
+/*
+ * "secagg_model" from the node that runs @j's secure rounds (rank 0): the unmasked mean of
+ * round j->completed (the payload, n_elem floats) becomes the next version (ctl_jobs_model.c).
+ */
+void ctl__on_secagg_model(struct ctl *c, struct ctl_event *ev, json_t **rep);
 /* The model of version j->completed (and its optimiser state) to every node. */
 void ctl__send_model(struct ctl *c, struct cjob *j);
 /* ctl_jobs_model.c: FedBuff's parameters from a job's definition (rt_algo.c's defaults). */

@@ -69,13 +69,24 @@ static struct cround *round_new(struct cjob *j, uint32_t r)
 	return cr;
 }
 
-json_t *ctl__job_msg(const struct cjob *j)
+json_t *ctl__job_msg(struct ctl *c, const struct cjob *j)
 {
 	json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:I}", "op", "job", "name", j->name,
 			      "token", j->token, "body", j->body, "round", (json_int_t)j->round,
 			      "completed", (json_int_t)j->completed, "id", (json_int_t)j->db_id);
 
 	if (m && json_object_set_new(m, "paused", json_boolean(j->paused))) {
+		json_decref(m);
+		m = NULL;
+	}
+	/*
+	 * A secure job's rounds run on one node, the same for every round: rank 0 (ranks are
+	 * kept across restarts). The other gateways pass the stages on to it (rt_agent_secagg.c).
+	 */
+	if (m && j->secagg && c->nnodes &&
+	    json_object_set_new(m, "secagg_at",
+				json_pack("{s:i, s:s, s:s}", "rank", 0, "name", c->nodes[0].name,
+					  "addr", c->nodes[0].addr))) {
 		json_decref(m);
 		m = NULL;
 	}
@@ -267,7 +278,7 @@ static double unix_of(uint64_t ns)
 }
 
 /* Round @cr of @j is done: its model is version round + 1, recorded and sent to every node. */
-static void job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
+void ctl__job_advance(struct ctl *c, struct cjob *j, struct cround *cr)
 {
 	struct ctl_round rec;
 
@@ -310,7 +321,7 @@ static void round_repeat(struct ctl *c, struct cjob *j, struct cround *cr, const
 		trib_error("job %s: writing model v%u failed", j->name, cr->round + 1);
 	cr->n_updates = 0;
 	cr->weight = 0;
-	job_advance(c, j, cr);
+	ctl__job_advance(c, j, cr);
 }
 
 static void round_empty(struct ctl *c, struct cjob *j, struct cround *cr)
@@ -360,7 +371,7 @@ void ctl__on_sync(struct ctl *c, struct ctl_event *ev, json_t **rep, const void 
 	if (!j) {
 		*rep = ctl__err_reply(404, "no such job");
 	} else if (!strcmp(what, "job")) {
-		*rep = ctl__job_msg(j);
+		*rep = ctl__job_msg(c, j);
 	} else if (!strcmp(what, "close")) {
 		if (cr && cr->state != CR_OPEN)
 			*rep = close_msg(c, j, cr);
@@ -697,7 +708,7 @@ void ctl__on_model_done(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		  "cross-node partials, %.3f s",
 		  j->name, r, r + 1, c->nodes[cr->top].name, cr->n_updates, cr->weight, cr->nedges,
 		  (double)(trib_now_ns() - cr->open_ns) / 1e9);
-	job_advance(c, j, cr);
+	ctl__job_advance(c, j, cr);
 }
 
 json_t *ctl__round_json(struct ctl *c, struct cjob *j, struct cround *cr)
@@ -912,7 +923,10 @@ void ctl__on_job_create(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		json_decref(*rep);
 		*rep = ctl__err_reply(500, "out of memory");
 	}
-	m = ctl__job_msg(j);
+	m = ctl__job_msg(c, j);
+	/* The creating node is told here, not by the message: where the secure rounds run too. */
+	if (m && *rep && json_object_get(m, "secagg_at"))
+		json_object_set(*rep, "secagg_at", json_object_get(m, "secagg_at"));
 	if (m)
 		ctl__tell_all(c, m, NULL, 0, origin);
 	json_decref(m);

@@ -20,6 +20,7 @@ void ctl__job_async(struct cjob *j, const json_t *o)
 
 	j->async = !strcmp(ctl__jstr(o, "algorithm", ""), "fedbuff");
 	j->flora = !strcmp(ctl__jstr(o, "algorithm", ""), "flora");
+	j->secagg = json_is_object(json_object_get(o, "secagg"));
 	if (!j->async)
 		return;
 	j->max_staleness = json_is_integer(s) ? (uint32_t)json_integer_value(s) : 10;
@@ -120,4 +121,66 @@ void ctl__jobs_deadline_tick(struct ctl *c)
 			continue;
 		ctl__round_close(c, j, cr);
 	}
+}
+
+void ctl__on_secagg_model(struct ctl *c, struct ctl_event *ev, json_t **rep)
+{
+	struct cjob *j = ctl__job_find(c, json_string_value(json_object_get(ev->hdr, "job")));
+	uint32_t r = (uint32_t)json_integer_value(json_object_get(ev->hdr, "round"));
+	struct cround *cr;
+	uint64_t dur;
+	float *m;
+	int err;
+
+	if (!j) {
+		*rep = ctl__err_reply(404, "no such job");
+		return;
+	}
+	/* Only the node the job message names runs its secure rounds (rank 0). */
+	if (!j->secagg || ctl__session_rank(c, ev->hdr) != 0) {
+		*rep = ctl__err_reply(409, "secagg_model: not a secure job, or not from the node "
+				      "that runs its rounds (rank 0)");
+		return;
+	}
+	if (ev->plen != j->fmt.n_elem * sizeof(float)) {
+		*rep = ctl__err_reply(400, "secagg_model: not the job's size");
+		return;
+	}
+	if (r != j->completed || (j->num_rounds && j->completed >= j->num_rounds)) {
+		*rep = ctl__err_reply(409, "secagg_model: not the job's next version (another "
+				      "round was committed, or the job is done)");
+		return;
+	}
+	cr = ctl__round_get(j, r);
+	if (!cr)
+		cr = ctl__round_new(j, r);
+	m = cr ? trib_malloc(ev->plen ? ev->plen : 1) : NULL;
+	if (!m) {
+		*rep = ctl__err_reply(503, "out of memory");
+		return;
+	}
+	memcpy(m, ev->payload, ev->plen);
+	err = ctl_model_store(c->o->data_dir, j->name, &j->fmt, &j->store, r, m);
+	if (err) {
+		trib_free(m);
+		*rep = ctl__err_reply(503, "the controller could not store the model");
+		return;
+	}
+	trib_free(j->model);
+	j->model = m;
+	j->opt_len = 0;
+	cr->top = 0;
+	/* Its record spans the secure round, as the node that ran it measured it. */
+	dur = (uint64_t)json_integer_value(json_object_get(ev->hdr, "duration_ms")) * 1000000ull;
+	if (cr->state == CR_OPEN && dur && dur < trib_now_ns())
+		cr->open_ns = trib_now_ns() - dur;
+	cr->n_updates = (uint32_t)json_integer_value(json_object_get(ev->hdr, "clients"));
+	cr->weight = json_number_value(json_object_get(ev->hdr, "weight"));
+	if (j->round <= r)
+		j->round = r + 1; /* no plain round of a secure job is ever opened */
+	trib_info("job %s round %u: secure round's model v%u from node %s: %u clients (weight %g)",
+		  j->name, r, r + 1, c->nodes[0].name, cr->n_updates, cr->weight);
+	ctl__job_advance(c, j, cr);
+	*rep = json_pack("{s:b, s:s, s:i}", "ok", 1, "job", j->name, "version",
+			 (json_int_t)(r + 1));
 }

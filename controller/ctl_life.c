@@ -62,7 +62,7 @@ void ctl__on_pause(struct ctl *c, struct ctl_event *ev, json_t **rep)
 		trib_info("job %s: %s cluster-wide", j->name, pause ? "paused" : "resumed");
 	j->paused = pause;
 	/* Every node gets the job again (the asking one too: its answer may be lost). */
-	m = ctl__job_msg(j);
+	m = ctl__job_msg(c, j);
 	if (m)
 		ctl__tell_all(c, m, NULL, 0, -1);
 	json_decref(m);

@@ -91,6 +91,15 @@ static void shard_phase(void *ctx, struct rt_job *j, struct rt_round *r, uint32_
 		rt_agent_on_shard_phase(up->agent, j, r, phase);
 }
 
+static int secagg_commit(void *ctx, struct rt_job *j, const float *model, uint32_t clients,
+			 double weight, uint64_t opened_ns)
+{
+	struct rt_up *up = ctx;
+
+	return up->agent ? rt_agent_secagg_commit(up->agent, j, model, clients, weight, opened_ns)
+			 : -ENOTCONN;
+}
+
 static bool fold_result(void *ctx, struct rt_fn *fn, const struct shm_desc *d, float *payload)
 {
 	struct rt_up *up = ctx;
@@ -386,7 +395,9 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 	}
 	up.node->hooks = (struct rt_node_hooks){ &up, io_recv, io_poll, model_ready,
 						 round_advanced, local_sum, fold_result,
-						 shard_phase };
+						 shard_phase,
+						 /* a cluster's versions are the controller's */
+						 o.controller ? secagg_commit : NULL };
 	err = o.controller ? 0 : admin_token_load(up.node);
 	if (!err)
 		err = serve_setup(&up);

@@ -38,6 +38,7 @@ struct rt_api_req {
 	uint64_t wal_ticket;      /* 0: not waiting */
 	uint32_t ans_round, ans_seq; /* its 202 */
 	char client[33];          /* the client token's id (TRIB_CRED_CLIENT_MAX), or "" */
+	const char *sa_stage;     /* a secure round's stage (static): its body's handler */
 };
 
 _Static_assert(sizeof(struct rt_api_req) <= RT_CONN_USER_BYTES, "rt_api_req fits c->user");
@@ -97,6 +98,13 @@ struct rt_api_hooks {
 	void (*model_put)(void *ctx, struct rt_conn *c, struct rt_job *j, const float *data);
 	/* Lines for /metrics (appended to @buf at *len, @cap bytes). */
 	void (*metrics)(void *ctx, char *buf, size_t *len, size_t cap);
+	/*
+	 * A secure round's stage @stage of @j (whose rounds another node runs: j->sa_at) for
+	 * client @client, checked here (its token): a GET or a POST of @body (@len bytes,
+	 * borrowed), to that node; its answer (rt_api_secagg_call's there) comes back to @c.
+	 */
+	void (*secagg)(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client,
+		       const char *stage, bool get, const void *body, size_t len);
 };
 
 /*
@@ -120,6 +128,26 @@ struct rt_api_ready_hook {
  * An API over @n (borrowed, outlives the API). @cluster is NULL for `up`,
  * else copied. *out is owned by the caller (rt_api_close). 0 or -ENOMEM.
  */
+/*
+ * One secure-aggregation stage's answer (issue 19), made without a connection so that the node
+ * that coordinates a job's secure rounds can answer a request another gateway received.
+ */
+struct rt_api_sa_res {
+	int status;	   /* HTTP */
+	json_t *body;	   /* 2xx: the answer (owned by whoever takes it); NULL otherwise */
+	char msg[320];	   /* not 2xx: why */
+	long long round;   /* not 2xx: the round the error names, or -1 */
+	const char *extra; /* preformatted header lines (static) or NULL */
+};
+/*
+ * Stage @stage ("keys", "shares", "input" or "unmask") of @j's secure round for client @client
+ * (already authenticated by its token): a GET (@get) or a POST of @body (@len bytes, borrowed;
+ * the input's is copied into an arena slot). The answer in @res.
+ */
+void rt_api_secagg_call(struct rt_node *n, struct rt_job *j, const char *client,
+			const char *stage, bool get, const void *body, size_t len,
+			struct rt_api_sa_res *res);
+
 int rt_api_open(struct rt_api **out, struct rt_node *n, const struct rt_api_hooks *cluster);
 /* Accepts NULL. Connections must be closed first (rt_loop_close). */
 void rt_api_close(struct rt_api *api);

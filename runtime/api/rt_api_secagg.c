@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Secure aggregation's API (issue 19): the job field "secagg" and its status. The protocol and
+ * Secure aggregation's API (issue 19): the stages (the job field is rt_api_secagg_def.c, the
+ * rounds' progress and status rt_api_secagg_round.c). The protocol and
  * its server state machine are runtime/node/rt_secagg.h; here each stage is a route, a client is
  * named by its client token, and each stage ends when every client still in has answered or at
  * its deadline (round_timeout_s), whichever comes first: the API's tick (every RT_LOOP_TICK_MS)
@@ -8,7 +9,9 @@
  * lowercase hex in JSON; the masked input as raw little-endian u32 words, received into an arena
  * slot and folded by the job's function tree (FN_ALGO_SECAGG); the node hands the tree's masked
  * sum to the round for the unmask stage. The round's keys and shares are held in memory only (a
- * restart loses a round in progress: its clients see 410 and start the next one).
+ * restart loses a round in progress: its clients see 410 and start the next one). Each stage
+ * is made without a connection (rt_api_secagg_call): in a cluster the node that runs the job's
+ * rounds answers the stages the other gateways pass on (runtime/cluster/rt_agent_secagg.c).
  */
 #include <errno.h>
 #include <math.h>
@@ -24,117 +27,6 @@
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_time.h"
-
-/* One integer member of "secagg" into *out: 0, or 400 with @msg naming it. */
-static int sa_uint(const json_t *o, const char *key, uint32_t *out, char *msg, size_t cap)
-{
-	const json_t *v = json_object_get(o, key);
-
-	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-	    json_integer_value(v) > (json_int_t)UINT32_MAX) {
-		snprintf(msg, cap, "secagg.%s: required, an integer (see the allowed range in "
-			 "README \"Secure aggregation\")", key);
-		return 400;
-	}
-	*out = (uint32_t)json_integer_value(v);
-	return 0;
-}
-
-int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap)
-{
-	static const char *const known[] = { "threshold", "neighbours", "clip", "bits", NULL };
-	const json_t *sa = json_object_get(o, "secagg"), *clip;
-	struct rt_secagg_spec *s = &def->spec.secagg;
-	struct rt_secagg_cfg cfg;
-	const char *key;
-	json_t *v;
-	char why[160];
-
-	memset(s, 0, sizeof(*s));
-	if (!sa || json_is_null(sa))
-		return 0;
-	if (!json_is_object(sa)) {
-		snprintf(msg, cap, "%s", "secagg: an object {\"threshold\": t, \"neighbours\": k, "
-			 "\"clip\": c, \"bits\": b}");
-		return 400;
-	}
-	/* A cluster's nodes would each hold a part of the sum: the masks cancel only in one. */
-	if (clustered) {
-		snprintf(msg, cap, "%s", "secagg: not supported across nodes yet (the pairwise masks "
-			 "cancel only in one node's sum); run the job on one node (tributary up)");
-		return 400;
-	}
-	json_object_foreach((json_t *)sa, key, v) {
-		size_t i;
-
-		for (i = 0; known[i] && strcmp(known[i], key); i++)
-			;
-		if (!known[i]) {
-			snprintf(msg, cap, "secagg.%.64s: unknown field (allowed: threshold, "
-				 "neighbours, clip, bits)", key);
-			return 400;
-		}
-	}
-	/*
-	 * The server sees only the sum: anything that needs each update (clipping by norm, robust
-	 * rules, deltas on the server, FedAU's per-client weights, DP noise after a norm bound) or
-	 * a server optimiser's state is out. The clip here is per coordinate, in the quantiser.
-	 */
-	if (strcmp(def->algo.name, "fedavg") || def->algo.par.flags) {
-		snprintf(msg, cap, "secagg: only with \"algorithm\": \"fedavg\" and none of its "
-			 "options (this job: %s%s)", def->algo.name,
-			 def->algo.par.flags ? " with options" : "");
-		return 400;
-	}
-	if (!def->spec.round_timeout_s) {
-		snprintf(msg, cap, "%s", "secagg: needs round_timeout_s (each stage's deadline: "
-			 "clients that miss it are dropped from the round)");
-		return 400;
-	}
-	if (!def->spec.client_auth_required) {
-		snprintf(msg, cap, "%s", "secagg: needs \"client_auth\": \"required\" (each stage "
-			 "names its client by its client token)");
-		return 400;
-	}
-	memset(&cfg, 0, sizeof(cfg));
-	if (sa_uint(sa, "threshold", &cfg.threshold, msg, cap) ||
-	    sa_uint(sa, "neighbours", &cfg.neighbours, msg, cap) ||
-	    sa_uint(sa, "bits", &cfg.bits, msg, cap))
-		return 400;
-	clip = json_object_get(sa, "clip");
-	if (!json_is_number(clip)) {
-		snprintf(msg, cap, "%s", "secagg.clip: required, a finite number above 0 (each value "
-			 "is clipped to [-clip, clip] before quantising)");
-		return 400;
-	}
-	cfg.clip = (float)json_number_value(clip);
-	cfg.n_clients = def->spec.cpr;
-	cfg.dim = def->n_elem > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)def->n_elem;
-	if (rt_secagg_cfg_check(&cfg, why, sizeof(why))) {
-		snprintf(msg, cap, "%s", why);
-		return 400;
-	}
-	if (cfg.threshold > def->spec.cpr) {
-		snprintf(msg, cap, "secagg.threshold %u: at most clients_per_round (%u)",
-			 cfg.threshold, def->spec.cpr);
-		return 400;
-	}
-	/* The sum of n_u * q over a round is exact mod 2^32 only if it stays below 2^32. */
-	if ((double)def->spec.cpr * (double)((1ull << cfg.bits) - 1) >= 4294967296.0) {
-		snprintf(msg, cap, "secagg.bits %u: %u clients x (2^%u - 1) overflows the 32-bit "
-			 "sum; use fewer bits", cfg.bits, def->spec.cpr, cfg.bits);
-		return 400;
-	}
-	s->on = true;
-	s->threshold = cfg.threshold;
-	s->neighbours = cfg.neighbours;
-	s->bits = cfg.bits;
-	s->clip = cfg.clip;
-	return 0;
-}
-
-
-
 
 /* --- the stages --- */
 
@@ -182,42 +74,65 @@ static uint32_t sa_index(const struct rt_job *j, const char *client)
 	return UINT32_MAX;
 }
 
+/* An error answer into @res. */
+static void sa_err(struct rt_api_sa_res *res, int status, const char *msg, long long round,
+		   const char *extra)
+{
+	json_decref(res->body);
+	res->body = NULL;
+	res->status = status;
+	res->round = round;
+	res->extra = extra;
+	snprintf(res->msg, sizeof(res->msg), "%s", msg);
+}
+
+/* A 200 with @o (owned; NULL: out of memory). */
+static void sa_ok(struct rt_api_sa_res *res, json_t *o)
+{
+	if (!o) {
+		sa_err(res, 500, "out of memory", -1, NULL);
+		return;
+	}
+	res->status = 200;
+	res->body = o;
+}
+
 /* A state machine's refusal as HTTP. */
-static void sa_refuse(struct rt_conn *c, struct rt_job *j, int err)
+static void sa_refuse(struct rt_api_sa_res *res, struct rt_job *j, int err)
 {
 	char msg[256];
 	const char *st = j->sa_live ? rt_secagg_stage_name(rt_secagg_stage(j->sa_live->r)) : "none";
 
 	switch (err) {
 	case -EPERM:
-		rt_conn_error(c, 410, "dropped from this secure round (a stage's deadline passed "
-			      "without you); join the next one", -1, NULL);
+		sa_err(res, 410, "dropped from this secure round (a stage's deadline passed "
+		       "without you); join the next one", -1, NULL);
 		return;
 	case -EBUSY:
 		snprintf(msg, sizeof(msg), "not this stage: the round is at '%s'", st);
-		rt_conn_error(c, 409, msg, -1, NULL);
+		sa_err(res, 409, msg, -1, NULL);
 		return;
 	case -EALREADY:
-		rt_conn_error(c, 409, "already sent for this stage", -1, NULL);
+		sa_err(res, 409, "already sent for this stage", -1, NULL);
 		return;
 	case -ENOMEM:
-		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		sa_err(res, 500, "out of memory", -1, NULL);
 		return;
 	default:
-		rt_conn_error(c, 400, "malformed for this stage (see README \"Secure aggregation\")",
-			      -1, NULL);
+		sa_err(res, 400, "malformed for this stage (see README \"Secure aggregation\")", -1,
+		       NULL);
 	}
 }
 
 /* The caller is not in the round in progress: why (410), with the last failure if any. */
-static void sa_gone(struct rt_conn *c, struct rt_job *j)
+static void sa_gone(struct rt_api_sa_res *res, struct rt_job *j)
 {
 	char msg[320];
 
-	snprintf(msg, sizeof(msg), "not in a secure round in progress%s%s%s",
+	snprintf(msg, sizeof(msg), "not in a secure round in progress%s%.200s%s",
 		 j->sa_failed[0] ? " (the last one failed: " : "", j->sa_failed,
 		 j->sa_failed[0] ? ")" : "");
-	rt_conn_error(c, 410, msg, (long long)j->round, NULL);
+	sa_err(res, 410, msg, (long long)j->round, NULL);
 }
 
 /* A new round for @j: its cfg from the job, a fresh graph seed. 0 or -errno. */
@@ -256,23 +171,24 @@ static int sa_open(struct rt_job *j)
 	return 0;
 }
 
-static json_t *sa_body_json(struct rt_conn *c)
+/* The body as a JSON object, or NULL with a 400 in @res. */
+static json_t *sa_body_json(const void *body, size_t len, struct rt_api_sa_res *res)
 {
-	json_t *o = json_loadb((const char *)c->body_heap, c->body_len, 0, NULL);
+	json_t *o = json_loadb((const char *)body, len, 0, NULL);
 
 	if (!json_is_object(o)) {
 		json_decref(o);
-		rt_conn_error(c, 400, "body is not a JSON object", -1, NULL);
+		sa_err(res, 400, "body is not a JSON object", -1, NULL);
 		return NULL;
 	}
 	return o;
 }
 
 /* POST .../secagg/keys {"c_pk": hex32, "s_pk": hex32}: joins (or opens) the round. */
-static void on_keys_body(struct rt_conn *c)
+static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
+		    size_t len, struct rt_api_sa_res *res)
 {
-	struct rt_job *j = R(c)->job;
-	json_t *o = sa_body_json(c);
+	json_t *o = sa_body_json(body, len, res);
 	uint8_t cpk[32], spk[32];
 	uint32_t u, rnd;
 	int err;
@@ -282,61 +198,63 @@ static void on_keys_body(struct rt_conn *c)
 	if (hex_dec(json_string_value(json_object_get(o, "c_pk")), cpk, 32) ||
 	    hex_dec(json_string_value(json_object_get(o, "s_pk")), spk, 32)) {
 		json_decref(o);
-		rt_conn_error(c, 400, "c_pk, s_pk: required, 64 lowercase hex digits (X25519 public "
-			      "keys)", -1, NULL);
+		sa_err(res, 400, "c_pk, s_pk: required, 64 lowercase hex digits (X25519 public "
+		       "keys)", -1, NULL);
 		return;
 	}
 	json_decref(o);
-	rt__api_secagg_step(N(c), j);
+	rt__api_secagg_step(n, j);
 	if (!j->sa_live && rt_job_state(j) != RT_JOB_OPEN) {
-		rt_conn_error(c, 409, "the job is not open (paused or done)", -1, NULL);
+		sa_err(res, 409, "the job is not open (paused or done)", -1, NULL);
+		return;
+	}
+	if (!j->sa_live && j->sa_wait_version > j->completed) {
+		sa_err(res, 409, "the last secure round's model is being committed by the "
+		       "controller; retry in a moment", -1, "Retry-After: 1\r\n");
 		return;
 	}
 	if (!j->sa_live && rt_job_secagg_busy(j)) {
-		rt_conn_error(c, 409, "the last secure round's function tree is still folding; "
-			      "retry in a moment", -1, "Retry-After: 1\r\n");
+		sa_err(res, 409, "the last secure round's function tree is still folding; "
+		       "retry in a moment", -1, "Retry-After: 1\r\n");
 		return;
 	}
 	if (!j->sa_live && (err = sa_open(j))) {
-		rt_conn_error(c, 500, "could not open a secure round", -1, NULL);
+		sa_err(res, 500, "could not open a secure round", -1, NULL);
 		return;
 	}
-	u = sa_index(j, R(c)->client);
+	u = sa_index(j, client);
 	if (u == UINT32_MAX) {
 		if (rt_secagg_stage(j->sa_live->r) != RT_SECAGG_ADVERTISE ||
 		    j->sa_live->n >= j->cpr) {
-			rt_conn_error(c, 409, "the secure round in progress is past advertising or "
-				      "full; retry after it ends", -1, NULL);
+			sa_err(res, 409, "the secure round in progress is past advertising or "
+			       "full; retry after it ends", -1, NULL);
 			return;
 		}
 		u = j->sa_live->n;
-		snprintf(j->sa_live->ids[u], sizeof(j->sa_live->ids[u]), "%s", R(c)->client);
+		snprintf(j->sa_live->ids[u], sizeof(j->sa_live->ids[u]), "%s", client);
 	}
 	err = rt_secagg_advertise(j->sa_live->r, u, cpk, spk);
 	if (err) {
-		sa_refuse(c, j, err);
+		sa_refuse(res, j, err);
 		return;
 	}
 	if (u == j->sa_live->n)
 		j->sa_live->n++;
 	rnd = j->sa_live->round;
-	rt__api_secagg_step(N(c), j);
-	rt__api_respond_json(c, 200,
-			     json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "round",
-				       (json_int_t)rnd, "index", (json_int_t)u, "threshold",
-				       (json_int_t)j->secagg.threshold, "neighbours",
-				       (json_int_t)j->secagg.neighbours, "clip",
-				       (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits,
-				       "dim", (json_int_t)j->n_elem),
-			     NULL);
+	rt__api_secagg_step(n, j);
+	sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "round", (json_int_t)rnd,
+			     "index", (json_int_t)u, "threshold", (json_int_t)j->secagg.threshold,
+			     "neighbours", (json_int_t)j->secagg.neighbours, "clip",
+			     (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits, "dim",
+			     (json_int_t)j->n_elem));
 }
 
 /* POST .../secagg/shares {"shares": [{"to": v, "ct": hex}]}: one per neighbour. */
-static void on_shares_body(struct rt_conn *c)
+static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
+		      size_t len, struct rt_api_sa_res *res)
 {
-	struct rt_job *j = R(c)->job;
-	json_t *o = sa_body_json(c), *arr, *e;
-	uint32_t u = sa_index(j, R(c)->client), *to = NULL, cnt;
+	json_t *o = sa_body_json(body, len, res), *arr, *e;
+	uint32_t u = sa_index(j, client), *to = NULL, cnt;
 	const uint8_t **ct = NULL;
 	uint8_t *buf = NULL;
 	size_t i;
@@ -346,7 +264,7 @@ static void on_shares_body(struct rt_conn *c)
 		return;
 	if (u == UINT32_MAX) {
 		json_decref(o);
-		sa_gone(c, j);
+		sa_gone(res, j);
 		return;
 	}
 	arr = json_object_get(o, "shares");
@@ -372,8 +290,8 @@ static void on_shares_body(struct rt_conn *c)
 		}
 	}
 	json_decref(o);
-	rt__api_secagg_step(N(c), j);
-	if (!err && sa_index(j, R(c)->client) != u)
+	rt__api_secagg_step(n, j);
+	if (!err && sa_index(j, client) != u)
 		err = -EPERM; /* the round ended while the body came */
 	if (!err)
 		err = rt_secagg_share(j->sa_live->r, u, to, ct, cnt);
@@ -381,71 +299,116 @@ static void on_shares_body(struct rt_conn *c)
 	trib_free(ct);
 	trib_free(buf);
 	if (err) {
-		sa_refuse(c, j, err);
+		sa_refuse(res, j, err);
 		return;
 	}
-	rt__api_secagg_step(N(c), j);
-	rt__api_respond_json(c, 200, json_pack("{s:I}", "accepted", (json_int_t)cnt), NULL);
+	rt__api_secagg_step(n, j);
+	sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
 }
 
 /*
- * POST .../secagg/input: dim + 1 little-endian u32 words (the masked n_u * q(x) and n_u), read
- * straight into an arena slot (one copy: the receive) and handed to the job's function tree
- * like any update; its segment table follows the body in the slot. The words are taken as the
- * host's u32, so this assumes a little-endian host (x86-64, arm64).
+ * The masked input's checks before its body: the caller may send now and the length is exact.
+ * 0, or -1 with the refusal in @res (no slot for a client that may not send).
  */
-static void on_input_body(struct rt_conn *c)
+static int sa_input_may(struct rt_job *j, const char *client, uint64_t len,
+			struct rt_api_sa_res *res)
 {
-	struct rt_node *n = N(c);
-	struct rt_job *j = R(c)->job;
-	uint32_t u = sa_index(j, R(c)->client), seq = 0; /* the tree's; the client needs none */
-	uint64_t segs_off = R(c)->slot_off + ((c->body_len + 63) & ~63ull);
+	uint32_t u = sa_index(j, client);
+	uint64_t want = (j->n_elem + 1) * 4;
+	char msg[200];
+	int err;
+
+	if (u == UINT32_MAX) {
+		sa_gone(res, j);
+		return -1;
+	}
+	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
+	if (err) {
+		sa_refuse(res, j, err);
+		return -1;
+	}
+	if (len != want) {
+		snprintf(msg, sizeof(msg), "masked input: %llu bytes; this job takes (params + 1) "
+			 "little-endian u32 words = %llu bytes", (unsigned long long)len,
+			 (unsigned long long)want);
+		sa_err(res, 400, msg, -1, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+/* The slot a masked input of @len bytes lands in (its segment table after it): 0 or 503. */
+static int sa_input_slot(struct rt_node *n, struct rt_job *j, uint64_t len, uint64_t *slot_len,
+			 uint64_t *slot_off, struct rt_api_sa_res *res)
+{
+	*slot_len = ((len + 63) & ~63ull) + sizeof(struct shm_seg);
+	if (shm_slot_alloc(n->arena, *slot_len, slot_off)) {
+		*slot_off = UINT64_MAX;
+		rt_job_relieve(n, j);
+		sa_err(res, 503, "aggregation memory is full; retry shortly", -1,
+		       "Retry-After: 1\r\n");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A masked input received in the slot at @slot_off (dim + 1 little-endian u32 words: the masked
+ * n_u * q(x) and n_u), handed to the job's function tree like any update; its segment table
+ * follows the body in the slot. The words are taken as the host's u32, so this assumes a
+ * little-endian host (x86-64, arm64). 0: the slot is the tree's now (freed once its leaf's
+ * partial exists); -1: the caller still owns it, the refusal is in @res.
+ */
+static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client,
+			 uint64_t slot_off, uint64_t len, struct rt_api_sa_res *res)
+{
+	uint32_t u = sa_index(j, client), seq = 0; /* the tree's; the client needs none */
+	uint64_t segs_off = slot_off + ((len + 63) & ~63ull);
 	struct shm_seg *seg = shm_arena_ptr(n->arena, segs_off);
 	int err;
 
 	rt__api_secagg_step(n, j);
-	if (u == UINT32_MAX || sa_index(j, R(c)->client) != u) {
-		sa_gone(c, j);
-		return;
+	if (u == UINT32_MAX || sa_index(j, client) != u) {
+		sa_gone(res, j);
+		return -1;
 	}
 	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
 	if (err) {
-		sa_refuse(c, j, err);
-		return;
+		sa_refuse(res, j, err);
+		return -1;
 	}
 	memset(seg, 0, sizeof(*seg));
-	seg->src_off = R(c)->slot_off;
+	seg->src_off = slot_off;
 	seg->n_elem = j->n_elem + 1;
 	seg->dtype = SHM_DTYPE_I32; /* u32 words: only FN_ALGO_SECAGG folds this job's inputs */
 	seg->scale = 1.0f;
-	err = rt_job_secagg_accept(n, j, R(c)->slot_off, segs_off, &seq);
+	err = rt_job_secagg_accept(n, j, slot_off, segs_off, &seq);
 	if (err == -ENOSPC) {
 		rt_job_relieve(n, j);
-		rt_conn_error(c, 503, "aggregation memory is full; retry shortly", -1,
-			      "Retry-After: 1\r\n");
-		return;
+		sa_err(res, 503, "aggregation memory is full; retry shortly", -1,
+		       "Retry-After: 1\r\n");
+		return -1;
 	}
 	if (err) {
 		trib_error("job %s round %u: a masked input into the function tree: %s", j->name,
 			   j->sa_live->round, strerror(-err));
-		rt_conn_error(c, 503, "the round's aggregation tree failed; see the server log", -1,
-			      "Retry-After: 5\r\n");
-		return;
+		sa_err(res, 503, "the round's aggregation tree failed; see the server log", -1,
+		       "Retry-After: 5\r\n");
+		return -1;
 	}
-	/* The slot is the tree's now (freed once its leaf's partial exists). */
-	R(c)->slot_off = UINT64_MAX;
 	(void)rt_secagg_masked_enter(j->sa_live->r, u, true);
-	n->m.bytes_received += c->body_len;
+	n->m.bytes_received += len;
 	rt__api_secagg_step(n, j);
-	rt__api_respond_json(c, 200, json_pack("{s:b}", "accepted", 1), NULL);
+	sa_ok(res, json_pack("{s:b}", "accepted", 1));
+	return 0;
 }
 
 /* POST .../secagg/unmask {"reveals": [{"index": v, "share": hex}]}: exactly the list asked. */
-static void on_unmask_body(struct rt_conn *c)
+static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
+		      size_t len, struct rt_api_sa_res *res)
 {
-	struct rt_job *j = R(c)->job;
-	json_t *o = sa_body_json(c), *arr, *e;
-	uint32_t u = sa_index(j, R(c)->client), *v = NULL, cnt;
+	json_t *o = sa_body_json(body, len, res), *arr, *e;
+	uint32_t u = sa_index(j, client), *v = NULL, cnt;
 	const uint8_t **sh = NULL;
 	uint8_t *buf = NULL;
 	size_t i;
@@ -455,7 +418,7 @@ static void on_unmask_body(struct rt_conn *c)
 		return;
 	if (u == UINT32_MAX) {
 		json_decref(o);
-		sa_gone(c, j);
+		sa_gone(res, j);
 		return;
 	}
 	arr = json_object_get(o, "reveals");
@@ -481,8 +444,8 @@ static void on_unmask_body(struct rt_conn *c)
 		}
 	}
 	json_decref(o);
-	rt__api_secagg_step(N(c), j);
-	if (!err && sa_index(j, R(c)->client) != u)
+	rt__api_secagg_step(n, j);
+	if (!err && sa_index(j, client) != u)
 		err = -EPERM;
 	if (!err)
 		err = rt_secagg_unmask(j->sa_live->r, u, v, sh, cnt);
@@ -492,23 +455,24 @@ static void on_unmask_body(struct rt_conn *c)
 	trib_free(sh);
 	trib_free(buf);
 	if (err) {
-		sa_refuse(c, j, err);
+		sa_refuse(res, j, err);
 		return;
 	}
-	rt__api_secagg_step(N(c), j);
-	rt__api_respond_json(c, 200, json_pack("{s:I}", "accepted", (json_int_t)cnt), NULL);
+	rt__api_secagg_step(n, j);
+	sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
 }
 
 /* GETs: {"stage", "ready": false} until the stage that serves it; then its payload. */
-static void sa_get(struct rt_conn *c, struct rt_job *j, const char *what)
+static void sa_get(struct rt_job *j, const char *client, const char *what,
+		   struct rt_api_sa_res *res)
 {
 	struct rt_sa_live *L;
-	uint32_t u = sa_index(j, R(c)->client), cnt;
+	uint32_t u = sa_index(j, client), cnt;
 	enum rt_secagg_stage st, need;
 	json_t *o, *arr;
 
 	if (u == UINT32_MAX) {
-		sa_gone(c, j);
+		sa_gone(res, j);
 		return;
 	}
 	L = j->sa_live;
@@ -524,13 +488,13 @@ static void sa_get(struct rt_conn *c, struct rt_job *j, const char *what)
 	if (!o || !arr) {
 		json_decref(o);
 		json_decref(arr);
-		rt_conn_error(c, 500, "out of memory", -1, NULL);
+		sa_err(res, 500, "out of memory", -1, NULL);
 		return;
 	}
 	if (st != need) {
 		json_decref(arr);
 		json_object_set_new(o, "ready", json_false());
-		rt__api_respond_json(c, 200, o, NULL);
+		sa_ok(res, o);
 		return;
 	}
 	if (need == RT_SECAGG_SHARE) {
@@ -572,59 +536,108 @@ static void sa_get(struct rt_conn *c, struct rt_job *j, const char *what)
 	if (!cnt) {
 		/* Out of the round: no neighbours, inbox or list is what being dropped looks like. */
 		json_decref(o);
-		sa_refuse(c, j, -EPERM);
+		sa_refuse(res, j, -EPERM);
 		return;
 	}
 	json_object_set_new(o, "ready", json_true());
-	rt__api_respond_json(c, 200, o, NULL);
+	sa_ok(res, o);
+}
+
+void rt_api_secagg_call(struct rt_node *n, struct rt_job *j, const char *client,
+			const char *stage, bool get, const void *body, size_t len,
+			struct rt_api_sa_res *res)
+{
+	uint64_t slot_len, slot_off;
+
+	memset(res, 0, sizeof(*res));
+	res->round = -1;
+	rt__api_secagg_step(n, j);
+	if (get && (!strcmp(stage, "keys") || !strcmp(stage, "shares") ||
+		    !strcmp(stage, "unmask"))) {
+		sa_get(j, client, stage, res);
+	} else if (get) {
+		sa_err(res, 405, "method not allowed here", -1, NULL);
+	} else if (!strcmp(stage, "keys")) {
+		sa_keys(n, j, client, body, len, res);
+	} else if (!strcmp(stage, "shares")) {
+		sa_shares(n, j, client, body, len, res);
+	} else if (!strcmp(stage, "unmask")) {
+		sa_unmask(n, j, client, body, len, res);
+	} else if (!strcmp(stage, "input")) {
+		if (sa_input_may(j, client, len, res) ||
+		    sa_input_slot(n, j, len, &slot_len, &slot_off, res))
+			return;
+		memcpy(shm_arena_ptr(n->arena, slot_off), body, len);
+		if (sa_input_take(n, j, client, slot_off, len, res))
+			shm_slot_free(n->arena, slot_off);
+	} else {
+		sa_err(res, 404, "no such secure aggregation stage (keys, shares, input, unmask)",
+		       -1, NULL);
+	}
+}
+
+/* @res to the client; its body is taken. */
+static void sa_send(struct rt_conn *c, struct rt_api_sa_res *res)
+{
+	if (res->status >= 200 && res->status < 300) {
+		rt__api_respond_json(c, res->status, res->body, res->extra);
+		res->body = NULL;
+		return;
+	}
+	rt_conn_error(c, res->status, res->msg, res->round, res->extra);
+}
+
+/* A small stage's body has come: its stage from the request's path. */
+static void on_stage_body(struct rt_conn *c)
+{
+	struct rt_api_sa_res res;
+
+	rt_api_secagg_call(N(c), R(c)->job, R(c)->client, R(c)->sa_stage, false, c->body_heap,
+			   c->body_len, &res);
+	sa_send(c, &res);
+}
+
+/* A stage's body for the node that runs the job's secure rounds (any stage, the input too). */
+static void on_proxy_body(struct rt_conn *c)
+{
+	struct rt_job *j = R(c)->job;
+
+	API(c)->cluster.secagg(API(c)->cluster.ctx, c, j, R(c)->client, R(c)->sa_stage, false,
+			       c->body_heap, c->body_len);
+}
+
+/* The masked input has landed in its slot (one copy: the receive). */
+static void on_input_body(struct rt_conn *c)
+{
+	struct rt_api_sa_res res;
+
+	memset(&res, 0, sizeof(res));
+	if (!sa_input_take(N(c), R(c)->job, R(c)->client, R(c)->slot_off, c->body_len, &res))
+		R(c)->slot_off = UINT64_MAX; /* the tree's now */
+	sa_send(c, &res);
 }
 
 /* The input's head: the caller may send now, the length is exact, and its arena slot exists. */
 static void sa_input_head(struct rt_conn *c, struct rt_job *j)
 {
-	struct rt_node *n = N(c);
-	uint32_t u = sa_index(j, R(c)->client);
-	uint64_t len = (j->n_elem + 1) * 4;
-	char msg[200];
-	int err;
+	struct rt_api_sa_res res;
+	uint64_t len = c->req.content_length;
 
-	if (u == UINT32_MAX) {
-		sa_gone(c, j);
+	memset(&res, 0, sizeof(res));
+	if (sa_input_may(j, R(c)->client, len, &res) ||
+	    sa_input_slot(N(c), j, len, &R(c)->slot_len, &R(c)->slot_off, &res)) {
+		sa_send(c, &res);
 		return;
 	}
-	/* Refused before the body: no slot for a client that may not send. */
-	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
-	if (err) {
-		sa_refuse(c, j, err);
-		return;
-	}
-	if (c->req.content_length != len) {
-		snprintf(msg, sizeof(msg), "masked input: %llu bytes; this job takes (params + 1) "
-			 "little-endian u32 words = %llu bytes", (unsigned long long)
-			 c->req.content_length, (unsigned long long)len);
-		rt_conn_error(c, 400, msg, -1, NULL);
-		return;
-	}
-	R(c)->slot_len = ((len + 63) & ~63ull) + sizeof(struct shm_seg);
-	err = shm_slot_alloc(n->arena, R(c)->slot_len, &R(c)->slot_off);
-	if (err) {
-		R(c)->slot_off = UINT64_MAX;
-		rt_job_relieve(n, j);
-		rt_conn_error(c, 503, "aggregation memory is full; retry shortly", -1,
-			      "Retry-After: 1\r\n");
-		return;
-	}
-	rt_conn_read_body(c, shm_arena_ptr(n->arena, R(c)->slot_off), len, on_input_body);
+	rt_conn_read_body(c, shm_arena_ptr(N(c)->arena, R(c)->slot_off), len, on_input_body);
 }
 
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m)
 {
-	static const struct {
-		const char *path;
-		void (*on_body)(struct rt_conn *c);
-	} posts[] = { { "/secagg/keys", on_keys_body }, { "/secagg/shares", on_shares_body },
-		      { "/secagg/input", on_input_body }, { "/secagg/unmask", on_unmask_body } };
+	static const char *const stages[] = { "keys", "shares", "input", "unmask" };
+	struct rt_api_sa_res res;
+	bool input;
 	uint64_t cap;
 	size_t i;
 
@@ -640,15 +653,20 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 			      "stages", -1, NULL);
 		return;
 	}
-	for (i = 0; i < sizeof(posts) / sizeof(posts[0]); i++)
-		if (!strcmp(slash, posts[i].path))
+	for (i = 0; i < sizeof(stages) / sizeof(stages[0]); i++) {
+		char want[16];
+
+		snprintf(want, sizeof(want), "/secagg/%s", stages[i]);
+		if (!strcmp(slash, want))
 			break;
-	if (i == sizeof(posts) / sizeof(posts[0])) {
+	}
+	if (i == sizeof(stages) / sizeof(stages[0])) {
 		rt_conn_error(c, 404, "no such secure aggregation stage (keys, shares, input, "
 			      "unmask)", -1, NULL);
 		return;
 	}
-	if (m != HTTP_POST && (m != HTTP_GET || posts[i].on_body == on_input_body)) {
+	input = !strcmp(stages[i], "input");
+	if (m != HTTP_POST && (m != HTTP_GET || input)) {
 		rt_conn_error(c, 405, "method not allowed here", -1, NULL);
 		return;
 	}
@@ -659,15 +677,27 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 			      -1, NULL);
 		return;
 	}
-	rt__api_secagg_step(N(c), j);
-	if (m == HTTP_GET) {
-		sa_get(c, j, slash + 8);
+	R(c)->sa_stage = stages[i];
+	/* In a cluster one node runs the job's secure rounds: the others pass each stage on. */
+	if (j->sa_at[0] && !API(c)->cluster.secagg) {
+		rt_conn_error(c, 500, "secure aggregation: this node cannot reach the node that "
+			      "runs the job's rounds", -1, NULL);
 		return;
 	}
-	cap = posts[i].on_body == on_input_body ? (j->n_elem + 1) * 4
-						  : 512ull * RT_SECAGG_MAX_NEIGHBOURS + 4096 +
-						  (uint64_t)RT_SECAGG_MAX_NEIGHBOURS * 2 *
-						  RT_SECAGG_CT_BYTES;
+	if (j->sa_at[0] && m == HTTP_GET) {
+		API(c)->cluster.secagg(API(c)->cluster.ctx, c, j, R(c)->client, stages[i], true,
+				       NULL, 0);
+		return;
+	}
+	if (m == HTTP_GET) {
+		rt_api_secagg_call(N(c), j, R(c)->client, stages[i], true, NULL, 0, &res);
+		sa_send(c, &res);
+		return;
+	}
+	rt__api_secagg_step(N(c), j);
+	cap = input ? (j->n_elem + 1) * 4
+		    : 512ull * RT_SECAGG_MAX_NEIGHBOURS + 4096 +
+			      (uint64_t)RT_SECAGG_MAX_NEIGHBOURS * 2 * RT_SECAGG_CT_BYTES;
 	if (!c->req.has_content_length || c->req.chunked) {
 		rt_conn_error(c, 411, "Content-Length required", -1, NULL);
 		return;
@@ -677,7 +707,7 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		return;
 	}
 	R(c)->job = j;
-	if (posts[i].on_body == on_input_body) {
+	if (input && !j->sa_at[0]) {
 		sa_input_head(c, j);
 		return;
 	}
@@ -686,5 +716,6 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return;
 	}
-	rt_conn_read_body(c, c->body_heap, c->req.content_length, posts[i].on_body);
+	rt_conn_read_body(c, c->body_heap, c->req.content_length,
+			  j->sa_at[0] ? on_proxy_body : on_stage_body);
 }

@@ -191,6 +191,9 @@ void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o)
 		       (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits);
 	if (!sa)
 		return;
+	/* A cluster: the rounds, their progress and failures are that node's (its status). */
+	if (j->sa_at[0])
+		json_object_set_new(sa, "rounds_run_on", json_string(j->sa_at_name));
 	if (j->sa_live)
 		json_object_set_new(sa, "round_in_progress",
 				    json_pack("{s:I, s:s, s:I, s:I}", "round",

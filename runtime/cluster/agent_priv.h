@@ -39,6 +39,8 @@ enum pend_kind {
 	PK_EVAL,
 	PK_TASK,
 	PK_SHARD, /* rt_agent_shard.c: slices, distances, a selection, a range */
+	PK_SECAGG,	 /* rt_agent_secagg.c: a stage passed on to the node that runs the round */
+	PK_SECAGG_MODEL, /* rt_agent_secagg.c: the unmasked mean to the controller */
 };
 
 /* An update on its way through the cluster: owns its slot until folded or given up. */
@@ -134,6 +136,7 @@ struct pend {
 	uint64_t bytes; /* PK_PARTIAL: payload bytes */
 	int what;	/* PK_SHARD: which message */
 	uint64_t gen;	/* PK_SHARD: the partition it belongs to */
+	char job[64];	/* PK_SECAGG*: its job */
 	struct pend *next;
 };
 
@@ -295,5 +298,16 @@ void rt__agent_on_shard(struct rt_agent *a, struct ctl_event *ev);
 void rt__agent_on_shard_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 /* At a join: the jobs here that the controller's list @jobs no longer has are deleted. */
 void rt__agent_jobs_prune(struct rt_agent *a, json_t *jobs);
+
+/* rt_agent_secagg.c: secure aggregation across nodes (one node runs a job's secure rounds). */
+/* The job message's "secagg_at" (@h) into j->sa_at ("" when this node runs them). */
+void rt__agent_secagg_at(struct rt_agent *a, struct rt_job *j, json_t *h);
+/* The API's hook: a stage to that node (rt_api_hooks.secagg). */
+void rt__agent_secagg(void *ctx, struct rt_conn *c, struct rt_job *j, const char *client,
+		      const char *stage, bool get, const void *body, size_t len);
+void rt__agent_on_secagg_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
+/* A peer's "secagg": the stage run here, its answer sent back. */
+void rt__agent_on_secagg(struct rt_agent *a, struct ctl_event *ev);
+void rt__agent_on_secagg_model_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 
 #endif

@@ -526,6 +526,12 @@ static void on_reply(struct rt_agent *a, struct ctl_event *ev)
 	case PK_SHARD:
 		rt__agent_on_shard_reply(a, pd, ev);
 		break;
+	case PK_SECAGG:
+		rt__agent_on_secagg_reply(a, pd, ev);
+		break;
+	case PK_SECAGG_MODEL:
+		rt__agent_on_secagg_model_reply(a, pd, ev);
+		break;
 	case PK_MODEL_DONE:
 		/* A robust round's model of an earlier partition: the new one was reset. */
 		if (pd->x && pd->gen == rt__agent_shard_gen(pd->x)) {
@@ -587,6 +593,8 @@ static bool on_request(struct rt_agent *a, struct ctl_event *ev)
 		rt__agent_reply(a, ev, rt__agent_err_json(400, "no op"));
 	} else if (!strcmp(op, "fwd")) {
 		return rt__agent_on_fwd(a, ev);
+	} else if (!strcmp(op, "secagg")) {
+		rt__agent_on_secagg(a, ev); /* a stage another gateway received (rt_agent_secagg.c) */
 	} else if (!strcmp(op, "partial")) {
 		rt__agent_on_partial(a, ev);
 	} else if (!strncmp(op, "shard_", 6)) {
@@ -729,6 +737,7 @@ void rt_agent_api_hooks(struct rt_agent *a, struct rt_api_hooks *out)
 	out->pause = rt__agent_pause;
 	out->job_delete = rt__agent_job_delete;
 	out->model_put = rt__agent_model_put;
+	out->secagg = rt__agent_secagg;
 }
 
 int rt_agent_open(struct rt_agent **out, struct rt_node *n)

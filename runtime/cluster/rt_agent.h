@@ -54,6 +54,12 @@ void rt_agent_on_local_sum(struct rt_agent *a, struct rt_job *j, struct rt_round
 /* Robust rules: local round @r's updates are all here (@phase 0) or its shards did @phase. */
 void rt_agent_on_shard_phase(struct rt_agent *a, struct rt_job *j, struct rt_round *r,
 			     uint32_t phase);
+/*
+ * Secure aggregation: @j's unmasked mean of round j->completed to the controller, which commits
+ * it as the next version (rt_node_hooks.secagg_commit). 0 (on its way) or -errno.
+ */
+int rt_agent_secagg_commit(struct rt_agent *a, struct rt_job *j, const float *model,
+			   uint32_t clients, double weight, uint64_t opened_ns);
 /* A RESULT: if it is a cluster fold's model, take it (and @payload) and return true. */
 bool rt_agent_on_fold_result(struct rt_agent *a, struct rt_fn *fn, const struct shm_desc *d,
 			     float *payload);

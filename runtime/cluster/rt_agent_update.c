@@ -107,6 +107,7 @@ void rt__agent_job_apply(struct rt_agent *a, json_t *h)
 		j->xtarget = UINT32_MAX;
 	}
 	j->xid = (uint64_t)json_integer_value(json_object_get(h, "id"));
+	rt__agent_secagg_at(a, j, h);
 	job_cred_apply(j, h);
 	j->paused = json_is_true(json_object_get(h, "paused")); /* the controller's (issue 15) */
 	if (round > j->round && !j->open && !j->inflight)
@@ -172,6 +173,7 @@ void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_e
 	j->xtarget = UINT32_MAX;
 	j->xid = (uint64_t)json_integer_value(json_object_get(ev->hdr, "id"));
 	job_cred_apply(j, ev->hdr);
+	rt__agent_secagg_at(a, j, ev->hdr);
 	rt__agent_respond_json(c, 201,
 		     json_pack("{s:s, s:s, s:i}", "job", j->name, "token", j->token, "round", 0));
 }

@@ -185,6 +185,14 @@ struct rt_job {
 	uint32_t sa_sum_round, sa_sum_count; /* its round and the inputs the tree folded */
 	char sa_failed[192];          /* why the last secure round failed ("" none) */
 	uint32_t sa_failed_round;
+	/*
+	 * cluster: the node that runs this job's secure rounds (its wire address and name, from
+	 * the controller's job message; "" on that node itself or with no cluster), and the
+	 * version whose commit the controller has not sent back yet (0: none): no new round
+	 * opens before it (its number would be the same).
+	 */
+	char sa_at[128], sa_at_name[64];
+	uint32_t sa_wait_version;
 	struct rt_fedau *fedau;   /* fedau: its clients' interval estimates (owned, rt_fedau.c) */
 	struct rt_flora *flora;   /* flora: its LoRA pairs' layout (owned, rt_flora.c), or NULL */
 	uint8_t *opt_state;       /* server optimiser state after the last round (owned), or NULL */
@@ -320,6 +328,14 @@ struct rt_node_hooks {
 	 * shards finished phase @phase (rt_robust_x.c).
 	 */
 	void (*shard_phase)(void *ctx, struct rt_job *j, struct rt_round *r, uint32_t phase);
+	/*
+	 * cluster, secure aggregation: @j's unmasked mean of round j->completed to the
+	 * controller, which commits it as the next version and sends it to every node (this one
+	 * too; @opened_ns: when the round opened, for its record). 0 if it is on its way
+	 * (j->sa_wait_version set), or -errno.
+	 */
+	int (*secagg_commit)(void *ctx, struct rt_job *j, const float *model, uint32_t clients,
+			     double weight, uint64_t opened_ns);
 };
 
 struct ebpf_route;

@@ -25,6 +25,9 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	/* A secure job has no plain rounds (rt_api refuses its updates): its tree is done. */
 	if (!j->secagg.on || j->open || j->inflight)
 		return -EBUSY;
+	/* A cluster's version is the controller's: it comes back as the model of every node. */
+	if (n->hooks.secagg_commit)
+		return n->hooks.secagg_commit(n->hooks.ctx, j, model, clients, weight, opened_ns);
 	b = rt__model_blob(j, model, j->completed + 1);
 	if (!b)
 		return -ENOMEM;
