@@ -51,22 +51,29 @@ static int num(json_t *o, const char *k, double *v, bool *given)
 		return -EINVAL;                                  \
 	} while (0)
 
+/* Every algorithm of this build, and its server step. */
+static const struct {
+	const char *name;
+	int server; /* enum fn_opt_kind, or -1: not aggregated end to end yet */
+} algos[] = {
+	{ "fedavg", FN_OPT_FEDAVG },	     { "fedavgm", FN_OPT_FEDAVGM },
+	{ "fedadagrad", FN_OPT_FEDADAGRAD }, { "fedadam", FN_OPT_FEDADAM },
+	{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", FN_OPT_FEDAVG },
+	{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
+	{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
+	{ "bulyan", FN_OPT_FEDAVG },	     { "fedau", FN_OPT_FEDAVG },
+	{ "scaffold", FN_OPT_FEDAVG },	     { "frl", FN_OPT_FEDAVG },
+	{ "flora", FN_OPT_FEDAVG },
+};
+
+const char *rt_algo_name_at(size_t i)
+{
+	return i < sizeof(algos) / sizeof(algos[0]) ? algos[i].name : NULL;
+}
+
 /* "algorithm": *server is its enum fn_opt_kind. */
 static int parse_name(json_t *o, struct rt_algo *a, int *server, char *msgbuf, size_t msglen)
 {
-	static const struct {
-		const char *name;
-		int server; /* enum fn_opt_kind, or -1: not aggregated end to end yet */
-	} algos[] = {
-		{ "fedavg", FN_OPT_FEDAVG },	     { "fedavgm", FN_OPT_FEDAVGM },
-		{ "fedadagrad", FN_OPT_FEDADAGRAD }, { "fedadam", FN_OPT_FEDADAM },
-		{ "fedyogi", FN_OPT_FEDYOGI },	     { "fedbuff", FN_OPT_FEDAVG },
-		{ "median", FN_OPT_FEDAVG },	     { "trimmed_mean", FN_OPT_FEDAVG },
-		{ "krum", FN_OPT_FEDAVG },	     { "fedprox", FN_OPT_FEDAVG },
-		{ "bulyan", FN_OPT_FEDAVG },	     { "fedau", FN_OPT_FEDAVG },
-		{ "scaffold", FN_OPT_FEDAVG },	     { "frl", FN_OPT_FEDAVG },
-		{ "flora", FN_OPT_FEDAVG },
-	};
 	json_t *alg = json_object_get(o, "algorithm");
 	const char *name = alg ? json_string_value(alg) : "fedavg";
 

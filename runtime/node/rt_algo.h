@@ -51,6 +51,9 @@ struct rt_algo {
  */
 int rt_algo_parse(json_t *o, struct rt_algo *out, char *msgbuf, size_t msglen);
 
+/* The i-th algorithm name this build knows ("fedavg", ...), NULL past the last. */
+const char *rt_algo_name_at(size_t i);
+
 /*
  * At job creation, for frl: k rankings of the largest tensor (@n_max entries, named @tensor)
  * must sum without overflow, k(n-1) <= 2^32 - 1 (fn_frl_votes_fit). 0, or -EINVAL with @msgbuf

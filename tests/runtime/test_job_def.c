@@ -491,3 +491,52 @@ Test(runtime_job_def, flora_schema_and_stored_params)
 			   "\"max_rank\":5}]}", false, &def, msg), 400);
 	cr_assert(strstr(msg, "flora_pairs[0].max_rank"), "%s", msg);
 }
+
+/*
+ * Every algorithm this build knows has a row here and runs across nodes. The cluster's allowlist
+ * (rt_api_job.c cluster_algorithm) refuses a name it does not list, so an algorithm added later
+ * fails this test until someone decides, here and there, whether it works on a cluster.
+ */
+Test(runtime_job_def, every_algorithm_is_decided_for_clusters)
+{
+	static const struct {
+		const char *name, *body; /* the fields it needs besides name and params */
+	} rows[] = {
+		{ "fedavg", "\"clients_per_round\":4" },
+		{ "fedavgm", "\"clients_per_round\":4" },
+		{ "fedadagrad", "\"clients_per_round\":4" },
+		{ "fedadam", "\"clients_per_round\":4" },
+		{ "fedyogi", "\"clients_per_round\":4" },
+		{ "fedbuff", "\"buffer_size\":4" },
+		{ "fedprox", "\"clients_per_round\":4" },
+		{ "median", "\"clients_per_round\":5" },
+		{ "trimmed_mean", "\"clients_per_round\":10" },
+		{ "krum", "\"clients_per_round\":8" },
+		{ "bulyan", "\"clients_per_round\":7" },
+		{ "fedau", "\"clients_per_round\":4,\"client_auth\":\"required\"" },
+		{ "scaffold", "\"clients_per_round\":4,\"scaffold_clients\":10" },
+		{ "frl", "\"clients_per_round\":4" },
+		{ "flora", "\"clients_per_round\":3,\"flora_pairs\":[{\"name\":\"p\",\"base\":"
+			   "\"w\",\"a\":\"w.A\",\"b\":\"w.B\",\"max_rank\":2}]" },
+	};
+	struct rt_job_def def;
+	char body[512], msg[256];
+	const char *name;
+
+	for (size_t i = 0; (name = rt_algo_name_at(i)); i++) {
+		size_t r = 0;
+
+		while (r < sizeof(rows) / sizeof(rows[0]) && strcmp(rows[r].name, name))
+			r++;
+		cr_assert(r < sizeof(rows) / sizeof(rows[0]),
+			  "algorithm '%s' has no row: decide whether it runs across nodes "
+			  "(rt_api_job.c cluster_algorithm) and add it here", name);
+		snprintf(body, sizeof(body),
+			 "{\"name\":\"x\",\"algorithm\":\"%s\",\"tensors\":[{\"name\":\"w\","
+			 "\"shape\":[6,4]}],%s}", name, rows[r].body);
+		cr_assert_eq(parse(body, false, &def, msg), 200, "%s on one node: %s", name, msg);
+		rt_job_def_free(&def);
+		cr_assert_eq(parse(body, true, &def, msg), 200, "%s on a cluster: %s", name, msg);
+		rt_job_def_free(&def);
+	}
+}
