@@ -99,17 +99,19 @@ size_t tl_sim_data_len(enum tl_sim_dtype dtype, uint64_t params)
 }
 
 /*
- * binary16 of j / 1024, |j| <= 1024 (F16 elements: 11 significant bits, so
- * exact): normal for every j but 0, exponent floor(log2 |j|) - 10.
+ * binary16 of @f = j / 1024, |j| <= 1024 (F16 elements: 11 significant bits,
+ * so exact, and normal but for 0): the f32's sign, its exponent rebiased (127
+ * to 15), the top 10 bits of its mantissa. No branch: the loop vectorises.
  */
-static uint16_t f16_of_1024ths(int32_t j)
+static inline uint16_t f16_of_1024ths(float f)
 {
-	uint32_t a = (uint32_t)(j < 0 ? -j : j), e;
+	uint32_t u;
 
-	if (!a)
-		return 0;
-	e = 31u - (uint32_t)__builtin_clz(a);
-	return (uint16_t)((j < 0 ? 0x8000u : 0) | (e + 5) << 10 | ((a << (10 - e)) & 0x3ffu));
+	memcpy(&u, &f, 4);
+	return (uint16_t)(((u >> 16) & 0x8000u) |
+			  ((u & 0x7fffffffu) ? ((((u >> 23) & 0xffu) - 112u) << 10 |
+						((u >> 13) & 0x3ffu))
+					     : 0u));
 }
 
 SIM_HOT void tl_sim_fill_dtype(enum tl_sim_dtype dtype, uint64_t key, void *buf, uint64_t n)
@@ -122,7 +124,7 @@ SIM_HOT void tl_sim_fill_dtype(enum tl_sim_dtype dtype, uint64_t key, void *buf,
 	switch (dtype) {
 	case TL_SIM_F16:
 		for (uint64_t i = 0; i < n; i++) {
-			h = f16_of_1024ths((int32_t)(elem_bits(key, i) >> 13) - 1024);
+			h = f16_of_1024ths((float)(int32_t)(elem_bits(key, i) >> 13) * 0x1p-10f - 1.0f);
 			memcpy(b + 2 * i, &h, 2);
 		}
 		break;
