@@ -34,6 +34,9 @@ cores=$(getconf _NPROCESSORS_ONLN)
 echo "cores online: $cores; 1-minute load average $(cut -d' ' -f1 /proc/loadavg)"
 
 tck=$(getconf CLK_TCK)
+# Without the scheduler's statistics the CPU columns would read 0 and the verdict would be void.
+[ -r /proc/self/schedstat ] ||
+	{ echo "bench/tree: /proc/PID/schedstat is missing (a kernel without CONFIG_SCHEDSTATS)" >&2; exit 1; }
 # CPU seconds of process $1, every thread, from the scheduler's own clock (/proc/PID/task/*/
 # schedstat: ns on a CPU, then ns runnable but waiting for one), as "on waited".
 cpu_of() { cat /proc/"$1"/task/*/schedstat 2>/dev/null |
