@@ -71,12 +71,12 @@ one() {
 	# on a CPU and waiting for one, and what any that exited used.
 	fns="$(reaped_of "$pid") 0"
 	for c in $(ps -o pid= --ppid "$pid"); do fns="$fns $(cpu_of "$c")"; done
-	fnw=$(echo "$fns" | awk '{ for (i = 2; i <= NF; i += 2) s += $i; printf "%.2f", s }')
-	fns=$(echo "$fns" | awk '{ for (i = 1; i <= NF; i += 2) s += $i; printf "%.2f", s }')
+	fnw=$(echo "$fns" | awk '{ for (i = 2; i <= NF; i += 2) s += $i; printf "%.3f", s }')
+	fns=$(echo "$fns" | awk '{ for (i = 1; i <= NF; i += 2) s += $i; printf "%.3f", s }')
 	med=$(sed -n 's/^round [0-9]*: [0-9]* updates in \([0-9.]*\) s.*/\1/p' "$dir/$2.out" | median)
 	up=$(sed -n 's/^round .*updates\/s, \([0-9.]*\) MB\/s upload.*/\1/p' "$dir/$2.out" | median)
 	echo "$med $(metric tributary_autoscale_scale_outs_total) $(metric tributary_autoscale_scale_outs_capped_total) $up" \
-		"$(awk -v a="$gw0" -v b="$gw1" 'BEGIN { printf "%.2f", b - a }') $fns" \
+		"$(awk -v a="$gw0" -v b="$gw1" 'BEGIN { printf "%.3f", b - a }') $fns" \
 		"$(awk -v a="$k0" -v b="$k1" 'BEGIN { printf "%.2f", b - a }')" \
 		"$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') $fnw"
 	up_stop >/dev/null 2>&1
@@ -112,7 +112,7 @@ echo "$cases" | tr ';' '\n' | while read -r n p dt alg; do
 	# Where a fixed leaf's round goes, in CPU: the functions (the fold) against the gateway.
 	awk -v g="$5" -v f="$6" -v c="$7" -v w="$8" -v fw="$9" 'BEGIN {
 		printf "  fixed leaf, %.2f s of rounds: gateway %.2f CPU s (%.0f%% of a core), functions %.2f (%.0f%%; %.2f s more runnable, waiting for a CPU), client %.2f (%.0f%%): the fold costs %.2fx the gateway\n",
-			w, g, 100 * g / w, f, 100 * f / w, fw, c, 100 * c / w, f / g }'
+			w, g, 100 * g / w, f, 100 * f / w, fw, c, 100 * c / w, (g > 0 ? f / g : 0) }'
 	# The rates in wall time: bench_fold's, measured alone, against the fixed leaf's upload.
 	awk -v n="$n" -v p="$p" -v l="$ls" -v f="$fold" -v up="$4" -v dt="$dt" 'BEGIN {
 		data = n * p * (dt == "i8" ? 1 : dt == "f32" ? 4 : 2) / 1e6
@@ -120,8 +120,8 @@ echo "$cases" | tr ';' '\n' | while read -r n p dt alg; do
 			up, data / l, dt, f * 1e3, f * 1e3 / up }'
 	# The target's verdict, one line per case: fold-bound (1/0), autoscaled, one leaf, fold,
 	# ingest, the case, functions' CPU / gateway's CPU.
-	echo "$(awk -v g="$5" -v f="$6" 'BEGIN { print (f >= g) ? 1 : 0 }') ${auto%% *} $ls $fold $4 $n x $p $dt$(
-		[ -z "$check" ] || echo "-$alg") $(awk -v g="$5" -v f="$6" 'BEGIN { printf "%.2f", f / g }')" \
+	echo "$(awk -v g="$5" -v f="$6" 'BEGIN { print ((g > 0 && f >= g) ? 1 : 0) }') ${auto%% *} $ls $fold $4 $n x $p $dt$(
+		[ -z "$check" ] || echo "-$alg") $(awk -v g="$5" -v f="$6" 'BEGIN { printf "%.2f", (g > 0 ? f / g : 0) }')" \
 		>>"$dir/verdict"
 done || exit 1
 # Folding is the bottleneck of a case when its fixed leaf's functions needed at least the
