@@ -36,7 +36,7 @@ echo "== bench/lifecycle: cold start, warm hand-off, planner + autoscaler vs one
 bench/lifecycle/run.sh "$build" 3 || rc=1
 
 echo
-echo "== bench/tree: planned tree (autoscaler capped, uncapped) vs one fixed leaf, fold vs ingest rate"
+echo "== bench/tree: planned tree (autoscaler capped, uncapped) vs one fixed leaf; F32, I8, F16, 10M, fedadam; fold vs gateway CPU"
 bench/tree/run.sh "$build" 3 || rc=1
 
 echo

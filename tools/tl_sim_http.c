@@ -268,7 +268,8 @@ int tl_sim_post_update(struct tl_client *c, const struct tl_sim_update *u,
 	if (u->st_hdr)
 		iov[n++] = (struct iovec){ .iov_base = (void *)u->st_hdr,
 					   .iov_len = u->st_hdr_len };
-	iov[n++] = (struct iovec){ .iov_base = (void *)u->data, .iov_len = u->params * 4 };
+	iov[n++] = (struct iovec){ .iov_base = (void *)u->data,
+				   .iov_len = u->data_len ? u->data_len : u->params * 4 };
 	req.target = target;
 	req.bearer = u->token && *u->token ? u->token : NULL;
 	req.headers = headers;

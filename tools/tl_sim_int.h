@@ -276,6 +276,14 @@ struct tl_sim_round {
 	json_t *top, *edges;        /* from the last /rounds answer, owned */
 };
 
+/* Bytes of one update buffer: the F32 elements, or the data section of any --dtype. */
+static inline size_t tl_sim_buf_len(const struct tl_sim_opts *o)
+{
+	size_t f = o->params * sizeof(float), d = tl_sim_data_len(o->dtype, o->params);
+
+	return f > d ? f : d;
+}
+
 struct tl_sim_worker {
 	struct tl_sim_round *r;
 	struct tl_client *conns[TL_SIM_MAX_URLS]; /* owned by the run: one per gateway */

@@ -24,6 +24,7 @@ const char tl_sim_usage[] =
 	"         [--data-dir DIR (./tributary-data)]\n"
 	"         [--admin-token-file FILE] [--connections C (min(N, 16))] [--seed S (1)]\n"
 	"         [--format raw|safetensors|mixed (mixed)] [--quiet] [--no-check]\n"
+	"         [--dtype f32|f16|bf16|i8 (f32; others need --format safetensors)]\n"
 	"         [--report-json FILE] [--client-tokens]\n"
 	"  Several --url gateways (one per node of a cluster): client i sends to the\n"
 	"  (i mod k)-th, and to the next one when that refuses the connection.\n"
@@ -178,6 +179,19 @@ static int parse_format(const char *val, enum tl_sim_format *f)
 	return 0;
 }
 
+/* --dtype's value into *d. Returns 0 or -EINVAL. */
+static int parse_dtype(const char *val, enum tl_sim_dtype *d)
+{
+	static const char *const names[] = { "f32", "f16", "bf16", "i8" };
+
+	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(val, names[i])) {
+			*d = (enum tl_sim_dtype)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
 /* A non-empty string option into *out. Returns 0 or -EINVAL. */
 static int set_string(const char *val, const char **out)
 {
@@ -218,6 +232,8 @@ static int set_option(struct tl_sim_opts *o, struct sim_seen *seen, const char *
 		err = set_string(val, &o->report_json);
 	} else if (IS("format")) {
 		err = parse_format(val, &o->format);
+	} else if (IS("dtype")) {
+		err = parse_dtype(val, &o->dtype);
 	} else if (IS("tls-ca")) {
 		err = set_string(val, &o->tls.ca_file);
 	} else if (IS("tls-pin")) {
@@ -313,6 +329,12 @@ int tl_sim_parse_args(int argc, char **argv, struct tl_sim_opts *o, char *why, s
 	err = check_tls(o, why, why_len);
 	if (err)
 		return err;
+	/* A raw body is F32 by the API; only a safetensors header can name another dtype. */
+	if (o->dtype != TL_SIM_F32 && o->format != TL_SIM_SAFETENSORS) {
+		snprintf(why, why_len, "--dtype %s needs --format safetensors (a raw body is F32)",
+			 o->dtype == TL_SIM_F16 ? "f16" : o->dtype == TL_SIM_BF16 ? "bf16" : "i8");
+		return -EINVAL;
+	}
 	if (!seen.connections)
 		o->connections = 16;
 	if (o->connections > o->clients)

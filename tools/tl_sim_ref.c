@@ -79,6 +79,74 @@ SIM_HOT void tl_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n)
 		x[i] = (float)(int32_t)elem_bits(key, first + i) * 0x1p-23f - 1.0f;
 }
 
+/* Bits of an element dropped so that it is exact in @dtype (enum tl_sim_dtype). */
+static unsigned dtype_shift(enum tl_sim_dtype dtype)
+{
+	return dtype == TL_SIM_F16 ? 13 : dtype == TL_SIM_F32 ? 0 : 16;
+}
+
+size_t tl_sim_data_len(enum tl_sim_dtype dtype, uint64_t params)
+{
+	switch (dtype) {
+	case TL_SIM_F16:
+	case TL_SIM_BF16:
+		return params * 2;
+	case TL_SIM_I8:
+		return params + sizeof(float); /* the int8 values, then the scale */
+	default:
+		return params * 4;
+	}
+}
+
+/*
+ * binary16 of @f = j / 1024, |j| <= 1024 (F16 elements: 11 significant bits,
+ * so exact, and normal but for 0): the f32's sign, its exponent rebiased (127
+ * to 15), the top 10 bits of its mantissa. No branch: the loop vectorises.
+ */
+static inline uint16_t f16_of_1024ths(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, 4);
+	return (uint16_t)(((u >> 16) & 0x8000u) |
+			  ((u & 0x7fffffffu) ? ((((u >> 23) & 0xffu) - 112u) << 10 |
+						((u >> 13) & 0x3ffu))
+					     : 0u));
+}
+
+SIM_HOT void tl_sim_fill_dtype(enum tl_sim_dtype dtype, uint64_t key, void *buf, uint64_t n)
+{
+	uint8_t *b = buf;
+	float f, scale = 0x1p-7f;
+	uint32_t u;
+	uint16_t h;
+
+	switch (dtype) {
+	case TL_SIM_F16:
+		for (uint64_t i = 0; i < n; i++) {
+			h = f16_of_1024ths((float)(int32_t)(elem_bits(key, i) >> 13) * 0x1p-10f - 1.0f);
+			memcpy(b + 2 * i, &h, 2);
+		}
+		break;
+	case TL_SIM_BF16:
+		/* j / 128: 8 significant bits, so the top half of the f32 is exact. */
+		for (uint64_t i = 0; i < n; i++) {
+			f = (float)(int32_t)(elem_bits(key, i) >> 16) * 0x1p-7f - 1.0f;
+			memcpy(&u, &f, 4);
+			h = (uint16_t)(u >> 16);
+			memcpy(b + 2 * i, &h, 2);
+		}
+		break;
+	case TL_SIM_I8:
+		for (uint64_t i = 0; i < n; i++)
+			b[i] = (uint8_t)(int8_t)((int32_t)(elem_bits(key, i) >> 16) - 128);
+		memcpy(b + n, &scale, sizeof(scale));
+		break;
+	default:
+		tl_sim_fill(key, 0, buf, n);
+	}
+}
+
 /* ---- the reference ---- */
 
 struct ref_task {
@@ -86,6 +154,7 @@ struct ref_task {
 	const double *weights; /* n_c / sum n */
 	uint32_t clients;
 	uint64_t lo, hi;
+	unsigned shift; /* dtype_shift: element k is (bits >> shift) * 2^-(23 - shift) - 1 */
 	double *ref;
 	pthread_t tid;
 };
@@ -93,6 +162,8 @@ struct ref_task {
 SIM_HOT static void *ref_run(void *arg)
 {
 	struct ref_task *t = arg;
+	const unsigned s = t->shift;
+	const double unit = ldexp(1, -(int)(23 - s));
 
 	for (uint64_t b = t->lo; b < t->hi; b += SIM_REF_BLOCK) {
 		uint64_t e = b + SIM_REF_BLOCK < t->hi ? b + SIM_REF_BLOCK : t->hi;
@@ -105,7 +176,7 @@ SIM_HOT static void *ref_run(void *arg)
 			double w = t->weights[c];
 
 			for (uint64_t i = b; i < e; i++)
-				r[i] += w * ((double)(int32_t)elem_bits(key, i) * 0x1p-23 - 1.0);
+				r[i] += w * ((double)(int32_t)(elem_bits(key, i) >> s) * unit - 1.0);
 		}
 	}
 	return NULL;
@@ -113,6 +184,14 @@ SIM_HOT static void *ref_run(void *arg)
 
 int tl_sim_reference_subset(uint64_t seed, uint64_t round, uint32_t clients, const bool *include,
 			    uint64_t params, unsigned threads, double *ref)
+{
+	return tl_sim_reference_dtype(TL_SIM_F32, seed, round, clients, include, params, threads,
+				      ref);
+}
+
+int tl_sim_reference_dtype(enum tl_sim_dtype dtype, uint64_t seed, uint64_t round,
+			   uint32_t clients, const bool *include, uint64_t params, unsigned threads,
+			   double *ref)
 {
 	struct ref_task *tasks;
 	uint64_t *keys;
@@ -153,6 +232,7 @@ int tl_sim_reference_subset(uint64_t seed, uint64_t round, uint32_t clients, con
 			.clients = n,
 			.lo = params * t / threads,
 			.hi = params * (t + 1) / threads,
+			.shift = dtype_shift(dtype),
 			.ref = ref,
 		};
 	}
@@ -219,6 +299,44 @@ int tl_sim_st_header(uint64_t params, char **hdr, size_t *hdr_len)
 	snprintf(t.name, sizeof(t.name), "weights");
 	t.shape[0] = params;
 	return trib_st_write_header(&t, 1, NULL, hdr, hdr_len);
+}
+
+int tl_sim_st_header_dtype(enum tl_sim_dtype dtype, uint64_t params, char **hdr, size_t *hdr_len)
+{
+	static const char *const names[] = { "F32", "F16", "BF16", "I8" };
+	size_t len = tl_sim_data_len(dtype, params), json_len, pad;
+	uint64_t end = dtype == TL_SIM_I8 ? params : len;
+	char json[256], *h;
+	int n;
+
+	if (dtype == TL_SIM_F32)
+		return tl_sim_st_header(params, hdr, hdr_len);
+	if ((unsigned)dtype >= sizeof(names) / sizeof(names[0]))
+		return -EINVAL;
+	n = snprintf(json, sizeof(json),
+		     "{\"weights\":{\"dtype\":\"%s\",\"shape\":[%" PRIu64 "],"
+		     "\"data_offsets\":[0,%" PRIu64 "]}",
+		     names[dtype], params, end);
+	if (dtype == TL_SIM_I8)
+		n += snprintf(json + n, sizeof(json) - (size_t)n,
+			      ",\"weights.scale\":{\"dtype\":\"F32\",\"shape\":[1],"
+			      "\"data_offsets\":[%" PRIu64 ",%zu]}",
+			      params, len);
+	n += snprintf(json + n, sizeof(json) - (size_t)n, "}");
+	if (n <= 0 || (size_t)n >= sizeof(json))
+		return -EINVAL;
+	json_len = (size_t)n;
+	pad = (8 - json_len % 8) % 8; /* the data section starts 8-aligned */
+	h = trib_malloc(8 + json_len + pad);
+	if (!h)
+		return -ENOMEM;
+	for (int i = 0; i < 8; i++)
+		h[i] = (char)(((uint64_t)(json_len + pad) >> (8 * i)) & 0xff);
+	memcpy(h + 8, json, json_len);
+	memset(h + 8 + json_len, ' ', pad);
+	*hdr = h;
+	*hdr_len = 8 + json_len + pad;
+	return 0;
 }
 
 /* Check the model in @resp against @ref (*err_out, *limit as tl_sim_compare). 0 or -EPROTO. */

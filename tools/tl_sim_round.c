@@ -123,11 +123,12 @@ static void make_update(const struct tl_sim_round *r, uint32_t i, uint8_t resend
 		.samples = tl_sim_samples(key),
 		.data = buf,
 		.params = o->params,
+		.data_len = tl_sim_data_len(o->dtype, o->params),
 		.st_hdr = st ? r->st_hdr : NULL,
 		.st_hdr_len = st ? r->st_hdr_len : 0,
 	};
 	tl_sim_idem_key(o->seed, r->round, i, resend, u->key, sizeof(u->key));
-	tl_sim_fill(key, 0, buf, o->params);
+	tl_sim_fill_dtype(o->dtype, key, buf, o->params);
 }
 
 static void *worker_run(void *arg)
@@ -192,7 +193,7 @@ static void *worker_run(void *arg)
 			run->acks[i] = (struct tl_sim_ack){ .node = node, .gw = (uint8_t)g };
 			tl_sim_gw_saw_node(run, g, node);
 			atomic_fetch_add(&r->accepted, 1);
-			atomic_fetch_add(&r->bytes, u.st_hdr_len + o->params * 4);
+			atomic_fetch_add(&r->bytes, u.st_hdr_len + u.data_len);
 			atomic_max_u64(&r->t_last, t1);
 		} else if (!err && resp.status == 409 && run->job.sel_k) {
 			/* Over-committed: the round closed at per_round before this task's update. */
@@ -408,7 +409,7 @@ int tl_sim_poller_start(struct tl_sim_poller *p, struct tl_sim_round *r)
 	int err = -EAGAIN;
 
 	if (!run->pbuf) {
-		run->pbuf = trib_malloc(r->o->params * sizeof(float));
+		run->pbuf = trib_malloc(tl_sim_buf_len(r->o));
 		if (!run->pbuf)
 			return -ENOMEM;
 	}

@@ -224,8 +224,8 @@ static int round_judge(const struct tl_sim_opts *o, struct tl_sim_round *r,
 		return 0;
 	}
 	/* After the timing: regenerate the folded updates and check the model against their mean. */
-	err = tl_sim_reference_subset(o->seed, r->round, o->clients, r->run->include, o->params,
-				      ncpu, ref);
+	err = tl_sim_reference_dtype(o->dtype, o->seed, r->round, o->clients, r->run->include,
+				     o->params, ncpu, ref);
 	if (!err)
 		err = tl_sim_check_model(resp, ref, o->params, &e, &limit);
 	ok = !err && e <= limit && !r->resend_failed;
@@ -396,7 +396,7 @@ static int run_buffers(struct tl_sim_run *run)
 	long ncpu;
 	int err;
 
-	err = tl_sim_st_header(o->params, &run->st_hdr, &run->st_hdr_len);
+	err = tl_sim_st_header_dtype(o->dtype, o->params, &run->st_hdr, &run->st_hdr_len);
 	if (err) {
 		trib_error("cannot build the safetensors header: %s", strerror(-err));
 		return err;
@@ -413,7 +413,7 @@ static int run_buffers(struct tl_sim_run *run)
 		return -ENOMEM;
 	}
 	for (run->nw = 0; run->nw < o->connections; run->nw++) {
-		run->w[run->nw].buf = trib_malloc(o->params * sizeof(float));
+		run->w[run->nw].buf = trib_malloc(tl_sim_buf_len(o));
 		if (!run->w[run->nw].buf) {
 			trib_error("out of memory for update buffers");
 			return -ENOMEM;

@@ -15,6 +15,20 @@ enum tl_sim_format {
 	TL_SIM_MIXED = 2,       /* even clients raw, odd clients safetensors */
 };
 
+/*
+ * The dtype of the "weights" tensor of a safetensors update (--dtype). Every
+ * element is exact in it: (bits >> s) * 2^-(23 - s) - 1 for the element's 24
+ * hashed bits, with s = 0 (F32), 13 (F16), 16 (BF16; I8: q = (bits >> 16) - 128
+ * with the one-value F32 tensor "weights.scale" = 2^-7 after it). A raw body
+ * is F32 only.
+ */
+enum tl_sim_dtype {
+	TL_SIM_F32 = 0,
+	TL_SIM_F16 = 1,
+	TL_SIM_BF16 = 2,
+	TL_SIM_I8 = 3,
+};
+
 /* Most gateways one --url may list, and the longest URL in it (NUL included). */
 #define TL_SIM_MAX_URLS 64
 #define TL_SIM_URL_LEN 256
@@ -41,6 +55,7 @@ struct tl_sim_opts {
 	uint32_t connections;         /* already clamped to [1, clients] */
 	uint64_t seed;
 	enum tl_sim_format format;
+	enum tl_sim_dtype dtype;      /* --dtype: F32 unless a compressed update is asked for */
 	bool quiet;
 	bool no_check;                /* time only: the job's model is not the FedAvg mean */
 	const char *report_json;      /* --report-json FILE: per-round JSON at exit, NULL: none */
@@ -70,6 +85,14 @@ uint64_t tl_sim_stream(uint64_t key, uint64_t i);
 uint32_t tl_sim_samples(uint64_t key);
 /* Elements [@first, @first + @n) of the update, each uniform in [-1, 1) and exact in f32. */
 void tl_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n);
+/* Bytes of the data section of a safetensors update of @params elements in @dtype. */
+size_t tl_sim_data_len(enum tl_sim_dtype dtype, uint64_t params);
+/*
+ * The data section of the update @key in @dtype (tl_sim_data_len(@dtype, @n)
+ * bytes into @buf): tl_sim_fill's elements rounded as enum tl_sim_dtype says,
+ * then for I8 the scale. F32 is tl_sim_fill.
+ */
+void tl_sim_fill_dtype(enum tl_sim_dtype dtype, uint64_t key, void *buf, uint64_t n);
 
 /*
  * ref[i] = sum_c n_c x_c[i] / sum_c n_c over the updates of clients 0..@clients-1
@@ -82,6 +105,10 @@ void tl_sim_fill(uint64_t key, uint64_t first, float *x, uint64_t n);
  */
 int tl_sim_reference_subset(uint64_t seed, uint64_t round, uint32_t clients, const bool *include,
 			    uint64_t params, unsigned threads, double *ref);
+/* tl_sim_reference_subset() of updates sent in @dtype (their rounded elements). */
+int tl_sim_reference_dtype(enum tl_sim_dtype dtype, uint64_t seed, uint64_t round,
+			   uint32_t clients, const bool *include, uint64_t params, unsigned threads,
+			   double *ref);
 /* tl_sim_reference_subset() over every client (@include NULL). */
 int tl_sim_reference(uint64_t seed, uint64_t round, uint32_t clients, uint64_t params,
 		     unsigned threads, double *ref);
@@ -100,6 +127,12 @@ void tl_sim_compare(const double *ref, const void *model, uint64_t n, double *ma
  * owned by the caller (trib_free). Returns 0 or -ENOMEM, -EINVAL.
  */
 int tl_sim_st_header(uint64_t params, char **hdr, size_t *hdr_len);
+/*
+ * The header of an update in @dtype: "weights" (@params elements in @dtype)
+ * and, for I8, "weights.scale" (one F32) after it; tl_sim_data_len() bytes of
+ * data follow. F32 is tl_sim_st_header. Returns 0 or -ENOMEM, -EINVAL.
+ */
+int tl_sim_st_header_dtype(enum tl_sim_dtype dtype, uint64_t params, char **hdr, size_t *hdr_len);
 
 /*
  * Find the admin token: @file if given, else env TRIBUTARY_ADMIN_TOKEN (its
@@ -149,8 +182,9 @@ struct tl_sim_update {
 	const char *token;
 	uint64_t round;
 	uint32_t samples;
-	const float *data; /* @params floats, sent in place */
+	const void *data; /* @params floats (or @data_len bytes), sent in place */
 	uint64_t params;
+	size_t data_len;    /* bytes of @data to send; 0: @params f32 */
 	const char *st_hdr; /* safetensors header to send before data, NULL: raw body */
 	size_t st_hdr_len;
 	char key[TL_IDEM_KEY_MAX + 1]; /* its Idempotency-Key (tl_sim_idem_key), "": none */

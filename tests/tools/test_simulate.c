@@ -339,6 +339,127 @@ Test(tools_simulate, reference_is_weighted_mean)
 			  want[i] / total);
 }
 
+/* An F16 value (normal or zero: all the stream makes) as a double, decoded here on its own. */
+static double f16_value(uint16_t h)
+{
+	int e = (h >> 10) & 0x1f;
+	double m = e ? 1 + (h & 0x3ff) / 1024.0 : (h & 0x3ff) / 1024.0;
+
+	return (h & 0x8000 ? -1 : 1) * ldexp(m, e ? e - 15 : -14);
+}
+
+/*
+ * --dtype: each element is the F32 element rounded down to the dtype's step
+ * (2^-10 for F16, 2^-7 for BF16 and I8 x scale 2^-7), decoded by hand from the
+ * bytes, and the reference of a dtype is the weighted mean of those values.
+ */
+Test(tools_simulate, dtype_fill_and_reference)
+{
+	enum { C = 4, P = 4099 };
+	const enum tl_sim_dtype dts[] = { TL_SIM_F16, TL_SIM_BF16, TL_SIM_I8 };
+	const double step[] = { 0x1p-10, 0x1p-7, 0x1p-7 };
+	float *x = trib_malloc(P * sizeof(float)), scale;
+	uint8_t *b = trib_malloc(P * 2 + 8);
+	double *ref = trib_malloc(P * sizeof(double)), *want = trib_malloc(P * sizeof(double));
+
+	cr_assert_eq(tl_sim_data_len(TL_SIM_F32, P), 4 * P);
+	cr_assert_eq(tl_sim_data_len(TL_SIM_F16, P), 2 * P);
+	cr_assert_eq(tl_sim_data_len(TL_SIM_I8, P), P + 4);
+	for (unsigned d = 0; d < sizeof(dts) / sizeof(dts[0]); d++) {
+		double total = 0, moved = 0;
+
+		memset(want, 0, P * sizeof(double));
+		for (uint32_t c = 0; c < C; c++) {
+			uint64_t k = tl_sim_key(3, 1, c);
+			double n = tl_sim_samples(k);
+
+			tl_sim_fill(k, 0, x, P);
+			tl_sim_fill_dtype(dts[d], k, b, P);
+			for (int i = 0; i < P; i++) {
+				uint16_t h;
+				uint32_t u;
+				float f;
+				double v, r = floor((x[i] + 1.0) / step[d]) * step[d] - 1.0;
+
+				if (dts[d] == TL_SIM_I8) {
+					memcpy(&scale, b + P, 4);
+					cr_assert_eq(scale, 0x1p-7f);
+					v = (int8_t)b[i] * (double)scale;
+				} else {
+					memcpy(&h, b + 2 * i, 2);
+					u = (uint32_t)h << 16;
+					memcpy(&f, &u, 4);
+					v = dts[d] == TL_SIM_F16 ? f16_value(h) : f;
+				}
+				cr_assert_eq(v, r, "dtype %u elem %d: %.10g, want %.10g", d, i, v, r);
+				moved = fmax(moved, fabs(v - x[i]));
+				want[i] += n * v;
+			}
+			total += n;
+		}
+		/* Rounded: the elements differ from F32's, so a reference of the wrong dtype fails. */
+		cr_assert(moved > step[d] / 2, "dtype %u: no element was rounded", d);
+		cr_assert_eq(tl_sim_reference_dtype(dts[d], 3, 1, C, NULL, P, 2, ref), 0);
+		for (int i = 0; i < P; i++)
+			cr_assert(fabs(ref[i] - want[i] / total) < 1e-14, "dtype %u elem %d", d, i);
+	}
+	trib_free(x);
+	trib_free(b);
+	trib_free(ref);
+	trib_free(want);
+}
+
+/* A safetensors header for each dtype that parses, with the data section it announces. */
+Test(tools_simulate, dtype_st_header_parses)
+{
+	const enum tl_sim_dtype dts[] = { TL_SIM_F32, TL_SIM_F16, TL_SIM_BF16, TL_SIM_I8 };
+	const uint32_t want[] = { TRIB_DTYPE_F32, TRIB_DTYPE_F16, TRIB_DTYPE_BF16, TRIB_DTYPE_I8 };
+	enum { P = 1001 };
+
+	for (unsigned d = 0; d < 4; d++) {
+		size_t len = tl_sim_data_len(dts[d], P), hlen;
+		char *hdr, *body;
+		const char *why = NULL;
+		struct trib_st st = { 0 };
+
+		cr_assert_eq(tl_sim_st_header_dtype(dts[d], P, &hdr, &hlen), 0);
+		cr_assert_eq(hlen % 8, 0);
+		body = trib_calloc(1, hlen + len);
+		memcpy(body, hdr, hlen);
+		cr_assert_eq(trib_st_parse(body, hlen + len, &st, &why), 0, "dtype %u: %s", d,
+			     why ? why : "");
+		cr_assert_eq(st.ntensors, dts[d] == TL_SIM_I8 ? 2u : 1u);
+		cr_assert_str_eq(st.tensors[0].name, "weights");
+		cr_assert_eq(st.tensors[0].dtype, want[d]);
+		cr_assert_eq(st.tensors[0].n_elem, P);
+		if (dts[d] == TL_SIM_I8) {
+			cr_assert_str_eq(st.tensors[1].name, "weights.scale");
+			cr_assert_eq(st.tensors[1].dtype, TRIB_DTYPE_F32);
+			cr_assert_eq(st.tensors[1].data_begin, P);
+		}
+		trib_st_free(&st);
+		trib_free(body);
+		trib_free(hdr);
+	}
+}
+
+/* --dtype other than f32 needs safetensors: a raw body is F32 by the API. */
+Test(tools_simulate, dtype_needs_safetensors)
+{
+	struct tl_sim_opts o;
+	char *ok[] = { "simulate", "--job", "j", "--clients", "2", "--rounds", "1", "--dtype",
+		       "i8", "--format", "safetensors", NULL };
+	char *raw[] = { "simulate", "--job", "j", "--clients", "2", "--rounds", "1", "--dtype",
+			"f16", NULL };
+	char *bad[] = { "simulate", "--job", "j", "--clients", "2", "--rounds", "1", "--dtype",
+			"f64", "--format", "safetensors", NULL };
+
+	cr_assert_eq(parse(&o, ok), 0);
+	cr_assert_eq(o.dtype, TL_SIM_I8);
+	cr_assert_eq(parse(&o, raw), -EINVAL);
+	cr_assert_eq(parse(&o, bad), -EINVAL);
+}
+
 Test(tools_simulate, reference_threads_agree)
 {
 	enum { C = 5, P = 10007 };
