@@ -8,8 +8,10 @@
  * ends stages that are due even when no request comes. Keys, ciphertexts and shares travel as
  * lowercase hex in JSON; the masked input as raw little-endian u32 words, received into an arena
  * slot and folded by the job's function tree (FN_ALGO_SECAGG); the node hands the tree's masked
- * sum to the round for the unmask stage. The round's keys and shares are held in memory only (a
- * restart loses a round in progress: its clients see 410 and start the next one). Each stage
+ * sum to the round for the unmask stage. What a stage accepts is in the round's state log (and
+ * the input in the arena's journal) before its 200, so a restart resumes the round
+ * (runtime/node/rt_secagg_state.c, rt_secagg_resume.c); a stage sent again with the same body
+ * gets the same answer (rt_sa_retry), another body 409. Each stage
  * is made without a connection (rt_api_secagg_call): in a cluster the node that runs the job's
  * rounds answers the stages the other gateways pass on (runtime/cluster/rt_agent_secagg.c).
  */

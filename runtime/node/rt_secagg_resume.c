@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rt_secagg.h"
 #include "rt_secagg_log.h"
@@ -249,6 +250,17 @@ int rt__secagg_load(struct rt_node *n)
 
 		if (!j->secagg.on || j->sa_live)
 			continue;
+		if (n->opts.fresh) {
+			char path[PATH_MAX];
+
+			/* --fresh dropped the arena (and the disk log): the round's inputs are gone. */
+			if (!rt_salog_path(dir, rt__secagg_log_job(j), path, sizeof(path)) &&
+			    !access(path, F_OK) &&
+			    !rt_salog_remove(dir, rt__secagg_log_job(j), n->opts.durability_disk))
+				trib_info("--fresh: job %s: the state log of its secure round in "
+					  "progress removed", j->name);
+			continue;
+		}
 		err = rt_salog_load(dir, rt__secagg_log_job(j), n->opts.durability_disk, on_record,
 				    &ld, &log, &torn);
 		if (err == -ENOENT)
