@@ -8,7 +8,9 @@
 # input, so its pairwise masks are rebuilt too). Then the failure path: the arena file removed
 # between the kill and the start (--durability memory keeps the inputs there only), the round
 # fails with a status naming the lost inputs, its clients get 410, and the next round works.
-# Last, --durability disk: the same loss of the arena file, the inputs come back from the log.
+# Then clients as they run (run_secagg_round on threads) across a kill -9 at the masked stage: the
+# client library resends what the kill cut, the round is exact. Last, --durability disk: the
+# same loss of the arena file, the inputs come back from the log.
 import json
 import os
 import signal
@@ -258,6 +260,40 @@ def full_round(srv, tokens, rng, rnd, what, kill_at_unmask=False, lose_arena=Fal
     e.log('secagg restart: %s (round %d): exact (max error %.2g)' % (what, rnd, err))
 
 
+def real_clients(srv, tokens, rng, rnd):
+    """Clients as they run (run_secagg_round, one thread each), the gateway killed -9 under
+    them at the masked stage and started again on the same port: each client's lost request is
+    sent again by the client library (SecAggSession.reconnect_s) and answered as the first."""
+    import threading
+    xs = [rng.uniform(-1, 1, DIM).astype(np.float32) for _ in tokens]
+    ws = [int(w) for w in rng.integers(1, 50, N)]
+    url = 'http://127.0.0.1:%d' % srv.port
+    done, errs = [], []
+
+    def one(i):
+        try:
+            done.append(sa.run_secagg_round(url, 'sec', tokens[i], xs[i], ws[i],
+                                            timeout=6 * DL))
+        except Exception as ex:  # noqa: BLE001 (reported below)
+            errs.append('client %d: %s' % (i, ex))
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
+    for t in threads:
+        t.start()
+    e.wait_for(lambda: (in_progress(srv) or {}).get('stage') == 'masked', 6 * DL,
+               'the masked stage')
+    srv.extra = ['--listen', '127.0.0.1:%d' % srv.port]  # the last --listen wins
+    kill_restart(srv, 'under %d running clients at the masked stage' % N)
+    srv.extra = []
+    for t in threads:
+        t.join(12 * DL)
+    check(not errs and done == [rnd] * N, 'clients across the restart: %r %r' % (errs, done))
+    wait_model(srv, rnd + 1)
+    err = float(np.max(np.abs(model_of(srv) - expected(xs, ws))))
+    check(err <= 1e-6, 'round %d with running clients: max error %g' % (rnd, err))
+    e.log('secagg restart: %d running clients carried on across a kill -9 (their lost requests '
+          'resent by the client library): round %d exact (max error %.2g)' % (N, rnd, err))
+
+
 def run():
     rng = np.random.default_rng(1919)
     t0 = time.monotonic()
@@ -265,6 +301,7 @@ def run():
         tokens = setup(srv)
         round_with_kills(srv, tokens, rng)
         lost_arena(srv, tokens, rng, 1)
+        real_clients(srv, tokens, rng, 2)
         srv.check_log()
     with e.Server(extra=['--durability', 'disk']) as srv:
         tokens = setup(srv)
