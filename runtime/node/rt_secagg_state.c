@@ -11,12 +11,10 @@
 #include "rt_secagg.h"
 #include "rt_secagg_log.h"
 #include "rt_wal.h"
-#include "shm_arena.h"
 #include "shm_journal.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
 #include "trib_secagg_crypto.h"
-#include "trib_time.h"
 
 /* The journal's name for @j (SQLite's id; a cluster's: the controller's, kept by a restart). */
 uint64_t rt__secagg_log_job(const struct rt_job *j)
@@ -223,6 +221,11 @@ void rt_sa_log_over(struct rt_node *n, struct rt_job *j, uint32_t round)
 		trib_warn("job %s round %u: removing the secure round's state log: %s (the next "
 			  "start finds it stale and removes it)", j->name, round, strerror(-err));
 	shm_journal_release_round(n->arena, rt__secagg_log_job(j), round, &released);
+	/*
+	 * A failed round's number is the next attempt's too: the cut is queued before any of that
+	 * attempt's inputs (they come after its advertise and share stages), so it removes only
+	 * this attempt's segment.
+	 */
 	rt__wal_cut(n, j, round);
 }
 
