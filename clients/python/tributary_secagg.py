@@ -330,13 +330,26 @@ class SecAggSession:
     """One client's round over HTTP, stage by stage (tests drive the stages one at a time to
     drop clients between them; run_secagg_round runs them all). token: a client token."""
 
-    def __init__(self, url, job, token, poll_s=0.05):
+    def __init__(self, url, job, token, poll_s=0.05, reconnect_s=30):
         self.url, self.job, self.token, self.poll_s = url, job, token, poll_s
+        self.reconnect_s = reconnect_s
         self.base = f"/v1/jobs/{job}/secagg"
         self.client = None
 
     def _call(self, stage, method, path, body=None, ctype="application/json"):
-        st, obj = _http(self.url, method, self.base + path, self.token, body, ctype)
+        """One request; a lost connection (the server restarting) is retried with the same
+        body for up to reconnect_s: the server keeps the round across a restart and answers a
+        stage sent again with the same body as it did the first time."""
+        import time
+        end = time.monotonic() + self.reconnect_s
+        while True:
+            try:
+                st, obj = _http(self.url, method, self.base + path, self.token, body, ctype)
+                break
+            except OSError:  # refused, reset, closed before the answer (urllib's URLError too)
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.2)
         if st != 200:
             raise SecAggError(stage, st, obj)
         return obj

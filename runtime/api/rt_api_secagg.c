@@ -8,8 +8,10 @@
  * ends stages that are due even when no request comes. Keys, ciphertexts and shares travel as
  * lowercase hex in JSON; the masked input as raw little-endian u32 words, received into an arena
  * slot and folded by the job's function tree (FN_ALGO_SECAGG); the node hands the tree's masked
- * sum to the round for the unmask stage. The round's keys and shares are held in memory only (a
- * restart loses a round in progress: its clients see 410 and start the next one). Each stage
+ * sum to the round for the unmask stage. What a stage accepts is in the round's state log (and
+ * the input in the arena's journal) before its 200, so a restart resumes the round
+ * (runtime/node/rt_secagg_state.c, rt_secagg_resume.c); a stage sent again with the same body
+ * gets the same answer (rt_sa_retry), another body 409. Each stage
  * is made without a connection (rt_api_secagg_call): in a cluster the node that runs the job's
  * rounds answers the stages the other gateways pass on (runtime/cluster/rt_agent_secagg.c).
  */
@@ -113,7 +115,13 @@ static void sa_refuse(struct rt_api_sa_res *res, struct rt_job *j, int err)
 		sa_err(res, 409, msg, -1, NULL);
 		return;
 	case -EALREADY:
-		sa_err(res, 409, "already sent for this stage", -1, NULL);
+		sa_err(res, 409, "already sent for this stage, with another body (a retry of the "
+		       "same request gets the first answer again; the first one stands)", -1, NULL);
+		return;
+	case -ECANCELED:
+		snprintf(msg, sizeof(msg), "the round's state could not be saved, so the round "
+			 "failed: %.180s", j->sa_live ? rt_secagg_why(j->sa_live->r) : "");
+		sa_err(res, 503, msg, -1, "Retry-After: 1\r\n");
 		return;
 	case -ENOMEM:
 		sa_err(res, 500, "out of memory", -1, NULL);
@@ -135,8 +143,8 @@ static void sa_gone(struct rt_api_sa_res *res, struct rt_job *j)
 	sa_err(res, 410, msg, (long long)j->round, NULL);
 }
 
-/* A new round for @j: its cfg from the job, a fresh graph seed. 0 or -errno. */
-static int sa_open(struct rt_job *j)
+/* A new round for @j: its cfg from the job, a fresh graph seed, its state log. 0 or -errno. */
+static int sa_open(struct rt_node *n, struct rt_job *j)
 {
 	struct rt_sa_live *L = trib_calloc(1, sizeof(*L));
 	struct rt_secagg_cfg cfg;
@@ -168,7 +176,11 @@ static int sa_open(struct rt_job *j)
 	L->opened_ns = trib_now_ns();
 	L->deadline_ns = L->opened_ns + rt__api_secagg_stage_ns(j);
 	j->sa_live = L;
-	return 0;
+	/* Nothing is acknowledged that a restart would not find (rt_secagg_log.h). */
+	err = rt_sa_log_open(n, j, &cfg);
+	if (err)
+		rt_job_secagg_drop(j);
+	return err;
 }
 
 /* The body as a JSON object, or NULL with a 400 in @res. */
@@ -189,12 +201,13 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		    size_t len, struct rt_api_sa_res *res)
 {
 	json_t *o = sa_body_json(body, len, res);
-	uint8_t cpk[32], spk[32];
+	uint8_t cpk[32], spk[32], dig[16];
 	uint32_t u, rnd;
 	int err;
 
 	if (!o)
 		return;
+	rt_sa_digest(body, len, dig);
 	if (hex_dec(json_string_value(json_object_get(o, "c_pk")), cpk, 32) ||
 	    hex_dec(json_string_value(json_object_get(o, "s_pk")), spk, 32)) {
 		json_decref(o);
@@ -218,8 +231,10 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		       "retry in a moment", -1, "Retry-After: 1\r\n");
 		return;
 	}
-	if (!j->sa_live && (err = sa_open(j))) {
-		sa_err(res, 500, "could not open a secure round", -1, NULL);
+	if (!j->sa_live && (err = sa_open(n, j))) {
+		sa_err(res, 503, err == -ENOMEM ? "could not open a secure round: out of memory" :
+		       "could not open a secure round: its state log cannot be written (see the "
+		       "server log)", -1, "Retry-After: 5\r\n");
 		return;
 	}
 	u = sa_index(j, client);
@@ -234,12 +249,17 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		snprintf(j->sa_live->ids[u], sizeof(j->sa_live->ids[u]), "%s", client);
 	}
 	err = rt_secagg_advertise(j->sa_live->r, u, cpk, spk);
+	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_ADVERTISE, dig) == 1) {
+		err = 0; /* a retry of the same request: the same answer */
+	} else if (!err) {
+		if (u == j->sa_live->n)
+			j->sa_live->n++;
+		err = rt_sa_log_keys(n, j, u, cpk, spk, dig) ? -ECANCELED : 0;
+	}
 	if (err) {
 		sa_refuse(res, j, err);
 		return;
 	}
-	if (u == j->sa_live->n)
-		j->sa_live->n++;
 	rnd = j->sa_live->round;
 	rt__api_secagg_step(n, j);
 	sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "round", (json_int_t)rnd,
@@ -256,12 +276,13 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 	json_t *o = sa_body_json(body, len, res), *arr, *e;
 	uint32_t u = sa_index(j, client), *to = NULL, cnt;
 	const uint8_t **ct = NULL;
-	uint8_t *buf = NULL;
+	uint8_t *buf = NULL, dig[16];
 	size_t i;
 	int err = -EINVAL;
 
 	if (!o)
 		return;
+	rt_sa_digest(body, len, dig);
 	if (u == UINT32_MAX) {
 		json_decref(o);
 		sa_gone(res, j);
@@ -295,6 +316,10 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 		err = -EPERM; /* the round ended while the body came */
 	if (!err)
 		err = rt_secagg_share(j->sa_live->r, u, to, ct, cnt);
+	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_SHARE, dig) == 1)
+		err = 0; /* a retry of the same request: the same answer */
+	else if (!err && rt_sa_log_shares(n, j, u, to, ct, cnt, dig))
+		err = -ECANCELED;
 	trib_free(to);
 	trib_free(ct);
 	trib_free(buf);
@@ -323,7 +348,9 @@ static int sa_input_may(struct rt_job *j, const char *client, uint64_t len,
 		return -1;
 	}
 	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
-	if (err) {
+	/* Sent already (the stage may be over): the body comes, to be compared with the first. */
+	if (err && !((err == -EALREADY || err == -EBUSY) &&
+		     (j->sa_live->sent[u] & (1u << RT_SECAGG_MASKED)))) {
 		sa_refuse(res, j, err);
 		return -1;
 	}
@@ -365,6 +392,7 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 	uint32_t u = sa_index(j, client), seq = 0; /* the tree's; the client needs none */
 	uint64_t segs_off = slot_off + ((len + 63) & ~63ull);
 	struct shm_seg *seg = shm_arena_ptr(n->arena, segs_off);
+	uint8_t dig[16];
 	int err;
 
 	rt__api_secagg_step(n, j);
@@ -372,7 +400,13 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 		sa_gone(res, j);
 		return -1;
 	}
+	rt_sa_digest(shm_arena_ptr(n->arena, slot_off), len, dig);
 	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
+	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_MASKED, dig) == 1) {
+		/* A retry of the same input: the same answer; the first copy is the one kept. */
+		sa_ok(res, json_pack("{s:b}", "accepted", 1));
+		return -1;
+	}
 	if (err) {
 		sa_refuse(res, j, err);
 		return -1;
@@ -382,7 +416,11 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 	seg->n_elem = j->n_elem + 1;
 	seg->dtype = SHM_DTYPE_I32; /* u32 words: only FN_ALGO_SECAGG folds this job's inputs */
 	seg->scale = 1.0f;
-	err = rt_job_secagg_accept(n, j, slot_off, segs_off, &seq);
+	err = rt_job_secagg_accept(n, j, slot_off, segs_off, len, client, &seq);
+	if (err == -ECANCELED) {
+		sa_refuse(res, j, err); /* in the tree (the slot is its), not on disk: no 200 */
+		return 0;
+	}
 	if (err == -ENOSPC) {
 		rt_job_relieve(n, j);
 		sa_err(res, 503, "aggregation memory is full; retry shortly", -1,
@@ -398,6 +436,10 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 	}
 	(void)rt_secagg_masked_enter(j->sa_live->r, u, true);
 	n->m.bytes_received += len;
+	if (rt_sa_log_input(n, j, u, dig)) {
+		sa_refuse(res, j, -ECANCELED); /* the round failed; the slot is the tree's */
+		return 0;
+	}
 	rt__api_secagg_step(n, j);
 	sa_ok(res, json_pack("{s:b}", "accepted", 1));
 	return 0;
@@ -410,12 +452,13 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 	json_t *o = sa_body_json(body, len, res), *arr, *e;
 	uint32_t u = sa_index(j, client), *v = NULL, cnt;
 	const uint8_t **sh = NULL;
-	uint8_t *buf = NULL;
+	uint8_t *buf = NULL, dig[16];
 	size_t i;
 	int err = -EINVAL;
 
 	if (!o)
 		return;
+	rt_sa_digest(body, len, dig);
 	if (u == UINT32_MAX) {
 		json_decref(o);
 		sa_gone(res, j);
@@ -449,6 +492,10 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 		err = -EPERM;
 	if (!err)
 		err = rt_secagg_unmask(j->sa_live->r, u, v, sh, cnt);
+	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_UNMASK, dig) == 1)
+		err = 0; /* a retry of the same request: the same answer */
+	else if (!err && rt_sa_log_unmask(n, j, u, v, sh, cnt, dig))
+		err = -ECANCELED;
 	if (buf)
 		explicit_bzero(buf, ((size_t)cnt + 1) * RT_SECAGG_SHARE_BYTES);
 	trib_free(v);

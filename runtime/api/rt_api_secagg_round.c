@@ -96,12 +96,17 @@ void rt__api_secagg_step(struct rt_node *n, struct rt_job *j)
 			L->expand_ns = trib_now_ns() - L->expand_ns;
 			continue;
 		}
-		if (!rt_secagg_stage_complete(L->r) && !due)
+		/* Resumed past the unmask stage's end (in its log): it ends once the sum is in. */
+		if (!rt_secagg_stage_complete(L->r) && !due &&
+		    !(st == RT_SECAGG_UNMASK && L->end_now))
 			return;
 		if (st == RT_SECAGG_UNMASK && sa_take_sum(j, L, due))
 			return; /* the tree's sum is not here yet: the tick calls again */
 		t0 = trib_now_ns();
 		rt_secagg_end_stage(L->r);
+		/* Who is in and out is decided once: in the log before any client sees it. */
+		if (!(st == RT_SECAGG_UNMASK && L->end_now))
+			(void)rt_sa_log_end(n, j, (int)st); /* an error fails the round */
 		if (st == RT_SECAGG_MASKED)
 			rt_job_secagg_close(n, j); /* U3 is fixed: the tree folds what it has */
 		ns = st == RT_SECAGG_UNMASK ? rt_secagg_streams(L->r, &streams, &pairs, &np) : 0;
@@ -137,11 +142,12 @@ void rt__api_secagg_step(struct rt_node *n, struct rt_job *j)
 		uint32_t w = 0;
 		int err = out ? rt_secagg_result(L->r, &sum, &w, out) : -ENOMEM;
 
-		/* The kept tree round goes first: the commit wants no round in flight. */
-		rt_job_secagg_release(n, j);
+		/* The model first, then the round's state and records, then its slots. */
 		if (!err)
 			err = rt_job_secagg_commit(n, j, out, rt_secagg_inputs(L->r), w, L->opened_ns);
 		trib_free(out);
+		rt_sa_log_over(n, j, L->round);
+		rt_job_secagg_release(n, j);
 		if (err) {
 			snprintf(j->sa_failed, sizeof(j->sa_failed),
 				 "the unmasked mean could not be stored: %s", strerror(-err));
@@ -165,6 +171,7 @@ void rt__api_secagg_step(struct rt_node *n, struct rt_job *j)
 		trib_info("job %s round %u: secure round failed: %s", j->name, L->round,
 			  j->sa_failed);
 		/* A tree round still folding is discarded when its sum comes (nothing unmasked). */
+		rt_sa_log_over(n, j, L->round);
 		rt_job_secagg_close(n, j);
 	}
 	rt_job_secagg_drop(j);

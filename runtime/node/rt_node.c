@@ -185,12 +185,16 @@ int rt_node_jobs_load(struct rt_node *n)
 
 int rt_node_recover(struct rt_node *n)
 {
-	int err = rt__journal_refeed(n);
+	/* Secure rounds first: the tree sums of their refed inputs are theirs when they come. */
+	int err = rt__secagg_load(n);
 
+	err = err ? err : rt__journal_refeed(n);
 	/* Then what only the log has (the arena file is gone: a reboot). */
 	err = err ? err : rt__wal_replay(n);
-	if (!err)
+	if (!err) {
 		rt__round_metrics_recover(n); /* the records' metrics of the rounds put back */
+		rt__secagg_reconcile(n);
+	}
 	return err;
 }
 

@@ -149,10 +149,12 @@ struct rt_secagg_spec {
 };
 
 /*
- * A secagg job's secure round in progress, in memory only (a restart loses it: its clients see
- * 410 and start the next one). Client u is the u-th to advertise; ids[u] its client token's id.
+ * A secagg job's secure round in progress. Client u is the u-th to advertise; ids[u] its client
+ * token's id. Each stage message is in the round's state log before it is acknowledged, and a
+ * restart rebuilds this from it (rt_secagg_resume.c, runtime/node/rt_secagg_log.h).
  */
 struct rt_secagg;
+struct rt_salog;
 struct rt_sa_live {
 	struct rt_secagg *r;                  /* owned */
 	char (*ids)[RT_CLIENT_ID_MAX + 1];    /* owned, n_clients entries */
@@ -164,6 +166,11 @@ struct rt_sa_live {
 	uint64_t start_ns;                    /* starting the shards (on the server thread) */
 	uint32_t nstreams;                    /* mask streams the unmasking expanded */
 	bool have_sum;                        /* the tree's masked sum is in r */
+	struct rt_salog *log;                 /* the round's state log, owned (NULL: none) */
+	uint8_t (*dig)[4][16];                /* owned, n_clients: per stage, the body accepted */
+	uint8_t *sent;                        /* owned, n_clients: 1 << stage once accepted */
+	bool end_now;                         /* resumed past the unmask stage's end: end it as
+					       * soon as the tree's sum is in */
 };
 
 struct rt_job {
@@ -594,10 +601,12 @@ void rt_job_secagg_drop(struct rt_job *j);
 /*
  * A secure round's masked inputs go through the job's function tree like any update (the tree's
  * functions fold them with FN_ALGO_SECAGG; rt_tree.c sizes its cells with the weight word):
- *   rt_job_secagg_accept  the masked body of one client, landed in the arena slot @slot_off with
- *                         its one-segment table at @segs_off (dim + 1 words, I32), joins the
- *                         job's open tree round (opened by the first). The slot is the tree's on
- *                         0; errors as rt_job_accept.
+ *   rt_job_secagg_accept  the masked body (@len bytes) of @client, landed in the arena slot
+ *                         @slot_off with its one-segment table at @segs_off (dim + 1 words, I32),
+ *                         is committed in the arena's journal (and with --durability disk in the
+ *                         log, fdatasync'ed before this returns), then joins the job's open tree
+ *                         round (opened by the first): a restart puts it back like an update.
+ *                         The slot is the tree's on 0; errors as rt_job_accept_logged.
  *   rt_job_secagg_close   the masked stage is over: the tree round takes no more inputs and
  *                         folds what it has (nothing to do if no input came).
  *   rt_job_secagg_sum     the tree's masked sum of @round (rt__tree_elems words) once its top
@@ -617,7 +626,7 @@ void rt_job_secagg_drop(struct rt_job *j);
  * as it carries FedAvg's (docs/ARCHITECTURE.md, "Secure aggregation").
  */
 int rt_job_secagg_accept(struct rt_node *n, struct rt_job *j, uint64_t slot_off,
-			 uint64_t segs_off, uint32_t *seq);
+			 uint64_t segs_off, uint64_t len, const char *client, uint32_t *seq);
 void rt_job_secagg_close(struct rt_node *n, struct rt_job *j);
 const uint32_t *rt_job_secagg_sum(const struct rt_job *j, uint32_t round, uint32_t *count);
 struct fn_secagg_stream;
@@ -632,6 +641,33 @@ void rt_job_secagg_release(struct rt_node *n, struct rt_job *j);
 bool rt_job_secagg_busy(const struct rt_job *j);
 int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model,
 			 uint32_t clients, double weight, uint64_t opened_ns);
+/*
+ * A secure round's durable state (rt_secagg_resume.c; the file is rt_secagg_log.h). Each
+ * rt_sa_log_* call appends what the stage accepted, durable as --durability promises when it
+ * returns 0; the caller answers 200 only then. On an error the round has FAILED (saying why)
+ * and the caller answers 503. rt_sa_log_open makes the log of @j's new j->sa_live (and its
+ * retry digests); rt_sa_log_over ends it: the file goes, then the journal's (and the disk log's)
+ * records of the round's masked inputs (after the model is stored, or when the round failed).
+ */
+struct rt_secagg_cfg;
+int rt_sa_log_open(struct rt_node *n, struct rt_job *j, const struct rt_secagg_cfg *cfg);
+int rt_sa_log_keys(struct rt_node *n, struct rt_job *j, uint32_t u, const uint8_t c_pk[32],
+		   const uint8_t s_pk[32], const uint8_t dig[16]);
+int rt_sa_log_shares(struct rt_node *n, struct rt_job *j, uint32_t u, const uint32_t *to,
+		     const uint8_t *const *ct, uint32_t count, const uint8_t dig[16]);
+int rt_sa_log_input(struct rt_node *n, struct rt_job *j, uint32_t u, const uint8_t dig[16]);
+int rt_sa_log_unmask(struct rt_node *n, struct rt_job *j, uint32_t u, const uint32_t *v,
+		     const uint8_t *const *share, uint32_t count, const uint8_t dig[16]);
+int rt_sa_log_end(struct rt_node *n, struct rt_job *j, int stage);
+void rt_sa_log_over(struct rt_node *n, struct rt_job *j, uint32_t round);
+/* The digest a stage's body is remembered by (HMAC-SHA256 based, 16 bytes). */
+void rt_sa_digest(const void *body, size_t len, uint8_t dig[16]);
+/*
+ * A stage message of client u again (a retry, after a restart or not): 1 if u's @stage was
+ * accepted with this same body (answer as the first time), 0 if it was not accepted, -1 if it
+ * was with another body (the first stands: 409).
+ */
+int rt_sa_retry(const struct rt_sa_live *L, uint32_t u, int stage, const uint8_t dig[16]);
 /* The model file of version @v, held for the caller (trib_blob_release), or NULL (errno set). */
 struct trib_blob *rt_job_model(struct rt_node *n, struct rt_job *job, uint32_t v);
 /*

@@ -142,6 +142,17 @@ int rt__wal_durable_all(struct rt_node *n);
 void rt__wal_cut(struct rt_node *n, struct rt_job *j, uint32_t round);
 /* After the arena's records are back: the logged updates the arena did not have. */
 int rt__wal_replay(struct rt_node *n);
+/*
+ * Secure rounds across a restart (rt_secagg_resume.c, rt_secagg_state.c): before the journal's
+ * refeed, each secagg job's state log rebuilds its round in progress (so the tree's sum of the
+ * round is wanted when it comes); after it, the round's masked inputs the arena gave back are
+ * checked against the state, and a round past its masked stage has its tree round closed.
+ */
+int rt__secagg_load(struct rt_node *n);
+void rt__secagg_reconcile(struct rt_node *n);
+uint64_t rt__secagg_log_job(const struct rt_job *j);
+void rt__secagg_log_dir(const struct rt_node *n, char *path, size_t cap);
+uint64_t rt__secagg_unix_ns(void);
 
 /* rt_job.c */
 void rt__job_free(struct rt_job *j);

@@ -10,6 +10,7 @@
 #include "ctl_store.h"
 #include "fn_secagg.h"
 #include "rt_secagg.h"
+#include "rt_secagg_log.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
@@ -23,8 +24,12 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	int err;
 
 	/* A secure job has no plain rounds (rt_api refuses its updates): its tree is done. */
-	if (!j->secagg.on || j->open || j->inflight)
+	if (!j->secagg.on || j->open)
 		return -EBUSY;
+	/* Only the rounds kept for the unmasking: freed after, once their records went. */
+	for (const struct rt_round *r = j->inflight; r; r = r->next)
+		if (!r->sa_taken)
+			return -EBUSY;
 	/* A cluster's version is the controller's: it comes back as the model of every node. */
 	if (n->hooks.secagg_commit)
 		return n->hooks.secagg_commit(n->hooks.ctx, j, model, clients, weight, opened_ns);
@@ -60,13 +65,6 @@ int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model
 	if (n->hooks.model_ready)
 		n->hooks.model_ready(n->hooks.ctx, j);
 	return 0;
-}
-
-int rt_job_secagg_accept(struct rt_node *n, struct rt_job *j, uint64_t slot_off,
-			 uint64_t segs_off, uint32_t *seq)
-{
-	/* Not the journal's: a restart loses the round's keys, so its inputs could not unmask. */
-	return rt_job_accept(n, j, j->round, slot_off, segs_off, 1, 1.0, seq);
 }
 
 void rt_job_secagg_close(struct rt_node *n, struct rt_job *j)
@@ -233,6 +231,9 @@ void rt_job_secagg_drop(struct rt_job *j)
 	if (!j->sa_live)
 		return;
 	rt_secagg_free(j->sa_live->r);
+	rt_salog_close(j->sa_live->log);
+	trib_free(j->sa_live->dig);
+	trib_free(j->sa_live->sent);
 	trib_free(j->sa_live->ids);
 	trib_free(j->sa_live);
 	j->sa_live = NULL;

@@ -15,8 +15,9 @@ survivors' inputs. Round 2 falls below the threshold at the unmask stage: it fai
 status on the node that runs it (no version anywhere), and the round after it works. Then a
 node other than the rounds' is killed (-9) after the shares: its clients are dropouts, the round
 is exact on the other two. Then the rounds' node itself is killed after the shares: the other
-gateway answers 503 naming it, no version comes; restarted, it joins again and the next round is
-exact. About 75 s on 2 shared cores (most of it the 5 s stage deadlines that dropouts wait for).
+gateway answers 503 naming it, no version comes; restarted, it joins again and resumes the round
+from its state log (whose clients are gone: it fails at its masked deadline, saying so), and the
+next round is exact. About 75 s on 2 shared cores (most of it the 5 s stage deadlines that dropouts wait for).
 
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 """
@@ -336,6 +337,16 @@ def scenario():
         c.wait_for(lambda: c.metrics(cl, c.NODE_IP[coord]).get('tributary_cluster_joined') == 1
                    if cl.call(c.NODE_IP[coord], 'GET', '/healthz')[0] == 200 else False, 30,
                    'n%d to join again' % coord)
+        # Back, it resumes the round from its state log (rt_secagg_resume.c) at the masked
+        # stage; that round's clients are gone (their driver was stopped), so it fails at its
+        # masked deadline, saying so; then the next round works.
+        check('secure round resumed at stage \'masked\'' in nodes[coord].log_text(),
+              'n%d did not resume its secure round: see its log' % coord)
+        lf = c.wait_for(lambda: (lambda sa: 'round_in_progress' not in sa and
+                                 sa.get('last_failure'))(
+                            status(cl, c.NODE_IP[coord], tok).get('secagg', {})),
+                        3 * TIMEOUT_S + 5, 'the resumed round to end')
+        check(lf['round'] == 4 and 'masked: 0 clients' in lf['why'], 'the resumed round: %r' % lf)
         sent = run_round(net, tmp, urls2, toks2, 1906, 0.0)
         w, err, _ = check_round(c, cl, tok, sent, 4, 'the round after n%d came back' % coord,
                                 [c.NODE_IP[i] for i in gws])
