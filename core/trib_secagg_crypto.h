@@ -83,6 +83,19 @@ int trib_sa_prg_u32(uint32_t *out, size_t n, const uint8_t key[32], uint64_t fir
  */
 int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t first, int sign);
 
+/* Streams trib_sa_prg_add_many takes at once (its OpenSSL contexts are on its stack). */
+#define TRIB_SA_PRG_MANY_MAX 32u
+
+/*
+ * acc[i] += sum_j signs[j] * word[first + i] of keys[j]'s stream (mod 2^32), i < n, for
+ * count <= TRIB_SA_PRG_MANY_MAX streams: the same sum as trib_sa_prg_add_u32 stream by stream,
+ * in one pass over acc (each L1-sized piece of it takes every stream). 0, -EINVAL (a sign not
+ * +-1, the range past the stream, count too large), or -ENOMEM/-EIO (OpenSSL's contexts); on
+ * error acc holds part of the sum.
+ */
+int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
+			 const uint8_t *const keys[], const int signs[]);
+
 /*
  * ct[0..pt_len + 16) = ChaCha20-Poly1305(key, nonce, ad, pt). ct may equal pt. Returns 0 or -EIO.
  */

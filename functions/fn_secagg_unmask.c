@@ -17,9 +17,19 @@
 int fn_secagg_expand(uint32_t *acc, uint64_t first, size_t n,
 		     const struct fn_secagg_stream *streams, size_t count)
 {
-	for (size_t j = 0; j < count; j++) {
-		int err = trib_sa_prg_add_u32(acc, n, streams[j].key, first, streams[j].sign);
+	const uint8_t *keys[TRIB_SA_PRG_MANY_MAX];
+	int signs[TRIB_SA_PRG_MANY_MAX];
 
+	/* Groups of streams in one pass over acc each (trib_sa_prg_add_many says why). */
+	for (size_t j = 0; j < count;) {
+		size_t k = 0;
+		int err;
+
+		for (; k < TRIB_SA_PRG_MANY_MAX && j < count; k++, j++) {
+			keys[k] = streams[j].key;
+			signs[k] = streams[j].sign;
+		}
+		err = trib_sa_prg_add_many(acc, n, first, k, keys, signs);
 		if (err)
 			return err;
 	}
@@ -50,8 +60,8 @@ static int sa_shard(void *state, const struct fn_algo_ctx *ctx)
 {
 	const struct fn_secagg_task *t;
 	const struct fn_secagg_pair *pairs;
-	struct fn_secagg_stream one;
-	uint32_t *acc = (uint32_t *)(void *)ctx->acc;
+	struct fn_secagg_stream some[TRIB_SA_PRG_MANY_MAX];
+	uint32_t *acc = (uint32_t *)(void *)ctx->acc, k = 0;
 	uint64_t first, n;
 	int err;
 
@@ -71,13 +81,18 @@ static int sa_shard(void *state, const struct fn_algo_ctx *ctx)
 										t->streams_off),
 			       t->count);
 	pairs = (const struct fn_secagg_pair *)(const void *)(ctx->base + t->pairs_off);
-	/* Each shard derives every pair's key for its own range: the agreements run in parallel. */
+	/*
+	 * Each shard derives every pair's key for its own range: the agreements run in parallel.
+	 * The streams are expanded a group at a time, like the self masks.
+	 */
 	for (uint32_t i = 0; !err && i < t->npairs; i++) {
-		err = fn_secagg_pair_key(&pairs[i], t->round, &one);
-		if (!err)
-			err = fn_secagg_expand(acc + first, first, (size_t)n, &one, 1);
+		err = fn_secagg_pair_key(&pairs[i], t->round, &some[k++]);
+		if (!err && (k == TRIB_SA_PRG_MANY_MAX || i + 1 == t->npairs)) {
+			err = fn_secagg_expand(acc + first, first, (size_t)n, some, k);
+			k = 0;
+		}
 	}
-	explicit_bzero(&one, sizeof(one));
+	explicit_bzero(some, sizeof(some));
 	return err;
 }
 

@@ -383,3 +383,59 @@ Test(core_shamir, fewer_than_threshold_and_bad_parameters)
 	memset(enc + 4, 0xff, 8);
 	cr_assert_eq(trib_shamir_decode(enc, 32, &sh[1]), -EINVAL);
 }
+
+/*
+ * trib_sa_prg_add_many (OpenSSL, a group of streams per pass over the sum) gives the sum of
+ * libsodium's streams word by word, at odd first words and lengths, with both signs; it refuses
+ * a bad sign, a group too large and a range past the stream, leaving acc as it was.
+ */
+Test(core_secagg, prg_add_many_equals_libsodiums_streams_summed)
+{
+	static const uint64_t firsts[] = { 0, 1, 7, 1023, 1000003, TRIB_SA_PRG_MAX_WORDS - 3001 };
+	static const size_t lens[] = { 1, 15, 1025, 3001 };
+	static uint8_t keys[TRIB_SA_PRG_MANY_MAX + 1][32], ks[3001 * 4];
+	static uint32_t acc[3001], want[3001];
+	const uint8_t *kp[TRIB_SA_PRG_MANY_MAX + 1];
+	int signs[TRIB_SA_PRG_MANY_MAX + 1];
+
+	for (size_t j = 0; j <= TRIB_SA_PRG_MANY_MAX; j++) {
+		for (size_t b = 0; b < 32; b++)
+			keys[j][b] = (uint8_t)(j * 37 + b * 11 + 5);
+		kp[j] = keys[j];
+		signs[j] = j % 3 == 1 ? -1 : 1;
+	}
+	for (size_t f = 0; f < sizeof(firsts) / sizeof(firsts[0]); f++) {
+		for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
+			size_t n = lens[l];
+
+			for (size_t count = 1; count <= TRIB_SA_PRG_MANY_MAX; count += 15) {
+				for (size_t i = 0; i < n; i++)
+					acc[i] = want[i] = (uint32_t)(i * 2654435761u);
+				for (size_t j = 0; j < count; j++) {
+					cr_assert_eq(trib_sa_prg_bytes_sodium(ks, n * 4, keys[j],
+									      firsts[f]), 0);
+					for (size_t i = 0; i < n; i++) {
+						uint32_t w;
+
+						memcpy(&w, ks + 4 * i, 4);
+						want[i] += signs[j] > 0 ? w : -w;
+					}
+				}
+				cr_assert_eq(trib_sa_prg_add_many(acc, n, firsts[f], count, kp, signs),
+					     0);
+				cr_assert_arr_eq(acc, want, n * 4, "first %llu, %zu words, %zu streams",
+						 (unsigned long long)firsts[f], n, count);
+			}
+		}
+	}
+	memcpy(want, acc, sizeof(acc));
+	cr_assert_eq(trib_sa_prg_add_many(acc, 10, 0, TRIB_SA_PRG_MANY_MAX + 1, kp, signs), -EINVAL);
+	signs[3] = 2;
+	cr_assert_eq(trib_sa_prg_add_many(acc, 10, 0, 4, kp, signs), -EINVAL);
+	signs[3] = 1;
+	cr_assert_eq(trib_sa_prg_add_many(acc, 2, TRIB_SA_PRG_MAX_WORDS - 1, 1, kp, signs), -EINVAL);
+	cr_assert_arr_eq(acc, want, sizeof(acc), "a refused call changed the sum");
+	cr_assert_eq(trib_sa_prg_add_many(acc, 0, 0, 3, kp, signs), 0);
+	cr_assert_eq(trib_sa_prg_add_many(acc, 5, 0, 0, kp, signs), 0);
+	cr_assert_arr_eq(acc, want, sizeof(acc), "an empty call changed the sum");
+}
