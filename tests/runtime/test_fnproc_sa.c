@@ -85,6 +85,7 @@ static void shard_config(struct fn_config *c, struct fn_params *p)
 	c->role = FN_ROLE_SHARD;
 	c->algorithm = FN_ALGO_SECAGG;
 	c->index = 1;
+	c->expected = 1; /* the runtime's: the masked inputs the sum holds */
 	c->n_elem = W;
 	c->acc_off = out_off;
 	c->acc_data_off = out_off + 2048;
@@ -193,16 +194,27 @@ Test(runtime_fnproc_sa, a_plain_tributary_fn_refuses_a_secure_shard,
 	struct fn_params p;
 	struct shm_desc recs[2], d;
 	struct rt_fn *fn;
-	int st;
+	char log[4096];
+	ssize_t got;
+	int st, pfd[2], saved = dup(2);
 
+	/* The function's stderr (its log) into a pipe: it must say why it refused. */
+	cr_assert_eq(pipe(pfd), 0);
+	cr_assert_geq(saved, 0);
+	cr_assert_eq(dup2(pfd[1], 2), 2);
 	rt_fnset_set_sa_path(set, sa_bin);
-	cr_assert_eq(rt_fnset_prestart(set, &fn), 0);
+	st = rt_fnset_prestart(set, &fn);
+	dup2(saved, 2);
+	close(saved);
+	close(pfd[1]);
+	cr_assert_eq(st, 0);
 	cr_assert(!fn->secure);
 	exe_is(fn->pid, fn_bin);
 	cr_assert_eq(next_rec(fn, &d), 0); /* its READY (idle) */
 	shard_config(&c, &p);
 	cr_assert_eq(rt_fn_configure(fn, &c, &p), -ENOEXEC);
 	c.fn_id = fn->id;
+	c.dataplane = FN_DP_SHM_UNIX;
 	p.version = FN_ABI_VERSION;
 	p.kind = FN_MSG_PARAMS;
 	p.fn_id = fn->id;
@@ -212,6 +224,12 @@ Test(runtime_fnproc_sa, a_plain_tributary_fn_refuses_a_secure_shard,
 	cr_assert_eq(next_rec(fn, &d), -ECONNRESET, "the plain function ran a secure shard");
 	cr_assert_eq(waitpid(fn->pid, &st, 0), fn->pid);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "status %d", st);
+	got = read(pfd[0], log, sizeof(log) - 1);
+	close(pfd[0]);
+	cr_assert_gt(got, 0, "the function logged nothing");
+	log[got] = '\0';
+	cr_assert(strstr(log, "not in this binary") && strstr(log, "tributary-fn-sa"),
+		  "not the compose refusal: %s", log);
 	fn->pid = 0;
 	fn->exited = true;
 	rt_fnset_remove(set, fn);
