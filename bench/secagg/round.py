@@ -36,9 +36,10 @@ tree (the gateway, each function), and with --perf a system-wide `perf record` o
 round is reported for the server's processes only (perf report --pid).
 
 Then bench_secagg (the same build) gives the PRG expansion's GB/s against libsodium's bare
-ChaCha20 in this run, and (builds with the OpenSSL PRG) the bare OpenSSL stream's. The issue's target: the SecAgg+ round's server CPU within 2x of plain
-FedAvg's (PASS/MISS printed, with the ratios of the wall times too). Exit status 1 when a round
-fails or the secure model is wrong (not when the target is missed).
+ChaCha20 in this run, and (builds with the OpenSSL PRG) the bare OpenSSL stream's. The
+issue's target: the SecAgg+ round's server CPU within 2x of plain FedAvg's (PASS/MISS printed,
+with the ratios of the wall times too). Exit status 1 when a round fails or the secure model is
+wrong (not when the target is missed).
 
     /usr/bin/python3 bench/secagg/round.py --build build [--clients 100] [--params 1000000]
 """
