@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Secure aggregation's primitives: X25519, HKDF-SHA256 and the AEAD over libsodium; the ChaCha20
- * PRG over libsodium for short ranges and OpenSSL's libcrypto for long ones (see prg_fill).
+ * PRG over libsodium for short ranges and OpenSSL's libcrypto for long ones (the comment above
+ * prg_cipher says why). Linked into tributary and tributary-fn-sa, never the plain tributary-fn.
  */
 #include "trib_secagg_crypto.h"
 
@@ -12,7 +13,7 @@
 #include <sodium.h>
 #include <string.h>
 
-/* Bytes of keystream expanded per step of trib_sa_prg_add_u32 (on the stack, L1-sized). */
+/* Bytes of keystream expanded per step of the adds (on the stack, L1-sized). */
 #define PRG_STEP_BYTES 4096u
 /*
  * Ranges of at least this many bytes go to OpenSSL. Below it the context's allocation and key
