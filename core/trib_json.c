@@ -6,21 +6,43 @@
 
 #include "trib_alloc.h"
 
+/*
+ * A first guess at the text's size. Most answers (an API object, a SecAgg+ stage's inbox of
+ * ~20 ciphertexts: ~6 KB) fit, and are then dumped once, not measured first and dumped again:
+ * jansson's dump formats every number through snprintf, and a SecAgg+ round answers ~600 such
+ * JSON requests on the gateway (docs/BENCHMARKS.md, issue 19).
+ */
+#define DUMP_GUESS 8192u
+
 char *trib_json_dumps(const json_t *j, size_t flags)
 {
 	size_t len;
-	char *s;
+	char *s, *t;
 
 	if (!j)
 		return NULL;
-	len = json_dumpb(j, NULL, 0, flags);
-	if (!len)
-		return NULL;
-	s = trib_malloc(len + 1);
+	s = trib_malloc(DUMP_GUESS);
 	if (!s)
 		return NULL;
-	/* The same value dumps to the same length. */
-	json_dumpb(j, s, len, flags);
+	len = json_dumpb(j, s, DUMP_GUESS - 1, flags);
+	if (!len) {
+		trib_free(s);
+		return NULL;
+	}
+	if (len >= DUMP_GUESS) {
+		/* Did not fit (json_dumpb wrote what did): the length it told, and once more. */
+		t = trib_realloc(s, len + 1);
+		if (!t) {
+			trib_free(s);
+			return NULL;
+		}
+		s = t;
+		/* The same value dumps to the same length. */
+		json_dumpb(j, s, len, flags);
+	} else if (len + 1 <= DUMP_GUESS / 2 && (t = trib_realloc(s, len + 1))) {
+		/* Some of these are kept (a job's params): not 8 KB each. */
+		s = t;
+	}
 	s[len] = '\0';
 	return s;
 }

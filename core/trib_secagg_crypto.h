@@ -28,6 +28,8 @@
  * counter starting at 0) with the derived key and an all-zero nonce (each key serves one stream),
  * read as u32 little-endian words. Word i is bytes 4i..4i+3, so any range of words can be
  * expanded alone (block i/16). A stream is at most TRIB_SA_PRG_MAX_WORDS words (2^32 blocks).
+ * Ranges of 1 KB and more run on OpenSSL's ChaCha20 (faster here), shorter ones on libsodium's:
+ * the same keystream (the .c says why).
  *
  * AEAD (trib_sa_seal/open): ChaCha20-Poly1305 IETF (RFC 8439), 12-byte nonce, 16-byte tag.
  * XChaCha20 would allow random nonces more freely, but python3-cryptography lacks it; each share
@@ -62,19 +64,37 @@ int trib_sa_derive(uint8_t out[32], const uint8_t *ikm, size_t ikm_len, const ch
 		   uint64_t round, uint32_t a, uint32_t b);
 
 /*
- * Bytes [4 * first_word, 4 * first_word + len) of the key's stream into out. 0, or -EINVAL if
- * the range passes TRIB_SA_PRG_MAX_WORDS words.
+ * Bytes [4 * first_word, 4 * first_word + len) of the key's stream into out. 0, -EINVAL if the
+ * range passes TRIB_SA_PRG_MAX_WORDS words, or -ENOMEM/-EIO if OpenSSL's context cannot be made
+ * (only for len >= 1 KB: shorter ranges cannot fail otherwise).
  */
 int trib_sa_prg_bytes(uint8_t *out, size_t len, const uint8_t key[32], uint64_t first_word);
+
+/* The same bytes through libsodium's crypto_stream_chacha20_ietf_xor_ic alone (the reference). */
+int trib_sa_prg_bytes_sodium(uint8_t *out, size_t len, const uint8_t key[32], uint64_t first_word);
 
 /* Words [first, first + n) of the key's stream, as host u32 values. 0 or -EINVAL. */
 int trib_sa_prg_u32(uint32_t *out, size_t n, const uint8_t key[32], uint64_t first);
 
 /*
  * acc[i] += sign * word[first + i] (mod 2^32) for i < n, sign +1 or -1, without a buffer of n
- * words: the mask expansion that unmasking spreads over ranges. 0 or -EINVAL.
+ * words: the mask expansion that unmasking spreads over ranges, expanded and added in one pass
+ * of L1-sized pieces. 0, -EINVAL, or -ENOMEM/-EIO (OpenSSL's context).
  */
 int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t first, int sign);
+
+/* Streams trib_sa_prg_add_many takes at once (its OpenSSL contexts are on its stack). */
+#define TRIB_SA_PRG_MANY_MAX 32u
+
+/*
+ * acc[i] += sum_j signs[j] * word[first + i] of keys[j]'s stream (mod 2^32), i < n, for
+ * count <= TRIB_SA_PRG_MANY_MAX streams: the same sum as trib_sa_prg_add_u32 stream by stream,
+ * in one pass over acc (each L1-sized piece of it takes every stream). 0, -EINVAL (a sign not
+ * +-1, the range past the stream, count too large), or -ENOMEM/-EIO (OpenSSL's contexts); on
+ * error acc holds part of the sum.
+ */
+int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
+			 const uint8_t *const keys[], const int signs[]);
 
 /*
  * ct[0..pt_len + 16) = ChaCha20-Poly1305(key, nonce, ad, pt). ct may equal pt. Returns 0 or -EIO.

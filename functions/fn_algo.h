@@ -89,7 +89,8 @@ extern const struct fn_algo_ops fn_scaffold_ops; /* fn_scaffold.c: x and c, SCAF
 extern const struct fn_algo_ops fn_frl_ops;      /* fn_frl.c: integer votes on rankings */
 extern const struct fn_algo_ops fn_flora_ops;    /* fn_flora.c: LoRA pairs in rank blocks */
 extern const struct fn_algo_ops fn_secagg_ops;   /* fn_secagg.c: masked sums mod 2^32 */
-extern const struct fn_algo_ops fn_secagg_unmask_ops; /* fn_secagg.c: a range of the masks */
+/* fn_secagg_unmask.c: a range of the masks (tributary-fn-sa; fn_secagg_absent.c in tributary-fn) */
+extern const struct fn_algo_ops fn_secagg_unmask_ops;
 
 /* The base ops for an enum fn_algorithm value (what fn_config.algorithm names), or NULL. */
 const struct fn_algo_ops *fn_algo_find(uint32_t algorithm);

@@ -154,6 +154,15 @@ int fn_pipeline_compose(struct fn_pipeline *p, const struct fn_config *cfg,
 		/* The first such row alone. */
 		for (; p->n > 1; p->n--)
 			p->ops[p->n - 1] = NULL;
+		/* A stage left out of this binary: the plain tributary-fn's fn_secagg_absent.c. */
+		if (!p->ops[0]->shard) {
+			if (why)
+				*why = "a secure job's unmasking shard: not in this binary (the plain "
+				       "tributary-fn); the runtime runs it on tributary-fn-sa";
+			p->ops[0] = NULL;
+			p->n = 0;
+			return -ENOEXEC;
+		}
 		return 0;
 	}
 	add_place(p, PLACE_BEFORE, cfg, par);

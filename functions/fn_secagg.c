@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
-/* Secure aggregation's kernels: u32 folds (AVX2 or portable) and the ranged mask expansion. */
+/*
+ * Secure aggregation's kernels every function has: u32 folds (AVX2 or portable), the coordinate
+ * ranges, the masked sum's base row. The unmasking (mask expansion) is fn_secagg_unmask.c's.
+ */
 #include "fn_secagg.h"
 
 #include <errno.h>
@@ -8,7 +11,7 @@
 
 #include "fn_abi.h"
 #include "fn_algo.h"
-#include "trib_secagg_crypto.h"
+#include "trib_secagg_crypto.h" /* TRIB_SA_PRG_MAX_WORDS only: no crypto here */
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -100,18 +103,6 @@ int fn_secagg_range(uint64_t total, uint32_t parts, uint32_t idx, uint64_t *firs
 	return 0;
 }
 
-int fn_secagg_expand(uint32_t *acc, uint64_t first, size_t n,
-		     const struct fn_secagg_stream *streams, size_t count)
-{
-	for (size_t j = 0; j < count; j++) {
-		int err = trib_sa_prg_add_u32(acc, n, streams[j].key, first, streams[j].sign);
-
-		if (err)
-			return err;
-	}
-	return 0;
-}
-
 /*
  * The base row of a secure job (FN_ALGO_SECAGG). An update is one client's masked vector: dim + 1
  * little-endian u32 words (its n_u * q(x_u) then n_u, each plus its masks), one segment labelled
@@ -157,65 +148,4 @@ const struct fn_algo_ops fn_secagg_ops = {
 	.state_size = 0,
 	.weigh = sa_weigh,
 	.fold = sa_fold,
-};
-
-/*
- * A shard of an unmasking (struct fn_secagg_task): its range of the correction, written whole.
- * The task is the runtime's but is checked like any input: a bad one fails the shard, it never
- * reads or writes outside the arena.
- */
-int fn_secagg_pair_key(const struct fn_secagg_pair *p, uint64_t round, struct fn_secagg_stream *out)
-{
-	uint8_t shared[32];
-	int err;
-
-	if (p->lo >= p->hi || (p->sign != 1 && p->sign != -1))
-		return -EINVAL;
-	err = trib_sa_agree(shared, p->sk, p->pk);
-	if (!err)
-		err = trib_sa_derive(out->key, shared, 32, "mask", round, p->lo, p->hi);
-	explicit_bzero(shared, sizeof(shared));
-	out->sign = p->sign;
-	return err ? -EINVAL : 0;
-}
-
-static int sa_shard(void *state, const struct fn_algo_ctx *ctx)
-{
-	const struct fn_secagg_task *t;
-	const struct fn_secagg_pair *pairs;
-	struct fn_secagg_stream one;
-	uint32_t *acc = (uint32_t *)(void *)ctx->acc;
-	uint64_t first, n;
-	int err;
-
-	(void)state;
-	if (ctx->par->state_off % 8 || !fn_ctx_range_ok(ctx, ctx->par->state_off, sizeof(*t)))
-		return -EINVAL;
-	t = (const struct fn_secagg_task *)(const void *)(ctx->base + ctx->par->state_off);
-	if (t->version != FN_ABI_VERSION || t->words != ctx->cfg->n_elem || t->streams_off % 4 ||
-	    t->pairs_off % 4 ||
-	    !fn_ctx_range_ok(ctx, t->streams_off, (uint64_t)t->count * sizeof(struct fn_secagg_stream)) ||
-	    !fn_ctx_range_ok(ctx, t->pairs_off, (uint64_t)t->npairs * sizeof(*pairs)) ||
-	    fn_secagg_range(t->words, t->parts, ctx->cfg->index, &first, &n))
-		return -EINVAL;
-	memset(acc + first, 0, (size_t)n * sizeof(*acc));
-	err = fn_secagg_expand(acc + first, first, (size_t)n,
-			       (const struct fn_secagg_stream *)(const void *)(ctx->base +
-										t->streams_off),
-			       t->count);
-	pairs = (const struct fn_secagg_pair *)(const void *)(ctx->base + t->pairs_off);
-	/* Each shard derives every pair's key for its own range: the agreements run in parallel. */
-	for (uint32_t i = 0; !err && i < t->npairs; i++) {
-		err = fn_secagg_pair_key(&pairs[i], t->round, &one);
-		if (!err)
-			err = fn_secagg_expand(acc + first, first, (size_t)n, &one, 1);
-	}
-	explicit_bzero(&one, sizeof(one));
-	return err;
-}
-
-const struct fn_algo_ops fn_secagg_unmask_ops = {
-	.name = "secagg_unmask",
-	.state_size = 0,
-	.shard = sa_shard,
 };

@@ -47,7 +47,8 @@ struct fn_secagg_stream {
  * same correction by splitting the streams instead (every function the full range, a slice of
  * the streams, the results folded with fn_fold_u32): both give the same bits.
  * Returns 0, or -EINVAL for a sign other than +-1 or a range past the stream (2^36 words); on
- * error acc may hold the streams before the bad one. Borrowed buffers.
+ * error acc holds part of the sum (the streams go in groups: trib_sa_prg_add_many). Borrowed
+ * buffers.
  */
 int fn_secagg_expand(uint32_t *acc, uint64_t first, size_t n,
 		     const struct fn_secagg_stream *streams, size_t count);

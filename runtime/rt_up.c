@@ -245,7 +245,8 @@ static int admin_token_load(struct rt_node *n)
 	return 0;
 }
 
-static int find_fn_path(char *out, size_t cap)
+/* @name (a function binary) beside this executable, into @out. 0 or -errno. */
+static int find_fn_path(char *out, size_t cap, const char *name)
 {
 	char self[PATH_MAX];
 	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -257,7 +258,7 @@ static int find_fn_path(char *out, size_t cap)
 	slash = strrchr(self, '/');
 	if (slash)
 		*slash = '\0';
-	if ((size_t)snprintf(out, cap, "%s/tributary-fn", self) >= cap)
+	if ((size_t)snprintf(out, cap, "%s/%s", self, name) >= cap)
 		return -ENAMETOOLONG;
 	return access(out, X_OK) ? -errno : 0;
 }
@@ -350,7 +351,7 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 {
 	struct rt_node_opts o = *opts;
 	struct rt_up up = { .sfd = -1 };
-	char fnpath[PATH_MAX];
+	char fnpath[PATH_MAX], fnsapath[PATH_MAX];
 	uint32_t unsaved = 0;
 	int err, fatal;
 
@@ -369,7 +370,7 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 		return 1;
 	}
 	if (!o.fn_path) {
-		err = find_fn_path(fnpath, sizeof(fnpath));
+		err = find_fn_path(fnpath, sizeof(fnpath), "tributary-fn");
 		if (err) {
 			trib_error("tributary-fn not found beside this executable (%s): %s", fnpath,
 				   strerror(-err));
@@ -378,6 +379,21 @@ int rt_up_run(const struct rt_node_opts *opts, const struct rt_up_tls *tls)
 			return 1;
 		}
 		o.fn_path = fnpath;
+	}
+	/*
+	 * The secure unmasking's binary ships with the other two; a node without it could accept
+	 * a secure job it cannot finish, so it does not start (docs/DEPLOY.md).
+	 */
+	if (!o.fn_sa_path) {
+		err = find_fn_path(fnsapath, sizeof(fnsapath), "tributary-fn-sa");
+		if (err) {
+			trib_error("tributary-fn-sa (secure aggregation's unmasking) not found beside "
+				   "this executable (%s): %s", fnsapath, strerror(-err));
+			close(up.sfd);
+			rt_tls_ctx_close(up.tls);
+			return 1;
+		}
+		o.fn_sa_path = fnsapath;
 	}
 	/* In a cluster the controller keeps jobs and tokens; this node only caches them. */
 	if (o.controller) {

@@ -15,8 +15,10 @@
 /*
  * Usage: bench_secagg [--words N] [--reps R]. For each kernel, the best of R passes over N
  * u32 words, in GB/s of mask or update bytes (4 N per pass):
- *   chacha20        crypto_stream_chacha20_ietf into a buffer: the baseline
+ *   chacha20        libsodium's crypto_stream_chacha20_ietf into a buffer: the baseline
+ *   prg_stream      trib_sa_prg_bytes into a buffer: the same stream on OpenSSL's EVP_chacha20
  *   prg_add         trib_sa_prg_add_u32: the same stream added into an accumulator (unmasking)
+ *   prg_add_sodium  the PRG's add before issue 19: 4 KB pieces of libsodium's stream, each added
  *   fold_u32        fn_fold_u32 (AVX2 when the CPU has it), one masked update into the sum
  *   fold_u32_generic the portable loop
  * then, with --clients C --streams S (defaults 100 and 170), the arithmetic a SecAgg+ round's
@@ -33,14 +35,36 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* trib_sa_prg_add_u32 as it was on libsodium (the before of issue 19), sign +1. */
+static int prg_add_sodium(uint32_t *acc, size_t n, const uint8_t key[32])
+{
+	uint8_t buf[4096];
+
+	for (size_t done = 0; done < n;) {
+		size_t m = n - done < sizeof(buf) / 4 ? n - done : sizeof(buf) / 4;
+
+		if (trib_sa_prg_bytes_sodium(buf, m * 4, key, done))
+			return -1;
+		for (size_t i = 0; i < m; i++) {
+			uint32_t w;
+
+			memcpy(&w, buf + 4 * i, 4);
+			acc[done + i] += w;
+		}
+		done += m;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	size_t n = 1u << 20, reps = 5, clients = 100, nstreams = 170;
 	static const uint8_t nonce[12];
 	uint8_t key[32];
 	uint32_t *acc, *x;
-	double best[4] = { 1e9, 1e9, 1e9, 1e9 };
-	const char *names[4] = { "chacha20", "prg_add", "fold_u32", "fold_u32_generic" };
+	double best[6] = { 1e9, 1e9, 1e9, 1e9, 1e9, 1e9 };
+	const char *names[6] = { "chacha20", "prg_add", "fold_u32", "fold_u32_generic",
+				 "prg_stream", "prg_add_sodium" };
 
 	for (int i = 1; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--words"))
@@ -75,12 +99,22 @@ int main(int argc, char **argv)
 		t0 = now_s();
 		fn_fold_u32_generic(acc, x, n);
 		t = now_s() - t0, best[3] = t < best[3] ? t : best[3];
+		t0 = now_s();
+		if (trib_sa_prg_bytes((uint8_t *)acc, n * 4, key, 0))
+			return 1;
+		t = now_s() - t0, best[4] = t < best[4] ? t : best[4];
+		t0 = now_s();
+		if (prg_add_sodium(acc, n, key))
+			return 1;
+		t = now_s() - t0, best[5] = t < best[5] ? t : best[5];
 	}
 	printf("secagg kernels: %zu words x %zu reps (best), fold impl %s\n", n, reps,
 	       fn_fold_u32_impl());
-	for (int k = 0; k < 4; k++)
+	for (int k = 0; k < 6; k++)
 		printf("%-17s %8.2f GB/s\n", names[k], (double)n * 4 / best[k] / 1e9);
 	printf("prg_add / chacha20 = %.2f\n", best[0] / best[1]);
+	printf("prg_stream (OpenSSL) / chacha20 (libsodium) = %.2f\n", best[0] / best[4]);
+	printf("prg_add / prg_add_sodium = %.2f\n", best[5] / best[1]);
 	{
 		struct fn_secagg_stream *st = trib_calloc(nstreams ? nstreams : 1, sizeof(*st));
 		float *facc = (float *)acc, *fx = (float *)x;

@@ -47,22 +47,23 @@ static int hex_dec(const char *s, uint8_t *out, size_t n)
 	return 0;
 }
 
+/*
+ * Hex of @n <= RT_SECAGG_CT_BYTES bytes as a JSON string. On the stack and without jansson's
+ * UTF-8 scan (hex is ASCII): the stage answers carry ~20 of these each, ~600 answers a round at
+ * 100 clients (docs/BENCHMARKS.md, issue 19).
+ */
 static json_t *hex_json(const uint8_t *p, size_t n)
 {
 	static const char dig[] = "0123456789abcdef";
-	char *s = trib_malloc(2 * n + 1);
-	json_t *v;
+	char s[2 * RT_SECAGG_CT_BYTES];
 
-	if (!s)
+	if (n > RT_SECAGG_CT_BYTES)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
 		s[2 * i] = dig[p[i] >> 4];
 		s[2 * i + 1] = dig[p[i] & 15];
 	}
-	s[2 * n] = '\0';
-	v = json_string(s);
-	trib_free(s);
-	return v;
+	return json_stringn_nocheck(s, 2 * n);
 }
 
 /* The caller's index in the round in progress, or UINT32_MAX. */

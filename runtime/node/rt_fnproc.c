@@ -25,6 +25,7 @@ extern char **environ;
 
 struct rt_fnset {
 	const char *fn_path;
+	const char *sa_path; /* tributary-fn-sa, or NULL: secure shards cannot start */
 	bool no_fifo; /* SCHED_FIFO was refused once (EPERM): not asked again */
 	bool in_fifo; /* this thread is SCHED_FIFO now, for a start (fifo_enter) */
 	int arena_fd;
@@ -43,6 +44,16 @@ struct rt_fnset {
 uint32_t rt_fnset_dataplane(const struct rt_fnset *set)
 {
 	return set->dataplane;
+}
+
+void rt_fnset_set_sa_path(struct rt_fnset *set, const char *sa_path)
+{
+	set->sa_path = sa_path;
+}
+
+bool rt_fn_cfg_secure(const struct fn_config *cfg)
+{
+	return cfg->role == FN_ROLE_SHARD && cfg->algorithm == FN_ALGO_SECAGG;
 }
 
 int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd, uint32_t dataplane,
@@ -242,10 +253,16 @@ static void fifo_leave(struct rt_fnset *set)
 static int spawn_proc(struct rt_fnset *set, struct rt_fn *fn, int chan, int data)
 {
 	posix_spawn_file_actions_t fa;
-	char *argv[] = { (char *)"tributary-fn", set->in_fifo ? (char *)FN_ARG_IDLE_FIFO : NULL,
-			 NULL };
+	const char *path = fn->secure ? set->sa_path : set->fn_path;
+	char *argv[] = { fn->secure ? (char *)"tributary-fn-sa" : (char *)"tributary-fn",
+			 set->in_fifo ? (char *)FN_ARG_IDLE_FIFO : NULL, NULL };
 	int err;
 
+	if (!path) {
+		trib_error("fn %u: a secure job's unmasking shard needs tributary-fn-sa, and this "
+			   "node has none", fn->id);
+		return -ENOEXEC;
+	}
 	err = -posix_spawn_file_actions_init(&fa);
 	if (err)
 		return err;
@@ -267,9 +284,9 @@ static int spawn_proc(struct rt_fnset *set, struct rt_fn *fn, int chan, int data
 		goto out;
 	fn->spawn_ns = trib_now_ns();
 	/* posix_spawn (vfork+exec): never fork the runtime, whose arena may be huge. */
-	err = -posix_spawn(&fn->pid, set->fn_path, &fa, NULL, argv, environ);
+	err = -posix_spawn(&fn->pid, path, &fa, NULL, argv, environ);
 	if (err)
-		trib_error("spawning %s: %s", set->fn_path, strerror(-err));
+		trib_error("spawning %s: %s", path, strerror(-err));
 out:
 	posix_spawn_file_actions_destroy(&fa);
 	return err;
@@ -344,6 +361,7 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
 		return -ENOMEM;
 	c.dataplane = set->dataplane;
 	fn->id = cfg->fn_id;
+	fn->secure = rt_fn_cfg_secure(cfg);
 	fn->cfg = c;
 	fn->owner = owner;
 	fn->set = set;
@@ -437,6 +455,8 @@ int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg, const struct fn_par
 
 	if (fn->sock < 0 || fn->state != RT_FN_WARM)
 		return -EBUSY;
+	if (rt_fn_cfg_secure(cfg) && !fn->secure)
+		return -ENOEXEC;
 	cfg->fn_id = fn->id;
 	cfg->dataplane = fn->set->dataplane;
 	/* Before the send: the function may be ready (and stamp READY) before it returns. */

@@ -38,6 +38,7 @@ struct rt_fn {
 	uint64_t config_ns;   /* when its current config was sent */
 	uint64_t idle_ns;     /* when it went warm */
 	uint32_t served;      /* configs it has taken (> 1: reused) */
+	bool secure;          /* a tributary-fn-sa: may run rt_fn_cfg_secure configs (and any other) */
 	bool starting;        /* pre-started, its first READY not read yet (still starting) */
 	bool exited;          /* reaped */
 	bool eof_ctl;         /* control channel at end of stream */
@@ -102,6 +103,16 @@ extern const struct rt_fn_ops rt_fn_proc_ops;
 int rt_fnset_init(struct rt_fnset **out, const char *fn_path, int arena_fd, uint32_t dataplane,
 		  struct ebpf_route *route, int gw_sock);
 uint32_t rt_fnset_dataplane(const struct rt_fnset *set);
+/*
+ * @sa_path is the tributary-fn-sa binary (borrowed, must outlive the set): what a config for
+ * which rt_fn_cfg_secure() holds is spawned from. Without one such a spawn fails (-ENOEXEC).
+ */
+void rt_fnset_set_sa_path(struct rt_fnset *set, const char *sa_path);
+/*
+ * Whether @cfg needs tributary-fn-sa: a secure job's unmasking shard (FN_ROLE_SHARD with
+ * FN_ALGO_SECAGG), the one config whose PRG is in that binary alone (functions/meson.build).
+ */
+bool rt_fn_cfg_secure(const struct fn_config *cfg);
 /* Tests: reach the functions through @ops (borrowed, static) with @ctx; before the first spawn. */
 void rt_fnset_set_ops(struct rt_fnset *set, const struct rt_fn_ops *ops, void *ctx);
 void *rt_fnset_ops_ctx(const struct rt_fnset *set);
@@ -109,8 +120,8 @@ void *rt_fnset_ops_ctx(const struct rt_fnset *set);
 void rt_fnset_destroy(struct rt_fnset *set);
 
 /*
- * Spawn a function (posix_spawn, channel on fd FN_CHANNEL_FD) and send it
- * @cfg with the arena fd. cfg->fn_id must be unused. The set owns the
+ * Spawn a function (posix_spawn, channel on fd FN_CHANNEL_FD; tributary-fn-sa when
+ * rt_fn_cfg_secure(@cfg), else tributary-fn) and send it @cfg with the arena fd. cfg->fn_id must be unused. The set owns the
  * returned function (borrowed by the caller until it is reaped and removed).
  * Returns 0 or -errno.
  */
@@ -124,7 +135,8 @@ int rt_fnset_spawn(struct rt_fnset *set, const struct fn_config *cfg,
 int rt_fnset_prestart(struct rt_fnset *set, struct rt_fn **out);
 /*
  * Give a warm function a new config and the job's params, in one message
- * (cfg->fn_id is overwritten with its id). 0 or -errno.
+ * (cfg->fn_id is overwritten with its id). 0 or -errno (-ENOEXEC: @cfg needs
+ * tributary-fn-sa and @fn is a plain tributary-fn).
  */
 int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg, const struct fn_params *par);
 /* Send a control record (FN_MSG_FLUSH, FN_MSG_EXIT). 0 or -errno. */

@@ -134,6 +134,7 @@ int rt_node_open(struct rt_node **out, const struct rt_node_opts *opts, const ch
 			    n->route, n->gw_pair[0]);
 	if (err)
 		goto err_dataplane;
+	rt_fnset_set_sa_path(n->fns, n->opts.fn_sa_path);
 	*out = n;
 	return 0;
 

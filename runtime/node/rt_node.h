@@ -30,6 +30,7 @@ struct rt_node_opts {
 	const char *data_dir;         /* default "./tributary-data" */
 	const char *admin_token_file; /* default DATA_DIR/admin-token */
 	const char *fn_path;          /* tributary-fn; default: beside this executable */
+	const char *fn_sa_path;       /* tributary-fn-sa (secure unmasking); idem; NULL: none */
 	const char *port_file;        /* if set, the bound port is written there once listening */
 	uint64_t arena_bytes;         /* default 1 GiB */
 	bool no_huge;                 /* the arena file on normal pages, in /dev/shm */

@@ -47,19 +47,27 @@ int rt__garbage_add(struct rt_round *r, uint64_t slot)
 
 struct warm_pick {
 	struct rt_fn *fn;
+	bool secure; /* the config needs a tributary-fn-sa (rt_fn_cfg_secure) */
 };
 
 static void pick_warm(struct rt_fn *fn, void *arg)
 {
 	struct warm_pick *p = arg;
 
-	if (fn->state != RT_FN_WARM || fn->exited || fn->sock < 0)
+	if (fn->state != RT_FN_WARM || fn->exited || fn->sock < 0 || (p->secure && !fn->secure))
 		return;
 	/*
-	 * One that is running before one still starting (--fn-pool: a config
-	 * would wait behind its exec); then the most recently idle one: its
-	 * pages and caches are the warmest.
+	 * A tributary-fn-sa runs any config, but a plain one takes a plain function
+	 * first: the secure ones stay free for the next unmasking. Then one that is
+	 * running before one still starting (--fn-pool: a config would wait behind
+	 * its exec); then the most recently idle one: its pages and caches are the
+	 * warmest.
 	 */
+	if (p->fn && !p->secure && p->fn->secure != fn->secure) {
+		if (!fn->secure)
+			p->fn = fn;
+		return;
+	}
 	if (!p->fn || (p->fn->starting && !fn->starting) ||
 	    (p->fn->starting == fn->starting && fn->idle_ns > p->fn->idle_ns))
 		p->fn = fn;
@@ -69,7 +77,7 @@ static void pick_warm(struct rt_fn *fn, void *arg)
 int rt__fn_acquire(struct rt_node *n, struct fn_config *cfg, const struct fn_params *par,
 		      struct rt_fn **out)
 {
-	struct warm_pick p = { NULL };
+	struct warm_pick p = { NULL, rt_fn_cfg_secure(cfg) };
 	int err;
 
 	rt_fnset_foreach(n->fns, pick_warm, &p);

@@ -57,3 +57,50 @@ Test(core_json, loadb_short_of_memory_is_enomem_never_a_cut_document)
 	cr_assert_gt(enomem, 0, "no allocation of the parse was failed");
 	cr_assert_gt(whole, 0, "the parse never got through");
 }
+
+/*
+ * trib_json_dumps guesses the size and dumps once, or twice when the text is longer: the same
+ * text as jansson's json_dumps at every length around the guess (8 KB), and NULL, nothing
+ * leaked, when an allocation fails.
+ */
+Test(core_json, dumps_equals_jansson_at_every_length_around_its_guess)
+{
+	static char buf[20001];
+	static const size_t lens[] = { 0, 1, 100, 4080, 4085, 8170, 8180, 8181, 8182, 8183,
+				       8184, 8190, 8200, 20000 };
+
+	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+		json_t *o;
+		char *got, *want;
+
+		memset(buf, 'x', lens[k]);
+		buf[lens[k]] = '\0';
+		o = json_pack("{s:s, s:I, s:f}", "s", buf, "n", (json_int_t)-12345, "x", 0.25);
+		cr_assert_not_null(o);
+		got = trib_json_dumps(o, JSON_COMPACT);
+		want = json_dumps(o, JSON_COMPACT);
+		cr_assert_not_null(got);
+		cr_assert_not_null(want);
+		cr_assert_eq(strlen(got), strlen(want), "string of %zu: %zu bytes, want %zu", lens[k],
+			     strlen(got), strlen(want));
+		cr_assert_str_eq(got, want);
+		for (long f = 0; f < 3; f++) {
+			char *none;
+
+			trib_alloc_fail_after(f);
+			none = trib_json_dumps(o, JSON_COMPACT);
+			trib_alloc_fail_after(-1);
+			/*
+			 * The whole text or NULL, never a cut one (jansson allocates inside its
+			 * dump too; the shrink's realloc may fail harmlessly).
+			 */
+			if (none)
+				cr_assert_str_eq(none, want, "failing allocation %ld", f);
+			cr_assert(f > 0 || !none, "the first allocation failed, yet a text came");
+			trib_free(none);
+		}
+		trib_free(got);
+		trib_free(want);
+		json_decref(o);
+	}
+}

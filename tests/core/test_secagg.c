@@ -183,6 +183,52 @@ Test(core_secagg, prg_long_add_spans_steps_and_refuses_past_the_stream)
 				    "a label longer than thirty-two bytes", 0, 0, 0), -EINVAL);
 }
 
+/*
+ * The PRG runs on OpenSSL's ChaCha20 for long ranges and libsodium's for short ones: both must be
+ * RFC 8439's stream, byte for byte, at any word (mid-block starts, the last blocks of the 2^32
+ * counter), through trib_sa_prg_bytes (>= 1 KB goes to OpenSSL) and trib_sa_prg_add_u32.
+ */
+Test(core_secagg, prg_openssl_stream_equals_libsodium_at_any_offset)
+{
+	static const uint64_t firsts[] = { 0, 1, 3, 15, 16, 17, 255, 1000003,
+					   UINT64_C(1) << 32, (UINT64_C(1) << 32) + 9,
+					   TRIB_SA_PRG_MAX_WORDS - 70001, TRIB_SA_PRG_MAX_WORDS - 257 };
+	static const size_t lens[] = { 1024, 1027, 1030, 4096 + 12, 70001 * 4 };
+	static uint8_t got[70001 * 4], want[70001 * 4];
+	static uint32_t acc[70001];
+	uint8_t key[32];
+
+	for (size_t k = 0; k < sizeof(key); k++)
+		key[k] = (uint8_t)(k * 29 + 3);
+	for (size_t f = 0; f < sizeof(firsts) / sizeof(firsts[0]); f++) {
+		for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
+			size_t len = lens[l], n = len / 4;
+
+			if (firsts[f] + (len + 3) / 4 > TRIB_SA_PRG_MAX_WORDS)
+				continue;
+			memset(got, 0xa5, len);
+			cr_assert_eq(trib_sa_prg_bytes_sodium(want, len, key, firsts[f]), 0);
+			cr_assert_eq(trib_sa_prg_bytes(got, len, key, firsts[f]), 0);
+			cr_assert_arr_eq(got, want, len, "first word %llu, %zu bytes",
+					 (unsigned long long)firsts[f], len);
+			memset(acc, 0, n * 4);
+			cr_assert_eq(trib_sa_prg_add_u32(acc, n, key, firsts[f], 1), 0);
+			for (size_t j = 0; j < n; j++) {
+				uint32_t w;
+
+				memcpy(&w, want + 4 * j, 4);
+				cr_assert_eq(acc[j], w, "add: first word %llu, word %zu",
+					     (unsigned long long)firsts[f], j);
+			}
+		}
+	}
+	/* The stream's very last word, alone and as the end of a long range. */
+	cr_assert_eq(trib_sa_prg_bytes_sodium(want, 1024, key, TRIB_SA_PRG_MAX_WORDS - 256), 0);
+	cr_assert_eq(trib_sa_prg_bytes(got, 1024, key, TRIB_SA_PRG_MAX_WORDS - 256), 0);
+	cr_assert_arr_eq(got, want, 1024);
+	cr_assert_eq(trib_sa_prg_bytes(got, 1028, key, TRIB_SA_PRG_MAX_WORDS - 256), -EINVAL);
+}
+
 Test(core_secagg, aead_matches_python_and_refuses_tampering)
 {
 	json_t *v = vectors(), *e;
@@ -336,4 +382,60 @@ Test(core_shamir, fewer_than_threshold_and_bad_parameters)
 	trib_shamir_encode(&sh[0], 32, enc);
 	memset(enc + 4, 0xff, 8);
 	cr_assert_eq(trib_shamir_decode(enc, 32, &sh[1]), -EINVAL);
+}
+
+/*
+ * trib_sa_prg_add_many (OpenSSL, a group of streams per pass over the sum) gives the sum of
+ * libsodium's streams word by word, at odd first words and lengths, with both signs; it refuses
+ * a bad sign, a group too large and a range past the stream, leaving acc as it was.
+ */
+Test(core_secagg, prg_add_many_equals_libsodiums_streams_summed)
+{
+	static const uint64_t firsts[] = { 0, 1, 7, 1023, 1000003, TRIB_SA_PRG_MAX_WORDS - 3001 };
+	static const size_t lens[] = { 1, 15, 1025, 3001 };
+	static uint8_t keys[TRIB_SA_PRG_MANY_MAX + 1][32], ks[3001 * 4];
+	static uint32_t acc[3001], want[3001];
+	const uint8_t *kp[TRIB_SA_PRG_MANY_MAX + 1];
+	int signs[TRIB_SA_PRG_MANY_MAX + 1];
+
+	for (size_t j = 0; j <= TRIB_SA_PRG_MANY_MAX; j++) {
+		for (size_t b = 0; b < 32; b++)
+			keys[j][b] = (uint8_t)(j * 37 + b * 11 + 5);
+		kp[j] = keys[j];
+		signs[j] = j % 3 == 1 ? -1 : 1;
+	}
+	for (size_t f = 0; f < sizeof(firsts) / sizeof(firsts[0]); f++) {
+		for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
+			size_t n = lens[l];
+
+			for (size_t count = 1; count <= TRIB_SA_PRG_MANY_MAX; count += 15) {
+				for (size_t i = 0; i < n; i++)
+					acc[i] = want[i] = (uint32_t)(i * 2654435761u);
+				for (size_t j = 0; j < count; j++) {
+					cr_assert_eq(trib_sa_prg_bytes_sodium(ks, n * 4, keys[j],
+									      firsts[f]), 0);
+					for (size_t i = 0; i < n; i++) {
+						uint32_t w;
+
+						memcpy(&w, ks + 4 * i, 4);
+						want[i] += signs[j] > 0 ? w : -w;
+					}
+				}
+				cr_assert_eq(trib_sa_prg_add_many(acc, n, firsts[f], count, kp, signs),
+					     0);
+				cr_assert_arr_eq(acc, want, n * 4, "first %llu, %zu words, %zu streams",
+						 (unsigned long long)firsts[f], n, count);
+			}
+		}
+	}
+	memcpy(want, acc, sizeof(acc));
+	cr_assert_eq(trib_sa_prg_add_many(acc, 10, 0, TRIB_SA_PRG_MANY_MAX + 1, kp, signs), -EINVAL);
+	signs[3] = 2;
+	cr_assert_eq(trib_sa_prg_add_many(acc, 10, 0, 4, kp, signs), -EINVAL);
+	signs[3] = 1;
+	cr_assert_eq(trib_sa_prg_add_many(acc, 2, TRIB_SA_PRG_MAX_WORDS - 1, 1, kp, signs), -EINVAL);
+	cr_assert_arr_eq(acc, want, sizeof(acc), "a refused call changed the sum");
+	cr_assert_eq(trib_sa_prg_add_many(acc, 0, 0, 3, kp, signs), 0);
+	cr_assert_eq(trib_sa_prg_add_many(acc, 5, 0, 0, kp, signs), 0);
+	cr_assert_arr_eq(acc, want, sizeof(acc), "an empty call changed the sum");
 }

@@ -470,7 +470,8 @@ def zeros_model(schema):
 # --- processes ---
 
 def fn_children(pid):
-    """Pids of live (not zombie) tributary-fn processes whose parent is @pid."""
+    """Pids of live (not zombie) function processes (tributary-fn, and tributary-fn-sa: a
+    secure job's unmasking shards) whose parent is @pid."""
     out = []
     for d in os.listdir('/proc'):
         if not d.isdigit():
@@ -482,7 +483,8 @@ def fn_children(pid):
             continue
         comm = stat[stat.index('(') + 1:stat.rindex(')')]
         fields = stat[stat.rindex(')') + 2:].split()
-        if comm == 'tributary-fn' and int(fields[1]) == pid and fields[0] != 'Z':
+        if comm in ('tributary-fn', 'tributary-fn-sa') and int(fields[1]) == pid and \
+                fields[0] != 'Z':
             out.append(int(d))
     return out
 

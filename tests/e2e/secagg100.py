@@ -207,6 +207,32 @@ def no_plain_vector(srv, arena, sent_all):
     return len(places) + 1
 
 
+def comm(pid):
+    with open('/proc/%d/comm' % pid) as f:
+        return f.read().strip()
+
+
+def sa_functions(srv):
+    """The unmasking ran on tributary-fn-sa (the only binary with it), and a plain tributary-fn
+    did the folding: both are among the node's warm functions after round 0. Each -sa is then
+    killed (-9): round 1's unmasking must start a new one (docs/ARCHITECTURE.md, "The secure
+    function binary")."""
+    fns = e.fn_children(srv.pid)
+    sa = [p for p in fns if comm(p) == 'tributary-fn-sa']
+    check(sa, 'no tributary-fn-sa among the functions after an unmasking: %r' %
+          [(p, comm(p)) for p in fns])
+    check(any(comm(p) == 'tributary-fn' for p in fns), 'no plain tributary-fn folded round 0')
+    for p in sa:
+        exe = os.path.realpath('/proc/%d/exe' % p)
+        check(os.path.basename(exe) == 'tributary-fn-sa', 'function %d runs %s' % (p, exe))
+        if e.FN_BIN:
+            check(os.path.dirname(exe) == os.path.dirname(os.path.realpath(e.FN_BIN)),
+                  'tributary-fn-sa %s is not beside tributary-fn %s' % (exe, e.FN_BIN))
+        os.kill(p, signal.SIGKILL)
+    e.log('round 0 unmasked on %d tributary-fn-sa (killed -9 while warm), folded on %d '
+          'tributary-fn' % (len(sa), len(fns) - len(sa)))
+
+
 def run():
     rng = np.random.default_rng(1919)
     with e.Server(arena_mb=64) as srv:
@@ -233,6 +259,8 @@ def run():
             e.wait_for(lambda: srv.status('sec')['model_round'] == rnd + 1, 3 * TIMEOUT_S,
                        'model of round %d' % rnd)
             w, err = check_round(srv, sent, rnd, what)
+            if rnd == 0:
+                sa_functions(srv)
             took = [ln for ln in srv.log_text().splitlines()
                     if 'round %d: secure round of' % rnd in ln]
             e.log('%s: %d of %d inputs folded by the tree, weight %d exact, model bit-identical '

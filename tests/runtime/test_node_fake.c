@@ -13,6 +13,7 @@
 
 #include "rt_api.h"
 #include "rt_fnproc.h"
+#include "rt_node_priv.h" /* rt__fn_acquire */
 #include "rt_test_node.h"
 #include "rt_wal.h"
 #include "shm_arena.h"
@@ -902,4 +903,61 @@ Test(runtime_node_fake, a_cluster_node_reports_what_only_its_log_holds_at_its_fi
 	rt_node_close(n);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	cr_assert_eq(system(cmd), 0);
+}
+
+/*
+ * Which binary serves which config (docs/ARCHITECTURE.md, "The secure function binary"): a secure
+ * job's unmasking shard never goes to a warm plain tributary-fn, but starts a tributary-fn-sa;
+ * a plain config takes a plain function first, and a warm tributary-fn-sa when none is free.
+ */
+Test(runtime_node_fake, a_secure_shard_starts_tributary_fn_sa_and_plain_work_prefers_plain)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 };
+	struct fn_config plain, shard;
+	struct fn_params par;
+	struct rt_fn *a, *b, *x;
+
+	rt_test_node_open(&t);
+	rt_fnset_set_ops(t.n->fns, &fake_ops, &f);
+	memset(&par, 0, sizeof(par));
+	memset(&plain, 0, sizeof(plain));
+	plain.version = FN_ABI_VERSION;
+	plain.kind = FN_MSG_CONFIG;
+	plain.role = FN_ROLE_LEAF;
+	plain.algorithm = FN_ALGO_SECAGG; /* a secure job's leaf folds: plain work */
+	plain.expected = 1;
+	shard = plain;
+	shard.role = FN_ROLE_SHARD;
+	cr_assert(!rt_fn_cfg_secure(&plain) && rt_fn_cfg_secure(&shard));
+	cr_assert(!rt_fn_cfg_secure(&(struct fn_config){ .role = FN_ROLE_SHARD,
+							 .algorithm = FN_ALGO_FEDAVG }),
+		  "a robust shard is plain work");
+	cr_assert_eq(rt__fn_acquire(t.n, &plain, &par, &a), 0);
+	cr_assert_not(a->secure);
+	a->state = RT_FN_WARM;
+	a->idle_ns = 1;
+	/* A warm plain function is there, yet the shard starts a secure one. */
+	cr_assert_eq(rt__fn_acquire(t.n, &shard, &par, &b), 0);
+	cr_assert_neq(b, a);
+	cr_assert(b->secure);
+	cr_assert_eq(f.nstarted, 2);
+	b->state = RT_FN_WARM;
+	b->idle_ns = 2; /* idle more recently than a */
+	cr_assert_eq(rt__fn_acquire(t.n, &plain, &par, &x), 0);
+	cr_assert_eq(x, a, "plain work went to the secure function while a plain one was warm");
+	/* a is busy now: the warm secure one takes plain work rather than a new start. */
+	cr_assert_eq(rt__fn_acquire(t.n, &plain, &par, &x), 0);
+	cr_assert_eq(x, b);
+	cr_assert_eq(f.nstarted, 2);
+	/* Both busy, then a warm again: the next shard still starts a secure function. */
+	a->state = RT_FN_WARM;
+	cr_assert_eq(rt__fn_acquire(t.n, &shard, &par, &x), 0);
+	cr_assert(x->secure && x != a && x != b);
+	cr_assert_eq(f.nstarted, 3);
+	b->state = RT_FN_WARM;
+	cr_assert_eq(rt__fn_acquire(t.n, &shard, &par, &x), 0);
+	cr_assert_eq(x, b, "a warm secure function is reused for the next shard");
+	cr_assert_eq(f.nstarted, 3);
+	rt_test_node_close(&t);
 }
