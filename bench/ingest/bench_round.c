@@ -208,6 +208,9 @@ static int run_rounds(struct round_ctx *x, struct tl_client *c, const char *job,
 		       x->round, o->updates, (double)o->params * 4 / 1e6, x->nc, ingest_s[r],
 		       mb / ingest_s[r], round_s[r], ratio[r], retries, e, limit,
 		       e <= limit ? "OK" : "MISMATCH");
+		/* CLOCK_MONOTONIC, as perf record -k CLOCK_MONOTONIC: to cut a profile at the tail. */
+		printf("  clock: first send %.6f, last 202 %.6f, model %.6f\n", (double)t0 / 1e9,
+		       (double)t1 / 1e9, (double)t_model / 1e9);
 		fflush(stdout);
 		if (!(e <= limit))
 			return 1;
