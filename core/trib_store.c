@@ -135,8 +135,8 @@ static int pwrite_all(int fd, const char *buf, size_t off, size_t len)
 
 /*
  * Write @buf (@len bytes) at offset 0 of the empty file @fd, its whole pages with O_DIRECT. A
- * filesystem that has no O_DIRECT (tmpfs before Linux 6.6, some FUSE) refuses the flag or the
- * first write with EINVAL: the buffered write is then the way, as it was before, not a failure.
+ * filesystem that has no O_DIRECT (tmpfs before Linux 6.6, some FUSE) refuses the flag or a
+ * write with EINVAL: what is left is then written buffered, as before, not a failure.
  * Returns 0 or -errno.
  */
 static int write_direct(int fd, const char *buf, size_t len)
@@ -154,8 +154,8 @@ static int write_direct(int fd, const char *buf, size_t len)
 		n = pwrite(fd, buf + off, whole - off, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EINVAL && off == 0)
-			break;
+		if (n < 0 && errno == EINVAL)
+			break; /* refused as direct I/O: the rest through the page cache */
 		if (n < 0)
 			return -errno;
 		if (n == 0)
