@@ -339,6 +339,15 @@ def main():
             print("        (simulate's round in this cell: %.3f s = %.2fx that ingest, with "
                   "%.2f s of its own CPU a round on the same cores: not the target's measure)"
                   % (r["round_s"], r["round_s"] / b["ingest_s"], r["client_cpu_s"]))
+    measured = {(r["clients"], r["params"]) for r in rows if r.get("bound")}
+    for n, p in sorted(BOUND_CELLS - measured):
+        print("target: round %d x %d within %.1fx of the ingest-bound time: not measured in this "
+              "run (%s)  MISS" % (n, p, BOUND_MAX,
+                                  "its bench_ingest --round failed, see above" if any(
+                                      r["clients"] == n and r["params"] == p and r["rounds"]
+                                      for r in rows if r["system"] == BASE)
+                                  else "the cell is not in --clients/--params/--quick, or was "
+                                  "skipped"))
     print("round benchmark took %.0f s; 1-minute load average %.1f at the end (2 cores: above 2,"
           " other processes competed for the CPUs)" % (elapsed, loadavg()))
 
