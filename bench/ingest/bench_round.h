@@ -31,7 +31,8 @@ struct bench_round_opts {
  *   round:  the first send to the round's model, long-polled once every 202
  *           is in, and checks the model against the reference as simulate
  *           does (max|model - ref| <= 1e-5 max|ref|).
- * Prints one line per round and a summary with the median of round / ingest.
+ * Prints one line per round (and its CLOCK_MONOTONIC stamps, to cut a perf profile recorded with
+ * -k CLOCK_MONOTONIC at the round's tail) and a summary with the median of round / ingest.
  * Returns the exit code: 0, 1 (a failure, said), 77 (no server at @o->url).
  */
 int bench_round(const struct bench_round_opts *o);
