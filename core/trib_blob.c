@@ -2,14 +2,27 @@
 /* Reference-counted byte strings. */
 #include "trib_blob.h"
 
+#include <stdint.h>
+
 #include "trib_alloc.h"
 
 struct trib_blob *trib_blob_new(size_t len)
 {
-	struct trib_blob *b = trib_malloc(sizeof(*b) + len);
+	size_t align = len >= TRIB_BLOB_ALIGN_MIN ? TRIB_BLOB_ALIGN : 0;
+	char *raw;
+	struct trib_blob *b;
+	size_t pad = 0;
 
-	if (!b)
+	if (len > SIZE_MAX - sizeof(*b) - align)
 		return NULL;
+	raw = trib_malloc(sizeof(*b) + len + align);
+	if (!raw)
+		return NULL;
+	/* raw + pad + sizeof(*b) on the boundary; sizeof(*b) is a multiple of 8, so b stays aligned. */
+	if (align)
+		pad = (align - ((uintptr_t)raw + sizeof(*b)) % align) % align;
+	b = (struct trib_blob *)(void *)(raw + pad);
+	b->pad = pad;
 	b->refs = 1;
 	b->version = 0;
 	b->len = len;
@@ -25,5 +38,5 @@ struct trib_blob *trib_blob_hold(struct trib_blob *b)
 void trib_blob_release(struct trib_blob *b)
 {
 	if (b && --b->refs == 0)
-		trib_free(b);
+		trib_free((char *)b - b->pad);
 }

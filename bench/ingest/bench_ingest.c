@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bench_round.h"
 #include "tl_client.h"
 #include "tl_simulate.h"
 #include "trib_alloc.h"
@@ -26,7 +27,11 @@ static const char usage[] =
 	"         [--updates N (100)] [--params P (1000000)] [--connections C (1)] [--no-raw]\n"
 	"  --connections C: C keep-alive connections, one thread each, the updates split\n"
 	"  between them, all sending the same pre-made body; the time is the wall time from\n"
-	"  the first send to the last answer. --no-raw: skip the raw TCP baseline.\n";
+	"  the first send to the last answer. --no-raw: skip the raw TCP baseline.\n"
+	"  --round R: R rounds of a fresh job instead (no raw baseline): each connection\n"
+	"  sends its own pre-made body, the model of each round is long-polled and checked\n"
+	"  against the mean computed before the timing; prints per round the ingest time\n"
+	"  (first send to last 202) and the round time (first send to the model).\n";
 
 struct bench_opts {
 	const char *url;
@@ -38,6 +43,7 @@ struct bench_opts {
 	uint32_t connections;
 	bool no_raw;
 	struct tl_tls_opts tls;
+	uint32_t rounds; /* --round R: 0, ingest only (bench_round.c) */
 };
 
 /* One of --connections C: its share of the updates, on its own client. */
@@ -73,6 +79,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 	o->tls = (struct tl_tls_opts){ NULL, NULL, NULL };
 	o->connections = 1;
 	o->no_raw = false;
+	o->rounds = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char *end;
@@ -102,6 +109,10 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 		} else if (!strcmp(a, "--connections")) {
 			o->connections = (uint32_t)strtoul(v, &end, 10);
 			if (*end || o->connections == 0 || o->connections > 64)
+				return -EINVAL;
+		} else if (!strcmp(a, "--round")) {
+			o->rounds = (uint32_t)strtoul(v, &end, 10);
+			if (*end || o->rounds == 0 || o->rounds > 1000)
 				return -EINVAL;
 		} else if (!strcmp(a, "--params")) {
 			o->params = strtoull(v, &end, 10);
@@ -386,6 +397,15 @@ int main(int argc, char **argv)
 	if (parse_opts(argc, argv, &o)) {
 		fputs(usage, stderr);
 		return 2;
+	}
+	if (o.rounds) {
+		struct bench_round_opts ro = {
+			.url = o.url, .job = o.job, .data_dir = o.data_dir,
+			.token_file = o.token_file, .tls = o.tls, .updates = o.updates,
+			.params = o.params, .connections = o.connections, .rounds = o.rounds,
+		};
+
+		return bench_round(&ro);
 	}
 	len = o.params * sizeof(float);
 	buf = trib_malloc(len);
