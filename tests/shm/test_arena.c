@@ -537,7 +537,7 @@ Test(shm_arena, a_warm_run_too_small_or_taken_since_is_passed_over)
 	/* Four chunks do not fit in s[0]'s two (s[1] follows): next-fit takes them. */
 	cr_assert_eq(shm_slot_alloc(a, 4 * SHM_CHUNK, &big), 0);
 	cr_expect_eq(big, s[2] + 2 * SHM_CHUNK);
-	/* Now s[0] and s[1] are free side by side: s[1]'s start has only 2 + 0, s[0]'s has 4. */
+	/* s[0] and s[1] are free side by side: 2 free chunks from s[1]'s start, 4 from s[0]'s. */
 	cr_assert_eq(shm_slot_free(a, s[1]), 0);
 	cr_assert_eq(shm_slot_alloc(a, 4 * SHM_CHUNK, &wide), 0);
 	cr_expect_eq(wide, s[0], "the older warm run that fits, merged with its free neighbour");
