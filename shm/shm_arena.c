@@ -401,6 +401,7 @@ bool shm_arena_is_huge(const struct shm_arena *a)
  *   runlen[i]  chunks in the allocation that starts at chunk i, 0 if none starts there;
  *   bitmap     bit i set when chunk i belongs to some allocation;
  *   counters   used_chunks, live_slots, cursor;
+ *   warm[]     starts of the runs freed last (a hint, below);
  *   intent     the update in flight.
  *
  * runlen[] is the source of truth; the bitmap and the counters are derived
@@ -514,6 +515,7 @@ static void arena_recover(struct shm_arena *a)
 	h->live_slots = live;
 	if (h->cursor >= nch)
 		h->cursor = 0;
+	h->warm_n = 0; /* hints only, possibly half-pushed: start over */
 	h->intent.op = SHM_ARENA_OP_NONE;
 	h->recoveries++;
 	trib_warn("arena: a process died holding the slot allocator lock (update in flight: %s); "
@@ -547,6 +549,69 @@ static void intent_open(struct shm_arena_hdr *h, uint32_t op, uint32_t start, ui
 	h->intent.len = len;
 	step_fence();
 	h->intent.op = op;
+}
+
+/*
+ * Warm reuse. Next-fit alone sends each allocation to chunks nobody has
+ * touched for a whole turn of the arena, so the gateway's receive of the next
+ * body wrote into memory that was cold in every cache, while a server reusing
+ * one buffer (nginx) writes into lines it just had (docs/BENCHMARKS.md, "Warm
+ * receive slots": about a third more CPU for the same receive copy). So a free
+ * remembers where its run started, and an allocation first tries those runs,
+ * the latest freed first: a body freed by a leaf's DONE, whose bytes the fold
+ * has just read, takes the next body. Only when none fits does next-fit run.
+ *
+ * warm[] is a hint, not state: an entry is used only if the bitmap shows its
+ * n chunks free (it may have been taken by next-fit, or merged, since), so it
+ * takes no part in the write order above and recovery may just empty it. It
+ * changes where a slot lands, never whether one is found: the full search
+ * still follows. What it does change is how soon a freed slot's bytes are
+ * written again (at once, instead of an arena's turn later): a reader that
+ * outlives its slot's free now sees another body. Sanitized builds poison
+ * freed slots (slot_poison) so that such a reader makes a wrong model.
+ */
+static void warm_drop(struct shm_arena_hdr *h, uint32_t i)
+{
+	memmove(&h->warm[i], &h->warm[i + 1], (h->warm_n - i - 1) * sizeof(h->warm[0]));
+	h->warm_n--;
+}
+
+static void warm_push(struct shm_arena_hdr *h, uint32_t s)
+{
+	if (h->warm_n > SHM_ARENA_WARM)
+		h->warm_n = 0;
+	for (uint32_t i = 0; i < h->warm_n; i++) {
+		if (h->warm[i] == s) {
+			warm_drop(h, i);
+			break;
+		}
+	}
+	if (h->warm_n == SHM_ARENA_WARM)
+		warm_drop(h, 0); /* the oldest goes */
+	h->warm[h->warm_n++] = s;
+}
+
+/* Under the lock: the latest freed run whose first @n chunks are free now; it leaves warm[]. */
+static bool warm_find(struct shm_arena *a, uint32_t n, uint32_t *s)
+{
+	struct shm_arena_hdr *h = a->hdr;
+	uint32_t nch = h->nchunks, i;
+
+	if (h->warm_n > SHM_ARENA_WARM)
+		h->warm_n = 0;
+	for (i = h->warm_n; i-- > 0;) {
+		uint32_t w = h->warm[i];
+
+		if (w >= nch || (a->bitmap[w / 64] >> (w % 64) & 1)) {
+			warm_drop(h, i); /* taken since: stale */
+			continue;
+		}
+		if (n <= nch - w && find_run(a->bitmap, w, w + n, n, s)) {
+			warm_drop(h, i);
+			return true;
+		}
+	}
+	return false;
 }
 
 /* Runs the first @steps steps (all in production; fewer from a test hook). */
@@ -599,6 +664,7 @@ static bool do_free(struct shm_arena *a, uint32_t s, unsigned steps)
 		return false;
 	h->used_chunks -= n;
 	h->live_slots--;
+	warm_push(h, s);
 	step_fence();
 	if (steps < 5)
 		return false;
@@ -614,11 +680,13 @@ static int chunks_for(const struct shm_arena *a, size_t len, uint32_t *n)
 	return 0;
 }
 
-/* Under the lock: next-fit from the cursor, then first-fit from the start. */
+/* Under the lock: a warm run, else next-fit from the cursor, then first-fit from the start. */
 static bool arena_find(struct shm_arena *a, uint32_t n, uint32_t *s)
 {
 	uint32_t nch = a->hdr->nchunks, cur = a->hdr->cursor < nch ? a->hdr->cursor : 0;
 
+	if (warm_find(a, n, s))
+		return true;
 	return find_run(a->bitmap, cur, nch, n, s) || (cur && find_run(a->bitmap, 0, nch, n, s));
 }
 
@@ -662,6 +730,25 @@ static int chunk_of(const struct shm_arena *a, uint64_t off, uint32_t *idx)
 	return 0;
 }
 
+/*
+ * Sanitized builds (SHM_ARENA_POISON_DEFAULT, shm/meson.build) fill a slot
+ * with 0xff bytes as it is freed, under the lock, before anyone can have it
+ * again: a late reader then folds NaNs (0xffffffff as f32), -1s and offsets
+ * past the arena instead of the stale body that next-fit used to leave there
+ * for a whole turn, so the e2e scenarios' exact models catch it.
+ */
+#ifndef SHM_ARENA_POISON_DEFAULT
+#define SHM_ARENA_POISON_DEFAULT 0
+#endif
+static bool poison_freed = SHM_ARENA_POISON_DEFAULT;
+
+static void slot_poison(struct shm_arena *a, uint32_t s)
+{
+	if (poison_freed)
+		memset(a->pub.base + a->hdr->data_off + (uint64_t)s * SHM_CHUNK, SHM_ARENA_POISON,
+		       (size_t)a->runlen[s] * SHM_CHUNK);
+}
+
 static int slot_free(struct shm_arena *a, uint64_t off, unsigned steps)
 {
 	uint32_t s;
@@ -677,6 +764,7 @@ static int slot_free(struct shm_arena *a, uint64_t off, unsigned steps)
 		arena_unlock(a);
 		return -EINVAL;
 	}
+	slot_poison(a, s);
 	do_free(a, s, steps);
 	if (steps != ALL_STEPS)
 		return 0; /* a test hook: return with the lock held, as if killed */
@@ -734,6 +822,14 @@ int shm_arena__test_alloc_partial(struct shm_arena *a, size_t len, unsigned step
 int shm_arena__test_free_partial(struct shm_arena *a, uint64_t off, unsigned steps)
 {
 	return slot_free(a, off, steps);
+}
+
+bool shm_arena__test_poison(bool on)
+{
+	bool was = poison_freed;
+
+	poison_freed = on;
+	return was;
 }
 
 uint64_t shm_arena__recoveries(const struct shm_arena *a)

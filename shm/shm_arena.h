@@ -111,6 +111,12 @@ void shm_arena_usage(const struct shm_arena *a, uint64_t *used_bytes, uint64_t *
 int shm_arena__test_lock(struct shm_arena *a);
 int shm_arena__test_alloc_partial(struct shm_arena *a, size_t len, unsigned steps);
 int shm_arena__test_free_partial(struct shm_arena *a, uint64_t off, unsigned steps);
+/*
+ * Whether this process fills each slot it frees with SHM_ARENA_POISON bytes
+ * from now on (the default: on in sanitized builds); returns the old setting.
+ */
+#define SHM_ARENA_POISON 0xff
+bool shm_arena__test_poison(bool on);
 /* Times a dead lock owner's state has been repaired in this arena. */
 uint64_t shm_arena__recoveries(const struct shm_arena *a);
 

@@ -48,6 +48,14 @@ struct shm_arena_intent {
 _Static_assert(sizeof(struct shm_arena_intent) == 16, "shm_arena_intent is ABI");
 
 /*
+ * Runs freed last, remembered so that the next allocation that fits one lands
+ * in memory a process touched recently (shm_arena.c, "warm reuse"). Only a
+ * hint: an entry is trusted only after its chunks are seen free in the bitmap,
+ * so an arena written by a build without it (zeros) or a stale entry is harmless.
+ */
+#define SHM_ARENA_WARM 8
+
+/*
  * The first bytes of every arena. The header region (this struct, then the
  * chunk bitmap, then the run-length table) is rounded up to a 2 MiB multiple;
  * the slot area follows it at data_off and runs to the end of the memfd:
@@ -82,7 +90,9 @@ struct shm_arena_hdr {
 	uint32_t live_slots;            /* live allocations */
 	uint32_t cursor;                /* next-fit: chunk where the next search starts */
 	uint64_t recoveries;            /* times a dead lock owner's state was repaired */
-	uint8_t reserved[80];           /* zero; room to grow without moving the tables */
+	uint32_t warm_n;                /* entries of warm[] in use, <= SHM_ARENA_WARM */
+	uint32_t warm[SHM_ARENA_WARM];  /* first chunks of the runs freed last, the latest last */
+	uint8_t reserved[80 - 4 - 4 * SHM_ARENA_WARM]; /* zero; room to grow */
 };
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "the arena lock must fit its 64 bytes");
 _Static_assert(sizeof(struct shm_arena_hdr) == 256, "shm_arena_hdr is ABI");
@@ -90,6 +100,7 @@ _Static_assert(offsetof(struct shm_arena_hdr, nchunks) == 56, "shm_arena_hdr is 
 _Static_assert(offsetof(struct shm_arena_hdr, lock) == 72, "shm_arena_hdr is ABI");
 _Static_assert(offsetof(struct shm_arena_hdr, intent) == 136, "shm_arena_hdr is ABI");
 _Static_assert(offsetof(struct shm_arena_hdr, used_chunks) == 152, "shm_arena_hdr is ABI");
+_Static_assert(offsetof(struct shm_arena_hdr, warm_n) == 176, "shm_arena_hdr is ABI");
 
 /*
  * ---- File arenas (format SHM_ARENA_FILE_VERSION, independent of SHM_ABI_VERSION) ----

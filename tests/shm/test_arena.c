@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -497,6 +498,144 @@ Test(shm_arena, killed_mid_free_is_completed)
 		cr_expect_eq(shm_slot_alloc(a, total_of(a), &off), 0, "steps %u", steps);
 		shm_arena_destroy(a);
 	}
+}
+
+/* ---- warm reuse: the run freed last is handed out first ---- */
+
+Test(shm_arena, the_slot_freed_last_is_reused_first)
+{
+	struct shm_arena *a = make_arena(4 * MIB);
+	uint64_t s[4], off;
+	unsigned i;
+
+	for (i = 0; i < 4; i++)
+		cr_assert_eq(shm_slot_alloc(a, 4 * SHM_CHUNK, &s[i]), 0);
+	/* Next-fit alone would go past s[3], to chunks nobody has touched yet. */
+	cr_assert_eq(shm_slot_free(a, s[1]), 0);
+	cr_assert_eq(shm_slot_alloc(a, 4 * SHM_CHUNK, &off), 0);
+	cr_expect_eq(off, s[1], "the freed slot, not the cursor's");
+	/* Last in, first out, as long as they fit. */
+	cr_assert_eq(shm_slot_free(a, s[0]), 0);
+	cr_assert_eq(shm_slot_free(a, s[2]), 0);
+	cr_assert_eq(shm_slot_alloc(a, 3 * SHM_CHUNK, &off), 0);
+	cr_expect_eq(off, s[2]);
+	cr_assert_eq(shm_slot_alloc(a, 4 * SHM_CHUNK, &off), 0);
+	cr_expect_eq(off, s[0]);
+	expect_usage(a, 15 * SHM_CHUNK, 4);
+	shm_arena_destroy(a);
+}
+
+Test(shm_arena, a_warm_run_too_small_or_taken_since_is_passed_over)
+{
+	struct shm_arena *a = make_arena(4 * MIB);
+	uint64_t s[3], big, wide, off;
+	unsigned i;
+
+	for (i = 0; i < 3; i++)
+		cr_assert_eq(shm_slot_alloc(a, 2 * SHM_CHUNK, &s[i]), 0);
+	cr_assert_eq(shm_slot_free(a, s[0]), 0);
+	/* Four chunks do not fit in s[0]'s two (s[1] follows): next-fit takes them. */
+	cr_assert_eq(shm_slot_alloc(a, 4 * SHM_CHUNK, &big), 0);
+	cr_expect_eq(big, s[2] + 2 * SHM_CHUNK);
+	/* s[0] and s[1] are free side by side: 2 free chunks from s[1]'s start, 4 from s[0]'s. */
+	cr_assert_eq(shm_slot_free(a, s[1]), 0);
+	cr_assert_eq(shm_slot_alloc(a, 4 * SHM_CHUNK, &wide), 0);
+	cr_expect_eq(wide, s[0], "the older warm run that fits, merged with its free neighbour");
+	/* s[1]'s entry is stale (inside wide): never handed out again. */
+	cr_assert_eq(shm_slot_alloc(a, 2 * SHM_CHUNK, &off), 0);
+	cr_expect_neq(off, s[1]);
+	cr_expect(off >= big + 4 * SHM_CHUNK, "after the cursor, not inside a live slot");
+	expect_usage(a, 12 * SHM_CHUNK, 4);
+	cr_expect_eq(shm_slot_free(a, wide), 0);
+	cr_expect_eq(shm_slot_free(a, big), 0);
+	cr_expect_eq(shm_slot_free(a, off), 0);
+	cr_expect_eq(shm_slot_free(a, s[2]), 0);
+	expect_usage(a, 0, 0);
+	cr_expect_eq(shm_slot_alloc(a, total_of(a), &off), 0, "and every chunk is free again");
+	shm_arena_destroy(a);
+}
+
+Test(shm_arena, warm_reuse_remembers_a_bounded_number_of_runs)
+{
+	struct shm_arena *a = make_arena(4 * MIB);
+	uint64_t s[2 * SHM_ARENA_WARM + 1], off;
+	unsigned i, n = 2 * SHM_ARENA_WARM + 1;
+
+	for (i = 0; i < n; i++)
+		cr_assert_eq(shm_slot_alloc(a, SHM_CHUNK, &s[i]), 0);
+	/* Free every other one (no two free runs touch), the oldest first. */
+	for (i = 0; i < n; i += 2)
+		cr_assert_eq(shm_slot_free(a, s[i]), 0);
+	for (i = 0; i < SHM_ARENA_WARM; i++) {
+		cr_assert_eq(shm_slot_alloc(a, SHM_CHUNK, &off), 0);
+		cr_expect_eq(off, s[n - 1 - 2 * i], "warm pop %u", i);
+	}
+	/* The older ones fell out of the list: next-fit again, past s[n - 1]. */
+	cr_assert_eq(shm_slot_alloc(a, SHM_CHUNK, &off), 0);
+	cr_expect_eq(off, s[n - 1] + SHM_CHUNK);
+	shm_arena_destroy(a);
+}
+
+Test(shm_arena, a_dead_lock_owner_leaves_no_warm_hint_behind)
+{
+	struct shm_arena *a = make_arena(2 * MIB);
+	uint64_t o[3], off;
+	unsigned i;
+
+	for (i = 0; i < 3; i++)
+		cr_assert_eq(shm_slot_alloc(a, 2 * SHM_CHUNK, &o[i]), 0);
+	/* Killed after the counters and the hint (step 4), before closing the intent. */
+	die_holding_lock(a, free_partly, o[1], 4);
+	cr_assert_eq(shm_slot_alloc(a, 2 * SHM_CHUNK, &off), 0);
+	cr_expect_eq(shm_arena__recoveries(a), 1);
+	cr_expect_eq(off, o[2] + 2 * SHM_CHUNK, "recovery forgets the hints: next-fit");
+	cr_assert_eq(shm_slot_free(a, o[0]), 0);
+	cr_assert_eq(shm_slot_alloc(a, 2 * SHM_CHUNK, &off), 0);
+	cr_expect_eq(off, o[0], "and new frees are remembered again");
+	shm_arena_destroy(a);
+}
+
+/*
+ * The hazard warm reuse exposes: a reader that keeps a slot's offset past
+ * its free. Next-fit left the old bytes there for a whole arena turn (a late
+ * fold got the right numbers by luck); with warm reuse the next body lands
+ * there at once, and with poisoning the freed bytes are NaNs until then.
+ */
+Test(shm_arena, a_poisoned_slot_turns_a_late_reader_into_nans)
+{
+	struct shm_arena *a = make_arena(2 * MIB);
+	uint64_t off, again;
+	float *f, sum = 0;
+	size_t i, nf = 3 * SHM_CHUNK / sizeof(float);
+
+	shm_arena__test_poison(true);
+	cr_assert_eq(shm_slot_alloc(a, 3 * SHM_CHUNK, &off), 0);
+	f = shm_arena_ptr(a, off);
+	for (i = 0; i < nf; i++)
+		f[i] = 1.0f;
+	cr_assert_eq(shm_slot_free(a, off), 0);
+	for (i = 0; i < nf; i++)
+		sum += f[i]; /* the late reader */
+	cr_expect(isnan(sum), "a late fold of a freed slot is NaN, not %g", (double)sum);
+	for (i = 0; i < 3 * SHM_CHUNK; i++)
+		if (((uint8_t *)f)[i] != SHM_ARENA_POISON)
+			break;
+	cr_expect_eq(i, 3 * SHM_CHUNK, "every byte poisoned (byte %zu is not)", i);
+	cr_assert_eq(shm_slot_alloc(a, 2 * SHM_CHUNK, &again), 0);
+	cr_expect_eq(again, off, "and the next allocation lands there");
+	cr_expect_eq(shm_slot_free(a, again + SHM_CHUNK), -EINVAL);
+	cr_expect_eq(((uint8_t *)f)[2 * SHM_CHUNK], SHM_ARENA_POISON,
+		     "a refused free poisons nothing (the byte is still the old poison)");
+	f[2 * SHM_CHUNK / sizeof(float)] = 5.0f;
+	cr_expect_eq(shm_slot_free(a, again + SHM_CHUNK), -EINVAL);
+	cr_expect_eq(f[2 * SHM_CHUNK / sizeof(float)], 5.0f, "not a slot's start: untouched");
+
+	/* Off (release builds): a free writes nothing into the slot. */
+	shm_arena__test_poison(false);
+	f[0] = 7.0f;
+	cr_assert_eq(shm_slot_free(a, again), 0);
+	cr_expect_eq(f[0], 7.0f);
+	shm_arena_destroy(a);
 }
 
 /* ---- real huge pages ---- */
