@@ -70,6 +70,13 @@ int rt_secagg_cfg_check(const struct rt_secagg_cfg *cfg, char *why, size_t why_l
 	} else if (!isfinite(cfg->clip) || cfg->clip <= 0) {
 		snprintf(why, why_len, "secagg.clip %g: allowed a finite number above 0",
 			 (double)cfg->clip);
+	} else if ((uint64_t)cfg->n_clients * (cfg->neighbours < cfg->n_clients ? cfg->neighbours
+		   : cfg->n_clients - 1) * RT_SECAGG_EDGE_BYTES > RT_SECAGG_STATE_MAX) {
+		snprintf(why, why_len, "secagg: %u clients x %u neighbours need %.2f GiB of round "
+			 "state (%zu bytes per client and neighbour); allowed at most %.0f GiB: "
+			 "fewer neighbours or clients_per_round", cfg->n_clients, cfg->neighbours,
+			 (double)cfg->n_clients * cfg->neighbours * RT_SECAGG_EDGE_BYTES / 1073741824.0,
+			 RT_SECAGG_EDGE_BYTES, RT_SECAGG_STATE_MAX / 1073741824.0);
 	} else if (cfg->dim == 0 || cfg->dim == UINT32_MAX) {
 		snprintf(why, why_len, "secagg model of %u values: allowed 1 to 2^32 - 2", cfg->dim);
 	} else {
@@ -366,19 +373,30 @@ static int push_stream(struct fn_secagg_stream **s, size_t *n, size_t *cap, cons
 	return 0;
 }
 
-/* Rebuilds v's secret from the first t reveals; 0, or -ENOENT with fewer than t, or -EBADMSG. */
-static int rebuild(const struct rt_secagg *r, const struct sa_client *c, uint8_t out[32])
+/* v's secret from all its reveals (each past the first t checked: a crafted share would move a
+ * seed, silently); 0, -ENOENT (< t) or -EBADMSG (*liar: whose share is off, or UINT32_MAX). */
+static int rebuild(const struct rt_secagg *r, const struct sa_client *c, uint8_t out[32],
+		   uint32_t *liar)
 {
 	struct trib_shamir_share pick[TRIB_SHAMIR_T_MAX];
-	uint32_t n = 0;
+	uint32_t from[TRIB_SHAMIR_T_MAX], n = 0;
+	size_t odd;
 	int err;
 
-	for (uint32_t i = 0; i < c->nbr_n && n < r->cfg.threshold; i++)
-		if (c->rev_have[i] && r->c[c->nbr[i]].alive)
+	*liar = UINT32_MAX;
+	for (uint32_t i = 0; i < c->nbr_n && n < TRIB_SHAMIR_T_MAX; i++) {
+		if (c->rev_have[i] && r->c[c->nbr[i]].alive) {
+			from[n] = c->nbr[i];
 			pick[n++] = c->rev[i];
+		}
+	}
 	if (n < r->cfg.threshold)
 		return -ENOENT;
-	err = trib_shamir_combine(pick, n, r->cfg.threshold, RT_SECAGG_SECRET_BYTES, out);
+	err = trib_shamir_check(pick, n, r->cfg.threshold, RT_SECAGG_SECRET_BYTES, &odd);
+	if (err == -EBADMSG && odd < n)
+		*liar = from[odd];
+	if (!err)
+		err = trib_shamir_combine(pick, n, r->cfg.threshold, RT_SECAGG_SECRET_BYTES, out);
 	explicit_bzero(pick, sizeof(pick));
 	return err;
 }
@@ -467,7 +485,7 @@ static void end_unmask(struct rt_secagg *r)
 {
 	struct fn_secagg_stream *s = NULL;
 	size_t ns = 0, cap = 0;
-	uint32_t m = 0, v;
+	uint32_t m = 0, v, liar;
 	uint8_t secret[32], key[32], shared[32], pk[32];
 
 	if (r->streams)
@@ -488,12 +506,16 @@ static void end_unmask(struct rt_secagg *r)
 
 		if (!c->in_u2)
 			continue;
-		err = rebuild(r, c, secret);
+		err = rebuild(r, c, secret, &liar);
 		if (err) {
-			fail(r, "unmask: client %u's %s could not be rebuilt (%s)", v,
+			char off[48] = "";
+
+			if (liar != UINT32_MAX)
+				snprintf(off, sizeof(off), ": client %u's is off", liar);
+			fail(r, "unmask: client %u's %s could not be rebuilt (%s%s)", v,
 			     c->in_u3 ? "self-mask seed" : "pairwise secret key",
 			     err == -ENOENT ? "fewer shares than the threshold" :
-					      "the shares do not agree");
+					      "the shares do not agree", off);
 			goto out;
 		}
 		if (c->in_u3) {

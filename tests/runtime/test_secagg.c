@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "rt_secagg.h"
@@ -63,6 +64,32 @@ static void sim_init(struct sim *s, const struct rt_secagg_cfg *cfg, uint64_t se
 			s->x[u][i] = n_u * (rnd32(s) % (qmax + 1));
 		s->x[u][cfg->dim] = n_u;
 	}
+}
+
+/*
+ * A lying client (tests of the unmask stage): the first neighbour of liar_of, the first of the t
+ * reveals the server would combine, shifts its share of liar_of's self-mask seed by 1 / lambda in
+ * chunk 0, so that Lagrange rebuilds the seed + 1: a valid-looking, wrong seed.
+ */
+static uint32_t liar_of = UINT32_MAX;
+
+static void lie(struct rt_secagg *r, const struct rt_secagg_cfg *cfg, uint32_t u, uint32_t v,
+		const uint8_t *honest, uint8_t *out)
+{
+	const uint32_t *ids;
+	uint32_t k = rt_secagg_neighbours(r, v, &ids);
+	uint64_t num = 1, den = 1;
+	struct trib_shamir_share sh;
+
+	cr_assert_geq(k, cfg->threshold + 2);
+	cr_assert_eq(ids[0], u);
+	for (uint32_t j = 1; j < cfg->threshold; j++) {
+		num = trib_gf61_mul(num, ids[j] + 1);
+		den = trib_gf61_mul(den, trib_gf61_sub(ids[j] + 1, u + 1));
+	}
+	cr_assert_eq(trib_shamir_decode(honest, 32, &sh), 0);
+	sh.y[0] = trib_gf61_add(sh.y[0], trib_gf61_inv(trib_gf61_mul(num, trib_gf61_inv(den))));
+	trib_shamir_encode(&sh, 32, out);
 }
 
 /* Drop lists: bit 0 never advertises, 1 does not share, 2 sends no masked input, 3 no unmask. */
@@ -177,6 +204,8 @@ static void run(struct rt_secagg *r, struct sim *s, const struct rt_secagg_cfg *
 		enum rt_secagg_kind kind[MAXC];
 		const uint8_t *sh[MAXC];
 		uint32_t m = rt_secagg_reveal_list(r, u, v, kind, MAXC);
+		static uint8_t lied[RT_SECAGG_SHARE_BYTES];
+		const uint32_t *ids;
 
 		if (drop[u] & 15)
 			continue;
@@ -187,6 +216,11 @@ static void run(struct rt_secagg *r, struct sim *s, const struct rt_secagg_cfg *
 			cr_assert_eq(kind[i] == RT_SECAGG_REVEAL_SELF, s->sent_masked[v[i]]);
 			sh[i] = kind[i] == RT_SECAGG_REVEAL_SELF ? s->held[u][v[i]].b_share :
 								   s->held[u][v[i]].s_share;
+			if (v[i] == liar_of && kind[i] == RT_SECAGG_REVEAL_SELF &&
+			    rt_secagg_neighbours(r, v[i], &ids) && ids[0] == u) {
+				lie(r, cfg, u, v[i], sh[i], lied);
+				sh[i] = lied;
+			}
 		}
 		cr_assert_eq(rt_secagg_unmask(r, u, v, sh, m), 0);
 	}
@@ -341,6 +375,43 @@ Test(runtime_secagg, a_secret_with_fewer_than_t_reveals_fails_the_round, .timeou
 	rt_secagg_free(r);
 }
 
+Test(runtime_secagg, a_crafted_share_of_a_seed_fails_the_round_naming_the_liar, .timeout = 60)
+{
+	static struct sim s;
+	struct rt_secagg_cfg cfg = cfg_of(12, 8, 4, 9);
+	uint8_t drop[MAXC] = { 0 };
+	struct rt_secagg *r;
+	const uint32_t *ids;
+	const uint32_t *sum;
+	uint32_t liar, w;
+	float out[DIM];
+	char want[200];
+
+	/* The liar is 6's first neighbour: the graph depends on the seed and who advertised. */
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	for (uint32_t u = 0; u < cfg.n_clients; u++) {
+		uint8_t pk[32] = { (uint8_t)(u + 1) };
+
+		cr_assert_eq(rt_secagg_advertise(r, u, pk, pk), 0);
+	}
+	rt_secagg_end_stage(r);
+	cr_assert_gt(rt_secagg_neighbours(r, 6, &ids), 0);
+	liar = ids[0];
+	rt_secagg_free(r);
+
+	sim_init(&s, &cfg, 19);
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	liar_of = 6;
+	run(r, &s, &cfg, drop);
+	liar_of = UINT32_MAX;
+	/* Unchecked, the round is DONE with client 6's self mask off: a wrong sum, nothing said. */
+	snprintf(want, sizeof(want), "unmask: client 6's self-mask seed could not be rebuilt (the "
+		 "shares do not agree: client %u's is off)", liar);
+	cr_assert_str_eq(rt_secagg_why(r), want);
+	cr_assert_eq(rt_secagg_result(r, &sum, &w, out), -EBUSY);
+	rt_secagg_free(r);
+}
+
 Test(runtime_secagg, too_few_advertise_fails_at_once)
 {
 	static struct sim s;
@@ -387,6 +458,12 @@ Test(runtime_secagg, refusals_change_nothing)
 	cr_assert_eq(rt_secagg_cfg_check(&cfg, why, sizeof(why)), -EINVAL);
 	cr_assert_str_eq(why, "secagg.clip nan: allowed a finite number above 0");
 	cr_assert_eq(rt_secagg_new(&cfg, &r), -EINVAL);
+	/* Admission: 100000 clients x 254 neighbours is 5.3 GiB of shares and reveals a round. */
+	cfg.clip = 1.0f, cfg.n_clients = 100000, cfg.neighbours = 254;
+	cr_assert_eq(rt_secagg_cfg_check(&cfg, why, sizeof(why)), -EINVAL);
+	cr_assert(strstr(why, "secagg: 100000 clients x 254 neighbours need 5."), "%s", why);
+	cfg.neighbours = 40;
+	cr_assert_eq(rt_secagg_cfg_check(&cfg, why, sizeof(why)), 0, "%s", why);
 }
 
 /* --- tests/secagg/round.json: Python clients' messages replayed through the C server --- */
