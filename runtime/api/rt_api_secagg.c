@@ -30,21 +30,6 @@
 
 /* --- the stages --- */
 
-static int hex_dec(const char *s, uint8_t *out, size_t n)
-{
-	if (!s || strlen(s) != 2 * n)
-		return -EINVAL;
-	for (size_t i = 0; i < 2 * n; i++) {
-		int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-								      : -1;
-
-		if (v < 0)
-			return -EINVAL;
-		out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
-	}
-	return 0;
-}
-
 static json_t *hex_json(const uint8_t *p, size_t n)
 {
 	static const char dig[] = "0123456789abcdef";
@@ -171,14 +156,16 @@ static int sa_open(struct rt_job *j)
 	return 0;
 }
 
-/* The body as a JSON object, or NULL with a 400 in @res. */
-static json_t *sa_body_json(const void *body, size_t len, struct rt_api_sa_res *res)
+/* The body as a JSON object of the @known fields, or NULL with a 400 (or 500) in @res. */
+static json_t *sa_body_json(const void *body, size_t len, const char *const *known,
+			    struct rt_api_sa_res *res)
 {
-	json_t *o = json_loadb((const char *)body, len, 0, NULL);
+	char msg[sizeof(res->msg)];
+	json_t *o;
+	int status;
 
-	if (!json_is_object(o)) {
-		json_decref(o);
-		sa_err(res, 400, "body is not a JSON object", -1, NULL);
+	if (rt__sa_parse(body, len, known, &o, &status, msg, sizeof(msg))) {
+		sa_err(res, status, msg, -1, NULL);
 		return NULL;
 	}
 	return o;
@@ -188,18 +175,19 @@ static json_t *sa_body_json(const void *body, size_t len, struct rt_api_sa_res *
 static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
 		    size_t len, struct rt_api_sa_res *res)
 {
-	json_t *o = sa_body_json(body, len, res);
+	static const char *const known[] = { "c_pk", "s_pk", NULL };
+	json_t *o = sa_body_json(body, len, known, res);
+	char msg[sizeof(res->msg)];
 	uint8_t cpk[32], spk[32];
 	uint32_t u, rnd;
 	int err;
 
 	if (!o)
 		return;
-	if (hex_dec(json_string_value(json_object_get(o, "c_pk")), cpk, 32) ||
-	    hex_dec(json_string_value(json_object_get(o, "s_pk")), spk, 32)) {
+	if (rt__sa_hex(o, "c_pk", "", cpk, 32, msg, sizeof(msg)) ||
+	    rt__sa_hex(o, "s_pk", "", spk, 32, msg, sizeof(msg))) {
 		json_decref(o);
-		sa_err(res, 400, "c_pk, s_pk: required, 64 lowercase hex digits (X25519 public "
-		       "keys)", -1, NULL);
+		sa_err(res, 400, msg, -1, NULL);
 		return;
 	}
 	json_decref(o);
@@ -253,10 +241,12 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
 		      size_t len, struct rt_api_sa_res *res)
 {
-	json_t *o = sa_body_json(body, len, res), *arr, *e;
+	static const char *const known[] = { "shares", NULL }, *const ent[] = { "to", "ct", NULL };
+	json_t *o = sa_body_json(body, len, known, res), *arr, *e;
 	uint32_t u = sa_index(j, client), *to = NULL, cnt;
 	const uint8_t **ct = NULL;
 	uint8_t *buf = NULL;
+	char msg[sizeof(res->msg)] = "", path[32];
 	size_t i;
 	int err = -EINVAL;
 
@@ -269,35 +259,43 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 	}
 	arr = json_object_get(o, "shares");
 	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
-	if (cnt && cnt <= RT_SECAGG_MAX_NEIGHBOURS) {
+	if (!json_is_array(arr) || !cnt || cnt > RT_SECAGG_MAX_NEIGHBOURS)
+		snprintf(msg, sizeof(msg), "shares: %s %u entries; allowed: an array of one "
+			 "{\"to\": index, \"ct\": hex} for each neighbour (GET .../secagg/keys), "
+			 "1 to %u", json_is_array(arr) ? "an array of" : "not an array:", cnt,
+			 RT_SECAGG_MAX_NEIGHBOURS);
+	if (!msg[0]) {
 		to = trib_calloc(cnt, sizeof(*to));
 		ct = trib_calloc(cnt, sizeof(*ct));
 		buf = trib_malloc((size_t)cnt * RT_SECAGG_CT_BYTES);
 		err = to && ct && buf ? 0 : -ENOMEM;
 		json_array_foreach(arr, i, e) {
-			json_t *t = json_object_get(e, "to");
-
 			if (err)
 				break;
 			ct[i] = buf + i * RT_SECAGG_CT_BYTES;
-			if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-			    json_integer_value(t) > UINT32_MAX ||
-			    hex_dec(json_string_value(json_object_get(e, "ct")),
-				    buf + i * RT_SECAGG_CT_BYTES, RT_SECAGG_CT_BYTES))
+			if (rt__sa_entry(e, i, "shares", ent, path, sizeof(path), msg, sizeof(msg)) ||
+			    rt__sa_index(e, "to", path, &to[i], msg, sizeof(msg)) ||
+			    rt__sa_hex(e, "ct", path, buf + i * RT_SECAGG_CT_BYTES,
+				       RT_SECAGG_CT_BYTES, msg, sizeof(msg)))
 				err = -EINVAL;
-			else
-				to[i] = (uint32_t)json_integer_value(t);
 		}
 	}
 	json_decref(o);
 	rt__api_secagg_step(n, j);
 	if (!err && sa_index(j, client) != u)
 		err = -EPERM; /* the round ended while the body came */
-	if (!err)
+	if (!err) {
 		err = rt_secagg_share(j->sa_live->r, u, to, ct, cnt);
+		if (err == -EINVAL) /* well-formed, but not this client's list: say what is wrong */
+			rt__sa_share_why(j->sa_live->r, u, to, cnt, msg, sizeof(msg));
+	}
 	trib_free(to);
 	trib_free(ct);
 	trib_free(buf);
+	if (err == -EINVAL) {
+		sa_err(res, 400, msg, -1, NULL);
+		return;
+	}
 	if (err) {
 		sa_refuse(res, j, err);
 		return;
@@ -407,10 +405,13 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
 		      size_t len, struct rt_api_sa_res *res)
 {
-	json_t *o = sa_body_json(body, len, res), *arr, *e;
+	static const char *const known[] = { "reveals", NULL };
+	static const char *const ent[] = { "index", "share", NULL };
+	json_t *o = sa_body_json(body, len, known, res), *arr, *e;
 	uint32_t u = sa_index(j, client), *v = NULL, cnt;
 	const uint8_t **sh = NULL;
 	uint8_t *buf = NULL;
+	char msg[sizeof(res->msg)] = "", path[32];
 	size_t i;
 	int err = -EINVAL;
 
@@ -423,37 +424,46 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 	}
 	arr = json_object_get(o, "reveals");
 	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
-	if (cnt <= RT_SECAGG_MAX_NEIGHBOURS) {
+	if (!json_is_array(arr) || cnt > RT_SECAGG_MAX_NEIGHBOURS)
+		snprintf(msg, sizeof(msg), "reveals: %s %u entries; allowed: an array of one "
+			 "{\"index\", \"share\": hex} for each entry of GET .../secagg/unmask, 0 "
+			 "to %u", json_is_array(arr) ? "an array of" : "not an array:", cnt,
+			 RT_SECAGG_MAX_NEIGHBOURS);
+	if (!msg[0]) {
 		v = trib_calloc(cnt + 1, sizeof(*v));
 		sh = trib_calloc(cnt + 1, sizeof(*sh));
 		buf = trib_malloc(((size_t)cnt + 1) * RT_SECAGG_SHARE_BYTES);
 		err = v && sh && buf ? 0 : -ENOMEM;
 		json_array_foreach(arr, i, e) {
-			json_t *t = json_object_get(e, "index");
-
 			if (err)
 				break;
 			sh[i] = buf + i * RT_SECAGG_SHARE_BYTES;
-			if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-			    json_integer_value(t) > UINT32_MAX ||
-			    hex_dec(json_string_value(json_object_get(e, "share")),
-				    buf + i * RT_SECAGG_SHARE_BYTES, RT_SECAGG_SHARE_BYTES))
+			if (rt__sa_entry(e, i, "reveals", ent, path, sizeof(path), msg,
+					 sizeof(msg)) ||
+			    rt__sa_index(e, "index", path, &v[i], msg, sizeof(msg)) ||
+			    rt__sa_hex(e, "share", path, buf + i * RT_SECAGG_SHARE_BYTES,
+				       RT_SECAGG_SHARE_BYTES, msg, sizeof(msg)))
 				err = -EINVAL;
-			else
-				v[i] = (uint32_t)json_integer_value(t);
 		}
 	}
 	json_decref(o);
 	rt__api_secagg_step(n, j);
 	if (!err && sa_index(j, client) != u)
 		err = -EPERM;
-	if (!err)
+	if (!err) {
 		err = rt_secagg_unmask(j->sa_live->r, u, v, sh, cnt);
+		if (err == -EINVAL)
+			rt__sa_unmask_why(j->sa_live->r, u, v, sh, cnt, msg, sizeof(msg));
+	}
 	if (buf)
 		explicit_bzero(buf, ((size_t)cnt + 1) * RT_SECAGG_SHARE_BYTES);
 	trib_free(v);
 	trib_free(sh);
 	trib_free(buf);
+	if (err == -EINVAL) {
+		sa_err(res, 400, msg, -1, NULL);
+		return;
+	}
 	if (err) {
 		sa_refuse(res, j, err);
 		return;
@@ -703,10 +713,24 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		return;
 	}
 	if (c->req.content_length > cap) {
-		rt_conn_error(c, 413, "larger than this stage takes", -1, NULL);
+		char msg[200];
+
+		snprintf(msg, sizeof(msg), "a body of %llu bytes; the %s stage takes at most %llu",
+			 (unsigned long long)c->req.content_length, stages[i],
+			 (unsigned long long)cap);
+		rt_conn_error(c, 413, msg, -1, NULL);
 		return;
 	}
 	R(c)->job = j;
+	/* A masked input holds a slot (or a gateway's buffer) while its body comes: the update
+	 * path's caps on bodies in flight per client and per job hold here too (a slow body,
+	 * sent many times at once, would otherwise take the arena from everyone else). */
+	if (input) {
+		R(c)->slot_len = ((c->req.content_length + 63) & ~63ull) + sizeof(struct shm_seg);
+		if (!rt__api_update_admit(c, j, R(c)->slot_len))
+			return;
+		rt__api_update_begin(c, j);
+	}
 	if (input && !j->sa_at[0]) {
 		sa_input_head(c, j);
 		return;
