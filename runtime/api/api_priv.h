@@ -42,6 +42,13 @@ static inline struct rt_api_req *R(struct rt_conn *c)
 extern const unsigned char rt_api_openapi_json[];
 extern const size_t rt_api_openapi_json_len;
 
+/*
+ * rt_api.c: reads the request's body into c->body_heap for @j, then @done. @j is held (counted in
+ * j->bodies until the request ends): a DELETE meanwhile does not free it, and @done starts with
+ * rt__api_job_gone(), which answers 404 for a job deleted while the body came.
+ */
+void rt__api_read_job_body(struct rt_conn *c, struct rt_job *j, void (*done)(struct rt_conn *c));
+bool rt__api_job_gone(struct rt_conn *c);
 /* rt_api.c: whether the request carries the admin token (auth_job: or the job's). */
 bool rt__api_auth_admin(struct rt_conn *c);
 bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j);

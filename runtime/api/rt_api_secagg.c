@@ -602,6 +602,8 @@ static void on_stage_body(struct rt_conn *c)
 {
 	struct rt_api_sa_res res;
 
+	if (rt__api_job_gone(c))
+		return;
 	rt_api_secagg_call(N(c), R(c)->job, R(c)->client, R(c)->sa_stage, false, c->body_heap,
 			   c->body_len, &res);
 	sa_send(c, &res);
@@ -612,6 +614,8 @@ static void on_proxy_body(struct rt_conn *c)
 {
 	struct rt_job *j = R(c)->job;
 
+	if (rt__api_job_gone(c))
+		return;
 	API(c)->cluster.secagg(API(c)->cluster.ctx, c, j, R(c)->client, R(c)->sa_stage, false,
 			       c->body_heap, c->body_len);
 }
@@ -621,6 +625,8 @@ static void on_input_body(struct rt_conn *c)
 {
 	struct rt_api_sa_res res;
 
+	if (rt__api_job_gone(c)) /* held by its body in flight (rt__api_update_begin) */
+		return;
 	memset(&res, 0, sizeof(res));
 	if (!sa_input_take(N(c), R(c)->job, R(c)->client, R(c)->slot_off, c->body_len, &res))
 		R(c)->slot_off = UINT64_MAX; /* the tree's now */
@@ -740,6 +746,5 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return;
 	}
-	rt_conn_read_body(c, c->body_heap, c->req.content_length,
-			  j->sa_at[0] ? on_proxy_body : on_stage_body);
+	rt__api_read_job_body(c, j, j->sa_at[0] ? on_proxy_body : on_stage_body);
 }

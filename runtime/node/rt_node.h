@@ -244,6 +244,8 @@ struct rt_job {
 	bool purge;               /* deleted with ?purge=true: its model files go too */
 	uint32_t parked;          /* long polls parked on it (the API counts): a deleted job
 				   * is freed only once the API answered them */
+	uint32_t bodies;          /* JSON bodies being read for it (the API counts, rt_api.c's
+				   * rt__api_read_job_body): a deleted job outlives them */
 	struct rt_job *next;
 };
 

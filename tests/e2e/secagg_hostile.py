@@ -290,21 +290,46 @@ def lying_round(srv, url, toks, rng):
     e.log('secagg_hostile: a crafted share (Lagrange rebuilds a valid, wrong seed): %s' % why)
 
 
+def held_body(srv, path, token, body, ctype='application/json'):
+    """A POST whose head and first bytes are sent, the rest held back: (socket, body)."""
+    s = e.raw_connect(srv.port)
+    s.sendall(e.http_head('POST', path, {'Authorization': 'Bearer ' + token, 'Content-Type': ctype,
+                                         'Content-Length': str(len(body))}) + body[:3])
+    return s, body
+
+
 def deleted_mid_round(srv, url):
+    """DELETE while stage bodies (and a client mint) are half sent: each gets 404 when its
+    body is in (the job was freed under them before: a use after free)."""
     toks = make_job(srv, 'del', n=4)
-    sess = [sa.SecAggSession(url, 'del', t) for t in toks[:3]]
+    sess = [sa.SecAggSession(url, 'del', t) for t in toks]
     for s in sess:
         s.join()
-    check(srv.status('del')['secagg']['round_in_progress']['clients'] == 3, 'del: no round')
+    for s in sess:
+        s.send_shares(timeout=10)
+    sess[0]._wait('shares', 10)
+    held = [held_body(srv, '/v1/jobs/del/secagg/keys', toks[0],
+                      json.dumps({'c_pk': 'ab' * 32, 's_pk': 'cd' * 32}).encode()),
+            held_body(srv, '/v1/jobs/del/secagg/input', toks[1], bytes(4 * (DIM + 1)),
+                      'application/octet-stream'),
+            held_body(srv, '/v1/jobs/del/clients', srv.admin, b'{"client": "late"}')]
+    time.sleep(0.3)
+    check(srv.status('del')['secagg']['round_in_progress']['stage'] == 'masked', 'del: stage')
     st, obj, _ = srv.json('DELETE', '/v1/jobs/del', token=srv.admin)
     check(st == 200, 'DELETE a job mid-round: %d %r' % (st, obj))
+    for sock, body in held:
+        sock.sendall(body[3:])
+        r, _ = e.read_response(sock)
+        sock.close()
+        check(r.status == 404 and b'deleted while the body came' in r.body,
+              'a body finished after DELETE: %d %r' % (r.status, r.body[:200]))
     st, _, raw = srv.request('GET', '/v1/jobs/del/secagg/keys', token=toks[0])
     check(st in (401, 403, 404), 'a stage of a deleted job: %d %r' % (st, raw[:200]))
     make_job(srv, 'del', n=4)
     check('round_in_progress' not in srv.status('del')['secagg'],
           'the deleted job\'s round survived in the new one')
-    e.log('secagg_hostile: a job deleted mid-round: its round is gone (%d for its stages)'
-          % st)
+    e.log('secagg_hostile: a job deleted mid-round with 3 bodies half sent (keys, masked '
+          'input, a client mint): each 404 once in, the round gone')
 
 
 def run():
