@@ -165,6 +165,9 @@ static void run(struct rt_secagg *r, struct sim *s, const struct rt_secagg_cfg *
 		uint32_t m = rt_secagg_inbox(r, u, from, ct, MAXC);
 		uint8_t key[32];
 
+		/* Out of U2 (never advertised or shared): its input is refused, nothing folded. */
+		if (drop[u] & 3)
+			cr_assert_eq(rt_secagg_masked(r, u, s->x[u], cfg->dim + 1), -EPERM);
 		if (drop[u] & 7)
 			continue;
 		memcpy(y, s->x[u], sizeof(y));
@@ -207,6 +210,11 @@ static void run(struct rt_secagg *r, struct sim *s, const struct rt_secagg_cfg *
 		static uint8_t lied[RT_SECAGG_SHARE_BYTES];
 		const uint32_t *ids;
 
+		/* Out of U3: no reveal list and its reveals are refused. */
+		if (drop[u] & 7) {
+			cr_assert_eq(m, 0);
+			cr_assert_eq(rt_secagg_unmask(r, u, v, sh, 0), -EPERM);
+		}
 		if (drop[u] & 15)
 			continue;
 		for (uint32_t i = 0; i < m; i++) {
