@@ -48,15 +48,44 @@ static json_t *hex_json(const uint8_t *p, size_t n)
 	return v;
 }
 
+/* FNV-1a of a client id: its first slot in L->slot. */
+static uint32_t sa_hash(const char *client)
+{
+	uint32_t h = 2166136261u;
+
+	while (*client)
+		h = (h ^ (uint8_t)*client++) * 16777619u;
+	return h;
+}
+
 /* The caller's index in the round in progress, or UINT32_MAX. */
 static uint32_t sa_index(const struct rt_job *j, const char *client)
 {
 	const struct rt_sa_live *L = j->sa_live;
 
+	if (L && L->slot) {
+		for (uint32_t h = sa_hash(client) & (L->nslot - 1); L->slot[h];
+		     h = (h + 1) & (L->nslot - 1))
+			if (!strcmp(L->ids[L->slot[h] - 1], client))
+				return L->slot[h] - 1;
+		return UINT32_MAX;
+	}
 	for (uint32_t u = 0; L && u < L->n; u++)
 		if (!strcmp(L->ids[u], client))
 			return u;
 	return UINT32_MAX;
+}
+
+/* Client @u (its id in L->ids[u]) into the index: at most n_clients of 2 n_clients slots. */
+static void sa_index_add(struct rt_sa_live *L, uint32_t u)
+{
+	uint32_t h = sa_hash(L->ids[u]) & (L->nslot - 1);
+
+	if (!L->slot)
+		return;
+	while (L->slot[h])
+		h = (h + 1) & (L->nslot - 1);
+	L->slot[h] = u + 1;
 }
 
 /* An error answer into @res. */
@@ -143,8 +172,12 @@ static int sa_open(struct rt_job *j)
 		return -EIO;
 	}
 	L->ids = trib_calloc(j->cpr, sizeof(*L->ids));
-	err = L->ids ? rt_secagg_new(&cfg, &L->r) : -ENOMEM;
+	for (L->nslot = 2; L->nslot < 2ull * j->cpr; L->nslot *= 2)
+		;
+	L->slot = trib_calloc(L->nslot, sizeof(*L->slot));
+	err = L->ids && L->slot ? rt_secagg_new(&cfg, &L->r) : -ENOMEM;
 	if (err) {
+		trib_free(L->slot);
 		trib_free(L->ids);
 		trib_free(L);
 		return err;
@@ -226,8 +259,10 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		sa_refuse(res, j, err);
 		return;
 	}
-	if (u == j->sa_live->n)
+	if (u == j->sa_live->n) {
+		sa_index_add(j->sa_live, u);
 		j->sa_live->n++;
+	}
 	rnd = j->sa_live->round;
 	rt__api_secagg_step(n, j);
 	sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "round", (json_int_t)rnd,

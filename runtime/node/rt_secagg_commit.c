@@ -234,6 +234,7 @@ void rt_job_secagg_drop(struct rt_job *j)
 		return;
 	rt_secagg_free(j->sa_live->r);
 	trib_free(j->sa_live->ids);
+	trib_free(j->sa_live->slot);
 	trib_free(j->sa_live);
 	j->sa_live = NULL;
 }
