@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "rt_secagg.h"
 #include "trib_alloc.h"
@@ -417,6 +418,99 @@ Test(runtime_secagg, a_crafted_share_of_a_seed_fails_the_round_naming_the_liar, 
 		 "shares do not agree: client %u's is off)", liar);
 	cr_assert_str_eq(rt_secagg_why(r), want);
 	cr_assert_eq(rt_secagg_result(r, &sum, &w, out), -EBUSY);
+	rt_secagg_free(r);
+}
+
+/* Advertise all of @n, share all but those with @skip[u] (dummy ciphertexts); ends SHARE. */
+static double share_all_but(struct rt_secagg *r, uint32_t n, const uint8_t *skip)
+{
+	static uint8_t ctb[RT_SECAGG_MAX_NEIGHBOURS][RT_SECAGG_CT_BYTES];
+	const uint8_t *ct[RT_SECAGG_MAX_NEIGHBOURS];
+	uint8_t pk[32] = { 9 };
+	struct timespec a, b;
+
+	for (uint32_t i = 0; i < RT_SECAGG_MAX_NEIGHBOURS; i++)
+		ct[i] = ctb[i];
+	for (uint32_t u = 0; u < n; u++)
+		cr_assert_eq(rt_secagg_advertise(r, u, pk, pk), 0);
+	rt_secagg_end_stage(r);
+	for (uint32_t u = 0; u < n; u++) {
+		const uint32_t *ids;
+		uint32_t m = rt_secagg_neighbours(r, u, &ids);
+
+		if (!skip[u])
+			cr_assert_eq(rt_secagg_share(r, u, ids, ct, m), 0);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	rt_secagg_end_stage(r);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+}
+
+Test(runtime_secagg, share_pruning_is_the_fixpoint_and_linear, .timeout = 120)
+{
+	struct rt_secagg_cfg cfg = cfg_of(60, 8, 4, 21);
+	static uint8_t skip[40000];
+	static uint32_t nbr[60][8], nn[60];
+	bool alive[60], changed = true;
+	struct rt_secagg *r;
+	uint32_t want = 0, rng = 7;
+	double secs;
+
+	/* Up to 15 of 60 do not share: U2 is what passes until no change leave (the definition);
+	 * some that shared are pruned (fewer than t = 4 of their k = 8 neighbours left). */
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	for (uint32_t u = 0; u < 15; u++)
+		skip[(rng = rng * 1103515245u + 12345u) % 60] = 1;
+	{
+		uint8_t pk[32] = { 9 };
+
+		for (uint32_t u = 0; u < 60; u++)
+			cr_assert_eq(rt_secagg_advertise(r, u, pk, pk), 0);
+	}
+	rt_secagg_end_stage(r);
+	for (uint32_t u = 0; u < 60; u++) {
+		const uint32_t *ids;
+
+		nn[u] = rt_secagg_neighbours(r, u, &ids);
+		memcpy(nbr[u], ids, nn[u] * sizeof(*ids));
+		alive[u] = !skip[u];
+	}
+	rt_secagg_free(r);
+	while (changed) {
+		changed = false;
+		for (uint32_t u = 0; u < 60; u++) {
+			uint32_t left = 0;
+
+			for (uint32_t i = 0; i < nn[u]; i++)
+				left += alive[nbr[u][i]];
+			if (alive[u] && left < cfg.threshold)
+				alive[u] = false, changed = true;
+		}
+	}
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	share_all_but(r, 60, skip);
+	for (uint32_t u = 0; u < 60; u++) {
+		const uint32_t *ids;
+
+		want += alive[u];
+		cr_assert_eq(rt_secagg_neighbours(r, u, &ids) > 0, alive[u], "client %u", u);
+	}
+	cr_assert_eq(rt_secagg_alive(r), want);
+	cr_assert(want > 0 && want < 45, "no pruning to check: %u kept (%s)", want,
+		  rt_secagg_why(r));
+	rt_secagg_free(r);
+
+	/* t = k and one client silent: the drop spreads round the whole ring. Passes until no
+	 * change took O(n^2) here (seconds: 40000 clients); the worklist is O(n k). */
+	memset(skip, 0, sizeof(skip));
+	skip[0] = 1;
+	cfg = cfg_of(40000, 10, 10, 22);
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	secs = share_all_but(r, 40000, skip);
+	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_FAILED);
+	cr_assert_eq(rt_secagg_alive(r), 0);
+	cr_assert_lt(secs, 1.5, "pruning 40000 clients took %.2f s", secs);
 	rt_secagg_free(r);
 }
 
