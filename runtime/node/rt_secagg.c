@@ -518,10 +518,12 @@ static void end_unmask(struct rt_secagg *r)
 			continue;
 		err = rebuild(r, c, secret, &liar);
 		if (err) {
-			char off[48] = "";
+			char off[96] = "";
 
+			/* The server cannot tell which lied: the revealer or the dealer (v). */
 			if (liar != UINT32_MAX)
-				snprintf(off, sizeof(off), ": client %u's is off", liar);
+				snprintf(off, sizeof(off), ": the one client %u revealed is off; %u or "
+					 "%u lied", liar, liar, v);
 			fail(r, "unmask: client %u's %s could not be rebuilt (%s%s)", v,
 			     c->in_u3 ? "self-mask seed" : "pairwise secret key",
 			     err == -ENOENT ? "fewer shares than the threshold" :

@@ -283,8 +283,8 @@ def lying_round(srv, url, toks, rng):
     status = srv.status('hx')
     why = status['secagg'].get('last_failure', {}).get('why', '')
     check(status['model_round'] == 1 and
-          "client %d's self-mask seed could not be rebuilt (the shares do not agree: client "
-          "%d's is off)" % (victim, liar) in why,
+          "client %d's self-mask seed could not be rebuilt (the shares do not agree: the one "
+          "client %d revealed is off; %d or %d lied)" % (victim, liar, liar, victim) in why,
           'a crafted share: want the round failed naming %d and %d, got %r' % (victim, liar,
                                                                               status))
     e.log('secagg_hostile: a crafted share (Lagrange rebuilds a valid, wrong seed): %s' % why)

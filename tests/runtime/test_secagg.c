@@ -415,7 +415,7 @@ Test(runtime_secagg, a_crafted_share_of_a_seed_fails_the_round_naming_the_liar, 
 	liar_of = UINT32_MAX;
 	/* Unchecked, the round is DONE with client 6's self mask off: a wrong sum, nothing said. */
 	snprintf(want, sizeof(want), "unmask: client 6's self-mask seed could not be rebuilt (the "
-		 "shares do not agree: client %u's is off)", liar);
+		 "shares do not agree: the one client %u revealed is off; %u or 6 lied)", liar, liar);
 	cr_assert_str_eq(rt_secagg_why(r), want);
 	cr_assert_eq(rt_secagg_result(r, &sum, &w, out), -EBUSY);
 	rt_secagg_free(r);
