@@ -746,9 +746,11 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		return;
 	}
 	rt__api_secagg_step(N(c), j);
+	/* Each stage's largest honest body (hex doubles the bytes; 128 per entry for its JSON). */
 	cap = input ? (j->n_elem + 1) * 4
-		    : 512ull * RT_SECAGG_MAX_NEIGHBOURS + 4096 +
-			      (uint64_t)RT_SECAGG_MAX_NEIGHBOURS * 2 * RT_SECAGG_CT_BYTES;
+	      : i == 0 ? 4096
+	      : 4096 + (uint64_t)RT_SECAGG_MAX_NEIGHBOURS *
+			       (128 + 2 * (i == 1 ? RT_SECAGG_CT_BYTES : RT_SECAGG_SHARE_BYTES));
 	if (!c->req.has_content_length || c->req.chunked) {
 		rt_conn_error(c, 411, "Content-Length required", -1, NULL);
 		return;
@@ -763,15 +765,16 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		return;
 	}
 	R(c)->job = j;
-	/* A masked input holds a slot (or a gateway's buffer) while its body comes: the update
-	 * path's caps on bodies in flight per client and per job hold here too (a slow body,
-	 * sent many times at once, would otherwise take the arena from everyone else). */
-	if (input) {
-		R(c)->slot_len = ((c->req.content_length + 63) & ~63ull) + sizeof(struct shm_seg);
-		if (!rt__api_update_admit(c, j, R(c)->slot_len))
-			return;
-		rt__api_update_begin(c, j);
-	}
+	/*
+	 * A stage's body holds a slot or a buffer while it comes: the update path's caps on bodies
+	 * in flight per client (--client-inflight) and per job hold here too (slow bodies, sent on
+	 * thousands of connections with one token, would otherwise take the arena or the heap).
+	 */
+	R(c)->slot_len = input ? ((c->req.content_length + 63) & ~63ull) + sizeof(struct shm_seg)
+			       : c->req.content_length + 1;
+	if (!rt__api_update_admit(c, j, R(c)->slot_len))
+		return;
+	rt__api_update_begin(c, j);
 	if (input && !j->sa_at[0]) {
 		sa_input_head(c, j);
 		return;

@@ -80,7 +80,7 @@ def hostile_keys(api, tok):
     n = 0
     for body, words in [
             (b'{', ('body is not JSON',)),
-            (b'[' * 100000, ('body is not JSON',)),
+            (b'[' * 4000, ('body is not JSON', 'depth')),
             (b'{"c_pk": "%s", "c_pk": "%s", "s_pk": "%s"}' % ((pk.encode(),) * 3),
              ('duplicate',)),
             (b'["c_pk"]', ('not a JSON object',)),
@@ -92,9 +92,20 @@ def hostile_keys(api, tok):
             ({'c_pk': pk, 's_pk': [pk]}, ('s_pk: an array;',))]:
         api.refused(tok, 'keys', body, 400, *words)
         n += 1
-    cap = 512 * 254 + 4096 + 254 * 2 * sa.CT_BYTES
+    n += 2
+    cap = 4096
     api.refused(tok, 'keys', b' ' * (cap + 1), 413, 'a body of %d bytes' % (cap + 1),
                 'at most %d' % cap)
+    scap = 4096 + 254 * (128 + 2 * sa.CT_BYTES)
+    api.refused(tok, 'shares', b' ' * (scap + 1), 413, 'at most %d' % scap)
+    # Slow bodies on many connections with one token: the third waits for the first two.
+    body = json.dumps({'c_pk': pk, 's_pk': pk}).encode()
+    held = [held_body(api.srv, '/v1/jobs/%s/secagg/keys' % api.job, tok, body)
+            for _ in range(2)]
+    time.sleep(0.3)
+    api.refused(tok, 'keys', body, 503, 'in flight', '--client-inflight')
+    for s, _ in held:
+        s.close()
     check('round_in_progress' not in api.srv.status(api.job)['secagg'],
           'a refused advertise opened a round')
     return n + 1
@@ -194,7 +205,13 @@ def honest_round(srv, url, toks, rng):
     api = Api(srv, 'hx')
     tried = hostile_keys(api, toks[0])
     sess = [sa.SecAggSession(url, 'hx', t) for t in toks]
-    sess[0].join()
+    for attempt in range(50):  # the held keys bodies' close reaches the server shortly
+        try:
+            sess[0].join()
+            break
+        except sa.SecAggError as ex:
+            check(ex.status == 503 and attempt < 49, 'join of client 0: %s' % ex)
+            time.sleep(0.1)
     api.refused(toks[0], 'keys', {'c_pk': '22' * 32, 's_pk': '22' * 32}, 409, 'already sent')
     for s in sess[1:]:
         s.join()
