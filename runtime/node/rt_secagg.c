@@ -32,6 +32,7 @@ struct sa_client {
 struct rt_secagg {
 	struct rt_secagg_cfg cfg;
 	enum rt_secagg_stage stage;
+	uint32_t pending; /* alive clients yet to answer this stage: completeness in O(1) a request */
 	char why[256];
 	struct sa_client *c; /* cfg.n_clients */
 	uint32_t *acc;       /* dim + 1 words: the folded masked vectors, then the unmasked sum */
@@ -138,6 +139,7 @@ int rt_secagg_new(const struct rt_secagg_cfg *cfg, struct rt_secagg **out)
 	}
 	for (uint32_t u = 0; u < cfg->n_clients; u++)
 		r->c[u].alive = true;
+	r->pending = cfg->n_clients;
 	r->stage = RT_SECAGG_ADVERTISE;
 	*out = r;
 	return 0;
@@ -173,12 +175,14 @@ uint32_t rt_secagg_alive(const struct rt_secagg *r)
 
 int rt_secagg_stage_complete(const struct rt_secagg *r)
 {
-	if (r->stage >= RT_SECAGG_DONE)
-		return 1;
-	for (uint32_t u = 0; u < r->cfg.n_clients; u++)
-		if (r->c[u].alive && !(r->c[u].answered & (1u << r->stage)))
-			return 0;
-	return 1;
+	return r->stage >= RT_SECAGG_DONE || !r->pending;
+}
+
+/* u answered the current stage (enter() passed: alive, not yet). */
+static void answer(struct rt_secagg *r, uint32_t u)
+{
+	r->c[u].answered |= 1u << r->stage;
+	r->pending--;
 }
 
 static void fail(struct rt_secagg *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -293,7 +297,7 @@ static void end_advertise(struct rt_secagg *r)
 	if (draw_graph(r, ids, m))
 		fail(r, "advertise: out of memory drawing the graph of %u clients", m);
 	else
-		r->stage = RT_SECAGG_SHARE;
+		r->stage = RT_SECAGG_SHARE, r->pending = m;
 	trib_free(ids);
 }
 
@@ -342,7 +346,7 @@ static void end_share(struct rt_secagg *r)
 		     "threshold is %u", m, r->cfg.threshold, r->cfg.threshold);
 		return;
 	}
-	r->stage = RT_SECAGG_MASKED;
+	r->stage = RT_SECAGG_MASKED, r->pending = m;
 }
 
 static void end_masked(struct rt_secagg *r)
@@ -361,7 +365,7 @@ static void end_masked(struct rt_secagg *r)
 		     r->cfg.threshold);
 		return;
 	}
-	r->stage = RT_SECAGG_UNMASK;
+	r->stage = RT_SECAGG_UNMASK, r->pending = m;
 }
 
 /* Adds stream (key, sign) to the list; grows it. 0 or -ENOMEM. */
@@ -629,7 +633,7 @@ int rt_secagg_advertise(struct rt_secagg *r, uint32_t u, const uint8_t c_pk[32],
 		return err;
 	memcpy(r->c[u].c_pk, c_pk, 32);
 	memcpy(r->c[u].s_pk, s_pk, 32);
-	r->c[u].answered |= 1u << RT_SECAGG_ADVERTISE;
+	answer(r, u);
 	return 0;
 }
 
@@ -683,7 +687,7 @@ int rt_secagg_share(struct rt_secagg *r, uint32_t u, const uint32_t *to,
 		memcpy(c->ct + (size_t)nbr_index(c, to[i]) * RT_SECAGG_CT_BYTES, ct[i],
 		       RT_SECAGG_CT_BYTES);
 	trib_free(seen);
-	c->answered |= 1u << RT_SECAGG_SHARE;
+	answer(r, u);
 	return 0;
 }
 
@@ -718,7 +722,7 @@ int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark)
 	int err = enter(r, u, RT_SECAGG_MASKED);
 
 	if (!err && mark)
-		r->c[u].answered |= 1u << RT_SECAGG_MASKED;
+		answer(r, u);
 	return err;
 }
 
@@ -739,7 +743,7 @@ int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t 
 	if (words != (size_t)r->cfg.dim + 1)
 		return -EINVAL;
 	fn_fold_u32(r->acc, y, words);
-	r->c[u].answered |= 1u << RT_SECAGG_MASKED;
+	answer(r, u);
 	return 0;
 }
 
@@ -803,7 +807,7 @@ int rt_secagg_unmask(struct rt_secagg *r, uint32_t u, const uint32_t *v,
 	}
 	explicit_bzero(dec, count * sizeof(*dec));
 	trib_free(dec);
-	r->c[u].answered |= 1u << RT_SECAGG_UNMASK;
+	answer(r, u);
 	return 0;
 }
 
