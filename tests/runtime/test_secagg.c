@@ -391,7 +391,7 @@ Test(runtime_secagg, a_secret_with_fewer_than_t_reveals_fails_the_round, .timeou
 	rt_secagg_free(r);
 }
 
-Test(runtime_secagg, a_crafted_share_of_a_seed_fails_the_round_naming_the_liar, .timeout = 60)
+Test(runtime_secagg, a_crafted_share_of_a_seed_fails_the_round_naming_the_liar)
 {
 	static struct sim s;
 	struct rt_secagg_cfg cfg = cfg_of(12, 8, 4, 9);
@@ -454,7 +454,7 @@ static double share_all_but(struct rt_secagg *r, uint32_t n, const uint8_t *skip
 	return (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
 }
 
-Test(runtime_secagg, share_pruning_is_the_fixpoint_and_linear, .timeout = 120)
+Test(runtime_secagg, share_pruning_is_the_fixpoint_and_linear)
 {
 	struct rt_secagg_cfg cfg = cfg_of(60, 8, 4, 21);
 	static uint8_t skip[40000];
@@ -521,7 +521,7 @@ Test(runtime_secagg, share_pruning_is_the_fixpoint_and_linear, .timeout = 120)
 	rt_secagg_free(r);
 }
 
-Test(runtime_secagg, stage_completeness_is_constant_time, .timeout = 60)
+Test(runtime_secagg, stage_completeness_is_constant_time)
 {
 	struct rt_secagg_cfg cfg = cfg_of(100000, 2, 1, 23);
 	struct rt_secagg *r;
