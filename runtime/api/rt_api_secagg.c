@@ -295,9 +295,9 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 	arr = json_object_get(o, "shares");
 	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
 	if (!json_is_array(arr) || !cnt || cnt > RT_SECAGG_MAX_NEIGHBOURS)
-		snprintf(msg, sizeof(msg), "shares: %s %u entries; allowed: an array of one "
+		snprintf(msg, sizeof(msg), "shares: %s%u entries; allowed: an array of one "
 			 "{\"to\": index, \"ct\": hex} for each neighbour (GET .../secagg/keys), "
-			 "1 to %u", json_is_array(arr) ? "an array of" : "not an array:", cnt,
+			 "1 to %u", json_is_array(arr) ? "an array of " : "not an array, ", cnt,
 			 RT_SECAGG_MAX_NEIGHBOURS);
 	if (!msg[0]) {
 		to = trib_calloc(cnt, sizeof(*to));
@@ -460,9 +460,9 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 	arr = json_object_get(o, "reveals");
 	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
 	if (!json_is_array(arr) || cnt > RT_SECAGG_MAX_NEIGHBOURS)
-		snprintf(msg, sizeof(msg), "reveals: %s %u entries; allowed: an array of one "
+		snprintf(msg, sizeof(msg), "reveals: %s%u entries; allowed: an array of one "
 			 "{\"index\", \"share\": hex} for each entry of GET .../secagg/unmask, 0 "
-			 "to %u", json_is_array(arr) ? "an array of" : "not an array:", cnt,
+			 "to %u", json_is_array(arr) ? "an array of " : "not an array, ", cnt,
 			 RT_SECAGG_MAX_NEIGHBOURS);
 	if (!msg[0]) {
 		v = trib_calloc(cnt + 1, sizeof(*v));
