@@ -191,6 +191,95 @@ int trib_shamir_combine(const struct trib_shamir_share *shares, size_t n, unsign
 	return 0;
 }
 
+/*
+ * Do the shares named by idx[0..m) lie on the polynomial through the first t of them? 0, -EBADMSG,
+ * or -EINVAL (a point repeated). P(x_e) = L(x_e) sum_i w_i y_i / (x_e - x_i), with the weights
+ * w_i = 1 / prod_{j != i} (x_i - x_j) and L(x) = prod_i (x - x_i), i, j < t.
+ */
+static int on_curve(const struct trib_shamir_share *sh, const size_t *idx, size_t m, unsigned t,
+		    size_t chunks)
+{
+	uint64_t w[TRIB_SHAMIR_T_MAX], d[TRIB_SHAMIR_T_MAX], pre[TRIB_SHAMIR_T_MAX];
+	size_t i, j, e, c;
+
+	for (i = 0; i < t; i++) {
+		uint64_t den = 1;
+
+		for (j = 0; j < t; j++)
+			if (j != i)
+				den = trib_gf61_mul(den, trib_gf61_sub(sh[idx[i]].x, sh[idx[j]].x));
+		if (!den)
+			return -EINVAL;
+		w[i] = trib_gf61_inv(den);
+	}
+	for (e = t; e < m; e++) {
+		const struct trib_shamir_share *s = &sh[idx[e]];
+		uint64_t L = 1, inv;
+
+		/* d_i = x_e - x_i, their product L, and every 1/d_i from one inversion. */
+		for (i = 0; i < t; i++) {
+			d[i] = trib_gf61_sub(s->x, sh[idx[i]].x);
+			if (!d[i])
+				return -EINVAL;
+			pre[i] = L;
+			L = trib_gf61_mul(L, d[i]);
+		}
+		inv = trib_gf61_inv(L);
+		for (i = t; i-- > 0;) {
+			uint64_t inv_d = trib_gf61_mul(inv, pre[i]);
+
+			inv = trib_gf61_mul(inv, d[i]);
+			d[i] = trib_gf61_mul(trib_gf61_mul(L, w[i]), inv_d); /* lambda_i(x_e) */
+		}
+		for (c = 0; c < chunks; c++) {
+			uint64_t y = 0;
+
+			for (i = 0; i < t; i++)
+				y = trib_gf61_add(y, trib_gf61_mul(d[i], sh[idx[i]].y[c] % P));
+			if (y != s->y[c])
+				return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
+int trib_shamir_check(const struct trib_shamir_share *shares, size_t n, unsigned t, size_t len,
+		      size_t *odd)
+{
+	size_t idx[TRIB_SHAMIR_T_MAX + 1], chunks = TRIB_SHAMIR_CHUNKS(len), found = n, k, i;
+	int err = check_params(len, t);
+
+	if (odd)
+		*odd = n;
+	if (err)
+		return err;
+	if (n < t || n > TRIB_SHAMIR_T_MAX + 1 ||
+	    check_points(&shares[0].x, n, sizeof(shares[0])))
+		return -EINVAL;
+	for (i = 0; i < n; i++)
+		idx[i] = i;
+	err = on_curve(shares, idx, n, t, chunks);
+	if (err != -EBADMSG || !odd || n < (size_t)t + 2)
+		return err;
+	/* Which one share is off? Each left out in turn; the answer only if exactly one fits. */
+	for (k = 0; k < n; k++) {
+		size_t m = 0;
+
+		for (i = 0; i < n; i++)
+			if (i != k)
+				idx[m++] = i;
+		if (!on_curve(shares, idx, m, t, chunks)) {
+			if (found != n) {
+				found = n;
+				break;
+			}
+			found = k;
+		}
+	}
+	*odd = found;
+	return -EBADMSG;
+}
+
 void trib_shamir_encode(const struct trib_shamir_share *s, size_t len, uint8_t *out)
 {
 	size_t c;

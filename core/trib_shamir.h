@@ -69,6 +69,20 @@ int trib_shamir_split(const uint8_t *secret, size_t len, unsigned t, const uint3
 int trib_shamir_combine(const struct trib_shamir_share *shares, size_t n, unsigned t, size_t len,
 			uint8_t *secret);
 
+/*
+ * Do shares[0..n) of a secret of len bytes all lie on one polynomial of degree below t (the one
+ * through the first t)? combine() alone cannot tell: a share shifted by d / lambda_i moves the
+ * rebuilt secret by d, a valid-looking secret (a lying client's share of a self-mask seed gives a
+ * wrong model, silently). Each share past the first t is checked against the interpolation at its
+ * point (barycentric form: t inversions, then one batch inversion and ~(4 + chunks) t products per
+ * extra share). Returns 0 (also when n == t: nothing to check), -EINVAL for bad parameters or a
+ * point repeated or out of range, -EBADMSG if they disagree; then, if @odd is not NULL, *odd is
+ * the index of the one share whose removal leaves the others on one polynomial (n >= t + 2 and
+ * exactly one such share), else n. The search is O(n) checks: only on the failure path.
+ */
+int trib_shamir_check(const struct trib_shamir_share *shares, size_t n, unsigned t, size_t len,
+		      size_t *odd);
+
 /* Wire form: writes TRIB_SHAMIR_SHARE_BYTES(len) bytes to out. */
 void trib_shamir_encode(const struct trib_shamir_share *s, size_t len, uint8_t *out);
 /* Reads TRIB_SHAMIR_SHARE_BYTES(len) bytes; -EINVAL if x is out of range or a y is not below P. */

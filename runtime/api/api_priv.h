@@ -42,6 +42,13 @@ static inline struct rt_api_req *R(struct rt_conn *c)
 extern const unsigned char rt_api_openapi_json[];
 extern const size_t rt_api_openapi_json_len;
 
+/*
+ * rt_api.c: reads the request's body into c->body_heap for @j, then @done. @j is held (counted in
+ * j->bodies until the request ends): a DELETE meanwhile does not free it, and @done starts with
+ * rt__api_job_gone(), which answers 404 for a job deleted while the body came.
+ */
+void rt__api_read_job_body(struct rt_conn *c, struct rt_job *j, void (*done)(struct rt_conn *c));
+bool rt__api_job_gone(struct rt_conn *c);
 /* rt_api.c: whether the request carries the admin token (auth_job: or the job's). */
 bool rt__api_auth_admin(struct rt_conn *c);
 bool rt__api_auth_job(struct rt_conn *c, const struct rt_job *j);
@@ -193,6 +200,27 @@ void rt__api_secagg_tick(struct rt_node *n);
 void rt__api_secagg_step(struct rt_node *n, struct rt_job *j);
 /* One stage's deadline: the job's round_timeout_s, in ns. */
 uint64_t rt__api_secagg_stage_ns(const struct rt_job *j);
+/*
+ * rt_api_secagg_check.c: a stage's body checked, each refusal naming the field, its value and
+ * what is allowed in @msg. rt__sa_parse: a JSON object (duplicate keys refused) with only the
+ * NULL-ended @known fields; 0 (*out owned) or -EINVAL / -ENOMEM with *status 400 / 500.
+ * rt__sa_hex: @key of @o as exactly @n bytes of lowercase hex. rt__sa_index: a client index.
+ * rt__sa_entry: @arr[@i] an object of the two @known fields; @path gets "arr[i].". The _why
+ * functions: why the round refused a well-formed list (-EINVAL from rt_secagg_share/_unmask).
+ */
+struct rt_secagg;
+int rt__sa_parse(const void *body, size_t len, const char *const *known, json_t **out, int *status,
+		 char *msg, size_t cap);
+int rt__sa_hex(const json_t *o, const char *key, const char *path, uint8_t *out, size_t n,
+	       char *msg, size_t cap);
+int rt__sa_index(const json_t *o, const char *key, const char *path, uint32_t *out, char *msg,
+		 size_t cap);
+int rt__sa_entry(const json_t *e, size_t i, const char *arr, const char *const *known, char *path,
+		 size_t path_cap, char *msg, size_t cap);
+void rt__sa_share_why(const struct rt_secagg *r, uint32_t u, const uint32_t *to, uint32_t cnt,
+		      char *msg, size_t cap);
+void rt__sa_unmask_why(const struct rt_secagg *r, uint32_t u, const uint32_t *v,
+		       const uint8_t *const *share, uint32_t cnt, char *msg, size_t cap);
 /* /v1/jobs/{job}/secagg/..., and a secagg job's /updates (@slash: from "/secagg" or "/updates"). */
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m);

@@ -446,6 +446,27 @@ void rt_api_tick(struct rt_api *api)
 	}
 }
 
+void rt__api_read_job_body(struct rt_conn *c, struct rt_job *j, void (*done)(struct rt_conn *c))
+{
+	R(c)->job = j;
+	if (!R(c)->holds_job) {
+		j->bodies++;
+		R(c)->holds_job = true;
+	}
+	rt_conn_read_body(c, c->body_heap, c->req.content_length, done);
+}
+
+bool rt__api_job_gone(struct rt_conn *c)
+{
+	char msg[128];
+
+	if (!R(c)->job->deleted)
+		return false;
+	snprintf(msg, sizeof(msg), "job '%s' was deleted while the body came", R(c)->job->name);
+	rt_conn_error(c, 404, msg, -1, NULL);
+	return true;
+}
+
 /* --- the loop's connection hooks --- */
 
 static void on_open(void *ctx, struct rt_conn *c)
@@ -461,6 +482,10 @@ static void on_request_end(void *ctx, struct rt_conn *c)
 	struct rt_api_req *r = R(c);
 
 	rt__api_update_end(api, c);
+	if (r->holds_job) {
+		r->job->bodies--;
+		r->holds_job = false;
+	}
 	if (r->slot_off != UINT64_MAX) {
 		shm_slot_free(api->node->arena, r->slot_off);
 		r->slot_off = UINT64_MAX;

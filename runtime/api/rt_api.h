@@ -39,6 +39,7 @@ struct rt_api_req {
 	uint32_t ans_round, ans_seq; /* its 202 */
 	char client[33];          /* the client token's id (TRIB_CRED_CLIENT_MAX), or "" */
 	const char *sa_stage;     /* a secure round's stage (static): its body's handler */
+	bool holds_job;           /* counted in job->bodies until the request ends */
 };
 
 _Static_assert(sizeof(struct rt_api_req) <= RT_CONN_USER_BYTES, "rt_api_req fits c->user");

@@ -206,6 +206,8 @@ static void on_mint_body(struct rt_conn *c)
 	struct rt_job *j = R(c)->job;
 	const char *id = NULL;
 
+	if (rt__api_job_gone(c))
+		return;
 	if (trib_json_loadb(c->body_heap, c->body_len, 0, &o, NULL) || !json_is_object(o)) {
 		rt_conn_error(c, 400, "body: a JSON object {\"client\": id, \"ttl_s\": seconds}, "
 			      "both optional", -1, NULL);
@@ -255,8 +257,7 @@ void rt__api_handle_clients(struct rt_conn *c, struct rt_job *j, const char *res
 			rt_conn_error(c, 500, "out of memory", -1, NULL);
 			return;
 		}
-		R(c)->job = j;
-		rt_conn_read_body(c, c->body_heap, c->req.content_length, on_mint_body);
+		rt__api_read_job_body(c, j, on_mint_body);
 		return;
 	}
 	if (*rest == '/' && m == HTTP_DELETE) {

@@ -135,6 +135,8 @@ static void on_model_put_body(struct rt_conn *c)
 	char msg[400];
 	int err;
 
+	if (rt__api_job_gone(c))
+		return;
 	if (R(c)->np_fmt == RT_NP_NPZ) {
 		int status;
 
@@ -294,7 +296,6 @@ void rt__api_handle_model_put(struct rt_conn *c, struct rt_job *j)
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return;
 	}
-	R(c)->job = j;
-	rt_conn_read_body(c, c->body_heap, c->req.content_length, on_model_put_body);
+	rt__api_read_job_body(c, j, on_model_put_body);
 }
 

@@ -120,6 +120,8 @@ static void on_eval_body(struct rt_conn *c)
 	char why[320];
 	int rc;
 
+	if (rt__api_job_gone(c))
+		return;
 	if (trib_json_loadb(c->body_heap, c->body_len, 0, &doc, NULL) || !json_is_object(doc)) {
 		rt_conn_error(c, 400, "evaluation: a JSON object {\"version\": v, \"samples\": n, "
 			      "\"metrics\": {name: number}}", -1, NULL);
@@ -205,8 +207,7 @@ static void eval_post(struct rt_conn *c, struct rt_job *j)
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return;
 	}
-	R(c)->job = j;
-	rt_conn_read_body(c, c->body_heap, c->req.content_length, on_eval_body);
+	rt__api_read_job_body(c, j, on_eval_body);
 }
 
 void rt__api_handle_rounds(struct rt_conn *c, struct rt_job *j, const char *slash,

@@ -32,21 +32,6 @@
 
 /* --- the stages --- */
 
-static int hex_dec(const char *s, uint8_t *out, size_t n)
-{
-	if (!s || strlen(s) != 2 * n)
-		return -EINVAL;
-	for (size_t i = 0; i < 2 * n; i++) {
-		int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-								      : -1;
-
-		if (v < 0)
-			return -EINVAL;
-		out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
-	}
-	return 0;
-}
-
 /*
  * Hex of @n <= RT_SECAGG_CT_BYTES bytes as a JSON string. On the stack and without jansson's
  * UTF-8 scan (hex is ASCII): the stage answers carry ~20 of these each, ~600 answers a round at
@@ -66,15 +51,44 @@ static json_t *hex_json(const uint8_t *p, size_t n)
 	return json_stringn_nocheck(s, 2 * n);
 }
 
+/* FNV-1a of a client id: its first slot in L->slot. */
+static uint32_t sa_hash(const char *client)
+{
+	uint32_t h = 2166136261u;
+
+	while (*client)
+		h = (h ^ (uint8_t)*client++) * 16777619u;
+	return h;
+}
+
 /* The caller's index in the round in progress, or UINT32_MAX. */
 static uint32_t sa_index(const struct rt_job *j, const char *client)
 {
 	const struct rt_sa_live *L = j->sa_live;
 
+	if (L && L->slot) {
+		for (uint32_t h = sa_hash(client) & (L->nslot - 1); L->slot[h];
+		     h = (h + 1) & (L->nslot - 1))
+			if (!strcmp(L->ids[L->slot[h] - 1], client))
+				return L->slot[h] - 1;
+		return UINT32_MAX;
+	}
 	for (uint32_t u = 0; L && u < L->n; u++)
 		if (!strcmp(L->ids[u], client))
 			return u;
 	return UINT32_MAX;
+}
+
+/* Client @u (its id in L->ids[u]) into the index: at most n_clients of 2 n_clients slots. */
+static void sa_index_add(struct rt_sa_live *L, uint32_t u)
+{
+	uint32_t h = sa_hash(L->ids[u]) & (L->nslot - 1);
+
+	if (!L->slot)
+		return;
+	while (L->slot[h])
+		h = (h + 1) & (L->nslot - 1);
+	L->slot[h] = u + 1;
 }
 
 /* An error answer into @res. */
@@ -167,8 +181,12 @@ static int sa_open(struct rt_node *n, struct rt_job *j)
 		return -EIO;
 	}
 	L->ids = trib_calloc(j->cpr, sizeof(*L->ids));
-	err = L->ids ? rt_secagg_new(&cfg, &L->r) : -ENOMEM;
+	for (L->nslot = 2; L->nslot < 2ull * j->cpr; L->nslot *= 2)
+		;
+	L->slot = trib_calloc(L->nslot, sizeof(*L->slot));
+	err = L->ids && L->slot ? rt_secagg_new(&cfg, &L->r) : -ENOMEM;
 	if (err) {
+		trib_free(L->slot);
 		trib_free(L->ids);
 		trib_free(L);
 		return err;
@@ -184,14 +202,16 @@ static int sa_open(struct rt_node *n, struct rt_job *j)
 	return err;
 }
 
-/* The body as a JSON object, or NULL with a 400 in @res. */
-static json_t *sa_body_json(const void *body, size_t len, struct rt_api_sa_res *res)
+/* The body as a JSON object of the @known fields, or NULL with a 400 (or 500) in @res. */
+static json_t *sa_body_json(const void *body, size_t len, const char *const *known,
+			    struct rt_api_sa_res *res)
 {
-	json_t *o = json_loadb((const char *)body, len, 0, NULL);
+	char msg[sizeof(res->msg)];
+	json_t *o;
+	int status;
 
-	if (!json_is_object(o)) {
-		json_decref(o);
-		sa_err(res, 400, "body is not a JSON object", -1, NULL);
+	if (rt__sa_parse(body, len, known, &o, &status, msg, sizeof(msg))) {
+		sa_err(res, status, msg, -1, NULL);
 		return NULL;
 	}
 	return o;
@@ -201,7 +221,9 @@ static json_t *sa_body_json(const void *body, size_t len, struct rt_api_sa_res *
 static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
 		    size_t len, struct rt_api_sa_res *res)
 {
-	json_t *o = sa_body_json(body, len, res);
+	static const char *const known[] = { "c_pk", "s_pk", NULL };
+	json_t *o = sa_body_json(body, len, known, res);
+	char msg[sizeof(res->msg)];
 	uint8_t cpk[32], spk[32], dig[16];
 	uint32_t u, rnd;
 	int err;
@@ -209,11 +231,10 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 	if (!o)
 		return;
 	rt_sa_digest(body, len, dig);
-	if (hex_dec(json_string_value(json_object_get(o, "c_pk")), cpk, 32) ||
-	    hex_dec(json_string_value(json_object_get(o, "s_pk")), spk, 32)) {
+	if (rt__sa_hex(o, "c_pk", "", cpk, 32, msg, sizeof(msg)) ||
+	    rt__sa_hex(o, "s_pk", "", spk, 32, msg, sizeof(msg))) {
 		json_decref(o);
-		sa_err(res, 400, "c_pk, s_pk: required, 64 lowercase hex digits (X25519 public "
-		       "keys)", -1, NULL);
+		sa_err(res, 400, msg, -1, NULL);
 		return;
 	}
 	json_decref(o);
@@ -253,8 +274,10 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_ADVERTISE, dig) == 1) {
 		err = 0; /* a retry of the same request: the same answer */
 	} else if (!err) {
-		if (u == j->sa_live->n)
+		if (u == j->sa_live->n) {
+			sa_index_add(j->sa_live, u);
 			j->sa_live->n++;
+		}
 		err = rt_sa_log_keys(n, j, u, cpk, spk, dig) ? -ECANCELED : 0;
 	}
 	if (err) {
@@ -274,10 +297,12 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
 		      size_t len, struct rt_api_sa_res *res)
 {
-	json_t *o = sa_body_json(body, len, res), *arr, *e;
+	static const char *const known[] = { "shares", NULL }, *const ent[] = { "to", "ct", NULL };
+	json_t *o = sa_body_json(body, len, known, res), *arr, *e;
 	uint32_t u = sa_index(j, client), *to = NULL, cnt;
 	const uint8_t **ct = NULL;
 	uint8_t *buf = NULL, dig[16];
+	char msg[sizeof(res->msg)] = "", path[32];
 	size_t i;
 	int err = -EINVAL;
 
@@ -291,32 +316,36 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 	}
 	arr = json_object_get(o, "shares");
 	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
-	if (cnt && cnt <= RT_SECAGG_MAX_NEIGHBOURS) {
+	if (!json_is_array(arr) || !cnt || cnt > RT_SECAGG_MAX_NEIGHBOURS)
+		snprintf(msg, sizeof(msg), "shares: %s%u entries; allowed: an array of one "
+			 "{\"to\": index, \"ct\": hex} for each neighbour (GET .../secagg/keys), "
+			 "1 to %u", json_is_array(arr) ? "an array of " : "not an array, ", cnt,
+			 RT_SECAGG_MAX_NEIGHBOURS);
+	if (!msg[0]) {
 		to = trib_calloc(cnt, sizeof(*to));
 		ct = trib_calloc(cnt, sizeof(*ct));
 		buf = trib_malloc((size_t)cnt * RT_SECAGG_CT_BYTES);
 		err = to && ct && buf ? 0 : -ENOMEM;
 		json_array_foreach(arr, i, e) {
-			json_t *t = json_object_get(e, "to");
-
 			if (err)
 				break;
 			ct[i] = buf + i * RT_SECAGG_CT_BYTES;
-			if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-			    json_integer_value(t) > UINT32_MAX ||
-			    hex_dec(json_string_value(json_object_get(e, "ct")),
-				    buf + i * RT_SECAGG_CT_BYTES, RT_SECAGG_CT_BYTES))
+			if (rt__sa_entry(e, i, "shares", ent, path, sizeof(path), msg, sizeof(msg)) ||
+			    rt__sa_index(e, "to", path, &to[i], msg, sizeof(msg)) ||
+			    rt__sa_hex(e, "ct", path, buf + i * RT_SECAGG_CT_BYTES,
+				       RT_SECAGG_CT_BYTES, msg, sizeof(msg)))
 				err = -EINVAL;
-			else
-				to[i] = (uint32_t)json_integer_value(t);
 		}
 	}
 	json_decref(o);
 	rt__api_secagg_step(n, j);
 	if (!err && sa_index(j, client) != u)
 		err = -EPERM; /* the round ended while the body came */
-	if (!err)
+	if (!err) {
 		err = rt_secagg_share(j->sa_live->r, u, to, ct, cnt);
+		if (err == -EINVAL) /* well-formed, but not this client's list: say what is wrong */
+			rt__sa_share_why(j->sa_live->r, u, to, cnt, msg, sizeof(msg));
+	}
 	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_SHARE, dig) == 1)
 		err = 0; /* a retry of the same request: the same answer */
 	else if (!err && rt_sa_log_shares(n, j, u, to, ct, cnt, dig))
@@ -324,6 +353,10 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 	trib_free(to);
 	trib_free(ct);
 	trib_free(buf);
+	if (err == -EINVAL) {
+		sa_err(res, 400, msg, -1, NULL);
+		return;
+	}
 	if (err) {
 		sa_refuse(res, j, err);
 		return;
@@ -450,10 +483,13 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, const void *body,
 		      size_t len, struct rt_api_sa_res *res)
 {
-	json_t *o = sa_body_json(body, len, res), *arr, *e;
+	static const char *const known[] = { "reveals", NULL };
+	static const char *const ent[] = { "index", "share", NULL };
+	json_t *o = sa_body_json(body, len, known, res), *arr, *e;
 	uint32_t u = sa_index(j, client), *v = NULL, cnt;
 	const uint8_t **sh = NULL;
 	uint8_t *buf = NULL, dig[16];
+	char msg[sizeof(res->msg)] = "", path[32];
 	size_t i;
 	int err = -EINVAL;
 
@@ -467,32 +503,37 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 	}
 	arr = json_object_get(o, "reveals");
 	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
-	if (cnt <= RT_SECAGG_MAX_NEIGHBOURS) {
+	if (!json_is_array(arr) || cnt > RT_SECAGG_MAX_NEIGHBOURS)
+		snprintf(msg, sizeof(msg), "reveals: %s%u entries; allowed: an array of one "
+			 "{\"index\", \"share\": hex} for each entry of GET .../secagg/unmask, 0 "
+			 "to %u", json_is_array(arr) ? "an array of " : "not an array, ", cnt,
+			 RT_SECAGG_MAX_NEIGHBOURS);
+	if (!msg[0]) {
 		v = trib_calloc(cnt + 1, sizeof(*v));
 		sh = trib_calloc(cnt + 1, sizeof(*sh));
 		buf = trib_malloc(((size_t)cnt + 1) * RT_SECAGG_SHARE_BYTES);
 		err = v && sh && buf ? 0 : -ENOMEM;
 		json_array_foreach(arr, i, e) {
-			json_t *t = json_object_get(e, "index");
-
 			if (err)
 				break;
 			sh[i] = buf + i * RT_SECAGG_SHARE_BYTES;
-			if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-			    json_integer_value(t) > UINT32_MAX ||
-			    hex_dec(json_string_value(json_object_get(e, "share")),
-				    buf + i * RT_SECAGG_SHARE_BYTES, RT_SECAGG_SHARE_BYTES))
+			if (rt__sa_entry(e, i, "reveals", ent, path, sizeof(path), msg,
+					 sizeof(msg)) ||
+			    rt__sa_index(e, "index", path, &v[i], msg, sizeof(msg)) ||
+			    rt__sa_hex(e, "share", path, buf + i * RT_SECAGG_SHARE_BYTES,
+				       RT_SECAGG_SHARE_BYTES, msg, sizeof(msg)))
 				err = -EINVAL;
-			else
-				v[i] = (uint32_t)json_integer_value(t);
 		}
 	}
 	json_decref(o);
 	rt__api_secagg_step(n, j);
 	if (!err && sa_index(j, client) != u)
 		err = -EPERM;
-	if (!err)
+	if (!err) {
 		err = rt_secagg_unmask(j->sa_live->r, u, v, sh, cnt);
+		if (err == -EINVAL)
+			rt__sa_unmask_why(j->sa_live->r, u, v, sh, cnt, msg, sizeof(msg));
+	}
 	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_UNMASK, dig) == 1)
 		err = 0; /* a retry of the same request: the same answer */
 	else if (!err && rt_sa_log_unmask(n, j, u, v, sh, cnt, dig))
@@ -502,6 +543,10 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 	trib_free(v);
 	trib_free(sh);
 	trib_free(buf);
+	if (err == -EINVAL) {
+		sa_err(res, 400, msg, -1, NULL);
+		return;
+	}
 	if (err) {
 		sa_refuse(res, j, err);
 		return;
@@ -640,6 +685,8 @@ static void on_stage_body(struct rt_conn *c)
 {
 	struct rt_api_sa_res res;
 
+	if (rt__api_job_gone(c))
+		return;
 	rt_api_secagg_call(N(c), R(c)->job, R(c)->client, R(c)->sa_stage, false, c->body_heap,
 			   c->body_len, &res);
 	sa_send(c, &res);
@@ -650,6 +697,8 @@ static void on_proxy_body(struct rt_conn *c)
 {
 	struct rt_job *j = R(c)->job;
 
+	if (rt__api_job_gone(c))
+		return;
 	API(c)->cluster.secagg(API(c)->cluster.ctx, c, j, R(c)->client, R(c)->sa_stage, false,
 			       c->body_heap, c->body_len);
 }
@@ -659,6 +708,8 @@ static void on_input_body(struct rt_conn *c)
 {
 	struct rt_api_sa_res res;
 
+	if (rt__api_job_gone(c)) /* held by its body in flight (rt__api_update_begin) */
+		return;
 	memset(&res, 0, sizeof(res));
 	if (!sa_input_take(N(c), R(c)->job, R(c)->client, R(c)->slot_off, c->body_len, &res))
 		R(c)->slot_off = UINT64_MAX; /* the tree's now */
@@ -743,18 +794,35 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		return;
 	}
 	rt__api_secagg_step(N(c), j);
+	/* Each stage's largest honest body (hex doubles the bytes; 128 per entry for its JSON). */
 	cap = input ? (j->n_elem + 1) * 4
-		    : 512ull * RT_SECAGG_MAX_NEIGHBOURS + 4096 +
-			      (uint64_t)RT_SECAGG_MAX_NEIGHBOURS * 2 * RT_SECAGG_CT_BYTES;
+	      : i == 0 ? 4096
+	      : 4096 + (uint64_t)RT_SECAGG_MAX_NEIGHBOURS *
+			       (128 + 2 * (i == 1 ? RT_SECAGG_CT_BYTES : RT_SECAGG_SHARE_BYTES));
 	if (!c->req.has_content_length || c->req.chunked) {
 		rt_conn_error(c, 411, "Content-Length required", -1, NULL);
 		return;
 	}
 	if (c->req.content_length > cap) {
-		rt_conn_error(c, 413, "larger than this stage takes", -1, NULL);
+		char msg[200];
+
+		snprintf(msg, sizeof(msg), "a body of %llu bytes; the %s stage takes at most %llu",
+			 (unsigned long long)c->req.content_length, stages[i],
+			 (unsigned long long)cap);
+		rt_conn_error(c, 413, msg, -1, NULL);
 		return;
 	}
 	R(c)->job = j;
+	/*
+	 * A stage's body holds a slot or a buffer while it comes: the update path's caps on bodies
+	 * in flight per client (--client-inflight) and per job hold here too (slow bodies, sent on
+	 * thousands of connections with one token, would otherwise take the arena or the heap).
+	 */
+	R(c)->slot_len = input ? ((c->req.content_length + 63) & ~63ull) + sizeof(struct shm_seg)
+			       : c->req.content_length + 1;
+	if (!rt__api_update_admit(c, j, R(c)->slot_len))
+		return;
+	rt__api_update_begin(c, j);
 	if (input && !j->sa_at[0]) {
 		sa_input_head(c, j);
 		return;
@@ -764,6 +832,5 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		rt_conn_error(c, 500, "out of memory", -1, NULL);
 		return;
 	}
-	rt_conn_read_body(c, c->body_heap, c->req.content_length,
-			  j->sa_at[0] ? on_proxy_body : on_stage_body);
+	rt__api_read_job_body(c, j, j->sa_at[0] ? on_proxy_body : on_stage_body);
 }

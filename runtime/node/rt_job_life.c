@@ -162,7 +162,7 @@ void rt_job_reap(struct rt_node *n)
 	while (*pp) {
 		struct rt_job *j = *pp;
 
-		if (j->inflight || j->inflight_bytes || j->parked) {
+		if (j->inflight || j->inflight_bytes || j->parked || j->bodies) {
 			pp = &j->next;
 			continue;
 		}

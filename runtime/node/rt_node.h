@@ -160,6 +160,9 @@ struct rt_sa_live {
 	struct rt_secagg *r;                  /* owned */
 	char (*ids)[RT_CLIENT_ID_MAX + 1];    /* owned, n_clients entries */
 	uint32_t n;                           /* clients indexed so far */
+	/* ids' index by hash (open addressing, nslot a power of 2 >= 2 n_clients): u + 1 or 0
+	 * for empty; a request finds its client in O(1), not a scan of 100000 ids. NULL: scan. */
+	uint32_t *slot, nslot;                /* owned */
 	uint32_t round;                       /* the job's round it makes */
 	uint64_t opened_ns, deadline_ns;      /* the current stage ends at deadline_ns */
 	uint64_t unmask_ns;                   /* the unmask stage's end on the server thread */
@@ -252,6 +255,8 @@ struct rt_job {
 	bool purge;               /* deleted with ?purge=true: its model files go too */
 	uint32_t parked;          /* long polls parked on it (the API counts): a deleted job
 				   * is freed only once the API answered them */
+	uint32_t bodies;          /* JSON bodies being read for it (the API counts, rt_api.c's
+				   * rt__api_read_job_body): a deleted job outlives them */
 	struct rt_job *next;
 };
 

@@ -52,6 +52,13 @@
 #define RT_SECAGG_MAX_CLIENTS 100000u
 /* Most neighbours (SecAgg+ uses O(log n); a complete graph of 256 is plain SecAgg). */
 #define RT_SECAGG_MAX_NEIGHBOURS 254u
+/*
+ * A round's memory: per client and neighbour, its id, the ciphertext routed and the reveal kept
+ * (RT_SECAGG_EDGE_BYTES); clients x min(k, clients - 1) of them must fit RT_SECAGG_STATE_MAX,
+ * checked when the job is made (100000 clients x 254 neighbours would be 5.7 GB per round).
+ */
+#define RT_SECAGG_EDGE_BYTES (4u + RT_SECAGG_CT_BYTES + sizeof(struct trib_shamir_share) + 1u)
+#define RT_SECAGG_STATE_MAX (1ull << 30)
 /* Most bits per quantised value; n_u * (2^bits - 1) summed over clients must stay below 2^32. */
 #define RT_SECAGG_MAX_BITS 24u
 

@@ -235,6 +235,7 @@ void rt_job_secagg_drop(struct rt_job *j)
 	trib_free(j->sa_live->dig);
 	trib_free(j->sa_live->sent);
 	trib_free(j->sa_live->ids);
+	trib_free(j->sa_live->slot);
 	trib_free(j->sa_live);
 	j->sa_live = NULL;
 }

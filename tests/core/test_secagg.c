@@ -439,3 +439,61 @@ Test(core_secagg, prg_add_many_equals_libsodiums_streams_summed)
 	cr_assert_eq(trib_sa_prg_add_many(acc, 5, 0, 0, kp, signs), 0);
 	cr_assert_arr_eq(acc, want, sizeof(acc), "an empty call changed the sum");
 }
+
+/* Lagrange's lambda_i at 0 for the points of sh[0..t). */
+static uint64_t lambda_at0(const struct trib_shamir_share *sh, unsigned t, unsigned i)
+{
+	uint64_t num = 1, den = 1;
+
+	for (unsigned j = 0; j < t; j++) {
+		if (j == i)
+			continue;
+		num = trib_gf61_mul(num, sh[j].x);
+		den = trib_gf61_mul(den, trib_gf61_sub(sh[j].x, sh[i].x));
+	}
+	return trib_gf61_mul(num, trib_gf61_inv(den));
+}
+
+Test(core_shamir, check_catches_a_crafted_share_combine_accepts_and_names_it)
+{
+	struct trib_shamir_share sh[9], bad[9];
+	uint8_t secret[32], seed[32], got[32];
+	uint32_t xs[9] = { 3, 5, 8, 13, 21, 34, 55, 89, 144 };
+	size_t odd = 0;
+
+	for (int i = 0; i < 32; i++)
+		secret[i] = (uint8_t)(i * 11 + 7), seed[i] = (uint8_t)(255 - i);
+	cr_assert_eq(trib_shamir_split(secret, 32, 4, xs, 9, seed, sh), 0);
+	cr_assert_eq(trib_shamir_check(sh, 9, 4, 32, &odd), 0);
+	cr_assert_eq(odd, 9);
+	cr_assert_eq(trib_shamir_check(sh, 4, 4, 32, &odd), 0, "exactly t: nothing to check");
+	/* Share 2 shifted by 1 / lambda_2 in chunk 0: combine rebuilds secret + 1, no error. */
+	for (unsigned liar = 0; liar < 9; liar++) {
+		memcpy(bad, sh, sizeof(sh));
+		if (liar < 4)
+			bad[liar].y[0] = trib_gf61_add(bad[liar].y[0],
+						       trib_gf61_inv(lambda_at0(bad, 4, liar)));
+		else
+			bad[liar].y[3] = trib_gf61_add(bad[liar].y[3], 1);
+		if (liar < 4) {
+			cr_assert_eq(trib_shamir_combine(bad, 9, 4, 32, got), 0);
+			cr_assert_eq(got[0], (uint8_t)(secret[0] + 1), "the crafted lie passes combine");
+		}
+		cr_assert_eq(trib_shamir_check(bad, 9, 4, 32, &odd), -EBADMSG, "liar %u", liar);
+		cr_assert_eq(odd, liar, "liar %u named as %zu", liar, odd);
+		/* t + 1 shares: the lie is seen, but not whose it is. */
+		if (liar < 5) {
+			cr_assert_eq(trib_shamir_check(bad, 5, 4, 32, &odd), -EBADMSG);
+			cr_assert_eq(odd, 5);
+		}
+	}
+	/* Two liars among nine: seen, nobody named. */
+	memcpy(bad, sh, sizeof(sh));
+	bad[1].y[1] ^= 1;
+	bad[6].y[2] ^= 1;
+	cr_assert_eq(trib_shamir_check(bad, 9, 4, 32, &odd), -EBADMSG);
+	cr_assert_eq(odd, 9);
+	bad[6] = bad[5];
+	cr_assert_eq(trib_shamir_check(bad, 9, 4, 32, &odd), -EINVAL, "a point twice");
+	cr_assert_eq(trib_shamir_check(sh, 3, 4, 32, &odd), -EINVAL, "fewer than t");
+}
