@@ -404,7 +404,13 @@ class SecAggSession:
                           {"shares": [{"to": v, "ct": ct.hex()} for v, ct in cts.items()]})
 
     def send_input(self, update, samples, timeout=60):
-        """update: the flat float model (params values); samples: its weight n_u."""
+        """update: the flat float model (params values); samples: its weight n_u, 1 to the
+        job's max_samples (the server cannot check a masked n_u: a larger one could wrap the
+        round's sum, so it is refused here, before anything is sent)."""
+        most = self.info.get("max_samples", (1 << 32) // ((1 << self.info["bits"]) - 1))
+        if not 1 <= int(samples) <= most:
+            raise ValueError(f"samples {samples}: this job's secure rounds take 1 to "
+                             f"max_samples = {most} (README \"Secure aggregation\")")
         obj = self._wait("shares", timeout)
         inbox = {s["from"]: bytes.fromhex(s["ct"]) for s in obj["shares"]}
         q = quantise(update, self.info["clip"], self.info["bits"]).astype(np.uint64)
