@@ -176,6 +176,8 @@ void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r);
  */
 struct rt_fn;
 bool rt__secagg_shard_judged(struct rt_node *n, struct rt_fn *fn);
+/* @r failed under its shards (sa_orphan) and they have all ended: unlinked from @j and freed. */
+void rt__secagg_orphan_reap(struct rt_node *n, struct rt_job *j, struct rt_round *r);
 /* A secure unmasking's shard cannot be replaced: @r's sa_why (the first reason stays). */
 void rt__secagg_shard_lost(struct rt_round *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

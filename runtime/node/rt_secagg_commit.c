@@ -109,8 +109,7 @@ void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r)
 			       (size_t)t->npairs * sizeof(struct fn_secagg_pair));
 }
 
-/* An orphaned round whose shards have all ended: unlinked from @j and freed, slots and all. */
-static void orphan_reap(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+void rt__secagg_orphan_reap(struct rt_node *n, struct rt_job *j, struct rt_round *r)
 {
 	struct rt_round **pp = &j->inflight;
 
@@ -168,7 +167,7 @@ bool rt__secagg_shard_judged(struct rt_node *n, struct rt_fn *fn)
 	if (r->sa_orphan) {
 		r->shard_done[i] = true;
 		r->ndone++;
-		orphan_reap(n, j, r);
+		rt__secagg_orphan_reap(n, j, r);
 		return true;
 	}
 	/* Killed from outside: a replacement writes the same range again (recover()). */

@@ -278,3 +278,32 @@ Test(runtime_secagg_shards, a_shard_killed_from_outside_is_still_replaced)
 	cr_assert_null(rt_job_secagg_failure(j, 0));
 	rt_test_node_close(&t);
 }
+
+Test(runtime_secagg_shards, a_shard_done_as_its_round_fails_frees_it_and_is_not_reused)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 };
+	struct rt_job *j;
+	struct rt_fn *shard;
+	struct shm_desc d;
+	uint64_t used;
+
+	rt_test_node_open(&t);
+	rt_fnset_set_ops(t.n->fns, &fake_ops, &f);
+	shard = unmasking(t.n, &f, &j);
+	used = arena_used(t.n);
+	rt_job_secagg_release(t.n, j);
+	cr_assert_eq(f.killed, 1);
+	/* Its DONE was on the way when the kill went: it ends the round as well. */
+	memset(&d, 0, sizeof(d));
+	d.version = SHM_ABI_VERSION;
+	d.kind = FN_MSG_DONE;
+	d.src = shard->id;
+	d.job = j->id;
+	d.round = 0;
+	rt_node_on_fn_record(t.n, shard, &d, NULL);
+	cr_assert_lt(arena_used(t.n), used);
+	cr_assert_not(rt_job_secagg_busy(j));
+	cr_assert_eq(shard->state, RT_FN_EXITING, "killed: never configured again");
+	rt_test_node_close(&t);
+}
