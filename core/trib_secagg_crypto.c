@@ -45,6 +45,19 @@ int trib_sa_agree(uint8_t out[32], const uint8_t sk[32], const uint8_t peer_pk[3
 	return 0;
 }
 
+int trib_sa_public_key_check(const uint8_t pk[32])
+{
+	static const uint8_t probe[32] = { 9 }; /* any scalar: clamping makes it 8k + 2^254 */
+	uint8_t out[32];
+	int err;
+
+	if (trib_sa_init())
+		return -EIO;
+	err = crypto_scalarmult(out, probe, pk) ? -EINVAL : 0;
+	sodium_memzero(out, sizeof(out));
+	return err;
+}
+
 int trib_sa_hkdf(uint8_t *out, size_t out_len, const uint8_t *ikm, size_t ikm_len,
 		 const uint8_t *salt, size_t salt_len, const uint8_t *info, size_t info_len)
 {

@@ -53,6 +53,15 @@ int trib_sa_public_key(uint8_t pk[32], const uint8_t sk[32]);
 int trib_sa_agree(uint8_t out[32], const uint8_t sk[32], const uint8_t peer_pk[32]);
 
 /*
+ * Whether @pk can be agreed with: 0, or -EINVAL for a low-order point (order 1, 2, 4 or 8, in
+ * any of its encodings), with which every agreement is all zero (trib_sa_agree refuses it). A
+ * clamped X25519 scalar is a multiple of the cofactor 8, and no multiple of the prime order lies
+ * between 2^254 and 2^255 that is: so one fixed scalar sends exactly the low-order points to
+ * zero. -EIO if libsodium cannot start.
+ */
+int trib_sa_public_key_check(const uint8_t pk[32]);
+
+/*
  * HKDF-SHA256: out[0..out_len) from ikm, salt, info. 0, or -EINVAL if out_len > 255 * 32.
  * All buffers borrowed.
  */

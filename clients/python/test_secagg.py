@@ -37,6 +37,21 @@ class Vectors(unittest.TestCase):
                          k["okm"])
         self.assertEqual(sa.prg_bytes(bytes(32), 0, 64).hex(), r["chacha20_zero_block0"])
 
+    def test_hkdf_is_cryptographys(self):
+        """The stdlib HKDF gives cryptography's bytes: lengths across block edges, an empty
+        salt (RFC 5869: HashLen zeros), empty and long info."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+        for n, (salt, info, length) in enumerate([(b"", b"", 32), (sa.SALT, b"x" * 300, 31),
+                                                  (b"s" * 100, b"i", 64), (b"k", b"", 65),
+                                                  (sa.SALT, b"share\0", 255 * 32)]):
+            ikm = bytes([n]) * (n * 7 + 1)
+            want = HKDF(algorithm=hashes.SHA256(), length=length, salt=salt or None,
+                        info=info).derive(ikm)
+            self.assertEqual(sa.hkdf(ikm, salt, info, length), want)
+        with self.assertRaises(ValueError):
+            sa.hkdf(b"k", b"", b"", 255 * 32 + 1)
+
     def test_keys_and_agreement(self):
         keys = self.v["keys"]
         for k in keys:

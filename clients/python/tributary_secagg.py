@@ -9,15 +9,15 @@ core/trib_secagg_crypto.h and core/trib_shamir.h; this module follows them.
 
 Uses Debian's python3-cryptography (and numpy for the PRG words).
 """
+import hmac
 import os
 import struct
 
 import numpy as np
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 SALT = b"tributary-secagg-v1"
 LABEL_MAX = 32
@@ -38,6 +38,15 @@ def public_key(sk: bytes) -> bytes:
         _RAW, serialization.PublicFormat.Raw)
 
 
+def keypair():
+    """A fresh X25519 key: (its 32 secret bytes, the loaded key, the public key's bytes).
+    Generated rather than loaded from random bytes: OpenSSL 3 loads a raw private key through
+    its DER decoder, milliseconds a key, the largest cost of a client's round before this."""
+    k = X25519PrivateKey.generate()
+    return (k.private_bytes(_RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption()),
+            k, k.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw))
+
+
 def agree(sk, peer_pk: bytes) -> bytes:
     """The raw X25519 shared secret; ValueError for an all-zero result (a low-order peer key).
     sk: the 32 secret bytes, or an X25519PrivateKey made from them (loading one costs more
@@ -48,7 +57,17 @@ def agree(sk, peer_pk: bytes) -> bytes:
 
 
 def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+    """HKDF-SHA256 (RFC 5869) on the standard library's HMAC: the same bytes as cryptography's
+    HKDF (test_secagg.py checks both), at a small part of its cost per call: a client derives
+    3k + 1 keys a round (k neighbours), and the objects cryptography makes for each dominated."""
+    if length <= 0 or length > 255 * 32:
+        raise ValueError(f"HKDF length {length}: 1 to {255 * 32}")
+    prk = hmac.digest(salt or bytes(32), ikm, "sha256")
+    out, t = b"", b""
+    for i in range((length + 31) // 32):
+        t = hmac.digest(prk, t + info + bytes([i + 1]), "sha256")
+        out += t
+    return out[:length]
 
 
 def derive(ikm: bytes, label: str, rnd: int, a: int, b: int) -> bytes:
@@ -234,6 +253,11 @@ class SecAggClient:
     def advertise(self):
         return public_key(self.c_sk), public_key(self.s_sk)
 
+    def set_keys(self, c, s):
+        """c, s: (secret bytes, loaded key) of keypair(): this round's c_sk and s_sk."""
+        self.c_sk, self.s_sk = c[0], s[0]
+        self.__dict__["_keys"] = {"c_sk": c, "s_sk": s}
+
     def _loaded(self, which):
         """The loaded key object of self.c_sk or self.s_sk (reloaded if the bytes change)."""
         sk = getattr(self, which)
@@ -242,8 +266,18 @@ class SecAggClient:
             cache[which] = (sk, X25519PrivateKey.from_private_bytes(sk))
         return cache[which][1]
 
+    def _agreed(self, which, peer_pk):
+        """X25519(own key @which, peer_pk), once per peer: the share stage and the masked stage
+        agree with the same c_pk (the costly step of both), so the second time is a lookup."""
+        sk = self._loaded(which)
+        cache = self.__dict__.setdefault("_agreed_keys", {})
+        key = (which, getattr(self, which), peer_pk)
+        if key not in cache:
+            cache[key] = agree(sk, peer_pk)
+        return cache[key]
+
     def _share_key(self, peer_c_pk, frm, to):
-        return derive(agree(self._loaded("c_sk"), peer_c_pk), "share", self.round, frm, to)
+        return derive(self._agreed("c_sk", peer_c_pk), "share", self.round, frm, to)
 
     def share(self, neighbours):
         """neighbours: {v: (c_pk, s_pk)}. Returns {v: ciphertext (CT_BYTES)}."""
@@ -275,8 +309,7 @@ class SecAggClient:
                 raise ValueError(f"share from {v}: addressed to another client or round")
             self.held[v] = (pt[16:16 + SHARE_BYTES], pt[16 + SHARE_BYTES:])
             lo, hi = min(self.u, v), max(self.u, v)
-            m = prg_u32(derive(agree(self._loaded("s_sk"), s_pk), "mask", self.round, lo, hi),
-                        0, n)
+            m = prg_u32(derive(self._agreed("s_sk", s_pk), "mask", self.round, lo, hi), 0, n)
             if self.u < v:
                 y += m
             else:
@@ -368,12 +401,11 @@ class SecAggSession:
     def join(self):
         """POST keys: fresh secrets; the server gives our index and the round's parameters."""
         # The index is the server's: make the secrets first, the client object after.
-        c_sk, s_sk = os.urandom(32), os.urandom(32)
-        info = self._call("keys", "POST", "/keys", {"c_pk": public_key(c_sk).hex(),
-                                                   "s_pk": public_key(s_sk).hex()})
+        c, s = keypair(), keypair()
+        info = self._call("keys", "POST", "/keys", {"c_pk": c[2].hex(), "s_pk": s[2].hex()})
         self.info = info
         self.client = SecAggClient(info["index"], info["round"], info["threshold"])
-        self.client.c_sk, self.client.s_sk = c_sk, s_sk
+        self.client.set_keys(c[:2], s[:2])
         return info
 
     def send_shares(self, timeout=60):
@@ -385,7 +417,13 @@ class SecAggSession:
                           {"shares": [{"to": v, "ct": ct.hex()} for v, ct in cts.items()]})
 
     def send_input(self, update, samples, timeout=60):
-        """update: the flat float model (params values); samples: its weight n_u."""
+        """update: the flat float model (params values); samples: its weight n_u, 1 to the
+        job's max_samples (the server cannot check a masked n_u: a larger one could wrap the
+        round's sum, so it is refused here, before anything is sent)."""
+        most = self.info.get("max_samples", (1 << 32) // ((1 << self.info["bits"]) - 1))
+        if not 1 <= int(samples) <= most:
+            raise ValueError(f"samples {samples}: this job's secure rounds take 1 to "
+                             f"max_samples = {most} (README \"Secure aggregation\")")
         obj = self._wait("shares", timeout)
         inbox = {s["from"]: bytes.fromhex(s["ct"]) for s in obj["shares"]}
         q = quantise(update, self.info["clip"], self.info["bits"]).astype(np.uint64)

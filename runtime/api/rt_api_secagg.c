@@ -28,6 +28,7 @@
 #include "shm_arena.h"
 #include "trib_alloc.h"
 #include "trib_log.h"
+#include "trib_secagg_crypto.h"
 #include "trib_time.h"
 
 /* --- the stages --- */
@@ -173,6 +174,7 @@ static int sa_open(struct rt_node *n, struct rt_job *j)
 	cfg.neighbours = j->secagg.neighbours;
 	cfg.bits = j->secagg.bits;
 	cfg.clip = j->secagg.clip;
+	cfg.max_samples = j->secagg.max_samples;
 	cfg.dim = (uint32_t)j->n_elem;
 	cfg.round = j->round;
 	cfg.external_expand = true; /* the job's functions expand the masks */
@@ -238,6 +240,19 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		return;
 	}
 	json_decref(o);
+	/*
+	 * A low-order key makes every agreement with it zero: no share could be sealed to it, and
+	 * the unmasking could never derive its pairwise masks (the round would fail at the end).
+	 */
+	if (trib_sa_public_key_check(cpk) || trib_sa_public_key_check(spk)) {
+		char msg[256];
+
+		snprintf(msg, sizeof(msg), "%s: a low-order X25519 point (every key agreement with "
+			 "it is all zero); send the public key of a fresh random secret key",
+			 trib_sa_public_key_check(cpk) ? "c_pk" : "s_pk");
+		sa_err(res, 422, msg, -1, NULL);
+		return;
+	}
 	rt__api_secagg_step(n, j);
 	if (!j->sa_live && rt_job_state(j) != RT_JOB_OPEN) {
 		sa_err(res, 409, "the job is not open (paused or done)", -1, NULL);
@@ -286,11 +301,12 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 	}
 	rnd = j->sa_live->round;
 	rt__api_secagg_step(n, j);
-	sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I}", "round", (json_int_t)rnd,
+	sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "round", (json_int_t)rnd,
 			     "index", (json_int_t)u, "threshold", (json_int_t)j->secagg.threshold,
 			     "neighbours", (json_int_t)j->secagg.neighbours, "clip",
 			     (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits, "dim",
-			     (json_int_t)j->n_elem));
+			     (json_int_t)j->n_elem, "max_samples",
+			     (json_int_t)j->secagg.max_samples));
 }
 
 /* POST .../secagg/shares {"shares": [{"to": v, "ct": hex}]}: one per neighbour. */

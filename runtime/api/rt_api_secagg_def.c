@@ -27,7 +27,8 @@ static int sa_uint(const json_t *o, const char *key, uint32_t *out, char *msg, s
 
 int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *msg, size_t cap)
 {
-	static const char *const known[] = { "threshold", "neighbours", "clip", "bits", NULL };
+	static const char *const known[] = { "threshold", "neighbours", "clip", "bits",
+					     "max_samples", NULL };
 	const json_t *sa = json_object_get(o, "secagg"), *clip;
 	struct rt_secagg_spec *s = &def->spec.secagg;
 	struct rt_secagg_cfg cfg;
@@ -52,7 +53,7 @@ int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *
 			;
 		if (!known[i]) {
 			snprintf(msg, cap, "secagg.%.64s: unknown field (allowed: threshold, "
-				 "neighbours, clip, bits)", key);
+				 "neighbours, clip, bits, max_samples)", key);
 			return 400;
 		}
 	}
@@ -89,8 +90,21 @@ int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *
 		return 400;
 	}
 	cfg.clip = (float)json_number_value(clip);
+	/*
+	 * n_u is masked like the values, so no server check of one input can bound it: the job
+	 * does, and every client is told (the keys stage's answer). Omitted: the largest bound
+	 * the sum allows with these clients and bits (rt_secagg_max_samples).
+	 */
+	if (json_object_get(sa, "max_samples") &&
+	    (sa_uint(sa, "max_samples", &cfg.max_samples, msg, cap) || !cfg.max_samples)) {
+		snprintf(msg, cap, "%s", "secagg.max_samples: an integer from 1 (each client's "
+			 "sample count n_u, its weight, at most this; clients_per_round x "
+			 "max_samples x (2^bits - 1) must stay below 2^32)");
+		return 400;
+	}
 	cfg.n_clients = def->spec.cpr;
 	cfg.dim = def->n_elem > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)def->n_elem;
+	/* It also refuses sums that could wrap: cpr x max_samples x (2^bits - 1) >= 2^32. */
 	if (rt_secagg_cfg_check(&cfg, why, sizeof(why))) {
 		snprintf(msg, cap, "%s", why);
 		return 400;
@@ -100,13 +114,9 @@ int rt__api_def_secagg(json_t *o, struct rt_job_def *def, bool clustered, char *
 			 cfg.threshold, def->spec.cpr);
 		return 400;
 	}
-	/* The sum of n_u * q over a round is exact mod 2^32 only if it stays below 2^32. */
-	if ((double)def->spec.cpr * (double)((1ull << cfg.bits) - 1) >= 4294967296.0) {
-		snprintf(msg, cap, "secagg.bits %u: %u clients x (2^%u - 1) overflows the 32-bit "
-			 "sum; use fewer bits", cfg.bits, def->spec.cpr, cfg.bits);
-		return 400;
-	}
 	s->on = true;
+	s->max_samples = cfg.max_samples ? cfg.max_samples
+					 : rt_secagg_max_samples(cfg.n_clients, cfg.bits);
 	s->threshold = cfg.threshold;
 	s->neighbours = cfg.neighbours;
 	s->bits = cfg.bits;

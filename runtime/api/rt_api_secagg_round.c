@@ -81,14 +81,17 @@ void rt__api_secagg_step(struct rt_node *n, struct rt_job *j)
 			break;
 		due = now >= L->deadline_ns;
 		if (st == RT_SECAGG_UNMASK && rt_secagg_streams(L->r, &streams, &pairs, &np)) {
-			/* The shards expand the masks; their correction, or the deadline. */
+			/* The shards expand the masks; their correction, a failure, or the deadline. */
 			const uint32_t *corr = rt_job_secagg_correction(n, j, L->round);
+			const char *lost = corr ? NULL : rt_job_secagg_failure(j, L->round);
 
-			if (!corr && !due)
+			if (!corr && !lost && !due)
 				return;
 			t0 = trib_now_ns();
 			if (corr)
 				rt_secagg_correct(L->r, corr, (size_t)j->n_elem + 1);
+			else if (lost)
+				rt_secagg_fail(L->r, lost); /* at once: waiting would change nothing */
 			else
 				rt_secagg_fail(L->r, "unmask: the functions expanding the masks did not "
 					       "finish before the deadline");
@@ -193,9 +196,10 @@ void rt__api_secagg_status(struct rt_node *n, struct rt_job *j, json_t *o)
 	if (!j->secagg.on)
 		return;
 	rt__api_secagg_step(n, j);
-	sa = json_pack("{s:I, s:I, s:f, s:I}", "threshold", (json_int_t)j->secagg.threshold,
+	sa = json_pack("{s:I, s:I, s:f, s:I, s:I}", "threshold", (json_int_t)j->secagg.threshold,
 		       "neighbours", (json_int_t)j->secagg.neighbours, "clip",
-		       (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits);
+		       (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits, "max_samples",
+		       (json_int_t)j->secagg.max_samples);
 	if (!sa)
 		return;
 	/* A cluster: the rounds, their progress and failures are that node's (its status). */

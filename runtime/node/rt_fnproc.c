@@ -728,6 +728,12 @@ void rt_fnset_destroy(struct rt_fnset *set)
 	trib_free(set);
 }
 
+void rt_fn_kill(struct rt_fn *fn)
+{
+	if (fn->pid > 0 && !fn->exited)
+		fn->set->ops->signal(fn, SIGKILL);
+}
+
 static int proc_chan_send(struct rt_fn *fn, const void *recs, size_t n, int fd)
 {
 	return shm_chan_send(fn->sock, recs, n, fd);

@@ -141,6 +141,8 @@ int rt_fnset_prestart(struct rt_fnset *set, struct rt_fn **out);
 int rt_fn_configure(struct rt_fn *fn, struct fn_config *cfg, const struct fn_params *par);
 /* Send a control record (FN_MSG_FLUSH, FN_MSG_EXIT). 0 or -errno. */
 int rt_fn_ctl(struct rt_fn *fn, uint16_t kind, uint32_t value);
+/* SIGKILL @fn's process, if it has not exited; it is reaped and judged as any other exit. */
+void rt_fn_kill(struct rt_fn *fn);
 /* Borrowed pointer or NULL. */
 struct rt_fn *rt_fnset_find(struct rt_fnset *set, uint32_t id);
 /* Reserve @n consecutive unused ids; returns the first. */

@@ -11,6 +11,7 @@
 #include "ctl_store.h"
 #include "fn_fold.h"
 #include "rt_flora.h"
+#include "rt_secagg.h"
 #include "trib_alloc.h"
 #include "trib_cred.h"
 #include "trib_json.h"
@@ -154,8 +155,8 @@ int rt__model_write(struct rt_node *n, struct rt_job *j, const float *data, uint
 	return 0;
 }
 
-/* The stored "secagg" (written by job_record from a checked spec) back into @j. */
-static void secagg_from_stored(struct rt_job *j, const json_t *o)
+/* The stored "secagg" (written by job_record from a checked spec) back into @j of @cpr clients. */
+static void secagg_from_stored(struct rt_job *j, const json_t *o, uint32_t cpr)
 {
 	memset(&j->secagg, 0, sizeof(j->secagg));
 	if (!json_is_object(o))
@@ -165,6 +166,10 @@ static void secagg_from_stored(struct rt_job *j, const json_t *o)
 	j->secagg.neighbours = (uint32_t)json_integer_value(json_object_get(o, "neighbours"));
 	j->secagg.clip = (float)json_number_value(json_object_get(o, "clip"));
 	j->secagg.bits = (uint32_t)json_integer_value(json_object_get(o, "bits"));
+	/* Stored before the field existed: the bound those jobs' sums always had room for. */
+	j->secagg.max_samples = json_is_integer(json_object_get(o, "max_samples"))
+		? (uint32_t)json_integer_value(json_object_get(o, "max_samples"))
+		: rt_secagg_max_samples(cpr, j->secagg.bits);
 }
 
 /*
@@ -191,11 +196,12 @@ static int job_record(struct rt_node *n, const struct rt_job *j, const struct rt
 	     !json_object_set_new(p, "num_rounds", json_integer(j->num_rounds))) &&
 	    (!j->secagg.on ||
 	     !json_object_set_new(p, "secagg",
-				  json_pack("{s:I, s:I, s:f, s:I}", "threshold",
+				  json_pack("{s:I, s:I, s:f, s:I, s:I}", "threshold",
 					    (json_int_t)j->secagg.threshold, "neighbours",
 					    (json_int_t)j->secagg.neighbours, "clip",
 					    (double)j->secagg.clip, "bits",
-					    (json_int_t)j->secagg.bits))))
+					    (json_int_t)j->secagg.bits, "max_samples",
+					    (json_int_t)j->secagg.max_samples))))
 		params = trib_json_dumps(p, JSON_COMPACT);
 	json_decref(p);
 	if (!params)
@@ -340,7 +346,8 @@ int rt__jobs_load(struct rt_node *n)
 			j->cred.required =
 			    json_is_string(ca) && !strcmp(json_string_value(ca), "required");
 			j->num_rounds = json_is_integer(nr) ? (uint32_t)json_integer_value(nr) : 0;
-			secagg_from_stored(j, json_object_get(params, "secagg"));
+			secagg_from_stored(j, json_object_get(params, "secagg"),
+					   cj->clients_per_round);
 			j->schema_json = trib_strdup(cj->schema_json);
 			err = j->schema_json ? rt__select_from_stored(j, params) : -ENOMEM;
 		}

@@ -147,6 +147,7 @@ struct rt_secagg_spec {
 	bool on;
 	uint32_t threshold, neighbours, bits;
 	float clip;
+	uint32_t max_samples; /* each client's n_u at most (rt_secagg_max_samples bounds it) */
 };
 
 /*
@@ -625,9 +626,14 @@ void rt_job_secagg_drop(struct rt_job *j);
  *                         output is private), -ENOMEM/-ENOSPC.
  *   rt_job_secagg_correction  that output (rt__tree_elems words) once every shard is done, or
  *                         NULL: the round adds it to the masked sum.
+ *   rt_job_secagg_failure why the shards cannot give that output (a static-lifetime string in
+ *                         the round: a shard failed on its own, or its replacements ran out), or
+ *                         NULL: the round fails at once with it rather than at its deadline.
  *   rt_job_secagg_release the round is over (done or failed): the sum and the task's keys wiped,
  *                         the kept tree round freed; a tree round still folding is discarded when
- *                         its sum arrives.
+ *                         its sum arrives. Shards still running are killed and the round keeps its
+ *                         slots (the task they read, the output they write) until each has ended;
+ *                         rt_job_secagg_busy() holds the next round off until then.
  * The node's masked sum is an ordinary tree sum of the job, so a cluster's sum path can carry it
  * as it carries FedAvg's (docs/ARCHITECTURE.md, "Secure aggregation").
  */
@@ -642,6 +648,7 @@ int rt_job_secagg_unmask_start(struct rt_node *n, struct rt_job *j, uint32_t rou
 			       const struct fn_secagg_pair *p, size_t npairs);
 const uint32_t *rt_job_secagg_correction(struct rt_node *n, const struct rt_job *j,
 					 uint32_t round);
+const char *rt_job_secagg_failure(const struct rt_job *j, uint32_t round);
 void rt_job_secagg_release(struct rt_node *n, struct rt_job *j);
 /* Whether a tree round of @j is still folding (a new secure round waits for it). */
 bool rt_job_secagg_busy(const struct rt_job *j);

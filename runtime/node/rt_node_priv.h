@@ -76,6 +76,8 @@ struct rt_round {
 	bool has_result;       /* the top's output came */
 	bool sa_taken;         /* secure job: its masked sum is the round's; the unmasking's next */
 	bool sa_expanded;      /* secure job: the shards wrote the correction into out_slot */
+	bool sa_orphan;        /* secure job: failed under running shards, freed once they end */
+	char sa_why[192];      /* secure job: why its shards cannot finish ("": they can) */
 	uint32_t recoveries;   /* functions replaced */
 	struct shm_desc result;
 	float *result_payload; /* tcp: the model's bytes (owned), else NULL */
@@ -178,6 +180,18 @@ void rt__job_life_load(struct rt_node *n, struct rt_job *j);
 void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j);
 /* Wipes the mask keys in @r's unmasking task, if it has one (the slot stays @r's). */
 void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r);
+/*
+ * A function of role FN_ROLE_SHARD has ended (reaped, channels read): true if it was a shard of
+ * a secure unmasking and is judged here (killed on purpose under an orphaned round, or failed on
+ * its own: the round's sa_why says so), false for the usual judgement (recover() replaces it).
+ */
+struct rt_fn;
+bool rt__secagg_shard_judged(struct rt_node *n, struct rt_fn *fn);
+/* @r failed under its shards (sa_orphan) and they have all ended: unlinked from @j and freed. */
+void rt__secagg_orphan_reap(struct rt_node *n, struct rt_job *j, struct rt_round *r);
+/* A secure unmasking's shard cannot be replaced: @r's sa_why (the first reason stays). */
+void rt__secagg_shard_lost(struct rt_round *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* rt_tree.c */
 /* Cells in the job's tree: the model's, plus the masked weight of a secure job. */

@@ -42,6 +42,8 @@ static void on_done(struct rt_node *n, struct rt_fn *fn, const struct shm_desc *
 		if (fn->node < r->nshards && r->shard_fn[fn->node] == fn->id &&
 		    !r->shard_done[fn->node]) {
 			r->shard_done[fn->node] = true;
+			if (r->sa_orphan)
+				fn->state = RT_FN_EXITING; /* killed with its round: not for reuse */
 			if (++r->ndone == r->nshards)
 				rt__robust_phase_done(n, j, r);
 		}

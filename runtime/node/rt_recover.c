@@ -43,6 +43,8 @@ static void recover(struct rt_node *n, struct rt_fn *fn)
 		/* Something that fails every time (bad input, a bug): do not spin. */
 		trib_error("job %s round %u: %u functions replaced already; not replacing fn %u: "
 			   "the round cannot complete", j->name, r->round, r->recoveries, fn->id);
+		rt__secagg_shard_lost(r, "unmask: %u functions replaced already (the last fn %u): "
+				      "the masks cannot be expanded", r->recoveries, fn->id);
 		return;
 	}
 	if (fn->cfg.role == FN_ROLE_SHARD) {
@@ -82,9 +84,13 @@ static void recover(struct rt_node *n, struct rt_fn *fn)
 	}
 	r->recoveries++;
 	n->m.recoveries++;
-	if (err)
+	if (err) {
 		trib_error("job %s round %u: replacing fn %u failed: %s; the round cannot complete",
 			   j->name, r->round, fn->id, strerror(-err));
+		if (fn->cfg.role == FN_ROLE_SHARD)
+			rt__secagg_shard_lost(r, "unmask: replacing shard %u (fn %u) failed: %s",
+					      fn->node, fn->id, strerror(-err));
+	}
 	else
 		trib_warn(
 		    "job %s round %u: fn %u (%s %u) died mid-round; replaced, its inputs sent "
@@ -102,6 +108,9 @@ static void fn_judge(struct rt_node *n, struct rt_fn *fn)
 
 	if (n->stopping)
 		return;
+	/* A secure unmasking's shard: killed with its round, or failed for good (rt_secagg_commit.c). */
+	if (fn->busy && fn->cfg.role == FN_ROLE_SHARD && rt__secagg_shard_judged(n, fn))
+		return;
 	if (!fn->busy) {
 		if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
 			trib_warn("fn %u exited (status %d) while idle", fn->id, st);
@@ -109,9 +118,10 @@ static void fn_judge(struct rt_node *n, struct rt_fn *fn)
 	}
 	n->m.fn_failed++;
 	trib_error("fn %u (%s of job %u round %u) %s %d mid-round", fn->id,
-		   fn->cfg.role == FN_ROLE_TOP	 ? "top"
-		   : fn->cfg.role == FN_ROLE_MID ? "mid"
-						 : "leaf",
+		   fn->cfg.role == FN_ROLE_TOP	   ? "top"
+		   : fn->cfg.role == FN_ROLE_MID   ? "mid"
+		   : fn->cfg.role == FN_ROLE_SHARD ? "shard"
+						   : "leaf",
 		   fn->cfg.job, fn->cfg.round,
 		   WIFSIGNALED(st) ? "was killed by signal" : "exited with",
 		   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));

@@ -237,6 +237,8 @@ void rt__robust_phase_done(struct rt_node *n, struct rt_job *j, struct rt_round 
 	if (j->secagg.on) {
 		/* An unmasking's shards: the API's tick takes the correction (rt_secagg_commit.c). */
 		r->sa_expanded = true;
+		if (r->sa_orphan)
+			rt__secagg_orphan_reap(n, j, r); /* its round failed: nobody takes it */
 		return;
 	}
 	if (n->clustered) {

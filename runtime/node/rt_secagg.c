@@ -53,8 +53,17 @@ const char *rt_secagg_stage_name(enum rt_secagg_stage s)
 	return (unsigned)s < sizeof(stage_names) / sizeof(stage_names[0]) ? stage_names[s] : "?";
 }
 
+uint32_t rt_secagg_max_samples(uint32_t n_clients, uint32_t bits)
+{
+	uint64_t per = (uint64_t)n_clients * ((UINT64_C(1) << (bits > 32 ? 32 : bits)) - 1);
+
+	return per ? (uint32_t)(UINT32_MAX / per) : 0;
+}
+
 int rt_secagg_cfg_check(const struct rt_secagg_cfg *cfg, char *why, size_t why_len)
 {
+	uint32_t most;
+
 	if (cfg->n_clients == 0 || cfg->n_clients > RT_SECAGG_MAX_CLIENTS) {
 		snprintf(why, why_len, "secagg clients %u: allowed 1 to %u", cfg->n_clients,
 			 RT_SECAGG_MAX_CLIENTS);
@@ -80,6 +89,13 @@ int rt_secagg_cfg_check(const struct rt_secagg_cfg *cfg, char *why, size_t why_l
 			 RT_SECAGG_EDGE_BYTES, RT_SECAGG_STATE_MAX / 1073741824.0);
 	} else if (cfg->dim == 0 || cfg->dim == UINT32_MAX) {
 		snprintf(why, why_len, "secagg model of %u values: allowed 1 to 2^32 - 2", cfg->dim);
+	} else if (!(most = rt_secagg_max_samples(cfg->n_clients, cfg->bits))) {
+		snprintf(why, why_len, "secagg.bits %u: %u clients x (2^%u - 1) overflows the "
+			 "32-bit sum; use fewer bits", cfg->bits, cfg->n_clients, cfg->bits);
+	} else if (cfg->max_samples > most) {
+		snprintf(why, why_len, "secagg.max_samples %u: %u clients x %u samples x (2^%u - 1) "
+			 "overflows the 32-bit sum; allowed 1 to %u with these clients and bits",
+			 cfg->max_samples, cfg->n_clients, cfg->max_samples, cfg->bits, most);
 	} else {
 		return 0;
 	}
@@ -131,6 +147,8 @@ int rt_secagg_new(const struct rt_secagg_cfg *cfg, struct rt_secagg **out)
 	if (!r)
 		return -ENOMEM;
 	r->cfg = *cfg;
+	if (!r->cfg.max_samples)
+		r->cfg.max_samples = rt_secagg_max_samples(cfg->n_clients, cfg->bits);
 	r->c = trib_calloc(cfg->n_clients, sizeof(*r->c));
 	r->acc = trib_calloc((size_t)cfg->dim + 1, sizeof(*r->acc));
 	if (!r->c || !r->acc) {
@@ -368,6 +386,36 @@ static void end_masked(struct rt_secagg *r)
 	r->stage = RT_SECAGG_UNMASK, r->pending = m;
 }
 
+/*
+ * The unmasked sum against what honest inputs make (rt_secagg.h): 1 <= W <= |U3| * max_samples
+ * and S_i <= W * (2^b - 1). The masks hide each input, so the server cannot refuse one that
+ * breaks the rules; the rules are set so that honest inputs never wrap (max_samples), and a
+ * sum that lies outside them is not published. 0, or the round FAILED saying which bound.
+ */
+static int sum_in_range(struct rt_secagg *r)
+{
+	uint64_t w = r->acc[r->cfg.dim], qmax = (UINT64_C(1) << r->cfg.bits) - 1;
+	uint64_t most = (uint64_t)rt_secagg_inputs(r) * r->cfg.max_samples;
+
+	if (w == 0 || w > most) {
+		fail(r, "unmask: the unmasked weight %llu is outside 1 to %llu (%u inputs x "
+		     "max_samples %u): a client sent n_u out of range and the sum may have wrapped; "
+		     "nothing is published", (unsigned long long)w, (unsigned long long)most,
+		     rt_secagg_inputs(r), r->cfg.max_samples);
+		return -ERANGE;
+	}
+	for (uint32_t i = 0; i < r->cfg.dim; i++) {
+		if (r->acc[i] > w * qmax) {
+			fail(r, "unmask: unmasked value %u is %u, above weight x (2^%u - 1) = %llu: a "
+			     "client sent a value out of range and the sum may have wrapped; nothing "
+			     "is published", i, r->acc[i], r->cfg.bits,
+			     (unsigned long long)(w * qmax));
+			return -ERANGE;
+		}
+	}
+	return 0;
+}
+
 /* Adds stream (key, sign) to the list; grows it. 0 or -ENOMEM. */
 static int push_stream(struct fn_secagg_stream **s, size_t *n, size_t *cap, const uint8_t key[32],
 		       int sign)
@@ -491,6 +539,8 @@ int rt_secagg_correct(struct rt_secagg *r, const uint32_t *corr, size_t words)
 		return -EINVAL;
 	}
 	drop_streams(r);
+	if (sum_in_range(r))
+		return -ERANGE;
 	r->stage = RT_SECAGG_DONE;
 	return 0;
 }
@@ -577,7 +627,8 @@ static void end_unmask(struct rt_secagg *r)
 	}
 	if (expand_ranges(r, s, ns))
 		goto oom;
-	r->stage = RT_SECAGG_DONE;
+	if (!sum_in_range(r))
+		r->stage = RT_SECAGG_DONE;
 	goto out;
 oom:
 	fail(r, "unmask: deriving the masks failed (out of memory or a low-order key)");
@@ -631,6 +682,9 @@ int rt_secagg_advertise(struct rt_secagg *r, uint32_t u, const uint8_t c_pk[32],
 
 	if (err)
 		return err;
+	/* A low-order key: no agreement with it, so no share to u, no unmasking of its masks. */
+	if (trib_sa_public_key_check(c_pk) || trib_sa_public_key_check(s_pk))
+		return -EINVAL;
 	memcpy(r->c[u].c_pk, c_pk, 32);
 	memcpy(r->c[u].s_pk, s_pk, 32);
 	answer(r, u);

@@ -42,7 +42,9 @@
  *              x = (S / W) * 2c / (2^b - 1) - c.
  *
  * Below the threshold at any stage end (|U1|, |U2|, |U3| or |U4| < t, or a secret with fewer
- * than t shares) the round is FAILED, says why, and unmasks nothing.
+ * than t shares) the round is FAILED, says why, and unmasks nothing. So is a round whose
+ * unmasked sum is outside what honest inputs make (W = 0 or above |U3| * max_samples, or a
+ * value above W * (2^b - 1)): a client sent n_u or q out of range and the sum may have wrapped.
  */
 #define RT_SECAGG_SECRET_BYTES 32u
 #define RT_SECAGG_SHARE_BYTES TRIB_SHAMIR_SHARE_BYTES(RT_SECAGG_SECRET_BYTES)
@@ -82,6 +84,9 @@ struct rt_secagg_cfg {
 	uint32_t threshold;  /* t: 1 .. neighbours */
 	uint32_t neighbours; /* k: even, 2 .. RT_SECAGG_MAX_NEIGHBOURS */
 	uint32_t bits;       /* b: 1 .. RT_SECAGG_MAX_BITS */
+	/* n_u at most (a client's sample count, its fedavg weight): 1 .. rt_secagg_max_samples();
+	 * 0 takes that bound */
+	uint32_t max_samples;
 	float clip;          /* c: finite, > 0 */
 	uint32_t dim;        /* model values; the masked vector has dim + 1 words */
 	uint64_t round;
@@ -95,6 +100,16 @@ struct rt_secagg_cfg {
 };
 
 struct rt_secagg;
+
+/*
+ * The largest n_u a round of @n_clients at @bits sums exactly. Each client masks n_u * q_i
+ * (q_i <= 2^b - 1) and n_u; the sums are taken mod 2^32 and hidden from the server until the
+ * end, so they are exact only if they cannot wrap whatever the clients send within the rules:
+ *     n_clients * max_samples * (2^b - 1) < 2^32,  that is
+ *     max_samples = floor((2^32 - 1) / (n_clients * (2^b - 1)))
+ * (which also bounds the weight's sum, n_clients * max_samples < 2^32). 0: even n_u = 1 wraps.
+ */
+uint32_t rt_secagg_max_samples(uint32_t n_clients, uint32_t bits);
 
 /* Checks cfg; 0 or -EINVAL with why[0..why_len) saying which field, its value and the range. */
 int rt_secagg_cfg_check(const struct rt_secagg_cfg *cfg, char *why, size_t why_len);
@@ -122,6 +137,7 @@ void rt_secagg_end_stage(struct rt_secagg *r);
  * round, -EBUSY if the round is not in that stage, -EALREADY if u already answered it, -EINVAL
  * for a malformed message (nothing is kept then). Pointers are borrowed; r copies what it keeps.
  */
+/* (-EINVAL: c_pk or s_pk is a low-order point, trib_sa_public_key_check.) */
 int rt_secagg_advertise(struct rt_secagg *r, uint32_t u, const uint8_t c_pk[32],
 			const uint8_t s_pk[32]);
 /*
@@ -165,7 +181,8 @@ size_t rt_secagg_streams(const struct rt_secagg *r, const struct fn_secagg_strea
 /*
  * The pending streams' sum (@words = dim + 1, little-endian host u32) is added to the masked sum
  * and the round is DONE (its streams wiped). @corr NULL: expanded here instead. 0, -EBUSY (none
- * pending), -EINVAL (length) or the expansion's error (the round FAILED then).
+ * pending), -EINVAL (length), -ERANGE (the unmasked sum is outside what honest inputs make) or
+ * the expansion's error (the round FAILED then).
  */
 int rt_secagg_correct(struct rt_secagg *r, const uint32_t *corr, size_t words);
 

@@ -3,12 +3,16 @@
 #include "rt_node_priv.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "ctl_store.h"
 #include "fn_secagg.h"
+#include "rt_fnproc.h"
 #include "rt_secagg.h"
 #include "rt_secagg_log.h"
 #include "shm_arena.h"
@@ -103,6 +107,97 @@ void rt__secagg_task_wipe(struct rt_node *n, struct rt_round *r)
 			       (size_t)t->npairs * sizeof(struct fn_secagg_pair));
 }
 
+void rt__secagg_orphan_reap(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	struct rt_round **pp = &j->inflight;
+
+	if (r->ndone < r->nshards)
+		return;
+	while (*pp && *pp != r)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = r->next;
+	rt__round_free(n, r, true);
+	if (!j->open && !j->inflight)
+		j->round = j->completed;
+}
+
+/*
+ * @r's round is over but its shards still run: they read the task slot and write the output
+ * slot, so neither may go back to the arena (another update would land where a shard writes).
+ * The keys in the task are wiped now (a shard reading zeros makes garbage nobody reads), the
+ * shards are killed, and @r stays on @j's list, owning both slots, until each has ended
+ * (rt__secagg_shard_judged): killed, exited or done. One with no process left counts at once.
+ */
+static void orphan(struct rt_node *n, struct rt_job *j, struct rt_round *r)
+{
+	if (!r->sa_orphan) {
+		r->sa_orphan = true;
+		rt__secagg_task_wipe(n, r);
+		trib_info("job %s round %u: the unmasking's shards are stopped (%u of %u running); "
+			  "its slots go back when they have exited", j->name, r->round,
+			  r->nshards - r->ndone, r->nshards);
+	}
+	for (uint32_t i = 0; i < r->nshards; i++) {
+		struct rt_fn *fn = r->shard_fn[i] ? rt_fnset_find(n->fns, r->shard_fn[i]) : NULL;
+
+		if (r->shard_done[i])
+			continue;
+		if (fn && !fn->exited) {
+			rt_fn_kill(fn);
+			continue;
+		}
+		r->shard_done[i] = true; /* never started, or its process is gone */
+		r->ndone++;
+	}
+}
+
+bool rt__secagg_shard_judged(struct rt_node *n, struct rt_fn *fn)
+{
+	struct rt_job *j = NULL;
+	struct rt_round *r = rt__round_find(n, fn->cfg.job, fn->cfg.round, &j);
+	uint32_t i = fn->node;
+	int st = fn->wait_status;
+
+	if (!r || !r->sa_taken || i >= r->nshards || r->shard_fn[i] != fn->id ||
+	    r->shard_done[i])
+		return false;
+	if (r->sa_orphan) {
+		r->shard_done[i] = true;
+		r->ndone++;
+		rt__secagg_orphan_reap(n, j, r);
+		return true;
+	}
+	/* Killed from outside: a replacement writes the same range again (recover()). */
+	if (!WIFEXITED(st))
+		return false;
+	/* It gave up on its own: its task is the same for any replacement, so is the outcome. */
+	n->m.fn_failed++;
+	rt__secagg_shard_lost(r, "unmask: shard %u of %u (fn %u) failed with exit status %d "
+			      "expanding the masks (its reason is in the node's log, 'shard %u')",
+			      i, r->nshards, fn->id, WEXITSTATUS(st), i);
+	trib_error("job %s round %u: %s", j->name, r->round, r->sa_why);
+	return true;
+}
+
+void rt__secagg_shard_lost(struct rt_round *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!r->sa_taken || r->sa_why[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(r->sa_why, sizeof(r->sa_why), fmt, ap);
+	va_end(ap);
+}
+
+const char *rt_job_secagg_failure(const struct rt_job *j, uint32_t round)
+{
+	struct rt_round *r = kept_round(j, round);
+
+	return r && r->sa_why[0] ? r->sa_why : NULL;
+}
+
 void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
 {
 	if (j->sa_sum)
@@ -112,6 +207,11 @@ void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
 	while (j->inflight && j->inflight->sa_taken && j->inflight != j->open) {
 		struct rt_round *r = j->inflight;
 
+		if (rt_round_shards_busy(r)) {
+			orphan(n, j, r);
+			if (rt_round_shards_busy(r))
+				return; /* freed when its last shard ends; the next round waits */
+		}
 		/* The task holds the round's mask keys: rt__round_free wipes them, then the slots. */
 		j->inflight = r->next;
 		rt__round_free(n, r, true);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,6 +265,51 @@ Test(core_secagg, low_order_peer_key_is_refused)
 
 	memset(sk, 7, sizeof(sk));
 	cr_assert_eq(trib_sa_agree(out, sk, zero), -EINVAL);
+}
+
+/*
+ * The low-order points of curve25519 (cr.yp.to/ecdh.html: 0, 1, the two of order 8, p - 1, and
+ * p, p + 1), each also with bit 255 set (X25519 ignores it): every agreement with them is zero.
+ */
+static const char *const low_order[] = {
+	"0000000000000000000000000000000000000000000000000000000000000000",
+	"0100000000000000000000000000000000000000000000000000000000000000",
+	"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+	"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	"0000000000000000000000000000000000000000000000000000000000000080",
+	"0100000000000000000000000000000000000000000000000000000000000080",
+	"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
+	"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f11d7",
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+	"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+	"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+};
+
+Test(core_secagg, public_key_check_refuses_exactly_the_low_order_points)
+{
+	uint8_t pk[32], sk[32], out[32];
+
+	for (size_t i = 0; i < sizeof(low_order) / sizeof(low_order[0]); i++) {
+		for (int b = 0; b < 32; b++)
+			sscanf(low_order[i] + 2 * b, "%2hhx", &pk[b]);
+		cr_assert_eq(trib_sa_public_key_check(pk), -EINVAL, "point %zu accepted", i);
+		/* And indeed no agreement with it is possible. */
+		memset(sk, (int)i + 1, sizeof(sk));
+		cr_assert_eq(trib_sa_agree(out, sk, pk), -EINVAL, "point %zu", i);
+	}
+	for (int i = 0; i < 64; i++) {
+		/* Honest keys, and the basepoint: accepted. */
+		memset(sk, i, sizeof(sk));
+		sk[31] ^= (uint8_t)(i * 37);
+		cr_assert_eq(trib_sa_public_key(pk, sk), 0);
+		cr_assert_eq(trib_sa_public_key_check(pk), 0, "key %d refused", i);
+	}
+	memset(pk, 0, sizeof(pk));
+	pk[0] = 9;
+	cr_assert_eq(trib_sa_public_key_check(pk), 0);
 }
 
 Test(core_shamir, field_hand_computed)

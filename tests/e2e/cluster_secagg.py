@@ -2,9 +2,9 @@
 """SecAgg+ on three netns nodes (issue 19): one node runs the job's secure rounds, every gateway
 takes clients.
 
-N = 45 clients, spread round-robin over the three gateways, run each round (the clients run in
-the controller's namespace, where the gateways' addresses exist: this script again with
---clients). The node the controller names (rank 0) runs the rounds; the other two pass each
+N = 100 clients (secagg100's), spread round-robin over the three gateways, run each round (the
+clients run in the controller's namespace, where the gateways' addresses exist: this script again
+with --clients). The node the controller names (rank 0) runs the rounds; the other two pass each
 stage (keys, shares, the masked input, unmask, and their GETs) to it over the node link. Round 0
 drops 10% of the clients still in after each stage (after advertise, after shares, after the
 masked input), round 1 drops 30%: each time every node serves the same version, bit for bit
@@ -14,10 +14,15 @@ their n_u), and round 0's model equals the one a single node (`tributary up`) ma
 survivors' inputs. Round 2 falls below the threshold at the unmask stage: it fails with a clear
 status on the node that runs it (no version anywhere), and the round after it works. Then a
 node other than the rounds' is killed (-9) after the shares: its clients are dropouts, the round
-is exact on the other two. Then the rounds' node itself is killed after the shares: the other
-gateway answers 503 naming it, no version comes; restarted, it joins again and resumes the round
-from its state log (whose clients are gone: it fails at its masked deadline, saying so), and the
-next round is exact. About 75 s on 2 shared cores (most of it the 5 s stage deadlines that dropouts wait for).
+is exact on the other two. Then the rounds' node itself is killed after the shares (every client
+now on the two gateways left): the other gateway answers 503 naming it, no version comes;
+restarted, it joins again and resumes the round from its state log (whose clients are gone:
+it fails at its masked deadline, saying so), and the next round is exact.
+
+Most of the time is stage deadlines that dropouts wait for (eight of them): the deadline is
+derived from a timed pass of the clients (secagg100.stage_deadline_s, in the clients' namespace),
+so it is short on an idle machine and longer only when the machine is slower; each round logs its
+stages' passes against it, and each step its elapsed seconds.
 
 Needs root (ip netns, veth, a bridge): exit status 77 otherwise, as cluster.py.
 """
@@ -37,32 +42,73 @@ sys.path.insert(0, os.path.join(HERE, '..', '..', 'scripts'))
 sys.path.insert(0, os.path.join(HERE, '..', '..', 'clients', 'python'))
 import secagg100 as s100  # noqa: E402  (SA, DIM, the dropouts, the expected model)
 import tributary_secagg as sa  # noqa: E402
-from e2e_common import (BIN, Server, arena_files_in, check, log, main,  # noqa: E402
+from e2e_common import (BIN, Server, arena_files_in, check, main,  # noqa: E402
                         remove_arena_files, st_decode)
+import e2e_common  # noqa: E402
 
-N = 45
+T0 = time.monotonic()
+
+
+def log(msg):
+    """e2e_common.log with the scenario's elapsed seconds: where its time goes."""
+    e2e_common.log('[%5.1f s] %s' % (time.monotonic() - T0, msg))
+
+N = s100.N
 SA = s100.SA
 DIM = s100.DIM
-TIMEOUT_S = s100.TIMEOUT_S
+TIMEOUT_S = None  # the stage deadline: scenario() sets it (s100.stage_deadline_s)
+
+
+def calibrate(url, out_path):
+    """In the controller's namespace, where the clients run: the stage deadline for N clients
+    (s100.stage_deadline_s against a gateway), to @out_path as JSON [deadline, pass]."""
+    with open(out_path, 'w') as f:
+        json.dump(s100.stage_deadline_s(N, url), f)
+
+
+def mint(spec_path, out_path):
+    """In the controller's namespace: a client token for each of N clients, client i minted on
+    gateway i % 3 (one process and its connections, not a curl per token)."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    urls, toks = spec['urls'], []
+    for i in range(N):
+        st, obj = sa._http(urls[i % len(urls)], 'POST', '/v1/jobs/sec/clients', spec['admin'],
+                           {'client': 'c%03d' % i})
+        if st != 201:
+            raise RuntimeError('mint c%03d on %s: %d %r' % (i, urls[i % len(urls)], st, obj))
+        toks.append(obj['token'])
+    with open(out_path, 'w') as f:
+        json.dump(toks, f)
+
+
+def in_ctl(net, *args):
+    """This script again in the controller's namespace with @args; its failure fails the test."""
+    p = subprocess.run(['ip', 'netns', 'exec', net.ctl, sys.executable,
+                        os.path.abspath(__file__)] + list(args), capture_output=True, text=True,
+                       timeout=300)
+    check(p.returncode == 0, '%s in the clients\' namespace failed:\n%s%s'
+          % (args[0], p.stdout[-3000:], p.stderr[-3000:]))
 
 
 def drive(spec_path, out_path):
     """In the controller's namespace: one secure round of every client, client i on gateway
     i % 3, @frac of those still in leaving after each stage; what the survivors sent to
-    @out_path (x, n, the unmasked words)."""
+    @out_path (x, n, the unmasked words) and each stage's pass (s100.Passes)."""
     with open(spec_path) as f:
         spec = json.load(f)
     rng = np.random.default_rng(spec['seed'])
     urls = spec['urls']
+    wait = 3 * spec['deadline']
+    s100.TIMEOUT_S = spec['deadline']  # send_input's wait for the stage
+    ps = s100.Passes()
     sess = [sa.SecAggSession(urls[i % len(urls)], 'sec', t, poll_s=0.02)
             for i, t in enumerate(spec['tokens'])]
-    for s in sess:
-        s.join()
+    ps.run('keys', sess, lambda s: s.join())
     frac = spec['frac']
     gone = s100.drop(rng, sess, frac)
     live = [s for i, s in enumerate(sess) if i not in gone]
-    for s in live:
-        s.send_shares(timeout=30)
+    ps.run('shares', live, lambda s: s.send_shares(timeout=wait))
     dead = spec.get('dead_gw')
     if dead is not None:
         # The outer side kills gateway @dead now; its clients can send nothing more.
@@ -99,20 +145,19 @@ def drive(spec_path, out_path):
         gone_in, gone_un = s100.pick_drops(rng, live, frac, SA['threshold'])
     else:
         gone_in, gone_un = set(), set(range(spec['leave_unmask'], len(live)))
-    sent = []
+    todo = []
     for i, s in enumerate(live):
         if i in gone_in:
             continue
         x = rng.uniform(-1.2, 1.2, DIM).astype(np.float32)
         n = int(rng.integers(1, 50))
-        _, xw = s100.send_input(s, x, n)
-        sent.append((x, n, xw, i))
-    for x, n, xw, i in sent:
-        if i not in gone_un:
-            live[i].send_unmask(timeout=30)
+        todo.append((s, x, n, i))
+    sent = ps.run('inputs', todo, lambda t: (t[1], t[2], s100.send_input(*t[:3])[1], t[3]))
+    ps.run('unmask', [t for t in sent if t[3] not in gone_un],
+           lambda t: live[t[3]].send_unmask(timeout=wait))
     np.savez(out_path, x=np.array([t[0] for t in sent]), n=np.array([t[1] for t in sent]),
              xw=np.array([np.frombuffer(t[2], dtype='<u4') for t in sent]),
-             joined=len(sess), live=len(live))
+             joined=len(sess), live=len(live), passes=json.dumps(ps.s))
 
 
 def run_round(net, tmp, urls, tokens, seed, frac, leave_unmask=None, kill=None,
@@ -123,8 +168,8 @@ def run_round(net, tmp, urls, tokens, seed, frac, leave_unmask=None, kill=None,
     out = os.path.join(tmp, 'round-%d.npz' % seed)
     with open(spec, 'w') as f:
         json.dump({'urls': urls, 'tokens': tokens, 'seed': seed, 'frac': frac,
-                   'leave_unmask': leave_unmask, 'dead_gw': kill[0] if kill else None,
-                   'dead_runs_rounds': kill_runs_rounds}, f)
+                      'leave_unmask': leave_unmask, 'dead_gw': kill[0] if kill else None,
+                   'dead_runs_rounds': kill_runs_rounds, 'deadline': TIMEOUT_S}, f)
     p = subprocess.Popen(['ip', 'netns', 'exec', net.ctl, sys.executable,
                           os.path.abspath(__file__), '--clients', spec, out],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -148,6 +193,9 @@ def run_round(net, tmp, urls, tokens, seed, frac, leave_unmask=None, kill=None,
         with open(out + '.json') as f:
             return json.load(f)
     d = np.load(out)
+    log('  clients of round seed %d: %s' % (seed, ', '.join(
+        '%s %.2f s' % kv for kv in json.loads(str(d['passes'])).items()) +
+        ' (one pass each stage; the stage deadline is %d s)' % TIMEOUT_S))
     # The shape of secagg100's "sent": (session, x, n, masked, words, index).
     return [(None, d['x'][k], int(d['n'][k]), None, d['xw'][k].astype('<u4').tobytes(), k)
             for k in range(len(d['n']))]
@@ -228,6 +276,7 @@ def status(cl, h, tok):
 
 
 def scenario():
+    global TIMEOUT_S
     import cluster as c
     import netns_cluster
     if os.geteuid() != 0:
@@ -247,7 +296,16 @@ def scenario():
         procs += [ctl] + nodes
         cl = c.Client(net.ctl)
         c.wait_joined(cl)
+        log('the controller and 3 nodes are up and joined')
         admin = netns_cluster.admin_token(tmp)
+        urls = ['http://%s:%d' % (h, cl.port) for h in c.NODE_IP]
+        cal = os.path.join(tmp, 'calibrate.json')
+        in_ctl(net, '--calibrate', urls[1], cal)
+        with open(cal) as f:
+            TIMEOUT_S, pass_s = json.load(f)
+        s100.TIMEOUT_S = TIMEOUT_S  # the single node's clients wait with it
+        log('one pass of %d clients (one stage, one process) takes %.2f s here: stage '
+            'deadline %d s' % (N, pass_s, TIMEOUT_S))
         spec = {'name': 'sec', 'clients_per_round': N, 'client_auth': 'required',
                 'round_timeout_s': TIMEOUT_S, 'secagg': SA,
                 'tensors': [{'name': 'w', 'shape': [DIM], 'dtype': 'F32'}]}
@@ -265,14 +323,13 @@ def scenario():
         others = {s['rounds_run_on'] for i, s in enumerate(sts) if i != coord}
         check(others == {'n%d' % coord}, 'the others name %r, not n%d' % (others, coord))
         log('n%d runs the secure rounds; the other gateways pass the stages to it' % coord)
-        tokens = []
-        for i in range(N):
-            st, b = cl.call(c.NODE_IP[i % 3], 'POST', '/v1/jobs/sec/clients',
-                            json.dumps({'client': 'c%03d' % i}).encode(),
-                            {'Content-Type': 'application/json'}, admin)
-            check(st == 201, 'mint: %d %s' % (st, b[:200]))
-            tokens.append(json.loads(b)['token'])
-        urls = ['http://%s:%d' % (h, cl.port) for h in c.NODE_IP]
+        mspec, mout = os.path.join(tmp, 'mint.json'), os.path.join(tmp, 'tokens.json')
+        with open(mspec, 'w') as f:
+            json.dump({'urls': urls, 'admin': admin}, f)
+        in_ctl(net, '--mint', mspec, mout)
+        with open(mout) as f:
+            tokens = json.load(f)
+        log('the job and %d client tokens (minted round-robin on the 3 gateways)' % N)
         # No plain update on any gateway; a stage's GET with no round is the round-running
         # node's 410, passed back as made there.
         for h in c.NODE_IP:
@@ -288,6 +345,7 @@ def scenario():
             sent = run_round(net, tmp, urls, tokens, 1900 + rnd, frac)
             w, err, got = check_round(c, cl, tok, sent, rnd, what)
             if rnd == 0:
+                log('%s: checked on every node; the same inputs on a single node next' % what)
                 one = single_node(sent)
                 check(np.array_equal(one.view(np.uint32), got.view(np.uint32)),
                       '%s: the cluster\'s model is not the single node\'s' % what)
@@ -322,21 +380,27 @@ def scenario():
         # The node that runs the rounds is lost (kill -9) after the shares: the round is lost
         # (its keys were in its memory), the other gateway answers 503 naming it; back, a new
         # round works.
+        # Every client now, the lost node's too, on the two gateways left (a client token is
+        # the cluster's): all clients_per_round join, so the keys stage ends without a
+        # deadline.
         gws = [coord, 3 - coord - dead]
         urls2 = [urls[i] for i in gws]
-        toks2 = [t for i, t in enumerate(tokens) if i % 3 != dead]
+        toks2 = tokens
         got = run_round(net, tmp, urls2, toks2, 1905, 0.0, kill=(0, nodes[coord]),
                         kill_runs_rounds=True)
         check(got and all(st == 503 and ('n%d' % coord) in msg for st, msg in got),
               'the other gateway\'s answers with the rounds\' node lost: %r' % got[:3])
         check(status(cl, c.NODE_IP[gws[1]], tok)['model_round'] == 4,
               'a version came of the lost round')
+        log('n%d killed (-9) after the shares: %d clients of the other gateway got 503 naming '
+            'it (each after the node link\'s timeout); restarting it' % (coord, len(got)))
         args = nodes[coord].p.args[5:]
         nodes[coord] = netns_cluster.Proc('n%d-run2' % coord, net.nodes[coord], BIN, args, tmp)
         procs.append(nodes[coord])
         c.wait_for(lambda: c.metrics(cl, c.NODE_IP[coord]).get('tributary_cluster_joined') == 1
                    if cl.call(c.NODE_IP[coord], 'GET', '/healthz')[0] == 200 else False, 30,
                    'n%d to join again' % coord)
+        log('n%d joined again' % coord)
         # Back, it resumes the round from its state log (rt_secagg_resume.c) at the masked
         # stage; that round's clients are gone (their driver was stopped), so it fails at its
         # masked deadline, saying so; then the next round works.
@@ -353,9 +417,11 @@ def scenario():
         log('n%d (the rounds\' node) killed (-9) after the shares: %d clients of the other '
             'gateway got 503 naming it, no version; restarted, the next round of %d inputs '
             '(weight %d) exact' % (coord, len(got), len(sent), w))
+        t_stop = time.monotonic()
         for p in nodes + [ctl]:
             if not p.killed:
                 c.stop(p)
+        log('stopped in %.1f s' % (time.monotonic() - t_stop))
     except BaseException:
         for p in procs:
             try:
@@ -379,7 +445,8 @@ def scenario():
 
 
 if __name__ == '__main__':
-    if len(sys.argv) == 4 and sys.argv[1] == '--clients':
-        drive(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 4 and sys.argv[1] in ('--clients', '--calibrate', '--mint'):
+        {'--clients': drive, '--calibrate': calibrate, '--mint': mint}[sys.argv[1]](
+            sys.argv[2], sys.argv[3])
     else:
         main(scenario)

@@ -314,11 +314,29 @@ def run():
             check('secagg.' in o['error'], 'secagg %r: the 400 names no field: %r' % (bad, o))
             check(not jsonschema.Draft202012Validator(spec_schema, resolver=c.resolver)
                   .is_valid(b1), 'JobSpec accepts secagg %r, which the server refuses' % bad)
+        # max_samples: optional; one whose sums could wrap is refused, naming the largest.
+        c.validate(spec_schema, dict(s1, secagg=dict(s1['secagg'], max_samples=9)),
+                   'JobSpec: secagg.max_samples')
+        _, o, _ = jcall('POST', '/v1/jobs', dict(s1, name='s1bad', secagg=dict(
+            s1['secagg'], max_samples=5614337)), adm, 400)
+        check('secagg.max_samples' in o['error'] and '5614336' in o['error'],
+              'max_samples past the bound: %r' % o)
         jcall('POST', '/v1/jobs', s1, adm, 201)
         _, o, _ = jcall('GET', '/v1/jobs/s1', None, adm, 200)
-        check(o.get('secagg') == s1['secagg'], 'status secagg: %r' % o.get('secagg'))
+        # Omitted, max_samples is the largest the sums allow: 2^32 - 1 over 3 x (2^8 - 1).
+        check(o.get('secagg') == dict(s1['secagg'], max_samples=5614336),
+              'status secagg: %r' % o.get('secagg'))
         stoks = [jcall('POST', '/v1/jobs/s1/clients', {'client': 's%d' % i}, adm, 201)[1]['token']
                  for i in range(3)]
+        # A low-order public key: 422 naming it, and no round is opened.
+        for field in ('c_pk', 's_pk'):
+            keys = {'c_pk': sa.public_key(os.urandom(32)).hex(),
+                    's_pk': sa.public_key(os.urandom(32)).hex()}
+            keys[field] = '01' + '00' * 31
+            _, o, _ = jcall('POST', '/v1/jobs/s1/secagg/keys', keys, stoks[0], 422)
+            check(o['error'].startswith(field + ': a low-order'), '%s: %r' % (field, o))
+        _, o, _ = jcall('GET', '/v1/jobs/s1', None, adm, 200)
+        check('round_in_progress' not in o['secagg'], 'a refused key opened a round: %r' % o)
         scl, skeys = [], {}
         for t in stoks:
             c_sk, s_sk = os.urandom(32), os.urandom(32)

@@ -49,6 +49,11 @@ def bad_values(srv):
         ('clip 0', dict(GOOD, clip=0), 'secagg.clip'),
         ('clip negative', dict(GOOD, clip=-1.5), 'secagg.clip'),
         ('clip a string', dict(GOOD, clip='1'), 'secagg.clip'),
+        ('max_samples 0', dict(GOOD, max_samples=0), 'secagg.max_samples'),
+        ('max_samples a string', dict(GOOD, max_samples='9'), 'secagg.max_samples'),
+        # 6 clients x 10923 x (2^16 - 1) >= 2^32: the sums could wrap.
+        ('max_samples past the bound', dict(GOOD, max_samples=10923),
+         'allowed 1 to 10922'),
     ]
     for what, sa, field in cases:
         st, obj, _ = srv.json('POST', '/v1/jobs', spec('bad', sa), token=srv.admin)
@@ -80,7 +85,8 @@ def bad_values(srv):
 
 def stored(srv):
     srv.create_job(spec('sa', GOOD))
-    want = dict(GOOD, clip=1.0)
+    # max_samples omitted: the largest the sums allow, (2^32 - 1) // (6 x (2^16 - 1)).
+    want = dict(GOOD, clip=1.0, max_samples=10922)
     check(srv.status('sa').get('secagg') == want, 'status: %r' % srv.status('sa').get('secagg'))
     srv.create_job({'name': 'plain', 'clients_per_round': 2, 'tensors': SCHEMA})
     check('secagg' not in srv.status('plain'), 'a plain job shows secagg')
@@ -270,6 +276,43 @@ def rounds(srv):
                 check(xw[:32] not in data, '%s holds a client\'s quantised update' % path)
     e.log('secagg round 1 after the failure: %d clients, max error %.2g; no client\'s '
           'quantised vector in %s (log included)' % (len(ups), err, srv.data_dir))
+    lying_client(srv, url, tokens, rng, dl)
+
+
+def lying_client(srv, url, tokens, rng, dl):
+    """n_u is masked: the server cannot refuse one that breaks max_samples, and the client
+    library does not send one. A client that lies anyway (its own words, masked) makes a sum
+    outside what honest inputs make: the round fails naming it and publishes nothing."""
+    sess = [sa.SecAggSession(url, 'sec', t) for t in tokens]
+    for s in sess:
+        s.join()
+    most = sess[0].info['max_samples']
+    check(most == (2 ** 32 - 1) // (N * ((1 << SA['bits']) - 1)),
+          'the keys answer gives max_samples %r' % most)
+    for s in sess:
+        s.send_shares(timeout=3 * dl)
+    try:
+        sess[1].send_input(np.zeros(DIM, np.float32), most + 1, timeout=3 * dl)
+        check(False, 'the client library sent samples above max_samples')
+    except ValueError as ex:
+        check('max_samples = %d' % most in str(ex), 'the refusal: %s' % ex)
+    liar = sess[0]
+    obj = liar._wait('shares', 3 * dl)
+    inbox = {m['from']: bytes.fromhex(m['ct']) for m in obj['shares']}
+    words = np.concatenate([np.zeros(DIM, np.uint32), [3000000000]]).astype(np.uint32)
+    liar._call('input', 'POST', '/input',
+               liar.client.masked(words, inbox, liar.keys).astype('<u4').tobytes(),
+               'application/octet-stream')
+    for s in sess[1:]:
+        s.send_input(rng.uniform(-1, 1, DIM).astype(np.float32), 1, timeout=3 * dl)
+    for s in sess:
+        s.send_unmask(timeout=3 * dl)
+    st = wait_stage_end(srv, 'sec', lambda o: o['secagg'].get('last_failure') and o, dl)
+    fail = st['secagg']['last_failure']
+    check(fail['round'] == 2 and 'unmasked weight' in fail['why'] and st['model_round'] == 2,
+          'a lying client\'s round: %r' % st['secagg'])
+    e.log('secagg round 2 with a client whose masked n_u broke max_samples (%d): %s'
+          % (most, fail['why']))
 
 
 def run():

@@ -407,6 +407,43 @@ Test(runtime_job_def, secagg_one_node_and_cluster)
 	rt_job_def_free(&def);
 }
 
+/*
+ * secagg.max_samples bounds each client's n_u so that the masked sums of n_u * q and of n_u cannot
+ * wrap: clients_per_round x max_samples x (2^bits - 1) < 2^32. Omitted, it is the largest such.
+ */
+Test(runtime_job_def, secagg_max_samples_default_and_bound)
+{
+	static const char head[] =
+		"{\"name\":\"x\",\"clients_per_round\":100,\"params\":8,\"client_auth\":\"required\","
+		"\"round_timeout_s\":5,\"secagg\":{\"threshold\":3,\"neighbours\":4,\"clip\":1,"
+		"\"bits\":16";
+	struct rt_job_def def;
+	char body[512], msg[256];
+
+	snprintf(body, sizeof(body), "%s}}", head);
+	cr_assert_eq(parse(body, false, &def, msg), 200, "%s", msg);
+	cr_assert_eq(def.spec.secagg.max_samples, 655, "the largest that cannot wrap");
+	rt_job_def_free(&def);
+	snprintf(body, sizeof(body), "%s,\"max_samples\":655}}", head);
+	cr_assert_eq(parse(body, false, &def, msg), 200, "%s", msg);
+	cr_assert_eq(def.spec.secagg.max_samples, 655);
+	rt_job_def_free(&def);
+	snprintf(body, sizeof(body), "%s,\"max_samples\":40}}", head);
+	cr_assert_eq(parse(body, true, &def, msg), 200, "%s", msg);
+	cr_assert_eq(def.spec.secagg.max_samples, 40);
+	rt_job_def_free(&def);
+	snprintf(body, sizeof(body), "%s,\"max_samples\":656}}", head);
+	cr_assert_eq(parse(body, false, &def, msg), 400);
+	cr_assert_str_eq(msg, "secagg.max_samples 656: 100 clients x 656 samples x (2^16 - 1) "
+			      "overflows the 32-bit sum; allowed 1 to 655 with these clients and bits");
+	snprintf(body, sizeof(body), "%s,\"max_samples\":0}}", head);
+	cr_assert_eq(parse(body, false, &def, msg), 400);
+	cr_assert(strstr(msg, "secagg.max_samples: an integer from 1"), "%s", msg);
+	snprintf(body, sizeof(body), "%s,\"max_samples\":\"9\"}}", head);
+	cr_assert_eq(parse(body, false, &def, msg), 400);
+	cr_assert(strstr(msg, "secagg.max_samples"), "%s", msg);
+}
+
 /* frl: taken on one node and in a cluster; what acts on values refused by name; the bound. */
 Test(runtime_job_def, frl_refusals_and_the_vote_bound)
 {

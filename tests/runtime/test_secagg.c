@@ -565,6 +565,90 @@ Test(runtime_secagg, too_few_advertise_fails_at_once)
 	rt_secagg_free(r);
 }
 
+/* n_u's bound: the sum of n_u * q over every client, and of n_u, stays below 2^32. */
+Test(runtime_secagg, max_samples_keeps_the_weighted_sum_below_2_32)
+{
+	struct rt_secagg_cfg cfg = cfg_of(100, 4, 3, 8);
+	char why[256];
+
+	cr_assert_eq(rt_secagg_max_samples(100, 16), 655); /* 100 x 655 x 65535 < 2^32 */
+	cr_assert_lt(100ull * 655 * 65535, 1ull << 32);
+	cr_assert_geq(100ull * 656 * 65535, 1ull << 32);
+	cr_assert_eq(rt_secagg_max_samples(1, 1), UINT32_MAX);
+	cr_assert_eq(rt_secagg_max_samples(300, 24), 0, "even n_u = 1 wraps");
+	cfg.max_samples = 655;
+	cr_assert_eq(rt_secagg_cfg_check(&cfg, why, sizeof(why)), 0);
+	cfg.max_samples = 656;
+	cr_assert_eq(rt_secagg_cfg_check(&cfg, why, sizeof(why)), -EINVAL);
+	cr_assert_str_eq(why, "secagg.max_samples 656: 100 clients x 656 samples x (2^16 - 1) "
+			      "overflows the 32-bit sum; allowed 1 to 655 with these clients and bits");
+	cfg.max_samples = 0, cfg.n_clients = 300, cfg.bits = 24;
+	cr_assert_eq(rt_secagg_cfg_check(&cfg, why, sizeof(why)), -EINVAL);
+	cr_assert_str_eq(why, "secagg.bits 24: 300 clients x (2^24 - 1) overflows the 32-bit sum; "
+			      "use fewer bits");
+}
+
+/*
+ * A client's n_u or values are masked: no check of its input is possible, so a lie shows only
+ * in the unmasked sum. One outside what honest inputs make is not published.
+ */
+Test(runtime_secagg, a_lying_clients_weight_or_value_fails_the_round, .timeout = 60)
+{
+	static struct sim s;
+	struct rt_secagg_cfg cfg = cfg_of(12, 6, 3, 9);
+	uint8_t drop[MAXC] = { 0 };
+	struct rt_secagg *r;
+	const uint32_t *sum;
+	uint32_t w;
+	float out[DIM];
+
+	cfg.max_samples = 50; /* sim_init's n_u are 1 to 50 */
+	sim_init(&s, &cfg, 18);
+	s.x[4][DIM] = 3000000000u; /* a weight no client may have: the sum of n_u says so */
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	run(r, &s, &cfg, drop);
+	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_FAILED);
+	cr_assert(strstr(rt_secagg_why(r), "unmasked weight") &&
+		  strstr(rt_secagg_why(r), "outside 1 to 600 (12 inputs x max_samples 50)"), "%s",
+		  rt_secagg_why(r));
+	cr_assert_eq(rt_secagg_result(r, &sum, &w, out), -EBUSY, "nothing is published");
+	rt_secagg_free(r);
+
+	sim_init(&s, &cfg, 19);
+	s.x[7][5] = 0xF0000000u; /* a value far above n_u * (2^b - 1) */
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	run(r, &s, &cfg, drop);
+	cr_assert_eq(rt_secagg_stage(r), RT_SECAGG_FAILED);
+	cr_assert(strstr(rt_secagg_why(r), "unmasked value 5 is"), "%s", rt_secagg_why(r));
+	rt_secagg_free(r);
+
+	/* Honest inputs at the bound pass: every n_u = max_samples, every q = 2^b - 1. */
+	sim_init(&s, &cfg, 20);
+	for (uint32_t u = 0; u < cfg.n_clients; u++) {
+		for (uint32_t i = 0; i < DIM; i++)
+			s.x[u][i] = 50u * 65535u;
+		s.x[u][DIM] = 50;
+	}
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	run(r, &s, &cfg, drop);
+	check_exact(r, &s, &cfg, 12);
+	rt_secagg_free(r);
+}
+
+/* A low-order key would make every agreement with it zero: refused, nothing kept. */
+Test(runtime_secagg, a_low_order_key_is_refused_at_advertise)
+{
+	struct rt_secagg_cfg cfg = cfg_of(6, 4, 3, 10);
+	struct rt_secagg *r;
+	uint8_t good[32] = { 9 }, zero[32] = { 0 }, one[32] = { 1 };
+
+	cr_assert_eq(rt_secagg_new(&cfg, &r), 0);
+	cr_assert_eq(rt_secagg_advertise(r, 0, zero, good), -EINVAL);
+	cr_assert_eq(rt_secagg_advertise(r, 0, good, one), -EINVAL);
+	cr_assert_eq(rt_secagg_advertise(r, 0, good, good), 0, "refusals kept nothing");
+	rt_secagg_free(r);
+}
+
 Test(runtime_secagg, refusals_change_nothing)
 {
 	struct rt_secagg_cfg cfg = cfg_of(6, 4, 3, 6);
