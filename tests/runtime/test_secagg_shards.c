@@ -170,7 +170,7 @@ static struct rt_fn *unmasking(struct rt_node *n, struct fake *f, struct rt_job 
 	seg->n_elem = words;
 	seg->dtype = SHM_DTYPE_I32;
 	seg->scale = 1.0f;
-	cr_assert_eq(rt_job_secagg_accept(n, j, slot, slot + body_len, &seq), 0);
+	cr_assert_eq(rt_job_secagg_accept(n, j, slot, slot + body_len, body_len, "c0", &seq), 0);
 	rt_job_secagg_close(n, j);
 	/* The top hands the masked sum off (tcp-style: its bytes come with the record). */
 	payload = trib_calloc(words, sizeof(*payload));
