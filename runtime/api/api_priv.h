@@ -83,6 +83,7 @@ bool rt__api_update_auth(struct rt_conn *c, const struct rt_job *j);
  * not its cap of body bytes (else 503); false when answered.
  */
 bool rt__api_update_admit(struct rt_conn *c, struct rt_job *j, uint64_t len);
+bool rt__api_body_admit(struct rt_conn *c, struct rt_job *j, uint64_t len);
 /* The body has its slot: it counts as in flight until the request ends (rt__api_update_end). */
 void rt__api_update_begin(struct rt_conn *c, struct rt_job *j);
 void rt__api_update_end(struct rt_api *api, struct rt_conn *c);

@@ -94,12 +94,10 @@ bool rt__api_update_auth(struct rt_conn *c, const struct rt_job *j)
 
 bool rt__api_update_admit(struct rt_conn *c, struct rt_job *j, uint64_t len)
 {
-	struct rt_node *n = N(c);
 	const char *id = R(c)->client;
-	uint64_t cap = shm_arena_size(n->arena) / 100 * n->opts.job_inflight_pct;
 	char msg[320];
 
-	if (id[0] && rt_job_client_seen(n, j, id)) {
+	if (id[0] && rt_job_client_seen(N(c), j, id)) {
 		snprintf(msg, sizeof(msg), "client %s already has an update counted in %s %u (one "
 			 "update per client per %s); the same request again with its "
 			 "Idempotency-Key gets its first answer", id,
@@ -108,6 +106,21 @@ bool rt__api_update_admit(struct rt_conn *c, struct rt_job *j, uint64_t len)
 		rt__api_reject(c, RT_REJ_CLIENT_DUP, 409, msg, j->round, NULL);
 		return false;
 	}
+	return rt__api_body_admit(c, j, len);
+}
+
+/*
+ * The caps on bodies in flight alone (per client, per job): a secure round's stage bodies take
+ * them, but not the one-update-per-round rule (a client sends four stages a round, and the
+ * secure round's own state says which of them it may send: rt_secagg.c).
+ */
+bool rt__api_body_admit(struct rt_conn *c, struct rt_job *j, uint64_t len)
+{
+	struct rt_node *n = N(c);
+	const char *id = R(c)->client;
+	uint64_t cap = shm_arena_size(n->arena) / 100 * n->opts.job_inflight_pct;
+	char msg[320];
+
 	if (id[0] && n->opts.client_inflight) {
 		const struct rt_client_ent *e = rt_job_client(n, j, id);
 

@@ -836,7 +836,7 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 	 */
 	R(c)->slot_len = input ? ((c->req.content_length + 63) & ~63ull) + sizeof(struct shm_seg)
 			       : c->req.content_length + 1;
-	if (!rt__api_update_admit(c, j, R(c)->slot_len))
+	if (!rt__api_body_admit(c, j, R(c)->slot_len))
 		return;
 	rt__api_update_begin(c, j);
 	if (input && !j->sa_at[0]) {
