@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* Client connections of the loop: read a head, hand it up, receive a body, send the response. */
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -327,6 +328,7 @@ static void conn_reset_request(struct rt_conn *c)
 }
 
 static void conn_process_head(struct rt_loop *l, struct rt_conn *c);
+static void conn_expire(struct rt_loop *l, struct rt_conn *c);
 
 /* Start on the next request: bytes already received after the last one are parsed first. */
 static void conn_next_request(struct rt_loop *l, struct rt_conn *c)
@@ -496,7 +498,27 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 		return;
 	}
 	conn_timer(c, RT_TO_BODY);
+	if (rt_rx_give(c->loop->rx, c))
+		return; /* a receive thread's until rt_conn_rx_back() */
 	arm_conn_recv(c, dst + c->body_got, len - c->body_got);
+}
+
+void rt_conn_rx_back(struct rt_loop *l, struct rt_conn *c, int res)
+{
+	assert(c->state == CS_BODY && !c->op_pending && !c->dead);
+	if (res == RT_RX_DONE) {
+		/* As a last receive completing on this loop (rt_conn_on_complete, CS_BODY). */
+		c->state = CS_HANDLER;
+		c->on_body(c);
+		return;
+	}
+	if (res == RT_RX_TIMED_OUT) {
+		c->timer = RT_TO_BODY;
+		conn_expire(l, c);
+		return;
+	}
+	/* Client went away mid-body (or a drain shut it): nothing was accepted, free the slot. */
+	conn_close(l, c);
 }
 
 void rt_conn_watch_body(struct rt_conn *c, void (*cb)(struct rt_conn *c))
@@ -612,6 +634,7 @@ static void on_sent(struct rt_loop *l, struct rt_conn *c, int res)
 
 void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 {
+	assert(!c->rx_owned);
 	c->op_pending = false;
 	if (c->dead) {
 		rt_conn_free(l, c);
@@ -775,6 +798,8 @@ void rt_loop_expire(struct rt_loop *l, uint64_t now_ns)
 
 	for (; c; c = next) {
 		next = c->next; /* conn_expire() may free c */
+		if (c->rx_owned)
+			continue; /* its receive thread keeps its timer (rt_rx.c) */
 		if (c->timer != RT_TO_NONE && !c->dead && now_ns >= c->deadline_ns)
 			conn_expire(l, c);
 	}
