@@ -8,7 +8,8 @@ sequential client).
 
 Each run is a fresh `tributary up --dataplane shm+bpf` and build/bench/ingest/bench_ingest
 --no-raw (U updates of P f32 parameters, keep-alive, the updates split between C connections);
-server CPU is its process tree's (servers.cpu_s_fine). The two settings are interleaved, A B
+server CPU is its process tree's (servers.cpu_s_fine: with the functions' fold), and of it the
+gateway's event-loop thread and its receive threads (trib-rx*) are shown apart. The two settings are interleaved, A B
 then B A, --repeat pairs per connection count; the ratio is the median of the pairs' ratios
 (each pair ran back to back, under about the same load), and the 1-minute load average is
 printed beside every run. The issue sets no threshold for the scaling: the ratio is recorded
@@ -32,8 +33,27 @@ import servers  # noqa: E402
 HTTP_RE = re.compile(r"over HTTP .*: ([0-9.]+) s, ([0-9.]+) MB/s")
 
 
+def thread_cpu(pid):
+    """CPU seconds of the server's own threads: (the event loop's, the receive threads')."""
+    loop = rx = 0.0
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, t)) as f:
+                comm = f.read().strip()
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError):
+            continue
+        if comm.startswith("trib-rx"):
+            rx += ns / 1e9
+        elif int(t) == pid:
+            loop += ns / 1e9
+    return loop, rx
+
+
 def one(build, work, rx, conns, updates, params):
-    """(MB/s, server CPU s/GB, load average) of one run into a fresh server."""
+    """(MB/s, server CPU s/GB, load average, loop thread s/GB, receive threads s/GB) of one
+    run into a fresh server."""
     arena = max(256, (params * 4 * (conns + 48)) >> 20)
     s = servers.Server("tributary", build, work, arena_mb=arena,
                        extra=("--rx-threads", str(rx)))
@@ -43,18 +63,21 @@ def one(build, work, rx, conns, updates, params):
                 raise RuntimeError("the server did not start %d receive threads" % rx)
         load = os.getloadavg()[0]
         c0 = servers.cpu_s_fine(s.pid)
+        t0 = thread_cpu(s.pid)
         r = subprocess.run([os.path.join(build, "bench/ingest/bench_ingest"), "--url", s.url,
                             "--data-dir", s.data_dir, "--updates", str(updates),
                             "--params", str(params), "--connections", str(conns), "--no-raw"],
                            capture_output=True, text=True)
         cpu = servers.cpu_s_fine(s.pid) - c0
+        t1 = thread_cpu(s.pid)
     finally:
         s.stop()
     h = HTTP_RE.search(r.stdout)
     if r.returncode or not h:
         raise RuntimeError("bench_ingest (--rx-threads %d, %d connections) failed (%d):\n%s%s"
                            % (rx, conns, r.returncode, r.stdout, r.stderr))
-    return float(h.group(2)), cpu / (updates * params * 4 / 1e9), load
+    gb = updates * params * 4 / 1e9
+    return (float(h.group(2)), cpu / gb, load, (t1[0] - t0[0]) / gb, (t1[1] - t0[1]) / gb)
 
 
 def main():
@@ -71,8 +94,9 @@ def main():
     print("gateway scaling: %d updates x %.1f MB, shm+bpf, %d cores; --rx-threads 0 (the "
           "loop alone: one core) against --rx-threads %d, interleaved, %d pairs"
           % (a.updates, a.params * 4 / 1e6, os.cpu_count(), a.rx, a.repeat))
-    print("%-12s %-5s %-14s %9s %12s %8s" % ("connections", "pair", "--rx-threads", "MB/s",
-                                             "CPU s/GB", "load 1m"))
+    print("%-12s %-5s %-14s %9s %12s %11s %11s %8s" % (
+        "connections", "pair", "--rx-threads", "MB/s", "CPU s/GB", "loop s/GB", "rx s/GB",
+        "load 1m"))
     ratios, res = {}, {}
     failed = False
     with tempfile.TemporaryDirectory(prefix="tributary-scaling.") as tmp:
@@ -90,9 +114,9 @@ def main():
                         print("scaling: %s" % e)
                         continue
                     res[conns][rx].append(got[rx])
-                    print("%-12d %-5d %-14d %9.0f %12.3f %8.1f" % (conns, rep + 1, rx,
-                                                                   got[rx][0], got[rx][1],
-                                                                   got[rx][2]))
+                    print("%-12d %-5d %-14d %9.0f %12.3f %11.3f %11.3f %8.1f" % (
+                        conns, rep + 1, rx, got[rx][0], got[rx][1], got[rx][3], got[rx][4],
+                        got[rx][2]))
                 if len(got) == 2:
                     ratios[conns].append(got[a.rx][0] / got[0][0])
     med = statistics.median
