@@ -9,7 +9,9 @@ sequential client).
 Each run is a fresh `tributary up --dataplane shm+bpf` and build/bench/ingest/bench_ingest
 --no-raw (U updates of P f32 parameters, keep-alive, the updates split between C connections);
 server CPU is its process tree's (servers.cpu_s_fine: with the functions' fold), and of it the
-gateway's event-loop thread and its receive threads (trib-rx*) are shown apart. The two settings are interleaved, A B
+gateway's event-loop thread and its receive threads (trib-rx*) are shown apart; "client" is
+bench_ingest's own CPU (the send side's copy: on a 2-core machine the client, the gateway and
+the fold share the same cores, which caps what a second gateway core can give). The two settings are interleaved, A B
 then B A, --repeat pairs per connection count; the ratio is the median of the pairs' ratios
 (each pair ran back to back, under about the same load), and the 1-minute load average is
 printed beside every run. The issue sets no threshold for the scaling: the ratio is recorded
@@ -22,6 +24,7 @@ usage: scaling.py [--build DIR] [--rx N] [--updates U] [--params P] [--repeat K]
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,12 +67,14 @@ def one(build, work, rx, conns, updates, params):
         load = os.getloadavg()[0]
         c0 = servers.cpu_s_fine(s.pid)
         t0 = thread_cpu(s.pid)
+        k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run([os.path.join(build, "bench/ingest/bench_ingest"), "--url", s.url,
                             "--data-dir", s.data_dir, "--updates", str(updates),
                             "--params", str(params), "--connections", str(conns), "--no-raw"],
                            capture_output=True, text=True)
         cpu = servers.cpu_s_fine(s.pid) - c0
         t1 = thread_cpu(s.pid)
+        k1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # bench_ingest, reaped
     finally:
         s.stop()
     h = HTTP_RE.search(r.stdout)
@@ -77,7 +82,9 @@ def one(build, work, rx, conns, updates, params):
         raise RuntimeError("bench_ingest (--rx-threads %d, %d connections) failed (%d):\n%s%s"
                            % (rx, conns, r.returncode, r.stdout, r.stderr))
     gb = updates * params * 4 / 1e9
-    return (float(h.group(2)), cpu / gb, load, (t1[0] - t0[0]) / gb, (t1[1] - t0[1]) / gb)
+    client = (k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime) / gb
+    return (float(h.group(2)), cpu / gb, load, (t1[0] - t0[0]) / gb, (t1[1] - t0[1]) / gb,
+            client)
 
 
 def main():
@@ -94,9 +101,9 @@ def main():
     print("gateway scaling: %d updates x %.1f MB, shm+bpf, %d cores; --rx-threads 0 (the "
           "loop alone: one core) against --rx-threads %d, interleaved, %d pairs"
           % (a.updates, a.params * 4 / 1e6, os.cpu_count(), a.rx, a.repeat))
-    print("%-12s %-5s %-14s %9s %12s %11s %11s %8s" % (
+    print("%-12s %-5s %-14s %9s %12s %11s %11s %11s %8s" % (
         "connections", "pair", "--rx-threads", "MB/s", "CPU s/GB", "loop s/GB", "rx s/GB",
-        "load 1m"))
+        "client s/GB", "load 1m"))
     ratios, res = {}, {}
     failed = False
     with tempfile.TemporaryDirectory(prefix="tributary-scaling.") as tmp:
@@ -114,9 +121,9 @@ def main():
                         print("scaling: %s" % e)
                         continue
                     res[conns][rx].append(got[rx])
-                    print("%-12d %-5d %-14d %9.0f %12.3f %11.3f %11.3f %8.1f" % (
+                    print("%-12d %-5d %-14d %9.0f %12.3f %11.3f %11.3f %11.3f %8.1f" % (
                         conns, rep + 1, rx, got[rx][0], got[rx][1], got[rx][3], got[rx][4],
-                        got[rx][2]))
+                        got[rx][5], got[rx][2]))
                 if len(got) == 2:
                     ratios[conns].append(got[a.rx][0] / got[0][0])
     med = statistics.median

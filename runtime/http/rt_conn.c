@@ -59,8 +59,18 @@ void *rt_conn_ctx(const struct rt_conn *c)
 	return c->loop->conn_hooks.ctx;
 }
 
+/* @c's body is no longer the loop's to receive (whole, or the connection goes). */
+static void body_off_loop(struct rt_loop *l, struct rt_conn *c)
+{
+	if (!c->body_on_loop)
+		return;
+	c->body_on_loop = false;
+	l->bodies_on_loop--;
+}
+
 void rt_conn_free(struct rt_loop *l, struct rt_conn *c)
 {
+	body_off_loop(l, c);
 	if (l->conn_hooks.on_free)
 		l->conn_hooks.on_free(l->conn_hooks.ctx, c);
 	if (c->prev)
@@ -498,8 +508,10 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 		return;
 	}
 	conn_timer(c, RT_TO_BODY);
-	if (rt_rx_give(c->loop->rx, c))
+	if (rt_rx_give(c->loop->rx, c, c->loop->bodies_on_loop))
 		return; /* a receive thread's until rt_conn_rx_back() */
+	c->body_on_loop = true;
+	c->loop->bodies_on_loop++;
 	arm_conn_recv(c, dst + c->body_got, len - c->body_got);
 }
 
@@ -665,6 +677,7 @@ void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 			arm_conn_recv(c, c->body_dst + c->body_got, c->body_len - c->body_got);
 			return;
 		}
+		body_off_loop(l, c);
 		c->state = CS_HANDLER;
 		c->on_body(c);
 		return;

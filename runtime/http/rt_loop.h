@@ -82,6 +82,7 @@ struct rt_conn {
 	uint8_t timer;            /* enum rt_timeout_phase */
 	bool op_pending;
 	bool dead;                /* shut down; free once the pending op completes */
+	bool body_on_loop;        /* its body is being received by the loop's thread (counted) */
 	struct rt_conn *prev, *next; /* all connections */
 
 	/* request head */

@@ -96,6 +96,7 @@ struct rt_loop {
 	int nhandlers;
 	struct rt_loop_stats stats;
 	struct rt_rx *rx; /* body-receive threads (NULL: none, --rx-threads 0) */
+	uint32_t bodies_on_loop; /* bodies the loop's thread is receiving (c->body_on_loop) */
 	char scratch[65536];
 };
 
@@ -134,11 +135,14 @@ uint32_t rt_rx_threads(const struct rt_rx *rx);
 void rt_rx_arm(struct rt_rx *rx);
 /*
  * Give @c (CS_BODY, no operation pending, its timer set) to a receive
- * thread, if it is plain HTTP and enough is left. true: @c is the thread's
- * until rt_rx_on_back() hands it to rt_conn_rx_back(); false: still the
- * caller's (arm its receive as before).
+ * thread, if it is plain HTTP, enough is left, and another body is being
+ * received already (@on_loop by the loop's thread, or any by a receive
+ * thread): a lone body gains nothing from another thread (its client waits
+ * for the answer either way) and would pay the hand-off's two wake-ups.
+ * true: @c is the thread's until rt_rx_on_back() hands it to
+ * rt_conn_rx_back(); false: still the caller's (arm its receive as before).
  */
-bool rt_rx_give(struct rt_rx *rx, struct rt_conn *c);
+bool rt_rx_give(struct rt_rx *rx, struct rt_conn *c, uint32_t on_loop);
 /* OP_RX completed with @res: take back every connection returned, in order. */
 void rt_rx_on_back(struct rt_rx *rx, int res);
 /* rt_conn.c: @c is back from a receive thread with @res (enum rt_rx_res or -errno). */

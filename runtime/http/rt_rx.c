@@ -69,6 +69,7 @@ struct rt_rx {
 	uint64_t back_buf;        /* the loop's read of back.efd lands here */
 	uint32_t nthreads;
 	uint32_t next;            /* round robin among the least loaded */
+	uint32_t given;           /* held by all threads (the loop's thread's count) */
 	struct rt_rx_thread t[];
 };
 
@@ -397,12 +398,13 @@ void rt_rx_arm(struct rt_rx *rx)
 	io_uring_sqe_set_data64(sqe, ud_plain(OP_RX));
 }
 
-bool rt_rx_give(struct rt_rx *rx, struct rt_conn *c)
+bool rt_rx_give(struct rt_rx *rx, struct rt_conn *c, uint32_t on_loop)
 {
 	struct rt_rx_thread *best = NULL;
 
 	/* TLS bodies stay: their session also writes (tickets, alerts) and counts handshakes. */
-	if (!rx || c->tls || c->body_len - c->body_got < RT_RX_MIN_BYTES)
+	if (!rx || c->tls || c->body_len - c->body_got < RT_RX_MIN_BYTES ||
+	    on_loop + rx->given == 0)
 		return false;
 	assert(!c->rx_owned && !c->op_pending);
 	for (uint32_t k = 0; k < rx->nthreads; k++) {
@@ -413,6 +415,7 @@ bool rt_rx_give(struct rt_rx *rx, struct rt_conn *c)
 	}
 	rx->next = (best->idx + 1) % rx->nthreads;
 	best->given++;
+	rx->given++;
 	rx->loop->stats.rx_bodies++;
 	c->rx_owned = true;
 	c->rx_thread = (uint8_t)best->idx;
@@ -431,6 +434,7 @@ void rt_rx_on_back(struct rt_rx *rx, int res)
 		next = c->rx_next;
 		assert(c->rx_owned && c->rx_thread < rx->nthreads);
 		rx->t[c->rx_thread].given--;
+		rx->given--;
 		c->rx_owned = false;
 		c->rx_next = NULL;
 		rt_conn_rx_back(l, c, c->rx_res);

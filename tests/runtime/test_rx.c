@@ -39,7 +39,7 @@ struct rxt {
 	atomic_bool done;
 	uint32_t bodies, bodies_off_thread, bodies_bad, watched_elsewhere;
 	atomic_uint freed; /* the test's thread waits on it */
-	uint32_t heads;
+	atomic_uint heads; /* heads handled (their body set up): the test's thread waits on it */
 };
 
 static uint8_t pattern(uint64_t i, uint64_t len)
@@ -84,7 +84,6 @@ static void on_head(void *ctx, struct rt_conn *c)
 {
 	struct rxt *t = ctx;
 
-	t->heads++;
 	memset(c->user, 0, sizeof(struct watch));
 	c->body_heap = trib_malloc(c->req.content_length);
 	if (!c->body_heap) { /* no cr_assert off the test's thread: the client sees the 500 */
@@ -93,6 +92,7 @@ static void on_head(void *ctx, struct rt_conn *c)
 	}
 	rt_conn_watch_body(c, on_bytes);
 	rt_conn_read_body(c, c->body_heap, c->req.content_length, on_body);
+	atomic_fetch_add(&t->heads, 1);
 }
 
 static void on_free(void *ctx, struct rt_conn *c)
@@ -166,6 +166,31 @@ static int dial_ok(uint16_t port)
 	int fd = dial(port);
 
 	cr_assert_geq(fd, 0, "connect: %s", strerror(errno));
+	return fd;
+}
+
+static void send_all(int fd, const void *p, size_t n);
+
+/*
+ * A connection that sends a large body's head and half of it, then nothing: the loop's
+ * thread receives it (no other body is in flight), so every large body after it goes to a
+ * receive thread (rt_rx_give). Returns once the loop has set its body up.
+ */
+static int hold_body(struct rxt *t)
+{
+	static uint8_t part[BIG / 2];
+	unsigned before = atomic_load(&t->heads);
+	int fd = dial_ok(rt_loop_port(t->l));
+	char head[128];
+	int hl = snprintf(head, sizeof(head), "POST /u HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
+			  BIG);
+	uint64_t t0 = trib_now_ns();
+
+	send_all(fd, head, (size_t)hl);
+	send_all(fd, part, sizeof(part));
+	while (atomic_load(&t->heads) == before && trib_now_ns() - t0 < 10000000000ull)
+		usleep(1000);
+	cr_assert_gt(atomic_load(&t->heads), before, "the held body's head was handled");
 	return fd;
 }
 
@@ -244,7 +269,9 @@ Test(runtime_rx, bodies_are_received_on_receive_threads_and_answered_on_the_loop
 	struct client cl[CLIENTS];
 	struct rxt *t = start(2, 15, &tid);
 	uint16_t port = rt_loop_port(t->l);
+	int held = hold_body(t);
 
+	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 0, "a lone body stays on the loop");
 	for (int i = 0; i < CLIENTS; i++) {
 		cl[i] = (struct client){ .port = port };
 		cr_assert_eq(pthread_create(&ct[i], NULL, client_main, &cl[i]), 0);
@@ -255,6 +282,7 @@ Test(runtime_rx, bodies_are_received_on_receive_threads_and_answered_on_the_loop
 			cr_assert_eq(cl[i].statuses[r], 202, "client %d, request %d: %d", i, r,
 				     cl[i].statuses[r]);
 	}
+	close(held);
 	stop(t, tid);
 	cr_assert_eq(t->bodies, CLIENTS * PER_CLIENT);
 	cr_assert_eq(t->bodies_bad, 0, "every byte where it belongs, every piece watched");
@@ -264,7 +292,26 @@ Test(runtime_rx, bodies_are_received_on_receive_threads_and_answered_on_the_loop
 	cr_assert_eq(t->watched_elsewhere, CLIENTS * (PER_CLIENT - 1),
 		     "a large body's pieces were watched on a receive thread");
 	rt_loop_close(t->l);
-	cr_assert_eq(t->freed, CLIENTS);
+	cr_assert_eq(t->freed, CLIENTS + 1);
+}
+
+Test(runtime_rx, a_lone_body_stays_on_the_loop)
+{
+	pthread_t tid, ct;
+	struct client cl;
+	struct rxt *t = start(2, 15, &tid);
+
+	/* One client, one request at a time: no body is ever in flight beside another. */
+	cl = (struct client){ .port = rt_loop_port(t->l) };
+	cr_assert_eq(pthread_create(&ct, NULL, client_main, &cl), 0);
+	pthread_join(ct, NULL);
+	for (int r = 0; r < PER_CLIENT; r++)
+		cr_assert_eq(cl.statuses[r], 202);
+	stop(t, tid);
+	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 0, "no hand-off: its two wake-ups saved");
+	cr_assert_eq(t->watched_elsewhere, 0);
+	cr_assert_eq(t->bodies_bad, 0);
+	rt_loop_close(t->l);
 }
 
 Test(runtime_rx, without_receive_threads_the_loop_receives_everything)
@@ -289,26 +336,24 @@ Test(runtime_rx, a_body_stalled_on_a_receive_thread_gets_408_after_the_body_time
 {
 	pthread_t tid;
 	struct rxt *t = start(1, 1, &tid);
-	int fd = dial_ok(rt_loop_port(t->l));
-	static uint8_t part[BIG / 2];
-	char head[128], got[512];
-	int hl = snprintf(head, sizeof(head), "POST /u HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
-			  BIG);
-	uint64_t t0;
+	int on_loop = hold_body(t), fd = hold_body(t); /* half a body each, then nothing */
+	char got[512];
+	uint64_t t0 = trib_now_ns();
 	int st;
 
-	send_all(fd, head, (size_t)hl);
-	send_all(fd, part, sizeof(part)); /* half the body, then nothing */
-	t0 = trib_now_ns();
+	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 1, "the second is the thread's");
 	st = read_status(fd, got, sizeof(got));
 	cr_assert_eq(st, 408, "got %d: %s", st, got);
 	cr_assert_lt(trib_now_ns() - t0, 3000000000ull, "1 s timeout, 200 ms ticks");
 	cr_assert_eq(recv(fd, got, sizeof(got), 0), 0, "then closed");
+	st = read_status(on_loop, got, sizeof(got));
+	cr_assert_eq(st, 408, "the loop's own, the same: got %d: %s", st, got);
 	close(fd);
+	close(on_loop);
 	stop(t, tid);
 	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 1);
-	cr_assert_eq(rt_loop_stats(t->l)->timed_out[RT_TO_BODY], 1, "counted as a body timeout");
-	cr_assert_eq(t->freed, 1, "the connection (and what it held) released");
+	cr_assert_eq(rt_loop_stats(t->l)->timed_out[RT_TO_BODY], 2, "both counted as body timeouts");
+	cr_assert_eq(t->freed, 2, "the connections (and what they held) released");
 	cr_assert_eq(t->bodies, 0);
 	rt_loop_close(t->l);
 }
@@ -317,45 +362,35 @@ Test(runtime_rx, a_client_gone_mid_body_frees_its_connection_and_accepts_nothing
 {
 	pthread_t tid;
 	struct rxt *t = start(1, 15, &tid);
-	int fd = dial_ok(rt_loop_port(t->l));
-	static uint8_t part[BIG / 2];
-	char head[128];
-	int hl = snprintf(head, sizeof(head), "POST /u HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
-			  BIG);
+	int on_loop = hold_body(t), fd = hold_body(t);
 	uint64_t t0 = trib_now_ns();
 
-	send_all(fd, head, (size_t)hl);
-	send_all(fd, part, sizeof(part));
+	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 1, "the second is the thread's");
 	close(fd);
 	while (atomic_load(&t->freed) == 0 &&
 	       trib_now_ns() - t0 < 5000000000ull)
 		usleep(10000);
 	stop(t, tid);
-	cr_assert_eq(t->freed, 1);
+	cr_assert_eq(t->freed, 1, "the one that went, not the one the loop holds");
 	cr_assert_eq(t->bodies, 0, "a half body is never handed up");
 	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 1);
 	rt_loop_close(t->l);
+	close(on_loop);
 }
 
 Test(runtime_rx, closing_the_loop_takes_back_a_body_a_thread_holds)
 {
 	pthread_t tid;
 	struct rxt *t = start(2, 15, &tid);
-	int fd = dial_ok(rt_loop_port(t->l));
-	static uint8_t part[BIG / 2];
-	char head[128];
-	int hl = snprintf(head, sizeof(head), "POST /u HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
-			  BIG);
+	int on_loop = hold_body(t), fd = hold_body(t);
 
-	send_all(fd, head, (size_t)hl);
-	send_all(fd, part, sizeof(part));
-	usleep(300000); /* the head is handled, the body is on a receive thread */
 	stop(t, tid);
-	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 1);
+	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 1, "the second is a thread's");
 	cr_assert_eq(t->freed, 0, "still held");
-	rt_loop_close(t->l); /* shuts it, joins the threads, frees it (ASan: no leak) */
-	cr_assert_eq(t->freed, 1);
+	rt_loop_close(t->l); /* shuts both, joins the threads, frees them (ASan: no leak) */
+	cr_assert_eq(t->freed, 2);
 	close(fd);
+	close(on_loop);
 }
 
 Test(runtime_rx, default_threads_are_half_the_cores_at_most_4_none_on_one)
