@@ -143,7 +143,7 @@ static void conn_close(struct rt_loop *l, struct rt_conn *c)
 
 static void tls_submit(struct rt_conn *c, enum tls_op op, const void *buf, size_t len)
 {
-	struct io_uring_sqe *sqe = rt_loop_sqe(c->loop);
+	struct io_uring_sqe *sqe = rt_ring_sqe(c->ring);
 
 	if (op == TLS_OP_RECV)
 		io_uring_prep_recv(sqe, c->fd, (void *)buf, len, 0);
@@ -283,7 +283,7 @@ static void arm_conn_recv(struct rt_conn *c, void *buf, size_t len)
 		tls_arm_recv(c);
 		return;
 	}
-	sqe = rt_loop_sqe(c->loop);
+	sqe = rt_ring_sqe(c->ring);
 
 	io_uring_prep_recv(sqe, c->fd, buf, len, 0);
 	io_uring_sqe_set_data64(sqe, ud_conn(c));
@@ -301,7 +301,7 @@ static void arm_conn_send(struct rt_conn *c)
 		tls_arm_send(c);
 		return;
 	}
-	sqe = rt_loop_sqe(c->loop);
+	sqe = rt_ring_sqe(c->ring);
 
 	/* One send per head and body piece; partial sends resume where they stopped. */
 	if (c->sent < hl)
@@ -515,6 +515,16 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 	arm_conn_recv(c, dst + c->body_got, len - c->body_got);
 }
 
+void rt_conn_arm_body_recv(struct rt_conn *c)
+{
+	arm_conn_recv(c, c->body_dst + c->body_got, c->body_len - c->body_got);
+}
+
+bool rt_conn_tls_step(struct rt_conn *c, int *res)
+{
+	return tls_complete(c, res);
+}
+
 void rt_conn_rx_back(struct rt_loop *l, struct rt_conn *c, int res)
 {
 	assert(c->state == CS_BODY && !c->op_pending && !c->dead);
@@ -702,6 +712,7 @@ static struct rt_conn *conn_new(struct rt_loop *l, int fd)
 	if (!c)
 		return NULL;
 	c->loop = l;
+	c->ring = l->detached ? NULL : &l->ring;
 	c->fd = fd;
 	c->next = l->conns;
 	if (l->conns)

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "rt_http.h"
+
+struct io_uring;
 #include "rt_tls.h"
 #include "trib_blob.h"
 
@@ -70,8 +72,9 @@ struct rt_loop;
  * off the return queue (rt_rx_on_back()). Meanwhile the loop's thread reads
  * only fd, prev, next (set at accept, changed by no one else) and rx_owned,
  * and does nothing to it but shutdown(fd) (a drain); the receive thread
- * touches body_got, deadline_ns, the rx_* fields, the body's bytes and
- * whatever on_body_bytes touches, nothing of the loop's or the node's. The
+ * touches body_got, deadline_ns, op_pending, ring, the rx_* fields, the
+ * body's bytes, a TLS connection's session (tls, tls_*), and whatever
+ * on_body_bytes touches, nothing of the loop's or the node's. The
  * queues are mutex-protected, so every write before a hand-off is seen after
  * it. Asserted at both ends (rt_rx.c).
  */
@@ -83,6 +86,7 @@ struct rt_conn {
 	bool op_pending;
 	bool dead;                /* shut down; free once the pending op completes */
 	bool body_on_loop;        /* its body is being received by the loop's thread (counted) */
+	struct io_uring *ring;    /* where its operations go: its owner's ring (NULL: detached) */
 	struct rt_conn *prev, *next; /* all connections */
 
 	/* request head */

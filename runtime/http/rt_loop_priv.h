@@ -100,6 +100,18 @@ struct rt_loop {
 	char scratch[65536];
 };
 
+/* A free submission entry of @r (submits the queue first when it is full). */
+static inline struct io_uring_sqe *rt_ring_sqe(struct io_uring *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+
+	if (!sqe) {
+		io_uring_submit(r);
+		sqe = io_uring_get_sqe(r);
+	}
+	return sqe;
+}
+
 /* A free submission entry (submits the queue first when it is full). */
 struct io_uring_sqe *rt_loop_sqe(struct rt_loop *l);
 
@@ -135,7 +147,7 @@ uint32_t rt_rx_threads(const struct rt_rx *rx);
 void rt_rx_arm(struct rt_rx *rx);
 /*
  * Give @c (CS_BODY, no operation pending, its timer set) to a receive
- * thread, if it is plain HTTP, enough is left, and another body is being
+ * thread, if enough is left (plain or TLS), and another body is being
  * received already (@on_loop by the loop's thread, or any by a receive
  * thread): a lone body gains nothing from another thread (its client waits
  * for the answer either way) and would pay the hand-off's two wake-ups.
@@ -147,5 +159,15 @@ bool rt_rx_give(struct rt_rx *rx, struct rt_conn *c, uint32_t on_loop);
 void rt_rx_on_back(struct rt_rx *rx, int res);
 /* rt_conn.c: @c is back from a receive thread with @res (enum rt_rx_res or -errno). */
 void rt_conn_rx_back(struct rt_loop *l, struct rt_conn *c, int res);
+/*
+ * rt_conn.c, for the thread that owns @c (either): receive the rest of its body into
+ * body_dst on c->ring (through its TLS session, if any). One operation; op_pending set.
+ */
+void rt_conn_arm_body_recv(struct rt_conn *c);
+/*
+ * rt_conn.c: a TLS connection's operation completed with *res: true with *res the
+ * plaintext bytes (<= 0: closed or failed), false if the session armed another operation.
+ */
+bool rt_conn_tls_step(struct rt_conn *c, int *res);
 
 #endif

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* Body-receive threads: large plain-HTTP bodies are received (and watched) off the loop's thread. */
+/* Body-receive threads: large bodies are received, decrypted and watched off the loop's thread. */
 #include <assert.h>
 #include <errno.h>
 #include <poll.h>
@@ -38,12 +38,16 @@ struct rx_fifo {
 	bool stop;         /* to a thread's inbound FIFO: exit */
 };
 
-/* io_uring user_data of a receive thread's ring: a connection's pointer, or these (low bits). */
+/*
+ * io_uring user_data of a receive thread's ring: a connection's operation is
+ * ud_conn(c), as on the loop's ring (rt_conn.c arms it on c->ring, either
+ * ring); the thread's own are these tags.
+ */
 enum rx_tag {
-	RXT_NONE = 0, /* a cancel's own completion */
-	RXT_CONN = 1, /* a body's receive: bits 3..63 the connection */
-	RXT_WAKE = 2, /* the inbound eventfd's read */
-	RXT_TICK = 3, /* the timer check */
+	RXT_NONE = OP_NONE,  /* a cancel's own completion */
+	RXT_CONN = OP_CONN,  /* a body's receive (TLS: or a session's send or nop) */
+	RXT_WAKE = OP_SIGNAL, /* the inbound eventfd's read */
+	RXT_TICK = OP_TICK,  /* the timer check */
 };
 
 struct rt_rx_thread {
@@ -159,13 +163,11 @@ static void rx_arm_tick(struct rt_rx_thread *t)
 	io_uring_sqe_set_data64(sqe, RXT_TICK);
 }
 
+/* On c->ring, which is this thread's while it holds @c. */
 static void rx_arm_recv(struct rt_rx_thread *t, struct rt_conn *c)
 {
-	struct io_uring_sqe *sqe = rx_sqe(t);
-
-	io_uring_prep_recv(sqe, c->fd, c->body_dst + c->body_got,
-			   c->body_len - c->body_got, 0);
-	io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | RXT_CONN);
+	assert(c->ring == &t->ring);
+	rt_conn_arm_body_recv(c);
 }
 
 /* The body moved (or starts here): its timer starts again, as on the loop (rt_conn.c). */
@@ -204,6 +206,7 @@ static void rx_on_wake(struct rt_rx_thread *t, bool *stop)
 		if (t->held)
 			t->held->rx_prev = c;
 		t->held = c;
+		c->ring = &t->ring;
 		rx_timer(t, c);
 		rx_arm_recv(t, c);
 	}
@@ -214,11 +217,15 @@ static void rx_on_wake(struct rt_rx_thread *t, bool *stop)
 /* A piece of @c's body landed (@res bytes), or its receive failed. */
 static void rx_on_recv(struct rt_rx_thread *t, struct rt_conn *c, int res)
 {
+	c->op_pending = false;
 	if (c->rx_expired) {
 		/* Its timer ran out first: closing anyway, a last piece changes nothing. */
 		rx_give_back(t, c, RT_RX_TIMED_OUT);
 		return;
 	}
+	/* TLS: a record's ciphertext, a flush or a nop; false: the session armed the next. */
+	if (c->tls && !rt_conn_tls_step(c, &res))
+		return;
 	if (res <= 0) {
 		/* The client went away mid-body (or shutdown by a drain): nothing was accepted. */
 		rx_give_back(t, c, res ? res : -ECONNRESET);
@@ -250,7 +257,7 @@ static void rx_expire(struct rt_rx_thread *t, uint64_t now_ns)
 			continue;
 		c->rx_expired = true;
 		sqe = rx_sqe(t);
-		io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)c | RXT_CONN, 0);
+		io_uring_prep_cancel64(sqe, ud_conn(c), 0);
 		io_uring_sqe_set_data64(sqe, RXT_NONE);
 	}
 }
@@ -402,9 +409,12 @@ bool rt_rx_give(struct rt_rx *rx, struct rt_conn *c, uint32_t on_loop)
 {
 	struct rt_rx_thread *best = NULL;
 
-	/* TLS bodies stay: their session also writes (tickets, alerts) and counts handshakes. */
-	if (!rx || c->tls || c->body_len - c->body_got < RT_RX_MIN_BYTES ||
-	    on_loop + rx->given == 0)
+	/*
+	 * TLS bodies go too: the handshake is done (its counters are not touched again
+	 * while the body is read), and the session, its buffers and its pending flush are
+	 * the connection's own, driven by whichever thread holds it.
+	 */
+	if (!rx || c->body_len - c->body_got < RT_RX_MIN_BYTES || on_loop + rx->given == 0)
 		return false;
 	assert(!c->rx_owned && !c->op_pending);
 	for (uint32_t k = 0; k < rx->nthreads; k++) {
@@ -437,6 +447,7 @@ void rt_rx_on_back(struct rt_rx *rx, int res)
 		rx->given--;
 		c->rx_owned = false;
 		c->rx_next = NULL;
+		c->ring = &l->ring;
 		rt_conn_rx_back(l, c, c->rx_res);
 	}
 	if (!l->stop)

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,8 +13,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+#include <stdlib.h>
+
 #include "rt_loop.h"
 #include "rt_loop_priv.h"
+#include "rt_tls.h"
 #include "trib_alloc.h"
 #include "trib_time.h"
 
@@ -122,11 +127,13 @@ static void *loop_main(void *arg)
  * A loop with @rx receive threads on 127.0.0.1, run on its own thread (*tid). Nothing
  * off the test's own thread uses cr_assert: failures show in what the test checks after.
  */
-static struct rxt *start(uint32_t rx, uint32_t body_timeout_s, pthread_t *tid)
+static struct rxt *start_tls(uint32_t rx, uint32_t body_timeout_s, pthread_t *tid,
+			     struct rt_tls_ctx *tls)
 {
 	static struct rxt t;
 	struct rt_loop_opts o = { .listen_host = "127.0.0.1", .signal_fd = -1,
-				  .limits = { 10, body_timeout_s, 60, 0 }, .rx_threads = rx };
+				  .limits = { 10, body_timeout_s, 60, 0 }, .tls = tls,
+				  .rx_threads = rx };
 	struct rt_loop_hooks lh = { .ctx = &t, .before_wait = before_wait };
 	struct rt_conn_hooks ch = { .ctx = &t, .on_head = on_head, .on_free = on_free };
 
@@ -135,6 +142,11 @@ static struct rxt *start(uint32_t rx, uint32_t body_timeout_s, pthread_t *tid)
 	cr_assert_eq(rt_loop_stats(t.l)->rx_threads, rx);
 	cr_assert_eq(pthread_create(tid, NULL, loop_main, &t), 0);
 	return &t;
+}
+
+static struct rxt *start(uint32_t rx, uint32_t body_timeout_s, pthread_t *tid)
+{
+	return start_tls(rx, body_timeout_s, tid, NULL);
 }
 
 static void stop(struct rxt *t, pthread_t tid)
@@ -402,4 +414,152 @@ Test(runtime_rx, default_threads_are_half_the_cores_at_most_4_none_on_one)
 	cr_assert_eq(rt_rx_threads_default(64), RT_RX_THREADS_DEFAULT_MAX);
 	cr_assert_eq(rt_rx_threads_default(0), 0);
 	cr_assert_eq(rt_rx_threads_default(-1), 0);
+}
+
+/* --- HTTPS: the session's records decrypted on a receive thread --- */
+
+static SSL *tls_dial(SSL_CTX *cctx, uint16_t port)
+{
+	int fd = dial(port);
+	SSL *ssl;
+
+	if (fd < 0)
+		return NULL;
+	ssl = SSL_new(cctx);
+	if (!ssl || SSL_set_fd(ssl, fd) != 1 || SSL_connect(ssl) != 1) {
+		SSL_free(ssl);
+		close(fd);
+		return NULL;
+	}
+	return ssl;
+}
+
+static void tls_hangup(SSL *ssl)
+{
+	int fd = SSL_get_fd(ssl);
+
+	SSL_free(ssl);
+	close(fd);
+}
+
+static bool tls_send_all(SSL *ssl, const void *p, size_t n)
+{
+	while (n) {
+		int k = SSL_write(ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+
+		if (k <= 0)
+			return false;
+		p = (const char *)p + k;
+		n -= (size_t)k;
+	}
+	return true;
+}
+
+/* read_status() over the session. */
+static int tls_read_status(SSL *ssl)
+{
+	char got[512];
+	size_t n = 0, need = 0;
+	const char *end = NULL, *cl;
+
+	while (n + 1 < sizeof(got)) {
+		if (SSL_read(ssl, got + n, 1) != 1)
+			return -1;
+		got[++n] = '\0';
+		if (!end && (end = strstr(got, "\r\n\r\n"))) {
+			cl = strstr(got, "Content-Length: ");
+			need = (size_t)(end + 4 - got) + (cl ? (size_t)atoi(cl + 16) : 0);
+		}
+		if (end && n == need)
+			return atoi(got + 9);
+	}
+	return -1;
+}
+
+struct tls_client {
+	SSL_CTX *cctx;
+	uint16_t port;
+	int statuses[2];
+};
+
+static void *tls_client_main(void *arg)
+{
+	struct tls_client *cl = arg;
+	SSL *ssl = tls_dial(cl->cctx, cl->port);
+	uint8_t *body = trib_malloc(BIG + 2);
+	char head[128];
+
+	cl->statuses[0] = cl->statuses[1] = -1;
+	for (int r = 0; r < 2 && ssl && body; r++) {
+		uint64_t len = BIG + (uint64_t)r;
+		int hl = snprintf(head, sizeof(head),
+				  "POST /u HTTP/1.1\r\nContent-Length: %llu\r\n\r\n",
+				  (unsigned long long)len);
+
+		for (uint64_t i = 0; i < len; i++)
+			body[i] = pattern(i, len);
+		if (!tls_send_all(ssl, head, (size_t)hl) || !tls_send_all(ssl, body, len))
+			break;
+		cl->statuses[r] = tls_read_status(ssl);
+	}
+	trib_free(body);
+	if (ssl)
+		tls_hangup(ssl);
+	return NULL;
+}
+
+Test(runtime_rx, https_bodies_are_decrypted_on_receive_threads)
+{
+	char dir[] = "/tmp/trib-rx-tls-XXXXXX", cert[PATH_MAX], key[PATH_MAX], why[512];
+	static uint8_t part[BIG / 2];
+	struct tls_client cl[3];
+	struct rt_tls_ctx *sctx;
+	pthread_t tid, ct[3];
+	SSL_CTX *cctx;
+	struct rxt *t;
+	char head[128];
+	unsigned before;
+	bool created;
+	SSL *held;
+	int hl = snprintf(head, sizeof(head), "POST /u HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
+			  BIG);
+
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(rt_tls_self_signed(dir, "127.0.0.1", cert, key, sizeof(cert), &created, why,
+					sizeof(why)), 0, "%s", why);
+	cr_assert_eq(rt_tls_ctx_open(&sctx, cert, key, why, sizeof(why)), 0, "%s", why);
+	cctx = SSL_CTX_new(TLS_client_method());
+	cr_assert_not_null(cctx);
+	SSL_CTX_set_verify(cctx, SSL_VERIFY_NONE, NULL); /* the session, not the PKI, is tested */
+	t = start_tls(2, 15, &tid, sctx);
+	/* Half a body on the loop first: every body after it goes to a receive thread. */
+	before = atomic_load(&t->heads);
+	held = tls_dial(cctx, rt_loop_port(t->l));
+	cr_assert_not_null(held);
+	cr_assert(tls_send_all(held, head, (size_t)hl) && tls_send_all(held, part, sizeof(part)));
+	for (int i = 0; i < 1000 && atomic_load(&t->heads) == before; i++)
+		usleep(10000);
+	cr_assert_gt(atomic_load(&t->heads), before);
+	for (int i = 0; i < 3; i++) {
+		cl[i] = (struct tls_client){ .cctx = cctx, .port = rt_loop_port(t->l) };
+		cr_assert_eq(pthread_create(&ct[i], NULL, tls_client_main, &cl[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(ct[i], NULL);
+		cr_assert_eq(cl[i].statuses[0], 202, "client %d: %d", i, cl[i].statuses[0]);
+		cr_assert_eq(cl[i].statuses[1], 202, "client %d: %d", i, cl[i].statuses[1]);
+	}
+	tls_hangup(held);
+	stop(t, tid);
+	cr_assert_eq(rt_loop_stats(t->l)->rx_bodies, 6);
+	cr_assert_eq(t->watched_elsewhere, 6, "decrypted and watched on a receive thread");
+	cr_assert_eq(t->bodies_bad, 0, "every plaintext byte where it belongs");
+	cr_assert_eq(t->bodies_off_thread, 0);
+	cr_assert_eq(rt_tls_ctx_stats(sctx)->handshakes, 4);
+	rt_loop_close(t->l);
+	rt_tls_ctx_close(sctx);
+	SSL_CTX_free(cctx);
+	unlink(cert);
+	unlink(key);
+	rmdir(dir);
 }
