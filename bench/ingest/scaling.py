@@ -90,7 +90,7 @@ def one(build, work, rx, conns, updates, params):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
-    ap.add_argument("--rx", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+    ap.add_argument("--rx", type=int, default=min(4, max(1, (os.cpu_count() or 2) // 2)),
                     help="receive threads of the B runs (default: tributary's default)")
     ap.add_argument("--updates", type=int, default=192)
     ap.add_argument("--params", type=int, default=1000000)
