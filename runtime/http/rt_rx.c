@@ -136,13 +136,7 @@ static struct rt_conn *fifo_take(struct rx_fifo *f, bool *stop)
 
 static struct io_uring_sqe *rx_sqe(struct rt_rx_thread *t)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
-
-	if (!sqe) {
-		io_uring_submit(&t->ring);
-		sqe = io_uring_get_sqe(&t->ring);
-	}
-	return sqe;
+	return rt_ring_sqe(&t->ring);
 }
 
 static void rx_arm_wake(struct rt_rx_thread *t)
@@ -287,6 +281,7 @@ static void *rx_main(void *arg)
 				   strerror(-err));
 			while (t->held) {
 				shutdown(t->held->fd, SHUT_RDWR);
+				t->held->op_pending = false; /* its ring completes nothing more */
 				rx_give_back(t, t->held, -EIO);
 			}
 			break;
