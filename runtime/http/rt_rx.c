@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -315,6 +316,7 @@ static void *rx_main(void *arg)
 int rt_rx_open(struct rt_loop *l, uint32_t nthreads, struct rt_rx **out)
 {
 	struct rt_rx *rx;
+	sigset_t all, old;
 	uint32_t i;
 	int err;
 
@@ -345,7 +347,15 @@ int rt_rx_open(struct rt_loop *l, uint32_t nthreads, struct rt_rx **out)
 			goto err_threads;
 		}
 		t->ring_ok = true;
+		/*
+		 * No signal is ever this thread's: the loop reads them from its signalfd,
+		 * which sees only those blocked in every thread (the caller's mask may not
+		 * block them all yet: a library cannot know).
+		 */
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
 		err = -pthread_create(&t->tid, NULL, rx_main, t);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (err) {
 			trib_error("receive thread %u: %s", i, strerror(-err));
 			goto err_threads;
