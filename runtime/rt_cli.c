@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ctl_cluster.h"
 #include "ctl_store.h"
@@ -36,7 +37,7 @@ static void usage(FILE *f)
 		"             [--arena-mb N] [--no-huge] [--arena-path FILE] [--fresh]\n"
 		"             [--durability memory|disk] [--port-file FILE]\n"
 		"             [--dataplane shm+bpf|shm+unix|tcp] [--warm-s N] [--fn-pool N]\n"
-		"             [--fold-cores N]\n"
+		"             [--fold-cores N] [--rx-threads N]\n"
 		"             [--head-timeout-s N] [--body-timeout-s N] [--idle-timeout-s N]\n"
 		"             [--max-connections N] [--metrics-jobs]\n"
 		"             [--tls-cert FILE --tls-key FILE | --tls self-signed]\n"
@@ -90,6 +91,9 @@ static void usage(FILE *f)
 		"  --fold-cores N         cores the autoscaler counts: it keeps at most N - 1\n"
 		"                         leaves folding, one core being the gateway's\n"
 		"                         (default 0: the cores online)\n"
+		"  --rx-threads N         threads that receive (and decrypt, and check) large\n"
+		"                         bodies beside the gateway's loop while it has several\n"
+		"                         (default: half the cores online, at most 4; 0: none)\n"
 		"  --tls-cert FILE        serve HTTPS (TLS 1.3 and 1.2) with this PEM certificate\n"
 		"  --tls-key FILE         (chain) and its PEM private key\n"
 		"  --tls self-signed      serve HTTPS with DIR/tls-cert.pem and DIR/tls-key.pem, made\n"
@@ -162,6 +166,7 @@ enum {
 	OPT_TLS,
 	OPT_DURABILITY,
 	OPT_FOLD_CORES,
+	OPT_RX_THREADS,
 };
 
 /* The gateway's admission options (OPT_*); 0, or 2 (usage error, said). */
@@ -234,6 +239,7 @@ static const struct option up_lopts[] = {
 	{ "warm-s", required_argument, NULL, 'w' },
 	{ "fn-pool", required_argument, NULL, 'Q' },
 	{ "fold-cores", required_argument, NULL, OPT_FOLD_CORES },
+	{ "rx-threads", required_argument, NULL, OPT_RX_THREADS },
 	{ "head-timeout-s", required_argument, NULL, OPT_HEAD_TIMEOUT },
 	{ "body-timeout-s", required_argument, NULL, OPT_BODY_TIMEOUT },
 	{ "idle-timeout-s", required_argument, NULL, OPT_IDLE_TIMEOUT },
@@ -399,6 +405,14 @@ static int up_opt(int c, const char *arg, bool node, struct rt_node_opts *o, cha
 		}
 		o->fold_cores = (uint32_t)v;
 		return 0;
+	case OPT_RX_THREADS:
+		if (trib_parse_u64(arg, 0, RT_RX_THREADS_MAX, &v)) {
+			fprintf(stderr, "tributary up: --rx-threads wants 0..%d threads, got '%s'\n",
+				RT_RX_THREADS_MAX, arg);
+			return 2;
+		}
+		o->rx_threads = (uint32_t)v;
+		return 0;
 	case 'D':
 		o->dataplane = rt_dataplane_from_name(arg);
 		if (o->dataplane)
@@ -426,6 +440,7 @@ static int cmd_up(int argc, char **argv, bool node)
 		.idle_timeout_s = RT_IDLE_TIMEOUT_S,
 		.client_inflight = 2,
 		.job_inflight_pct = 75,
+		.rx_threads = rt_rx_threads_default(sysconf(_SC_NPROCESSORS_ONLN)),
 	};
 	const char *cmd = node ? "node" : "up";
 	struct rt_up_tls tls = { 0 };

@@ -269,7 +269,7 @@ static int loop_open(struct rt_up *up)
 	const struct rt_node_opts *o = &up->node->opts;
 	struct rt_loop_opts lo = { o->listen_host, o->listen_port, o->port_file, up->sfd,
 				   { o->head_timeout_s, o->body_timeout_s, o->idle_timeout_s,
-				     o->max_connections }, up->tls };
+				     o->max_connections }, up->tls, o->rx_threads };
 	struct rt_loop_hooks lh = { up, on_tick, on_signal, before_wait };
 	struct rt_conn_hooks ch;
 	int err;

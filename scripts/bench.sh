@@ -24,6 +24,10 @@ up_start "$build" || exit 1
 up_stop
 
 echo
+echo "== bench/ingest/scaling.py: 16 connections, gateway on every core (--rx-threads) vs one core"
+/usr/bin/python3 "$root/bench/ingest/scaling.py" --build "$build" || rc=1
+
+echo
 echo "== bench/hop: one descriptor hop, sk_msg redirect vs Unix socket vs loopback TCP"
 "$build/bench/hop/bench_hop" || rc=1
 

@@ -242,9 +242,10 @@ class Server:
     """One running server. kind: 'tributary' (mode = data plane), 'python' or 'nginx'.
 
     url, data_dir (where admin-token is), pid. stop() returns the wait4 rusage of the server.
+    extra: more options of `tributary up` (Tributary only), e.g. ("--rx-threads", "0").
     """
 
-    def __init__(self, kind, build, workdir, mode="shm+bpf", arena_mb=1024):
+    def __init__(self, kind, build, workdir, mode="shm+bpf", arena_mb=1024, extra=()):
         self.kind, self.mode = kind, mode
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
@@ -255,7 +256,7 @@ class Server:
         if kind == "tributary":
             cmd = [os.path.join(build, "tributary"), "up", "--listen", "127.0.0.1:0",
                    "--port-file", port_file, "--data-dir", self.data_dir,
-                   "--arena-mb", str(arena_mb), "--dataplane", mode]
+                   "--arena-mb", str(arena_mb), "--dataplane", mode] + list(extra)
         elif kind == "python":
             cmd = [PY, os.path.join(HERE, "py_server.py"), "--listen", "127.0.0.1:0",
                    "--port-file", port_file, "--data-dir", self.data_dir]

@@ -26,9 +26,13 @@ struct rt_api_req {
 	bool inflight;            /* its body counts in the job's and client's bodies in flight */
 	uint64_t slot_off;        /* arena slot holding the body, UINT64_MAX if none */
 	uint64_t slot_len;
-	/* a raw f32 body checked as it arrives (on_update_bytes): bytes checked, a bad value seen */
+	/*
+	 * a raw f32 body checked as it arrives (on_update_bytes, maybe on a receive thread:
+	 * it reads only these): bytes checked, a bad value seen, the bound |x| <= limit
+	 */
 	uint64_t checked;
 	bool check_bad;
+	float check_limit;
 	/* long poll */
 	struct rt_conn *wnext;    /* the API's list of parked connections */
 	uint64_t deadline_ns;

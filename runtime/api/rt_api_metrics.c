@@ -235,6 +235,14 @@ static void metrics_admission(struct mtext *t, const struct rt_loop_stats *ls)
 		OUT("tributary_requests_timed_out_total{phase=\"%s\"} %llu\n",
 		    rt_timeout_phase_name((enum rt_timeout_phase)p),
 		    (unsigned long long)ls->timed_out[p]);
+	OUT("# HELP tributary_gateway_rx_threads Body-receive threads (--rx-threads).\n"
+	    "# TYPE tributary_gateway_rx_threads gauge\n"
+	    "tributary_gateway_rx_threads %u\n"
+	    "# HELP tributary_gateway_rx_bodies_total Request bodies received on a body-receive "
+	    "thread rather than the event loop's.\n"
+	    "# TYPE tributary_gateway_rx_bodies_total counter\n"
+	    "tributary_gateway_rx_bodies_total %llu\n", ls->rx_threads,
+	    (unsigned long long)ls->rx_bodies);
 	if (!ls->tls)
 		return;
 	OUT("# HELP tributary_tls_handshakes_total TLS handshakes completed.\n"

@@ -336,19 +336,31 @@ static bool store_refuse(struct rt_conn *c, struct rt_job *j)
  * ingest). Bytes already received do not change, so a piece checked now stays checked. The
  * first bad value stops the checking; on_update_body then runs the full check, which names it.
  */
-static void on_update_bytes(struct rt_conn *c)
+/*
+ * The bound of a raw f32 body's values, FN_FOLD_TERM_MAX / w, for the weight it will be folded
+ * with; fedau: its weight is not known yet, and no estimate exceeds the cutoff K.
+ */
+static float update_check_limit(const struct rt_job *j, double weight)
 {
-	struct rt_job *j = R(c)->job;
-	/* fedau: its weight is not known yet; no estimate exceeds the cutoff K. */
 	double w = j->algo.par.flags & FN_PAR_UNWEIGHTED ? 1.0
 		   : j->algo.fedau			    ? (double)j->algo.fedau_k
-							    : R(c)->weight;
+							    : weight;
+
+	return (float)(FN_FOLD_TERM_MAX / w);
+}
+
+/*
+ * More of a raw f32 body landed. It may run on a body-receive thread (rt_loop.h,
+ * rt_conn_watch_body): it reads the body and R(c)'s check fields only, no job.
+ */
+static void on_update_bytes(struct rt_conn *c)
+{
 	uint64_t from = R(c)->checked, to = c->body_got & ~3ull;
 
 	if (R(c)->check_bad || to <= from)
 		return;
 	if (fn_dequant_check_bound(c->body_dst + from, SHM_DTYPE_F32, (size_t)(to - from) / 4,
-				   (float)(FN_FOLD_TERM_MAX / w), NULL))
+				   R(c)->check_limit, NULL))
 		R(c)->check_bad = true;
 	else
 		R(c)->checked = to;
@@ -676,6 +688,7 @@ void rt__api_handle_update(struct rt_conn *c, struct rt_job *j)
 	rt__api_update_begin(c, j);
 	R(c)->checked = 0;
 	R(c)->check_bad = false;
+	R(c)->check_limit = update_check_limit(j, R(c)->weight);
 	if (!R(c)->safetensors && !R(c)->np_fmt)
 		rt_conn_watch_body(c, on_update_bytes);
 	rt_conn_read_body(c, shm_arena_ptr(n->arena, R(c)->slot_off), c->req.content_length,

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
 /* Client connections of the loop: read a head, hand it up, receive a body, send the response. */
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -58,8 +59,18 @@ void *rt_conn_ctx(const struct rt_conn *c)
 	return c->loop->conn_hooks.ctx;
 }
 
+/* @c's body is no longer the loop's to receive (whole, or the connection goes). */
+static void body_off_loop(struct rt_loop *l, struct rt_conn *c)
+{
+	if (!c->body_on_loop)
+		return;
+	c->body_on_loop = false;
+	l->bodies_on_loop--;
+}
+
 void rt_conn_free(struct rt_loop *l, struct rt_conn *c)
 {
+	body_off_loop(l, c);
 	if (l->conn_hooks.on_free)
 		l->conn_hooks.on_free(l->conn_hooks.ctx, c);
 	if (c->prev)
@@ -132,7 +143,7 @@ static void conn_close(struct rt_loop *l, struct rt_conn *c)
 
 static void tls_submit(struct rt_conn *c, enum tls_op op, const void *buf, size_t len)
 {
-	struct io_uring_sqe *sqe = rt_loop_sqe(c->loop);
+	struct io_uring_sqe *sqe = rt_ring_sqe(c->ring);
 
 	if (op == TLS_OP_RECV)
 		io_uring_prep_recv(sqe, c->fd, (void *)buf, len, 0);
@@ -272,7 +283,7 @@ static void arm_conn_recv(struct rt_conn *c, void *buf, size_t len)
 		tls_arm_recv(c);
 		return;
 	}
-	sqe = rt_loop_sqe(c->loop);
+	sqe = rt_ring_sqe(c->ring);
 
 	io_uring_prep_recv(sqe, c->fd, buf, len, 0);
 	io_uring_sqe_set_data64(sqe, ud_conn(c));
@@ -290,7 +301,7 @@ static void arm_conn_send(struct rt_conn *c)
 		tls_arm_send(c);
 		return;
 	}
-	sqe = rt_loop_sqe(c->loop);
+	sqe = rt_ring_sqe(c->ring);
 
 	/* One send per head and body piece; partial sends resume where they stopped. */
 	if (c->sent < hl)
@@ -327,6 +338,7 @@ static void conn_reset_request(struct rt_conn *c)
 }
 
 static void conn_process_head(struct rt_loop *l, struct rt_conn *c);
+static void conn_expire(struct rt_loop *l, struct rt_conn *c);
 
 /* Start on the next request: bytes already received after the last one are parsed first. */
 static void conn_next_request(struct rt_loop *l, struct rt_conn *c)
@@ -496,7 +508,39 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
 		return;
 	}
 	conn_timer(c, RT_TO_BODY);
+	if (rt_rx_give(c->loop->rx, c, c->loop->bodies_on_loop))
+		return; /* a receive thread's until rt_conn_rx_back() */
+	c->body_on_loop = true;
+	c->loop->bodies_on_loop++;
 	arm_conn_recv(c, dst + c->body_got, len - c->body_got);
+}
+
+void rt_conn_arm_body_recv(struct rt_conn *c)
+{
+	arm_conn_recv(c, c->body_dst + c->body_got, c->body_len - c->body_got);
+}
+
+bool rt_conn_tls_step(struct rt_conn *c, int *res)
+{
+	return tls_complete(c, res);
+}
+
+void rt_conn_rx_back(struct rt_loop *l, struct rt_conn *c, int res)
+{
+	assert(c->state == CS_BODY && !c->op_pending && !c->dead);
+	if (res == RT_RX_DONE) {
+		/* As a last receive completing on this loop (rt_conn_on_complete, CS_BODY). */
+		c->state = CS_HANDLER;
+		c->on_body(c);
+		return;
+	}
+	if (res == RT_RX_TIMED_OUT) {
+		c->timer = RT_TO_BODY;
+		conn_expire(l, c);
+		return;
+	}
+	/* Client went away mid-body (or a drain shut it): nothing was accepted, free the slot. */
+	conn_close(l, c);
 }
 
 void rt_conn_watch_body(struct rt_conn *c, void (*cb)(struct rt_conn *c))
@@ -612,6 +656,7 @@ static void on_sent(struct rt_loop *l, struct rt_conn *c, int res)
 
 void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 {
+	assert(!c->rx_owned);
 	c->op_pending = false;
 	if (c->dead) {
 		rt_conn_free(l, c);
@@ -642,6 +687,7 @@ void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res)
 			arm_conn_recv(c, c->body_dst + c->body_got, c->body_len - c->body_got);
 			return;
 		}
+		body_off_loop(l, c);
 		c->state = CS_HANDLER;
 		c->on_body(c);
 		return;
@@ -666,6 +712,7 @@ static struct rt_conn *conn_new(struct rt_loop *l, int fd)
 	if (!c)
 		return NULL;
 	c->loop = l;
+	c->ring = l->detached ? NULL : &l->ring;
 	c->fd = fd;
 	c->next = l->conns;
 	if (l->conns)
@@ -775,6 +822,8 @@ void rt_loop_expire(struct rt_loop *l, uint64_t now_ns)
 
 	for (; c; c = next) {
 		next = c->next; /* conn_expire() may free c */
+		if (c->rx_owned)
+			continue; /* its receive thread keeps its timer (rt_rx.c) */
 		if (c->timer != RT_TO_NONE && !c->dead && now_ns >= c->deadline_ns)
 			conn_expire(l, c);
 	}

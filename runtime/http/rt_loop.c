@@ -54,6 +54,13 @@ uint32_t rt_loop_max_conns(uint32_t requested, uint64_t nofile)
 	return n ? (uint32_t)n : 1;
 }
 
+uint32_t rt_rx_threads_default(long ncpu)
+{
+	long n = ncpu / 2;
+
+	return n < 1 ? 0 : n > RT_RX_THREADS_DEFAULT_MAX ? RT_RX_THREADS_DEFAULT_MAX : (uint32_t)n;
+}
+
 uint32_t rt_accept_backoff_next(uint32_t last_ms)
 {
 	if (last_ms < RT_ACCEPT_BACKOFF_MIN_MS)
@@ -341,6 +348,9 @@ static void dispatch(struct rt_loop *l, uint64_t ud, int res, unsigned flags)
 		l->resume_armed = false;
 		accept_resume(l);
 		break;
+	case OP_RX:
+		rt_rx_on_back(l->rx, res);
+		break;
 	case OP_EXT: {
 		int h = ud_handler(ud);
 
@@ -360,6 +370,8 @@ int rt_loop_run(struct rt_loop *l)
 	arm_accept(l);
 	arm_signal(l);
 	arm_tick(l);
+	if (l->rx)
+		rt_rx_arm(l->rx);
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
@@ -527,17 +539,24 @@ int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 	err = ring_init(l);
 	if (err)
 		goto err_close_listen;
+	err = rt_rx_open(l, l->opts.rx_threads, &l->rx);
+	if (err)
+		goto err_exit_ring;
 	l->max_conns = max_conns_of(&l->opts.limits);
 	l->stats.max_connections = l->max_conns;
+	l->stats.rx_threads = rt_rx_threads(l->rx);
 	l->stats.tls = l->opts.tls ? rt_tls_ctx_stats(l->opts.tls) : NULL;
-	trib_info("gateway listening on %s://%s:%u (at most %u connections)",
-		  l->opts.tls ? "https" : "http", l->opts.listen_host, l->opts.listen_port,
-		  l->max_conns);
+	trib_info("gateway listening on %s://%s:%u (at most %u connections, %u body-receive "
+		  "thread%s)", l->opts.tls ? "https" : "http", l->opts.listen_host,
+		  l->opts.listen_port, l->max_conns, l->stats.rx_threads,
+		  l->stats.rx_threads == 1 ? "" : "s");
 	if (l->opts.port_file)
 		write_port_file(&l->opts);
 	*out = l;
 	return 0;
 
+err_exit_ring:
+	io_uring_queue_exit(&l->ring);
 err_close_listen:
 	close(l->lfd);
 err_free:
@@ -575,6 +594,12 @@ void rt_loop_close(struct rt_loop *l)
 	for (struct rt_conn *c = l->conns; c; c = c->next)
 		shutdown(c->fd, SHUT_RDWR);
 	io_uring_queue_exit(&l->ring);
+	/*
+	 * The receive threads' bodies were shut down above: their receives end, the
+	 * threads are joined, and what they held is this thread's again.
+	 */
+	rt_rx_close(l->rx);
+	l->rx = NULL;
 	/* The ring is gone: nothing completes into a connection any more. */
 	while (l->conns) {
 		l->conns->op_pending = false;

@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "rt_http.h"
+
+struct io_uring;
 #include "rt_tls.h"
 #include "trib_blob.h"
 
@@ -62,6 +64,19 @@ struct rt_loop;
  * is in flight for it at any time, so it is freed only when none is. The
  * layer above reads the request (req, body_heap, body_len) and answers with
  * the rt_conn_* verbs; the other fields are the loop's.
+ *
+ * Threads (--rx-threads, runtime/http/rt_rx.c). A connection is owned by
+ * exactly one thread at a time. The loop's thread owns it, except while a
+ * body-receive thread receives its body: from rt_rx_give() (the loop's
+ * thread pushes it on the thread's queue) until the loop's thread takes it
+ * off the return queue (rt_rx_on_back()). Meanwhile the loop's thread reads
+ * only fd, prev, next (set at accept, changed by no one else) and rx_owned,
+ * and does nothing to it but shutdown(fd) (a drain); the receive thread
+ * touches body_got, deadline_ns, op_pending, ring, the rx_* fields, the
+ * body's bytes, a TLS connection's session (tls, tls_*), and whatever
+ * on_body_bytes touches, nothing of the loop's or the node's. The
+ * queues are mutex-protected, so every write before a hand-off is seen after
+ * it. Asserted at both ends (rt_rx.c).
  */
 struct rt_conn {
 	struct rt_loop *loop;
@@ -70,6 +85,8 @@ struct rt_conn {
 	uint8_t timer;            /* enum rt_timeout_phase */
 	bool op_pending;
 	bool dead;                /* shut down; free once the pending op completes */
+	bool body_on_loop;        /* its body is being received by the loop's thread (counted) */
+	struct io_uring *ring;    /* where its operations go: its owner's ring (NULL: detached) */
 	struct rt_conn *prev, *next; /* all connections */
 
 	/* request head */
@@ -114,6 +131,13 @@ struct rt_conn {
 	size_t tls_want;
 	size_t tls_put;
 
+	/* receive threads (rt_rx.c; the ownership rule above) */
+	bool rx_owned;            /* the loop's thread's: a receive thread holds it */
+	bool rx_expired;          /* the holding thread's: its body timed out, receive cancelled */
+	uint8_t rx_thread;        /* the thread it was given to */
+	int rx_res;               /* how it came back (enum rt_rx_res in rt_loop_priv.h, -errno) */
+	struct rt_conn *rx_next, *rx_prev; /* a queue's link, or the holding thread's list */
+
 	/*
 	 * The layer above's per-connection state, opaque here: zeroed at
 	 * accept, released through the conn hooks (on_request_end, on_free).
@@ -155,6 +179,7 @@ struct rt_loop_opts {
 	int signal_fd;           /* a trib_signal_open() fd (borrowed), or -1: no signals */
 	struct rt_loop_limits limits; /* as given: a timeout of 0 is off (the CLI fills defaults) */
 	struct rt_tls_ctx *tls;  /* borrowed, outlives the loop; NULL: plain HTTP */
+	uint32_t rx_threads;     /* body-receive threads (rt_rx.c); 0: the loop receives all */
 };
 
 /* Counted by the loop for /metrics. */
@@ -166,6 +191,8 @@ struct rt_loop_stats {
 	uint64_t refused_fd_limit;  /* accepts failed with EMFILE/ENFILE (each pauses accepting) */
 	uint32_t open;              /* connections open now */
 	uint32_t max_connections;   /* the cap in force */
+	uint32_t rx_threads;        /* body-receive threads running */
+	uint64_t rx_bodies;         /* bodies handed to them */
 	const struct rt_tls_stats *tls; /* handshakes (NULL: plain HTTP) */
 };
 
@@ -183,6 +210,14 @@ int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
  * changes): a connection is a file. 0 or -errno.
  */
 int rt_loop_raise_nofile(void);
+/*
+ * Body-receive threads for @ncpu cores online when --rx-threads is not given: half the cores,
+ * at most RT_RX_THREADS_DEFAULT_MAX, none on one core (docs/BENCHMARKS.md, "Body-receive
+ * threads", measured it on 2 cores).
+ */
+uint32_t rt_rx_threads_default(long ncpu);
+#define RT_RX_THREADS_DEFAULT_MAX 4
+#define RT_RX_THREADS_MAX 64
 /* The connection cap for @requested (0: the default) under a soft fd limit of @nofile. */
 uint32_t rt_loop_max_conns(uint32_t requested, uint64_t nofile);
 /* How long accepting pauses after an EMFILE, given the last pause (0: none yet). */
@@ -249,7 +284,8 @@ void rt_conn_read_body(struct rt_conn *c, uint8_t *dst, uint64_t len,
  * grew), the last time just before the body's callback. A check or a sum done there reads
  * bytes the receive has just written, from cache, instead of a second pass over the whole body
  * from memory after its last byte, while the client waits for the answer. Reset with the
- * request.
+ * request. @cb may run on a body-receive thread (rt_rx.c): it may read the body's bytes, c's
+ * body fields and req, and read and write c->user, nothing else (no job, no node, no loop).
  */
 void rt_conn_watch_body(struct rt_conn *c, void (*cb)(struct rt_conn *c));
 /* Leave @c waiting (a long poll) until the layer above answers it; no I/O meanwhile. */

@@ -28,6 +28,7 @@ enum op_tag {
 	OP_TICK = 4,
 	OP_EXT = 5,
 	OP_RESUME = 6, /* the end of an accept pause (EMFILE backoff) */
+	OP_RX = 7,     /* the receive threads gave bodies back (rt_rx.c) */
 };
 
 static inline uint64_t ud_plain(enum op_tag t)
@@ -94,8 +95,22 @@ struct rt_loop {
 	struct rt_loop_handler handlers[RT_LOOP_MAX_HANDLERS];
 	int nhandlers;
 	struct rt_loop_stats stats;
+	struct rt_rx *rx; /* body-receive threads (NULL: none, --rx-threads 0) */
+	uint32_t bodies_on_loop; /* bodies the loop's thread is receiving (c->body_on_loop) */
 	char scratch[65536];
 };
+
+/* A free submission entry of @r (submits the queue first when it is full). */
+static inline struct io_uring_sqe *rt_ring_sqe(struct io_uring *r)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(r);
+
+	if (!sqe) {
+		io_uring_submit(r);
+		sqe = io_uring_get_sqe(r);
+	}
+	return sqe;
+}
 
 /* A free submission entry (submits the queue first when it is full). */
 struct io_uring_sqe *rt_loop_sqe(struct rt_loop *l);
@@ -108,5 +123,51 @@ void rt_conn_on_complete(struct rt_loop *l, struct rt_conn *c, int res);
 void rt_conn_free(struct rt_loop *l, struct rt_conn *c);
 /* rt_loop.c: a connection closed: a paused accept may go on (an fd is free). */
 void rt_loop_conn_closed(struct rt_loop *l);
+
+/*
+ * Body-receive threads (rt_rx.c). Only bodies with at least this much left
+ * to receive after the head's bytes go to a thread: below it the hand-off
+ * (two queue pushes, two eventfd wake-ups) costs more than the receive.
+ */
+#define RT_RX_MIN_BYTES (128u << 10)
+
+/* How a receive thread gave a connection back (c->rx_res); a -errno: the receive failed. */
+enum rt_rx_res {
+	RT_RX_DONE = 1,      /* the whole body is in body_dst */
+	RT_RX_TIMED_OUT = 2, /* no byte for body_timeout_s: answer 408 and close */
+};
+
+struct rt_rx;
+/* Start @nthreads receive threads for @l (0: none, *out NULL). 0 or -errno (logged). */
+int rt_rx_open(struct rt_loop *l, uint32_t nthreads, struct rt_rx **out);
+/* Stop and join the threads; what they held is the caller's again. Accepts NULL. */
+void rt_rx_close(struct rt_rx *rx);
+uint32_t rt_rx_threads(const struct rt_rx *rx);
+/* Arm the loop's read of the return eventfd (OP_RX). */
+void rt_rx_arm(struct rt_rx *rx);
+/*
+ * Give @c (CS_BODY, no operation pending, its timer set) to a receive
+ * thread, if enough is left (plain or TLS), and another body is being
+ * received already (@on_loop by the loop's thread, or any by a receive
+ * thread): a lone body gains nothing from another thread (its client waits
+ * for the answer either way) and would pay the hand-off's two wake-ups.
+ * true: @c is the thread's until rt_rx_on_back() hands it to
+ * rt_conn_rx_back(); false: still the caller's (arm its receive as before).
+ */
+bool rt_rx_give(struct rt_rx *rx, struct rt_conn *c, uint32_t on_loop);
+/* OP_RX completed with @res: take back every connection returned, in order. */
+void rt_rx_on_back(struct rt_rx *rx, int res);
+/* rt_conn.c: @c is back from a receive thread with @res (enum rt_rx_res or -errno). */
+void rt_conn_rx_back(struct rt_loop *l, struct rt_conn *c, int res);
+/*
+ * rt_conn.c, for the thread that owns @c (either): receive the rest of its body into
+ * body_dst on c->ring (through its TLS session, if any). One operation; op_pending set.
+ */
+void rt_conn_arm_body_recv(struct rt_conn *c);
+/*
+ * rt_conn.c: a TLS connection's operation completed with *res: true with *res the
+ * plaintext bytes (<= 0: closed or failed), false if the session armed another operation.
+ */
+bool rt_conn_tls_step(struct rt_conn *c, int *res);
 
 #endif

@@ -47,6 +47,7 @@ struct rt_node_opts {
 	uint32_t body_timeout_s;      /* `up` default 15: a body or response that does not move */
 	uint32_t idle_timeout_s;      /* `up` default 60: keep-alive between requests */
 	uint32_t max_connections;     /* 0: 80% of RLIMIT_NOFILE */
+	uint32_t rx_threads;          /* body-receive threads (`up` default rt_rx_threads_default) */
 	bool gateway_tls;             /* the gateway speaks HTTPS (set by the wiring; for show) */
 	/* bodies of updates in flight (being received); 0: no cap */
 	uint32_t client_inflight;     /* per client token (`up` default 2) */

@@ -73,6 +73,13 @@ def stalled_bodies(srv, tok):
     check(m['tributary_requests_timed_out_total{phase="body"}'] == STALLS,
           'timed_out{body} = %r, want %d' % (m['tributary_requests_timed_out_total{phase="body"}'],
                                              STALLS))
+    # On more than one core the stalled bodies sat on body-receive threads (--rx-threads):
+    # their timers ran there, and were counted and answered the same.
+    rx = m['tributary_gateway_rx_threads']
+    check(rx == 0 or m['tributary_gateway_rx_bodies_total'] >= 1,
+          '%d receive threads took no body' % rx)
+    e.log('%d body-receive thread(s), %d bodies received on them' %
+          (rx, m['tributary_gateway_rx_bodies_total']))
 
 
 def slow_and_silent(srv):
