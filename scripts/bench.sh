@@ -40,6 +40,10 @@ echo "== bench/lifecycle: cold start, warm hand-off, planner + autoscaler vs one
 bench/lifecycle/run.sh "$build" 3 || rc=1
 
 echo
+echo "== bench/lifecycle under the issue's load: 10,000 clients x 100k, 1000 connections (p99 targets)"
+bench/lifecycle/run.sh "$build" 1 10000 1000 || rc=1
+
+echo
 echo "== bench/tree: planned tree (autoscaler capped, uncapped) vs one fixed leaf; F32, I8, F16, 10M, fedadam; fold vs gateway CPU"
 bench/tree/run.sh "$build" 3 || rc=1
 
