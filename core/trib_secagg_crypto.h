@@ -62,8 +62,9 @@ int trib_sa_agree(uint8_t out[32], const uint8_t sk[32], const uint8_t peer_pk[3
 int trib_sa_public_key_check(const uint8_t pk[32]);
 
 /*
- * HKDF-SHA256: out[0..out_len) from ikm, salt, info. 0, or -EINVAL if out_len > 255 * 32.
- * All buffers borrowed.
+ * HKDF-SHA256: out[0..out_len) from ikm, salt, info. 0, or -EINVAL if out_len > 255 * 32, or
+ * -EIO if OpenSSL's HMAC fails (only for ikm_len >= 4 KB, which it computes). All buffers
+ * borrowed.
  */
 int trib_sa_hkdf(uint8_t *out, size_t out_len, const uint8_t *ikm, size_t ikm_len,
 		 const uint8_t *salt, size_t salt_len, const uint8_t *info, size_t info_len);

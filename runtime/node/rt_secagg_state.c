@@ -39,9 +39,16 @@ void rt_sa_digest(const void *body, size_t len, uint8_t dig[16])
 {
 	static const uint8_t salt[] = "tributary secagg: a stage's body, for retries";
 
-	/* HKDF-SHA256's extract is HMAC-SHA256 of the body: a collision-resistant digest. */
-	if (trib_sa_hkdf(dig, 16, body, len, salt, sizeof(salt) - 1, NULL, 0))
-		memset(dig, 0xff, 16); /* cannot happen for 16 bytes; matches no real digest */
+	/*
+	 * HKDF-SHA256's extract is HMAC-SHA256 of the body: a collision-resistant digest. A masked
+	 * input's 4 MB (at 1M parameters) hash on OpenSSL's SHA-256 (trib_sa_hkdf): this is the
+	 * gateway's largest per-input cost in a secure round.
+	 */
+	if (trib_sa_hkdf(dig, 16, body, len, salt, sizeof(salt) - 1, NULL, 0)) {
+		/* Only OpenSSL's HMAC failing: all ones match no real digest, a retry gets a 409. */
+		trib_error("secagg: a stage body's digest could not be computed (OpenSSL's HMAC)");
+		memset(dig, 0xff, 16);
+	}
 }
 
 int rt_sa_retry(const struct rt_sa_live *L, uint32_t u, int stage, const uint8_t dig[16])
