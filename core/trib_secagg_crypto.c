@@ -136,6 +136,31 @@ int trib_sa_derive(uint8_t out[32], const uint8_t *ikm, size_t ikm_len, const ch
 			    sizeof(TRIB_SA_SALT) - 1, info, ll + 17);
 }
 
+static EVP_MAC *poly_mac;
+static pthread_once_t poly_mac_once = PTHREAD_ONCE_INIT;
+
+static void poly_mac_fetch(void)
+{
+	poly_mac = EVP_MAC_fetch(NULL, "POLY1305", NULL);
+}
+
+int trib_sa_poly1305(uint8_t tag[16], const uint8_t key[32], const void *msg, size_t len)
+{
+	EVP_MAC_CTX *ctx;
+	size_t tag_len = 0;
+	int ok;
+
+	if (pthread_once(&poly_mac_once, poly_mac_fetch) || !poly_mac)
+		return -EIO;
+	ctx = EVP_MAC_CTX_new(poly_mac);
+	if (!ctx)
+		return -ENOMEM;
+	ok = EVP_MAC_init(ctx, key, 32, NULL) == 1 && EVP_MAC_update(ctx, msg, len) == 1 &&
+	     EVP_MAC_final(ctx, tag, &tag_len, 16) == 1 && tag_len == 16;
+	EVP_MAC_CTX_free(ctx);
+	return ok ? 0 : -EIO;
+}
+
 /* Does [first, first + n) words fit in one stream? */
 static int prg_range_ok(uint64_t first, uint64_t n)
 {

@@ -581,3 +581,32 @@ Test(core_secagg, hkdf_long_ikm_equals_libsodium_hmac)
 	}
 	free(ikm);
 }
+
+/* Poly1305 on OpenSSL: RFC 8439 2.5.2's vector, and libsodium's tag over long odd lengths. */
+Test(core_secagg, poly1305_rfc8439_and_libsodium)
+{
+	static const uint8_t key[32] = {
+		0x85, 0xd6, 0xbe, 0x78, 0x57, 0x55, 0x6d, 0x33, 0x7f, 0x44, 0x52, 0xfe, 0x42, 0xd5, 0x06, 0xa8,
+		0x01, 0x03, 0x80, 0x8a, 0xfb, 0x0d, 0xb2, 0xfd, 0x4a, 0xbf, 0xf6, 0xaf, 0x41, 0x49, 0xf5, 0x1b
+	};
+	static const uint8_t want[16] = { 0xa8, 0x06, 0x1d, 0xc1, 0x30, 0x51, 0x36, 0xc6,
+					  0xc2, 0x2b, 0x8b, 0xaf, 0x0c, 0x01, 0x27, 0xa9 };
+	static const char msg[] = "Cryptographic Forum Research Group";
+	static const size_t lens[] = { 0, 1, 15, 16, 17, 4000003 };
+	uint8_t tag[16], ref[16], *big = malloc(4000003);
+
+	cr_assert(big);
+	cr_assert_eq(trib_sa_poly1305(tag, key, msg, sizeof(msg) - 1), 0);
+	cr_assert_arr_eq(tag, want, 16);
+	for (size_t i = 0; i < 4000003; i++)
+		big[i] = (uint8_t)(i * 37u + 11u);
+	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+		cr_assert_eq(trib_sa_poly1305(tag, key, big, lens[k]), 0);
+		crypto_onetimeauth_poly1305(ref, big, lens[k], key);
+		cr_assert_arr_eq(tag, ref, 16, "%zu bytes", lens[k]);
+	}
+	big[2000000] ^= 0x80; /* one bit of a 4 MB body changes the tag */
+	cr_assert_eq(trib_sa_poly1305(ref, key, big, 4000003), 0);
+	cr_assert(memcmp(tag, ref, 16));
+	free(big);
+}
