@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <string.h>
@@ -20,6 +21,17 @@
  * setup (~1 us) costs more than the stream: Shamir's coefficients read 64 bytes at a time.
  */
 #define PRG_OPENSSL_MIN 1024u
+/*
+ * HKDF's extract over at least this many bytes of IKM runs on OpenSSL's SHA-256, which uses the
+ * CPU's SHA extensions where libsodium's is portable C: 1.75 GB/s against ~0.4 GB/s (`openssl
+ * speed -evp sha256` on the bench machine). The gateway digests every masked input (4 MB at 1M
+ * parameters, runtime/node/rt_secagg_state.c's rt_sa_digest) for its retry check: with
+ * libsodium that was 1 s of the 100-client round's 1.25 s of server CPU (docs/BENCHMARKS.md,
+ * issue 19). The same HMAC-SHA256, so the same bytes: the restart journal's digests keep
+ * matching. Short IKMs (keys, seeds, stage bodies) stay on libsodium: OpenSSL's per-call setup
+ * costs more than their hash.
+ */
+#define HKDF_OPENSSL_MIN 4096u
 
 int trib_sa_init(void)
 {
@@ -69,9 +81,18 @@ int trib_sa_hkdf(uint8_t *out, size_t out_len, const uint8_t *ikm, size_t ikm_le
 	if (out_len > 255u * 32u || trib_sa_init())
 		return -EINVAL;
 	/* Extract: PRK = HMAC(salt, IKM). */
-	crypto_auth_hmacsha256_init(&st, salt, salt_len);
-	crypto_auth_hmacsha256_update(&st, ikm, ikm_len);
-	crypto_auth_hmacsha256_final(&st, prk);
+	if (ikm_len >= HKDF_OPENSSL_MIN && salt_len <= INT_MAX) {
+		unsigned int md_len = 0;
+
+		/* HMAC() takes a NULL key as empty; libsodium's init did the same for salt_len 0. */
+		if (!HMAC(EVP_sha256(), salt_len ? salt : (const uint8_t *)"", (int)salt_len, ikm,
+			  ikm_len, prk, &md_len) || md_len != sizeof(prk))
+			return -EIO;
+	} else {
+		crypto_auth_hmacsha256_init(&st, salt, salt_len);
+		crypto_auth_hmacsha256_update(&st, ikm, ikm_len);
+		crypto_auth_hmacsha256_final(&st, prk);
+	}
 	/* Expand: T(i) = HMAC(PRK, T(i-1) || info || i). */
 	while (done < out_len) {
 		size_t n = out_len - done < 32 ? out_len - done : 32;
@@ -113,6 +134,31 @@ int trib_sa_derive(uint8_t out[32], const uint8_t *ikm, size_t ikm_len, const ch
 	put_le(info + ll + 13, b, 4);
 	return trib_sa_hkdf(out, 32, ikm, ikm_len, (const uint8_t *)TRIB_SA_SALT,
 			    sizeof(TRIB_SA_SALT) - 1, info, ll + 17);
+}
+
+static EVP_MAC *poly_mac;
+static pthread_once_t poly_mac_once = PTHREAD_ONCE_INIT;
+
+static void poly_mac_fetch(void)
+{
+	poly_mac = EVP_MAC_fetch(NULL, "POLY1305", NULL);
+}
+
+int trib_sa_poly1305(uint8_t tag[16], const uint8_t key[32], const void *msg, size_t len)
+{
+	EVP_MAC_CTX *ctx;
+	size_t tag_len = 0;
+	int ok;
+
+	if (pthread_once(&poly_mac_once, poly_mac_fetch) || !poly_mac)
+		return -EIO;
+	ctx = EVP_MAC_CTX_new(poly_mac);
+	if (!ctx)
+		return -ENOMEM;
+	ok = EVP_MAC_init(ctx, key, 32, NULL) == 1 && EVP_MAC_update(ctx, msg, len) == 1 &&
+	     EVP_MAC_final(ctx, tag, &tag_len, 16) == 1 && tag_len == 16;
+	EVP_MAC_CTX_free(ctx);
+	return ok ? 0 : -EIO;
 }
 
 /* Does [first, first + n) words fit in one stream? */

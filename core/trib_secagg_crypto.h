@@ -62,11 +62,21 @@ int trib_sa_agree(uint8_t out[32], const uint8_t sk[32], const uint8_t peer_pk[3
 int trib_sa_public_key_check(const uint8_t pk[32]);
 
 /*
- * HKDF-SHA256: out[0..out_len) from ikm, salt, info. 0, or -EINVAL if out_len > 255 * 32.
- * All buffers borrowed.
+ * HKDF-SHA256: out[0..out_len) from ikm, salt, info. 0, or -EINVAL if out_len > 255 * 32, or
+ * -EIO if OpenSSL's HMAC fails (only for ikm_len >= 4 KB, which it computes). All buffers
+ * borrowed.
  */
 int trib_sa_hkdf(uint8_t *out, size_t out_len, const uint8_t *ikm, size_t ikm_len,
 		 const uint8_t *salt, size_t salt_len, const uint8_t *info, size_t info_len);
+
+/*
+ * Poly1305 (RFC 8439) of msg under key, on OpenSSL (AVX-512: ~12 GB/s on the bench machine,
+ * against 1.5-1.75 GB/s for SHA-256 with the SHA extensions). A one-time MAC: used with one key
+ * for many messages it stays a universal hash (two different messages of L bytes collide with
+ * probability about L / 2^106) only while no tag is ever shown to whoever chooses the messages.
+ * 0, or -ENOMEM/-EIO if OpenSSL cannot make its context.
+ */
+int trib_sa_poly1305(uint8_t tag[16], const uint8_t key[32], const void *msg, size_t len);
 
 /* out = the 32-byte key of (label, round, a, b) from ikm (see above). -EINVAL for a bad label. */
 int trib_sa_derive(uint8_t out[32], const uint8_t *ikm, size_t ikm_len, const char *label,

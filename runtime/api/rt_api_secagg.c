@@ -450,7 +450,7 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 		sa_gone(res, j);
 		return -1;
 	}
-	rt_sa_digest(shm_arena_ptr(n->arena, slot_off), len, dig);
+	rt_sa_digest_input(j->sa_live, shm_arena_ptr(n->arena, slot_off), len, dig);
 	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
 	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_MASKED, dig) == 1) {
 		/* A retry of the same input: the same answer; the first copy is the one kept. */

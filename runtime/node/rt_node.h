@@ -676,6 +676,9 @@ int rt_sa_log_end(struct rt_node *n, struct rt_job *j, int stage);
 void rt_sa_log_over(struct rt_node *n, struct rt_job *j, uint32_t round);
 /* The digest a stage's body is remembered by (HMAC-SHA256 based, 16 bytes). */
 void rt_sa_digest(const void *body, size_t len, uint8_t dig[16]);
+/* The digest a masked input is remembered by: Poly1305 under a key from the round's graph seed
+ * (rt_secagg_state.c says why not rt_sa_digest's). */
+void rt_sa_digest_input(const struct rt_sa_live *L, const void *body, size_t len, uint8_t dig[16]);
 /*
  * A stage message of client u again (a retry, after a restart or not): 1 if u's @stage was
  * accepted with this same body (answer as the first time), 0 if it was not accepted, -1 if it

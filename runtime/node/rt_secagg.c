@@ -136,6 +136,11 @@ void rt_secagg_free(struct rt_secagg *r)
 	trib_free(r);
 }
 
+const struct rt_secagg_cfg *rt_secagg_config(const struct rt_secagg *r)
+{
+	return &r->cfg;
+}
+
 int rt_secagg_new(const struct rt_secagg_cfg *cfg, struct rt_secagg **out)
 {
 	struct rt_secagg *r;

@@ -116,6 +116,8 @@ int rt_secagg_cfg_check(const struct rt_secagg_cfg *cfg, char *why, size_t why_l
 
 /* A new round in ADVERTISE. 0, -EINVAL (cfg_check) or -ENOMEM. *out owned by the caller. */
 int rt_secagg_new(const struct rt_secagg_cfg *cfg, struct rt_secagg **out);
+/* The round's configuration (borrowed, for r's life). */
+const struct rt_secagg_cfg *rt_secagg_config(const struct rt_secagg *r);
 /* Frees r and everything it holds (accepts NULL). Secrets are wiped first. */
 void rt_secagg_free(struct rt_secagg *r);
 

@@ -2,6 +2,7 @@
 /* core/trib_secagg_crypto.c and core/trib_shamir.c against tests/secagg/vectors.json (the file
  * clients/python/test_secagg.py checks too), hand-computed field cases and refusals. */
 #include <criterion/criterion.h>
+#include <sodium.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -542,4 +543,70 @@ Test(core_shamir, check_catches_a_crafted_share_combine_accepts_and_names_it)
 	bad[6] = bad[5];
 	cr_assert_eq(trib_shamir_check(bad, 9, 4, 32, &odd), -EINVAL, "a point twice");
 	cr_assert_eq(trib_shamir_check(sh, 3, 4, 32, &odd), -EINVAL, "fewer than t");
+}
+
+/*
+ * HKDF over a long IKM extracts on OpenSSL's SHA-256 (HKDF_OPENSSL_MIN): the same bytes as the
+ * libsodium path below it, on both sides of the threshold, with and without a salt. The restart
+ * journal's retry digests (rt_sa_digest) depend on it.
+ */
+Test(core_secagg, hkdf_long_ikm_equals_libsodium_hmac)
+{
+	static const size_t lens[] = { 4095, 4096, 4097, 100003 };
+	static const uint8_t salt[] = "tributary secagg: a stage's body, for retries";
+	uint8_t *ikm = malloc(100003), prk[32], want[32], got[32], one = 1;
+	crypto_auth_hmacsha256_state st;
+
+	cr_assert(ikm);
+	for (size_t i = 0; i < 100003; i++)
+		ikm[i] = (uint8_t)(i * 131u + 7u);
+	for (size_t s = 0; s < 2; s++) {
+		size_t sl = s ? sizeof(salt) - 1 : 0;
+
+		for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+			crypto_auth_hmacsha256_init(&st, salt, sl);
+			crypto_auth_hmacsha256_update(&st, ikm, lens[k]);
+			crypto_auth_hmacsha256_final(&st, prk);
+			crypto_auth_hmacsha256_init(&st, prk, sizeof(prk));
+			crypto_auth_hmacsha256_update(&st, &one, 1);
+			crypto_auth_hmacsha256_final(&st, want);
+			memset(got, 0, sizeof(got));
+			cr_assert_eq(trib_sa_hkdf(got, 16, ikm, lens[k], salt, sl, NULL, 0), 0);
+			cr_assert_arr_eq(got, want, 16, "ikm %zu bytes, salt %zu", lens[k], sl);
+			ikm[lens[k] / 2] ^= 1; /* a changed byte changes the digest */
+			cr_assert_eq(trib_sa_hkdf(got, 16, ikm, lens[k], salt, sl, NULL, 0), 0);
+			cr_assert(memcmp(got, want, 16));
+			ikm[lens[k] / 2] ^= 1;
+		}
+	}
+	free(ikm);
+}
+
+/* Poly1305 on OpenSSL: RFC 8439 2.5.2's vector, and libsodium's tag over long odd lengths. */
+Test(core_secagg, poly1305_rfc8439_and_libsodium)
+{
+	static const uint8_t key[32] = {
+		0x85, 0xd6, 0xbe, 0x78, 0x57, 0x55, 0x6d, 0x33, 0x7f, 0x44, 0x52, 0xfe, 0x42, 0xd5, 0x06, 0xa8,
+		0x01, 0x03, 0x80, 0x8a, 0xfb, 0x0d, 0xb2, 0xfd, 0x4a, 0xbf, 0xf6, 0xaf, 0x41, 0x49, 0xf5, 0x1b
+	};
+	static const uint8_t want[16] = { 0xa8, 0x06, 0x1d, 0xc1, 0x30, 0x51, 0x36, 0xc6,
+					  0xc2, 0x2b, 0x8b, 0xaf, 0x0c, 0x01, 0x27, 0xa9 };
+	static const char msg[] = "Cryptographic Forum Research Group";
+	static const size_t lens[] = { 0, 1, 15, 16, 17, 4000003 };
+	uint8_t tag[16], ref[16], *big = malloc(4000003);
+
+	cr_assert(big);
+	cr_assert_eq(trib_sa_poly1305(tag, key, msg, sizeof(msg) - 1), 0);
+	cr_assert_arr_eq(tag, want, 16);
+	for (size_t i = 0; i < 4000003; i++)
+		big[i] = (uint8_t)(i * 37u + 11u);
+	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+		cr_assert_eq(trib_sa_poly1305(tag, key, big, lens[k]), 0);
+		crypto_onetimeauth_poly1305(ref, big, lens[k], key);
+		cr_assert_arr_eq(tag, ref, 16, "%zu bytes", lens[k]);
+	}
+	big[2000000] ^= 0x80; /* one bit of a 4 MB body changes the tag */
+	cr_assert_eq(trib_sa_poly1305(ref, key, big, 4000003), 0);
+	cr_assert(memcmp(tag, ref, 16));
+	free(big);
 }
