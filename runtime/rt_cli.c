@@ -93,7 +93,7 @@ static void usage(FILE *f)
 		"                         (default 0: the cores online)\n"
 		"  --rx-threads N         threads that receive (and decrypt, and check) large\n"
 		"                         bodies beside the gateway's loop while it has several\n"
-		"                         (default: half the cores online, at most 4; 0: none)\n"
+		"                         (default: half the cores online, at most 4, none below 4 cores)\n"
 		"  --tls-cert FILE        serve HTTPS (TLS 1.3 and 1.2) with this PEM certificate\n"
 		"  --tls-key FILE         (chain) and its PEM private key\n"
 		"  --tls self-signed      serve HTTPS with DIR/tls-cert.pem and DIR/tls-key.pem, made\n"

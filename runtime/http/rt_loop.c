@@ -56,7 +56,7 @@ uint32_t rt_loop_max_conns(uint32_t requested, uint64_t nofile)
 
 uint32_t rt_rx_threads_default(long ncpu)
 {
-	long n = ncpu / 2;
+	long n = ncpu < RT_RX_THREADS_MIN_CORES ? 0 : ncpu / 2;
 
 	return n < 1 ? 0 : n > RT_RX_THREADS_DEFAULT_MAX ? RT_RX_THREADS_DEFAULT_MAX : (uint32_t)n;
 }

@@ -212,11 +212,14 @@ int rt_loop_open(struct rt_loop **out, const struct rt_loop_opts *opts,
 int rt_loop_raise_nofile(void);
 /*
  * Body-receive threads for @ncpu cores online when --rx-threads is not given: half the cores,
- * at most RT_RX_THREADS_DEFAULT_MAX, none on one core (docs/BENCHMARKS.md, "Body-receive
- * threads", measured it on 2 cores).
+ * at most RT_RX_THREADS_DEFAULT_MAX, none below RT_RX_THREADS_MIN_CORES. On 2 cores they gained
+ * nothing (16 connections 0.99-1.19x over five runs: the client and the fold take the other
+ * core; docs/BENCHMARKS.md, "Body-receive threads") and cost 0.01-0.06 CPU s/GB, so they are
+ * opt-in there (--rx-threads 1).
  */
 uint32_t rt_rx_threads_default(long ncpu);
 #define RT_RX_THREADS_DEFAULT_MAX 4
+#define RT_RX_THREADS_MIN_CORES 4
 #define RT_RX_THREADS_MAX 64
 /* The connection cap for @requested (0: the default) under a soft fd limit of @nofile. */
 uint32_t rt_loop_max_conns(uint32_t requested, uint64_t nofile);

@@ -408,8 +408,9 @@ Test(runtime_rx, closing_the_loop_takes_back_a_body_a_thread_holds)
 Test(runtime_rx, default_threads_are_half_the_cores_at_most_4_none_on_one)
 {
 	cr_assert_eq(rt_rx_threads_default(1), 0);
-	cr_assert_eq(rt_rx_threads_default(2), 1);
-	cr_assert_eq(rt_rx_threads_default(3), 1);
+	cr_assert_eq(rt_rx_threads_default(2), 0, "no gain measured on 2 cores: opt-in");
+	cr_assert_eq(rt_rx_threads_default(3), 0);
+	cr_assert_eq(rt_rx_threads_default(4), 2);
 	cr_assert_eq(rt_rx_threads_default(8), 4);
 	cr_assert_eq(rt_rx_threads_default(64), RT_RX_THREADS_DEFAULT_MAX);
 	cr_assert_eq(rt_rx_threads_default(0), 0);
