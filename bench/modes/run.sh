@@ -14,7 +14,10 @@ up_init modes
 run_one() {
 	mode=$1
 	p=$2
-	up_start "$build" --arena-mb 3072 --dataplane "$mode" || exit 1
+	# tcp keeps the round's 100 updates in the arena until its model is written: the whole round.
+	arena=3072
+	[ "$mode" = tcp ] && arena=$(( (p * 4 * 116 >> 20) + 64 > 3072 ? (p * 4 * 116 >> 20) + 64 : 3072 ))
+	up_start "$build" --arena-mb "$arena" --dataplane "$mode" || exit 1
 	"$build/tributary" simulate --job bench --clients 100 --rounds "$rounds" --params "$p" \
 		--format raw --url "$url" --data-dir "$dir/data" \
 		--quiet >"$dir/sim.out" 2>"$dir/sim.err"

@@ -176,6 +176,11 @@ def round_vs_ingest(build, work, n, p, arena):
 def run_cell(sysname, n, p, rounds, build, work, arena):
     """One server, one simulate run. Raises CellFailed with simulate's and the server's words."""
     kind, mode, _ = SYSTEMS[sysname]
+    if mode == "tcp":
+        # On tcp the gateway keeps every update of a round in the arena until the round's model
+        # is written (the functions get copies over TCP): the sqrt(N) slots of arena_slots()
+        # wedge it ("aggregation memory is full" for 120 s), so it gets the whole round.
+        arena = max(arena, -(-(p * 4 * (n + 16)) // (64 << 20)) * 64 + 64)
     srv = servers.Server(kind, build, work, mode=mode or "shm+bpf", arena_mb=arena)
     sampler = servers.Sampler(srv.pid, srv.url if kind == "tributary" else None)
     sampler.start()

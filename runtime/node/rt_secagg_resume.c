@@ -226,7 +226,7 @@ static void not_resumed(struct rt_node *n, struct rt_job *j, uint32_t round, con
 	char dir[PATH_MAX];
 
 	snprintf(j->sa_failed, sizeof(j->sa_failed), "after a restart the round could not be "
-		 "resumed: %s; nothing was unmasked", why);
+		 "resumed: %.100s; nothing was unmasked", why);
 	j->sa_failed_round = round;
 	trib_error("job %s round %u: %s", j->name, round, j->sa_failed);
 	if (records) {
