@@ -98,6 +98,13 @@ struct xround {
 	bool folding;
 	uint32_t fold_fn;
 	uint64_t fold_acc;
+	/*
+	 * Accumulators of tops that died while their function was still in the set (exited,
+	 * its data socket not yet at end of stream): records it sent may still name them, so
+	 * they are freed with the round, as a local round's garbage is (owned).
+	 */
+	uint64_t *dead_acc;
+	uint32_t ndead_acc;
 	struct xinput zeros;     /* one slot of zeros for every node with nothing (owned) */
 	struct xinput in[CTL_MAX_NODES];
 	bool sent_in[CTL_MAX_NODES];

@@ -139,6 +139,24 @@ struct xround *rt__agent_xr_get(struct rt_agent *a, const char *job, uint32_t ro
 	return x;
 }
 
+/*
+ * The dead top's accumulator, kept until the round is freed (its function may still have records
+ * in flight that name it). Out of memory for the list: the slot stays allocated until the node
+ * restarts (freeing it now could let a late record of the dead top write into a reused slot).
+ */
+static void dead_acc_keep(struct xround *x)
+{
+	uint64_t *g = trib_realloc(x->dead_acc, (x->ndead_acc + 1) * sizeof(*g));
+
+	if (!g) {
+		trib_warn("job %s round %u: no memory to remember the dead top's accumulator; its "
+			  "arena slot stays allocated until this node restarts", x->job, x->round);
+		return;
+	}
+	x->dead_acc = g;
+	x->dead_acc[x->ndead_acc++] = x->fold_acc;
+}
+
 void rt__agent_xr_free(struct rt_agent *a, struct xround *x)
 {
 	struct rt_node *n = a->n;
@@ -157,6 +175,9 @@ void rt__agent_xr_free(struct rt_agent *a, struct xround *x)
 			shm_slot_free(n->arena, x->in[i].slot);
 	if (x->fold_acc)
 		shm_slot_free(n->arena, x->fold_acc);
+	for (uint32_t i = 0; i < x->ndead_acc; i++)
+		shm_slot_free(n->arena, x->dead_acc[i]);
+	trib_free(x->dead_acc);
 	if (x->zeros.slot)
 		shm_slot_free(n->arena, x->zeros.slot);
 	rt_node_server_io_free(n, &x->srv);
@@ -362,6 +383,8 @@ void rt_agent_tick(struct rt_agent *a)
 				    x->job, x->round, x->fold_fn);
 				if (x->fold_acc && !fn)
 					shm_slot_free(n->arena, x->fold_acc);
+				else if (x->fold_acc)
+					dead_acc_keep(x);
 				x->fold_acc = 0;
 				x->folding = false;
 				rt__agent_top_run(a, x);

@@ -21,6 +21,10 @@ E. The same closed round, with the controller killed instead and the top thawed:
 F. A node killed whose arena file is removed too (as a reboot would): back with a new arena,
    the record lists its updates lost (its old run's epoch); they are sent again, and the
    round completes exactly.
+G. The round's top function (not its node) is killed (kill -9) while it waits for a frozen
+   node's sum: the node starts a new top, which gets every input again; the round completes
+   exactly, and once the model is stored the node's arena holds what it held after an
+   undisturbed round of the same job (the dead top's accumulator is freed with the round).
 
 Needs root (ip netns, veth, a bridge). Exit status 77 and the reason when that is truly
 absent; the test harness reports it as skipped.
@@ -382,6 +386,61 @@ def phase_f(c, admin):
           'F: record %s' % info)
 
 
+def arena_used(c, i):
+    return metrics(c.cl, c.net.node_ip[i])['tributary_arena_bytes{state="used"}']
+
+
+def phase_g(c, admin):
+    ip = c.net.node_ip
+    tok = create_job(c.cl, ip[0], admin, 'rg')
+    wait_for(lambda: c.cl.call(ip[2], 'GET', '/v1/jobs/rg', token=tok)[0] == 200, 5,
+             'job rg known on n2')
+    used = []
+    for rnd in (0, 1):
+        ups = [update_body(np.random.default_rng(700 + 100 * rnd + k)) for k in range(CPR)]
+        # 12 on n2 (the top-to-be: the placement picks the node with the most), 4 on n1, 4 on n0
+        hosts = [ip[2]] * 12 + [ip[1]] * 4 + [ip[0]] * 4
+        for k in range(CPR - 1):
+            post_until(c.cl, hosts[k], 'rg', tok, rnd, *ups[k], 'rg-%d-%d' % (rnd, k))
+        if rnd == 1:
+            c.nodes[1].p.send_signal(signal.SIGSTOP)  # its sum waits: so does the top
+        post_until(c.cl, hosts[-1], 'rg', tok, rnd, *ups[-1], 'rg-%d-%d' % (rnd, CPR - 1))
+        if rnd == 1:
+            def top_pid():
+                # Two tops: n2's local round's (started with the round: its leaves' sum) and
+                # the round's top across nodes (started at the close, so the newer one), which
+                # folds while n1's sum is awaited.
+                st, b = c.cl.call(ip[2], 'GET', '/v1/functions', token=admin)
+                check(st == 200, 'GET /v1/functions on n2: %d %s' % (st, b[:200]))
+                tops = [f for f in json.loads(b)['functions']
+                        if f['job'] == 'rg' and f['round'] == 1 and f['role'] == 'top' and
+                        f['state'] == 'folding' and f.get('pid')]
+                return max(tops, key=lambda f: f['fn'])['pid'] if tops else None
+            try:
+                wait_for(lambda: 'job rg round 1: this node runs the top' in
+                         c.nodes[2].log_text(), 10, 'n2 to run round 1\'s top')
+                pid = wait_for(top_pid, 10, 'round 1\'s top function on n2')
+                os.kill(pid, signal.SIGKILL)
+                log('G: round 1 closed, n1 frozen; its top function on n2 (pid %d) killed '
+                    '(kill -9)' % pid)
+                wait_for(lambda: 'died; restarting it' in c.nodes[2].log_text(), 10,
+                         'n2 to restart the top:\n' + c.nodes[2].log_text()[-2000:])
+            finally:
+                c.nodes[1].p.send_signal(signal.SIGCONT)
+        m = get_model(c.cl, ip[2], 'rg', tok, rnd + 1)
+        check_model(m, [x for x, _ in ups], [w for _, w in ups], 'G: round %d' % rnd)
+        info = round_info(c.cl, ip[0], 'rg', tok, rnd)
+        check(info['state'] == 'done' and info['updates'] == CPR and info['top'] == 'n2',
+              'G: round %d record %s' % (rnd, info))
+        # The node frees the round's top inputs once it stores the model: wait for it to settle.
+        time.sleep(1.0)
+        used.append(arena_used(c, 2))
+    check(used[1] == used[0], 'G: n2\'s arena holds %d bytes after the round whose top died, '
+          '%d after an undisturbed one: the dead top\'s slots leaked' % (used[1], used[0]))
+    log('  a new top folded every input again; the model is exact; n2\'s arena holds %d bytes '
+        'after either round' % used[0])
+
+
 def stop(p):
     if p.killed or p.p.poll() is not None:
         return
@@ -421,6 +480,7 @@ def scenario():
         phase_d(c, admin)
         phase_e(c, admin)
         phase_f(c, admin)
+        phase_g(c, admin)
         for p in c.nodes + [c.ctl]:
             stop(p)
         for p in c.procs:
