@@ -47,5 +47,7 @@ int ctl__sql_fail(struct ctl_store *st, int rc, const char *what);
 void ctl__stmt_done(sqlite3_stmt *s);
 /* Run SQL text without parameters; 0 or -errno (logged). */
 int ctl__exec_sql(struct ctl_store *st, const char *sql);
+/* Duplicate text column @col into *dst (owned by the caller); NULL stays NULL. 0 or -ENOMEM. */
+int ctl__col_dup(sqlite3_stmt *s, int col, char **dst);
 
 #endif
