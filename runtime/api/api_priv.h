@@ -222,6 +222,25 @@ void rt__sa_share_why(const struct rt_secagg *r, uint32_t u, const uint32_t *to,
 		      char *msg, size_t cap);
 void rt__sa_unmask_why(const struct rt_secagg *r, uint32_t u, const uint32_t *v,
 		       const uint8_t *const *share, uint32_t cnt, char *msg, size_t cap);
+/*
+ * rt_api_secagg_fast.c: the stage bodies and answers of the shapes honest clients use, without
+ * jansson. rt__sa_fast_list: @body as {"@arr": [{"@ki": index, "@kh": hex of @each bytes}]},
+ * 1 to @max entries, into @ix[] and @bytes (@max entries' room each); 0 with *@cnt, or -1 for
+ * any other body (then the strict path of rt__sa_parse decides: it accepts every body this
+ * accepts, with the same values). rt_sa_text: an answer's JSON text, in a buffer sized by its
+ * maker; rt__sa_text_ok is false if it ran out (a bug: answered 500, never cut short).
+ */
+int rt__sa_fast_list(const void *body, size_t len, const char *arr, const char *ki,
+		     const char *kh, size_t each, uint32_t max, uint32_t *ix, uint8_t *bytes,
+		     uint32_t *cnt);
+struct rt_sa_text {
+	char *s;
+	size_t len, cap;
+};
+int rt__sa_text_init(struct rt_sa_text *t, size_t cap);
+void rt__sa_text_put(struct rt_sa_text *t, const char *s);
+void rt__sa_text_hex(struct rt_sa_text *t, const uint8_t *p, size_t n);
+bool rt__sa_text_ok(const struct rt_sa_text *t);
 /* /v1/jobs/{job}/secagg/..., and a secagg job's /updates (@slash: from "/secagg" or "/updates"). */
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m);

@@ -315,22 +315,30 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 		      size_t len, struct rt_api_sa_res *res)
 {
 	static const char *const known[] = { "shares", NULL }, *const ent[] = { "to", "ct", NULL };
-	json_t *o = sa_body_json(body, len, known, res), *arr, *e;
-	uint32_t u = sa_index(j, client), *to = NULL, cnt;
-	const uint8_t **ct = NULL;
-	uint8_t *buf = NULL, dig[16];
+	json_t *o = NULL, *arr, *e;
+	uint32_t u = sa_index(j, client), *to, cnt = 0;
+	const uint8_t **ct;
+	uint8_t *buf, dig[16];
 	char msg[sizeof(res->msg)] = "", path[32];
 	size_t i;
 	int err = -EINVAL;
 
-	if (!o)
-		return;
-	rt_sa_digest(body, len, dig);
-	if (u == UINT32_MAX) {
-		json_decref(o);
-		sa_gone(res, j);
-		return;
+	/* Room for the longest list: the honest shape is read straight into it. */
+	to = trib_calloc(RT_SECAGG_MAX_NEIGHBOURS, sizeof(*to));
+	ct = trib_calloc(RT_SECAGG_MAX_NEIGHBOURS, sizeof(*ct));
+	buf = trib_malloc((size_t)RT_SECAGG_MAX_NEIGHBOURS * RT_SECAGG_CT_BYTES);
+	if (!to || !ct || !buf) {
+		sa_err(res, 500, "out of memory", -1, NULL);
+		goto out;
 	}
+	if (!rt__sa_fast_list(body, len, "shares", "to", "ct", RT_SECAGG_CT_BYTES,
+			      RT_SECAGG_MAX_NEIGHBOURS, to, buf, &cnt)) {
+		err = 0;
+		goto parsed;
+	}
+	o = sa_body_json(body, len, known, res);
+	if (!o)
+		goto out;
 	arr = json_object_get(o, "shares");
 	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
 	if (!json_is_array(arr) || !cnt || cnt > RT_SECAGG_MAX_NEIGHBOURS)
@@ -339,22 +347,26 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 			 "1 to %u", json_is_array(arr) ? "an array of " : "not an array, ", cnt,
 			 RT_SECAGG_MAX_NEIGHBOURS);
 	if (!msg[0]) {
-		to = trib_calloc(cnt, sizeof(*to));
-		ct = trib_calloc(cnt, sizeof(*ct));
-		buf = trib_malloc((size_t)cnt * RT_SECAGG_CT_BYTES);
-		err = to && ct && buf ? 0 : -ENOMEM;
+		err = 0;
 		json_array_foreach(arr, i, e) {
-			if (err)
-				break;
-			ct[i] = buf + i * RT_SECAGG_CT_BYTES;
 			if (rt__sa_entry(e, i, "shares", ent, path, sizeof(path), msg, sizeof(msg)) ||
 			    rt__sa_index(e, "to", path, &to[i], msg, sizeof(msg)) ||
 			    rt__sa_hex(e, "ct", path, buf + i * RT_SECAGG_CT_BYTES,
-				       RT_SECAGG_CT_BYTES, msg, sizeof(msg)))
+				       RT_SECAGG_CT_BYTES, msg, sizeof(msg))) {
 				err = -EINVAL;
+				break;
+			}
 		}
 	}
 	json_decref(o);
+parsed:
+	for (i = 0; i < cnt && i < RT_SECAGG_MAX_NEIGHBOURS; i++)
+		ct[i] = buf + i * RT_SECAGG_CT_BYTES;
+	rt_sa_digest(body, len, dig);
+	if (u == UINT32_MAX) {
+		sa_gone(res, j);
+		goto out;
+	}
 	rt__api_secagg_step(n, j);
 	if (!err && sa_index(j, client) != u)
 		err = -EPERM; /* the round ended while the body came */
@@ -367,19 +379,18 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 		err = 0; /* a retry of the same request: the same answer */
 	else if (!err && rt_sa_log_shares(n, j, u, to, ct, cnt, dig))
 		err = -ECANCELED;
+	if (err == -EINVAL) {
+		sa_err(res, 400, msg, -1, NULL);
+	} else if (err) {
+		sa_refuse(res, j, err);
+	} else {
+		rt__api_secagg_step(n, j);
+		sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
+	}
+out:
 	trib_free(to);
 	trib_free(ct);
 	trib_free(buf);
-	if (err == -EINVAL) {
-		sa_err(res, 400, msg, -1, NULL);
-		return;
-	}
-	if (err) {
-		sa_refuse(res, j, err);
-		return;
-	}
-	rt__api_secagg_step(n, j);
-	sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
 }
 
 /*
@@ -513,22 +524,31 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 {
 	static const char *const known[] = { "reveals", NULL };
 	static const char *const ent[] = { "index", "share", NULL };
-	json_t *o = sa_body_json(body, len, known, res), *arr, *e;
-	uint32_t u = sa_index(j, client), *v = NULL, cnt;
-	const uint8_t **sh = NULL;
-	uint8_t *buf = NULL, dig[16];
+	const size_t room = (size_t)RT_SECAGG_MAX_NEIGHBOURS * RT_SECAGG_SHARE_BYTES;
+	json_t *o = NULL, *arr, *e;
+	uint32_t u = sa_index(j, client), *v, cnt = 0;
+	const uint8_t **sh;
+	uint8_t *buf, dig[16];
 	char msg[sizeof(res->msg)] = "", path[32];
 	size_t i;
 	int err = -EINVAL;
 
-	if (!o)
-		return;
-	rt_sa_digest(body, len, dig);
-	if (u == UINT32_MAX) {
-		json_decref(o);
-		sa_gone(res, j);
-		return;
+	/* Room for the longest list: the honest shape is read straight into it. */
+	v = trib_calloc(RT_SECAGG_MAX_NEIGHBOURS, sizeof(*v));
+	sh = trib_calloc(RT_SECAGG_MAX_NEIGHBOURS, sizeof(*sh));
+	buf = trib_malloc(room);
+	if (!v || !sh || !buf) {
+		sa_err(res, 500, "out of memory", -1, NULL);
+		goto out;
 	}
+	if (!rt__sa_fast_list(body, len, "reveals", "index", "share", RT_SECAGG_SHARE_BYTES,
+			      RT_SECAGG_MAX_NEIGHBOURS, v, buf, &cnt)) {
+		err = 0;
+		goto parsed;
+	}
+	o = sa_body_json(body, len, known, res);
+	if (!o)
+		goto out;
 	arr = json_object_get(o, "reveals");
 	cnt = json_is_array(arr) ? (uint32_t)json_array_size(arr) : 0;
 	if (!json_is_array(arr) || cnt > RT_SECAGG_MAX_NEIGHBOURS)
@@ -537,23 +557,27 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 			 "to %u", json_is_array(arr) ? "an array of " : "not an array, ", cnt,
 			 RT_SECAGG_MAX_NEIGHBOURS);
 	if (!msg[0]) {
-		v = trib_calloc(cnt + 1, sizeof(*v));
-		sh = trib_calloc(cnt + 1, sizeof(*sh));
-		buf = trib_malloc(((size_t)cnt + 1) * RT_SECAGG_SHARE_BYTES);
-		err = v && sh && buf ? 0 : -ENOMEM;
+		err = 0;
 		json_array_foreach(arr, i, e) {
-			if (err)
-				break;
-			sh[i] = buf + i * RT_SECAGG_SHARE_BYTES;
 			if (rt__sa_entry(e, i, "reveals", ent, path, sizeof(path), msg,
 					 sizeof(msg)) ||
 			    rt__sa_index(e, "index", path, &v[i], msg, sizeof(msg)) ||
 			    rt__sa_hex(e, "share", path, buf + i * RT_SECAGG_SHARE_BYTES,
-				       RT_SECAGG_SHARE_BYTES, msg, sizeof(msg)))
+				       RT_SECAGG_SHARE_BYTES, msg, sizeof(msg))) {
 				err = -EINVAL;
+				break;
+			}
 		}
 	}
 	json_decref(o);
+parsed:
+	for (i = 0; i < cnt && i < RT_SECAGG_MAX_NEIGHBOURS; i++)
+		sh[i] = buf + i * RT_SECAGG_SHARE_BYTES;
+	rt_sa_digest(body, len, dig);
+	if (u == UINT32_MAX) {
+		sa_gone(res, j);
+		goto out;
+	}
 	rt__api_secagg_step(n, j);
 	if (!err && sa_index(j, client) != u)
 		err = -EPERM;
@@ -566,31 +590,104 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 		err = 0; /* a retry of the same request: the same answer */
 	else if (!err && rt_sa_log_unmask(n, j, u, v, sh, cnt, dig))
 		err = -ECANCELED;
+	if (err == -EINVAL) {
+		sa_err(res, 400, msg, -1, NULL);
+	} else if (err) {
+		sa_refuse(res, j, err);
+	} else {
+		rt__api_secagg_step(n, j);
+		sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
+	}
+out:
 	if (buf)
-		explicit_bzero(buf, ((size_t)cnt + 1) * RT_SECAGG_SHARE_BYTES);
+		explicit_bzero(buf, room); /* reveals are shares: not left in freed memory */
 	trib_free(v);
 	trib_free(sh);
 	trib_free(buf);
-	if (err == -EINVAL) {
-		sa_err(res, 400, msg, -1, NULL);
-		return;
-	}
-	if (err) {
-		sa_refuse(res, j, err);
-		return;
-	}
-	rt__api_secagg_step(n, j);
-	sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
 }
 
 /* GETs: {"stage", "ready": false} until the stage that serves it; then its payload. */
-static void sa_get(struct rt_job *j, const char *client, const char *what,
+/* A number for an answer's text, as jansson writes it (%.17g, a real keeps its ".0"). */
+static void text_num(struct rt_sa_text *t, const char *key, double v, bool real)
+{
+	char b[64];
+	int n = snprintf(b, sizeof(b), ",\"%s\":%.17g", key, v);
+
+	if (real && n > 0 && (size_t)n < sizeof(b) - 2 && !strpbrk(b + strlen(key) + 4, ".en"))
+		memcpy(b + n, ".0", 3);
+	rt__sa_text_put(t, b);
+}
+
+/*
+ * A ready GET's answer as text (rt_api_secagg_fast.c says why not jansson): the same fields in
+ * the same order as sa_get's JSON. 0 with @res->text, or -ENOMEM.
+ */
+static int sa_get_text(struct rt_sa_live *L, uint32_t u, enum rt_secagg_stage st,
+		       enum rt_secagg_stage need, double deadline_s, uint32_t cnt,
+		       const uint32_t *ids, const uint8_t *const *a, const uint8_t *const *b,
+		       const enum rt_secagg_kind *kind, struct rt_api_sa_res *res)
+{
+	size_t each = need == RT_SECAGG_SHARE ? 40 + 4 * 32 + 20
+		    : need == RT_SECAGG_MASKED ? 30 + 2 * RT_SECAGG_CT_BYTES : 40;
+	struct rt_sa_text t;
+	char num[48];
+
+	if (rt__sa_text_init(&t, 256 + (size_t)cnt * each))
+		return -ENOMEM;
+	rt__sa_text_put(&t, "{\"stage\":\"");
+	rt__sa_text_put(&t, rt_secagg_stage_name(st));
+	rt__sa_text_put(&t, "\"");
+	text_num(&t, "round", L->round, false);
+	text_num(&t, "index", u, false);
+	text_num(&t, "deadline_s", deadline_s, true);
+	rt__sa_text_put(&t, need == RT_SECAGG_SHARE ? ",\"neighbours\":["
+			: need == RT_SECAGG_MASKED ? ",\"shares\":[" : ",\"reveal\":[");
+	for (uint32_t i = 0; i < cnt; i++) {
+		snprintf(num, sizeof(num), "%s{\"%s\":%u,", i ? "," : "",
+			 need == RT_SECAGG_MASKED ? "from" : "index", ids[i]);
+		rt__sa_text_put(&t, num);
+		if (need == RT_SECAGG_SHARE) {
+			rt__sa_text_put(&t, "\"c_pk\":");
+			rt__sa_text_hex(&t, a[i], 32);
+			rt__sa_text_put(&t, ",\"s_pk\":");
+			rt__sa_text_hex(&t, b[i], 32);
+		} else if (need == RT_SECAGG_MASKED) {
+			rt__sa_text_put(&t, "\"ct\":");
+			rt__sa_text_hex(&t, a[i], RT_SECAGG_CT_BYTES);
+		} else {
+			rt__sa_text_put(&t, kind[i] == RT_SECAGG_REVEAL_SELF ? "\"kind\":\"self\""
+					: "\"kind\":\"secret\"");
+		}
+		rt__sa_text_put(&t, "}");
+	}
+	rt__sa_text_put(&t, "],\"ready\":true}");
+	if (!rt__sa_text_ok(&t)) {
+		trib_free(t.s);
+		return -ENOMEM;
+	}
+	res->status = 200;
+	res->text = t.s;
+	res->text_len = t.len;
+	return 0;
+}
+
+/*
+ * GET .../secagg/{keys,shares,unmask}: what the caller needs for the next stage, once the round
+ * is there ({"ready": false} before). @text: the ready answer as text (a local connection's),
+ * else as JSON (a cluster peer's, rt_agent_secagg.c).
+ */
+static void sa_get(struct rt_job *j, const char *client, const char *what, bool text,
 		   struct rt_api_sa_res *res)
 {
 	struct rt_sa_live *L;
 	uint32_t u = sa_index(j, client), cnt;
 	enum rt_secagg_stage st, need;
+	uint32_t ids[RT_SECAGG_MAX_NEIGHBOURS];
+	const uint8_t *a[RT_SECAGG_MAX_NEIGHBOURS], *b[RT_SECAGG_MAX_NEIGHBOURS];
+	enum rt_secagg_kind k[RT_SECAGG_MAX_NEIGHBOURS];
+	double deadline_s;
 	json_t *o, *arr;
+	bool in;
 
 	if (u == UINT32_MAX) {
 		sa_gone(res, j);
@@ -601,10 +698,38 @@ static void sa_get(struct rt_job *j, const char *client, const char *what,
 	need = !strcmp(what, "keys") ? RT_SECAGG_SHARE : !strcmp(what, "shares")
 								 ? RT_SECAGG_MASKED
 								 : RT_SECAGG_UNMASK;
+	deadline_s = L->deadline_ns > trib_now_ns()
+			     ? (double)(L->deadline_ns - trib_now_ns()) / 1e9 : 0.0;
+	cnt = 0;
+	in = true;
+	if (st == need && need == RT_SECAGG_SHARE) {
+		const uint32_t *nb;
+		uint32_t m = rt_secagg_neighbours(L->r, u, &nb);
+
+		/* The neighbours that advertised (those that did not are dropped already). */
+		for (uint32_t i = 0; i < m && i < RT_SECAGG_MAX_NEIGHBOURS; i++)
+			if (!rt_secagg_keys(L->r, nb[i], &a[cnt], &b[cnt]))
+				ids[cnt++] = nb[i];
+		in = m > 0;
+	} else if (st == need && need == RT_SECAGG_MASKED) {
+		cnt = rt_secagg_inbox(L->r, u, ids, a, RT_SECAGG_MAX_NEIGHBOURS);
+		in = cnt > 0;
+	} else if (st == need) {
+		cnt = rt_secagg_reveal_list(L->r, u, ids, k, RT_SECAGG_MAX_NEIGHBOURS);
+		in = cnt > 0;
+	}
+	if (!in) {
+		/* Out of the round: no neighbours, inbox or list is what being dropped looks like. */
+		sa_refuse(res, j, -EPERM);
+		return;
+	}
+	if (st == need && text) {
+		if (sa_get_text(L, u, st, need, deadline_s, cnt, ids, a, b, k, res))
+			sa_err(res, 500, "out of memory", -1, NULL);
+		return;
+	}
 	o = json_pack("{s:s, s:I, s:I, s:f}", "stage", rt_secagg_stage_name(st), "round",
-		      (json_int_t)L->round, "index", (json_int_t)u, "deadline_s",
-		      L->deadline_ns > trib_now_ns()
-			      ? (double)(L->deadline_ns - trib_now_ns()) / 1e9 : 0.0);
+		      (json_int_t)L->round, "index", (json_int_t)u, "deadline_s", deadline_s);
 	arr = json_array();
 	if (!o || !arr) {
 		json_decref(o);
@@ -618,48 +743,23 @@ static void sa_get(struct rt_job *j, const char *client, const char *what,
 		sa_ok(res, o);
 		return;
 	}
-	if (need == RT_SECAGG_SHARE) {
-		const uint32_t *ids;
-
-		cnt = rt_secagg_neighbours(L->r, u, &ids);
-		for (uint32_t i = 0; i < cnt; i++) {
-			const uint8_t *cpk, *spk;
-
-			if (rt_secagg_keys(L->r, ids[i], &cpk, &spk))
-				continue;
+	for (uint32_t i = 0; i < cnt; i++) {
+		if (need == RT_SECAGG_SHARE)
 			json_array_append_new(arr, json_pack("{s:I, s:o, s:o}", "index",
 							     (json_int_t)ids[i], "c_pk",
-							     hex_json(cpk, 32), "s_pk",
-							     hex_json(spk, 32)));
-		}
-		json_object_set_new(o, "neighbours", arr);
-	} else if (need == RT_SECAGG_MASKED) {
-		uint32_t from[RT_SECAGG_MAX_NEIGHBOURS];
-		const uint8_t *ct[RT_SECAGG_MAX_NEIGHBOURS];
-
-		cnt = rt_secagg_inbox(L->r, u, from, ct, RT_SECAGG_MAX_NEIGHBOURS);
-		for (uint32_t i = 0; i < cnt; i++)
+							     hex_json(a[i], 32), "s_pk",
+							     hex_json(b[i], 32)));
+		else if (need == RT_SECAGG_MASKED)
 			json_array_append_new(arr, json_pack("{s:I, s:o}", "from",
-							     (json_int_t)from[i], "ct",
-							     hex_json(ct[i], RT_SECAGG_CT_BYTES)));
-		json_object_set_new(o, "shares", arr);
-	} else {
-		uint32_t v[RT_SECAGG_MAX_NEIGHBOURS];
-		enum rt_secagg_kind k[RT_SECAGG_MAX_NEIGHBOURS];
-
-		cnt = rt_secagg_reveal_list(L->r, u, v, k, RT_SECAGG_MAX_NEIGHBOURS);
-		for (uint32_t i = 0; i < cnt; i++)
-			json_array_append_new(arr, json_pack("{s:I, s:s}", "index", (json_int_t)v[i],
+							     (json_int_t)ids[i], "ct",
+							     hex_json(a[i], RT_SECAGG_CT_BYTES)));
+		else
+			json_array_append_new(arr, json_pack("{s:I, s:s}", "index", (json_int_t)ids[i],
 							     "kind", k[i] == RT_SECAGG_REVEAL_SELF
 									     ? "self" : "secret"));
-		json_object_set_new(o, "reveal", arr);
 	}
-	if (!cnt) {
-		/* Out of the round: no neighbours, inbox or list is what being dropped looks like. */
-		json_decref(o);
-		sa_refuse(res, j, -EPERM);
-		return;
-	}
+	json_object_set_new(o, need == RT_SECAGG_SHARE ? "neighbours" : need == RT_SECAGG_MASKED
+			    ? "shares" : "reveal", arr);
 	json_object_set_new(o, "ready", json_true());
 	sa_ok(res, o);
 }
@@ -675,7 +775,7 @@ void rt_api_secagg_call(struct rt_node *n, struct rt_job *j, const char *client,
 	rt__api_secagg_step(n, j);
 	if (get && (!strcmp(stage, "keys") || !strcmp(stage, "shares") ||
 		    !strcmp(stage, "unmask"))) {
-		sa_get(j, client, stage, res);
+		sa_get(j, client, stage, false, res);
 	} else if (get) {
 		sa_err(res, 405, "method not allowed here", -1, NULL);
 	} else if (!strcmp(stage, "keys")) {
@@ -701,6 +801,13 @@ void rt_api_secagg_call(struct rt_node *n, struct rt_job *j, const char *client,
 /* @res to the client; its body is taken. */
 static void sa_send(struct rt_conn *c, struct rt_api_sa_res *res)
 {
+	if (res->text) {
+		rt_conn_respond(c, res->status, "application/json", res->text, res->text_len,
+				res->extra);
+		trib_free(res->text);
+		res->text = NULL;
+		return;
+	}
 	if (res->status >= 200 && res->status < 300) {
 		rt__api_respond_json(c, res->status, res->body, res->extra);
 		res->body = NULL;
@@ -831,7 +938,10 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		return;
 	}
 	if (m == HTTP_GET) {
-		rt_api_secagg_call(N(c), j, R(c)->client, stages[i], true, NULL, 0, &res);
+		memset(&res, 0, sizeof(res));
+		res.round = -1;
+		rt__api_secagg_step(N(c), j);
+		sa_get(j, R(c)->client, stages[i], true, &res); /* the answer as text */
 		sa_send(c, &res);
 		return;
 	}
