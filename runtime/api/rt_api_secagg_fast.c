@@ -80,31 +80,40 @@ static bool index_of(struct cur *c, uint32_t *out)
 				return false;
 		}
 	}
-	/* "01", "1.0", "1e3" are not this integer (invalid JSON, or a real). */
+	/* "01", "1.0", "1e3" are not this integer (invalid JSON, or a real; the grammar would
+	 * refuse the byte after it too: said here, where it is decided). */
 	if (digit(c) || (c->p < c->end && (*c->p == '.' || *c->p == 'e' || *c->p == 'E')))
 		return false;
 	*out = v;
 	return true;
 }
 
+/* A lowercase hex digit's value + 1; 0 for any other byte (a table: 5.3 KB of hex a body). */
+static const uint8_t hexval[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
+	['f'] = 16,
+};
+
 /* "@n bytes as 2n lowercase hex digits" into @out. */
 static bool hex_of(struct cur *c, uint8_t *out, size_t n)
 {
-	const char *s;
+	const unsigned char *s;
+	unsigned bad = 0;
 
 	ws(c);
 	if ((size_t)(c->end - c->p) < 2 * n + 2 || c->p[0] != '"' || c->p[2 * n + 1] != '"')
 		return false;
-	s = c->p + 1;
+	s = (const unsigned char *)c->p + 1;
 	for (size_t i = 0; i < n; i++) {
-		int hi = s[2 * i], lo = s[2 * i + 1];
+		unsigned hi = hexval[s[2 * i]], lo = hexval[s[2 * i + 1]];
 
-		hi = hi >= '0' && hi <= '9' ? hi - '0' : hi >= 'a' && hi <= 'f' ? hi - 'a' + 10 : -1;
-		lo = lo >= '0' && lo <= '9' ? lo - '0' : lo >= 'a' && lo <= 'f' ? lo - 'a' + 10 : -1;
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (uint8_t)(hi << 4 | lo);
+		/* A digit gives 0..15; a non-digit (0) wraps to all ones: bits above 15 mark it. */
+		bad |= (hi - 1) | (lo - 1);
+		out[i] = (uint8_t)((hi - 1) << 4 | (lo - 1));
 	}
+	if (bad & ~15u)
+		return false;
 	c->p += 2 * n + 2;
 	return true;
 }
