@@ -34,25 +34,6 @@
 
 /* --- the stages --- */
 
-/*
- * Hex of @n <= RT_SECAGG_CT_BYTES bytes as a JSON string. On the stack and without jansson's
- * UTF-8 scan (hex is ASCII): the stage answers carry ~20 of these each, ~600 answers a round at
- * 100 clients (docs/BENCHMARKS.md, issue 19).
- */
-static json_t *hex_json(const uint8_t *p, size_t n)
-{
-	static const char dig[] = "0123456789abcdef";
-	char s[2 * RT_SECAGG_CT_BYTES];
-
-	if (n > RT_SECAGG_CT_BYTES)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		s[2 * i] = dig[p[i] >> 4];
-		s[2 * i + 1] = dig[p[i] & 15];
-	}
-	return json_stringn_nocheck(s, 2 * n);
-}
-
 /* FNV-1a of a client id: its first slot in L->slot. */
 static uint32_t sa_hash(const char *client)
 {
@@ -64,7 +45,7 @@ static uint32_t sa_hash(const char *client)
 }
 
 /* The caller's index in the round in progress, or UINT32_MAX. */
-static uint32_t sa_index(const struct rt_job *j, const char *client)
+uint32_t rt__sa_who(const struct rt_job *j, const char *client)
 {
 	const struct rt_sa_live *L = j->sa_live;
 
@@ -94,7 +75,7 @@ static void sa_index_add(struct rt_sa_live *L, uint32_t u)
 }
 
 /* An error answer into @res. */
-static void sa_err(struct rt_api_sa_res *res, int status, const char *msg, long long round,
+void rt__sa_err(struct rt_api_sa_res *res, int status, const char *msg, long long round,
 		   const char *extra)
 {
 	json_decref(res->body);
@@ -106,10 +87,10 @@ static void sa_err(struct rt_api_sa_res *res, int status, const char *msg, long 
 }
 
 /* A 200 with @o (owned; NULL: out of memory). */
-static void sa_ok(struct rt_api_sa_res *res, json_t *o)
+void rt__sa_ok(struct rt_api_sa_res *res, json_t *o)
 {
 	if (!o) {
-		sa_err(res, 500, "out of memory", -1, NULL);
+		rt__sa_err(res, 500, "out of memory", -1, NULL);
 		return;
 	}
 	res->status = 200;
@@ -117,47 +98,47 @@ static void sa_ok(struct rt_api_sa_res *res, json_t *o)
 }
 
 /* A state machine's refusal as HTTP. */
-static void sa_refuse(struct rt_api_sa_res *res, struct rt_job *j, int err)
+void rt__sa_refuse(struct rt_api_sa_res *res, struct rt_job *j, int err)
 {
 	char msg[256];
 	const char *st = j->sa_live ? rt_secagg_stage_name(rt_secagg_stage(j->sa_live->r)) : "none";
 
 	switch (err) {
 	case -EPERM:
-		sa_err(res, 410, "dropped from this secure round (a stage's deadline passed "
-		       "without you); join the next one", -1, NULL);
+		rt__sa_err(res, 410, "dropped from this secure round (a stage's deadline passed "
+			   "without you); join the next one", -1, NULL);
 		return;
 	case -EBUSY:
 		snprintf(msg, sizeof(msg), "not this stage: the round is at '%s'", st);
-		sa_err(res, 409, msg, -1, NULL);
+		rt__sa_err(res, 409, msg, -1, NULL);
 		return;
 	case -EALREADY:
-		sa_err(res, 409, "already sent for this stage, with another body (a retry of the "
-		       "same request gets the first answer again; the first one stands)", -1, NULL);
+		rt__sa_err(res, 409, "already sent for this stage, with another body (a retry of the "
+			   "same request gets the first answer again; the first one stands)", -1, NULL);
 		return;
 	case -ECANCELED:
 		snprintf(msg, sizeof(msg), "the round's state could not be saved, so the round "
 			 "failed: %.180s", j->sa_live ? rt_secagg_why(j->sa_live->r) : "");
-		sa_err(res, 503, msg, -1, "Retry-After: 1\r\n");
+		rt__sa_err(res, 503, msg, -1, "Retry-After: 1\r\n");
 		return;
 	case -ENOMEM:
-		sa_err(res, 500, "out of memory", -1, NULL);
+		rt__sa_err(res, 500, "out of memory", -1, NULL);
 		return;
 	default:
-		sa_err(res, 400, "malformed for this stage (see README \"Secure aggregation\")", -1,
-		       NULL);
+		rt__sa_err(res, 400, "malformed for this stage (see README \"Secure aggregation\")", -1,
+			   NULL);
 	}
 }
 
 /* The caller is not in the round in progress: why (410), with the last failure if any. */
-static void sa_gone(struct rt_api_sa_res *res, struct rt_job *j)
+void rt__sa_gone(struct rt_api_sa_res *res, struct rt_job *j)
 {
 	char msg[320];
 
 	snprintf(msg, sizeof(msg), "not in a secure round in progress%s%.200s%s",
 		 j->sa_failed[0] ? " (the last one failed: " : "", j->sa_failed,
 		 j->sa_failed[0] ? ")" : "");
-	sa_err(res, 410, msg, (long long)j->round, NULL);
+	rt__sa_err(res, 410, msg, (long long)j->round, NULL);
 }
 
 /* A new round for @j: its cfg from the job, a fresh graph seed, its state log. 0 or -errno. */
@@ -214,7 +195,7 @@ static json_t *sa_body_json(const void *body, size_t len, const char *const *kno
 	int status;
 
 	if (rt__sa_parse(body, len, known, &o, &status, msg, sizeof(msg))) {
-		sa_err(res, status, msg, -1, NULL);
+		rt__sa_err(res, status, msg, -1, NULL);
 		return NULL;
 	}
 	return o;
@@ -237,7 +218,7 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 	if (rt__sa_hex(o, "c_pk", "", cpk, 32, msg, sizeof(msg)) ||
 	    rt__sa_hex(o, "s_pk", "", spk, 32, msg, sizeof(msg))) {
 		json_decref(o);
-		sa_err(res, 400, msg, -1, NULL);
+		rt__sa_err(res, 400, msg, -1, NULL);
 		return;
 	}
 	json_decref(o);
@@ -251,36 +232,36 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		snprintf(msg, sizeof(msg), "%s: a low-order X25519 point (every key agreement with "
 			 "it is all zero); send the public key of a fresh random secret key",
 			 trib_sa_public_key_check(cpk) ? "c_pk" : "s_pk");
-		sa_err(res, 422, msg, -1, NULL);
+		rt__sa_err(res, 422, msg, -1, NULL);
 		return;
 	}
 	rt__api_secagg_step(n, j);
 	if (!j->sa_live && rt_job_state(j) != RT_JOB_OPEN) {
-		sa_err(res, 409, "the job is not open (paused or done)", -1, NULL);
+		rt__sa_err(res, 409, "the job is not open (paused or done)", -1, NULL);
 		return;
 	}
 	if (!j->sa_live && j->sa_wait_version > j->completed) {
-		sa_err(res, 409, "the last secure round's model is being committed by the "
-		       "controller; retry in a moment", -1, "Retry-After: 1\r\n");
+		rt__sa_err(res, 409, "the last secure round's model is being committed by the "
+			   "controller; retry in a moment", -1, "Retry-After: 1\r\n");
 		return;
 	}
 	if (!j->sa_live && rt_job_secagg_busy(j)) {
-		sa_err(res, 409, "the last secure round's function tree is still folding; "
-		       "retry in a moment", -1, "Retry-After: 1\r\n");
+		rt__sa_err(res, 409, "the last secure round's function tree is still folding; "
+			   "retry in a moment", -1, "Retry-After: 1\r\n");
 		return;
 	}
 	if (!j->sa_live && (err = sa_open(n, j))) {
-		sa_err(res, 503, err == -ENOMEM ? "could not open a secure round: out of memory" :
-		       "could not open a secure round: its state log cannot be written (see the "
-		       "server log)", -1, "Retry-After: 5\r\n");
+		rt__sa_err(res, 503, err == -ENOMEM ? "could not open a secure round: out of memory" :
+			   "could not open a secure round: its state log cannot be written (see the "
+			   "server log)", -1, "Retry-After: 5\r\n");
 		return;
 	}
-	u = sa_index(j, client);
+	u = rt__sa_who(j, client);
 	if (u == UINT32_MAX) {
 		if (rt_secagg_stage(j->sa_live->r) != RT_SECAGG_ADVERTISE ||
 		    j->sa_live->n >= j->cpr) {
-			sa_err(res, 409, "the secure round in progress is past advertising or "
-			       "full; retry after it ends", -1, NULL);
+			rt__sa_err(res, 409, "the secure round in progress is past advertising or "
+				   "full; retry after it ends", -1, NULL);
 			return;
 		}
 		u = j->sa_live->n;
@@ -297,17 +278,17 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		err = rt_sa_log_keys(n, j, u, cpk, spk, dig) ? -ECANCELED : 0;
 	}
 	if (err) {
-		sa_refuse(res, j, err);
+		rt__sa_refuse(res, j, err);
 		return;
 	}
 	rnd = j->sa_live->round;
 	rt__api_secagg_step(n, j);
-	sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "round", (json_int_t)rnd,
-			     "index", (json_int_t)u, "threshold", (json_int_t)j->secagg.threshold,
-			     "neighbours", (json_int_t)j->secagg.neighbours, "clip",
-			     (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits, "dim",
-			     (json_int_t)j->n_elem, "max_samples",
-			     (json_int_t)j->secagg.max_samples));
+	rt__sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "round", (json_int_t)rnd,
+				 "index", (json_int_t)u, "threshold", (json_int_t)j->secagg.threshold,
+				 "neighbours", (json_int_t)j->secagg.neighbours, "clip",
+				 (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits, "dim",
+				 (json_int_t)j->n_elem, "max_samples",
+				 (json_int_t)j->secagg.max_samples));
 }
 
 /* POST .../secagg/shares {"shares": [{"to": v, "ct": hex}]}: one per neighbour. */
@@ -316,7 +297,7 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 {
 	static const char *const known[] = { "shares", NULL }, *const ent[] = { "to", "ct", NULL };
 	json_t *o = NULL, *arr, *e;
-	uint32_t u = sa_index(j, client), *to, cnt = 0;
+	uint32_t u = rt__sa_who(j, client), *to, cnt = 0;
 	const uint8_t **ct;
 	uint8_t *buf, dig[16];
 	char msg[sizeof(res->msg)] = "", path[32];
@@ -328,7 +309,7 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 	ct = trib_calloc(RT_SECAGG_MAX_NEIGHBOURS, sizeof(*ct));
 	buf = trib_malloc((size_t)RT_SECAGG_MAX_NEIGHBOURS * RT_SECAGG_CT_BYTES);
 	if (!to || !ct || !buf) {
-		sa_err(res, 500, "out of memory", -1, NULL);
+		rt__sa_err(res, 500, "out of memory", -1, NULL);
 		goto out;
 	}
 	if (!rt__sa_fast_list(body, len, "shares", "to", "ct", RT_SECAGG_CT_BYTES,
@@ -364,11 +345,11 @@ parsed:
 		ct[i] = buf + i * RT_SECAGG_CT_BYTES;
 	rt_sa_digest(body, len, dig);
 	if (u == UINT32_MAX) {
-		sa_gone(res, j);
+		rt__sa_gone(res, j);
 		goto out;
 	}
 	rt__api_secagg_step(n, j);
-	if (!err && sa_index(j, client) != u)
+	if (!err && rt__sa_who(j, client) != u)
 		err = -EPERM; /* the round ended while the body came */
 	if (!err) {
 		err = rt_secagg_share(j->sa_live->r, u, to, ct, cnt);
@@ -380,12 +361,12 @@ parsed:
 	else if (!err && rt_sa_log_shares(n, j, u, to, ct, cnt, dig))
 		err = -ECANCELED;
 	if (err == -EINVAL) {
-		sa_err(res, 400, msg, -1, NULL);
+		rt__sa_err(res, 400, msg, -1, NULL);
 	} else if (err) {
-		sa_refuse(res, j, err);
+		rt__sa_refuse(res, j, err);
 	} else {
 		rt__api_secagg_step(n, j);
-		sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
+		rt__sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
 	}
 out:
 	trib_free(to);
@@ -401,20 +382,20 @@ out:
 static int sa_input_may(struct rt_job *j, const char *client, uint64_t len,
 			struct rt_api_sa_res *res)
 {
-	uint32_t u = sa_index(j, client);
+	uint32_t u = rt__sa_who(j, client);
 	uint64_t want = (j->n_elem + 1) * 4;
 	char msg[200];
 	int err;
 
 	if (u == UINT32_MAX) {
-		sa_gone(res, j);
+		rt__sa_gone(res, j);
 		return -1;
 	}
 	if (len != want) {
 		snprintf(msg, sizeof(msg), "masked input: %llu bytes; this job takes (params + 1) "
 			 "little-endian u32 words = %llu bytes", (unsigned long long)len,
 			 (unsigned long long)want);
-		sa_err(res, 400, msg, -1, NULL);
+		rt__sa_err(res, 400, msg, -1, NULL);
 		return -1;
 	}
 	/*
@@ -428,12 +409,12 @@ static int sa_input_may(struct rt_job *j, const char *client, uint64_t len,
 	 * "The secure round's stage requests").
 	 */
 	if (j->sa_live->sent[u] & (1u << RT_SECAGG_MASKED)) {
-		sa_ok(res, json_pack("{s:b}", "accepted", 1));
+		rt__sa_ok(res, json_pack("{s:b}", "accepted", 1));
 		return 1;
 	}
 	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
 	if (err) {
-		sa_refuse(res, j, err);
+		rt__sa_refuse(res, j, err);
 		return -1;
 	}
 	return 0;
@@ -447,8 +428,8 @@ static int sa_input_slot(struct rt_node *n, struct rt_job *j, uint64_t len, uint
 	if (shm_slot_alloc(n->arena, *slot_len, slot_off)) {
 		*slot_off = UINT64_MAX;
 		rt_job_relieve(n, j);
-		sa_err(res, 503, "aggregation memory is full; retry shortly", -1,
-		       "Retry-After: 1\r\n");
+		rt__sa_err(res, 503, "aggregation memory is full; retry shortly", -1,
+			   "Retry-After: 1\r\n");
 		return -1;
 	}
 	return 0;
@@ -464,24 +445,24 @@ static int sa_input_slot(struct rt_node *n, struct rt_job *j, uint64_t len, uint
 static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client,
 			 uint64_t slot_off, uint64_t len, struct rt_api_sa_res *res)
 {
-	uint32_t u = sa_index(j, client), seq = 0; /* the tree's; the client needs none */
+	uint32_t u = rt__sa_who(j, client), seq = 0; /* the tree's; the client needs none */
 	uint64_t segs_off = slot_off + ((len + 63) & ~63ull);
 	struct shm_seg *seg = shm_arena_ptr(n->arena, segs_off);
 	int err;
 
 	rt__api_secagg_step(n, j);
-	if (u == UINT32_MAX || sa_index(j, client) != u) {
-		sa_gone(res, j);
+	if (u == UINT32_MAX || rt__sa_who(j, client) != u) {
+		rt__sa_gone(res, j);
 		return -1;
 	}
 	if (j->sa_live->sent[u] & (1u << RT_SECAGG_MASKED)) {
 		/* Two bodies in flight at once, the other one taken first: it stands (sa_input_may). */
-		sa_ok(res, json_pack("{s:b}", "accepted", 1));
+		rt__sa_ok(res, json_pack("{s:b}", "accepted", 1));
 		return -1;
 	}
 	err = rt_secagg_masked_enter(j->sa_live->r, u, false);
 	if (err) {
-		sa_refuse(res, j, err);
+		rt__sa_refuse(res, j, err);
 		return -1;
 	}
 	memset(seg, 0, sizeof(*seg));
@@ -491,30 +472,30 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 	seg->scale = 1.0f;
 	err = rt_job_secagg_accept(n, j, slot_off, segs_off, len, client, &seq);
 	if (err == -ECANCELED) {
-		sa_refuse(res, j, err); /* in the tree (the slot is its), not on disk: no 200 */
+		rt__sa_refuse(res, j, err); /* in the tree (the slot is its), not on disk: no 200 */
 		return 0;
 	}
 	if (err == -ENOSPC) {
 		rt_job_relieve(n, j);
-		sa_err(res, 503, "aggregation memory is full; retry shortly", -1,
-		       "Retry-After: 1\r\n");
+		rt__sa_err(res, 503, "aggregation memory is full; retry shortly", -1,
+			   "Retry-After: 1\r\n");
 		return -1;
 	}
 	if (err) {
 		trib_error("job %s round %u: a masked input into the function tree: %s", j->name,
 			   j->sa_live->round, strerror(-err));
-		sa_err(res, 503, "the round's aggregation tree failed; see the server log", -1,
-		       "Retry-After: 5\r\n");
+		rt__sa_err(res, 503, "the round's aggregation tree failed; see the server log", -1,
+			   "Retry-After: 5\r\n");
 		return -1;
 	}
 	(void)rt_secagg_masked_enter(j->sa_live->r, u, true);
 	n->m.bytes_received += len;
 	if (rt_sa_log_input(n, j, u)) {
-		sa_refuse(res, j, -ECANCELED); /* the round failed; the slot is the tree's */
+		rt__sa_refuse(res, j, -ECANCELED); /* the round failed; the slot is the tree's */
 		return 0;
 	}
 	rt__api_secagg_step(n, j);
-	sa_ok(res, json_pack("{s:b}", "accepted", 1));
+	rt__sa_ok(res, json_pack("{s:b}", "accepted", 1));
 	return 0;
 }
 
@@ -526,7 +507,7 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 	static const char *const ent[] = { "index", "share", NULL };
 	const size_t room = (size_t)RT_SECAGG_MAX_NEIGHBOURS * RT_SECAGG_SHARE_BYTES;
 	json_t *o = NULL, *arr, *e;
-	uint32_t u = sa_index(j, client), *v, cnt = 0;
+	uint32_t u = rt__sa_who(j, client), *v, cnt = 0;
 	const uint8_t **sh;
 	uint8_t *buf, dig[16];
 	char msg[sizeof(res->msg)] = "", path[32];
@@ -538,7 +519,7 @@ static void sa_unmask(struct rt_node *n, struct rt_job *j, const char *client, c
 	sh = trib_calloc(RT_SECAGG_MAX_NEIGHBOURS, sizeof(*sh));
 	buf = trib_malloc(room);
 	if (!v || !sh || !buf) {
-		sa_err(res, 500, "out of memory", -1, NULL);
+		rt__sa_err(res, 500, "out of memory", -1, NULL);
 		goto out;
 	}
 	if (!rt__sa_fast_list(body, len, "reveals", "index", "share", RT_SECAGG_SHARE_BYTES,
@@ -575,11 +556,11 @@ parsed:
 		sh[i] = buf + i * RT_SECAGG_SHARE_BYTES;
 	rt_sa_digest(body, len, dig);
 	if (u == UINT32_MAX) {
-		sa_gone(res, j);
+		rt__sa_gone(res, j);
 		goto out;
 	}
 	rt__api_secagg_step(n, j);
-	if (!err && sa_index(j, client) != u)
+	if (!err && rt__sa_who(j, client) != u)
 		err = -EPERM;
 	if (!err) {
 		err = rt_secagg_unmask(j->sa_live->r, u, v, sh, cnt);
@@ -591,12 +572,12 @@ parsed:
 	else if (!err && rt_sa_log_unmask(n, j, u, v, sh, cnt, dig))
 		err = -ECANCELED;
 	if (err == -EINVAL) {
-		sa_err(res, 400, msg, -1, NULL);
+		rt__sa_err(res, 400, msg, -1, NULL);
 	} else if (err) {
-		sa_refuse(res, j, err);
+		rt__sa_refuse(res, j, err);
 	} else {
 		rt__api_secagg_step(n, j);
-		sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
+		rt__sa_ok(res, json_pack("{s:I}", "accepted", (json_int_t)cnt));
 	}
 out:
 	if (buf)
@@ -604,164 +585,6 @@ out:
 	trib_free(v);
 	trib_free(sh);
 	trib_free(buf);
-}
-
-/* GETs: {"stage", "ready": false} until the stage that serves it; then its payload. */
-/* A number for an answer's text, as jansson writes it (%.17g, a real keeps its ".0"). */
-static void text_num(struct rt_sa_text *t, const char *key, double v, bool real)
-{
-	char b[64];
-	int n = snprintf(b, sizeof(b), ",\"%s\":%.17g", key, v);
-
-	if (real && n > 0 && (size_t)n < sizeof(b) - 2 && !strpbrk(b + strlen(key) + 4, ".en"))
-		memcpy(b + n, ".0", 3);
-	rt__sa_text_put(t, b);
-}
-
-/*
- * A ready GET's answer as text (rt_api_secagg_fast.c says why not jansson): the same fields in
- * the same order as sa_get's JSON. 0 with @res->text, or -ENOMEM.
- */
-static int sa_get_text(struct rt_sa_live *L, uint32_t u, enum rt_secagg_stage st,
-		       enum rt_secagg_stage need, double deadline_s, uint32_t cnt,
-		       const uint32_t *ids, const uint8_t *const *a, const uint8_t *const *b,
-		       const enum rt_secagg_kind *kind, struct rt_api_sa_res *res)
-{
-	size_t each = need == RT_SECAGG_SHARE ? 40 + 4 * 32 + 20
-		    : need == RT_SECAGG_MASKED ? 30 + 2 * RT_SECAGG_CT_BYTES : 40;
-	struct rt_sa_text t;
-	char num[48];
-
-	if (rt__sa_text_init(&t, 256 + (size_t)cnt * each))
-		return -ENOMEM;
-	rt__sa_text_put(&t, "{\"stage\":\"");
-	rt__sa_text_put(&t, rt_secagg_stage_name(st));
-	rt__sa_text_put(&t, "\"");
-	text_num(&t, "round", L->round, false);
-	text_num(&t, "index", u, false);
-	text_num(&t, "deadline_s", deadline_s, true);
-	rt__sa_text_put(&t, need == RT_SECAGG_SHARE ? ",\"neighbours\":["
-			: need == RT_SECAGG_MASKED ? ",\"shares\":[" : ",\"reveal\":[");
-	for (uint32_t i = 0; i < cnt; i++) {
-		snprintf(num, sizeof(num), "%s{\"%s\":%u,", i ? "," : "",
-			 need == RT_SECAGG_MASKED ? "from" : "index", ids[i]);
-		rt__sa_text_put(&t, num);
-		if (need == RT_SECAGG_SHARE) {
-			rt__sa_text_put(&t, "\"c_pk\":");
-			rt__sa_text_hex(&t, a[i], 32);
-			rt__sa_text_put(&t, ",\"s_pk\":");
-			rt__sa_text_hex(&t, b[i], 32);
-		} else if (need == RT_SECAGG_MASKED) {
-			rt__sa_text_put(&t, "\"ct\":");
-			rt__sa_text_hex(&t, a[i], RT_SECAGG_CT_BYTES);
-		} else {
-			rt__sa_text_put(&t, kind[i] == RT_SECAGG_REVEAL_SELF ? "\"kind\":\"self\""
-					: "\"kind\":\"secret\"");
-		}
-		rt__sa_text_put(&t, "}");
-	}
-	rt__sa_text_put(&t, "],\"ready\":true}");
-	if (!rt__sa_text_ok(&t)) {
-		trib_free(t.s);
-		return -ENOMEM;
-	}
-	res->status = 200;
-	res->text = t.s;
-	res->text_len = t.len;
-	return 0;
-}
-
-/*
- * GET .../secagg/{keys,shares,unmask}: what the caller needs for the next stage, once the round
- * is there ({"ready": false} before). @text: the ready answer as text (a local connection's),
- * else as JSON (a cluster peer's, rt_agent_secagg.c).
- */
-static void sa_get(struct rt_job *j, const char *client, const char *what, bool text,
-		   struct rt_api_sa_res *res)
-{
-	struct rt_sa_live *L;
-	uint32_t u = sa_index(j, client), cnt;
-	enum rt_secagg_stage st, need;
-	uint32_t ids[RT_SECAGG_MAX_NEIGHBOURS];
-	const uint8_t *a[RT_SECAGG_MAX_NEIGHBOURS], *b[RT_SECAGG_MAX_NEIGHBOURS];
-	enum rt_secagg_kind k[RT_SECAGG_MAX_NEIGHBOURS];
-	double deadline_s;
-	json_t *o, *arr;
-	bool in;
-
-	if (u == UINT32_MAX) {
-		sa_gone(res, j);
-		return;
-	}
-	L = j->sa_live;
-	st = rt_secagg_stage(L->r);
-	need = !strcmp(what, "keys") ? RT_SECAGG_SHARE : !strcmp(what, "shares")
-								 ? RT_SECAGG_MASKED
-								 : RT_SECAGG_UNMASK;
-	deadline_s = L->deadline_ns > trib_now_ns()
-			     ? (double)(L->deadline_ns - trib_now_ns()) / 1e9 : 0.0;
-	cnt = 0;
-	in = true;
-	if (st == need && need == RT_SECAGG_SHARE) {
-		const uint32_t *nb;
-		uint32_t m = rt_secagg_neighbours(L->r, u, &nb);
-
-		/* The neighbours that advertised (those that did not are dropped already). */
-		for (uint32_t i = 0; i < m && i < RT_SECAGG_MAX_NEIGHBOURS; i++)
-			if (!rt_secagg_keys(L->r, nb[i], &a[cnt], &b[cnt]))
-				ids[cnt++] = nb[i];
-		in = m > 0;
-	} else if (st == need && need == RT_SECAGG_MASKED) {
-		cnt = rt_secagg_inbox(L->r, u, ids, a, RT_SECAGG_MAX_NEIGHBOURS);
-		in = cnt > 0;
-	} else if (st == need) {
-		cnt = rt_secagg_reveal_list(L->r, u, ids, k, RT_SECAGG_MAX_NEIGHBOURS);
-		in = cnt > 0;
-	}
-	if (!in) {
-		/* Out of the round: no neighbours, inbox or list is what being dropped looks like. */
-		sa_refuse(res, j, -EPERM);
-		return;
-	}
-	if (st == need && text) {
-		if (sa_get_text(L, u, st, need, deadline_s, cnt, ids, a, b, k, res))
-			sa_err(res, 500, "out of memory", -1, NULL);
-		return;
-	}
-	o = json_pack("{s:s, s:I, s:I, s:f}", "stage", rt_secagg_stage_name(st), "round",
-		      (json_int_t)L->round, "index", (json_int_t)u, "deadline_s", deadline_s);
-	arr = json_array();
-	if (!o || !arr) {
-		json_decref(o);
-		json_decref(arr);
-		sa_err(res, 500, "out of memory", -1, NULL);
-		return;
-	}
-	if (st != need) {
-		json_decref(arr);
-		json_object_set_new(o, "ready", json_false());
-		sa_ok(res, o);
-		return;
-	}
-	for (uint32_t i = 0; i < cnt; i++) {
-		if (need == RT_SECAGG_SHARE)
-			json_array_append_new(arr, json_pack("{s:I, s:o, s:o}", "index",
-							     (json_int_t)ids[i], "c_pk",
-							     hex_json(a[i], 32), "s_pk",
-							     hex_json(b[i], 32)));
-		else if (need == RT_SECAGG_MASKED)
-			json_array_append_new(arr, json_pack("{s:I, s:o}", "from",
-							     (json_int_t)ids[i], "ct",
-							     hex_json(a[i], RT_SECAGG_CT_BYTES)));
-		else
-			json_array_append_new(arr, json_pack("{s:I, s:s}", "index", (json_int_t)ids[i],
-							     "kind", k[i] == RT_SECAGG_REVEAL_SELF
-									     ? "self" : "secret"));
-	}
-	json_object_set_new(o, need == RT_SECAGG_SHARE ? "neighbours" : need == RT_SECAGG_MASKED
-			    ? "shares" : "reveal", arr);
-	json_object_set_new(o, "ready", json_true());
-	sa_ok(res, o);
 }
 
 void rt_api_secagg_call(struct rt_node *n, struct rt_job *j, const char *client,
@@ -775,9 +598,9 @@ void rt_api_secagg_call(struct rt_node *n, struct rt_job *j, const char *client,
 	rt__api_secagg_step(n, j);
 	if (get && (!strcmp(stage, "keys") || !strcmp(stage, "shares") ||
 		    !strcmp(stage, "unmask"))) {
-		sa_get(j, client, stage, false, res);
+		rt__sa_get(j, client, stage, false, res);
 	} else if (get) {
-		sa_err(res, 405, "method not allowed here", -1, NULL);
+		rt__sa_err(res, 405, "method not allowed here", -1, NULL);
 	} else if (!strcmp(stage, "keys")) {
 		sa_keys(n, j, client, body, len, res);
 	} else if (!strcmp(stage, "shares")) {
@@ -793,8 +616,8 @@ void rt_api_secagg_call(struct rt_node *n, struct rt_job *j, const char *client,
 		if (sa_input_take(n, j, client, slot_off, len, res))
 			shm_slot_free(n->arena, slot_off);
 	} else {
-		sa_err(res, 404, "no such secure aggregation stage (keys, shares, input, unmask)",
-		       -1, NULL);
+		rt__sa_err(res, 404, "no such secure aggregation stage (keys, shares, input, unmask)",
+			   -1, NULL);
 	}
 }
 
@@ -941,7 +764,7 @@ void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slas
 		memset(&res, 0, sizeof(res));
 		res.round = -1;
 		rt__api_secagg_step(N(c), j);
-		sa_get(j, R(c)->client, stages[i], true, &res); /* the answer as text */
+		rt__sa_get(j, R(c)->client, stages[i], true, &res); /* the answer as text */
 		sa_send(c, &res);
 		return;
 	}
