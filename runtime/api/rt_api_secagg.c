@@ -113,8 +113,10 @@ void rt__sa_refuse(struct rt_api_sa_res *res, struct rt_job *j, int err)
 		rt__sa_err(res, 409, msg, -1, NULL);
 		return;
 	case -EALREADY:
-		rt__sa_err(res, 409, "already sent for this stage, with another body (a retry of the "
-			   "same request gets the first answer again; the first one stands)", -1, NULL);
+		rt__sa_err(res, 409,
+			   "already sent for this stage, with another body (a retry of the "
+			   "same request gets the first answer again; the first one stands)",
+			   -1, NULL);
 		return;
 	case -ECANCELED:
 		snprintf(msg, sizeof(msg), "the round's state could not be saved, so the round "
@@ -125,8 +127,8 @@ void rt__sa_refuse(struct rt_api_sa_res *res, struct rt_job *j, int err)
 		rt__sa_err(res, 500, "out of memory", -1, NULL);
 		return;
 	default:
-		rt__sa_err(res, 400, "malformed for this stage (see README \"Secure aggregation\")", -1,
-			   NULL);
+		rt__sa_err(res, 400, "malformed for this stage (see README \"Secure aggregation\")",
+			   -1, NULL);
 	}
 }
 
@@ -251,9 +253,9 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		return;
 	}
 	if (!j->sa_live && (err = sa_open(n, j))) {
-		rt__sa_err(res, 503, err == -ENOMEM ? "could not open a secure round: out of memory" :
-			   "could not open a secure round: its state log cannot be written (see the "
-			   "server log)", -1, "Retry-After: 5\r\n");
+		rt__sa_err(res, 503, err == -ENOMEM ? "could not open a secure round: out of "
+			   "memory" : "could not open a secure round: its state log cannot be "
+			   "written (see the server log)", -1, "Retry-After: 5\r\n");
 		return;
 	}
 	u = rt__sa_who(j, client);
@@ -268,7 +270,8 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 		snprintf(j->sa_live->ids[u], sizeof(j->sa_live->ids[u]), "%s", client);
 	}
 	err = rt_secagg_advertise(j->sa_live->r, u, cpk, spk);
-	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_ADVERTISE, dig) == 1) {
+	if ((err == -EALREADY || err == -EBUSY) &&
+	    rt_sa_retry(j->sa_live, u, RT_SECAGG_ADVERTISE, dig) == 1) {
 		err = 0; /* a retry of the same request: the same answer */
 	} else if (!err) {
 		if (u == j->sa_live->n) {
@@ -283,12 +286,12 @@ static void sa_keys(struct rt_node *n, struct rt_job *j, const char *client, con
 	}
 	rnd = j->sa_live->round;
 	rt__api_secagg_step(n, j);
-	rt__sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "round", (json_int_t)rnd,
-				 "index", (json_int_t)u, "threshold", (json_int_t)j->secagg.threshold,
-				 "neighbours", (json_int_t)j->secagg.neighbours, "clip",
-				 (double)j->secagg.clip, "bits", (json_int_t)j->secagg.bits, "dim",
-				 (json_int_t)j->n_elem, "max_samples",
-				 (json_int_t)j->secagg.max_samples));
+	rt__sa_ok(res, json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "round",
+				 (json_int_t)rnd, "index", (json_int_t)u, "threshold",
+				 (json_int_t)j->secagg.threshold, "neighbours",
+				 (json_int_t)j->secagg.neighbours, "clip", (double)j->secagg.clip,
+				 "bits", (json_int_t)j->secagg.bits, "dim", (json_int_t)j->n_elem,
+				 "max_samples", (json_int_t)j->secagg.max_samples));
 }
 
 /* POST .../secagg/shares {"shares": [{"to": v, "ct": hex}]}: one per neighbour. */
@@ -330,7 +333,8 @@ static void sa_shares(struct rt_node *n, struct rt_job *j, const char *client, c
 	if (!msg[0]) {
 		err = 0;
 		json_array_foreach(arr, i, e) {
-			if (rt__sa_entry(e, i, "shares", ent, path, sizeof(path), msg, sizeof(msg)) ||
+			if (rt__sa_entry(e, i, "shares", ent, path, sizeof(path), msg,
+					 sizeof(msg)) ||
 			    rt__sa_index(e, "to", path, &to[i], msg, sizeof(msg)) ||
 			    rt__sa_hex(e, "ct", path, buf + i * RT_SECAGG_CT_BYTES,
 				       RT_SECAGG_CT_BYTES, msg, sizeof(msg))) {
@@ -356,7 +360,8 @@ parsed:
 		if (err == -EINVAL) /* well-formed, but not this client's list: say what is wrong */
 			rt__sa_share_why(j->sa_live->r, u, to, cnt, msg, sizeof(msg));
 	}
-	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_SHARE, dig) == 1)
+	if ((err == -EALREADY || err == -EBUSY) &&
+	    rt_sa_retry(j->sa_live, u, RT_SECAGG_SHARE, dig) == 1)
 		err = 0; /* a retry of the same request: the same answer */
 	else if (!err && rt_sa_log_shares(n, j, u, to, ct, cnt, dig))
 		err = -ECANCELED;
@@ -456,7 +461,7 @@ static int sa_input_take(struct rt_node *n, struct rt_job *j, const char *client
 		return -1;
 	}
 	if (j->sa_live->sent[u] & (1u << RT_SECAGG_MASKED)) {
-		/* Two bodies in flight at once, the other one taken first: it stands (sa_input_may). */
+		/* Two bodies in flight at once, the other taken first: it stands. */
 		rt__sa_ok(res, json_pack("{s:b}", "accepted", 1));
 		return -1;
 	}
@@ -567,7 +572,8 @@ parsed:
 		if (err == -EINVAL)
 			rt__sa_unmask_why(j->sa_live->r, u, v, sh, cnt, msg, sizeof(msg));
 	}
-	if ((err == -EALREADY || err == -EBUSY) && rt_sa_retry(j->sa_live, u, RT_SECAGG_UNMASK, dig) == 1)
+	if ((err == -EALREADY || err == -EBUSY) &&
+	    rt_sa_retry(j->sa_live, u, RT_SECAGG_UNMASK, dig) == 1)
 		err = 0; /* a retry of the same request: the same answer */
 	else if (!err && rt_sa_log_unmask(n, j, u, v, sh, cnt, dig))
 		err = -ECANCELED;
@@ -616,8 +622,9 @@ void rt_api_secagg_call(struct rt_node *n, struct rt_job *j, const char *client,
 		if (sa_input_take(n, j, client, slot_off, len, res))
 			shm_slot_free(n->arena, slot_off);
 	} else {
-		rt__sa_err(res, 404, "no such secure aggregation stage (keys, shares, input, unmask)",
-			   -1, NULL);
+		rt__sa_err(res, 404,
+			   "no such secure aggregation stage (keys, shares, input, unmask)", -1,
+			   NULL);
 	}
 }
 

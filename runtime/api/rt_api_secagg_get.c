@@ -148,7 +148,7 @@ void rt__sa_get(struct rt_job *j, const char *client, const char *what, bool tex
 		in = cnt > 0;
 	}
 	if (!in) {
-		/* Out of the round: no neighbours, inbox or list is what being dropped looks like. */
+		/* Out of the round: no neighbours, inbox or list is what being dropped is. */
 		rt__sa_refuse(res, j, -EPERM);
 		return;
 	}
@@ -183,9 +183,9 @@ void rt__sa_get(struct rt_job *j, const char *client, const char *what, bool tex
 							     (json_int_t)ids[i], "ct",
 							     hex_json(a[i], RT_SECAGG_CT_BYTES)));
 		else
-			json_array_append_new(arr, json_pack("{s:I, s:s}", "index", (json_int_t)ids[i],
-							     "kind", k[i] == RT_SECAGG_REVEAL_SELF
-									     ? "self" : "secret"));
+			json_array_append_new(
+			    arr, json_pack("{s:I, s:s}", "index", (json_int_t)ids[i], "kind",
+					   k[i] == RT_SECAGG_REVEAL_SELF ? "self" : "secret"));
 	}
 	json_object_set_new(o, need == RT_SECAGG_SHARE ? "neighbours" : need == RT_SECAGG_MASKED
 			    ? "shares" : "reveal", arr);
