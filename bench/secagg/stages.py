@@ -26,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -141,6 +142,7 @@ def main():
         conn.c.close()
     finally:
         srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
