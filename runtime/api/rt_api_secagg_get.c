@@ -18,9 +18,8 @@
 #include "trib_time.h"
 
 /*
- * Hex of @n <= RT_SECAGG_CT_BYTES bytes as a JSON string. On the stack and without jansson's
- * UTF-8 scan (hex is ASCII): the stage answers carry ~20 of these each, ~600 answers a round at
- * 100 clients (docs/BENCHMARKS.md, issue 19).
+ * Hex of @n <= RT_SECAGG_CT_BYTES bytes as a JSON string, for the JSON answers (a cluster
+ * peer's). On the stack and without jansson's UTF-8 scan (hex is ASCII).
  */
 static json_t *hex_json(const uint8_t *p, size_t n)
 {
