@@ -54,10 +54,10 @@ int trib_sa_agree(uint8_t out[32], const uint8_t sk[32], const uint8_t peer_pk[3
 
 /*
  * Whether @pk can be agreed with: 0, or -EINVAL for a low-order point (order 1, 2, 4 or 8, in
- * any of its encodings), with which every agreement is all zero (trib_sa_agree refuses it). A
- * clamped X25519 scalar is a multiple of the cofactor 8, and no multiple of the prime order lies
- * between 2^254 and 2^255 that is: so one fixed scalar sends exactly the low-order points to
- * zero. -EIO if libsodium cannot start.
+ * any of its encodings), with which every agreement is all zero (trib_sa_agree refuses it).
+ * Compared against the list of those encodings (7, top bit ignored): the same answer as an
+ * X25519 with any clamped scalar (a multiple of the cofactor 8, and no multiple of the prime
+ * order lies between 2^254 and 2^255) sending the key to zero, at a fraction of its cost.
  */
 int trib_sa_public_key_check(const uint8_t pk[32]);
 

@@ -373,13 +373,17 @@ class SecAggSession:
         """One request; a lost connection (the server restarting) is retried with the same
         body for up to reconnect_s: the server keeps the round across a restart and answers a
         stage sent again with the same body as it did the first time."""
+        import http.client
         import time
         end = time.monotonic() + self.reconnect_s
         while True:
             try:
                 st, obj = _http(self.url, method, self.base + path, self.token, body, ctype)
                 break
-            except OSError:  # refused, reset, closed before the answer (urllib's URLError too)
+            # Refused, reset, closed before the answer (urllib's URLError too), or closed
+            # inside it: the server sends an answer's head and body in two writes, and a
+            # kill -9 between them leaves a head whose body never comes (IncompleteRead).
+            except (OSError, http.client.IncompleteRead):
                 if time.monotonic() > end:
                     raise
                 time.sleep(0.2)

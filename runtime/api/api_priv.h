@@ -222,6 +222,40 @@ void rt__sa_share_why(const struct rt_secagg *r, uint32_t u, const uint32_t *to,
 		      char *msg, size_t cap);
 void rt__sa_unmask_why(const struct rt_secagg *r, uint32_t u, const uint32_t *v,
 		       const uint8_t *const *share, uint32_t cnt, char *msg, size_t cap);
+/*
+ * rt_api_secagg_fast.c: the stage bodies and answers of the shapes honest clients use, without
+ * jansson. rt__sa_fast_list: @body as {"@arr": [{"@ki": index, "@kh": hex of @each bytes}]},
+ * 1 to @max entries, into @ix[] and @bytes (@max entries' room each); 0 with *@cnt, or -1 for
+ * any other body (then the strict path of rt__sa_parse decides: it accepts every body this
+ * accepts, with the same values). rt_sa_text: an answer's JSON text, in a buffer sized by its
+ * maker; rt__sa_text_ok is false if it ran out (a bug: answered 500, never cut short).
+ */
+int rt__sa_fast_list(const void *body, size_t len, const char *arr, const char *ki,
+		     const char *kh, size_t each, uint32_t max, uint32_t *ix, uint8_t *bytes,
+		     uint32_t *cnt);
+struct rt_sa_text {
+	char *s;
+	size_t len, cap;
+};
+int rt__sa_text_init(struct rt_sa_text *t, size_t cap);
+void rt__sa_text_put(struct rt_sa_text *t, const char *s);
+void rt__sa_text_hex(struct rt_sa_text *t, const uint8_t *p, size_t n);
+bool rt__sa_text_ok(const struct rt_sa_text *t);
+/*
+ * rt_api_secagg.c's answers, for the GET stages (rt_api_secagg_get.c): rt__sa_who, @client's
+ * index in @j's round in progress (UINT32_MAX: none); rt__sa_err an error, rt__sa_ok a 200
+ * with @o (owned), rt__sa_refuse the state machine's refusal @err, rt__sa_gone "not in this
+ * round" (410) or "no round" as HTTP in @res.
+ */
+uint32_t rt__sa_who(const struct rt_job *j, const char *client);
+void rt__sa_err(struct rt_api_sa_res *res, int status, const char *msg, long long round,
+		const char *extra);
+void rt__sa_ok(struct rt_api_sa_res *res, json_t *o);
+void rt__sa_refuse(struct rt_api_sa_res *res, struct rt_job *j, int err);
+void rt__sa_gone(struct rt_api_sa_res *res, struct rt_job *j);
+/* GET .../secagg/@what for @client: as text (@text: a local connection's) or JSON, in @res. */
+void rt__sa_get(struct rt_job *j, const char *client, const char *what, bool text,
+		struct rt_api_sa_res *res);
 /* /v1/jobs/{job}/secagg/..., and a secagg job's /updates (@slash: from "/secagg" or "/updates"). */
 void rt__api_handle_secagg(struct rt_conn *c, struct rt_job *j, const char *slash,
 			   enum http_method m);

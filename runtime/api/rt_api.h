@@ -140,6 +140,8 @@ struct rt_api_ready_hook {
 struct rt_api_sa_res {
 	int status;	   /* HTTP */
 	json_t *body;	   /* 2xx: the answer (owned by whoever takes it); NULL otherwise */
+	char *text;	   /* 2xx instead of body: its JSON text (trib_malloc'd), local GETs only */
+	size_t text_len;
 	char msg[320];	   /* not 2xx: why */
 	long long round;   /* not 2xx: the round the error names, or -1 */
 	const char *extra; /* preformatted header lines (static) or NULL */

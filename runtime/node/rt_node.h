@@ -669,18 +669,17 @@ int rt_sa_log_keys(struct rt_node *n, struct rt_job *j, uint32_t u, const uint8_
 		   const uint8_t s_pk[32], const uint8_t dig[16]);
 int rt_sa_log_shares(struct rt_node *n, struct rt_job *j, uint32_t u, const uint32_t *to,
 		     const uint8_t *const *ct, uint32_t count, const uint8_t dig[16]);
-int rt_sa_log_input(struct rt_node *n, struct rt_job *j, uint32_t u, const uint8_t dig[16]);
+/* u's masked input is in the tree: its mark (no digest: a resend is answered by u alone). */
+int rt_sa_log_input(struct rt_node *n, struct rt_job *j, uint32_t u);
 int rt_sa_log_unmask(struct rt_node *n, struct rt_job *j, uint32_t u, const uint32_t *v,
 		     const uint8_t *const *share, uint32_t count, const uint8_t dig[16]);
 int rt_sa_log_end(struct rt_node *n, struct rt_job *j, int stage);
 void rt_sa_log_over(struct rt_node *n, struct rt_job *j, uint32_t round);
 /* The digest a stage's body is remembered by (HMAC-SHA256 based, 16 bytes). */
 void rt_sa_digest(const void *body, size_t len, uint8_t dig[16]);
-/* The digest a masked input is remembered by: Poly1305 under a key from the round's graph seed
- * (rt_secagg_state.c says why not rt_sa_digest's). */
-void rt_sa_digest_input(const struct rt_sa_live *L, const void *body, size_t len, uint8_t dig[16]);
 /*
- * A stage message of client u again (a retry, after a restart or not): 1 if u's @stage was
+ * A stage message of client u again (a retry, after a restart or not; keys, shares and reveals:
+ * the masked input is answered by u alone, never digested): 1 if u's @stage was
  * accepted with this same body (answer as the first time), 0 if it was not accepted, -1 if it
  * was with another body (the first stands: 409).
  */

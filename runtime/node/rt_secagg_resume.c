@@ -339,7 +339,6 @@ static uint32_t unmarked_input(struct rt_node *n, struct rt_job *j, uint32_t *wh
 
 static void reconcile(struct rt_node *n, struct rt_job *j)
 {
-	static const uint8_t unknown[16];
 	struct rt_sa_live *L = j->sa_live;
 	enum rt_secagg_stage st;
 	uint32_t round, have, marks = 0, u = 0;
@@ -364,9 +363,10 @@ static void reconcile(struct rt_node *n, struct rt_job *j)
 		/*
 		 * The stop came between the input's journal record and its mark: it was never
 		 * answered. It is u's (the only client the tree has and the state does not); a
-		 * retry of it gets 409 (its body was not logged, so it cannot be compared).
+		 * resend of it gets the 200 it was owed (a masked input's resend is answered by
+		 * its client alone: rt_api_secagg.c's sa_input_may).
 		 */
-		if (rt_secagg_masked_enter(L->r, u, true) || rt_sa_log_input(n, j, u, unknown))
+		if (rt_secagg_masked_enter(L->r, u, true) || rt_sa_log_input(n, j, u))
 			snprintf(why, sizeof(why), "client %u's masked input could not be marked", u);
 		else
 			marks++;

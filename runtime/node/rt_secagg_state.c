@@ -40,40 +40,15 @@ void rt_sa_digest(const void *body, size_t len, uint8_t dig[16])
 	static const uint8_t salt[] = "tributary secagg: a stage's body, for retries";
 
 	/*
-	 * HKDF-SHA256's extract is HMAC-SHA256 of the body: a collision-resistant digest. A masked
-	 * input's 4 MB (at 1M parameters) hash on OpenSSL's SHA-256 (trib_sa_hkdf): this is the
-	 * gateway's largest per-input cost in a secure round.
+	 * HKDF-SHA256's extract is HMAC-SHA256 of the body: a collision-resistant digest, a few
+	 * microseconds for a keys, shares or unmask body. Never the masked input's (4 MB at 1M
+	 * parameters): it is not digested at all (rt_api_secagg.c's sa_input_may).
 	 */
 	if (trib_sa_hkdf(dig, 16, body, len, salt, sizeof(salt) - 1, NULL, 0)) {
 		/* Only OpenSSL's HMAC failing: all ones match no real digest, a retry gets a 409. */
 		trib_error("secagg: a stage body's digest could not be computed (OpenSSL's HMAC)");
 		memset(dig, 0xff, 16);
 	}
-}
-
-void rt_sa_digest_input(const struct rt_sa_live *L, const void *body, size_t len, uint8_t dig[16])
-{
-	static const uint8_t salt[] = "tributary secagg: a masked input's digest, for retries";
-	const struct rt_secagg_cfg *cfg = rt_secagg_config(L->r);
-	uint8_t key[32];
-
-	/*
-	 * Why not rt_sa_digest: 400 MB of masked inputs a round at 100 x 1M, and HMAC-SHA256 over
-	 * them was 0.27 s of the gateway's CPU even on the SHA extensions (1 s on libsodium's), more
-	 * than the whole plain round's server (docs/BENCHMARKS.md, issue 19). Poly1305 runs at ~12
-	 * GB/s. Its key is the round's own secret: derived from the graph seed, which the server
-	 * draws per round, never sends, and keeps in the state log's opening record, so a retry
-	 * after a restart digests to the same tag. No tag ever leaves the server (a retry learns
-	 * only "the same body or not"), which keeps one key for the round's inputs a universal
-	 * hash: a client finds another body with its input's digest with probability ~2^-85.
-	 */
-	if (trib_sa_hkdf(key, sizeof(key), cfg->graph_seed, sizeof(cfg->graph_seed), salt,
-			 sizeof(salt) - 1, NULL, 0) ||
-	    trib_sa_poly1305(dig, key, body, len)) {
-		trib_error("secagg: a masked input's digest could not be computed (OpenSSL)");
-		memset(dig, 0xff, 16); /* matches no real digest: a retry gets a 409 */
-	}
-	explicit_bzero(key, sizeof(key));
 }
 
 int rt_sa_retry(const struct rt_sa_live *L, uint32_t u, int stage, const uint8_t dig[16])
@@ -200,14 +175,20 @@ int rt_sa_log_shares(struct rt_node *n, struct rt_job *j, uint32_t u, const uint
 	return err;
 }
 
-int rt_sa_log_input(struct rt_node *n, struct rt_job *j, uint32_t u, const uint8_t dig[16])
+int rt_sa_log_input(struct rt_node *n, struct rt_job *j, uint32_t u)
 {
-	struct iovec iov[2] = { { &u, 4 }, { (void *)dig, 16 } };
+	/*
+	 * The record keeps its 16 digest bytes (logs of earlier versions replay), all zeros: a
+	 * masked input is not digested (a resend is answered by its (client, stage) alone,
+	 * rt_api_secagg.c's sa_input_may says why).
+	 */
+	static const uint8_t none[16];
+	struct iovec iov[2] = { { &u, 4 }, { (void *)none, 16 } };
 	int err = append(j, RT_SALOG_INPUT, iov, 2, "a masked input's mark");
 
 	(void)n;
 	if (!err)
-		mark(j->sa_live, u, RT_SECAGG_MASKED, dig);
+		mark(j->sa_live, u, RT_SECAGG_MASKED, none);
 	return err;
 }
 

@@ -2,7 +2,9 @@
 /* core/trib_secagg_crypto.c and core/trib_shamir.c against tests/secagg/vectors.json (the file
  * clients/python/test_secagg.py checks too), hand-computed field cases and refusals. */
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -311,6 +313,94 @@ Test(core_secagg, public_key_check_refuses_exactly_the_low_order_points)
 	memset(pk, 0, sizeof(pk));
 	pk[0] = 9;
 	cr_assert_eq(trib_sa_public_key_check(pk), 0);
+}
+
+/* Refused by X25519 itself: libsodium's scalarmult (the check's old body) with the scalar 9. */
+static bool sodium_refuses(const uint8_t pk[32])
+{
+	static const uint8_t probe[32] = { 9 };
+	uint8_t out[32];
+
+	return crypto_scalarmult(out, probe, pk) != 0;
+}
+
+/*
+ * And by an X25519 that holds no list (libsodium's ref10 checks the same list before its
+ * ladder): OpenSSL's, which fails a derivation whose result is all zero. The scalar 9, clamped
+ * as any private key, is a multiple of the cofactor.
+ */
+static bool openssl_refuses(const uint8_t pk[32])
+{
+	static const uint8_t probe[32] = { 9 };
+	EVP_PKEY *me = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, probe, 32);
+	EVP_PKEY *peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, pk, 32);
+	EVP_PKEY_CTX *ctx = me ? EVP_PKEY_CTX_new(me, NULL) : NULL;
+	uint8_t out[32];
+	size_t len = sizeof(out);
+	int ok;
+
+	cr_assert(me && peer && ctx, "OpenSSL's X25519 keys");
+	ok = EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, peer) == 1 &&
+	     EVP_PKEY_derive(ctx, out, &len) == 1;
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(peer);
+	EVP_PKEY_free(me);
+	return !ok;
+}
+
+static void check_agrees(const uint8_t pk[32], const char *what, int i)
+{
+	bool listed = trib_sa_public_key_check(pk) == -EINVAL;
+
+	cr_assert_eq(listed, sodium_refuses(pk), "%s %d: the list says %d, libsodium's X25519 not",
+		     what, i, listed);
+	cr_assert_eq(listed, openssl_refuses(pk), "%s %d: the list says %d, OpenSSL's X25519 not",
+		     what, i, listed);
+}
+
+/*
+ * trib_sa_public_key_check compares with a list (no scalar multiplication): it must refuse
+ * exactly what an X25519 with a cofactor-multiple scalar sends to zero. On the listed points,
+ * their neighbours (one bit or one unit off, where a wrong list entry would show) and random
+ * keys (half of them on the twist).
+ */
+Test(core_secagg, public_key_check_list_agrees_with_x25519)
+{
+	uint8_t pk[32];
+	int refused = 0;
+
+	for (size_t i = 0; i < sizeof(low_order) / sizeof(low_order[0]); i++) {
+		uint8_t base[32];
+
+		for (int b = 0; b < 32; b++)
+			sscanf(low_order[i] + 2 * b, "%2hhx", &base[b]);
+		check_agrees(base, "listed point", (int)i);
+		refused += trib_sa_public_key_check(base) == -EINVAL;
+		for (int bit = 0; bit < 256; bit++) {
+			memcpy(pk, base, 32);
+			pk[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+			check_agrees(pk, "a listed point with one bit flipped", (int)i * 256 + bit);
+		}
+		for (int d = -2; d <= 2; d++) {
+			/* x + d as a little-endian number (carries through the bytes). */
+			int carry = d;
+
+			memcpy(pk, base, 32);
+			for (int b = 0; b < 32 && carry; b++) {
+				int v = pk[b] + carry;
+
+				pk[b] = (uint8_t)v;
+				carry = v < 0 ? -1 : v > 255 ? 1 : 0;
+			}
+			check_agrees(pk, "a listed point plus a unit", (int)i * 8 + d + 2);
+		}
+	}
+	cr_assert_eq(refused, (int)(sizeof(low_order) / sizeof(low_order[0])),
+		     "every listed encoding is refused");
+	for (int i = 0; i < 2000; i++) {
+		randombytes_buf(pk, sizeof(pk));
+		check_agrees(pk, "random key", i);
+	}
 }
 
 Test(core_shamir, field_hand_computed)

@@ -5,7 +5,8 @@
 # twice to one, a short list; reveals not asked, at another point, twice for one client) each get
 # a 400 naming the field, its value and what is allowed, and change nothing: the same clients'
 # honest messages are then taken and the round's model is the exact quantised mean. Stages sent
-# early get 409 naming the stage; a masked input sent slowly on many connections at once hits
+# early get 409 naming the stage; a second masked input gets the first's 200 and is dropped
+# (the first stands); a masked input sent slowly on many connections at once hits
 # the per-client cap of bodies in flight (503), and is taken once they are gone. A crafted share
 # that moves a survivor's self-mask seed to another valid-looking one (Lagrange accepts it) fails
 # the round naming both clients, instead of giving a wrong model. A job whose round state would
@@ -242,7 +243,11 @@ def honest_round(srv, url, toks, rng):
         ups.append(x)
         ws.append(w)
         if i == 0:
-            api.refused(toks[0], 'input', bytes(4 * (DIM + 1)), 409, 'already sent')
+            # Another input after the first: answered as the first (the body is dropped, never
+            # compared, as a plain update's resend), and the first stands (the exact model).
+            st, obj = api.post(toks[0], 'input', bytes(4 * (DIM + 1)))
+            check(st == 200 and obj == {'accepted': True},
+                  'a second masked input: want the first answer, got %d %r' % (st, obj))
     want = [(r['index'], {'self': sa.REVEAL_SELF, 'secret': sa.REVEAL_SECRET}[r['kind']])
             for r in sess[0]._wait('unmask', 10)['reveal']]
     good = sess[0].client.reveal(want)

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api_priv.h"
 #include "rt_api.h"
 #include "rt_secagg.h"
 #include "rt_secagg_log.h"
@@ -190,6 +191,93 @@ Test(runtime_secagg_resume, a_new_node_resumes_the_round_where_it_was, .timeout 
 	/* The next round opens. */
 	cr_assert_eq(call(n, j, 0, "keys", false, keys[0], NULL), 200);
 	cr_assert_not_null(j->sa_live);
+	rt_node_close(n);
+	unlink(arena);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* A GET stage's answer both ways (rt_api_secagg_get.c): its text parsed, and its JSON. */
+static void both(struct rt_job *j, int u, const char *stage, json_t **text, json_t **obj)
+{
+	struct rt_api_sa_res res;
+	char client[16];
+
+	snprintf(client, sizeof(client), "c%d", u);
+	memset(&res, 0, sizeof(res));
+	rt__sa_get(j, client, stage, true, &res);
+	cr_assert_eq(res.status, 200, "%s", res.msg);
+	cr_assert_not_null(res.text, "a ready answer is text for a local connection");
+	*text = json_loadb(res.text, res.text_len, JSON_REJECT_DUPLICATES, NULL);
+	cr_assert_not_null(*text, "not JSON: %.*s", (int)res.text_len, res.text);
+	trib_free(res.text);
+	memset(&res, 0, sizeof(res));
+	rt__sa_get(j, client, stage, false, &res);
+	cr_assert_eq(res.status, 200, "%s", res.msg);
+	cr_assert_null(res.text);
+	*obj = res.body;
+}
+
+/*
+ * The GET stages' text answers (a local connection's) say what their JSON (a cluster peer's)
+ * says: the same fields, values and order, the seconds left to the deadline within a second.
+ */
+Test(runtime_secagg_resume, get_stage_text_equals_its_json, .timeout = 60)
+{
+	char dir[] = "/tmp/trib-sa-text-XXXXXX", keys[CPR][160], shares[CPR][2048], cmd[128];
+	char arena[PATH_MAX];
+	struct rt_node *n;
+	struct rt_job *j;
+
+	cr_assert_eq(trib_sa_init(), 0);
+	cr_assert_not_null(mkdtemp(dir));
+	n = node_at(dir);
+	j = job_at(n);
+	for (int u = 0; u < CPR; u++) {
+		char cpk[65], spk[65];
+
+		hex(cpk, (uint8_t)(u + 1), 32);
+		hex(spk, (uint8_t)(u + 101), 32);
+		snprintf(keys[u], sizeof(keys[u]), "{\"c_pk\":\"%s\",\"s_pk\":\"%s\"}", cpk, spk);
+		cr_assert_eq(call(n, j, u, "keys", false, keys[u], NULL), 200);
+	}
+	for (int s = 0; s < 2; s++) {
+		const char *stage = s ? "shares" : "keys";
+
+		if (s)
+			for (int u = 0; u < CPR; u++) {
+				shares_body(n, j, u, shares[u], sizeof(shares[u]));
+				cr_assert_eq(call(n, j, u, "shares", false, shares[u], NULL), 200);
+			}
+		for (int u = 0; u < CPR; u++) {
+			json_t *t, *o;
+			const char *kt, *ko;
+			void *it, *io;
+			double dt, dj;
+
+			both(j, u, stage, &t, &o);
+			cr_assert(json_is_true(json_object_get(t, "ready")), "%s ready", stage);
+			dt = json_real_value(json_object_get(t, "deadline_s"));
+			dj = json_real_value(json_object_get(o, "deadline_s"));
+			cr_assert(json_is_real(json_object_get(t, "deadline_s")) && dt > 50 &&
+				  dt - dj < 1 && dj - dt < 1, "deadline_s %g and %g", dt, dj);
+			json_object_del(t, "deadline_s");
+			json_object_del(o, "deadline_s");
+			cr_assert(json_equal(t, o), "client %d's GET %s: text %s, JSON %s", u, stage,
+				  json_dumps(t, 0), json_dumps(o, 0));
+			/* And in the same order, as a client reading the text in order sees it. */
+			for (it = json_object_iter(t), io = json_object_iter(o); it && io;
+			     it = json_object_iter_next(t, it), io = json_object_iter_next(o, io)) {
+				kt = json_object_iter_key(it);
+				ko = json_object_iter_key(io);
+				cr_assert_str_eq(kt, ko);
+			}
+			cr_assert(!it && !io);
+			json_decref(t);
+			json_decref(o);
+		}
+	}
+	snprintf(arena, sizeof(arena), "%s", shm_arena_file_path(n->arena));
 	rt_node_close(n);
 	unlink(arena);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
