@@ -310,6 +310,18 @@ int ctl__exec_sql(struct ctl_store *st, const char *sql)
 	return rc == SQLITE_OK ? 0 : ctl__sql_fail(st, rc, sql);
 }
 
+bool ctl__sync_relax(struct ctl_store *st, bool durable)
+{
+	return !durable && st->wal && !ctl__exec_sql(st, "PRAGMA synchronous = NORMAL");
+}
+
+void ctl__sync_restore(struct ctl_store *st, bool relaxed)
+{
+	/* Failing, the connection would stay NORMAL for every later commit: say so loudly. */
+	if (relaxed && ctl__exec_sql(st, "PRAGMA synchronous = FULL"))
+		trib_error("store: synchronous could not be set back to FULL");
+}
+
 /* Read a one-row, one-integer pragma such as user_version. */
 static int pragma_int(struct ctl_store *st, const char *sql, int64_t *val)
 {
@@ -341,6 +353,7 @@ static int set_wal(struct ctl_store *st)
 		err = ctl__sql_fail(st, rc, "journal_mode");
 	} else {
 		mode = sqlite3_column_text(s, 0);
+		st->wal = mode && !strcasecmp((const char *)mode, "wal");
 		if (mode && strcasecmp((const char *)mode, "wal") &&
 		    strcasecmp((const char *)mode, "memory"))
 			trib_warn("store: WAL unavailable, journal mode is %s", (const char *)mode);

@@ -4,6 +4,7 @@
 #define CTL_STORE_PRIV_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 
 #include "ctl_store.h"
@@ -39,6 +40,7 @@ struct ctl_store {
 	/* Serialises all use of db and stmt[]: a prepared statement holds bindings and a cursor. */
 	pthread_mutex_t lock;
 	sqlite3_stmt *stmt[S_COUNT];
+	bool wal; /* journal_mode is WAL: a commit may skip its sync (ctl__sync_relax) */
 };
 
 /* Log @what failing with @rc and map it to -errno. */
@@ -47,5 +49,13 @@ int ctl__sql_fail(struct ctl_store *st, int rc, const char *what);
 void ctl__stmt_done(sqlite3_stmt *s);
 /* Run SQL text without parameters; 0 or -errno (logged). */
 int ctl__exec_sql(struct ctl_store *st, const char *sql);
+/*
+ * The next commits without their sync (synchronous NORMAL: written to the WAL file, so a
+ * crash of the process keeps them, a crash of the machine may not) when @durable is false and
+ * the store is in WAL mode, where NORMAL cannot corrupt the file. Returns whether it relaxed;
+ * ctl__sync_restore(st, that) puts FULL back. The lock is held across both.
+ */
+bool ctl__sync_relax(struct ctl_store *st, bool durable);
+void ctl__sync_restore(struct ctl_store *st, bool relaxed);
 
 #endif

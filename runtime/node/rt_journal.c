@@ -287,12 +287,20 @@ static int key_add(void *ctx, uint32_t idx, const struct shm_rec_info *i)
  * so a crash at any point leaves each answer in one place or both). With
  * @prune, the store forgets the answers of rounds rt_job_idem_keep() or more
  * below @round. 0 or -errno (logged).
+ *
+ * Synced to disk only when the round is stored (@prune) or with --durability disk: a
+ * partial's batch (a leaf's worth of updates, while the round is open) takes the place of
+ * arena records, which outlive a crash of the process but not of the machine, and so do rows
+ * committed unsynced in WAL mode; the round's own batch, synced, makes every earlier one
+ * durable with it. The sync had been a fdatasync on the event loop per leaf (two with client
+ * tokens): 0.1-0.5 ms each here (docs/BENCHMARKS.md, "The gateway's CPU per update").
  */
 static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t lo,
 		     uint64_t end, bool prune)
 {
 	struct key_batch kb = { .job = (uint64_t)j->db_id, .round = round, .lo = lo, .end = end };
 	uint32_t keep = rt_job_idem_keep(j);
+	bool durable = prune || n->wal;
 	int err;
 
 	if (n->clustered)
@@ -300,7 +308,7 @@ static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64
 	err = shm_rec_each(n->arena, key_add, &kb);
 	if (!err && (kb.n || prune))
 		err = ctl_store_idem_put(n->store, j->db_id, kb.v, kb.n,
-					 prune && round + 1 > keep ? round + 1 - keep : 0);
+					 prune && round + 1 > keep ? round + 1 - keep : 0, durable);
 	/* The clients counted in the round, for one update per client after a restart. */
 	if (!err && kb.nids) {
 		kb.idp = trib_calloc(kb.nids, sizeof(*kb.idp));
@@ -310,7 +318,7 @@ static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64
 	}
 	if (!err && (kb.nids || prune))
 		err = ctl_store_round_clients_put(n->store, j->db_id, round, kb.idp, kb.nids,
-						  prune ? round + 1 : 0);
+						  prune ? round + 1 : 0, durable);
 	trib_free(kb.idp);
 	trib_free(kb.ids);
 	trib_free(kb.v);
