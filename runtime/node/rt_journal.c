@@ -197,10 +197,14 @@ int rt_job_idem_find(struct rt_node *n, struct rt_job *j, uint32_t round, const 
 	 * partial superseded it) after its answer went to the store. FedBuff
 	 * counts an update trained from @round in @round or a later version.
 	 */
-	if (err == -ENOENT && !n->clustered)
+	if (err == -ENOENT && !n->clustered) {
+		/* A key this node never put into the store is not there (rt_idem.h). */
+		if (!rt_idem_mem_may_have(&j->idem_mem, round, key, key_len))
+			return -ENOENT;
 		return ctl_store_idem_get(n->store, j->db_id, key, key_len, round,
 					  j->algo.async ? UINT32_MAX : round, status, body, cap,
 					  body_len);
+	}
 	if (err)
 		return err;
 	err = shm_rec_get(n->arena, idx, &info);
@@ -306,9 +310,14 @@ static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64
 	if (n->clustered)
 		return 0; /* a cluster node's keys live in its journal only */
 	err = shm_rec_each(n->arena, key_add, &kb);
+	/* In the filter before the put: if the put fails, the filter only asks the store. */
+	for (size_t i = 0; !err && i < kb.n; i++)
+		rt_idem_mem_add(&j->idem_mem, kb.v[i].round, kb.v[i].key, kb.v[i].key_len);
 	if (!err && (kb.n || prune))
 		err = ctl_store_idem_put(n->store, j->db_id, kb.v, kb.n,
 					 prune && round + 1 > keep ? round + 1 - keep : 0, durable);
+	if (!err && prune && round + 1 > keep)
+		rt_idem_mem_prune(&j->idem_mem, round + 1 - keep);
 	/* The clients counted in the round, for one update per client after a restart. */
 	if (!err && kb.nids) {
 		kb.idp = trib_calloc(kb.nids, sizeof(*kb.idp));

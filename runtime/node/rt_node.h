@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "rt_idem.h"
 #include "rt_algo.h"
 #include "rt_fnproc.h"
 #include "shm_abi.h"
@@ -248,6 +249,7 @@ struct rt_job {
 	double remote_weight;
 	struct rt_job_cred cred;  /* client credentials (issue 13) */
 	struct rt_clients clients; /* the clients of the open round (one update each) */
+	struct rt_idem_mem idem_mem; /* the keys this node put into the store (rt_idem.h) */
 	uint32_t last_round_clients; /* distinct clients of the last round closed (since start) */
 	uint64_t inflight_bytes;  /* update bodies being received for this job */
 	struct rt_job_select sel; /* client_config and selection (rt_select.c) */
