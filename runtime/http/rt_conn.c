@@ -303,6 +303,18 @@ static void arm_conn_send(struct rt_conn *c)
 	}
 	sqe = rt_ring_sqe(c->ring);
 
+	/*
+	 * A body that fits after the head goes in the same send: one operation, one completion
+	 * and one loop turn per answer instead of two (every 202 of an update was two). The
+	 * copy in rhead equals rbody, so a partial send resumes below as from the two pieces.
+	 */
+	if (c->sent == 0 && c->rbody_len && c->rbody_len <= sizeof(c->rhead) - hl) {
+		memcpy(c->rhead + hl, c->rbody, c->rbody_len);
+		io_uring_prep_send(sqe, c->fd, c->rhead, hl + c->rbody_len, 0);
+		io_uring_sqe_set_data64(sqe, ud_conn(c));
+		c->op_pending = true;
+		return;
+	}
 	/* One send per head and body piece; partial sends resume where they stopped. */
 	if (c->sent < hl)
 		io_uring_prep_send(sqe, c->fd, c->rhead + c->sent, hl - c->sent,
