@@ -19,6 +19,7 @@ usage: answer_latency.py [--build DIR] [--against DIR] [--updates U] [--params P
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,6 +87,9 @@ def main():
     ap.add_argument("--params", type=int, default=1000000)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
+    if not shutil.which("perf"):
+        print("answer_latency: skipped: perf is not installed (scripts/deps-bench.sh)")
+        return 1
     builds = [a.build] + ([a.against] if a.against else [])
     res = {b: [] for b in builds}
     with tempfile.TemporaryDirectory(prefix="tributary-answer.") as tmp:
