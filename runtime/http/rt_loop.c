@@ -385,10 +385,14 @@ int rt_loop_run(struct rt_loop *l)
 		 * submitted it): take them without waiting, and without a syscall when nothing
 		 * is left to submit.
 		 */
-		if (!io_uring_cq_ready(&l->ring))
+		if (!io_uring_cq_ready(&l->ring)) {
 			err = io_uring_submit_and_wait(&l->ring, 1);
-		else
+		} else {
 			err = io_uring_sq_ready(&l->ring) ? io_uring_submit(&l->ring) : 0;
+			/* Refused until completions are reaped: reap them, submit next turn. */
+			if (err == -EBUSY || err == -EAGAIN)
+				err = 0;
+		}
 		if (err < 0 && err != -EINTR) {
 			/* Logged here; the caller stops as after a signal. */
 			trib_error("io_uring_submit_and_wait: %s", strerror(-err));
