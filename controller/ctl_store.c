@@ -310,6 +310,59 @@ int ctl__exec_sql(struct ctl_store *st, const char *sql)
 	return rc == SQLITE_OK ? 0 : ctl__sql_fail(st, rc, sql);
 }
 
+int ctl__prep_kept(struct ctl_store *st, const char *sql, sqlite3_stmt **out)
+{
+	struct ctl_stmt_kept *k;
+	int rc;
+
+	for (uint32_t i = 0; i < st->nkept; i++) {
+		if (!strcmp(st->kept[i].sql, sql)) {
+			*out = st->kept[i].s;
+			return 0;
+		}
+	}
+	rc = sqlite3_prepare_v3(st->db, sql, -1,
+				st->nkept < CTL_STMT_KEPT ? SQLITE_PREPARE_PERSISTENT : 0, out, NULL);
+	if (rc != SQLITE_OK) {
+		*out = NULL;
+		return ctl__sql_fail(st, rc, sql);
+	}
+	if (st->nkept == CTL_STMT_KEPT)
+		return 0; /* full: this one is finalized after its use */
+	k = &st->kept[st->nkept];
+	k->sql = trib_strdup(sql);
+	if (!k->sql)
+		return 0; /* no copy to find it by: per call too */
+	k->s = *out;
+	st->nkept++;
+	return 0;
+}
+
+void ctl__unprep(struct ctl_store *st, sqlite3_stmt *s)
+{
+	if (!s)
+		return;
+	for (uint32_t i = 0; i < st->nkept; i++) {
+		if (st->kept[i].s == s) {
+			ctl__stmt_done(s);
+			return;
+		}
+	}
+	sqlite3_finalize(s);
+}
+
+bool ctl__sync_relax(struct ctl_store *st, bool durable)
+{
+	return !durable && st->wal && !ctl__exec_sql(st, "PRAGMA synchronous = NORMAL");
+}
+
+void ctl__sync_restore(struct ctl_store *st, bool relaxed)
+{
+	/* Failing, the connection would stay NORMAL for every later commit: say so loudly. */
+	if (relaxed && ctl__exec_sql(st, "PRAGMA synchronous = FULL"))
+		trib_error("store: synchronous could not be set back to FULL");
+}
+
 /* Read a one-row, one-integer pragma such as user_version. */
 static int pragma_int(struct ctl_store *st, const char *sql, int64_t *val)
 {
@@ -341,6 +394,7 @@ static int set_wal(struct ctl_store *st)
 		err = ctl__sql_fail(st, rc, "journal_mode");
 	} else {
 		mode = sqlite3_column_text(s, 0);
+		st->wal = mode && !strcasecmp((const char *)mode, "wal");
 		if (mode && strcasecmp((const char *)mode, "wal") &&
 		    strcasecmp((const char *)mode, "memory"))
 			trib_warn("store: WAL unavailable, journal mode is %s", (const char *)mode);
@@ -485,6 +539,10 @@ void ctl_store_close(struct ctl_store *st)
 		return;
 	for (i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
+	for (uint32_t k = 0; k < st->nkept; k++) {
+		sqlite3_finalize(st->kept[k].s);
+		trib_free(st->kept[k].sql);
+	}
 	if (sqlite3_close(st->db) != SQLITE_OK)
 		trib_warn("store: close: %s", sqlite3_errmsg(st->db));
 	pthread_mutex_destroy(&st->lock);

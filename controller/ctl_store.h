@@ -166,9 +166,12 @@ struct ctl_idem {
  * Keep the answers of @v[0..n) of job @job_id (a key already kept for that
  * round stays as it was), and forget the job's answers of rounds below
  * @prune_below (0: none), in one transaction. 0 or -errno.
+ * @durable: synced to disk at the commit, as every other write of the store; false: only
+ * written (WAL mode), so that it outlives a crash of the process but maybe not of the machine
+ * (what a node's arena records, whose place these rows take, outlive too).
  */
 int ctl_store_idem_put(struct ctl_store *st, int64_t job_id, const struct ctl_idem *v, size_t n,
-		       uint32_t prune_below);
+		       uint32_t prune_below, bool durable);
 /*
  * The answer kept for @key of job @job_id counted in a round in
  * [round_lo, round_hi] (the lowest such round): status, and the body copied
@@ -234,10 +237,11 @@ int ctl_store_revoked_list(struct ctl_store *st, int64_t job_id, char (**ids)[CT
 /*
  * Remember that clients @ids[0..n) sent an update counted in @round of job
  * @job_id, and forget the job's rounds below @prune_below (0: none), in one
- * transaction.
+ * transaction. @durable as ctl_store_idem_put's.
  */
 int ctl_store_round_clients_put(struct ctl_store *st, int64_t job_id, uint32_t round,
-				const char *const *ids, size_t n, uint32_t prune_below);
+				const char *const *ids, size_t n, uint32_t prune_below,
+				bool durable);
 /* The clients remembered for @round of job @job_id, as ctl_store_revoked_list. */
 int ctl_store_round_clients_list(struct ctl_store *st, int64_t job_id, uint32_t round,
 				 char (**ids)[CTL_CLIENT_MAX], size_t *n);

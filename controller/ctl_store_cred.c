@@ -150,14 +150,16 @@ static int rclient_put_one(struct ctl_store *st, int64_t job_id, uint32_t round,
 }
 
 int ctl_store_round_clients_put(struct ctl_store *st, int64_t job_id, uint32_t round,
-				const char *const *ids, size_t n, uint32_t prune_below)
+				const char *const *ids, size_t n, uint32_t prune_below, bool durable)
 {
 	sqlite3_stmt *s;
+	bool relaxed;
 	int rc, err;
 
 	if (!st || (n && !ids))
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
+	relaxed = ctl__sync_relax(st, durable);
 	err = ctl__exec_sql(st, "BEGIN IMMEDIATE");
 	for (size_t i = 0; !err && i < n; i++)
 		err = ids[i] && *ids[i] ? rclient_put_one(st, job_id, round, ids[i]) : -EINVAL;
@@ -175,6 +177,7 @@ int ctl_store_round_clients_put(struct ctl_store *st, int64_t job_id, uint32_t r
 		err = ctl__exec_sql(st, "COMMIT");
 	if (err)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	ctl__sync_restore(st, relaxed);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }

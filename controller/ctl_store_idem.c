@@ -29,15 +29,17 @@ static int idem_put_one(struct ctl_store *st, int64_t job_id, const struct ctl_i
 }
 
 int ctl_store_idem_put(struct ctl_store *st, int64_t job_id, const struct ctl_idem *v, size_t n,
-		       uint32_t prune_below)
+		       uint32_t prune_below, bool durable)
 {
 	sqlite3_stmt *s;
+	bool relaxed;
 	int rc, err;
 
 	if (!st || (n && !v))
 		return -EINVAL;
 	pthread_mutex_lock(&st->lock);
-	/* One transaction: one sync for the batch, and all of it or none. */
+	relaxed = ctl__sync_relax(st, durable);
+	/* One transaction: one sync for the batch (none if relaxed), and all of it or none. */
 	err = ctl__exec_sql(st, "BEGIN IMMEDIATE");
 	for (size_t i = 0; !err && i < n; i++)
 		err = v[i].key_len ? idem_put_one(st, job_id, &v[i]) : -EINVAL;
@@ -55,6 +57,7 @@ int ctl_store_idem_put(struct ctl_store *st, int64_t job_id, const struct ctl_id
 		err = ctl__exec_sql(st, "COMMIT");
 	if (err)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+	ctl__sync_restore(st, relaxed);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }

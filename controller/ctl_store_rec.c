@@ -8,12 +8,10 @@
 #include "ctl_store_priv.h"
 #include "trib_alloc.h"
 
-/* A few statements per round or per evaluation: prepared per call, as ctl_store_x.c's. */
+/* Read by requests (a job's GET, round pages, evaluations): kept prepared (ctl__prep_kept). */
 static int prep(struct ctl_store *st, const char *sql, sqlite3_stmt **out)
 {
-	int rc = sqlite3_prepare_v2(st->db, sql, -1, out, NULL);
-
-	return rc == SQLITE_OK ? 0 : ctl__sql_fail(st, rc, sql);
+	return ctl__prep_kept(st, sql, out);
 }
 
 int ctl_store_round_extra_put(struct ctl_store *st, int64_t job_id, uint32_t round,
@@ -51,7 +49,7 @@ int ctl_store_round_extra_put(struct ctl_store *st, int64_t job_id, uint32_t rou
 		if (!err && sqlite3_changes(st->db) == 0)
 			err = -ENOENT;
 	}
-	sqlite3_finalize(s);
+	ctl__unprep(st, s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -96,7 +94,7 @@ int ctl_store_round_page(struct ctl_store *st, int64_t job_id, uint32_t from, ui
 	}
 	if (!err && rc != SQLITE_DONE && rc != SQLITE_ROW)
 		err = ctl__sql_fail(st, rc, "round page");
-	sqlite3_finalize(s);
+	ctl__unprep(st, s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -139,7 +137,7 @@ int ctl_store_eval_find(struct ctl_store *st, int64_t job_id, uint32_t version,
 			err = rc == SQLITE_DONE ? -ENOENT : ctl__sql_fail(st, rc, "evaluation find");
 		}
 	}
-	sqlite3_finalize(s);
+	ctl__unprep(st, s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -173,7 +171,7 @@ int ctl_store_eval_get(struct ctl_store *st, int64_t job_id, uint32_t version, u
 			err = rc == SQLITE_DONE ? -ENOENT : ctl__sql_fail(st, rc, "evaluation get");
 		}
 	}
-	sqlite3_finalize(s);
+	ctl__unprep(st, s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -200,7 +198,7 @@ int ctl_store_eval_latest(struct ctl_store *st, int64_t job_id, uint32_t *versio
 			err = rc == SQLITE_ROW ? -ENOENT : ctl__sql_fail(st, rc, "evaluation latest");
 		}
 	}
-	sqlite3_finalize(s);
+	ctl__unprep(st, s);
 	pthread_mutex_unlock(&st->lock);
 	return err;
 }
@@ -235,7 +233,7 @@ int ctl_store_eval_put(struct ctl_store *st, int64_t job_id, uint32_t version, u
 		if (rc == SQLITE_OK)
 			rc = sqlite3_step(s);
 		err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "evaluation put");
-		sqlite3_finalize(s);
+		ctl__unprep(st, s);
 		s = NULL;
 	}
 	if (!err)
@@ -256,7 +254,7 @@ int ctl_store_eval_put(struct ctl_store *st, int64_t job_id, uint32_t version, u
 		if (rc == SQLITE_OK)
 			rc = sqlite3_step(s);
 		err = rc == SQLITE_DONE ? 0 : ctl__sql_fail(st, rc, "evaluation aggregate");
-		sqlite3_finalize(s);
+		ctl__unprep(st, s);
 	}
 	if (!err)
 		err = ctl__exec_sql(st, "COMMIT");

@@ -201,6 +201,11 @@ static void before_wait(void *ctx)
 {
 	struct rt_up *up = ctx;
 
+	if (rt_node_handoff_pending(up->node)) {
+		/* The 202s out first, then the descriptors that wake the leaves. */
+		rt_loop_submit(up->loop);
+		rt_node_handoff_flush(up->node);
+	}
 	if (!rt_loop_draining(up->loop))
 		return;
 	if (!rt_node_rounds_in_flight(up->node) && !rt_api_wal_waiting(up->api) &&
@@ -310,6 +315,7 @@ static int serve_setup(struct rt_up *up)
 	if (err)
 		return err;
 	rt_api_set_ready_hook(up->api, &(struct rt_api_ready_hook){ up, readiness });
+	rt_api_handoff_after_answer(up->api, true); /* flushed in before_wait */
 	trib_info("data in %s", n->opts.data_dir);
 	return 0;
 }

@@ -28,6 +28,10 @@ echo "== bench/ingest/scaling.py: 16 connections, gateway on every core (--rx-th
 /usr/bin/python3 "$root/bench/ingest/scaling.py" --build "$build" || rc=1
 
 echo
+echo "== bench/ingest/answer_latency.py: the gateway's time from the last body byte to its 202"
+/usr/bin/python3 "$root/bench/ingest/answer_latency.py" --build "$build" || rc=1
+
+echo
 echo "== bench/hop: one descriptor hop, sk_msg redirect vs Unix socket vs loopback TCP"
 "$build/bench/hop/bench_hop" || rc=1
 

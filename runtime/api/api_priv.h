@@ -21,6 +21,7 @@ struct rt_api {
 	struct rt_conn *waiters;    /* parked long polls, newest first */
 	struct rt_conn *wal_waiters; /* updates waiting for the log (--durability disk) */
 	struct trib_ratelimit rej_log[RT_REJ__COUNT]; /* refusals naming no job: log lines */
+	bool handoff_after_answer; /* the wiring flushes held hand-offs (rt_node_handoff_hold) */
 };
 
 static inline struct rt_api *API(struct rt_conn *c)

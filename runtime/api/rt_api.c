@@ -353,6 +353,11 @@ bad_method:
 
 /* --- long polls --- */
 
+void rt_api_handoff_after_answer(struct rt_api *api, bool on)
+{
+	api->handoff_after_answer = on;
+}
+
 void rt__api_park(struct rt_conn *c, struct rt_job *j, uint32_t after, uint64_t deadline_ns)
 {
 	struct rt_api *api = API(c);

@@ -160,6 +160,12 @@ int rt_api_open(struct rt_api **out, struct rt_node *n, const struct rt_api_hook
 void rt_api_close(struct rt_api *api);
 /* Set GET /readyz's hook (copied). Until it is set, /readyz answers 503 (nothing known). */
 void rt_api_set_ready_hook(struct rt_api *api, const struct rt_api_ready_hook *h);
+/*
+ * The wiring submits each loop turn's answers and then calls rt_node_handoff_flush(): an
+ * accepted update's descriptor may then wait for its 202 (rt_node_handoff_hold says why).
+ * Off (the default, e.g. detached tests): it is sent when the update is accepted.
+ */
+void rt_api_handoff_after_answer(struct rt_api *api, bool on);
 /* The hooks the loop calls for each connection (ctx: @api). */
 void rt_api_conn_hooks(struct rt_api *api, struct rt_conn_hooks *out);
 /* The node's model_ready hook: answer the long polls parked on @j. */

@@ -446,8 +446,11 @@ static void on_update_body(struct rt_conn *c)
 
 		if (!rt__api_metrics_parse(c, &m)) /* checked at the head: the same answer */
 			return;
+		/* Its descriptor goes to the leaf after the 202 (rt_node_handoff_hold says why). */
+		rt_node_handoff_hold(n, API(c)->handoff_after_answer);
 		err = rt_job_accept_logged(n, j, R(c)->round, &u, &seq, ans, sizeof(ans),
 					   &ans_len, &ticket);
+		rt_node_handoff_hold(n, false);
 	}
 	if (err == -ESTALE) {
 		snprintf(msg, sizeof(msg), "round %u closed (or grew too stale) while the update "

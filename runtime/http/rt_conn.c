@@ -303,6 +303,21 @@ static void arm_conn_send(struct rt_conn *c)
 	}
 	sqe = rt_ring_sqe(c->ring);
 
+	/*
+	 * A body that fits after the head goes in the same send: one operation, one completion
+	 * and one loop turn per answer instead of two (every 202 of an update was two). The
+	 * copy in rhead equals rbody, so a partial send resumes below as from the two pieces.
+	 * rhead must not be formatted again once this is armed (a format writes its NUL over
+	 * the copy's first byte): rt_conn_respond_blob re-formats only an answer armed with no
+	 * body, never combined.
+	 */
+	if (c->sent == 0 && c->rbody_len && c->rbody_len <= sizeof(c->rhead) - hl) {
+		memcpy(c->rhead + hl, c->rbody, c->rbody_len);
+		io_uring_prep_send(sqe, c->fd, c->rhead, hl + c->rbody_len, 0);
+		io_uring_sqe_set_data64(sqe, ud_conn(c));
+		c->op_pending = true;
+		return;
+	}
 	/* One send per head and body piece; partial sends resume where they stopped. */
 	if (c->sent < hl)
 		io_uring_prep_send(sqe, c->fd, c->rhead + c->sent, hl - c->sent,
@@ -570,6 +585,8 @@ static void conn_bad_head(struct rt_loop *l, struct rt_conn *c, int err, const c
 	memset(&c->req, 0, sizeof(c->req));
 	c->body_taken = true;
 	c->head_used = 0;
+	/* Before the answer is formatted: its head says Connection: close (and is final then). */
+	c->close_after = true;
 	l->stats.malformed++;
 	/* Counted as reason "malformed" in /metrics; logged as the API's refusals are (rt_api.c). */
 	if (trib_ratelimit_allow(&l->bad_head_log, trib_now_ns(), &held))
@@ -580,10 +597,6 @@ static void conn_bad_head(struct rt_loop *l, struct rt_conn *c, int err, const c
 		      err == -E2BIG ? "request head too large" :
 				      (why ? why : "malformed request head"),
 		      -1, NULL);
-	c->close_after = true;
-	/* Re-format the head with Connection: close. */
-	c->rhead_len = (size_t)rt_http_format_head(c->rhead, sizeof(c->rhead), status,
-						   "application/json", c->rbody_len, false, NULL);
 }
 
 static void conn_process_head(struct rt_loop *l, struct rt_conn *c)

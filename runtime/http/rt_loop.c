@@ -380,7 +380,19 @@ int rt_loop_run(struct rt_loop *l)
 			l->hooks.before_wait(l->hooks.ctx);
 		if (l->stop)
 			break;
-		err = io_uring_submit_and_wait(&l->ring, 1);
+		/*
+		 * Completions already there (a send that completed inline when before_wait
+		 * submitted it): take them without waiting, and without a syscall when nothing
+		 * is left to submit.
+		 */
+		if (!io_uring_cq_ready(&l->ring)) {
+			err = io_uring_submit_and_wait(&l->ring, 1);
+		} else {
+			err = io_uring_sq_ready(&l->ring) ? io_uring_submit(&l->ring) : 0;
+			/* Refused until completions are reaped: reap them, submit next turn. */
+			if (err == -EBUSY || err == -EAGAIN)
+				err = 0;
+		}
 		if (err < 0 && err != -EINTR) {
 			/* Logged here; the caller stops as after a signal. */
 			trib_error("io_uring_submit_and_wait: %s", strerror(-err));
@@ -393,6 +405,18 @@ int rt_loop_run(struct rt_loop *l)
 		io_uring_cq_advance(&l->ring, seen);
 	}
 	return 0;
+}
+
+void rt_loop_submit(struct rt_loop *l)
+{
+	int err;
+
+	if (l->detached || !io_uring_sq_ready(&l->ring))
+		return;
+	err = io_uring_submit(&l->ring);
+	/* Left in the queue on a failure: the wait's own submit tries again and logs. */
+	if (err < 0 && err != -EINTR && err != -EAGAIN && err != -EBUSY)
+		trib_debug("io_uring_submit: %s", strerror(-err));
 }
 
 void rt_loop_stop(struct rt_loop *l)

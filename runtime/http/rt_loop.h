@@ -243,6 +243,11 @@ bool rt_ratelog_ok(struct rt_ratelog *r, uint64_t now_ns, uint64_t *suppressed);
 
 /* Run until rt_loop_stop() (or the ring fails: logged). Returns 0. */
 int rt_loop_run(struct rt_loop *l);
+/*
+ * Hand the operations queued so far (responses' sends, receives) to the kernel now, from
+ * before_wait, rather than with the wait: what the caller does next then comes after them.
+ */
+void rt_loop_submit(struct rt_loop *l);
 /* Stop after the current batch of completions. */
 void rt_loop_stop(struct rt_loop *l);
 bool rt_loop_stopped(const struct rt_loop *l);

@@ -234,6 +234,42 @@ void rt_node_fn_io(struct rt_node *n, enum rt_fn_io op, uint32_t id, int res)
 	}
 }
 
+void rt_node_handoff_hold(struct rt_node *n, bool hold)
+{
+	n->handoff_hold = hold;
+}
+
+bool rt_node_handoff_pending(const struct rt_node *n)
+{
+	return n->nhandoff > 0;
+}
+
+void rt__handoff_note(struct rt_node *n, uint32_t fn_id)
+{
+	for (uint32_t i = 0; i < n->nhandoff && i < RT_HANDOFF_NOTED; i++)
+		if (n->handoff_fns[i] == fn_id)
+			return;
+	if (n->nhandoff < RT_HANDOFF_NOTED)
+		n->handoff_fns[n->nhandoff] = fn_id;
+	if (n->nhandoff <= RT_HANDOFF_NOTED)
+		n->nhandoff++;
+}
+
+void rt_node_handoff_flush(struct rt_node *n)
+{
+	if (n->nhandoff > RT_HANDOFF_NOTED) {
+		rt_fnset_foreach(n->fns, flush_fn, n);
+	} else {
+		for (uint32_t i = 0; i < n->nhandoff; i++) {
+			struct rt_fn *fn = rt_fnset_find(n->fns, n->handoff_fns[i]);
+
+			if (fn) /* gone since: its replacement is sent every update again */
+				flush_fn(fn, n);
+		}
+	}
+	n->nhandoff = 0;
+}
+
 void rt__fn_io_tick(struct rt_node *n)
 {
 	rt_fnset_foreach(n->fns, flush_fn, n);

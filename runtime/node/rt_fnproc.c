@@ -553,21 +553,9 @@ int rt_fn_flush(struct rt_fn *fn)
 	return 0;
 }
 
-int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d)
+/* Append @d to @fn's queue (counted as sent: the queue goes before anything after it). */
+static int fn_enqueue(struct rt_fn *fn, const struct shm_desc *d)
 {
-	if (fn->sock < 0)
-		return -EPIPE;
-	if (!fn->qlen) {
-		int sent = fn->set->ops->send(fn, d, 1);
-
-		if (sent == 1) {
-			fn->msgs_in++;
-			fn->bytes_in += SHM_DESC_SIZE;
-			return 0;
-		}
-		if (sent != -EAGAIN)
-			return sent == -ECONNRESET ? -EPIPE : sent;
-	}
 	if (fn->qlen == fn->qcap) {
 		uint32_t ncap = fn->qcap ? fn->qcap * 2 : 64;
 		struct shm_desc *nq = trib_malloc(ncap * sizeof(*nq));
@@ -586,6 +574,29 @@ int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d)
 	fn->msgs_in++;
 	fn->bytes_in += SHM_DESC_SIZE;
 	return 0;
+}
+
+int rt_fn_send_later(struct rt_fn *fn, const struct shm_desc *d)
+{
+	return fn->sock < 0 ? -EPIPE : fn_enqueue(fn, d);
+}
+
+int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d)
+{
+	if (fn->sock < 0)
+		return -EPIPE;
+	if (!fn->qlen) {
+		int sent = fn->set->ops->send(fn, d, 1);
+
+		if (sent == 1) {
+			fn->msgs_in++;
+			fn->bytes_in += SHM_DESC_SIZE;
+			return 0;
+		}
+		if (sent != -EAGAIN)
+			return sent == -ECONNRESET ? -EPIPE : sent;
+	}
+	return fn_enqueue(fn, d);
 }
 
 /* The process op send_payload: @d then @iov_in on the TCP socket, blocking. */

@@ -156,6 +156,11 @@ uint32_t rt_fnset_reserve_ids(struct rt_fnset *set, uint32_t n);
  */
 int rt_fn_send(struct rt_fn *fn, const struct shm_desc *d);
 /*
+ * Queue @d for @fn without sending: it goes, in order, at the next rt_fn_flush(). 0,
+ * -EPIPE (the channel is closed) or -ENOMEM, as rt_fn_send().
+ */
+int rt_fn_send_later(struct rt_fn *fn, const struct shm_desc *d);
+/*
  * tcp: send @d followed by @len payload bytes from @iov (blocking: this is
  * the copying baseline). Returns 0 or -errno.
  */

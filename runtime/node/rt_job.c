@@ -47,6 +47,7 @@ void rt__job_free(struct rt_job *j)
 	trib_free(j->st_header);
 	trib_free(j->cred.revoked);
 	rt_clients_free(&j->clients);
+	rt_idem_mem_free(&j->idem_mem);
 	rt__select_free(j);
 	rt_job_secagg_drop(j);
 	explicit_bzero(j->cred.key, sizeof(j->cred.key));
@@ -238,6 +239,7 @@ int rt_job_create(struct rt_node *n, const struct rt_job_spec *spec, struct trib
 	j->fanin = spec->fanin;
 	j->min_clients = spec->min_clients;
 	j->round_timeout_s = spec->round_timeout_s;
+	rt_idem_mem_init(&j->idem_mem, 0); /* a new job: no key of it is in the store */
 	j->cred.required = spec->client_auth_required;
 	j->num_rounds = spec->num_rounds;
 	j->secagg = spec->secagg;
@@ -383,6 +385,8 @@ int rt__jobs_load(struct rt_node *n)
 		j->db_id = cj->id;
 		j->cpr = cj->clients_per_round;
 		j->round = j->completed = cj->round;
+		/* Its open round's keys may be in the store from before the restart. */
+		rt_idem_mem_init(&j->idem_mem, j->round + 1);
 		j->id = n->next_job_id++;
 		err = rt_job_cred_load(n, j);
 		if (err) {

@@ -197,10 +197,14 @@ int rt_job_idem_find(struct rt_node *n, struct rt_job *j, uint32_t round, const 
 	 * partial superseded it) after its answer went to the store. FedBuff
 	 * counts an update trained from @round in @round or a later version.
 	 */
-	if (err == -ENOENT && !n->clustered)
+	if (err == -ENOENT && !n->clustered) {
+		/* A key this node never put into the store is not there (rt_idem.h). */
+		if (!rt_idem_mem_may_have(&j->idem_mem, round, key, key_len))
+			return -ENOENT;
 		return ctl_store_idem_get(n->store, j->db_id, key, key_len, round,
 					  j->algo.async ? UINT32_MAX : round, status, body, cap,
 					  body_len);
+	}
 	if (err)
 		return err;
 	err = shm_rec_get(n->arena, idx, &info);
@@ -287,20 +291,33 @@ static int key_add(void *ctx, uint32_t idx, const struct shm_rec_info *i)
  * so a crash at any point leaves each answer in one place or both). With
  * @prune, the store forgets the answers of rounds rt_job_idem_keep() or more
  * below @round. 0 or -errno (logged).
+ *
+ * Synced to disk only when the round is stored (@prune) or with --durability disk: a
+ * partial's batch (a leaf's worth of updates, while the round is open) takes the place of
+ * arena records, which outlive a crash of the process but not of the machine, and so do rows
+ * committed unsynced in WAL mode; the round's own batch, synced, makes every earlier one
+ * durable with it. The sync had been a fdatasync on the event loop per leaf (two with client
+ * tokens): 0.1-0.5 ms each here (docs/BENCHMARKS.md, "The gateway's CPU per update").
  */
 static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64_t lo,
 		     uint64_t end, bool prune)
 {
 	struct key_batch kb = { .job = (uint64_t)j->db_id, .round = round, .lo = lo, .end = end };
 	uint32_t keep = rt_job_idem_keep(j);
+	bool durable = prune || n->wal;
 	int err;
 
 	if (n->clustered)
 		return 0; /* a cluster node's keys live in its journal only */
 	err = shm_rec_each(n->arena, key_add, &kb);
+	/* In the filter before the put: if the put fails, the filter only asks the store. */
+	for (size_t i = 0; !err && i < kb.n; i++)
+		rt_idem_mem_add(&j->idem_mem, kb.v[i].round, kb.v[i].key, kb.v[i].key_len);
 	if (!err && (kb.n || prune))
 		err = ctl_store_idem_put(n->store, j->db_id, kb.v, kb.n,
-					 prune && round + 1 > keep ? round + 1 - keep : 0);
+					 prune && round + 1 > keep ? round + 1 - keep : 0, durable);
+	if (!err && prune && round + 1 > keep)
+		rt_idem_mem_prune(&j->idem_mem, round + 1 - keep);
 	/* The clients counted in the round, for one update per client after a restart. */
 	if (!err && kb.nids) {
 		kb.idp = trib_calloc(kb.nids, sizeof(*kb.idp));
@@ -310,7 +327,7 @@ static int keys_save(struct rt_node *n, struct rt_job *j, uint32_t round, uint64
 	}
 	if (!err && (kb.nids || prune))
 		err = ctl_store_round_clients_put(n->store, j->db_id, round, kb.idp, kb.nids,
-						  prune ? round + 1 : 0);
+						  prune ? round + 1 : 0, durable);
 	trib_free(kb.idp);
 	trib_free(kb.ids);
 	trib_free(kb.v);

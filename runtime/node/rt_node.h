@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "rt_idem.h"
 #include "rt_algo.h"
 #include "rt_fnproc.h"
 #include "shm_abi.h"
@@ -248,6 +249,7 @@ struct rt_job {
 	double remote_weight;
 	struct rt_job_cred cred;  /* client credentials (issue 13) */
 	struct rt_clients clients; /* the clients of the open round (one update each) */
+	struct rt_idem_mem idem_mem; /* the keys this node put into the store (rt_idem.h) */
 	uint32_t last_round_clients; /* distinct clients of the last round closed (since start) */
 	uint64_t inflight_bytes;  /* update bodies being received for this job */
 	struct rt_job_select sel; /* client_config and selection (rt_select.c) */
@@ -355,6 +357,8 @@ struct rt_node_hooks {
 
 struct ebpf_route;
 
+#define RT_HANDOFF_NOTED 8 /* functions a held batch of hand-offs names, before "all" */
+
 struct rt_node {
 	struct rt_node_opts opts;
 	uint32_t dataplane;        /* the one in use */
@@ -394,6 +398,14 @@ struct rt_node {
 	struct rt_log_held *wal_held; /* a cluster node, until rt_node_recover(): what the log
 				       * holds (owned), for its first join (rt_node_log_holds) */
 	size_t nwal_held;
+	/*
+	 * Hand-offs after the answer (rt_node_handoff_hold): while held, an accepted update's
+	 * descriptor is queued for its leaf instead of sent, and the functions queued to are
+	 * noted here (more than RT_HANDOFF_NOTED: all are flushed).
+	 */
+	bool handoff_hold;
+	uint32_t handoff_fns[RT_HANDOFF_NOTED];
+	uint32_t nhandoff; /* > RT_HANDOFF_NOTED: flush every function */
 };
 
 /*
@@ -412,6 +424,22 @@ int rt_node_jobs_load(struct rt_node *n);
  * their open rounds; full ones close and finish. 0 or -errno (logged).
  */
 int rt_node_recover(struct rt_node *n);
+/*
+ * Hand an accepted update to its leaf only after its 202 went out. Why: the descriptor wakes
+ * the leaf's function, which then folds the whole update (~0.2 ms for 4 MB) and, woken by the
+ * gateway, often on the gateway's own core; sent before the 202, that fold sat between the
+ * last body byte and the client's answer on a stop-and-wait client (docs/BENCHMARKS.md,
+ * "The gateway's CPU per update"). While @hold is on, rt_job_accept*() on a shm data plane
+ * queue the descriptor (the record is committed as before: a crash between the 202 and the
+ * flush loses nothing, recovery folds what the journal holds); the wiring submits the
+ * answers, then calls rt_node_handoff_flush() before the loop waits. tcp sends at once (the
+ * update's bytes go with it).
+ */
+void rt_node_handoff_hold(struct rt_node *n, bool hold);
+/* Descriptors held back since the last flush. */
+bool rt_node_handoff_pending(const struct rt_node *n);
+/* Send them (a socket that is full goes on when it drains, as any queued descriptor). */
+void rt_node_handoff_flush(struct rt_node *n);
 /* Full rounds whose model is not written yet: every update in them was answered 202. */
 bool rt_node_rounds_in_flight(const struct rt_node *n);
 /*

@@ -302,5 +302,7 @@ struct rt_round *rt__round_find(struct rt_node *n, uint32_t job_id, uint32_t rou
 void rt__watch_fn(struct rt_node *n, struct rt_fn *fn);
 /* rt_fnio.c: send what is queued for every function; take bounced descriptors (shm+bpf). */
 void rt__fn_io_tick(struct rt_node *n);
+/* A descriptor was queued for function @fn_id while hand-offs are held (rt_fnio.c). */
+void rt__handoff_note(struct rt_node *n, uint32_t fn_id);
 
 #endif

@@ -427,6 +427,13 @@ int rt__leaf_send(struct rt_node *n, struct rt_round *r, struct rt_leaf *l, uint
 		}
 		return rt_fn_send_payload(fn, &d, iov, (int)d.nsegs);
 	}
+	if (n->handoff_hold) { /* after the 202 (rt_node_handoff_hold) */
+		int err = rt_fn_send_later(fn, &d);
+
+		if (!err)
+			rt__handoff_note(n, fn->id);
+		return err;
+	}
 	return rt_fn_send(fn, &d);
 }
 

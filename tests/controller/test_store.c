@@ -15,6 +15,7 @@
 #include <sqlite3.h>
 
 #include "ctl_store.h"
+#include "ctl_store_priv.h" /* PRAGMA synchronous after a relaxed put */
 #include "trib_alloc.h"
 
 /* Each test gets its own directory, removed afterwards. */
@@ -536,10 +537,10 @@ Test(ctl_store, idem_answers_are_kept_per_round_and_pruned)
 	int status = 0;
 
 	cr_assert_eq(ctl_store_job_create(st, &j), 0);
-	cr_assert_eq(ctl_store_idem_put(st, j.id, v, 2, 0), 0);
+	cr_assert_eq(ctl_store_idem_put(st, j.id, v, 2, 0, true), 0);
 	/* A second put of the same (key, round) keeps the first answer. */
 	v[0].body = "{\"round\":3,\"received\":9}";
-	cr_assert_eq(ctl_store_idem_put(st, j.id, v, 1, 0), 0);
+	cr_assert_eq(ctl_store_idem_put(st, j.id, v, 1, 0, true), 0);
 	reopen();
 	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 3, 3, &status, body, sizeof(body), &len),
 		     0);
@@ -555,7 +556,7 @@ Test(ctl_store, idem_answers_are_kept_per_round_and_pruned)
 	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 4, 4, &status, body, sizeof(body),
 					&len), -ENOENT);
 	/* Pruning below round 4 forgets round 3 only. */
-	cr_assert_eq(ctl_store_idem_put(st, j.id, NULL, 0, 4), 0);
+	cr_assert_eq(ctl_store_idem_put(st, j.id, NULL, 0, 4, true), 0);
 	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 3, 3, &status, body, sizeof(body),
 					&len), -ENOENT);
 	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 5, 5, &status, body, sizeof(body),
@@ -564,6 +565,53 @@ Test(ctl_store, idem_answers_are_kept_per_round_and_pruned)
 	cr_assert_eq(ctl_store_job_delete(st, "idem"), 0);
 	cr_assert_eq(ctl_store_idem_get(st, j.id, "k1", 2, 5, 5, &status, body, sizeof(body),
 					&len), -ENOENT);
+}
+
+/* The connection's PRAGMA synchronous (2 is FULL, 1 NORMAL). */
+static int sync_level(void)
+{
+	sqlite3_stmt *s;
+	int v = -1;
+
+	cr_assert_eq(sqlite3_prepare_v2(st->db, "PRAGMA synchronous", -1, &s, NULL), SQLITE_OK);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+Test(ctl_store, unsynced_key_batches_are_kept_and_leave_the_store_synced)
+{
+	struct ctl_job j = mkjob("relaxed");
+	struct ctl_idem v[1] = { { 2, 202, "k9", 2, "{\"round\":2,\"received\":1}", 25 } };
+	struct ctl_idem bad[1] = { { 2, 202, "k0", 0, "{}", 2 } };
+	const char *who[] = { "carol" };
+	char (*ids)[CTL_CLIENT_MAX] = NULL;
+	char body[64];
+	size_t len = 0, n = 0;
+	int status = 0;
+
+	cr_assert_eq(ctl_store_job_create(st, &j), 0);
+	cr_assert(st->wal, "the test store is in WAL mode");
+	cr_assert_eq(sync_level(), 2);
+	cr_assert_eq(ctl_store_idem_put(st, j.id, v, 1, 0, false), 0);
+	cr_assert_eq(sync_level(), 2, "FULL again after an unsynced batch");
+	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 2, who, 1, 0, false), 0);
+	cr_assert_eq(sync_level(), 2);
+	/* A batch that fails rolls back and also puts FULL back. */
+	cr_assert_eq(ctl_store_idem_put(st, j.id, bad, 1, 0, false), -EINVAL);
+	cr_assert_eq(sync_level(), 2);
+	reopen(); /* what a crash of the process keeps: written, not synced */
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k9", 2, 2, 2, &status, body, sizeof(body), &len),
+		     0);
+	cr_assert_eq(status, 202);
+	cr_assert_eq(memcmp(body, "{\"round\":2,\"received\":1}", 25), 0);
+	cr_assert_eq(ctl_store_idem_get(st, j.id, "k0", 2, 2, 2, &status, body, sizeof(body), &len),
+		     -ENOENT);
+	cr_assert_eq(ctl_store_round_clients_list(st, j.id, 2, &ids, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(ids[0], "carol");
+	trib_free(ids);
 }
 
 Test(ctl_store, job_keys_revocations_and_round_clients)
@@ -584,8 +632,8 @@ Test(ctl_store, job_keys_revocations_and_round_clients)
 	cr_assert_eq(ctl_store_revoke(st, j.id, "bob"), 0);
 	cr_assert_eq(ctl_store_revoke(st, j.id, "bob"), 0, "again: no change");
 	cr_assert_eq(ctl_store_revoke(st, j.id, "alice"), 0);
-	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 3, who, 2, 0), 0);
-	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 4, who, 1, 0), 0);
+	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 3, who, 2, 0, true), 0);
+	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 4, who, 1, 0, true), 0);
 	reopen();
 	cr_assert_eq(ctl_store_job_key_get(st, j.id, got), 0);
 	cr_assert_eq(memcmp(key, got, sizeof(key)), 0);
@@ -598,7 +646,7 @@ Test(ctl_store, job_keys_revocations_and_round_clients)
 	cr_assert_eq(n, 2);
 	trib_free(ids);
 	/* Rounds below 4 are forgotten; round 4 stays. */
-	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 4, NULL, 0, 4), 0);
+	cr_assert_eq(ctl_store_round_clients_put(st, j.id, 4, NULL, 0, 4, true), 0);
 	cr_assert_eq(ctl_store_round_clients_list(st, j.id, 3, &ids, &n), 0);
 	cr_assert(n == 0 && !ids);
 	cr_assert_eq(ctl_store_round_clients_list(st, j.id, 4, &ids, &n), 0);

@@ -235,6 +235,66 @@ Test(runtime_node_fake, a_dead_leaf_is_replaced_and_gets_its_updates_again)
 	rt_test_node_close(&t);
 }
 
+Test(runtime_node_fake, held_hand_offs_reach_their_leaf_only_at_the_flush_in_order)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 };
+	struct rt_job *j;
+	int leaf;
+
+	rt_test_node_open(&t);
+	rt_fnset_set_ops(t.n->fns, &fake_ops, &f);
+	j = job_new(t.n, "{\"name\":\"a\",\"clients_per_round\":8,\"fan_in\":4,\"params\":8}");
+	rt_node_handoff_hold(t.n, true);
+	accept_one(t.n, j, 0);
+	accept_one(t.n, j, 0);
+	rt_node_handoff_hold(t.n, false);
+	leaf = first_of_role(&f, FN_ROLE_LEAF);
+	cr_assert_geq(leaf, 0, "a leaf was started (its config is not held)");
+	cr_assert_eq(f.updates, 0, "accepted and counted, but not handed off yet");
+	cr_assert_eq(j->open ? rt_round_received(j->open) : 0, 2);
+	cr_assert(rt_node_handoff_pending(t.n));
+	/* Not held: sent at once, behind the two queued ones (the queue keeps the order). */
+	accept_one(t.n, j, 0);
+	cr_assert_eq(f.updates, 0, "a send behind a queue waits for it");
+	rt_node_handoff_flush(t.n);
+	cr_assert(!rt_node_handoff_pending(t.n));
+	cr_assert_eq(f.updates_to[leaf], 3, "all three, at the flush");
+	rt_node_handoff_flush(t.n); /* nothing held: nothing sent twice */
+	cr_assert_eq(f.updates, 3);
+	rt_test_node_close(&t);
+}
+
+Test(runtime_node_fake, a_leaf_that_dies_before_the_flush_gets_its_held_update_by_its_replacement)
+{
+	struct rt_test_node t;
+	struct fake f = { 0 };
+	struct rt_job *j;
+	struct rt_fn *fn;
+	int leaf, leaf2 = -1;
+
+	rt_test_node_open(&t);
+	rt_fnset_set_ops(t.n->fns, &fake_ops, &f);
+	j = job_new(t.n, "{\"name\":\"a\",\"clients_per_round\":4,\"fan_in\":4,\"params\":8}");
+	accept_one(t.n, j, 0);
+	rt_node_handoff_hold(t.n, true);
+	accept_one(t.n, j, 0);
+	rt_node_handoff_hold(t.n, false);
+	leaf = first_of_role(&f, FN_ROLE_LEAF);
+	cr_assert_eq(f.updates_to[leaf], 1);
+	fn = rt_fnset_find(t.n->fns, f.id[leaf]);
+	f.dead[f.ndead++] = fn->pid;
+	rt_node_on_sigchld(t.n);
+	rt_node_on_fn_eof(t.n, fn, false);
+	rt_node_handoff_flush(t.n); /* names a function that is gone: nothing to send */
+	for (uint32_t i = (uint32_t)leaf + 1; i < f.nstarted; i++)
+		if (f.role[i] == FN_ROLE_LEAF)
+			leaf2 = (int)i;
+	cr_assert_geq(leaf2, 0, "a replacement leaf was started");
+	cr_assert_eq(f.updates_to[leaf2], 2, "the sent one and the held one, both");
+	rt_test_node_close(&t);
+}
+
 /* The top of @j's round @round sends its RESULT: @n_elem floats of @v, weight @w (tcp-style). */
 static void top_result(struct rt_node *n, struct fake *f, struct rt_job *j, uint32_t round,
 		       float v, double w)

@@ -344,6 +344,44 @@ Test(runtime_rx, without_receive_threads_the_loop_receives_everything)
 	rt_loop_close(t->l);
 }
 
+/*
+ * An answer whose body fits after its head goes in one send (rt_conn.c arm_conn_send): the
+ * bytes on the wire are the head and the body, whole; and a malformed head's 400, whose
+ * Connection: close must be in its head before it is armed, still carries its JSON body.
+ */
+Test(runtime_rx, small_answers_and_a_malformed_heads_400_arrive_whole_over_a_real_loop)
+{
+	pthread_t tid;
+	struct rxt *t = start(0, 15, &tid);
+	uint16_t port = rt_loop_port(t->l);
+	char got[1024], head[128];
+	uint8_t body[SMALL];
+	int fd = dial_ok(port), hl;
+
+	for (uint64_t i = 0; i < SMALL; i++)
+		body[i] = pattern(i, SMALL);
+	for (int r = 0; r < 3; r++) { /* keep-alive: each answer whole, none run into the next */
+		hl = snprintf(head, sizeof(head), "POST /u HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
+			      SMALL);
+		send_all(fd, head, (size_t)hl);
+		send_all(fd, body, sizeof(body));
+		cr_assert_eq(read_status(fd, got, sizeof(got)), 202, "got: %s", got);
+		cr_assert(strstr(got, "\r\n\r\nok") && !strstr(got, "Connection: close"),
+			  "got: %s", got);
+	}
+	close(fd);
+	fd = dial_ok(port);
+	send_all(fd, "\x01\x02 garbage\r\n\r\n", 14);
+	cr_assert_eq(read_status(fd, got, sizeof(got)), 400, "got: %s", got);
+	cr_assert(strstr(got, "Connection: close\r\n"), "got: %s", got);
+	cr_assert(strstr(got, "\r\n\r\n{\"error\":\""), "a JSON body after the head: %s", got);
+	cr_assert_eq(recv(fd, got, 1, 0), 0, "then the connection closes");
+	close(fd);
+	stop(t, tid);
+	cr_assert_eq(t->bodies_bad, 0);
+	rt_loop_close(t->l);
+}
+
 Test(runtime_rx, a_body_stalled_on_a_receive_thread_gets_408_after_the_body_timeout)
 {
 	pthread_t tid;
