@@ -116,6 +116,20 @@ int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
 			 const uint8_t *const keys[], const int signs[]);
 
 /*
+ * What the adds of trib_sa_prg_add_u32/_many run on: "avx512", "avx2" or "generic" (a static
+ * string), the widest this CPU has unless trib_sa_prg_add_use chose another. Every one gives the
+ * same bits (additions modulo 2^32).
+ */
+const char *trib_sa_prg_add_impl(void);
+
+/*
+ * Tests and benches: run the adds on @name ("avx512", "avx2", "generic") from now on, or on the
+ * CPU's widest again for NULL. 0, -ENOTSUP if this CPU or build lacks it, -EINVAL for another
+ * name. Not to be called while another thread adds.
+ */
+int trib_sa_prg_add_use(const char *name);
+
+/*
  * ct[0..pt_len + 16) = ChaCha20-Poly1305(key, nonce, ad, pt). ct may equal pt. Returns 0 or -EIO.
  */
 int trib_sa_seal(uint8_t *ct, const uint8_t *pt, size_t pt_len, const uint8_t *ad, size_t ad_len,
