@@ -8,8 +8,10 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <openssl/core_dispatch.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/provider.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdbool.h>
@@ -187,34 +189,116 @@ static int prg_range_ok(uint64_t first, uint64_t n)
  * over counters, offsets and lengths; the shared vectors pin both). libsodium keeps X25519,
  * HKDF and the AEAD, and the short ranges.
  */
-static EVP_CIPHER *prg_cipher;
-static pthread_once_t prg_cipher_once = PTHREAD_ONCE_INIT;
+static struct {
+	void *provctx;
+	OSSL_FUNC_cipher_newctx_fn *newctx;
+	OSSL_FUNC_cipher_encrypt_init_fn *init;
+	OSSL_FUNC_cipher_update_fn *update;
+	OSSL_FUNC_cipher_freectx_fn *freectx;
+} prg_chacha;
+static pthread_once_t prg_chacha_once = PTHREAD_ONCE_INIT;
 
-static void prg_cipher_fetch(void)
+/* Is "ChaCha20" one of @names (a provider's names of an algorithm, ':'-separated)? */
+static bool prg_names_chacha20(const char *names)
 {
-	/* Fetched once: an implicit fetch at every init is a provider lookup under a lock. */
-	prg_cipher = EVP_CIPHER_fetch(NULL, "ChaCha20", NULL);
+	size_t len = strlen("ChaCha20");
+
+	for (const char *p = names; p; p = strchr(p, ':'), p = p ? p + 1 : NULL)
+		if (!strncmp(p, "ChaCha20", len) && (p[len] == ':' || p[len] == '\0'))
+			return true;
+	return false;
+}
+
+/*
+ * The default provider's ChaCha20, called through its dispatch table (provider-cipher(7)), the
+ * functions EVP_EncryptInit_ex2/EVP_EncryptUpdate would reach. Not EVP_CIPHER_fetch: its first
+ * call builds the library's method store for every cipher of the provider, 1.1 ms of CPU in the
+ * static tributary-fn-sa, which starts for every secure round's unmasking shard and expands at
+ * ~7 GB/s (3% of a shard's 200 MB at 100 clients x 1M; docs/BENCHMARKS.md, issue 19). Loading
+ * the provider and asking it for its ciphers is 0.4 ms. try_load keeps the fallbacks: the
+ * process's other OpenSSL users (TLS, HMAC) find what they found before. Loaded once, kept for
+ * the process's life (as a fetched cipher was).
+ */
+static void prg_chacha_load(void)
+{
+	OSSL_PROVIDER *prov = OSSL_PROVIDER_try_load(NULL, "default", 1);
+	const OSSL_ALGORITHM *alg;
+	const OSSL_DISPATCH *d;
+	int no_store = 0;
+
+	if (!prov)
+		return;
+	alg = OSSL_PROVIDER_query_operation(prov, OSSL_OP_CIPHER, &no_store);
+	while (alg && alg->algorithm_names && !prg_names_chacha20(alg->algorithm_names))
+		alg++;
+	if (!alg || !alg->algorithm_names)
+		return;
+	for (d = alg->implementation; d->function_id; d++) {
+		switch (d->function_id) {
+		case OSSL_FUNC_CIPHER_NEWCTX:
+			prg_chacha.newctx = OSSL_FUNC_cipher_newctx(d);
+			break;
+		case OSSL_FUNC_CIPHER_ENCRYPT_INIT:
+			prg_chacha.init = OSSL_FUNC_cipher_encrypt_init(d);
+			break;
+		case OSSL_FUNC_CIPHER_UPDATE:
+			prg_chacha.update = OSSL_FUNC_cipher_update(d);
+			break;
+		case OSSL_FUNC_CIPHER_FREECTX:
+			prg_chacha.freectx = OSSL_FUNC_cipher_freectx(d);
+			break;
+		default:
+			break;
+		}
+	}
+	prg_chacha.provctx = OSSL_PROVIDER_get0_provider_ctx(prov);
+}
+
+static bool prg_chacha_ready(void)
+{
+	return !pthread_once(&prg_chacha_once, prg_chacha_load) && prg_chacha.newctx &&
+	       prg_chacha.init && prg_chacha.update && prg_chacha.freectx;
+}
+
+/* One stream's state: the provider's cipher context. */
+typedef void prg_ctx;
+
+static void prg_close(prg_ctx *ctx)
+{
+	if (ctx)
+		prg_chacha.freectx(ctx);
+}
+
+/* The next len bytes of the stream, encrypted from in (zeros: the keystream) into out. */
+static int prg_update(prg_ctx *ctx, uint8_t *out, const uint8_t *in, size_t len)
+{
+	size_t outl = 0;
+
+	return prg_chacha.update(ctx, out, &outl, len, in, len) == 1 && outl == len ? 0 : -EIO;
 }
 
 /* A stream positioned at byte `start` of the key's keystream (start < 2^38, its block < 2^32). */
-static EVP_CIPHER_CTX *prg_open(const uint8_t key[32], uint64_t start)
+static prg_ctx *prg_open(const uint8_t key[32], uint64_t start)
 {
 	uint8_t iv[16] = { 0 }, skip[64] = { 0 };
 	uint64_t block = start / 64;
-	int skip_len = (int)(start % 64), outl = 0;
-	EVP_CIPHER_CTX *ctx;
+	size_t skip_len = (size_t)(start % 64);
+	prg_ctx *ctx;
 
-	if (pthread_once(&prg_cipher_once, prg_cipher_fetch) || !prg_cipher)
+	if (!prg_chacha_ready())
 		return NULL;
-	ctx = EVP_CIPHER_CTX_new();
+	ctx = prg_chacha.newctx(prg_chacha.provctx);
 	if (!ctx)
 		return NULL;
-	/* The counter word then the all-zero nonce: the PRG's nonce is fixed, the key is per stream. */
+	/*
+	 * EVP_chacha20's IV: the counter word then the all-zero nonce (the PRG's nonce is fixed,
+	 * the key is per stream).
+	 */
 	for (int i = 0; i < 4; i++)
 		iv[i] = (uint8_t)(block >> (8 * i));
-	if (EVP_EncryptInit_ex2(ctx, prg_cipher, key, iv, NULL) != 1 ||
-	    (skip_len && EVP_EncryptUpdate(ctx, skip, &outl, skip, skip_len) != 1)) {
-		EVP_CIPHER_CTX_free(ctx);
+	if (prg_chacha.init(ctx, key, 32, iv, 16, NULL) != 1 ||
+	    (skip_len && prg_update(ctx, skip, skip, skip_len))) {
+		prg_close(ctx);
 		return NULL;
 	}
 	OPENSSL_cleanse(skip, sizeof(skip));
@@ -225,22 +309,20 @@ static EVP_CIPHER_CTX *prg_open(const uint8_t key[32], uint64_t start)
 static const uint8_t prg_zeros[PRG_STEP_BYTES];
 
 /* The next len bytes of the stream into out (the keystream is the encryption of zeros). */
-static int prg_next(EVP_CIPHER_CTX *ctx, uint8_t *out, size_t len)
+static int prg_next(prg_ctx *ctx, uint8_t *out, size_t len)
 {
-	int outl = 0;
-
 	/* A step (the adds' case) reads zeros from a constant: no memset of out first. */
 	if (len <= sizeof(prg_zeros))
-		return EVP_EncryptUpdate(ctx, out, &outl, prg_zeros, (int)len) == 1 &&
-			       outl == (int)len ? 0 : -EIO;
+		return prg_update(ctx, out, prg_zeros, len);
 	while (len) {
-		int n = len > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)len;
+		/* The provider's update takes any size_t; INT_MAX keeps to what EVP was given. */
+		size_t n = len > (size_t)INT_MAX / 2 ? (size_t)INT_MAX / 2 : len;
 
-		memset(out, 0, (size_t)n);
-		if (EVP_EncryptUpdate(ctx, out, &outl, out, n) != 1 || outl != n)
+		memset(out, 0, n);
+		if (prg_update(ctx, out, out, n))
 			return -EIO;
 		out += n;
-		len -= (size_t)n;
+		len -= n;
 	}
 	return 0;
 }
@@ -272,7 +354,7 @@ static void prg_fill_sodium(uint8_t *out, size_t len, const uint8_t key[32], uin
 
 int trib_sa_prg_bytes(uint8_t *out, size_t len, const uint8_t key[32], uint64_t first_word)
 {
-	EVP_CIPHER_CTX *ctx;
+	prg_ctx *ctx;
 	int err;
 
 	if (!prg_range_ok(first_word, ((uint64_t)len + 3) / 4) || trib_sa_init())
@@ -285,7 +367,7 @@ int trib_sa_prg_bytes(uint8_t *out, size_t len, const uint8_t key[32], uint64_t 
 	if (!ctx)
 		return -ENOMEM;
 	err = prg_next(ctx, out, len);
-	EVP_CIPHER_CTX_free(ctx);
+	prg_close(ctx);
 	return err;
 }
 
@@ -457,7 +539,7 @@ int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
 			 const uint8_t *const keys[], const int signs[])
 {
 	add_words_fn *add = add_impls[add_impl_index()].fn;
-	EVP_CIPHER_CTX *ctx[TRIB_SA_PRG_MANY_MAX];
+	prg_ctx *ctx[TRIB_SA_PRG_MANY_MAX];
 	uint8_t buf[PRG_STEP_BYTES];
 	size_t opened = 0;
 	int err = 0;
@@ -495,7 +577,7 @@ int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
 	}
 out:
 	while (opened)
-		EVP_CIPHER_CTX_free(ctx[--opened]);
+		prg_close(ctx[--opened]);
 	sodium_memzero(buf, sizeof(buf));
 	return err;
 }
@@ -504,7 +586,7 @@ int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t
 {
 	add_words_fn *add = add_impls[add_impl_index()].fn;
 	uint8_t buf[PRG_STEP_BYTES];
-	EVP_CIPHER_CTX *ctx;
+	prg_ctx *ctx;
 	size_t done = 0;
 	int err = 0;
 
@@ -528,7 +610,7 @@ int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t
 		add(acc + done, buf, m, sign);
 		done += m;
 	}
-	EVP_CIPHER_CTX_free(ctx);
+	prg_close(ctx);
 	sodium_memzero(buf, sizeof(buf));
 	return err;
 }
