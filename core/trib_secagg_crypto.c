@@ -2,7 +2,7 @@
 /*
  * Secure aggregation's primitives: X25519, HKDF-SHA256 and the AEAD over libsodium; the ChaCha20
  * PRG over libsodium for short ranges and OpenSSL's libcrypto for long ones (the comment above
- * prg_cipher says why). Linked into tributary and tributary-fn-sa, never the plain tributary-fn.
+ * prg_chacha says why). Linked into tributary and tributary-fn-sa, never the plain tributary-fn.
  */
 #include "trib_secagg_crypto.h"
 
