@@ -29,7 +29,8 @@
  * read as u32 little-endian words. Word i is bytes 4i..4i+3, so any range of words can be
  * expanded alone (block i/16). A stream is at most TRIB_SA_PRG_MAX_WORDS words (2^32 blocks).
  * Ranges of 1 KB and more run on OpenSSL's ChaCha20 (faster here), shorter ones on libsodium's:
- * the same keystream (the .c says why).
+ * the same keystream (the .c says why). On AVX-512, trib_sa_prg_add_many's groups of 8 streams
+ * or more run core/trib_secagg_chacha.c's ChaCha20, fused with the add: the same words again.
  *
  * AEAD (trib_sa_seal/open): ChaCha20-Poly1305 IETF (RFC 8439), 12-byte nonce, 16-byte tag.
  * XChaCha20 would allow random nonces more freely, but python3-cryptography lacks it; each share
