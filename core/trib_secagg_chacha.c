@@ -83,20 +83,55 @@ chacha16_sum(__m512i s[16], __m512i ctr, const uint32_t k[8], int sign)
 #undef SUM
 }
 
-__attribute__((target("avx512f"))) void trib_sa_chacha16_add(uint32_t *acc, size_t chunks,
-							      uint32_t block0,
-							      const uint8_t *const keys[],
+/*
+ * r[b] = word 0..15 of block b from s[w] = word w of blocks 0..15: a 16 x 16 transpose of u32.
+ * 32-bit then 64-bit interleaves leave, in each 128-bit lane L, four words of block 4 L + i in
+ * u[4 g + i] (words 4 g..4 g + 3); two 128-bit shuffles per row then gather a block's four lanes.
+ */
+__attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512i r[16],
+										 const __m512i s[16])
+{
+	__m512i t[16], u[16];
+
+	for (int p = 0; p < 16; p += 2) {
+		t[p] = _mm512_unpacklo_epi32(s[p], s[p + 1]);
+		t[p + 1] = _mm512_unpackhi_epi32(s[p], s[p + 1]);
+	}
+	for (int g = 0; g < 4; g++) {
+		u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+		u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+		u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+		u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+	}
+	for (int i = 0; i < 4; i++) {
+		__m512i v0 = _mm512_shuffle_i32x4(u[i], u[4 + i], 0x44);
+		__m512i v1 = _mm512_shuffle_i32x4(u[i], u[4 + i], 0xee);
+		__m512i v2 = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0x44);
+		__m512i v3 = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0xee);
+
+		r[i] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+		r[4 + i] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
+		r[8 + i] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+		r[12 + i] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
+	}
+}
+
+__attribute__((target("avx512f"))) void trib_sa_chacha16_add(uint32_t *acc, uint64_t first,
+							      size_t n, const uint8_t *const keys[],
 							      const int signs[], size_t count)
 {
 	const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-	uint32_t tmp[16][16] __attribute__((aligned(64))), k[8];
+	const uint64_t end = first + n;
+	uint32_t part[16] __attribute__((aligned(64))), k[8];
 
-	for (size_t c = 0; c < chunks; c++) {
-		/* block0 + 16 chunks <= 2^32 (the caller's check): no lane's counter wraps. */
-		__m512i ctr = _mm512_add_epi32(_mm512_set1_epi32((int)(block0 + 16 * (uint32_t)c)),
-					       lanes);
-		__m512i s[16];
-		uint32_t *a = acc + 256 * c;
+	/* Runs of 16 blocks from the block of word `first`; blk's words are [16 blk, 16 blk + 16). */
+	for (uint64_t run = first / 16; run * 16 < end; run += 16) {
+		/*
+		 * Lanes whose block passes 2^32 - 1 wrap here, but their words lie past 2^36,
+		 * beyond every range (the caller's check): they are computed and never added.
+		 */
+		__m512i ctr = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)run), lanes);
+		__m512i s[16], r[16];
 
 		for (int w = 0; w < 16; w++)
 			s[w] = _mm512_setzero_si512();
@@ -104,18 +139,28 @@ __attribute__((target("avx512f"))) void trib_sa_chacha16_add(uint32_t *acc, size
 			memcpy(k, keys[j], sizeof(k)); /* little-endian: the key's LE words */
 			chacha16_sum(s, ctr, k, signs[j]);
 		}
-		/*
-		 * s[w] lane b is word w of block b: the sum's words 16 b + w. A scalar transpose,
-		 * once per 16 blocks of every stream (TRIB_SA_CHACHA16_MIN_STREAMS says when it pays).
-		 */
-		for (int w = 0; w < 16; w++)
-			_mm512_store_si512(tmp[w], s[w]);
-		for (int b = 0; b < 16; b++)
-			for (int w = 0; w < 16; w++)
-				a[16 * b + w] += tmp[w][b];
+		transpose16(r, s);
+		for (int b = 0; b < 16; b++) {
+			uint64_t lo = (run + (uint64_t)b) * 16, hi = lo + 16;
+
+			if (hi <= first)
+				continue;
+			if (lo >= end)
+				break;
+			if (lo >= first && hi <= end) {
+				uint32_t *a = acc + (lo - first);
+
+				_mm512_storeu_si512(a, _mm512_add_epi32(_mm512_loadu_si512(a), r[b]));
+				continue;
+			}
+			/* The range's first or last block, in part. */
+			_mm512_store_si512(part, r[b]);
+			for (uint64_t w = lo > first ? lo : first; w < hi && w < end; w++)
+				acc[w - first] += part[w - lo];
+		}
 	}
-	/* Sums of mask words and key words: the round's secrets, gone with the call. */
-	explicit_bzero(tmp, sizeof(tmp));
+	/* Sums of mask words and the keys: the round's secrets, gone with the call. */
+	explicit_bzero(part, sizeof(part));
 	explicit_bzero(k, sizeof(k));
 }
 
@@ -126,11 +171,11 @@ bool trib_sa_chacha16_ok(void)
 	return false;
 }
 
-void trib_sa_chacha16_add(uint32_t *acc, size_t chunks, uint32_t block0,
-			  const uint8_t *const keys[], const int signs[], size_t count)
+void trib_sa_chacha16_add(uint32_t *acc, uint64_t first, size_t n, const uint8_t *const keys[],
+			  const int signs[], size_t count)
 {
 	/* Never called: trib_sa_chacha16_ok() is false here. */
-	(void)acc, (void)chunks, (void)block0, (void)keys, (void)signs, (void)count;
+	(void)acc, (void)first, (void)n, (void)keys, (void)signs, (void)count;
 }
 
 #endif

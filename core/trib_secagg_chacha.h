@@ -21,20 +21,17 @@
  * streams at any offset; tests/secagg/vectors.json pins them).
  */
 
-/* Streams a group needs for the fused path: below, the once-per-chunk transposed add costs more
- * than the OpenSSL path's stores (trib_sa_prg_add_many takes that path). */
-#define TRIB_SA_CHACHA16_MIN_STREAMS 8u
-
 /* Whether this CPU and build can run trib_sa_chacha16_add (x86-64, little-endian, AVX-512F). */
 bool trib_sa_chacha16_ok(void);
 
 /*
- * acc[256 c + 16 b + w] += sum_j signs[j] * word w of block (block0 + 16 c + b) of keys[j]'s
- * stream (mod 2^32), for c < chunks and b, w < 16: the words [16 block0, 16 block0 + 256 chunks)
- * of every stream, added at acc. The caller checks: signs +-1, block0 + 16 chunks <= 2^32 (the
- * counter never wraps), trib_sa_chacha16_ok(). Borrowed buffers; acc 4-byte aligned.
+ * acc[i] += sum_j signs[j] * word (first + i) of keys[j]'s stream (mod 2^32) for i < n: what
+ * trib_sa_prg_add_many computes, for any first word, length and number of streams. The sum of
+ * the streams is transposed once per 16 blocks (a 16 x 16 u32 transpose in registers), then
+ * added to acc. The caller checks: signs +-1, first + n <= 2^36 (TRIB_SA_PRG_MAX_WORDS: every
+ * block added is below 2^32), trib_sa_chacha16_ok(). Borrowed buffers; acc 4-byte aligned.
  */
-void trib_sa_chacha16_add(uint32_t *acc, size_t chunks, uint32_t block0,
-			  const uint8_t *const keys[], const int signs[], size_t count);
+void trib_sa_chacha16_add(uint32_t *acc, uint64_t first, size_t n, const uint8_t *const keys[],
+			  const int signs[], size_t count);
 
 #endif
