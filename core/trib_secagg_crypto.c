@@ -425,27 +425,12 @@ static void add_words_generic(uint32_t *acc, const uint8_t *buf, size_t m, int s
  * The add of a step, vectorised by hand: the baseline x86-64 build gives the loop above SSE2
  * (4 words an instruction), and that add was a fifth of the keystream's own time in the
  * unmasking's profile (issue 19: trib_sa_prg_add_many 4.4% of the round's samples against
- * ChaCha20_16x's 19.3%). AVX-512 adds 16 words an instruction (vpaddd/vpsubd wrap modulo
- * 2^32 like the loop: the same bits). Little-endian only: the keystream's bytes are then the
- * words.
+ * ChaCha20_16x's 19.3%). AVX2 adds 8 words an instruction (vpaddd/vpsubd wrap modulo 2^32
+ * like the loop: the same bits). Little-endian only: the keystream's bytes are then the words.
+ * With AVX-512 nothing is added here: the streams are summed as they are computed
+ * (trib_secagg_chacha.h).
  */
 #if PRG_HAVE_X86
-
-__attribute__((target("avx512f"))) static void add_words_avx512(uint32_t *acc, const uint8_t *buf,
-								size_t m, int sign)
-{
-	size_t i = 0;
-
-	if (sign > 0)
-		for (; i + 16 <= m; i += 16)
-			_mm512_storeu_si512(acc + i, _mm512_add_epi32(_mm512_loadu_si512(acc + i),
-								     _mm512_loadu_si512(buf + 4 * i)));
-	else
-		for (; i + 16 <= m; i += 16)
-			_mm512_storeu_si512(acc + i, _mm512_sub_epi32(_mm512_loadu_si512(acc + i),
-								     _mm512_loadu_si512(buf + 4 * i)));
-	add_words_generic(acc + i, buf + 4 * i, m - i, sign);
-}
 
 __attribute__((target("avx2"))) static void add_words_avx2(uint32_t *acc, const uint8_t *buf,
 							    size_t m, int sign)
@@ -480,11 +465,11 @@ typedef void add_words_fn(uint32_t *acc, const uint8_t *buf, size_t m, int sign)
 static const struct {
 	const char *name;
 	const char *feature; /* for __builtin_cpu_supports, or NULL: any CPU */
-	add_words_fn *fn;
-	bool fused;          /* the adds are trib_sa_chacha16_add's */
+	add_words_fn *fn;    /* the add of a step of OpenSSL's keystream, or NULL if fused */
+	bool fused;          /* no OpenSSL: trib_sa_chacha16_add computes and adds */
 } add_impls[] = {
 #if PRG_HAVE_X86
-	{ "avx512", "avx512f", add_words_avx512, true },
+	{ "avx512", "avx512f", NULL, true },
 	{ "avx2", "avx2", add_words_avx2, false },
 #endif
 	{ "generic", NULL, add_words_generic, false },

@@ -117,9 +117,10 @@ int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
 			 const uint8_t *const keys[], const int signs[]);
 
 /*
- * What the adds of trib_sa_prg_add_u32/_many run on: "avx512", "avx2" or "generic" (a static
- * string), the widest this CPU has unless trib_sa_prg_add_use chose another. Every one gives the
- * same bits (additions modulo 2^32).
+ * What the adds of trib_sa_prg_add_u32/_many run on (a static string), the widest this CPU has
+ * unless trib_sa_prg_add_use chose another: "avx512" (core/trib_secagg_chacha.c computes the
+ * streams and sums them in registers, no OpenSSL), "avx2" or "generic" (OpenSSL's keystream in
+ * 4 KB steps, each added with AVX2 or the portable loop). Every one gives the same bits.
  */
 const char *trib_sa_prg_add_impl(void);
 
