@@ -8,8 +8,7 @@
 
 #include <string.h>
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__BYTE_ORDER__) && \
-	__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__x86_64__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #include <immintrin.h>
 
 bool trib_sa_chacha16_ok(void)

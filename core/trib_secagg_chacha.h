@@ -8,15 +8,15 @@
 #include <stdint.h>
 
 /*
- * Only core/trib_secagg_crypto.c calls this (its trib_sa_prg_add_many, for its AVX-512 adds):
- * the public PRG is trib_secagg_crypto.h's, and it defines the stream.
+ * Only core/trib_secagg_crypto.c calls this (trib_sa_prg_add_many and trib_sa_prg_add_u32, when
+ * their adds are "avx512"): the public PRG is trib_secagg_crypto.h's, and it defines the stream.
  *
  * The block function is RFC 8439's ChaCha20 (constants, the 32-byte key, a 32-bit block counter,
  * the PRG's all-zero 96-bit nonce, 20 rounds, the input added back), computed for 16 consecutive
  * blocks at once, one AVX-512 register per state word. Where OpenSSL's ChaCha20_16x stores the
  * keystream (XORed with zeros) for the caller to load and add, this adds it to a running sum in
  * registers, stream after stream, and writes the sum once per 16 blocks: no keystream ever
- * reaches memory, and the sum is read and written once whatever the number of streams. The
+ * reaches memory, and the sum is read and written once a call whatever its number of streams. The
  * words are the same (tests/core/test_secagg.c compares them with libsodium's and OpenSSL's
  * streams at any offset; tests/secagg/vectors.json pins them).
  */

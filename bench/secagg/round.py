@@ -325,10 +325,11 @@ def shard_floor(sec, logtail, params, k):
     if not m or cpu <= 0 or "bare_stream" not in k:
         return
     nbytes = int(m.group(1)) * (params + 1) * 4.0
+    bare = k["bare_stream"]
     print("unmasking shards %.3f s CPU for %d streams (%.0f MB): %.2f GB/s, %.2f of the bare "
           "OpenSSL stream (%.2f GB/s; its floor %.3f s)" %
-          (cpu, int(m.group(1)), nbytes / 1e6, nbytes / cpu / 1e9,
-           nbytes / cpu / 1e9 / k["bare_stream"], k["bare_stream"], nbytes / k["bare_stream"] / 1e9))
+          (cpu, int(m.group(1)), nbytes / 1e6, nbytes / cpu / 1e9, nbytes / cpu / 1e9 / bare,
+           bare, nbytes / bare / 1e9))
 
 
 SERVER = None
