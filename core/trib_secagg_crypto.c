@@ -18,8 +18,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__BYTE_ORDER__) && \
-	__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__x86_64__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #include <immintrin.h>
 #define PRG_HAVE_X86 1
 #else
@@ -466,7 +465,7 @@ static const struct {
 	const char *name;
 	const char *feature; /* for __builtin_cpu_supports, or NULL: any CPU */
 	add_words_fn *fn;    /* the add of a step of OpenSSL's keystream, or NULL if fused */
-	bool fused;          /* no OpenSSL: trib_sa_chacha16_add computes and adds */
+	bool fused;          /* no OpenSSL: trib_sa_chacha16_add computes and adds (and must run) */
 } add_impls[] = {
 #if PRG_HAVE_X86
 	{ "avx512", "avx512f", NULL, true },
@@ -481,6 +480,8 @@ static int add_forced = -1;
 
 static bool add_impl_ok(size_t i)
 {
+	if (add_impls[i].fused && !trib_sa_chacha16_ok())
+		return false;
 #if PRG_HAVE_X86
 	/* __builtin_cpu_supports takes a literal only. */
 	if (add_impls[i].feature && !strcmp(add_impls[i].feature, "avx512f"))
@@ -580,7 +581,7 @@ int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
 			return -EINVAL;
 	if (n == 0 || count == 0)
 		return 0;
-	if (add_impls[impl].fused && trib_sa_chacha16_ok()) {
+	if (add_impls[impl].fused) {
 		trib_sa_chacha16_add(acc, first, n, keys, signs, count);
 		return 0;
 	}
@@ -600,7 +601,7 @@ int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t
 		return -EINVAL;
 	if (n == 0)
 		return 0;
-	if (add_impls[impl].fused && trib_sa_chacha16_ok()) {
+	if (add_impls[impl].fused) {
 		trib_sa_chacha16_add(acc, first, n, &key, &sign, 1);
 		return 0;
 	}
