@@ -35,10 +35,11 @@
  *   bare_stream     OpenSSL's ChaCha20 alone: one context, 16 KB per EVP_EncryptUpdate into
  *                   one buffer that stays in L1 (the loop `openssl speed -evp chacha20 -bytes
  *                   16384` times), 4 W S bytes
- *   shard_<adds>    fn_secagg_expand of S streams over W words (the shard's call, zeroed sum
- *                   first), with the adds of each implementation this CPU has
- *                   (trib_sa_prg_add_use: avx512, avx2, generic), interleaved with the bare
- *                   stream pass by pass
+ *   shard_<adds>    fn_secagg_expand of S streams over W words from word 500000 (the second
+ *                   shard's call at 1M, zeroed sum first), with each implementation of the adds
+ *                   this CPU has (trib_sa_prg_add_use): avx512, core/trib_secagg_chacha.c's
+ *                   fused ChaCha20; avx2 and generic, OpenSSL's stream added in 4 KB steps;
+ *                   interleaved with the bare stream pass by pass
  * and the shard path (the CPU's own adds) over the bare stream, PASS at 0.9 or more.
  */
 static double now_s(void)
