@@ -2,17 +2,28 @@
 /*
  * Secure aggregation's primitives: X25519, HKDF-SHA256 and the AEAD over libsodium; the ChaCha20
  * PRG over libsodium for short ranges and OpenSSL's libcrypto for long ones (the comment above
- * prg_cipher says why). Linked into tributary and tributary-fn-sa, never the plain tributary-fn.
+ * prg_chacha says why). Linked into tributary and tributary-fn-sa, never the plain tributary-fn.
  */
 #include "trib_secagg_crypto.h"
+#include "trib_secagg_chacha.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <openssl/core_dispatch.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/provider.h>
 #include <pthread.h>
 #include <sodium.h>
+#include <stdbool.h>
 #include <string.h>
+
+#if defined(__x86_64__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#include <immintrin.h>
+#define PRG_HAVE_X86 1
+#else
+#define PRG_HAVE_X86 0
+#endif
 
 /* Bytes of keystream expanded per step of the adds (on the stack, L1-sized). */
 #define PRG_STEP_BYTES 4096u
@@ -209,34 +220,116 @@ static int prg_range_ok(uint64_t first, uint64_t n)
  * over counters, offsets and lengths; the shared vectors pin both). libsodium keeps X25519,
  * HKDF and the AEAD, and the short ranges.
  */
-static EVP_CIPHER *prg_cipher;
-static pthread_once_t prg_cipher_once = PTHREAD_ONCE_INIT;
+static struct {
+	void *provctx;
+	OSSL_FUNC_cipher_newctx_fn *newctx;
+	OSSL_FUNC_cipher_encrypt_init_fn *init;
+	OSSL_FUNC_cipher_update_fn *update;
+	OSSL_FUNC_cipher_freectx_fn *freectx;
+} prg_chacha;
+static pthread_once_t prg_chacha_once = PTHREAD_ONCE_INIT;
 
-static void prg_cipher_fetch(void)
+/* Is "ChaCha20" one of @names (a provider's names of an algorithm, ':'-separated)? */
+static bool prg_names_chacha20(const char *names)
 {
-	/* Fetched once: an implicit fetch at every init is a provider lookup under a lock. */
-	prg_cipher = EVP_CIPHER_fetch(NULL, "ChaCha20", NULL);
+	size_t len = strlen("ChaCha20");
+
+	for (const char *p = names; p; p = strchr(p, ':'), p = p ? p + 1 : NULL)
+		if (!strncmp(p, "ChaCha20", len) && (p[len] == ':' || p[len] == '\0'))
+			return true;
+	return false;
+}
+
+/*
+ * The default provider's ChaCha20, called through its dispatch table (provider-cipher(7)), the
+ * functions EVP_EncryptInit_ex2/EVP_EncryptUpdate would reach. Not EVP_CIPHER_fetch: its first
+ * call builds the library's method store for every cipher of the provider, 1.1 ms of CPU in the
+ * static tributary-fn-sa, which starts for every secure round's unmasking shard and expands at
+ * ~7 GB/s (3% of a shard's 200 MB at 100 clients x 1M; docs/BENCHMARKS.md, issue 19). Loading
+ * the provider and asking it for its ciphers is 0.4 ms. try_load keeps the fallbacks: the
+ * process's other OpenSSL users (TLS, HMAC) find what they found before. Loaded once, kept for
+ * the process's life (as a fetched cipher was).
+ */
+static void prg_chacha_load(void)
+{
+	OSSL_PROVIDER *prov = OSSL_PROVIDER_try_load(NULL, "default", 1);
+	const OSSL_ALGORITHM *alg;
+	const OSSL_DISPATCH *d;
+	int no_store = 0;
+
+	if (!prov)
+		return;
+	alg = OSSL_PROVIDER_query_operation(prov, OSSL_OP_CIPHER, &no_store);
+	while (alg && alg->algorithm_names && !prg_names_chacha20(alg->algorithm_names))
+		alg++;
+	if (!alg || !alg->algorithm_names)
+		return;
+	for (d = alg->implementation; d->function_id; d++) {
+		switch (d->function_id) {
+		case OSSL_FUNC_CIPHER_NEWCTX:
+			prg_chacha.newctx = OSSL_FUNC_cipher_newctx(d);
+			break;
+		case OSSL_FUNC_CIPHER_ENCRYPT_INIT:
+			prg_chacha.init = OSSL_FUNC_cipher_encrypt_init(d);
+			break;
+		case OSSL_FUNC_CIPHER_UPDATE:
+			prg_chacha.update = OSSL_FUNC_cipher_update(d);
+			break;
+		case OSSL_FUNC_CIPHER_FREECTX:
+			prg_chacha.freectx = OSSL_FUNC_cipher_freectx(d);
+			break;
+		default:
+			break;
+		}
+	}
+	prg_chacha.provctx = OSSL_PROVIDER_get0_provider_ctx(prov);
+}
+
+static bool prg_chacha_ready(void)
+{
+	return !pthread_once(&prg_chacha_once, prg_chacha_load) && prg_chacha.newctx &&
+	       prg_chacha.init && prg_chacha.update && prg_chacha.freectx;
+}
+
+/* One stream's state: the provider's cipher context. */
+typedef void prg_ctx;
+
+static void prg_close(prg_ctx *ctx)
+{
+	if (ctx)
+		prg_chacha.freectx(ctx);
+}
+
+/* The next len bytes of the stream, encrypted from in (zeros: the keystream) into out. */
+static int prg_update(prg_ctx *ctx, uint8_t *out, const uint8_t *in, size_t len)
+{
+	size_t outl = 0;
+
+	return prg_chacha.update(ctx, out, &outl, len, in, len) == 1 && outl == len ? 0 : -EIO;
 }
 
 /* A stream positioned at byte `start` of the key's keystream (start < 2^38, its block < 2^32). */
-static EVP_CIPHER_CTX *prg_open(const uint8_t key[32], uint64_t start)
+static prg_ctx *prg_open(const uint8_t key[32], uint64_t start)
 {
 	uint8_t iv[16] = { 0 }, skip[64] = { 0 };
 	uint64_t block = start / 64;
-	int skip_len = (int)(start % 64), outl = 0;
-	EVP_CIPHER_CTX *ctx;
+	size_t skip_len = (size_t)(start % 64);
+	prg_ctx *ctx;
 
-	if (pthread_once(&prg_cipher_once, prg_cipher_fetch) || !prg_cipher)
+	if (!prg_chacha_ready())
 		return NULL;
-	ctx = EVP_CIPHER_CTX_new();
+	ctx = prg_chacha.newctx(prg_chacha.provctx);
 	if (!ctx)
 		return NULL;
-	/* The counter word then the all-zero nonce: the PRG's nonce is fixed, the key is per stream. */
+	/*
+	 * EVP_chacha20's IV: the counter word then the all-zero nonce (the PRG's nonce is fixed,
+	 * the key is per stream).
+	 */
 	for (int i = 0; i < 4; i++)
 		iv[i] = (uint8_t)(block >> (8 * i));
-	if (EVP_EncryptInit_ex2(ctx, prg_cipher, key, iv, NULL) != 1 ||
-	    (skip_len && EVP_EncryptUpdate(ctx, skip, &outl, skip, skip_len) != 1)) {
-		EVP_CIPHER_CTX_free(ctx);
+	if (prg_chacha.init(ctx, key, 32, iv, 16, NULL) != 1 ||
+	    (skip_len && prg_update(ctx, skip, skip, skip_len))) {
+		prg_close(ctx);
 		return NULL;
 	}
 	OPENSSL_cleanse(skip, sizeof(skip));
@@ -247,22 +340,20 @@ static EVP_CIPHER_CTX *prg_open(const uint8_t key[32], uint64_t start)
 static const uint8_t prg_zeros[PRG_STEP_BYTES];
 
 /* The next len bytes of the stream into out (the keystream is the encryption of zeros). */
-static int prg_next(EVP_CIPHER_CTX *ctx, uint8_t *out, size_t len)
+static int prg_next(prg_ctx *ctx, uint8_t *out, size_t len)
 {
-	int outl = 0;
-
 	/* A step (the adds' case) reads zeros from a constant: no memset of out first. */
 	if (len <= sizeof(prg_zeros))
-		return EVP_EncryptUpdate(ctx, out, &outl, prg_zeros, (int)len) == 1 &&
-			       outl == (int)len ? 0 : -EIO;
+		return prg_update(ctx, out, prg_zeros, len);
 	while (len) {
-		int n = len > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)len;
+		/* The provider's update takes any size_t; INT_MAX keeps to what EVP was given. */
+		size_t n = len > (size_t)INT_MAX / 2 ? (size_t)INT_MAX / 2 : len;
 
-		memset(out, 0, (size_t)n);
-		if (EVP_EncryptUpdate(ctx, out, &outl, out, n) != 1 || outl != n)
+		memset(out, 0, n);
+		if (prg_update(ctx, out, out, n))
 			return -EIO;
 		out += n;
-		len -= (size_t)n;
+		len -= n;
 	}
 	return 0;
 }
@@ -294,7 +385,7 @@ static void prg_fill_sodium(uint8_t *out, size_t len, const uint8_t key[32], uin
 
 int trib_sa_prg_bytes(uint8_t *out, size_t len, const uint8_t key[32], uint64_t first_word)
 {
-	EVP_CIPHER_CTX *ctx;
+	prg_ctx *ctx;
 	int err;
 
 	if (!prg_range_ok(first_word, ((uint64_t)len + 3) / 4) || trib_sa_init())
@@ -307,7 +398,7 @@ int trib_sa_prg_bytes(uint8_t *out, size_t len, const uint8_t key[32], uint64_t 
 	if (!ctx)
 		return -ENOMEM;
 	err = prg_next(ctx, out, len);
-	EVP_CIPHER_CTX_free(ctx);
+	prg_close(ctx);
 	return err;
 }
 
@@ -348,8 +439,8 @@ int trib_sa_prg_u32(uint32_t *out, size_t n, const uint8_t key[32], uint64_t fir
 	return 0;
 }
 
-/* acc[i] += sign * word i of buf (mod 2^32), i < m. */
-static void add_words(uint32_t *acc, const uint8_t *buf, size_t m, int sign)
+/* acc[i] += sign * word i of buf (mod 2^32), i < m: the portable loop, any byte order. */
+static void add_words_generic(uint32_t *acc, const uint8_t *buf, size_t m, int sign)
 {
 	/* Unsigned arithmetic wraps modulo 2^32: the group masks live in. */
 	if (sign > 0)
@@ -360,20 +451,123 @@ static void add_words(uint32_t *acc, const uint8_t *buf, size_t m, int sign)
 			acc[i] -= le32(buf + 4 * i);
 }
 
-int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
-			 const uint8_t *const keys[], const int signs[])
+/*
+ * The add of a step, vectorised by hand: the baseline x86-64 build gives the loop above SSE2
+ * (4 words an instruction), and that add was a fifth of the keystream's own time in the
+ * unmasking's profile (issue 19: trib_sa_prg_add_many 4.4% of the round's samples against
+ * ChaCha20_16x's 19.3%). AVX2 adds 8 words an instruction (vpaddd/vpsubd wrap modulo 2^32
+ * like the loop: the same bits). Little-endian only: the keystream's bytes are then the words.
+ * With AVX-512 nothing is added here: the streams are summed as they are computed
+ * (trib_secagg_chacha.h).
+ */
+#if PRG_HAVE_X86
+
+__attribute__((target("avx2"))) static void add_words_avx2(uint32_t *acc, const uint8_t *buf,
+							    size_t m, int sign)
 {
-	EVP_CIPHER_CTX *ctx[TRIB_SA_PRG_MANY_MAX];
+	size_t i = 0;
+
+	if (sign > 0)
+		for (; i + 8 <= m; i += 8) {
+			__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(acc + i));
+			__m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(buf + 4 * i));
+
+			_mm256_storeu_si256((__m256i *)(void *)(acc + i), _mm256_add_epi32(a, b));
+		}
+	else
+		for (; i + 8 <= m; i += 8) {
+			__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(acc + i));
+			__m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(buf + 4 * i));
+
+			_mm256_storeu_si256((__m256i *)(void *)(acc + i), _mm256_sub_epi32(a, b));
+		}
+	add_words_generic(acc + i, buf + 4 * i, m - i, sign);
+}
+#endif
+
+typedef void add_words_fn(uint32_t *acc, const uint8_t *buf, size_t m, int sign);
+
+/*
+ * The adds' implementations, widest first: the CPU's best is the first it has the feature of.
+ * With AVX-512 the streams are not generated by OpenSSL and added at all: core/trib_secagg_chacha.c
+ * computes ChaCha20 and sums the streams in registers (fused; trib_secagg_chacha.h).
+ */
+static const struct {
+	const char *name;
+	const char *feature; /* for __builtin_cpu_supports, or NULL: any CPU */
+	add_words_fn *fn;    /* the add of a step of OpenSSL's keystream, or NULL if fused */
+	bool fused;          /* no OpenSSL: trib_sa_chacha16_add computes and adds (and must run) */
+} add_impls[] = {
+#if PRG_HAVE_X86
+	{ "avx512", "avx512f", NULL, true },
+	{ "avx2", "avx2", add_words_avx2, false },
+#endif
+	{ "generic", NULL, add_words_generic, false },
+};
+#define ADD_IMPLS (sizeof(add_impls) / sizeof(add_impls[0]))
+
+/* Index into add_impls of the adds trib_sa_prg_add_use chose, or -1: the CPU's best. */
+static int add_forced = -1;
+
+static bool add_impl_ok(size_t i)
+{
+	if (add_impls[i].fused && !trib_sa_chacha16_ok())
+		return false;
+#if PRG_HAVE_X86
+	/* __builtin_cpu_supports takes a literal only. */
+	if (add_impls[i].feature && !strcmp(add_impls[i].feature, "avx512f"))
+		return __builtin_cpu_supports("avx512f");
+	if (add_impls[i].feature && !strcmp(add_impls[i].feature, "avx2"))
+		return __builtin_cpu_supports("avx2");
+#endif
+	return !add_impls[i].feature;
+}
+
+/* The adds to use (looked up once per call of the adds, not per step). */
+static size_t add_impl_index(void)
+{
+	int f = __atomic_load_n(&add_forced, __ATOMIC_RELAXED);
+	size_t i = 0;
+
+	if (f >= 0)
+		return (size_t)f;
+	while (!add_impl_ok(i))
+		i++; /* the last, generic, always is */
+	return i;
+}
+
+const char *trib_sa_prg_add_impl(void)
+{
+	return add_impls[add_impl_index()].name;
+}
+
+int trib_sa_prg_add_use(const char *name)
+{
+	if (!name) {
+		__atomic_store_n(&add_forced, -1, __ATOMIC_RELAXED);
+		return 0;
+	}
+	for (size_t i = 0; i < ADD_IMPLS; i++) {
+		if (strcmp(add_impls[i].name, name))
+			continue;
+		if (!add_impl_ok(i))
+			return -ENOTSUP;
+		__atomic_store_n(&add_forced, (int)i, __ATOMIC_RELAXED);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+/* trib_sa_prg_add_many's range on OpenSSL's streams, each 4 KB step added with @add. */
+static int add_many_openssl(uint32_t *acc, size_t n, uint64_t first, size_t count,
+			    const uint8_t *const keys[], const int signs[], add_words_fn *add)
+{
+	prg_ctx *ctx[TRIB_SA_PRG_MANY_MAX];
 	uint8_t buf[PRG_STEP_BYTES];
 	size_t opened = 0;
 	int err = 0;
 
-	if (count > TRIB_SA_PRG_MANY_MAX || !prg_range_ok(first, n) || trib_sa_init())
-		return -EINVAL;
-	for (size_t j = 0; j < count; j++)
-		if (signs[j] != 1 && signs[j] != -1)
-			return -EINVAL;
-	if (n == 0 || count == 0)
+	if (n == 0)
 		return 0;
 	for (; opened < count; opened++) {
 		ctx[opened] = prg_open(keys[opened], first * 4);
@@ -395,21 +589,42 @@ int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
 			err = prg_next(ctx[j], buf, m * 4);
 			if (err)
 				goto out;
-			add_words(acc + done, buf, m, signs[j]);
+			add(acc + done, buf, m, signs[j]);
 		}
 		done += m;
 	}
 out:
 	while (opened)
-		EVP_CIPHER_CTX_free(ctx[--opened]);
+		prg_close(ctx[--opened]);
 	sodium_memzero(buf, sizeof(buf));
 	return err;
 }
 
+int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
+			 const uint8_t *const keys[], const int signs[])
+{
+	size_t impl = add_impl_index();
+
+	if (count > TRIB_SA_PRG_MANY_MAX || !prg_range_ok(first, n) || trib_sa_init())
+		return -EINVAL;
+	for (size_t j = 0; j < count; j++)
+		if (signs[j] != 1 && signs[j] != -1)
+			return -EINVAL;
+	if (n == 0 || count == 0)
+		return 0;
+	if (add_impls[impl].fused) {
+		trib_sa_chacha16_add(acc, first, n, keys, signs, count);
+		return 0;
+	}
+	return add_many_openssl(acc, n, first, count, keys, signs, add_impls[impl].fn);
+}
+
 int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t first, int sign)
 {
+	size_t impl = add_impl_index();
+	add_words_fn *add = add_impls[impl].fn;
 	uint8_t buf[PRG_STEP_BYTES];
-	EVP_CIPHER_CTX *ctx;
+	prg_ctx *ctx;
 	size_t done = 0;
 	int err = 0;
 
@@ -417,6 +632,10 @@ int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t
 		return -EINVAL;
 	if (n == 0)
 		return 0;
+	if (add_impls[impl].fused) {
+		trib_sa_chacha16_add(acc, first, n, &key, &sign, 1);
+		return 0;
+	}
 	/*
 	 * One pass: each L1-sized piece of the stream is added while still in cache, and one
 	 * context runs the whole range (no key setup per piece).
@@ -430,10 +649,10 @@ int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t
 		err = prg_next(ctx, buf, m * 4);
 		if (err)
 			break;
-		add_words(acc + done, buf, m, sign);
+		add(acc + done, buf, m, sign);
 		done += m;
 	}
-	EVP_CIPHER_CTX_free(ctx);
+	prg_close(ctx);
 	sodium_memzero(buf, sizeof(buf));
 	return err;
 }

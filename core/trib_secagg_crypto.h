@@ -29,7 +29,8 @@
  * read as u32 little-endian words. Word i is bytes 4i..4i+3, so any range of words can be
  * expanded alone (block i/16). A stream is at most TRIB_SA_PRG_MAX_WORDS words (2^32 blocks).
  * Ranges of 1 KB and more run on OpenSSL's ChaCha20 (faster here), shorter ones on libsodium's:
- * the same keystream (the .c says why).
+ * the same keystream (the .c says why). On AVX-512, trib_sa_prg_add_many's groups of 8 streams
+ * or more run core/trib_secagg_chacha.c's ChaCha20, fused with the add: the same words again.
  *
  * AEAD (trib_sa_seal/open): ChaCha20-Poly1305 IETF (RFC 8439), 12-byte nonce, 16-byte tag.
  * XChaCha20 would allow random nonces more freely, but python3-cryptography lacks it; each share
@@ -114,6 +115,21 @@ int trib_sa_prg_add_u32(uint32_t *acc, size_t n, const uint8_t key[32], uint64_t
  */
 int trib_sa_prg_add_many(uint32_t *acc, size_t n, uint64_t first, size_t count,
 			 const uint8_t *const keys[], const int signs[]);
+
+/*
+ * What the adds of trib_sa_prg_add_u32/_many run on (a static string), the widest this CPU has
+ * unless trib_sa_prg_add_use chose another: "avx512" (core/trib_secagg_chacha.c computes the
+ * streams and sums them in registers, no OpenSSL), "avx2" or "generic" (OpenSSL's keystream in
+ * 4 KB steps, each added with AVX2 or the portable loop). Every one gives the same bits.
+ */
+const char *trib_sa_prg_add_impl(void);
+
+/*
+ * Tests and benches: run the adds on @name ("avx512", "avx2", "generic") from now on, or on the
+ * CPU's widest again for NULL. 0, -ENOTSUP if this CPU or build lacks it, -EINVAL for another
+ * name. Not to be called while another thread adds.
+ */
+int trib_sa_prg_add_use(const char *name);
 
 /*
  * ct[0..pt_len + 16) = ChaCha20-Poly1305(key, nonce, ad, pt). ct may equal pt. Returns 0 or -EIO.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Secure aggregation's kernels against libsodium's bare ChaCha20, measured in the same run. */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,20 @@
  * survivors' self masks plus the dropped clients' pairwise masks), against plain FedAvg's fold of
  * C f32 updates (fn_fold_f32). Network, parsing and Shamir are left out (they are O(C k), not
  * O(N)).
+ *
+ * Last, a SecAgg+ unmasking shard's path against the floor it can reach: with --shard-words W
+ * (default 500001, one of two shards' range at 1M parameters) --shard-streams S (default 100)
+ * --shard-reps R (default 7), the best CPU time of this thread (a preempted pass is not
+ * charged; the machine is shared) of
+ *   bare_stream     OpenSSL's ChaCha20 alone: one context, 16 KB per EVP_EncryptUpdate into
+ *                   one buffer that stays in L1 (the loop `openssl speed -evp chacha20 -bytes
+ *                   16384` times), 4 W S bytes
+ *   shard_<adds>    fn_secagg_expand of S streams over W words from word 500000 (the second
+ *                   shard's call at 1M, zeroed sum first), with each implementation of the adds
+ *                   this CPU has (trib_sa_prg_add_use): avx512, core/trib_secagg_chacha.c's
+ *                   fused ChaCha20; avx2 and generic, OpenSSL's stream added in 4 KB steps;
+ *                   interleaved with the bare stream pass by pass
+ * and the shard path (the CPU's own adds) over the bare stream, PASS at 0.9 or more.
  */
 static double now_s(void)
 {
@@ -56,9 +71,93 @@ static int prg_add_sodium(uint32_t *acc, size_t n, const uint8_t key[32])
 	return 0;
 }
 
+static double cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* OpenSSL's bare keystream: @bytes in 16 KB calls into one L1-resident buffer. 0 or -1. */
+static int bare_stream(const uint8_t key[32], size_t bytes)
+{
+	static const uint8_t zeros[16384];
+	static uint8_t out[16384];
+	static const uint8_t iv[16];
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int ok = ctx && EVP_EncryptInit_ex2(ctx, EVP_chacha20(), key, iv, NULL) == 1, outl;
+
+	for (size_t done = 0; ok && done < bytes; done += sizeof(out)) {
+		int len = bytes - done < sizeof(out) ? (int)(bytes - done) : (int)sizeof(out);
+
+		ok = EVP_EncryptUpdate(ctx, out, &outl, zeros, len) == 1 && outl == len;
+	}
+	EVP_CIPHER_CTX_free(ctx);
+	return ok ? 0 : -1;
+}
+
+/* The shard path against the bare stream (the usage comment above). 0, or 1 on an error. */
+static int shard_vs_bare(size_t words, size_t nstreams, size_t reps)
+{
+	static const char *const impls[] = { "avx512", "avx2", "generic" };
+	const char *own = trib_sa_prg_add_impl();
+	struct fn_secagg_stream *st = trib_calloc(nstreams ? nstreams : 1, sizeof(*st));
+	uint32_t *acc = trib_calloc(words ? words : 1, 4);
+	double bare = 1e9, best[3] = { 1e9, 1e9, 1e9 }, bytes = 4.0 * (double)words * nstreams;
+	int have[3], rc = 1;
+
+	if (!st || !acc || !words || !nstreams)
+		goto out;
+	for (size_t j = 0; j < nstreams; j++) {
+		randombytes_buf(st[j].key, 32);
+		st[j].sign = j % 2 ? 1 : -1;
+	}
+	for (int k = 0; k < 3; k++)
+		have[k] = trib_sa_prg_add_use(impls[k]) == 0;
+	for (size_t r = 0; r < reps; r++) {
+		for (int k = 0; k < 3; k++) {
+			double t0, t;
+
+			if (!have[k])
+				continue;
+			t0 = cpu_s();
+			if (bare_stream(st[0].key, (size_t)bytes))
+				goto out;
+			t = cpu_s() - t0, bare = t < bare ? t : bare;
+			(void)trib_sa_prg_add_use(impls[k]);
+			t0 = cpu_s();
+			memset(acc, 0, words * 4);
+			if (fn_secagg_expand(acc, 500000, words, st, nstreams))
+				goto out;
+			t = cpu_s() - t0, best[k] = t < best[k] ? t : best[k];
+		}
+	}
+	printf("unmasking shard: %zu streams x %zu words (%.0f MB), CPU time, best of %zu:\n",
+	       nstreams, words, bytes / 1e6, reps);
+	printf("  bare_stream       %8.2f GB/s  OpenSSL ChaCha20 alone, 16 KB calls into L1\n",
+	       bytes / bare / 1e9);
+	for (int k = 0; k < 3; k++)
+		if (have[k])
+			printf("  shard_%-11s %8.2f GB/s  %.3f of the bare stream%s\n", impls[k],
+			       bytes / best[k] / 1e9, bare / best[k],
+			       !strcmp(impls[k], own) ? " (this CPU's adds)" : "");
+	for (int k = 0; k < 3; k++)
+		if (!strcmp(impls[k], own))
+			printf("shard path / bare OpenSSL stream = %.3f  %s (target >= 0.9)\n",
+			       bare / best[k], bare / best[k] >= 0.9 ? "PASS" : "MISS");
+	rc = 0;
+out:
+	(void)trib_sa_prg_add_use(NULL);
+	trib_free(st);
+	trib_free(acc);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	size_t n = 1u << 20, reps = 5, clients = 100, nstreams = 170;
+	size_t shard_words = 500001, shard_streams = 100, shard_reps = 7;
 	static const uint8_t nonce[12];
 	uint8_t key[32];
 	uint32_t *acc, *x;
@@ -75,6 +174,12 @@ int main(int argc, char **argv)
 			clients = strtoull(argv[i + 1], NULL, 10);
 		else if (!strcmp(argv[i], "--streams"))
 			nstreams = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--shard-words"))
+			shard_words = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--shard-streams"))
+			shard_streams = strtoull(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--shard-reps"))
+			shard_reps = strtoull(argv[i + 1], NULL, 10);
 	}
 	if (sodium_init() < 0 || n == 0 || reps == 0)
 		return 1;
@@ -149,5 +254,5 @@ int main(int argc, char **argv)
 	}
 	trib_free(acc);
 	trib_free(x);
-	return 0;
+	return shard_vs_bare(shard_words, shard_streams, shard_reps ? shard_reps : 1);
 }

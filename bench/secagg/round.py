@@ -36,10 +36,12 @@ tree (the gateway, each function), and with --perf a system-wide `perf record` o
 round is reported for the server's processes only (perf report --pid).
 
 Then bench_secagg (the same build) gives the PRG expansion's GB/s against libsodium's bare
-ChaCha20 in this run, and (builds with the OpenSSL PRG) the bare OpenSSL stream's. The
-issue's target: the SecAgg+ round's server CPU within 2x of plain FedAvg's (PASS/MISS printed,
-with the ratios of the wall times too). Exit status 1 when a round fails or the secure model is
-wrong (not when the target is missed).
+ChaCha20 in this run, and (builds with the OpenSSL PRG) the bare OpenSSL stream's; and (builds
+since helper saprg's change) its shard path against OpenSSL's bare stream, and the round's
+unmasking shards' CPU (their start included) against the floor that stream gives for the bytes
+they expanded. The issue's target: the SecAgg+ round's server CPU within 2x of plain FedAvg's
+(PASS/MISS printed, with the ratios of the wall times too). Exit status 1 when a round fails
+or the secure model is wrong (not when the target is missed).
 
     /usr/bin/python3 bench/secagg/round.py --build build [--clients 100] [--params 1000000]
 """
@@ -304,7 +306,10 @@ def secure_round(url, admin, n, p, x, cfg, drop):
             "phases": [(name, b - a) for (name, b), (_, a) in zip(marks, [("", t0)] + marks)]}
 
 
-KERNEL_RE = re.compile(r"^(chacha20|prg_add|prg_stream|prg_add_sodium)\s+([0-9.]+) GB/s", re.M)
+KERNEL_RE = re.compile(r"^ *(chacha20|prg_add|prg_stream|prg_add_sodium|bare_stream)\s+([0-9.]+) "
+                       r"GB/s", re.M)
+SHARD_RE = re.compile(r"^shard path / bare OpenSSL stream = .*$", re.M)
+STREAMS_RE = re.compile(r"\((\d+) streams expanded\)")
 
 
 def kernels(build):
@@ -313,6 +318,22 @@ def kernels(build):
     if r.returncode:
         raise RuntimeError("bench_secagg failed (%d): %s%s" % (r.returncode, r.stdout, r.stderr))
     return dict((k, float(v)) for k, v in KERNEL_RE.findall(r.stdout)), r.stdout
+
+
+def shard_floor(sec, logtail, params, k):
+    """The round's unmasking shards (tributary-fn-sa) against OpenSSL's bare ChaCha20 stream
+    of bench_secagg in this run: the bytes of keystream they expanded over their CPU seconds
+    (their start included), as a fraction of the bare stream's GB/s."""
+    cpu = sum(c for c, _, what in sec["procs"] if "tributary-fn-sa" in what)
+    m = STREAMS_RE.search(" ".join(logtail))
+    if not m or cpu <= 0 or "bare_stream" not in k:
+        return
+    nbytes = int(m.group(1)) * (params + 1) * 4.0
+    bare = k["bare_stream"]
+    print("unmasking shards %.3f s CPU for %d streams (%.0f MB): %.2f GB/s, %.2f of the bare "
+          "OpenSSL stream (%.2f GB/s; its floor %.3f s)" %
+          (cpu, int(m.group(1)), nbytes / 1e6, nbytes / cpu / 1e9, nbytes / cpu / 1e9 / bare,
+           bare, nbytes / bare / 1e9))
 
 
 SERVER = None
@@ -415,6 +436,10 @@ def main():
                   " %.2f; prg_add before (libsodium) %.2f GB/s" %
                   (k["prg_stream"], k["chacha20"], k["prg_stream"] / k["chacha20"],
                    k.get("prg_add_sodium", 0.0)))
+        m = SHARD_RE.search(out)
+        if m:  # builds since the shards' add was vectorised (issue 19, helper saprg)
+            print("bench_secagg: " + m.group(0))
+        shard_floor(sec, logtail, a.params, k)
     except (RuntimeError, KeyError) as e:
         print("FAIL: kernels: %s" % e)
         rc = 1

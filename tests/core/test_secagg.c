@@ -577,6 +577,93 @@ Test(core_secagg, prg_add_many_equals_libsodiums_streams_summed)
 	cr_assert_arr_eq(acc, want, sizeof(acc), "an empty call changed the sum");
 }
 
+/*
+ * Every implementation of the adds (AVX-512, AVX2, the portable loop; trib_sa_prg_add_use)
+ * gives the plain word-by-word sum of libsodium's streams: lengths around the vector widths and
+ * the 4 KB step, a sum that starts off a 64-byte boundary and wraps, 1 to 33 streams (a group
+ * and one more) of both signs. What this CPU lacks is refused, never run.
+ */
+Test(core_secagg, prg_adds_of_every_impl_equal_the_plain_sum)
+{
+	static const char *const impls[] = { "avx512", "avx2", "generic" };
+	static const uint64_t firsts[] = { 0, 5, 16, 1000003 };
+	static const size_t lens[] = { 1, 7, 8, 15, 16, 17, 31, 33, 1023, 1024, 1025, 2049, 3001 };
+	static const size_t counts[] = { 1, 2, 31, 32, 33 };
+	enum { MAXW = 3001, MAXS = 33 };
+	static uint8_t keys[MAXS][32], ks[MAXW * 4];
+	static uint32_t accs[MAXW + 1], want[MAXW];
+	uint32_t *acc = accs + 1; /* 4-byte aligned, not 64 */
+	const uint8_t *kp[MAXS];
+	int signs[MAXS], ran = 0;
+
+	for (size_t j = 0; j < MAXS; j++) {
+		for (size_t b = 0; b < 32; b++)
+			keys[j][b] = (uint8_t)(j * 53 + b * 7 + 1);
+		kp[j] = keys[j];
+		signs[j] = j % 4 == 2 ? 1 : -1;
+	}
+	for (size_t m = 0; m < sizeof(impls) / sizeof(impls[0]); m++) {
+		int err = trib_sa_prg_add_use(impls[m]);
+
+		if (err == -ENOTSUP)
+			continue;
+		cr_assert_eq(err, 0, "%s", impls[m]);
+		cr_assert_str_eq(trib_sa_prg_add_impl(), impls[m]);
+		ran++;
+		for (size_t f = 0; f < sizeof(firsts) / sizeof(firsts[0]); f++) {
+			for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++) {
+				size_t n = lens[l];
+
+				for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+					size_t count = counts[c], j0;
+
+					for (size_t i = 0; i < n; i++)
+						acc[i] = want[i] = 0xffffff00u + (uint32_t)(i * 97u);
+					for (size_t j = 0; j < count; j++) {
+						cr_assert_eq(trib_sa_prg_bytes_sodium(ks, n * 4, keys[j],
+										      firsts[f]), 0);
+						for (size_t i = 0; i < n; i++) {
+							uint32_t w = (uint32_t)ks[4 * i] |
+								     (uint32_t)ks[4 * i + 1] << 8 |
+								     (uint32_t)ks[4 * i + 2] << 16 |
+								     (uint32_t)ks[4 * i + 3] << 24;
+
+							want[i] += signs[j] > 0 ? w : 0u - w;
+						}
+					}
+					/* The groups as fn_secagg_expand makes them, the last alone. */
+					for (j0 = 0; j0 + 1 < count; j0 += TRIB_SA_PRG_MANY_MAX) {
+						size_t k = count - 1 - j0 < TRIB_SA_PRG_MANY_MAX ?
+								   count - 1 - j0 : TRIB_SA_PRG_MANY_MAX;
+
+						cr_assert_eq(trib_sa_prg_add_many(acc, n, firsts[f], k,
+										  kp + j0, signs + j0),
+							     0);
+					}
+					cr_assert_eq(trib_sa_prg_add_u32(acc, n, keys[count - 1], firsts[f],
+									 signs[count - 1]),
+						     0);
+					cr_assert_arr_eq(acc, want, n * 4,
+							 "%s: first %llu, %zu words, %zu streams",
+							 impls[m], (unsigned long long)firsts[f], n,
+							 count);
+				}
+			}
+		}
+	}
+	cr_assert_eq(trib_sa_prg_add_use("sse9"), -EINVAL);
+	cr_assert_eq(trib_sa_prg_add_use(NULL), 0);
+	/* Unforced, the adds are the widest this CPU has. */
+#if defined(__x86_64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	cr_assert_str_eq(trib_sa_prg_add_impl(), __builtin_cpu_supports("avx512f") ? "avx512" :
+						 __builtin_cpu_supports("avx2")    ? "avx2" :
+										     "generic");
+	cr_assert_eq(ran, 1 + !!__builtin_cpu_supports("avx512f") + !!__builtin_cpu_supports("avx2"),
+		     "every implementation this CPU has ran");
+#endif
+	cr_log_info("adds run on %d implementations", ran);
+}
+
 /* Lagrange's lambda_i at 0 for the points of sh[0..t). */
 static uint64_t lambda_at0(const struct trib_shamir_share *sh, unsigned t, unsigned i)
 {
