@@ -58,7 +58,7 @@ int fn_secagg_pair_key(const struct fn_secagg_pair *p, uint64_t round, struct fn
 
 static int sa_shard(void *state, const struct fn_algo_ctx *ctx)
 {
-	const struct fn_secagg_task *t;
+	struct fn_secagg_task task, *t = &task;
 	const struct fn_secagg_pair *pairs;
 	struct fn_secagg_stream some[TRIB_SA_PRG_MANY_MAX];
 	uint32_t *acc = (uint32_t *)(void *)ctx->acc, k = 0;
@@ -68,7 +68,12 @@ static int sa_shard(void *state, const struct fn_algo_ctx *ctx)
 	(void)state;
 	if (ctx->par->state_off % 8 || !fn_ctx_range_ok(ctx, ctx->par->state_off, sizeof(*t)))
 		return -EINVAL;
-	t = (const struct fn_secagg_task *)(const void *)(ctx->base + ctx->par->state_off);
+	/*
+	 * The task is read once, then checked and used from this copy: the slot is shared, and a
+	 * runtime that restarted mid-unmask may reuse it while this shard still runs (an offset
+	 * checked, then read again changed, was seen as a misaligned pairs pointer under UBSan).
+	 */
+	memcpy(&task, ctx->base + ctx->par->state_off, sizeof(task));
 	if (t->version != FN_ABI_VERSION || t->words != ctx->cfg->n_elem || t->streams_off % 4 ||
 	    t->pairs_off % 4 ||
 	    !fn_ctx_range_ok(ctx, t->streams_off, (uint64_t)t->count * sizeof(struct fn_secagg_stream)) ||
