@@ -313,11 +313,33 @@ class Server:
             pid, status, ru = os.wait4(self.pid, os.WNOHANG)
             if pid:
                 self.proc.returncode = os.waitstatus_to_exitcode(status)
+                if self.kind == "tributary":
+                    remove_arena_files(self.log)
                 return ru
             if time.time() > deadline:
                 os.kill(self.pid, signal.SIGKILL)
                 deadline = time.time() + 5
             time.sleep(0.05)
+
+
+ARENA_FILE_RE = re.compile(r'arena file (/\S+?):? |moved aside to (/\S+) ')
+
+
+def remove_arena_files(log):
+    """A bench server's arena files, once it is gone: it keeps them on purpose when it stops
+    with a round open (a restart resumes it), but a bench never restarts one, and each left in
+    /dev/hugepages holds its huge pages until removed (33 files, 8.5 GB, seen after one bench
+    session)."""
+    try:
+        with open(log, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return
+    for m in ARENA_FILE_RE.finditer(text):
+        try:
+            os.unlink(m.group(1) or m.group(2))
+        except OSError:
+            pass
 
 
 def nginx_path():

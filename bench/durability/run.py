@@ -39,6 +39,10 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "baselines"))
+import servers  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 ROUND_RE = re.compile(r"^round (\d+): (\d+) updates in ([0-9.]+) s .* (OK|MISMATCH)$", re.M)
@@ -110,6 +114,7 @@ class Up:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        servers.remove_arena_files(self.log)
 
 
 def run_mode(a, mode, work):

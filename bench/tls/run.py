@@ -79,6 +79,7 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        servers.remove_arena_files(self.log)
 
 
 def start_up(build, work, arena_mb, tls=None):
