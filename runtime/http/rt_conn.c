@@ -403,12 +403,23 @@ static void finish_head_bytes(struct rt_conn *c)
 }
 
 /* A body we did not read: drop it if small, else close (it may never come, with Expect). */
+/*
+ * A body the answer does not need is read and dropped before the answer goes when it is small
+ * enough, also on a connection that closes after it (Connection: close): closing a socket with
+ * unread bytes makes the kernel send RST, and a client still sending its body then gets
+ * "connection reset" or EPIPE instead of the answer. That was every resend of an update with
+ * Python's urllib (Connection: close): its 202 was never read, so it resent forever.
+ */
+static bool conn_body_discardable(const struct rt_conn *c)
+{
+	return !c->req.expect[0] && c->req.content_length <= DISCARD_MAX && !c->req.chunked;
+}
+
 static void conn_decide_close(struct rt_conn *c)
 {
 	if (!c->req.keep_alive)
 		c->close_after = true;
-	if (!c->body_taken && c->req.content_length > 0 &&
-	    (c->req.expect[0] || c->req.content_length > DISCARD_MAX || c->req.chunked))
+	if (!c->body_taken && c->req.content_length > 0 && !conn_body_discardable(c))
 		c->close_after = true;
 	if (c->req.chunked)
 		c->close_after = true;
@@ -451,7 +462,7 @@ void rt_conn_respond(struct rt_conn *c, int status, const char *ctype, const voi
 	}
 	c->rhead_len = (size_t)hl;
 	l->stats.requests++;
-	if (!c->body_taken && c->req.content_length > 0 && !c->close_after) {
+	if (!c->body_taken && c->req.content_length > 0 && conn_body_discardable(c)) {
 		c->body_taken = true;
 		c->body_len = c->req.content_length;
 		c->body_got = take_buffered_body(c, NULL, c->body_len);
