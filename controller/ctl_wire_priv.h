@@ -17,6 +17,8 @@
 #define WIRE_PEERS 64
 /* How long closing waits for our requests in flight (see ctl_wire_close). */
 #define WIRE_CLOSE_WAIT_MS 500
+/* nng_close of the wire's sockets after that: at most this long (ctl_wire.c sockets_closed). */
+#define WIRE_CLOSE_HANG_MS 5000
 
 enum { SLOT_RECV, SLOT_BUSY, SLOT_SEND, SLOT_DEAD };
 

@@ -120,6 +120,11 @@ def scenario():
     if not shutil.which('ip') or not shutil.which('curl') or not shutil.which('openssl'):
         print('SKIP: needs iproute2, curl and openssl')
         sys.exit(SKIP)
+    # nng 1.5's leak of a request sent on a closing pipe (see the file): the controller's
+    # tell to the node it revoked can be in flight when that node's pipe closes.
+    supp = os.path.join(HERE, 'nng-req-leak.supp')
+    os.environ['LSAN_OPTIONS'] = ':'.join(filter(None, [os.environ.get('LSAN_OPTIONS'),
+                                                        'suppressions=' + supp]))
     net = netns_cluster.Net(3)
     tmp = tempfile.mkdtemp(prefix='trib-mtls-')
     ctl_dir = os.path.join(tmp, 'ctl')
