@@ -12,6 +12,7 @@
 
 #include "ctl_store.h"
 #include "fn_secagg.h"
+#include "rt_flora.h"
 #include "rt_fnproc.h"
 #include "rt_secagg.h"
 #include "rt_secagg_log.h"
@@ -20,26 +21,49 @@
 #include "trib_log.h"
 #include "trib_time.h"
 
-int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model,
+/*
+ * The unmasked mean is dequantised straight into the version's blob: no model-sized buffer to
+ * allocate (its pages faulted in) and copy on the server thread between the last reveal and
+ * the stored model (docs/BENCHMARKS.md, helper sarev).
+ */
+struct trib_blob *rt_job_secagg_blob(const struct rt_job *j, float **model)
+{
+	struct trib_blob *b = trib_blob_new(j->st_header_len + j->n_elem * sizeof(float));
+
+	if (!b)
+		return NULL;
+	memcpy(b->data, j->st_header, j->st_header_len);
+	b->version = j->completed + 1;
+	*model = (float *)(void *)(b->data + j->st_header_len);
+	return b;
+}
+
+int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, struct trib_blob *b,
 			 uint32_t clients, double weight, uint64_t opened_ns)
 {
-	struct trib_blob *b;
 	struct ctl_round rec;
 	int err;
 
 	/* A secure job has no plain rounds (rt_api refuses its updates): its tree is done. */
-	if (!j->secagg.on || j->open)
-		return -EBUSY;
+	err = !j->secagg.on || j->open ? -EBUSY : 0;
 	/* Only the rounds kept for the unmasking: freed after, once their records went. */
-	for (const struct rt_round *r = j->inflight; r; r = r->next)
+	for (const struct rt_round *r = j->inflight; !err && r; r = r->next)
 		if (!r->sa_taken)
-			return -EBUSY;
+			err = -EBUSY;
+	/* The served layout (a flora base prefix never applies: secagg takes no flora). */
+	if (!err && (b->version != j->completed + 1 ||
+		     b->len != j->st_header_len + rt_flora_model_elems(j) * sizeof(float)))
+		err = -EINVAL;
 	/* A cluster's version is the controller's: it comes back as the model of every node. */
-	if (n->hooks.secagg_commit)
-		return n->hooks.secagg_commit(n->hooks.ctx, j, model, clients, weight, opened_ns);
-	b = rt__model_blob(j, model, j->completed + 1);
-	if (!b)
-		return -ENOMEM;
+	if (!err && n->hooks.secagg_commit)
+		err = n->hooks.secagg_commit(n->hooks.ctx, j,
+					     (const float *)(const void *)(b->data +
+									   j->st_header_len),
+					     clients, weight, opened_ns);
+	if (err || n->hooks.secagg_commit) {
+		trib_blob_release(b);
+		return err;
+	}
 	/* Durable first (the file, then the version): a crash between keeps the old version. */
 	err = rt__store_blob(n, j, b);
 	if (!err)
