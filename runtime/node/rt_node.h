@@ -195,7 +195,8 @@ struct rt_job {
 	struct rt_algo algo;      /* algorithm and parameters */
 	struct rt_secagg_spec secagg; /* "secagg" (fedavg on one node, client_auth required) */
 	struct rt_sa_live *sa_live;   /* the secure round in progress, or NULL (rt_api_secagg.c) */
-	uint32_t *sa_sum;             /* the tree's masked sum of round sa_sum_round (owned), or NULL */
+	uint32_t *sa_sum;             /* the tree's masked sum of round sa_sum_round, in the live
+				       * round's state (rt_secagg_sum_dst: not owned), or NULL */
 	uint32_t sa_sum_round, sa_sum_count; /* its round and the inputs the tree folded */
 	char sa_failed[192];          /* why the last secure round failed ("" none) */
 	uint32_t sa_failed_round;

@@ -224,10 +224,7 @@ const char *rt_job_secagg_failure(const struct rt_job *j, uint32_t round)
 
 void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
 {
-	if (j->sa_sum)
-		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
-	trib_free(j->sa_sum);
-	j->sa_sum = NULL;
+	j->sa_sum = NULL; /* the live round's (rt_job_secagg_drop frees it with the round) */
 	while (j->inflight && j->inflight->sa_taken && j->inflight != j->open) {
 		struct rt_round *r = j->inflight;
 
@@ -324,10 +321,12 @@ void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
 		struct rt_round *r = j->inflight;
 		uint64_t words = rt__tree_elems(j);
 		const uint32_t *sum = (const uint32_t *)(const void *)rt_round_sum(n, r);
-		bool wanted = j->sa_live && j->sa_live->round == r->round;
+		bool wanted = j->sa_live && j->sa_live->r && j->sa_live->round == r->round;
 
-		trib_free(j->sa_sum);
-		j->sa_sum = wanted ? trib_malloc(words * sizeof(*j->sa_sum)) : NULL;
+		/* Copied straight into the live round's sum (rt_secagg_set_sum then has nothing to
+		 * copy): one 4 MB copy into fresh pages is ~1.5 ms of the server thread at 1M
+		 * parameters, most of it page faults (docs/BENCHMARKS.md, helper sarev). */
+		j->sa_sum = wanted ? rt_secagg_sum_dst(j->sa_live->r, words) : NULL;
 		if (j->sa_sum) {
 			memcpy(j->sa_sum, sum, words * sizeof(*j->sa_sum));
 			j->sa_sum_round = r->round;
@@ -338,8 +337,9 @@ void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
 			continue;
 		}
 		if (wanted)
-			trib_error("job %s round %u: no memory for the masked sum; the round fails",
-				   j->name, r->round);
+			trib_error("job %s round %u: the tree's masked sum does not fit the round "
+				   "(%llu words); the round fails", j->name, r->round,
+				   (unsigned long long)words);
 		j->inflight = r->next;
 		rt__round_free(n, r, true);
 		j->round = j->completed;
@@ -348,10 +348,7 @@ void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
 
 void rt_job_secagg_drop(struct rt_job *j)
 {
-	if (j->sa_sum)
-		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
-	trib_free(j->sa_sum);
-	j->sa_sum = NULL;
+	j->sa_sum = NULL; /* in the round's state, freed (wiped) with it below */
 	if (!j->sa_live)
 		return;
 	rt_secagg_free(j->sa_live->r);
