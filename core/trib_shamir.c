@@ -33,19 +33,57 @@ uint64_t trib_gf61_mul(uint64_t a, uint64_t b)
 	return r >= P ? r - P : r;
 }
 
+/* a^(2^k) */
+static uint64_t sqr_n(uint64_t a, unsigned k)
+{
+	while (k--)
+		a = trib_gf61_mul(a, a);
+	return a;
+}
+
+/*
+ * a^(P - 2) = a^-1 by Fermat. P - 2 = 2^61 - 3 = 4 (2^59 - 1) + 1, and a^(2^59 - 1) comes from
+ * the chain of a^(2^k - 1) (k = 2, 4, 8, 16, 32, 48, 56, 58, 59): 60 squarings and 10
+ * multiplications, against 119 for square-and-multiply over the 59 one-bits of P - 2. The
+ * unmasking inverts a few thousand times a round (trib_shamir_check, _combine).
+ */
 uint64_t trib_gf61_inv(uint64_t a)
 {
-	uint64_t r = 1, e = P - 2;
+	uint64_t x2, x4, x8, x16, x32, x48, x56, x58, x59;
 
 	if (a == 0)
 		return 0;
-	while (e) {
-		if (e & 1)
-			r = trib_gf61_mul(r, a);
-		a = trib_gf61_mul(a, a);
-		e >>= 1;
+	x2 = trib_gf61_mul(sqr_n(a, 1), a);
+	x4 = trib_gf61_mul(sqr_n(x2, 2), x2);
+	x8 = trib_gf61_mul(sqr_n(x4, 4), x4);
+	x16 = trib_gf61_mul(sqr_n(x8, 8), x8);
+	x32 = trib_gf61_mul(sqr_n(x16, 16), x16);
+	x48 = trib_gf61_mul(sqr_n(x32, 16), x16);
+	x56 = trib_gf61_mul(sqr_n(x48, 8), x8);
+	x58 = trib_gf61_mul(sqr_n(x56, 2), x2);
+	x59 = trib_gf61_mul(sqr_n(x58, 1), a);
+	return trib_gf61_mul(sqr_n(x59, 2), a);
+}
+
+/*
+ * v[i] = 1 / v[i] for i < n, every v[i] non-zero, with one inversion (Montgomery's trick: the
+ * prefix products, the inverse of their total, walked back). @pre: n words of scratch.
+ */
+static void inv_many(uint64_t *v, size_t n, uint64_t *pre)
+{
+	uint64_t acc = 1, inv;
+
+	for (size_t i = 0; i < n; i++) {
+		pre[i] = acc;
+		acc = trib_gf61_mul(acc, v[i]);
 	}
-	return r;
+	inv = trib_gf61_inv(acc);
+	for (size_t i = n; i-- > 0;) {
+		uint64_t vi = v[i];
+
+		v[i] = trib_gf61_mul(inv, pre[i]);
+		inv = trib_gf61_mul(inv, vi);
+	}
 }
 
 static int check_params(size_t len, unsigned t)
@@ -153,7 +191,7 @@ int trib_shamir_split(const uint8_t *secret, size_t len, unsigned t, const uint3
 int trib_shamir_combine(const struct trib_shamir_share *shares, size_t n, unsigned t, size_t len,
 			uint8_t *secret)
 {
-	uint64_t lambda[TRIB_SHAMIR_T_MAX];
+	uint64_t lambda[TRIB_SHAMIR_T_MAX], num[TRIB_SHAMIR_T_MAX], pre[TRIB_SHAMIR_T_MAX];
 	size_t chunks = TRIB_SHAMIR_CHUNKS(len), c, i, j;
 	int err;
 
@@ -162,18 +200,23 @@ int trib_shamir_combine(const struct trib_shamir_share *shares, size_t n, unsign
 		return err;
 	if (n < t || check_points(&shares[0].x, t, sizeof(shares[0])))
 		return -EINVAL;
-	/* lambda_i = prod_{j != i} x_j / (x_j - x_i): the Lagrange basis at 0, shared by chunks. */
+	/* lambda_i = prod_{j != i} x_j / (x_j - x_i): the Lagrange basis at 0, shared by chunks;
+	 * the t denominators (distinct points: none is 0) inverted together. */
 	for (i = 0; i < t; i++) {
-		uint64_t num = 1, den = 1;
+		uint64_t den = 1;
 
+		num[i] = 1;
 		for (j = 0; j < t; j++) {
 			if (j == i)
 				continue;
-			num = trib_gf61_mul(num, shares[j].x);
+			num[i] = trib_gf61_mul(num[i], shares[j].x);
 			den = trib_gf61_mul(den, trib_gf61_sub(shares[j].x, shares[i].x));
 		}
-		lambda[i] = trib_gf61_mul(num, trib_gf61_inv(den));
+		lambda[i] = den;
 	}
+	inv_many(lambda, t, pre);
+	for (i = 0; i < t; i++)
+		lambda[i] = trib_gf61_mul(num[i], lambda[i]);
 	for (c = 0; c < chunks; c++) {
 		size_t off = c * TRIB_SHAMIR_CHUNK_BYTES;
 		size_t nb = len - off < TRIB_SHAMIR_CHUNK_BYTES ? len - off : TRIB_SHAMIR_CHUNK_BYTES;
@@ -199,7 +242,8 @@ int trib_shamir_combine(const struct trib_shamir_share *shares, size_t n, unsign
 static int on_curve(const struct trib_shamir_share *sh, const size_t *idx, size_t m, unsigned t,
 		    size_t chunks)
 {
-	uint64_t w[TRIB_SHAMIR_T_MAX], d[TRIB_SHAMIR_T_MAX], pre[TRIB_SHAMIR_T_MAX];
+	uint64_t w[TRIB_SHAMIR_T_MAX], d[TRIB_SHAMIR_T_MAX], pre[TRIB_SHAMIR_T_MAX + 2];
+	uint64_t Ls[TRIB_SHAMIR_T_MAX + 2], invL[TRIB_SHAMIR_T_MAX + 2];
 	size_t i, j, e, c;
 
 	for (i = 0; i < t; i++) {
@@ -210,21 +254,35 @@ static int on_curve(const struct trib_shamir_share *sh, const size_t *idx, size_
 				den = trib_gf61_mul(den, trib_gf61_sub(sh[idx[i]].x, sh[idx[j]].x));
 		if (!den)
 			return -EINVAL;
-		w[i] = trib_gf61_inv(den);
+		w[i] = den;
 	}
+	inv_many(w, t, pre); /* the t weights from one inversion */
+	/* L_e = prod_i (x_e - x_i) for every e, their inverses from one inversion. */
+	for (e = t; e < m; e++) {
+		uint64_t L = 1;
+
+		for (i = 0; i < t; i++) {
+			uint64_t di = trib_gf61_sub(sh[idx[e]].x, sh[idx[i]].x);
+
+			if (!di)
+				return -EINVAL;
+			L = trib_gf61_mul(L, di);
+		}
+		Ls[e - t] = L;
+		invL[e - t] = L;
+	}
+	inv_many(invL, m - t, pre);
 	for (e = t; e < m; e++) {
 		const struct trib_shamir_share *s = &sh[idx[e]];
-		uint64_t L = 1, inv;
+		uint64_t L = 1, inv = invL[e - t];
 
-		/* d_i = x_e - x_i, their product L, and every 1/d_i from one inversion. */
+		/* d_i = x_e - x_i and every 1/d_i from 1/L_e and the prefix products. */
 		for (i = 0; i < t; i++) {
 			d[i] = trib_gf61_sub(s->x, sh[idx[i]].x);
-			if (!d[i])
-				return -EINVAL;
 			pre[i] = L;
 			L = trib_gf61_mul(L, d[i]);
 		}
-		inv = trib_gf61_inv(L);
+		L = Ls[e - t];
 		for (i = t; i-- > 0;) {
 			uint64_t inv_d = trib_gf61_mul(inv, pre[i]);
 

@@ -14,11 +14,21 @@ then, --reps times over every client, on one keep-alive connection:
   GET /healthz   the cheapest request (the HTTP layer alone)
   GET job        GET /v1/jobs/NAME (a job's status, which runs SQLite statements)
 
+then every client sends its masked input (1001 words) and reads its unmask list; all but the
+last client send their reveals (POST unmask (first): checked, logged, a round's real path, one
+pass of --clients - 1 requests), and --reps times over those clients:
+
+  GET unmask     GET .../secagg/unmask: the list of reveals asked (20 at k = 20)
+  POST unmask    the reveals again (a retry: parsed, digested, answered as the first; checked
+                 to be the first answer)
+
+then the last client's reveals end the round (its model checked to exist).
+
 Each is measured as the gateway's CPU (every thread's /proc/PID/task/TID/schedstat) over a pass
 of --clients requests, divided by their number: microseconds per request, the median of the
 passes. The check: every stage request within 1.5x of GET job measured in the same run (PASS or
-MISS); the first POST keys and POST shares (logged, a round's real path) are printed too, from
-their single pass.
+MISS); the first POST keys, POST shares and POST unmask (logged, a round's real path) are printed too,
+from their single pass.
 
     /usr/bin/python3 bench/secagg/stages.py --build build [--clients 100] [--reps 5]
 """
@@ -30,6 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,11 +60,14 @@ class Conn:
         u = urllib.parse.urlparse(url)
         self.c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
 
-    def call(self, method, path, token, body=None, ok=(200, 201)):
+    def call(self, method, path, token, body=None, ok=(200, 201), raw=None):
         h = {"Authorization": "Bearer " + token}
         if body is not None:
             body = json.dumps(body).encode()
             h["Content-Type"] = "application/json"
+        elif raw is not None:
+            body = raw
+            h["Content-Type"] = "application/octet-stream"
         self.c.request(method, path, body=body, headers=h)
         r = self.c.getresponse()
         data = r.read()
@@ -128,6 +142,55 @@ def main():
                                                           shares_body[i]))
             measure("GET /healthz", lambda i, t: conn.call("GET", "/healthz", admin))
             measure("GET job", lambda i, t: conn.call("GET", "/v1/jobs/sa", admin))
+        # The masked inputs (small: 1000 parameters), then the unmask stage's requests. The
+        # last client holds its reveals back until the passes are done, so that the stage stays
+        # open (the others' GET and POST unmask are then retries: parsed, digested, answered as
+        # the first); its POST ends the round, whose model is checked to exist.
+        keys = [{m["index"]: (bytes.fromhex(m["c_pk"]), bytes.fromhex(m["s_pk"]))
+                 for m in o["neighbours"]} for o in nb]
+        inbox = [conn.call("GET", base + "/shares", t) for t in toks]
+        x = [1] * 1000 + [1]
+        for i, t in enumerate(toks):
+            y = clients[i].masked(x, {m["from"]: bytes.fromhex(m["ct"])
+                                      for m in inbox[i]["shares"]}, keys[i])
+            conn.call("POST", base + "/input", t, None, raw=y.astype("<u4").tobytes())
+        kinds = {"self": sa.REVEAL_SELF, "secret": sa.REVEAL_SECRET}
+        toks_u, last = toks[:-1], toks[-1]
+
+        def get_unmask(i, t):
+            while True:
+                o = conn.call("GET", base + "/unmask", t)
+                if o.get("ready"):
+                    return o
+                time.sleep(0.02)
+
+        asked = [get_unmask(i, t) for i, t in enumerate(toks)]
+        un_body = []
+        for i, o in enumerate(asked):
+            sh = clients[i].reveal([(r["index"], kinds[r["kind"]]) for r in o["reveal"]])
+            un_body.append({"reveals": [{"index": v, "share": s.hex()} for v, s in sh.items()]})
+        c0 = gw_cpu(srv.pid)
+        first = [conn.call("POST", base + "/unmask", t, un_body[i])
+                 for i, t in enumerate(toks_u)]
+        per.setdefault("POST unmask (first)", []).append((gw_cpu(srv.pid) - c0) / (n - 1) * 1e6)
+        for _ in range(a.reps):
+            c0 = gw_cpu(srv.pid)
+            for t in toks_u:
+                conn.call("GET", base + "/unmask", t)
+            per.setdefault("GET unmask", []).append((gw_cpu(srv.pid) - c0) / (n - 1) * 1e6)
+            c0 = gw_cpu(srv.pid)
+            again = [conn.call("POST", base + "/unmask", t, un_body[i])
+                     for i, t in enumerate(toks_u)]
+            per.setdefault("POST unmask", []).append((gw_cpu(srv.pid) - c0) / (n - 1) * 1e6)
+            if again != first:
+                raise RuntimeError("a retried POST unmask was answered differently")
+        conn.call("POST", base + "/unmask", last, un_body[n - 1])
+        for _ in range(600):
+            if conn.call("GET", "/v1/jobs/sa", admin).get("round", 0) >= 1:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the round did not end after the last reveals")
         with open("/proc/loadavg") as f:
             load = f.read().split()[0]
         print("gateway CPU per request, %d clients (k = %d), median of %d passes, load %s:"
@@ -135,7 +198,8 @@ def main():
         med = {k: statistics.median(v) for k, v in per.items()}
         for k, v in med.items():
             print("  %-20s %7.1f us%s" % (k, v, "" if len(per[k]) > 1 else "  (one pass)"))
-        worst = max(("GET shares", "POST keys", "POST shares"), key=lambda k: med[k])
+        worst = max(("GET shares", "POST keys", "POST shares", "GET unmask", "POST unmask"),
+                    key=lambda k: med[k])
         ratio = med[worst] / med["GET job"]
         print("worst stage request (%s) / GET job  %.2f  %s (limit %.1fx)"
               % (worst, ratio, "PASS" if ratio <= LIMIT else "MISS", LIMIT))

@@ -140,15 +140,17 @@ void rt__api_secagg_step(struct rt_node *n, struct rt_job *j)
 		L->deadline_ns = now + rt__api_secagg_stage_ns(j);
 	}
 	if (st == RT_SECAGG_DONE) {
-		float *out = trib_malloc(j->n_elem * sizeof(float));
+		float *out = NULL;
+		struct trib_blob *b = rt_job_secagg_blob(j, &out);
 		const uint32_t *sum;
 		uint32_t w = 0;
-		int err = out ? rt_secagg_result(L->r, &sum, &w, out) : -ENOMEM;
+		int err = b ? rt_secagg_result(L->r, &sum, &w, out) : -ENOMEM;
 
 		/* The model first, then the round's state and records, then its slots. */
 		if (!err)
-			err = rt_job_secagg_commit(n, j, out, rt_secagg_inputs(L->r), w, L->opened_ns);
-		trib_free(out);
+			err = rt_job_secagg_commit(n, j, b, rt_secagg_inputs(L->r), w, L->opened_ns);
+		else
+			trib_blob_release(b);
 		rt_sa_log_over(n, j, L->round);
 		rt_job_secagg_release(n, j);
 		if (err) {

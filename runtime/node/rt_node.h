@@ -195,7 +195,8 @@ struct rt_job {
 	struct rt_algo algo;      /* algorithm and parameters */
 	struct rt_secagg_spec secagg; /* "secagg" (fedavg on one node, client_auth required) */
 	struct rt_sa_live *sa_live;   /* the secure round in progress, or NULL (rt_api_secagg.c) */
-	uint32_t *sa_sum;             /* the tree's masked sum of round sa_sum_round (owned), or NULL */
+	uint32_t *sa_sum;             /* the tree's masked sum of round sa_sum_round, in the live
+				       * round's state (rt_secagg_sum_dst: not owned), or NULL */
 	uint32_t sa_sum_round, sa_sum_count; /* its round and the inputs the tree folded */
 	char sa_failed[192];          /* why the last secure round failed ("" none) */
 	uint32_t sa_failed_round;
@@ -681,7 +682,14 @@ const char *rt_job_secagg_failure(const struct rt_job *j, uint32_t round);
 void rt_job_secagg_release(struct rt_node *n, struct rt_job *j);
 /* Whether a tree round of @j is still folding (a new secure round waits for it). */
 bool rt_job_secagg_busy(const struct rt_job *j);
-int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model,
+/*
+ * The unmasked mean's version: rt_job_secagg_blob gives a blob for @j's next version (its
+ * header in) and in *model where its j->n_elem floats go (NULL: out of memory); the caller
+ * writes them, and rt_job_secagg_commit stores it, taking @b on every path (-EINVAL: not that
+ * version's layout).
+ */
+struct trib_blob *rt_job_secagg_blob(const struct rt_job *j, float **model);
+int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, struct trib_blob *b,
 			 uint32_t clients, double weight, uint64_t opened_ns);
 /*
  * A secure round's durable state (rt_secagg_resume.c; the file is rt_secagg_log.h). Each

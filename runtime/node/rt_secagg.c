@@ -131,6 +131,8 @@ void rt_secagg_free(struct rt_secagg *r)
 		trib_free(c->nbr);
 	}
 	trib_free(r->c);
+	if (r->acc) /* the masked sum (the tree's copy, rt__secagg_take_sum) or the unmasked one */
+		explicit_bzero(r->acc, ((size_t)r->cfg.dim + 1) * sizeof(*r->acc));
 	trib_free(r->acc);
 	drop_streams(r);
 	trib_free(r);
@@ -789,8 +791,14 @@ int rt_secagg_set_sum(struct rt_secagg *r, const uint32_t *sum, size_t words)
 {
 	if (words != (size_t)r->cfg.dim + 1)
 		return -EINVAL;
-	memcpy(r->acc, sum, words * sizeof(*sum));
+	if (sum != r->acc)
+		memcpy(r->acc, sum, words * sizeof(*sum));
 	return 0;
+}
+
+uint32_t *rt_secagg_sum_dst(struct rt_secagg *r, size_t words)
+{
+	return words == (size_t)r->cfg.dim + 1 ? r->acc : NULL;
 }
 
 int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t words)

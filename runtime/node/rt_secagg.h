@@ -168,7 +168,8 @@ uint32_t rt_secagg_inbox(const struct rt_secagg *r, uint32_t u, uint32_t *from,
  */
 int rt_secagg_masked(struct rt_secagg *r, uint32_t u, const uint32_t *y, size_t words);
 int rt_secagg_masked_enter(struct rt_secagg *r, uint32_t u, bool mark);
-/* The masked sum of every input of U3 (dim + 1 words, copied). 0, or -EINVAL for another length. */
+/* The masked sum of every input of U3 (dim + 1 words, copied unless @sum is rt_secagg_sum_dst's).
+ * 0, or -EINVAL for another length. */
 struct fn_secagg_stream;
 struct fn_secagg_pair;
 /*
@@ -191,6 +192,12 @@ int rt_secagg_correct(struct rt_secagg *r, const uint32_t *corr, size_t words);
 /* The round fails with @why (a sentence): nothing is unmasked, the masked sum is wiped. */
 void rt_secagg_fail(struct rt_secagg *r, const char *why);
 int rt_secagg_set_sum(struct rt_secagg *r, const uint32_t *sum, size_t words);
+/*
+ * Where the round keeps its sum (dim + 1 words; NULL for another length): the tree's sum is
+ * copied there once (rt__secagg_take_sum) and rt_secagg_set_sum of that pointer copies nothing.
+ * Valid until rt_secagg_free, which wipes it.
+ */
+uint32_t *rt_secagg_sum_dst(struct rt_secagg *r, size_t words);
 /* After MASKED: what u must reveal: v[i] with kind[i]. Returns the count (<= cap). */
 uint32_t rt_secagg_reveal_list(const struct rt_secagg *r, uint32_t u, uint32_t *v,
 			       enum rt_secagg_kind *kind, uint32_t cap);

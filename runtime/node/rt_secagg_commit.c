@@ -12,6 +12,7 @@
 
 #include "ctl_store.h"
 #include "fn_secagg.h"
+#include "rt_flora.h"
 #include "rt_fnproc.h"
 #include "rt_secagg.h"
 #include "rt_secagg_log.h"
@@ -20,26 +21,49 @@
 #include "trib_log.h"
 #include "trib_time.h"
 
-int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, const float *model,
+/*
+ * The unmasked mean is dequantised straight into the version's blob: no model-sized buffer to
+ * allocate (its pages faulted in) and copy on the server thread between the last reveal and
+ * the stored model (docs/BENCHMARKS.md, helper sarev).
+ */
+struct trib_blob *rt_job_secagg_blob(const struct rt_job *j, float **model)
+{
+	struct trib_blob *b = trib_blob_new(j->st_header_len + j->n_elem * sizeof(float));
+
+	if (!b)
+		return NULL;
+	memcpy(b->data, j->st_header, j->st_header_len);
+	b->version = j->completed + 1;
+	*model = (float *)(void *)(b->data + j->st_header_len);
+	return b;
+}
+
+int rt_job_secagg_commit(struct rt_node *n, struct rt_job *j, struct trib_blob *b,
 			 uint32_t clients, double weight, uint64_t opened_ns)
 {
-	struct trib_blob *b;
 	struct ctl_round rec;
 	int err;
 
 	/* A secure job has no plain rounds (rt_api refuses its updates): its tree is done. */
-	if (!j->secagg.on || j->open)
-		return -EBUSY;
+	err = !j->secagg.on || j->open ? -EBUSY : 0;
 	/* Only the rounds kept for the unmasking: freed after, once their records went. */
-	for (const struct rt_round *r = j->inflight; r; r = r->next)
+	for (const struct rt_round *r = j->inflight; !err && r; r = r->next)
 		if (!r->sa_taken)
-			return -EBUSY;
+			err = -EBUSY;
+	/* The served layout (a flora base prefix never applies: secagg takes no flora). */
+	if (!err && (b->version != j->completed + 1 ||
+		     b->len != j->st_header_len + rt_flora_model_elems(j) * sizeof(float)))
+		err = -EINVAL;
 	/* A cluster's version is the controller's: it comes back as the model of every node. */
-	if (n->hooks.secagg_commit)
-		return n->hooks.secagg_commit(n->hooks.ctx, j, model, clients, weight, opened_ns);
-	b = rt__model_blob(j, model, j->completed + 1);
-	if (!b)
-		return -ENOMEM;
+	if (!err && n->hooks.secagg_commit)
+		err = n->hooks.secagg_commit(n->hooks.ctx, j,
+					     (const float *)(const void *)(b->data +
+									   j->st_header_len),
+					     clients, weight, opened_ns);
+	if (err || n->hooks.secagg_commit) {
+		trib_blob_release(b);
+		return err;
+	}
 	/* Durable first (the file, then the version): a crash between keeps the old version. */
 	err = rt__store_blob(n, j, b);
 	if (!err)
@@ -200,10 +224,7 @@ const char *rt_job_secagg_failure(const struct rt_job *j, uint32_t round)
 
 void rt_job_secagg_release(struct rt_node *n, struct rt_job *j)
 {
-	if (j->sa_sum)
-		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
-	trib_free(j->sa_sum);
-	j->sa_sum = NULL;
+	j->sa_sum = NULL; /* the live round's (rt_job_secagg_drop frees it with the round) */
 	while (j->inflight && j->inflight->sa_taken && j->inflight != j->open) {
 		struct rt_round *r = j->inflight;
 
@@ -300,10 +321,12 @@ void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
 		struct rt_round *r = j->inflight;
 		uint64_t words = rt__tree_elems(j);
 		const uint32_t *sum = (const uint32_t *)(const void *)rt_round_sum(n, r);
-		bool wanted = j->sa_live && j->sa_live->round == r->round;
+		bool wanted = j->sa_live && j->sa_live->r && j->sa_live->round == r->round;
 
-		trib_free(j->sa_sum);
-		j->sa_sum = wanted ? trib_malloc(words * sizeof(*j->sa_sum)) : NULL;
+		/* Copied straight into the live round's sum (rt_secagg_set_sum then has nothing to
+		 * copy): one 4 MB copy into fresh pages is ~1.5 ms of the server thread at 1M
+		 * parameters, most of it page faults (docs/BENCHMARKS.md, helper sarev). */
+		j->sa_sum = wanted ? rt_secagg_sum_dst(j->sa_live->r, words) : NULL;
 		if (j->sa_sum) {
 			memcpy(j->sa_sum, sum, words * sizeof(*j->sa_sum));
 			j->sa_sum_round = r->round;
@@ -314,8 +337,9 @@ void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
 			continue;
 		}
 		if (wanted)
-			trib_error("job %s round %u: no memory for the masked sum; the round fails",
-				   j->name, r->round);
+			trib_error("job %s round %u: the tree's masked sum does not fit the round "
+				   "(%llu words); the round fails", j->name, r->round,
+				   (unsigned long long)words);
 		j->inflight = r->next;
 		rt__round_free(n, r, true);
 		j->round = j->completed;
@@ -324,10 +348,7 @@ void rt__secagg_take_sum(struct rt_node *n, struct rt_job *j)
 
 void rt_job_secagg_drop(struct rt_job *j)
 {
-	if (j->sa_sum)
-		explicit_bzero(j->sa_sum, rt__tree_elems(j) * sizeof(*j->sa_sum));
-	trib_free(j->sa_sum);
-	j->sa_sum = NULL;
+	j->sa_sum = NULL; /* in the round's state, freed (wiped) with it below */
 	if (!j->sa_live)
 		return;
 	rt_secagg_free(j->sa_live->r);

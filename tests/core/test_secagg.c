@@ -723,35 +723,39 @@ Test(core_shamir, check_catches_a_crafted_share_combine_accepts_and_names_it)
 }
 
 /*
- * HKDF over a long IKM extracts on OpenSSL's SHA-256 (HKDF_OPENSSL_MIN): the same bytes as the
- * libsodium path below it, on both sides of the threshold, with and without a salt. The restart
+ * HKDF over a long IKM extracts on OpenSSL's SHA-256 (HKDF_OPENSSL_MIN, 64): the same bytes as
+ * the libsodium path below it, on both sides of the threshold and at the stage bodies' sizes,
+ * with and without a salt (and a salt longer than SHA-256's block, hashed first). The restart
  * journal's retry digests (rt_sa_digest) depend on it.
  */
 Test(core_secagg, hkdf_long_ikm_equals_libsodium_hmac)
 {
-	static const size_t lens[] = { 4095, 4096, 4097, 100003 };
+	static const size_t lens[] = { 63, 64, 65, 150, 1900, 4095, 4096, 4097, 100003 };
 	static const uint8_t salt[] = "tributary secagg: a stage's body, for retries";
-	uint8_t *ikm = malloc(100003), prk[32], want[32], got[32], one = 1;
+	uint8_t *ikm = malloc(100003), prk[32], want[32], got[32], one = 1, long_salt[100];
 	crypto_auth_hmacsha256_state st;
 
 	cr_assert(ikm);
 	for (size_t i = 0; i < 100003; i++)
 		ikm[i] = (uint8_t)(i * 131u + 7u);
-	for (size_t s = 0; s < 2; s++) {
-		size_t sl = s ? sizeof(salt) - 1 : 0;
+	for (size_t i = 0; i < sizeof(long_salt); i++)
+		long_salt[i] = (uint8_t)(i * 7u + 1u);
+	for (size_t s = 0; s < 3; s++) {
+		size_t sl = s == 2 ? sizeof(long_salt) : s ? sizeof(salt) - 1 : 0;
+		const uint8_t *sp = s == 2 ? long_salt : salt;
 
 		for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
-			crypto_auth_hmacsha256_init(&st, salt, sl);
+			crypto_auth_hmacsha256_init(&st, sp, sl);
 			crypto_auth_hmacsha256_update(&st, ikm, lens[k]);
 			crypto_auth_hmacsha256_final(&st, prk);
 			crypto_auth_hmacsha256_init(&st, prk, sizeof(prk));
 			crypto_auth_hmacsha256_update(&st, &one, 1);
 			crypto_auth_hmacsha256_final(&st, want);
 			memset(got, 0, sizeof(got));
-			cr_assert_eq(trib_sa_hkdf(got, 16, ikm, lens[k], salt, sl, NULL, 0), 0);
+			cr_assert_eq(trib_sa_hkdf(got, 16, ikm, lens[k], sp, sl, NULL, 0), 0);
 			cr_assert_arr_eq(got, want, 16, "ikm %zu bytes, salt %zu", lens[k], sl);
 			ikm[lens[k] / 2] ^= 1; /* a changed byte changes the digest */
-			cr_assert_eq(trib_sa_hkdf(got, 16, ikm, lens[k], salt, sl, NULL, 0), 0);
+			cr_assert_eq(trib_sa_hkdf(got, 16, ikm, lens[k], sp, sl, NULL, 0), 0);
 			cr_assert(memcmp(got, want, 16));
 			ikm[lens[k] / 2] ^= 1;
 		}

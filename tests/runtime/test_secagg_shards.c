@@ -14,6 +14,7 @@
 #include "fn_secagg.h"
 #include "rt_api.h"
 #include "rt_fnproc.h"
+#include "rt_secagg.h"
 #include "rt_test_node.h"
 #include "shm_arena.h"
 #include "trib_alloc.h"
@@ -145,6 +146,7 @@ static struct rt_fn *unmasking(struct rt_node *n, struct fake *f, struct rt_job 
 				   "\"required\",\"round_timeout_s\":5,\"secagg\":{\"threshold\":1,"
 				   "\"neighbours\":2,\"clip\":1,\"bits\":8},\"params\":8}";
 	struct fn_secagg_stream st = { .key = { 1 }, .sign = 1 };
+	struct rt_secagg_cfg cfg = { 0 };
 	struct rt_job_def def;
 	struct rt_job *j;
 	struct shm_seg *seg;
@@ -161,6 +163,15 @@ static struct rt_fn *unmasking(struct rt_node *n, struct fake *f, struct rt_job 
 	j->sa_live = trib_calloc(1, sizeof(*j->sa_live));
 	cr_assert_not_null(j->sa_live);
 	j->sa_live->round = 0;
+	/* Its state holds the sum the tree hands off (rt_secagg_sum_dst): a round of its size. */
+	cfg.n_clients = 2;
+	cfg.threshold = 1;
+	cfg.neighbours = 2;
+	cfg.bits = 8;
+	cfg.clip = 1.0f;
+	cfg.dim = (uint32_t)j->n_elem;
+	cfg.external_expand = true;
+	cr_assert_eq(rt_secagg_new(&cfg, &j->sa_live->r), 0);
 	words = j->n_elem + 1;
 	cr_assert_eq(shm_slot_alloc(n->arena, body_len + sizeof(*seg), &slot), 0);
 	memset(shm_arena_ptr(n->arena, slot), 0, body_len);
