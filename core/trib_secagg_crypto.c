@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <openssl/core_dispatch.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/provider.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -38,59 +39,10 @@
  * parameters, runtime/node/rt_secagg_state.c's rt_sa_digest) for its retry check: with
  * libsodium that was 1 s of the 100-client round's 1.25 s of server CPU (docs/BENCHMARKS.md,
  * issue 19). The same HMAC-SHA256, so the same bytes: the restart journal's digests keep
- * matching. Short IKMs (32-byte keys and seeds) stay on libsodium.
+ * matching. Short IKMs (keys, seeds, stage bodies) stay on libsodium: OpenSSL's per-call setup
+ * costs more than their hash.
  */
-#define HKDF_OPENSSL_MIN 64u
-/*
- * (The threshold was 4096 while the extract went through OpenSSL's one-shot HMAC(), which
- * fetches SHA-256 and allocates its contexts on every call, ~3 us. hmac_sha256_ossl below
- * fetches it once: a 1.9 KB unmask body's digest 5.3 us -> ~1.5 us, docs/BENCHMARKS.md, helper
- * sarev; a 150-byte keys body's 1.6 us -> 1.1 us.)
- */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void sha256_fetch(void)
-{
-	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
-/* HMAC-SHA256 (RFC 2104) on OpenSSL's SHA-256, the digest fetched once. 0 or -EIO. */
-static int hmac_sha256_ossl(uint8_t out[32], const uint8_t *key, size_t klen, const uint8_t *msg,
-			    size_t mlen)
-{
-	uint8_t k[64] = { 0 }, pad[64], inner[32];
-	unsigned int n = 0;
-	EVP_MD_CTX *ctx;
-	int ok;
-
-	if (pthread_once(&sha256_once, sha256_fetch) || !sha256_md)
-		return -EIO;
-	ctx = EVP_MD_CTX_new();
-	if (!ctx)
-		return -EIO;
-	if (klen > sizeof(k))
-		ok = EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1 &&
-		     EVP_DigestUpdate(ctx, key, klen) == 1 && EVP_DigestFinal_ex(ctx, k, &n) == 1;
-	else
-		ok = (klen ? memcpy(k, key, klen) : k) != NULL;
-	for (size_t i = 0; i < sizeof(pad); i++)
-		pad[i] = k[i] ^ 0x36;
-	ok = ok && EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1 &&
-	     EVP_DigestUpdate(ctx, pad, sizeof(pad)) == 1 && EVP_DigestUpdate(ctx, msg, mlen) == 1 &&
-	     EVP_DigestFinal_ex(ctx, inner, &n) == 1 && n == sizeof(inner);
-	for (size_t i = 0; i < sizeof(pad); i++)
-		pad[i] = k[i] ^ 0x5c;
-	ok = ok && EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1 &&
-	     EVP_DigestUpdate(ctx, pad, sizeof(pad)) == 1 &&
-	     EVP_DigestUpdate(ctx, inner, sizeof(inner)) == 1 &&
-	     EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == 32;
-	EVP_MD_CTX_free(ctx);
-	OPENSSL_cleanse(k, sizeof(k));
-	OPENSSL_cleanse(pad, sizeof(pad));
-	OPENSSL_cleanse(inner, sizeof(inner));
-	return ok ? 0 : -EIO;
-}
+#define HKDF_OPENSSL_MIN 4096u
 
 int trib_sa_init(void)
 {
@@ -171,8 +123,12 @@ int trib_sa_hkdf(uint8_t *out, size_t out_len, const uint8_t *ikm, size_t ikm_le
 	if (out_len > 255u * 32u || trib_sa_init())
 		return -EINVAL;
 	/* Extract: PRK = HMAC(salt, IKM). */
-	if (ikm_len >= HKDF_OPENSSL_MIN) {
-		if (hmac_sha256_ossl(prk, salt, salt_len, ikm, ikm_len))
+	if (ikm_len >= HKDF_OPENSSL_MIN && salt_len <= INT_MAX) {
+		unsigned int md_len = 0;
+
+		/* HMAC() takes a NULL key as empty; libsodium's init did the same for salt_len 0. */
+		if (!HMAC(EVP_sha256(), salt_len ? salt : (const uint8_t *)"", (int)salt_len, ikm,
+			  ikm_len, prk, &md_len) || md_len != sizeof(prk))
 			return -EIO;
 	} else {
 		crypto_auth_hmacsha256_init(&st, salt, salt_len);

@@ -723,7 +723,7 @@ Test(core_shamir, check_catches_a_crafted_share_combine_accepts_and_names_it)
 }
 
 /*
- * HKDF over a long IKM extracts on OpenSSL's SHA-256 (HKDF_OPENSSL_MIN, 64): the same bytes as
+ * HKDF over a long IKM extracts on OpenSSL's HMAC (HKDF_OPENSSL_MIN): the same bytes as
  * the libsodium path below it, on both sides of the threshold and at the stage bodies' sizes,
  * with and without a salt (and a salt longer than SHA-256's block, hashed first). The restart
  * journal's retry digests (rt_sa_digest) depend on it.
