@@ -60,7 +60,7 @@ echo "== bench/secagg: a SecAgg+ round vs plain FedAvg (100 x 1M, server CPU), P
 /usr/bin/python3 "$root/bench/secagg/round.py" --build "$build" || rc=1
 echo "== bench/secagg/stages.py: the gateway's CPU per secure-round stage request vs GET /v1/jobs/NAME"
 /usr/bin/python3 "$root/bench/secagg/stages.py" --build "$build" || rc=1
-echo "== bench/secagg/bench_unmask_cpu: the unmask stage's Shamir rebuild and body digests vs before"
+echo "== bench/secagg/bench_unmask_cpu: the unmask stage's Shamir rebuild vs before"
 "$build/bench/secagg/bench_unmask_cpu" || rc=1
 
 echo

@@ -7,18 +7,12 @@
  *            t = 10 (what end_unmask does for each of the round's 100 clients, rt_secagg.c),
  *            against the code before (kept here: one square-and-multiply inversion per
  *            Lagrange weight, per extra share and per coefficient at 0); both give the secret.
- *   digest   rt_sa_digest's HKDF (trib_sa_hkdf, 16 bytes, no info) of a stage body of 150
- *            (keys), 1900 (unmask at k = 20) and 5500 bytes (shares), against its extract
- *            before: libsodium's HMAC-SHA256 below 4096 bytes, OpenSSL's one-shot HMAC() from
- *            4096 on; the same digest.
- *
- * Each prints microseconds per call (best of 5 passes) and new / before, PASS when no slower
- * (<= 1.0): the gains are the ratios.
+ * It prints microseconds per call (best of 5 passes) and new / before, PASS when no slower
+ * (<= 1.0): the gain is the ratio. (The stage bodies' digest had a line here too, for an HMAC
+ * written over OpenSSL's SHA-256; that change was reverted, docs/BENCHMARKS.md.)
  *
  *     build/bench/secagg/bench_unmask_cpu
  */
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -129,10 +123,8 @@ static int verdict(const char *what, double fast, double slow)
 
 int main(void)
 {
-	static const uint8_t salt[] = "tributary secagg: a stage's body, for retries";
-	static const size_t sizes[] = { 150, 1900, 5500 };
 	struct trib_shamir_share sh[N];
-	uint8_t secret[32], seed[32], a[32], b[32], body[5500], dg[16], prk[32];
+	uint8_t secret[32], seed[32], a[32], b[32];
 	uint32_t xs[N];
 	double best_f = 1e9, best_s = 1e9;
 	size_t odd;
@@ -141,7 +133,6 @@ int main(void)
 		return 1;
 	randombytes_buf(secret, sizeof(secret));
 	randombytes_buf(seed, sizeof(seed));
-	randombytes_buf(body, sizeof(body));
 	for (unsigned i = 0; i < N; i++)
 		xs[i] = 1 + i * 5; /* client indices + 1, as the server's points are */
 	if (trib_shamir_split(secret, 32, T, xs, N, seed, sh))
@@ -165,44 +156,5 @@ int main(void)
 		best_s = (t2 - t1) / 2000 < best_s ? (t2 - t1) / 2000 : best_s;
 	}
 	verdict("rebuild (n 20, t 10)", best_f * 1e6, best_s * 1e6);
-	for (size_t z = 0; z < sizeof(sizes) / sizeof(sizes[0]); z++) {
-		crypto_auth_hmacsha256_state st;
-		char what[40];
-
-		best_f = best_s = 1e9;
-		for (int pass = 0; pass < 5; pass++) {
-			double t0 = now(), t1, t2;
-
-			for (int k = 0; k < 5000; k++)
-				(void)trib_sa_hkdf(dg, 16, body, sizes[z], salt, sizeof(salt) - 1, NULL,
-						   0);
-			t1 = now();
-			for (int k = 0; k < 5000; k++) {
-				unsigned int ml = 0;
-
-				if (sizes[z] >= 4096) {
-					/* The one-shot HMAC(), as before from 4096 bytes on. */
-					(void)HMAC(EVP_sha256(), salt, (int)sizeof(salt) - 1, body,
-						   sizes[z], prk, &ml);
-				} else {
-					crypto_auth_hmacsha256_init(&st, salt, sizeof(salt) - 1);
-					crypto_auth_hmacsha256_update(&st, body, sizes[z]);
-					crypto_auth_hmacsha256_final(&st, prk);
-				}
-				crypto_auth_hmacsha256_init(&st, prk, sizeof(prk));
-				crypto_auth_hmacsha256_update(&st, (const uint8_t *)"\001", 1);
-				crypto_auth_hmacsha256_final(&st, a);
-			}
-			t2 = now();
-			best_f = (t1 - t0) / 5000 < best_f ? (t1 - t0) / 5000 : best_f;
-			best_s = (t2 - t1) / 5000 < best_s ? (t2 - t1) / 5000 : best_s;
-		}
-		if (memcmp(dg, a, 16)) {
-			fprintf(stderr, "digest: not libsodium's HMAC-SHA256\n");
-			return 1;
-		}
-		snprintf(what, sizeof(what), "digest of %zu bytes", sizes[z]);
-		verdict(what, best_f * 1e6, best_s * 1e6);
-	}
 	return 0;
 }
