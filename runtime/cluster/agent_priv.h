@@ -171,6 +171,7 @@ struct rt_agent {
 	/* rt_agent_rejoin.c: joining again after a restart (ours or the controller's) */
 	struct trib_retry join_retry; /* joins that got no answer: the next one waits longer */
 	uint64_t ctl_away_ns;	      /* the first heartbeat that got no answer, 0 if it answers */
+	uint64_t ctl_away_said_ns;    /* when the last "still no answer" line was logged */
 	bool recovered;		      /* the arena's records went back into rounds (first join) */
 	uint32_t provisional;	      /* updates taken since the controller went away */
 	uint64_t provisional_total;   /* for /metrics */

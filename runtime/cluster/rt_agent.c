@@ -304,12 +304,24 @@ static void on_hb_reply(struct rt_agent *a, struct ctl_event *ev)
 	a->hb_pending = false;
 	if (ev->kind != CTL_EV_REPLY) {
 		/* Away (restarting, or cut off): updates get 503 until it answers again. */
+		uint64_t now = trib_now_ns();
+
 		if (!a->ctl_away_ns) {
-			a->ctl_away_ns = trib_now_ns();
+			a->ctl_away_ns = a->ctl_away_said_ns = now;
 			trib_warn("controller %s: no answer to a heartbeat (%s); updates of the "
 				  "open rounds are taken here for %u s at most, the rest is served",
 				  a->n->opts.controller, strerror(-ev->err),
 				  a->n->opts.controller_grace_s);
+		} else if (now - a->ctl_away_said_ns >= 2000000000ull) {
+			/*
+			 * Every 2 s while it lasts, with the last error: a node that cannot reach a
+			 * controller that is back (e2e cluster_restart E once: 12 s silent after a
+			 * freeze) says so, and why.
+			 */
+			a->ctl_away_said_ns = now;
+			trib_info("controller %s: still no answer to heartbeats after %.1f s (%s)",
+				  a->n->opts.controller, (double)(now - a->ctl_away_ns) / 1e9,
+				  strerror(-ev->err));
 		}
 		return;
 	}
