@@ -344,14 +344,42 @@ struct ctl_event *ctl_wire_next(struct ctl_wire *w)
 	return ev;
 }
 
+/* A dialer for @p's socket to @url, started in the background (it dials again until it is up). */
+static int dialer_start(struct ctl_wire *w, struct wire_peer *p, const char *url, nng_dialer *out)
+{
+	const char *name = NULL;
+	nng_tls_config *cfg = NULL;
+	nng_dialer d;
+	int rv;
+
+	for (unsigned i = 0; i < w->nnames; i++)
+		if (!strcmp(w->names[i].url, url) && w->names[i].name[0])
+			name = w->names[i].name;
+	rv = nng_dialer_create(&d, p->sock, url);
+	if (rv)
+		return rv;
+	if (w->tls) {
+		if (ctl__wire_tls_config(w, false, name, &cfg))
+			rv = NNG_EINVAL;
+		if (!rv) {
+			rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+			nng_tls_config_free(cfg); /* the dialer holds it */
+		}
+	}
+	if (!rv)
+		rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+	if (rv) {
+		nng_dialer_close(d);
+		return rv;
+	}
+	*out = d;
+	return 0;
+}
+
 static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 {
 	struct wire_peer *p;
 	int rv;
-
-	const char *name = NULL;
-	nng_tls_config *cfg = NULL;
-	nng_dialer d;
 
 	for (unsigned i = 0; i < w->npeers; i++) {
 		if (!strcmp(w->peers[i].url, url)) {
@@ -363,9 +391,6 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 		return -ENOSPC;
 	if (w->tls != ctl__wire_url_is_tls(url))
 		return -EINVAL; /* no plain link in a TLS cluster, nor the reverse */
-	for (unsigned i = 0; i < w->nnames; i++)
-		if (!strcmp(w->names[i].url, url) && w->names[i].name[0])
-			name = w->names[i].name;
 	p = &w->peers[w->npeers];
 	rv = nng_req0_open(&p->sock);
 	if (rv)
@@ -376,19 +401,7 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT, 50);
 	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT, 500);
 	/* In the background: a peer that is not up yet is dialled again until it is. */
-	if (!w->tls) {
-		rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
-	} else {
-		rv = nng_dialer_create(&d, p->sock, url);
-		if (!rv && ctl__wire_tls_config(w, false, name, &cfg))
-			rv = NNG_EINVAL;
-		if (!rv) {
-			rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
-			nng_tls_config_free(cfg); /* the dialer holds it */
-		}
-		if (!rv)
-			rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
-	}
+	rv = dialer_start(w, p, url, &p->dialer);
 	if (rv) {
 		nng_close(p->sock);
 		return ctl__wire_err(rv);
@@ -397,6 +410,35 @@ static int peer_open(struct ctl_wire *w, const char *url, nng_socket *out)
 	w->npeers++;
 	*out = p->sock;
 	return 0;
+}
+
+int ctl_wire_redial(struct ctl_wire *w, const char *url)
+{
+	sigset_t all, old;
+	nng_dialer d;
+	int rv = -ENOENT;
+
+	for (unsigned i = 0; i < w->npeers && rv == -ENOENT; i++) {
+		struct wire_peer *p = &w->peers[i];
+
+		if (strcmp(p->url, url))
+			continue;
+		/* The new dialer first (its threads block signals, as at open); then the old goes. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old);
+		rv = ctl__wire_err(dialer_start(w, p, url, &d));
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (rv)
+			break;
+		/*
+		 * Closing a dialer closes its pipe (requests on it fail with ECONNRESET, as
+		 * when the peer goes) and stops its redials; it does not wait (nng 1.5
+		 * reaps it on its own thread), unlike closing a socket (ctl_wire_close).
+		 */
+		nng_dialer_close(p->dialer);
+		p->dialer = d;
+	}
+	return rv;
 }
 
 /* A socket of ours is opened with signals blocked too (see ctl_wire_open). */

@@ -95,6 +95,14 @@ int ctl_wire_set_crl(struct ctl_wire *w, const char *crl_pem);
  * certificate. 0, -ENOSPC or -EINVAL.
  */
 int ctl_wire_peer_name(struct ctl_wire *w, const char *url, const char *name);
+/*
+ * Dial the peer at @url afresh: a new connection is started in the background
+ * and the current one (connected, or still connecting or negotiating) is
+ * dropped; requests in flight on it fail. For a link that gave no answer for
+ * long while its peer may be back (rt_agent: the controller after a restart).
+ * 0, -ENOENT (never dialled) or -errno.
+ */
+int ctl_wire_redial(struct ctl_wire *w, const char *url);
 /* Becomes readable (an eventfd) when events wait; read it, then drain ctl_wire_next(). */
 int ctl_wire_fd(const struct ctl_wire *w);
 /* The next event (owned by the caller: ctl_event_free), or NULL. */

@@ -32,6 +32,7 @@ struct wire_slot {
 struct wire_peer {
 	char url[128];
 	nng_socket sock;
+	nng_dialer dialer; /* the one dialling now (ctl_wire_redial replaces it) */
 };
 
 /* The name a peer's server certificate must carry (ctl_wire_peer_name). */

@@ -18,6 +18,8 @@
 
 #define AGENT_TIMEOUT_MS    10000
 #define AGENT_HB_TIMEOUT_MS 1000
+/* A controller silent this long is dialled afresh (rt_agent.c relink), at most this often. */
+#define AGENT_RELINK_MS     2000
 
 enum pend_kind {
 	PK_JOIN = 1,
@@ -172,6 +174,7 @@ struct rt_agent {
 	struct trib_retry join_retry; /* joins that got no answer: the next one waits longer */
 	uint64_t ctl_away_ns;	      /* the first heartbeat that got no answer, 0 if it answers */
 	uint64_t ctl_away_said_ns;    /* when the last "still no answer" line was logged */
+	uint64_t ctl_redial_ns;       /* when the controller was last dialled afresh (relink) */
 	bool recovered;		      /* the arena's records went back into rounds (first join) */
 	uint32_t provisional;	      /* updates taken since the controller went away */
 	uint64_t provisional_total;   /* for /metrics */

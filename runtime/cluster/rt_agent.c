@@ -249,6 +249,32 @@ static void fatal_stop(struct rt_agent *a, int status)
 	kill(getpid(), SIGTERM);
 }
 
+/*
+ * The controller has not answered since @since_ns: past AGENT_RELINK_MS, dial it afresh (and
+ * again every AGENT_RELINK_MS while it lasts). nng redials a link that broke on its own, but a
+ * connection that hangs while it is made (TCP up, TLS or the SP header not) is only dropped by
+ * nng 1.5 after its 10 s negotiation timeout. e2e cluster_restart E failed twice in CI that way
+ * (a node frozen while the controller was killed, thawed as it restarted: no answer for 12 s,
+ * then declared lost) and never on an idle machine. A new dialer costs one TCP and TLS
+ * handshake; requests still in flight on the old link fail as if the controller went.
+ */
+static void relink(struct rt_agent *a, uint64_t since_ns, int err)
+{
+	uint64_t now = trib_now_ns(), gap = AGENT_RELINK_MS * 1000000ull;
+	int rv;
+
+	if (!since_ns || now - since_ns < gap || (a->ctl_redial_ns && now - a->ctl_redial_ns < gap))
+		return;
+	a->ctl_redial_ns = now;
+	rv = ctl_wire_redial(a->w, a->n->opts.controller);
+	if (rv)
+		trib_warn("controller %s: cannot dial it afresh: %s", a->n->opts.controller,
+			  strerror(-rv));
+	else
+		trib_info("controller %s: no answer for %.1f s (%s); dialling it afresh",
+			  a->n->opts.controller, (double)(now - since_ns) / 1e9, strerror(-err));
+}
+
 static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 {
 	json_t *jobs, *e;
@@ -263,6 +289,7 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 				  "(%u tries)", a->n->opts.controller, strerror(-ev->err),
 				  (double)trib_retry_delay_ns(a->join_retry.retries + 1) / 1e9,
 				  a->join_retry.retries + 1);
+		relink(a, a->join_retry.since_ns, ev->err ? ev->err : -ETIMEDOUT);
 		return;
 	}
 	if (!json_is_true(json_object_get(ev->hdr, "ok"))) {
@@ -279,6 +306,7 @@ static void on_join_reply(struct rt_agent *a, struct ctl_event *ev)
 	}
 	trib_retry_ok(&a->join_retry);
 	a->ctl_away_ns = 0;
+	a->ctl_redial_ns = 0;
 	a->provisional = 0; /* reported in the join: counted now */
 	a->rank = (int)json_integer_value(json_object_get(ev->hdr, "rank"));
 	a->hb_ms = (uint32_t)json_integer_value(json_object_get(ev->hdr, "heartbeat_ms"));
@@ -323,6 +351,7 @@ static void on_hb_reply(struct rt_agent *a, struct ctl_event *ev)
 				  a->n->opts.controller, (double)(now - a->ctl_away_ns) / 1e9,
 				  strerror(-ev->err));
 		}
+		relink(a, a->ctl_away_ns, ev->err);
 		return;
 	}
 	if (a->ctl_away_ns) {
@@ -330,6 +359,7 @@ static void on_hb_reply(struct rt_agent *a, struct ctl_event *ev)
 			  "meanwhile", a->n->opts.controller,
 			  (double)(trib_now_ns() - a->ctl_away_ns) / 1e9, a->provisional);
 		a->ctl_away_ns = 0;
+		a->ctl_redial_ns = 0;
 		if (a->provisional && json_is_true(json_object_get(ev->hdr, "ok"))) {
 			/* It knows us still: join again all the same, so that it counts them. */
 			a->joined = false;

@@ -825,3 +825,60 @@ Test(ctl_wire, a_request_is_not_resent_to_a_restarted_server)
 	ctl_wire_close(cli);
 	ctl_wire_close(srv);
 }
+
+/*
+ * A connection that hangs while it is made (TCP up, the SP header never answered) holds
+ * nng 1.5's dialer for its 10 s negotiation timeout, whatever listens meanwhile;
+ * ctl_wire_redial drops it and reaches the server now (rt_agent's relink relies on it).
+ */
+Test(ctl_wire, a_redial_drops_a_connection_stuck_before_it_is_up)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	struct ctl_wire *srv, *cli;
+	struct ctl_event *ev;
+	struct pollfd pfd;
+	int lfd, cfd, one = 1, port = free_port();
+	char url[64];
+
+	make_url(url, sizeof(url), port);
+	/* A listener that accepts and never speaks (SO_REUSEADDR: the server binds after it). */
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	cr_assert_geq(lfd, 0);
+	cr_assert_eq(setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons((uint16_t)port);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0, "bind: %s", strerror(errno));
+	cr_assert_eq(listen(lfd, 4), 0);
+	cr_assert_eq(ctl_wire_open(NULL, &cli), 0);
+	cr_assert_eq(send_i(cli, url, 1, NULL, 0, 1, 800), 0);
+	pfd = (struct pollfd){.fd = lfd, .events = POLLIN};
+	cr_assert_eq(poll(&pfd, 1, WAIT_MS), 1, "the wire never connected");
+	cfd = accept(lfd, NULL, NULL);
+	cr_assert_geq(cfd, 0, "accept: %s", strerror(errno));
+	close(lfd); /* the accepted connection stays up, silent */
+	ev = must_event(cli, CTL_EV_FAIL);
+	cr_expect_eq(ev->cookie, 1u);
+	ctl_event_free(cli, ev);
+	/* The server is up on the port now; the wire's connection is still the silent one. */
+	cr_assert_eq(ctl_wire_open(url, &srv), 0, "listen on %s", url);
+	cr_assert_eq(send_i(cli, url, 2, NULL, 0, 2, 1500), 0);
+	ev = must_event(cli, CTL_EV_FAIL);
+	cr_expect_eq(ev->cookie, 2u, "without a redial the request waits on the stuck connection");
+	ctl_event_free(cli, ev);
+	cr_expect_null(ctl_wire_next(srv), "the server got a request over a connection never up");
+	/* Dialled afresh: answered at once. */
+	cr_assert_eq(ctl_wire_redial(cli, url), 0);
+	cr_assert_eq(send_i(cli, url, 3, NULL, 0, 3, 3000), 0);
+	ev = must_event(srv, CTL_EV_REQUEST);
+	cr_expect_eq(hdr_int(ev, "i"), 3);
+	cr_assert_eq(ctl_wire_reply(srv, ev, ev->hdr, NULL, 0), 0);
+	ctl_event_free(srv, ev);
+	ev = must_event(cli, CTL_EV_REPLY);
+	cr_expect_eq(ev->cookie, 3u);
+	ctl_event_free(cli, ev);
+	cr_expect_eq(ctl_wire_redial(cli, "tcp://127.0.0.1:1"), -ENOENT);
+	close(cfd);
+	ctl_wire_close(cli);
+	ctl_wire_close(srv);
+	expect_no_leaks();
+}
