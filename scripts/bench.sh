@@ -58,6 +58,8 @@ bench/algorithms/run.sh "$build" 3 || rc=1
 echo
 echo "== bench/secagg: a SecAgg+ round vs plain FedAvg (100 x 1M, server CPU), PRG vs ChaCha20"
 /usr/bin/python3 "$root/bench/secagg/round.py" --build "$build" || rc=1
+echo "== bench/secagg (recorded): the same with each stage request waiting for the previous answer (--conns 1)"
+/usr/bin/python3 "$root/bench/secagg/round.py" --build "$build" --conns 1 || rc=1
 echo "== bench/secagg/stages.py: the gateway's CPU per secure-round stage request vs GET /v1/jobs/NAME"
 /usr/bin/python3 "$root/bench/secagg/stages.py" --build "$build" || rc=1
 echo "== bench/secagg/bench_unmask_cpu: the unmask stage's Shamir rebuild vs before"

@@ -40,6 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -82,6 +83,30 @@ def gw_cpu(pid):
         with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
             total += int(f.read().split()[0])
     return total / 1e9
+
+
+def healthz_cpu(srv, admin, conns, total):
+    """Gateway CPU per GET /healthz (us), @total requests over @conns connections at once (a
+    thread each, each request waiting for its answer). One at a time, the gateway goes idle
+    before each request and is woken for it; from several, it often finds the next one ready."""
+    cs = [Conn(srv.url) for _ in range(conns)]
+
+    def run(c):
+        for _ in range(total // conns):
+            c.call("GET", "/healthz", admin)
+
+    for c in cs:
+        c.call("GET", "/healthz", admin)  # connected before the clock starts
+    ths = [threading.Thread(target=run, args=(c,)) for c in cs]
+    c0 = gw_cpu(srv.pid)
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    us = (gw_cpu(srv.pid) - c0) / (total // conns * conns) * 1e6
+    for c in cs:
+        c.c.close()
+    return us
 
 
 def main():
@@ -204,6 +229,11 @@ def main():
         print("worst stage request (%s) / GET job  %.2f  %s (limit %.1fx)"
               % (worst, ratio, "PASS" if ratio <= LIMIT else "MISS", LIMIT))
         conn.c.close()
+        print("GET /healthz, 2000 requests, gateway CPU per request (recorded: what waiting for "
+              "each answer costs; bench/secagg/round.py --conns):")
+        for k in (1, 8):
+            print("  from %d connection%s at once  %7.1f us" % (k, "" if k == 1 else "s",
+                                                             healthz_cpu(srv, admin, k, 2000)))
     finally:
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)
