@@ -95,6 +95,15 @@ class Prg:
         return np.frombuffer(self.buf, dtype="<u4", count=self.n)
 
 
+def gateway_cpu(pid):
+    """CPU seconds of the gateway process alone (every thread's schedstat), not its functions."""
+    total = 0
+    for t in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
+
+
 def cpu_by_process(pid):
     """{pid: (name, CPU seconds)} of the server's live process tree (schedstat, all threads)."""
     out = {}
@@ -265,6 +274,7 @@ def secure_round(url, admin, n, p, x, cfg, drop, conns, job="secagg"):
         time.sleep(1)
     by0 = cpu_by_process(pid)
     c0, load0, t0 = servers.cpu_s_fine(pid), loadavg(), time.monotonic()
+    gw0 = gateway_cpu(pid)
     # 1. advertise
     cl = [None] * n
     infos = pool.map(lambda cn, i: cn.call("POST", base + "/keys", toks[i],
@@ -274,6 +284,7 @@ def secure_round(url, admin, n, p, x, cfg, drop, conns, job="secagg"):
         c = sa.SecAggClient(info["index"], info["round"], info["threshold"])
         c.c_sk, c.s_sk = secrets[i]
         cl[i] = c
+    gw = [("advertise", gateway_cpu(pid))]
     marks = [("advertise", time.monotonic())]
     # 2. shares. Each stage's requests go back to back, the clients' work between stages: what
     # the server sees when 100 clients work at once on their own devices (and what the plain
@@ -294,6 +305,7 @@ def secure_round(url, admin, n, p, x, cfg, drop, conns, job="secagg"):
     client_s += time.monotonic() - c1
     pool.map(lambda cn, i: cn.call("POST", base + "/shares", toks[i], bodies[i]), range(n))
     marks.append(("shares", time.monotonic()))
+    gw.append(("shares", gateway_cpu(pid)))
     # 3. masked input: the inbox opened by each client; each pairwise mask expanded once.
     by_index = {c.u: i for i, c in enumerate(cl)}
     ys = [None] * n
@@ -322,6 +334,7 @@ def secure_round(url, admin, n, p, x, cfg, drop, conns, job="secagg"):
         ys[i] = ys[i].astype("<u4").tobytes()
     client_s += time.monotonic() - c1
     marks.append(("masks (bench)", time.monotonic()))
+    gw.append(("masks (bench)", gateway_cpu(pid)))
     gone = set(range(n - int(round(drop * n)), n))
     # The 4 MB inputs go one after another on one connection, as the plain round's updates do:
     # the same ingest path and pacing for the same bytes in both rounds.
@@ -330,6 +343,7 @@ def secure_round(url, admin, n, p, x, cfg, drop, conns, job="secagg"):
             conn.call("POST", base + "/input", toks[i], ys[i], "application/octet-stream")
     ys = None
     marks.append(("inputs", time.monotonic()))
+    gw.append(("inputs", gateway_cpu(pid)))
     # 4. unmask: after the masked stage's deadline when clients dropped.
     kinds = {"self": sa.REVEAL_SELF, "secret": sa.REVEAL_SECRET}
     opened = []
@@ -345,6 +359,7 @@ def secure_round(url, admin, n, p, x, cfg, drop, conns, job="secagg"):
     left = [i for i in range(n) if i not in gone]
     asked = dict(zip(left, pool.map(get_unmask, left)))
     marks.append(("unmask stage opened", min(opened)))
+    gw.append(("unmask (GET)", gateway_cpu(pid)))
     c1 = time.monotonic()
     for i, o in asked.items():
         sh = cl[i].reveal([(r["index"], kinds[r["kind"]]) for r in o["reveal"]])
@@ -352,8 +367,10 @@ def secure_round(url, admin, n, p, x, cfg, drop, conns, job="secagg"):
     client_s += time.monotonic() - c1
     pool.map(lambda cn, i: cn.call("POST", base + "/unmask", toks[i], asked[i]), list(asked))
     marks.append(("reveals", time.monotonic()))
+    gw.append(("reveals", gateway_cpu(pid)))
     model = wait_model(conn, admin, job, 1)
     marks.append(("model", time.monotonic()))
+    gw.append(("model", gateway_cpu(pid)))
     wall, cpu = time.monotonic() - t0, servers.cpu_s_fine(pid) - c0
     by1 = cpu_by_process(pid)
     if perf:
@@ -368,7 +385,8 @@ def secure_round(url, admin, n, p, x, cfg, drop, conns, job="secagg"):
     procs = by_delta(by0, by1)
     return {"wall": wall, "client": client_s, "server": cpu, "load": (load0 + loadavg()) / 2,
             "err": err, "ok": err <= 1e-6, "survivors": n - len(gone), "procs": procs,
-            "phases": [(name, b - a) for (name, b), (_, a) in zip(marks, [("", t0)] + marks)]}
+            "phases": [(name, b - a) for (name, b), (_, a) in zip(marks, [("", t0)] + marks)],
+            "gw_phases": [(name, b - a) for (name, b), (_, a) in zip(gw, [("", gw0)] + gw)]}
 
 
 KERNEL_RE = re.compile(r"^ *(chacha20|prg_add|prg_stream|prg_add_sodium|bare_stream)\s+([0-9.]+) "
@@ -481,6 +499,7 @@ def main():
               (sec["survivors"], a.clients, a.drop))
     print("secagg wall by phase (each until its last request's answer): " +
           ", ".join("%s %.3f s" % p for p in sec["phases"]))
+    print("secagg gateway CPU by phase: " + ", ".join("%s %.4f s" % p for p in sec["gw_phases"]))
     for name, r in (("fedavg", plain), ("secagg", sec)):
         print("%s server CPU by process (%.3f s; the tree's total %.3f s also counts processes "
               "that exited):" % (name, sum(c for c, _, _ in r["procs"]), r["server"]))
