@@ -18,7 +18,7 @@
 
 #define AGENT_TIMEOUT_MS    10000
 #define AGENT_HB_TIMEOUT_MS 1000
-/* A controller silent this long is dialled afresh (rt_agent.c relink), at most this often. */
+/* A controller silent this long is dialled afresh (rt_agent_link.c relink), at most this often. */
 #define AGENT_RELINK_MS     2000
 
 enum pend_kind {
@@ -230,6 +230,13 @@ json_t *rt__agent_ok_json(void);
 json_t *rt__agent_err_json(int status, const char *msg);
 struct xround *rt__agent_xr_get(struct rt_agent *a, const char *job, uint32_t round, bool make);
 void rt__agent_xr_free(struct rt_agent *a, struct xround *x);
+/* A dead top's accumulator, kept until its round is freed (rt_agent.c). */
+void rt__agent_dead_acc_keep(struct xround *x);
+/* rt_agent_link.c: joining, heartbeats, the controller away. */
+void rt__agent_join_send(struct rt_agent *a);
+void rt__agent_fatal_stop(struct rt_agent *a, int status);
+void rt__agent_on_join_reply(struct rt_agent *a, struct ctl_event *ev);
+void rt__agent_on_hb_reply(struct rt_agent *a, struct ctl_event *ev);
 void rt__agent_job_apply(struct rt_agent *a, json_t *h);
 void rt__agent_on_create_reply(struct rt_agent *a, struct pend *pd, struct ctl_event *ev);
 void rt__agent_upd_free(struct rt_agent *a, struct upd *u);
