@@ -74,6 +74,20 @@ except (OSError, ValueError) as e:
     print('\nno meson test log (%s): %s' % (path, e))
     tests = []
 
+# Why a test failed, in a few lines next to the total: CI may keep only the end of this output,
+# and a failure seen only there (stop 25's e2e cluster_restart) was not diagnosable from it.
+WHY = re.compile(r'^(FAIL\b.*|.*Failure.*|\[FAIL\].*|\[----\].*(Assertion|expected).*|'
+                 r'.*(timed out|Traceback).*)$', re.M)
+LOGWARN = re.compile(r'^\d\d:\d\d:\d\d\.\d+ (WARN|ERROR) .*$', re.M)
+
+
+def why_failed(name, out):
+    why = [m.group(0) for m in WHY.finditer(out)][-6:]
+    warn = [m.group(0) for m in LOGWARN.finditer(out)][-8:]
+    return [name] + ['  why: ' + ln[:300] for ln in why] + ['  log: ' + ln[:300] for ln in warn]
+
+
+details = []
 suites = ran = passed = failed = 0
 others = {}         # suite -> [ran, passed, failed, skipped]
 skipped, failures = [], []
@@ -91,6 +105,7 @@ for t in tests:
             if int(fail) + int(crash):
                 failures.append('%s: %d failing, %d crashing' % (t['name'], int(fail),
                                                                   int(crash)))
+                details.append(why_failed(t['name'], out))
         if res != 'OK' and not any(int(f) + int(c) for _, _, f, c in syn):
             # Every test passed, but the executable did not exit 0 (a report at exit?).
             failed += 1
@@ -109,6 +124,7 @@ for t in tests:
     else:
         o[2] += 1
         failures.append('%s: %s (exit %s)' % (t['name'], res, t.get('returncode')))
+        details.append(why_failed(t['name'], out))
 
 o_ran = sum(o[0] for o in others.values())
 o_pass = sum(o[1] for o in others.values())
@@ -126,6 +142,10 @@ print('check-layers: %s' % ('passed' if layers_rc == 0 else 'FAILED'))
 print('Skipped: %d' % len(skipped))
 for s in skipped:
     print('skipped: ' + s)
+for d in details:
+    print('why %s failed (its output: meson-logs/testlog.txt):' % d[0])
+    for ln in d[1:] or ['  (no FAIL, Failure or WARN/ERROR line in its output)']:
+        print(ln)
 for f in failures:
     print('failed: ' + f)
 print('%d passed, %d failed' % (passed + o_pass + (layers_rc == 0),
