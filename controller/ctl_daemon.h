@@ -20,6 +20,8 @@
 #include "trib_retry.h"
 
 #define CTL_REQ_TIMEOUT_MS 10000
+/* After a restart, nodes get 2 × --dead-after-ms plus this to join again (ctl_rejoin.c). */
+#define CTL_RECONCILE_SLACK_MS 3000
 /* Rounds kept in memory after their model, for GET .../rounds/{r}. */
 #define CTL_ROUNDS_KEPT 64
 

@@ -287,11 +287,18 @@ int ctl__xstate_load(struct ctl *c)
 	for (uint32_t i = 0; i < c->nnodes; i++)
 		awaited += c->nodes[i].awaited;
 	if (awaited) {
-		/* Nodes heartbeat every heartbeat_ms and join again at once on a 410. */
-		c->reconcile_until_ns = trib_now_ns() + 2ull * c->o->dead_after_ms * 1000000ull;
-		trib_info("controller restarted: waiting up to %u ms for the %u nodes it knew to "
+		/*
+		 * Nodes heartbeat every heartbeat_ms and join again at once on a 410. A node whose
+		 * new connection hangs before it is up dials again after 2 s without an answer
+		 * (runtime/cluster rt_agent_link.c relink; nng 1.5 alone waits 10 s): the slack
+		 * lets that node back in before it is drained with the updates it acknowledged.
+		 */
+		uint64_t ms = 2ull * c->o->dead_after_ms + CTL_RECONCILE_SLACK_MS;
+
+		c->reconcile_until_ns = trib_now_ns() + ms * 1000000ull;
+		trib_info("controller restarted: waiting up to %llu ms for the %u nodes it knew to "
 			  "join again and report what they hold (no update is counted meanwhile)",
-			  2 * c->o->dead_after_ms, awaited);
+			  (unsigned long long)ms, awaited);
 	}
 	return 0;
 }
